@@ -1,0 +1,60 @@
+"""The ``curator`` command line: a thin Typer layer over library calls.
+
+Commands: ``run``, one group per stage (``curator ingest pipeline.yaml`` runs it; groups
+may carry extra subcommands such as ``curator dedup report``), ``release``, ``query``,
+``sources``, ``env``, ``demo``; capability modules add theirs through :data:`EXTENSIONS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated
+
+import typer
+
+from curator.cli.common import setup_logging
+
+app = typer.Typer(name="curator", no_args_is_help=True, add_completion=False,
+                  help="Turn public 3D medical segmentation datasets into one versioned, queryable collection.",
+                  pretty_exceptions_enable=False)
+
+# Optional command modules: each defines register(app, groups) and keeps heavy imports inside commands.
+EXTENSIONS = [
+    "curator.cli.labels",
+    "curator.cli.dedup",
+    "curator.cli.export",
+    "curator.cli.review",
+    "curator.cli.eval",
+    "curator.cli.report",
+    "curator.cli.releases",
+]
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="more log output")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+) -> None:
+    setup_logging(verbose, debug)
+
+
+def _register() -> None:
+    from curator.cli import basic, stages
+
+    groups = stages.register(app)
+    basic.register(app, groups)
+    for mod in EXTENSIONS:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name == mod:
+                continue
+            raise
+        m.register(app, groups)
+
+
+_register()
+
+
+def main() -> None:
+    app()

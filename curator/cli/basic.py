@@ -1,0 +1,110 @@
+"""``curator query``, ``curator sources``, ``curator env``, ``curator demo``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from curator.cli.common import OutputFormat, emit, err, handle_errors, out
+
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @app.command("query")
+    @handle_errors
+    def query(release: Annotated[Path, typer.Argument(help="release folder (or collection folder)")],
+              sql: Annotated[str, typer.Argument(help="SQL; every table of the release is a view")],
+              fmt: FormatOpt = OutputFormat.table,
+              limit: Annotated[int, typer.Option(help="max rows printed as a table")] = 200) -> None:
+        """Query a release with DuckDB (read-only, file system access off)."""
+        import duckdb
+
+        from curator.errors import ReleaseError
+        from curator.release.query import Release
+
+        rel = Release(release)
+        try:
+            res = rel.sql(sql)
+        except duckdb.Error as e:
+            raise ReleaseError("query_error", str(e).splitlines()[0],
+                               remedy=f"tables: {', '.join(rel.table_names())}") from e
+        if res is None:
+            return
+        rows = res.fetchall()
+        if fmt == OutputFormat.table and len(rows) > limit:
+            err.print(f"(showing {limit} of {len(rows)} rows; use --format csv for all)")
+            rows = rows[:limit]
+        emit(res.columns, rows, fmt)
+
+    sources = typer.Typer(help="The dataset registry.", no_args_is_help=True)
+    app.add_typer(sources, name="sources")
+
+    @sources.command("list")
+    @handle_errors
+    def sources_list(fmt: FormatOpt = OutputFormat.table,
+                     registry: Annotated[list[Path] | None, typer.Option(help="extra dataset YAML files")] = None,
+                     ) -> None:
+        """Every dataset the registry knows (built-in + --registry files)."""
+        from curator.registry import load_registry
+
+        reg = load_registry(extra=tuple(registry or ()))
+        specs = [reg.datasets[n] for n in reg.names()]
+        if fmt == OutputFormat.json:
+            sys.stdout.write(json.dumps([s.to_dict() for s in specs], indent=1) + "\n")
+            return
+        rows = [(s.name, s.version, s.modality, s.region, s.licence, s.citation_key, len(s.layout),
+                 len(s.annotated_terms())) for s in specs]
+        emit(["name", "version", "modality", "region", "licence", "citation", "layouts", "terms"], rows, fmt,
+             title=f"{len(specs)} datasets")
+
+    @sources.command("show")
+    @handle_errors
+    def sources_show(name: str,
+                     registry: Annotated[list[Path] | None, typer.Option(help="extra dataset YAML files")] = None,
+                     ) -> None:
+        """One dataset's full entry (JSON)."""
+        from curator.registry import load_registry
+
+        spec = load_registry(extra=tuple(registry or ())).get(name)
+        sys.stdout.write(json.dumps(spec.to_dict(), indent=1) + "\n")
+
+    @app.command("env")
+    def env() -> None:
+        """Versions and machine facts for bug reports."""
+        from curator.envinfo import environment
+
+        for k, v in environment().items():
+            out.print(f"{k:>22}: {v}", highlight=False)
+
+    @app.command("demo")
+    @handle_errors
+    def demo(out_dir: Annotated[Path | None, typer.Option("--out", help="folder (default: a new temp folder)")] = None,
+             workers: WorkersOpt = 2,
+             executor: Annotated[str, typer.Option(help="local or dask")] = "local",
+             progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True) -> None:
+        """Build a small synthetic collection in native layouts and run every stage end to end."""
+        from curator.demo import EXAMPLE_QUERY, run_demo
+        from curator.release.query import Release
+
+        res = run_demo(out_dir, workers=workers, executor=executor, progress=progress)
+        for r in res.result.reports:
+            err.print(f"[green]✓[/] {r.line()}", highlight=False)
+        out.print(f"\n[bold]Demo finished in {res.seconds:.0f} s[/] in {res.folder}", highlight=False)
+        out.print(f"  pipeline : {res.pipeline}", highlight=False)
+        out.print(f"  release  : {res.result.release}", highlight=False)
+        out.print(f"  planted duplicates: {len(res.data.duplicates)}, broken inputs: {len(res.data.broken)}")
+        out.print(f"\nExample query:\n  curator query {res.result.release} \"{EXAMPLE_QUERY}\"\n",
+                  highlight=False)
+        rel = Release(res.result.release)  # type: ignore[arg-type]
+        q = rel.sql(EXAMPLE_QUERY)
+        emit(q.columns, q.fetchall(), OutputFormat.table)
+        q = rel.sql("select kind, count(*) as n from problems where severity = 'error' group by 1 order by 1")
+        emit(q.columns, q.fetchall(), OutputFormat.table, title="problems (cases dropped)")
+
+
+WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="worker processes")]

@@ -1,0 +1,105 @@
+"""``curator run``, ``curator release`` and one command group per stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from curator.cli.common import err, handle_errors
+from curator.stages import STAGES
+
+PipelineArg = Annotated[Path, typer.Argument(help="pipeline.yaml", exists=True, dir_okay=False)]
+ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="local (process pool) or dask")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="worker processes")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="dask scheduler address (default: a LocalCluster)")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars")]
+
+
+class DefaultRunGroup(TyperGroup):
+    """A group whose first argument, when not a subcommand, goes to its ``run`` command:
+    ``curator ingest pipeline.yaml`` == ``curator ingest run pipeline.yaml``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def load_config(pipeline: Path, executor: str | None = None, workers: int | None = None,
+                address: str | None = None, progress: bool = True) -> Any:
+    from curator.config import PipelineConfig
+
+    cfg = PipelineConfig.load(pipeline)
+    ex = cfg.executor
+    changes: dict[str, Any] = {"progress": progress}
+    if executor:
+        changes["kind"] = executor
+    if workers is not None:
+        changes["workers"] = workers
+    if address:
+        changes["address"] = address
+        changes["kind"] = "dask"
+    ex = type(ex).from_dict({**ex.to_dict(), **changes})
+    return cfg.replace(executor=ex)
+
+
+def _report(result: Any) -> None:
+    for r in result.reports:
+        err.print(f"[green]✓[/] {r.line()}", highlight=False)
+    if result.release:
+        err.print(f"[bold green]release[/] {result.release}", highlight=False)
+
+
+def register(app: typer.Typer) -> dict[str, typer.Typer]:
+    @app.command("run")
+    @handle_errors
+    def run(pipeline: PipelineArg, executor: ExecutorOpt = None, workers: WorkersOpt = None,
+            address: AddressOpt = None, progress: ProgressOpt = True,
+            stages: Annotated[str | None, typer.Option(help="comma-separated subset of stages")] = None,
+            release: Annotated[bool, typer.Option("--release/--no-release", help="write the release")] = True,
+            ) -> None:
+        """Run the whole pipeline from one config, then write the release."""
+        from curator.pipeline import run_pipeline
+
+        cfg = load_config(pipeline, executor, workers, address, progress)
+        chosen = [s.strip() for s in stages.split(",")] if stages else None
+        _report(run_pipeline(cfg, stages=chosen, release=release))
+
+    @app.command("release")
+    @handle_errors
+    def release_cmd(pipeline: PipelineArg) -> None:
+        """Write the release from the workspace's tables (no stage is re-run)."""
+        from curator.release.build import build_release
+        from curator.runner.context import Context
+
+        cfg = load_config(pipeline)
+        ctx = Context(cfg)
+        with ctx.workspace.locked("release"):
+            path = build_release(ctx)
+        err.print(f"[bold green]release[/] {path}", highlight=False)
+
+    groups: dict[str, typer.Typer] = {}
+    for name in STAGES:
+        group = typer.Typer(name=name, cls=DefaultRunGroup, no_args_is_help=True,
+                            help=f"The {name} stage: `curator {name} pipeline.yaml` runs it alone.")
+        _add_stage_run(group, name)
+        app.add_typer(group, name=name)
+        groups[name] = group
+    return groups
+
+
+def _add_stage_run(group: typer.Typer, name: str) -> None:
+    @group.command("run")
+    @handle_errors
+    def run_one(pipeline: PipelineArg, executor: ExecutorOpt = None, workers: WorkersOpt = None,
+                address: AddressOpt = None, progress: ProgressOpt = True) -> None:
+        from curator.pipeline import run_pipeline
+
+        cfg = load_config(pipeline, executor, workers, address, progress)
+        _report(run_pipeline(cfg, stages=[name], release=False))
+
+    run_one.__doc__ = f"Run the {name} stage alone (earlier stages' tables must exist)."

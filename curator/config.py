@@ -1,0 +1,213 @@
+"""Typed, frozen configuration: stage settings and the pipeline file (``pipeline.yaml``).
+
+Every config has an explicit wire form (``to_dict``/``from_dict``) and a hash; the hash
+and the code version are written next to every output, so a result says how it was
+made. Unknown keys are errors (a typo must not silently fall back to a default).
+
+>>> cfg = StageConfig.from_dict({"on_bad_case": "skip"})
+>>> cfg.on_bad_case, len(cfg.config_hash())
+('skip', 16)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from curator.errors import ConfigError
+from curator.io.fsutil import sha256_json
+
+T = TypeVar("T", bound="Config")
+OnBadCase = Literal["error", "warn", "skip"]
+
+
+def _coerce(name: str, tp: Any, value: Any, where: str) -> Any:
+    """Check and convert one YAML value to the annotated type (small subset of typing)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError("config_error", f"{where}.{name} = {value!r}; expected one of {list(get_args(tp))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        last: Exception | None = None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(name, a, value, where)
+            except ConfigError as e:
+                last = e
+        raise last or ConfigError("config_error", f"{where}.{name}: bad value {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError("config_error", f"{where}.{name} must be a list, got {value!r}")
+        args = get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_coerce(name, inner, v, where) for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError("config_error", f"{where}.{name} must be a mapping, got {value!r}")
+        return dict(value)
+    if isinstance(tp, type) and issubclass(tp, Config):
+        return tp.from_dict(value or {}, where=f"{where}.{name}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("config_error", f"{where}.{name} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError("config_error", f"{where}.{name} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError("config_error", f"{where}.{name} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError("config_error", f"{where}.{name} must be text, got {value!r}")
+        return str(value)
+    if tp is Path:
+        return Path(os.path.expanduser(str(value)))
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Base of every config: strict ``from_dict``, canonical ``to_dict``, stable hash."""
+
+    @classmethod
+    def from_dict(cls: type[T], d: dict[str, Any] | None, *, where: str | None = None) -> T:
+        d = dict(d or {})
+        where = where or cls.__name__
+        hints = typing.get_type_hints(cls)
+        known = {f.name: f for f in fields(cls) if f.init}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError("config_error", f"{where}: unknown setting(s) {unknown}; "
+                              f"valid settings are {sorted(known)}")
+        kwargs = {k: _coerce(k, hints[k], v, where) for k, v in d.items()}
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise ConfigError("config_error", f"{where}: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Config):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = [x.to_dict() if isinstance(x, Config) else (str(x) if isinstance(x, Path) else x) for x in v]
+            elif isinstance(v, Path):
+                v = str(v)
+            out[f.name] = v
+        return out
+
+    def config_hash(self) -> str:
+        """16 hex digits over the canonical wire form (excluding fields marked ``hash=False``)."""
+        d = self.to_dict()
+        for f in fields(self):
+            if f.metadata.get("hash") is False:
+                d.pop(f.name, None)
+        return sha256_json({"type": type(self).__name__, "config": d})[:16]
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)
+
+
+def nohash(default: Any) -> Any:
+    """A field that does not change results (e.g. progress display) and is left out of the hash."""
+    return field(default=default, metadata={"hash": False})
+
+
+@dataclass(frozen=True)
+class StageConfig(Config):
+    """Settings every stage has."""
+
+    on_bad_case: OnBadCase = nohash("warn")
+    enabled: bool = nohash(True)
+
+
+@dataclass(frozen=True)
+class SourceConfig(Config):
+    """One dataset to ingest: a registry name (or a path to a dataset YAML) and its root folder."""
+
+    dataset: str
+    root: Path
+    name: str | None = None  # alias, when the same dataset is ingested twice (e.g. two versions)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig(Config):
+    kind: Literal["local", "dask"] = "local"
+    workers: int = 1
+    address: str | None = None  # dask scheduler address; None = in-process LocalCluster
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ReleaseConfig(Config):
+    root: Path = Path("releases")
+    collection: str = "collection"
+    version: str = "0.1.0"
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelineConfig(Config):
+    """The whole pipeline (``pipeline.yaml``)."""
+
+    workspace: Path = Path("workspace")
+    sources: tuple[SourceConfig, ...] = ()
+    registry: tuple[Path, ...] = ()  # extra dataset YAML files or folders
+    stages: dict[str, Any] = field(default_factory=dict)
+    executor: ExecutorConfig = ExecutorConfig()
+    release: ReleaseConfig = ReleaseConfig()
+    seed: int = 0
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PipelineConfig:
+        """Read ``pipeline.yaml``; relative paths are resolved against the file's folder."""
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError as e:
+            raise ConfigError("config_error", f"pipeline file {p} does not exist") from e
+        except yaml.YAMLError as e:
+            raise ConfigError("config_error", f"{p} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError("config_error", f"{p} must hold a mapping at the top level")
+        cfg = cls.from_dict(raw, where=p.name)
+        return cfg.resolved(p.parent.resolve())
+
+    def resolved(self, base: Path) -> PipelineConfig:
+        def r(x: Path) -> Path:
+            return x if x.is_absolute() else (base / x)
+
+        sources = tuple(
+            s.replace(root=r(s.root),
+                      dataset=str(r(Path(s.dataset))) if s.dataset.endswith((".yaml", ".yml")) else s.dataset)
+            for s in self.sources
+        )
+        return self.replace(workspace=r(self.workspace), sources=sources,
+                            registry=tuple(r(x) for x in self.registry),
+                            release=self.release.replace(root=r(self.release.root)))
+
+    def stage(self, name: str) -> dict[str, Any]:
+        raw = self.stages.get(name) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError("config_error", f"stages.{name} must be a mapping")
+        return raw

@@ -1,0 +1,208 @@
+"""One exception hierarchy for curator.
+
+Every error carries a machine-readable ``kind`` (it becomes the ``kind`` column of the
+``problems`` table), the ``path`` it concerns when there is one, and a message that
+says what went wrong *and what to do*. Subclasses also inherit the built-in exception
+they specialise, so ``except ValueError`` keeps working for callers that expect it.
+
+>>> e = InputError("truncated_file", "gzip stream ends early", path="a.nii.gz",
+...                remedy="download the file again")
+>>> e.kind, str(e)
+('truncated_file', 'a.nii.gz: gzip stream ends early. What to do: download the file again')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class CuratorError(Exception):
+    """Base class of every error curator raises on purpose."""
+
+    default_kind = "error"
+
+    def __init__(
+        self,
+        kind: str | None = None,
+        message: str = "",
+        *,
+        path: str | None = None,
+        remedy: str | None = None,
+        case_id: str | None = None,
+    ) -> None:
+        self.kind = kind or self.default_kind
+        self.detail = message
+        self.path = path
+        self.remedy = remedy
+        self.case_id = case_id
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = self.detail
+        if self.path:
+            text = f"{self.path}: {text}"
+        if self.remedy:
+            text = f"{text}. What to do: {self.remedy}"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across process pools / dask
+        return (
+            _rebuild,
+            (type(self), self.kind, self.detail, self.path, self.remedy, self.case_id),
+        )
+
+
+def _rebuild(
+    cls: type[CuratorError],
+    kind: str,
+    detail: str,
+    path: str | None,
+    remedy: str | None,
+    case_id: str | None,
+) -> CuratorError:
+    obj = cls.__new__(cls)
+    CuratorError.__init__(obj, kind, detail, path=path, remedy=remedy, case_id=case_id)
+    return obj
+
+
+class ConfigError(CuratorError, ValueError):
+    """A pipeline, stage or registry configuration is invalid."""
+
+    default_kind = "config_error"
+
+
+class RegistryError(ConfigError):
+    """A dataset YAML or the taxonomy is invalid."""
+
+    default_kind = "registry_error"
+
+
+class InputError(CuratorError, ValueError):
+    """An input file cannot be used as it is (it becomes a ``problems`` row)."""
+
+    default_kind = "bad_input"
+
+
+class ReadError(InputError, OSError):
+    """A file could not be read at all (missing, empty, truncated, unreadable)."""
+
+    default_kind = "read_error"
+
+
+class GeometryError(InputError):
+    """Spacing, direction or grid agreement is wrong."""
+
+    default_kind = "geometry_error"
+
+
+class LabelError(InputError):
+    """A label map is not what its dataset declares."""
+
+    default_kind = "label_error"
+
+
+class WorkspaceError(CuratorError, RuntimeError):
+    """The workspace is locked, corrupt or out of space."""
+
+    default_kind = "workspace_error"
+
+
+class ReleaseError(CuratorError, RuntimeError):
+    """A release cannot be written, verified or opened."""
+
+    default_kind = "release_error"
+
+
+class StageError(CuratorError, RuntimeError):
+    """A stage stopped (``on_bad_case: error``) or could not run."""
+
+    default_kind = "stage_error"
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    """A documented problem kind: what it means and the default remedy."""
+
+    kind: str
+    meaning: str
+    remedy: str
+
+
+# The catalogue of problem kinds curator reports. Tests check that every kind raised
+# somewhere is documented here, so the problems table stays interpretable.
+PROBLEM_KINDS: dict[str, ProblemKind] = {
+    p.kind: p
+    for p in [
+        ProblemKind("file_not_found", "a file the layout points to does not exist",
+                    "check the source root in pipeline.yaml and that the download is complete"),
+        ProblemKind("empty_file", "the file has zero bytes",
+                    "download the file again; the copy on disk is empty"),
+        ProblemKind("truncated_file", "the file ends before its data does (e.g. a cut gzip stream)",
+                    "download the file again and compare its checksum with the source"),
+        ProblemKind("corrupt_file", "the file's bytes do not decode as its format",
+                    "download the file again; if it persists, report it to the dataset's maintainers"),
+        ProblemKind("unknown_format", "the file's extension or content is not a supported format",
+                    "convert it to NIfTI, NRRD, MHA/MHD or DICOM, or fix the layout pattern"),
+        ProblemKind("wrong_extension", "the file's content does not match its extension",
+                    "rename the file to match its real format or re-export it"),
+        ProblemKind("permission_denied", "the file cannot be opened for reading",
+                    "make the file readable by the user running curator"),
+        ProblemKind("symlink_loop", "a symbolic link points back into itself",
+                    "remove or fix the symbolic link in the source folder"),
+        ProblemKind("path_escape", "a layout pattern or link leads outside the source root",
+                    "keep every layout pattern relative to the source root, without '..'"),
+        ProblemKind("not_3d", "the image is not a 3-D volume (e.g. 4-D or 2-D)",
+                    "declare the channels or sequences of 4-D files in the dataset YAML, or drop the file"),
+        ProblemKind("blank_image", "every voxel of the image holds the same value",
+                    "the pixel data was stripped or never written; download the image again"),
+        ProblemKind("non_finite_values", "the image holds NaN or infinite voxels",
+                    "re-export the image; NaN/Inf voxels cannot be normalised"),
+        ProblemKind("invalid_spacing", "a voxel spacing is zero, negative or not finite",
+                    "fix the header's pixdim/spacing or declare a spacing fix in the dataset YAML"),
+        ProblemKind("bad_direction", "the direction cosines are not orthonormal",
+                    "fix the header's orientation (qform/sform) or resample the file"),
+        ProblemKind("header_size_mismatch", "the header claims more voxel data than the file holds",
+                    "download the file again; the header and data disagree"),
+        ProblemKind("shape_mismatch", "image and label have different array shapes",
+                    "check that the label belongs to this image, or resample it onto the image grid"),
+        ProblemKind("geometry_mismatch", "image and label share a shape but not spacing/origin/direction",
+                    "check the label's header; declare a geometry fix in the dataset YAML if the dataset is known to need one"),
+        ProblemKind("label_not_integer", "a label map has non-integer values",
+                    "labels must hold integer codes; re-export the label map"),
+        ProblemKind("label_values_undeclared", "a label map holds values the dataset YAML does not declare",
+                    "add the values to `labels.values` in the dataset YAML, or mark them `ignore`"),
+        ProblemKind("label_is_image", "the label file looks like an intensity image, not a label map",
+                    "check the layout pattern: the label pattern matches image files"),
+        ProblemKind("label_empty", "the label map holds only background",
+                    "nothing to do if the case truly has no annotated structure; otherwise re-export"),
+        ProblemKind("image_missing", "a label exists but its image does not (ingested as label-only)",
+                    "download the images if they exist; label-only cases are kept for label statistics"),
+        ProblemKind("dicom_no_pixel_data", "a DICOM file has no pixel data",
+                    "remove non-image DICOM objects (SR, PR, SEG) from the series folder"),
+        ProblemKind("dicom_multiple_series", "one folder mixes several DICOM series",
+                    "split the folder by SeriesInstanceUID or set `series` in the layout entry"),
+        ProblemKind("dicom_missing_slice", "a DICOM series has a gap in its slice positions",
+                    "download the series again; a slice is missing"),
+        ProblemKind("dicom_uneven_spacing", "a DICOM series' slices are not evenly spaced",
+                    "resample the series or accept it with `allow_uneven_spacing: true`"),
+        ProblemKind("dicom_inconsistent", "the slices of a DICOM series disagree on size or orientation",
+                    "check that the folder holds one series of one acquisition"),
+        ProblemKind("too_large", "the volume exceeds the configured voxel limit",
+                    "raise `max_voxels` in the ingest settings if the file is genuine"),
+        ProblemKind("duplicate_case", "two files map to the same case id",
+                    "make the layout pattern specific enough to give each file its own case"),
+        ProblemKind("layout_no_match", "a dataset's layout matched no file under its source root",
+                    "check the source root and the dataset's layout patterns"),
+        ProblemKind("worker_crashed", "the worker process died on this case (crash or out of memory)",
+                    "inspect the file; lower --workers if memory ran out"),
+        ProblemKind("internal_error", "curator failed on this case for a reason it does not know",
+                    "report this as a bug with the case's file; the rest of the run continued"),
+    ]
+}
+
+
+def remedy_for(kind: str) -> str:
+    """The default remedy for a problem kind (a generic one for unknown kinds)."""
+    found = PROBLEM_KINDS.get(kind)
+    return found.remedy if found else "inspect the file named in this row"

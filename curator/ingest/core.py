@@ -1,0 +1,72 @@
+"""Pure per-case computations of ingest (arrays in, records out; no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import fastremap
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.errors import GeometryError, LabelError
+from curator.io.volume import Geometry
+
+PERCENTILE_SAMPLE = 4_000_000
+
+
+def voxel_checksum(a: NDArray[Any]) -> str:
+    """SHA-256 of an array's dtype, shape and C-order bytes."""
+    h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
+    h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def intensity_summary(a: NDArray[Any]) -> dict[str, float]:
+    """min/max/mean/std over every voxel; percentiles over a systematic subsample of big arrays."""
+    flat = a.reshape(-1)
+    step = max(1, flat.size // PERCENTILE_SAMPLE)
+    sample = flat[::step].astype(np.float64)
+    p01, p50, p99 = np.percentile(sample, [1, 50, 99])
+    mean = float(np.mean(flat, dtype=np.float64))
+    # two-pass std in float64, in slices to bound memory on 512×512×1000 volumes
+    ss = 0.0
+    block = 1 << 24
+    for i in range(0, flat.size, block):
+        d = flat[i:i + block].astype(np.float64) - mean
+        ss += float(np.dot(d, d))
+    return {"intensity_min": float(flat.min()), "intensity_max": float(flat.max()), "intensity_mean": mean,
+            "intensity_std": float(np.sqrt(ss / max(1, flat.size))), "intensity_p01": float(p01),
+            "intensity_p50": float(p50), "intensity_p99": float(p99)}
+
+
+def label_counts(a: NDArray[Any]) -> dict[int, int]:
+    """Voxel count of every value present (fastremap's C++ unique: ~20x faster than bincount here)."""
+    if a.size == 0:
+        return {}
+    vals, counts = fastremap.unique(a, return_counts=True)
+    return {int(v): int(c) for v, c in zip(vals, counts, strict=True)}
+
+
+def check_grid(image: Geometry, label: Geometry, tol_mm: float, path: str) -> None:
+    """Raise when a label is not on its image's grid (shape first, then geometry)."""
+    if image.shape != label.shape:
+        raise GeometryError("shape_mismatch", f"label shape {label.shape} differs from image shape {image.shape}",
+                            path=path, remedy="check that the label belongs to this image, or resample it "
+                            "onto the image grid")
+    why = image.mismatch(label, tol_mm=tol_mm)
+    if why:
+        raise GeometryError("geometry_mismatch", f"label and image grids differ: {why} "
+                            f"(tolerance {tol_mm} mm)", path=path,
+                            remedy="check the label's header; declare a geometry fix in the dataset YAML "
+                            "if the dataset is known to need one, or raise geometry_tolerance_mm")
+
+
+def check_label_map(counts: dict[int, int], declared: set[int], path: str) -> list[int]:
+    """Undeclared values (returned); raise when the 'label' is really an intensity image."""
+    undeclared = sorted(v for v in counts if v not in declared)
+    if len(counts) > 256 and len(undeclared) > 64:
+        raise LabelError("label_is_image", f"the label file holds {len(counts)} distinct values "
+                         f"(from {min(counts)} to {max(counts)}): it looks like an intensity image",
+                         path=path, remedy="check the layout pattern: the label pattern matches image files")
+    return undeclared

@@ -1,0 +1,75 @@
+"""Per-case metadata a dataset publishes (age, sex, BMI, scanner, ...), read from its own file.
+
+Declared in the dataset YAML::
+
+    metadata:
+      file: dataset/kits23.json      # JSON list of records, or CSV/TSV with a header
+      key: case_id                   # field holding the dataset's case id ({case})
+      columns: {gender: sex, age_at_nephrectomy: age_years, bmi: bmi}
+
+Mapped fields become columns of ``cases``; the other scalar fields go to ``metadata_json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from curator.errors import InputError
+from curator.io.fsutil import canonical_json, confine
+
+STANDARD = {"sex", "age_years", "bmi", "manufacturer", "scanner_model", "field_strength_t"}
+_SEX = {"male": "M", "m": "M", "female": "F", "f": "F"}
+
+
+def _normalise(column: str, value: Any) -> Any:
+    if value in (None, "", "NA", "nan"):
+        return None
+    if column == "sex":
+        return _SEX.get(str(value).strip().lower(), str(value))
+    if column in ("age_years", "bmi", "field_strength_t"):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return value
+
+
+def load_metadata(spec_metadata: dict[str, Any], root: Path) -> dict[str, dict[str, Any]]:
+    """case id -> {standard columns..., 'metadata_json': str}; empty when not declared."""
+    if not spec_metadata:
+        return {}
+    path = confine(root, str(spec_metadata["file"]))
+    key = str(spec_metadata.get("key", "case_id"))
+    mapping = {str(k): str(v) for k, v in (spec_metadata.get("columns") or {}).items()}
+    try:
+        if path.suffix == ".json":
+            records = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            delim = "\t" if path.suffix in (".tsv", ".tab") else ","
+            with open(path, newline="", encoding="utf-8") as f:
+                records = list(csv.DictReader(f, delimiter=delim))
+    except FileNotFoundError as e:
+        raise InputError("file_not_found", "the metadata file named by the dataset YAML is missing",
+                         path=str(path), remedy="download the dataset's metadata file or remove `metadata:`") from e
+    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as e:
+        raise InputError("corrupt_file", f"the metadata file cannot be parsed ({e})", path=str(path),
+                         remedy="download the metadata file again") from e
+    out: dict[str, dict[str, Any]] = {}
+    for rec in records if isinstance(records, list) else []:
+        if not isinstance(rec, dict) or key not in rec:
+            continue
+        row: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        for k, v in rec.items():
+            if k == key:
+                continue
+            if k in mapping and mapping[k] in STANDARD:
+                row[mapping[k]] = _normalise(mapping[k], v)
+            elif isinstance(v, (str, int, float, bool)) or v is None:
+                rest[mapping.get(k, k)] = v
+        row["metadata_json"] = canonical_json(rest) if rest else None
+        out[str(rec[key])] = row
+    return out

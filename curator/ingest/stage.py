@@ -1,0 +1,194 @@
+"""Ingest: native layouts → ``cases`` (+ ``raw_labels``), every unusable input a ``problems`` row."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from curator.config import StageConfig
+from curator.errors import CuratorError, InputError
+from curator.ingest import core
+from curator.ingest.metadata import load_metadata
+from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
+from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
+from curator.io.volume import Geometry, Volume
+from curator.registry.layout import discover, fingerprint, scan
+from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
+
+
+@dataclass(frozen=True)
+class IngestConfig(StageConfig):
+    geometry_tolerance_mm: float = 0.01
+    max_voxels: int = DEFAULT_MAX_VOXELS
+
+
+def _display(source: str, root: Path, path: str | None) -> str | None:
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        rel = p.resolve().relative_to(root.resolve()) if p.is_absolute() else p
+    except ValueError:
+        rel = p
+    return f"{source}:{rel.as_posix()}"
+
+
+class IngestStage(Stage):
+    name = "ingest"
+    version = "1"
+    config_class = IngestConfig
+    tables = ("cases", "raw_labels")
+
+    def plan(self) -> list[Task]:
+        tasks: list[Task] = []
+        self.extra_problems: list[dict[str, Any]] = []
+        ws = self.ctx.workspace
+        for src in self.ctx.sources.values():
+            spec, root = src.spec, src.root
+            tree = scan(root, spec.exclude)
+            cases, problems = discover(spec, root, tree)
+            for err in problems:
+                self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
+                                                       path=_display(src.name, root, err.path)))
+            try:
+                meta = load_metadata(spec.metadata, root)
+            except CuratorError as err:
+                meta = {}
+                self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
+                                                       path=_display(src.name, root, err.path),
+                                                       severity="warning"))
+            for c in cases:
+                files = ([c.image] if c.image else []) + [p for _, p in c.labels]
+                study = [c.fields.get(k, "") for k in sorted(c.fields) if k not in ("sequence", "structure")]
+                payload = {
+                    "source": src.name, "dataset": spec.name, "dataset_version": spec.version,
+                    "case_id": c.case_id, "source_case": c.source_case, "sequence": c.sequence,
+                    "patient_id": ws.pseudonym(spec.name, c.patient_raw),
+                    "study_key": ws.pseudonym(spec.name, *study, prefix="s"),
+                    "modality": c.modality, "region": spec.region, "split": c.split,
+                    "image": c.image, "image_is_dir": c.image_is_dir, "channel": c.channel,
+                    "format": c.format, "labels": [list(x) for x in c.labels],
+                    "encoding": spec.labels.encoding,
+                    "declared": sorted(spec.labels.declared_values()),
+                    "metadata": meta.get(c.source_case, {}),
+                }
+                tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=fingerprint(root, files),
+                                  dataset=spec.name, path=_display(src.name, root, c.image or files[0])))
+        return tasks
+
+    @classmethod
+    def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
+        config = cast(IngestConfig, config)
+        p = task.payload
+        root = Path(env.sources[p["source"]])
+        out = CaseOutput()
+        warn = out.problems
+
+        def warning(err: CuratorError, severity: str = "warning") -> None:
+            warn.append(problem_row(cls.name, err, dataset=p["dataset"], case_id=task.case_id,
+                                    path=_display(p["source"], root, err.path) or task.path, severity=severity))
+
+        row: dict[str, Any] = {
+            "case_id": task.case_id, "dataset": p["dataset"], "dataset_version": p["dataset_version"],
+            "source": p["source"], "source_case": p["source_case"], "sequence": p["sequence"],
+            "patient_id": p["patient_id"], "study_key": p["study_key"], "modality": p["modality"],
+            "region": p["region"], "official_split": p["split"], "has_image": p["image"] is not None,
+            "has_label": bool(p["labels"]), "image_path": p["image"], "image_channel": p["channel"],
+            "label_paths": [x[1] for x in p["labels"]], "label_keys": [x[0] for x in p["labels"]],
+            "label_only": p["image"] is None, "label_status": "ok" if p["labels"] else "missing",
+        }
+        row.update(p["metadata"])
+        ref_geom: Geometry | None = None
+        if p["image"] is not None:
+            path = resolve_inside(root, root / p["image"]) if not p["image_is_dir"] else root / p["image"]
+            vol = read_volume(path, role="image", channel=p["channel"], max_voxels=config.max_voxels)
+            ref_geom = vol.geometry
+            row.update(_image_facts(vol, path, p["image_is_dir"]))
+        else:
+            warning(InputError("image_missing", "no image for this label; ingested as label-only",
+                               path=str(root / p["labels"][0][1])), severity="info")
+        counts_rows, label_sha, values, ok, label_geom = _labels(p, root, config, ref_geom, warning)
+        if p["labels"]:
+            row["label_sha256"] = label_sha
+            row["label_values"] = values
+            if not ok:
+                row["label_status"] = "rejected"
+        if p["image"] is None:
+            if label_geom is None:
+                raise InputError("label_empty", "a label-only case whose labels could not be read",
+                                 path=str(root / p["labels"][0][1]))
+            row.update(_geometry_columns(label_geom))
+            row["format"] = "none"
+        out.rows = {"cases": [row], "raw_labels": counts_rows}
+        return out
+
+
+def _geometry_columns(g: Geometry) -> dict[str, Any]:
+    return {"shape": list(g.shape), "spacing_mm": list(g.spacing), "origin_mm": list(g.origin),
+            "direction": [float(x) for x in g.direction.ravel()], "affine": list(g.affine),
+            "orientation": g.orientation, "n_voxels": g.n_voxels}
+
+
+def _image_facts(vol: Volume, path: Path, is_dir: bool) -> dict[str, Any]:
+    from curator.io.dicom import list_files
+
+    facts = _geometry_columns(vol.geometry)
+    facts.update(core.intensity_summary(vol.array))
+    facts["dtype"] = str(vol.array.dtype)
+    facts["format"] = vol.meta.get("format")
+    facts["voxel_sha256"] = core.voxel_checksum(vol.array)
+    facts["image_sha256"] = sha256_files(list_files(path), path) if is_dir else sha256_file(path)
+    for k in ("manufacturer", "scanner_model", "field_strength_t"):
+        if k in vol.meta:
+            facts[k] = vol.meta[k]
+    return facts
+
+
+def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,
+            warning: Any) -> tuple[list[dict[str, Any]], str | None, list[int], bool, Geometry | None]:
+    """Read every label file: grid check, raw value counts, declared-value check."""
+    rows: list[dict[str, Any]] = []
+    h = hashlib.sha256()
+    values: set[int] = set()
+    ok = True
+    declared = set(p["declared"])
+    for key, rel in p["labels"]:
+        path = resolve_inside(root, root / rel)
+        h.update(f"{key}|{rel}|{sha256_file(path)}\n".encode())
+        try:
+            lab = read_volume(path, role="label", max_voxels=config.max_voxels)
+            if ref is None:
+                ref = lab.geometry
+            core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path))
+            counts = core.label_counts(lab.array)
+            if p["encoding"] == "per_structure":
+                if set(counts) - {0, 1}:
+                    warning(InputError("label_values_undeclared",
+                                       f"a structure mask holds values {sorted(set(counts) - {0, 1})[:8]}; "
+                                       "every non-zero voxel is counted as the structure", path=str(path)))
+                n1 = sum(c for v, c in counts.items() if v != 0)
+                counts = {1: n1} if n1 else {}
+            else:
+                undeclared = core.check_label_map(counts, declared, str(path))
+                if undeclared:
+                    warning(InputError("label_values_undeclared",
+                                       f"values {undeclared[:12]} are not declared by the dataset YAML",
+                                       path=str(path), remedy="add them to `labels.values` (or `ignore`) in "
+                                       "the dataset YAML; harmonize reports them until then"))
+        except CuratorError as err:
+            warning(err)
+            ok = False
+            continue
+        vml = lab.geometry.voxel_volume_mm3 / 1000.0
+        for v, c in sorted(counts.items()):
+            if v == 0:
+                continue
+            values.add(v)
+            rows.append({"case_id": p["case_id"], "label_key": key, "raw_value": v, "voxels": c,
+                         "volume_ml": c * vml})
+    if p["labels"] and ok and not rows:
+        warning(InputError("label_empty", "the label holds only background",
+                           path=str(root / p["labels"][0][1])), severity="info")
+    return rows, (h.hexdigest() if p["labels"] else None), sorted(values), ok, ref

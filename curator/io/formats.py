@@ -1,0 +1,217 @@
+"""Format detection and the one entry point for reading volumes: :func:`read_volume`.
+
+Readers: nibabel for NIfTI, SimpleITK for NRRD/MHA/MHD and DICOM pixel data,
+pydicom for DICOM headers (validated, then dropped: nothing identifying leaves here).
+Every failure is a :class:`~curator.errors.InputError` with a problem kind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.errors import InputError, LabelError, ReadError
+from curator.io.volume import Volume
+
+Role = Literal["image", "label"]
+DEFAULT_MAX_VOXELS = 2_000_000_000
+
+NIFTI_EXT = (".nii.gz", ".nii")
+ITK_EXT = (".nrrd", ".nhdr", ".mha", ".mhd")
+DICOM_EXT = (".dcm", ".dicom", ".ima")
+
+
+def format_from_name(path: Path) -> str | None:
+    name = path.name.lower()
+    if path.is_dir():
+        return "dicom"
+    if name.endswith(NIFTI_EXT):
+        return "nifti"
+    if name.endswith(ITK_EXT):
+        return "itk"
+    if name.endswith(DICOM_EXT):
+        return "dicom"
+    if name.endswith(".npy"):
+        return "npy"
+    return None
+
+
+def sniff(path: Path) -> str | None:
+    """The format a file's first bytes say it is (``None`` when unknown)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(352)
+    except PermissionError as e:
+        raise ReadError("permission_denied", "cannot open the file for reading", path=str(path),
+                        remedy="make it readable by the user running curator") from e
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if len(head) >= 348 and (head[344:348] in (b"n+1\x00", b"ni1\x00", b"n+2\x00")
+                             or head[4:8] in (b"n+2\x00",)):
+        return "nifti"
+    if len(head) >= 4 and int.from_bytes(head[:4], "little") in (348, 540) or \
+            int.from_bytes(head[:4], "big") in (348, 540):
+        return "nifti"
+    if head.startswith(b"NRRD"):
+        return "itk"
+    if head[:64].lstrip().startswith((b"ObjectType", b"NDims")):
+        return "itk"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    return None
+
+
+def check_file(path: Path) -> str:
+    """Existence, readability, size and content-vs-extension checks; returns the format."""
+    if not path.exists() and not path.is_symlink():
+        raise ReadError("file_not_found", "the file does not exist", path=str(path),
+                        remedy="check the source root and that the download is complete")
+    if path.is_dir():
+        return "dicom"
+    if not os.access(path, os.R_OK):
+        raise ReadError("permission_denied", "the file cannot be opened for reading", path=str(path),
+                        remedy="make it readable by the user running curator")
+    if path.stat().st_size == 0:
+        raise ReadError("empty_file", "the file has zero bytes", path=str(path),
+                        remedy="download the file again; the copy on disk is empty")
+    by_name = format_from_name(path)
+    by_content = sniff(path)
+    lower = path.name.lower()
+    if by_name is None:
+        if by_content in ("dicom", "nifti", "itk", "npy"):
+            return by_content  # extension-less DICOM slices are normal
+        if by_content == "gzip":
+            raise InputError("unknown_format", "a gzip-compressed file that is not a .nii.gz",
+                             path=str(path), remedy="decompress it (gunzip) so its real format can be read")
+        raise InputError("unknown_format", "the file's extension and content are not a supported format",
+                         path=str(path), remedy="convert it to NIfTI, NRRD, MHA/MHD or DICOM")
+    expected_content = {"nifti": "gzip" if lower.endswith(".gz") else "nifti"}.get(by_name, by_name)
+    if by_name == "itk" and lower.endswith(".mhd"):
+        return "itk"  # .mhd is a text header; content sniffing for 'ObjectType' covers it loosely
+    if by_content is not None and by_content != expected_content:
+        raise InputError("wrong_extension",
+                         f"named like {by_name.upper()} but its content is {by_content.upper()}",
+                         path=str(path), remedy="rename the file to match its real format or re-export it")
+    if by_content is None and by_name in ("nifti", "dicom"):
+        raise InputError("corrupt_file", f"the content is not valid {by_name.upper()}",
+                         path=str(path), remedy="download the file again")
+    return by_name
+
+
+def read_volume(
+    path: str | os.PathLike[str],
+    *,
+    role: Role = "image",
+    channel: int | None = None,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+    files: list[Path] | None = None,
+) -> Volume:
+    """Read a 3-D volume from NIfTI, NRRD, MHA/MHD, a DICOM series (folder or ``files``) or .npy.
+
+    ``role='label'`` checks that values are integers and returns an integer array;
+    ``role='image'`` rejects NaN/Inf. ``channel`` selects one channel of a 4-D file.
+    """
+    p = Path(path)
+    fmt = "dicom" if files is not None else check_file(p)
+    if fmt == "nifti":
+        from curator.io.nifti import read_nifti
+
+        vol = read_nifti(p, role=role, channel=channel, max_voxels=max_voxels)
+    elif fmt == "itk":
+        from curator.io.itk import read_itk
+
+        vol = read_itk(p, channel=channel, max_voxels=max_voxels)
+    elif fmt == "dicom":
+        from curator.io.dicom import read_dicom
+
+        vol = read_dicom(p, files=files, max_voxels=max_voxels)
+    elif fmt == "npy":
+        vol = _read_npy(p, max_voxels)
+    else:  # pragma: no cover - check_file raises first
+        raise InputError("unknown_format", f"unsupported format {fmt}", path=str(p))
+    vol.geometry.validate(str(p))
+    if role == "label":
+        vol.array = as_label_array(vol.array, str(p))
+    else:
+        check_finite(vol.array, str(p))
+        if vol.array.size and not np.any(vol.array != vol.array.flat[0]):
+            raise InputError("blank_image", f"every voxel holds the same value ({vol.array.flat[0]})",
+                             path=str(p), remedy="the pixel data was stripped or never written; "
+                             "download the image again")
+    return vol
+
+
+def check_finite(a: NDArray[Any], path: str) -> None:
+    if a.dtype.kind == "f":
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise InputError("non_finite_values", f"{bad} of {a.size} voxels are NaN or infinite",
+                             path=path, remedy="re-export the image; NaN/Inf voxels cannot be normalised")
+
+
+def as_label_array(a: NDArray[Any], path: str) -> NDArray[Any]:
+    """Integer label array (smallest unsigned/signed type that holds the values)."""
+    if a.dtype.kind == "b":
+        return a.astype(np.uint8)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)):
+            raise LabelError("label_not_integer", "the label map holds NaN or infinite values", path=path,
+                             remedy="labels must hold integer codes; re-export the label map")
+        r = np.rint(a)
+        if np.max(np.abs(a - r), initial=0.0) > 1e-3:
+            frac = int(np.count_nonzero(np.abs(a - r) > 1e-3))
+            raise LabelError("label_not_integer",
+                             f"{frac} voxels hold non-integer values (a float label map or an image?)",
+                             path=path, remedy="labels must hold integer codes; re-export the label map")
+        a = r.astype(np.int64)
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    for dt in (np.uint8, np.uint16, np.int16, np.int32, np.int64):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return a if a.dtype == dt else a.astype(dt)
+    return a  # pragma: no cover
+
+
+def squeeze_to_3d(a: NDArray[Any], path: str, channel: int | None) -> NDArray[Any]:
+    """Drop trailing singleton axes; pick ``channel`` of a 4-D array; refuse anything else."""
+    while a.ndim > 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 5 and a.shape[3] == 1:  # NIfTI vector: x, y, z, t=1, c
+        a = a[:, :, :, 0, :]
+    if a.ndim == 4 and channel is not None:
+        if not 0 <= channel < a.shape[3]:
+            raise InputError("not_3d", f"channel {channel} requested but the file has {a.shape[3]}",
+                             path=path, remedy="fix `channels` in the dataset YAML")
+        a = a[..., channel]
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3:
+        raise InputError("not_3d", f"expected a 3-D volume, found shape {tuple(a.shape)}", path=path,
+                         remedy="declare the channels/sequences of 4-D files in the dataset YAML "
+                                "(`channels:`), or drop the file")
+    return a
+
+
+def _read_npy(p: Path, max_voxels: int) -> Volume:
+    from curator.io.volume import Geometry
+
+    try:
+        a = np.load(p, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        raise InputError("corrupt_file", f"not a plain numpy array ({e})", path=str(p),
+                         remedy="re-export as a plain .npy array") from e
+    if a.size > max_voxels:
+        raise InputError("too_large", f"{a.size} voxels exceed max_voxels={max_voxels}", path=str(p),
+                         remedy="raise `max_voxels` in the ingest settings if the file is genuine")
+    arr = squeeze_to_3d(np.array(a), str(p), None)
+    vol = Volume(arr, Geometry.from_affine(arr.shape, np.eye(4)))
+    vol.meta["no_geometry"] = True
+    return vol

@@ -1,0 +1,194 @@
+"""File-system helpers: atomic writes, checksums, paths confined to a root.
+
+Everything curator writes goes to a temporary name in the destination folder and is
+then renamed into place, so no reader ever sees a half-written file or store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from curator.errors import InputError, ReadError, WorkspaceError
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                h.update(block)
+    except PermissionError as e:
+        raise ReadError("permission_denied", "cannot read the file", path=str(path),
+                        remedy="make it readable by the user running curator") from e
+    except FileNotFoundError as e:
+        raise ReadError("file_not_found", "the file does not exist", path=str(path),
+                        remedy="check the source root and that the download is complete") from e
+    return h.hexdigest()
+
+
+def sha256_files(paths: list[Path], root: Path) -> str:
+    """One checksum for a set of files (e.g. a DICOM series): names relative to ``root`` + contents."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(bytes.fromhex(sha256_file(p)))
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Checksum of a JSON-able object in canonical form (sorted keys, no spaces)."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _tmp_name(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _raise_disk(e: OSError, dest: Path) -> None:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise WorkspaceError("disk_full", f"no space left while writing {dest.name}",
+                             path=str(dest), remedy="free disk space, then run the same command again "
+                             "(finished work is kept)") from e
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; rename it onto ``dest`` when the block succeeds.
+
+    Works for files and directories (a directory destination must not exist yet, or is
+    replaced whole). On any error the temporary is removed and ``dest`` is untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dest)
+    try:
+        yield tmp
+        _fsync_path(tmp)
+        if tmp.is_dir() and dest.exists():
+            old = _tmp_name(dest)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except OSError as e:
+        _cleanup(tmp)
+        _raise_disk(e, dest)
+        raise
+    except BaseException:
+        _cleanup(tmp)
+        raise
+
+
+def _cleanup(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _fsync_path(p: Path) -> None:
+    if p.is_file():
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_dir(d: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def atomic_write_json(dest: str | os.PathLike[str], obj: Any, indent: int | None = 1) -> None:
+    atomic_write_text(dest, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete leftovers of killed writers (``.name.tmp-*``) under ``folder``; returns how many."""
+    n = 0
+    if not folder.exists():
+        return 0
+    for p in folder.rglob(".*.tmp-*"):
+        _cleanup(p)
+        n += 1
+    return n
+
+
+def confine(root: Path, relative: str) -> Path:
+    """``root / relative``, refusing anything that resolves outside ``root``.
+
+    >>> confine(Path('/data/ds'), 'a/b.nii.gz').as_posix()
+    '/data/ds/a/b.nii.gz'
+    """
+    if os.path.isabs(relative) or ".." in Path(relative).parts:
+        raise InputError("path_escape", f"pattern or path {relative!r} leaves the source root",
+                         path=str(root), remedy="write layout patterns relative to the source root, without '..'")
+    return root / relative
+
+
+def resolve_inside(root: Path, path: Path) -> Path:
+    """Resolve symlinks of ``path`` and check the target stays under ``root``."""
+    try:
+        real = path.resolve(strict=True)
+    except RuntimeError as e:  # symlink loop (py < 3.13)
+        raise ReadError("symlink_loop", "a symbolic link loops back on itself", path=str(path),
+                        remedy="remove or fix the link") from e
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ReadError("symlink_loop", "a symbolic link loops back on itself", path=str(path),
+                            remedy="remove or fix the link") from e
+        raise ReadError("file_not_found", "the file does not exist (or is a broken link)", path=str(path),
+                        remedy="check the download") from e
+    root_real = root.resolve()
+    if real != root_real and root_real not in real.parents:
+        raise InputError("path_escape", f"links to {real}, outside the source root {root_real}",
+                         path=str(path), remedy="copy the file into the source folder instead of linking out")
+    return real

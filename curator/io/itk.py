@@ -1,0 +1,112 @@
+"""NRRD / MHA / MHD reading through SimpleITK."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from curator.errors import InputError, ReadError
+from curator.io.formats import squeeze_to_3d
+from curator.io.volume import Geometry, Volume
+
+_COMPRESSED = re.compile(rb"^\s*(encoding\s*:\s*(gz|gzip|bz2|bzip2)|CompressedData\s*=\s*True)",
+                         re.IGNORECASE | re.MULTILINE)
+
+
+def _header_bytes(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if path.suffix.lower() == ".nrrd":
+        return head.split(b"\n\n", 1)[0]
+    return head
+
+
+def _data_file(path: Path) -> Path | None:
+    """The separate data file of a .mhd/.nhdr header (None for single-file formats)."""
+    head = _header_bytes(path).decode("latin-1", "replace")
+    m = re.search(r"^\s*(ElementDataFile|data file|datafile)\s*[:=]\s*(.+?)\s*$", head,
+                  re.IGNORECASE | re.MULTILINE)
+    if not m or m.group(2).strip().upper() == "LOCAL":
+        return None
+    return path.parent / m.group(2).strip()
+
+
+def read_itk(path: Path, *, channel: int | None, max_voxels: int) -> Volume:
+    data_file = _data_file(path)
+    if data_file is not None:
+        if ".." in Path(data_file.name).parts or data_file.resolve().parent != path.resolve().parent:
+            raise InputError("path_escape", f"the header points to data outside its folder ({data_file})",
+                             path=str(path), remedy="keep the .raw/.zraw file next to its header")
+        if not data_file.exists():
+            raise ReadError("file_not_found", f"the data file {data_file.name} named by the header is missing",
+                            path=str(path), remedy="download the .raw/.zraw file that belongs to this header")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise InputError("corrupt_file", f"SimpleITK cannot parse the header: {_first_line(e)}",
+                         path=str(path), remedy="download the file again or re-export it") from e
+    size = tuple(int(s) for s in reader.GetSize())
+    ncomp = int(reader.GetNumberOfComponents())
+    n = int(np.prod(size, dtype=np.float64)) * ncomp
+    if n > max_voxels:
+        raise InputError("too_large", f"header declares {size} × {ncomp} = {n:,} values, over max_voxels",
+                         path=str(path), remedy="raise `max_voxels` in the ingest settings if the file is genuine")
+    head = _header_bytes(path)
+    itemsize = sitk.Image([1] * len(size), reader.GetPixelID(), ncomp).GetSizeOfPixelComponent() \
+        if len(size) in (2, 3) else 4
+    payload = data_file if data_file is not None else path
+    if not _COMPRESSED.search(head):
+        need = n * itemsize
+        have = payload.stat().st_size - (0 if data_file is not None else len(head))
+        if need > have + 4096:
+            raise InputError("header_size_mismatch",
+                             f"header declares {size} ({need:,} bytes) but the file holds about {have:,}",
+                             path=str(path), remedy="download the file again; header and data disagree")
+    try:
+        img = reader.Execute()
+    except RuntimeError as e:
+        raise ReadError("truncated_file", f"SimpleITK cannot read the data: {_first_line(e)}",
+                        path=str(path), remedy="download the file again and compare its checksum") from e
+    return volume_from_sitk(img, str(path), channel, {"format": "itk"})
+
+
+def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict[str, Any]) -> Volume:
+    """Copy a SimpleITK image into a :class:`Volume` (array axes i, j, k; affine in RAS)."""
+    dim = img.GetDimension()
+    if dim < 2 or dim > 4:
+        raise InputError("not_3d", f"a {dim}-D image is not a volume", path=path,
+                         remedy="drop the file or convert it to 3-D")
+    arr = np.array(sitk.GetArrayFromImage(img), copy=True)  # never keep a view past the image
+    # sitk arrays are [z, y, x] (+ components last); curator arrays are [i, j, k].
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        arr = np.moveaxis(arr, -1, 0)
+        arr = np.ascontiguousarray(arr.T)  # [x, y, z, c]
+    else:
+        arr = np.ascontiguousarray(arr.T)
+    if dim == 4:
+        spacing, origin = img.GetSpacing()[:3], img.GetOrigin()[:3]
+        d4 = np.asarray(img.GetDirection()).reshape(4, 4)
+        direction = tuple(d4[:3, :3].ravel())
+    elif dim == 2:
+        spacing, origin = (*img.GetSpacing(), 1.0), (*img.GetOrigin(), 0.0)
+        d2 = np.asarray(img.GetDirection()).reshape(2, 2)
+        d3 = np.eye(3)
+        d3[:2, :2] = d2
+        direction = tuple(d3.ravel())
+    else:
+        spacing, origin, direction = img.GetSpacing(), img.GetOrigin(), img.GetDirection()
+    arr = squeeze_to_3d(arr, path, channel)
+    geom = Geometry.from_lps(arr.shape, spacing, origin, direction)
+    return Volume(arr, geom, meta)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = next((ln for ln in lines if "rror" in ln or "xception" in ln), lines[0] if lines else "")
+    return msg[:200]

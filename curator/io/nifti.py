@@ -1,0 +1,105 @@
+"""NIfTI reading (nibabel) and writing with identifying header fields cleared."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.errors import InputError, ReadError
+from curator.io.formats import squeeze_to_3d
+from curator.io.volume import Geometry, Volume
+
+
+def _gzip_isize(path: Path) -> int | None:
+    """Uncompressed size mod 2**32 from a gzip trailer (None when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            return int(struct.unpack("<I", f.read(4))[0])
+    except OSError:
+        return None
+
+
+def _check_declared_size(path: Path, img: Any, max_voxels: int) -> None:
+    hdr = img.header
+    shape = tuple(int(s) for s in img.shape)
+    n = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if n > max_voxels:
+        raise InputError("too_large", f"header declares {shape} = {n:,} voxels, over max_voxels={max_voxels:,}",
+                         path=str(path), remedy="raise `max_voxels` in the ingest settings if the file is genuine")
+    need = n * hdr.get_data_dtype().itemsize + int(hdr.get_data_offset())
+    if path.name.lower().endswith(".gz"):
+        isize = _gzip_isize(path)
+        if isize is not None and need < 2**32 and need > isize and path.stat().st_size < need:
+            raise InputError("header_size_mismatch",
+                             f"header declares {shape} ({need:,} bytes) but the data holds {isize:,} bytes",
+                             path=str(path), remedy="download the file again; header and data disagree")
+    elif need > path.stat().st_size:
+        raise InputError("header_size_mismatch",
+                         f"header declares {shape} ({need:,} bytes) but the file has {path.stat().st_size:,}",
+                         path=str(path), remedy="download the file again; header and data disagree")
+
+
+def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int) -> Volume:
+    try:
+        img = nib.load(str(path))
+    except (nib.filebasedimages.ImageFileError, ValueError, struct.error) as e:
+        raise InputError("corrupt_file", f"nibabel cannot parse the header ({e})", path=str(path),
+                         remedy="download the file again or re-export it as NIfTI") from e
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ReadError("truncated_file", f"the file ends early ({e})", path=str(path),
+                        remedy="download the file again and compare its checksum") from e
+    _check_declared_size(path, img, max_voxels)
+    try:
+        if role == "label":
+            slope, inter = img.dataobj.slope, img.dataobj.inter
+            scaled = not (slope in (1.0, None) or np.isnan(slope)) or inter not in (0.0, None) and not np.isnan(inter)
+            data: NDArray[Any] = np.asarray(img.dataobj if scaled else img.dataobj.get_unscaled())
+        else:
+            data = np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ReadError("truncated_file", f"the data ends early ({e})", path=str(path),
+                        remedy="download the file again and compare its checksum") from e
+    except OSError as e:
+        raise ReadError("truncated_file", f"the data cannot be read whole ({e})", path=str(path),
+                        remedy="download the file again and compare its checksum") from e
+    except MemoryError as e:
+        raise InputError("too_large", "not enough memory to read the array", path=str(path),
+                         remedy="run on a machine with more memory or lower `workers`") from e
+    data = squeeze_to_3d(data, str(path), channel)
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
+    data = np.ascontiguousarray(data)
+    geom = Geometry.from_affine(data.shape, img.affine)
+    code = int(img.header["sform_code"]) if "sform_code" in img.header else 0
+    return Volume(data, geom, {"format": "nifti", "sform_code": code})
+
+
+def nifti_bytes(vol: Volume, dtype: Any = None, compress: bool = True) -> bytes:
+    """NIfTI bytes for ``vol`` with ``descrip``, ``aux_file``, ``intent_name`` and ``db_name`` empty.
+
+    gzip output is deterministic (no timestamp), so equal volumes give equal bytes.
+    """
+    arr = vol.array if dtype is None else vol.array.astype(dtype)
+    img = nib.Nifti1Image(arr, vol.geometry.matrix)
+    hdr = img.header
+    for field in ("descrip", "aux_file", "intent_name", "db_name"):
+        hdr[field] = b""
+    img.set_qform(vol.geometry.matrix, code=1)
+    img.set_sform(vol.geometry.matrix, code=1)
+    raw = img.to_bytes()
+    return gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
+
+
+def write_nifti(path: str | Path, vol: Volume, dtype: Any = None) -> None:
+    """Atomically write ``vol`` to ``path`` (gzip when the name ends with .gz)."""
+    from curator.io.fsutil import atomic_write_bytes
+
+    atomic_write_bytes(path, nifti_bytes(vol, dtype, compress=str(path).endswith(".gz")))

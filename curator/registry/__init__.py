@@ -1,0 +1,77 @@
+"""The dataset registry: built-in dataset YAMLs under ``label_system/datasets`` plus user files."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from curator.errors import RegistryError
+from curator.registry.spec import DatasetSpec, Issue, LabelSpec, LayoutEntry, load_dataset_file, parse_spec
+from curator.resources import resource_dir
+
+__all__ = ["DatasetSpec", "Issue", "LabelSpec", "LayoutEntry", "Registry", "load_dataset_file",
+           "load_registry", "validate_files"]
+
+
+@dataclass(frozen=True)
+class Registry:
+    datasets: dict[str, DatasetSpec]
+
+    def get(self, name: str) -> DatasetSpec:
+        if name in self.datasets:
+            return self.datasets[name]
+        lower = {k.lower(): k for k in self.datasets}
+        if name.lower() in lower:
+            return self.datasets[lower[name.lower()]]
+        close = difflib.get_close_matches(name, list(self.datasets), n=3)
+        raise RegistryError("registry_error", f"no dataset named {name!r} in the registry",
+                            remedy=(f"did you mean {close}? " if close else "") +
+                            "list them with `curator sources list`, or give the path of a dataset YAML")
+
+    def names(self) -> list[str]:
+        return sorted(self.datasets, key=str.lower)
+
+
+def _yaml_files(p: Path) -> list[Path]:
+    return sorted(p.glob("*.yaml")) + sorted(p.glob("*.yml")) if p.is_dir() else [p]
+
+
+def builtin_dir() -> Path:
+    return resource_dir("label_system") / "datasets"
+
+
+def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issue]]:
+    """Parse every file; return the valid specs and every issue (duplicates included)."""
+    specs: dict[str, DatasetSpec] = {}
+    issues: list[Issue] = []
+    for f in paths:
+        try:
+            d = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            issues.append(Issue(f.name, "yaml", str(e)))
+            continue
+        spec, errs = parse_spec(d, str(f))
+        issues += errs
+        if spec is None:
+            continue
+        if spec.name in specs:
+            issues.append(Issue(f.name, "duplicate", f"dataset {spec.name!r} is also defined in "
+                                f"{Path(specs[spec.name].path).name}"))
+            continue
+        specs[spec.name] = spec
+    return specs, issues
+
+
+def load_registry(extra: tuple[Path, ...] | list[Path] = (), strict: bool = True) -> Registry:
+    files = _yaml_files(builtin_dir())
+    for p in extra:
+        files += _yaml_files(Path(p))
+    specs, issues = validate_files(files)
+    if issues and strict:
+        listing = "; ".join(f"{i.loc} [{i.kind}] {i.message}" for i in issues[:20])
+        raise RegistryError("registry_error", f"{len(issues)} problem(s) in the registry: {listing}",
+                            remedy="run `curator labels check` for the full list and fix the YAML files")
+    return Registry(specs)

@@ -1,0 +1,270 @@
+"""Dataset specs: ``label_system/datasets/<name>.yaml`` parsed into frozen records.
+
+The format is documented in README.md ("Adding a dataset"). Validation collects *every*
+problem of a file (location, kind, message) instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curator.errors import RegistryError
+
+MODALITIES = ("CT", "MR", "PET")
+LABEL_ENCODINGS = ("label_map", "per_structure", "none")
+SPLITS = ("train", "val", "test")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One validation problem: where, what kind, what is wrong."""
+
+    loc: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class LayoutEntry:
+    """One way a dataset's files are laid out (a dataset may have several, e.g. Tr and Ts)."""
+
+    image: str | None
+    label: str | None = None
+    format: str | None = None  # force a reader: nifti | itk | dicom | npy
+    split: str | None = None
+    channels: dict[int, str] = field(default_factory=dict)  # 4-D image channel -> sequence name
+    sequence: str | None = None  # fixed sequence name for this entry
+    modality: str | None = None  # override of the dataset modality for this entry
+    index: str | None = None  # a JSON index listing the pairs (MSD's dataset.json)
+
+    @property
+    def image_is_dir(self) -> bool:
+        return bool(self.image and self.image.endswith("/"))
+
+    def placeholders(self) -> list[str]:
+        seen: list[str] = []
+        for pat in (self.image, self.label):
+            for m in _PLACEHOLDER.finditer(pat or ""):
+                if m.group(1) not in seen:
+                    seen.append(m.group(1))
+        return seen
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    encoding: str = "label_map"
+    values: dict[int, tuple[str, ...]] = field(default_factory=dict)  # raw value -> term name(s)
+    structures: dict[str, tuple[str, ...]] = field(default_factory=dict)  # file stem -> term name(s)
+    ignore: tuple[int, ...] = ()
+
+    def declared_values(self) -> set[int]:
+        return set(self.values) | set(self.ignore) | {0}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    version: str
+    modality: str
+    region: str
+    licence: str
+    citation: str
+    layout: tuple[LayoutEntry, ...]
+    labels: LabelSpec
+    title: str = ""
+    homepage: str = ""
+    citation_key: str = ""
+    sequences: dict[str, str] = field(default_factory=dict)  # name -> modality
+    patterns: dict[str, str] = field(default_factory=dict)  # placeholder -> regex
+    patient_id: str = "{case}"
+    exclude: tuple[str, ...] = ("._*", ".*")
+    annotates: tuple[str, ...] = ()
+    fixes: dict[str, Any] = field(default_factory=dict)
+    overlaps: tuple[dict[str, Any], ...] = ()
+    official_split: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)  # documented optional keys (licence_notes, codes, ...)
+    path: str = ""  # file it came from
+
+    def annotated_terms(self) -> tuple[str, ...]:
+        """Terms the dataset annotates: ``annotates`` when given, else every mapped term."""
+        if self.annotates:
+            return self.annotates
+        names: list[str] = []
+        for terms in list(self.labels.values.values()) + list(self.labels.structures.values()):
+            for t in terms:
+                if t not in names:
+                    names.append(t)
+        return tuple(names)
+
+    def modality_for(self, entry: LayoutEntry, sequence: str | None) -> str:
+        if sequence and sequence in self.sequences:
+            return self.sequences[sequence]
+        return entry.modality or self.modality
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "title": self.title, "modality": self.modality,
+            "region": self.region, "licence": self.licence, "citation_key": self.citation_key,
+            "citation": self.citation, "homepage": self.homepage,
+            "layout": [{k: v for k, v in e.__dict__.items() if v not in (None, {}, ())} for e in self.layout],
+            "labels": {"encoding": self.labels.encoding,
+                       "values": {str(k): list(v) for k, v in self.labels.values.items()},
+                       "structures": {k: list(v) for k, v in self.labels.structures.items()},
+                       "ignore": list(self.labels.ignore)},
+            "annotates": list(self.annotated_terms()), "patient_id": self.patient_id,
+            "sequences": self.sequences, "fixes": self.fixes, "overlaps": list(self.overlaps),
+            "official_split": self.official_split, "notes": list(self.notes),
+        }
+
+
+KNOWN_KEYS = {
+    "name", "version", "title", "modality", "region", "licence", "citation", "citation_key", "homepage",
+    "layout", "labels", "sequences", "patterns", "patient_id", "exclude", "annotates", "fixes", "overlaps",
+    "official_split", "metadata", "notes", "licence_notes", "licence_url", "codes", "scans", "aliases",
+    "satds_name", "provenance", "description",
+}
+REQUIRED = ("name", "version", "modality", "region", "licence", "citation", "layout", "labels")
+
+
+def _terms(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        return (v,)
+    if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    raise TypeError(f"expected a term name or a list of names, got {v!r}")
+
+
+def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, list[Issue]]:
+    """Parse one dataset mapping; returns the spec (None when unusable) and every issue found."""
+    issues: list[Issue] = []
+    where = Path(path).name or d.get("name", "?")
+
+    def bad(loc: str, kind: str, msg: str) -> None:
+        issues.append(Issue(f"{where}:{loc}", kind, msg))
+
+    if not isinstance(d, dict):
+        return None, [Issue(where, "type", "a dataset file must hold a mapping")]
+    for k in REQUIRED:
+        if d.get(k) in (None, "", [], {}):
+            bad(k, "missing", f"required key {k!r} is missing or empty")
+    for k in sorted(set(d) - KNOWN_KEYS):
+        bad(k, "unknown_key", f"unknown key {k!r} (known: {sorted(KNOWN_KEYS)})")
+    modality = str(d.get("modality", ""))
+    if modality and modality not in MODALITIES:
+        bad("modality", "value", f"modality {modality!r} must be one of {MODALITIES}")
+    seqs = d.get("sequences") or {}
+    sequences: dict[str, str] = {}
+    if isinstance(seqs, dict):
+        for s, v in seqs.items():
+            m = v.get("modality", modality) if isinstance(v, dict) else (v or modality)
+            if m not in MODALITIES:
+                bad(f"sequences.{s}", "value", f"modality {m!r} must be one of {MODALITIES}")
+            sequences[str(s)] = str(m)
+    else:
+        bad("sequences", "type", "sequences must map a sequence name to its modality")
+    layout: list[LayoutEntry] = []
+    for i, e in enumerate(d.get("layout") or []):
+        if not isinstance(e, dict):
+            bad(f"layout[{i}]", "type", "a layout entry must be a mapping")
+            continue
+        unknown = set(e) - {"image", "label", "format", "split", "channels", "sequence", "modality", "index"}
+        if unknown:
+            bad(f"layout[{i}]", "unknown_key", f"unknown keys {sorted(unknown)}")
+        for key in ("image", "label"):
+            pat = e.get(key)
+            if pat is not None and (str(pat).startswith("/") or ".." in str(pat).split("/")):
+                bad(f"layout[{i}].{key}", "path_escape", f"pattern {pat!r} must stay inside the source root")
+        if not e.get("image") and not e.get("label") and not e.get("index"):
+            bad(f"layout[{i}]", "missing", "an entry needs an image pattern, a label pattern or an index")
+        if e.get("index") is not None and (str(e["index"]).startswith("/") or ".." in str(e["index"]).split("/")):
+            bad(f"layout[{i}].index", "path_escape", "the index file must stay inside the source root")
+        if e.get("split") not in (None, *SPLITS):
+            bad(f"layout[{i}].split", "value", f"split must be one of {SPLITS}")
+        try:
+            channels = {int(k): str(v) for k, v in (e.get("channels") or {}).items()}
+        except (TypeError, ValueError):
+            bad(f"layout[{i}].channels", "type", "channels map an integer channel to a sequence name")
+            channels = {}
+        entry = LayoutEntry(image=e.get("image"), label=e.get("label"), format=e.get("format"),
+                            split=e.get("split"), channels=channels, sequence=e.get("sequence"),
+                            modality=e.get("modality"), index=e.get("index"))
+        ph = entry.placeholders()
+        if "case" not in ph and not entry.index:
+            bad(f"layout[{i}]", "missing", "patterns must contain the {case} placeholder")
+        if entry.label and "structure" in _PLACEHOLDER.findall(entry.image or ""):
+            bad(f"layout[{i}]", "value", "{structure} belongs in the label pattern only")
+        layout.append(entry)
+    lab = d.get("labels") or {}
+    labels = LabelSpec()
+    if isinstance(lab, dict):
+        enc = lab.get("encoding", "label_map")
+        if enc not in LABEL_ENCODINGS:
+            bad("labels.encoding", "value", f"encoding must be one of {LABEL_ENCODINGS}")
+        values: dict[int, tuple[str, ...]] = {}
+        for k, v in (lab.get("values") or {}).items():
+            try:
+                values[int(k)] = _terms(v)
+            except (TypeError, ValueError) as ex:
+                bad(f"labels.values.{k}", "value", str(ex))
+        structures: dict[str, tuple[str, ...]] = {}
+        for k, v in (lab.get("structures") or {}).items():
+            try:
+                structures[str(k)] = _terms(v)
+            except TypeError as ex:
+                bad(f"labels.structures.{k}", "value", str(ex))
+        if enc == "label_map" and not values:
+            bad("labels.values", "missing", "a label_map needs `values` (raw value -> term)")
+        if enc == "per_structure" and not structures:
+            bad("labels.structures", "missing", "per_structure labels need `structures` (file stem -> term)")
+        if 0 in values:
+            bad("labels.values.0", "value", "0 is background and must not be mapped")
+        labels = LabelSpec(encoding=enc, values=values, structures=structures,
+                           ignore=tuple(int(x) for x in lab.get("ignore") or ()))
+    else:
+        bad("labels", "type", "labels must be a mapping")
+    patterns = {str(k): str(v) for k, v in (d.get("patterns") or {}).items()}
+    for k, rx in patterns.items():
+        try:
+            re.compile(rx)
+        except re.error as ex:
+            bad(f"patterns.{k}", "regex", f"invalid regular expression: {ex}")
+    extra = {k: d[k] for k in ("licence_notes", "licence_url", "codes", "scans", "aliases", "satds_name",
+                               "provenance", "description") if k in d}
+    if issues and any(i.kind in ("missing", "type", "path_escape") for i in issues):
+        return None, issues
+    spec = DatasetSpec(
+        name=str(d["name"]), version=str(d["version"]), modality=modality, region=str(d["region"]),
+        licence=str(d["licence"]), citation=str(d["citation"]).strip(), layout=tuple(layout), labels=labels,
+        title=str(d.get("title", "")), homepage=str(d.get("homepage", "")),
+        citation_key=str(d.get("citation_key", "")), sequences=sequences, patterns=patterns,
+        patient_id=str(d.get("patient_id", "{case}")),
+        exclude=tuple(d.get("exclude") or ("._*", ".*")), annotates=tuple(d.get("annotates") or ()),
+        fixes=dict(d.get("fixes") or {}), overlaps=tuple(d.get("overlaps") or ()),
+        official_split=dict(d.get("official_split") or {}), metadata=dict(d.get("metadata") or {}),
+        notes=tuple(d.get("notes") or ()), extra=extra, path=path,
+    )
+    return spec, issues
+
+
+def load_dataset_file(path: Path) -> DatasetSpec:
+    """Load one dataset YAML; raise :class:`RegistryError` listing every problem."""
+    try:
+        d = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise RegistryError("registry_error", f"dataset file {path} does not exist") from e
+    except yaml.YAMLError as e:
+        raise RegistryError("registry_error", f"{path} is not valid YAML: {e}") from e
+    spec, issues = parse_spec(d, str(path))
+    if spec is None or issues:
+        listing = "; ".join(f"{i.loc} [{i.kind}] {i.message}" for i in issues)
+        raise RegistryError("registry_error", f"{path} is not a valid dataset file: {listing}",
+                            remedy="fix the listed keys (format: README.md, 'Adding a dataset')")
+    return spec

@@ -1,0 +1,159 @@
+"""Writing a release: tables as Parquet + ``release.json`` in ``<root>/<collection>/<version>/``.
+
+A release is assembled in a hidden temporary folder next to its destination and renamed
+into place in one step; an existing version is never overwritten. Extra release steps
+(splits, dataset card, stores, reports) plug in through :data:`RELEASE_STEPS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator import __version__
+from curator.errors import ReleaseError
+from curator.io.fsutil import atomic_write_json, sha256_file, sha256_json
+from curator.runner.context import Context
+from curator.schema import schema_version, table_schema, to_arrow
+from curator.workspace import write_parquet
+
+log = logging.getLogger("curator")
+SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+
+# Optional steps, run in order if their module is installed: "module:function".
+# Each is called as fn(builder) and may add tables (builder.tables) or files under builder.staging.
+RELEASE_STEPS: list[str] = [
+    "curator.release.splits:release_step",
+    "curator.preprocess.release:release_step",
+    "curator.pseudolabel.release:release_step",
+    "curator.qc.release:release_step",
+    "curator.release.card:release_step",
+    "curator.report.release:release_step",
+]
+
+
+@dataclass
+class ReleaseBuilder:
+    ctx: Context
+    staging: Path
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # merged into release.json
+
+    @property
+    def version(self) -> str:
+        return self.ctx.config.release.version
+
+
+def release_dir(ctx: Context) -> Path:
+    rc = ctx.config.release
+    return Path(rc.root) / rc.collection / rc.version
+
+
+def _load_step(ref: str) -> Callable[[ReleaseBuilder], None] | None:
+    module, _, fn = ref.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            return None  # step not installed
+        raise
+    return getattr(mod, fn)  # type: ignore[no-any-return]
+
+
+def collect_tables(ctx: Context) -> dict[str, pa.Table]:
+    """Every workspace table; the per-stage problem tables become one ``problems`` table."""
+    ws = ctx.workspace
+    tables: dict[str, pa.Table] = {}
+    problems: list[dict[str, Any]] = []
+    for f in sorted(ws.tables_dir.glob("*.parquet")):
+        name = f.stem
+        if name.startswith("problems__"):
+            problems += pq.read_table(f).to_pylist()
+        elif not name.startswith("_"):
+            tables[name] = pq.read_table(f)
+    tables["problems"] = to_arrow("problems", problems)
+    return tables
+
+
+def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
+    rc = ctx.config.release
+    if not SEMVER.match(rc.version):
+        raise ReleaseError("release_error", f"release version {rc.version!r} is not a semantic version",
+                           remedy="use MAJOR.MINOR.PATCH, e.g. 0.1.0")
+    dest = release_dir(ctx)
+    if dest.exists():
+        raise ReleaseError("release_exists", f"release {rc.collection} {rc.version} already exists",
+                           path=str(dest), remedy="releases are immutable: bump `release.version` in pipeline.yaml")
+    if not ctx.workspace.has_table("cases"):
+        raise ReleaseError("release_error", "the workspace has no cases table",
+                           remedy="run ingest first (`curator run pipeline.yaml`)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f".{rc.version}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        b = ReleaseBuilder(ctx, staging, collect_tables(ctx))
+        for ref in steps if steps is not None else RELEASE_STEPS:
+            fn = _load_step(ref)
+            if fn is not None:
+                fn(b)
+        for name, table in sorted(b.tables.items()):
+            table_schema(name)  # every released table has a declared schema
+            write_parquet(table, staging / f"{name}.parquet")
+        atomic_write_json(staging / "release.json", _release_json(b), indent=1)
+        try:
+            os.rename(staging, dest)  # atomic; fails if dest appeared meanwhile
+        except OSError as e:
+            raise ReleaseError("release_exists", f"release {rc.version} appeared while this one was built",
+                               path=str(dest), remedy="bump `release.version`") from e
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("release written: %s", dest)
+    return dest
+
+
+def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
+    ctx, staging = b.ctx, b.staging
+    rc = ctx.config.release
+    files: dict[str, str] = {}
+    for p in sorted(staging.rglob("*")):
+        rel = p.relative_to(staging).as_posix()
+        if p.is_file() and rel != "release.json" and ".zarr/" not in rel + "/":
+            files[rel] = sha256_file(p)
+    stage_info = {}
+    for sj in sorted((ctx.workspace.root / "stages").glob("*/stage.json")):
+        d = json.loads(sj.read_text())
+        stage_info[d["stage"]] = {k: d[k] for k in ("stage_version", "config", "config_hash") if k in d}
+    pipeline = ctx.config.to_dict()
+    pipeline.pop("workspace", None)
+    for s in pipeline.get("sources", []):
+        s["root"] = Path(s["root"]).name  # no machine paths in a published file
+    pipeline.get("release", {}).pop("root", None)
+    registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
+                for n, s in sorted(ctx.sources.items())}
+    inputs = sorted(x for x in (b.tables["cases"].column("image_sha256").to_pylist()
+                                + b.tables["cases"].column("label_sha256").to_pylist()) if x)
+    out = {
+        "collection": rc.collection, "version": rc.version, "parent_version": rc.parent,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "code_version": __version__, "schema_version": schema_version(),
+        "pipeline_config": pipeline, "pipeline_config_hash": ctx.config.config_hash(),
+        "stages": stage_info, "registry": registry,
+        "input_checksums_sha256": sha256_json(inputs), "n_input_files": len(inputs),
+        "files": files,
+        "counts": {name: t.num_rows for name, t in sorted(b.tables.items())},
+    }
+    out.update(b.extra)
+    return out

@@ -1,0 +1,152 @@
+"""Running stages: cache look-up, execution, progress, problems, consolidation."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from curator import __version__
+from curator.errors import StageError
+from curator.io.fsutil import atomic_write_json
+from curator.runner.context import Context
+from curator.runner.executors import Executor, make_executor
+from curator.runner.stage import CaseResult, Stage, Task
+from curator.schema import to_arrow
+
+log = logging.getLogger("curator")
+console = Console(stderr=True)
+
+
+@dataclass
+class StageReport:
+    stage: str
+    planned: int = 0
+    cached: int = 0
+    ran: int = 0
+    failed: int = 0
+    warnings: int = 0
+    seconds: float = 0.0
+    tables: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (f"{self.stage}: {self.planned} cases ({self.cached} cached, {self.ran} run), "
+                f"{self.failed} failed, {self.warnings} warnings, {self.seconds:.1f} s")
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, label: str, total: int) -> Iterator[Any]:
+    if not enabled or total == 0:
+        class _Null:
+            def advance(self, n: int = 1) -> None:
+                pass
+        yield _Null()
+        return
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                    transient=False)
+    with prog:
+        tid = prog.add_task(label, total=total)
+
+        class _Bar:
+            def advance(self, n: int = 1) -> None:
+                prog.advance(tid, n)
+        yield _Bar()
+
+
+def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = None) -> StageReport:
+    """Run one stage over every planned case (resuming), then write its tables atomically."""
+    config = ctx.stage_config(stage_cls.config_class, stage_cls.name)
+    stage = stage_cls(ctx, config)
+    report = StageReport(stage_cls.name)
+    t0 = time.perf_counter()
+    ws = ctx.workspace
+    missing = [t for t in stage_cls.requires if not ws.has_table(t)]
+    if missing:
+        raise StageError("stage_error", f"stage {stage_cls.name} needs table(s) {missing}",
+                         remedy=f"run the stage(s) that write them first (e.g. `curator run`)")
+    tasks = stage.plan()
+    _check_unique(stage_cls.name, tasks)
+    report.planned = len(tasks)
+    jobs: list[tuple[Task, str]] = []
+    results: dict[str, CaseResult] = {}
+    for t in tasks:
+        key = stage.task_key(t)
+        cached = ws.read_case_result(stage_cls.name, t.case_id)
+        if cached is not None and cached.get("key") == key:
+            results[t.case_id] = CaseResult.from_json(cached)
+            report.cached += 1
+        else:
+            jobs.append((t, key))
+    own = executor is None
+    ex = executor or make_executor(ctx.config.executor)
+    env = ctx.case_env()
+    first_error: CaseResult | None = None
+    try:
+        with _progress(ctx.config.executor.progress, stage_cls.name, len(jobs)) as bar:
+            for res in ex.run(stage_cls.ref(), stage_cls.name, jobs, config.to_dict(), env, gpu=stage_cls.gpu):
+                if res.cacheable:
+                    atomic_write_json(ws.case_result_path(stage_cls.name, res.case_id), res.to_json(), indent=None)
+                results[res.case_id] = res
+                report.ran += 1
+                bar.advance()
+                if res.failed:
+                    _announce(config.on_bad_case, res)
+                    if config.on_bad_case == "error" and first_error is None:
+                        first_error = res
+                        break
+    finally:
+        if own:
+            ex.close()
+    if first_error is not None:
+        _write_problems(ctx, stage_cls.name, list(results.values()))
+        p = first_error.problems[0]
+        raise StageError("stage_error", f"stage {stage_cls.name} stopped at case {first_error.case_id}: "
+                         f"{p['message']}", remedy="fix the input, or set on_bad_case: warn to record "
+                         "bad cases as problems and continue")
+    ordered = [results[t.case_id] for t in tasks if t.case_id in results]
+    report.failed = sum(r.failed for r in ordered)
+    report.warnings = sum(len(r.problems) for r in ordered if not r.failed)
+    tables = stage.finalize([r for r in ordered if not r.failed])
+    for name, table in tables.items():
+        ws.write_table(name, table)
+        report.tables[name] = table.num_rows
+    _write_problems(ctx, stage_cls.name, ordered, extra=getattr(stage, "extra_problems", []))
+    report.seconds = time.perf_counter() - t0
+    atomic_write_json(ws.stage_dir(stage_cls.name) / "stage.json", {
+        "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,
+        "config": config.to_dict(), "config_hash": config.config_hash(), "planned": report.planned,
+        "failed": report.failed, "tables": report.tables,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    })
+    log.info(report.line())
+    return report
+
+
+def _check_unique(stage: str, tasks: list[Task]) -> None:
+    seen: set[str] = set()
+    for t in tasks:
+        if t.case_id in seen:
+            raise StageError("stage_error", f"stage {stage} planned case {t.case_id} twice",
+                             remedy="this is a bug in the stage's plan(); report it")
+        seen.add(t.case_id)
+
+
+def _announce(policy: str, res: CaseResult) -> None:
+    if policy in ("warn", "error"):
+        for p in res.problems:
+            log.warning("%s [%s] %s", res.case_id, p["kind"], p["message"])
+
+
+def _write_problems(ctx: Context, stage: str, results: list[CaseResult],
+                    extra: list[dict[str, Any]] | None = None) -> None:
+    rows = [p for r in results for p in r.problems] + list(extra or [])
+    ctx.workspace.write_table(f"problems__{stage}", to_arrow("problems", rows))

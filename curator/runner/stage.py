@@ -1,0 +1,172 @@
+"""The stage contract.
+
+A stage is a :class:`Stage` subclass living in its own subpackage. It has
+
+* ``plan()`` — runs in the main process, reads earlier tables, returns one
+  :class:`Task` per case (a JSON-able payload + a fingerprint of the inputs);
+* ``process(task, config, env)`` — a classmethod run in a worker (process pool or Dask):
+  reads the case's inputs, calls the stage's pure per-case functions, writes per-case
+  artefacts atomically, and returns a :class:`CaseOutput` (table rows + warnings);
+  a bad case raises a :class:`~curator.errors.CuratorError`;
+* ``finalize(results)`` — main process: turns all per-case rows into tables (and does the
+  cross-case work some stages need: dedup grouping, QC cohort bounds).
+
+The runner (:mod:`curator.runner.run`) owns processes, caching, progress and problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyarrow as pa
+
+from curator import __version__
+from curator.config import StageConfig
+from curator.errors import CuratorError, remedy_for
+from curator.io.fsutil import canonical_json
+from curator.schema import to_arrow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curator.runner.context import Context
+
+
+@dataclass(frozen=True)
+class Task:
+    """One case's unit of work."""
+
+    case_id: str
+    payload: dict[str, Any]
+    fingerprint: str  # checksums (or stat fingerprints) of every input file of the case
+    dataset: str | None = None
+    path: str | None = None  # display path for problems ("<source>:<relative path>")
+
+
+@dataclass(frozen=True)
+class CaseEnv:
+    """What a worker needs besides the task: plain data, picklable, no open handles."""
+
+    workspace: str
+    sources: dict[str, str]  # source name -> absolute root
+    key_hex: str  # pseudonym key (memory only; never written by a stage)
+    code_version: str = __version__
+
+
+@dataclass
+class CaseOutput:
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    problems: list[dict[str, Any]] = field(default_factory=list)  # warnings: the case is kept
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    key: str
+    rows: dict[str, list[dict[str, Any]]]
+    problems: list[dict[str, Any]]
+    failed: bool = False
+    cacheable: bool = True
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "key": self.key, "rows": self.rows, "problems": self.problems,
+                "failed": self.failed, "seconds": round(self.seconds, 4)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CaseResult:
+        return cls(d["case_id"], d["key"], d.get("rows", {}), d.get("problems", []),
+                   bool(d.get("failed", False)), True, float(d.get("seconds", 0.0)))
+
+
+def problem_row(stage: str, err: CuratorError, *, dataset: str | None, case_id: str | None,
+                path: str | None, severity: str = "error") -> dict[str, Any]:
+    """A ``problems`` row from an error; the message always ends with what to do."""
+    msg = err.detail or err.kind
+    remedy = err.remedy or remedy_for(err.kind)
+    where = path
+    if err.path and path and not path.endswith(err.path.rsplit("/", 1)[-1]):
+        msg = f"{err.path.rsplit('/', 1)[-1]}: {msg}"
+    return {"stage": stage, "dataset": dataset, "case_id": err.case_id or case_id, "path": where,
+            "kind": err.kind, "severity": severity, "message": f"{msg}. What to do: {remedy}"}
+
+
+class Stage:
+    """Base class of every stage (see module docstring)."""
+
+    name: ClassVar[str] = "stage"
+    version: ClassVar[str] = "1"  # bump when per-case outputs change meaning
+    config_class: ClassVar[type[StageConfig]] = StageConfig
+    tables: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()  # tables that must exist before the stage runs
+    gpu: ClassVar[bool] = False
+
+    def __init__(self, ctx: Context, config: StageConfig) -> None:
+        self.ctx = ctx
+        self.config = config
+
+    # -- to implement -----------------------------------------------------------------------
+    def plan(self) -> list[Task]:
+        raise NotImplementedError
+
+    @classmethod
+    def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
+        raise NotImplementedError
+
+    def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
+        """Default: concatenate each table's per-case rows."""
+        out: dict[str, list[dict[str, Any]]] = {t: [] for t in self.tables}
+        for r in results:
+            for t, rows in r.rows.items():
+                out.setdefault(t, []).extend(rows)
+        return {t: to_arrow(t, rows) for t, rows in out.items()}
+
+    # -- helpers ----------------------------------------------------------------------------
+    @classmethod
+    def ref(cls) -> str:
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+    def task_key(self, task: Task) -> str:
+        h = hashlib.sha256()
+        for part in (self.name, self.version, self.config.config_hash(), task.fingerprint,
+                     canonical_json(task.payload)):
+            h.update(part.encode())
+            h.update(b"\x00")
+        return h.hexdigest()[:32]
+
+
+def load_stage_class(ref: str) -> type[Stage]:
+    module, _, qual = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: CaseEnv) -> CaseResult:
+    """Run one case in a worker. Bad input → a failed result with a problem row (cacheable);
+    an unexpected exception → an ``internal_error`` row (not cached, so a re-run retries)."""
+    cls = load_stage_class(ref)
+    config = cls.config_class.from_dict(config_dict)
+    t0 = time.perf_counter()
+    try:
+        out = cls.process(task, config, env)
+        return CaseResult(task.case_id, key, out.rows, out.problems, False, True, time.perf_counter() - t0)
+    except CuratorError as e:
+        row = problem_row(cls.name, e, dataset=task.dataset, case_id=task.case_id, path=task.path)
+        return CaseResult(task.case_id, key, {}, [row], True, True, time.perf_counter() - t0)
+    except MemoryError:
+        err = CuratorError("internal_error", "ran out of memory on this case",
+                           remedy="run with fewer --workers or on a machine with more memory")
+        row = problem_row(cls.name, err, dataset=task.dataset, case_id=task.case_id, path=task.path)
+        return CaseResult(task.case_id, key, {}, [row], True, False, time.perf_counter() - t0)
+    except Exception as e:  # noqa: BLE001 - the run continues; the row says it is a bug
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        err = CuratorError("internal_error", f"{type(e).__name__}: {e} (at {tb.filename.rsplit('/', 1)[-1]}:"
+                           f"{tb.lineno})", remedy="report this as a bug with the case's file; "
+                           "the rest of the run continued")
+        row = problem_row(cls.name, err, dataset=task.dataset, case_id=task.case_id, path=task.path)
+        return CaseResult(task.case_id, key, {}, [row], True, False, time.perf_counter() - t0)

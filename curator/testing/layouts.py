@@ -1,0 +1,125 @@
+"""Writers of tiny fake downloads in real native layouts (MSD, KiTS23, TotalSegmentator, DICOM).
+
+They are written from the layout facts, independently of the registry's parsing, so a
+test that ingests their output checks the registry against the real folder structures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from curator.io.nifti import write_nifti
+from curator.io.volume import LPS_TO_RAS, Geometry, Volume
+
+# Identifiers planted in demo/test DICOM headers; no output of curator may contain them.
+PLANTED_PHI = {
+    "PatientName": "ZZDOE^JANE^PLANTED",
+    "PatientID": "PID-PLANTED-4711",
+    "PatientBirthDate": "19430217",
+    "InstitutionName": "Planted General Hospital",
+    "InstitutionAddress": "1 Planted Road, Nowhere",
+    "ReferringPhysicianName": "ZZDR^PLANTED",
+    "AccessionNumber": "ACC-PLANTED-99",
+    "StudyDate": "20010911",
+    "OtherPatientIDs": "OPID-PLANTED-12",
+    "PatientAddress": "42 Planted Street",
+}
+
+
+def save_nifti(path: Path, array: NDArray[Any], g: Geometry, dtype: Any = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_nifti(path, Volume(np.asarray(array), g), dtype=dtype)
+
+
+def write_msd_task(root: Path, name: str, train: list[tuple[str, NDArray[Any], NDArray[Any], Geometry]],
+                   test: list[tuple[str, NDArray[Any], Geometry]], labels: dict[str, str],
+                   modality: dict[str, str]) -> None:
+    """MSD task folder: dataset.json, imagesTr/labelsTr (same file names), imagesTs."""
+    for case, img, lab, g in train:
+        save_nifti(root / "imagesTr" / f"{case}.nii.gz", img, g, np.int16)
+        save_nifti(root / "labelsTr" / f"{case}.nii.gz", lab, g, np.uint8)
+    for case, img, g in test:
+        save_nifti(root / "imagesTs" / f"{case}.nii.gz", img, g, np.int16)
+    # the AppleDouble files that untar on macOS leaves behind (must be ignored)
+    (root / "imagesTr" / f"._{train[0][0]}.nii.gz").write_bytes(b"\x00\x05\x16\x07 not an image")
+    ds = {"name": name, "description": "synthetic", "tensorImageSize": "3D", "modality": modality,
+          "labels": labels, "numTraining": len(train), "numTest": len(test),
+          "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c, *_ in train],
+          "test": [f"./imagesTs/{c}.nii.gz" for c, *_ in test]}
+    (root / "dataset.json").write_text(json.dumps(ds, indent=1))
+
+
+def write_kits_case(root: Path, case: str, img: NDArray[Any] | None, seg: NDArray[Any], g: Geometry) -> None:
+    """KiTS23: dataset/case_XXXXX/imaging.nii.gz + segmentation.nii.gz."""
+    folder = root / "dataset" / case
+    if img is not None:
+        save_nifti(folder / "imaging.nii.gz", img, g, np.int16)
+    save_nifti(folder / "segmentation.nii.gz", seg, g, np.uint8)
+
+
+def write_totalseg_case(root: Path, sid: str, img: NDArray[Any], masks: dict[str, NDArray[Any]],
+                        g: Geometry) -> None:
+    """TotalSegmentator: sNNNN/ct.nii.gz + sNNNN/segmentations/<structure>.nii.gz (one file each)."""
+    save_nifti(root / sid / "ct.nii.gz", img, g, np.int16)
+    for name, m in masks.items():
+        save_nifti(root / sid / "segmentations" / f"{name}.nii.gz", m.astype(np.uint8), g, np.uint8)
+
+
+def write_dicom_series(folder: Path, img: NDArray[Any], g: Geometry, *, modality: str = "CT",
+                       phi: dict[str, str] | None = None, series_uid: str | None = None,
+                       skip_slices: tuple[int, ...] = ()) -> list[Path]:
+    """One file per slice along axis k; HU stored as uint16 with RescaleIntercept −1024 (CT)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lps = LPS_TO_RAS @ g.matrix  # voxel -> LPS
+    sp = g.spacing
+    col_dir = lps[:3, 0] / sp[0]  # axis i = along a row (columns)
+    row_dir = lps[:3, 1] / sp[1]
+    study, series = generate_uid(), series_uid or generate_uid()
+    frame = generate_uid()
+    intercept = -1024.0 if modality == "CT" else 0.0
+    stored = np.clip(np.rint(img - intercept), 0, 65535).astype(np.uint16)
+    paths = []
+    for k in range(img.shape[2]):
+        if k in skip_slices:
+            continue
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage if modality == "CT" else MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"IM{k + 1:04d}.dcm"
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\x00" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality = modality
+        ds.Manufacturer = "CURATOR-PHANTOM"
+        ds.ManufacturerModelName = "Phantom 1"
+        for key, value in (phi or {}).items():
+            setattr(ds, key, value)
+        ds.ContentDate = dt.date(2020, 1, 1).strftime("%Y%m%d")
+        ds.InstanceNumber = k + 1
+        pos = lps[:3, :3] @ np.array([0.0, 0.0, float(k)]) + lps[:3, 3]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*col_dir, *row_dir)]
+        ds.PixelSpacing = [f"{sp[1]:.6f}", f"{sp[0]:.6f}"]
+        ds.SliceThickness = f"{sp[2]:.6f}"
+        ds.Rows, ds.Columns = img.shape[1], img.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = f"{intercept:g}", "1"
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def read_dicom_header(path: Path) -> pydicom.Dataset:
+    return pydicom.dcmread(path, stop_before_pixels=True)

@@ -1,0 +1,154 @@
+"""The workspace: where a pipeline keeps per-case results, tables and stores between stages.
+
+Layout::
+
+    <workspace>/
+      workspace.json         created, format version (no secrets)
+      secret/pseudonym.key   key of the keyed hash behind patient ids (mode 0600)
+      .lock                  held by the running pipeline (a second run is refused)
+      stages/<stage>/cases/<xx>/<case_id>.json   per-case results (atomic)
+      tables/<table>.parquet consolidated tables (atomic)
+      stores/<case_id>.zarr  per-case Zarr stores (preprocess)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator.errors import WorkspaceError
+from curator.io.fsutil import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temporaries
+
+FORMAT_VERSION = 1
+
+
+class Workspace:
+    """A folder holding one pipeline's intermediate state."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self._lock_file: IO[str] | None = None
+
+    # -- layout ---------------------------------------------------------------------------
+    @property
+    def tables_dir(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def stores_dir(self) -> Path:
+        return self.root / "stores"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / "stages" / stage
+
+    def case_result_path(self, stage: str, case_id: str) -> Path:
+        shard = hashlib.sha1(case_id.encode()).hexdigest()[:2]
+        return self.stage_dir(stage) / "cases" / shard / f"{case_id}.json"
+
+    def table_path(self, name: str) -> Path:
+        return self.tables_dir / f"{name}.parquet"
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def init(self, key: bytes | None = None) -> Workspace:
+        """Create the folder, its metadata and pseudonym key (idempotent)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        meta = self.root / "workspace.json"
+        if not meta.exists():
+            atomic_write_json(meta, {"format_version": FORMAT_VERSION,
+                                     "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+        keyfile = self.root / "secret" / "pseudonym.key"
+        if not keyfile.exists():
+            keyfile.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(keyfile.parent, 0o700)
+            atomic_write_text(keyfile, (key or secrets.token_bytes(32)).hex() + "\n")
+            os.chmod(keyfile, 0o600)
+        return self
+
+    @property
+    def key(self) -> bytes:
+        keyfile = self.root / "secret" / "pseudonym.key"
+        try:
+            return bytes.fromhex(keyfile.read_text().strip())
+        except FileNotFoundError as e:
+            raise WorkspaceError("workspace_error", "the workspace has no pseudonym key", path=str(keyfile),
+                                 remedy="run `curator run` (it creates the key) or restore the key file") from e
+
+    def pseudonym(self, *parts: str, prefix: str = "p") -> str:
+        """Keyed, stable pseudonym of ``parts`` (e.g. dataset + patient id)."""
+        msg = "\x1f".join(parts).encode()
+        return f"{prefix}_{hmac.new(self.key, msg, hashlib.sha256).hexdigest()[:20]}"
+
+    @contextlib.contextmanager
+    def locked(self, command: str = "run") -> Iterator[Workspace]:
+        """Hold the workspace lock; a second holder is refused with a clear message."""
+        self.init()
+        path = self.root / ".lock"
+        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block's duration
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise WorkspaceError("workspace_locked", f"the workspace is in use by {holder}", path=str(self.root),
+                                 remedy="wait for that run to finish, or use another workspace; "
+                                        "the lock is released automatically when the process ends") from e
+        f.seek(0)
+        f.truncate()
+        f.write(f"curator {command} (pid {os.getpid()}, since "
+                f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')})\n")
+        f.flush()
+        self._lock_file = f
+        try:
+            remove_stale_temporaries(self.root / "stages")
+            remove_stale_temporaries(self.tables_dir)
+            remove_stale_temporaries(self.stores_dir)
+            yield self
+        finally:
+            with contextlib.suppress(OSError):
+                f.seek(0)
+                f.truncate()
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f.close()
+            self._lock_file = None
+
+    # -- tables ---------------------------------------------------------------------------
+    def write_table(self, name: str, table: pa.Table) -> Path:
+        dest = self.table_path(name)
+        with atomic_path(dest) as tmp:
+            write_parquet(table, tmp)
+        return dest
+
+    def read_table(self, name: str) -> pa.Table | None:
+        p = self.table_path(name)
+        return pq.read_table(p) if p.exists() else None
+
+    def has_table(self, name: str) -> bool:
+        return self.table_path(name).exists()
+
+    def read_case_result(self, stage: str, case_id: str) -> dict[str, Any] | None:
+        p = self.case_result_path(stage, case_id)
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None  # unreadable result: redo the case
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Deterministic Parquet: fixed writer options, zstd, statistics on, no timestamps."""
+    pq.write_table(table, path, compression="zstd", compression_level=3, row_group_size=256_000,
+                   write_statistics=True, use_dictionary=True, store_schema=True)
