@@ -1,0 +1,52 @@
+"""Shared fixtures: real sample data (skips cleanly when absent), temporary workspaces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REAL = Path(os.environ.get("CURATOR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """``../shared/data/real`` (or $CURATOR_REAL_DATA); the test is skipped when it is absent."""
+    if not REAL.is_dir():
+        pytest.skip(f"real sample data not found at {REAL}")
+    return REAL
+
+
+@pytest.fixture
+def real_copy(real_data: Path, tmp_path: Path):
+    """Copy a sub-folder of the real data into tmp (the originals are read-only)."""
+
+    def _copy(rel: str) -> Path:
+        src = real_data / rel
+        dst = tmp_path / "real" / rel
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        for p in [dst, *dst.rglob("*")] if dst.is_dir() else [dst]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        return dst
+
+    return _copy
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_gpu = False
+    if not has_gpu:
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
