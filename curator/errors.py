@@ -168,6 +168,8 @@ PROBLEM_KINDS: dict[str, ProblemKind] = {
                     "check that the label belongs to this image, or resample it onto the image grid"),
         ProblemKind("geometry_mismatch", "image and label share a shape but not spacing/origin/direction",
                     "check the label's header; declare a geometry fix in the dataset YAML if the dataset is known to need one"),
+        ProblemKind("label_reoriented", "the label covers the image's voxels with axes permuted or flipped",
+                    "nothing to do; later stages re-index the label onto the image grid"),
         ProblemKind("label_not_integer", "a label map has non-integer values",
                     "labels must hold integer codes; re-export the label map"),
         ProblemKind("label_values_undeclared", "a label map holds values the dataset YAML does not declare",

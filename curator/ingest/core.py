@@ -34,7 +34,7 @@ def intensity_summary(a: NDArray[Any]) -> dict[str, float]:
     block = 1 << 24
     for i in range(0, flat.size, block):
         d = flat[i:i + block].astype(np.float64) - mean
-        ss += float(np.dot(d, d))
+        ss += float(np.sum(d * d))  # not np.dot: BLAS threading changes the last bits
     return {"intensity_min": float(flat.min()), "intensity_max": float(flat.max()), "intensity_mean": mean,
             "intensity_std": float(np.sqrt(ss / max(1, flat.size))), "intensity_p01": float(p01),
             "intensity_p50": float(p50), "intensity_p99": float(p99)}
@@ -48,18 +48,22 @@ def label_counts(a: NDArray[Any]) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(vals, counts, strict=True)}
 
 
-def check_grid(image: Geometry, label: Geometry, tol_mm: float, path: str) -> None:
-    """Raise when a label is not on its image's grid (shape first, then geometry)."""
-    if image.shape != label.shape:
+def check_grid(image: Geometry, label: Geometry, tol_mm: float, path: str) -> bool:
+    """Raise when a label is not on its image's grid; ``True`` when it is the same grid with
+    axes permuted/flipped (accepted: readers re-index it with ``Volume.on_grid``)."""
+    if image.mismatch(label, tol_mm=tol_mm) is None:
+        return False
+    if image.axis_map(label, tol_mm=tol_mm) is not None:
+        return True
+    if sorted(image.shape) != sorted(label.shape):
         raise GeometryError("shape_mismatch", f"label shape {label.shape} differs from image shape {image.shape}",
                             path=path, remedy="check that the label belongs to this image, or resample it "
                             "onto the image grid")
     why = image.mismatch(label, tol_mm=tol_mm)
-    if why:
-        raise GeometryError("geometry_mismatch", f"label and image grids differ: {why} "
-                            f"(tolerance {tol_mm} mm)", path=path,
-                            remedy="check the label's header; declare a geometry fix in the dataset YAML "
-                            "if the dataset is known to need one, or raise geometry_tolerance_mm")
+    raise GeometryError("geometry_mismatch", f"label and image grids differ: {why} "
+                        f"(tolerance {tol_mm} mm)", path=path,
+                        remedy="check the label's header; declare a geometry fix in the dataset YAML "
+                        "if the dataset is known to need one, or raise geometry_tolerance_mm")
 
 
 def check_label_map(counts: dict[int, int], declared: set[int], path: str) -> list[int]:

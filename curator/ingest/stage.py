@@ -161,7 +161,11 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             lab = read_volume(path, role="label", max_voxels=config.max_voxels)
             if ref is None:
                 ref = lab.geometry
-            core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path))
+            if core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path)):
+                warning(InputError("label_reoriented", f"the label's axes are ordered {lab.geometry.orientation} "
+                                   f"where the image's are {ref.orientation}; same voxel centres, accepted",
+                                   path=str(path), remedy="nothing to do; later stages re-index the label"),
+                        severity="info")
             counts = core.label_counts(lab.array)
             if p["encoding"] == "per_structure":
                 if set(counts) - {0, 1}:

@@ -47,6 +47,22 @@ def _check_declared_size(path: Path, img: Any, max_voxels: int) -> None:
                          path=str(path), remedy="download the file again; header and data disagree")
 
 
+def _check_raw_spacing(path: Path) -> None:
+    """nibabel silently turns a zero pixdim into 1 when loading; a header that relies on
+    pixdim (no sform/qform) with a zero or negative spacing is refused instead."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:  # type: ignore[operator]
+            hdr = nib.Nifti1Header.from_fileobj(f, check=False)
+    except Exception:  # noqa: BLE001 - the full load below reports unreadable headers
+        return
+    if int(hdr["sform_code"]) == 0 and int(hdr["qform_code"]) == 0:
+        pix = [float(x) for x in hdr["pixdim"][1:4]]
+        if any(not np.isfinite(x) or x <= 0 for x in pix):
+            raise InputError("invalid_spacing", f"voxel spacing (pixdim) {tuple(pix)} has a zero or negative axis",
+                             path=str(path), remedy="fix the header's pixdim, or declare the spacing in the dataset YAML")
+
+
 def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int) -> Volume:
     try:
         img = nib.load(str(path))
@@ -57,6 +73,7 @@ def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int) -
         raise ReadError("truncated_file", f"the file ends early ({e})", path=str(path),
                         remedy="download the file again and compare its checksum") from e
     _check_declared_size(path, img, max_voxels)
+    _check_raw_spacing(path)
     try:
         if role == "label":
             slope, inter = img.dataobj.slope, img.dataobj.inter

@@ -148,6 +148,34 @@ class Geometry:
                 return f"voxel {tuple(int(x) for x in p)} lies {d:.4g} mm apart"
         return None
 
+    def axis_map(self, other: Geometry, tol_mm: float = 1e-3) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]] | None:
+        """How ``other`` indexes the *same voxel centres* as this grid, or ``None``.
+
+        Returns ``(perm, flips)`` such that ``np.flip(other_array.transpose(perm), flipped axes)``
+        lies on this grid — e.g. a label saved by dcm2niix (LAS) for a DICOM image (LPS).
+        """
+        d_self, d_other = self.direction, other.direction
+        perm: list[int] = []
+        flips: list[bool] = []
+        for ax in range(3):
+            dots = d_other.T @ d_self[:, ax]
+            j = int(np.argmax(np.abs(dots)))
+            if abs(abs(dots[j]) - 1.0) > 1e-4 or j in perm:
+                return None
+            perm.append(j)
+            flips.append(bool(dots[j] < 0))
+        if tuple(other.shape[j] for j in perm) != self.shape:
+            return None
+        if max(abs(other.spacing[j] - self.spacing[ax]) for ax, j in enumerate(perm)) > tol_mm:
+            return None
+        for corner in ((0, 0, 0), tuple(n - 1 for n in self.shape)):
+            idx = np.zeros(3)
+            for ax, j in enumerate(perm):
+                idx[j] = (other.shape[j] - 1 - corner[ax]) if flips[ax] else corner[ax]
+            if float(np.linalg.norm(self.voxel_to_world(np.array(corner)) - other.voxel_to_world(idx))) > tol_mm:
+                return None
+        return (perm[0], perm[1], perm[2]), (flips[0], flips[1], flips[2])
+
     def to_dict(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "affine": list(self.affine)}
 
@@ -172,3 +200,17 @@ class Volume:
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.geometry.shape
+
+    def on_grid(self, target: Geometry, tol_mm: float = 1e-2) -> Volume:
+        """This volume re-indexed onto ``target`` when both cover the same voxel centres
+        (axes permuted or flipped, e.g. dcm2niix's LAS copy of an LPS DICOM); no resampling."""
+        if self.geometry.mismatch(target, tol_mm=tol_mm) is None:
+            return self
+        m = target.axis_map(self.geometry, tol_mm=tol_mm)
+        if m is None:
+            raise GeometryError("geometry_mismatch", f"not on the grid: {target.mismatch(self.geometry, tol_mm)}",
+                                remedy="resample the volume onto the target grid")
+        perm, flips = m
+        a = np.transpose(self.array, perm)
+        a = np.flip(a, axis=tuple(i for i, f in enumerate(flips) if f))
+        return Volume(np.ascontiguousarray(a), target, dict(self.meta))

@@ -72,6 +72,8 @@ class LocalExecutor(Executor):
 
     def _run_pool(self, ref: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv, n: int,
                   suspects: list[Job]) -> Iterator[CaseResult]:
+        """Run ``jobs``; when the pool breaks, every job in flight becomes a suspect and a fresh
+        pool takes the rest of the queue."""
         if not jobs:
             return
         queue = list(reversed(jobs))
@@ -79,17 +81,25 @@ class LocalExecutor(Executor):
         running: dict[Future[CaseResult], Job] = {}
         try:
             while queue or running:
+                broken = False
                 while queue and len(running) < 2 * n:
                     job = queue.pop()
-                    running[pool.submit(execute, ref, job[0], job[1], config, env)] = job
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    job = running.pop(fut)
                     try:
-                        yield fut.result()
+                        running[pool.submit(execute, ref, job[0], job[1], config, env)] = job
                     except BrokenProcessPool:
-                        suspects.append(job)
-                if any(isinstance(f.exception(), BrokenProcessPool) for f in done if f.done()):
+                        queue.append(job)
+                        broken = True
+                        break
+                if not broken:
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        job = running.pop(fut)
+                        try:
+                            yield fut.result()
+                        except BrokenProcessPool:
+                            suspects.append(job)
+                            broken = True
+                if broken:
                     suspects.extend(running.values())
                     running.clear()
                     pool.shutdown(wait=False, cancel_futures=True)

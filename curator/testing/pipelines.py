@@ -1,0 +1,44 @@
+"""Small helpers to run pipelines in tests and notebooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import yaml
+
+from curator.config import PipelineConfig
+from curator.pipeline import PipelineResult, run_pipeline
+from curator.workspace import Workspace
+
+
+def make_pipeline(tmp: Path, sources: list[dict[str, Any]], *, registry: list[Path] | None = None,
+                  stages: dict[str, Any] | None = None, workers: int = 1, executor: str = "local",
+                  version: str = "0.1.0", collection: str = "test", key: bytes | None = None) -> Path:
+    """Write ``pipeline.yaml`` under ``tmp`` (workspace + releases inside ``tmp``)."""
+    cfg = {"workspace": str(tmp / "workspace"), "sources": sources,
+           "registry": [str(p) for p in registry or []], "stages": stages or {},
+           "executor": {"kind": executor, "workers": workers, "progress": False},
+           "release": {"root": str(tmp / "releases"), "collection": collection, "version": version}}
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if key is not None:
+        Workspace(tmp / "workspace").init(key=key)
+    return path
+
+
+def run(pipeline: Path, stages: list[str] | None = None, release: bool = False, **executor: Any) -> PipelineResult:
+    cfg = PipelineConfig.load(pipeline)
+    if executor:
+        cfg = cfg.replace(executor=cfg.executor.replace(**executor))
+    return run_pipeline(cfg, stages=stages, release=release)
+
+
+def table(pipeline: Path, name: str) -> pa.Table:
+    cfg = PipelineConfig.load(pipeline)
+    t = Workspace(cfg.workspace).read_table(name)
+    if t is None:
+        raise FileNotFoundError(name)
+    return t

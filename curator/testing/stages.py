@@ -1,0 +1,50 @@
+"""A probe stage for testing runners and executors: each case does what the config says
+(succeed, raise a bad-input error, raise a bug, crash its worker, or sleep)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pyarrow as pa
+
+from curator.config import StageConfig
+from curator.errors import InputError
+from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
+
+
+@dataclass(frozen=True)
+class ProbeConfig(StageConfig):
+    n_cases: int = 4
+    behaviour: dict[str, Any] = field(default_factory=dict)  # case id -> ok | bad | bug | crash | sleep:<s>
+    salt: str = ""
+
+
+class ProbeStage(Stage):
+    name = "probe"
+    config_class = ProbeConfig
+
+    def plan(self) -> list[Task]:
+        cfg = cast(ProbeConfig, self.config)
+        return [Task(case_id=f"c{i:03d}", payload={"i": i}, fingerprint=cfg.salt, dataset="probe",
+                     path=f"probe:c{i:03d}") for i in range(cfg.n_cases)]
+
+    @classmethod
+    def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
+        cfg = cast(ProbeConfig, config)
+        what = str(cfg.behaviour.get(task.case_id, "ok"))
+        if what == "bad":
+            raise InputError("corrupt_file", "planted bad input", path=f"/x/{task.case_id}.nii.gz")
+        if what == "bug":
+            raise ZeroDivisionError("planted bug")
+        if what == "crash":
+            os._exit(13)
+        if what.startswith("sleep:"):
+            time.sleep(float(what.split(":", 1)[1]))
+        return CaseOutput(rows={"probe": [{"case_id": task.case_id, "pid": os.getpid()}]})
+
+    def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
+        self.finalized = [r.case_id for r in results]
+        return {}

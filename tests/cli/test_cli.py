@@ -1,0 +1,84 @@
+"""The CLI: thin, clear errors (no tracebacks), formats, demo end to end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def curator(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "curator", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "d"
+    res = curator("demo", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "Example query" in res.stdout and "release" in res.stdout
+    return out / "releases" / "demo" / "0.1.0"
+
+
+def test_demo_query_prints_case_counts_per_dataset(demo: Path) -> None:
+    res = curator("query", str(demo), "select dataset, count(*) as n from cases group by 1 order by 1",
+                  "--format", "csv")
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    counts = {r["dataset"]: int(r["n"]) for r in rows}
+    assert set(counts) == {"MSD_Spleen", "KiTS23", "DemoTotalSeg", "DemoPancreasDICOM"}
+    assert all(n >= 3 for n in counts.values())
+
+
+def test_query_json_and_table_formats(demo: Path) -> None:
+    res = curator("query", str(demo), "select kind from problems where severity = 'error' order by 1", "-f", "json")
+    kinds = [r["kind"] for r in json.loads(res.stdout)]
+    assert {"truncated_file", "not_3d", "dicom_missing_slice"} <= set(kinds)
+    res = curator("query", str(demo), "select count(*) as n from cases")
+    assert res.returncode == 0 and "n" in res.stdout
+
+
+def test_bad_sql_and_missing_release_are_clear_errors(demo: Path, tmp_path: Path) -> None:
+    res = curator("query", str(demo), "select * from nope")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "tables:" in res.stderr
+    res = curator("query", str(tmp_path), "select 1")
+    assert res.returncode == 2 and "release.json" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sources_list_json_and_show() -> None:
+    res = curator("sources", "list", "--format", "json")
+    data = json.loads(res.stdout)
+    names = {d["name"] for d in data}
+    assert {"KiTS23", "MSD_Spleen"} <= names
+    for d in data:
+        assert d["licence"] and d["citation"] and d["modality"] and d["region"] and d["layout"]
+    res = curator("sources", "show", "kits23")
+    assert json.loads(res.stdout)["name"] == "KiTS23"
+    res = curator("sources", "show", "KiTS2")
+    assert res.returncode == 2 and "did you mean" in res.stderr
+
+
+def test_stage_command_and_env(demo: Path) -> None:
+    pipe = demo.parents[2] / "pipeline.yaml"
+    res = curator("ingest", str(pipe), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "cached" in res.stderr
+    res = curator("env")
+    assert "duckdb" in res.stdout and "zarr" in res.stdout
+
+
+def test_invalid_pipeline_is_a_clear_error(tmp_path: Path) -> None:
+    p = tmp_path / "pipeline.yaml"
+    p.write_text("workspace: w\nsourcez: []\n")
+    res = curator("run", str(p))
+    assert res.returncode == 2 and "sourcez" in res.stderr and "Traceback" not in res.stderr

@@ -1,0 +1,186 @@
+"""Readers: geometry round trips across formats, real samples, and clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from curator.errors import CuratorError, InputError
+from curator.io import read_volume
+from curator.io.nifti import write_nifti
+from curator.io.volume import Geometry, Volume
+from curator.testing.layouts import write_dicom_series
+from curator.testing.phantoms import Subject, grid, render
+
+ORIENTATIONS = ["RAS", "LPS", "IPL", "ASR", "LAI"]
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_nifti_round_trip_keeps_geometry_and_values(tmp_path: Path, orientation: str) -> None:
+    g = grid((20, 16, 8), (1.5, 2.0, 4.0), orientation, center=(10.0, -5.0, 30.0))
+    img, _ = render(Subject.random(1), g, "CT")
+    a = np.rint(img).astype(np.int16)
+    write_nifti(tmp_path / "x.nii.gz", Volume(a, g))
+    v = read_volume(tmp_path / "x.nii.gz")
+    assert v.geometry.mismatch(g, tol_mm=1e-3) is None
+    assert v.geometry.orientation == orientation
+    np.testing.assert_array_equal(v.array, a)
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".mha", ".mhd"])
+@pytest.mark.parametrize("orientation", ["LPS", "RAS", "PIR"])
+def test_itk_formats_agree_with_nifti_in_world_space(tmp_path: Path, ext: str, orientation: str) -> None:
+    g = grid((12, 10, 6), (0.8, 0.9, 3.0), orientation, center=(1.0, 2.0, 3.0))
+    a = np.arange(np.prod(g.shape), dtype=np.int16).reshape(g.shape)
+    write_nifti(tmp_path / "ref.nii.gz", Volume(a, g))
+    img = sitk.ReadImage(str(tmp_path / "ref.nii.gz"))
+    sitk.WriteImage(img, str(tmp_path / f"x{ext}"))
+    v = read_volume(tmp_path / f"x{ext}")
+    assert v.geometry.mismatch(g, tol_mm=1e-3) is None, v.geometry.mismatch(g)
+    np.testing.assert_array_equal(v.array, a)
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAS", "LAI", "RPI"])
+def test_dicom_series_round_trip(tmp_path: Path, orientation: str) -> None:
+    g = grid((24, 20, 7), (2.0, 2.5, 5.0), orientation, center=(0.0, 10.0, -40.0))
+    img, _ = render(Subject.random(4), g, "CT")
+    write_dicom_series(tmp_path / "series", img, g)
+    v = read_volume(tmp_path / "series")
+    assert v.geometry.mismatch(g, tol_mm=1e-3) is None
+    assert v.array.dtype == np.int16
+    expect = np.clip(np.rint(img), -1024, None)
+    np.testing.assert_allclose(v.array, expect, atol=0.5)
+    assert v.meta["modality"] == "CT" and "PatientName" not in v.meta
+
+
+def test_label_role_returns_integers_and_rejects_fractions(tmp_path: Path) -> None:
+    g = grid((6, 6, 3), (1.0, 1.0, 1.0))
+    lab = np.zeros(g.shape, np.float32)
+    lab[1:3, 1:3, 1] = 2.0
+    write_nifti(tmp_path / "ok.nii.gz", Volume(lab, g))
+    v = read_volume(tmp_path / "ok.nii.gz", role="label")
+    assert v.array.dtype == np.uint8 and int(v.array.max()) == 2
+    lab[0, 0, 0] = 0.5
+    write_nifti(tmp_path / "bad.nii.gz", Volume(lab, g))
+    with pytest.raises(InputError) as e:
+        read_volume(tmp_path / "bad.nii.gz", role="label")
+    assert e.value.kind == "label_not_integer"
+
+
+def _nifti(path: Path, a: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    with warnings.catch_warnings():  # writing a deliberately broken header warns in nibabel
+        warnings.simplefilter("ignore")
+        nib.save(nib.Nifti1Image(a, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def _zero_spacing(path: Path) -> Path:
+    img = nib.Nifti1Image(np.arange(64, dtype=np.int16).reshape(4, 4, 4), None)
+    img.header["pixdim"][1:4] = [1.0, 0.0, 1.0]
+    img.header["qform_code"] = 0
+    img.header["sform_code"] = 0
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda p: p.write_bytes(b""), "empty_file"),
+        (lambda p: p.write_bytes(gzip.compress(_nifti(p.with_name("t.nii"),
+                                                      np.random.default_rng(0).integers(0, 999, (30, 30, 30)).astype(np.int16)).read_bytes())[:9000]),
+         "truncated_file"),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 400), "wrong_extension"),
+        (lambda p: p.write_bytes(_nifti(p.with_name("t4.nii.gz"), np.ones((4, 4, 4, 3), np.int16)).read_bytes()),
+         "not_3d"),
+        (lambda p: p.write_bytes(_nifti(p.with_name("tn.nii.gz"),
+                                        np.array(np.full((4, 4, 4), np.nan), np.float32)).read_bytes()),
+         "non_finite_values"),
+        (lambda p: p.write_bytes(_zero_spacing(p.with_name("tz.nii.gz")).read_bytes()), "invalid_spacing"),
+        (lambda p: p.write_bytes(_nifti(p.with_name("ts.nii.gz"), np.full((4, 4, 4), 7, np.int16)).read_bytes()),
+         "blank_image"),
+    ],
+    ids=["empty", "truncated", "png-as-nifti", "4d", "nan", "zero-spacing", "constant"],
+)
+def test_bad_nifti_inputs_raise_their_kind(tmp_path: Path, make, kind: str) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "x.nii.gz"
+    make(p)
+    with pytest.raises(CuratorError) as e:
+        read_volume(p)
+    assert e.value.kind == kind
+    assert "What to do" in str(e.value)
+
+
+def test_non_orthonormal_direction(tmp_path: Path) -> None:
+    aff = np.array([[1.0, 0.3, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+    g = Geometry.from_affine((4, 4, 4), aff)
+    with pytest.raises(CuratorError) as e:
+        g.validate("x")
+    assert e.value.kind == "bad_direction"
+
+
+def test_header_claiming_huge_array(tmp_path: Path) -> None:
+    p = _nifti(tmp_path / "h.nii", np.ones((8, 8, 8), np.int16))
+    raw = bytearray(p.read_bytes())
+    hdr = nib.Nifti1Header.from_fileobj(open(p, "rb"))
+    hdr.set_data_shape((4000, 4000, 4000))
+    raw[:348] = hdr.binaryblock
+    p.write_bytes(bytes(raw))
+    with pytest.raises(CuratorError) as e:
+        read_volume(p)
+    assert e.value.kind in ("header_size_mismatch", "too_large")
+
+
+@pytest.mark.real
+@pytest.mark.parametrize(
+    ("rel", "role", "shape", "orientation"),
+    [
+        ("totalsegmentator/example_ct_sm.nii.gz", "image", (122, 101, 30), "RAS"),
+        ("totalsegmentator/example_seg.nii.gz", "label", (122, 101, 30), "RAS"),
+        ("totalsegmentator/example_mr_sm.nii.gz", "image", None, None),
+        ("totalsegmentator/example_ct_dicom", "image", (512, 512, 20), "LPS"),
+        ("pyradiomics/brain1_image.nrrd", "image", (256, 256, 25), None),
+        ("pyradiomics/brain1_label.nrrd", "label", (256, 256, 25), None),
+        ("dcmqi/ct-3slice", "image", (512, 512, 3), "LPS"),
+        ("pydicom/CT5N", "image", (16, 16, 5), None),
+        ("pydicom/emri_small.dcm", "image", (64, 64, 10), None),
+        ("monai/anatomical.nii", "image", (33, 41, 25), None),
+        ("kits23/dataset/case_00008/segmentation.nii.gz", "label", (227, 512, 512), "IPL"),
+    ],
+)
+def test_real_samples_read(real_data: Path, rel: str, role: str, shape, orientation) -> None:  # type: ignore[no-untyped-def]
+    v = read_volume(real_data / rel, role=role)  # type: ignore[arg-type]
+    if shape:
+        assert v.shape == shape
+    if orientation:
+        assert v.geometry.orientation == orientation
+    v.geometry.validate()
+    if role == "label":
+        assert v.array.dtype.kind in "iu"
+
+
+@pytest.mark.real
+def test_real_dicom_and_nrrd_labels_share_a_grid(real_data: Path) -> None:
+    ct = read_volume(real_data / "dcmqi/ct-3slice")
+    liver = read_volume(real_data / "dcmqi/liver_seg.nrrd", role="label")
+    assert ct.geometry.mismatch(liver.geometry, tol_mm=0.01) is None
+
+
+@pytest.mark.real
+@pytest.mark.parametrize(
+    ("rel", "kind"),
+    [("edge/example4d.nii.gz", "not_3d"), ("edge/functional.nii", "not_3d"),
+     ("edge/resampled_anat_moved.nii", "non_finite_values"), ("edge/decimal_rescale.dcm", "dicom_no_pixel_data"),
+     ("edge/philips_mprage.dcm.gz", "unknown_format")],
+)
+def test_real_edge_files_are_rejected_with_kind(real_data: Path, rel: str, kind: str) -> None:
+    with pytest.raises(CuratorError) as e:
+        read_volume(real_data / rel)
+    assert e.value.kind == kind
+    assert rel.rsplit("/", 1)[-1] in str(e.value)

@@ -1,0 +1,70 @@
+"""Release folder, release.json and the read-only query connection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from curator.io.fsutil import sha256_file
+from curator.release.query import Release, resolve_release
+from curator.schema import load_schemas
+from curator.testing.layouts import save_nifti
+from curator.testing.phantoms import Subject, grid, remap, render
+from curator.testing.pipelines import make_pipeline, run
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("rel")
+    raw = tmp / "raw"
+    for i in range(3):
+        g = grid((16, 14, 8), (20.0, 20.0, 30.0), "LPS")
+        img, lab = render(Subject.random(i), g)
+        save_nifti(raw / "dataset" / f"case_{i:05d}" / "imaging.nii.gz", img.astype("int16"), g)
+        save_nifti(raw / "dataset" / f"case_{i:05d}" / "segmentation.nii.gz",
+                   remap(lab, {"kidney_left": 1, "kidney_right": 1, "kidney_tumor": 2}), g)
+    pipe = make_pipeline(tmp, [{"dataset": "KiTS23", "root": str(raw)}], collection="rel")
+    res = run(pipe, release=True)
+    assert res.release is not None
+    return res.release
+
+
+def test_release_json_lists_every_file_with_its_checksum(release: Path) -> None:
+    info = json.loads((release / "release.json").read_text())
+    assert info["collection"] == "rel" and info["version"] == "0.1.0"
+    files = {p.name for p in release.glob("*.parquet")}
+    assert set(info["files"]) >= files
+    for name, digest in info["files"].items():
+        assert sha256_file(release / name) == digest
+    assert info["counts"]["cases"] == 3
+    assert len(info["pipeline_config_hash"]) == 16
+    assert "/" not in json.dumps(info["pipeline_config"]["sources"])  # no machine paths published
+
+
+def test_every_table_has_its_declared_schema(release: Path) -> None:
+    rel = Release(release)
+    schemas = load_schemas()
+    for name in rel.table_names():
+        got = rel.table(name).to_arrow().schema
+        assert got.names == schemas[name].schema.names, name
+
+
+def test_query_connection_is_read_only_and_sandboxed(release: Path, tmp_path: Path) -> None:
+    rel = Release(release)
+    ((n,),) = rel.sql("select count(*) from cases").fetchall()
+    assert n == 3
+    con = rel.connect()
+    for sql in (f"copy cases to '{tmp_path}/x.csv'", "select * from read_csv('/etc/passwd')",
+                f"attach '{tmp_path}/db.duckdb'", "set enable_external_access = true"):
+        with pytest.raises(duckdb.Error):
+            con.sql(sql)
+    assert not list(tmp_path.iterdir())
+
+
+def test_collection_folder_resolves_to_newest_version(release: Path) -> None:
+    assert resolve_release(release.parent) == release
+    polars_cases = Release(release.parent).table("cases")
+    assert polars_cases.height == 3

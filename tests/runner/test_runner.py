@@ -1,0 +1,98 @@
+"""Runner contract: caching, on_bad_case, bugs vs bad input, crashed workers, both executors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from curator.config import ExecutorConfig, PipelineConfig
+from curator.errors import StageError
+from curator.runner.context import Context
+from curator.runner.executors import DaskExecutor, InlineExecutor, LocalExecutor
+from curator.runner.run import run_stage
+from curator.testing.stages import ProbeStage
+
+
+def _ctx(tmp: Path, **probe: Any) -> Context:
+    cfg = PipelineConfig.from_dict({"workspace": str(tmp / "ws"), "stages": {"probe": probe},
+                                    "executor": {"progress": False}})
+    ctx = Context(cfg)
+    ctx.workspace.init()
+    return ctx
+
+
+def _problems(ctx: Context) -> list[dict[str, Any]]:
+    return ctx.workspace.read_table("problems__probe").to_pylist()  # type: ignore[union-attr]
+
+
+def test_rerun_skips_finished_cases_and_config_change_reruns(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, n_cases=5)
+    r1 = run_stage(ctx, ProbeStage, InlineExecutor())
+    assert (r1.ran, r1.cached) == (5, 0)
+    r2 = run_stage(ctx, ProbeStage, InlineExecutor())
+    assert (r2.ran, r2.cached) == (0, 5)
+    ctx2 = _ctx(tmp_path, n_cases=5, salt="inputs changed")
+    r3 = run_stage(ctx2, ProbeStage, InlineExecutor())
+    assert (r3.ran, r3.cached) == (5, 0)
+
+
+def test_bad_case_becomes_problem_and_run_continues(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, n_cases=4, behaviour={"c001": "bad", "c002": "bug"})
+    rep = run_stage(ctx, ProbeStage, InlineExecutor())
+    assert rep.failed == 2 and rep.ran == 4
+    probs = {p["case_id"]: p for p in _problems(ctx)}
+    assert probs["c001"]["kind"] == "corrupt_file" and "What to do" in probs["c001"]["message"]
+    assert probs["c002"]["kind"] == "internal_error" and "ZeroDivisionError" in probs["c002"]["message"]
+    # bad input is cached (same answer next time); a bug is retried
+    rep2 = run_stage(ctx, ProbeStage, InlineExecutor())
+    assert rep2.ran == 1 and rep2.cached == 3
+
+
+def test_on_bad_case_error_stops_with_the_case_named(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, n_cases=4, behaviour={"c001": "bad"}, on_bad_case="error")
+    with pytest.raises(StageError) as e:
+        run_stage(ctx, ProbeStage, InlineExecutor())
+    assert "c001" in str(e.value) and "planted bad input" in str(e.value)
+    assert _problems(ctx)[0]["case_id"] == "c001"
+
+
+@pytest.mark.parametrize("policy", ["warn", "skip"])
+def test_warn_and_skip_record_problems(tmp_path: Path, policy: str, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = _ctx(tmp_path, n_cases=3, behaviour={"c000": "bad"}, on_bad_case=policy)
+    with caplog.at_level("WARNING", logger="curator"):
+        run_stage(ctx, ProbeStage, InlineExecutor())
+    assert len(_problems(ctx)) == 1
+    assert ("planted bad input" in caplog.text) is (policy == "warn")
+
+
+def test_process_pool_names_the_case_that_kills_its_worker(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, n_cases=5, behaviour={"c003": "crash"})
+    rep = run_stage(ctx, ProbeStage, LocalExecutor(2))
+    assert rep.ran == 5 and rep.failed == 1
+    (p,) = _problems(ctx)
+    assert p["case_id"] == "c003" and p["kind"] == "worker_crashed"
+
+
+def test_local_pool_and_dask_give_the_same_results(tmp_path: Path) -> None:
+    ctx_a = _ctx(tmp_path / "a", n_cases=6, behaviour={"c002": "bad"})
+    ctx_b = _ctx(tmp_path / "b", n_cases=6, behaviour={"c002": "bad"})
+    run_stage(ctx_a, ProbeStage, LocalExecutor(2))
+    dask = DaskExecutor(2, None)
+    try:
+        run_stage(ctx_b, ProbeStage, dask)
+    finally:
+        dask.close()
+    assert _problems(ctx_a) == _problems(ctx_b)
+    for cid in [f"c{i:03d}" for i in range(6)]:
+        a = ctx_a.workspace.read_case_result("probe", cid)
+        b = ctx_b.workspace.read_case_result("probe", cid)
+        assert a is not None and b is not None
+        assert a["key"] == b["key"] and a["failed"] == b["failed"]
+
+
+def test_executor_config_is_strict() -> None:
+    with pytest.raises(Exception) as e:
+        ExecutorConfig.from_dict({"kind": "slurm"})
+    assert "one of" in str(e.value)
