@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from curator.errors import InputError
 from curator.io.fsutil import canonical_json, confine
 
 STANDARD = {"sex", "age_years", "bmi", "manufacturer", "scanner_model", "field_strength_t"}
+# Fields that identify a person are never copied, whatever a metadata file holds.
+IDENTIFYING = re.compile(r"(^|_)(name|surname|first_?name|last_?name|birth|dob|address|street|city|zip|postcode|"
+                         r"phone|email|mrn|ssn|accession|institution|hospital|physician|doctor|date_of)",
+                         re.IGNORECASE)
 _SEX = {"male": "M", "m": "M", "female": "F", "f": "F"}
 
 
@@ -64,7 +69,7 @@ def load_metadata(spec_metadata: dict[str, Any], root: Path) -> dict[str, dict[s
         row: dict[str, Any] = {}
         rest: dict[str, Any] = {}
         for k, v in rec.items():
-            if k == key:
+            if k == key or IDENTIFYING.search(str(k)):
                 continue
             if k in mapping and mapping[k] in STANDARD:
                 row[mapping[k]] = _normalise(mapping[k], v)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -28,11 +29,10 @@ def _display(source: str, root: Path, path: str | None) -> str | None:
     if not path:
         return None
     p = Path(path)
-    try:
-        rel = p.resolve().relative_to(root.resolve()) if p.is_absolute() else p
-    except ValueError:
-        rel = p
-    return f"{source}:{rel.as_posix()}"
+    if not p.is_absolute():
+        return f"{source}:{p.as_posix()}"
+    rel = os.path.relpath(p, root)  # no resolve(): the path may be a looping link
+    return f"{source}:{Path(rel).as_posix()}"
 
 
 class IngestStage(Stage):
@@ -45,7 +45,9 @@ class IngestStage(Stage):
         tasks: list[Task] = []
         self.extra_problems: list[dict[str, Any]] = []
         ws = self.ctx.workspace
-        for src in self.ctx.sources.values():
+        sources = self.ctx.sources
+        self.extra_problems += self.ctx.source_problems
+        for src in sources.values():
             spec, root = src.spec, src.root
             tree = scan(root, spec.exclude)
             cases, problems = discover(spec, root, tree)

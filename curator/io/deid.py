@@ -16,6 +16,7 @@ Two tools:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 from typing import Any
@@ -137,10 +138,7 @@ def deidentify(ds: Dataset, key: bytes) -> Dataset:
     UIDs are replaced by keyed hashes (``2.25.<int>``), so relations between objects of one
     study survive while the originals cannot be recovered without ``key``.
     """
-    out = pydicom.Dataset()
-    out.update(ds)  # shallow copy of elements
-    if hasattr(ds, "file_meta"):
-        out.file_meta = pydicom.dataset.FileMetaDataset(ds.file_meta)
+    out = copy.deepcopy(ds)  # never touch the caller's dataset
     out.remove_private_tags()
 
     def walk(d: Dataset) -> None:

@@ -47,9 +47,9 @@ def _read_header(p: Path) -> pydicom.Dataset | None:
     except PermissionError as e:
         raise ReadError("permission_denied", "cannot read the DICOM file", path=str(p),
                         remedy="make it readable by the user running curator") from e
-    except (EOFError, OSError, ValueError, KeyError, TypeError) as e:
-        raise ReadError("truncated_file", f"the DICOM file cannot be parsed ({e})", path=str(p),
-                        remedy="download the series again") from e
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ReadError("truncated_file", f"a DICOM file cannot be parsed ({type(e).__name__})",
+                        path=str(p.parent), remedy="download the series again") from e
 
 
 def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) -> Volume:
@@ -134,14 +134,17 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
                          remedy="the series has no geometry; convert it with dcm2niix and check the result") from e
     normal = np.cross(iop[0], iop[1])
     pos: list[tuple[float, Path]] = []
-    for f, ds in members:
+    # Slices are named by their position in the folder listing, never by file name: DICOM
+    # files are often named after their SOP Instance UID, which must not reach any output.
+    for n, (f, ds) in enumerate(members, start=1):
         if (int(ds.Rows), int(ds.Columns)) != (int(first.Rows), int(first.Columns)):
-            raise InputError("dicom_inconsistent", f"slice {f.name} has another size", path=where,
+            raise InputError("dicom_inconsistent", f"file {n} of {len(members)} has another size "
+                             f"({ds.Rows}×{ds.Columns} vs {first.Rows}×{first.Columns})", path=where,
                              remedy="check that the folder holds one series of one acquisition")
         o = np.asarray([float(x) for x in ds.ImageOrientationPatient]).reshape(2, 3)
         if np.max(np.abs(o - iop)) > 1e-3:
-            raise InputError("dicom_inconsistent", f"slice {f.name} has another orientation", path=where,
-                             remedy="check that the folder holds one series of one acquisition")
+            raise InputError("dicom_inconsistent", f"file {n} of {len(members)} has another orientation",
+                             path=where, remedy="check that the folder holds one series of one acquisition")
         pos.append((float(np.dot(normal, [float(x) for x in ds.ImagePositionPatient])), f))
     pos.sort(key=lambda t: t[0])
     z = np.array([t[0] for t in pos])

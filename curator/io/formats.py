@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from curator.errors import InputError, LabelError, ReadError
+from curator.errors import CuratorError, InputError, LabelError, ReadError
 from curator.io.volume import Volume
 
 Role = Literal["image", "label"]
@@ -76,6 +76,9 @@ def check_file(path: Path) -> str:
                         remedy="check the source root and that the download is complete")
     if path.is_dir():
         return "dicom"
+    if not path.is_file():
+        raise ReadError("not_a_regular_file", "the path is a FIFO, socket or device, not a file", path=str(path),
+                        remedy="replace it with the real file")
     if not os.access(path, os.R_OK):
         raise ReadError("permission_denied", "the file cannot be opened for reading", path=str(path),
                         remedy="make it readable by the user running curator")
@@ -120,6 +123,19 @@ def read_volume(
     ``role='image'`` rejects NaN/Inf. ``channel`` selects one channel of a 4-D file.
     """
     p = Path(path)
+    try:
+        return _read_volume(p, role, channel, max_voxels, files)
+    except CuratorError:
+        raise
+    except MemoryError as e:
+        raise InputError("too_large", "not enough memory to read the volume", path=str(p),
+                         remedy="run with fewer workers or on a machine with more memory") from e
+    except Exception as e:  # noqa: BLE001 - a third-party parser failed on malformed bytes
+        raise InputError("corrupt_file", f"the file cannot be decoded ({type(e).__name__}: {str(e)[:160]})",
+                         path=str(p), remedy="download the file again or re-export it") from e
+
+
+def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, files: list[Path] | None) -> Volume:
     fmt = "dicom" if files is not None else check_file(p)
     if fmt == "nifti":
         from curator.io.nifti import read_nifti

@@ -28,23 +28,27 @@ def _gzip_isize(path: Path) -> int | None:
 
 
 def _check_declared_size(path: Path, img: Any, max_voxels: int) -> None:
+    """A header that claims more data than the file holds is refused before any allocation."""
     hdr = img.header
     shape = tuple(int(s) for s in img.shape)
     n = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    need = n * hdr.get_data_dtype().itemsize + int(hdr.get_data_offset())
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        isize = _gzip_isize(path)
+        # gzip's trailer holds the uncompressed size mod 2**32; no deflate stream expands 1:1032+
+        if (isize is not None and need < 2**32 and need > isize) or need > size * 1100:
+            raise InputError("header_size_mismatch",
+                             f"header declares {shape} ({need:,} bytes) but the data holds "
+                             f"{isize if isize is not None else 'far fewer':,} bytes",
+                             path=str(path), remedy="download the file again; header and data disagree")
+    elif need > size:
+        raise InputError("header_size_mismatch",
+                         f"header declares {shape} ({need:,} bytes) but the file has {size:,}",
+                         path=str(path), remedy="download the file again; header and data disagree")
     if n > max_voxels:
         raise InputError("too_large", f"header declares {shape} = {n:,} voxels, over max_voxels={max_voxels:,}",
                          path=str(path), remedy="raise `max_voxels` in the ingest settings if the file is genuine")
-    need = n * hdr.get_data_dtype().itemsize + int(hdr.get_data_offset())
-    if path.name.lower().endswith(".gz"):
-        isize = _gzip_isize(path)
-        if isize is not None and need < 2**32 and need > isize and path.stat().st_size < need:
-            raise InputError("header_size_mismatch",
-                             f"header declares {shape} ({need:,} bytes) but the data holds {isize:,} bytes",
-                             path=str(path), remedy="download the file again; header and data disagree")
-    elif need > path.stat().st_size:
-        raise InputError("header_size_mismatch",
-                         f"header declares {shape} ({need:,} bytes) but the file has {path.stat().st_size:,}",
-                         path=str(path), remedy="download the file again; header and data disagree")
 
 
 def _check_raw_spacing(path: Path) -> None:

@@ -13,7 +13,7 @@ from curator.registry.spec import DatasetSpec, Issue, LabelSpec, LayoutEntry, lo
 from curator.resources import resource_dir
 
 __all__ = ["DatasetSpec", "Issue", "LabelSpec", "LayoutEntry", "Registry", "load_dataset_file",
-           "load_registry", "validate_files"]
+           "load_registry", "validate_files", "yaml_files"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Registry:
         return sorted(self.datasets, key=str.lower)
 
 
-def _yaml_files(p: Path) -> list[Path]:
+def yaml_files(p: Path) -> list[Path]:
     return sorted(p.glob("*.yaml")) + sorted(p.glob("*.yml")) if p.is_dir() else [p]
 
 
@@ -66,9 +66,9 @@ def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issu
 
 
 def load_registry(extra: tuple[Path, ...] | list[Path] = (), strict: bool = True) -> Registry:
-    files = _yaml_files(builtin_dir())
+    files = yaml_files(builtin_dir())
     for p in extra:
-        files += _yaml_files(Path(p))
+        files += yaml_files(Path(p))
     specs, issues = validate_files(files)
     if issues and strict:
         listing = "; ".join(f"{i.loc} [{i.kind}] {i.message}" for i in issues[:20])

@@ -248,7 +248,7 @@ def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) ->
             for ch, seq in seqs:
                 fields = dict(g)
                 parts = [g.get(p, "") for p in identity]
-                if ch is not None:
+                if seq is not None and "sequence" not in identity:  # channel or fixed entry sequence
                     parts.append(str(seq))
                     fields["sequence"] = str(seq)
                 out.append(CaseFiles(

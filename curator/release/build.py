@@ -138,8 +138,11 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
         stage_info[d["stage"]] = {k: d[k] for k in ("stage_version", "config", "config_hash") if k in d}
     pipeline = ctx.config.to_dict()
     pipeline.pop("workspace", None)
-    for s in pipeline.get("sources", []):
-        s["root"] = Path(s["root"]).name  # no machine paths in a published file
+    for s in pipeline.get("sources", []):  # no machine paths in a published file
+        s["root"] = Path(s["root"]).name
+        if s["dataset"].endswith((".yaml", ".yml")):
+            s["dataset"] = Path(s["dataset"]).name
+    pipeline["registry"] = [Path(p).name for p in pipeline.get("registry", [])]
     pipeline.get("release", {}).pop("root", None)
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
                 for n, s in sorted(ctx.sources.items())}

@@ -35,15 +35,44 @@ class Context:
 
     @functools.cached_property
     def registry(self) -> Registry:
-        from curator.registry import load_registry
+        """Built-in + extra datasets; an invalid extra file becomes a problem row, not a crash."""
+        from curator.registry import Registry, builtin_dir, validate_files, yaml_files
 
-        return load_registry(extra=self.config.registry)
+        builtin, issues = validate_files(yaml_files(builtin_dir()))
+        if issues:
+            raise ConfigError("registry_error", f"the built-in registry is invalid: {issues[0]}",
+                              remedy="reinstall curator; run `curator labels check`")
+        extra_files = [f for p in self.config.registry for f in yaml_files(Path(p))]
+        extra, issues = validate_files(extra_files)
+        for i in issues:
+            self.source_problems.append(self._spec_problem(i.loc.split(":", 1)[0], f"{i.loc} [{i.kind}] {i.message}",
+                                                           "path_escape" if i.kind == "path_escape" else None))
+        return Registry({**builtin, **extra})
+
+    @functools.cached_property
+    def source_problems(self) -> list[dict[str, Any]]:
+        return []
+
+    def _spec_problem(self, path: str, message: str, kind: str | None = None) -> dict[str, Any]:
+        return {"stage": "ingest", "dataset": None, "case_id": None, "path": path,
+                "kind": kind or "invalid_dataset_spec", "severity": "error",
+                "message": f"{message}. What to do: fix the dataset YAML (README, 'Adding a dataset'); "
+                           "this source was skipped"}
 
     @functools.cached_property
     def sources(self) -> dict[str, Source]:
+        from curator.errors import RegistryError
+
         out: dict[str, Source] = {}
         for sc in self.config.sources:
-            spec = self._spec_for(sc)
+            try:
+                spec = self._spec_for(sc)
+            except RegistryError as e:
+                if not sc.dataset.endswith((".yaml", ".yml")):
+                    raise
+                kind = "path_escape" if "path_escape" in e.detail else None
+                self.source_problems.append(self._spec_problem(Path(sc.dataset).name, e.detail, kind))
+                continue
             name = sc.name or spec.name
             if name in out:
                 raise ConfigError("config_error", f"source {name!r} is listed twice in pipeline.yaml; "

@@ -15,7 +15,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from curator import __version__
-from curator.errors import StageError
+from curator.errors import StageError, WorkspaceError
 from curator.io.fsutil import atomic_write_json
 from curator.runner.context import Context
 from curator.runner.executors import Executor, make_executor
@@ -93,6 +93,11 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     try:
         with _progress(ctx.config.executor.progress, stage_cls.name, len(jobs)) as bar:
             for res in ex.run(stage_cls.ref(), stage_cls.name, jobs, config.to_dict(), env, gpu=stage_cls.gpu):
+                if any(p["kind"] == "disk_full" for p in res.problems):
+                    raise WorkspaceError("disk_full", f"stage {stage_cls.name} stopped: the disk is full "
+                                         f"(while processing {res.case_id})", path=str(ws.root),
+                                         remedy="free disk space, then run the same command again; "
+                                         f"{report.ran} finished case(s) are kept")
                 if res.cacheable:
                     atomic_write_json(ws.case_result_path(stage_cls.name, res.case_id), res.to_json(), indent=None)
                 results[res.case_id] = res

@@ -16,6 +16,7 @@ The runner (:mod:`curator.runner.run`) owns processes, caching, progress and pro
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import time
@@ -157,7 +158,14 @@ def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: Ca
         return CaseResult(task.case_id, key, out.rows, out.problems, False, True, time.perf_counter() - t0)
     except CuratorError as e:
         row = problem_row(cls.name, e, dataset=task.dataset, case_id=task.case_id, path=task.path)
-        return CaseResult(task.case_id, key, {}, [row], True, True, time.perf_counter() - t0)
+        return CaseResult(task.case_id, key, {}, [row], True, e.kind != "disk_full", time.perf_counter() - t0)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        err = CuratorError("disk_full", "no space left on the device while processing this case",
+                           remedy="free disk space, then run the same command again (finished work is kept)")
+        row = problem_row(cls.name, err, dataset=task.dataset, case_id=task.case_id, path=task.path)
+        return CaseResult(task.case_id, key, {}, [row], True, False, time.perf_counter() - t0)
     except MemoryError:
         err = CuratorError("internal_error", "ran out of memory on this case",
                            remedy="run with fewer --workers or on a machine with more memory")

@@ -1,0 +1,86 @@
+"""A full disk ends the stage with a clear error and leaves nothing half-written."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from curator.demo.data import build_demo_data
+from curator.errors import WorkspaceError
+from curator.testing.pipelines import make_pipeline, run
+
+
+def _sources(raw: Path) -> list[dict[str, str]]:
+    return [{"dataset": "MSD_Spleen", "root": str(raw / "Task09_Spleen")},
+            {"dataset": "KiTS23", "root": str(raw / "kits23")},
+            {"dataset": str(raw / "DemoTotalSeg.yaml"), "root": str(raw / "TotalSegmentator")}]
+
+
+def _assert_nothing_half_written(ws: Path) -> None:
+    for p in ws.rglob("*"):
+        assert ".tmp-" not in p.name, p
+        if p.suffix == ".parquet":
+            pq.read_table(p)  # complete
+        elif p.suffix == ".json":
+            json.loads(p.read_text())
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo") / "raw"
+    build_demo_data(root)
+    return root
+
+
+def test_simulated_enospc_on_table_write(tmp_path: Path, raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = make_pipeline(tmp_path, _sources(raw))
+    import curator.workspace as wsmod
+
+    real = wsmod.write_parquet
+
+    def full(table, path):  # type: ignore[no-untyped-def]
+        real(table.slice(0, 1), path)  # something lands on disk, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(wsmod, "write_parquet", full)
+    with pytest.raises(WorkspaceError) as e:
+        run(pipe, stages=["ingest"])
+    assert e.value.kind == "disk_full" and "free disk space" in str(e.value)
+    ws = tmp_path / "workspace"
+    assert not (ws / "tables" / "cases.parquet").exists()
+    _assert_nothing_half_written(ws)
+    monkeypatch.setattr(wsmod, "write_parquet", real)  # space freed: the same command finishes
+    rep = run(pipe, stages=["ingest"]).reports[0]
+    assert rep.cached == rep.planned  # per-case work written before the failure was kept
+    assert pq.read_table(ws / "tables" / "cases.parquet").num_rows > 0
+
+
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                         capture_output=True)
+    return res.returncode == 0
+
+
+def test_real_full_disk(tmp_path: Path, raw: Path) -> None:
+    mnt = tmp_path / "small"
+    if not _mount_tmpfs(mnt, "1m"):
+        pytest.skip("cannot mount a small tmpfs here (needs root); the simulated test covers the logic")
+    try:
+        pipe = make_pipeline(tmp_path, _sources(raw))
+        text = pipe.read_text().replace(str(tmp_path / "workspace"), str(mnt / "workspace"))
+        pipe.write_text(text)
+        free = shutil.disk_usage(mnt).free
+        (mnt / "filler").write_bytes(b"\0" * (free - 40 * 1024))  # leave room for a few results only
+        with pytest.raises(WorkspaceError) as e:
+            run(pipe, stages=["ingest"])
+        assert e.value.kind == "disk_full"
+        _assert_nothing_half_written(mnt / "workspace")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
