@@ -21,6 +21,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +29,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curator.errors import CuratorError as CuratorErrorBase
 from curator.errors import WorkspaceError
 from curator.io.fsutil import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
@@ -146,6 +148,63 @@ class Workspace:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None  # unreadable result: redo the case
+
+
+class ChecksumCache:
+    """Content checksums of source files, re-computed only when a file's size or mtime changes.
+
+    Stage keys use content checksums (a touched but unchanged file does not re-run its case);
+    the cache keeps planning from re-reading every byte of a large download on every run.
+    """
+
+    def __init__(self, ws: Workspace, source: str) -> None:
+        self.path = ws.root / "checksums" / f"{source}.json"
+        try:
+            self.entries: dict[str, list[Any]] = json.loads(self.path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.entries = {}
+        self.dirty = False
+
+    def file(self, root: Path, rel: str) -> str:
+        from curator.io.fsutil import sha256_file
+
+        p = root / rel
+        try:
+            st = p.stat()
+        except OSError:
+            return f"missing:{rel}"
+        if not stat.S_ISREG(st.st_mode):  # FIFOs block on open; devices never end
+            return f"special:{rel}:{st.st_mode}"
+        hit = self.entries.get(rel)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return str(hit[2])
+        try:
+            digest = sha256_file(p)
+        except CuratorErrorBase:
+            return f"unreadable:{rel}:{st.st_size}:{st.st_mtime_ns}"
+        self.entries[rel] = [st.st_size, st.st_mtime_ns, digest]
+        self.dirty = True
+        return digest
+
+    def paths(self, root: Path, rels: list[str]) -> str:
+        """One checksum over files and folders (a folder = every file below it)."""
+        h = hashlib.sha256()
+        for rel in sorted(rels):
+            p = root / rel
+            if p.is_dir() and not p.is_symlink():
+                for dirpath, dirnames, files in os.walk(p, followlinks=False):
+                    dirnames.sort()
+                    for f in sorted(files):
+                        sub = os.path.relpath(os.path.join(dirpath, f), root)
+                        h.update(f"{sub}|{self.file(root, sub)}\n".encode())
+            else:
+                h.update(f"{rel}|{self.file(root, rel)}\n".encode())
+        return h.hexdigest()
+
+    def save(self) -> None:
+        if self.dirty:
+            atomic_write_json(self.path, self.entries, indent=None)
+            self.dirty = False
 
 
 def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> None:

@@ -15,8 +15,9 @@ from curator.ingest.metadata import load_metadata
 from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
 from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
-from curator.registry.layout import discover, fingerprint, scan
+from curator.registry.layout import discover, scan
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
+from curator.workspace import ChecksumCache
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class IngestStage(Stage):
                 self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
                                                        path=_display(src.name, root, err.path),
                                                        severity="warning"))
+            checksums = ChecksumCache(ws, src.name)
             for c in cases:
                 files = ([c.image] if c.image else []) + [p for _, p in c.labels]
                 study = [c.fields.get(k, "") for k in sorted(c.fields) if k not in ("sequence", "structure")]
@@ -76,8 +78,9 @@ class IngestStage(Stage):
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }
-                tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=fingerprint(root, files),
+                tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=checksums.paths(root, files),
                                   dataset=spec.name, path=_display(src.name, root, c.image or files[0])))
+            checksums.save()
         return tasks
 
     @classmethod

@@ -272,27 +272,5 @@ def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) ->
     return out
 
 
-def fingerprint(root: Path, rel_paths: list[str]) -> str:
-    """Cheap, exact-enough input fingerprint: relative path, size and mtime of every file."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for rel in sorted(rel_paths):
-        p = root / rel
-        try:
-            if p.is_dir():
-                for dirpath, _, files in sorted(os.walk(p, followlinks=False)):
-                    for f in sorted(files):
-                        st = os.stat(os.path.join(dirpath, f))
-                        h.update(f"{os.path.relpath(os.path.join(dirpath, f), root)}|{st.st_size}|"
-                                 f"{st.st_mtime_ns}\n".encode())
-            else:
-                st = p.stat()
-                h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{rel}|missing\n".encode())
-    return h.hexdigest()
-
-
 def case_summary(c: CaseFiles) -> dict[str, Any]:
     return {"case_id": c.case_id, "image": c.image, "labels": c.labels, "sequence": c.sequence}
