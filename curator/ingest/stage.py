@@ -14,6 +14,7 @@ from curator.ingest.metadata import load_metadata
 from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
 from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
+from curator.registry.fixes import apply_label_fixes
 from curator.registry.layout import discover, fingerprint, scan
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
 
@@ -70,7 +71,8 @@ class IngestStage(Stage):
                     "modality": c.modality, "region": spec.region, "split": c.split,
                     "image": c.image, "image_is_dir": c.image_is_dir, "channel": c.channel,
                     "format": c.format, "labels": [list(x) for x in c.labels],
-                    "encoding": spec.labels.encoding,
+                    "encoding": spec.labels.encoding, "any_nonzero": spec.labels.any_nonzero,
+                    "fixes": spec.fixes,
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }
@@ -159,12 +161,13 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
         h.update(f"{key}|{rel}|{sha256_file(path)}\n".encode())
         try:
             lab = read_volume(path, role="label", max_voxels=config.max_voxels)
+            lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref)
             if ref is None:
                 ref = lab.geometry
             core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path))
             counts = core.label_counts(lab.array)
             if p["encoding"] == "per_structure":
-                if set(counts) - {0, 1}:
+                if set(counts) - {0, 1} and not p.get("any_nonzero"):
                     warning(InputError("label_values_undeclared",
                                        f"a structure mask holds values {sorted(set(counts) - {0, 1})[:8]}; "
                                        "every non-zero voxel is counted as the structure", path=str(path)))
