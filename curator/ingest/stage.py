@@ -158,7 +158,13 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
     declared = set(p["declared"])
     for key, rel in p["labels"]:
         path = resolve_inside(root, root / rel)
-        h.update(f"{key}|{rel}|{sha256_file(path)}\n".encode())
+        if path.is_dir():  # a folder of slice images
+            from curator.io.dicom import list_files
+
+            digest = sha256_files(list_files(path), path)
+        else:
+            digest = sha256_file(path)
+        h.update(f"{key}|{rel}|{digest}\n".encode())
         try:
             lab = read_volume(path, role="label", max_voxels=config.max_voxels)
             lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref)

@@ -49,6 +49,10 @@ class LayoutEntry:
     def image_is_dir(self) -> bool:
         return bool(self.image and self.image.endswith("/"))
 
+    @property
+    def label_is_dir(self) -> bool:
+        return bool(self.label and self.label.endswith("/"))
+
     def placeholders(self) -> list[str]:
         seen: list[str] = []
         for pat in (self.image, self.label):
@@ -135,9 +139,9 @@ KNOWN_KEYS = {
     "name", "version", "title", "modality", "region", "licence", "citation", "citation_key", "homepage",
     "layout", "labels", "sequences", "patterns", "patient_id", "exclude", "annotates", "fixes", "overlaps",
     "official_split", "metadata", "notes", "licence_notes", "licence_url", "codes", "scans", "aliases",
-    "satds_name", "provenance", "description", "root_hint",
+    "satds_name", "provenance", "description", "root_hint", "licence_terms",
 }
-EXTRA_KEYS = ("licence_notes", "licence_url", "codes", "scans", "aliases", "satds_name", "provenance", "description",
+EXTRA_KEYS = ("licence_notes", "licence_url", "licence_terms", "codes", "scans", "aliases", "satds_name", "provenance", "description",
               "root_hint")
 REQUIRED = ("name", "version", "modality", "region", "licence", "citation", "layout", "labels")
 
