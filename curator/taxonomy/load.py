@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from curator.errors import RegistryError
-from curator.registry.spec import Issue
+from curator.registry.spec import Issue, yaml_load
 from curator.resources import resource_dir
 from curator.taxonomy.model import LATERALITIES, Taxonomy, Term
 
@@ -111,7 +111,7 @@ def read_taxonomy(path: str | Path | None = None) -> tuple[Taxonomy | None, list
     """Parse a taxonomy file (default: the bundled one) without raising on problems."""
     p = Path(path) if path else default_path()
     try:
-        d = yaml.safe_load(p.read_text(encoding="utf-8"))
+        d = yaml_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, [Issue(p.name, "missing", f"taxonomy file {p} does not exist")]
     except yaml.YAMLError as e:
