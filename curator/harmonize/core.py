@@ -38,12 +38,14 @@ def term_plans(m: DatasetMapping, tax: Taxonomy, case_keys: Iterable[str] | None
     else:
         annotated, mapped, derived = list(m.annotated), list(m.mapped), dict(m.derived)
     plans = []
+    here = set(case_keys or ())
     for tid in mapped:
         vals, ks = m.codes_of([tid])
-        plans.append(_plan(tax, tid, vals, ks, m.encoding, derived=False, annotated=tid in annotated))
+        plans.append(_plan(tax, tid, vals, [k for k in ks if k in here], m.encoding, derived=False,
+                           annotated=tid in annotated))
     for tid, members in sorted(derived.items()):
         vals, ks = m.codes_of(members)
-        plans.append(_plan(tax, tid, vals, ks, m.encoding, derived=True, annotated=True))
+        plans.append(_plan(tax, tid, vals, [k for k in ks if k in here], m.encoding, derived=True, annotated=True))
     return plans
 
 

@@ -11,6 +11,8 @@ its id): the *exact* key (lower case, punctuation removed, a few word substituti
 True
 >>> exact_key("rt kidney")
 'right kidney'
+>>> exact_key("OpticChiasm")
+'optic chiasm'
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 
 _PREFIX = re.compile(r"^\s*(?:\(\s*(?:ct|mr|mri|pet)\s*\)\s*|(?:ct|mr|mri|pet)_)", re.IGNORECASE)
 _SPLIT = re.compile(r"[^0-9a-z]+")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")  # "OpticChiasm" -> "Optic Chiasm"
 # whole-word substitutions applied to every key
 _WORDS = {"rt": "right", "lt": "left", "lft": "left", "rght": "right", "oesophagus": "esophagus",
           "tumour": "tumor", "tumours": "tumors", "haemorrhage": "hemorrhage", "oedema": "edema",
@@ -43,7 +46,7 @@ def strip_prefix(name: str) -> str:
 def words(name: str) -> list[str]:
     """Lower-case words of ``name`` after prefix removal and word substitutions."""
     out = []
-    for w in _SPLIT.split(strip_prefix(name).lower()):
+    for w in _SPLIT.split(_CAMEL.sub(" ", strip_prefix(name)).lower()):
         if not w:
             continue
         w = _WORDS.get(w, w)
