@@ -9,8 +9,15 @@ from pathlib import Path
 import yaml
 
 from curator.errors import RegistryError
-from curator.registry.spec import (DatasetSpec, Issue, LabelSpec, LayoutEntry, load_dataset_file, parse_spec,
-                                   yaml_load)
+from curator.registry.spec import (
+    DatasetSpec,
+    Issue,
+    LabelSpec,
+    LayoutEntry,
+    load_dataset_file,
+    parse_spec,
+    yaml_load,
+)
 from curator.resources import resource_dir
 
 __all__ = ["DatasetSpec", "Issue", "LabelSpec", "LayoutEntry", "Registry", "load_dataset_file",

@@ -103,7 +103,8 @@ def apply_array_fixes(array: NDArray[Any], fixes: Mapping[str, Any], target: str
         out = np.flip(out, axis=tuple(int(a) for a in flip["axes"]))
     rot = fx.get("label_rot90") if target == "label" else None
     if rot:
-        out = np.rot90(out, k=int(rot["k"]), axes=tuple(int(a) for a in rot["axes"]))
+        a0, a1 = (int(a) for a in rot["axes"])
+        out = np.rot90(out, k=int(rot["k"]), axes=(a0, a1))
     off = fx.get("intensity_offset") if target == "image" else None
     if off:
         value = off["value"]

@@ -149,13 +149,13 @@ REQUIRED = ("name", "version", "modality", "region", "licence", "citation", "lay
 def yaml_load(text: str) -> Any:
     """``yaml.safe_load`` through libyaml when available (7x faster on the 72 registry files)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader either way
+    return yaml.load(text, Loader=loader)  # a safe loader either way
 
 
 def _codes(k: Any) -> list[int]:
     """A raw value key: an integer or an inclusive band ``"55-70"`` (e.g. PNG grey-value ranges)."""
     if isinstance(k, bool):
-        raise ValueError(f"{k!r} is not a raw value")
+        raise TypeError(f"{k!r} is not a raw value")
     if isinstance(k, int):
         return [k]
     m = _RANGE.match(str(k))
@@ -274,7 +274,7 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         for x in lab.get("ignore") or ():
             try:
                 ignore += _codes(x)
-            except ValueError as ex:
+            except (TypeError, ValueError) as ex:
                 bad("labels.ignore", "value", str(ex))
         labels = LabelSpec(encoding=enc, values=values, structures=structures, ignore=tuple(ignore),
                            any_nonzero=bool(lab.get("any_nonzero", False)), other_structures=other)

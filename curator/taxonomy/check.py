@@ -70,8 +70,8 @@ def check_hierarchy(tax: Taxonomy, where: str = "taxonomy.yaml") -> list[Issue]:
     for t in tax:
         for n in t.names():
             bags.setdefault(bag_key(n), set()).add(t.id)
-    for key, ids in sorted(bags.items()):
-        if len(ids) > 1:
-            bad(sorted(ids)[0], "ambiguous_bag", f"the words {key!r} (in any order) name several terms: "
-                f"{sorted(ids)}; such queries stay unresolved")
+    for key, bag in sorted(bags.items()):
+        if len(bag) > 1:
+            bad(min(bag), "ambiguous_bag", f"the words {key!r} (in any order) name several terms: "
+                f"{sorted(bag)}; such queries stay unresolved")
     return issues

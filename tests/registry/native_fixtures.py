@@ -24,7 +24,7 @@ class F:
     expected: bool = True  # False: a distractor the layout must not use as this dataset's label
 
 
-def I(path: str) -> F:  # noqa: E743 - short names keep the table readable
+def I(path: str) -> F:  # short names keep the table readable
     return F(path, "image")
 
 

@@ -90,7 +90,7 @@ def test_check_finds_laterality_cycles_unknown_parents_partitions_and_ambiguity(
 
 
 def test_ambiguous_words_stay_unresolved() -> None:
-    tax, issues = _tax([_t("x", "alpha beta"), _t("y", "gamma", synonyms=["beta alpha"])])
+    tax, _ = _tax([_t("x", "alpha beta"), _t("y", "gamma", synonyms=["beta alpha"])])
     assert tax.resolve("alpha beta").id == "x"  # exact key wins
     assert tax.resolve("beta, alpha").id == "y"
     assert tax.resolve("alpha  beta gamma") is None
