@@ -8,7 +8,7 @@ term ids)::
     >>> from curator.taxonomy import load_taxonomy
     >>> spec = load_registry().get("KiTS23")
     >>> raw_value_terms(spec, load_taxonomy())[2]
-    ['kidney_tumor', 'kidney_mass', 'kidney_and_mass']
+    ['kidney_tumor', 'kidney_and_mass', 'kidney_mass']
 """
 
 from __future__ import annotations
