@@ -1,9 +1,10 @@
 """Harmonize: raw label values → taxonomy terms, one ``labels`` row per (case, term).
 
 Inputs are ingest's ``cases`` and ``raw_labels`` tables; label files are re-read only for a
-term made of several structure files that may overlap (e.g. a derived "vertebrae" over 25
-TotalSegmentator masks, or LNDb's per-reader nodule masks). Every raw value or structure file
-without a term becomes a ``label_unmapped`` problem (the case is kept).
+term made of several structure files in a case whose files overlap (``cases.label_overlap_voxels``
+not 0: e.g. LNDb's per-reader nodule masks); without overlaps a union is the sum of its files.
+Every raw value or structure file without a term becomes a ``label_unmapped`` problem (the
+case is kept).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class HarmonizeStage(Stage):
                 "known_values": sorted(m.values), "known_keys": sorted(m.structures), "ignore": sorted(m.ignore),
                 "files": dict(zip(row["label_keys"] or (), row["label_paths"] or (), strict=True)),
                 "fixes": fixes, "voxel_ml": float(np.prod(spacing)) / 1000.0, "mapping": digest,
+                "overlap": row.get("label_overlap_voxels"),
             }
             path = f"{row['source']}:{(row['label_paths'] or [''])[0]}"
             tasks.append(Task(case_id=row["case_id"], payload=payload, fingerprint=row["label_sha256"] or "",
@@ -98,6 +100,8 @@ class HarmonizeStage(Stage):
         root = Path(env.sources[p["source"]])
 
         def union(keys: list[str]) -> int:
+            if p.get("overlap") == 0:  # ingest saw no voxel in two structure files: unions are sums
+                return sum(n for (k, _), n in counts.items() if k in keys)
             return union_voxels(root, [p["files"][k] for k in keys], p["fixes"])
 
         rows, unmapped = case_rows(p["plans"], counts, known_values=p["known_values"], known_keys=p["known_keys"],

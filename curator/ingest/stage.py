@@ -10,6 +10,7 @@ from typing import Any, cast
 from curator.config import StageConfig
 from curator.errors import CuratorError, InputError
 from curator.ingest import core
+from curator.ingest.coverage import Coverage
 from curator.ingest.metadata import load_metadata
 from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
 from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
@@ -111,10 +112,12 @@ class IngestStage(Stage):
         else:
             warning(InputError("image_missing", "no image for this label; ingested as label-only",
                                path=str(root / p["labels"][0][1])), severity="info")
-        counts_rows, label_sha, values, ok, label_geom = _labels(p, root, config, ref_geom, warning)
+        coverage = Coverage()
+        counts_rows, label_sha, values, ok, label_geom = _labels(p, root, config, ref_geom, warning, coverage)
         if p["labels"]:
             row["label_sha256"] = label_sha
             row["label_values"] = values
+            row["label_overlap_voxels"] = coverage.overlap_voxels()
             if not ok:
                 row["label_status"] = "rejected"
         if p["image"] is None:
@@ -149,7 +152,8 @@ def _image_facts(vol: Volume, path: Path, is_dir: bool) -> dict[str, Any]:
 
 
 def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,
-            warning: Any) -> tuple[list[dict[str, Any]], str | None, list[int], bool, Geometry | None]:
+            warning: Any, coverage: Coverage | None = None,
+            ) -> tuple[list[dict[str, Any]], str | None, list[int], bool, Geometry | None]:
     """Read every label file: grid check, raw value counts, declared-value check."""
     rows: list[dict[str, Any]] = []
     h = hashlib.sha256()
@@ -177,6 +181,8 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                     warning(InputError("label_values_undeclared",
                                        f"a structure mask holds values {sorted(set(counts) - {0, 1})[:8]}; "
                                        "every non-zero voxel is counted as the structure", path=str(path)))
+                if coverage is not None:
+                    coverage.add(lab.array)
                 n1 = sum(c for v, c in counts.items() if v != 0)
                 counts = {1: n1} if n1 else {}
             else:

@@ -155,3 +155,38 @@ def test_real_kits23_counts_equal_direct_counts(real_copy: Any, tmp_path: Path) 
         assert {t: r["present"] for t, r in got.items()} == {t: bool(m.any()) for t, m in expect.items()}
         assert got["kidney_and_mass"]["derived"] and not got["kidney"]["derived"]
         assert {t for (cid, t) in labels if cid == f"KiTS23__{c}"} == set(expect)
+
+
+@pytest.mark.parametrize("overlap", [0, 6])
+def test_structure_unions_sum_without_overlap_and_reread_with_it(tmp_path: Path, overlap: int) -> None:
+    from curator.testing.layouts import save_nifti
+    from curator.testing.native import GEOMETRY, image_array
+
+    yml = tmp_path / "Toy.yaml"
+    yml.write_text("""name: Toy
+version: "1"
+modality: CT
+region: abdomen
+licence: CC-BY-4.0
+citation: "@misc{toy, title={toy}}"
+layout:
+  - {image: "{case}/ct.nii.gz", label: "{case}/seg/{structure}.nii.gz"}
+labels:
+  encoding: per_structure
+  structures: {kl: left kidney, kr: right kidney}
+""")
+    raw = tmp_path / "raw" / "s1"
+    left, right = (np.zeros(GEOMETRY.shape, np.uint8) for _ in range(2))
+    left.reshape(-1)[:40] = 1
+    right.reshape(-1)[40 - overlap:70] = 1
+    save_nifti(raw / "ct.nii.gz", image_array(0), GEOMETRY)
+    save_nifti(raw / "seg" / "kl.nii.gz", left, GEOMETRY)
+    save_nifti(raw / "seg" / "kr.nii.gz", right, GEOMETRY)
+    cfg = PipelineConfig.from_dict({"workspace": str(tmp_path / "ws"), "registry": [str(yml)],
+                                    "sources": [{"dataset": "Toy", "root": str(tmp_path / "raw")}],
+                                    "executor": {"kind": "local", "workers": 1, "progress": False}})
+    run_pipeline(cfg, stages=["ingest", "harmonize"], release=False)
+    ws = Workspace(tmp_path / "ws")
+    assert ws.read_table("cases").column("label_overlap_voxels").to_pylist() == [overlap]
+    by = {r["term_id"]: r["voxels"] for r in ws.read_table("labels").to_pylist()}
+    assert by == {"kidney_left": 40, "kidney_right": 30 + overlap, "kidney": 70}
