@@ -93,6 +93,23 @@ def test_per_structure_missing_file_means_not_annotated() -> None:
     assert by["liver"]["present"] is False  # the file exists but is empty: annotated, absent
 
 
+def toy_yaml(tmp: Path, layout: str, labels: str) -> Path:
+    """A one-off dataset YAML (name Toy) with the given layout entry and labels block."""
+    yml = tmp / "Toy.yaml"
+    yml.write_text(f"""name: Toy
+version: "1"
+modality: CT
+region: abdomen
+licence: CC-BY-4.0
+citation: "@misc{{toy, title={{toy}}}}"
+layout:
+  - {layout}
+labels:
+{labels}
+""")
+    return yml
+
+
 def _run(tmp: Path, files: list[tuple[str, str, Any]], dataset: str, registry: list[str] = ()) -> Workspace:
     write_tree(tmp / "raw", files)
     cfg = PipelineConfig.from_dict({"workspace": str(tmp / "ws"), "registry": list(registry),
@@ -103,18 +120,7 @@ def _run(tmp: Path, files: list[tuple[str, str, Any]], dataset: str, registry: l
 
 
 def test_stage_reports_unmapped_values_and_keeps_the_case(tmp_path: Path) -> None:
-    yml = tmp_path / "Toy.yaml"
-    yml.write_text("""name: Toy
-version: "1"
-modality: CT
-region: abdomen
-licence: CC-BY-4.0
-citation: "@misc{toy, title={toy}}"
-layout:
-  - {image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}
-labels:
-  values: {1: liver}
-""")
+    yml = toy_yaml(tmp_path, '{image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}', "  values: {1: liver}")
     ws = _run(tmp_path, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1, 7))], "Toy", [str(yml)])
     probs = ws.read_table("problems__harmonize").to_pylist()
     assert [(p["kind"], p["severity"], p["path"]) for p in probs] == [("label_unmapped", "warning", "Toy:lab/a.nii.gz")]
@@ -162,19 +168,8 @@ def test_structure_unions_sum_without_overlap_and_reread_with_it(tmp_path: Path,
     from curator.testing.layouts import save_nifti
     from curator.testing.native import GEOMETRY, image_array
 
-    yml = tmp_path / "Toy.yaml"
-    yml.write_text("""name: Toy
-version: "1"
-modality: CT
-region: abdomen
-licence: CC-BY-4.0
-citation: "@misc{toy, title={toy}}"
-layout:
-  - {image: "{case}/ct.nii.gz", label: "{case}/seg/{structure}.nii.gz"}
-labels:
-  encoding: per_structure
-  structures: {kl: left kidney, kr: right kidney}
-""")
+    yml = toy_yaml(tmp_path, '{image: "{case}/ct.nii.gz", label: "{case}/seg/{structure}.nii.gz"}',
+                   "  encoding: per_structure\n  structures: {kl: left kidney, kr: right kidney}")
     raw = tmp_path / "raw" / "s1"
     left, right = (np.zeros(GEOMETRY.shape, np.uint8) for _ in range(2))
     left.reshape(-1)[:40] = 1
