@@ -141,8 +141,8 @@ KNOWN_KEYS = {
     "official_split", "metadata", "notes", "licence_notes", "licence_url", "codes", "scans", "aliases",
     "satds_name", "provenance", "description", "root_hint", "licence_terms",
 }
-EXTRA_KEYS = ("licence_notes", "licence_url", "licence_terms", "codes", "scans", "aliases", "satds_name", "provenance", "description",
-              "root_hint")
+EXTRA_KEYS = ("licence_notes", "licence_url", "licence_terms", "codes", "scans", "aliases", "satds_name",
+              "provenance", "description", "root_hint")
 REQUIRED = ("name", "version", "modality", "region", "licence", "citation", "layout", "labels")
 
 

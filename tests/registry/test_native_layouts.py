@@ -1,7 +1,7 @@
 """One test per registry dataset: a tiny fake download in the dataset's native layout goes
 through ingest + harmonize, and every case and every written label value is found and named.
 
-The fake downloads come from ``native_fixtures.FIXTURES`` (written by hand from the layout
+The fake downloads come from ``curator.testing.registry_fixtures.FIXTURES`` (written by hand from the layout
 facts), not from the registry's patterns, so a wrong YAML pattern fails here.
 """
 
@@ -17,7 +17,7 @@ from curator.pipeline import run_pipeline
 from curator.registry import load_registry
 from curator.testing.native import write_tree
 from curator.workspace import Workspace
-from tests.registry.native_fixtures import FIXTURES
+from curator.testing.registry_fixtures import FIXTURES
 
 BAD_KINDS = {"label_unmapped", "label_values_undeclared", "term_unknown", "duplicate_case", "layout_no_match"}
 

@@ -1,4 +1,6 @@
-"""Tiny fake downloads of every registry dataset, written from the datasets' documented layouts.
+"""Tiny fake downloads of every registry dataset, written from the datasets' documented layouts
+(the conformance suite of the registry: tests/registry/test_native_layouts.py writes each with
+:func:`curator.testing.native.write_tree`, ingests and harmonizes it).
 
 Each entry lists real example paths (relative to the folder the download unpacks to) with
 ``I`` (an image), ``L(values...)`` (a label map with those raw values), ``M`` (a binary
