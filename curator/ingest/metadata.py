@@ -53,8 +53,10 @@ def load_metadata(spec_metadata: dict[str, Any], root: Path) -> dict[str, dict[s
         if path.suffix == ".json":
             records = json.loads(path.read_text(encoding="utf-8"))
         else:
-            delim = "\t" if path.suffix in (".tsv", ".tab") else ","
             with open(path, newline="", encoding="utf-8") as f:
+                header = f.readline()
+                f.seek(0)
+                delim = "\t" if path.suffix in (".tsv", ".tab") else (";" if ";" in header and "," not in header else ",")
                 records = list(csv.DictReader(f, delimiter=delim))
     except FileNotFoundError as e:
         raise InputError("file_not_found", "the metadata file named by the dataset YAML is missing",

@@ -11,10 +11,12 @@ from typing import Any, cast
 from curator.config import StageConfig
 from curator.errors import CuratorError, InputError
 from curator.ingest import core
+from curator.ingest.coverage import Coverage
 from curator.ingest.metadata import load_metadata
 from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
 from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
+from curator.registry.fixes import apply_label_fixes
 from curator.registry.layout import discover, scan
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
 from curator.workspace import ChecksumCache
@@ -74,7 +76,8 @@ class IngestStage(Stage):
                     "modality": c.modality, "region": spec.region, "split": c.split,
                     "image": c.image, "image_is_dir": c.image_is_dir, "channel": c.channel,
                     "format": c.format, "labels": [list(x) for x in c.labels],
-                    "encoding": spec.labels.encoding,
+                    "encoding": spec.labels.encoding, "any_nonzero": spec.labels.any_nonzero,
+                    "fixes": spec.fixes,
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }
@@ -114,10 +117,12 @@ class IngestStage(Stage):
         else:
             warning(InputError("image_missing", "no image for this label; ingested as label-only",
                                path=str(root / p["labels"][0][1])), severity="info")
-        counts_rows, label_sha, values, ok, label_geom = _labels(p, root, config, ref_geom, warning)
+        coverage = Coverage()
+        counts_rows, label_sha, values, ok, label_geom = _labels(p, root, config, ref_geom, warning, coverage)
         if p["labels"]:
             row["label_sha256"] = label_sha
             row["label_values"] = values
+            row["label_overlap_voxels"] = coverage.overlap_voxels()
             if not ok:
                 row["label_status"] = "rejected"
         if p["image"] is None:
@@ -152,7 +157,8 @@ def _image_facts(vol: Volume, path: Path, is_dir: bool) -> dict[str, Any]:
 
 
 def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,
-            warning: Any) -> tuple[list[dict[str, Any]], str | None, list[int], bool, Geometry | None]:
+            warning: Any, coverage: Coverage | None = None,
+            ) -> tuple[list[dict[str, Any]], str | None, list[int], bool, Geometry | None]:
     """Read every label file: grid check, raw value counts, declared-value check."""
     rows: list[dict[str, Any]] = []
     h = hashlib.sha256()
@@ -161,9 +167,16 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
     declared = set(p["declared"])
     for key, rel in p["labels"]:
         path = resolve_inside(root, root / rel)
-        h.update(f"{key}|{rel}|{sha256_file(path)}\n".encode())
+        if path.is_dir():  # a folder of slice images
+            from curator.io.dicom import list_files
+
+            digest = sha256_files(list_files(path), path)
+        else:
+            digest = sha256_file(path)
+        h.update(f"{key}|{rel}|{digest}\n".encode())
         try:
             lab = read_volume(path, role="label", max_voxels=config.max_voxels)
+            lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref)
             if ref is None:
                 ref = lab.geometry
             if core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path)):
@@ -173,10 +186,12 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                         severity="info")
             counts = core.label_counts(lab.array)
             if p["encoding"] == "per_structure":
-                if set(counts) - {0, 1}:
+                if set(counts) - {0, 1} and not p.get("any_nonzero"):
                     warning(InputError("label_values_undeclared",
                                        f"a structure mask holds values {sorted(set(counts) - {0, 1})[:8]}; "
                                        "every non-zero voxel is counted as the structure", path=str(path)))
+                if coverage is not None:
+                    coverage.add(lab.array)
                 n1 = sum(c for v, c in counts.items() if v != 0)
                 counts = {1: n1} if n1 else {}
             else:

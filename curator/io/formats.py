@@ -37,6 +37,8 @@ def format_from_name(path: Path) -> str | None:
         return "dicom"
     if name.endswith(".npy"):
         return "npy"
+    if name.endswith(".mat"):
+        return "mat"
     return None
 
 
@@ -66,6 +68,8 @@ def sniff(path: Path) -> str | None:
         return "npy"
     if head.startswith(b"\x89PNG"):
         return "png"
+    if head.startswith(b"MATLAB "):
+        return "mat"
     return None
 
 
@@ -75,7 +79,9 @@ def check_file(path: Path) -> str:
         raise ReadError("file_not_found", "the file does not exist", path=str(path),
                         remedy="check the source root and that the download is complete")
     if path.is_dir():
-        return "dicom"
+        from curator.io.slices import is_slice_folder
+
+        return "slices" if is_slice_folder(path) else "dicom"
     if not path.is_file():
         raise ReadError("not_a_regular_file", "the path is a FIFO, socket or device, not a file", path=str(path),
                         remedy="replace it with the real file")
@@ -151,6 +157,14 @@ def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, file
         vol = read_dicom(p, files=files, max_voxels=max_voxels)
     elif fmt == "npy":
         vol = _read_npy(p, max_voxels)
+    elif fmt == "slices":
+        from curator.io.slices import read_slice_stack
+
+        vol = read_slice_stack(p, max_voxels)
+    elif fmt == "mat":
+        from curator.io.matlab import read_mat
+
+        vol = read_mat(p, max_voxels)
     else:  # pragma: no cover - check_file raises first
         raise InputError("unknown_format", f"unsupported format {fmt}", path=str(p))
     vol.geometry.validate(str(p))

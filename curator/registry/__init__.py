@@ -9,7 +9,15 @@ from pathlib import Path
 import yaml
 
 from curator.errors import RegistryError
-from curator.registry.spec import DatasetSpec, Issue, LabelSpec, LayoutEntry, load_dataset_file, parse_spec
+from curator.registry.spec import (
+    DatasetSpec,
+    Issue,
+    LabelSpec,
+    LayoutEntry,
+    load_dataset_file,
+    parse_spec,
+    yaml_load,
+)
 from curator.resources import resource_dir
 
 __all__ = ["DatasetSpec", "Issue", "LabelSpec", "LayoutEntry", "Registry", "load_dataset_file",
@@ -49,7 +57,7 @@ def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issu
     issues: list[Issue] = []
     for f in paths:
         try:
-            d = yaml.safe_load(f.read_text(encoding="utf-8"))
+            d = yaml_load(f.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             issues.append(Issue(f.name, "yaml", str(e)))
             continue

@@ -160,6 +160,13 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None) -> tuple[l
                     remedy="make the layout pattern specific enough to give each file its own case"))
                 continue
             cases[c.case_id] = c
+    if spec.official_split.get("file"):
+        from curator.registry.splits import apply_split_file
+
+        try:
+            apply_split_file(spec, root, list(cases.values()))
+        except InputError as e:
+            problems.append(e)
     if not cases and not problems:
         problems.append(InputError("layout_no_match", f"no file under the root matches the layout of {spec.name}",
                                    path=str(root), remedy="check the source root and the dataset's layout patterns"))
@@ -208,9 +215,20 @@ def _index_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, root: Path) ->
     return out
 
 
+def label_patterns(spec: DatasetSpec) -> dict[str, str]:
+    """Placeholder regexes for label patterns: with ``other_structures: ignore`` the
+    ``{structure}`` placeholder only matches the declared structure files."""
+    custom = dict(spec.patterns)
+    lab = spec.labels
+    if (lab.encoding == "per_structure" and lab.other_structures == "ignore" and lab.structures
+            and "structure" not in custom):
+        custom["structure"] = "|".join(re.escape(k) for k in sorted(lab.structures, key=lambda k: (-len(k), k)))
+    return custom
+
+
 def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) -> list[CaseFiles]:
     img_rx = compile_pattern(entry.image.rstrip("/"), spec.patterns) if entry.image else None
-    lab_rx = compile_pattern(entry.label, spec.patterns) if entry.label else None
+    lab_rx = compile_pattern(entry.label.rstrip("/"), label_patterns(spec)) if entry.label else None
     img_names = [p for p in entry.placeholders() if entry.image and "{" + p + "}" in entry.image]
     identity = [p for p in img_names if p != "structure"] or ["case"]
     lab_names = [m for m in re.findall(r"\{(\w+)\}", entry.label or "")]
@@ -218,7 +236,7 @@ def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) ->
 
     labels_by_key: dict[tuple[str, ...], list[tuple[str, str, dict[str, str]]]] = {}
     if lab_rx:
-        for f in tree.files:
+        for f in (tree.dirs if entry.label_is_dir else tree.files):  # a trailing '/': a folder of slices
             m = lab_rx.fullmatch(f)
             if m:
                 g = m.groupdict()
@@ -248,13 +266,13 @@ def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) ->
             for ch, seq in seqs:
                 fields = dict(g)
                 parts = [g.get(p, "") for p in identity]
-                if seq is not None and "sequence" not in identity:  # channel or fixed entry sequence
-                    parts.append(str(seq))
+                if ch is not None or (seq and "sequence" not in identity):
+                    parts.append(str(seq))  # one case per channel / per fixed-sequence entry
                     fields["sequence"] = str(seq)
                 out.append(CaseFiles(
                     case_id=make_case_id(spec.name, parts), source_case=g.get("case", parts[0]), fields=fields,
                     entry=idx, image=f, image_is_dir=entry.image_is_dir, channel=ch, sequence=seq,
-                    labels=labs, split=entry.split, modality=spec.modality_for(entry, seq),
+                    labels=labs, split=_split(entry, g), modality=spec.modality_for(entry, seq),
                     patient_raw=_patient(spec, fields), format=entry.format))
     if lab_rx:
         for lkey, items in sorted(labels_by_key.items()):
@@ -267,9 +285,18 @@ def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) ->
             out.append(CaseFiles(
                 case_id=make_case_id(spec.name, parts), source_case=g.get("case", parts[0]), fields=dict(g),
                 entry=idx, image=None, image_is_dir=False, channel=None, sequence=None,
-                labels=sorted((s, p) for s, p, _ in items), split=entry.split,
+                labels=sorted((s, p) for s, p, _ in items), split=_split(entry, g),
                 modality=spec.modality_for(entry, None), patient_raw=_patient(spec, dict(g)), format=None))
     return out
+
+
+def _split(entry: LayoutEntry, fields: dict[str, str]) -> str | None:
+    """The entry's ``split``, else the value of a ``{split}`` placeholder (training -> train, ...)."""
+    if entry.split or "split" not in fields:
+        return entry.split
+    from curator.registry.splits import SPLIT_NAMES
+
+    return SPLIT_NAMES.get(fields["split"].lower())
 
 
 def case_summary(c: CaseFiles) -> dict[str, Any]:

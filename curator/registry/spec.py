@@ -17,6 +17,8 @@ from curator.errors import RegistryError
 
 MODALITIES = ("CT", "MR", "PET")
 LABEL_ENCODINGS = ("label_map", "per_structure", "none")
+OTHER_STRUCTURES = ("problem", "ignore")
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 SPLITS = ("train", "val", "test")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -47,6 +49,10 @@ class LayoutEntry:
     def image_is_dir(self) -> bool:
         return bool(self.image and self.image.endswith("/"))
 
+    @property
+    def label_is_dir(self) -> bool:
+        return bool(self.label and self.label.endswith("/"))
+
     def placeholders(self) -> list[str]:
         seen: list[str] = []
         for pat in (self.image, self.label):
@@ -62,6 +68,8 @@ class LabelSpec:
     values: dict[int, tuple[str, ...]] = field(default_factory=dict)  # raw value -> term name(s)
     structures: dict[str, tuple[str, ...]] = field(default_factory=dict)  # file stem -> term name(s)
     ignore: tuple[int, ...] = ()
+    any_nonzero: bool = False  # per_structure: masks may hold any non-zero code (e.g. instance ids)
+    other_structures: str = "problem"  # per_structure: undeclared {structure} files -> problem | ignore
 
     def declared_values(self) -> set[int]:
         return set(self.values) | set(self.ignore) | {0}
@@ -113,15 +121,17 @@ class DatasetSpec:
         return {
             "name": self.name, "version": self.version, "title": self.title, "modality": self.modality,
             "region": self.region, "licence": self.licence, "citation_key": self.citation_key,
-            "citation": self.citation, "homepage": self.homepage,
+            "citation": self.citation, "homepage": self.homepage, **self.extra,
             "layout": [{k: v for k, v in e.__dict__.items() if v not in (None, {}, ())} for e in self.layout],
             "labels": {"encoding": self.labels.encoding,
                        "values": {str(k): list(v) for k, v in self.labels.values.items()},
                        "structures": {k: list(v) for k, v in self.labels.structures.items()},
-                       "ignore": list(self.labels.ignore)},
+                       "ignore": list(self.labels.ignore), "any_nonzero": self.labels.any_nonzero,
+                       "other_structures": self.labels.other_structures},
             "annotates": list(self.annotated_terms()), "patient_id": self.patient_id,
             "sequences": self.sequences, "fixes": self.fixes, "overlaps": list(self.overlaps),
-            "official_split": self.official_split, "notes": list(self.notes),
+            "official_split": self.official_split, "metadata": self.metadata, "patterns": self.patterns,
+            "exclude": list(self.exclude), "notes": list(self.notes),
         }
 
 
@@ -129,9 +139,35 @@ KNOWN_KEYS = {
     "name", "version", "title", "modality", "region", "licence", "citation", "citation_key", "homepage",
     "layout", "labels", "sequences", "patterns", "patient_id", "exclude", "annotates", "fixes", "overlaps",
     "official_split", "metadata", "notes", "licence_notes", "licence_url", "codes", "scans", "aliases",
-    "satds_name", "provenance", "description",
+    "satds_name", "provenance", "description", "root_hint", "licence_terms",
 }
+EXTRA_KEYS = ("licence_notes", "licence_url", "licence_terms", "codes", "scans", "aliases", "satds_name",
+              "provenance", "description", "root_hint")
 REQUIRED = ("name", "version", "modality", "region", "licence", "citation", "layout", "labels")
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` through libyaml when available (7x faster on the 72 registry files)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)  # a safe loader either way
+
+
+def _codes(k: Any) -> list[int]:
+    """A raw value key: an integer or an inclusive band ``"55-70"`` (e.g. PNG grey-value ranges)."""
+    if isinstance(k, bool):
+        raise TypeError(f"{k!r} is not a raw value")
+    if isinstance(k, int):
+        return [k]
+    m = _RANGE.match(str(k))
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if lo > hi:
+            raise ValueError(f"band {k!r} is empty (low end above high end)")
+        return list(range(lo, hi + 1))
+    try:
+        return [int(str(k))]
+    except ValueError:
+        raise ValueError(f"{k!r} is neither an integer nor a band like '55-70'") from None
 
 
 def _terms(v: Any) -> tuple[str, ...]:
@@ -211,7 +247,10 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         values: dict[int, tuple[str, ...]] = {}
         for k, v in (lab.get("values") or {}).items():
             try:
-                values[int(k)] = _terms(v)
+                for code in _codes(k):
+                    if code in values:
+                        bad(f"labels.values.{k}", "duplicate", f"raw value {code} is mapped twice")
+                    values[code] = _terms(v)
             except (TypeError, ValueError) as ex:
                 bad(f"labels.values.{k}", "value", str(ex))
         structures: dict[str, tuple[str, ...]] = {}
@@ -226,8 +265,19 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
             bad("labels.structures", "missing", "per_structure labels need `structures` (file stem -> term)")
         if 0 in values:
             bad("labels.values.0", "value", "0 is background and must not be mapped")
-        labels = LabelSpec(encoding=enc, values=values, structures=structures,
-                           ignore=tuple(int(x) for x in lab.get("ignore") or ()))
+        other = str(lab.get("other_structures", "problem"))
+        if other not in OTHER_STRUCTURES:
+            bad("labels.other_structures", "value", f"other_structures must be one of {OTHER_STRUCTURES}")
+        for k in sorted(set(lab) - {"encoding", "values", "structures", "ignore", "any_nonzero", "other_structures"}):
+            bad(f"labels.{k}", "unknown_key", f"unknown key {k!r} in labels")
+        ignore: list[int] = []
+        for x in lab.get("ignore") or ():
+            try:
+                ignore += _codes(x)
+            except (TypeError, ValueError) as ex:
+                bad("labels.ignore", "value", str(ex))
+        labels = LabelSpec(encoding=enc, values=values, structures=structures, ignore=tuple(ignore),
+                           any_nonzero=bool(lab.get("any_nonzero", False)), other_structures=other)
     else:
         bad("labels", "type", "labels must be a mapping")
     patterns = {str(k): str(v) for k, v in (d.get("patterns") or {}).items()}
@@ -236,8 +286,11 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
             re.compile(rx)
         except re.error as ex:
             bad(f"patterns.{k}", "regex", f"invalid regular expression: {ex}")
-    extra = {k: d[k] for k in ("licence_notes", "licence_url", "codes", "scans", "aliases", "satds_name",
-                               "provenance", "description") if k in d}
+    from curator.registry.fixes import validate_fixes
+
+    for loc, kind, msg in validate_fixes(d.get("fixes") or {}):
+        bad(loc, kind, msg)
+    extra = {k: d[k] for k in EXTRA_KEYS if k in d}
     if issues and any(i.kind in ("missing", "type", "path_escape") for i in issues):
         return None, issues
     spec = DatasetSpec(
@@ -257,7 +310,7 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
 def load_dataset_file(path: Path) -> DatasetSpec:
     """Load one dataset YAML; raise :class:`RegistryError` listing every problem."""
     try:
-        d = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        d = yaml_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise RegistryError("registry_error", f"dataset file {path} does not exist") from e
     except yaml.YAMLError as e:

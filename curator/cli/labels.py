@@ -1,0 +1,114 @@
+"""``curator labels resolve|check|tree`` and ``curator card --registry``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from curator.cli.common import OutputFormat, emit, err, handle_errors, out
+
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
+RegistryOpt = Annotated[list[Path] | None, typer.Option("--registry", help="extra dataset YAML files or folders")]
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    labels = typer.Typer(help="The label taxonomy and the datasets' label maps.", no_args_is_help=True)
+    app.add_typer(labels, name="labels")
+
+    @labels.command("resolve")
+    @handle_errors
+    def resolve(names: Annotated[list[str], typer.Argument(help="label names, e.g. 'rt kidney' 'L3' '(ct) liver'")],
+                fmt: FormatOpt = OutputFormat.table) -> None:
+        """Map free-text label names to taxonomy terms (null when unknown or ambiguous)."""
+        from curator.taxonomy import load_taxonomy
+
+        tax = load_taxonomy()
+        rows = []
+        for n in names:
+            t = tax.resolve(n)
+            rows.append((n, t.id if t else None, t.name if t else None))
+        emit(["query", "term_id", "term"], rows, fmt, title="resolved labels")
+        if fmt == OutputFormat.table:
+            for n, tid, _ in rows:
+                if tid is None:
+                    close = [t.name for t in tax.suggest(n)]
+                    err.print(f"[yellow]unresolved[/] {n!r}" + (f"; close: {close}" if close else ""), highlight=False)
+
+    @labels.command("check")
+    @handle_errors
+    def check(registry: RegistryOpt = None, fmt: FormatOpt = OutputFormat.table,
+              strict: Annotated[bool, typer.Option("--strict", help="fail on warnings too")] = False) -> None:
+        """Validate the taxonomy and every dataset's label map, licence and citation (exit 1 on errors)."""
+        from curator.registry.check import check_label_system
+
+        problems = check_label_system(tuple(registry or ()))
+        errors = [p for p in problems if p.severity == "error" or strict]
+        if fmt == OutputFormat.json:
+            sys.stdout.write(json.dumps([p.to_dict() for p in problems], indent=1) + "\n")
+        elif problems:
+            emit(["where", "kind", "severity", "message"], [(p.where, p.kind, p.severity, p.message) for p in problems],
+                 fmt, title=f"{len(problems)} problem(s)")
+        if fmt != OutputFormat.json:
+            err.print(f"[{'red' if errors else 'green'}]{len(errors)} error(s)[/], "
+                      f"{len(problems) - len(errors)} warning(s)", highlight=False)
+        if errors:
+            raise typer.Exit(1)
+
+    @labels.command("tree")
+    @handle_errors
+    def tree(term: Annotated[str | None, typer.Argument(help="root term (name or id); default: every top-level term")] = None,
+             relation: Annotated[str, typer.Option(help="part_of or is_a")] = "part_of",
+             depth: Annotated[int, typer.Option(help="levels to show")] = 99) -> None:
+        """Print the term hierarchy below a term (or the whole taxonomy)."""
+        from curator.errors import ConfigError
+        from curator.taxonomy import load_taxonomy
+
+        tax = load_taxonomy()
+        if relation not in ("part_of", "is_a"):
+            raise ConfigError("config_error", f"--relation must be part_of or is_a, not {relation!r}")
+        if term:
+            t = tax.get(term) or tax.resolve(term)
+            if t is None:
+                raise ConfigError("config_error", f"no term named {term!r}",
+                                  remedy=f"try one of {[s.name for s in tax.suggest(term)]}")
+            roots = [t.id]
+        else:
+            roots = sorted((t.id for t in tax if not getattr(t, relation) and tax.children(t.id, relation)),
+                           key=lambda i: tax.term(i).name)
+
+        def show(tid: str, level: int) -> None:
+            t = tax.term(tid)
+            extra = " (derived from: " + " | ".join(", ".join(p) for p in t.partitions) + ")" if t.partitions else ""
+            out.print(f"{'  ' * level}{t.name} [dim]{t.id}{extra}[/]", highlight=False)
+            if level + 1 < depth:
+                for c in sorted(tax.children(tid, relation), key=lambda i: tax.term(i).name):
+                    show(c, level + 1)
+
+        for r in roots:
+            show(r, 0)
+
+    @app.command("card")
+    @handle_errors
+    def card(registry_card: Annotated[bool, typer.Option("--registry", help="the card of the dataset registry")] = False,
+             out_path: Annotated[Path | None, typer.Option("--out", help="write here (default: print)")] = None) -> None:
+        """Render DATASET_CARD.md from the registry (all datasets, licences and what they allow)."""
+        from curator.errors import ConfigError
+        from curator.io.fsutil import atomic_path
+        from curator.registry import load_registry
+        from curator.registry.card import render_card
+        from curator.taxonomy import load_taxonomy
+
+        if not registry_card:
+            raise ConfigError("config_error", "say which card: `curator card --registry`",
+                              remedy="release cards are written by `curator release`")
+        text = render_card(load_registry(), load_taxonomy())
+        if out_path is None:
+            sys.stdout.write(text)
+            return
+        with atomic_path(out_path) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+        err.print(f"[green]wrote[/] {out_path}", highlight=False)

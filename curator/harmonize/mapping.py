@@ -1,0 +1,117 @@
+"""A dataset's label map translated into taxonomy term ids.
+
+:func:`build_mapping` resolves every term name of a dataset YAML once; :func:`raw_value_terms`
+is the reusable view other stages need (e.g. preprocess tags each label plane's codes with
+term ids)::
+
+    >>> from curator.registry import load_registry
+    >>> from curator.taxonomy import load_taxonomy
+    >>> spec = load_registry().get("KiTS23")
+    >>> raw_value_terms(spec, load_taxonomy())[2]
+    ['kidney_tumor', 'kidney_and_mass', 'kidney_mass']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from curator.registry.spec import DatasetSpec, Issue
+from curator.taxonomy.model import Taxonomy
+
+
+@dataclass(frozen=True)
+class DatasetMapping:
+    """Raw codes / structure files -> term ids, and the dataset's annotated and derived terms."""
+
+    dataset: str
+    encoding: str
+    values: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    structures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ignore: frozenset[int] = frozenset()
+    annotated: tuple[str, ...] = ()  # base terms the dataset labels completely
+    mapped: tuple[str, ...] = ()  # every base term some raw value / file maps to
+    derived: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # derived term -> base members
+
+    def sources(self) -> Mapping[int, tuple[str, ...]] | Mapping[str, tuple[str, ...]]:
+        return self.structures if self.encoding == "per_structure" else self.values
+
+    def codes_of(self, term_ids: Iterable[str]) -> tuple[list[int], list[str]]:
+        """Raw values and structure keys that carry any of ``term_ids``."""
+        want = set(term_ids)
+        vals = sorted(v for v, ts in self.values.items() if want & set(ts))
+        keys = sorted(k for k, ts in self.structures.items() if want & set(ts))
+        return vals, keys
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "encoding": self.encoding,
+                "values": {str(k): list(v) for k, v in sorted(self.values.items())},
+                "structures": {k: list(v) for k, v in sorted(self.structures.items())},
+                "ignore": sorted(self.ignore), "annotated": list(self.annotated), "mapped": list(self.mapped),
+                "derived": {k: list(v) for k, v in sorted(self.derived.items())}}
+
+
+def _resolve_all(names: Mapping[Any, tuple[str, ...]], tax: Taxonomy, where: str,
+                 issues: list[Issue]) -> dict[Any, tuple[str, ...]]:
+    out: dict[Any, tuple[str, ...]] = {}
+    for key, terms in names.items():
+        ids: list[str] = []
+        for name in terms:
+            t = tax.resolve(name)
+            if t is None:
+                close = [s.name for s in tax.suggest(name)]
+                issues.append(Issue(f"{where}.{key}", "term_unknown", f"{name!r} is not a taxonomy term"
+                                    + (f" (close: {close})" if close else "")))
+            elif t.id not in ids:
+                ids.append(t.id)
+        if ids:
+            out[key] = tuple(ids)
+    return out
+
+
+def build_mapping(spec: DatasetSpec, tax: Taxonomy) -> tuple[DatasetMapping, list[Issue]]:
+    """Resolve a dataset's label names; unresolvable names are returned as issues (and unmapped)."""
+    issues: list[Issue] = []
+    where = f"{spec.name}:labels"
+    values = _resolve_all(spec.labels.values, tax, f"{where}.values", issues)
+    structures = _resolve_all(spec.labels.structures, tax, f"{where}.structures", issues)
+    mapped: list[str] = []
+    for ids in list(values.values()) + list(structures.values()):
+        mapped += [i for i in ids if i not in mapped]
+    if spec.annotates:
+        annotated: list[str] = []
+        for name in spec.annotates:
+            t = tax.resolve(name)
+            if t is None:
+                issues.append(Issue(f"{spec.name}:annotates", "term_unknown", f"{name!r} is not a taxonomy term"))
+            elif t.id not in mapped:
+                issues.append(Issue(f"{spec.name}:annotates", "value", f"{name!r} is annotated but no raw value "
+                                    "or structure file maps to it"))
+            elif t.id not in annotated:
+                annotated.append(t.id)
+    else:
+        annotated = list(mapped)
+    derived = tax.derived(annotated, mapped)
+    m = DatasetMapping(dataset=spec.name, encoding=spec.labels.encoding, values=MappingProxyType(values),
+                       structures=MappingProxyType(structures), ignore=frozenset(spec.labels.ignore),
+                       annotated=tuple(annotated), mapped=tuple(mapped), derived=MappingProxyType(derived))
+    return m, issues
+
+
+def raw_value_terms(spec: DatasetSpec, tax: Taxonomy, include_derived: bool = True) -> dict[int | str, list[str]]:
+    """``{raw value (label maps) or structure key (per-structure masks): [term ids]}``.
+
+    With ``include_derived`` each code also lists the derived terms whose union contains it, so
+    a store whose plane attrs use this map answers ``mask("kidney")`` for a left/right dataset.
+    Unresolvable names are left out (``curator labels check`` reports them).
+    """
+    m, _ = build_mapping(spec, tax)
+    out: dict[int | str, list[str]] = {}
+    for code, ids in m.sources().items():
+        terms = list(ids)
+        if include_derived:
+            terms += [d for d, members in m.derived.items() if set(ids) & set(members) and d not in terms]
+        out[code] = terms
+    return out

@@ -1,0 +1,142 @@
+"""Harmonize: raw label values → taxonomy terms, one ``labels`` row per (case, term).
+
+Inputs are ingest's ``cases`` and ``raw_labels`` tables; label files are re-read only for a
+term made of several structure files in a case whose files overlap (``cases.label_overlap_voxels``
+not 0: e.g. LNDb's per-reader nodule masks); without overlaps a union is the sum of its files.
+Every raw value or structure file without a term becomes a ``label_unmapped`` problem (the
+case is kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curator.config import StageConfig
+from curator.errors import CuratorError, InputError
+from curator.harmonize.core import case_rows, term_plans
+from curator.harmonize.mapping import DatasetMapping, build_mapping
+from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
+
+
+@dataclass(frozen=True)
+class HarmonizeConfig(StageConfig):
+    taxonomy: str | None = None  # path of another taxonomy.yaml (default: the bundled one)
+
+
+class HarmonizeStage(Stage):
+    name = "harmonize"
+    version = "1"
+    config_class = HarmonizeConfig
+    tables = ("labels",)
+    requires = ("cases", "raw_labels")
+
+    def plan(self) -> list[Task]:
+        from curator.taxonomy import load_taxonomy
+
+        cfg: HarmonizeConfig = self.config  # type: ignore[assignment]
+        tax = load_taxonomy(cfg.taxonomy)
+        self.extra_problems: list[dict[str, Any]] = []
+        ws = self.ctx.workspace
+        cases = ws.read_table("cases")
+        raw = ws.read_table("raw_labels")
+        if cases is None or raw is None:
+            return []
+        counts: dict[str, list[list[Any]]] = defaultdict(list)
+        for cid, key, val, n in zip(*(raw.column(c).to_pylist() for c in ("case_id", "label_key", "raw_value",
+                                                                             "voxels")), strict=True):
+            counts[cid].append([key, val, n])
+        mappings: dict[str, tuple[DatasetMapping, str, dict[str, Any]]] = {}
+        for src in self.ctx.sources.values():
+            m, issues = build_mapping(src.spec, tax)
+            digest = hashlib.sha256(json.dumps([m.to_dict(), tax.version], sort_keys=True).encode()).hexdigest()
+            mappings[src.name] = (m, digest, src.spec.fixes)
+            for i in issues:
+                err = CuratorError("term_unknown", f"{i.loc}: {i.message}",
+                                   remedy="fix the name in the dataset YAML or add the term to taxonomy.yaml")
+                self.extra_problems.append(problem_row(self.name, err, dataset=src.spec.name, case_id=None,
+                                                       path=Path(src.spec.path).name or None))
+        plan_cache: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        tasks = []
+        for row in cases.to_pylist():
+            if row["source"] not in mappings or not row["has_label"]:
+                continue  # no label file: the case annotates nothing ("not annotated", no rows)
+            m, digest, fixes = mappings[row["source"]]
+            if row["label_status"] != "ok":
+                err = CuratorError("label_rejected", "ingest rejected this case's label; it gets no labels rows",
+                                   remedy="see the ingest problem of this case, fix the file and re-run")
+                self.extra_problems.append(problem_row(self.name, err, dataset=row["dataset"], case_id=row["case_id"],
+                                                       path=None, severity="info"))
+                continue
+            keys = tuple(sorted(set(row["label_keys"] or ())))
+            ck = (row["source"], keys if m.encoding == "per_structure" else ())
+            if ck not in plan_cache:
+                plan_cache[ck] = term_plans(m, tax, keys)
+            spacing = row["spacing_mm"] or [1.0, 1.0, 1.0]
+            payload = {
+                "source": row["source"], "dataset": row["dataset"], "case_id": row["case_id"],
+                "modality": row["modality"], "encoding": m.encoding, "plans": plan_cache[ck],
+                "counts": sorted(counts.get(row["case_id"], [])),
+                "known_values": sorted(m.values), "known_keys": sorted(m.structures), "ignore": sorted(m.ignore),
+                "files": dict(zip(row["label_keys"] or (), row["label_paths"] or (), strict=True)),
+                "fixes": fixes, "voxel_ml": float(np.prod(spacing)) / 1000.0, "mapping": digest,
+                "overlap": row.get("label_overlap_voxels"),
+            }
+            path = f"{row['source']}:{(row['label_paths'] or [''])[0]}"
+            tasks.append(Task(case_id=row["case_id"], payload=payload, fingerprint=row["label_sha256"] or "",
+                              dataset=row["dataset"], path=path))
+        return tasks
+
+    @classmethod
+    def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
+        p = task.payload
+        counts = {(str(k), int(v)): int(n) for k, v, n in p["counts"]}
+        root = Path(env.sources[p["source"]])
+
+        def union(keys: list[str]) -> int:
+            if p.get("overlap") == 0:  # ingest saw no voxel in two structure files: unions are sums
+                return sum(n for (k, _), n in counts.items() if k in keys)
+            return union_voxels(root, [p["files"][k] for k in keys], p["fixes"])
+
+        rows, unmapped = case_rows(p["plans"], counts, known_values=p["known_values"], known_keys=p["known_keys"],
+                                   ignore=p["ignore"], encoding=p["encoding"], voxel_ml=p["voxel_ml"], union=union)
+        out = CaseOutput()
+        for r in rows:
+            r.update(case_id=task.case_id, dataset=p["dataset"], modality=p["modality"])
+        out.rows = {"labels": rows}
+        for key, value, n in unmapped:
+            what = f"structure file {key!r}" if p["encoding"] == "per_structure" else f"raw value {value}"
+            err = InputError("label_unmapped", f"{what} ({n} voxels) maps to no term of the dataset YAML",
+                             remedy="map it in `labels.values`/`labels.structures` of the dataset YAML "
+                                    "(or list it under `ignore`)")
+            path = f"{p['source']}:{p['files'].get(key, '')}" if key in p["files"] else task.path
+            out.problems.append(problem_row(cls.name, err, dataset=p["dataset"], case_id=task.case_id, path=path,
+                                            severity="warning"))
+        return out
+
+
+def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any]) -> int:
+    """Voxels in the union of several binary (any non-zero) label files on one grid."""
+    from curator.errors import GeometryError
+    from curator.io.formats import read_volume
+    from curator.io.fsutil import resolve_inside
+    from curator.registry.fixes import apply_label_fixes
+
+    acc: np.ndarray[Any, Any] | None = None
+    for rel in rel_paths:
+        vol = apply_label_fixes(read_volume(resolve_inside(root, root / rel), role="label"), fixes, rel, None)
+        m = np.asarray(vol.array) != 0
+        if acc is None:
+            acc = m
+        elif acc.shape != m.shape:
+            raise GeometryError("shape_mismatch", f"structure files of one term differ in shape ({rel})",
+                                path=str(root / rel), remedy="check that the structure files belong to one case")
+        else:
+            acc |= m
+    return int(np.count_nonzero(acc)) if acc is not None else 0

@@ -1,0 +1,90 @@
+"""``curator labels check``: the whole label system validated at once, every problem as data.
+
+Checks: the taxonomy (keys, references, cycles, laterality, partitions, ambiguous names); every
+dataset file (schema, fixes, regexes); every raw value / structure file of every dataset maps
+to a term; ``annotates`` is covered by the map; region, licence and citation are present and
+well-formed (SPDX id or ``LicenseRef-`` with notes; BibTeX with a key).
+
+>>> problems = check_label_system()
+>>> [p for p in problems if p.severity == "error"]
+[]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from curator.registry.spec import DatasetSpec
+
+# SPDX ids the registry uses or is likely to; anything else must be LicenseRef-<id> with notes
+SPDX_IDS = {"CC0-1.0", "CC-BY-3.0", "CC-BY-4.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-3.0", "CC-BY-NC-4.0",
+            "CC-BY-NC-SA-3.0", "CC-BY-NC-SA-4.0", "CC-BY-ND-4.0", "CC-BY-NC-ND-3.0", "CC-BY-NC-ND-4.0", "ODbL-1.0",
+            "PDDL-1.0", "MIT", "Apache-2.0", "BSD-3-Clause", "GPL-3.0-only", "GPL-3.0-or-later"}
+_LICENSE_REF = re.compile(r"^LicenseRef-[A-Za-z0-9.\-]+$")
+_BIBTEX = re.compile(r"^\s*@\w+\s*\{\s*[^,\s]+\s*,", re.MULTILINE)
+WARNING_KINDS = {"ambiguous_bag", "overlap_unknown"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    kind: str
+    message: str
+    severity: str = "error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "kind": self.kind, "severity": self.severity, "message": self.message}
+
+
+def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]) -> list[Problem]:
+    where = Path(spec.path).name or spec.name
+    out: list[Problem] = []
+    if regions:
+        for r in (x.strip() for x in spec.region.split(",")):
+            if r not in regions:
+                out.append(Problem(f"{where}:region", "value", f"region {r!r} is not one of {list(regions)}"))
+    lic = spec.licence.strip()
+    if lic not in SPDX_IDS and not _LICENSE_REF.match(lic):
+        out.append(Problem(f"{where}:licence", "licence", f"{lic!r} is neither a known SPDX id nor LicenseRef-<id>"))
+    if lic.startswith("LicenseRef-") and not spec.extra.get("licence_notes"):
+        out.append(Problem(f"{where}:licence_notes", "licence", "a LicenseRef licence needs `licence_notes` with the evidence"))
+    if not _BIBTEX.search(spec.citation):
+        out.append(Problem(f"{where}:citation", "citation", "the citation is not a BibTeX entry (@type{key, ...})"))
+    if not spec.citation_key:
+        out.append(Problem(f"{where}:citation_key", "citation", "`citation_key` is missing"))
+    if spec.labels.encoding == "label_map" and not spec.labels.values:
+        out.append(Problem(f"{where}:labels", "missing", "no raw value is mapped"))
+    for ov in spec.overlaps:
+        other = ov.get("dataset") if isinstance(ov, dict) else None
+        if not other:
+            out.append(Problem(f"{where}:overlaps", "type", "each overlap needs `dataset` (and `relation`, `note`)"))
+        elif other not in known:
+            out.append(Problem(f"{where}:overlaps", "overlap_unknown", f"{other!r} is not a registry dataset "
+                               "(fine for datasets outside the registry)", "warning"))
+    return out
+
+
+def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str | Path | None = None) -> list[Problem]:
+    """Every problem of the taxonomy and the dataset registry (built-in + ``extra`` files)."""
+    from curator.harmonize.mapping import build_mapping
+    from curator.registry import builtin_dir, validate_files
+    from curator.taxonomy.load import read_taxonomy
+
+    problems: list[Problem] = []
+    tax, tissues = read_taxonomy(taxonomy)
+    problems += [Problem(i.loc, i.kind, i.message, "warning" if i.kind in WARNING_KINDS else "error") for i in tissues]
+    files = sorted(builtin_dir().glob("*.yaml"))
+    for p in extra:
+        files += sorted(Path(p).glob("*.yaml")) if Path(p).is_dir() else [Path(p)]
+    specs, dissues = validate_files(files)
+    problems += [Problem(i.loc, i.kind, i.message) for i in dissues]
+    for spec in specs.values():
+        problems += _dataset_checks(spec, tax.regions if tax else (), set(specs))
+        if tax is None:
+            continue
+        _, missues = build_mapping(spec, tax)
+        problems += [Problem(i.loc, i.kind, i.message) for i in missues]
+    return problems

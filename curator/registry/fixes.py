@@ -1,0 +1,139 @@
+"""Declared per-dataset data fixes (``fixes:`` in a dataset YAML): validation and pure appliers.
+
+A fix names a known defect of a dataset's files and how to undo it::
+
+    fixes:
+      intensity_offset: {value: -1000, when: "^(KiTS|Rider)/", reason: "stored with +1000"}
+      label_rot90: {k: -1, axes: [0, 1], reason: "the .mat masks are rotated"}
+      label_geometry: {from: image, reason: ".mat masks carry no geometry"}
+
+Keys (all optional): ``when`` — a regex searched in the file's path relative to the source
+root (the fix applies only to matching files); ``reason``; ``source`` — who documents the
+defect (``dataset`` or ``SAT-DS``); ``verified`` — false when the defect is only known from
+SAT-DS's code and has not been checked on the files.
+
+Ingest applies the label fixes (``label_flip``, ``label_rot90``, ``label_geometry``) before it
+compares a label with its image; ``intensity_offset``, ``image_flip`` and ``image_geometry``
+are for the stage that writes image arrays (preprocess), via :func:`apply_array_fixes`.
+
+>>> import numpy as np
+>>> a = np.arange(4).reshape(2, 2, 1)
+>>> apply_array_fixes(a, {"label_flip": {"axes": [0]}}, "label", "x.nii.gz")[:, :, 0].tolist()
+[[2, 3], [0, 1]]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+COMMON = {"when", "reason", "source", "verified"}
+FIX_KINDS: dict[str, dict[str, str]] = {
+    # fix name -> {parameter: description}
+    "intensity_offset": {"value": "number added to every image voxel (e.g. -1000)"},
+    "image_flip": {"axes": "array axes of the image to reverse"},
+    "label_flip": {"axes": "array axes of the label to reverse"},
+    "label_rot90": {"k": "quarter turns (numpy.rot90 sense)", "axes": "the two array axes of the turn"},
+    "label_geometry": {"from": "'image': the label takes the image's grid (same shape after array fixes)"},
+    "image_geometry": {"from": "'label': the image takes the label's grid"},
+}
+TARGET = {"intensity_offset": "image", "image_flip": "image", "label_flip": "label", "label_rot90": "label",
+          "label_geometry": "label", "image_geometry": "image"}
+
+
+def validate_fixes(fixes: Any) -> list[tuple[str, str, str]]:
+    """Every problem of a ``fixes:`` mapping as ``(location, kind, message)``."""
+    if not isinstance(fixes, Mapping):
+        return [("fixes", "type", "fixes must map a fix name to its parameters")]
+    out: list[tuple[str, str, str]] = []
+    for name, params in fixes.items():
+        loc = f"fixes.{name}"
+        if name not in FIX_KINDS:
+            out.append((loc, "unknown_key", f"unknown fix {name!r} (known: {sorted(FIX_KINDS)})"))
+            continue
+        if not isinstance(params, Mapping):
+            out.append((loc, "type", "a fix's parameters must be a mapping"))
+            continue
+        allowed = set(FIX_KINDS[name]) | COMMON
+        for k in sorted(set(params) - allowed):
+            out.append((f"{loc}.{k}", "unknown_key", f"unknown parameter {k!r} (known: {sorted(allowed)})"))
+        for k in FIX_KINDS[name]:
+            if k not in params:
+                out.append((f"{loc}.{k}", "missing", f"{name} needs `{k}`: {FIX_KINDS[name][k]}"))
+        if "when" in params:
+            try:
+                re.compile(str(params["when"]))
+            except re.error as e:
+                out.append((f"{loc}.when", "regex", f"invalid regular expression: {e}"))
+        axes = params.get("axes")
+        if axes is not None and (not isinstance(axes, list) or not all(a in (0, 1, 2) for a in axes)):
+            out.append((f"{loc}.axes", "value", "axes must be a list of 0, 1, 2"))
+        if name == "label_rot90" and (not isinstance(axes, list) or len(axes) != 2):
+            out.append((f"{loc}.axes", "value", "label_rot90 needs exactly two axes"))
+        if name == "intensity_offset" and not isinstance(params.get("value"), (int, float)):
+            out.append((f"{loc}.value", "type", "value must be a number"))
+        if name in ("label_geometry", "image_geometry"):
+            want = "image" if name == "label_geometry" else "label"
+            if params.get("from") != want:
+                out.append((f"{loc}.from", "value", f"{name} can only take its grid from the {want}"))
+    return out
+
+
+def applies(params: Mapping[str, Any], rel_path: str) -> bool:
+    """Whether a fix applies to the file at ``rel_path`` (relative to the source root)."""
+    when = params.get("when")
+    return when is None or re.search(str(when), rel_path) is not None
+
+
+def active(fixes: Mapping[str, Any], target: str, rel_path: str) -> dict[str, Mapping[str, Any]]:
+    """The fixes of ``target`` ('image' or 'label') that apply to this file."""
+    return {k: v for k, v in (fixes or {}).items() if TARGET.get(k) == target and applies(v, rel_path)}
+
+
+def apply_array_fixes(array: NDArray[Any], fixes: Mapping[str, Any], target: str, rel_path: str) -> NDArray[Any]:
+    """Apply the array-level fixes of ``target`` (flip, rot90, intensity offset), in that order."""
+    fx = active(fixes, target, rel_path)
+    out = array
+    flip = fx.get(f"{target}_flip")
+    if flip:
+        out = np.flip(out, axis=tuple(int(a) for a in flip["axes"]))
+    rot = fx.get("label_rot90") if target == "label" else None
+    if rot:
+        a0, a1 = (int(a) for a in rot["axes"])
+        out = np.rot90(out, k=int(rot["k"]), axes=(a0, a1))
+    off = fx.get("intensity_offset") if target == "image" else None
+    if off:
+        value = off["value"]
+        if out.dtype.kind == "f" or not float(value).is_integer():
+            out = out.astype(np.float32) + np.float32(value)
+        else:  # widen first: a uint16 image minus 1000 must not wrap around
+            out = out.astype(np.int32) + np.int32(value)
+    return np.ascontiguousarray(out) if out is not array else out
+
+
+def apply_label_fixes(vol: Any, fixes: Mapping[str, Any], rel_path: str, image_geometry: Any = None) -> Any:
+    """A label :class:`~curator.io.volume.Volume` with its declared fixes applied.
+
+    Array fixes keep the label's affine (they undo an array stored the wrong way round);
+    ``label_geometry: {from: image}`` then gives the label its image's grid, which must have
+    the same shape (a :class:`~curator.errors.GeometryError` otherwise).
+    """
+    from curator.errors import GeometryError
+    from curator.io.volume import Geometry, Volume
+
+    fx = active(fixes, "label", rel_path)
+    if not fx:
+        return vol
+    arr = apply_array_fixes(vol.array, fixes, "label", rel_path)
+    geom = vol.geometry if arr.shape == vol.array.shape else Geometry.from_affine(arr.shape, vol.geometry.matrix)
+    if "label_geometry" in fx and image_geometry is not None:
+        if tuple(arr.shape) != tuple(image_geometry.shape):
+            raise GeometryError("shape_mismatch", f"after its declared fixes the label has shape {tuple(arr.shape)}, "
+                                f"the image {tuple(image_geometry.shape)}", path=rel_path,
+                                remedy="check the dataset YAML's label fixes against this file")
+        geom = image_geometry
+    return Volume(arr, geom, dict(vol.meta))

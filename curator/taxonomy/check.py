@@ -1,0 +1,77 @@
+"""Consistency checks of the taxonomy's hierarchy; every problem is returned as data.
+
+Kinds: ``unknown_term`` (a parent or partition member that does not exist), ``cycle``,
+``laterality`` (a left term part of a right one, or an id/side mismatch), ``partition``
+(a partition member that is not ``part_of`` the term), ``ambiguous_name`` (one name claimed
+by two terms) and ``ambiguous_bag`` (two terms equal up to word order/plurals: such a query
+stays unresolved; reported, not fatal).
+"""
+
+from __future__ import annotations
+
+from curator.registry.spec import Issue
+from curator.taxonomy.model import RELATIONS, Taxonomy
+
+
+def _cycles(tax: Taxonomy) -> list[list[str]]:
+    """Every cycle of the part_of ∪ is_a graph (one representative path per cycle)."""
+    state: dict[str, int] = {}
+    found: list[list[str]] = []
+
+    def visit(tid: str, path: list[str]) -> None:
+        state[tid] = 1
+        for p in tax.terms[tid].parents:
+            if p not in tax.terms:
+                continue
+            if state.get(p) == 1:
+                found.append(path[path.index(p):] + [p] if p in path else [tid, p])
+            elif state.get(p) is None:
+                visit(p, path + [p])
+        state[tid] = 2
+
+    for tid in sorted(tax.terms):
+        if tid not in state:
+            visit(tid, [tid])
+    return found
+
+
+def check_hierarchy(tax: Taxonomy, where: str = "taxonomy.yaml") -> list[Issue]:
+    issues: list[Issue] = []
+
+    def bad(tid: str, kind: str, msg: str) -> None:
+        issues.append(Issue(f"{where}:{tid}", kind, msg))
+
+    for t in tax:
+        for rel in RELATIONS:
+            for p in getattr(t, rel):
+                if p not in tax.terms:
+                    bad(t.id, "unknown_term", f"{rel} names {p!r}, which is not a term id")
+                elif t.laterality and tax.terms[p].laterality not in (None, t.laterality):
+                    bad(t.id, "laterality", f"a {t.laterality} term cannot be {rel} the "
+                        f"{tax.terms[p].laterality} term {p!r}")
+        for side in ("left", "right"):
+            if t.id.endswith(f"_{side}") and t.laterality != side:
+                bad(t.id, "laterality", f"the id ends in _{side} but laterality is {t.laterality!r}")
+        for i, part in enumerate(t.partitions):
+            if len(set(part)) != len(part):
+                bad(t.id, "partition", f"partition {i} lists a term twice")
+            for m in part:
+                if m not in tax.terms:
+                    bad(t.id, "unknown_term", f"partition {i} names {m!r}, which is not a term id")
+                elif t.id not in tax.terms[m].part_of:
+                    bad(t.id, "partition", f"partition member {m!r} does not list {t.id!r} in its part_of")
+    for cyc in _cycles(tax):
+        bad(cyc[0], "cycle", "the hierarchy loops: " + " -> ".join(cyc))
+    for key, ids in sorted(tax.ambiguous_names().items()):
+        bad(ids[0], "ambiguous_name", f"the name {key!r} belongs to several terms: {ids}")
+    bags: dict[str, set[str]] = {}
+    from curator.taxonomy.normalize import bag_key
+
+    for t in tax:
+        for n in t.names():
+            bags.setdefault(bag_key(n), set()).add(t.id)
+    for key, bag in sorted(bags.items()):
+        if len(bag) > 1:
+            bad(min(bag), "ambiguous_bag", f"the words {key!r} (in any order) name several terms: "
+                f"{sorted(bag)}; such queries stay unresolved")
+    return issues

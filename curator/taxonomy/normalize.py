@@ -1,0 +1,82 @@
+"""Text normalisation for term look-up: case, punctuation, word order, abbreviations.
+
+Two keys are built for every name a term is known by (preferred name, synonyms, abbreviations,
+its id): the *exact* key (lower case, punctuation removed, a few word substitutions) and the
+*bag* key (the exact key's words singularised, stop words dropped, sorted), so "kidney_left",
+"Left Kidney", "rt kidney" and "kidney, right" all find their term.
+
+>>> exact_key("(ct) Lumbar vertebrae 3 (L3)")
+'lumbar vertebrae 3 l3'
+>>> bag_key("kidney_left") == bag_key("Left kidney")
+True
+>>> exact_key("rt kidney")
+'right kidney'
+>>> exact_key("OpticChiasm")
+'optic chiasm'
+"""
+
+from __future__ import annotations
+
+import re
+
+_PREFIX = re.compile(r"^\s*(?:\(\s*(?:ct|mr|mri|pet)\s*\)\s*|(?:ct|mr|mri|pet)_)", re.IGNORECASE)
+_SPLIT = re.compile(r"[^0-9a-z]+")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")  # "OpticChiasm" -> "Optic Chiasm"
+# whole-word substitutions applied to every key
+_WORDS = {"rt": "right", "lt": "left", "lft": "left", "rght": "right", "oesophagus": "esophagus",
+          "tumour": "tumor", "tumours": "tumors", "haemorrhage": "hemorrhage", "oedema": "edema",
+          "grey": "gray", "coeliac": "celiac", "ischaemic": "ischemic"}
+_ORDINALS = {"first": "1", "second": "2", "third": "3", "fourth": "4", "fifth": "5", "sixth": "6",
+             "seventh": "7", "eighth": "8", "ninth": "9", "tenth": "10", "eleventh": "11", "twelfth": "12",
+             "thirteenth": "13"}
+_ORDINAL_SUFFIX = re.compile(r"^(\d+)(?:st|nd|rd|th)$")
+_IRREGULAR = {"vertebrae": "vertebra", "atria": "atrium", "bronchi": "bronchus", "hippocampi": "hippocampus",
+              "thalami": "thalamus", "femora": "femur", "amygdalae": "amygdala", "cochleae": "cochlea",
+              "scapulae": "scapula", "humeri": "humerus", "mucosae": "mucosa", "emboli": "embolus",
+              "arteries": "artery", "cavities": "cavity", "ribs": "rib"}
+_STOP = {"of", "the"}
+_SIDE_LETTERS = {"l": "left", "r": "right"}
+
+
+def strip_prefix(name: str) -> str:
+    """Drop a SAT-style modality prefix: ``"(ct) liver"`` / ``"mri_liver"`` -> ``"liver"``."""
+    return _PREFIX.sub("", name, count=1)
+
+
+def words(name: str) -> list[str]:
+    """Lower-case words of ``name`` after prefix removal and word substitutions."""
+    out = []
+    for w in _SPLIT.split(_CAMEL.sub(" ", strip_prefix(name)).lower()):
+        if not w:
+            continue
+        w = _WORDS.get(w, w)
+        m = _ORDINAL_SUFFIX.match(w)
+        out.append(m.group(1) if m else _ORDINALS.get(w, w))
+    return out
+
+
+def exact_key(name: str) -> str:
+    """Case- and punctuation-insensitive key; word order still matters."""
+    return " ".join(words(name))
+
+
+def singular(word: str) -> str:
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def bag_key(name: str, expand_sides: bool = False) -> str:
+    """Word-order-, plural- and stop-word-insensitive key.
+
+    ``expand_sides`` also reads the single letters ``l``/``r`` as left/right (a fallback for
+    names such as ``"OpticNrv_L"``).
+    """
+    ws = [singular(w) for w in words(name) if w not in _STOP]
+    if expand_sides:
+        ws = [_SIDE_LETTERS.get(w, w) for w in ws]
+    return " ".join(sorted(ws))

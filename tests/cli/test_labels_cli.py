@@ -1,0 +1,69 @@
+"""``curator labels resolve|check|tree``, ``curator card --registry`` and ``sources list``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from curator.cli import app
+from curator.registry import load_registry
+from curator.registry.card import render_card
+from curator.taxonomy import load_taxonomy
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_resolve_prints_one_object_per_input() -> None:
+    r = runner.invoke(app, ["labels", "resolve", "rt kidney", "L3", "(ct) Liver", "not a thing", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == [
+        {"query": "rt kidney", "term_id": "kidney_right", "term": "right kidney"},
+        {"query": "L3", "term_id": "vertebra_l3", "term": "L3 vertebra"},
+        {"query": "(ct) Liver", "term_id": "liver", "term": "liver"},
+        {"query": "not a thing", "term_id": None, "term": None}]
+
+
+def test_check_passes_and_reports_problems_as_data(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["labels", "check", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert [p for p in json.loads(r.stdout) if p["severity"] == "error"] == []
+    bad = tmp_path / "Bad.yaml"
+    bad.write_text("name: Bad\nversion: '1'\nmodality: CT\nregion: moon\nlicence: Free for all\ncitation: see paper\n"
+                   "layout: [{image: '{case}.nii.gz'}]\nlabels: {values: {1: liver, 2: kidney of the moon}}\n")
+    r = runner.invoke(app, ["labels", "check", "--registry", str(bad), "--format", "json"])
+    assert r.exit_code == 1
+    kinds = {(p["where"].split(":")[0], p["kind"]) for p in json.loads(r.stdout) if p["severity"] == "error"}
+    assert {("Bad.yaml", "value"), ("Bad.yaml", "licence"), ("Bad.yaml", "citation"), ("Bad", "term_unknown")} <= kinds
+
+
+def test_tree_shows_parts_and_partitions() -> None:
+    r = runner.invoke(app, ["labels", "tree", "kidney and mass"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("kidney and mass") and any(line.startswith("    left kidney") for line in lines)
+    assert runner.invoke(app, ["labels", "tree", "no such organ"]).exit_code == 2
+
+
+def test_sources_list_json_covers_the_sat_ds_datasets() -> None:
+    r = runner.invoke(app, ["sources", "list", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert len(d) >= 72
+    for x in d:
+        assert x["licence"] and x["citation"].lstrip().startswith("@") and x["modality"] and x["region"] and x["layout"]
+        assert x["labels"]["values"] or x["labels"]["structures"], x["name"]
+
+
+def test_committed_dataset_card_is_current(tmp_path: Path) -> None:
+    out = tmp_path / "card.md"
+    r = runner.invoke(app, ["card", "--registry", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    assert text == render_card(load_registry(), load_taxonomy())
+    assert "| KiTS23 | CT | abdomen | 489 | 3 (+2 derived) | CC-BY-NC-SA-4.0 | KiTS23 |" in text
+    assert "**Forbid derivatives** (3): HAN_Seg, LAScarQS22_Task1, LAScarQS22_Task2." in text
+    assert (REPO / "DATASET_CARD.md").read_text() == text, "regenerate: python -m curator card --registry --out DATASET_CARD.md"
+    assert runner.invoke(app, ["card"]).exit_code == 2

@@ -1,0 +1,187 @@
+"""Harmonize: label maps to terms, derived terms, unmapped values, absent vs not annotated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from curator.config import PipelineConfig
+from curator.harmonize.core import case_rows, term_plans
+from curator.harmonize.mapping import build_mapping, raw_value_terms
+from curator.pipeline import run_pipeline
+from curator.registry import load_registry
+from curator.registry.spec import parse_spec
+from curator.taxonomy import load_taxonomy
+from curator.testing.native import write_tree
+from curator.workspace import Workspace
+
+TAX = load_taxonomy()
+
+
+def spec_of(**kw: Any) -> Any:
+    d = {"name": "Toy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+         "citation": "@misc{toy, title={toy}}", "layout": [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}],
+         **kw}
+    spec, issues = parse_spec(d, "Toy.yaml")
+    assert spec is not None, issues
+    return spec
+
+
+def test_raw_value_terms_lists_base_and_derived_terms() -> None:
+    kits = raw_value_terms(load_registry().get("KiTS23"), TAX)
+    assert kits == {1: ["kidney", "kidney_and_mass"], 2: ["kidney_tumor", "kidney_and_mass", "kidney_mass"],
+                    3: ["kidney_cyst", "kidney_and_mass", "kidney_mass"]}
+    segrap = raw_value_terms(load_registry().get("SegRap2023_Task1"), TAX, include_derived=False)
+    assert segrap[6] == ["temporal_lobe_left", "hippocampus_left", "brain"]  # an explicit overlap class
+    ts = raw_value_terms(load_registry().get("TotalSegmentator_Vertebrae"), TAX)
+    assert set(ts["sacrum"]) == {"sacrum", "vertebrae"}
+    assert set(ts["vertebrae_L6" if "vertebrae_L6" in ts else "vertebrae_L5"]) >= {"vertebra_l5", "lumbar_vertebrae", "vertebrae"}
+
+
+def test_unknown_term_names_are_issues_not_crashes() -> None:
+    m, issues = build_mapping(spec_of(labels={"values": {1: "liver", 2: "kidney of the moon"}}), TAX)
+    assert dict(m.values) == {1: ("liver",)}
+    assert [i.kind for i in issues] == ["term_unknown"]
+
+
+def test_label_map_rows_unmapped_ignored_and_optional_values() -> None:
+    spec = spec_of(labels={"values": {1: "left kidney", 2: "right kidney", 9: "sacrum"}, "ignore": [255]},
+                   annotates=["left kidney", "right kidney"])
+    m, _ = build_mapping(spec, TAX)
+    plans = term_plans(m, TAX)
+    rows, unmapped = case_rows(plans, {("", 1): 5, ("", 7): 3, ("", 255): 4}, known_values=m.values, known_keys=[],
+                               ignore=m.ignore, encoding="label_map", voxel_ml=0.5)
+    by = {r["term_id"]: r for r in rows}
+    assert unmapped == [("", 7, 3)]  # never silently dropped; 255 is declared `ignore`
+    assert by["kidney_left"]["present"] and by["kidney_left"]["volume_ml"] == 2.5
+    assert not by["kidney_right"]["present"] and by["kidney_right"]["annotated"]  # annotated but absent
+    assert by["kidney"]["derived"] and by["kidney"]["voxels"] == 5 and by["kidney"]["raw_values"] == [1, 2]
+    assert "sacrum" not in by  # mapped but not annotated, and absent: no row
+    rows2, _ = case_rows(plans, {("", 9): 2}, known_values=m.values, known_keys=[], ignore=m.ignore,
+                         encoding="label_map", voxel_ml=1.0)
+    sac = next(r for r in rows2 if r["term_id"] == "sacrum")
+    assert sac["present"] and not sac["annotated"]
+
+
+def test_per_structure_missing_file_means_not_annotated() -> None:
+    spec = spec_of(layout=[{"image": "{case}/ct.nii.gz", "label": "{case}/seg/{structure}.nii.gz"}],
+                   labels={"encoding": "per_structure", "structures": {"kl": "left kidney", "kr": "right kidney",
+                                                                        "liv": "liver"}})
+    m, _ = build_mapping(spec, TAX)
+    both = term_plans(m, TAX, ["kl", "kr"])  # liv.nii.gz does not exist in this case
+    calls: list[list[str]] = []
+
+    def union(keys: list[str]) -> int:
+        calls.append(keys)
+        return 7
+
+    rows, unmapped = case_rows(both, {("kl", 1): 4, ("kr", 1): 5, ("extra", 1): 1}, known_values=[],
+                               known_keys=m.structures, ignore=[], encoding="per_structure", voxel_ml=1.0, union=union)
+    by = {r["term_id"]: r for r in rows}
+    assert "liver" not in by  # no file: not annotated (SAT-DS would have written an empty channel)
+    assert by["kidney"]["voxels"] == 7 and calls == [["kl", "kr"]]  # overlapping files: counted by re-reading
+    assert by["kidney"]["label_keys"] == ["kl", "kr"]
+    assert unmapped == [("extra", 1, 1)]
+    left_only = term_plans(m, TAX, ["kl", "liv"])
+    rows, _ = case_rows(left_only, {("kl", 1): 4}, known_values=[], known_keys=m.structures, ignore=[],
+                        encoding="per_structure", voxel_ml=1.0)
+    by = {r["term_id"]: r for r in rows}
+    assert "kidney" not in by and "kidney_right" not in by  # half a partition: nothing derived
+    assert by["liver"]["present"] is False  # the file exists but is empty: annotated, absent
+
+
+def toy_yaml(tmp: Path, layout: str, labels: str) -> Path:
+    """A one-off dataset YAML (name Toy) with the given layout entry and labels block."""
+    yml = tmp / "Toy.yaml"
+    yml.write_text(f"""name: Toy
+version: "1"
+modality: CT
+region: abdomen
+licence: CC-BY-4.0
+citation: "@misc{{toy, title={{toy}}}}"
+layout:
+  - {layout}
+labels:
+{labels}
+""")
+    return yml
+
+
+def _run(tmp: Path, files: list[tuple[str, str, Any]], dataset: str, registry: list[str] = ()) -> Workspace:
+    write_tree(tmp / "raw", files)
+    cfg = PipelineConfig.from_dict({"workspace": str(tmp / "ws"), "registry": list(registry),
+                                    "sources": [{"dataset": dataset, "root": str(tmp / "raw")}],
+                                    "executor": {"kind": "local", "workers": 1, "progress": False}})
+    run_pipeline(cfg, stages=["ingest", "harmonize"], release=False)
+    return Workspace(tmp / "ws")
+
+
+def test_stage_reports_unmapped_values_and_keeps_the_case(tmp_path: Path) -> None:
+    yml = toy_yaml(tmp_path, '{image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}', "  values: {1: liver}")
+    ws = _run(tmp_path, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1, 7))], "Toy", [str(yml)])
+    probs = ws.read_table("problems__harmonize").to_pylist()
+    assert [(p["kind"], p["severity"], p["path"]) for p in probs] == [("label_unmapped", "warning", "Toy:lab/a.nii.gz")]
+    assert "raw value 7" in probs[0]["message"] and "What to do" in probs[0]["message"]
+    labels = ws.read_table("labels").to_pylist()
+    assert [(r["term_id"], r["present"], r["modality"]) for r in labels] == [("liver", True, "CT")]
+
+
+def test_stage_output_is_deterministic(tmp_path: Path) -> None:
+    files = [("dataset/case_00000/imaging.nii.gz", "image", ()), ("dataset/case_00000/segmentation.nii.gz", "label", (1, 2)),
+             ("dataset/case_00001/imaging.nii.gz", "image", ()), ("dataset/case_00001/segmentation.nii.gz", "label", (3,))]
+    a = _run(tmp_path / "a", files, "KiTS23").read_table("labels")
+    b = _run(tmp_path / "b", files, "KiTS23").read_table("labels")
+    assert a.equals(b) and a.num_rows == 10
+    rows = {(r["case_id"], r["term_id"]): r for r in a.to_pylist()}
+    assert not rows[("KiTS23__case_00001", "kidney")]["present"]  # annotated, absent
+    assert rows[("KiTS23__case_00001", "kidney_and_mass")]["present"]
+
+
+@pytest.mark.real
+def test_real_kits23_counts_equal_direct_counts(real_copy: Any, tmp_path: Path) -> None:
+    import nibabel as nib
+
+    cases = ["case_00087", "case_00121", "case_00153"]  # 00087 has no cyst
+    for c in cases:
+        real_copy(f"kits23/dataset/{c}")
+    root = tmp_path / "real" / "kits23"
+    cfg = PipelineConfig.from_dict({"workspace": str(tmp_path / "ws"), "sources": [{"dataset": "KiTS23", "root": str(root)}],
+                                    "executor": {"kind": "local", "workers": 1, "progress": False}})
+    run_pipeline(cfg, stages=["ingest", "harmonize"], release=False)
+    labels = {(r["case_id"], r["term_id"]): r for r in Workspace(tmp_path / "ws").read_table("labels").to_pylist()}
+    for c in cases:
+        seg = np.asarray(nib.load(root / "dataset" / c / "segmentation.nii.gz").dataobj)
+        expect = {"kidney": seg == 1, "kidney_tumor": seg == 2, "kidney_cyst": seg == 3,
+                  "kidney_mass": (seg == 2) | (seg == 3), "kidney_and_mass": seg > 0}
+        got = {t: labels[(f"KiTS23__{c}", t)] for t in expect}
+        assert {t: r["voxels"] for t, r in got.items()} == {t: int(m.sum()) for t, m in expect.items()}
+        assert {t: r["present"] for t, r in got.items()} == {t: bool(m.any()) for t, m in expect.items()}
+        assert got["kidney_and_mass"]["derived"] and not got["kidney"]["derived"]
+        assert {t for (cid, t) in labels if cid == f"KiTS23__{c}"} == set(expect)
+
+
+@pytest.mark.parametrize("overlap", [0, 6])
+def test_structure_unions_sum_without_overlap_and_reread_with_it(tmp_path: Path, overlap: int) -> None:
+    from curator.testing.layouts import save_nifti
+    from curator.testing.native import GEOMETRY, image_array
+
+    yml = toy_yaml(tmp_path, '{image: "{case}/ct.nii.gz", label: "{case}/seg/{structure}.nii.gz"}',
+                   "  encoding: per_structure\n  structures: {kl: left kidney, kr: right kidney}")
+    raw = tmp_path / "raw" / "s1"
+    left, right = (np.zeros(GEOMETRY.shape, np.uint8) for _ in range(2))
+    left.reshape(-1)[:40] = 1
+    right.reshape(-1)[40 - overlap:70] = 1
+    save_nifti(raw / "ct.nii.gz", image_array(0), GEOMETRY)
+    save_nifti(raw / "seg" / "kl.nii.gz", left, GEOMETRY)
+    save_nifti(raw / "seg" / "kr.nii.gz", right, GEOMETRY)
+    cfg = PipelineConfig.from_dict({"workspace": str(tmp_path / "ws"), "registry": [str(yml)],
+                                    "sources": [{"dataset": "Toy", "root": str(tmp_path / "raw")}],
+                                    "executor": {"kind": "local", "workers": 1, "progress": False}})
+    run_pipeline(cfg, stages=["ingest", "harmonize"], release=False)
+    ws = Workspace(tmp_path / "ws")
+    assert ws.read_table("cases").column("label_overlap_voxels").to_pylist() == [overlap]
+    by = {r["term_id"]: r["voxels"] for r in ws.read_table("labels").to_pylist()}
+    assert by == {"kidney_left": 40, "kidney_right": 30 + overlap, "kidney": 70}

@@ -1,0 +1,106 @@
+"""Registry format extensions: value bands, declared fixes, structure filtering, split files and
+``{split}`` placeholders, fixed-sequence entries, slice folders and MAT masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from curator.errors import GeometryError
+from curator.io.formats import read_volume
+from curator.io.volume import Volume
+from curator.registry.fixes import apply_array_fixes, apply_label_fixes, validate_fixes
+from curator.registry.layout import discover
+from curator.registry.spec import parse_spec
+from curator.testing.native import GEOMETRY, label_array, save_mat, save_slices, write_tree
+
+
+def spec(**kw: Any) -> tuple[Any, list[Any]]:
+    d = {"name": "Toy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+         "citation": "@misc{toy, title={toy}}", "layout": [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}],
+         "labels": {"values": {1: "liver"}}, **kw}
+    return parse_spec(d, "Toy.yaml")
+
+
+def test_value_bands_expand_and_are_checked() -> None:
+    s, issues = spec(labels={"values": {"55-57": "liver", 3: "spleen"}, "ignore": ["250-251"]})
+    assert issues == [] and s.labels.values == {55: ("liver",), 56: ("liver",), 57: ("liver",), 3: ("spleen",)}
+    assert s.labels.ignore == (250, 251) and {0, 3, 55, 250} <= s.labels.declared_values()
+    _, issues = spec(labels={"values": {"70-55": "liver", "5": "liver", 5: "spleen", "x": "lung"}})
+    assert sorted(i.kind for i in issues) == ["duplicate", "value", "value"]
+
+
+def test_fixes_are_validated() -> None:
+    assert validate_fixes({"label_flip": {"axes": [0, 2], "reason": "r"}}) == []
+    bad = validate_fixes({"label_spin": {}, "label_rot90": {"k": 1, "axes": [0]}, "intensity_offset": {"value": "x"},
+                          "label_flip": {"axes": [3], "when": "("}, "label_geometry": {"from": "label"}})
+    kinds = sorted(k for _, k, _ in bad)
+    assert kinds == ["regex", "type", "unknown_key", "value", "value", "value"]
+    _, issues = spec(fixes={"label_flip": {}})
+    assert [i.kind for i in issues] == ["missing"]
+
+
+def test_array_fixes_flip_rotate_and_offset_without_wrapping() -> None:
+    a = np.arange(8, dtype=np.uint16).reshape(2, 2, 2)
+    assert np.array_equal(apply_array_fixes(a, {"label_flip": {"axes": [2]}}, "label", "x"), a[:, :, ::-1])
+    rot = apply_array_fixes(a, {"label_rot90": {"k": -1, "axes": [0, 1]}}, "label", "x")
+    assert np.array_equal(rot, np.rot90(a, -1, (0, 1)))
+    off = apply_array_fixes(a, {"intensity_offset": {"value": -1000, "when": "^KiTS/"}}, "image", "KiTS/K1.nrrd")
+    assert off.min() == -1000 and off.dtype == np.int32
+    same = apply_array_fixes(a, {"intensity_offset": {"value": -1000, "when": "^KiTS/"}}, "image", "Dongyang/D1.nrrd")
+    assert same is a  # `when` does not match: untouched
+
+
+def test_label_geometry_from_image() -> None:
+    from curator.io.volume import Geometry
+
+    lab = Volume(label_array((1,)), Geometry.from_affine(GEOMETRY.shape, np.eye(4)))
+    fixed = apply_label_fixes(lab, {"label_geometry": {"from": "image"}}, "x.mat", GEOMETRY)
+    assert fixed.geometry == GEOMETRY and np.array_equal(fixed.array, lab.array)
+    other = Geometry.from_affine((8, 8, 5), np.eye(4))
+    with pytest.raises(GeometryError):
+        apply_label_fixes(lab, {"label_geometry": {"from": "image"}}, "x.mat", other)
+
+
+def test_other_structures_ignore_restricts_the_structure_placeholder(tmp_path: Path) -> None:
+    files = [("s1/ct.nii.gz", "image", ()), ("s1/seg/liver.nii.gz", "label", (1,)), ("s1/seg/face.nii.gz", "label", (1,))]
+    write_tree(tmp_path, files)
+    lay = [{"image": "{case}/ct.nii.gz", "label": "{case}/seg/{structure}.nii.gz"}]
+    for other, keys in (("ignore", ["liver"]), ("problem", ["face", "liver"])):
+        s, issues = spec(layout=lay, labels={"encoding": "per_structure", "structures": {"liver": "liver"},
+                                             "other_structures": other})
+        cases, probs = discover(s, tmp_path)
+        assert issues == [] and probs == [] and [k for k, _ in cases[0].labels] == keys
+
+
+def test_split_placeholder_split_file_and_fixed_sequences(tmp_path: Path) -> None:
+    write_tree(tmp_path, [("dataset-01training/a/ct.nii.gz", "image", ()), ("dataset-03test/b/ct.nii.gz", "image", ()),
+                          ("P1/data.nii.gz", "image", ()), ("P2/data.nii.gz", "image", ()),
+                          ("splits.json", "text", json.dumps({"training": ["P1"], "testing": ["P2"]})),
+                          ("m/c1/in/x.nii.gz", "image", ()), ("m/c1/out/x.nii.gz", "image", ())])
+    s, _ = spec(layout=[{"image": "dataset-0{n}{split}/{case}/ct.nii.gz"}], patterns={"n": r"\d", "split": "training|test"})
+    assert {c.source_case: c.split for c in discover(s, tmp_path)[0]} == {"a": "train", "b": "test"}
+    s, _ = spec(layout=[{"image": "{case}/data.nii.gz"}], patterns={"case": r"P\d"},
+                official_split={"summary": "file", "file": "splits.json"})
+    assert {c.source_case: c.split for c in discover(s, tmp_path)[0]} == {"P1": "train", "P2": "test"}
+    s, _ = spec(layout=[{"image": "m/{case}/in/x.nii.gz", "sequence": "in"}, {"image": "m/{case}/out/x.nii.gz", "sequence": "out"}],
+                sequences={"in": "MR", "out": "MR"})
+    cases, probs = discover(s, tmp_path)
+    assert probs == [] and [(c.case_id, c.sequence, c.modality) for c in cases] == [("Toy__c1__in", "in", "MR"),
+                                                                                   ("Toy__c1__out", "out", "MR")]
+
+
+def test_slice_folders_and_mat_masks_read_as_volumes(tmp_path: Path) -> None:
+    lab = label_array((63, 126, 252), shape=(8, 6, 12))  # 12 slices: "10" sorts before "2" as text
+    save_slices(tmp_path / "Ground", lab, stem="liver_GT")
+    for k in range(lab.shape[2]):  # natural order: liver_GT_2 before liver_GT_10
+        (tmp_path / "Ground" / f"liver_GT_{k:03d}.png").rename(tmp_path / "Ground" / f"liver_GT_{k}.png")
+    vol = read_volume(tmp_path / "Ground", role="label")
+    assert np.array_equal(vol.array, lab) and vol.meta["no_geometry"]
+    save_mat(tmp_path / "PAT001.mat", lab.astype(np.uint8))
+    vol = read_volume(tmp_path / "PAT001.mat", role="label")
+    assert np.array_equal(vol.array, lab) and vol.meta["variable"] == "Mask"

@@ -1,0 +1,146 @@
+"""The taxonomy: coverage of SAT-DS and TotalSegmentator names, the resolver, the hierarchy checks,
+derived terms and immutability."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from curator.taxonomy import load_taxonomy, parse_taxonomy
+
+DATA = Path(__file__).parent / "data"
+
+
+def _names() -> dict[str, Any]:
+    return json.loads((DATA / "satds_class_names.json").read_text())
+
+
+def test_resolves_at_least_99_percent_of_satds_class_names() -> None:
+    tax = load_taxonomy()
+    d = _names()
+    for key in ("names", "spellings", "terminology_list_keys"):
+        names = d[key]
+        unresolved = [n for n in names if tax.resolve(n) is None]
+        rate = 1 - len(unresolved) / len(names)
+        assert rate >= 0.99, (key, rate, unresolved[:20])
+
+
+def test_resolves_every_totalsegmentator_class() -> None:
+    tax = load_taxonomy()
+    ts = json.loads((DATA / "totalsegmentator_classes.json").read_text())
+    names = ts["total"] + ts["total_mr"]
+    assert len(ts["total"]) == 117 and len(ts["total_mr"]) == 50
+    assert [n for n in names if tax.resolve(n) is None] == []
+
+
+@pytest.mark.parametrize(("query", "term_id"), [
+    ("L3", "vertebra_l3"), ("IVC", "inferior_vena_cava"), ("rt kidney", "kidney_right"), ("lt kidney", "kidney_left"),
+    ("(ct) left kidney", "kidney_left"), ("(mri) Liver", "liver"), ("ct_liver", "liver"), ("kidney_left", "kidney_left"),
+    ("Kidney, Left", "kidney_left"), ("lung_upper_lobe_left", "lung_upper_lobe_left"), ("left upper lobe", "lung_upper_lobe_left"),
+    ("lumbar vertebrae 3 (l3)", "vertebra_l3"), ("third lumbar vertebra", "vertebra_l3"), ("vertebrae_S1", "vertebra_s1"),
+    ("rib_left_12", "rib_left_12"), ("left 12th rib", "rib_left_12"), ("head of left femur", "femoral_head_left"),
+    ("heart_myocardium", "myocardium"), ("clavicula_right", "clavicle_right"), ("iliac_vena_left", "iliac_vein_left"),
+    ("bronchie", "bronchi"), ("thyroid", "thyroid_gland"), ("rib cartilage", "costal_cartilages"),
+    ("Left Anterior eyeball", "eyeball_anterior_left"), ("Parotid_L", "parotid_gland_left"), ("OpticChiasm", "optic_chiasm"), ("SpinalCord", "spinal_cord"), ("kidney and masses", "kidney_and_mass"),
+    ("whole tumor", "brain_tumor"), ("ET", "enhancing_brain_tumor"), ("liver tumour", "liver_tumor"),
+    ("portal vein and splenic vein", "portal_vein_and_splenic_vein"), ("splenic vein and portal vein", "portal_vein_and_splenic_vein"),
+])
+def test_resolver_handles_synonyms_case_order_and_abbreviations(query: str, term_id: str) -> None:
+    t = load_taxonomy().resolve(query)
+    assert t is not None and t.id == term_id
+
+
+@pytest.mark.parametrize("query", ["", "   ", "zzz", "kidney of the moon", "left"])
+def test_unknown_names_do_not_resolve(query: str) -> None:
+    assert load_taxonomy().resolve(query) is None
+
+
+def test_bundled_taxonomy_has_no_problems() -> None:
+    from curator.taxonomy import read_taxonomy
+
+    tax, issues = read_taxonomy()
+    assert tax is not None and len(tax) > 500
+    assert issues == []
+
+
+def _tax(terms: list[dict[str, Any]]) -> tuple[Any, list[Any]]:
+    return parse_taxonomy({"regions": ["abdomen"], "categories": ["organ"], "terms": terms})
+
+
+def _t(tid: str, name: str, **kw: Any) -> dict[str, Any]:
+    return {"id": tid, "name": name, "category": "organ", "region": "abdomen", **kw}
+
+
+def test_check_finds_laterality_cycles_unknown_parents_partitions_and_ambiguity() -> None:
+    _, issues = _tax([
+        _t("kidney", "kidney", partitions=[["kidney_left", "kidney_right"]]),
+        _t("kidney_left", "left kidney", laterality="left", part_of=["kidney_right"]),  # left part of right
+        _t("kidney_right", "right kidney", laterality="right"),  # not part_of kidney: partition broken
+        _t("a", "a organ", part_of=["b"]), _t("b", "b organ", part_of=["a"]),  # cycle
+        _t("c", "c organ", part_of=["nowhere"], synonyms=["a organ"]),  # unknown parent, ambiguous name
+        _t("d_left", "d", laterality="right"),
+    ])
+    kinds = {i.kind for i in issues}
+    assert {"laterality", "cycle", "unknown_term", "partition", "ambiguous_name"} <= kinds
+    assert any("d_left" in i.loc and i.kind == "laterality" for i in issues)
+
+
+def test_ambiguous_words_stay_unresolved() -> None:
+    tax, _ = _tax([_t("x", "alpha beta"), _t("y", "gamma", synonyms=["beta alpha"])])
+    assert tax.resolve("alpha beta").id == "x"  # exact key wins
+    assert tax.resolve("beta, alpha").id == "y"
+    assert tax.resolve("alpha  beta gamma") is None
+    tax2, issues2 = _tax([_t("x", "alpha beta"), _t("y", "alphas betas")])
+    assert tax2.resolve("beta alpha") is None  # two terms equal up to order/plural: refuse to guess
+    assert any(i.kind == "ambiguous_bag" for i in issues2)
+
+
+def test_derived_terms_follow_partitions() -> None:
+    tax = load_taxonomy()
+    assert tax.derived({"kidney_left", "kidney_right"}) == {"kidney": ("kidney_left", "kidney_right")}
+    assert tax.derived({"kidney_left"}) == {}  # half a partition derives nothing
+    kits = tax.derived({"kidney", "kidney_tumor", "kidney_cyst"})
+    assert kits == {"kidney_and_mass": ("kidney", "kidney_cyst", "kidney_tumor"),
+                    "kidney_mass": ("kidney_cyst", "kidney_tumor")}
+    lumbar = [f"vertebra_l{i}" for i in range(1, 7)]
+    assert tax.derived(lumbar)["lumbar_vertebrae"] == tuple(sorted(lumbar))  # L6 joins the union
+    spine = [f"vertebra_{c}{i}" for c, n in (("c", 7), ("t", 12), ("l", 5)) for i in range(1, n + 1)]
+    d = tax.derived(spine, mapped=["sacrum"])
+    assert "sacrum" in d["vertebrae"] and "sacrum" not in d
+    assert "vertebrae" not in tax.derived(spine[7:], mapped=["sacrum"])  # no cervical spine: incomplete
+    covid = tax.derived({"lung_left", "lung_right", "covid19_infection"})
+    assert covid["lung"] == ("covid19_infection", "lung_left", "lung_right")  # a lesion painted over its organ
+
+
+def test_hierarchy_helpers() -> None:
+    tax = load_taxonomy()
+    assert tax.parents("kidney_left") == ("kidney",)
+    assert "kidney_left" in tax.children("kidney")
+    assert tax.ancestors("liver_segment_2") == ["liver_left_lobe", "liver"]
+    assert set(tax.descendants("liver_left_lobe")) == {"liver_segment_2", "liver_segment_3", "liver_segment_4"}
+    assert "tumor" in tax.ancestors("kidney_tumor", relation="is_a")
+    assert tax.term("kidney_left").laterality == "left"
+    with pytest.raises(KeyError, match="kidney_left"):
+        tax.term("kidney_lft")
+
+
+def test_prompt_renders_term_and_modality() -> None:
+    tax = load_taxonomy()
+    assert tax.prompt("kidney_left", "CT") == "(ct) left kidney"
+    assert tax.prompt(tax.term("liver"), "MR") == "(mri) liver"
+    assert tax.prompt("rt kidney", "PET") == "(pet) right kidney"
+
+
+def test_taxonomy_is_cached_and_frozen() -> None:
+    tax = load_taxonomy()
+    assert load_taxonomy() is tax
+    with pytest.raises(TypeError):
+        tax.terms["new"] = tax.term("liver")  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tax.term("liver").name = "hepar"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tax.version = "2"  # type: ignore[misc]
