@@ -8,7 +8,19 @@ from pathlib import Path
 
 import pytest
 
-REAL = Path(os.environ.get("CURATOR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+def _find_real() -> Path:
+    """$CURATOR_REAL_DATA, else the nearest ``shared/data/real`` beside an ancestor (../shared)."""
+    if os.environ.get("CURATOR_REAL_DATA"):
+        return Path(os.environ["CURATOR_REAL_DATA"])
+    here = Path(__file__).resolve()
+    for parent in here.parents[1:]:
+        cand = parent / "shared" / "data" / "real"
+        if cand.is_dir():
+            return cand
+    return here.parents[2] / "shared" / "data" / "real"
+
+
+REAL = _find_real()
 
 
 @pytest.fixture(scope="session")
