@@ -88,7 +88,7 @@ class Config:
     """Base of every config: strict ``from_dict``, canonical ``to_dict``, stable hash."""
 
     @classmethod
-    def from_dict(cls: type[T], d: dict[str, Any] | None, *, where: str | None = None) -> T:
+    def from_dict(cls, d: dict[str, Any] | None, *, where: str | None = None) -> typing.Self:
         d = dict(d or {})
         where = where or cls.__name__
         hints = typing.get_type_hints(cls)
@@ -124,7 +124,7 @@ class Config:
                 d.pop(f.name, None)
         return sha256_json({"type": type(self).__name__, "config": d})[:16]
 
-    def replace(self: T, **changes: Any) -> T:
+    def replace(self, **changes: Any) -> typing.Self:
         return dataclasses.replace(self, **changes)
 
 
@@ -137,7 +137,7 @@ def nohash(default: Any) -> Any:
 class StageConfig(Config):
     """Settings every stage has."""
 
-    on_bad_case: OnBadCase = nohash("warn")
+    on_bad_case: OnBadCase = nohash("warn")  # noqa: RUF009 - a dataclass field(), not a call result
     enabled: bool = nohash(True)
 
 

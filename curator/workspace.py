@@ -31,7 +31,12 @@ import pyarrow.parquet as pq
 
 from curator.errors import CuratorError as CuratorErrorBase
 from curator.errors import WorkspaceError
-from curator.io.fsutil import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temporaries
+from curator.io.fsutil import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
 
 FORMAT_VERSION = 1
 
@@ -143,7 +148,7 @@ class Workspace:
     def read_case_result(self, stage: str, case_id: str) -> dict[str, Any] | None:
         p = self.case_result_path(stage, case_id)
         try:
-            return json.loads(p.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+            return json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError):

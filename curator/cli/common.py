@@ -56,7 +56,7 @@ def handle_errors(fn: F) -> F:
         except CuratorError as e:
             err.print(f"[bold red]error[/] {escape(f'[{e.kind}] {e}')}", highlight=False)
             raise typer.Exit(2) from None
-        except Exception as e:  # noqa: BLE001 - last line of defence for users
+        except Exception as e:
             if _DEBUG["on"]:
                 raise
             err.print(f"[bold red]internal error[/] {escape(f'{type(e).__name__}: {e}')}\n"

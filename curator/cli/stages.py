@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -23,7 +22,7 @@ class DefaultRunGroup(TyperGroup):
     """A group whose first argument, when not a subcommand, goes to its ``run`` command:
     ``curator ingest pipeline.yaml`` == ``curator ingest run pipeline.yaml``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer vendors its own click
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)

@@ -15,8 +15,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.io.volume import Geometry
-from curator.testing.layouts import (PLANTED_PHI, save_nifti, write_dicom_series, write_kits_case,
-                                     write_msd_task, write_totalseg_case)
+from curator.testing.layouts import (
+    PLANTED_PHI,
+    save_nifti,
+    write_dicom_series,
+    write_kits_case,
+    write_msd_task,
+    write_totalseg_case,
+)
 from curator.testing.perturb import crop, flip_axis, resample_nearest
 from curator.testing.phantoms import Subject, grid, remap, render, structure_masks
 

@@ -114,7 +114,8 @@ def safe_metadata(ds: Dataset) -> dict[str, Any]:
     for keyword, name in SAFE_KEYWORDS.items():
         if keyword not in ds:
             continue
-        value = ds.data_element(keyword).value
+        elem = ds.data_element(keyword)
+        value = elem.value if elem is not None else None
         if value in (None, ""):
             continue
         if isinstance(value, pydicom.multival.MultiValue):

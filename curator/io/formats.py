@@ -136,7 +136,7 @@ def read_volume(
     except MemoryError as e:
         raise InputError("too_large", "not enough memory to read the volume", path=str(p),
                          remedy="run with fewer workers or on a machine with more memory") from e
-    except Exception as e:  # noqa: BLE001 - a third-party parser failed on malformed bytes
+    except Exception as e:
         raise InputError("corrupt_file", f"the file cannot be decoded ({type(e).__name__}: {str(e)[:160]})",
                          path=str(p), remedy="download the file again or re-export it") from e
 

@@ -138,9 +138,8 @@ def _fsync_dir(d: Path) -> None:
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:

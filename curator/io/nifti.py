@@ -56,7 +56,7 @@ def _check_raw_spacing(path: Path) -> None:
     pixdim (no sform/qform) with a zero or negative spacing is refused instead."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:  # type: ignore[operator]
+        with opener(path, "rb") as f:
             hdr = nib.Nifti1Header.from_fileobj(f, check=False)
     except Exception:  # noqa: BLE001 - the full load below reports unreadable headers
         return
@@ -69,7 +69,7 @@ def _check_raw_spacing(path: Path) -> None:
 
 def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int) -> Volume:
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, ValueError, struct.error) as e:
         raise InputError("corrupt_file", f"nibabel cannot parse the header ({e})", path=str(path),
                          remedy="download the file again or re-export it as NIfTI") from e

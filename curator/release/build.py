@@ -69,7 +69,7 @@ def _load_step(ref: str) -> Callable[[ReleaseBuilder], None] | None:
         if e.name and (module == e.name or module.startswith(e.name + ".")):
             return None  # step not installed
         raise
-    return getattr(mod, fn)  # type: ignore[no-any-return]
+    return getattr(mod, fn)
 
 
 def collect_tables(ctx: Context) -> dict[str, pa.Table]:

@@ -41,7 +41,7 @@ class Release:
 
     @functools.cached_property
     def info(self) -> dict[str, Any]:
-        return json.loads((self.path / "release.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        return json.loads((self.path / "release.json").read_text(encoding="utf-8"))
 
     def table_names(self) -> list[str]:
         return sorted(p.stem for p in self.path.glob("*.parquet"))

@@ -11,8 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from curator import __version__
 from curator.errors import StageError, WorkspaceError
@@ -72,7 +78,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     missing = [t for t in stage_cls.requires if not ws.has_table(t)]
     if missing:
         raise StageError("stage_error", f"stage {stage_cls.name} needs table(s) {missing}",
-                         remedy=f"run the stage(s) that write them first (e.g. `curator run`)")
+                         remedy="run the stage(s) that write them first (e.g. `curator run`)")
     tasks = stage.plan()
     _check_unique(stage_cls.name, tasks)
     report.planned = len(tasks)

@@ -144,7 +144,7 @@ def load_stage_class(ref: str) -> type[Stage]:
     obj: Any = importlib.import_module(module)
     for part in qual.split("."):
         obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: CaseEnv) -> CaseResult:

@@ -18,7 +18,7 @@ def _texts(p: Path) -> list[bytes]:
             t = pq.read_table(p)
             out.append(json.dumps(t.to_pylist(), default=str).encode())
             out.append(str(t.schema.metadata).encode())
-        except Exception:  # noqa: BLE001 - unreadable files are still scanned as bytes
+        except Exception:  # noqa: BLE001, S110 - unreadable files are still scanned as bytes
             pass
     if raw[:2] == b"\x1f\x8b":
         try:

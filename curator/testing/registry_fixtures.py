@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -66,7 +67,7 @@ def msd(stem: str, train: dict[str, tuple[int, ...]], test: list[str], modality:
     return files
 
 
-def ts_case(sid: str, structures: list[str], distractors: list[str] = ()) -> list[F]:
+def ts_case(sid: str, structures: list[str], distractors: Sequence[str] = ()) -> list[F]:
     return [I(f"{sid}/ct.nii.gz")] + [M(f"{sid}/segmentations/{s}.nii.gz") for s in structures] + \
         [X(M(f"{sid}/segmentations/{s}.nii.gz")) for s in distractors]
 
