@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 from curator import __version__
 from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_write_json, sha256_file, sha256_json
+from curator.release.integrity import record_stores
+from curator.release.lineage import lineage, resolve_parent
 from curator.runner.context import Context
 from curator.schema import schema_version, table_schema, to_arrow
 from curator.workspace import write_parquet
@@ -50,6 +52,7 @@ class ReleaseBuilder:
     staging: Path
     tables: dict[str, pa.Table] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # merged into release.json
+    parent: Path | None = None  # the parent release folder (lineage.resolve_parent)
 
     @property
     def version(self) -> str:
@@ -104,7 +107,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        b = ReleaseBuilder(ctx, staging, collect_tables(ctx))
+        b = ReleaseBuilder(ctx, staging, collect_tables(ctx), parent=resolve_parent(ctx))
         for ref in steps if steps is not None else RELEASE_STEPS:
             fn = _load_step(ref)
             if fn is not None:
@@ -127,6 +130,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
 def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     ctx, staging = b.ctx, b.staging
     rc = ctx.config.release
+    stores = record_stores(staging)  # writes stores/SHA256SUMS, listed in `files` below
     files: dict[str, str] = {}
     for p in sorted(staging.rglob("*")):
         rel = p.relative_to(staging).as_posix()
@@ -140,20 +144,24 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     pipeline.pop("workspace", None)
     for s in pipeline.get("sources", []):
         s["root"] = Path(s["root"]).name  # no machine paths in a published file
+        if s["dataset"].endswith((".yaml", ".yml")):
+            s["dataset"] = Path(s["dataset"]).name
+    pipeline["registry"] = [Path(r).name for r in pipeline.get("registry", [])]
     pipeline.get("release", {}).pop("root", None)
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
                 for n, s in sorted(ctx.sources.items())}
     inputs = sorted(x for x in (b.tables["cases"].column("image_sha256").to_pylist()
                                 + b.tables["cases"].column("label_sha256").to_pylist()) if x)
     out = {
-        "collection": rc.collection, "version": rc.version, "parent_version": rc.parent,
+        "collection": rc.collection, "version": rc.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": __version__, "schema_version": schema_version(),
         "pipeline_config": pipeline, "pipeline_config_hash": ctx.config.config_hash(),
         "stages": stage_info, "registry": registry,
         "input_checksums_sha256": sha256_json(inputs), "n_input_files": len(inputs),
-        "files": files,
+        "files": files, "stores": stores,
         "counts": {name: t.num_rows for name, t in sorted(b.tables.items())},
     }
     out.update(b.extra)
+    out.update(lineage(b))
     return out
