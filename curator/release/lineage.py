@@ -55,13 +55,13 @@ def resolve_parent(ctx: Context) -> Path | None:
     current = version_key(rc.version)
     if rc.parent:
         parent = coll / rc.parent
+        if version_key(rc.parent) >= current:
+            raise ReleaseError("release_error", f"the parent version {rc.parent} is not older than {rc.version}",
+                               remedy="a release's parent must be an older version; bump `release.version`")
         if not (parent / "release.json").is_file():
             raise ReleaseError("release_error", f"the parent release {rc.collection} {rc.parent} does not exist",
                                path=str(parent), remedy="fix `release.parent` in pipeline.yaml, or remove it "
                                "to use the newest existing version")
-        if version_key(rc.parent) >= current:
-            raise ReleaseError("release_error", f"the parent version {rc.parent} is not older than {rc.version}",
-                               remedy="a release's parent must be an older version; bump `release.version`")
         return parent
     older = [v for v in existing_versions(coll) if version_key(v) < current]
     return coll / older[-1] if older else None

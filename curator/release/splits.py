@@ -136,6 +136,7 @@ def assign_splits(cases: pl.DataFrame, duplicates: pl.DataFrame | None, previous
     per_unit = per_unit.with_columns(
         target=pl.Series([d[0] for d in decided], dtype=pl.String),
         conflict=pl.Series([d[1] for d in decided], dtype=pl.Boolean),
+        inherited=pl.col("prev").list.len() > 0,
         hash=pl.col("unit_key").map_elements(lambda k: unit_hash(k, cfg.seed), return_dtype=pl.String))
     placed = _place_new(per_unit, cfg)
     per_unit = per_unit.with_columns(
@@ -143,7 +144,8 @@ def assign_splits(cases: pl.DataFrame, duplicates: pl.DataFrame | None, previous
                            pl.col("unit").replace_strict(placed, default=None, return_dtype=pl.String)),
         group_key=pl.lit("u_") + pl.col("unit_key").map_elements(
             lambda k: hashlib.sha256(k.encode()).hexdigest()[:16], return_dtype=pl.String))
-    df = df.join(per_unit.select("unit", "target", "conflict", "forced", "group_key", "size"), on="unit")
+    df = df.join(per_unit.select("unit", "target", "conflict", "inherited", "forced", "group_key", "size"),
+                 on="unit")
     keep_prev = pl.col("conflict") & pl.col("previous_split").is_not_null() & pl.lit(cfg.on_conflict == "fail")
     moved = pl.col("previous_split").is_not_null() & (pl.col("previous_split") != pl.col("target"))
     return df.select(
@@ -153,7 +155,7 @@ def assign_splits(cases: pl.DataFrame, duplicates: pl.DataFrame | None, previous
         reason=pl.when(keep_prev).then(pl.lit("conflict"))
         .when(moved).then(pl.lit("moved"))
         .when(pl.col("forced")).then(pl.lit("official_test"))
-        .when(pl.col("previous_split").is_not_null() | pl.col("conflict")).then(pl.lit("inherited"))
+        .when(pl.col("inherited")).then(pl.lit("inherited"))
         .otherwise(pl.lit("assigned")),
         previous_split="previous_split")
 
