@@ -26,7 +26,7 @@ from curator import __version__
 from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_write_json, sha256_file, sha256_json
 from curator.release.integrity import record_stores
-from curator.release.lineage import lineage, resolve_parent
+from curator.release.lineage import lineage, published_config, resolve_parent
 from curator.runner.context import Context
 from curator.schema import schema_version, table_schema, to_arrow
 from curator.workspace import write_parquet
@@ -140,14 +140,7 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     for sj in sorted((ctx.workspace.root / "stages").glob("*/stage.json")):
         d = json.loads(sj.read_text())
         stage_info[d["stage"]] = {k: d[k] for k in ("stage_version", "config", "config_hash") if k in d}
-    pipeline = ctx.config.to_dict()
-    pipeline.pop("workspace", None)
-    for s in pipeline.get("sources", []):
-        s["root"] = Path(s["root"]).name  # no machine paths in a published file
-        if s["dataset"].endswith((".yaml", ".yml")):
-            s["dataset"] = Path(s["dataset"]).name
-    pipeline["registry"] = [Path(r).name for r in pipeline.get("registry", [])]
-    pipeline.get("release", {}).pop("root", None)
+    pipeline = published_config(ctx)
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
                 for n, s in sorted(ctx.sources.items())}
     inputs = sorted(x for x in (b.tables["cases"].column("image_sha256").to_pylist()
@@ -156,7 +149,7 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
         "collection": rc.collection, "version": rc.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": __version__, "schema_version": schema_version(),
-        "pipeline_config": pipeline, "pipeline_config_hash": ctx.config.config_hash(),
+        "pipeline_config": pipeline, "pipeline_config_hash": sha256_json(pipeline)[:16],
         "stages": stage_info, "registry": registry,
         "input_checksums_sha256": sha256_json(inputs), "n_input_files": len(inputs),
         "files": files, "stores": stores,

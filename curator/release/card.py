@@ -21,6 +21,7 @@ from curator.errors import ReleaseError
 from curator.release.build import ReleaseBuilder
 from curator.release.card_check import check_card
 from curator.release.licences import Combined, combine, parse_licence
+from curator.release.lineage import config_hash
 
 log = logging.getLogger("curator")
 METADATA_COLUMNS = ("sex", "age_years", "bmi", "manufacturer", "scanner_model", "field_strength_t")
@@ -71,7 +72,7 @@ def _front(builder: ReleaseBuilder, cases: pl.DataFrame, sources: list[dict[str,
         "collection": rc.collection, "version": rc.version,
         "parent_version": builder.parent.name if builder.parent else None,
         "schema_version": schema_version(), "code_version": __version__,
-        "pipeline_config_hash": builder.ctx.config.config_hash(),
+        "pipeline_config_hash": config_hash(builder.ctx),
         "n_cases": cases.height, "n_patients": cases["patient_id"].n_unique(),
         "n_label_rows": labels.num_rows if labels is not None else None,
         "datasets": sorted(cases["dataset"].unique().to_list()),
@@ -185,7 +186,7 @@ def _lineage_md(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> str:
     tax = taxonomy_info()
     models = builder.extra.get("models", {})
     rows = [["parent version", builder.parent.name if builder.parent else "none (first release)"],
-            ["pipeline config hash", builder.ctx.config.config_hash()],
+            ["pipeline config hash", config_hash(builder.ctx)],
             ["taxonomy", f"{tax.get('version', '')} sha256 {tax['sha256'][:16]}" if tax else "none"],
             ["models", ", ".join(f"{k} (sha256 {v['sha256'][:16]})" for k, v in sorted(models.items())) or "none"]]
     rows += [[f"registry: {s['name']}", f"{s['dataset']} {s['version']}"] for s in sources]

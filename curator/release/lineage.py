@@ -67,6 +67,24 @@ def resolve_parent(ctx: Context) -> Path | None:
     return coll / older[-1] if older else None
 
 
+def published_config(ctx: Context) -> dict[str, Any]:
+    """The pipeline config as published in release.json: no machine paths (folders → names)."""
+    pipeline = ctx.config.to_dict()
+    pipeline.pop("workspace", None)
+    for s in pipeline.get("sources", []):
+        s["root"] = Path(s["root"]).name
+        if s["dataset"].endswith((".yaml", ".yml")):
+            s["dataset"] = Path(s["dataset"]).name
+    pipeline["registry"] = [Path(r).name for r in pipeline.get("registry", [])]
+    pipeline.get("release", {}).pop("root", None)
+    return pipeline
+
+
+def config_hash(ctx: Context) -> str:
+    """16 hex digits over :func:`published_config` (the same wherever the pipeline runs)."""
+    return sha256_json(published_config(ctx))[:16]
+
+
 def taxonomy_info() -> dict[str, Any] | None:
     """Checksum (and version, when declared) of ``label_system/taxonomy.yaml``; None when absent."""
     from curator.resources import resource_dir
