@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator import __version__
@@ -27,6 +26,7 @@ from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_write_json, sha256_file, sha256_json
 from curator.release.integrity import record_stores
 from curator.release.lineage import lineage, published_config, resolve_parent
+from curator.release.tables import TableSet, copy_table
 from curator.runner.context import Context
 from curator.schema import schema_version, table_schema, to_arrow
 from curator.workspace import write_parquet
@@ -50,7 +50,7 @@ RELEASE_STEPS: list[str] = [
 class ReleaseBuilder:
     ctx: Context
     staging: Path
-    tables: dict[str, pa.Table] = field(default_factory=dict)
+    tables: TableSet = field(default_factory=TableSet)  # name -> pa.Table, workspace files loaded on use
     extra: dict[str, Any] = field(default_factory=dict)  # merged into release.json
     parent: Path | None = None  # the parent release folder (lineage.resolve_parent)
 
@@ -75,19 +75,19 @@ def _load_step(ref: str) -> Callable[[ReleaseBuilder], None] | None:
     return getattr(mod, fn)  # type: ignore[no-any-return]
 
 
-def collect_tables(ctx: Context) -> dict[str, pa.Table]:
-    """Every workspace table; the per-stage problem tables become one ``problems`` table."""
+def collect_tables(ctx: Context) -> TableSet:
+    """Every workspace table (read when a step asks for it); the per-stage problem tables
+    become one ``problems`` table."""
     ws = ctx.workspace
-    tables: dict[str, pa.Table] = {}
+    files: dict[str, Path] = {}
     problems: list[dict[str, Any]] = []
     for f in sorted(ws.tables_dir.glob("*.parquet")):
         name = f.stem
         if name.startswith("problems__"):
             problems += pq.read_table(f).to_pylist()
         elif not name.startswith("_"):
-            tables[name] = pq.read_table(f)
-    tables["problems"] = to_arrow("problems", problems)
-    return tables
+            files[name] = f
+    return TableSet(files, {"problems": to_arrow("problems", problems)})
 
 
 def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
@@ -112,9 +112,13 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
             fn = _load_step(ref)
             if fn is not None:
                 fn(b)
-        for name, table in sorted(b.tables.items()):
+        for name in b.tables:
             table_schema(name)  # every released table has a declared schema
-            write_parquet(table, staging / f"{name}.parquet")
+            src = b.tables.file(name)
+            if src is not None:  # untouched workspace table: copy, never load
+                copy_table(src, staging / f"{name}.parquet")
+            else:
+                write_parquet(b.tables[name], staging / f"{name}.parquet")
         atomic_write_json(staging / "release.json", _release_json(b), indent=1)
         try:
             os.rename(staging, dest)  # atomic; fails if dest appeared meanwhile
@@ -143,8 +147,8 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     pipeline = published_config(ctx)
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
                 for n, s in sorted(ctx.sources.items())}
-    inputs = sorted(x for x in (b.tables["cases"].column("image_sha256").to_pylist()
-                                + b.tables["cases"].column("label_sha256").to_pylist()) if x)
+    sums = b.tables.read("cases", ["image_sha256", "label_sha256"])
+    inputs = sorted(x for x in sums.column("image_sha256").to_pylist() + sums.column("label_sha256").to_pylist() if x)
     out = {
         "collection": rc.collection, "version": rc.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -153,7 +157,7 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
         "stages": stage_info, "registry": registry,
         "input_checksums_sha256": sha256_json(inputs), "n_input_files": len(inputs),
         "files": files, "stores": stores,
-        "counts": {name: t.num_rows for name, t in sorted(b.tables.items())},
+        "counts": {name: b.tables.num_rows(name) for name in b.tables},
     }
     out.update(b.extra)
     out.update(lineage(b))

@@ -37,17 +37,17 @@ def md_table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _frame(builder: ReleaseBuilder, name: str) -> pl.DataFrame | None:
-    t = builder.tables.get(name)
-    return pl.DataFrame(t) if t is not None else None
+def _frame(builder: ReleaseBuilder, name: str) -> pl.LazyFrame | None:
+    """A table as a lazy frame (streamed from its file: a huge labels table is never loaded)."""
+    return builder.tables.scan(name) if name in builder.tables else None
 
 
-def _counts(df: pl.DataFrame, by: list[str], name: str = "n") -> list[list[Any]]:
-    return [list(r) for r in df.group_by(by).agg(pl.len().alias(name)).sort(by).iter_rows()]
+def _counts(df: pl.LazyFrame, by: list[str], name: str = "n") -> list[list[Any]]:
+    return [list(r) for r in df.group_by(by).agg(pl.len().alias(name)).sort(by).collect().iter_rows()]
 
 
-def _sources(builder: ReleaseBuilder, cases: pl.DataFrame) -> list[dict[str, Any]]:
-    per = dict(cases.group_by("dataset").len().iter_rows())
+def _sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str, Any]]:
+    per = dict(cases.group_by("dataset").len().collect().iter_rows())
     out = []
     for name, src in sorted(builder.ctx.sources.items()):
         s = src.spec
@@ -60,24 +60,26 @@ def _sources(builder: ReleaseBuilder, cases: pl.DataFrame) -> list[dict[str, Any
     return out
 
 
-def _front(builder: ReleaseBuilder, cases: pl.DataFrame, sources: list[dict[str, Any]],
+def _front(builder: ReleaseBuilder, cases: pl.LazyFrame, sources: list[dict[str, Any]],
            lic: Combined) -> dict[str, Any]:
     from curator import __version__
     from curator.schema import schema_version
 
     rc = builder.ctx.config.release
     splits = builder.extra.get("splits", {})
-    labels = builder.tables.get("labels")
+    stats = cases.select(n=pl.len(), patients=pl.col("patient_id").n_unique(),
+                         datasets=pl.col("dataset").unique().sort().implode(),
+                         modalities=pl.col("modality").unique().sort().implode(),
+                         regions=pl.col("region").drop_nulls().unique().sort().implode()).collect().row(0, named=True)
     return {
         "collection": rc.collection, "version": rc.version,
         "parent_version": builder.parent.name if builder.parent else None,
         "schema_version": schema_version(), "code_version": __version__,
         "pipeline_config_hash": config_hash(builder.ctx),
-        "n_cases": cases.height, "n_patients": cases["patient_id"].n_unique(),
-        "n_label_rows": labels.num_rows if labels is not None else None,
-        "datasets": sorted(cases["dataset"].unique().to_list()),
-        "modalities": sorted(cases["modality"].unique().to_list()),
-        "regions": sorted(x for x in cases["region"].unique().to_list() if x),
+        "n_cases": stats["n"], "n_patients": stats["patients"],
+        "n_label_rows": builder.tables.num_rows("labels") if "labels" in builder.tables else None,
+        "datasets": list(stats["datasets"]), "modalities": list(stats["modalities"]),
+        "regions": [r for r in stats["regions"] if r],
         "licences": sorted({s["licence"] for s in sources}),
         "licence_summary": lic.summary(),
         "splits": {k: splits[k] for k in ("train", "val", "test") if k in splits},
@@ -105,30 +107,32 @@ def _sources_md(sources: list[dict[str, Any]]) -> str:
     return text
 
 
-def _composition_md(cases: pl.DataFrame, labels: pl.DataFrame | None) -> str:
+def _composition_md(cases: pl.LazyFrame, labels: pl.LazyFrame | None) -> str:
     text = "### Cases per dataset and modality\n\n"
     text += md_table(["dataset", "modality", "cases"], _counts(cases, ["dataset", "modality"]))
     text += "\n### Cases per region\n\n" + md_table(["region", "cases"], _counts(cases, ["region"]))
-    if labels is not None and labels.height:
-        per_term = (labels.group_by("term_id", "term", "origin")
-                    .agg(annotated=pl.col("case_id").n_unique(),
-                         present=pl.col("case_id").filter(pl.col("present")).n_unique())
-                    .sort("term_id", "origin"))
+    per_term = None if labels is None else (
+        labels.group_by("term_id", "term", "origin")
+        .agg(annotated=pl.col("case_id").n_unique(), present=pl.col("case_id").filter(pl.col("present")).n_unique())
+        .sort("term_id", "origin").collect())
+    if per_term is not None and per_term.height:
         text += "\n### Labels per term\n\n" + md_table(["term_id", "term", "origin", "cases annotated",
                                                          "cases present"], [list(r) for r in per_term.iter_rows()])
     else:
         text += "\n### Labels per term\n\nNo harmonized labels in this release (the harmonize stage did not run); "
         text += "raw label values are in the `raw_labels` table.\n"
-    cov = [[c, int(cases[c].is_not_null().sum())] for c in METADATA_COLUMNS if c in cases.columns]
-    cov.append(["metadata_json", int(cases["metadata_json"].is_not_null().sum())])
+    names = [c for c in (*METADATA_COLUMNS, "metadata_json") if c in cases.collect_schema().names()]
+    filled = cases.select(pl.len().alias("__n"), *[pl.col(c).is_not_null().sum() for c in names]).collect().row(
+        0, named=True)
     text += "\n### Per-case metadata\n\nCases with each metadata column filled (out of "
-    text += f"{cases.height}):\n\n" + md_table(["column", "cases"], cov)
+    text += f"{filled['__n']}):\n\n" + md_table(["column", "cases"], [[c, filled[c]] for c in names])
     return text
 
 
-def _dedup_md(dups: pl.DataFrame | None) -> str:
-    if dups is None:
+def _dedup_md(lazy: pl.LazyFrame | None) -> str:
+    if lazy is None:
         return "The dedup stage did not run: duplicates were not searched for.\n"
+    dups = lazy.select("group_id", "case_id", "dataset", "kept").collect()
     if not dups.height:
         return "No duplicates found.\n"
     dropped = dups.filter(~pl.col("kept"))
@@ -136,29 +140,30 @@ def _dedup_md(dups: pl.DataFrame | None) -> str:
     text = (f"{dups['group_id'].n_unique()} duplicate group(s) with {dups.height} members; "
             f"{dropped.height} member(s) excluded (kept in `cases`, listed in `duplicates` with the reason); "
             f"{cross.height} group(s) span several datasets. Every group is one split unit.\n\n")
-    return text + md_table(["dataset", "members excluded"], _counts(dropped, ["dataset"]))
+    return text + md_table(["dataset", "members excluded"], _counts(dropped.lazy(), ["dataset"]))
 
 
-def _qc_md(labels: pl.DataFrame | None) -> str:
-    if labels is None or "qc_decision" not in labels.columns or labels["qc_decision"].is_null().all():
+def _qc_md(labels: pl.LazyFrame | None) -> str:
+    rows = [] if labels is None or "qc_decision" not in labels.collect_schema().names() else \
+        _counts(labels.filter(pl.col("qc_decision").is_not_null()), ["qc_decision"])
+    if not rows:
         return "The qc stage did not run: no label was checked or excluded.\n"
-    rows = _counts(labels.filter(pl.col("qc_decision").is_not_null()), ["qc_decision"])
     text = md_table(["decision", "labels"], rows)
-    excl = labels.filter(pl.col("qc_decision") == "exclude")
-    if excl.height:
+    excl = labels.filter(pl.col("qc_decision") == "exclude")  # type: ignore[union-attr]
+    if any(r[0] == "exclude" for r in rows):
         text += "\nExcluded labels per term:\n\n" + md_table(["term_id", "labels excluded"],
                                                             _counts(excl, ["term_id"]))
     return text
 
 
-def _splits_md(splits: pl.DataFrame | None, info: dict[str, Any]) -> str:
+def _splits_md(splits: pl.LazyFrame | None, info: dict[str, Any]) -> str:
     if splits is None:
         return "No splits in this release (disabled in pipeline.yaml).\n"
     fr = info.get("config", {}).get("fractions", {})
     text = ("Patient-level: a patient's cases, a study's sequences and a duplicate group's members are one unit "
             "and share a split; official test sets stay test; cases of the parent release keep their split; "
             f"new units are balanced per stratum (target fractions {fr}). Checked for leakage when built.\n\n")
-    wide = (splits.group_by("stratum", "split").len().pivot(on="split", index="stratum", values="len")
+    wide = (splits.group_by("stratum", "split").len().collect().pivot(on="split", index="stratum", values="len")
             .fill_null(0).sort("stratum"))
     cols = [c for c in ("train", "val", "test") if c in wide.columns]
     text += md_table(["stratum", *cols], [list(r) for r in wide.select("stratum", *cols).iter_rows()])
@@ -166,9 +171,9 @@ def _splits_md(splits: pl.DataFrame | None, info: dict[str, Any]) -> str:
     return text
 
 
-def _issues_md(problems: pl.DataFrame, sources: list[dict[str, Any]], builder: ReleaseBuilder) -> str:
-    if problems.height:
-        rows = _counts(problems, ["stage", "severity", "kind"])
+def _issues_md(problems: pl.LazyFrame | None, sources: list[dict[str, Any]], builder: ReleaseBuilder) -> str:
+    rows = _counts(problems, ["stage", "severity", "kind"]) if problems is not None else []
+    if rows:
         text = ("Problems found while building (one row per file or case in the `problems` table; "
                 "`severity = error` means the case was dropped from that stage):\n\n")
         text += md_table(["stage", "severity", "kind", "count"], rows)
@@ -195,9 +200,8 @@ def _lineage_md(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> str:
 
 def render_card(builder: ReleaseBuilder) -> str:
     """The card's text for the release being built."""
-    cases = pl.DataFrame(builder.tables["cases"])
+    cases = builder.tables.scan("cases")
     labels, dups = _frame(builder, "labels"), _frame(builder, "duplicates")
-    problems = _frame(builder, "problems")
     sources = _sources(builder, cases)
     lic = combine({s["name"]: parse_licence(s["licence"]) for s in sources},
                   {s["name"]: s.get("licence_notes") or "" for s in sources})
@@ -212,8 +216,7 @@ def render_card(builder: ReleaseBuilder) -> str:
         "## Deduplication\n\n" + _dedup_md(dups),
         "## Quality control\n\n" + _qc_md(labels),
         "## Splits\n\n" + _splits_md(_frame(builder, "splits"), builder.extra.get("splits", {})),
-        "## Known issues\n\n" + _issues_md(problems if problems is not None else pl.DataFrame(
-            schema={"stage": pl.String, "severity": pl.String, "kind": pl.String}), sources, builder),
+        "## Known issues\n\n" + _issues_md(_frame(builder, "problems"), sources, builder),
         "## Licence constraints\n\n" + "".join(f"- {line}\n" for line in lic.constraints),
         "## Lineage\n\n" + _lineage_md(builder, sources),
     ]
@@ -223,8 +226,8 @@ def render_card(builder: ReleaseBuilder) -> str:
 def release_step(builder: ReleaseBuilder) -> None:
     """Write ``DATASET_CARD.md`` into the release and check its structure."""
     text = render_card(builder)
-    cases = builder.tables["cases"]
-    issues = check_card(text, set(cases.column("dataset").to_pylist()), cases.num_rows)
+    datasets = builder.tables.scan("cases").select(pl.col("dataset").unique()).collect()["dataset"]
+    issues = check_card(text, set(datasets.to_list()), builder.tables.num_rows("cases"))
     if issues:
         raise ReleaseError("card_invalid", "the generated dataset card is malformed: " + "; ".join(issues),
                            remedy="this is a bug in curator's card template; report it")

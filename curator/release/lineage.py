@@ -137,7 +137,7 @@ def lineage(builder: ReleaseBuilder) -> dict[str, Any]:
         "parent_version": parent.name if parent else None,
         "parent_release_json_sha256": sha256_file(parent / "release.json") if parent else None,
         "taxonomy": taxonomy_info(),
-        "inputs": input_checksums(builder.tables["cases"]),
+        "inputs": input_checksums(builder.tables.read("cases", ["dataset", "image_sha256", "label_sha256"])),
         "models": dict(sorted(builder.extra.get("models", {}).items())),
     }
     return out

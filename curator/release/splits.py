@@ -181,21 +181,19 @@ def _to_arrow(df: pl.DataFrame) -> pa.Table:
     return df.sort("case_id").to_arrow().select(schema.names).cast(schema)
 
 
-def _frame(table: pa.Table | None) -> pl.DataFrame | None:
-    return pl.DataFrame(table) if table is not None else None
-
-
 def release_step(builder: ReleaseBuilder) -> None:
     """Add the ``splits`` table; fail the release on leakage."""
     cfg = SplitConfig.from_dict(builder.ctx.config.stage("splits"), where="stages.splits")
     if not cfg.enabled:
         log.info("splits: disabled in pipeline.yaml")
         return
-    cases = pl.DataFrame(builder.tables["cases"])
-    dups = _frame(builder.tables.get("duplicates"))
+    cols = ["case_id", "dataset", "modality", "patient_id", "study_key", "official_split", *cfg.stratify]
+    cases = pl.DataFrame(builder.tables.read("cases", list(dict.fromkeys(cols))))
+    dups = pl.DataFrame(builder.tables.read("duplicates", ["group_id", "case_id"])) \
+        if "duplicates" in builder.tables else None
     previous = None
     if builder.parent is not None and (builder.parent / "splits.parquet").is_file():
-        previous = _frame(pq.read_table(builder.parent / "splits.parquet", columns=["case_id", "split"]))
+        previous = pl.DataFrame(pq.read_table(builder.parent / "splits.parquet", columns=["case_id", "split"]))
     splits = assign_splits(cases, dups, previous, cfg)
     check_leakage(splits, cases, dups)
     builder.tables["splits"] = _to_arrow(splits)
