@@ -43,7 +43,8 @@ def _frame(builder: ReleaseBuilder, name: str) -> pl.LazyFrame | None:
 
 
 def _counts(df: pl.LazyFrame, by: list[str], name: str = "n") -> list[list[Any]]:
-    return [list(r) for r in df.group_by(by).agg(pl.len().alias(name)).sort(by).collect().iter_rows()]
+    return [list(r) for r in df.group_by(by).agg(pl.len().alias(name)).sort(by).collect(engine="streaming")
+            .iter_rows()]
 
 
 def _sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str, Any]]:
@@ -111,10 +112,11 @@ def _composition_md(cases: pl.LazyFrame, labels: pl.LazyFrame | None) -> str:
     text = "### Cases per dataset and modality\n\n"
     text += md_table(["dataset", "modality", "cases"], _counts(cases, ["dataset", "modality"]))
     text += "\n### Cases per region\n\n" + md_table(["region", "cases"], _counts(cases, ["region"]))
+    # a labels row is unique per (case, term, origin), so counting rows counts cases (and streams)
     per_term = None if labels is None else (
         labels.group_by("term_id", "term", "origin")
-        .agg(annotated=pl.col("case_id").n_unique(), present=pl.col("case_id").filter(pl.col("present")).n_unique())
-        .sort("term_id", "origin").collect())
+        .agg(annotated=pl.len(), present=pl.col("present").sum())
+        .sort("term_id", "origin").collect(engine="streaming"))
     if per_term is not None and per_term.height:
         text += "\n### Labels per term\n\n" + md_table(["term_id", "term", "origin", "cases annotated",
                                                          "cases present"], [list(r) for r in per_term.iter_rows()])

@@ -11,10 +11,12 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
 import pyarrow as pa
 import yaml
 
@@ -105,13 +107,26 @@ def taxonomy_info() -> dict[str, Any] | None:
     return info
 
 
+def sha256_sorted(values: list[str], chunk: int = 100_000) -> str:
+    """``sha256_json(sorted(values))`` for checksum strings (no quotes or escapes inside),
+    computed in chunks without building the whole JSON text."""
+    h = hashlib.sha256(b"[")
+    vals = sorted(values)
+    for start in range(0, len(vals), chunk):
+        part = '","'.join(vals[start:start + chunk])
+        h.update(((',"' if start else '"') + part + '"').encode())
+    h.update(b"]")
+    return h.hexdigest()
+
+
 def input_checksums(cases: pa.Table) -> dict[str, dict[str, Any]]:
     """Per dataset: one SHA-256 over the sorted image and label checksums, and their number."""
-    per: dict[str, list[str]] = {}
-    cols = cases.select(["dataset", "image_sha256", "label_sha256"]).to_pydict()
-    for ds, img, lab in zip(cols["dataset"], cols["image_sha256"], cols["label_sha256"], strict=True):
-        per.setdefault(ds, []).extend(x for x in (img, lab) if x)
-    return {ds: {"sha256": sha256_json(sorted(v)), "n_files": len(v)} for ds, v in sorted(per.items())}
+    df = pl.DataFrame(cases).unpivot(index="dataset", on=["image_sha256", "label_sha256"]).filter(pl.col("value") != "")
+    out = {}
+    for (ds,), grp in df.group_by(["dataset"]):
+        vals = grp["value"].to_list()
+        out[ds] = {"sha256": sha256_sorted(vals), "n_files": len(vals)}
+    return dict(sorted(out.items()))
 
 
 def record_model(builder: ReleaseBuilder, name: str, path: str | Path, **info: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ Rules, in order:
    that *grows by merging* keeps its split: the split belongs to the cases already
    released, not to a key that the merge could change.
 4. **New units** are split per stratum (``stratify``: dataset and modality of the unit's
-   first case): in the order of a keyed hash (HMAC-SHA256 with ``seed``) of the unit key
+   first case): in the order of a keyed hash (BLAKE2b keyed with ``seed``) of the unit key
    (its smallest case id), each goes to the split furthest below its target fraction,
    counting the stratum's units already placed. So every stratum — even one of five
    patients — gets its share, the result is deterministic, and adding units changes
@@ -35,7 +35,6 @@ Settings (``stages.splits`` in pipeline.yaml)::
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -81,36 +80,48 @@ class SplitConfig(Config):
                               f"choose among {sorted(allowed)}")
 
 
+def _hash_key(seed: int) -> bytes:
+    return f"curator-splits:{seed}".encode()
+
+
 def unit_hash(unit_key: str, seed: int) -> str:
-    """Keyed hash of a unit key; the order in which new units are placed."""
-    return hmac.new(f"curator-splits:{seed}".encode(), unit_key.encode(), hashlib.sha256).hexdigest()
+    """Keyed hash (BLAKE2b keyed with the seed) of a unit key; the order in which new units are placed."""
+    return hashlib.blake2b(unit_key.encode(), key=_hash_key(seed), digest_size=16).hexdigest()
 
 
-def _decide(forced: bool, prev: list[str]) -> tuple[str | None, bool]:
-    """(target split or None for a new unit, whether members disagree with the target)."""
-    if forced:
-        target: str | None = "test"
-    elif prev:
-        target = max(prev, key=lambda s: RESTRICTIVE.get(s, 0))
-    else:
-        return None, False
-    return target, any(p != target for p in prev)
+def group_key(unit_key: str) -> str:
+    """The ``group_key`` of a unit: ``u_`` + 16 hex digits of a hash of its smallest case id."""
+    return "u_" + hashlib.blake2b(unit_key.encode(), digest_size=8).hexdigest()
 
 
-def _place_new(units: pl.DataFrame, cfg: SplitConfig) -> dict[int, str]:
-    """Largest-deficit placement of new units, stratum by stratum, in keyed-hash order."""
+def _place_new(units: pl.DataFrame, cfg: SplitConfig) -> pl.DataFrame:
+    """Largest-deficit placement of new units, stratum by stratum, in keyed-hash order: (unit, placed)."""
     order = [s for s in SPLITS if cfg.fractions.get(s, 0) > 0]
-    out: dict[int, str] = {}
+    frac = [cfg.fractions[s] for s in order]
+    out_units: list[int] = []
+    out_split: list[str] = []
     for (_stratum,), grp in units.group_by(["stratum"], maintain_order=True):
-        placed = grp.filter(pl.col("target").is_not_null() & ~pl.col("forced"))
-        counts = {s: int((placed["target"] == s).sum()) for s in order}
-        total = sum(counts.values())
-        new = grp.filter(pl.col("target").is_null()).sort("hash")
-        for unit in new["unit"].to_list():
+        placed = grp.filter(pl.col("target").is_not_null() & ~pl.col("forced"))["target"]
+        counts = [int((placed == s).sum()) for s in order]
+        total = sum(counts)
+        for unit in grp.filter(pl.col("target").is_null()).sort("hash")["unit"].to_list():
             total += 1
-            best = max(order, key=lambda s: (cfg.fractions[s] * total - counts[s], -order.index(s)))
+            best, best_d = 0, frac[0] * total - counts[0]
+            for i in range(1, len(order)):  # ties go to the earlier split (train, val, test)
+                d = frac[i] * total - counts[i]
+                if d > best_d:
+                    best, best_d = i, d
             counts[best] += 1
-            out[unit] = best
+            out_units.append(unit)
+            out_split.append(order[best])
+    return pl.DataFrame({"unit": out_units, "placed": out_split}, schema={"unit": pl.Int64, "placed": pl.String})
+
+
+def _restrictive(prev: pl.Expr) -> pl.Expr:
+    """The most restrictive split in a list of splits (test > val > train); null for an empty list."""
+    out = pl.lit(None, dtype=pl.String)
+    for s in ("train", "val", "test"):
+        out = pl.when(prev.list.contains(s)).then(pl.lit(s)).otherwise(out)
     return out
 
 
@@ -126,26 +137,25 @@ def assign_splits(cases: pl.DataFrame, duplicates: pl.DataFrame | None, previous
     prev = previous.select("case_id", pl.col("split").alias("previous_split")) if previous is not None else \
         pl.DataFrame(schema={"case_id": pl.String, "previous_split": pl.String})
     df = (cases.with_columns(units)
-          .join(prev, on="case_id", how="left")
+          .join(prev, on="case_id", how="left", maintain_order="left")
           .with_columns(stratum=pl.concat_str([pl.col(c).fill_null("") for c in cfg.stratify], separator="|")))
-    per_unit = (df.group_by("unit", maintain_order=True).agg(
-        unit_key=pl.col("case_id").min(), stratum=pl.col("stratum").sort_by("case_id").first(), size=pl.len(),
+    per_unit = (df.group_by("unit", maintain_order=True).agg(  # rows in case_id order: first() = smallest
+        unit_key=pl.col("case_id").first(), stratum=pl.col("stratum").first(), size=pl.len(),
         forced=(pl.col("official_split") == "test").any() & pl.lit(cfg.official_test),
         prev=pl.col("previous_split").drop_nulls().unique().sort()))
-    decided = [_decide(f, p) for f, p in zip(per_unit["forced"].to_list(), per_unit["prev"].to_list(), strict=True)]
+    keys = [k.encode() for k in per_unit["unit_key"].to_list()]
+    hk, b2 = _hash_key(cfg.seed), hashlib.blake2b
+    n_prev = pl.col("prev").list.len()
     per_unit = per_unit.with_columns(
-        target=pl.Series([d[0] for d in decided], dtype=pl.String),
-        conflict=pl.Series([d[1] for d in decided], dtype=pl.Boolean),
-        inherited=pl.col("prev").list.len() > 0,
-        hash=pl.col("unit_key").map_elements(lambda k: unit_hash(k, cfg.seed), return_dtype=pl.String))
-    placed = _place_new(per_unit, cfg)
-    per_unit = per_unit.with_columns(
-        target=pl.coalesce(pl.col("target"),
-                           pl.col("unit").replace_strict(placed, default=None, return_dtype=pl.String)),
-        group_key=pl.lit("u_") + pl.col("unit_key").map_elements(
-            lambda k: hashlib.sha256(k.encode()).hexdigest()[:16], return_dtype=pl.String))
+        target=pl.when(pl.col("forced")).then(pl.lit("test")).otherwise(_restrictive(pl.col("prev"))),
+        inherited=n_prev > 0,
+        hash=pl.Series([b2(k, key=hk, digest_size=16).hexdigest() for k in keys], dtype=pl.String),
+        group_key=pl.Series(["u_" + b2(k, digest_size=8).hexdigest() for k in keys], dtype=pl.String),
+    ).with_columns(conflict=(n_prev > 1) | ((n_prev == 1) & (pl.col("prev").list.first() != pl.col("target"))))
+    per_unit = (per_unit.join(_place_new(per_unit, cfg), on="unit", how="left")
+                .with_columns(target=pl.coalesce("target", "placed")))
     df = df.join(per_unit.select("unit", "target", "conflict", "inherited", "forced", "group_key", "size"),
-                 on="unit")
+                 on="unit", maintain_order="left")
     keep_prev = pl.col("conflict") & pl.col("previous_split").is_not_null() & pl.lit(cfg.on_conflict == "fail")
     moved = pl.col("previous_split").is_not_null() & (pl.col("previous_split") != pl.col("target"))
     return df.select(

@@ -30,28 +30,29 @@ LINK_KINDS = ("patient", "study", "duplicate")
 
 
 def link_table(cases: pl.DataFrame, duplicates: pl.DataFrame | None) -> pl.DataFrame:
-    """Long table (case_id, kind, key) of every link that ties cases into one unit."""
+    """Long table (i, case_id, kind, key) of the links that tie two or more cases together;
+    ``i`` is the case's row number in ``cases``. Keys held by a single case are left out."""
+    idx = cases.select("case_id").with_row_index("i")
     parts = [
-        cases.select("case_id", pl.lit("patient").alias("kind"), pl.col("patient_id").alias("key")),
-        cases.select("case_id", pl.lit("study").alias("kind"), pl.col("study_key").alias("key")),
+        cases.with_row_index("i").select("i", "case_id", pl.lit("patient").alias("kind"),
+                                         pl.col("patient_id").alias("key")),
+        cases.with_row_index("i").select("i", "case_id", pl.lit("study").alias("kind"),
+                                         pl.col("study_key").alias("key")),
     ]
     if duplicates is not None and duplicates.height:
-        parts.append(duplicates.select("case_id", pl.lit("duplicate").alias("kind"),
-                                       pl.col("group_id").alias("key")))
+        # a duplicate row of a case not in `cases` is ignored
+        parts.append(duplicates.join(idx, on="case_id").select("i", "case_id", pl.lit("duplicate").alias("kind"),
+                                                               pl.col("group_id").alias("key")))
     links = pl.concat(parts).drop_nulls("key")
-    known = cases.select("case_id")
-    return links.join(known, on="case_id", how="semi")  # a duplicate row of a case not released is ignored
+    return links.filter(pl.len().over("kind", "key") > 1)
 
 
 def unit_labels(case_ids: pl.Series, links: pl.DataFrame) -> pl.Series:
-    """Component number (0..n_units-1, numbered by first appearance) of every case in ``case_ids``."""
+    """Component number (0..n_units-1, numbered by first appearance) of every case in ``case_ids``
+    (``links`` from :func:`link_table` over the same cases, in the same order)."""
     n = len(case_ids)
-    index = pl.DataFrame({"case_id": case_ids, "i": np.arange(n, dtype=np.int64)})
-    li = (links.join(index, on="case_id").sort(["kind", "key", "i"])
-          .with_columns(prev_i=pl.col("i").shift(1),
-                        same=(pl.col("kind") == pl.col("kind").shift(1)) & (pl.col("key") == pl.col("key").shift(1)))
-          .filter(pl.col("same")))
-    rows = li["prev_i"].to_numpy().astype(np.int64)
+    li = links.select("i", root=pl.col("i").min().over("kind", "key")).filter(pl.col("i") != pl.col("root"))
+    rows = li["root"].to_numpy().astype(np.int64)
     cols = li["i"].to_numpy().astype(np.int64)
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
@@ -67,9 +68,10 @@ def find_leaks(assignment: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
     ``assignment`` has (case_id, split). Empty result = no leakage.
     """
     joined = links.join(assignment.select("case_id", "split"), on="case_id", how="inner")
-    return (joined.group_by("kind", "key")
+    bad = (joined.group_by("kind", "key").agg(pl.col("split").n_unique().alias("n"))
+           .filter(pl.col("n") > 1).select("kind", "key"))
+    return (joined.join(bad, on=["kind", "key"], how="semi").group_by("kind", "key")
             .agg(pl.col("split").unique().sort().alias("splits"), pl.col("case_id").sort().alias("case_ids"))
-            .filter(pl.col("splits").list.len() > 1)
             .sort("kind", "key"))
 
 
