@@ -82,7 +82,7 @@ def load_metadata(spec_metadata: dict[str, Any], root: Path) -> dict[str, dict[s
             if k in mapping and mapping[k] in STANDARD:
                 row[mapping[k]] = _normalise(mapping[k], v)
             elif _jsonable(v):
-                rest[mapping.get(k, k)] = v
+                rest[mapping.get(str(k), str(k))] = v
         row["metadata_json"] = canonical_json(rest) if rest else None
         out[str(rec[key])] = row
     return out

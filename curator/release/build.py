@@ -25,7 +25,13 @@ from curator import __version__
 from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_write_json, sha256_file, sha256_json
 from curator.release.integrity import record_stores
-from curator.release.lineage import lineage, published_config, resolve_parent, sha256_sorted
+from curator.release.lineage import (
+    checksum_values,
+    lineage,
+    published_config,
+    resolve_parent,
+    sha256_sorted,
+)
 from curator.release.tables import TableSet, copy_table
 from curator.runner.context import Context
 from curator.schema import schema_version, table_schema, to_arrow
@@ -147,15 +153,14 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     pipeline = published_config(ctx)
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
                 for n, s in sorted(ctx.sources.items())}
-    sums = b.tables.read("cases", ["image_sha256", "label_sha256"])
-    inputs = [x for c in sums.columns for x in c.drop_null().to_pylist() if x]
+    inputs = checksum_values(b.tables.read("cases", ["image_sha256", "label_sha256"]))["value"]
     out = {
         "collection": rc.collection, "version": rc.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": __version__, "schema_version": schema_version(),
         "pipeline_config": pipeline, "pipeline_config_hash": sha256_json(pipeline)[:16],
         "stages": stage_info, "registry": registry,
-        "input_checksums_sha256": sha256_sorted(inputs), "n_input_files": len(inputs),
+        "input_checksums_sha256": sha256_sorted(inputs), "n_input_files": inputs.len(),
         "files": files, "stores": stores,
         "counts": {name: b.tables.num_rows(name) for name in b.tables},
     }

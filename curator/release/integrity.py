@@ -75,7 +75,7 @@ def store_hash(path: str | Path) -> str:
 
 def case_id_of_store(rel: str) -> str:
     """``'KiTS23__case_00000.zarr'`` -> ``'KiTS23__case_00000'``."""
-    return rel[: -len(".zarr")] if rel.endswith(".zarr") else rel
+    return rel.removesuffix(".zarr")
 
 
 def record_stores(release: Path) -> dict[str, dict[str, Any]]:

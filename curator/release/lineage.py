@@ -107,25 +107,32 @@ def taxonomy_info() -> dict[str, Any] | None:
     return info
 
 
-def sha256_sorted(values: list[str], chunk: int = 100_000) -> str:
+def sha256_sorted(values: pl.Series, chunk: int = 100_000) -> str:
     """``sha256_json(sorted(values))`` for checksum strings (no quotes or escapes inside),
-    computed in chunks without building the whole JSON text."""
+    computed in chunks: neither the JSON text nor a Python list of all values is built."""
     h = hashlib.sha256(b"[")
-    vals = sorted(values)
+    vals = values.sort()
     for start in range(0, len(vals), chunk):
-        part = '","'.join(vals[start:start + chunk])
+        part = '","'.join(vals.slice(start, chunk).to_list())
         h.update(((',"' if start else '"') + part + '"').encode())
     h.update(b"]")
     return h.hexdigest()
 
 
+def checksum_values(cases: pa.Table, by_dataset: bool = False) -> pl.DataFrame:
+    """The non-empty image and label checksums of ``cases`` (column ``value``, plus ``dataset``)."""
+    df = pl.DataFrame(cases.select(["dataset", "image_sha256", "label_sha256"]) if by_dataset
+                      else cases.select(["image_sha256", "label_sha256"]))
+    index = ["dataset"] if by_dataset else []
+    return df.unpivot(index=index, on=["image_sha256", "label_sha256"]).filter(
+        pl.col("value").is_not_null() & (pl.col("value") != ""))
+
+
 def input_checksums(cases: pa.Table) -> dict[str, dict[str, Any]]:
     """Per dataset: one SHA-256 over the sorted image and label checksums, and their number."""
-    df = pl.DataFrame(cases).unpivot(index="dataset", on=["image_sha256", "label_sha256"]).filter(pl.col("value") != "")
     out = {}
-    for (ds,), grp in df.group_by(["dataset"]):
-        vals = grp["value"].to_list()
-        out[ds] = {"sha256": sha256_sorted(vals), "n_files": len(vals)}
+    for (ds,), grp in checksum_values(cases, by_dataset=True).group_by(["dataset"]):
+        out[str(ds)] = {"sha256": sha256_sorted(grp["value"]), "n_files": grp.height}
     return dict(sorted(out.items()))
 
 

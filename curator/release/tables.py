@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import polars as pl
 import pyarrow as pa
@@ -118,7 +118,7 @@ class TableWriter:
         self._buffer: list[pa.Table] = []
         self._buffered = 0
 
-    def __enter__(self) -> TableWriter:
+    def __enter__(self) -> Self:
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
         self._writer = pq.ParquetWriter(tmp, self.ts.schema, compression="zstd", compression_level=3,
@@ -169,7 +169,7 @@ class TableWriter:
 
     def _flush(self, final: bool) -> None:
         """Write full row groups (and the rest when ``final``): the file does not depend on batch sizes."""
-        assert self._writer is not None  # noqa: S101 - internal invariant
+        assert self._writer is not None
         t = pa.concat_tables(self._buffer) if self._buffer else self.ts.schema.empty_table()
         n = t.num_rows if final else t.num_rows - t.num_rows % self.row_group_size
         if n:

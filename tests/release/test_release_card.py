@@ -11,7 +11,12 @@ import pytest
 import yaml
 
 from curator.config import PipelineConfig
-from curator.release.card_check import REQUIRED_SECTIONS, check_card, check_card_file, split_front_matter
+from curator.release.card_check import (
+    REQUIRED_SECTIONS,
+    check_card,
+    check_card_file,
+    split_front_matter,
+)
 from curator.release.integrity import verify_release
 from curator.release.licences import combine, parse_licence
 from curator.runner.context import Context

@@ -67,7 +67,7 @@ def test_models_recorded_by_a_release_step(demo: Path, release_with: Build, tmp_
     def step(builder: build.ReleaseBuilder) -> None:
         record_model(builder, "pseudo-abdomen", weights, framework="torch")
 
-    import tests.release.helpers as helpers
+    from tests.release import helpers
 
     monkeypatch.setattr(helpers, "record_model_step", step, raising=False)
     rel = release_with(demo, "0.2.0", ("tests.release.helpers:record_model_step",))

@@ -18,7 +18,6 @@ from curator.release.diff import diff_releases
 from curator.release.integrity import verify_release
 from curator.schema import to_arrow
 from curator.workspace import Workspace
-
 from tests.release.helpers import make_stores
 
 Build = Callable[..., Path]
@@ -79,7 +78,7 @@ def test_verify_reports_one_tampered_byte_in_a_store(demo: Path, release_with: B
     assert sorted(info["stores"]) == sorted(cases)
     assert verify_release(rel).ok
 
-    chunk = sorted((rel / "stores" / f"{cases[1]}.zarr" / "image").rglob("c/*/*/*"))[0]
+    chunk = min((rel / "stores" / f"{cases[1]}.zarr" / "image").rglob("c/*/*/*"))
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x01
     chunk.write_bytes(bytes(data))
