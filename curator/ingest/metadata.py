@@ -7,7 +7,9 @@ Declared in the dataset YAML::
       key: case_id                   # field holding the dataset's case id ({case})
       columns: {gender: sex, age_at_nephrectomy: age_years, bmi: bmi}
 
-Mapped fields become columns of ``cases``; the other scalar fields go to ``metadata_json``.
+Mapped fields become columns of ``cases``; every other field goes to ``metadata_json``, nested
+records included (KiTS23's ``comorbidities``, ``last_preop_egfr``), so a query can group by
+any of them: ``metadata_json->>'$.comorbidities.chronic_kidney_disease'``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ def _normalise(column: str, value: Any) -> Any:
         except (TypeError, ValueError):
             return None
     return value
+
+
+def _jsonable(v: Any) -> bool:
+    """Scalars, and lists/records of them (nested records of the metadata file)."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return True
+    if isinstance(v, list):
+        return all(_jsonable(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _jsonable(x) for k, x in v.items())
+    return False
 
 
 def load_metadata(spec_metadata: dict[str, Any], root: Path) -> dict[str, dict[str, Any]]:
@@ -75,8 +88,8 @@ def load_metadata(spec_metadata: dict[str, Any], root: Path) -> dict[str, dict[s
                 continue
             if k in mapping and mapping[k] in STANDARD:
                 row[mapping[k]] = _normalise(mapping[k], v)
-            elif isinstance(v, (str, int, float, bool)) or v is None:
-                rest[str(mapping.get(k, k))] = v
+            elif _jsonable(v):
+                rest[mapping.get(str(k), str(k))] = v
         row["metadata_json"] = canonical_json(rest) if rest else None
         out[str(rec[key])] = row
     return out

@@ -19,12 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator import __version__
 from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_write_json, sha256_file, sha256_json
+from curator.release.integrity import record_stores
+from curator.release.lineage import (
+    checksum_values,
+    lineage,
+    published_config,
+    resolve_parent,
+    sha256_sorted,
+)
+from curator.release.tables import TableSet, copy_table
 from curator.runner.context import Context
 from curator.schema import schema_version, table_schema, to_arrow
 from curator.workspace import write_parquet
@@ -48,8 +56,9 @@ RELEASE_STEPS: list[str] = [
 class ReleaseBuilder:
     ctx: Context
     staging: Path
-    tables: dict[str, pa.Table] = field(default_factory=dict)
+    tables: TableSet = field(default_factory=TableSet)  # name -> pa.Table, workspace files loaded on use
     extra: dict[str, Any] = field(default_factory=dict)  # merged into release.json
+    parent: Path | None = None  # the parent release folder (lineage.resolve_parent)
 
     @property
     def version(self) -> str:
@@ -72,19 +81,19 @@ def _load_step(ref: str) -> Callable[[ReleaseBuilder], None] | None:
     return getattr(mod, fn)
 
 
-def collect_tables(ctx: Context) -> dict[str, pa.Table]:
-    """Every workspace table; the per-stage problem tables become one ``problems`` table."""
+def collect_tables(ctx: Context) -> TableSet:
+    """Every workspace table (read when a step asks for it); the per-stage problem tables
+    become one ``problems`` table."""
     ws = ctx.workspace
-    tables: dict[str, pa.Table] = {}
+    files: dict[str, Path] = {}
     problems: list[dict[str, Any]] = []
     for f in sorted(ws.tables_dir.glob("*.parquet")):
         name = f.stem
         if name.startswith("problems__"):
             problems += pq.read_table(f).to_pylist()
         elif not name.startswith("_"):
-            tables[name] = pq.read_table(f)
-    tables["problems"] = to_arrow("problems", problems)
-    return tables
+            files[name] = f
+    return TableSet(files, {"problems": to_arrow("problems", problems)})
 
 
 def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
@@ -104,14 +113,18 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        b = ReleaseBuilder(ctx, staging, collect_tables(ctx))
+        b = ReleaseBuilder(ctx, staging, collect_tables(ctx), parent=resolve_parent(ctx))
         for ref in steps if steps is not None else RELEASE_STEPS:
             fn = _load_step(ref)
             if fn is not None:
                 fn(b)
-        for name, table in sorted(b.tables.items()):
+        for name in b.tables:
             table_schema(name)  # every released table has a declared schema
-            write_parquet(table, staging / f"{name}.parquet")
+            src = b.tables.file(name)
+            if src is not None:  # untouched workspace table: copy, never load
+                copy_table(src, staging / f"{name}.parquet")
+            else:
+                write_parquet(b.tables[name], staging / f"{name}.parquet")
         atomic_write_json(staging / "release.json", _release_json(b), indent=1)
         try:
             os.rename(staging, dest)  # atomic; fails if dest appeared meanwhile
@@ -127,6 +140,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
 def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     ctx, staging = b.ctx, b.staging
     rc = ctx.config.release
+    stores = record_stores(staging)  # writes stores/SHA256SUMS, listed in `files` below
     files: dict[str, str] = {}
     for p in sorted(staging.rglob("*")):
         rel = p.relative_to(staging).as_posix()
@@ -136,27 +150,20 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     for sj in sorted((ctx.workspace.root / "stages").glob("*/stage.json")):
         d = json.loads(sj.read_text())
         stage_info[d["stage"]] = {k: d[k] for k in ("stage_version", "config", "config_hash") if k in d}
-    pipeline = ctx.config.to_dict()
-    pipeline.pop("workspace", None)
-    for s in pipeline.get("sources", []):  # no machine paths in a published file
-        s["root"] = Path(s["root"]).name
-        if s["dataset"].endswith((".yaml", ".yml")):
-            s["dataset"] = Path(s["dataset"]).name
-    pipeline["registry"] = [Path(p).name for p in pipeline.get("registry", [])]
-    pipeline.get("release", {}).pop("root", None)
+    pipeline = published_config(ctx)
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
                 for n, s in sorted(ctx.sources.items())}
-    inputs = sorted(x for x in (b.tables["cases"].column("image_sha256").to_pylist()
-                                + b.tables["cases"].column("label_sha256").to_pylist()) if x)
+    inputs = checksum_values(b.tables.read("cases", ["image_sha256", "label_sha256"]))["value"]
     out = {
-        "collection": rc.collection, "version": rc.version, "parent_version": rc.parent,
+        "collection": rc.collection, "version": rc.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": __version__, "schema_version": schema_version(),
-        "pipeline_config": pipeline, "pipeline_config_hash": ctx.config.config_hash(),
+        "pipeline_config": pipeline, "pipeline_config_hash": sha256_json(pipeline)[:16],
         "stages": stage_info, "registry": registry,
-        "input_checksums_sha256": sha256_json(inputs), "n_input_files": len(inputs),
-        "files": files,
-        "counts": {name: t.num_rows for name, t in sorted(b.tables.items())},
+        "input_checksums_sha256": sha256_sorted(inputs), "n_input_files": inputs.len(),
+        "files": files, "stores": stores,
+        "counts": {name: b.tables.num_rows(name) for name in b.tables},
     }
     out.update(b.extra)
+    out.update(lineage(b))
     return out

@@ -1,5 +1,11 @@
 """Opening a release for queries: DuckDB (read-only, no external access) and Polars.
 
+DuckDB reads the release's own Parquet files with its native reader (fast, prunes row groups
+by their statistics) and nothing else: ``enable_external_access`` is off with the table
+files as the only ``allowed_paths``, the configuration is locked, extensions never load, and
+:meth:`Release.sql` runs only ``SELECT`` (and ``EXPLAIN SELECT``) statements, so a query can
+neither read other files nor write into the release.
+
 >>> # rel = Release("releases/demo/0.1.0")
 >>> # rel.sql("select dataset, count(*) from cases group by 1").fetchall()
 """
@@ -14,7 +20,6 @@ from typing import Any
 
 import duckdb
 import polars as pl
-import pyarrow.dataset as pads
 
 from curator.errors import ReleaseError
 
@@ -35,6 +40,30 @@ def resolve_release(path: str | Path) -> Path:
                        remedy="pass <release root>/<collection>/<version> (or the collection folder)")
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+_EXPLAIN = re.compile(r"^\s*explain\s+(?:analyze\s+)?", re.IGNORECASE)
+
+
+def check_read_only(query: str) -> None:
+    """Refuse anything but SELECT statements (COPY, ATTACH, SET, CREATE, ... are refused)."""
+    for st in duckdb.extract_statements(query):
+        kind = st.type
+        if kind == duckdb.StatementType.EXPLAIN:
+            inner = duckdb.extract_statements(_EXPLAIN.sub("", st.query, count=1))
+            kind = inner[0].type if len(inner) == 1 else duckdb.StatementType.INVALID
+        if kind != duckdb.StatementType.SELECT:
+            raise ReleaseError("query_error", f"only SELECT queries run on a release, not {st.type.name}",
+                               remedy="releases are read-only: query with SELECT, then save results "
+                                      "yourself (e.g. `curator query ... --format csv > out.csv`)")
+
+
 class Release:
     def __init__(self, path: str | Path) -> None:
         self.path = resolve_release(path)
@@ -47,12 +76,16 @@ class Release:
         return sorted(p.stem for p in self.path.glob("*.parquet"))
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB with every table as a view; file system access is off and locked."""
-        con = duckdb.connect(config={"enable_external_access": False, "lock_configuration": True,
-                                     "autoinstall_known_extensions": False,
-                                     "autoload_known_extensions": False})
-        for name in self.table_names():
-            con.register(name, pads.dataset(str(self.path / f"{name}.parquet"), format="parquet"))
+        """An in-memory DuckDB with every table as a view over its Parquet file; file-system access
+        is limited to those files and the configuration is locked. (Use :meth:`sql` for untrusted
+        query text: it also refuses statements other than SELECT.)"""
+        files = {name: (self.path / f"{name}.parquet").resolve() for name in self.table_names()}
+        con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+        con.execute(f"SET allowed_paths = [{', '.join(_literal(str(f)) for f in files.values())}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        for name, f in files.items():
+            con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet({_literal(str(f))})")
         return con
 
     @functools.cached_property
@@ -60,6 +93,8 @@ class Release:
         return self.connect()
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+        """Run a read-only query (SELECT / EXPLAIN SELECT); every table of the release is a view."""
+        check_read_only(query)
         return self._con.sql(query)
 
     def table(self, name: str) -> pl.DataFrame:

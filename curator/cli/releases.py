@@ -1,0 +1,123 @@
+"""``curator verify``, ``curator diff`` and ``curator lineage``: checking and comparing releases."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from curator.cli.common import OutputFormat, emit, handle_errors, out
+
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json")]
+ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder: its newest version)")]
+
+
+def _list(title: str, items: list[Any], limit: int, style: str) -> None:
+    if not items:
+        return
+    out.print(f"  [{style}]{title}[/] ({len(items)})", highlight=False)
+    for x in items[:limit]:
+        text = x if isinstance(x, str) else " ".join(str(v) for v in (x if isinstance(x, (list, tuple)) else [x]))
+        out.print(f"    {escape(text)}", highlight=False)
+    if len(items) > limit:
+        out.print(f"    ... and {len(items) - limit} more (use --format json for all)", highlight=False)
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @app.command("verify")
+    @handle_errors
+    def verify(release: ReleaseArg, fmt: FormatOpt = OutputFormat.table,
+               limit: Annotated[int, typer.Option(help="max paths listed per kind")] = 50) -> None:
+        """Re-check every file checksum, every store's content hash and the dataset card.
+
+        Exit code 0 when the release is intact, 1 when anything changed.
+        """
+        from curator.release.integrity import verify_release
+        from curator.release.query import resolve_release
+
+        rep = verify_release(resolve_release(release))
+        if fmt == OutputFormat.json:
+            sys.stdout.write(json.dumps(rep.to_dict(), indent=1) + "\n")
+        else:
+            head = "[bold green]OK[/]" if rep.ok else "[bold red]CHANGED[/]"
+            out.print(f"{head} {escape(rep.release)}: {rep.checked_files} files and {rep.checked_stores} "
+                      f"stores checked; release.json sha256 {rep.release_json_sha256}", highlight=False)
+            _list("added", rep.added, limit, "yellow")
+            _list("removed", rep.removed, limit, "red")
+            _list("modified", rep.modified, limit, "red")
+            _list("stores whose content hash differs", rep.stores_modified, limit, "red")
+            _list("dataset card issues", rep.card_issues, limit, "red")
+        if not rep.ok:
+            raise typer.Exit(1)
+
+    @app.command("diff")
+    @handle_errors
+    def diff(a: ReleaseArg,
+             b: Annotated[Path | None, typer.Argument(help="newer release (default: compare A with its parent)")] = None,
+             fmt: FormatOpt = OutputFormat.table,
+             limit: Annotated[int, typer.Option(help="max rows listed per kind")] = 50) -> None:
+        """What changed from release A to release B: cases, labels, QC, duplicates, splits, schema, lineage."""
+        from curator.errors import ReleaseError
+        from curator.release.diff import diff_releases
+        from curator.release.query import Release
+
+        if b is None:
+            rb = Release(a)
+            parent = rb.info.get("parent_version")
+            if not parent:
+                raise ReleaseError("release_error", f"{rb.path.name} has no parent version to compare with",
+                                   remedy="give two releases: curator diff A B")
+            a, b = rb.path.parent / parent, rb.path
+        d = diff_releases(a, b)
+        if fmt == OutputFormat.json:
+            sys.stdout.write(json.dumps(d.to_dict(), indent=1, default=str) + "\n")
+            return
+        out.print(f"[bold]{escape(d.a)} → {escape(d.b)}[/]", highlight=False)
+        rows = [(n, len(t.added), len(t.removed), len(t.changed)) for n, t in sorted(d.tables.items())]
+        emit(["table", "added", "removed", "changed"], rows, OutputFormat.table)
+        _list("cases added", d.cases_added, limit, "green")
+        _list("cases removed", d.cases_removed, limit, "red")
+        if "cases" in d.tables:
+            _list("cases changed (case, columns)",
+                  [f"{k[0]}: {', '.join(c)}" for k, c in d.tables["cases"].changed], limit, "yellow")
+        if "labels" in d.tables:
+            lt = d.tables["labels"]
+            _list("labels added", lt.added, limit, "green")
+            _list("labels removed", lt.removed, limit, "red")
+            _list("labels changed", [f"{' '.join(map(str, k))}: {', '.join(c)}" for k, c in lt.changed],
+                  limit, "yellow")
+        _list("labels newly excluded by QC", d.qc_newly_excluded, limit, "red")
+        _list("labels no longer excluded by QC", d.qc_newly_included, limit, "green")
+        _list("cases newly marked duplicate", d.newly_duplicate, limit, "red")
+        _list("cases no longer marked duplicate", d.no_longer_duplicate, limit, "green")
+        _list("cases whose split changed (case, A, B)", d.split_changes, limit, "red")
+        _list("tables added", d.tables_added, limit, "green")
+        _list("tables removed", d.tables_removed, limit, "red")
+        _list("schema changes", [f"{t}: {json.dumps(c)}" for t, c in sorted(d.schema.items())], limit, "yellow")
+        _list("lineage changes", sorted(d.lineage), limit, "yellow")
+        if d.empty:
+            out.print("  no differences in the tables", highlight=False)
+
+    @app.command("lineage")
+    @handle_errors
+    def lineage(release: ReleaseArg, fmt: FormatOpt = OutputFormat.table) -> None:
+        """A release and its ancestors: version, date, cases, registry/taxonomy/model checksums."""
+        from curator.release.query import Release
+
+        rows = []
+        rel: Release | None = Release(release)
+        seen: set[Path] = set()
+        while rel is not None and rel.path not in seen:
+            seen.add(rel.path)
+            info = rel.info
+            tax = (info.get("taxonomy") or {}).get("sha256", "")
+            rows.append((info.get("version"), info.get("created"), info.get("counts", {}).get("cases"),
+                         info.get("parent_version") or "", info.get("pipeline_config_hash"), tax[:12],
+                         len(info.get("models") or {}), len(info.get("registry") or {})))
+            parent = info.get("parent_version")
+            rel = Release(rel.path.parent / parent) if parent and (rel.path.parent / parent).is_dir() else None
+        emit(["version", "created", "cases", "parent", "config hash", "taxonomy", "models", "sources"], rows, fmt)

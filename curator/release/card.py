@@ -1,0 +1,237 @@
+"""``DATASET_CARD.md``: the card generated into every release (YAML front matter + Markdown).
+
+It lists every source with its licence and citation, what the release holds (cases per
+dataset / modality / region, labels per term, per-case metadata coverage), what dedup and
+QC excluded, the splits, the known issues (the problems table and the datasets' notes),
+the licence constraints of the combination and the lineage. Tables a release does not
+have (no ``labels`` before harmonize, no ``duplicates`` before dedup) are reported as
+"not run", never guessed. The card holds no wall-clock time, so identical inputs give an
+identical card. Its structure is checked by :mod:`curator.release.card_check`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import polars as pl
+import yaml
+
+from curator.errors import ReleaseError
+from curator.release.build import ReleaseBuilder
+from curator.release.card_check import check_card
+from curator.release.licences import Combined, combine, parse_licence
+from curator.release.lineage import config_hash
+
+log = logging.getLogger("curator")
+METADATA_COLUMNS = ("sex", "age_years", "bmi", "manufacturer", "scanner_model", "field_strength_t")
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (``|`` in cells escaped)."""
+    def cell(v: Any) -> str:
+        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _frame(builder: ReleaseBuilder, name: str) -> pl.LazyFrame | None:
+    """A table as a lazy frame (streamed from its file: a huge labels table is never loaded)."""
+    return builder.tables.scan(name) if name in builder.tables else None
+
+
+def _counts(df: pl.LazyFrame, by: list[str], name: str = "n") -> list[list[Any]]:
+    return [list(r) for r in df.group_by(by).agg(pl.len().alias(name)).sort(by).collect(engine="streaming")
+            .iter_rows()]
+
+
+def _sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str, Any]]:
+    per = dict(cases.group_by("dataset").len().collect().iter_rows())
+    out = []
+    for name, src in sorted(builder.ctx.sources.items()):
+        s = src.spec
+        out.append({"name": name, "dataset": s.name, "version": s.version, "licence": s.licence,
+                    "licence_url": s.extra.get("licence_url") or None,
+                    "licence_notes": s.extra.get("licence_notes") or None,
+                    "citation_key": s.citation_key or s.name, "citation": s.citation.strip(),
+                    "homepage": s.homepage or None, "modality": s.modality, "region": s.region,
+                    "cases": int(per.get(s.name, 0))})
+    return out
+
+
+def _front(builder: ReleaseBuilder, cases: pl.LazyFrame, sources: list[dict[str, Any]],
+           lic: Combined) -> dict[str, Any]:
+    from curator import __version__
+    from curator.schema import schema_version
+
+    rc = builder.ctx.config.release
+    splits = builder.extra.get("splits", {})
+    stats = cases.select(n=pl.len(), patients=pl.col("patient_id").n_unique(),
+                         datasets=pl.col("dataset").unique().sort().implode(),
+                         modalities=pl.col("modality").unique().sort().implode(),
+                         regions=pl.col("region").drop_nulls().unique().sort().implode()).collect().row(0, named=True)
+    return {
+        "collection": rc.collection, "version": rc.version,
+        "parent_version": builder.parent.name if builder.parent else None,
+        "schema_version": schema_version(), "code_version": __version__,
+        "pipeline_config_hash": config_hash(builder.ctx),
+        "n_cases": stats["n"], "n_patients": stats["patients"],
+        "n_label_rows": builder.tables.num_rows("labels") if "labels" in builder.tables else None,
+        "datasets": list(stats["datasets"]), "modalities": list(stats["modalities"]),
+        "regions": [r for r in stats["regions"] if r],
+        "licences": sorted({s["licence"] for s in sources}),
+        "licence_summary": lic.summary(),
+        "splits": {k: splits[k] for k in ("train", "val", "test") if k in splits},
+        "sources": [{k: v for k, v in s.items() if v is not None} for s in sources],
+    }
+
+
+def _summary(builder: ReleaseBuilder, front: dict[str, Any]) -> str:
+    rc = builder.ctx.config.release
+    parent = f", built on {front['parent_version']}" if front["parent_version"] else ""
+    return (f"Release **{rc.version}** of the **{rc.collection}** collection{parent}: "
+            f"{front['n_cases']} cases of {front['n_patients']} patients from {len(front['datasets'])} "
+            f"dataset(s) ({', '.join(front['modalities'])}). Query it with "
+            f"`curator query <release> \"select ...\"` (every table is a view); check it with "
+            f"`curator verify <release>`.\n")
+
+
+def _sources_md(sources: list[dict[str, Any]]) -> str:
+    rows = [[s["name"], s["dataset"], s["version"], s["licence"], s["cases"], s["citation_key"],
+             s.get("homepage") or ""] for s in sources]
+    text = md_table(["source", "dataset", "version", "licence", "cases", "citation", "homepage"], rows)
+    text += "\n### Citations\n\n"
+    for s in sources:
+        text += f"**{s['citation_key']}** ({s['name']}):\n\n```bibtex\n{s['citation']}\n```\n\n"
+    return text
+
+
+def _composition_md(cases: pl.LazyFrame, labels: pl.LazyFrame | None) -> str:
+    text = "### Cases per dataset and modality\n\n"
+    text += md_table(["dataset", "modality", "cases"], _counts(cases, ["dataset", "modality"]))
+    text += "\n### Cases per region\n\n" + md_table(["region", "cases"], _counts(cases, ["region"]))
+    # a labels row is unique per (case, term, origin), so counting rows counts cases (and streams)
+    per_term = None if labels is None else (
+        labels.group_by("term_id", "term", "origin")
+        .agg(annotated=pl.len(), present=pl.col("present").sum())
+        .sort("term_id", "origin").collect(engine="streaming"))
+    if per_term is not None and per_term.height:
+        text += "\n### Labels per term\n\n" + md_table(["term_id", "term", "origin", "cases annotated",
+                                                         "cases present"], [list(r) for r in per_term.iter_rows()])
+    else:
+        text += "\n### Labels per term\n\nNo harmonized labels in this release (the harmonize stage did not run); "
+        text += "raw label values are in the `raw_labels` table.\n"
+    names = [c for c in (*METADATA_COLUMNS, "metadata_json") if c in cases.collect_schema().names()]
+    filled = cases.select(pl.len().alias("__n"), *[pl.col(c).is_not_null().sum() for c in names]).collect().row(
+        0, named=True)
+    text += "\n### Per-case metadata\n\nCases with each metadata column filled (out of "
+    text += f"{filled['__n']}):\n\n" + md_table(["column", "cases"], [[c, filled[c]] for c in names])
+    return text
+
+
+def _dedup_md(lazy: pl.LazyFrame | None) -> str:
+    if lazy is None:
+        return "The dedup stage did not run: duplicates were not searched for.\n"
+    dups = lazy.select("group_id", "case_id", "dataset", "kept").collect()
+    if not dups.height:
+        return "No duplicates found.\n"
+    dropped = dups.filter(~pl.col("kept"))
+    cross = dups.group_by("group_id").agg(pl.col("dataset").n_unique().alias("n")).filter(pl.col("n") > 1)
+    text = (f"{dups['group_id'].n_unique()} duplicate group(s) with {dups.height} members; "
+            f"{dropped.height} member(s) excluded (kept in `cases`, listed in `duplicates` with the reason); "
+            f"{cross.height} group(s) span several datasets. Every group is one split unit.\n\n")
+    return text + md_table(["dataset", "members excluded"], _counts(dropped.lazy(), ["dataset"]))
+
+
+def _qc_md(labels: pl.LazyFrame | None) -> str:
+    rows = [] if labels is None or "qc_decision" not in labels.collect_schema().names() else \
+        _counts(labels.filter(pl.col("qc_decision").is_not_null()), ["qc_decision"])
+    if not rows:
+        return "The qc stage did not run: no label was checked or excluded.\n"
+    text = md_table(["decision", "labels"], rows)
+    excl = labels.filter(pl.col("qc_decision") == "exclude")  # type: ignore[union-attr]
+    if any(r[0] == "exclude" for r in rows):
+        text += "\nExcluded labels per term:\n\n" + md_table(["term_id", "labels excluded"],
+                                                            _counts(excl, ["term_id"]))
+    return text
+
+
+def _splits_md(splits: pl.LazyFrame | None, info: dict[str, Any]) -> str:
+    if splits is None:
+        return "No splits in this release (disabled in pipeline.yaml).\n"
+    fr = info.get("config", {}).get("fractions", {})
+    text = ("Patient-level: a patient's cases, a study's sequences and a duplicate group's members are one unit "
+            "and share a split; official test sets stay test; cases of the parent release keep their split; "
+            f"new units are balanced per stratum (target fractions {fr}). Checked for leakage when built.\n\n")
+    wide = (splits.group_by("stratum", "split").len().collect().pivot(on="split", index="stratum", values="len")
+            .fill_null(0).sort("stratum"))
+    cols = [c for c in ("train", "val", "test") if c in wide.columns]
+    text += md_table(["stratum", *cols], [list(r) for r in wide.select("stratum", *cols).iter_rows()])
+    text += "\n" + md_table(["reason", "cases"], _counts(splits, ["reason"]))
+    return text
+
+
+def _issues_md(problems: pl.LazyFrame | None, sources: list[dict[str, Any]], builder: ReleaseBuilder) -> str:
+    rows = _counts(problems, ["stage", "severity", "kind"]) if problems is not None else []
+    if rows:
+        text = ("Problems found while building (one row per file or case in the `problems` table; "
+                "`severity = error` means the case was dropped from that stage):\n\n")
+        text += md_table(["stage", "severity", "kind", "count"], rows)
+    else:
+        text = "No problems were recorded.\n"
+    notes = [(s["name"], n) for s in sources for n in builder.ctx.sources[s["name"]].spec.notes]
+    if notes:
+        text += "\nNotes from the dataset registry:\n\n" + "".join(f"- {n}: {t}\n" for n, t in notes)
+    return text
+
+
+def _lineage_md(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> str:
+    from curator.release.lineage import taxonomy_info
+
+    tax = taxonomy_info()
+    models = builder.extra.get("models", {})
+    rows = [["parent version", builder.parent.name if builder.parent else "none (first release)"],
+            ["pipeline config hash", config_hash(builder.ctx)],
+            ["taxonomy", f"{tax.get('version', '')} sha256 {tax['sha256'][:16]}" if tax else "none"],
+            ["models", ", ".join(f"{k} (sha256 {v['sha256'][:16]})" for k, v in sorted(models.items())) or "none"]]
+    rows += [[f"registry: {s['name']}", f"{s['dataset']} {s['version']}"] for s in sources]
+    return md_table(["what", "value"], rows) + "\nFull checksums and settings are in `release.json`.\n"
+
+
+def render_card(builder: ReleaseBuilder) -> str:
+    """The card's text for the release being built."""
+    cases = builder.tables.scan("cases")
+    labels, dups = _frame(builder, "labels"), _frame(builder, "duplicates")
+    sources = _sources(builder, cases)
+    lic = combine({s["name"]: parse_licence(s["licence"]) for s in sources},
+                  {s["name"]: s.get("licence_notes") or "" for s in sources})
+    front = _front(builder, cases, sources, lic)
+    rc = builder.ctx.config.release
+    parts = [
+        "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=100) + "---\n",
+        f"# {rc.collection} {rc.version}\n",
+        "## Summary\n\n" + _summary(builder, front),
+        "## Sources\n\n" + _sources_md(sources),
+        "## Composition\n\n" + _composition_md(cases, labels),
+        "## Deduplication\n\n" + _dedup_md(dups),
+        "## Quality control\n\n" + _qc_md(labels),
+        "## Splits\n\n" + _splits_md(_frame(builder, "splits"), builder.extra.get("splits", {})),
+        "## Known issues\n\n" + _issues_md(_frame(builder, "problems"), sources, builder),
+        "## Licence constraints\n\n" + "".join(f"- {line}\n" for line in lic.constraints),
+        "## Lineage\n\n" + _lineage_md(builder, sources),
+    ]
+    return "\n".join(parts)
+
+
+def release_step(builder: ReleaseBuilder) -> None:
+    """Write ``DATASET_CARD.md`` into the release and check its structure."""
+    text = render_card(builder)
+    datasets = builder.tables.scan("cases").select(pl.col("dataset").unique()).collect()["dataset"]
+    issues = check_card(text, set(datasets.to_list()), builder.tables.num_rows("cases"))
+    if issues:
+        raise ReleaseError("card_invalid", "the generated dataset card is malformed: " + "; ".join(issues),
+                           remedy="this is a bug in curator's card template; report it")
+    (builder.staging / "DATASET_CARD.md").write_text(text, encoding="utf-8")
+    log.info("dataset card written (%d sources)", len(builder.ctx.sources))

@@ -1,0 +1,99 @@
+"""The required structure of a release's ``DATASET_CARD.md`` and its checker.
+
+A card is YAML front matter between ``---`` lines, then Markdown. The checker returns every
+problem as a sentence (an empty list means the card is valid); ``curator verify`` and the
+tests use it.
+
+>>> check_card("no front matter")[0]
+'the card does not start with YAML front matter (a line "---")'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REQUIRED_KEYS = ("collection", "version", "schema_version", "n_cases", "licences", "licence_summary",
+                 "sources", "splits")
+SOURCE_KEYS = ("name", "licence", "citation")
+REQUIRED_SECTIONS = ("Summary", "Sources", "Composition", "Deduplication", "Quality control", "Splits",
+                     "Known issues", "Licence constraints", "Lineage")
+
+
+def split_front_matter(text: str) -> tuple[dict[str, Any] | None, str, list[str]]:
+    """(front matter, body, issues)."""
+    if not text.startswith("---\n"):
+        return None, text, ['the card does not start with YAML front matter (a line "---")']
+    end = text.find("\n---\n", 4)
+    if end < 0:
+        return None, text, ['the front matter is not closed by a line "---"']
+    try:
+        meta = yaml.safe_load(text[4:end])
+    except yaml.YAMLError as e:
+        return None, text[end + 5:], [f"the front matter is not valid YAML: {e}"]
+    if not isinstance(meta, dict):
+        return None, text[end + 5:], ["the front matter is not a mapping"]
+    return meta, text[end + 5:], []
+
+
+def sections(body: str) -> list[str]:
+    """Level-2 headings of the Markdown body, in order."""
+    return [m.group(1).strip() for m in re.finditer(r"^## +(.+)$", body, flags=re.MULTILINE)]
+
+
+def section_text(body: str, title: str) -> str:
+    m = re.search(rf"^## +{re.escape(title)}\s*$(.*?)(?=^## |\Z)", body, flags=re.MULTILINE | re.DOTALL)
+    return m.group(1) if m else ""
+
+
+def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None = None) -> list[str]:
+    """Every structural problem of a card. ``datasets``/``n_cases``: what the release holds."""
+    meta, body, issues = split_front_matter(text)
+    if meta is None:
+        return issues
+    issues += [f"front matter key {k!r} is missing" for k in REQUIRED_KEYS if k not in meta]
+    srcs = meta.get("sources") or []
+    if not isinstance(srcs, list):
+        issues.append("front matter `sources` must be a list")
+        srcs = []
+    names = set()
+    for i, s in enumerate(srcs):
+        if not isinstance(s, dict):
+            issues.append(f"sources[{i}] is not a mapping")
+            continue
+        names.add(str(s.get("dataset") or s.get("name")))
+        issues += [f"source {s.get('name', i)!r} has no {k}" for k in SOURCE_KEYS if not str(s.get(k) or "").strip()]
+    found = sections(body)
+    issues += [f"section '## {t}' is missing" for t in REQUIRED_SECTIONS if t not in found]
+    order = [t for t in found if t in REQUIRED_SECTIONS]
+    if order != [t for t in REQUIRED_SECTIONS if t in order]:
+        issues.append(f"sections are out of order: {order}; expected {list(REQUIRED_SECTIONS)}")
+    src_text = section_text(body, "Sources")
+    for s in srcs:
+        if isinstance(s, dict):
+            for k in ("name", "licence"):
+                if s.get(k) and str(s[k]) not in src_text:
+                    issues.append(f"the Sources section does not show {k} {s[k]!r}")
+            key = str(s.get("citation_key") or "")
+            if key and key not in body:
+                issues.append(f"the citation of {s.get('name')!r} ({key}) is not in the card body")
+    if datasets is not None and names and not datasets <= names:
+        issues.append(f"datasets without a source entry: {sorted(datasets - names)}")
+    if n_cases is not None and meta.get("n_cases") != n_cases:
+        issues.append(f"front matter n_cases = {meta.get('n_cases')} but the release has {n_cases} cases")
+    return issues
+
+
+def check_card_file(path: Path) -> list[str]:
+    """Check a release's card against its cases table (datasets and number of cases)."""
+    import pyarrow.parquet as pq
+
+    datasets, n = None, None
+    cases = path.parent / "cases.parquet"
+    if cases.is_file():
+        col = pq.read_table(cases, columns=["dataset"]).column("dataset")
+        datasets, n = set(col.to_pylist()), len(col)
+    return check_card(path.read_text(encoding="utf-8"), datasets, n)

@@ -1,0 +1,184 @@
+"""``curator diff A B``: what changed between two releases.
+
+Every table present in both is compared row by row on its key (the ``sort`` columns of its
+manifest schema): rows added, removed and changed (with the names of the changed columns).
+On top of that the diff names the changes people ask about: cases added or removed, labels
+newly excluded (or re-included) by QC, cases newly marked duplicate, cases whose split
+changed, schema changes (tables and columns added, removed or retyped) and lineage changes
+(registry, taxonomy, models, pipeline config).
+
+>>> # d = diff_releases("releases/demo/0.1.0", "releases/demo/0.2.0"); d.tables["cases"].added
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from curator.errors import ConfigError
+from curator.release.query import Release
+from curator.schema import table_schema
+
+LINEAGE_KEYS = ("schema_version", "code_version", "registry", "taxonomy", "models", "inputs")
+# Columns that describe a row relative to its own release (not a change of the row itself).
+RELATIVE_COLUMNS = {"splits": {"reason", "previous_split"}}
+
+
+@dataclass
+class TableDiff:
+    """Row-level differences of one table (keys as tuples in the table's key order)."""
+
+    keys: list[str]
+    added: list[tuple[Any, ...]] = field(default_factory=list)
+    removed: list[tuple[Any, ...]] = field(default_factory=list)
+    changed: list[tuple[tuple[Any, ...], list[str]]] = field(default_factory=list)  # (key, columns)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keys": self.keys, "added": [list(k) for k in self.added],
+                "removed": [list(k) for k in self.removed],
+                "changed": [{"key": list(k), "columns": c} for k, c in self.changed]}
+
+
+@dataclass
+class ReleaseDiff:
+    a: str
+    b: str
+    tables: dict[str, TableDiff] = field(default_factory=dict)
+    tables_added: list[str] = field(default_factory=list)
+    tables_removed: list[str] = field(default_factory=list)
+    schema: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # table -> added/removed/retyped
+    qc_newly_excluded: list[tuple[Any, ...]] = field(default_factory=list)  # (case_id, term_id, origin)
+    qc_newly_included: list[tuple[Any, ...]] = field(default_factory=list)
+    newly_duplicate: list[str] = field(default_factory=list)
+    no_longer_duplicate: list[str] = field(default_factory=list)
+    split_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (case_id, split A, split B)
+    lineage: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def cases_added(self) -> list[str]:
+        return [k[0] for k in self.tables["cases"].added] if "cases" in self.tables else []
+
+    @property
+    def cases_removed(self) -> list[str]:
+        return [k[0] for k in self.tables["cases"].removed] if "cases" in self.tables else []
+
+    @property
+    def empty(self) -> bool:
+        return (all(t.empty for t in self.tables.values()) and not self.tables_added and not self.tables_removed
+                and not self.schema)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "tables": {n: t.to_dict() for n, t in sorted(self.tables.items())},
+                "tables_added": self.tables_added, "tables_removed": self.tables_removed, "schema": self.schema,
+                "qc_newly_excluded": [list(x) for x in self.qc_newly_excluded],
+                "qc_newly_included": [list(x) for x in self.qc_newly_included],
+                "newly_duplicate": self.newly_duplicate, "no_longer_duplicate": self.no_longer_duplicate,
+                "split_changes": [list(x) for x in self.split_changes],
+                "lineage": {k: {"a": v[0], "b": v[1]} for k, v in sorted(self.lineage.items())}}
+
+
+def _keys_for(name: str, a_cols: list[str], b_cols: list[str]) -> list[str]:
+    try:
+        keys = list(table_schema(name).sort)
+    except ConfigError:
+        keys = []
+    common = [c for c in a_cols if c in b_cols]
+    return keys if keys and all(k in common for k in keys) else common
+
+
+def _rows(df: pl.DataFrame) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in df.unique(maintain_order=True).iter_rows()]
+
+
+def diff_table(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], ignore: set[str] | None = None) -> TableDiff:
+    """Rows of ``b`` not in ``a`` (added), of ``a`` not in ``b`` (removed), and changed rows
+    (columns in ``ignore`` are not compared)."""
+    out = TableDiff(keys)
+    out.added = _rows(b.join(a.select(keys), on=keys, how="anti", nulls_equal=True).select(keys).sort(keys))
+    out.removed = _rows(a.join(b.select(keys), on=keys, how="anti", nulls_equal=True).select(keys).sort(keys))
+    compare = [c for c in a.columns if c in b.columns and c not in keys and c not in (ignore or set())
+               and a[c].dtype == b[c].dtype]
+    if compare:
+        j = a.select(keys + compare).join(b.select(keys + compare), on=keys, suffix="__b", nulls_equal=True)
+        flags = [pl.when(pl.col(c).ne_missing(pl.col(f"{c}__b"))).then(pl.lit(c)) for c in compare]
+        j = j.select(*keys, changed=pl.concat_list(flags).list.drop_nulls()).filter(pl.col("changed").list.len() > 0)
+        out.changed = [(tuple(r[:-1]), list(r[-1])) for r in j.sort(keys).iter_rows()]
+    return out
+
+
+def _schema_changes(a: Path, b: Path) -> dict[str, list[Any]]:
+    sa, sb = pq.read_schema(a), pq.read_schema(b)
+    ta = {f.name: str(f.type) for f in sa}
+    tb = {f.name: str(f.type) for f in sb}
+    out: dict[str, list[Any]] = {
+        "added": [c for c in tb if c not in ta], "removed": [c for c in ta if c not in tb],
+        "retyped": [[c, ta[c], tb[c]] for c in ta if c in tb and ta[c] != tb[c]]}
+    return {k: v for k, v in out.items() if v}
+
+
+def _qc(d: ReleaseDiff, a: pl.DataFrame, b: pl.DataFrame) -> None:
+    if "qc_decision" not in a.columns or "qc_decision" not in b.columns:
+        return
+    keys = ["case_id", "term_id", "origin"]
+    j = a.select(*keys, qa="qc_decision").join(b.select(*keys, qb="qc_decision"), on=keys, how="right")
+    excl = pl.col("qb") == "exclude"
+    d.qc_newly_excluded = _rows(j.filter(excl & pl.col("qa").ne_missing(pl.lit("exclude"))).select(keys).sort(keys))
+    d.qc_newly_included = _rows(j.filter((pl.col("qa") == "exclude") & ~excl.fill_null(False))
+                                .select(keys).sort(keys))
+
+
+def _dups(d: ReleaseDiff, a: pl.DataFrame | None, b: pl.DataFrame | None) -> None:
+    def dropped(df: pl.DataFrame | None) -> set[str]:
+        return set(df.filter(~pl.col("kept"))["case_id"].to_list()) if df is not None else set()
+
+    da, db = dropped(a), dropped(b)
+    d.newly_duplicate, d.no_longer_duplicate = sorted(db - da), sorted(da - db)
+
+
+def _settings(info: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline config without its ``release`` block (the version always differs)."""
+    cfg = dict(info.get("pipeline_config") or {})
+    cfg.pop("release", None)
+    return cfg
+
+
+def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
+    """Compare two releases (folders or collection folders)."""
+    ra, rb = Release(a), Release(b)
+    d = ReleaseDiff(f"{ra.info.get('collection')} {ra.info.get('version')}",
+                    f"{rb.info.get('collection')} {rb.info.get('version')}")
+    na, nb = set(ra.table_names()), set(rb.table_names())
+    d.tables_added, d.tables_removed = sorted(nb - na), sorted(na - nb)
+    frames: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
+    for name in sorted(na & nb):
+        pa_, pb_ = ra.path / f"{name}.parquet", rb.path / f"{name}.parquet"
+        sch = _schema_changes(pa_, pb_)
+        if sch:
+            d.schema[name] = sch
+        fa, fb = pl.read_parquet(pa_), pl.read_parquet(pb_)
+        frames[name] = (fa, fb)
+        d.tables[name] = diff_table(fa, fb, _keys_for(name, fa.columns, fb.columns), RELATIVE_COLUMNS.get(name))
+    if "labels" in frames:
+        _qc(d, *frames["labels"])
+    _dups(d, *(pl.read_parquet(r.path / "duplicates.parquet") if "duplicates" in n else None
+               for r, n in ((ra, na), (rb, nb))))
+    if "splits" in frames:
+        sa, sb = frames["splits"]
+        j = sa.select("case_id", a="split").join(sb.select("case_id", b="split"), on="case_id")
+        d.split_changes = [tuple(r) for r in j.filter(pl.col("a") != pl.col("b")).sort("case_id").iter_rows()]
+    for k in LINEAGE_KEYS:
+        va, vb = ra.info.get(k), rb.info.get(k)
+        if va != vb:
+            d.lineage[k] = (va, vb)
+    ca, cb = (_settings(r.info) for r in (ra, rb))
+    if ca != cb:
+        d.lineage["pipeline_config"] = (ca, cb)
+    return d

@@ -1,0 +1,188 @@
+"""Release integrity: checksums of files and Zarr stores, and ``verify``.
+
+A release records three things about its bytes:
+
+* ``release.json["files"]``: SHA-256 of every file outside the stores (tables, card, ...);
+* ``release.json["stores"]``: per case store, a content hash (:func:`store_hash`), its
+  number of files and bytes;
+* ``stores/SHA256SUMS``: one line per file inside every store, in ``sha256sum`` format
+  (``cd stores && sha256sum -c SHA256SUMS`` works without curator). The file itself is
+  covered by ``release.json["files"]``, so :func:`verify_release` can say exactly which
+  file inside which store changed.
+
+A store's content hash is the SHA-256 of its own ``SHA256SUMS`` lines (relative paths
+inside the store, sorted), so it does not depend on where the store lives or on file
+times, and two stores with the same arrays and attributes hash the same.
+
+>>> # store_hash(Path("release/stores/KiTS23__case_00000.zarr"))  -> 'ab12...'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curator.errors import ReleaseError
+from curator.io.fsutil import sha256_file
+
+STORES_DIR = "stores"
+SUMS_NAME = "SHA256SUMS"
+# Files a release may hold that are not covered by release.json["files"] (the manifest itself).
+UNLISTED = {"release.json"}
+
+
+def _store_files(path: Path) -> list[tuple[str, Path]]:
+    if not path.is_dir():
+        raise ReleaseError("store_missing", "the Zarr store is not a folder", path=str(path),
+                           remedy="copy the store again from the workspace")
+    out = []
+    for p in path.rglob("*"):
+        if p.is_symlink():
+            raise ReleaseError("release_error", "a store holds a symbolic link", path=str(p),
+                               remedy="stores must hold plain files; copy the target instead")
+        if p.is_file():
+            out.append((p.relative_to(path).as_posix(), p))
+    return sorted(out)
+
+
+def store_file_hashes(path: str | Path) -> dict[str, str]:
+    """Relative path (posix, sorted) -> SHA-256 of every file of a Zarr store."""
+    return {rel: sha256_file(p) for rel, p in _store_files(Path(path))}
+
+
+def _sum_lines(hashes: dict[str, str], prefix: str = "") -> list[str]:
+    return [f"{h}  {prefix}{rel}\n" for rel, h in sorted(hashes.items())]
+
+
+def hash_of_file_hashes(hashes: dict[str, str]) -> str:
+    """Content hash of a store from its per-file hashes (see the module docstring)."""
+    return hashlib.sha256("".join(_sum_lines(hashes)).encode()).hexdigest()
+
+
+def store_hash(path: str | Path) -> str:
+    """Content hash of a Zarr store: every file, in sorted relative-path order.
+
+    Release steps that copy stores may call it and put the result into
+    ``builder.extra["stores"][case_id]["sha256"]``; the release builder computes it for
+    every store under ``<release>/stores/`` anyway, so nothing is left unchecked.
+    """
+    return hash_of_file_hashes(store_file_hashes(path))
+
+
+def case_id_of_store(rel: str) -> str:
+    """``'KiTS23__case_00000.zarr'`` -> ``'KiTS23__case_00000'``."""
+    return rel.removesuffix(".zarr")
+
+
+def record_stores(release: Path) -> dict[str, dict[str, Any]]:
+    """Hash every store under ``<release>/stores``, write ``stores/SHA256SUMS``, return the summary."""
+    sdir = release / STORES_DIR
+    if not sdir.is_dir():
+        return {}
+    summary: dict[str, dict[str, Any]] = {}
+    lines: list[str] = []
+    for store in sorted(p for p in sdir.iterdir() if p.is_dir() and p.name.endswith(".zarr")):
+        files = _store_files(store)
+        hashes = {rel: sha256_file(p) for rel, p in files}
+        summary[case_id_of_store(store.name)] = {
+            "sha256": hash_of_file_hashes(hashes), "n_files": len(hashes),
+            "bytes": sum(p.stat().st_size for _, p in files)}
+        lines += _sum_lines(hashes, prefix=f"{store.name}/")
+    (sdir / SUMS_NAME).write_text("".join(lines), encoding="utf-8")
+    return summary
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    """``sha256sum`` lines -> {path: hash}."""
+    out = {}
+    for line in text.splitlines():
+        if line.strip():
+            h, _, rel = line.partition("  ")
+            out[rel] = h
+    return out
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found; empty lists mean the release is intact."""
+
+    release: str
+    checked_files: int = 0
+    checked_stores: int = 0
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    stores_modified: list[str] = field(default_factory=list)
+    card_issues: list[str] = field(default_factory=list)
+    release_json_sha256: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not (self.added or self.removed or self.modified or self.stores_modified or self.card_issues)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"release": self.release, "ok": self.ok, "checked_files": self.checked_files,
+                "checked_stores": self.checked_stores, "added": self.added, "removed": self.removed,
+                "modified": self.modified, "stores_modified": self.stores_modified,
+                "card_issues": self.card_issues, "release_json_sha256": self.release_json_sha256}
+
+
+def _walk(release: Path) -> Iterable[str]:
+    for p in release.rglob("*"):
+        if p.is_file() or p.is_symlink():
+            yield p.relative_to(release).as_posix()
+
+
+def verify_release(path: str | Path) -> VerifyReport:
+    """Re-check every file checksum and every store's content hash against ``release.json``.
+
+    Reports files added, removed or modified (paths relative to the release; files inside
+    stores as ``stores/<case>.zarr/<file>``), the stores whose content hash differs, and
+    the dataset card's structure issues.
+    """
+    from curator.release.card_check import check_card_file
+
+    release = Path(path)
+    try:
+        info = json.loads((release / "release.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ReleaseError("release_error", "not a release folder (no release.json)", path=str(release),
+                           remedy="pass <release root>/<collection>/<version>") from e
+    except json.JSONDecodeError as e:
+        raise ReleaseError("release_corrupt", f"release.json is not valid JSON ({e})", path=str(release),
+                           remedy="restore the release from its published copy") from e
+    rep = VerifyReport(release=str(release), release_json_sha256=sha256_file(release / "release.json"))
+    files: dict[str, str] = info.get("files", {})
+    stores: dict[str, dict[str, Any]] = info.get("stores", {})
+    expected_store_files: dict[str, str] = {}
+    sums = release / STORES_DIR / SUMS_NAME
+    sums_ok = sums.is_file() and files.get(f"{STORES_DIR}/{SUMS_NAME}") == sha256_file(sums)
+    if sums.is_file():
+        expected_store_files = {f"{STORES_DIR}/{k}": v for k, v in parse_sums(sums.read_text()).items()}
+    present = set(_walk(release)) - UNLISTED
+    listed = set(files) | set(expected_store_files)
+    rep.added = sorted(present - listed)
+    rep.removed = sorted(listed - present)
+    for rel in sorted(present & set(files)):
+        rep.checked_files += 1
+        if sha256_file(release / rel) != files[rel]:
+            rep.modified.append(rel)
+    for case_id, meta in sorted(stores.items()):
+        rep.checked_stores += 1
+        store = release / STORES_DIR / f"{case_id}.zarr"
+        hashes = store_file_hashes(store) if store.is_dir() else {}
+        if hash_of_file_hashes(hashes) != meta.get("sha256"):
+            rep.stores_modified.append(case_id)
+            if sums_ok:  # the per-file list is trustworthy: name the files that changed
+                prefix = f"{STORES_DIR}/{store.name}/"
+                rep.modified += [prefix + r for r, h in hashes.items()
+                                 if expected_store_files.get(prefix + r) not in (None, h)]
+    rep.modified = sorted(set(rep.modified))
+    card = release / "DATASET_CARD.md"
+    if card.is_file() or "DATASET_CARD.md" in files:
+        rep.card_issues = check_card_file(card) if card.is_file() else ["DATASET_CARD.md is missing"]
+    return rep

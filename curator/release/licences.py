@@ -1,0 +1,136 @@
+"""What the licences of a release's sources allow, alone and combined.
+
+Dataset YAMLs declare ``licence`` as an SPDX-like id (``CC-BY-NC-SA-4.0``), sometimes with
+words around it (``unknown (challenge registration)``, ``conflicting: CC-BY-4.0 vs
+CC-BY-NC-SA``). :func:`parse_licence` reads the terms that matter for a combined
+collection; a conflicting declaration is read as its most restrictive variant.
+:func:`combine` states the constraints of the combination in plain sentences.
+This is guidance for the dataset card, not legal advice.
+
+>>> t = parse_licence("CC-BY-NC-SA-4.0")
+>>> (t.commercial, t.derivatives, t.attribution)
+('no', 'share-alike', True)
+>>> parse_licence("conflicting: CC-BY-4.0 (Zenodo) vs CC-BY-NC-SA (NeurIPS)").commercial
+'no'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+YesNo = Literal["yes", "no", "unknown"]
+_CC = re.compile(r"\bCC[ -]?(0|BY(?:[ -](?:NC|SA|ND))*)(?:[ -](\d\.\d))?", re.IGNORECASE)
+_PERMISSIVE = re.compile(r"\b(APACHE|MIT|BSD|PDDL|ODC[ -]?BY|ISC)\b", re.IGNORECASE)
+_ODBL = re.compile(r"\bODBL\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LicenceTerms:
+    """The terms of one declared licence that matter for combining datasets."""
+
+    declared: str
+    family: str  # e.g. CC-BY-NC-SA, CC0, permissive, ODbL, unknown
+    commercial: YesNo
+    derivatives: Literal["yes", "share-alike", "no", "unknown"]
+    attribution: bool
+    conflicting: bool = False
+
+    @property
+    def known(self) -> bool:
+        return self.family != "unknown"
+
+
+def _cc_terms(token: str) -> tuple[str, YesNo, str]:
+    parts = [p.upper() for p in re.split(r"[ -]", token) if p]
+    if parts == ["0"]:
+        return "CC0", "yes", "yes"
+    fam = "CC-" + "-".join(parts)
+    commercial: YesNo = "no" if "NC" in parts else "yes"
+    deriv = "no" if "ND" in parts else ("share-alike" if "SA" in parts else "yes")
+    return fam, commercial, deriv
+
+
+def _restrictiveness(t: tuple[str, YesNo, str]) -> int:
+    return (2 if t[1] == "no" else 0) + {"yes": 0, "share-alike": 1, "no": 3}[t[2]]
+
+
+def parse_licence(text: str | None) -> LicenceTerms:
+    """Read a declared licence string (see the module docstring)."""
+    declared = (text or "").strip()
+    low = declared.lower()
+    conflicting = low.startswith("conflicting") or " vs " in low
+    if not declared or low.startswith("unknown"):
+        return LicenceTerms(declared or "unknown", "unknown", "unknown", "unknown", True)
+    found = [_cc_terms(m.group(1)) for m in _CC.finditer(declared)]
+    if found:
+        fam, commercial, deriv = max(found, key=_restrictiveness)
+        return LicenceTerms(declared, fam, commercial, deriv, fam != "CC0", conflicting)  # type: ignore[arg-type]
+    if _ODBL.search(declared):
+        return LicenceTerms(declared, "ODbL", "yes", "share-alike", True, conflicting)
+    if _PERMISSIVE.search(declared):
+        return LicenceTerms(declared, "permissive", "yes", "yes", True, conflicting)
+    return LicenceTerms(declared, "unknown", "unknown", "unknown", True, conflicting)
+
+
+@dataclass
+class Combined:
+    """The constraints of a combination of sources."""
+
+    commercial_use: YesNo
+    redistribute_adapted: YesNo
+    attribution_required: bool
+    share_alike: list[str] = field(default_factory=list)
+    no_derivatives: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    conflicting: list[str] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The front-matter form."""
+        return {"commercial_use": self.commercial_use, "redistribute_adapted": self.redistribute_adapted,
+                "attribution_required": self.attribution_required, "share_alike": self.share_alike,
+                "no_derivatives": self.no_derivatives, "unknown": self.unknown,
+                "conflicting": self.conflicting}
+
+
+def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = None) -> Combined:
+    """Constraints of using ``sources`` (name -> terms) together; ``notes``: per-source licence notes."""
+    nc = sorted(n for n, t in sources.items() if t.commercial == "no")
+    unk = sorted(n for n, t in sources.items() if not t.known)
+    conf = sorted(n for n, t in sources.items() if t.conflicting and t.known)
+    sa = sorted(n for n, t in sources.items() if t.derivatives == "share-alike")
+    nd = sorted(n for n, t in sources.items() if t.derivatives == "no")
+    commercial: YesNo = "no" if nc else ("unknown" if unk else "yes")
+    sa_families = sorted({sources[n].family for n in sa})
+    adapted: YesNo = "no" if nd or len(sa_families) > 1 else ("unknown" if unk else "yes")
+    c = Combined(commercial, adapted, any(t.attribution for t in sources.values()), sa, nd, unk, conf)
+    lines = c.constraints
+    if nc:
+        lines.append(f"Non-commercial use only: {', '.join(nc)} forbid(s) commercial use, and the "
+                     "combination inherits the most restrictive term.")
+    if sa:
+        lines.append("Share-alike: material adapted from " + ", ".join(f"{n} ({sources[n].family})" for n in sa)
+                     + " (harmonized or revised labels, pseudo labels, preprocessed images) must be shared "
+                     "under the same licence.")
+    if len(sa_families) > 1:
+        lines.append(f"Incompatible share-alike licences ({', '.join(sa_families)}): the adapted collection "
+                     "cannot be redistributed as one work; distribute those datasets' parts separately.")
+    if nd:
+        lines.append(f"No derivatives: {', '.join(nd)} forbid(s) sharing adapted material; ship only their "
+                     "original files (or the recipe to rebuild them).")
+    if unk:
+        lines.append(f"Licence unknown for {', '.join(unk)}: check each dataset's terms before "
+                     "redistributing this release or using it commercially.")
+    if conf:
+        lines.append(f"Conflicting licence statements for {', '.join(conf)}: read as the most restrictive "
+                     "variant until clarified with the dataset's maintainers.")
+    if c.attribution_required:
+        lines.append("Attribution: cite every source listed under Sources when you use or share this release.")
+    if not (nc or sa or nd or unk or conf):
+        lines.append("All sources allow commercial use and adaptation with attribution.")
+    for name, note in sorted((notes or {}).items()):
+        if note:
+            lines.append(f"{name}: {note.strip()}")
+    return c

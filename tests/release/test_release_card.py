@@ -1,0 +1,128 @@
+"""The dataset card: licence reading and combination, rendering into a release, the structure check."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curator.config import PipelineConfig
+from curator.release.card_check import (
+    REQUIRED_SECTIONS,
+    check_card,
+    check_card_file,
+    split_front_matter,
+)
+from curator.release.integrity import verify_release
+from curator.release.licences import combine, parse_licence
+from curator.runner.context import Context
+from tests.conftest import REAL
+
+Build = Callable[..., Path]
+LICENCES = REAL.parents[1] / "reference" / "licences.tsv"  # ../shared/reference next to ../shared/data
+
+
+@pytest.mark.parametrize("text,family,commercial,deriv", [
+    ("CC-BY-4.0", "CC-BY", "yes", "yes"),
+    ("CC BY-NC-SA 4.0", "CC-BY-NC-SA", "no", "share-alike"),
+    ("cc-by-nc-nd-4.0", "CC-BY-NC-ND", "no", "no"),
+    ("CC0-1.0", "CC0", "yes", "yes"),
+    ("Apache-2.0", "permissive", "yes", "yes"),
+    ("ODbL-1.0", "ODbL", "yes", "share-alike"),
+    ("unknown (challenge registration)", "unknown", "unknown", "unknown"),
+    ("TCIA restricted data usage agreement", "unknown", "unknown", "unknown"),
+    ("conflicting: CC-BY-4.0 (Zenodo) vs CC-BY-NC-SA (NeurIPS listing)", "CC-BY-NC-SA", "no", "share-alike"),
+])
+def test_parse_licence(text: str, family: str, commercial: str, deriv: str) -> None:
+    t = parse_licence(text)
+    assert (t.family, t.commercial, t.derivatives) == (family, commercial, deriv)
+    assert t.conflicting == text.startswith("conflicting")
+
+
+def test_combination_constraints() -> None:
+    c = combine({"A": parse_licence("CC-BY-4.0"), "B": parse_licence("CC-BY-4.0")})
+    assert (c.commercial_use, c.redistribute_adapted) == ("yes", "yes")
+    c = combine({"A": parse_licence("CC-BY-4.0"), "K": parse_licence("CC-BY-NC-SA-4.0"),
+                 "M": parse_licence("CC-BY-SA-4.0"), "N": parse_licence("CC-BY-ND-4.0"),
+                 "U": parse_licence("unknown")}, {"K": "no redistribution of images"})
+    assert c.commercial_use == "no" and c.redistribute_adapted == "no"
+    assert c.share_alike == ["K", "M"] and c.no_derivatives == ["N"] and c.unknown == ["U"]
+    text = " ".join(c.constraints)
+    for needle in ("Non-commercial use only: K", "Incompatible share-alike", "No derivatives: N",
+                   "Licence unknown for U", "K: no redistribution of images", "Attribution"):
+        assert needle in text
+
+
+@pytest.mark.skipif(not LICENCES.is_file(), reason="shared reference licences.tsv not present")
+def test_reference_licence_table_is_read_consistently() -> None:
+    """The project's researched licence table: our reading agrees on commercial use where it is known."""
+    with open(LICENCES, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    checked = 0
+    for r in rows:
+        t = parse_licence(r["licence"])
+        if r["commercial_use"] == "no" and t.known and not t.conflicting:
+            assert t.commercial == "no", r
+            checked += 1
+        if r["licence"].startswith("unknown"):
+            assert not t.known
+    assert checked > 5
+
+
+def test_release_card_lists_every_source_and_passes_the_check(demo: Path) -> None:
+    rel = demo / "releases" / "demo" / "0.1.0"
+    card = (rel / "DATASET_CARD.md").read_text()
+    assert check_card_file(rel / "DATASET_CARD.md") == []
+    meta, body, _ = split_front_matter(card)
+    assert meta is not None
+    ctx = Context(PipelineConfig.load(demo / "pipeline.yaml"))
+    assert {s["name"] for s in meta["sources"]} == set(ctx.sources)
+    for name, src in ctx.sources.items():
+        entry = next(s for s in meta["sources"] if s["name"] == name)
+        assert entry["licence"] == src.spec.licence and entry["citation"] == src.spec.citation.strip()
+        assert src.spec.citation.strip() in body
+    assert meta["licence_summary"]["commercial_use"] == "no"  # KiTS23 is CC-BY-NC-SA
+    assert sum(meta["splits"].values()) == meta["n_cases"]
+    assert "The dedup stage did not run" in body and "The qc stage did not run" in body
+
+
+def test_card_is_identical_when_rebuilt(demo: Path, demo_base: Path, tmp_path: Path, release_with: Build) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(demo_base, other, symlinks=True)
+    a, b = release_with(demo, "0.2.0"), release_with(other, "0.2.0")
+    assert (a / "DATASET_CARD.md").read_bytes() == (b / "DATASET_CARD.md").read_bytes()
+
+
+def test_structure_check_finds_each_defect(demo: Path) -> None:
+    good = (demo / "releases" / "demo" / "0.1.0" / "DATASET_CARD.md").read_text()
+    assert check_card(good) == []
+    assert "YAML front matter" in check_card(good.split("---\n", 2)[2])[0]
+    for section in REQUIRED_SECTIONS:
+        broken = good.replace(f"## {section}\n", f"## {section} (renamed)\n")
+        assert f"section '## {section}' is missing" in check_card(broken)
+    meta, body, _ = split_front_matter(good)
+    assert meta is not None
+    meta["sources"][0]["licence"] = ""
+    del meta["splits"]
+    issues = check_card("---\n" + yaml.safe_dump(meta) + "---\n" + body)
+    assert any("has no licence" in i for i in issues) and "front matter key 'splits' is missing" in issues
+    meta, body, _ = split_front_matter(good)
+    assert meta is not None
+    key = meta["sources"][-1]["citation_key"]
+    issues = check_card("---\n" + yaml.safe_dump(meta) + "---\n" + body.replace(key, "XXX"))
+    assert any(key in i for i in issues)
+    assert check_card(good, datasets={"KiTS23", "Other"})[0].startswith("datasets without a source entry")
+    assert "n_cases" in check_card(good, n_cases=999)[0]
+
+
+def test_verify_reports_a_broken_card(demo: Path) -> None:
+    rel = demo / "releases" / "demo" / "0.1.0"
+    card = rel / "DATASET_CARD.md"
+    card.write_text(card.read_text().replace("## Splits\n", "## Split\n"))
+    rep = verify_release(rel)
+    assert rep.modified == ["DATASET_CARD.md"]
+    assert rep.card_issues == ["section '## Splits' is missing"]

@@ -1,0 +1,43 @@
+"""``curator verify``, ``curator diff``, ``curator lineage`` through the command line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from curator.cli import app
+
+Build = Callable[..., Path]
+runner = CliRunner()
+
+
+def test_verify_exit_codes_and_json(demo: Path) -> None:
+    rel = demo / "releases" / "demo" / "0.1.0"
+    ok = runner.invoke(app, ["verify", str(rel)])
+    assert ok.exit_code == 0, ok.output
+    assert "OK" in ok.output
+    (rel / "problems.parquet").write_bytes((rel / "problems.parquet").read_bytes() + b"\0")
+    bad = runner.invoke(app, ["verify", str(rel), "--format", "json"])
+    assert bad.exit_code == 1
+    rep = json.loads(bad.stdout)
+    assert rep["ok"] is False and rep["modified"] == ["problems.parquet"]
+    missing = runner.invoke(app, ["verify", str(demo)])
+    assert missing.exit_code == 2 and "release.json" in missing.output
+
+
+def test_diff_against_parent_and_lineage(demo: Path, release_with: Build) -> None:
+    rel = release_with(demo, "0.2.0")
+    out = runner.invoke(app, ["diff", str(rel), "--format", "json"])
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.stdout)
+    assert d["a"] == "demo 0.1.0" and d["b"] == "demo 0.2.0"
+    assert all(not t["added"] and not t["removed"] and not t["changed"] for t in d["tables"].values())
+    text = runner.invoke(app, ["diff", str(demo / "releases" / "demo" / "0.1.0"), str(rel)])
+    assert text.exit_code == 0 and "no differences in the tables" in text.output
+    first = runner.invoke(app, ["diff", str(demo / "releases" / "demo" / "0.1.0")])
+    assert first.exit_code == 2 and "no parent version" in first.output
+    lin = runner.invoke(app, ["lineage", str(demo / "releases" / "demo"), "--format", "json"])
+    assert [r["version"] for r in json.loads(lin.stdout)] == ["0.2.0", "0.1.0"]

@@ -1,0 +1,78 @@
+"""``diff``: labels newly excluded by QC, cases newly marked duplicate, schema and lineage changes."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator.release.diff import diff_releases, diff_table
+from curator.schema import to_arrow
+from curator.workspace import Workspace
+
+Build = Callable[..., Path]
+
+
+def _labels(case_ids: list[str], excluded: set[str]) -> pa.Table:
+    rows: list[dict[str, Any]] = []
+    for c in case_ids:
+        rows.append({"case_id": c, "dataset": c.split("__")[0], "term_id": "liver", "term": "liver",
+                     "origin": "original", "layer": "original", "derived": False, "annotated": True,
+                     "present": True, "voxels": 10, "volume_ml": 1.0,
+                     "qc_decision": "exclude" if c in excluded else "include",
+                     "qc_reason": "volume far outside the reference range" if c in excluded else None})
+    return to_arrow("labels", rows)
+
+
+def test_diff_table_keys_and_changed_columns() -> None:
+    a = pl.DataFrame({"k": [1, 2, 3], "x": ["a", "b", "c"], "y": [1.0, 2.0, None]})
+    b = pl.DataFrame({"k": [2, 3, 4], "x": ["b", "C", "d"], "y": [2.0, 3.0, 4.0]})
+    d = diff_table(a, b, ["k"])
+    assert d.added == [(4,)] and d.removed == [(1,)]
+    assert d.changed == [((3,), ["x", "y"])]
+    assert diff_table(a, a, ["k"]).empty
+
+
+def test_diff_names_qc_exclusions_duplicates_and_label_changes(demo: Path, release_with: Build) -> None:
+    ws = Workspace(demo / "workspace")
+    cases = pl.read_parquet(demo / "releases" / "demo" / "0.1.0" / "cases.parquet")["case_id"].to_list()
+    ws.write_table("labels", _labels(cases[:4], excluded={cases[0]}))
+    a = release_with(demo, "0.2.0")
+    ws.write_table("labels", _labels(cases[:3], excluded={cases[0], cases[2]}))
+    dup = [{"group_id": "g1", "case_id": c, "dataset": c.split("__")[0], "kept": c == cases[5],
+            "kept_case_id": cases[5], "reason": "same scan"} for c in (cases[5], cases[6])]
+    ws.write_table("duplicates", to_arrow("duplicates", dup))
+    (demo / "pipeline.yaml").write_text((demo / "pipeline.yaml").read_text().replace(
+        "stages:\n", "stages:\n  splits: {on_conflict: move}\n"))
+    b = release_with(demo, "0.3.0")
+    d = diff_releases(a, b)
+    assert d.qc_newly_excluded == [(cases[2], "liver", "original")]
+    assert d.qc_newly_included == []
+    assert d.tables["labels"].removed == [(cases[3], "liver", "original")]
+    assert d.tables["labels"].changed == [((cases[2], "liver", "original"), ["qc_decision", "qc_reason"])]
+    assert d.newly_duplicate == [cases[6]]
+    assert d.tables_added == ["duplicates"]
+    assert d.cases_added == [] and d.tables["cases"].changed == []
+    assert "pipeline_config" in d.lineage
+    back = diff_releases(b, a)
+    assert back.qc_newly_included == [(cases[2], "liver", "original")]
+    assert back.no_longer_duplicate == [cases[6]] and back.tables_removed == ["duplicates"]
+
+
+def test_diff_reports_schema_changes(demo: Path) -> None:
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    p = coll / "0.1.1" / "cases.parquet"
+    t = pq.read_table(p)
+    t = t.append_column("scanner_site", pa.array(["x"] * t.num_rows)).drop_columns(["bmi"])
+    t = t.set_column(t.schema.get_field_index("age_years"), "age_years", t.column("age_years").cast(pa.float32()))
+    pq.write_table(t, p)
+    d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+    assert d.schema == {"cases": {"added": ["scanner_site"], "removed": ["bmi"],
+                                  "retyped": [["age_years", "double", "float"]]}}
+    assert d.tables["cases"].changed == []  # values of the common, same-typed columns are unchanged

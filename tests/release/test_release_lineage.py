@@ -1,0 +1,82 @@
+"""Lineage: semantic version order, parent resolution, taxonomy and model checksums in release.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from curator.errors import ReleaseError
+from curator.release.lineage import existing_versions, record_model, version_key
+
+Build = Callable[..., Path]
+
+
+def test_version_order() -> None:
+    vs = ["0.10.0", "0.2.0", "1.0.0", "1.0.0-rc.2", "1.0.0-rc.10", "0.2.1", "1.0.0-alpha"]
+    assert sorted(vs, key=version_key) == ["0.2.0", "0.2.1", "0.10.0", "1.0.0-alpha", "1.0.0-rc.2",
+                                           "1.0.0-rc.10", "1.0.0"]
+    with pytest.raises(ReleaseError):
+        version_key("v1")
+
+
+def test_parent_is_the_newest_older_version_or_the_configured_one(demo: Path, release_with: Build) -> None:
+    coll = demo / "releases" / "demo"
+    r3 = release_with(demo, "0.3.0")
+    assert json.loads((r3 / "release.json").read_text())["parent_version"] == "0.1.0"
+    r2 = release_with(demo, "0.2.0")  # built after 0.3.0 but older: its parent is still 0.1.0
+    assert json.loads((r2 / "release.json").read_text())["parent_version"] == "0.1.0"
+    r4 = release_with(demo, "0.4.0", parent="0.2.0")
+    info = json.loads((r4 / "release.json").read_text())
+    assert info["parent_version"] == "0.2.0"
+    assert info["parent_release_json_sha256"] == hashlib.sha256((r2 / "release.json").read_bytes()).hexdigest()
+    assert existing_versions(coll) == ["0.1.0", "0.2.0", "0.3.0", "0.4.0"]
+    with pytest.raises(ReleaseError, match="does not exist"):
+        release_with(demo, "0.5.0", parent="0.0.9")
+    with pytest.raises(ReleaseError, match="not older"):
+        release_with(demo, "0.5.0", parent="0.5.0")
+    assert not (coll / "0.5.0").exists()
+
+
+def test_taxonomy_checksum_is_recorded_when_present(demo: Path, release_with: Build, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from curator.resources import resource_dir
+
+    r1 = release_with(demo, "0.2.0")
+    assert json.loads((r1 / "release.json").read_text())["taxonomy"] is None or \
+        (resource_dir("label_system") / "taxonomy.yaml").is_file()
+    ls = tmp_path / "label_system"
+    shutil.copytree(resource_dir("label_system"), ls)
+    (ls / "taxonomy.yaml").write_text("version: '2.1'\nterms: []\n")
+    monkeypatch.setenv("CURATOR_LABEL_SYSTEM_DIR", str(ls))
+    info = json.loads((release_with(demo, "0.3.0") / "release.json").read_text())
+    assert info["taxonomy"]["version"] == "2.1"
+    assert info["taxonomy"]["sha256"] == hashlib.sha256((ls / "taxonomy.yaml").read_bytes()).hexdigest()
+
+
+def test_models_recorded_by_a_release_step(demo: Path, release_with: Build, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"weights v1")
+    from curator.release import build
+
+    def step(builder: build.ReleaseBuilder) -> None:
+        record_model(builder, "pseudo-abdomen", weights, framework="torch")
+
+    from tests.release import helpers
+
+    monkeypatch.setattr(helpers, "record_model_step", step, raising=False)
+    rel = release_with(demo, "0.2.0", ("tests.release.helpers:record_model_step",))
+    models = json.loads((rel / "release.json").read_text())["models"]
+    assert models == {"pseudo-abdomen": {"file": "model.pt", "bytes": 10, "framework": "torch",
+                                         "sha256": hashlib.sha256(b"weights v1").hexdigest()}}
+    assert "pseudo-abdomen" in (rel / "DATASET_CARD.md").read_text()
+
+
+def test_release_json_has_no_machine_paths(demo: Path) -> None:
+    text = (demo / "releases" / "demo" / "0.1.0" / "release.json").read_text()
+    assert str(demo.parent) not in text and "/tmp" not in text

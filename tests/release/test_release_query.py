@@ -1,0 +1,53 @@
+"""Queries on a release: DuckDB reads the release's own files only and never writes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from curator.errors import ReleaseError
+from curator.release.query import Release, check_read_only
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_select_runs_and_nothing_else_does(demo: Path, tmp_path: Path) -> None:
+    rel = Release(demo / "releases" / "demo" / "0.1.0")
+    before = _digest(rel.path)
+    n = rel.sql("select count(*) from cases").fetchall()[0][0]
+    assert n == rel.table("cases").height
+    assert rel.sql("explain select * from splits where split = 'test'").fetchall()
+    assert rel.sql("with t as (select split from splits) select count(*) from t").fetchall()[0][0] == n
+    target = rel.path / "cases.parquet"
+    for bad in (f"copy (select 1 as a) to '{target}' (format parquet, use_tmp_file false)",
+                f"explain analyze copy (select 1) to '{tmp_path / 'x.csv'}'",
+                "select 1; attach ':memory:' as other", "set enable_external_access = true",
+                "create table t as select 1", "install httpfs"):
+        with pytest.raises(ReleaseError, match="only SELECT"):
+            rel.sql(bad)
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    with pytest.raises(duckdb.PermissionException):
+        rel.sql(f"select * from read_csv('{secret}')").fetchall()
+    with pytest.raises(duckdb.PermissionException):  # even the workspace next to the release
+        rel.sql(f"select * from read_parquet('{demo / 'workspace' / 'tables' / 'cases.parquet'}')").fetchall()
+    con = rel.connect()  # the raw connection cannot widen its own access either
+    with pytest.raises(duckdb.Error):
+        con.execute("set enable_external_access = true")
+    with pytest.raises(duckdb.PermissionException):
+        con.execute(f"copy (select 1) to '{tmp_path / 'out.csv'}'")
+    assert _digest(rel.path) == before and not (tmp_path / "out.csv").exists()
+
+
+def test_check_read_only_statement_kinds() -> None:
+    for ok in ("select 1", "from cases", "describe cases", "show tables", "summarize cases", "values (1)",
+               "explain select 1", "EXPLAIN ANALYZE select 1"):
+        check_read_only(ok)
+    for bad in ("pragma version", "call pragma_version()", "export database 'x'", "copy cases to 'x'"):
+        with pytest.raises(ReleaseError):
+            check_read_only(bad)

@@ -1,0 +1,140 @@
+"""Versions end to end on the demo: a second release with an added dataset, immutability,
+verify (with tampering), diff, lineage, and the leakage check with a planted duplicate."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curator.config import PipelineConfig
+from curator.demo.extra import add_extra_dataset
+from curator.errors import ReleaseError
+from curator.pipeline import run_pipeline
+from curator.release.diff import diff_releases
+from curator.release.integrity import verify_release
+from curator.schema import to_arrow
+from curator.workspace import Workspace
+from tests.release.helpers import make_stores
+
+Build = Callable[..., Path]
+
+
+def test_second_release_adds_exactly_the_new_dataset(demo: Path) -> None:
+    v1 = demo / "releases" / "demo" / "0.1.0"
+    add_extra_dataset(demo / "pipeline.yaml", demo / "raw", version="0.2.0")
+    v2 = run_pipeline(PipelineConfig.load(demo / "pipeline.yaml")).release
+    assert v2 is not None and v2.name == "0.2.0"
+
+    new_cases = set(pl.read_parquet(v2 / "cases.parquet").filter(pl.col("dataset") == "DemoLiverMR")["case_id"])
+    assert len(new_cases) == 7
+    d = diff_releases(v1, v2)
+    assert set(d.cases_added) == new_cases
+    assert d.cases_removed == [] and d.tables["cases"].changed == []
+    assert {k[0] for k in d.tables["raw_labels"].added} == new_cases
+    assert d.tables["raw_labels"].removed == [] and d.tables["raw_labels"].changed == []
+    assert d.tables["problems"].empty
+    assert {k[0] for k in d.tables["splits"].added} == new_cases
+    assert d.split_changes == [] and d.tables["splits"].changed == []
+    assert d.schema == {} and d.tables_added == [] and d.tables_removed == []
+
+    # no existing case changed split; they are marked as inherited from the parent
+    s1, s2 = pl.read_parquet(v1 / "splits.parquet"), pl.read_parquet(v2 / "splits.parquet")
+    joined = s1.join(s2, on="case_id", suffix="_2")
+    assert joined.height == s1.height
+    assert (joined["split"] == joined["split_2"]).all()
+    assert set(joined["reason_2"]) <= {"inherited", "official_test"}
+    # patients with two visits are one unit
+    mr = s2.filter(pl.col("dataset") == "DemoLiverMR")
+    assert mr.group_by("group_key").agg(pl.col("split").n_unique())["split"].max() == 1
+    assert sorted(mr["group_size"].to_list()) == [1, 1, 1, 2, 2, 2, 2]
+
+    info = json.loads((v2 / "release.json").read_text())
+    assert info["parent_version"] == "0.1.0"
+    assert info["parent_release_json_sha256"] and "DemoLiverMR" in info["inputs"]
+    for rel in (v1, v2):
+        rep = verify_release(rel)
+        assert rep.ok, rep.to_dict()
+
+
+def test_existing_version_is_refused_and_left_intact(demo: Path, release_with: Build) -> None:
+    v1 = demo / "releases" / "demo" / "0.1.0"
+    before = {p.name: p.read_bytes() for p in v1.iterdir()}
+    with pytest.raises(ReleaseError) as e:
+        release_with(demo, "0.1.0")
+    assert e.value.kind == "release_exists"
+    assert {p.name: p.read_bytes() for p in v1.iterdir()} == before
+    assert not [p for p in v1.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_verify_reports_one_tampered_byte_in_a_store(demo: Path, release_with: Build) -> None:
+    cases = pl.read_parquet(demo / "releases" / "demo" / "0.1.0" / "cases.parquet")["case_id"].to_list()[:3]
+    make_stores(demo / "workspace", cases)
+    rel = release_with(demo, "0.1.1", ("tests.release.helpers:copy_stores",))
+    info = json.loads((rel / "release.json").read_text())
+    assert sorted(info["stores"]) == sorted(cases)
+    assert verify_release(rel).ok
+
+    chunk = min((rel / "stores" / f"{cases[1]}.zarr" / "image").rglob("c/*/*/*"))
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    rep = verify_release(rel)
+    assert not rep.ok
+    assert rep.stores_modified == [cases[1]]
+    assert rep.modified == [chunk.relative_to(rel).as_posix()]
+    assert rep.added == [] and rep.removed == []
+
+
+def test_verify_reports_added_removed_and_modified_files(demo: Path, release_with: Build) -> None:
+    make_stores(demo / "workspace", ["KiTS23__case_00000"])
+    rel = release_with(demo, "0.1.1", ("tests.release.helpers:copy_stores",))
+    store = rel / "stores" / "KiTS23__case_00000.zarr"
+    (store / "image" / "zarr.json").unlink()
+    (store / "stray.bin").write_bytes(b"x")
+    (rel / "notes.txt").write_text("added later")
+    with open(rel / "cases.parquet", "r+b") as f:
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 0xFF]))
+    rep = verify_release(rel)
+    assert rep.removed == ["stores/KiTS23__case_00000.zarr/image/zarr.json"]
+    assert rep.added == ["notes.txt", "stores/KiTS23__case_00000.zarr/stray.bin"]
+    assert rep.modified == ["cases.parquet"]
+    assert rep.stores_modified == ["KiTS23__case_00000"]
+
+
+def test_planted_cross_split_duplicate_fails_the_release(demo: Path, release_with: Build) -> None:
+    v1 = demo / "releases" / "demo" / "0.1.0"
+    s1 = pl.read_parquet(v1 / "splits.parquet")
+    train = s1.filter((pl.col("split") == "train") & (pl.col("dataset") == "KiTS23"))["case_id"][0]
+    test = s1.filter((pl.col("split") == "test") & (pl.col("reason") == "assigned"))["case_id"][0]
+    # without the planted link the next release builds
+    assert release_with(demo, "0.1.1").is_dir()
+    ws = Workspace(demo / "workspace")
+    cases = pl.read_parquet(v1 / "cases.parquet")
+    ds = dict(cases.select("case_id", "dataset").iter_rows())
+    rows = [{"group_id": "g_planted", "case_id": c, "dataset": ds[c], "kept": c == train, "kept_case_id": train,
+             "reason": "planted for the test"} for c in (train, test)]
+    ws.write_table("duplicates", to_arrow("duplicates", rows))
+    with pytest.raises(ReleaseError) as e:
+        release_with(demo, "0.1.2")
+    assert e.value.kind == "split_leakage"
+    assert "g_planted" in str(e.value) and train in str(e.value) and test in str(e.value)
+    assert not (demo / "releases" / "demo" / "0.1.2").exists()
+
+    # resolving by moving the unit to its most restrictive split
+    (demo / "pipeline.yaml").write_text((demo / "pipeline.yaml").read_text().replace(
+        "stages:\n", "stages:\n  splits: {on_conflict: move}\n"))
+    rel = release_with(demo, "0.1.2")
+    s = pl.read_parquet(rel / "splits.parquet").filter(pl.col("case_id").is_in([train, test]))
+    assert s["split"].to_list() == ["test", "test"]
+    assert dict(s.select("case_id", "reason").iter_rows())[train] == "moved"
+    d = diff_releases(demo / "releases" / "demo" / "0.1.1", rel)
+    assert d.split_changes == [(train, "train", "test")]
+    assert d.newly_duplicate == [test]
+    assert d.tables_added == ["duplicates"]
