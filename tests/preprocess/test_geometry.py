@@ -68,9 +68,8 @@ def test_oblique_grid_keeps_its_direction() -> None:
 def test_downsampling_thin_slices() -> None:
     g = grid((220, 180, 160), (0.9, 0.9, 1.0), "LPS", center=(0.0, -10.0, 30.0))
     img, lab = render(Subject.random(2), g, "CT", seed=2)
-    for labels in ("nearest", "smooth"):
-        prep, out, codes = _run(np.rint(img).astype(np.int16), lab, g, "CT", label_interpolation=labels)
-        _check(fidelity(lab, g, out, prep.geometry, codes), 0.04)
+    prep, out, codes = _run(np.rint(img).astype(np.int16), lab, g, "CT")
+    _check(fidelity(lab, g, out, prep.geometry, codes), 0.04)
 
 
 # The samples are 3 mm isotropic: nearest (the default) is exact at these integer ratios. Smooth
