@@ -54,7 +54,7 @@ from zarr.codecs import BloscCodec
 from curator.errors import WorkspaceError
 from curator.io.fsutil import atomic_path
 from curator.io.volume import Geometry
-from curator.store_reader import Box, ShardReader, box_shape, full_box
+from curator.store_reader import Box, ShardReader, box_shape, full_box, write_sharded
 
 LAYERS = ("original", "revised", "pseudo")
 INNER_CHUNKS = (32, 32, 32)
@@ -91,7 +91,7 @@ def _array(group: zarr.Group, name: str, data: NDArray[Any], chunks: tuple[int, 
     arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=inner, shards=shard,
                              compressors=codec_for(data.dtype), fill_value=0,
                              dimension_names=("i", "j", "k"))
-    arr[...] = data
+    write_sharded(Path(str(group.store.root)) / group.path / name, data)  # type: ignore[attr-defined]
 
 
 class CaseStore:
