@@ -2,7 +2,7 @@
 
 Both tools preprocess the same NIfTI cases (``bench_cases.py``) to the same target spacing
 (1 × 1 × 3 mm; nnU-Net's plan is edited to that spacing) on one pinned core (``taskset -c
-0``), one fresh process per case, so ``ru_maxrss`` is that case's peak memory. nnU-Net runs
+0``), one fresh process per case, so its ``VmHWM`` is that case's peak memory. nnU-Net runs
 ``DefaultPreprocessor.run_case_save`` (its own read → crop → normalise → order-3 resample →
 class locations → ``.b2nd``); curator runs ``PreprocessStage.process`` (read → reorient →
 resample → body mask → crop → statistics → sharded Zarr store).
@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_cases import build, cases  # noqa: E402
 
 NNUNET_CASE = r"""
-import json, sys, time, resource
+import json, sys, time
+def hwm():  # this process's peak RSS (VmHWM is per address space: not inherited across exec, unlike ru_maxrss)
+    return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -33,16 +35,18 @@ raw, plans_file, case, out = sys.argv[1:5]
 pm = PlansManager(plans_file)
 cm = pm.get_configuration("3d_fullres")
 ds = load_json(raw + "/dataset.json")
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = hwm()
 t = time.perf_counter()
 DefaultPreprocessor(verbose=False).run_case_save(out + "/" + case, [raw + f"/imagesTr/{case}_0000.nii.gz"],
     raw + f"/labelsTr/{case}.nii.gz", pm, cm, ds)
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_mb": hwm(),
                   "base_mb": base}))
 """
 
 CURATOR_CASE = r"""
-import json, sys, time, resource
+import json, sys, time
+def hwm():  # this process's peak RSS (VmHWM is per address space: not inherited across exec, unlike ru_maxrss)
+    return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
 from pathlib import Path
 from curator.preprocess.stage import PreprocessStage
 from curator.preprocess.config import PreprocessConfig
@@ -54,10 +58,10 @@ payload = {"source": "bench", "dataset": "CuratorBench", "modality": "CT", "imag
            "image_channel": None, "label_paths": [f"labelsTr/{case}.nii.gz"], "label_keys": [""],
            "label_rejected": False, "encoding": "label_map",
            "terms": {str(v): [f"label_{v}"] for v in range(1, 118)}, "intensity_offset": 0.0, "spacing": None}
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = hwm()
 t = time.perf_counter()
 PreprocessStage.process(Task(case, payload, "x"), cfg, env)
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_mb": hwm(),
                   "base_mb": base}))
 """
 

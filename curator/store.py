@@ -57,7 +57,7 @@ from curator.io.volume import Geometry
 from curator.store_reader import Box, ShardReader, box_shape, full_box, write_sharded
 
 LAYERS = ("original", "revised", "pseudo")
-INNER_CHUNKS = (32, 32, 32)
+INNER_CHUNKS = (64, 64, 64)
 SHARD_SHAPE = (256, 256, 256)
 DEFAULT_CHUNKS = INNER_CHUNKS  # kept for callers of the first contract
 
@@ -65,10 +65,11 @@ __all__ = ["CaseStore", "LAYERS", "INNER_CHUNKS", "SHARD_SHAPE", "codec_for", "l
 
 
 def codec_for(dtype: np.dtype[Any]) -> BloscCodec:
-    """Blosc settings per dtype: zstd level 1 with byte shuffle for images, bit shuffle for masks."""
+    """Blosc LZ4 (decodes ~3x faster than zstd: benchmarks/patch_read.py); byte shuffle for
+    images, bit shuffle for one-byte masks and label planes."""
     if np.dtype(dtype).itemsize == 1:
-        return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")
-    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+        return BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+    return BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 
 
 def label_dtype(max_code: int) -> np.dtype[Any]:

@@ -63,7 +63,7 @@ class ShardReader:
         self._zarr: Any = None
         self._maps: dict[tuple[int, ...], tuple[Any, NDArray[np.uint64] | None]] = {}
         self._pid = os.getpid()
-        layout = _parse_layout(meta)
+        layout = _parse_layout(meta) if len(self.shape) == 3 else None
         if layout is None:
             self._zarr = zarr.open_array(str(self.path), mode="r")
             return
@@ -80,32 +80,32 @@ class ShardReader:
         out = np.empty(box_shape(box), dtype=self.dtype.newbyteorder("="))
         if out.size == 0:
             return out
-        ranges = [range(s.start // c, (s.stop - 1) // c + 1) for s, c in zip(box, self.inner, strict=True)]
-        for chunk in itertools.product(*ranges):
-            src, dst = [], []
-            for ax, ci in enumerate(chunk):
-                c0 = ci * self.inner[ax]
-                lo, hi = max(box[ax].start, c0), min(box[ax].stop, c0 + self.inner[ax])
-                src.append(slice(lo - c0, hi - c0))
-                dst.append(slice(lo - box[ax].start, hi - box[ax].start))
-            data = self._chunk(chunk)
-            if data is None:
-                out[tuple(dst)] = self.fill
+        per_axis = []
+        for s, c in zip(box, self.inner, strict=True):
+            spans = []
+            for ci in range(s.start // c, (s.stop - 1) // c + 1):
+                lo, hi = max(s.start, ci * c), min(s.stop, ci * c + c)
+                spans.append((ci, slice(lo - ci * c, hi - ci * c), slice(lo - s.start, hi - s.start)))
+            per_axis.append(spans)
+        buf = np.empty(self.inner, dtype=self.dtype)
+        for (ci, si, di), (cj, sj, dj), (ck, sk, dk) in itertools.product(*per_axis):
+            if self._chunk((ci, cj, ck), buf):
+                out[di, dj, dk] = buf[si, sj, sk]
             else:
-                out[tuple(dst)] = data[tuple(src)]
+                out[di, dj, dk] = self.fill
         return out
 
-    def _chunk(self, chunk: tuple[int, ...]) -> NDArray[Any] | None:
+    def _chunk(self, chunk: tuple[int, ...], buf: NDArray[Any]) -> bool:
+        """Decode ``chunk`` into ``buf``; ``False`` when it holds only the fill value."""
         key = tuple(c // p for c, p in zip(chunk, self.per_shard, strict=True))
-        mm, index = self._shard(key)
+        mm, index = self._maps.get(key) or self._shard(key)
         if index is None:
-            return None
-        local = tuple(c % p for c, p in zip(chunk, self.per_shard, strict=True))
-        off, n = index[local]
+            return False
+        off, n = index[tuple(c % p for c, p in zip(chunk, self.per_shard, strict=True))]
         if off == _MISSING:
-            return None
-        raw = blosc.decompress(mm[int(off):int(off + n)])
-        return np.frombuffer(raw, dtype=self.dtype).reshape(self.inner)
+            return False
+        blosc.decompress(mm[int(off):int(off + n)], buf)
+        return True
 
     def _shard(self, key: tuple[int, ...]) -> tuple[Any, NDArray[np.uint64] | None]:
         got = self._maps.get(key)
