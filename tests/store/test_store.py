@@ -51,7 +51,7 @@ def test_fast_reader_matches_numpy_and_zarr(store: CaseStore, data: dict[str, np
 
 def test_layout_is_sharded_with_small_inner_chunks(store: CaseStore) -> None:
     arr = zarr.open_array(str(store.path / "image"), mode="r")
-    assert arr.shards is not None and arr.chunks == INNER_CHUNKS
+    assert arr.shards is not None and arr.chunks == tuple(min(c, n) for c, n in zip(INNER_CHUNKS, SHAPE))
     assert len(list((store.path / "image" / "c").rglob("*"))) < 10  # few shard files, not 1 file per chunk
     assert zarr.open_array(str(store.path / "labels" / "original" / "0"), mode="r").dtype == np.uint8
 
