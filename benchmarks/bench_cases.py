@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 from pathlib import Path
 
 import nibabel as nib
@@ -37,10 +36,6 @@ labels:
   encoding: label_map
   values: {%s}
 """
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def drop_cache(paths: list[Path]) -> None:
@@ -113,5 +108,6 @@ def build(out: Path, big: bool = False) -> Path:
     return folder
 
 
-def cases(folder: Path) -> list[str]:
-    return sorted(p.name[: -len("_0000.nii.gz")] for p in (folder / "imagesTr").glob("*_0000.nii.gz"))
+def cases(folder: Path, big: bool = False) -> list[str]:
+    names = sorted(p.name[: -len("_0000.nii.gz")] for p in (folder / "imagesTr").glob("*_0000.nii.gz"))
+    return [n for n in names if big or n != "big"]

@@ -111,7 +111,7 @@ def main() -> None:
     shutil.rmtree(out_nn, ignore_errors=True)
     out_nn.mkdir(parents=True)
     rows = []
-    for case in cases(raw):
+    for case in cases(raw, a.big):
         nn = _run(a.nnunet_python, NNUNET_CASE, str(raw), str(plans), case, str(out_nn))
         ws = work / f"ws_{case}"
         shutil.rmtree(ws, ignore_errors=True)
