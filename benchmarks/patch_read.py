@@ -13,7 +13,6 @@ Run (after benchmarks/preprocess.py):  python benchmarks/patch_read.py [--case k
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -24,9 +23,9 @@ import numpy as np
 import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_cases import drop_cache  # noqa: E402
-from curator.store import CaseStore  # noqa: E402
-from curator.store_reader import ShardReader  # noqa: E402
+from benchmarks.bench_cases import drop_cache
+from curator.store import CaseStore
+from curator.store_reader import ShardReader
 
 Reader = Callable[[tuple[slice, ...]], object]
 
@@ -101,7 +100,11 @@ def main() -> None:
         return lambda: CaseStore(path).reader("image").read
 
     def zarr_reader(path: Path = store_path) -> Callable[[], Reader]:
-        return lambda: (lambda b, arr=zarr.open_array(str(path / "image"), mode="r"): arr[b])
+        def open_() -> Reader:
+            arr = zarr.open_array(str(path / "image"), mode="r")
+            return lambda b: arr[b]
+
+        return open_
 
     def shard_reader(path: Path) -> Callable[[], Reader]:
         return lambda: ShardReader(path / "image").read

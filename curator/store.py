@@ -44,7 +44,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -61,7 +61,7 @@ INNER_CHUNKS = (64, 64, 64)
 SHARD_SHAPE = (256, 256, 256)
 DEFAULT_CHUNKS = INNER_CHUNKS  # kept for callers of the first contract
 
-__all__ = ["CaseStore", "LAYERS", "INNER_CHUNKS", "SHARD_SHAPE", "codec_for", "label_dtype", "store_sha256"]
+__all__ = ["INNER_CHUNKS", "LAYERS", "SHARD_SHAPE", "CaseStore", "codec_for", "label_dtype", "store_sha256"]
 
 
 def codec_for(dtype: np.dtype[Any]) -> BloscCodec:
@@ -89,7 +89,7 @@ def _layout(shape: tuple[int, ...], chunks: tuple[int, ...] | None) -> tuple[tup
 
 def _array(group: zarr.Group, name: str, data: NDArray[Any], chunks: tuple[int, ...] | None = None) -> None:
     inner, shard = _layout(tuple(data.shape), chunks)
-    arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=inner, shards=shard,
+    group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=inner, shards=shard,
                              compressors=codec_for(data.dtype), fill_value=0,
                              dimension_names=("i", "j", "k"))
     write_sharded(Path(str(group.store.root)) / group.path / name, data)  # type: ignore[attr-defined]
@@ -159,7 +159,7 @@ class CaseStore:
     # -- reading --------------------------------------------------------------------------
     @property
     def attrs(self) -> dict[str, Any]:
-        return dict(self.group.attrs["curator"])
+        return dict(cast(dict[str, Any], self.group.attrs["curator"]))
 
     @property
     def geometry(self) -> Geometry:
@@ -170,7 +170,7 @@ class CaseStore:
         return "image" in self.group
 
     @property
-    def image(self) -> zarr.Array:
+    def image(self) -> zarr.Array[Any]:
         return self.group["image"]  # type: ignore[return-value]
 
     def reader(self, name: str) -> ShardReader:
@@ -199,14 +199,14 @@ class CaseStore:
         """``[(array name, {code: [term ids]}), ...]`` for every plane of ``layer``."""
         if layer not in self.layers():
             return []
-        grp = self.group["labels"][layer]  # type: ignore[index]
+        grp: Any = self.group["labels"][layer]  # type: ignore[index]
         out = []
-        for name in sorted(grp.array_keys()):  # type: ignore[union-attr]
+        for name in sorted(grp.array_keys()):
             values = {int(k): list(v) for k, v in dict(grp[name].attrs.get("values", {})).items()}
             out.append((f"labels/{layer}/{name}", values))
         return out
 
-    def planes(self, layer: str = "original") -> Iterator[tuple[zarr.Array, dict[int, list[str]]]]:
+    def planes(self, layer: str = "original") -> Iterator[tuple[zarr.Array[Any], dict[int, list[str]]]]:
         for name, values in self.plane_values(layer):
             yield self.group[name], values  # type: ignore[misc]
 
@@ -219,7 +219,7 @@ class CaseStore:
 
     def mask(self, term: str, layer: str = "original", box: Box | None = None) -> NDArray[np.bool_]:
         """Boolean mask of ``term`` (union over codes and planes), optionally inside ``box``."""
-        return self.masks([term], layer, box)[0]
+        return cast(NDArray[np.bool_], self.masks([term], layer, box)[0])
 
     def masks(self, terms: list[str] | tuple[str, ...], layer: str = "original",
               box: Box | None = None) -> NDArray[np.bool_]:

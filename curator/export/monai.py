@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from curator.errors import ReleaseError
-from curator.export.common import ExportReport, check_terms, label_map, physical_image, save_nifti, select_cases
+from curator.export.common import (
+    ExportReport,
+    check_terms,
+    label_map,
+    physical_image,
+    save_nifti,
+    select_cases,
+)
 from curator.io.fsutil import atomic_write_json
 from curator.release.query import Release
 from curator.store import CaseStore

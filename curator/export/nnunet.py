@@ -6,12 +6,18 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from curator.errors import ConfigError, ReleaseError
-from curator.export.common import ExportReport, check_terms, label_map, physical_image, save_nifti, select_cases
+from curator.export.common import (
+    ExportReport,
+    check_terms,
+    label_map,
+    physical_image,
+    save_nifti,
+    select_cases,
+)
 from curator.io.fsutil import atomic_write_json
 from curator.release.query import Release
 from curator.store import CaseStore

@@ -62,9 +62,9 @@ def term_locations(store: CaseStore, rng: np.random.Generator, max_samples: int 
                 continue
             pick = idx if len(idx) <= max_samples else idx[np.sort(rng.choice(len(idx), max_samples, replace=False))]
             arrays[f"{layer}/{term}"] = pick.astype(np.int32)
-            rows.append({"term_id": term, "layer": layer, "voxels": int(len(idx)), "volume_ml": len(idx) * ml,
+            rows.append({"term_id": term, "layer": layer, "voxels": len(idx), "volume_ml": len(idx) * ml,
                          "bbox_start": [int(x) for x in idx.min(0)], "bbox_stop": [int(x) + 1 for x in idx.max(0)],
-                         "samples": int(len(pick))})
+                         "samples": len(pick)})
         del masks
     return rows, arrays
 

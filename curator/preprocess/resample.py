@@ -50,7 +50,7 @@ def target_grid(geometry: Geometry, spacing: tuple[float, ...]) -> tuple[Geometr
     """The grid of spacing ``spacing`` covering ``geometry``'s extent, and the per-axis ratios."""
     src = np.asarray(geometry.spacing)
     ratios = np.asarray(spacing, dtype=np.float64) / src
-    shape = tuple(max(1, int(round(n / r))) for n, r in zip(geometry.shape, ratios, strict=True))
+    shape = tuple(max(1, round(n / r)) for n, r in zip(geometry.shape, ratios, strict=True))
     t = np.eye(4)
     t[:3, :3] = np.diag(ratios)
     t[:3, 3] = 0.5 * ratios - 0.5

@@ -128,7 +128,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             with np.load(self.root / path) as z:
                 self._locs[path] = {k: z[k] for k in z.files}
         pts = self._locs[path][f"{layer}/{term}"]
-        return pts[int(rng.integers(len(pts)))].astype(np.int64)
+        return np.asarray(pts[int(rng.integers(len(pts)))], dtype=np.int64)
 
     def _requested(self, part: str) -> str:
         return next((t for t, parts in self._parts.items() if part in parts), part)

@@ -42,7 +42,7 @@ def _client(module: str) -> str:
         return sys.executable
     except ImportError:
         other = os.environ.get("CURATOR_TOOLS_PYTHON")
-        if other and subprocess.run([other, "-c", f"import {module}"], capture_output=True).returncode == 0:
+        if other and subprocess.run([other, "-c", f"import {module}"], check=False, capture_output=True).returncode == 0:
             return other
     pytest.skip(f"{module} is not installed (set CURATOR_TOOLS_PYTHON to a venv that has it)")
 
@@ -50,7 +50,7 @@ def _client(module: str) -> str:
 def _run(python: str, code: str, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update({"nnUNet_raw": args[0], "nnUNet_preprocessed": args[0], "nnUNet_results": args[0]})
-    res = subprocess.run([python, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run([python, "-c", code, *args], check=False, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res.stdout
 
