@@ -204,6 +204,12 @@ PROBLEM_KINDS: dict[str, ProblemKind] = {
                     "make the layout pattern specific enough to give each file its own case"),
         ProblemKind("layout_no_match", "a dataset's layout matched no file under its source root",
                     "check the source root and the dataset's layout patterns"),
+        ProblemKind("label_rejected", "ingest rejected the case's labels (e.g. another grid); preprocess "
+                    "stored the image without labels", "fix the label file (see the ingest problem of this case)"),
+        ProblemKind("store_missing", "a case's Zarr store does not exist",
+                    "run the preprocess stage (`curator run pipeline.yaml`) before stages that read stores"),
+        ProblemKind("store_error", "a Zarr store or one of its arrays/layers is invalid or missing",
+                    "re-run preprocess for the case; check the layer and plane names"),
         ProblemKind("worker_crashed", "the worker process died on this case (crash or out of memory)",
                     "inspect the file; lower --workers if memory ran out"),
         ProblemKind("disk_full", "the disk filled up while writing; nothing half-written was kept",

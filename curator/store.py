@@ -16,8 +16,23 @@ Each label plane's attrs hold ``values``: ``{"<code>": ["<term id>", ...]}``; co
 background. A term's mask is the union of every code that maps to it in every plane, so
 codes may map to several terms and overlapping structures live in separate planes.
 
+Layout (chosen with ``benchmarks/patch_read.py``, see ``docs/preprocess.md``): every array
+is sharded — one shard file holds up to :data:`SHARD_SHAPE` voxels as independently
+compressed inner chunks of :data:`INNER_CHUNKS` (Blosc; see :func:`codec_for`). Plain
+zarr-python and tensorstore read the stores; :class:`ShardReader` reads boxes faster by
+decoding only the inner chunks a box touches straight from the shard files.
+
 Writes are atomic: a store is built under a temporary name and renamed into place; a
 layer is written to a temporary folder inside the store and renamed into place.
+
+>>> import numpy as np, tempfile
+>>> from curator.io.volume import Geometry
+>>> g = Geometry.from_affine((40, 30, 20), np.diag([1.0, 1.0, 3.0, 1.0]))
+>>> lab = np.zeros(g.shape, np.uint8); lab[5:9, 5:9, 5:9] = 1
+>>> s = CaseStore.create(tempfile.mkdtemp() + "/c.zarr", geometry=g, attrs={"case_id": "c"},
+...                      image=np.ones(g.shape, np.int16), labels=[(lab, {1: ["liver"]})])
+>>> int(s.mask("liver").sum()), s.read("image", (slice(0, 2), slice(0, 2), slice(0, 2))).shape
+(64, (2, 2, 2))
 """
 
 from __future__ import annotations
@@ -28,24 +43,55 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
 from numpy.typing import NDArray
+from zarr.codecs import BloscCodec
 
 from curator.errors import WorkspaceError
 from curator.io.fsutil import atomic_path
 from curator.io.volume import Geometry
+from curator.store_reader import Box, ShardReader, box_shape, full_box, write_sharded
 
 LAYERS = ("original", "revised", "pseudo")
-DEFAULT_CHUNKS = (64, 64, 64)
+INNER_CHUNKS = (64, 64, 64)
+SHARD_SHAPE = (256, 256, 256)
+DEFAULT_CHUNKS = INNER_CHUNKS  # kept for callers of the first contract
+
+__all__ = ["INNER_CHUNKS", "LAYERS", "SHARD_SHAPE", "CaseStore", "codec_for", "label_dtype", "store_sha256"]
+
+
+def codec_for(dtype: np.dtype[Any]) -> BloscCodec:
+    """Blosc LZ4 (decodes ~3x faster than zstd: benchmarks/patch_read.py); byte shuffle for
+    images, bit shuffle for one-byte masks and label planes."""
+    if np.dtype(dtype).itemsize == 1:
+        return BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+    return BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
+
+
+def label_dtype(max_code: int) -> np.dtype[Any]:
+    """The smallest unsigned dtype holding codes up to ``max_code`` (1 byte whenever they fit)."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if max_code <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    raise WorkspaceError("store_error", f"label code {max_code} does not fit 32 bits")
+
+
+def _layout(shape: tuple[int, ...], chunks: tuple[int, ...] | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    inner = tuple(max(1, min(c, s)) for c, s in zip(chunks or INNER_CHUNKS, shape, strict=True))
+    # a shard is a whole number of inner chunks, at most SHARD_SHAPE (rounded to chunks)
+    shard = tuple(i * max(1, min(-(-s // i), sh // i)) for i, s, sh in zip(inner, shape, SHARD_SHAPE, strict=True))
+    return inner, shard
 
 
 def _array(group: zarr.Group, name: str, data: NDArray[Any], chunks: tuple[int, ...] | None = None) -> None:
-    c = tuple(min(a, b) for a, b in zip(chunks or DEFAULT_CHUNKS, data.shape, strict=True))
-    arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=c, fill_value=0)
-    arr[...] = data
+    inner, shard = _layout(tuple(data.shape), chunks)
+    group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=inner, shards=shard,
+                             compressors=codec_for(data.dtype), fill_value=0,
+                             dimension_names=("i", "j", "k"))
+    write_sharded(Path(str(group.store.root)) / group.path / name, data)  # type: ignore[attr-defined]
 
 
 class CaseStore:
@@ -57,6 +103,7 @@ class CaseStore:
             raise WorkspaceError("store_missing", "no Zarr store here", path=str(self.path),
                                  remedy="run the preprocess stage first")
         self.group = zarr.open_group(str(self.path), mode="r")
+        self._readers: dict[str, ShardReader] = {}
 
     # -- creation -------------------------------------------------------------------------
     @classmethod
@@ -106,11 +153,12 @@ class CaseStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.group = zarr.open_group(str(self.path), mode="r")
+        self._readers.clear()
 
     # -- reading --------------------------------------------------------------------------
     @property
     def attrs(self) -> dict[str, Any]:
-        return dict(self.group.attrs["curator"])
+        return dict(cast(dict[str, Any], self.group.attrs["curator"]))
 
     @property
     def geometry(self) -> Geometry:
@@ -121,45 +169,73 @@ class CaseStore:
         return "image" in self.group
 
     @property
-    def image(self) -> zarr.Array:
+    def image(self) -> zarr.Array[Any]:
         return self.group["image"]  # type: ignore[return-value]
 
+    def reader(self, name: str) -> ShardReader:
+        """The fast box reader of array ``name`` (``image``, ``body``, ``labels/<layer>/<plane>``)."""
+        r = self._readers.get(name)
+        if r is None:
+            if not (self.path / name / "zarr.json").exists():
+                raise WorkspaceError("store_error", f"the store has no array {name!r}", path=str(self.path),
+                                     remedy="check the layer/plane name (CaseStore.layers(), planes())")
+            r = self._readers[name] = ShardReader(self.path / name)
+        return r
+
+    def read(self, name: str, box: Box | None = None) -> NDArray[Any]:
+        """Voxels of array ``name`` inside ``box`` (slices with steps of 1; clipped boxes allowed)."""
+        return self.reader(name).read(box)
+
     def body(self) -> NDArray[np.bool_] | None:
-        return np.asarray(self.group["body"][...]).astype(bool) if "body" in self.group else None
+        return self.read("body").astype(bool) if "body" in self.group else None
 
     def layers(self) -> list[str]:
         if "labels" not in self.group:
             return []
         return [name for name in LAYERS if name in self.group["labels"]]  # type: ignore[operator]
 
-    def planes(self, layer: str = "original") -> Iterator[tuple[zarr.Array, dict[int, list[str]]]]:
-        grp = self.group["labels"][layer]  # type: ignore[index]
-        for name in sorted(k for k in grp.array_keys()):  # type: ignore[union-attr]
-            arr = grp[name]
-            values = {int(k): list(v) for k, v in dict(arr.attrs.get("values", {})).items()}
-            yield arr, values
+    def plane_values(self, layer: str = "original") -> list[tuple[str, dict[int, list[str]]]]:
+        """``[(array name, {code: [term ids]}), ...]`` for every plane of ``layer``."""
+        if layer not in self.layers():
+            return []
+        grp: Any = self.group["labels"][layer]  # type: ignore[index]
+        out = []
+        for name in sorted(grp.array_keys()):
+            values = {int(k): list(v) for k, v in dict(grp[name].attrs.get("values", {})).items()}
+            out.append((f"labels/{layer}/{name}", values))
+        return out
+
+    def planes(self, layer: str = "original") -> Iterator[tuple[zarr.Array[Any], dict[int, list[str]]]]:
+        for name, values in self.plane_values(layer):
+            yield self.group[name], values  # type: ignore[misc]
 
     def terms(self, layer: str = "original") -> list[str]:
         out: list[str] = []
-        for _, values in self.planes(layer):
+        for _, values in self.plane_values(layer):
             for ts in values.values():
                 out += [t for t in ts if t not in out]
         return out
 
-    def mask(self, term: str, layer: str = "original", box: tuple[slice, ...] | None = None) -> NDArray[np.bool_]:
+    def mask(self, term: str, layer: str = "original", box: Box | None = None) -> NDArray[np.bool_]:
         """Boolean mask of ``term`` (union over codes and planes), optionally inside ``box``."""
-        box = box or tuple(slice(None) for _ in range(3))
-        out: NDArray[np.bool_] | None = None
-        for arr, values in self.planes(layer):
-            codes = [c for c, ts in values.items() if term in ts]
-            if not codes:
+        return cast(NDArray[np.bool_], self.masks([term], layer, box)[0])
+
+    def masks(self, terms: list[str] | tuple[str, ...], layer: str = "original",
+              box: Box | None = None) -> NDArray[np.bool_]:
+        """``(len(terms), *box)`` masks; every plane is read once, whatever the number of terms."""
+        full = full_box(box, self.geometry.shape)
+        out = np.zeros((len(terms), *box_shape(full)), dtype=bool)
+        for name, values in self.plane_values(layer):
+            wanted = [[c for c, ts in values.items() if t in ts] for t in terms]
+            if not any(wanted):
                 continue
-            data = np.asarray(arr[box])
-            m = np.isin(data, codes)
-            out = m if out is None else (out | m)
-        if out is None:
-            shape = tuple(len(range(*s.indices(n))) for s, n in zip(box, self.geometry.shape, strict=True))
-            return np.zeros(shape, dtype=bool)
+            data = self.read(name, full)
+            for i, codes in enumerate(wanted):
+                if codes:
+                    size = 1 << (8 * data.dtype.itemsize) if data.dtype.itemsize <= 2 else max(values) + 1
+                    lut = np.zeros(size, dtype=bool)
+                    lut[codes] = True
+                    out[i] |= lut[data]
         return out
 
     def info(self) -> str:
@@ -169,5 +245,16 @@ class CaseStore:
 def _write_planes(group: zarr.Group, planes: list[tuple[NDArray[Any], dict[int, list[str]]]],
                   chunks: tuple[int, ...] | None) -> None:
     for i, (data, values) in enumerate(planes):
+        top = max(values, default=0)
+        if data.dtype.kind not in "ui" or np.dtype(data.dtype).itemsize > label_dtype(top).itemsize:
+            data = data.astype(label_dtype(top))
         _array(group, str(i), data, chunks)
         group[str(i)].attrs["values"] = {str(k): list(v) for k, v in sorted(values.items())}
+
+
+def store_sha256(path: str | os.PathLike[str]) -> str:
+    """Content hash of a store (the one ``release.json`` records and ``curator verify`` checks):
+    SHA-256 over the sorted ``sha256sum``-style lines of every file of the store."""
+    from curator.release.integrity import store_hash
+
+    return store_hash(path)

@@ -12,7 +12,7 @@ from curator.config import PipelineConfig
 from curator.demo import write_demo_pipeline
 from curator.demo.data import build_demo_data
 from curator.pipeline import run_pipeline
-from curator.release.build import build_release
+from curator.release.build import RELEASE_STEPS, build_release
 from curator.runner.context import Context
 from tests.release.helpers import set_version
 
@@ -39,11 +39,13 @@ def demo(demo_base: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def release_with() -> Callable[..., Path]:
-    """Build a release of the demo in ``folder`` as ``version``; extra steps run between splits and card,
-    where the stage steps sit in ``RELEASE_STEPS``."""
+    """Build a release of the demo in ``folder`` as ``version`` with every release step; extra
+    (test) steps run just before the card."""
 
     def _build(folder: Path, version: str, extra_steps: tuple[str, ...] = (), **release: object) -> Path:
         cfg = set_version(folder / "pipeline.yaml", version, **release)
-        return build_release(Context(cfg), steps=[SPLITS, *extra_steps, CARD])
+        steps = list(RELEASE_STEPS)
+        at = steps.index(CARD)
+        return build_release(Context(cfg), steps=[*steps[:at], *extra_steps, *steps[at:]])
 
     return _build

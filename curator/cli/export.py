@@ -1,0 +1,53 @@
+"""``curator export nnunet`` and ``curator export monai``: a release in other tools' formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from curator.cli.common import handle_errors, out
+
+ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder)")]
+TermsOpt = Annotated[str, typer.Option("--terms", help="comma-separated term ids, label 1, 2, ... in order")]
+WhereOpt = Annotated[str, typer.Option("--where", help="SQL WHERE over preprocessed (p) and cases (c)")]
+
+
+def _summary(report: object) -> None:
+    r = report  # ExportReport
+    out.print(f"exported {len(r.cases)} cases to {r.folder}; skipped {len(r.skipped)}"  # type: ignore[attr-defined]
+              + (f"; {len(r.overlaps)} cases had overlapping terms (later term kept)"  # type: ignore[attr-defined]
+                 if r.overlaps else ""))  # type: ignore[attr-defined]
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    export = typer.Typer(help="Export a release to nnU-Net v2 or MONAI.", no_args_is_help=True)
+    app.add_typer(export, name="export")
+
+    @export.command("nnunet")
+    @handle_errors
+    def nnunet(release: ReleaseArg, terms: TermsOpt,
+               out_root: Annotated[Path, typer.Option("--out", help="nnUNet_raw folder")],
+               dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (1-999)")] = 501,
+               name: Annotated[str, typer.Option("--name", help="dataset name")] = "Curator",
+               where: WhereOpt = "true",
+               partial: Annotated[bool, typer.Option("--partial", help="keep cases lacking a term")] = False,
+               ) -> None:
+        """Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
+        from curator.export import export_nnunet
+
+        _summary(export_nnunet(release, out_root, dataset_id=dataset_id, name=name,
+                               terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
+                               partial=partial))
+
+    @export.command("monai")
+    @handle_errors
+    def monai(release: ReleaseArg, terms: TermsOpt,
+              out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
+              where: WhereOpt = "true") -> None:
+        """Write NIfTI images/labels and a Decathlon-style datalist.json for MONAI."""
+        from curator.export import export_monai
+
+        _summary(export_monai(release, out_dir, terms=[t.strip() for t in terms.split(",") if t.strip()],
+                              where=where))

@@ -1,0 +1,88 @@
+"""What every export shares: picking cases with SQL, building a mutually exclusive label map,
+and writing a store's image and labels as NIfTI in physical units on the store grid."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.errors import ReleaseError
+from curator.io.fsutil import atomic_path
+from curator.release.query import Release
+from curator.store import CaseStore
+
+log = logging.getLogger("curator")
+QUERY = """select p.case_id, p.dataset, p.modality, p.store, p.terms, {split} as split
+from preprocessed p join cases c using (case_id) {join} where p.has_image and ({where}) order by p.case_id"""
+
+
+@dataclass
+class ExportCase:
+    case_id: str
+    dataset: str
+    modality: str
+    store: Path
+    terms: list[str]
+    split: str | None
+
+
+@dataclass
+class ExportReport:
+    folder: Path
+    cases: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # case id -> why
+    overlaps: dict[str, int] = field(default_factory=dict)  # case id -> voxels claimed by two terms
+
+
+def select_cases(release: Release, where: str) -> list[ExportCase]:
+    names = release.table_names()
+    if "preprocessed" not in names:
+        raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(release.path),
+                           remedy="run the preprocess stage before `curator release`")
+    has_splits = "splits" in names
+    q = QUERY.format(split="s.split" if has_splits else "null", where=where,
+                     join="left join splits s using (case_id)" if has_splits else "")
+    rows = release.sql(q).fetchall()
+    return [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5]) for r in rows]
+
+
+def label_map(store: CaseStore, terms: list[str], layer: str = "original") -> tuple[NDArray[np.uint8], int]:
+    """Codes 1..len(terms) in order (a later term wins where two overlap) and the overlap voxel count."""
+    masks = store.masks(terms, layer)
+    out = np.zeros(masks.shape[1:], dtype=np.uint8)
+    overlap = int((masks.sum(axis=0, dtype=np.uint8) > 1).sum()) if len(terms) > 1 else 0
+    for i in range(len(terms)):
+        out[masks[i]] = i + 1
+    return out, overlap
+
+
+def physical_image(store: CaseStore) -> NDArray[Any]:
+    """The stored image in physical units (HU for CT); float32 when a float16 scale applies."""
+    img = store.read("image")
+    scale = float((store.attrs.get("normalisation") or {}).get("scale", 1.0))
+    if img.dtype == np.float16 or scale != 1.0:
+        return img.astype(np.float32) * np.float32(scale)
+    return img
+
+
+def save_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64]) -> None:
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp.with_name(tmp.name + ".nii.gz")))
+        tmp.with_name(tmp.name + ".nii.gz").rename(tmp)
+
+
+def check_terms(case: ExportCase, terms: list[str], partial: bool) -> str | None:
+    missing = [t for t in terms if t not in case.terms]
+    if missing and (not partial or len(missing) == len(terms)):
+        return f"holds no {', '.join(missing)}"
+    return None

@@ -1,0 +1,58 @@
+"""``curator export monai``: NIfTI images/labels + a Decathlon-style datalist JSON.
+
+MONAI's ``load_decathlon_datalist(path, True, "training")`` reads it; ``validation`` and
+``test`` hold the release's split when the release has a ``splits`` table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from curator.errors import ReleaseError
+from curator.export.common import (
+    ExportReport,
+    check_terms,
+    label_map,
+    physical_image,
+    save_nifti,
+    select_cases,
+)
+from curator.io.fsutil import atomic_write_json
+from curator.release.query import Release
+from curator.store import CaseStore
+
+KEYS = {"train": "training", "val": "validation", "test": "test", None: "training"}
+
+
+def export_monai(release: str | Path, out: str | Path, *, terms: list[str], where: str = "true",
+                 partial: bool = True) -> ExportReport:
+    """Write ``<out>/images``, ``<out>/labels`` and ``<out>/datalist.json`` (paths relative to ``out``)."""
+    rel = Release(release)
+    folder = Path(out)
+    if (folder / "datalist.json").exists():
+        raise ReleaseError("release_error", "the folder already holds a datalist", path=str(folder),
+                           remedy="choose a new folder")
+    report = ExportReport(folder)
+    lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
+    for c in select_cases(rel, where):
+        why = check_terms(c, terms, partial)
+        if why:
+            report.skipped[c.case_id] = why
+            continue
+        store = CaseStore(c.store)
+        affine = store.geometry.matrix
+        save_nifti(folder / "images" / f"{c.case_id}.nii.gz", physical_image(store), affine)
+        labels, overlap = label_map(store, terms)
+        save_nifti(folder / "labels" / f"{c.case_id}.nii.gz", labels, affine)
+        if overlap:
+            report.overlaps[c.case_id] = overlap
+        lists[KEYS.get(c.split, "training")].append({
+            "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",
+            "case_id": c.case_id, "dataset": c.dataset, "modality": c.modality,
+            "present": [t for t in terms if t in c.terms]})
+        report.cases.append(c.case_id)
+    atomic_write_json(folder / "datalist.json", {
+        "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
+        "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},
+        **{k: v for k, v in lists.items() if v or k == "training"}}, indent=1)
+    return report

@@ -1,0 +1,145 @@
+"""One case, arrays in → preprocessed arrays + geometry + statistics out (no file I/O).
+
+>>> import numpy as np
+>>> from curator.testing.phantoms import Subject, grid, render, remap
+>>> g = grid((40, 32, 12), (6.0, 6.0, 9.0), "LPS")
+>>> img, lab = render(Subject.random(1), g, "CT", seed=1)
+>>> planes = [(remap(lab, {"liver": 1}), {1: ["liver"]}, {1: "1"})]
+>>> out = preprocess_arrays(img.astype(np.int16), g, planes, "CT", PreprocessConfig())
+>>> out.geometry.orientation, out.geometry.spacing, out.image.dtype, out.body_voxels > 0
+('RAS', (1.0, 1.0, 3.0), dtype('int16'), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.io.volume import Geometry
+from curator.preprocess.body import bbox, body_mask, crop_box, union_box
+from curator.preprocess.config import PreprocessConfig
+from curator.preprocess.intensity import normalisation, stats, storage_dtype
+from curator.preprocess.labels import Plane
+from curator.preprocess.resample import reorient, resample_image, resample_labels, target_grid
+
+
+@dataclass
+class Prepared:
+    """A preprocessed case, ready for :meth:`curator.store.CaseStore.create`."""
+
+    geometry: Geometry
+    image: NDArray[Any] | None
+    body: NDArray[np.bool_] | None
+    planes: list[Plane]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    body_voxels: int | None = None
+    intensity: dict[str, float] | None = None
+    foreground: dict[str, float] | None = None
+    resampled_shape: tuple[int, ...] = ()
+    crop_start: tuple[int, ...] = (0, 0, 0)
+
+
+def target_spacing(geometry: Geometry, config: PreprocessConfig, median: tuple[float, ...] | None = None
+                   ) -> tuple[float, ...]:
+    """The spacing this case is resampled to (``median``: the dataset's, after reorientation)."""
+    if config.spacing == "isotropic":
+        return (config.isotropic_mm,) * 3
+    if config.spacing == "median" and median is not None:
+        return tuple(median)
+    return tuple(config.target_spacing_mm)
+
+
+def reoriented_spacing(geometry: Geometry, codes: str) -> tuple[float, float, float]:
+    """Spacing along the axes of ``geometry`` once reoriented to ``codes`` (no data touched)."""
+    _, g = reorient(np.empty((1, 1, 1)), Geometry.from_affine((1, 1, 1), geometry.matrix), codes)
+    return g.spacing
+
+
+def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: list[Plane], modality: str,
+                      config: PreprocessConfig, *, spacing: tuple[float, ...] | None = None,
+                      intensity_offset: float = 0.0) -> Prepared:
+    """Reorient, resample, body-mask, crop and measure one case (``image`` may be ``None``)."""
+    spacing = spacing or target_spacing(geometry, config)
+    src_geom = geometry
+    view, geometry = reorient(image if image is not None else np.broadcast_to(np.uint8(0), geometry.shape),
+                              geometry, config.orientation)
+    out_geom, ratios = target_grid(geometry, spacing)
+    img = None
+    if image is not None:
+        lo, hi = float(view.min()) + intensity_offset, float(view.max()) + intensity_offset
+        dtype, scale = storage_dtype(view.dtype if intensity_offset == float(int(intensity_offset))
+                                     else np.dtype(np.float32), lo, hi)
+        src = view if (scale == 1.0 and intensity_offset == 0.0) else _Shifted(view, intensity_offset, scale)
+        img = resample_image(src, ratios, out_geom.shape, config.image_interpolation, dtype)  # type: ignore[arg-type]
+        del view, src
+    else:
+        scale = 1.0
+    out_planes: list[Plane] = []
+    for arr, values, raw in planes:
+        pv, _ = reorient(arr, src_geom, config.orientation)
+        out_planes.append((resample_labels(pv, ratios, out_geom.shape, config.label_interpolation), values, raw))
+    label_box = None
+    for arr, _, _ in out_planes:
+        label_box = union_box(label_box, bbox(arr))
+    body = body_mask(img, modality, config.body_threshold_hu) if img is not None else None
+    box = tuple(slice(0, n) for n in out_geom.shape)
+    margin = tuple(int(np.ceil(config.crop_margin_mm / s)) for s in out_geom.spacing)
+    if img is not None and config.crop == "body" and body is not None and body.any():
+        box = crop_box(body, margin, label_box)
+    elif img is not None and config.crop == "nonzero":
+        box = crop_box(img > 0, margin, label_box)
+    start = tuple(s.start for s in box)
+    shifted = out_geom.matrix.copy()
+    shifted[:3, 3] = out_geom.voxel_to_world(np.asarray(start))[0]
+    final = Geometry.from_affine(tuple(s.stop - s.start for s in box), shifted)
+    prep = Prepared(final, None, None, [], resampled_shape=out_geom.shape, crop_start=start)
+    prep.planes = [(np.ascontiguousarray(a[box]), v, r) for a, v, r in out_planes]
+    del out_planes
+    if img is not None and body is not None:
+        prep.image = np.ascontiguousarray(img[box])
+        prep.body = np.ascontiguousarray(body[box])
+        del img, body
+        _measure(prep, prep.image, prep.body, scale)
+    prep.attrs = {
+        "modality": modality, "source_affine": list(src_geom.affine), "source_shape": list(src_geom.shape),
+        "source_orientation": src_geom.orientation, "orientation": config.orientation.upper(),
+        "target_spacing": [float(x) for x in spacing], "resampled_shape": list(out_geom.shape),
+        "crop_start": list(start), "crop": config.crop if image is not None else "none",
+        "image_interpolation": config.image_interpolation, "label_interpolation": config.label_interpolation,
+        "intensity_offset": intensity_offset,
+    }
+    if prep.image is not None:
+        prep.attrs["normalisation"] = normalisation(prep.image, modality, config.ct_clip, config.mr_percentiles, scale)
+    return prep
+
+
+def _measure(prep: Prepared, image: NDArray[Any], body: NDArray[np.bool_], scale: float) -> None:
+    prep.body_voxels = int(np.count_nonzero(body))
+    prep.intensity = stats(image[body] if prep.body_voxels else image, scale)
+    fg: NDArray[np.bool_] | None = None
+    for arr, _, _ in prep.planes:
+        fg = arr != 0 if fg is None else (fg | (arr != 0))
+    if fg is not None and fg.any():
+        prep.foreground = stats(image[fg], scale)
+
+
+class _Shifted:
+    """A lazy ``(view + offset) / scale`` that resampling reads slab by slab (no full copy)."""
+
+    def __init__(self, a: NDArray[Any], offset: float, scale: float) -> None:
+        self.a, self.offset, self.scale = a, offset, scale
+        self.shape, self.dtype = a.shape, np.dtype(np.float32)
+
+    def __getitem__(self, key: Any) -> NDArray[np.float32]:
+        x = np.asarray(self.a[key], dtype=np.float32)
+        if self.offset:
+            x += np.float32(self.offset)
+        if self.scale != 1.0:
+            x /= np.float32(self.scale)
+        return x
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> NDArray[Any]:
+        return self[...]

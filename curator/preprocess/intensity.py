@@ -1,0 +1,127 @@
+"""Stored image dtype, intensity statistics and normalisation parameters.
+
+Images are stored in physical units (HU for CT) in at most 2 bytes per voxel: ``int16``
+(or ``uint16``) when the source holds integers that fit, else ``float16`` (scaled by a
+power of two when the values exceed float16's range; the scale is recorded). The
+normalisation SAT uses is stored as parameters and applied on the fly by the loader:
+``(clip(value · scale, low, high) − mean) / std`` — CT clipped to [−500, 1000], other
+modalities to their 0.5th–99.5th percentiles, z-scored over the cropped volume.
+
+>>> import numpy as np
+>>> storage_dtype(np.dtype(np.int16), -1024.0, 3071.0)
+(dtype('int16'), 1.0)
+>>> x = np.array([-1000, 0, 40, 2000], np.int16)
+>>> n = normalisation(x, "CT", (-500.0, 1000.0), (0.5, 99.5))
+>>> n["kind"], n["clip"]
+('ct', [-500.0, 1000.0])
+>>> [round(float(v), 2) for v in normalise(x, n)]
+[-1.17, -0.25, -0.18, 1.59]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+F16_MAX = 65504.0
+PERCENTILES = (0.5, 1.0, 50.0, 99.0, 99.5)
+
+
+def storage_dtype(src: np.dtype[Any], lo: float, hi: float) -> tuple[np.dtype[Any], float]:
+    """``(dtype, scale)`` for a resampled image whose source dtype is ``src`` and range ``[lo, hi]``."""
+    if src.kind in "iub":
+        if lo >= -32768 and hi <= 32767:
+            return np.dtype(np.int16), 1.0
+        if lo >= 0 and hi <= 65535:
+            return np.dtype(np.uint16), 1.0
+    peak = max(abs(lo), abs(hi), 1e-30)
+    scale = 1.0 if peak < F16_MAX / 2 else float(2.0 ** np.ceil(np.log2(peak / (F16_MAX / 2))))
+    return np.dtype(np.float16), scale
+
+
+def strided_sample(a: NDArray[Any], limit: int) -> NDArray[Any]:
+    """A deterministic, evenly strided sample of at most ``limit`` values of ``a`` (flattened)."""
+    flat = a.reshape(-1) if a.flags.c_contiguous else a.ravel()
+    step = max(1, -(-flat.size // limit))
+    return flat[::step]
+
+
+def histogram(values: NDArray[Any], chunk: int = 1 << 22) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """``(value, count)`` of every 16-bit integer value, counted in chunks (no large temporaries)."""
+    flat = values.reshape(-1) if values.flags.c_contiguous else values.ravel()
+    keys = flat.view(np.uint16)
+    counts = np.zeros(65536, dtype=np.int64)
+    for i in range(0, keys.size, chunk):
+        counts += np.bincount(keys[i:i + chunk], minlength=65536)
+    vals = np.arange(65536, dtype=np.float64)
+    if values.dtype == np.int16:  # two's complement: put negative values first
+        counts = np.concatenate([counts[32768:], counts[:32768]])
+        vals -= 32768
+    return vals, counts
+
+
+def _hist_stats(values: NDArray[Any], pcts: tuple[float, ...]) -> dict[str, float]:
+    """Exact percentiles/mean/std of 16-bit integers through a histogram (O(n), no sort)."""
+    vals, counts = histogram(values)
+    n = int(counts.sum())
+    # np.sum, not `@`: BLAS threading changes the last bits, and results must be reproducible
+    mean = float(np.sum(counts * vals)) / n
+    var = float(np.sum(counts * (vals - mean) ** 2)) / n
+    cum = np.cumsum(counts)
+    nz = np.flatnonzero(counts)
+    out = {"mean": mean, "std": var ** 0.5, "min": float(vals[nz[0]]), "max": float(vals[nz[-1]])}
+    for p in pcts:  # numpy's "inverted_cdf" definition
+        out[f"p{p:g}"] = float(vals[min(int(np.searchsorted(cum, p / 100 * n, "left")), 65535)])
+    return out
+
+
+def stats(values: NDArray[Any], scale: float = 1.0, pcts: tuple[float, ...] = PERCENTILES,
+          limit: int = 4_000_000) -> dict[str, float] | None:
+    """Percentiles, mean, std, min and max of ``values`` (stored units × ``scale``); ``None`` if empty."""
+    if values.size == 0:
+        return None
+    if values.dtype in (np.int16, np.uint16):
+        out = _hist_stats(values, pcts)
+    else:
+        s = strided_sample(values, limit).astype(np.float64)
+        out = {"mean": float(s.mean()), "std": float(s.std()), "min": float(s.min()), "max": float(s.max())}
+        for p, v in zip(pcts, np.percentile(s, pcts, method="inverted_cdf"), strict=True):
+            out[f"p{p:g}"] = float(v)
+    return {k: v * scale if k != "std" else v * abs(scale) for k, v in out.items()}
+
+
+def normalisation(image: NDArray[Any], modality: str, ct_clip: tuple[float, ...],
+                  mr_percentiles: tuple[float, ...], scale: float = 1.0) -> dict[str, Any]:
+    """Parameters of SAT's normalisation for this (cropped) image, stored in the case store."""
+    if modality.upper() == "CT":
+        lo, hi = float(ct_clip[0]), float(ct_clip[1])
+        kind = "ct"
+    else:
+        st = stats(image, scale, pcts=tuple(mr_percentiles)) or {}
+        lo, hi = st.get(f"p{mr_percentiles[0]:g}", 0.0), st.get(f"p{mr_percentiles[1]:g}", 1.0)
+        kind = "percentile"
+    if image.dtype in (np.int16, np.uint16) and scale == 1.0 and image.size:
+        vals, counts = histogram(image)
+        c = np.clip(vals, lo, hi)
+        n = float(counts.sum())
+        mean = float(np.sum(counts * c)) / n
+        std = (float(np.sum(counts * (c - mean) ** 2)) / n) ** 0.5
+    else:
+        clipped = np.clip(strided_sample(image, 8_000_000).astype(np.float64) * scale, lo, hi)
+        mean = float(clipped.mean()) if clipped.size else 0.0
+        std = float(clipped.std()) if clipped.size else 1.0
+    return {"kind": kind, "clip": [lo, hi], "mean": mean, "std": std if std > 1e-6 else 1.0, "scale": scale}
+
+
+def normalise(stored: NDArray[Any], norm: dict[str, Any]) -> NDArray[np.float32]:
+    """Network input from stored values: ``(clip(x · scale, low, high) − mean) / std`` as float32."""
+    x = stored.astype(np.float32)
+    if norm.get("scale", 1.0) != 1.0:
+        x *= np.float32(norm["scale"])
+    lo, hi = norm["clip"]
+    np.clip(x, lo, hi, out=x)
+    x -= np.float32(norm["mean"])
+    x /= np.float32(norm["std"])
+    return x

@@ -1,0 +1,106 @@
+"""Release step: stores into the release (hard links), per-term voxel locations, store checksums.
+
+For every case in the ``preprocessed`` table the store is hard-linked (copied across file
+systems) to ``<release>/stores/<case_id>.zarr``; every term of every label layer gets a
+``store_terms`` row (voxels, bounding box) and up to :data:`MAX_SAMPLES` sampled voxel
+locations in ``<release>/locations/<case_id>.npz`` (array ``<layer>/<term_id>``, int32
+``(n, 3)``), which the PyTorch loader uses for foreground oversampling, like nnU-Net's
+class locations. The release builder hashes every copied store into ``release.json["stores"]``
+(:mod:`curator.release.integrity`), which ``curator verify`` re-checks.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.io.fsutil import atomic_path
+from curator.schema import to_arrow
+from curator.store import CaseStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curator.release.build import ReleaseBuilder
+
+log = logging.getLogger("curator")
+MAX_SAMPLES = 2000
+SEED = 1234
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file of ``src`` under ``dst`` (copy when links are not possible)."""
+    for root, _, files in os.walk(src):
+        out = dst / Path(root).relative_to(src)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            try:
+                os.link(Path(root) / f, out / f)
+            except OSError:
+                shutil.copy2(Path(root) / f, out / f)
+
+
+def term_locations(store: CaseStore, rng: np.random.Generator, max_samples: int = MAX_SAMPLES
+                   ) -> tuple[list[dict[str, Any]], dict[str, NDArray[np.int32]]]:
+    """Per (layer, term): voxels, bounding box and up to ``max_samples`` sampled voxel indices."""
+    rows: list[dict[str, Any]] = []
+    arrays: dict[str, NDArray[np.int32]] = {}
+    ml = store.geometry.voxel_volume_mm3 / 1000.0
+    for layer in store.layers():
+        terms = store.terms(layer)
+        if not terms:
+            continue
+        masks = store.masks(terms, layer)
+        for term, m in zip(terms, masks, strict=True):
+            idx = np.argwhere(m)
+            if idx.size == 0:
+                continue
+            pick = idx if len(idx) <= max_samples else idx[np.sort(rng.choice(len(idx), max_samples, replace=False))]
+            arrays[f"{layer}/{term}"] = pick.astype(np.int32)
+            rows.append({"term_id": term, "layer": layer, "voxels": len(idx), "volume_ml": len(idx) * ml,
+                         "bbox_start": [int(x) for x in idx.min(0)], "bbox_stop": [int(x) + 1 for x in idx.max(0)],
+                         "samples": len(pick)})
+        del masks
+    return rows, arrays
+
+
+def _save_npz(path: Path, arrays: dict[str, NDArray[np.int32]]) -> None:
+    """A deterministic .npz (fixed zip timestamps), so re-running gives identical bytes."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arrays[name], allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, buf.getvalue())
+
+
+def release_step(b: ReleaseBuilder) -> None:
+    table = b.tables.get("preprocessed")
+    if table is None:
+        return
+    ws_stores = b.ctx.workspace.root
+    rows: list[dict[str, Any]] = []
+    for rec in table.select(["case_id", "dataset", "modality", "store"]).to_pylist():
+        src = ws_stores / rec["store"]
+        if not (src / "zarr.json").exists():
+            log.warning("release: store of %s is missing (%s); re-run preprocess", rec["case_id"], src)
+            continue
+        dst = b.staging / "stores" / f"{rec['case_id']}.zarr"
+        link_tree(src, dst)
+        rng = np.random.default_rng([SEED, *rec["case_id"].encode()])
+        found, arrays = term_locations(CaseStore(dst), rng)
+        rel = f"locations/{rec['case_id']}.npz"
+        if arrays:
+            _save_npz(b.staging / rel, arrays)
+        for r in found:
+            r.update({"case_id": rec["case_id"], "dataset": rec["dataset"], "modality": rec["modality"],
+                      "locations": rel})
+        rows += found
+    b.tables["store_terms"] = to_arrow("store_terms", rows)

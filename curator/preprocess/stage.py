@@ -1,0 +1,184 @@
+"""The preprocess stage: ``cases`` → one Zarr store per case + the ``preprocessed`` table."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.config import StageConfig
+from curator.errors import InputError
+from curator.io.formats import read_volume
+from curator.io.fsutil import resolve_inside
+from curator.io.volume import Geometry, Volume
+from curator.preprocess import terms as termmap
+from curator.preprocess.config import PreprocessConfig
+from curator.preprocess.core import Prepared, preprocess_arrays, reoriented_spacing
+from curator.preprocess.labels import Plane, label_map_plane, structure_planes
+from curator.registry.fixes import active, apply_array_fixes, apply_label_fixes
+from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
+from curator.store import CaseStore, store_sha256
+
+STATS = (("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("p0.5", "p00_5"),
+         ("p1", "p01"), ("p50", "p50"), ("p99", "p99"), ("p99.5", "p99_5"))
+
+
+class PreprocessStage(Stage):
+    name = "preprocess"
+    version = "1"
+    config_class = PreprocessConfig
+    tables = ("preprocessed",)
+    requires = ("cases",)
+
+    def plan(self) -> list[Task]:
+        config = cast(PreprocessConfig, self.config)
+        self.extra_problems: list[dict[str, Any]] = []
+        table = self.ctx.workspace.read_table("cases")
+        rows = table.to_pylist() if table is not None else []
+        medians = _median_spacings(rows, config.orientation) if config.spacing == "median" else {}
+        tasks = []
+        for r in rows:
+            if not (r["has_image"] or r["has_label"]) or r.get("shape") is None:
+                continue
+            src = self.ctx.sources.get(r["source"])
+            if src is None:
+                continue  # a source no longer configured: its cases are not preprocessed
+            spec = src.spec
+            labels_ok = r["has_label"] and r["label_status"] != "rejected"
+            encoding = spec.labels.encoding
+            payload = {
+                "source": r["source"], "dataset": r["dataset"], "modality": r["modality"],
+                "image_path": r["image_path"] if r["has_image"] else None, "image_channel": r["image_channel"],
+                "label_paths": list(r["label_paths"] or []) if labels_ok else [],
+                "label_keys": list(r["label_keys"] or []) if labels_ok else [],
+                "label_rejected": bool(r["has_label"] and not labels_ok),
+                "encoding": encoding,
+                "terms": termmap.structure_terms(spec) if encoding == "per_structure" else termmap.value_terms(spec),
+                "fixes": dict(spec.fixes),
+                "spacing": list(medians[r["dataset"]]) if r["dataset"] in medians else None,
+            }
+            fp = f"{r.get('image_sha256') or ''}|{r.get('label_sha256') or ''}"
+            tasks.append(Task(case_id=r["case_id"], payload=payload, fingerprint=fp, dataset=r["dataset"],
+                              path=f"{r['source']}:{r['image_path'] or (r['label_paths'] or [''])[0]}"))
+        return tasks
+
+    @classmethod
+    def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
+        config = cast(PreprocessConfig, config)
+        p = task.payload
+        root = Path(env.sources[p["source"]])
+        out = CaseOutput()
+
+        def warn(err: InputError, severity: str = "warning") -> None:
+            out.problems.append(problem_row(cls.name, err, dataset=p["dataset"], case_id=task.case_id,
+                                            path=task.path, severity=severity))
+
+        image, offset = None, 0.0
+        if p["image_path"]:
+            image = read_volume(root / p["image_path"], role="image", channel=p["image_channel"])
+            image, offset = _image_fixes(image, p["fixes"], p["image_path"])
+        geometry = image.geometry if image is not None else None
+        planes, geometry = _read_planes(p, root, geometry, warn)
+        if geometry is None:
+            raise InputError("label_empty", "the case has neither a readable image nor labels")
+        if p["label_rejected"]:
+            warn(InputError("label_rejected", "ingest rejected this case's labels; the store has no label layer"))
+        spacing = tuple(p["spacing"]) if p["spacing"] else None
+        prep = preprocess_arrays(image.array if image is not None else None, geometry, planes, p["modality"],
+                                 config, spacing=spacing, intensity_offset=offset)
+        del image, planes
+        dest = Path(env.workspace) / "stores" / f"{task.case_id}.zarr"
+        attrs = {"case_id": task.case_id, "dataset": p["dataset"], **prep.attrs,
+                 "label_raw_values": [{str(k): v for k, v in raw.items()} for _, _, raw in prep.planes],
+                 "stage_version": cls.version, "config_hash": config.config_hash()}
+        CaseStore.create(dest, geometry=prep.geometry, attrs=attrs, image=prep.image, body=prep.body,
+                         labels=[(a, v) for a, v, _ in prep.planes], chunks=tuple(config.inner_chunks) or None)
+        out.rows = {"preprocessed": [_row(task.case_id, p, prep, store_sha256(dest))]}
+        return out
+
+
+def _image_fixes(image: Volume, fixes: dict[str, Any], rel: str) -> tuple[Volume, float]:
+    """The dataset's declared image fixes; the intensity offset is returned, applied lazily later."""
+    fx = active(fixes, "image", rel)
+    offset = float(fx["intensity_offset"]["value"]) if "intensity_offset" in fx else 0.0
+    rest = {k: v for k, v in fixes.items() if k != "intensity_offset"}
+    arr = apply_array_fixes(image.array, rest, "image", rel)
+    return (image if arr is image.array else Volume(arr, image.geometry, dict(image.meta))), offset
+
+
+def _label(path: Path, rel: str, p: dict[str, Any], ref: Geometry | None) -> Volume:
+    """A label file with its declared fixes, re-indexed onto ``ref`` (same voxels, any axis order)."""
+    vol = apply_label_fixes(read_volume(path, role="label"), p["fixes"], rel, ref)
+    return vol if ref is None else vol.on_grid(ref)
+
+
+def _read_planes(p: dict[str, Any], root: Path, geometry: Geometry | None,
+                 warn: Any) -> tuple[list[Plane], Geometry | None]:
+    """The case's label files as planes on the image grid (geometry of the first label if no image)."""
+    paths = [resolve_inside(root, root / rel) for rel in p["label_paths"]]
+    if not paths:
+        return [], geometry
+    rels = list(p["label_paths"])
+    first = _label(paths[0], rels[0], p, geometry)
+    ref = geometry or first.geometry
+
+    if p["encoding"] == "per_structure":
+        def masks() -> Iterator[tuple[str, NDArray[Any]]]:
+            for i, (key, path) in enumerate(zip(p["label_keys"], paths, strict=True)):
+                vol = first if i == 0 else _label(path, rels[i], p, ref)
+                yield key, vol.array
+        return structure_planes(masks(), p["terms"]), ref
+    planes: list[Plane] = []
+    for i, path in enumerate(paths):
+        vol = first if i == 0 else _label(path, rels[i], p, ref)
+        got, unknown = label_map_plane(vol.array, p["terms"])
+        planes += got
+        if unknown:
+            warn(InputError("label_values_undeclared", f"raw values {unknown[:12]} map to no term and are left "
+                            "out of the store", path=str(path), remedy="add them to `labels.values` (or "
+                            "`ignore`) in the dataset YAML"))
+    return planes, ref
+
+
+def _median_spacings(rows: list[dict[str, Any]], codes: str) -> dict[str, tuple[float, ...]]:
+    """Per dataset: the median spacing of its cases along the reoriented axes (nnU-Net's choice)."""
+    by: dict[str, list[tuple[float, float, float]]] = {}
+    for r in rows:
+        if r.get("affine") and r.get("shape"):
+            g = Geometry.from_affine(tuple(r["shape"]), r["affine"])
+            by.setdefault(r["dataset"], []).append(reoriented_spacing(g, codes))
+    return {d: tuple(statistics.median(s[i] for s in sp) for i in range(3)) for d, sp in by.items()}
+
+
+def _row(case_id: str, p: dict[str, Any], prep: Prepared, sha: str) -> dict[str, Any]:
+    g = prep.geometry
+    ml = g.voxel_volume_mm3 / 1000.0
+    terms: list[str] = []
+    for _, values, _ in prep.planes:
+        terms += [t for ts in values.values() for t in ts if t not in terms]
+    row: dict[str, Any] = {
+        "case_id": case_id, "dataset": p["dataset"], "modality": p["modality"],
+        "store": f"stores/{case_id}.zarr", "store_sha256": sha, "has_image": prep.image is not None,
+        "shape": list(g.shape), "spacing_mm": list(g.spacing), "affine": list(g.affine),
+        "orientation": g.orientation, "resampled_shape": list(prep.resampled_shape),
+        "crop_start": list(prep.crop_start), "image_dtype": str(prep.image.dtype) if prep.image is not None else None,
+        "label_planes": len(prep.planes), "terms": sorted(terms),
+        "body_voxels": prep.body_voxels,
+        "body_volume_ml": prep.body_voxels * ml if prep.body_voxels is not None else None,
+    }
+    for key, col in STATS:
+        row[f"intensity_{col}"] = prep.intensity.get(key) if prep.intensity else None
+    for key, col in (("mean", "mean"), ("std", "std"), ("p0.5", "p00_5"), ("p99.5", "p99_5")):
+        row[f"foreground_{col}"] = prep.foreground.get(key) if prep.foreground else None
+    norm = prep.attrs.get("normalisation")
+    if norm:
+        row.update({"norm_kind": norm["kind"], "norm_clip_low": norm["clip"][0], "norm_clip_high": norm["clip"][1],
+                    "norm_mean": norm["mean"], "norm_std": norm["std"], "norm_scale": norm["scale"]})
+    for k, v in list(row.items()):
+        if isinstance(v, (np.floating, np.integer)):
+            row[k] = v.item()
+    return row

@@ -1,0 +1,58 @@
+"""Raw label codes → taxonomy term ids, in one place (the taxonomy and harmonize's mapping).
+
+A store plane's ``values`` list, for every code, the term it annotates *and* the derived
+terms whose union contains it (``kidney`` for a left/right dataset, ``kidney_and_mass``
+for KiTS), so ``CaseStore.mask(term)`` answers derived terms without the taxonomy.
+
+>>> term_id("rt kidney"), prompt("kidney_left", "CT")
+('kidney_right', '(ct) left kidney')
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from curator.harmonize.mapping import raw_value_terms
+from curator.taxonomy import load_taxonomy
+
+
+@functools.lru_cache(maxsize=4096)
+def term_id(name: str) -> str:
+    """The id of the term ``name`` resolves to (a snake-case slug when it resolves to none)."""
+    found = load_taxonomy().resolve(name)
+    return found.id if found is not None else "_".join(name.lower().split())
+
+
+def _codes(spec: Any) -> dict[str, list[str]]:
+    return {str(k): list(v) for k, v in raw_value_terms(spec, load_taxonomy()).items()}
+
+
+def value_terms(spec: Any) -> dict[str, list[str]]:
+    """``{raw value: [term ids]}`` of a label-map dataset (ignored values left out)."""
+    ignore = {str(v) for v in spec.labels.ignore}
+    return {k: v for k, v in _codes(spec).items() if k not in ignore}
+
+
+def structure_terms(spec: Any) -> dict[str, list[str]]:
+    """``{structure file key: [term ids]}`` of a per-structure dataset."""
+    return _codes(spec)
+
+
+@functools.lru_cache(maxsize=4096)
+def descendants(term: str) -> tuple[str, ...]:
+    """Terms whose union makes ``term`` (its parts, recursively)."""
+    tax = load_taxonomy()
+    return tuple(tax.descendants(term)) if tax.get(term) is not None else ()
+
+
+def preferred_name(term: str) -> str:
+    t = load_taxonomy().get(term)
+    return t.name if t is not None else term.replace("_", " ")
+
+
+def prompt(term: str, modality: str, name: str | None = None) -> str:
+    """SAT-style text prompt, e.g. ``(ct) left kidney``."""
+    if name is None and load_taxonomy().get(term) is not None:
+        return load_taxonomy().prompt(term, modality)
+    return f"({modality.lower()}) {name or preferred_name(term)}"

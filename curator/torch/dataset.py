@@ -1,0 +1,172 @@
+"""``PatchDataset``: random patches + binary term masks + text prompts from a release.
+
+Map-style and deterministic: item ``i`` of epoch ``e`` is drawn from a generator seeded
+with ``(seed, e, i)``, so any worker, any rank (``DistributedSampler`` splits indices)
+and any re-run draws the same patch. Call :meth:`PatchDataset.set_epoch` each epoch.
+Stores are opened lazily in each process (never shared across a fork).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from curator.errors import ReleaseError
+from curator.preprocess.intensity import normalise
+from curator.preprocess.terms import descendants, prompt
+from curator.release.query import Release
+from curator.store import CaseStore
+from curator.torch.sampling import case_weights, item_rng, patch_start, repeat_factor
+
+QUERY = """select p.case_id, p.dataset, p.modality, p.store, p.shape
+from preprocessed p join cases c using (case_id) where p.has_image and ({where}) order by p.case_id"""
+
+
+class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Random patches from the cases of ``release`` selected by the SQL ``where`` clause.
+
+    Each item is a dict: ``image`` float32 ``(1, *patch)`` (normalised per modality unless
+    ``normalise=False``), ``masks`` uint8 ``(T, *patch)`` for the requested ``terms`` (a
+    derived term is the union of its parts), ``present`` bool ``(T,)`` (the case holds the
+    term), ``prompts`` (``"(ct) liver"``), ``case_id`` and ``start`` (patch origin).
+    """
+
+    def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",
+                 patch_size: Sequence[int] = (96, 96, 32), layers: Sequence[str] = ("revised", "original"),
+                 foreground_fraction: float = 0.67, term_weights: dict[str, float] | None = None,
+                 balance: bool = True, repeat: bool = True, samples_per_epoch: int | None = None,
+                 seed: int = 0, normalise: bool = True, max_open: int = 64) -> None:
+        self.release = release if isinstance(release, Release) else Release(release)
+        self.root = self.release.path
+        self.terms = list(terms)
+        self.patch = tuple(int(p) for p in patch_size)
+        self.layers = tuple(layers)
+        self.fg = float(foreground_fraction)
+        self.term_weights = dict(term_weights or {})
+        self.seed, self.epoch, self.normalise, self.max_open = seed, 0, normalise, max_open
+        if not self.terms or len(self.patch) != 3:
+            raise ReleaseError("release_error", "PatchDataset needs at least one term and a 3-D patch size")
+        names = self.release.table_names()
+        if "preprocessed" not in names or "store_terms" not in names:
+            raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(self.root),
+                               remedy="run the preprocess stage before `curator release`")
+        cases = self.release.sql(QUERY.format(where=where)).fetchall()
+        if not cases:
+            raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}", path=str(self.root))
+        self.cases = [{"case_id": c[0], "dataset": c[1], "modality": c[2], "store": c[3], "shape": list(c[4])}
+                      for c in cases]
+        self._parts = {t: (t, *descendants(t)) for t in self.terms}
+        self._index_terms()
+        reps = [self._repeat(c) if repeat else 1.0 for c in self.cases]
+        self.weights = np.asarray(case_weights([c["dataset"] for c in self.cases], reps, balance))
+        self._cdf = np.cumsum(self.weights)
+        self.length = int(samples_per_epoch or len(self.cases))
+        self._stores: collections.OrderedDict[str, CaseStore] = collections.OrderedDict()
+        self._locs: dict[str, Any] = {}
+        self._pid = os.getpid()
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _index_terms(self) -> None:
+        rows = self.release.sql("select case_id, term_id, layer, voxels, bbox_start, bbox_stop, locations "
+                                "from store_terms").fetchall()
+        wanted = {p for parts in self._parts.values() for p in parts}
+        by_case: dict[str, dict[str, dict[str, Any]]] = {}
+        self._roi: dict[str, tuple[list[int], list[int], int]] = {}
+        for cid, term, layer, vox, b0, b1, loc in rows:
+            roi = self._roi.get(cid)
+            self._roi[cid] = ((list(b0), list(b1), 1) if roi is None else
+                              ([min(a, b) for a, b in zip(roi[0], b0, strict=True)],
+                               [max(a, b) for a, b in zip(roi[1], b1, strict=True)], roi[2] + 1))
+            if term in wanted:
+                by_case.setdefault(cid, {}).setdefault(term, {})[layer] = {"voxels": vox, "locations": loc}
+        self._case_terms = by_case
+
+    def _repeat(self, case: dict[str, Any]) -> float:
+        roi = self._roi.get(case["case_id"])
+        if roi is None:
+            return 1.0
+        return repeat_factor(int(np.prod(np.subtract(roi[1], roi[0]))), roi[2])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _store(self, case: dict[str, Any]) -> CaseStore:
+        if self._pid != os.getpid():
+            self._stores, self._locs, self._pid = collections.OrderedDict(), {}, os.getpid()
+        cid = case["case_id"]
+        s = self._stores.pop(cid, None) or CaseStore(self.root / case["store"])
+        self._stores[cid] = s
+        while len(self._stores) > self.max_open:
+            self._stores.popitem(last=False)
+        return s
+
+    def _layer_of(self, store: CaseStore) -> str | None:
+        have = store.layers()
+        return next((layer for layer in self.layers if layer in have), None)
+
+    def _location(self, rng: np.random.Generator, case: dict[str, Any], layer: str) -> NDArray[np.int64] | None:
+        held = self._case_terms.get(case["case_id"], {})
+        options = [(t, held[t][layer]) for t in sorted(held) if layer in held[t]]
+        if not options:
+            return None
+        w = np.asarray([self.term_weights.get(self._requested(t), 1.0) for t, _ in options], dtype=np.float64)
+        if w.sum() <= 0:
+            return None
+        term, info = options[int(rng.choice(len(options), p=w / w.sum()))]
+        path = info["locations"]
+        if path not in self._locs:
+            with np.load(self.root / path) as z:
+                self._locs[path] = {k: z[k] for k in z.files}
+        pts = self._locs[path][f"{layer}/{term}"]
+        return np.asarray(pts[int(rng.integers(len(pts)))], dtype=np.int64)
+
+    def _requested(self, part: str) -> str:
+        return next((t for t, parts in self._parts.items() if part in parts), part)
+
+    # -- items ----------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = item_rng(self.seed, self.epoch, int(index))
+        case = self.cases[min(int(np.searchsorted(self._cdf, rng.random() * self._cdf[-1], "right")),
+                              len(self.cases) - 1)]
+        store = self._store(case)
+        layer = self._layer_of(store)
+        shape = tuple(case["shape"])
+        centre = self._location(rng, case, layer) if layer and rng.random() < self.fg else None
+        start = patch_start(rng, shape, self.patch, centre)
+        box = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch, shape, strict=True))
+        pad = tuple(slice(b.start - s, b.stop - s) for b, s in zip(box, start, strict=True))
+        img = store.read("image", box)
+        norm = store.attrs.get("normalisation")
+        image = np.zeros(self.patch, dtype=np.float32)
+        if self.normalise and norm:
+            image[...] = (norm["clip"][0] - norm["mean"]) / norm["std"]
+            image[pad] = normalise(img, norm)
+        else:
+            image[pad] = img
+        masks = np.zeros((len(self.terms), *self.patch), dtype=np.uint8)
+        present = np.zeros(len(self.terms), dtype=bool)
+        if layer is not None:
+            held = store.terms(layer)
+            flat = [p for t in self.terms for p in self._parts[t] if p in held]
+            got = store.masks(flat, layer, box) if flat else None
+            k = 0
+            for i, t in enumerate(self.terms):
+                n = sum(p in held for p in self._parts[t])
+                present[i] = n > 0
+                if n and got is not None:
+                    masks[i][pad] = got[k:k + n].any(axis=0)
+                k += n
+        modality = case["modality"]
+        return {"image": torch.from_numpy(image[None]), "masks": torch.from_numpy(masks),
+                "present": torch.from_numpy(present), "prompts": [prompt(t, modality) for t in self.terms],
+                "case_id": case["case_id"], "start": torch.tensor(start)}

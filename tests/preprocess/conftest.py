@@ -1,0 +1,91 @@
+"""A tiny collection run once per session: ingest → preprocess → release, shared by the
+stage, release, loader and export tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from curator.config import PipelineConfig
+from curator.pipeline import run_pipeline
+from curator.testing.layouts import write_kits_case, write_totalseg_case
+from curator.testing.phantoms import Subject, grid, remap, render, structure_masks
+
+SPACING = (4.0, 4.0, 5.0)
+KITS_YAML = """\
+name: TinyKits
+version: "1"
+modality: CT
+region: abdomen
+licence: CC-BY-4.0
+citation: "@misc{tiny}"
+layout:
+  - image: "dataset/{case}/imaging.nii.gz"
+    label: "dataset/{case}/segmentation.nii.gz"
+patterns: {case: "case_\\\\d{5}"}
+fixes: {intensity_offset: {value: -1024}}
+labels:
+  encoding: label_map
+  values: {1: kidney, 2: kidney tumor, 3: kidney cyst}
+"""
+TS_YAML = """\
+name: TinyTotalSeg
+version: "1"
+modality: CT
+region: abdomen
+licence: CC-BY-4.0
+citation: "@misc{tiny}"
+layout:
+  - image: "{case}/ct.nii.gz"
+    label: "{case}/segmentations/{structure}.nii.gz"
+patterns: {case: "s\\\\d{4}"}
+labels:
+  encoding: per_structure
+  structures: {liver: liver, spleen: spleen, kidney_left: left kidney, kidney_right: right kidney,
+               kidneys: kidney}
+"""
+
+
+@dataclass
+class Tiny:
+    root: Path
+    release: Path
+    workspace: Path
+    phantoms: dict[str, tuple[object, object]]  # case id -> (geometry, full label map)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    root = tmp_path_factory.mktemp("tiny")
+    phantoms = {}
+    for i in range(3):
+        g = grid((40, 32, 20), (8.0, 8.0, 10.0), "IPL"[::-1] if i == 0 else "LPS", center=(0.0, -10.0, 20.0))
+        img, lab = render(Subject.random(40 + i), g, "CT", seed=i)
+        seg = remap(lab, {"kidney_left": 1, "kidney_right": 1, "kidney_tumor": 2, "kidney_cyst": 3})
+        write_kits_case(root / "kits", f"case_{i:05d}", (np.rint(img) + 1024).astype(np.int16), seg, g)
+        phantoms[f"TinyKits__case_{i:05d}"] = (g, lab)
+    for i in range(2):
+        s = Subject.random(50 + i)
+        g = grid((40, 32, 20), (8.0, 8.0, 10.0), "RAS", center=(0.0, -10.0, 20.0))
+        img, lab = render(s, g, "CT", seed=10 + i)
+        m = structure_masks(s, g)
+        masks = {k: m[k] for k in ("liver", "spleen", "kidney_left", "kidney_right")}
+        masks["kidneys"] = m["kidney_left"] | m["kidney_right"]
+        write_totalseg_case(root / "ts", f"s{i:04d}", np.rint(img).astype(np.int16), masks, g)
+        phantoms[f"TinyTotalSeg__s{i:04d}"] = (g, lab)
+    (root / "kits.yaml").write_text(KITS_YAML)
+    (root / "ts.yaml").write_text(TS_YAML)
+    cfg = {"workspace": "ws", "registry": [str(root / "kits.yaml"), str(root / "ts.yaml")],
+           "sources": [{"dataset": str(root / "kits.yaml"), "root": str(root / "kits")},
+                       {"dataset": str(root / "ts.yaml"), "root": str(root / "ts")}],
+           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}},
+           "executor": {"kind": "local", "workers": 1, "progress": False},
+           "release": {"root": "releases", "collection": "tiny", "version": "0.1.0"}}
+    (root / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_pipeline(PipelineConfig.load(root / "pipeline.yaml"), stages=["ingest", "preprocess"])
+    assert result.release is not None
+    return Tiny(root, result.release, root / "ws", phantoms)

@@ -1,0 +1,95 @@
+"""Release step (stores, locations, checksums) and the PyTorch PatchDataset over the release."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+import curator
+from curator.preprocess.terms import term_id
+from curator.store import CaseStore, store_sha256
+from curator.torch import PatchDataset
+from tests.preprocess.conftest import Tiny
+
+
+def test_release_holds_linked_stores_with_checksums(tiny: Tiny) -> None:
+    info = json.loads((tiny.release / "release.json").read_text())
+    hashes = {cid: meta["sha256"] for cid, meta in info["stores"].items()}
+    assert len(hashes) == 5
+    for cid, h in hashes.items():
+        assert store_sha256(tiny.release / "stores" / f"{cid}.zarr") == h
+    src = tiny.workspace / "stores" / "TinyKits__case_00000.zarr" / "image" / "zarr.json"
+    dst = tiny.release / "stores" / "TinyKits__case_00000.zarr" / "image" / "zarr.json"
+    assert src.stat().st_ino == dst.stat().st_ino  # hard link, no copy
+
+
+def test_store_terms_match_the_masks(tiny: Tiny) -> None:
+    rel = curator.open_release(str(tiny.release))
+    rows = rel.sql("select case_id, term_id, layer, voxels, locations from store_terms").fetchall()
+    assert rows
+    for cid, term, layer, voxels, loc in rows:
+        s = CaseStore(tiny.release / "stores" / f"{cid}.zarr")
+        m = s.mask(term, layer)
+        assert int(m.sum()) == voxels
+        with np.load(tiny.release / loc) as z:
+            pts = z[f"{layer}/{term}"]
+        assert len(pts) == min(voxels, 2000) and m[tuple(pts.T)].all()
+
+
+def _ds(tiny: Tiny, **kw: object) -> PatchDataset:
+    args = {"terms": [term_id("kidney"), term_id("liver"), term_id("kidney tumor")], "patch_size": (24, 24, 8),
+            "samples_per_epoch": 12, "seed": 3}
+    args.update(kw)
+    return PatchDataset(tiny.release, **args)  # type: ignore[arg-type]
+
+
+def test_items_are_deterministic_and_masks_match_store(tiny: Tiny) -> None:
+    ds = _ds(tiny)
+    a, b = ds[4], ds[4]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["masks"], b["masks"])
+    assert a["image"].shape == (1, 24, 24, 8) and a["masks"].shape == (3, 24, 24, 8)
+    assert a["prompts"][0] == f"(ct) {a['prompts'][0][5:]}" and a["prompts"][0].startswith("(ct) ")
+    for i in range(len(ds)):
+        it = ds[i]
+        s = CaseStore(tiny.release / "stores" / f"{it['case_id']}.zarr")
+        start = it["start"].tolist()
+        box = tuple(slice(max(x, 0), min(x + p, n)) for x, p, n in zip(start, (24, 24, 8), s.geometry.shape))
+        inner = tuple(slice(b.start - x, b.stop - x) for b, x in zip(box, start))
+        for k, t in enumerate(ds.terms):
+            assert np.array_equal(it["masks"][k].numpy()[inner].astype(bool), s.mask(t, box=box))
+            assert bool(it["present"][k]) == (t in s.terms())
+    ds.set_epoch(1)
+    assert not torch.equal(ds[4]["image"], a["image"]) or ds[4]["case_id"] != a["case_id"]
+
+
+def test_foreground_oversampling_hits_foreground(tiny: Tiny) -> None:
+    fg = _ds(tiny, foreground_fraction=1.0, samples_per_epoch=30)
+    hits = sum(bool(fg[i]["masks"].any()) for i in range(len(fg)))
+    assert hits == len(fg)
+
+
+def test_where_filters_and_balancing_weights(tiny: Tiny) -> None:
+    ds = _ds(tiny, where="p.dataset = 'TinyKits'")
+    assert {c["dataset"] for c in ds.cases} == {"TinyKits"}
+    both = _ds(tiny, repeat=False)
+    w = {c["dataset"]: x for c, x in zip(both.cases, both.weights)}
+    # 1/sqrt(N): each TinyKits case (N=3) weighs sqrt(2/3) of a TinyTotalSeg case (N=2)
+    assert w["TinyKits"] / w["TinyTotalSeg"] == pytest.approx((2 / 3) ** 0.5)
+
+
+def test_dataloader_workers_and_distributed_sampler(tiny: Tiny) -> None:
+    ds = _ds(tiny)
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=2)
+        for batch in loader:
+            seen += list(batch["case_id"])
+            assert batch["image"].dtype == torch.float32
+    assert len(seen) == len(ds)
+    single = [ds[i]["case_id"] for i in range(len(ds))]
+    assert sorted(seen) == sorted(single)

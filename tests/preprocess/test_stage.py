@@ -1,0 +1,65 @@
+"""The preprocess stage on a tiny collection: stores, table, fixes, planes, caching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from curator.config import PipelineConfig
+from curator.pipeline import run_pipeline
+from curator.preprocess.terms import term_id
+from curator.store import CaseStore
+from curator.testing.phantoms import STRUCTURES
+from tests.preprocess.conftest import SPACING, Tiny
+from tests.preprocess.fidelity import fidelity
+
+
+def test_every_case_has_a_store_and_a_row(tiny: Tiny) -> None:
+    rows = pq.read_table(tiny.workspace / "tables" / "preprocessed.parquet").to_pylist()
+    assert sorted(r["case_id"] for r in rows) == sorted(tiny.phantoms)
+    for r in rows:
+        s = CaseStore(tiny.workspace / r["store"])
+        assert s.geometry.orientation == "RAS" and np.allclose(s.geometry.spacing, SPACING)
+        assert r["body_voxels"] == int(s.body().sum()) > 0
+        assert abs(r["body_volume_ml"] - r["body_voxels"] * np.prod(SPACING) / 1000) < 1e-6
+        assert r["image_dtype"] == "int16" and s.read("image").dtype == np.int16
+        assert r["norm_kind"] == "ct" and (r["norm_clip_low"], r["norm_clip_high"]) == (-500.0, 1000.0)
+
+
+def test_intensity_offset_fix_gives_hounsfield_units(tiny: Tiny) -> None:
+    rows = {r["case_id"]: r for r in pq.read_table(tiny.workspace / "tables" / "preprocessed.parquet").to_pylist()}
+    for cid, r in rows.items():
+        # stored +1024 for TinyKits; the fix brings soft tissue back to ~35-220 HU
+        assert -150 < r["intensity_p50"] < 250, (cid, r["intensity_p50"])
+
+
+def test_overlapping_structures_go_to_separate_planes(tiny: Tiny) -> None:
+    s = CaseStore(tiny.workspace / "stores" / "TinyTotalSeg__s0000.zarr")
+    assert len(s.plane_values()) == 2
+    g, lab = tiny.phantoms["TinyTotalSeg__s0000"]
+    kid = s.mask(term_id("kidney"))
+    assert np.array_equal(kid, s.mask(term_id("left kidney")) | s.mask(term_id("right kidney")))
+    rows = fidelity((np.isin(lab, [STRUCTURES["liver"][0]])).astype(np.uint8), g,  # type: ignore[arg-type]
+                    s.mask(term_id("liver")).astype(np.uint8), s.geometry)
+    assert rows[0]["shift_vox"] < 0.5
+
+
+def test_kits_codes_and_geometry(tiny: Tiny) -> None:
+    s = CaseStore(tiny.workspace / "stores" / "TinyKits__case_00001.zarr")
+    # raw terms plus the derived terms whose union contains them (from the hierarchy)
+    assert set(s.terms()) == {term_id("kidney"), term_id("kidney tumor"), term_id("kidney cyst"),
+                              "kidney_mass", "kidney_and_mass"}
+    assert np.array_equal(s.mask("kidney_and_mass"),
+                          s.mask(term_id("kidney")) | s.mask("kidney_mass"))
+    g, lab = tiny.phantoms["TinyKits__case_00001"]
+    src = np.isin(lab, [STRUCTURES[k][0] for k in ("kidney_left", "kidney_right")]).astype(np.uint8)
+    assert fidelity(src, g, s.mask(term_id("kidney")).astype(np.uint8), s.geometry)[0]["shift_vox"] < 0.5  # type: ignore[arg-type]
+
+
+def test_second_run_is_cached_and_identical(tiny: Tiny) -> None:
+    before = (tiny.workspace / "tables" / "preprocessed.parquet").read_bytes()
+    res = run_pipeline(PipelineConfig.load(tiny.root / "pipeline.yaml"), stages=["ingest", "preprocess"],
+                       release=False)
+    rep = next(r for r in res.reports if r.stage == "preprocess")
+    assert rep.cached == rep.planned == 5 and rep.ran == 0
+    assert (tiny.workspace / "tables" / "preprocessed.parquet").read_bytes() == before

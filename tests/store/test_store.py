@@ -1,0 +1,106 @@
+"""The case store: sharded layout, fast reader == zarr-python == tensorstore, masks, layers, dtypes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from curator.errors import WorkspaceError
+from curator.io.volume import Geometry
+from curator.store import INNER_CHUNKS, CaseStore, store_sha256
+from curator.store_reader import ShardReader
+
+SHAPE = (300, 70, 45)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    img = rng.integers(-1000, 2000, SHAPE).astype(np.int16)
+    a = np.zeros(SHAPE, np.uint8)
+    a[10:200, 5:40, 3:30] = 1
+    a[150:290, 30:60, 20:44] = 2
+    b = np.zeros(SHAPE, np.uint8)
+    b[100:180, 20:50, 10:30] = 1  # overlaps both codes of plane 0
+    return {"image": img, "a": a, "b": b, "body": img > 0}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, data: dict[str, np.ndarray]) -> CaseStore:
+    g = Geometry.from_affine(SHAPE, np.diag([0.9, 0.9, 3.0, 1.0]))
+    return CaseStore.create(tmp_path_factory.mktemp("s") / "case.zarr", geometry=g, attrs={"case_id": "case"},
+                            image=data["image"], body=data["body"],
+                            labels=[(data["a"], {1: ["liver"], 2: ["kidney_left", "kidney"]}),
+                                    (data["b"], {1: ["kidney_tumor", "kidney"]})])
+
+
+BOXES = [(slice(0, 300), slice(0, 70), slice(0, 45)), (slice(250, 290), slice(31, 33), slice(44, 45)),
+         (slice(-20, None), slice(None, 5), slice(7, 70)), (slice(255, 257), slice(0, 70), slice(31, 33))]
+
+
+@pytest.mark.parametrize("box", BOXES)
+def test_fast_reader_matches_numpy_and_zarr(store: CaseStore, data: dict[str, np.ndarray], box: tuple) -> None:
+    got = store.read("image", box)
+    assert got.dtype == np.int16
+    assert np.array_equal(got, data["image"][box])
+    assert np.array_equal(got, zarr.open_array(str(store.path / "image"), mode="r")[box])
+
+
+def test_layout_is_sharded_with_small_inner_chunks(store: CaseStore) -> None:
+    arr = zarr.open_array(str(store.path / "image"), mode="r")
+    assert arr.shards is not None and arr.chunks == tuple(min(c, n) for c, n in zip(INNER_CHUNKS, SHAPE))
+    assert len(list((store.path / "image" / "c").rglob("*"))) < 10  # few shard files, not 1 file per chunk
+    assert zarr.open_array(str(store.path / "labels" / "original" / "0"), mode="r").dtype == np.uint8
+
+
+def test_tensorstore_reads_the_store(store: CaseStore, data: dict[str, np.ndarray]) -> None:
+    ts = pytest.importorskip("tensorstore")
+    arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(store.path / "image")}}).result()
+    assert np.array_equal(arr[250:300, 10:70, 0:45].read().result(), data["image"][250:300, 10:70, 0:45])
+    lab = ts.open({"driver": "zarr3", "kvstore": {"driver": "file",
+                                                  "path": str(store.path / "labels/original/1")}}).result()
+    assert np.array_equal(lab.read().result(), data["b"])
+
+
+def test_masks_union_codes_and_planes(store: CaseStore, data: dict[str, np.ndarray]) -> None:
+    box = (slice(90, 210), slice(0, 70), slice(0, 45))
+    a, b = data["a"][box], data["b"][box]
+    m = store.masks(["liver", "kidney", "kidney_tumor", "spleen"], box=box)
+    assert np.array_equal(m[0], a == 1)
+    assert np.array_equal(m[1], (a == 2) | (b == 1))
+    assert np.array_equal(m[2], b == 1)
+    assert not m[3].any()
+    assert np.array_equal(store.mask("kidney_left"), data["a"] == 2)
+    assert set(store.terms()) == {"liver", "kidney_left", "kidney", "kidney_tumor"}
+
+
+def test_layers_atomic_and_original_protected(store: CaseStore, tmp_path: Path, data: dict[str, np.ndarray]) -> None:
+    with pytest.raises(WorkspaceError):
+        store.write_layer("original", [(data["a"], {1: ["liver"]})])
+    big = np.zeros(SHAPE, np.uint16)
+    big[0:5, 0:5, 0:5] = 300
+    store.write_layer("pseudo", [(big, {300: ["liver"]})])
+    assert store.layers() == ["original", "pseudo"]
+    assert zarr.open_array(str(store.path / "labels/pseudo/0"), mode="r").dtype == np.uint16
+    assert store.mask("liver", "pseudo").sum() == 125
+    assert not any(p.name.startswith(".") for p in (store.path / "labels").iterdir())
+
+
+def test_content_hash_changes_with_content(tmp_path: Path) -> None:
+    g = Geometry.from_affine((20, 20, 20), np.eye(4))
+    a = CaseStore.create(tmp_path / "a.zarr", geometry=g, attrs={}, image=np.zeros((20, 20, 20), np.int16))
+    b = CaseStore.create(tmp_path / "b.zarr", geometry=g, attrs={}, image=np.zeros((20, 20, 20), np.int16))
+    assert store_sha256(a.path) == store_sha256(b.path)
+    c = CaseStore.create(tmp_path / "c.zarr", geometry=g, attrs={}, image=np.ones((20, 20, 20), np.int16))
+    assert store_sha256(a.path) != store_sha256(c.path)
+
+
+def test_reader_falls_back_for_unsharded_arrays(tmp_path: Path) -> None:
+    x = np.arange(30 * 20 * 10, dtype=np.float32).reshape(30, 20, 10)
+    z = zarr.create_array(str(tmp_path / "plain"), shape=x.shape, chunks=(8, 8, 8), dtype="float32")
+    z[...] = x
+    assert np.array_equal(ShardReader(tmp_path / "plain").read((slice(3, 29), slice(0, 20), slice(5, 9))),
+                          x[3:29, :, 5:9])
