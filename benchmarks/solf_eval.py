@@ -45,7 +45,12 @@ from curator.testing import labelmaps as lm  # noqa: E402
 REAL = Path(os.environ.get("CURATOR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 ERRORS = ("erased", "blob", "dilation", "swap", "fragmented", "truncated")
 KITS_TERMS = {1: "kidney", 2: "kidney_tumor", 3: "kidney_cyst"}
-KITS_SWAP = {"kidney": "kidney_tumor", "kidney_tumor": "kidney", "kidney_cyst": "kidney_tumor"}
+KITS_SWAP = {"kidney": ("kidney_tumor",), "kidney_tumor": ("kidney",), "kidney_cyst": ("kidney_tumor",)}
+# KiTS23's kidney label covers both kidneys; split at the scan's sagittal midline it gives the
+# per-side organ labels most datasets publish (the setting SOLF was designed for)
+KITS_ORGANS = {1: "kidney_left", 4: "kidney_right", 2: "kidney_tumor", 3: "kidney_cyst"}
+ORGAN_SWAP = {"kidney_left": ("kidney_tumor",), "kidney_right": ("kidney_tumor",),
+              "kidney_tumor": ("kidney_left", "kidney_right"), "kidney_cyst": ("kidney_tumor",)}
 
 
 def methods(min_cohort: int) -> dict[str, QCConfig]:
@@ -125,10 +130,34 @@ def label_variants(case_id: str, lab: np.ndarray, g: Geometry, names: dict[int, 
         r = _row(case_id, term, cut_mask, crop, g, new_fov, opts)
         if r is not None:
             out[(term, "truncated")] = r
-    for term, partner in KITS_SWAP.items() if names == KITS_TERMS else []:
-        if (term, None) in out and (partner, None) in out:
-            out[(term, "swap")] = dict(out[(partner, None)], term_id=term)
     return out
+
+
+def split_kidneys(lab: np.ndarray, g: Geometry) -> np.ndarray:
+    """KiTS23 label map with the kidney (1) split at the scan's sagittal midline: voxels on the
+    patient's right (RAS x above the centre of the field of view) get code 4."""
+    m = g.matrix
+    centre_x = float(m[0, :3] @ ((np.asarray(lab.shape) - 1) / 2) + m[0, 3])
+    x = (m[0, 3] - centre_x
+         + np.arange(lab.shape[0])[:, None, None] * m[0, 0]
+         + np.arange(lab.shape[1])[None, :, None] * m[0, 1]
+         + np.arange(lab.shape[2])[None, None, :] * m[0, 2])
+    out = lab.copy()
+    out[(lab == 1) & (x > 0)] = 4
+    return out
+
+
+def swap_labels(rows: dict[tuple[str, str | None], dict[str, Any]],
+                partners: dict[str, tuple[str, ...]] | None = None) -> None:
+    """The "swapped with a neighbour" error: term t's label is its neighbour's mask (the nearest
+    complete label by centroid, among ``partners[t]`` when given)."""
+    clean = {t: r for (t, e), r in rows.items() if e is None and not r["truncated"]}
+    for t, r in clean.items():
+        cands = [u for u in (partners or {}).get(t, tuple(clean)) if u != t and u in clean]
+        if cands:
+            near = min(cands, key=lambda u: float(np.linalg.norm(np.subtract(r["centroid_mm"],
+                                                                             clean[u]["centroid_mm"]))))
+            rows[(t, "swap")] = dict(clean[near], term_id=t)
 
 
 # -- TotalSegmentator cohort --------------------------------------------------------------------
@@ -161,51 +190,41 @@ def totalseg_variants(path: Path, classes: dict[int, str], n: int, rng: np.rando
     for i in range(n):
         lab = base if i == 0 else deform(base, v.geometry, rng)
         cid = f"ts_{i:02d}"
-        rows = label_variants(cid, lab, v.geometry, present, rng, opts, pad_mm=60.0)
-        _swap_neighbours(rows)
-        cases[cid] = rows
+        cases[cid] = label_variants(cid, lab, v.geometry, present, rng, opts, pad_mm=60.0)
     return cases
-
-
-def _swap_neighbours(rows: dict[tuple[str, str | None], dict[str, Any]]) -> None:
-    """Swap each complete label with the complete label whose centroid is nearest."""
-    clean = {t: r for (t, e), r in rows.items() if e is None and not r["truncated"]}
-    for t, r in clean.items():
-        others = [(np.linalg.norm(np.subtract(r["centroid_mm"], o["centroid_mm"])), u) for u, o in clean.items() if u != t]
-        if others:
-            partner = min(others)[1]
-            rows[(t, "swap")] = dict(clean[partner], term_id=t)
 
 
 # -- trials and metrics ------------------------------------------------------------------------
 def evaluate(cases: dict[str, dict[tuple[str, str | None], dict[str, Any]]], cfg: QCConfig) -> dict[str, Any]:
+    """Judge every all-clean cohort, then one trial per corrupted label (its case's clean label
+    replaced). Only terms whose clean cohort is judged (>= min_cohort complete labels) count."""
     clean: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for cid, rows in cases.items():
+    for rows in cases.values():
         for (term, err), r in rows.items():
             if err is None:
                 clean[term].append(r)
     base = [r for rows in clean.values() for r in judge(rows, cfg)]
     judged_clean = [r for r in base if r["decision"] in ("include", "exclude")]
-    stats: dict[str, Any] = {"clean_cohort": (sum(r["flagged"] for r in judged_clean), len(judged_clean)),
-                             "unchecked": sum(r["decision"] == "unchecked" for r in base)}
-    per: dict[str, list[int]] = {e: [0, 0, 0, 0, 0] for e in ERRORS}  # trials, tp, fp, clean members, truncated
+    judged_terms = {r["term_id"] for r in judged_clean}
+    stats: dict[str, Any] = {"clean_cohort": (sum(r["flagged"] for r in judged_clean), len(judged_clean))}
+    # per (term, error): trials, flagged, clean members flagged, clean members, judged truncated
+    per: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     for cid, rows in cases.items():
         for (term, err), bad in rows.items():
-            if err is None or (term, None) not in rows or rows[(term, None)]["truncated"]:
+            if err is None or term not in judged_terms or rows[(term, None)]["truncated"]:
                 continue
             cohort = [r for r in clean[term] if r["case_id"] != cid] + [bad]
             res = {r["case_id"]: r for r in judge(cohort, cfg)}
             me = res[cid]
-            if me["decision"] == "unchecked":
-                continue
             others = [r for k, r in res.items() if k != cid and r["decision"] in ("include", "exclude")]
-            p = per[err]
+            p = per[(term, err)]
             p[0] += 1
             p[1] += int(me["flagged"])
             p[2] += sum(r["flagged"] for r in others)
             p[3] += len(others)
             p[4] += int(me["decision"] == "truncated")
-    stats["per_error"] = per
+    stats["per"] = dict(per)
+    stats["per_error"] = {e: [sum(v[i] for (_, e2), v in per.items() if e2 == e) for i in range(5)] for e in ERRORS}
     return stats
 
 
@@ -237,9 +256,20 @@ def report(title: str, results: dict[str, dict[str, Any]]) -> list[str]:
         cm_t = sum(per[e][3] for e in ERRORS[:5])
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {f1:.3f} | {tr[4]}/{tr[0]} | "
                      f"{cf}/{cn} = {cf / max(cn, 1):.1%} | {fp_t / max(cm_t, 1):.1%} |")
-    n_trials = {e: next(iter(results.values()))["per_error"][e][0] for e in ERRORS}
-    lines += ["", "trials per error type: " + ", ".join(f"{e} {n}" for e, n in n_trials.items()), ""]
-    return lines
+    first = next(iter(results.values()))
+    n_trials = {e: first["per_error"][e][0] for e in ERRORS}
+    lines += ["", "Trials per error type: " + ", ".join(f"{e} {n}" for e, n in n_trials.items())
+              + ". P = flagged corrupted / all flagged in those trials; R = flagged corrupted / trials.", ""]
+    terms = sorted({t for t, _ in first["per"]})
+    lines += [f"Recall per term ({next(iter(results))}; trials in brackets):", "",
+              "| term | " + " | ".join(ERRORS[:5]) + " | truncated → `truncated` |", "|---|" + "---|" * 6]
+    for t in terms:
+        cells = []
+        for e in ERRORS:
+            n, tp, _, _, tr = first["per"].get((t, e), [0, 0, 0, 0, 0])
+            cells.append(f"{(tr if e == 'truncated' else tp) / max(n, 1):.2f} ({n})")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def epsilon_sweep(cases: dict[str, Any], min_cohort: int) -> list[str]:
@@ -274,29 +304,43 @@ def main() -> None:
     t0 = time.perf_counter()
     cached = _load(args.cache)
     kits: dict[str, Any] = cached.get("kits", {})
+    split: dict[str, Any] = cached.get("kits_split", {})
     files = sorted((args.real / "kits23" / "dataset").glob("case_*/segmentation.nii.gz"))[: args.kits_cases]
     for f in files:
-        if f.parent.name in kits:
+        cid = f.parent.name
+        if cid in kits and cid in split:
             continue
         v = read_volume(f, role="label")
-        kits[f.parent.name] = label_variants(f.parent.name, v.array, v.geometry, KITS_TERMS, rng, opts)
-        print(f"  {f.parent.name}: {len(kits[f.parent.name])} rows ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    kits = {f.parent.name: kits[f.parent.name] for f in files}
-    cached["kits"] = kits
-    _save(args.cache, cached)
+        kits[cid] = label_variants(cid, v.array, v.geometry, KITS_TERMS, rng, opts)
+        split[cid] = label_variants(cid, split_kidneys(v.array, v.geometry), v.geometry,
+                                    {1: "kidney_left", 4: "kidney_right"}, rng, opts)
+        print(f"  {cid} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        cached.update(kits=kits, kits_split=split)
+        _save(args.cache, cached)
+    published = {f.parent.name: dict(kits[f.parent.name]) for f in files}
+    organs = {cid: {k: r for k, r in rows.items() if k[0] != "kidney"} | split[cid] for cid, rows in published.items()}
+    for rows in published.values():
+        swap_labels(rows, KITS_SWAP)
+    for rows in organs.values():
+        swap_labels(rows, ORGAN_SWAP)
     lines = ["# QC: SOLF vs IQR on planted errors", "",
              f"`python benchmarks/solf_eval.py{' --write ' + str(args.write) if args.write else ''}` "
              f"(seed {args.seed}); numpy {np.__version__}, Python {platform.python_version()}, "
              f"{platform.machine()}.", ""]
-    lines += report(f"KiTS23: {len(kits)} real expert segmentations (kidney, tumour, cyst)",
-                    {name: evaluate(kits, cfg) for name, cfg in methods(args.min_cohort).items()})
-    lines += ["#### ε sweep (SOLF, faces), KiTS23", ""] + epsilon_sweep(kits, args.min_cohort) + [""]
+    lines += report(f"KiTS23, {len(organs)} real expert segmentations: kidneys per side, tumour, cyst",
+                    {name: evaluate(organs, cfg) for name, cfg in methods(args.min_cohort).items()})
+    lines += report(f"KiTS23 as published (one label for both kidneys), {len(published)} cases",
+                    {name: evaluate(published, cfg) for name, cfg in methods(args.min_cohort).items()})
+    lines += ["#### ε sweep (SOLF, faces), KiTS23 kidneys per side, tumour, cyst", ""]
+    lines += epsilon_sweep(organs, args.min_cohort) + [""]
     if args.totalseg:
         classes = _ts_classes(args.real / "totalsegmentator" / "class_map.json")
         ts = cached.get("ts") or totalseg_variants(args.real / "totalsegmentator" / "example_seg.nii.gz", classes,
                                                    args.ts_cohort, rng, opts)
         cached["ts"] = ts
         _save(args.cache, cached)
+        for rows in ts.values():
+            swap_labels(rows)
         lines += report(f"TotalSegmentator: 1 real 117-class CT prediction × {args.ts_cohort} smooth deformations",
                         {name: evaluate(ts, cfg) for name, cfg in methods(args.min_cohort).items()})
     lines.append(f"Run time {time.perf_counter() - t0:.0f} s.")

@@ -117,10 +117,16 @@ def iqr_bounds(values: Iterable[float], k: float) -> tuple[float, float]:
     return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
 
 
+def estimator(cfg: QCConfig, n: int) -> str:
+    """How a SOLF cohort of ``n`` labels gets its percentiles: ``empirical`` or ``fitted``."""
+    if cfg.percentiles == "empirical" or (cfg.percentiles == "auto" and n * cfg.epsilon / 200.0 >= cfg.min_tail):
+        return "empirical"
+    return "fitted"
+
+
 def _bounds(values: list[float], cfg: QCConfig, feature: str) -> tuple[float | None, float | None]:
     if cfg.method == "solf":
-        if cfg.percentiles == "empirical" or (cfg.percentiles == "auto"
-                                              and len(values) * cfg.epsilon / 200.0 >= cfg.min_tail):
+        if estimator(cfg, len(values)) == "empirical":
             return percentile_bounds(values, cfg.epsilon)
         return normal_bounds(values, cfg.epsilon, feature)
     if feature in cfg.iqr_features:
@@ -182,7 +188,7 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
                                                    f"{cfg.min_cohort}): not judged")
     elif r["flagged"]:
         rule = (f"SOLF ε={cfg.epsilon:g}: {len(outs)} of 3 features outside the P{cfg.epsilon / 2:g}-"
-                f"P{100 - cfg.epsilon / 2:g} bounds" if cfg.method == "solf"
+                f"P{100 - cfg.epsilon / 2:g} bounds ({estimator(cfg, n)})" if cfg.method == "solf"
                 else f"IQR k={cfg.iqr_k:g}: {len(outs)} of {len(checked)} features outside the Tukey fences")
         r["decision"], r["reason"] = "exclude", f"{rule} of cohort {key} (n={n}): " + "; ".join(outs)
     else:
