@@ -25,9 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from curator.qc.config import FEATURES, QCConfig
+from curator.qc.config import ALL_FEATURES, QCConfig
 
-LABELS = {"volume": "normalised volume", "sphericity": "sphericity", "eccentricity": "eccentricity"}
+LABELS = {"volume": "normalised volume", "sphericity": "sphericity", "eccentricity": "eccentricity",
+          "detached": "detached share"}
+DETACHED_OFFSET = 0.01  # log(d + 1 %): single-piece labels (d = 0) sit at one point
+DETACHED_MIN_SCALE = 0.5  # ...and a few stray voxels must not count as an outlier
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,9 @@ def feature_values(row: Mapping[str, Any], cfg: QCConfig) -> dict[str, float | N
     sphericity (faces or mesh, per ``cfg``), eccentricity."""
     vol = row.get("volume_ml") if vals_absolute(row) else row.get("norm_volume")
     sph = row.get("sphericity_mesh") if cfg.sphericity == "mesh" else row.get("sphericity")
-    return {"volume": _num(vol), "sphericity": _num(sph), "eccentricity": _num(row.get("eccentricity"))}
+    lcf = _num(row.get("largest_component_fraction"))
+    return {"volume": _num(vol), "sphericity": _num(sph), "eccentricity": _num(row.get("eccentricity")),
+            "detached": None if lcf is None else max(0.0, 1.0 - lcf)}
 
 
 def vals_absolute(row: Mapping[str, Any]) -> bool:
@@ -79,6 +84,8 @@ def _to_line(feature: str, v: np.ndarray) -> np.ndarray:
     """Map a feature onto the real line: log for volumes, logit for the (0, 1) shape ratios."""
     if feature == "volume":
         return np.log(np.clip(v, 1e-12, None))
+    if feature == "detached":
+        return np.log(np.clip(v, 0, None) + DETACHED_OFFSET)
     c = np.clip(v, 1e-6, 1 - 1e-6)
     return np.log(c / (1 - c))
 
@@ -86,6 +93,8 @@ def _to_line(feature: str, v: np.ndarray) -> np.ndarray:
 def _from_line(feature: str, t: float) -> float:
     if feature == "volume":
         return float(np.exp(t))
+    if feature == "detached":
+        return float(max(0.0, np.exp(t) - DETACHED_OFFSET))
     return float(1.0 / (1.0 + np.exp(-t)))
 
 
@@ -104,6 +113,9 @@ def normal_bounds(values: Iterable[float], epsilon: float, feature: str) -> tupl
     t = _to_line(feature, v)
     med = float(np.median(t))
     mad = 1.4826 * float(np.median(np.abs(t - med)))
+    if feature == "detached":  # one-sided: only too much detached matters
+        return 0.0, _from_line(feature, med + NormalDist().inv_cdf(1.0 - epsilon / 200.0)
+                               * max(mad, DETACHED_MIN_SCALE))
     if mad <= 0:
         return percentile_bounds(v, epsilon)
     z = NormalDist().inv_cdf(1.0 - epsilon / 200.0)
@@ -125,11 +137,12 @@ def estimator(cfg: QCConfig, n: int) -> str:
 
 
 def _bounds(values: list[float], cfg: QCConfig, feature: str) -> tuple[float | None, float | None]:
-    if cfg.method == "solf":
+    if cfg.method == "solf" and feature in cfg.features:
         if estimator(cfg, len(values)) == "empirical":
-            return percentile_bounds(values, cfg.epsilon)
+            lo, hi = percentile_bounds(values, cfg.epsilon)
+            return (0.0 if feature == "detached" else lo), hi
         return normal_bounds(values, cfg.epsilon, feature)
-    if feature in cfg.iqr_features:
+    if cfg.method == "iqr" and feature in cfg.iqr_features:
         return iqr_bounds(values, cfg.iqr_k)
     return None, None
 
@@ -144,7 +157,7 @@ def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Overrid
         complete = [r for r in members if not r.get("truncated")]
         feats = [feature_values(r, cfg) for r in complete]
         bounds: dict[str, tuple[float | None, float | None]] = {}
-        for f in FEATURES:
+        for f in ALL_FEATURES:
             vals = [x[f] for x in feats if x[f] is not None]
             bounds[f] = _bounds(vals, cfg, f) if len(vals) >= cfg.min_cohort else (None, None)
         for r in members:
@@ -163,7 +176,7 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
     vals = feature_values(row, cfg)
     r.update(method=cfg.method, cohort=key, cohort_size=n, override=False)
     outs: list[str] = []
-    for f in FEATURES:
+    for f in ALL_FEATURES:
         lo, hi = bounds[f]
         r[f"f_{f}"], r[f"{f}_lo"], r[f"{f}_hi"] = vals[f], lo, hi
         v = vals[f]
@@ -176,7 +189,7 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
             name = "volume (ml)" if f == "volume" and vals_absolute(row) else LABELS[f]
             outs.append(f"{name} {_fmt(v)} {side}")
     need = cfg.vote if cfg.method == "solf" else cfg.iqr_vote
-    checked = [f for f in FEATURES if r[f"out_{f}"] is not None]
+    checked = [f for f in ALL_FEATURES if r[f"out_{f}"] is not None]
     r["n_out"] = len(outs)
     r["flagged"] = bool(checked) and len(outs) >= need
     if row.get("truncated"):
@@ -187,7 +200,7 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
         r["decision"], r["reason"] = "unchecked", (f"cohort {key} has {n} complete labels (< min_cohort "
                                                    f"{cfg.min_cohort}): not judged")
     elif r["flagged"]:
-        rule = (f"SOLF ε={cfg.epsilon:g}: {len(outs)} of 3 features outside the P{cfg.epsilon / 2:g}-"
+        rule = (f"SOLF ε={cfg.epsilon:g}: {len(outs)} of {len(checked)} features outside the P{cfg.epsilon / 2:g}-"
                 f"P{100 - cfg.epsilon / 2:g} bounds ({estimator(cfg, n)})" if cfg.method == "solf"
                 else f"IQR k={cfg.iqr_k:g}: {len(outs)} of {len(checked)} features outside the Tukey fences")
         r["decision"], r["reason"] = "exclude", f"{rule} of cohort {key} (n={n}): " + "; ".join(outs)

@@ -17,7 +17,8 @@ from typing import Literal
 from curator.config import StageConfig
 from curator.errors import ConfigError
 
-FEATURES = ("volume", "sphericity", "eccentricity")
+FEATURES = ("volume", "sphericity", "eccentricity")  # SOLF's three (UKBOB §3.2)
+ALL_FEATURES = (*FEATURES, "detached")  # + share of the voxels outside the largest piece (optional)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class QCConfig(StageConfig):
       the (term, modality, volume basis) cohort; a label is flagged when at least ``vote`` of
       the three features fall outside. ``iqr`` — Tukey fences Q1 − k·IQR, Q3 + k·IQR on
       ``iqr_features``; flagged when at least ``iqr_vote`` of them fall outside.
+    * ``features``: the features voted on; the paper's three by default. Adding ``detached``
+      (1 − largest connected component's share of the voxels; one-sided) makes SOLF see
+      spurious distant blobs, which barely move volume and sphericity (see docs/qc.md).
     * ``epsilon``: percent of each cohort treated as extreme (ε/2 per tail); UKBOB found 2 best.
     * ``percentiles``: how the ε/2 and 100 − ε/2 percentiles are estimated. ``empirical``
       (the paper's, fine for UKBOB's 51 k scans), ``normal`` (a robust fit — median and MAD
@@ -47,6 +51,7 @@ class QCConfig(StageConfig):
 
     method: Literal["solf", "iqr"] = "solf"
     epsilon: float = 2.0
+    features: tuple[str, ...] = FEATURES
     vote: int = 2
     iqr_k: float = 1.5
     iqr_features: tuple[str, ...] = ("volume",)
@@ -63,13 +68,14 @@ class QCConfig(StageConfig):
         where = "stages.qc"
         if not 0.0 <= self.epsilon < 50.0:
             raise ConfigError("config_error", f"{where}: epsilon = {self.epsilon} must be in [0, 50) (percent)")
-        if not 1 <= self.vote <= len(FEATURES):
-            raise ConfigError("config_error", f"{where}: vote = {self.vote} must be between 1 and 3 "
-                              "(the number of SOLF features)")
-        bad = [f for f in self.iqr_features if f not in FEATURES]
-        if bad or not self.iqr_features:
-            raise ConfigError("config_error", f"{where}: iqr_features {list(self.iqr_features)} must be a "
-                              f"non-empty subset of {list(FEATURES)}")
+        for name in ("features", "iqr_features"):
+            chosen = getattr(self, name)
+            if not chosen or any(f not in ALL_FEATURES for f in chosen) or len(set(chosen)) != len(chosen):
+                raise ConfigError("config_error", f"{where}: {name} {list(chosen)} must be distinct features "
+                                  f"from {list(ALL_FEATURES)}")
+        if not 1 <= self.vote <= len(self.features):
+            raise ConfigError("config_error", f"{where}: vote = {self.vote} must be between 1 and "
+                              f"{len(self.features)} (the number of SOLF features)")
         if not 1 <= self.iqr_vote <= len(self.iqr_features):
             raise ConfigError("config_error", f"{where}: iqr_vote = {self.iqr_vote} must be between 1 and "
                               f"{len(self.iqr_features)}")

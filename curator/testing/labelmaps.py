@@ -87,7 +87,7 @@ def add_blob(mask: NDArray[np.bool_], rng: np.random.Generator, spacing: tuple[f
     pts = idx[rng.choice(len(idx), size=min(len(idx), 20000), replace=False)] * sp
     tree = cKDTree(pts)
     rad = r_mm / sp
-    lo, hi = rad + 2, np.asarray(mask.shape) - 3 - rad  # not touching the array's edge
+    lo, hi = 1.3 * rad + 2, np.asarray(mask.shape) - 3 - 1.3 * rad  # not touching the array's edge
     hi = np.maximum(hi, lo)
     cand = rng.uniform(lo, hi, size=(4000, 3))
     dist, _ = tree.query(cand * sp)

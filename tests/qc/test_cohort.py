@@ -155,3 +155,21 @@ def test_config_is_strict() -> None:
         QCConfig.from_dict({"epsilonn": 2})
     cfg = QCConfig.from_dict({"sphericity": "mesh", "overrides": "o.yaml"})
     assert QCConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_detached_feature_sees_a_distant_blob() -> None:
+    rows = cohort()
+    for r in rows:
+        r["largest_component_fraction"] = 1.0
+    rows[3]["largest_component_fraction"] = 0.999  # a few stray voxels: not an outlier
+    rows[7].update(largest_component_fraction=0.8, eccentricity=0.95)  # blob: elongated + detached
+    paper = by_case(judge(rows, QCConfig()))
+    assert paper["c007"]["n_out"] == 1 and paper["c007"]["decision"] == "include"
+    assert paper["c007"]["out_detached"] is None
+    ext = by_case(judge(rows, QCConfig(features=("volume", "sphericity", "eccentricity", "detached"))))
+    assert ext["c007"]["decision"] == "exclude" and "detached share 0.2" in ext["c007"]["reason"]
+    assert ext["c003"]["out_detached"] is False and ext["c007"]["detached_lo"] == 0.0
+    with pytest.raises(ConfigError):
+        QCConfig.from_dict({"features": ["volume", "volume"]})
+    with pytest.raises(ConfigError):
+        QCConfig.from_dict({"features": ["volume"], "vote": 2})
