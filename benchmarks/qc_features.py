@@ -21,16 +21,16 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curator.io.formats import read_volume  # noqa: E402
-from curator.io.volume import Geometry  # noqa: E402
-from curator.qc.features import MeasureOptions, field_of_view, measure_label_map, measure_mask  # noqa: E402
-from curator.testing.labelmaps import many_class_map  # noqa: E402
-from curator.testing.phantoms import grid  # noqa: E402
+from curator.io.formats import read_volume
+from curator.io.volume import Geometry
+from curator.qc.features import MeasureOptions, field_of_view, measure_label_map, measure_mask
+from curator.testing.labelmaps import many_class_map
+from curator.testing.phantoms import grid
 
 REAL = Path(os.environ.get("CURATOR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 ANCHOR_S = 2.0
@@ -63,8 +63,9 @@ def run(lab: np.ndarray, g: Geometry, label: str, mesh: bool) -> list[str]:
     opts = MeasureOptions(mesh=mesh)
     t_one, feats = cpu(lambda: measure_label_map(lab, g, names, options=opts))
     t_loop, _ = cpu(lambda: per_class_loop(lab, g, names, opts), repeat=1)
-    return [f"| {label}{' + mesh' if mesh else ''} | {lab.shape} | {len(feats)} | {t_one:.2f} s | "  # type: ignore[arg-type]
-            f"{t_one / ANCHOR_S:.2f} | {t_loop:.2f} s | {t_loop / t_one:.1f}× |"]
+    row = (f"| {label}{' + mesh' if mesh else ''} | {lab.shape} | {len(feats)} | {t_one:.2f} s | "  # type: ignore[arg-type]
+           f"{t_one / ANCHOR_S:.2f} | {t_loop:.2f} s | {t_loop / t_one:.1f}× |")
+    return [row]
 
 
 def main() -> None:

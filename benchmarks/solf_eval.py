@@ -35,12 +35,12 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curator.io.formats import read_volume  # noqa: E402
-from curator.io.volume import Geometry  # noqa: E402
-from curator.qc.cohort import judge  # noqa: E402
-from curator.qc.config import QCConfig  # noqa: E402
-from curator.qc.features import MeasureOptions, field_of_view, measure_mask  # noqa: E402
-from curator.testing import labelmaps as lm  # noqa: E402
+from curator.io.formats import read_volume
+from curator.io.volume import Geometry
+from curator.qc.cohort import judge
+from curator.qc.config import QCConfig
+from curator.qc.features import MeasureOptions, field_of_view, measure_mask
+from curator.testing import labelmaps as lm
 
 REAL = Path(os.environ.get("CURATOR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 ERRORS = ("erased", "blob", "dilation", "swap", "fragmented", "truncated")
@@ -95,7 +95,7 @@ def label_variants(case_id: str, lab: np.ndarray, g: Geometry, names: dict[int, 
             continue
         b = objs[code - 1]
 
-        def padded(mm: float) -> tuple[slice, ...]:
+        def padded(mm: float, b: tuple[slice, ...] = b) -> tuple[slice, ...]:
             pad = [int(np.ceil(mm / x)) for x in sp]
             return tuple(slice(max(0, s.start - p), min(n, s.stop + p)) for s, p, n in zip(b, pad, lab.shape, strict=True))
 
@@ -119,7 +119,7 @@ def label_variants(case_id: str, lab: np.ndarray, g: Geometry, names: dict[int, 
         if r is not None:
             out[(term, "blob")] = r
         # field of view ends inside the organ: cut 20-50 % of its extent along the slice axis
-        cut_lab, cut_box = lm.cut_field_of_view(lab[crop], mask, rng, (0.2, 0.5), axis=ax)
+        _, cut_box = lm.cut_field_of_view(lab[crop], mask, rng, (0.2, 0.5), axis=ax)
         cut_mask = np.zeros_like(mask)
         cut_mask[cut_box] = mask[cut_box]
         new_fov = fov.copy()
@@ -326,9 +326,9 @@ def main() -> None:
     for rows in organs.values():
         swap_labels(rows, ORGAN_SWAP)
     lines = ["# QC: SOLF vs IQR on planted errors", "",
-             f"`python benchmarks/solf_eval.py{' --write ' + str(args.write) if args.write else ''}` "
-             f"(seed {args.seed}); numpy {np.__version__}, Python {platform.python_version()}, "
-             f"{platform.machine()}.", ""]
+             (f"`python benchmarks/solf_eval.py{' --write ' + str(args.write) if args.write else ''}` "
+              f"(seed {args.seed}); numpy {np.__version__}, Python {platform.python_version()}, "
+              f"{platform.machine()}."), ""]
     lines += report(f"KiTS23 as published (one label for both kidneys), {len(published)} cases",
                     {name: evaluate(published, cfg) for name, cfg in methods(args.min_cohort).items()})
     lines += report(f"KiTS23, {len(organs)} real expert segmentations: kidney organ (kidney + masses) per side, "

@@ -59,7 +59,7 @@ def feature_values(row: Mapping[str, Any], cfg: QCConfig) -> dict[str, float | N
 
 
 def vals_absolute(row: Mapping[str, Any]) -> bool:
-    return row.get("volume_basis", "absolute") == "absolute"
+    return bool(row.get("volume_basis", "absolute") == "absolute")
 
 
 def _num(v: Any) -> float | None:
@@ -83,11 +83,11 @@ def percentile_bounds(values: Iterable[float], epsilon: float) -> tuple[float, f
 def _to_line(feature: str, v: np.ndarray) -> np.ndarray:
     """Map a feature onto the real line: log for volumes, logit for the (0, 1) shape ratios."""
     if feature == "volume":
-        return np.log(np.clip(v, 1e-12, None))
+        return np.asarray(np.log(np.clip(v, 1e-12, None)), dtype=np.float64)
     if feature == "detached":
-        return np.log(np.clip(v, 0, None) + DETACHED_OFFSET)
+        return np.asarray(np.log(np.clip(v, 0, None) + DETACHED_OFFSET), dtype=np.float64)
     c = np.clip(v, 1e-6, 1 - 1e-6)
-    return np.log(c / (1 - c))
+    return np.asarray(np.log(c / (1 - c)), dtype=np.float64)
 
 
 def _from_line(feature: str, t: float) -> float:
@@ -158,7 +158,7 @@ def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Overrid
         feats = [feature_values(r, cfg) for r in complete]
         bounds: dict[str, tuple[float | None, float | None]] = {}
         for f in ALL_FEATURES:
-            vals = [x[f] for x in feats if x[f] is not None]
+            vals = [v for x in feats if (v := x[f]) is not None]
             bounds[f] = _bounds(vals, cfg, f) if len(vals) >= cfg.min_cohort else (None, None)
         for r in members:
             out.append(_judge_one(r, key, len(complete), bounds, cfg))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,7 +37,7 @@ class MeasureOptions:
 
     mesh: bool = False
     border_margin: int = 1
-    connectivity: int = 26
+    connectivity: Literal[6, 18, 26] = 26
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def moments(mask: NDArray[np.bool_]) -> tuple[int, NDArray[np.float64], NDArray[
 def physical_covariance(cov_index: NDArray[np.float64], matrix: NDArray[np.float64]) -> NDArray[np.float64]:
     """Index covariance → covariance of RAS-mm coordinates (``A Σ Aᵀ``, A the 3×3 of the affine)."""
     a = np.asarray(matrix, dtype=np.float64)[:3, :3]
-    return a @ cov_index @ a.T  # type: ignore[no-any-return]
+    return np.asarray(a @ cov_index @ a.T, dtype=np.float64)
 
 
 def eccentricity(cov_mm: NDArray[np.float64]) -> float:

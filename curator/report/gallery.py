@@ -45,7 +45,7 @@ def oriented_slice(vol: NDArray[Any], direction: NDArray[np.float64], index: NDA
         img = img[::-1, :]  # world axis increasing upwards
     if csign * cs < 0:
         img = img[:, ::-1]  # world axis increasing in the requested direction
-    return img
+    return np.asarray(img)
 
 
 def label_figure(store_path: Path, term: str, layer: str, centroid_mm: list[float], title: str) -> str | None:
@@ -66,7 +66,7 @@ def label_figure(store_path: Path, term: str, layer: str, centroid_mm: list[floa
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
     for ax, view in zip(axes, VIEWS, strict=True):
         m = oriented_slice(mask, g.direction, idx, view).astype(float)
-        normal, (rw, _), (cw, _) = VIEWS[view]
+        _, (rw, _), (cw, _) = VIEWS[view]
         ra, _ = _axis_for(g.direction, rw)
         ca, _ = _axis_for(g.direction, cw)
         aspect = sp[ra] / sp[ca] if len({ra, ca}) == 2 else 1.0

@@ -61,7 +61,7 @@ def section_counts(d: ReportData) -> str:
     out = ['<h2 id="counts">Counts</h2>']
     if d.has("cases"):
         cases = d.get("cases")
-        keys = [c for c in ("dataset", "modality", "region") if c in cases.columns]
+        keys: list[str] = [c for c in ("dataset", "modality", "region") if c in cases.columns]
         by = cases.group_by(keys).agg(pl.len().alias("cases")).sort(keys)
         out += ["<h3>cases per dataset, modality and region</h3>", table_html(by)]
     counts = d.term_counts()
@@ -102,8 +102,8 @@ def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
         pl.len().alias("labels"),
         *[(pl.col("decision") == x).sum().alias(x) for x in ("include", "exclude", "truncated", "unchecked",
                                                              "override_include")]).sort("term_id")
-    out += [f"<p>method <b>{esc(method)}</b>; decisions per term (excluded labels keep their row and mask; "
-            "the training view skips them):</p>", table_html(dec, limit=300)]
+    out += [(f"<p>method <b>{esc(method)}</b>; decisions per term (excluded labels keep their row and mask; "
+             "the training view skips them):</p>"), table_html(dec, limit=300)]
     terms = _qc_terms(qc, max_terms)
     if terms:
         out += ["<h3>feature distributions before and after filtering</h3>",

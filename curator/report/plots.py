@@ -71,7 +71,7 @@ def main_cohort(qc: pl.DataFrame, term: str) -> pl.DataFrame:
 
 def _volume_axis(df: pl.DataFrame) -> bool:
     v = df["f_volume"].drop_nulls()
-    return v.len() > 0 and float(v.min()) > 0
+    return v.len() > 0 and float(np.min(v.to_numpy())) > 0
 
 
 def distributions(qc: pl.DataFrame, terms: list[str]) -> str:

@@ -73,7 +73,8 @@ def check_page(path: str | Path, screenshot: str | Path | None = None) -> PageCh
             " naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight}));")
         if screenshot is not None:
             driver.save_screenshot(str(screenshot))
-        return PageCheck(driver.title, list(driver.get_log("browser")), list(images))
+        logs = driver.get_log("browser")  # type: ignore[no-untyped-call]
+        return PageCheck(driver.title, list(logs), list(images))
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

@@ -35,7 +35,7 @@ def _ellipsoid_into(out: NDArray[np.integer], code: int, center: NDArray[np.floa
 
 def random_rotation(rng: np.random.Generator) -> NDArray[np.float64]:
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    return q * np.sign(np.diag(r))  # type: ignore[no-any-return]
+    return np.asarray(q * np.sign(np.diag(r)), dtype=np.float64)
 
 
 def many_class_map(shape: tuple[int, int, int], n_classes: int = 117, seed: int = 0,
@@ -95,7 +95,7 @@ def add_blob(mask: NDArray[np.bool_], rng: np.random.Generator, spacing: tuple[f
     c = ok[rng.integers(len(ok))] if len(ok) else cand[np.argmax(dist)]
     blob = np.zeros(mask.shape, dtype=np.uint8)
     _ellipsoid_into(blob, 1, c, rad * rng.uniform(0.8, 1.25, 3), random_rotation(rng))
-    return mask | blob.astype(bool)
+    return np.asarray(mask | blob.astype(bool))
 
 
 def dilate(mask: NDArray[np.bool_], spacing: tuple[float, float, float], mm: float) -> NDArray[np.bool_]:
@@ -129,7 +129,7 @@ def cut_field_of_view(labels: NDArray[np.integer], mask: NDArray[np.bool_], rng:
     ax = int(rng.integers(3)) if axis is None else axis
     idx = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]
     lo, hi = int(idx.min()), int(idx.max()) + 1
-    keep = int(round((hi - lo) * (1 - rng.uniform(*fraction))))
+    keep = round((hi - lo) * (1 - rng.uniform(*fraction)))
     box = [slice(None)] * 3
     box[ax] = slice(0, lo + keep) if rng.random() < 0.5 else slice(hi - keep, labels.shape[ax])
     return labels[tuple(box)], tuple(box)
