@@ -259,8 +259,11 @@ def report(title: str, results: dict[str, dict[str, Any]]) -> list[str]:
                      f"{cf}/{cn} = {cf / max(cn, 1):.1%} | {fp_t / max(cm_t, 1):.1%} |")
     first = next(iter(results.values()))
     n_trials = {e: first["per_error"][e][0] for e in ERRORS}
+    lost = {e: first["per_error"][e][4] for e in ERRORS[:5]}
     lines += ["", "Trials per error type: " + ", ".join(f"{e} {n}" for e, n in n_trials.items())
-              + ". P = flagged corrupted / all flagged in those trials; R = flagged corrupted / trials.", ""]
+              + ". P = flagged corrupted / all flagged in those trials; R = flagged corrupted / trials. "
+              "Corrupted labels that reached the field-of-view edge (so `truncated`, not judged, counted as "
+              "missed): " + ", ".join(f"{e} {n}" for e, n in lost.items()) + ".", ""]
     terms = sorted({t for t, _ in first["per"]})
     lines += [f"Recall per term ({next(iter(results))}; trials in brackets):", "",
               "| term | " + " | ".join(ERRORS[:5]) + " | truncated → `truncated` |", "|---|" + "---|" * 6]

@@ -20,13 +20,17 @@ from scipy import ndimage
 
 
 def _ellipsoid_into(out: NDArray[np.integer], code: int, center: NDArray[np.float64],
-                    radii: NDArray[np.float64], rot: NDArray[np.float64]) -> None:
-    r = int(np.ceil(radii.max())) + 1
+                    radii: NDArray[np.float64], rot: NDArray[np.float64],
+                    spacing: NDArray[np.float64] | None = None) -> None:
+    """Paint an ellipsoid; ``center`` in voxels, ``radii`` in voxels (or in mm with ``spacing``,
+    the rotation then acting in physical space)."""
+    sp = np.ones(3) if spacing is None else np.asarray(spacing, dtype=np.float64)
+    r = np.ceil(radii.max() / sp).astype(int) + 1
     lo = np.maximum(np.floor(center - r).astype(int), 0)
     hi = np.minimum(np.ceil(center + r).astype(int) + 1, out.shape)
     if np.any(hi <= lo):
         return
-    g = np.stack(np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, center, strict=True)],
+    g = np.stack(np.meshgrid(*[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, center, sp, strict=True)],
                              indexing="ij"), axis=-1)
     q = ((g @ rot) / radii) ** 2
     inside = q.sum(axis=-1) <= 1.0
@@ -86,15 +90,17 @@ def add_blob(mask: NDArray[np.bool_], rng: np.random.Generator, spacing: tuple[f
     r_mm = (3 * vol * rng.uniform(*size) / (4 * np.pi)) ** (1 / 3)
     pts = idx[rng.choice(len(idx), size=min(len(idx), 20000), replace=False)] * sp
     tree = cKDTree(pts)
-    rad = r_mm / sp
-    lo, hi = 1.3 * rad + 2, np.asarray(mask.shape) - 3 - 1.3 * rad  # not touching the array's edge
+    u = rng.uniform(0.8, 1.25, 3)
+    radii_mm = r_mm * u / float(np.prod(u)) ** (1 / 3)  # an ellipsoid of the drawn volume
+    reach = radii_mm.max() / sp  # voxels the blob may extend from its centre along each axis
+    lo, hi = reach + 2, np.asarray(mask.shape) - 3 - reach  # not touching the array's edge
     hi = np.maximum(hi, lo)
     cand = rng.uniform(lo, hi, size=(4000, 3))
     dist, _ = tree.query(cand * sp)
     ok = cand[dist >= distance_mm + r_mm]
     c = ok[rng.integers(len(ok))] if len(ok) else cand[np.argmax(dist)]
     blob = np.zeros(mask.shape, dtype=np.uint8)
-    _ellipsoid_into(blob, 1, c, rad * rng.uniform(0.8, 1.25, 3), random_rotation(rng))
+    _ellipsoid_into(blob, 1, c, radii_mm, random_rotation(rng), spacing=sp)
     return np.asarray(mask | blob.astype(bool))
 
 
