@@ -36,6 +36,6 @@ def write_report(release: str | Path, out: str | Path = "report.html", *, stores
         raise ReleaseError("release_error", "releases are immutable; the report would be written inside one",
                            path=str(dest), remedy="pass --out somewhere outside the release folder")
     atomic_write_text(dest, build_html(data, max_terms=max_terms, max_gallery=max_gallery))
-    log.info("report written: %s", dest)
+    log.debug("report written: %s", dest)
     return dest
 
