@@ -186,6 +186,8 @@ PROBLEM_KINDS: dict[str, ProblemKind] = {
                     "see the ingest problem of this case, fix the label file and re-run"),
         ProblemKind("label_empty", "the label map holds only background",
                     "nothing to do if the case truly has no annotated structure; otherwise re-export"),
+        ProblemKind("override_unmatched", "a qc override names a (case, term) label the qc table does not have",
+                    "check the case id and term id of the override against the qc table"),
         ProblemKind("image_missing", "a label exists but its image does not (ingested as label-only)",
                     "download the images if they exist; label-only cases are kept for label statistics"),
         ProblemKind("dicom_no_pixel_data", "a DICOM file has no pixel data",

@@ -1,0 +1,93 @@
+"""Settings of the qc stage (``stages.qc`` in pipeline.yaml).
+
+>>> cfg = QCConfig.from_dict({"epsilon": 3, "method": "iqr"})
+>>> cfg.epsilon, cfg.method, cfg.vote
+(3.0, 'iqr', 2)
+>>> QCConfig.from_dict({"vote": 4})
+Traceback (most recent call last):
+...
+curator.errors.ConfigError: stages.qc: vote = 4 must be between 1 and 3 (the number of SOLF features)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from curator.config import StageConfig
+from curator.errors import ConfigError
+
+FEATURES = ("volume", "sphericity", "eccentricity")  # SOLF's three (UKBOB §3.2)
+ALL_FEATURES = (*FEATURES, "detached")  # + share of the voxels outside the largest piece (optional)
+
+
+@dataclass(frozen=True)
+class QCConfig(StageConfig):
+    """SOLF (UKBOB §3.2) or an IQR baseline over per-(case, term) shape features.
+
+    * ``method``: ``solf`` — bounds are the ε/2 and 100 − ε/2 percentiles of each feature in
+      the (term, modality, volume basis) cohort; a label is flagged when at least ``vote`` of
+      the three features fall outside. ``iqr`` — Tukey fences Q1 − k·IQR, Q3 + k·IQR on
+      ``iqr_features``; flagged when at least ``iqr_vote`` of them fall outside.
+    * ``features``: the features voted on; the paper's three by default. Adding ``detached``
+      (1 − largest connected component's share of the voxels; one-sided) makes SOLF see
+      spurious distant blobs, which barely move volume and sphericity (see docs/qc.md).
+    * ``epsilon``: percent of each cohort treated as extreme (ε/2 per tail); UKBOB found 2 best.
+    * ``percentiles``: how the ε/2 and 100 − ε/2 percentiles are estimated. ``empirical``
+      (the paper's, fine for UKBOB's 51 k scans), ``normal`` (a robust fit — median and MAD
+      of log volume, logit sphericity and logit eccentricity — extrapolating the tails), or
+      ``auto``: empirical when at least ``min_tail`` labels of the cohort lie beyond each
+      bound (N·ε/200 ≥ min_tail, N ≥ 500 at ε = 2), the fit otherwise.
+    * ``sphericity``: ``faces`` (exposed voxel faces, as in the paper; a perfect ball scores
+      2/3) or ``mesh`` (smoothed marching-cubes surface; a ball scores 1; slower).
+    * ``min_cohort``: cohorts with fewer complete (untruncated) labels are not judged
+      (decision ``unchecked``).
+    * ``border_margin``: a label whose voxels come within this many voxels of the scan's
+      field-of-view edge is ``truncated``: kept, but out of the bounds and not judged.
+    * ``overrides``: a YAML or CSV file of ``case_id, term, [origin], action, reason`` rows
+      (action ``include`` or ``exclude``); relative paths are resolved against the folder
+      holding the workspace.
+    """
+
+    method: Literal["solf", "iqr"] = "solf"
+    epsilon: float = 2.0
+    features: tuple[str, ...] = FEATURES
+    vote: int = 2
+    iqr_k: float = 1.5
+    iqr_features: tuple[str, ...] = ("volume",)
+    iqr_vote: int = 1
+    percentiles: Literal["auto", "empirical", "normal"] = "auto"
+    min_tail: int = 5
+    sphericity: Literal["faces", "mesh"] = "faces"
+    min_cohort: int = 20
+    border_margin: int = 1
+    layers: tuple[str, ...] = ("original", "revised", "pseudo")
+    overrides: str | None = None
+
+    def __post_init__(self) -> None:
+        where = "stages.qc"
+        if not 0.0 <= self.epsilon < 50.0:
+            raise ConfigError("config_error", f"{where}: epsilon = {self.epsilon} must be in [0, 50) (percent)")
+        for name in ("features", "iqr_features"):
+            chosen = getattr(self, name)
+            if not chosen or any(f not in ALL_FEATURES for f in chosen) or len(set(chosen)) != len(chosen):
+                raise ConfigError("config_error", f"{where}: {name} {list(chosen)} must be distinct features "
+                                  f"from {list(ALL_FEATURES)}")
+        if not 1 <= self.vote <= len(self.features):
+            raise ConfigError("config_error", f"{where}: vote = {self.vote} must be between 1 and "
+                              f"{len(self.features)} (the number of SOLF features)")
+        if not 1 <= self.iqr_vote <= len(self.iqr_features):
+            raise ConfigError("config_error", f"{where}: iqr_vote = {self.iqr_vote} must be between 1 and "
+                              f"{len(self.iqr_features)}")
+        if self.iqr_k <= 0:
+            raise ConfigError("config_error", f"{where}: iqr_k must be positive")
+        if self.min_tail < 1:
+            raise ConfigError("config_error", f"{where}: min_tail must be at least 1")
+        if self.min_cohort < 2:
+            raise ConfigError("config_error", f"{where}: min_cohort must be at least 2")
+        if self.border_margin < 0:
+            raise ConfigError("config_error", f"{where}: border_margin must be 0 or more voxels")
+        unknown = [x for x in self.layers if x not in ("original", "revised", "pseudo")]
+        if unknown:
+            raise ConfigError("config_error", f"{where}: unknown label layers {unknown}; "
+                              "layers are original, revised, pseudo")

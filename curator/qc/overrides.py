@@ -1,0 +1,71 @@
+"""The override list: labels a person re-includes (or excludes) whatever the filter decided.
+
+YAML (a list of mappings) or CSV with columns ``case_id``, ``term`` (or ``term_id``),
+optional ``origin`` (label layer), ``action`` (``include``, the default, or ``exclude``)
+and ``reason``::
+
+    - {case_id: KiTS23__case_00008, term: kidney, action: include, reason: horseshoe kidney, checked by AB}
+
+>>> import tempfile, pathlib
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "o.csv"
+>>> _ = p.write_text("case_id,term,reason\\nc1,liver,looked fine\\n")
+>>> load_overrides(p)
+[Override(case_id='c1', term_id='liver', origin=None, action='include', reason='looked fine')]
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curator.errors import ConfigError
+from curator.qc.cohort import Override
+
+REMEDY = ("write a YAML list (or CSV) of rows with case_id, term, optional origin, action "
+          "(include | exclude) and reason; see docs/qc.md")
+
+
+def load_overrides(path: str | Path) -> list[Override]:
+    """Read and validate an override file; every bad row is reported in one error."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError("config_error", "the qc override file does not exist", path=str(p),
+                          remedy="fix stages.qc.overrides in pipeline.yaml") from e
+    if p.suffix.lower() == ".csv":
+        raw: Any = list(csv.DictReader(text.splitlines()))
+    else:
+        try:
+            raw = yaml.safe_load(text) or []
+        except yaml.YAMLError as e:
+            raise ConfigError("config_error", f"the qc override file is not valid YAML: {e}", path=str(p),
+                              remedy=REMEDY) from e
+    if not isinstance(raw, list):
+        raise ConfigError("config_error", "the qc override file must hold a list of rows", path=str(p), remedy=REMEDY)
+    out: list[Override] = []
+    errors: list[str] = []
+    for i, row in enumerate(raw, start=1):
+        if not isinstance(row, dict):
+            errors.append(f"row {i} is not a mapping")
+            continue
+        term = row.get("term_id") or row.get("term")
+        action = str(row.get("action") or "include").strip().lower()
+        unknown = set(row) - {"case_id", "term", "term_id", "origin", "action", "reason"}
+        if not row.get("case_id") or not term:
+            errors.append(f"row {i} needs case_id and term")
+        elif action not in ("include", "exclude"):
+            errors.append(f"row {i}: action {action!r} is not include or exclude")
+        elif unknown:
+            errors.append(f"row {i}: unknown columns {sorted(unknown)}")
+        else:
+            out.append(Override(str(row["case_id"]).strip(), str(term).strip(),
+                                str(row["origin"]).strip() if row.get("origin") else None, action,
+                                str(row.get("reason") or "").strip()))
+    if errors:
+        raise ConfigError("config_error", "bad qc override rows: " + "; ".join(errors[:10]), path=str(p),
+                          remedy=REMEDY)
+    return out

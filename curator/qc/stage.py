@@ -1,0 +1,128 @@
+"""The qc stage: per-(case, term) features from the case stores, then cohort bounds and decisions.
+
+``process`` measures every term of every label layer of one store in one pass
+(:mod:`curator.qc.features`); ``finalize`` groups the labels into (term, modality, volume
+basis) cohorts, sets the bounds, applies the 2-of-3 vote (or the IQR baseline) and the
+override list, and writes the ``qc`` table. Nothing is deleted: an excluded label keeps
+its row, its mask and its reason; the release marks it in ``labels.qc_decision``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, cast
+
+import pyarrow as pa
+
+from curator.config import StageConfig
+from curator.errors import CuratorError, InputError, StageError, WorkspaceError
+from curator.qc.cohort import Override, judge
+from curator.qc.config import QCConfig
+from curator.qc.features import MeasureOptions
+from curator.qc.overrides import load_overrides
+from curator.qc.store_io import measure_store, store_fingerprint
+from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
+from curator.schema import to_arrow
+
+log = logging.getLogger("curator")
+
+
+def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
+    """``preprocessed`` rows by case id (body volume, store checksum), when preprocess wrote them."""
+    if table is None:
+        return {}
+    return {r["case_id"]: r for r in table.to_pylist()}
+
+
+class QCStage(Stage):
+    name = "qc"
+    version = "1"
+    config_class = QCConfig
+    tables = ("qc",)
+    requires = ("cases",)
+
+    def plan(self) -> list[Task]:
+        self.extra_problems: list[dict[str, Any]] = []
+        ws = self.ctx.workspace
+        cases = ws.read_table("cases")
+        if cases is None:
+            raise StageError("stage_error", "the workspace has no cases table", remedy="run ingest first")
+        pre = _body_column(ws.read_table("preprocessed"))
+        rows = [r for r in cases.select(["case_id", "dataset", "modality", "has_label"]).to_pylist() if r["has_label"]]
+        have = {p.name[:-5] for p in ws.stores_dir.glob("*.zarr")} if ws.stores_dir.is_dir() else set()
+        if rows and not have:
+            err = WorkspaceError("store_missing", f"no case stores in the workspace: qc measured none of "
+                                 f"{len(rows)} labelled cases", path="stores/",
+                                 remedy="run the preprocess stage first (it writes stores/<case_id>.zarr)")
+            self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=None, path="stores/",
+                                                   severity="warning"))
+            log.warning("qc: no case stores in the workspace; run preprocess first")
+            return []
+        tasks: list[Task] = []
+        for r in rows:
+            cid = r["case_id"]
+            rel = f"stores/{cid}.zarr"
+            if cid not in have:
+                err = WorkspaceError("store_missing", "the case has labels but no store; qc skipped it",
+                                     remedy="check the preprocess problems for this case, then re-run preprocess")
+                self.extra_problems.append(problem_row(self.name, err, dataset=r["dataset"], case_id=cid,
+                                                       path=rel, severity="warning"))
+                continue
+            p = pre.get(cid, {})
+            body = p.get("body_volume_ml")
+            payload = {"store": rel, "dataset": r["dataset"], "modality": p.get("modality") or r["modality"],
+                       "body_ml": float(body) if body else None}
+            fp = f"{p.get('store_sha256') or ''}|{store_fingerprint(ws.root / rel)}"
+            tasks.append(Task(case_id=cid, payload=payload, fingerprint=fp, dataset=r["dataset"], path=rel))
+        return tasks
+
+    @classmethod
+    def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
+        cfg = cast(QCConfig, config)
+        p = task.payload
+        path = Path(env.workspace) / p["store"]
+        opts = MeasureOptions(mesh=cfg.sphericity == "mesh", border_margin=cfg.border_margin)
+        try:
+            rows = measure_store(path, layers=cfg.layers, options=opts, body_ml=p["body_ml"])
+        except CuratorError:
+            raise
+        except (OSError, ValueError, KeyError) as e:
+            raise WorkspaceError("store_error", f"the case store cannot be read ({type(e).__name__}: {e})",
+                                 path=str(path), remedy="re-run preprocess for this case") from e
+        for r in rows:
+            r.update(case_id=task.case_id, dataset=p["dataset"], modality=p["modality"])
+        out = CaseOutput(rows={"qc": rows})
+        if not rows:
+            out.problems.append(problem_row(cls.name, InputError("label_empty", "no label voxels in the store",
+                                                                 path=str(path)),
+                                            dataset=p["dataset"], case_id=task.case_id, path=task.path,
+                                            severity="info"))
+        return out
+
+    def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
+        cfg = cast(QCConfig, self.config)
+        rows = [row for r in results for row in r.rows.get("qc", [])]
+        overrides = self._overrides(cfg)
+        judged = judge(rows, cfg, overrides)
+        used = {(o.case_id, o.term_id, o.origin) for o in overrides
+                if any(o.matches(r) for r in judged)}
+        for o in overrides:
+            if (o.case_id, o.term_id, o.origin) not in used:
+                err = InputError("override_unmatched", f"override for {o.case_id} / {o.term_id} matches no label",
+                                 path=cfg.overrides, remedy="check the case id and term id against the qc table")
+                self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=o.case_id,
+                                                       path=cfg.overrides, severity="warning"))
+        counts: dict[str, int] = {}
+        for r in judged:
+            counts[r["decision"]] = counts.get(r["decision"], 0) + 1
+        log.info("qc (%s): %s", cfg.method, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no labels")
+        return {"qc": to_arrow("qc", judged)}
+
+    def _overrides(self, cfg: QCConfig) -> list[Override]:
+        if not cfg.overrides:
+            return []
+        p = Path(cfg.overrides).expanduser()
+        if not p.is_absolute():
+            p = self.ctx.workspace.root.parent / p
+        return load_overrides(p)

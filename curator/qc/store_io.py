@@ -1,0 +1,64 @@
+"""Reading a case store for QC: label planes, image, body volume, field of view.
+
+The body volume normalises organ volumes (UKBOB's v_c = V_c / V_body). It comes, in
+order, from the preprocess table (``preprocessed.body_volume_ml``), from the store's body
+mask, or — for label-only cases, which have neither — it is unknown: the label's volume
+basis is then ``absolute`` and its cohort compares millilitres with millilitres.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curator.qc.features import MeasureOptions, field_of_view, measure_planes
+from curator.store import CaseStore
+
+
+def body_volume_ml(store: CaseStore) -> float | None:
+    """Body-mask volume in millilitres, or None when the store has no body mask (no image)."""
+    body = store.body()
+    if body is None:
+        return None
+    n = int(np.count_nonzero(body))
+    return n * store.geometry.voxel_volume_mm3 / 1000.0 if n else None
+
+
+def store_fingerprint(path: Path) -> str:
+    """Cheap fingerprint of a store's current content: the metadata files of the store and of every
+    label layer (layers and stores are replaced by renames, so their zarr.json files change)."""
+    parts = []
+    for meta in [path / "zarr.json", *sorted(path.glob("labels/*/zarr.json")), *sorted(path.glob("labels/*/*/zarr.json")),
+                 *sorted(path.glob("body/zarr.json")), *sorted(path.glob("image/zarr.json"))]:
+        try:
+            st = os.stat(meta)
+        except FileNotFoundError:
+            continue
+        parts.append(f"{meta.relative_to(path).as_posix()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+    return "|".join(parts)
+
+
+def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], options: MeasureOptions,
+                  body_ml: float | None = None) -> list[dict[str, Any]]:
+    """One feature row per (term, layer) with at least one voxel in the store at ``path``."""
+    store = CaseStore(path)
+    g = store.geometry
+    attrs = store.attrs
+    fov = field_of_view(g, attrs.get("source_affine"), attrs.get("source_shape"))
+    if body_ml is None:
+        body_ml = body_volume_ml(store)
+    image = np.asarray(store.image[...]) if store.has_image() else None
+    rows: list[dict[str, Any]] = []
+    for layer in store.layers():
+        if layer not in layers:
+            continue
+        planes = [(np.asarray(arr[...]), values) for arr, values in store.planes(layer)]
+        for term, f in sorted(measure_planes(planes, g, image=image, fov=fov, options=options).items()):
+            row = f.to_row()
+            row.update(origin=layer, body_ml=body_ml, volume_basis="body" if body_ml else "absolute",
+                       norm_volume=(f.volume_ml / body_ml) if body_ml else None)
+            rows.append(row)
+    return rows

@@ -1,0 +1,84 @@
+"""Gallery of flagged labels: three orthogonal slices through the label, image in grey, mask in red.
+
+Slices are laid out in patient orientation whatever the store's axis order: axial with
+anterior up and the patient's right on the viewer's left (radiological), coronal and
+sagittal with superior up.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.report.plots import _plt, png
+
+log = logging.getLogger("curator")
+# per view: the world axis (0 = R, 1 = A, 2 = S) normal to the slice, then the world axes shown as
+# rows (+1: increasing upwards) and columns (+1: increasing to the right, -1: to the left)
+VIEWS = {"axial": (2, (1, 1), (0, -1)), "coronal": (1, (2, 1), (0, -1)), "sagittal": (0, (2, 1), (1, -1))}
+
+
+def _axis_for(direction: NDArray[np.float64], world: int) -> tuple[int, float]:
+    """The array axis closest to a world axis, and the sign of its direction along it."""
+    a = int(np.argmax(np.abs(direction[world, :])))
+    return a, float(np.sign(direction[world, a]) or 1.0)
+
+
+def oriented_slice(vol: NDArray[Any], direction: NDArray[np.float64], index: NDArray[np.float64],
+                   view: str) -> NDArray[Any]:
+    """A 2-D slice of ``vol`` through ``index`` for ``view``, in reading orientation."""
+    normal, (rw, rs), (cw, cs) = VIEWS[view]
+    na, _ = _axis_for(direction, normal)
+    ra, rsign = _axis_for(direction, rw)
+    ca, csign = _axis_for(direction, cw)
+    if len({na, ra, ca}) < 3:  # a strongly oblique grid: fall back to the array's own axes
+        na, ra, ca, rsign, csign, rs, cs = 2, 0, 1, 1.0, 1.0, 1, 1
+    pos = int(np.clip(round(float(index[na])), 0, vol.shape[na] - 1))
+    sl = np.take(vol, pos, axis=na)
+    rows_first = ra < ca  # axes left after taking na keep their order
+    img = sl if rows_first else sl.T
+    if rsign * rs > 0:
+        img = img[::-1, :]  # world axis increasing upwards
+    if csign * cs < 0:
+        img = img[:, ::-1]  # world axis increasing in the requested direction
+    return np.asarray(img)
+
+
+def label_figure(store_path: Path, term: str, layer: str, centroid_mm: list[float], title: str) -> str | None:
+    """Three orthogonal slices of one label; None when the store cannot be read."""
+    from curator.store import CaseStore
+
+    try:
+        store = CaseStore(store_path)
+        g = store.geometry
+        mask = store.mask(term, layer)
+        image = np.asarray(store.image[...], dtype=np.float32) if store.has_image() else None
+    except Exception as e:  # noqa: BLE001 - a missing picture must not stop the report
+        log.warning("report: cannot read %s for the gallery (%s)", store_path, e)
+        return None
+    idx = g.world_to_voxel(np.asarray(centroid_mm))[0]
+    sp = np.asarray(g.spacing)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
+    for ax, view in zip(axes, VIEWS, strict=True):
+        m = oriented_slice(mask, g.direction, idx, view).astype(float)
+        _, (rw, _), (cw, _) = VIEWS[view]
+        ra, _ = _axis_for(g.direction, rw)
+        ca, _ = _axis_for(g.direction, cw)
+        aspect = sp[ra] / sp[ca] if len({ra, ca}) == 2 else 1.0
+        if image is not None:
+            im = oriented_slice(image, g.direction, idx, view)
+            lo, hi = np.percentile(im, [1, 99]) if im.size else (0, 1)
+            ax.imshow(im, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, aspect=aspect,
+                      interpolation="nearest")
+        else:
+            ax.imshow(np.zeros_like(m), cmap="gray", vmin=0, vmax=1, aspect=aspect)
+        ax.imshow(np.ma.masked_where(m == 0, m), cmap="autumn", alpha=0.55, aspect=aspect, interpolation="nearest")
+        ax.set_title(view, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    return png(fig)

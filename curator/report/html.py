@@ -1,0 +1,179 @@
+"""The self-contained ``report.html``: sections over whichever tables a release has.
+
+Every image is an inline PNG (``data:`` URI); there is no script and no external resource,
+so the page opens from a file, offline, in any browser.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+import polars as pl
+
+from curator.report import plots
+from curator.report.data import ReportData
+from curator.report.gallery import label_figure
+
+log = logging.getLogger("curator")
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:0 18px;color:#1a202c}
+h1{margin:18px 0 4px}h2{margin-top:34px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0;font-size:12px}th,td{border:1px solid #e2e8f0;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f7fafc}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.muted{color:#718096}.gallery{display:flex;flex-wrap:wrap;gap:14px}.gallery figure{margin:0;max-width:580px}
+figcaption{font-size:12px;color:#4a5568}img{max-width:100%}nav a{margin-right:12px}
+.excl{color:#c53030;font-weight:600}
+"""
+
+
+def esc(v: Any) -> str:
+    if v is None:
+        return '<span class="muted">–</span>'
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return html.escape(", ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in v))
+    return html.escape(str(v))
+
+
+def table_html(df: pl.DataFrame, limit: int = 200, columns: list[str] | None = None) -> str:
+    if columns:
+        df = df.select([c for c in columns if c in df.columns])
+    body = []
+    for row in df.head(limit).iter_rows():
+        cells = "".join(f'<td class="n">{esc(v)}</td>' if isinstance(v, (int, float)) and not isinstance(v, bool)
+                        else f"<td>{esc(v)}</td>" for v in row)
+        body.append(f"<tr>{cells}</tr>")
+    more = (f'<p class="muted">showing {limit} of {df.height} rows; query the release for all '
+            "(<code>curator query</code>)</p>") if df.height > limit else ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+
+
+def img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def section_counts(d: ReportData) -> str:
+    out = ['<h2 id="counts">Counts</h2>']
+    if d.has("cases"):
+        cases = d.get("cases")
+        keys: list[str] = [c for c in ("dataset", "modality", "region") if c in cases.columns]
+        by = cases.group_by(keys).agg(pl.len().alias("cases")).sort(keys)
+        out += ["<h3>cases per dataset, modality and region</h3>", table_html(by)]
+    counts = d.term_counts()
+    if counts is not None and counts.height:
+        out += ["<h3>labels per term (long tail)</h3>", img(plots.long_tail(counts), "labels per term"),
+                table_html(counts, limit=300)]
+        if d.has("labels"):
+            lab = d.get("labels")
+            keys = [c for c in ("dataset", "modality", "term_id") if c in lab.columns]
+            if "present" in lab.columns:
+                lab = lab.filter(pl.col("present"))
+            out += ["<h3>labels per dataset, modality and term</h3>",
+                    table_html(lab.group_by(keys).agg(pl.len().alias("labels")).sort(keys), limit=300)]
+    else:
+        out.append('<p class="muted">no label table in this release</p>')
+    return "\n".join(out)
+
+
+def _qc_terms(qc: pl.DataFrame, limit: int) -> list[str]:
+    """Terms to plot: those with excluded labels first, then the most frequent judged terms."""
+    judged = qc.filter(pl.col("decision").is_in(["include", "exclude", "override_include"]))
+    if judged.height == 0:
+        return []
+    agg = judged.group_by("term_id").agg(pl.len().alias("n"), (pl.col("decision") == "exclude").sum().alias("x"))
+    agg = agg.sort(["x", "n", "term_id"], descending=[True, True, False])
+    return agg["term_id"].head(limit).to_list()
+
+
+def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
+    out = ['<h2 id="qc">Label quality control</h2>']
+    if not d.has("qc"):
+        out.append('<p class="muted">no qc table in this release (the qc stage did not run, or no case had a '
+                   "store: run preprocess, then qc)</p>")
+        return "\n".join(out)
+    qc = d.get("qc")
+    method = ", ".join(sorted(set(qc["method"].to_list())))
+    dec = qc.group_by("term_id").agg(
+        pl.len().alias("labels"),
+        *[(pl.col("decision") == x).sum().alias(x) for x in ("include", "exclude", "truncated", "unchecked",
+                                                             "override_include")]).sort("term_id")
+    out += [(f"<p>method <b>{esc(method)}</b>; decisions per term (excluded labels keep their row and mask; "
+             "the training view skips them):</p>"), table_html(dec, limit=300)]
+    terms = _qc_terms(qc, max_terms)
+    if terms:
+        out += ["<h3>feature distributions before and after filtering</h3>",
+                '<p class="muted">grey: every judged label; blue: labels kept; dashed: the cohort bounds</p>',
+                img(plots.distributions(qc, terms), "feature distributions"),
+                "<h3>feature scatter plots</h3>", img(plots.scatter(qc, terms), "feature scatter plots")]
+    out.append(section_gallery(d, qc, max_gallery))
+    return "\n".join(out)
+
+
+def section_gallery(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
+    flagged = qc.filter(pl.col("decision") == "exclude").sort(["term_id", "case_id"])
+    out = [f'<h3 id="gallery">flagged labels ({flagged.height})</h3>']
+    if flagged.height == 0:
+        return out[0] + '<p class="muted">no label was excluded</p>'
+    figs = []
+    for r in flagged.head(limit).iter_rows(named=True):
+        path = d.store_path(r["case_id"])
+        uri = label_figure(path, r["term_id"], r["origin"], r["centroid_mm"], f"{r['case_id']} · {r['term_id']}") \
+            if path is not None and r.get("centroid_mm") is not None else None
+        pic = img(uri, f"{r['case_id']} {r['term_id']}") if uri else '<p class="muted">(no store to draw from)</p>'
+        figs.append(f"<figure>{pic}<figcaption><b>{esc(r['case_id'])}</b> · {esc(r['term_id'])} "
+                    f"({esc(r['origin'])}): {esc(r['reason'])}</figcaption></figure>")
+    more = f'<p class="muted">showing {limit} of {flagged.height}</p>' if flagged.height > limit else ""
+    cols = ["case_id", "dataset", "term_id", "origin", "volume_ml", "f_volume", "f_sphericity", "f_eccentricity",
+            "components", "reason"]
+    return "\n".join(out + [f'<div class="gallery">{"".join(figs)}</div>', more, table_html(flagged, 500, cols)])
+
+
+def section_table(d: ReportData, name: str, title: str, anchor: str, empty: str,
+                  sort: list[str] | None = None, limit: int = 200) -> str:
+    out = [f'<h2 id="{anchor}">{html.escape(title)}</h2>']
+    if not d.has(name):
+        return out[0] + f'<p class="muted">{html.escape(empty)}</p>'
+    df = d.get(name)
+    if sort:
+        df = df.sort([c for c in sort if c in df.columns])
+    return out[0] + table_html(df, limit)
+
+
+def section_problems(d: ReportData) -> str:
+    if not d.has("problems"):
+        return '<h2 id="problems">Problems</h2><p class="muted">no problems recorded</p>'
+    p = d.get("problems")
+    summary = p.group_by(["stage", "kind", "severity"]).agg(pl.len().alias("rows")).sort(["stage", "kind"])
+    return ('<h2 id="problems">Problems</h2>' + table_html(summary) +
+            table_html(p.sort(["severity", "stage", "dataset", "case_id"], nulls_last=True), limit=300))
+
+
+def build_html(d: ReportData, *, max_terms: int = 12, max_gallery: int = 24) -> str:
+    """The whole page."""
+    info = d.info
+    counts = info.get("counts", {})
+    facts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    sections = [
+        section_counts(d),
+        section_qc(d, max_terms, max_gallery),
+        section_table(d, "duplicates", "Duplicate groups", "dedup", "no duplicates table in this release",
+                      ["group_id", "case_id"], 300),
+        section_problems(d),
+        section_table(d, "attention", "Review worklist", "review",
+                      "no attention table in this release (the pseudolabel stage did not run)", ["rank"], 100),
+    ]
+    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("counts", "counts"), ("qc", "quality control"),
+                                                          ("dedup", "duplicates"), ("problems", "problems"),
+                                                          ("review", "review worklist")))
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<link rel="icon" href="data:,"><title>QC report · {esc(d.title)}</title><style>{CSS}</style></head>'
+            f"<body><h1>QC report · {esc(d.title)}</h1>"
+            f'<p class="muted">created {esc(info.get("created"))} · code {esc(info.get("code_version"))} · '
+            f"schema {esc(info.get('schema_version'))}<br>{esc(facts)}</p><nav>{nav}</nav>"
+            + "\n".join(sections) + "</body></html>\n")

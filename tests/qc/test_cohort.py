@@ -1,0 +1,175 @@
+"""Cohort bounds, the 2-of-3 vote, truncation, IQR mode, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from curator.errors import ConfigError
+from curator.qc.cohort import Override, iqr_bounds, judge, normal_bounds, percentile_bounds
+from curator.qc.config import QCConfig
+from curator.qc.overrides import load_overrides
+
+
+def cohort(n: int = 60, seed: int = 0, term: str = "liver", basis: str = "body") -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    return [{"case_id": f"c{i:03d}", "dataset": "d", "term_id": term, "origin": "original", "modality": "CT",
+             "volume_basis": basis, "norm_volume": float(np.exp(rng.normal(np.log(0.02), 0.15))),
+             "volume_ml": float(np.exp(rng.normal(np.log(1500), 0.15))),
+             "sphericity": float(rng.normal(0.55, 0.02)), "sphericity_mesh": float(rng.normal(0.8, 0.02)),
+             "eccentricity": float(rng.normal(0.6, 0.03)), "truncated": False, "border_faces": []}
+            for i in range(n)]
+
+
+def by_case(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["case_id"]: r for r in rows}
+
+
+@pytest.mark.parametrize("percentiles", ["empirical", "normal"])
+def test_two_of_three_rule(percentiles: str) -> None:
+    rows = cohort(n=300)
+    rows[0].update(norm_volume=0.002)  # one feature only: an unusual but plausible organ
+    rows[1].update(norm_volume=0.002, eccentricity=0.95)  # two features: a broken label
+    rows[2].update(norm_volume=0.002, eccentricity=0.95, sphericity=0.2)
+    out = by_case(judge(rows, QCConfig(percentiles=percentiles)))
+    assert out["c000"]["n_out"] == 1 and out["c000"]["decision"] == "include"
+    assert out["c001"]["n_out"] == 2 and out["c001"]["decision"] == "exclude"
+    assert out["c002"]["n_out"] == 3 and out["c002"]["flagged"]
+    assert "normalised volume" in out["c001"]["reason"] and "eccentricity" in out["c001"]["reason"]
+    assert out["c001"]["out_sphericity"] is False
+
+
+def test_empirical_bounds_are_the_papers_percentiles() -> None:
+    rows = cohort(n=80)
+    out = judge(rows, QCConfig(percentiles="empirical", epsilon=4.0))
+    vols = [r["norm_volume"] for r in rows]
+    lo, hi = np.percentile(vols, [2.0, 98.0])
+    assert out[0]["volume_lo"] == pytest.approx(lo) and out[0]["volume_hi"] == pytest.approx(hi)
+    assert percentile_bounds(vols, 4.0) == pytest.approx((lo, hi))
+    # without the vote (vote = 1) exactly the labels beyond the percentiles are flagged
+    flagged = [r for r in judge(rows, QCConfig(percentiles="empirical", epsilon=4.0, vote=1))
+               if r["out_volume"]]
+    assert len(flagged) == sum(v < lo or v > hi for v in vols)
+
+
+def test_auto_uses_empirical_only_with_enough_tail_samples() -> None:
+    small = judge(cohort(n=60), QCConfig())  # 60 · 2/200 = 0.6 labels per tail → fitted
+    big = judge(cohort(n=600), QCConfig())  # 6 labels per tail → empirical
+    vols_big = [r["norm_volume"] for r in big]
+    assert big[0]["volume_lo"] == pytest.approx(np.percentile(vols_big, 1.0))
+    vols_small = [r["norm_volume"] for r in small]
+    assert small[0]["volume_lo"] == pytest.approx(normal_bounds(vols_small, 2.0, "volume")[0])
+
+
+def test_normal_bounds_resist_contamination() -> None:
+    rng = np.random.default_rng(3)
+    clean = np.exp(rng.normal(0.0, 0.2, 200))
+    dirty = np.concatenate([clean, [1e-3, 1e-3, 50.0, 80.0, 100.0]])
+    lo_c, hi_c = normal_bounds(clean, 2.0, "volume")
+    lo_d, hi_d = normal_bounds(dirty, 2.0, "volume")
+    assert lo_d == pytest.approx(lo_c, rel=0.05) and hi_d == pytest.approx(hi_c, rel=0.05)
+    assert hi_c == pytest.approx(np.exp(2.326 * 0.2), rel=0.1)
+    assert normal_bounds(clean, 0.0, "volume") == (float("-inf"), float("inf"))
+
+
+def test_truncated_labels_stay_out_of_bounds_and_are_not_judged() -> None:
+    rows = cohort(n=40)
+    for r in rows[:5]:
+        r.update(truncated=True, border_faces=["k+"], norm_volume=0.001, eccentricity=0.99)
+    out = judge(rows, QCConfig(percentiles="empirical", min_cohort=20))
+    complete = [r["norm_volume"] for r in rows[5:]]
+    assert out[0]["cohort_size"] == 35
+    assert out[0]["volume_lo"] == pytest.approx(np.percentile(complete, 1.0))
+    res = by_case(out)
+    assert all(res[f"c{i:03d}"]["decision"] == "truncated" for i in range(5))
+    assert "k+" in res["c000"]["reason"] and not res["c000"]["flagged"]
+
+
+def test_small_cohorts_are_unchecked_and_bases_never_mix() -> None:
+    rows = cohort(n=30) + cohort(n=8, seed=1, basis="absolute")
+    for r in rows[30:]:
+        r["case_id"] += "x"
+    out = judge(rows, QCConfig(min_cohort=20))
+    keys = {r["cohort"] for r in out}
+    assert keys == {"liver/CT/body", "liver/CT/absolute"}
+    absolute = [r for r in out if r["volume_basis"] == "absolute"]
+    assert all(r["decision"] == "unchecked" and "min_cohort" in r["reason"] for r in absolute)
+    assert all(r["decision"] in ("include", "exclude") for r in out if r["volume_basis"] == "body")
+    # the absolute cohort judges millilitres, not normalised volumes
+    assert absolute[0]["f_volume"] == pytest.approx(absolute[0]["volume_ml"])
+
+
+def test_iqr_mode_uses_tukey_fences() -> None:
+    rows = cohort(n=50)
+    rows[0].update(norm_volume=0.2)
+    out = judge(rows, QCConfig(method="iqr"))
+    vols = [r["norm_volume"] for r in rows]
+    q1, q3 = np.percentile(vols, [25, 75])
+    assert out[0]["volume_hi"] == pytest.approx(q3 + 1.5 * (q3 - q1))
+    assert iqr_bounds(vols, 1.5)[1] == pytest.approx(q3 + 1.5 * (q3 - q1))
+    assert out[0]["sphericity_lo"] is None  # not an IQR feature by default
+    res = by_case(out)
+    assert res["c000"]["decision"] == "exclude" and res["c000"]["reason"].startswith("IQR")
+
+
+def test_mesh_sphericity_option_judges_the_mesh_value() -> None:
+    rows = cohort()
+    out = judge(rows, QCConfig(sphericity="mesh"))
+    assert out[0]["f_sphericity"] == rows[0]["sphericity_mesh"]
+
+
+def test_overrides_reinclude_and_keep_the_filters_reason() -> None:
+    rows = cohort()
+    rows[1].update(norm_volume=0.002, eccentricity=0.95)
+    ov = [Override("c001", "liver", None, "include", "checked: situs variant"),
+          Override("c005", "liver", "original", "exclude", "leaks into the heart")]
+    res = by_case(judge(rows, QCConfig(), ov))
+    assert res["c001"]["decision"] == "override_include" and res["c001"]["override"]
+    assert "situs variant" in res["c001"]["reason"] and "exclude" in res["c001"]["reason"]
+    assert res["c005"]["decision"] == "exclude" and "heart" in res["c005"]["reason"]
+
+
+def test_override_files(tmp_path: Path) -> None:
+    y = tmp_path / "o.yaml"
+    y.write_text("- {case_id: c1, term: liver, origin: pseudo, action: exclude, reason: bad}\n- {case_id: c2, term_id: spleen}\n")
+    assert load_overrides(y) == [Override("c1", "liver", "pseudo", "exclude", "bad"),
+                                 Override("c2", "spleen", None, "include", "")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("case_id,term,action\nc1,liver,maybe\n,spleen,include\n")
+    with pytest.raises(ConfigError) as e:
+        load_overrides(bad)
+    assert "row 1" in str(e.value) and "row 2" in str(e.value)
+    with pytest.raises(ConfigError):
+        load_overrides(tmp_path / "missing.yaml")
+
+
+def test_config_is_strict() -> None:
+    with pytest.raises(ConfigError):
+        QCConfig.from_dict({"epsilon": 60})
+    with pytest.raises(ConfigError):
+        QCConfig.from_dict({"iqr_features": ["colour"]})
+    with pytest.raises(ConfigError):
+        QCConfig.from_dict({"epsilonn": 2})
+    cfg = QCConfig.from_dict({"sphericity": "mesh", "overrides": "o.yaml"})
+    assert QCConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_detached_feature_sees_a_distant_blob() -> None:
+    rows = cohort()
+    for r in rows:
+        r["largest_component_fraction"] = 1.0
+    rows[3]["largest_component_fraction"] = 0.999  # a few stray voxels: not an outlier
+    rows[7].update(largest_component_fraction=0.8, eccentricity=0.95)  # blob: elongated + detached
+    paper = by_case(judge(rows, QCConfig()))
+    assert paper["c007"]["n_out"] == 1 and paper["c007"]["decision"] == "include"
+    assert paper["c007"]["out_detached"] is None
+    ext = by_case(judge(rows, QCConfig(features=("volume", "sphericity", "eccentricity", "detached"))))
+    assert ext["c007"]["decision"] == "exclude" and "detached share 0.2" in ext["c007"]["reason"]
+    assert ext["c003"]["out_detached"] is False and ext["c007"]["detached_lo"] == 0.0
+    with pytest.raises(ConfigError):
+        QCConfig.from_dict({"features": ["volume", "volume"]})
+    with pytest.raises(ConfigError):
+        QCConfig.from_dict({"features": ["volume"], "vote": 2})

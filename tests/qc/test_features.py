@@ -1,0 +1,176 @@
+"""Analytic checks of the QC features on anisotropic and oblique grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curator.io.volume import Geometry
+from curator.qc import shape
+from curator.qc.features import MeasureOptions, field_of_view, measure_label_map, measure_planes
+from curator.testing.phantoms import grid, world_coords
+
+
+def oblique_grid(shape_: tuple[int, int, int], spacing: tuple[float, float, float], angle: float) -> Geometry:
+    """A grid rotated by ``angle`` about the RAS z axis and tilted about x, centred on the origin."""
+    c, s = np.cos(angle), np.sin(angle)
+    rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    t = angle / 2
+    rx = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    a = np.eye(4)
+    a[:3, :3] = rz @ rx @ np.diag(spacing)
+    a[:3, 3] = -a[:3, :3] @ ((np.asarray(shape_) - 1) / 2)
+    return Geometry.from_affine(shape_, a)
+
+
+def ellipsoid(g: Geometry, radii: tuple[float, float, float], rot: np.ndarray | None = None,
+              center: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    xyz = world_coords(g).reshape(3, -1) - np.asarray(center)[:, None]
+    if rot is not None:
+        xyz = rot.T @ xyz
+    q = sum((xyz[i] / radii[i]) ** 2 for i in range(3))
+    return (q <= 1.0).reshape(g.shape)
+
+
+GRIDS = [
+    ("anisotropic", grid((100, 100, 36), spacing=(0.8, 0.8, 2.5))),
+    ("oblique", oblique_grid((96, 110, 40), (0.9, 0.7, 2.2), 0.5)),
+]
+
+
+@pytest.mark.parametrize(("name", "g"), GRIDS)
+def test_ball_sphericity_mesh_is_one_and_faces_is_two_thirds(name: str, g: Geometry) -> None:
+    ball = ellipsoid(g, (30.0, 30.0, 30.0))
+    f = measure_label_map(ball.astype(np.uint8), g, {1: "ball"}, options=MeasureOptions(mesh=True))["ball"]
+    assert f.volume_ml == pytest.approx(4 / 3 * np.pi * 30.0**3 / 1000, rel=0.02)
+    assert f.sphericity_mesh == pytest.approx(1.0, abs=0.05)
+    # exposed faces count each surface element |n_x| + |n_y| + |n_z| times: 3/2 on average over
+    # a sphere, so a large voxelised ball tends to 2/3 whatever the spacing
+    assert f.sphericity == pytest.approx(2 / 3, abs=0.02)
+    assert f.eccentricity < 0.2
+
+
+def test_face_sphericity_bias_converges_to_two_thirds() -> None:
+    """The face-count bias approaches 2/3 as the ball grows relative to the voxel."""
+    g = grid((90, 90, 40), spacing=(1.0, 1.0, 2.0))
+    errs = []
+    for r in (8.0, 16.0, 32.0):
+        f = measure_label_map(ellipsoid(g, (r, r, r)).astype(np.uint8), g, {1: "b"})["b"]
+        errs.append(abs(f.sphericity - 2 / 3))
+    assert errs[-1] < 0.02
+    assert errs[-1] < errs[0]
+
+
+@pytest.mark.parametrize(("name", "g"), GRIDS)
+def test_ellipsoid_eccentricity_extents_and_centroid(name: str, g: Geometry) -> None:
+    a, b, c = 34.0, 20.0, 12.0
+    ang = 0.7
+    rot = np.array([[np.cos(ang), -np.sin(ang), 0], [np.sin(ang), np.cos(ang), 0], [0, 0, 1]])
+    centre = (3.0, -4.0, 5.0)
+    m = ellipsoid(g, (a, b, c), rot, centre)
+    f = measure_label_map(m.astype(np.uint8), g, {1: "e"})["e"]
+    assert f.eccentricity == pytest.approx(np.sqrt(1 - c**2 / a**2), abs=0.02)
+    assert f.centroid_mm == pytest.approx(centre, abs=0.5)
+    worst = max(g.spacing)
+    assert np.allclose(f.extent_mm, (2 * a, 2 * b, 2 * c), atol=1.5 * worst)
+    assert f.components == 1 and f.largest_component_fraction == 1.0
+    assert not f.truncated
+
+
+def test_face_area_counts_array_edges_and_spacing() -> None:
+    m = np.ones((2, 3, 4), dtype=bool)
+    sp = (1.0, 2.0, 3.0)
+    expect = 2 * (3 * 4 * (2 * 3) + 2 * 4 * (1 * 3) + 2 * 3 * (1 * 2))
+    assert shape.face_area_mm2(m, sp) == pytest.approx(expect)
+
+
+def test_moments_match_coordinates() -> None:
+    rng = np.random.default_rng(1)
+    m = rng.random((9, 7, 5)) < 0.3
+    n, mean, cov = shape.moments(m)
+    pts = np.argwhere(m).astype(float)
+    assert n == len(pts)
+    assert np.allclose(mean, pts.mean(axis=0))
+    assert np.allclose(cov, np.cov(pts.T, bias=True))
+
+
+def test_components_border_and_intensity() -> None:
+    g = grid((40, 40, 20), spacing=(1.0, 1.0, 3.0))
+    lab = np.zeros(g.shape, np.uint8)
+    lab[5:10, 5:10, 5:10] = 1
+    lab[20:24, 20:24, 5:8] = 1  # a second piece
+    lab[10:20, 10:20, 15:20] = 2  # touches the last slice (k+)
+    img = np.zeros(g.shape, np.float32)
+    img[lab == 1] = 100.0
+    img[lab == 2] = np.tile([10.0, 30.0], 250)
+    out = measure_label_map(lab, g, {1: "a", 2: "b"}, image=img)
+    assert out["a"].components == 2
+    assert out["a"].largest_component_fraction == pytest.approx(125 / (125 + 48))
+    assert out["a"].border_faces == () and out["b"].border_faces == ("k+",)
+    assert out["a"].mean_intensity == pytest.approx(100.0) and out["a"].sd_intensity == pytest.approx(0.0)
+    assert out["b"].mean_intensity == pytest.approx(20.0) and out["b"].sd_intensity == pytest.approx(10.0)
+
+
+def test_border_margin_and_source_field_of_view() -> None:
+    g = grid((30, 30, 30), spacing=(1.0, 1.0, 1.0))
+    lab = np.zeros(g.shape, np.uint8)
+    lab[2:8, 10:20, 10:20] = 1  # two voxels from the i- edge
+    assert measure_label_map(lab, g, {1: "x"})["x"].border_faces == ()
+    wide = MeasureOptions(border_margin=3)
+    assert measure_label_map(lab, g, {1: "x"}, options=wide)["x"].border_faces == ("i-",)
+    # a store cropped out of a larger scan: the crop edge is not the scan's edge
+    src = np.asarray(g.affine).reshape(4, 4).copy()
+    src[:3, 3] -= src[:3, :3] @ np.array([10.0, 0.0, 0.0])  # the scan starts 10 voxels earlier along i
+    fov = field_of_view(g, list(src.ravel()), (50, 30, 30))
+    assert fov[0, 0] == pytest.approx(-10.5) and fov[1, 1] == pytest.approx(29.5)
+    lab[0:8] = 0
+    lab[0:5, 10:20, 10:20] = 1
+    f = measure_planes([(lab, {1: ["x"]})], g, fov=fov)["x"]
+    assert f.border_faces == ()
+    assert measure_planes([(lab, {1: ["x"]})], g)["x"].border_faces == ("i-",)
+
+
+def test_term_is_union_of_codes_and_planes() -> None:
+    g = grid((20, 20, 20), spacing=(1.0, 1.0, 2.0))
+    p0 = np.zeros(g.shape, np.uint8)
+    p1 = np.zeros(g.shape, np.uint8)
+    p0[2:6, 2:6, 2:6] = 1  # kidney_left, also "kidney"
+    p0[10:14, 2:6, 2:6] = 2  # kidney_right, also "kidney"
+    p1[3:5, 3:5, 3:5] = 1  # a tumour overlapping the left kidney, in its own plane, also "kidney"
+    planes = [(p0, {1: ["kidney_left", "kidney"], 2: ["kidney_right", "kidney"]}), (p1, {1: ["tumor", "kidney"]})]
+    out = measure_planes(planes, g)
+    assert set(out) == {"kidney_left", "kidney_right", "kidney", "tumor"}
+    assert out["kidney"].voxels == 128
+    assert out["kidney"].components == 2
+    assert out["tumor"].voxels == 8
+    assert out["kidney"].volume_ml == pytest.approx(128 * 2.0 / 1000)
+
+
+def test_absent_codes_give_no_row() -> None:
+    g = grid((10, 10, 10), spacing=(1.0, 1.0, 1.0))
+    lab = np.zeros(g.shape, np.uint8)
+    lab[2:4, 2:4, 2:4] = 3
+    out = measure_label_map(lab, g, {1: "a", 3: "c", 9: "z"})
+    assert set(out) == {"c"}
+
+
+def test_real_totalsegmentator_map(real_data) -> None:  # type: ignore[no-untyped-def]
+    """Every class of a real 117-class prediction measured in one pass; organs cut by its 30-slice
+    field of view are truncated along the slice axis only."""
+    import json
+
+    from curator.io.formats import read_volume
+
+    ts = real_data / "totalsegmentator"
+    v = read_volume(ts / "example_seg.nii.gz", role="label")
+    classes = {int(k): name for k, name in json.loads((ts / "class_map.json").read_text())["total"].items()}
+    out = measure_label_map(v.array, v.geometry, classes)
+    present = {classes[int(c)] for c in np.unique(v.array) if c}
+    assert set(out) == present
+    assert sum(f.voxels for f in out.values()) == int(np.count_nonzero(v.array))
+    vox_ml = v.geometry.voxel_volume_mm3 / 1000
+    assert all(f.volume_ml == pytest.approx(f.voxels * vox_ml) for f in out.values())
+    cut = [f for f in out.values() if f.truncated]
+    assert cut and len(cut) < len(out)
+    slice_axis = "ijk"[int(np.argmax(np.abs(v.geometry.direction[2, :])))]
+    assert any(face[0] == slice_axis for f in cut for face in f.border_faces)

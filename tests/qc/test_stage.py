@@ -1,0 +1,139 @@
+"""The qc stage end to end on phantom stores, and the release join into ``labels``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from curator.config import PipelineConfig
+from curator.qc.stage import QCStage
+from curator.release.build import build_release
+from curator.release.query import Release
+from curator.runner.context import Context
+from curator.runner.run import run_stage
+from curator.testing.stores import phantom_workspace
+
+
+def context(tmp: Path, **qc: Any) -> Context:
+    cfg = PipelineConfig.from_dict({
+        "workspace": str(tmp / "ws"), "stages": {"qc": qc},
+        "executor": {"kind": "local", "workers": 1, "progress": False},
+        "release": {"root": str(tmp / "releases"), "collection": "t", "version": "0.1.0"},
+    })
+    return Context(cfg)
+
+
+@pytest.fixture(scope="module")
+def qc_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, list[dict[str, Any]]]:
+    tmp = tmp_path_factory.mktemp("qc")
+    phantom_workspace(tmp / "ws", n_cases=24, broken=(3,), label_only=(5,), missing=(7,))
+    ctx = context(tmp, min_cohort=12)
+    report = run_stage(ctx, QCStage)
+    assert report.planned == 23 and report.failed == 0
+    return ctx, pq.read_table(ctx.workspace.table_path("qc")).to_pylist()
+
+
+def test_broken_label_is_excluded_with_reason(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
+    _, rows = qc_run
+    liver = {r["case_id"]: r for r in rows if r["term_id"] == "liver"}
+    bad = liver["Phantom__c003"]
+    assert bad["decision"] == "exclude" and bad["flagged"] and bad["n_out"] >= 2
+    assert bad["reason"].startswith("SOLF ε=2")
+    judged = [r for r in rows if r["decision"] in ("include", "exclude") and r["case_id"] != "Phantom__c003"]
+    assert len(judged) > 100
+    assert sum(r["flagged"] for r in judged) <= 0.05 * len(judged)
+
+
+def test_truncated_label_only_and_measurements(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
+    _, rows = qc_run
+    by = {(r["case_id"], r["term_id"]): r for r in rows}
+    aorta = by[("Phantom__c000", "aorta")]  # a cylinder through the whole scan
+    assert aorta["truncated"] and aorta["decision"] == "truncated" and set(aorta["border_faces"]) == {"k-", "k+"}
+    lo = by[("Phantom__c005", "liver")]
+    assert lo["volume_basis"] == "absolute" and lo["norm_volume"] is None and lo["mean_intensity"] is None
+    liver = by[("Phantom__c000", "liver")]
+    assert liver["volume_basis"] == "body" and 0.005 < liver["norm_volume"] < 0.2
+    assert 80 < liver["mean_intensity"] < 130  # phantom liver: 105 HU + noise
+    assert liver["centroid_mm"][0] > 0  # the liver lies on the patient's right (+x in RAS)
+    assert liver["extent_mm"][0] >= liver["extent_mm"][1] >= liver["extent_mm"][2] > 0
+    cohorts = {r["cohort"] for r in rows if r["term_id"] == "liver"}
+    assert cohorts == {"liver/CT/body", "liver/CT/absolute"}
+    assert not any(r["case_id"] == "Phantom__c007" for r in rows)
+
+
+def test_missing_store_is_a_problem_row(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
+    ctx, _ = qc_run
+    probs = pq.read_table(ctx.workspace.table_path("problems__qc")).to_pylist()
+    missing = [p for p in probs if p["kind"] == "store_missing"]
+    assert [p["case_id"] for p in missing] == ["Phantom__c007"]
+    assert "preprocess" in missing[0]["message"]
+
+
+def test_rerun_is_cached_and_byte_identical(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
+    ctx, _ = qc_run
+    before = ctx.workspace.table_path("qc").read_bytes()
+    report = run_stage(ctx, QCStage)
+    assert report.cached == report.planned == 23 and report.ran == 0
+    assert ctx.workspace.table_path("qc").read_bytes() == before
+
+
+def test_override_reincludes(qc_run: tuple[Context, list[dict[str, Any]]], tmp_path: Path) -> None:
+    ctx, _ = qc_run
+    ov = ctx.workspace.root.parent / "overrides.yaml"
+    ov.write_text("- {case_id: Phantom__c003, term: liver, reason: checked by a radiologist}\n"
+                  "- {case_id: Phantom__c999, term: liver}\n")
+    ctx2 = Context(ctx.config.replace(stages={"qc": {"min_cohort": 12, "overrides": "overrides.yaml"}}))
+    run_stage(ctx2, QCStage)
+    rows = {(r["case_id"], r["term_id"]): r for r in pq.read_table(ctx.workspace.table_path("qc")).to_pylist()}
+    assert rows[("Phantom__c003", "liver")]["decision"] == "override_include"
+    probs = pq.read_table(ctx.workspace.table_path("problems__qc")).to_pylist()
+    assert any(p["kind"] == "override_unmatched" and p["case_id"] == "Phantom__c999" for p in probs)
+    ov.unlink()
+    run_stage(ctx, QCStage)  # restore the module's qc table
+
+
+def test_release_joins_measurements_into_labels(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
+    ctx, rows = qc_run
+    dest = build_release(ctx, steps=["curator.qc.release:release_step"])
+    rel = Release(dest)
+    big = rel.sql("select case_id from labels where term = 'liver' and volume_ml > 1000 order by 1").fetchall()
+    expect = sorted(r["case_id"] for r in rows if r["term_id"] == "liver" and r["volume_ml"] > 1000)
+    assert expect and [b[0] for b in big] == expect  # one query over the release
+    got = rel.sql("select qc_decision, qc_reason, components, extent_mm, centroid_mm, mean_intensity "
+                  "from labels where case_id = 'Phantom__c003' and term_id = 'liver'").fetchall()[0]
+    assert got[0] == "exclude" and got[1].startswith("SOLF") and got[2] >= 2 and len(got[3]) == 3
+    from curator.qc.release import TRAINING_FILTER
+
+    n_train = rel.sql(f"select count(*) from labels where {TRAINING_FILTER}").fetchall()[0][0]
+    n_all = rel.sql("select count(*) from labels").fetchall()[0][0]
+    n_excl = sum(r["decision"] == "exclude" for r in rows)
+    assert n_train == n_all - n_excl
+    assert rel.info["qc"]["training_filter"] == TRAINING_FILTER
+    assert rel.info["qc"]["decisions"]["exclude"] == n_excl
+
+
+def test_no_stores_plans_nothing_with_one_clear_problem(tmp_path: Path) -> None:
+    ws = phantom_workspace(tmp_path / "ws", n_cases=2)
+    for p in ws.stores_dir.iterdir():
+        import shutil
+
+        shutil.rmtree(p)
+    ctx = context(tmp_path)
+    report = run_stage(ctx, QCStage)
+    assert report.planned == 0
+    probs = pq.read_table(ws.table_path("problems__qc")).to_pylist()
+    assert len(probs) == 1 and probs[0]["kind"] == "store_missing" and "preprocess" in probs[0]["message"]
+    assert pq.read_table(ws.table_path("qc")).num_rows == 0
+
+
+def test_unreadable_store_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    ws = phantom_workspace(tmp_path / "ws", n_cases=2)
+    (ws.stores_dir / "Phantom__c001.zarr" / "labels" / "original" / "0" / "zarr.json").write_text("{not json")
+    report = run_stage(context(tmp_path), QCStage)
+    assert report.failed == 1
+    probs = pq.read_table(ws.table_path("problems__qc")).to_pylist()
+    assert probs[0]["case_id"] == "Phantom__c001" and probs[0]["severity"] == "error"
+    assert probs[0]["kind"] in ("store_error", "store_missing")

@@ -1,0 +1,146 @@
+"""The QC report: content, self-containment, tolerance of missing tables, the CLI, a real browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from curator.config import PipelineConfig
+from curator.qc.stage import QCStage
+from curator.release.build import build_release
+from curator.report import build_html, write_report
+from curator.report.data import ReportData
+from curator.runner.context import Context
+from curator.runner.run import run_stage
+from curator.schema import to_arrow
+from curator.testing import browser
+from curator.testing.stores import phantom_workspace
+
+STEPS = ["curator.qc.release:release_step", "curator.report.release:release_step"]
+IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    phantom_workspace(tmp / "ws", n_cases=16, broken=(2, 11), label_only=(4,))
+    cfg = PipelineConfig.from_dict({
+        "workspace": str(tmp / "ws"), "stages": {"qc": {"min_cohort": 10}},
+        "executor": {"kind": "local", "workers": 1, "progress": False},
+        "release": {"root": str(tmp / "releases"), "collection": "phantoms", "version": "1.0.0"},
+    })
+    ctx = Context(cfg)
+    ws = ctx.workspace
+    ws.write_table("duplicates", to_arrow("duplicates", [
+        {"group_id": "g1", "case_id": "Phantom__c000", "dataset": "Phantom", "kept": True,
+         "kept_case_id": "Phantom__c000", "reason": "kept: first"},
+        {"group_id": "g1", "case_id": "Phantom__c001", "dataset": "Phantom", "kept": False,
+         "kept_case_id": "Phantom__c000", "reason": "same scan <re-cropped>"}]))
+    run_stage(ctx, QCStage)
+    return build_release(ctx, steps=STEPS)
+
+
+def images(text: str) -> list[Image.Image]:
+    out = []
+    for b64 in IMG.findall(text):
+        im = Image.open(io.BytesIO(base64.b64decode(b64)))
+        im.load()
+        out.append(im)
+    return out
+
+
+def test_release_carries_a_self_contained_report(release: Path) -> None:
+    page = release / "report.html"
+    text = page.read_text(encoding="utf-8")
+    info = json.loads((release / "release.json").read_text())
+    assert "report.html" in info["files"]
+    for section in ("Counts", "Label quality control", "feature distributions before and after filtering",
+                    "feature scatter plots", "flagged labels", "Duplicate groups", "Problems", "Review worklist"):
+        assert section in text
+    assert "<script" not in text and "http://" not in text and "https://" not in text
+    pics = images(text)
+    # long tail, distributions, scatter, and one gallery figure per excluded label
+    assert len(pics) >= 5 and all(p.width > 50 and p.height > 50 for p in pics)
+    assert "Phantom__c002" in text and "Phantom__c011" in text
+    assert "same scan &lt;re-cropped&gt;" in text  # escaped, not markup
+    assert "no attention table" in text
+
+
+def test_report_is_reproducible(release: Path) -> None:
+    data = ReportData.from_release(release, (release.parents[2] / "ws" / "stores",))
+    assert build_html(data, max_terms=1, max_gallery=1) == build_html(data, max_terms=1, max_gallery=1)
+
+
+def test_missing_tables_are_tolerated() -> None:
+    empty = build_html(ReportData.from_arrow({}, {"collection": "x", "version": "0.0.1"}))
+    assert "no qc table" in empty and "no duplicates table" in empty and "no label table" in empty
+    cases = to_arrow("cases", [{"case_id": "a__1", "dataset": "a", "source": "a", "source_case": "1",
+                                "patient_id": "p", "modality": "MR", "has_image": True, "has_label": True,
+                                "label_only": False, "label_status": "ok"}])
+    raw = to_arrow("raw_labels", [{"case_id": "a__1", "label_key": "", "raw_value": 1, "voxels": 5,
+                                   "volume_ml": 0.1}])
+    page = build_html(ReportData.from_arrow({"cases": cases, "raw_labels": raw, "problems": to_arrow("problems", [])}))
+    assert "MR" in page and len(images(page)) == 1  # the long tail from raw label values
+
+
+def test_cli_writes_outside_the_release_only(release: Path, tmp_path: Path) -> None:
+    from curator.cli import app
+
+    out = tmp_path / "r.html"
+    stores = release.parents[2] / "ws" / "stores"
+    res = CliRunner().invoke(app, ["report", str(release), "--out", str(out), "--stores", str(stores),
+                                   "--max-terms", "1", "--max-gallery", "1"])
+    assert res.exit_code == 0, res.output
+    assert len(images(out.read_text())) == 4  # long tail, distributions, scatter, one gallery figure
+    res = CliRunner().invoke(app, ["report", str(release), "--out", str(release / "again.html")])
+    assert res.exit_code == 2 and "immutable" in res.output
+    with pytest.raises(Exception, match="immutable"):
+        write_report(release, release / "x.html")
+
+
+needs_browser = pytest.mark.skipif(browser.available() is not None, reason=str(browser.available()))
+
+
+@needs_browser
+def test_report_renders_in_headless_chromium(release: Path) -> None:
+    page = browser.check_page(release / "report.html")
+    assert page.title.startswith("QC report")
+    assert page.errors == []
+    assert len(page.images) >= 5 and page.broken_images == []
+
+
+@needs_browser
+def test_demo_release_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    from curator.demo import run_demo
+
+    demo = run_demo(tmp_path / "demo", workers=1, progress=False)
+    rel = demo.result.release
+    assert rel is not None and (rel / "report.html").exists()
+    page = browser.check_page(rel / "report.html")
+    assert page.errors == [] and page.broken_images == [] and len(page.images) >= 1
+    # the qc stage degrades clearly when preprocess has not written stores
+    import pyarrow.parquet as pq
+
+    ws = demo.folder / "workspace"
+    qc_problems: list[dict[str, Any]] = pq.read_table(ws / "tables" / "problems__qc.parquet").to_pylist()
+    stores = list((ws / "stores").glob("*.zarr")) if (ws / "stores").is_dir() else []
+    if not stores:
+        assert [p["kind"] for p in qc_problems] == ["store_missing"]
+    else:
+        assert pq.read_table(ws / "tables" / "qc.parquet").num_rows > 0
+
+
+def test_empty_qc_table_report() -> None:
+    qc = to_arrow("qc", [])
+    page = build_html(ReportData.from_arrow({"qc": qc}))
+    assert "no qc table" in page
+    assert isinstance(qc, pa.Table)
