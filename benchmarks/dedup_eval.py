@@ -143,15 +143,23 @@ def _groups_from_pairs(names: list[str], pairs: list[tuple[str, str]]) -> dict[s
 def evaluate(items: list[Item], gid: dict[str, int]) -> dict[str, Any]:
     by_name = {it.name: it for it in items}
     per: dict[str, list[bool]] = defaultdict(list)
+    per_source: dict[str, list[bool]] = defaultdict(list)
+    missed = []
     for it in items:
         if it.perturbation is not None:
-            per[it.perturbation].append(gid[it.name] == gid[it.identity])
+            ok = gid[it.name] == gid[it.identity]
+            per[it.perturbation].append(ok)
+            per_source[it.identity].append(ok)
+            if not ok:
+                missed.append(it.name)
     false = [(a.name, b.name) for a, b in itertools.combinations(items, 2)
              if a.identity != b.identity and gid[a.name] == gid[b.name]]
     distinct_pairs = sum(1 for a, b in itertools.combinations(items, 2) if a.identity != b.identity)
     found = [x for v in per.values() for x in v]
     return {"recall": float(np.mean(found)), "found": int(np.sum(found)), "copies": len(found),
-            "per_perturbation": {k: float(np.mean(v)) for k, v in per.items()}, "false_pairs": len(false),
+            "per_perturbation": {k: float(np.mean(v)) for k, v in per.items()},
+            "per_source": {k: float(np.mean(v)) for k, v in per_source.items()}, "missed": missed,
+            "false_pairs": len(false),
             "false_pair_rate": len(false) / max(distinct_pairs, 1), "false_examples": false[:10],
             "n_items": len(by_name)}
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from curator.dedup.features import ScanFeatures
 from curator.dedup.search import Candidate, HashKeys, SearchSettings, find_candidates
 from curator.dedup.thumbnail import Thumbnail
-from curator.dedup.verify import Match, VerifySettings, accepts, compare
+from curator.dedup.verify import NO_MATCH, Match, VerifySettings, accepts, compare
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,13 @@ def strength(c: Candidate) -> tuple[int, int, int, str, str]:
             -c.slab_votes, c.a, c.b)
 
 
-def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Thumbnail],
+def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Thumbnail | None],
                       settings: VerifySettings) -> list[PairResult]:
     """Align and compare candidates, strongest first; exact-content pairs are accepted whatever the
     comparison says (a copy whose spacing was rewritten does not line up in millimetres).
 
-    A candidate whose two scans are already joined through accepted pairs is not compared again
+    A thumbnail the loader cannot give (``None``) leaves its pairs unverified (only an exact
+    match is then accepted). A candidate whose two scans are already joined through accepted pairs is not compared again
     (``PairResult.match`` is ``None``): with many copies of one scan this saves most of the work.
     """
     parent: dict[str, str] = {}
@@ -82,7 +83,8 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
         if find(c.a) == find(c.b):
             out.append(PairResult(c, None, True))
             continue
-        m = compare(thumbnail(c.a), thumbnail(c.b), settings.overlap_ratio)
+        ta, tb = thumbnail(c.a), thumbnail(c.b)
+        m = compare(ta, tb, settings.overlap_ratio) if ta is not None and tb is not None else NO_MATCH
         ok = "exact" in c.tiers or accepts(m, settings)
         if ok:
             parent[find(c.a)] = find(c.b)

@@ -42,15 +42,13 @@ class ScanFeatures:
     slabs: SlabHashes
     thumbnail: Thumbnail
     body_voxels: int
-    analysis_spacing: tuple[float, float, float]
 
     def row(self) -> dict[str, Any]:
         """The ``hashes`` table columns this scan fills (without case_id/dataset)."""
         return {"exact_sha256": self.exact, "phash": self.phash, "slab_hashes": list(self.slabs.hashes),
                 "slab_z_mm": list(self.slabs.z_mm), "body_voxels": self.body_voxels,
-                "analysis_spacing_mm": list(self.analysis_spacing),
-                "thumbnail_shape": list(self.thumbnail.ranks.shape),
-                "thumbnail_spacing_mm": [round(x, 6) for x in self.thumbnail.spacing]}
+                "grid_shape": list(self.thumbnail.ranks.shape),
+                "grid_spacing_mm": [round(x, 6) for x in self.thumbnail.spacing]}
 
 
 def scan_features(array: NDArray[Any], geometry: Geometry, settings: HashSettings,
@@ -63,5 +61,4 @@ def scan_features(array: NDArray[Any], geometry: Geometry, settings: HashSetting
         slabs=slab_hashes(c, settings.slab_mm, settings.slab_step_mm),
         thumbnail=make_thumbnail(c),
         body_voxels=int(c.body.sum()),
-        analysis_spacing=c.spacing,
     )
