@@ -35,14 +35,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curator.dedup.detect import DetectSettings, detect  # noqa: E402
-from curator.dedup.features import HashSettings, ScanFeatures, scan_features  # noqa: E402
-from curator.dedup.group import components  # noqa: E402
-from curator.io.formats import read_volume  # noqa: E402
-from curator.testing import dedup_suite  # noqa: E402
-from curator.testing.convert import write_nrrd  # noqa: E402
-from curator.testing.layouts import save_nifti  # noqa: E402
-from curator.testing.perturb import second_sequence  # noqa: E402
+from curator.dedup.detect import DetectSettings, detect
+from curator.dedup.features import HashSettings, ScanFeatures, scan_features
+from curator.dedup.group import components
+from curator.io.formats import read_volume
+from curator.testing import dedup_suite
+from curator.testing.convert import write_nrrd
+from curator.testing.layouts import save_nifti
+from curator.testing.perturb import second_sequence
 
 # name -> (path under the real-data folder, modality); the perturbation sources
 SOURCES = {
@@ -66,6 +66,17 @@ OTHERS = {
     "lab_ct_3slice": "dcmqi/liver_seg.nrrd",
 }
 PHASH_RADIUS = 8  # baseline: central-slice pHashes within this many bits are "duplicates"
+# A source counts as a *scan* (vs a fragment) when its RAS view has >= 64 voxels and >= 100 mm
+# along both in-plane axes and >= 16 slices; decided from the geometry before any hashing.
+SCAN_MIN_VOXELS, SCAN_MIN_FOV_MM, SCAN_MIN_SLICES = 64, 100.0, 16
+
+
+def is_scan(g: Any) -> bool:
+    from curator.dedup.canonical import ras_view
+
+    _, r = ras_view(np.zeros(g.shape, dtype=np.uint8), g)
+    return (min(r.shape[:2]) >= SCAN_MIN_VOXELS and r.shape[2] >= SCAN_MIN_SLICES
+            and min(n * s for n, s in zip(r.shape[:2], r.spacing[:2], strict=True)) >= SCAN_MIN_FOV_MM)
 
 
 @dataclass
@@ -95,15 +106,17 @@ def _central_phash(a: np.ndarray) -> Any:
     return imagehash.phash(Image.fromarray(u8.T))
 
 
-def build_pool(data: Path, sources: list[str], tmp: Path, settings: HashSettings, log: Any) -> tuple[list[Item], float]:
+def build_pool(data: Path, sources: list[str], tmp: Path, settings: HashSettings, log: Any
+               ) -> tuple[list[Item], float, set[str]]:
     items: list[Item] = []
+    scans: set[str] = set()
     t_feat = 0.0
 
     def add(name: str, identity: str, pert: str | None, g: Any, a: np.ndarray, original: Path | None = None,
             modality: str | None = None) -> None:
         nonlocal t_feat
         t0 = time.perf_counter()
-        f = scan_features(a, g, settings, modality)
+        f = scan_features(a, g, settings)
         t_feat += time.perf_counter() - t0
         sha = (hashlib.sha256(b"".join(p.read_bytes() for p in sorted(original.rglob("*")) if p.is_file())
                               if original.is_dir() else original.read_bytes()).hexdigest()
@@ -113,6 +126,8 @@ def build_pool(data: Path, sources: list[str], tmp: Path, settings: HashSettings
     for src in sources:
         rel, modality = SOURCES[src]
         v = read_volume(data / rel, role="image")
+        if is_scan(v.geometry):
+            scans.add(src)
         add(src, src, None, v.geometry, v.array, data / rel, modality)
         for pname, make in dedup_suite.perturbations(v.geometry, v.array, modality, tmp / src).items():
             g2, a2 = make()
@@ -129,7 +144,7 @@ def build_pool(data: Path, sources: list[str], tmp: Path, settings: HashSettings
             add(name, name, None, g, a, None, modality)
             if modality == "MR":
                 add(f"{name}:t2", f"{name}_t2", None, g, dedup_suite.t2_of_phantom(a, lab), None, "MR")
-    return items, t_feat
+    return items, t_feat, scans
 
 
 def _groups_from_pairs(names: list[str], pairs: list[tuple[str, str]]) -> dict[str, int]:
@@ -140,13 +155,14 @@ def _groups_from_pairs(names: list[str], pairs: list[tuple[str, str]]) -> dict[s
     return gid
 
 
-def evaluate(items: list[Item], gid: dict[str, int]) -> dict[str, Any]:
+def evaluate(items: list[Item], gid: dict[str, int], only: set[str] | None = None) -> dict[str, Any]:
+    """Recall over the copies (of the sources in ``only``, default all); false pairs over all items."""
     by_name = {it.name: it for it in items}
     per: dict[str, list[bool]] = defaultdict(list)
     per_source: dict[str, list[bool]] = defaultdict(list)
     missed = []
     for it in items:
-        if it.perturbation is not None:
+        if it.perturbation is not None and (only is None or it.identity in only):
             ok = gid[it.name] == gid[it.identity]
             per[it.perturbation].append(ok)
             per_source[it.identity].append(ok)
@@ -170,7 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = DetectSettings()
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        items, t_feat = build_pool(data, sources, Path(d), HashSettings(), lambda m: print(m, flush=True))
+        items, t_feat, scans = build_pool(data, sources, Path(d), HashSettings(), lambda m: print(m, flush=True))
         t_pool = time.perf_counter() - t0
     feats = {it.name: it.features for it in items}
     t0 = time.perf_counter()
@@ -199,26 +215,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for t in p.candidate.tiers:
                 tiers[copy.perturbation][t] += 1
     return {"ours": evaluate(items, ours), "sha256": evaluate(items, sha), "phash": evaluate(items, ph),
+            "scans": sorted(scans), "ours_scans": evaluate(items, ours, scans), "sha256_scans": evaluate(items, sha, scans),
+            "phash_scans": evaluate(items, ph, scans),
             "tiers": {k: dict(v) for k, v in tiers.items()}, "true_candidates": true_m, "false_candidates": false_m,
             "seconds": {"pool": round(t_pool, 1), "features": round(t_feat, 1), "detect": round(t_detect, 1)},
             "candidates": len(pairs), "sources": sources, "settings": repr(settings)}
 
 
 def report(r: dict[str, Any]) -> str:
-    lines = [f"pool: {r['ours']['n_items']} scans; {r['ours']['copies']} perturbed copies of {len(r['sources'])} "
-             f"sources; {r['candidates']} candidate pairs verified",
-             "", "| method | recall | false pairs | false-pair rate |", "|---|---|---|---|"]
+    lines = [(f"pool: {r['ours']['n_items']} volumes; {r['ours']['copies']} perturbed copies of {len(r['sources'])} "
+             f"sources, of which scans: {', '.join(r['scans'])} (the rest are fragments: < {SCAN_MIN_VOXELS} voxels "
+             f"or < {SCAN_MIN_FOV_MM:g} mm in-plane, or < {SCAN_MIN_SLICES} slices); "
+             f"{r['candidates']} candidate pairs"), "",
+             "| method | recall, copies of scans | recall, all copies | false pairs | false-pair rate |",
+             "|---|---|---|---|---|"]
     for k, label in (("ours", "curator dedup"), ("sha256", "SHA-256 of the file"),
                      ("phash", f"pHash of central axial slice (<= {PHASH_RADIUS} bits)")):
-        e = r[k]
-        lines.append(f"| {label} | {e['recall']:.3f} ({e['found']}/{e['copies']}) | {e['false_pairs']} | "
-                     f"{e['false_pair_rate']:.2e} |")
-    lines += ["", "| perturbation | target | curator dedup | SHA-256 | pHash slice | tiers that proposed it |",
-              "|---|---|---|---|---|---|"]
+        e, es = r[k], r[f"{k}_scans"]
+        lines.append(f"| {label} | {es['recall']:.3f} ({es['found']}/{es['copies']}) | {e['recall']:.3f} "
+                     f"({e['found']}/{e['copies']}) | {e['false_pairs']} | {e['false_pair_rate']:.2e} |")
+    lines += ["", ("| perturbation | target | dedup (scans) | dedup (all) | SHA-256 (all) | pHash slice (all) "
+              "| tiers that proposed the copy |"), "|---|---|---|---|---|---|---|"]
     for p in sorted(r["ours"]["per_perturbation"]):
         t = ", ".join(f"{k} {v}" for k, v in sorted(r["tiers"].get(p, {}).items()))
-        lines.append(f"| {p} | {dedup_suite.target_of(p)} | {r['ours']['per_perturbation'][p]:.2f} | "
-                     f"{r['sha256']['per_perturbation'][p]:.2f} | {r['phash']['per_perturbation'][p]:.2f} | {t} |")
+        lines.append(f"| {p} | {dedup_suite.target_of(p)} | {r['ours_scans']['per_perturbation'].get(p, float('nan')):.2f} | "
+                     f"{r['ours']['per_perturbation'][p]:.2f} | {r['sha256']['per_perturbation'][p]:.2f} | "
+                     f"{r['phash']['per_perturbation'][p]:.2f} | {t} |")
+    lines.append("")
+    lines.append("recall per source: " + ", ".join(f"{k} {v:.2f}" for k, v in r["ours"]["per_source"].items()))
+    lines.append(f"missed copies: {r['ours']['missed']}")
     tm = [m for m in r["true_candidates"] if m["tiers"] != ["exact"]]
     fm = r["false_candidates"]
     if tm:

@@ -26,12 +26,13 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dedup_eval import SOURCES, default_data  # noqa: E402
-from curator.dedup.features import HashSettings, scan_features  # noqa: E402
-from curator.io.formats import read_volume  # noqa: E402
-from curator.io.volume import Geometry  # noqa: E402
-from curator.testing.layouts import save_nifti  # noqa: E402
-from curator.testing.phantoms import Subject, grid, render  # noqa: E402
+from dedup_eval import SOURCES, default_data
+
+from curator.dedup.features import HashSettings, scan_features
+from curator.io.formats import read_volume
+from curator.io.volume import Geometry
+from curator.testing.layouts import save_nifti
+from curator.testing.phantoms import Subject, grid, render
 
 
 def big_ct(path: Path) -> Path:
@@ -72,7 +73,7 @@ def main() -> None:
                 vol = read_volume(path, role="image")
                 t_read.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                scan_features(vol.array, vol.geometry, settings, modality)
+                scan_features(vol.array, vol.geometry, settings)
                 t_hash.append(time.perf_counter() - t0)
             r, h = min(t_read), min(t_hash)
             ratios.append(h / r)

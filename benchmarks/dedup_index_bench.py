@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curator.dedup.index import HashIndex  # noqa: E402
+from curator.dedup.index import HashIndex
 
 
 def synthetic(n: int, slabs: int, rng: np.random.Generator) -> np.ndarray:
@@ -89,7 +89,7 @@ def main() -> None:
     for radius in (3, 6):
         index.query(queries[:1000], radius)  # warm up
         t0 = time.perf_counter()
-        qi, ii, _ = index.query(queries, radius, max_hits=64)
+        qi, _ii, _ = index.query(queries, radius, max_hits=64)
         dt = time.perf_counter() - t0
         qps = queries.size / dt
         sq, si, _ = index.query(sample_arr, radius)

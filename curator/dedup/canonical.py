@@ -14,7 +14,7 @@ offset, clipped or re-cropped gives (nearly) the same canonical content:
 
 >>> import numpy as np
 >>> from curator.io.volume import Geometry
->>> a = np.zeros((20, 20, 10), np.int16); a[5:15, 4:16, 2:8] = 100
+>>> a = np.zeros((20, 20, 10), np.int16); a[4:16, 4:16, 2:8] = 100
 >>> c = canonicalize(a[::-1], Geometry.from_affine(a.shape, np.diag([-2.0, 2.0, 3.0, 1.0])), 1000)
 >>> c.array.shape, c.spacing, int(c.body.sum())
 ((10, 10, 10), (4.0, 4.0, 3.0), 216)
@@ -27,16 +27,23 @@ from typing import Any
 
 import cc3d
 import numpy as np
-from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
 from numpy.typing import NDArray
-from skimage.filters import threshold_li, threshold_multiotsu, threshold_otsu
+from skimage.filters import threshold_li
 
 from curator.io.volume import Geometry
 
 RAS = axcodes2ornt("RAS")
 SPIKE_FRACTION = 0.005  # a single value holding this share of voxels at a histogram end is padding/clipping
-OTSU_SAMPLE = 400_000
-ISOLATED_GAP = 0.2  # a spike this far (share of the remaining range) from the rest is padding
+THRESHOLD_SAMPLE = 400_000
+SEPARATION = 2.5  # background and body medians this many IQRs apart: a real background
+ISOLATED_GAP = 0.2  # a spike this far (share of the remaining range) below the rest may be padding
 
 
 @dataclass(frozen=True)
@@ -66,49 +73,53 @@ def ras_view(array: NDArray[Any], geometry: Geometry) -> tuple[NDArray[Any], Geo
     return view, Geometry.from_affine(view.shape, affine)
 
 
-def body_threshold(values: NDArray[Any], ct: bool = False) -> float:
-    """Body threshold over ``values`` after dropping *isolated* constant spikes at either end.
+def _has_own_background(rest: NDArray[np.float64], threshold: float) -> bool:
+    """Whether the values above a spike still hold a background class far below the body.
 
-    Padding (e.g. ``-3024`` outside a CT's field of view) piles many voxels on one value far
-    below everything else; it is dropped so the threshold still separates air from tissue.
-    A spike that touches the rest of the histogram (air clipped to a window's lower bound)
-    is kept: it *is* the background.
-
-    CT: the lowest of three-class Otsu thresholds (air stays the lowest class even when a
-    narrow window piles air and fat close together). Other modalities: Li's minimum
-    cross-entropy threshold, which (unlike Otsu) stays put when a crop removes most of the
-    background (measured on the real MR in ``benchmarks/dedup_eval.py``).
+    Padding (outside a CT's reconstruction circle) sits below the scan's own air, so once it
+    is left out the rest still splits into air and body with a wide gap. A noise-free
+    background (synthetic scans) has nothing below the body but fat, close to it.
     """
-    v = values.ravel()
-    if v.size > OTSU_SAMPLE:
-        v = v[:: v.size // OTSU_SAMPLE]
+    low, high = rest[rest < threshold], rest[rest >= threshold]
+    if low.size < 0.05 * rest.size or high.size == 0:
+        return False
+    spread = float(np.subtract(*np.percentile(low, [75, 25])) + np.subtract(*np.percentile(high, [75, 25])))
+    return float(np.median(high) - np.median(low)) > SEPARATION * max(spread, 1e-6)
+
+
+def _li(v: NDArray[np.float64]) -> float:
+    return float(threshold_li(v)) if v.size and v[0] < v[-1] else float(v[0] if v.size else 0.0)
+
+
+def body_threshold(a: NDArray[Any]) -> float:
+    """Li's minimum cross-entropy threshold between background and body, ignoring padding.
+
+    Li (unlike Otsu) stays put when a crop removes most of the background or a window piles
+    air and fat together (measured on the real CT and MR in ``benchmarks/dedup_eval.py``).
+    Padding (e.g. ``-3024`` outside a CT's field of view) piles many voxels on one value far
+    below everything else and would pull the threshold under the air; such a spike is left
+    out when the rest still has its own background (:func:`_has_own_background`). A spike that touches
+    the rest of the histogram (air clipped to a window's lower bound) is always kept: it *is*
+    the background.
+    """
+    v = a.ravel()
+    if v.size > THRESHOLD_SAMPLE:
+        v = v[:: v.size // THRESHOLD_SAMPLE]
     v = np.sort(v.astype(np.float64))
-    for _ in range(2):  # padding at both ends, or padding below a window
-        if v.size < 16:
-            break
-        lo, hi = v[0], v[-1]
-        n_lo = int(np.searchsorted(v, lo, side="right"))
-        n_hi = v.size - int(np.searchsorted(v, hi, side="left"))
-        rest = v[n_lo: v.size - n_hi]
-        if rest.size < 16:
-            break
-        # percentiles, not extremes: block averaging smears a padding edge into a few in-between values
+    if v.size < 16:
+        return _li(v)
+    lo = v[0]
+    n_lo = int(np.searchsorted(v, lo, side="right"))
+    rest = v[n_lo:]
+    if n_lo > SPIKE_FRACTION * v.size and rest.size >= 16:
+        # percentiles, not the minimum: block averaging smears a padding edge into in-between values
         r_lo, r_hi = (float(x) for x in np.percentile(rest, [2, 98]))
-        span = (r_hi - r_lo) or 1.0
-        drop_lo = n_lo > SPIKE_FRACTION * v.size and r_lo - lo > ISOLATED_GAP * span
-        drop_hi = n_hi > SPIKE_FRACTION * v.size and hi - r_hi > ISOLATED_GAP * span
-        if not (drop_lo or drop_hi):
-            break
-        # drop the spike and the smeared edge between it and the rest
-        v = v[(v >= r_lo if drop_lo else True) & (v <= r_hi if drop_hi else True)]
-    if v.size == 0 or v[0] == v[-1]:
-        return float(values.min())
-    if ct:
-        try:
-            return float(threshold_multiotsu(v, 3)[0])
-        except ValueError:  # fewer distinct values than classes
-            return float(threshold_otsu(v))
-    return float(threshold_li(v))
+        if r_lo - lo > ISOLATED_GAP * ((r_hi - r_lo) or 1.0):
+            kept = v[v >= r_lo]
+            t = _li(kept)
+            if _has_own_background(kept, t):
+                return t
+    return _li(v)
 
 
 def body_mask(a: NDArray[Any], threshold: float) -> NDArray[np.bool_]:
@@ -159,8 +170,7 @@ def grid_factors(shape: tuple[int, ...], spacing: tuple[float, ...], max_voxels:
     return (int(f[0]), int(f[1]), int(f[2]))
 
 
-def canonicalize(array: NDArray[Any], geometry: Geometry, max_voxels: int = 262_144,
-                 modality: str | None = None) -> Canonical:
+def canonicalize(array: NDArray[Any], geometry: Geometry, max_voxels: int = 262_144) -> Canonical:
     """The canonical form of a scan (see module docstring)."""
     factors = grid_factors(array.shape, geometry.spacing, max_voxels)
     small = block_sample(array, factors)
@@ -170,5 +180,5 @@ def canonicalize(array: NDArray[Any], geometry: Geometry, max_voxels: int = 262_
     m[:3, :3] = m[:3, :3] @ np.diag(f)
     view, g = ras_view(small, Geometry.from_affine(small.shape, m))
     sub = np.ascontiguousarray(view, dtype=np.float32)
-    thr = body_threshold(sub, ct=modality == "CT")
-    return Canonical(sub, g.spacing, body_mask(sub, thr), thr, factors, g.origin)  # type: ignore[arg-type]
+    thr = body_threshold(sub)
+    return Canonical(sub, g.spacing, body_mask(sub, thr), thr, factors, g.origin)

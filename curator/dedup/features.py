@@ -7,7 +7,7 @@
 >>> from curator.testing.phantoms import Subject, grid, render
 >>> g = grid((60, 48, 30), (5.0, 5.0, 8.0), "LPS")
 >>> img, _ = render(Subject.random(1), g, "CT", seed=1)
->>> f = scan_features(img.astype(np.int16), g, HashSettings(), "CT")
+>>> f = scan_features(img.astype(np.int16), g, HashSettings())
 >>> f.phash is not None and len(f.slabs.hashes) > 10 and f.thumbnail.ranks.ndim == 3
 True
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from numpy.typing import NDArray
 
 from curator.dedup.canonical import canonicalize
@@ -51,10 +50,9 @@ class ScanFeatures:
                 "grid_spacing_mm": [round(x, 6) for x in self.thumbnail.spacing]}
 
 
-def scan_features(array: NDArray[Any], geometry: Geometry, settings: HashSettings,
-                  modality: str | None = None) -> ScanFeatures:
-    """Hashes and thumbnail of one scan (pure: no I/O). ``modality`` 'CT' picks the CT body threshold."""
-    c = canonicalize(array, geometry, settings.grid_voxels, modality)
+def scan_features(array: NDArray[Any], geometry: Geometry, settings: HashSettings) -> ScanFeatures:
+    """Hashes and thumbnail of one scan (pure: no I/O)."""
+    c = canonicalize(array, geometry, settings.grid_voxels)
     return ScanFeatures(
         exact=exact_hash(array, geometry),
         phash=global_phash(c),

@@ -46,7 +46,7 @@ def _version_key(v: str | None) -> tuple[tuple[int, int, str], ...]:
 def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...]) -> int:
     """< 0 when ``a`` should be kept before ``b`` by one criterion, > 0 after, 0 on a tie."""
     def sign(x: Any, y: Any) -> int:
-        return (x > y) - (x < y)
+        return int(x > y) - int(x < y)
 
     if criterion == "terms":
         return sign(b.terms, a.terms)
@@ -69,7 +69,7 @@ def pick_kept(members: list[Member], policy: tuple[str, ...], prefer: tuple[str,
                 return r
         return 0
 
-    return sorted(members, key=functools.cmp_to_key(cmp))[0]
+    return min(members, key=functools.cmp_to_key(cmp))
 
 
 def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple[str, ...] = ()) -> str:

@@ -18,12 +18,14 @@ with array operations, no Python loop per query.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 U64 = np.uint64
+MAX_PROBES = 20_000  # bucket look-ups per query and chunk
 
 
 def _masks(bits: int, radius: int) -> NDArray[np.uint64]:
@@ -76,6 +78,10 @@ class HashIndex:
         """
         q = np.ascontiguousarray(queries, dtype=U64)
         per_chunk = radius // self.m
+        widest = max(ch.bits for ch in self._chunks)
+        if sum(math.comb(widest, r) for r in range(per_chunk + 1)) > MAX_PROBES:
+            raise ValueError(f"radius {radius} with {self.m} chunks needs over {MAX_PROBES:,} probes per chunk; "
+                             "build the index with more chunks")
         found_q: list[NDArray[np.int64]] = []
         found_i: list[NDArray[np.int64]] = []
         for ch in self._chunks:

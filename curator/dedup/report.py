@@ -42,7 +42,7 @@ class Shown:
 
 
 def _centre(g: Geometry) -> NDArray[np.float64]:
-    return g.voxel_to_world((np.asarray(g.shape, dtype=np.float64) - 1) / 2)[0]
+    return np.asarray(g.voxel_to_world((np.asarray(g.shape, dtype=np.float64) - 1) / 2)[0], dtype=np.float64)
 
 
 def _slices(array: NDArray[Any], geometry: Geometry, offset: NDArray[np.float64], p_kept: NDArray[np.float64]

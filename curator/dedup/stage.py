@@ -22,8 +22,8 @@ from curator.config import StageConfig
 from curator.dedup.detect import verify_candidates
 from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.group import KEEP_CRITERIA, Member
-from curator.dedup.search import HashKeys, SearchSettings, find_candidates
 from curator.dedup.hashing import SlabHashes
+from curator.dedup.search import HashKeys, SearchSettings, find_candidates
 from curator.dedup.tables import duplicate_rows
 from curator.dedup.thumbnail import Thumbnail
 from curator.dedup.verify import Match, VerifySettings, compare
@@ -52,8 +52,8 @@ class DedupConfig(StageConfig):
     short_slab_radius: int = 6
     min_slab_votes: int = 2
     # verification
-    min_score: float = 0.7
-    min_detail: float = 0.6
+    min_score: float = 0.5
+    min_detail: float = 0.5
     min_coverage: float = 0.5
     # keep policy: ordered criteria among terms, version, datasets, voxels, case_id
     keep: tuple[str, ...] = ("terms", "version", "case_id")
@@ -103,7 +103,7 @@ class DedupStage(Stage):
             if not c.get("has_image") or not c.get("image_path"):
                 continue  # label-only case: nothing to hash
             payload = {"source": c["source"], "image": c["image_path"], "channel": c.get("image_channel"),
-                       "modality": c.get("modality"), "dataset": c["dataset"]}
+                       "dataset": c["dataset"]}
             fp = f"{c.get('image_sha256')}|{c.get('voxel_sha256')}"
             tasks.append(Task(c["case_id"], payload, fp, dataset=c["dataset"], path=f"{c['source']}:{c['image_path']}"))
         return tasks
@@ -114,7 +114,7 @@ class DedupStage(Stage):
         p = task.payload
         root = Path(env.sources[p["source"]])
         vol = read_volume(root / p["image"], role="image", channel=p["channel"])
-        f = scan_features(vol.array, vol.geometry, cfg.hashing, p["modality"])
+        f = scan_features(vol.array, vol.geometry, cfg.hashing)
         data = f.thumbnail.to_bytes()
         digest = hashlib.sha256(data).hexdigest()
         rel = thumbnail_relpath(task.case_id, digest)

@@ -56,7 +56,7 @@ class Thumbnail:
 
 def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, ...]:
     factor = np.asarray(spacing, dtype=np.float64) / np.asarray(target, dtype=np.float64)
-    return tuple(max(1, int(round(n * f))) for n, f in zip(shape, factor, strict=True))
+    return tuple(max(1, round(n * f)) for n, f in zip(shape, factor, strict=True))
 
 
 def grid_after(shape: tuple[int, ...], spacing: tuple[float, ...], origin: tuple[float, ...],
@@ -80,8 +80,8 @@ def resample_to(a: NDArray[np.float32], spacing: tuple[float, ...], target: tupl
     src = ndimage.gaussian_filter(a, sigma, mode="nearest") if np.any(sigma > 0) else a
     zoom = np.asarray(a.shape, dtype=np.float64) / np.asarray(shape)
     # output voxel centres in input index coordinates (grid mode: same physical extent)
-    return ndimage.affine_transform(src, zoom, offset=(zoom - 1) / 2, output_shape=shape, order=order,
-                                    mode="nearest").astype(np.float32, copy=False)
+    out = ndimage.affine_transform(src, zoom, offset=(zoom - 1) / 2, output_shape=shape, order=order, mode="nearest")
+    return np.asarray(out, dtype=np.float32)
 
 
 def make_thumbnail(c: Canonical) -> Thumbnail:

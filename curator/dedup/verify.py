@@ -80,7 +80,8 @@ def _corr(x: NDArray[np.floating], y: NDArray[np.floating]) -> float:
 
 
 def _highpass(a: NDArray[np.float32]) -> NDArray[np.float32]:
-    return ndimage.gaussian_filter(a, 0.7, mode="nearest") - ndimage.gaussian_filter(a, 2.0, mode="nearest")
+    band = ndimage.gaussian_filter(a, 0.7, mode="nearest") - ndimage.gaussian_filter(a, 2.0, mode="nearest")
+    return np.asarray(band, dtype=np.float32)
 
 
 def _coarse_shift(ia: NDArray[np.float32], ib: NDArray[np.float32], overlap_ratio: float) -> NDArray[np.int64]:
@@ -98,7 +99,7 @@ def _coarse_shift(ia: NDArray[np.float32], ib: NDArray[np.float32], overlap_rati
                                               moving_mask=np.ones(cb.shape, bool), overlap_ratio=overlap_ratio)
     # skimage reports the shift between the arrays' centres; we want where b's voxel 0 lands in a
     d = np.asarray(shift) + (np.asarray(ca.shape) - np.asarray(cb.shape)) / 2
-    return np.rint(d * step).astype(np.int64)
+    return np.asarray(np.rint(d * step), dtype=np.int64)
 
 
 def _refine(ia: NDArray[np.float32], ib: NDArray[np.float32], d: NDArray[np.int64]
@@ -151,8 +152,8 @@ def compare(a: Thumbnail, b: Thumbnail, overlap_ratio: float = 0.1) -> Match:
 class VerifySettings:
     """Acceptance thresholds of a verified pair (chosen from ``benchmarks/dedup_eval.py``)."""
 
-    min_score: float = 0.7
-    min_detail: float = 0.6
+    min_score: float = 0.5
+    min_detail: float = 0.5
     min_coverage: float = 0.5
     overlap_ratio: float = 0.1  # smallest overlap (share of the smaller scan) the alignment may choose
 

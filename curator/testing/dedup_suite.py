@@ -10,6 +10,7 @@ synthetic patients of one protocol, a second sequence of one patient, a scan's l
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def perturbations(g: Geometry, a: NDArray[Any], modality: str, tmp: Path) -> dic
     """Named copies of ``(g, a)`` (lazy: call a value to build it). ``tmp`` receives converted files."""
     lo, hi = (float(x) for x in np.percentile(a, [1, 99]))
     p10, p90 = (float(x) for x in np.percentile(a, [10, 90]))
-    thr = body_threshold(a, ct=modality == "CT")
+    thr = body_threshold(a)
     ct = modality == "CT"
     off = 1024.0 if ct else 0.1 * (hi - lo)
     out: dict[str, Callable[[], Scan]] = {}
@@ -49,7 +50,7 @@ def perturbations(g: Geometry, a: NDArray[Any], modality: str, tmp: Path) -> dic
         sp = (s, s, s)
         if np.prod(np.asarray(g.spacing) * np.asarray(a.shape) / s) > MAX_RESAMPLED_VOXELS:
             sp = (s, s, max(s, g.spacing[2]))
-        out[f"resample_{s:g}mm"] = lambda sp=sp: P.resample(g, a, sp)
+        out[f"resample_{s:g}mm"] = functools.partial(P.resample, g, a, sp)
     out["resample_aniso_0.7x5mm"] = lambda: P.resample(g, a, (0.7, 0.7, 5.0))
     out["dtype_float32"] = lambda: P.as_dtype(g, a, np.float32)
     out["dtype_int32"] = lambda: P.as_dtype(g, a, np.int32)
@@ -62,7 +63,7 @@ def perturbations(g: Geometry, a: NDArray[Any], modality: str, tmp: Path) -> dic
     out["zcrop_25_mid"] = lambda: P.keep_fraction(g, a, 2, 0.25, 0.5)
     out["zcrop_25_end"] = lambda: P.keep_fraction(g, a, 2, 0.25, 1.0)
     for ax in range(3):
-        out[f"flip_{ax}"] = lambda ax=ax: P.flip_axis(g, a, ax)
+        out[f"flip_{ax}"] = functools.partial(P.flip_axis, g, a, ax)
     out["permute_102"] = lambda: P.permute(g, a, (1, 0, 2))
     out["permute_201"] = lambda: P.permute(g, a, (2, 0, 1))
     out["origin_stale"] = lambda: P.stale_origin(g, a, P.body_box(a, thr))

@@ -64,7 +64,7 @@ def _resample(g: Geometry, a: Arr, spacing: tuple[float, float, float], order: i
     old = np.array(g.spacing)
     new = np.asarray(spacing, dtype=np.float64)
     extent = old * np.array(a.shape)
-    shape = tuple(max(1, int(round(e))) for e in extent / new)
+    shape = tuple(max(1, round(e)) for e in extent / new)
     # voxel centres of the new grid in old index coordinates (same first-voxel corner)
     coords = [(np.arange(n) + 0.5) * (ns / os_) - 0.5 for n, ns, os_ in zip(shape, new, old, strict=True)]
     mesh = np.meshgrid(*coords, indexing="ij")
@@ -102,7 +102,7 @@ def resample(g: Geometry, a: Arr, spacing: tuple[float, float, float], order: in
     """
     old = np.array(g.spacing)
     new = np.asarray(spacing, dtype=np.float64)
-    shape = tuple(max(1, int(round(e))) for e in old * np.array(a.shape) / new)
+    shape = tuple(max(1, round(e)) for e in old * np.array(a.shape) / new)
     zoom = np.array(a.shape, dtype=np.float64) / np.array(shape)
     src = a.astype(np.float32)
     sigma = np.where(zoom > 1, zoom / 2.355, 0.0)
@@ -143,7 +143,7 @@ def keep_fraction(g: Geometry, a: Arr, axis: int, fraction: float, where: float 
     """Keep ``fraction`` of the slices along ``axis`` (at least one), centred at ``where`` (0 = start, 1 = end)."""
     n = a.shape[axis]
     k = max(1, int(np.ceil(n * fraction)))
-    start = int(round((n - k) * where))
+    start = round((n - k) * where)
     box = [slice(0, s) for s in a.shape]
     box[axis] = slice(start, start + k)
     return crop(g, a, tuple(box))  # type: ignore[arg-type]
