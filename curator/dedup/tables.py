@@ -84,7 +84,7 @@ def duplicate_rows(pairs: list[PairResult], members: dict[str, Member], policy: 
             if match is not None:
                 row.update(distance=round(1.0 - match.score, 6), score=round(match.score, 6),
                            detail=round(match.detail, 6), coverage=round(match.coverage, 6),
-                           offset_mm=[round(x, 2) for x in match.offset_mm])
+                           offset_mm=[round(x, 2) + 0.0 for x in match.offset_mm])
             rows.append(row)
     return rows
 

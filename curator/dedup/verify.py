@@ -47,7 +47,7 @@ class Match:
 
     def to_dict(self) -> dict[str, object]:
         return {"score": round(self.score, 4), "detail": round(self.detail, 4), "coverage": round(self.coverage, 4),
-                "dice": round(self.dice, 4), "voxels": self.voxels, "offset_mm": [round(x, 1) for x in self.offset_mm]}
+                "dice": round(self.dice, 4), "voxels": self.voxels, "offset_mm": [round(x, 1) + 0.0 for x in self.offset_mm]}
 
 
 NO_MATCH = Match(0.0, 0.0, 0.0, 0.0, 0, (0.0, 0.0, 0.0))

@@ -10,6 +10,7 @@ import pytest
 from curator.dedup.detect import DetectSettings, detect
 from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.verify import VerifySettings, accepts, compare
+from curator.io.volume import Geometry
 from curator.testing import perturb as P
 from curator.testing.convert import roundtrip
 from curator.testing.dedup_suite import t2_of_phantom
@@ -30,6 +31,8 @@ COPIES = {
     "flip_permute": lambda g, a, t: P.permute(*P.flip_axis(g, a, 0), (2, 1, 0)),
     "stale_origin": lambda g, a, t: P.stale_origin(g, a, (slice(4, 60), slice(3, 50), slice(5, 30))),
     "dicom_flip": lambda g, a, t: roundtrip(*P.flip_axis(g, a, 1), "dicom", t / "dicom"),
+    # 3D-IRCADb inside LiTS: the same voxels, the spacing rewritten (only the exact hash can tell)
+    "spacing_rewritten": lambda g, a, t: (Geometry.from_affine(a.shape, g.matrix @ np.diag([1.3, 1.3, 0.7, 1.0])), a),
 }
 
 
@@ -63,6 +66,12 @@ def test_every_copy_is_grouped_with_its_original(pairs):
     groups = groups_of(pairs)
     assert len(groups) == 1
     assert groups[0] == sorted(["p11", *(f"p11:{k}" for k in COPIES)])
+
+
+def test_a_copy_with_rewritten_spacing_is_joined_by_the_exact_hash_alone(pairs):
+    p = next(p for p in pairs if {p.a, p.b} == {"p11", "p11:spacing_rewritten"})
+    assert p.accepted and "exact" in p.candidate.tiers
+    assert p.match is None or not accepts(p.match, VerifySettings())  # millimetres no longer line up
 
 
 def test_different_patients_of_one_protocol_and_a_label_map_stay_apart(pairs):
