@@ -64,7 +64,7 @@ def _resample(g: Geometry, a: Arr, spacing: tuple[float, float, float], order: i
     old = np.array(g.spacing)
     new = np.asarray(spacing, dtype=np.float64)
     extent = old * np.array(a.shape)
-    shape = tuple(max(1, round(e)) for e in extent / new)
+    shape = tuple(max(1, int(round(e))) for e in extent / new)
     # voxel centres of the new grid in old index coordinates (same first-voxel corner)
     coords = [(np.arange(n) + 0.5) * (ns / os_) - 0.5 for n, ns, os_ in zip(shape, new, old, strict=True)]
     mesh = np.meshgrid(*coords, indexing="ij")
