@@ -93,3 +93,79 @@ def add_noise(g: Geometry, a: Arr, sigma: float, seed: int = 0) -> tuple[Geometr
 
 def as_dtype(g: Geometry, a: Arr, dtype: Any) -> tuple[Geometry, Arr]:
     return g, a.astype(dtype)
+
+
+def resample(g: Geometry, a: Arr, spacing: tuple[float, float, float], order: int = 1) -> tuple[Geometry, Arr]:
+    """Resample to ``spacing`` over the same physical extent (memory-light: no coordinate meshes).
+
+    Smooths first when the new grid is coarser (as resampling tools with anti-aliasing do).
+    """
+    old = np.array(g.spacing)
+    new = np.asarray(spacing, dtype=np.float64)
+    shape = tuple(max(1, round(e)) for e in old * np.array(a.shape) / new)
+    zoom = np.array(a.shape, dtype=np.float64) / np.array(shape)
+    src = a.astype(np.float32)
+    sigma = np.where(zoom > 1, zoom / 2.355, 0.0)
+    if np.any(sigma > 0):
+        src = ndimage.gaussian_filter(src, sigma, mode="nearest")
+    start = (zoom - 1) / 2  # first new voxel centre, in old index coordinates
+    out = ndimage.affine_transform(src, zoom, offset=start, output_shape=shape, order=order, mode="nearest")
+    if np.issubdtype(a.dtype, np.integer):
+        out = np.rint(out).astype(a.dtype)
+    m = g.matrix.copy()
+    m[:3, :3] = g.direction @ np.diag(old * zoom)
+    m[:3, 3] = g.voxel_to_world(start)[0]
+    return Geometry.from_affine(shape, m), out
+
+
+def shift_origin(g: Geometry, a: Arr, mm: tuple[float, float, float]) -> tuple[Geometry, Arr]:
+    """A wrong origin: the header's translation moved by ``mm`` (voxels unchanged)."""
+    m = g.matrix.copy()
+    m[:3, 3] = m[:3, 3] + np.asarray(mm, dtype=np.float64)
+    return Geometry.from_affine(a.shape, m), a
+
+
+def body_box(a: Arr, threshold: float, margin: int = 2) -> tuple[slice, slice, slice]:
+    """Bounding box (+ ``margin`` voxels) of the voxels above ``threshold``."""
+    idx = np.nonzero(a > threshold)
+    return tuple(slice(max(0, int(i.min()) - margin), min(n, int(i.max()) + margin + 1))  # type: ignore[return-value]
+                 for i, n in zip(idx, a.shape, strict=True))
+
+
+def crop_to_body(g: Geometry, a: Arr, threshold: float, axes: tuple[int, ...] = (0, 1)) -> tuple[Geometry, Arr]:
+    """Crop ``axes`` to the body's bounding box (what 'cropped to the body' releases do)."""
+    box = body_box(a, threshold)
+    full = tuple(box[i] if i in axes else slice(0, a.shape[i]) for i in range(3))
+    return crop(g, a, full)  # type: ignore[arg-type]
+
+
+def keep_fraction(g: Geometry, a: Arr, axis: int, fraction: float, where: float = 0.5) -> tuple[Geometry, Arr]:
+    """Keep ``fraction`` of the slices along ``axis`` (at least one), centred at ``where`` (0 = start, 1 = end)."""
+    n = a.shape[axis]
+    k = max(1, int(np.ceil(n * fraction)))
+    start = round((n - k) * where)
+    box = [slice(0, s) for s in a.shape]
+    box[axis] = slice(start, start + k)
+    return crop(g, a, tuple(box))  # type: ignore[arg-type]
+
+
+def second_sequence(a: Arr, seed: int = 0, labels: NDArray[Any] | None = None,
+                    values: dict[int, float] | None = None, noise: float = 0.05) -> Arr:
+    """Another contrast of the same anatomy (e.g. T2 beside T1), as a different series of one patient.
+
+    The anatomy is kept (smoothed intensities pass through a non-monotone transfer curve, so
+    tissues swap brightness), label structures can be given new mean values, and the scanner
+    noise is drawn afresh: what two sequences of one acquisition session share, and no more.
+    """
+    rng = np.random.default_rng(seed)
+    s = ndimage.gaussian_filter(a.astype(np.float32), 1.0)
+    knots = np.percentile(s, [0, 20, 40, 60, 80, 100])
+    spread = float(knots[-1] - knots[0]) or 1.0
+    levels = np.array([0.0, 0.8, 0.3, 1.0, 0.45, 0.7]) * spread  # not monotone: contrast changes
+    out = np.interp(s, knots, levels).astype(np.float32)
+    if labels is not None and values:
+        for v, level in values.items():
+            m = labels == v
+            if m.any():
+                out[m] += np.float32(level - float(np.median(out[m])))
+    return out + rng.normal(0, noise * spread, out.shape).astype(np.float32)

@@ -1,0 +1,98 @@
+"""Cross-case detection: candidates from the hash tiers, each verified on the thumbnails.
+
+:func:`detect` is what the stage's ``finalize`` and ``benchmarks/dedup_eval.py`` both run.
+
+>>> import numpy as np
+>>> from curator.dedup.features import HashSettings, scan_features
+>>> from curator.testing.perturb import offset, crop
+>>> from curator.testing.phantoms import Subject, grid, render
+>>> g = grid((60, 48, 30), (5.0, 5.0, 8.0), "LPS")
+>>> scans = {}
+>>> for seed in (1, 2):
+...     img, _ = render(Subject.random(seed), g, "CT", seed=seed)
+...     scans[f"p{seed}"] = (g, np.rint(img).astype(np.int16))
+>>> scans["copy"] = offset(*crop(*scans["p1"], (slice(5, 55), slice(4, 44), slice(6, 30))), 1024)
+>>> feats = {k: scan_features(a, gg, HashSettings()) for k, (gg, a) in scans.items()}
+>>> pairs = detect(feats, DetectSettings())
+>>> [(p.a, p.b) for p in pairs if p.accepted]
+[('copy', 'p1')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from curator.dedup.features import ScanFeatures
+from curator.dedup.search import Candidate, HashKeys, SearchSettings, find_candidates
+from curator.dedup.thumbnail import Thumbnail
+from curator.dedup.verify import NO_MATCH, Match, VerifySettings, accepts, compare
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    search: SearchSettings = field(default_factory=SearchSettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)
+
+
+@dataclass(frozen=True)
+class PairResult:
+    candidate: Candidate
+    match: Match | None  # None: not compared, the two scans were already joined by other pairs
+    accepted: bool
+
+    @property
+    def a(self) -> str:
+        return self.candidate.a
+
+    @property
+    def b(self) -> str:
+        return self.candidate.b
+
+
+def keys_of(features: Mapping[str, ScanFeatures]) -> list[HashKeys]:
+    return [HashKeys(cid, f.exact, f.phash, f.slabs) for cid, f in sorted(features.items())]
+
+
+def strength(c: Candidate) -> tuple[int, int, int, str, str]:
+    """Strongest evidence first: exact, then close global hashes, then many slab votes."""
+    return (0 if "exact" in c.tiers else 1, c.global_distance if c.global_distance is not None else 65,
+            -c.slab_votes, c.a, c.b)
+
+
+def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Thumbnail | None],
+                      settings: VerifySettings) -> list[PairResult]:
+    """Align and compare candidates, strongest first; exact-content pairs are accepted whatever the
+    comparison says (a copy whose spacing was rewritten does not line up in millimetres).
+
+    A thumbnail the loader cannot give (``None``) leaves its pairs unverified (only an exact
+    match is then accepted). A candidate whose two scans are already joined through accepted pairs is not compared again
+    (``PairResult.match`` is ``None``): with many copies of one scan this saves most of the work.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    out = []
+    for c in sorted(candidates, key=strength):
+        if find(c.a) == find(c.b):
+            out.append(PairResult(c, None, True))
+            continue
+        ta, tb = thumbnail(c.a), thumbnail(c.b)
+        m = compare(ta, tb, settings.overlap_ratio) if ta is not None and tb is not None else NO_MATCH
+        ok = "exact" in c.tiers or accepts(m, settings)
+        if ok:
+            parent[find(c.a)] = find(c.b)
+        out.append(PairResult(c, m, ok))
+    return sorted(out, key=lambda p: (p.a, p.b))
+
+
+def detect(features: Mapping[str, ScanFeatures], settings: DetectSettings) -> list[PairResult]:
+    """Every candidate pair with its verification (accepted or not), sorted by case ids."""
+    candidates = find_candidates(keys_of(features), settings.search)
+    return verify_candidates(candidates, lambda cid: features[cid].thumbnail, settings.verify)

@@ -1,0 +1,114 @@
+"""Groups of duplicate scans, the member each group keeps, and the ``duplicates`` rows.
+
+Verified pairs are joined into groups (connected components: a copy of a copy belongs to
+the original's group). Each group keeps one member by a configurable ordered policy:
+
+* ``terms`` — more annotated structures (from ``raw_labels``) first;
+* ``version`` — newer dataset version first;
+* ``datasets`` — earlier in the ``prefer_datasets`` list first;
+* ``voxels`` — finer scan (more voxels) first;
+* ``case_id`` — alphabetical (always appended: the choice is deterministic).
+
+>>> members = [Member("B__1", "B", "2.0", 3, 10), Member("A__7", "A", "1.0", 5, 10)]
+>>> pick_kept(members, ("terms", "version")).case_id
+'A__7'
+>>> pick_kept(members, ("version", "terms")).case_id
+'B__1'
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+KEEP_CRITERIA = ("terms", "version", "datasets", "voxels", "case_id")
+
+
+@dataclass(frozen=True)
+class Member:
+    case_id: str
+    dataset: str
+    dataset_version: str | None
+    terms: int  # annotated structures
+    voxels: int
+
+
+def _version_key(v: str | None) -> tuple[tuple[int, int, str], ...]:
+    """'1.10' > '1.9'; numbers compare as numbers, other parts as text; no version is lowest."""
+    if not v:
+        return ((-1, 0, ""),)
+    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in re.split(r"[.\-_+]", v) if p)
+
+
+def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...]) -> int:
+    """< 0 when ``a`` should be kept before ``b`` by one criterion, > 0 after, 0 on a tie."""
+    def sign(x: Any, y: Any) -> int:
+        return int(x > y) - int(x < y)
+
+    if criterion == "terms":
+        return sign(b.terms, a.terms)
+    if criterion == "version":
+        return sign(_version_key(b.dataset_version), _version_key(a.dataset_version))
+    if criterion == "datasets":
+        rank = {d: i for i, d in enumerate(prefer)}
+        return sign(rank.get(a.dataset, len(prefer)), rank.get(b.dataset, len(prefer)))
+    if criterion == "voxels":
+        return sign(b.voxels, a.voxels)
+    return sign(a.case_id, b.case_id)
+
+
+def pick_kept(members: list[Member], policy: tuple[str, ...], prefer: tuple[str, ...] = ()) -> Member:
+    """The member the policy keeps (ties broken by case id)."""
+    def cmp(a: Member, b: Member) -> int:
+        for c in (*policy, "case_id"):
+            r = _compare(a, b, c, prefer)
+            if r:
+                return r
+        return 0
+
+    return min(members, key=functools.cmp_to_key(cmp))
+
+
+def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple[str, ...] = ()) -> str:
+    """The first policy criterion that decides between ``kept`` and ``other``, in words."""
+    for c in (*policy, "case_id"):
+        if _compare(kept, other, c, prefer) == 0:
+            continue
+        if c == "terms":
+            return f"more annotated structures ({kept.terms} vs {other.terms})"
+        if c == "version":
+            return f"newer dataset version ({kept.dataset_version} vs {other.dataset_version})"
+        if c == "datasets":
+            return f"{kept.dataset} comes first in prefer_datasets"
+        if c == "voxels":
+            return f"finer scan ({kept.voxels:,} vs {other.voxels:,} voxels)"
+        return "first case id alphabetically (no other criterion differs)"
+    return "identical by every criterion"
+
+
+def components(nodes: list[str], edges: list[tuple[str, str]]) -> list[list[str]]:
+    """Connected components with at least two nodes, each sorted, sorted by first member."""
+    parent = {n: n for n in nodes}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[str, list[str]] = {}
+    for n in nodes:
+        groups.setdefault(find(n), []).append(n)
+    return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def group_id(members: list[str]) -> str:
+    """Stable id of a group: the same members give the same id in every run."""
+    return "dup-" + hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]

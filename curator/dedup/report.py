@@ -1,0 +1,131 @@
+"""``curator dedup report``: one PNG per duplicate group, members side by side at matching slices.
+
+For each group the kept member and every dropped member are read from their sources,
+reoriented to RAS, and cut through the same anatomy: the point shown is the centre of the
+smallest member, carried into every other member with the alignment offsets stored in
+``duplicates.offset_mm`` (so stale origins and crops line up). Each member gets an axial and
+a coronal view at its own voxel size (mm aspect), with its case id, dataset, shape,
+spacing and the row's reason. ``index.html`` lists every group with its figure.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.dedup.canonical import ras_view
+from curator.errors import CuratorError
+from curator.io.formats import read_volume
+from curator.io.fsutil import atomic_path, atomic_write_text
+from curator.io.volume import Geometry
+
+log = logging.getLogger("curator")
+
+
+@dataclass
+class Shown:
+    case_id: str
+    dataset: str
+    kept: bool
+    reason: str
+    array: NDArray[Any] | None
+    geometry: Geometry | None
+    offset: NDArray[np.float64]  # p_kept = p_member + offset
+    error: str | None = None
+
+
+def _centre(g: Geometry) -> NDArray[np.float64]:
+    return np.asarray(g.voxel_to_world((np.asarray(g.shape, dtype=np.float64) - 1) / 2)[0], dtype=np.float64)
+
+
+def _slices(array: NDArray[Any], geometry: Geometry, offset: NDArray[np.float64], p_kept: NDArray[np.float64]
+            ) -> tuple[NDArray[Any], NDArray[Any], tuple[float, ...]]:
+    """Axial and coronal slices of a member's RAS view through the kept-frame point ``p_kept``."""
+    view, g = ras_view(array, geometry)
+    ijk = np.rint(g.world_to_voxel(p_kept - offset)[0]).astype(int)
+    ijk = np.clip(ijk, 0, np.asarray(view.shape) - 1)
+    return np.asarray(view[:, :, ijk[2]], dtype=np.float32), np.asarray(view[:, ijk[1], :], dtype=np.float32), g.spacing
+
+
+def figure(group_id: str, members: list[Shown], path: Path) -> None:
+    """Write the group's PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    readable = [(m.geometry, m.offset) for m in members if m.geometry is not None]
+    p_kept = np.zeros(3)
+    if readable:  # the centre of the smallest member, in the kept member's frame
+        g_small, off_small = min(readable, key=lambda x: x[0].n_voxels)
+        p_kept = _centre(g_small) + off_small
+    fig, axes = plt.subplots(2, len(members), figsize=(3.4 * len(members), 7.0), squeeze=False)
+    for col, m in enumerate(members):
+        title = f"{'KEPT' if m.kept else 'dropped'}: {m.case_id}\n{m.dataset}"
+        if m.array is None or m.geometry is None:
+            for r in range(2):
+                axes[r, col].axis("off")
+            axes[0, col].set_title(title, fontsize=8)
+            axes[0, col].text(0.5, 0.5, f"could not read:\n{m.error}", ha="center", va="center", fontsize=7, wrap=True)
+            continue
+        ax_sl, cor_sl, sp = _slices(m.array, m.geometry, m.offset, p_kept)
+        lo, hi = np.percentile(m.array, [1, 99])
+        for r, (sl, (sx, sy)) in enumerate(((ax_sl, (sp[0], sp[1])), (cor_sl, (sp[0], sp[2])))):
+            a = axes[r, col]
+            a.imshow(sl.T, cmap="gray", origin="lower", vmin=lo, vmax=hi, interpolation="nearest",
+                     extent=(0, sl.shape[0] * sx, 0, sl.shape[1] * sy))
+            a.set_xticks([])
+            a.set_yticks([])
+        axes[0, col].set_title(title, fontsize=8, color="darkgreen" if m.kept else "darkred")
+        g = m.geometry
+        axes[1, col].set_xlabel(f"{g.shape} @ {tuple(round(x, 2) for x in g.spacing)} mm {g.orientation}",
+                                fontsize=7)
+    axes[0, 0].set_ylabel("axial (R on the right)", fontsize=8)
+    axes[1, 0].set_ylabel("coronal", fontsize=8)
+    fig.suptitle(group_id, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, Any]], sources: dict[str, Path],
+                 out: Path, groups: list[str] | None = None) -> list[Path]:
+    """One PNG per group under ``out`` plus ``index.html``; returns the PNG paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for r in duplicates:
+        if groups is None or r["group_id"] in groups:
+            by_group.setdefault(r["group_id"], []).append(r)
+    written: list[Path] = []
+    sections = []
+    for gid, rows in sorted(by_group.items()):
+        rows = sorted(rows, key=lambda r: (not r["kept"], r["case_id"]))
+        shown = []
+        for r in rows:
+            c = cases[r["case_id"]]
+            off = np.asarray(r.get("offset_mm") or (0.0, 0.0, 0.0), dtype=np.float64)
+            try:
+                vol = read_volume(sources[c["source"]] / c["image_path"], role="image", channel=c.get("image_channel"))
+                shown.append(Shown(r["case_id"], r["dataset"], r["kept"], r["reason"], vol.array, vol.geometry, off))
+            except (CuratorError, KeyError) as e:
+                shown.append(Shown(r["case_id"], r["dataset"], r["kept"], r["reason"], None, None, off, str(e)))
+        png = out / f"{gid}.png"
+        figure(gid, shown, png)
+        written.append(png)
+        items = "".join(f"<li><b>{html.escape(r['case_id'])}</b> ({'kept' if r['kept'] else 'dropped'}): "
+                        f"{html.escape(r['reason'])}</li>" for r in rows)
+        sections.append(f"<section><h2>{gid}</h2><img src='{png.name}' alt='{gid}'><ul>{items}</ul></section>")
+        log.info("dedup report: %s (%d members)", png, len(rows))
+    atomic_write_text(out / "index.html", "<!doctype html><meta charset='utf-8'><title>curator duplicates</title>"
+                      "<h1>Duplicate groups</h1><p>Members side by side at matching slices: confirm each group by "
+                      f"eye.</p>{''.join(sections) or '<p>No duplicate groups.</p>'}")
+    atomic_write_text(out / "groups.json", json.dumps(sorted(by_group), indent=1))
+    return written

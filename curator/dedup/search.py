@@ -1,0 +1,145 @@
+"""Candidate pairs from the hash tiers, without comparing every pair of scans.
+
+* ``exact`` — scans with the same exact content hash;
+* ``global`` — 3-D perceptual hashes within ``global_radius`` bits (multi-index hashing);
+* ``slab`` — axial slab hashes within ``slab_radius`` bits; a pair needs ``min_slab_votes``
+  slabs of one scan that match slabs of the other *at one consistent height offset*
+  (a z-crop or a partial overlap shifts every slab by the same amount; chance matches
+  between different patients do not line up).
+
+Every candidate is then verified (:mod:`curator.dedup.verify`).
+
+>>> import numpy as np
+>>> from curator.dedup.hashing import SlabHashes
+>>> keys = [HashKeys("a", "x", 0b1011, SlabHashes((1, 2, 3), (0.0, 5.0, 10.0))),
+...         HashKeys("b", "y", 0b1010, SlabHashes((2, 3), (0.0, 5.0))),
+...         HashKeys("c", "z", None, SlabHashes((), ()))]
+>>> [(c.a, c.b, sorted(c.tiers)) for c in find_candidates(keys, SearchSettings())]
+[('a', 'b', ['global', 'slab'])]
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from curator.dedup.hashing import SlabHashes
+from curator.dedup.index import HashIndex
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    global_radius: int = 4
+    slab_radius: int = 3
+    short_scan_slabs: int = 8  # scans with at most this many slabs (≈ 40 mm) search their slabs wider:
+    short_slab_radius: int = 6  # a short stack has few slabs to vote, and its edge slabs are less stable
+    min_slab_votes: int = 2  # or every slab of a scan that has fewer
+    z_tolerance_mm: float = 7.5  # slab matches within this of the modal offset count as consistent
+    max_slab_hits: int = 64  # per query slab and chunk probe: guards against a code shared by thousands
+
+
+@dataclass(frozen=True)
+class HashKeys:
+    """The hashes of one scan, as the search needs them."""
+
+    case_id: str
+    exact: str
+    phash: int | None
+    slabs: SlabHashes
+
+
+@dataclass
+class Candidate:
+    a: str
+    b: str  # a < b
+    tiers: set[str] = field(default_factory=set)
+    global_distance: int | None = None
+    slab_votes: int = 0
+    slab_offset_mm: float | None = None  # height of b's first slab above a's, from the slab matches
+
+
+def _u64(values: list[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.uint64)
+
+
+def find_candidates(keys: list[HashKeys], s: SearchSettings) -> list[Candidate]:
+    """Candidate pairs (sorted by case ids) from all three tiers."""
+    found: dict[tuple[str, str], Candidate] = {}
+
+    def cand(x: str, y: str) -> Candidate:
+        k = (x, y) if x < y else (y, x)
+        if k not in found:
+            found[k] = Candidate(*k)
+        return found[k]
+
+    by_exact: dict[str, list[str]] = defaultdict(list)
+    for k in keys:
+        by_exact[k.exact].append(k.case_id)
+    for ids in by_exact.values():
+        for i, x in enumerate(ids):
+            for y in ids[i + 1:]:
+                cand(x, y).tiers.add("exact")
+
+    with_phash = [k for k in keys if k.phash is not None]
+    if len(with_phash) > 1:
+        codes = _u64([k.phash for k in with_phash])  # type: ignore[misc]
+        qi, ii, d = HashIndex(codes).query(codes, s.global_radius)
+        for q, i, dist in zip(qi.tolist(), ii.tolist(), d.tolist(), strict=True):
+            if q < i:
+                c = cand(with_phash[q].case_id, with_phash[i].case_id)
+                c.tiers.add("global")
+                c.global_distance = int(dist)
+
+    _slab_tier(keys, s, cand)
+    return [found[k] for k in sorted(found)]
+
+
+def _slab_tier(keys: list[HashKeys], s: SearchSettings, cand: object) -> None:
+    owner, zs, codes = [], [], []
+    for n, k in enumerate(keys):
+        owner += [n] * len(k.slabs.hashes)
+        zs += list(k.slabs.z_mm)
+        codes += list(k.slabs.hashes)
+    if not codes:
+        return
+    own = np.asarray(owner, dtype=np.int64)
+    z = np.asarray(zs, dtype=np.float64)
+    code = _u64(codes)
+    index = HashIndex(code)
+    n_slabs = np.bincount(own, minlength=len(keys))
+    short = n_slabs[own] <= s.short_scan_slabs
+    found_q, found_i = [], []
+    for sel, radius in ((~short, s.slab_radius), (short, s.short_slab_radius)):
+        rows = np.nonzero(sel)[0]
+        if rows.size:
+            q, i, _ = index.query(code[rows], radius, max_hits=s.max_slab_hits)
+            found_q.append(rows[q])
+            found_i.append(i)
+    qi, ii = np.concatenate(found_q), np.concatenate(found_i)
+    # unordered slab pairs of two different scans, each once (a short scan's wider query finds more)
+    lo, hi = np.minimum(qi, ii), np.maximum(qi, ii)
+    keep = own[lo] != own[hi]
+    pair = np.unique(lo[keep] * np.int64(code.size) + hi[keep])
+    qi, ii = pair // code.size, pair % code.size
+    swap = own[qi] > own[ii]
+    qi, ii = np.where(swap, ii, qi), np.where(swap, qi, ii)
+    # per case pair: the offsets of matched slabs; votes = slabs agreeing with the modal offset
+    pairs: dict[tuple[int, int], list[tuple[int, int, float]]] = defaultdict(list)
+    for q, i in zip(qi.tolist(), ii.tolist(), strict=True):
+        pairs[(int(own[q]), int(own[i]))].append((q, i, float(z[i] - z[q])))
+    for (x, y), hits in pairs.items():
+        offs = np.array([h[2] for h in hits])
+        best, votes = 0.0, 0
+        for o in offs:  # few hits per pair: the densest offset window
+            near = np.abs(offs - o) <= s.z_tolerance_mm
+            n = min(len({hits[j][0] for j in np.nonzero(near)[0]}), len({hits[j][1] for j in np.nonzero(near)[0]}))
+            if n > votes:
+                votes, best = n, float(np.median(offs[near]))
+        need = min(s.min_slab_votes, len(keys[x].slabs.hashes), len(keys[y].slabs.hashes))
+        if votes >= need:
+            c = cand(keys[x].case_id, keys[y].case_id)  # type: ignore[operator]
+            c.tiers.add("slab")
+            c.slab_votes = votes
+            c.slab_offset_mm = best if keys[x].case_id < keys[y].case_id else -best

@@ -1,0 +1,188 @@
+"""The dedup stage: hash every scan (per case), then find, verify and group duplicates (finalize).
+
+Runs after ingest, before harmonize. Reads ``cases`` (and ``raw_labels`` for the keep
+policy); writes ``hashes`` (one row per scan) and ``duplicates`` (one row per member of each
+group). Dropped members stay in ``cases``: select the kept scans with
+
+    select * from cases where case_id not in (select case_id from duplicates where not kept)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pyarrow as pa
+
+from curator.config import StageConfig
+from curator.dedup.detect import verify_candidates
+from curator.dedup.features import HashSettings, scan_features
+from curator.dedup.group import KEEP_CRITERIA, Member
+from curator.dedup.hashing import SlabHashes
+from curator.dedup.search import HashKeys, SearchSettings, find_candidates
+from curator.dedup.tables import duplicate_rows
+from curator.dedup.thumbnail import Thumbnail
+from curator.dedup.verify import Match, VerifySettings, compare
+from curator.errors import ConfigError, InputError
+from curator.io.formats import read_volume
+from curator.io.fsutil import atomic_write_bytes
+from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
+from curator.schema import to_arrow
+
+log = logging.getLogger("curator")
+THUMBS = "thumbs"
+
+
+@dataclass(frozen=True)
+class DedupConfig(StageConfig):
+    """Settings of ``stages.dedup`` in pipeline.yaml (defaults measured by ``benchmarks/dedup_eval.py``)."""
+
+    # hashing
+    grid_voxels: int = 262_144
+    slab_mm: float = 8.0
+    slab_step_mm: float = 5.0
+    # candidate search
+    global_radius: int = 4
+    slab_radius: int = 3
+    short_scan_slabs: int = 8
+    short_slab_radius: int = 6
+    min_slab_votes: int = 2
+    # verification
+    min_score: float = 0.5
+    min_detail: float = 0.5
+    min_coverage: float = 0.5
+    # keep policy: ordered criteria among terms, version, datasets, voxels, case_id
+    keep: tuple[str, ...] = ("terms", "version", "case_id")
+    prefer_datasets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.keep if k not in KEEP_CRITERIA]
+        if bad:
+            raise ConfigError("config_error", f"stages.dedup.keep: unknown criteria {bad}; "
+                              f"choose from {list(KEEP_CRITERIA)}")
+        for name in ("global_radius", "slab_radius", "short_slab_radius"):
+            if not 0 <= getattr(self, name) <= 12:
+                raise ConfigError("config_error", f"stages.dedup.{name} must be 0..12 bits")
+
+    @property
+    def hashing(self) -> HashSettings:
+        return HashSettings(slab_mm=self.slab_mm, slab_step_mm=self.slab_step_mm, grid_voxels=self.grid_voxels)
+
+    @property
+    def search(self) -> SearchSettings:
+        return SearchSettings(global_radius=self.global_radius, slab_radius=self.slab_radius,
+                              short_scan_slabs=self.short_scan_slabs, short_slab_radius=self.short_slab_radius,
+                              min_slab_votes=self.min_slab_votes)
+
+    @property
+    def verify(self) -> VerifySettings:
+        return VerifySettings(min_score=self.min_score, min_detail=self.min_detail, min_coverage=self.min_coverage)
+
+
+def thumbnail_relpath(case_id: str, digest: str) -> str:
+    shard = hashlib.sha1(case_id.encode()).hexdigest()[:2]
+    return f"stages/dedup/{THUMBS}/{shard}/{case_id}.{digest[:12]}.npz"
+
+
+class DedupStage(Stage):
+    name = "dedup"
+    version = "1"
+    config_class = DedupConfig
+    tables = ("hashes", "duplicates")
+    requires = ("cases",)
+
+    def plan(self) -> list[Task]:
+        self.extra_problems: list[dict[str, Any]] = []
+        cases = self.ctx.workspace.read_table("cases")
+        tasks = []
+        for c in cases.to_pylist() if cases is not None else []:
+            if not c.get("has_image") or not c.get("image_path"):
+                continue  # label-only case: nothing to hash
+            payload = {"source": c["source"], "image": c["image_path"], "channel": c.get("image_channel"),
+                       "dataset": c["dataset"]}
+            fp = f"{c.get('image_sha256')}|{c.get('voxel_sha256')}"
+            tasks.append(Task(c["case_id"], payload, fp, dataset=c["dataset"], path=f"{c['source']}:{c['image_path']}"))
+        return tasks
+
+    @classmethod
+    def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
+        cfg = cast(DedupConfig, config)
+        p = task.payload
+        root = Path(env.sources[p["source"]])
+        vol = read_volume(root / p["image"], role="image", channel=p["channel"])
+        f = scan_features(vol.array, vol.geometry, cfg.hashing)
+        data = f.thumbnail.to_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        rel = thumbnail_relpath(task.case_id, digest)
+        atomic_write_bytes(Path(env.workspace) / rel, data)
+        row = {"case_id": task.case_id, "dataset": p["dataset"], **f.row(), "thumbnail": rel,
+               "thumbnail_sha256": digest}
+        out = CaseOutput(rows={"hashes": [row]})
+        if f.phash is None and not f.slabs.hashes:
+            err = InputError("dedup_hash_limited", "the scan's body is too small for the perceptual hashes; only "
+                             "an identical copy (exact hash) can be found", path=str(root / p["image"]))
+            out.problems.append(problem_row(cls.name, err, dataset=p["dataset"], case_id=task.case_id,
+                                            path=task.path, severity="info"))
+        return out
+
+    def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
+        cfg = cast(DedupConfig, self.config)
+        rows = sorted((r for res in results for r in res.rows.get("hashes", [])), key=lambda r: r["case_id"])
+        keys = [HashKeys(r["case_id"], r["exact_sha256"], r["phash"],
+                         SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"]))) for r in rows]
+        thumb = self._thumbnail_loader({r["case_id"]: r for r in rows})
+        candidates = find_candidates(keys, cfg.search)
+        pairs = verify_candidates(candidates, thumb, cfg.verify)
+        log.info("dedup: %d scans, %d candidate pairs, %d accepted", len(rows), len(candidates),
+                 sum(p.accepted for p in pairs))
+
+        def compare_cases(a: str, b: str) -> Match | None:
+            ta, tb = thumb(a), thumb(b)
+            return compare(ta, tb, cfg.verify.overlap_ratio) if ta is not None and tb is not None else None
+
+        dup = duplicate_rows(pairs, self._members(), cfg.keep, cfg.prefer_datasets, compare_cases)
+        return {"hashes": to_arrow("hashes", rows), "duplicates": to_arrow("duplicates", dup)}
+
+    def _thumbnail_loader(self, rows: dict[str, dict[str, Any]]) -> Any:
+        ws = self.ctx.workspace.root
+
+        reported: set[str] = set()
+
+        @functools.lru_cache(maxsize=256)
+        def load(case_id: str) -> Thumbnail | None:
+            r = rows[case_id]
+            path = ws / r["thumbnail"]
+            try:
+                data = path.read_bytes()
+                if hashlib.sha256(data).hexdigest() == r["thumbnail_sha256"]:
+                    return Thumbnail.from_bytes(data)
+            except (OSError, ValueError):
+                pass
+            if case_id not in reported:  # the run goes on; the case can only match exactly
+                reported.add(case_id)
+                err = InputError("dedup_thumbnail_missing", "the verification thumbnail is missing or changed",
+                                 path=r["thumbnail"])
+                self.extra_problems.append(problem_row(self.name, err, dataset=r["dataset"], case_id=case_id,
+                                                       path=r["thumbnail"], severity="warning"))
+            return None
+
+        return load
+
+    def _members(self) -> dict[str, Member]:
+        ws = self.ctx.workspace
+        cases = ws.read_table("cases")
+        terms: dict[str, int] = {}
+        raw = ws.read_table("raw_labels")
+        if raw is not None:
+            for r in raw.select(["case_id", "voxels"]).to_pylist():
+                if r["voxels"]:
+                    terms[r["case_id"]] = terms.get(r["case_id"], 0) + 1
+        out = {}
+        for c in cases.to_pylist() if cases is not None else []:
+            out[c["case_id"]] = Member(c["case_id"], c["dataset"], c.get("dataset_version"),
+                                       terms.get(c["case_id"], 0), int(c.get("n_voxels") or 0))
+        return out

@@ -1,0 +1,92 @@
+"""Canonical form and exact hash: orientation, dtype and format do not matter; content does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curator.dedup.canonical import (
+    block_sample,
+    body_threshold,
+    canonicalize,
+    grid_factors,
+    ras_view,
+)
+from curator.dedup.hashing import exact_hash
+from curator.testing import perturb as P
+from curator.testing.convert import roundtrip
+
+
+@pytest.mark.parametrize("op", ["flip0", "flip1", "flip2", "perm102", "perm201", "perm120"])
+def test_ras_view_undoes_flips_and_permutations(phantoms, op):
+    (g, a), _ = phantoms["p11"]
+    if op.startswith("flip"):
+        g2, a2 = P.flip_axis(g, a, int(op[-1]))
+    else:
+        g2, a2 = P.permute(g, a, tuple(int(x) for x in op[4:]))
+    v1, r1 = ras_view(a, g)
+    v2, r2 = ras_view(a2, g2)
+    assert np.array_equal(v1, v2)
+    assert r1.mismatch(r2) is None
+    assert r2.orientation == "RAS"
+
+
+def test_exact_hash_ignores_orientation_dtype_format_and_header(phantoms, tmp_path: Path):
+    (g, a), _ = phantoms["p11"]
+    ref = exact_hash(a, g)
+    copies = [P.flip_axis(g, a, 0), P.permute(g, a, (2, 0, 1)), P.as_dtype(g, a, np.float32),
+              P.as_dtype(g, a, np.int32), P.shift_origin(g, a, (10.0, -3.0, 99.0)),
+              roundtrip(g, a, "nrrd", tmp_path), roundtrip(*P.flip_axis(g, a, 1), "dicom", tmp_path / "d")]
+    assert all(exact_hash(a2, g2) == ref for g2, a2 in copies)
+
+
+def test_exact_hash_sees_one_changed_voxel_and_other_scans(phantoms):
+    (g, a), _ = phantoms["p11"]
+    b = a.copy()
+    b[10, 20, 5] += 1
+    assert exact_hash(b, g) != exact_hash(a, g)
+    (g2, a2), _ = phantoms["p12"]
+    assert exact_hash(a2, g2) != exact_hash(a, g)
+
+
+def test_block_sample_is_a_block_mean_for_small_blocks():
+    a = np.arange(6 * 4 * 3, dtype=np.int16).reshape(6, 4, 3)
+    out = block_sample(a, (2, 2, 1))
+    expect = a.reshape(3, 2, 2, 2, 3).mean(axis=(1, 3))
+    assert np.allclose(out, expect)
+
+
+def test_grid_factors_bound_the_grid():
+    f = grid_factors((512, 512, 300), (0.8, 0.8, 1.5), 262_144)
+    n = np.prod(np.array((512, 512, 300)) // np.array(f))
+    assert 0.5 * 262_144 < n <= 1.1 * 262_144
+    assert grid_factors((40, 40, 10), (1.0, 1.0, 1.0), 262_144) == (1, 1, 1)
+
+
+def test_body_threshold_drops_padding_but_not_clipped_air(phantoms):
+    (_g, a), _ = phantoms["p11"]
+    padded = a.copy()
+    padded[:8] = -3024  # outside the field of view
+    t_orig = body_threshold(a)
+    assert -900 < t_orig < -120  # between air and fat
+    assert abs(body_threshold(padded) - t_orig) < 60
+    clipped = np.clip(padded, -1000, 1000)  # padding and air collapse onto -1000
+    assert abs(body_threshold(clipped) - t_orig) < 60
+
+
+@pytest.mark.parametrize("make", [
+    lambda g, a: P.offset(g, a, 1024),
+    lambda g, a: P.clip(g, a, -1000, 1000),
+    lambda g, a: P.crop_to_body(g, a, -500),
+    lambda g, a: P.add_noise(g, a, 30.0, seed=3),
+])
+def test_body_mask_is_stable_under_intensity_changes_and_crops(phantoms, make):
+    (g, a), _ = phantoms["p12"]
+    c1 = canonicalize(a, g)
+    g2, a2 = make(g, a)
+    c2 = canonicalize(a2, g2)
+    v1 = c1.body.sum() * np.prod(c1.spacing)
+    v2 = c2.body.sum() * np.prod(c2.spacing)
+    assert v2 == pytest.approx(v1, rel=0.03)

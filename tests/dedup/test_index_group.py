@@ -1,0 +1,67 @@
+"""Multi-index hashing equals brute force; groups, keep policy and ids are deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curator.dedup.group import Member, components, group_id, pick_kept, why_kept
+from curator.dedup.index import HashIndex
+
+
+def brute(codes: np.ndarray, queries: np.ndarray, radius: int) -> set[tuple[int, int]]:
+    return {(qi, int(i)) for qi, q in enumerate(queries) for i in np.nonzero(np.bitwise_count(codes ^ q) <= radius)[0]}
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), radius=st.integers(0, 9), chunks=st.integers(4, 8))
+def test_index_finds_exactly_what_brute_force_finds(seed: int, radius: int, chunks: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**63, 300, dtype=np.int64).astype(np.uint64)
+    # near copies of stored codes plus random codes, so every radius has hits and misses
+    flips = np.uint64(1) << rng.integers(0, 64, (300, 6)).astype(np.uint64)
+    near = base.copy()
+    for j in range(rng.integers(0, 7)):
+        near ^= flips[:, j]
+    queries = np.concatenate([near[:40], rng.integers(0, 2**63, 20, dtype=np.int64).astype(np.uint64)])
+    qi, ii, d = HashIndex(base, chunks=chunks).query(queries, radius)
+    assert set(zip(qi.tolist(), ii.tolist(), strict=True)) == brute(base, queries, radius)
+    assert np.array_equal(d, np.bitwise_count(base[ii] ^ queries[qi]))
+
+
+def test_index_rejects_a_bad_chunk_count_and_a_search_it_cannot_afford() -> None:
+    with pytest.raises(ValueError):
+        HashIndex(np.zeros(3, dtype=np.uint64), chunks=0)
+    with pytest.raises(ValueError, match="more chunks"):
+        HashIndex(np.zeros(3, dtype=np.uint64), chunks=1).query(np.zeros(1, dtype=np.uint64), radius=9)
+
+
+def test_components_join_chains_and_ignore_singletons() -> None:
+    assert components(["a", "b", "c", "d", "e"], [("c", "b"), ("b", "a"), ("d", "e")]) == [["a", "b", "c"], ["d", "e"]]
+    assert components(["x"], []) == []
+
+
+def test_group_id_depends_only_on_members() -> None:
+    assert group_id(["b", "a"]) == group_id(["a", "b"]) != group_id(["a", "c"])
+
+
+MEMBERS = [Member("A__1", "A", "1.0", 2, 100), Member("B__1", "B", "2.10", 2, 50), Member("C__1", "C", "2.9", 5, 10)]
+
+
+@pytest.mark.parametrize(("policy", "prefer", "kept"), [
+    (("terms", "version"), (), "C__1"),  # most annotated structures
+    (("version", "terms"), (), "B__1"),  # 2.10 is newer than 2.9
+    (("voxels",), (), "A__1"),
+    (("datasets", "terms"), ("B", "A"), "B__1"),
+    ((), (), "A__1"),  # case id decides alone
+])
+def test_keep_policy(policy, prefer, kept) -> None:
+    assert pick_kept(MEMBERS, policy, prefer).case_id == kept
+
+
+def test_why_kept_names_the_deciding_criterion() -> None:
+    a, b = MEMBERS[2], MEMBERS[0]
+    assert "more annotated structures (5 vs 2)" in why_kept(a, b, ("terms", "version"))
+    assert "newer dataset version" in why_kept(MEMBERS[1], b, ("terms", "version"))

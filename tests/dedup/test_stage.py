@@ -1,0 +1,135 @@
+"""The dedup stage on a small synthetic pipeline: tables, keep policy, caching, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from curator.config import PipelineConfig
+from curator.dedup.stage import DedupConfig
+from curator.errors import ConfigError
+from curator.pipeline import run_pipeline
+from curator.testing import perturb as P
+from curator.testing.layouts import save_nifti, write_totalseg_case
+from curator.testing.phantoms import Subject, grid, render, structure_masks
+
+STRUCTURES = ["spleen", "kidney_right", "kidney_left", "liver", "pancreas", "aorta"]
+
+
+def _yaml(name: str, version: str) -> str:
+    labels = "\n".join(f"    {s}: {s.replace('_', ' ')}" for s in STRUCTURES)
+    return (f"name: {name}\nversion: \"{version}\"\ntitle: test\nmodality: CT\nregion: abdomen\nlicence: CC-BY-4.0\n"
+            f"citation_key: t\ncitation: \"@misc{{t, title={{t}}}}\"\nlayout:\n"
+            f"  - image: \"{{case}}/ct.nii.gz\"\n    label: \"{{case}}/segmentations/{{structure}}.nii.gz\"\n"
+            f"patterns:\n  case: \"s\\\\d{{4}}\"\nlabels:\n  encoding: per_structure\n  structures:\n{labels}\n")
+
+
+def _case(root: Path, sid: str, seed: int, geometry=None, transform=None, structures=STRUCTURES) -> None:
+    g = geometry or grid((56, 44, 26), (6.0, 6.0, 8.0), "LPS", center=(0.0, -10.0, 20.0))
+    img, _ = render(Subject.random(seed, tumor=False, cyst=False), g, "CT", seed=seed)
+    masks = structure_masks(Subject.random(seed, tumor=False, cyst=False), g)
+    img = np.rint(img).astype(np.int16)
+    if transform is not None:
+        g2, img = transform(g, img)
+        masks = {k: transform(g, m.astype(np.uint8))[1] for k, m in masks.items()}
+        g = g2
+    write_totalseg_case(root, sid, img, {s: masks[s] for s in structures}, g)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("dedup_stage")
+    a, b = tmp / "raw" / "A", tmp / "raw" / "B"
+    _case(a, "s0000", 31)
+    _case(a, "s0001", 32)
+    # B's s0000 is A's s0000, cropped in z, offset by +1024 and flipped (correct header); only 2 structures
+    _case(b, "s0000", 31, transform=lambda g, x: P.flip_axis(*P.keep_fraction(g, x, 2, 0.6, 0.3), 0),
+          structures=["liver", "spleen"])
+    _case(b, "s0001", 33)
+    g = grid((56, 44, 26), (6.0, 6.0, 8.0), "LPS")
+    save_nifti(b / "s0002" / "segmentations" / "liver.nii.gz", np.ones((56, 44, 26), np.uint8), g, np.uint8)
+    (tmp / "A.yaml").write_text(_yaml("DupA", "1.0"))
+    (tmp / "B.yaml").write_text(_yaml("DupB", "2.0"))
+    cfg = {"workspace": str(tmp / "ws"), "registry": [str(tmp / "A.yaml"), str(tmp / "B.yaml")],
+           "sources": [{"dataset": str(tmp / "A.yaml"), "root": str(a)},
+                       {"dataset": str(tmp / "B.yaml"), "root": str(b)}],
+           "stages": {"ingest": {"on_bad_case": "warn"}, "dedup": {"keep": ["terms", "version"]}},
+           "executor": {"kind": "local", "workers": 1, "progress": False},
+           "release": {"root": str(tmp / "releases"), "collection": "t", "version": "0.1.0"}}
+    (tmp / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    run_pipeline(PipelineConfig.load(tmp / "pipeline.yaml"), stages=["ingest", "dedup"], release=False)
+    return tmp
+
+
+def _table(run: Path, name: str) -> list[dict]:
+    return pq.read_table(run / "ws" / "tables" / f"{name}.parquet").to_pylist()
+
+
+def test_hashes_cover_every_scan_but_not_label_only_cases(run: Path) -> None:
+    rows = _table(run, "hashes")
+    assert [r["case_id"] for r in rows] == ["DupA__s0000", "DupA__s0001", "DupB__s0000", "DupB__s0001"]
+    for r in rows:
+        assert len(r["slab_hashes"]) == len(r["slab_z_mm"]) > 5
+        assert r["phash"] is not None and not r["thumbnail"].startswith("/")
+        assert (run / "ws" / r["thumbnail"]).is_file()
+
+
+def test_the_planted_copy_is_one_group_with_the_richer_member_kept(run: Path) -> None:
+    rows = _table(run, "duplicates")
+    assert sorted(r["case_id"] for r in rows) == ["DupA__s0000", "DupB__s0000"]
+    kept = {r["case_id"]: r for r in rows}
+    assert kept["DupA__s0000"]["kept"] and not kept["DupB__s0000"]["kept"]
+    assert {r["group_id"] for r in rows} == {rows[0]["group_id"]}
+    drop = kept["DupB__s0000"]
+    assert drop["kept_case_id"] == "DupA__s0000" and drop["group_size"] == 2
+    assert "more annotated structures (6 vs 2)" in drop["reason"]
+    assert drop["score"] > 0.9 and drop["detail"] > 0.8 and drop["coverage"] > 0.9
+    assert set(drop["tiers"]) & {"global", "slab"}
+
+
+def test_a_rerun_is_cached_and_writes_identical_tables(run: Path) -> None:
+    before = {n: (run / "ws" / "tables" / f"{n}.parquet").read_bytes() for n in ("hashes", "duplicates")}
+    result = run_pipeline(PipelineConfig.load(run / "pipeline.yaml"), stages=["dedup"], release=False)
+    rep = result.reports[0]
+    assert rep.cached == rep.planned == 4 and rep.ran == 0
+    for n, data in before.items():
+        assert (run / "ws" / "tables" / f"{n}.parquet").read_bytes() == data
+
+
+def test_a_lost_thumbnail_becomes_a_problem_not_a_crash(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(run / "ws", ws)
+    cfg = yaml.safe_load((run / "pipeline.yaml").read_text())
+    cfg["workspace"] = str(ws)
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    lost = next((ws / "stages" / "dedup" / "thumbs").rglob("DupB__s0000.*.npz"))
+    lost.unlink()
+    run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["dedup"], release=False)
+    problems = pq.read_table(ws / "tables" / "problems__dedup.parquet").to_pylist()
+    assert [p["kind"] for p in problems] == ["dedup_thumbnail_missing"]
+    assert "run `curator dedup" in problems[0]["message"] or "stages/dedup" in problems[0]["message"]
+
+
+def test_report_writes_one_figure_per_group(run: Path, tmp_path: Path) -> None:
+    from curator.cli import app
+
+    res = CliRunner().invoke(app, ["dedup", "report", str(run / "pipeline.yaml"), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    pngs = sorted((tmp_path / "rep").glob("dup-*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG"
+    assert "DupB__s0000" in (tmp_path / "rep" / "index.html").read_text()
+
+
+def test_config_is_strict() -> None:
+    with pytest.raises(ConfigError, match="unknown criteria"):
+        DedupConfig.from_dict({"keep": ["size"]})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        DedupConfig.from_dict({"radius": 3})
+    assert DedupConfig.from_dict({"keep": ["version", "terms"]}).keep == ("version", "terms")
