@@ -91,7 +91,7 @@ def train_one(arch: str, seed: int, data: list[tuple[NDArray[np.float32], NDArra
         opt.step()
         sched.step()
         if step % 50 == 0:
-            log.info("%s step %d loss %.3f", arch, step, float(loss))
+            log.info("%s step %d loss %.3f", arch, step, loss.item())
     return net.eval()
 
 
@@ -110,8 +110,8 @@ def evaluate(net: torch.nn.Module, data: list[tuple[NDArray[np.float32], NDArray
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=500)
-    ap.add_argument("--train-cases", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--train-cases", type=int, default=32)
     ap.add_argument("--size", type=int, default=48)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
