@@ -28,6 +28,7 @@ import functools
 import importlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -155,7 +156,9 @@ def _state_dict(path: str, device: torch.device) -> dict[str, Any]:
 
 def _torchscript(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, ModelSpec]:
     extra = {"curator.json": ""}
-    net = torch.jit.load(str(spec.path), map_location=device, _extra_files=extra)
+    with warnings.catch_warnings():  # TorchScript is deprecated (torch 2.13) but many models ship as it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        net = torch.jit.load(str(spec.path), map_location=device, _extra_files=extra)
     if extra["curator.json"]:
         meta = json.loads(extra["curator.json"])
         given = {k: v for k, v in spec.to_dict().items() if v not in (None, (), [], {})}
