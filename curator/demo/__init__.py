@@ -32,7 +32,8 @@ def write_demo_pipeline(folder: Path, data: DemoData, workers: int = 2, executor
         "workspace": "workspace",
         "sources": data.sources,
         "registry": [str(p) for p in data.registry],
-        "stages": {"ingest": {"on_bad_case": "warn"}},
+        "stages": {"ingest": {"on_bad_case": "warn"},
+                   "pseudolabel": {"ensemble": "demo", "overlap": 0.25}},
         "executor": {"kind": executor, "workers": workers, "progress": progress},
         "release": {"root": "releases", "collection": "demo", "version": version},
     }

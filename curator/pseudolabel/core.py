@@ -142,11 +142,19 @@ def attention_reference(stats: dict[str, Stats], targets: Sequence[str], params:
 
 def _open_block(block: NDArray[np.uint8], lo: int, hi: int, s: int, e: int, r: int) -> Bool:
     """Cleaned rows [s, e) (last axis) of ``block`` that holds rows [lo, hi) of the volume."""
+    out = np.zeros(block.shape[:2] + (e - s,), dtype=bool)
+    if not block.any():
+        return out
+    # only the in-plane bounding box of the raw mask (+ margin) can hold cleaned voxels
+    xy = np.argwhere(block.any(axis=2))
+    (x0, y0), (x1, y1) = np.maximum(xy.min(0) - 2 * r, 0), np.minimum(xy.max(0) + 2 * r + 1, block.shape[:2])
+    sub = block[x0:x1, y0:y1]
     size = 2 * r + 1
-    er = ndimage.minimum_filter(block, size=size, mode="constant", cval=0)
+    er = ndimage.minimum_filter(sub, size=size, mode="constant", cval=0)
     a, b = max(lo, s - r), min(hi, e + r)
     dil = ndimage.maximum_filter(er[..., a - lo:b - lo], size=size, mode="constant", cval=0)
-    return dil[..., s - a:e - a].astype(bool)  # type: ignore[no-any-return]
+    out[x0:x1, y0:y1] = dil[..., s - a:e - a].astype(bool)
+    return out
 
 
 class AttentionStream:

@@ -117,6 +117,27 @@ def detection(pred: Bool, ref: Bool, attention: Bool, spacing: Sequence[float], 
     return Detection(len(err_ids), len(hit), n_alarms, len(true), errs)
 
 
+def detection_case(pairs: Sequence[tuple[Bool, Bool]], attention: Sequence[Bool], spacing: Sequence[float],
+                   min_ml: float = 0.5) -> tuple[Detection, list[NDArray[np.int32]]]:
+    """Case level: every term's error regions against the union of the terms' attention maps
+    (a reviewer looks at one map; an error found through a neighbour's attention is found)."""
+    union = np.zeros(pairs[0][0].shape, dtype=bool) if pairs else np.zeros((1, 1, 1), bool)
+    for a in attention:
+        union |= a
+    alarms = cc3d.connected_components(union, connectivity=26)
+    det = Detection(alarms=int(alarms.max()))
+    true: set[int] = set()
+    labels = []
+    for pred, ref in pairs:
+        errs = error_regions(pred, ref, spacing, min_ml)
+        labels.append(errs)
+        det.errors += int(len(set(np.unique(errs).tolist()) - {0}))
+        det.detected += int(len(set(np.unique(errs[union]).tolist()) - {0}))
+        true |= set(np.unique(alarms[errs > 0]).tolist()) - {0}
+    det.true_alarms = len(true)
+    return det, labels
+
+
 def evaluate_layers(workspace: Path, pred: str, ref: str, *, tolerance_mm: float = 2.0,
                     attention: bool = False, min_ml: float = 0.5,
                     terms: Sequence[str] = ()) -> list[dict[str, Any]]:

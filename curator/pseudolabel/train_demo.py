@@ -99,7 +99,7 @@ def train_one(arch: str, seed: int, data: list[tuple[NDArray[np.float32], NDArra
 def evaluate(net: torch.nn.Module, data: list[tuple[NDArray[np.float32], NDArray[np.int64]]]) -> dict[str, float]:
     scores: dict[str, list[float]] = {t: [] for t in TERMS}
     for img, cls in data:
-        pad = [(0, (-n) % 4) for n in img.shape]
+        pad = [(0, (-n) % 8) for n in img.shape]
         x = torch.from_numpy(np.pad(img, pad, mode="edge"))[None, None]
         pred = net(x).argmax(1)[0].numpy()[tuple(slice(0, n) for n in img.shape)]
         for i, t in enumerate(TERMS, start=1):
@@ -110,12 +110,13 @@ def evaluate(net: torch.nn.Module, data: list[tuple[NDArray[np.float32], NDArray
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--train-cases", type=int, default=32)
-    ap.add_argument("--size", type=int, default=48)
+    ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=MODELS_DIR)
+    ap.add_argument("--only", default="", help="train only these models (comma-separated); others are loaded")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -125,10 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"terms": TERMS, "steps": args.steps, "train_cases": args.train_cases,
                               "patch": args.size, "batch": args.batch, "models": {}}
     args.out.mkdir(parents=True, exist_ok=True)
+    only = [n for n in args.only.split(",") if n]
     for name, (arch, seed) in PLAN.items():
         t0 = time.perf_counter()
-        net = train_one(arch, seed, train, args.steps, args.size, args.batch)
-        torch.save(net.state_dict(), args.out / f"{name}.pt")
+        if only and name not in only:
+            net = ARCHITECTURES[arch](out_channels=len(TERMS) + 1)
+            net.load_state_dict(torch.load(args.out / f"{name}.pt", weights_only=True))
+            net.eval()
+        else:
+            net = train_one(arch, seed, train, args.steps, args.size, args.batch)
+            torch.save(net.state_dict(), args.out / f"{name}.pt")
         report["models"][name] = {"architecture": arch, "seed": seed, "held_out_dice": evaluate(net, held_out),
                                   "parameters": sum(p.numel() for p in net.parameters()),
                                   "train_seconds": round(time.perf_counter() - t0, 1)}
