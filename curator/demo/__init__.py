@@ -35,7 +35,8 @@ def write_demo_pipeline(folder: Path, data: DemoData, workers: int = 2, executor
         "stages": {"ingest": {"on_bad_case": "warn"},
                    # the demo's 5 x 5 x 8 mm phantoms: 2 x 2 x 4 mm keeps the stores small and the run quick
                    "preprocess": {"target_spacing_mm": [2.0, 2.0, 4.0]},
-                   "qc": {"min_cohort": 5}},  # demo cohorts are a handful of cases
+                   "qc": {"min_cohort": 5},  # demo cohorts are a handful of cases
+                   "pseudolabel": {"ensemble": "demo", "overlap": 0.25}},
         "executor": {"kind": executor, "workers": workers, "progress": progress},
         "release": {"root": "releases", "collection": "demo", "version": version},
     }

@@ -1,0 +1,62 @@
+"""``curator review export|import``: the human review loop of pseudo labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from curator.cli.common import err, handle_errors
+
+PipelineArg = Annotated[Path, typer.Argument(help="pipeline.yaml", exists=True, dir_okay=False)]
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    review = typer.Typer(help="Review pseudo labels: export the cases with most attention, import revisions.",
+                         no_args_is_help=True)
+    app.add_typer(review, name="review")
+
+    @review.command("export")
+    @handle_errors
+    def export(pipeline: PipelineArg,
+               out: Annotated[Path, typer.Option("--out", "-o", help="folder for the worklist and previews")],
+               fraction: Annotated[float | None, typer.Option(help="top share of cases (default: the stage's "
+                                                                   "review_fraction, 5%)")] = None,
+               top: Annotated[int | None, typer.Option(help="the top N cases instead")] = None,
+               images: Annotated[bool, typer.Option("--images/--no-images", help="also write image.nii.gz")] = True,
+               ) -> None:
+        """Write previews (PNG), editable pseudo labels and worklist.csv for the top cases."""
+        from curator.config import PipelineConfig
+        from curator.errors import StageError
+        from curator.pseudolabel.review import export_review
+        from curator.workspace import Workspace
+
+        ws = Workspace(PipelineConfig.load(pipeline).workspace)
+        table = ws.read_table("attention")
+        if table is None:
+            raise StageError("stage_error", "the workspace has no attention table",
+                             remedy="run the pseudolabel stage first (`curator pseudolabel pipeline.yaml`)")
+        res = export_review(ws.root, table.to_pylist(), out, fraction=fraction, top=top, images=images)
+        err.print(f"[green]✓[/] {len(res.cases)} case(s), {res.previews} preview(s) → {out / 'worklist.csv'}")
+
+    @review.command("import")
+    @handle_errors
+    def import_(pipeline: PipelineArg,
+                folder: Annotated[Path, typer.Argument(help="the export folder holding <case>/revised.nii.gz",
+                                                       exists=True, file_okay=False)]) -> None:
+        """Bring revised labels back as each case's `revised` layer (origin=revised)."""
+        from curator.config import PipelineConfig
+        from curator.pseudolabel.review import import_review
+        from curator.schema import to_arrow
+        from curator.workspace import Workspace
+
+        ws = Workspace(PipelineConfig.load(pipeline).workspace)
+        with ws.locked("review import"):
+            done, problems = import_review(ws, folder)
+            ws.write_table("problems__review", to_arrow("problems", problems))
+        for p in problems:
+            err.print(f"[yellow]![/] {p['case_id']}: [{p['kind']}] {p['message']}", highlight=False)
+        err.print(f"[green]✓[/] imported {len(done)} revised case(s)")
+        if problems:
+            raise typer.Exit(1)

@@ -1,0 +1,83 @@
+"""Settings of the pseudolabel stage (``stages.pseudolabel`` in pipeline.yaml).
+
+>>> cfg = PseudolabelConfig.from_dict({"ensemble": "demo", "overlap": 0.25})
+>>> [s.name for s in cfg.specs()]
+['demo_unet', 'demo_resnet', 'demo_mixer']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from curator.config import StageConfig, nohash
+from curator.errors import ConfigError
+from curator.pseudolabel.core import AttentionParams
+from curator.pseudolabel.etta import EttaConfig
+from curator.pseudolabel.models import ModelSpec, load_ensemble_file
+
+
+@dataclass(frozen=True)
+class PseudolabelConfig(StageConfig):
+    ensemble: str | None = None  # a bundled ensemble ("demo") or a path to an ensemble YAML file
+    models: tuple[ModelSpec, ...] = ()  # members given inline (added to the ensemble's)
+    terms: tuple[str, ...] = ()  # only these term ids (empty: every term the models predict)
+    patch: tuple[int, ...] | None = None  # stored axes; default: the models' patch
+    overlap: float = 0.5
+    amp: bool = True  # float16 autocast on CUDA
+    threshold: float = 0.5
+    inconsistency_threshold: float = 0.1
+    uncertainty_threshold: float = 0.05
+    clean_iterations: int = 2
+    resample_tolerance: float = 0.1  # relative spacing difference that triggers resampling
+    review_fraction: float = 0.05  # top share of cases flagged for review
+    etta: EttaConfig = field(default_factory=EttaConfig)
+    batch_size: int = nohash(4)
+    device: str = nohash("auto")  # auto | cpu | cuda | cuda:N
+    prefetch: Literal["auto", "on", "off"] = nohash("auto")  # auto: on with CUDA
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlap < 1:
+            raise ConfigError("config_error", f"stages.pseudolabel.overlap = {self.overlap}; use 0 <= overlap < 1")
+        if not 0 < self.review_fraction <= 1:
+            raise ConfigError("config_error", "stages.pseudolabel.review_fraction must be in (0, 1]")
+
+    def specs(self) -> tuple[ModelSpec, ...]:
+        base = load_ensemble_file(self.ensemble) if self.ensemble else ()
+        return tuple(base) + tuple(self.models)
+
+    def params(self) -> AttentionParams:
+        return AttentionParams(self.threshold, self.inconsistency_threshold, self.uncertainty_threshold,
+                               self.clean_iterations)
+
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("config_error", f"stages.pseudolabel.device = {self.device} but no CUDA device is "
+                              "visible", remedy="use device: auto (falls back to the CPU) or run on a GPU worker")
+        return self.device
+
+    def use_prefetch(self, device: str) -> bool:
+        return self.prefetch == "on" or (self.prefetch == "auto" and device.startswith("cuda"))
+
+
+def check_ensemble(specs: tuple[ModelSpec, ...], patch: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The ensemble's common patch (model axes); members must share spacing and intensity handling."""
+    if not specs:
+        raise ConfigError("config_error", "stages.pseudolabel has no models",
+                          remedy="set `ensemble:` (e.g. demo) or list `models:`")
+    for attr in ("spacing_mm", "intensity"):
+        vals = {repr(getattr(s, attr)) for s in specs}
+        if len(vals) > 1:
+            raise ConfigError("config_error", f"the ensemble's models disagree on {attr}: {sorted(vals)}",
+                              remedy="ensemble members must share one grid and one input normalisation")
+    if patch:
+        return tuple(patch)
+    patches = {tuple(s.patch) for s in specs}
+    if len(patches) > 1:
+        raise ConfigError("config_error", f"the ensemble's models use different patches {sorted(patches)}",
+                          remedy="set stages.pseudolabel.patch to one patch size for all models")
+    return next(iter(patches))

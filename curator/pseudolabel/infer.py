@@ -1,0 +1,108 @@
+"""One case end to end, without files: ensemble → streamed statistics → pseudo label + attention.
+
+:func:`infer_case` takes a :class:`~curator.pseudolabel.reader.SlabReader` (the image on
+the model grid), the loaded models and the target terms (those the dataset does not
+annotate), and returns the label plane and attention bits on the store grid plus per-term
+summaries. Every model's probability of a term is used for the label assignment (an
+annotated organ still competes for its voxels); only targets get pseudo labels and
+attention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from curator.pseudolabel.core import AttentionParams, AttentionStream, TermSummary, ensemble_stats
+from curator.pseudolabel.etta import EttaConfig, adapted
+from curator.pseudolabel.models import LoadedModel
+from curator.pseudolabel.reader import SlabReader, to_model_index, to_source_grid
+from curator.pseudolabel.window import axis_map, padded_patch, sliding_window
+
+
+@dataclass
+class CaseLabels:
+    """Outputs of one case on the store grid."""
+
+    targets: list[str]
+    plane: NDArray[np.uint8]  # code k+1 = targets[k]
+    bits: NDArray[Any]  # bit k = attention of targets[k]
+    summaries: dict[str, TermSummary]
+    peak_slice: dict[str, int | None]  # store-grid index along the last axis
+    model_voxel_ml: float
+    etta: list[dict[str, Any]] = field(default_factory=list)
+
+    def voxels(self, term: str) -> int:
+        return int((self.plane == self.targets.index(term) + 1).sum())
+
+
+def ensemble_terms(models: Sequence[LoadedModel]) -> list[str]:
+    out: list[str] = []
+    for m in models:
+        out += [t for t in m.terms if t not in out]
+    return out
+
+
+def _etta_patches(reader: SlabReader, patch: tuple[int, int, int], n: int, seed: int) -> torch.Tensor:
+    """``n`` patches (stored axes) from the central slab of the volume, positions drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    X, Y, Z = reader.shape
+    z0 = max(0, (Z - patch[2]) // 2)
+    slab = reader.slab(z0, z0 + patch[2])
+    slab = np.pad(slab, [(0, max(0, patch[0] - X)), (0, max(0, patch[1] - Y)), (0, 0)], mode="edge")
+    out = []
+    for _ in range(n):
+        x = int(rng.integers(0, slab.shape[0] - patch[0] + 1))
+        y = int(rng.integers(0, slab.shape[1] - patch[1] + 1))
+        out.append(slab[x:x + patch[0], y:y + patch[1]])
+    return torch.from_numpy(np.stack(out)[:, None].copy())
+
+
+def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Sequence[str], *,
+               patch: Sequence[int], params: AttentionParams = AttentionParams(), overlap: float = 0.5,
+               batch: int = 4, amp: bool = True, orientation: str | None = None,
+               etta: EttaConfig = EttaConfig()) -> CaseLabels:
+    """Pseudo label plane, attention bits and summaries for ``targets`` (see module docstring)."""
+    terms = ensemble_terms(models)
+    targets = [t for t in targets if t in terms]
+    voxel_ml = float(np.prod(reader.spacing)) / 1000.0
+    stream = AttentionStream(reader.shape, terms, targets, params, voxel_ml)
+    divisor = max(m.spec.divisor for m in models)
+    pp = padded_patch(reader.shape, patch, divisor)
+    reports: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        if etta.enabled:
+            xb = _etta_patches(reader, pp, etta.patches, etta.seed).to(models[0].device)
+            for m in models:
+                orient = axis_map(orientation, m.spec.orientation)
+
+                def fwd(x: torch.Tensor, m: LoadedModel = m, orient: Any = orient) -> torch.Tensor:
+                    perm, flips = orient
+                    y = x.permute(0, 1, 2 + perm[0], 2 + perm[1], 2 + perm[2])
+                    return m.logits(y.flip([2 + a for a in flips]) if flips else y)
+
+                reports.append(stack.enter_context(adapted(m.net, fwd, xb, m.spec.activation, etta)))
+        for z0, z1, probs in sliding_window(reader, models, pp, overlap=overlap, batch=batch, amp=amp,
+                                            orientation=orientation, divisor=divisor):
+            stats = {}
+            for t in terms:
+                stats[t] = ensemble_stats([p[m.terms.index(t)] for p, m in zip(probs, models, strict=True)
+                                           if t in m.terms])
+            stream.push(z0, z1, stats)
+    summaries = stream.finish()
+    lut = np.zeros(len(terms) + 1, dtype=np.uint8)
+    for k, t in enumerate(targets, start=1):
+        lut[terms.index(t) + 1] = k
+    plane = to_source_grid(lut[stream.label], reader.src_shape)
+    bits = to_source_grid(stream.bits, reader.src_shape)
+    peaks = {t: (None if s.peak_slice is None else
+                 to_model_index(s.peak_slice, reader.shape[2], reader.src_shape[2])) for t, s in summaries.items()}
+    return CaseLabels(list(targets), plane, bits, summaries, peaks, voxel_ml, reports)
+
+

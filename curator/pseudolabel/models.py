@@ -1,0 +1,239 @@
+"""Segmentation models behind one interface: per-term probabilities for a batch of patches.
+
+Three adapters, chosen by ``kind`` in a :class:`ModelSpec`:
+
+* ``torchscript`` — ``torch.jit.load(path)``; a ``curator.json`` extra file inside the
+  archive may carry the spec fields (terms, activation, patch, spacing, ...);
+* ``module`` — ``factory: "package.module:callable"`` + ``kwargs`` builds an ``nn.Module``;
+  ``weights`` is a ``state_dict`` loaded with ``torch.load(..., weights_only=True)``;
+* ``monai_bundle`` — a MONAI bundle folder: ``configs/inference.(json|yaml)`` gives
+  ``network_def``, ``models/model.pt`` the weights, ``configs/metadata.json`` the channels
+  (needs ``monai``; an error says so when it is missing).
+
+Ensembles are lists of specs; a bundled ensemble (``ensemble: demo``) is a YAML file in
+``curator/pseudolabel/models/``. Loaded ensembles are cached per process (keyed by the
+weights' checksums and the device), so a GPU worker loads them once, not once per case.
+
+>>> spec = ModelSpec.from_dict({"name": "m", "factory": "curator.pseudolabel.nets:TinyUNet",
+...                             "kwargs": {"out_channels": 3}, "terms": ["liver", "spleen"]})
+>>> m = load_model(spec, "cpu")
+>>> import torch
+>>> m.predict(torch.zeros(1, 1, 16, 16, 16)).shape
+torch.Size([1, 2, 16, 16, 16])
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from torch import nn
+
+from curator.config import Config
+from curator.errors import ConfigError
+from curator.io.fsutil import sha256_file, sha256_json
+
+log = logging.getLogger("curator")
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+@dataclass(frozen=True)
+class ModelSpec(Config):
+    """One ensemble member. Paths are absolute or relative to the file that lists the model."""
+
+    name: str
+    kind: Literal["torchscript", "module", "monai_bundle"] = "module"
+    path: str | None = None  # torchscript file or bundle folder
+    factory: str | None = None  # "package.module:callable" (module)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None  # state_dict file (module)
+    terms: tuple[str, ...] = ()  # output channels -> term ids (softmax: channel 0 is background)
+    activation: Literal["softmax", "sigmoid"] = "softmax"
+    patch: tuple[int, ...] = (96, 96, 96)  # in the model's axes
+    spacing_mm: tuple[float, ...] | None = None  # grid the model was trained on (None: any)
+    orientation: str | None = None  # axis codes the model expects, e.g. "RAS" (None: as stored)
+    modalities: tuple[str, ...] = ()  # empty: any
+    intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values
+    divisor: int = 8  # patch sides must be multiples of this
+
+    def files(self) -> list[Path]:
+        out = [Path(p) for p in (self.path, self.weights) if p]
+        if self.kind == "monai_bundle" and self.path:
+            out = sorted(p for p in Path(self.path).rglob("*") if p.is_file())
+        return out
+
+    def fingerprint(self) -> str:
+        """Checksums of the model's files + its spec (changing weights re-runs the cases)."""
+        sums = {}
+        for p in self.files():
+            if not p.exists():
+                raise ConfigError("config_error", f"model {self.name!r}: file {p} does not exist",
+                                  remedy="fix the model's path/weights in stages.pseudolabel")
+            sums[p.name] = sha256_file(p)
+        return sha256_json({"spec": self.to_dict(), "files": sums})[:16]
+
+
+def _absolute(spec: ModelSpec, base: Path) -> ModelSpec:
+    def fix(p: str | None) -> str | None:
+        return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
+
+    return replace(spec, path=fix(spec.path), weights=fix(spec.weights))
+
+
+def load_ensemble_file(name_or_path: str) -> tuple[ModelSpec, ...]:
+    """Specs of a bundled ensemble (``demo``) or of an ensemble YAML file (``models: [...]``)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MODELS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        bundled = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
+        raise ConfigError("config_error", f"no model ensemble {name_or_path!r}",
+                          remedy=f"use a bundled ensemble ({bundled}) or a path to an ensemble YAML file")
+    doc = yaml.safe_load(path.read_text()) or {}
+    specs = [ModelSpec.from_dict(m, where=f"{path.name}: models") for m in doc.get("models", [])]
+    return tuple(_absolute(s, path.parent) for s in specs)
+
+
+@dataclass
+class LoadedModel:
+    """A ready model: ``predict`` maps (B, 1, *patch) inputs to (B, len(terms), *patch) probabilities."""
+
+    spec: ModelSpec
+    net: nn.Module
+    device: torch.device
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        return self.spec.terms
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if isinstance(out, (list, tuple)):  # deep supervision: the first output is full resolution
+            out = out[0]
+        return out.float()  # type: ignore[no-any-return]
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(x)
+        if self.spec.activation == "softmax":
+            return logits.softmax(1)[:, 1:]
+        return logits.sigmoid()
+
+
+def _import(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ConfigError("config_error", f"factory {ref!r} must look like 'package.module:callable'")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError("config_error", f"cannot import model factory {ref!r}: {e}",
+                          remedy="install the package that defines the network, or fix `factory`") from e
+    return obj
+
+
+def _state_dict(path: str, device: torch.device) -> dict[str, Any]:
+    try:
+        sd = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        raise ConfigError("config_error", f"cannot load weights {path}: {type(e).__name__}: {e}",
+                          remedy="weights must be a plain state_dict (torch.save(model.state_dict()))") from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    elif isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
+        sd = sd["model"]
+    return sd  # type: ignore[no-any-return]
+
+
+def _torchscript(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, ModelSpec]:
+    extra = {"curator.json": ""}
+    with warnings.catch_warnings():  # TorchScript is deprecated (torch 2.13) but many models ship as it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        net = torch.jit.load(str(spec.path), map_location=device, _extra_files=extra)
+    if extra["curator.json"]:
+        meta = json.loads(extra["curator.json"])
+        given = {k: v for k, v in spec.to_dict().items() if v not in (None, (), [], {})}
+        merged = {**{k: v for k, v in meta.items() if k in ModelSpec.__dataclass_fields__}, **given}
+        spec = ModelSpec.from_dict(merged, where=f"model {spec.name}")
+    return net, spec
+
+
+def _module(spec: ModelSpec, device: torch.device) -> nn.Module:
+    if not spec.factory:
+        raise ConfigError("config_error", f"model {spec.name!r} of kind 'module' needs `factory`")
+    net: nn.Module = _import(spec.factory)(**spec.kwargs)
+    if spec.weights:
+        net.load_state_dict(_state_dict(spec.weights, device), strict=True)
+    return net
+
+
+def _monai_bundle(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, ModelSpec]:
+    try:
+        from monai.bundle import ConfigParser
+    except ImportError as e:
+        raise ConfigError("config_error", f"model {spec.name!r} is a MONAI bundle but monai is not installed",
+                          remedy="pip install monai") from e
+    root = Path(str(spec.path))
+    configs = [p for ext in ("json", "yaml") for p in [root / "configs" / f"inference.{ext}"] if p.exists()]
+    if not configs:
+        raise ConfigError("config_error", f"{root} has no configs/inference.json or .yaml",
+                          remedy="point `path` at the bundle's root folder")
+    parser = ConfigParser()
+    parser.read_config([str(c) for c in configs])
+    meta_file = root / "configs" / "metadata.json"
+    if meta_file.exists():
+        parser.read_meta(str(meta_file))
+    parser["bundle_root"] = str(root)
+    net: nn.Module = parser.get_parsed_content("network_def")
+    weights = root / "models" / "model.pt"
+    if weights.exists():
+        net.load_state_dict(_state_dict(str(weights), device), strict=True)
+    if not spec.terms:
+        from curator.pseudolabel.terms import term_id
+
+        chans = parser.get("_meta_#network_data_format#outputs#pred#channel_def", {}) or {}
+        names = [str(chans[k]) for k in sorted(chans, key=int) if int(k) > 0]
+        spec = replace(spec, terms=tuple(term_id(n) for n in names))
+    return net, spec
+
+
+def load_model(spec: ModelSpec, device: str | torch.device) -> LoadedModel:
+    dev = torch.device(device)
+    if spec.kind == "torchscript":
+        net, spec = _torchscript(spec, dev)
+    elif spec.kind == "monai_bundle":
+        net, spec = _monai_bundle(spec, dev)
+    else:
+        net = _module(spec, dev)
+    if not spec.terms:
+        raise ConfigError("config_error", f"model {spec.name!r} declares no output terms",
+                          remedy="list `terms:` (one term id per output channel, background excluded)")
+    net = net.to(dev).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(spec, net, dev)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached(key: str, device: str) -> tuple[LoadedModel, ...]:
+    specs = [ModelSpec.from_dict(d) for d in json.loads(key)["specs"]]
+    return tuple(load_model(s, device) for s in specs)
+
+
+def load_ensemble(specs: tuple[ModelSpec, ...], device: str) -> tuple[LoadedModel, ...]:
+    """Load (once per process, device and set of weight checksums) every member of an ensemble."""
+    if not specs:
+        raise ConfigError("config_error", "the pseudolabel stage has no models",
+                          remedy="set stages.pseudolabel.ensemble (e.g. demo) or stages.pseudolabel.models")
+    key = json.dumps({"specs": [s.to_dict() for s in specs], "files": [s.fingerprint() for s in specs]},
+                     sort_keys=True)
+    return _cached(key, device)

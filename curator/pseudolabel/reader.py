@@ -1,0 +1,147 @@
+"""Reading a case's image slab by slab as network input: normalisation + resampling to the model grid.
+
+The store's ``attrs["normalisation"]`` says how stored values relate to network input.
+Accepted forms (anything else is a ``normalisation_unknown`` problem)::
+
+    {}                                         stored values are physical (HU for CT)
+    {"clip": [lo, hi], "mean": m, "std": s}    network input = (clip(x) - m) / s
+    {..., "scale": k}                          physical = stored x * k (preprocess's float16/int16
+                                               storage of MR), then as above
+    {..., "applied": true}                     stored values already are network input
+                                               (physical ≈ x * s + m)
+
+A model may instead declare its own ``intensity: {clip, mean, std}`` on physical values
+(the demo models do): then stored values are turned back into physical units first.
+
+Resampling to the model's spacing is separable linear interpolation, computed per slab
+(rows along the last axis), so the whole volume is never held as float32; label outputs
+go back to the store grid by nearest neighbour (:func:`to_source_grid`).
+
+>>> import numpy as np
+>>> r = SlabReader(np.arange(24, dtype=np.float32).reshape(2, 3, 4), {}, {})
+>>> r.shape, r.slab(1, 3).shape
+((2, 3, 4), (2, 3, 2))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.errors import InputError
+
+F32 = NDArray[np.float32]
+
+
+def _affine(norm: dict[str, Any]) -> tuple[tuple[float, float] | None, float, float]:
+    clip = norm.get("clip")
+    lo_hi = (float(clip[0]), float(clip[1])) if clip is not None else None
+    return lo_hi, float(norm.get("mean", 0.0)), float(norm.get("std", 1.0)) or 1.0
+
+
+def check_normalisation(norm: dict[str, Any]) -> None:
+    unknown = set(norm) - {"clip", "mean", "std", "scale", "applied", "kind", "modality", "percentiles", "source"}
+    if unknown:
+        raise InputError("normalisation_unknown", f"the store's normalisation has unknown keys {sorted(unknown)}",
+                         remedy="re-run preprocess, or give the models an explicit `intensity:` spec")
+
+
+def network_input(raw: NDArray[Any], norm: dict[str, Any], intensity: dict[str, Any]) -> F32:
+    """Stored values → the model's input (see module docstring)."""
+    x = np.asarray(raw, dtype=np.float32)
+    scale = float(norm.get("scale", 1.0))
+    if scale != 1.0 and not norm.get("applied"):
+        x = x * np.float32(scale)
+    clip, mean, std = _affine(norm)
+    if intensity:  # the model's own normalisation of physical values
+        if norm.get("applied"):
+            x = x * np.float32(std) + np.float32(mean)
+        lo_hi, m, s = _affine(intensity)
+        if lo_hi:
+            x = np.clip(x, *lo_hi)
+        return ((x - np.float32(m)) / np.float32(s)).astype(np.float32)
+    if norm.get("applied"):
+        return x
+    if clip:
+        x = np.clip(x, *clip)
+    return ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)
+
+
+def _coords(n_dst: int, n_src: int) -> NDArray[np.float64]:
+    """Source coordinate of each destination index (grids share their extent)."""
+    return (np.arange(n_dst) + 0.5) * (n_src / n_dst) - 0.5
+
+
+def _interp(arr: F32, axis: int, n_dst: int, n_src: int, offset: int = 0,
+            rows: tuple[int, int] | None = None) -> F32:
+    """Linear interpolation along ``axis``; ``arr`` holds source rows from ``offset``."""
+    a, b = rows or (0, n_dst)
+    c = np.clip(_coords(n_dst, n_src)[a:b], 0, n_src - 1)
+    i0 = np.floor(c).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    w = (c - i0).astype(np.float32)
+    shape = [1, 1, 1]
+    shape[axis] = len(w)
+    w = w.reshape(shape)
+    lo = np.take(arr, i0 - offset, axis=axis)
+    hi = np.take(arr, i1 - offset, axis=axis)
+    return (lo * (1 - w) + hi * w).astype(np.float32)
+
+
+class SlabReader:
+    """Network-input slabs (rows along the last axis) of a stored image on the model's grid."""
+
+    def __init__(self, array: Any, norm: dict[str, Any], intensity: dict[str, Any],
+                 src_spacing: tuple[float, ...] | None = None, dst_spacing: tuple[float, ...] | None = None,
+                 tolerance: float = 0.1) -> None:
+        self.array, self.norm, self.intensity = array, norm, intensity
+        self.src_shape: tuple[int, int, int] = tuple(int(n) for n in array.shape)  # type: ignore[assignment]
+        self.resampled = False
+        self.shape = self.src_shape
+        if src_spacing and dst_spacing:
+            ratios = [s / d for s, d in zip(src_spacing, dst_spacing, strict=True)]
+            if any(abs(r - 1) > tolerance for r in ratios):
+                self.resampled = True
+                self.shape = tuple(max(1, int(round(n * r))) for n, r in  # type: ignore[assignment]
+                                   zip(self.src_shape, ratios, strict=True))
+        self.spacing = tuple(dst_spacing) if self.resampled and dst_spacing else tuple(src_spacing or (1.0,) * 3)
+        self._warm: dict[tuple[int, int], F32] = {}
+
+    def warm(self, z0: int, z1: int) -> None:
+        """Read rows [z0, z1) now (e.g. in a prefetch thread); the next ``slab(z0, z1)`` returns them."""
+        self._warm[(z0, z1)] = self.slab(z0, z1)
+
+    def slab(self, z0: int, z1: int) -> F32:
+        """Rows [z0, z1) of the model-grid input; rows past the end repeat the last row."""
+        if (z0, z1) in self._warm:
+            return self._warm.pop((z0, z1))
+        n = self.shape[2]
+        a, b = min(z0, n - 1), min(z1, n)
+        if not self.resampled:
+            out = network_input(self.array[:, :, a:b], self.norm, self.intensity)
+        else:
+            c = np.clip(_coords(n, self.src_shape[2])[a:b], 0, self.src_shape[2] - 1)
+            s0, s1 = int(np.floor(c.min())), min(int(np.floor(c.max())) + 2, self.src_shape[2])
+            raw = network_input(self.array[:, :, s0:s1], self.norm, self.intensity)
+            out = _interp(raw, 2, n, self.src_shape[2], offset=s0, rows=(a, b))
+            out = _interp(out, 0, self.shape[0], self.src_shape[0])
+            out = _interp(out, 1, self.shape[1], self.src_shape[1])
+        if z1 > b:
+            out = np.concatenate([out, np.repeat(out[..., -1:], z1 - max(b, z0), axis=2)], axis=2)
+        return out[..., z0 - a:] if z0 > a else out
+
+
+def to_source_grid(arr: NDArray[Any], src_shape: tuple[int, ...]) -> NDArray[Any]:
+    """Nearest-neighbour map of a model-grid array back onto the store grid."""
+    if tuple(arr.shape) == tuple(src_shape):
+        return arr
+    idx = [np.clip(np.floor((np.arange(ns) + 0.5) * (nd / ns)).astype(np.int64), 0, nd - 1)
+           for ns, nd in zip(src_shape, arr.shape, strict=True)]
+    return arr[np.ix_(*idx)]
+
+
+def to_model_index(i: int, n_src: int, n_dst: int) -> int:
+    """The model-grid row nearest to store row ``i`` (and back, with the arguments swapped)."""
+    return int(min(n_dst - 1, max(0, np.floor((i + 0.5) * n_dst / n_src))))

@@ -1,0 +1,99 @@
+"""Label assembly by priority — original > revised > pseudo — for releases and loaders.
+
+AbdomenAtlas-8K §3.2 ⑥: a case's final label of a term comes from the dataset's own
+annotation when it has one, else from a human-revised label, else from the pseudo label.
+Nothing here writes to a store: the ``original`` layer is never touched (``CaseStore``
+refuses to replace it anyway), assembly only chooses which layer to read.
+
+* :func:`assemble_rows` — one ``labels`` row per (case, term), the highest-priority origin;
+* :func:`release_step` — the release's ``labels`` table = harmonize's rows + revised rows
+  (``curator review import``) + pseudo rows (pseudolabel stage), assembled;
+* :func:`assembled_mask` / :func:`assembled_label_map` — the same choice on voxels, for
+  loaders: a term's mask from its best layer; a single label map where an original label
+  always wins a voxel over a revised or pseudo one.
+
+>>> rows = [{"case_id": "c", "term_id": "liver", "origin": o} for o in ("pseudo", "revised")]
+>>> [r["origin"] for r in assemble_rows(rows)]
+['revised']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.schema import to_arrow
+from curator.store import CaseStore
+
+log = logging.getLogger("curator")
+PRIORITY = ("original", "revised", "pseudo")
+PRIVATE_TABLES = {"revised": "_labels_revised", "pseudo": "_labels_pseudo"}
+
+
+def assemble_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep, per (case, term), the row of the highest-priority origin (original > revised > pseudo)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["case_id"], r["term_id"])
+        cur = best.get(key)
+        if cur is None or PRIORITY.index(r["origin"]) < PRIORITY.index(cur["origin"]):
+            best[key] = dict(r)
+    return [best[k] for k in sorted(best)]
+
+
+def release_step(builder: Any) -> None:
+    """Release step: assemble ``labels`` from original, revised and pseudo rows."""
+    ws = builder.ctx.workspace
+    base = builder.tables["labels"].to_pylist() if "labels" in builder.tables else []
+    counts = {"original": len(base)}
+    rows = list(base)
+    for origin, name in PRIVATE_TABLES.items():
+        t = ws.read_table(name)
+        extra = t.to_pylist() if t is not None else []
+        counts[origin] = len(extra)
+        rows += extra
+    if len(rows) == len(base):
+        return  # nothing to assemble: leave harmonize's table as it is
+    assembled = assemble_rows(rows)
+    builder.tables["labels"] = to_arrow("labels", assembled)
+    chosen = {o: sum(r["origin"] == o for r in assembled) for o in PRIORITY}
+    builder.extra["label_assembly"] = {"priority": list(PRIORITY), "rows_in": counts, "rows_out": chosen}
+    log.info("labels assembled by priority %s: %s", " > ".join(PRIORITY), chosen)
+
+
+def best_layer(store: CaseStore, term: str) -> str | None:
+    """The layer a term's label comes from (None when no layer has it)."""
+    layers = store.layers()
+    for layer in PRIORITY:
+        if layer in layers and term in store.terms(layer):
+            return layer
+    return None
+
+
+def assembled_mask(store: CaseStore, term: str, box: tuple[slice, ...] | None = None
+                   ) -> tuple[NDArray[np.bool_], str | None]:
+    """A term's mask from its highest-priority layer, and that layer's name."""
+    layer = best_layer(store, term)
+    if layer is None:
+        shape = store.geometry.shape if box is None else store.mask(term, "original", box).shape
+        return np.zeros(shape, dtype=bool), None
+    return store.mask(term, layer, box), layer
+
+
+def assembled_label_map(store: CaseStore, terms: Sequence[str]) -> NDArray[np.uint16]:
+    """Code k+1 for ``terms[k]``; voxels claimed by several layers go to the higher priority.
+
+    Pseudo masks are painted first, then revised, then original, so an original label is
+    never overwritten; within a layer, later terms win.
+    """
+    out = np.zeros(store.geometry.shape, dtype=np.uint16)
+    chosen = {t: best_layer(store, t) for t in terms}
+    for layer in reversed(PRIORITY):
+        for k, t in enumerate(terms, start=1):
+            if chosen[t] == layer:
+                out[store.mask(t, layer)] = k
+    return out

@@ -1,0 +1,211 @@
+"""The review loop: export the cases most in need of review, import what reviewers revised.
+
+``export_review`` writes, for the top cases of the ``attention`` table::
+
+    <out>/worklist.csv                  rank, case, dataset, attention, terms by attention, files
+    <out>/<case_id>/preview_<term>.png  slice of most attention: image, pseudo label (green),
+                                        attention (red)
+    <out>/<case_id>/pseudo.nii.gz       the pseudo label layer (codes in codes.json), to edit
+    <out>/<case_id>/image.nii.gz        the image (optional)
+    <out>/<case_id>/codes.json          label code -> term id
+
+A reviewer saves the corrected label as ``<out>/<case_id>/revised.nii.gz`` (same grid and
+codes); ``import_review`` writes it as the case's ``revised`` layer and returns ``labels``
+rows with origin ``revised`` (stored in the private table ``_labels_revised``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from curator.errors import InputError, LabelError
+from curator.io.fsutil import atomic_path
+from curator.pseudolabel.outputs import attention_path, read_attention
+from curator.pseudolabel.terms import term_name
+from curator.store import CaseStore
+
+log = logging.getLogger("curator")
+CT_WINDOW = (-160.0, 240.0)
+
+
+@dataclass
+class ReviewExport:
+    folder: Path
+    cases: list[str] = field(default_factory=list)
+    previews: int = 0
+
+
+def select_cases(attention: list[dict[str, Any]], fraction: float | None, top: int | None) -> list[str]:
+    """Case ids by review rank: the ``review`` flag, or the top ``fraction`` / ``top`` cases."""
+    ranks = sorted({(r["review_rank"], r["case_id"], r["case_attention_size"], r["review"]) for r in attention})
+    if top is not None:
+        return [c for _, c, _, _ in ranks[:top]]
+    if fraction is not None:
+        k = math.ceil(fraction * len(ranks))
+        return [c for _, c, size, _ in ranks[:k] if size > 0]
+    return [c for _, c, _, flagged in ranks if flagged]
+
+
+def _window(img: NDArray[Any], modality: str) -> NDArray[np.uint8]:
+    lo, hi = CT_WINDOW if modality.upper() == "CT" else tuple(np.percentile(img, [1, 99]))
+    x = np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+    return (x * 255).astype(np.uint8)
+
+
+def preview(image: NDArray[Any], label: NDArray[np.bool_], attention: NDArray[np.bool_], modality: str,
+            scale: int = 3) -> Image.Image:
+    """RGB slice: grey image, green pseudo label, red attention (rows = second axis, flipped up)."""
+    grey = _window(image, modality)
+    rgb = np.stack([grey] * 3, axis=-1).astype(np.float32)
+    rgb[label] = 0.55 * rgb[label] + 0.45 * np.array([40, 220, 60])
+    rgb[attention] = 0.45 * rgb[attention] + 0.55 * np.array([255, 30, 30])
+    rgb = np.flipud(np.transpose(rgb, (1, 0, 2))).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def _save_png(img: Image.Image, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        img.save(tmp, format="PNG", optimize=False)
+
+
+def _save_nifti(data: NDArray[Any], affine: NDArray[np.float64], dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        nib.save(nib.Nifti1Image(data, affine), str(tmp.with_suffix(".nii.gz")))
+        tmp.with_suffix(".nii.gz").rename(tmp)
+
+
+def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *, fraction: float | None = None,
+                  top: int | None = None, images: bool = True) -> ReviewExport:
+    """Write previews, editable labels and ``worklist.csv`` for the selected cases."""
+    res = ReviewExport(out)
+    chosen = select_cases(attention, fraction, top)
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for r in attention:
+        by_case.setdefault(r["case_id"], []).append(r)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for cid in chosen:
+        rows = sorted(by_case[cid], key=lambda r: (-r["attention_size"], r["term_id"]))
+        store = CaseStore(workspace / "stores" / f"{cid}.zarr")
+        folder = out / cid
+        folder.mkdir(exist_ok=True)
+        bits, names = read_attention(attention_path(workspace, cid))
+        codes = {str(c): ts for arr, vals in store.planes("pseudo") for c, ts in vals.items()}
+        (folder / "codes.json").write_text(json.dumps(codes, indent=1) + "\n")
+        plane = np.asarray(next(iter(store.planes("pseudo")))[0][...])
+        affine = store.geometry.matrix
+        _save_nifti(plane, affine, folder / "pseudo.nii.gz")
+        if images:
+            _save_nifti(np.asarray(store.image[...]), affine, folder / "image.nii.gz")
+        modality = str(store.attrs.get("modality") or "CT")
+        files = []
+        for r in rows:
+            z = r["peak_slice"]
+            if z is None:
+                continue
+            bit = next(k for k, t in names.items() if t == r["term_id"])
+            att = (np.asarray(bits[:, :, z]) >> bit) & 1
+            img = preview(np.asarray(store.image[:, :, z]), store.mask(r["term_id"], "pseudo",
+                          (slice(None), slice(None), slice(z, z + 1)))[:, :, 0], att.astype(bool), modality)
+            name = f"preview_{r['term_id']}.png"
+            _save_png(img, folder / name)
+            files.append(name)
+            res.previews += 1
+        lines.append({"review_rank": rows[0]["review_rank"], "case_id": cid, "dataset": rows[0]["dataset"],
+                      "case_attention_size": round(rows[0]["case_attention_size"], 4),
+                      "terms": ";".join(f"{r['term_id']}:{r['attention_size']:.3f}" for r in rows),
+                      "previews": ";".join(files), "pseudo_label": f"{cid}/pseudo.nii.gz",
+                      "save_revised_as": f"{cid}/revised.nii.gz"})
+        res.cases.append(cid)
+    with atomic_path(out / "worklist.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        cols = ["review_rank", "case_id", "dataset", "case_attention_size", "terms", "previews", "pseudo_label",
+                "save_revised_as"]
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(lines)
+    return res
+
+
+def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Write ``folder/revised.nii.gz`` as the store's revised layer; (labels rows, terms) of it."""
+    from curator.io.formats import read_volume
+
+    path = folder / "revised.nii.gz"
+    try:
+        codes = {int(k): list(v) for k, v in json.loads((folder / "codes.json").read_text()).items()}
+    except (OSError, ValueError) as e:
+        raise InputError("revised_label_invalid", "codes.json is missing or unreadable", path=str(folder),
+                         remedy="keep the codes.json that `curator review export` wrote next to the label") from e
+    vol = read_volume(path, role="label")
+    why = vol.geometry.mismatch(store.geometry, tol_mm=0.01)
+    if why:
+        raise LabelError("revised_label_invalid", f"the revised label is not on the case's grid ({why})",
+                         path=str(path), remedy="save the revision on the grid of pseudo.nii.gz")
+    data = np.asarray(vol.array)
+    if data.dtype.kind == "f" and not np.all(np.equal(np.mod(data, 1), 0)):
+        raise LabelError("label_not_integer", "the revised label holds non-integer values", path=str(path))
+    data = data.astype(np.uint8 if max(codes, default=0) < 256 else np.uint16)
+    undeclared = sorted(set(np.unique(data).tolist()) - set(codes) - {0})
+    if undeclared:
+        raise LabelError("revised_label_invalid", f"values {undeclared} are not in codes.json", path=str(path),
+                         remedy="use only the codes of codes.json (0 = background)")
+    keep = {c: [t for t in ts if t not in annotated] for c, ts in codes.items()}
+    keep = {c: ts for c, ts in keep.items() if ts}
+    data[~np.isin(data, list(keep))] = 0
+    store.write_layer("revised", [(data, keep)], {"origin": "revised", "source": "curator review import"})
+    ml = store.geometry.voxel_volume_mm3 / 1000.0
+    rows = []
+    terms = [t for ts in keep.values() for t in ts]
+    for t in terms:
+        n = int(np.isin(data, [c for c, ts in keep.items() if t in ts]).sum())
+        rows.append({"case_id": store.path.stem, "term_id": t, "term": term_name(t), "origin": "revised",
+                     "layer": "revised", "derived": False, "annotated": False, "present": n > 0, "voxels": n,
+                     "volume_ml": n * ml, "modality": store.attrs.get("modality")})
+    return rows, terms
+
+
+def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Import every ``<folder>/<case_id>/revised.nii.gz``; returns (imported case ids, problem rows).
+
+    ``workspace`` is a :class:`~curator.workspace.Workspace`; the ``_labels_revised`` table is
+    rewritten with the new rows replacing those of the imported cases.
+    """
+    from curator.errors import CuratorError
+    from curator.runner.stage import problem_row
+    from curator.schema import to_arrow
+
+    cases = workspace.read_table("cases")
+    dataset = {r["case_id"]: r["dataset"] for r in (cases.to_pylist() if cases is not None else [])}
+    old = workspace.read_table("_labels_revised")
+    rows = old.to_pylist() if old is not None else []
+    done: list[str] = []
+    problems: list[dict[str, Any]] = []
+    for case_dir in sorted(p for p in folder.iterdir() if (p / "revised.nii.gz").exists()):
+        cid = case_dir.name
+        try:
+            if cid not in dataset:
+                raise InputError("revised_label_invalid", f"no case {cid!r} in this workspace",
+                                 path=str(case_dir), remedy="keep the case folder names of the export")
+            store = CaseStore(workspace.stores_dir / f"{cid}.zarr")
+            annotated = set(store.terms("original")) if "original" in store.layers() else set()
+            new, _ = import_case(store, case_dir, annotated)
+        except CuratorError as e:
+            problems.append(problem_row("review", e, dataset=dataset.get(cid), case_id=cid,
+                                        path=f"review:{cid}/revised.nii.gz"))
+            continue
+        rows = [r for r in rows if r["case_id"] != cid] + [{**r, "dataset": dataset[cid]} for r in new]
+        done.append(cid)
+    workspace.write_table("_labels_revised", to_arrow("labels", rows))
+    return done, problems

@@ -1,0 +1,140 @@
+"""The pseudolabel stage: an ensemble labels what a case's dataset left unlabelled, with attention.
+
+Per case (``process``): open the case store, work out the target terms (the ensemble's
+terms that the dataset does not annotate, nor annotates a whole of), run the ensemble
+(:func:`~curator.pseudolabel.infer.infer_case`), write the ``pseudo`` label layer and the
+attention bit map, and return ``attention`` rows and ``labels`` rows (origin ``pseudo``,
+kept in the private workspace table ``_labels_pseudo`` until release assembly).
+``finalize`` ranks cases by attention size for review.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, cast
+
+import pyarrow as pa
+
+from curator.errors import InputError
+from curator.io.fsutil import atomic_write_json, sha256_json
+from curator.pseudolabel import outputs, prefetch
+from curator.pseudolabel.config import PseudolabelConfig, check_ensemble
+from curator.pseudolabel.infer import ensemble_terms, infer_case
+from curator.pseudolabel.models import load_ensemble
+from curator.pseudolabel.terms import term_id, uncovered
+from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
+from curator.schema import to_arrow
+from curator.store import CaseStore
+
+log = logging.getLogger("curator")
+
+
+class PseudolabelStage(Stage):
+    name = "pseudolabel"
+    version = "1"
+    config_class = PseudolabelConfig
+    tables = ("attention", "_labels_pseudo")
+    requires = ("cases",)
+    gpu = True
+
+    def plan(self) -> list[Task]:
+        cfg = cast(PseudolabelConfig, self.config)
+        self.extra_problems: list[dict[str, Any]] = []
+        specs = cfg.specs()
+        if not specs:
+            log.info("pseudolabel: no models configured (stages.pseudolabel.ensemble / models); skipped")
+            return []
+        check_ensemble(specs, cfg.patch)
+        models_fp = sha256_json([s.fingerprint() for s in specs])[:16]
+        modalities = {m.upper() for s in specs for m in s.modalities}
+        ws = self.ctx.workspace
+        cases = ws.read_table("cases")
+        annotated = self._annotated()
+        tasks: list[Task] = []
+        missing = 0
+        for row in (cases.to_pylist() if cases is not None else []):
+            cid = row["case_id"]
+            store = ws.stores_dir / f"{cid}.zarr"
+            if not row.get("has_image") or not (store / "zarr.json").exists():
+                missing += bool(row.get("has_image"))
+                continue
+            if modalities and str(row.get("modality") or "").upper() not in modalities:
+                continue
+            upstream = ws.read_case_result("preprocess", cid) or {}
+            fp = sha256_json([upstream.get("key"), row.get("image_sha256"), row.get("label_sha256"), models_fp])
+            payload = {"dataset": row["dataset"], "modality": row.get("modality"),
+                       "annotated": sorted(annotated.get(cid) or self._spec_terms(row))}
+            tasks.append(Task(cid, payload, fp[:32], dataset=row["dataset"], path=f"stores:{cid}.zarr"))
+        if missing:
+            log.info("pseudolabel: %d case(s) have no store yet (run preprocess); skipped", missing)
+        queue = [[t.case_id, str(ws.stores_dir / f"{t.case_id}.zarr")] for t in tasks]
+        atomic_write_json(ws.stage_dir(self.name) / "queue.json", queue, indent=None)
+        return tasks
+
+    def _annotated(self) -> dict[str, set[str]]:
+        """Annotated term ids per case from the harmonize ``labels`` table (when it exists)."""
+        labels = self.ctx.workspace.read_table("labels")
+        out: dict[str, set[str]] = {}
+        if labels is None or "annotated" not in labels.column_names:
+            return out
+        for r in labels.select(["case_id", "term_id", "origin", "annotated"]).to_pylist():
+            if r["origin"] == "original" and r["annotated"]:
+                out.setdefault(r["case_id"], set()).add(r["term_id"])
+        return out
+
+    def _spec_terms(self, row: dict[str, Any]) -> set[str]:
+        src = self.ctx.sources.get(row.get("source") or "") or next(
+            (s for s in self.ctx.sources.values() if s.spec.name == row["dataset"]), None)
+        return {term_id(n) for n in src.spec.annotated_terms()} if src else set()
+
+    @classmethod
+    def process(cls, task: Task, config: Any, env: CaseEnv) -> CaseOutput:
+        cfg = cast(PseudolabelConfig, config)
+        p = task.payload
+        ws = Path(env.workspace)
+        store = CaseStore(ws / "stores" / f"{task.case_id}.zarr")
+        if not store.has_image():
+            raise InputError("image_missing", "the case store has no image", path=str(store.path))
+        specs = cfg.specs()
+        device = cfg.resolved_device()
+        models = load_ensemble(specs, device)
+        annotated = set(p["annotated"]) | (set(store.terms("original")) if "original" in store.layers() else set())
+        candidates = [t for t in ensemble_terms(models) if not cfg.terms or t in cfg.terms]
+        targets = uncovered(candidates, annotated)
+        patch = check_ensemble(specs, cfg.patch)
+        reader, orientation, patch_s = prefetch.take(store.path) or prefetch.make_reader(store, specs, patch, cfg)
+        if cfg.use_prefetch(device):
+            prefetch.schedule_next(ws, task.case_id, specs, patch, cfg)
+        out = CaseOutput()
+        if not targets:
+            return out
+        res = infer_case(reader, models, targets, patch=patch_s, params=cfg.params(), overlap=cfg.overlap,
+                         batch=cfg.batch_size, amp=cfg.amp, orientation=orientation, etta=cfg.etta)
+        outputs.write_case(store, ws, task.case_id, res, specs, cfg)
+        out.rows = outputs.rows(task.case_id, p["dataset"], p.get("modality"), store, res, models, cfg)
+        return out
+
+    def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
+        cfg = cast(PseudolabelConfig, self.config)
+        att = [r for res in results for r in res.rows.get("attention", [])]
+        labels = [r for res in results for r in res.rows.get("_labels_pseudo", [])]
+        return {"attention": to_arrow("attention", rank_cases(att, cfg.review_fraction)),
+                "_labels_pseudo": to_arrow("labels", labels)}
+
+
+def rank_cases(rows: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
+    """Fill ``case_attention_size``, ``review_rank`` and ``review`` (top ``fraction`` of cases)."""
+    totals: dict[str, float] = {}
+    for r in rows:
+        totals[r["case_id"]] = totals.get(r["case_id"], 0.0) + float(r["attention_size"])
+    order = sorted(totals, key=lambda c: (-round(totals[c], 9), c))
+    rank = {c: i + 1 for i, c in enumerate(order)}
+    k = math.ceil(fraction * len(order)) if order else 0
+    out = []
+    for r in rows:
+        c = r["case_id"]
+        out.append({**r, "case_attention_size": totals[c], "review_rank": rank[c],
+                    "review": rank[c] <= k and totals[c] > 0})
+    return out

@@ -1,0 +1,140 @@
+"""Streaming sliding-window inference of an ensemble with Gaussian blending.
+
+Windows are visited row by row along the last axis. Each model blends its window outputs
+(weighted by a Gaussian importance map, as nnU-Net and MONAI do) into a buffer only one
+patch deep; once a row of windows is done, the rows no later window can reach are final
+and are handed out. Peak memory is therefore ``models × terms × X × Y × patch_z`` floats
+plus the current batch, whatever the depth of the volume. The next slab of input is read
+and normalised in a background thread while the current row is inferred, and on a GPU
+the forward passes run under autocast (float16).
+
+>>> import numpy as np, torch
+>>> from curator.pseudolabel.reader import SlabReader
+>>> from curator.pseudolabel.models import ModelSpec, load_model
+>>> spec = ModelSpec.from_dict({"name": "m", "factory": "curator.pseudolabel.nets:TinyUNet",
+...     "kwargs": {"out_channels": 2}, "terms": ["liver"], "patch": [16, 16, 16]})
+>>> reader = SlabReader(np.zeros((20, 18, 40), np.float32), {}, {})
+>>> rows = [z1 - z0 for z0, z1, _ in sliding_window(reader, [load_model(spec, "cpu")], (16, 16, 16))]
+>>> sum(rows)
+40
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from curator.pseudolabel.models import LoadedModel
+from curator.pseudolabel.reader import SlabReader
+
+log = logging.getLogger("curator")
+_AXIS = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+
+
+def starts(n: int, p: int, overlap: float) -> list[int]:
+    """Window start positions covering [0, n) with windows of ``p`` (MONAI's dense grid)."""
+    if n <= p:
+        return [0]
+    step = max(1, int(p * (1 - overlap)))
+    out = list(range(0, n - p + 1, step))
+    if out[-1] != n - p:
+        out.append(n - p)
+    return out
+
+
+def gaussian_map(patch: Sequence[int], sigma_scale: float = 0.125) -> NDArray[np.float32]:
+    """Separable Gaussian importance map (max 1, no zeros), as nnU-Net/MONAI blending uses."""
+    g = np.ones((1, 1, 1), dtype=np.float64)
+    for ax, p in enumerate(patch):
+        x = np.arange(p) - (p - 1) / 2
+        v = np.exp(-0.5 * (x / max(sigma_scale * p, 1e-6)) ** 2)
+        shape = [1, 1, 1]
+        shape[ax] = p
+        g = g * v.reshape(shape)
+    g = g / g.max()
+    g = np.maximum(g, g[g > 0].min())
+    return g.astype(np.float32)
+
+
+def axis_map(stored: str | None, expected: str | None) -> tuple[tuple[int, int, int], tuple[int, ...]]:
+    """Permutation (model axis → stored axis) and the model axes to flip, from axis codes."""
+    if not stored or not expected:
+        return (0, 1, 2), ()
+    perm, flips = [], []
+    for a, code in enumerate(expected.upper()):
+        s = next(i for i, c in enumerate(stored.upper()) if _AXIS[c] == _AXIS[code])
+        perm.append(s)
+        if stored.upper()[s] != code:
+            flips.append(a)
+    return (perm[0], perm[1], perm[2]), tuple(flips)
+
+
+def padded_patch(shape: Sequence[int], patch: Sequence[int], divisor: int) -> tuple[int, int, int]:
+    """The patch actually used: no larger than the volume (rounded up to ``divisor``)."""
+    out = [min(p, -(-n // divisor) * divisor) for n, p in zip(shape, patch, strict=True)]
+    return (out[0], out[1], out[2])
+
+
+def _run(model: LoadedModel, x: torch.Tensor, orient: tuple[tuple[int, int, int], tuple[int, ...]],
+         amp: bool) -> torch.Tensor:
+    perm, flips = orient
+    y = x.permute(0, 1, 2 + perm[0], 2 + perm[1], 2 + perm[2])
+    if flips:
+        y = y.flip([2 + a for a in flips])
+    ctx = torch.autocast("cuda", dtype=torch.float16) if amp and x.device.type == "cuda" else nullcontext()
+    with ctx:
+        out = model.predict(y)
+    if flips:
+        out = out.flip([2 + a for a in flips])
+    inv = [perm.index(i) for i in range(3)]
+    return out.permute(0, 1, 2 + inv[0], 2 + inv[1], 2 + inv[2]).float()
+
+
+def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Sequence[int], *,
+                   overlap: float = 0.5, batch: int = 4, amp: bool = True, sigma_scale: float = 0.125,
+                   orientation: str | None = None, divisor: int = 8) -> Iterator[tuple[int, int, list[NDArray[np.float32]]]]:
+    """Yield ``(z0, z1, [probs of model m: (terms_m, X, Y, z1 - z0)])`` for consecutive final rows.
+
+    ``patch`` is in stored axes; ``orientation`` is the stored axis code, each model's
+    ``spec.orientation`` the one it expects (patches are permuted/flipped for it).
+    """
+    device = models[0].device
+    X, Y, Z = reader.shape
+    px, py, pz = padded_patch(reader.shape, patch, divisor)
+    PX, PY = max(X, px), max(Y, py)
+    xs, ys, zs = starts(X, px, overlap), starts(Y, py, overlap), starts(Z, pz, overlap)
+    g = torch.from_numpy(gaussian_map((px, py, pz), sigma_scale)).to(device)
+    orients = [axis_map(orientation, m.spec.orientation) for m in models]
+    acc = [torch.zeros((len(m.terms), PX, PY, pz), dtype=torch.float32, device=device) for m in models]
+    wsum = torch.zeros((PX, PY, pz), dtype=torch.float32, device=device)
+    windows = [(x, y) for x in xs for y in ys]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-slab") as pool:
+        nxt: Future[NDArray[np.float32]] = pool.submit(reader.slab, zs[0], zs[0] + pz)
+        for k, z in enumerate(zs):
+            slab = nxt.result()
+            if k + 1 < len(zs):
+                nxt = pool.submit(reader.slab, zs[k + 1], zs[k + 1] + pz)
+            slab = np.pad(slab, [(0, PX - X), (0, PY - Y), (0, 0)], mode="edge") if (PX, PY) != (X, Y) else slab
+            src = torch.from_numpy(np.ascontiguousarray(slab)).to(device)
+            with torch.inference_mode():
+                for b0 in range(0, len(windows), batch):
+                    win = windows[b0:b0 + batch]
+                    xb = torch.stack([src[x:x + px, y:y + py] for x, y in win])[:, None]
+                    for m, model in enumerate(models):
+                        out = _run(model, xb, orients[m], amp)
+                        for i, (x, y) in enumerate(win):
+                            acc[m][:, x:x + px, y:y + py] += out[i] * g
+                    for x, y in win:
+                        wsum[x:x + px, y:y + py] += g
+            z_next = zs[k + 1] if k + 1 < len(zs) else min(Z, z + pz)
+            n = z_next - z
+            w = wsum[:X, :Y, :n]
+            yield z, z_next, [(a[:, :X, :Y, :n] / w).cpu().numpy() for a in acc]
+            for buf in [*acc, wsum]:
+                buf[..., : pz - n] = buf[..., n:].clone()
+                buf[..., pz - n:] = 0

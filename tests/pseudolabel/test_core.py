@@ -1,0 +1,89 @@
+"""Attention maths: streaming == whole-array reference, thresholds, cleaning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from curator.pseudolabel.core import (AttentionParams, AttentionStream, Stats, attention_reference,
+                                      clean_reference, ensemble_stats, entr)
+
+
+def _probs(seed: int, shape: tuple[int, int, int], terms: list[str], n: int = 3) -> dict[str, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in terms:
+        base = ndimage.gaussian_filter(rng.random(shape), 2.0)
+        base = (base - base.min()) / (np.ptp(base) + 1e-9)
+        out[t] = [np.clip(base + ndimage.gaussian_filter(rng.normal(0, 0.4, shape), 1.5), 0, 1).astype(np.float32)
+                  for _ in range(n)]
+    return out
+
+
+def test_stats_match_numpy() -> None:
+    p = _probs(0, (6, 7, 8), ["a"])["a"]
+    s = ensemble_stats(p)
+    stack = np.stack(p)
+    np.testing.assert_allclose(s.mean, stack.mean(0), atol=1e-6)
+    np.testing.assert_allclose(s.std, stack.std(0), atol=1e-3)
+    np.testing.assert_allclose(s.entropy, np.mean([-x * np.log(np.where(x > 0, x, 1)) for x in p], 0), atol=1e-6)
+    assert entr(np.array([0.0, 1.0]))[0] == 0 and abs(entr(np.array([1.0]))[0]) < 1e-7
+
+
+def test_cleaning_removes_thin_shells_keeps_blobs() -> None:
+    m = np.zeros((30, 30, 30), bool)
+    m[5:15, 5:15, 5:15] = True  # a 10-voxel blob survives erosion(2) + dilation(2)
+    m[20, :, :] = True  # a one-voxel sheet does not
+    c = clean_reference(m, 2)
+    assert c[5:15, 5:15, 5:15].all() and not c[20].any()
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), cuts=st.lists(st.integers(1, 36), min_size=0, max_size=6, unique=True),
+       iterations=st.integers(0, 2))
+def test_stream_equals_reference(seed: int, cuts: list[int], iterations: int) -> None:
+    shape = (14, 12, 37)
+    terms = ["a", "b", "c"]
+    stats = {t: ensemble_stats(v) for t, v in _probs(seed, shape, terms).items()}
+    params = AttentionParams(iterations=iterations)
+    codes, masks, ref = attention_reference(stats, ["a", "c"], params, voxel_ml=0.5)
+    stream = AttentionStream(shape, terms, ["a", "c"], params, voxel_ml=0.5)
+    edges = [0, *sorted(cuts), 37]
+    for z0, z1 in zip(edges[:-1], edges[1:], strict=True):
+        stream.push(z0, z1, {t: Stats(s.mean[..., z0:z1], s.std[..., z0:z1], s.entropy[..., z0:z1])
+                             for t, s in stats.items()})
+    got = stream.finish()
+    assert np.array_equal(stream.label, codes)
+    for k, t in enumerate(["a", "c"]):
+        assert np.array_equal(((stream.bits >> k) & 1).astype(bool), masks[t])
+        assert got[t].attention_voxels == ref[t].attention_voxels
+        assert got[t].attention_size == pytest.approx(ref[t].attention_size, rel=2e-3, abs=1e-3)
+        assert got[t].peak_slice == ref[t].peak_slice
+
+
+def test_identical_members_have_no_inconsistency_and_confident_ones_no_uncertainty() -> None:
+    p = np.zeros((20, 20, 20), np.float32)
+    p[5:15, 5:15, 5:15] = 1.0
+    stats = {"a": ensemble_stats([p, p, p])}
+    _, masks, summ = attention_reference(stats, ["a"], AttentionParams())
+    assert summ["a"].attention_size == 0 and not masks["a"].any()
+    q = p.copy()
+    q[5:15, 5:15, 5:10] = 0.0  # one member misses half the blob
+    stats = {"a": ensemble_stats([p, p, q])}
+    _, masks, summ = attention_reference(stats, ["a"], AttentionParams())
+    assert masks["a"][5:15, 5:15, 5:10].mean() > 0.5 and not masks["a"][:, :, 12:].any()
+    assert summ["a"].inconsistency > 0
+
+
+def test_overlap_counts_voxels_claimed_by_two_terms() -> None:
+    a = np.zeros((12, 12, 12), np.float32)
+    b = np.zeros_like(a)
+    a[2:8] = 0.99
+    b[6:10] = 0.99
+    stats = {"a": ensemble_stats([a] * 3), "b": ensemble_stats([b] * 3)}
+    _, masks, summ = attention_reference(stats, ["a", "b"], AttentionParams(), voxel_ml=2.0)
+    assert summ["a"].overlap == summ["b"].overlap == 2 * 12 * 12 * 2.0
+    assert masks["a"][6:8].all() and not masks["a"][:6].any()

@@ -1,0 +1,149 @@
+"""Model adapters, sliding window, ETTA, and the CUDA path."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from curator.errors import ConfigError
+from curator.pseudolabel.etta import EttaConfig, adapted, norm_parameters
+from curator.pseudolabel.infer import infer_case
+from curator.pseudolabel.models import ModelSpec, load_ensemble_file, load_model
+from curator.pseudolabel.nets import TinyUNet
+from curator.pseudolabel.reader import SlabReader, to_source_grid
+from curator.pseudolabel.window import axis_map, gaussian_map, sliding_window, starts
+from curator.testing.segmodels import BAND_TERMS, BandModel, band_specs
+
+SPEC = {"name": "u", "factory": "curator.pseudolabel.nets:TinyUNet", "kwargs": {"out_channels": 3},
+        "terms": ["liver", "spleen"], "patch": [16, 16, 16]}
+
+
+def test_window_geometry() -> None:
+    assert starts(10, 16, 0.5) == [0]
+    assert starts(40, 16, 0.5) == [0, 8, 16, 24]
+    g = gaussian_map((8, 8, 8))
+    assert g.max() == 1 and g.min() > 0 and g[4, 4, 4] > g[0, 0, 0]
+    assert axis_map("LPS", "RAS") == ((0, 1, 2), (0, 1))
+    assert axis_map("IPL", "RAS") == ((2, 1, 0), (0, 1, 2))
+
+
+def test_module_weights_and_torchscript_agree(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = TinyUNet(out_channels=3).eval()
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    m1 = load_model(ModelSpec.from_dict({**SPEC, "weights": str(tmp_path / "w.pt")}), "cpu")
+    with warnings.catch_warnings():  # TorchScript is deprecated in torch 2.13 but still what many ship
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(net), str(tmp_path / "m.ts"), _extra_files={
+            "curator.json": json.dumps({"terms": ["liver", "spleen"], "patch": [16, 16, 16]})})
+    m2 = load_model(ModelSpec.from_dict({"name": "ts", "kind": "torchscript", "path": str(tmp_path / "m.ts")}), "cpu")
+    assert m2.terms == ("liver", "spleen")
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(m1.predict(x), m2.predict(x), atol=1e-5)
+    # weights are read with weights_only=True: a pickled object is refused
+    torch.save({"net": net}, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError):
+        load_model(ModelSpec.from_dict({**SPEC, "weights": str(tmp_path / "bad.pt")}), "cpu")
+
+
+def test_monai_bundle(tmp_path: Path) -> None:
+    pytest.importorskip("monai")
+    root = tmp_path / "bundle"
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    (root / "configs" / "inference.json").write_text(json.dumps({
+        "network_def": {"_target_": "monai.networks.nets.UNet", "spatial_dims": 3, "in_channels": 1,
+                        "out_channels": 3, "channels": [4, 8], "strides": [2]}}))
+    (root / "configs" / "metadata.json").write_text(json.dumps({"network_data_format": {"outputs": {"pred": {
+        "channel_def": {"0": "background", "1": "liver", "2": "spleen"}}}}}))
+    from monai.networks.nets import UNet
+
+    torch.save(UNet(3, 1, 3, (4, 8), (2,)).state_dict(), root / "models" / "model.pt")
+    m = load_model(ModelSpec.from_dict({"name": "b", "kind": "monai_bundle", "path": str(root)}), "cpu")
+    assert m.terms == ("liver", "spleen")
+    assert m.predict(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+
+
+def test_demo_ensemble_declared() -> None:
+    specs = load_ensemble_file("demo")
+    assert len({s.factory for s in specs}) == 3
+    assert all(Path(str(s.weights)).is_absolute() for s in specs)
+
+
+def test_sliding_window_matches_single_pass_for_pointwise_model() -> None:
+    """A point-wise model gives the same probabilities whatever the tiling and stored orientation."""
+    spec = ModelSpec.from_dict({**band_specs(1)[0], "kwargs": {"bands": [[0.0, 1.0]], "smooth": 1},
+                                "terms": ["x"], "orientation": "RAS"})
+    model = load_model(spec, "cpu")
+    img = np.random.default_rng(0).uniform(-1, 2, (23, 17, 29)).astype(np.float32)
+    with torch.no_grad():
+        full = model.predict(torch.from_numpy(img)[None, None])[0, 0].numpy()
+    rows = list(sliding_window(SlabReader(img, {}, {"mean": 0.0, "std": 1.0}), [model], (8, 8, 8), overlap=0.5,
+                               orientation="LPS", divisor=1))
+    got = np.concatenate([p[0][0] for _, _, p in rows], axis=-1)
+    np.testing.assert_allclose(got, full, atol=1e-5)
+
+
+def test_resampled_inference_returns_store_grid() -> None:
+    model = load_model(ModelSpec.from_dict(band_specs(1)[0]), "cpu")
+    img = np.full((30, 24, 18), -50.0, np.float32)
+    img[10:20, 8:16, 6:12] = 105.0  # a "liver" block
+    reader = SlabReader(img, {}, {"mean": 0.0, "std": 1.0}, (2.0, 2.0, 3.0), (4.0, 4.0, 6.0))
+    assert reader.shape == (15, 12, 9)
+    res = infer_case(reader, [model], ["liver"], patch=(8, 8, 8), overlap=0.25)
+    assert res.plane.shape == img.shape
+    liver = res.plane == 1
+    assert liver[12:18, 10:14, 7:11].all() and not liver[:6].any()
+    assert to_source_grid(np.arange(3)[:, None, None] * np.ones((3, 2, 2)), (6, 2, 2))[:, 0, 0].tolist() == \
+        [0, 0, 1, 1, 2, 2]
+
+
+def test_etta_changes_only_norm_params_and_restores() -> None:
+    torch.manual_seed(0)
+    model = load_model(ModelSpec.from_dict(SPEC), "cpu")
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    norm_names = {n for n, _ in norm_parameters(model.net)}
+    x = torch.randn(2, 1, 16, 16, 16)
+    cfg = EttaConfig(enabled=True, steps=3, lr=1e-2)
+    with adapted(model.net, model.logits, x, "softmax", cfg) as report:
+        during = model.net.state_dict()
+        changed = {k for k, v in during.items() if not torch.equal(v, before[k])}
+    assert changed and changed <= norm_names, f"non-normalisation tensors changed: {changed - norm_names}"
+    assert report["entropy_after"] < report["entropy_before"]
+    after = model.net.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before), "the model was not restored"
+    assert not any(p.requires_grad for p in model.net.parameters())
+
+
+def test_etta_in_a_case_leaves_model_unchanged() -> None:
+    torch.manual_seed(1)
+    model = load_model(ModelSpec.from_dict(SPEC), "cpu")
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    reader = SlabReader(np.random.default_rng(0).normal(size=(20, 20, 20)).astype(np.float32), {}, {})
+    res = infer_case(reader, [model], ["liver"], patch=(16, 16, 16), etta=EttaConfig(enabled=True, steps=2))
+    assert res.etta and res.etta[0]["changed"]
+    assert all(torch.equal(model.net.state_dict()[k], v) for k, v in before.items())
+
+
+def test_band_model_is_a_band_detector() -> None:
+    m = BandModel(bands=[[0.0, 10.0], [20.0, 30.0]], smooth=1)
+    x = torch.tensor([5.0, 25.0, 15.0]).view(1, 1, 3, 1, 1)
+    assert m(x).argmax(1).flatten().tolist() == [1, 2, 0] and len(BAND_TERMS) == 4
+
+
+@pytest.mark.gpu
+def test_cuda_path_matches_cpu() -> None:
+    torch.manual_seed(0)
+    cpu = load_model(ModelSpec.from_dict(SPEC), "cpu")
+    gpu = load_model(ModelSpec.from_dict(SPEC), "cuda")
+    gpu.net.load_state_dict(cpu.net.state_dict())
+    img = np.random.default_rng(0).normal(size=(40, 36, 44)).astype(np.float32)
+    a = infer_case(SlabReader(img, {}, {}), [cpu], ["liver", "spleen"], patch=(16, 16, 16), amp=False)
+    b = infer_case(SlabReader(img, {}, {}), [gpu], ["liver", "spleen"], patch=(16, 16, 16), amp=True)
+    assert (a.plane == b.plane).mean() > 0.99

@@ -1,0 +1,94 @@
+"""Review loop + release assembly: revised labels come back, originals are never touched."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pyarrow.parquet as pq
+
+from curator.pseudolabel.release import assembled_label_map, assembled_mask
+from curator.pseudolabel.review import export_review, import_review
+from curator.pseudolabel.stage import PseudolabelStage
+from curator.release.build import build_release
+from curator.runner.run import run_stage
+from curator.store import CaseStore
+
+
+def _layer_digest(store: Path, layer: str) -> str:
+    h = hashlib.sha256()
+    for p in sorted((store / "labels" / layer).rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(store).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_review_round_trip_and_priority(phantom_ws, tmp_path: Path) -> None:
+    ctx, _ = phantom_ws()
+    ws = ctx.workspace
+    stores = sorted(ws.stores_dir.glob("*.zarr"))
+    before = {s.name: _layer_digest(s, "original") for s in stores}
+    run_stage(ctx, PseudolabelStage)
+    att = ws.read_table("attention").to_pylist()
+
+    out = tmp_path / "review"
+    res = export_review(ws.root, att, out, top=2, images=False)
+    assert len(res.cases) == 2 and res.previews >= 2
+    with open(out / "worklist.csv", newline="") as f:
+        work = list(csv.DictReader(f))
+    assert [w["case_id"] for w in work] == res.cases
+    assert [int(w["review_rank"]) for w in work] == [1, 2]
+    png = next((out / res.cases[0]).glob("preview_*.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a reviewer erases the liver of the first case and keeps the rest
+    cid = res.cases[0]
+    pseudo = nib.load(out / cid / "pseudo.nii.gz")
+    data = np.asarray(pseudo.dataobj).copy()
+    store = CaseStore(ws.stores_dir / f"{cid}.zarr")
+    liver_code = next(c for arr, vals in store.planes("pseudo") for c, ts in vals.items() if ts == ["liver"])
+    data[data == liver_code] = 0
+    nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
+    # a bad revision: wrong grid
+    bad = res.cases[1]
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), out / bad / "revised.nii.gz")
+
+    done, problems = import_review(ws, out)
+    assert done == [cid]
+    assert [p["case_id"] for p in problems] == [bad] and problems[0]["kind"] == "revised_label_invalid"
+    store = CaseStore(ws.stores_dir / f"{cid}.zarr")
+    assert store.layers() == ["original", "revised", "pseudo"]
+    mask, layer = assembled_mask(store, "liver")
+    assert layer == "revised" and not mask.any()
+    spleen_or_pancreas = store.terms("original")[0]
+    assert assembled_mask(store, spleen_or_pancreas)[1] == "original"
+    lmap = assembled_label_map(store, [spleen_or_pancreas, "aorta"])
+    assert np.array_equal(lmap == 1, store.mask(spleen_or_pancreas, "original"))
+
+    release = build_release(ctx)
+    labels = pq.read_table(release / "labels.parquet").to_pylist()
+    keyed = {(r["case_id"], r["term_id"]): r["origin"] for r in labels}
+    assert keyed[(cid, "liver")] == "revised"
+    assert len(keyed) == len(labels), "one row per (case, term) after assembly"
+    other = next(s.stem for s in stores if s.stem not in (cid, bad))
+    assert keyed[(other, "liver")] == "pseudo"
+    assert not any(o == "pseudo" and t in CaseStore(ws.stores_dir / f"{c}.zarr").terms("original")
+                   for (c, t), o in keyed.items())
+    after = {s.name: _layer_digest(s, "original") for s in stores}
+    assert after == before, "the original label layers changed"
+
+
+def test_export_is_deterministic(phantom_ws, tmp_path: Path) -> None:
+    ctx, _ = phantom_ws()
+    run_stage(ctx, PseudolabelStage)
+    att = ctx.workspace.read_table("attention").to_pylist()
+    a, b = tmp_path / "a", tmp_path / "b"
+    export_review(ctx.workspace.root, att, a, top=1, images=False)
+    export_review(ctx.workspace.root, att, b, top=1, images=False)
+    assert (a / "worklist.csv").read_bytes() == (b / "worklist.csv").read_bytes()
+    shutil.rmtree(a)

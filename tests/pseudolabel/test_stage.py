@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+
+from curator.pseudolabel.outputs import attention_path, read_attention
+from curator.pseudolabel.stage import PseudolabelStage, rank_cases
+from curator.runner.run import run_stage
+from curator.store import CaseStore
+from curator.testing.segmodels import phantom_truth
+from tests.pseudolabel.conftest import CASES
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def test_stage_labels_only_unannotated_terms(phantom_ws) -> None:
+    ctx, _ = phantom_ws()
+    report = run_stage(ctx, PseudolabelStage)
+    assert report.planned == 4 and report.failed == 0
+    ws = ctx.workspace
+    att = ws.read_table("attention").to_pylist()
+    labels = ws.read_table("_labels_pseudo").to_pylist()
+    for i, (cid, _, ann) in enumerate(CASES):
+        store = CaseStore(ws.stores_dir / f"{cid}.zarr")
+        assert store.layers() == ["original", "pseudo"]
+        pseudo_terms = set(store.terms("pseudo"))
+        assert not pseudo_terms & set(ann), "an annotated term got a pseudo label"
+        assert pseudo_terms == {"liver", "spleen", "pancreas", "aorta"} - set(ann)
+        # the band models find the phantom's liver where it is
+        assert _dice(store.mask("liver", "pseudo"), phantom_truth(100 + i, "liver")) > 0.8
+        rows = [r for r in labels if r["case_id"] == cid]
+        assert {r["term_id"] for r in rows} == pseudo_terms
+        assert all(r["origin"] == "pseudo" and r["layer"] == "pseudo" and not r["annotated"] for r in rows)
+        for r in rows:
+            assert r["voxels"] == int(store.mask(r["term_id"], "pseudo").sum())
+        bits, names = read_attention(attention_path(ws.root, cid))
+        assert set(names.values()) == pseudo_terms and bits.shape == store.geometry.shape
+    assert {r["case_id"] for r in att} == {c for c, _, _ in CASES}
+    ranks = sorted({(r["review_rank"], r["case_id"]) for r in att})
+    assert [r for r, _ in ranks] == [1, 2, 3, 4]
+    assert sum(r["review"] for r in att if r["review_rank"] == 1) >= 1  # 5% of 4 cases -> the top case
+
+
+def test_attention_reflects_disagreement(phantom_ws) -> None:
+    """Band jitter makes members disagree at band edges: attention > 0 where they disagree, and
+    identical members give no inconsistency at all."""
+    ctx, settings = phantom_ws()
+    run_stage(ctx, PseudolabelStage)
+    att = ctx.workspace.read_table("attention").to_pylist()
+    assert any(r["inconsistency"] > 0 for r in att)
+    same = [dict(settings["models"][0], name=f"same{i}") for i in range(3)]
+    ctx2, _ = phantom_ws(models=same)
+    run_stage(ctx2, PseudolabelStage)
+    att2 = ctx2.workspace.read_table("attention").to_pylist()
+    assert all(r["inconsistency"] == 0 for r in att2)
+
+
+def test_rerun_is_cached_and_tables_identical(phantom_ws) -> None:
+    ctx, _ = phantom_ws()
+    run_stage(ctx, PseudolabelStage)
+    first = ctx.workspace.table_path("attention").read_bytes()
+    report = run_stage(ctx, PseudolabelStage)
+    assert report.cached == 4 and report.ran == 0
+    assert ctx.workspace.table_path("attention").read_bytes() == first
+
+
+def test_rank_cases_top_fraction() -> None:
+    rows = [{"case_id": f"c{i}", "attention_size": float(i)} for i in range(40)]
+    ranked = rank_cases(rows, 0.05)
+    flagged = sorted(r["case_id"] for r in ranked if r["review"])
+    assert flagged == ["c38", "c39"]
+    assert min(ranked, key=lambda r: r["review_rank"])["case_id"] == "c39"
