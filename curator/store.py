@@ -257,4 +257,4 @@ def store_sha256(path: str | os.PathLike[str]) -> str:
     SHA-256 over the sorted ``sha256sum``-style lines of every file of the store."""
     from curator.release.integrity import store_hash
 
-    return store_hash(path)
+    return store_hash(Path(path))

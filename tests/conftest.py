@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+
 def _find_real() -> Path:
     """$CURATOR_REAL_DATA, else the nearest ``shared/data/real`` beside an ancestor (../shared)."""
     if os.environ.get("CURATOR_REAL_DATA"):

@@ -74,7 +74,7 @@ def test_sigkill_during_ingest_resumes_without_redoing_cases(tmp_path: Path, dem
     done_before = _ingest_results(ws)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert 5 <= done_before < 25
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     m = re.search(r"ingest: (\d+) cases \((\d+) cached, (\d+) run\)", out.stderr)
     assert m, out.stderr

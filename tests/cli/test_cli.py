@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def curator(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "curator", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")

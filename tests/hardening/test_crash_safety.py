@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from curator.demo.data import build_demo_data
 from curator.testing.pipelines import make_pipeline, run
@@ -47,7 +46,7 @@ def _check_visible_state(tmp: Path) -> None:
             store.geometry  # noqa: B018 - metadata complete
             for layer in store.layers():
                 for arr, _ in store.planes(layer):
-                    arr[...]  # noqa: B018 - every chunk decodes
+                    arr[...]
 
 
 def _results(ws: Path, stage: str) -> int:
@@ -90,12 +89,12 @@ def test_twenty_kills_over_all_stages_then_identical_release(tmp_path: Path) -> 
             continue
         _check_visible_state(tmp_path / "killed")
     assert kills == KILLS
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     resumed = tmp_path / "killed" / "releases" / "test" / "0.1.0"
     _check_visible_state(tmp_path / "killed")
     got = {p.name: p.read_bytes() for p in sorted(resumed.glob("*.parquet"))}
     want = {p.name: p.read_bytes() for p in sorted(ref.release.glob("*.parquet"))}
     assert got.keys() == want.keys()
-    for name in want:
-        assert got[name] == want[name], name
+    for name, data in want.items():
+        assert got[name] == data, name

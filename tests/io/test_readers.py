@@ -128,7 +128,8 @@ def test_non_orthonormal_direction(tmp_path: Path) -> None:
 def test_header_claiming_huge_array(tmp_path: Path) -> None:
     p = _nifti(tmp_path / "h.nii", np.ones((8, 8, 8), np.int16))
     raw = bytearray(p.read_bytes())
-    hdr = nib.Nifti1Header.from_fileobj(open(p, "rb"))
+    with open(p, "rb") as fh:
+        hdr = nib.Nifti1Header.from_fileobj(fh)
     hdr.set_data_shape((4000, 4000, 4000))
     raw[:348] = hdr.binaryblock
     p.write_bytes(bytes(raw))

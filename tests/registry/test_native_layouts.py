@@ -16,8 +16,8 @@ from curator.config import PipelineConfig
 from curator.pipeline import run_pipeline
 from curator.registry import load_registry
 from curator.testing.native import write_tree
-from curator.workspace import Workspace
 from curator.testing.registry_fixtures import FIXTURES
+from curator.workspace import Workspace
 
 BAD_KINDS = {"label_unmapped", "label_values_undeclared", "term_unknown", "duplicate_case", "layout_no_match"}
 
