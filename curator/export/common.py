@@ -86,3 +86,21 @@ def check_terms(case: ExportCase, terms: list[str], partial: bool) -> str | None
     if missing and (not partial or len(missing) == len(terms)):
         return f"holds no {', '.join(missing)}"
     return None
+
+
+def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, label: Path,
+               report: ExportReport) -> bool:
+    """Write one case's image and label map (or note in ``report`` why it was skipped)."""
+    why = check_terms(case, terms, partial)
+    if why:
+        report.skipped[case.case_id] = why
+        return False
+    store = CaseStore(case.store)
+    affine = store.geometry.matrix
+    save_nifti(image, physical_image(store), affine)
+    labels, overlap = label_map(store, terms)
+    save_nifti(label, labels, affine)
+    if overlap:
+        report.overlaps[case.case_id] = overlap
+    report.cases.append(case.case_id)
+    return True

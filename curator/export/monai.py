@@ -9,17 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from curator.errors import ReleaseError
-from curator.export.common import (
-    ExportReport,
-    check_terms,
-    label_map,
-    physical_image,
-    save_nifti,
-    select_cases,
-)
+from curator.export.common import ExportReport, select_cases, write_case
 from curator.io.fsutil import atomic_write_json
 from curator.release.query import Release
-from curator.store import CaseStore
 
 KEYS = {"train": "training", "val": "validation", "test": "test", None: "training"}
 
@@ -35,22 +27,12 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     report = ExportReport(folder)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     for c in select_cases(rel, where):
-        why = check_terms(c, terms, partial)
-        if why:
-            report.skipped[c.case_id] = why
-            continue
-        store = CaseStore(c.store)
-        affine = store.geometry.matrix
-        save_nifti(folder / "images" / f"{c.case_id}.nii.gz", physical_image(store), affine)
-        labels, overlap = label_map(store, terms)
-        save_nifti(folder / "labels" / f"{c.case_id}.nii.gz", labels, affine)
-        if overlap:
-            report.overlaps[c.case_id] = overlap
-        lists[KEYS.get(c.split, "training")].append({
-            "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",
-            "case_id": c.case_id, "dataset": c.dataset, "modality": c.modality,
-            "present": [t for t in terms if t in c.terms]})
-        report.cases.append(c.case_id)
+        if write_case(c, terms, partial, folder / "images" / f"{c.case_id}.nii.gz",
+                      folder / "labels" / f"{c.case_id}.nii.gz", report):
+            lists[KEYS.get(c.split, "training")].append({
+                "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",
+                "case_id": c.case_id, "dataset": c.dataset, "modality": c.modality,
+                "present": [t for t in terms if t in c.terms]})
     atomic_write_json(folder / "datalist.json", {
         "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
         "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},

@@ -10,17 +10,9 @@ import re
 from pathlib import Path
 
 from curator.errors import ConfigError, ReleaseError
-from curator.export.common import (
-    ExportReport,
-    check_terms,
-    label_map,
-    physical_image,
-    save_nifti,
-    select_cases,
-)
+from curator.export.common import ExportReport, select_cases, write_case
 from curator.io.fsutil import atomic_write_json
 from curator.release.query import Release
-from curator.store import CaseStore
 
 
 def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int, name: str, terms: list[str],
@@ -46,18 +38,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                            remedy="choose another dataset id/name or remove the folder")
     report = ExportReport(folder)
     for c in cases:
-        why = check_terms(c, terms, partial)
-        if why:
-            report.skipped[c.case_id] = why
-            continue
-        store = CaseStore(c.store)
-        affine = store.geometry.matrix
-        save_nifti(folder / "imagesTr" / f"{c.case_id}_0000.nii.gz", physical_image(store), affine)
-        labels, overlap = label_map(store, terms)
-        save_nifti(folder / "labelsTr" / f"{c.case_id}.nii.gz", labels, affine)
-        if overlap:
-            report.overlaps[c.case_id] = overlap
-        report.cases.append(c.case_id)
+        write_case(c, terms, partial, folder / "imagesTr" / f"{c.case_id}_0000.nii.gz",
+                   folder / "labelsTr" / f"{c.case_id}.nii.gz", report)
     if not report.cases:
         raise ReleaseError("release_error", f"no case holds every term {terms}", path=str(rel.path),
                            remedy="check --terms against `store_terms`, or pass --partial")
