@@ -40,12 +40,13 @@ def test_diff_table_keys_and_changed_columns() -> None:
 
 def test_diff_names_qc_exclusions_duplicates_and_label_changes(demo: Path, release_with: Build) -> None:
     ws = Workspace(demo / "workspace")
+    (ws.tables_dir / "duplicates.parquet").unlink()  # the demo's own groups: this test plants one
     cases = pl.read_parquet(demo / "releases" / "demo" / "0.1.0" / "cases.parquet")["case_id"].to_list()
     ws.write_table("labels", _labels(cases[:4], excluded={cases[0]}))
     a = release_with(demo, "0.2.0")
     ws.write_table("labels", _labels(cases[:3], excluded={cases[0], cases[2]}))
     dup = [{"group_id": "g1", "case_id": c, "dataset": c.split("__")[0], "kept": c == cases[5],
-            "kept_case_id": cases[5], "reason": "same scan"} for c in (cases[5], cases[6])]
+            "kept_case_id": cases[5], "group_size": 2, "reason": "same scan"} for c in (cases[5], cases[6])]
     ws.write_table("duplicates", to_arrow("duplicates", dup))
     (demo / "pipeline.yaml").write_text((demo / "pipeline.yaml").read_text().replace(
         "stages:\n", "stages:\n  splits: {on_conflict: move}\n"))

@@ -117,14 +117,15 @@ def test_planted_cross_split_duplicate_fails_the_release(demo: Path, release_wit
     v1 = demo / "releases" / "demo" / "0.1.0"
     s1 = pl.read_parquet(v1 / "splits.parquet")
     train = s1.filter((pl.col("split") == "train") & (pl.col("dataset") == "KiTS23"))["case_id"][0]
-    test = s1.filter((pl.col("split") == "test") & (pl.col("reason") == "assigned"))["case_id"][0]
+    test = s1.filter(pl.col("split") == "test")["case_id"][0]
+    ws = Workspace(demo / "workspace")
+    (ws.tables_dir / "duplicates.parquet").unlink()  # the demo's own groups: this test plants one
     # without the planted link the next release builds
     assert release_with(demo, "0.1.1").is_dir()
-    ws = Workspace(demo / "workspace")
     cases = pl.read_parquet(v1 / "cases.parquet")
     ds = dict(cases.select("case_id", "dataset").iter_rows())
     rows = [{"group_id": "g_planted", "case_id": c, "dataset": ds[c], "kept": c == train, "kept_case_id": train,
-             "reason": "planted for the test"} for c in (train, test)]
+             "group_size": 2, "reason": "planted for the test"} for c in (train, test)]
     ws.write_table("duplicates", to_arrow("duplicates", rows))
     with pytest.raises(ReleaseError) as e:
         release_with(demo, "0.1.2")

@@ -42,9 +42,9 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = ctx.workspace
     ws.write_table("duplicates", to_arrow("duplicates", [
         {"group_id": "g1", "case_id": "Phantom__c000", "dataset": "Phantom", "kept": True,
-         "kept_case_id": "Phantom__c000", "reason": "kept: first"},
+         "kept_case_id": "Phantom__c000", "group_size": 2, "reason": "kept: first"},
         {"group_id": "g1", "case_id": "Phantom__c001", "dataset": "Phantom", "kept": False,
-         "kept_case_id": "Phantom__c000", "reason": "same scan <re-cropped>"}]))
+         "kept_case_id": "Phantom__c000", "group_size": 2, "reason": "same scan <re-cropped>"}]))
     run_stage(ctx, QCStage)
     return build_release(ctx, steps=STEPS)
 
