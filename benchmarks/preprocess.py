@@ -57,7 +57,7 @@ env = CaseEnv(workspace=ws, sources={"bench": raw}, key_hex="00")
 payload = {"source": "bench", "dataset": "CuratorBench", "modality": "CT", "image_path": f"imagesTr/{case}_0000.nii.gz",
            "image_channel": None, "label_paths": [f"labelsTr/{case}.nii.gz"], "label_keys": [""],
            "label_rejected": False, "encoding": "label_map",
-           "terms": {str(v): [f"label_{v}"] for v in range(1, 118)}, "intensity_offset": 0.0, "spacing": None}
+           "terms": {str(v): [f"label_{v}"] for v in range(1, 118)}, "intensity_offset": 0.0, "spacing": None, "fixes": {}}
 base = hwm()
 t = time.perf_counter()
 PreprocessStage.process(Task(case, payload, "x"), cfg, env)

@@ -174,7 +174,7 @@ def write_sharded(path: str | os.PathLike[str], data: NDArray[Any]) -> None:
     cfg = meta["codecs"][0]["configuration"]["codecs"][1]["configuration"]
     shuffle = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}[cfg["shuffle"]]
     fill = meta.get("fill_value", 0) or 0
-    arr = np.ascontiguousarray(data, dtype=np.dtype(meta["data_type"]).newbyteorder("<"))
+    arr = np.asarray(data, dtype=np.dtype(meta["data_type"]).newbyteorder("<"))  # any order: blocks are copied
     per = tuple(s // i for s, i in zip(shard, inner, strict=True))
     nshards = tuple(-(-n // s) for n, s in zip(arr.shape, shard, strict=True))
     buf = np.empty(inner, dtype=arr.dtype)

@@ -38,13 +38,14 @@ def body_mask(image: NDArray[Any], modality: str, ct_hu: float = -500.0) -> NDAr
     mask = image > body_threshold(image, modality, ct_hu)
     if not mask.any():
         return mask
-    mask = cc3d.largest_k(mask, k=1, connectivity=6, binary_image=True) > 0
-    slices = np.ascontiguousarray(mask.transpose(2, 0, 1))  # contiguous slices along the last axis
-    del mask
-    for k in range(slices.shape[0]):
-        if slices[k].any():
-            slices[k] = fill_holes_2d(slices[k])
-    return np.ascontiguousarray(slices.transpose(1, 2, 0))
+    # Fortran order: the slices along the last axis are contiguous (no copy when the image is
+    # Fortran-ordered already, as nibabel's reads are); cc3d takes either order
+    mask = np.asfortranarray(mask)
+    mask = np.asfortranarray(cc3d.largest_k(mask, k=1, connectivity=6, binary_image=True) > 0)
+    for k in range(mask.shape[2]):
+        if mask[:, :, k].any():
+            mask[:, :, k] = fill_holes_2d(mask[:, :, k])
+    return mask
 
 
 def fill_holes_2d(sl: NDArray[np.bool_]) -> NDArray[np.bool_]:
