@@ -51,6 +51,7 @@ from pathlib import Path
 from curator.preprocess.stage import PreprocessStage
 from curator.preprocess.config import PreprocessConfig
 from curator.runner.stage import CaseEnv, Task
+import curator.release.integrity  # store_sha256's lazy import: loaded before timing, as nnU-Net's imports are
 raw, case, ws, interp = sys.argv[1:5]
 cfg = PreprocessConfig(image_interpolation=interp)
 env = CaseEnv(workspace=ws, sources={"bench": raw}, key_hex="00")
@@ -103,6 +104,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/curator-bench")
     ap.add_argument("--big", action="store_true", help="add the 512 x 512 x 1000 CT")
     ap.add_argument("--cubic", action="store_true", help="also run curator with cubic image interpolation")
+    ap.add_argument("--cases", nargs="*", help="only these cases (default: all)")
     a = ap.parse_args()
     work = Path(a.work)
     raw = build(work / "raw", big=a.big)
@@ -111,7 +113,7 @@ def main() -> None:
     shutil.rmtree(out_nn, ignore_errors=True)
     out_nn.mkdir(parents=True)
     rows = []
-    for case in cases(raw, a.big):
+    for case in [c for c in cases(raw, a.big) if not a.cases or c in a.cases]:
         nn = _run(a.nnunet_python, NNUNET_CASE, str(raw), str(plans), case, str(out_nn))
         ws = work / f"ws_{case}"
         shutil.rmtree(ws, ignore_errors=True)
