@@ -5,14 +5,13 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
+from nibabel.volumeutils import apply_read_scaling
 from numpy.typing import NDArray
 
 from curator.errors import InputError, ReadError
@@ -79,15 +78,31 @@ except ImportError:  # pragma: no cover - isal is a dependency; plain zlib still
 _GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, _IsalError)
 
 
-@contextmanager
-def _data_proxy(path: Path, img: Any) -> Iterator[Any]:
-    """``img.dataobj``, reading a gzipped file through ISA-L when it is installed."""
+def _inflate(path: Path, proxy: ArrayProxy, igzip: Any) -> NDArray[Any]:
+    """The raw (unscaled) array of a gzipped NIfTI through ISA-L, read straight into an
+    uninitialised array in the file's order (nibabel zero-fills a bytearray first)."""
+    arr = np.empty(proxy.shape, dtype=proxy.dtype, order=proxy.order)
+    flat = arr.reshape(-1, order="A")  # a view: arr is contiguous in its own order
+    with igzip.open(path, "rb") as f:
+        f.seek(int(proxy.offset))
+        got = f.readinto(memoryview(flat.view(np.uint8)))
+    if got != arr.nbytes:
+        raise EOFError(f"{got:,} of {arr.nbytes:,} data bytes")
+    return arr
+
+
+def _read_data(path: Path, img: Any, role: str) -> NDArray[Any]:
+    """The voxel array as nibabel gives it: labels unscaled unless the header scales them,
+    images scaled by ``scl_slope``/``scl_inter`` (``np.asanyarray(img.dataobj)``)."""
     proxy = img.dataobj
-    if _igzip is None or not path.name.lower().endswith(".gz") or not isinstance(proxy, ArrayProxy):
-        yield proxy
-        return
-    with _igzip.open(path, "rb") as f:
-        yield ArrayProxy(f, (proxy.shape, proxy.dtype, proxy.offset, proxy.slope, proxy.inter), order=proxy.order)
+    slope, inter = proxy.slope, proxy.inter
+    scaled = role != "label" or (not (slope in (1.0, None) or np.isnan(slope))
+                                 or inter not in (0.0, None) and not np.isnan(inter))
+    if _igzip is None or not path.name.lower().endswith(".gz") or type(proxy) is not ArrayProxy:
+        return np.asanyarray(proxy) if scaled else np.asarray(proxy.get_unscaled())
+    raw = _inflate(path, proxy, _igzip)
+    # the scaling nibabel's ArrayProxy applies (its _get_scaled with dtype=None)
+    return apply_read_scaling(raw, np.asanyarray(slope), np.asanyarray(inter)) if scaled else raw
 
 
 def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int) -> Volume:
@@ -102,13 +117,7 @@ def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int) -
     _check_declared_size(path, img, max_voxels)
     _check_raw_spacing(path)
     try:
-        with _data_proxy(path, img) as proxy:
-            if role == "label":
-                slope, inter = proxy.slope, proxy.inter
-                scaled = not (slope in (1.0, None) or np.isnan(slope)) or inter not in (0.0, None) and not np.isnan(inter)
-                data: NDArray[Any] = np.asarray(proxy if scaled else proxy.get_unscaled())
-            else:
-                data = np.asanyarray(proxy)
+        data = _read_data(path, img, role)
     except _GZIP_ERRORS as e:
         raise ReadError("truncated_file", f"the data ends early ({e})", path=str(path),
                         remedy="download the file again and compare its checksum") from e
