@@ -124,6 +124,8 @@ def main() -> None:
         ws = work / f"ws_{case}"
         nns, cus = [], []
         for _ in range(a.repeat):  # interleaved, so both tools see the same machine load
+            for f in out_nn.glob(f"{case}*"):  # blosc2 refuses to overwrite its own output
+                f.unlink()
             nns.append(_run(a.nnunet_python, NNUNET_CASE, str(raw), str(plans), case, str(out_nn)))
             shutil.rmtree(ws, ignore_errors=True)
             cus.append(_run(sys.executable, CURATOR_CASE, str(raw), case, str(ws), "linear"))
