@@ -6,7 +6,7 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -69,13 +69,15 @@ def _check_raw_spacing(path: Path) -> None:
                              path=str(path), remedy="fix the header's pixdim, or declare the spacing in the dataset YAML")
 
 
+_igzip: Any = None
+_GZIP_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, gzip.BadGzipFile)
 try:  # ISA-L inflates ~2x faster than zlib: the gzip read is most of a .nii.gz load
-    from isal import igzip as _igzip
-    from isal.isal_zlib import error as _IsalError
-except ImportError:  # pragma: no cover - isal is a dependency; plain zlib still works
-    _igzip, _IsalError = None, zlib.error
+    from isal import igzip as _isal_gzip
+    from isal.isal_zlib import error as _isal_error
 
-_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, _IsalError)
+    _igzip, _GZIP_ERRORS = _isal_gzip, (*_GZIP_ERRORS, cast(type[BaseException], _isal_error))
+except ImportError:  # pragma: no cover - isal is a dependency; plain zlib still works
+    pass
 
 
 def _inflate(path: Path, proxy: ArrayProxy, igzip: Any) -> NDArray[Any]:
@@ -85,7 +87,7 @@ def _inflate(path: Path, proxy: ArrayProxy, igzip: Any) -> NDArray[Any]:
     flat = arr.reshape(-1, order="A")  # a view: arr is contiguous in its own order
     with igzip.open(path, "rb") as f:
         f.seek(int(proxy.offset))
-        got = f.readinto(memoryview(flat.view(np.uint8)))
+        got = f.readinto(flat.view(np.uint8).data)
     if got != arr.nbytes:
         raise EOFError(f"{got:,} of {arr.nbytes:,} data bytes")
     return arr

@@ -96,8 +96,8 @@ def fortran_like(a: Any) -> bool:
     """True when the first axis varies fastest in memory (nibabel's and SimpleITK's reads):
     such arrays are processed through their C-ordered transpose, never copied to C order."""
     base = getattr(a, "a", a)  # a lazy wrapper (``_Shifted``) exposes its array as ``a``
-    st = getattr(base, "strides", None)
-    return bool(st) and len(st) == 3 and abs(st[0]) < abs(st[2])
+    st: tuple[int, ...] = getattr(base, "strides", None) or ()
+    return len(st) == 3 and abs(st[0]) < abs(st[2])
 
 
 def _identity(i0: NDArray[np.intp], w: NDArray[np.float32], n_in: int) -> bool:
