@@ -7,7 +7,7 @@ store's image from ``.nii.gz`` and cropping. Also shown: the same store read thr
 zarr-python and tensorstore, and other store layouts (the inner chunk/codec choice).
 Cold reads evict the files from the page cache (``posix_fadvise``) and reopen before each read.
 
-Run (after benchmarks/preprocess.py):  python benchmarks/patch_read.py [--case kits_00008]
+Run (after benchmarks/preprocess.py):  python benchmarks/patch_read.py [-n 200 --reps 3] [--case kits_00008]
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def boxes(shape: tuple[int, ...], size: int, n: int, seed: int) -> list[tuple[sl
 
 def timeit(open_reader: Callable[[], Reader], bxs: list[tuple[slice, ...]], files: list[Path],
            cold: bool) -> tuple[float, float]:
+    q = np.percentile(read_times(open_reader, bxs, files, cold), [50, 95])
+    return float(q[0]) * 1000, float(q[1]) * 1000
+
+
+def read_times(open_reader: Callable[[], Reader], bxs: list[tuple[slice, ...]], files: list[Path],
+               cold: bool) -> list[float]:
     times = []
     reader = open_reader()
     if not cold:
@@ -53,8 +59,25 @@ def timeit(open_reader: Callable[[], Reader], bxs: list[tuple[slice, ...]], file
         t = time.perf_counter()
         reader(b)
         times.append(time.perf_counter() - t)
-    q = np.percentile(times, [50, 95])
-    return float(q[0]) * 1000, float(q[1]) * 1000
+    return times
+
+
+def interleaved(readers: dict[str, tuple[Callable[[], Reader], list[tuple[slice, ...]], list[Path]]],
+                reps: int, cold: bool) -> tuple[dict[str, tuple[float, float]], list[float]]:
+    """Each reader over its boxes, ``reps`` rounds taking turns (same machine load for all);
+    pooled p50/p95 per reader and each round's p50 ratio of the second reader to the first."""
+    times: dict[str, list[float]] = {k: [] for k in readers}
+    ratios = []
+    for _ in range(reps):
+        p50 = {}
+        for name, (open_reader, bxs, files) in readers.items():
+            t = read_times(open_reader, bxs, files, cold)
+            times[name] += t
+            p50[name] = float(np.median(t))
+        first, second = list(p50)[:2]
+        ratios.append(p50[second] / p50[first])
+    pooled = {k: (float(np.percentile(v, 50)) * 1000, float(np.percentile(v, 95)) * 1000) for k, v in times.items()}
+    return pooled, ratios
 
 
 def store_variant(src: CaseStore, work: Path, chunks: tuple[int, ...], cname: str, sharded: bool) -> Path:
@@ -76,6 +99,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/curator-bench")
     ap.add_argument("--case", default="kits_00008")
     ap.add_argument("-n", type=int, default=40, help="reads per measurement")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved rounds of nnU-Net vs curator reads")
     a = ap.parse_args()
     import blosc2
 
@@ -127,9 +151,9 @@ def main() -> None:
         bx = boxes(img.shape, size, a.n, seed=size)
         bx_nn = boxes(nn_shape[1:], size, a.n, seed=size)
         for cold in (False, True):
-            res = {"nnU-Net .b2nd (blosc2)": timeit(nn_reader, bx_nn, [b2nd], cold),
-                   "curator store (fast reader)": timeit(cu_reader(), bx, [store_path], cold),
-                   "curator store via zarr-python": timeit(zarr_reader(), bx, [store_path], cold)}
+            res, ratios = interleaved({"nnU-Net .b2nd (blosc2)": (nn_reader, bx_nn, [b2nd]),
+                                       "curator store (fast reader)": (cu_reader(), bx, [store_path])}, a.reps, cold)
+            res["curator store via zarr-python"] = timeit(zarr_reader(), bx, [store_path], cold)
             try:
                 res["curator store via tensorstore"] = timeit(ts_reader, bx, [store_path], cold)
             except ImportError:
@@ -142,7 +166,7 @@ def main() -> None:
             anchor = res["nnU-Net .b2nd (blosc2)"][0]
             ours = res["curator store (fast reader)"][0]
             print(f"{size}³ {'cold' if cold else 'warm'}: curator p50 {ours:.1f} ms, .b2nd {anchor:.1f} ms "
-                  f"-> {ours / anchor:.2f}x of .b2nd; .nii.gz {res['.nii.gz load + crop'][0]:.0f} ms "
+                  f"-> {ours / anchor:.2f}x of .b2nd (per round: {', '.join(f'{r:.2f}' for r in ratios)}); .nii.gz {res['.nii.gz load + crop'][0]:.0f} ms "
                   f"-> {res['.nii.gz load + crop'][0] / ours:.0f}x faster than .nii.gz", flush=True)
     print("\n| patch | cache | reader | p50 ms | p95 ms |\n|---|---|---|---|---|")
     for size, cache, name, p50, p95 in rows:

@@ -7,7 +7,7 @@ Both tools preprocess the same NIfTI cases (``bench_cases.py``) to the same targ
 class locations → ``.b2nd``); curator runs ``PreprocessStage.process`` (read → reorient →
 resample → body mask → crop → statistics → sharded Zarr store).
 
-Run:  python benchmarks/preprocess.py --nnunet-python /work/venv-nnunet/bin/python [--big]
+Run:  python benchmarks/preprocess.py --nnunet-python /work/venv-nnunet/bin/python [--repeat 3] [--big]
 """
 
 from __future__ import annotations
@@ -51,13 +51,14 @@ from pathlib import Path
 from curator.preprocess.stage import PreprocessStage
 from curator.preprocess.config import PreprocessConfig
 from curator.runner.stage import CaseEnv, Task
+import curator.release.integrity  # store_sha256's lazy import: loaded before timing, as nnU-Net's imports are
 raw, case, ws, interp = sys.argv[1:5]
 cfg = PreprocessConfig(image_interpolation=interp)
 env = CaseEnv(workspace=ws, sources={"bench": raw}, key_hex="00")
 payload = {"source": "bench", "dataset": "CuratorBench", "modality": "CT", "image_path": f"imagesTr/{case}_0000.nii.gz",
            "image_channel": None, "label_paths": [f"labelsTr/{case}.nii.gz"], "label_keys": [""],
            "label_rejected": False, "encoding": "label_map",
-           "terms": {str(v): [f"label_{v}"] for v in range(1, 118)}, "intensity_offset": 0.0, "spacing": None}
+           "terms": {str(v): [f"label_{v}"] for v in range(1, 118)}, "intensity_offset": 0.0, "spacing": None, "fixes": {}}
 base = hwm()
 t = time.perf_counter()
 PreprocessStage.process(Task(case, payload, "x"), cfg, env)
@@ -74,6 +75,12 @@ def _run(python: str, code: str, *args: str, env: dict[str, str] | None = None) 
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median seconds over repeated runs; the highest peak memory and import baseline seen."""
+    return {"seconds": statistics.median(r["seconds"] for r in runs), "peak_mb": max(r["peak_mb"] for r in runs),
+            "base_mb": max(r["base_mb"] for r in runs)}
 
 
 def _size(paths: list[Path]) -> int:
@@ -103,6 +110,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/curator-bench")
     ap.add_argument("--big", action="store_true", help="add the 512 x 512 x 1000 CT")
     ap.add_argument("--cubic", action="store_true", help="also run curator with cubic image interpolation")
+    ap.add_argument("--cases", nargs="*", help="only these cases (default: all)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per tool and case, interleaved; medians reported")
     a = ap.parse_args()
     work = Path(a.work)
     raw = build(work / "raw", big=a.big)
@@ -111,13 +120,19 @@ def main() -> None:
     shutil.rmtree(out_nn, ignore_errors=True)
     out_nn.mkdir(parents=True)
     rows = []
-    for case in cases(raw, a.big):
-        nn = _run(a.nnunet_python, NNUNET_CASE, str(raw), str(plans), case, str(out_nn))
+    for case in [c for c in cases(raw, a.big) if not a.cases or c in a.cases]:
         ws = work / f"ws_{case}"
-        shutil.rmtree(ws, ignore_errors=True)
-        cu = _run(sys.executable, CURATOR_CASE, str(raw), case, str(ws), "linear")
+        nns, cus = [], []
+        for _ in range(a.repeat):  # interleaved, so both tools see the same machine load
+            for f in out_nn.glob(f"{case}*"):  # blosc2 refuses to overwrite its own output
+                f.unlink()
+            nns.append(_run(a.nnunet_python, NNUNET_CASE, str(raw), str(plans), case, str(out_nn)))
+            shutil.rmtree(ws, ignore_errors=True)
+            cus.append(_run(sys.executable, CURATOR_CASE, str(raw), case, str(ws), "linear"))
+        nn, cu = _median_run(nns), _median_run(cus)
         row = {"case": case, "nn_s": nn["seconds"], "nn_mb": nn["peak_mb"], "nn_base": nn["base_mb"],
                "cu_s": cu["seconds"], "cu_mb": cu["peak_mb"], "cu_base": cu["base_mb"],
+               "ratios": [round(n["seconds"] / c["seconds"], 2) for n, c in zip(nns, cus, strict=True)],
                "nn_bytes": _size([out_nn / f"{case}.b2nd", out_nn / f"{case}_seg.b2nd"]),
                "cu_bytes": _size([ws / "stores" / f"{case}.zarr"])}
         if a.cubic and case != "big":
@@ -125,11 +140,12 @@ def main() -> None:
             row["cu3_s"] = _run(sys.executable, CURATOR_CASE, str(raw), case, str(ws), "cubic")["seconds"]
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| case | nnU-Net s | curator s | speed-up | nnU-Net peak MB | curator peak MB | nnU-Net MB on disk "
-          "| curator MB on disk |" + (" curator cubic s |" if a.cubic else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if a.cubic else ""))
+    print("\n| case | nnU-Net s | curator s | speed-up | per-run speed-ups | nnU-Net peak MB | curator peak MB "
+          "| nnU-Net MB on disk | curator MB on disk |" + (" curator cubic s |" if a.cubic else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if a.cubic else ""))
     for r in rows:
-        print(f"| {r['case']} | {r['nn_s']:.2f} | {r['cu_s']:.2f} | {r['nn_s'] / r['cu_s']:.1f}× | {r['nn_mb']:.0f} "
+        print(f"| {r['case']} | {r['nn_s']:.2f} | {r['cu_s']:.2f} | {r['nn_s'] / r['cu_s']:.1f}× "
+              f"| {', '.join(f'{x:.1f}' for x in r['ratios'])} | {r['nn_mb']:.0f} "
               f"| {r['cu_mb']:.0f} | {r['nn_bytes'] / 1e6:.1f} | {r['cu_bytes'] / 1e6:.1f} |"
               + (f" {r.get('cu3_s', float('nan')):.2f} |" if a.cubic else ""))
     tn, tc = sum(r["nn_s"] for r in rows), sum(r["cu_s"] for r in rows)

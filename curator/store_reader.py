@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 Box = tuple[slice, ...]
 _MISSING = np.uint64(2**64 - 1)
+_NONE = 2**64 - 1  # the same "no chunk" marker as a Python int
 
 
 def full_box(box: Box | None, shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -61,7 +62,7 @@ class ShardReader:
         self.dtype = np.dtype(meta["data_type"])
         self.fill = meta.get("fill_value", 0) or 0
         self._zarr: Any = None
-        self._maps: dict[tuple[int, ...], tuple[Any, NDArray[np.uint64] | None]] = {}
+        self._maps: dict[tuple[int, ...], tuple[Any, list[tuple[int, int]] | None]] = {}
         self._pid = os.getpid()
         layout = _parse_layout(meta) if len(self.shape) == 3 else None
         if layout is None:
@@ -81,33 +82,28 @@ class ShardReader:
         if out.size == 0:
             return out
         per_axis = []
-        for s, c in zip(box, self.inner, strict=True):
+        for s, c, p in zip(box, self.inner, self.per_shard, strict=True):
             spans = []
             for ci in range(s.start // c, (s.stop - 1) // c + 1):
                 lo, hi = max(s.start, ci * c), min(s.stop, ci * c + c)
-                spans.append((ci, slice(lo - ci * c, hi - ci * c), slice(lo - s.start, hi - s.start)))
+                spans.append((ci // p, ci % p, slice(lo - ci * c, hi - ci * c), slice(lo - s.start, hi - s.start)))
             per_axis.append(spans)
         buf = np.empty(self.inner, dtype=self.dtype)
-        for (ci, si, di), (cj, sj, dj), (ck, sk, dk) in itertools.product(*per_axis):
-            if self._chunk((ci, cj, ck), buf):
-                out[di, dj, dk] = buf[si, sj, sk]
-            else:
+        raw = buf.reshape(-1).view(np.uint8)
+        p1, p2 = self.per_shard[1], self.per_shard[2]
+        # the hot loop: one index lookup (a Python list) and one Blosc decode per inner chunk
+        for (ka, la, si, di), (kb, lb, sj, dj), (kc, lc, sk, dk) in itertools.product(*per_axis):
+            got = self._maps.get((ka, kb, kc)) or self._shard((ka, kb, kc))
+            off, n = got[1][(la * p1 + lb) * p2 + lc] if got[1] is not None else (_NONE, 0)
+            if off == _NONE:
                 out[di, dj, dk] = self.fill
+                continue
+            blosc.decompress(got[0][off:off + n], raw)
+            out[di, dj, dk] = buf[si, sj, sk]
         return out
 
-    def _chunk(self, chunk: tuple[int, ...], buf: NDArray[Any]) -> bool:
-        """Decode ``chunk`` into ``buf``; ``False`` when it holds only the fill value."""
-        key = tuple(c // p for c, p in zip(chunk, self.per_shard, strict=True))
-        mm, index = self._maps.get(key) or self._shard(key)
-        if index is None:
-            return False
-        off, n = index[tuple(c % p for c, p in zip(chunk, self.per_shard, strict=True))]
-        if off == _MISSING:
-            return False
-        blosc.decompress(mm[int(off):int(off + n)], buf)
-        return True
-
-    def _shard(self, key: tuple[int, ...]) -> tuple[Any, NDArray[np.uint64] | None]:
+    def _shard(self, key: tuple[int, ...]) -> tuple[Any, list[tuple[int, int]] | None]:
+        """``(bytes of the shard file, its index as a flat list of (offset, nbytes))``."""
         got = self._maps.get(key)
         if got is not None:
             return got
@@ -120,8 +116,8 @@ class ShardReader:
             self._maps[key] = (None, None)
             return None, None
         n = int(np.prod(self.per_shard))
-        index = np.frombuffer(mm[len(mm) - 16 * n - 4:len(mm) - 4], dtype="<u8").reshape(*self.per_shard, 2)
-        self._maps[key] = (memoryview(mm), index)
+        index = np.frombuffer(mm[len(mm) - 16 * n - 4:len(mm) - 4], dtype="<u8").reshape(n, 2)
+        self._maps[key] = (np.frombuffer(mm, dtype=np.uint8), [(int(o), int(k)) for o, k in index.tolist()])
         return self._maps[key]
 
     def close(self) -> None:
@@ -174,7 +170,7 @@ def write_sharded(path: str | os.PathLike[str], data: NDArray[Any]) -> None:
     cfg = meta["codecs"][0]["configuration"]["codecs"][1]["configuration"]
     shuffle = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}[cfg["shuffle"]]
     fill = meta.get("fill_value", 0) or 0
-    arr = np.ascontiguousarray(data, dtype=np.dtype(meta["data_type"]).newbyteorder("<"))
+    arr = np.asarray(data, dtype=np.dtype(meta["data_type"]).newbyteorder("<"))  # any order: blocks are copied
     per = tuple(s // i for s, i in zip(shard, inner, strict=True))
     nshards = tuple(-(-n // s) for n, s in zip(arr.shape, shard, strict=True))
     buf = np.empty(inner, dtype=arr.dtype)

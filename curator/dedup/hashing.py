@@ -63,7 +63,11 @@ class SlabHashes:
 
 def exact_hash(array: NDArray[Any], geometry: Geometry) -> str:
     """SHA-256 of the shape and the marginal plane sums, in RAS order (see module docstring)."""
-    plane_k = np.add.reduce(array.reshape(-1, array.shape[2]), axis=0, dtype=np.float64)
+    if array.dtype.kind == "f":  # float sums depend on the summation order, which follows the memory layout
+        array = np.ascontiguousarray(array)
+        plane_k = np.add.reduce(array.reshape(-1, array.shape[2]), axis=0, dtype=np.float64)
+    else:  # integer sums are exact in float64 in any order: no copy of a Fortran-ordered read
+        plane_k = np.add.reduce(array, axis=(0, 1), dtype=np.float64)
     ij = np.add.reduce(array, axis=2, dtype=np.float64)
     sums = [ij.sum(axis=1), ij.sum(axis=0), plane_k]
     tr = ornt_transform(io_orientation(geometry.matrix), RAS)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from curator.config import StageConfig
 from curator.errors import CuratorError, InputError
 from curator.ingest import core
@@ -145,10 +147,12 @@ def _image_facts(vol: Volume, path: Path, is_dir: bool) -> dict[str, Any]:
     from curator.io.dicom import list_files
 
     facts = _geometry_columns(vol.geometry)
-    facts.update(core.intensity_summary(vol.array))
-    facts["dtype"] = str(vol.array.dtype)
+    a = np.ascontiguousarray(vol.array)  # readers keep native (often Fortran) order; both below need C order
+    facts.update(core.intensity_summary(a))
+    facts["dtype"] = str(a.dtype)
     facts["format"] = vol.meta.get("format")
-    facts["voxel_sha256"] = core.voxel_checksum(vol.array)
+    facts["voxel_sha256"] = core.voxel_checksum(a)
+    del a
     facts["image_sha256"] = sha256_files(list_files(path), path) if is_dir else sha256_file(path)
     for k in ("manufacturer", "scanner_model", "field_strength_t"):
         if k in vol.meta:

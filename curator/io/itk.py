@@ -82,13 +82,12 @@ def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict
     if dim < 2 or dim > 4:
         raise InputError("not_3d", f"a {dim}-D image is not a volume", path=path,
                          remedy="drop the file or convert it to 3-D")
-    arr = np.array(sitk.GetArrayFromImage(img), copy=True)  # never keep a view past the image
-    # sitk arrays are [z, y, x] (+ components last); curator arrays are [i, j, k].
+    arr = sitk.GetArrayFromImage(img)  # a copy (never a view that outlives the image)
+    # sitk arrays are [z, y, x] (+ components last); curator arrays are [i, j, k]: the transpose
+    # is a Fortran-ordered view of that copy (consumers take any strides; no second copy).
     if img.GetNumberOfComponentsPerPixel() > 1:
         arr = np.moveaxis(arr, -1, 0)
-        arr = np.ascontiguousarray(arr.T)  # [x, y, z, c]
-    else:
-        arr = np.ascontiguousarray(arr.T)
+    arr = arr.T  # [x, y, z] or [x, y, z, c]
     if dim == 4:
         spacing, origin = img.GetSpacing()[:3], img.GetOrigin()[:3]
         d4 = np.asarray(img.GetDirection()).reshape(4, 4)

@@ -38,13 +38,24 @@ def body_mask(image: NDArray[Any], modality: str, ct_hu: float = -500.0) -> NDAr
     mask = image > body_threshold(image, modality, ct_hu)
     if not mask.any():
         return mask
-    mask = cc3d.largest_k(mask, k=1, connectivity=6, binary_image=True) > 0
-    slices = np.ascontiguousarray(mask.transpose(2, 0, 1))  # contiguous slices along the last axis
-    del mask
-    for k in range(slices.shape[0]):
-        if slices[k].any():
-            slices[k] = fill_holes_2d(slices[k])
-    return np.ascontiguousarray(slices.transpose(1, 2, 0))
+    # Fortran order: the slices along the last axis are contiguous (no copy when the image is
+    # Fortran-ordered already, as nibabel's reads are); cc3d takes either order
+    mask = largest_component(np.asfortranarray(mask))
+    for k in range(mask.shape[2]):
+        if mask[:, :, k].any():
+            mask[:, :, k] = fill_holes_2d(mask[:, :, k])
+    return mask
+
+
+def largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The largest 6-connected component of ``mask`` (``mask`` itself when it has only one;
+    same result as ``cc3d.largest_k(k=1)`` without its relabelling passes)."""
+    lab, n = cc3d.connected_components(mask, connectivity=6, binary_image=True, return_N=True)
+    if n <= 1:
+        return mask
+    counts = np.bincount(lab.ravel(order="K"))
+    counts[0] = 0
+    return np.asarray(lab == int(np.argmax(counts)))
 
 
 def fill_holes_2d(sl: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -52,6 +63,8 @@ def fill_holes_2d(sl: NDArray[np.bool_]) -> NDArray[np.bool_]:
     lab, n = cc3d.connected_components(~sl, connectivity=4, return_N=True)
     if n == 0:
         return sl
+    if n == 1:  # one background region: a hole only if it touches no border
+        return sl if any(e.any() for e in (lab[0], lab[-1], lab[:, 0], lab[:, -1])) else np.ones_like(sl)
     lut = np.ones(n + 1, dtype=bool)
     for edge in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
         lut[edge] = False

@@ -96,11 +96,13 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     shifted[:3, 3] = out_geom.voxel_to_world(np.asarray(start))[0]
     final = Geometry.from_affine(tuple(s.stop - s.start for s in box), shifted)
     prep = Prepared(final, None, None, [], resampled_shape=out_geom.shape, crop_start=start)
-    prep.planes = [(np.ascontiguousarray(a[box]), v, r) for a, v, r in out_planes]
+    # crops are copied in the arrays' own memory order (Fortran for nibabel reads): the store
+    # writer copies 64³ blocks in either order, so no full-volume transpose is ever made
+    prep.planes = [(a[box].copy(order="K"), v, r) for a, v, r in out_planes]
     del out_planes
     if img is not None and body is not None:
-        prep.image = np.ascontiguousarray(img[box])
-        prep.body = np.ascontiguousarray(body[box])
+        prep.image = img[box].copy(order="K")
+        prep.body = body[box].copy(order="K")
         del img, body
         _measure(prep, prep.image, prep.body, scale)
     prep.attrs = {

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import fastremap
 import numpy as np
 from numpy.typing import NDArray
 
@@ -43,18 +44,20 @@ def storage_dtype(src: np.dtype[Any], lo: float, hi: float) -> tuple[np.dtype[An
 
 def strided_sample(a: NDArray[Any], limit: int) -> NDArray[Any]:
     """A deterministic, evenly strided sample of at most ``limit`` values of ``a`` (flattened)."""
-    flat = a.reshape(-1) if a.flags.c_contiguous else a.ravel()
-    step = max(1, -(-flat.size // limit))
-    return flat[::step]
+    step = max(1, -(-a.size // limit))
+    if a.flags.c_contiguous or a.ndim <= 1:
+        return a.reshape(-1)[::step]
+    # the same C-order positions, gathered without a C-order copy of a Fortran-ordered array
+    return a[np.unravel_index(np.arange(0, a.size, step), a.shape)]
 
 
-def histogram(values: NDArray[Any], chunk: int = 1 << 22) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """``(value, count)`` of every 16-bit integer value, counted in chunks (no large temporaries)."""
-    flat = values.reshape(-1) if values.flags.c_contiguous else values.ravel()
-    keys = flat.view(np.uint16)
+def histogram(values: NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """``(value, count)`` of every 16-bit integer value (fastremap's counting unique: no large
+    temporaries, no copy of a contiguous array in either memory order)."""
+    keys = values.ravel(order="K").view(np.uint16)
+    present, n = fastremap.unique(keys, return_counts=True)
     counts = np.zeros(65536, dtype=np.int64)
-    for i in range(0, keys.size, chunk):
-        counts += np.bincount(keys[i:i + chunk], minlength=65536)
+    counts[present] = n
     vals = np.arange(65536, dtype=np.float64)
     if values.dtype == np.int16:  # two's complement: put negative values first
         counts = np.concatenate([counts[32768:], counts[:32768]])

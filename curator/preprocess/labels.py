@@ -37,7 +37,11 @@ def label_map_plane(a: NDArray[Any], terms: dict[str, list[str]]) -> tuple[list[
         table[v] = code
     if not mapped:
         return [], unknown
-    out = fastremap.remap(a, table, preserve_missing_labels=False).astype(label_dtype(len(mapped)), copy=False)
+    dtype = label_dtype(len(mapped))
+    if all(table[v] == v for v in present) and a.dtype == dtype:  # codes already 1..n: no remap
+        out = a
+    else:
+        out = fastremap.remap(a, table, preserve_missing_labels=False).astype(dtype, copy=False)
     values = {code: list(terms[str(v)]) for code, v in enumerate(mapped, start=1)}
     raw = {code: str(v) for code, v in enumerate(mapped, start=1)}
     return [(out, values, raw)], unknown

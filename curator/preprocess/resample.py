@@ -92,28 +92,73 @@ def _cast(x: NDArray[np.floating[Any]], dtype: np.dtype[Any]) -> NDArray[Any]:
     return x.astype(dtype)
 
 
+def fortran_like(a: Any) -> bool:
+    """True when the first axis varies fastest in memory (nibabel's and SimpleITK's reads):
+    such arrays are processed through their C-ordered transpose, never copied to C order."""
+    base = getattr(a, "a", a)  # a lazy wrapper (``_Shifted``) exposes its array as ``a``
+    st: tuple[int, ...] = getattr(base, "strides", None) or ()
+    return len(st) == 3 and abs(st[0]) < abs(st[2])
+
+
+def _identity(i0: NDArray[np.intp], w: NDArray[np.float32], n_in: int) -> bool:
+    return len(i0) == n_in and not w.any() and bool(np.array_equal(i0, np.arange(n_in)))
+
+
 def resample_image(a: NDArray[Any], ratios: tuple[float, ...], out_shape: tuple[int, ...], method: str,
                    dtype: np.dtype[Any]) -> NDArray[Any]:
-    """Resample an image (``linear``, ``cubic`` B-spline, or ``nearest``) into ``dtype``."""
+    """Resample an image (``linear``, ``cubic`` B-spline, or ``nearest``) into ``dtype``.
+
+    The output keeps the input's memory order (Fortran in, Fortran out) so no full-volume
+    transposing copy is ever made.
+    """
     if method == "nearest":
         idx = [nearest_index(n, m, r) for n, m, r in zip(a.shape, out_shape, ratios, strict=True)]
-        return _cast(a[np.ix_(*idx)], dtype) if dtype != a.dtype else a[np.ix_(*idx)]
-    out = np.empty(out_shape, dtype=dtype)
+        got = _take_nearest(a, idx)
+        return _cast(got, dtype) if dtype != got.dtype else got
+    fortran = fortran_like(a)
+    out = np.empty(out_shape, dtype=dtype, order="F" if fortran else "C")
     if method == "cubic":
         _cubic(a, ratios, out)
         return out
-    wx, wy, wz = (_linear_weights(n, m, r) for n, m, r in zip(a.shape, out_shape, ratios, strict=True))
+    weights = [_linear_weights(n, m, r) for n, m, r in zip(a.shape, out_shape, ratios, strict=True)]
+    wz = weights[2]
     nz = a.shape[2]
     for k0 in range(0, out_shape[2], SLAB):
         k1 = min(k0 + SLAB, out_shape[2])
         z0 = int(wz[0][k0])
         z1 = min(int(wz[0][k1 - 1]) + 2, nz)
         s = np.asarray(a[:, :, z0:z1], dtype=np.float32)
-        s = _lerp(s, wx[0], wx[1], 0)
-        s = _lerp(s, wy[0], wy[1], 1)
-        s = _lerp(s, wz[0][k0:k1] - z0, wz[1][k0:k1], 2)
-        out[:, :, k0:k1] = _cast(s, dtype)
+        local = [weights[0], weights[1], (wz[0][k0:k1] - z0, wz[1][k0:k1])]
+        # through the C-ordered transpose when Fortran-ordered (np.take writes C order); y, x, z
+        # is the fastest order in both layouts (measured); identity axes (same spacing) are skipped
+        s = s.T if fortran else s
+        for ax in (1, 0, 2):
+            i0, w = local[ax]
+            if not _identity(i0, w, s.shape[2 - ax if fortran else ax]):
+                s = _lerp(s, i0, w, 2 - ax if fortran else ax)
+        res = _cast(s, dtype)
+        out[:, :, k0:k1] = res.T if fortran else res
     return out
+
+
+def _take_nearest(a: NDArray[Any], idx: list[NDArray[np.intp]]) -> NDArray[Any]:
+    """``a[np.ix_(*idx)]`` in ``a``'s memory order (identity axes are plain slices)."""
+    if not isinstance(a, np.ndarray):  # a lazy wrapper: gather only the voxels needed
+        return np.asarray(a[np.ix_(*idx)])
+    keys = tuple(slice(None) if len(i) == n and np.array_equal(i, np.arange(n)) else i
+                 for i, n in zip(idx, a.shape, strict=True))
+    if fortran_like(a):
+        return _take_nearest_c(a.T, keys[::-1]).T
+    return _take_nearest_c(a, keys)
+
+
+def _take_nearest_c(a: NDArray[Any], keys: tuple[Any, ...]) -> NDArray[Any]:
+    """Index axis by axis, outermost first (whole planes, then rows, then elements)."""
+    out = a
+    for ax, k in enumerate(keys):
+        if not isinstance(k, slice):
+            out = np.take(out, k, axis=ax)
+    return out if out is not a else a.copy()
 
 
 def _cubic(a: NDArray[Any], ratios: tuple[float, ...], out: NDArray[Any], margin: int = 8) -> None:
@@ -138,8 +183,8 @@ def resample_labels(a: NDArray[Any], ratios: tuple[float, ...], out_shape: tuple
     """Resample an integer label plane; never blends codes (``smooth``: one-hot linear + argmax)."""
     if method == "nearest":
         idx = [nearest_index(n, m, r) for n, m, r in zip(a.shape, out_shape, ratios, strict=True)]
-        return np.ascontiguousarray(a[np.ix_(*idx)])
-    return _labels_smooth(np.ascontiguousarray(a), ratios, out_shape)
+        return _take_nearest(a, idx)
+    return _labels_smooth(a, ratios, out_shape)
 
 
 def _labels_smooth(a: NDArray[Any], ratios: tuple[float, ...], out_shape: tuple[int, ...]) -> NDArray[Any]:

@@ -29,7 +29,7 @@ STATS = (("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("p0.
 
 class PreprocessStage(Stage):
     name = "preprocess"
-    version = "1"
+    version = "2"  # 2: linear resampling order y, x, z (ties may round differently)
     config_class = PreprocessConfig
     tables = ("preprocessed",)
     requires = ("cases",)

@@ -38,8 +38,16 @@ def test_exact_hash_ignores_orientation_dtype_format_and_header(phantoms, tmp_pa
     ref = exact_hash(a, g)
     copies = [P.flip_axis(g, a, 0), P.permute(g, a, (2, 0, 1)), P.as_dtype(g, a, np.float32),
               P.as_dtype(g, a, np.int32), P.shift_origin(g, a, (10.0, -3.0, 99.0)),
-              roundtrip(g, a, "nrrd", tmp_path), roundtrip(*P.flip_axis(g, a, 1), "dicom", tmp_path / "d")]
+              roundtrip(g, a, "nrrd", tmp_path), roundtrip(*P.flip_axis(g, a, 1), "dicom", tmp_path / "d"),
+              (g, np.asfortranarray(a))]
     assert all(exact_hash(a2, g2) == ref for g2, a2 in copies)
+
+
+def test_exact_hash_does_not_depend_on_memory_order(phantoms):
+    """Readers keep native (Fortran) order; float sums must not change with the layout."""
+    (g, a), _ = phantoms["p11"]
+    f = a.astype(np.float32) * np.float32(1.1)
+    assert exact_hash(np.asfortranarray(f), g) == exact_hash(np.ascontiguousarray(f), g)
 
 
 def test_exact_hash_sees_one_changed_voxel_and_other_scans(phantoms):

@@ -117,6 +117,32 @@ def test_bad_nifti_inputs_raise_their_kind(tmp_path: Path, make, kind: str) -> N
     assert "What to do" in str(e.value)
 
 
+def test_corrupt_gzip_body_is_a_read_error(tmp_path: Path) -> None:
+    """A damaged deflate stream (CRC or inflate error, whichever gzip library reads it) is a
+    ``truncated_file`` read error, never a crash."""
+    src = _nifti(tmp_path / "t.nii", np.random.default_rng(1).integers(0, 999, (30, 30, 30)).astype(np.int16))
+    data = bytearray(gzip.compress(src.read_bytes()))
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    (tmp_path / "x.nii.gz").write_bytes(bytes(data))
+    with pytest.raises(CuratorError) as e:
+        read_volume(tmp_path / "x.nii.gz")
+    assert e.value.kind == "truncated_file"
+
+
+@pytest.mark.parametrize("name", ["x.nii.gz", "x.nii"])
+def test_nifti_arrays_match_nibabel_in_native_order(tmp_path: Path, name: str) -> None:
+    """Values (scaled as nibabel scales them) equal nibabel's; the array stays Fortran-ordered
+    (no C-order copy) and writable."""
+    a = np.random.default_rng(2).integers(-1000, 1000, (17, 13, 9)).astype(np.int16)
+    img = nib.Nifti1Image(a, np.diag([0.8, 0.8, 3.0, 1.0]))
+    img.header.set_slope_inter(0.5, -3.0)
+    nib.save(img, str(tmp_path / name))
+    v = read_volume(tmp_path / name)
+    ref = np.asanyarray(nib.load(str(tmp_path / name)).dataobj)
+    assert v.array.dtype == ref.dtype and np.array_equal(v.array, ref)
+    assert v.array.flags.f_contiguous and v.array.flags.writeable
+
+
 def test_non_orthonormal_direction(tmp_path: Path) -> None:
     aff = np.array([[1.0, 0.3, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
     g = Geometry.from_affine((4, 4, 4), aff)
