@@ -90,7 +90,11 @@ def load_maps(kits_cases: int, keep: list[str]) -> list[tuple[str, dict[str, np.
         step = [max(1, int(round(1.6 / z))) for z in zooms]  # ~1.6 mm for speed
         lab = lab[:: step[0], :: step[1], :: step[2]]
         sp = tuple(z * s for z, s in zip(zooms, step, strict=True))
-        kidney = lab > 0  # sides from the components of kidney + masses; the masks keep the tumour apart
+        # sides from the components of kidney + masses. The organ includes its masses, as
+        # AbdomenAtlas-8K's organ labels do (Fig. 5b: a tumour-enlarged pancreas tail is pancreas);
+        # with the tumour as its own structure (--structures all) the kidney keeps KiTS's hole
+        kidney = lab > 0
+        carve = "kidney_tumor" in keep
         cc, n = ndimage.label(kidney)
         sizes = ndimage.sum(kidney, cc, range(1, n + 1))
         masks: dict[str, np.ndarray] = {"kidney_left": np.zeros_like(kidney), "kidney_right": np.zeros_like(kidney)}
@@ -100,9 +104,9 @@ def load_maps(kits_cases: int, keep: list[str]) -> list[tuple[str, dict[str, np.
             if sizes[i] < 200:
                 continue
             side = "kidney_right" if np.argwhere(comp)[:, 0].mean() > mid else "kidney_left"  # RAS: +x = right
-            masks[side] |= comp & (lab != 2)
+            masks[side] |= comp & (lab != 2) if carve else comp
         masks = {k: v for k, v in masks.items() if v.sum() > 200}
-        if "kidney_tumor" in keep and (lab == 2).sum() > 200:
+        if carve and (lab == 2).sum() > 200:
             masks["kidney_tumor"] = lab == 2
         out.append((f"kits23/{case.name}", masks, sp))
     return out
@@ -225,6 +229,26 @@ def mixture(counts: dict[int, Detection], q: float) -> dict[str, float | None]:
     return {"sensitivity": round(det / err, 4) if err else None, "precision": round(tr / al, 4) if al else None}
 
 
+def case_level(acc: list[int], d: Detection) -> None:
+    """acc = [true positives, false positives, misses] of whole trials (regions >= 0.5 ml)."""
+    acc[0] += d.true_alarms > 0
+    acc[1] += d.alarms > 0 and d.true_alarms == 0
+    acc[2] += d.errors > 0 and d.detected == 0
+
+
+def case_metrics(acc: list[int]) -> dict[str, float | None]:
+    tp, fp, fn = acc
+    return {"sensitivity": _r(tp / (tp + fn)) if tp + fn else None,
+            "precision": _r(tp / (tp + fp)) if tp + fp else None, "tp": tp, "fp": fp, "fn": fn}
+
+
+def case_mixture(accs: dict[int, list[int]], q: float) -> dict[str, float | None]:
+    w = {k: math.comb(3, k) * q ** k * (1 - q) ** (3 - k) for k in (1, 2, 3)}
+    tp, fp, fn = (sum(w[k] * accs[k][i] for k in w) for i in range(3))
+    return {"sensitivity": _r(tp / (tp + fn)) if tp + fn else None,
+            "precision": _r(tp / (tp + fp)) if tp + fp else None}
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
@@ -249,14 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     maps = load_maps(args.kits_cases, PAPER if args.structures == "paper" else PAPER + EXTRA)
     counts = {(r, k, n): Detection() for r in RULES for k in KINDS for n in (1, 2, 3)}
     planted_hits = {(k, n): [0, 0] for k in KINDS for n in (1, 2, 3)}
+    # case level (the other reading of "volume level"): per trial, any attention touching an
+    # error = true positive, attention but none on an error = false positive, errors none found = miss
+    cases = {(k, n): [0, 0, 0] for k in (*KINDS, "clean") for n in (0, 1, 2, 3)}
     clean = {r: Detection() for r in RULES}
     sites = dict.fromkeys(KINDS, 0)
     for _name, full, sp in maps:
         masks = crop_to_labels(full)
         sdfs = {n: signed_distance(m) for n, m in masks.items()}
-        for r, d in zip(RULES, score(masks, simulate(sdfs, None, 0, args.tau, args.conf, rng), sp, None)[:2],
-                        strict=True):
+        dets = score(masks, simulate(sdfs, None, 0, args.tau, args.conf, rng), sp, None)[:2]
+        for r, d in zip(RULES, dets, strict=True):
             clean[r].add(d)
+        case_level(cases["clean", 0], dets[1])
         for kind in KINDS:
             planted = plant(kind, masks, sp, rng)
             if planted is None:
@@ -267,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                                               planted)
                 for r, d in zip(RULES, dets, strict=True):
                     counts[r, kind, n_wrong].add(d)
+                case_level(cases[kind, n_wrong], dets[1])
                 planted_hits[kind, n_wrong][0] += regions
                 planted_hits[kind, n_wrong][1] += hit
     per_rule: dict[str, dict[str, object]] = {}
@@ -282,6 +311,14 @@ def main(argv: list[str] | None = None) -> int:
             row["independent"] = {f"q={q}": mixture({n: counts[r, k, n] for n in (1, 2, 3)}, q) for q in args.q}
             per_kind[k] = row
         per_rule[r] = {"per_kind": per_kind, "clean": {"alarms": clean[r].alarms, "errors": clean[r].errors}}
+    case_rows: dict[str, object] = {}
+    for k in KINDS:
+        row = {label: case_metrics(cases[k, n]) for n, label in ((2, "majority_2of3"), (3, "consensus_3of3"),
+                                                                 (1, "minority_1of3"))}
+        row["independent"] = {f"q={q}": case_mixture({n: cases[k, n] for n in (1, 2, 3)}, q) for q in args.q}
+        case_rows[k] = row
+    case_rows["clean_trials_with_alarms"] = {"trials": len(maps), "with_alarm": cases["clean", 0][1]}
+    per_rule["case_level"] = case_rows
     result = {"maps": len(maps), "kits_cases": args.kits_cases, "structures": args.structures,
               "tau_voxels": args.tau, "conf_logit": args.conf,
               "seed": args.seed, "seconds": round(time.perf_counter() - t0, 1), **per_rule}
