@@ -118,13 +118,21 @@ def detection(pred: Bool, ref: Bool, attention: Bool, spacing: Sequence[float], 
 
 
 def detection_case(pairs: Sequence[tuple[Bool, Bool]], attention: Sequence[Bool], spacing: Sequence[float],
-                   min_ml: float = 0.5) -> tuple[Detection, list[NDArray[np.int32]]]:
+                   min_ml: float = 0.5, min_alarm_ml: float = 0.0) -> tuple[Detection, list[NDArray[np.int32]]]:
     """Case level: every term's error regions against the union of the terms' attention maps
-    (a reviewer looks at one map; an error found through a neighbour's attention is found)."""
+    (a reviewer looks at one map; an error found through a neighbour's attention is found).
+    Attention regions smaller than ``min_alarm_ml`` are not counted as alarms (nor as hits)."""
     union = np.zeros(pairs[0][0].shape, dtype=bool) if pairs else np.zeros((1, 1, 1), bool)
     for a in attention:
         union |= a
     alarms = cc3d.connected_components(union, connectivity=26)
+    if min_alarm_ml > 0 and alarms.max() > 0:
+        counts = np.bincount(alarms.ravel())
+        small = np.flatnonzero(counts * (float(np.prod(spacing)) / 1000.0) < min_alarm_ml)
+        small = small[small > 0]
+        if len(small):
+            union &= ~np.isin(alarms, small)
+            alarms = cc3d.connected_components(union, connectivity=26)
     det = Detection(alarms=int(alarms.max()))
     true: set[int] = set()
     labels = []

@@ -25,6 +25,8 @@ from curator.pseudolabel.models import LoadedModel
 from curator.pseudolabel.reader import SlabReader, to_model_index, to_source_grid
 from curator.pseudolabel.window import axis_map, padded_patch, sliding_window
 
+SUB_SLAB_VOXELS = 1 << 22  # voxels per term whose ensemble statistics are held at once (16 rows of 512²)
+
 
 @dataclass
 class CaseLabels:
@@ -88,13 +90,16 @@ def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Seque
                     return m.logits(y.flip([2 + a for a in flips]) if flips else y)
 
                 reports.append(stack.enter_context(adapted(m.net, fwd, xb, m.spec.activation, etta)))
+        step = max(1, SUB_SLAB_VOXELS // (reader.shape[0] * reader.shape[1]))
         for z0, z1, probs in sliding_window(reader, models, pp, overlap=overlap, batch=batch, amp=amp,
                                             orientation=orientation, divisor=divisor):
-            stats = {}
-            for t in terms:
-                stats[t] = ensemble_stats([p[m.terms.index(t)] for p, m in zip(probs, models, strict=True)
-                                           if t in m.terms])
-            stream.push(z0, z1, stats)
+            for s0 in range(z0, z1, step):  # statistics a few rows at a time: bounded memory
+                s1 = min(z1, s0 + step)
+                rows = slice(s0 - z0, s1 - z0)
+                stats = {t: ensemble_stats([p[m.terms.index(t), :, :, rows] for p, m in zip(probs, models, strict=True)
+                                            if t in m.terms]) for t in terms}
+                stream.push(s0, s1, stats)
+                del stats
     summaries = stream.finish()
     lut = np.zeros(len(terms) + 1, dtype=np.uint8)
     for k, t in enumerate(targets, start=1):

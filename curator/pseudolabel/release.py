@@ -7,7 +7,9 @@ refuses to replace it anyway), assembly only chooses which layer to read.
 
 * :func:`assemble_rows` — one ``labels`` row per (case, term), the highest-priority origin;
 * :func:`release_step` — the release's ``labels`` table = harmonize's rows + revised rows
-  (``curator review import``) + pseudo rows (pseudolabel stage), assembled;
+  (``curator review import``) + pseudo rows (pseudolabel stage), assembled; and the review
+  worklist of the cases the stage flagged (``review/worklist.csv`` + PNG previews, written
+  into the release staging folder so ``release.json`` checksums them);
 * :func:`assembled_mask` / :func:`assembled_label_map` — the same choice on voxels, for
   loaders: a term's mask from its best layer; a single label map where an original label
   always wins a voxel over a revised or pseudo one.
@@ -46,7 +48,8 @@ def assemble_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def release_step(builder: Any) -> None:
-    """Release step: assemble ``labels`` from original, revised and pseudo rows."""
+    """Release step: assemble ``labels`` from original, revised and pseudo rows; write ``review/``."""
+    write_review(builder)
     ws = builder.ctx.workspace
     base = builder.tables["labels"].to_pylist() if "labels" in builder.tables else []
     counts = {"original": len(base)}
@@ -63,6 +66,22 @@ def release_step(builder: Any) -> None:
     chosen = {o: sum(r["origin"] == o for r in assembled) for o in PRIORITY}
     builder.extra["label_assembly"] = {"priority": list(PRIORITY), "rows_in": counts, "rows_out": chosen}
     log.info("labels assembled by priority %s: %s", " > ".join(PRIORITY), chosen)
+
+
+def write_review(builder: Any) -> None:
+    """``<release>/review/``: worklist.csv and previews of the cases flagged for review (no
+    editable files: ``curator review export`` writes those from the workspace)."""
+    from curator.pseudolabel.review import export_review
+
+    if "attention" not in builder.tables:
+        return
+    att = builder.tables["attention"].to_pylist()
+    if not any(r["review"] for r in att):
+        return
+    res = export_review(builder.ctx.workspace.root, att, builder.staging / "review", editable=False)
+    builder.extra["review"] = {"worklist": "review/worklist.csv", "cases": len(res.cases),
+                               "previews": res.previews}
+    log.info("release: review worklist of %d case(s), %d preview(s)", len(res.cases), res.previews)
 
 
 def best_layer(store: CaseStore, term: str) -> str | None:

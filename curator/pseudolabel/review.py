@@ -86,9 +86,25 @@ def _save_nifti(data: NDArray[Any], affine: NDArray[np.float64], dest: Path) -> 
         tmp.with_suffix(".nii.gz").rename(tmp)
 
 
+def _write_editable(store: CaseStore, folder: Path, images: bool) -> None:
+    """``codes.json``, ``pseudo.nii.gz`` (and ``image.nii.gz``) of one case for a reviewer to edit."""
+    codes = {str(c): ts for arr, vals in store.planes("pseudo") for c, ts in vals.items()}
+    with atomic_path(folder / "codes.json") as tmp:
+        tmp.write_text(json.dumps(codes, indent=1) + "\n")
+    plane = np.asarray(next(iter(store.planes("pseudo")))[0][...])
+    affine = store.geometry.matrix
+    _save_nifti(plane, affine, folder / "pseudo.nii.gz")
+    if images:
+        _save_nifti(np.asarray(store.image[...]), affine, folder / "image.nii.gz")
+
+
 def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *, fraction: float | None = None,
-                  top: int | None = None, images: bool = True) -> ReviewExport:
-    """Write previews, editable labels and ``worklist.csv`` for the selected cases."""
+                  top: int | None = None, images: bool = True, editable: bool = True) -> ReviewExport:
+    """Write previews, editable labels and ``worklist.csv`` for the selected cases.
+
+    ``editable=False`` writes only the worklist and the previews (what a release carries:
+    the editable files come from ``curator review export`` on the workspace).
+    """
     res = ReviewExport(out)
     chosen = select_cases(attention, fraction, top)
     by_case: dict[str, list[dict[str, Any]]] = {}
@@ -102,13 +118,8 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         folder = out / cid
         folder.mkdir(exist_ok=True)
         bits, names = read_attention(attention_path(workspace, cid))
-        codes = {str(c): ts for arr, vals in store.planes("pseudo") for c, ts in vals.items()}
-        (folder / "codes.json").write_text(json.dumps(codes, indent=1) + "\n")
-        plane = np.asarray(next(iter(store.planes("pseudo")))[0][...])
-        affine = store.geometry.matrix
-        _save_nifti(plane, affine, folder / "pseudo.nii.gz")
-        if images:
-            _save_nifti(np.asarray(store.image[...]), affine, folder / "image.nii.gz")
+        if editable:
+            _write_editable(store, folder, images)
         modality = str(store.attrs.get("modality") or "CT")
         files = []
         for r in rows:
@@ -126,8 +137,9 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         lines.append({"review_rank": rows[0]["review_rank"], "case_id": cid, "dataset": rows[0]["dataset"],
                       "case_attention_size": round(rows[0]["case_attention_size"], 4),
                       "terms": ";".join(f"{r['term_id']}:{r['attention_size']:.3f}" for r in rows),
-                      "previews": ";".join(files), "pseudo_label": f"{cid}/pseudo.nii.gz",
-                      "save_revised_as": f"{cid}/revised.nii.gz"})
+                      "previews": ";".join(f"{cid}/{f}" for f in files),
+                      "pseudo_label": f"{cid}/pseudo.nii.gz" if editable else "",
+                      "save_revised_as": f"{cid}/revised.nii.gz" if editable else ""})
         res.cases.append(cid)
     with atomic_path(out / "worklist.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         cols = ["review_rank", "case_id", "dataset", "case_attention_size", "terms", "previews", "pseudo_label",

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
@@ -100,6 +101,9 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
                    orientation: str | None = None, divisor: int = 8) -> Iterator[tuple[int, int, list[NDArray[np.float32]]]]:
     """Yield ``(z0, z1, [probs of model m: (terms_m, X, Y, z1 - z0)])`` for consecutive final rows.
 
+    On CPU the arrays are views of the blending buffers: use them before asking for the next
+    rows (copy what must outlive the step).
+
     ``patch`` is in stored axes; ``orientation`` is the stored axis code, each model's
     ``spec.orientation`` the one it expects (patches are permuted/flipped for it).
     """
@@ -134,7 +138,10 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
             z_next = zs[k + 1] if k + 1 < len(zs) else min(Z, z + pz)
             n = z_next - z
             w = wsum[:X, :Y, :n]
-            yield z, z_next, [(a[:, :X, :Y, :n] / w).cpu().numpy() for a in acc]
+            for a in acc:  # in place: these rows are final and dropped by the shift below
+                a[:, :X, :Y, :n] /= w
+            # on CPU, views of the buffers (no copy): valid until the generator resumes
+            yield z, z_next, [a[:, :X, :Y, :n].cpu().numpy() for a in acc]
             for buf in [*acc, wsum]:
                 buf[..., : pz - n] = buf[..., n:].clone()
                 buf[..., pz - n:] = 0

@@ -84,9 +84,10 @@ def test_sliding_window_matches_single_pass_for_pointwise_model() -> None:
     img = np.random.default_rng(0).uniform(-1, 2, (23, 17, 29)).astype(np.float32)
     with torch.no_grad():
         full = model.predict(torch.from_numpy(img)[None, None])[0, 0].numpy()
-    rows = list(sliding_window(SlabReader(img, {}, {"mean": 0.0, "std": 1.0}), [model], (8, 8, 8), overlap=0.5,
-                               orientation="LPS", divisor=1))
-    got = np.concatenate([p[0][0] for _, _, p in rows], axis=-1)
+    rows = [p[0][0].copy()  # the rows are views of the blending buffer: copy before the next step
+            for _, _, p in sliding_window(SlabReader(img, {}, {"mean": 0.0, "std": 1.0}), [model], (8, 8, 8),
+                                          overlap=0.5, orientation="LPS", divisor=1)]
+    got = np.concatenate(rows, axis=-1)
     np.testing.assert_allclose(got, full, atol=1e-5)
 
 
