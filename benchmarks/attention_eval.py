@@ -58,8 +58,8 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from curator.pseudolabel.core import AttentionParams, attention_reference, ensemble_stats  # noqa: E402
-from curator.pseudolabel.evaluate import Detection, detection_case  # noqa: E402
+from curator.pseudolabel.core import AttentionParams, attention_reference, ensemble_stats
+from curator.pseudolabel.evaluate import Detection, detection_case
 
 REAL = Path(os.environ.get("CURATOR_REAL_DATA", "/work/shared/data/real"))
 KINDS = ("missed_cavity", "missed_part", "leakage", "wrong_side")

@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attention_eval import signed_distance  # noqa: E402
+from attention_eval import signed_distance
 
-from curator.pseudolabel import train_demo as td  # noqa: E402
-from curator.pseudolabel.nets import ARCHITECTURES  # noqa: E402
+from curator.pseudolabel import train_demo as td
+from curator.pseudolabel.nets import ARCHITECTURES
 
 
 def main() -> int:

@@ -25,11 +25,11 @@ import torch
 import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from curator.pseudolabel.core import AttentionParams  # noqa: E402
-from curator.pseudolabel.infer import infer_case  # noqa: E402
-from curator.pseudolabel.models import load_ensemble_file, load_model  # noqa: E402
-from curator.pseudolabel.reader import SlabReader  # noqa: E402
-from curator.testing.phantoms import Subject, grid, render  # noqa: E402
+from curator.pseudolabel.core import AttentionParams
+from curator.pseudolabel.infer import infer_case
+from curator.pseudolabel.models import load_ensemble_file, load_model
+from curator.pseudolabel.reader import SlabReader
+from curator.testing.phantoms import Subject, grid, render
 
 
 def build_volume(path: Path, shape: tuple[int, int, int]) -> zarr.Array:

@@ -139,8 +139,8 @@ def detection_case(pairs: Sequence[tuple[Bool, Bool]], attention: Sequence[Bool]
     for pred, ref in pairs:
         errs = error_regions(pred, ref, spacing, min_ml)
         labels.append(errs)
-        det.errors += int(len(set(np.unique(errs).tolist()) - {0}))
-        det.detected += int(len(set(np.unique(errs[union]).tolist()) - {0}))
+        det.errors += len(set(np.unique(errs).tolist()) - {0})
+        det.detected += len(set(np.unique(errs[union]).tolist()) - {0})
         true |= set(np.unique(alarms[errs > 0]).tolist()) - {0}
     det.true_alarms = len(true)
     return det, labels

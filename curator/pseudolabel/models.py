@@ -144,7 +144,7 @@ def _import(ref: str) -> Any:
 def _state_dict(path: str, device: torch.device) -> dict[str, Any]:
     try:
         sd = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+    except Exception as e:
         raise ConfigError("config_error", f"cannot load weights {path}: {type(e).__name__}: {e}",
                           remedy="weights must be a plain state_dict (torch.save(model.state_dict()))") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):

@@ -8,8 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from curator.pseudolabel.core import (AttentionParams, AttentionStream, Stats, attention_reference,
-                                      clean_reference, ensemble_stats, entr)
+from curator.pseudolabel.core import (
+    AttentionParams,
+    AttentionStream,
+    Stats,
+    attention_reference,
+    clean_reference,
+    ensemble_stats,
+    entr,
+)
 
 
 def _probs(seed: int, shape: tuple[int, int, int], terms: list[str], n: int = 3) -> dict[str, list[np.ndarray]]:
