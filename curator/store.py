@@ -41,7 +41,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -186,6 +186,15 @@ class CaseStore:
         """Voxels of array ``name`` inside ``box`` (slices with steps of 1; clipped boxes allowed)."""
         return self.reader(name).read(box)
 
+    def physical_image(self, box: Box | None = None) -> NDArray[Any]:
+        """The image in physical units (HU for CT): stored values times the normalisation's
+        ``scale``; float32 when a scale or float16 storage applies, else the stored dtype."""
+        img = self.read("image", box)
+        scale = float((self.attrs.get("normalisation") or {}).get("scale", 1.0))
+        if img.dtype == np.float16 or scale != 1.0:
+            return img.astype(np.float32) * np.float32(scale)
+        return img
+
     def body(self) -> NDArray[np.bool_] | None:
         return self.read("body").astype(bool) if "body" in self.group else None
 
@@ -236,6 +245,29 @@ class CaseStore:
                     lut = np.zeros(size, dtype=bool)
                     lut[codes] = True
                     out[i] |= lut[data]
+        return out
+
+    def term_layers(self, terms: Sequence[str], layers: Sequence[str]) -> dict[str, str]:
+        """For each of ``terms`` that some layer holds, the first of ``layers`` that holds it."""
+        have = self.layers()
+        out: dict[str, str] = {}
+        for layer in layers:
+            if layer in have:
+                for t in self.terms(layer):
+                    if t in terms:
+                        out.setdefault(t, layer)
+        return out
+
+    def masks_by_priority(self, terms: Sequence[str], layers: Sequence[str],
+                          box: Box | None = None) -> NDArray[np.bool_]:
+        """``(len(terms), *box)`` masks, each term read from the first of ``layers`` that holds it
+        (all False where none does): an annotated term from ``original``, a reviewed one from
+        ``revised``, and so on, whatever other terms the case's other layers hold."""
+        chosen = self.term_layers(terms, layers)
+        out = np.zeros((len(terms), *box_shape(full_box(box, self.geometry.shape))), dtype=bool)
+        for layer in dict.fromkeys(chosen.values()):
+            idx = [i for i, t in enumerate(terms) if chosen.get(t) == layer]
+            out[idx] = self.masks([terms[i] for i in idx], layer, box)
         return out
 
     def info(self) -> str:

@@ -12,6 +12,8 @@ from curator.cli.common import handle_errors, out
 ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder)")]
 TermsOpt = Annotated[str, typer.Option("--terms", help="comma-separated term ids, label 1, 2, ... in order")]
 WhereOpt = Annotated[str, typer.Option("--where", help="SQL WHERE over preprocessed (p) and cases (c)")]
+LayersOpt = Annotated[str, typer.Option("--layers", help="label layers by priority, per term: the first that "
+                                        "holds a term gives its label (add pseudo to export pseudo labels)")]
 
 
 def _summary(report: object) -> None:
@@ -19,6 +21,16 @@ def _summary(report: object) -> None:
     out.print(f"exported {len(r.cases)} cases to {r.folder}; skipped {len(r.skipped)}"  # type: ignore[attr-defined]
               + (f"; {len(r.overlaps)} cases had overlapping terms (later term kept)"  # type: ignore[attr-defined]
                  if r.overlaps else ""))  # type: ignore[attr-defined]
+
+
+def _layers(text: str) -> tuple[str, ...]:
+    from curator.errors import ConfigError
+    from curator.store import LAYERS
+
+    layers = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not layers or any(x not in LAYERS for x in layers):
+        raise ConfigError("config_error", f"--layers {text!r}: give some of {', '.join(LAYERS)}, comma-separated")
+    return layers
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -33,21 +45,21 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                name: Annotated[str, typer.Option("--name", help="dataset name")] = "Curator",
                where: WhereOpt = "true",
                partial: Annotated[bool, typer.Option("--partial", help="keep cases lacking a term")] = False,
-               ) -> None:
+               layers: LayersOpt = "original,revised") -> None:
         """Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
         from curator.export import export_nnunet
 
         _summary(export_nnunet(release, out_root, dataset_id=dataset_id, name=name,
                                terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
-                               partial=partial))
+                               partial=partial, layers=_layers(layers)))
 
     @export.command("monai")
     @handle_errors
     def monai(release: ReleaseArg, terms: TermsOpt,
               out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
-              where: WhereOpt = "true") -> None:
+              where: WhereOpt = "true", layers: LayersOpt = "original,revised") -> None:
         """Write NIfTI images/labels and a Decathlon-style datalist.json for MONAI."""
         from curator.export import export_monai
 
         _summary(export_monai(release, out_dir, terms=[t.strip() for t in terms.split(",") if t.strip()],
-                              where=where))
+                              where=where, layers=_layers(layers)))

@@ -1,9 +1,14 @@
 """What every export shares: picking cases with SQL, building a mutually exclusive label map,
-and writing a store's image and labels as NIfTI in physical units on the store grid."""
+and writing a store's image and labels as NIfTI in physical units on the store grid.
+
+Each term's label comes from the first of ``layers`` whose store layer holds it (default: the
+dataset's ``original`` annotation, then ``revised`` — reviewed pseudo labels; add ``pseudo`` to
+export pseudo labels too), as :class:`curator.torch.PatchDataset` reads them."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from curator.release.query import Release
 from curator.store import CaseStore
 
 log = logging.getLogger("curator")
+DEFAULT_LAYERS = ("original", "revised")
 QUERY = """select p.case_id, p.dataset, p.modality, p.store, p.terms, {split} as split
 from preprocessed p join cases c using (case_id) {join} where p.has_image and ({where}) order by p.case_id"""
 
@@ -52,23 +58,16 @@ def select_cases(release: Release, where: str) -> list[ExportCase]:
     return [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5]) for r in rows]
 
 
-def label_map(store: CaseStore, terms: list[str], layer: str = "original") -> tuple[NDArray[np.uint8], int]:
-    """Codes 1..len(terms) in order (a later term wins where two overlap) and the overlap voxel count."""
-    masks = store.masks(terms, layer)
+def label_map(store: CaseStore, terms: list[str], layers: Sequence[str] = DEFAULT_LAYERS
+              ) -> tuple[NDArray[np.uint8], int]:
+    """Codes 1..len(terms) in order (a later term wins where two overlap) and the overlap voxel count;
+    each term from the first of ``layers`` that holds it."""
+    masks = store.masks_by_priority(terms, layers)
     out = np.zeros(masks.shape[1:], dtype=np.uint8)
     overlap = int((masks.sum(axis=0, dtype=np.uint8) > 1).sum()) if len(terms) > 1 else 0
     for i in range(len(terms)):
         out[masks[i]] = i + 1
     return out, overlap
-
-
-def physical_image(store: CaseStore) -> NDArray[Any]:
-    """The stored image in physical units (HU for CT); float32 when a float16 scale applies."""
-    img = store.read("image")
-    scale = float((store.attrs.get("normalisation") or {}).get("scale", 1.0))
-    if img.dtype == np.float16 or scale != 1.0:
-        return img.astype(np.float32) * np.float32(scale)
-    return img
 
 
 def save_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64]) -> None:
@@ -81,26 +80,27 @@ def save_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64]) -> 
         tmp.with_name(tmp.name + ".nii.gz").rename(tmp)
 
 
-def check_terms(case: ExportCase, terms: list[str], partial: bool) -> str | None:
-    missing = [t for t in terms if t not in case.terms]
+def check_terms(held: Collection[str], terms: list[str], partial: bool) -> str | None:
+    missing = [t for t in terms if t not in held]
     if missing and (not partial or len(missing) == len(terms)):
         return f"holds no {', '.join(missing)}"
     return None
 
 
 def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, label: Path,
-               report: ExportReport) -> bool:
-    """Write one case's image and label map (or note in ``report`` why it was skipped)."""
-    why = check_terms(case, terms, partial)
+               report: ExportReport, layers: Sequence[str] = DEFAULT_LAYERS) -> list[str] | None:
+    """Write one case's image and label map; the terms it holds, or None (``report`` says why)."""
+    store = CaseStore(case.store)
+    held = store.term_layers(terms, layers)
+    why = check_terms(held, terms, partial)
     if why:
         report.skipped[case.case_id] = why
-        return False
-    store = CaseStore(case.store)
+        return None
     affine = store.geometry.matrix
-    save_nifti(image, physical_image(store), affine)
-    labels, overlap = label_map(store, terms)
+    save_nifti(image, store.physical_image(), affine)
+    labels, overlap = label_map(store, terms, layers)
     save_nifti(label, labels, affine)
     if overlap:
         report.overlaps[case.case_id] = overlap
     report.cases.append(case.case_id)
-    return True
+    return [t for t in terms if t in held]

@@ -6,10 +6,11 @@ MONAI's ``load_decathlon_datalist(path, True, "training")`` reads it; ``validati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from curator.errors import ReleaseError
-from curator.export.common import ExportReport, select_cases, write_case
+from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
 from curator.io.fsutil import atomic_write_json
 from curator.release.query import Release
 
@@ -17,7 +18,7 @@ KEYS = {"train": "training", "val": "validation", "test": "test", None: "trainin
 
 
 def export_monai(release: str | Path, out: str | Path, *, terms: list[str], where: str = "true",
-                 partial: bool = True) -> ExportReport:
+                 partial: bool = True, layers: Sequence[str] = DEFAULT_LAYERS) -> ExportReport:
     """Write ``<out>/images``, ``<out>/labels`` and ``<out>/datalist.json`` (paths relative to ``out``)."""
     rel = Release(release)
     folder = Path(out)
@@ -27,12 +28,13 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     report = ExportReport(folder)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     for c in select_cases(rel, where):
-        if write_case(c, terms, partial, folder / "images" / f"{c.case_id}.nii.gz",
-                      folder / "labels" / f"{c.case_id}.nii.gz", report):
+        present = write_case(c, terms, partial, folder / "images" / f"{c.case_id}.nii.gz",
+                             folder / "labels" / f"{c.case_id}.nii.gz", report, layers)
+        if present is not None:
             lists[KEYS.get(c.split, "training")].append({
                 "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",
                 "case_id": c.case_id, "dataset": c.dataset, "modality": c.modality,
-                "present": [t for t in terms if t in c.terms]})
+                "present": present})
     atomic_write_json(folder / "datalist.json", {
         "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
         "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},

@@ -7,16 +7,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from curator.errors import ConfigError, ReleaseError
-from curator.export.common import ExportReport, select_cases, write_case
+from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
 from curator.io.fsutil import atomic_write_json
 from curator.release.query import Release
 
 
 def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int, name: str, terms: list[str],
-                  where: str = "true", partial: bool = False) -> ExportReport:
+                  where: str = "true", partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS
+                  ) -> ExportReport:
     """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr and dataset.json.
 
     ``terms`` become labels 1..n (they should be mutually exclusive; overlaps are counted and
@@ -39,7 +41,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     report = ExportReport(folder)
     for c in cases:
         write_case(c, terms, partial, folder / "imagesTr" / f"{c.case_id}_0000.nii.gz",
-                   folder / "labelsTr" / f"{c.case_id}.nii.gz", report)
+                   folder / "labelsTr" / f"{c.case_id}.nii.gz", report, layers)
     if not report.cases:
         raise ReleaseError("release_error", f"no case holds every term {terms}", path=str(rel.path),
                            remedy="check --terms against `store_terms`, or pass --partial")

@@ -36,10 +36,14 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     ``normalise=False``), ``masks`` uint8 ``(T, *patch)`` for the requested ``terms`` (a
     derived term is the union of its parts), ``present`` bool ``(T,)`` (the case holds the
     term), ``prompts`` (``"(ct) liver"``), ``case_id`` and ``start`` (patch origin).
+
+    ``layers`` says where labels come from, per term: the first of them that holds the term
+    (default: the dataset's own ``original`` annotation, then ``revised`` — reviewed pseudo
+    labels; add ``"pseudo"`` to train on pseudo labels too).
     """
 
     def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",
-                 patch_size: Sequence[int] = (96, 96, 32), layers: Sequence[str] = ("revised", "original"),
+                 patch_size: Sequence[int] = (96, 96, 32), layers: Sequence[str] = ("original", "revised"),
                  foreground_fraction: float = 0.67, term_weights: dict[str, float] | None = None,
                  balance: bool = True, repeat: bool = True, samples_per_epoch: int | None = None,
                  seed: int = 0, normalise: bool = True, max_open: int = 64) -> None:
@@ -110,19 +114,19 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             self._stores.popitem(last=False)
         return s
 
-    def _layer_of(self, store: CaseStore) -> str | None:
-        have = store.layers()
-        return next((layer for layer in self.layers if layer in have), None)
-
-    def _location(self, rng: np.random.Generator, case: dict[str, Any], layer: str) -> NDArray[np.int64] | None:
+    def _location(self, rng: np.random.Generator, case: dict[str, Any]) -> NDArray[np.int64] | None:
         held = self._case_terms.get(case["case_id"], {})
-        options = [(t, held[t][layer]) for t in sorted(held) if layer in held[t]]
+        options = []
+        for t in sorted(held):  # each term from the first of self.layers that holds it
+            layer = next((x for x in self.layers if x in held[t]), None)
+            if layer is not None:
+                options.append((t, layer, held[t][layer]))
         if not options:
             return None
-        w = np.asarray([self.term_weights.get(self._requested(t), 1.0) for t, _ in options], dtype=np.float64)
+        w = np.asarray([self.term_weights.get(self._requested(t), 1.0) for t, _, _ in options], dtype=np.float64)
         if w.sum() <= 0:
             return None
-        term, info = options[int(rng.choice(len(options), p=w / w.sum()))]
+        term, layer, info = options[int(rng.choice(len(options), p=w / w.sum()))]
         path = info["locations"]
         if path not in self._locs:
             with np.load(self.root / path) as z:
@@ -139,9 +143,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         case = self.cases[min(int(np.searchsorted(self._cdf, rng.random() * self._cdf[-1], "right")),
                               len(self.cases) - 1)]
         store = self._store(case)
-        layer = self._layer_of(store)
         shape = tuple(case["shape"])
-        centre = self._location(rng, case, layer) if layer and rng.random() < self.fg else None
+        centre = self._location(rng, case) if rng.random() < self.fg else None
         start = patch_start(rng, shape, self.patch, centre)
         box = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch, shape, strict=True))
         pad = tuple(slice(b.start - s, b.stop - s) for b, s in zip(box, start, strict=True))
@@ -155,10 +158,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             image[pad] = img
         masks = np.zeros((len(self.terms), *self.patch), dtype=np.uint8)
         present = np.zeros(len(self.terms), dtype=bool)
-        if layer is not None:
-            held = store.terms(layer)
+        held = store.term_layers([p for t in self.terms for p in self._parts[t]], self.layers)
+        if held:
             flat = [p for t in self.terms for p in self._parts[t] if p in held]
-            got = store.masks(flat, layer, box) if flat else None
+            got = store.masks_by_priority(flat, self.layers, box)
             k = 0
             for i, t in enumerate(self.terms):
                 n = sum(p in held for p in self._parts[t])

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 import curator
-from curator.preprocess.terms import term_id
+from curator.preprocess.terms import descendants, term_id
 from curator.store import CaseStore, store_sha256
 from curator.torch import PatchDataset
 from tests.preprocess.conftest import Tiny
@@ -93,3 +93,37 @@ def test_dataloader_workers_and_distributed_sampler(tiny: Tiny) -> None:
     assert len(seen) == len(ds)
     single = [ds[i]["case_id"] for i in range(len(ds))]
     assert sorted(seen) == sorted(single)
+
+
+def test_each_term_comes_from_its_best_layer(tiny: Tiny, tmp_path) -> None:
+    """A case with a revised layer (reviewed pseudo labels) still trains on its annotated terms:
+    the layer is chosen per term (original, then revised; pseudo on request), not per case."""
+    import shutil
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    cid = "TinyTotalSeg__s0000"
+    store = CaseStore(rel / "stores" / f"{cid}.zarr")
+    liver, kidney, spleen = term_id("liver"), term_id("kidney"), term_id("spleen")
+    orig_liver = store.mask(liver, "original")
+    revised = np.zeros(store.geometry.shape, np.uint8)
+    revised[orig_liver] = 1  # a reviewer's label for a term the case holds (ignored: original wins) ...
+    revised[:4] = 2  # ... and for a term it does not annotate
+    store.write_layer("revised", [(revised, {1: [liver], 2: ["aorta"]})], {"origin": "revised"})
+    pseudo = np.zeros_like(revised)
+    pseudo[-4:] = 1
+    store.write_layer("pseudo", [(pseudo, {1: ["aorta"], 2: [spleen]})], {"origin": "pseudo"})
+    store = CaseStore(store.path)
+    assert store.term_layers([liver, "aorta"], ("original", "revised")) == {liver: "original", "aorta": "revised"}
+    terms = [liver, kidney, "aorta"]
+    shape = store.geometry.shape
+    item = PatchDataset(rel, terms=terms, where=f"p.case_id = '{cid}'", patch_size=shape, normalise=False)[0]
+    assert item["present"].tolist() == [True, True, True]
+    got = item["masks"].numpy().astype(bool)
+    assert np.array_equal(got[0], orig_liver)
+    kidney_parts = [p for p in (kidney, *descendants(kidney)) if p in store.terms("original")]
+    assert np.array_equal(got[1], store.masks(kidney_parts, "original").any(axis=0))
+    assert np.array_equal(got[2], revised == 2)
+    only_pseudo = PatchDataset(rel, terms=["aorta"], where=f"p.case_id = '{cid}'", patch_size=shape,
+                               normalise=False, layers=("pseudo",))[0]
+    assert np.array_equal(only_pseudo["masks"][0].numpy().astype(bool), pseudo == 1)
