@@ -6,7 +6,7 @@
     <out>/<case_id>/preview_<term>.png  slice of most attention: image, pseudo label (green),
                                         attention (red)
     <out>/<case_id>/pseudo.nii.gz       the pseudo label layer (codes in codes.json), to edit
-    <out>/<case_id>/image.nii.gz        the image (optional)
+    <out>/<case_id>/image.nii.gz        the image in physical units (optional)
     <out>/<case_id>/codes.json          label code -> term id
 
 A reviewer saves the corrected label as ``<out>/<case_id>/revised.nii.gz`` (same grid and
@@ -95,7 +95,7 @@ def _write_editable(store: CaseStore, folder: Path, images: bool) -> None:
     affine = store.geometry.matrix
     _save_nifti(plane, affine, folder / "pseudo.nii.gz")
     if images:
-        _save_nifti(np.asarray(store.image[...]), affine, folder / "image.nii.gz")
+        _save_nifti(store.physical_image(), affine, folder / "image.nii.gz")  # HU, not stored units
 
 
 def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *, fraction: float | None = None,

@@ -92,3 +92,17 @@ def test_export_is_deterministic(phantom_ws, tmp_path: Path) -> None:
     export_review(ctx.workspace.root, att, b, top=1, images=False)
     assert (a / "worklist.csv").read_bytes() == (b / "worklist.csv").read_bytes()
     shutil.rmtree(a)
+
+
+def test_review_image_is_in_physical_units(tmp_path: Path) -> None:
+    """A store kept in scaled units (stored × scale = HU) is exported to reviewers in HU."""
+    from curator.pseudolabel.review import _write_editable
+    from curator.testing.segmodels import write_phantom_store
+
+    store = write_phantom_store(tmp_path / "c.zarr", 5, {"liver": 1}, normalisation={"scale": 0.5})
+    store.write_layer("pseudo", [(store.read("labels/original/0"), {1: ["spleen"]})], {"origin": "pseudo"})
+    _write_editable(CaseStore(store.path), tmp_path / "out", images=True)
+    got = np.asarray(nib.load(tmp_path / "out" / "image.nii.gz").dataobj)
+    assert np.allclose(got, store.read("image").astype(np.float32) * 0.5)
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "out" / "pseudo.nii.gz").dataobj),
+                          store.read("labels/original/0"))
