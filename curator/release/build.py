@@ -44,6 +44,7 @@ SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 # Each is called as fn(builder) and may add tables (builder.tables) or files under builder.staging.
 RELEASE_STEPS: list[str] = [
     "curator.release.splits:release_step",
+    "curator.dedup.release:release_step",
     "curator.preprocess.release:release_step",
     "curator.pseudolabel.release:release_step",
     "curator.qc.release:release_step",

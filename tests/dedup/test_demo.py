@@ -18,4 +18,6 @@ def test_demo_release_groups_exactly_the_planted_duplicates(tmp_path: Path) -> N
     assert sorted(map(sorted, groups.values())) == sorted(sorted(p[:2]) for p in demo.data.duplicates)
     for _, cid, kept, kept_id, reason in rows:
         assert reason.startswith("kept:" if kept else f"same scan as {kept_id}")
-    assert rel.sql("select count(*) from hashes").fetchall()[0][0] > 15
+    n, paths, thumbs = rel.sql("select count(*), count(thumbnail), count(thumbnail_sha256) from hashes").fetchall()[0]
+    assert n > 15 and thumbs == n
+    assert paths == 0, "workspace paths of thumbnails do not belong in a release"
