@@ -244,14 +244,22 @@ def report(r: dict[str, Any]) -> str:
     lines.append("")
     lines.append("recall per source: " + ", ".join(f"{k} {v:.2f}" for k, v in r["ours"]["per_source"].items()))
     lines.append(f"missed copies: {r['ours']['missed']}")
-    tm = [m for m in r["true_candidates"] if m["tiers"] != ["exact"]]
+    tm = [m for m in r["true_candidates"] if m["tiers"] != ["exact"] and m["accepted"]]
+    rejected = [m for m in r["true_candidates"] if not m["accepted"]]
     fm = r["false_candidates"]
     if tm:
         lines.append("")
-        lines.append(f"verification margin: true pairs score >= {min(m['score'] for m in tm):.3f}, detail >= "
-                     f"{min(m['detail'] for m in tm):.3f}; false candidates ({len(fm)}) score <= "
+        lines.append(f"verification margin: accepted true pairs ({len(tm)}) score >= {min(m['score'] for m in tm):.3f}, "
+                     f"detail >= {min(m['detail'] for m in tm):.3f}; false candidates ({len(fm)}) score <= "
                      f"{max((m['score'] for m in fm), default=0):.3f}, detail <= "
-                     f"{max((m['detail'] for m in fm), default=0):.3f}")
+                     f"{max((m['detail'] for m in fm), default=0):.3f}; true candidates rejected: {len(rejected)} "
+                     f"(most are then joined through other copies)")
+        by_tier: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for m in r["true_candidates"] + fm:
+            for t in m["tiers"]:
+                by_tier[t][0 if m in r["true_candidates"] else 1] += 1
+        lines.append("compared candidates by tier (true / false): "
+                     + ", ".join(f"{t} {v[0]} / {v[1]}" for t, v in sorted(by_tier.items())))
     if r["ours"]["false_examples"]:
         lines.append(f"false pairs: {r['ours']['false_examples']}")
     lines.append(f"seconds: {r['seconds']}")

@@ -20,12 +20,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from curator.dedup.features import ScanFeatures
-from curator.dedup.search import Candidate, HashKeys, SearchSettings, find_candidates
-from curator.dedup.thumbnail import Thumbnail
+from curator.dedup.hashing import SlabHashes
+from curator.dedup.search import Candidate, HashKeys, SearchSettings, find_candidates, is_small
+from curator.dedup.thumbnail import Thumbnail, axial_profile, field_of_view_mm
 from curator.dedup.verify import NO_MATCH, Match, VerifySettings, accepts, compare
 
 
@@ -50,8 +52,18 @@ class PairResult:
         return self.candidate.b
 
 
-def keys_of(features: Mapping[str, ScanFeatures]) -> list[HashKeys]:
-    return [HashKeys(cid, f.exact, f.phash, f.slabs) for cid, f in sorted(features.items())]
+def keys_of(features: Mapping[str, ScanFeatures], search: SearchSettings | None = None) -> list[HashKeys]:
+    s = search or SearchSettings()
+    return [key_of(cid, f.exact, f.phash, f.slabs, f.thumbnail.ranks.shape, f.thumbnail.spacing,
+                   functools.partial(getattr, f, "thumbnail"), s) for cid, f in sorted(features.items())]
+
+
+def key_of(case_id: str, exact: str, phash: int | None, slabs: SlabHashes, grid_shape: Sequence[int],
+           grid_spacing: Sequence[float], thumbnail: Callable[[], Thumbnail | None], s: SearchSettings) -> HashKeys:
+    """A scan's search keys; the thumbnail is loaded only for a small scan (its axial profile)."""
+    fov = field_of_view_mm(tuple(grid_shape), tuple(grid_spacing))
+    t = thumbnail() if is_small(fov, s) else None
+    return HashKeys(case_id, exact, phash, slabs, fov, axial_profile(t) if t is not None else None)
 
 
 def strength(c: Candidate) -> tuple[int, int, int, str, str]:
@@ -94,5 +106,5 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
 
 def detect(features: Mapping[str, ScanFeatures], settings: DetectSettings) -> list[PairResult]:
     """Every candidate pair with its verification (accepted or not), sorted by case ids."""
-    candidates = find_candidates(keys_of(features), settings.search)
+    candidates = find_candidates(keys_of(features, settings.search), settings.search)
     return verify_candidates(candidates, lambda cid: features[cid].thumbnail, settings.verify)

@@ -5,7 +5,12 @@
 * ``slab`` — axial slab hashes within ``slab_radius`` bits; a pair needs ``min_slab_votes``
   slabs of one scan that match slabs of the other *at one consistent height offset*
   (a z-crop or a partial overlap shifts every slab by the same amount; chance matches
-  between different patients do not line up).
+  between different patients do not line up);
+* ``small`` — scans whose field of view is at most ``small_fov_cm3`` (crops of an organ, a
+  few slices: a 64-bit hash of a few thousand voxels does not survive resampling them to
+  5 mm or cutting them to a quarter) are compared with their ``small_neighbours`` nearest
+  small scans of compatible size, nearest by :func:`~curator.dedup.thumbnail.axial_profile`.
+  Quadratic only within the small scans, in blocks; verification then decides.
 
 Every candidate is then verified (:mod:`curator.dedup.verify`).
 
@@ -22,8 +27,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from curator.dedup.hashing import SlabHashes
 from curator.dedup.index import HashIndex
@@ -38,6 +45,10 @@ class SearchSettings:
     min_slab_votes: int = 2  # or every slab of a scan that has fewer
     z_tolerance_mm: float = 7.5  # slab matches within this of the modal offset count as consistent
     max_slab_hits: int = 64  # per query slab and chunk probe: guards against a code shared by thousands
+    small_fov_cm3: float = 1000.0  # a field of view at most this (less than a head or torso) is a small scan
+    small_neighbours: int = 8  # small scans of compatible size each is compared with, nearest profiles first
+    small_inplane_ratio: float = 0.7  # compatible size: in-plane extents within this ratio ...
+    small_z_ratio: float = 0.2  # ... and z extents within this one (a copy may keep a quarter of the slices)
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,8 @@ class HashKeys:
     exact: str
     phash: int | None
     slabs: SlabHashes
+    fov_mm: tuple[float, float, float] | None = None  # RAS field of view (the small-scan tier)
+    profile: NDArray[np.float32] | None = None  # axial_profile, for small scans only
 
 
 @dataclass
@@ -93,10 +106,37 @@ def find_candidates(keys: list[HashKeys], s: SearchSettings) -> list[Candidate]:
                 c.global_distance = int(dist)
 
     _slab_tier(keys, s, cand)
+    _small_tier(keys, s, cand)
     return [found[k] for k in sorted(found)]
 
 
-def _slab_tier(keys: list[HashKeys], s: SearchSettings, cand: object) -> None:
+def is_small(fov_mm: tuple[float, ...] | None, s: SearchSettings) -> bool:
+    return fov_mm is not None and float(np.prod(fov_mm)) / 1000.0 <= s.small_fov_cm3
+
+
+def _small_tier(keys: list[HashKeys], s: SearchSettings, cand: Any, block: int = 2048) -> None:
+    small = [k for k in keys if k.profile is not None and is_small(k.fov_mm, s)]
+    if len(small) < 2 or s.small_neighbours <= 0:
+        return
+    prof = np.stack([np.asarray(k.profile, dtype=np.float32) for k in small])
+    fov = np.asarray([k.fov_mm for k in small], dtype=np.float64)
+    k_nn = min(s.small_neighbours, len(small) - 1)
+    for lo in range(0, len(small), block):
+        rows = slice(lo, min(lo + block, len(small)))
+        dist = 2.0 - 2.0 * (prof[rows] @ prof.T)  # squared distance of unit vectors
+        ratio = np.minimum(fov[rows, None, :], fov[None, :, :]) / np.maximum(fov[rows, None, :], fov[None, :, :])
+        ok = (ratio[..., 0] >= s.small_inplane_ratio) & (ratio[..., 1] >= s.small_inplane_ratio) & (
+            ratio[..., 2] >= s.small_z_ratio)
+        ok[np.arange(rows.stop - lo), np.arange(lo, rows.stop)] = False
+        dist = np.where(ok, dist, np.inf)
+        nearest = np.argpartition(dist, k_nn - 1, axis=1)[:, :k_nn] if k_nn < len(small) else np.argsort(dist, axis=1)
+        for r, cols in enumerate(nearest):
+            for c in cols.tolist():
+                if np.isfinite(dist[r, c]):
+                    cand(small[lo + r].case_id, small[c].case_id).tiers.add("small")
+
+
+def _slab_tier(keys: list[HashKeys], s: SearchSettings, cand: Any) -> None:
     owner, zs, codes = [], [], []
     for n, k in enumerate(keys):
         owner += [n] * len(k.slabs.hashes)
@@ -139,7 +179,7 @@ def _slab_tier(keys: list[HashKeys], s: SearchSettings, cand: object) -> None:
                 votes, best = n, float(np.median(offs[near]))
         need = min(s.min_slab_votes, len(keys[x].slabs.hashes), len(keys[y].slabs.hashes))
         if votes >= need:
-            c = cand(keys[x].case_id, keys[y].case_id)  # type: ignore[operator]
+            c = cand(keys[x].case_id, keys[y].case_id)
             c.tiers.add("slab")
             c.slab_votes = votes
             c.slab_offset_mm = best if keys[x].case_id < keys[y].case_id else -best

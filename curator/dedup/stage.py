@@ -19,11 +19,11 @@ from typing import Any, cast
 import pyarrow as pa
 
 from curator.config import StageConfig
-from curator.dedup.detect import verify_candidates
+from curator.dedup.detect import key_of, verify_candidates
 from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.group import KEEP_CRITERIA, Member
 from curator.dedup.hashing import SlabHashes
-from curator.dedup.search import HashKeys, SearchSettings, find_candidates
+from curator.dedup.search import SearchSettings, find_candidates
 from curator.dedup.tables import duplicate_rows
 from curator.dedup.thumbnail import Thumbnail
 from curator.dedup.verify import Match, VerifySettings, compare
@@ -51,6 +51,8 @@ class DedupConfig(StageConfig):
     short_scan_slabs: int = 8
     short_slab_radius: int = 6
     min_slab_votes: int = 2
+    small_fov_cm3: float = 1000.0
+    small_neighbours: int = 8
     # verification
     min_score: float = 0.5
     min_detail: float = 0.5
@@ -67,6 +69,9 @@ class DedupConfig(StageConfig):
         for name in ("global_radius", "slab_radius", "short_slab_radius"):
             if not 0 <= getattr(self, name) <= 12:
                 raise ConfigError("config_error", f"stages.dedup.{name} must be 0..12 bits")
+        if self.small_neighbours < 0 or self.small_fov_cm3 < 0:
+            raise ConfigError("config_error", "stages.dedup.small_neighbours and small_fov_cm3 must be >= 0 "
+                              "(small_neighbours: 0 turns the small-scan tier off)")
 
     @property
     def hashing(self) -> HashSettings:
@@ -76,7 +81,8 @@ class DedupConfig(StageConfig):
     def search(self) -> SearchSettings:
         return SearchSettings(global_radius=self.global_radius, slab_radius=self.slab_radius,
                               short_scan_slabs=self.short_scan_slabs, short_slab_radius=self.short_slab_radius,
-                              min_slab_votes=self.min_slab_votes)
+                              min_slab_votes=self.min_slab_votes, small_fov_cm3=self.small_fov_cm3,
+                              small_neighbours=self.small_neighbours)
 
     @property
     def verify(self) -> VerifySettings:
@@ -132,9 +138,10 @@ class DedupStage(Stage):
     def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
         cfg = cast(DedupConfig, self.config)
         rows = sorted((r for res in results for r in res.rows.get("hashes", [])), key=lambda r: r["case_id"])
-        keys = [HashKeys(r["case_id"], r["exact_sha256"], r["phash"],
-                         SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"]))) for r in rows]
         thumb = self._thumbnail_loader({r["case_id"]: r for r in rows})
+        keys = [key_of(r["case_id"], r["exact_sha256"], r["phash"],
+                       SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"])), r["grid_shape"],
+                       r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search) for r in rows]
         candidates = find_candidates(keys, cfg.search)
         pairs = verify_candidates(candidates, thumb, cfg.verify)
         log.info("dedup: %d scans, %d candidate pairs, %d accepted", len(rows), len(candidates),

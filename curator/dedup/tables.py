@@ -46,7 +46,7 @@ def _because(ev: dict[str, Any]) -> str:
         off = ev["offset_mm"]
         moved = f"; headers disagree by ({off[0]:g}, {off[1]:g}, {off[2]:g}) mm" if max(map(abs, off)) >= 2 else ""
         parts.append(f"aligned: rank correlation {ev['score']:.3f}, texture {ev['detail']:.3f}, "
-                     f"{100 * ev['coverage']:.0f}% of the smaller scan overlaps{moved}")
+                     f"{100 * ev['coverage']:.0f}% of the more contained scan overlaps{moved}")
     return "; ".join(parts)
 
 

@@ -84,6 +84,22 @@ def resample_to(a: NDArray[np.float32], spacing: tuple[float, ...], target: tupl
     return np.asarray(out, dtype=np.float32)
 
 
+def field_of_view_mm(shape: tuple[int, ...], spacing: tuple[float, ...]) -> tuple[float, float, float]:
+    """Extent of a grid along its (RAS) axes, mm."""
+    return tuple(float(n * s) for n, s in zip(shape, spacing, strict=True))  # type: ignore[return-value]
+
+
+def axial_profile(t: Thumbnail, n: int = 8) -> NDArray[np.float32]:
+    """A scan's mean intensity quantile along z on an ``n``×``n`` in-plane grid, centred and of
+    unit norm (zeros for a flat scan): what the small-scan tier ranks neighbours by. Unchanged
+    by resampling, offsets, clipping, noise and header fixes; moved little by a z-crop."""
+    proj = t.ranks.astype(np.float32).mean(axis=2)
+    out = ndimage.zoom(proj, (n / proj.shape[0], n / proj.shape[1]), order=1, grid_mode=True, mode="nearest")
+    out = out - out.mean()
+    norm = float(np.linalg.norm(out))
+    return np.asarray((out / norm if norm > 1e-6 else out * 0).ravel(), dtype=np.float32)
+
+
 def make_thumbnail(c: Canonical) -> Thumbnail:
     """The verification thumbnail of a canonical scan (its analysis grid, values as quantiles)."""
     return Thumbnail(quantiles(c.array), c.body.copy(), c.spacing, c.origin)

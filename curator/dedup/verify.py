@@ -7,11 +7,17 @@ partial z-overlaps and wrong origins alike), and compared over the overlap:
 
 * ``score`` — Spearman rank correlation of the two scans over the voxels inside either
   body (air excluded, so two bodies in air do not look alike);
-* ``coverage`` — share of the smaller scan's body that lies in the overlap;
+* ``coverage`` — share of the more contained scan's body that lies in the overlap;
 * ``dice`` — agreement of the two body masks inside the overlap.
 
-A pair is the same scan when ``score``, ``coverage`` and ``dice`` pass their thresholds
-(:class:`VerifyConfig`); the thresholds come from ``benchmarks/dedup_eval.py``.
+A pair is the same scan when ``score``, ``detail`` and ``coverage`` pass their thresholds
+(:class:`VerifySettings`); the thresholds come from ``benchmarks/dedup_eval.py``.
+
+Before aligning, the number of distinct intensity levels inside each body is compared: a
+label map has a handful (one per class), a scan and every copy of it many more (resampling
+adds levels, clipping removes a few). A pair whose counts differ more than
+``1 / MIN_LEVEL_RATIO``-fold is a scan and a label map (or a mask), never one scan: on a
+smooth phantom a scan and its own label map correlate as well as two copies.
 """
 
 from __future__ import annotations
@@ -27,7 +33,13 @@ from skimage.registration import phase_cross_correlation
 
 from curator.dedup.thumbnail import Thumbnail, grid_after, resample_to
 
-MIN_OVERLAP_VOXELS = 200
+MIN_OVERLAP_VOXELS = 100  # below this, two aligned bodies say too little to confirm a copy
+MIN_LEVEL_RATIO = 0.2  # copies in the suite: >= 0.36; scan vs its label map: <= 0.19 (benchmarks/dedup_eval.py)
+
+
+def levels(t: Thumbnail) -> int:
+    """Distinct intensity levels (of 256 quantiles) inside the thumbnail's body."""
+    return int(np.count_nonzero(np.bincount(t.ranks[t.body].ravel(), minlength=256))) if t.body.any() else 0
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,9 @@ def _refine(ia: NDArray[np.float32], ib: NDArray[np.float32], d: NDArray[np.int6
 
 def compare(a: Thumbnail, b: Thumbnail, overlap_ratio: float = 0.1) -> Match:
     """Align ``b`` onto ``a`` and measure their agreement (see module docstring)."""
+    la, lb = levels(a), levels(b)
+    if min(la, lb) < MIN_LEVEL_RATIO * max(la, lb):
+        return NO_MATCH  # a label map (or mask) against a scan
     common = tuple(float(max(x, y)) for x, y in zip(a.spacing, b.spacing, strict=True))
     ia, ma, oa = _on_grid(a, common)  # type: ignore[arg-type]
     ib, mb, ob = _on_grid(b, common)  # type: ignore[arg-type]
@@ -135,10 +150,12 @@ def compare(a: Thumbnail, b: Thumbnail, overlap_ratio: float = 0.1) -> Match:
     ba, bb = ma[ov[0]], mb[ov[1]]
     region = ba | bb
     n = int(region.sum())
-    small = float(min(ma.sum(), mb.sum()))
-    if n < MIN_OVERLAP_VOXELS or small == 0:
+    body_a, body_b = float(ma.sum()), float(mb.sum())
+    if n < MIN_OVERLAP_VOXELS or min(body_a, body_b) == 0:
         return Match(0.0, 0.0, 0.0, 0.0, n, tuple(float(x) for x in offset))  # type: ignore[arg-type]
-    coverage = float(min(ba.sum(), bb.sum())) / small
+    # the share of the more contained body that lies in the overlap (each body comes from its own
+    # scan's threshold: a z-crop of faint end slices has a body where the original's sees none)
+    coverage = max(float(ba.sum()) / body_a, float(bb.sum()) / body_b)
     dice = 2.0 * float((ba & bb).sum()) / float(ba.sum() + bb.sum())
     vb2 = ndimage.shift(vb, frac, order=1, mode="nearest") if np.any(frac != 0) else vb
     x, y = va[region], vb2[region]

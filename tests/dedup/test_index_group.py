@@ -65,3 +65,27 @@ def test_why_kept_names_the_deciding_criterion() -> None:
     a, b = MEMBERS[2], MEMBERS[0]
     assert "more annotated structures (5 vs 2)" in why_kept(a, b, ("terms", "version"))
     assert "newer dataset version" in why_kept(MEMBERS[1], b, ("terms", "version"))
+
+
+def test_small_scan_tier_pairs_nearest_compatible_small_scans() -> None:
+    from curator.dedup.hashing import SlabHashes
+    from curator.dedup.search import HashKeys, SearchSettings, find_candidates
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=64).astype(np.float32)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    none = SlabHashes((), ())
+    keys = [HashKeys("a", "1", None, none, (40.0, 34.0, 39.0), unit(base)),
+            HashKeys("a_copy", "2", None, none, (40.0, 34.0, 10.0), unit(base + 0.1 * rng.normal(size=64))),
+            HashKeys("other_size", "3", None, none, (80.0, 34.0, 39.0), unit(base)),  # in-plane 2x: incompatible
+            HashKeys("far", "4", None, none, (40.0, 34.0, 39.0), unit(rng.normal(size=64))),
+            HashKeys("big", "5", None, none, (400.0, 340.0, 390.0), unit(base))]  # not small
+    s = SearchSettings(small_neighbours=1)
+    found = {(c.a, c.b): c.tiers for c in find_candidates(keys, s)}
+    assert found[("a", "a_copy")] == {"small"}  # mutual nearest
+    assert not any({"other_size", "big"} & set(pair) for pair in found)  # wrong size, not small
+    assert len(found) == 2  # + "far" with its own nearest: every small scan gets its neighbours
+    assert not find_candidates(keys, SearchSettings(small_neighbours=0))

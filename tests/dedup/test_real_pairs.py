@@ -8,6 +8,7 @@ import pytest
 
 from curator.dedup.detect import DetectSettings, detect
 from curator.dedup.features import HashSettings, scan_features
+from curator.dedup.search import SearchSettings
 from curator.dedup.verify import VerifySettings, accepts, compare
 from curator.io.formats import read_volume
 from curator.testing import perturb as P
@@ -44,3 +45,58 @@ def test_real_distinct_scans_stay_apart_and_a_real_copy_is_found(real: dict) -> 
     pairs = detect({k: v[2] for k, v in real.items()}, DetectSettings())
     accepted = sorted((p.a, p.b) for p in pairs if p.accepted)
     assert accepted == [("ct_sm", "ct_sm_copy")]  # brain1/brain2 (same protocol) and the label map are apart
+
+
+def test_small_crops_are_found_and_their_label_maps_stay_apart(real_data: Path) -> None:
+    """Crops of an organ (a 41×34×39 mm prostate phantom, a 30×80×44 mm breast MR) hold too few
+    voxels for the 64-bit hashes once resampled or z-cropped: the small-scan tier proposes them,
+    verification confirms; each crop's own label map is never joined (few levels vs many)."""
+    s = HashSettings()
+    feats, scans = {}, {}
+    for name, rel, role in [("prostate", "pyradiomics/prostate_phantom_subvolume.nrrd", "image"),
+                            ("prostate_label", "pyradiomics/prostate_phantom_subvolume-label.nrrd", "label"),
+                            ("breast1", "pyradiomics/breast1_image.nrrd", "image"),
+                            ("breast1_label", "pyradiomics/breast1_label.nrrd", "label")]:
+        v = read_volume(real_data / rel, role=role)
+        scans[name] = (v.geometry, v.array)
+        feats[name] = scan_features(v.array, v.geometry, s)
+    copies = {"prostate": {"r3": lambda g, a: P.resample(g, a, (3.0, 3.0, 3.0)),
+                           "z25": lambda g, a: P.keep_fraction(g, a, 2, 0.25, 0.5)},
+              "breast1": {"r2": lambda g, a: P.resample(g, a, (2.0, 2.0, 2.0)),
+                          "z25": lambda g, a: P.keep_fraction(g, a, 2, 0.25, 0.5)}}
+    for src, made in copies.items():
+        for name, make in made.items():
+            g2, a2 = make(*scans[src])
+            feats[f"{src}:{name}"] = scan_features(a2, g2, s)
+    pairs = detect(feats, DetectSettings())
+    groups = {frozenset(c) for c in _components(feats, pairs)}
+    assert frozenset({"prostate", "prostate:r3", "prostate:z25"}) in groups
+    assert frozenset({"breast1", "breast1:r2", "breast1:z25"}) in groups
+    assert not any(n.endswith("_label") for g in groups for n in g)
+    assert any("small" in p.candidate.tiers and p.accepted for p in pairs)
+    without = detect(feats, DetectSettings(search=SearchSettings(small_neighbours=0)))
+    assert {frozenset(c) for c in _components(feats, without)} != groups, \
+        "the hash tiers alone find these copies: the test no longer exercises the small-scan tier"
+
+
+def _components(feats: dict, pairs: list) -> list[set[str]]:
+    from curator.dedup.group import components
+
+    return [set(c) for c in components(sorted(feats), [(p.a, p.b) for p in pairs if p.accepted])]
+
+
+def test_a_label_map_is_told_from_its_scan_by_its_few_levels(real_data: Path, monkeypatch) -> None:
+    """Resampled to 3 mm, the prostate phantom is smooth enough that its label map correlates
+    with it like a copy would. The level count is what keeps them apart."""
+    from curator.dedup import verify
+
+    s = HashSettings()
+    img = read_volume(real_data / "pyradiomics/prostate_phantom_subvolume.nrrd", role="image")
+    lab = read_volume(real_data / "pyradiomics/prostate_phantom_subvolume-label.nrrd", role="label")
+    g3, a3 = P.resample(img.geometry, img.array, (3.0, 3.0, 3.0))
+    ta = scan_features(a3, g3, s).thumbnail
+    tb = scan_features(lab.array, lab.geometry, s).thumbnail
+    assert verify.levels(tb) < verify.MIN_LEVEL_RATIO * verify.levels(ta)
+    assert not accepts(compare(ta, tb), VerifySettings())
+    monkeypatch.setattr(verify, "MIN_LEVEL_RATIO", 0.0)
+    assert accepts(compare(ta, tb), VerifySettings()), "without the level check the label map passes as a copy"
