@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
            "seconds": round(secs, 1), "voxels_per_s": round(n / secs), "mm3_per_s": round(n * 125.0 / secs),
            "peak_rss_mb": round(peak_mb), "rss_before_inference_mb": round(rss0),
            "anchor_full_float32_copy_per_model_mb": round(full_copy_mb),
-           "peak_vs_anchor": round(peak_mb / full_copy_mb, 3), "under_4_gb": peak_mb < 4096,
+           "peak_vs_anchor": round(peak_mb / (full_copy_mb * len(models)), 3), "under_4_gb": peak_mb < 4096,
            "pseudo_voxels": {t: res.voxels(t) for t in res.targets}, "torch": torch.__version__}
     text = json.dumps(out, indent=1)
     print(text)
