@@ -104,6 +104,8 @@ class CaseStore:
                                  remedy="run the preprocess stage first")
         self.group = zarr.open_group(str(self.path), mode="r")
         self._readers: dict[str, ShardReader] = {}
+        self._plane_values: dict[str, list[tuple[str, dict[int, list[str]]]]] = {}  # layer -> planes (metadata)
+        self._layers: list[str] | None = None
 
     # -- creation -------------------------------------------------------------------------
     @classmethod
@@ -154,6 +156,8 @@ class CaseStore:
             shutil.rmtree(tmp, ignore_errors=True)
         self.group = zarr.open_group(str(self.path), mode="r")
         self._readers.clear()
+        self._plane_values.clear()
+        self._layers = None
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -199,12 +203,16 @@ class CaseStore:
         return self.read("body").astype(bool) if "body" in self.group else None
 
     def layers(self) -> list[str]:
-        if "labels" not in self.group:
-            return []
-        return [name for name in LAYERS if name in self.group["labels"]]  # type: ignore[operator]
+        if self._layers is None:  # metadata reads: cached like the planes' values
+            labels: Any = self.group.get("labels", None)
+            self._layers = [name for name in LAYERS if name in labels] if labels is not None else []
+        return list(self._layers)
 
     def plane_values(self, layer: str = "original") -> list[tuple[str, dict[int, list[str]]]]:
-        """``[(array name, {code: [term ids]}), ...]`` for every plane of ``layer``."""
+        """``[(array name, {code: [term ids]}), ...]`` for every plane of ``layer`` (read once per
+        store object: a loader asks for it on every item)."""
+        if layer in self._plane_values:
+            return self._plane_values[layer]
         if layer not in self.layers():
             return []
         grp: Any = self.group["labels"][layer]  # type: ignore[index]
@@ -212,6 +220,7 @@ class CaseStore:
         for name in sorted(grp.array_keys()):
             values = {int(k): list(v) for k, v in dict(grp[name].attrs.get("values", {})).items()}
             out.append((f"labels/{layer}/{name}", values))
+        self._plane_values[layer] = out
         return out
 
     def planes(self, layer: str = "original") -> Iterator[tuple[zarr.Array[Any], dict[int, list[str]]]]:
