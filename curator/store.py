@@ -249,7 +249,9 @@ class CaseStore:
                 continue
             data = self.read(name, full)
             for i, codes in enumerate(wanted):
-                if codes:
+                if len(codes) == 1:  # the usual case: one comparison, no table lookup
+                    np.logical_or(out[i], data == codes[0], out=out[i])
+                elif codes:
                     size = 1 << (8 * data.dtype.itemsize) if data.dtype.itemsize <= 2 else max(values) + 1
                     lut = np.zeros(size, dtype=bool)
                     lut[codes] = True
@@ -273,6 +275,9 @@ class CaseStore:
         (all False where none does): an annotated term from ``original``, a reviewed one from
         ``revised``, and so on, whatever other terms the case's other layers hold."""
         chosen = self.term_layers(terms, layers)
+        used = set(chosen.values())
+        if len(used) == 1 and len(chosen) == len(set(terms)):  # one layer holds them all: no copy
+            return self.masks(list(terms), used.pop(), box)
         out = np.zeros((len(terms), *box_shape(full_box(box, self.geometry.shape))), dtype=bool)
         for layer in dict.fromkeys(chosen.values()):
             idx = [i for i, t in enumerate(terms) if chosen.get(t) == layer]

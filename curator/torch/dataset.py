@@ -156,18 +156,24 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             image[pad] = normalise(img, norm)
         else:
             image[pad] = img
-        masks = np.zeros((len(self.terms), *self.patch), dtype=np.uint8)
+        masks: NDArray[np.uint8] | None = None
         present = np.zeros(len(self.terms), dtype=bool)
         held = store.term_layers([p for t in self.terms for p in self._parts[t]], self.layers)
         if held:
             flat = [p for t in self.terms for p in self._parts[t] if p in held]
             got = store.masks_by_priority(flat, self.layers, box)
+            if flat == self.terms and got.shape[1:] == self.patch:  # one mask per term, no padding: no copy
+                masks = got.view(np.uint8)
+                present[:] = True
+        if masks is None:
+            masks = np.zeros((len(self.terms), *self.patch), dtype=np.uint8)
+        if held and not present.all():
             k = 0
             for i, t in enumerate(self.terms):
                 n = sum(p in held for p in self._parts[t])
                 present[i] = n > 0
                 if n and got is not None:
-                    masks[i][pad] = got[k:k + n].any(axis=0)
+                    masks[i][pad] = got[k] if n == 1 else got[k:k + n].any(axis=0)
                 k += n
         modality = case["modality"]
         return {"image": torch.from_numpy(image[None]), "masks": torch.from_numpy(masks),
