@@ -47,6 +47,12 @@ def _ds(tiny: Tiny, **kw: object) -> PatchDataset:
     return PatchDataset(tiny.release, **args)  # type: ignore[arg-type]
 
 
+def _boxes(start: list[int], patch: tuple[int, ...], shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """The patch's box in the store (clipped) and the part of the patch it fills."""
+    box = tuple(slice(max(x, 0), min(x + p, n)) for x, p, n in zip(start, patch, shape))
+    return box, tuple(slice(b.start - x, b.stop - x) for b, x in zip(box, start))
+
+
 def test_items_are_deterministic_and_masks_match_store(tiny: Tiny) -> None:
     ds = _ds(tiny)
     a, b = ds[4], ds[4]
@@ -57,8 +63,7 @@ def test_items_are_deterministic_and_masks_match_store(tiny: Tiny) -> None:
         it = ds[i]
         s = CaseStore(tiny.release / "stores" / f"{it['case_id']}.zarr")
         start = it["start"].tolist()
-        box = tuple(slice(max(x, 0), min(x + p, n)) for x, p, n in zip(start, (24, 24, 8), s.geometry.shape))
-        inner = tuple(slice(b.start - x, b.stop - x) for b, x in zip(box, start))
+        box, inner = _boxes(start, (24, 24, 8), s.geometry.shape)
         for k, t in enumerate(ds.terms):
             assert np.array_equal(it["masks"][k].numpy()[inner].astype(bool), s.mask(t, box=box))
             assert bool(it["present"][k]) == (t in s.terms())
@@ -138,8 +143,7 @@ def test_leaf_terms_inside_the_volume_match_the_store(tiny: Tiny) -> None:
         it = ds[i]
         s = CaseStore(tiny.release / "stores" / f"{it['case_id']}.zarr")
         start = it["start"].tolist()
-        box = tuple(slice(max(x, 0), min(x + p, n)) for x, p, n in zip(start, (24, 24, 8), s.geometry.shape))
-        inner = tuple(slice(b.start - x, b.stop - x) for b, x in zip(box, start))
+        box, inner = _boxes(start, (24, 24, 8), s.geometry.shape)
         inside += all(b.stop - b.start == p for b, p in zip(box, (24, 24, 8)))
         assert it["masks"].dtype == torch.uint8 and it["present"].all()
         for k, t in enumerate(terms):
