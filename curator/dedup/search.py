@@ -114,7 +114,7 @@ def is_small(fov_mm: tuple[float, ...] | None, s: SearchSettings) -> bool:
     return fov_mm is not None and float(np.prod(fov_mm)) / 1000.0 <= s.small_fov_cm3
 
 
-def _small_tier(keys: list[HashKeys], s: SearchSettings, cand: Any, block: int = 2048) -> None:
+def _small_tier(keys: list[HashKeys], s: SearchSettings, cand: Any, block: int = 512) -> None:
     small = [k for k in keys if k.profile is not None and is_small(k.fov_mm, s)]
     if len(small) < 2 or s.small_neighbours <= 0:
         return
@@ -124,9 +124,10 @@ def _small_tier(keys: list[HashKeys], s: SearchSettings, cand: Any, block: int =
     for lo in range(0, len(small), block):
         rows = slice(lo, min(lo + block, len(small)))
         dist = 2.0 - 2.0 * (prof[rows] @ prof.T)  # squared distance of unit vectors
-        ratio = np.minimum(fov[rows, None, :], fov[None, :, :]) / np.maximum(fov[rows, None, :], fov[None, :, :])
-        ok = (ratio[..., 0] >= s.small_inplane_ratio) & (ratio[..., 1] >= s.small_inplane_ratio) & (
-            ratio[..., 2] >= s.small_z_ratio)
+        ok = np.ones(dist.shape, dtype=bool)
+        for ax, least in ((0, s.small_inplane_ratio), (1, s.small_inplane_ratio), (2, s.small_z_ratio)):
+            a, b = fov[rows, ax, None], fov[None, :, ax]
+            ok &= np.minimum(a, b) >= least * np.maximum(a, b)
         ok[np.arange(rows.stop - lo), np.arange(lo, rows.stop)] = False
         dist = np.where(ok, dist, np.inf)
         nearest = np.argpartition(dist, k_nn - 1, axis=1)[:, :k_nn] if k_nn < len(small) else np.argsort(dist, axis=1)
