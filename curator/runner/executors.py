@@ -12,8 +12,12 @@ problem instead of taking the run down.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
+import os
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +36,21 @@ def _crashed(stage_name: str, task: Task, key: str, why: str) -> CaseResult:
                        remedy="the file may crash the reader or exhaust memory; inspect it, or lower --workers")
     row = problem_row(stage_name, err, dataset=task.dataset, case_id=task.case_id, path=task.path)
     return CaseResult(task.case_id, key, {}, [row], failed=True, cacheable=False)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool-worker initializer: on Linux, ask the kernel to SIGKILL this worker when the run
+    that started it dies, so a killed run leaves no orphan still writing to the workspace
+    while the next run resumes. Elsewhere a no-op (orphans exit once their task ends)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 class Executor:
@@ -55,7 +74,8 @@ class LocalExecutor(Executor):
         self.workers = max(1, workers)
 
     def _pool(self, n: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
 
     def run(self, ref: str, stage_name: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv,
             gpu: bool = False) -> Iterator[CaseResult]:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -30,11 +31,22 @@ def _pipeline(tmp: Path, raw: Path) -> Path:
     return make_pipeline(tmp, sources, key=KEY, workers=2)
 
 
+def _hidden_temporary(name: str) -> bool:
+    return name.startswith(".") and ".tmp-" in name
+
+
+def _visible(root: Path) -> Iterator[Path]:
+    """Every path a reader can see; hidden temporaries (cleaned on the next run) are not
+    entered, so one renamed away mid-walk cannot break the walk."""
+    for top, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not _hidden_temporary(d)]
+        for name in dirs + [f for f in files if not _hidden_temporary(f)]:
+            yield Path(top) / name
+
+
 def _check_visible_state(tmp: Path) -> None:
     """Whatever a kill leaves, readers only ever see complete files and stores."""
-    for p in tmp.rglob("*"):
-        if any(part.startswith(".") and ".tmp-" in part for part in p.parts):
-            continue  # hidden temporaries: invisible to readers, cleaned on the next run
+    for p in _visible(tmp):
         if p.suffix == ".parquet":
             pq.read_table(p)
         elif p.suffix == ".json" and p.is_file():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +100,38 @@ def test_executor_config_is_strict() -> None:
     with pytest.raises(Exception) as e:
         ExecutorConfig.from_dict({"kind": "slurm"})
     assert "one of" in str(e.value)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has already died
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_killed_run_leaves_no_pool_worker_behind(tmp_path: Path) -> None:
+    """SIGKILL the run: its pool workers die too, instead of writing on beside the resumed run."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        from curator.runner.executors import LocalExecutor
+        if __name__ == "__main__":
+            pool = LocalExecutor(1)._pool(1)
+            print(pool.submit(os.getpid).result(), flush=True)
+            pool.submit(time.sleep, 120)
+            time.sleep(120)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(proc.stdout.readline())  # type: ignore[union-attr]
+        time.sleep(0.5)  # the worker is now inside its 120 s task
+        assert _alive(worker)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.time() + 10
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker), "the pool worker outlived the killed run"
