@@ -1,6 +1,6 @@
 """Sliding-window inference of a demo model on a 512×512×600 volume: peak memory and throughput (CPU).
 
-    python benchmarks/pseudolabel_infer.py [--shape 512 512 600] [--model demo_unet] [--overlap 0.25]
+    python benchmarks/pseudolabel_infer.py [--shape 512 512 600] [--model demo_unet] [--overlap 0.25] [--blend float16]
 
 The volume is a Zarr array (64³ chunks, int16 HU, as a case store holds it) filled with
 tiled demo phantoms on the model's 5 mm grid (so no resampling happens and every voxel
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overlap", type=float, default=0.25)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--blend", choices=["float32", "float16"], default="float32",
+                    help="dtype of the blending buffers (stages.pseudolabel.blend)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -70,18 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         reader = SlabReader(arr, {}, dict(spec.intensity), (5.0, 5.0, 5.0), tuple(spec.spacing_mm or (5.0,) * 3))
         t0 = time.perf_counter()
         res = infer_case(reader, models, list(spec.terms), patch=tuple(args.patch), params=AttentionParams(),
-                         overlap=args.overlap, batch=args.batch, amp=False, orientation="RAS")
+                         overlap=args.overlap, batch=args.batch, amp=False, orientation="RAS", blend=args.blend)
         secs = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n = int(np.prod(shape))
     full_copy_mb = len(spec.terms) * n * 4 / 2**20  # per model
     out = {"shape": list(shape), "spacing_mm": list(spec.spacing_mm or ()), "model": args.model, "n_models": len(models),
-           "patch": args.patch, "overlap": args.overlap, "batch": args.batch, "threads": args.threads,
+           "blend": args.blend, "patch": args.patch, "overlap": args.overlap, "batch": args.batch, "threads": args.threads,
            "seconds": round(secs, 1), "voxels_per_s": round(n / secs), "mm3_per_s": round(n * 125.0 / secs),
            "peak_rss_mb": round(peak_mb), "rss_before_inference_mb": round(rss0),
            "anchor_full_float32_copy_per_model_mb": round(full_copy_mb),
            "peak_vs_anchor": round(peak_mb / (full_copy_mb * len(models)), 3), "under_4_gb": peak_mb < 4096,
-           "pseudo_voxels": {t: res.voxels(t) for t in res.targets}, "torch": torch.__version__}
+           "pseudo_voxels": {t: res.voxels(t) for t in res.targets},
+           "attention_voxels": {t: s.attention_voxels for t, s in res.summaries.items()}, "torch": torch.__version__}
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:

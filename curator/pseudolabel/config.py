@@ -27,6 +27,7 @@ class PseudolabelConfig(StageConfig):
     patch: tuple[int, ...] | None = None  # stored axes; default: the models' patch
     overlap: float = 0.5
     amp: bool = True  # float16 autocast on CUDA
+    blend: Literal["float32", "float16"] = "float32"  # dtype of the blending buffers (float16: half the memory)
     threshold: float = 0.5
     inconsistency_threshold: float = 0.1
     uncertainty_threshold: float = 0.05
@@ -41,6 +42,8 @@ class PseudolabelConfig(StageConfig):
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < 1:
             raise ConfigError("config_error", f"stages.pseudolabel.overlap = {self.overlap}; use 0 <= overlap < 1")
+        if self.blend not in ("float32", "float16"):
+            raise ConfigError("config_error", f"stages.pseudolabel.blend = {self.blend!r}; use float32 or float16")
         if not 0 < self.review_fraction <= 1:
             raise ConfigError("config_error", "stages.pseudolabel.review_fraction must be in (0, 1]")
 

@@ -69,7 +69,7 @@ def _etta_patches(reader: SlabReader, patch: tuple[int, int, int], n: int, seed:
 def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Sequence[str], *,
                patch: Sequence[int], params: AttentionParams = AttentionParams(), overlap: float = 0.5,
                batch: int = 4, amp: bool = True, orientation: str | None = None,
-               etta: EttaConfig = EttaConfig()) -> CaseLabels:
+               etta: EttaConfig = EttaConfig(), blend: str = "float32") -> CaseLabels:
     """Pseudo label plane, attention bits and summaries for ``targets`` (see module docstring)."""
     terms = ensemble_terms(models)
     targets = [t for t in targets if t in terms]
@@ -92,7 +92,7 @@ def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Seque
                 reports.append(stack.enter_context(adapted(m.net, fwd, xb, m.spec.activation, etta)))
         step = max(1, SUB_SLAB_VOXELS // (reader.shape[0] * reader.shape[1]))
         for z0, z1, probs in sliding_window(reader, models, pp, overlap=overlap, batch=batch, amp=amp,
-                                            orientation=orientation, divisor=divisor):
+                                            orientation=orientation, divisor=divisor, blend=blend):
             for s0 in range(z0, z1, step):  # statistics a few rows at a time: bounded memory
                 s1 = min(z1, s0 + step)
                 rows = slice(s0 - z0, s1 - z0)

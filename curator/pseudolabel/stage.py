@@ -111,7 +111,8 @@ class PseudolabelStage(Stage):
         if not targets:
             return out
         res = infer_case(reader, models, targets, patch=patch_s, params=cfg.params(), overlap=cfg.overlap,
-                         batch=cfg.batch_size, amp=cfg.amp, orientation=orientation, etta=cfg.etta)
+                         batch=cfg.batch_size, amp=cfg.amp, orientation=orientation, etta=cfg.etta,
+                         blend=cfg.blend)
         outputs.write_case(store, ws, task.case_id, res, specs, cfg)
         out.rows = outputs.rows(task.case_id, p["dataset"], p.get("modality"), store, res, models, cfg)
         return out

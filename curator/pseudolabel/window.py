@@ -3,8 +3,11 @@
 Windows are visited row by row along the last axis. Each model blends its window outputs
 (weighted by a Gaussian importance map, as nnU-Net and MONAI do) into a buffer only one
 patch deep; once a row of windows is done, the rows no later window can reach are final
-and are handed out. Peak memory is therefore ``models × terms × X × Y × patch_z`` floats
-plus the current batch, whatever the depth of the volume. The next slab of input is read
+and are handed out. Peak memory is therefore ``models × terms × X × Y × patch_z`` blend
+values plus the current batch, whatever the depth of the volume. The blend buffers are
+float32, or float16 on request (``blend="float16"``: half the memory; they then hold the
+running weighted mean, each update computed in float32 and rounded once, so probabilities
+move by ~1e-3). The next slab of input is read
 and normalised in a background thread while the current row is inferred, and on a GPU
 the forward passes run under autocast (float16).
 
@@ -34,6 +37,7 @@ from curator.pseudolabel.models import LoadedModel
 from curator.pseudolabel.reader import SlabReader
 
 log = logging.getLogger("curator")
+_BLEND = {"float32": torch.float32, "float16": torch.float16}
 _AXIS = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
 
 
@@ -98,8 +102,10 @@ def _run(model: LoadedModel, x: torch.Tensor, orient: tuple[tuple[int, int, int]
 
 def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Sequence[int], *,
                    overlap: float = 0.5, batch: int = 4, amp: bool = True, sigma_scale: float = 0.125,
-                   orientation: str | None = None, divisor: int = 8) -> Iterator[tuple[int, int, list[NDArray[np.float32]]]]:
-    """Yield ``(z0, z1, [probs of model m: (terms_m, X, Y, z1 - z0)])`` for consecutive final rows.
+                   orientation: str | None = None, divisor: int = 8,
+                   blend: str = "float32") -> Iterator[tuple[int, int, list[NDArray[np.floating]]]]:
+    """Yield ``(z0, z1, [probs of model m: (terms_m, X, Y, z1 - z0)])`` for consecutive final rows
+    (in the ``blend`` dtype).
 
     On CPU the arrays are views of the blending buffers: use them before asking for the next
     rows (copy what must outlive the step).
@@ -114,7 +120,13 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
     xs, ys, zs = starts(X, px, overlap), starts(Y, py, overlap), starts(Z, pz, overlap)
     g = torch.from_numpy(gaussian_map((px, py, pz), sigma_scale)).to(device)
     orients = [axis_map(orientation, m.spec.orientation) for m in models]
-    acc = [torch.zeros((len(m.terms), PX, PY, pz), dtype=torch.float32, device=device) for m in models]
+    if blend not in _BLEND:
+        raise ValueError(f"blend = {blend!r}; use one of {sorted(_BLEND)}")
+    acc = [torch.zeros((len(m.terms), PX, PY, pz), dtype=_BLEND[blend], device=device) for m in models]
+    # float32 buffers hold weighted sums (divided once the rows are final); float16 ones hold
+    # the weighted mean so far, which stays in [0, 1]: a weighted sum would underflow, since
+    # the Gaussian's corners (~1e-11) are below float16's smallest number
+    running_mean = blend != "float32"
     wsum = torch.zeros((PX, PY, pz), dtype=torch.float32, device=device)
     windows = [(x, y) for x in xs for y in ys]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-slab") as pool:
@@ -129,17 +141,29 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
                 for b0 in range(0, len(windows), batch):
                     win = windows[b0:b0 + batch]
                     xb = torch.stack([src[x:x + px, y:y + py] for x, y in win])[:, None]
+                    ratios = []
+                    if running_mean:  # each window's share of the weight so far (windows may overlap)
+                        for x, y in win:
+                            w = wsum[x:x + px, y:y + py]
+                            ratios.append(g / (w + g))
+                            w += g
                     for m, model in enumerate(models):
                         out = _run(model, xb, orients[m], amp)
                         for i, (x, y) in enumerate(win):
-                            acc[m][:, x:x + px, y:y + py] += out[i] * g
-                    for x, y in win:
-                        wsum[x:x + px, y:y + py] += g
+                            a = acc[m][:, x:x + px, y:y + py]
+                            if running_mean:
+                                a += (out[i] - a) * ratios[i]
+                            else:
+                                a += out[i] * g
+                    if not running_mean:
+                        for x, y in win:
+                            wsum[x:x + px, y:y + py] += g
             z_next = zs[k + 1] if k + 1 < len(zs) else min(Z, z + pz)
             n = z_next - z
-            w = wsum[:X, :Y, :n]
-            for a in acc:  # in place: these rows are final and dropped by the shift below
-                a[:, :X, :Y, :n] /= w
+            if not running_mean:
+                w = wsum[:X, :Y, :n]
+                for a in acc:  # in place: these rows are final and dropped by the shift below
+                    a[:, :X, :Y, :n] /= w
             # on CPU, views of the buffers (no copy): valid until the generator resumes
             yield z, z_next, [a[:, :X, :Y, :n].cpu().numpy() for a in acc]
             for buf in [*acc, wsum]:

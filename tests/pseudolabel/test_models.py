@@ -91,6 +91,24 @@ def test_sliding_window_matches_single_pass_for_pointwise_model() -> None:
     np.testing.assert_allclose(got, full, atol=1e-5)
 
 
+def test_float16_blending_halves_the_buffers_and_moves_probabilities_little() -> None:
+    torch.manual_seed(0)
+    model = load_model(ModelSpec.from_dict(SPEC), "cpu")
+    img = np.random.default_rng(1).normal(0, 1, (30, 26, 40)).astype(np.float32)
+    reader = SlabReader(img, {}, {"mean": 0.0, "std": 1.0})
+    got = {}
+    for blend in ("float32", "float16"):
+        rows = [(p[0].dtype, p[0].astype(np.float32))
+                for _, _, p in sliding_window(reader, [model], (16, 16, 16), overlap=0.5, blend=blend)]
+        assert {d for d, _ in rows} == {np.dtype(blend)}
+        got[blend] = np.concatenate([r for _, r in rows], axis=-1)
+    assert got["float32"].shape == got["float16"].shape == (len(model.terms), 30, 26, 40)
+    diff = np.abs(got["float32"] - got["float16"])
+    assert diff.max() <= 2e-3 and diff.max() > 0  # rounded, not recomputed in float32
+    with pytest.raises(ValueError, match="blend"):
+        next(sliding_window(reader, [model], (16, 16, 16), blend="int8"))
+
+
 def test_resampled_inference_returns_store_grid() -> None:
     model = load_model(ModelSpec.from_dict(band_specs(1)[0]), "cpu")
     img = np.full((30, 24, 18), -50.0, np.float32)
@@ -148,3 +166,20 @@ def test_cuda_path_matches_cpu() -> None:
     a = infer_case(SlabReader(img, {}, {}), [cpu], ["liver", "spleen"], patch=(16, 16, 16), amp=False)
     b = infer_case(SlabReader(img, {}, {}), [gpu], ["liver", "spleen"], patch=(16, 16, 16), amp=True)
     assert (a.plane == b.plane).mean() > 0.99
+
+
+def test_blend_setting_reaches_inference_and_is_checked() -> None:
+    from curator.pseudolabel.config import PseudolabelConfig
+
+    assert PseudolabelConfig.from_dict({"blend": "float16"}).blend == "float16"
+    assert PseudolabelConfig.from_dict({"blend": "float16"}).config_hash() != PseudolabelConfig().config_hash()
+    with pytest.raises(ConfigError):
+        PseudolabelConfig.from_dict({"blend": "bfloat8"})
+    models = [load_model(ModelSpec.from_dict(s), "cpu") for s in band_specs(3)]
+    img = np.full((30, 24, 18), -50.0, np.float32)
+    img[10:20, 8:16, 6:12] = 105.0
+    reader = SlabReader(img, {}, {"mean": 0.0, "std": 1.0})
+    a, b = (infer_case(reader, models, ["liver"], patch=(8, 8, 8), overlap=0.5, blend=blend)
+            for blend in ("float32", "float16"))
+    assert a.voxels("liver") > 0
+    np.testing.assert_array_equal(a.plane, b.plane)
