@@ -87,7 +87,7 @@ def load_maps(kits_cases: int, keep: list[str]) -> list[tuple[str, dict[str, np.
         img = nib.as_closest_canonical(nib.load(case / "segmentation.nii.gz"))
         lab = np.asarray(img.dataobj).astype(np.int16)
         zooms = [float(x) for x in img.header.get_zooms()[:3]]
-        step = [max(1, int(round(1.6 / z))) for z in zooms]  # ~1.6 mm for speed
+        step = [max(1, round(1.6 / z)) for z in zooms]  # ~1.6 mm for speed
         lab = lab[:: step[0], :: step[1], :: step[2]]
         sp = tuple(z * s for z, s in zip(zooms, step, strict=True))
         # sides from the components of kidney + masses. The organ includes its masses, as

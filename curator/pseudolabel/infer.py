@@ -66,10 +66,14 @@ def _etta_patches(reader: SlabReader, patch: tuple[int, int, int], n: int, seed:
     return torch.from_numpy(np.stack(out)[:, None].copy())
 
 
+_DEFAULT_PARAMS = AttentionParams()
+_DEFAULT_ETTA = EttaConfig()
+
+
 def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Sequence[str], *,
-               patch: Sequence[int], params: AttentionParams = AttentionParams(), overlap: float = 0.5,
+               patch: Sequence[int], params: AttentionParams = _DEFAULT_PARAMS, overlap: float = 0.5,
                batch: int = 4, amp: bool = True, orientation: str | None = None,
-               etta: EttaConfig = EttaConfig(), blend: str = "float32") -> CaseLabels:
+               etta: EttaConfig = _DEFAULT_ETTA, blend: str = "float32") -> CaseLabels:
     """Pseudo label plane, attention bits and summaries for ``targets`` (see module docstring)."""
     terms = ensemble_terms(models)
     targets = [t for t in targets if t in terms]

@@ -104,7 +104,7 @@ class SlabReader:
             ratios = [s / d for s, d in zip(src_spacing, dst_spacing, strict=True)]
             if any(abs(r - 1) > tolerance for r in ratios):
                 self.resampled = True
-                self.shape = tuple(max(1, int(round(n * r))) for n, r in  # type: ignore[assignment]
+                self.shape = tuple(max(1, int(round(n * r))) for n, r in  # type: ignore[assignment]  # noqa: RUF046 - r may be numpy
                                    zip(self.src_shape, ratios, strict=True))
         self.spacing = tuple(dst_spacing) if self.resampled and dst_spacing else tuple(src_spacing or (1.0,) * 3)
         self._warm: dict[tuple[int, int], F32] = {}

@@ -47,7 +47,7 @@ def phantom(seed: int, rng: np.random.Generator) -> tuple[NDArray[np.float32], N
     """One training volume on a jittered ~5 mm RAS grid: normalised image, class map 0..6."""
     s = Subject.random(seed, tumor=bool(rng.random() < 0.6), cyst=bool(rng.random() < 0.5))
     spacing = tuple(float(x) for x in rng.uniform(4.5, 5.5, 3))
-    shape = tuple(int(round(e / sp)) for e, sp in zip((360.0, 280.0, 300.0), spacing, strict=True))
+    shape = tuple(round(e / sp) for e, sp in zip((360.0, 280.0, 300.0), spacing, strict=True))
     center = (float(rng.normal(0, 10)), float(-10 + rng.normal(0, 10)), float(20 + rng.normal(0, 25)))
     g = grid(shape, spacing, "RAS", center=center)  # type: ignore[arg-type]
     img, lab = render(s, g, "CT", seed=seed, noise=float(rng.uniform(8, 16)))

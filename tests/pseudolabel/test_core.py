@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -59,7 +61,7 @@ def test_stream_equals_reference(seed: int, cuts: list[int], iterations: int) ->
     codes, masks, ref = attention_reference(stats, ["a", "c"], params, voxel_ml=0.5)
     stream = AttentionStream(shape, terms, ["a", "c"], params, voxel_ml=0.5)
     edges = [0, *sorted(cuts), 37]
-    for z0, z1 in zip(edges[:-1], edges[1:], strict=True):
+    for z0, z1 in itertools.pairwise(edges):
         stream.push(z0, z1, {t: Stats(s.mean[..., z0:z1], s.std[..., z0:z1], s.entropy[..., z0:z1])
                              for t, s in stats.items()})
     got = stream.finish()
