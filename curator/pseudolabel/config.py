@@ -42,8 +42,6 @@ class PseudolabelConfig(StageConfig):
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < 1:
             raise ConfigError("config_error", f"stages.pseudolabel.overlap = {self.overlap}; use 0 <= overlap < 1")
-        if self.blend not in ("float32", "float16"):
-            raise ConfigError("config_error", f"stages.pseudolabel.blend = {self.blend!r}; use float32 or float16")
         if not 0 < self.review_fraction <= 1:
             raise ConfigError("config_error", "stages.pseudolabel.review_fraction must be in (0, 1]")
 
