@@ -169,7 +169,8 @@ class TableWriter:
 
     def _flush(self, final: bool) -> None:
         """Write full row groups (and the rest when ``final``): the file does not depend on batch sizes."""
-        assert self._writer is not None
+        if self._writer is None:
+            raise RuntimeError("TableWriter flushed outside its `with` block")
         t = pa.concat_tables(self._buffer) if self._buffer else self.ts.schema.empty_table()
         n = t.num_rows if final else t.num_rows - t.num_rows % self.row_group_size
         if n:
