@@ -204,6 +204,8 @@ PROBLEM_KINDS: dict[str, ProblemKind] = {
                     "raise `max_voxels` in the ingest settings if the file is genuine"),
         ProblemKind("duplicate_case", "two files map to the same case id",
                     "make the layout pattern specific enough to give each file its own case"),
+        ProblemKind("index_entry_invalid", "an entry of a dataset.json index has no image path; it was skipped",
+                    "give the entry its \"image\" path, or remove it (the other entries were read)"),
         ProblemKind("layout_no_match", "a dataset's layout matched no file under its source root",
                     "check the source root and the dataset's layout patterns"),
         ProblemKind("label_rejected", "ingest rejected the case's labels (e.g. another grid); preprocess "

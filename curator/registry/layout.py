@@ -140,24 +140,32 @@ def _patient(spec: DatasetSpec, fields: dict[str, str]) -> str:
         return fields.get("case", "")
 
 
-def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None) -> tuple[list[CaseFiles], list[InputError]]:
-    """Apply every layout entry of ``spec`` to the files under ``root``."""
+def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
+             name: str | None = None) -> tuple[list[CaseFiles], list[InputError]]:
+    """Apply every layout entry of ``spec`` to the files under ``root``.
+
+    ``name`` is the source's name in the pipeline (its ``name:`` alias, else the dataset's
+    name): case ids start with it, so one dataset ingested twice under two aliases gives
+    distinct cases. Every matching file that does not become (part of) a case is a problem.
+    """
     tree = tree or scan(root, spec.exclude)
+    name = name or spec.name
     problems = list(tree.problems)
     cases: dict[str, CaseFiles] = {}
     for i, entry in enumerate(spec.layout):
         try:
-            found = _index_cases(spec, i, entry, root) if entry.index else _entry_cases(spec, i, entry, tree)
+            if entry.index:
+                found = _index_cases(spec, name, i, entry, root, problems)
+            else:
+                found = _entry_cases(spec, name, i, entry, tree, root, problems)
         except InputError as e:
             problems.append(e)
             continue
         for c in found:
             if c.case_id in cases:
                 prev = cases[c.case_id]
-                problems.append(InputError(
-                    "duplicate_case", f"{c.image or c.labels[0][1]} and {prev.image or prev.labels[0][1]} "
-                    f"both map to case {c.case_id}", path=str(root / (c.image or c.labels[0][1])),
-                    remedy="make the layout pattern specific enough to give each file its own case"))
+                problems.append(_duplicate(root, c.image or c.labels[0][1], prev.image or prev.labels[0][1],
+                                           c.case_id))
                 continue
             cases[c.case_id] = c
     if spec.official_split.get("file"):
@@ -173,10 +181,23 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None) -> tuple[l
     return sorted(cases.values(), key=lambda c: c.case_id), problems
 
 
-def _index_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, root: Path) -> list[CaseFiles]:
+_SAME_ID = "make the layout pattern specific enough to give each file its own case"
+_SAME_NAME = ("add a placeholder for the folder that tells the files apart (e.g. `{centre}/{case}.nii.gz` "
+              "instead of `**/{case}.nii.gz`), so the case identity includes it")
+
+
+def _duplicate(root: Path, dropped: str, kept: str, case_id: str, remedy: str = _SAME_ID) -> InputError:
+    """The ``duplicate_case`` problem of a matching file that was not ingested because ``kept`` gave its case."""
+    return InputError("duplicate_case", f"{dropped} and {kept} both map to case {case_id}; only {kept} "
+                      "was ingested", path=str(root / dropped), remedy=remedy)
+
+
+def _index_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, root: Path,
+                 problems: list[InputError]) -> list[CaseFiles]:
     """Cases listed by an MSD-style ``dataset.json`` (``training`` pairs, ``test`` images).
 
-    A 4-D task (``modality`` with several channels) gives one case per channel.
+    A 4-D task (``modality`` with several channels) gives one case per channel. An entry
+    without an image path is a problem naming the index and the entry; the others are read.
     """
     import json
 
@@ -195,10 +216,18 @@ def _index_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, root: Path) ->
     if len(channels) <= 1:
         channels = {}
     items: list[tuple[str, str | None, str]] = []
-    for t in d.get("training") or []:
-        items.append((t["image"], t.get("label"), "train"))
-    for t in d.get("test") or []:
-        items.append((t if isinstance(t, str) else t["image"], None, "test"))
+    for section, split in (("training", "train"), ("test", "test")):
+        for k, t in enumerate(d.get(section) or []):
+            image = t if isinstance(t, str) else t.get("image") if isinstance(t, dict) else None
+            label = t.get("label") if isinstance(t, dict) and split == "train" else None
+            if not isinstance(image, str) or not image or not (label is None or isinstance(label, str)):
+                problems.append(InputError(
+                    "index_entry_invalid", f"entry {k} of {section!r} ({json.dumps(t)[:120]}) has no image path "
+                    "(or a path that is not text); the entry was skipped", path=str(path),
+                    remedy=f"give {section}[{k}] an \"image\" path (and a \"label\" path, if it has one), or "
+                    "remove the entry, e.g. in a corrected copy of the index named by the layout's `index:`"))
+                continue
+            items.append((image, label, split))
     out = []
     for image, label, split in items:
         img = image.removeprefix("./")
@@ -208,7 +237,7 @@ def _index_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, root: Path) ->
             parts = [case] + ([str(seq)] if ch is not None else [])
             fields = {"case": case, **({"sequence": str(seq)} if seq else {})}
             out.append(CaseFiles(
-                case_id=make_case_id(spec.name, parts), source_case=case, fields=fields, entry=idx, image=img,
+                case_id=make_case_id(name, parts), source_case=case, fields=fields, entry=idx, image=img,
                 image_is_dir=False, channel=ch, sequence=seq, labels=[("", lab)] if lab else [],
                 split=entry.split or split, modality=spec.modality_for(entry, seq),
                 patient_raw=_patient(spec, fields), format=entry.format))
@@ -226,7 +255,24 @@ def label_patterns(spec: DatasetSpec) -> dict[str, str]:
     return custom
 
 
-def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) -> list[CaseFiles]:
+def _first_of_each(matches: list[tuple[str, dict[str, str]]], is_dir: bool,
+                   ) -> tuple[tuple[str, dict[str, str]], list[str]]:
+    """The match a case uses (the shallowest; the first in path order among equals) and the
+    matches left unused. Folders nested in the kept folder are part of it (read recursively)."""
+    ordered = sorted(matches, key=lambda m: m[0].count("/"))  # stable: path order among equals
+    kept = ordered[0]
+    dropped = [f for f, _ in ordered[1:] if not (is_dir and f.startswith(kept[0] + "/"))]
+    return kept, dropped
+
+
+def _unused(root: Path, dropped: list[str], kept: str, case_id: str) -> list[InputError]:
+    """``duplicate_case`` problems of the files a layout matched for a case but did not use."""
+    return [_duplicate(root, f, kept, case_id, _SAME_NAME if os.path.dirname(f) != os.path.dirname(kept)
+                       else _SAME_ID) for f in dropped]
+
+
+def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tree: Tree, root: Path,
+                 problems: list[InputError]) -> list[CaseFiles]:
     img_rx = compile_pattern(entry.image.rstrip("/"), spec.patterns) if entry.image else None
     lab_rx = compile_pattern(entry.label.rstrip("/"), label_patterns(spec)) if entry.label else None
     img_names = [p for p in entry.placeholders() if entry.image and "{" + p + "}" in entry.image]
@@ -234,29 +280,40 @@ def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) ->
     lab_names = [m for m in re.findall(r"\{(\w+)\}", entry.label or "")]
     shared = [p for p in identity if p in lab_names]  # placeholders tying a label to images
 
-    labels_by_key: dict[tuple[str, ...], list[tuple[str, str, dict[str, str]]]] = {}
+    # label files per shared key, one per structure key ('' for a label map)
+    found: dict[tuple[str, ...], dict[str, list[tuple[str, dict[str, str]]]]] = {}
     if lab_rx:
         for f in (tree.dirs if entry.label_is_dir else tree.files):  # a trailing '/': a folder of slices
             m = lab_rx.fullmatch(f)
             if m:
                 g = m.groupdict()
-                labels_by_key.setdefault(tuple(g.get(p, "") for p in shared), []).append(
-                    (g.get("structure", ""), f, g))
+                found.setdefault(tuple(g.get(p, "") for p in shared), {}).setdefault(
+                    g.get("structure", ""), []).append((f, g))
+    labels_by_key: dict[tuple[str, ...], list[tuple[str, str, dict[str, str]]]] = {}
+    unused_labels: dict[tuple[str, ...], list[tuple[list[str], str]]] = {}
+    for lkey, per_structure in found.items():
+        for structure, ms in per_structure.items():
+            (f, g), dropped = _first_of_each(ms, entry.label_is_dir)
+            labels_by_key.setdefault(lkey, []).append((structure, f, g))
+            if dropped:
+                unused_labels.setdefault(lkey, []).append((dropped, f))
+
+    def report_labels(lkey: tuple[str, ...], case_id: str) -> None:
+        for dropped, kept in unused_labels.pop(lkey, []):
+            problems.extend(_unused(root, dropped, kept, case_id))
 
     out: list[CaseFiles] = []
     used: set[tuple[str, ...]] = set()
     if img_rx:
         candidates = tree.dirs if entry.image_is_dir else tree.files
-        matches: dict[tuple[str, ...], tuple[str, dict[str, str]]] = {}
+        matches: dict[tuple[str, ...], list[tuple[str, dict[str, str]]]] = {}
         for f in candidates:
             m = img_rx.fullmatch(f)
-            if not m:
-                continue
-            g = m.groupdict()
-            key = tuple(g.get(p, "") for p in identity)
-            if key not in matches or f.count("/") < matches[key][0].count("/"):
-                matches[key] = (f, g)  # folders: keep the shallowest match
-        for key, (f, g) in sorted(matches.items()):
+            if m:
+                g = m.groupdict()
+                matches.setdefault(tuple(g.get(p, "") for p in identity), []).append((f, g))
+        for key, ms in sorted(matches.items()):
+            (f, g), dropped = _first_of_each(ms, entry.image_is_dir)
             lkey = tuple(g.get(p, "") for p in shared)
             labs = sorted((s, p) for s, p, _ in labels_by_key.get(lkey, [])) if lab_rx else []
             if labs:
@@ -270,10 +327,13 @@ def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) ->
                     parts.append(str(seq))  # one case per channel / per fixed-sequence entry
                     fields["sequence"] = str(seq)
                 out.append(CaseFiles(
-                    case_id=make_case_id(spec.name, parts), source_case=g.get("case", parts[0]), fields=fields,
+                    case_id=make_case_id(name, parts), source_case=g.get("case", parts[0]), fields=fields,
                     entry=idx, image=f, image_is_dir=entry.image_is_dir, channel=ch, sequence=seq,
                     labels=labs, split=_split(entry, g), modality=spec.modality_for(entry, seq),
                     patient_raw=_patient(spec, fields), format=entry.format))
+            problems.extend(_unused(root, dropped, f, out[-1].case_id))
+            if labs:
+                report_labels(lkey, out[-1].case_id)
     if lab_rx:
         for lkey, items in sorted(labels_by_key.items()):
             if lkey in used or not items:
@@ -283,10 +343,11 @@ def _entry_cases(spec: DatasetSpec, idx: int, entry: LayoutEntry, tree: Tree) ->
                 continue
             parts = [g.get(p, "") for p in identity if p in g] or [g.get("case", "")]
             out.append(CaseFiles(
-                case_id=make_case_id(spec.name, parts), source_case=g.get("case", parts[0]), fields=dict(g),
+                case_id=make_case_id(name, parts), source_case=g.get("case", parts[0]), fields=dict(g),
                 entry=idx, image=None, image_is_dir=False, channel=None, sequence=None,
                 labels=sorted((s, p) for s, p, _ in items), split=_split(entry, g),
                 modality=spec.modality_for(entry, None), patient_raw=_patient(spec, dict(g)), format=None))
+            report_labels(lkey, out[-1].case_id)
     return out
 
 

@@ -1,0 +1,83 @@
+"""Discovery never drops a matching file silently: files that give the same case are
+``duplicate_case`` problems, a broken ``dataset.json`` entry is a problem, not a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from curator.registry.layout import discover
+from curator.registry.spec import parse_spec
+from curator.testing.native import write_tree
+
+
+def spec(**kw: Any) -> Any:
+    d = {"name": "Toy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+         "citation": "@misc{toy, title={toy}}", "labels": {"values": {1: "liver"}}, **kw}
+    s, issues = parse_spec(d, "Toy.yaml")
+    assert issues == []
+    return s
+
+
+def test_every_unused_match_of_a_case_is_a_duplicate_case_naming_both_files(tmp_path: Path) -> None:
+    files = ["centreA/p01.nii.gz", "centreB/p01.nii.gz",  # the same case name at two sites
+             "centreA/p02.nii.gz", "centreC/sub/p02.nii.gz",  # ... at two depths
+             "centreA/p 03.nii.gz", "centreA/p-03.nii.gz"]  # two names that give one case id
+    write_tree(tmp_path, [(f, "image", ()) for f in files])
+    cases, problems = discover(spec(layout=[{"image": "**/{case}.nii.gz"}], labels={"encoding": "none"}), tmp_path)
+    assert [(c.case_id, c.image) for c in cases] == [
+        ("Toy__p-03", "centreA/p 03.nii.gz"), ("Toy__p01", "centreA/p01.nii.gz"), ("Toy__p02", "centreA/p02.nii.gz")]
+    dup = {Path(e.path).relative_to(tmp_path).as_posix(): e for e in problems if e.kind == "duplicate_case"}
+    assert sorted(dup) == ["centreA/p-03.nii.gz", "centreB/p01.nii.gz", "centreC/sub/p02.nii.gz"]
+    assert len(problems) == 3
+    for dropped, kept in (("centreB/p01.nii.gz", "centreA/p01.nii.gz"), ("centreC/sub/p02.nii.gz", "centreA/p02.nii.gz")):
+        assert dropped in dup[dropped].detail and kept in dup[dropped].detail
+        assert "{centre}" in (dup[dropped].remedy or "")  # what to do: let the folder be part of the case
+    # with a placeholder for the site, every file is its own case
+    cases, problems = discover(spec(layout=[{"image": "{centre}/**/{case}.nii.gz"}], labels={"encoding": "none"}),
+                               tmp_path)
+    assert len(cases) == 5 and [e.kind for e in problems] == ["duplicate_case"]  # only "p 03"/"p-03" remain
+
+
+def test_a_second_label_file_of_a_case_is_a_duplicate_not_a_second_label(tmp_path: Path) -> None:
+    write_tree(tmp_path, [("a/img/p01.nii.gz", "image", ()), ("a/seg/p01.nii.gz", "label", (1,)),
+                          ("b/seg/p01.nii.gz", "label", (1,)),
+                          ("x/seg/p09.nii.gz", "label", (1,)), ("y/z/seg/p09.nii.gz", "label", (1,))])
+    cases, problems = discover(spec(layout=[{"image": "**/img/{case}.nii.gz", "label": "**/seg/{case}.nii.gz"}]),
+                               tmp_path)
+    assert [(c.case_id, c.labels) for c in cases] == [("Toy__p01", [("", "a/seg/p01.nii.gz")]),
+                                                      ("Toy__p09", [("", "x/seg/p09.nii.gz")])]
+    assert sorted((e.kind, Path(e.path).relative_to(tmp_path).as_posix()) for e in problems) == [
+        ("duplicate_case", "b/seg/p01.nii.gz"), ("duplicate_case", "y/z/seg/p09.nii.gz")]
+
+
+def test_folders_inside_the_kept_series_folder_are_not_duplicates(tmp_path: Path) -> None:
+    write_tree(tmp_path, [("P1/s/x.dcm", "text", "x"), ("P1/s/t/y.dcm", "text", "y"), ("Q/P1/s/z.dcm", "text", "z")])
+    cases, problems = discover(spec(layout=[{"image": "**/{case}/s/", "format": "dicom"}], patterns={"case": "P1"},
+                                    labels={"encoding": "none"}), tmp_path)
+    assert [c.image for c in cases] == ["P1/s"]
+    assert [Path(e.path).relative_to(tmp_path).as_posix() for e in problems] == ["Q/P1/s"]
+
+
+def test_an_index_entry_without_an_image_is_a_problem_and_the_rest_is_read(tmp_path: Path) -> None:
+    write_tree(tmp_path, [("imagesTr/t_001.nii.gz", "image", ()), ("labelsTr/t_001.nii.gz", "label", (1,)),
+                          ("imagesTs/t_009.nii.gz", "image", ())])
+    training = [{"image": "./imagesTr/t_001.nii.gz", "label": "./labelsTr/t_001.nii.gz"},
+                {"label": "./labelsTr/t_001.nii.gz"}, {"image": 7}]
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": training, "test": ["./imagesTs/t_009.nii.gz", {}]}))
+    cases, problems = discover(spec(layout=[{"index": "dataset.json"}]), tmp_path)
+    assert [(c.case_id, c.split) for c in cases] == [("Toy__t_001", "train"), ("Toy__t_009", "test")]
+    assert [(e.kind, Path(e.path).name) for e in problems] == [("index_entry_invalid", "dataset.json")] * 3
+    assert [e.detail.split(" (")[0] for e in problems] == ["entry 1 of 'training'", "entry 2 of 'training'",
+                                                           "entry 1 of 'test'"]
+    assert "training[1]" in (problems[0].remedy or "")
+
+
+def test_case_ids_start_with_the_source_name(tmp_path: Path) -> None:
+    write_tree(tmp_path, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1,)), ("lab/b.nii.gz", "label", (1,))])
+    s = spec(layout=[{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}])
+    assert [c.case_id for c in discover(s, tmp_path)[0]] == ["Toy__a", "Toy__b"]
+    assert [c.case_id for c in discover(s, tmp_path, name="Toy_v2")[0]] == ["Toy_v2__a", "Toy_v2__b"]
+    write_tree(tmp_path, [("dataset.json", "text", json.dumps({"training": [{"image": "img/a.nii.gz"}]}))])
+    assert [c.case_id for c in discover(spec(layout=[{"index": "dataset.json"}]), tmp_path, name="v2")[0]] == ["v2__a"]
