@@ -21,6 +21,9 @@ class CuratorError(Exception):
     """Base class of every error curator raises on purpose."""
 
     default_kind = "error"
+    # ``problems`` rows a stage's case collected before this error failed it (see
+    # ``curator.runner.stage.with_warnings``); the runner keeps them beside the error's row
+    case_problems: tuple[dict[str, Any], ...] = ()
 
     def __init__(
         self,

@@ -119,10 +119,11 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
             ex.close()
     if first_error is not None:
         _write_problems(ctx, stage_cls.name, list(results.values()))
-        p = first_error.problems[0]
-        raise StageError("stage_error", f"stage {stage_cls.name} stopped at case {first_error.case_id}: "
-                         f"{p['message']}", remedy="fix the input, or set on_bad_case: warn to record "
-                         "bad cases as problems and continue")
+        p = next((q for q in first_error.problems if q["severity"] == "error"), first_error.problems[-1])
+        what, _, todo = p["message"].partition(". What to do: ")  # one "What to do:", the case's first
+        raise StageError("stage_error", f"stage {stage_cls.name} stopped at case {first_error.case_id}: {what}",
+                         remedy=f"{todo or 'fix the input'}; or set on_bad_case: warn to record bad cases as "
+                         "problems and continue")
     ordered = [results[t.case_id] for t in tasks if t.case_id in results]
     report.failed = sum(r.failed for r in ordered)
     report.warnings = sum(len(r.problems) for r in ordered if not r.failed)

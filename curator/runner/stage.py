@@ -7,7 +7,8 @@ A stage is a :class:`Stage` subclass living in its own subpackage. It has
 * ``process(task, config, env)`` — a classmethod run in a worker (process pool or Dask):
   reads the case's inputs, calls the stage's pure per-case functions, writes per-case
   artefacts atomically, and returns a :class:`CaseOutput` (table rows + warnings);
-  a bad case raises a :class:`~curator.errors.CuratorError`;
+  a bad case raises a :class:`~curator.errors.CuratorError` (``raise with_warnings(err,
+  out.problems)`` keeps the warnings it collected before failing);
 * ``finalize(results)`` — main process: turns all per-case rows into tables (and does the
   cross-case work some stages need: dedup grouping, QC cohort bounds).
 
@@ -95,6 +96,13 @@ def problem_row(stage: str, err: CuratorError, *, dataset: str | None, case_id: 
             "kind": err.kind, "severity": severity, "message": f"{msg}. What to do: {remedy}"}
 
 
+def with_warnings(err: CuratorError, problems: list[dict[str, Any]]) -> CuratorError:
+    """``err`` carrying the warnings its case collected before failing (``raise with_warnings(err,
+    out.problems)``): :func:`execute` writes them beside the error's row instead of dropping them."""
+    err.case_problems = tuple(problems)
+    return err
+
+
 class Stage:
     """Base class of every stage (see module docstring)."""
 
@@ -158,7 +166,8 @@ def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: Ca
         return CaseResult(task.case_id, key, out.rows, out.problems, False, True, time.perf_counter() - t0)
     except CuratorError as e:
         row = problem_row(cls.name, e, dataset=task.dataset, case_id=task.case_id, path=task.path)
-        return CaseResult(task.case_id, key, {}, [row], True, e.kind != "disk_full", time.perf_counter() - t0)
+        return CaseResult(task.case_id, key, {}, [*e.case_problems, row], True, e.kind != "disk_full",
+                          time.perf_counter() - t0)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

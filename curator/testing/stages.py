@@ -12,13 +12,14 @@ import pyarrow as pa
 
 from curator.config import StageConfig
 from curator.errors import InputError
+from curator.runner import stage as contract
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
 
 
 @dataclass(frozen=True)
 class ProbeConfig(StageConfig):
     n_cases: int = 4
-    behaviour: dict[str, Any] = field(default_factory=dict)  # case id -> ok | bad | bug | crash | sleep:<s>
+    behaviour: dict[str, Any] = field(default_factory=dict)  # case id -> ok | bad | warn_then_bad | bug | crash | sleep:<s>
     salt: str = ""
 
 
@@ -37,6 +38,11 @@ class ProbeStage(Stage):
         what = str(cfg.behaviour.get(task.case_id, "ok"))
         if what == "bad":
             raise InputError("corrupt_file", "planted bad input", path=f"/x/{task.case_id}.nii.gz")
+        if what == "warn_then_bad":  # a warning collected before the case fails
+            note = contract.problem_row(cls.name, InputError("label_reoriented", "planted warning", remedy="nothing"),
+                                        dataset="probe", case_id=task.case_id, path=task.path, severity="info")
+            bad = InputError("corrupt_file", "planted bad input", path=f"/x/{task.case_id}.nii.gz")
+            raise contract.with_warnings(bad, [note])
         if what == "bug":
             raise ZeroDivisionError("planted bug")
         if what == "crash":

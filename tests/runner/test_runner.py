@@ -62,6 +62,26 @@ def test_on_bad_case_error_stops_with_the_case_named(tmp_path: Path) -> None:
     assert _problems(ctx)[0]["case_id"] == "c001"
 
 
+def test_on_bad_case_error_says_what_to_do_once(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, n_cases=2, behaviour={"c001": "warn_then_bad"}, on_bad_case="error")
+    with pytest.raises(StageError) as e:
+        run_stage(ctx, ProbeStage, InlineExecutor())
+    msg = str(e.value)
+    assert msg.count("What to do:") == 1, msg
+    assert "planted bad input" in msg and "planted warning" not in msg  # the error, not the warning before it
+    assert "download the file again" in msg and "on_bad_case: warn" in msg  # the case's remedy, then the policy's
+
+
+def test_warnings_collected_before_a_case_fails_are_kept(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, n_cases=2, behaviour={"c001": "warn_then_bad"})
+    rep = run_stage(ctx, ProbeStage, LocalExecutor(1))
+    assert rep.failed == 1
+    rows = [(p["case_id"], p["kind"], p["severity"]) for p in _problems(ctx)]
+    assert sorted(rows) == [("c001", "corrupt_file", "error"), ("c001", "label_reoriented", "info")]
+    cached = ctx.workspace.read_case_result("probe", "c001")
+    assert cached is not None and len(cached["problems"]) == 2  # and a cached re-run keeps them too
+
+
 @pytest.mark.parametrize("policy", ["warn", "skip"])
 def test_warn_and_skip_record_problems(tmp_path: Path, policy: str, caplog: pytest.LogCaptureFixture) -> None:
     ctx = _ctx(tmp_path, n_cases=3, behaviour={"c000": "bad"}, on_bad_case=policy)
