@@ -20,7 +20,7 @@ from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
 from curator.registry.fixes import apply_label_fixes
 from curator.registry.layout import discover, scan
-from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
+from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
 from curator.workspace import ChecksumCache
 
 
@@ -42,7 +42,7 @@ def _display(source: str, root: Path, path: str | None) -> str | None:
 
 class IngestStage(Stage):
     name = "ingest"
-    version = "1"
+    version = "2"  # 2: label defects reject the label (no raw_labels rows), not the case
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
 
@@ -55,7 +55,7 @@ class IngestStage(Stage):
         for src in sources.values():
             spec, root = src.spec, src.root
             tree = scan(root, spec.exclude)
-            cases, problems = discover(spec, root, tree)
+            cases, problems = discover(spec, root, tree, name=src.name)
             for err in problems:
                 self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
                                                        path=_display(src.name, root, err.path)))
@@ -120,17 +120,22 @@ class IngestStage(Stage):
             warning(InputError("image_missing", "no image for this label; ingested as label-only",
                                path=str(root / p["labels"][0][1])), severity="info")
         coverage = Coverage()
-        counts_rows, label_sha, values, ok, label_geom = _labels(p, root, config, ref_geom, warning, coverage)
+        counts_rows, label_sha, values, failures, label_geom = _labels(p, root, config, ref_geom, warning, coverage)
+        if p["image"] is None and label_geom is None:  # no label could be read: nothing of the case is left
+            cause, *rest = failures or [InputError("label_empty", "a label-only case whose labels could not be "
+                                                   "read", path=str(root / p["labels"][0][1]))]
+            for err in rest:
+                warning(err)
+            raise with_warnings(cause, warn)  # the real cause is the case's error; earlier warnings are kept
+        for err in failures:
+            warning(err)
         if p["labels"]:
             row["label_sha256"] = label_sha
             row["label_values"] = values
-            row["label_overlap_voxels"] = coverage.overlap_voxels()
-            if not ok:
+            row["label_overlap_voxels"] = None if failures else coverage.overlap_voxels()
+            if failures:
                 row["label_status"] = "rejected"
-        if p["image"] is None:
-            if label_geom is None:
-                raise InputError("label_empty", "a label-only case whose labels could not be read",
-                                 path=str(root / p["labels"][0][1]))
+        if label_geom is not None and p["image"] is None:  # label-only: the label's grid describes the case
             row.update(_geometry_columns(label_geom))
             row["format"] = "none"
         out.rows = {"cases": [row], "raw_labels": counts_rows}
@@ -162,23 +167,27 @@ def _image_facts(vol: Volume, path: Path, is_dir: bool) -> dict[str, Any]:
 
 def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,
             warning: Any, coverage: Coverage | None = None,
-            ) -> tuple[list[dict[str, Any]], str | None, list[int], bool, Geometry | None]:
-    """Read every label file: grid check, raw value counts, declared-value check."""
+            ) -> tuple[list[dict[str, Any]], str | None, list[int], list[CuratorError], Geometry | None]:
+    """Read every label file: grid check, raw value counts, declared-value check.
+
+    A label file that is missing, unreadable or does not fit is returned in the list of
+    failures (the caller reports it); a case with a failure keeps no ``raw_labels`` rows.
+    """
     rows: list[dict[str, Any]] = []
     h = hashlib.sha256()
     values: set[int] = set()
-    ok = True
+    failures: list[CuratorError] = []
     declared = set(p["declared"])
     for key, rel in p["labels"]:
-        path = resolve_inside(root, root / rel)
-        if path.is_dir():  # a folder of slice images
-            from curator.io.dicom import list_files
-
-            digest = sha256_files(list_files(path), path)
-        else:
-            digest = sha256_file(path)
-        h.update(f"{key}|{rel}|{digest}\n".encode())
+        digest = "-"
         try:
+            path = resolve_inside(root, root / rel)
+            if path.is_dir():  # a folder of slice images
+                from curator.io.dicom import list_files
+
+                digest = sha256_files(list_files(path), path)
+            else:
+                digest = sha256_file(path)
             lab = read_volume(path, role="label", max_voxels=config.max_voxels)
             lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref)
             if ref is None:
@@ -206,9 +215,10 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                                        path=str(path), remedy="add them to `labels.values` (or `ignore`) in "
                                        "the dataset YAML; harmonize reports them until then"))
         except CuratorError as err:
-            warning(err)
-            ok = False
+            failures.append(err)
             continue
+        finally:
+            h.update(f"{key}|{rel}|{digest}\n".encode())
         vml = lab.geometry.voxel_volume_mm3 / 1000.0
         for v, c in sorted(counts.items()):
             if v == 0:
@@ -216,7 +226,9 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             values.add(v)
             rows.append({"case_id": p["case_id"], "label_key": key, "raw_value": v, "voxels": c,
                          "volume_ml": c * vml})
-    if p["labels"] and ok and not rows:
+    if failures:  # the case's label is rejected as a whole, as a label map would be
+        rows, values = [], set()
+    elif p["labels"] and not rows:
         warning(InputError("label_empty", "the label holds only background",
                            path=str(root / p["labels"][0][1])), severity="info")
-    return rows, (h.hexdigest() if p["labels"] else None), sorted(values), ok, ref
+    return rows, (h.hexdigest() if p["labels"] else None), sorted(values), failures, ref

@@ -1,0 +1,92 @@
+"""Ingest keeps what it can and names the real cause: label defects reject the label, not
+the image; a label-only case reports why its label failed; aliases give their own case ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curator.testing.layouts import save_nifti
+from curator.testing.native import label_array, write_tree
+from curator.testing.phantoms import grid
+from curator.testing.pipelines import make_pipeline, run, table
+
+
+def _spec(tmp: Path, layout: list[dict[str, Any]], labels: dict[str, Any], name: str = "Toy", **kw: Any) -> Path:
+    d = {"name": name, "version": "1", "modality": "MR", "region": "abdomen", "licence": "CC-BY-4.0",
+         "citation": "@misc{toy, title={toy}}", "layout": layout, "labels": labels, **kw}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+def _ingest(tmp: Path, sources: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]],
+                                                                list[dict[str, Any]]]:
+    pipe = make_pipeline(tmp, sources)
+    run(pipe, stages=["ingest"])
+    cases = {c["case_id"]: c for c in table(pipe, "cases").to_pylist()}
+    return cases, table(pipe, "raw_labels").to_pylist(), table(pipe, "problems__ingest").to_pylist()
+
+
+def test_a_missing_label_file_keeps_the_image_and_names_the_label(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    write_tree(root, [("imagesTr/t_001.nii.gz", "image", ()), ("labelsTr/t_001.nii.gz", "label", (1,)),
+                      ("imagesTr/t_002.nii.gz", "image", ())])  # its label, listed below, was never downloaded
+    training = [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ("t_001", "t_002")]
+    (root / "dataset.json").write_text(json.dumps({"training": training}))
+    yml = _spec(tmp_path, [{"index": "dataset.json"}], {"values": {1: "liver"}})
+    cases, raw, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert sorted(cases) == ["Toy__t_001", "Toy__t_002"]
+    kept = cases["Toy__t_002"]
+    assert kept["label_status"] == "rejected" and kept["has_image"] and len(kept["image_sha256"]) == 64
+    assert not [r for r in raw if r["case_id"] == "Toy__t_002"]
+    (row,) = problems
+    assert (row["case_id"], row["kind"], row["severity"], row["path"]) == (
+        "Toy__t_002", "file_not_found", "warning", "Toy:labelsTr/t_002.nii.gz")
+
+
+def test_a_label_only_case_with_a_corrupt_label_reports_the_corruption(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    write_tree(root, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1,)), ("lab/b.nii.gz", "label", (1,))])
+    whole = (root / "lab/b.nii.gz").read_bytes()
+    (root / "lab/b.nii.gz").write_bytes(whole[:len(whole) // 2])  # a label-only case whose only label is cut short
+    yml = _spec(tmp_path, [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}], {"values": {1: "liver"}})
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert sorted(cases) == ["Toy__a"]
+    rows = sorted((p["kind"], p["severity"], p["path"]) for p in problems if p["case_id"] == "Toy__b")
+    assert rows == [("corrupt_file", "error", "Toy:lab/b.nii.gz"),  # the cause, not "label_empty"
+                    ("image_missing", "info", "Toy:lab/b.nii.gz")]  # the note collected before it is kept
+
+
+def test_a_rejected_per_structure_label_keeps_no_raw_label_rows(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    files = [(f"{c}/ct.nii.gz", "image", ()) for c in ("s0001", "s0002")]
+    files += [(f"{c}/seg/{s}.nii.gz", "label", (1,)) for c in ("s0001", "s0002") for s in ("liver", "spleen")]
+    write_tree(root, files)
+    save_nifti(root / "s0002/seg/spleen.nii.gz", label_array((1,), (8, 8, 3)), grid((8, 8, 3), (2.0, 2.0, 3.0), "LPS"))
+    yml = _spec(tmp_path, [{"image": "{case}/ct.nii.gz", "label": "{case}/seg/{structure}.nii.gz"}],
+                {"encoding": "per_structure", "structures": {"liver": "liver", "spleen": "spleen"}})
+    cases, raw, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    bad = cases["Toy__s0002"]
+    assert bad["label_status"] == "rejected" and bad["label_values"] == [] and bad["label_overlap_voxels"] is None
+    assert not [r for r in raw if r["case_id"] == "Toy__s0002"]  # as for a rejected label map
+    assert sorted(r["label_key"] for r in raw if r["case_id"] == "Toy__s0001") == ["liver", "spleen"]
+    assert [(p["kind"], p["path"]) for p in problems if p["severity"] != "info"] == [
+        ("shape_mismatch", "Toy:s0002/seg/spleen.nii.gz")]
+
+
+def test_one_dataset_under_two_aliases_gives_two_sets_of_cases(tmp_path: Path) -> None:
+    files = [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1,))]
+    write_tree(tmp_path / "v1", files)
+    write_tree(tmp_path / "v2", files)
+    yml = _spec(tmp_path, [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}], {"values": {1: "liver"}})
+    cases, raw, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(tmp_path / "v1"), "name": "v1"},
+                                              {"dataset": str(yml), "root": str(tmp_path / "v2"), "name": "v2"}])
+    assert {c: (r["source"], r["dataset"]) for c, r in cases.items()} == {"v1__a": ("v1", "Toy"), "v2__a": ("v2", "Toy")}
+    assert sorted(r["case_id"] for r in raw) == ["v1__a", "v2__a"]
+    assert cases["v1__a"]["patient_id"] == cases["v2__a"]["patient_id"]  # the same patient in both versions
+    assert problems == []
+
