@@ -201,7 +201,12 @@ PROBLEM_KINDS: dict[str, ProblemKind] = {
                     "download the series again; a slice is missing"),
         ProblemKind("dicom_uneven_spacing", "a DICOM series' slices are not evenly spaced",
                     "resample the series or accept it with `allow_uneven_spacing: true`"),
-        ProblemKind("dicom_inconsistent", "the slices of a DICOM series disagree on size or orientation",
+        ProblemKind("dicom_gantry_tilt", "a DICOM series' slice positions move within the slice plane "
+                    "(gantry tilt or shear): no voxel grid describes it",
+                    "resample it with a tilt correction (dcm2niix corrects CT gantry tilt) and ingest the "
+                    "result, or exclude the series"),
+        ProblemKind("dicom_inconsistent", "the slices of a DICOM series disagree on size, orientation or "
+                    "pixel spacing, or lack their position",
                     "check that the folder holds one series of one acquisition"),
         ProblemKind("too_large", "the volume exceeds the configured voxel limit",
                     "raise `max_voxels` in the ingest settings if the file is genuine"),

@@ -8,18 +8,20 @@ ever leave this module, so patient names, ids, dates and UIDs are never stored.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from numpy.typing import NDArray
 from pydicom.errors import InvalidDicomError
 
 from curator.errors import InputError, ReadError
 from curator.io.deid import safe_metadata
-from curator.io.itk import _first_line, volume_from_sitk
+from curator.io.formats import scrub
+from curator.io.itk import sitk_cause, volume_from_sitk
 from curator.io.volume import Volume
 
 NON_IMAGE_SOP = {
@@ -28,9 +30,23 @@ NON_IMAGE_SOP = {
 
 
 def list_files(folder: Path) -> list[Path]:
-    """Regular files under ``folder`` (recursively), without following links out of it."""
+    """Regular files under ``folder`` (recursively), without following links out of it.
+
+    A folder that cannot be listed is a ``permission_denied`` error naming ``folder`` (never a
+    silently empty listing, which would read as "no DICOM file found").
+    """
+
+    def refuse(e: OSError) -> None:
+        if not isinstance(e, PermissionError):
+            return  # e.g. a sub-folder removed while walking: the files that exist are listed
+        sub = e.filename is not None and Path(e.filename) != folder
+        raise ReadError("permission_denied", "a sub-folder of the folder cannot be listed" if sub
+                        else "the folder cannot be listed", path=str(folder),
+                        remedy="make the folder and its sub-folders readable and searchable by the user "
+                        "running curator (e.g. chmod -R a+rX)") from e
+
     out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=refuse, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
@@ -39,29 +55,41 @@ def list_files(folder: Path) -> list[Path]:
     return out
 
 
-def _read_header(p: Path) -> pydicom.Dataset | None:
+# DICOM files are often named after the patient (Siemens exports: NAME.CT.STUDY...DATE...IMA) or
+# their SOP Instance UID: an error about one slice names the series folder (which the layout
+# exposes) and the slice's rank, never the file name.
+def _listed(k: int, n: int) -> str:
+    return f"file {k} of {n} (sorted by file name)"
+
+
+def _ranked(k: int, n: int) -> str:
+    return f"slice {k} of {n} (sorted by position)"
+
+
+def _read_header(p: Path, ref: str, where: str) -> pydicom.Dataset | None:
     try:
         return pydicom.dcmread(p, defer_size=256, force=False)
     except InvalidDicomError:
         return None
     except PermissionError as e:
-        raise ReadError("permission_denied", "cannot read the DICOM file", path=str(p),
-                        remedy="make it readable by the user running curator") from e
+        raise ReadError("permission_denied", f"{ref} of the DICOM series cannot be read", path=where,
+                        remedy="make every file of the series readable by the user running curator") from e
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-        raise ReadError("truncated_file", f"a DICOM file cannot be parsed ({type(e).__name__})",
-                        path=str(p.parent), remedy="download the series again") from e
+        raise ReadError("truncated_file", f"{ref} cannot be parsed as DICOM ({type(e).__name__})",
+                        path=where, remedy="download the series again") from e
 
 
 def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) -> Volume:
     """Read one DICOM series from a folder, a list of files, or a single (multi-frame) file."""
     candidates = files if files is not None else (list_files(path) if path.is_dir() else [path])
+    where = str(path)
     headers: list[tuple[Path, pydicom.Dataset]] = []
-    for f in candidates:
-        ds = _read_header(f)
+    for k, f in enumerate(candidates, start=1):
+        ref = _listed(k, len(candidates)) if len(candidates) > 1 or f != path else "the file"
+        ds = _read_header(f, ref, where)
         if ds is None or str(getattr(ds, "SOPClassUID", "")) in NON_IMAGE_SOP:
             continue
         headers.append((f, ds))
-    where = str(path)
     if not headers:
         raise InputError("unknown_format", "no DICOM file found", path=where,
                          remedy="check the layout pattern; the folder holds no readable DICOM files")
@@ -81,11 +109,12 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) 
     first = members[0][1]
     meta = safe_metadata(first)
     meta["format"] = "dicom"
-    if int(getattr(first, "NumberOfFrames", 1) or 1) > 1 or len(members) == 1:
+    frames = int(getattr(first, "NumberOfFrames", 1) or 1)
+    if frames > 1 or len(members) == 1:
         if len(members) > 1:
             raise InputError("dicom_inconsistent", "multi-frame objects mixed with other files in one series",
                              path=where, remedy="keep one multi-frame object per folder")
-        vol = _read_single(members[0][0], meta, max_voxels)
+        vol = _read_single(members[0][0], meta, max_voxels, where)
     else:
         ordered = _order_slices(members, where)
         rows, cols = int(first.Rows), int(first.Columns)
@@ -97,62 +126,123 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) 
         try:
             img = reader.Execute()
         except RuntimeError as e:
-            raise ReadError("corrupt_file", f"the pixel data cannot be decoded: {_first_line(e)}",
-                            path=where, remedy="download the series again") from e
+            raise _undecodable(ordered, where, e) from e
         vol = volume_from_sitk(img, where, None, meta)
     vol.array = _cast_pixels(vol.array)
     if vol.array.size and not np.any(vol.array != vol.array.flat[0]):
         raise InputError("dicom_no_pixel_data",
                          f"the pixel data is blank (every voxel is {vol.array.flat[0]}); it was stripped",
                          path=where, remedy="download the series again with its pixel data")
+    if len(members) == 1 and frames <= 1:  # after the blank check: a stripped slice says so first
+        raise InputError("not_3d", "the series is a single 2-D slice (one single-frame DICOM image), "
+                         "not a volume", path=where,
+                         remedy="check that the download is complete (the other slices may be missing); "
+                         "otherwise drop the series: curator ingests 3-D volumes")
     return vol
 
 
-def _read_single(p: Path, meta: dict[str, Any], max_voxels: int) -> Volume:
+def _read_single(p: Path, meta: dict[str, Any], max_voxels: int, where: str) -> Volume:
+    """A multi-frame object; errors name ``where`` (the folder or the file the layout gave)."""
+    ref = "the file" if str(p) == where else "the DICOM file of the folder"
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
         reader.ReadImageInformation()
         n = int(np.prod(reader.GetSize(), dtype=np.float64))
         if n > max_voxels:
-            raise InputError("too_large", f"{n:,} voxels exceed max_voxels", path=str(p),
+            raise InputError("too_large", f"{n:,} voxels exceed max_voxels", path=where,
                              remedy="raise `max_voxels` in the ingest settings")
         img = reader.Execute()
     except RuntimeError as e:
-        raise ReadError("corrupt_file", f"the DICOM object cannot be decoded: {_first_line(e)}",
-                        path=str(p), remedy="download it again or convert it with dcm2niix") from e
-    return volume_from_sitk(img, str(p), None, meta)
+        cause = _pixel_cause(p) or sitk_cause(e, {str(p): ref})
+        raise ReadError("corrupt_file", f"{ref} cannot be decoded: {cause}", path=where,
+                        remedy="download it again or convert it with dcm2niix") from e
+    return volume_from_sitk(img, where, None, meta)
+
+
+def _pixel_cause(p: Path) -> str | None:
+    """Why pydicom cannot decode a file's pixel data (``None`` when it can)."""
+    try:
+        pydicom.dcmread(p).pixel_array  # noqa: B018 - decoding is the check
+    except Exception as e:  # noqa: BLE001 - any failure is the cause being reported
+        text = scrub(str(e), {str(p): "the file"}).split(" - ")[0]
+        if "dependenc" in text:  # pydicom lacks a decoder for this transfer syntax: says nothing of the file
+            return None
+        return f"{text} ({type(e).__name__})" if text else type(e).__name__
+    return None
+
+
+def _undecodable(ordered: list[Path], where: str, e: RuntimeError) -> ReadError:
+    """The series read failed: find the slice that cannot be decoded (read one by one) and say why."""
+    n = len(ordered)
+    for k, f in enumerate(ordered, start=1):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(f))
+        try:
+            reader.Execute()
+        except RuntimeError as one:
+            cause = _pixel_cause(f) or sitk_cause(one, {str(f): _ranked(k, n)})
+            return ReadError("corrupt_file", f"{_ranked(k, n)} cannot be decoded: {cause}", path=where,
+                             remedy="download the series again; if that slice stays broken, the series "
+                             "cannot be used as it is")
+    paths = {str(f): _ranked(k, n) for k, f in enumerate(ordered, start=1)}
+    return ReadError("corrupt_file", f"every slice decodes alone but not the series as a whole: "
+                     f"{sitk_cause(e, paths)}", path=where,
+                     remedy="check that the slices share one pixel type and size; convert the series with "
+                     "dcm2niix and ingest the result")
+
+
+def _vector(ds: pydicom.Dataset, tag: str, n: int) -> tuple[float, ...] | None:
+    try:
+        v = tuple(float(x) for x in getattr(ds, tag))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return v if len(v) == n else None
 
 
 def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> list[Path]:
-    """Sort slices along their normal; refuse gaps, uneven spacing and mixed geometry."""
-    first = members[0][1]
-    try:
-        iop = np.asarray([float(x) for x in first.ImageOrientationPatient]).reshape(2, 3)
-    except (AttributeError, ValueError) as e:
-        raise InputError("dicom_inconsistent", "slices lack ImageOrientationPatient", path=where,
-                         remedy="the series has no geometry; convert it with dcm2niix and check the result") from e
-    normal = np.cross(iop[0], iop[1])
-    pos: list[tuple[float, Path]] = []
-    # Slices are named by their position in the folder listing, never by file name: DICOM
-    # files are often named after their SOP Instance UID, which must not reach any output.
-    for n, (f, ds) in enumerate(members, start=1):
-        if (int(ds.Rows), int(ds.Columns)) != (int(first.Rows), int(first.Columns)):
-            raise InputError("dicom_inconsistent", f"file {n} of {len(members)} has another size "
-                             f"({ds.Rows}×{ds.Columns} vs {first.Rows}×{first.Columns})", path=where,
-                             remedy="check that the folder holds one series of one acquisition")
-        o = np.asarray([float(x) for x in ds.ImageOrientationPatient]).reshape(2, 3)
-        if np.max(np.abs(o - iop)) > 1e-3:
-            raise InputError("dicom_inconsistent", f"file {n} of {len(members)} has another orientation",
-                             path=where, remedy="check that the folder holds one series of one acquisition")
-        pos.append((float(np.dot(normal, [float(x) for x in ds.ImagePositionPatient])), f))
-    pos.sort(key=lambda t: t[0])
-    z = np.array([t[0] for t in pos])
+    """Sort slices along their normal; refuse gaps, uneven spacing, sheared (gantry-tilted)
+    positions and slices that disagree with the others on size, orientation or pixel spacing."""
+    n = len(members)
+    same = "check that the folder holds one series of one acquisition"
+    geo = []
+    for k, (f, ds) in enumerate(members, start=1):
+        iop, ipp = _vector(ds, "ImageOrientationPatient", 6), _vector(ds, "ImagePositionPatient", 3)
+        if iop is None or ipp is None:
+            tag = "ImageOrientationPatient" if iop is None else "ImagePositionPatient"
+            raise InputError("dicom_inconsistent", f"{_listed(k, n)} has no valid {tag}", path=where,
+                             remedy="without it the slices cannot be placed; download the series again, or "
+                             "convert it with dcm2niix and check the result")
+        size = (int(ds.Rows), int(ds.Columns))
+        geo.append((f, size, np.asarray(iop).reshape(2, 3), np.asarray(ipp), _vector(ds, "PixelSpacing", 2)))
+    # the series' orientation is the one most slices share (an odd slice may come first)
+    votes = Counter(tuple(np.round(g[2].ravel(), 3)) for g in geo)
+    iop_ref = next(g[2] for g in geo if tuple(np.round(g[2].ravel(), 3)) == votes.most_common(1)[0][0])
+    normal = np.cross(iop_ref[0], iop_ref[1])
+    geo.sort(key=lambda g: float(np.dot(normal, g[3])))
+    size_ref = Counter(g[1] for g in geo).most_common(1)[0][0]
+    spacing_ref = Counter(g[4] for g in geo).most_common(1)[0][0]
+    for k, (_, size, iop, _, spacing) in enumerate(geo, start=1):
+        if size != size_ref:
+            raise InputError("dicom_inconsistent", f"{_ranked(k, n)} has another size ({size[0]}×{size[1]} where "
+                             f"the others have {size_ref[0]}×{size_ref[1]})", path=where, remedy=same)
+        if np.max(np.abs(iop - iop_ref)) > 1e-3:
+            raise InputError("dicom_inconsistent", f"{_ranked(k, n)} has another orientation", path=where,
+                             remedy=same)
+        if (spacing is None) != (spacing_ref is None) or spacing is not None and spacing_ref is not None and \
+                max(abs(a - b) for a, b in zip(spacing, spacing_ref, strict=True)) > 1e-4 * max(spacing_ref):
+            def mm(v: tuple[float, ...] | None) -> str:
+                return "none" if v is None else " × ".join(f"{x:g}" for x in v) + " mm"
+            raise InputError("dicom_inconsistent", f"{_ranked(k, n)} has another pixel spacing ({mm(spacing)} "
+                             f"where the others have {mm(spacing_ref)})", path=where, remedy=same)
+    pos = np.array([g[3] for g in geo])
+    z = pos @ normal
     gaps = np.diff(z)
     if gaps.size:
         if np.any(gaps < 1e-4):
             raise InputError("dicom_inconsistent", "two slices share one position", path=where,
                              remedy="the folder holds duplicate slices or two acquisitions; keep one")
+        _check_shear(pos, z, normal, spacing_ref, where)
         step = float(np.median(gaps))
         worst = float(np.max(np.abs(gaps - step)))
         if worst > max(0.01, 0.1 * step):
@@ -166,7 +256,27 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
             raise InputError("dicom_uneven_spacing",
                              f"slice spacing varies from {float(gaps.min()):.3g} to {float(gaps.max()):.3g} mm",
                              path=where, remedy="resample the series onto an even grid before ingest")
-    return [t[1] for t in pos]
+    return [g[0] for g in geo]
+
+
+def _check_shear(pos: NDArray[np.float64], z: NDArray[np.float64], normal: NDArray[np.float64],
+                 spacing: tuple[float, ...] | None, where: str) -> None:
+    """Slices must be stacked along their normal: positions that also move within the slice
+    plane (a tilted gantry, or a sheared stack) cannot be described by a voxel grid's affine."""
+    inplane = pos - np.outer(z, normal)
+    drift = np.linalg.norm(inplane - inplane[0], axis=1)
+    tol = max(0.02, 0.1 * min(spacing)) if spacing else 0.02  # a tenth of a pixel
+    worst = float(np.max(drift))
+    if worst <= tol:
+        return
+    span = float(z[-1] - z[0])
+    angle = float(np.degrees(np.arctan2(float(drift[-1]), span)))
+    raise InputError("dicom_gantry_tilt",
+                     f"the slice positions move within the slice plane by up to {worst:.3g} mm over {span:.3g} mm "
+                     f"of slices (a gantry tilt or shear of about {angle:.2g}°): read as a stack of slices the "
+                     "volume would be sheared", path=where,
+                     remedy="resample the series with a tilt correction (dcm2niix corrects CT gantry tilt and "
+                     "writes a *_Tilt_* NIfTI; ingest that file instead), or exclude the series")
 
 
 def _cast_pixels(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -8,6 +8,8 @@ Every failure is a :class:`~curator.errors.InputError` with a problem kind.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +25,29 @@ DEFAULT_MAX_VOXELS = 2_000_000_000
 NIFTI_EXT = (".nii.gz", ".nii")
 ITK_EXT = (".nrrd", ".nhdr", ".mha", ".mhd")
 DICOM_EXT = (".dcm", ".dicom", ".ima")
+
+
+# an absolute path (a reader's message may quote the file, or its own source file): two or more
+# components after the leading slash, up to a quote, blank or ``:line`` suffix
+_ABS_PATH = re.compile(r"""(?<![\w.])/(?:[^\s"':/]+/)+[^\s"':]*(?::\d+)*:?""")
+
+
+def scrub(text: str, known: Mapping[str, str] | None = None) -> str:
+    """A reader's message without file paths: each ``known`` path (as given, or resolved) is
+    replaced by its neutral label, any other absolute path is dropped. The source root and
+    DICOM file names (patient names, dates, UIDs) never reach a ``problems`` row.
+
+    >>> scrub('Cannot work out file type of "/data/src/a/x.nii.gz"', {"/data/src/a/x.nii.gz": "the file"})
+    'Cannot work out file type of the file'
+    >>> scrub("Exception in Execute: /tmp/build/ITK/itkGDCMImageIO.cxx:468: cannot read")
+    'Exception in Execute: cannot read'
+    """
+    for path, label in sorted((known or {}).items(), key=lambda kv: -len(kv[0])):
+        for form in {path, str(Path(path).resolve())}:
+            for quoted in (f'"{form}"', f"'{form}'", form):
+                text = text.replace(quoted, label)
+    text = _ABS_PATH.sub("", text)
+    return re.sub(r"\s+([.,;:)])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
 
 
 def format_from_name(path: Path) -> str | None:

@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from curator.errors import InputError, ReadError
-from curator.io.formats import squeeze_to_3d
+from curator.io.formats import scrub, squeeze_to_3d
 from curator.io.volume import Geometry, Volume
 
 _COMPRESSED = re.compile(rb"^\s*(encoding\s*:\s*(gz|gzip|bz2|bzip2)|CompressedData\s*=\s*True)",
@@ -49,7 +49,8 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int) -> Volume:
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
-        raise InputError("corrupt_file", f"SimpleITK cannot parse the header: {_first_line(e)}",
+        cause = sitk_cause(e, {str(path): "the file"})
+        raise InputError("corrupt_file", f"SimpleITK cannot parse the header: {cause}",
                          path=str(path), remedy="download the file again or re-export it") from e
     size = tuple(int(s) for s in reader.GetSize())
     ncomp = int(reader.GetNumberOfComponents())
@@ -71,7 +72,8 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int) -> Volume:
     try:
         img = reader.Execute()
     except RuntimeError as e:
-        raise ReadError("truncated_file", f"SimpleITK cannot read the data: {_first_line(e)}",
+        cause = sitk_cause(e, {str(path): "the file"})
+        raise ReadError("truncated_file", f"SimpleITK cannot read the data: {cause}",
                         path=str(path), remedy="download the file again and compare its checksum") from e
     return volume_from_sitk(img, str(path), channel, {"format": "itk"})
 
@@ -105,7 +107,16 @@ def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict
     return Volume(arr, geom, meta)
 
 
-def _first_line(e: BaseException) -> str:
+_SITK_LEVEL = re.compile(r"^(?:sitk::ERROR|ITK ERROR|ERROR):\s*")
+_SITK_OBJECT = re.compile(r"^(\w+)\(0x[0-9a-fA-F]+\):")  # "GDCMImageIO(0x55a9...):"
+
+
+def sitk_cause(e: BaseException, known: dict[str, str] | None = None) -> str:
+    """What a SimpleITK exception says went wrong, without its source-file location
+    ("Exception thrown in SimpleITK X: /tmp/SimpleITK-build/...cxx:468:") and with every
+    file path replaced by a neutral label (``known``) or dropped."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    msg = next((ln for ln in lines if "rror" in ln or "xception" in ln), lines[0] if lines else "")
-    return msg[:200]
+    causes = [ln for ln in lines[1:] if not ln.startswith("Exception thrown in SimpleITK")]
+    out = [_SITK_OBJECT.sub(r"\1:", _SITK_LEVEL.sub("", ln)) for ln in causes or lines[:1]]
+    msg = scrub(" ".join(out), known).rstrip(" :")
+    return (msg or "no cause given")[:200]

@@ -1,0 +1,148 @@
+"""DICOM series: errors name the series folder and a slice's rank, never a file name; sheared,
+mixed-spacing, single-slice and unlistable series are refused with their own kind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from curator.errors import CuratorError
+from curator.io import read_volume
+from curator.testing.layouts import write_dicom_series
+from curator.testing.phantoms import grid
+
+# a Siemens syngo export names each slice after the patient, the study and its date
+PHI_NAME = "QXPLANT_MARGARETHE.CT.QXSTUDYDESC.3.{k}.2017.03.29.10.11.12.{k}.IMA"
+
+
+def _series(folder: Path, n: int = 8, phi_names: bool = True) -> list[Path]:
+    g = grid((12, 10, n), (1.2, 1.2, 2.5), "LPS")
+    img = np.random.default_rng(3).integers(-200, 300, g.shape).astype(np.float64)
+    files = write_dicom_series(folder, img, g)
+    if not phi_names:
+        return files
+    out = []
+    for k, f in enumerate(files, start=1):
+        out.append(f.rename(f.parent / PHI_NAME.format(k=k)))
+    return out
+
+
+def _edit(f: Path, **values: object) -> None:
+    ds = pydicom.dcmread(f)
+    for key, v in values.items():
+        setattr(ds, key, v)
+    ds.save_as(f)
+
+
+def _error(path: Path) -> CuratorError:
+    with pytest.raises(CuratorError) as e:
+        read_volume(path)
+    return e.value
+
+
+def _assert_neutral(err: CuratorError, folder: Path) -> None:
+    assert err.path == str(folder)
+    for leak in ("QXPLANT", "MARGARETHE", "2017.03.29", ".IMA", "IM000"):
+        assert leak not in str(err), str(err)
+
+
+def test_an_undecodable_slice_is_named_by_rank_with_its_cause(tmp_path: Path) -> None:
+    files = _series(tmp_path / "s")
+    by_position = sorted(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    b = by_position[4].read_bytes()
+    by_position[4].write_bytes(b[:len(b) - 100])  # pixel data cut short
+    err = _error(tmp_path / "s")
+    assert err.kind == "corrupt_file"
+    _assert_neutral(err, tmp_path / "s")
+    assert "slice 5 of 8 (sorted by position)" in err.detail
+    assert "itkGDCMImageIO" not in err.detail and "SimpleITK-build" not in err.detail
+    assert "bytes" in err.detail  # the cause: the pixel data is shorter than its header says
+
+
+def test_an_unreadable_slice_names_the_folder_not_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _series(tmp_path / "s")
+    real = pydicom.dcmread
+
+    def dcmread(p, *a, **kw):  # type: ignore[no-untyped-def]
+        if Path(p) == files[2]:  # chmod 000 does not stop root: refuse the read as the OS would
+            raise PermissionError(13, "Permission denied", str(p))
+        return real(p, *a, **kw)
+
+    monkeypatch.setattr(pydicom, "dcmread", dcmread)
+    err = _error(tmp_path / "s")
+    assert err.kind == "permission_denied"
+    _assert_neutral(err, tmp_path / "s")
+    assert "file 3 of 8" in err.detail
+
+
+def test_a_slice_without_position_names_its_rank(tmp_path: Path) -> None:
+    files = _series(tmp_path / "s")
+    ds = pydicom.dcmread(files[3])
+    del ds.ImagePositionPatient
+    ds.save_as(files[3])
+    err = _error(tmp_path / "s")
+    assert err.kind == "dicom_inconsistent" and "ImagePositionPatient" in err.detail
+    _assert_neutral(err, tmp_path / "s")
+
+
+def test_a_single_slice_series_is_not_a_volume(tmp_path: Path) -> None:
+    """A folder holding one single-frame slice (e.g. an incomplete download) is not read as a
+    volume with an invented 1 mm slice thickness."""
+    files = _series(tmp_path / "s")
+    for f in files[1:]:
+        f.unlink()
+    err = _error(tmp_path / "s")
+    assert err.kind == "not_3d"
+    _assert_neutral(err, tmp_path / "s")
+
+
+def _shift_positions(files: list[Path], shift) -> None:  # type: ignore[no-untyped-def]
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        p = [float(x) for x in ds.ImagePositionPatient]
+        _edit(f, ImagePositionPatient=[f"{v:.4f}" for v in shift(k, p)])
+
+
+def test_a_tilted_gantry_series_is_refused(tmp_path: Path) -> None:
+    """Positions that also move within the slice plane (gantry tilt) cannot be a voxel grid:
+    dropping the shear would misplace every slice. Rounding jitter is no tilt."""
+    _shift_positions(_series(tmp_path / "jitter", phi_names=False),
+                     lambda k, p: [p[0] + 0.004 * (k % 2), p[1], p[2]])  # far below a pixel
+    assert read_volume(tmp_path / "jitter").shape == (12, 10, 8)
+    _shift_positions(_series(tmp_path / "s", phi_names=False),
+                     lambda k, p: [p[0], p[1] + 0.4 * p[2] / 2.5, p[2]])  # 0.4 mm per 2.5 mm slice: 9.1°
+    err = _error(tmp_path / "s")
+    assert err.kind == "dicom_gantry_tilt"
+    assert "dcm2niix" in (err.remedy or "")
+    assert "9.1°" in err.detail
+
+
+def test_a_slice_with_another_pixel_spacing_is_refused(tmp_path: Path) -> None:
+    files = _series(tmp_path / "s")
+    ds = pydicom.dcmread(files[5])
+    ds.PixelSpacing = ["0.9", "0.9"]
+    ds.save_as(files[5])
+    err = _error(tmp_path / "s")
+    assert err.kind == "dicom_inconsistent"
+    assert "pixel spacing (0.9 × 0.9 mm where the others have 1.2 × 1.2 mm)" in err.detail
+    _assert_neutral(err, tmp_path / "s")
+
+
+def test_an_unlistable_series_folder_is_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "s"
+    _series(folder)
+    real = os.scandir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        if Path(path) == folder:  # chmod 000 on the folder; root would still list it
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    err = _error(folder)
+    assert err.kind == "permission_denied"
+    assert err.path == str(folder) and "listed" in err.detail
