@@ -41,7 +41,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -258,28 +258,34 @@ class CaseStore:
                     out[i] |= lut[data]
         return out
 
-    def term_layers(self, terms: Sequence[str], layers: Sequence[str]) -> dict[str, str]:
-        """For each of ``terms`` that some layer holds, the first of ``layers`` that holds it."""
+    def term_layers(self, terms: Sequence[str], layers: Sequence[str],
+                    exclude: Collection[tuple[str, str]] = ()) -> dict[str, str]:
+        """For each of ``terms`` that some layer holds, the first of ``layers`` that holds it
+        (skipping the (term, layer) pairs in ``exclude``, e.g. labels QC excluded)."""
         have = self.layers()
         out: dict[str, str] = {}
         for layer in layers:
             if layer in have:
                 for t in self.terms(layer):
-                    if t in terms:
+                    if t in terms and (t, layer) not in exclude:
                         out.setdefault(t, layer)
         return out
 
     def masks_by_priority(self, terms: Sequence[str], layers: Sequence[str],
-                          box: Box | None = None) -> NDArray[np.bool_]:
+                          box: Box | None = None, exclude: Collection[tuple[str, str]] = ()) -> NDArray[np.bool_]:
         """``(len(terms), *box)`` masks, each term read from the first of ``layers`` that holds it
         (all False where none does): an annotated term from ``original``, a reviewed one from
         ``revised``, and so on, whatever other terms the case's other layers hold."""
-        chosen = self.term_layers(terms, layers)
-        used = set(chosen.values())
-        if len(used) == 1 and len(chosen) == len(set(terms)):  # one layer holds them all: no copy
+        return self.masks_from(self.term_layers(terms, layers, exclude), terms, box)
+
+    def masks_from(self, chosen: Mapping[str, str], terms: Sequence[str], box: Box | None = None
+                   ) -> NDArray[np.bool_]:
+        """``(len(terms), *box)`` masks, term ``t`` read from layer ``chosen[t]`` (all False if absent)."""
+        used = {chosen[t] for t in terms if t in chosen}
+        if len(used) == 1 and all(t in chosen for t in terms):  # one layer holds them all: no copy
             return self.masks(list(terms), used.pop(), box)
         out = np.zeros((len(terms), *box_shape(full_box(box, self.geometry.shape))), dtype=bool)
-        for layer in dict.fromkeys(chosen.values()):
+        for layer in sorted(used):
             idx = [i for i, t in enumerate(terms) if chosen.get(t) == layer]
             out[idx] = self.masks([terms[i] for i in idx], layer, box)
         return out

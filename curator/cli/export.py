@@ -11,7 +11,11 @@ from curator.cli.common import handle_errors, out
 
 ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder)")]
 TermsOpt = Annotated[str, typer.Option("--terms", help="comma-separated term ids, label 1, 2, ... in order")]
-WhereOpt = Annotated[str, typer.Option("--where", help="SQL WHERE over preprocessed (p) and cases (c)")]
+WhereOpt = Annotated[str, typer.Option("--where", help="SQL WHERE over preprocessed (p), cases (c) and splits (s); "
+                                       "case_id, dataset, modality unqualified")]
+DupsOpt = Annotated[bool, typer.Option("--with-duplicates", help="also export duplicates the keep policy dropped")]
+QcOpt = Annotated[bool, typer.Option("--qc-filter/--no-qc-filter", help="leave out labels QC excluded (default)")]
+PartialOpt = Annotated[bool, typer.Option("--partial", help="keep cases lacking a term (written as background)")]
 LayersOpt = Annotated[str, typer.Option("--layers", help="label layers by priority, per term: the first that "
                                         "holds a term gives its label (add pseudo to export pseudo labels)")]
 
@@ -44,22 +48,25 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (1-999)")] = 501,
                name: Annotated[str, typer.Option("--name", help="dataset name")] = "Curator",
                where: WhereOpt = "true",
-               partial: Annotated[bool, typer.Option("--partial", help="keep cases lacking a term")] = False,
-               layers: LayersOpt = "original,revised") -> None:
+               partial: PartialOpt = False, layers: LayersOpt = "original,revised",
+               with_duplicates: DupsOpt = False, qc_filter: QcOpt = True) -> None:
         """Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
         from curator.export import export_nnunet
 
         _summary(export_nnunet(release, out_root, dataset_id=dataset_id, name=name,
                                terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
-                               partial=partial, layers=_layers(layers)))
+                               partial=partial, layers=_layers(layers), duplicates=with_duplicates,
+                               qc_filter=qc_filter))
 
     @export.command("monai")
     @handle_errors
     def monai(release: ReleaseArg, terms: TermsOpt,
               out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
-              where: WhereOpt = "true", layers: LayersOpt = "original,revised") -> None:
+              where: WhereOpt = "true", layers: LayersOpt = "original,revised", partial: PartialOpt = False,
+              with_duplicates: DupsOpt = False, qc_filter: QcOpt = True) -> None:
         """Write NIfTI images/labels and a Decathlon-style datalist.json for MONAI."""
         from curator.export import export_monai
 
         _summary(export_monai(release, out_dir, terms=[t.strip() for t in terms.split(",") if t.strip()],
-                              where=where, layers=_layers(layers)))
+                              where=where, layers=_layers(layers), partial=partial,
+                              duplicates=with_duplicates, qc_filter=qc_filter))

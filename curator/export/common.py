@@ -8,7 +8,7 @@ export pseudo labels too), as :class:`curator.torch.PatchDataset` reads them."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,17 @@ from numpy.typing import NDArray
 
 from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_path
+from curator.preprocess.terms import descendants
 from curator.release.query import Release
+from curator.release.training import TrainingView, usable_terms
 from curator.store import CaseStore
 
 log = logging.getLogger("curator")
 DEFAULT_LAYERS = ("original", "revised")
-QUERY = """select p.case_id, p.dataset, p.modality, p.store, p.terms, {split} as split
-from preprocessed p join cases c using (case_id) {join} where p.has_image and ({where}) order by p.case_id"""
+# case_id, dataset and modality mean the same in every table joined: USING makes them plain names
+QUERY = """select case_id, dataset, modality, p.store, p.terms, {split} as split
+from preprocessed p join cases c using (case_id, dataset, modality) {join}
+where p.has_image and ({where}) order by case_id"""
 
 
 @dataclass
@@ -46,23 +50,26 @@ class ExportReport:
     overlaps: dict[str, int] = field(default_factory=dict)  # case id -> voxels claimed by two terms
 
 
-def select_cases(release: Release, where: str) -> list[ExportCase]:
+def select_cases(release: Release, where: str, view: TrainingView | None = None) -> list[ExportCase]:
+    """The cases ``where`` selects (SQL over ``preprocessed p`` and ``cases c``, and ``splits s``
+    when the release has one), without the duplicates ``view`` drops."""
     names = release.table_names()
     if "preprocessed" not in names:
         raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(release.path),
                            remedy="run the preprocess stage before `curator release`")
     has_splits = "splits" in names
     q = QUERY.format(split="s.split" if has_splits else "null", where=where,
-                     join="left join splits s using (case_id)" if has_splits else "")
+                     join="left join splits s using (case_id, dataset, modality)" if has_splits else "")
     rows = release.sql(q).fetchall()
-    return [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5]) for r in rows]
+    dropped = view.dropped_duplicates if view is not None else frozenset()
+    return [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5]) for r in rows
+            if r[0] not in dropped]
 
 
-def label_map(store: CaseStore, terms: list[str], layers: Sequence[str] = DEFAULT_LAYERS
-              ) -> tuple[NDArray[np.uint8], int]:
+def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str]) -> tuple[NDArray[np.uint8], int]:
     """Codes 1..len(terms) in order (a later term wins where two overlap) and the overlap voxel count;
-    each term from the first of ``layers`` that holds it."""
-    masks = store.masks_by_priority(terms, layers)
+    term ``t`` from layer ``chosen[t]`` (background where it has none)."""
+    masks = store.masks_from(chosen, terms)
     out = np.zeros(masks.shape[1:], dtype=np.uint8)
     overlap = int((masks.sum(axis=0, dtype=np.uint8) > 1).sum()) if len(terms) > 1 else 0
     for i in range(len(terms)):
@@ -88,17 +95,21 @@ def check_terms(held: Collection[str], terms: list[str], partial: bool) -> str |
 
 
 def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, label: Path,
-               report: ExportReport, layers: Sequence[str] = DEFAULT_LAYERS) -> list[str] | None:
-    """Write one case's image and label map; the terms it holds, or None (``report`` says why)."""
+               report: ExportReport, layers: Sequence[str] = DEFAULT_LAYERS,
+               view: TrainingView | None = None) -> list[str] | None:
+    """Write one case's image and label map; the terms it holds, or None (``report`` says why).
+    A label ``view`` excludes (QC) counts as not held."""
     store = CaseStore(case.store)
-    held = store.term_layers(terms, layers)
+    excluded = view.labels_excluded(case.case_id) if view is not None else frozenset()
+    parts = {t: (t, *descendants(t)) for t in terms}
+    held = {t: layer for t, layer in usable_terms(store, parts, layers, excluded).items() if t in parts}
     why = check_terms(held, terms, partial)
     if why:
         report.skipped[case.case_id] = why
         return None
     affine = store.geometry.matrix
     save_nifti(image, store.physical_image(), affine)
-    labels, overlap = label_map(store, terms, layers)
+    labels, overlap = label_map(store, terms, held)
     save_nifti(label, labels, affine)
     if overlap:
         report.overlaps[case.case_id] = overlap

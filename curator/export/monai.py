@@ -1,7 +1,10 @@
 """``curator export monai``: NIfTI images/labels + a Decathlon-style datalist JSON.
 
 MONAI's ``load_decathlon_datalist(path, True, "training")`` reads it; ``validation`` and
-``test`` hold the release's split when the release has a ``splits`` table.
+``test`` hold the release's split when the release has a ``splits`` table. The release's
+training view is exported (:mod:`curator.release.training`). Cases lacking a term are skipped
+unless ``partial``: MONAI's loaders ignore the datalist's ``present`` key, so a missing term
+written as background teaches the model that the organ is absent.
 """
 
 from __future__ import annotations
@@ -13,28 +16,35 @@ from curator.errors import ReleaseError
 from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
 from curator.io.fsutil import atomic_write_json
 from curator.release.query import Release
+from curator.release.training import check_request, training_view
 
 KEYS = {"train": "training", "val": "validation", "test": "test", None: "training"}
 
 
 def export_monai(release: str | Path, out: str | Path, *, terms: list[str], where: str = "true",
-                 partial: bool = True, layers: Sequence[str] = DEFAULT_LAYERS) -> ExportReport:
+                 partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS, duplicates: bool = False,
+                 qc_filter: bool = True) -> ExportReport:
     """Write ``<out>/images``, ``<out>/labels`` and ``<out>/datalist.json`` (paths relative to ``out``)."""
     rel = Release(release)
     folder = Path(out)
     if (folder / "datalist.json").exists():
         raise ReleaseError("release_error", "the folder already holds a datalist", path=str(folder),
                            remedy="choose a new folder")
+    check_request(rel, terms, layers)
+    view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter)
     report = ExportReport(folder)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
-    for c in select_cases(rel, where):
+    for c in select_cases(rel, where, view):
         present = write_case(c, terms, partial, folder / "images" / f"{c.case_id}.nii.gz",
-                             folder / "labels" / f"{c.case_id}.nii.gz", report, layers)
+                             folder / "labels" / f"{c.case_id}.nii.gz", report, layers, view)
         if present is not None:
             lists[KEYS.get(c.split, "training")].append({
                 "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",
                 "case_id": c.case_id, "dataset": c.dataset, "modality": c.modality,
                 "present": present})
+    if not report.cases:
+        raise ReleaseError("release_error", f"no case holds every term {terms}", path=str(rel.path),
+                           remedy="check --terms against `store_terms`, or pass --partial")
     atomic_write_json(folder / "datalist.json", {
         "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
         "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},

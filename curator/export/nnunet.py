@@ -1,5 +1,13 @@
 """``curator export nnunet``: an nnU-Net v2 raw dataset (``DatasetXXX_Name``) from a release.
 
+The release's training view is exported (duplicates the keep policy dropped and QC-excluded
+labels left out, :mod:`curator.release.training`); cases of the release's ``test`` split go to
+``imagesTs``/``labelsTs``, the others to ``imagesTr``/``labelsTr``, and ``splits_final.json``
+holds one fold — the release's train/val split, which keeps each patient (and each duplicate
+group) on one side. nnU-Net reads it from ``nnUNet_preprocessed/DatasetXXX_Name/`` (copy it there
+after ``nnUNetv2_plan_and_preprocess``, then train fold 0); without it nnU-Net draws its own five
+folds by case, which can split a patient's scans across train and validation.
+
 >>> # export_nnunet("releases/demo/0.1.0", "nnUNet_raw", dataset_id=501, name="DemoLiver",
 >>> #               terms=["liver", "spleen"], where="modality = 'CT'")
 """
@@ -14,45 +22,63 @@ from curator.errors import ConfigError, ReleaseError
 from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
 from curator.io.fsutil import atomic_write_json
 from curator.release.query import Release
+from curator.release.training import check_request, training_view
 
 
 def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int, name: str, terms: list[str],
-                  where: str = "true", partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS
-                  ) -> ExportReport:
-    """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr and dataset.json.
+                  where: str = "true", partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS,
+                  duplicates: bool = False, qc_filter: bool = True) -> ExportReport:
+    """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr (imagesTs, labelsTs),
+    dataset.json and splits_final.json.
 
     ``terms`` become labels 1..n (they should be mutually exclusive; overlaps are counted and
     the later term wins). Cases that lack a term are skipped unless ``partial`` (then the
     missing term is background — only sensible when the dataset annotates it as absent).
+    ``duplicates`` / ``qc_filter``: see :func:`curator.release.training.training_view`.
     """
     if not 1 <= dataset_id <= 999 or not re.fullmatch(r"[A-Za-z0-9_]+", name) or not terms:
         raise ConfigError("config_error", "nnU-Net needs a dataset id 1-999, a name of letters/digits/_ "
                           "and at least one term")
     rel = Release(release)
-    cases = select_cases(rel, where)
+    check_request(rel, terms, layers)
+    view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter)
+    cases = select_cases(rel, where, view)
     modalities = sorted({c.modality for c in cases})
     if len(modalities) > 1:
         raise ConfigError("config_error", f"the selection mixes modalities {modalities}; nnU-Net needs one "
                           "channel meaning", remedy="add e.g. modality = 'CT' to --where")
     folder = Path(out_root) / f"Dataset{dataset_id:03d}_{name}"
-    if folder.exists():
-        raise ReleaseError("release_error", "the export folder exists", path=str(folder),
-                           remedy="choose another dataset id/name or remove the folder")
+    taken = sorted(p.name for p in Path(out_root).glob(f"Dataset{dataset_id:03d}_*")) if Path(out_root).is_dir() else []
+    if taken:
+        raise ReleaseError("release_error", f"nnU-Net dataset id {dataset_id} is taken by {', '.join(taken)}",
+                           path=str(out_root), remedy="choose another --id (nnU-Net refuses two datasets "
+                                                      "with one id), or remove the folder")
     report = ExportReport(folder)
+    split_of: dict[str, str | None] = {}
     for c in cases:
-        write_case(c, terms, partial, folder / "imagesTr" / f"{c.case_id}_0000.nii.gz",
-                   folder / "labelsTr" / f"{c.case_id}.nii.gz", report, layers)
-    if not report.cases:
-        raise ReleaseError("release_error", f"no case holds every term {terms}", path=str(rel.path),
+        tr = "Ts" if c.split == "test" else "Tr"
+        if write_case(c, terms, partial, folder / f"images{tr}" / f"{c.case_id}_0000.nii.gz",
+                      folder / f"labels{tr}" / f"{c.case_id}.nii.gz", report, layers, view) is not None:
+            split_of[c.case_id] = c.split
+    training = [c for c in report.cases if split_of[c] != "test"]
+    if not training:
+        raise ReleaseError("release_error", f"no training case holds every term {terms}", path=str(rel.path),
                            remedy="check --terms against `store_terms`, or pass --partial")
     atomic_write_json(folder / "dataset.json", {
         "channel_names": {"0": "CT" if modalities == ["CT"] else modalities[0]},
         "labels": {"background": 0, **{t: i for i, t in enumerate(terms, start=1)}},
-        "numTraining": len(report.cases), "file_ending": ".nii.gz",
+        "numTraining": len(training), "file_ending": ".nii.gz",
         "name": name, "description": f"exported by curator from {rel.info.get('collection')} "
                                      f"{rel.info.get('version')} (where: {where})",
         "licence": "see the release's dataset card: each case keeps its source dataset's licence",
     }, indent=1)
-    atomic_write_json(folder / "curator_export.json", {"release": rel.info.get("version"), "cases": report.cases,
-                                                      "skipped": report.skipped, "overlaps": report.overlaps})
+    val = [c for c in training if split_of[c] == "val"]
+    if val:
+        atomic_write_json(folder / "splits_final.json",
+                          [{"train": [c for c in training if split_of[c] != "val"], "val": val}], indent=1)
+    atomic_write_json(folder / "curator_export.json", {
+        "release": rel.info.get("version"), "cases": report.cases, "skipped": report.skipped,
+        "overlaps": report.overlaps, "test": [c for c in report.cases if split_of[c] == "test"],
+        "left_out_duplicates": sorted(view.dropped_duplicates),
+        "qc_filter": qc_filter}, indent=1)
     return report

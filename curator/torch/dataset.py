@@ -22,11 +22,14 @@ from curator.errors import ReleaseError
 from curator.preprocess.intensity import normalise
 from curator.preprocess.terms import descendants, prompt
 from curator.release.query import Release
+from curator.release.training import check_request, training_view, usable_terms
 from curator.store import CaseStore
 from curator.torch.sampling import case_weights, item_rng, patch_start, repeat_factor
 
-QUERY = """select p.case_id, p.dataset, p.modality, p.store, p.shape
-from preprocessed p join cases c using (case_id) where p.has_image and ({where}) order by p.case_id"""
+# case_id, dataset and modality mean the same in both tables: USING makes them plain names
+QUERY = """select case_id, dataset, modality, p.store, p.shape
+from preprocessed p join cases c using (case_id, dataset, modality) where p.has_image and ({where})
+order by case_id"""
 
 
 class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
@@ -40,13 +43,20 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     ``layers`` says where labels come from, per term: the first of them that holds the term
     (default: the dataset's own ``original`` annotation, then ``revised`` — reviewed pseudo
     labels; add ``"pseudo"`` to train on pseudo labels too).
+
+    By default it reads the release's *training view* (:mod:`curator.release.training`):
+    duplicates the keep policy dropped are left out (``duplicates=True`` keeps them) and labels
+    QC excluded count as not annotated (``qc_filter=False`` uses them) — a derived term loses
+    its mask in a case where one of its parts was excluded. Unknown term ids, terms no case
+    holds in ``layers`` and unknown layers are refused.
     """
 
     def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",
                  patch_size: Sequence[int] = (96, 96, 32), layers: Sequence[str] = ("original", "revised"),
                  foreground_fraction: float = 0.67, term_weights: dict[str, float] | None = None,
                  balance: bool = True, repeat: bool = True, samples_per_epoch: int | None = None,
-                 seed: int = 0, normalise: bool = True, max_open: int = 64) -> None:
+                 seed: int = 0, normalise: bool = True, max_open: int = 64, duplicates: bool = False,
+                 qc_filter: bool = True) -> None:
         self.release = release if isinstance(release, Release) else Release(release)
         self.root = self.release.path
         self.terms = list(terms)
@@ -55,15 +65,22 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self.fg = float(foreground_fraction)
         self.term_weights = dict(term_weights or {})
         self.seed, self.epoch, self.normalise, self.max_open = seed, 0, normalise, max_open
-        if not self.terms or len(self.patch) != 3:
-            raise ReleaseError("release_error", "PatchDataset needs at least one term and a 3-D patch size")
+        if not self.terms or len(self.patch) != 3 or min(self.patch) < 1 or not 0.0 <= self.fg <= 1.0:
+            raise ReleaseError("release_error", "PatchDataset needs at least one term, a 3-D patch size of "
+                               f"positive sides (got {self.patch}) and a foreground_fraction in [0, 1] "
+                               f"(got {self.fg})")
         names = self.release.table_names()
         if "preprocessed" not in names or "store_terms" not in names:
             raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(self.root),
                                remedy="run the preprocess stage before `curator release`")
-        cases = self.release.sql(QUERY.format(where=where)).fetchall()
+        check_request(self.release, self.terms, self.layers, unheld="warn")
+        self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter)
+        cases = [c for c in self.release.sql(QUERY.format(where=where)).fetchall()
+                 if c[0] not in self.view.dropped_duplicates]
         if not cases:
-            raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}", path=str(self.root))
+            raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}"
+                               + (" (dropped duplicates left out)" if self.view.dropped_duplicates else ""),
+                               path=str(self.root))
         self.cases = [{"case_id": c[0], "dataset": c[1], "modality": c[2], "store": c[3], "shape": list(c[4])}
                       for c in cases]
         self._parts = {t: (t, *descendants(t)) for t in self.terms}
@@ -88,7 +105,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             self._roi[cid] = ((list(b0), list(b1), 1) if roi is None else
                               ([min(a, b) for a, b in zip(roi[0], b0, strict=True)],
                                [max(a, b) for a, b in zip(roi[1], b1, strict=True)], roi[2] + 1))
-            if term in wanted:
+            if term in wanted and (term, layer) not in self.view.labels_excluded(cid):
                 by_case.setdefault(cid, {}).setdefault(term, {})[layer] = {"voxels": vox, "locations": loc}
         self._case_terms = by_case
 
@@ -158,10 +175,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             image[pad] = img
         masks: NDArray[np.uint8] | None = None
         present = np.zeros(len(self.terms), dtype=bool)
-        held = store.term_layers([p for t in self.terms for p in self._parts[t]], self.layers)
+        held = usable_terms(store, self._parts, self.layers, self.view.labels_excluded(case["case_id"]))
         if held:
             flat = [p for t in self.terms for p in self._parts[t] if p in held]
-            got = store.masks_by_priority(flat, self.layers, box)
+            got = store.masks_from(held, flat, box)
             if flat == self.terms and got.shape[1:] == self.patch:  # one mask per term, no padding: no copy
                 masks = got.view(np.uint8)
                 present[:] = True

@@ -122,15 +122,17 @@ def test_each_term_comes_from_its_best_layer(tiny: Tiny, tmp_path) -> None:
     assert store.term_layers([liver, "aorta"], ("original", "revised")) == {liver: "original", "aorta": "revised"}
     terms = [liver, kidney, "aorta"]
     shape = store.geometry.shape
-    item = PatchDataset(rel, terms=terms, where=f"p.case_id = '{cid}'", patch_size=shape, normalise=False)[0]
+    with pytest.warns(UserWarning, match="no case of the release holds 'aorta'"):  # store_terms predates the layers
+        item = PatchDataset(rel, terms=terms, where=f"p.case_id = '{cid}'", patch_size=shape, normalise=False)[0]
     assert item["present"].tolist() == [True, True, True]
     got = item["masks"].numpy().astype(bool)
     assert np.array_equal(got[0], orig_liver)
     kidney_parts = [p for p in (kidney, *descendants(kidney)) if p in store.terms("original")]
     assert np.array_equal(got[1], store.masks(kidney_parts, "original").any(axis=0))
     assert np.array_equal(got[2], revised == 2)
-    only_pseudo = PatchDataset(rel, terms=["aorta"], where=f"p.case_id = '{cid}'", patch_size=shape,
-                               normalise=False, layers=("pseudo",))[0]
+    with pytest.warns(UserWarning, match="no case of the release holds 'aorta'"):
+        only_pseudo = PatchDataset(rel, terms=["aorta"], where=f"p.case_id = '{cid}'", patch_size=shape,
+                                   normalise=False, layers=("pseudo",))[0]
     assert np.array_equal(only_pseudo["masks"][0].numpy().astype(bool), pseudo == 1)
 
 
@@ -149,3 +151,104 @@ def test_leaf_terms_inside_the_volume_match_the_store(tiny: Tiny) -> None:
         for k, t in enumerate(terms):
             assert np.array_equal(it["masks"][k].numpy()[inner].astype(bool), s.mask(t, box=box))
     assert inside > 0
+
+
+def _with_decisions(tiny: Tiny, tmp_path, dropped: str, kept: str, excluded: tuple[str, str, str]):
+    """A copy of the tiny release with a duplicate group (``dropped`` not kept) and one label QC excluded."""
+    import shutil
+
+    import polars as pl
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    pl.DataFrame({"group_id": ["dup-1", "dup-1"], "case_id": [kept, dropped], "kept": [True, False],
+                  "kept_case_id": [kept, kept]}).write_parquet(rel / "duplicates.parquet")
+    labels = rel / "labels.parquet"
+    rows = pl.read_parquet(labels) if labels.exists() else pl.DataFrame(
+        {"case_id": [excluded[0]], "term_id": [excluded[1]], "layer": [excluded[2]]})
+    flag = (pl.col("case_id") == excluded[0]) & (pl.col("term_id") == excluded[1]) & (pl.col("layer") == excluded[2])
+    rows = rows.with_columns(pl.when(flag).then(pl.lit("exclude")).otherwise(pl.lit("include")).alias("qc_decision"))
+    assert rows.filter(pl.col("qc_decision") == "exclude").height == 1
+    rows.write_parquet(labels)
+    return rel
+
+
+def test_training_view_leaves_out_dropped_duplicates_and_excluded_labels(tiny: Tiny, tmp_path) -> None:
+    """By default the loader and the exports read the training view: no dropped duplicate, no
+    QC-excluded label (nothing deleted: both come back on request)."""
+    from curator.export import export_monai, export_nnunet
+
+    a, b = "TinyTotalSeg__s0000", "TinyTotalSeg__s0001"
+    liver, kidney = term_id("liver"), term_id("kidney")
+    rel = _with_decisions(tiny, tmp_path, dropped=b, kept=a, excluded=(a, "kidney_left", "original"))
+    shape = tuple(CaseStore(rel / "stores" / f"{a}.zarr").geometry.shape)
+    ds = PatchDataset(rel, terms=[liver, kidney], where="dataset = 'TinyTotalSeg'", patch_size=shape)
+    assert [c["case_id"] for c in ds.cases] == [a]
+    item = ds[0]
+    # kidney_left was excluded: the derived kidney (left + right) has no trustworthy mask left in a
+    assert item["present"].tolist() == [True, False] and not item["masks"][1].any()
+    full = PatchDataset(rel, terms=[liver, kidney], where="dataset = 'TinyTotalSeg'", patch_size=shape,
+                        duplicates=True, qc_filter=False)
+    assert [c["case_id"] for c in full.cases] == [a, b]
+    got = {full[i]["case_id"]: full[i] for i in range(len(full))}
+    assert got[a]["present"].tolist() == [True, True] and got[a]["masks"][1].any()
+
+    report = export_nnunet(rel, tmp_path / "raw", dataset_id=7, name="K", terms=[kidney], where="modality = 'CT'")
+    assert a not in report.cases and b not in report.cases and report.skipped[a].startswith("holds no")
+    both = export_monai(rel, tmp_path / "monai", terms=[liver, kidney], where="dataset = 'TinyTotalSeg'",
+                        duplicates=True, qc_filter=False)
+    assert both.cases == [a, b]
+
+
+def test_loader_and_exports_refuse_what_cannot_be_meant(tiny: Tiny, tmp_path) -> None:
+    from curator.errors import ReleaseError
+    from curator.export import export_monai, export_nnunet
+
+    with pytest.raises(ReleaseError, match="unknown term id 'livr'") as e:
+        PatchDataset(tiny.release, terms=["livr"])
+    assert "liver" in str(e.value)
+    with pytest.raises(ReleaseError, match="unknown term id"):
+        export_monai(tiny.release, tmp_path / "m", terms=["livr"])
+    with pytest.raises(ReleaseError, match="unknown label layers"):
+        PatchDataset(tiny.release, terms=[term_id("liver")], layers=("pseudoo",))
+    for bad in ({"patch_size": (0, 0, 0)}, {"foreground_fraction": 2.0}):
+        with pytest.raises(ReleaseError, match="positive sides"):
+            PatchDataset(tiny.release, terms=[term_id("liver")], **bad)  # type: ignore[arg-type]
+    with pytest.raises(ReleaseError, match="no case of the release holds 'heart'"):
+        export_monai(tiny.release, tmp_path / "m", terms=["heart"], partial=True)
+    with pytest.warns(UserWarning, match="no case of the release holds 'heart'"):
+        PatchDataset(tiny.release, terms=["heart", term_id("liver")])
+    with pytest.raises(ReleaseError, match="query_error|Referenced column") as e:
+        PatchDataset(tiny.release, terms=[term_id("liver")], where="no_such_column = 1")
+    assert e.value.kind == "query_error"
+    export_nnunet(tiny.release, tmp_path / "raw", dataset_id=9, name="A", terms=[term_id("liver")])
+    with pytest.raises(ReleaseError, match="id 9 is taken by Dataset009_A"):
+        export_nnunet(tiny.release, tmp_path / "raw", dataset_id=9, name="B", terms=[term_id("liver")])
+
+
+def test_nnunet_export_keeps_test_cases_out_of_training_and_writes_the_release_fold(tiny: Tiny, tmp_path) -> None:
+    import shutil
+
+    import polars as pl
+
+    from curator.export import export_nnunet
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    splits = pl.read_parquet(rel / "splits.parquet")
+    cases = sorted(splits["case_id"])
+    test, val = cases[0], cases[1]
+    splits = splits.with_columns(pl.when(pl.col("case_id") == test).then(pl.lit("test"))
+                                 .when(pl.col("case_id") == val).then(pl.lit("val"))
+                                 .otherwise(pl.lit("train")).alias("split"))
+    splits.write_parquet(rel / "splits.parquet")
+    kidney = term_id("kidney")
+    report = export_nnunet(rel, tmp_path / "raw", dataset_id=11, name="K", terms=[kidney])
+    folder = report.folder
+    assert (folder / "imagesTs" / f"{test}_0000.nii.gz").exists() and (folder / "labelsTs" / f"{test}.nii.gz").exists()
+    assert not (folder / "imagesTr" / f"{test}_0000.nii.gz").exists()
+    ds = json.loads((folder / "dataset.json").read_text())
+    assert ds["numTraining"] == len(list((folder / "imagesTr").iterdir())) == len(report.cases) - 1
+    (fold,) = json.loads((folder / "splits_final.json").read_text())
+    assert fold["val"] == [val] and test not in fold["train"] and val not in fold["train"]
+    assert sorted(fold["train"] + fold["val"]) == sorted(c for c in report.cases if c != test)

@@ -1,0 +1,107 @@
+"""The training view of a release: what :class:`curator.torch.PatchDataset` and the exports
+leave out by default.
+
+* **Dropped duplicates**: members of a ``duplicates`` group that the keep policy did not keep
+  (``kept = false``) — the same scan as the kept member, so training on both weights it twice
+  and, across folds, validates on a training scan.
+* **QC-excluded labels**: ``labels`` rows with ``qc_decision = 'exclude'`` (the filter's
+  ``qc.training_filter`` in ``release.json``); the (case, term, layer) is treated as not
+  annotated, so the term is read from the next layer that holds it, or is absent.
+
+Both stay in the release's tables (nothing is deleted); pass ``duplicates=True`` /
+``qc_filter=False`` to the loader or ``--with-duplicates`` / ``--no-qc-filter`` to the exports
+to use them anyway.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from curator.release.query import Release
+from curator.store import CaseStore
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    dropped_duplicates: frozenset[str] = frozenset()
+    excluded: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # case -> {(term, layer)}
+
+    def labels_excluded(self, case_id: str) -> frozenset[tuple[str, str]]:
+        return self.excluded.get(case_id, frozenset())
+
+
+def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool = True) -> TrainingView:
+    """What the training view leaves out of ``release`` (nothing for tables the release lacks)."""
+    names = set(release.table_names())
+    dropped: frozenset[str] = frozenset()
+    if not duplicates and "duplicates" in names:
+        dropped = frozenset(r[0] for r in release.sql("select case_id from duplicates where not kept").fetchall())
+    excluded: dict[str, set[tuple[str, str]]] = {}
+    if qc_filter and "labels" in names and "qc_decision" in release.sql("select * from labels limit 0").columns:
+        for cid, term, layer in release.sql(
+                "select case_id, term_id, layer from labels where qc_decision = 'exclude'").fetchall():
+            excluded.setdefault(cid, set()).add((term, layer))
+    return TrainingView(dropped, {k: frozenset(v) for k, v in excluded.items()})
+
+
+def usable_terms(store: CaseStore, parts: Mapping[str, Sequence[str]], layers: Sequence[str],
+                 excluded: Collection[tuple[str, str]]) -> dict[str, str]:
+    """Part -> layer to read it from, for the requested terms' ``parts`` (a term and its
+    descendants), each from the first of ``layers`` that holds it and whose (part, layer) is not
+    ``excluded``. A requested term loses all its parts when one of them (or the term itself, a
+    derived term judged as a whole) is excluded with no later layer to stand in: training on
+    the rest of its parts would call the excluded part background."""
+    wanted = list(dict.fromkeys(p for ps in parts.values() for p in ps))
+    held = store.term_layers(wanted, layers, exclude=excluded)
+    if not excluded:
+        return held
+    before = store.term_layers(wanted, layers)
+    for term, ps in parts.items():
+        lost = any(p in before and p not in held for p in ps)
+        if lost or any((term, held[p]) in excluded for p in ps if p in held and p != term):
+            for p in ps:
+                held.pop(p, None)
+    return held
+
+
+def check_request(release: Release, terms: Sequence[str], layers: Sequence[str], *, unheld: str = "error") -> None:
+    """Refuse term ids the taxonomy and the release do not know (naming the close ones) and
+    unknown layers; a term no case of the release holds in any of ``layers`` (per its
+    ``store_terms``) is refused too, or only warned about with ``unheld="warn"`` — rather than
+    train on all-background masks without a word."""
+    from curator.errors import ReleaseError
+    from curator.preprocess.terms import descendants
+    from curator.store import LAYERS
+    from curator.taxonomy import load_taxonomy
+
+    bad_layers = [x for x in layers if x not in LAYERS]
+    if not layers or bad_layers:
+        raise ReleaseError("release_error", f"unknown label layers {bad_layers or list(layers)}",
+                           remedy=f"give some of {', '.join(LAYERS)}, by priority")
+    if not terms:
+        raise ReleaseError("release_error", "no terms requested", remedy="give at least one term id")
+    rows = (release.sql("select term_id, layer, count(distinct case_id) from store_terms group by all").fetchall()
+            if "store_terms" in release.table_names() else [])
+    held: dict[str, dict[str, int]] = {}
+    for term, layer, n in rows:
+        held.setdefault(term, {})[layer] = n
+    tax = load_taxonomy()
+    for t in terms:
+        if t not in held and tax.get(t) is None:
+            found = tax.resolve(t)
+            hint = ([found.id] if found is not None else [x.id for x in tax.suggest(t)])
+            raise ReleaseError("release_error", f"unknown term id {t!r}",
+                               remedy=(f"did you mean {', '.join(hint)}? " if hint else "")
+                               + "term ids are listed by `curator labels tree` and in the release's store_terms")
+        parts = (t, *descendants(t))
+        if not any(layer in layers for p in parts for layer in held.get(p, {})):
+            other = sorted({layer for p in parts for layer in held.get(p, {})})
+            problem = ReleaseError("release_error", f"no case of the release holds {t!r} in layers {list(layers)}",
+                                   path=str(release.path),
+                                   remedy=(f"it is held in layers {other}: add them to the layers" if other else
+                                           "query store_terms for the terms this release holds"))
+            if unheld != "warn":
+                raise problem
+            warnings.warn(f"{problem} (its masks will be empty)", UserWarning, stacklevel=3)
