@@ -28,18 +28,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.release.query import Release
 
         rel = Release(release)
-        try:
-            res = rel.sql(sql)
-        except duckdb.Error as e:
-            raise ReleaseError("query_error", str(e).splitlines()[0],
-                               remedy=f"tables: {', '.join(rel.table_names())}") from e
+        res = rel.sql(sql)
         if res is None:
             return
-        rows = res.fetchall()
+        try:
+            rows = res.fetchall()
+        except duckdb.Error as e:  # raised while running (e.g. a failed cast), not while binding
+            raise ReleaseError("query_error", str(e).splitlines()[0], path=str(rel.path)) from e
         if fmt == OutputFormat.table and len(rows) > limit:
             err.print(f"(showing {limit} of {len(rows)} rows; use --format csv for all)")
             rows = rows[:limit]
         emit(res.columns, rows, fmt)
+        if fmt == OutputFormat.table and len(res.columns) > 6:
+            err.print(f"({len(res.columns)} columns: --format csv or --format json prints them unwrapped)")
 
     sources = typer.Typer(help="The dataset registry.", no_args_is_help=True)
     app.add_typer(sources, name="sources")

@@ -93,9 +93,16 @@ class Release:
         return self.connect()
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Run a read-only query (SELECT / EXPLAIN SELECT); every table of the release is a view."""
+        """Run a read-only query (SELECT / EXPLAIN SELECT); every table of the release is a view.
+        DuckDB's errors (syntax, unknown column, denied file access) come back as
+        :class:`~curator.errors.ReleaseError` of kind ``query_error``."""
         check_read_only(query)
-        return self._con.sql(query)
+        try:
+            return self._con.sql(query)
+        except duckdb.Error as e:  # the user's SQL (or a --where clause): say so, not "a bug in curator"
+            raise ReleaseError("query_error", str(e).splitlines()[0], path=str(self.path),
+                               remedy=f"tables: {', '.join(self.table_names())} (`describe <table>` lists "
+                                      "columns; qualify a column two tables share, e.g. c.modality)") from e
 
     def table(self, name: str) -> pl.DataFrame:
         p = self.path / f"{name}.parquet"
