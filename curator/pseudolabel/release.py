@@ -51,6 +51,8 @@ def release_step(builder: Any) -> None:
     """Release step: assemble ``labels`` from original, revised and pseudo rows; write ``review/``."""
     write_review(builder)
     ws = builder.ctx.workspace
+    if ws.read_table(PRIVATE_TABLES["pseudo"]) is not None:
+        record_models(builder)
     base = builder.tables["labels"].to_pylist() if "labels" in builder.tables else []
     counts = {"original": len(base)}
     rows = list(base)
@@ -66,6 +68,23 @@ def release_step(builder: Any) -> None:
     chosen = {o: sum(r["origin"] == o for r in assembled) for o in PRIORITY}
     builder.extra["label_assembly"] = {"priority": list(PRIORITY), "rows_in": counts, "rows_out": chosen}
     log.info("labels assembled by priority %s: %s", " > ".join(PRIORITY), chosen)
+
+
+def record_models(builder: Any) -> None:
+    """The ensemble behind the pseudo labels in ``release.json`` (``models``: file, SHA-256, kind,
+    terms, fingerprint per member), so the card, ``curator lineage`` and ``curator diff`` see a
+    retrained or swapped model."""
+    from curator.pseudolabel.config import PseudolabelConfig
+    from curator.release.lineage import record_model
+
+    cfg = builder.ctx.stage_config(PseudolabelConfig, "pseudolabel")
+    for spec in cfg.specs():
+        facts = {"kind": spec.kind, "terms": list(spec.terms), "fingerprint": spec.fingerprint()}
+        files = spec.files()
+        if len(files) == 1:
+            record_model(builder, spec.name, files[-1], **facts)
+        else:  # a weights file next to a factory, or a MONAI bundle: the fingerprint covers every file
+            builder.extra.setdefault("models", {})[spec.name] = {"files": [f.name for f in files], **facts}
 
 
 def write_review(builder: Any) -> None:

@@ -195,7 +195,7 @@ def _lineage_md(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> str:
     rows = [["parent version", builder.parent.name if builder.parent else "none (first release)"],
             ["pipeline config hash", config_hash(builder.ctx)],
             ["taxonomy", f"{tax.get('version', '')} sha256 {tax['sha256'][:16]}" if tax else "none"],
-            ["models", ", ".join(f"{k} (sha256 {v['sha256'][:16]})" for k, v in sorted(models.items())) or "none"]]
+            ["models", ", ".join(f"{k} (sha256 {(v.get('sha256') or v.get('fingerprint', ''))[:16]})" for k, v in sorted(models.items())) or "none"]]
     rows += [[f"registry: {s['name']}", f"{s['dataset']} {s['version']}"] for s in sources]
     return md_table(["what", "value"], rows) + "\nFull checksums and settings are in `release.json`.\n"
 

@@ -81,3 +81,18 @@ def test_released_original_layers_are_the_bytes_before_pseudolabel(
     assert "pseudo" in origins.values() and "original" in origins.values()
     spleen = [o for (c, t), o in origins.items() if c.startswith("MSD_Spleen") and t == "spleen"]
     assert spleen and set(spleen) == {"original"}, "an annotated term is never taken from the pseudo layer"
+
+
+def test_release_records_the_models_behind_its_pseudo_labels(demo_release: tuple[Path, Path, dict[str, str]]) -> None:
+    """release.json names every ensemble member with its weights' checksum (so the card,
+    `curator lineage` and `curator diff` see a retrained model)."""
+    from curator.pseudolabel.config import PseudolabelConfig
+
+    release, _, _ = demo_release
+    models = json.loads((release / "release.json").read_text())["models"]
+    specs = PseudolabelConfig.from_dict({"ensemble": "demo"}).specs()
+    assert sorted(models) == sorted(s.name for s in specs)
+    for s in specs:
+        (weights,) = s.files()
+        assert models[s.name]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+        assert models[s.name]["terms"] == list(s.terms) and models[s.name]["fingerprint"] == s.fingerprint()
