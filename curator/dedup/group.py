@@ -3,6 +3,8 @@
 Verified pairs are joined into groups (connected components: a copy of a copy belongs to
 the original's group). Each group keeps one member by a configurable ordered policy:
 
+* ``clean`` — fewer ingest warnings about the case first (e.g. a CT copy stored with a +1024
+  offset, which ingest flags: its intensities are wrong until a registry fix corrects them);
 * ``terms`` — more annotated structures (from ``raw_labels``) first;
 * ``version`` — newer dataset version first;
 * ``datasets`` — earlier in the ``prefer_datasets`` list first;
@@ -24,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-KEEP_CRITERIA = ("terms", "version", "datasets", "voxels", "case_id")
+KEEP_CRITERIA = ("clean", "terms", "version", "datasets", "voxels", "case_id")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Member:
     dataset_version: str | None
     terms: int  # annotated structures
     voxels: int
+    warnings: int = 0  # ingest warnings about the case
 
 
 def _version_key(v: str | None) -> tuple[tuple[int, int, str], ...]:
@@ -48,6 +51,8 @@ def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...]) -> i
     def sign(x: Any, y: Any) -> int:
         return int(x > y) - int(x < y)
 
+    if criterion == "clean":
+        return sign(a.warnings, b.warnings)
     if criterion == "terms":
         return sign(b.terms, a.terms)
     if criterion == "version":
@@ -77,6 +82,8 @@ def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple
     for c in (*policy, "case_id"):
         if _compare(kept, other, c, prefer) == 0:
             continue
+        if c == "clean":
+            return f"fewer ingest warnings ({kept.warnings} vs {other.warnings}; see problems)"
         if c == "terms":
             return f"more annotated structures ({kept.terms} vs {other.terms})"
         if c == "version":

@@ -57,8 +57,8 @@ class DedupConfig(StageConfig):
     min_score: float = 0.5
     min_detail: float = 0.5
     min_coverage: float = 0.5
-    # keep policy: ordered criteria among terms, version, datasets, voxels, case_id
-    keep: tuple[str, ...] = ("terms", "version", "case_id")
+    # keep policy: ordered criteria among clean, terms, version, datasets, voxels, case_id
+    keep: tuple[str, ...] = ("clean", "terms", "version", "case_id")
     prefer_datasets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -188,8 +188,15 @@ class DedupStage(Stage):
             for r in raw.select(["case_id", "voxels"]).to_pylist():
                 if r["voxels"]:
                     terms[r["case_id"]] = terms.get(r["case_id"], 0) + 1
+        warnings: dict[str, int] = {}
+        problems = ws.read_table("problems__ingest")
+        if problems is not None:
+            for r in problems.select(["case_id", "severity"]).to_pylist():
+                if r["case_id"] and r["severity"] == "warning":
+                    warnings[r["case_id"]] = warnings.get(r["case_id"], 0) + 1
         out = {}
         for c in cases.to_pylist() if cases is not None else []:
             out[c["case_id"]] = Member(c["case_id"], c["dataset"], c.get("dataset_version"),
-                                       terms.get(c["case_id"], 0), int(c.get("n_voxels") or 0))
+                                       terms.get(c["case_id"], 0), int(c.get("n_voxels") or 0),
+                                       warnings.get(c["case_id"], 0))
         return out

@@ -89,3 +89,13 @@ def test_small_scan_tier_pairs_nearest_compatible_small_scans() -> None:
     assert not any({"other_size", "big"} & set(pair) for pair in found)  # wrong size, not small
     assert len(found) == 2  # + "far" with its own nearest: every small scan gets its neighbours
     assert not find_candidates(keys, SearchSettings(small_neighbours=0))
+
+
+def test_clean_prefers_the_member_ingest_did_not_warn_about() -> None:
+    """A copy ingest warned about (e.g. CT stored with a +1024 offset) loses to a clean one, even
+    when it has more annotated structures; the reason says so."""
+    offset = Member("KiTS23__case_00005", "KiTS23", "1", 3, 100, warnings=1)
+    clean = Member("MSD_Spleen__spleen_2", "MSD_Spleen", "1", 1, 100)
+    assert pick_kept([offset, clean], ("clean", "terms")).case_id == clean.case_id
+    assert pick_kept([offset, clean], ("terms", "clean")).case_id == offset.case_id
+    assert "fewer ingest warnings (0 vs 1" in why_kept(clean, offset, ("clean", "terms"))
