@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,31 @@ def collect_tables(ctx: Context) -> TableSet:
     return TableSet(files, {"problems": to_arrow("problems", problems)})
 
 
+def remove_dead_staging(collection: Path) -> list[Path]:
+    """Remove the staging folders (``.<version>.tmp-<host>-<pid>``) that builds on this host left
+    when they were killed; a build still running (its pid alive) or on another host keeps its own."""
+    removed = []
+    host = socket.gethostname()
+    for d in collection.glob(".*.tmp-*"):
+        owner, _, pid = d.name.rpartition(".tmp-")[2].rpartition("-")
+        if owner != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+        log.info("removed the staging folder of a killed release build: %s", d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
 def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     rc = ctx.config.release
     if not SEMVER.match(rc.version):
@@ -110,7 +136,8 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
         raise ReleaseError("release_error", "the workspace has no cases table",
                            remedy="run ingest first (`curator run pipeline.yaml`)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.parent / f".{rc.version}.tmp-{os.getpid()}"
+    remove_dead_staging(dest.parent)
+    staging = dest.parent / f".{rc.version}.tmp-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:

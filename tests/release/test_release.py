@@ -68,3 +68,23 @@ def test_collection_folder_resolves_to_newest_version(release: Path) -> None:
     assert resolve_release(release.parent) == release
     polars_cases = Release(release.parent).table("cases")
     assert polars_cases.height == 3
+
+
+def test_a_killed_builds_staging_folder_is_removed_by_the_next(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from curator.release.build import remove_dead_staging
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid is now free: a build with it was killed
+    host = socket.gethostname()
+    dead = tmp_path / f".0.1.0.tmp-{host}-{child.pid}"
+    running = tmp_path / f".0.1.1.tmp-{host}-{os.getpid()}"
+    elsewhere = tmp_path / f".0.1.2.tmp-not-{host}-{child.pid}"
+    for d in (dead, running, elsewhere):
+        (d / "stores").mkdir(parents=True)
+    assert remove_dead_staging(tmp_path) == [dead]
+    assert not dead.exists() and running.exists() and elsewhere.exists()
