@@ -147,35 +147,39 @@ def read_volume(
     channel: int | None = None,
     max_voxels: int = DEFAULT_MAX_VOXELS,
     files: list[Path] | None = None,
+    channels: int | None = None,
 ) -> Volume:
     """Read a 3-D volume from NIfTI, NRRD, MHA/MHD, a DICOM series (folder or ``files``) or .npy.
 
     ``role='label'`` checks that values are integers and returns an integer array;
-    ``role='image'`` rejects NaN/Inf. ``channel`` selects one channel of a 4-D file.
+    ``role='image'`` rejects NaN/Inf. ``channel`` selects one channel of a 4-D file;
+    ``channels`` (the number of channels the dataset declares) is checked against the file's.
     """
     p = Path(path)
     try:
-        return _read_volume(p, role, channel, max_voxels, files)
+        return _read_volume(p, role, channel, max_voxels, files, channels)
     except CuratorError:
         raise
     except MemoryError as e:
         raise InputError("too_large", "not enough memory to read the volume", path=str(p),
                          remedy="run with fewer workers or on a machine with more memory") from e
     except Exception as e:
-        raise InputError("corrupt_file", f"the file cannot be decoded ({type(e).__name__}: {str(e)[:160]})",
+        detail = scrub(str(e), {str(p): "the file"})[:160]
+        raise InputError("corrupt_file", f"the file cannot be decoded ({type(e).__name__}: {detail})",
                          path=str(p), remedy="download the file again or re-export it") from e
 
 
-def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, files: list[Path] | None) -> Volume:
+def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, files: list[Path] | None,
+                 channels: int | None = None) -> Volume:
     fmt = "dicom" if files is not None else check_file(p)
     if fmt == "nifti":
         from curator.io.nifti import read_nifti
 
-        vol = read_nifti(p, role=role, channel=channel, max_voxels=max_voxels)
+        vol = read_nifti(p, role=role, channel=channel, max_voxels=max_voxels, channels=channels)
     elif fmt == "itk":
         from curator.io.itk import read_itk
 
-        vol = read_itk(p, channel=channel, max_voxels=max_voxels)
+        vol = read_itk(p, channel=channel, max_voxels=max_voxels, channels=channels)
     elif fmt == "dicom":
         from curator.io.dicom import read_dicom
 
@@ -192,6 +196,7 @@ def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, file
         vol = read_mat(p, max_voxels)
     else:  # pragma: no cover - check_file raises first
         raise InputError("unknown_format", f"unsupported format {fmt}", path=str(p))
+    check_voxels(vol.array, str(p), role)
     vol.geometry.validate(str(p))
     if role == "label":
         vol.array = as_label_array(vol.array, str(p))
@@ -210,6 +215,25 @@ def _is_blank(a: NDArray[Any]) -> bool:
     if np.any(a[(slice(None, None, 5),) * a.ndim] != first):
         return False
     return not np.any(a != first)
+
+
+def check_voxels(a: NDArray[Any], path: str, role: Role) -> None:
+    """Refuse a volume with no voxels, and voxel types that are neither intensities nor label
+    codes: RGB or other structured types (NIfTI RGB24/RGBA32), complex numbers, text, objects."""
+    if a.size == 0:
+        raise InputError("empty_volume", f"the volume has no voxels (shape {tuple(int(n) for n in a.shape)})",
+                         path=path, remedy="download the file again; a dimension of length 0 means the "
+                         "export wrote no data")
+    kind = a.dtype.kind
+    if kind in "biuf":
+        return
+    what = ("RGB/colour (a structured type: " + ", ".join(a.dtype.names) + ")" if a.dtype.names
+            else "complex" if kind == "c" else f"{a.dtype}")
+    todo = ("re-export the label map as one integer code per voxel (not a colour image)" if role == "label"
+            else "convert it to a single-channel grey-level volume (e.g. the magnitude of complex data, or "
+            "one channel / the luminance of a colour image) before ingest")
+    usable = "integer label codes" if role == "label" else "intensities"
+    raise InputError("unsupported_dtype", f"the voxels are {what} values, not {usable}", path=path, remedy=todo)
 
 
 def check_finite(a: NDArray[Any], path: str) -> None:
@@ -243,19 +267,36 @@ def as_label_array(a: NDArray[Any], path: str) -> NDArray[Any]:
     return a  # pragma: no cover
 
 
-def squeeze_to_3d(a: NDArray[Any], path: str, channel: int | None) -> NDArray[Any]:
-    """Drop trailing singleton axes; pick ``channel`` of a 4-D array; refuse anything else."""
+def squeeze_to_3d(a: NDArray[Any], path: str, channel: int | None, channels: int | None = None) -> NDArray[Any]:
+    """Drop trailing singleton axes; pick ``channel`` of a 4-D array; refuse anything else.
+
+    A file read for a ``channel`` must have a channel axis, and as many channels as the
+    dataset declares (``channels``, when given); a 2-D image is not a volume.
+    """
     while a.ndim > 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim == 5 and a.shape[3] == 1:  # NIfTI vector: x, y, z, t=1, c
         a = a[:, :, :, 0, :]
+    if channel is not None and a.ndim == 3:
+        raise InputError("not_3d", f"the dataset declares channels (channel {channel} requested) but the file holds "
+                         f"one 3-D volume {tuple(a.shape)}", path=path,
+                         remedy="check the file (a channel may be missing from the export); if the dataset truly "
+                         "has one sequence, drop `channels`/the index's extra `modality` entries")
     if a.ndim == 4 and channel is not None:
-        if not 0 <= channel < a.shape[3]:
-            raise InputError("not_3d", f"channel {channel} requested but the file has {a.shape[3]}",
+        n = int(a.shape[3])
+        if channels is not None and n != channels:
+            extra = f"; channels {list(range(channels, n))} are undeclared" if n > channels else ""
+            raise InputError("not_3d", f"the file holds {n} channels where the dataset declares {channels}{extra}",
+                             path=path, remedy="check the file against the dataset's channels (`channels:` or "
+                             "the index's `modality`); declare every channel it holds, or drop the file")
+        if not 0 <= channel < n:
+            raise InputError("not_3d", f"channel {channel} requested but the file has {n}",
                              path=path, remedy="fix `channels` in the dataset YAML")
         a = a[..., channel]
     if a.ndim == 2:
-        a = a[:, :, None]
+        raise InputError("not_3d", f"a 2-D image {tuple(a.shape)}, not a volume", path=path,
+                         remedy="drop the file; curator ingests 3-D volumes (a folder of 2-D slices is read as a "
+                                "stack only for PNG slice folders, see docs/registry.md)")
     if a.ndim != 3:
         raise InputError("not_3d", f"expected a 3-D volume, found shape {tuple(a.shape)}", path=path,
                          remedy="declare the channels/sequences of 4-D files in the dataset YAML "

@@ -35,7 +35,7 @@ def _data_file(path: Path) -> Path | None:
     return path.parent / m.group(2).strip()
 
 
-def read_itk(path: Path, *, channel: int | None, max_voxels: int) -> Volume:
+def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int | None = None) -> Volume:
     data_file = _data_file(path)
     if data_file is not None:
         if ".." in Path(data_file.name).parts or data_file.resolve().parent != path.resolve().parent:
@@ -75,10 +75,11 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int) -> Volume:
         cause = sitk_cause(e, {str(path): "the file"})
         raise ReadError("truncated_file", f"SimpleITK cannot read the data: {cause}",
                         path=str(path), remedy="download the file again and compare its checksum") from e
-    return volume_from_sitk(img, str(path), channel, {"format": "itk"})
+    return volume_from_sitk(img, str(path), channel, {"format": "itk"}, channels)
 
 
-def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict[str, Any]) -> Volume:
+def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict[str, Any],
+                     channels: int | None = None) -> Volume:
     """Copy a SimpleITK image into a :class:`Volume` (array axes i, j, k; affine in RAS)."""
     dim = img.GetDimension()
     if dim < 2 or dim > 4:
@@ -102,7 +103,7 @@ def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict
         direction = tuple(d3.ravel())
     else:
         spacing, origin, direction = img.GetSpacing(), img.GetOrigin(), img.GetDirection()
-    arr = squeeze_to_3d(arr, path, channel)
+    arr = squeeze_to_3d(arr, path, channel, channels)
     geom = Geometry.from_lps(arr.shape, spacing, origin, direction)
     return Volume(arr, geom, meta)
 

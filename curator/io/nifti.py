@@ -15,7 +15,7 @@ from nibabel.volumeutils import apply_read_scaling
 from numpy.typing import NDArray
 
 from curator.errors import InputError, ReadError
-from curator.io.formats import squeeze_to_3d
+from curator.io.formats import scrub, squeeze_to_3d
 from curator.io.volume import Geometry, Volume
 
 
@@ -107,34 +107,53 @@ def _read_data(path: Path, img: Any, role: str) -> NDArray[Any]:
     return apply_read_scaling(raw, np.asanyarray(slope), np.asanyarray(inter)) if scaled else raw
 
 
-def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int) -> Volume:
+# xyzt_units -> factor to millimetres; 'unknown' (0) is read as millimetres, as every tool does
+_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+
+
+def _mm_affine(img: Any) -> NDArray[np.float64]:
+    """The voxel-to-world affine in millimetres: a header whose ``xyzt_units`` says metres
+    (or microns) has its spacing and origin in that unit."""
+    aff = np.array(img.affine, dtype=np.float64)
+    unit = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else "unknown"
+    factor = _MM_PER_UNIT.get(unit, 1.0)
+    if factor != 1.0:  # at the header's float32 precision: 0.0015 m is 1.5 mm, not 1.500000013
+        aff[:3, :] = (aff[:3, :] * factor).astype(np.float32)
+    return aff
+
+
+def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int,
+               channels: int | None = None) -> Volume:
+    def said(e: BaseException) -> str:  # nibabel quotes the path it was given: keep the source root out
+        return scrub(str(e), {str(path): "the file"})
+
     try:
         img: Any = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, ValueError, struct.error) as e:
-        raise InputError("corrupt_file", f"nibabel cannot parse the header ({e})", path=str(path),
+        raise InputError("corrupt_file", f"nibabel cannot parse the header ({said(e)})", path=str(path),
                          remedy="download the file again or re-export it as NIfTI") from e
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise ReadError("truncated_file", f"the file ends early ({e})", path=str(path),
+        raise ReadError("truncated_file", f"the file ends early ({said(e)})", path=str(path),
                         remedy="download the file again and compare its checksum") from e
     _check_declared_size(path, img, max_voxels)
     _check_raw_spacing(path)
     try:
         data = _read_data(path, img, role)
     except _GZIP_ERRORS as e:
-        raise ReadError("truncated_file", f"the data ends early ({e})", path=str(path),
+        raise ReadError("truncated_file", f"the data ends early ({said(e)})", path=str(path),
                         remedy="download the file again and compare its checksum") from e
     except OSError as e:
-        raise ReadError("truncated_file", f"the data cannot be read whole ({e})", path=str(path),
+        raise ReadError("truncated_file", f"the data cannot be read whole ({said(e)})", path=str(path),
                         remedy="download the file again and compare its checksum") from e
     except MemoryError as e:
         raise InputError("too_large", "not enough memory to read the array", path=str(path),
                          remedy="run on a machine with more memory or lower `workers`") from e
-    data = squeeze_to_3d(data, str(path), channel)
+    data = squeeze_to_3d(data, str(path), channel, channels)
     if not data.dtype.isnative:
         data = data.astype(data.dtype.newbyteorder("="))
     # nibabel's arrays are Fortran-ordered (NIfTI stores i fastest); they stay that way: every
     # consumer takes any strides, and a C-order copy of a 512 × 512 × 227 CT costs seconds.
-    geom = Geometry.from_affine(data.shape, img.affine)
+    geom = Geometry.from_affine(data.shape, _mm_affine(img))
     code = int(img.header["sform_code"]) if "sform_code" in img.header else 0
     return Volume(data, geom, {"format": "nifti", "sform_code": code})
 

@@ -24,6 +24,19 @@ from numpy.typing import NDArray
 from curator.errors import GeometryError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# voxel spacings (mm) outside this range are a unit error (metres, microns), not a scan
+PLAUSIBLE_SPACING_MM = (0.01, 50.0)
+
+
+def _num(v: Any) -> str:
+    """Numbers as a reader writes them: ``(1.5, 1.5, 2.5)``, never ``np.float64(1.5)``."""
+    return "(" + ", ".join(f"{float(x):.6g}" for x in v) + ")"
+
+
+def _angle_deg(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+    """The largest angle (degrees) between corresponding columns (axes) of two direction matrices."""
+    cos = np.clip(np.sum(a * b, axis=0), -1.0, 1.0)
+    return float(np.degrees(np.max(np.arccos(cos))))
 
 
 def _axcodes(direction: NDArray[np.float64]) -> str:
@@ -101,15 +114,24 @@ class Geometry:
         return float(abs(np.linalg.det(self.matrix[:3, :3])))
 
     def validate(self, path: str | None = None) -> None:
-        """Raise :class:`GeometryError` for zero/negative spacing or a non-orthonormal direction."""
+        """Raise :class:`GeometryError` for zero/negative or implausible spacing (outside
+        ``PLAUSIBLE_SPACING_MM``: a header in metres or microns read as millimetres) or a
+        non-orthonormal direction."""
         m = self.matrix
         if not np.all(np.isfinite(m)):
             raise GeometryError("invalid_spacing", "the affine holds NaN or infinite numbers",
                                 path=path, remedy="fix the file's header (sform/qform or spacing)")
         sp = np.linalg.norm(m[:3, :3], axis=0)
         if np.any(sp <= 1e-6):
-            raise GeometryError("invalid_spacing", f"voxel spacing {tuple(np.round(sp, 6))} has a zero axis",
+            raise GeometryError("invalid_spacing", f"voxel spacing {_num(np.round(sp, 6))} has a zero axis",
                                 path=path, remedy="fix the header's pixdim/spacing")
+        lo, hi = PLAUSIBLE_SPACING_MM
+        if np.any(sp < lo) or np.any(sp > hi):
+            raise GeometryError("implausible_spacing", f"voxel spacing {_num(sp)} mm lies outside {lo:g}..{hi:g} mm "
+                                "per axis: no CT/MR/PET scan has such voxels (a header whose units are not "
+                                "millimetres?)", path=path,
+                                remedy="fix the spacing (and its units) in the file's header, or declare a spacing "
+                                "fix in the dataset YAML")
         d = self.direction
         err = float(np.max(np.abs(d.T @ d - np.eye(3))))
         if err > 1e-3:
@@ -137,9 +159,9 @@ class Geometry:
             return f"shape {self.shape} vs {other.shape}"
         sa, sb = np.array(self.spacing), np.array(other.spacing)
         if np.max(np.abs(sa - sb)) > tol_mm:
-            return f"spacing {tuple(np.round(sa, 5))} vs {tuple(np.round(sb, 5))} mm"
+            return f"spacing {_num(np.round(sa, 5))} vs {_num(np.round(sb, 5))} mm"
         if np.max(np.abs(self.direction - other.direction)) > tol_dir:
-            return f"direction {self.orientation} vs {other.orientation}"
+            return self._direction_difference(other, tol_mm, tol_dir)
         # Far corner: catches small spacing differences that add up over the grid.
         corner = np.array(self.shape, dtype=np.float64) - 1
         for p in (np.zeros(3), corner):
@@ -148,8 +170,26 @@ class Geometry:
                 return f"voxel {tuple(int(x) for x in p)} lies {d:.4g} mm apart"
         return None
 
-    def axis_map(self, other: Geometry, tol_mm: float = 1e-3) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]] | None:
+    def _direction_difference(self, other: Geometry, tol_mm: float, tol_dir: float) -> str:
+        """How two grids' direction cosines differ: the axes' orientation codes when they do,
+        otherwise the rotation in degrees and how far it moves the grid's far corner."""
+        if self.orientation != other.orientation:
+            return f"direction {self.orientation} vs {other.orientation}"
+        deg = _angle_deg(self.direction, other.direction)
+        corner = np.array(self.shape, dtype=np.float64) - 1
+        moved = float(np.linalg.norm(self.voxel_to_world(corner) - other.voxel_to_world(corner)))
+        return (f"direction cosines differ by {deg:.2g}° (both {self.orientation}; more than the {tol_dir:g} "
+                f"allowed per cosine, even though the far corner voxel lies only {moved:.2g} mm apart)"
+                if moved <= tol_mm else
+                f"direction cosines differ by {deg:.2g}° (both {self.orientation}; the far corner voxel lies "
+                f"{moved:.2g} mm apart)")
+
+    def axis_map(self, other: Geometry, tol_mm: float = 1e-3, tol_dir: float = 1e-4,
+                 ) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]] | None:
         """How ``other`` indexes the *same voxel centres* as this grid, or ``None``.
+
+        The permuted/flipped axes must agree with this grid's within ``tol_dir`` (as in
+        :meth:`mismatch`): a rotated grid is not a re-indexing of this one.
 
         Returns ``(perm, flips)`` such that ``np.flip(other_array.transpose(perm), flipped axes)``
         lies on this grid — e.g. a label saved by dcm2niix (LAS) for a DICOM image (LPS).
@@ -164,6 +204,9 @@ class Geometry:
                 return None
             perm.append(j)
             flips.append(bool(dots[j] < 0))
+        signs = np.where(flips, -1.0, 1.0)
+        if np.max(np.abs(d_other[:, perm] * signs - d_self)) > tol_dir:
+            return None  # the axes are also rotated (``mismatch`` says by how much): not a re-indexing
         if tuple(other.shape[j] for j in perm) != self.shape:
             return None
         if max(abs(other.spacing[j] - self.spacing[ax]) for ax, j in enumerate(perm)) > tol_mm:
