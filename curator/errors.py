@@ -197,6 +197,12 @@ PROBLEM_KINDS: dict[str, ProblemKind] = {
                     "see the ingest problem of this case, fix the label file and re-run"),
         ProblemKind("label_empty", "the label map holds only background",
                     "nothing to do if the case truly has no annotated structure; otherwise re-export"),
+        ProblemKind("ct_intensity_offset", "a CT's low end is far above air (-1000 HU): it was stored with an "
+                    "offset (e.g. +1024) that preprocess's HU window would clip",
+                    "declare `fixes: {intensity_offset: {value: -1024, when: ...}}` in the dataset YAML "
+                    "(docs/registry.md, `fixes`)"),
+        ProblemKind("ct_intensity_8bit", "every value of a CT lies in 0..255: an 8-bit (windowed) export, "
+                    "not Hounsfield units", "use the original scan in Hounsfield units"),
         ProblemKind("override_unmatched", "a qc override names a (case, term) label the qc table does not have",
                     "check the case id and term id of the override against the qc table"),
         ProblemKind("image_missing", "a label exists but its image does not (ingested as label-only)",

@@ -22,12 +22,15 @@ def voxel_checksum(a: NDArray[Any]) -> str:
     return h.hexdigest()
 
 
+def _sample(flat: NDArray[Any]) -> NDArray[np.float64]:
+    """A systematic subsample of at most ~``PERCENTILE_SAMPLE`` voxels, for percentiles."""
+    return flat[::max(1, flat.size // PERCENTILE_SAMPLE)].astype(np.float64)
+
+
 def intensity_summary(a: NDArray[Any]) -> dict[str, float]:
     """min/max/mean/std over every voxel; percentiles over a systematic subsample of big arrays."""
     flat = a.reshape(-1)
-    step = max(1, flat.size // PERCENTILE_SAMPLE)
-    sample = flat[::step].astype(np.float64)
-    p01, p50, p99 = np.percentile(sample, [1, 50, 99])
+    p01, p50, p99 = np.percentile(_sample(flat), [1, 50, 99])
     mean = float(np.mean(flat, dtype=np.float64))
     # two-pass std in float64, in slices to bound memory on 512×512×1000 volumes
     ss = 0.0
@@ -38,6 +41,39 @@ def intensity_summary(a: NDArray[Any]) -> dict[str, float]:
     return {"intensity_min": float(flat.min()), "intensity_max": float(flat.max()), "intensity_mean": mean,
             "intensity_std": float(np.sqrt(ss / max(1, flat.size))), "intensity_p01": float(p01),
             "intensity_p50": float(p50), "intensity_p99": float(p99)}
+
+
+CT_AIR_HU = -1000.0
+CT_LOW_END_LIMIT_HU = -500.0  # a CT's 0.5th percentile lies at air (-1000 HU) or below (padding)
+CT_COMMON_OFFSETS = (1000.0, 1024.0)  # stored without the rescale intercept, or with air at 0
+
+
+def low_end(a: NDArray[Any]) -> float:
+    """The 0.5th percentile of the voxel values (over the same subsample as the summary's)."""
+    return float(np.percentile(_sample(a.reshape(-1)), 0.5))
+
+
+def ct_intensity_issue(low: float, vmin: float, vmax: float) -> tuple[str, float] | None:
+    """Whether a CT's intensities are not Hounsfield units, from its 0.5th percentile ``low``,
+    minimum and maximum (after any declared intensity offset):
+
+    * ``("ct_intensity_8bit", 0)`` — every value in 0..255: an 8-bit (windowed) export;
+    * ``("ct_intensity_offset", x)`` — the low end far above air: stored with about +x
+      (snapped to a common offset when within 60 of one);
+    * ``None`` — plausible.
+
+    >>> ct_intensity_issue(24.0, 24.0, 1717.0), ct_intensity_issue(-1024.0, -3024.0, 1800.0)
+    (('ct_intensity_offset', 1024.0), None)
+    >>> ct_intensity_issue(0.0, 0.0, 255.0)
+    ('ct_intensity_8bit', 0.0)
+    """
+    if vmin >= 0 and vmax <= 255:
+        return "ct_intensity_8bit", 0.0
+    if low <= CT_LOW_END_LIMIT_HU:
+        return None
+    x = low - CT_AIR_HU
+    near = min(CT_COMMON_OFFSETS, key=lambda c: abs(c - x))
+    return "ct_intensity_offset", near if abs(near - x) <= 60 else float(round(x))
 
 
 def label_counts(a: NDArray[Any]) -> dict[int, int]:

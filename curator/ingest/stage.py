@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +19,7 @@ from curator.ingest.metadata import load_metadata
 from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
 from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
-from curator.registry.fixes import apply_label_fixes
+from curator.registry.fixes import apply_label_fixes, intensity_offset
 from curator.registry.layout import discover, scan
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
 from curator.workspace import ChecksumCache
@@ -42,7 +43,7 @@ def _display(source: str, root: Path, path: str | None) -> str | None:
 
 class IngestStage(Stage):
     name = "ingest"
-    version = "2"  # 2: label defects reject the label (no raw_labels rows), not the case
+    version = "3"  # 2: label defects reject the label, not the case; 3: CT intensity warnings
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
 
@@ -115,7 +116,12 @@ class IngestStage(Stage):
             path = resolve_inside(root, root / p["image"]) if not p["image_is_dir"] else root / p["image"]
             vol = read_volume(path, role="image", channel=p["channel"], max_voxels=config.max_voxels)
             ref_geom = vol.geometry
-            row.update(_image_facts(vol, path, p["image_is_dir"]))
+            facts, low = _image_facts(vol, path, p["image_is_dir"], low_end=p["modality"] == "CT")
+            row.update(facts)
+            if low is not None:
+                implausible = _ct_intensities(p, facts, low, path)
+                if implausible is not None:
+                    warning(implausible)
         else:
             warning(InputError("image_missing", "no image for this label; ingested as label-only",
                                path=str(root / p["labels"][0][1])), severity="info")
@@ -148,12 +154,15 @@ def _geometry_columns(g: Geometry) -> dict[str, Any]:
             "orientation": g.orientation, "n_voxels": g.n_voxels}
 
 
-def _image_facts(vol: Volume, path: Path, is_dir: bool) -> dict[str, Any]:
+def _image_facts(vol: Volume, path: Path, is_dir: bool, low_end: bool = False,
+                 ) -> tuple[dict[str, Any], float | None]:
+    """The ``cases`` columns of an image, and its 0.5th percentile when ``low_end`` (CT checks)."""
     from curator.io.dicom import list_files
 
     facts = _geometry_columns(vol.geometry)
     a = np.ascontiguousarray(vol.array)  # readers keep native (often Fortran) order; both below need C order
     facts.update(core.intensity_summary(a))
+    low = core.low_end(a) if low_end else None
     facts["dtype"] = str(a.dtype)
     facts["format"] = vol.meta.get("format")
     facts["voxel_sha256"] = core.voxel_checksum(a)
@@ -162,7 +171,35 @@ def _image_facts(vol: Volume, path: Path, is_dir: bool) -> dict[str, Any]:
     for k in ("manufacturer", "scanner_model", "field_strength_t"):
         if k in vol.meta:
             facts[k] = vol.meta[k]
-    return facts
+    return facts, low
+
+
+_FIXES_DOC = "docs/registry.md, `fixes`"
+
+
+def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: Path) -> InputError | None:
+    """A warning when a CT's intensities are not Hounsfield units (after the dataset's declared
+    ``intensity_offset``, which preprocess applies): offset (air far above -1000) or 8-bit."""
+    offset = intensity_offset(p.get("fixes") or {}, p["image"])
+    lo, hi = facts["intensity_min"] + offset, facts["intensity_max"] + offset
+    issue = core.ct_intensity_issue(low + offset, lo, hi)
+    if issue is None:
+        return None
+    kind, x = issue
+    declared = f" after the declared intensity_offset of {offset:+g}" if offset else ""
+    when = "'^" + re.escape(p["image"]).replace("'", "''") + "$'"
+    if kind == "ct_intensity_8bit":
+        return InputError(kind, f"every value lies in 0..255 ({lo:g}..{hi:g}{declared}): the CT looks like an "
+                          "8-bit (windowed) export, not Hounsfield units; preprocess's HU window will misread it",
+                          path=str(path), remedy="use the original scan in Hounsfield units (DICOM or a NIfTI "
+                          "export with its rescale slope/intercept); an 8-bit export cannot be undone by a fix")
+    fix = offset - x
+    return InputError(kind, f"the low end of the intensities (0.5th percentile {low + offset:g}{declared}) is far "
+                      f"above air (-1000 HU): the CT looks offset by about {x:+g}; preprocess would clip it",
+                      path=str(path), remedy=f"declare the offset in the dataset YAML ({_FIXES_DOC}): "
+                      f"`fixes: {{intensity_offset: {{value: {fix:g}, when: {when}, reason: \"stored with "
+                      f"{x:+g}\"}}}}` (drop `when` if every scan of the dataset is offset; widen it to the "
+                      "affected subset); air should then be near -1000")
 
 
 def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,

@@ -19,7 +19,7 @@ from curator.preprocess import terms as termmap
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import Prepared, preprocess_arrays, reoriented_spacing
 from curator.preprocess.labels import Plane, label_map_plane, structure_planes
-from curator.registry.fixes import active, apply_array_fixes, apply_label_fixes
+from curator.registry.fixes import apply_array_fixes, apply_label_fixes, intensity_offset
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
 from curator.store import CaseStore, store_sha256
 
@@ -103,8 +103,7 @@ class PreprocessStage(Stage):
 
 def _image_fixes(image: Volume, fixes: dict[str, Any], rel: str) -> tuple[Volume, float]:
     """The dataset's declared image fixes; the intensity offset is returned, applied lazily later."""
-    fx = active(fixes, "image", rel)
-    offset = float(fx["intensity_offset"]["value"]) if "intensity_offset" in fx else 0.0
+    offset = intensity_offset(fixes, rel)
     rest = {k: v for k, v in fixes.items() if k != "intensity_offset"}
     arr = apply_array_fixes(image.array, rest, "image", rel)
     return (image if arr is image.array else Volume(arr, image.geometry, dict(image.meta))), offset

@@ -94,6 +94,12 @@ def active(fixes: Mapping[str, Any], target: str, rel_path: str) -> dict[str, Ma
     return {k: v for k, v in (fixes or {}).items() if TARGET.get(k) == target and applies(v, rel_path)}
 
 
+def intensity_offset(fixes: Mapping[str, Any], rel_path: str) -> float:
+    """The declared ``intensity_offset`` of the image at ``rel_path`` (0 when none applies)."""
+    fx = active(fixes, "image", rel_path)
+    return float(fx["intensity_offset"]["value"]) if "intensity_offset" in fx else 0.0
+
+
 def apply_array_fixes(array: NDArray[Any], fixes: Mapping[str, Any], target: str, rel_path: str) -> NDArray[Any]:
     """Apply the array-level fixes of ``target`` (flip, rot90, intensity offset), in that order."""
     fx = active(fixes, target, rel_path)
