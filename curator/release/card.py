@@ -77,7 +77,7 @@ def _front(builder: ReleaseBuilder, cases: pl.LazyFrame, sources: list[dict[str,
         "parent_version": builder.parent.name if builder.parent else None,
         "schema_version": schema_version(), "code_version": __version__,
         "pipeline_config_hash": config_hash(builder.ctx),
-        "n_cases": stats["n"], "n_patients": stats["patients"],
+        "n_cases": stats["n"], "n_patients": stats["patients"], "n_dropped_duplicates": _dropped(builder),
         "n_label_rows": builder.tables.num_rows("labels") if "labels" in builder.tables else None,
         "datasets": list(stats["datasets"]), "modalities": list(stats["modalities"]),
         "regions": [r for r in stats["regions"] if r],
@@ -88,12 +88,22 @@ def _front(builder: ReleaseBuilder, cases: pl.LazyFrame, sources: list[dict[str,
     }
 
 
+def _dropped(builder: ReleaseBuilder) -> int:
+    """Members of duplicate groups the keep policy dropped."""
+    if "duplicates" not in builder.tables:
+        return 0
+    return int(sum(not k for k in builder.tables["duplicates"].column("kept").to_pylist()))
+
+
 def _summary(builder: ReleaseBuilder, front: dict[str, Any]) -> str:
     rc = builder.ctx.config.release
     parent = f", built on {front['parent_version']}" if front["parent_version"] else ""
     return (f"Release **{rc.version}** of the **{rc.collection}** collection{parent}: "
-            f"{front['n_cases']} cases of {front['n_patients']} patients from {len(front['datasets'])} "
-            f"dataset(s) ({', '.join(front['modalities'])}). Query it with "
+            f"{front['n_cases']} cases of {front['n_patients']} patient ids from {len(front['datasets'])} "
+            f"dataset(s) ({', '.join(front['modalities'])})"
+            + (f"; {front['n_dropped_duplicates']} of the cases are copies of another case's scan (dropped "
+               "from the training view, see `duplicates`)" if front.get("n_dropped_duplicates") else "")
+            + ". Query it with "
             f"`curator query <release> \"select ...\"` (every table is a view); check it with "
             f"`curator verify <release>`.\n")
 

@@ -90,6 +90,12 @@ def test_release_card_lists_every_source_and_passes_the_check(demo: Path) -> Non
     ran = {t.stem for t in rel.glob("*.parquet")}
     # a stage that ran is summarised; one that did not says so
     assert ("The dedup stage did not run" in body) is ("duplicates" not in ran)
+    if "duplicates" in ran:  # copies are counted as such, not as more patients' scans
+        import pyarrow.parquet as pq
+
+        dropped = sum(not k for k in pq.read_table(rel / "duplicates.parquet").column("kept").to_pylist())
+        assert dropped and meta["n_dropped_duplicates"] == dropped
+        assert f"{dropped} of the cases are copies of another case's scan" in body
     if "qc" in ran:
         assert "The qc stage did not run" not in body and "exclude" in body
 
