@@ -104,8 +104,8 @@ def _summary(builder: ReleaseBuilder, front: dict[str, Any]) -> str:
             + (f"; {front['n_dropped_duplicates']} of the cases are copies of another case's scan (dropped "
                "from the training view, see `duplicates`)" if front.get("n_dropped_duplicates") else "")
             + ". Query it with "
-            f"`curator query <release> \"select ...\"` (every table is a view); check it with "
-            f"`curator verify <release>`.\n")
+            "`curator query <release> \"select ...\"` (every table is a view); check it with "
+            "`curator verify <release>`.\n")
 
 
 def _sources_md(sources: list[dict[str, Any]]) -> str:
