@@ -96,8 +96,8 @@ def test_demo_flags_only_its_offset_kits_copy(tmp_path: Path) -> None:
 def test_real_ct_samples_are_not_flagged_and_an_offset_copy_is(tmp_path: Path, real_copy) -> None:  # type: ignore[no-untyped-def]
     import nibabel as nib
 
-    layout = [{"image": "{case}.nii.gz"}, {"image": "{case}.dcm"}, {"image": "{case}/", "format": "dicom"}]
-    names = {"case": "example_ct_sm|example_ct_offset|example_ct_dicom|ct-3slice|CT_small|CT5N"}
+    layout = [{"image": "{case}.nii.gz"}, {"image": "{case}/", "format": "dicom"}]  # (CT_small.dcm: one 2-D slice)
+    names = {"case": "example_ct_sm|example_ct_offset|example_ct_dicom|ct-3slice|CT5N"}
     sources = [{"dataset": _yaml(tmp_path, f"Real_{rel}", layout=layout, patterns=names), "root": str(real_copy(rel))}
                for rel in ("totalsegmentator", "dcmqi", "pydicom")]
     ts = Path(sources[0]["root"])
@@ -107,7 +107,7 @@ def test_real_ct_samples_are_not_flagged_and_an_offset_copy_is(tmp_path: Path, r
     pipe = make_pipeline(tmp_path, sources)
     run(pipe, stages=["ingest"])
     cases = table(pipe, "cases").to_pylist()
-    assert len(cases) == 6 and all(c["modality"] == "CT" for c in cases)
+    assert len(cases) == 5 and all(c["modality"] == "CT" for c in cases)
     flagged = [(p["case_id"], p["kind"]) for p in table(pipe, "problems__ingest").to_pylist()
                if p["kind"].startswith("ct_")]
     assert flagged == [("Real_totalsegmentator__example_ct_offset", "ct_intensity_offset")]
