@@ -194,8 +194,11 @@ def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: 
                           path=str(path), remedy="use the original scan in Hounsfield units (DICOM or a NIfTI "
                           "export with its rescale slope/intercept); an 8-bit export cannot be undone by a fix")
     fix = offset - x
+    unusual = "" if x in core.CT_COMMON_OFFSETS else (" (not a usual offset: if the scan is cropped so tightly "
+                                                      "that it holds no air, nothing to do)")
     return InputError(kind, f"the low end of the intensities (0.5th percentile {low + offset:g}{declared}) is far "
-                      f"above air (-1000 HU): the CT looks offset by about {x:+g}; preprocess would clip it",
+                      f"above air (-1000 HU): the CT looks offset by about {x:+g}{unusual}; preprocess would "
+                      "clip it",
                       path=str(path), remedy=f"declare the offset in the dataset YAML ({_FIXES_DOC}): "
                       f"`fixes: {{intensity_offset: {{value: {fix:g}, when: {when}, reason: \"stored with "
                       f"{x:+g}\"}}}}` (drop `when` if every scan of the dataset is offset; widen it to the "

@@ -47,7 +47,8 @@ def test_the_rule_on_summary_numbers() -> None:
 def test_offset_and_8bit_ct_are_warnings_and_a_declared_fix_is_applied_first(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     for case, arr in {"plain": ct(-1000), "padded": ct(-1024), "offset": ct(24, 1064, 1724),
-                      "eightbit": np.clip(ct(0, 120, 255), 0, 255).astype(np.uint8)}.items():
+                      "eightbit": np.clip(ct(0, 120, 255), 0, 255).astype(np.uint8),
+                      "noair": ct(-100)}.items():  # cropped inside the body: fat, no air
         save_nifti(raw / "a" / f"{case}.nii.gz", arr, G)
     save_nifti(raw / "b" / "fixed.nii.gz", ct(24, 1064, 1724), G)  # declared below: -1024
     save_nifti(raw / "b" / "stillout.nii.gz", ct(24, 1064, 1724), G)  # the fix's `when` does not match it
@@ -58,15 +59,18 @@ def test_offset_and_8bit_ct_are_warnings_and_a_declared_fix_is_applied_first(tmp
                                     {"dataset": _yaml(tmp_path, "C", modality="MR"), "root": str(raw / "c")}])
     run(pipe, stages=["ingest"])
     cases = {c["case_id"] for c in table(pipe, "cases").to_pylist()}
-    assert cases == {"A__plain", "A__padded", "A__offset", "A__eightbit", "B__fixed", "B__stillout", "C__mr"}
+    assert cases == {"A__plain", "A__padded", "A__offset", "A__eightbit", "A__noair", "B__fixed", "B__stillout",
+                     "C__mr"}
     rows = {p["case_id"]: p for p in table(pipe, "problems__ingest").to_pylist()}
     assert {c: (p["kind"], p["severity"]) for c, p in rows.items()} == {
         "A__offset": ("ct_intensity_offset", "warning"), "B__stillout": ("ct_intensity_offset", "warning"),
-        "A__eightbit": ("ct_intensity_8bit", "warning")}
+        "A__eightbit": ("ct_intensity_8bit", "warning"), "A__noair": ("ct_intensity_offset", "warning")}
     msg = rows["A__offset"]["message"]
     assert rows["A__offset"]["path"] == "A:offset.nii.gz" and "+1024" in msg
     assert "fixes: {intensity_offset: {value: -1024, when: '^offset\\.nii\\.gz$'" in msg and "docs/registry.md" in msg
     assert "8-bit" in rows["A__eightbit"]["message"]
+    assert "no air" not in msg and "+900 (not a usual offset: if the scan is cropped so tightly that it holds no air" \
+        in rows["A__noair"]["message"]
 
 
 def test_a_fix_that_corrects_only_part_of_the_offset_asks_for_the_whole(tmp_path: Path) -> None:
