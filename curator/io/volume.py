@@ -153,22 +153,33 @@ class Geometry:
         """A description of how ``other`` differs from this grid, or ``None`` when they agree.
 
         Origins and voxel corners are compared in millimetres with ``tol_mm``; direction
-        cosines with ``tol_dir``.
+        cosines with ``tol_dir``, except that a rotation moving no corner voxel of the grid by
+        more than ``tol_mm`` agrees (headers written by two tools differ by such rounding).
         """
         if self.shape != other.shape:
             return f"shape {self.shape} vs {other.shape}"
         sa, sb = np.array(self.spacing), np.array(other.spacing)
         if np.max(np.abs(sa - sb)) > tol_mm:
             return f"spacing {_num(np.round(sa, 5))} vs {_num(np.round(sb, 5))} mm"
-        if np.max(np.abs(self.direction - other.direction)) > tol_dir:
+        if np.max(np.abs(self.direction - other.direction)) > tol_dir and (
+                self.orientation != other.orientation or self._corner_shift(other) > tol_mm):
             return self._direction_difference(other, tol_mm, tol_dir)
-        # Far corner: catches small spacing differences that add up over the grid.
-        corner = np.array(self.shape, dtype=np.float64) - 1
-        for p in (np.zeros(3), corner):
+        # Corners: catch small spacing differences (and rotations) that add up over the grid.
+        for p in self._corners():
             d = float(np.linalg.norm(self.voxel_to_world(p) - other.voxel_to_world(p)))
             if d > tol_mm:
                 return f"voxel {tuple(int(x) for x in p)} lies {d:.4g} mm apart"
         return None
+
+    def _corners(self) -> NDArray[np.float64]:
+        """The 8 corner voxels' indices (8 × 3)."""
+        far = np.array(self.shape, dtype=np.float64) - 1
+        return np.array([[far[0] * i, far[1] * j, far[2] * k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+
+    def _corner_shift(self, other: Geometry) -> float:
+        """The largest distance (mm) between the same corner voxel on the two grids."""
+        c = self._corners()
+        return float(np.max(np.linalg.norm(self.voxel_to_world(c) - other.voxel_to_world(c), axis=1)))
 
     def _direction_difference(self, other: Geometry, tol_mm: float, tol_dir: float) -> str:
         """How two grids' direction cosines differ: the axes' orientation codes when they do,
@@ -176,20 +187,16 @@ class Geometry:
         if self.orientation != other.orientation:
             return f"direction {self.orientation} vs {other.orientation}"
         deg = _angle_deg(self.direction, other.direction)
-        corner = np.array(self.shape, dtype=np.float64) - 1
-        moved = float(np.linalg.norm(self.voxel_to_world(corner) - other.voxel_to_world(corner)))
-        return (f"direction cosines differ by {deg:.2g}° (both {self.orientation}; more than the {tol_dir:g} "
-                f"allowed per cosine, even though the far corner voxel lies only {moved:.2g} mm apart)"
-                if moved <= tol_mm else
-                f"direction cosines differ by {deg:.2g}° (both {self.orientation}; the far corner voxel lies "
-                f"{moved:.2g} mm apart)")
+        return (f"direction cosines differ by {deg:.2g}° (both {self.orientation}; a corner voxel lies "
+                f"{self._corner_shift(other):.2g} mm apart)")
 
     def axis_map(self, other: Geometry, tol_mm: float = 1e-3, tol_dir: float = 1e-4,
                  ) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]] | None:
         """How ``other`` indexes the *same voxel centres* as this grid, or ``None``.
 
-        The permuted/flipped axes must agree with this grid's within ``tol_dir`` (as in
-        :meth:`mismatch`): a rotated grid is not a re-indexing of this one.
+        The permuted/flipped axes must agree with this grid's within ``tol_dir``, or move no
+        corner voxel by more than ``tol_mm`` (as in :meth:`mismatch`): a rotated grid is not a
+        re-indexing of this one.
 
         Returns ``(perm, flips)`` such that ``np.flip(other_array.transpose(perm), flipped axes)``
         lies on this grid — e.g. a label saved by dcm2niix (LAS) for a DICOM image (LPS).
@@ -204,14 +211,12 @@ class Geometry:
                 return None
             perm.append(j)
             flips.append(bool(dots[j] < 0))
-        signs = np.where(flips, -1.0, 1.0)
-        if np.max(np.abs(d_other[:, perm] * signs - d_self)) > tol_dir:
-            return None  # the axes are also rotated (``mismatch`` says by how much): not a re-indexing
         if tuple(other.shape[j] for j in perm) != self.shape:
             return None
         if max(abs(other.spacing[j] - self.spacing[ax]) for ax, j in enumerate(perm)) > tol_mm:
             return None
-        for corner in ((0, 0, 0), tuple(n - 1 for n in self.shape)):
+        # every corner voxel where the re-indexing puts it (a rotation beyond tol_mm moves one)
+        for corner in (tuple(int(x) for x in c) for c in self._corners()):
             idx = np.zeros(3)
             for ax, j in enumerate(perm):
                 idx[j] = (other.shape[j] - 1 - corner[ax]) if flips[ax] else corner[ax]

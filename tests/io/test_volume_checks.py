@@ -120,15 +120,24 @@ def test_geometry_mismatch_prints_plain_numbers() -> None:
     assert a.mismatch(b) == "spacing (1.5, 1.5, 2.5) vs (1, 1, 1) mm"
 
 
-def test_a_slightly_rotated_grid_says_by_how_many_degrees() -> None:
-    """A 0.01° rotation is neither 'RAS vs RAS' nor a re-indexing of the same voxels."""
-    t = np.deg2rad(0.01)
+def _rotated(deg: float) -> Geometry:
+    t = np.deg2rad(deg)
     rot = np.eye(4)
     rot[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
-    a, b = Geometry.from_affine(SHAPE, AFF), Geometry.from_affine(SHAPE, rot @ AFF)
-    why = a.mismatch(b, tol_mm=0.01)
-    assert why is not None and why.startswith("direction cosines differ by 0.01°")
-    assert a.axis_map(b, tol_mm=0.01) is None
+    return Geometry.from_affine(SHAPE, rot @ AFF)
+
+
+def test_a_rotated_grid_says_by_how_many_degrees_unless_no_voxel_moves_beyond_the_tolerance() -> None:
+    """A 0.5° rotation is neither 'RAS vs RAS' nor a re-indexing of the same voxels; a 0.01°
+    one (two tools' rounding: no corner voxel moves 0.01 mm) is the same grid."""
+    a = Geometry.from_affine(SHAPE, AFF)
+    why = a.mismatch(_rotated(0.5), tol_mm=0.01)
+    assert why is not None and why.startswith("direction cosines differ by 0.5° (both RAS; a corner voxel lies")
+    assert a.axis_map(_rotated(0.5), tol_mm=0.01) is None
+    tiny = _rotated(0.01)
+    assert a._corner_shift(tiny) < 0.01 and np.max(np.abs(a.direction - tiny.direction)) > 1e-4  # > tol_dir
+    assert a.mismatch(tiny, tol_mm=0.01) is None
+    assert a.mismatch(tiny, tol_mm=0.001) is not None  # the same rotation, a stricter tolerance
     flipped = Geometry.from_affine(SHAPE, AFF @ np.diag([-1.0, 1.0, 1.0, 1.0]) @ _shift(SHAPE[0] - 1))
     assert a.axis_map(flipped) == ((0, 1, 2), (True, False, False))  # a true re-indexing still maps
 
