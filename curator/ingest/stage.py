@@ -77,7 +77,7 @@ class IngestStage(Stage):
                     "patient_id": ws.pseudonym(spec.name, c.patient_raw),
                     "study_key": ws.pseudonym(spec.name, *study, prefix="s"),
                     "modality": c.modality, "region": spec.region, "split": c.split,
-                    "image": c.image, "image_is_dir": c.image_is_dir, "channel": c.channel,
+                    "image": c.image, "image_is_dir": c.image_is_dir, "channel": c.channel, "channels": c.channels,
                     "format": c.format, "labels": [list(x) for x in c.labels],
                     "encoding": spec.labels.encoding, "any_nonzero": spec.labels.any_nonzero,
                     "fixes": spec.fixes,
@@ -114,7 +114,8 @@ class IngestStage(Stage):
         ref_geom: Geometry | None = None
         if p["image"] is not None:
             path = resolve_inside(root, root / p["image"]) if not p["image_is_dir"] else root / p["image"]
-            vol = read_volume(path, role="image", channel=p["channel"], max_voxels=config.max_voxels)
+            vol = read_volume(path, role="image", channel=p["channel"], channels=p.get("channels"),
+                              max_voxels=config.max_voxels)
             ref_geom = vol.geometry
             facts, low = _image_facts(vol, path, p["image_is_dir"], low_end=p["modality"] == "CT")
             row.update(facts)

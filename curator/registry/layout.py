@@ -122,6 +122,7 @@ class CaseFiles:
     modality: str
     patient_raw: str
     format: str | None
+    channels: int | None = None  # channels the layout declares for the file (when ``channel`` picks one)
 
     @property
     def label_only(self) -> bool:
@@ -240,7 +241,8 @@ def _index_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, roo
                 case_id=make_case_id(name, parts), source_case=case, fields=fields, entry=idx, image=img,
                 image_is_dir=False, channel=ch, sequence=seq, labels=[("", lab)] if lab else [],
                 split=entry.split or split, modality=spec.modality_for(entry, seq),
-                patient_raw=_patient(spec, fields), format=entry.format))
+                patient_raw=_patient(spec, fields), format=entry.format,
+                channels=len(channels) if ch is not None else None))
     return out
 
 
@@ -330,7 +332,8 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
                     case_id=make_case_id(name, parts), source_case=g.get("case", parts[0]), fields=fields,
                     entry=idx, image=f, image_is_dir=entry.image_is_dir, channel=ch, sequence=seq,
                     labels=labs, split=_split(entry, g), modality=spec.modality_for(entry, seq),
-                    patient_raw=_patient(spec, fields), format=entry.format))
+                    patient_raw=_patient(spec, fields), format=entry.format,
+                    channels=len(entry.channels) if ch is not None else None))
             problems.extend(_unused(root, dropped, f, out[-1].case_id))
             if labs:
                 report_labels(lkey, out[-1].case_id)

@@ -90,3 +90,27 @@ def test_one_dataset_under_two_aliases_gives_two_sets_of_cases(tmp_path: Path) -
     assert cases["v1__a"]["patient_id"] == cases["v2__a"]["patient_id"]  # the same patient in both versions
     assert problems == []
 
+
+
+def test_a_file_with_more_channels_than_the_index_declares_is_refused(tmp_path: Path) -> None:
+    """An MSD task declaring {0: T2, 1: ADC} whose file holds three channels: which channel is
+    which is unknown, so the case is refused (not silently cut to two sequences)."""
+    import nibabel as nib
+    import numpy as np
+
+    root = tmp_path / "raw"
+    g = grid((12, 10, 8), (1.5, 1.5, 3.0), "RAS")
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True)
+    for case, n in (("pr_001", 2), ("pr_002", 3)):
+        four_d = rng.normal(100, 10, (*g.shape, n)).astype(np.float32)
+        nib.save(nib.Nifti1Image(four_d, g.matrix), root / "imagesTr" / f"{case}.nii.gz")
+        save_nifti(root / "labelsTr" / f"{case}.nii.gz", label_array((1,), g.shape), g, np.uint8)
+    training = [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ("pr_001", "pr_002")]
+    (root / "dataset.json").write_text(json.dumps({"modality": {"0": "T2", "1": "ADC"}, "training": training}))
+    yml = _spec(tmp_path, [{"index": "dataset.json"}], {"values": {1: "prostate"}})
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert sorted(cases) == ["Toy__pr_001__ADC", "Toy__pr_001__T2"]
+    rows = {(p["case_id"], p["kind"]) for p in problems if p["severity"] == "error"}
+    assert rows == {("Toy__pr_002__T2", "not_3d"), ("Toy__pr_002__ADC", "not_3d")}
+    assert all("3" in p["message"] for p in problems if p["case_id"].startswith("Toy__pr_002"))
