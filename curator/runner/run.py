@@ -131,7 +131,9 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     for name, table in tables.items():
         ws.write_table(name, table)
         report.tables[name] = table.num_rows
-    _write_problems(ctx, stage_cls.name, ordered, extra=getattr(stage, "extra_problems", []))
+    extra = getattr(stage, "extra_problems", [])  # rows not tied to one task (e.g. the plan's duplicate files)
+    report.warnings += len(extra)  # they failed no case, but the summary must not say "0 warnings" over them
+    _write_problems(ctx, stage_cls.name, ordered, extra=extra)
     report.seconds = time.perf_counter() - t0
     atomic_write_json(ws.stage_dir(stage_cls.name) / "stage.json", {
         "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,

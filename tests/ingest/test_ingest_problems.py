@@ -114,3 +114,16 @@ def test_a_file_with_more_channels_than_the_index_declares_is_refused(tmp_path: 
     rows = {(p["case_id"], p["kind"]) for p in problems if p["severity"] == "error"}
     assert rows == {("Toy__pr_002__T2", "not_3d"), ("Toy__pr_002__ADC", "not_3d")}
     assert all("3" in p["message"] for p in problems if p["case_id"].startswith("Toy__pr_002"))
+
+
+def test_the_stage_summary_counts_problems_not_tied_to_a_case(tmp_path: Path) -> None:
+    """Two files for one case: the unused one is a duplicate_case row of the plan, and the stage's
+    summary line counts it (it used to say '0 warnings' over a problems table with rows)."""
+    root = tmp_path / "raw"
+    write_tree(root, [("a/p01.nii.gz", "image", ()), ("b/p01.nii.gz", "image", ())])
+    yml = _spec(tmp_path, [{"image": "**/{case}.nii.gz"}], {"values": {1: "liver"}})
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    (report,) = run(pipe, stages=["ingest"]).reports
+    problems = table(pipe, "problems__ingest").to_pylist()
+    assert [p["kind"] for p in problems] == ["duplicate_case"]
+    assert report.warnings == len(problems) == 1 and "1 warnings" in report.line()
