@@ -29,10 +29,11 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from curator.errors import InputError, LabelError
+from curator.errors import ConfigError, InputError, LabelError
 from curator.io.fsutil import atomic_path
 from curator.pseudolabel.outputs import attention_path, read_attention
 from curator.pseudolabel.terms import term_name
+from curator.report.gallery import oriented_slice
 from curator.store import CaseStore
 
 log = logging.getLogger("curator")
@@ -48,6 +49,10 @@ class ReviewExport:
 
 def select_cases(attention: list[dict[str, Any]], fraction: float | None, top: int | None) -> list[str]:
     """Case ids by review rank: the ``review`` flag, or the top ``fraction`` / ``top`` cases."""
+    if top is not None and top < 1:
+        raise ConfigError("config_error", f"--top {top}: give a number of cases, at least 1")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise ConfigError("config_error", f"--fraction {fraction}: give a share in (0, 1], e.g. 0.05 for 5 %")
     ranks = sorted({(r["review_rank"], r["case_id"], r["case_attention_size"], r["review"]) for r in attention})
     if top is not None:
         return [c for _, c, _, _ in ranks[:top]]
@@ -64,14 +69,21 @@ def _window(img: NDArray[Any], modality: str) -> NDArray[np.uint8]:
 
 
 def preview(image: NDArray[Any], label: NDArray[np.bool_], attention: NDArray[np.bool_], modality: str,
-            scale: int = 3) -> Image.Image:
-    """RGB slice: grey image, green pseudo label, red attention (rows = second axis, flipped up)."""
+            scale: int = 3, direction: NDArray[np.float64] | None = None) -> Image.Image:
+    """RGB slice of the store's third axis: grey image, green pseudo label, red attention. With the
+    store's ``direction`` cosines it is laid out as the report's gallery lays out axial slices —
+    anterior up, the patient's right on the viewer's left (radiological); without them, rows are
+    the second array axis flipped up."""
     grey = _window(image, modality)
     rgb = np.stack([grey] * 3, axis=-1).astype(np.float32)
     rgb[label] = 0.55 * rgb[label] + 0.45 * np.array([40, 220, 60])
     rgb[attention] = 0.45 * rgb[attention] + 0.55 * np.array([255, 30, 30])
-    rgb = np.flipud(np.transpose(rgb, (1, 0, 2))).clip(0, 255).astype(np.uint8)
-    img = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if direction is not None and int(np.argmax(np.abs(direction[2, :]))) == 2:  # the third axis is axial
+        rgb = np.stack([oriented_slice(rgb[:, :, c, None], direction, np.zeros(3), "axial") for c in range(3)],
+                       axis=-1)
+    else:
+        rgb = np.flipud(np.transpose(rgb, (1, 0, 2)))
+    img = Image.fromarray(np.ascontiguousarray(rgb.clip(0, 255).astype(np.uint8)), "RGB")
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
@@ -129,7 +141,8 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
             bit = next(k for k, t in names.items() if t == r["term_id"])
             att = (np.asarray(bits[:, :, z]) >> bit) & 1
             img = preview(np.asarray(store.image[:, :, z]), store.mask(r["term_id"], "pseudo",
-                          (slice(None), slice(None), slice(z, z + 1)))[:, :, 0], att.astype(bool), modality)
+                          (slice(None), slice(None), slice(z, z + 1)))[:, :, 0], att.astype(bool), modality,
+                          direction=store.geometry.direction)
             name = f"preview_{r['term_id']}.png"
             _save_png(img, folder / name)
             files.append(name)

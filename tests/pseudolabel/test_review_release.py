@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from curator.pseudolabel.release import assembled_label_map, assembled_mask
 from curator.pseudolabel.review import export_review, import_review
@@ -106,3 +107,33 @@ def test_review_image_is_in_physical_units(tmp_path: Path) -> None:
     assert np.allclose(got, store.read("image").astype(np.float32) * 0.5)
     assert np.array_equal(np.asarray(nib.load(tmp_path / "out" / "pseudo.nii.gz").dataobj),
                           store.read("labels/original/0"))
+
+
+@pytest.mark.parametrize("flip_x", [False, True])
+def test_previews_are_radiological_whatever_the_store_axes(flip_x: bool) -> None:
+    """The patient's right is on the viewer's left and anterior is up, as in the report's gallery."""
+    from curator.pseudolabel.review import preview
+
+    nx, ny = 40, 30
+    direction = np.diag([-1.0 if flip_x else 1.0, 1.0, 1.0])  # RAS store, or LAS (x towards the left)
+    right_x = 0 if flip_x else nx - 1  # the array index on the patient's right
+    label = np.zeros((nx, ny), bool)
+    label[min(right_x, nx - 5):max(right_x + 1, 5), ny - 5:] = True  # right and anterior corner
+    img = np.asarray(preview(np.zeros((nx, ny)), label, np.zeros((nx, ny), bool), "CT", scale=1,
+                             direction=direction))
+    green = (img[..., 1] > 100) & (img[..., 0] < 100)
+    rows, cols = np.nonzero(green)
+    assert img.shape[:2] == (ny, nx)
+    assert cols.max() < nx // 2, "the patient's right is on the viewer's left"
+    assert rows.max() < ny // 2, "anterior is up"
+
+
+def test_review_selection_refuses_counts_and_shares_that_cannot_be_meant() -> None:
+    from curator.errors import ConfigError
+    from curator.pseudolabel.review import select_cases
+
+    rows = [{"review_rank": i, "case_id": f"c{i}", "case_attention_size": 1.0, "review": i == 1} for i in (1, 2, 3)]
+    assert select_cases(rows, None, 2) == ["c1", "c2"] and select_cases(rows, 0.34, None) == ["c1", "c2"]
+    for fraction, top in ((None, -1), (None, 0), (5.0, None), (0.0, None)):
+        with pytest.raises(ConfigError):
+            select_cases(rows, fraction, top)
