@@ -140,8 +140,31 @@ def section_table(d: ReportData, name: str, title: str, anchor: str, empty: str,
         return out[0] + f'<p class="muted">{html.escape(empty)}</p>'
     df = d.get(name)
     if sort:
-        df = df.sort([c for c in sort if c in df.columns])
+        missing = [c for c in sort if c not in df.columns]
+        if missing:  # a renamed column must not silently unsort a section
+            raise ValueError(f"report section {name}: no column {missing} to sort by")
+        df = df.sort(sort)
     return out[0] + table_html(df, limit)
+
+
+WORKLIST_COLUMNS = ["review_rank", "case_id", "dataset", "term_id", "attention_size", "attention_ml",
+                    "inconsistency", "uncertainty", "overlap", "pseudo_ml", "peak_slice"]
+
+
+def section_worklist(d: ReportData, limit: int = 200) -> str:
+    """The cases flagged for review, by rank (then each case's terms by attention), as worklist.csv."""
+    out = '<h2 id="review">Review worklist</h2>'
+    if not d.has("attention"):
+        return out + '<p class="muted">no attention table in this release (the pseudolabel stage did not run)</p>'
+    att = d.get("attention")
+    flagged = att.filter(pl.col("review")).sort(["review_rank", "attention_size"], descending=[False, True])
+    cases = flagged["case_id"].n_unique()
+    if not cases:
+        return out + f'<p class="muted">no case flagged for review among {att["case_id"].n_unique()}</p>'
+    note = (f'<p class="muted">{cases} of {att["case_id"].n_unique()} cases flagged; one row per (case, term) '
+            "with attention; previews and editable files: <code>review/worklist.csv</code>, "
+            "<code>curator review export</code></p>")
+    return out + note + table_html(flagged, limit, WORKLIST_COLUMNS)
 
 
 def section_problems(d: ReportData) -> str:
@@ -164,8 +187,7 @@ def build_html(d: ReportData, *, max_terms: int = 12, max_gallery: int = 24) -> 
         section_table(d, "duplicates", "Duplicate groups", "dedup", "no duplicates table in this release",
                       ["group_id", "case_id"], 300),
         section_problems(d),
-        section_table(d, "attention", "Review worklist", "review",
-                      "no attention table in this release (the pseudolabel stage did not run)", ["rank"], 100),
+        section_worklist(d),
     ]
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("counts", "counts"), ("qc", "quality control"),
                                                           ("dedup", "duplicates"), ("problems", "problems"),

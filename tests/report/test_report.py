@@ -144,3 +144,17 @@ def test_empty_qc_table_report() -> None:
     page = build_html(ReportData.from_arrow({"qc": qc}))
     assert "no qc table" in page
     assert isinstance(qc, pa.Table)
+
+
+def test_worklist_section_lists_the_flagged_cases_by_rank() -> None:
+    """Flagged (case, term) rows only, rank 1 first, whatever the attention table's row order and size."""
+    import polars as pl
+
+    from curator.report.html import section_worklist
+
+    rows = [{"case_id": f"C{i:03d}", "dataset": "D", "term_id": "liver", "attention_size": float(i),
+             "review_rank": 300 - i, "review": i >= 298} for i in range(300)]  # 300 rows, ranks reversed
+    html_text = section_worklist(ReportData({"attention": pl.DataFrame(rows)}))
+    assert "2 of 300 cases flagged" in html_text
+    first, second = html_text.index("C299"), html_text.index("C298")
+    assert first < second and "C297" not in html_text and "C000" not in html_text
