@@ -17,7 +17,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @handle_errors
     def eval_(pipeline: PipelineArg,
               pred: Annotated[str, typer.Option(help="label layer to evaluate")] = "pseudo",
-              ref: Annotated[str, typer.Option(help="reference label layer")] = "original",
+              ref: Annotated[str, typer.Option(help="reference label layer (pseudo labels exist only for terms "
+                                                   "a dataset leaves out: compare them with `revised`, after "
+                                                   "`curator review import`)")] = "revised",
               tolerance_mm: Annotated[float, typer.Option("--tolerance-mm", help="NSD tolerance in mm")] = 2.0,
               attention: Annotated[bool, typer.Option("--attention", help="also score the attention map's "
                                                       "error detection (volume level)")] = False,

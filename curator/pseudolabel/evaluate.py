@@ -146,23 +146,81 @@ def detection_case(pairs: Sequence[tuple[Bool, Bool]], attention: Sequence[Bool]
     return det, labels
 
 
+def check_request(pred: str, ref: str, terms: Sequence[str] = (), held: Sequence[str] = ()) -> None:
+    """Refuse label layers that are not :data:`curator.store.LAYERS` and term ids the taxonomy
+    does not know (``held``: ids some store holds, accepted too), naming the close ones."""
+    import difflib
+
+    from curator.errors import ConfigError
+    from curator.store import LAYERS
+    from curator.taxonomy import load_taxonomy
+
+    for flag, layer in (("--pred", pred), ("--ref", ref)):
+        if layer not in LAYERS:
+            close = difflib.get_close_matches(layer, LAYERS, n=1)
+            raise ConfigError("config_error", f"{flag} {layer!r} is not a label layer",
+                              remedy=(f"did you mean {close[0]!r}? " if close else "")
+                              + f"the layers are {', '.join(LAYERS)}")
+    tax = load_taxonomy()
+    for t in terms:
+        if t in held or tax.get(t) is not None:
+            continue
+        found = tax.resolve(t)
+        hint = ([found.id] if found is not None
+                else list(dict.fromkeys([x.id for x in tax.suggest(t)]
+                                        + difflib.get_close_matches(t, list(tax.terms), n=3))))
+        some = sorted(held)[:20]
+        raise ConfigError("config_error", f"--term {t!r} is not a term id",
+                          remedy=(f"did you mean {', '.join(hint)}? " if hint else "")
+                          + (f"the stores hold {', '.join(some)}{', …' if len(held) > len(some) else ''}; "
+                             if some else "")
+                          + "all term ids are listed by `curator labels tree`")
+
+
+def _nothing_compared(pred: str, ref: str, terms: Sequence[str], held: dict[str, dict[str, set[str]]]) -> str:
+    """Why no (case, term) holds both layers: which stores hold which layer and terms."""
+    what = ", ".join(terms) if terms else "a term"
+    n_pred, n_ref = sum(pred in ls for ls in held.values()), sum(ref in ls for ls in held.values())
+    why = [(f"no case holds {what} in both the {pred!r} and the {ref!r} layer: of {len(held)} store(s), "
+            f"{n_pred} hold {pred!r}, {n_ref} hold {ref!r}")]
+    both = [ls for ls in held.values() if pred in ls and ref in ls]
+    if both:
+        def terms_of(layer: str) -> str:
+            return ", ".join(sorted({t for ls in both for t in ls[layer]})) or "none"
+
+        why.append(f"the {len(both)} holding both share {'none of these' if terms else 'no term'} ({pred}: {terms_of(pred)}; "
+                   f"{ref}: {terms_of(ref)})")
+    if {pred, ref} == {"pseudo", "original"}:
+        why.append("the pseudolabel stage labels only the terms a dataset does not annotate, so a case's pseudo "
+                   "and original labels never cover the same term")
+    return "; ".join(why)
+
+
 def evaluate_layers(workspace: Path, pred: str, ref: str, *, tolerance_mm: float = 2.0,
                     attention: bool = False, min_ml: float = 0.5,
                     terms: Sequence[str] = ()) -> list[dict[str, Any]]:
     """DSC/NSD of layer ``pred`` against ``ref`` per (case, term) present in both layers of each
-    store; with ``attention``, also the error detection counts of the pseudolabel attention map."""
+    store; with ``attention``, also the error detection counts of the pseudolabel attention map.
+
+    Unknown layer names or term ids, and a request no (case, term) can answer (e.g. ``pseudo``
+    against ``original``: pseudo labels exist only for terms a dataset does not annotate), are a
+    :class:`~curator.errors.ConfigError` saying why, rather than an empty table."""
+    from curator.errors import ConfigError
     from curator.pseudolabel.outputs import attention_path, read_attention
     from curator.store import CaseStore
 
+    check_request(pred, ref)
+    stores = {path: CaseStore(path) for path in sorted((workspace / "stores").glob("*.zarr"))}
+    held = {path.stem: {layer: set(s.terms(layer)) for layer in s.layers()} for path, s in stores.items()}
+    check_request(pred, ref, terms, {t for ls in held.values() for ts in ls.values() for t in ts})
     out = []
-    for path in sorted((workspace / "stores").glob("*.zarr")):
-        store = CaseStore(path)
-        layers = store.layers()
-        if pred not in layers or ref not in layers:
+    for path, store in stores.items():
+        ls = held[path.stem]
+        if pred not in ls or ref not in ls:
             continue
-        common = [t for t in store.terms(pred) if t in store.terms(ref) and (not terms or t in terms)]
+        common = [t for t in store.terms(pred) if t in ls[ref] and (not terms or t in terms)]
         bits, names = (read_attention(attention_path(workspace, path.stem))
-                       if attention and attention_path(workspace, path.stem).exists() else (None, {}))
+                       if attention and common and attention_path(workspace, path.stem).exists() else (None, {}))
         sp = store.geometry.spacing
         for t in common:
             a, b = store.mask(t, pred), store.mask(t, ref)
@@ -176,6 +234,19 @@ def evaluate_layers(workspace: Path, pred: str, ref: str, *, tolerance_mm: float
                 row.update({"errors": d.errors, "detected": d.detected, "alarms": d.alarms,
                             "true_alarms": d.true_alarms})
             out.append(row)
+    if not out:
+        n_revised = sum("revised" in ls for ls in held.values())
+        shared = sorted({t for ls in held.values() if pred in ls and ref in ls for t in ls[pred] & ls[ref]})
+        if terms and shared:
+            remedy = f"the two layers share {', '.join(shared)}: give some of these with --term, or no --term"
+        elif "pseudo" in (pred, ref) and "revised" not in (pred, ref):
+            remedy = ("compare pseudo labels with a reviewer's revision: `curator eval pipeline.yaml --pred pseudo "
+                      "--ref revised`" + (f" ({n_revised} store(s) hold a revised layer)" if n_revised else
+                                          ", after `curator review export` and `curator review import`"))
+        else:
+            remedy = "pick two layers some case holds for the same term (`curator eval --pred pseudo --ref revised` " \
+                     "after a review import)"
+        raise ConfigError("config_error", _nothing_compared(pred, ref, terms, held), remedy=remedy)
     return out
 
 
