@@ -194,6 +194,12 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("label_rejected", "ingest rejected the case's label: harmonize gives it no labels rows and "
                 "preprocess stores the image without labels",
                 "fix the label file (see the ingest problem of this case) and re-run"),
+    ProblemKind("revised_label_resampled", "preprocess rebuilt a store on another grid and resampled its "
+                "reviewed labels onto it (nearest neighbour)", "nothing to do; re-review the case if its labels "
+                "are thin"),
+    ProblemKind("revised_label_lost", "the labels table lists a reviewed label the case's store does not hold "
+                "(the store was rebuilt without the workspace's copy of the review)",
+                "run `curator review import` on the review folder again, then release again"),
     ProblemKind("label_empty", "the label map holds only background",
                 "nothing to do if the case truly has no annotated structure; otherwise re-export"),
     ProblemKind("ct_intensity_offset", "a CT's low end is far above air (-1000 HU): it was stored with an "

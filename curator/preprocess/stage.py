@@ -95,10 +95,52 @@ class PreprocessStage(Stage):
         attrs = {"case_id": task.case_id, "dataset": p["dataset"], **prep.attrs,
                  "label_raw_values": [{str(k): v for k, v in raw.items()} for _, _, raw in prep.planes],
                  "stage_version": cls.version, "config_hash": config.config_hash()}
+        _keep_revised(dest)
         CaseStore.create(dest, geometry=prep.geometry, attrs=attrs, image=prep.image, body=prep.body,
                          labels=[(a, v) for a, v, _ in prep.planes], chunks=tuple(config.inner_chunks) or None)
+        _carry_revised(dest, warn)
         out.rows = {"preprocessed": [_row(task.case_id, p, prep, store_sha256(dest))]}
         return out
+
+
+def _keep_revised(dest: Path) -> None:
+    """Before a store is replaced: a revised layer imported without a workspace copy (by an older
+    curator) gets one, so the rebuild can carry it."""
+    from curator.pseudolabel.review import revised_copy_path, save_revised_copy
+
+    if not dest.exists() or revised_copy_path(dest).exists():
+        return
+    old = CaseStore(dest)
+    if "revised" in old.layers():
+        ((array, values),) = list(old.planes("revised"))  # import writes one plane
+        save_revised_copy(old, np.asarray(array[...]), values)
+
+
+def _carry_revised(dest: Path, warn: Any) -> None:
+    """Rebuild the store's ``revised`` layer from the workspace's copy of the imported review
+    (``curator review import``): human work no stage can redo. Nearest neighbour in physical
+    space onto the new grid — identical when the grid did not change."""
+    from scipy import ndimage
+
+    from curator.pseudolabel.review import load_revised_copy
+
+    copy = load_revised_copy(dest)
+    if copy is None:
+        return
+    data, affine, values = copy
+    store = CaseStore(dest)
+    new_geom = store.geometry
+    old_geom = Geometry.from_affine(tuple(int(n) for n in data.shape), affine)
+    same = old_geom.mismatch(new_geom, tol_mm=1e-3) is None
+    m = np.linalg.inv(old_geom.matrix) @ new_geom.matrix  # new voxel -> world -> old voxel
+    plane = data if same else ndimage.affine_transform(data, m[:3, :3], m[:3, 3], output_shape=new_geom.shape,
+                                                       order=0, mode="constant", cval=0)
+    store.write_layer("revised", [(plane, values)], {
+        "origin": "revised", "source": "curator review import",
+        "carried_over": "same grid" if same else "resampled (nearest) when the store was rebuilt"})
+    if not same:
+        warn(InputError("revised_label_resampled", "the store was rebuilt on another grid: its reviewed labels "
+                        "were resampled onto it (nearest neighbour)"), severity="info")
 
 
 def _image_fixes(image: Volume, fixes: dict[str, Any], rel: str) -> tuple[Volume, float]:

@@ -59,6 +59,8 @@ def release_step(builder: Any) -> None:
     for origin, name in PRIVATE_TABLES.items():
         t = ws.read_table(name)
         extra = t.to_pylist() if t is not None else []
+        if origin == "revised":
+            extra = check_revised(builder, extra)
         counts[origin] = len(extra)
         rows += extra
     if len(rows) == len(base):
@@ -68,6 +70,39 @@ def release_step(builder: Any) -> None:
     chosen = {o: sum(r["origin"] == o for r in assembled) for o in PRIORITY}
     builder.extra["label_assembly"] = {"priority": list(PRIORITY), "rows_in": counts, "rows_out": chosen}
     log.info("labels assembled by priority %s: %s", " > ".join(PRIORITY), chosen)
+
+
+def check_revised(builder: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Revised rows as the stores hold them now: voxels and volume counted on the store's grid
+    (a rebuilt store resampled them); a row whose store lacks the reviewed term is dropped with a
+    ``revised_label_lost`` problem rather than released as if it were used."""
+    import pyarrow as pa
+
+    from curator.errors import CuratorError
+    from curator.runner.stage import problem_row
+
+    stores = builder.ctx.workspace.stores_dir
+    out, lost = [], []
+    for cid in sorted({r["case_id"] for r in rows}):
+        mine = [r for r in rows if r["case_id"] == cid]
+        path = stores / f"{cid}.zarr"
+        store = CaseStore(path) if path.exists() else None
+        held = set(store.terms("revised")) if store is not None and "revised" in store.layers() else set()
+        ml = store.geometry.voxel_volume_mm3 / 1000.0 if store is not None else 0.0
+        for r in mine:
+            if r["term_id"] not in held:
+                lost.append(problem_row("release", CuratorError(
+                    "revised_label_lost", f"the reviewed {r['term_id']} is not in the case's store"),
+                    dataset=r.get("dataset"), case_id=cid, path=f"stores/{cid}.zarr", severity="warning"))
+                continue
+            n = int(store.mask(r["term_id"], "revised").sum()) if store is not None else 0
+            out.append({**r, "voxels": n, "volume_ml": n * ml, "present": n > 0})
+    if lost:
+        log.warning("release: %d reviewed label(s) are missing from their stores (see problems)", len(lost))
+        problems = builder.tables["problems"] if "problems" in builder.tables else to_arrow("problems", [])
+        builder.tables["problems"] = pa.concat_tables([problems, to_arrow("problems", lost)],
+                                                      promote_options="permissive")
+    return out
 
 
 def record_models(builder: Any) -> None:

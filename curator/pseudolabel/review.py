@@ -163,6 +163,31 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
     return res
 
 
+def revised_copy_path(store_path: Path) -> Path:
+    """``<workspace>/revised/<case_id>.npz``: the workspace's own copy of an imported revision
+    (the store's ``revised`` layer is rebuilt from it when preprocess rewrites the store)."""
+    return store_path.parent.parent / "revised" / f"{store_path.stem}.npz"
+
+
+def save_revised_copy(store: CaseStore, data: NDArray[Any], values: dict[int, list[str]]) -> Path:
+    dest = revised_copy_path(store.path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, data=data, affine=store.geometry.matrix,
+                            values=np.array(json.dumps({str(k): v for k, v in values.items()})))
+    return dest
+
+
+def load_revised_copy(store_path: Path) -> tuple[NDArray[Any], NDArray[np.float64], dict[int, list[str]]] | None:
+    """(label array, its voxel -> RAS affine, code -> terms) of an imported revision, or None."""
+    path = revised_copy_path(store_path)
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        values = {int(k): list(v) for k, v in json.loads(str(z["values"])).items()}
+        return np.asarray(z["data"]), np.asarray(z["affine"], dtype=np.float64), values
+
+
 def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Write ``folder/revised.nii.gz`` as the store's revised layer; (labels rows, terms) of it."""
     from curator.io.formats import read_volume
@@ -189,6 +214,7 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     keep = {c: [t for t in ts if t not in annotated] for c, ts in codes.items()}
     keep = {c: ts for c, ts in keep.items() if ts}
     data[~np.isin(data, list(keep))] = 0
+    save_revised_copy(store, data, keep)  # first: the store's layer can be rebuilt from it, not the reverse
     store.write_layer("revised", [(data, keep)], {"origin": "revised", "source": "curator review import"})
     ml = store.geometry.voxel_volume_mm3 / 1000.0
     rows = []

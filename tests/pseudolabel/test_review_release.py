@@ -137,3 +137,65 @@ def test_review_selection_refuses_counts_and_shares_that_cannot_be_meant() -> No
     for fraction, top in ((None, -1), (None, 0), (5.0, None), (0.0, None)):
         with pytest.raises(ConfigError):
             select_cases(rows, fraction, top)
+
+
+def _import_half_erased(phantom_ws, tmp_path: Path):
+    """A workspace whose top review case came back with half of every pseudo label erased."""
+    ctx, _ = phantom_ws()
+    ws = ctx.workspace
+    run_stage(ctx, PseudolabelStage)
+    out = tmp_path / "review"
+    cid = export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=1, images=False).cases[0]
+    pseudo = nib.load(out / cid / "pseudo.nii.gz")
+    data = np.asarray(pseudo.dataobj).copy()
+    data[: data.shape[0] // 2] = 0
+    nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
+    assert import_review(ws, out)[0] == [cid]
+    return ctx, ws.stores_dir / f"{cid}.zarr"
+
+
+def test_reviewed_labels_survive_a_store_rebuild(phantom_ws, tmp_path: Path) -> None:
+    """Preprocess rebuilding a store (e.g. a new target spacing) carries the imported review onto
+    the new grid (nearest neighbour in physical space) and says so."""
+    from curator.io.volume import Geometry
+    from curator.preprocess.stage import _carry_revised, _keep_revised
+    from curator.pseudolabel.review import revised_copy_path
+
+    _, path = _import_half_erased(phantom_ws, tmp_path)
+    assert revised_copy_path(path).is_file()
+    old = CaseStore(path)
+    terms = old.terms("revised")
+    before = {t: old.mask(t, "revised") for t in terms}
+    assert terms and any(m.any() for m in before.values())
+    # rebuilt at twice the spacing with the same origin: new voxel i is old voxel 2i
+    g = old.geometry
+    m = g.matrix.copy()
+    m[:3, :3] *= 2
+    coarse = Geometry.from_affine(tuple((n + 1) // 2 for n in g.shape), m)
+    _keep_revised(path)
+    CaseStore.create(path, geometry=coarse, attrs={k: v for k, v in old.attrs.items() if k not in ("affine", "shape")},
+                     image=np.asarray(old.image[...])[::2, ::2, ::2], labels=[(np.zeros(coarse.shape, np.uint8), {})])
+    notes: list[tuple[str, str]] = []
+    _carry_revised(path, lambda err, severity: notes.append((err.kind, severity)))
+    new = CaseStore(path)
+    assert new.terms("revised") == terms and notes == [("revised_label_resampled", "info")]
+    for t in terms:
+        assert np.array_equal(new.mask(t, "revised"), before[t][::2, ::2, ::2])
+
+
+def test_a_reviewed_label_missing_from_its_store_is_not_released(phantom_ws, tmp_path: Path) -> None:
+    """A store rebuilt without the workspace's copy of the review (an older curator): the release
+    drops the reviewed rows (the pseudo label stands) and says why, instead of listing them as used."""
+    import shutil
+
+    from curator.pseudolabel.review import revised_copy_path
+
+    ctx, path = _import_half_erased(phantom_ws, tmp_path)
+    cid, terms = path.stem, CaseStore(path).terms("revised")
+    shutil.rmtree(path / "labels" / "revised")
+    revised_copy_path(path).unlink()
+    release = build_release(ctx)
+    labels = pq.read_table(release / "labels.parquet").to_pylist()
+    assert not [r for r in labels if r["case_id"] == cid and r["origin"] == "revised"]
+    lost = [p for p in pq.read_table(release / "problems.parquet").to_pylist() if p["kind"] == "revised_label_lost"]
+    assert sorted(p["message"].split("reviewed ")[1].split(" ")[0] for p in lost) == sorted(terms)
