@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from curator.cli.common import OutputFormat, emit, err, handle_errors, out
 
@@ -80,7 +81,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.envinfo import environment
 
         for k, v in environment().items():
-            out.print(f"{k:>22}: {v}", highlight=False)
+            out.print(escape(f"{k:>22}: {v}"), highlight=False)
 
     @app.command("demo")
     @handle_errors
@@ -95,11 +96,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         res = run_demo(out_dir, workers=workers, executor=executor, progress=progress)
         for r in res.result.reports:
             err.print(f"[green]✓[/] {r.line()}", highlight=False)
-        out.print(f"\n[bold]Demo finished in {res.seconds:.0f} s[/] in {res.folder}", highlight=False)
-        out.print(f"  pipeline : {res.pipeline}", highlight=False)
-        out.print(f"  release  : {res.result.release}", highlight=False)
+        out.print(f"\n[bold]Demo finished in {res.seconds:.0f} s[/] in {escape(str(res.folder))}", highlight=False)
+        out.print(escape(f"  pipeline : {res.pipeline}"), highlight=False)
+        out.print(escape(f"  release  : {res.result.release}"), highlight=False)
         out.print(f"  planted duplicates: {len(res.data.duplicates)}, broken inputs: {len(res.data.broken)}")
-        out.print(f"\nExample query:\n  curator query {res.result.release} \"{EXAMPLE_QUERY}\"\n",
+        out.print(escape(f"\nExample query:\n  curator query {res.result.release} \"{EXAMPLE_QUERY}\"\n"),
                   highlight=False)
         rel = Release(res.result.release)  # type: ignore[arg-type]
         q = rel.sql(EXAMPLE_QUERY)

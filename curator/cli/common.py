@@ -79,9 +79,10 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputForma
         w.writerows(rows)
         sys.stdout.write(buf.getvalue())
     else:
-        t = Table(title=title, show_lines=False)
+        # cells are data, not markup: "[kind]" in a message must print, not vanish as a style tag
+        t = Table(title=None if title is None else escape(title), show_lines=False)
         for c in columns:
-            t.add_column(str(c), overflow="fold")
+            t.add_column(escape(str(c)), overflow="fold")
         for r in rows:
-            t.add_row(*("" if v is None else str(v) for v in r))
+            t.add_row(*("" if v is None else escape(str(v)) for v in r))
         out.print(t)

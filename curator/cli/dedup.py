@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from curator.cli.common import err, handle_errors
 
@@ -36,4 +37,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                              remedy=f"run `curator dedup {pipeline}` first")
         written = build_report(dup.to_pylist(), {c["case_id"]: c for c in cases.to_pylist()},
                                {n: s.root for n, s in ctx.sources.items()}, out, group_id or None)
-        err.print(f"[green]✓[/] {len(written)} group figure(s) in {out / 'index.html'}", highlight=False)
+        err.print(f"[green]✓[/] {len(written)} group figure(s) in {escape(str(out / 'index.html'))}", highlight=False)

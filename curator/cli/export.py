@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from curator.cli.common import handle_errors, out
 
@@ -22,7 +23,7 @@ LayersOpt = Annotated[str, typer.Option("--layers", help="label layers by priori
 
 def _summary(report: object) -> None:
     r = report  # ExportReport
-    out.print(f"exported {len(r.cases)} cases to {r.folder}; skipped {len(r.skipped)}"  # type: ignore[attr-defined]
+    out.print(f"exported {len(r.cases)} cases to {escape(str(r.folder))}; skipped {len(r.skipped)}"  # type: ignore[attr-defined]
               + (f"; {len(r.overlaps)} cases had overlapping terms (later term kept)"  # type: ignore[attr-defined]
                  if r.overlaps else ""))  # type: ignore[attr-defined]
 

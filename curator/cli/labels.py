@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from curator.cli.common import OutputFormat, emit, err, handle_errors, out
 
@@ -36,7 +37,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             for n, tid, _ in rows:
                 if tid is None:
                     close = [t.name for t in tax.suggest(n)]
-                    err.print(f"[yellow]unresolved[/] {n!r}" + (f"; close: {close}" if close else ""), highlight=False)
+                    err.print(f"[yellow]unresolved[/] {escape(repr(n))}" + (f"; close: {escape(str(close))}" if close else ""),
+                              highlight=False)
 
     @labels.command("check")
     @handle_errors
@@ -83,7 +85,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         def show(tid: str, level: int) -> None:
             t = tax.term(tid)
             extra = " (derived from: " + " | ".join(", ".join(p) for p in t.partitions) + ")" if t.partitions else ""
-            out.print(f"{'  ' * level}{t.name} [dim]{t.id}{extra}[/]", highlight=False)
+            out.print(f"{'  ' * level}{escape(t.name)} [dim]{escape(t.id + extra)}[/]", highlight=False)
             if level + 1 < depth:
                 for c in sorted(tax.children(tid, relation), key=lambda i: tax.term(i).name):
                     show(c, level + 1)
@@ -111,4 +113,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             return
         with atomic_path(out_path) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
-        err.print(f"[green]wrote[/] {out_path}", highlight=False)
+        err.print(f"[green]wrote[/] {escape(str(out_path))}", highlight=False)

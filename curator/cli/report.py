@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from curator.cli.common import err, handle_errors
 
@@ -26,4 +27,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.report import write_report
 
         path = write_report(release, out, stores=tuple(stores or ()), max_terms=max_terms, max_gallery=max_gallery)
-        err.print(f"[bold green]report[/] {path}", highlight=False)
+        err.print(f"[bold green]report[/] {escape(str(path))}", highlight=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from curator.cli.common import err, handle_errors
 
@@ -38,7 +39,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             raise StageError("stage_error", "the workspace has no attention table",
                              remedy="run the pseudolabel stage first (`curator pseudolabel pipeline.yaml`)")
         res = export_review(ws.root, table.to_pylist(), out, fraction=fraction, top=top, images=images)
-        err.print(f"[green]✓[/] {len(res.cases)} case(s), {res.previews} preview(s) → {out / 'worklist.csv'}")
+        err.print(f"[green]✓[/] {len(res.cases)} case(s), {res.previews} preview(s) → {escape(str(out / 'worklist.csv'))}",
+                  highlight=False)
 
     @review.command("import")
     @handle_errors
@@ -56,7 +58,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             done, problems = import_review(ws, folder)
             ws.write_table("problems__review", to_arrow("problems", problems))
         for p in problems:
-            err.print(f"[yellow]![/] {p['case_id']}: [{p['kind']}] {p['message']}", highlight=False)
-        err.print(f"[green]✓[/] imported {len(done)} revised case(s)")
+            cid, kind, msg = p["case_id"] or "", p["kind"], p["message"]
+            msg = msg[len(cid) + 2:] if cid and msg.startswith(f"{cid}: ") else msg  # the line names the case already
+            err.print(f"[yellow]![/] {escape(f'{cid}: [{kind}] {msg}')}", highlight=False)
+        err.print(f"[green]✓[/] imported {len(done)} revised case(s)", highlight=False)
         if problems:
             raise typer.Exit(1)

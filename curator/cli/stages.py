@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from curator.cli.common import err, handle_errors
@@ -50,7 +51,7 @@ def _report(result: Any) -> None:
     for r in result.reports:
         err.print(f"[green]✓[/] {r.line()}", highlight=False)
     if result.release:
-        err.print(f"[bold green]release[/] {result.release}", highlight=False)
+        err.print(f"[bold green]release[/] {escape(str(result.release))}", highlight=False)
 
 
 def register(app: typer.Typer) -> dict[str, typer.Typer]:
@@ -79,7 +80,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
         ctx = Context(cfg)
         with ctx.workspace.locked("release"):
             path = build_release(ctx)
-        err.print(f"[bold green]release[/] {path}", highlight=False)
+        err.print(f"[bold green]release[/] {escape(str(path))}", highlight=False)
 
     groups: dict[str, typer.Typer] = {}
     for name in STAGES:

@@ -1,0 +1,53 @@
+"""``curator review import`` / ``curator eval`` on a small phantom workspace: problem kinds in
+brackets survive rich, each case is named once, wrong layer names are clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from curator.cli.common import OutputFormat, emit
+from curator.schema import to_arrow
+from curator.testing.segmodels import write_phantom_store
+from curator.workspace import Workspace
+from tests.cli.test_cli import curator
+from tests.pseudolabel.conftest import case_row
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Path:
+    ws = Workspace(tmp_path / "ws").init()
+    write_phantom_store(ws.stores_dir / "MSD_Spleen__spleen_1.zarr", 7, {"spleen": 1})
+    ws.write_table("cases", to_arrow("cases", [case_row("MSD_Spleen__spleen_1", "MSD_Spleen")]))
+    p = tmp_path / "pipeline.yaml"
+    p.write_text(f"workspace: {ws.root}\n")
+    return p
+
+
+def test_review_import_problems_show_kind_and_name_the_case_once(pipeline: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "review"
+    for cid in ("MSD_Spleen__spleen_1", "MSD_Spleen__spleen_99"):  # no codes.json; an unknown case
+        (folder / cid).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), folder / cid / "revised.nii.gz")
+    res = curator("review", "import", str(pipeline), str(folder))
+    assert res.returncode == 1, res.stderr
+    assert "! MSD_Spleen__spleen_1: [revised_label_invalid] codes.json" in res.stderr, res.stderr
+    assert "! MSD_Spleen__spleen_99: [revised_label_invalid] no case 'MSD_Spleen__spleen_99'" in res.stderr
+    assert "MSD_Spleen__spleen_99: MSD_Spleen__spleen_99" not in res.stderr
+
+
+def test_eval_unknown_layer_is_an_error_not_an_empty_table(pipeline: Path) -> None:
+    res = curator("eval", str(pipeline), "--pred", "nonexistent", "--ref", "original")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "[config_error] --pred 'nonexistent' is not a label layer" in res.stderr, res.stderr
+    res = curator("eval", str(pipeline), "--pred", "original", "--ref", "revised")
+    assert res.returncode == 2 and "no case holds a term in both" in res.stderr, res.stderr
+
+
+def test_table_cells_in_brackets_are_printed_not_read_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    emit(["[kind]", "message"], [["x", "[revised_label_invalid] bad grid"]], OutputFormat.table, title="[t]")
+    shown = capsys.readouterr().out
+    assert "[revised_label_invalid] bad grid" in shown and "[kind]" in shown and "[t]" in shown
