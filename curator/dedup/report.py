@@ -96,9 +96,30 @@ def figure(group_id: str, members: list[Shown], path: Path) -> None:
     plt.close(fig)
 
 
+def check_groups(groups: list[str], known: set[str]) -> None:
+    """Refuse group ids that are not in ``known`` (close matches first, then the ids there are)."""
+    import difflib
+
+    from curator.errors import ConfigError
+
+    for g in groups:
+        if g in known:
+            continue
+        close = difflib.get_close_matches(g, sorted(known), n=3, cutoff=0.5)
+        ids = sorted(known)
+        listed = ", ".join(ids[:20]) + (f", … ({len(ids)} in all)" if len(ids) > 20 else "")
+        raise ConfigError("config_error", f"--group {g!r}: no duplicate group has this id",
+                          remedy=(f"did you mean {', '.join(close)}? " if close else "")
+                          + (f"the groups are {listed}" if ids else "the duplicates table holds no group")
+                          + " (the group_id column of the duplicates table)")
+
+
 def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, Any]], sources: dict[str, Path],
                  out: Path, groups: list[str] | None = None) -> list[Path]:
-    """One PNG per group under ``out`` plus ``index.html``; returns the PNG paths."""
+    """One PNG per group under ``out`` plus ``index.html``; returns the PNG paths. A group id
+    in ``groups`` that the duplicates table does not hold is a ``ConfigError`` naming those it does."""
+    if groups is not None:
+        check_groups(groups, {r["group_id"] for r in duplicates})
     out.mkdir(parents=True, exist_ok=True)
     by_group: dict[str, list[dict[str, Any]]] = {}
     for r in duplicates:

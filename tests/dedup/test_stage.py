@@ -127,6 +127,21 @@ def test_report_writes_one_figure_per_group(run: Path, tmp_path: Path) -> None:
     assert "DupB__s0000" in (tmp_path / "rep" / "index.html").read_text()
 
 
+def test_report_of_an_unknown_group_is_an_error_naming_the_groups(run: Path, tmp_path: Path) -> None:
+    from curator.cli import app
+
+    gid = pq.read_table(run / "ws" / "tables" / "duplicates.parquet").column("group_id")[0].as_py()
+    res = CliRunner().invoke(app, ["dedup", "report", str(run / "pipeline.yaml"), "--group", "dup-nope",
+                                   "--out", str(tmp_path / "rep")])
+    said = " ".join(res.output.split())  # rich wraps at the terminal width
+    assert res.exit_code == 2, res.output
+    assert "'dup-nope': no duplicate group" in said and gid in said, res.output
+    assert not (tmp_path / "rep").exists()
+    res = CliRunner().invoke(app, ["dedup", "report", str(run / "pipeline.yaml"), "--group", gid[:-1],
+                                   "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 2 and f"did you mean {gid}?" in " ".join(res.output.split()), res.output
+
+
 def test_config_is_strict() -> None:
     with pytest.raises(ConfigError, match="unknown criteria"):
         DedupConfig.from_dict({"keep": ["size"]})
