@@ -121,18 +121,24 @@ class PseudolabelStage(Stage):
         cfg = cast(PseudolabelConfig, self.config)
         att = [r for res in results for r in res.rows.get("attention", [])]
         labels = [r for res in results for r in res.rows.get("_labels_pseudo", [])]
-        return {"attention": to_arrow("attention", rank_cases(att, cfg.review_fraction)),
+        dups = self.ctx.workspace.read_table("duplicates")
+        dropped = {r["case_id"] for r in dups.select(["case_id", "kept"]).to_pylist() if not r["kept"]} \
+            if dups is not None else set()
+        return {"attention": to_arrow("attention", rank_cases(att, cfg.review_fraction, dropped)),
                 "_labels_pseudo": to_arrow("labels", labels)}
 
 
-def rank_cases(rows: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
-    """Fill ``case_attention_size``, ``review_rank`` and ``review`` (top ``fraction`` of cases)."""
+def rank_cases(rows: list[dict[str, Any]], fraction: float, dropped: set[str] | frozenset[str] = frozenset()
+               ) -> list[dict[str, Any]]:
+    """Fill ``case_attention_size``, ``review_rank`` and ``review`` (top ``fraction`` of cases).
+    Duplicates dedup ``dropped`` rank after every other case and are never flagged: they are
+    out of the training view, so reviewing them would spend a reviewer's time for nothing."""
     totals: dict[str, float] = {}
     for r in rows:
         totals[r["case_id"]] = totals.get(r["case_id"], 0.0) + float(r["attention_size"])
-    order = sorted(totals, key=lambda c: (-round(totals[c], 9), c))
+    order = sorted(totals, key=lambda c: (c in dropped, -round(totals[c], 9), c))
     rank = {c: i + 1 for i, c in enumerate(order)}
-    k = math.ceil(fraction * len(order)) if order else 0
+    k = math.ceil(fraction * sum(c not in dropped for c in order))
     out = []
     for r in rows:
         c = r["case_id"]

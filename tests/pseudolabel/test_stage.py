@@ -71,3 +71,11 @@ def test_rank_cases_top_fraction() -> None:
     flagged = sorted(r["case_id"] for r in ranked if r["review"])
     assert flagged == ["c38", "c39"]
     assert min(ranked, key=lambda r: r["review_rank"])["case_id"] == "c39"
+
+
+def test_dropped_duplicates_are_never_flagged_for_review() -> None:
+    """c39 has the most attention but is a dropped copy: c38 and c37 are flagged, c39 ranks last."""
+    rows = [{"case_id": f"c{i}", "attention_size": float(i)} for i in range(41)]
+    ranked = rank_cases(rows, 0.05, dropped={"c40"})
+    assert sorted(r["case_id"] for r in ranked if r["review"]) == ["c38", "c39"]
+    assert max(ranked, key=lambda r: r["review_rank"])["case_id"] == "c40"
