@@ -37,7 +37,7 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "1"
+    version = "2"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels)
     config_class = QCConfig
     tables = ("qc",)
     requires = ("cases",)

@@ -43,7 +43,9 @@ def store_fingerprint(path: Path) -> str:
 
 def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], options: MeasureOptions,
                   body_ml: float | None = None) -> list[dict[str, Any]]:
-    """One feature row per (term, layer) with at least one voxel in the store at ``path``."""
+    """One feature row per (term, layer) with at least one voxel in the store at ``path`` — for
+    the layer the release uses (original > revised > pseudo): a pseudo label a reviewer replaced
+    is not measured, so it neither joins the cohort nor gets a decision."""
     store = CaseStore(path)
     g = store.geometry
     attrs = store.attrs
@@ -52,11 +54,15 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
         body_ml = body_volume_ml(store)
     image = np.asarray(store.image[...]) if store.has_image() else None
     rows: list[dict[str, Any]] = []
+    held: set[str] = set()  # terms of higher-priority layers (store.layers() is in priority order)
     for layer in store.layers():
+        above, held = held, held | set(store.terms(layer))
         if layer not in layers:
             continue
         planes = [(np.asarray(arr[...]), values) for arr, values in store.planes(layer)]
         for term, f in sorted(measure_planes(planes, g, image=image, fov=fov, options=options).items()):
+            if term in above:
+                continue
             row = f.to_row()
             row.update(origin=layer, body_ml=body_ml, volume_basis="body" if body_ml else "absolute",
                        norm_volume=(f.volume_ml / body_ml) if body_ml else None)

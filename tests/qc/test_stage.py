@@ -137,3 +137,27 @@ def test_unreadable_store_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     probs = pq.read_table(ws.table_path("problems__qc")).to_pylist()
     assert probs[0]["case_id"] == "Phantom__c001" and probs[0]["severity"] == "error"
     assert probs[0]["kind"] in ("store_error", "store_missing")
+
+
+def test_a_superseded_pseudo_label_is_not_measured(tmp_path: Path) -> None:
+    """A case with a reviewed liver: QC measures the revised liver, not the pseudo liver it replaced
+    (which would otherwise join the liver cohort twice and get a decision of its own)."""
+    import numpy as np
+
+    from curator.io.volume import Geometry
+    from curator.qc.features import MeasureOptions
+    from curator.qc.store_io import measure_store
+    from curator.store import CaseStore
+
+    g = Geometry.from_affine((20, 20, 10), np.diag([2.0, 2.0, 3.0, 1.0]))
+    block = np.zeros(g.shape, np.uint8)
+    block[4:10, 4:10, 2:6] = 1
+    other = np.zeros(g.shape, np.uint8)
+    other[12:16, 12:16, 3:7] = 1
+    store = CaseStore.create(tmp_path / "c.zarr", geometry=g, attrs={"modality": "CT"},
+                             image=np.zeros(g.shape, np.int16), labels=[(block, {1: ["spleen"]})])
+    store.write_layer("revised", [(other, {1: ["liver"]})], {"origin": "revised"})
+    store.write_layer("pseudo", [(block + 2 * other, {1: ["aorta"], 2: ["liver"]})], {"origin": "pseudo"})
+    rows = measure_store(tmp_path / "c.zarr", layers=("original", "revised", "pseudo"), options=MeasureOptions())
+    assert sorted((r["term_id"], r["origin"]) for r in rows) == [
+        ("aorta", "pseudo"), ("liver", "revised"), ("spleen", "original")]
