@@ -123,6 +123,8 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) 
                              path=where, remedy="raise `max_voxels` in the ingest settings")
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(p) for p in ordered])
+        if _mixed_rescale([ds for _, ds in members]):
+            reader.SetOutputPixelType(sitk.sitkFloat32)  # else the first slice's integer type truncates the rest
         try:
             img = reader.Execute()
         except RuntimeError as e:
@@ -277,6 +279,14 @@ def _check_shear(pos: NDArray[np.float64], z: NDArray[np.float64], normal: NDArr
                      "volume would be sheared", path=where,
                      remedy="resample the series with a tilt correction (dcm2niix corrects CT gantry tilt and "
                      "writes a *_Tilt_* NIfTI; ingest that file instead), or exclude the series")
+
+
+def _mixed_rescale(headers: list[pydicom.Dataset]) -> bool:
+    """Slices whose RescaleSlope/Intercept differ, or are not whole numbers (e.g. PET, or one
+    slice rescaled by 0.5): their values need a float type, not the first slice's integer one."""
+    pairs = {(float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0))
+             for ds in headers}
+    return len(pairs) > 1 or any(not float(v).is_integer() for pair in pairs for v in pair)
 
 
 def _cast_pixels(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

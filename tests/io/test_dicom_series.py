@@ -146,3 +146,18 @@ def test_an_unlistable_series_folder_is_permission_denied(tmp_path: Path, monkey
     err = _error(folder)
     assert err.kind == "permission_denied"
     assert err.path == str(folder) and "listed" in err.detail
+
+
+def test_a_slice_with_its_own_rescale_slope_keeps_its_fractional_values(tmp_path: Path) -> None:
+    """One slice rescaled by 0.5: its values are read as floats, not truncated to the first slice's
+    integer type (0.5 lost on odd stored values)."""
+    files = _series(tmp_path / "s", phi_names=False)
+    ds = pydicom.dcmread(files[4])
+    stored = ds.pixel_array.astype(np.float64)
+    _edit(files[4], RescaleSlope=0.5)
+    vol = read_volume(tmp_path / "s")
+    expect = stored * 0.5 + float(ds.RescaleIntercept)
+    got = [vol.array[:, :, k] for k in range(vol.shape[2])]
+    best = min(float(np.max(np.abs(g.astype(np.float64) - e))) for g in got for e in (expect, expect.T)
+               if g.shape == e.shape)
+    assert vol.array.dtype == np.float32 and best == 0.0
