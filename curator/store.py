@@ -271,16 +271,11 @@ class CaseStore:
                         out.setdefault(t, layer)
         return out
 
-    def masks_by_priority(self, terms: Sequence[str], layers: Sequence[str],
-                          box: Box | None = None, exclude: Collection[tuple[str, str]] = ()) -> NDArray[np.bool_]:
-        """``(len(terms), *box)`` masks, each term read from the first of ``layers`` that holds it
-        (all False where none does): an annotated term from ``original``, a reviewed one from
-        ``revised``, and so on, whatever other terms the case's other layers hold."""
-        return self.masks_from(self.term_layers(terms, layers, exclude), terms, box)
-
     def masks_from(self, chosen: Mapping[str, str], terms: Sequence[str], box: Box | None = None
                    ) -> NDArray[np.bool_]:
-        """``(len(terms), *box)`` masks, term ``t`` read from layer ``chosen[t]`` (all False if absent)."""
+        """``(len(terms), *box)`` masks, term ``t`` read from layer ``chosen[t]`` (all False where
+        ``chosen`` has none) — e.g. ``chosen = term_layers(terms, layers)``: an annotated term from
+        ``original``, a reviewed one from ``revised``, whatever other terms other layers hold."""
         used = {chosen[t] for t in terms if t in chosen}
         if len(used) == 1 and all(t in chosen for t in terms):  # one layer holds them all: no copy
             return self.masks(list(terms), used.pop(), box)
