@@ -81,22 +81,23 @@ def check_revised(builder: Any, rows: list[dict[str, Any]]) -> list[dict[str, An
     from curator.errors import CuratorError
     from curator.runner.stage import problem_row
 
-    stores = builder.ctx.workspace.stores_dir
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_case.setdefault(r["case_id"], []).append(r)
     out, lost = [], []
-    for cid in sorted({r["case_id"] for r in rows}):
-        mine = [r for r in rows if r["case_id"] == cid]
-        path = stores / f"{cid}.zarr"
+    for cid, mine in sorted(by_case.items()):
+        path = builder.ctx.workspace.stores_dir / f"{cid}.zarr"
         store = CaseStore(path) if path.exists() else None
         held = set(store.terms("revised")) if store is not None and "revised" in store.layers() else set()
-        ml = store.geometry.voxel_volume_mm3 / 1000.0 if store is not None else 0.0
         for r in mine:
-            if r["term_id"] not in held:
+            if store is None or r["term_id"] not in held:
                 lost.append(problem_row("release", CuratorError(
                     "revised_label_lost", f"the reviewed {r['term_id']} is not in the case's store"),
                     dataset=r.get("dataset"), case_id=cid, path=f"stores/{cid}.zarr", severity="warning"))
                 continue
-            n = int(store.mask(r["term_id"], "revised").sum()) if store is not None else 0
-            out.append({**r, "voxels": n, "volume_ml": n * ml, "present": n > 0})
+            n = int(store.mask(r["term_id"], "revised").sum())
+            out.append({**r, "voxels": n, "volume_ml": n * store.geometry.voxel_volume_mm3 / 1000.0,
+                        "present": n > 0})
     if lost:
         log.warning("release: %d reviewed label(s) are missing from their stores (see problems)", len(lost))
         problems = builder.tables["problems"] if "problems" in builder.tables else to_arrow("problems", [])
