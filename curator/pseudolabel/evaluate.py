@@ -165,10 +165,7 @@ def check_request(pred: str, ref: str, terms: Sequence[str] = (), held: Sequence
     for t in terms:
         if t in held or tax.get(t) is not None:
             continue
-        found = tax.resolve(t)
-        hint = ([found.id] if found is not None
-                else list(dict.fromkeys([x.id for x in tax.suggest(t)]
-                                        + difflib.get_close_matches(t, list(tax.terms), n=3))))
+        hint = tax.close_ids(t)
         some = sorted(held)[:20]
         raise ConfigError("config_error", f"--term {t!r} is not a term id",
                           remedy=(f"did you mean {', '.join(hint)}? " if hint else "")

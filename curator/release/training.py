@@ -90,8 +90,7 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
     tax = load_taxonomy()
     for t in terms:
         if t not in held and tax.get(t) is None:
-            found = tax.resolve(t)
-            hint = ([found.id] if found is not None else [x.id for x in tax.suggest(t)])
+            hint = tax.close_ids(t)
             raise ReleaseError("release_error", f"unknown term id {t!r}",
                                remedy=(f"did you mean {', '.join(hint)}? " if hint else "")
                                + "term ids are listed by `curator labels tree` and in the release's store_terms")

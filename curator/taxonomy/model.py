@@ -163,6 +163,15 @@ class Taxonomy:
                     out.append(self.terms[tid])
         return out[:n]
 
+    def close_ids(self, name: str, n: int = 3) -> list[str]:
+        """Term ids to suggest for a name that is no term id: the term it resolves to, else close
+        names' terms and close ids (for error messages)."""
+        found = self.resolve(name)
+        if found is not None:
+            return [found.id]
+        return list(dict.fromkeys([t.id for t in self.suggest(name, n)]
+                                  + difflib.get_close_matches(name, list(self.terms), n=n)))
+
     def ambiguous_names(self) -> dict[str, list[str]]:
         """Exact keys claimed by more than one term (a taxonomy error)."""
         return {k: sorted(v) for k, v in self._exact.items() if len(v) > 1}
