@@ -41,7 +41,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             rows = rows[:limit]
         emit(res.columns, rows, fmt)
         if fmt == OutputFormat.table and len(res.columns) > 6:
-            err.print(f"({len(res.columns)} columns: --format csv or --format json prints them unwrapped)")
+            err.print(f"({len(res.columns)} columns; floats to 6 digits: --format csv or --format json "
+                      "prints every digit, unwrapped)")
 
     sources = typer.Typer(help="The dataset registry.", no_args_is_help=True)
     app.add_typer(sources, name="sources")

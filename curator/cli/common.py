@@ -67,8 +67,29 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def cell(v: Any) -> str:
+    """A value as a table shows it: floats (alone or in a list) to 6 significant digits.
+
+    Tables are for reading; ``--format csv`` and ``json`` keep every digit.
+    """
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list | tuple) and v and all(isinstance(x, float) for x in v):
+        return "[" + ", ".join(f"{x:.6g}" for x in v) + "]"
+    return str(v)
+
+
+MIN_COLUMN_WIDTH = 10  # below this a rich table is unreadable: rows are shown one block each
+
+
 def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None) -> None:
-    """Print rows as a rich table, CSV or JSON (one object per row)."""
+    """Print rows as a rich table, CSV or JSON (one object per row).
+
+    A table with more columns than fit the terminal (``MIN_COLUMN_WIDTH`` characters each)
+    is printed as one block per row, a line per column (like psql's expanded display).
+    """
     if fmt == OutputFormat.json:
         sys.stdout.write(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], indent=1,
                                     default=str) + "\n")
@@ -78,11 +99,21 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputForma
         w.writerow(columns)
         w.writerows(rows)
         sys.stdout.write(buf.getvalue())
+    elif rows and len(columns) * MIN_COLUMN_WIDTH > out.width:
+        t = Table(title=None if title is None else escape(title), show_header=False)
+        t.add_column("column", style="bold", no_wrap=True)
+        t.add_column("value", overflow="fold")
+        for i, r in enumerate(rows):
+            if i:
+                t.add_section()
+            for c, v in zip(columns, r, strict=True):
+                t.add_row(escape(str(c)), escape(cell(v)))
+        out.print(t)
     else:
         # cells are data, not markup: "[kind]" in a message must print, not vanish as a style tag
         t = Table(title=None if title is None else escape(title), show_lines=False)
         for c in columns:
             t.add_column(escape(str(c)), overflow="fold")
         for r in rows:
-            t.add_row(*("" if v is None else escape(str(v)) for v in r))
+            t.add_row(*(escape(cell(v)) for v in r))
         out.print(t)

@@ -48,6 +48,26 @@ def test_query_json_and_table_formats(demo: Path) -> None:
     assert res.returncode == 0 and "n" in res.stdout
 
 
+def test_query_table_rounds_floats_and_expands_wide_rows(demo: Path) -> None:
+    sql = "select case_id, volume_ml, centroid_mm from labels where present and volume_ml is not null limit 1"
+    exact = json.loads(curator("query", str(demo), sql, "-f", "json").stdout)[0]
+    res = curator("query", str(demo), sql)
+    assert res.returncode == 0, res.stderr
+    c = exact["centroid_mm"][0]
+    assert len(repr(c)) > 10, c  # a centroid in mm has more digits than anyone reads
+    assert f"[{c:.6g}," in res.stdout and repr(c) not in res.stdout
+    # 47 columns do not fit 200 characters: one block per row, a line per column, every value readable
+    wide = curator("query", str(demo), "select * from cases order by case_id limit 2")
+    first = json.loads(curator("query", str(demo), "select * from cases order by case_id limit 2", "-f",
+                               "json").stdout)
+    lines = wide.stdout.splitlines()
+    assert wide.returncode == 0 and len(first[0]) * 10 > 200
+    for row in first:
+        hit = [ln for ln in lines if f" {row['case_id']} " in ln]
+        assert len(hit) == 1 and hit[0].split("│")[1].strip() == "case_id"
+    assert sum(1 for ln in lines if ln.split("│")[1:2] and ln.split("│")[1].strip() == "modality") == 2
+
+
 def test_bad_sql_and_missing_release_are_clear_errors(demo: Path, tmp_path: Path) -> None:
     res = curator("query", str(demo), "select * from nope")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "tables:" in res.stderr
