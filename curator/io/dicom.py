@@ -224,11 +224,11 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
     geo.sort(key=lambda g: float(np.dot(normal, g[3])))
     size_ref = Counter(g[1] for g in geo).most_common(1)[0][0]
     spacing_ref = Counter(g[4] for g in geo).most_common(1)[0][0]
-    for k, (_, size, iop, _, spacing) in enumerate(geo, start=1):
+    for k, (_, size, orient, _, spacing) in enumerate(geo, start=1):
         if size != size_ref:
             raise InputError("dicom_inconsistent", f"{_ranked(k, n)} has another size ({size[0]}×{size[1]} where "
                              f"the others have {size_ref[0]}×{size_ref[1]})", path=where, remedy=same)
-        if np.max(np.abs(iop - iop_ref)) > 1e-3:
+        if np.max(np.abs(orient - iop_ref)) > 1e-3:
             raise InputError("dicom_inconsistent", f"{_ranked(k, n)} has another orientation", path=where,
                              remedy=same)
         if (spacing is None) != (spacing_ref is None) or spacing is not None and spacing_ref is not None and \
@@ -248,9 +248,9 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
         step = float(np.median(gaps))
         worst = float(np.max(np.abs(gaps - step)))
         if worst > max(0.01, 0.1 * step):
-            k = gaps / step
-            if np.any(np.abs(k - np.round(k)) < 0.1) and np.any(np.round(k) >= 2):
-                missing = int(np.sum(np.round(k[k >= 1.5]) - 1))
+            ratio = gaps / step
+            if np.any(np.abs(ratio - np.round(ratio)) < 0.1) and np.any(np.round(ratio) >= 2):
+                missing = int(np.sum(np.round(ratio[ratio >= 1.5]) - 1))
                 raise InputError("dicom_missing_slice",
                                  f"{missing} slice(s) missing: positions jump by {float(np.max(gaps)):.3g} mm "
                                  f"where the step is {step:.3g} mm", path=where,

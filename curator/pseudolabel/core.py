@@ -75,7 +75,8 @@ def ensemble_stats(probs: Sequence[NDArray[Any]]) -> Stats:
         h += entr(p)
     mean = s / n
     var = np.maximum(s2 / n - mean * mean, 0.0)
-    return Stats(mean, np.sqrt(var).astype(np.float32), h / n)
+    return Stats(mean.astype(np.float32, copy=False), np.sqrt(var).astype(np.float32),
+                 (h / n).astype(np.float32, copy=False))
 
 
 def clean_reference(mask: Bool, iterations: int) -> Bool:
@@ -84,7 +85,7 @@ def clean_reference(mask: Bool, iterations: int) -> Bool:
         return mask.astype(bool)
     st = ndimage.generate_binary_structure(3, 3)
     er = ndimage.binary_erosion(mask, structure=st, iterations=iterations)
-    return ndimage.binary_dilation(er, structure=st, iterations=iterations)  # type: ignore[no-any-return]
+    return ndimage.binary_dilation(er, structure=st, iterations=iterations)
 
 
 def label_plane(means: Sequence[F32], threshold: float) -> tuple[NDArray[np.uint8], Bool]:

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,7 @@ def detection_case(pairs: Sequence[tuple[Bool, Bool]], attention: Sequence[Bool]
     return det, labels
 
 
-def check_request(pred: str, ref: str, terms: Sequence[str] = (), held: Sequence[str] = ()) -> None:
+def check_request(pred: str, ref: str, terms: Sequence[str] = (), held: Collection[str] = ()) -> None:
     """Refuse label layers that are not :data:`curator.store.LAYERS` and term ids the taxonomy
     does not know (``held``: ids some store holds, accepted too), naming the close ones."""
     import difflib

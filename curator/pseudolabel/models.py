@@ -118,7 +118,7 @@ class LoadedModel:
         out = self.net(x)
         if isinstance(out, (list, tuple)):  # deep supervision: the first output is full resolution
             out = out[0]
-        return out.float()  # type: ignore[no-any-return]
+        return out.float()
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.logits(x)
@@ -151,7 +151,7 @@ def _state_dict(path: str, device: torch.device) -> dict[str, Any]:
         sd = sd["state_dict"]
     elif isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
-    return sd  # type: ignore[no-any-return]
+    return sd
 
 
 def _torchscript(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, ModelSpec]:
@@ -178,7 +178,7 @@ def _module(spec: ModelSpec, device: torch.device) -> nn.Module:
 
 def _monai_bundle(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, ModelSpec]:
     try:
-        from monai.bundle import ConfigParser
+        from monai.bundle.config_parser import ConfigParser
     except ImportError as e:
         raise ConfigError("config_error", f"model {spec.name!r} is a MONAI bundle but monai is not installed",
                           remedy="pip install monai") from e

@@ -46,7 +46,7 @@ class _Head(nn.Module):
 
     def forward(self, x: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(coarse, size=x.shape[2:], mode="trilinear", align_corners=False)
-        return self.classify(torch.cat([up, self.fine(x)], 1))  # type: ignore[no-any-return]
+        return self.classify(torch.cat([up, self.fine(x)], 1))
 
 
 class TinyUNet(nn.Module):
@@ -72,7 +72,7 @@ class TinyUNet(nn.Module):
         m = self.mid(F.max_pool3d(e2, 2))
         d2 = self.dec2(torch.cat([self.up2(m), e2], 1))
         d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
-        return self.head(x, d1)  # type: ignore[no-any-return]
+        return self.head(x, d1)
 
 
 class _Residual(nn.Module):
@@ -98,7 +98,7 @@ class DilatedResNet(nn.Module):
         self.head = _Head(in_channels, width, out_channels, "batch")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x, self.blocks(self.stem(x)))  # type: ignore[no-any-return]
+        return self.head(x, self.blocks(self.stem(x)))
 
 
 class _MixerBlock(nn.Module):
@@ -109,7 +109,7 @@ class _MixerBlock(nn.Module):
         self.channel = nn.Sequential(nn.Conv3d(ch, ch, 1), nn.GELU(), nn.GroupNorm(4, ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.channel(x + self.spatial(x))  # type: ignore[no-any-return]
+        return self.channel(x + self.spatial(x))
 
 
 class ConvMixer3d(nn.Module):
@@ -122,7 +122,7 @@ class ConvMixer3d(nn.Module):
         self.head = _Head(in_channels, width, out_channels, "group")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x, self.mix(self.embed(x)))  # type: ignore[no-any-return]
+        return self.head(x, self.mix(self.embed(x)))
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {

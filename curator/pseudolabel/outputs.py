@@ -32,9 +32,12 @@ def write_attention(path: Path, bits: NDArray[Any], targets: list[str]) -> None:
         arr.attrs["bits"] = {str(k): t for k, t in enumerate(targets)}
 
 
-def read_attention(path: Path) -> tuple[zarr.Array, dict[int, str]]:
+def read_attention(path: Path) -> tuple[zarr.Array[Any], dict[int, str]]:
     arr = zarr.open_array(str(path), mode="r")
-    return arr, {int(k): str(v) for k, v in dict(arr.attrs["bits"]).items()}
+    bits = arr.attrs["bits"]
+    if not isinstance(bits, dict):
+        raise TypeError(f"{path}: attention array without its bit → term map (attrs 'bits')")
+    return arr, {int(k): str(v) for k, v in bits.items()}
 
 
 def write_case(store: CaseStore, ws: Path, case_id: str, res: CaseLabels, specs: tuple[ModelSpec, ...],

@@ -71,7 +71,7 @@ def network_input(raw: NDArray[Any], norm: dict[str, Any], intensity: dict[str, 
 
 def _coords(n_dst: int, n_src: int) -> NDArray[np.float64]:
     """Source coordinate of each destination index (grids share their extent)."""
-    return (np.arange(n_dst) + 0.5) * (n_src / n_dst) - 0.5
+    return (np.arange(n_dst, dtype=np.float64) + 0.5) * (n_src / n_dst) - 0.5
 
 
 def _interp(arr: F32, axis: int, n_dst: int, n_src: int, offset: int = 0,

@@ -73,7 +73,7 @@ def check_page(path: str | Path, screenshot: str | Path | None = None) -> PageCh
             " naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight}));")
         if screenshot is not None:
             driver.save_screenshot(str(screenshot))
-        logs = driver.get_log("browser")  # type: ignore[no-untyped-call]
+        logs = driver.get_log("browser")
         return PageCheck(driver.title, list(logs), list(images))
     finally:
         driver.quit()

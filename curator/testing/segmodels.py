@@ -34,6 +34,8 @@ class BandModel(nn.Module):
 
     def __init__(self, bands: list[list[float]], smooth: int = 3, sharpness: float = 0.5) -> None:
         super().__init__()
+        self.lo: torch.Tensor
+        self.hi: torch.Tensor
         self.register_buffer("lo", torch.tensor([b[0] for b in bands]).view(1, -1, 1, 1, 1))
         self.register_buffer("hi", torch.tensor([b[1] for b in bands]).view(1, -1, 1, 1, 1))
         self.smooth, self.sharpness = smooth, sharpness
