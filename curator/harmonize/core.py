@@ -40,6 +40,8 @@ def term_plans(m: DatasetMapping, tax: Taxonomy, case_keys: Iterable[str] | None
     plans = []
     here = set(case_keys or ())
     for tid in mapped:
+        if tid in derived:  # also labelled directly (an optional code): one row, its union holds the code
+            continue
         vals, ks = m.codes_of([tid])
         plans.append(_plan(tax, tid, vals, [k for k in ks if k in here], m.encoding, derived=False,
                            annotated=tid in annotated))

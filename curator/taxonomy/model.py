@@ -214,6 +214,12 @@ class Taxonomy:
 
         ``annotated`` are the terms a dataset labels completely; ``mapped`` may add terms that
         only sometimes appear (they join unions, they never complete a partition).
+
+        The union holds every labelled term below the derived one, by the taxonomy's anatomy:
+        SegRap's ``temporal lobe`` includes the hippocampus it labels apart, although its own
+        left and right temporal lobe labels do not (a direct label keeps the dataset's
+        definition). A derived term the dataset also labels directly (an optional code, never
+        complete on its own) joins its own union, so a case gets one row for it.
         """
         ann = {a for a in annotated if a in self.terms}
         base = ann | {m for m in mapped if m in self.terms}
@@ -234,7 +240,7 @@ class Taxonomy:
         out: dict[str, tuple[str, ...]] = {}
         for tid in candidates:
             if derivable(tid, frozenset()):
-                out[tid] = tuple(sorted(b for b in base if tid in self.ancestors(b, "part_of")))
+                out[tid] = tuple(sorted(b for b in base if b == tid or tid in self.ancestors(b, "part_of")))
         return out
 
     # -- prompts ------------------------------------------------------------------------------

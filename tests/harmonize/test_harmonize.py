@@ -66,6 +66,19 @@ def test_label_map_rows_unmapped_ignored_and_optional_values() -> None:
     assert sac["present"] and not sac["annotated"]
 
 
+def test_a_derived_term_also_labelled_directly_gets_one_row() -> None:
+    # 1 = left kidney, 2 = right kidney (annotated); 3 = "kidney" where the side was not told (optional)
+    spec = spec_of(labels={"values": {1: "left kidney", 2: "right kidney", 3: "kidney"}},
+                   annotates=["left kidney", "right kidney"])
+    m, _ = build_mapping(spec, TAX)
+    plans = term_plans(m, TAX)
+    rows, _ = case_rows(plans, {("", 1): 4, ("", 2): 6, ("", 3): 5}, known_values=m.values, known_keys=[],
+                        ignore=m.ignore, encoding="label_map", voxel_ml=1.0)
+    kidney = [r for r in rows if r["term_id"] == "kidney"]
+    assert len(kidney) == 1, kidney
+    assert kidney[0]["voxels"] == 15 and kidney[0]["raw_values"] == [1, 2, 3] and kidney[0]["derived"]
+
+
 def test_per_structure_missing_file_means_not_annotated() -> None:
     spec = spec_of(layout=[{"image": "{case}/ct.nii.gz", "label": "{case}/seg/{structure}.nii.gz"}],
                    labels={"encoding": "per_structure", "structures": {"kl": "left kidney", "kr": "right kidney",

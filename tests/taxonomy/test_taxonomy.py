@@ -114,6 +114,13 @@ def test_derived_terms_follow_partitions() -> None:
     assert "vertebrae" not in tax.derived(spine[7:], mapped=["sacrum"])  # no cervical spine: incomplete
     covid = tax.derived({"lung_left", "lung_right", "covid19_infection"})
     assert covid["lung"] == ("covid19_infection", "lung_left", "lung_right")  # a lesion painted over its organ
+    # kidney is parenchyma (KiTS): TotalSegmentator v2's cysts stay out of its derived kidney
+    tsv2 = tax.derived({"kidney_left", "kidney_right", "kidney_cyst_left", "kidney_cyst_right"})
+    assert tsv2["kidney"] == ("kidney_left", "kidney_right")
+    assert tsv2["kidney_cyst"] == ("kidney_cyst_left", "kidney_cyst_right")
+    # a derived term also labelled directly (optional code) joins its own union
+    assert tax.derived({"kidney_left", "kidney_right"}, mapped=["kidney"])["kidney"] == (
+        "kidney", "kidney_left", "kidney_right")
 
 
 def test_hierarchy_helpers() -> None:
