@@ -15,6 +15,7 @@ to use them anyway.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,23 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
                 "select case_id, term_id, layer from labels where qc_decision = 'exclude'").fetchall():
             excluded.setdefault(cid, set()).add((term, layer))
     return TrainingView(dropped, {k: frozenset(v) for k, v in excluded.items()})
+
+
+def term_parts(term: str, parts: Sequence[str], held: Collection[str]) -> tuple[str, ...]:
+    """The parts of ``term`` (itself and its descendants, ``parts``) whose union is ``term`` in a
+    case holding ``held``: every held part when the term itself is held or the held parts
+    complete one of its partitions, else none — MSD Hepatic Vessel's tumour alone is no liver,
+    and one kidney is not the kidneys."""
+    return _term_parts(term, tuple(p for p in parts if p in held))
+
+
+@functools.lru_cache(maxsize=4096)
+def _term_parts(term: str, have: tuple[str, ...]) -> tuple[str, ...]:
+    from curator.taxonomy import load_taxonomy
+
+    if not have or term in have:
+        return have
+    return have if term in load_taxonomy().derived(have) else ()
 
 
 def usable_terms(store: CaseStore, parts: Mapping[str, Sequence[str]], layers: Sequence[str],
@@ -82,11 +100,14 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                            remedy=f"give some of {', '.join(LAYERS)}, by priority")
     if not terms:
         raise ReleaseError("release_error", "no terms requested", remedy="give at least one term id")
-    rows = (release.sql("select term_id, layer, count(distinct case_id) from store_terms group by all").fetchall()
+    rows = (release.sql("select case_id, term_id, layer from store_terms").fetchall()
             if "store_terms" in release.table_names() else [])
-    held: dict[str, dict[str, int]] = {}
-    for term, layer, n in rows:
-        held.setdefault(term, {})[layer] = n
+    held: dict[str, set[str]] = {}  # term -> layers
+    in_layers: dict[str, set[str]] = {}  # case -> terms held in the requested layers
+    for case, term, layer in rows:
+        held.setdefault(term, set()).add(layer)
+        if layer in layers:
+            in_layers.setdefault(case, set()).add(term)
     tax = load_taxonomy()
     for t in terms:
         if t not in held and tax.get(t) is None:
@@ -95,11 +116,14 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                                remedy=(f"did you mean {', '.join(hint)}? " if hint else "")
                                + "term ids are listed by `curator labels tree` and in the release's store_terms")
         parts = (t, *descendants(t))
-        if not any(layer in layers for p in parts for layer in held.get(p, {})):
-            other = sorted({layer for p in parts for layer in held.get(p, {})})
-            problem = ReleaseError("release_error", f"no case of the release holds {t!r} in layers {list(layers)}",
-                                   path=str(release.path),
-                                   remedy=(f"it is held in layers {other}: add them to the layers" if other else
+        if not any(term_parts(t, parts, have) for have in in_layers.values()):
+            other = sorted({layer for p in parts for layer in held.get(p, set())})
+            some = any(p in have for have in in_layers.values() for p in parts)
+            problem = ReleaseError("release_error", f"no case of the release holds {t!r} in layers {list(layers)}"
+                                   + (" (some cases hold parts of it, none all of one of its partitions)"
+                                      if some else ""), path=str(release.path),
+                                   remedy=(f"it is held in layers {other}: add them to the layers"
+                                           if other and not some else
                                            "query store_terms for the terms this release holds"))
             if unheld != "warn":
                 raise problem

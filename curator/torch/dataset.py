@@ -22,7 +22,7 @@ from curator.errors import ReleaseError
 from curator.preprocess.intensity import normalise
 from curator.preprocess.terms import descendants, prompt
 from curator.release.query import Release
-from curator.release.training import check_request, training_view, usable_terms
+from curator.release.training import check_request, term_parts, training_view, usable_terms
 from curator.store import CaseStore
 from curator.torch.sampling import case_weights, item_rng, patch_start, repeat_factor
 
@@ -35,10 +35,12 @@ order by case_id"""
 class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     """Random patches from the cases of ``release`` selected by the SQL ``where`` clause.
 
-    Each item is a dict: ``image`` float32 ``(1, *patch)`` (normalised per modality unless
-    ``normalise=False``), ``masks`` uint8 ``(T, *patch)`` for the requested ``terms`` (a
-    derived term is the union of its parts), ``present`` bool ``(T,)`` (the case holds the
-    term), ``prompts`` (``"(ct) liver"``), ``case_id`` and ``start`` (patch origin).
+    Each item is a dict: ``image`` float32 ``(1, *patch)`` (normalised per modality; with
+    ``normalise=False`` in physical units, HU for CT), ``masks`` uint8 ``(T, *patch)`` for the
+    requested ``terms`` (a term the case does not hold itself is the union of its parts, when
+    they complete one of its partitions: a liver tumour alone is no liver), ``present`` bool
+    ``(T,)`` (the case holds the term), ``prompts`` (``"(ct) liver"``), ``case_id`` and
+    ``start`` (patch origin).
 
     ``layers`` says where labels come from, per term: the first of them that holds the term
     (default: the dataset's own ``original`` annotation, then ``revised`` — reviewed pseudo
@@ -107,6 +109,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                [max(a, b) for a, b in zip(roi[1], b1, strict=True)], roi[2] + 1))
             if term in wanted and (term, layer) not in self.view.labels_excluded(cid):
                 by_case.setdefault(cid, {}).setdefault(term, {})[layer] = {"voxels": vox, "locations": loc}
+        for cid, terms in by_case.items():  # foreground only of requested terms the case holds whole
+            have = {p for p, ls in terms.items() if any(x in ls for x in self.layers)}
+            keep = {p for t, parts in self._parts.items() for p in term_parts(t, parts, have)}
+            by_case[cid] = {p: v for p, v in terms.items() if p in keep}
         self._case_terms = by_case
 
     def _repeat(self, case: dict[str, Any]) -> float:
@@ -171,23 +177,26 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if self.normalise and norm:
             image[...] = (norm["clip"][0] - norm["mean"]) / norm["std"]
             image[pad] = normalise(img, norm)
-        else:
+        else:  # physical units (HU for CT): stored values times the store's scale
             image[pad] = img
+            if norm and float(norm.get("scale", 1.0)) != 1.0:
+                image[pad] *= np.float32(norm["scale"])
         masks: NDArray[np.uint8] | None = None
         present = np.zeros(len(self.terms), dtype=bool)
         held = usable_terms(store, self._parts, self.layers, self.view.labels_excluded(case["case_id"]))
         if held:
-            flat = [p for t in self.terms for p in self._parts[t] if p in held]
-            got = store.masks_from(held, flat, box)
-            if flat == self.terms and got.shape[1:] == self.patch:  # one mask per term, no padding: no copy
+            use = [term_parts(t, self._parts[t], held) for t in self.terms]
+            flat = [p for ps in use for p in ps]
+            got = store.masks_from(held, flat, box) if flat else None
+            if flat == self.terms and got is not None and got.shape[1:] == self.patch:  # one mask per term, no padding: no copy
                 masks = got.view(np.uint8)
                 present[:] = True
         if masks is None:
             masks = np.zeros((len(self.terms), *self.patch), dtype=np.uint8)
         if held and not present.all():
             k = 0
-            for i, t in enumerate(self.terms):
-                n = sum(p in held for p in self._parts[t])
+            for i, ps in enumerate(use):
+                n = len(ps)
                 present[i] = n > 0
                 if n and got is not None:
                     masks[i][pad] = got[k] if n == 1 else got[k:k + n].any(axis=0)

@@ -136,6 +136,43 @@ def test_each_term_comes_from_its_best_layer(tiny: Tiny, tmp_path) -> None:
     assert np.array_equal(only_pseudo["masks"][0].numpy().astype(bool), pseudo == 1)
 
 
+def test_a_term_is_built_from_its_parts_only_when_they_complete_it(tiny: Tiny, tmp_path) -> None:
+    """Half a partition is not the term: one pseudo kidney is no "kidney", and TotalSegmentator's
+    kidney without any mass label is no "kidney and mass" — absent, not the part that exists."""
+    import shutil
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    ts, kits = "TinyTotalSeg__s0000", "TinyKits__case_00000"
+    store = CaseStore(rel / "stores" / f"{ts}.zarr")
+    shape = store.geometry.shape
+    left, right = store.mask("kidney_left", "original"), store.mask("kidney_right", "original")
+    assert left.any() and right.any()
+    one = np.where(left, 1, 0).astype(np.uint8)
+    store.write_layer("pseudo", [(one, {1: ["kidney_left"]})], {"origin": "pseudo"})
+
+    def item(cid: str, terms: list[str], layers: tuple[str, ...] = ("original", "revised")) -> dict:
+        ds = PatchDataset(rel, terms=terms, where=f"p.case_id = '{cid}'", patch_size=shape, normalise=False,
+                          layers=layers, foreground_fraction=1.0)
+        return ds[0]
+
+    with pytest.warns(UserWarning, match="no case of the release holds 'kidney'"):  # store_terms predates it
+        got = item(ts, ["kidney"], ("pseudo",))
+    assert got["present"].tolist() == [False] and not got["masks"].any()
+    got = item(ts, ["kidney_and_mass", "kidney_left"])
+    assert got["present"].tolist() == [False, True] and not got["masks"][0].any()
+    assert np.array_equal(got["masks"][1].numpy().astype(bool), left)
+    both = np.where(left, 1, np.where(right, 2, 0)).astype(np.uint8)
+    store.write_layer("pseudo", [(both, {1: ["kidney_left"], 2: ["kidney_right"]})], {"origin": "pseudo"})
+    with pytest.warns(UserWarning):  # store_terms predates the new layer
+        got = item(ts, ["kidney"], ("pseudo",))
+    assert got["present"].tolist() == [True] and np.array_equal(got["masks"][0].numpy().astype(bool), left | right)
+    whole = item(kits, ["kidney_and_mass"])  # KiTS labels kidney, tumour and cyst: the whole organ
+    kstore = CaseStore(rel / "stores" / f"{kits}.zarr")
+    assert whole["present"].tolist() == [True]
+    assert int(whole["masks"][0].sum()) == int(kstore.mask("kidney_and_mass", "original").sum()) > 0
+
+
 def test_leaf_terms_inside_the_volume_match_the_store(tiny: Tiny) -> None:
     """Leaf terms all held by the case, patch inside the volume: masks come straight from the store read."""
     terms = [term_id("liver"), term_id("spleen")]
