@@ -41,6 +41,16 @@ class PreprocessStage(Stage):
         rows = table.to_pylist() if table is not None else []
         medians = _median_spacings(rows, config.orientation) if config.spacing == "median" else {}
         tasks = []
+        cache: dict[tuple[str, frozenset[str]], dict[str, list[str]]] = {}
+
+        def case_terms(spec: Any, keys: list[str] | None) -> dict[str, list[str]]:
+            """Per-structure codes of one case (a derived term only where its files complete it),
+            once per dataset and set of files."""
+            key = (spec.name, frozenset(keys or ()))
+            if key not in cache:
+                cache[key] = termmap.structure_terms(spec, key[1])
+            return cache[key]
+
         for r in rows:
             if not (r["has_image"] or r["has_label"]) or r.get("shape") is None:
                 continue
@@ -57,7 +67,8 @@ class PreprocessStage(Stage):
                 "label_keys": list(r["label_keys"] or []) if labels_ok else [],
                 "label_rejected": bool(r["has_label"] and not labels_ok),
                 "encoding": encoding,
-                "terms": termmap.structure_terms(spec) if encoding == "per_structure" else termmap.value_terms(spec),
+                "terms": (case_terms(spec, r["label_keys"] if labels_ok else [])
+                          if encoding == "per_structure" else termmap.value_terms(spec)),
                 "fixes": dict(spec.fixes),
                 "spacing": list(medians[r["dataset"]]) if r["dataset"] in medians else None,
             }

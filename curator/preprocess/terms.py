@@ -11,6 +11,7 @@ for KiTS), so ``CaseStore.mask(term)`` answers derived terms without the taxonom
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 from curator.harmonize.mapping import raw_value_terms
@@ -34,9 +35,22 @@ def value_terms(spec: Any) -> dict[str, list[str]]:
     return {k: v for k, v in _codes(spec).items() if k not in ignore}
 
 
-def structure_terms(spec: Any) -> dict[str, list[str]]:
-    """``{structure file key: [term ids]}`` of a per-structure dataset."""
-    return _codes(spec)
+def structure_terms(spec: Any, keys: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """``{structure file key: [term ids]}`` of a per-structure dataset; with ``keys`` (the files
+    one case has) a derived term joins only where that case's files complete it — a case
+    without its right-kidney file has no ``kidney`` (harmonize's rule: a missing file is "not
+    annotated")."""
+    if keys is None:
+        return _codes(spec)
+    from curator.harmonize.core import term_plans
+    from curator.harmonize.mapping import build_mapping
+
+    tax = load_taxonomy()
+    m, _ = build_mapping(spec, tax)
+    direct = raw_value_terms(spec, tax, include_derived=False)
+    plans = [p for p in term_plans(m, tax, keys) if p["derived"]]
+    return {str(k): list(ids) + [p["term_id"] for p in plans if k in p["keys"] and p["term_id"] not in ids]
+            for k, ids in direct.items()}
 
 
 @functools.lru_cache(maxsize=4096)

@@ -63,3 +63,33 @@ def test_second_run_is_cached_and_identical(tiny: Tiny) -> None:
     rep = next(r for r in res.reports if r.stage == "preprocess")
     assert rep.cached == rep.planned == 5 and rep.ran == 0
     assert (tiny.workspace / "tables" / "preprocessed.parquet").read_bytes() == before
+
+
+def test_a_case_missing_a_structure_file_gets_no_derived_term_from_it(tiny: Tiny, tmp_path) -> None:
+    """Per-structure data: a case without its right-kidney file has not annotated that kidney, so
+    its store must not call the left kidney alone "kidney" (harmonize gives it no kidney row)."""
+    import shutil
+
+    import yaml
+
+    src = tmp_path / "ts"
+    for sid in ("s0000", "s0001"):
+        shutil.copytree(tiny.root / "ts" / sid, src / sid)
+        (src / sid / "segmentations" / "kidneys.nii.gz").unlink()
+    (src / "s0001" / "segmentations" / "kidney_right.nii.gz").unlink()
+    yml = tmp_path / "ts.yaml"
+    yml.write_text((tiny.root / "ts.yaml").read_text().replace(",\n               kidneys: kidney}", "}"))
+    cfg = {"workspace": "ws", "registry": [str(yml)], "sources": [{"dataset": str(yml), "root": str(src)}],
+           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}},
+           "executor": {"kind": "local", "workers": 1, "progress": False},
+           "release": {"root": "releases", "collection": "t", "version": "0.1.0"}}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["ingest", "harmonize", "preprocess"])
+    whole = CaseStore(tmp_path / "ws" / "stores" / "TinyTotalSeg__s0000.zarr")
+    half = CaseStore(tmp_path / "ws" / "stores" / "TinyTotalSeg__s0001.zarr")
+    assert "kidney" in whole.terms("original")
+    assert np.array_equal(whole.mask("kidney"), whole.mask("kidney_left") | whole.mask("kidney_right"))
+    assert "kidney_left" in half.terms("original") and "kidney" not in half.terms("original")
+    labels = pq.read_table(tmp_path / "ws" / "tables" / "labels.parquet").to_pylist()
+    assert {r["term_id"] for r in labels if r["case_id"] == "TinyTotalSeg__s0001"} == {"liver", "spleen",
+                                                                                        "kidney_left"}
