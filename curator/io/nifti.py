@@ -93,16 +93,50 @@ def _inflate(path: Path, proxy: ArrayProxy, igzip: Any) -> NDArray[Any]:
     return arr
 
 
+def _whole_scaling(dtype: np.dtype[Any], slope: Any, inter: Any) -> tuple[int, int] | None:
+    """``(slope, inter)`` as integers when integer voxels scaled by them stay integers
+    (dcm2niix's CT: int16 with ``scl_inter`` −1024), else ``None``."""
+    s = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    i = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    if np.dtype(dtype).kind not in "iu" or s != round(s) or i != round(i):
+        return None
+    return int(s), int(i)
+
+
+def _scale_whole(raw: NDArray[Any], slope: int, inter: int) -> NDArray[Any]:
+    """``raw × slope + inter`` in the smallest integer type that holds it (HU stay int16,
+    where nibabel's float64 would make a float16 store round HU above 2048)."""
+    if raw.size == 0:
+        return raw
+    ends = sorted((int(raw.min()) * slope + inter, int(raw.max()) * slope + inter))
+    out_t = next(t for t in (np.int16, np.uint16, np.int32, np.int64)
+                 if np.iinfo(t).min <= ends[0] and ends[1] <= np.iinfo(t).max)
+    if (slope, inter) == (1, 0):
+        return raw if np.iinfo(raw.dtype).bits <= np.iinfo(out_t).bits else raw.astype(out_t)
+    wide = np.dtype(np.int64 if max(abs(ends[0]), abs(ends[1])) > 2**31 - 1 else np.int32)
+    out: NDArray[np.signedinteger[Any]] = raw.astype(wide, order="K")
+    if slope != 1:
+        np.multiply(out, slope, out=out)
+    np.add(out, inter, out=out)
+    return out if out_t == wide else out.astype(out_t, order="K")
+
+
 def _read_data(path: Path, img: Any, role: str) -> NDArray[Any]:
     """The voxel array as nibabel gives it: labels unscaled unless the header scales them,
-    images scaled by ``scl_slope``/``scl_inter`` (``np.asanyarray(img.dataobj)``)."""
+    images scaled by ``scl_slope``/``scl_inter`` (``np.asanyarray(img.dataobj)``) — in an
+    integer type when integer voxels are scaled by whole numbers."""
     proxy = img.dataobj
     slope, inter = proxy.slope, proxy.inter
     scaled = role != "label" or (not (slope in (1.0, None) or np.isnan(slope))
                                  or inter not in (0.0, None) and not np.isnan(inter))
+    whole = _whole_scaling(proxy.dtype, slope, inter) if scaled else None
     if _igzip is None or not path.name.lower().endswith(".gz") or type(proxy) is not ArrayProxy:
+        if whole is not None:
+            return _scale_whole(np.asarray(proxy.get_unscaled()), *whole)
         return np.asanyarray(proxy) if scaled else np.asarray(proxy.get_unscaled())
     raw = _inflate(path, proxy, _igzip)
+    if whole is not None:
+        return _scale_whole(raw, *whole)
     # the scaling nibabel's ArrayProxy applies (its _get_scaled with dtype=None)
     return apply_read_scaling(raw, np.asanyarray(slope), np.asanyarray(inter)) if scaled else raw
 

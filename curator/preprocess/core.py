@@ -84,13 +84,14 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     label_box = None
     for arr, _, _ in out_planes:
         label_box = union_box(label_box, bbox(arr))
-    body = body_mask(img, modality, config.body_threshold_hu) if img is not None else None
+    # the image is in stored units (physical ÷ scale): so is the CT threshold
+    body = body_mask(img, modality, config.body_threshold_hu / scale) if img is not None else None
     box = tuple(slice(0, n) for n in out_geom.shape)
     margin = tuple(int(np.ceil(config.crop_margin_mm / s)) for s in out_geom.spacing)
     if img is not None and config.crop == "body" and body is not None and body.any():
         box = crop_box(body, margin, label_box)
     elif img is not None and config.crop == "nonzero":
-        box = crop_box(img > 0, margin, label_box)
+        box = crop_box(img != 0, margin, label_box)
     start = tuple(s.start for s in box)
     shifted = out_geom.matrix.copy()
     shifted[:3, 3] = out_geom.voxel_to_world(np.asarray(start))[0]

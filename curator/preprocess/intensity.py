@@ -76,7 +76,8 @@ def _hist_stats(values: NDArray[Any], pcts: tuple[float, ...]) -> dict[str, floa
     nz = np.flatnonzero(counts)
     out = {"mean": mean, "std": var ** 0.5, "min": float(vals[nz[0]]), "max": float(vals[nz[-1]])}
     for p in pcts:  # numpy's "inverted_cdf" definition
-        out[f"p{p:g}"] = float(vals[min(int(np.searchsorted(cum, p / 100 * n, "left")), 65535)])
+        # the first value whose count reaches p % (at least one value: p0 is the minimum)
+        out[f"p{p:g}"] = float(vals[min(int(np.searchsorted(cum, max(p / 100 * n, 1), "left")), 65535)])
     return out
 
 

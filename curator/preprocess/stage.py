@@ -29,7 +29,8 @@ STATS = (("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("p0.
 
 class PreprocessStage(Stage):
     name = "preprocess"
-    version = "2"  # 2: linear resampling order y, x, z (ties may round differently)
+    version = "3"  # 2: linear resampling order y, x, z; 3: integer NIfTI scaled by whole numbers stays
+    # integer (float16 stores rounded HU > 2048), CT body threshold in stored units, nonzero crop
     config_class = PreprocessConfig
     tables = ("preprocessed",)
     requires = ("cases",)

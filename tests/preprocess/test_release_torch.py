@@ -289,3 +289,25 @@ def test_nnunet_export_keeps_test_cases_out_of_training_and_writes_the_release_f
     (fold,) = json.loads((folder / "splits_final.json").read_text())
     assert fold["val"] == [val] and test not in fold["train"] and val not in fold["train"]
     assert sorted(fold["train"] + fold["val"]) == sorted(c for c in report.cases if c != test)
+
+
+def test_unnormalised_items_are_in_physical_units(tiny: Tiny, tmp_path) -> None:
+    """normalise=False gives HU: the stored values times the store's scale (float16 stores of a
+    wide-range float CT carry scale 2, 4, ...)."""
+    import shutil
+
+    import zarr
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    cid = "TinyTotalSeg__s0000"
+    path = rel / "stores" / f"{cid}.zarr"
+    group = zarr.open_group(str(path), mode="r+")
+    meta = dict(group.attrs["curator"])
+    meta["normalisation"] = {**meta["normalisation"], "scale": 2.0}
+    group.attrs["curator"] = meta
+    store = CaseStore(path)
+    shape = store.geometry.shape
+    item = PatchDataset(rel, terms=["liver"], where=f"p.case_id = '{cid}'", patch_size=shape, normalise=False)[0]
+    assert np.array_equal(item["image"][0].numpy(), store.physical_image().astype(np.float32))
+    assert np.array_equal(item["image"][0].numpy(), store.read("image").astype(np.float32) * 2)

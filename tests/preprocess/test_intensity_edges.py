@@ -1,0 +1,89 @@
+"""Intensities at the edges: scaled NIfTI integers, scaled stores, percentile 0, the non-zero crop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from curator.io.formats import read_volume
+from curator.preprocess.config import PreprocessConfig
+from curator.preprocess.core import preprocess_arrays
+from curator.preprocess.intensity import stats
+
+
+def _ellipse(shape: tuple[int, int, int], a: float, b: float) -> np.ndarray:
+    x, y = np.meshgrid(np.arange(shape[0]) - (shape[0] - 1) / 2, np.arange(shape[1]) - (shape[1] - 1) / 2,
+                       indexing="ij")
+    return np.broadcast_to(((x / a) ** 2 + (y / b) ** 2 < 1)[..., None], shape)
+
+
+def _save(path: Path, arr: np.ndarray, slope: float | None = None, inter: float | None = None) -> Path:
+    aff = np.diag([1.0, 1.0, 3.0, 1.0])
+    img = nib.Nifti1Image(arr, aff)
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter)
+    img.set_sform(aff, 1)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_integer_nifti_with_whole_scaling_reads_as_integer_hu(tmp_path: Path, gz: bool) -> None:
+    """dcm2niix writes CT as uint16 + scl_inter −1024: HU must stay integers (a float read made the
+    store float16, which rounds HU above 2048)."""
+    hu = np.full((20, 20, 6), -1000, np.int16)
+    hu[5:15, 5:15] = np.arange(2049, 2049 + 600, dtype=np.int16).reshape(10, 10, 6)
+    raw = (hu.astype(np.int32) + 1024).astype(np.uint16)
+    ext = ".nii.gz" if gz else ".nii"
+    vol = read_volume(_save(tmp_path / f"ct{ext}", raw, 1.0, -1024.0), role="image")
+    assert vol.array.dtype == np.int16 and np.array_equal(vol.array, hu)
+    prep = preprocess_arrays(vol.array, vol.geometry, [], "CT", PreprocessConfig.from_dict({"crop": "none"}))
+    assert prep.image is not None and prep.image.dtype == np.int16 and np.array_equal(prep.image, hu)
+    halves = read_volume(_save(tmp_path / f"half{ext}", raw, 0.5, -512.0), role="image")  # not whole: float
+    assert halves.array.dtype.kind == "f" and np.allclose(halves.array, raw * 0.5 - 512)
+
+
+def test_ct_body_threshold_applies_in_physical_units_when_the_store_is_scaled(tmp_path: Path) -> None:
+    """A float CT padded with −32768 outside the scan's circle is stored as float16 × 2: the body
+    (−500 HU) must not become "above −1000 HU" and swallow the air."""
+    rng = np.random.default_rng(0)
+    shape = (96, 96, 8)
+    hu = (np.full(shape, -1000.0) + rng.normal(0, 20, shape)).astype(np.float32)
+    body = _ellipse(shape, 24, 16)
+    hu[body] = 40.0
+    got = {}
+    for pad in (-2000.0, -32768.0):
+        a = hu.copy()
+        a[~_ellipse(shape, 46, 46)] = pad
+        prep = preprocess_arrays(a, read_volume(_save(tmp_path / "g.nii.gz", a), role="image").geometry, [],
+                                 "CT", PreprocessConfig.from_dict({}))
+        got[pad] = (prep.attrs["normalisation"]["scale"], int(prep.body.sum()), prep.geometry.shape)
+    assert got[-2000.0][0] == 1.0 and got[-32768.0][0] == 2.0
+    assert got[-2000.0][1] == got[-32768.0][1] == int(body.sum())
+    assert got[-2000.0][2] == got[-32768.0][2]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.float32])
+def test_percentile_zero_is_the_minimum(dtype: type) -> None:
+    a = np.arange(100, 900, dtype=dtype).reshape(8, 10, 10)
+    s = stats(a, pcts=(0.0, 50.0, 100.0))
+    assert s is not None and s["p0"] == 100 == s["min"] and s["p100"] == 899 == s["max"]
+    assert s["p50"] == np.percentile(a, 50, method="inverted_cdf")
+
+
+def test_nonzero_crop_keeps_negative_values() -> None:
+    """crop: nonzero is the non-zero region (SAT, nnU-Net), not the positive one."""
+    shape = (80, 80, 6)
+    a = np.zeros(shape, np.int16)
+    a[_ellipse(shape, 36, 26)] = -100  # fat: negative, non-zero
+    a[_ellipse(shape, 12, 8)] = 40
+    from curator.testing.phantoms import grid
+
+    g = grid(shape, (1.0, 1.0, 3.0), "RAS")
+    prep = preprocess_arrays(a, g, [], "CT", PreprocessConfig.from_dict({"crop": "nonzero", "crop_margin_mm": 0}))
+    assert prep.image is not None and int((prep.image == -100).sum()) == int((a == -100).sum())
+    nz = np.argwhere(a != 0)
+    assert prep.geometry.shape == tuple(int(n) for n in nz.max(0) - nz.min(0) + 1)
