@@ -20,9 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from curator.errors import CuratorError
 from curator.io.fsutil import atomic_path
+from curator.runner.stage import problem_row
 from curator.schema import to_arrow
 from curator.store import CaseStore
 
@@ -87,10 +91,14 @@ def release_step(b: ReleaseBuilder) -> None:
         return
     ws_stores = b.ctx.workspace.root
     rows: list[dict[str, Any]] = []
+    missing: list[dict[str, Any]] = []
     for rec in table.select(["case_id", "dataset", "modality", "store"]).to_pylist():
         src = ws_stores / rec["store"]
         if not (src / "zarr.json").exists():
-            log.warning("release: store of %s is missing (%s); re-run preprocess", rec["case_id"], src)
+            missing.append(problem_row("release", CuratorError(
+                "store_missing", "the case's store is not in the workspace; it is left out of the release",
+                remedy="run `curator preprocess` (it rebuilds missing stores), then the release again"),
+                dataset=rec["dataset"], case_id=rec["case_id"], path=rec["store"], severity="warning"))
             continue
         dst = b.staging / "stores" / f"{rec['case_id']}.zarr"
         link_tree(src, dst)
@@ -104,3 +112,8 @@ def release_step(b: ReleaseBuilder) -> None:
                       "locations": rel})
         rows += found
     b.tables["store_terms"] = to_arrow("store_terms", rows)
+    if missing:  # a row without its store would send the loader to a folder that is not there
+        log.warning("release: %d case(s) have no store in the workspace (see problems); left out", len(missing))
+        gone = pa.array([m["case_id"] for m in missing])
+        b.tables["preprocessed"] = table.filter(pc.invert(pc.is_in(table["case_id"], value_set=gone)))
+        b.add_problems(missing)

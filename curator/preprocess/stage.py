@@ -20,7 +20,7 @@ from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import Prepared, preprocess_arrays, reoriented_spacing
 from curator.preprocess.labels import Plane, label_map_plane, structure_planes
 from curator.registry.fixes import apply_array_fixes, apply_label_fixes, intensity_offset
-from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
+from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.store import CaseStore, store_sha256
 
 STATS = (("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("p0.5", "p00_5"),
@@ -77,6 +77,12 @@ class PreprocessStage(Stage):
             tasks.append(Task(case_id=r["case_id"], payload=payload, fingerprint=fp, dataset=r["dataset"],
                               path=f"{r['source']}:{r['image_path'] or (r['label_paths'] or [''])[0]}"))
         return tasks
+
+    def outputs_exist(self, result: CaseResult) -> bool:
+        """A cached case's store must still be in the workspace (one deleted by hand is rebuilt)."""
+        root = self.ctx.workspace.root
+        return all((root / r["store"] / "zarr.json").exists() for r in result.rows.get("preprocessed", [])
+                   if r.get("store"))
 
     @classmethod
     def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:

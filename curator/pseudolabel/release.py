@@ -76,8 +76,6 @@ def check_revised(builder: Any, rows: list[dict[str, Any]]) -> list[dict[str, An
     """Revised rows as the stores hold them now: voxels and volume counted on the store's grid
     (a rebuilt store resampled them); a row whose store lacks the reviewed term is dropped with a
     ``revised_label_lost`` problem rather than released as if it were used."""
-    import pyarrow as pa
-
     from curator.errors import CuratorError
     from curator.runner.stage import problem_row
 
@@ -100,9 +98,7 @@ def check_revised(builder: Any, rows: list[dict[str, Any]]) -> list[dict[str, An
                         "present": n > 0})
     if lost:
         log.warning("release: %d reviewed label(s) are missing from their stores (see problems)", len(lost))
-        problems = builder.tables["problems"] if "problems" in builder.tables else to_arrow("problems", [])
-        builder.tables["problems"] = pa.concat_tables([problems, to_arrow("problems", lost)],
-                                                      promote_options="permissive")
+        builder.add_problems(lost)
     return out
 
 

@@ -73,6 +73,15 @@ class PseudolabelStage(Stage):
         atomic_write_json(ws.stage_dir(self.name) / "queue.json", queue, indent=None)
         return tasks
 
+    def outputs_exist(self, result: CaseResult) -> bool:
+        """A cached case's pseudo layer and attention map must still be there (a store that
+        preprocess rebuilt has lost its pseudo layer: infer again)."""
+        if not result.rows.get("_labels_pseudo"):
+            return True
+        ws = self.ctx.workspace
+        return ((ws.stores_dir / f"{result.case_id}.zarr" / "labels" / "pseudo").is_dir()
+                and (outputs.attention_path(ws.root, result.case_id) / "zarr.json").exists())
+
     def _annotated(self) -> dict[str, set[str]]:
         """Annotated term ids per case from the harmonize ``labels`` table (when it exists)."""
         labels = self.ctx.workspace.read_table("labels")

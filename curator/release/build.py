@@ -66,6 +66,15 @@ class ReleaseBuilder:
     def version(self) -> str:
         return self.ctx.config.release.version
 
+    def add_problems(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``problems`` rows found while building the release."""
+        import pyarrow as pa
+
+        if not rows:
+            return
+        have = self.tables["problems"] if "problems" in self.tables else to_arrow("problems", [])
+        self.tables["problems"] = pa.concat_tables([have, to_arrow("problems", rows)], promote_options="permissive")
+
 
 def release_dir(ctx: Context) -> Path:
     rc = ctx.config.release

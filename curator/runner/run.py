@@ -87,8 +87,9 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     for t in tasks:
         key = stage.task_key(t)
         cached = ws.read_case_result(stage_cls.name, t.case_id)
-        if cached is not None and cached.get("key") == key:
-            results[t.case_id] = CaseResult.from_json(cached)
+        hit = CaseResult.from_json(cached) if cached is not None and cached.get("key") == key else None
+        if hit is not None and stage.outputs_exist(hit):
+            results[t.case_id] = hit
             report.cached += 1
         else:
             jobs.append((t, key))

@@ -125,6 +125,11 @@ class Stage:
     def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
         raise NotImplementedError
 
+    def outputs_exist(self, result: CaseResult) -> bool:
+        """Whether a cached result's files are still there (default: a stage writes no files).
+        A cached case whose outputs were deleted is run again rather than trusted."""
+        return True
+
     def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
         """Default: concatenate each table's per-case rows."""
         out: dict[str, list[dict[str, Any]]] = {t: [] for t in self.tables}

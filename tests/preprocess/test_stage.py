@@ -93,3 +93,33 @@ def test_a_case_missing_a_structure_file_gets_no_derived_term_from_it(tiny: Tiny
     labels = pq.read_table(tmp_path / "ws" / "tables" / "labels.parquet").to_pylist()
     assert {r["term_id"] for r in labels if r["case_id"] == "TinyTotalSeg__s0001"} == {"liver", "spleen",
                                                                                         "kidney_left"}
+
+
+def test_a_deleted_store_is_rebuilt_and_never_released_as_a_row_without_its_store(tiny: Tiny, tmp_path) -> None:
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny.root / "ws", root / "ws")
+    cfg = yaml.safe_load((tiny.root / "pipeline.yaml").read_text())
+    cfg["release"]["version"] = "0.2.0"
+    (root / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    config = PipelineConfig.load(root / "pipeline.yaml")
+    cid = "TinyKits__case_00001"
+    store = root / "ws" / "stores" / f"{cid}.zarr"
+    before = CaseStore(store).read("image")
+    shutil.rmtree(store)
+    res = run_pipeline(config, stages=["ingest", "preprocess"], release=False)
+    rep = next(r for r in res.reports if r.stage == "preprocess")
+    assert (rep.ran, rep.cached) == (1, 4)  # the cached result alone no longer vouches for the store
+    assert np.array_equal(CaseStore(store).read("image"), before)
+    shutil.rmtree(store)  # gone again, and released without re-running preprocess
+    from curator.release.build import build_release
+    from curator.runner.context import Context
+
+    rel = build_release(Context(config))
+    rows = pq.read_table(rel / "preprocessed.parquet").to_pylist()
+    assert cid not in {r["case_id"] for r in rows} and len(rows) == 4
+    problems = pq.read_table(rel / "problems.parquet").to_pylist()
+    assert [p["case_id"] for p in problems if p["kind"] == "store_missing"] == [cid]

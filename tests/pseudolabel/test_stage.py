@@ -63,6 +63,16 @@ def test_rerun_is_cached_and_tables_identical(phantom_ws) -> None:
     report = run_stage(ctx, PseudolabelStage)
     assert report.cached == 4 and report.ran == 0
     assert ctx.workspace.table_path("attention").read_bytes() == first
+    # a store rebuilt by preprocess (same key upstream) has lost its pseudo layer: that case runs again
+    import shutil
+
+    cid = CASES[1][0]
+    store = CaseStore(ctx.workspace.stores_dir / f"{cid}.zarr")
+    shutil.rmtree(store.path / "labels" / "pseudo")
+    report = run_stage(ctx, PseudolabelStage)
+    assert (report.cached, report.ran) == (3, 1)
+    assert "pseudo" in CaseStore(store.path).layers()
+    assert ctx.workspace.table_path("attention").read_bytes() == first
 
 
 def test_rank_cases_top_fraction() -> None:
