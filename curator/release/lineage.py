@@ -87,17 +87,19 @@ def config_hash(ctx: Context) -> str:
     return sha256_json(published_config(ctx))[:16]
 
 
-def taxonomy_info() -> dict[str, Any] | None:
-    """Checksum (and version, when declared) of ``label_system/taxonomy.yaml``; None when absent."""
+def taxonomy_info(path: str | Path | None = None) -> dict[str, Any] | None:
+    """Checksum (and version, when declared) of the taxonomy file (default: the bundled
+    ``label_system/taxonomy.yaml``); None when absent."""
     from curator.resources import resource_dir
 
+    name = "label_system/taxonomy.yaml" if path is None else Path(path).name
     try:
-        path = resource_dir("label_system") / "taxonomy.yaml"
+        path = resource_dir("label_system") / "taxonomy.yaml" if path is None else Path(path)
     except ConfigError:
         return None
     if not path.is_file():
         return None
-    info: dict[str, Any] = {"file": "label_system/taxonomy.yaml", "sha256": sha256_file(path)}
+    info: dict[str, Any] = {"file": name, "sha256": sha256_file(path)}
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
@@ -152,13 +154,19 @@ def record_model(builder: ReleaseBuilder, name: str, path: str | Path, **info: A
     return entry
 
 
+def _harmonize_taxonomy_path(builder: ReleaseBuilder) -> str | None:
+    from curator.harmonize.stage import HarmonizeConfig
+
+    return builder.ctx.stage_config(HarmonizeConfig, "harmonize").taxonomy
+
+
 def lineage(builder: ReleaseBuilder) -> dict[str, Any]:
     """The lineage keys of release.json (models come from ``builder.extra['models']``)."""
     parent = builder.parent
     out: dict[str, Any] = {
         "parent_version": parent.name if parent else None,
         "parent_release_json_sha256": sha256_file(parent / "release.json") if parent else None,
-        "taxonomy": taxonomy_info(),
+        "taxonomy": taxonomy_info(_harmonize_taxonomy_path(builder)),
         "inputs": input_checksums(builder.tables.read("cases", ["dataset", "image_sha256", "label_sha256"])),
         "models": dict(sorted(builder.extra.get("models", {}).items())),
     }

@@ -52,3 +52,25 @@ def test_check_read_only_statement_kinds() -> None:
     for bad in ("pragma version", "call pragma_version()", "export database 'x'", "copy cases to 'x'"):
         with pytest.raises(ReleaseError):
             check_read_only(bad)
+
+
+def test_the_taxonomy_is_a_table_of_the_release(demo: Path) -> None:
+    """Hierarchy and synonym queries need nothing but the release: the terms table."""
+    from curator.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    rel = Release(demo / "releases" / "demo" / "0.1.0")
+    terms = {r["term_id"]: r for r in rel.table("terms").to_dicts()}
+    assert set(terms) == set(tax.terms)
+    kl = terms["kidney_left"]
+    assert (kl["name"], kl["laterality"]) == ("left kidney", "left")
+    assert kl["ancestors"] == tax.ancestors("kidney_left") and "kidney" in kl["ancestors"]
+    assert terms["kidney"]["partitions"] == [["kidney_left", "kidney_right"]]
+    assert "tumor" in terms["kidney_tumor"]["kinds"]
+    under = rel.sql("select distinct l.term_id from labels l join terms t using (term_id) "
+                    "where t.term_id = 'kidney' or list_contains(t.ancestors, 'kidney')").fetchall()
+    labelled = {r[0] for r in rel.sql("select distinct term_id from labels").fetchall()}
+    expect = {t for t in labelled if t == "kidney" or "kidney" in tax.ancestors(t)}
+    assert {r[0] for r in under} == expect and {"kidney", "kidney_left", "kidney_right"} <= expect
+    hit = rel.sql("select term_id from terms where list_contains(synonyms, 'renal tumour')").fetchall()
+    assert hit == [("kidney_tumor",)]
