@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from curator.qc.config import ALL_FEATURES, QCConfig
+from curator.qc.side import check_sides
 
 LABELS = {"volume": "normalised volume", "sphericity": "sphericity", "eccentricity": "eccentricity",
           "detached": "detached share"}
@@ -148,7 +149,9 @@ def _bounds(values: list[float], cfg: QCConfig, feature: str) -> tuple[float | N
 
 
 def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Override] = ()) -> list[dict[str, Any]]:
-    """Add bounds, out-of-bounds flags and a decision with its reason to every feature row."""
+    """Add bounds, out-of-bounds flags and a decision with its reason to every feature row
+    (and the laterality check of :mod:`curator.qc.side`: a label on the wrong side is excluded)."""
+    rows = check_sides([dict(r) for r in rows], cfg.side_margin_mm)
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[cohort_key(r)].append(r)
@@ -206,6 +209,10 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
         r["decision"], r["reason"] = "exclude", f"{rule} of cohort {key} (n={n}): " + "; ".join(outs)
     else:
         r["decision"], r["reason"] = "include", None
+    side = r.pop("side_reason", None)
+    if r.get("wrong_side"):  # shape cannot see it: a perfect left kidney on the right is still wrong
+        r["reason"] = side if r["decision"] != "exclude" else f"{side}; {r['reason']}"
+        r["decision"] = "exclude"
     return r
 
 

@@ -44,6 +44,9 @@ class QCConfig(StageConfig):
       (decision ``unchecked``).
     * ``border_margin``: a label whose voxels come within this many voxels of the scan's
       field-of-view edge is ``truncated``: kept, but out of the bounds and not judged.
+    * ``side_margin_mm``: the laterality check (:mod:`curator.qc.side`) excludes a left/right
+      label lying more than this far on the wrong side of its partner (or of the body's
+      centre); ``null`` turns it off.
     * ``overrides``: a YAML or CSV file of ``case_id, term, [origin], action, reason`` rows
       (action ``include`` or ``exclude``); relative paths are resolved against the folder
       holding the workspace.
@@ -63,6 +66,7 @@ class QCConfig(StageConfig):
     border_margin: int = 1
     layers: tuple[str, ...] = ("original", "revised", "pseudo")
     overrides: str | None = None
+    side_margin_mm: float | None = 10.0
 
     def __post_init__(self) -> None:
         where = "stages.qc"
@@ -85,6 +89,8 @@ class QCConfig(StageConfig):
             raise ConfigError("config_error", f"{where}: min_tail must be at least 1")
         if self.min_cohort < 2:
             raise ConfigError("config_error", f"{where}: min_cohort must be at least 2")
+        if self.side_margin_mm is not None and self.side_margin_mm < 0:
+            raise ConfigError("config_error", f"{where}: side_margin_mm must be 0 or more (or null: no check)")
         if self.border_margin < 0:
             raise ConfigError("config_error", f"{where}: border_margin must be 0 or more voxels")
         unknown = [x for x in self.layers if x not in ("original", "revised", "pseudo")]

@@ -37,7 +37,8 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "2"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels)
+    version = "3"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
+    # 3: body_x_mm (the laterality check)
     config_class = QCConfig
     tables = ("qc",)
     requires = ("cases",)

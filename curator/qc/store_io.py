@@ -27,6 +27,17 @@ def body_volume_ml(store: CaseStore) -> float | None:
     return n * store.geometry.voxel_volume_mm3 / 1000.0 if n else None
 
 
+def body_centre_x(store: CaseStore) -> float | None:
+    """RAS x (mm) of the body mask's centroid — the patient's midline, roughly — or None."""
+    body = store.body()
+    if body is None or not body.any():
+        return None
+    idx = [float(np.dot(np.arange(n), body.sum(axis=tuple(a for a in range(3) if a != ax), dtype=np.int64)))
+           for ax, n in enumerate(body.shape)]
+    n = float(np.count_nonzero(body))
+    return float(store.geometry.voxel_to_world(np.asarray([[i / n for i in idx]]))[0][0])
+
+
 def store_fingerprint(path: Path) -> str:
     """Cheap fingerprint of a store's current content: the metadata files of the store and of every
     label layer (layers and stores are replaced by renames, so their zarr.json files change)."""
@@ -53,6 +64,7 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
     if body_ml is None:
         body_ml = body_volume_ml(store)
     image = np.asarray(store.image[...]) if store.has_image() else None
+    body_x = body_centre_x(store)
     rows: list[dict[str, Any]] = []
     held: set[str] = set()  # terms of higher-priority layers (store.layers() is in priority order)
     for layer in store.layers():
@@ -64,7 +76,7 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
             if term in above:
                 continue
             row = f.to_row()
-            row.update(origin=layer, body_ml=body_ml, volume_basis="body" if body_ml else "absolute",
+            row.update(origin=layer, body_ml=body_ml, body_x_mm=body_x, volume_basis="body" if body_ml else "absolute",
                        norm_volume=(f.volume_ml / body_ml) if body_ml else None)
             rows.append(row)
     return rows

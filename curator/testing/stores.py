@@ -38,14 +38,15 @@ def _case_row(cid: str, dataset: str, has_image: bool) -> dict[str, Any]:
 
 def phantom_workspace(root: str | Path, n_cases: int = 24, *, broken: Iterable[int] = (),
                       label_only: Iterable[int] = (), missing: Iterable[int] = (), dataset: str = "Phantom",
-                      seed: int = 0) -> Workspace:
+                      seed: int = 0, swapped: Iterable[int] = ()) -> Workspace:
     """Write cases/labels tables and stores for ``n_cases`` phantoms; ``broken`` cases get a liver
     label with most of it erased and a distant blob; ``label_only`` stores have no image or body;
-    ``missing`` cases have no store."""
+    ``missing`` cases have no store; ``swapped`` cases call the left kidney right and vice versa."""
     ws = Workspace(root).init()
     ws.stores_dir.mkdir(parents=True, exist_ok=True)
     g = grid(SHAPE, spacing=SPACING)
-    broken, label_only, missing = set(broken), set(label_only), set(missing)
+    broken, label_only, missing, swapped = set(broken), set(label_only), set(missing), set(swapped)
+    swap = {"kidney_left": "kidney_right", "kidney_right": "kidney_left"}
     cases, labels = [], []
     for i in range(n_cases):
         cid = f"{dataset}__c{i:03d}"
@@ -58,7 +59,8 @@ def phantom_workspace(root: str | Path, n_cases: int = 24, *, broken: Iterable[i
             lab[bad & (lab == 0)] = STRUCTURES["liver"][0]
         has_image = i not in label_only
         cases.append(_case_row(cid, dataset, has_image))
-        values = {int(c): [TERMS[int(c)]] for c in np.unique(lab) if c}
+        values = {int(c): [TERMS[int(c)] if i not in swapped else swap.get(TERMS[int(c)], TERMS[int(c)])]
+                  for c in np.unique(lab) if c}
         for code, (term,) in values.items():
             n = int(np.count_nonzero(lab == code))
             labels.append({"case_id": cid, "dataset": dataset, "term_id": term, "term": NAMES[term],

@@ -173,3 +173,32 @@ def test_detached_feature_sees_a_distant_blob() -> None:
         QCConfig.from_dict({"features": ["volume", "volume"]})
     with pytest.raises(ConfigError):
         QCConfig.from_dict({"features": ["volume"], "vote": 2})
+
+
+def test_single_lateral_labels_are_checked_against_the_body_centre(tmp_path) -> None:
+    import numpy as np
+
+    from curator.io.volume import Geometry
+    from curator.qc.side import check_sides
+    from curator.qc.store_io import body_centre_x
+    from curator.store import CaseStore
+
+    aff = np.array([[-2.0, 0, 0, 40.0], [0, 2.0, 0, -10.0], [0, 0, 3.0, 5.0], [0, 0, 0, 1]])  # i runs to the left
+    g = Geometry.from_affine((30, 20, 10), aff)
+    body = np.zeros(g.shape, bool)
+    body[4:20, 2:18, :] = True
+    store = CaseStore.create(tmp_path / "s.zarr", geometry=g, attrs={"case_id": "s"}, image=body.astype(np.int16),
+                             body=body, labels=[])
+    idx = np.argwhere(body).mean(0)
+    assert abs(body_centre_x(store) - float((aff @ np.r_[idx, 1])[0])) < 1e-9
+    bx = body_centre_x(store)
+
+    def row(term: str, x: float) -> dict:
+        return {"case_id": "s", "origin": "original", "term_id": term, "centroid_mm": [x, 0.0, 0.0], "body_x_mm": bx}
+
+    out = check_sides([row("adrenal_gland_left", bx - 40), row("lung_right", bx - 30), row("liver", bx - 80)], 10.0)
+    got = {r["term_id"]: (r["lateral_mm"], r["wrong_side"]) for r in out}
+    assert got == {"adrenal_gland_left": (40.0, False), "lung_right": (-30.0, True), "liver": (None, None)}
+    assert "to the patient's left of the body's centre" in out[1]["side_reason"]
+    off = check_sides([row("lung_right", bx - 30)], None)
+    assert (off[0]["lateral_mm"], off[0]["wrong_side"]) == (None, None)

@@ -29,7 +29,7 @@ def context(tmp: Path, **qc: Any) -> Context:
 @pytest.fixture(scope="module")
 def qc_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, list[dict[str, Any]]]:
     tmp = tmp_path_factory.mktemp("qc")
-    phantom_workspace(tmp / "ws", n_cases=24, broken=(3,), label_only=(5,), missing=(7,))
+    phantom_workspace(tmp / "ws", n_cases=24, broken=(3,), label_only=(5,), missing=(7,), swapped=(9,))
     ctx = context(tmp, min_cohort=12)
     report = run_stage(ctx, QCStage)
     assert report.planned == 23 and report.failed == 0
@@ -45,6 +45,25 @@ def test_broken_label_is_excluded_with_reason(qc_run: tuple[Context, list[dict[s
     judged = [r for r in rows if r["decision"] in ("include", "exclude") and r["case_id"] != "Phantom__c003"]
     assert len(judged) > 100
     assert sum(r["flagged"] for r in judged) <= 0.05 * len(judged)
+
+
+def test_a_label_on_the_wrong_side_is_excluded_whatever_its_shape(
+        qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
+    """Case 9's dataset mapping calls the left kidney right: perfect shapes, wrong sides."""
+    _, rows = qc_run
+    kidneys = [r for r in rows if r["term_id"] in ("kidney_left", "kidney_right")]
+    wrong = {(r["case_id"], r["term_id"]) for r in kidneys if r["wrong_side"]}
+    assert wrong == {("Phantom__c009", "kidney_left"), ("Phantom__c009", "kidney_right")}
+    for r in kidneys:
+        if r["case_id"] == "Phantom__c009":
+            assert r["decision"] == "exclude" and r["reason"].startswith("side: the ")
+            assert r["lateral_mm"] < -10 and not r["flagged"]  # the shape filter saw nothing
+        else:
+            assert r["lateral_mm"] > 10 and r["wrong_side"] is False
+    # the label-only case has no body centre but both kidneys: checked against each other
+    assert all(r["lateral_mm"] is not None for r in kidneys if r["case_id"] == "Phantom__c005")
+    assert all(r["lateral_mm"] is None and r["wrong_side"] is None for r in rows
+               if r["term_id"] not in ("kidney_left", "kidney_right"))
 
 
 def test_truncated_label_only_and_measurements(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:

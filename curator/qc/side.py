@@ -1,0 +1,85 @@
+"""Laterality check: a left structure must lie on the patient's left.
+
+A dataset whose left/right mapping is swapped, or a scan whose header flips the patient,
+gives labels that are perfect in shape and wrong in side — no shape feature sees it. Per
+(case, layer):
+
+* a **pair** (left kidney and right kidney both labelled): the left one's centroid must lie
+  to the patient's left of the right one's (RAS x smaller; RAS +x is the patient's right),
+  by more than ``-side_margin_mm``;
+* a **single** lateral label: its centroid must not lie more than ``side_margin_mm`` on the
+  other side of the body's centre (the preprocess body mask; label-only cases are not
+  checked this way).
+
+``lateral_mm`` in the ``qc`` table is how far the label lies towards its own side (of its
+partner's centroid, else of the body centre); negative is the wrong side.
+
+>>> rows = [{"case_id": "c", "origin": "original", "term_id": "kidney_left", "centroid_mm": [60.0, 0, 0]},
+...         {"case_id": "c", "origin": "original", "term_id": "kidney_right", "centroid_mm": [-55.0, 0, 0]}]
+>>> [(r["lateral_mm"], r["wrong_side"]) for r in check_sides(rows, 10.0)]
+[(-115.0, True), (-115.0, True)]
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from typing import Any
+
+from curator.taxonomy import load_taxonomy
+
+
+@functools.lru_cache(maxsize=4096)
+def side_of(term_id: str) -> tuple[str | None, str | None]:
+    """``(laterality, partner term id)`` of a term: the partner is the other side in a
+    both-sides parent's partition (kidney_left → kidney_right)."""
+    tax = load_taxonomy()
+    t = tax.get(term_id)
+    if t is None or t.laterality not in ("left", "right"):
+        return None, None
+    for parent in t.part_of:
+        p = tax.get(parent)
+        for part in p.partitions if p is not None else ():
+            others = [o for o in part if o != term_id]
+            if len(part) == 2 and term_id in part and (u := tax.get(others[0])) is not None \
+                    and u.laterality not in (None, t.laterality):
+                return t.laterality, u.id
+    return t.laterality, None
+
+
+def other_name(term_id: str | None) -> str:
+    return load_taxonomy().term(term_id).name if term_id else ""
+
+
+def check_sides(rows: list[dict[str, Any]], margin_mm: float | None) -> list[dict[str, Any]]:
+    """Add ``lateral_mm`` and ``wrong_side`` (and ``side_reason`` when wrong) to feature rows
+    (each needs case_id, origin, term_id, centroid_mm; ``body_x_mm`` when known)."""
+    by_case: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        r.update(lateral_mm=None, wrong_side=None)
+        if r.get("centroid_mm") is not None:
+            by_case[(r["case_id"], r["origin"])][r["term_id"]] = r
+    if margin_mm is None:
+        return rows
+    tax = load_taxonomy()
+    for terms in by_case.values():
+        for tid, r in terms.items():
+            side, partner = side_of(tid)
+            if side is None:
+                continue
+            sign = -1.0 if side == "left" else 1.0  # RAS: the patient's left is -x
+            x = float(r["centroid_mm"][0])
+            other = terms.get(partner) if partner else None
+            if other is not None:
+                ref, what = float(other["centroid_mm"][0]), f"the {other_name(partner)}"
+            elif r.get("body_x_mm") is not None:
+                ref, what = float(r["body_x_mm"]), "the body's centre"
+            else:
+                continue
+            r["lateral_mm"] = round(sign * (x - ref), 3)
+            r["wrong_side"] = r["lateral_mm"] < -margin_mm
+            if r["wrong_side"]:
+                r["side_reason"] = (f"side: the {tax.term(tid).name} lies {-r['lateral_mm']:.0f} mm to the patient's "
+                                    f"{'right' if side == 'left' else 'left'} of {what} (left/right swapped in the "
+                                    "dataset's mapping, or a flipped header?)")
+    return rows
