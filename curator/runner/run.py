@@ -96,7 +96,13 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     own = executor is None
     ex = executor or make_executor(ctx.config.executor)
     env = ctx.case_env()
+    # a case that failed in an earlier run fails this one too under on_bad_case: error (the cache
+    # must not turn a strict run's bad input into a pass)
     first_error: CaseResult | None = None
+    if config.on_bad_case == "error":
+        first_error = next((r for r in results.values() if r.failed), None)
+        if first_error is not None:
+            jobs = []
     try:
         with _progress(ctx.config.executor.progress, stage_cls.name, len(jobs)) as bar:
             for res in ex.run(stage_cls.ref(), stage_cls.name, jobs, config.to_dict(), env, gpu=stage_cls.gpu):

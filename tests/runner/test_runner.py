@@ -62,6 +62,16 @@ def test_on_bad_case_error_stops_with_the_case_named(tmp_path: Path) -> None:
     assert _problems(ctx)[0]["case_id"] == "c001"
 
 
+def test_on_bad_case_error_stops_on_a_bad_case_cached_by_an_earlier_run(tmp_path: Path) -> None:
+    """warn first (the bad case is cached as failed), then error: the strict run must still stop."""
+    rep = run_stage(_ctx(tmp_path, n_cases=4, behaviour={"c001": "bad"}), ProbeStage, InlineExecutor())
+    assert rep.failed == 1
+    ctx = _ctx(tmp_path, n_cases=4, behaviour={"c001": "bad"}, on_bad_case="error")
+    with pytest.raises(StageError) as e:
+        run_stage(ctx, ProbeStage, InlineExecutor())
+    assert "c001" in str(e.value) and "planted bad input" in str(e.value)
+
+
 def test_on_bad_case_error_says_what_to_do_once(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, n_cases=2, behaviour={"c001": "warn_then_bad"}, on_bad_case="error")
     with pytest.raises(StageError) as e:
