@@ -163,12 +163,12 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         sch = _schema_changes(pa_, pb_)
         if sch:
             d.schema[name] = sch
-        fa, fb = pl.read_parquet(pa_), pl.read_parquet(pb_)
+        fa, fb = pl.read_parquet(pa_, glob=False), pl.read_parquet(pb_, glob=False)
         frames[name] = (fa, fb)
         d.tables[name] = diff_table(fa, fb, _keys_for(name, fa.columns, fb.columns), RELATIVE_COLUMNS.get(name))
     if "labels" in frames:
         _qc(d, *frames["labels"])
-    _dups(d, *(pl.read_parquet(r.path / "duplicates.parquet") if "duplicates" in n else None
+    _dups(d, *(pl.read_parquet(r.path / "duplicates.parquet", glob=False) if "duplicates" in n else None
                for r, n in ((ra, na), (rb, nb))))
     if "splits" in frames:
         sa, sb = frames["splits"]

@@ -109,7 +109,7 @@ class Release:
         if not p.exists():
             raise ReleaseError("release_error", f"the release has no table {name!r}", path=str(self.path),
                                remedy=f"tables: {self.table_names()}")
-        return pl.read_parquet(p)
+        return pl.read_parquet(p, glob=False)  # a path may hold [ ] * ?: never a pattern
 
     def __repr__(self) -> str:
         return f"Release({self.info.get('collection')} {self.info.get('version')} at {self.path})"

@@ -84,7 +84,7 @@ class TableSet(MutableMapping[str, pa.Table]):
         """A lazy Polars frame of a table (streamed from its file when possible)."""
         f = self.file(name)
         if f is not None and name not in self._tables:
-            return pl.scan_parquet(f)
+            return pl.scan_parquet(f, glob=False)  # a path may hold [ ] * ?: never a pattern
         return pl.DataFrame(self[name]).lazy()
 
     def num_rows(self, name: str) -> int:

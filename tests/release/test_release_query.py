@@ -74,3 +74,19 @@ def test_the_taxonomy_is_a_table_of_the_release(demo: Path) -> None:
     assert {r[0] for r in under} == expect and {"kidney", "kidney_left", "kidney_right"} <= expect
     hit = rel.sql("select term_id from terms where list_contains(synonyms, 'renal tumour')").fetchall()
     assert hit == [("kidney_tumor",)]
+
+
+def test_paths_with_glob_characters_are_paths(demo: Path, tmp_path: Path) -> None:
+    """A release under 'rel [2024]' (brackets, a star): Polars must not read the path as a pattern."""
+    import shutil
+
+    from curator.release.diff import diff_releases
+
+    src = demo / "releases" / "demo" / "0.1.0"
+    a, b = tmp_path / "rel [2024]" / "0.1.0", tmp_path / "rel *x?" / "0.1.0"
+    shutil.copytree(src, a, symlinks=True)
+    shutil.copytree(src, b, symlinks=True)
+    rel = Release(a)
+    assert rel.table("cases").height == rel.sql("select count(*) from cases").fetchall()[0][0] > 0
+    d = diff_releases(a, b)
+    assert "cases" in d.tables and all(t.empty for t in d.tables.values())
