@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curator.config import PipelineConfig
-from curator.release.build import build_release
+from curator.errors import ConfigError, ReleaseError
+from curator.release.build import build_release, release_dir
 from curator.runner.context import Context
 from curator.runner.executors import make_executor
 from curator.runner.run import StageReport, run_stage
-from curator.runner.stage import load_stage_class
-from curator.stages import available
+from curator.runner.stage import Stage, load_stage_class
+from curator.stages import STAGES, available
 
 log = logging.getLogger("curator")
 
@@ -23,6 +25,47 @@ class PipelineResult:
     release: Path | None = None
 
 
+RELEASE_SECTIONS = ("splits",)  # `stages:` sections that configure release steps, not stages
+
+
+def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tuple[str, type[Stage]]]:
+    """Everything a run can know is wrong before it starts, refused before any work: unknown
+    stage names (``--stages``, ``stages:`` keys), every chosen stage's settings, the release
+    settings, and a release version that already exists. Returns the enabled stages to run."""
+    config = ctx.config
+    refs = available()
+    known = [*STAGES, *RELEASE_SECTIONS]
+    for where, names in (("--stages", stages or []), ("stages:", list(config.stages))):
+        bad = [n for n in names if n not in (refs if where == "--stages" else known)]
+        if bad:
+            hints = {n: difflib.get_close_matches(n, known, n=1) for n in bad}
+            also = f"; `stages:` may also hold {', '.join(RELEASE_SECTIONS)}" if where == "stages:" else ""
+            raise ConfigError("config_error", f"{where} names no stage: " + ", ".join(
+                f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in hints.items()),
+                remedy=f"the stages are {', '.join(refs)}{also}")
+    chosen = []
+    for name, ref in refs.items():
+        if stages is not None and name not in stages:
+            continue
+        cls = load_stage_class(ref)
+        cfg = ctx.stage_config(cls.config_class, name)  # a typo in a late stage fails now, not hours in
+        if not cfg.enabled:
+            log.info("%s: disabled in pipeline.yaml", name)
+            continue
+        chosen.append((name, cls))
+    if release:
+        from curator.release.splits import SplitConfig
+
+        SplitConfig.from_dict(config.stage("splits"), where="stages.splits")
+        dest = release_dir(ctx)
+        if dest.exists():
+            raise ReleaseError("release_exists", f"release {config.release.collection} {config.release.version} "
+                               "already exists", path=str(dest),
+                               remedy="releases are immutable: bump `release.version` in pipeline.yaml "
+                               "(or run with --no-release)")
+    return chosen
+
+
 def run_pipeline(config: PipelineConfig, *, stages: list[str] | None = None,
                  release: bool = True) -> PipelineResult:
     """Run ``stages`` (default: every installed, enabled stage, in order), then write the release."""
@@ -30,16 +73,10 @@ def run_pipeline(config: PipelineConfig, *, stages: list[str] | None = None,
     result = PipelineResult()
     with ctx.workspace.locked("run"):
         ctx.sources  # noqa: B018 - validate the sources before any work starts
+        chosen = check_plan(ctx, stages, release)
         executor = make_executor(config.executor)
         try:
-            for name, ref in available().items():
-                if stages is not None and name not in stages:
-                    continue
-                cls = load_stage_class(ref)
-                cfg = ctx.stage_config(cls.config_class, name)
-                if not cfg.enabled:
-                    log.info("%s: disabled in pipeline.yaml", name)
-                    continue
+            for _, cls in chosen:
                 result.reports.append(run_stage(ctx, cls, executor))
         finally:
             executor.close()

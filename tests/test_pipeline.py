@@ -130,4 +130,27 @@ def test_release_versions_are_immutable(tmp_path: Path, demo_raw: Path) -> None:
         run(pipe, release=True)
     assert e.value.kind == "release_exists"
     assert _release_tables(first) == before
+    # refused before any stage ran: no stage's state was touched
+    stage_json = sorted((tmp_path / "workspace" / "stages").glob("*/stage.json"))
+    stamps = [p.stat().st_mtime_ns for p in stage_json]
+    with pytest.raises(ReleaseError, match="already exists"):
+        run(pipe, release=True)
+    assert stage_json and [p.stat().st_mtime_ns for p in stage_json] == stamps
     shutil.rmtree(tmp_path / "workspace" / "stages")  # nothing else changed on disk either
+
+
+@pytest.mark.parametrize(("stages", "chosen", "what"), [
+    ({"ingset": {}}, None, "'ingset' (did you mean 'ingest'?)"),
+    ({}, ["ingest", "dedpu"], "'dedpu' (did you mean 'dedup'?)"),
+    ({"qc": {"min_cohrt": 3}}, None, "min_cohrt"),
+    ({"splits": {"fractions": {"train": 2.0}}}, None, "splits"),
+])
+def test_config_mistakes_are_refused_before_any_stage_runs(tmp_path: Path, demo_raw: Path, stages: dict,
+                                                           chosen: list[str] | None, what: str) -> None:
+    from curator.errors import ConfigError
+
+    pipe = _pipeline(tmp_path, demo_raw, stages=stages)
+    with pytest.raises(ConfigError) as e:
+        run(pipe, stages=chosen, release=True)
+    assert what in str(e.value)
+    assert not list((tmp_path / "workspace" / "stages").glob("*/stage.json"))  # nothing ran
