@@ -9,7 +9,7 @@ from pathlib import Path
 
 from curator.config import PipelineConfig
 from curator.errors import ConfigError, ReleaseError
-from curator.release.build import build_release, release_dir
+from curator.release.build import build_release, check_writable, release_dir
 from curator.runner.context import Context
 from curator.runner.executors import make_executor
 from curator.runner.run import StageReport, run_stage
@@ -58,6 +58,7 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
 
         SplitConfig.from_dict(config.stage("splits"), where="stages.splits")
         dest = release_dir(ctx)
+        check_writable(dest)  # found now, not after hours of stages
         if dest.exists():
             raise ReleaseError("release_exists", f"release {config.release.collection} {config.release.version} "
                                "already exists", path=str(dest),

@@ -70,6 +70,14 @@ class Workspace:
     # -- lifecycle ------------------------------------------------------------------------
     def init(self, key: bytes | None = None) -> Workspace:
         """Create the folder, its metadata and pseudonym key (idempotent)."""
+        try:
+            return self._init(key)
+        except OSError as e:  # read-only mount, a file in the way, no permission: not a bug
+            raise WorkspaceError("workspace_error", f"cannot write the workspace: {e.strerror or e}",
+                                 path=str(e.filename or self.root),
+                                 remedy="set `workspace:` in pipeline.yaml to a folder you can write") from e
+
+    def _init(self, key: bytes | None) -> Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
         meta = self.root / "workspace.json"
         if not meta.exists():
@@ -102,7 +110,12 @@ class Workspace:
         """Hold the workspace lock; a second holder is refused with a clear message."""
         self.init()
         path = self.root / ".lock"
-        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block's duration
+        try:
+            f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block's duration
+        except OSError as e:
+            raise WorkspaceError("workspace_error", f"cannot write the workspace's lock: {e.strerror or e}",
+                                 path=str(path), remedy="set `workspace:` in pipeline.yaml to a folder you can "
+                                 "write") from e
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:

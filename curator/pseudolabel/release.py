@@ -49,14 +49,19 @@ def assemble_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def release_step(builder: Any) -> None:
     """Release step: assemble ``labels`` from original, revised and pseudo rows; write ``review/``."""
+    from curator.pseudolabel.config import PseudolabelConfig
+
     write_review(builder)
     ws = builder.ctx.workspace
-    if ws.read_table(PRIVATE_TABLES["pseudo"]) is not None:
+    enabled = builder.ctx.stage_config(PseudolabelConfig, "pseudolabel").enabled
+    if enabled and ws.read_table(PRIVATE_TABLES["pseudo"]) is not None:
         record_models(builder)
     base = builder.tables["labels"].to_pylist() if "labels" in builder.tables else []
     counts = {"original": len(base)}
     rows = list(base)
     for origin, name in PRIVATE_TABLES.items():
+        if origin == "pseudo" and not enabled:  # an earlier run's pseudo labels: not this configuration's
+            continue
         t = ws.read_table(name)
         extra = t.to_pylist() if t is not None else []
         if origin == "revised":

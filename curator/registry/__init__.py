@@ -61,6 +61,9 @@ def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issu
         except yaml.YAMLError as e:
             issues.append(Issue(f.name, "yaml", str(e)))
             continue
+        except OSError as e:  # a `registry:` entry that is missing, a folder, unreadable
+            issues.append(Issue(f.name, "file", f"cannot read {f}: {e.strerror or e}"))
+            continue
         spec, errs = parse_spec(d, str(f))
         issues += errs
         if spec is None:

@@ -207,7 +207,7 @@ def _index_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, roo
     path = confine(root, entry.index or "dataset.json")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, NotADirectoryError) as e:
         raise InputError("file_not_found", "the layout's index file is missing", path=str(path),
                          remedy="check the source root: it should be the folder holding dataset.json") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -77,6 +77,24 @@ class ReleaseBuilder:
         self.tables["problems"] = pa.concat_tables([have, to_arrow("problems", rows)], promote_options="permissive")
 
 
+def check_writable(dest: Path) -> None:
+    """Refuse a release folder that cannot be written (read-only mount, a file in the way)."""
+    probe = dest.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ReleaseError("release_error", "the release folder cannot be written "
+                           + ("(a file is in the way)" if probe.exists() and not probe.is_dir() else
+                              "(no write permission, or a read-only file system)"),
+                           path=str(probe), remedy="set `release.root` in pipeline.yaml to a folder you can write")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReleaseError("release_error", f"the release folder cannot be created: {e.strerror or e}",
+                           path=str(dest.parent), remedy="set `release.root` in pipeline.yaml to a folder you "
+                           "can write") from e
+
+
 def release_dir(ctx: Context) -> Path:
     rc = ctx.config.release
     return Path(rc.root) / rc.collection / rc.version
@@ -93,19 +111,67 @@ def _load_step(ref: str) -> Callable[[ReleaseBuilder], None] | None:
     return getattr(mod, fn)
 
 
+def disabled_stages(ctx: Context) -> dict[str, tuple[str, ...]]:
+    """Stages ``enabled: false`` in pipeline.yaml, with the tables they write."""
+    from curator.runner.stage import load_stage_class
+    from curator.stages import available
+
+    out = {}
+    for name, ref in available().items():
+        cls = load_stage_class(ref)
+        if not ctx.stage_config(cls.config_class, name).enabled:
+            out[name] = cls.tables
+    return out
+
+
 def collect_tables(ctx: Context) -> TableSet:
     """Every workspace table (read when a step asks for it); the per-stage problem tables
-    become one ``problems`` table."""
+    become one ``problems`` table. Tables of a stage now disabled are left out: what it
+    wrote in an earlier run is not this configuration's result."""
     ws = ctx.workspace
+    off = disabled_stages(ctx)
+    skip = {t for tables in off.values() for t in tables} | {f"problems__{s}" for s in off}
     files: dict[str, Path] = {}
     problems: list[dict[str, Any]] = []
     for f in sorted(ws.tables_dir.glob("*.parquet")):
         name = f.stem
-        if name.startswith("problems__"):
+        if name in skip:
+            log.info("release: %s left out (its stage is disabled in pipeline.yaml)", name)
+        elif name.startswith("problems__"):
             problems += pq.read_table(f).to_pylist()
         elif not name.startswith("_"):
             files[name] = f
     return TableSet(files, {"problems": to_arrow("problems", problems)})
+
+
+def check_consistent(tables: TableSet) -> None:
+    """Refuse tables holding cases that ``cases`` no longer lists — a stage re-run alone (a
+    case removed from its source, then only `curator ingest`) left the later stages' tables
+    behind, and their rows and stores would ship the withdrawn case."""
+    import pyarrow.compute as pc
+
+    if "cases" not in tables:
+        return
+    ids = tables.read("cases", ["case_id"]).column("case_id")
+    stale: dict[str, list[str]] = {}
+    for name in tables:
+        if name in ("cases", "problems"):
+            continue
+        f = tables.file(name)
+        cols = pq.read_schema(f).names if f is not None else tables[name].column_names
+        if "case_id" not in cols:
+            continue
+        got = pc.unique(tables.read(name, ["case_id"]).column("case_id"))
+        extra = pc.filter(got, pc.invert(pc.is_in(got, value_set=ids))).to_pylist()
+        if extra:
+            stale[name] = sorted(str(x) for x in extra)
+    if stale:
+        some = sorted({c for v in stale.values() for c in v})
+        raise ReleaseError("release_error", "the workspace's tables are out of step: "
+                           + "; ".join(f"{n} holds {len(v)} case(s) not in cases" for n, v in sorted(stale.items()))
+                           + f" (e.g. {', '.join(some[:3])})",
+                           remedy="run the later stages too (`curator run pipeline.yaml`: cached cases are not "
+                           "redone), then the release")
 
 
 def remove_dead_staging(collection: Path) -> list[Path]:
@@ -145,6 +211,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     if not ctx.workspace.has_table("cases"):
         raise ReleaseError("release_error", "the workspace has no cases table",
                            remedy="run ingest first (`curator run pipeline.yaml`)")
+    check_writable(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_staging(dest.parent)
     staging = dest.parent / f".{rc.version}.tmp-{socket.gethostname()}-{os.getpid()}"
@@ -152,6 +219,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     staging.mkdir()
     try:
         b = ReleaseBuilder(ctx, staging, collect_tables(ctx), parent=resolve_parent(ctx))
+        check_consistent(b.tables)
         for ref in steps if steps is not None else RELEASE_STEPS:
             fn = _load_step(ref)
             if fn is not None:

@@ -16,6 +16,7 @@ from curator.errors import ReleaseError
 from curator.pipeline import run_pipeline
 from curator.release.diff import diff_releases
 from curator.release.integrity import verify_release
+from curator.release.query import Release
 from curator.schema import to_arrow
 from curator.workspace import Workspace
 
@@ -144,3 +145,38 @@ def test_planted_cross_split_duplicate_fails_the_release(demo: Path, release_wit
     assert d.split_changes == [(train, "train", "test")]
     assert d.newly_duplicate == [test]
     assert d.tables_added == ["duplicates"]
+
+
+def test_a_disabled_stage_publishes_nothing_from_an_earlier_run(demo: Path, release_with) -> None:
+    import yaml
+
+    pipe = demo / "pipeline.yaml"
+    cfg = yaml.safe_load(pipe.read_text())
+    for stage in ("pseudolabel", "qc"):
+        cfg.setdefault("stages", {}).setdefault(stage, {})["enabled"] = False
+    pipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    before = Release(demo / "releases" / "demo" / "0.1.0")
+    assert {"attention", "qc"} <= set(before.table_names())
+    assert before.sql("select count(*) from labels where origin = 'pseudo'").fetchall()[0][0] > 0
+    rel = Release(release_with(demo, "0.2.0"))
+    assert not {"attention", "qc"} & set(rel.table_names())
+    assert rel.sql("select count(*) from labels where origin = 'pseudo'").fetchall()[0][0] == 0
+    assert rel.sql("select count(*) from problems where stage in ('pseudolabel', 'qc')").fetchall()[0][0] == 0
+
+
+def test_tables_out_of_step_with_cases_are_refused(demo: Path, release_with) -> None:
+    """A case removed from its source and only ingest re-run: the later stages' rows (and its
+    store) must not ship as if the case were still in the collection."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from curator.workspace import write_parquet
+
+    path = demo / "workspace" / "tables" / "cases.parquet"
+    cases = pq.read_table(path)
+    gone = "KiTS23__case_00001"
+    write_parquet(cases.filter(pc.invert(pc.equal(cases["case_id"], gone))), path)
+    with pytest.raises(ReleaseError, match="out of step") as e:
+        release_with(demo, "0.2.0")
+    assert gone in str(e.value) and "labels holds 1 case(s) not in cases" in str(e.value)
+    assert not (demo / "releases" / "demo" / "0.2.0").exists()

@@ -1,0 +1,38 @@
+"""Paths that cannot be used are clear errors naming the setting, never "internal error"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curator.errors import ReleaseError, WorkspaceError
+from curator.testing.pipelines import make_pipeline, run
+
+
+def test_a_workspace_that_is_a_file_is_a_workspace_error(tmp_path: Path) -> None:
+    pipe = make_pipeline(tmp_path, [])
+    (tmp_path / "workspace").write_text("not a folder")
+    with pytest.raises(WorkspaceError) as e:
+        run(pipe)
+    assert "workspace:" in str(e.value)
+
+
+def test_an_unwritable_release_root_is_refused_before_any_stage(tmp_path: Path) -> None:
+    pipe = make_pipeline(tmp_path, [])
+    (tmp_path / "releases").write_text("a file where the release root should be")
+    with pytest.raises(ReleaseError) as e:
+        run(pipe, release=True)
+    assert "release.root" in str(e.value) and "a file is in the way" in str(e.value)
+    assert not list((tmp_path / "workspace" / "stages").glob("*/stage.json"))
+
+
+def test_a_missing_registry_file_is_a_problem_row_naming_it(tmp_path: Path) -> None:
+    from curator.testing.pipelines import table
+
+    pipe = make_pipeline(tmp_path, [{"dataset": "MSD_Spleen", "root": str(tmp_path / "spleen")}],
+                         registry=[tmp_path / "nope.yaml"])
+    run(pipe, stages=["ingest"])  # the run goes on: an unreadable extra file is a problem, not a crash
+    rows = table(pipe, "problems__ingest").to_pylist()
+    assert any("nope.yaml" in (r["path"] or "") + r["message"] and r["kind"] == "invalid_dataset_spec"
+               for r in rows), rows
