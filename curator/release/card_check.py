@@ -89,11 +89,15 @@ def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None 
 
 def check_card_file(path: Path) -> list[str]:
     """Check a release's card against its cases table (datasets and number of cases)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     datasets, n = None, None
     cases = path.parent / "cases.parquet"
     if cases.is_file():
-        col = pq.read_table(cases, columns=["dataset"]).column("dataset")
+        try:
+            col = pq.read_table(cases, columns=["dataset"]).column("dataset")
+        except (OSError, pa.ArrowException) as e:  # a damaged table: verify reports it, the card check says why
+            return [f"the card cannot be checked against cases.parquet ({type(e).__name__}: {e})"]
         datasets, n = set(col.to_pylist()), len(col)
     return check_card(path.read_text(encoding="utf-8"), datasets, n)

@@ -114,6 +114,31 @@ def test_verify_reports_added_removed_and_modified_files(demo: Path, release_wit
     assert rep.stores_modified == ["KiTS23__case_00000"]
 
 
+def test_verify_reports_damage_it_cannot_read_instead_of_crashing(demo: Path, release_with: Build) -> None:
+    """A truncated table, a table replaced by a dangling link, a link inside a store: each is
+    listed as changed; release.json that is no object is a clear release_corrupt error."""
+    import os
+
+    rel = release_with(demo, "0.1.1")
+    data = (rel / "cases.parquet").read_bytes()
+    (rel / "cases.parquet").write_bytes(data[: len(data) // 2])  # the card check reads this table
+    (rel / "qc.parquet").unlink()
+    os.symlink(rel / "nowhere.parquet", rel / "qc.parquet")
+    store = rel / "stores" / "KiTS23__case_00000.zarr"
+    os.symlink("/etc/hostname", store / "link.bin")
+    rep = verify_release(rel)
+    assert {"cases.parquet", "qc.parquet"} <= set(rep.modified)
+    assert "KiTS23__case_00000" in rep.stores_modified and "stores/KiTS23__case_00000.zarr/link.bin" in rep.added
+    assert rep.card_issues and "cannot be checked" in rep.card_issues[0]
+    (rel / "release.json").write_text("[]")
+    with pytest.raises(ReleaseError) as e:
+        verify_release(rel)
+    assert e.value.kind == "release_corrupt"
+    with pytest.raises(ReleaseError) as e:
+        _ = Release(rel).info
+    assert e.value.kind == "release_corrupt"
+
+
 def test_planted_cross_split_duplicate_fails_the_release(demo: Path, release_with: Build) -> None:
     v1 = demo / "releases" / "demo" / "0.1.0"
     s1 = pl.read_parquet(v1 / "splits.parquet")
