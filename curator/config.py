@@ -157,6 +157,10 @@ class ExecutorConfig(Config):
     address: str | None = None  # dask scheduler address; None = in-process LocalCluster
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("config_error", f"executor.workers = {self.workers}: give 1 or more worker processes")
+
 
 @dataclass(frozen=True)
 class ReleaseConfig(Config):

@@ -51,8 +51,12 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, ClickException, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, ClickException):
             raise
+        except KeyboardInterrupt:
+            err.print("[bold yellow]interrupted[/]: finished cases are kept; run the same command again to "
+                      "resume", highlight=False)
+            raise typer.Exit(130) from None
         except CuratorError as e:
             err.print(f"[bold red]error[/] {escape(f'[{e.kind}] {e}')}", highlight=False)
             raise typer.Exit(2) from None

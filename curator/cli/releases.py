@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,16 @@ from rich.markup import escape
 
 from curator.cli.common import OutputFormat, emit, handle_errors, out
 
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json")]
+
+class ReportFormat(str, Enum):
+    """verify and diff print reports, not tables: no CSV."""
+
+    table = "table"
+    json = "json"
+
+
+ReportOpt = Annotated[ReportFormat, typer.Option("--format", "-f", help="table or json")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
 ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder: its newest version)")]
 
 
@@ -30,7 +40,7 @@ def _list(title: str, items: list[Any], limit: int, style: str) -> None:
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("verify")
     @handle_errors
-    def verify(release: ReleaseArg, fmt: FormatOpt = OutputFormat.table,
+    def verify(release: ReleaseArg, fmt: ReportOpt = ReportFormat.table,
                limit: Annotated[int, typer.Option(help="max paths listed per kind")] = 50) -> None:
         """Re-check every file checksum, every store's content hash and the dataset card.
 
@@ -40,7 +50,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.release.query import resolve_release
 
         rep = verify_release(resolve_release(release))
-        if fmt == OutputFormat.json:
+        if fmt == ReportFormat.json:
             sys.stdout.write(json.dumps(rep.to_dict(), indent=1) + "\n")
         else:
             head = "[bold green]OK[/]" if rep.ok else "[bold red]CHANGED[/]"
@@ -58,7 +68,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @handle_errors
     def diff(a: ReleaseArg,
              b: Annotated[Path | None, typer.Argument(help="newer release (default: compare A with its parent)")] = None,
-             fmt: FormatOpt = OutputFormat.table,
+             fmt: ReportOpt = ReportFormat.table,
              limit: Annotated[int, typer.Option(help="max rows listed per kind")] = 50) -> None:
         """What changed from release A to release B: cases, labels, QC, duplicates, splits, schema, lineage."""
         from curator.errors import ReleaseError
@@ -73,7 +83,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                    remedy="give two releases: curator diff A B")
             a, b = rb.path.parent / parent, rb.path
         d = diff_releases(a, b)
-        if fmt == OutputFormat.json:
+        if fmt == ReportFormat.json:
             sys.stdout.write(json.dumps(d.to_dict(), indent=1, default=str) + "\n")
             return
         out.print(f"[bold]{escape(d.a)} → {escape(d.b)}[/]", highlight=False)
