@@ -200,6 +200,9 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("revised_label_lost", "the labels table lists a reviewed label the case's store does not hold "
                 "(the store was rebuilt without the workspace's copy of the review)",
                 "run `curator review import` on the review folder again, then release again"),
+    ProblemKind("nifti_qform_sform", "a NIfTI header sets a qform and an sform that place the volume apart; "
+                "curator uses the sform, ITK-based tools the qform",
+                "overlay the label to see which one is right; re-save the file with one affine"),
     ProblemKind("label_empty", "the label map holds only background",
                 "nothing to do if the case truly has no annotated structure; otherwise re-export"),
     ProblemKind("ct_intensity_offset", "a CT's low end is far above air (-1000 HU): it was stored with an "

@@ -123,6 +123,13 @@ class IngestStage(Stage):
                 implausible = _ct_intensities(p, facts, low, path)
                 if implausible is not None:
                     warning(implausible)
+            apart = vol.meta.get("qform_sform_mm")
+            if apart is not None and apart > config.geometry_tolerance_mm:
+                warning(InputError("nifti_qform_sform", f"the header's qform and sform place the volume up to "
+                                   f"{apart:.3g} mm apart; curator uses the sform (as nibabel does), ITK-based tools "
+                                   "(SimpleITK, 3D Slicer) the qform", path=str(path),
+                                   remedy="check which one the dataset meant by overlaying its label; re-save the "
+                                   "file with one affine if the sform is wrong"))
         else:
             warning(InputError("image_missing", "no image for this label; ingested as label-only",
                                path=str(root / p["labels"][0][1])), severity="info")

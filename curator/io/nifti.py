@@ -189,7 +189,22 @@ def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int,
     # consumer takes any strides, and a C-order copy of a 512 × 512 × 227 CT costs seconds.
     geom = Geometry.from_affine(data.shape, _mm_affine(img))
     code = int(img.header["sform_code"]) if "sform_code" in img.header else 0
-    return Volume(data, geom, {"format": "nifti", "sform_code": code})
+    meta: dict[str, Any] = {"format": "nifti", "sform_code": code}
+    apart = _qform_sform_apart(img, data.shape)
+    if apart is not None:
+        meta["qform_sform_mm"] = apart
+    return Volume(data, geom, meta)
+
+
+def _qform_sform_apart(img: Any, shape: tuple[int, ...]) -> float | None:
+    """How far (mm, the worst corner) the qform and the sform place the volume when the header
+    sets both; nibabel (and curator) use the sform, ITK-based tools the qform."""
+    h = img.header
+    if "qform_code" not in h or int(h["qform_code"]) <= 0 or int(h["sform_code"]) <= 0:
+        return None
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)]).T
+    return float(np.abs((img.get_qform() - img.get_sform()) @ corners)[:3].max())
 
 
 def nifti_bytes(vol: Volume, dtype: Any = None, compress: bool = True) -> bytes:

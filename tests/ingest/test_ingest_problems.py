@@ -127,3 +127,32 @@ def test_the_stage_summary_counts_problems_not_tied_to_a_case(tmp_path: Path) ->
     problems = table(pipe, "problems__ingest").to_pylist()
     assert [p["kind"] for p in problems] == ["duplicate_case"]
     assert report.warnings == len(problems) == 1 and "1 warnings" in report.line()
+
+
+def test_a_nifti_whose_qform_and_sform_disagree_is_a_warning(tmp_path: Path) -> None:
+    """ITK-based tools read the qform, nibabel (and curator) the sform: when they disagree the
+    case is kept on the sform and the disagreement is named (agreeing headers say nothing)."""
+    import nibabel as nib
+    import numpy as np
+
+    root = tmp_path / "raw"
+    (root / "img").mkdir(parents=True)
+    (root / "lab").mkdir()
+    aff = np.diag([1.5, 1.5, 3.0, 1.0])
+    for case, shift in (("a", 0.0), ("b", 5.0)):
+        img = nib.Nifti1Image(np.arange(12 * 10 * 6, dtype=np.int16).reshape(12, 10, 6), aff)
+        q = aff.copy()
+        q[0, 3] += shift
+        img.set_sform(aff, code=1)
+        img.set_qform(q, code=1)
+        nib.save(img, str(root / "img" / f"{case}.nii.gz"))
+        lab = np.zeros((12, 10, 6), np.uint8)
+        lab[3:6, 3:6, 2:4] = 1
+        nib.save(nib.Nifti1Image(lab, aff), str(root / "lab" / f"{case}.nii.gz"))
+    yml = _spec(tmp_path, [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}], {"values": {1: "liver"}})
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert sorted(cases) == ["Toy__a", "Toy__b"]
+    rows = [(p["case_id"], p["severity"]) for p in problems if p["kind"] == "nifti_qform_sform"]
+    assert rows == [("Toy__b", "warning")]
+    (msg,) = [p["message"] for p in problems if p["kind"] == "nifti_qform_sform"]
+    assert "5 mm apart" in msg and cases["Toy__b"]["origin_mm"][0] == aff[0, 3]
