@@ -14,7 +14,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,10 +24,26 @@ from curator.harmonize.core import case_rows, term_plans
 from curator.harmonize.mapping import DatasetMapping, build_mapping
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
 
+if TYPE_CHECKING:
+    from curator.runner.context import Context
+    from curator.taxonomy import Taxonomy
+
 
 @dataclass(frozen=True)
 class HarmonizeConfig(StageConfig):
     taxonomy: str | None = None  # path of another taxonomy.yaml (default: the bundled one)
+
+
+def taxonomy_path(ctx: Context) -> str | None:
+    """The taxonomy file the pipeline harmonizes with (``stages.harmonize.taxonomy``; None: bundled)."""
+    return ctx.stage_config(HarmonizeConfig, "harmonize").taxonomy
+
+
+def harmonize_taxonomy(ctx: Context) -> Taxonomy:
+    """The taxonomy harmonize uses: every stage and release step naming terms uses the same."""
+    from curator.taxonomy import load_taxonomy
+
+    return load_taxonomy(taxonomy_path(ctx))
 
 
 class HarmonizeStage(Stage):

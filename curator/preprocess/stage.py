@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from curator.config import StageConfig
 from curator.errors import InputError
+from curator.harmonize.stage import harmonize_taxonomy
 from curator.io.formats import read_volume
 from curator.io.fsutil import resolve_inside
 from curator.io.volume import Geometry, Volume
@@ -43,13 +44,14 @@ class PreprocessStage(Stage):
         medians = _median_spacings(rows, config.orientation) if config.spacing == "median" else {}
         tasks = []
         cache: dict[tuple[str, frozenset[str]], dict[str, list[str]]] = {}
+        tax = harmonize_taxonomy(self.ctx)  # store planes name the terms the labels table names
 
         def case_terms(spec: Any, keys: list[str] | None) -> dict[str, list[str]]:
             """Per-structure codes of one case (a derived term only where its files complete it),
             once per dataset and set of files."""
             key = (spec.name, frozenset(keys or ()))
             if key not in cache:
-                cache[key] = termmap.structure_terms(spec, key[1])
+                cache[key] = termmap.structure_terms(spec, key[1], tax)
             return cache[key]
 
         for r in rows:
@@ -69,7 +71,7 @@ class PreprocessStage(Stage):
                 "label_rejected": bool(r["has_label"] and not labels_ok),
                 "encoding": encoding,
                 "terms": (case_terms(spec, r["label_keys"] if labels_ok else [])
-                          if encoding == "per_structure" else termmap.value_terms(spec)),
+                          if encoding == "per_structure" else termmap.value_terms(spec, tax)),
                 "fixes": dict(spec.fixes),
                 "spacing": list(medians[r["dataset"]]) if r["dataset"] in medians else None,
             }

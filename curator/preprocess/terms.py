@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from curator.harmonize.mapping import raw_value_terms
-from curator.taxonomy import load_taxonomy
+from curator.taxonomy import Taxonomy, load_taxonomy
 
 
 @functools.lru_cache(maxsize=4096)
@@ -25,27 +25,28 @@ def term_id(name: str) -> str:
     return found.id if found is not None else "_".join(name.lower().split())
 
 
-def _codes(spec: Any) -> dict[str, list[str]]:
-    return {str(k): list(v) for k, v in raw_value_terms(spec, load_taxonomy()).items()}
+def _codes(spec: Any, tax: Taxonomy | None = None) -> dict[str, list[str]]:
+    return {str(k): list(v) for k, v in raw_value_terms(spec, tax or load_taxonomy()).items()}
 
 
-def value_terms(spec: Any) -> dict[str, list[str]]:
-    """``{raw value: [term ids]}`` of a label-map dataset (ignored values left out)."""
+def value_terms(spec: Any, tax: Taxonomy | None = None) -> dict[str, list[str]]:
+    """``{raw value: [term ids]}`` of a label-map dataset (ignored values left out); ``tax``:
+    the taxonomy harmonize uses (default: the bundled one)."""
     ignore = {str(v) for v in spec.labels.ignore}
-    return {k: v for k, v in _codes(spec).items() if k not in ignore}
+    return {k: v for k, v in _codes(spec, tax).items() if k not in ignore}
 
 
-def structure_terms(spec: Any, keys: Iterable[str] | None = None) -> dict[str, list[str]]:
+def structure_terms(spec: Any, keys: Iterable[str] | None = None, tax: Taxonomy | None = None) -> dict[str, list[str]]:
     """``{structure file key: [term ids]}`` of a per-structure dataset; with ``keys`` (the files
     one case has) a derived term joins only where that case's files complete it — a case
     without its right-kidney file has no ``kidney`` (harmonize's rule: a missing file is "not
     annotated")."""
     if keys is None:
-        return _codes(spec)
+        return _codes(spec, tax)
     from curator.harmonize.core import term_plans
     from curator.harmonize.mapping import build_mapping
 
-    tax = load_taxonomy()
+    tax = tax or load_taxonomy()
     m, _ = build_mapping(spec, tax)
     direct = raw_value_terms(spec, tax, include_derived=False)
     plans = [p for p in term_plans(m, tax, keys) if p["derived"]]

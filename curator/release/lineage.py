@@ -154,19 +154,15 @@ def record_model(builder: ReleaseBuilder, name: str, path: str | Path, **info: A
     return entry
 
 
-def _harmonize_taxonomy_path(builder: ReleaseBuilder) -> str | None:
-    from curator.harmonize.stage import HarmonizeConfig
-
-    return builder.ctx.stage_config(HarmonizeConfig, "harmonize").taxonomy
-
-
 def lineage(builder: ReleaseBuilder) -> dict[str, Any]:
     """The lineage keys of release.json (models come from ``builder.extra['models']``)."""
+    from curator.harmonize.stage import taxonomy_path
+
     parent = builder.parent
     out: dict[str, Any] = {
         "parent_version": parent.name if parent else None,
         "parent_release_json_sha256": sha256_file(parent / "release.json") if parent else None,
-        "taxonomy": taxonomy_info(_harmonize_taxonomy_path(builder)),
+        "taxonomy": taxonomy_info(taxonomy_path(builder.ctx)),
         "inputs": input_checksums(builder.tables.read("cases", ["dataset", "image_sha256", "label_sha256"])),
         "models": dict(sorted(builder.extra.get("models", {}).items())),
     }

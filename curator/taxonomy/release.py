@@ -26,14 +26,8 @@ def term_row(tax: Taxonomy, term_id: str) -> dict[str, Any]:
             **{k: t.codes.get(k) for k in ("fma", "snomed", "umls", "radlex")}, "note": t.note or None}
 
 
-def harmonize_taxonomy(builder: ReleaseBuilder) -> Taxonomy:
-    """The taxonomy of the pipeline's harmonize stage (``stages.harmonize.taxonomy``, else bundled)."""
-    from curator.harmonize.stage import HarmonizeConfig
-    from curator.taxonomy import load_taxonomy
-
-    return load_taxonomy(builder.ctx.stage_config(HarmonizeConfig, "harmonize").taxonomy)
-
-
 def release_step(b: ReleaseBuilder) -> None:
-    tax = harmonize_taxonomy(b)
+    from curator.harmonize.stage import harmonize_taxonomy
+
+    tax = harmonize_taxonomy(b.ctx)
     b.tables["terms"] = to_arrow("terms", [term_row(tax, tid) for tid in tax.terms])

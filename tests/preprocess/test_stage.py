@@ -123,3 +123,31 @@ def test_a_deleted_store_is_rebuilt_and_never_released_as_a_row_without_its_stor
     assert cid not in {r["case_id"] for r in rows} and len(rows) == 4
     problems = pq.read_table(rel / "problems.parquet").to_pylist()
     assert [p["case_id"] for p in problems if p["kind"] == "store_missing"] == [cid]
+
+
+def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) -> None:
+    """A custom taxonomy (stages.harmonize.taxonomy) with a term the bundled one lacks: the
+    labels table and the store's planes both know it (the store used the bundled one and
+    left the code out)."""
+    import yaml
+
+    from curator.taxonomy import default_path
+
+    doc = yaml.safe_load(default_path().read_text())
+    doc["terms"].append({"id": "toy_mass", "name": "toy mass", "category": "lesion", "region": "abdomen"})
+    tax = tmp_path / "taxonomy.yaml"
+    tax.write_text(yaml.safe_dump(doc, sort_keys=False))
+    yml = tmp_path / "kits.yaml"
+    yml.write_text((tiny.root / "kits.yaml").read_text().replace("3: kidney cyst", "3: toy mass"))
+    cfg = {"workspace": "ws", "registry": [str(yml)], "sources": [{"dataset": str(yml), "root": str(tiny.root / "kits")}],
+           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, "harmonize": {"taxonomy": str(tax)}},
+           "executor": {"kind": "local", "workers": 1, "progress": False},
+           "release": {"root": "releases", "collection": "t", "version": "0.1.0"}}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["ingest", "harmonize", "preprocess"])
+    labels = pq.read_table(tmp_path / "ws" / "tables" / "labels.parquet").to_pylist()
+    with_mass = {r["case_id"] for r in labels if r["term_id"] == "toy_mass" and r["present"]}
+    assert with_mass
+    for cid in with_mass:
+        store = CaseStore(tmp_path / "ws" / "stores" / f"{cid}.zarr")
+        assert "toy_mass" in store.terms("original") and store.mask("toy_mass").any()
