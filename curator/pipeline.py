@@ -43,6 +43,8 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
             raise ConfigError("config_error", f"{where} names no stage: " + ", ".join(
                 f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in hints.items()),
                 remedy=f"the stages are {', '.join(refs)}{also}")
+    if not config.sources and (stages is None or "ingest" in stages):
+        log.warning("pipeline.yaml lists no sources: ingest has nothing to read (add `sources:`, see the README)")
     chosen = []
     for name, ref in refs.items():
         if stages is not None and name not in stages:
