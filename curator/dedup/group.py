@@ -46,6 +46,16 @@ def _version_key(v: str | None) -> tuple[tuple[int, int, str], ...]:
     return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in re.split(r"[.\-_+]", v) if p)
 
 
+def comparable_versions(a: Member, b: Member) -> bool:
+    """Versions say which is newer for one dataset, or when both follow one scheme (years:
+    KiTS 2019 vs 2023; release numbers: 1.0 vs 2.10); a year against a release number ('2018'
+    vs '2.0.1') says nothing (a tie)."""
+    if a.dataset == b.dataset:
+        return True
+    year = re.compile(r"(19|20)\d\d")
+    return bool(year.fullmatch(str(a.dataset_version))) == bool(year.fullmatch(str(b.dataset_version)))
+
+
 def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...]) -> int:
     """< 0 when ``a`` should be kept before ``b`` by one criterion, > 0 after, 0 on a tie."""
     def sign(x: Any, y: Any) -> int:
@@ -56,6 +66,8 @@ def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...]) -> i
     if criterion == "terms":
         return sign(b.terms, a.terms)
     if criterion == "version":
+        if not comparable_versions(a, b):
+            return 0
         return sign(_version_key(b.dataset_version), _version_key(a.dataset_version))
     if criterion == "datasets":
         rank = {d: i for i, d in enumerate(prefer)}
@@ -91,7 +103,7 @@ def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple
         if c == "datasets":
             return f"{kept.dataset} comes first in prefer_datasets"
         if c == "voxels":
-            return f"finer scan ({kept.voxels:,} vs {other.voxels:,} voxels)"
+            return f"more voxels ({kept.voxels:,} vs {other.voxels:,})"
         return "first case id alphabetically (no other criterion differs)"
     return "identical by every criterion"
 

@@ -72,6 +72,21 @@ class DedupConfig(StageConfig):
         if self.small_neighbours < 0 or self.small_fov_cm3 < 0:
             raise ConfigError("config_error", "stages.dedup.small_neighbours and small_fov_cm3 must be >= 0 "
                               "(small_neighbours: 0 turns the small-scan tier off)")
+        for name in ("slab_mm", "slab_step_mm", "grid_voxels"):
+            if not getattr(self, name) > 0:
+                raise ConfigError("config_error", f"stages.dedup.{name} = {getattr(self, name)} must be positive")
+        for name in ("min_score", "min_detail", "min_coverage"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError("config_error", f"stages.dedup.{name} = {getattr(self, name)} must be in [0, 1]")
+        if self.min_slab_votes < 1:
+            raise ConfigError("config_error", "stages.dedup.min_slab_votes must be 1 or more")
+        if self.prefer_datasets and "datasets" not in self.keep:
+            raise ConfigError("config_error", "stages.dedup.prefer_datasets is set but keep does not list "
+                              "'datasets', so it would be ignored", remedy="add datasets to stages.dedup.keep "
+                              "where it should decide, e.g. keep: [clean, datasets, terms, version, case_id]")
+        if "datasets" in self.keep and not self.prefer_datasets:
+            raise ConfigError("config_error", "stages.dedup.keep lists 'datasets' but prefer_datasets is empty",
+                              remedy="list the datasets to keep first in stages.dedup.prefer_datasets")
 
     @property
     def hashing(self) -> HashSettings:
@@ -114,6 +129,19 @@ class DedupStage(Stage):
             tasks.append(Task(c["case_id"], payload, fp, dataset=c["dataset"], path=f"{c['source']}:{c['image_path']}"))
         return tasks
 
+    def outputs_exist(self, result: CaseResult) -> bool:
+        """A cached case's verification thumbnail must still be there and unchanged (without
+        it the case could only match exact copies, and its groups would silently vanish)."""
+        ws = self.ctx.workspace.root
+        for r in result.rows.get("hashes", []):
+            path = ws / r["thumbnail"]
+            try:
+                if hashlib.sha256(path.read_bytes()).hexdigest() != r["thumbnail_sha256"]:
+                    return False
+            except OSError:
+                return False
+        return True
+
     @classmethod
     def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
         cfg = cast(DedupConfig, config)
@@ -142,7 +170,7 @@ class DedupStage(Stage):
         keys = [key_of(r["case_id"], r["exact_sha256"], r["phash"],
                        SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"])), r["grid_shape"],
                        r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search) for r in rows]
-        candidates = find_candidates(keys, cfg.search)
+        candidates = [c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)]
         pairs = verify_candidates(candidates, thumb, cfg.verify)
         log.info("dedup: %d scans, %d candidate pairs, %d accepted", len(rows), len(candidates),
                  sum(p.accepted for p in pairs))
@@ -178,6 +206,16 @@ class DedupStage(Stage):
             return None
 
         return load
+
+    def _same_study(self, a: str, b: str) -> bool:
+        """Two sequences (or channels) of one study: linked by study_key, one split unit, never
+        duplicates of each other — T1 and T1gd look alike, and dropping one loses a sequence."""
+        if not hasattr(self, "_studies"):
+            cases = self.ctx.workspace.read_table("cases")
+            self._studies = {r["case_id"]: r.get("study_key") for r in
+                             (cases.select(["case_id", "study_key"]).to_pylist() if cases is not None else [])}
+        ka = self._studies.get(a)
+        return ka is not None and ka == self._studies.get(b)
 
     def _members(self) -> dict[str, Member]:
         ws = self.ctx.workspace

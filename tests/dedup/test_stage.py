@@ -101,7 +101,9 @@ def test_a_rerun_is_cached_and_writes_identical_tables(run: Path) -> None:
         assert (run / "ws" / "tables" / f"{n}.parquet").read_bytes() == data
 
 
-def test_a_lost_thumbnail_becomes_a_problem_not_a_crash(run: Path, tmp_path: Path) -> None:
+def test_a_lost_thumbnail_is_rebuilt_and_its_group_kept(run: Path, tmp_path: Path) -> None:
+    """A deleted verification thumbnail made its cached case match exact copies only, and its
+    group vanished with a warning; the case is now hashed again."""
     import shutil
 
     ws = tmp_path / "ws"
@@ -111,10 +113,10 @@ def test_a_lost_thumbnail_becomes_a_problem_not_a_crash(run: Path, tmp_path: Pat
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
     lost = next((ws / "stages" / "dedup" / "thumbs").rglob("DupB__s0000.*.npz"))
     lost.unlink()
-    run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["dedup"], release=False)
-    problems = pq.read_table(ws / "tables" / "problems__dedup.parquet").to_pylist()
-    assert [p["kind"] for p in problems] == ["dedup_thumbnail_missing"]
-    assert "run `curator dedup" in problems[0]["message"] or "stages/dedup" in problems[0]["message"]
+    rep = run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["dedup"], release=False).reports[0]
+    assert (rep.ran, rep.cached) == (1, 3) and lost.exists()
+    assert (ws / "tables" / "duplicates.parquet").read_bytes() == (run / "ws" / "tables" / "duplicates.parquet").read_bytes()
+    assert not pq.read_table(ws / "tables" / "problems__dedup.parquet").to_pylist()
 
 
 def test_report_writes_one_figure_per_group(run: Path, tmp_path: Path) -> None:
@@ -148,3 +150,42 @@ def test_config_is_strict() -> None:
     with pytest.raises(ConfigError, match="unknown setting"):
         DedupConfig.from_dict({"radius": 3})
     assert DedupConfig.from_dict({"keep": ["version", "terms"]}).keep == ("version", "terms")
+    for bad, said in (({"slab_step_mm": 0}, "slab_step_mm"), ({"grid_voxels": 0}, "grid_voxels"),
+                      ({"min_score": 5}, "min_score"), ({"min_slab_votes": 0}, "min_slab_votes"),
+                      ({"prefer_datasets": ["KiTS23"]}, "keep does not list 'datasets'"),
+                      ({"keep": ["datasets"]}, "prefer_datasets is empty")):
+        with pytest.raises(ConfigError, match=said):
+            DedupConfig.from_dict(bad)
+
+
+def test_versions_decide_only_where_they_compare() -> None:
+    from curator.dedup.group import Member, pick_kept, why_kept
+
+    def m(cid: str, ds: str, v: str) -> Member:
+        return Member(cid, ds, v, 1, 100, 0)
+
+    kits19, kits23 = m("b19", "KiTS19", "2019"), m("a23", "KiTS23", "2023")
+    assert pick_kept([kits19, kits23], ("version",)) is kits23  # two years: newer wins
+    spleen, ts = m("a", "MSD_Spleen", "2018"), m("b", "TotalSegmentator_v2", "2.0.1")
+    assert pick_kept([spleen, ts], ("version",)) is spleen  # unrelated schemes: a tie, case id decides
+    assert "first case id" in why_kept(spleen, ts, ("version",))
+    old, new = m("z", "AMOS", "1.0"), m("y", "AMOS", "1.1")
+    assert pick_kept([old, new], ("version",)) is new  # one dataset at two versions
+
+
+def test_sequences_of_one_study_are_never_compared(tmp_path: Path) -> None:
+    """T1 and T1gd of one study share a study_key: one split unit, not duplicates to drop."""
+    from curator.dedup.stage import DedupStage
+    from curator.runner.context import Context
+    from curator.schema import to_arrow
+    from curator.testing.stores import _case_row
+    from curator.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").init()
+    rows = [dict(_case_row(f"Brats__{s}", "Brats", True), study_key=k)
+            for s, k in (("p1_t1", "s_1"), ("p1_t1gd", "s_1"), ("p2_t1", "s_2"))]
+    ws.write_table("cases", to_arrow("cases", rows))
+    cfg = PipelineConfig.from_dict({"workspace": str(ws.root), "executor": {"progress": False}})
+    stage = DedupStage(Context(cfg, ws), DedupConfig())
+    assert stage._same_study("Brats__p1_t1", "Brats__p1_t1gd")
+    assert not stage._same_study("Brats__p1_t1", "Brats__p2_t1")
