@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.markup import escape
 
-from curator.cli.common import handle_errors, out
+from curator.cli.common import err, handle_errors, out
 
 ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder)")]
 TermsOpt = Annotated[str, typer.Option("--terms", help="comma-separated term ids, label 1, 2, ... in order")]
@@ -22,10 +22,13 @@ LayersOpt = Annotated[str, typer.Option("--layers", help="label layers by priori
 
 
 def _summary(report: object) -> None:
-    r = report  # ExportReport
-    out.print(f"exported {len(r.cases)} cases to {escape(str(r.folder))}; skipped {len(r.skipped)}"  # type: ignore[attr-defined]
-              + (f"; {len(r.overlaps)} cases had overlapping terms (later term kept)"  # type: ignore[attr-defined]
-                 if r.overlaps else ""))  # type: ignore[attr-defined]
+    from curator.export.common import ExportReport
+
+    r = cast(ExportReport, report)
+    out.print(f"exported {len(r.cases)} cases to {escape(str(r.folder))}; skipped {len(r.skipped)}"
+              + (f"; {len(r.overlaps)} cases had overlapping terms (later term kept)" if r.overlaps else ""))
+    for note in r.notes:
+        err.print(f"[yellow]note[/] {escape(note)}", highlight=False)
 
 
 def _layers(text: str) -> tuple[str, ...]:

@@ -48,6 +48,7 @@ class ExportReport:
     cases: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # case id -> why
     overlaps: dict[str, int] = field(default_factory=dict)  # case id -> voxels claimed by two terms
+    notes: list[str] = field(default_factory=list)  # what the user should know about the export
 
 
 def select_cases(release: Release, where: str, view: TrainingView | None = None) -> list[ExportCase]:

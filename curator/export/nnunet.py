@@ -76,6 +76,10 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     if val:
         atomic_write_json(folder / "splits_final.json",
                           [{"train": [c for c in training if split_of[c] != "val"], "val": val}], indent=1)
+    elif training:
+        report.notes.append("no exported training case is in the release's val split, so no splits_final.json: "
+                            "nnU-Net will draw its own folds by case (patient-level groups are not kept); "
+                            "export more terms or cases, or use --partial")
     atomic_write_json(folder / "curator_export.json", {
         "release": rel.info.get("version"), "cases": report.cases, "skipped": report.skipped,
         "overlaps": report.overlaps, "test": [c for c in report.cases if split_of[c] == "test"],

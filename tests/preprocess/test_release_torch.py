@@ -289,6 +289,12 @@ def test_nnunet_export_keeps_test_cases_out_of_training_and_writes_the_release_f
     (fold,) = json.loads((folder / "splits_final.json").read_text())
     assert fold["val"] == [val] and test not in fold["train"] and val not in fold["train"]
     assert sorted(fold["train"] + fold["val"]) == sorted(c for c in report.cases if c != test)
+    assert not report.notes
+    # no exported training case in val: no fold to write, and the export says so
+    alone = export_nnunet(rel, tmp_path / "raw2", dataset_id=12, name="K", terms=[kidney],
+                          where=f"case_id <> '{val}'")
+    assert not (alone.folder / "splits_final.json").exists()
+    assert len(alone.notes) == 1 and "no splits_final.json" in alone.notes[0]
 
 
 def test_unnormalised_items_are_in_physical_units(tiny: Tiny, tmp_path) -> None:
