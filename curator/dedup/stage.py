@@ -201,6 +201,16 @@ class DedupStage(Stage):
 
         return load
 
+    @staticmethod
+    def _codes(spec: Any) -> dict[str, list[str]]:
+        """Raw value (label maps) or structure key -> the terms it annotates (no derived ones)."""
+        from curator.harmonize.mapping import raw_value_terms
+        from curator.taxonomy import load_taxonomy
+
+        ignore = {str(v) for v in spec.labels.ignore}
+        return {str(k): list(v) for k, v in raw_value_terms(spec, load_taxonomy(), include_derived=False).items()
+                if str(k) not in ignore}
+
     def _same_study(self, a: str, b: str) -> bool:
         """Two sequences (or channels) of one study: linked by study_key, one split unit, never
         duplicates of each other — T1 and T1gd look alike, and dropping one loses a sequence."""
@@ -214,12 +224,18 @@ class DedupStage(Stage):
     def _members(self) -> dict[str, Member]:
         ws = self.ctx.workspace
         cases = ws.read_table("cases")
-        terms: dict[str, int] = {}
+        source_of = {r["case_id"]: r["source"] for r in
+                     (cases.select(["case_id", "source"]).to_pylist() if cases is not None else [])}
+        codes = {name: self._codes(src.spec) for name, src in self.ctx.sources.items()}
+        held: dict[str, set[str]] = {}
         raw = ws.read_table("raw_labels")
-        if raw is not None:
-            for r in raw.select(["case_id", "voxels"]).to_pylist():
-                if r["voxels"]:
-                    terms[r["case_id"]] = terms.get(r["case_id"], 0) + 1
+        if raw is not None:  # distinct annotated terms: ignored, undeclared and repeated codes do not count
+            for r in raw.select(["case_id", "label_key", "raw_value", "voxels"]).to_pylist():
+                table = codes.get(source_of.get(r["case_id"], ""), {})
+                ids = table.get(r["label_key"]) if r["label_key"] else table.get(str(r["raw_value"]))
+                if r["voxels"] and ids:
+                    held.setdefault(r["case_id"], set()).update(ids)
+        terms = {cid: len(ts) for cid, ts in held.items()}
         warnings: dict[str, int] = {}
         problems = ws.read_table("problems__ingest")
         if problems is not None:

@@ -189,3 +189,19 @@ def test_sequences_of_one_study_are_never_compared(tmp_path: Path) -> None:
     stage = DedupStage(Context(cfg, ws), DedupConfig())
     assert stage._same_study("Brats__p1_t1", "Brats__p1_t1gd")
     assert not stage._same_study("Brats__p1_t1", "Brats__p2_t1")
+
+
+def test_the_terms_criterion_counts_distinct_annotated_terms() -> None:
+    """Ignored codes, codes mapping to one term and derived terms do not make a copy 'richer'."""
+    from curator.dedup.stage import DedupStage
+    from curator.registry.spec import parse_spec
+
+    d = {"name": "Toy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+         "citation": "@misc{toy, title={toy}}", "layout": [{"image": "i/{case}.nii.gz", "label": "l/{case}.nii.gz"}],
+         "labels": {"values": {1: "left kidney", 2: "right kidney", 3: "left kidney", 255: "spleen"},
+                    "ignore": [255]}}
+    spec, issues = parse_spec(d, "Toy.yaml")
+    assert spec is not None, issues
+    codes = DedupStage._codes(spec)
+    assert codes == {"1": ["kidney_left"], "2": ["kidney_right"], "3": ["kidney_left"]}
+    assert len({t for ids in codes.values() for t in ids}) == 2  # not 4 raw values, not + derived kidney
