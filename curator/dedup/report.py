@@ -100,8 +100,6 @@ def check_groups(groups: list[str], known: set[str]) -> None:
     """Refuse group ids that are not in ``known`` (close matches first, then the ids there are)."""
     import difflib
 
-    from curator.errors import ConfigError
-
     for g in groups:
         if g in known:
             continue

@@ -47,10 +47,6 @@ def side_of(term_id: str) -> tuple[str | None, str | None]:
     return t.laterality, None
 
 
-def other_name(term_id: str | None) -> str:
-    return load_taxonomy().term(term_id).name if term_id else ""
-
-
 def check_sides(rows: list[dict[str, Any]], margin_mm: float | None) -> list[dict[str, Any]]:
     """Add ``lateral_mm`` and ``wrong_side`` (and ``side_reason`` when wrong) to feature rows
     (each needs case_id, origin, term_id, centroid_mm; ``body_x_mm`` when known)."""
@@ -71,7 +67,7 @@ def check_sides(rows: list[dict[str, Any]], margin_mm: float | None) -> list[dic
             x = float(r["centroid_mm"][0])
             other = terms.get(partner) if partner else None
             if other is not None:
-                ref, what = float(other["centroid_mm"][0]), f"the {other_name(partner)}"
+                ref, what = float(other["centroid_mm"][0]), f"the {tax.term(other['term_id']).name}"
             elif r.get("body_x_mm") is not None:
                 ref, what = float(r["body_x_mm"]), "the body's centre"
             else:

@@ -211,8 +211,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     if not ctx.workspace.has_table("cases"):
         raise ReleaseError("release_error", "the workspace has no cases table",
                            remedy="run ingest first (`curator run pipeline.yaml`)")
-    check_writable(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(dest)  # creates dest.parent
     remove_dead_staging(dest.parent)
     staging = dest.parent / f".{rc.version}.tmp-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
