@@ -13,8 +13,8 @@ from curator.release.build import build_release, check_writable, release_dir
 from curator.runner.context import Context
 from curator.runner.executors import make_executor
 from curator.runner.run import StageReport, run_stage
-from curator.runner.stage import Stage, load_stage_class
-from curator.stages import STAGES, available
+from curator.runner.stage import Stage
+from curator.stages import STAGES, available, configured
 
 log = logging.getLogger("curator")
 
@@ -46,12 +46,8 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
     if not config.sources and (stages is None or "ingest" in stages):
         log.warning("pipeline.yaml lists no sources: ingest has nothing to read (add `sources:`, see the README)")
     chosen = []
-    for name, ref in refs.items():
-        if stages is not None and name not in stages:
-            continue
-        cls = load_stage_class(ref)
-        cfg = ctx.stage_config(cls.config_class, name)  # a typo in a late stage fails now, not hours in
-        if not cfg.enabled:
+    for name, cls, enabled in configured(ctx, stages):  # a typo in a late stage fails now, not hours in
+        if not enabled:
             log.info("%s: disabled in pipeline.yaml", name)
             continue
         chosen.append((name, cls))

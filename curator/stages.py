@@ -7,8 +7,13 @@ starts fast and a broken optional stage cannot break ingest.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from curator.runner.stage import Stage, load_stage_class
+
+if TYPE_CHECKING:
+    from curator.runner.context import Context
 
 STAGES: dict[str, str] = {
     "ingest": "curator.ingest.stage:IngestStage",
@@ -31,6 +36,19 @@ def available() -> dict[str, str]:
             found = False
         if found:
             out[name] = ref
+    return out
+
+
+def configured(ctx: Context, names: Iterable[str] | None = None) -> list[tuple[str, type[Stage], bool]]:
+    """``(name, class, enabled)`` of the installed stages (``names``: only those), in order —
+    each stage's settings are parsed, so a mistake in them is a ``ConfigError`` here."""
+    chosen = None if names is None else set(names)
+    out = []
+    for name, ref in available().items():
+        if chosen is not None and name not in chosen:
+            continue
+        cls = load_stage_class(ref)
+        out.append((name, cls, ctx.stage_config(cls.config_class, name).enabled))
     return out
 
 

@@ -113,15 +113,9 @@ def _load_step(ref: str) -> Callable[[ReleaseBuilder], None] | None:
 
 def disabled_stages(ctx: Context) -> dict[str, tuple[str, ...]]:
     """Stages ``enabled: false`` in pipeline.yaml, with the tables they write."""
-    from curator.runner.stage import load_stage_class
-    from curator.stages import available
+    from curator.stages import configured
 
-    out = {}
-    for name, ref in available().items():
-        cls = load_stage_class(ref)
-        if not ctx.stage_config(cls.config_class, name).enabled:
-            out[name] = cls.tables
-    return out
+    return {name: cls.tables for name, cls, enabled in configured(ctx) if not enabled}
 
 
 def collect_tables(ctx: Context) -> TableSet:
