@@ -202,9 +202,8 @@ def _qform_sform_apart(img: Any, shape: tuple[int, ...]) -> float | None:
     h = img.header
     if "qform_code" not in h or int(h["qform_code"]) <= 0 or int(h["sform_code"]) <= 0:
         return None
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
-                        for k in (0, shape[2] - 1)]).T
-    return float(np.abs((img.get_qform() - img.get_sform()) @ corners)[:3].max())
+    grid = shape[:3]
+    return Geometry.from_affine(grid, img.get_qform()).corner_shift(Geometry.from_affine(grid, img.get_sform()))
 
 
 def nifti_bytes(vol: Volume, dtype: Any = None, compress: bool = True) -> bytes:

@@ -162,7 +162,7 @@ class Geometry:
         if np.max(np.abs(sa - sb)) > tol_mm:
             return f"spacing {_num(np.round(sa, 5))} vs {_num(np.round(sb, 5))} mm"
         if np.max(np.abs(self.direction - other.direction)) > tol_dir and (
-                self.orientation != other.orientation or self._corner_shift(other) > tol_mm):
+                self.orientation != other.orientation or self.corner_shift(other) > tol_mm):
             return self._direction_difference(other, tol_mm, tol_dir)
         # Corners: catch small spacing differences (and rotations) that add up over the grid.
         for p in self._corners():
@@ -176,7 +176,7 @@ class Geometry:
         far = np.array(self.shape, dtype=np.float64) - 1
         return np.array([[far[0] * i, far[1] * j, far[2] * k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
 
-    def _corner_shift(self, other: Geometry) -> float:
+    def corner_shift(self, other: Geometry) -> float:
         """The largest distance (mm) between the same corner voxel on the two grids."""
         c = self._corners()
         return float(np.max(np.linalg.norm(self.voxel_to_world(c) - other.voxel_to_world(c), axis=1)))
@@ -188,7 +188,7 @@ class Geometry:
             return f"direction {self.orientation} vs {other.orientation}"
         deg = _angle_deg(self.direction, other.direction)
         return (f"direction cosines differ by {deg:.2g}° (both {self.orientation}; a corner voxel lies "
-                f"{self._corner_shift(other):.2g} mm apart)")
+                f"{self.corner_shift(other):.2g} mm apart)")
 
     def axis_map(self, other: Geometry, tol_mm: float = 1e-3, tol_dir: float = 1e-4,
                  ) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]] | None:

@@ -135,7 +135,7 @@ def test_a_rotated_grid_says_by_how_many_degrees_unless_no_voxel_moves_beyond_th
     assert why is not None and why.startswith("direction cosines differ by 0.5° (both RAS; a corner voxel lies")
     assert a.axis_map(_rotated(0.5), tol_mm=0.01) is None
     tiny = _rotated(0.01)
-    assert a._corner_shift(tiny) < 0.01 and np.max(np.abs(a.direction - tiny.direction)) > 1e-4  # > tol_dir
+    assert a.corner_shift(tiny) < 0.01 and np.max(np.abs(a.direction - tiny.direction)) > 1e-4  # > tol_dir
     assert a.mismatch(tiny, tol_mm=0.01) is None
     assert a.mismatch(tiny, tol_mm=0.001) is not None  # the same rotation, a stricter tolerance
     flipped = Geometry.from_affine(SHAPE, AFF @ np.diag([-1.0, 1.0, 1.0, 1.0]) @ _shift(SHAPE[0] - 1))
