@@ -13,29 +13,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from curator.io.volume import Geometry
 from curator.qc.features import MeasureOptions, field_of_view, measure_planes
 from curator.store import CaseStore
 
 
 def body_volume_ml(store: CaseStore) -> float | None:
     """Body-mask volume in millilitres, or None when the store has no body mask (no image)."""
-    body = store.body()
-    if body is None:
-        return None
-    n = int(np.count_nonzero(body))
-    return n * store.geometry.voxel_volume_mm3 / 1000.0 if n else None
+    return _body_ml(store.body(), store.geometry)
 
 
 def body_centre_x(store: CaseStore) -> float | None:
     """RAS x (mm) of the body mask's centroid — the patient's midline, roughly — or None."""
-    body = store.body()
-    if body is None or not body.any():
+    return _body_x(store.body(), store.geometry)
+
+
+def _body_ml(body: NDArray[np.bool_] | None, g: Geometry) -> float | None:
+    n = int(np.count_nonzero(body)) if body is not None else 0
+    return n * g.voxel_volume_mm3 / 1000.0 if n else None
+
+
+def _body_x(body: NDArray[np.bool_] | None, g: Geometry) -> float | None:
+    n = float(np.count_nonzero(body)) if body is not None else 0.0
+    if body is None or not n:
         return None
-    idx = [float(np.dot(np.arange(n), body.sum(axis=tuple(a for a in range(3) if a != ax), dtype=np.int64)))
-           for ax, n in enumerate(body.shape)]
-    n = float(np.count_nonzero(body))
-    return float(store.geometry.voxel_to_world(np.asarray([[i / n for i in idx]]))[0][0])
+    idx = [float(np.dot(np.arange(k), body.sum(axis=tuple(a for a in range(3) if a != ax), dtype=np.int64)))
+           for ax, k in enumerate(body.shape)]
+    return float(g.voxel_to_world(np.asarray([[i / n for i in idx]]))[0][0])
 
 
 def store_fingerprint(path: Path) -> str:
@@ -61,10 +67,12 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
     g = store.geometry
     attrs = store.attrs
     fov = field_of_view(g, attrs.get("source_affine"), attrs.get("source_shape"))
+    body = store.body()  # read once: volume (when preprocess did not give it) and midline
     if body_ml is None:
-        body_ml = body_volume_ml(store)
+        body_ml = _body_ml(body, g)
+    body_x = _body_x(body, g)
+    del body
     image = np.asarray(store.image[...]) if store.has_image() else None
-    body_x = body_centre_x(store)
     rows: list[dict[str, Any]] = []
     held: set[str] = set()  # terms of higher-priority layers (store.layers() is in priority order)
     for layer in store.layers():
