@@ -171,16 +171,13 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         start = patch_start(rng, shape, self.patch, centre)
         box = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch, shape, strict=True))
         pad = tuple(slice(b.start - s, b.stop - s) for b, s in zip(box, start, strict=True))
-        img = store.read("image", box)
         norm = store.attrs.get("normalisation")
         image = np.zeros(self.patch, dtype=np.float32)
         if self.normalise and norm:
             image[...] = (norm["clip"][0] - norm["mean"]) / norm["std"]
-            image[pad] = normalise(img, norm)
-        else:  # physical units (HU for CT): stored values times the store's scale
-            image[pad] = img
-            if norm and float(norm.get("scale", 1.0)) != 1.0:
-                image[pad] *= np.float32(norm["scale"])
+            image[pad] = normalise(store.read("image", box), norm)
+        else:  # physical units (HU for CT)
+            image[pad] = store.physical_image(box)
         masks: NDArray[np.uint8] | None = None
         present = np.zeros(len(self.terms), dtype=bool)
         held = usable_terms(store, self._parts, self.layers, self.view.labels_excluded(case["case_id"]))
