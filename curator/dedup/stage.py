@@ -211,27 +211,26 @@ class DedupStage(Stage):
         return {str(k): list(v) for k, v in raw_value_terms(spec, load_taxonomy(), include_derived=False).items()
                 if str(k) not in ignore}
 
+    @functools.cached_property
+    def _cases(self) -> dict[str, dict[str, Any]]:
+        """The workspace's cases by id (read once for the study links and the keep policy)."""
+        cases = self.ctx.workspace.read_table("cases")
+        return {r["case_id"]: r for r in (cases.to_pylist() if cases is not None else [])}
+
     def _same_study(self, a: str, b: str) -> bool:
         """Two sequences (or channels) of one study: linked by study_key, one split unit, never
         duplicates of each other — T1 and T1gd look alike, and dropping one loses a sequence."""
-        if not hasattr(self, "_studies"):
-            cases = self.ctx.workspace.read_table("cases")
-            self._studies = {r["case_id"]: r.get("study_key") for r in
-                             (cases.select(["case_id", "study_key"]).to_pylist() if cases is not None else [])}
-        ka = self._studies.get(a)
-        return ka is not None and ka == self._studies.get(b)
+        ka = self._cases.get(a, {}).get("study_key")
+        return ka is not None and ka == self._cases.get(b, {}).get("study_key")
 
     def _members(self) -> dict[str, Member]:
         ws = self.ctx.workspace
-        cases = ws.read_table("cases")
-        source_of = {r["case_id"]: r["source"] for r in
-                     (cases.select(["case_id", "source"]).to_pylist() if cases is not None else [])}
         codes = {name: self._codes(src.spec) for name, src in self.ctx.sources.items()}
         held: dict[str, set[str]] = {}
         raw = ws.read_table("raw_labels")
         if raw is not None:  # distinct annotated terms: ignored, undeclared and repeated codes do not count
             for r in raw.select(["case_id", "label_key", "raw_value", "voxels"]).to_pylist():
-                table = codes.get(source_of.get(r["case_id"], ""), {})
+                table = codes.get(self._cases.get(r["case_id"], {}).get("source", ""), {})
                 ids = table.get(r["label_key"]) if r["label_key"] else table.get(str(r["raw_value"]))
                 if r["voxels"] and ids:
                     held.setdefault(r["case_id"], set()).update(ids)
@@ -243,7 +242,7 @@ class DedupStage(Stage):
                 if r["case_id"] and r["severity"] == "warning":
                     warnings[r["case_id"]] = warnings.get(r["case_id"], 0) + 1
         out = {}
-        for c in cases.to_pylist() if cases is not None else []:
+        for c in self._cases.values():
             out[c["case_id"]] = Member(c["case_id"], c["dataset"], c.get("dataset_version"),
                                        terms.get(c["case_id"], 0), int(c.get("n_voxels") or 0),
                                        warnings.get(c["case_id"], 0))
