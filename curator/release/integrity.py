@@ -137,6 +137,24 @@ def _walk(release: Path) -> Iterable[str]:
             yield p.relative_to(release).as_posix()
 
 
+def read_release_json(release: Path) -> dict[str, Any]:
+    """``release.json`` of a release folder: a ``release_error`` when there is none, a
+    ``release_corrupt`` one when it cannot be read or holds no JSON object."""
+    try:
+        info = json.loads((release / "release.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ReleaseError("release_error", "not a release folder (no release.json)", path=str(release),
+                           remedy="pass <release root>/<collection>/<version>") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReleaseError("release_corrupt", f"release.json cannot be read ({type(e).__name__}: {e})",
+                           path=str(release), remedy="restore the release from its published copy; "
+                           "`curator verify` lists what changed") from e
+    if not isinstance(info, dict):
+        raise ReleaseError("release_corrupt", "release.json does not hold a JSON object", path=str(release),
+                           remedy="restore the release from its published copy")
+    return info
+
+
 def verify_release(path: str | Path) -> VerifyReport:
     """Re-check every file checksum and every store's content hash against ``release.json``.
 
@@ -147,17 +165,7 @@ def verify_release(path: str | Path) -> VerifyReport:
     from curator.release.card_check import check_card_file
 
     release = Path(path)
-    try:
-        info = json.loads((release / "release.json").read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ReleaseError("release_error", "not a release folder (no release.json)", path=str(release),
-                           remedy="pass <release root>/<collection>/<version>") from e
-    except json.JSONDecodeError as e:
-        raise ReleaseError("release_corrupt", f"release.json is not valid JSON ({e})", path=str(release),
-                           remedy="restore the release from its published copy") from e
-    if not isinstance(info, dict):
-        raise ReleaseError("release_corrupt", "release.json does not hold a JSON object", path=str(release),
-                           remedy="restore the release from its published copy")
+    info = read_release_json(release)
     rep = VerifyReport(release=str(release), release_json_sha256=sha256_file(release / "release.json"))
     files: dict[str, str] = info.get("files", {})
     stores: dict[str, dict[str, Any]] = info.get("stores", {})

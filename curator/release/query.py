@@ -13,7 +13,6 @@ neither read other files nor write into the release.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -70,16 +69,9 @@ class Release:
 
     @functools.cached_property
     def info(self) -> dict[str, Any]:
-        try:
-            info = json.loads((self.path / "release.json").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ReleaseError("release_corrupt", f"release.json cannot be read ({type(e).__name__}: {e})",
-                               path=str(self.path), remedy="restore the release from its published copy; "
-                               "`curator verify` lists what changed") from e
-        if not isinstance(info, dict):
-            raise ReleaseError("release_corrupt", "release.json does not hold a JSON object", path=str(self.path),
-                               remedy="restore the release from its published copy")
-        return info
+        from curator.release.integrity import read_release_json
+
+        return read_release_json(self.path)
 
     def table_names(self) -> list[str]:
         return sorted(p.stem for p in self.path.glob("*.parquet"))
