@@ -204,12 +204,9 @@ class DedupStage(Stage):
     @staticmethod
     def _codes(spec: Any) -> dict[str, list[str]]:
         """Raw value (label maps) or structure key -> the terms it annotates (no derived ones)."""
-        from curator.harmonize.mapping import raw_value_terms
-        from curator.taxonomy import load_taxonomy
+        from curator.preprocess.terms import value_terms
 
-        ignore = {str(v) for v in spec.labels.ignore}
-        return {str(k): list(v) for k, v in raw_value_terms(spec, load_taxonomy(), include_derived=False).items()
-                if str(k) not in ignore}
+        return value_terms(spec, include_derived=False)
 
     @functools.cached_property
     def _cases(self) -> dict[str, dict[str, Any]]:

@@ -25,15 +25,16 @@ def term_id(name: str) -> str:
     return found.id if found is not None else "_".join(name.lower().split())
 
 
-def _codes(spec: Any, tax: Taxonomy | None = None) -> dict[str, list[str]]:
-    return {str(k): list(v) for k, v in raw_value_terms(spec, tax or load_taxonomy()).items()}
+def _codes(spec: Any, tax: Taxonomy | None = None, include_derived: bool = True) -> dict[str, list[str]]:
+    return {str(k): list(v) for k, v in raw_value_terms(spec, tax or load_taxonomy(), include_derived).items()}
 
 
-def value_terms(spec: Any, tax: Taxonomy | None = None) -> dict[str, list[str]]:
+def value_terms(spec: Any, tax: Taxonomy | None = None, include_derived: bool = True) -> dict[str, list[str]]:
     """``{raw value: [term ids]}`` of a label-map dataset (ignored values left out); ``tax``:
-    the taxonomy harmonize uses (default: the bundled one)."""
+    the taxonomy harmonize uses (default: the bundled one); without ``include_derived`` only
+    the terms each code annotates itself."""
     ignore = {str(v) for v in spec.labels.ignore}
-    return {k: v for k, v in _codes(spec, tax).items() if k not in ignore}
+    return {k: v for k, v in _codes(spec, tax, include_derived).items() if k not in ignore}
 
 
 def structure_terms(spec: Any, keys: Iterable[str] | None = None, tax: Taxonomy | None = None) -> dict[str, list[str]]:
