@@ -127,10 +127,27 @@ class Config:
     def replace(self, **changes: Any) -> typing.Self:
         return dataclasses.replace(self, **changes)
 
+    def per_case(self) -> typing.Self:
+        """This config with every :func:`finalize_only` setting at its default: what a stage's
+        per-case work sees and what its cached per-case results are keyed on, so changing such
+        a setting re-runs only the stage's finalize step over the cached cases."""
+        reset = {f.name: f.default for f in fields(self) if f.metadata.get("per_case") is False}
+        return dataclasses.replace(self, **reset) if reset else self
+
 
 def nohash(default: Any) -> Any:
     """A field that does not change results (e.g. progress display) and is left out of the hash."""
     return field(default=default, metadata={"hash": False})
+
+
+def finalize_only(default: Any) -> Any:
+    """A setting only the stage's finalize step reads (cohort-wide search, grouping, judging,
+    ranking). It is in the config hash, but not in the per-case cache key (:meth:`Config.per_case`):
+    changing it re-runs finalize over the cached per-case results, not every case. Per-case
+    work sees the setting's default, so it cannot depend on it by mistake."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("finalize_only needs an immutable default (use a tuple)")
+    return field(default=default, metadata={"per_case": False})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pyarrow as pa
 
-from curator.config import StageConfig
+from curator.config import StageConfig, finalize_only
 from curator.dedup.detect import key_of, verify_candidates
 from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.group import KEEP_CRITERIA, Member
@@ -41,25 +41,25 @@ THUMBS = "thumbs"
 class DedupConfig(StageConfig):
     """Settings of ``stages.dedup`` in pipeline.yaml (defaults measured by ``benchmarks/dedup_eval.py``)."""
 
-    # hashing
+    # hashing (per case: a change re-hashes every scan)
     grid_voxels: int = 262_144
     slab_mm: float = 8.0
     slab_step_mm: float = 5.0
-    # candidate search
-    global_radius: int = 4
-    slab_radius: int = 3
-    short_scan_slabs: int = 8
-    short_slab_radius: int = 6
-    min_slab_votes: int = 2
-    small_fov_cm3: float = 1000.0
-    small_neighbours: int = 8
+    # candidate search (this and all below run in finalize over the cached hashes: no re-hashing)
+    global_radius: int = finalize_only(4)
+    slab_radius: int = finalize_only(3)
+    short_scan_slabs: int = finalize_only(8)
+    short_slab_radius: int = finalize_only(6)
+    min_slab_votes: int = finalize_only(2)
+    small_fov_cm3: float = finalize_only(1000.0)
+    small_neighbours: int = finalize_only(8)
     # verification
-    min_score: float = 0.5
-    min_detail: float = 0.5
-    min_coverage: float = 0.5
+    min_score: float = finalize_only(0.5)
+    min_detail: float = finalize_only(0.5)
+    min_coverage: float = finalize_only(0.5)
     # keep policy: ordered criteria among clean, terms, version, datasets, voxels, case_id
-    keep: tuple[str, ...] = ("clean", "terms", "version", "case_id")
-    prefer_datasets: tuple[str, ...] = ()
+    keep: tuple[str, ...] = finalize_only(("clean", "terms", "version", "case_id"))
+    prefer_datasets: tuple[str, ...] = finalize_only(())
 
     def __post_init__(self) -> None:
         bad = [k for k in self.keep if k not in KEEP_CRITERIA]

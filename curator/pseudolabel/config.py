@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from curator.config import StageConfig, nohash
+from curator.config import StageConfig, finalize_only, nohash
 from curator.errors import ConfigError
 from curator.pseudolabel.core import AttentionParams
 from curator.pseudolabel.etta import EttaConfig
@@ -33,7 +33,7 @@ class PseudolabelConfig(StageConfig):
     uncertainty_threshold: float = 0.05
     clean_iterations: int = 2
     resample_tolerance: float = 0.1  # relative spacing difference that triggers resampling
-    review_fraction: float = 0.05  # top share of cases flagged for review
+    review_fraction: float = finalize_only(0.05)  # top share of cases flagged for review (ranked in finalize)
     etta: EttaConfig = field(default_factory=EttaConfig)
     batch_size: int = nohash(4)
     device: str = nohash("auto")  # auto | cpu | cuda | cuda:N

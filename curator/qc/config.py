@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from curator.config import StageConfig
+from curator.config import StageConfig, finalize_only
 from curator.errors import ConfigError
 
 FEATURES = ("volume", "sphericity", "eccentricity")  # SOLF's three (UKBOB §3.2)
@@ -50,23 +50,27 @@ class QCConfig(StageConfig):
     * ``overrides``: a YAML or CSV file of ``case_id, term, [origin], action, reason`` rows
       (action ``include`` or ``exclude``); relative paths are resolved against the folder
       holding the workspace.
+
+    Only ``sphericity``, ``border_margin`` and ``layers`` change the per-case measurements;
+    the others judge the cohort in finalize, so changing them re-judges the cached
+    measurements without measuring a store again.
     """
 
-    method: Literal["solf", "iqr"] = "solf"
-    epsilon: float = 2.0
-    features: tuple[str, ...] = FEATURES
-    vote: int = 2
-    iqr_k: float = 1.5
-    iqr_features: tuple[str, ...] = ("volume",)
-    iqr_vote: int = 1
-    percentiles: Literal["auto", "empirical", "normal"] = "auto"
-    min_tail: int = 5
+    method: Literal["solf", "iqr"] = finalize_only("solf")
+    epsilon: float = finalize_only(2.0)
+    features: tuple[str, ...] = finalize_only(FEATURES)
+    vote: int = finalize_only(2)
+    iqr_k: float = finalize_only(1.5)
+    iqr_features: tuple[str, ...] = finalize_only(("volume",))
+    iqr_vote: int = finalize_only(1)
+    percentiles: Literal["auto", "empirical", "normal"] = finalize_only("auto")
+    min_tail: int = finalize_only(5)
     sphericity: Literal["faces", "mesh"] = "faces"
-    min_cohort: int = 20
+    min_cohort: int = finalize_only(20)
     border_margin: int = 1
     layers: tuple[str, ...] = ("original", "revised", "pseudo")
-    overrides: str | None = None
-    side_margin_mm: float | None = 10.0
+    overrides: str | None = finalize_only(None)
+    side_margin_mm: float | None = finalize_only(10.0)
 
     def __post_init__(self) -> None:
         where = "stages.qc"

@@ -145,7 +145,7 @@ class Stage:
 
     def task_key(self, task: Task) -> str:
         h = hashlib.sha256()
-        for part in (self.name, self.version, self.config.config_hash(), task.fingerprint,
+        for part in (self.name, self.version, self.config.per_case().config_hash(), task.fingerprint,
                      canonical_json(task.payload)):
             h.update(part.encode())
             h.update(b"\x00")
@@ -164,7 +164,7 @@ def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: Ca
     """Run one case in a worker. Bad input → a failed result with a problem row (cacheable);
     an unexpected exception → an ``internal_error`` row (not cached, so a re-run retries)."""
     cls = load_stage_class(ref)
-    config = cls.config_class.from_dict(config_dict)
+    config = cls.config_class.from_dict(config_dict).per_case()  # what the task key covers
     t0 = time.perf_counter()
     try:
         out = cls.process(task, config, env)

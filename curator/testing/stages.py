@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pyarrow as pa
 
-from curator.config import StageConfig
+from curator.config import StageConfig, finalize_only
 from curator.errors import InputError
 from curator.runner import stage as contract
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
@@ -21,6 +21,7 @@ class ProbeConfig(StageConfig):
     n_cases: int = 4
     behaviour: dict[str, Any] = field(default_factory=dict)  # case id -> ok | bad | warn_then_bad | bug | crash | sleep:<s>
     salt: str = ""
+    label: str = finalize_only("")  # read by finalize only: changing it must not re-run cases
 
 
 class ProbeStage(Stage):
@@ -49,8 +50,9 @@ class ProbeStage(Stage):
             os._exit(13)
         if what.startswith("sleep:"):
             time.sleep(float(what.split(":", 1)[1]))
-        return CaseOutput(rows={"probe": [{"case_id": task.case_id, "pid": os.getpid()}]})
+        return CaseOutput(rows={"probe": [{"case_id": task.case_id, "pid": os.getpid(), "label": cfg.label}]})
 
     def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
         self.finalized = [r.case_id for r in results]
-        return {}
+        label = cast(ProbeConfig, self.config).label
+        return {"probe_final": pa.table({"case_id": self.finalized, "label": [label] * len(self.finalized)})}

@@ -119,6 +119,27 @@ def test_a_lost_thumbnail_is_rebuilt_and_its_group_kept(run: Path, tmp_path: Pat
     assert not pq.read_table(ws / "tables" / "problems__dedup.parquet").to_pylist()
 
 
+def test_a_new_keep_policy_regroups_the_cached_hashes_without_rehashing(run: Path, tmp_path: Path) -> None:
+    """The keep policy (and search/verification settings) run in finalize: changing them must
+    not re-read and re-hash every scan, and must still change the outcome."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(run / "ws", ws)
+    cfg = yaml.safe_load((run / "pipeline.yaml").read_text())
+    cfg["workspace"] = str(ws)
+    cfg["stages"]["dedup"] = {"keep": ["version", "terms"]}  # the newer dataset version (B 2.0) first
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    rep = run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["dedup"], release=False).reports[0]
+    assert (rep.ran, rep.cached) == (0, 4)
+    kept = {r["case_id"]: r["kept"] for r in pq.read_table(ws / "tables" / "duplicates.parquet").to_pylist()}
+    assert kept == {"DupA__s0000": False, "DupB__s0000": True}
+    cfg["stages"]["dedup"] = {"keep": ["version", "terms"], "slab_step_mm": 4.0}  # a hashing setting: re-hash
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    rep = run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["dedup"], release=False).reports[0]
+    assert (rep.ran, rep.cached) == (4, 0)
+
+
 def test_report_writes_one_figure_per_group(run: Path, tmp_path: Path) -> None:
     from curator.cli import app
 

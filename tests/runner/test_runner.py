@@ -16,7 +16,7 @@ from curator.errors import StageError
 from curator.runner.context import Context
 from curator.runner.executors import DaskExecutor, InlineExecutor, LocalExecutor
 from curator.runner.run import run_stage
-from curator.testing.stages import ProbeStage
+from curator.testing.stages import ProbeConfig, ProbeStage
 
 
 def _ctx(tmp: Path, **probe: Any) -> Context:
@@ -40,6 +40,20 @@ def test_rerun_skips_finished_cases_and_config_change_reruns(tmp_path: Path) -> 
     ctx2 = _ctx(tmp_path, n_cases=5, salt="inputs changed")
     r3 = run_stage(ctx2, ProbeStage, InlineExecutor())
     assert (r3.ran, r3.cached) == (5, 0)
+
+
+def test_a_finalize_only_setting_reruns_finalize_not_the_cases(tmp_path: Path) -> None:
+    """Changing a setting only finalize reads (a cohort threshold, a keep policy) re-judges the
+    cached per-case results; per-case work never sees it, so the cache cannot go stale."""
+    r1 = run_stage(_ctx(tmp_path, n_cases=3, label="first"), ProbeStage, InlineExecutor())
+    ctx = _ctx(tmp_path, n_cases=3, label="second")
+    r2 = run_stage(ctx, ProbeStage, InlineExecutor())
+    assert (r1.ran, r2.ran, r2.cached) == (3, 0, 3)
+    final = ctx.workspace.read_table("probe_final")
+    assert final is not None and set(final.column("label").to_pylist()) == {"second"}
+    cached = ctx.workspace.read_case_result("probe", "c000")
+    assert cached is not None and cached["rows"]["probe"][0]["label"] == ""  # the default, not "first"
+    assert ProbeConfig(label="x").config_hash() != ProbeConfig(label="y").config_hash()  # still recorded
 
 
 def test_bad_case_becomes_problem_and_run_continues(tmp_path: Path) -> None:
