@@ -203,6 +203,10 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("nifti_qform_sform", "a NIfTI header sets a qform and an sform that place the volume apart; "
                 "curator uses the sform, ITK-based tools the qform",
                 "overlay the label to see which one is right; re-save the file with one affine"),
+    ProblemKind("dicom_geometry_missing", "a DICOM object gives no pixel spacing, orientation or position "
+                "(neither at its top level nor in its functional groups): read as 1 mm voxels, identity "
+                "orientation", "find the voxel size in the dataset's documentation and re-export the scan with it, "
+                "or leave the case out"),
     ProblemKind("label_empty", "the label map holds only background",
                 "nothing to do if the case truly has no annotated structure; otherwise re-export"),
     ProblemKind("ct_intensity_offset", "a CT's low end is far above air (-1000 HU): it was stored with an "

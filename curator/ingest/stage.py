@@ -123,6 +123,13 @@ class IngestStage(Stage):
                 implausible = _ct_intensities(p, facts, low, path)
                 if implausible is not None:
                     warning(implausible)
+            gaps = vol.meta.get("geometry_missing")
+            if gaps:
+                warning(InputError("dicom_geometry_missing", f"the DICOM header gives no {gaps}: the reader assumed "
+                                   "1 mm voxels and an identity orientation, so sizes in mm (and the resampled grid) "
+                                   "are a guess", path=str(path),
+                                   remedy="find the voxel size in the dataset's documentation and re-export the scan "
+                                   "with it (e.g. dcm2niix, then edit the NIfTI header), or leave the case out"))
             apart = vol.meta.get("qform_sform_mm")
             if apart is not None and apart > config.geometry_tolerance_mm:
                 warning(InputError("nifti_qform_sform", f"the header's qform and sform place the volume up to "

@@ -135,6 +135,9 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) 
         raise InputError("dicom_no_pixel_data",
                          f"the pixel data is blank (every voxel is {vol.array.flat[0]}); it was stripped",
                          path=where, remedy="download the series again with its pixel data")
+    gaps = _geometry_gaps(first)
+    if gaps:  # ITK then falls back to 1 mm voxels and an identity orientation, without a word
+        vol.meta["geometry_missing"] = ", ".join(gaps)
     if len(members) == 1 and frames <= 1:  # after the blank check: a stripped slice says so first
         raise InputError("not_3d", "the series is a single 2-D slice (one single-frame DICOM image), "
                          "not a volume", path=where,
@@ -160,6 +163,26 @@ def _read_single(p: Path, meta: dict[str, Any], max_voxels: int, where: str) -> 
         raise ReadError("corrupt_file", f"{ref} cannot be decoded: {cause}", path=where,
                         remedy="download it again or convert it with dcm2niix") from e
     return volume_from_sitk(img, where, None, meta)
+
+
+GEOMETRY_TAGS = (("PixelSpacing", "PixelMeasuresSequence"), ("ImageOrientationPatient", "PlaneOrientationSequence"),
+                 ("ImagePositionPatient", "PlanePositionSequence"))
+
+
+def _geometry_gaps(ds: pydicom.Dataset) -> list[str]:
+    """The geometry attributes ``ds`` holds neither at its top level nor in its (enhanced,
+    multi-frame) shared or first per-frame functional group."""
+    def held(keyword: str, macro: str) -> bool:
+        if keyword in ds:
+            return True
+        for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            seq = ds.get(groups)
+            inner = seq[0].get(macro) if seq else None
+            if inner and keyword in inner[0]:
+                return True
+        return False
+
+    return [keyword for keyword, macro in GEOMETRY_TAGS if not held(keyword, macro)]
 
 
 def _pixel_cause(p: Path) -> str | None:

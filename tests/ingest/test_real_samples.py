@@ -135,3 +135,17 @@ def test_every_edge_file_is_a_problem_row_with_a_kind(tmp_path: Path, real_copy)
         row = by_file[f]
         assert row["kind"] == kind and row["severity"] == "error"
         assert "What to do:" in row["message"]
+
+
+def test_an_enhanced_mr_without_geometry_is_ingested_with_a_warning(tmp_path: Path, real_copy) -> None:  # type: ignore[no-untyped-def]
+    """pydicom's emri_small: 10 frames, no pixel spacing, orientation or position anywhere. The
+    case is kept (its pixels are real) but a problems row says its millimetres are a guess."""
+    root = real_copy("pydicom")
+    spec = _spec("Emri", [{"image": "{case}.dcm"}], {"encoding": "none"}, modality="MR",
+                 patterns={"case": "emri_small"})
+    pipe = make_pipeline(tmp_path, [{"dataset": str(_write(tmp_path, spec)), "root": str(root)}])
+    run(pipe, stages=["ingest"])
+    assert [c["shape"] for c in table(pipe, "cases").to_pylist()] == [[64, 64, 10]]
+    (p,) = table(pipe, "problems__ingest").to_pylist()
+    assert p["kind"] == "dicom_geometry_missing" and p["severity"] == "warning"
+    assert "PixelSpacing" in p["message"] and "What to do:" in p["message"]

@@ -161,3 +161,23 @@ def test_a_slice_with_its_own_rescale_slope_keeps_its_fractional_values(tmp_path
     best = min(float(np.max(np.abs(g.astype(np.float64) - e))) for g in got for e in (expect, expect.T)
                if g.shape == e.shape)
     assert vol.array.dtype == np.float32 and best == 0.0
+
+
+def test_a_series_without_pixel_spacing_says_its_geometry_is_a_guess(tmp_path: Path) -> None:
+    """ITK reads a slice without PixelSpacing as 1 mm: the reader must say so, not pass it on."""
+    files = _series(tmp_path / "s", phi_names=False)
+    assert "geometry_missing" not in read_volume(tmp_path / "s").meta
+    for f in files:
+        ds = pydicom.dcmread(f)
+        del ds.PixelSpacing
+        ds.save_as(f)
+    vol = read_volume(tmp_path / "s")
+    assert vol.meta["geometry_missing"] == "PixelSpacing"
+
+
+@pytest.mark.real
+def test_real_enhanced_mr_without_geometry_is_flagged_and_a_real_series_is_not(real_data: Path) -> None:
+    emri = read_volume(real_data / "pydicom/emri_small.dcm")  # an Enhanced MR object with no plane macros
+    assert emri.meta["geometry_missing"] == "PixelSpacing, ImageOrientationPatient, ImagePositionPatient"
+    for rel in ("pydicom/CT5N", "totalsegmentator/example_ct_dicom"):
+        assert "geometry_missing" not in read_volume(real_data / rel).meta, rel
