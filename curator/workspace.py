@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -150,6 +150,14 @@ class Workspace:
         with atomic_path(dest) as tmp:
             write_parquet(table, tmp)
         return dest
+
+    def write_tables(self, tables: Mapping[str, pa.Table]) -> None:
+        """Write a stage's tables together: every file is written first, then all are renamed into
+        place, so a run killed while writing leaves the old set, not a mix of old and new tables
+        (but for the microseconds between the renames)."""
+        with contextlib.ExitStack() as stack:
+            for name, table in tables.items():
+                write_parquet(table, stack.enter_context(atomic_path(self.table_path(name))))
 
     def read_table(self, name: str) -> pa.Table | None:
         p = self.table_path(name)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -136,11 +137,10 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     report.warnings = sum(len(r.problems) for r in ordered if not r.failed)
     tables = stage.finalize([r for r in ordered if not r.failed])
     for name, table in tables.items():
-        ws.write_table(name, table)
         report.tables[name] = table.num_rows
     extra = getattr(stage, "extra_problems", [])  # rows not tied to one task (e.g. the plan's duplicate files)
     report.warnings += len(extra)  # they failed no case, but the summary must not say "0 warnings" over them
-    _write_problems(ctx, stage_cls.name, ordered, extra=extra)
+    ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
     report.seconds = time.perf_counter() - t0
     atomic_write_json(ws.stage_dir(stage_cls.name) / "stage.json", {
         "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,
@@ -167,7 +167,9 @@ def _announce(policy: str, res: CaseResult) -> None:
             log.warning("%s [%s] %s", res.case_id, p["kind"], p["message"])
 
 
-def _write_problems(ctx: Context, stage: str, results: list[CaseResult],
-                    extra: list[dict[str, Any]] | None = None) -> None:
-    rows = [p for r in results for p in r.problems] + list(extra or [])
-    ctx.workspace.write_table(f"problems__{stage}", to_arrow("problems", rows))
+def _problems_table(results: list[CaseResult], extra: list[dict[str, Any]] | None = None) -> pa.Table:
+    return to_arrow("problems", [p for r in results for p in r.problems] + list(extra or []))
+
+
+def _write_problems(ctx: Context, stage: str, results: list[CaseResult]) -> None:
+    ctx.workspace.write_table(f"problems__{stage}", _problems_table(results))

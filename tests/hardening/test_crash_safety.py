@@ -110,3 +110,35 @@ def test_twenty_kills_over_all_stages_then_identical_release(tmp_path: Path) -> 
     assert got.keys() == want.keys()
     for name, data in want.items():
         assert got[name] == data, name
+
+
+def test_a_stage_whose_tables_fail_midway_leaves_the_old_set_whole(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A stage's tables (and its problems table) are renamed into place together after all are
+    written: dying while writing the second must not leave a new first table beside an old second."""
+    import pyarrow as pa
+
+    from curator import workspace as wsmod
+    from curator.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ws.init()
+    old = {"a": pa.table({"x": [1]}), "b": pa.table({"x": [2]})}
+    ws.write_tables(old)
+    written: list[str] = []
+    real = wsmod.write_parquet
+
+    def dies_on_second(table: pa.Table, path: Path) -> None:
+        if written:
+            raise OSError(5, "planted I/O error")
+        written.append(str(path))
+        real(table, path)
+
+    monkeypatch.setattr(wsmod, "write_parquet", dies_on_second)
+    try:
+        ws.write_tables({"a": pa.table({"x": [10]}), "b": pa.table({"x": [20]})})
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the planted error was swallowed")
+    assert written and [ws.read_table(n).column("x").to_pylist() for n in "ab"] == [[1], [2]]  # type: ignore[union-attr]
+    assert sorted(p.name for p in (tmp_path / "ws" / "tables").iterdir()) == ["a.parquet", "b.parquet"]
