@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +39,13 @@ MAX_SAMPLES = 2000
 SEED = 1234
 
 
-def link_tree(src: Path, dst: Path) -> None:
-    """Hard-link every file of ``src`` under ``dst`` (copy when links are not possible)."""
-    for root, _, files in os.walk(src):
-        out = dst / Path(root).relative_to(src)
+def link_tree(src: Path, dst: Path, skip: Collection[str] = ()) -> None:
+    """Hard-link every file of ``src`` under ``dst`` (copy when links are not possible), except
+    the folders ``skip`` names (paths relative to ``src``)."""
+    for root, dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        dirs[:] = [d for d in dirs if (rel / d).as_posix() not in skip]
+        out = dst / rel
         out.mkdir(parents=True, exist_ok=True)
         for f in files:
             try:
@@ -90,6 +94,9 @@ def release_step(b: ReleaseBuilder) -> None:
     if table is None:
         return
     ws_stores = b.ctx.workspace.root
+    # a disabled pseudolabel stage's layers are an earlier configuration's: the labels table
+    # leaves them out, so the released stores (and store_terms, the loader, exports) do too
+    skip = () if b.ctx.stage_enabled("pseudolabel") else ("labels/pseudo",)
     rows: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
     for rec in table.select(["case_id", "dataset", "modality", "store"]).to_pylist():
@@ -101,7 +108,7 @@ def release_step(b: ReleaseBuilder) -> None:
                 dataset=rec["dataset"], case_id=rec["case_id"], path=rec["store"], severity="warning"))
             continue
         dst = b.staging / "stores" / f"{rec['case_id']}.zarr"
-        link_tree(src, dst)
+        link_tree(src, dst, skip)
         rng = np.random.default_rng([SEED, *rec["case_id"].encode()])
         found, arrays = term_locations(CaseStore(dst), rng)
         rel = f"locations/{rec['case_id']}.npz"

@@ -49,11 +49,9 @@ def assemble_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def release_step(builder: Any) -> None:
     """Release step: assemble ``labels`` from original, revised and pseudo rows; write ``review/``."""
-    from curator.pseudolabel.config import PseudolabelConfig
-
     write_review(builder)
     ws = builder.ctx.workspace
-    enabled = builder.ctx.stage_config(PseudolabelConfig, "pseudolabel").enabled
+    enabled = builder.ctx.stage_enabled("pseudolabel")
     if enabled and ws.read_table(PRIVATE_TABLES["pseudo"]) is not None:
         record_models(builder)
     base = builder.tables["labels"].to_pylist() if "labels" in builder.tables else []

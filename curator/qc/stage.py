@@ -60,6 +60,9 @@ class QCStage(Stage):
                                                    severity="warning"))
             log.warning("qc: no case stores in the workspace; run preprocess first")
             return []
+        # a disabled pseudolabel stage's layers are left out of the release: not judged either
+        layers = [x for x in cast(QCConfig, self.config).layers
+                  if x != "pseudo" or self.ctx.stage_enabled("pseudolabel")]
         tasks: list[Task] = []
         for r in rows:
             cid = r["case_id"]
@@ -73,7 +76,7 @@ class QCStage(Stage):
             p = pre.get(cid, {})
             body = p.get("body_volume_ml")
             payload = {"store": rel, "dataset": r["dataset"], "modality": p.get("modality") or r["modality"],
-                       "body_ml": float(body) if body else None}
+                       "body_ml": float(body) if body else None, "layers": layers}
             fp = f"{p.get('store_sha256') or ''}|{store_fingerprint(ws.root / rel)}"
             tasks.append(Task(case_id=cid, payload=payload, fingerprint=fp, dataset=r["dataset"], path=rel))
         return tasks
@@ -85,7 +88,7 @@ class QCStage(Stage):
         path = Path(env.workspace) / p["store"]
         opts = MeasureOptions(mesh=cfg.sphericity == "mesh", border_margin=cfg.border_margin)
         try:
-            rows = measure_store(path, layers=cfg.layers, options=opts, body_ml=p["body_ml"])
+            rows = measure_store(path, layers=tuple(p["layers"]), options=opts, body_ml=p["body_ml"])
         except CuratorError:
             raise
         except (OSError, ValueError, KeyError) as e:

@@ -90,6 +90,12 @@ class Context:
     def stage_config(self, cls: type[StageConfig], name: str) -> Any:
         return cls.from_dict(self.config.stage(name), where=f"stages.{name}")
 
+    def stage_enabled(self, name: str) -> bool:
+        """Whether ``stages.<name>.enabled`` is on (the default), without parsing the stage's other
+        settings (so without importing the stage)."""
+        return bool(StageConfig.from_dict({"enabled": self.config.stage(name).get("enabled", True)},
+                                          where=f"stages.{name}").enabled)
+
     def case_env(self) -> CaseEnv:
         return CaseEnv(workspace=str(self.workspace.root),
                        sources={n: str(s.root) for n, s in self.sources.items()},

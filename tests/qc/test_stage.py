@@ -181,3 +181,26 @@ def test_a_superseded_pseudo_label_is_not_measured(tmp_path: Path) -> None:
     rows = measure_store(tmp_path / "c.zarr", layers=("original", "revised", "pseudo"), options=MeasureOptions())
     assert sorted((r["term_id"], r["origin"]) for r in rows) == [
         ("aorta", "pseudo"), ("liver", "revised"), ("spleen", "original")]
+
+
+def test_a_disabled_pseudolabel_stage_leaves_its_old_layers_unjudged(tmp_path: Path) -> None:
+    """Pseudo layers left in the stores by an earlier run: judged while the stage is on, left
+    out (as the release leaves them out) once it is disabled."""
+    import numpy as np
+
+    from curator.store import CaseStore
+
+    phantom_workspace(tmp_path / "ws", n_cases=3)
+    store = CaseStore(tmp_path / "ws" / "stores" / "Phantom__c001.zarr")
+    blob = np.zeros(store.geometry.shape, np.uint8)
+    blob[10:14, 10:14, 3:6] = 1
+    store.write_layer("pseudo", [(blob, {1: ["gallbladder"]})], {"origin": "pseudo"})  # a term the case lacks
+
+    def origins(**pipeline_stages: Any) -> set[str]:
+        ctx = context(tmp_path, min_cohort=2)
+        ctx = Context(ctx.config.replace(stages={"qc": {"min_cohort": 2}, **pipeline_stages}))
+        run_stage(ctx, QCStage)
+        return {r["origin"] for r in pq.read_table(ctx.workspace.table_path("qc")).to_pylist()}
+
+    assert "pseudo" in origins()
+    assert "pseudo" not in origins(pseudolabel={"enabled": False})

@@ -187,6 +187,12 @@ def test_a_disabled_stage_publishes_nothing_from_an_earlier_run(demo: Path, rele
     assert not {"attention", "qc"} & set(rel.table_names())
     assert rel.sql("select count(*) from labels where origin = 'pseudo'").fetchall()[0][0] == 0
     assert rel.sql("select count(*) from problems where stage in ('pseudolabel', 'qc')").fetchall()[0][0] == 0
+    # nor do its stores: no pseudo layer to load, export or list in store_terms
+    assert before.sql("select count(*) from store_terms where layer = 'pseudo'").fetchall()[0][0] > 0
+    assert rel.sql("select count(*) from store_terms where layer = 'pseudo'").fetchall()[0][0] == 0
+    assert not list((rel.path / "stores").glob("*.zarr/labels/pseudo"))
+    assert list((demo / "workspace" / "stores").glob("*.zarr/labels/pseudo"))  # the workspace keeps them
+    assert verify_release(rel.path).ok
 
 
 def test_tables_out_of_step_with_cases_are_refused(demo: Path, release_with) -> None:
