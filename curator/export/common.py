@@ -11,7 +11,7 @@ import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
@@ -19,10 +19,12 @@ from numpy.typing import NDArray
 
 from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_path
-from curator.preprocess.terms import descendants
 from curator.release.query import Release
-from curator.release.training import TrainingView, usable_terms
+from curator.release.training import TrainingView, usable_terms, with_parts
 from curator.store import CaseStore
+
+if TYPE_CHECKING:
+    from curator.taxonomy.model import Taxonomy
 
 log = logging.getLogger("curator")
 DEFAULT_LAYERS = ("original", "revised")
@@ -97,12 +99,17 @@ def check_terms(held: Collection[str], terms: list[str], partial: bool) -> str |
 
 def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, label: Path,
                report: ExportReport, layers: Sequence[str] = DEFAULT_LAYERS,
-               view: TrainingView | None = None) -> list[str] | None:
+               view: TrainingView | None = None, tax: Taxonomy | None = None) -> list[str] | None:
     """Write one case's image and label map; the terms it holds, or None (``report`` says why).
-    A label ``view`` excludes (QC) counts as not held."""
+    A label ``view`` excludes (QC) counts as not held; ``tax`` (the release's taxonomy; the
+    bundled one by default) says which parts make each term."""
     store = CaseStore(case.store)
     excluded = view.labels_excluded(case.case_id) if view is not None else frozenset()
-    parts = {t: (t, *descendants(t)) for t in terms}
+    if tax is None:
+        from curator.taxonomy import load_taxonomy
+
+        tax = load_taxonomy()
+    parts = {t: with_parts(tax, t) for t in terms}
     held = {t: layer for t, layer in usable_terms(store, parts, layers, excluded).items() if t in parts}
     why = check_terms(held, terms, partial)
     if why:

@@ -36,7 +36,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     for c in select_cases(rel, where, view):
         present = write_case(c, terms, partial, folder / "images" / f"{c.case_id}.nii.gz",
-                             folder / "labels" / f"{c.case_id}.nii.gz", report, layers, view)
+                             folder / "labels" / f"{c.case_id}.nii.gz", report, layers, view, rel.taxonomy)
         if present is not None:
             lists[KEYS.get(c.split, "training")].append({
                 "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",

@@ -55,13 +55,6 @@ def structure_terms(spec: Any, keys: Iterable[str] | None = None, tax: Taxonomy 
             for k, ids in direct.items()}
 
 
-@functools.lru_cache(maxsize=4096)
-def descendants(term: str) -> tuple[str, ...]:
-    """Terms whose union makes ``term`` (its parts, recursively)."""
-    tax = load_taxonomy()
-    return tuple(tax.descendants(term)) if tax.get(term) is not None else ()
-
-
 def preferred_name(term: str) -> str:
     t = load_taxonomy().get(term)
     return t.name if t is not None else term.replace("_", " ")

@@ -27,6 +27,7 @@ import numpy as np
 
 from curator.qc.config import ALL_FEATURES, QCConfig
 from curator.qc.side import check_sides
+from curator.taxonomy.model import Taxonomy
 
 LABELS = {"volume": "normalised volume", "sphericity": "sphericity", "eccentricity": "eccentricity",
           "detached": "detached share"}
@@ -148,10 +149,12 @@ def _bounds(values: list[float], cfg: QCConfig, feature: str) -> tuple[float | N
     return None, None
 
 
-def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Override] = ()) -> list[dict[str, Any]]:
+def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Override] = (),
+          tax: Taxonomy | None = None) -> list[dict[str, Any]]:
     """Add bounds, out-of-bounds flags and a decision with its reason to every feature row
-    (and the laterality check of :mod:`curator.qc.side`: a label on the wrong side is excluded)."""
-    rows = check_sides([dict(r) for r in rows], cfg.side_margin_mm)
+    (and the laterality check of :mod:`curator.qc.side` with ``tax``, the pipeline's taxonomy:
+    a label on the wrong side is excluded)."""
+    rows = check_sides([dict(r) for r in rows], cfg.side_margin_mm, tax)
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[cohort_key(r)].append(r)

@@ -27,13 +27,17 @@ from collections import defaultdict
 from typing import Any
 
 from curator.taxonomy import load_taxonomy
+from curator.taxonomy.model import Taxonomy
+
+
+def side_of(term_id: str, tax: Taxonomy | None = None) -> tuple[str | None, str | None]:
+    """``(laterality, partner term id)`` of a term in ``tax`` (the bundled taxonomy by default):
+    the partner is the other side in a both-sides parent's partition (kidney_left → kidney_right)."""
+    return _side_of(tax or load_taxonomy(), term_id)
 
 
 @functools.lru_cache(maxsize=4096)
-def side_of(term_id: str) -> tuple[str | None, str | None]:
-    """``(laterality, partner term id)`` of a term: the partner is the other side in a
-    both-sides parent's partition (kidney_left → kidney_right)."""
-    tax = load_taxonomy()
+def _side_of(tax: Taxonomy, term_id: str) -> tuple[str | None, str | None]:
     t = tax.get(term_id)
     if t is None or t.laterality not in ("left", "right"):
         return None, None
@@ -47,9 +51,11 @@ def side_of(term_id: str) -> tuple[str | None, str | None]:
     return t.laterality, None
 
 
-def check_sides(rows: list[dict[str, Any]], margin_mm: float | None) -> list[dict[str, Any]]:
+def check_sides(rows: list[dict[str, Any]], margin_mm: float | None, tax: Taxonomy | None = None,
+                ) -> list[dict[str, Any]]:
     """Add ``lateral_mm`` and ``wrong_side`` (and ``side_reason`` when wrong) to feature rows
-    (each needs case_id, origin, term_id, centroid_mm; ``body_x_mm`` when known)."""
+    (each needs case_id, origin, term_id, centroid_mm; ``body_x_mm`` when known); sides and
+    partners come from ``tax`` (the pipeline's taxonomy; the bundled one by default)."""
     by_case: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in rows:
         r.update(lateral_mm=None, wrong_side=None)
@@ -57,10 +63,10 @@ def check_sides(rows: list[dict[str, Any]], margin_mm: float | None) -> list[dic
             by_case[(r["case_id"], r["origin"])][r["term_id"]] = r
     if margin_mm is None:
         return rows
-    tax = load_taxonomy()
+    tax = tax or load_taxonomy()
     for terms in by_case.values():
         for tid, r in terms.items():
-            side, partner = side_of(tid)
+            side, partner = side_of(tid, tax)
             if side is None:
                 continue
             sign = -1.0 if side == "left" else 1.0  # RAS: the patient's left is -x

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from curator.config import StageConfig
 from curator.errors import CuratorError, InputError, StageError, WorkspaceError
+from curator.harmonize.stage import harmonize_taxonomy
 from curator.qc.cohort import Override, judge
 from curator.qc.config import QCConfig
 from curator.qc.features import MeasureOptions
@@ -108,7 +109,7 @@ class QCStage(Stage):
         cfg = cast(QCConfig, self.config)
         rows = [row for r in results for row in r.rows.get("qc", [])]
         overrides = self._overrides(cfg)
-        judged = judge(rows, cfg, overrides)
+        judged = judge(rows, cfg, overrides, harmonize_taxonomy(self.ctx))
         used = {(o.case_id, o.term_id, o.origin) for o in overrides
                 if any(o.matches(r) for r in judged)}
         for o in overrides:

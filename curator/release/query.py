@@ -15,12 +15,15 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
 
 from curator.errors import ReleaseError
+
+if TYPE_CHECKING:
+    from curator.taxonomy.model import Taxonomy
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
@@ -75,6 +78,18 @@ class Release:
 
     def table_names(self) -> list[str]:
         return sorted(p.stem for p in self.path.glob("*.parquet"))
+
+    @functools.cached_property
+    def taxonomy(self) -> Taxonomy:
+        """The taxonomy the release was harmonised with (its ``terms`` table), so a custom
+        taxonomy's terms, parts and names reach the loader and the exports; the bundled one for
+        releases made before the table existed."""
+        from curator.taxonomy import load_taxonomy
+        from curator.taxonomy.release import taxonomy_from_rows
+
+        if "terms" not in self.table_names():
+            return load_taxonomy()
+        return taxonomy_from_rows(self.table("terms").to_dicts(), path=str(self.path / "terms.parquet"))
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with every table as a view over its Parquet file; file-system access

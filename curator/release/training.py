@@ -19,9 +19,13 @@ import functools
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from curator.release.query import Release
 from curator.store import CaseStore
+
+if TYPE_CHECKING:
+    from curator.taxonomy.model import Taxonomy
 
 
 @dataclass(frozen=True)
@@ -47,21 +51,29 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
     return TrainingView(dropped, {k: frozenset(v) for k, v in excluded.items()})
 
 
-def term_parts(term: str, parts: Sequence[str], held: Collection[str]) -> tuple[str, ...]:
+def with_parts(tax: Taxonomy, term: str) -> tuple[str, ...]:
+    """``term`` and the terms whose union makes it (its parts, recursively) in ``tax``."""
+    return (term, *tax.descendants(term)) if tax.get(term) is not None else (term,)
+
+
+def term_parts(term: str, parts: Sequence[str], held: Collection[str], tax: Taxonomy | None = None,
+               ) -> tuple[str, ...]:
     """The parts of ``term`` (itself and its descendants, ``parts``) whose union is ``term`` in a
     case holding ``held``: every held part when the term itself is held or the held parts
-    complete one of its partitions, else none — MSD Hepatic Vessel's tumour alone is no liver,
-    and one kidney is not the kidneys."""
-    return _term_parts(term, tuple(p for p in parts if p in held))
+    complete one of its partitions (in ``tax``, the bundled taxonomy by default), else none —
+    MSD Hepatic Vessel's tumour alone is no liver, and one kidney is not the kidneys."""
+    if tax is None:
+        from curator.taxonomy import load_taxonomy
+
+        tax = load_taxonomy()
+    return _term_parts(tax, term, tuple(p for p in parts if p in held))
 
 
 @functools.lru_cache(maxsize=4096)
-def _term_parts(term: str, have: tuple[str, ...]) -> tuple[str, ...]:
-    from curator.taxonomy import load_taxonomy
-
+def _term_parts(tax: Taxonomy, term: str, have: tuple[str, ...]) -> tuple[str, ...]:
     if not have or term in have:
         return have
-    return have if term in load_taxonomy().derived(have) else ()
+    return have if term in tax.derived(have) else ()
 
 
 def usable_terms(store: CaseStore, parts: Mapping[str, Sequence[str]], layers: Sequence[str],
@@ -90,9 +102,7 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
     ``store_terms``) is refused too, or only warned about with ``unheld="warn"`` — rather than
     train on all-background masks without a word."""
     from curator.errors import ReleaseError
-    from curator.preprocess.terms import descendants
     from curator.store import LAYERS
-    from curator.taxonomy import load_taxonomy
 
     bad_layers = [x for x in layers if x not in LAYERS]
     if not layers or bad_layers:
@@ -108,15 +118,15 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
         held.setdefault(term, set()).add(layer)
         if layer in layers:
             in_layers.setdefault(case, set()).add(term)
-    tax = load_taxonomy()
+    tax = release.taxonomy
     for t in terms:
         if t not in held and tax.get(t) is None:
             hint = tax.close_ids(t)
             raise ReleaseError("release_error", f"unknown term id {t!r}",
                                remedy=(f"did you mean {', '.join(hint)}? " if hint else "")
-                               + "term ids are listed by `curator labels tree` and in the release's store_terms")
-        parts = (t, *descendants(t))
-        if not any(term_parts(t, parts, have) for have in in_layers.values()):
+                               + "the release's terms table lists its term ids (`select term_id, name from terms`)")
+        parts = with_parts(tax, t)
+        if not any(term_parts(t, parts, have, tax) for have in in_layers.values()):
             other = sorted({layer for p in parts for layer in held.get(p, set())})
             some = any(p in have for have in in_layers.values() for p in parts)
             problem = ReleaseError("release_error", f"no case of the release holds {t!r} in layers {list(layers)}"

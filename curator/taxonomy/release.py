@@ -4,14 +4,19 @@
 >>> row = term_row(load_taxonomy(), "kidney_left")
 >>> row["name"], row["laterality"], row["ancestors"]
 ('left kidney', 'left', ['kidney', 'kidney_and_mass'])
+>>> back = taxonomy_from_rows([term_row(load_taxonomy(), t) for t in load_taxonomy().terms])
+>>> sorted(back.derived({"kidney_left", "kidney_right"})), back.prompt("kidney_left", "CT")
+(['kidney'], '(ct) left kidney')
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from curator.schema import to_arrow
-from curator.taxonomy.model import Taxonomy
+from curator.taxonomy.model import Taxonomy, Term
 
 if TYPE_CHECKING:
     from curator.release.build import ReleaseBuilder
@@ -23,7 +28,23 @@ def term_row(tax: Taxonomy, term_id: str) -> dict[str, Any]:
             "category": t.category, "region": t.region, "laterality": t.laterality, "part_of": list(t.part_of),
             "is_a": list(t.is_a), "ancestors": tax.ancestors(t.id, "part_of"), "kinds": tax.ancestors(t.id, "is_a"),
             "partitions": [list(p) for p in t.partitions],
-            **{k: t.codes.get(k) for k in ("fma", "snomed", "umls", "radlex")}, "note": t.note or None}
+            **{k: t.codes.get(k) for k in CODES}, "note": t.note or None}
+
+
+CODES = ("fma", "snomed", "umls", "radlex")
+
+
+def taxonomy_from_rows(rows: Iterable[Mapping[str, Any]], path: str = "") -> Taxonomy:
+    """The taxonomy a ``terms`` table holds (the inverse of :func:`term_row`)."""
+    terms = {}
+    for r in rows:
+        terms[r["term_id"]] = Term(
+            id=r["term_id"], name=r["name"], category=r["category"], region=r["region"],
+            synonyms=tuple(r["synonyms"] or ()), abbreviations=tuple(r["abbreviations"] or ()),
+            laterality=r["laterality"], part_of=tuple(r["part_of"] or ()), is_a=tuple(r["is_a"] or ()),
+            partitions=tuple(tuple(p) for p in r["partitions"] or ()),
+            codes=MappingProxyType({k: r[k] for k in CODES if r.get(k)}), note=r.get("note") or "")
+    return Taxonomy(terms=terms, path=path)
 
 
 def release_step(b: ReleaseBuilder) -> None:

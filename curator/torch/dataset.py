@@ -20,9 +20,14 @@ from numpy.typing import NDArray
 
 from curator.errors import ReleaseError
 from curator.preprocess.intensity import normalise
-from curator.preprocess.terms import descendants, prompt
 from curator.release.query import Release
-from curator.release.training import check_request, term_parts, training_view, usable_terms
+from curator.release.training import (
+    check_request,
+    term_parts,
+    training_view,
+    usable_terms,
+    with_parts,
+)
 from curator.store import CaseStore
 from curator.torch.sampling import case_weights, item_rng, patch_start, repeat_factor
 
@@ -85,7 +90,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                path=str(self.root))
         self.cases = [{"case_id": c[0], "dataset": c[1], "modality": c[2], "store": c[3], "shape": list(c[4])}
                       for c in cases]
-        self._parts = {t: (t, *descendants(t)) for t in self.terms}
+        tax = self.release.taxonomy  # the release's own (a custom taxonomy's terms and parts)
+        self._parts = {t: with_parts(tax, t) for t in self.terms}
+        self._prompts = {m: [tax.prompt(t, m) if t in tax else f"({m.lower()}) {t.replace('_', ' ')}"
+                             for t in self.terms] for m in {c["modality"] for c in self.cases}}
         self._index_terms()
         reps = [self._repeat(c) if repeat else 1.0 for c in self.cases]
         self.weights = np.asarray(case_weights([c["dataset"] for c in self.cases], reps, balance))
@@ -111,7 +119,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 by_case.setdefault(cid, {}).setdefault(term, {})[layer] = {"voxels": vox, "locations": loc}
         for cid, terms in by_case.items():  # foreground only of requested terms the case holds whole
             have = {p for p, ls in terms.items() if any(x in ls for x in self.layers)}
-            keep = {p for t, parts in self._parts.items() for p in term_parts(t, parts, have)}
+            keep = {p for t, parts in self._parts.items() for p in term_parts(t, parts, have, self.release.taxonomy)}
             by_case[cid] = {p: v for p, v in terms.items() if p in keep}
         self._case_terms = by_case
 
@@ -182,7 +190,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         present = np.zeros(len(self.terms), dtype=bool)
         held = usable_terms(store, self._parts, self.layers, self.view.labels_excluded(case["case_id"]))
         if held:
-            use = [term_parts(t, self._parts[t], held) for t in self.terms]
+            use = [term_parts(t, self._parts[t], held, self.release.taxonomy) for t in self.terms]
             flat = [p for ps in use for p in ps]
             got = store.masks_from(held, flat, box) if flat else None
             if flat == self.terms and got is not None and got.shape[1:] == self.patch:  # one mask per term, no padding: no copy
@@ -200,5 +208,5 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 k += n
         modality = case["modality"]
         return {"image": torch.from_numpy(image[None]), "masks": torch.from_numpy(masks),
-                "present": torch.from_numpy(present), "prompts": [prompt(t, modality) for t in self.terms],
+                "present": torch.from_numpy(present), "prompts": list(self._prompts[modality]),
                 "case_id": case["case_id"], "start": torch.tensor(start)}

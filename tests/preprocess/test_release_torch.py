@@ -10,8 +10,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 import curator
-from curator.preprocess.terms import descendants, term_id
+from curator.preprocess.terms import term_id
+from curator.release.training import with_parts
 from curator.store import CaseStore, store_sha256
+from curator.taxonomy import load_taxonomy
 from curator.torch import PatchDataset
 from tests.preprocess.conftest import Tiny
 
@@ -127,7 +129,7 @@ def test_each_term_comes_from_its_best_layer(tiny: Tiny, tmp_path) -> None:
     assert item["present"].tolist() == [True, True, True]
     got = item["masks"].numpy().astype(bool)
     assert np.array_equal(got[0], orig_liver)
-    kidney_parts = [p for p in (kidney, *descendants(kidney)) if p in store.terms("original")]
+    kidney_parts = [p for p in with_parts(load_taxonomy(), kidney) if p in store.terms("original")]
     assert np.array_equal(got[1], store.masks(kidney_parts, "original").any(axis=0))
     assert np.array_equal(got[2], revised == 2)
     with pytest.warns(UserWarning, match="no case of the release holds 'aorta'"):

@@ -134,11 +134,11 @@ def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) 
     from curator.taxonomy import default_path
 
     doc = yaml.safe_load(default_path().read_text())
-    doc["terms"].append({"id": "toy_mass", "name": "toy mass", "category": "lesion", "region": "abdomen"})
+    doc["terms"].append({"id": "toy_mass", "name": "toy lesion", "category": "lesion", "region": "abdomen"})
     tax = tmp_path / "taxonomy.yaml"
     tax.write_text(yaml.safe_dump(doc, sort_keys=False))
     yml = tmp_path / "kits.yaml"
-    yml.write_text((tiny.root / "kits.yaml").read_text().replace("3: kidney cyst", "3: toy mass"))
+    yml.write_text((tiny.root / "kits.yaml").read_text().replace("3: kidney cyst", "3: toy lesion"))
     cfg = {"workspace": "ws", "registry": [str(yml)], "sources": [{"dataset": str(yml), "root": str(tiny.root / "kits")}],
            "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, "harmonize": {"taxonomy": str(tax)}},
            "executor": {"kind": "local", "workers": 1, "progress": False},
@@ -151,3 +151,12 @@ def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) 
     for cid in with_mass:
         store = CaseStore(tmp_path / "ws" / "stores" / f"{cid}.zarr")
         assert "toy_mass" in store.terms("original") and store.mask("toy_mass").any()
+    # the release carries the taxonomy to the loader: the custom term's name in its prompts
+    from curator.release.query import Release
+    from curator.torch import PatchDataset
+
+    rel = Release(tmp_path / "releases" / "t" / "0.1.0")
+    assert rel.taxonomy.term("toy_mass").name == "toy lesion"
+    ds = PatchDataset(rel, terms=["toy_mass", "kidney"], patch_size=(16, 16, 8), where=f"case_id = '{min(with_mass)}'")
+    item = ds[0]
+    assert item["prompts"] == ["(ct) toy lesion", "(ct) kidney"] and bool(item["present"][0])

@@ -202,3 +202,24 @@ def test_single_lateral_labels_are_checked_against_the_body_centre(tmp_path) -> 
     assert "to the patient's left of the body's centre" in out[1]["side_reason"]
     off = check_sides([row("lung_right", bx - 30)], None)
     assert (off[0]["lateral_mm"], off[0]["wrong_side"]) == (None, None)
+
+
+def test_the_side_check_uses_the_pipelines_taxonomy() -> None:
+    """A custom taxonomy's left/right pair: checked with it (the bundled one does not know it)."""
+    from curator.qc.side import check_sides
+    from curator.taxonomy.release import taxonomy_from_rows
+
+    def term(tid: str, side: str | None, part_of: list[str], partitions: list[list[str]]) -> dict:
+        return {"term_id": tid, "name": tid.replace("_", " "), "category": "organ", "region": "abdomen",
+                "synonyms": [], "abbreviations": [], "laterality": side, "part_of": part_of, "is_a": [],
+                "partitions": partitions}
+
+    tax = taxonomy_from_rows([term("toy", None, [], [["toy_left", "toy_right"]]),
+                              term("toy_left", "left", ["toy"], []), term("toy_right", "right", ["toy"], [])])
+    rows = [{"case_id": "s", "origin": "original", "term_id": t, "centroid_mm": [x, 0.0, 0.0]}
+            for t, x in (("toy_left", 50.0), ("toy_right", -50.0))]  # RAS: the left is -x; both swapped
+    assert {r["wrong_side"] for r in check_sides([dict(r) for r in rows], 10.0, tax)} == {True}
+    assert {r["wrong_side"] for r in check_sides([dict(r) for r in rows], 10.0)} == {None}
+    out = judge([{**r, "modality": "CT", "volume_basis": "body", "truncated": False} for r in rows],
+                QCConfig(), tax=tax)
+    assert {r["decision"] for r in out} == {"exclude"}

@@ -151,3 +151,15 @@ def test_taxonomy_is_cached_and_frozen() -> None:
         tax.term("liver").name = "hepar"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         tax.version = "2"  # type: ignore[misc]
+
+
+def test_a_releases_terms_table_gives_back_the_taxonomy() -> None:
+    """``Release.taxonomy`` rebuilds the taxonomy from the ``terms`` rows: every term whole."""
+    from curator.taxonomy import load_taxonomy
+    from curator.taxonomy.release import taxonomy_from_rows, term_row
+
+    tax = load_taxonomy()
+    back = taxonomy_from_rows([term_row(tax, t) for t in tax.terms])
+    assert [t.to_dict() for t in back] == [t.to_dict() for t in tax]
+    assert back.resolve("rt kidney").id == "kidney_right" and back.derived({"kidney_left", "kidney_right"}) == \
+        tax.derived({"kidney_left", "kidney_right"})
