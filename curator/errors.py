@@ -200,6 +200,8 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("revised_label_lost", "the labels table lists a reviewed label the case's store does not hold "
                 "(the store was rebuilt without the workspace's copy of the review)",
                 "run `curator review import` on the review folder again, then release again"),
+    ProblemKind("attention_outdated", "a case's pseudolabel attention map is missing or in an older format",
+                "run the pseudolabel stage again (it re-infers the case)"),
     ProblemKind("nifti_qform_sform", "a NIfTI header sets a qform and an sform that place the volume apart; "
                 "curator uses the sform, ITK-based tools the qform",
                 "overlay the label to see which one is right; re-save the file with one affine"),

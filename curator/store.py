@@ -154,6 +154,23 @@ class CaseStore:
                 os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        self._reopen()
+
+    def remove_layer(self, layer: str) -> bool:
+        """Remove a ``revised`` or ``pseudo`` layer (renamed away first, so readers never see
+        half of it); whether there was one. ``original`` can never be removed."""
+        if layer not in LAYERS or layer == "original":
+            raise WorkspaceError("store_error", f"only the revised and pseudo layers can be removed, not {layer!r}")
+        final = self.path / "labels" / layer
+        if not final.exists():
+            return False
+        old = self.path / "labels" / f".{layer}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
+        self._reopen()
+        return True
+
+    def _reopen(self) -> None:
         self.group = zarr.open_group(str(self.path), mode="r")
         self._readers.clear()
         self._plane_values.clear()

@@ -26,6 +26,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                                                    "review_fraction, 5%)")] = None,
                top: Annotated[int | None, typer.Option(help="the top N cases instead")] = None,
                images: Annotated[bool, typer.Option("--images/--no-images", help="also write image.nii.gz")] = True,
+               include_reviewed: Annotated[bool, typer.Option(
+                   "--include-reviewed", help="also export cases whose revision was imported (their revision "
+                   "as revised.nii.gz, to edit further)")] = False,
                ) -> None:
         """Write previews (PNG), editable pseudo labels and worklist.csv for the top cases."""
         from curator.config import PipelineConfig
@@ -38,9 +41,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if table is None:
             raise StageError("stage_error", "the workspace has no attention table",
                              remedy="run the pseudolabel stage first (`curator pseudolabel pipeline.yaml`)")
-        res = export_review(ws.root, table.to_pylist(), out, fraction=fraction, top=top, images=images)
+        res = export_review(ws.root, table.to_pylist(), out, fraction=fraction, top=top, images=images,
+                            include_reviewed=include_reviewed)
         err.print(f"[green]✓[/] {len(res.cases)} case(s), {res.previews} preview(s) → {escape(str(out / 'worklist.csv'))}",
                   highlight=False)
+        if res.reviewed:
+            err.print(f"  {len(res.reviewed)} selected case(s) were reviewed already and left out "
+                      "(--include-reviewed exports them again)", highlight=False)
 
     @review.command("import")
     @handle_errors

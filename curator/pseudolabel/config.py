@@ -24,7 +24,7 @@ class PseudolabelConfig(StageConfig):
     ensemble: str | None = None  # a bundled ensemble ("demo") or a path to an ensemble YAML file
     models: tuple[ModelSpec, ...] = ()  # members given inline (added to the ensemble's)
     terms: tuple[str, ...] = ()  # only these term ids (empty: every term the models predict)
-    patch: tuple[int, ...] | None = None  # stored axes; default: the models' patch
+    patch: tuple[int, ...] | None = None  # model axes; default: the models' patch
     overlap: float = 0.5
     amp: bool = True  # float16 autocast on CUDA
     blend: Literal["float32", "float16"] = "float32"  # dtype of the blending buffers (float16: half the memory)
@@ -75,10 +75,15 @@ def check_ensemble(specs: tuple[ModelSpec, ...], patch: tuple[int, ...] | None) 
         if len(vals) > 1:
             raise ConfigError("config_error", f"the ensemble's models disagree on {attr}: {sorted(vals)}",
                               remedy="ensemble members must share one grid and one input normalisation")
-    if patch:
-        return tuple(patch)
-    patches = {tuple(s.patch) for s in specs}
-    if len(patches) > 1:
-        raise ConfigError("config_error", f"the ensemble's models use different patches {sorted(patches)}",
-                          remedy="set stages.pseudolabel.patch to one patch size for all models")
-    return next(iter(patches))
+    if not patch:
+        patches = {tuple(s.patch) for s in specs}
+        if len(patches) > 1:
+            raise ConfigError("config_error", f"the ensemble's models use different patches {sorted(patches)}",
+                              remedy="set stages.pseudolabel.patch to one patch size for all models")
+        patch = next(iter(patches))
+    divisor = max(s.divisor for s in specs)
+    if len(patch) != 3 or any(int(p) < 1 or int(p) % divisor for p in patch):
+        raise ConfigError("config_error", f"the ensemble's patch {list(patch)} is not three multiples of "
+                          f"{divisor} (the models' `divisor`)", remedy="give a patch whose sides the networks "
+                          "can halve as often as they downsample, e.g. the one they were trained with")
+    return tuple(int(p) for p in patch)

@@ -4,7 +4,9 @@ AbdomenAtlas-8K (../shared/docs/methods.md; its published code for the threshold
 
 * inconsistency = standard deviation of the N models' probabilities (per voxel, per term);
 * uncertainty = mean over models of ``-p log p`` (entropy of the sigmoid-style output);
-* overlap = the voxel is in this term's pseudo label and in another term's;
+* overlap = some model gives this term > 0.5 and some model gives another term > 0.5 at
+  the voxel (per model, as the paper defines it: with softmax outputs two ensemble *means*
+  can never both pass 0.5, so the mean would never see two models claiming one voxel);
 * each criterion is thresholded (inconsistency > 0.1, uncertainty > 0.05), cleaned by
   erosion then dilation (2 iterations, 26-connectivity), and attention = the sum of the
   kept inconsistency + kept uncertainty + overlap; the attention size is its integral;
@@ -51,6 +53,16 @@ class Stats:
     mean: F32
     std: F32
     entropy: F32
+    peak: F32 | None = None  # the largest of the models' probabilities (None: the mean stands in)
+
+    def claimed(self, threshold: float) -> Bool:
+        """Voxels some model gives this term above ``threshold`` (the overlap criterion's test)."""
+        return (self.mean if self.peak is None else self.peak) > threshold
+
+    def rows(self, z0: int, z1: int) -> Stats:
+        """These statistics for rows [z0, z1) of the last axis."""
+        return Stats(self.mean[..., z0:z1], self.std[..., z0:z1], self.entropy[..., z0:z1],
+                     None if self.peak is None else self.peak[..., z0:z1])
 
 
 def entr(p: NDArray[Any]) -> F32:
@@ -63,20 +75,23 @@ def entr(p: NDArray[Any]) -> F32:
 
 
 def ensemble_stats(probs: Sequence[NDArray[Any]]) -> Stats:
-    """Mean, population std and mean ``-p log p`` over the models' probability arrays of one term."""
+    """Mean, population std, mean ``-p log p`` and maximum over the models' probability arrays
+    of one term."""
     n = len(probs)
     s = np.zeros(np.shape(probs[0]), dtype=np.float32)
     s2 = np.zeros_like(s)
     h = np.zeros_like(s)
+    peak = np.zeros_like(s)
     for p in probs:
         p = np.asarray(p, dtype=np.float32)
         s += p
         s2 += p * p
         h += entr(p)
+        np.maximum(peak, p, out=peak)
     mean = s / n
     var = np.maximum(s2 / n - mean * mean, 0.0)
     return Stats(mean.astype(np.float32, copy=False), np.sqrt(var).astype(np.float32),
-                 (h / n).astype(np.float32, copy=False))
+                 (h / n).astype(np.float32, copy=False), peak)
 
 
 def clean_reference(mask: Bool, iterations: int) -> Bool:
@@ -88,13 +103,38 @@ def clean_reference(mask: Bool, iterations: int) -> Bool:
     return ndimage.binary_dilation(er, structure=st, iterations=iterations)
 
 
-def label_plane(means: Sequence[F32], threshold: float) -> tuple[NDArray[np.uint8], Bool]:
-    """Code k+1 where term k has the largest mean above ``threshold``; also the per-term masks."""
+def label_plane(means: Sequence[F32], threshold: float) -> NDArray[np.uint8]:
+    """Code k+1 where term k has the largest mean above ``threshold`` (0: none)."""
     stack = np.stack([np.asarray(m, dtype=np.float32) for m in means])
     above = stack > threshold
     best = np.argmax(np.where(above, stack, -1.0), axis=0)
-    codes = np.where(above.any(axis=0), best + 1, 0).astype(np.uint8)
-    return codes, above
+    return np.where(above.any(axis=0), best + 1, 0).astype(np.uint8)
+
+
+def claims(stats: Sequence[Stats], threshold: float) -> Bool:
+    """Per term (first axis): voxels some model gives it above ``threshold``."""
+    return np.stack([s.claimed(threshold) for s in stats])
+
+
+WORD_BITS = 64
+
+
+def word_dtype(n_bits: int) -> type[np.unsignedinteger[Any]]:
+    """The narrowest unsigned integer holding ``n_bits`` attention bits (at most 64)."""
+    return np.uint8 if n_bits <= 8 else np.uint16 if n_bits <= 16 else np.uint32 if n_bits <= 32 else np.uint64
+
+
+def attention_words(shape: tuple[int, ...], n_targets: int) -> list[NDArray[Any]]:
+    """Zeroed attention bit arrays for ``n_targets`` targets: target k is bit ``k % 64`` of word
+    ``k // 64``; each word as narrow as its bits allow (one uint8 array for up to 8 targets)."""
+    n = max(1, n_targets)
+    return [np.zeros(shape, dtype=word_dtype(min(WORD_BITS, n - w))) for w in range(0, n, WORD_BITS)]
+
+
+def attention_bit(words: Sequence[NDArray[Any]], k: int) -> Bool:
+    """Target ``k``'s attention mask from its word."""
+    w = words[k // WORD_BITS]
+    return ((w >> w.dtype.type(k % WORD_BITS)) & w.dtype.type(1)).astype(bool)
 
 
 @dataclass
@@ -122,7 +162,8 @@ def attention_reference(stats: dict[str, Stats], targets: Sequence[str], params:
                         voxel_ml: float = 1.0) -> tuple[NDArray[np.uint8], dict[str, Bool], dict[str, TermSummary]]:
     """Whole-array attention: (label plane over ``stats`` order, attention mask and summary per target)."""
     terms = list(stats)
-    codes, above = label_plane([stats[t].mean for t in terms], params.threshold)
+    codes = label_plane([stats[t].mean for t in terms], params.threshold)
+    above = claims([stats[t] for t in terms], params.threshold)
     crowded = above.sum(axis=0) >= 2
     masks: dict[str, Bool] = {}
     summaries: dict[str, TermSummary] = {}
@@ -162,8 +203,9 @@ class AttentionStream:
     """Slab-by-slab equivalent of :func:`attention_reference` along the last axis.
 
     Push consecutive slabs of per-term :class:`Stats` (``push(z0, z1, stats)``), then
-    ``finish()``. Keeps a full-size uint8 label plane and attention bit mask (bit k =
-    target k), plus ``2 × iterations`` slices of history for the morphological cleaning.
+    ``finish()``. Keeps a full-size uint8 label plane and the attention bits (``words``, see
+    :func:`attention_words`: one uint8 array for up to 8 targets, one uint64 array per 64), plus
+    ``2 × iterations`` slices of history for the morphological cleaning.
     """
 
     def __init__(self, shape: tuple[int, int, int], terms: Sequence[str], targets: Sequence[str],
@@ -171,8 +213,7 @@ class AttentionStream:
         self.shape, self.terms, self.targets = shape, list(terms), list(targets)
         self.params, self.voxel_ml = params, voxel_ml
         self.label = np.zeros(shape, dtype=np.uint8)
-        nbits = max(1, len(self.targets))
-        self.bits = np.zeros(shape, dtype=np.uint8 if nbits <= 8 else np.uint16 if nbits <= 16 else np.uint32)
+        self.words = attention_words(shape, len(self.targets))
         self.summary = {t: TermSummary(per_slice=[0] * shape[2]) for t in self.targets}
         self._pending: list[tuple[int, dict[str, Any]]] = []  # (z0, arrays) not yet cleaned
         self._done = 0  # rows [0, _done) are final
@@ -181,8 +222,8 @@ class AttentionStream:
     def push(self, z0: int, z1: int, stats: dict[str, Stats]) -> None:
         if z0 != self._next:
             raise ValueError(f"slabs must be pushed in order: expected row {self._next}, got {z0}")
-        codes, above = label_plane([stats[t].mean for t in self.terms], self.params.threshold)
-        self.label[..., z0:z1] = codes
+        self.label[..., z0:z1] = label_plane([stats[t].mean for t in self.terms], self.params.threshold)
+        above = claims([stats[t] for t in self.terms], self.params.threshold)
         crowded = above.sum(axis=0) >= 2
         arrays: dict[str, Any] = {}
         for t in self.targets:
@@ -225,7 +266,8 @@ class AttentionStream:
             sm.overlap += float(ov.sum()) * self.voxel_ml
             sm.attention_voxels += int(m.sum())
             sm.per_slice[s:e] = [int(x) for x in m.sum(axis=(0, 1))]
-            self.bits[..., s:e] |= (m.astype(self.bits.dtype) << k)
+            word = self.words[k // WORD_BITS]
+            word[..., s:e] |= m.astype(word.dtype) << word.dtype.type(k % WORD_BITS)
         self._done = e
         keep_from = self._done - 2 * r
         self._pending = self._trim(keep_from)

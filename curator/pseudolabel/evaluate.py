@@ -216,17 +216,15 @@ def evaluate_layers(workspace: Path, pred: str, ref: str, *, tolerance_mm: float
         if pred not in ls or ref not in ls:
             continue
         common = [t for t in store.terms(pred) if t in ls[ref] and (not terms or t in terms)]
-        bits, names = (read_attention(attention_path(workspace, path.stem))
-                       if attention and common and attention_path(workspace, path.stem).exists() else (None, {}))
+        amap = (read_attention(attention_path(workspace, path.stem))
+                if attention and common and attention_path(workspace, path.stem).exists() else None)
         sp = store.geometry.spacing
         for t in common:
             a, b = store.mask(t, pred), store.mask(t, ref)
             row: dict[str, Any] = {"case_id": path.stem, "term_id": t, "dice": round(dice(a, b), 6),
                                    "nsd": round(nsd(a, b, sp, tolerance_mm), 6)}
             if attention:
-                bit = next((k for k, n in names.items() if n == t), None)
-                att = ((np.asarray(bits[...]) >> bit) & 1).astype(bool) if bits is not None and bit is not None \
-                    else np.zeros(a.shape, bool)
+                att = amap.mask(t) if amap is not None and t in amap else np.zeros(a.shape, bool)
                 d = detection(a, b, att, sp, min_ml)
                 row.update({"errors": d.errors, "detected": d.detected, "alarms": d.alarms,
                             "true_alarms": d.true_alarms})

@@ -23,7 +23,7 @@ from curator.pseudolabel.core import AttentionParams, AttentionStream, TermSumma
 from curator.pseudolabel.etta import EttaConfig, adapted
 from curator.pseudolabel.models import LoadedModel
 from curator.pseudolabel.reader import SlabReader, to_model_index, to_source_grid
-from curator.pseudolabel.window import axis_map, padded_patch, sliding_window
+from curator.pseudolabel.window import axis_map, sliding_window
 
 SUB_SLAB_VOXELS = 1 << 22  # voxels per term whose ensemble statistics are held at once (16 rows of 512²)
 
@@ -34,7 +34,7 @@ class CaseLabels:
 
     targets: list[str]
     plane: NDArray[np.uint8]  # code k+1 = targets[k]
-    bits: NDArray[Any]  # bit k = attention of targets[k]
+    words: list[NDArray[Any]]  # attention: bit k % 64 of words[k // 64] = targets[k] (core.attention_words)
     summaries: dict[str, TermSummary]
     peak_slice: dict[str, int | None]  # store-grid index along the last axis
     model_voxel_ml: float
@@ -79,8 +79,7 @@ def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Seque
     targets = [t for t in targets if t in terms]
     voxel_ml = float(np.prod(reader.spacing)) / 1000.0
     stream = AttentionStream(reader.shape, terms, targets, params, voxel_ml)
-    divisor = max(m.spec.divisor for m in models)
-    pp = padded_patch(reader.shape, patch, divisor)
+    pp = (int(patch[0]), int(patch[1]), int(patch[2]))
     reports: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         if etta.enabled:
@@ -96,7 +95,7 @@ def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Seque
                 reports.append(stack.enter_context(adapted(m.net, fwd, xb, m.spec.activation, etta)))
         step = max(1, SUB_SLAB_VOXELS // (reader.shape[0] * reader.shape[1]))
         for z0, z1, probs in sliding_window(reader, models, pp, overlap=overlap, batch=batch, amp=amp,
-                                            orientation=orientation, divisor=divisor, blend=blend):
+                                            orientation=orientation, blend=blend):
             for s0 in range(z0, z1, step):  # statistics a few rows at a time: bounded memory
                 s1 = min(z1, s0 + step)
                 rows = slice(s0 - z0, s1 - z0)
@@ -109,9 +108,9 @@ def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Seque
     for k, t in enumerate(targets, start=1):
         lut[terms.index(t) + 1] = k
     plane = to_source_grid(lut[stream.label], reader.src_shape)
-    bits = to_source_grid(stream.bits, reader.src_shape)
+    words = [to_source_grid(w, reader.src_shape) for w in stream.words]
     peaks = {t: (None if s.peak_slice is None else
                  to_model_index(s.peak_slice, reader.shape[2], reader.src_shape[2])) for t, s in summaries.items()}
-    return CaseLabels(list(targets), plane, bits, summaries, peaks, voxel_ml, reports)
+    return CaseLabels(list(targets), plane, words, summaries, peaks, voxel_ml, reports)
 
 

@@ -120,8 +120,19 @@ class LoadedModel:
             out = out[0]
         return out.float()
 
+    @property
+    def channels(self) -> int:
+        """Output channels the spec implies: one per term (+ background for softmax)."""
+        return len(self.terms) + (self.spec.activation == "softmax")
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.logits(x)
+        if logits.ndim != 5 or logits.shape[1] != self.channels:
+            raise ConfigError("config_error", f"model {self.spec.name!r} gives {tuple(logits.shape)} outputs for "
+                              f"a {tuple(x.shape)} batch, but its {len(self.terms)} terms {list(self.terms)} with "
+                              f"{self.spec.activation} need {self.channels} channels",
+                              remedy="list one term per output channel (softmax: channel 0 is the background), "
+                              "or fix `activation`")
         if self.spec.activation == "softmax":
             return logits.softmax(1)[:, 1:]
         return logits.sigmoid()
@@ -161,8 +172,9 @@ def _torchscript(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, Mode
         net = torch.jit.load(str(spec.path), map_location=device, _extra_files=extra)
     if extra["curator.json"]:
         meta = json.loads(extra["curator.json"])
-        given = {k: v for k, v in spec.to_dict().items() if v not in (None, (), [], {})}
-        merged = {**{k: v for k, v in meta.items() if k in ModelSpec.__dataclass_fields__}, **given}
+        defaults = ModelSpec(name="").to_dict()
+        given = {k: v for k, v in spec.to_dict().items() if v != defaults[k]}  # the archive fills the rest
+        merged = {**{k: v for k, v in meta.items() if k in defaults}, **given}
         spec = ModelSpec.from_dict(merged, where=f"model {spec.name}")
     return net, spec
 

@@ -1,19 +1,28 @@
 """What the pseudolabel stage writes per case: the ``pseudo`` layer, the attention map, table rows.
 
 The attention map lives next to the stage's results, not in the case store (it is a
-review aid, not a label): ``<workspace>/stages/pseudolabel/attention/<case_id>.zarr``, one
-integer array on the store grid whose bit k marks attention for term ``attrs["bits"][k]``.
+review aid, not a label): ``<workspace>/stages/pseudolabel/attention/<case_id>.zarr``, a group
+of integer arrays ``"0"``, ``"1"``, ... on the store grid; target k (``attrs["bits"][k]``) is
+bit ``k % 64`` of array ``k // 64`` (one array up to 64 targets). Read it with
+:func:`read_attention`.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import zarr
+import zarr.errors
 from numpy.typing import NDArray
 
+from curator.errors import InputError
 from curator.io.fsutil import atomic_path
+from curator.pseudolabel.core import WORD_BITS, attention_bit
 from curator.pseudolabel.infer import CaseLabels
 from curator.pseudolabel.models import LoadedModel, ModelSpec
 from curator.pseudolabel.terms import term_name
@@ -24,20 +33,50 @@ def attention_path(workspace: str | Path, case_id: str) -> Path:
     return Path(workspace) / "stages" / "pseudolabel" / "attention" / f"{case_id}.zarr"
 
 
-def write_attention(path: Path, bits: NDArray[Any], targets: list[str]) -> None:
+def write_attention(path: Path, words: list[NDArray[Any]], targets: list[str]) -> None:
     with atomic_path(path) as tmp:
-        arr = zarr.create_array(str(tmp), shape=bits.shape, dtype=bits.dtype,
-                                chunks=tuple(min(64, n) for n in bits.shape), fill_value=0)
-        arr[...] = bits
-        arr.attrs["bits"] = {str(k): t for k, t in enumerate(targets)}
+        group = zarr.open_group(str(tmp), mode="w")
+        for w, a in enumerate(words):
+            arr = group.create_array(str(w), shape=a.shape, dtype=a.dtype,
+                                     chunks=tuple(min(64, n) for n in a.shape), fill_value=0)
+            arr[...] = a
+        group.attrs["bits"] = {str(k): t for k, t in enumerate(targets)}
+        group.attrs["word_bits"] = WORD_BITS
 
 
-def read_attention(path: Path) -> tuple[zarr.Array[Any], dict[int, str]]:
-    arr = zarr.open_array(str(path), mode="r")
-    bits = arr.attrs["bits"]
-    if not isinstance(bits, dict):
-        raise TypeError(f"{path}: attention array without its bit → term map (attrs 'bits')")
-    return arr, {int(k): str(v) for k, v in bits.items()}
+@dataclass(frozen=True)
+class AttentionMap:
+    """A case's attention map on disk: ``mask(term[, z])`` reads one target's voxels."""
+
+    group: zarr.Group
+    names: dict[int, str]  # bit index -> term id
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(cast(Any, self.group["0"]).shape)
+
+    def __contains__(self, term: object) -> bool:
+        return term in self.names.values()
+
+    def mask(self, term: str, z: int | None = None) -> NDArray[np.bool_]:
+        """``term``'s attention voxels (the axial slice ``z`` only, when given)."""
+        k = next(k for k, t in self.names.items() if t == term)
+        word: Any = self.group[str(k // WORD_BITS)]
+        data = np.asarray(word[:, :, z] if z is not None else word[...])
+        return attention_bit([data], k % WORD_BITS)
+
+
+def read_attention(path: Path) -> AttentionMap:
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:  # an older single-array map
+        raise InputError("attention_outdated", "the attention map is missing or was written by an older curator",
+                         path=str(path), remedy="run the pseudolabel stage again (it re-infers the case)") from e
+    bits = group.attrs.get("bits")
+    if not isinstance(bits, dict) or "0" not in group:
+        raise InputError("attention_outdated", "the attention map has no bit → term map (attrs 'bits')",
+                         path=str(path), remedy="run the pseudolabel stage again")
+    return AttentionMap(group, {int(k): str(v) for k, v in bits.items()})
 
 
 def write_case(store: CaseStore, ws: Path, case_id: str, res: CaseLabels, specs: tuple[ModelSpec, ...],
@@ -47,17 +86,29 @@ def write_case(store: CaseStore, ws: Path, case_id: str, res: CaseLabels, specs:
              "models": [{"name": s.name, "fingerprint": s.fingerprint()} for s in specs],
              "terms": res.targets, "etta": bool(cfg.etta.enabled)}
     store.write_layer("pseudo", [(res.plane, codes)], attrs)
-    write_attention(attention_path(ws, case_id), res.bits, res.targets)
+    write_attention(attention_path(ws, case_id), res.words, res.targets)
+
+
+def clear_case(store: CaseStore, ws: Path, case_id: str) -> None:
+    """Remove a case's pseudo layer and attention map (an earlier run's, when this run has
+    nothing to label in the case)."""
+    store.remove_layer("pseudo")
+    path = attention_path(ws, case_id)
+    if path.exists():
+        gone = path.with_name(f".{path.name}.old")
+        os.replace(path, gone)
+        shutil.rmtree(gone, ignore_errors=True)
 
 
 def rows(case_id: str, dataset: str, modality: str | None, store: CaseStore, res: CaseLabels,
-         models: tuple[LoadedModel, ...], cfg: Any) -> dict[str, list[dict[str, Any]]]:
+         models: tuple[LoadedModel, ...], cfg: Any, names: dict[str, str] | None = None,
+         ) -> dict[str, list[dict[str, Any]]]:
     ml = store.geometry.voxel_volume_mm3 / 1000.0
     att, lab = [], []
     for t in res.targets:
         s = res.summaries[t]
         n = res.voxels(t)
-        name = term_name(t)
+        name = (names or {}).get(t) or term_name(t)
         att.append({"case_id": case_id, "dataset": dataset, "term_id": t, "term": name,
                     "n_models": sum(t in m.terms for m in models), "pseudo_voxels": n, "pseudo_ml": n * ml,
                     "inconsistency": s.inconsistency, "uncertainty": s.uncertainty, "overlap": s.overlap,

@@ -9,6 +9,7 @@ different case next simply reads it itself (with several Dask GPU workers the pl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,13 +19,25 @@ from typing import Any
 from curator.errors import InputError
 from curator.pseudolabel.models import ModelSpec
 from curator.pseudolabel.reader import SlabReader, check_normalisation
-from curator.pseudolabel.window import axis_map, padded_patch
+from curator.pseudolabel.window import axis_map
 from curator.store import CaseStore
 
 log = logging.getLogger("curator")
 Prepared = tuple[SlabReader, str, tuple[int, int, int]]
 _POOL: list[ThreadPoolExecutor] = []  # one lazily created thread per worker process
-_PENDING: dict[str, Future[Prepared]] = {}
+_PENDING: dict[str, tuple[Future[Prepared], str]] = {}  # path -> (reader, the store's stamp then)
+
+
+def _stamp(path: str | Path) -> str:
+    """Where and when the store's metadata was written, and what it says: a store rebuilt since
+    (preprocess renames a new one into place) has another stamp, so a reader prefetched from the
+    old one is not used."""
+    try:
+        meta = Path(path) / "zarr.json"
+        st = meta.stat()
+        return f"{st.st_ino}:{st.st_mtime_ns}:{hashlib.sha1(meta.read_bytes()).hexdigest()}"
+    except OSError:
+        return ""
 
 
 def make_reader(store: CaseStore, specs: tuple[ModelSpec, ...], patch: tuple[int, ...], cfg: Any) -> Prepared:
@@ -53,15 +66,19 @@ def make_reader(store: CaseStore, specs: tuple[ModelSpec, ...], patch: tuple[int
 
 def _prepare(path: str, specs: tuple[ModelSpec, ...], patch: tuple[int, ...], cfg: Any) -> Prepared:
     reader, orientation, patch_s = make_reader(CaseStore(path), specs, patch, cfg)
-    pz = padded_patch(reader.shape, patch_s, max(s.divisor for s in specs))[2]
-    reader.warm(0, pz)
+    reader.warm(0, patch_s[2])
     return reader, orientation, patch_s
 
 
 def take(path: str | Path) -> Prepared | None:
-    """The prefetched reader of ``path`` if one is ready or running (else None)."""
-    fut = _PENDING.pop(str(path), None)
-    if fut is None:
+    """The prefetched reader of ``path`` if one is ready or running and the store has not been
+    rebuilt since it was scheduled (else None)."""
+    pending = _PENDING.pop(str(path), None)
+    if pending is None:
+        return None
+    fut, stamp = pending
+    if stamp != _stamp(path) or not stamp:
+        fut.cancel()
         return None
     try:
         return fut.result()
@@ -81,10 +98,10 @@ def schedule_next(ws: Path, case_id: str, specs: tuple[ModelSpec, ...], patch: t
         return None
     nxt = queue[ids.index(case_id) + 1][1]
     for stale in [k for k in _PENDING if k != nxt]:
-        _PENDING.pop(stale).cancel()
+        _PENDING.pop(stale)[0].cancel()
     if nxt not in _PENDING:
         if not _POOL:
             _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-prefetch"))
-        _PENDING[nxt] = _POOL[0].submit(_prepare, nxt, specs, patch, cfg)
+        _PENDING[nxt] = (_POOL[0].submit(_prepare, nxt, specs, patch, cfg), _stamp(nxt))
         log.debug("prefetching %s", nxt)
     return str(nxt)

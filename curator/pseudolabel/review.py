@@ -12,6 +12,11 @@
 A reviewer saves the corrected label as ``<out>/<case_id>/revised.nii.gz`` (same grid and
 codes); ``import_review`` writes it as the case's ``revised`` layer and returns ``labels``
 rows with origin ``revised`` (stored in the private table ``_labels_revised``).
+
+Cases already reviewed (a revision was imported) are left out of later exports: the
+attention ranking does not change when a revision comes in. ``include_reviewed=True``
+exports them again, with their revision as ``revised.nii.gz`` to edit further (a later
+import replaces the earlier one).
 """
 
 from __future__ import annotations
@@ -45,10 +50,13 @@ class ReviewExport:
     folder: Path
     cases: list[str] = field(default_factory=list)
     previews: int = 0
+    reviewed: list[str] = field(default_factory=list)  # selected, already reviewed, left out
 
 
 def select_cases(attention: list[dict[str, Any]], fraction: float | None, top: int | None) -> list[str]:
     """Case ids by review rank: the ``review`` flag, or the top ``fraction`` / ``top`` cases."""
+    if top is not None and fraction is not None:
+        raise ConfigError("config_error", "give --fraction or --top, not both")
     if top is not None and top < 1:
         raise ConfigError("config_error", f"--top {top}: give a number of cases, at least 1")
     if fraction is not None and not 0 < fraction <= 1:
@@ -99,26 +107,36 @@ def _save_nifti(data: NDArray[Any], affine: NDArray[np.float64], dest: Path) -> 
 
 
 def _write_editable(store: CaseStore, folder: Path, images: bool) -> None:
-    """``codes.json``, ``pseudo.nii.gz`` (and ``image.nii.gz``) of one case for a reviewer to edit."""
+    """``codes.json``, ``pseudo.nii.gz`` (and ``image.nii.gz``) of one case for a reviewer to edit;
+    a case reviewed before also gets its revision as ``revised.nii.gz``, to edit further."""
     codes = {str(c): ts for arr, vals in store.planes("pseudo") for c, ts in vals.items()}
     with atomic_path(folder / "codes.json") as tmp:
         tmp.write_text(json.dumps(codes, indent=1) + "\n")
     plane = np.asarray(next(iter(store.planes("pseudo")))[0][...])
     affine = store.geometry.matrix
     _save_nifti(plane, affine, folder / "pseudo.nii.gz")
+    if "revised" in store.layers():  # the revision uses the pseudo layer's codes (a subset of them)
+        _save_nifti(np.asarray(next(iter(store.planes("revised")))[0][...]), affine, folder / "revised.nii.gz")
     if images:
         _save_nifti(store.physical_image(), affine, folder / "image.nii.gz")  # HU, not stored units
 
 
 def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *, fraction: float | None = None,
-                  top: int | None = None, images: bool = True, editable: bool = True) -> ReviewExport:
-    """Write previews, editable labels and ``worklist.csv`` for the selected cases.
+                  top: int | None = None, images: bool = True, editable: bool = True,
+                  include_reviewed: bool = False) -> ReviewExport:
+    """Write previews, editable labels and ``worklist.csv`` for the selected cases (those
+    reviewed already only with ``include_reviewed``; see the module docstring).
 
     ``editable=False`` writes only the worklist and the previews (what a release carries:
     the editable files come from ``curator review export`` on the workspace).
     """
     res = ReviewExport(out)
     chosen = select_cases(attention, fraction, top)
+    reviewed = {c for c in chosen if revised_copy_path(workspace / "stores" / f"{c}.zarr").is_file()
+                or "revised" in CaseStore(workspace / "stores" / f"{c}.zarr").layers()}
+    if not include_reviewed:
+        res.reviewed = [c for c in chosen if c in reviewed]
+        chosen = [c for c in chosen if c not in reviewed]
     by_case: dict[str, list[dict[str, Any]]] = {}
     for r in attention:
         by_case.setdefault(r["case_id"], []).append(r)
@@ -129,7 +147,7 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         store = CaseStore(workspace / "stores" / f"{cid}.zarr")
         folder = out / cid
         folder.mkdir(exist_ok=True)
-        bits, names = read_attention(attention_path(workspace, cid))
+        amap = read_attention(attention_path(workspace, cid))
         if editable:
             _write_editable(store, folder, images)
         modality = str(store.attrs.get("modality") or "CT")
@@ -138,10 +156,9 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
             z = r["peak_slice"]
             if z is None:
                 continue
-            bit = next(k for k, t in names.items() if t == r["term_id"])
-            att = (np.asarray(bits[:, :, z]) >> bit) & 1
+            att = amap.mask(r["term_id"], z)
             img = preview(np.asarray(store.image[:, :, z]), store.mask(r["term_id"], "pseudo",
-                          (slice(None), slice(None), slice(z, z + 1)))[:, :, 0], att.astype(bool), modality,
+                          (slice(None), slice(None), slice(z, z + 1)))[:, :, 0], att, modality,
                           direction=store.geometry.direction)
             name = f"preview_{r['term_id']}.png"
             _save_png(img, folder / name)
@@ -152,11 +169,12 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
                       "terms": ";".join(f"{r['term_id']}:{r['attention_size']:.3f}" for r in rows),
                       "previews": ";".join(f"{cid}/{f}" for f in files),
                       "pseudo_label": f"{cid}/pseudo.nii.gz" if editable else "",
-                      "save_revised_as": f"{cid}/revised.nii.gz" if editable else ""})
+                      "save_revised_as": f"{cid}/revised.nii.gz" if editable else "",
+                      "reviewed": cid in reviewed})
         res.cases.append(cid)
     with atomic_path(out / "worklist.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         cols = ["review_rank", "case_id", "dataset", "case_attention_size", "terms", "previews", "pseudo_label",
-                "save_revised_as"]
+                "save_revised_as", "reviewed"]
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(lines)

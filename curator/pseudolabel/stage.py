@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
+import torch
 
 from curator.errors import InputError
+from curator.harmonize.stage import harmonize_taxonomy
 from curator.io.fsutil import atomic_write_json, sha256_json
 from curator.pseudolabel import outputs, prefetch
 from curator.pseudolabel.config import PseudolabelConfig, check_ensemble
 from curator.pseudolabel.infer import ensemble_terms, infer_case
-from curator.pseudolabel.models import load_ensemble
-from curator.pseudolabel.terms import term_id, uncovered
+from curator.pseudolabel.models import ModelSpec, load_ensemble
+from curator.pseudolabel.terms import ancestors, resolve_model_terms, term_id, uncovered
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
 from curator.schema import to_arrow
 from curator.store import CaseStore
@@ -33,7 +35,7 @@ log = logging.getLogger("curator")
 
 class PseudolabelStage(Stage):
     name = "pseudolabel"
-    version = "1"
+    version = "2"  # 2: overlap as two models claiming a voxel; attention maps as a group of bit words
     config_class = PseudolabelConfig
     tables = ("attention", "_labels_pseudo")
     requires = ("cases",)
@@ -46,7 +48,7 @@ class PseudolabelStage(Stage):
         if not specs:
             log.info("pseudolabel: no models configured (stages.pseudolabel.ensemble / models); skipped")
             return []
-        check_ensemble(specs, cfg.patch)
+        ensemble = self._ensemble(cfg, specs)
         models_fp = sha256_json([s.fingerprint() for s in specs])[:16]
         modalities = {m.upper() for s in specs for m in s.modalities}
         ws = self.ctx.workspace
@@ -65,13 +67,32 @@ class PseudolabelStage(Stage):
             upstream = ws.read_case_result("preprocess", cid) or {}
             fp = sha256_json([upstream.get("key"), row.get("image_sha256"), row.get("label_sha256"), models_fp])
             payload = {"dataset": row["dataset"], "modality": row.get("modality"),
-                       "annotated": sorted(annotated.get(cid) or self._spec_terms(row))}
+                       "annotated": sorted(annotated.get(cid) or self._spec_terms(row)), "ensemble": ensemble}
             tasks.append(Task(cid, payload, fp[:32], dataset=row["dataset"], path=f"stores:{cid}.zarr"))
         if missing:
             log.info("pseudolabel: %d case(s) have no store yet (run preprocess); skipped", missing)
         queue = [[t.case_id, str(ws.stores_dir / f"{t.case_id}.zarr")] for t in tasks]
         atomic_write_json(ws.stage_dir(self.name) / "queue.json", queue, indent=None)
         return tasks
+
+    def _ensemble(self, cfg: PseudolabelConfig, specs: tuple[ModelSpec, ...]) -> dict[str, Any]:
+        """The ensemble as every case gets it, checked once before any case runs: loaded on the
+        CPU (a missing or broken weights file, or a TorchScript archive's own metadata), output
+        names resolved to the pipeline taxonomy's term ids, the patch checked, and one forward
+        pass per model on a zero patch (outputs that do not match the declared terms) — each a
+        single ConfigError now rather than a failure per case. Also each term's part-of
+        ancestors and preferred name in that taxonomy."""
+        tax = harmonize_taxonomy(self.ctx)
+        loaded = load_ensemble(specs, "cpu")
+        resolved = resolve_model_terms([m.spec for m in loaded], tax)
+        patch = check_ensemble(resolved, cfg.patch)
+        with torch.inference_mode():
+            for m in loaded:
+                m.predict(torch.zeros((1, 1, *patch), dtype=torch.float32))
+        terms = list(dict.fromkeys(t for s in resolved for t in s.terms))
+        return {"models": [s.to_dict() for s in resolved],
+                "ancestors": {t: sorted(ancestors(t, tax)) for t in terms},
+                "names": {t: tax.term(t).name for t in terms}}
 
     def outputs_exist(self, result: CaseResult) -> bool:
         """A cached case's pseudo layer and attention map must still be there (a store that
@@ -106,24 +127,28 @@ class PseudolabelStage(Stage):
         store = CaseStore(ws / "stores" / f"{task.case_id}.zarr")
         if not store.has_image():
             raise InputError("image_missing", "the case store has no image", path=str(store.path))
-        specs = cfg.specs()
+        ens = p["ensemble"]
+        specs = tuple(ModelSpec.from_dict(d) for d in ens["models"])
         device = cfg.resolved_device()
         models = load_ensemble(specs, device)
         annotated = set(p["annotated"]) | (set(store.terms("original")) if "original" in store.layers() else set())
         candidates = [t for t in ensemble_terms(models) if not cfg.terms or t in cfg.terms]
-        targets = uncovered(candidates, annotated)
+        targets = uncovered(candidates, annotated, ens["ancestors"])
         patch = check_ensemble(specs, cfg.patch)
+        out = CaseOutput()
+        if not targets:  # nothing to label now: an earlier run's pseudo labels are not this run's
+            outputs.clear_case(store, ws, task.case_id)
+            if cfg.use_prefetch(device):
+                prefetch.schedule_next(ws, task.case_id, specs, patch, cfg)
+            return out
         reader, orientation, patch_s = prefetch.take(store.path) or prefetch.make_reader(store, specs, patch, cfg)
         if cfg.use_prefetch(device):
             prefetch.schedule_next(ws, task.case_id, specs, patch, cfg)
-        out = CaseOutput()
-        if not targets:
-            return out
         res = infer_case(reader, models, targets, patch=patch_s, params=cfg.params(), overlap=cfg.overlap,
                          batch=cfg.batch_size, amp=cfg.amp, orientation=orientation, etta=cfg.etta,
                          blend=cfg.blend)
         outputs.write_case(store, ws, task.case_id, res, specs, cfg)
-        out.rows = outputs.rows(task.case_id, p["dataset"], p.get("modality"), store, res, models, cfg)
+        out.rows = outputs.rows(task.case_id, p["dataset"], p.get("modality"), store, res, models, cfg, ens["names"])
         return out
 
     def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:

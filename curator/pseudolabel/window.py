@@ -79,12 +79,6 @@ def axis_map(stored: str | None, expected: str | None) -> tuple[tuple[int, int, 
     return (perm[0], perm[1], perm[2]), tuple(flips)
 
 
-def padded_patch(shape: Sequence[int], patch: Sequence[int], divisor: int) -> tuple[int, int, int]:
-    """The patch actually used: no larger than the volume (rounded up to ``divisor``)."""
-    out = [min(p, -(-n // divisor) * divisor) for n, p in zip(shape, patch, strict=True)]
-    return (out[0], out[1], out[2])
-
-
 def _run(model: LoadedModel, x: torch.Tensor, orient: tuple[tuple[int, int, int], tuple[int, ...]],
          amp: bool) -> torch.Tensor:
     perm, flips = orient
@@ -102,8 +96,7 @@ def _run(model: LoadedModel, x: torch.Tensor, orient: tuple[tuple[int, int, int]
 
 def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Sequence[int], *,
                    overlap: float = 0.5, batch: int = 4, amp: bool = True, sigma_scale: float = 0.125,
-                   orientation: str | None = None, divisor: int = 8,
-                   blend: str = "float32") -> Iterator[tuple[int, int, list[NDArray[np.floating]]]]:
+                   orientation: str | None = None, blend: str = "float32") -> Iterator[tuple[int, int, list[NDArray[np.floating]]]]:
     """Yield ``(z0, z1, [probs of model m: (terms_m, X, Y, z1 - z0)])`` for consecutive final rows
     (in the ``blend`` dtype).
 
@@ -111,11 +104,14 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
     rows (copy what must outlive the step).
 
     ``patch`` is in stored axes; ``orientation`` is the stored axis code, each model's
-    ``spec.orientation`` the one it expects (patches are permuted/flipped for it).
+    ``spec.orientation`` the one it expects (patches are permuted/flipped for it). A volume
+    smaller than the patch is padded up to it (edge values), as nnU-Net and MONAI do: the
+    models always see the input size they were trained on (a shrunken patch can be too small
+    for a network's downsampling).
     """
     device = models[0].device
     X, Y, Z = reader.shape
-    px, py, pz = padded_patch(reader.shape, patch, divisor)
+    px, py, pz = (int(p) for p in patch)
     PX, PY = max(X, px), max(Y, py)
     xs, ys, zs = starts(X, px, overlap), starts(Y, py, overlap), starts(Z, pz, overlap)
     g = torch.from_numpy(gaussian_map((px, py, pz), sigma_scale)).to(device)

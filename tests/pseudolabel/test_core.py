@@ -13,8 +13,9 @@ from scipy import ndimage
 from curator.pseudolabel.core import (
     AttentionParams,
     AttentionStream,
-    Stats,
+    attention_bit,
     attention_reference,
+    attention_words,
     clean_reference,
     ensemble_stats,
     entr,
@@ -62,12 +63,11 @@ def test_stream_equals_reference(seed: int, cuts: list[int], iterations: int) ->
     stream = AttentionStream(shape, terms, ["a", "c"], params, voxel_ml=0.5)
     edges = [0, *sorted(cuts), 37]
     for z0, z1 in itertools.pairwise(edges):
-        stream.push(z0, z1, {t: Stats(s.mean[..., z0:z1], s.std[..., z0:z1], s.entropy[..., z0:z1])
-                             for t, s in stats.items()})
+        stream.push(z0, z1, {t: s.rows(z0, z1) for t, s in stats.items()})
     got = stream.finish()
     assert np.array_equal(stream.label, codes)
     for k, t in enumerate(["a", "c"]):
-        assert np.array_equal(((stream.bits >> k) & 1).astype(bool), masks[t])
+        assert np.array_equal(attention_bit(stream.words, k), masks[t])
         assert got[t].attention_voxels == ref[t].attention_voxels
         assert got[t].attention_size == pytest.approx(ref[t].attention_size, rel=2e-3, abs=1e-3)
         assert got[t].peak_slice == ref[t].peak_slice
@@ -96,3 +96,33 @@ def test_overlap_counts_voxels_claimed_by_two_terms() -> None:
     _, masks, summ = attention_reference(stats, ["a", "b"], AttentionParams(), voxel_ml=2.0)
     assert summ["a"].overlap == summ["b"].overlap == 2 * 12 * 12 * 2.0
     assert masks["a"][6:8].all() and not masks["a"][:6].any()
+
+
+def test_overlap_is_two_models_claiming_one_voxel_not_two_means() -> None:
+    """Softmax members: model A says a, model B says b on the same voxels. No ensemble mean
+    passes 0.5 there, yet two models claim the voxel for two terms: the paper's overlap."""
+    a1, b1 = np.zeros((10, 10, 10), np.float32), np.zeros((10, 10, 10), np.float32)
+    a1[2:6] = 0.9  # model 1: a
+    a2, b2 = np.zeros_like(a1), np.zeros_like(a1)
+    b2[2:6] = 0.9  # model 2: b, on the same voxels
+    stats = {"a": ensemble_stats([a1, a2]), "b": ensemble_stats([b1, b2])}
+    assert stats["a"].mean.max() < 0.5
+    _, masks, summ = attention_reference(stats, ["a", "b"], AttentionParams(iterations=0), voxel_ml=1.0)
+    assert summ["a"].overlap == summ["b"].overlap == 4 * 10 * 10
+    assert masks["b"][2:6].all() and not masks["b"][6:].any()
+
+
+@pytest.mark.parametrize("n_targets", [1, 9, 33, 64, 65, 130])
+def test_attention_bits_hold_every_target(n_targets: int) -> None:
+    """Target k in bit k % 64 of word k // 64: the 33rd target and beyond are kept (a uint32 map
+    dropped them), each word as narrow as its targets allow."""
+    shape = (6, 5, n_targets + 2)
+    words = attention_words(shape, n_targets)
+    assert len(words) == -(-n_targets // 64) and words[0].dtype.itemsize == (
+        1 if n_targets <= 8 else 2 if n_targets <= 16 else 4 if n_targets <= 32 else 8)
+    for k in range(n_targets):  # target k's attention: the slice z = k only
+        w = words[k // 64]
+        w[:, :, k] |= w.dtype.type(1) << w.dtype.type(k % 64)
+    for k in range(n_targets):
+        m = attention_bit(words, k)
+        assert m[:, :, k].all() and m.sum() == 30, k

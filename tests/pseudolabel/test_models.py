@@ -86,7 +86,7 @@ def test_sliding_window_matches_single_pass_for_pointwise_model() -> None:
         full = model.predict(torch.from_numpy(img)[None, None])[0, 0].numpy()
     rows = [p[0][0].copy()  # the rows are views of the blending buffer: copy before the next step
             for _, _, p in sliding_window(SlabReader(img, {}, {"mean": 0.0, "std": 1.0}), [model], (8, 8, 8),
-                                          overlap=0.5, orientation="LPS", divisor=1)]
+                                          overlap=0.5, orientation="LPS")]
     got = np.concatenate(rows, axis=-1)
     np.testing.assert_allclose(got, full, atol=1e-5)
 
@@ -183,3 +183,42 @@ def test_blend_setting_reaches_inference_and_is_checked() -> None:
             for blend in ("float32", "float16"))
     assert a.voxels("liver") > 0
     np.testing.assert_array_equal(a.plane, b.plane)
+
+
+def test_a_torchscript_archives_metadata_is_not_overridden_by_defaults(tmp_path: Path) -> None:
+    """Only settings a spec changes from their defaults override the archive's curator.json: a
+    sigmoid two-term model stays sigmoid (read as softmax, its second term came out empty)."""
+    torch.manual_seed(0)
+    net = TinyUNet(out_channels=2).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(net), str(tmp_path / "m.ts"), _extra_files={"curator.json": json.dumps(
+            {"terms": ["liver", "spleen"], "activation": "sigmoid", "patch": [32, 32, 16], "divisor": 16})})
+    m = load_model(ModelSpec.from_dict({"name": "ts", "kind": "torchscript", "path": str(tmp_path / "m.ts")}), "cpu")
+    assert (m.spec.activation, m.spec.patch, m.spec.divisor) == ("sigmoid", (32, 32, 16), 16)
+    assert m.predict(torch.zeros(1, 1, 32, 32, 16)).shape == (1, 2, 32, 32, 16)
+    given = load_model(ModelSpec.from_dict({"name": "ts", "kind": "torchscript", "path": str(tmp_path / "m.ts"),
+                                            "patch": [16, 16, 16]}), "cpu")
+    assert (given.spec.patch, given.spec.activation) == ((16, 16, 16), "sigmoid")  # what the spec sets wins
+
+
+@pytest.mark.parametrize("channels", [2, 5])
+def test_outputs_that_do_not_match_the_terms_are_a_config_error(channels: int) -> None:
+    """1 foreground channel for 3 terms was broadcast into all three; more channels than terms
+    crashed in blending without naming the model."""
+    spec = ModelSpec.from_dict({**SPEC, "kwargs": {"out_channels": channels}, "terms": ["liver", "spleen", "aorta"]})
+    with pytest.raises(ConfigError, match="model 'u' gives .* need 4 channels"):
+        load_model(spec, "cpu").predict(torch.zeros(1, 1, 16, 16, 16))
+
+
+@pytest.mark.parametrize(("shape", "spacing"), [((5, 4, 1), (1.0, 1.0, 3.0)), ((1, 1, 1), (1.0, 1.0, 1.0)),
+                                                ((9, 7, 3), (1.0, 1.0, 3.0)), ((40, 30, 1), (1.0, 1.0, 3.0))])
+def test_volumes_smaller_than_the_patch_are_padded_not_fed_a_shrunken_patch(shape, spacing) -> None:  # type: ignore[no-untyped-def]
+    """The U-Net's 8× downsampling of a patch shrunk to the volume left it a 1-voxel bottleneck
+    ("Expected more than 1 spatial element"); padding up to the patch works for any size."""
+    torch.manual_seed(0)
+    model = load_model(ModelSpec.from_dict(SPEC), "cpu")
+    img = np.random.default_rng(0).normal(0, 1, shape).astype(np.float32)
+    res = infer_case(SlabReader(img, {}, {"mean": 0.0, "std": 1.0}, spacing), [model], ["liver", "spleen"],
+                     patch=(16, 16, 16))
+    assert res.plane.shape == shape and len(res.words) == 1 and res.words[0].shape == shape

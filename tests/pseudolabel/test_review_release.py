@@ -83,6 +83,17 @@ def test_review_round_trip_and_priority(phantom_ws, tmp_path: Path) -> None:
     after = {s.name: _layer_digest(s, "original") for s in stores}
     assert after == before, "the original label layers changed"
 
+    # the ranking is unchanged after an import: a second export must not hand the reviewed
+    # case out again with its pseudo label (a second import would undo the review)
+    again = export_review(ws.root, att, tmp_path / "review2", top=2, images=False)
+    assert again.reviewed == [cid] and cid not in again.cases and not (tmp_path / "review2" / cid).exists()
+    more = export_review(ws.root, att, tmp_path / "review3", top=2, images=False, include_reviewed=True)
+    assert cid in more.cases
+    edit = np.asarray(nib.load(tmp_path / "review3" / cid / "revised.nii.gz").dataobj)
+    assert np.array_equal(edit, data) and not (edit == liver_code).any()  # the revision, not the pseudo label
+    with open(tmp_path / "review3" / "worklist.csv", newline="") as f:
+        assert {w["case_id"]: w["reviewed"] for w in csv.DictReader(f)}[cid] == "True"
+
 
 def test_export_is_deterministic(phantom_ws, tmp_path: Path) -> None:
     ctx, _ = phantom_ws()
@@ -134,7 +145,7 @@ def test_review_selection_refuses_counts_and_shares_that_cannot_be_meant() -> No
 
     rows = [{"review_rank": i, "case_id": f"c{i}", "case_attention_size": 1.0, "review": i == 1} for i in (1, 2, 3)]
     assert select_cases(rows, None, 2) == ["c1", "c2"] and select_cases(rows, 0.34, None) == ["c1", "c2"]
-    for fraction, top in ((None, -1), (None, 0), (5.0, None), (0.0, None)):
+    for fraction, top in ((None, -1), (None, 0), (5.0, None), (0.0, None), (0.5, 2)):  # both: which one?
         with pytest.raises(ConfigError):
             select_cases(rows, fraction, top)
 

@@ -34,8 +34,8 @@ def test_stage_labels_only_unannotated_terms(phantom_ws) -> None:
         assert all(r["origin"] == "pseudo" and r["layer"] == "pseudo" and not r["annotated"] for r in rows)
         for r in rows:
             assert r["voxels"] == int(store.mask(r["term_id"], "pseudo").sum())
-        bits, names = read_attention(attention_path(ws.root, cid))
-        assert set(names.values()) == pseudo_terms and bits.shape == store.geometry.shape
+        amap = read_attention(attention_path(ws.root, cid))
+        assert set(amap.names.values()) == pseudo_terms and amap.shape == store.geometry.shape
     assert {r["case_id"] for r in att} == {c for c, _, _ in CASES}
     ranks = sorted({(r["review_rank"], r["case_id"]) for r in att})
     assert [r for r, _ in ranks] == [1, 2, 3, 4]
@@ -89,3 +89,69 @@ def test_dropped_duplicates_are_never_flagged_for_review() -> None:
     ranked = rank_cases(rows, 0.05, dropped={"c40"})
     assert sorted(r["case_id"] for r in ranked if r["review"]) == ["c38", "c39"]
     assert max(ranked, key=lambda r: r["review_rank"])["case_id"] == "c40"
+
+
+def test_a_case_left_with_nothing_to_label_loses_its_old_pseudo_labels(phantom_ws) -> None:
+    """Restricting `terms` to what the MSD_Spleen cases annotate: their earlier pseudo liver,
+    pancreas and aorta must go (the release tables would no longer list them, but loaders,
+    exports and eval read the store's layer)."""
+    ctx, _ = phantom_ws()
+    run_stage(ctx, PseudolabelStage)
+    cid = CASES[0][0]
+    assert "pseudo" in CaseStore(ctx.workspace.stores_dir / f"{cid}.zarr").layers()
+    ctx2, _ = phantom_ws(terms=["spleen"])  # what MSD_Spleen annotates itself
+    report = run_stage(ctx2, PseudolabelStage)
+    assert report.failed == 0
+    assert "pseudo" not in CaseStore(ctx.workspace.stores_dir / f"{cid}.zarr").layers()
+    assert not attention_path(ctx.workspace.root, cid).exists()
+    other = CASES[2][0]  # a Pancreas case: re-labelled with this run's target only
+    assert CaseStore(ctx.workspace.stores_dir / f"{other}.zarr").terms("pseudo") == ["spleen"]
+
+
+def test_model_outputs_are_named_through_the_taxonomy(phantom_ws) -> None:
+    """"Liver" and "Pancreatic gland"-style names resolve to term ids; an unknown name, broken
+    weights or a channel count that does not match are one ConfigError before any case runs."""
+    import pytest
+
+    from curator.errors import ConfigError
+    from curator.testing.segmodels import band_specs
+
+    named = [{**s, "terms": [t.upper() for t in s["terms"]]} for s in band_specs(3)]
+    ctx, _ = phantom_ws(models=named)
+    run_stage(ctx, PseudolabelStage)
+    labels = {r["term_id"] for r in ctx.workspace.read_table("_labels_pseudo").to_pylist()}
+    assert labels == {"liver", "spleen", "pancreas", "aorta"}
+    unknown = [{**s, "terms": ["liver", "spleen", "pancreas", "blorb"]} for s in band_specs(3)]
+    with pytest.raises(ConfigError, match="'blorb' is no term"):
+        run_stage(phantom_ws(models=unknown)[0], PseudolabelStage)
+    wrong = [{**s, "terms": ["liver", "spleen"]} for s in band_specs(3)]  # the band models give 5 channels
+    with pytest.raises(ConfigError, match="need 3 channels"):
+        run_stage(phantom_ws(models=wrong)[0], PseudolabelStage)
+
+
+def test_a_prefetched_reader_of_a_store_rebuilt_since_is_not_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A long-lived GPU worker's prefetched reader must not outlive a store preprocess rebuilt."""
+    import json
+    import shutil
+
+    from curator.pseudolabel import prefetch
+    from curator.pseudolabel.config import PseudolabelConfig
+    from curator.pseudolabel.models import ModelSpec
+    from curator.testing.segmodels import band_specs, write_phantom_store
+
+    specs = tuple(ModelSpec.from_dict(d) for d in band_specs(1))
+    cfg = PseudolabelConfig(models=specs)
+    paths = [tmp_path / "stores" / f"c{i}.zarr" for i in range(2)]
+    for i, p in enumerate(paths):
+        write_phantom_store(p, 1 + i, {})
+    (tmp_path / "stages" / "pseudolabel").mkdir(parents=True)
+    (tmp_path / "stages" / "pseudolabel" / "queue.json").write_text(json.dumps([[p.stem, str(p)] for p in paths]))
+    for rebuilt in (False, True):
+        assert prefetch.schedule_next(tmp_path, "c0", specs, (32, 32, 16), cfg) == str(paths[1])
+        if rebuilt:  # preprocess renames a new store into place: another shape, another stamp
+            shutil.rmtree(paths[1])
+            write_phantom_store(paths[1], 9, {}, shape=(30, 20, 10))
+        got = prefetch.take(paths[1])
+        assert (got is None) == rebuilt
+        if got is not None:
+            assert got[0].shape == (40, 32, 20)
