@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_path
 from curator.release.query import Release
-from curator.release.training import TrainingView, usable_terms, with_parts
+from curator.release.training import TrainingView, term_parts, usable_terms, with_parts
 from curator.store import CaseStore
 
 if TYPE_CHECKING:
@@ -69,10 +69,17 @@ def select_cases(release: Release, where: str, view: TrainingView | None = None)
             if r[0] not in dropped]
 
 
-def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str]) -> tuple[NDArray[np.uint8], int]:
+def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
+              parts: Mapping[str, Sequence[str]] | None = None) -> tuple[NDArray[np.uint8], int]:
     """Codes 1..len(terms) in order (a later term wins where two overlap) and the overlap voxel count;
-    term ``t`` from layer ``chosen[t]`` (background where it has none)."""
-    masks = store.masks_from(chosen, terms)
+    term ``t`` is the union of its ``parts[t]`` (default: itself), each from layer ``chosen[part]``
+    (background where it has none)."""
+    use = {t: list(parts[t]) if parts is not None else [t] for t in terms}
+    flat = list(dict.fromkeys(p for t in terms for p in use[t]))
+    got = store.masks_from(chosen, flat)
+    index = {p: i for i, p in enumerate(flat)}
+    masks = np.stack([got[[index[p] for p in use[t]]].any(axis=0) if use[t] else np.zeros(got.shape[1:], bool)
+                      for t in terms])
     out = np.zeros(masks.shape[1:], dtype=np.uint8)
     overlap = int((masks.sum(axis=0, dtype=np.uint8) > 1).sum()) if len(terms) > 1 else 0
     for i in range(len(terms)):
@@ -105,21 +112,25 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     bundled one by default) says which parts make each term."""
     store = CaseStore(case.store)
     excluded = view.labels_excluded(case.case_id) if view is not None else frozenset()
+    absent = view.labels_absent(case.case_id) if view is not None else frozenset()
     if tax is None:
         from curator.taxonomy import load_taxonomy
 
         tax = load_taxonomy()
     parts = {t: with_parts(tax, t) for t in terms}
-    held = {t: layer for t, layer in usable_terms(store, parts, layers, excluded).items() if t in parts}
-    why = check_terms(held, terms, partial)
+    held = usable_terms(store, parts, layers, excluded, absent)
+    # a term the case does not hold itself is the union of its parts when they complete one of
+    # its partitions (left + right kidney make the kidneys), as PatchDataset builds it
+    use = {t: term_parts(t, parts[t], held, tax) for t in terms}
+    why = check_terms({t for t in terms if use[t]}, terms, partial)
     if why:
         report.skipped[case.case_id] = why
         return None
     affine = store.geometry.matrix
     save_nifti(image, store.physical_image(), affine)
-    labels, overlap = label_map(store, terms, held)
+    labels, overlap = label_map(store, terms, held, use)
     save_nifti(label, labels, affine)
     if overlap:
         report.overlaps[case.case_id] = overlap
     report.cases.append(case.case_id)
-    return [t for t in terms if t in held]
+    return [t for t in terms if use[t]]

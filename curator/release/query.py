@@ -127,5 +127,10 @@ class Release:
                                remedy=f"tables: {self.table_names()}")
         return pl.read_parquet(p, glob=False)  # a path may hold [ ] * ?: never a pattern
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without its DuckDB connection and rebuilt taxonomy (a DataLoader worker
+        started by spawn opens its own on first use)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_con", "taxonomy")}
+
     def __repr__(self) -> str:
         return f"Release({self.info.get('collection')} {self.info.get('version')} at {self.path})"

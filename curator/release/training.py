@@ -32,9 +32,16 @@ if TYPE_CHECKING:
 class TrainingView:
     dropped_duplicates: frozenset[str] = frozenset()
     excluded: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # case -> {(term, layer)}
+    absent: Mapping[str, frozenset[str]] = field(default_factory=dict)  # case -> terms annotated as absent
 
     def labels_excluded(self, case_id: str) -> frozenset[tuple[str, str]]:
         return self.excluded.get(case_id, frozenset())
+
+    def labels_absent(self, case_id: str) -> frozenset[str]:
+        """Terms the case's dataset annotates that have no voxel in it (a spleen-less scan of a
+        dataset that labels spleens): annotated, their mask all background — not "unknown",
+        which a store alone cannot tell, as it keeps no empty label."""
+        return self.absent.get(case_id, frozenset())
 
 
 def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool = True) -> TrainingView:
@@ -43,12 +50,20 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
     dropped: frozenset[str] = frozenset()
     if not duplicates and "duplicates" in names:
         dropped = frozenset(r[0] for r in release.sql("select case_id from duplicates where not kept").fetchall())
+    columns = set(release.sql("select * from labels limit 0").columns) if "labels" in names else set()
     excluded: dict[str, set[tuple[str, str]]] = {}
-    if qc_filter and "labels" in names and "qc_decision" in release.sql("select * from labels limit 0").columns:
+    if qc_filter and "qc_decision" in columns:
         for cid, term, layer in release.sql(
                 "select case_id, term_id, layer from labels where qc_decision = 'exclude'").fetchall():
             excluded.setdefault(cid, set()).add((term, layer))
-    return TrainingView(dropped, {k: frozenset(v) for k, v in excluded.items()})
+    absent: dict[str, set[str]] = {}
+    if {"annotated", "present"} <= columns:
+        original = " and origin = 'original'" if "origin" in columns else ""
+        for cid, term in release.sql("select case_id, term_id from labels where annotated and not present"
+                                     + original).fetchall():
+            absent.setdefault(cid, set()).add(term)
+    return TrainingView(dropped, {k: frozenset(v) for k, v in excluded.items()},
+                        {k: frozenset(v) for k, v in absent.items()})
 
 
 def with_parts(tax: Taxonomy, term: str) -> tuple[str, ...]:
@@ -77,14 +92,20 @@ def _term_parts(tax: Taxonomy, term: str, have: tuple[str, ...]) -> tuple[str, .
 
 
 def usable_terms(store: CaseStore, parts: Mapping[str, Sequence[str]], layers: Sequence[str],
-                 excluded: Collection[tuple[str, str]]) -> dict[str, str]:
+                 excluded: Collection[tuple[str, str]], absent: Collection[str] = ()) -> dict[str, str]:
     """Part -> layer to read it from, for the requested terms' ``parts`` (a term and its
     descendants), each from the first of ``layers`` that holds it and whose (part, layer) is not
-    ``excluded``. A requested term loses all its parts when one of them (or the term itself, a
-    derived term judged as a whole) is excluded with no later layer to stand in: training on
-    the rest of its parts would call the excluded part background."""
+    ``excluded``; a part in ``absent`` (annotated, no voxel: :meth:`TrainingView.labels_absent`)
+    is held by ``original`` with an empty mask. A requested term loses all its parts when one
+    of them (or the term itself, a derived term judged as a whole) is excluded with no later
+    layer to stand in: training on the rest of its parts would call the excluded part background."""
     wanted = list(dict.fromkeys(p for ps in parts.values() for p in ps))
     held = store.term_layers(wanted, layers, exclude=excluded)
+    if absent and "original" in layers:
+        rank = {x: i for i, x in enumerate(layers)}
+        for p in wanted:
+            if p in absent and (p, "original") not in excluded and rank["original"] < rank.get(held.get(p, ""), 99):
+                held[p] = "original"
     if not excluded:
         return held
     before = store.term_layers(wanted, layers)
@@ -127,6 +148,11 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                                + "the release's terms table lists its term ids (`select term_id, name from terms`)")
         parts = with_parts(tax, t)
         if not any(term_parts(t, parts, have, tax) for have in in_layers.values()):
+            negatives = sum(t in terms_absent for terms_absent in training_view(release).absent.values())
+            if negatives and "original" in layers:  # true negatives only: allowed, but said
+                warnings.warn(f"no case of the release has a voxel of {t!r}; {negatives} case(s) annotate it "
+                              "as absent (their masks are empty)", UserWarning, stacklevel=3)
+                continue
             other = sorted({layer for p in parts for layer in held.get(p, set())})
             some = any(p in have for have in in_layers.values() for p in parts)
             problem = ReleaseError("release_error", f"no case of the release holds {t!r} in layers {list(layers)}"

@@ -3,12 +3,16 @@
 Map-style and deterministic: item ``i`` of epoch ``e`` is drawn from a generator seeded
 with ``(seed, e, i)``, so any worker, any rank (``DistributedSampler`` splits indices)
 and any re-run draws the same patch. Call :meth:`PatchDataset.set_epoch` each epoch.
-Stores are opened lazily in each process (never shared across a fork).
+Stores are opened lazily in each process (never shared across a fork); the dataset pickles
+(spawn / forkserver workers), and the epoch lives in shared memory, so ``set_epoch`` reaches
+workers kept alive between epochs (``persistent_workers=True``).
 """
 
 from __future__ import annotations
 
 import collections
+import multiprocessing
+import multiprocessing.context
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +37,7 @@ from curator.torch.sampling import case_weights, item_rng, patch_start, repeat_f
 
 # case_id, dataset and modality mean the same in both tables: USING makes them plain names
 QUERY = """select case_id, dataset, modality, p.store, p.shape
-from preprocessed p join cases c using (case_id, dataset, modality) where p.has_image and ({where})
+from preprocessed p join cases c using (case_id, dataset, modality) where p.has_image and ({where}){splits}
 order by case_id"""
 
 
@@ -45,7 +49,14 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     requested ``terms`` (a term the case does not hold itself is the union of its parts, when
     they complete one of its partitions: a liver tumour alone is no liver), ``present`` bool
     ``(T,)`` (the case holds the term), ``prompts`` (``"(ct) liver"``), ``case_id`` and
-    ``start`` (patch origin).
+    ``start`` (patch origin). A term the case's dataset annotates but the case lacks (no spleen
+    in this scan) is present with an empty mask; a term it does not annotate is not present.
+    Where a patch reaches past the volume, the image is filled with the lower bound of the
+    case's intensity window (normalised: the value air takes; ``normalise=False``: −1000 HU
+    for CT, the window's lower bound otherwise) and the masks with background.
+
+    ``split`` picks the release's ``splits`` (default ``"train"``: validation and test cases
+    stay out unless asked for; ``None`` takes every case the ``where`` clause selects).
 
     ``layers`` says where labels come from, per term: the first of them that holds the term
     (default: the dataset's own ``original`` annotation, then ``revised`` — reviewed pseudo
@@ -59,6 +70,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     """
 
     def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",
+                 split: str | Sequence[str] | None = "train",
                  patch_size: Sequence[int] = (96, 96, 32), layers: Sequence[str] = ("original", "revised"),
                  foreground_fraction: float = 0.67, term_weights: dict[str, float] | None = None,
                  balance: bool = True, repeat: bool = True, samples_per_epoch: int | None = None,
@@ -66,23 +78,31 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                  qc_filter: bool = True) -> None:
         self.release = release if isinstance(release, Release) else Release(release)
         self.root = self.release.path
-        self.terms = list(terms)
-        self.patch = tuple(int(p) for p in patch_size)
-        self.layers = tuple(layers)
+        self.terms = _names("terms", terms)
+        self.patch = _patch(patch_size)
+        self.layers = tuple(_names("layers", layers))
         self.fg = float(foreground_fraction)
         self.term_weights = dict(term_weights or {})
-        self.seed, self.epoch, self.normalise, self.max_open = seed, 0, normalise, max_open
-        if not self.terms or len(self.patch) != 3 or min(self.patch) < 1 or not 0.0 <= self.fg <= 1.0:
-            raise ReleaseError("release_error", "PatchDataset needs at least one term, a 3-D patch size of "
-                               f"positive sides (got {self.patch}) and a foreground_fraction in [0, 1] "
-                               f"(got {self.fg})")
+        self._epoch: Any = multiprocessing.RawValue("q", 0)  # shared with forked and spawned workers
+        self.seed, self.normalise, self.max_open = seed, normalise, max_open
+        if not self.terms or not 0.0 <= self.fg <= 1.0:
+            raise ReleaseError("release_error", "PatchDataset needs at least one term and a foreground_fraction "
+                               f"in [0, 1] (got {self.fg})")
+        unknown = sorted(set(self.term_weights) - set(self.terms))
+        if unknown:
+            raise ReleaseError("release_error", f"term_weights names {unknown}, which are not among the terms "
+                               f"{self.terms}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ReleaseError("release_error", f"samples_per_epoch = {samples_per_epoch}: give a positive number, "
+                               "or None for one item per case")
         names = self.release.table_names()
+        splits = "" if split is None else self._split_filter(split, names)
         if "preprocessed" not in names or "store_terms" not in names:
             raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(self.root),
                                remedy="run the preprocess stage before `curator release`")
         check_request(self.release, self.terms, self.layers, unheld="warn")
         self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter)
-        cases = [c for c in self.release.sql(QUERY.format(where=where)).fetchall()
+        cases = [c for c in self.release.sql(QUERY.format(where=where, splits=splits)).fetchall()
                  if c[0] not in self.view.dropped_duplicates]
         if not cases:
             raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}"
@@ -102,6 +122,32 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self._stores: collections.OrderedDict[str, CaseStore] = collections.OrderedDict()
         self._locs: dict[str, Any] = {}
         self._pid = os.getpid()
+
+    def _split_filter(self, split: str | Sequence[str], names: list[str]) -> str:
+        wanted = _names("split", split) if not isinstance(split, str) else [split]
+        bad = sorted(set(wanted) - {"train", "val", "test"})
+        if bad or not wanted:
+            raise ReleaseError("release_error", f"split {bad or wanted}: give train, val and/or test (or None)")
+        if "splits" not in names:
+            raise ReleaseError("release_error", "the release has no splits table (stages.splits is disabled), "
+                               f"so split={split!r} cannot be honoured", path=str(self.root),
+                               remedy="pass split=None to take every case the where clause selects")
+        listed = ", ".join(f"'{x}'" for x in wanted)
+        return f" and case_id in (select case_id from splits where split in ({listed}))"
+
+    # -- pickling and epochs ----------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Open stores and loaded locations stay behind; the shared epoch goes along only to a
+        worker being started (elsewhere a plain copy of its value)."""
+        state = dict(self.__dict__)
+        state["_stores"], state["_locs"] = collections.OrderedDict(), {}
+        if multiprocessing.context.get_spawning_popen() is None:
+            state["_epoch"] = self.epoch
+        return state
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch if isinstance(self._epoch, int) else int(self._epoch.value)
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _index_terms(self) -> None:
@@ -130,7 +176,11 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return repeat_factor(int(np.prod(np.subtract(roi[1], roi[0]))), roi[2])
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        """The epoch the next items are drawn for (seen by every worker, persistent or not)."""
+        if isinstance(self._epoch, int):
+            self._epoch = int(epoch)
+        else:
+            self._epoch.value = int(epoch)
 
     def __len__(self) -> int:
         return self.length
@@ -180,15 +230,18 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         box = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch, shape, strict=True))
         pad = tuple(slice(b.start - s, b.stop - s) for b, s in zip(box, start, strict=True))
         norm = store.attrs.get("normalisation")
-        image = np.zeros(self.patch, dtype=np.float32)
+        image = np.empty(self.patch, dtype=np.float32)
+        low = float(norm["clip"][0]) if norm and norm.get("clip") else 0.0
         if self.normalise and norm:
-            image[...] = (norm["clip"][0] - norm["mean"]) / norm["std"]
+            image[...] = (low - norm["mean"]) / norm["std"]  # what air (or the darkest tissue) becomes
             image[pad] = normalise(store.read("image", box), norm)
-        else:  # physical units (HU for CT)
+        else:  # physical units (HU for CT): air outside a CT
+            image[...] = -1000.0 if str(case["modality"]).upper() == "CT" else low
             image[pad] = store.physical_image(box)
         masks: NDArray[np.uint8] | None = None
         present = np.zeros(len(self.terms), dtype=bool)
-        held = usable_terms(store, self._parts, self.layers, self.view.labels_excluded(case["case_id"]))
+        held = usable_terms(store, self._parts, self.layers, self.view.labels_excluded(case["case_id"]),
+                            self.view.labels_absent(case["case_id"]))
         if held:
             use = [term_parts(t, self._parts[t], held, self.release.taxonomy) for t in self.terms]
             flat = [p for ps in use for p in ps]
@@ -210,3 +263,19 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return {"image": torch.from_numpy(image[None]), "masks": torch.from_numpy(masks),
                 "present": torch.from_numpy(present), "prompts": list(self._prompts[modality]),
                 "case_id": case["case_id"], "start": torch.tensor(start)}
+
+
+def _names(what: str, value: str | Sequence[str]) -> list[str]:
+    """A list of names; a bare string is refused (``terms="liver"`` would be five one-letter terms)."""
+    if isinstance(value, str):
+        raise ReleaseError("release_error", f"{what} = {value!r}: give a list, e.g. [{value!r}]")
+    return [str(v) for v in value]
+
+
+def _patch(value: Sequence[int]) -> tuple[int, int, int]:
+    if isinstance(value, (int, float, str)) or len(value) != 3 or any(
+            isinstance(p, bool) or not isinstance(p, (int, float, np.integer)) or not float(p).is_integer()
+            or int(p) < 1 for p in value):
+        raise ReleaseError("release_error", f"patch_size = {value!r}: give three positive whole numbers, "
+                           "e.g. (96, 96, 32)")
+    return (int(value[0]), int(value[1]), int(value[2]))

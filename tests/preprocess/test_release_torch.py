@@ -250,9 +250,18 @@ def test_loader_and_exports_refuse_what_cannot_be_meant(tiny: Tiny, tmp_path) ->
         export_monai(tiny.release, tmp_path / "m", terms=["livr"])
     with pytest.raises(ReleaseError, match="unknown label layers"):
         PatchDataset(tiny.release, terms=[term_id("liver")], layers=("pseudoo",))
-    for bad in ({"patch_size": (0, 0, 0)}, {"foreground_fraction": 2.0}):
-        with pytest.raises(ReleaseError, match="positive sides"):
-            PatchDataset(tiny.release, terms=[term_id("liver")], **bad)  # type: ignore[arg-type]
+    liver = term_id("liver")
+    for bad, says in (({"patch_size": (0, 0, 0)}, "three positive whole numbers"),
+                      ({"patch_size": 96}, "three positive whole numbers"),
+                      ({"patch_size": (96.7, 96, 32)}, "three positive whole numbers"),
+                      ({"foreground_fraction": 2.0}, "foreground_fraction in"),
+                      ({"terms": "liver"}, r"terms = 'liver': give a list"),
+                      ({"layers": "original"}, r"layers = 'original': give a list"),
+                      ({"samples_per_epoch": 0}, "give a positive number"),
+                      ({"term_weights": {"spleen": 2.0}}, "not among the terms"),
+                      ({"split": "training"}, "give train, val and/or test")):
+        with pytest.raises(ReleaseError, match=says):
+            PatchDataset(tiny.release, **{"terms": [liver], **bad})  # type: ignore[arg-type]
     with pytest.raises(ReleaseError, match="no case of the release holds 'heart'"):
         export_monai(tiny.release, tmp_path / "m", terms=["heart"], partial=True)
     with pytest.warns(UserWarning, match="no case of the release holds 'heart'"):
@@ -319,3 +328,120 @@ def test_unnormalised_items_are_in_physical_units(tiny: Tiny, tmp_path) -> None:
     item = PatchDataset(rel, terms=["liver"], where=f"p.case_id = '{cid}'", patch_size=shape, normalise=False)[0]
     assert np.array_equal(item["image"][0].numpy(), store.physical_image().astype(np.float32))
     assert np.array_equal(item["image"][0].numpy(), store.read("image").astype(np.float32) * 2)
+
+
+@pytest.fixture
+def tiny_copy(tiny: Tiny, tmp_path):  # type: ignore[no-untyped-def]
+    """A copy of the tiny release whose TotalSegmentator s0000 is labelled for a gallbladder it
+    lacks (annotated, no voxel) and whose s0001 is a test case."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from curator.schema import to_arrow
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    row = {"case_id": "TinyTotalSeg__s0000", "dataset": "TinyTotalSeg", "term_id": "gallbladder",
+           "term": "gallbladder", "origin": "original", "layer": "original", "derived": False, "annotated": True,
+           "present": False, "voxels": 0, "volume_ml": 0.0}
+    pq.write_table(to_arrow("labels", [row]), rel / "labels.parquet")
+    splits = pq.read_table(rel / "splits.parquet").to_pylist()
+    for r in splits:
+        if r["case_id"] == "TinyTotalSeg__s0001":
+            r["split"] = "test"
+    pq.write_table(to_arrow("splits", splits), rel / "splits.parquet")
+    return rel
+
+
+def test_a_term_labelled_absent_is_present_with_an_empty_mask(tiny_copy) -> None:  # type: ignore[no-untyped-def]
+    """"The dataset labels gallbladders; this scan has none" is a true negative to train on, not
+    "unknown" — in the loader and both exports; a case whose dataset does not label it stays unknown."""
+    from curator.export import export_monai
+
+    with pytest.warns(UserWarning, match="1 case.s. annotate it as absent"):
+        ds = PatchDataset(tiny_copy, terms=["gallbladder", term_id("liver")], patch_size=(24, 24, 8), split=None)
+    seen = {}
+    for i in range(12):
+        item = ds[i]
+        seen[item["case_id"]] = item
+        if item["case_id"] == "TinyTotalSeg__s0000":
+            assert item["present"].tolist() == [True, True] and not item["masks"][0].any()
+        elif item["case_id"] == "TinyTotalSeg__s0001":
+            assert item["present"].tolist() == [False, True]
+    assert {"TinyTotalSeg__s0000", "TinyTotalSeg__s0001"} <= set(seen)
+    with pytest.warns(UserWarning, match="annotate it as absent"):
+        rep = export_monai(tiny_copy, tiny_copy.parent / "monai", terms=["gallbladder"])
+    assert rep.cases == ["TinyTotalSeg__s0000"]  # held as absent; the KiTS cases do not label it
+    label = np.asarray(__import__("nibabel").load(tiny_copy.parent / "monai" / "labels"
+                                                  / "TinyTotalSeg__s0000.nii.gz").dataobj)
+    assert not label.any()
+
+
+def test_the_default_split_is_train(tiny_copy) -> None:  # type: ignore[no-untyped-def]
+    train = PatchDataset(tiny_copy, terms=[term_id("liver")], patch_size=(24, 24, 8))
+    assert "TinyTotalSeg__s0001" not in {c["case_id"] for c in train.cases} and len(train.cases) == 4
+    test = PatchDataset(tiny_copy, terms=[term_id("liver")], patch_size=(24, 24, 8), split="test")
+    assert [c["case_id"] for c in test.cases] == ["TinyTotalSeg__s0001"]
+    assert len(PatchDataset(tiny_copy, terms=[term_id("liver")], patch_size=(24, 24, 8), split=None).cases) == 5
+
+
+def test_padding_outside_the_volume_is_air(tiny: Tiny) -> None:
+    """A patch reaching past the volume: −1000 HU in physical units (0 HU was a water border),
+    the window's lower bound once normalised."""
+    for normalise in (False, True):
+        ds = PatchDataset(tiny.release, terms=[term_id("liver")], patch_size=(64, 64, 8), normalise=normalise)
+        item = ds[0]
+        img = item["image"][0].numpy()
+        shape = tuple(next(c["shape"] for c in ds.cases if c["case_id"] == item["case_id"]))
+        start = item["start"].tolist()
+        _, inside = _boxes(start, ds.patch, shape)
+        outside = np.ones(ds.patch, bool)
+        outside[inside] = False
+        assert outside.any()
+        store = CaseStore(tiny.release / "stores" / f"{item['case_id']}.zarr")
+        norm = store.attrs["normalisation"]
+        want = -1000.0 if not normalise else (norm["clip"][0] - norm["mean"]) / norm["std"]
+        assert np.allclose(img[outside], want)
+
+
+def test_the_dataset_pickles_and_set_epoch_reaches_persistent_workers(tiny: Tiny) -> None:
+    """spawn / forkserver workers get a pickled dataset (it held a DuckDB connection); workers
+    kept alive between epochs must see set_epoch (they kept drawing epoch 0)."""
+    import pickle
+
+    ds = _ds(tiny)
+    ds[0]  # opens stores and the release's connection
+    clone = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(clone[5]["image"], ds[5]["image"]) and clone.epoch == ds.epoch
+    loader = DataLoader(ds, batch_size=4, num_workers=2, persistent_workers=True)
+    epochs = []
+    for e in range(2):
+        ds.set_epoch(e)
+        epochs.append(torch.cat([b["start"] for b in loader]))
+    assert not torch.equal(epochs[0], epochs[1])
+    ds.set_epoch(1)
+    assert torch.equal(epochs[1], torch.stack([ds[i]["start"] for i in range(len(ds))]))
+
+
+def test_exports_build_a_term_from_parts_that_complete_it(tiny_copy) -> None:  # type: ignore[no-untyped-def]
+    """A store holding the left and right kidney but no `kidney` of its own: the loader gave the
+    union, the exports skipped the case ("holds no kidney")."""
+    import shutil
+
+    import nibabel as nib
+
+    from curator.export import export_monai
+
+    path = tiny_copy / "stores" / "TinyTotalSeg__s0000.zarr"
+    old = CaseStore(path)
+    left, right = old.mask("kidney_left"), old.mask("kidney_right")
+    plane = left.astype(np.uint8) + 2 * right.astype(np.uint8)
+    image, geometry, attrs = old.read("image"), old.geometry, old.attrs
+    shutil.rmtree(path)
+    CaseStore.create(path, geometry=geometry, attrs=attrs, image=image,
+                     labels=[(plane, {1: ["kidney_left"], 2: ["kidney_right"]})])
+    rep = export_monai(tiny_copy, tiny_copy.parent / "m", terms=["kidney"], where="case_id = 'TinyTotalSeg__s0000'")
+    assert rep.cases == ["TinyTotalSeg__s0000"], rep.skipped
+    got = np.asarray(nib.load(tiny_copy.parent / "m" / "labels" / "TinyTotalSeg__s0000.nii.gz").dataobj)
+    assert np.array_equal(got == 1, left | right) and left.any() and right.any()
