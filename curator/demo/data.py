@@ -37,7 +37,7 @@ title: Demo dataset in the TotalSegmentator layout (one mask file per structure)
 modality: CT
 region: abdomen
 licence: CC-BY-4.0
-citation_key: curator-demo
+citation_key: curatordemo
 citation: |
   @misc{curatordemo, title={curator demo phantoms}, year={2026}}
 layout:
@@ -63,7 +63,7 @@ title: Demo dataset in the Pancreas-CT layout (DICOM series + NIfTI labels)
 modality: CT
 region: abdomen
 licence: CC-BY-4.0
-citation_key: curator-demo
+citation_key: curatordemo
 citation: |
   @misc{curatordemo, title={curator demo phantoms}, year={2026}}
 layout:

@@ -28,7 +28,7 @@ title: Demo MR dataset with follow-up visits (one folder per visit, <patient>_<v
 modality: MR
 region: abdomen
 licence: CC-BY-4.0
-citation_key: curator-demo-mr
+citation_key: curatordemomr
 citation: |
   @misc{curatordemomr, title={curator demo MR phantoms}, year={2026}}
 layout:

@@ -55,6 +55,7 @@ def _sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str, Any
         out.append({"name": name, "dataset": s.name, "version": s.version, "licence": s.licence,
                     "licence_url": s.extra.get("licence_url") or None,
                     "licence_notes": s.extra.get("licence_notes") or None,
+                    "licence_terms": s.extra.get("licence_terms") or None,
                     "citation_key": s.citation_key or s.name, "citation": s.citation.strip(),
                     "homepage": s.homepage or None, "modality": s.modality, "region": s.region,
                     "cases": int(per.get(s.name, 0))})
@@ -68,7 +69,8 @@ def _front(builder: ReleaseBuilder, cases: pl.LazyFrame, sources: list[dict[str,
 
     rc = builder.ctx.config.release
     splits = builder.extra.get("splits", {})
-    stats = cases.select(n=pl.len(), patients=pl.col("patient_id").n_unique(),
+    gone = _dropped_ids(builder)  # a dropped copy's patient id is the kept member's person again
+    stats = cases.select(n=pl.len(), patients=pl.col("patient_id").filter(~pl.col("case_id").is_in(gone)).n_unique(),
                          datasets=pl.col("dataset").unique().sort().implode(),
                          modalities=pl.col("modality").unique().sort().implode(),
                          regions=pl.col("region").drop_nulls().unique().sort().implode()).collect().row(0, named=True)
@@ -77,7 +79,7 @@ def _front(builder: ReleaseBuilder, cases: pl.LazyFrame, sources: list[dict[str,
         "parent_version": builder.parent.name if builder.parent else None,
         "schema_version": schema_version(), "code_version": __version__,
         "pipeline_config_hash": config_hash(builder.ctx),
-        "n_cases": stats["n"], "n_patients": stats["patients"], "n_dropped_duplicates": _dropped(builder),
+        "n_cases": stats["n"], "n_patients": stats["patients"], "n_dropped_duplicates": len(gone),
         "n_label_rows": builder.tables.num_rows("labels") if "labels" in builder.tables else None,
         "datasets": list(stats["datasets"]), "modalities": list(stats["modalities"]),
         "regions": [r for r in stats["regions"] if r],
@@ -88,18 +90,21 @@ def _front(builder: ReleaseBuilder, cases: pl.LazyFrame, sources: list[dict[str,
     }
 
 
-def _dropped(builder: ReleaseBuilder) -> int:
+def _dropped_ids(builder: ReleaseBuilder) -> list[str]:
     """Members of duplicate groups the keep policy dropped."""
     if "duplicates" not in builder.tables:
-        return 0
-    return int(sum(not k for k in builder.tables["duplicates"].column("kept").to_pylist()))
+        return []
+    t = builder.tables["duplicates"]
+    return sorted(c for c, k in zip(t.column("case_id").to_pylist(), t.column("kept").to_pylist(), strict=True)
+                  if not k)
 
 
 def _summary(builder: ReleaseBuilder, front: dict[str, Any]) -> str:
     rc = builder.ctx.config.release
     parent = f", built on {front['parent_version']}" if front["parent_version"] else ""
     return (f"Release **{rc.version}** of the **{rc.collection}** collection{parent}: "
-            f"{front['n_cases']} cases of {front['n_patients']} patient ids from {len(front['datasets'])} "
+            f"{front['n_cases']} cases of {front['n_patients']} patients (distinct patient ids of the cases "
+            f"not dropped as duplicates) from {len(front['datasets'])} "
             f"dataset(s) ({', '.join(front['modalities'])})"
             + (f"; {front['n_dropped_duplicates']} of the cases are copies of another case's scan (dropped "
                "from the training view, see `duplicates`)" if front.get("n_dropped_duplicates") else "")
@@ -215,7 +220,7 @@ def render_card(builder: ReleaseBuilder) -> str:
     cases = builder.tables.scan("cases")
     labels, dups = _frame(builder, "labels"), _frame(builder, "duplicates")
     sources = _sources(builder, cases)
-    lic = combine({s["name"]: parse_licence(s["licence"]) for s in sources},
+    lic = combine({s["name"]: parse_licence(s["licence"]).with_declared(s.get("licence_terms")) for s in sources},
                   {s["name"]: s.get("licence_notes") or "" for s in sources})
     front = _front(builder, cases, sources, lic)
     rc = builder.ctx.config.release

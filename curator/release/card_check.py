@@ -77,9 +77,12 @@ def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None 
             for k in ("name", "licence"):
                 if s.get(k) and str(s[k]) not in src_text:
                     issues.append(f"the Sources section does not show {k} {s[k]!r}")
-            key = str(s.get("citation_key") or "")
-            if key and key not in body:
-                issues.append(f"the citation of {s.get('name')!r} ({key}) is not in the card body")
+            for key in (k.strip() for k in str(s.get("citation_key") or "").split(",") if k.strip()):
+                # the key in the source's Sources row, and its BibTeX entry among the citations
+                if not re.search(rf"\|[^\n]*\b{re.escape(key)}\b[^\n]*\|", src_text) or not re.search(
+                        rf"@\w+\s*\{{\s*{re.escape(key)}\s*,", src_text):
+                    issues.append(f"the citation of {s.get('name')!r} ({key}) is not in the Sources section "
+                                  "(its key in the table and its BibTeX entry under Citations)")
     if datasets is not None and names and not datasets <= names:
         issues.append(f"datasets without a source entry: {sorted(datasets - names)}")
     if n_cases is not None and meta.get("n_cases") != n_cases:

@@ -104,8 +104,19 @@ def diff_table(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], ignore: set[st
     out = TableDiff(keys)
     out.added = _rows(b.join(a.select(keys), on=keys, how="anti", nulls_equal=True).select(keys).sort(keys))
     out.removed = _rows(a.join(b.select(keys), on=keys, how="anti", nulls_equal=True).select(keys).sort(keys))
-    compare = [c for c in a.columns if c in b.columns and c not in keys and c not in (ignore or set())
-               and a[c].dtype == b[c].dtype]
+    compare = []
+    for c in a.columns:
+        if c not in b.columns or c in keys or c in (ignore or set()):
+            continue
+        if a[c].dtype != b[c].dtype:  # a retyped column (int32 -> int64, a list of another type): compare values
+            try:
+                a = a.with_columns(a[c].cast(b[c].dtype))
+            except pl.exceptions.PolarsError:
+                try:
+                    a, b = a.with_columns(a[c].cast(pl.String)), b.with_columns(b[c].cast(pl.String))
+                except pl.exceptions.PolarsError:
+                    continue  # no common type: the schema change is reported, the values are not
+        compare.append(c)
     if compare:
         j = a.select(keys + compare).join(b.select(keys + compare), on=keys, suffix="__b", nulls_equal=True)
         flags = [pl.when(pl.col(c).ne_missing(pl.col(f"{c}__b"))).then(pl.lit(c)) for c in compare]

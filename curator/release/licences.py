@@ -36,10 +36,26 @@ class LicenceTerms:
     derivatives: Literal["yes", "share-alike", "no", "unknown"]
     attribution: bool
     conflicting: bool = False
+    redistribution: YesNo = "unknown"  # may the (original or adapted) data be passed on at all
 
     @property
     def known(self) -> bool:
         return self.family != "unknown"
+
+    def with_declared(self, declared: dict[str, Any] | None) -> LicenceTerms:
+        """These terms with a dataset YAML's ``licence_terms`` (commercial_use, derivatives,
+        redistribution) put over what the licence id implies: the registry records terms of use
+        the id alone does not say (a challenge's non-commercial terms behind a ``LicenseRef-``,
+        the share-alike of images an MIT-labelled label set is drawn on)."""
+        if not declared:
+            return self
+        commercial = str(declared.get("commercial_use", self.commercial))
+        derivatives = str(declared.get("derivatives", self.derivatives))
+        redistribution = str(declared.get("redistribution", self.redistribution))
+        known = self.known or any(v != "unknown" for v in (commercial, derivatives, redistribution))
+        return LicenceTerms(self.declared, self.family if self.known or not known else "declared terms",
+                            commercial, derivatives, self.attribution, self.conflicting,  # type: ignore[arg-type]
+                            redistribution)  # type: ignore[arg-type]
 
 
 def _cc_terms(token: str) -> tuple[str, YesNo, str]:
@@ -60,17 +76,18 @@ def parse_licence(text: str | None) -> LicenceTerms:
     """Read a declared licence string (see the module docstring)."""
     declared = (text or "").strip()
     low = declared.lower()
-    conflicting = low.startswith("conflicting") or " vs " in low
+    conflicting = low.startswith("conflicting") or " vs " in low or (low.startswith("licenseref-")
+                                                                      and "conflict" in low)
     if not declared or low.startswith("unknown"):
-        return LicenceTerms(declared or "unknown", "unknown", "unknown", "unknown", True)
+        return LicenceTerms(declared or "unknown", "unknown", "unknown", "unknown", True, conflicting)
     found = [_cc_terms(m.group(1)) for m in _CC.finditer(declared)]
     if found:
         fam, commercial, deriv = max(found, key=_restrictiveness)
-        return LicenceTerms(declared, fam, commercial, deriv, fam != "CC0", conflicting)  # type: ignore[arg-type]
+        return LicenceTerms(declared, fam, commercial, deriv, fam != "CC0", conflicting, "yes")  # type: ignore[arg-type]
     if _ODBL.search(declared):
-        return LicenceTerms(declared, "ODbL", "yes", "share-alike", True, conflicting)
+        return LicenceTerms(declared, "ODbL", "yes", "share-alike", True, conflicting, "yes")
     if _PERMISSIVE.search(declared):
-        return LicenceTerms(declared, "permissive", "yes", "yes", True, conflicting)
+        return LicenceTerms(declared, "permissive", "yes", "yes", True, conflicting, "yes")
     return LicenceTerms(declared, "unknown", "unknown", "unknown", True, conflicting)
 
 
@@ -86,26 +103,34 @@ class Combined:
     unknown: list[str] = field(default_factory=list)
     conflicting: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
+    redistribute: YesNo = "unknown"
+    no_redistribution: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The front-matter form."""
-        return {"commercial_use": self.commercial_use, "redistribute_adapted": self.redistribute_adapted,
+        return {"commercial_use": self.commercial_use, "redistribute": self.redistribute,
+                "redistribute_adapted": self.redistribute_adapted,
                 "attribution_required": self.attribution_required, "share_alike": self.share_alike,
-                "no_derivatives": self.no_derivatives, "unknown": self.unknown,
-                "conflicting": self.conflicting}
+                "no_derivatives": self.no_derivatives, "no_redistribution": self.no_redistribution,
+                "unknown": self.unknown, "conflicting": self.conflicting}
 
 
 def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = None) -> Combined:
     """Constraints of using ``sources`` (name -> terms) together; ``notes``: per-source licence notes."""
     nc = sorted(n for n, t in sources.items() if t.commercial == "no")
     unk = sorted(n for n, t in sources.items() if not t.known)
-    conf = sorted(n for n, t in sources.items() if t.conflicting and t.known)
+    conf = sorted(n for n, t in sources.items() if t.conflicting)
     sa = sorted(n for n, t in sources.items() if t.derivatives == "share-alike")
     nd = sorted(n for n, t in sources.items() if t.derivatives == "no")
-    commercial: YesNo = "no" if nc else ("unknown" if unk else "yes")
+    nr = sorted(n for n, t in sources.items() if t.redistribution == "no")
+    commercial: YesNo = ("no" if nc else "unknown" if unk or any(t.commercial == "unknown" for t in sources.values())
+                         else "yes")
     sa_families = sorted({sources[n].family for n in sa})
-    adapted: YesNo = "no" if nd or len(sa_families) > 1 else ("unknown" if unk else "yes")
-    c = Combined(commercial, adapted, any(t.attribution for t in sources.values()), sa, nd, unk, conf)
+    adapted: YesNo = "no" if nd or nr or len(sa_families) > 1 else ("unknown" if unk else "yes")
+    redistribute: YesNo = "no" if nr else ("unknown" if any(t.redistribution == "unknown" for t in sources.values())
+                                           else "yes")
+    c = Combined(commercial, adapted, any(t.attribution for t in sources.values()), sa, nd, unk, conf,
+                 redistribute=redistribute, no_redistribution=nr)
     lines = c.constraints
     if nc:
         lines.append(f"Non-commercial use only: {', '.join(nc)} forbid(s) commercial use, and the "
@@ -120,6 +145,10 @@ def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = Non
     if nd:
         lines.append(f"No derivatives: {', '.join(nd)} forbid(s) sharing adapted material; ship only their "
                      "original files (or the recipe to rebuild them).")
+    if nr:
+        lines.append(f"No redistribution: {', '.join(nr)} may not be passed on (e.g. registration or a data use "
+                     "agreement per user); share this release without their cases, or the recipe to rebuild "
+                     "them from each user's own download.")
     if unk:
         lines.append(f"Licence unknown for {', '.join(unk)}: check each dataset's terms before "
                      "redistributing this release or using it commercially.")
@@ -128,7 +157,7 @@ def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = Non
                      "variant until clarified with the dataset's maintainers.")
     if c.attribution_required:
         lines.append("Attribution: cite every source listed under Sources when you use or share this release.")
-    if not (nc or sa or nd or unk or conf):
+    if not (nc or sa or nd or nr or unk or conf):
         lines.append("All sources allow commercial use and adaptation with attribution.")
     for name, note in sorted((notes or {}).items()):
         if note:

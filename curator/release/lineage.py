@@ -70,16 +70,52 @@ def resolve_parent(ctx: Context) -> Path | None:
 
 
 def published_config(ctx: Context) -> dict[str, Any]:
-    """The pipeline config as published in release.json: no machine paths (folders → names)."""
+    """The pipeline config as published in release.json: what made the release, not where or how
+    it ran — no machine paths (folders and files → their names), no ``executor`` (workers, a
+    Dask address, progress bars), no stage setting that does not change results (``nohash``:
+    a batch size, a device)."""
     pipeline = ctx.config.to_dict()
     pipeline.pop("workspace", None)
+    pipeline.pop("executor", None)
     for s in pipeline.get("sources", []):
         s["root"] = Path(s["root"]).name
         if s["dataset"].endswith((".yaml", ".yml")):
             s["dataset"] = Path(s["dataset"]).name
     pipeline["registry"] = [Path(r).name for r in pipeline.get("registry", [])]
     pipeline.get("release", {}).pop("root", None)
+    stages = pipeline.get("stages") or {}
+    for name, settings in stages.items():
+        if isinstance(settings, dict):
+            for key in _unhashed(name):
+                settings.pop(key, None)
+    pipeline["stages"] = _names_only(stages)
     return pipeline
+
+
+def _unhashed(stage: str) -> list[str]:
+    """Settings of ``stage`` declared ``nohash`` (they do not change its results)."""
+    import dataclasses
+
+    from curator.stages import available
+
+    ref = available().get(stage)
+    if ref is None:
+        return []
+    from curator.runner.stage import load_stage_class
+
+    return [f.name for f in dataclasses.fields(load_stage_class(ref).config_class) if f.metadata.get("hash") is False
+            and f.name not in ("enabled", "on_bad_case")]
+
+
+def _names_only(value: Any) -> Any:
+    """``value`` with every absolute (or home-relative) path replaced by its file name."""
+    if isinstance(value, dict):
+        return {k: _names_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_names_only(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value)):
+        return Path(value).name
+    return value
 
 
 def config_hash(ctx: Context) -> str:

@@ -192,10 +192,14 @@ def build_html(d: ReportData, *, max_terms: int = 12, max_gallery: int = 24) -> 
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("counts", "counts"), ("qc", "quality control"),
                                                           ("dedup", "duplicates"), ("problems", "problems"),
                                                           ("review", "review worklist")))
+    # the copy inside a release has no creation time of its own (it is in release.json): a rebuilt
+    # release keeps byte-identical files
+    stamp = " · ".join(f"{label} {esc(info.get(key))}" for label, key in
+                       (("created", "created"), ("code", "code_version"), ("schema", "schema_version"))
+                       if info.get(key))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<link rel="icon" href="data:,"><title>QC report · {esc(d.title)}</title><style>{CSS}</style></head>'
             f"<body><h1>QC report · {esc(d.title)}</h1>"
-            f'<p class="muted">created {esc(info.get("created"))} · code {esc(info.get("code_version"))} · '
-            f"schema {esc(info.get('schema_version'))}<br>{esc(facts)}</p><nav>{nav}</nav>"
+            f'<p class="muted">{stamp}<br>{esc(facts)}</p><nav>{nav}</nav>'
             + "\n".join(sections) + "</body></html>\n")

@@ -15,7 +15,11 @@ log = logging.getLogger("curator")
 def release_step(builder: Any) -> None:
     """Build the report from the tables being released; the gallery reads the staged stores when the
     release carries them, else the workspace's."""
+    from curator import __version__
+    from curator.schema import schema_version
+
     info = {"collection": builder.ctx.config.release.collection, "version": builder.version,
+            "code_version": __version__, "schema_version": schema_version(),
             "counts": {name: t.num_rows for name, t in sorted(builder.tables.items())}}
     roots = (builder.staging / "stores", builder.ctx.workspace.stores_dir)
     data = ReportData.from_arrow(builder.tables, info, roots)

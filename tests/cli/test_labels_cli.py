@@ -63,7 +63,7 @@ def test_committed_dataset_card_is_current(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     text = out.read_text()
     assert text == render_card(load_registry(), load_taxonomy())
-    assert "| KiTS23 | CT | abdomen | 489 | 3 (+2 derived) | CC-BY-NC-SA-4.0 | KiTS23 |" in text
+    assert "| KiTS23 | CT | abdomen | 489 | 3 (+2 derived) | CC-BY-NC-SA-4.0 | heller2023kits21 |" in text
     assert "**Forbid derivatives** (3): HAN_Seg, LAScarQS22_Task1, LAScarQS22_Task2." in text
     assert (REPO / "DATASET_CARD.md").read_text() == text, "regenerate: python -m curator card --registry --out DATASET_CARD.md"
     assert runner.invoke(app, ["card"]).exit_code == 2

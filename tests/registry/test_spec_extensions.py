@@ -104,3 +104,20 @@ def test_slice_folders_and_mat_masks_read_as_volumes(tmp_path: Path) -> None:
     save_mat(tmp_path / "PAT001.mat", lab.astype(np.uint8))
     vol = read_volume(tmp_path / "PAT001.mat", role="label")
     assert np.array_equal(vol.array, lab) and vol.meta["variable"] == "Mask"
+
+
+def test_the_citation_key_must_be_the_bibtex_entrys_key() -> None:
+    """The card cites citation_key above the BibTeX it prints: KiTS23's card cited "KiTS23" over
+    an entry keyed heller2023kits21."""
+    from curator.registry.check import _dataset_checks
+
+    def problems(**kw: Any) -> list[str]:
+        s, issues = spec(**kw)
+        assert not issues
+        return [p.message for p in _dataset_checks(s, (), set()) if p.kind == "citation"]
+
+    assert problems(citation_key="toy") == []
+    assert "citation_key 'Toy2024' is not the key of a BibTeX entry" in problems(citation_key="Toy2024")[0]
+    two = "@misc{toy, title={toy}}\n@article{more, title={more}}"
+    assert problems(citation=two, citation_key="toy,more") == []
+    assert len(problems(citation=two, citation_key="toy,other")) == 1

@@ -88,3 +88,27 @@ def test_a_killed_builds_staging_folder_is_removed_by_the_next(tmp_path: Path) -
         (d / "stores").mkdir(parents=True)
     assert remove_dead_staging(tmp_path) == [dead]
     assert not dead.exists() and running.exists() and elsewhere.exists()
+
+
+def test_the_published_config_says_what_made_the_release_not_where_it_ran(tmp_path: Path) -> None:
+    """Executor settings (a Dask address, progress bars), result-neutral stage settings (a device,
+    a batch size) and machine paths in stage settings stay out of release.json and its hash: one
+    workspace released twice with another executor is the same release."""
+    from curator.config import PipelineConfig
+    from curator.release.lineage import config_hash, published_config
+    from curator.runner.context import Context
+
+    def ctx(**extra: object) -> Context:
+        return Context(PipelineConfig.from_dict({
+            "workspace": str(tmp_path / "ws"), "release": {"root": str(tmp_path / "rel"), "collection": "c"},
+            "stages": {"qc": {"overrides": "/home/alice/secret/qc_overrides.yaml", "epsilon": 3.0},
+                       "pseudolabel": {"device": "cuda:1", "batch_size": 16, "overlap": 0.25}},
+            **extra}))
+
+    a, b = ctx(), ctx(executor={"kind": "dask", "address": "tcp://10.0.0.5:8786", "progress": True})
+    pub = published_config(b)
+    text = json.dumps(pub)
+    assert "executor" not in pub and "10.0.0.5" not in text and "/home/alice" not in text
+    assert pub["stages"]["qc"] == {"overrides": "qc_overrides.yaml", "epsilon": 3.0}
+    assert pub["stages"]["pseudolabel"] == {"overlap": 0.25}
+    assert config_hash(a) == config_hash(b)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,31 @@ def test_reference_licence_table_is_read_consistently() -> None:
     assert checked > 5
 
 
+@pytest.mark.skipif(not LICENCES.is_file(), reason="shared reference licences.tsv not present")
+def test_the_release_card_reads_every_registry_licence_as_the_reference_does() -> None:
+    """The card combines each source's licence id *with* its YAML's licence_terms: CHAOS's and
+    FLARE22's non-commercial, no-redistribution terms of use sit behind a LicenseRef, and
+    Couinaud_Liver's MIT labels are drawn on share-alike images. The id alone read them all wrong."""
+    from curator.registry import load_registry
+
+    with open(LICENCES, newline="", encoding="utf-8") as f:
+        ref = {r["name"]: r for r in csv.DictReader(f, delimiter="\t")}
+    reg = load_registry()
+    assert set(ref) == set(reg.datasets)
+    for name, spec in reg.datasets.items():
+        t = parse_licence(spec.licence).with_declared(spec.extra.get("licence_terms"))
+        r = ref[name]
+        assert (t.commercial, t.derivatives, t.redistribution) == (
+            r["commercial_use"], r["derivatives"], r["redistribution"]), name
+        assert t.conflicting == ("conflicting" in r["licence"]), name
+    specs = {n: reg.datasets[n] for n in ("CHAOS_CT", "FLARE22", "AMOS22_CT", "Couinaud_Liver")}
+    c = combine({n: parse_licence(s.licence).with_declared(s.extra.get("licence_terms")) for n, s in specs.items()})
+    assert (c.commercial_use, c.redistribute) == ("no", "no")
+    assert c.share_alike == ["AMOS22_CT", "Couinaud_Liver"] and c.conflicting == ["AMOS22_CT", "CHAOS_CT"]
+    assert c.no_redistribution == ["CHAOS_CT", "FLARE22"]
+    assert any(line.startswith("No redistribution: CHAOS_CT, FLARE22") for line in c.constraints)
+
+
 def test_release_card_lists_every_source_and_passes_the_check(demo: Path) -> None:
     rel = demo / "releases" / "demo" / "0.1.0"
     card = (rel / "DATASET_CARD.md").read_text()
@@ -96,6 +122,12 @@ def test_release_card_lists_every_source_and_passes_the_check(demo: Path) -> Non
         dropped = sum(not k for k in pq.read_table(rel / "duplicates.parquet").column("kept").to_pylist())
         assert dropped and meta["n_dropped_duplicates"] == dropped
         assert f"{dropped} of the cases are copies of another case's scan" in body
+        from curator.release.query import Release
+
+        people = Release(rel).sql("select count(distinct patient_id) from cases where case_id not in "
+                                  "(select case_id from duplicates where not kept)").fetchall()[0][0]
+        everyone = Release(rel).sql("select count(distinct patient_id) from cases").fetchall()[0][0]
+        assert meta["n_patients"] == people < everyone  # a dropped copy is no further person
     if "qc" in ran:
         assert "The qc stage did not run" not in body and "exclude" in body
 
@@ -125,6 +157,10 @@ def test_structure_check_finds_each_defect(demo: Path) -> None:
     key = meta["sources"][-1]["citation_key"]
     issues = check_card("---\n" + yaml.safe_dump(meta) + "---\n" + body.replace(key, "XXX"))
     assert any(key in i for i in issues)
+    # the BibTeX blocks gone, the key still named in the table: caught (a body-wide substring test was not)
+    no_bib = re.sub(r"```bibtex\n.*?```\n", "", body, flags=re.DOTALL)
+    assert no_bib != body and any(key in i and "BibTeX" in i for i in check_card(
+        "---\n" + yaml.safe_dump(meta) + "---\n" + no_bib))
     assert check_card(good, datasets={"KiTS23", "Other"})[0].startswith("datasets without a source entry")
     assert "n_cases" in check_card(good, n_cases=999)[0]
 
@@ -136,3 +172,13 @@ def test_verify_reports_a_broken_card(demo: Path) -> None:
     rep = verify_release(rel)
     assert rep.modified == ["DATASET_CARD.md"]
     assert rep.card_issues == ["section '## Splits' is missing"]
+
+
+def test_the_released_report_names_its_code_and_schema(demo: Path) -> None:
+    """Its header read "created – · code – · schema –" (the release step passed no versions);
+    the creation time stays in release.json, so a rebuilt release keeps a byte-identical report."""
+    from curator import __version__
+    from curator.schema import schema_version
+
+    html = (demo / "releases" / "demo" / "0.1.0" / "report.html").read_text()
+    assert f"code {__version__} · schema {schema_version()}" in html and "–" not in html.split("<nav>")[0]

@@ -38,6 +38,14 @@ def test_diff_table_keys_and_changed_columns() -> None:
     assert diff_table(a, a, ["k"]).empty
 
 
+def test_a_retyped_column_still_has_its_changed_values_named() -> None:
+    """int32 -> int64 (or a list of ints -> of strings) used to drop the column from the value
+    comparison: the schema change was listed, the rows it changed were not."""
+    a = pl.DataFrame({"k": [1, 2, 3], "v": pl.Series([10, 20, 30], dtype=pl.Int32), "l": [[1], [2], [3]]})
+    b = pl.DataFrame({"k": [1, 2, 3], "v": pl.Series([10, 25, 30], dtype=pl.Int64), "l": [["1"], ["2"], ["4"]]})
+    assert diff_table(a, b, ["k"]).changed == [((2,), ["v"]), ((3,), ["l"])]
+
+
 def test_diff_names_qc_exclusions_duplicates_and_label_changes(demo: Path, release_with: Build) -> None:
     ws = Workspace(demo / "workspace")
     (ws.tables_dir / "duplicates.parquet").unlink()  # the demo's own groups: this test plants one
