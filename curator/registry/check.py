@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from curator.registry.spec import DatasetSpec
+from curator.release.card_check import bibtex_keys
 
 # SPDX ids the registry uses or is likely to; anything else must be LicenseRef-<id> with notes
 SPDX_IDS = {"CC0-1.0", "CC-BY-3.0", "CC-BY-4.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-3.0", "CC-BY-NC-4.0",
             "CC-BY-NC-SA-3.0", "CC-BY-NC-SA-4.0", "CC-BY-ND-4.0", "CC-BY-NC-ND-3.0", "CC-BY-NC-ND-4.0", "ODbL-1.0",
             "PDDL-1.0", "MIT", "Apache-2.0", "BSD-3-Clause", "GPL-3.0-only", "GPL-3.0-or-later"}
-_BIBTEX_KEYS = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
 _LICENSE_REF = re.compile(r"^LicenseRef-[A-Za-z0-9.\-]+$")
 _BIBTEX = re.compile(r"^\s*@\w+\s*\{\s*[^,\s]+\s*,", re.MULTILINE)
 WARNING_KINDS = {"ambiguous_bag", "overlap_unknown"}
@@ -57,7 +57,7 @@ def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]
     if not spec.citation_key:
         out.append(Problem(f"{where}:citation_key", "citation", "`citation_key` is missing"))
     else:  # the card cites citation_key and prints the BibTeX under it: they must be the same keys
-        keys = _BIBTEX_KEYS.findall(spec.citation)
+        keys = bibtex_keys(spec.citation)
         for key in (k.strip() for k in spec.citation_key.split(",")):
             if key not in keys:
                 out.append(Problem(f"{where}:citation_key", "citation", f"citation_key {key!r} is not the key of a "

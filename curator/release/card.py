@@ -19,7 +19,7 @@ import yaml
 
 from curator.errors import ReleaseError
 from curator.release.build import ReleaseBuilder
-from curator.release.card_check import check_card
+from curator.release.card_check import bibtex_keys, check_card
 from curator.release.licences import Combined, combine, parse_licence
 from curator.release.lineage import config_hash
 
@@ -56,10 +56,21 @@ def _sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str, Any
                     "licence_url": s.extra.get("licence_url") or None,
                     "licence_notes": s.extra.get("licence_notes") or None,
                     "licence_terms": s.extra.get("licence_terms") or None,
-                    "citation_key": s.citation_key or s.name, "citation": s.citation.strip(),
+                    "citation_key": cited_key(s.citation_key, s.citation, s.name), "citation": s.citation.strip(),
                     "homepage": s.homepage or None, "modality": s.modality, "region": s.region,
                     "cases": int(per.get(s.name, 0))})
     return out
+
+
+def cited_key(declared: str | None, citation: str, name: str) -> str:
+    """The key the card cites for a source: its ``citation_key`` when its BibTeX entries carry it,
+    else the keys of those entries (a YAML without a key, or with one its entry does not carry —
+    `curator labels check` reports that), else the key or the source's name (no BibTeX)."""
+    keys = bibtex_keys(citation)
+    given = [k.strip() for k in (declared or "").split(",") if k.strip()]
+    if given and (not keys or all(k in keys for k in given)):
+        return ",".join(given)
+    return ",".join(keys) if keys else (declared or name)
 
 
 def _front(builder: ReleaseBuilder, cases: pl.LazyFrame, sources: list[dict[str, Any]],

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+_BIBTEX_KEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
+
 REQUIRED_KEYS = ("collection", "version", "schema_version", "n_cases", "licences", "licence_summary",
                  "sources", "splits")
 SOURCE_KEYS = ("name", "licence", "citation")
@@ -77,10 +79,14 @@ def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None 
             for k in ("name", "licence"):
                 if s.get(k) and str(s[k]) not in src_text:
                     issues.append(f"the Sources section does not show {k} {s[k]!r}")
+            bib = bibtex_keys(str(s.get("citation") or ""))
             for key in (k.strip() for k in str(s.get("citation_key") or "").split(",") if k.strip()):
-                # the key in the source's Sources row, and its BibTeX entry among the citations
-                if not re.search(rf"\|[^\n]*\b{re.escape(key)}\b[^\n]*\|", src_text) or not re.search(
-                        rf"@\w+\s*\{{\s*{re.escape(key)}\s*,", src_text):
+                # the key in the source's Sources row, and (BibTeX citations) its entry under Citations
+                in_table = re.search(rf"\|[^\n]*\b{re.escape(key)}\b[^\n]*\|", src_text)
+                if bib and key not in bib:
+                    issues.append(f"the citation key {key!r} of {s.get('name')!r} is not the key of its BibTeX "
+                                  f"entry ({', '.join(bib)})")
+                elif not in_table or (bib and not re.search(rf"@\w+\s*\{{\s*{re.escape(key)}\s*,", src_text)):
                     issues.append(f"the citation of {s.get('name')!r} ({key}) is not in the Sources section "
                                   "(its key in the table and its BibTeX entry under Citations)")
     if datasets is not None and names and not datasets <= names:
@@ -88,6 +94,11 @@ def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None 
     if n_cases is not None and meta.get("n_cases") != n_cases:
         issues.append(f"front matter n_cases = {meta.get('n_cases')} but the release has {n_cases} cases")
     return issues
+
+
+def bibtex_keys(text: str) -> list[str]:
+    """The keys of the BibTeX entries in ``text``, in order."""
+    return _BIBTEX_KEY.findall(text)
 
 
 def check_card_file(path: Path) -> list[str]:

@@ -55,6 +55,9 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     case's intensity window (normalised: the value air takes; ``normalise=False``: −1000 HU
     for CT, the window's lower bound otherwise) and the masks with background.
 
+    Cases that hold none of the requested terms (no voxel, no annotated absence) are left out:
+    their items would have ``present`` all false (``labelled_only=False`` keeps them).
+
     ``split`` picks the release's ``splits`` (default ``"train"``: validation and test cases
     stay out unless asked for; ``None`` takes every case the ``where`` clause selects).
 
@@ -75,7 +78,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                  foreground_fraction: float = 0.67, term_weights: dict[str, float] | None = None,
                  balance: bool = True, repeat: bool = True, samples_per_epoch: int | None = None,
                  seed: int = 0, normalise: bool = True, max_open: int = 64, duplicates: bool = False,
-                 qc_filter: bool = True) -> None:
+                 qc_filter: bool = True, labelled_only: bool = True) -> None:
         self.release = release if isinstance(release, Release) else Release(release)
         self.root = self.release.path
         self.terms = _names("terms", terms)
@@ -115,6 +118,14 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self._prompts = {m: [tax.prompt(t, m) if t in tax else f"({m.lower()}) {t.replace('_', ' ')}"
                              for t in self.terms] for m in {c["modality"] for c in self.cases}}
         self._index_terms()
+        if labelled_only:  # a case holding none of the terms gives items with nothing to learn from
+            kept = [c for c in self.cases if self._case_terms.get(c["case_id"])
+                    or any(p in self.view.labels_absent(c["case_id"]) for ps in self._parts.values() for p in ps)]
+            if not kept:
+                raise ReleaseError("release_error", f"no selected case holds any of {self.terms} in layers "
+                                   f"{list(self.layers)}", path=str(self.root),
+                                   remedy="check the terms and layers, or pass labelled_only=False")
+            self.cases = kept
         reps = [self._repeat(c) if repeat else 1.0 for c in self.cases]
         self.weights = np.asarray(case_weights([c["dataset"] for c in self.cases], reps, balance))
         self._cdf = np.cumsum(self.weights)

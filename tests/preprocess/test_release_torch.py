@@ -134,7 +134,7 @@ def test_each_term_comes_from_its_best_layer(tiny: Tiny, tmp_path) -> None:
     assert np.array_equal(got[2], revised == 2)
     with pytest.warns(UserWarning, match="no case of the release holds 'aorta'"):
         only_pseudo = PatchDataset(rel, terms=["aorta"], where=f"p.case_id = '{cid}'", patch_size=shape,
-                                   normalise=False, layers=("pseudo",))[0]
+                                   normalise=False, layers=("pseudo",), labelled_only=False)[0]
     assert np.array_equal(only_pseudo["masks"][0].numpy().astype(bool), pseudo == 1)
 
 
@@ -155,7 +155,7 @@ def test_a_term_is_built_from_its_parts_only_when_they_complete_it(tiny: Tiny, t
 
     def item(cid: str, terms: list[str], layers: tuple[str, ...] = ("original", "revised")) -> dict:
         ds = PatchDataset(rel, terms=terms, where=f"p.case_id = '{cid}'", patch_size=shape, normalise=False,
-                          layers=layers, foreground_fraction=1.0)
+                          layers=layers, foreground_fraction=1.0, labelled_only=False)  # store_terms predates edits
         return ds[0]
 
     with pytest.warns(UserWarning, match="no case of the release holds 'kidney'"):  # store_terms predates it
@@ -379,11 +379,12 @@ def test_a_term_labelled_absent_is_present_with_an_empty_mask(tiny_copy) -> None
 
 
 def test_the_default_split_is_train(tiny_copy) -> None:  # type: ignore[no-untyped-def]
-    train = PatchDataset(tiny_copy, terms=[term_id("liver")], patch_size=(24, 24, 8))
+    args = {"terms": [term_id("liver")], "patch_size": (24, 24, 8), "labelled_only": False}
+    train = PatchDataset(tiny_copy, **args)  # type: ignore[arg-type]
     assert "TinyTotalSeg__s0001" not in {c["case_id"] for c in train.cases} and len(train.cases) == 4
-    test = PatchDataset(tiny_copy, terms=[term_id("liver")], patch_size=(24, 24, 8), split="test")
+    test = PatchDataset(tiny_copy, split="test", **args)  # type: ignore[arg-type]
     assert [c["case_id"] for c in test.cases] == ["TinyTotalSeg__s0001"]
-    assert len(PatchDataset(tiny_copy, terms=[term_id("liver")], patch_size=(24, 24, 8), split=None).cases) == 5
+    assert len(PatchDataset(tiny_copy, split=None, **args).cases) == 5  # type: ignore[arg-type]
 
 
 def test_padding_outside_the_volume_is_air(tiny: Tiny) -> None:
@@ -445,3 +446,15 @@ def test_exports_build_a_term_from_parts_that_complete_it(tiny_copy) -> None:  #
     assert rep.cases == ["TinyTotalSeg__s0000"], rep.skipped
     got = np.asarray(nib.load(tiny_copy.parent / "m" / "labels" / "TinyTotalSeg__s0000.nii.gz").dataobj)
     assert np.array_equal(got == 1, left | right) and left.any() and right.any()
+
+
+def test_cases_holding_none_of_the_terms_are_left_out(tiny: Tiny) -> None:
+    """terms=[liver]: the KiTS cases label no liver; their items would all be present = False."""
+    liver = term_id("liver")
+    ds = PatchDataset(tiny.release, terms=[liver], patch_size=(24, 24, 8))
+    assert {c["dataset"] for c in ds.cases} == {"TinyTotalSeg"}
+    assert all(bool(ds[i]["present"][0]) for i in range(6))
+    every = PatchDataset(tiny.release, terms=[liver], patch_size=(24, 24, 8), labelled_only=False)
+    assert len(every.cases) == 5
+    with pytest.raises(Exception, match="no selected case holds any of"):
+        PatchDataset(tiny.release, terms=[liver], patch_size=(24, 24, 8), where="dataset = 'TinyKits'")

@@ -182,3 +182,16 @@ def test_the_released_report_names_its_code_and_schema(demo: Path) -> None:
 
     html = (demo / "releases" / "demo" / "0.1.0" / "report.html").read_text()
     assert f"code {__version__} · schema {schema_version()}" in html and "–" not in html.split("<nav>")[0]
+
+
+def test_the_card_cites_the_key_its_bibtex_carries() -> None:
+    """A YAML without citation_key (or with one its entry does not carry) still gets a card that
+    cites a key printed above its BibTeX — the check refusing the card would stop the release."""
+    from curator.release.card import cited_key
+
+    bib = "@article{heller2023kits21, title={x}}"
+    assert cited_key(None, bib, "KiTS23") == "heller2023kits21"
+    assert cited_key("KiTS23", bib, "KiTS23") == "heller2023kits21"
+    assert cited_key("heller2023kits21", bib, "KiTS23") == "heller2023kits21"
+    assert cited_key("a,b", "@misc{a, t={1}}\n@misc{b, t={2}}", "X") == "a,b"
+    assert cited_key(None, "Doe J. (2024) A dataset.", "Mine") == "Mine"  # no BibTeX: the name
