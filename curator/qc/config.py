@@ -42,8 +42,9 @@ class QCConfig(StageConfig):
       2/3) or ``mesh`` (smoothed marching-cubes surface; a ball scores 1; slower).
     * ``min_cohort``: cohorts with fewer complete (untruncated) labels are not judged
       (decision ``unchecked``).
-    * ``border_margin``: a label whose voxels come within this many voxels of the scan's
-      field-of-view edge is ``truncated``: kept, but out of the bounds and not judged.
+    * ``border_margin``: a label with fewer than this many empty voxels between it and the
+      scan's field-of-view edge is ``truncated``: kept, but out of the bounds and not judged
+      (1, the default: touching the edge; 2: also one voxel short of it; 0 turns the check off).
     * ``side_margin_mm``: the laterality check (:mod:`curator.qc.side`) excludes a left/right
       label lying more than this far on the wrong side of its partner (or of the body's
       centre); ``null`` turns it off.

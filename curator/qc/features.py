@@ -160,7 +160,8 @@ def measure_mask(term: str, mask: NDArray[np.bool_], box: tuple[slice, ...], geo
     n, mean, cov_idx = shape.moments(mask)
     volume_mm3 = n * vox_mm3
     area = shape.face_area_mm2(mask, spacing)
-    mesh_area = shape.mesh_area_mm2(mask, spacing) if opts.mesh else None
+    mesh = shape.mesh_measure(mask, spacing) if opts.mesh else None
+    mesh_area = mesh[0] if mesh is not None else None
     cov = shape.physical_covariance(cov_idx, m)
     cc, ncomp = cc3d.connected_components(mask, connectivity=opts.connectivity, return_N=True)
     largest = 1.0
@@ -177,7 +178,7 @@ def measure_mask(term: str, mask: NDArray[np.bool_], box: tuple[slice, ...], geo
         term_id=term, voxels=n, volume_ml=volume_mm3 / 1000.0, surface_mm2=area,
         sphericity=shape.sphericity(volume_mm3, area),
         surface_mesh_mm2=mesh_area,
-        sphericity_mesh=shape.sphericity(volume_mm3, mesh_area) if mesh_area is not None else None,
+        sphericity_mesh=shape.sphericity(mesh[1], mesh[0]) if mesh is not None else None,
         eccentricity=shape.eccentricity(cov), components=int(ncomp), largest_component_fraction=largest,
         border_faces=_border_faces(box, fov, opts.border_margin),
         extent_mm=(ext[0], ext[1], ext[2]), centroid_mm=(float(centroid[0]), float(centroid[1]), float(centroid[2])),

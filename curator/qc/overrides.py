@@ -4,7 +4,7 @@ YAML (a list of mappings) or CSV with columns ``case_id``, ``term`` (or ``term_i
 optional ``origin`` (label layer), ``action`` (``include``, the default, or ``exclude``)
 and ``reason``::
 
-    - {case_id: KiTS23__case_00008, term: kidney, action: include, reason: horseshoe kidney, checked by AB}
+    - {case_id: KiTS23__case_00008, term: kidney, action: include, reason: "horseshoe kidney, checked by AB"}
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "o.csv"
@@ -32,12 +32,22 @@ def load_overrides(path: str | Path) -> list[Override]:
     """Read and validate an override file; every bad row is reported in one error."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a CSV saved by Excel starts with a byte-order mark
     except FileNotFoundError as e:
         raise ConfigError("config_error", "the qc override file does not exist", path=str(p),
                           remedy="fix stages.qc.overrides in pipeline.yaml") from e
+    except IsADirectoryError as e:
+        raise ConfigError("config_error", "stages.qc.overrides names a folder, not a file", path=str(p),
+                          remedy="point it at the YAML or CSV file of overrides") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("config_error", f"the qc override file cannot be read ({type(e).__name__})", path=str(p),
+                          remedy="save it as UTF-8 text (YAML or comma-separated CSV)") from e
     if p.suffix.lower() == ".csv":
         raw: Any = list(csv.DictReader(text.splitlines()))
+        header = text.splitlines()[0] if text.strip() else ""
+        if raw and "case_id" not in raw[0] and ";" in header:
+            raise ConfigError("config_error", "the qc override CSV is separated by semicolons", path=str(p),
+                              remedy="save it comma-separated (columns case_id, term, [origin], action, reason)")
     else:
         try:
             raw = yaml.safe_load(text) or []
@@ -54,6 +64,9 @@ def load_overrides(path: str | Path) -> list[Override]:
             continue
         term = row.get("term_id") or row.get("term")
         action = str(row.get("action") or "include").strip().lower()
+        if None in row:  # csv.DictReader files a row's extra fields under None
+            errors.append(f"row {i} has more fields than the header (a comma inside the reason? quote it)")
+            continue
         unknown = set(row) - {"case_id", "term", "term_id", "origin", "action", "reason"}
         if not row.get("case_id") or not term:
             errors.append(f"row {i} needs case_id and term")

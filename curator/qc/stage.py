@@ -38,8 +38,8 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "3"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
-    # 3: body_x_mm (the laterality check)
+    version = "4"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
+    # 3: body_x_mm (the laterality check); 4: mesh sphericity with the mesh's own volume
     config_class = QCConfig
     tables = ("qc",)
     requires = ("cases",)

@@ -223,3 +223,24 @@ def test_the_side_check_uses_the_pipelines_taxonomy() -> None:
     out = judge([{**r, "modality": "CT", "volume_basis": "body", "truncated": False} for r in rows],
                 QCConfig(), tax=tax)
     assert {r["decision"] for r in out} == {"exclude"}
+
+
+def test_override_files_from_spreadsheets_give_clear_errors(tmp_path: Path) -> None:
+    """Excel's byte-order mark is read; a semicolon CSV, a comma inside an unquoted reason and a
+    folder for a file are named as such (they read as "row 1 needs case_id and term",
+    "unknown columns [None]" and a raw IsADirectoryError)."""
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("case_id,term,reason\nc1,liver,ok\n".encode("utf-8-sig"))
+    assert [o.case_id for o in load_overrides(bom)] == ["c1"]
+    cases = {"semi.csv": ("case_id;term;reason\nc1;liver;ok\n", "separated by semicolons"),
+             "extra.csv": ("case_id,term,reason\nc1,liver,horseshoe, checked by AB\n", "more fields than the header")}
+    for name, (text, says) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=says):
+            load_overrides(tmp_path / name)
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match="names a folder"):
+        load_overrides(tmp_path / "folder.yaml")
+    doc = tmp_path / "doc.yaml"  # the example of docs/qc.md
+    doc.write_text('- {case_id: KiTS23__case_00008, term: kidney, action: include, reason: "horseshoe kidney, checked by AB"}\n')
+    assert load_overrides(doc)[0].reason == "horseshoe kidney, checked by AB"

@@ -50,6 +50,22 @@ def test_ball_sphericity_mesh_is_one_and_faces_is_two_thirds(name: str, g: Geome
     assert f.eccentricity < 0.2
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.8, 0.8, 2.5), (0.7, 0.7, 5.0), (1.5, 1.5, 5.0)])
+def test_mesh_sphericity_of_small_labels_stays_at_most_one(spacing: tuple[float, float, float]) -> None:
+    """The smoothed surface's area over the voxel count's volume put a 3 mm ball on 5 mm slices at
+    2.2 and real vertebrae at 11; with the surface's own volume no ball exceeds 1, and balls of
+    6 mm and more stay above 0.85 (a 3 mm ball cut into two 5 mm slices is no ball any more)."""
+    g = grid((60, 60, 24), spacing=spacing)
+    for r in (3.0, 6.0, 10.0):
+        f = measure_label_map(ellipsoid(g, (r, r, r)).astype(np.uint8), g, {1: "b"},
+                              options=MeasureOptions(mesh=True))["b"]
+        assert f.sphericity_mesh is None or f.sphericity_mesh <= 1.0, (r, f.sphericity_mesh)
+        assert r < 6 or (f.sphericity_mesh is not None and f.sphericity_mesh > 0.85), (r, f.sphericity_mesh)
+    f = measure_label_map(ellipsoid(g, (30.0, 20.0, 10.0)).astype(np.uint8), g, {1: "e"},
+                          options=MeasureOptions(mesh=True))["e"]
+    assert f.sphericity_mesh == pytest.approx(0.847, abs=0.09)  # the analytic value of the ellipsoid
+
+
 def test_face_sphericity_bias_converges_to_two_thirds() -> None:
     """The face-count bias approaches 2/3 as the ball grows relative to the voxel."""
     g = grid((90, 90, 40), spacing=(1.0, 1.0, 2.0))
