@@ -247,7 +247,8 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref)
             if ref is None:
                 ref = lab.geometry
-            if core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path)):
+            reoriented = core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path))
+            if reoriented:
                 warning(InputError("label_reoriented", f"the label's axes are ordered {lab.geometry.orientation} "
                                    f"where the image's are {ref.orientation}; same voxel centres, accepted",
                                    path=str(path), remedy="nothing to do; later stages re-index the label"),
@@ -257,9 +258,11 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 if set(counts) - {0, 1} and not p.get("any_nonzero"):
                     warning(InputError("label_values_undeclared",
                                        f"a structure mask holds values {sorted(set(counts) - {0, 1})[:8]}; "
-                                       "every non-zero voxel is counted as the structure", path=str(path)))
-                if coverage is not None:
-                    coverage.add(lab.array)
+                                       "every non-zero voxel is counted as the structure", path=str(path),
+                                       remedy="if the dataset's masks use other values than 1 for the "
+                                       "structure, set `labels.any_nonzero: true` in the dataset YAML"))
+                if coverage is not None:  # voxel for voxel with the other masks: on the image's axes
+                    coverage.add(lab.on_grid(ref, config.geometry_tolerance_mm).array if reoriented else lab.array)
                 n1 = sum(c for v, c in counts.items() if v != 0)
                 counts = {1: n1} if n1 else {}
             else:

@@ -271,7 +271,10 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
         step = float(np.median(gaps))
         worst = float(np.max(np.abs(gaps - step)))
         if worst > max(0.01, 0.1 * step):
-            ratio = gaps / step
+            # a missing slice makes some gaps whole multiples of the true step, which is then the
+            # smallest gap (the median of a short series may sit between the two, 3 and 6 → 4.5)
+            ratio = gaps / float(gaps.min())
+            step = float(gaps.min())
             if np.any(np.abs(ratio - np.round(ratio)) < 0.1) and np.any(np.round(ratio) >= 2):
                 missing = int(np.sum(np.round(ratio[ratio >= 1.5]) - 1))
                 raise InputError("dicom_missing_slice",

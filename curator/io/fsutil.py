@@ -188,6 +188,6 @@ def resolve_inside(root: Path, path: Path) -> Path:
                         remedy="check the download") from e
     root_real = root.resolve()
     if real != root_real and root_real not in real.parents:
-        raise InputError("path_escape", f"links to {real}, outside the source root {root_real}",
+        raise InputError("path_escape", "the link points outside the source root",  # where to: a machine path
                          path=str(path), remedy="copy the file into the source folder instead of linking out")
     return real

@@ -17,12 +17,27 @@ _COMPRESSED = re.compile(rb"^\s*(encoding\s*:\s*(gz|gzip|bz2|bzip2)|CompressedDa
                          re.IGNORECASE | re.MULTILINE)
 
 
+HEADER_CAP = 1 << 20  # no real header is longer; a file without one is not read whole
+_ELEMENT_DATA_FILE = re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[^\n]*(\n|$)", re.IGNORECASE | re.MULTILINE)
+
+
 def _header_bytes(path: Path) -> bytes:
+    """The text header of a NRRD (up to its blank line) or MetaImage file (up to its
+    ``ElementDataFile`` line, which ends it), however long — Slicer and scanner exports
+    write kilobytes of key/value tags."""
+    nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
+    buf = b""
     with open(path, "rb") as f:
-        head = f.read(4096)
-    if path.suffix.lower() == ".nrrd":
-        return head.split(b"\n\n", 1)[0]
-    return head
+        while len(buf) < HEADER_CAP:
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            if nrrd and b"\n\n" in buf:
+                break
+            if not nrrd and (m := _ELEMENT_DATA_FILE.search(buf)) and m.group(1):
+                return buf[:m.end()]
+    return buf.split(b"\n\n", 1)[0] if nrrd else buf
 
 
 def _data_file(path: Path) -> Path | None:

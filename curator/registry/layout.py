@@ -17,8 +17,10 @@ identity (e.g. ``{site}``).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,13 +68,15 @@ class Tree:
 
 
 def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
-    """Walk ``root`` without following links out of it; broken, looping or escaping links are problems."""
+    """Walk ``root``, following links that stay inside it (a linked case folder is walked like a
+    real one; a link to a folder above it is not followed: no loops); broken, looping or
+    escaping links are problems."""
     tree = Tree()
     if not root.is_dir():
         tree.problems.append(InputError("file_not_found", "the source root is not a folder", path=str(root),
                                         remedy="set the source's `root:` in pipeline.yaml to the download"))
         return tree
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
         keep_dirs = []
@@ -80,16 +84,17 @@ def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
             if any(fnmatch.fnmatch(d, g) for g in exclude):
                 continue
             p = Path(dirpath) / d
+            tree.dirs.append(rel_dir + d)
             if p.is_symlink():
                 try:
                     resolve_inside(root, p)
                 except InputError as e:
                     tree.problems.append(e)
+                    tree.dirs.pop()
                     continue
-                tree.dirs.append(rel_dir + d)
-                continue  # linked folders are listed, not walked (no loops)
+                if os.path.realpath(p) in _walk_chain(root, dirpath):
+                    continue  # a link back to a folder on its own path: listed, not walked (it would loop)
             keep_dirs.append(d)
-            tree.dirs.append(rel_dir + d)
         dirnames[:] = keep_dirs
         for f in sorted(filenames):
             if any(fnmatch.fnmatch(f, g) for g in exclude):
@@ -103,6 +108,17 @@ def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
                     continue
             tree.files.append(rel_dir + f)
     return tree
+
+
+def _walk_chain(root: Path, dirpath: str) -> set[str]:
+    """The real paths of every folder from ``root`` down to ``dirpath`` along the walk."""
+    out = {os.path.realpath(root)}
+    cur = str(root)
+    for part in Path(os.path.relpath(dirpath, root)).parts:
+        if part != ".":
+            cur = os.path.join(cur, part)
+            out.add(os.path.realpath(cur))
+    return out
 
 
 @dataclass
@@ -129,8 +145,22 @@ class CaseFiles:
         return self.image is None
 
 
+def _id_part(text: str) -> str:
+    """A case-id part: the name itself when it is safe (letters, digits, ``._-``); otherwise
+    unsafe characters become ``-``, non-ASCII letters are transliterated (``Müller`` →
+    ``Muller``) and a short hash of the original is added, so names that differ only in what
+    was replaced (``Müller``/``Mäller``, ``患者1``/``症例1``, ``p 03``/``p-03``) stay two cases."""
+    safe = _SAFE_ID.sub("-", text).strip("-")
+    if safe == text and safe:
+        return safe
+    ascii_ = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    tag = hashlib.sha1(text.encode("utf-8")).hexdigest()[:6]
+    base = _SAFE_ID.sub("-", ascii_).strip("-")
+    return f"{base}-{tag}" if base else tag
+
+
 def make_case_id(dataset: str, parts: list[str]) -> str:
-    body = "__".join(_SAFE_ID.sub("-", p).strip("-") or "x" for p in parts)
+    body = "__".join(_id_part(p) for p in parts)
     return f"{_SAFE_ID.sub('-', dataset)}__{body}"
 
 

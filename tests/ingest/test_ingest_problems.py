@@ -156,3 +156,27 @@ def test_a_nifti_whose_qform_and_sform_disagree_is_a_warning(tmp_path: Path) -> 
     assert rows == [("Toy__b", "warning")]
     (msg,) = [p["message"] for p in problems if p["kind"] == "nifti_qform_sform"]
     assert "5 mm apart" in msg and cases["Toy__b"]["origin_mm"][0] == aff[0, 3]
+
+
+def test_the_overlap_of_a_mask_stored_in_other_axis_order_is_counted(tmp_path: Path) -> None:
+    """A structure mask with its first axis reversed (header to match: same voxel centres) was
+    counted in its file's order: 64 overlapping voxels read as 0, and harmonize then took a
+    union of the masks as the sum of their sizes."""
+    import numpy as np
+
+    from curator.testing import perturb as P
+
+    g = grid((8, 8, 4), (2.0, 2.0, 3.0), "RAS")
+    root = tmp_path / "raw"
+    liver, spleen = np.zeros(g.shape, np.uint8), np.zeros(g.shape, np.uint8)
+    liver[0:4] = 1
+    spleen[2:7] = 1  # shares 2 × 8 × 4 = 64 voxels with the liver (96 in the flipped file's order)
+    save_nifti(root / "s0001" / "ct.nii.gz", np.arange(np.prod(g.shape), dtype=np.int16).reshape(g.shape), g, np.int16)
+    save_nifti(root / "s0001" / "seg" / "liver.nii.gz", liver, g, np.uint8)
+    gf, flipped = P.flip_axis(g, spleen, 0)
+    save_nifti(root / "s0001" / "seg" / "spleen.nii.gz", flipped, gf, np.uint8)
+    yml = _spec(tmp_path, [{"image": "{case}/ct.nii.gz", "label": "{case}/seg/{structure}.nii.gz"}],
+                {"encoding": "per_structure", "structures": {"liver": "liver", "spleen": "spleen"}})
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert [p["kind"] for p in problems] == ["label_reoriented"]
+    assert cases["Toy__s0001"]["label_overlap_voxels"] == 64

@@ -181,3 +181,12 @@ def test_real_enhanced_mr_without_geometry_is_flagged_and_a_real_series_is_not(r
     assert emri.meta["geometry_missing"] == "PixelSpacing, ImageOrientationPatient, ImagePositionPatient"
     for rel in ("pydicom/CT5N", "totalsegmentator/example_ct_dicom"):
         assert "geometry_missing" not in read_volume(real_data / rel).meta, rel
+
+
+def test_a_missing_slice_in_a_short_series_is_named_as_missing(tmp_path: Path) -> None:
+    """Gaps of 2.5 and 5 mm: the median of so few gaps fits no whole ratio, and the series was
+    called unevenly spaced instead of one slice short."""
+    files = _series(tmp_path / "s", n=4, phi_names=False)
+    files[2].unlink()
+    err = _error(tmp_path / "s")
+    assert err.kind == "dicom_missing_slice" and "1 slice(s) missing" in str(err)

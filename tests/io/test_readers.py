@@ -211,3 +211,32 @@ def test_real_edge_files_are_rejected_with_kind(real_data: Path, rel: str, kind:
         read_volume(real_data / rel)
     assert e.value.kind == kind
     assert rel.rsplit("/", 1)[-1] in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["big.mhd", "big.nrrd"])
+def test_headers_longer_than_4_kb_are_read_whole(tmp_path: Path, name: str) -> None:
+    """A MetaImage whose ElementDataFile line comes after 6 kB of tags, and a gzip NRRD whose
+    encoding line does: the reader looked at the first 4 kB only and refused both as
+    header_size_mismatch."""
+    import gzip
+
+    import SimpleITK as sitk
+
+    a = np.zeros((8, 48, 64), dtype=np.int16)  # ITK order (z, y, x); compresses far below its raw size
+    a[2:6, 10:30, 20:50] = np.arange(4 * 20 * 30, dtype=np.int16).reshape(4, 20, 30)
+    tags = "".join(f"Vendor_Tag_{i:03d} = {'x' * 48}\n" for i in range(120))
+    if name.endswith(".mhd"):
+        img = sitk.GetImageFromArray(a)
+        img.SetSpacing((0.7, 0.8, 2.5))
+        for i in range(120):
+            img.SetMetaData(f"Vendor_Tag_{i:03d}", "x" * 48)
+        sitk.WriteImage(img, str(tmp_path / name), useCompression=False)  # data in big.raw
+    else:  # written by hand: SimpleITK puts the encoding line first, other writers after their tags
+        head = ("NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 64 48 8\n"
+                "space directions: (0.7,0,0) (0,0.8,0) (0,0,2.5)\nkinds: domain domain domain\nendian: little\n"
+                "space origin: (0,0,0)\n" + tags.replace(" = ", ":=") + "encoding: gzip\n\n")
+        (tmp_path / name).write_bytes(head.encode() + gzip.compress(a.astype("<i2").tobytes()))
+    text = (tmp_path / name).read_bytes()
+    assert text.find(b"ElementDataFile" if name.endswith(".mhd") else b"encoding") > 4096  # as in the wild
+    v = read_volume(tmp_path / name)
+    assert v.shape == (64, 48, 8) and np.array_equal(np.asarray(v.array), a.transpose(2, 1, 0))
