@@ -275,7 +275,7 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
             # smallest gap (the median of a short series may sit between the two, 3 and 6 → 4.5)
             ratio = gaps / float(gaps.min())
             step = float(gaps.min())
-            if np.any(np.abs(ratio - np.round(ratio)) < 0.1) and np.any(np.round(ratio) >= 2):
+            if np.all(np.abs(ratio - np.round(ratio)) < 0.1) and np.any(np.round(ratio) >= 2):  # every gap k steps
                 missing = int(np.sum(np.round(ratio[ratio >= 1.5]) - 1))
                 raise InputError("dicom_missing_slice",
                                  f"{missing} slice(s) missing: positions jump by {float(np.max(gaps)):.3g} mm "
