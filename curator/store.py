@@ -51,7 +51,7 @@ from numpy.typing import NDArray
 from zarr.codecs import BloscCodec
 
 from curator.errors import WorkspaceError
-from curator.io.fsutil import atomic_path
+from curator.io.fsutil import atomic_path, atomic_remove
 from curator.io.volume import Geometry
 from curator.store_reader import Box, ShardReader, box_shape, full_box, write_sharded
 
@@ -161,12 +161,8 @@ class CaseStore:
         half of it); whether there was one. ``original`` can never be removed."""
         if layer not in LAYERS or layer == "original":
             raise WorkspaceError("store_error", f"only the revised and pseudo layers can be removed, not {layer!r}")
-        final = self.path / "labels" / layer
-        if not final.exists():
+        if not atomic_remove(self.path / "labels" / layer):
             return False
-        old = self.path / "labels" / f".{layer}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-        shutil.rmtree(old, ignore_errors=True)
         self._reopen()
         return True
 

@@ -137,6 +137,19 @@ def _fsync_dir(d: Path) -> None:
             os.close(fd)
 
 
+def atomic_remove(path: str | os.PathLike[str]) -> bool:
+    """Remove a file or folder tree by renaming it away first (readers never see half of it; a
+    run killed mid-way leaves a temporary that :func:`remove_stale_temporaries` clears);
+    whether there was one."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    gone = _tmp_name(path)
+    os.replace(path, gone)
+    _cleanup(gone)
+    return True
+
+
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(dest) as tmp, open(tmp, "wb") as f:
         f.write(data)

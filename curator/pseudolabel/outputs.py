@@ -9,8 +9,6 @@ bit ``k % 64`` of array ``k // 64`` (one array up to 64 targets). Read it with
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -21,7 +19,7 @@ import zarr.errors
 from numpy.typing import NDArray
 
 from curator.errors import InputError
-from curator.io.fsutil import atomic_path
+from curator.io.fsutil import atomic_path, atomic_remove
 from curator.pseudolabel.core import WORD_BITS, attention_bit
 from curator.pseudolabel.infer import CaseLabels
 from curator.pseudolabel.models import LoadedModel, ModelSpec
@@ -93,11 +91,7 @@ def clear_case(store: CaseStore, ws: Path, case_id: str) -> None:
     """Remove a case's pseudo layer and attention map (an earlier run's, when this run has
     nothing to label in the case)."""
     store.remove_layer("pseudo")
-    path = attention_path(ws, case_id)
-    if path.exists():
-        gone = path.with_name(f".{path.name}.old")
-        os.replace(path, gone)
-        shutil.rmtree(gone, ignore_errors=True)
+    atomic_remove(attention_path(ws, case_id))
 
 
 def rows(case_id: str, dataset: str, modality: str | None, store: CaseStore, res: CaseLabels,

@@ -140,6 +140,7 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
         if layer in layers:
             in_layers.setdefault(case, set()).add(term)
     tax = release.taxonomy
+    absent: Mapping[str, frozenset[str]] | None = None
     for t in terms:
         if t not in held and tax.get(t) is None:
             hint = tax.close_ids(t)
@@ -148,7 +149,9 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                                + "the release's terms table lists its term ids (`select term_id, name from terms`)")
         parts = with_parts(tax, t)
         if not any(term_parts(t, parts, have, tax) for have in in_layers.values()):
-            negatives = sum(t in terms_absent for terms_absent in training_view(release).absent.values())
+            if absent is None:  # read once, only when some term is unheld
+                absent = training_view(release).absent
+            negatives = sum(t in terms_absent for terms_absent in absent.values())
             if negatives and "original" in layers:  # true negatives only: allowed, but said
                 warnings.warn(f"no case of the release has a voxel of {t!r}; {negatives} case(s) annotate it "
                               "as absent (their masks are empty)", UserWarning, stacklevel=3)
