@@ -1,8 +1,9 @@
 """Cohort bounds, flags and decisions (SOLF and the IQR baseline) — pure functions over rows.
 
 A cohort is every label of one term in one modality whose volume has the same basis
-(normalised by a body volume, or absolute millilitres when the case has no image), so
-normalised and absolute volumes are never compared. Truncated labels (cut by the field
+(normalised by the body volume or by the body size at the label's level, per
+``volume_norm``, or absolute millilitres when the case has no image), so normalised and
+absolute volumes are never compared. Truncated labels (cut by the field
 of view) are left out of the bounds and not judged.
 
 >>> rows = [{"case_id": f"c{i}", "term_id": "liver", "modality": "CT", "volume_basis": "body",
@@ -50,18 +51,24 @@ class Override:
                 and (self.origin is None or row.get("origin") == self.origin))
 
 
+VOLUME_COLUMNS = {"body": "norm_volume", "section": "norm_volume_section", "absolute": "volume_ml"}
+VOLUME_NAMES = {"body": "normalised volume", "section": "volume / body size", "absolute": "volume (ml)"}
+
+
+def volume_basis(row: Mapping[str, Any], cfg: QCConfig) -> str:
+    """The volume basis a row is judged on: ``cfg.volume_norm`` when the row has that normalised
+    volume (a case with an image), else ``absolute`` (millilitres)."""
+    return cfg.volume_norm if _num(row.get(VOLUME_COLUMNS[cfg.volume_norm])) is not None else "absolute"
+
+
 def feature_values(row: Mapping[str, Any], cfg: QCConfig) -> dict[str, float | None]:
-    """The three SOLF features of a row: volume (normalised when a body volume exists),
-    sphericity (faces or mesh, per ``cfg``), eccentricity."""
-    vol = row.get("volume_ml") if vals_absolute(row) else row.get("norm_volume")
+    """The three SOLF features of a row: volume (normalised per ``cfg.volume_norm`` when the case
+    has a body, else millilitres), sphericity (faces or mesh, per ``cfg``), eccentricity."""
+    vol = row.get(VOLUME_COLUMNS[volume_basis(row, cfg)])
     sph = row.get("sphericity_mesh") if cfg.sphericity == "mesh" else row.get("sphericity")
     lcf = _num(row.get("largest_component_fraction"))
     return {"volume": _num(vol), "sphericity": _num(sph), "eccentricity": _num(row.get("eccentricity")),
             "detached": None if lcf is None else max(0.0, 1.0 - lcf)}
-
-
-def vals_absolute(row: Mapping[str, Any]) -> bool:
-    return bool(row.get("volume_basis", "absolute") == "absolute")
 
 
 def _num(v: Any) -> float | None:
@@ -155,6 +162,8 @@ def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Overrid
     (and the laterality check of :mod:`curator.qc.side` with ``tax``, the pipeline's taxonomy:
     a label on the wrong side is excluded)."""
     rows = check_sides([dict(r) for r in rows], cfg.side_margin_mm, tax)
+    for r in rows:
+        r["volume_basis"] = volume_basis(r, cfg)
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[cohort_key(r)].append(r)
@@ -192,7 +201,7 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
         r[f"out_{f}"] = bool(v < lo or v > hi)
         if r[f"out_{f}"]:
             side = f"< {_fmt(lo)}" if v < lo else f"> {_fmt(hi)}"
-            name = "volume (ml)" if f == "volume" and vals_absolute(row) else LABELS[f]
+            name = VOLUME_NAMES[r["volume_basis"]] if f == "volume" else LABELS[f]
             outs.append(f"{name} {_fmt(v)} {side}")
     need = cfg.vote if cfg.method == "solf" else cfg.iqr_vote
     checked = [f for f in ALL_FEATURES if r[f"out_{f}"] is not None]

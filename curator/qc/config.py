@@ -38,6 +38,12 @@ class QCConfig(StageConfig):
       of log volume, logit sphericity and logit eccentricity — extrapolating the tails), or
       ``auto``: empirical when at least ``min_tail`` labels of the cohort lie beyond each
       bound (N·ε/200 ≥ min_tail, N ≥ 500 at ε = 2), the fit otherwise.
+    * ``volume_norm``: what the volume feature is divided by. ``body`` — the body volume in
+      the scan (UKBOB's V_body; right for cohorts scanned with one protocol), ``section`` —
+      the body size at the label's level, (mean body cross-section over the label's
+      slices)^(3/2), which does not change with the scan's coverage (use it for collections
+      mixing abdominal, chest-abdomen-pelvis and whole-body scans), or ``absolute`` —
+      millilitres. Cases without an image are always judged in millilitres.
     * ``sphericity``: ``faces`` (exposed voxel faces, as in the paper; a perfect ball scores
       2/3) or ``mesh`` (smoothed marching-cubes surface; a ball scores 1; slower).
     * ``min_cohort``: cohorts with fewer complete (untruncated) labels are not judged
@@ -66,6 +72,7 @@ class QCConfig(StageConfig):
     iqr_vote: int = finalize_only(1)
     percentiles: Literal["auto", "empirical", "normal"] = finalize_only("auto")
     min_tail: int = finalize_only(5)
+    volume_norm: Literal["body", "section", "absolute"] = finalize_only("body")
     sphericity: Literal["faces", "mesh"] = "faces"
     min_cohort: int = finalize_only(20)
     border_margin: int = 1
@@ -98,6 +105,9 @@ class QCConfig(StageConfig):
             raise ConfigError("config_error", f"{where}: side_margin_mm must be 0 or more (or null: no check)")
         if self.border_margin < 0:
             raise ConfigError("config_error", f"{where}: border_margin must be 0 or more voxels")
+        if self.volume_norm not in ("body", "section", "absolute"):
+            raise ConfigError("config_error", f"{where}: volume_norm {self.volume_norm!r} must be body, section "
+                              "or absolute")
         unknown = [x for x in self.layers if x not in ("original", "revised", "pseudo")]
         if unknown:
             raise ConfigError("config_error", f"{where}: unknown label layers {unknown}; "

@@ -27,6 +27,7 @@ from curator.io.volume import Geometry
 from curator.qc import shape
 
 Plane = tuple[NDArray[Any], Mapping[int, Sequence[str]]]
+Sections = tuple[int, NDArray[np.float64]]  # (slice axis, body cross-section area in mm² per slice)
 FACES = ("i-", "i+", "j-", "j+", "k-", "k+")
 
 
@@ -59,6 +60,7 @@ class LabelFeatures:
     centroid_mm: tuple[float, float, float]
     mean_intensity: float | None
     sd_intensity: float | None
+    body_size_ml: float | None = None
 
     @property
     def truncated(self) -> bool:
@@ -93,6 +95,35 @@ def field_of_view(geometry: Geometry, source_affine: Sequence[float] | None = No
     return np.stack([idx.min(axis=0), idx.max(axis=0)], axis=1)
 
 
+def body_sections(body: NDArray[np.bool_] | None, geometry: Geometry) -> Sections | None:
+    """The body mask's cross-section area (mm²) in every slice across the grid axis closest to
+    the patient's long (S-I) axis, or None without a body mask.
+
+    A label's *body size* is the mean of these areas over the slices the label occupies,
+    raised to 3/2 (:func:`body_size_ml`): a volume on the scale of the patient's trunk at
+    the label's level that, unlike the body volume, does not grow with the scan's coverage.
+    """
+    if body is None or not np.any(body):
+        return None
+    m = geometry.matrix[:3, :3]
+    axis = int(np.argmax(np.abs(m[2, :]) / np.linalg.norm(m, axis=0)))
+    others = tuple(a for a in range(3) if a != axis)
+    cross_mm2 = geometry.voxel_volume_mm3 / geometry.spacing[axis]
+    counts = np.count_nonzero(body, axis=others)
+    return axis, counts.astype(np.float64) * cross_mm2
+
+
+def body_size_ml(sections: Sections, mask: NDArray[np.bool_], box: tuple[slice, ...]) -> float | None:
+    """(mean body cross-section over the slices ``mask`` occupies)^(3/2), in ml; slices
+    without body are left out; None when no occupied slice has body."""
+    axis, areas = sections
+    others = tuple(a for a in range(3) if a != axis)
+    occupied = np.flatnonzero(np.any(mask, axis=others)) + box[axis].start
+    a = areas[occupied[occupied < areas.size]]
+    a = a[a > 0]
+    return float(a.mean() ** 1.5 / 1000.0) if a.size else None
+
+
 def _term_codes(planes: Sequence[Plane]) -> dict[str, list[tuple[int, list[int]]]]:
     out: dict[str, list[tuple[int, list[int]]]] = {}
     for p, (_, values) in enumerate(planes):
@@ -115,11 +146,12 @@ def _union(boxes: list[tuple[slice, ...]]) -> tuple[slice, ...] | None:
 
 
 def measure_planes(planes: Sequence[Plane], geometry: Geometry, *, image: NDArray[Any] | None = None,
-                   fov: NDArray[np.float64] | None = None,
-                   options: MeasureOptions | None = None) -> dict[str, LabelFeatures]:
+                   fov: NDArray[np.float64] | None = None, options: MeasureOptions | None = None,
+                   sections: Sections | None = None) -> dict[str, LabelFeatures]:
     """Features of every term with at least one voxel; terms are the planes' ``values``.
 
     A term's mask is the union of every code mapping to it in every plane (the store contract).
+    ``sections`` (:func:`body_sections`) adds each label's body size.
     """
     opts = options or MeasureOptions()
     fov = field_of_view(geometry) if fov is None else fov
@@ -141,13 +173,13 @@ def measure_planes(planes: Sequence[Plane], geometry: Geometry, *, image: NDArra
         for p, codes in parts:
             crop = np.asarray(planes[p][0])[box]
             mask |= (crop == codes[0]) if len(codes) == 1 else np.isin(crop, codes)
-        out[term] = measure_mask(term, mask, box, geometry, image=image, fov=fov, options=opts)
+        out[term] = measure_mask(term, mask, box, geometry, image=image, fov=fov, options=opts, sections=sections)
     return out
 
 
 def measure_mask(term: str, mask: NDArray[np.bool_], box: tuple[slice, ...], geometry: Geometry, *,
                  image: NDArray[Any] | None = None, fov: NDArray[np.float64] | None = None,
-                 options: MeasureOptions | None = None) -> LabelFeatures:
+                 options: MeasureOptions | None = None, sections: Sections | None = None) -> LabelFeatures:
     """Features of one mask cropped at ``box`` of ``geometry``'s grid."""
     import cc3d
 
@@ -182,7 +214,8 @@ def measure_mask(term: str, mask: NDArray[np.bool_], box: tuple[slice, ...], geo
         eccentricity=shape.eccentricity(cov), components=int(ncomp), largest_component_fraction=largest,
         border_faces=_border_faces(box, fov, opts.border_margin),
         extent_mm=(ext[0], ext[1], ext[2]), centroid_mm=(float(centroid[0]), float(centroid[1]), float(centroid[2])),
-        mean_intensity=mean_i, sd_intensity=sd_i)
+        mean_intensity=mean_i, sd_intensity=sd_i,
+        body_size_ml=body_size_ml(sections, mask, box) if sections is not None else None)
 
 
 def _border_faces(box: tuple[slice, ...], fov: NDArray[np.float64], margin: int) -> tuple[str, ...]:

@@ -3,7 +3,9 @@
 The body volume normalises organ volumes (UKBOB's v_c = V_c / V_body). It comes, in
 order, from the preprocess table (``preprocessed.body_volume_ml``), from the store's body
 mask, or — for label-only cases, which have neither — it is unknown: the label's volume
-basis is then ``absolute`` and its cohort compares millilitres with millilitres.
+basis is then ``absolute`` and its cohort compares millilitres with millilitres. The body
+mask also gives each label's coverage-free body size (``body_size_ml``, see
+:func:`curator.qc.features.body_sections`), the basis of ``volume_norm: section``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.io.volume import Geometry
-from curator.qc.features import MeasureOptions, field_of_view, measure_planes
+from curator.qc.features import MeasureOptions, body_sections, field_of_view, measure_planes
 from curator.store import CaseStore
 
 
@@ -67,10 +69,11 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
     g = store.geometry
     attrs = store.attrs
     fov = field_of_view(g, attrs.get("source_affine"), attrs.get("source_shape"))
-    body = store.body()  # read once: volume (when preprocess did not give it) and midline
+    body = store.body()  # read once: volume (when preprocess did not give it), midline, cross-sections
     if body_ml is None:
         body_ml = _body_ml(body, g)
     body_x = _body_x(body, g)
+    sections = body_sections(body, g)
     del body
     image = np.asarray(store.image[...]) if store.has_image() else None
     rows: list[dict[str, Any]] = []
@@ -80,11 +83,13 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
         if layer not in layers:
             continue
         planes = [(np.asarray(arr[...]), values) for arr, values in store.planes(layer)]
-        for term, f in sorted(measure_planes(planes, g, image=image, fov=fov, options=options).items()):
+        measured = measure_planes(planes, g, image=image, fov=fov, options=options, sections=sections)
+        for term, f in sorted(measured.items()):
             if term in above:
                 continue
             row = f.to_row()
             row.update(origin=layer, body_ml=body_ml, body_x_mm=body_x, volume_basis="body" if body_ml else "absolute",
-                       norm_volume=(f.volume_ml / body_ml) if body_ml else None)
+                       norm_volume=(f.volume_ml / body_ml) if body_ml else None,
+                       norm_volume_section=(f.volume_ml / f.body_size_ml) if f.body_size_ml else None)
             rows.append(row)
     return rows

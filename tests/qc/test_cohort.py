@@ -17,7 +17,8 @@ from curator.qc.overrides import load_overrides
 def cohort(n: int = 60, seed: int = 0, term: str = "liver", basis: str = "body") -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     return [{"case_id": f"c{i:03d}", "dataset": "d", "term_id": term, "origin": "original", "modality": "CT",
-             "volume_basis": basis, "norm_volume": float(np.exp(rng.normal(np.log(0.02), 0.15))),
+             "volume_basis": basis,
+             "norm_volume": float(np.exp(rng.normal(np.log(0.02), 0.15))) if basis == "body" else None,
              "volume_ml": float(np.exp(rng.normal(np.log(1500), 0.15))),
              "sphericity": float(rng.normal(0.55, 0.02)), "sphericity_mesh": float(rng.normal(0.8, 0.02)),
              "eccentricity": float(rng.normal(0.6, 0.03)), "truncated": False, "border_faces": []}
@@ -100,6 +101,29 @@ def test_small_cohorts_are_unchecked_and_bases_never_mix() -> None:
     assert all(r["decision"] in ("include", "exclude") for r in out if r["volume_basis"] == "body")
     # the absolute cohort judges millilitres, not normalised volumes
     assert absolute[0]["f_volume"] == pytest.approx(absolute[0]["volume_ml"])
+
+
+@pytest.mark.parametrize("norm,col", [("body", "norm_volume"), ("section", "norm_volume_section"),
+                                      ("absolute", "volume_ml")])
+def test_volume_norm_chooses_the_volume_feature(norm: str, col: str) -> None:
+    """A label whose volume is an outlier in one basis only is excluded exactly when the cohort
+    is judged on that basis; label-only rows stay in millilitres whatever the setting."""
+    rows = cohort(n=40)
+    rng = np.random.default_rng(5)
+    for r in rows:
+        r["norm_volume_section"] = float(np.exp(rng.normal(np.log(0.5), 0.1)))
+    rows[0][col] *= 10.0
+    rows[0]["eccentricity"] = 0.95
+    label_only = {**cohort(n=1, seed=9, basis="absolute")[0], "case_id": "lo"}
+    out = by_case(judge([*rows, label_only], QCConfig(volume_norm=norm)))  # type: ignore[arg-type]
+    assert out["c000"]["decision"] == "exclude" and out["c000"]["out_volume"]
+    assert out["c000"]["f_volume"] == pytest.approx(rows[0][col])
+    assert out["c000"]["cohort"] == f"liver/CT/{norm}" and out["c000"]["volume_basis"] == norm
+    assert out["lo"]["volume_basis"] == "absolute" and out["lo"]["f_volume"] == label_only["volume_ml"]
+    for other in {"body", "section", "absolute"} - {norm}:
+        assert by_case(judge(rows, QCConfig(volume_norm=other)))["c000"]["decision"] == "include"  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="volume_norm"):
+        QCConfig.from_dict({"volume_norm": "coverage"})
 
 
 def test_iqr_mode_uses_tukey_fences() -> None:

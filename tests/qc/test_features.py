@@ -7,7 +7,13 @@ import pytest
 
 from curator.io.volume import Geometry
 from curator.qc import shape
-from curator.qc.features import MeasureOptions, field_of_view, measure_label_map, measure_planes
+from curator.qc.features import (
+    MeasureOptions,
+    body_sections,
+    field_of_view,
+    measure_label_map,
+    measure_planes,
+)
 from curator.testing.phantoms import grid, world_coords
 
 
@@ -190,3 +196,82 @@ def test_real_totalsegmentator_map(real_data) -> None:  # type: ignore[no-untype
     assert cut and len(cut) < len(out)
     slice_axis = "ijk"[int(np.argmax(np.abs(v.geometry.direction[2, :])))]
     assert any(face[0] == slice_axis for f in cut for face in f.border_faces)
+
+
+def _crop(g: Geometry, k0: int, k1: int) -> Geometry:
+    """The grid of slices k0..k1-1 of ``g`` (same voxels, origin moved)."""
+    a = g.matrix.copy()
+    a[:3, 3] = a[:3, :3] @ np.array([0.0, 0.0, k0]) + a[:3, 3]
+    return Geometry.from_affine((g.shape[0], g.shape[1], k1 - k0), a)
+
+
+@pytest.mark.parametrize("name,g", GRIDS, ids=[n for n, _ in GRIDS])
+def test_body_size_does_not_change_with_the_scans_coverage(name: str, g: Geometry) -> None:
+    """The same trunk and organ scanned short and long: the body volume (and UKBOB's normalised
+    volume) follows the coverage, the body size at the organ's level does not — and for a trunk
+    of constant section it is that section's area^(3/2)."""
+    xyz = world_coords(g)
+    k = np.arange(g.shape[2])[None, None, :]
+    trunk_a = np.where(np.abs(k - g.shape[2] / 2) < 8, 30.0, 30.0 + 0.6 * np.abs(k - g.shape[2] / 2))  # mm
+    body = (xyz[0] / trunk_a) ** 2 + (xyz[1] / 24.0) ** 2 <= 1.0  # wider away from the organ's slices
+    organ = ellipsoid(g, (12.0, 9.0, 7.0))
+    lab = organ.astype(np.uint8)
+    rows = {}
+    mid = g.shape[2] // 2
+    for span in (10, g.shape[2] // 2):
+        k0, k1 = mid - span, mid + span
+        gc = _crop(g, k0, k1)
+        f = measure_planes([(lab[..., k0:k1], {1: ["organ"]})], gc,
+                           sections=body_sections(body[..., k0:k1], gc))["organ"]
+        body_ml = float(np.count_nonzero(body[..., k0:k1])) * gc.voxel_volume_mm3 / 1000
+        assert not f.truncated and f.body_size_ml is not None
+        rows[span] = (f.volume_ml / body_ml, f.body_size_ml, f.volume_ml)
+    (nv_short, size_short, v1), (nv_long, size_long, v2) = rows.values()
+    assert v1 == v2
+    assert nv_short / nv_long > 1.5  # the paper's normalised volume measures the coverage
+    assert size_short == pytest.approx(size_long, rel=1e-12)  # the body size does not
+    # on the organ's slices the trunk is an ellipse of 30 x 24 mm semi-axes (the slice plane
+    # of the oblique grid is tilted, so its section is a little larger)
+    expected = (np.pi * 30.0 * 24.0) ** 1.5 / 1000
+    assert expected * 0.97 < size_short < expected * (1.12 if name == "oblique" else 1.03)
+
+
+def test_body_size_is_none_without_body() -> None:
+    g = grid((10, 10, 10), spacing=(1.0, 1.0, 1.0))
+    lab = np.zeros(g.shape, np.uint8)
+    lab[3:6, 3:6, 3:6] = 1
+    assert body_sections(None, g) is None and body_sections(np.zeros(g.shape, bool), g) is None
+    assert measure_planes([(lab, {1: ["x"]})], g)["x"].body_size_ml is None
+    body = np.zeros(g.shape, bool)
+    body[..., 7:] = True  # body only on slices the label does not reach
+    assert measure_planes([(lab, {1: ["x"]})], g, sections=body_sections(body, g))["x"].body_size_ml is None
+
+
+def test_real_scan_body_size_is_coverage_free(real_data) -> None:  # type: ignore[no-untyped-def]
+    """The real TotalSegmentator CT cut to 18 of its 30 slices: the pancreas and gallbladder lie
+    inside both; their body-normalised volumes change with the cut, their section-normalised do not."""
+    import json
+
+    from curator.io.formats import read_volume
+    from curator.preprocess.body import body_mask
+
+    ts = real_data / "totalsegmentator"
+    img = read_volume(ts / "example_ct_sm.nii.gz", role="image")
+    seg = read_volume(ts / "example_seg.nii.gz", role="label")
+    classes = {int(k): [n] for k, n in json.loads((ts / "class_map.json").read_text())["total"].items()}
+    body = body_mask(img.array, "CT")
+    axis = int(np.argmax(np.abs(img.geometry.direction[2, :])))
+    assert axis == 2
+    out = {}
+    for k0, k1 in ((0, img.geometry.shape[2]), (1, 21)):
+        g = _crop(img.geometry, k0, k1)
+        b = body[..., k0:k1]
+        f = measure_planes([(seg.array[..., k0:k1], classes)], g, sections=body_sections(b, g))
+        body_ml = float(np.count_nonzero(b)) * g.voxel_volume_mm3 / 1000
+        out[(k0, k1)] = {t: (f[t].volume_ml / body_ml, f[t].volume_ml / f[t].body_size_ml)
+                         for t in ("pancreas", "gallbladder") if not f[t].truncated}
+    full, cut = out.values()
+    assert set(full) == set(cut) == {"pancreas", "gallbladder"}
+    for t in full:
+        assert full[t][0] / cut[t][0] < 0.75  # 20 of 30 slices: the body volume shrank by a third
+        assert full[t][1] == pytest.approx(cut[t][1], rel=1e-12)

@@ -75,6 +75,9 @@ def test_truncated_label_only_and_measurements(qc_run: tuple[Context, list[dict[
     assert lo["volume_basis"] == "absolute" and lo["norm_volume"] is None and lo["mean_intensity"] is None
     liver = by[("Phantom__c000", "liver")]
     assert liver["volume_basis"] == "body" and 0.005 < liver["norm_volume"] < 0.2
+    assert lo["body_size_ml"] is None and lo["norm_volume_section"] is None
+    assert liver["norm_volume_section"] == pytest.approx(liver["volume_ml"] / liver["body_size_ml"])
+    assert liver["body_size_ml"] > liver["volume_ml"]  # the trunk's size at the liver's level
     assert 80 < liver["mean_intensity"] < 130  # phantom liver: 105 HU + noise
     assert liver["centroid_mm"][0] > 0  # the liver lies on the patient's right (+x in RAS)
     assert liver["extent_mm"][0] >= liver["extent_mm"][1] >= liver["extent_mm"][2] > 0
