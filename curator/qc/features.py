@@ -194,7 +194,7 @@ def measure_mask(term: str, mask: NDArray[np.bool_], box: tuple[slice, ...], geo
     area = shape.face_area_mm2(mask, spacing)
     mesh = shape.mesh_measure(mask, spacing) if opts.mesh else None
     mesh_area = mesh[0] if mesh is not None else None
-    cov = shape.physical_covariance(cov_idx, m)
+    cov = shape.solid_covariance(cov_idx, m)
     cc, ncomp = cc3d.connected_components(mask, connectivity=opts.connectivity, return_N=True)
     largest = 1.0
     if ncomp > 1:

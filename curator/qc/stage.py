@@ -38,9 +38,9 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "5"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
+    version = "6"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
     # 3: body_x_mm (the laterality check); 4: mesh sphericity with the mesh's own volume;
-    # 5: body_size_ml (volume_norm: section)
+    # 5: body_size_ml (volume_norm: section); 6: eccentricity of the voxels' solid, not their centres
     config_class = QCConfig
     tables = ("qc",)
     requires = ("cases",)

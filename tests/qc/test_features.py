@@ -275,3 +275,20 @@ def test_real_scan_body_size_is_coverage_free(real_data) -> None:  # type: ignor
     for t in full:
         assert full[t][0] / cut[t][0] < 0.75  # 20 of 30 slices: the body volume shrank by a third
         assert full[t][1] == pytest.approx(cut[t][1], rel=1e-12)
+
+
+def test_eccentricity_of_a_label_one_slice_thick_is_its_solids() -> None:
+    """A flat 10×10-voxel square on 5 mm slices is a 10×10×5 mm slab: E = √(1 − 25/100), not the
+    1 its voxel centres (no spread across the slice) would give; a cube of voxels on an
+    isotropic grid is 0 however small."""
+    g = grid((20, 20, 6), spacing=(1.0, 1.0, 5.0))
+    lab = np.zeros(g.shape, np.uint8)
+    lab[5:15, 5:15, 2] = 1
+    lab[0, 0, 0] = 2
+    g1 = grid((5, 5, 5), spacing=(2.0, 2.0, 2.0))
+    one = np.zeros(g1.shape, np.uint8)
+    one[2, 2, 2] = 1
+    out = measure_label_map(lab, g, {1: "flat", 2: "voxel"})
+    assert out["flat"].eccentricity == pytest.approx(np.sqrt(1 - 25 / 100), abs=1e-9)
+    assert out["voxel"].eccentricity == pytest.approx(np.sqrt(1 - 1 / 25), abs=1e-9)
+    assert measure_label_map(one, g1, {1: "dot"})["dot"].eccentricity == pytest.approx(0.0, abs=1e-6)
