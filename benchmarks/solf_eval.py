@@ -74,7 +74,8 @@ def _row(case_id: str, term: str, mask: np.ndarray, crop: tuple[slice, ...], g: 
     box = tuple(slice(c.start + t.start, c.start + t.stop) for c, t in zip(crop, tight, strict=True))
     f = measure_mask(term, mask[tight], box, g, fov=fov, options=opts)
     r = f.to_row()
-    r.update(case_id=case_id, term_id=term, modality="CT", volume_basis="absolute", norm_volume=None)
+    r.update(case_id=case_id, term_id=term, origin="original", modality="CT", volume_basis="absolute",
+             norm_volume=None)
     return r
 
 
