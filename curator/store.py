@@ -51,7 +51,7 @@ from numpy.typing import NDArray
 from zarr.codecs import BloscCodec
 
 from curator.errors import WorkspaceError
-from curator.io.fsutil import atomic_path, atomic_remove
+from curator.io.fsutil import atomic_path, atomic_remove, replace_dir
 from curator.io.volume import Geometry
 from curator.store_reader import Box, ShardReader, box_shape, full_box, write_sharded
 
@@ -142,16 +142,11 @@ class CaseStore:
             g = zarr.open_group(str(tmp), mode="w")
             g.attrs["curator"] = dict(attrs or {})
             _write_planes(g, planes, chunks)
-            if final.exists():
-                old = self.path / "labels" / f".{layer}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
+            if not final.exists():
                 (self.path / "labels").mkdir(exist_ok=True)
                 if not (self.path / "labels" / "zarr.json").exists():
                     zarr.open_group(str(self.path), mode="r+").require_group("labels")
-                os.replace(tmp, final)
+            replace_dir(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self._reopen()

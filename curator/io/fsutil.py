@@ -74,6 +74,25 @@ def _tmp_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def _old_name(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}{_OLD}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+_OLD = ".tmp-old-"  # a replaced folder's previous copy: restored if the run dies before the new one is in
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Put the finished folder ``tmp`` in place of the folder ``dest`` (two renames; a run killed
+    between them leaves ``dest``'s old copy, which :func:`remove_stale_temporaries` puts back)."""
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    old = _old_name(dest)
+    os.replace(dest, old)
+    os.replace(tmp, dest)
+    _cleanup(old)
+
+
 def _raise_disk(e: OSError, dest: Path) -> None:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         raise WorkspaceError("disk_full", f"no space left while writing {dest.name}",
@@ -94,11 +113,8 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_path(tmp)
-        if tmp.is_dir() and dest.exists():
-            old = _tmp_name(dest)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
+        if tmp.is_dir():
+            replace_dir(tmp, dest)
         else:
             os.replace(tmp, dest)
         _fsync_dir(dest.parent)
@@ -164,11 +180,20 @@ def atomic_write_json(dest: str | os.PathLike[str], obj: Any, indent: int | None
 
 
 def remove_stale_temporaries(folder: Path) -> int:
-    """Delete leftovers of killed writers (``.name.tmp-*``) under ``folder``; returns how many."""
+    """Delete leftovers of killed writers (``.name.tmp-*``) under ``folder``; returns how many.
+    A folder's previous copy (``.name.tmp-old-*``) whose replacement never arrived is put back."""
     n = 0
     if not folder.exists():
         return 0
-    for p in folder.rglob(".*.tmp-*"):
+    for p in sorted(folder.rglob(".*.tmp-*")):
+        if not p.exists() and not p.is_symlink():
+            continue  # inside a leftover removed earlier in this loop
+        if _OLD in p.name:
+            home = p.with_name(p.name[1:p.name.index(_OLD)])
+            if not home.exists():
+                os.replace(p, home)
+                n += 1
+                continue
         _cleanup(p)
         n += 1
     return n

@@ -132,3 +132,40 @@ def test_writer_gives_the_same_files_for_either_memory_order(tmp_path: Path, dat
     f = CaseStore.create(tmp_path / "f.zarr", geometry=g, attrs={}, image=np.asfortranarray(data["image"]),
                          body=np.asfortranarray(data["body"]))
     assert store_sha256(c.path) == store_sha256(f.path)
+
+
+def test_a_layer_replacement_killed_between_its_renames_is_put_back(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old layer is renamed away, then the new one in: a kill between the two left no layer
+    and a leftover nothing cleaned. Now the workspace's start-up cleanup puts the old layer back."""
+    import os
+
+    from curator.io import fsutil
+
+    shape = (20, 20, 10)
+    lab = np.zeros(shape, np.uint8)
+    lab[2:8, 2:8, 2:8] = 1
+    s = CaseStore.create(tmp_path / "stores" / "c.zarr", geometry=Geometry.from_affine(shape, np.eye(4)),
+                         attrs={}, labels=[(lab, {1: ["liver"]})])
+    s.write_layer("pseudo", [(lab, {1: ["spleen"]})])
+    real = os.replace
+
+    def dies_moving_the_new_layer_in(a, b):  # type: ignore[no-untyped-def]
+        if Path(b) == s.path / "labels" / "pseudo":
+            raise KeyboardInterrupt  # the kill, after the old layer was renamed away
+        return real(a, b)
+
+    monkeypatch.setattr(fsutil.os, "replace", dies_moving_the_new_layer_in)
+    with pytest.raises(KeyboardInterrupt):
+        s.write_layer("pseudo", [(lab * 0 + lab, {1: ["kidney"]})])
+    monkeypatch.undo()
+    assert not (s.path / "labels" / "pseudo").exists()
+    assert fsutil.remove_stale_temporaries(tmp_path / "stores") == 1
+    again = CaseStore(s.path)
+    assert again.layers() == ["original", "pseudo"] and again.terms("pseudo") == ["spleen"]
+    assert not [p.name for p in (s.path / "labels").iterdir() if p.name.startswith(".")]
+    # a leftover whose replacement did arrive is just deleted
+    (s.path / "labels" / ".pseudo.tmp-old-1-abc").mkdir()
+    assert fsutil.remove_stale_temporaries(tmp_path / "stores") == 1
+    assert CaseStore(s.path).terms("pseudo") == ["spleen"]
+    assert not [p.name for p in (s.path / "labels").iterdir() if p.name.startswith(".")]
