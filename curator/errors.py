@@ -185,6 +185,9 @@ _KINDS: list[ProblemKind] = [
                 "labels must hold integer codes; re-export the label map"),
     ProblemKind("label_values_undeclared", "a label map holds values the dataset YAML does not declare",
                 "add the values to `labels.values` in the dataset YAML, or mark them `ignore`"),
+    ProblemKind("label_lost_in_resampling", "a structure has voxels in the source but none on the stored grid "
+                "(thinner than the target spacing); the store leaves it out, so it is unknown for the case",
+                "resample finer (stages.preprocess.target_spacing_mm, or spacing: median)"),
     ProblemKind("label_is_image", "the label file looks like an intensity image, not a label map",
                 "check the layout pattern: the label pattern matches image files"),
     ProblemKind("label_unmapped", "a raw label value or structure file maps to no taxonomy term",

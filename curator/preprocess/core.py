@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import fastremap
 import numpy as np
 from numpy.typing import NDArray
 
@@ -40,6 +41,7 @@ class Prepared:
     foreground: dict[str, float] | None = None
     resampled_shape: tuple[int, ...] = ()
     crop_start: tuple[int, ...] = (0, 0, 0)
+    lost: list[tuple[str, list[str]]] = field(default_factory=list)  # (raw value/key, terms) resampling erased
 
 
 def target_spacing(geometry: Geometry, config: PreprocessConfig, median: tuple[float, ...] | None = None
@@ -78,9 +80,18 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     else:
         scale = 1.0
     out_planes: list[Plane] = []
+    lost: list[tuple[str, list[str]]] = []
     for arr, values, raw in planes:
         pv, _ = reorient(arr, src_geom, config.orientation)
-        out_planes.append((resample_labels(pv, ratios, out_geom.shape, config.label_interpolation), values, raw))
+        res = resample_labels(pv, ratios, out_geom.shape, config.label_interpolation)
+        kept = {int(c) for c in fastremap.unique(res)} if res is not pv else set(values)
+        gone = sorted(c for c in values if c not in kept)
+        if gone:  # a structure thinner than the new grid: its code must not claim a label the store lacks
+            lost += [(str(raw.get(c, c)), list(values[c])) for c in gone]
+            values = {c: t for c, t in values.items() if c in kept}
+            raw = {c: r for c, r in raw.items() if c in kept}
+        if values:
+            out_planes.append((res, values, raw))
     label_box = None
     for arr, _, _ in out_planes:
         label_box = union_box(label_box, bbox(arr))
@@ -96,7 +107,7 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     shifted = out_geom.matrix.copy()
     shifted[:3, 3] = out_geom.voxel_to_world(np.asarray(start))[0]
     final = Geometry.from_affine(tuple(s.stop - s.start for s in box), shifted)
-    prep = Prepared(final, None, None, [], resampled_shape=out_geom.shape, crop_start=start)
+    prep = Prepared(final, None, None, [], resampled_shape=out_geom.shape, crop_start=start, lost=lost)
     # crops are copied in the arrays' own memory order (Fortran for nibabel reads): the store
     # writer copies 64³ blocks in either order, so no full-volume transpose is ever made
     prep.planes = [(a[box].copy(order="K"), v, r) for a, v, r in out_planes]

@@ -1,10 +1,13 @@
 """Reorientation and resampling that keep every voxel where it was in physical space.
 
 A grid is resampled along its own (reoriented) axes: output voxel ``x`` samples input
-position ``(x + 0.5) · r − 0.5`` with ``r = target / source spacing`` (the first and
-last voxel edges of both grids coincide when ``n_out = n_in / r`` exactly). The output
-affine is ``A_in @ T`` with that same map ``T``, so world coordinates are exact: the
-spacing is exactly the target and any residual obliquity stays in the direction cosines.
+position ``(x + 0.5) · r − 0.5 + (n_in − n_out · r) / 2`` with ``r = target / source
+spacing`` and ``n_out = round(n_in / r)`` — the output's extent is centred on the input's
+(its edges coincide when ``n_out = n_in / r`` exactly; otherwise the remainder is split
+between both ends, so no end samples beyond the data and a single slice stays where it
+was). The output affine is ``A_in @ T`` with that same map ``T``, so world coordinates are
+exact: the spacing is exactly the target and any residual obliquity stays in the direction
+cosines.
 
 Linear interpolation is separable and runs slab by slab along the last axis, so memory
 stays near one float32 slab of the input plus the output (512 × 512 × 1000 CT: see
@@ -53,13 +56,25 @@ def target_grid(geometry: Geometry, spacing: tuple[float, ...]) -> tuple[Geometr
     shape = tuple(max(1, round(n / r)) for n, r in zip(geometry.shape, ratios, strict=True))
     t = np.eye(4)
     t[:3, :3] = np.diag(ratios)
-    t[:3, 3] = 0.5 * ratios - 0.5
+    t[:3, 3] = [first_position(n, m, r) for n, m, r in zip(geometry.shape, shape, ratios, strict=True)]
     r3 = (float(ratios[0]), float(ratios[1]), float(ratios[2]))
     return Geometry.from_affine(shape, geometry.matrix @ t), r3
 
 
+def _centring(n_in: int, n_out: int, r: float) -> float:
+    """Shift (input voxels) that centres the output extent (n_out · r input voxels) on the input's
+    (n_in); a remainder below 1e-9 voxel is float noise and taken as 0."""
+    rest = (n_in - n_out * r) / 2.0
+    return rest if abs(rest) > 1e-9 else 0.0
+
+
+def first_position(n_in: int, n_out: int, r: float) -> float:
+    """Input index position of output voxel 0."""
+    return 0.5 * r - 0.5 + _centring(n_in, n_out, r)
+
+
 def _positions(n_in: int, n_out: int, r: float) -> NDArray[np.float64]:
-    return np.clip((np.arange(n_out) + 0.5) * r - 0.5, 0, n_in - 1)
+    return np.clip((np.arange(n_out) + 0.5) * r - 0.5 + _centring(n_in, n_out, r), 0, n_in - 1)
 
 
 def _linear_weights(n_in: int, n_out: int, r: float) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
@@ -69,7 +84,10 @@ def _linear_weights(n_in: int, n_out: int, r: float) -> tuple[NDArray[np.intp], 
 
 
 def nearest_index(n_in: int, n_out: int, r: float) -> NDArray[np.intp]:
-    return np.clip(np.floor((np.arange(n_out) + 0.5) * r).astype(np.intp), 0, n_in - 1)
+    # (x + 0.5)·r is the position + 0.5 computed in one product, so ties (whole numbers at ratios
+    # like 2/3) break the same way everywhere: a regular pattern of repeated input slices
+    edge = (np.arange(n_out) + 0.5) * r + _centring(n_in, n_out, r)
+    return np.clip(np.floor(edge).astype(np.intp), 0, n_in - 1)
 
 
 def _lerp(a: NDArray[np.float32], i0: NDArray[np.intp], w: NDArray[np.float32], axis: int) -> NDArray[np.float32]:
@@ -171,7 +189,7 @@ def _cubic(a: NDArray[Any], ratios: tuple[float, ...], out: NDArray[Any], margin
         z0 = max(int(np.floor(zpos[k0])) - margin, 0)
         z1 = min(int(np.ceil(zpos[k1 - 1])) + margin + 1, nz)
         s = np.asarray(a[:, :, z0:z1], dtype=np.float32)
-        offset = 0.5 * r - 0.5
+        offset = np.array([first_position(n, m, q) for n, m, q in zip(a.shape, out.shape, ratios, strict=True)])
         offset[2] += k0 * r[2] - z0
         res = ndimage.affine_transform(s, r, offset=offset, output_shape=(out.shape[0], out.shape[1], k1 - k0),
                                        order=3, mode="nearest", output=np.float32)

@@ -31,7 +31,8 @@ STATS = (("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("p0.
 class PreprocessStage(Stage):
     name = "preprocess"
     version = "3"  # 2: linear resampling order y, x, z; 3: integer NIfTI scaled by whole numbers stays
-    # integer (float16 stores rounded HU > 2048), CT body threshold in stored units, nonzero crop
+    # integer (float16 stores rounded HU > 2048), CT body threshold in stored units, nonzero crop;
+    # 4: the resampled extent centred on the input's; codes resampling erased are left out of the store
     config_class = PreprocessConfig
     tables = ("preprocessed",)
     requires = ("cases",)
@@ -73,6 +74,7 @@ class PreprocessStage(Stage):
                 "terms": (case_terms(spec, r["label_keys"] if labels_ok else [])
                           if encoding == "per_structure" else termmap.value_terms(spec, tax)),
                 "fixes": dict(spec.fixes),
+                "ignore": sorted({str(v) for v in spec.labels.ignore}),
                 "spacing": list(medians[r["dataset"]]) if r["dataset"] in medians else None,
             }
             fp = f"{r.get('image_sha256') or ''}|{r.get('label_sha256') or ''}"
@@ -111,6 +113,13 @@ class PreprocessStage(Stage):
         prep = preprocess_arrays(image.array if image is not None else None, geometry, planes, p["modality"],
                                  config, spacing=spacing, intensity_offset=offset)
         del image, planes
+        for raw, terms in prep.lost:
+            warn(InputError("label_lost_in_resampling",
+                            f"label {raw} ({', '.join(terms) or 'no term'}) has voxels in the source but none on the "
+                            f"{'×'.join(f'{x:g}' for x in prep.geometry.spacing)} mm grid: it is left out of the store, "
+                            "so training treats it as not annotated in this case (never as absent)",
+                            remedy="a finer target spacing (stages.preprocess.target_spacing_mm or spacing: median) "
+                            "keeps it; label_interpolation: smooth rarely does"))
         dest = Path(env.workspace) / "stores" / f"{task.case_id}.zarr"
         attrs = {"case_id": task.case_id, "dataset": p["dataset"], **prep.attrs,
                  "label_raw_values": [{str(k): v for k, v in raw.items()} for _, _, raw in prep.planes],
@@ -198,6 +207,7 @@ def _read_planes(p: dict[str, Any], root: Path, geometry: Geometry | None,
         vol = first if i == 0 else _label(path, rels[i], p, ref)
         got, unknown = label_map_plane(vol.array, p["terms"])
         planes += got
+        unknown = [v for v in unknown if str(v) not in p.get("ignore", ())]  # declared: left out quietly
         if unknown:
             warn(InputError("label_values_undeclared", f"raw values {unknown[:12]} map to no term and are left "
                             "out of the store", path=str(path), remedy="add them to `labels.values` (or "

@@ -12,6 +12,7 @@ from curator.io.volume import Geometry
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import preprocess_arrays
 from curator.preprocess.labels import label_map_plane
+from curator.preprocess.resample import resample_image, target_grid
 from curator.testing.phantoms import STRUCTURES, Subject, grid, render
 from tests.preprocess.fidelity import fidelity
 
@@ -36,11 +37,14 @@ def _run(img: np.ndarray, lab: np.ndarray, g: Geometry, modality: str, **cfg: ob
 
 # At non-integer ratios any hard relabelling rounds each boundary to the output grid: nearest gives a
 # source voxel 1 or 2 output voxels, so thin structures (aorta, pancreas: 20-25 mm across) drift by
-# up to ~3 % in volume; smooth (one-hot linear + argmax) shrinks thin oblique ones by up to ~5 %.
-# The issue's 2 % is held on the real samples (integer ratios) below; here 4 % (2 % smooth, axis-aligned).
+# up to ~5 % in volume; smooth (one-hot linear + argmax) shrinks thin ones by as much. Over these
+# four grids × 26 phantoms (structures > 10 ml): nearest mean 0.9 % (max 6.7 %), smooth mean 0.7 %
+# (max 6.3 %); before the resampled extent was centred 0.9 % (5.4 %) and 0.7 % (5.0 %) — the
+# sampling phase moves which phantom is worst, not the mean. The issue's 2 % is held on the real
+# samples (integer ratios) below; here 5 % on phantom 5.
 @pytest.mark.parametrize(("orientation", "labels", "vol_tol"), [
-    ("LPS", "nearest", 0.04), ("IPL", "nearest", 0.04), ("RAS", "nearest", 0.04), ("PIR", "nearest", 0.04),
-    ("LPS", "smooth", 0.02), ("PIR", "smooth", 0.02)])
+    ("LPS", "nearest", 0.05), ("IPL", "nearest", 0.05), ("RAS", "nearest", 0.05), ("PIR", "nearest", 0.05),
+    ("LPS", "smooth", 0.05), ("PIR", "smooth", 0.05)])
 def test_phantom_any_orientation(orientation: str, labels: str, vol_tol: float) -> None:
     spacing = {"LPS": (2.3, 1.7, 4.1), "IPL": (4.1, 2.3, 1.7), "RAS": (1.9, 2.2, 3.7), "PIR": (2.1, 4.4, 1.6)}
     shape = tuple(int(300 / s) if s < 3 else int(200 / s) for s in spacing[orientation])
@@ -138,3 +142,42 @@ def test_resampling_gives_the_same_voxels_in_either_memory_order(method: str) ->
     lab = rng.integers(0, 4, size=a.shape).astype(np.uint8)
     for m in ("nearest", "smooth"):
         assert np.array_equal(resample_labels(lab, ratios, out, m), resample_labels(np.asfortranarray(lab), ratios, out, m))
+
+
+def test_a_label_resampling_erases_is_left_out_and_named() -> None:
+    """A 1 mm tumour on one slice between the 3 mm output slices: its code must not stay in the
+    plane's values (the store would list a term it has no voxel of, and training would read
+    "annotated, no tumour")."""
+    g = grid((40, 40, 30), (1.0, 1.0, 1.0), "RAS")
+    img = np.full(g.shape, -1000, np.int16)
+    img[5:35, 5:35, :] = 40
+    lab = np.zeros(g.shape, np.uint8)
+    lab[8:20, 8:20, 5:25] = 1
+    lab[12:16, 12:16, 12] = 2
+    planes, _ = label_map_plane(lab, {"1": ["liver"], "2": ["liver_tumor"]})
+    prep = preprocess_arrays(img, g, planes, "CT", PreprocessConfig())
+    ((out, values, raw),) = prep.planes
+    assert values == {1: ["liver"]} and raw == {1: "1"} and set(np.unique(out)) == {0, 1}
+    assert prep.lost == [("2", ["liver_tumor"])]
+    fine = preprocess_arrays(img, g, planes, "CT", PreprocessConfig.from_dict({"target_spacing_mm": [1, 1, 1]}))
+    assert fine.lost == [] and fine.planes[0][1] == {1: ["liver"], 2: ["liver_tumor"]}
+
+
+@pytest.mark.parametrize(("n_in", "src", "dst"), [(1, 1.0, 3.0), (1, 5.0, 3.0), (2, 0.5, 3.0), (103, 1.0, 2.0),
+                                                  (7, 2.5, 1.0), (30, 3.0, 1.0)])
+def test_the_resampled_extent_is_centred_on_the_input(n_in: int, src: float, dst: float) -> None:
+    """Where n_in · src is not a whole number of target voxels the remainder is split between both
+    ends: the output's centre is the input's, and a z ramp resampled linearly reads the world z
+    of every output voxel centre that lies inside the input's first and last voxel centres."""
+    g = Geometry.from_affine((4, 4, n_in), np.diag([1.0, 1.0, src, 1.0]))
+    z_in = g.voxel_to_world(np.stack([np.zeros(n_in), np.zeros(n_in), np.arange(n_in)], axis=1))[:, 2]
+    ramp = np.broadcast_to(z_in.astype(np.float32), (4, 4, n_in)).copy()
+    out_g, ratios = target_grid(g, (1.0, 1.0, dst))
+    n_out = out_g.shape[2]
+    z_out = out_g.voxel_to_world(np.stack([np.zeros(n_out), np.zeros(n_out), np.arange(n_out)], axis=1))[:, 2]
+    assert z_out.mean() == pytest.approx(z_in.mean(), abs=1e-9)
+    got = resample_image(ramp, ratios, out_g.shape, "linear", np.dtype(np.float32))[0, 0]
+    inside = (z_out >= z_in[0] - 1e-6) & (z_out <= z_in[-1] + 1e-6)
+    assert np.allclose(got[inside], z_out[inside], atol=1e-4)
+    if n_in == 1:
+        assert np.allclose(got, z_in[0])

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
+import yaml
 
 from curator.config import PipelineConfig
 from curator.pipeline import run_pipeline
 from curator.preprocess.terms import term_id
 from curator.store import CaseStore
 from curator.testing.phantoms import STRUCTURES
-from tests.preprocess.conftest import SPACING, Tiny
+from tests.preprocess.conftest import KITS_YAML, SPACING, Tiny
 from tests.preprocess.fidelity import fidelity
 
 
@@ -160,3 +162,44 @@ def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) 
     ds = PatchDataset(rel, terms=["toy_mass", "kidney"], patch_size=(16, 16, 8), where=f"case_id = '{min(with_mass)}'")
     item = ds[0]
     assert item["prompts"] == ["(ct) toy lesion", "(ct) kidney"] and bool(item["present"][0])
+
+
+def test_a_label_resampling_erases_is_a_warning_and_unknown_to_the_loader(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A 1 mm tumour on one slice, stored at 1 × 1 × 3 mm: the store does not list it, a problem
+    row says so and what to do, and the patch loader reads it as not annotated (never as
+    "annotated, no tumour"); a value declared under `labels.ignore` raises no warning."""
+    from curator.io.volume import Geometry
+    from curator.release.query import Release
+    from curator.testing.layouts import write_kits_case
+    from curator.torch import PatchDataset
+
+    g = Geometry.from_affine((40, 40, 30), np.diag([-1.0, -1.0, 1.0, 1.0]))
+    img = np.full(g.shape, -1000 + 1024, np.int16)
+    img[5:35, 5:35, :] = 40 + 1024
+    seg = np.zeros(g.shape, np.uint8)
+    seg[8:20, 8:20, 5:25] = 1
+    seg[12:16, 12:16, 12] = 2  # 4 × 4 × 1 voxels between the 3 mm output slices
+    seg[25:30, 25:30, 5:25] = 3
+    seg[30:33, 8:11, 5:8] = 255  # declared as ignored
+    write_kits_case(tmp_path / "src", "case_00000", img, seg, g)
+    yml = tmp_path / "k.yaml"
+    yml.write_text(KITS_YAML + "  ignore: [255]\n")
+    cfg = {"workspace": "ws", "registry": [str(yml)], "sources": [{"dataset": str(yml), "root": str(tmp_path / "src")}],
+           "stages": {"preprocess": {"target_spacing_mm": [1, 1, 3]}},
+           "executor": {"kind": "local", "workers": 1, "progress": False},
+           "release": {"root": "releases", "collection": "t", "version": "0.1.0"}}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["ingest", "harmonize", "preprocess"])
+    store = CaseStore(tmp_path / "ws" / "stores" / "TinyKits__case_00000.zarr")
+    assert "kidney_tumor" not in store.terms() and {"kidney", "kidney_cyst"} <= set(store.terms())
+    assert sorted(store.attrs["label_raw_values"][0].values()) == ["1", "3"]
+    rel = Release(result.release)
+    probs = rel.sql("select kind, message from problems where stage = 'preprocess'").fetchall()
+    assert [p[0] for p in probs] == ["label_lost_in_resampling"], probs  # and nothing about value 255
+    assert "kidney_tumor" in probs[0][1] and "target_spacing_mm" in probs[0][1]
+    with pytest.warns(UserWarning, match="no case of the release holds 'kidney_tumor'"):
+        ds = PatchDataset(result.release, terms=["kidney", "kidney_tumor"], patch_size=(16, 16, 8), split=None,
+                          samples_per_epoch=1)
+    item = ds[0]
+    assert item["present"].tolist() == [True, False]  # unknown, masked out of the loss — not a true negative
+
