@@ -297,6 +297,49 @@ class CaseStore:
         return json.dumps(self.attrs, indent=1)
 
 
+def _term_codes(planes: Sequence[tuple[Any, Mapping[int, Sequence[str]]]]) -> dict[str, list[tuple[int, list[int]]]]:
+    out: dict[str, list[tuple[int, list[int]]]] = {}
+    for p, (_, values) in enumerate(planes):
+        for code, terms in sorted(values.items()):
+            if int(code) == 0:
+                continue
+            for t in terms:
+                entry = out.setdefault(t, [])
+                if entry and entry[-1][0] == p:
+                    entry[-1][1].append(int(code))
+                else:
+                    entry.append((p, [int(code)]))
+    return out
+
+
+def term_masks(planes: Sequence[tuple[NDArray[Any], Mapping[int, Sequence[str]]]]
+               ) -> Iterator[tuple[str, tuple[slice, ...], NDArray[np.bool_]]]:
+    """``(term, box, mask)`` for every term of the label ``planes`` (arrays in memory, each with its
+    ``{code: [term ids]}``) that has a voxel: the term's mask — the union of every code and plane
+    mapping to it — inside its bounding box. Each plane is scanned once
+    (``scipy.ndimage.find_objects`` gives every code's box); then one term's box at a time, so
+    memory is the planes plus one term's box, whatever the number of terms."""
+    from scipy import ndimage
+
+    objects = []
+    for arr, values in planes:
+        a = np.asarray(arr)
+        a = a.view(np.uint8) if a.dtype == bool else a
+        top = max((int(c) for c in values), default=0)
+        objects.append(ndimage.find_objects(a, max_label=top) if top > 0 else [])
+    for term, parts in _term_codes(planes).items():
+        boxes = [objects[p][c - 1] for p, codes in parts for c in codes
+                 if c - 1 < len(objects[p]) and objects[p][c - 1] is not None]
+        if not boxes:
+            continue
+        box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+        mask = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
+        for p, codes in parts:
+            crop = np.asarray(planes[p][0])[box]
+            mask |= (crop == codes[0]) if len(codes) == 1 else np.isin(crop, codes)
+        yield term, box, mask
+
+
 def _write_planes(group: zarr.Group, planes: list[tuple[NDArray[Any], dict[int, list[str]]]],
                   chunks: tuple[int, ...] | None) -> None:
     for i, (data, values) in enumerate(planes):

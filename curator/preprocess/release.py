@@ -29,7 +29,7 @@ from curator.errors import CuratorError
 from curator.io.fsutil import atomic_path
 from curator.runner.stage import problem_row
 from curator.schema import to_arrow
-from curator.store import CaseStore
+from curator.store import CaseStore, term_masks
 
 if TYPE_CHECKING:  # pragma: no cover
     from curator.release.build import ReleaseBuilder
@@ -56,25 +56,29 @@ def link_tree(src: Path, dst: Path, skip: Collection[str] = ()) -> None:
 
 def term_locations(store: CaseStore, rng: np.random.Generator, max_samples: int = MAX_SAMPLES
                    ) -> tuple[list[dict[str, Any]], dict[str, NDArray[np.int32]]]:
-    """Per (layer, term): voxels, bounding box and up to ``max_samples`` sampled voxel indices."""
+    """Per (layer, term): voxels, bounding box and up to ``max_samples`` sampled voxel indices.
+
+    A layer's planes are read once and each term is found inside its own bounding box
+    (:func:`curator.store.term_masks`): memory is the planes plus one term's box — not one
+    full-volume mask per term at once (a 41-structure TotalSegmentator case needed 47 bytes
+    per voxel that way).
+    """
     rows: list[dict[str, Any]] = []
     arrays: dict[str, NDArray[np.int32]] = {}
     ml = store.geometry.voxel_volume_mm3 / 1000.0
     for layer in store.layers():
-        terms = store.terms(layer)
-        if not terms:
-            continue
-        masks = store.masks(terms, layer)
-        for term, m in zip(terms, masks, strict=True):
-            idx = np.argwhere(m)
-            if idx.size == 0:
-                continue
-            pick = idx if len(idx) <= max_samples else idx[np.sort(rng.choice(len(idx), max_samples, replace=False))]
-            arrays[f"{layer}/{term}"] = pick.astype(np.int32)
-            rows.append({"term_id": term, "layer": layer, "voxels": len(idx), "volume_ml": len(idx) * ml,
-                         "bbox_start": [int(x) for x in idx.min(0)], "bbox_stop": [int(x) + 1 for x in idx.max(0)],
-                         "samples": len(pick)})
-        del masks
+        planes = [(np.asarray(arr[...]), values) for arr, values in store.planes(layer)]
+        for term, box, mask in term_masks(planes):  # box: the term's tight bounding box
+            flat = np.flatnonzero(mask)  # C order inside the box is C order in the volume
+            n = len(flat)
+            pick = flat if n <= max_samples else flat[np.sort(rng.choice(n, max_samples, replace=False))]
+            local = np.stack(np.unravel_index(pick, mask.shape), axis=1)
+            del mask, flat
+            start = [s.start for s in box]
+            arrays[f"{layer}/{term}"] = (local + np.asarray(start)).astype(np.int32)
+            rows.append({"term_id": term, "layer": layer, "voxels": n, "volume_ml": n * ml,
+                         "bbox_start": start, "bbox_stop": [s.stop for s in box], "samples": len(pick)})
+        del planes
     return rows, arrays
 
 

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from curator.io.volume import Geometry
 from curator.qc import shape
+from curator.store import term_masks
 
 Plane = tuple[NDArray[Any], Mapping[int, Sequence[str]]]
 Sections = tuple[int, NDArray[np.float64]]  # (slice axis, body cross-section area in mm² per slice)
@@ -124,27 +124,6 @@ def body_size_ml(sections: Sections, mask: NDArray[np.bool_], box: tuple[slice, 
     return float(a.mean() ** 1.5 / 1000.0) if a.size else None
 
 
-def _term_codes(planes: Sequence[Plane]) -> dict[str, list[tuple[int, list[int]]]]:
-    out: dict[str, list[tuple[int, list[int]]]] = {}
-    for p, (_, values) in enumerate(planes):
-        for code, terms in sorted(values.items()):
-            if int(code) == 0:
-                continue
-            for t in terms:
-                entry = out.setdefault(t, [])
-                if entry and entry[-1][0] == p:
-                    entry[-1][1].append(int(code))
-                else:
-                    entry.append((p, [int(code)]))
-    return out
-
-
-def _union(boxes: list[tuple[slice, ...]]) -> tuple[slice, ...] | None:
-    if not boxes:
-        return None
-    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
-
-
 def measure_planes(planes: Sequence[Plane], geometry: Geometry, *, image: NDArray[Any] | None = None,
                    fov: NDArray[np.float64] | None = None, options: MeasureOptions | None = None,
                    sections: Sections | None = None) -> dict[str, LabelFeatures]:
@@ -155,26 +134,8 @@ def measure_planes(planes: Sequence[Plane], geometry: Geometry, *, image: NDArra
     """
     opts = options or MeasureOptions()
     fov = field_of_view(geometry) if fov is None else fov
-    objects = []
-    for arr, values in planes:
-        a = np.asarray(arr)
-        if a.dtype == bool:
-            a = a.view(np.uint8)
-        top = max((int(c) for c in values), default=0)
-        objects.append(ndimage.find_objects(a, max_label=top) if top > 0 else [])
-    out: dict[str, LabelFeatures] = {}
-    for term, parts in _term_codes(planes).items():
-        boxes = [objects[p][c - 1] for p, codes in parts for c in codes
-                 if c - 1 < len(objects[p]) and objects[p][c - 1] is not None]
-        box = _union(boxes)
-        if box is None:
-            continue
-        mask = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
-        for p, codes in parts:
-            crop = np.asarray(planes[p][0])[box]
-            mask |= (crop == codes[0]) if len(codes) == 1 else np.isin(crop, codes)
-        out[term] = measure_mask(term, mask, box, geometry, image=image, fov=fov, options=opts, sections=sections)
-    return out
+    return {term: measure_mask(term, mask, box, geometry, image=image, fov=fov, options=opts, sections=sections)
+            for term, box, mask in term_masks(planes)}
 
 
 def measure_mask(term: str, mask: NDArray[np.bool_], box: tuple[slice, ...], geometry: Geometry, *,

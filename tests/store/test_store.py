@@ -169,3 +169,35 @@ def test_a_layer_replacement_killed_between_its_renames_is_put_back(tmp_path: Pa
     assert fsutil.remove_stale_temporaries(tmp_path / "stores") == 1
     assert CaseStore(s.path).terms("pseudo") == ["spleen"]
     assert not [p.name for p in (s.path / "labels").iterdir() if p.name.startswith(".")]
+
+
+def test_term_locations_read_planes_not_per_term_masks(store: CaseStore) -> None:
+    """Locations found code by code inside each code's box are those of the full per-term masks
+    (terms spanning codes and overlapping planes: one sorted set of voxels), with the same random
+    picks; memory is one plane plus the voxel indices, not one volume per term."""
+    import tracemalloc
+
+    from curator.preprocess.release import term_locations
+
+    rows, arrays = term_locations(store, np.random.default_rng(7), max_samples=500)
+    rng = np.random.default_rng(7)
+    original = [r for r in rows if r["layer"] == "original"]  # the layers come in order: original first
+    terms = [r["term_id"] for r in original]
+    assert sorted(terms) == sorted(store.terms("original"))
+    for row, m in zip(original, store.masks(terms, "original"), strict=True):
+        term = row["term_id"]
+        idx = np.argwhere(m)  # what the release step did before: one full mask per term
+        pick = idx if len(idx) <= 500 else idx[np.sort(rng.choice(len(idx), 500, replace=False))]
+        assert row["voxels"] == len(idx) and row["samples"] == len(pick)
+        assert row["bbox_start"] == idx.min(0).tolist() and row["bbox_stop"] == (idx.max(0) + 1).tolist()
+        assert np.array_equal(arrays[f"original/{term}"], pick)
+    tracemalloc.start()
+    term_locations(store, np.random.default_rng(7))  # (with any layer another test added: one at a time)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    n_terms, voxels = len(store.terms("original")), int(np.prod(store.geometry.shape))
+    largest = max(r["voxels"] for r in original)
+    # the two planes as read (one byte per voxel each, decoded), one term's box mask and its flat
+    # indices — where the per-term masks alone were one byte per voxel per term, plus 24 bytes
+    # per voxel of the largest term's coordinates
+    assert peak < 2 * 2 * voxels + voxels + 8 * largest < n_terms * voxels + 24 * largest
