@@ -185,6 +185,9 @@ _KINDS: list[ProblemKind] = [
                 "labels must hold integer codes; re-export the label map"),
     ProblemKind("label_values_undeclared", "a label map holds values the dataset YAML does not declare",
                 "add the values to `labels.values` in the dataset YAML, or mark them `ignore`"),
+    ProblemKind("image_values_clipped", "a float image holds values more than 1024 times beyond the rest "
+                "(a fill value such as -3.4e38); they were set to the edge of the image's range",
+                "nothing, if they are padding outside the field of view; otherwise check the image"),
     ProblemKind("label_lost_in_resampling", "a structure has voxels in the source but none on the stored grid "
                 "(thinner than the target spacing); the store leaves it out, so it is unknown for the case",
                 "resample finer (stages.preprocess.target_spacing_mm, or spacing: median)"),

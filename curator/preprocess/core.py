@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from curator.io.volume import Geometry
 from curator.preprocess.body import bbox, body_mask, crop_box, union_box
 from curator.preprocess.config import PreprocessConfig
-from curator.preprocess.intensity import normalisation, stats, storage_dtype
+from curator.preprocess.intensity import far_outliers, normalisation, stats, storage_dtype
 from curator.preprocess.labels import Plane
 from curator.preprocess.resample import reorient, resample_image, resample_labels, target_grid
 
@@ -42,6 +42,7 @@ class Prepared:
     resampled_shape: tuple[int, ...] = ()
     crop_start: tuple[int, ...] = (0, 0, 0)
     lost: list[tuple[str, list[str]]] = field(default_factory=list)  # (raw value/key, terms) resampling erased
+    clipped: tuple[int, float, float] | None = None  # (voxels, low, high): far outliers set to the range's edge
 
 
 def target_spacing(geometry: Geometry, config: PreprocessConfig, median: tuple[float, ...] | None = None
@@ -70,7 +71,13 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
                               geometry, config.orientation)
     out_geom, ratios = target_grid(geometry, spacing)
     img = None
+    clipped = None
     if image is not None:
+        edges = far_outliers(view)
+        if edges is not None:  # a fill value far outside the image's range would take all the precision
+            n_out = int(np.count_nonzero((view < edges[0]) | (view > edges[1])))
+            view = np.clip(view, edges[0], edges[1]).astype(view.dtype, copy=False)
+            clipped = (n_out, edges[0] + intensity_offset, edges[1] + intensity_offset)
         lo, hi = float(view.min()) + intensity_offset, float(view.max()) + intensity_offset
         dtype, scale = storage_dtype(view.dtype if intensity_offset == float(int(intensity_offset))
                                      else np.dtype(np.float32), lo, hi)
@@ -107,7 +114,8 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     shifted = out_geom.matrix.copy()
     shifted[:3, 3] = out_geom.voxel_to_world(np.asarray(start))[0]
     final = Geometry.from_affine(tuple(s.stop - s.start for s in box), shifted)
-    prep = Prepared(final, None, None, [], resampled_shape=out_geom.shape, crop_start=start, lost=lost)
+    prep = Prepared(final, None, None, [], resampled_shape=out_geom.shape, crop_start=start, lost=lost,
+                    clipped=clipped)
     # crops are copied in the arrays' own memory order (Fortran for nibabel reads): the store
     # writer copies 64³ blocks in either order, so no full-volume transpose is ever made
     prep.planes = [(a[box].copy(order="K"), v, r) for a, v, r in out_planes]
@@ -148,7 +156,9 @@ class _Shifted:
         self.shape, self.dtype = a.shape, np.dtype(np.float32)
 
     def __getitem__(self, key: Any) -> NDArray[np.float32]:
-        x = np.asarray(self.a[key], dtype=np.float32)
+        # a copy, always: for a float32 image ``asarray`` is a view, and the in-place shift below
+        # then wrote into the caller's image — twice into the planes that consecutive slabs share
+        x = np.array(self.a[key], dtype=np.float32)
         if self.offset:
             x += np.float32(self.offset)
         if self.scale != 1.0:

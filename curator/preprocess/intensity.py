@@ -42,6 +42,29 @@ def storage_dtype(src: np.dtype[Any], lo: float, hi: float) -> tuple[np.dtype[An
     return np.dtype(np.float16), scale
 
 
+def far_outliers(a: NDArray[Any], factor: float = 1024.0) -> tuple[float, float] | None:
+    """For a float image whose minimum or maximum lies ``factor`` times beyond all its other
+    values — a fill value such as −3.4e38 outside the field of view, however many voxels hold
+    it — the range ``(lo, hi)`` to clip to (the extremes of the other values); None otherwise.
+
+    Stored as float16 with one scale for the whole image, such a fill sets the scale and every
+    tissue value rounds to zero. Only a range that needs a scale (beyond ±32,752) is examined.
+    """
+    if a.dtype.kind != "f" or a.size == 0:
+        return None
+    lo, hi = float(np.min(a)), float(np.max(a))
+    if max(abs(lo), abs(hi)) < F16_MAX / 2:
+        return None  # stored unscaled: float16's relative precision holds whatever the range
+    inner = (a > lo) & (a < hi)
+    if not inner.any():
+        return None
+    in_lo = float(np.min(a, where=inner, initial=np.inf))
+    in_hi = float(np.max(a, where=inner, initial=-np.inf))
+    limit = factor * max(abs(in_lo), abs(in_hi), 1e-30)
+    edges = (in_lo if abs(lo) > limit else lo, in_hi if abs(hi) > limit else hi)
+    return None if edges == (lo, hi) else edges
+
+
 def strided_sample(a: NDArray[Any], limit: int) -> NDArray[Any]:
     """A deterministic, evenly strided sample of at most ``limit`` values of ``a`` (flattened)."""
     step = max(1, -(-a.size // limit))

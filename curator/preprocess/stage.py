@@ -113,6 +113,13 @@ class PreprocessStage(Stage):
         prep = preprocess_arrays(image.array if image is not None else None, geometry, planes, p["modality"],
                                  config, spacing=spacing, intensity_offset=offset)
         del image, planes
+        if prep.clipped is not None:
+            n_out, lo, hi = prep.clipped
+            warn(InputError("image_values_clipped",
+                            f"{n_out} image voxels hold values more than 1024 times beyond the rest of the image "
+                            f"(a fill value?); they were set to the edge of the image's range [{lo:.6g}, {hi:.6g}] "
+                            "so the stored image keeps its precision", path=p["image_path"],
+                            remedy="nothing, if they are padding; otherwise check the image"))
         for raw, terms in prep.lost:
             warn(InputError("label_lost_in_resampling",
                             f"label {raw} ({', '.join(terms) or 'no term'}) has voxels in the source but none on the "

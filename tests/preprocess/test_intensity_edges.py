@@ -87,3 +87,46 @@ def test_nonzero_crop_keeps_negative_values() -> None:
     assert prep.image is not None and int((prep.image == -100).sum()) == int((a == -100).sum())
     nz = np.argwhere(a != 0)
     assert prep.geometry.shape == tuple(int(n) for n in nz.max(0) - nz.min(0) + 1)
+
+
+def test_a_far_fill_value_is_clipped_not_allowed_to_take_all_the_precision() -> None:
+    """A float image padded with −3.4e38 outside its field of view: stored as float16 with one scale,
+    the fill set the scale and every tissue value rounded to 0. The fill is now set to the edge of
+    the image's range and named; an ordinary float image is left alone."""
+    from curator.preprocess.config import PreprocessConfig
+    from curator.preprocess.core import preprocess_arrays
+    from curator.testing.phantoms import grid
+
+    g = grid((40, 40, 20), (1.0, 1.0, 3.0), "RAS")
+    rng = np.random.default_rng(0)
+    img = (300.0 + 200.0 * rng.random(g.shape)).astype(np.float32)
+    img[:6] = -3.4e38
+    cfg = PreprocessConfig.from_dict({"crop": "none"})
+    prep = preprocess_arrays(img, g, [], "MR", cfg)
+    assert prep.clipped is not None and prep.clipped[0] == 6 * 40 * 20
+    assert 300.0 <= prep.clipped[1] < 301.0 and prep.clipped[2] <= 500.0
+    stored = prep.image.astype(np.float64) * prep.attrs["normalisation"].get("scale", 1.0)
+    assert np.allclose(stored[6:], img[6:], rtol=2e-3)  # float16 precision, not zeros
+    plain = preprocess_arrays(img[6:].copy(), grid((34, 40, 20), (1.0, 1.0, 3.0), "RAS"), [], "MR", cfg)
+    assert plain.clipped is None
+
+
+@pytest.mark.parametrize("method", ["linear", "cubic"])
+def test_a_float_image_with_an_offset_is_shifted_once_and_left_untouched(method: str) -> None:
+    """The lazy ``(image + offset) / scale`` shifted a float32 image in place: the caller's array
+    changed, and the planes two consecutive slabs share were shifted twice."""
+    from curator.preprocess.config import PreprocessConfig
+    from curator.preprocess.core import preprocess_arrays
+    from curator.testing.phantoms import grid
+
+    g = grid((24, 24, 70), (1.0, 1.0, 1.3), "RAS")
+    rng = np.random.default_rng(1)
+    as_int = rng.integers(0, 2000, g.shape).astype(np.int16)
+    as_float = as_int.astype(np.float32)
+    keep = as_float.copy()
+    cfg = PreprocessConfig.from_dict({"crop": "none", "image_interpolation": method})
+    want = preprocess_arrays(as_int, g, [], "CT", cfg, intensity_offset=-1024.0).image
+    got = preprocess_arrays(as_float, g, [], "CT", cfg, intensity_offset=-1024.0).image
+    assert np.array_equal(as_float, keep)
+    # float16 keeps the fraction int16 rounds off: equal within half a unit and float16's step
+    assert np.allclose(got.astype(np.float64), want.astype(np.float64), atol=0.5, rtol=1e-3)
