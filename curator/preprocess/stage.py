@@ -32,7 +32,8 @@ class PreprocessStage(Stage):
     name = "preprocess"
     version = "3"  # 2: linear resampling order y, x, z; 3: integer NIfTI scaled by whole numbers stays
     # integer (float16 stores rounded HU > 2048), CT body threshold in stored units, nonzero crop;
-    # 4: the resampled extent centred on the input's; codes resampling erased are left out of the store
+    # 4: the resampled extent centred on the input's; codes resampling erased are left out of the store;
+    # float images shifted once (not in place), far fill values clipped
     config_class = PreprocessConfig
     tables = ("preprocessed",)
     requires = ("cases",)
