@@ -103,6 +103,9 @@ class HarmonizeStage(Stage):
                 "files": dict(zip(row["label_keys"] or (), row["label_paths"] or (), strict=True)),
                 "fixes": fixes, "voxel_ml": float(np.prod(spacing)) / 1000.0, "mapping": digest,
                 "overlap": row.get("label_overlap_voxels"),
+                # the image's grid: structure files are re-indexed onto it before a union
+                "grid": ([list(row["shape"]), list(row["affine"])] if row.get("has_image") and row.get("shape")
+                         and row.get("affine") else None),
             }
             path = f"{row['source']}:{(row['label_paths'] or [''])[0]}"
             tasks.append(Task(case_id=row["case_id"], payload=payload, fingerprint=row["label_sha256"] or "",
@@ -118,7 +121,7 @@ class HarmonizeStage(Stage):
         def union(keys: list[str]) -> int:
             if p.get("overlap") == 0:  # ingest saw no voxel in two structure files: unions are sums
                 return sum(n for (k, _), n in counts.items() if k in keys)
-            return union_voxels(root, [p["files"][k] for k in keys], p["fixes"])
+            return union_voxels(root, [p["files"][k] for k in keys], p["fixes"], p.get("grid"))
 
         rows, unmapped = case_rows(p["plans"], counts, known_values=p["known_values"], known_keys=p["known_keys"],
                                    ignore=p["ignore"], encoding=p["encoding"], voxel_ml=p["voxel_ml"], union=union)
@@ -137,16 +140,25 @@ class HarmonizeStage(Stage):
         return out
 
 
-def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any]) -> int:
-    """Voxels in the union of several binary (any non-zero) label files on one grid."""
+def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any], grid: list[Any] | None = None) -> int:
+    """Voxels in the union of several binary (any non-zero) label files of one case, each
+    re-indexed onto the case's grid first — the image's (``grid``: shape, affine), else the first
+    file's — as ingest and preprocess do: a file stored with its axes flipped or permuted (ingest's
+    ``label_reoriented``) covers the same voxels in another order."""
     from curator.errors import GeometryError
     from curator.io.formats import read_volume
     from curator.io.fsutil import resolve_inside
+    from curator.io.volume import Geometry
     from curator.registry.fixes import apply_label_fixes
 
+    ref = Geometry.from_affine(tuple(grid[0]), grid[1]) if grid else None
     acc: np.ndarray[Any, Any] | None = None
     for rel in rel_paths:
-        vol = apply_label_fixes(read_volume(resolve_inside(root, root / rel), role="label"), fixes, rel, None)
+        vol = apply_label_fixes(read_volume(resolve_inside(root, root / rel), role="label"), fixes, rel, ref)
+        if ref is None:
+            ref = vol.geometry
+        else:
+            vol = vol.on_grid(ref)
         m = np.asarray(vol.array) != 0
         if acc is None:
             acc = m

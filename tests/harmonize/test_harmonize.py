@@ -198,3 +198,21 @@ def test_structure_unions_sum_without_overlap_and_reread_with_it(tmp_path: Path,
     assert ws.read_table("cases").column("label_overlap_voxels").to_pylist() == [overlap]
     by = {r["term_id"]: r["voxels"] for r in ws.read_table("labels").to_pylist()}
     assert by == {"kidney_left": 40, "kidney_right": 30 + overlap, "kidney": 70}
+
+
+def test_a_union_reindexes_each_structure_file_onto_the_case_grid(tmp_path: Path) -> None:
+    """Two structure files cover the same 8 voxels, one stored with its x axis reversed (ingest
+    accepts it as label_reoriented): their union is 8 voxels, not 16."""
+    import nibabel as nib
+
+    from curator.harmonize.stage import union_voxels
+
+    a = np.zeros((10, 4, 4), np.uint8)
+    a[0:2, 0:2, 0:2] = 1
+    nib.save(nib.Nifti1Image(a, np.eye(4)), tmp_path / "one.nii.gz")
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flipped[0, 3] = 9.0  # voxel i of the stored array is voxel 9 - i of the first
+    nib.save(nib.Nifti1Image(a[::-1].copy(), flipped), tmp_path / "two.nii.gz")
+    assert union_voxels(tmp_path, ["one.nii.gz", "two.nii.gz"], {}) == 8
+    grid = [[10, 4, 4], np.eye(4).ravel().tolist()]  # the image's grid
+    assert union_voxels(tmp_path, ["two.nii.gz", "one.nii.gz"], {}, grid) == 8
