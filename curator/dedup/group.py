@@ -46,17 +46,18 @@ def _version_key(v: str | None) -> tuple[tuple[int, int, str], ...]:
     return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in re.split(r"[.\-_+]", v) if p)
 
 
-def comparable_versions(a: Member, b: Member) -> bool:
-    """Versions say which is newer for one dataset, or when both follow one scheme (years:
-    KiTS 2019 vs 2023; release numbers: 1.0 vs 2.10); a year against a release number ('2018'
-    vs '2.0.1') says nothing (a tie)."""
-    if a.dataset == b.dataset:
-        return True
+def versions_comparable(members: list[Member]) -> bool:
+    """Whether versions say which member is newer across a whole group: when every versioned
+    member follows one scheme (years: KiTS 2019 vs 2023; release numbers: 1.0 vs 2.10). A year
+    against a release number ('2018' vs '2.0.1') says nothing, and then the criterion is set
+    aside for the whole group — judged pair by pair it made the keep order circular (BTCV 2015 <
+    FLARE22 2022, both tied with CT_ORG 1), and the reasons given could name a criterion the
+    dropped member won."""
     year = re.compile(r"(19|20)\d\d")
-    return bool(year.fullmatch(str(a.dataset_version))) == bool(year.fullmatch(str(b.dataset_version)))
+    return len({bool(year.fullmatch(str(m.dataset_version))) for m in members if m.dataset_version}) <= 1
 
 
-def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...]) -> int:
+def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...], versions: bool = True) -> int:
     """< 0 when ``a`` should be kept before ``b`` by one criterion, > 0 after, 0 on a tie."""
     def sign(x: Any, y: Any) -> int:
         return int(x > y) - int(x < y)
@@ -66,7 +67,7 @@ def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...]) -> i
     if criterion == "terms":
         return sign(b.terms, a.terms)
     if criterion == "version":
-        if not comparable_versions(a, b):
+        if not versions:
             return 0
         return sign(_version_key(b.dataset_version), _version_key(a.dataset_version))
     if criterion == "datasets":
@@ -79,9 +80,11 @@ def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...]) -> i
 
 def pick_kept(members: list[Member], policy: tuple[str, ...], prefer: tuple[str, ...] = ()) -> Member:
     """The member the policy keeps (ties broken by case id)."""
+    versions = versions_comparable(members)
+
     def cmp(a: Member, b: Member) -> int:
         for c in (*policy, "case_id"):
-            r = _compare(a, b, c, prefer)
+            r = _compare(a, b, c, prefer, versions)
             if r:
                 return r
         return 0
@@ -89,10 +92,13 @@ def pick_kept(members: list[Member], policy: tuple[str, ...], prefer: tuple[str,
     return min(members, key=functools.cmp_to_key(cmp))
 
 
-def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple[str, ...] = ()) -> str:
-    """The first policy criterion that decides between ``kept`` and ``other``, in words."""
+def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple[str, ...] = (),
+             group: list[Member] | None = None) -> str:
+    """The first policy criterion that decides between ``kept`` and ``other`` (members of
+    ``group``, whose versions decide whether the version criterion counts), in words."""
+    versions = versions_comparable(group if group is not None else [kept, other])
     for c in (*policy, "case_id"):
-        if _compare(kept, other, c, prefer) == 0:
+        if _compare(kept, other, c, prefer, versions) == 0:
             continue
         if c == "clean":
             return f"fewer ingest warnings ({kept.warnings} vs {other.warnings}; see problems)"

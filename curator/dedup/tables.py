@@ -59,14 +59,15 @@ def duplicate_rows(pairs: list[PairResult], members: dict[str, Member], policy: 
     nodes = sorted({x for p in accepted for x in (p.a, p.b)})
     for comp in components(nodes, [(p.a, p.b) for p in accepted]):
         gid = group_id(comp)
-        kept = pick_kept([members[c] for c in comp], policy, prefer)
+        group = [members[c] for c in comp]
+        kept = pick_kept(group, policy, prefer)
         for cid in comp:
             m = members[cid]
             row: dict[str, Any] = {"group_id": gid, "case_id": cid, "dataset": m.dataset, "kept": cid == kept.case_id,
                                    "kept_case_id": kept.case_id, "group_size": len(comp)}
             if cid == kept.case_id:
                 others = ", ".join(c for c in comp if c != cid)
-                reasons = sorted({why_kept(kept, members[c], policy, prefer) for c in comp if c != cid})
+                reasons = sorted({why_kept(kept, members[c], policy, prefer, group) for c in comp if c != cid})
                 row.update(distance=0.0, tiers=[], evidence=json.dumps({"kept": True}),
                            reason=f"kept: one scan with {others}; kept because: {'; '.join(reasons)}")
                 rows.append(row)
@@ -80,7 +81,7 @@ def duplicate_rows(pairs: list[PairResult], members: dict[str, Member], policy: 
             ev = _evidence(pair, match)
             row.update(tiers=ev["tiers"], evidence=json.dumps(ev, sort_keys=True),
                        reason=f"same scan as {kept.case_id} ({_because(ev)}); dropped: the kept member has "
-                              f"{why_kept(kept, m, policy, prefer)}")
+                              f"{why_kept(kept, m, policy, prefer, group)}")
             if match is not None:
                 row.update(distance=round(1.0 - match.score, 6), score=round(match.score, 6),
                            detail=round(match.detail, 6), coverage=round(match.coverage, 6),

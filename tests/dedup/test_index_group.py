@@ -67,6 +67,25 @@ def test_why_kept_names_the_deciding_criterion() -> None:
     assert "newer dataset version" in why_kept(MEMBERS[1], b, ("terms", "version"))
 
 
+def test_keep_order_is_transitive_when_version_schemes_mix() -> None:
+    """BTCV 2015, CT_ORG '1', FLARE22 2022: judged pair by pair, a year against a release number
+    was a tie while 2022 beat 2015 — a circular order; FLARE22 was kept and CT_ORG's row said
+    "the kept member has first case id alphabetically". With mixed schemes the version criterion
+    is set aside for the group, and every reason given is one the kept member wins."""
+    group = [Member("BTCV__1", "BTCV", "2015", 1, 100), Member("CT_ORG__volume-1", "CT_ORG", "1", 1, 100),
+             Member("FLARE22__1", "FLARE22", "2022", 1, 100)]
+    for order in (group, group[::-1], [group[1], group[2], group[0]]):
+        kept = pick_kept(order, ("version",))
+        assert kept.case_id == "BTCV__1"
+        for other in group:
+            if other is not kept:
+                assert why_kept(kept, other, ("version",), (), group).startswith("first case id alphabetically")
+    # one scheme across the group: versions decide
+    years = [group[0], group[2]]
+    assert pick_kept(years, ("version",)).case_id == "FLARE22__1"
+    assert "newer dataset version (2022 vs 2015)" in why_kept(group[2], group[0], ("version",), (), years)
+
+
 def test_small_scan_tier_pairs_nearest_compatible_small_scans() -> None:
     from curator.dedup.hashing import SlabHashes
     from curator.dedup.search import HashKeys, SearchSettings, find_candidates
