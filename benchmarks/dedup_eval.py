@@ -180,6 +180,27 @@ def evaluate(items: list[Item], gid: dict[str, int], only: set[str] | None = Non
             "n_items": len(by_name)}
 
 
+def isolated(items: list[Item], settings: DetectSettings, only: set[str] | None = None) -> dict[str, Any]:
+    """Recall with each copy judged alone beside its original — as when another dataset holds one
+    copy. In the pool a copy also counts as found when it reaches the original through other
+    copies of it, which a real collection rarely holds."""
+    orig = {it.identity: it for it in items if it.perturbation is None and it.name == it.identity}
+    per: dict[str, list[bool]] = defaultdict(list)
+    missed = []
+    for it in items:
+        if it.perturbation is None or it.identity not in orig or (only is not None and it.identity not in only):
+            continue
+        found = detect({"original": orig[it.identity].features, "copy": it.features}, settings)
+        ok = any(p.accepted for p in found)
+        per[it.perturbation].append(ok)
+        if not ok:
+            missed.append(f"{it.name} ({'rejected' if found else 'no candidate'})")
+    hits = [x for v in per.values() for x in v]
+    return {"recall": float(np.mean(hits)) if hits else float("nan"), "found": int(np.sum(hits)),
+            "copies": len(hits), "per_perturbation": {k: float(np.mean(v)) for k, v in per.items()},
+            "missed": missed}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     data = Path(args.data)
     sources = args.sources.split(",") if args.sources else list(SOURCES)
@@ -217,6 +238,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"ours": evaluate(items, ours), "sha256": evaluate(items, sha), "phash": evaluate(items, ph),
             "scans": sorted(scans), "ours_scans": evaluate(items, ours, scans), "sha256_scans": evaluate(items, sha, scans),
             "phash_scans": evaluate(items, ph, scans),
+            "isolated": isolated(items, settings), "isolated_scans": isolated(items, settings, scans),
             "tiers": {k: dict(v) for k, v in tiers.items()}, "true_candidates": true_m, "false_candidates": false_m,
             "seconds": {"pool": round(t_pool, 1), "features": round(t_feat, 1), "detect": round(t_detect, 1)},
             "candidates": len(pairs), "sources": sources, "settings": repr(settings)}
@@ -234,16 +256,22 @@ def report(r: dict[str, Any]) -> str:
         e, es = r[k], r[f"{k}_scans"]
         lines.append(f"| {label} | {es['recall']:.3f} ({es['found']}/{es['copies']}) | {e['recall']:.3f} "
                      f"({e['found']}/{e['copies']}) | {e['false_pairs']} | {e['false_pair_rate']:.2e} |")
-    lines += ["", ("| perturbation | target | dedup (scans) | dedup (all) | SHA-256 (all) | pHash slice (all) "
-              "| tiers that proposed the copy |"), "|---|---|---|---|---|---|---|"]
+    iso, iso_s = r["isolated"], r["isolated_scans"]
+    lines.append(f"| curator dedup, each copy alone with its original | {iso_s['recall']:.3f} "
+                 f"({iso_s['found']}/{iso_s['copies']}) | {iso['recall']:.3f} ({iso['found']}/{iso['copies']}) | – | – |")
+    lines += ["", ("| perturbation | target | dedup (scans) | dedup (all) | dedup alone (scans) | dedup alone (all) "
+              "| SHA-256 (all) | pHash slice (all) | tiers that proposed the copy |"), "|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(r["ours"]["per_perturbation"]):
         t = ", ".join(f"{k} {v}" for k, v in sorted(r["tiers"].get(p, {}).items()))
         lines.append(f"| {p} | {dedup_suite.target_of(p)} | {r['ours_scans']['per_perturbation'].get(p, float('nan')):.2f} | "
-                     f"{r['ours']['per_perturbation'][p]:.2f} | {r['sha256']['per_perturbation'][p]:.2f} | "
+                     f"{r['ours']['per_perturbation'][p]:.2f} | "
+                     f"{iso_s['per_perturbation'].get(p, float('nan')):.2f} | {iso['per_perturbation'][p]:.2f} | "
+                     f"{r['sha256']['per_perturbation'][p]:.2f} | "
                      f"{r['phash']['per_perturbation'][p]:.2f} | {t} |")
     lines.append("")
     lines.append("recall per source: " + ", ".join(f"{k} {v:.2f}" for k, v in r["ours"]["per_source"].items()))
     lines.append(f"missed copies: {r['ours']['missed']}")
+    lines.append(f"missed copies, each alone with its original: {iso['missed']}")
     tm = [m for m in r["true_candidates"] if m["tiers"] != ["exact"] and m["accepted"]]
     rejected = [m for m in r["true_candidates"] if not m["accepted"]]
     fm = r["false_candidates"]
