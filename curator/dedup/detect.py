@@ -73,34 +73,61 @@ def strength(c: Candidate) -> tuple[int, int, int, str, str]:
 
 
 def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Thumbnail | None],
-                      settings: VerifySettings) -> list[PairResult]:
+                      settings: VerifySettings, apart: Mapping[str, str] | None = None) -> list[PairResult]:
     """Align and compare candidates, strongest first; exact-content pairs are accepted whatever the
     comparison says (a copy whose spacing was rewritten does not line up in millimetres).
 
     A thumbnail the loader cannot give (``None``) leaves its pairs unverified (only an exact
     match is then accepted). A candidate whose two scans are already joined through accepted pairs is not compared again
     (``PairResult.match`` is ``None``): with many copies of one scan this saves most of the work.
+
+    ``apart`` (case id → study key) keeps the sequences of one study in different groups: a pair
+    that would join a group holding one sequence of a study with a group holding another is not
+    accepted. Dataset A's T1 and T1gd and dataset B's copies of both (MSD BrainTumour and BraTS)
+    otherwise chain into one group through a cross-sequence pair (same patient, same frame: it
+    verifies), and keeping one member dropped A's other sequence. Pairs touching a study-keyed
+    case are all compared and joined best match first (exact, then texture correlation), so a
+    copy of the same sequence is joined before a cross-sequence look-alike, which then conflicts.
     """
     parent: dict[str, str] = {}
+    studies: dict[str, set[str]] = {}  # root -> study keys of its group
 
     def find(x: str) -> str:
-        parent.setdefault(x, x)
+        if x not in parent:
+            parent[x] = x
+            studies[x] = {apart[x]} if apart and apart.get(x) else set()
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
+    def join(c: Candidate, m: Match, verified: bool) -> bool:
+        ra, rb = find(c.a), find(c.b)
+        if ra == rb:
+            return verified
+        if not verified or studies[ra] & studies[rb]:
+            return False
+        parent[ra] = rb
+        studies[rb] |= studies.pop(ra)
+        return True
+
     out = []
+    keyed: list[tuple[Candidate, Match, bool]] = []
     for c in sorted(candidates, key=strength):
-        if find(c.a) == find(c.b):
+        is_keyed = apart is not None and (c.a in apart or c.b in apart)
+        if not is_keyed and find(c.a) == find(c.b):
             out.append(PairResult(c, None, True))
             continue
         ta, tb = thumbnail(c.a), thumbnail(c.b)
         m = compare(ta, tb, settings.overlap_ratio) if ta is not None and tb is not None else NO_MATCH
-        ok = "exact" in c.tiers or accepts(m, settings)
-        if ok:
-            parent[find(c.a)] = find(c.b)
-        out.append(PairResult(c, m, ok))
+        verified = "exact" in c.tiers or accepts(m, settings)
+        if is_keyed:
+            keyed.append((c, m, verified))
+        else:
+            out.append(PairResult(c, m, join(c, m, verified)))
+    for c, m, verified in sorted(keyed, key=lambda t: (0 if "exact" in t[0].tiers else 1, -t[1].detail,
+                                                         -t[1].score, t[0].a, t[0].b)):
+        out.append(PairResult(c, m, join(c, m, verified)))
     return sorted(out, key=lambda p: (p.a, p.b))
 
 

@@ -165,7 +165,8 @@ class DedupStage(Stage):
                        SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"])), r["grid_shape"],
                        r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search) for r in rows]
         candidates = [c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)]
-        pairs = verify_candidates(candidates, thumb, cfg.verify)
+        apart = {cid: str(c["study_key"]) for cid, c in self._cases.items() if c.get("study_key") is not None}
+        pairs = verify_candidates(candidates, thumb, cfg.verify, apart)
         log.info("dedup: %d scans, %d candidate pairs, %d accepted", len(rows), len(candidates),
                  sum(p.accepted for p in pairs))
 

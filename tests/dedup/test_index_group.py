@@ -118,3 +118,33 @@ def test_clean_prefers_the_member_ingest_did_not_warn_about() -> None:
     assert pick_kept([offset, clean], ("clean", "terms")).case_id == clean.case_id
     assert pick_kept([offset, clean], ("terms", "clean")).case_id == offset.case_id
     assert "fewer ingest warnings (0 vs 1" in why_kept(clean, offset, ("clean", "terms"))
+
+
+def test_sequences_of_one_study_never_join_one_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dataset A holds T1 and T1gd of one study, dataset B copies of both: the cross-sequence pair
+    A.T1 ~ B.T1gd verifies too (same patient, same frame), which chained all four into one group
+    and dropped one of A's sequences. With the study keys the groups stay {A.T1, B.T1} and
+    {A.T1gd, B.T1gd}; without them the old chain is what one gets."""
+    from types import SimpleNamespace
+
+    from curator.dedup import detect
+    from curator.dedup.detect import verify_candidates
+    from curator.dedup.search import Candidate
+    from curator.dedup.verify import VerifySettings
+
+    def fake_compare(ta: str, tb: str, ratio: float) -> SimpleNamespace:  # same sequence matches best
+        same = ta.split("__")[1] == tb.split("__")[1]
+        return SimpleNamespace(detail=0.99 if same else 0.95, score=0.99 if same else 0.94)
+
+    monkeypatch.setattr(detect, "compare", fake_compare)
+    monkeypatch.setattr(detect, "accepts", lambda m, settings: True)  # every candidate verifies
+    # the cross-sequence pairs have the closer hashes, so they come first by hash strength
+    cands = [Candidate("A__t1", "B__t1", {"global"}, 6), Candidate("A__t1gd", "B__t1gd", {"global"}, 6),
+             Candidate("A__t1", "B__t1gd", {"global"}, 2), Candidate("A__t1gd", "B__t1", {"global"}, 2)]
+    study = {"A__t1": "A/p1", "A__t1gd": "A/p1", "B__t1": "B/p1", "B__t1gd": "B/p1"}
+    pairs = verify_candidates(cands, lambda cid: cid, VerifySettings(), study)
+    groups = components(sorted(study), [(p.a, p.b) for p in pairs if p.accepted])
+    assert groups == [["A__t1", "B__t1"], ["A__t1gd", "B__t1gd"]]
+    assert {(p.a, p.b) for p in pairs if not p.accepted} == {("A__t1", "B__t1gd"), ("A__t1gd", "B__t1")}
+    chained = verify_candidates(cands, lambda cid: cid, VerifySettings())
+    assert components(sorted(study), [(p.a, p.b) for p in chained if p.accepted]) == [sorted(study)]
