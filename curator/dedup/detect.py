@@ -101,7 +101,7 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
             x = parent[x]
         return x
 
-    def join(c: Candidate, m: Match, verified: bool) -> bool:
+    def join(c: Candidate, verified: bool) -> bool:
         ra, rb = find(c.a), find(c.b)
         if ra == rb:
             return verified
@@ -124,10 +124,10 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
         if is_keyed:
             keyed.append((c, m, verified))
         else:
-            out.append(PairResult(c, m, join(c, m, verified)))
+            out.append(PairResult(c, m, join(c, verified)))
     for c, m, verified in sorted(keyed, key=lambda t: (0 if "exact" in t[0].tiers else 1, -t[1].detail,
                                                          -t[1].score, t[0].a, t[0].b)):
-        out.append(PairResult(c, m, join(c, m, verified)))
+        out.append(PairResult(c, m, join(c, verified)))
     return sorted(out, key=lambda p: (p.a, p.b))
 
 

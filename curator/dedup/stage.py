@@ -165,8 +165,7 @@ class DedupStage(Stage):
                        SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"])), r["grid_shape"],
                        r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search) for r in rows]
         candidates = [c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)]
-        apart = {cid: str(c["study_key"]) for cid, c in self._cases.items() if c.get("study_key") is not None}
-        pairs = verify_candidates(candidates, thumb, cfg.verify, apart)
+        pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys)
         log.info("dedup: %d scans, %d candidate pairs, %d accepted", len(rows), len(candidates),
                  sum(p.accepted for p in pairs))
 
@@ -215,11 +214,16 @@ class DedupStage(Stage):
         cases = self.ctx.workspace.read_table("cases")
         return {r["case_id"]: r for r in (cases.to_pylist() if cases is not None else [])}
 
+    @functools.cached_property
+    def _study_keys(self) -> dict[str, str]:
+        """Case id → study key, for the cases of a study (sequences or channels of one patient visit)."""
+        return {cid: str(c["study_key"]) for cid, c in self._cases.items() if c.get("study_key") is not None}
+
     def _same_study(self, a: str, b: str) -> bool:
         """Two sequences (or channels) of one study: linked by study_key, one split unit, never
         duplicates of each other — T1 and T1gd look alike, and dropping one loses a sequence."""
-        ka = self._cases.get(a, {}).get("study_key")
-        return ka is not None and ka == self._cases.get(b, {}).get("study_key")
+        k = self._study_keys.get(a)
+        return k is not None and k == self._study_keys.get(b)
 
     def _members(self) -> dict[str, Member]:
         ws = self.ctx.workspace

@@ -273,8 +273,8 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
         if worst > max(0.01, 0.1 * step):
             # a missing slice makes some gaps whole multiples of the true step, which is then the
             # smallest gap (the median of a short series may sit between the two, 3 and 6 → 4.5)
-            ratio = gaps / float(gaps.min())
             step = float(gaps.min())
+            ratio = gaps / step
             if np.all(np.abs(ratio - np.round(ratio)) < 0.1) and np.any(np.round(ratio) >= 2):  # every gap k steps
                 missing = int(np.sum(np.round(ratio[ratio >= 1.5]) - 1))
                 raise InputError("dicom_missing_slice",

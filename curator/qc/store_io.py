@@ -88,7 +88,7 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
             if term in above:
                 continue
             row = f.to_row()
-            row.update(origin=layer, body_ml=body_ml, body_x_mm=body_x, volume_basis="body" if body_ml else "absolute",
+            row.update(origin=layer, body_ml=body_ml, body_x_mm=body_x,  # volume_basis: set by the judge, per config
                        norm_volume=(f.volume_ml / body_ml) if body_ml else None,
                        norm_volume_section=(f.volume_ml / f.body_size_ml) if f.body_size_ml else None)
             rows.append(row)
