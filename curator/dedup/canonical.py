@@ -10,7 +10,8 @@ offset, clipped or re-cropped gives (nearly) the same canonical content:
   order before reorienting (big CTs are reduced in a few percent of their read time);
 * the body is the largest connected component above a threshold (:func:`body_threshold`)
   computed without isolated padding spikes, so ``-3024`` padding, a clipping window or
-  a crop do not move it.
+  a crop do not move it, with its holes filled in each axial slice (lungs, dark organs of
+  an MR), so it follows the skin rather than an intensity cut through the tissues.
 
 >>> import numpy as np
 >>> from curator.io.volume import Geometry
@@ -35,11 +36,14 @@ from nibabel.orientations import (
     ornt_transform,
 )
 from numpy.typing import NDArray
+from scipy import ndimage
 from skimage.filters import threshold_li
 
 from curator.io.volume import Geometry
 
 RAS = axcodes2ornt("RAS")
+_AXIAL_CROSS = np.zeros((3, 3, 3), dtype=bool)  # 4-connectivity within an axial slice, none across
+_AXIAL_CROSS[:, :, 1] = ndimage.generate_binary_structure(2, 1)
 SPIKE_FRACTION = 0.005  # a single value holding this share of voxels at a histogram end is padding/clipping
 THRESHOLD_SAMPLE = 400_000
 SEPARATION = 2.5  # background and body medians this many IQRs apart: a real background
@@ -123,13 +127,20 @@ def body_threshold(a: NDArray[Any]) -> float:
 
 
 def body_mask(a: NDArray[Any], threshold: float) -> NDArray[np.bool_]:
-    """Largest 26-connected component above ``threshold`` (all voxels above it when it is tiny)."""
+    """Largest 26-connected component above ``threshold`` (all voxels above it when it is tiny),
+    its holes filled in each axial slice.
+
+    Filling makes the body its outline: where the threshold falls inside the tissues' own
+    range (an MR whose dark tissues sit between air and the bright ones), a resampled or
+    clipped copy moves the threshold and reshapes the tissue mask inside, but not the skin.
+    """
     fg = a > threshold
     if not fg.any():
         return fg
     lab = cc3d.largest_k(fg.astype(np.uint8), k=1, connectivity=26)
     out = np.asarray(lab > 0)
-    return out if out.sum() >= 0.2 * fg.sum() else fg
+    out = out if out.sum() >= 0.2 * fg.sum() else fg
+    return np.asarray(ndimage.binary_fill_holes(out, structure=_AXIAL_CROSS))
 
 
 def block_sample(a: NDArray[Any], factors: tuple[int, ...], picks: int = 4) -> NDArray[np.float32]:

@@ -111,7 +111,7 @@ def thumbnail_relpath(case_id: str, digest: str) -> str:
 
 class DedupStage(Stage):
     name = "dedup"
-    version = "1"
+    version = "2"  # 2: the body mask is filled in each axial slice (every hash and thumbnail changes)
     config_class = DedupConfig
     tables = ("hashes", "duplicates")
     requires = ("cases",)

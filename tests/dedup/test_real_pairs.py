@@ -79,6 +79,24 @@ def test_small_crops_are_found_and_their_label_maps_stay_apart(real_data: Path) 
         "the hash tiers alone find these copies: the test no longer exercises the small-scan tier"
 
 
+@pytest.mark.parametrize("copy", ["resample_5mm", "resample_0.7x0.7x5mm", "clip_p1_p99", "clip_p10_p90"])
+def test_real_mr_copies_are_proposed_by_the_hashes_each_alone_with_its_original(real: dict, copy: str) -> None:
+    """The real abdominal MR's body threshold falls between its dark and bright tissues: a copy
+    resampled to 5 mm or clipped moves it and once reshaped the body mask enough to move the
+    hashes beyond the search radii (no candidate at all). The body is now the filled outline."""
+    import numpy as np
+
+    g, a, f = real["mr_sm"]
+    lo1, lo10, hi90, hi99 = (float(x) for x in np.percentile(a, [1, 10, 90, 99]))
+    made = {"resample_5mm": lambda: P.resample(g, a, (5.0, 5.0, 5.0)),
+            "resample_0.7x0.7x5mm": lambda: P.resample(g, a, (0.7, 0.7, 5.0)),
+            "clip_p1_p99": lambda: P.clip(g, a, lo1, hi99), "clip_p10_p90": lambda: P.clip(g, a, lo10, hi90)}
+    g2, a2 = made[copy]()
+    pairs = detect({"mr_sm": f, "copy": scan_features(a2, g2, HashSettings())}, DetectSettings())
+    assert [p.accepted for p in pairs] == [True]
+    assert pairs[0].candidate.tiers & {"global", "slab"}
+
+
 def _components(feats: dict, pairs: list) -> list[set[str]]:
     from curator.dedup.group import components
 
