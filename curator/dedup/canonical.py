@@ -10,7 +10,8 @@ offset, clipped or re-cropped gives (nearly) the same canonical content:
   order before reorienting (big CTs are reduced in a few percent of their read time);
 * the body is the largest connected component above a threshold (:func:`body_threshold`)
   computed without isolated padding spikes, so ``-3024`` padding, a clipping window or
-  a crop do not move it, with its holes filled in each axial slice (lungs, dark organs of
+  a crop do not move it, and without constant padding inside the range (a CT padded with
+  0 HU, :func:`padding_mask`), with its holes filled in each axial slice (lungs, dark organs of
   an MR), so it follows the skin rather than an intensity cut through the tissues.
 
 >>> import numpy as np
@@ -47,6 +48,7 @@ _AXIAL_CROSS[:, :, 1] = ndimage.generate_binary_structure(2, 1)
 SPIKE_FRACTION = 0.005  # a single value holding this share of voxels at a histogram end is padding/clipping
 THRESHOLD_SAMPLE = 400_000
 SEPARATION = 2.5  # background and body medians this many IQRs apart: a real background
+PAD_FRACTION = 0.01  # constant padding: at least this share of the analysis grid
 ISOLATED_GAP = 0.2  # a spike this far (share of the remaining range) below the rest may be padding
 
 
@@ -126,15 +128,51 @@ def body_threshold(a: NDArray[Any]) -> float:
     return _li(v)
 
 
-def body_mask(a: NDArray[Any], threshold: float) -> NDArray[np.bool_]:
-    """Largest 26-connected component above ``threshold`` (all voxels above it when it is tiny),
-    its holes filled in each axial slice.
+def padding_mask(a: NDArray[Any], threshold: float) -> NDArray[np.bool_]:
+    """Constant padding above ``threshold``: voxels of one exact value, connected to the grid's
+    border, holding at least ``PAD_FRACTION`` of the grid, the value strictly inside the
+    scan's range — with the one-voxel rim around it, where the grid averaged padding and scan.
+
+    A copy padded with 0 (MONAI's ``SpatialPad``, SimpleITK's resampling default) puts a ring
+    of 0 HU around a CT — above the body threshold, so it would join the body and move every
+    body-framed hash. No scanned tissue is one exact value over thousands of voxels; a
+    clipping window's bound is the range's end, and never counts.
+    """
+    none = np.zeros(a.shape, dtype=bool)
+    lo, hi = float(a.min()), float(a.max())
+    candidates: set[float] = set()
+    for axis in range(3):  # a padded face is (nearly) all one value
+        for face in (np.take(a, 0, axis=axis), np.take(a, -1, axis=axis)):
+            values, counts = np.unique(face, return_counts=True)
+            v = float(values[np.argmax(counts)])
+            if counts.max() >= 0.9 * face.size and threshold < v and lo < v < hi:
+                candidates.add(v)
+    if len(candidates) != 1:
+        return none
+    v = candidates.pop()
+    flat = a == v
+    if flat.sum() < PAD_FRACTION * a.size:
+        return none
+    lab = cc3d.connected_components(flat.astype(np.uint8), connectivity=6)
+    border = np.unique(np.concatenate([lab[[0, -1]].ravel(), lab[:, [0, -1]].ravel(), lab[:, :, [0, -1]].ravel()]))
+    pad = np.isin(lab, border[border > 0])
+    if pad.sum() < PAD_FRACTION * a.size:
+        return none
+    # and the blocks the analysis grid averaged across the padding's edge (partly padding)
+    return np.asarray(ndimage.binary_dilation(pad, iterations=1))
+
+
+def body_mask(a: NDArray[Any], threshold: float, exclude: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
+    """Largest 26-connected component above ``threshold`` and outside ``exclude`` (all such
+    voxels when it is tiny), its holes filled in each axial slice.
 
     Filling makes the body its outline: where the threshold falls inside the tissues' own
     range (an MR whose dark tissues sit between air and the bright ones), a resampled or
     clipped copy moves the threshold and reshapes the tissue mask inside, but not the skin.
     """
     fg = a > threshold
+    if exclude is not None:
+        fg &= ~exclude
     if not fg.any():
         return fg
     lab = cc3d.largest_k(fg.astype(np.uint8), k=1, connectivity=26)
@@ -192,4 +230,4 @@ def canonicalize(array: NDArray[Any], geometry: Geometry, max_voxels: int = 262_
     view, g = ras_view(small, Geometry.from_affine(small.shape, m))
     sub = np.ascontiguousarray(view, dtype=np.float32)
     thr = body_threshold(sub)
-    return Canonical(sub, g.spacing, body_mask(sub, thr), thr, factors, g.origin)
+    return Canonical(sub, g.spacing, body_mask(sub, thr, padding_mask(sub, thr)), thr, factors, g.origin)

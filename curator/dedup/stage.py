@@ -111,7 +111,8 @@ def thumbnail_relpath(case_id: str, digest: str) -> str:
 
 class DedupStage(Stage):
     name = "dedup"
-    version = "2"  # 2: the body mask is filled in each axial slice (every hash and thumbnail changes)
+    version = "3"  # 2: the body mask is filled in each axial slice (every hash and thumbnail changes);
+    # 3: constant padding inside the intensity range (0 HU around a CT) is left out of the body
     config_class = DedupConfig
     tables = ("hashes", "duplicates")
     requires = ("cases",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from curator.dedup.detect import DetectSettings, detect
@@ -84,8 +85,6 @@ def test_real_mr_copies_are_proposed_by_the_hashes_each_alone_with_its_original(
     """The real abdominal MR's body threshold falls between its dark and bright tissues: a copy
     resampled to 5 mm or clipped moves it and once reshaped the body mask enough to move the
     hashes beyond the search radii (no candidate at all). The body is now the filled outline."""
-    import numpy as np
-
     g, a, f = real["mr_sm"]
     lo1, lo10, hi90, hi99 = (float(x) for x in np.percentile(a, [1, 10, 90, 99]))
     made = {"resample_5mm": lambda: P.resample(g, a, (5.0, 5.0, 5.0)),
@@ -95,6 +94,44 @@ def test_real_mr_copies_are_proposed_by_the_hashes_each_alone_with_its_original(
     pairs = detect({"mr_sm": f, "copy": scan_features(a2, g2, HashSettings())}, DetectSettings())
     assert [p.accepted for p in pairs] == [True]
     assert pairs[0].candidate.tiers & {"global", "slab"}
+
+
+@pytest.mark.parametrize("scan", ["ct_sm", "ct_dicom"])
+@pytest.mark.parametrize("width", ["quarter", "10 voxels"])
+def test_real_ct_padded_with_zero_is_found_alone_with_its_original(real: dict, scan: str, width: str) -> None:
+    """np.pad / MONAI SpatialPad / SimpleITK resampling pad with 0 — water in HU, above the body
+    threshold: the ring joined the body (and, filled, the whole field of view) and moved every
+    body-framed hash; it is now recognised as padding and left out of the body."""
+    from curator.dedup.canonical import canonicalize, padding_mask
+    from curator.io.volume import Geometry
+
+    g, a, f = real[scan]
+    px, py = (a.shape[0] // 4, a.shape[1] // 4) if width == "quarter" else (10, 10)
+    b = np.pad(a, ((px, px), (py, py), (0, 0)), constant_values=0)
+    m = g.matrix.copy()
+    m[:3, 3] = g.voxel_to_world(np.array([-px, -py, 0.0]))[0]
+    gb = Geometry.from_affine(b.shape, m)
+    c = canonicalize(b, gb)
+    assert padding_mask(c.array, c.threshold).any()
+    assert not padding_mask(canonicalize(a, g).array, c.threshold).any()
+    pairs = detect({scan: f, "padded": scan_features(b, gb, HashSettings())}, DetectSettings())
+    assert [p.accepted for p in pairs] == [True]
+    assert pairs[0].candidate.tiers & {"global", "slab"}
+
+
+def test_a_clipping_bound_on_the_border_is_not_padding(real: dict) -> None:
+    """Fat clipped to a narrow window's lower bound, touching the field of view's edge, is one
+    exact value on the border too — but it is the range's end, so it stays body."""
+    from curator.dedup.canonical import canonicalize, padding_mask
+
+    g, a, _ = real["ct_sm"]
+    g2, a2 = P.clip(g, a, -160, 240)
+    c = canonicalize(a2, g2)
+    assert not padding_mask(c.array, -700.0).any()
+    lifted = c.array.copy()
+    lifted[lifted <= -160] = 0.0  # the same region, now strictly inside the range: padding
+    lifted[0, 0, 0] = -1000.0
+    assert padding_mask(lifted, -700.0).any()
 
 
 def _components(feats: dict, pairs: list) -> list[set[str]]:
