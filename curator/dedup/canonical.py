@@ -7,12 +7,12 @@ offset, clipped or re-cropped gives (nearly) the same canonical content:
 * axes are reordered and flipped to RAS with :mod:`nibabel.orientations` (views, no copy);
 * the array is block-averaged (integer factors, from a sparse lattice of each block) to
   at most about ``max_voxels`` voxels, as isotropic as the scan allows, in its own memory
-  order before reorienting (big CTs are reduced in a few percent of their read time);
+  order before reorienting (a 512×512×300 CT in ≈ 0.06 s);
 * the body is the largest connected component above a threshold (:func:`body_threshold`)
   computed without isolated padding spikes, so ``-3024`` padding, a clipping window or
   a crop do not move it, and without constant padding inside the range (a CT padded with
-  0 HU, :func:`padding_mask`), with its holes filled in each axial slice (lungs, dark organs of
-  an MR), so it follows the skin rather than an intensity cut through the tissues.
+  0 HU, :func:`padding_mask`); its :func:`outline` (holes filled in each axial slice: lungs,
+  dark organs of an MR) follows the skin rather than an intensity cut through the tissues.
 
 >>> import numpy as np
 >>> from curator.io.volume import Geometry
@@ -57,14 +57,17 @@ class Canonical:
     """A scan on its RAS analysis grid.
 
     ``array`` is float32 ``[x, y, z]`` (R, A, S increasing), ``spacing`` its voxel size
-    in mm, ``body`` the body mask, ``threshold`` the body threshold in input units,
-    ``origin`` the header's world position of voxel 0 (may be stale; used only to report
-    where two copies overlap).
+    in mm, ``body`` the body mask (the tissue above the threshold: what verification
+    compares), ``outline`` the body with its holes filled in each axial slice (what the
+    perceptual hashes are framed and ranked on), ``threshold`` the body threshold in input
+    units, ``origin`` the header's world position of voxel 0 (may be stale; used only to
+    report where two copies overlap).
     """
 
     array: NDArray[np.float32]
     spacing: tuple[float, float, float]
     body: NDArray[np.bool_]
+    outline: NDArray[np.bool_]
     threshold: float
     factors: tuple[int, int, int]  # native voxels averaged per analysis voxel, per native axis
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)  # world (RAS mm) centre of voxel 0
@@ -164,12 +167,7 @@ def padding_mask(a: NDArray[Any], threshold: float) -> NDArray[np.bool_]:
 
 def body_mask(a: NDArray[Any], threshold: float, exclude: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
     """Largest 26-connected component above ``threshold`` and outside ``exclude`` (all such
-    voxels when it is tiny), its holes filled in each axial slice.
-
-    Filling makes the body its outline: where the threshold falls inside the tissues' own
-    range (an MR whose dark tissues sit between air and the bright ones), a resampled or
-    clipped copy moves the threshold and reshapes the tissue mask inside, but not the skin.
-    """
+    voxels when it is tiny)."""
     fg = a > threshold
     if exclude is not None:
         fg &= ~exclude
@@ -177,8 +175,19 @@ def body_mask(a: NDArray[Any], threshold: float, exclude: NDArray[np.bool_] | No
         return fg
     lab = cc3d.largest_k(fg.astype(np.uint8), k=1, connectivity=26)
     out = np.asarray(lab > 0)
-    out = out if out.sum() >= 0.2 * fg.sum() else fg
-    return np.asarray(ndimage.binary_fill_holes(out, structure=_AXIAL_CROSS))
+    return out if out.sum() >= 0.2 * fg.sum() else fg
+
+
+def outline(body: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """``body`` with its holes filled in each axial slice: the skin's outline.
+
+    Where the threshold falls inside the tissues' own range (an MR whose dark tissues sit
+    between air and the bright ones), a resampled or clipped copy moves the threshold and
+    reshapes the tissue mask inside the body, but not its outline — so the hashes are framed
+    and ranked on the outline. Verification keeps the tissue mask: over the filled outline,
+    two synthetic patients of one protocol correlated like copies (score 0.19 → 0.55).
+    """
+    return np.asarray(ndimage.binary_fill_holes(body, structure=_AXIAL_CROSS))
 
 
 def block_sample(a: NDArray[Any], factors: tuple[int, ...], picks: int = 4) -> NDArray[np.float32]:
@@ -230,4 +239,5 @@ def canonicalize(array: NDArray[Any], geometry: Geometry, max_voxels: int = 262_
     view, g = ras_view(small, Geometry.from_affine(small.shape, m))
     sub = np.ascontiguousarray(view, dtype=np.float32)
     thr = body_threshold(sub)
-    return Canonical(sub, g.spacing, body_mask(sub, thr, padding_mask(sub, thr)), thr, factors, g.origin)
+    body = body_mask(sub, thr, padding_mask(sub, thr))
+    return Canonical(sub, g.spacing, body, outline(body), thr, factors, g.origin)

@@ -15,7 +15,9 @@
 
 Ranks make the perceptual hashes invariant to offsets, scaling and dtype (and mostly to
 clipping windows); body-centred sampling at a body-relative scale makes them invariant to
-resampling, in-plane crops and wrong origins.
+resampling, in-plane crops and wrong origins. "Body" here is the canonical form's
+``outline`` (the tissue mask with its holes filled in each axial slice), which a copy's
+clipping or partial-volume blur does not reshape.
 
 >>> import numpy as np
 >>> from curator.dedup.canonical import canonicalize
@@ -144,10 +146,10 @@ def _ranks_inside(vals: NDArray[Any], inside: NDArray[np.bool_]) -> NDArray[np.f
 
 def global_phash(c: Canonical) -> int | None:
     """64-bit 3-D perceptual hash of the whole scan (``None`` when the body is too small)."""
-    if int(c.body.sum()) < MIN_BODY_VOXELS:
+    if int(c.outline.sum()) < MIN_BODY_VOXELS:
         return None
-    centre, half = _frame(c.body)
-    box = _sample(c.array, c.body, centre, half)
+    centre, half = _frame(c.outline)
+    box = _sample(c.array, c.outline, centre, half)
     return dct_bits(dctn(box, norm="ortho")[:4, :4, :4])
 
 
@@ -162,16 +164,16 @@ def slab_hashes(c: Canonical, slab_mm: float = 8.0, step_mm: float = 5.0) -> Sla
     dz = c.spacing[2]
     zf = np.minimum(np.arange(int(np.floor((nz - 1) * dz / step_mm)) + 1) * step_mm / dz, nz - 1.0)
     k = np.rint(zf).astype(int)
-    counts = c.body.sum(axis=(0, 1))[k]
+    counts = c.outline.sum(axis=(0, 1))[k]
     keep = counts >= MIN_SLAB_BODY
     zf, k = zf[keep], k[keep]
     if zf.size == 0:
         return SlabHashes((), ())
-    centres, halves = _slab_frames(c.body[:, :, k])
+    centres, halves = _slab_frames(c.outline[:, :, k])
     step = np.median(2 * halves / GRID, axis=0)
     sigma = (*_extra_sigma(step), float(_extra_sigma(np.array([slab_mm / dz]))[0]))
     img = ndimage.gaussian_filter(c.array, sigma, mode="nearest")
-    body = c.body.astype(np.float32)
+    body = c.outline.astype(np.float32)
     lattice = (np.arange(GRID) + 0.5) / GRID * 2 - 1  # -1..1 across the frame
     coords = np.empty((3, zf.size, GRID, GRID), dtype=np.float64)
     coords[0] = (centres[:, 0, None] + halves[:, 0, None] * lattice)[:, :, None]

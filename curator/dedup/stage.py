@@ -111,8 +111,10 @@ def thumbnail_relpath(case_id: str, digest: str) -> str:
 
 class DedupStage(Stage):
     name = "dedup"
-    version = "3"  # 2: the body mask is filled in each axial slice (every hash and thumbnail changes);
-    # 3: constant padding inside the intensity range (0 HU around a CT) is left out of the body
+    # 2: body mask filled per axial slice; 3: constant padding inside the intensity range (0 HU
+    # around a CT) left out of the body; 4: only the perceptual hashes use the filled outline,
+    # verification the tissue mask again
+    version = "4"
     config_class = DedupConfig
     tables = ("hashes", "duplicates")
     requires = ("cases",)
