@@ -166,13 +166,19 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                 "from store_terms").fetchall()
         wanted = {p for parts in self._parts.values() for p in parts}
         by_case: dict[str, dict[str, dict[str, Any]]] = {}
-        self._roi: dict[str, tuple[list[int], list[int], int]] = {}
+        # SAT's repeat factor: the box around the case's annotated foreground and the number of
+        # annotated classes — of the layers this dataset trains on, labels QC excluded left out,
+        # each term once (a pseudo layer's terms or a term in two layers are no more annotation)
+        self._roi: dict[str, tuple[list[int], list[int], set[str]]] = {}
         for cid, term, layer, vox, b0, b1, loc in rows:
-            roi = self._roi.get(cid)
-            self._roi[cid] = ((list(b0), list(b1), 1) if roi is None else
-                              ([min(a, b) for a, b in zip(roi[0], b0, strict=True)],
-                               [max(a, b) for a, b in zip(roi[1], b1, strict=True)], roi[2] + 1))
-            if term in wanted and (term, layer) not in self.view.labels_excluded(cid):
+            if (term, layer) in self.view.labels_excluded(cid):
+                continue
+            if layer in self.layers and vox:
+                roi = self._roi.get(cid)
+                self._roi[cid] = ((list(b0), list(b1), {term}) if roi is None else
+                                  ([min(a, b) for a, b in zip(roi[0], b0, strict=True)],
+                                   [max(a, b) for a, b in zip(roi[1], b1, strict=True)], roi[2] | {term}))
+            if term in wanted:
                 by_case.setdefault(cid, {}).setdefault(term, {})[layer] = {"voxels": vox, "locations": loc}
         for cid, terms in by_case.items():  # foreground only of requested terms the case holds whole
             have = {p for p, ls in terms.items() if any(x in ls for x in self.layers)}
@@ -184,7 +190,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         roi = self._roi.get(case["case_id"])
         if roi is None:
             return 1.0
-        return repeat_factor(int(np.prod(np.subtract(roi[1], roi[0]))), roi[2])
+        return repeat_factor(int(np.prod(np.subtract(roi[1], roi[0]))), len(roi[2]))
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next items are drawn for (seen by every worker, persistent or not)."""

@@ -458,3 +458,41 @@ def test_cases_holding_none_of_the_terms_are_left_out(tiny: Tiny) -> None:
     assert len(every.cases) == 5
     with pytest.raises(Exception, match="no selected case holds any of"):
         PatchDataset(tiny.release, terms=[liver], patch_size=(24, 24, 8), where="dataset = 'TinyKits'")
+
+
+def test_repeat_factor_counts_the_annotation_the_dataset_trains_on(tiny: Tiny, tmp_path, monkeypatch) -> None:
+    """SAT's R = (annotated foreground box / patch) × (annotated classes / 32): a pseudo layer's
+    terms (not trained on by default) and a term held in two layers are no more annotation."""
+    import shutil
+
+    import polars as pl
+
+    from curator.torch import sampling
+
+    monkeypatch.setattr(sampling, "SAT_PATCH_VOXELS", 1)  # tiny volumes: R = box voxels × classes
+    monkeypatch.setattr(sampling, "SAT_CLASSES", 1)
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    cid = "TinyKits__case_00000"
+    st = pl.read_parquet(rel / "store_terms.parquet")
+    mine = st.filter((pl.col("case_id") == cid) & (pl.col("layer") == "original"))
+    assert mine.height >= 2
+    box = [int(np.prod(np.subtract(b1, b0))) for b0, b1 in zip(mine["bbox_start"].to_list(), mine["bbox_stop"].to_list())]
+
+    def repeat(**kw: object) -> float:
+        ds = PatchDataset(rel, terms=[term_id("kidney")], where=f"p.case_id = '{cid}'", patch_size=(8, 8, 4),
+                          labelled_only=False, **kw)  # type: ignore[arg-type]
+        return ds._repeat(ds.cases[0])
+
+    before = repeat()
+    assert before >= max(box) * mine["term_id"].n_unique()
+    shape = CaseStore(rel / "stores" / f"{cid}.zarr").geometry.shape
+    extra = pl.concat([
+        mine.with_columns(pl.lit("revised").alias("layer")),  # the same terms reviewed again
+        mine.head(1).with_columns(pl.lit("pseudo").alias("layer"), pl.lit("aorta").alias("term_id"),
+                                  pl.lit([0, 0, 0]).cast(st.schema["bbox_start"]).alias("bbox_start"),
+                                  pl.lit(list(shape)).cast(st.schema["bbox_stop"]).alias("bbox_stop")),
+    ])
+    pl.concat([st, extra]).write_parquet(rel / "store_terms.parquet")
+    assert repeat() == before
+    assert repeat(layers=("original", "revised", "pseudo")) > before  # trained on: it counts
