@@ -244,7 +244,8 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             else:
                 digest = sha256_file(path)
             lab = read_volume(path, role="label", max_voxels=config.max_voxels)
-            lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref)
+            image = root / p["image"] if p["image"] is not None and p["image_is_dir"] else None
+            lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref, image)
             if ref is None:
                 ref = lab.geometry
             reoriented = core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path))

@@ -79,10 +79,8 @@ def _read_header(p: Path, ref: str, where: str) -> pydicom.Dataset | None:
                         path=where, remedy="download the series again") from e
 
 
-def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) -> Volume:
-    """Read one DICOM series from a folder, a list of files, or a single (multi-frame) file."""
-    candidates = files if files is not None else (list_files(path) if path.is_dir() else [path])
-    where = str(path)
+def _series(candidates: list[Path], path: Path, where: str) -> list[tuple[Path, pydicom.Dataset]]:
+    """The image files of the one series among ``candidates``, with their headers."""
     headers: list[tuple[Path, pydicom.Dataset]] = []
     for k, f in enumerate(candidates, start=1):
         ref = _listed(k, len(candidates)) if len(candidates) > 1 or f != path else "the file"
@@ -105,7 +103,32 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) 
         raise InputError("dicom_multiple_series",
                          f"the folder mixes {len(series)} DICOM series ({sizes} files)", path=where,
                          remedy="split the folder by SeriesInstanceUID or narrow the layout pattern")
-    members = next(iter(series.values()))
+    return next(iter(series.values()))
+
+
+def slice_file_order(path: Path) -> list[int] | None:
+    """For each slice of the series at ``path`` as :func:`read_dicom` stacks it (sorted by
+    position), the index of its file in natural file-name order; ``None`` for a single file.
+
+    Ground truth stored as one image file per DICOM file (CHAOS' PNG slices) is numbered in
+    the DICOM files' name order, which need not be the order of their positions.
+    """
+    from curator.io.slices import natural_key
+
+    where = str(path)
+    members = _series(list_files(path) if path.is_dir() else [path], path, where)
+    if len(members) < 2:
+        return None
+    by_name = sorted((f for f, _ in members), key=lambda f: natural_key(f.relative_to(path).as_posix()))
+    rank = {f: i for i, f in enumerate(by_name)}
+    return [rank[f] for f in _order_slices(members, where)]
+
+
+def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) -> Volume:
+    """Read one DICOM series from a folder, a list of files, or a single (multi-frame) file."""
+    candidates = files if files is not None else (list_files(path) if path.is_dir() else [path])
+    where = str(path)
+    members = _series(candidates, path, where)
     first = members[0][1]
     meta = safe_metadata(first)
     meta["format"] = "dicom"

@@ -30,10 +30,13 @@ STATS = (("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("p0.
 
 class PreprocessStage(Stage):
     name = "preprocess"
-    version = "3"  # 2: linear resampling order y, x, z; 3: integer NIfTI scaled by whole numbers stays
-    # integer (float16 stores rounded HU > 2048), CT body threshold in stored units, nonzero crop;
+    # 2: linear resampling order y, x, z; 3: integer NIfTI scaled by whole numbers stays integer
+    # (float16 stores rounded HU > 2048), CT body threshold in stored units, nonzero crop;
     # 4: the resampled extent centred on the input's; codes resampling erased are left out of the store;
-    # float images shifted once (not in place), far fill values clipped
+    # float images shifted once (not in place), far fill values clipped (the comment said 4, the
+    # version stayed 3: cached cases were not redone); 5: PNG slice labels put on the slices of the
+    # DICOM files they annotate (label_geometry.slices)
+    version = "5"
     config_class = PreprocessConfig
     tables = ("preprocessed",)
     requires = ("cases",)
@@ -188,9 +191,10 @@ def _image_fixes(image: Volume, fixes: dict[str, Any], rel: str) -> tuple[Volume
     return (image if arr is image.array else Volume(arr, image.geometry, dict(image.meta))), offset
 
 
-def _label(path: Path, rel: str, p: dict[str, Any], ref: Geometry | None) -> Volume:
+def _label(path: Path, rel: str, p: dict[str, Any], ref: Geometry | None, root: Path) -> Volume:
     """A label file with its declared fixes, re-indexed onto ``ref`` (same voxels, any axis order)."""
-    vol = apply_label_fixes(read_volume(path, role="label"), p["fixes"], rel, ref)
+    image = root / p["image_path"] if p.get("image_path") else None
+    vol = apply_label_fixes(read_volume(path, role="label"), p["fixes"], rel, ref, image)
     return vol if ref is None else vol.on_grid(ref)
 
 
@@ -201,18 +205,18 @@ def _read_planes(p: dict[str, Any], root: Path, geometry: Geometry | None,
     if not paths:
         return [], geometry
     rels = list(p["label_paths"])
-    first = _label(paths[0], rels[0], p, geometry)
+    first = _label(paths[0], rels[0], p, geometry, root)
     ref = geometry or first.geometry
 
     if p["encoding"] == "per_structure":
         def masks() -> Iterator[tuple[str, NDArray[Any]]]:
             for i, (key, path) in enumerate(zip(p["label_keys"], paths, strict=True)):
-                vol = first if i == 0 else _label(path, rels[i], p, ref)
+                vol = first if i == 0 else _label(path, rels[i], p, ref, root)
                 yield key, vol.array
         return structure_planes(masks(), p["terms"]), ref
     planes: list[Plane] = []
     for i, path in enumerate(paths):
-        vol = first if i == 0 else _label(path, rels[i], p, ref)
+        vol = first if i == 0 else _label(path, rels[i], p, ref, root)
         got, unknown = label_map_plane(vol.array, p["terms"])
         planes += got
         unknown = [v for v in unknown if str(v) not in p.get("ignore", ())]  # declared: left out quietly

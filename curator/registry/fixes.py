@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,11 @@ FIX_KINDS: dict[str, dict[str, str]] = {
     "label_geometry": {"from": "'image': the label takes the image's grid (same shape after array fixes)"},
     "image_geometry": {"from": "'label': the image takes the label's grid"},
 }
+OPTIONAL: dict[str, dict[str, str]] = {
+    "label_geometry": {"slices": "'image_file_names': a label stored as one image per slice (PNG) numbers its "
+                                 "slices in the image series' file-name order, not by position (CHAOS)"},
+}
+SLICE_ORDERS = ("image_file_names",)
 TARGET = {"intensity_offset": "image", "image_flip": "image", "label_flip": "label", "label_rot90": "label",
           "label_geometry": "label", "image_geometry": "image"}
 
@@ -58,7 +64,7 @@ def validate_fixes(fixes: Any) -> list[tuple[str, str, str]]:
         if not isinstance(params, Mapping):
             out.append((loc, "type", "a fix's parameters must be a mapping"))
             continue
-        allowed = set(FIX_KINDS[name]) | COMMON
+        allowed = set(FIX_KINDS[name]) | set(OPTIONAL.get(name, {})) | COMMON
         for k in sorted(set(params) - allowed):
             out.append((f"{loc}.{k}", "unknown_key", f"unknown parameter {k!r} (known: {sorted(allowed)})"))
         for k in FIX_KINDS[name]:
@@ -80,6 +86,8 @@ def validate_fixes(fixes: Any) -> list[tuple[str, str, str]]:
             want = "image" if name == "label_geometry" else "label"
             if params.get("from") != want:
                 out.append((f"{loc}.from", "value", f"{name} can only take its grid from the {want}"))
+        if "slices" in params and params["slices"] not in SLICE_ORDERS:
+            out.append((f"{loc}.slices", "value", f"slices must be one of {list(SLICE_ORDERS)}"))
     return out
 
 
@@ -121,9 +129,13 @@ def apply_array_fixes(array: NDArray[Any], fixes: Mapping[str, Any], target: str
     return np.ascontiguousarray(out) if out is not array else out
 
 
-def apply_label_fixes(vol: Any, fixes: Mapping[str, Any], rel_path: str, image_geometry: Any = None) -> Any:
+def apply_label_fixes(vol: Any, fixes: Mapping[str, Any], rel_path: str, image_geometry: Any = None,
+                      image_path: Path | None = None) -> Any:
     """A label :class:`~curator.io.volume.Volume` with its declared fixes applied.
 
+    A slice-image label (a PNG folder) under ``label_geometry: {slices: image_file_names}``
+    first has its slices put in the order the image's DICOM series at ``image_path`` is
+    stacked in (by position): slice image ``i`` annotates the series' ``i``-th file by name.
     Array fixes keep the label's affine (they undo an array stored the wrong way round);
     ``label_geometry: {from: image}`` then gives the label its image's grid, which must have
     the same shape (a :class:`~curator.errors.GeometryError` otherwise).
@@ -134,6 +146,17 @@ def apply_label_fixes(vol: Any, fixes: Mapping[str, Any], rel_path: str, image_g
     fx = active(fixes, "label", rel_path)
     if not fx:
         return vol
+    order = fx.get("label_geometry", {}).get("slices")
+    if order and vol.meta.get("format") == "slices" and image_path is not None and Path(image_path).is_dir():
+        from curator.io.dicom import slice_file_order
+
+        ranks = slice_file_order(Path(image_path))
+        if ranks is not None:
+            if len(ranks) != vol.array.shape[2]:
+                raise GeometryError("shape_mismatch", f"the label has {vol.array.shape[2]} slice images, the image "
+                                    f"series {len(ranks)} files", path=rel_path,
+                                    remedy="each slice image must annotate one file of the series; check both folders")
+            vol = Volume(np.ascontiguousarray(vol.array[:, :, ranks]), vol.geometry, dict(vol.meta))
     arr = apply_array_fixes(vol.array, fixes, "label", rel_path)
     geom = vol.geometry if arr.shape == vol.array.shape else Geometry.from_affine(arr.shape, vol.geometry.matrix)
     if "label_geometry" in fx and image_geometry is not None:

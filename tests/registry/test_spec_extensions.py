@@ -106,6 +106,45 @@ def test_slice_folders_and_mat_masks_read_as_volumes(tmp_path: Path) -> None:
     assert np.array_equal(vol.array, lab) and vol.meta["variable"] == "Mask"
 
 
+@pytest.mark.parametrize("head_first", [True, False])
+def test_png_slices_follow_the_dicom_files_they_annotate(tmp_path: Path, head_first: bool) -> None:
+    """CHAOS: slice image i annotates the series' i-th DICOM file by name. When the file names
+    run head to feet, the series (stacked by position, feet first) and the PNG stack (by name)
+    are reversed against each other: ``slices: image_file_names`` puts each slice image on the
+    slice of its own file, whichever way the names run. Preprocess reads labels the same way."""
+    from curator.io.volume import Geometry
+    from curator.preprocess.stage import _label
+    from curator.testing.layouts import write_dicom_series
+
+    n = 7
+    img = np.zeros((10, 8, n), np.float32)
+    for k in range(n):
+        img[:, :, k] = 100.0 * k  # file k (IM000{k+1}.dcm) holds 100·k ...
+    z = -4.0 if head_first else 4.0  # file 1 the most superior slice (head first), or the most inferior
+    g = Geometry.from_affine(img.shape, np.array([[-1.5, 0, 0, 0], [0, -1.5, 0, 0], [0, 0, z, 50.0], [0, 0, 0, 1]]))
+    write_dicom_series(tmp_path / "DICOM_anon", img, g)
+    lab = np.zeros(img.shape, np.uint8)
+    for k in range(n):
+        lab[:, :, k] = 10 + k  # ... and slice image k annotates it with 10 + k
+    save_slices(tmp_path / "Ground", lab, stem="liver_GT")
+    image = read_volume(tmp_path / "DICOM_anon", role="image")
+    expect = (np.rint(image.array / 100.0) + 10).astype(np.uint8)  # each slice labelled with its own file's number
+    fixes = {"label_geometry": {"from": "image", "slices": "image_file_names"}}
+    got = apply_label_fixes(read_volume(tmp_path / "Ground", role="label"), fixes, "Ground", image.geometry,
+                            tmp_path / "DICOM_anon")
+    assert np.array_equal(got.array, expect)
+    p = {"fixes": fixes, "image_path": "DICOM_anon"}
+    assert np.array_equal(_label(tmp_path / "Ground", "Ground", p, image.geometry, tmp_path).array, expect)
+    plain = apply_label_fixes(read_volume(tmp_path / "Ground", role="label"), {"label_geometry": {"from": "image"}},
+                              "Ground", image.geometry, tmp_path / "DICOM_anon")
+    assert np.array_equal(plain.array, expect) == (not head_first)  # name order alone is right only feet first
+    assert validate_fixes({"label_geometry": {"from": "image", "slices": "by_name"}})[0][0] == "fixes.label_geometry.slices"
+    short = tmp_path / "Short"
+    save_slices(short, lab[:, :, :-1], stem="liver_GT")
+    with pytest.raises(GeometryError, match="6 slice images, the image series 7 files"):
+        apply_label_fixes(read_volume(short, role="label"), fixes, "Short", image.geometry, tmp_path / "DICOM_anon")
+
+
 def test_the_citation_key_must_be_the_bibtex_entrys_key() -> None:
     """The card cites citation_key above the BibTeX it prints: KiTS23's card cited "KiTS23" over
     an entry keyed heller2023kits21."""
