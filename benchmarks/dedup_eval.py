@@ -144,6 +144,12 @@ def build_pool(data: Path, sources: list[str], tmp: Path, settings: HashSettings
             add(name, name, None, g, a, None, modality)
             if modality == "MR":
                 add(f"{name}:t2", f"{name}_t2", None, g, dedup_suite.t2_of_phantom(a, lab), None, "MR")
+    # five more MR patients on the demo's follow-up protocol (DemoLiverMR: 5×5×8 mm, no lesions), whose
+    # hashes lie within a few bits of each other: verification alone keeps them apart
+    demo_mr = dedup_suite.phantom_patients(5, "MR", seed0=760, shape=(64, 56, 32), spacing=(5.0, 5.0, 8.0),
+                                           orientation="RAS", lesions=False)
+    for name, ((g, a), _) in demo_mr.items():
+        add(name, name, None, g, np.rint(a).astype(np.int16), None, "MR")
     return items, t_feat, scans
 
 

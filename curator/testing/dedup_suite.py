@@ -89,12 +89,14 @@ def target_of(name: str) -> str:
 
 def phantom_patients(n: int, modality: str = "CT", seed0: int = 100,
                      shape: tuple[int, int, int] = (90, 70, 40),
-                     spacing: tuple[float, float, float] = (4.0, 4.0, 6.0)) -> dict[str, tuple[Scan, NDArray[Any]]]:
+                     spacing: tuple[float, float, float] = (4.0, 4.0, 6.0), orientation: str = "LPS",
+                     lesions: bool = True) -> dict[str, tuple[Scan, NDArray[Any]]]:
     """``n`` different synthetic patients scanned with one protocol: {name: ((geometry, image), labels)}."""
-    g = grid(shape, spacing, "LPS", center=(0.0, -10.0, 20.0))
+    g = grid(shape, spacing, orientation, center=(0.0, -10.0, 20.0))
     out = {}
     for i in range(n):
-        img, lab = render(Subject.random(seed0 + i), g, modality, seed=seed0 + i)
+        subject = Subject.random(seed0 + i) if lesions else Subject.random(seed0 + i, tumor=False, cyst=False)
+        img, lab = render(subject, g, modality, seed=seed0 + i)
         arr = np.rint(img).astype(np.int16) if modality == "CT" else img
         out[f"phantom_{modality.lower()}_{seed0 + i}"] = ((g, arr), lab)
     return out
