@@ -5,7 +5,8 @@
   values). Voxel-identical copies hash the same whatever their orientation, dtype or
   format; spacing and origin are *not* hashed, so a copy with a rewritten spacing
   (3D-IRCADb inside LiTS) is still found. Two different scans would need identical sums
-  over all their planes to collide. Two passes over the array (~2% of its read time).
+  over all their planes to collide. Two passes over the array (≈ 0.06 s for a 512×512×300
+  CT, a fifth of an ISA-L read of its .nii.gz).
 * :func:`global_phash` — 64 bits: the body-centred, body-scaled scan on a 32³ lattice,
   intensities replaced by their rank inside the body, low-frequency 3-D DCT (4×4×4)
   thresholded at its median (imagehash's pHash, in 3-D).
