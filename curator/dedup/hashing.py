@@ -69,9 +69,15 @@ def exact_hash(array: NDArray[Any], geometry: Geometry) -> str:
     if array.dtype.kind == "f":  # float sums depend on the summation order, which follows the memory layout
         array = np.ascontiguousarray(array)
         plane_k = np.add.reduce(array.reshape(-1, array.shape[2]), axis=0, dtype=np.float64)
+        ij = np.add.reduce(array, axis=2, dtype=np.float64)
+    elif array.dtype.itemsize <= 2 and max(array.shape[0], array.shape[2]) < 2**15:
+        # 8/16-bit integers: int32 partial sums cannot overflow (< 2**15 values of < 2**16 each) and
+        # are ~1.7× faster than float64 ones; the totals are the same integers, so the same hash
+        ij = np.add.reduce(array, axis=2, dtype=np.int32).astype(np.float64)
+        plane_k = np.add.reduce(array, axis=0, dtype=np.int32).sum(axis=0, dtype=np.int64).astype(np.float64)
     else:  # integer sums are exact in float64 in any order: no copy of a Fortran-ordered read
         plane_k = np.add.reduce(array, axis=(0, 1), dtype=np.float64)
-    ij = np.add.reduce(array, axis=2, dtype=np.float64)
+        ij = np.add.reduce(array, axis=2, dtype=np.float64)
     sums = [ij.sum(axis=1), ij.sum(axis=0), plane_k]
     tr = ornt_transform(io_orientation(geometry.matrix), RAS)
     out: list[NDArray[np.float64]] = [np.zeros(0)] * 3

@@ -98,3 +98,20 @@ def test_body_mask_is_stable_under_intensity_changes_and_crops(phantoms, make):
     v1 = c1.body.sum() * np.prod(c1.spacing)
     v2 = c2.body.sum() * np.prod(c2.spacing)
     assert v2 == pytest.approx(v1, rel=0.03)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.bool_])
+def test_exact_hash_of_small_integers_takes_the_int32_path_to_the_same_hash(dtype) -> None:
+    """8/16-bit scans are summed in int32 (faster); the hash must equal the float64 path's (int64
+    input), including extreme values and Fortran order, where an overflow would show."""
+    from curator.io.volume import Geometry
+
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype) if dtype is not np.bool_ else None
+    lo, hi = (info.min, info.max) if info else (0, 1)
+    a = rng.integers(lo, int(hi) + 1, size=(300, 41, 200), dtype=np.int64).astype(dtype)
+    a[:, :, 7] = hi  # a whole plane at the maximum: the largest partial sums
+    g = Geometry.from_affine(a.shape, np.diag([-0.8, 0.8, 1.5, 1.0]))
+    ref = exact_hash(a.astype(np.int64), g)
+    assert exact_hash(a, g) == ref
+    assert exact_hash(np.asfortranarray(a), g) == ref
