@@ -84,7 +84,8 @@ def test_small_crops_are_found_and_their_label_maps_stay_apart(real_data: Path) 
 def test_real_mr_copies_are_proposed_by_the_hashes_each_alone_with_its_original(real: dict, copy: str) -> None:
     """The real abdominal MR's body threshold falls between its dark and bright tissues: a copy
     resampled to 5 mm or clipped moves it and once reshaped the body mask enough to move the
-    hashes beyond the search radii (no candidate at all). The body is now the filled outline."""
+    hashes beyond the search radii (no candidate at all). The hashes are now framed on the body's
+    filled outline (verification still compares the tissue)."""
     g, a, f = real["mr_sm"]
     lo1, lo10, hi90, hi99 = (float(x) for x in np.percentile(a, [1, 10, 90, 99]))
     made = {"resample_5mm": lambda: P.resample(g, a, (5.0, 5.0, 5.0)),
