@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -51,7 +49,7 @@ from numpy.typing import NDArray
 from zarr.codecs import BloscCodec
 
 from curator.errors import WorkspaceError
-from curator.io.fsutil import atomic_path, atomic_remove, replace_dir
+from curator.io.fsutil import atomic_path, atomic_remove
 from curator.io.volume import Geometry
 from curator.store_reader import Box, ShardReader, box_shape, full_box, write_sharded
 
@@ -137,18 +135,12 @@ class CaseStore:
         if layer == "original" and final.exists():
             raise WorkspaceError("store_error", "the original label layer is never overwritten",
                                  path=str(final), remedy="write revised or pseudo labels instead")
-        tmp = self.path / "labels" / f".{layer}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
+        with atomic_path(final) as tmp:
             g = zarr.open_group(str(tmp), mode="w")
             g.attrs["curator"] = dict(attrs or {})
             _write_planes(g, planes, chunks)
-            if not final.exists():
-                (self.path / "labels").mkdir(exist_ok=True)
-                if not (self.path / "labels" / "zarr.json").exists():
-                    zarr.open_group(str(self.path), mode="r+").require_group("labels")
-            replace_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not final.exists() and not (self.path / "labels" / "zarr.json").exists():
+                zarr.open_group(str(self.path), mode="r+").require_group("labels")
         self._reopen()
 
     def remove_layer(self, layer: str) -> bool:

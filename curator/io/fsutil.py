@@ -70,15 +70,11 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
-def _tmp_name(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _old_name(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}{_OLD}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
 _OLD = ".tmp-old-"  # a replaced folder's previous copy: restored if the run dies before the new one is in
+
+
+def _tmp_name(dest: Path, kind: str = ".tmp-") -> Path:
+    return dest.with_name(f".{dest.name}{kind}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def replace_dir(tmp: Path, dest: Path) -> None:
@@ -87,7 +83,7 @@ def replace_dir(tmp: Path, dest: Path) -> None:
     if not dest.exists():
         os.replace(tmp, dest)
         return
-    old = _old_name(dest)
+    old = _tmp_name(dest, _OLD)
     os.replace(dest, old)
     os.replace(tmp, dest)
     _cleanup(old)
