@@ -131,6 +131,11 @@ def body_threshold(a: NDArray[Any]) -> float:
     return _li(v)
 
 
+def _faces(a: NDArray[Any]) -> list[NDArray[Any]]:
+    """The six border faces of a 3-D array."""
+    return [np.take(a, i, axis=axis) for axis in range(3) for i in (0, -1)]
+
+
 def padding_mask(a: NDArray[Any], threshold: float) -> NDArray[np.bool_]:
     """Constant padding above ``threshold``: voxels of one exact value, connected to the grid's
     border, holding at least ``PAD_FRACTION`` of the grid, the value strictly inside the
@@ -144,12 +149,11 @@ def padding_mask(a: NDArray[Any], threshold: float) -> NDArray[np.bool_]:
     none = np.zeros(a.shape, dtype=bool)
     lo, hi = float(a.min()), float(a.max())
     candidates: set[float] = set()
-    for axis in range(3):  # a padded face is (nearly) all one value
-        for face in (np.take(a, 0, axis=axis), np.take(a, -1, axis=axis)):
-            values, counts = np.unique(face, return_counts=True)
-            v = float(values[np.argmax(counts)])
-            if counts.max() >= 0.9 * face.size and threshold < v and lo < v < hi:
-                candidates.add(v)
+    for face in _faces(a):  # a padded face is (nearly) all one value
+        values, counts = np.unique(face, return_counts=True)
+        v = float(values[np.argmax(counts)])
+        if counts.max() >= 0.9 * face.size and threshold < v and lo < v < hi:
+            candidates.add(v)
     if len(candidates) != 1:
         return none
     v = candidates.pop()
@@ -157,7 +161,7 @@ def padding_mask(a: NDArray[Any], threshold: float) -> NDArray[np.bool_]:
     if flat.sum() < PAD_FRACTION * a.size:
         return none
     lab = cc3d.connected_components(flat.astype(np.uint8), connectivity=6)
-    border = np.unique(np.concatenate([lab[[0, -1]].ravel(), lab[:, [0, -1]].ravel(), lab[:, :, [0, -1]].ravel()]))
+    border = np.unique(np.concatenate([f.ravel() for f in _faces(lab)]))
     pad = np.isin(lab, border[border > 0])
     if pad.sum() < PAD_FRACTION * a.size:
         return none
