@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from curator.dedup.canonical import (
+    RAS,
     block_sample,
     body_threshold,
     canonicalize,
@@ -57,6 +58,19 @@ def test_exact_hash_sees_one_changed_voxel_and_other_scans(phantoms):
     assert exact_hash(b, g) != exact_hash(a, g)
     (g2, a2), _ = phantoms["p12"]
     assert exact_hash(a2, g2) != exact_hash(a, g)
+
+
+def test_exact_hash_sees_a_left_right_or_slice_order_mirror_under_a_stale_header(phantoms):
+    """The hash projects along the anterior axis only: voxels mirrored along either other axis
+    with the header left as it was (left/right swapped, slices reversed) are another scan."""
+    from nibabel.orientations import io_orientation, ornt_transform
+
+    (g, a), _ = phantoms["p11"]
+    tr = ornt_transform(io_orientation(g.matrix), RAS)
+    mirrored = [axis for axis in range(3) if int(tr[axis, 0]) != 1]
+    assert len(mirrored) == 2
+    for axis in mirrored:
+        assert exact_hash(np.flip(a, axis=axis), g) != exact_hash(a, g)
 
 
 def test_block_sample_is_a_block_mean_for_small_blocks():
