@@ -132,13 +132,14 @@ def _sample(img: NDArray[np.float32], body: NDArray[np.bool_], centre: NDArray[n
 
 def _slab_frames(masks: NDArray[np.bool_]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Centroid and frame half-size (voxel units, x and y) of each slab mask ``masks[:, :, n]``."""
-    m = masks.astype(np.float64)
-    n = np.maximum(m.sum(axis=(0, 1)), 1.0)
-    x = np.arange(m.shape[0], dtype=np.float64)[:, None, None]
-    y = np.arange(m.shape[1], dtype=np.float64)[None, :, None]
-    cx, cy = (m * x).sum(axis=(0, 1)) / n, (m * y).sum(axis=(0, 1)) / n
-    sx = np.sqrt(np.maximum((m * x * x).sum(axis=(0, 1)) / n - cx * cx, 1.0))
-    sy = np.sqrt(np.maximum((m * y * y).sum(axis=(0, 1)) / n - cy * cy, 1.0))
+    per_x = masks.sum(axis=1, dtype=np.int64).astype(np.float64)  # [x, slab]: moments from the profiles
+    per_y = masks.sum(axis=0, dtype=np.int64).astype(np.float64)
+    n = np.maximum(per_x.sum(axis=0), 1.0)
+    x = np.arange(masks.shape[0], dtype=np.float64)[:, None]
+    y = np.arange(masks.shape[1], dtype=np.float64)[:, None]
+    cx, cy = (per_x * x).sum(axis=0) / n, (per_y * y).sum(axis=0) / n
+    sx = np.sqrt(np.maximum((per_x * x * x).sum(axis=0) / n - cx * cx, 1.0))
+    sy = np.sqrt(np.maximum((per_y * y * y).sum(axis=0) / n - cy * cy, 1.0))
     return np.stack([cx, cy], axis=1), FOV_SIGMAS * np.stack([sx, sy], axis=1)
 
 
