@@ -57,6 +57,7 @@ class DedupConfig(StageConfig):
     min_score: float = finalize_only(0.5)
     min_detail: float = finalize_only(0.5)
     min_coverage: float = finalize_only(0.5)
+    max_warp: float = finalize_only(0.75)
     # keep policy: ordered criteria among clean, terms, version, datasets, voxels, case_id
     keep: tuple[str, ...] = finalize_only(("clean", "terms", "version", "case_id"))
     prefer_datasets: tuple[str, ...] = finalize_only(())
@@ -78,6 +79,8 @@ class DedupConfig(StageConfig):
         for name in ("min_score", "min_detail", "min_coverage"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError("config_error", f"stages.dedup.{name} = {getattr(self, name)} must be in [0, 1]")
+        if not self.max_warp >= 0.0:
+            raise ConfigError("config_error", f"stages.dedup.max_warp = {self.max_warp} must be >= 0 (voxels)")
         if self.min_slab_votes < 1:
             raise ConfigError("config_error", "stages.dedup.min_slab_votes must be 1 or more")
         if self.prefer_datasets and "datasets" not in self.keep:
@@ -101,7 +104,8 @@ class DedupConfig(StageConfig):
 
     @property
     def verify(self) -> VerifySettings:
-        return VerifySettings(min_score=self.min_score, min_detail=self.min_detail, min_coverage=self.min_coverage)
+        return VerifySettings(min_score=self.min_score, min_detail=self.min_detail, min_coverage=self.min_coverage,
+                              max_warp=self.max_warp)
 
 
 def thumbnail_relpath(case_id: str, digest: str) -> str:

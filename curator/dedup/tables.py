@@ -45,8 +45,9 @@ def _because(ev: dict[str, Any]) -> str:
     if "score" in ev:
         off = ev["offset_mm"]
         moved = f"; headers disagree by ({off[0]:g}, {off[1]:g}, {off[2]:g}) mm" if max(map(abs, off)) >= 2 else ""
+        rigid = f", its parts agree within {ev['warp']:.2f} voxels" if ev.get("warp") is not None else ""
         parts.append(f"aligned: rank correlation {ev['score']:.3f}, texture {ev['detail']:.3f}, "
-                     f"{100 * ev['coverage']:.0f}% of the more contained scan overlaps{moved}")
+                     f"{100 * ev['coverage']:.0f}% of the more contained scan overlaps{rigid}{moved}")
     return "; ".join(parts)
 
 

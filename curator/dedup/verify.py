@@ -7,11 +7,20 @@ partial z-overlaps and wrong origins alike), and compared over the overlap:
 
 * ``score`` — Spearman rank correlation of the two scans over the voxels inside either
   body (air excluded, so two bodies in air do not look alike);
+* ``detail`` — correlation of the fine texture (a band-pass of both) after sub-voxel alignment:
+  what two different patients never share;
 * ``coverage`` — share of the more contained scan's body that lies in the overlap;
-* ``dice`` — agreement of the two body masks inside the overlap.
+* ``dice`` — agreement of the two body masks inside the overlap;
+* ``warp`` — how far the parts of the overlap (up to 3×3×3 blocks) disagree about the
+  alignment: each block finds its own sub-voxel shift, one translation and one scale per axis
+  are fitted to them (a rewritten spacing is a scale), and ``warp`` is the median distance
+  (voxels) of the blocks from that fit. A copy is the same scan moved and maybe rescaled, so
+  its parts agree (≤ 0.23 in the suite, ≤ 0.53 for defaced copies); two patients differ by a
+  deformation, and even synthetic near-twins whose organ edges coincide within a voxel or two
+  (texture ``detail`` 0.69, like a copy) need their parts moved apart (≥ 1.0).
 
-A pair is the same scan when ``score``, ``detail`` and ``coverage`` pass their thresholds
-(:class:`VerifySettings`); the thresholds come from ``benchmarks/dedup_eval.py``.
+A pair is the same scan when ``score``, ``detail``, ``coverage`` and ``warp`` pass their
+thresholds (:class:`VerifySettings`); the thresholds come from ``benchmarks/dedup_eval.py``.
 
 Before aligning, the number of distinct intensity levels inside each body is compared: a
 label map has a handful (one per class), a scan and every copy of it many more (resampling
@@ -35,6 +44,10 @@ from curator.dedup.thumbnail import Thumbnail, grid_after, resample_to
 
 MIN_OVERLAP_VOXELS = 100  # below this, two aligned bodies say too little to confirm a copy
 MIN_LEVEL_RATIO = 0.2  # copies in the suite: >= 0.36; scan vs its label map: <= 0.19 (benchmarks/dedup_eval.py)
+WARP_BLOCKS = 3  # parts per axis whose own alignments ``warp`` compares
+WARP_MIN_SIZE = 5  # voxels per axis of a part (fewer parts along a short axis)
+WARP_MIN_BODY = 0.2  # share of a part inside both bodies (air and a defaced corner say nothing)
+WARP_MIN_PARTS = 4  # fewer usable parts: warp is not measured
 
 
 def levels(t: Thumbnail) -> int:
@@ -56,10 +69,12 @@ class Match:
     dice: float
     voxels: int
     offset_mm: tuple[float, float, float]
+    warp: float | None = None  # median disagreement of the parts' alignments (voxels); None: too few parts
 
     def to_dict(self) -> dict[str, object]:
         return {"score": round(self.score, 4), "detail": round(self.detail, 4), "coverage": round(self.coverage, 4),
-                "dice": round(self.dice, 4), "voxels": self.voxels, "offset_mm": [round(x, 1) + 0.0 for x in self.offset_mm]}
+                "dice": round(self.dice, 4), "voxels": self.voxels, "offset_mm": [round(x, 1) + 0.0 for x in self.offset_mm],
+                "warp": None if self.warp is None else round(self.warp, 3)}
 
 
 NO_MATCH = Match(0.0, 0.0, 0.0, 0.0, 0, (0.0, 0.0, 0.0))
@@ -131,6 +146,33 @@ def _refine(ia: NDArray[np.float32], ib: NDArray[np.float32], d: NDArray[np.int6
     return d + whole, r - whole
 
 
+def _warp(va: NDArray[np.float32], vb: NDArray[np.float32], both: NDArray[np.bool_]) -> float | None:
+    """Median distance (voxels) of the parts' own shifts from one translation + scale per axis
+    (see module docstring); ``None`` when fewer than ``WARP_MIN_PARTS`` parts hold enough body."""
+    n = [max(1, min(WARP_BLOCKS, size // WARP_MIN_SIZE)) for size in va.shape]
+    shifts, centres = [], []
+    for idx in np.ndindex(*n):
+        part = tuple(slice(i * size // k, (i + 1) * size // k) for i, size, k in zip(idx, va.shape, n, strict=True))
+        x, y = va[part], vb[part]
+        if both[part].mean() < WARP_MIN_BODY or min(x.shape) < 2 or x.std() == 0 or y.std() == 0:
+            continue
+        r, _, _ = phase_cross_correlation(x, y, upsample_factor=10, normalization=None)
+        shifts.append(np.asarray(r, dtype=np.float64))
+        centres.append([(sl.start + sl.stop) / 2 for sl in part])
+    if len(shifts) < WARP_MIN_PARTS:
+        return None
+    r, c = np.asarray(shifts), np.asarray(centres, dtype=np.float64)
+    residual = np.empty_like(r)
+    for k in range(3):
+        if np.unique(c[:, k]).size >= 3:  # a scale is measurable along this axis
+            design = np.stack([np.ones(len(c)), c[:, k]], axis=1)
+            coef = np.linalg.lstsq(design, r[:, k], rcond=None)[0]
+            residual[:, k] = r[:, k] - design @ coef
+        else:
+            residual[:, k] = r[:, k] - np.median(r[:, k])
+    return float(np.median(np.linalg.norm(residual, axis=1)))
+
+
 def compare(a: Thumbnail, b: Thumbnail, overlap_ratio: float = 0.1) -> Match:
     """Align ``b`` onto ``a`` and measure their agreement (see module docstring)."""
     la, lb = levels(a), levels(b)
@@ -162,7 +204,7 @@ def compare(a: Thumbnail, b: Thumbnail, overlap_ratio: float = 0.1) -> Match:
     rho = float(spearmanr(x, y).statistic) if x.min() < x.max() and y.min() < y.max() else 0.0
     detail = _corr(_highpass(va)[region], _highpass(vb2)[region])
     return Match(rho if np.isfinite(rho) else 0.0, detail, coverage, dice, n,
-                 tuple(float(x) for x in offset))  # type: ignore[arg-type]
+                 tuple(float(x) for x in offset), _warp(va, vb2, ba & bb))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -172,9 +214,11 @@ class VerifySettings:
     min_score: float = 0.5
     min_detail: float = 0.5
     min_coverage: float = 0.5
+    max_warp: float = 0.75  # voxels: copies <= 0.53 (defaced), synthetic near-twins >= 1.0
     overlap_ratio: float = 0.1  # smallest overlap (share of the smaller scan) the alignment may choose
 
 
 def accepts(m: Match, s: VerifySettings) -> bool:
     """True when an aligned pair is the same scan."""
-    return m.score >= s.min_score and m.detail >= s.min_detail and m.coverage >= s.min_coverage
+    return (m.score >= s.min_score and m.detail >= s.min_detail and m.coverage >= s.min_coverage
+            and (m.warp is None or m.warp <= s.max_warp))

@@ -131,9 +131,48 @@ def test_verification_compares_tissue_not_the_filled_outline(monkeypatch) -> Non
     scans = [np.rint(render(Subject.random(760 + p, tumor=False, cyst=False), g, "MR", seed=770 + 10 * p)[0])
              .astype(np.int16) for p in (0, 4)]
     feats = [scan_features(a, g, HashSettings()) for a in scans]
-    assert not accepts(compare(feats[0].thumbnail, feats[1].thumbnail), VerifySettings())
+    texture_only = VerifySettings(max_warp=float("inf"))  # the tissue mask must keep them apart by itself
+    assert not accepts(compare(feats[0].thumbnail, feats[1].thumbnail), texture_only)
     monkeypatch.setattr(features, "make_thumbnail",
                         lambda c: thumbnail.Thumbnail(thumbnail.quantiles(c.array), c.outline.copy(), c.spacing, c.origin))
     outlined = [scan_features(a, g, HashSettings()) for a in scans]
-    assert accepts(compare(outlined[0].thumbnail, outlined[1].thumbnail), VerifySettings()), \
+    assert accepts(compare(outlined[0].thumbnail, outlined[1].thumbnail), texture_only), \
         "over the outline these two patients pass: the test no longer guards the tissue mask"
+
+
+def test_near_twin_patients_pass_on_texture_but_their_parts_do_not_align() -> None:
+    """Two synthetic MR patients the generator drew as near-twins (body axes 2–8 mm apart, liver
+    centres 1–10 mm): on the coarse grid their organ edges coincide and the texture correlates
+    like a copy's (detail 0.69). A copy is the same scan moved (and maybe rescaled), so all its
+    parts agree on one alignment; these two need their parts moved apart by about a voxel."""
+    from curator.testing.dedup_suite import phantom_patients
+
+    (g1, a1), _ = next(iter(phantom_patients(1, "MR").values()))
+    (g2, a2), _ = next(iter(phantom_patients(1, "MR", seed0=760, shape=(64, 56, 32), spacing=(5.0, 5.0, 8.0),
+                                             orientation="RAS", lesions=False).values()))
+    s = HashSettings()
+    m = compare(scan_features(a1, g1, s).thumbnail, scan_features(np.rint(a2).astype(np.int16), g2, s).thumbnail)
+    v = VerifySettings()
+    assert m.score >= v.min_score and m.detail >= v.min_detail and m.coverage >= v.min_coverage, \
+        "the twins no longer pass on texture: the test no longer shows what warp adds"
+    assert m.warp is not None and m.warp > v.max_warp
+    assert not accepts(m, v)
+
+
+def test_warp_stays_small_for_a_moved_or_rescaled_copy_and_grows_with_a_deformation(phantoms) -> None:
+    (g, a), _ = phantoms["p11"]
+    s = HashSettings()
+    ref = scan_features(a, g, s).thumbnail
+    g2, a2 = P.crop(g, a, (slice(3, a.shape[0]), slice(0, a.shape[1] - 4), slice(2, a.shape[2])))
+    rescaled = Geometry.from_affine(a2.shape, g2.matrix @ np.diag([0.98, 0.98, 0.98, 1.0]))
+    moved = compare(ref, scan_features(a2, rescaled, s).thumbnail)
+    assert moved.warp is not None and moved.warp <= 0.45
+    # the same voxels, pushed by a smooth displacement of up to 2 voxels of the analysis grid
+    grid_step = np.asarray(ref.spacing) / np.asarray(g.spacing)
+    idx = np.indices(a.shape, dtype=np.float64)
+    push = 2.0 * grid_step[:, None, None, None] * np.sin(2 * np.pi * idx[[1, 2, 0]] / np.asarray(a.shape)[[1, 2, 0], None, None, None])
+    from scipy import ndimage
+
+    warped = ndimage.map_coordinates(a.astype(np.float32), idx + push, order=1, mode="nearest")
+    deformed = compare(ref, scan_features(warped, g, s).thumbnail)
+    assert deformed.warp is not None and deformed.warp > VerifySettings().max_warp

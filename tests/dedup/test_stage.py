@@ -171,8 +171,10 @@ def test_config_is_strict() -> None:
     with pytest.raises(ConfigError, match="unknown setting"):
         DedupConfig.from_dict({"radius": 3})
     assert DedupConfig.from_dict({"keep": ["version", "terms"]}).keep == ("version", "terms")
+    assert DedupConfig.from_dict({"max_warp": 1.5}).verify.max_warp == 1.5
     for bad, said in (({"slab_step_mm": 0}, "slab_step_mm"), ({"grid_voxels": 0}, "grid_voxels"),
                       ({"min_score": 5}, "min_score"), ({"min_slab_votes": 0}, "min_slab_votes"),
+                      ({"max_warp": -1}, "max_warp"),
                       ({"prefer_datasets": ["KiTS23"]}, "keep does not list 'datasets'"),
                       ({"keep": ["datasets"]}, "prefer_datasets is empty")):
         with pytest.raises(ConfigError, match=said):
