@@ -118,8 +118,9 @@ class DedupStage(Stage):
     # 2: body mask filled per axial slice; 3: constant padding inside the intensity range (0 HU
     # around a CT) left out of the body; 4: only the perceptual hashes use the filled outline,
     # verification the tissue mask again; 5: the exact hash is the coronal projection (one pass),
-    # the analysis grid averages 2 picks per axis of each block instead of 4
-    version = "5"
+    # the analysis grid averages 2 picks per axis of each block instead of 4; 6: the projection's
+    # integer sums are kept modulo 2**16 (16-bit lanes, one SIMD pass)
+    version = "6"
     config_class = DedupConfig
     tables = ("hashes", "duplicates")
     requires = ("cases",)

@@ -114,18 +114,23 @@ def test_body_mask_is_stable_under_intensity_changes_and_crops(phantoms, make):
     assert v2 == pytest.approx(v1, rel=0.03)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.bool_])
-def test_exact_hash_of_small_integers_takes_the_int32_path_to_the_same_hash(dtype) -> None:
-    """8/16-bit scans are summed in int32 (faster); the hash must equal the float64 path's (int64
-    input), including extreme values and Fortran order, where an overflow would show."""
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.uint16, np.bool_])
+def test_exact_hash_is_the_same_for_the_same_values_in_any_dtype(dtype) -> None:
+    """8/16-bit scans are summed in wrapping 16-bit lanes, wider integers in 64 bits and floats in
+    float64, each kept modulo 2**16: the same values must hash the same in every dtype and memory
+    order, extremes included (a whole plane at the maximum: the largest sums, the most wrapping)."""
     from curator.io.volume import Geometry
 
     rng = np.random.default_rng(0)
     info = np.iinfo(dtype) if dtype is not np.bool_ else None
     lo, hi = (info.min, info.max) if info else (0, 1)
     a = rng.integers(lo, int(hi) + 1, size=(300, 41, 200), dtype=np.int64).astype(dtype)
-    a[:, :, 7] = hi  # a whole plane at the maximum: the largest partial sums
+    a[:, :, 7] = hi
     g = Geometry.from_affine(a.shape, np.diag([-0.8, 0.8, 1.5, 1.0]))
     ref = exact_hash(a.astype(np.int64), g)
     assert exact_hash(a, g) == ref
     assert exact_hash(np.asfortranarray(a), g) == ref
+    assert exact_hash(a.astype(np.float64), g) == ref
+    b = a.copy()
+    b[5, 6, 7] = lo  # one voxel of one line changed
+    assert exact_hash(b, g) != ref
