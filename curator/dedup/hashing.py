@@ -111,9 +111,32 @@ def exact_hash(array: NDArray[Any], geometry: Geometry) -> str:
 
 def dct_bits(block: NDArray[np.floating[Any]]) -> int:
     """pHash bits of a low-frequency DCT block (> median → 1), packed into an int (first = MSB)."""
-    flat = block.ravel()
-    bits = flat > np.median(flat)
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+    return _dct_bits_rows(block[None])[0]
+
+
+def _dct_bits_rows(blocks: NDArray[np.floating[Any]]) -> list[int]:
+    """:func:`dct_bits` of each ``blocks[i]`` (one median and one packbits call for all)."""
+    flat = blocks.reshape(len(blocks), -1)
+    bits = flat > np.median(flat, axis=1, keepdims=True)
+    return [int.from_bytes(row.tobytes(), "big") for row in np.packbits(bits, axis=1)]
+
+
+def _linear_weights(pos: NDArray[np.float64], n: int, outside: str = "nearest") -> NDArray[np.float64]:
+    """Linear-interpolation weights ``W`` (``pos.shape + (n,)``): ``W @ v`` samples ``v`` (length ``n``)
+    at ``pos`` as :func:`scipy.ndimage.map_coordinates` with ``order=1`` does — beyond the ends
+    the end value (``outside="nearest"``) or 0 (``"constant"``). A lattice that is a product of
+    per-axis positions is then sampled by matrix products, not point by point."""
+    p = np.clip(pos, 0.0, n - 1.0)
+    lo = np.minimum(np.floor(p).astype(np.int64), max(n - 2, 0))
+    w = p - lo
+    out = np.zeros((*pos.shape, n))
+    np.put_along_axis(out, lo[..., None], (1.0 - w)[..., None], axis=-1)
+    if n > 1:
+        hi = np.take_along_axis(out, lo[..., None] + 1, axis=-1) + w[..., None]
+        np.put_along_axis(out, lo[..., None] + 1, hi, axis=-1)
+    if outside == "constant":
+        out[(pos < 0.0) | (pos > n - 1.0)] = 0.0
+    return out
 
 
 def _extra_sigma(fwhm_voxels: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -132,19 +155,26 @@ def _frame(mask: NDArray[np.bool_]) -> tuple[NDArray[np.float64], NDArray[np.flo
 
 def _sample(img: NDArray[np.float32], body: NDArray[np.bool_], centre: NDArray[np.float64],
             half: NDArray[np.float64]) -> NDArray[np.float32]:
-    """``img`` on a GRID^ndim lattice over ``centre ± half`` (smoothed to the lattice step first),
+    """``img`` on a GRID³ lattice over ``centre ± half`` (smoothed to the lattice step first),
     its values replaced by their rank among the body's lattice points; 0.5 elsewhere."""
     step = 2 * half / GRID
     sigma = _extra_sigma(step)
     smooth = ndimage.gaussian_filter(img, sigma, mode="nearest") if np.any(sigma > 0.3) else img
     axes = [c - h + (np.arange(GRID) + 0.5) * st for c, h, st in zip(centre, half, step, strict=True)]
-    mesh = np.meshgrid(*axes, indexing="ij")
-    vals = ndimage.map_coordinates(smooth, mesh, order=1, mode="nearest")
-    inside = ndimage.map_coordinates(body.astype(np.float32), mesh, order=1, mode="constant", cval=0.0) > 0.5
+    vals = _trilinear(smooth, [_linear_weights(ax, n) for ax, n in zip(axes, img.shape, strict=True)])
+    inside = _trilinear(body.astype(np.float32),
+                        [_linear_weights(ax, n, "constant") for ax, n in zip(axes, img.shape, strict=True)]) > 0.5
     out = np.full(vals.shape, 0.5, dtype=np.float32)
     if inside.any():
         out[inside] = (rankdata(vals[inside]) / inside.sum()).astype(np.float32)
     return out
+
+
+def _trilinear(a: NDArray[np.float32], weights: list[NDArray[np.float64]]) -> NDArray[np.float64]:
+    """``a`` sampled on the product lattice of three weight matrices (:func:`_linear_weights`)."""
+    wx, wy, wz = weights
+    t = (wx @ a.reshape(a.shape[0], -1)).reshape(len(wx), *a.shape[1:])  # [i, y, z]
+    return np.asarray(np.matmul(wy, t) @ wz.T)  # [i, j, z] -> [i, j, k]
 
 
 def _slab_frames(masks: NDArray[np.bool_]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -199,16 +229,17 @@ def slab_hashes(c: Canonical, slab_mm: float = 8.0, step_mm: float = 5.0) -> Sla
     step = np.median(2 * halves / GRID, axis=0)
     sigma = (*_extra_sigma(step), float(_extra_sigma(np.array([slab_mm / dz]))[0]))
     img = ndimage.gaussian_filter(c.array, sigma, mode="nearest")
-    body = c.outline.astype(np.float32)
     lattice = (np.arange(GRID) + 0.5) / GRID * 2 - 1  # -1..1 across the frame
-    coords = np.empty((3, zf.size, GRID, GRID), dtype=np.float64)
-    coords[0] = (centres[:, 0, None] + halves[:, 0, None] * lattice)[:, :, None]
-    coords[1] = (centres[:, 1, None] + halves[:, 1, None] * lattice)[:, None, :]
-    coords[2] = zf[:, None, None]
-    vals = ndimage.map_coordinates(img, coords, order=1, mode="nearest")
-    coords[2] = np.rint(coords[2])
-    inside = ndimage.map_coordinates(body, coords, order=1, mode="constant", cval=0.0) > 0.5
+    xs = centres[:, 0, None] + halves[:, 0, None] * lattice  # [slab, i]
+    ys = centres[:, 1, None] + halves[:, 1, None] * lattice
+    z0 = np.minimum(np.floor(zf).astype(np.int64), max(nz - 2, 0))
+    wz = (zf - z0)[None, None, :]
+    planes = (img[:, :, z0] * (1 - wz) + img[:, :, np.minimum(z0 + 1, nz - 1)] * wz).transpose(2, 0, 1)
+    nx, ny = c.array.shape[:2]
+    vals = _linear_weights(xs, nx) @ planes @ _linear_weights(ys, ny).transpose(0, 2, 1)
+    body = c.outline[:, :, k].astype(np.float64).transpose(2, 0, 1)
+    inside = (_linear_weights(xs, nx, "constant") @ body @ _linear_weights(ys, ny, "constant").transpose(0, 2, 1)) > 0.5
     boxes = _ranks_inside(vals.reshape(zf.size, -1), inside.reshape(zf.size, -1)).reshape(vals.shape)
     low = dctn(boxes, axes=(1, 2), norm="ortho")[:, :8, :8]
-    hashes = tuple(dct_bits(b) for b in low)
+    hashes = tuple(_dct_bits_rows(low))
     return SlabHashes(hashes, tuple(round(float(z) * dz, 3) for z in zf))

@@ -134,3 +134,19 @@ def test_exact_hash_is_the_same_for_the_same_values_in_any_dtype(dtype) -> None:
     b = a.copy()
     b[5, 6, 7] = lo  # one voxel of one line changed
     assert exact_hash(b, g) != ref
+
+
+@pytest.mark.parametrize("mode", ["nearest", "constant"])
+def test_product_lattice_sampling_matches_map_coordinates(mode: str) -> None:
+    """The hashes sample their lattices by matrix products of per-axis linear weights: the same
+    values as scipy's point-by-point ``map_coordinates(order=1)``, inside and beyond the edges."""
+    from scipy import ndimage
+
+    from curator.dedup.hashing import _linear_weights, _trilinear
+
+    v = np.random.default_rng(0).normal(size=(7, 5, 6)).astype(np.float32)
+    axes = [np.linspace(-1.7, n + 0.6, 13) for n in v.shape]
+    expect = ndimage.map_coordinates(v, np.meshgrid(*axes, indexing="ij"), order=1, mode=mode, cval=0.0)
+    got = _trilinear(v, [_linear_weights(x, n, mode) for x, n in zip(axes, v.shape, strict=True)])
+    assert np.allclose(got, expect, atol=1e-5)
+    assert np.allclose(_linear_weights(np.array([0.0, 2.5, 4.0]), 1, mode).sum(axis=1), [1, 0, 0] if mode == "constant" else 1)
