@@ -150,3 +150,18 @@ def test_product_lattice_sampling_matches_map_coordinates(mode: str) -> None:
     got = _trilinear(v, [_linear_weights(x, n, mode) for x, n in zip(axes, v.shape, strict=True)])
     assert np.allclose(got, expect, atol=1e-5)
     assert np.allclose(_linear_weights(np.array([0.0, 2.5, 4.0]), 1, mode).sum(axis=1), [1, 0, 0] if mode == "constant" else 1)
+
+
+def test_thumbnail_quantiles_are_the_levels_of_a_search_in_grid_order() -> None:
+    """Quantiles are looked up in sorted order (64-bit packed keys): the levels must equal a plain
+    search of every voxel — negative values, -0.0, ties from a clipping window included."""
+    from curator.dedup.thumbnail import quantiles
+
+    a = np.random.default_rng(1).normal(0, 400, (50, 40, 30)).astype(np.float32)
+    a = np.clip(a, -300, 500)
+    a[0, 0, :5] = -0.0
+    flat = a.ravel()
+    picked = np.sort(flat[:: max(1, flat.size // 65_536)])
+    edges = picked[(np.arange(1, 256) * picked.size) // 256]
+    assert np.array_equal(quantiles(a), np.searchsorted(edges, a, side="right").astype(np.uint8))
+    assert np.array_equal(quantiles(np.asfortranarray(a)), quantiles(a))
