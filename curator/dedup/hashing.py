@@ -233,12 +233,16 @@ def slab_hashes(c: Canonical, slab_mm: float = 8.0, step_mm: float = 5.0) -> Sla
     xs = centres[:, 0, None] + halves[:, 0, None] * lattice  # [slab, i]
     ys = centres[:, 1, None] + halves[:, 1, None] * lattice
     z0 = np.minimum(np.floor(zf).astype(np.int64), max(nz - 2, 0))
-    wz = (zf - z0)[None, None, :]
-    planes = (img[:, :, z0] * (1 - wz) + img[:, :, np.minimum(z0 + 1, nz - 1)] * wz).transpose(2, 0, 1)
+    wz = (zf - z0).astype(np.float32)[:, None, None]
+    by_z = np.moveaxis(img, 2, 0)  # [z, x, y] views: the slabs' planes are gathered contiguously
+    lower = by_z[z0]
+    planes = lower + (by_z[np.minimum(z0 + 1, nz - 1)] - lower) * wz
     nx, ny = c.array.shape[:2]
-    vals = _linear_weights(xs, nx) @ planes @ _linear_weights(ys, ny).transpose(0, 2, 1)
-    body = c.outline[:, :, k].astype(np.float64).transpose(2, 0, 1)
-    inside = (_linear_weights(xs, nx, "constant") @ body @ _linear_weights(ys, ny, "constant").transpose(0, 2, 1)) > 0.5
+    f32 = np.float32
+    vals = _linear_weights(xs, nx).astype(f32) @ planes @ _linear_weights(ys, ny).astype(f32).transpose(0, 2, 1)
+    body = np.moveaxis(c.outline, 2, 0)[k].astype(f32)
+    inside = (_linear_weights(xs, nx, "constant").astype(f32) @ body
+              @ _linear_weights(ys, ny, "constant").astype(f32).transpose(0, 2, 1)) > 0.5
     boxes = _ranks_inside(vals.reshape(zf.size, -1), inside.reshape(zf.size, -1)).reshape(vals.shape)
     low = dctn(boxes, axes=(1, 2), norm="ortho")[:, :8, :8]
     hashes = tuple(_dct_bits_rows(low))
