@@ -119,8 +119,9 @@ class DedupStage(Stage):
     # around a CT) left out of the body; 4: only the perceptual hashes use the filled outline,
     # verification the tissue mask again; 5: the exact hash is the coronal projection (one pass),
     # the analysis grid averages 2 picks per axis of each block instead of 4; 6: the projection's
-    # integer sums are kept modulo 2**16 (16-bit lanes, one SIMD pass)
-    version = "6"
+    # integer sums kept modulo 2**16 (16-bit lanes); 7: exact sums again (modulo 2**16 a +1024
+    # copy hashed as identical voxels)
+    version = "7"
     config_class = DedupConfig
     tables = ("hashes", "duplicates")
     requires = ("cases",)

@@ -116,9 +116,9 @@ def test_body_mask_is_stable_under_intensity_changes_and_crops(phantoms, make):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.uint16, np.bool_])
 def test_exact_hash_is_the_same_for_the_same_values_in_any_dtype(dtype) -> None:
-    """8/16-bit scans are summed in wrapping 16-bit lanes, wider integers in 64 bits and floats in
-    float64, each kept modulo 2**16: the same values must hash the same in every dtype and memory
-    order, extremes included (a whole plane at the maximum: the largest sums, the most wrapping)."""
+    """8/16-bit scans are summed in int32 (faster), everything else in float64: the same values must
+    hash the same in every dtype and memory order, extremes included (a whole plane at the
+    maximum: the largest sums, where an int32 overflow would show)."""
     from curator.io.volume import Geometry
 
     rng = np.random.default_rng(0)
@@ -165,3 +165,15 @@ def test_thumbnail_quantiles_are_the_levels_of_a_search_in_grid_order() -> None:
     edges = picked[(np.arange(1, 256) * picked.size) // 256]
     assert np.array_equal(quantiles(a), np.searchsorted(edges, a, side="right").astype(np.uint8))
     assert np.array_equal(quantiles(np.asfortranarray(a)), quantiles(a))
+
+
+def test_exact_hash_sees_a_constant_offset_whatever_the_line_length() -> None:
+    """A CT copy stored with +1024 is not the same voxels. With sums kept modulo 2**16 (16-bit
+    lanes, tried for speed) the offset vanished from every 64-voxel line (1024 × 64 = 65536) and
+    the copy hashed as identical."""
+    from curator.io.volume import Geometry
+
+    a = np.random.default_rng(2).integers(-1000, 1500, size=(20, 64, 10)).astype(np.int16)
+    g = Geometry.from_affine(a.shape, np.diag([1.0, 1.0, 2.0, 1.0]))  # axis 1 (64 voxels) is anterior
+    for offset in (1024, 2048, -1024):
+        assert exact_hash(a + np.int16(offset), g) != exact_hash(a, g)
