@@ -74,6 +74,20 @@ def _volume_axis(df: pl.DataFrame) -> bool:
     return v.len() > 0 and float(np.min(v.to_numpy())) > 0
 
 
+def log_axis(ax: Any, values: Any) -> None:
+    """A logarithmic x axis for positive ``values`` with readable tick labels: a range under a
+    decade gets 3-4 plain ticks (matplotlib would label every minor tick of it, in scientific
+    notation, on top of each other)."""
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    v = np.asarray(values, dtype=np.float64)
+    if v.size and float(v.max()) < 10.0 * float(v.min()):
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(3))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _pos: f"{x:.3g}"))
+
+
 def distributions(qc: pl.DataFrame, terms: list[str]) -> str:
     """Per term (rows) and feature (columns): histogram of every judged label (grey) and of the labels
     kept after filtering (blue), with the cohort bounds as dashed lines (UKBOB Fig. 8, per term)."""
@@ -126,7 +140,7 @@ def scatter(qc: pl.DataFrame, terms: list[str]) -> str:
                                c=colour, marker="x" if decision == "exclude" else "o", label=decision,
                                alpha=0.85, linewidths=1.2)
             if x == "f_volume" and _volume_axis(df.drop_nulls([x])):
-                ax.set_xscale("log")
+                log_axis(ax, df[x].drop_nulls().to_numpy())
             ax.set_xlabel(x[2:], fontsize=8)
             ax.set_ylabel(f"{df['cohort'][0]}\n{y[2:]}" if col == 0 and df.height else y[2:], fontsize=7)
             ax.tick_params(labelsize=7)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
@@ -19,6 +21,7 @@ from curator.qc.stage import QCStage
 from curator.release.build import build_release
 from curator.report import build_html, write_report
 from curator.report.data import ReportData
+from curator.report.plots import _plt, log_axis
 from curator.runner.context import Context
 from curator.runner.run import run_stage
 from curator.schema import to_arrow
@@ -158,3 +161,22 @@ def test_worklist_section_lists_the_flagged_cases_by_rank() -> None:
     assert "2 of 300 cases flagged" in html_text
     first, second = html_text.index("C299"), html_text.index("C298")
     assert first < second and "C297" not in html_text and "C000" not in html_text
+
+
+@pytest.mark.parametrize("values", [[0.0104, 0.0109, 0.0117, 0.0125], [2e-5, 3e-5, 9e-5], [1e-4, 3e-3, 0.2]])
+def test_log_volume_axis_labels_do_not_overlap(values: list[float]) -> None:
+    """A narrow volume range (under a decade) once got every minor tick labelled in scientific
+    notation, the labels printed over each other."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.5, 2.2))
+    ax.scatter(values, np.linspace(0.5, 0.6, len(values)))
+    log_axis(ax, values)
+    ax.tick_params(labelsize=7)
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    boxes = [t.get_window_extent() for t in ax.xaxis.get_ticklabels(minor=False) + ax.xaxis.get_ticklabels(minor=True)
+             if t.get_visible() and t.get_text() and lo <= t.get_position()[0] <= hi]
+    plt.close(fig)
+    assert len(boxes) >= 2  # the axis is readable
+    boxes.sort(key=lambda b: b.x0)
+    assert all(a.x1 <= b.x0 for a, b in itertools.pairwise(boxes))
