@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
 
@@ -34,6 +35,37 @@ LABELS = {"volume": "normalised volume", "sphericity": "sphericity", "eccentrici
           "detached": "detached share"}
 DETACHED_OFFSET = 0.01  # log(d + 1 %): single-piece labels (d = 0) sit at one point
 DETACHED_MIN_SCALE = 0.5  # ...and a few stray voxels must not count as an outlier
+TAIL_FIT_LARGE = 2000  # cohorts this large use the normal quantile as it is (< 1 % too narrow)
+
+
+@lru_cache(maxsize=4096)
+def tail_factor(n: int, tail: float, sides: int = 2) -> float:
+    """``k`` such that, on average, the share ``tail`` of a normal cohort's ``n`` labels lies beyond
+    each of ``median ± k·s`` (``s`` = 1.4826·MAD of the same labels) — what the empirical
+    ε/2 percentile gives a large cohort (``tail`` = ε/200).
+
+    The plug-in normal quantile (``k = z``) treats the median and MAD of ``n`` labels as the
+    cohort's true centre and spread. They are not (the MAD of 20 labels is off by ~25 %), and
+    bounds set with them cut off too much on average: at ε = 2, 4.1 % of a clean cohort's
+    labels lie beyond a feature's bounds at n = 20, 3.1 % at n = 40, 7.5 % at n = 6, where the
+    percentiles promise 2 %. ``k`` is found by Monte Carlo over standard normal cohorts (a fixed
+    seed: the same ``k`` in every run) as the quantile of every label's ``|x − median| / s``.
+    ``sides`` = 1 counts the upper tail only. ``k`` falls to ``z`` as ``n`` grows (``n`` ≥
+    ``TAIL_FIT_LARGE`` returns ``z``).
+
+    >>> z = NormalDist().inv_cdf(0.99)
+    >>> round(tail_factor(20, 0.01) / z, 2), round(tail_factor(200, 0.01) / z, 2)
+    (1.19, 1.02)
+    """
+    z = NormalDist().inv_cdf(1.0 - tail)
+    if n >= TAIL_FIT_LARGE or n < 2:  # one label has no spread to correct
+        return z
+    rng = np.random.default_rng(20261204)
+    x = rng.standard_normal((max(200, 400_000 // n), n))  # ≈ 400k labels: ≈ 0.02 s per cohort size
+    med = np.median(x, axis=1, keepdims=True)
+    s = 1.4826 * np.median(np.abs(x - med), axis=1, keepdims=True)
+    r = (np.abs(x - med) if sides == 2 else x - med) / s
+    return max(z, float(np.quantile(r, 1.0 - sides * tail)))
 
 
 @dataclass(frozen=True)
@@ -114,7 +146,9 @@ def normal_bounds(values: Iterable[float], epsilon: float, feature: str) -> tupl
     A cohort of N labels only resolves the ε/2 percentile empirically when N·ε/200 labels lie
     beyond it; below that the empirical bound is just the cohort's most extreme label (so a
     single broken label *is* the bound). The fit extrapolates the tails from the bulk instead,
-    and a few broken labels barely move the median and MAD.
+    and a few broken labels barely move the median and MAD. The bounds lie ``tail_factor(N)``
+    MADs out, not the plug-in ``z``: on average ε/200 of a clean cohort lies beyond each, however
+    small the cohort (see :func:`tail_factor`).
     """
     v = np.asarray(list(values), dtype=np.float64)
     if epsilon <= 0:
@@ -123,12 +157,12 @@ def normal_bounds(values: Iterable[float], epsilon: float, feature: str) -> tupl
     med = float(np.median(t))
     mad = 1.4826 * float(np.median(np.abs(t - med)))
     if feature == "detached":  # one-sided: only too much detached matters
-        return 0.0, _from_line(feature, med + NormalDist().inv_cdf(1.0 - epsilon / 200.0)
+        return 0.0, _from_line(feature, med + tail_factor(len(v), epsilon / 200.0, sides=1)
                                * max(mad, DETACHED_MIN_SCALE))
     if mad <= 0:
         return percentile_bounds(v, epsilon)
-    z = NormalDist().inv_cdf(1.0 - epsilon / 200.0)
-    return _from_line(feature, med - z * mad), _from_line(feature, med + z * mad)
+    k = tail_factor(len(v), epsilon / 200.0)
+    return _from_line(feature, med - k * mad), _from_line(feature, med + k * mad)
 
 
 def iqr_bounds(values: Iterable[float], k: float) -> tuple[float, float]:

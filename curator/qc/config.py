@@ -35,9 +35,11 @@ class QCConfig(StageConfig):
     * ``epsilon``: percent of each cohort treated as extreme (ε/2 per tail); UKBOB found 2 best.
     * ``percentiles``: how the ε/2 and 100 − ε/2 percentiles are estimated. ``empirical``
       (the paper's, fine for UKBOB's 51 k scans), ``normal`` (a robust fit — median and MAD
-      of log volume, logit sphericity and logit eccentricity — extrapolating the tails), or
-      ``auto``: empirical when at least ``min_tail`` labels of the cohort lie beyond each
-      bound (N·ε/200 ≥ min_tail, N ≥ 500 at ε = 2), the fit otherwise.
+      of log volume, logit sphericity and logit eccentricity — extrapolating the tails, as far
+      out as a cohort of N labels needs for ε/200 of it to lie beyond each bound on average:
+      1.19 z at N = 20, 1.10 z at 40, 1.02 z at 200), or ``auto``: empirical when at
+      least ``min_tail`` labels of the cohort lie beyond each bound (N·ε/200 ≥ min_tail,
+      N ≥ 500 at ε = 2), the fit otherwise.
     * ``volume_norm``: what the volume feature is divided by. ``body`` — the body volume in
       the scan (UKBOB's V_body; right for cohorts scanned with one protocol), ``section`` —
       the body size at the label's level, (mean body cross-section over the label's

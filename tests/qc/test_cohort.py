@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pytest
 
 from curator.errors import ConfigError
-from curator.qc.cohort import Override, iqr_bounds, judge, normal_bounds, percentile_bounds
+from curator.qc.cohort import (
+    TAIL_FIT_LARGE,
+    Override,
+    iqr_bounds,
+    judge,
+    normal_bounds,
+    percentile_bounds,
+    tail_factor,
+)
 from curator.qc.config import QCConfig
 from curator.qc.overrides import load_overrides
 
@@ -74,6 +83,23 @@ def test_normal_bounds_resist_contamination() -> None:
     assert lo_d == pytest.approx(lo_c, rel=0.05) and hi_d == pytest.approx(hi_c, rel=0.05)
     assert hi_c == pytest.approx(np.exp(2.326 * 0.2), rel=0.1)
     assert normal_bounds(clean, 0.0, "volume") == (float("-inf"), float("inf"))
+
+
+@pytest.mark.parametrize("n", [6, 20, 60])
+def test_fitted_bounds_keep_epsilon_for_small_cohorts(n: int) -> None:
+    """On average ε/100 of a clean cohort's labels lie beyond a feature's fitted bounds, as beyond
+    the empirical percentiles of a large cohort — whatever the cohort's size: the plug-in normal
+    quantile (z MADs out) cut off 2.8-7.5 % at these sizes, not 2 %."""
+    rng = np.random.default_rng(100 + n)
+    outside = []
+    for _ in range(3000):
+        v = np.exp(rng.normal(0.0, 0.3, n))
+        lo, hi = normal_bounds(v, 2.0, "volume")
+        outside.append(float(np.mean((v < lo) | (v > hi))))
+    assert np.mean(outside) == pytest.approx(0.02, abs=0.003)
+    z = NormalDist().inv_cdf(0.99)
+    assert tail_factor(n, 0.01) > tail_factor(4 * n, 0.01) > z
+    assert tail_factor(TAIL_FIT_LARGE, 0.01) == pytest.approx(z)
 
 
 def test_truncated_labels_stay_out_of_bounds_and_are_not_judged() -> None:
