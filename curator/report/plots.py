@@ -74,12 +74,17 @@ def _volume_axis(df: pl.DataFrame) -> bool:
     return v.len() > 0 and float(np.min(v.to_numpy())) > 0
 
 
-def log_axis(ax: Any, values: Any) -> None:
-    """A logarithmic x axis for positive ``values`` with readable tick labels: a range under a
-    decade gets 3-4 plain ticks (matplotlib would label every minor tick of it, in scientific
-    notation, on top of each other)."""
+def x_ticks(ax: Any, values: Any = (), log: bool = False) -> None:
+    """Readable x tick labels on a small panel: at most 4 plain ticks on a linear axis (a narrow
+    range such as eccentricity 0.9775-0.9925 got eight 6-character labels, run together), and
+    on a logarithmic one (``log``: positive ``values``) 3 plain ticks when the range spans under
+    a decade (matplotlib labelled every minor tick of it in scientific notation, on top of each
+    other)."""
     from matplotlib import ticker
 
+    if not log:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(4))
+        return
     ax.set_xscale("log")
     v = np.asarray(values, dtype=np.float64)
     if v.size and float(v.max()) < 10.0 * float(v.min()):
@@ -113,6 +118,7 @@ def distributions(qc: pl.DataFrame, terms: list[str]) -> str:
                         x = float(vals[0])
                         if not log or x > 0:
                             ax.axvline(math.log10(x) if log else x, color=COLOURS["exclude"], ls="--", lw=1)
+            x_ticks(ax)
             ax.tick_params(labelsize=7)
             if row == 0:
                 ax.set_title(f"log10 {name}" if c == "f_volume" else name, fontsize=9)
@@ -140,7 +146,9 @@ def scatter(qc: pl.DataFrame, terms: list[str]) -> str:
                                c=colour, marker="x" if decision == "exclude" else "o", label=decision,
                                alpha=0.85, linewidths=1.2)
             if x == "f_volume" and _volume_axis(df.drop_nulls([x])):
-                log_axis(ax, df[x].drop_nulls().to_numpy())
+                x_ticks(ax, df[x].drop_nulls().to_numpy(), log=True)
+            else:
+                x_ticks(ax)
             ax.set_xlabel(x[2:], fontsize=8)
             ax.set_ylabel(f"{df['cohort'][0]}\n{y[2:]}" if col == 0 and df.height else y[2:], fontsize=7)
             ax.tick_params(labelsize=7)

@@ -21,7 +21,7 @@ from curator.qc.stage import QCStage
 from curator.release.build import build_release
 from curator.report import build_html, write_report
 from curator.report.data import ReportData
-from curator.report.plots import _plt, log_axis
+from curator.report.plots import _plt, x_ticks
 from curator.runner.context import Context
 from curator.runner.run import run_stage
 from curator.schema import to_arrow
@@ -163,20 +163,26 @@ def test_worklist_section_lists_the_flagged_cases_by_rank() -> None:
     assert first < second and "C297" not in html_text and "C000" not in html_text
 
 
-@pytest.mark.parametrize("values", [[0.0104, 0.0109, 0.0117, 0.0125], [2e-5, 3e-5, 9e-5], [1e-4, 3e-3, 0.2]])
-def test_log_volume_axis_labels_do_not_overlap(values: list[float]) -> None:
-    """A narrow volume range (under a decade) once got every minor tick labelled in scientific
-    notation, the labels printed over each other."""
+@pytest.mark.parametrize(("values", "log"), [([0.0104, 0.0109, 0.0117, 0.0125], True), ([2e-5, 3e-5, 9e-5], True),
+                                             ([1e-4, 3e-3, 0.2], True), ([0.9766, 0.98, 0.985, 0.9921], False),
+                                             ([0.6912, 0.75, 0.801, 0.9043], False)])
+def test_x_tick_labels_stand_apart(values: list[float], log: bool) -> None:
+    """Narrow ranges once got their tick labels run together or printed over each other: every
+    minor tick of a log volume axis under a decade (in scientific notation), nine 6-character
+    labels on a kidney eccentricity histogram of 0.977-0.992. Labels must be a character apart."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(3.5, 2.2))
+    fig, axes = plt.subplots(1, 3, figsize=(10, 2.3))  # one row of the distributions figure
+    fig.subplots_adjust(left=0.1, right=0.98, wspace=0.25)
+    ax = axes[2]
     ax.scatter(values, np.linspace(0.5, 0.6, len(values)))
-    log_axis(ax, values)
+    x_ticks(ax, values, log=log)
     ax.tick_params(labelsize=7)
     fig.canvas.draw()
     lo, hi = ax.get_xlim()
-    boxes = [t.get_window_extent() for t in ax.xaxis.get_ticklabels(minor=False) + ax.xaxis.get_ticklabels(minor=True)
-             if t.get_visible() and t.get_text() and lo <= t.get_position()[0] <= hi]
+    labels = [(t.get_window_extent(), t.get_text()) for t in ax.xaxis.get_ticklabels(minor=False)
+              + ax.xaxis.get_ticklabels(minor=True) if t.get_visible() and t.get_text() and lo <= t.get_position()[0] <= hi]
     plt.close(fig)
-    assert len(boxes) >= 2  # the axis is readable
-    boxes.sort(key=lambda b: b.x0)
-    assert all(a.x1 <= b.x0 for a, b in itertools.pairwise(boxes))
+    assert len(labels) >= 2  # the axis is readable
+    labels.sort(key=lambda b: b[0].x0)
+    for (a, text), (b, _) in itertools.pairwise(labels):
+        assert b.x0 - a.x1 >= a.width / len(text), (text, a.x1, b.x0)
