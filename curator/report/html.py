@@ -134,7 +134,8 @@ def section_gallery(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
 
 
 def section_table(d: ReportData, name: str, title: str, anchor: str, empty: str,
-                  sort: list[str] | None = None, limit: int = 200) -> str:
+                  sort: list[str] | None = None, limit: int = 200, columns: list[str] | None = None,
+                  note: str = "") -> str:
     out = [f'<h2 id="{anchor}">{html.escape(title)}</h2>']
     if not d.has(name):
         return out[0] + f'<p class="muted">{html.escape(empty)}</p>'
@@ -144,7 +145,12 @@ def section_table(d: ReportData, name: str, title: str, anchor: str, empty: str,
         if missing:  # a renamed column must not silently unsort a section
             raise ValueError(f"report section {name}: no column {missing} to sort by")
         df = df.sort(sort)
-    return out[0] + table_html(df, limit)
+    return out[0] + (f'<p class="muted">{note}</p>' if note else "") + table_html(df, limit, columns)
+
+
+# the reason says why in words; the evidence JSON (offsets, slab votes, warp...) stays in the table
+DUPLICATE_COLUMNS = ["group_id", "case_id", "dataset", "kept", "kept_case_id", "tiers", "distance", "score",
+                     "detail", "coverage", "reason"]
 
 
 WORKLIST_COLUMNS = ["review_rank", "case_id", "dataset", "term_id", "attention_size", "attention_ml",
@@ -161,8 +167,9 @@ def section_worklist(d: ReportData, limit: int = 200) -> str:
     cases = flagged["case_id"].n_unique()
     if not cases:
         return out + f'<p class="muted">no case flagged for review among {att["case_id"].n_unique()}</p>'
-    note = (f'<p class="muted">{cases} of {att["case_id"].n_unique()} cases flagged; one row per (case, term) '
-            "with attention; previews and editable files: <code>review/worklist.csv</code>, "
+    note = (f'<p class="muted">{cases} of {att["case_id"].n_unique()} cases flagged; one row per pseudo-labelled '
+            "term of each flagged case, most attention first; previews and editable files: "
+            "<code>review/worklist.csv</code>, "
             "<code>curator review export</code></p>")
     return out + note + table_html(flagged, limit, WORKLIST_COLUMNS)
 
@@ -185,7 +192,10 @@ def build_html(d: ReportData, *, max_terms: int = 12, max_gallery: int = 24) -> 
         section_counts(d),
         section_qc(d, max_terms, max_gallery),
         section_table(d, "duplicates", "Duplicate groups", "dedup", "no duplicates table in this release",
-                      ["group_id", "case_id"], 300),
+                      ["group_id", "case_id"], 300, DUPLICATE_COLUMNS,
+                      "one row per scan in a group; the measured evidence (offsets, slab votes, warp) is in "
+                      "the table's <code>evidence</code> column: <code>curator query RELEASE "
+                      "\"select case_id, evidence from duplicates\"</code>"),
         section_problems(d),
         section_worklist(d),
     ]

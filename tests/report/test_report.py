@@ -75,6 +75,8 @@ def test_release_carries_a_self_contained_report(release: Path) -> None:
     assert len(pics) >= 5 and all(p.width > 50 and p.height > 50 for p in pics)
     assert "Phantom__c002" in text and "Phantom__c011" in text
     assert "same scan &lt;re-cropped&gt;" in text  # escaped, not markup
+    dup = text[text.index('id="dedup"'):text.index('id="problems"')]
+    assert "<th>reason</th>" in dup and "<th>evidence</th>" not in dup  # words, not the JSON
     assert "no attention table" in text
 
 
