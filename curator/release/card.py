@@ -12,6 +12,7 @@ identical card. Its structure is checked by :mod:`curator.release.card_check`.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import polars as pl
@@ -124,13 +125,51 @@ def _summary(builder: ReleaseBuilder, front: dict[str, Any]) -> str:
             "`curator verify <release>`.\n")
 
 
+def _citation_groups(sources: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
+    """(key, citation, names of the sources citing it): each distinct citation once, in source
+    order (the ten MSD tasks share one paper)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for s in sources:
+        groups.setdefault((s["citation_key"], s["citation"].strip()), []).append(s["name"])
+    return [(key, text, names) for (key, text), names in groups.items()]
+
+
+def citations_bib(sources: list[dict[str, Any]]) -> str:
+    """``CITATIONS.bib``: every BibTeX entry the sources cite, once per key, each headed by the
+    sources citing it — one ``\\bibliography`` cites the whole release. A citation that is not
+    BibTeX is kept as a comment; a second, different entry under a key already given is kept as
+    a comment too (BibTeX refuses duplicate keys), with a note to reconcile the two."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    out: list[str] = []
+    for _key, text, names in _citation_groups(sources):
+        chunks = [c.strip() for c in re.split(r"(?m)^(?=\s*@)", text) if c.strip()]
+        if not bibtex_keys(text):
+            out.append(f"% {', '.join(names)} (not BibTeX):\n% " + text.replace("\n", "\n% "))
+            continue
+        for chunk in chunks:
+            keys = bibtex_keys(chunk)
+            if not keys:
+                continue
+            seen = entries.get(keys[0])
+            if seen is None:
+                entries[keys[0]] = (chunk, list(names))
+            elif seen[0] != chunk:
+                out.append(f"% {', '.join(names)}: another entry under the key {keys[0]} (the one above is "
+                           f"{', '.join(seen[1])}'s); reconcile the datasets' YAML citations:\n% "
+                           + chunk.replace("\n", "\n% "))
+            else:
+                seen[1].extend(n for n in names if n not in seen[1])
+    bib = [f"% {', '.join(names)}\n{chunk}" for chunk, names in entries.values()]
+    return "\n\n".join(bib + out) + "\n"
+
+
 def _sources_md(sources: list[dict[str, Any]]) -> str:
     rows = [[s["name"], s["dataset"], s["version"], s["licence"], s["cases"], s["citation_key"],
              s.get("homepage") or ""] for s in sources]
     text = md_table(["source", "dataset", "version", "licence", "cases", "citation", "homepage"], rows)
-    text += "\n### Citations\n\n"
-    for s in sources:
-        text += f"**{s['citation_key']}** ({s['name']}):\n\n```bibtex\n{s['citation']}\n```\n\n"
+    text += "\n### Citations\n\nEvery BibTeX entry below is also in `CITATIONS.bib`, once per key.\n\n"
+    for key, citation, names in _citation_groups(sources):
+        text += f"**{key}** ({', '.join(names)}):\n\n```bibtex\n{citation}\n```\n\n"
     return text
 
 
@@ -260,4 +299,6 @@ def release_step(builder: ReleaseBuilder) -> None:
         raise ReleaseError("card_invalid", "the generated dataset card is malformed: " + "; ".join(issues),
                            remedy="this is a bug in curator's card template; report it")
     (builder.staging / "DATASET_CARD.md").write_text(text, encoding="utf-8")
+    cases = builder.tables.scan("cases")
+    (builder.staging / "CITATIONS.bib").write_text(citations_bib(_sources(builder, cases)), encoding="utf-8")
     log.info("dataset card written (%d sources)", len(builder.ctx.sources))

@@ -195,3 +195,43 @@ def test_the_card_cites_the_key_its_bibtex_carries() -> None:
     assert cited_key("heller2023kits21", bib, "KiTS23") == "heller2023kits21"
     assert cited_key("a,b", "@misc{a, t={1}}\n@misc{b, t={2}}", "X") == "a,b"
     assert cited_key(None, "Doe J. (2024) A dataset.", "Mine") == "Mine"  # no BibTeX: the name
+
+
+def test_each_citation_is_given_once_and_in_citations_bib(demo: Path) -> None:
+    """The demo's two phantom sources share one citation: the card prints it once, naming both,
+    and CITATIONS.bib (covered by release.json) holds every source's entry exactly once."""
+    import json
+
+    from curator.release.card_check import bibtex_keys
+
+    rel = demo / "releases" / "demo" / "0.1.0"
+    meta, body, _ = split_front_matter((rel / "DATASET_CARD.md").read_text())
+    assert meta is not None
+    shared = [s for s in meta["sources"] if s["citation_key"] == "curatordemo"]
+    assert len(shared) == 2 and body.count(shared[0]["citation"]) == 1
+    assert f"**curatordemo** ({shared[0]['name']}, {shared[1]['name']})" in body
+    bib = (rel / "CITATIONS.bib").read_text()
+    keys = bibtex_keys(bib)
+    assert sorted(keys) == sorted({k for s in meta["sources"] for k in s["citation_key"].split(",")})
+    assert len(keys) == len(set(keys))
+    assert "CITATIONS.bib" in json.loads((rel / "release.json").read_text())["files"]
+
+
+def test_citations_bib_merges_shared_entries_and_comments_out_clashes() -> None:
+    from curator.release.card import citations_bib
+    from curator.release.card_check import bibtex_keys
+
+    msd = "@article{MSD,\n  title={The medical segmentation decathlon}\n}"
+    two = "@article{a, title={A}}\n" + msd
+    sources = [{"name": "MSD_Liver", "citation_key": "MSD", "citation": msd},
+               {"name": "MSD_Spleen", "citation_key": "MSD", "citation": msd + "\n"},
+               {"name": "Both", "citation_key": "a,MSD", "citation": two},
+               {"name": "Other", "citation_key": "MSD", "citation": "@article{MSD, title={Something else}}"},
+               {"name": "Plain", "citation_key": "Plain", "citation": "Doe J. (2024) A dataset."}]
+    bib = citations_bib(sources)
+    live = "\n".join(line for line in bib.splitlines() if not line.startswith("%"))
+    assert bibtex_keys(live) == ["MSD", "a"]  # one entry per key, in first-cited order
+    assert "% MSD_Liver, MSD_Spleen, Both\n@article{MSD" in bib
+    assert "% Other: another entry under the key MSD (the one above is MSD_Liver, MSD_Spleen, Both's)" in bib
+    assert "% @article{MSD, title={Something else}}" in bib
+    assert "% Plain (not BibTeX):\n% Doe J. (2024) A dataset." in bib
