@@ -213,6 +213,10 @@ class CaseStore:
         store object: a loader asks for it on every item)."""
         if layer in self._plane_values:
             return self._plane_values[layer]
+        if layer not in LAYERS:  # a typo must not read as "no such label here" (all-False masks)
+            raise WorkspaceError("store_error", f"no label layer {layer!r}: the layers are {', '.join(LAYERS)}",
+                                 path=str(self.path), remedy="use one of the layer names (CaseStore.layers() "
+                                 "lists the ones this store holds)")
         if layer not in self.layers():
             return []
         grp: Any = self.group["labels"][layer]  # type: ignore[index]

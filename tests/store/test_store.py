@@ -75,6 +75,11 @@ def test_masks_union_codes_and_planes(store: CaseStore, data: dict[str, np.ndarr
     assert not m[3].any()
     assert np.array_equal(store.mask("kidney_left"), data["a"] == 2)
     assert set(store.terms()) == {"liver", "kidney_left", "kidney", "kidney_tumor"}
+    # a layer this store lacks holds nothing; a layer name that does not exist is an error, not a
+    # silently empty mask
+    assert not store.mask("liver", "revised").any() and store.terms("revised") == []
+    with pytest.raises(WorkspaceError, match="no label layer 'orignal'"):
+        store.mask("liver", "orignal")
 
 
 def test_layers_atomic_and_original_protected(store: CaseStore, tmp_path: Path, data: dict[str, np.ndarray]) -> None:
