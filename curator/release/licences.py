@@ -156,7 +156,8 @@ def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = Non
         lines.append(f"Conflicting licence statements for {', '.join(conf)}: read as the most restrictive "
                      "variant until clarified with the dataset's maintainers.")
     if c.attribution_required:
-        lines.append("Attribution: cite every source listed under Sources when you use or share this release.")
+        lines.append("Attribution: cite every source listed under Sources (all their BibTeX entries are in "
+                     "CITATIONS.bib) when you use or share this release.")
     if not (nc or sa or nd or nr or unk or conf):
         lines.append("All sources allow commercial use and adaptation with attribution.")
     for name, note in sorted((notes or {}).items()):
