@@ -265,11 +265,11 @@ def _lineage_md(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> str:
     return md_table(["what", "value"], rows) + "\nFull checksums and settings are in `release.json`.\n"
 
 
-def render_card(builder: ReleaseBuilder) -> str:
-    """The card's text for the release being built."""
+def render_card(builder: ReleaseBuilder, sources: list[dict[str, Any]] | None = None) -> str:
+    """The card's text for the release being built (``sources``: :func:`_sources`, if already made)."""
     cases = builder.tables.scan("cases")
     labels, dups = _frame(builder, "labels"), _frame(builder, "duplicates")
-    sources = _sources(builder, cases)
+    sources = _sources(builder, cases) if sources is None else sources
     lic = combine({s["name"]: parse_licence(s["licence"]).with_declared(s.get("licence_terms")) for s in sources},
                   {s["name"]: s.get("licence_notes") or "" for s in sources})
     front = _front(builder, cases, sources, lic)
@@ -292,13 +292,13 @@ def render_card(builder: ReleaseBuilder) -> str:
 
 def release_step(builder: ReleaseBuilder) -> None:
     """Write ``DATASET_CARD.md`` into the release and check its structure."""
-    text = render_card(builder)
+    sources = _sources(builder, builder.tables.scan("cases"))
+    text = render_card(builder, sources)
     datasets = builder.tables.scan("cases").select(pl.col("dataset").unique()).collect()["dataset"]
     issues = check_card(text, set(datasets.to_list()), builder.tables.num_rows("cases"))
     if issues:
         raise ReleaseError("card_invalid", "the generated dataset card is malformed: " + "; ".join(issues),
                            remedy="this is a bug in curator's card template; report it")
     (builder.staging / "DATASET_CARD.md").write_text(text, encoding="utf-8")
-    cases = builder.tables.scan("cases")
-    (builder.staging / "CITATIONS.bib").write_text(citations_bib(_sources(builder, cases)), encoding="utf-8")
+    (builder.staging / "CITATIONS.bib").write_text(citations_bib(sources), encoding="utf-8")
     log.info("dataset card written (%d sources)", len(builder.ctx.sources))
