@@ -3,11 +3,12 @@ pairs of the dedup suite (the anchor is what ``curator.dedup.verify`` called bef
 
 For every candidate pair the search proposes in the suite's pool (the real scans, their
 perturbed copies, the phantoms: ``benchmarks/dedup_eval.py``'s pool), both thumbnails are put
-on their common grid and coarsened as ``_coarse_shift`` does; then, alternately and best of
+on their common grid and coarsened by verify's own functions; then, alternately and best of
 ``--repeat``: ``skimage.registration.phase_cross_correlation`` with full masks (the anchor) and
-``curator.dedup.verify.masked_ncc`` + the mean of its equal maxima. Reported: the total time of
-each, their ratio, the number of pairs whose coarse shift differs (should be 0) and the largest
-difference of the two correlation volumes; and the time of the whole ``compare`` per pair.
+``curator.dedup.verify.ncc_peak`` (``masked_ncc`` + the mean of its equal maxima). Reported:
+the total time of each, their ratio, the number of pairs whose coarse shift differs (should be
+0) and the largest difference of the two correlation volumes; and the time of the whole
+``compare`` per pair.
 
 Usage::
 
@@ -27,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import scipy
 import skimage
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,16 +39,23 @@ from skimage.registration._masked_phase_cross_correlation import cross_correlate
 from curator.dedup.detect import DetectSettings, keys_of
 from curator.dedup.features import HashSettings
 from curator.dedup.search import find_candidates
-from curator.dedup.verify import MIN_LEVEL_RATIO, _on_grid, compare, levels, masked_ncc
+from curator.dedup.verify import (
+    MIN_LEVEL_RATIO,
+    _coarsened,
+    _on_grid,
+    common_spacing,
+    compare,
+    levels,
+    masked_ncc,
+    ncc_peak,
+)
 
 
 def coarse_inputs(ta, tb):  # type: ignore[no-untyped-def]
-    common = tuple(float(max(x, y)) for x, y in zip(ta.spacing, tb.spacing, strict=True))
-    ia, _, _ = _on_grid(ta, common)
-    ib, _, _ = _on_grid(tb, common)
-    if min(*ia.shape, *ib.shape) >= 16:
-        return ndimage.gaussian_filter(ia, 0.85)[::2, ::2, ::2], ndimage.gaussian_filter(ib, 0.85)[::2, ::2, ::2]
-    return ia, ib
+    """The grids ``compare``'s coarse alignment searches, made by verify's own functions."""
+    common = common_spacing(ta, tb)
+    ca, cb, _ = _coarsened(_on_grid(ta, common)[0], _on_grid(tb, common)[0])
+    return ca, cb
 
 
 def skimage_shift(ca: np.ndarray, cb: np.ndarray, ratio: float) -> np.ndarray:
@@ -57,11 +64,6 @@ def skimage_shift(ca: np.ndarray, cb: np.ndarray, ratio: float) -> np.ndarray:
         shift, _, _ = phase_cross_correlation(ca, cb, reference_mask=np.ones(ca.shape, bool),
                                               moving_mask=np.ones(cb.shape, bool), overlap_ratio=ratio)
     return np.asarray(shift) + (np.asarray(ca.shape) - np.asarray(cb.shape)) / 2
-
-
-def curator_shift(ca: np.ndarray, cb: np.ndarray, ratio: float) -> np.ndarray:
-    xc = masked_ncc(ca, cb, ratio)
-    return np.argwhere(xc == xc.max()).mean(axis=0) - (np.asarray(cb.shape) - 1)
 
 
 def main() -> None:
@@ -89,7 +91,7 @@ def main() -> None:
             t0 = time.perf_counter()
             s_sk = skimage_shift(ca, cb, ratio)
             t1 = time.perf_counter()
-            s_ours = curator_shift(ca, cb, ratio)
+            s_ours = ncc_peak(ca, cb, ratio)
             t2 = time.perf_counter()
             best_sk, best_ours = min(best_sk, t1 - t0), min(best_ours, t2 - t1)
         t_sk.append(best_sk)

@@ -81,6 +81,11 @@ class Match:
 NO_MATCH = Match(0.0, 0.0, 0.0, 0.0, 0, (0.0, 0.0, 0.0))
 
 
+def common_spacing(a: Thumbnail, b: Thumbnail) -> tuple[float, ...]:
+    """The voxel size two thumbnails are compared at: the coarser of the two, per axis."""
+    return tuple(float(max(x, y)) for x, y in zip(a.spacing, b.spacing, strict=True))
+
+
 def _on_grid(t: Thumbnail, common: tuple[float, float, float]) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.float64]]:
     img = resample_to(t.ranks.astype(np.float32), t.spacing, common)
     body = resample_to(t.body.astype(np.float32), t.spacing, common) > 0.5
@@ -186,18 +191,26 @@ def masked_ncc(a: NDArray[np.floating], b: NDArray[np.floating], overlap_ratio: 
     return out
 
 
+def _coarsened(ia: NDArray[np.float32], ib: NDArray[np.float32]
+               ) -> tuple[NDArray[np.float32], NDArray[np.float32], int]:
+    """The grids the coarse alignment searches and their step: 2× coarser when the scans are big
+    enough (8× fewer voxels, same answer ± 1 voxel)."""
+    if min(*ia.shape, *ib.shape) < 16:
+        return ia, ib, 1
+    return ndimage.gaussian_filter(ia, 0.85)[::2, ::2, ::2], ndimage.gaussian_filter(ib, 0.85)[::2, ::2, ::2], 2
+
+
+def ncc_peak(a: NDArray[np.floating], b: NDArray[np.floating], overlap_ratio: float) -> NDArray[np.float64]:
+    """Where ``b``'s voxel 0 lands in ``a`` at the :func:`masked_ncc` maximum (equal maxima: their mean)."""
+    xc = masked_ncc(a, b, overlap_ratio)
+    return np.asarray(np.argwhere(xc == xc.max()).mean(axis=0) - (np.asarray(b.shape) - 1))
+
+
 def _coarse_shift(ia: NDArray[np.float32], ib: NDArray[np.float32], overlap_ratio: float) -> NDArray[np.int64]:
-    """Where b's voxel 0 lands in a (whole voxels): masked NCC over the fields of view, on a
-    2× coarser grid when the scans are big enough (8× fewer voxels, same answer ± 1 voxel)."""
-    step = 2 if min(*ia.shape, *ib.shape) >= 16 else 1
-    if step > 1:
-        ca = ndimage.gaussian_filter(ia, 0.85)[::2, ::2, ::2]
-        cb = ndimage.gaussian_filter(ib, 0.85)[::2, ::2, ::2]
-    else:
-        ca, cb = ia, ib
-    xc = masked_ncc(ca, cb, overlap_ratio)
-    d = np.argwhere(xc == xc.max()).mean(axis=0) - (np.asarray(cb.shape) - 1)  # equal maxima: their mean
-    return np.asarray(np.rint(d * step), dtype=np.int64)
+    """Where b's voxel 0 lands in a (whole voxels): masked NCC over the fields of view, on the
+    :func:`_coarsened` grids."""
+    ca, cb, step = _coarsened(ia, ib)
+    return np.asarray(np.rint(ncc_peak(ca, cb, overlap_ratio) * step), dtype=np.int64)
 
 
 def _refine(ia: NDArray[np.float32], ib: NDArray[np.float32], d: NDArray[np.int64]
@@ -249,7 +262,7 @@ def compare(a: Thumbnail, b: Thumbnail, overlap_ratio: float = 0.1) -> Match:
     la, lb = levels(a), levels(b)
     if min(la, lb) < MIN_LEVEL_RATIO * max(la, lb):
         return NO_MATCH  # a label map (or mask) against a scan
-    common = tuple(float(max(x, y)) for x, y in zip(a.spacing, b.spacing, strict=True))
+    common = common_spacing(a, b)
     ia, ma, oa = _on_grid(a, common)  # type: ignore[arg-type]
     ib, mb, ob = _on_grid(b, common)  # type: ignore[arg-type]
     if min(ia.size, ib.size) < MIN_OVERLAP_VOXELS:
