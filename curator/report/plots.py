@@ -46,7 +46,7 @@ def long_tail(counts: pl.DataFrame, label: str = "labels") -> str:
     n = counts.height
     fig, ax = plt.subplots(figsize=(min(14, 2 + 0.18 * n), 3.2))
     ax.bar(range(n), counts[label].to_list(), color="#2b6cb0")
-    ax.set_yscale("log")
+    log_ticks(ax, counts[label].to_numpy(), "y")
     ax.set_ylabel(f"{label} (log)")
     ax.set_xlim(-0.6, n - 0.4)
     if n <= 60:
@@ -74,28 +74,50 @@ def _volume_axis(df: pl.DataFrame) -> bool:
     return v.len() > 0 and float(np.min(v.to_numpy())) > 0
 
 
-def x_ticks(ax: Any, values: Any = (), log: bool = False) -> None:
-    """Readable x tick labels on a small panel: at most 4 plain ticks on a linear axis (a narrow
-    range such as eccentricity 0.9775-0.9925 got eight 6-character labels, run together), and
-    on a logarithmic one (``log``: positive ``values``) 3 plain ticks when the range spans under
-    a decade (matplotlib labelled every minor tick of it in scientific notation, on top of each
-    other)."""
+def plain(x: float) -> str:
+    """A tick value in plain decimals, 3 significant digits (``0.00006``, ``20``, ``1,500``), never
+    in scientific notation (``6e-05``, ``2×10¹``), which small panels cannot fit or read."""
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return np.format_float_positional(x, precision=3, unique=True, fractional=False, trim="-")
+
+
+def log_ticks(ax: Any, values: Any, which: str = "x") -> None:
+    """``ax``'s ``which`` axis ("x" or "y") logarithmic, with plain tick labels: 3 ticks when
+    ``values`` (positive) span under a decade — matplotlib labelled every minor tick of such a
+    range, in scientific notation, on top of each other — else the decades, and no minor labels."""
     from matplotlib import ticker
 
-    if not log:
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(4))
-        return
-    ax.set_xscale("log")
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
     v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
     if v.size and float(v.max()) < 10.0 * float(v.min()):
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(3))
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _pos: f"{x:.3g}"))
+        axis.set_major_locator(ticker.MaxNLocator(3))
+    else:
+        axis.set_major_locator(ticker.LogLocator(base=10.0, numticks=6))
+    axis.set_minor_locator(ticker.LogLocator(base=10.0, subs=tuple(range(2, 10)), numticks=12))
+    axis.set_minor_formatter(ticker.NullFormatter())
+    axis.set_major_formatter(ticker.FuncFormatter(lambda x, _pos: plain(x)))
+
+
+def x_ticks(ax: Any, values: Any = (), log: bool = False) -> None:
+    """Readable x tick labels on a small panel: at most 4 plain ticks on a linear axis (a narrow
+    range such as eccentricity 0.9775-0.9925 got eight 6-character labels, run together); a
+    logarithmic one (``log``: positive ``values``) as :func:`log_ticks` draws it."""
+    from matplotlib import ticker
+
+    if log:
+        log_ticks(ax, values)
+    else:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(4))
 
 
 def distributions(qc: pl.DataFrame, terms: list[str]) -> str:
     """Per term (rows) and feature (columns): histogram of every judged label (grey) and of the labels
     kept after filtering (blue), with the cohort bounds as dashed lines (UKBOB Fig. 8, per term)."""
+    from matplotlib import ticker
+
     plt = _plt()
     fig, axes = plt.subplots(len(terms), 3, figsize=(10, 1.7 * len(terms) + 0.6), squeeze=False)
     for row, term in enumerate(terms):
@@ -119,6 +141,7 @@ def distributions(qc: pl.DataFrame, terms: list[str]) -> str:
                         if not log or x > 0:
                             ax.axvline(math.log10(x) if log else x, color=COLOURS["exclude"], ls="--", lw=1)
             x_ticks(ax)
+            ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # label counts: no 0.5, 1.5
             ax.tick_params(labelsize=7)
             if row == 0:
                 ax.set_title(f"log10 {name}" if c == "f_volume" else name, fontsize=9)

@@ -21,7 +21,7 @@ from curator.qc.stage import QCStage
 from curator.release.build import build_release
 from curator.report import build_html, write_report
 from curator.report.data import ReportData
-from curator.report.plots import _plt, x_ticks
+from curator.report.plots import _plt, log_ticks, plain, x_ticks
 from curator.runner.context import Context
 from curator.runner.run import run_stage
 from curator.schema import to_arrow
@@ -185,6 +185,29 @@ def test_x_tick_labels_stand_apart(values: list[float], log: bool) -> None:
               + ax.xaxis.get_ticklabels(minor=True) if t.get_visible() and t.get_text() and lo <= t.get_position()[0] <= hi]
     plt.close(fig)
     assert len(labels) >= 2  # the axis is readable
+    assert not [t for _, t in labels if "e" in t or "$" in t], labels  # plain decimals: not 6e-05, not 10^-4
     labels.sort(key=lambda b: b[0].x0)
     for (a, text), (b, _) in itertools.pairwise(labels):
         assert b.x0 - a.x1 >= a.width / len(text), (text, a.x1, b.x0)
+
+
+@pytest.mark.parametrize("counts", [[22, 21, 15, 11, 6, 6], [5000, 800, 40, 3, 1], [3, 2, 1]])
+def test_long_tail_counts_read_as_plain_numbers(counts: list[int]) -> None:
+    """The labels-per-term axis (log) was labelled 6×10⁰, 10¹, 2×10¹ for the demo's 6-22 labels."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.5, 3.2))
+    ax.bar(range(len(counts)), counts)
+    log_ticks(ax, counts, "y")
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    labels = [t.get_text() for t in ax.yaxis.get_ticklabels(minor=False) + ax.yaxis.get_ticklabels(minor=True)
+              if t.get_visible() and t.get_text() and lo <= t.get_position()[1] <= hi]
+    plt.close(fig)
+    assert len(labels) >= 2
+    assert all(t.replace(",", "").replace(".", "").isdigit() for t in labels), labels
+
+
+def test_plain_tick_values() -> None:
+    assert [plain(x) for x in (6e-05, 0.00012, 0.5, 20.0, 1500.0, 2e6)] == [
+        "0.00006", "0.00012", "0.5", "20", "1,500", "2,000,000"]
+
