@@ -148,9 +148,11 @@ def section_table(d: ReportData, name: str, title: str, anchor: str, empty: str,
     return out[0] + (f'<p class="muted">{note}</p>' if note else "") + table_html(df, limit, columns)
 
 
-# the reason says why in words; the evidence JSON (offsets, slab votes, warp...) stays in the table
-DUPLICATE_COLUMNS = ["group_id", "case_id", "dataset", "kept", "kept_case_id", "tiers", "distance", "score",
-                     "detail", "coverage", "reason"]
+# the reason says why in words; the evidence JSON (offsets, slab votes, warp...) stays in the table,
+# and so does `distance` (1 - score, the score beside it)
+DUPLICATE_COLUMNS = ["group_id", "case_id", "dataset", "kept", "kept_case_id", "tiers", "score", "detail",
+                     "coverage", "reason"]
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
 WORKLIST_COLUMNS = ["review_rank", "case_id", "dataset", "term_id", "attention_size", "attention_ml",
@@ -179,8 +181,9 @@ def section_problems(d: ReportData) -> str:
         return '<h2 id="problems">Problems</h2><p class="muted">no problems recorded</p>'
     p = d.get("problems")
     summary = p.group_by(["stage", "kind", "severity"]).agg(pl.len().alias("rows")).sort(["stage", "kind"])
-    return ('<h2 id="problems">Problems</h2>' + table_html(summary) +
-            table_html(p.sort(["severity", "stage", "dataset", "case_id"], nulls_last=True), limit=300))
+    rank = pl.col("severity").replace_strict(SEVERITY_ORDER, default=len(SEVERITY_ORDER), return_dtype=pl.Int8)
+    rows = p.sort([rank, "stage", "dataset", "case_id"], nulls_last=True)  # errors, then warnings, then notes
+    return '<h2 id="problems">Problems</h2>' + table_html(summary) + table_html(rows, limit=300)
 
 
 def build_html(d: ReportData, *, max_terms: int = 12, max_gallery: int = 24) -> str:

@@ -211,3 +211,18 @@ def test_plain_tick_values() -> None:
     assert [plain(x) for x in (6e-05, 0.00012, 0.5, 20.0, 1500.0, 2e6)] == [
         "0.00006", "0.00012", "0.5", "20", "1,500", "2,000,000"]
 
+
+def test_problems_list_errors_then_warnings_then_notes() -> None:
+    """The problems table listed rows by severity's spelling: error, info, warning — a harmonize
+    note sat between the errors and the warnings that need action."""
+    import polars as pl
+
+    from curator.report.html import section_problems
+
+    rows = [{"stage": s, "dataset": "D", "case_id": c, "kind": k, "severity": sev, "message": "m"}
+            for s, c, k, sev in [("harmonize", "a", "label_rejected", "info"), ("ingest", "b", "shape_mismatch", "warning"),
+                                 ("ingest", "c", "not_3d", "error"), ("qc", "d", "odd", "notice")]]
+    page = section_problems(ReportData({"problems": pl.DataFrame(rows)}))
+    detail = page[page.index("<table>", page.index("</table>")):]  # the second table: every row
+    at = [detail.index(f"<td>{k}</td>") for k in ("not_3d", "shape_mismatch", "label_rejected", "odd")]
+    assert at == sorted(at), at
