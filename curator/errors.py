@@ -254,6 +254,9 @@ _KINDS: list[ProblemKind] = [
                 "run the preprocess stage (`curator run pipeline.yaml`) before stages that read stores"),
     ProblemKind("store_error", "a Zarr store or one of its arrays/layers is invalid or missing",
                 "re-run preprocess for the case; check the layer and plane names"),
+    ProblemKind("store_damaged", "a shard file of a Zarr store is missing, truncated or corrupt",
+                "run `curator verify RELEASE` to list every damaged file; restore the release from a copy "
+                "(or rebuild it: re-run preprocess for the case, then write a new release version)"),
     ProblemKind("dedup_hash_limited",
                 "the scan's body is too small for perceptual hashing; dedup finds only identical copies",
                 "nothing to do for tiny fragments; check the image if it should show a body"),

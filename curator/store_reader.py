@@ -30,7 +30,10 @@ import zarr
 from numcodecs import blosc
 from numpy.typing import NDArray
 
+from curator.errors import WorkspaceError, remedy_for
+
 Box = tuple[slice, ...]
+WRITTEN_SHARDS = "curator_written_shards"  # array attribute: the keys ("i/j/k") of the shard files written
 _MISSING = np.uint64(2**64 - 1)
 _NONE = 2**64 - 1  # the same "no chunk" marker as a Python int
 
@@ -64,6 +67,10 @@ class ShardReader:
         self._zarr: Any = None
         self._maps: dict[tuple[int, ...], tuple[Any, list[tuple[int, int]] | None]] = {}
         self._pid = os.getpid()
+        # the shard files the writer wrote (curator stores since 2026-12-04); an absent one of
+        # these is damage, not an all-fill shard. None: unknown (another writer, an older store)
+        written = (meta.get("attributes") or {}).get(WRITTEN_SHARDS)
+        self.written = None if written is None else {tuple(int(x) for x in k.split("/")) for k in written}
         layout = _parse_layout(meta) if len(self.shape) == 3 else None
         if layout is None:
             self._zarr = zarr.open_array(str(self.path), mode="r")
@@ -98,7 +105,10 @@ class ShardReader:
             if off == _NONE:
                 out[di, dj, dk] = self.fill
                 continue
-            blosc.decompress(got[0][off:off + n], raw)
+            try:
+                blosc.decompress(got[0][off:off + n], raw)
+            except (RuntimeError, ValueError) as e:
+                raise self._damaged((ka, kb, kc), "a chunk of it cannot be decoded") from e
             out[di, dj, dk] = buf[si, sj, sk]
         return out
 
@@ -113,12 +123,26 @@ class ShardReader:
             with open(path, "rb") as f:
                 mm: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except FileNotFoundError:  # an all-empty shard is never written
+            if self.written is not None and key in self.written:
+                raise self._damaged(key, "it was written but is missing") from None
             self._maps[key] = (None, None)
             return None, None
+        except ValueError as e:  # mmap of an empty file
+            raise self._damaged(key, "it is empty") from e
         n = int(np.prod(self.per_shard))
+        if len(mm) < 16 * n + 4:
+            raise self._damaged(key, "it is shorter than its chunk index")
         index = np.frombuffer(mm[len(mm) - 16 * n - 4:len(mm) - 4], dtype="<u8").reshape(n, 2)
-        self._maps[key] = (np.frombuffer(mm, dtype=np.uint8), [(int(o), int(k)) for o, k in index.tolist()])
+        pairs = [(int(o), int(k)) for o, k in index.tolist()]
+        if any(o != _NONE and o + k > len(mm) - 16 * n - 4 for o, k in pairs):
+            raise self._damaged(key, "its chunk index points past the end of the file (truncated?)")
+        self._maps[key] = (np.frombuffer(mm, dtype=np.uint8), pairs)
         return self._maps[key]
+
+    def _damaged(self, key: tuple[int, ...], why: str) -> WorkspaceError:
+        return WorkspaceError("store_damaged", f"shard {'/'.join(map(str, key))} of the array: {why}; the store "
+                              "is damaged (reading it would give wrong voxels)", path=str(self.path),
+                              remedy=remedy_for("store_damaged"))
 
     def close(self) -> None:
         self._maps.clear()
@@ -156,7 +180,9 @@ def write_sharded(path: str | os.PathLike[str], data: NDArray[Any]) -> None:
     Produces exactly the Zarr v3 ``sharding_indexed`` layout zarr-python writes (inner
     chunks padded with the fill value, Blosc per the array's metadata, all-fill chunks left
     out, index + CRC32C at the end) without zarr-python's per-chunk overhead, which dominates
-    writes with small inner chunks. Arrays in another layout are written through zarr-python.
+    writes with small inner chunks, and lists the shard files written in the array's
+    attributes (``WRITTEN_SHARDS``): a reader then tells a deleted shard from an all-fill one.
+    Arrays in another layout are written through zarr-python.
     """
     import google_crc32c
 
@@ -174,6 +200,7 @@ def write_sharded(path: str | os.PathLike[str], data: NDArray[Any]) -> None:
     per = tuple(s // i for s, i in zip(shard, inner, strict=True))
     nshards = tuple(-(-n // s) for n, s in zip(arr.shape, shard, strict=True))
     buf = np.empty(inner, dtype=arr.dtype)
+    written: list[str] = []
     for key in itertools.product(*(range(n) for n in nshards)):
         index = np.full((*per, 2), _MISSING, dtype="<u8")
         parts: list[bytes] = []
@@ -197,9 +224,12 @@ def write_sharded(path: str | os.PathLike[str], data: NDArray[Any]) -> None:
             offset += len(enc)
         if not parts:
             continue
+        written.append("/".join(map(str, key)))
         idx = index.tobytes()
         crc = np.uint32(google_crc32c.value(idx)).astype("<u4").tobytes()
         name = root / "c" / "/".join(str(k) for k in key) if sep == "/" else root / ("c" + sep + sep.join(map(str, key)))
         name.parent.mkdir(parents=True, exist_ok=True)
         with open(name, "wb") as f:
             f.write(b"".join(parts) + idx + crc)
+    meta.setdefault("attributes", {})[WRITTEN_SHARDS] = written  # lets a reader tell damage from all-fill
+    (root / "zarr.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -129,6 +129,43 @@ def test_fast_reader_on_sparse_arrays_with_missing_chunks_and_shards(tmp_path: P
         assert np.array_equal(r.read(box), a[box])
 
 
+def _sparse_store(path: Path) -> tuple[CaseStore, np.ndarray]:
+    """Two shards along i (256 + 44 voxels); the second holds only zeros, so it is never written."""
+    d = np.zeros((300, 20, 20), np.int16)
+    d[5:200, 3:15, 2:9] = 7
+    return CaseStore.create(path, geometry=Geometry.from_affine(d.shape, np.eye(4)), attrs={}, image=d,
+                            chunks=(16, 16, 16)), d
+
+
+def _shard_files(store: CaseStore) -> list[Path]:
+    return sorted(p for p in (store.path / "image" / "c").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "emptied"])
+def test_a_damaged_shard_is_an_error_not_blank_voxels(tmp_path: Path, damage: str) -> None:
+    """A deleted shard file read as the fill value — a training patch or an export of a blank
+    image, with no error. The writer lists the shards it wrote; one of them missing, cut short
+    or empty is `store_damaged`. Shards never written (all fill) still read as fill."""
+    store, d = _sparse_store(tmp_path / "s.zarr")
+    (victim,) = _shard_files(store)
+    if damage == "deleted":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes()[: 40 if damage == "truncated" else 0])
+    fresh = CaseStore(store.path)
+    with pytest.raises(WorkspaceError) as e:
+        fresh.read("image", (slice(0, 20), slice(0, 20), slice(0, 20)))
+    assert e.value.kind == "store_damaged" and "curator verify" in str(e.value)
+    far = (slice(260, 300), slice(0, 20), slice(0, 20))  # in the never-written shard
+    assert np.array_equal(fresh.read("image", far), d[far])
+
+
+def test_the_never_written_all_fill_shards_still_read_as_fill(tmp_path: Path) -> None:
+    store, d = _sparse_store(tmp_path / "s.zarr")
+    assert [p.relative_to(store.path / "image" / "c").as_posix() for p in _shard_files(store)] == ["0/0/0"]
+    assert np.array_equal(CaseStore(store.path).read("image"), d)
+
+
 def test_writer_gives_the_same_files_for_either_memory_order(tmp_path: Path, data: dict[str, np.ndarray]) -> None:
     """Preprocessing hands the writer Fortran-ordered arrays (nibabel's order): the store files
     must not depend on the memory order."""
