@@ -237,7 +237,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     # -- items ----------------------------------------------------------------------------
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = item_rng(self.seed, self.epoch, int(index))
+        index = int(index)
+        if not -self.length <= index < self.length:  # `for item in ds` stops here; no endless sampling
+            raise IndexError(f"patch index {index} out of range for {self.length} samples per epoch")
+        rng = item_rng(self.seed, self.epoch, index % self.length)
         case = self.cases[min(int(np.searchsorted(self._cdf, rng.random() * self._cdf[-1], "right")),
                               len(self.cases) - 1)]
         store = self._store(case)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -71,6 +72,18 @@ def test_items_are_deterministic_and_masks_match_store(tiny: Tiny) -> None:
             assert bool(it["present"][k]) == (t in s.terms())
     ds.set_epoch(1)
     assert not torch.equal(ds[4]["image"], a["image"]) or ds[4]["case_id"] != a["case_id"]
+
+
+def test_iterating_the_dataset_ends_after_one_epoch(tiny: Tiny) -> None:
+    """`for item in ds` (and list(ds)) never ended: any index gave a patch, and Python's iteration
+    stops only at an IndexError. Indices are [-len, len) as for a list."""
+    ds = _ds(tiny)
+    items = list(itertools.islice(iter(ds), len(ds) + 3))  # bounded: the old dataset never stopped
+    assert len(items) == len(ds)
+    assert torch.equal(ds[-1]["image"], items[-1]["image"])
+    for bad in (len(ds), len(ds) + 5, -len(ds) - 1):
+        with pytest.raises(IndexError):
+            ds[bad]
 
 
 def test_foreground_oversampling_hits_foreground(tiny: Tiny) -> None:
@@ -360,7 +373,8 @@ def test_a_term_labelled_absent_is_present_with_an_empty_mask(tiny_copy) -> None
     from curator.export import export_monai
 
     with pytest.warns(UserWarning, match="1 case.s. annotate it as absent"):
-        ds = PatchDataset(tiny_copy, terms=["gallbladder", term_id("liver")], patch_size=(24, 24, 8), split=None)
+        ds = PatchDataset(tiny_copy, terms=["gallbladder", term_id("liver")], patch_size=(24, 24, 8), split=None,
+                          samples_per_epoch=12)
     seen = {}
     for i in range(12):
         item = ds[i]
@@ -451,7 +465,7 @@ def test_exports_build_a_term_from_parts_that_complete_it(tiny_copy) -> None:  #
 def test_cases_holding_none_of_the_terms_are_left_out(tiny: Tiny) -> None:
     """terms=[liver]: the KiTS cases label no liver; their items would all be present = False."""
     liver = term_id("liver")
-    ds = PatchDataset(tiny.release, terms=[liver], patch_size=(24, 24, 8))
+    ds = PatchDataset(tiny.release, terms=[liver], patch_size=(24, 24, 8), samples_per_epoch=6)
     assert {c["dataset"] for c in ds.cases} == {"TinyTotalSeg"}
     assert all(bool(ds[i]["present"][0]) for i in range(6))
     every = PatchDataset(tiny.release, terms=[liver], patch_size=(24, 24, 8), labelled_only=False)
