@@ -44,6 +44,14 @@ class PseudolabelConfig(StageConfig):
             raise ConfigError("config_error", f"stages.pseudolabel.overlap = {self.overlap}; use 0 <= overlap < 1")
         if not 0 < self.review_fraction <= 1:
             raise ConfigError("config_error", "stages.pseudolabel.review_fraction must be in (0, 1]")
+        for name in ("threshold", "inconsistency_threshold", "uncertainty_threshold"):
+            value = getattr(self, name)
+            if not 0 < value < 1:  # a probability cut; -1 labelled every voxel of the volume
+                raise ConfigError("config_error", f"stages.pseudolabel.{name} = {value}; use a value strictly "
+                                  "between 0 and 1", remedy=f"the default is {type(self).__dataclass_fields__[name].default}")
+        if self.clean_iterations < 0:
+            raise ConfigError("config_error", f"stages.pseudolabel.clean_iterations = {self.clean_iterations}; "
+                              "use 0 or more")
 
     def specs(self) -> tuple[ModelSpec, ...]:
         base = load_ensemble_file(self.ensemble) if self.ensemble else ()

@@ -10,6 +10,7 @@ kept in the private workspace table ``_labels_pseudo`` until release assembly).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, cast
 import pyarrow as pa
 import torch
 
-from curator.errors import InputError
+from curator.errors import ConfigError, InputError
 from curator.harmonize.stage import harmonize_taxonomy
 from curator.io.fsutil import atomic_write_json, sha256_json
 from curator.pseudolabel import outputs, prefetch
@@ -90,6 +91,13 @@ class PseudolabelStage(Stage):
             for m in loaded:
                 m.predict(torch.zeros((1, 1, *patch), dtype=torch.float32))
         terms = list(dict.fromkeys(t for s in resolved for t in s.terms))
+        unknown = [t for t in cfg.terms if t not in terms]
+        if unknown:  # a typo labelled nothing, silently
+            hints = {t: difflib.get_close_matches(t, terms, n=1) for t in unknown}
+            raise ConfigError("config_error", "stages.pseudolabel.terms names term(s) no model of the ensemble "
+                              "predicts: " + ", ".join(f"{t!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
+                                                       for t, h in hints.items()),
+                              remedy=f"the ensemble predicts {', '.join(terms)} (term ids)")
         return {"models": [s.to_dict() for s in resolved],
                 "ancestors": {t: sorted(ancestors(t, tax)) for t in terms},
                 "names": {t: tax.term(t).name for t in terms}}

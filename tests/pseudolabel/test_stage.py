@@ -155,3 +155,18 @@ def test_a_prefetched_reader_of_a_store_rebuilt_since_is_not_used(tmp_path) -> N
         assert (got is None) == rebuilt
         if got is not None:
             assert got[0].shape == (40, 32, 20)
+
+
+def test_a_misspelt_term_or_an_impossible_threshold_is_refused(phantom_ws) -> None:  # type: ignore[no-untyped-def]
+    """`terms: [livr]` labelled nothing and said nothing; `threshold: -1` labelled every voxel
+    (pancreas 12,530 ml). Both are ConfigErrors before any case runs."""
+    import pytest
+
+    from curator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'livr' \(did you mean 'liver'\?\)"):
+        run_stage(phantom_ws(terms=["livr", "spleen"])[0], PseudolabelStage)
+    for name, value in (("threshold", -1.0), ("threshold", 1.0), ("uncertainty_threshold", 0.0)):
+        with pytest.raises(ConfigError, match=f"{name} = {value}"):
+            run_stage(phantom_ws(**{name: value})[0], PseudolabelStage)
+    assert not (phantom_ws()[0].workspace.stage_dir("pseudolabel") / "stage.json").exists()
