@@ -6,6 +6,7 @@ problem of a file (location, kind, message) instead of stopping at the first.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,11 +282,16 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
     else:
         bad("labels", "type", "labels must be a mapping")
     patterns = {str(k): str(v) for k, v in (d.get("patterns") or {}).items()}
+    used = {p for e in layout for p in e.placeholders()}
     for k, rx in patterns.items():
         try:
             re.compile(rx)
         except re.error as ex:
             bad(f"patterns.{k}", "regex", f"invalid regular expression: {ex}")
+        if k not in used:  # a typo ({cse: ...}) left {case} unconstrained: every file matched
+            hint = difflib.get_close_matches(k, sorted(used), n=1)
+            bad(f"patterns.{k}", "unknown_key", f"no layout pattern has a {{{k}}} placeholder"
+                + (f" (did you mean {hint[0]!r}?)" if hint else f"; the placeholders are {sorted(used)}"))
     from curator.registry.fixes import validate_fixes
 
     for loc, kind, msg in validate_fixes(d.get("fixes") or {}):

@@ -34,6 +34,16 @@ def test_value_bands_expand_and_are_checked() -> None:
     assert sorted(i.kind for i in issues) == ["duplicate", "value", "value"]
 
 
+def test_a_pattern_for_a_placeholder_no_layout_has_is_refused() -> None:
+    """`patterns: {cse: ...}` was ignored: {case} stayed unconstrained and ingest took every file
+    (6 cases where 3 were meant), with `curator labels check` reporting nothing."""
+    _, issues = spec(patterns={"cse": r"s\d{4}"})
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:patterns.cse", "unknown_key")]
+    assert "did you mean 'case'?" in issues[0].message
+    s, issues = spec(patterns={"case": r"s\d{4}"})
+    assert issues == [] and s.patterns == {"case": r"s\d{4}"}
+
+
 def test_fixes_are_validated() -> None:
     assert validate_fixes({"label_flip": {"axes": [0, 2], "reason": "r"}}) == []
     bad = validate_fixes({"label_spin": {}, "label_rot90": {"k": 1, "axes": [0]}, "intensity_offset": {"value": "x"},
