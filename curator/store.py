@@ -99,7 +99,8 @@ class CaseStore:
         self.path = Path(path)
         if not (self.path / "zarr.json").exists():
             raise WorkspaceError("store_missing", "no Zarr store here", path=str(self.path),
-                                 remedy="run the preprocess stage first")
+                                 remedy="in a workspace, run the preprocess stage first; in a release, the store "
+                                 "was removed: `curator verify RELEASE` lists what is missing")
         self.group = zarr.open_group(str(self.path), mode="r")
         self._readers: dict[str, ShardReader] = {}
         self._plane_values: dict[str, list[tuple[str, dict[int, list[str]]]]] = {}  # layer -> planes (metadata)

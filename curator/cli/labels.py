@@ -75,8 +75,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if term:
             t = tax.get(term) or tax.resolve(term)
             if t is None:
+                near = [s.name for s in tax.suggest(term)]
                 raise ConfigError("config_error", f"no term named {term!r}",
-                                  remedy=f"try one of {[s.name for s in tax.suggest(term)]}")
+                                  remedy=f"try one of {near}" if near else "search the names with `curator labels "
+                                  "resolve NAME`, or list the hierarchy with `curator labels tree`")
             roots = [t.id]
         else:
             roots = sorted((t.id for t in tax if not getattr(t, relation) and tax.children(t.id, relation)),

@@ -147,8 +147,8 @@ def read_release_json(release: Path) -> dict[str, Any]:
                            remedy="pass <release root>/<collection>/<version>") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ReleaseError("release_corrupt", f"release.json cannot be read ({type(e).__name__}: {e})",
-                           path=str(release), remedy="restore the release from its published copy; "
-                           "`curator verify` lists what changed") from e
+                           path=str(release), remedy="restore the release from its published copy (release.json "
+                           "holds the checksums every other file is verified against)") from e
     if not isinstance(info, dict):
         raise ReleaseError("release_corrupt", "release.json does not hold a JSON object", path=str(release),
                            remedy="restore the release from its published copy")
