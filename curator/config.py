@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -89,8 +90,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, *, where: str | None = None) -> typing.Self:
-        d = dict(d or {})
         where = where or cls.__name__
+        if d is not None and not isinstance(d, dict):  # `executor: local`, `sources: [KiTS23]`
+            raise ConfigError("config_error", f"{where} must be a mapping of settings (`key: value`), got {d!r}",
+                              remedy="see the README's pipeline.yaml example for the section's settings")
+        d = dict(d or {})
         hints = typing.get_type_hints(cls)
         known = {f.name: f for f in fields(cls) if f.init}
         unknown = sorted(set(d) - set(known))
@@ -179,12 +183,26 @@ class ExecutorConfig(Config):
             raise ConfigError("config_error", f"executor.workers = {self.workers}: give 1 or more worker processes")
 
 
+# MAJOR.MINOR.PATCH, an optional pre-release (-rc.1) and build (+abc); groups: major, minor, patch, pre-release
+SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+_FOLDER_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]+$")
+
+
 @dataclass(frozen=True)
 class ReleaseConfig(Config):
     root: Path = Path("releases")
     collection: str = "collection"
     version: str = "0.1.0"
     parent: str | None = None
+
+    def __post_init__(self) -> None:  # refused when pipeline.yaml is read, not after hours of stages
+        for key, value in (("version", self.version), ("parent", self.parent)):
+            if value is not None and not SEMVER.match(value):
+                raise ConfigError("config_error", f"release.{key} = {value!r} is not a semantic version",
+                                  remedy="use MAJOR.MINOR.PATCH, e.g. 0.1.0 (quote it in YAML: `version: \"1.0.0\"`)")
+        if not _FOLDER_NAME.match(self.collection):
+            raise ConfigError("config_error", f"release.collection = {self.collection!r} cannot name a folder",
+                              remedy="use letters, digits, '.', '_' or '-', not starting with '.'")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from curator.cli.common import OutputFormat, emit, err, handle_errors, out
+from curator.cli.common import OutputFormat, emit, err, handle_errors, out, print_stage_reports
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
 
@@ -95,8 +95,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.release.query import Release
 
         res = run_demo(out_dir, workers=workers, executor=executor, progress=progress)
-        for r in res.result.reports:
-            err.print(f"[green]✓[/] {r.line()}", highlight=False)
+        print_stage_reports(res.result.reports)
         out.print(f"\n[bold]Demo finished in {res.seconds:.0f} s[/] in {escape(str(res.folder))}", highlight=False)
         out.print(escape(f"  pipeline : {res.pipeline}"), highlight=False)
         out.print(escape(f"  release  : {res.result.release}"), highlight=False)

@@ -71,6 +71,14 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def print_stage_reports(reports: Sequence[Any]) -> None:
+    """One line per stage: a tick when no case failed and no error row was written, else a '!'
+    (the rows are in the problems table and were logged as the stage ran)."""
+    for r in reports:
+        mark = "[green]✓[/]" if r.clean else "[yellow]![/]"
+        err.print(f"{mark} {escape(r.line())}", highlight=False)
+
+
 def cell(v: Any) -> str:
     """A value as a table shows it: floats (alone or in a list) to 6 significant digits.
 

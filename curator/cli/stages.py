@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from curator.cli.common import err, handle_errors
+from curator.cli.common import err, handle_errors, print_stage_reports
 from curator.stages import STAGES
 
 PipelineArg = Annotated[Path, typer.Argument(help="pipeline.yaml", exists=True, dir_okay=False)]
@@ -48,8 +48,7 @@ def load_config(pipeline: Path, executor: str | None = None, workers: int | None
 
 
 def _report(result: Any) -> None:
-    for r in result.reports:
-        err.print(f"[green]✓[/] {r.line()}", highlight=False)
+    print_stage_reports(result.reports)
     if result.release:
         err.print(f"[bold green]release[/] {escape(str(result.release))}", highlight=False)
 

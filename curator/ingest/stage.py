@@ -60,6 +60,8 @@ class IngestStage(Stage):
             for err in problems:
                 self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
                                                        path=_display(src.name, root, err.path)))
+            if not root.is_dir():  # said above; its metadata file is not a second problem
+                continue
             try:
                 meta = load_metadata(spec.metadata, root)
             except CuratorError as err:

@@ -12,7 +12,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 from collections.abc import Callable
@@ -39,7 +38,6 @@ from curator.schema import schema_version, table_schema, to_arrow
 from curator.workspace import write_parquet
 
 log = logging.getLogger("curator")
-SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 
 # Optional steps, run in order if their module is installed: "module:function".
 # Each is called as fn(builder) and may add tables (builder.tables) or files under builder.staging.
@@ -195,9 +193,6 @@ def _alive(pid: int) -> bool:
 
 def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     rc = ctx.config.release
-    if not SEMVER.match(rc.version):
-        raise ReleaseError("release_error", f"release version {rc.version!r} is not a semantic version",
-                           remedy="use MAJOR.MINOR.PATCH, e.g. 0.1.0")
     dest = release_dir(ctx)
     if dest.exists():
         raise ReleaseError("release_exists", f"release {rc.collection} {rc.version} already exists",
@@ -205,6 +200,11 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     if not ctx.workspace.has_table("cases"):
         raise ReleaseError("release_error", "the workspace has no cases table",
                            remedy="run ingest first (`curator run pipeline.yaml`)")
+    if pq.ParquetFile(ctx.workspace.table_path("cases")).metadata.num_rows == 0:  # would use up the version
+        raise ReleaseError("release_error", "ingest found no case, so the release would be empty",
+                           path=str(ctx.workspace.table_path("problems__ingest")),
+                           remedy="check each source's `root:` and dataset in pipeline.yaml against the errors "
+                           "ingest logged (they are rows of this problems table), then run again")
     check_writable(dest)  # creates dest.parent
     remove_dead_staging(dest.parent)
     staging = dest.parent / f".{rc.version}.tmp-{socket.gethostname()}-{os.getpid()}"

@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 import yaml
 
+from curator.config import SEMVER
 from curator.errors import ConfigError, ReleaseError
 from curator.io.fsutil import sha256_file, sha256_json
 
@@ -27,12 +28,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from curator.release.build import ReleaseBuilder
     from curator.runner.context import Context
 
-_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 
 
 def version_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, Any], ...]]:
     """Sort key of a semantic version (a pre-release sorts before its release)."""
-    m = _SEMVER.match(version)
+    m = SEMVER.match(version)
     if not m:
         raise ReleaseError("release_error", f"{version!r} is not a semantic version",
                            remedy="use MAJOR.MINOR.PATCH, e.g. 0.2.0")
@@ -46,7 +46,7 @@ def existing_versions(collection_dir: Path) -> list[str]:
     if not collection_dir.is_dir():
         return []
     found = [d.name for d in collection_dir.iterdir()
-             if d.is_dir() and _SEMVER.match(d.name) and (d / "release.json").is_file()]
+             if d.is_dir() and SEMVER.match(d.name) and (d / "release.json").is_file()]
     return sorted(found, key=version_key)
 
 

@@ -29,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from curator.config import ExecutorConfig
-from curator.errors import CuratorError
+from curator.errors import ConfigError, CuratorError
 from curator.runner.stage import CaseEnv, CaseResult, Task, execute, problem_row
 
 log = logging.getLogger("curator")
@@ -141,7 +141,13 @@ class DaskExecutor(Executor):
 
         self.cluster = None
         if address:
-            self.client = Client(address)
+            try:
+                self.client = Client(address)
+            except (OSError, ValueError, TypeError) as e:  # no port, nothing listening, a timeout
+                raise ConfigError("config_error", f"cannot reach the Dask scheduler at {address!r}: {e}",
+                                  remedy="give the scheduler's address as tcp://HOST:PORT (printed by "
+                                  "`dask scheduler`), check that it runs and is reachable, or drop --address "
+                                  "to start a local cluster") from e
         else:
             self.cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
                                         dashboard_address=None, silence_logs=logging.WARNING)

@@ -40,13 +40,20 @@ class StageReport:
     cached: int = 0
     ran: int = 0
     failed: int = 0
+    errors: int = 0  # error rows that failed no case: a source root, a dataset YAML, ...
     warnings: int = 0
     seconds: float = 0.0
     tables: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
+        errors = f"{self.errors} errors, " if self.errors else ""
         return (f"{self.stage}: {self.planned} cases ({self.cached} cached, {self.ran} run), "
-                f"{self.failed} failed, {self.warnings} warnings, {self.seconds:.1f} s")
+                f"{self.failed} failed, {errors}{self.warnings} warnings, {self.seconds:.1f} s")
+
+    @property
+    def clean(self) -> bool:
+        """No failed case and no error row."""
+        return not (self.failed or self.errors)
 
 
 @contextlib.contextmanager
@@ -138,9 +145,20 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     tables = stage.finalize([r for r in ordered if not r.failed])
     for name, table in tables.items():
         report.tables[name] = table.num_rows
-    extra = getattr(stage, "extra_problems", [])  # rows not tied to one task (e.g. the plan's duplicate files)
-    report.warnings += len(extra)  # they failed no case, but the summary must not say "0 warnings" over them
+    extra = list(getattr(stage, "extra_problems", []))  # rows not tied to one task: a missing source root,
+    errors = [p for p in extra if p["severity"] == "error"]  # an invalid dataset YAML, a duplicate file...
+    report.errors = len(errors)
+    report.warnings += len(extra) - len(errors)
     ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
+    if config.on_bad_case in ("warn", "error"):
+        for p in extra:  # said, not only stored: a whole source can be in one of these rows
+            log.log(logging.ERROR if p["severity"] == "error" else logging.WARNING, "%s [%s] %s",
+                    p.get("path") or p.get("dataset") or stage_cls.name, p["kind"], p["message"])
+    if config.on_bad_case == "error" and errors:
+        what, _, todo = errors[0]["message"].partition(". What to do: ")
+        raise StageError("stage_error", f"stage {stage_cls.name} stopped at {errors[0].get('path') or 'its plan'}: "
+                         f"{what}", remedy=f"{todo or 'fix the input'}; or set on_bad_case: warn to record it "
+                         "as a problem and continue")
     report.seconds = time.perf_counter() - t0
     atomic_write_json(ws.stage_dir(stage_cls.name) / "stage.json", {
         "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,

@@ -118,7 +118,8 @@ def test_a_file_with_more_channels_than_the_index_declares_is_refused(tmp_path: 
 
 def test_the_stage_summary_counts_problems_not_tied_to_a_case(tmp_path: Path) -> None:
     """Two files for one case: the unused one is a duplicate_case row of the plan, and the stage's
-    summary line counts it (it used to say '0 warnings' over a problems table with rows)."""
+    summary line counts it (it used to say '0 warnings' over a problems table with rows) — as an
+    error, its severity, apart from the warnings."""
     root = tmp_path / "raw"
     write_tree(root, [("a/p01.nii.gz", "image", ()), ("b/p01.nii.gz", "image", ())])
     yml = _spec(tmp_path, [{"image": "**/{case}.nii.gz"}], {"values": {1: "liver"}})
@@ -126,7 +127,7 @@ def test_the_stage_summary_counts_problems_not_tied_to_a_case(tmp_path: Path) ->
     (report,) = run(pipe, stages=["ingest"]).reports
     problems = table(pipe, "problems__ingest").to_pylist()
     assert [p["kind"] for p in problems] == ["duplicate_case"]
-    assert report.warnings == len(problems) == 1 and "1 warnings" in report.line()
+    assert report.errors == len(problems) == 1 and report.warnings == 0 and "1 errors" in report.line()
 
 
 def test_a_nifti_whose_qform_and_sform_disagree_is_a_warning(tmp_path: Path) -> None:

@@ -1,0 +1,79 @@
+"""Problems of a whole source (a missing root, a root that matches nothing, a broken dataset YAML)
+and of pipeline.yaml itself are said, counted as errors, obey on_bad_case, and never publish an
+empty release."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from curator.config import PipelineConfig
+from curator.errors import ConfigError, ReleaseError, StageError
+from curator.testing.pipelines import make_pipeline, run
+
+
+def _sources(tmp: Path) -> list[dict[str, Any]]:
+    (tmp / "empty").mkdir(parents=True, exist_ok=True)
+    (tmp / "bad.yaml").write_text("name: Broken\nlayout: []\n")
+    return [{"dataset": "KiTS23", "root": str(tmp / "no_such_folder")},
+            {"dataset": "MSD_Spleen", "root": str(tmp / "empty")},
+            {"dataset": str(tmp / "bad.yaml"), "root": str(tmp / "empty")}]
+
+
+def test_source_errors_are_logged_and_counted_as_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """They were only rows of the problems table, counted as 'warnings', never printed."""
+    pipe = make_pipeline(tmp_path, _sources(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="curator"):
+        (report,) = run(pipe, stages=["ingest"]).reports
+    assert report.errors == 3 and not report.clean and "3 errors" in report.line()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("no_such_folder" in m and "not a folder" in m for m in said), said
+    assert any("dataset.json" in m for m in said), said  # MSD's index file is not in the empty root
+    assert any("bad.yaml" in m for m in said), said
+    # the missing root is one problem: its metadata file is not a second one
+    assert not [r for r in caplog.records if "kits23.json" in r.getMessage()]
+
+
+def test_source_errors_stop_a_strict_run(tmp_path: Path) -> None:
+    pipe = make_pipeline(tmp_path, _sources(tmp_path)[:1], stages={"ingest": {"on_bad_case": "error"}})
+    with pytest.raises(StageError, match="no_such_folder: the source root is not a folder"):
+        run(pipe, stages=["ingest"])
+
+
+def test_a_run_that_found_no_case_writes_no_release(tmp_path: Path) -> None:
+    """An empty release used to be written (exit 0), using up its immutable version number."""
+    pipe = make_pipeline(tmp_path, _sources(tmp_path)[:2])
+    with pytest.raises(ReleaseError) as e:
+        run(pipe, release=True)
+    assert "found no case" in str(e.value) and "root" in str(e.value)
+    assert not (tmp_path / "releases" / "test" / "0.1.0").exists()
+
+
+@pytest.mark.parametrize(("section", "value", "what"), [
+    ("executor", "local", "executor must be a mapping"),
+    ("release", "0.1.0", "release must be a mapping"),
+    ("sources", ["KiTS23"], "sources must be a mapping"),
+    ("release", {"version": 1.0}, "release.version = '1.0' is not a semantic version"),
+    ("release", {"version": "v2"}, "is not a semantic version"),
+    ("release", {"version": "0.2.0", "parent": "latest"}, "release.parent = 'latest'"),
+    ("release", {"collection": ""}, "cannot name a folder"),
+    ("release", {"collection": "../up"}, "cannot name a folder"),
+])
+def test_malformed_sections_are_config_errors(tmp_path: Path, section: str, value: Any, what: str) -> None:
+    """A scalar or list where a section's mapping belongs was an internal error ('This is a bug');
+    a version that is not semantic was refused only after every stage had run."""
+    p = tmp_path / "pipeline.yaml"
+    p.write_text(yaml.safe_dump({"workspace": "ws", section: value}))
+    with pytest.raises(ConfigError, match=what.replace("(", r"\(").replace(".", r"\.")):
+        PipelineConfig.load(p)
+
+
+def test_an_unreachable_dask_scheduler_is_a_config_error() -> None:
+    from curator.runner.executors import DaskExecutor
+
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler at 'no-port'"):
+        DaskExecutor(1, "no-port")
