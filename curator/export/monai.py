@@ -15,7 +15,7 @@ from pathlib import Path
 from curator.errors import ReleaseError
 from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
 from curator.io.fsutil import atomic_write_json
-from curator.release.query import Release
+from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request, training_view
 
 KEYS = {"train": "training", "val": "validation", "test": "test", None: "training"}
@@ -27,6 +27,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     """Write ``<out>/images``, ``<out>/labels`` and ``<out>/datalist.json`` (paths relative to ``out``)."""
     rel = Release(release)
     folder = Path(out)
+    check_outside_releases(folder, "the export", rel.path)
     if (folder / "datalist.json").exists():
         raise ReleaseError("release_error", "the folder already holds a datalist", path=str(folder),
                            remedy="choose a new folder")

@@ -13,6 +13,7 @@ neither read other files nor write into the release.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,35 @@ def resolve_release(path: str | Path) -> Path:
                        if _VERSION.match(d.name) else (-1, -1, -1))
     raise ReleaseError("release_error", "not a release folder (no release.json)", path=str(p),
                        remedy="pass <release root>/<collection>/<version> (or the collection folder)")
+
+
+def release_around(path: str | Path, release: str | Path | None = None) -> Path | None:
+    """The release folder that ``path`` is or lies inside (symbolic links followed), or None:
+    ``release`` itself, or a folder whose ``release.json`` is a curator release's (it names
+    the collection, the version and the files' checksums)."""
+    p = Path(path).resolve()
+    own = Path(release).resolve() if release is not None else None
+    for folder in (p, *p.parents):
+        if folder == own or _is_release(folder):
+            return folder
+    return None
+
+
+def _is_release(folder: Path) -> bool:
+    try:
+        info = json.loads((folder / "release.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(info, dict) and {"collection", "version", "files"} <= info.keys()
+
+
+def check_outside_releases(dest: str | Path, what: str, release: str | Path | None = None) -> None:
+    """Refuse to write ``what`` at ``dest`` when that is, or lies inside, ``release`` or any other
+    release folder: releases are immutable (``curator verify`` checks every file they hold)."""
+    found = release_around(dest, release)
+    if found is not None:
+        raise ReleaseError("release_error", f"releases are immutable; {what} would be written inside one "
+                           f"({found})", path=str(dest), remedy="pass --out somewhere outside the release folder")
 
 
 def _literal(text: str) -> str:

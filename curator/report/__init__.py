@@ -2,7 +2,7 @@
 
 Every release already carries one (release step :mod:`curator.report.release`, listed in
 its checksums); :func:`write_report` re-draws it elsewhere — releases are immutable, so it
-never writes into the release folder.
+never writes into a release folder (this one or another).
 
 >>> # from curator.report import write_report
 >>> # write_report("releases/demo/0.1.0", "demo-report.html", stores=(Path("workspace/stores"),))
@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_write_text
+from curator.release.query import check_outside_releases, resolve_release
 from curator.report.data import ReportData
 from curator.report.html import build_html
 
@@ -30,11 +30,9 @@ def write_report(release: str | Path, out: str | Path = "report.html", *, stores
     ``stores`` adds folders holding ``<case_id>.zarr`` (e.g. a workspace's ``stores/``) for the
     gallery when the release does not carry its stores.
     """
-    data = ReportData.from_release(release, stores)
     dest = Path(out)
-    if data.path.resolve() in dest.resolve().parents:
-        raise ReleaseError("release_error", "releases are immutable; the report would be written inside one",
-                           path=str(dest), remedy="pass --out somewhere outside the release folder")
+    check_outside_releases(dest, "the report", resolve_release(release))
+    data = ReportData.from_release(release, stores)
     atomic_write_text(dest, build_html(data, max_terms=max_terms, max_gallery=max_gallery))
     log.debug("report written: %s", dest)
     return dest

@@ -112,6 +112,19 @@ def test_cli_writes_outside_the_release_only(release: Path, tmp_path: Path) -> N
         write_report(release, release / "x.html")
 
 
+def test_the_report_is_not_written_into_another_release(release: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from curator.errors import ReleaseError
+
+    other = tmp_path / "0.2.0"
+    other.mkdir()
+    shutil.copy(release / "release.json", other / "release.json")
+    with pytest.raises(ReleaseError, match="immutable") as e:
+        write_report(release, other / "sub" / "r.html")
+    assert str(other) in str(e.value) and not (other / "sub").exists()
+
+
 needs_browser = pytest.mark.skipif(browser.available() is not None, reason=str(browser.available()))
 
 

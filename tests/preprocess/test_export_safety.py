@@ -1,0 +1,41 @@
+"""Exports refuse what would break something else, and leave nothing behind when they fail:
+no file written into a release (immutable), no request nnU-Net would refuse."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from curator.errors import ReleaseError
+from curator.export import export_monai, export_nnunet
+from curator.release.integrity import verify_release
+from tests.preprocess.conftest import Tiny
+
+
+@pytest.fixture
+def rel(tiny: Tiny, tmp_path: Path) -> Path:
+    """A copy of the tiny release (a failed refusal would change the shared one)."""
+    copy = tmp_path / "releases" / "tiny" / "0.1.0"
+    shutil.copytree(tiny.release, copy)
+    return copy
+
+
+def test_exports_refuse_to_write_inside_a_release(rel: Path, tmp_path: Path) -> None:
+    other = rel.parent / "0.2.0"  # another release of the collection is immutable too
+    shutil.copytree(rel, other)
+    for out in (rel / "monai", rel, rel / "stores" / "x", other / "monai"):
+        with pytest.raises(ReleaseError, match="releases are immutable; the export would be written inside one"):
+            export_monai(rel, out, terms=["liver"])
+        with pytest.raises(ReleaseError, match="releases are immutable"):
+            export_nnunet(rel, out, dataset_id=5, name="A", terms=["liver"])
+    from curator.cli import app
+
+    for kind in ("monai", "nnunet"):
+        res = CliRunner().invoke(app, ["export", kind, str(rel), "--terms", "liver", "--out", str(rel / kind)])
+        assert res.exit_code == 2 and "immutable" in res.output, res.output
+    assert verify_release(rel).ok and verify_release(other).ok
+    # next to the releases (in the collection folder, outside every version) is fine
+    assert export_monai(rel, rel.parent / "monai", terms=["liver"]).cases
