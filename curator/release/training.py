@@ -118,10 +118,10 @@ def usable_terms(store: CaseStore, parts: Mapping[str, Sequence[str]], layers: S
 
 
 def check_request(release: Release, terms: Sequence[str], layers: Sequence[str], *, unheld: str = "error") -> None:
-    """Refuse term ids the taxonomy and the release do not know (naming the close ones) and
-    unknown layers; a term no case of the release holds in any of ``layers`` (per its
-    ``store_terms``) is refused too, or only warned about with ``unheld="warn"`` — rather than
-    train on all-background masks without a word."""
+    """Refuse term ids the taxonomy and the release do not know (naming the close ones), a term
+    requested twice and unknown layers; a term no case of the release holds in any of
+    ``layers`` (per its ``store_terms``) is refused too, or only warned about with
+    ``unheld="warn"`` — rather than train on all-background masks without a word."""
     from curator.errors import ReleaseError
     from curator.store import LAYERS
 
@@ -131,6 +131,10 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                            remedy=f"give some of {', '.join(LAYERS)}, by priority")
     if not terms:
         raise ReleaseError("release_error", "no terms requested", remedy="give at least one term id")
+    repeated = sorted({t for t in terms if list(terms).count(t) > 1})
+    if repeated:  # label i + 1 is terms[i]: a second copy makes an empty label, a gap nnU-Net refuses
+        raise ReleaseError("release_error", f"term {', '.join(map(repr, repeated))} requested more than once",
+                           remedy="give each term id once")
     rows = (release.sql("select case_id, term_id, layer from store_terms").fetchall()
             if "store_terms" in release.table_names() else [])
     held: dict[str, set[str]] = {}  # term -> layers

@@ -68,8 +68,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     By default it reads the release's *training view* (:mod:`curator.release.training`):
     duplicates the keep policy dropped are left out (``duplicates=True`` keeps them) and labels
     QC excluded count as not annotated (``qc_filter=False`` uses them) — a derived term loses
-    its mask in a case where one of its parts was excluded. Unknown term ids, terms no case
-    holds in ``layers`` and unknown layers are refused.
+    its mask in a case where one of its parts was excluded. Unknown term ids, a term given
+    twice, terms no case holds in ``layers`` and unknown layers are refused.
     """
 
     def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",

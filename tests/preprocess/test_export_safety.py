@@ -39,3 +39,13 @@ def test_exports_refuse_to_write_inside_a_release(rel: Path, tmp_path: Path) -> 
     assert verify_release(rel).ok and verify_release(other).ok
     # next to the releases (in the collection folder, outside every version) is fine
     assert export_monai(rel, rel.parent / "monai", terms=["liver"]).cases
+
+
+def test_a_term_given_twice_is_refused(tiny: Tiny, tmp_path: Path) -> None:
+    """--terms liver,liver made dataset.json labels {background: 0, liver: 2}: label 1 empty, a gap
+    nnU-Net v2 refuses (and a MONAI datalist with two 'liver' labels)."""
+    with pytest.raises(ReleaseError, match="'liver' requested more than once"):
+        export_nnunet(tiny.release, tmp_path / "raw", dataset_id=5, name="A", terms=["liver", "liver"])
+    with pytest.raises(ReleaseError, match="'liver' requested more than once. What to do: give each term id once"):
+        export_monai(tiny.release, tmp_path / "monai", terms=["liver", "spleen", "liver"])
+    assert not list(tmp_path.iterdir())

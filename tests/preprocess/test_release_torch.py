@@ -270,6 +270,7 @@ def test_loader_and_exports_refuse_what_cannot_be_meant(tiny: Tiny, tmp_path) ->
                       ({"foreground_fraction": 2.0}, "foreground_fraction in"),
                       ({"terms": "liver"}, r"terms = 'liver': give a list"),
                       ({"layers": "original"}, r"layers = 'original': give a list"),
+                      ({"terms": [liver, "spleen", liver]}, f"term '{liver}' requested more than once"),
                       ({"samples_per_epoch": 0}, "give a positive number"),
                       ({"term_weights": {"spleen": 2.0}}, "not among the terms"),
                       ({"split": "training"}, "give train, val and/or test")):
