@@ -101,7 +101,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
              out_path: Annotated[Path | None, typer.Option("--out", help="write here (default: print)")] = None) -> None:
         """Render DATASET_CARD.md from the registry (all datasets, licences and what they allow)."""
         from curator.errors import ConfigError
-        from curator.io.fsutil import atomic_path
+        from curator.io.fsutil import atomic_path, check_output_file
         from curator.registry import load_registry
         from curator.registry.card import render_card
         from curator.taxonomy import load_taxonomy
@@ -109,6 +109,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if not registry_card:
             raise ConfigError("config_error", "say which card: `curator card --registry`",
                               remedy="release cards are written by `curator release`")
+        if out_path is not None:
+            check_output_file(out_path, "DATASET_CARD.md")
         text = render_card(load_registry(), load_taxonomy())
         if out_path is None:
             sys.stdout.write(text)

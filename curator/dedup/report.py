@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from curator.dedup.canonical import ras_view
 from curator.errors import ConfigError, CuratorError
 from curator.io.formats import read_volume
-from curator.io.fsutil import atomic_path, atomic_write_text
+from curator.io.fsutil import atomic_path, atomic_write_text, check_output_dir
 from curator.io.volume import Geometry
 
 log = logging.getLogger("curator")
@@ -118,8 +118,7 @@ def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, An
     in ``groups`` that the duplicates table does not hold is a ``ConfigError`` naming those it does."""
     if groups is not None:
         check_groups(groups, {r["group_id"] for r in duplicates})
-    if out.exists() and not out.is_dir():
-        raise ConfigError("config_error", f"--out {out} is a file", remedy="give a folder for the figures")
+    check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     by_group: dict[str, list[dict[str, Any]]] = {}
     for r in duplicates:

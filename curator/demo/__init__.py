@@ -12,6 +12,7 @@ import yaml
 from curator.config import PipelineConfig
 from curator.demo.data import DemoData, build_demo_data
 from curator.errors import ConfigError
+from curator.io.fsutil import check_output_dir
 from curator.pipeline import PipelineResult, run_pipeline
 
 EXAMPLE_QUERY = "select dataset, modality, count(*) as cases from cases group by all order by dataset"
@@ -49,7 +50,7 @@ def run_demo(out_dir: Path | None = None, *, workers: int = 2, executor: str = "
              progress: bool = True, seed: int = 7) -> DemoResult:
     """Write the demo downloads and pipeline.yaml into ``out_dir`` (new temp folder by default), run it."""
     t0 = time.perf_counter()
-    folder = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="curator-demo-"))
+    folder = check_output_dir(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="curator-demo-"))
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError("config_error", f"{folder} is not empty", path=str(folder),
                           remedy="give --out a new or empty folder")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from curator.errors import ReleaseError
 from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
-from curator.io.fsutil import atomic_write_json
+from curator.io.fsutil import atomic_write_json, check_output_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request, training_view
 
@@ -28,6 +28,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     rel = Release(release)
     folder = Path(out)
     check_outside_releases(folder, "the export", rel.path)
+    check_output_dir(folder)
     if (folder / "datalist.json").exists():
         raise ReleaseError("release_error", "the folder already holds a datalist", path=str(folder),
                            remedy="choose a new folder")

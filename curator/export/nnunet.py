@@ -20,7 +20,7 @@ from pathlib import Path
 
 from curator.errors import ConfigError, ReleaseError
 from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
-from curator.io.fsutil import atomic_write_json
+from curator.io.fsutil import atomic_write_json, check_output_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request, training_view
 
@@ -41,6 +41,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                           "and at least one term")
     rel = Release(release)
     check_outside_releases(out_root, "the export", rel.path)
+    check_output_dir(out_root)
     check_request(rel, terms, layers)
     view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter)
     cases = select_cases(rel, where, view)

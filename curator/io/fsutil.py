@@ -12,12 +12,13 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from curator.errors import InputError, ReadError, WorkspaceError
+from curator.errors import ConfigError, InputError, ReadError, WorkspaceError
 
 CHUNK = 1 << 20
 
@@ -147,6 +148,51 @@ def _fsync_dir(d: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def check_output_file(path: str | os.PathLike[str], example: str = "") -> Path:
+    """``path`` as a file to write, or a ``ConfigError`` saying what to give instead: when it is
+    a folder (``example`` names a file to suggest in it), sits under a file, or lies where
+    nothing can be created (no permission, a read-only or virtual file system). Creates nothing."""
+    dest = Path(path)
+    if dest.is_dir():
+        raise ConfigError("config_error", "this is a folder, but a file is to be written here", path=str(dest),
+                          remedy="give a file path" + (f", e.g. {dest / example}" if example else ""))
+    _check_creatable(dest.parent, dest)
+    return dest
+
+
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a folder to write into (it need not exist yet), or a ``ConfigError`` saying
+    what to give instead: when it is a file, sits under a file, or lies where nothing can be
+    created. Creates nothing."""
+    dest = Path(path)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError("config_error", "this is a file, but a folder is to be written here", path=str(dest),
+                          remedy="give a folder (a new one is created)")
+    _check_creatable(dest, dest)
+    return dest
+
+
+def _check_creatable(folder: Path, dest: Path) -> None:
+    """Refuse ``dest`` when ``folder`` (which holds it; created when missing) cannot be: one of
+    its parents is a file, or nothing can be created in the nearest existing one (tried with a
+    file created and removed: permission checks alone miss read-only and virtual file systems,
+    and a root user passes them all)."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError("config_error", f"{probe} is a file, not a folder, so nothing can be created under it",
+                          path=str(dest), remedy="give a path under a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".curator-probe-", dir=probe)
+    except OSError as e:
+        raise ConfigError("config_error", f"nothing can be created in {probe} ({e.strerror or e})", path=str(dest),
+                          remedy="give a place you can write (check its permissions, and that its file "
+                                 "system is not read-only)") from e
+    os.close(fd)
+    os.unlink(name)
 
 
 def atomic_remove(path: str | os.PathLike[str]) -> bool:

@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from curator.errors import ConfigError, InputError, LabelError
-from curator.io.fsutil import atomic_path
+from curator.io.fsutil import atomic_path, check_output_dir
 from curator.pseudolabel.outputs import attention_path, read_attention
 from curator.pseudolabel.terms import term_name
 from curator.report.gallery import oriented_slice
@@ -130,7 +130,7 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
     ``editable=False`` writes only the worklist and the previews (what a release carries:
     the editable files come from ``curator review export`` on the workspace).
     """
-    res = ReviewExport(out)
+    res = ReviewExport(check_output_dir(out))
     chosen = select_cases(attention, fraction, top)
     reviewed = {c for c in chosen if revised_copy_path(workspace / "stores" / f"{c}.zarr").is_file()
                 or "revised" in CaseStore(workspace / "stores" / f"{c}.zarr").layers()}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from curator.io.fsutil import atomic_write_text
+from curator.io.fsutil import atomic_write_text, check_output_file
 from curator.release.query import check_outside_releases, resolve_release
 from curator.report.data import ReportData
 from curator.report.html import build_html
@@ -32,6 +32,7 @@ def write_report(release: str | Path, out: str | Path = "report.html", *, stores
     """
     dest = Path(out)
     check_outside_releases(dest, "the report", resolve_release(release))
+    check_output_file(dest, "report.html")
     data = ReportData.from_release(release, stores)
     atomic_write_text(dest, build_html(data, max_terms=max_terms, max_gallery=max_gallery))
     log.debug("report written: %s", dest)

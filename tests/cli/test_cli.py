@@ -102,3 +102,11 @@ def test_invalid_pipeline_is_a_clear_error(tmp_path: Path) -> None:
     p.write_text("workspace: w\nsourcez: []\n")
     res = curator("run", str(p))
     assert res.returncode == 2 and "sourcez" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_demo_out_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text("x")
+    for out, says in ((f, "this is a file, but a folder is to be written here"), (f / "d", "is a file, not a folder")):
+        res = curator("demo", "--out", str(out), "--no-progress")
+        assert res.returncode == 2 and says in " ".join(res.stderr.split()), res.stderr

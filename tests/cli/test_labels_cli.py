@@ -67,3 +67,11 @@ def test_committed_dataset_card_is_current(tmp_path: Path) -> None:
     assert "**Forbid derivatives** (3): HAN_Seg, LAScarQS22_Task1, LAScarQS22_Task2." in text
     assert (REPO / "DATASET_CARD.md").read_text() == text, "regenerate: python -m curator card --registry --out DATASET_CARD.md"
     assert runner.invoke(app, ["card"]).exit_code == 2
+
+
+def test_card_out_a_folder_is_a_clear_error(tmp_path: Path) -> None:
+    """--out FOLDER failed with IsADirectoryError (an internal error, exit 3)."""
+    r = runner.invoke(app, ["card", "--registry", "--out", str(tmp_path)])
+    assert r.exit_code == 2, r.output
+    assert f"give a file path, e.g. {tmp_path / 'DATASET_CARD.md'}" in " ".join(r.output.split())
+    assert not list(tmp_path.iterdir())

@@ -51,3 +51,11 @@ def test_table_cells_in_brackets_are_printed_not_read_as_markup(capsys: pytest.C
     emit(["[kind]", "message"], [["x", "[revised_label_invalid] bad grid"]], OutputFormat.table, title="[t]")
     shown = capsys.readouterr().out
     assert "[revised_label_invalid] bad grid" in shown and "[kind]" in shown and "[t]" in shown
+
+
+def test_review_export_onto_a_file_is_a_clear_error(pipeline: Path, tmp_path: Path) -> None:
+    """-o PIPELINE (an existing file) failed with FileExistsError, an internal error."""
+    Workspace(tmp_path / "ws").write_table("attention", to_arrow("attention", []))
+    res = curator("review", "export", str(pipeline), "-o", str(pipeline))
+    assert res.returncode == 2, res.stderr
+    assert "this is a file, but a folder is to be written here" in " ".join(res.stderr.split()), res.stderr

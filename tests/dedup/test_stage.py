@@ -165,6 +165,15 @@ def test_report_of_an_unknown_group_is_an_error_naming_the_groups(run: Path, tmp
     assert res.exit_code == 2 and f"did you mean {gid}?" in " ".join(res.output.split()), res.output
 
 
+def test_report_out_under_a_file_is_an_error(run: Path, tmp_path: Path) -> None:
+    from curator.cli import app
+
+    (tmp_path / "f").write_text("x")
+    for out, says in ((tmp_path / "f", "this is a file, but a folder"), (tmp_path / "f" / "rep", "is a file, not a folder")):
+        res = CliRunner().invoke(app, ["dedup", "report", str(run / "pipeline.yaml"), "--out", str(out)])
+        assert res.exit_code == 2 and says in " ".join(res.output.split()), res.output
+
+
 def test_config_is_strict() -> None:
     with pytest.raises(ConfigError, match="unknown criteria"):
         DedupConfig.from_dict({"keep": ["size"]})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from curator.errors import ReleaseError
+from curator.errors import ConfigError, ReleaseError
 from curator.export import export_monai, export_nnunet
 from curator.release.integrity import verify_release
 from tests.preprocess.conftest import Tiny
@@ -49,3 +49,21 @@ def test_a_term_given_twice_is_refused(tiny: Tiny, tmp_path: Path) -> None:
     with pytest.raises(ReleaseError, match="'liver' requested more than once. What to do: give each term id once"):
         export_monai(tiny.release, tmp_path / "monai", terms=["liver", "spleen", "liver"])
     assert not list(tmp_path.iterdir())
+
+
+def test_an_out_that_is_a_file_is_a_clear_error(tiny: Tiny, tmp_path: Path) -> None:
+    """--out pipeline.yaml (or a path under it) failed with NotADirectoryError, an internal error."""
+    from curator.cli import app
+
+    f = tmp_path / "pipeline.yaml"
+    f.write_text("x")
+    for out, says in ((f, "this is a file, but a folder is to be written here"),
+                      (f / "sub", "pipeline.yaml is a file, not a folder")):
+        with pytest.raises(ConfigError, match=says):
+            export_monai(tiny.release, out, terms=["liver"])
+        with pytest.raises(ConfigError, match=says):
+            export_nnunet(tiny.release, out, dataset_id=5, name="A", terms=["liver"])
+        for kind in ("monai", "nnunet"):
+            res = CliRunner().invoke(app, ["export", kind, str(tiny.release), "--terms", "liver", "--out", str(out)])
+            assert res.exit_code == 2 and says in " ".join(res.output.split()), res.output
+    assert sorted(tmp_path.iterdir()) == [f]

@@ -112,6 +112,18 @@ def test_cli_writes_outside_the_release_only(release: Path, tmp_path: Path) -> N
         write_report(release, release / "x.html")
 
 
+def test_an_out_that_cannot_be_a_file_is_a_clear_error(release: Path, tmp_path: Path) -> None:
+    """-o FOLDER failed with IsADirectoryError (an internal error, exit 3) after drawing the report."""
+    from curator.cli import app
+
+    (tmp_path / "f.html").write_text("x")
+    folder = f"this is a folder, but a file is to be written here. What to do: give a file path, e.g. {tmp_path}/report.html"
+    for out, says in ((tmp_path, folder), (tmp_path / "f.html" / "r.html", "f.html is a file, not a folder")):
+        res = CliRunner().invoke(app, ["report", str(release), "-o", str(out)])
+        assert res.exit_code == 2 and says in " ".join(res.output.split()), res.output
+    assert [p.name for p in tmp_path.iterdir()] == ["f.html"]
+
+
 def test_the_report_is_not_written_into_another_release(release: Path, tmp_path: Path) -> None:
     import shutil
 
