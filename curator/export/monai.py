@@ -14,7 +14,7 @@ from pathlib import Path
 
 from curator.errors import ReleaseError
 from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
-from curator.io.fsutil import atomic_write_json, check_output_dir
+from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request, training_view
 
@@ -29,26 +29,25 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     folder = Path(out)
     check_outside_releases(folder, "the export", rel.path)
     check_output_dir(folder)
-    if (folder / "datalist.json").exists():
-        raise ReleaseError("release_error", "the folder already holds a datalist", path=str(folder),
-                           remedy="choose a new folder")
+    check_free(folder, ("images", "labels", "datalist.json"))
     check_request(rel, terms, layers)
     view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter)
     report = ExportReport(folder)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
-    for c in select_cases(rel, where, view):
-        present = write_case(c, terms, partial, folder / "images" / f"{c.case_id}.nii.gz",
-                             folder / "labels" / f"{c.case_id}.nii.gz", report, layers, view, rel.taxonomy)
-        if present is not None:
-            lists[KEYS.get(c.split, "training")].append({
-                "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",
-                "case_id": c.case_id, "dataset": c.dataset, "modality": c.modality,
-                "present": present})
-    if not report.cases:
-        raise ReleaseError("release_error", f"no case holds every term {terms}", path=str(rel.path),
-                           remedy="check --terms against `store_terms`, or pass --partial")
-    atomic_write_json(folder / "datalist.json", {
-        "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
-        "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},
-        **{k: v for k, v in lists.items() if v or k == "training"}}, indent=1)
+    with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
+        for c in select_cases(rel, where, view):
+            present = write_case(c, terms, partial, staging / "images" / f"{c.case_id}.nii.gz",
+                                 staging / "labels" / f"{c.case_id}.nii.gz", report, layers, view, rel.taxonomy)
+            if present is not None:
+                lists[KEYS.get(c.split, "training")].append({
+                    "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",
+                    "case_id": c.case_id, "dataset": c.dataset, "modality": c.modality,
+                    "present": present})
+        if not report.cases:
+            raise ReleaseError("release_error", f"no case holds every term {terms}", path=str(rel.path),
+                               remedy="check --terms against `store_terms`, or pass --partial")
+        atomic_write_json(staging / "datalist.json", {
+            "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
+            "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},
+            **{k: v for k, v in lists.items() if v or k == "training"}}, indent=1)
     return report

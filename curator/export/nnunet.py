@@ -20,7 +20,7 @@ from pathlib import Path
 
 from curator.errors import ConfigError, ReleaseError
 from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
-from curator.io.fsutil import atomic_write_json, check_output_dir
+from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request, training_view
 
@@ -55,36 +55,43 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         raise ReleaseError("release_error", f"nnU-Net dataset id {dataset_id} is taken by {', '.join(taken)}",
                            path=str(out_root), remedy="choose another --id (nnU-Net refuses two datasets "
                                                       "with one id), or remove the folder")
+    if not any(c.split != "test" for c in cases):  # found before a file is written
+        left_out = " (dropped duplicates left out)" if view.dropped_duplicates else ""
+        raise ReleaseError("release_error", "the selection holds no training case"
+                           + (f": every case it selects{left_out} is in the release's test split" if cases else ""),
+                           path=str(rel.path), remedy="widen --where: nnU-Net trains on the cases outside the "
+                                                      "release's test split")
     report = ExportReport(folder)
-    split_of: dict[str, str | None] = {}
-    for c in cases:
-        tr = "Ts" if c.split == "test" else "Tr"
-        if write_case(c, terms, partial, folder / f"images{tr}" / f"{c.case_id}_0000.nii.gz",
-                      folder / f"labels{tr}" / f"{c.case_id}.nii.gz", report, layers, view, rel.taxonomy) is not None:
-            split_of[c.case_id] = c.split
-    training = [c for c in report.cases if split_of[c] != "test"]
-    if not training:
-        raise ReleaseError("release_error", f"no training case holds every term {terms}", path=str(rel.path),
-                           remedy="check --terms against `store_terms`, or pass --partial")
-    atomic_write_json(folder / "dataset.json", {
-        "channel_names": {"0": "CT" if modalities == ["CT"] else modalities[0]},
-        "labels": {"background": 0, **{t: i for i, t in enumerate(terms, start=1)}},
-        "numTraining": len(training), "file_ending": ".nii.gz",
-        "name": name, "description": f"exported by curator from {rel.info.get('collection')} "
-                                     f"{rel.info.get('version')} (where: {where})",
-        "licence": "see the release's dataset card: each case keeps its source dataset's licence",
-    }, indent=1)
-    val = [c for c in training if split_of[c] == "val"]
-    if val:
-        atomic_write_json(folder / "splits_final.json",
-                          [{"train": [c for c in training if split_of[c] != "val"], "val": val}], indent=1)
-    elif training:
-        report.notes.append("no exported training case is in the release's val split, so no splits_final.json: "
-                            "nnU-Net will draw its own folds by case (patient-level groups are not kept); "
-                            "export more terms or cases, or use --partial")
-    atomic_write_json(folder / "curator_export.json", {
-        "release": rel.info.get("version"), "cases": report.cases, "skipped": report.skipped,
-        "overlaps": report.overlaps, "test": [c for c in report.cases if split_of[c] == "test"],
-        "left_out_duplicates": sorted(view.dropped_duplicates),
-        "qc_filter": qc_filter}, indent=1)
+    with staged_dir(folder) as staging:  # a failed export leaves no folder to take the id
+        split_of: dict[str, str | None] = {}
+        for c in cases:
+            tr = "Ts" if c.split == "test" else "Tr"
+            if write_case(c, terms, partial, staging / f"images{tr}" / f"{c.case_id}_0000.nii.gz",
+                          staging / f"labels{tr}" / f"{c.case_id}.nii.gz", report, layers, view, rel.taxonomy) is not None:
+                split_of[c.case_id] = c.split
+        training = [c for c in report.cases if split_of[c] != "test"]
+        if not training:
+            raise ReleaseError("release_error", f"no training case holds every term {terms}", path=str(rel.path),
+                               remedy="check --terms against `store_terms`, or pass --partial")
+        atomic_write_json(staging / "dataset.json", {
+            "channel_names": {"0": "CT" if modalities == ["CT"] else modalities[0]},
+            "labels": {"background": 0, **{t: i for i, t in enumerate(terms, start=1)}},
+            "numTraining": len(training), "file_ending": ".nii.gz",
+            "name": name, "description": f"exported by curator from {rel.info.get('collection')} "
+                                         f"{rel.info.get('version')} (where: {where})",
+            "licence": "see the release's dataset card: each case keeps its source dataset's licence",
+        }, indent=1)
+        val = [c for c in training if split_of[c] == "val"]
+        if val:
+            atomic_write_json(staging / "splits_final.json",
+                              [{"train": [c for c in training if split_of[c] != "val"], "val": val}], indent=1)
+        elif training:
+            report.notes.append("no exported training case is in the release's val split, so no splits_final.json: "
+                                "nnU-Net will draw its own folds by case (patient-level groups are not kept); "
+                                "export more terms or cases, or use --partial")
+        atomic_write_json(staging / "curator_export.json", {
+            "release": rel.info.get("version"), "cases": report.cases, "skipped": report.skipped,
+            "overlaps": report.overlaps, "test": [c for c in report.cases if split_of[c] == "test"],
+            "left_out_duplicates": sorted(view.dropped_duplicates),
+            "qc_filter": qc_filter}, indent=1)
     return report

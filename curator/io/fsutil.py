@@ -10,17 +10,20 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from curator.errors import ConfigError, InputError, ReadError, WorkspaceError
 
 CHUNK = 1 << 20
+log = logging.getLogger("curator")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -193,6 +196,84 @@ def _check_creatable(folder: Path, dest: Path) -> None:
                                  "system is not read-only)") from e
     os.close(fd)
     os.unlink(name)
+
+
+def staging_path(dest: Path) -> Path:
+    """``.<name>.tmp-<host>-<pid>`` beside ``dest``: where a run builds a folder before renaming
+    it to ``dest`` (:func:`remove_dead_staging` clears the one a killed run left)."""
+    return dest.with_name(f".{dest.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
+def remove_dead_staging(folder: Path) -> list[Path]:
+    """Remove the staging folders (:func:`staging_path`) in ``folder`` that runs on this host left
+    when they were killed; a run still going (its pid alive) or on another host keeps its own."""
+    removed = []
+    host = socket.gethostname()
+    for d in folder.glob(".*.tmp-*"):
+        owner, _, pid = d.name.rpartition(".tmp-")[2].rpartition("-")
+        if owner != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+        log.info("removed the staging folder of a killed run: %s", d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def check_free(folder: Path, names: Iterable[str]) -> None:
+    """Refuse to write the entries ``names`` into ``folder`` when it holds any of them already."""
+    clash = [n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
+    if clash:
+        raise ConfigError("config_error", f"the folder already holds {', '.join(clash)}", path=str(folder),
+                          remedy="choose a new folder, or remove them")
+
+
+@contextlib.contextmanager
+def staged_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging folder (named by :func:`staging_path`) whose content lands at
+    ``dest`` only when the block succeeds. A new ``dest`` is staged beside it and renamed into
+    place; an existing folder ``dest`` (a mount point, perhaps) is staged inside it, on its file
+    system, and the entries are moved in — folders first, then files, so an index
+    (``datalist.json``) comes after what it lists; an entry ``dest`` holds already is refused.
+    On any error the staging folder and the folders made to hold it are removed: nothing is
+    left behind."""
+    dest = Path(os.path.abspath(dest))  # "." and "x/.." name no folder to stage beside
+    inside = dest.is_dir()
+    home = dest if inside else dest.parent
+    made = [p for p in (home, *home.parents) if not p.exists()]
+    home.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(home)
+    tmp = home / staging_path(dest).name
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if inside:
+            entries = sorted(tmp.iterdir(), key=lambda p: (not p.is_dir(), p.name))
+            check_free(dest, [p.name for p in entries])
+            for p in entries:
+                os.replace(p, dest / p.name)
+            tmp.rmdir()
+        else:
+            os.rename(tmp, dest)
+        _fsync_dir(home)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in made:  # deepest first; a folder something else wrote into meanwhile stays
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        if isinstance(e, OSError):
+            _raise_disk(e, dest)
+        raise
 
 
 def atomic_remove(path: str | os.PathLike[str]) -> bool:

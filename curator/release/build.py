@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,13 @@ import pyarrow.parquet as pq
 
 from curator import __version__
 from curator.errors import ReleaseError
-from curator.io.fsutil import atomic_write_json, sha256_file, sha256_json
+from curator.io.fsutil import (
+    atomic_write_json,
+    remove_dead_staging,
+    sha256_file,
+    sha256_json,
+    staging_path,
+)
 from curator.release.integrity import record_stores
 from curator.release.lineage import (
     checksum_values,
@@ -166,31 +171,6 @@ def check_consistent(tables: TableSet) -> None:
                            "redone), then the release")
 
 
-def remove_dead_staging(collection: Path) -> list[Path]:
-    """Remove the staging folders (``.<version>.tmp-<host>-<pid>``) that builds on this host left
-    when they were killed; a build still running (its pid alive) or on another host keeps its own."""
-    removed = []
-    host = socket.gethostname()
-    for d in collection.glob(".*.tmp-*"):
-        owner, _, pid = d.name.rpartition(".tmp-")[2].rpartition("-")
-        if owner != host or not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(d)
-        log.info("removed the staging folder of a killed release build: %s", d)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
-
-
 def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     rc = ctx.config.release
     dest = release_dir(ctx)
@@ -207,7 +187,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
                            "ingest logged (they are rows of this problems table), then run again")
     check_writable(dest)  # creates dest.parent
     remove_dead_staging(dest.parent)
-    staging = dest.parent / f".{rc.version}.tmp-{socket.gethostname()}-{os.getpid()}"
+    staging = staging_path(dest)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:

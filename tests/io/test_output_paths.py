@@ -41,3 +41,30 @@ def test_a_place_nothing_can_be_created_in() -> None:
         with pytest.raises(ConfigError, match=r"nothing can be created in /proc .*What to do: give a place you can "
                            "write"):
             check("/proc/nope/x.html")
+
+
+def test_staged_dir_lands_whole_or_not_at_all(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from curator.io.fsutil import staged_dir
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid is free now: a run with it was killed
+    dead = tmp_path / f".x.tmp-{socket.gethostname()}-{child.pid}"
+    (dead / "images").mkdir(parents=True)
+    with pytest.raises(RuntimeError), staged_dir(tmp_path / "a" / "b" / "x") as s:
+        (s / "f").write_text("x")
+        raise RuntimeError("stopped")
+    assert not (tmp_path / "a").exists()  # nor the folders made to hold it
+    with staged_dir(tmp_path / "x") as s:
+        (s / "f").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]  # the killed run's staging is gone
+    with staged_dir(tmp_path / "x") as s:  # an existing folder: staged inside it, entries moved in
+        assert s.parent == tmp_path / "x"
+        (s / "g").write_text("2")
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["f", "g"]
+    with pytest.raises(ConfigError, match="the folder already holds g"), staged_dir(tmp_path / "x") as s:
+        (s / "g").write_text("3")
+    assert (tmp_path / "x" / "g").read_text() == "2" and sorted(p.name for p in (tmp_path / "x").iterdir()) == ["f", "g"]

@@ -67,3 +67,74 @@ def test_an_out_that_is_a_file_is_a_clear_error(tiny: Tiny, tmp_path: Path) -> N
             res = CliRunner().invoke(app, ["export", kind, str(tiny.release), "--terms", "liver", "--out", str(out)])
             assert res.exit_code == 2 and says in " ".join(res.output.split()), res.output
     assert sorted(tmp_path.iterdir()) == [f]
+
+
+@pytest.fixture
+def split_rel(rel: Path) -> Path:
+    """The tiny release copy with TotalSegmentator s0001 in the test split, the rest in train."""
+    import pyarrow.parquet as pq
+
+    from curator.schema import to_arrow
+
+    splits = pq.read_table(rel / "splits.parquet").to_pylist()
+    for r in splits:
+        r["split"] = "test" if r["case_id"] == "TinyTotalSeg__s0001" else "train"
+    pq.write_table(to_arrow("splits", splits), rel / "splits.parquet")
+    return rel
+
+
+def test_a_failed_nnunet_export_leaves_nothing_behind(split_rel: Path, tmp_path: Path) -> None:
+    """The test case was written to imagesTs before "no training case holds every term"; the
+    partial Dataset folder stayed and a rerun said the id was taken."""
+    out = tmp_path / "out" / "nnUNet_raw"
+    with pytest.raises(ReleaseError, match="no training case holds every term"):  # the KiTS case has no liver
+        export_nnunet(split_rel, out, dataset_id=5, name="A", terms=["liver"],
+                      where="case_id in ('TinyTotalSeg__s0001', 'TinyKits__case_00000')")
+    assert not (tmp_path / "out").exists()  # nor the folders made for it
+    with pytest.raises(ReleaseError, match="no training case: every case it selects is in the release's test split"):
+        export_nnunet(split_rel, out, dataset_id=5, name="A", terms=["liver"], where="case_id = 'TinyTotalSeg__s0001'")
+    assert not (tmp_path / "out").exists()
+    done = export_nnunet(split_rel, out, dataset_id=5, name="A", terms=["liver"])  # the id is free
+    assert sorted(p.name for p in out.iterdir()) == ["Dataset005_A"] == [done.folder.name]
+    assert (done.folder / "imagesTs" / "TinyTotalSeg__s0001_0000.nii.gz").is_file()
+    assert (done.folder / "dataset.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["nnunet", "monai"])
+def test_an_export_stopped_mid_way_leaves_nothing_behind(rel: Path, tmp_path: Path, kind: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import curator.export.monai
+    import curator.export.nnunet
+    from curator.export.common import write_case
+
+    module = curator.export.nnunet if kind == "nnunet" else curator.export.monai
+    calls = []
+
+    def stop_at_the_second(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write_case(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "write_case", stop_at_the_second)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's")
+    with pytest.raises(KeyboardInterrupt):
+        if kind == "nnunet":
+            export_nnunet(rel, out, dataset_id=5, name="A", terms=["kidney"])
+        else:
+            export_monai(rel, out, terms=["kidney"])
+    assert len(calls) == 2
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_monai_exports_into_an_existing_folder_once(rel: Path, tmp_path: Path) -> None:
+    out = tmp_path / "monai"
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's")
+    rep = export_monai(rel, out, terms=["liver"])
+    assert sorted(p.name for p in out.iterdir()) == ["datalist.json", "images", "keep.txt", "labels"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{c}.nii.gz" for c in sorted(rep.cases)]
+    with pytest.raises(ConfigError, match="the folder already holds images, labels, datalist.json"):
+        export_monai(rel, out, terms=["liver"])
