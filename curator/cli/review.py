@@ -69,5 +69,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             msg = msg[len(cid) + 2:] if cid and msg.startswith(f"{cid}: ") else msg  # the line names the case already
             err.print(f"[yellow]![/] {escape(f'{cid}: [{kind}] {msg}')}", highlight=False)
         err.print(f"[green]✓[/] imported {len(done)} revised case(s)", highlight=False)
+        if not done and not problems:
+            err.print(f"[yellow]note[/] no case folder of {escape(str(folder))} holds a revised.nii.gz yet: reviewers "
+                      "save each corrected label as <case>/revised.nii.gz", highlight=False)
         if problems:
             raise typer.Exit(1)

@@ -245,8 +245,31 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     return rows, terms
 
 
+def revised_cases(folder: Path) -> list[Path]:
+    """The case folders of the review export ``folder`` that hold a revision (``revised.nii.gz``;
+    none yet is no error). A ``ConfigError`` saying what was expected when ``folder`` is not a
+    review export, or one written without editable labels (a release's ``review/`` folder)."""
+    if not folder.is_dir():
+        raise ConfigError("config_error", "no such folder", path=str(folder),
+                          remedy="give the folder `curator review export` wrote")
+    cases = sorted(p for p in folder.iterdir() if p.is_dir())
+    revised = [p for p in cases if (p / "revised.nii.gz").exists()]
+    if revised or any((p / "codes.json").is_file() for p in cases):
+        return revised
+    save = "then save each corrected label as <case>/revised.nii.gz"
+    if (folder / "worklist.csv").is_file():
+        raise ConfigError("config_error", "this review export holds previews only, no labels to edit (no "
+                          "<case>/codes.json)", path=str(folder),
+                          remedy=f"export editable labels from the workspace (`curator review export pipeline.yaml "
+                                 f"-o FOLDER`), {save}")
+    raise ConfigError("config_error", "not a review export: it holds no worklist.csv, no <case>/codes.json and no "
+                      "<case>/revised.nii.gz", path=str(folder),
+                      remedy=f"give the folder `curator review export` wrote, {save}")
+
+
 def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """Import every ``<folder>/<case_id>/revised.nii.gz``; returns (imported case ids, problem rows).
+    A folder that is not a review export is refused (:func:`revised_cases`).
 
     ``workspace`` is a :class:`~curator.workspace.Workspace`; the ``_labels_revised`` table is
     rewritten with the new rows replacing those of the imported cases.
@@ -255,13 +278,14 @@ def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[st
     from curator.runner.stage import problem_row
     from curator.schema import to_arrow
 
+    revised = revised_cases(folder)
     cases = workspace.read_table("cases")
     dataset = {r["case_id"]: r["dataset"] for r in (cases.to_pylist() if cases is not None else [])}
     old = workspace.read_table("_labels_revised")
     rows = old.to_pylist() if old is not None else []
     done: list[str] = []
     problems: list[dict[str, Any]] = []
-    for case_dir in sorted(p for p in folder.iterdir() if (p / "revised.nii.gz").exists()):
+    for case_dir in revised:
         cid = case_dir.name
         try:
             if cid not in dataset:

@@ -59,3 +59,30 @@ def test_review_export_onto_a_file_is_a_clear_error(pipeline: Path, tmp_path: Pa
     res = curator("review", "export", str(pipeline), "-o", str(pipeline))
     assert res.returncode == 2, res.stderr
     assert "this is a file, but a folder is to be written here" in " ".join(res.stderr.split()), res.stderr
+
+
+def test_review_import_of_a_folder_that_is_no_review_export_fails(pipeline: Path, tmp_path: Path) -> None:
+    """An empty folder or a dedup report said "imported 0 revised case(s)" and exited 0."""
+    from curator.errors import ConfigError
+    from curator.pseudolabel.review import import_review
+
+    empty, dedup, previews, export = (tmp_path / n for n in ("empty", "dedup-report", "previews", "export"))
+    for folder in (empty, dedup, previews / "case_1", export / "case_1"):
+        folder.mkdir(parents=True)
+    (dedup / "index.html").write_text("<html></html>")
+    (dedup / "dup-1.png").write_bytes(b"\x89PNG")
+    for folder in (previews, export):  # a release's review folder: worklist and previews only
+        (folder / "worklist.csv").write_text("review_rank,case_id\n1,case_1\n")
+        (folder / "case_1" / "preview_liver.png").write_bytes(b"\x89PNG")
+    (export / "case_1" / "codes.json").write_text('{"1": ["liver"]}')  # editable, not revised yet
+    nothing = "not a review export: it holds no worklist.csv, no <case>/codes.json and no <case>/revised.nii.gz"
+    for folder, says in ((empty, nothing), (dedup, "not a review export"),
+                         (previews, "this review export holds previews only, no labels to edit")):
+        res = curator("review", "import", str(pipeline), str(folder))
+        said = " ".join(res.stderr.split())
+        assert res.returncode == 2 and says in said and "imported" not in said, res.stderr
+        with pytest.raises(ConfigError, match="review export"):
+            import_review(Workspace(tmp_path / "ws"), folder)
+    res = curator("review", "import", str(pipeline), str(export))
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 0 and "imported 0 revised case(s)" in said and "holds a revised.nii.gz yet" in said, said
