@@ -83,12 +83,23 @@ def _ident(text: str) -> str:
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:analyze\s+)?", re.IGNORECASE)
 
 
+def _statements(query: str) -> list[duckdb.Statement]:
+    """The query's statements; a syntax error is the query's fault (a ``query_error``), not a bug."""
+    try:
+        return duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise ReleaseError("query_error", str(e).splitlines()[0],
+                           remedy="fix the SQL (DuckDB syntax: text in single quotes, e.g. dataset = 'KiTS23'; "
+                                  "a name with spaces in double quotes)") from e
+
+
 def check_read_only(query: str) -> None:
-    """Refuse anything but SELECT statements (COPY, ATTACH, SET, CREATE, ... are refused)."""
-    for st in duckdb.extract_statements(query):
+    """Refuse anything but SELECT statements (COPY, ATTACH, SET, CREATE, ... are refused) and SQL
+    that does not parse."""
+    for st in _statements(query):
         kind = st.type
         if kind == duckdb.StatementType.EXPLAIN:
-            inner = duckdb.extract_statements(_EXPLAIN.sub("", st.query, count=1))
+            inner = _statements(_EXPLAIN.sub("", st.query, count=1))
             kind = inner[0].type if len(inner) == 1 else duckdb.StatementType.INVALID
         if kind != duckdb.StatementType.SELECT:
             raise ReleaseError("query_error", f"only SELECT queries run on a release, not {st.type.name}",

@@ -71,6 +71,8 @@ def test_query_table_rounds_floats_and_expands_wide_rows(demo: Path) -> None:
 def test_bad_sql_and_missing_release_are_clear_errors(demo: Path, tmp_path: Path) -> None:
     res = curator("query", str(demo), "select * from nope")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "tables:" in res.stderr
+    res = curator("query", str(demo), "selec * from cases")  # a syntax error is the query's, not a bug
+    assert res.returncode == 2 and "syntax error" in res.stderr and "internal error" not in res.stderr
     res = curator("query", str(tmp_path), "select 1")
     assert res.returncode == 2 and "release.json" in res.stderr and "Traceback" not in res.stderr
 

@@ -283,6 +283,13 @@ def test_loader_and_exports_refuse_what_cannot_be_meant(tiny: Tiny, tmp_path) ->
     with pytest.raises(ReleaseError, match="query_error|Referenced column") as e:
         PatchDataset(tiny.release, terms=[term_id("liver")], where="no_such_column = 1")
     assert e.value.kind == "query_error"
+    for make in (lambda: PatchDataset(tiny.release, terms=[liver], where="nonsense ==="),  # a syntax error:
+                 lambda: export_nnunet(tiny.release, tmp_path / "n", dataset_id=8, name="S", terms=[liver],
+                                       where="nonsense ==="),
+                 lambda: export_monai(tiny.release, tmp_path / "m", terms=[liver], where="nonsense ===")):
+        with pytest.raises(ReleaseError, match="syntax error") as e:  # the user's, not a raw ParserException
+            make()
+        assert e.value.kind == "query_error" and "fix the SQL" in str(e.value)
     export_nnunet(tiny.release, tmp_path / "raw", dataset_id=9, name="A", terms=[term_id("liver")])
     with pytest.raises(ReleaseError, match="id 9 is taken by Dataset009_A"):
         export_nnunet(tiny.release, tmp_path / "raw", dataset_id=9, name="B", terms=[term_id("liver")])

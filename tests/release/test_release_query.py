@@ -54,6 +54,18 @@ def test_check_read_only_statement_kinds() -> None:
             check_read_only(bad)
 
 
+def test_sql_that_does_not_parse_is_a_query_error(demo: Path) -> None:
+    """A typo is the user's error (a ReleaseError with a remedy), not DuckDB's raw ParserException."""
+    rel = Release(demo / "releases" / "demo" / "0.1.0")
+    for bad in ("selec * from cases", "select * from cases where nonsense ===", "explain selec 1"):
+        with pytest.raises(ReleaseError, match="syntax error") as e:
+            rel.sql(bad)
+        assert e.value.kind == "query_error" and "fix the SQL" in str(e.value)
+        assert isinstance(e.value.__cause__, duckdb.ParserException)
+    with pytest.raises(ReleaseError, match="syntax error"):
+        check_read_only("selec 1")
+
+
 def test_the_taxonomy_is_a_table_of_the_release(demo: Path) -> None:
     """Hierarchy and synonym queries need nothing but the release: the terms table."""
     from curator.taxonomy import load_taxonomy
