@@ -29,9 +29,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.release.query import Release
 
         rel = Release(release)
-        res = rel.sql(sql)
-        if res is None:
-            return
+        res = rel.sql(sql)  # one SELECT: an empty query or several statements are refused
         try:
             rows = res.fetchall()
         except duckdb.Error as e:  # raised while running (e.g. a failed cast), not while binding

@@ -94,9 +94,11 @@ def _statements(query: str) -> list[duckdb.Statement]:
 
 
 def check_read_only(query: str) -> None:
-    """Refuse anything but SELECT statements (COPY, ATTACH, SET, CREATE, ... are refused) and SQL
-    that does not parse."""
-    for st in _statements(query):
+    """Refuse anything but one SELECT statement: COPY, ATTACH, SET, CREATE, ... are refused, and so
+    are SQL that does not parse, an empty query and several statements (DuckDB would run them all
+    and return the last one's rows only)."""
+    statements = _statements(query)
+    for st in statements:
         kind = st.type
         if kind == duckdb.StatementType.EXPLAIN:
             inner = _statements(_EXPLAIN.sub("", st.query, count=1))
@@ -105,6 +107,14 @@ def check_read_only(query: str) -> None:
             raise ReleaseError("query_error", f"only SELECT queries run on a release, not {st.type.name}",
                                remedy="releases are read-only: query with SELECT, then save results "
                                       "yourself (e.g. `curator query ... --format csv > out.csv`)")
+    if not statements:
+        raise ReleaseError("query_error", "the query holds no SQL statement (it is empty or only comments)",
+                           remedy='give one SELECT, e.g. "select count(*) from cases"')
+    if len(statements) > 1:
+        raise ReleaseError("query_error", f"the query holds {len(statements)} statements; one runs at a time "
+                           "(only the last one's rows would come back)",
+                           remedy="run each SELECT on its own, or combine them into one (UNION ALL, a join, "
+                                  "a WITH clause)")
 
 
 class Release:
@@ -150,7 +160,7 @@ class Release:
         return self.connect()
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Run a read-only query (SELECT / EXPLAIN SELECT); every table of the release is a view.
+        """Run one read-only query (SELECT / EXPLAIN SELECT); every table of the release is a view.
         DuckDB's errors (syntax, unknown column, denied file access) come back as
         :class:`~curator.errors.ReleaseError` of kind ``query_error``."""
         check_read_only(query)

@@ -73,6 +73,10 @@ def test_bad_sql_and_missing_release_are_clear_errors(demo: Path, tmp_path: Path
     assert res.returncode == 2 and "Traceback" not in res.stderr and "tables:" in res.stderr
     res = curator("query", str(demo), "selec * from cases")  # a syntax error is the query's, not a bug
     assert res.returncode == 2 and "syntax error" in res.stderr and "internal error" not in res.stderr
+    res = curator("query", str(demo), "select 1 as a; select 2 as b")  # not the last result alone, silently
+    assert res.returncode == 2 and "2 statements" in res.stderr and not res.stdout
+    res = curator("query", str(demo), "")  # not exit 0 with no output
+    assert res.returncode == 2 and "no SQL statement" in res.stderr
     res = curator("query", str(tmp_path), "select 1")
     assert res.returncode == 2 and "release.json" in res.stderr and "Traceback" not in res.stderr
 

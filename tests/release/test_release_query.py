@@ -52,6 +52,13 @@ def test_check_read_only_statement_kinds() -> None:
     for bad in ("pragma version", "call pragma_version()", "export database 'x'", "copy cases to 'x'"):
         with pytest.raises(ReleaseError):
             check_read_only(bad)
+    for several in ("select 1 as a; select 2 as b", "select 1; explain select 2"):  # only the last would show
+        with pytest.raises(ReleaseError, match="holds 2 statements; one runs at a time"):
+            check_read_only(several)
+    for empty in ("", "  ;  ", "/* nothing */"):
+        with pytest.raises(ReleaseError, match="no SQL statement"):
+            check_read_only(empty)
+    check_read_only("select 1;")  # one statement and its semicolon
 
 
 def test_sql_that_does_not_parse_is_a_query_error(demo: Path) -> None:
