@@ -41,7 +41,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("verify")
     @handle_errors
     def verify(release: ReleaseArg, fmt: ReportOpt = ReportFormat.table,
-               limit: Annotated[int, typer.Option(help="max paths listed per kind")] = 50) -> None:
+               limit: Annotated[int, typer.Option(min=0, help="max paths listed per kind")] = 50) -> None:
         """Re-check every file checksum, every store's content hash and the dataset card.
 
         Exit code 0 when the release is intact, 1 when anything changed.
@@ -69,7 +69,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def diff(a: ReleaseArg,
              b: Annotated[Path | None, typer.Argument(help="newer release (default: compare A with its parent)")] = None,
              fmt: ReportOpt = ReportFormat.table,
-             limit: Annotated[int, typer.Option(help="max rows listed per kind")] = 50) -> None:
+             limit: Annotated[int, typer.Option(min=0, help="max rows listed per kind")] = 50) -> None:
         """What changed from release A to release B: cases, labels, QC, duplicates, splits, schema, lineage."""
         from curator.errors import ReleaseError
         from curator.release.diff import diff_releases

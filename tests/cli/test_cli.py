@@ -81,6 +81,17 @@ def test_bad_sql_and_missing_release_are_clear_errors(demo: Path, tmp_path: Path
     assert res.returncode == 2 and "release.json" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_negative_limits_are_refused(demo: Path) -> None:
+    """--limit -1 printed '(showing -1 of 22 rows …)' and dropped the last row (verify and diff: their
+    last item, then '... and N+1 more'); 0 still prints the header alone."""
+    for args in (("query", str(demo), "select case_id from cases"), ("verify", str(demo)),
+                 ("diff", str(demo), str(demo))):
+        res = curator(*args, "--limit", "-1")
+        assert res.returncode == 2 and "Invalid value for '--limit'" in res.stderr and not res.stdout, res.stderr
+    res = curator("query", str(demo), "select case_id from cases", "--limit", "0")
+    assert res.returncode == 0 and "(showing 0 of" in res.stderr and "case_id" in res.stdout
+
+
 def test_sources_list_json_and_show() -> None:
     res = curator("sources", "list", "--format", "json")
     data = json.loads(res.stdout)
