@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from curator.errors import ConfigError
 from curator.release.query import Release
@@ -125,8 +125,7 @@ def diff_table(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], ignore: set[st
     return out
 
 
-def _schema_changes(a: Path, b: Path) -> dict[str, list[Any]]:
-    sa, sb = pq.read_schema(a), pq.read_schema(b)
+def _schema_changes(sa: pa.Schema, sb: pa.Schema) -> dict[str, list[Any]]:
     ta = {f.name: str(f.type) for f in sa}
     tb = {f.name: str(f.type) for f in sb}
     out: dict[str, list[Any]] = {
@@ -170,17 +169,15 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
     d.tables_added, d.tables_removed = sorted(nb - na), sorted(na - nb)
     frames: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
     for name in sorted(na & nb):
-        pa_, pb_ = ra.path / f"{name}.parquet", rb.path / f"{name}.parquet"
-        sch = _schema_changes(pa_, pb_)
+        sch = _schema_changes(ra.schema(name), rb.schema(name))  # a damaged file: a release_corrupt error naming it
         if sch:
             d.schema[name] = sch
-        fa, fb = pl.read_parquet(pa_, glob=False), pl.read_parquet(pb_, glob=False)
+        fa, fb = ra.table(name), rb.table(name)
         frames[name] = (fa, fb)
         d.tables[name] = diff_table(fa, fb, _keys_for(name, fa.columns, fb.columns), RELATIVE_COLUMNS.get(name))
     if "labels" in frames:
         _qc(d, *frames["labels"])
-    _dups(d, *(pl.read_parquet(r.path / "duplicates.parquet", glob=False) if "duplicates" in n else None
-               for r, n in ((ra, na), (rb, nb))))
+    _dups(d, *(r.table("duplicates") if "duplicates" in n else None for r, n in ((ra, na), (rb, nb))))
     if "splits" in frames:
         sa, sb = frames["splits"]
         j = sa.select("case_id", a="split").join(sb.select("case_id", b="split"), on="case_id")

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -24,9 +26,14 @@ import polars as pl
 from curator.errors import ReleaseError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from curator.taxonomy.model import Taxonomy
 
+log = logging.getLogger("curator")
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
+_T = TypeVar("_T")
+_MISSING_TABLE = re.compile(r"Table with name (.+) does not exist!")  # DuckDB's CatalogException
 
 
 def resolve_release(path: str | Path) -> Path:
@@ -120,6 +127,9 @@ def check_read_only(query: str) -> None:
 class Release:
     def __init__(self, path: str | Path) -> None:
         self.path = resolve_release(path)
+        # tables whose Parquet file DuckDB could not open (damaged: cut short, overwritten), with
+        # DuckDB's reason; :meth:`connect` leaves them out so the other tables stay queryable
+        self.unreadable: dict[str, str] = {}
 
     @functools.cached_property
     def info(self) -> dict[str, Any]:
@@ -145,14 +155,20 @@ class Release:
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with every table as a view over its Parquet file; file-system access
         is limited to those files and the configuration is locked. (Use :meth:`sql` for untrusted
-        query text: it also refuses statements other than SELECT.)"""
+        query text: it also refuses statements other than SELECT.) A table whose file cannot be
+        opened gets no view: it is logged as a warning and listed in :attr:`unreadable`."""
         files = {name: (self.path / f"{name}.parquet").resolve() for name in self.table_names()}
         con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         con.execute(f"SET allowed_paths = [{', '.join(_literal(str(f)) for f in files.values())}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         for name, f in files.items():
-            con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet({_literal(str(f))})")
+            try:
+                con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet({_literal(str(f))})")
+            except duckdb.Error as e:  # one damaged file must not take every other table down with it
+                self.unreadable[name] = str(e).splitlines()[0]
+                log.warning("%s: table %r cannot be read; the other tables can be queried (run `curator verify "
+                            "%s` to see which files changed)", self.path / f"{name}.parquet", name, self.path)
         return con
 
     @functools.cached_property
@@ -162,21 +178,46 @@ class Release:
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Run one read-only query (SELECT / EXPLAIN SELECT); every table of the release is a view.
         DuckDB's errors (syntax, unknown column, denied file access) come back as
-        :class:`~curator.errors.ReleaseError` of kind ``query_error``."""
+        :class:`~curator.errors.ReleaseError` of kind ``query_error``; a query on a table whose file
+        is damaged (see :meth:`connect`) as one of kind ``release_corrupt`` naming the file."""
         check_read_only(query)
         try:
             return self._con.sql(query)
         except duckdb.Error as e:  # the user's SQL (or a --where clause): say so, not "a bug in curator"
+            missing = _MISSING_TABLE.search(str(e)) if isinstance(e, duckdb.CatalogException) else None
+            damaged = {n.casefold(): n for n in self.unreadable}
+            if missing and missing.group(1).casefold() in damaged:  # the table has no view: its file is damaged
+                name = damaged[missing.group(1).casefold()]
+                raise self._unreadable(name, self.unreadable[name]) from e
             raise ReleaseError("query_error", str(e).splitlines()[0], path=str(self.path),
                                remedy=f"tables: {', '.join(self.table_names())} (`describe <table>` lists "
                                       "columns; qualify a column two tables share, e.g. c.modality)") from e
 
     def table(self, name: str) -> pl.DataFrame:
+        return self._read(name, lambda p: pl.read_parquet(p, glob=False))  # a path may hold [ ] * ?: never a pattern
+
+    def schema(self, name: str) -> pa.Schema:
+        """A table's Arrow schema (column names and types, from its Parquet footer alone)."""
+        import pyarrow.parquet as pq
+
+        return self._read(name, pq.read_schema)
+
+    def _read(self, name: str, read: Callable[[Path], _T]) -> _T:
         p = self.path / f"{name}.parquet"
         if not p.exists():
             raise ReleaseError("release_error", f"the release has no table {name!r}", path=str(self.path),
                                remedy=f"tables: {self.table_names()}")
-        return pl.read_parquet(p, glob=False)  # a path may hold [ ] * ?: never a pattern
+        try:
+            return read(p)
+        except (pl.exceptions.PolarsError, OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise self._unreadable(name, str(e).splitlines()[0]) from e
+
+    def _unreadable(self, name: str, reason: str) -> ReleaseError:
+        """The error for a table whose file is damaged (it names the file; verify says what changed)."""
+        return ReleaseError("release_corrupt", f"table {name!r} cannot be read ({reason})",
+                            path=str(self.path / f"{name}.parquet"),
+                            remedy=f"run `curator verify {self.path}` to see which files changed, then restore "
+                                   "them from an intact copy of the release or build the release again")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles without its DuckDB connection and rebuilt taxonomy (a DataLoader worker

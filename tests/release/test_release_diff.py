@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from curator.errors import ReleaseError
 from curator.release.diff import diff_releases, diff_table
 from curator.schema import to_arrow
 from curator.workspace import Workspace
@@ -85,3 +88,16 @@ def test_diff_reports_schema_changes(demo: Path) -> None:
     assert d.schema == {"cases": {"added": ["scanner_site"], "removed": ["bmi"],
                                   "retyped": [["age_years", "double", "float"]]}}
     assert d.tables["cases"].changed == []  # values of the common, same-typed columns are unchanged
+
+
+def test_diff_with_a_damaged_table_names_the_file(demo: Path) -> None:
+    """A cut qc.parquet made `curator diff` an internal error (pyarrow's ArrowInvalid)."""
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    damaged = coll / "0.1.1" / "qc.parquet"
+    os.truncate(damaged, 100)
+    for a, b in ((coll / "0.1.0", coll / "0.1.1"), (coll / "0.1.1", coll / "0.1.0")):
+        with pytest.raises(ReleaseError, match="table 'qc' cannot be read") as e:
+            diff_releases(a, b)
+        assert e.value.kind == "release_corrupt" and e.value.path == str(damaged)
+        assert e.value.remedy and "curator verify" in e.value.remedy

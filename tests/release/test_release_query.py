@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from pathlib import Path
 
 import duckdb
@@ -71,6 +73,27 @@ def test_sql_that_does_not_parse_is_a_query_error(demo: Path) -> None:
         assert isinstance(e.value.__cause__, duckdb.ParserException)
     with pytest.raises(ReleaseError, match="syntax error"):
         check_read_only("selec 1")
+
+
+def test_a_damaged_table_is_named_and_the_others_stay_queryable(demo: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every table's view was created up front: one cut Parquet file made every query fail (a
+    query_error about another table). Now the damaged table alone is left out, with a warning,
+    and reading it is a release_corrupt error naming the file and `curator verify`."""
+    rel = Release(demo / "releases" / "demo" / "0.1.0")
+    damaged = rel.path / "qc.parquet"
+    os.truncate(damaged, 100)
+    with caplog.at_level(logging.WARNING, logger="curator"):
+        n = rel.sql("select count(*) from cases").fetchall()[0][0]
+    assert n == rel.table("cases").height and list(rel.unreadable) == ["qc"]
+    assert f"{damaged}: table 'qc' cannot be read" in caplog.text and "curator verify" in caplog.text
+    for read in (lambda: rel.sql("select count(*) from QC"), lambda: rel.sql("describe qc"),
+                 lambda: rel.sql("select * from cases join qc using (case_id)"),
+                 lambda: rel.table("qc"), lambda: rel.schema("qc")):
+        with pytest.raises(ReleaseError, match="table 'qc' cannot be read") as e:
+            read()
+        assert e.value.kind == "release_corrupt" and e.value.path == str(damaged)
+        assert e.value.remedy and "curator verify" in e.value.remedy
+    assert rel.sql("with qc as (select 1 as x) select x from qc").fetchall() == [(1,)]  # a CTE, not the table
 
 
 def test_the_taxonomy_is_a_table_of_the_release(demo: Path) -> None:

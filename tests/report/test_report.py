@@ -141,6 +141,24 @@ needs_browser = pytest.mark.skipif(browser.available() is not None, reason=str(b
 
 
 @needs_browser
+def test_cli_report_of_a_damaged_release_names_the_file(release: Path, tmp_path: Path) -> None:
+    """A cut qc.parquet was an internal error (Polars' ComputeError); the report needs every table
+    (a missing section would read as 'nothing to report'), so it stops and names the file."""
+    import os
+    import shutil
+
+    from curator.cli import app
+
+    copy = tmp_path / "copy"
+    shutil.copytree(release, copy, symlinks=True)
+    os.truncate(copy / "qc.parquet", 100)
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(app, ["report", str(copy), "--out", str(out)])
+    flat = "".join(res.output.split())  # rich wraps the message (and may fold the long path)
+    assert res.exit_code == 2 and "[release_corrupt]" in flat and f"{copy / 'qc.parquet'}:" in flat, res.output
+    assert "curatorverify" in flat and not out.exists()
+
+
 def test_report_renders_in_headless_chromium(release: Path) -> None:
     page = browser.check_page(release / "report.html")
     assert page.title.startswith("QC report")
