@@ -12,7 +12,7 @@ from typing import Any, cast
 import numpy as np
 
 from curator.config import StageConfig
-from curator.errors import CuratorError, InputError
+from curator.errors import ConfigError, CuratorError, InputError
 from curator.ingest import core
 from curator.ingest.coverage import Coverage
 from curator.ingest.metadata import load_metadata
@@ -29,6 +29,13 @@ from curator.workspace import ChecksumCache
 class IngestConfig(StageConfig):
     geometry_tolerance_mm: float = 0.01
     max_voxels: int = DEFAULT_MAX_VOXELS
+
+    def __post_init__(self) -> None:
+        if self.geometry_tolerance_mm < 0:  # -1 warned "qform/sform up to 0 mm apart" on every case
+            raise ConfigError("config_error", f"stages.ingest.geometry_tolerance_mm = {self.geometry_tolerance_mm}; "
+                              "give 0 or more millimetres (default 0.01)")
+        if self.max_voxels < 1:
+            raise ConfigError("config_error", f"stages.ingest.max_voxels = {self.max_voxels}; give a positive number")
 
 
 def _display(source: str, root: Path, path: str | None) -> str | None:

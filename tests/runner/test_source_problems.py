@@ -72,6 +72,15 @@ def test_malformed_sections_are_config_errors(tmp_path: Path, section: str, valu
         PipelineConfig.load(p)
 
 
+@pytest.mark.parametrize(("setting", "value"), [("geometry_tolerance_mm", -1.0), ("max_voxels", 0)])
+def test_impossible_ingest_settings_are_refused(tmp_path: Path, setting: str, value: Any) -> None:
+    """geometry_tolerance_mm: -1 put a 'qform/sform up to 0 mm apart' warning on every case."""
+    pipe = make_pipeline(tmp_path, _sources(tmp_path)[:1], stages={"ingest": {setting: value}})
+    with pytest.raises(ConfigError, match=f"stages.ingest.{setting} = {value}"):
+        run(pipe, stages=["ingest"])
+    assert not (tmp_path / "workspace" / "stages" / "ingest" / "stage.json").exists()
+
+
 def test_an_unreachable_dask_scheduler_is_a_config_error() -> None:
     from curator.runner.executors import DaskExecutor
 
