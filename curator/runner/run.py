@@ -149,16 +149,17 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     errors = [p for p in extra if p["severity"] == "error"]  # an invalid dataset YAML, a duplicate file...
     report.errors = len(errors)
     report.warnings += len(extra) - len(errors)
-    ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
     if config.on_bad_case in ("warn", "error"):
         for p in extra:  # said, not only stored: a whole source can be in one of these rows
             log.log(logging.ERROR if p["severity"] == "error" else logging.WARNING, "%s [%s] %s",
                     p.get("path") or p.get("dataset") or stage_cls.name, p["kind"], p["message"])
-    if config.on_bad_case == "error" and errors:
+    if config.on_bad_case == "error" and errors:  # as a failed case: the problems are kept, the tables are not
+        ws.write_table(f"problems__{stage_cls.name}", _problems_table(ordered, extra))
         what, _, todo = errors[0]["message"].partition(". What to do: ")
         raise StageError("stage_error", f"stage {stage_cls.name} stopped at {errors[0].get('path') or 'its plan'}: "
                          f"{what}", remedy=f"{todo or 'fix the input'}; or set on_bad_case: warn to record it "
                          "as a problem and continue")
+    ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
     report.seconds = time.perf_counter() - t0
     atomic_write_json(ws.stage_dir(stage_cls.name) / "stage.json", {
         "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,

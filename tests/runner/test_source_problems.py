@@ -42,6 +42,8 @@ def test_source_errors_stop_a_strict_run(tmp_path: Path) -> None:
     pipe = make_pipeline(tmp_path, _sources(tmp_path)[:1], stages={"ingest": {"on_bad_case": "error"}})
     with pytest.raises(StageError, match="no_such_folder: the source root is not a folder"):
         run(pipe, stages=["ingest"])
+    tables = tmp_path / "workspace" / "tables"  # the problem is kept; the stopped stage's tables are not written
+    assert (tables / "problems__ingest.parquet").exists() and not (tables / "cases.parquet").exists()
 
 
 def test_a_run_that_found_no_case_writes_no_release(tmp_path: Path) -> None:
