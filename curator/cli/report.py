@@ -20,8 +20,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                stores: Annotated[list[Path] | None, typer.Option(
                    "--stores", help="extra folder(s) of <case_id>.zarr stores for the gallery (e.g. workspace/stores)")
                ] = None,
-               max_gallery: Annotated[int, typer.Option(help="flagged labels drawn in the gallery")] = 24,
-               max_terms: Annotated[int, typer.Option(help="terms with distribution and scatter plots")] = 12,
+               max_gallery: Annotated[int, typer.Option(min=0, help="flagged labels drawn in the gallery")] = 24,
+               max_terms: Annotated[int, typer.Option(min=0, help="terms with distribution and scatter plots")] = 12,
                ) -> None:
         """Write a self-contained HTML QC report (inline images; opens offline)."""
         from curator.report import write_report

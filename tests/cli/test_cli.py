@@ -90,6 +90,9 @@ def test_negative_limits_are_refused(demo: Path) -> None:
         assert res.returncode == 2 and "Invalid value for '--limit'" in res.stderr and not res.stdout, res.stderr
     res = curator("query", str(demo), "select case_id from cases", "--limit", "0")
     assert res.returncode == 0 and "(showing 0 of" in res.stderr and "case_id" in res.stdout
+    for option in ("--max-gallery", "--max-terms"):  # the report's counts too
+        res = curator("report", str(demo), "-o", str(demo.parent / "r.html"), option, "-1")
+        assert res.returncode == 2 and f"Invalid value for '{option}'" in res.stderr, res.stderr
 
 
 def test_sources_list_json_and_show() -> None:
