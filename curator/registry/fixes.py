@@ -13,8 +13,10 @@ defect (``dataset`` or ``SAT-DS``); ``verified`` — false when the defect is on
 SAT-DS's code and has not been checked on the files.
 
 Ingest applies the label fixes (``label_flip``, ``label_rot90``, ``label_geometry``) before it
-compares a label with its image; ``intensity_offset``, ``image_flip`` and ``image_geometry``
-are for the stage that writes image arrays (preprocess), via :func:`apply_array_fixes`.
+compares a label with its image; ``intensity_offset`` and ``image_flip`` are for the stage that
+writes image arrays (preprocess), via :func:`apply_array_fixes`. (There is no ``image_geometry``:
+it was accepted and documented but nothing applied it; no dataset needs an image to take its
+label's grid.)
 
 >>> import numpy as np
 >>> a = np.arange(4).reshape(2, 2, 1)
@@ -40,7 +42,6 @@ FIX_KINDS: dict[str, dict[str, str]] = {
     "label_flip": {"axes": "array axes of the label to reverse"},
     "label_rot90": {"k": "quarter turns (numpy.rot90 sense)", "axes": "the two array axes of the turn"},
     "label_geometry": {"from": "'image': the label takes the image's grid (same shape after array fixes)"},
-    "image_geometry": {"from": "'label': the image takes the label's grid"},
 }
 OPTIONAL: dict[str, dict[str, str]] = {
     "label_geometry": {"slices": "'image_file_names': a label stored as one image per slice (PNG) numbers its "
@@ -48,7 +49,7 @@ OPTIONAL: dict[str, dict[str, str]] = {
 }
 SLICE_ORDERS = ("image_file_names",)
 TARGET = {"intensity_offset": "image", "image_flip": "image", "label_flip": "label", "label_rot90": "label",
-          "label_geometry": "label", "image_geometry": "image"}
+          "label_geometry": "label"}
 
 
 def validate_fixes(fixes: Any) -> list[tuple[str, str, str]]:
@@ -82,10 +83,8 @@ def validate_fixes(fixes: Any) -> list[tuple[str, str, str]]:
             out.append((f"{loc}.axes", "value", "label_rot90 needs exactly two axes"))
         if name == "intensity_offset" and not isinstance(params.get("value"), (int, float)):
             out.append((f"{loc}.value", "type", "value must be a number"))
-        if name in ("label_geometry", "image_geometry"):
-            want = "image" if name == "label_geometry" else "label"
-            if params.get("from") != want:
-                out.append((f"{loc}.from", "value", f"{name} can only take its grid from the {want}"))
+        if name == "label_geometry" and params.get("from") != "image":
+            out.append((f"{loc}.from", "value", "label_geometry can only take its grid from the image"))
         if "slices" in params and params["slices"] not in SLICE_ORDERS:
             out.append((f"{loc}.slices", "value", f"slices must be one of {list(SLICE_ORDERS)}"))
     return out

@@ -52,6 +52,9 @@ def test_fixes_are_validated() -> None:
     assert kinds == ["regex", "type", "unknown_key", "value", "value", "value"]
     _, issues = spec(fixes={"label_flip": {}})
     assert [i.kind for i in issues] == ["missing"]
+    # documented but never applied: a dataset declaring it would have been read unfixed, silently
+    assert [(loc, k) for loc, k, _ in validate_fixes({"image_geometry": {"from": "label"}})] == [
+        ("fixes.image_geometry", "unknown_key")]
 
 
 def test_array_fixes_flip_rotate_and_offset_without_wrapping() -> None:
