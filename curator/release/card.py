@@ -292,9 +292,10 @@ def render_card(builder: ReleaseBuilder, sources: list[dict[str, Any]] | None = 
 
 def release_step(builder: ReleaseBuilder) -> None:
     """Write ``DATASET_CARD.md`` into the release and check its structure."""
-    sources = _sources(builder, builder.tables.scan("cases"))
+    cases = builder.tables.scan("cases")
+    sources = _sources(builder, cases)
     text = render_card(builder, sources)
-    datasets = builder.tables.scan("cases").select(pl.col("dataset").unique()).collect()["dataset"]
+    datasets = cases.select(pl.col("dataset").unique()).collect()["dataset"]
     issues = check_card(text, set(datasets.to_list()), builder.tables.num_rows("cases"))
     if issues:
         raise ReleaseError("card_invalid", "the generated dataset card is malformed: " + "; ".join(issues),

@@ -15,6 +15,7 @@ to use them anyway.
 
 from __future__ import annotations
 
+import collections
 import functools
 import warnings
 from collections.abc import Collection, Mapping, Sequence
@@ -131,7 +132,7 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                            remedy=f"give some of {', '.join(LAYERS)}, by priority")
     if not terms:
         raise ReleaseError("release_error", "no terms requested", remedy="give at least one term id")
-    repeated = sorted({t for t in terms if list(terms).count(t) > 1})
+    repeated = sorted(t for t, n in collections.Counter(terms).items() if n > 1)
     if repeated:  # label i + 1 is terms[i]: a second copy makes an empty label, a gap nnU-Net refuses
         raise ReleaseError("release_error", f"term {', '.join(map(repr, repeated))} requested more than once",
                            remedy="give each term id once")

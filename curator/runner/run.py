@@ -135,10 +135,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     if first_error is not None:
         _write_problems(ctx, stage_cls.name, list(results.values()))
         p = next((q for q in first_error.problems if q["severity"] == "error"), first_error.problems[-1])
-        what, _, todo = p["message"].partition(". What to do: ")  # one "What to do:", the case's first
-        raise StageError("stage_error", f"stage {stage_cls.name} stopped at case {first_error.case_id}: {what}",
-                         remedy=f"{todo or 'fix the input'}; or set on_bad_case: warn to record bad cases as "
-                         "problems and continue")
+        raise _stopped(stage_cls.name, f"case {first_error.case_id}", p, "bad cases as problems")
     ordered = [results[t.case_id] for t in tasks if t.case_id in results]
     report.failed = sum(r.failed for r in ordered)
     report.warnings = sum(len(r.problems) for r in ordered if not r.failed)
@@ -155,10 +152,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
                     p.get("path") or p.get("dataset") or stage_cls.name, p["kind"], p["message"])
     if config.on_bad_case == "error" and errors:  # as a failed case: the problems are kept, the tables are not
         ws.write_table(f"problems__{stage_cls.name}", _problems_table(ordered, extra))
-        what, _, todo = errors[0]["message"].partition(". What to do: ")
-        raise StageError("stage_error", f"stage {stage_cls.name} stopped at {errors[0].get('path') or 'its plan'}: "
-                         f"{what}", remedy=f"{todo or 'fix the input'}; or set on_bad_case: warn to record it "
-                         "as a problem and continue")
+        raise _stopped(stage_cls.name, errors[0].get("path") or "its plan", errors[0], "it as a problem")
     ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
     report.seconds = time.perf_counter() - t0
     atomic_write_json(ws.stage_dir(stage_cls.name) / "stage.json", {
@@ -169,6 +163,14 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     })
     log.info(report.line())
     return report
+
+
+def _stopped(stage: str, at: str, row: dict[str, Any], record: str) -> StageError:
+    """The error that stops a stage under ``on_bad_case: error`` at problem ``row`` (its message's
+    one "What to do:" becomes the remedy)."""
+    what, _, todo = row["message"].partition(". What to do: ")
+    return StageError("stage_error", f"stage {stage} stopped at {at}: {what}",
+                      remedy=f"{todo or 'fix the input'}; or set on_bad_case: warn to record {record} and continue")
 
 
 def _check_unique(stage: str, tasks: list[Task]) -> None:
