@@ -12,6 +12,7 @@ from curator.errors import ConfigError, ReleaseError
 from curator.release.build import build_release, check_writable, release_dir
 from curator.runner.context import Context
 from curator.runner.executors import make_executor
+from curator.runner.freshness import stale_reasons
 from curator.runner.run import StageReport, run_stage
 from curator.runner.stage import Stage
 from curator.stages import STAGES, available, configured
@@ -62,6 +63,13 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
                                "already exists", path=str(dest),
                                remedy="releases are immutable: bump `release.version` in pipeline.yaml "
                                "(or run with --no-release)")
+        if stages is not None:  # a subset: the stages left out must be current after it
+            reasons = stale_reasons(ctx, will_run={name for name, _ in chosen})
+            if reasons:
+                raise ReleaseError("release_stale", f"--stages {','.join(stages)} would release out-of-date "
+                                   "tables: " + "; ".join(reasons),
+                                   remedy="add those stages to --stages, run every stage (`curator run "
+                                   "pipeline.yaml`: cached cases are not redone), or run with --no-release")
     return chosen
 
 

@@ -71,7 +71,11 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
     @app.command("release")
     @handle_errors
     def release_cmd(pipeline: PipelineArg) -> None:
-        """Write the release from the workspace's tables (no stage is re-run)."""
+        """Write the release from the workspace's tables (no stage is re-run).
+
+        Refused when a table is out of date with pipeline.yaml: a stage not run, or run under
+        other settings, code or sources, or before a stage it follows ran again.
+        """
         from curator.release.build import build_release
         from curator.runner.context import Context
 

@@ -39,6 +39,7 @@ from curator.release.lineage import (
 )
 from curator.release.tables import TableSet, copy_table
 from curator.runner.context import Context
+from curator.runner.freshness import check_fresh
 from curator.schema import schema_version, table_schema, to_arrow
 from curator.workspace import write_parquet
 
@@ -185,6 +186,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
                            path=str(ctx.workspace.table_path("problems__ingest")),
                            remedy="check each source's `root:` and dataset in pipeline.yaml against the errors "
                            "ingest logged (they are rows of this problems table), then run again")
+    check_fresh(ctx)
     check_writable(dest)  # creates dest.parent
     remove_dead_staging(dest.parent)
     staging = staging_path(dest)

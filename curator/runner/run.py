@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
@@ -21,11 +20,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from curator import __version__
 from curator.errors import StageError, WorkspaceError
 from curator.io.fsutil import atomic_write_json
 from curator.runner.context import Context
 from curator.runner.executors import Executor, make_executor
+from curator.runner.freshness import upstream_runs, write_record
 from curator.runner.stage import CaseResult, Stage, Task
 from curator.schema import to_arrow
 
@@ -87,6 +86,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     if missing:
         raise StageError("stage_error", f"stage {stage_cls.name} needs table(s) {missing}",
                          remedy="run the stage(s) that write them first (e.g. `curator run`)")
+    upstream = upstream_runs(ctx, stage_cls.name)  # what this run's tables are computed from
     tasks = stage.plan()
     _check_unique(stage_cls.name, tasks)
     report.planned = len(tasks)
@@ -155,12 +155,8 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         raise _stopped(stage_cls.name, errors[0].get("path") or "its plan", errors[0], "it as a problem")
     ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
     report.seconds = time.perf_counter() - t0
-    atomic_write_json(ws.stage_dir(stage_cls.name) / "stage.json", {
-        "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,
-        "config": config.to_dict(), "config_hash": config.config_hash(), "planned": report.planned,
-        "failed": report.failed, "tables": report.tables,
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    })
+    write_record(ctx, stage_cls, config, upstream, planned=report.planned, failed=report.failed,
+                 tables=report.tables)
     log.info(report.line())
     return report
 

@@ -58,6 +58,11 @@ class Tiny:
     phantoms: dict[str, tuple[object, object]]  # case id -> (geometry, full label map)
 
 
+def off(*stages: str) -> dict[str, dict[str, bool]]:
+    """``stages:`` settings that disable ``stages`` (a test pipeline that runs only some)."""
+    return {name: {"enabled": False} for name in stages}
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     root = tmp_path_factory.mktemp("tiny")
@@ -82,7 +87,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     cfg = {"workspace": "ws", "registry": [str(root / "kits.yaml"), str(root / "ts.yaml")],
            "sources": [{"dataset": str(root / "kits.yaml"), "root": str(root / "kits")},
                        {"dataset": str(root / "ts.yaml"), "root": str(root / "ts")}],
-           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}},
+           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, **off("dedup", "harmonize", "pseudolabel", "qc")},
            "executor": {"kind": "local", "workers": 1, "progress": False},
            "release": {"root": "releases", "collection": "tiny", "version": "0.1.0"}}
     (root / "pipeline.yaml").write_text(yaml.safe_dump(cfg))

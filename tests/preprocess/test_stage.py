@@ -12,7 +12,7 @@ from curator.pipeline import run_pipeline
 from curator.preprocess.terms import term_id
 from curator.store import CaseStore
 from curator.testing.phantoms import STRUCTURES
-from tests.preprocess.conftest import KITS_YAML, SPACING, Tiny
+from tests.preprocess.conftest import KITS_YAML, SPACING, Tiny, off
 from tests.preprocess.fidelity import fidelity
 
 
@@ -82,7 +82,7 @@ def test_a_case_missing_a_structure_file_gets_no_derived_term_from_it(tiny: Tiny
     yml = tmp_path / "ts.yaml"
     yml.write_text((tiny.root / "ts.yaml").read_text().replace(",\n               kidneys: kidney}", "}"))
     cfg = {"workspace": "ws", "registry": [str(yml)], "sources": [{"dataset": str(yml), "root": str(src)}],
-           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}},
+           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, **off("dedup", "pseudolabel", "qc")},
            "executor": {"kind": "local", "workers": 1, "progress": False},
            "release": {"root": "releases", "collection": "t", "version": "0.1.0"}}
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
@@ -142,7 +142,8 @@ def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) 
     yml = tmp_path / "kits.yaml"
     yml.write_text((tiny.root / "kits.yaml").read_text().replace("3: kidney cyst", "3: toy lesion"))
     cfg = {"workspace": "ws", "registry": [str(yml)], "sources": [{"dataset": str(yml), "root": str(tiny.root / "kits")}],
-           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, "harmonize": {"taxonomy": str(tax)}},
+           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, "harmonize": {"taxonomy": str(tax)},
+                      **off("dedup", "pseudolabel", "qc")},
            "executor": {"kind": "local", "workers": 1, "progress": False},
            "release": {"root": "releases", "collection": "t", "version": "0.1.0"}}
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
@@ -185,7 +186,7 @@ def test_a_label_resampling_erases_is_a_warning_and_unknown_to_the_loader(tmp_pa
     yml = tmp_path / "k.yaml"
     yml.write_text(KITS_YAML + "  ignore: [255]\n")
     cfg = {"workspace": "ws", "registry": [str(yml)], "sources": [{"dataset": str(yml), "root": str(tmp_path / "src")}],
-           "stages": {"preprocess": {"target_spacing_mm": [1, 1, 3]}},
+           "stages": {"preprocess": {"target_spacing_mm": [1, 1, 3]}, **off("dedup", "pseudolabel", "qc")},
            "executor": {"kind": "local", "workers": 1, "progress": False},
            "release": {"root": "releases", "collection": "t", "version": "0.1.0"}}
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))

@@ -11,6 +11,7 @@ from curator.config import PipelineConfig
 from curator.runner.context import Context
 from curator.schema import to_arrow
 from curator.testing.segmodels import band_specs, write_phantom_store
+from curator.testing.stores import record_runs
 from curator.workspace import Workspace
 
 # (case id, dataset, annotated term -> code)
@@ -38,9 +39,13 @@ def phantom_ws(tmp_path: Path):
             write_phantom_store(ws.stores_dir / f"{cid}.zarr", 100 + i, ann)
         ws.write_table("cases", to_arrow("cases", [case_row(c, d) for c, d, _ in CASES]))
         settings = {"models": band_specs(3), "overlap": 0.5, **stage}
-        cfg = PipelineConfig.from_dict({"workspace": str(ws.root), "stages": {"pseudolabel": settings},
+        off = {"enabled": False}  # the workspace is what ingest and preprocess would leave
+        cfg = PipelineConfig.from_dict({"workspace": str(ws.root),
+                                        "stages": {"pseudolabel": settings, "dedup": off, "harmonize": off, "qc": off},
                                         "executor": {"workers": 1, "progress": False},
                                         "release": {"root": str(tmp_path / "releases"), "collection": "t"}})
-        return Context(cfg, ws), settings
+        ctx = Context(cfg, ws)
+        record_runs(ctx, "ingest", "preprocess")
+        return ctx, settings
 
     return make

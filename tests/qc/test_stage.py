@@ -14,12 +14,13 @@ from curator.release.build import build_release
 from curator.release.query import Release
 from curator.runner.context import Context
 from curator.runner.run import run_stage
-from curator.testing.stores import phantom_workspace
+from curator.testing.stores import phantom_workspace, record_runs
 
 
 def context(tmp: Path, **qc: Any) -> Context:
     cfg = PipelineConfig.from_dict({
-        "workspace": str(tmp / "ws"), "stages": {"qc": qc},
+        "workspace": str(tmp / "ws"),
+        "stages": {"qc": qc, "dedup": {"enabled": False}, "pseudolabel": {"enabled": False}},
         "executor": {"kind": "local", "workers": 1, "progress": False},
         "release": {"root": str(tmp / "releases"), "collection": "t", "version": "0.1.0"},
     })
@@ -31,6 +32,7 @@ def qc_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, list[dict
     tmp = tmp_path_factory.mktemp("qc")
     phantom_workspace(tmp / "ws", n_cases=24, broken=(3,), label_only=(5,), missing=(7,), swapped=(9,))
     ctx = context(tmp, min_cohort=12)
+    record_runs(ctx, "ingest", "harmonize", "preprocess")  # what phantom_workspace wrote
     report = run_stage(ctx, QCStage)
     assert report.planned == 23 and report.failed == 0
     return ctx, pq.read_table(ctx.workspace.table_path("qc")).to_pylist()
@@ -107,7 +109,7 @@ def test_override_reincludes(qc_run: tuple[Context, list[dict[str, Any]]], tmp_p
     ov = ctx.workspace.root.parent / "overrides.yaml"
     ov.write_text("- {case_id: Phantom__c003, term: liver, reason: checked by a radiologist}\n"
                   "- {case_id: Phantom__c999, term: liver}\n")
-    ctx2 = Context(ctx.config.replace(stages={"qc": {"min_cohort": 12, "overrides": "overrides.yaml"}}))
+    ctx2 = Context(ctx.config.replace(stages={**ctx.config.stages, "qc": {"min_cohort": 12, "overrides": "overrides.yaml"}}))
     report = run_stage(ctx2, QCStage)
     assert (report.ran, report.cached) == (0, 23)  # overrides are applied in finalize: nothing re-measured
     rows = {(r["case_id"], r["term_id"]): r for r in pq.read_table(ctx.workspace.table_path("qc")).to_pylist()}

@@ -1,0 +1,135 @@
+"""Whether the workspace's tables are what pipeline.yaml would produce now.
+
+Every stage run records in ``stages/<name>/stage.json`` a ``run_id``, the ``run_id`` of each
+earlier enabled stage it ran after (``upstream``), its config hash, its stage version and a
+digest of the sources (:func:`sources_digest`). A stage's tables are out of date when it has
+not run, when its settings, its code's stage version or the sources changed since, or when an
+earlier stage ran again after it (its inputs may have changed: a re-ingested case, a fixed
+label mapping). The stages run in a line (``curator.stages.STAGES``), so "earlier" is that order.
+
+The release refuses out-of-date tables (:func:`check_fresh`): its ``release.json`` states
+pipeline.yaml's settings and sources, and a table computed under others would contradict it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+from curator import __version__
+from curator.errors import ReleaseError
+from curator.io.fsutil import atomic_write_json, sha256_json
+from curator.runner.context import Context
+
+if TYPE_CHECKING:
+    from curator.config import StageConfig
+    from curator.runner.stage import Stage
+
+
+def write_record(ctx: Context, stage_cls: type[Stage], config: StageConfig, upstream: dict[str, str | None],
+                 **fields: Any) -> None:
+    """Write ``stages/<name>/stage.json`` for a finished run of ``stage_cls`` under ``config``,
+    computed from the ``upstream`` runs (:func:`upstream_runs`, taken when the run started)."""
+    atomic_write_json(ctx.workspace.stage_dir(stage_cls.name) / "stage.json", {
+        "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,
+        "config": config.to_dict(), "config_hash": config.config_hash(), "run_id": uuid.uuid4().hex,
+        "upstream": upstream, "sources_digest": sources_digest(ctx), **fields,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    })
+
+
+def stage_record(ctx: Context, name: str) -> dict[str, Any] | None:
+    """The stage's ``stage.json`` (None when it never finished a run here, or it is unreadable)."""
+    path = ctx.workspace.stage_dir(name) / "stage.json"
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def sources_digest(ctx: Context) -> str:
+    """16 hex digits over the configured sources: name, root and dataset spec of each."""
+    return sha256_json({n: [str(s.root), sha256_json(s.spec.to_dict())]
+                        for n, s in sorted(ctx.sources.items())})[:16]
+
+
+def enabled_stages(ctx: Context) -> list[tuple[str, Any]]:
+    """``(name, stage class)`` of the enabled stages, in run order."""
+    from curator.stages import configured
+
+    return [(name, cls) for name, cls, enabled in configured(ctx) if enabled]
+
+
+def upstream_runs(ctx: Context, name: str) -> dict[str, str | None]:
+    """``{earlier enabled stage: its latest run_id}`` (what a run of ``name`` records)."""
+    from curator.stages import available
+
+    out: dict[str, str | None] = {}
+    for other in available():
+        if other == name:
+            break
+        if not ctx.stage_enabled(other):  # without parsing the other stages' settings
+            continue
+        rec = stage_record(ctx, other)
+        out[other] = rec.get("run_id") if rec else None
+    return out
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    parts = [f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}" for k in keys[:limit]]
+    return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def stale_reasons(ctx: Context, will_run: Collection[str] = ()) -> list[str]:
+    """Why the enabled stages' tables are out of date (empty when they are all current).
+    Stages in ``will_run`` are about to run, so they will be current, and every later stage
+    that is not about to run too will not be."""
+    order = enabled_stages(ctx)
+    records = {name: stage_record(ctx, name) for name, _ in order}
+    digest = sources_digest(ctx) if order else ""
+    reasons: list[str] = []
+    for i, (name, cls) in enumerate(order):
+        if name in will_run:
+            continue
+        rec = records[name]
+        if rec is None:
+            reasons.append(f"{name} has not run")
+            continue
+        if str(rec.get("stage_version")) != str(cls.version):
+            reasons.append(f"{name} ran with stage version {rec.get('stage_version')} (this curator's is "
+                           f"{cls.version})")
+        config = ctx.stage_config(cls.config_class, name)
+        if rec.get("config_hash") != config.config_hash():
+            reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config.to_dict())})")
+        if rec.get("sources_digest", digest) != digest:
+            reasons.append(f"{name} ran with other sources (pipeline.yaml's `sources:` or their dataset "
+                           "specs changed since)")
+        for up, _ in order[:i]:  # the first earlier stage it is older than
+            ran = records[up]
+            if up in will_run:
+                reasons.append(f"{name} would be older than {up}, which runs now")
+            elif ran is None or (ran.get("run_id") is not None
+                                 and (rec.get("upstream") or {}).get(up) != ran["run_id"]):
+                reasons.append(f"{up} ran again after {name}" if ran else f"{name} ran without {up}")
+            elif ran.get("run_id") is None and str(ran.get("finished", "")) > str(rec.get("finished", "")):
+                reasons.append(f"{up} ran again after {name}")  # records of an older curator: by time
+            else:
+                continue
+            break
+    return reasons
+
+
+def check_fresh(ctx: Context) -> None:
+    """Refuse to release tables that pipeline.yaml would not produce now (see the module doc)."""
+    reasons = stale_reasons(ctx)
+    if reasons:
+        raise ReleaseError("release_stale", "the workspace's tables are out of date with pipeline.yaml: "
+                           + "; ".join(reasons),
+                           remedy="run the pipeline (`curator run pipeline.yaml`: cases whose inputs did not "
+                           "change come from the cache), or set `enabled: false` on a stage the release "
+                           "should leave out")

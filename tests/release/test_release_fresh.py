@@ -1,0 +1,105 @@
+"""A release is refused when the workspace's tables are not what pipeline.yaml would produce
+now: a stage never run, run under other settings, sources or code, or older than a stage
+before it. Cached re-runs make it current again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from curator.cli import app
+from curator.config import PipelineConfig
+from curator.errors import ReleaseError
+from curator.pipeline import run_pipeline
+from curator.qc.stage import QCStage
+from curator.release.build import build_release
+from curator.runner.context import Context
+from tests.release.helpers import set_version
+
+
+def _edit(pipeline: Path, version: str, **stages: dict[str, object]) -> PipelineConfig:
+    cfg = yaml.safe_load(pipeline.read_text())
+    for name, settings in stages.items():
+        cfg["stages"].setdefault(name, {}).update(settings)
+    pipeline.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return set_version(pipeline, version)
+
+
+def _refused(cfg: PipelineConfig) -> str:
+    with pytest.raises(ReleaseError) as e:
+        build_release(Context(cfg))
+    assert e.value.kind == "release_stale"
+    assert not (Path(cfg.release.root) / cfg.release.collection / cfg.release.version).exists()
+    return e.value.detail
+
+
+def test_changed_settings_are_refused_until_the_stage_runs_again(demo: Path) -> None:
+    pipeline = demo / "pipeline.yaml"
+    cfg = _edit(pipeline, "0.2.0", qc={"min_cohort": 6})
+    detail = _refused(cfg)
+    assert detail.endswith("qc ran with other settings (min_cohort: 5 → 6)")
+    result = run_pipeline(cfg)  # every stage, cached where nothing changed
+    assert result.release is not None and result.release.name == "0.2.0"
+    assert [r.ran for r in result.reports if r.stage != "qc"] == [0, 0, 0, 0, 0]
+    info = json.loads((result.release / "release.json").read_text())
+    assert info["stages"]["qc"]["config"]["min_cohort"] == info["pipeline_config"]["stages"]["qc"]["min_cohort"] == 6
+
+
+def test_a_stage_run_again_alone_makes_the_later_ones_out_of_date(demo: Path) -> None:
+    cfg = set_version(demo / "pipeline.yaml", "0.2.0")
+    build_release(Context(cfg))  # current: no refusal
+    cfg = set_version(demo / "pipeline.yaml", "0.3.0")
+    run_pipeline(cfg, stages=["harmonize"], release=False)
+    detail = _refused(cfg)
+    assert "harmonize ran again after preprocess" in detail and "harmonize ran again after qc" in detail
+    assert "dedup" not in detail  # dedup comes before harmonize
+    run_pipeline(cfg, stages=["preprocess", "pseudolabel", "qc"], release=False)
+    assert build_release(Context(cfg)).name == "0.3.0"
+
+
+def test_a_subset_run_that_would_release_stale_tables_is_refused_before_any_work(demo: Path) -> None:
+    cfg = set_version(demo / "pipeline.yaml", "0.2.0")
+    record = demo / "workspace" / "stages" / "harmonize" / "stage.json"
+    before = record.read_bytes()
+    with pytest.raises(ReleaseError) as e:
+        run_pipeline(cfg, stages=["harmonize"])
+    assert e.value.kind == "release_stale" and "preprocess would be older than harmonize" in e.value.detail
+    assert record.read_bytes() == before  # harmonize did not run
+    # disabling the later stages makes that subset a complete pipeline
+    cfg = _edit(demo / "pipeline.yaml", "0.2.0", preprocess={"enabled": False}, pseudolabel={"enabled": False},
+                qc={"enabled": False})
+    rel = run_pipeline(cfg, stages=["harmonize"]).release
+    assert rel is not None and not (rel / "qc.parquet").exists()
+
+
+def test_a_stage_that_never_ran_other_sources_and_other_code_are_refused(
+        demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline = demo / "pipeline.yaml"
+    cfg = set_version(pipeline, "0.2.0")
+    qc_record = demo / "workspace" / "stages" / "qc" / "stage.json"
+    saved = qc_record.read_bytes()
+    qc_record.unlink()
+    assert _refused(cfg).endswith("qc has not run")
+    qc_record.write_bytes(saved)
+
+    monkeypatch.setattr(QCStage, "version", QCStage.version + "-next")
+    assert "qc ran with stage version" in _refused(cfg)
+    monkeypatch.undo()
+
+    raw = yaml.safe_load(pipeline.read_text())
+    raw["sources"] = raw["sources"][:-1]  # a source taken out of pipeline.yaml
+    pipeline.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert "ingest ran with other sources" in _refused(PipelineConfig.load(pipeline))
+
+
+def test_cli_release_names_the_stale_stage_and_what_to_do(demo: Path) -> None:
+    _edit(demo / "pipeline.yaml", "0.2.0", dedup={"global_radius": 3})
+    res = CliRunner().invoke(app, ["release", str(demo / "pipeline.yaml")])
+    assert res.exit_code != 0
+    text = " ".join(res.output.split())
+    assert "release_stale" in text and "dedup ran with other settings (global_radius:" in text
+    assert "curator run pipeline.yaml" in text
