@@ -36,7 +36,8 @@ def demo_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     # the partly labelled datasets: spleen only, kidneys only
     sources = [s for s in data.sources if s["dataset"] in ("MSD_Spleen", "KiTS23")]
     stages = {"ingest": {"on_bad_case": "warn"}, "preprocess": {"target_spacing_mm": [2.0, 2.0, 4.0]},
-              "pseudolabel": {"ensemble": "demo", "overlap": 0.25, "review_fraction": 0.2}}
+              "pseudolabel": {"ensemble": "demo", "overlap": 0.25, "review_fraction": 0.2},
+              "dedup": {"enabled": False}, "qc": {"enabled": False}}
     pipeline = make_pipeline(tmp, sources, stages=stages, workers=2)
     run(pipeline, stages=["ingest", "harmonize", "preprocess"])
     stores = tmp / "workspace" / "stores"
