@@ -71,14 +71,21 @@ class ModelSpec(Config):
         return out
 
     def fingerprint(self) -> str:
-        """Checksums of the model's files + its spec (changing weights re-runs the cases)."""
+        """Checksums of the model's files + its spec without their locations: changing the
+        weights re-runs the cases; moving or renaming the files (a project folder moved, curator
+        installed elsewhere) does not."""
+        if self.kind == "monai_bundle" and self.path:
+            files = {p.relative_to(self.path).as_posix(): p for p in self.files()}
+        else:
+            files = {role: Path(p) for role, p in (("path", self.path), ("weights", self.weights)) if p}
         sums = {}
-        for p in self.files():
+        for key, p in files.items():
             if not p.exists():
                 raise ConfigError("config_error", f"model {self.name!r}: file {p} does not exist",
                                   remedy="fix the model's path/weights in stages.pseudolabel")
-            sums[p.name] = sha256_file(p)
-        return sha256_json({"spec": self.to_dict(), "files": sums})[:16]
+            sums[key] = sha256_file(p)
+        spec = {k: v for k, v in self.to_dict().items() if k not in ("path", "weights")}
+        return sha256_json({"spec": spec, "files": sums})[:16]
 
 
 def _absolute(spec: ModelSpec, base: Path) -> ModelSpec:

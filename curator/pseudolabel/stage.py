@@ -102,6 +102,13 @@ class PseudolabelStage(Stage):
                 "ancestors": {t: sorted(ancestors(t, tax)) for t in terms},
                 "names": {t: tax.term(t).name for t in terms}}
 
+    def cache_payload(self, task: Task) -> Any:
+        """The payload without the models' file paths: the fingerprint holds their checksums."""
+        ensemble = dict(task.payload["ensemble"])
+        ensemble["models"] = [{k: v for k, v in m.items() if k not in ("path", "weights")}
+                              for m in ensemble["models"]]
+        return {**task.payload, "ensemble": ensemble}
+
     def outputs_exist(self, result: CaseResult) -> bool:
         """A cached case's pseudo layer and attention map must still be there (a store that
         preprocess rebuilt has lost its pseudo layer: infer again)."""

@@ -70,6 +70,26 @@ def test_monai_bundle(tmp_path: Path) -> None:
     assert m.predict(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
 
 
+def test_model_fingerprints_follow_file_content_not_location(tmp_path: Path) -> None:
+    """Copies of an ensemble in two folders are the same models (a moved project re-runs no case);
+    new weights in one of them are not."""
+    import shutil
+
+    from curator.pseudolabel.models import MODELS_DIR
+
+    for d in ("a", "b"):
+        shutil.copytree(MODELS_DIR, tmp_path / d)
+    a, b = (load_ensemble_file(str(tmp_path / d / "demo.yaml")) for d in ("a", "b"))
+    assert a[0].weights != b[0].weights
+    assert [s.fingerprint() for s in a] == [s.fingerprint() for s in b]
+    state = torch.load(tmp_path / "b" / "demo_unet.pt", weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first] + 0.01
+    torch.save(state, tmp_path / "b" / "demo_unet.pt")
+    b = load_ensemble_file(str(tmp_path / "b" / "demo.yaml"))
+    assert [x.fingerprint() == y.fingerprint() for x, y in zip(a, b, strict=True)] == [False, True, True]
+
+
 def test_demo_ensemble_declared() -> None:
     specs = load_ensemble_file("demo")
     assert len({s.factory for s in specs}) == 3
