@@ -216,6 +216,9 @@ class PipelineConfig(Config):
     executor: ExecutorConfig = ExecutorConfig()
     release: ReleaseConfig = ReleaseConfig()
     seed: int = 0
+    # the folder holding pipeline.yaml (set by load(); None for a config built in code): relative
+    # path settings of stages are relative to it. Not a YAML key, not in to_dict() or any hash.
+    folder: Path | None = field(default=None, init=False, compare=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PipelineConfig:
@@ -232,7 +235,27 @@ class PipelineConfig(Config):
         cfg = cls.from_dict(raw, where=p.name)
         return cfg.resolved(p.parent.resolve())
 
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.pop("folder", None)
+        return out
+
+    def replace(self, **changes: Any) -> PipelineConfig:
+        new = super().replace(**changes)
+        object.__setattr__(new, "folder", self.folder)  # an init=False field: replace() drops it
+        return new
+
+    def path(self, value: str | os.PathLike[str]) -> Path:
+        """A path setting of a stage (``~`` expanded): a relative one is relative to the folder
+        holding pipeline.yaml (the working directory for a config built in code), so a run
+        started from any directory reads the same files. Settings keep the path as written, so
+        moving the project folder changes no setting (no cache key, no freshness check)."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.folder or Path.cwd()) / p
+
     def resolved(self, base: Path) -> PipelineConfig:
+        """Top-level paths (workspace, sources, registry, release root) made absolute against
+        ``base``, which stage path settings are resolved against too (:meth:`path`)."""
         def r(x: Path) -> Path:
             return x if x.is_absolute() else (base / x)
 
@@ -241,9 +264,11 @@ class PipelineConfig(Config):
                       dataset=str(r(Path(s.dataset))) if s.dataset.endswith((".yaml", ".yml")) else s.dataset)
             for s in self.sources
         )
-        return self.replace(workspace=r(self.workspace), sources=sources,
-                            registry=tuple(r(x) for x in self.registry),
-                            release=self.release.replace(root=r(self.release.root)))
+        new = self.replace(workspace=r(self.workspace), sources=sources,
+                           registry=tuple(r(x) for x in self.registry),
+                           release=self.release.replace(root=r(self.release.root)))
+        object.__setattr__(new, "folder", base)
+        return new
 
     def stage(self, name: str) -> dict[str, Any]:
         raw = self.stages.get(name) or {}

@@ -36,7 +36,8 @@ class HarmonizeConfig(StageConfig):
 
 def taxonomy_path(ctx: Context) -> str | None:
     """The taxonomy file the pipeline harmonizes with (``stages.harmonize.taxonomy``; None: bundled)."""
-    return ctx.stage_config(HarmonizeConfig, "harmonize").taxonomy
+    path = ctx.stage_config(HarmonizeConfig, "harmonize").taxonomy
+    return str(ctx.config.path(path)) if path else None
 
 
 def harmonize_taxonomy(ctx: Context) -> Taxonomy:
@@ -56,8 +57,7 @@ class HarmonizeStage(Stage):
     def plan(self) -> list[Task]:
         from curator.taxonomy import load_taxonomy
 
-        cfg: HarmonizeConfig = self.config  # type: ignore[assignment]
-        tax = load_taxonomy(cfg.taxonomy)
+        tax = load_taxonomy(taxonomy_path(self.ctx))
         self.extra_problems: list[dict[str, Any]] = []
         ws = self.ctx.workspace
         cases = ws.read_table("cases")

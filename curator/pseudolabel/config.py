@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -16,7 +17,7 @@ from curator.config import StageConfig, finalize_only, nohash
 from curator.errors import ConfigError
 from curator.pseudolabel.core import AttentionParams
 from curator.pseudolabel.etta import EttaConfig
-from curator.pseudolabel.models import ModelSpec, load_ensemble_file
+from curator.pseudolabel.models import ModelSpec, absolute, load_ensemble_file
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,17 @@ class PseudolabelConfig(StageConfig):
             raise ConfigError("config_error", f"stages.pseudolabel.clean_iterations = {self.clean_iterations}; "
                               "use 0 or more")
 
-    def specs(self) -> tuple[ModelSpec, ...]:
-        base = load_ensemble_file(self.ensemble) if self.ensemble else ()
-        return tuple(base) + tuple(self.models)
+    def specs(self, folder: Path | None = None) -> tuple[ModelSpec, ...]:
+        """The ensemble's members, then the inline ones. A relative ``ensemble`` path and inline
+        models' relative ``path``/``weights`` are relative to ``folder`` (the one holding
+        pipeline.yaml: ``PipelineConfig.folder``; default: the working directory); an ensemble
+        file's own members are relative to that file."""
+        base = folder or Path.cwd()
+        ensemble = self.ensemble
+        if ensemble and Path(ensemble).suffix:  # a file, not a bundled name
+            ensemble = str(base / Path(ensemble).expanduser())
+        members = load_ensemble_file(ensemble) if ensemble else ()
+        return tuple(members) + tuple(absolute(m, base) for m in self.models)
 
     def params(self) -> AttentionParams:
         return AttentionParams(self.threshold, self.inconsistency_threshold, self.uncertainty_threshold,

@@ -88,9 +88,13 @@ class ModelSpec(Config):
         return sha256_json({"spec": spec, "files": sums})[:16]
 
 
-def _absolute(spec: ModelSpec, base: Path) -> ModelSpec:
+def absolute(spec: ModelSpec, base: Path) -> ModelSpec:
+    """``spec`` with its relative ``path`` and ``weights`` made absolute against ``base``."""
     def fix(p: str | None) -> str | None:
-        return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
+        if not p:
+            return p
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
 
     return replace(spec, path=fix(spec.path), weights=fix(spec.weights))
 
@@ -106,7 +110,7 @@ def load_ensemble_file(name_or_path: str) -> tuple[ModelSpec, ...]:
                           remedy=f"use a bundled ensemble ({bundled}) or a path to an ensemble YAML file")
     doc = yaml.safe_load(path.read_text()) or {}
     specs = [ModelSpec.from_dict(m, where=f"{path.name}: models") for m in doc.get("models", [])]
-    return tuple(_absolute(s, path.parent) for s in specs)
+    return tuple(absolute(s, path.parent) for s in specs)
 
 
 @dataclass

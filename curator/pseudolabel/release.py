@@ -113,7 +113,7 @@ def record_models(builder: Any) -> None:
     from curator.release.lineage import record_model
 
     cfg = builder.ctx.stage_config(PseudolabelConfig, "pseudolabel")
-    for spec in cfg.specs():
+    for spec in cfg.specs(builder.ctx.config.folder):
         facts = {"kind": spec.kind, "terms": list(spec.terms), "fingerprint": spec.fingerprint()}
         files = spec.files()
         if len(files) == 1:

@@ -45,7 +45,7 @@ class PseudolabelStage(Stage):
     def plan(self) -> list[Task]:
         cfg = cast(PseudolabelConfig, self.config)
         self.extra_problems: list[dict[str, Any]] = []
-        specs = cfg.specs()
+        specs = cfg.specs(self.ctx.config.folder)
         if not specs:
             log.info("pseudolabel: no models configured (stages.pseudolabel.ensemble / models); skipped")
             return []

@@ -128,7 +128,4 @@ class QCStage(Stage):
     def _overrides(self, cfg: QCConfig) -> list[Override]:
         if not cfg.overrides:
             return []
-        p = Path(cfg.overrides).expanduser()
-        if not p.is_absolute():
-            p = self.ctx.workspace.root.parent / p
-        return load_overrides(p)
+        return load_overrides(self.ctx.config.path(cfg.overrides))

@@ -109,7 +109,7 @@ def test_override_reincludes(qc_run: tuple[Context, list[dict[str, Any]]], tmp_p
     ov = ctx.workspace.root.parent / "overrides.yaml"
     ov.write_text("- {case_id: Phantom__c003, term: liver, reason: checked by a radiologist}\n"
                   "- {case_id: Phantom__c999, term: liver}\n")
-    ctx2 = Context(ctx.config.replace(stages={**ctx.config.stages, "qc": {"min_cohort": 12, "overrides": "overrides.yaml"}}))
+    ctx2 = Context(ctx.config.replace(stages={**ctx.config.stages, "qc": {"min_cohort": 12, "overrides": str(ov)}}))
     report = run_stage(ctx2, QCStage)
     assert (report.ran, report.cached) == (0, 23)  # overrides are applied in finalize: nothing re-measured
     rows = {(r["case_id"], r["term_id"]): r for r in pq.read_table(ctx.workspace.table_path("qc")).to_pylist()}

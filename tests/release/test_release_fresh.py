@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -103,3 +104,42 @@ def test_cli_release_names_the_stale_stage_and_what_to_do(demo: Path) -> None:
     text = " ".join(res.output.split())
     assert "release_stale" in text and "dedup ran with other settings (global_radius:" in text
     assert "curator run pipeline.yaml" in text
+
+
+def test_a_moved_project_run_from_elsewhere_reads_its_own_files_and_recomputes_nothing(
+        demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths in pipeline.yaml — sources, registry, and stage settings naming files (a
+    model ensemble, a taxonomy, QC overrides) — are relative to pipeline.yaml's folder, not to
+    where the run starts; moving the whole project re-runs no case (model files are keyed by
+    content, not location)."""
+    import shutil
+
+    from curator.pseudolabel.models import MODELS_DIR
+    from curator.taxonomy import default_path
+
+    shutil.copytree(MODELS_DIR, demo / "mymodels")
+    (demo / "tax").mkdir()
+    shutil.copy(default_path(), demo / "tax" / "taxonomy.yaml")
+    (demo / "qc_overrides.yaml").write_text("- {case_id: nobody, term: liver}\n")
+    text = (demo / "pipeline.yaml").read_text().replace(f"{demo}/", "")
+    assert str(demo) not in text
+    (demo / "pipeline.yaml").write_text(text)
+    _edit(demo / "pipeline.yaml", "0.2.0", pseudolabel={"ensemble": "mymodels/demo.yaml"},
+          harmonize={"taxonomy": "tax/taxonomy.yaml"}, qc={"overrides": "qc_overrides.yaml"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    first = run_pipeline(PipelineConfig.load(demo / "pipeline.yaml"))
+    assert first.release is not None
+    rows = pq.read_table(first.release / "problems.parquet").to_pylist()
+    assert [r["kind"] for r in rows if r["case_id"] == "nobody"] == ["override_unmatched"]  # overrides read
+    info = json.loads((first.release / "release.json").read_text())
+    assert info["taxonomy"]["file"] == "taxonomy.yaml"
+
+    moved = tmp_path / "moved"
+    shutil.move(str(demo), moved)
+    set_version(moved / "pipeline.yaml", "0.3.0")
+    again = run_pipeline(PipelineConfig.load(moved / "pipeline.yaml"))
+    assert again.release == moved / "releases" / "demo" / "0.3.0"
+    assert {r.stage: r.ran for r in again.reports} == dict.fromkeys(
+        ("ingest", "dedup", "harmonize", "preprocess", "pseudolabel", "qc"), 0)
