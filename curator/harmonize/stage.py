@@ -22,6 +22,7 @@ from curator.config import StageConfig
 from curator.errors import CuratorError, InputError
 from curator.harmonize.core import case_rows, term_plans
 from curator.harmonize.mapping import DatasetMapping, build_mapping
+from curator.runner.freshness import file_digest
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
 
 if TYPE_CHECKING:
@@ -51,8 +52,16 @@ class HarmonizeStage(Stage):
     name = "harmonize"
     version = "1"
     config_class = HarmonizeConfig
+    settings_files = "the taxonomy file"
     tables = ("labels",)
     requires = ("cases", "raw_labels")
+
+    @classmethod
+    def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
+        """The taxonomy file's checksum (the bundled one unless ``taxonomy`` names another)."""
+        from curator.taxonomy import default_path
+
+        return file_digest(taxonomy_path(ctx) or default_path())
 
     def plan(self) -> list[Task]:
         from curator.taxonomy import load_taxonomy

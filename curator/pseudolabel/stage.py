@@ -14,7 +14,7 @@ import difflib
 import logging
 import math
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 import torch
@@ -31,6 +31,10 @@ from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
 from curator.schema import to_arrow
 from curator.store import CaseStore
 
+if TYPE_CHECKING:
+    from curator.config import StageConfig
+    from curator.runner.context import Context
+
 log = logging.getLogger("curator")
 
 
@@ -38,9 +42,16 @@ class PseudolabelStage(Stage):
     name = "pseudolabel"
     version = "2"  # 2: overlap as two models claiming a voxel; attention maps as a group of bit words
     config_class = PseudolabelConfig
+    settings_files = "the model files"
     tables = ("attention", "_labels_pseudo")
     requires = ("cases",)
     gpu = True
+
+    @classmethod
+    def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
+        """The ensemble's fingerprint: every model's files by content, and its spec."""
+        specs = cast(PseudolabelConfig, config).specs(ctx.config.folder)
+        return sha256_json([s.fingerprint() for s in specs])[:16] if specs else None
 
     def plan(self) -> list[Task]:
         cfg = cast(PseudolabelConfig, self.config)

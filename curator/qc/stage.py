@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 
@@ -23,8 +23,12 @@ from curator.qc.config import QCConfig
 from curator.qc.features import MeasureOptions
 from curator.qc.overrides import load_overrides
 from curator.qc.store_io import measure_store, store_fingerprint
+from curator.runner.freshness import file_digest
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.schema import to_arrow
+
+if TYPE_CHECKING:
+    from curator.runner.context import Context
 
 log = logging.getLogger("curator")
 
@@ -42,8 +46,15 @@ class QCStage(Stage):
     # 3: body_x_mm (the laterality check); 4: mesh sphericity with the mesh's own volume;
     # 5: body_size_ml (volume_norm: section); 6: eccentricity of the voxels' solid, not their centres
     config_class = QCConfig
+    settings_files = "the overrides file"
     tables = ("qc",)
     requires = ("cases",)
+
+    @classmethod
+    def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
+        """The overrides file's checksum (finalize applies it: editing it changes decisions)."""
+        overrides = cast(QCConfig, config).overrides
+        return file_digest(ctx.config.path(overrides)) if overrides else None
 
     def plan(self) -> list[Task]:
         self.extra_problems: list[dict[str, Any]] = []

@@ -15,18 +15,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
 from collections.abc import Collection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curator import __version__
 from curator.errors import ReleaseError
-from curator.io.fsutil import atomic_write_json, sha256_json
+from curator.io.fsutil import atomic_write_json, sha256_file, sha256_json
 from curator.runner.context import Context
 
 if TYPE_CHECKING:
     from curator.config import StageConfig
     from curator.runner.stage import Stage
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """16 hex digits of a file's SHA-256 ("missing" when there is no such file), for a stage's
+    ``settings_files_digest``."""
+    return sha256_file(path)[:16] if Path(path).is_file() else "missing"
 
 
 def write_record(ctx: Context, stage_cls: type[Stage], config: StageConfig, upstream: dict[str, str | None],
@@ -106,6 +114,9 @@ def stale_reasons(ctx: Context, will_run: Collection[str] = ()) -> list[str]:
         config = ctx.stage_config(cls.config_class, name)
         if rec.get("config_hash") != config.config_hash():
             reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config.to_dict())})")
+        files = cls.settings_files_digest(ctx, config)
+        if rec.get("settings_files", files) != files:
+            reasons.append(f"{name} ran with another version of {cls.settings_files or 'the files its settings name'}")
         if rec.get("sources_digest", digest) != digest:
             reasons.append(f"{name} ran with other sources (pipeline.yaml's `sources:` or their dataset "
                            "specs changed since)")

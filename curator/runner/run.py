@@ -87,6 +87,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         raise StageError("stage_error", f"stage {stage_cls.name} needs table(s) {missing}",
                          remedy="run the stage(s) that write them first (e.g. `curator run`)")
     upstream = upstream_runs(ctx, stage_cls.name)  # what this run's tables are computed from
+    files = stage_cls.settings_files_digest(ctx, config)
     tasks = stage.plan()
     _check_unique(stage_cls.name, tasks)
     report.planned = len(tasks)
@@ -155,8 +156,8 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         raise _stopped(stage_cls.name, errors[0].get("path") or "its plan", errors[0], "it as a problem")
     ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
     report.seconds = time.perf_counter() - t0
-    write_record(ctx, stage_cls, config, upstream, planned=report.planned, failed=report.failed,
-                 tables=report.tables)
+    write_record(ctx, stage_cls, config, upstream, settings_files=files, planned=report.planned,
+                 failed=report.failed, tables=report.tables)
     log.info(report.line())
     return report
 

@@ -112,6 +112,7 @@ class Stage:
     tables: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()  # tables that must exist before the stage runs
     gpu: ClassVar[bool] = False
+    settings_files: ClassVar[str] = ""  # what settings_files_digest covers, for messages ("the taxonomy file")
 
     def __init__(self, ctx: Context, config: StageConfig) -> None:
         self.ctx = ctx
@@ -124,6 +125,13 @@ class Stage:
     @classmethod
     def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
         raise NotImplementedError
+
+    @classmethod
+    def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
+        """A digest of the files the stage's settings name (a taxonomy, QC overrides, model
+        weights), or None when it reads none. Each run records it; a release refuses tables
+        computed from other versions of those files (:mod:`curator.runner.freshness`)."""
+        return None
 
     def outputs_exist(self, result: CaseResult) -> bool:
         """Whether a cached result's files are still there (default: a stage writes no files).

@@ -87,4 +87,6 @@ def record_runs(ctx: Context, *stages: str) -> None:
 
     for name in stages:
         cls = stage_class(name)
-        write_record(ctx, cls, ctx.stage_config(cls.config_class, name), upstream_runs(ctx, name))
+        config = ctx.stage_config(cls.config_class, name)
+        write_record(ctx, cls, config, upstream_runs(ctx, name),
+                     settings_files=cls.settings_files_digest(ctx, config))

@@ -143,3 +143,16 @@ def test_a_moved_project_run_from_elsewhere_reads_its_own_files_and_recomputes_n
     assert again.release == moved / "releases" / "demo" / "0.3.0"
     assert {r.stage: r.ran for r in again.reports} == dict.fromkeys(
         ("ingest", "dedup", "harmonize", "preprocess", "pseudolabel", "qc"), 0)
+
+    # the files those settings name are part of what a stage ran with
+    cfg = set_version(moved / "pipeline.yaml", "0.4.0")
+    with open(moved / "tax" / "taxonomy.yaml", "a") as f:
+        f.write("# edited\n")
+    assert _refused(cfg).endswith("harmonize ran with another version of the taxonomy file")
+    (moved / "tax" / "taxonomy.yaml").write_bytes(default_path().read_bytes())
+    (moved / "qc_overrides.yaml").write_text("- {case_id: somebody, term: liver}\n")
+    assert _refused(cfg).endswith("qc ran with another version of the overrides file")
+    run_pipeline(cfg, stages=["qc"], release=False)
+    rel = build_release(Context(cfg))
+    rows = pq.read_table(rel / "problems.parquet").to_pylist()
+    assert [r["case_id"] for r in rows if r["kind"] == "override_unmatched"] == ["somebody"]
