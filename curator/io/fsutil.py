@@ -177,25 +177,37 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
     return dest
 
 
-def _check_creatable(folder: Path, dest: Path) -> None:
-    """Refuse ``dest`` when ``folder`` (which holds it; created when missing) cannot be: one of
-    its parents is a file, or nothing can be created in the nearest existing one (tried with a
-    file created and removed: permission checks alone miss read-only and virtual file systems,
-    and a root user passes them all)."""
+def creatable_problem(folder: Path) -> tuple[Path, str | None] | None:
+    """Why ``folder`` (created when missing) cannot be written, or None when it can:
+    ``(nearest existing path, None)`` when that path is a file, ``(it, reason)`` when nothing can
+    be created in it — tried with a file created and removed: permission checks alone miss
+    read-only and virtual file systems, and a root user passes them all."""
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise ConfigError("config_error", f"{probe} is a file, not a folder, so nothing can be created under it",
-                          path=str(dest), remedy="give a path under a folder")
+        return probe, None
     try:
         fd, name = tempfile.mkstemp(prefix=".curator-probe-", dir=probe)
     except OSError as e:
-        raise ConfigError("config_error", f"nothing can be created in {probe} ({e.strerror or e})", path=str(dest),
-                          remedy="give a place you can write (check its permissions, and that its file "
-                                 "system is not read-only)") from e
+        return probe, str(e.strerror or e)
     os.close(fd)
     os.unlink(name)
+    return None
+
+
+def _check_creatable(folder: Path, dest: Path) -> None:
+    """Refuse ``dest`` when ``folder`` (which holds it) cannot be written (:func:`creatable_problem`)."""
+    problem = creatable_problem(folder)
+    if problem is None:
+        return
+    probe, reason = problem
+    if reason is None:
+        raise ConfigError("config_error", f"{probe} is a file, not a folder, so nothing can be created under it",
+                          path=str(dest), remedy="give a path under a folder")
+    raise ConfigError("config_error", f"nothing can be created in {probe} ({reason})", path=str(dest),
+                      remedy="give a place you can write (check its permissions, and that its file "
+                             "system is not read-only)")
 
 
 def staging_path(dest: Path) -> Path:

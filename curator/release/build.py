@@ -24,6 +24,7 @@ from curator import __version__
 from curator.errors import ReleaseError
 from curator.io.fsutil import (
     atomic_write_json,
+    creatable_problem,
     remove_dead_staging,
     sha256_file,
     sha256_json,
@@ -83,13 +84,11 @@ class ReleaseBuilder:
 
 def check_writable(dest: Path) -> None:
     """Refuse a release folder that cannot be written (read-only mount, a file in the way)."""
-    probe = dest.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    problem = creatable_problem(dest.parent)
+    if problem is not None:
+        probe, reason = problem
         raise ReleaseError("release_error", "the release folder cannot be written "
-                           + ("(a file is in the way)" if probe.exists() and not probe.is_dir() else
-                              "(no write permission, or a read-only file system)"),
+                           + ("(a file is in the way)" if reason is None else f"({reason})"),
                            path=str(probe), remedy="set `release.root` in pipeline.yaml to a folder you can write")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,21 @@ def test_an_unwritable_release_root_is_refused_before_any_stage(tmp_path: Path) 
     assert not list((tmp_path / "workspace" / "stages").glob("*/stage.json"))
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_release_root_nothing_can_be_created_in_is_refused_before_any_stage(tmp_path: Path) -> None:
+    """/proc takes no new files, even for root (whom permission checks let through)."""
+    import yaml
+
+    pipe = make_pipeline(tmp_path, [])
+    cfg = yaml.safe_load(pipe.read_text())
+    cfg["release"]["root"] = "/proc/curator-releases"
+    pipe.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ReleaseError) as e:
+        run(pipe, release=True)
+    assert "the release folder cannot be written" in str(e.value) and "release.root" in str(e.value)
+    assert not list((tmp_path / "workspace" / "stages").glob("*/stage.json"))
+
+
 def test_a_missing_registry_file_is_a_problem_row_naming_it(tmp_path: Path) -> None:
     from curator.testing.pipelines import table
 
