@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 from typer.core import TyperGroup
 
-from curator.cli.common import err, handle_errors, print_stage_reports
+from curator.cli.common import err, handle_errors, out, print_stage_reports
 from curator.stages import STAGES
 
 PipelineArg = Annotated[Path, typer.Argument(help="pipeline.yaml", exists=True, dir_okay=False)]
@@ -27,6 +31,19 @@ class DefaultRunGroup(TyperGroup):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+
+class StatusFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _run_facts(record: dict[str, Any] | None) -> dict[str, Any]:
+    """What ``curator status`` shows of a stage's last run (its stage.json)."""
+    if not record:
+        return {}
+    return {k: record[k] for k in ("finished", "planned", "failed", "tables", "stage_version", "config_hash")
+            if k in record}
 
 
 def load_config(pipeline: Path, executor: str | None = None, workers: int | None = None,
@@ -84,6 +101,60 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
         with ctx.workspace.locked("release"):
             path = build_release(ctx)
         err.print(f"[bold green]release[/] {escape(str(path))}", highlight=False)
+
+    @app.command("status")
+    @handle_errors
+    def status_cmd(pipeline: PipelineArg,
+                   fmt: Annotated[StatusFormat, typer.Option("--format", "-f", help="table or json")] = StatusFormat.table,
+                   check: Annotated[bool, typer.Option("--check", help="exit code 1 when a `curator release` "
+                                                       "would be refused (for scripts)")] = False) -> None:
+        """What the workspace holds: each stage's last run, whether its tables are current with
+        pipeline.yaml (and why not), and whether `curator release` would write the release."""
+        from curator.release.build import release_dir
+        from curator.runner.context import Context
+        from curator.runner.freshness import stage_states
+
+        ctx = Context(load_config(pipeline))
+        states = stage_states(ctx)
+        dest = release_dir(ctx)
+        rc = ctx.config.release
+        stale = [r for s in states for r in s.reasons]
+        has_cases = ctx.workspace.has_table("cases")
+        blocked = ("exists" if dest.exists() else "stale" if stale else "no cases" if not has_cases else None)
+        if fmt == StatusFormat.json:
+            sys.stdout.write(json.dumps({
+                "workspace": str(ctx.workspace.root),
+                "stages": [{"stage": s.name, "enabled": s.enabled, "current": not s.reasons if s.enabled else None,
+                            "reasons": s.reasons, "last_run": _run_facts(s.record)} for s in states],
+                "release": {"collection": rc.collection, "version": rc.version, "path": str(dest),
+                            "exists": dest.exists(), "would_write": blocked is None}}, indent=1) + "\n")
+        else:
+            table = Table(title=f"workspace {ctx.workspace.root}", title_justify="left")
+            for col in ("stage", "last run (UTC)", "cases", "failed", "tables", "state"):
+                table.add_column(col, overflow="fold")
+            for s in states:
+                run = _run_facts(s.record)
+                state = ("[dim]disabled[/]" if not s.enabled else "[green]current[/]" if not s.reasons
+                         else "[red]" + escape("; ".join(s.reasons)) + "[/]")
+                table.add_row(s.name, str(run.get("finished") or "-")[:16].replace("T", " "), str(run.get("planned", "-")),
+                              str(run.get("failed", "-")), escape(", ".join(f"{t} {n}" for t, n in
+                                                                     (run.get("tables") or {}).items())), state)
+            out.print(table)
+            name = f"{escape(rc.collection)} {escape(rc.version)}"
+            if blocked == "exists":
+                out.print(f"release {name}: [yellow]exists[/] ({escape(str(dest))}); bump `release.version` for "
+                          "a new one", highlight=False)
+            elif blocked == "stale":
+                out.print(f"release {name}: [red]would be refused[/] (tables out of date): run `curator run "
+                          f"{escape(str(pipeline))}` — cached cases are not redone", highlight=False)
+            elif blocked == "no cases":
+                out.print(f"release {name}: [red]would be refused[/]: no cases table yet (run ingest)",
+                          highlight=False)
+            else:
+                out.print(f"release {name}: [green]ready[/]: `curator release {escape(str(pipeline))}` writes "
+                          f"{escape(str(dest))}", highlight=False)
+        if check and blocked is not None:
+            raise typer.Exit(1)
 
     groups: dict[str, typer.Typer] = {}
     for name in STAGES:

@@ -18,6 +18,7 @@ import json
 import os
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,13 +66,6 @@ def sources_digest(ctx: Context) -> str:
                         for n, s in sorted(ctx.sources.items())})[:16]
 
 
-def enabled_stages(ctx: Context) -> list[tuple[str, Any]]:
-    """``(name, stage class)`` of the enabled stages, in run order."""
-    from curator.stages import configured
-
-    return [(name, cls) for name, cls, enabled in configured(ctx) if enabled]
-
-
 def upstream_runs(ctx: Context, name: str) -> dict[str, str | None]:
     """``{earlier enabled stage: its latest run_id}`` (what a run of ``name`` records)."""
     from curator.stages import available
@@ -93,17 +87,32 @@ def _changed(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
     return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def stale_reasons(ctx: Context, will_run: Collection[str] = ()) -> list[str]:
-    """Why the enabled stages' tables are out of date (empty when they are all current).
-    Stages in ``will_run`` are about to run, so they will be current, and every later stage
-    that is not about to run too will not be."""
-    order = enabled_stages(ctx)
-    records = {name: stage_record(ctx, name) for name, _ in order}
+@dataclass
+class StageState:
+    """One installed stage as the workspace holds it: its last run's record and why its tables
+    are out of date with pipeline.yaml (``reasons`` empty: current, or disabled)."""
+
+    name: str
+    enabled: bool
+    record: dict[str, Any] | None
+    reasons: list[str] = field(default_factory=list)
+
+
+def stage_states(ctx: Context, will_run: Collection[str] = ()) -> list[StageState]:
+    """Every installed stage, in run order, with the reasons its tables are out of date. Stages
+    in ``will_run`` are about to run, so they will be current, and every later stage that is not
+    about to run too will not be."""
+    from curator.stages import configured
+
+    stages = configured(ctx)
+    order = [(name, cls) for name, cls, enabled in stages if enabled]
+    records = {name: stage_record(ctx, name) for name, _, _ in stages}
     digest = sources_digest(ctx) if order else ""
-    reasons: list[str] = []
+    states = {name: StageState(name, enabled, records[name]) for name, _, enabled in stages}
     for i, (name, cls) in enumerate(order):
         if name in will_run:
             continue
+        reasons = states[name].reasons
         rec = records[name]
         if rec is None:
             reasons.append(f"{name} has not run")
@@ -132,7 +141,13 @@ def stale_reasons(ctx: Context, will_run: Collection[str] = ()) -> list[str]:
             else:
                 continue
             break
-    return reasons
+    return list(states.values())
+
+
+def stale_reasons(ctx: Context, will_run: Collection[str] = ()) -> list[str]:
+    """Why the enabled stages' tables are out of date (empty when they are all current); see
+    :func:`stage_states`."""
+    return [r for state in stage_states(ctx, will_run) for r in state.reasons]
 
 
 def check_fresh(ctx: Context) -> None:

@@ -156,3 +156,24 @@ def test_a_moved_project_run_from_elsewhere_reads_its_own_files_and_recomputes_n
     rel = build_release(Context(cfg))
     rows = pq.read_table(rel / "problems.parquet").to_pylist()
     assert [r["case_id"] for r in rows if r["kind"] == "override_unmatched"] == ["somebody"]
+
+
+def test_status_shows_each_stage_and_whether_the_release_would_be_written(demo: Path) -> None:
+    pipeline = str(demo / "pipeline.yaml")
+    runner = CliRunner()
+    res = runner.invoke(app, ["status", pipeline, "--check"])
+    assert res.exit_code == 1, res.output  # demo 0.1.0 exists
+    assert "exists" in res.output
+    set_version(demo / "pipeline.yaml", "0.2.0")
+    res = runner.invoke(app, ["status", pipeline, "--check"])
+    assert res.exit_code == 0, res.output
+    assert "ready" in res.output and res.output.count("current") == 6
+    _edit(demo / "pipeline.yaml", "0.2.0", qc={"min_cohort": 6}, dedup={"enabled": False})
+    res = runner.invoke(app, ["status", pipeline, "--check", "--format", "json"])
+    assert res.exit_code == 1
+    doc = json.loads(res.output)
+    states = {s["stage"]: s for s in doc["stages"]}
+    assert [n for n, s in states.items() if s["current"] is False] == ["qc"]
+    assert states["dedup"]["current"] is None and not states["dedup"]["enabled"]  # disabled: not released
+    assert states["qc"]["reasons"] == ["qc ran with other settings (min_cohort: 5 → 6)"]
+    assert states["qc"]["last_run"]["planned"] > 0 and doc["release"]["would_write"] is False
