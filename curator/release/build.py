@@ -35,6 +35,7 @@ from curator.release.lineage import (
     checksum_values,
     lineage,
     published_config,
+    published_settings,
     resolve_parent,
     sha256_sorted,
 )
@@ -227,9 +228,12 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
         if p.is_file() and rel != "release.json" and ".zarr/" not in rel + "/":
             files[rel] = sha256_file(p)
     stage_info = {}
+    off = disabled_stages(ctx)  # what a disabled stage wrote earlier is not in this release
     for sj in sorted((ctx.workspace.root / "stages").glob("*/stage.json")):
         d = json.loads(sj.read_text())
-        stage_info[d["stage"]] = {k: d[k] for k in ("stage_version", "config", "config_hash") if k in d}
+        if d["stage"] not in off:
+            info = {k: d[k] for k in ("stage_version", "config_hash", "run_id", "finished") if k in d}
+            stage_info[d["stage"]] = {**info, "config": published_settings(d["stage"], d.get("config") or {})}
     pipeline = published_config(ctx)
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
                 for n, s in sorted(ctx.sources.items())}

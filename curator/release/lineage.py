@@ -84,12 +84,16 @@ def published_config(ctx: Context) -> dict[str, Any]:
     pipeline["registry"] = [Path(r).name for r in pipeline.get("registry", [])]
     pipeline.get("release", {}).pop("root", None)
     stages = pipeline.get("stages") or {}
-    for name, settings in stages.items():
-        if isinstance(settings, dict):
-            for key in _unhashed(name):
-                settings.pop(key, None)
-    pipeline["stages"] = _names_only(stages)
+    pipeline["stages"] = {name: published_settings(name, settings) for name, settings in stages.items()}
     return pipeline
+
+
+def published_settings(stage: str, settings: Any) -> Any:
+    """A stage's settings as release.json publishes them: no ``nohash`` setting (a device, a batch
+    size), machine paths by file name."""
+    if isinstance(settings, dict):
+        settings = {k: v for k, v in settings.items() if k not in _unhashed(stage)}
+    return _names_only(settings)
 
 
 def _unhashed(stage: str) -> list[str]:

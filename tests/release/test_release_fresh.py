@@ -177,3 +177,19 @@ def test_status_shows_each_stage_and_whether_the_release_would_be_written(demo: 
     assert states["dedup"]["current"] is None and not states["dedup"]["enabled"]  # disabled: not released
     assert states["qc"]["reasons"] == ["qc ran with other settings (min_cohort: 5 → 6)"]
     assert states["qc"]["last_run"]["planned"] > 0 and doc["release"]["would_write"] is False
+
+
+def test_release_json_records_each_stage_run_without_machine_paths(demo: Path, tmp_path: Path) -> None:
+    overrides = tmp_path / "private" / "qc_overrides.yaml"
+    overrides.parent.mkdir()
+    overrides.write_text("- {case_id: nobody, term: liver}\n")
+    cfg = _edit(demo / "pipeline.yaml", "0.2.0", qc={"overrides": str(overrides)})
+    rel = run_pipeline(cfg).release
+    assert rel is not None
+    text = (rel / "release.json").read_text()
+    assert str(tmp_path) not in text and str(demo) not in text
+    info = json.loads(text)
+    qc = info["stages"]["qc"]
+    assert qc["config"]["overrides"] == "qc_overrides.yaml" and qc["config"]["min_cohort"] == 5
+    record = json.loads((demo / "workspace" / "stages" / "qc" / "stage.json").read_text())
+    assert qc["run_id"] == record["run_id"] and qc["config_hash"] == record["config_hash"]

@@ -185,6 +185,7 @@ def test_a_disabled_stage_publishes_nothing_from_an_earlier_run(demo: Path, rele
     assert before.sql("select count(*) from labels where origin = 'pseudo'").fetchall()[0][0] > 0
     rel = Release(release_with(demo, "0.2.0"))
     assert not {"attention", "qc"} & set(rel.table_names())
+    assert {"pseudolabel", "qc"} <= set(before.info["stages"]) and not {"pseudolabel", "qc"} & set(rel.info["stages"])
     assert rel.sql("select count(*) from labels where origin = 'pseudo'").fetchall()[0][0] == 0
     assert rel.sql("select count(*) from problems where stage in ('pseudolabel', 'qc')").fetchall()[0][0] == 0
     # nor do its stores: no pseudo layer to load, export or list in store_terms
