@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from curator.config import PipelineConfig
 from curator.errors import ReleaseError
+from curator.pipeline import run_pipeline
 from curator.release.lineage import existing_versions, record_model, version_key
 
 Build = Callable[..., Path]
@@ -51,8 +54,13 @@ def test_taxonomy_checksum_is_recorded_when_present(demo: Path, release_with: Bu
         (resource_dir("label_system") / "taxonomy.yaml").is_file()
     ls = tmp_path / "label_system"
     shutil.copytree(resource_dir("label_system"), ls)
-    (ls / "taxonomy.yaml").write_text("version: '2.1'\nterms: []\n")
+    text = (ls / "taxonomy.yaml").read_text()
+    assert re.search(r"^version: '[0-9.]+'", text, flags=re.MULTILINE)
+    (ls / "taxonomy.yaml").write_text(re.sub(r"^version: '[0-9.]+'", "version: '2.1'", text, count=1, flags=re.MULTILINE))
     monkeypatch.setenv("CURATOR_LABEL_SYSTEM_DIR", str(ls))
+    with pytest.raises(ReleaseError, match="harmonize ran with another version of the taxonomy file"):
+        release_with(demo, "0.3.0")  # the labels were made with the other taxonomy
+    run_pipeline(PipelineConfig.load(demo / "pipeline.yaml"), release=False)
     info = json.loads((release_with(demo, "0.3.0") / "release.json").read_text())
     assert info["taxonomy"]["version"] == "2.1"
     assert info["taxonomy"]["sha256"] == hashlib.sha256((ls / "taxonomy.yaml").read_bytes()).hexdigest()
