@@ -51,6 +51,12 @@ def real_copy(real_data: Path, tmp_path: Path):
     return _copy
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Curator's user cache (checked release files) in a temporary folder, not ~/.cache."""
+    os.environ["CURATOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("curator-cache"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         import torch

@@ -19,15 +19,17 @@ times, and two stores with the same arrays and attributes hash the same.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from curator.errors import ReleaseError
-from curator.io.fsutil import sha256_file
+from curator.io.fsutil import atomic_write_json, sha256_file
 
 STORES_DIR = "stores"
 SUMS_NAME = "SHA256SUMS"
@@ -204,3 +206,64 @@ def verify_release(path: str | Path) -> VerifyReport:
     if card.is_file() or "DATASET_CARD.md" in files:
         rep.card_issues = check_card_file(card) if card.is_file() else ["DATASET_CARD.md is missing"]
     return rep
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("CURATOR_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "curator")
+    return Path(base) / "verified_files.json"
+
+
+def _stat_key(p: Path) -> list[int]:
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+
+_VERIFIED: dict[str, tuple[list[int], str]] = {}  # resolved path -> (stat key, sha256) checked in this process
+
+
+def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str]) -> dict[str, str]:
+    """The files among ``names`` (paths relative to ``release``) whose bytes differ from their
+    ``release.json`` checksum (``recorded``), with why — read before a table is queried, since
+    a Parquet reader decodes a page damaged in the middle of a file into other values without a
+    word. A file checked once (here, or in an earlier process: a small cache under
+    ``$CURATOR_CACHE_DIR``, default ``~/.cache/curator``) is not hashed again while its size,
+    modification time and inode stay the same. Files the release does not list are not judged."""
+    cache_path = _cache_file()
+    try:
+        cache: dict[str, Any] = json.loads(cache_path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    out: dict[str, str] = {}
+    dirty = False
+    for rel in names:
+        want = recorded.get(rel)
+        if want is None:
+            continue
+        p = (release / rel).resolve()
+        try:
+            key = _stat_key(p)
+        except OSError as e:
+            out[rel] = f"cannot be read ({e.strerror or e})"
+            continue
+        seen = _VERIFIED.get(str(p)) or tuple(cache.get(str(p)) or ())
+        if len(seen) == 2 and list(seen[0]) == key and seen[1] == want:
+            continue
+        try:
+            got = sha256_file(p)
+        except (OSError, ReleaseError) as e:
+            out[rel] = f"cannot be read ({e})"
+            continue
+        if got != want:
+            out[rel] = "its bytes differ from the checksum in release.json"
+            continue
+        _VERIFIED[str(p)] = (key, got)
+        cache[str(p)] = [key, got]
+        dirty = True
+    if dirty:
+        with contextlib.suppress(OSError, ValueError):  # a read-only home: this process's memory still holds it
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache_path, dict(list(cache.items())[-20000:]), indent=None)
+    return out

@@ -157,7 +157,12 @@ class Release:
         is limited to those files and the configuration is locked. (Use :meth:`sql` for untrusted
         query text: it also refuses statements other than SELECT.) A table whose file cannot be
         opened gets no view: it is logged as a warning and listed in :attr:`unreadable`."""
-        files = {name: (self.path / f"{name}.parquet").resolve() for name in self.table_names()}
+        changed = self._changed(self.table_names())
+        files = {name: (self.path / f"{name}.parquet").resolve() for name in self.table_names() if name not in changed}
+        for name, why in changed.items():  # DuckDB would read a page damaged mid-file as other values, silently
+            self.unreadable[name] = why
+            log.warning("%s: table %r cannot be read (%s); the other tables can be queried (run `curator verify %s` "
+                        "to see every file that changed)", self.path / f"{name}.parquet", name, why, self.path)
         con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         con.execute(f"SET allowed_paths = [{', '.join(_literal(str(f)) for f in files.values())}]")
         con.execute("SET enable_external_access = false")
@@ -202,11 +207,23 @@ class Release:
 
         return self._read(name, pq.read_schema)
 
+    def _changed(self, names: list[str]) -> dict[str, str]:
+        """Tables among ``names`` whose file no longer has the checksum release.json records
+        (:func:`~curator.release.integrity.changed_files`), with why."""
+        from curator.release.integrity import changed_files
+
+        recorded = self.info.get("files")
+        bad = changed_files(self.path, [f"{n}.parquet" for n in names], recorded if isinstance(recorded, dict) else {})
+        return {rel.removesuffix(".parquet"): why for rel, why in bad.items()}
+
     def _read(self, name: str, read: Callable[[Path], _T]) -> _T:
         p = self.path / f"{name}.parquet"
         if not p.exists():
             raise ReleaseError("release_error", f"the release has no table {name!r}", path=str(self.path),
                                remedy=f"tables: {self.table_names()}")
+        why = self._changed([name]).get(name)
+        if why is not None:
+            raise self._unreadable(name, why)
         try:
             return read(p)
         except (pl.exceptions.PolarsError, OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError

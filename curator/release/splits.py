@@ -41,7 +41,6 @@ from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curator.config import Config
 from curator.errors import ConfigError, ReleaseError
@@ -203,7 +202,10 @@ def release_step(builder: ReleaseBuilder) -> None:
         if "duplicates" in builder.tables else None
     previous = None
     if builder.parent is not None and (builder.parent / "splits.parquet").is_file():
-        previous = pl.DataFrame(pq.read_table(builder.parent / "splits.parquet", columns=["case_id", "split"]))
+        from curator.release.query import Release
+
+        # through Release: a parent whose splits file changed since it was released is refused by name
+        previous = Release(builder.parent).table("splits").select("case_id", "split")
     splits = assign_splits(cases, dups, previous, cfg)
     check_leakage(splits, cases, dups)
     builder.tables["splits"] = _to_arrow(splits)

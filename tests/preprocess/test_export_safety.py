@@ -75,11 +75,13 @@ def split_rel(rel: Path) -> Path:
     import pyarrow.parquet as pq
 
     from curator.schema import to_arrow
+    from curator.testing.releases import reseal
 
     splits = pq.read_table(rel / "splits.parquet").to_pylist()
     for r in splits:
         r["split"] = "test" if r["case_id"] == "TinyTotalSeg__s0001" else "train"
     pq.write_table(to_arrow("splits", splits), rel / "splits.parquet")
+    reseal(rel)
     return rel
 
 

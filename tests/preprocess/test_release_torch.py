@@ -15,6 +15,7 @@ from curator.preprocess.terms import term_id
 from curator.release.training import with_parts
 from curator.store import CaseStore, store_sha256
 from curator.taxonomy import load_taxonomy
+from curator.testing.releases import reseal
 from curator.torch import PatchDataset
 from tests.preprocess.conftest import Tiny
 
@@ -222,6 +223,7 @@ def _with_decisions(tiny: Tiny, tmp_path, dropped: str, kept: str, excluded: tup
     rows = rows.with_columns(pl.when(flag).then(pl.lit("exclude")).otherwise(pl.lit("include")).alias("qc_decision"))
     assert rows.filter(pl.col("qc_decision") == "exclude").height == 1
     rows.write_parquet(labels)
+    reseal(rel)
     return rel
 
 
@@ -311,6 +313,7 @@ def test_nnunet_export_keeps_test_cases_out_of_training_and_writes_the_release_f
                                  .when(pl.col("case_id") == val).then(pl.lit("val"))
                                  .otherwise(pl.lit("train")).alias("split"))
     splits.write_parquet(rel / "splits.parquet")
+    reseal(rel)
     kidney = term_id("kidney")
     report = export_nnunet(rel, tmp_path / "raw", dataset_id=11, name="K", terms=[kidney])
     folder = report.folder
@@ -372,6 +375,7 @@ def tiny_copy(tiny: Tiny, tmp_path):  # type: ignore[no-untyped-def]
         if r["case_id"] == "TinyTotalSeg__s0001":
             r["split"] = "test"
     pq.write_table(to_arrow("splits", splits), rel / "splits.parquet")
+    reseal(rel)
     return rel
 
 
@@ -516,5 +520,6 @@ def test_repeat_factor_counts_the_annotation_the_dataset_trains_on(tiny: Tiny, t
                                   pl.lit(list(shape)).cast(st.schema["bbox_stop"]).alias("bbox_stop")),
     ])
     pl.concat([st, extra]).write_parquet(rel / "store_terms.parquet")
+    reseal(rel)
     assert repeat() == before
     assert repeat(layers=("original", "revised", "pseudo")) > before  # trained on: it counts

@@ -16,6 +16,7 @@ import pytest
 from curator.errors import ReleaseError
 from curator.release.diff import diff_releases, diff_table
 from curator.schema import to_arrow
+from curator.testing.releases import reseal
 from curator.workspace import Workspace
 
 Build = Callable[..., Path]
@@ -84,6 +85,7 @@ def test_diff_reports_schema_changes(demo: Path) -> None:
     t = t.append_column("scanner_site", pa.array(["x"] * t.num_rows)).drop_columns(["bmi"])
     t = t.set_column(t.schema.get_field_index("age_years"), "age_years", t.column("age_years").cast(pa.float32()))
     pq.write_table(t, p)
+    reseal(coll / "0.1.1")  # as if built so: its checksum recorded
     d = diff_releases(coll / "0.1.0", coll / "0.1.1")
     assert d.schema == {"cases": {"added": ["scanner_site"], "removed": ["bmi"],
                                   "retyped": [["age_years", "double", "float"]]}}

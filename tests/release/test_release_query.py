@@ -96,6 +96,52 @@ def test_a_damaged_table_is_named_and_the_others_stay_queryable(demo: Path, capl
     assert rel.sql("with qc as (select 1 as x) select x from qc").fetchall() == [(1,)]  # a CTE, not the table
 
 
+def test_a_page_damaged_mid_file_is_refused_not_read_as_other_values(demo: Path) -> None:
+    """Bytes flipped inside a data page, footer intact: DuckDB decoded the page into other values
+    without an error. The table's checksum (release.json) is checked before it is read."""
+    rel_path = demo / "releases" / "demo" / "0.1.0"
+    before = Release(rel_path).sql("select * from labels order by all").fetchall()
+    damaged = rel_path / "labels.parquet"
+    data = bytearray(damaged.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 200):
+        data[i] ^= 0x5A
+    damaged.write_bytes(bytes(data))
+    con = duckdb.connect()  # what a reader without the check sees: no error
+    assert con.sql(f"select count(*) from read_parquet('{damaged}')").fetchall()[0][0] == len(before)
+    rel = Release(rel_path)
+    for read in (lambda: rel.sql("select * from labels"), lambda: rel.table("labels")):
+        with pytest.raises(ReleaseError, match="table 'labels' cannot be read .its bytes differ from the checksum "
+                           "in release.json") as e:
+            read()
+        assert e.value.kind == "release_corrupt" and e.value.path == str(damaged)
+    assert rel.sql("select count(*) from cases").fetchall()[0][0] > 0
+
+
+def test_intact_tables_are_hashed_once(demo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Checked once per file (per process, and in a cache for later processes) while its size,
+    time and inode stay the same."""
+    from curator.release import integrity
+
+    monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(integrity, "_VERIFIED", {})
+    hashed: list[str] = []
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
+    path = demo / "releases" / "demo" / "0.1.0"
+    n_tables = len(Release(path).table_names())
+    Release(path).sql("select count(*) from cases").fetchall()
+    assert len(hashed) == n_tables
+    Release(path).sql("select count(*) from labels").fetchall()
+    Release(path).table("cases")
+    assert len(hashed) == n_tables  # this process remembers
+    monkeypatch.setattr(integrity, "_VERIFIED", {})  # a new process: the cache file remembers
+    Release(path).sql("select count(*) from cases").fetchall()
+    assert len(hashed) == n_tables
+    os.utime(path / "cases.parquet")  # touched: checked again
+    Release(path).sql("select count(*) from cases").fetchall()
+    assert hashed[n_tables:] == [str((path / "cases.parquet").resolve())]
+
+
 def test_the_taxonomy_is_a_table_of_the_release(demo: Path) -> None:
     """Hierarchy and synonym queries need nothing but the release: the terms table."""
     from curator.taxonomy import load_taxonomy
