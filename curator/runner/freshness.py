@@ -1,9 +1,11 @@
 """Whether the workspace's tables are what pipeline.yaml would produce now.
 
 Every stage run records in ``stages/<name>/stage.json`` a ``run_id``, the ``run_id`` of each
-earlier enabled stage it ran after (``upstream``), its config hash, its stage version and a
-digest of the sources (:func:`sources_digest`). A stage's tables are out of date when it has
-not run, when its settings, its code's stage version or the sources changed since, or when an
+earlier enabled stage it ran after (``upstream``), its config hash, its stage version, a
+digest of the sources (:func:`sources_digest`) and one of the files its settings name
+(``Stage.settings_files_digest``: a taxonomy, QC overrides, model weights). A stage's tables
+are out of date when it has not run, when its settings, those files, its code's stage version
+or the sources changed since, or when an
 earlier stage ran again after it (its inputs may have changed: a re-ingested case, a fixed
 label mapping). The stages run in a line (``curator.stages.STAGES``), so "earlier" is that order.
 
@@ -81,8 +83,13 @@ def upstream_runs(ctx: Context, name: str) -> dict[str, str | None]:
     return out
 
 
-def _changed(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+def _changed(old: dict[str, Any], config: StageConfig, limit: int = 3) -> str:
+    """The settings that differ from the recorded ones (those that change results only)."""
+    import dataclasses
+
+    new = config.to_dict()
+    unhashed = {f.name for f in dataclasses.fields(config) if f.metadata.get("hash") is False}
+    keys = sorted(k for k in set(old) | set(new) if k not in unhashed and old.get(k) != new.get(k))
     parts = [f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}" for k in keys[:limit]]
     return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
@@ -122,7 +129,7 @@ def stage_states(ctx: Context, will_run: Collection[str] = ()) -> list[StageStat
                            f"{cls.version})")
         config = ctx.stage_config(cls.config_class, name)
         if rec.get("config_hash") != config.config_hash():
-            reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config.to_dict())})")
+            reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config)})")
         files = cls.settings_files_digest(ctx, config)
         if rec.get("settings_files", files) != files:
             reasons.append(f"{name} ran with another version of {cls.settings_files or 'the files its settings name'}")
