@@ -248,9 +248,9 @@ def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str])
         except OSError as e:
             out[rel] = f"cannot be read ({e.strerror or e})"
             continue
-        seen = _VERIFIED.get(str(p)) or tuple(cache.get(str(p)) or ())
-        if len(seen) == 2 and list(seen[0]) == key and seen[1] == want:
-            continue
+        seen = _VERIFIED.get(str(p)) or cache.get(str(p))
+        if isinstance(seen, (list, tuple)) and len(seen) == 2 and seen[0] == key and seen[1] == want:
+            continue  # (a malformed cache entry is simply not a match)
         try:
             got = sha256_file(p)
         except (OSError, ReleaseError) as e:
