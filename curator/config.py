@@ -120,13 +120,17 @@ class Config:
             out[f.name] = v
         return out
 
-    def config_hash(self) -> str:
-        """16 hex digits over the canonical wire form (excluding fields marked ``hash=False``)."""
+    def hashed_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields marked ``hash=False`` (what changes results)."""
         d = self.to_dict()
         for f in fields(self):
             if f.metadata.get("hash") is False:
                 d.pop(f.name, None)
-        return sha256_json({"type": type(self).__name__, "config": d})[:16]
+        return d
+
+    def config_hash(self) -> str:
+        """16 hex digits over the canonical wire form (excluding fields marked ``hash=False``)."""
+        return sha256_json({"type": type(self).__name__, "config": self.hashed_dict()})[:16]
 
     def replace(self, **changes: Any) -> typing.Self:
         return dataclasses.replace(self, **changes)

@@ -85,10 +85,8 @@ def upstream_runs(ctx: Context, name: str) -> dict[str, str | None]:
 
 def _changed(old: dict[str, Any], config: StageConfig, limit: int = 3) -> str:
     """The settings that differ from the recorded ones (those that change results only)."""
-    import dataclasses
-
-    new = config.to_dict()
-    unhashed = {f.name for f in dataclasses.fields(config) if f.metadata.get("hash") is False}
+    new = config.hashed_dict()
+    unhashed = set(config.to_dict()) - set(new)
     keys = sorted(k for k in set(old) | set(new) if k not in unhashed and old.get(k) != new.get(k))
     parts = [f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}" for k in keys[:limit]]
     return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
