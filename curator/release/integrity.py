@@ -229,13 +229,7 @@ def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str])
     word. A file checked once (here, or in an earlier process: a small cache under
     ``$CURATOR_CACHE_DIR``, default ``~/.cache/curator``) is not hashed again while its size,
     modification time and inode stay the same. Files the release does not list are not judged."""
-    cache_path = _cache_file()
-    try:
-        cache: dict[str, Any] = json.loads(cache_path.read_text())
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
+    cache: dict[str, Any] | None = None  # the cache file, read on the first file this process has not checked
     out: dict[str, str] = {}
     dirty = False
     for rel in names:
@@ -248,8 +242,12 @@ def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str])
         except OSError as e:
             out[rel] = f"cannot be read ({e.strerror or e})"
             continue
-        seen = _VERIFIED.get(str(p)) or cache.get(str(p))
+        seen = _VERIFIED.get(str(p))
+        if seen is None:
+            cache = _read_cache() if cache is None else cache
+            seen = cache.get(str(p))
         if isinstance(seen, (list, tuple)) and len(seen) == 2 and seen[0] == key and seen[1] == want:
+            _VERIFIED[str(p)] = (key, want)
             continue  # (a malformed cache entry is simply not a match)
         try:
             got = sha256_file(p)
@@ -260,10 +258,20 @@ def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str])
             out[rel] = "its bytes differ from the checksum in release.json"
             continue
         _VERIFIED[str(p)] = (key, got)
+        cache = _read_cache() if cache is None else cache
         cache[str(p)] = [key, got]
         dirty = True
-    if dirty:
+    if dirty and cache is not None:
         with contextlib.suppress(OSError, ValueError):  # a read-only home: this process's memory still holds it
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(cache_path, dict(list(cache.items())[-20000:]), indent=None)
+            path = _cache_file()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, dict(list(cache.items())[-20000:]), indent=None)
     return out
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        cache = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
