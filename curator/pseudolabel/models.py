@@ -88,6 +88,11 @@ class ModelSpec(Config):
         return sha256_json({"spec": spec, "files": sums})[:16]
 
 
+def ensemble_fingerprint(specs: tuple[ModelSpec, ...]) -> str:
+    """16 hex digits over every member's :meth:`ModelSpec.fingerprint` (files by content)."""
+    return sha256_json([s.fingerprint() for s in specs])[:16]
+
+
 def absolute(spec: ModelSpec, base: Path) -> ModelSpec:
     """``spec`` with its relative ``path`` and ``weights`` made absolute against ``base``."""
     def fix(p: str | None) -> str | None:

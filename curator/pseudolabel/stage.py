@@ -25,7 +25,7 @@ from curator.io.fsutil import atomic_write_json, sha256_json
 from curator.pseudolabel import outputs, prefetch
 from curator.pseudolabel.config import PseudolabelConfig, check_ensemble
 from curator.pseudolabel.infer import ensemble_terms, infer_case
-from curator.pseudolabel.models import ModelSpec, load_ensemble
+from curator.pseudolabel.models import ModelSpec, ensemble_fingerprint, load_ensemble
 from curator.pseudolabel.terms import ancestors, resolve_model_terms, term_id, uncovered
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
 from curator.schema import to_arrow
@@ -51,7 +51,7 @@ class PseudolabelStage(Stage):
     def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
         """The ensemble's fingerprint: every model's files by content, and its spec."""
         specs = cast(PseudolabelConfig, config).specs(ctx.config.folder)
-        return sha256_json([s.fingerprint() for s in specs])[:16] if specs else None
+        return ensemble_fingerprint(specs) if specs else None
 
     def plan(self) -> list[Task]:
         cfg = cast(PseudolabelConfig, self.config)
@@ -61,7 +61,7 @@ class PseudolabelStage(Stage):
             log.info("pseudolabel: no models configured (stages.pseudolabel.ensemble / models); skipped")
             return []
         ensemble = self._ensemble(cfg, specs)
-        models_fp = sha256_json([s.fingerprint() for s in specs])[:16]
+        models_fp = ensemble_fingerprint(specs)
         modalities = {m.upper() for s in specs for m in s.modalities}
         ws = self.ctx.workspace
         cases = ws.read_table("cases")
