@@ -18,6 +18,7 @@ import pyarrow as pa
 from curator.config import StageConfig
 from curator.errors import CuratorError, InputError, StageError, WorkspaceError
 from curator.harmonize.stage import harmonize_taxonomy
+from curator.pseudolabel.release import PRIVATE_TABLES
 from curator.qc.cohort import Override, judge
 from curator.qc.config import QCConfig
 from curator.qc.features import MeasureOptions
@@ -42,9 +43,10 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "6"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
+    version = "7"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
     # 3: body_x_mm (the laterality check); 4: mesh sphericity with the mesh's own volume;
-    # 5: body_size_ml (volume_norm: section); 6: eccentricity of the voxels' solid, not their centres
+    # 5: body_size_ml (volume_norm: section); 6: eccentricity of the voxels' solid, not their centres;
+    # 7: the pseudo and revised labels of a case without labels of its own are judged too
     config_class = QCConfig
     settings_files = "the overrides file"
     tables = ("qc",)
@@ -63,7 +65,16 @@ class QCStage(Stage):
         if cases is None:
             raise StageError("stage_error", "the workspace has no cases table", remedy="run ingest first")
         pre = _body_column(ws.read_table("preprocessed"))
-        rows = [r for r in cases.select(["case_id", "dataset", "modality", "has_label"]).to_pylist() if r["has_label"]]
+        # a disabled pseudolabel stage's layers are left out of the release: not judged either
+        layers = [x for x in cast(QCConfig, self.config).layers
+                  if x != "pseudo" or self.ctx.stage_enabled("pseudolabel")]
+        # cases with labels of a judged layer: an unlabelled case's pseudo or revised labels too
+        other = set()
+        for layer, table in PRIVATE_TABLES.items():
+            got = ws.read_table(table) if layer in layers else None
+            other |= set(got.column("case_id").to_pylist()) if got is not None else set()
+        rows = [r for r in cases.select(["case_id", "dataset", "modality", "has_label"]).to_pylist()
+                if r["has_label"] or r["case_id"] in other]
         have = {p.name[:-5] for p in ws.stores_dir.glob("*.zarr")} if ws.stores_dir.is_dir() else set()
         if rows and not have:
             err = WorkspaceError("store_missing", f"no case stores in the workspace: qc measured none of "
@@ -73,9 +84,6 @@ class QCStage(Stage):
                                                    severity="warning"))
             log.warning("qc: no case stores in the workspace; run preprocess first")
             return []
-        # a disabled pseudolabel stage's layers are left out of the release: not judged either
-        layers = [x for x in cast(QCConfig, self.config).layers
-                  if x != "pseudo" or self.ctx.stage_enabled("pseudolabel")]
         tasks: list[Task] = []
         for r in rows:
             cid = r["case_id"]

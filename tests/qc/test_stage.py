@@ -209,3 +209,34 @@ def test_a_disabled_pseudolabel_stage_leaves_its_old_layers_unjudged(tmp_path: P
 
     assert "pseudo" in origins()
     assert "pseudo" not in origins(pseudolabel={"enabled": False})
+
+
+def test_the_pseudo_labels_of_an_unlabelled_case_are_judged(tmp_path: Path) -> None:
+    """A case without labels of its own gets pseudo labels only: QC judges those too (the release
+    ships them)."""
+    import shutil
+
+    import pyarrow.compute as pc
+
+    from curator.schema import to_arrow
+    from curator.store import CaseStore
+
+    ws = phantom_workspace(tmp_path / "ws", n_cases=3)
+    cid = "Phantom__c002"
+    store = CaseStore(ws.stores_dir / f"{cid}.zarr")
+    planes = [(arr[...], vals) for arr, vals in store.planes("original")]
+    shutil.rmtree(store.path / "labels" / "original")
+    CaseStore(store.path).write_layer("pseudo", planes, {"origin": "pseudo"})
+    cases = ws.read_table("cases")
+    assert cases is not None
+    ws.write_table("cases", cases.set_column(cases.schema.get_field_index("has_label"), "has_label",
+                                             pc.not_equal(cases.column("case_id"), cid)))
+    labels = ws.read_table("labels")
+    assert labels is not None
+    ws.write_table("_labels_pseudo", to_arrow("labels", [
+        {**r, "origin": "pseudo"} for r in labels.to_pylist() if r["case_id"] == cid]))
+    ctx = context(tmp_path, min_cohort=2)
+    ctx = Context(ctx.config.replace(stages={"qc": {"min_cohort": 2}, "dedup": {"enabled": False}}))
+    assert run_stage(ctx, QCStage).planned == 3
+    rows = pq.read_table(ctx.workspace.table_path("qc")).to_pylist()
+    assert {r["origin"] for r in rows if r["case_id"] == cid} == {"pseudo"}
