@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import pyarrow as pa
 
@@ -49,6 +49,9 @@ class QCStage(Stage):
     # 7: the pseudo and revised labels of a case without labels of its own are judged too
     config_class = QCConfig
     settings_files = "the overrides file"
+    # it judges the revised labels, and the pseudo labels only while pseudolabel is enabled
+    reads_tables: ClassVar[dict[str, str]] = {"_labels_revised": "the revised labels (`curator review import`)"}
+    follows = ("pseudolabel",)
     tables = ("qc",)
     requires = ("cases",)
 

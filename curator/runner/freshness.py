@@ -1,13 +1,16 @@
 """Whether the workspace's tables are what pipeline.yaml would produce now.
 
 Every stage run records in ``stages/<name>/stage.json`` a ``run_id``, the ``run_id`` of each
-earlier enabled stage it ran after (``upstream``), its config hash, its stage version, a
-digest of the sources (:func:`sources_digest`) and one of the files its settings name
-(``Stage.settings_files_digest``: a taxonomy, QC overrides, model weights). A stage's tables
-are out of date when it has not run, when its settings, those files, its code's stage version
-or the sources changed since, or when an
-earlier stage ran again after it (its inputs may have changed: a re-ingested case, a fixed
-label mapping). The stages run in a line (``curator.stages.STAGES``), so "earlier" is that order.
+earlier stage it ran after (``upstream``: enabled ones; ``upstream_disabled``), its config
+hash, its stage version, digests of the sources (:func:`sources_digest`), of the files its
+settings name (``Stage.settings_files_digest``: a taxonomy, QC overrides, model weights) and of
+the tables other commands write that it reads (``tables_read``). A stage's tables
+are out of date when it has not run, when its settings, those files, its code's stage version,
+the sources or a table another command writes that it reads (``Stage.reads_tables``: qc and
+the revised labels of ``curator review import``) changed since, or when an earlier stage ran
+again after it (its inputs may have changed: a re-ingested case, a fixed label mapping), is
+disabled and out of date itself, or is disabled and the stage ``follows`` it. The stages run in
+a line (``curator.stages.STAGES``), so "earlier" is that order.
 
 The release refuses out-of-date tables (:func:`check_fresh`): its ``release.json`` states
 pipeline.yaml's settings and sources, and a table computed under others would contradict it.
@@ -40,14 +43,15 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return sha256_file(path)[:16] if Path(path).is_file() else "missing"
 
 
-def write_record(ctx: Context, stage_cls: type[Stage], config: StageConfig, upstream: dict[str, str | None],
-                 **fields: Any) -> None:
+def write_record(ctx: Context, stage_cls: type[Stage], config: StageConfig,
+                 upstream: dict[str, dict[str, str | None]], **fields: Any) -> None:
     """Write ``stages/<name>/stage.json`` for a finished run of ``stage_cls`` under ``config``,
     computed from the ``upstream`` runs (:func:`upstream_runs`, taken when the run started)."""
     atomic_write_json(ctx.workspace.stage_dir(stage_cls.name) / "stage.json", {
         "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,
         "config": config.to_dict(), "config_hash": config.config_hash(), "run_id": uuid.uuid4().hex,
-        "upstream": upstream, "sources_digest": sources_digest(ctx), **fields,
+        **upstream, "sources_digest": sources_digest(ctx),
+        "sources_digest_relative": sources_digest(ctx, relative=True), **fields,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     })
 
@@ -62,24 +66,41 @@ def stage_record(ctx: Context, name: str) -> dict[str, Any] | None:
     return d if isinstance(d, dict) else None
 
 
-def sources_digest(ctx: Context) -> str:
-    """16 hex digits over the configured sources: name, root and dataset spec of each."""
-    return sha256_json({n: [str(s.root), sha256_json(s.spec.to_dict())]
+def sources_digest(ctx: Context, relative: bool = False) -> str:
+    """16 hex digits over the configured sources: name, root and dataset spec of each. With
+    ``relative``, a root inside the folder holding pipeline.yaml counts by its path from there:
+    a record holds both digests, and the sources are unchanged when either matches, so moving a
+    whole project, or copying one whose roots are elsewhere, puts no stage out of date."""
+    folder = ctx.config.folder
+
+    def where(root: Path) -> str:
+        if relative and folder is not None and root.is_relative_to(folder):
+            return "./" + root.relative_to(folder).as_posix()
+        return str(root)
+
+    return sha256_json({n: [where(Path(s.root)), sha256_json(s.spec.to_dict())]
                         for n, s in sorted(ctx.sources.items())})[:16]
 
 
-def upstream_runs(ctx: Context, name: str) -> dict[str, str | None]:
-    """``{earlier enabled stage: its latest run_id}`` (what a run of ``name`` records)."""
+def tables_read_digest(ctx: Context, stage_cls: type[Stage]) -> dict[str, str]:
+    """``{table: file digest}`` of the tables written outside the stage line that ``stage_cls``
+    reads (``Stage.reads_tables``), for its run's record."""
+    return {t: file_digest(ctx.workspace.table_path(t)) for t in stage_cls.reads_tables}
+
+
+def upstream_runs(ctx: Context, name: str) -> dict[str, dict[str, str | None]]:
+    """What a run of ``name`` records of the earlier stages: ``upstream``, ``{enabled stage: its
+    latest run_id}``, and ``upstream_disabled``, the same of the disabled ones (their tables and
+    stores stay in the workspace, and ``name`` may read them)."""
     from curator.stages import available
 
-    out: dict[str, str | None] = {}
+    out: dict[str, dict[str, str | None]] = {"upstream": {}, "upstream_disabled": {}}
     for other in available():
         if other == name:
             break
-        if not ctx.stage_enabled(other):  # without parsing the other stages' settings
-            continue
         rec = stage_record(ctx, other)
-        out[other] = rec.get("run_id") if rec else None
+        side = "upstream" if ctx.stage_enabled(other) else "upstream_disabled"  # without parsing its settings
+        out[side][other] = rec.get("run_id") if rec else None
     return out
 
 
@@ -103,16 +124,48 @@ class StageState:
     reasons: list[str] = field(default_factory=list)
 
 
+def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any], digest: tuple[str, str]
+                 ) -> list[str]:
+    """Why a stage's last run is out of date by itself (whatever ran before it): its stage
+    version, its settings, the files they name, the tables it reads that other commands write,
+    or the sources changed since."""
+    reasons: list[str] = []
+    if str(rec.get("stage_version")) != str(cls.version):
+        reasons.append(f"{name} ran with stage version {rec.get('stage_version')} (this curator's is "
+                       f"{cls.version})")
+    config = ctx.stage_config(cls.config_class, name)
+    if rec.get("config_hash") != config.config_hash():
+        reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config)})")
+    files = cls.settings_files_digest(ctx, config)
+    if rec.get("settings_files", files) != files:
+        reasons.append(f"{name} ran with another version of {cls.settings_files or 'the files its settings name'}")
+    read = rec.get("tables_read") or {}
+    for table, now in tables_read_digest(ctx, cls).items():
+        if read.get(table, now) != now:
+            reasons.append(f"{name} ran before a change to {cls.reads_tables[table]}")
+    if rec.get("sources_digest", digest[0]) != digest[0] and rec.get("sources_digest_relative") != digest[1]:
+        reasons.append(f"{name} ran with other sources (pipeline.yaml's `sources:` or their dataset "
+                       "specs changed since)")
+    return reasons
+
+
 def stage_states(ctx: Context, will_run: Collection[str] = ()) -> list[StageState]:
     """Every installed stage, in run order, with the reasons its tables are out of date. Stages
     in ``will_run`` are about to run, so they will be current, and every later stage that is not
-    about to run too will not be."""
+    about to run too will not be.
+
+    A disabled stage's tables are left out of the release, but a later stage may have been
+    computed from them (pseudolabel from preprocess's stores): that stage is out of date when
+    the disabled one is, or ran again after it. A stage that ``follows`` an earlier one is out of
+    date when that one is disabled after it ran (qc judged pseudo labels the release leaves out).
+    """
     from curator.stages import configured
 
     stages = configured(ctx)
+    classes = {name: cls for name, cls, _ in stages}
     order = [(name, cls) for name, cls, enabled in stages if enabled]
     records = {name: stage_record(ctx, name) for name, _, _ in stages}
-    digest = sources_digest(ctx) if order else ""
+    digest = (sources_digest(ctx), sources_digest(ctx, relative=True)) if order else ("", "")
     states = {name: StageState(name, enabled, records[name]) for name, _, enabled in stages}
     for i, (name, cls) in enumerate(order):
         if name in will_run:
@@ -122,24 +175,29 @@ def stage_states(ctx: Context, will_run: Collection[str] = ()) -> list[StageStat
         if rec is None:
             reasons.append(f"{name} has not run")
             continue
-        if str(rec.get("stage_version")) != str(cls.version):
-            reasons.append(f"{name} ran with stage version {rec.get('stage_version')} (this curator's is "
-                           f"{cls.version})")
-        config = ctx.stage_config(cls.config_class, name)
-        if rec.get("config_hash") != config.config_hash():
-            reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config)})")
-        files = cls.settings_files_digest(ctx, config)
-        if rec.get("settings_files", files) != files:
-            reasons.append(f"{name} ran with another version of {cls.settings_files or 'the files its settings name'}")
-        if rec.get("sources_digest", digest) != digest:
-            reasons.append(f"{name} ran with other sources (pipeline.yaml's `sources:` or their dataset "
-                           "specs changed since)")
+        reasons.extend(_own_reasons(ctx, name, cls, rec, digest))
+        upstream = rec.get("upstream") or {}
+        earlier = {**(rec.get("upstream_disabled") or {}), **upstream}
+        for up, run_id in earlier.items():  # earlier stages disabled now
+            if up not in states or states[up].enabled:
+                continue
+            if up in cls.follows:  # it reads up's results only while up is enabled
+                if up in upstream:
+                    reasons.append(f"{name} ran while {up} was enabled (its tables hold {up}'s results, which "
+                                   "the release now leaves out)")
+            elif run_id is None:
+                continue
+            elif (ran := records[up]) is not None and ran.get("run_id") != run_id:
+                reasons.append(f"{up} ran again after {name} ({up} is disabled, but {name} was computed "
+                               f"from its results)")
+            elif ran is not None and (own := _own_reasons(ctx, up, classes[up], ran, digest)):
+                reasons.append(f"{name} was computed from {up}'s results, which are out of date ({up} is "
+                               f"disabled: {own[0]})")
         for up, _ in order[:i]:  # the first earlier stage it is older than
             ran = records[up]
             if up in will_run:
                 reasons.append(f"{name} would be older than {up}, which runs now")
-            elif ran is None or (ran.get("run_id") is not None
-                                 and (rec.get("upstream") or {}).get(up) != ran["run_id"]):
+            elif ran is None or (ran.get("run_id") is not None and upstream.get(up) != ran["run_id"]):
                 reasons.append(f"{up} ran again after {name}" if ran else f"{name} ran without {up}")
             elif ran.get("run_id") is None and str(ran.get("finished", "")) > str(rec.get("finished", "")):
                 reasons.append(f"{up} ran again after {name}")  # records of an older curator: by time

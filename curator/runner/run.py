@@ -24,7 +24,7 @@ from curator.errors import StageError, WorkspaceError
 from curator.io.fsutil import atomic_write_json
 from curator.runner.context import Context
 from curator.runner.executors import Executor, make_executor
-from curator.runner.freshness import upstream_runs, write_record
+from curator.runner.freshness import tables_read_digest, upstream_runs, write_record
 from curator.runner.stage import CaseResult, Stage, Task
 from curator.schema import to_arrow
 
@@ -88,6 +88,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
                          remedy="run the stage(s) that write them first (e.g. `curator run`)")
     upstream = upstream_runs(ctx, stage_cls.name)  # what this run's tables are computed from
     files = stage_cls.settings_files_digest(ctx, config)
+    tables_read = tables_read_digest(ctx, stage_cls)
     tasks = stage.plan()
     _check_unique(stage_cls.name, tasks)
     report.planned = len(tasks)
@@ -156,8 +157,8 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         raise _stopped(stage_cls.name, errors[0].get("path") or "its plan", errors[0], "it as a problem")
     ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
     report.seconds = time.perf_counter() - t0
-    write_record(ctx, stage_cls, config, upstream, settings_files=files, planned=report.planned,
-                 failed=report.failed, tables=report.tables)
+    write_record(ctx, stage_cls, config, upstream, settings_files=files, tables_read=tables_read,
+                 planned=report.planned, failed=report.failed, tables=report.tables)
     log.info(report.line())
     return report
 

@@ -113,6 +113,13 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ()  # tables that must exist before the stage runs
     gpu: ClassVar[bool] = False
     settings_files: ClassVar[str] = ""  # what settings_files_digest covers, for messages ("the taxonomy file")
+    # tables written outside the stage line that the stage's results depend on, with what writes
+    # them (for messages): each run records their digests, so a release refuses tables computed
+    # before they changed (:mod:`curator.runner.freshness`)
+    reads_tables: ClassVar[dict[str, str]] = {}
+    # earlier stages whose being enabled or not changes the stage's results (qc judges the pseudo
+    # labels only while pseudolabel is enabled): disabling one puts the stage out of date
+    follows: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: Context, config: StageConfig) -> None:
         self.ctx = ctx

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from curator.runner.context import Context
-from curator.runner.freshness import upstream_runs, write_record
+from curator.runner.freshness import tables_read_digest, upstream_runs, write_record
 from curator.schema import to_arrow
 from curator.store import CaseStore
 from curator.testing.labelmaps import add_blob, erase_part
@@ -89,4 +89,5 @@ def record_runs(ctx: Context, *stages: str) -> None:
         cls = stage_class(name)
         config = ctx.stage_config(cls.config_class, name)
         write_record(ctx, cls, config, upstream_runs(ctx, name),
-                     settings_files=cls.settings_files_digest(ctx, config))
+                     settings_files=cls.settings_files_digest(ctx, config),
+                     tables_read=tables_read_digest(ctx, cls))

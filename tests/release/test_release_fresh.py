@@ -30,6 +30,14 @@ def _edit(pipeline: Path, version: str, **stages: dict[str, object]) -> Pipeline
     return set_version(pipeline, version)
 
 
+def _relative_paths(demo: Path, base: Path) -> None:
+    """Make every path in the demo copy's pipeline.yaml (sources, registry: under ``base``, the
+    folder it was copied from) relative to its folder."""
+    text = (demo / "pipeline.yaml").read_text().replace(f"{base}/", "")
+    assert str(base) not in text and str(demo) not in text and "raw/" in text
+    (demo / "pipeline.yaml").write_text(text)
+
+
 def _refused(cfg: PipelineConfig) -> str:
     with pytest.raises(ReleaseError) as e:
         build_release(Context(cfg))
@@ -107,7 +115,7 @@ def test_cli_release_names_the_stale_stage_and_what_to_do(demo: Path) -> None:
 
 
 def test_a_moved_project_run_from_elsewhere_reads_its_own_files_and_recomputes_nothing(
-        demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        demo: Path, demo_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative paths in pipeline.yaml — sources, registry, and stage settings naming files (a
     model ensemble, a taxonomy, QC overrides) — are relative to pipeline.yaml's folder, not to
     where the run starts; moving the whole project re-runs no case (model files are keyed by
@@ -121,9 +129,7 @@ def test_a_moved_project_run_from_elsewhere_reads_its_own_files_and_recomputes_n
     (demo / "tax").mkdir()
     shutil.copy(default_path(), demo / "tax" / "taxonomy.yaml")
     (demo / "qc_overrides.yaml").write_text("- {case_id: nobody, term: liver}\n")
-    text = (demo / "pipeline.yaml").read_text().replace(f"{demo}/", "")
-    assert str(demo) not in text
-    (demo / "pipeline.yaml").write_text(text)
+    _relative_paths(demo, demo_base)
     _edit(demo / "pipeline.yaml", "0.2.0", pseudolabel={"ensemble": "mymodels/demo.yaml"},
           harmonize={"taxonomy": "tax/taxonomy.yaml"}, qc={"overrides": "qc_overrides.yaml"})
     elsewhere = tmp_path / "elsewhere"
@@ -193,3 +199,60 @@ def test_release_json_records_each_stage_run_without_machine_paths(demo: Path, t
     assert qc["config"]["overrides"] == "qc_overrides.yaml" and qc["config"]["min_cohort"] == 5
     record = json.loads((demo / "workspace" / "stages" / "qc" / "stage.json").read_text())
     assert qc["run_id"] == record["run_id"] and qc["config_hash"] == record["config_hash"]
+
+
+def test_a_review_import_after_qc_puts_qc_out_of_date_until_it_judges_the_revised_labels(
+        demo: Path, tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from curator.pseudolabel.review import export_review, import_review
+
+    cfg = set_version(demo / "pipeline.yaml", "0.2.0")
+    ctx = Context(cfg)
+    ws = ctx.workspace
+    att = ws.read_table("attention")
+    assert att is not None
+    out = tmp_path / "review"
+    cid = export_review(ws.root, att.to_pylist(), out, top=1, images=False).cases[0]
+    pseudo = nib.load(out / cid / "pseudo.nii.gz")
+    nib.save(nib.Nifti1Image(pseudo.get_fdata().astype("uint8"), pseudo.affine), out / cid / "revised.nii.gz")
+    assert import_review(ws, out)[0] == [cid]
+    detail = _refused(cfg)
+    assert detail.split(": ", 1)[1] == "qc ran before a change to the revised labels (`curator review import`)"
+    run_pipeline(cfg, stages=["qc"], release=False)
+    judged = pq.read_table(ws.table_path("qc")).to_pylist()
+    assert any(r["case_id"] == cid and r["origin"] == "revised" for r in judged)
+    assert build_release(Context(cfg)).name == "0.2.0"
+
+
+def test_disabling_a_stage_puts_the_stages_computed_from_it_out_of_date_when_they_depend_on_it(
+        demo: Path) -> None:
+    pipeline = demo / "pipeline.yaml"
+    # qc judged the pseudo labels: without pseudolabel, the release leaves them out
+    cfg = _edit(pipeline, "0.2.0", pseudolabel={"enabled": False})
+    assert _refused(cfg).split(": ", 1)[1] == ("qc ran while pseudolabel was enabled (its tables hold pseudolabel's results, "
+                             "which the release now leaves out)")
+    run_pipeline(cfg, stages=["qc"], release=False)
+    rel = build_release(Context(cfg))
+    assert {r["origin"] for r in pq.read_table(rel / "qc.parquet").to_pylist()} == {"original"}
+
+    # a disabled stage whose own results are out of date: what was computed from them is too
+    cfg = _edit(pipeline, "0.3.0", pseudolabel={"enabled": True}, preprocess={"enabled": False})
+    run_pipeline(cfg, stages=["pseudolabel", "qc"], release=False)
+    build_release(Context(cfg))  # preprocess disabled but current: nothing to refuse
+    cfg = _edit(pipeline, "0.4.0", preprocess={"crop_margin_mm": 7.0})
+    detail = _refused(cfg)
+    assert ("pseudolabel was computed from preprocess's results, which are out of date (preprocess is "
+            "disabled: preprocess ran with other settings (crop_margin_mm:") in detail
+    assert "qc was computed from preprocess's results" in detail
+
+
+def test_a_moved_project_with_sources_inside_it_is_released_without_running_again(
+        demo: Path, demo_base: Path, tmp_path: Path) -> None:
+    import shutil
+
+    _relative_paths(demo, demo_base)
+    run_pipeline(set_version(demo / "pipeline.yaml", "0.2.0"), release=False)  # records written here
+    moved = tmp_path / "moved"
+    shutil.move(str(demo), moved)
+    assert build_release(Context(set_version(moved / "pipeline.yaml", "0.3.0"))).name == "0.3.0"
