@@ -144,6 +144,21 @@ class Workspace:
             f.close()
             self._lock_file = None
 
+    def lock_holder(self) -> str | None:
+        """Who holds the workspace lock now (``"curator run (pid 12, since …)"``), or None —
+        without taking it, for commands that only read (``curator status``)."""
+        try:
+            f = open(self.root / ".lock", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError:
+            return None
+        with f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return f.read().strip() or "another process"
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            return None
+
     # -- tables ---------------------------------------------------------------------------
     def write_table(self, name: str, table: pa.Table) -> Path:
         dest = self.table_path(name)

@@ -121,9 +121,10 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
         stale = [r for s in states for r in s.reasons]
         has_cases = ctx.workspace.has_table("cases")
         blocked = ("exists" if dest.exists() else "stale" if stale else "no cases" if not has_cases else None)
+        busy = ctx.workspace.lock_holder()
         if fmt == StatusFormat.json:
             sys.stdout.write(json.dumps({
-                "workspace": str(ctx.workspace.root),
+                "workspace": str(ctx.workspace.root), "in_use_by": busy,
                 "stages": [{"stage": s.name, "enabled": s.enabled, "current": not s.reasons if s.enabled else None,
                             "reasons": s.reasons, "last_run": _run_facts(s.record)} for s in states],
                 "release": {"collection": rc.collection, "version": rc.version, "path": str(dest),
@@ -140,6 +141,9 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                               str(run.get("failed", "-")), escape(", ".join(f"{t} {n}" for t, n in
                                                                      (run.get("tables") or {}).items())), state)
             out.print(table)
+            if busy:
+                out.print(f"[yellow]the workspace is in use by {escape(busy)}[/]: these states are of its "
+                          "finished stages and change as it goes on", highlight=False)
             name = f"{escape(rc.collection)} {escape(rc.version)}"
             if blocked == "exists":
                 out.print(f"release {name}: [yellow]exists[/] ({escape(str(dest))}); bump `release.version` for "

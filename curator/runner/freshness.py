@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curator import __version__
-from curator.errors import ReleaseError
+from curator.errors import CuratorError, ReleaseError
 from curator.io.fsutil import atomic_write_json, sha256_file, sha256_json
 from curator.runner.context import Context
 
@@ -136,9 +136,14 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
     config = ctx.stage_config(cls.config_class, name)
     if rec.get("config_hash") != config.config_hash():
         reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config)})")
-    files = cls.settings_files_digest(ctx, config)
-    if rec.get("settings_files", files) != files:
-        reasons.append(f"{name} ran with another version of {cls.settings_files or 'the files its settings name'}")
+    try:
+        files = cls.settings_files_digest(ctx, config)
+    except CuratorError as e:  # a model file moved away: said here, as the run would say it
+        reasons.append(f"{name}'s settings name a file that cannot be read ({e})")
+    else:
+        if rec.get("settings_files", files) != files:
+            reasons.append(f"{name} ran with another version of "
+                           f"{cls.settings_files or 'the files its settings name'}")
     read = rec.get("tables_read") or {}
     for table, now in tables_read_digest(ctx, cls).items():
         if read.get(table, now) != now:

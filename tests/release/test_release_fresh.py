@@ -256,3 +256,28 @@ def test_a_moved_project_with_sources_inside_it_is_released_without_running_agai
     moved = tmp_path / "moved"
     shutil.move(str(demo), moved)
     assert build_release(Context(set_version(moved / "pipeline.yaml", "0.3.0"))).name == "0.3.0"
+
+
+def test_status_names_an_unreadable_model_file_and_a_running_pipeline(demo: Path) -> None:
+    import shutil
+
+    from curator.pseudolabel.models import MODELS_DIR
+
+    shutil.copytree(MODELS_DIR, demo / "mymodels")
+    cfg = _edit(demo / "pipeline.yaml", "0.2.0", pseudolabel={"ensemble": "mymodels/demo.yaml"})
+    run_pipeline(cfg, release=False)
+    (demo / "mymodels" / "demo_unet.pt").unlink()
+    pipeline = str(demo / "pipeline.yaml")
+    res = CliRunner().invoke(app, ["status", pipeline, "--check", "--format", "json"])
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.output)
+    reasons = {s["stage"]: s["reasons"] for s in doc["stages"]}
+    assert reasons["pseudolabel"] == [(
+        f"pseudolabel's settings name a file that cannot be read (model 'demo_unet': file "
+        f"{demo / 'mymodels' / 'demo_unet.pt'} does not exist. What to do: fix the model's path/weights in "
+        "stages.pseudolabel)")]
+    assert doc["in_use_by"] is None
+    with Context(cfg).workspace.locked("run"):
+        res = CliRunner().invoke(app, ["status", pipeline])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "the workspace is in use by curator run (pid" in text
