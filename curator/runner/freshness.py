@@ -141,9 +141,10 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
     except CuratorError as e:  # a model file moved away: said here, as the run would say it
         reasons.append(f"{name}'s settings name a file that cannot be read ({e})")
     else:
+        what = cls.settings_files or "the files its settings name"
         if rec.get("settings_files", files) != files:
-            reasons.append(f"{name} ran with another version of "
-                           f"{cls.settings_files or 'the files its settings name'}")
+            reasons.append(f"{name}'s settings name {what}, which is missing" if files == "missing" else
+                           f"{name} ran with another version of {what}")
     read = rec.get("tables_read") or {}
     for table, now in tables_read_digest(ctx, cls).items():
         if read.get(table, now) != now:
@@ -202,6 +203,8 @@ def stage_states(ctx: Context, will_run: Collection[str] = ()) -> list[StageStat
             ran = records[up]
             if up in will_run:
                 reasons.append(f"{name} would be older than {up}, which runs now")
+            elif up not in upstream and up in (rec.get("upstream_disabled") or {}):
+                reasons.append(f"{name} ran while {up} was disabled")
             elif ran is None or (ran.get("run_id") is not None and upstream.get(up) != ran["run_id"]):
                 reasons.append(f"{up} ran again after {name}" if ran else f"{name} ran without {up}")
             elif ran.get("run_id") is None and str(ran.get("finished", "")) > str(rec.get("finished", "")):

@@ -156,6 +156,8 @@ def test_a_moved_project_run_from_elsewhere_reads_its_own_files_and_recomputes_n
         f.write("# edited\n")
     assert _refused(cfg).endswith("harmonize ran with another version of the taxonomy file")
     (moved / "tax" / "taxonomy.yaml").write_bytes(default_path().read_bytes())
+    (moved / "qc_overrides.yaml").unlink()
+    assert _refused(cfg).endswith("qc's settings name the overrides file, which is missing")
     (moved / "qc_overrides.yaml").write_text("- {case_id: somebody, term: liver}\n")
     assert _refused(cfg).endswith("qc ran with another version of the overrides file")
     run_pipeline(cfg, stages=["qc"], release=False)
@@ -235,6 +237,8 @@ def test_disabling_a_stage_puts_the_stages_computed_from_it_out_of_date_when_the
     run_pipeline(cfg, stages=["qc"], release=False)
     rel = build_release(Context(cfg))
     assert {r["origin"] for r in pq.read_table(rel / "qc.parquet").to_pylist()} == {"original"}
+    cfg = _edit(pipeline, "0.3.0", pseudolabel={"enabled": True})  # and back: qc has not judged them
+    assert _refused(cfg).split(": ", 1)[1] == "qc ran while pseudolabel was disabled"
 
     # a disabled stage whose own results are out of date: what was computed from them is too
     cfg = _edit(pipeline, "0.3.0", pseudolabel={"enabled": True}, preprocess={"enabled": False})
