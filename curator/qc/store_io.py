@@ -47,8 +47,10 @@ def _body_x(body: NDArray[np.bool_] | None, g: Geometry) -> float | None:
 
 
 def store_fingerprint(path: Path) -> str:
-    """Cheap fingerprint of a store's current content: the metadata files of the store and of every
-    label layer (layers and stores are replaced by renames, so their zarr.json files change)."""
+    """Cheap fingerprint of a store's current content: size and modification time of the metadata
+    files of the store and of every label layer (layers and stores are replaced by renames, so
+    their zarr.json files change). Not the inode: a project moved to another disk or copied with
+    its times kept (``cp -a``, ``rsync -a``) is not measured again."""
     parts = []
     for meta in [path / "zarr.json", *sorted(path.glob("labels/*/zarr.json")), *sorted(path.glob("labels/*/*/zarr.json")),
                  *sorted(path.glob("body/zarr.json")), *sorted(path.glob("image/zarr.json"))]:
@@ -56,7 +58,7 @@ def store_fingerprint(path: Path) -> str:
             st = os.stat(meta)
         except FileNotFoundError:
             continue
-        parts.append(f"{meta.relative_to(path).as_posix()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+        parts.append(f"{meta.relative_to(path).as_posix()}:{st.st_size}:{st.st_mtime_ns}")
     return "|".join(parts)
 
 

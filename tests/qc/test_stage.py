@@ -240,3 +240,23 @@ def test_the_pseudo_labels_of_an_unlabelled_case_are_judged(tmp_path: Path) -> N
     assert run_stage(ctx, QCStage).planned == 3
     rows = pq.read_table(ctx.workspace.table_path("qc")).to_pylist()
     assert {r["origin"] for r in rows if r["case_id"] == cid} == {"pseudo"}
+
+
+def test_a_store_copied_with_its_times_kept_is_not_measured_again(
+        qc_run: tuple[Context, list[dict[str, Any]]], tmp_path: Path) -> None:
+    """A workspace moved to another disk (or copied with `cp -a`): same content, same times, new
+    inodes — the QC cache still holds."""
+    import shutil
+
+    from curator.qc.store_io import store_fingerprint
+    from curator.store import CaseStore
+
+    ctx, _ = qc_run
+    src = next(iter(sorted(ctx.workspace.stores_dir.glob("*.zarr"))))
+    copy = tmp_path / src.name
+    shutil.copytree(src, copy)  # copy2: times kept, inodes new
+    assert store_fingerprint(copy) == store_fingerprint(src)
+    store = CaseStore(copy)
+    planes = [(arr[...], vals) for arr, vals in store.planes("original")]
+    store.write_layer("pseudo", planes, {"origin": "pseudo"})  # a layer written: measured again
+    assert store_fingerprint(copy) != store_fingerprint(src)
