@@ -29,6 +29,7 @@ import importlib
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -88,9 +89,10 @@ class ModelSpec(Config):
         return sha256_json({"spec": spec, "files": sums})[:16]
 
 
-def ensemble_fingerprint(specs: tuple[ModelSpec, ...]) -> str:
-    """16 hex digits over every member's :meth:`ModelSpec.fingerprint` (files by content)."""
-    return sha256_json([s.fingerprint() for s in specs])[:16]
+def ensemble_fingerprint(specs: tuple[ModelSpec, ...], fingerprints: Sequence[str] | None = None) -> str:
+    """16 hex digits over every member's :meth:`ModelSpec.fingerprint` (files by content; pass
+    ``fingerprints`` when they are at hand: they read every weights file)."""
+    return sha256_json(list(fingerprints) if fingerprints is not None else [s.fingerprint() for s in specs])[:16]
 
 
 def absolute(spec: ModelSpec, base: Path) -> ModelSpec:
@@ -257,11 +259,14 @@ def _cached(key: str, device: str) -> tuple[LoadedModel, ...]:
     return tuple(load_model(s, device) for s in specs)
 
 
-def load_ensemble(specs: tuple[ModelSpec, ...], device: str) -> tuple[LoadedModel, ...]:
-    """Load (once per process, device and set of weight checksums) every member of an ensemble."""
+def load_ensemble(specs: tuple[ModelSpec, ...], device: str, fingerprints: Sequence[str] | None = None
+                  ) -> tuple[LoadedModel, ...]:
+    """Load (once per process, device and set of weight checksums) every member of an ensemble;
+    ``fingerprints``: the members' :meth:`ModelSpec.fingerprint`, when the caller has them (the
+    stage's plan takes them once a run, so no case reads the weights files to check them)."""
     if not specs:
         raise ConfigError("config_error", "the pseudolabel stage has no models",
                           remedy="set stages.pseudolabel.ensemble (e.g. demo) or stages.pseudolabel.models")
-    key = json.dumps({"specs": [s.to_dict() for s in specs], "files": [s.fingerprint() for s in specs]},
-                     sort_keys=True)
+    files = list(fingerprints) if fingerprints is not None else [s.fingerprint() for s in specs]
+    key = json.dumps({"specs": [s.to_dict() for s in specs], "files": files}, sort_keys=True)
     return _cached(key, device)

@@ -9,6 +9,7 @@ bit ``k % 64`` of array ``k // 64`` (one array up to 64 targets). Read it with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -78,10 +79,11 @@ def read_attention(path: Path) -> AttentionMap:
 
 
 def write_case(store: CaseStore, ws: Path, case_id: str, res: CaseLabels, specs: tuple[ModelSpec, ...],
-               cfg: Any) -> None:
+               cfg: Any, fingerprints: Sequence[str]) -> None:
+    """Write a case's pseudo layer (its attrs name each model by its ``fingerprints``) and attention map."""
     codes = {k + 1: [t] for k, t in enumerate(res.targets)}
     attrs = {"origin": "pseudo", "stage": "pseudolabel", "config_hash": cfg.config_hash(),
-             "models": [{"name": s.name, "fingerprint": s.fingerprint()} for s in specs],
+             "models": [{"name": s.name, "fingerprint": f} for s, f in zip(specs, fingerprints, strict=True)],
              "terms": res.targets, "etta": bool(cfg.etta.enabled)}
     store.write_layer("pseudo", [(res.plane, codes)], attrs)
     write_attention(attention_path(ws, case_id), res.words, res.targets)

@@ -60,8 +60,9 @@ class PseudolabelStage(Stage):
         if not specs:
             log.info("pseudolabel: no models configured (stages.pseudolabel.ensemble / models); skipped")
             return []
-        ensemble = self._ensemble(cfg, specs)
-        models_fp = ensemble_fingerprint(specs)
+        fingerprints = [s.fingerprint() for s in specs]  # every weights file read, once a run
+        ensemble = self._ensemble(cfg, specs, fingerprints)
+        models_fp = ensemble_fingerprint(specs, fingerprints)
         modalities = {m.upper() for s in specs for m in s.modalities}
         ws = self.ctx.workspace
         cases = ws.read_table("cases")
@@ -87,7 +88,8 @@ class PseudolabelStage(Stage):
         atomic_write_json(ws.stage_dir(self.name) / "queue.json", queue, indent=None)
         return tasks
 
-    def _ensemble(self, cfg: PseudolabelConfig, specs: tuple[ModelSpec, ...]) -> dict[str, Any]:
+    def _ensemble(self, cfg: PseudolabelConfig, specs: tuple[ModelSpec, ...], fingerprints: list[str]
+                  ) -> dict[str, Any]:
         """The ensemble as every case gets it, checked once before any case runs: loaded on the
         CPU (a missing or broken weights file, or a TorchScript archive's own metadata), output
         names resolved to the pipeline taxonomy's term ids, the patch checked, and one forward
@@ -95,7 +97,7 @@ class PseudolabelStage(Stage):
         single ConfigError now rather than a failure per case. Also each term's part-of
         ancestors and preferred name in that taxonomy."""
         tax = harmonize_taxonomy(self.ctx)
-        loaded = load_ensemble(specs, "cpu")
+        loaded = load_ensemble(specs, "cpu", fingerprints)
         resolved = resolve_model_terms([m.spec for m in loaded], tax)
         patch = check_ensemble(resolved, cfg.patch)
         with torch.inference_mode():
@@ -109,7 +111,7 @@ class PseudolabelStage(Stage):
                               "predicts: " + ", ".join(f"{t!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
                                                        for t, h in hints.items()),
                               remedy=f"the ensemble predicts {', '.join(terms)} (term ids)")
-        return {"models": [s.to_dict() for s in resolved],
+        return {"models": [s.to_dict() for s in resolved], "fingerprints": fingerprints,
                 "ancestors": {t: sorted(ancestors(t, tax)) for t in terms},
                 "names": {t: tax.term(t).name for t in terms}}
 
@@ -118,6 +120,7 @@ class PseudolabelStage(Stage):
         ensemble = dict(task.payload["ensemble"])
         ensemble["models"] = [{k: v for k, v in m.items() if k not in ("path", "weights")}
                               for m in ensemble["models"]]
+        ensemble.pop("fingerprints", None)  # in the fingerprint already
         return {**task.payload, "ensemble": ensemble}
 
     def outputs_exist(self, result: CaseResult) -> bool:
@@ -156,7 +159,7 @@ class PseudolabelStage(Stage):
         ens = p["ensemble"]
         specs = tuple(ModelSpec.from_dict(d) for d in ens["models"])
         device = cfg.resolved_device()
-        models = load_ensemble(specs, device)
+        models = load_ensemble(specs, device, ens["fingerprints"])
         annotated = set(p["annotated"]) | (set(store.terms("original")) if "original" in store.layers() else set())
         candidates = [t for t in ensemble_terms(models) if not cfg.terms or t in cfg.terms]
         targets = uncovered(candidates, annotated, ens["ancestors"])
@@ -173,7 +176,7 @@ class PseudolabelStage(Stage):
         res = infer_case(reader, models, targets, patch=patch_s, params=cfg.params(), overlap=cfg.overlap,
                          batch=cfg.batch_size, amp=cfg.amp, orientation=orientation, etta=cfg.etta,
                          blend=cfg.blend)
-        outputs.write_case(store, ws, task.case_id, res, specs, cfg)
+        outputs.write_case(store, ws, task.case_id, res, specs, cfg, ens["fingerprints"])
         out.rows = outputs.rows(task.case_id, p["dataset"], p.get("modality"), store, res, models, cfg, ens["names"])
         return out
 

@@ -170,3 +170,31 @@ def test_a_misspelt_term_or_an_impossible_threshold_is_refused(phantom_ws) -> No
         with pytest.raises(ConfigError, match=f"{name} = {value}"):
             run_stage(phantom_ws(**{name: value})[0], PseudolabelStage)
     assert not (phantom_ws()[0].workspace.stage_dir("pseudolabel") / "stage.json").exists()
+
+
+def test_a_run_reads_each_model_file_twice_whatever_the_number_of_cases(phantom_ws, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Weights files can be large: a run reads each one when it records what it ran with and
+    once to plan; no case reads them again to check them (each case did, twice)."""
+    from collections import Counter
+
+    from curator.pseudolabel import models
+
+    files = sorted(str(p) for p in models.MODELS_DIR.glob("demo_*.pt"))
+    ctx, _ = phantom_ws(models=[], ensemble="demo")
+    read: list[str] = []
+    real = models.sha256_file
+
+    def counting(path):  # type: ignore[no-untyped-def]
+        read.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(models, "sha256_file", counting)
+    report = run_stage(ctx, PseudolabelStage)
+    assert report.ran == len(CASES) > 1
+    assert Counter(read) == dict.fromkeys(files, 2)
+    import zarr
+
+    layer = zarr.open_group(str(ctx.workspace.stores_dir / f"{CASES[0][0]}.zarr" / "labels" / "pseudo"), mode="r")
+    monkeypatch.undo()
+    assert [m["fingerprint"] for m in layer.attrs["curator"]["models"]] == [  # type: ignore[union-attr,index]
+        s.fingerprint() for s in models.load_ensemble_file("demo")]
