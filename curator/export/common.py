@@ -106,17 +106,27 @@ def check_terms(held: Collection[str], terms: list[str], partial: bool) -> str |
 
 def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, label: Path,
                report: ExportReport, layers: Sequence[str] = DEFAULT_LAYERS,
-               view: TrainingView | None = None, tax: Taxonomy | None = None) -> list[str] | None:
+               view: TrainingView | None = None, release: Release | None = None) -> list[str] | None:
     """Write one case's image and label map; the terms it holds, or None (``report`` says why).
-    A label ``view`` excludes (QC) counts as not held; ``tax`` (the release's taxonomy; the
-    bundled one by default) says which parts make each term."""
-    store = CaseStore(case.store)
-    excluded = view.labels_excluded(case.case_id) if view is not None else frozenset()
-    absent = view.labels_absent(case.case_id) if view is not None else frozenset()
-    if tax is None:
+    A label ``view`` excludes (QC) counts as not held; ``release`` (when given) checks the store
+    against its checksum first — a damaged store is skipped, named in ``report`` — and its
+    taxonomy (the bundled one otherwise) says which parts make each term."""
+    if release is not None:
+        try:
+            store = release.open_store(case.case_id)
+        except ReleaseError as e:
+            report.skipped[case.case_id] = f"{e.detail} (`curator verify {release.path}` lists what changed)"
+            report.notes.append(f"{case.case_id} was left out: {e.detail}; restore the release from an intact "
+                                f"copy (`curator verify {release.path}` lists the files that changed)")
+            log.warning("%s: %s; the case is left out of the export", e.path, e.detail)
+            return None
+        tax: Taxonomy = release.taxonomy
+    else:
         from curator.taxonomy import load_taxonomy
 
-        tax = load_taxonomy()
+        store, tax = CaseStore(case.store), load_taxonomy()
+    excluded = view.labels_excluded(case.case_id) if view is not None else frozenset()
+    absent = view.labels_absent(case.case_id) if view is not None else frozenset()
     parts = {t: with_parts(tax, t) for t in terms}
     held = usable_terms(store, parts, layers, excluded, absent)
     # a term the case does not hold itself is the union of its parts when they complete one of

@@ -1,7 +1,9 @@
 """``curator export monai``: NIfTI images/labels + a Decathlon-style datalist JSON.
 
 MONAI's ``load_decathlon_datalist(path, True, "training")`` reads it; ``validation`` and
-``test`` hold the release's split when the release has a ``splits`` table. The release's
+``test`` hold the release's split when the release has a ``splits`` table. A split with no
+exported case has no key (MONAI's loader fails on an empty list with an IndexError; a missing
+key it names), and the export's notes say so. The release's
 training view is exported (:mod:`curator.release.training`). Cases lacking a term are skipped
 unless ``partial``: MONAI's loaders ignore the datalist's ``present`` key, so a missing term
 written as background teaches the model that the organ is absent.
@@ -37,7 +39,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
         for c in select_cases(rel, where, view):
             present = write_case(c, terms, partial, staging / "images" / f"{c.case_id}.nii.gz",
-                                 staging / "labels" / f"{c.case_id}.nii.gz", report, layers, view, rel.taxonomy)
+                                 staging / "labels" / f"{c.case_id}.nii.gz", report, layers, view, rel)
             if present is not None:
                 lists[KEYS.get(c.split, "training")].append({
                     "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",
@@ -50,4 +52,10 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
             "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
             "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},
             **{k: v for k, v in lists.items() if v or k == "training"}}, indent=1)
+    for key, split in (("validation", "val"), ("test", "test")):  # MONAI's loader fails on an empty list
+        if not lists[key]:  # (IndexError), and says "not specified" for a missing key: the export says why
+            report.notes.append(f"the datalist has no {key!r} list: no exported case is in the release's "
+                                f"{split!r} split" + ("" if "splits" in rel.table_names() else
+                                                      " (the release has no splits table)")
+                                + f"; load_decathlon_datalist(..., {key!r}) will say it is not specified")
     return report

@@ -67,7 +67,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         for c in cases:
             tr = "Ts" if c.split == "test" else "Tr"
             if write_case(c, terms, partial, staging / f"images{tr}" / f"{c.case_id}_0000.nii.gz",
-                          staging / f"labels{tr}" / f"{c.case_id}.nii.gz", report, layers, view, rel.taxonomy) is not None:
+                          staging / f"labels{tr}" / f"{c.case_id}.nii.gz", report, layers, view, rel) is not None:
                 split_of[c.case_id] = c.split
         training = [c for c in report.cases if split_of[c] != "test"]
         if not training:

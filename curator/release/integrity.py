@@ -219,7 +219,50 @@ def _stat_key(p: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
 
 
-_VERIFIED: dict[str, tuple[list[int], str]] = {}  # resolved path -> (stat key, sha256) checked in this process
+_VERIFIED: dict[str, tuple[list[Any], str]] = {}  # resolved path -> (stat key, sha256) checked in this process
+_DISK: dict[str, Any] = {}  # the cache file as last read by this process
+_DISK_KEY: tuple[int, ...] | None = None  # the cache file's (size, mtime, inode) when it was read
+
+
+def _disk_cache() -> dict[str, Any]:
+    """The cache file's entries, read again only when another process has written it since."""
+    global _DISK, _DISK_KEY
+    try:
+        st = _cache_file().stat()
+        key: tuple[int, ...] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        key = None
+    if key != _DISK_KEY:
+        _DISK, _DISK_KEY = _read_cache(), key
+    return _DISK
+
+
+def _already_checked(path: str, key: list[Any], want: str) -> bool:
+    """Whether ``path`` was found to hash ``want`` while its stat ``key`` was what it is now."""
+    seen: Any = _VERIFIED.get(path)
+    if seen is None:
+        seen = _disk_cache().get(path)
+    if isinstance(seen, (list, tuple)) and len(seen) == 2 and list(seen[0]) == key and seen[1] == want:
+        _VERIFIED[path] = (key, want)
+        return True
+    return False  # (a malformed cache entry is simply not a match)
+
+
+def _remember(checked: dict[str, tuple[list[Any], str]]) -> None:
+    """Note files (or stores) found intact, in this process and in the cache file for later ones."""
+    global _DISK, _DISK_KEY
+    if not checked:
+        return
+    _VERIFIED.update(checked)
+    cache = dict(_disk_cache())
+    cache.update({k: [v[0], v[1]] for k, v in checked.items()})
+    cache = dict(list(cache.items())[-20000:])
+    with contextlib.suppress(OSError, ValueError):  # a read-only home: this process's memory still holds it
+        path = _cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, cache, indent=None)
+        st = path.stat()
+        _DISK, _DISK_KEY = cache, (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str]) -> dict[str, str]:
@@ -229,26 +272,20 @@ def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str])
     word. A file checked once (here, or in an earlier process: a small cache under
     ``$CURATOR_CACHE_DIR``, default ``~/.cache/curator``) is not hashed again while its size,
     modification time and inode stay the same. Files the release does not list are not judged."""
-    cache: dict[str, Any] | None = None  # the cache file, read on the first file this process has not checked
     out: dict[str, str] = {}
-    dirty = False
+    checked: dict[str, tuple[list[Any], str]] = {}
     for rel in names:
         want = recorded.get(rel)
         if want is None:
             continue
         p = (release / rel).resolve()
         try:
-            key = _stat_key(p)
+            key: list[Any] = _stat_key(p)
         except OSError as e:
             out[rel] = f"cannot be read ({e.strerror or e})"
             continue
-        seen = _VERIFIED.get(str(p))
-        if seen is None:
-            cache = _read_cache() if cache is None else cache
-            seen = cache.get(str(p))
-        if isinstance(seen, (list, tuple)) and len(seen) == 2 and seen[0] == key and seen[1] == want:
-            _VERIFIED[str(p)] = (key, want)
-            continue  # (a malformed cache entry is simply not a match)
+        if _already_checked(str(p), key, want):
+            continue
         try:
             got = sha256_file(p)
         except (OSError, ReleaseError) as e:
@@ -257,16 +294,40 @@ def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str])
         if got != want:
             out[rel] = "its bytes differ from the checksum in release.json"
             continue
-        _VERIFIED[str(p)] = (key, got)
-        cache = _read_cache() if cache is None else cache
-        cache[str(p)] = [key, got]
-        dirty = True
-    if dirty and cache is not None:
-        with contextlib.suppress(OSError, ValueError):  # a read-only home: this process's memory still holds it
-            path = _cache_file()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(path, dict(list(cache.items())[-20000:]), indent=None)
+        checked[str(p)] = (key, got)
+    _remember(checked)
     return out
+
+
+def changed_store(release: Path, case_id: str, recorded: Any) -> str | None:
+    """Why the store of ``case_id`` under ``<release>/stores`` differs from the content hash
+    ``recorded`` (``release.json["stores"]``) holds for it (a file changed, added or removed: a chunk with a flipped
+    bit decodes into other voxels without a word), or None when it is intact. Cached like
+    :func:`changed_files`: a store is hashed again only when one of its files' size, time or
+    inode changed, or a file came or went."""
+    meta = recorded.get(case_id) if isinstance(recorded, dict) else None
+    want = meta.get("sha256") if isinstance(meta, dict) else None
+    if not isinstance(want, str):
+        return "release.json records no checksum for it"
+    store = (release / STORES_DIR / f"{case_id}.zarr").resolve()
+    try:
+        files = _store_files(store)
+        digest = hashlib.sha256()
+        for rel, p in files:
+            digest.update(f"{rel}\0{_stat_key(p)}\n".encode())
+        key: list[Any] = [digest.hexdigest()]
+    except (OSError, ReleaseError) as e:
+        return f"cannot be read ({e.detail if isinstance(e, ReleaseError) else e.strerror or e})"
+    if _already_checked(str(store), key, want):
+        return None
+    try:
+        got = hash_of_file_hashes({rel: sha256_file(p) for rel, p in files})
+    except (OSError, ReleaseError) as e:
+        return f"cannot be read ({e})"
+    if got != want:
+        return "its files differ from the checksum in release.json (a file changed, came or went)"
+    _remember({str(store): (key, got)})
+    return None
 
 
 def _read_cache() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from curator.errors import ReleaseError
@@ -28,6 +29,7 @@ from curator.errors import ReleaseError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from curator.store import CaseStore
     from curator.taxonomy.model import Taxonomy
 
 log = logging.getLogger("curator")
@@ -215,6 +217,47 @@ class Release:
         recorded = self.info.get("files")
         bad = changed_files(self.path, [f"{n}.parquet" for n in names], recorded if isinstance(recorded, dict) else {})
         return {rel.removesuffix(".parquet"): why for rel, why in bad.items()}
+
+    def open_store(self, case_id: str) -> CaseStore:
+        """The store of ``case_id``, checked first against the content hash ``release.json``
+        records for it (once per process; a cache remembers it for later ones while none of its
+        files changed): a chunk damaged on disk would otherwise decode into other voxels without
+        a word, and a label layer gone would read as "no such label". A ``release_corrupt``
+        error names the case and the store when it differs."""
+        from curator.release.integrity import STORES_DIR, changed_store
+        from curator.store import CaseStore
+
+        store = self.path / STORES_DIR / f"{case_id}.zarr"
+        why = changed_store(self.path, case_id, self.info.get("stores"))
+        if why is not None:
+            raise ReleaseError("release_corrupt", f"the store of case {case_id} {why}", path=str(store),
+                               case_id=case_id, remedy=f"run `curator verify {self.path}` to see which files "
+                               "changed, then restore them from an intact copy of the release or build the "
+                               "release again")
+        return CaseStore(store)
+
+    def load_npz(self, rel: str, case_id: str | None = None) -> dict[str, Any]:
+        """The arrays of the ``.npz`` file ``rel`` (relative to the release; e.g. a case's
+        ``locations/<case>.npz``), checked against its ``release.json`` checksum first."""
+        from curator.release.integrity import changed_files
+
+        recorded = self.info.get("files")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        p = self.path / rel
+        why = changed_files(self.path, [rel], recorded).get(rel) if rel in recorded else (
+            None if p.is_file() else "is missing")
+        if why is None and rel not in recorded:
+            why = "is not listed in release.json"
+        if why is None:
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
+            except (OSError, ValueError) as e:
+                why = f"cannot be read ({e})"
+        raise ReleaseError("release_corrupt", f"{rel} {why}" + (f" (case {case_id})" if case_id else ""),
+                           path=str(p), case_id=case_id, remedy=f"run `curator verify {self.path}` to see which "
+                           "files changed, then restore them from an intact copy of the release or build the "
+                           "release again")
 
     def _read(self, name: str, read: Callable[[Path], _T]) -> _T:
         p = self.path / f"{name}.parquet"

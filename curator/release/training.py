@@ -100,8 +100,24 @@ def usable_terms(store: CaseStore, parts: Mapping[str, Sequence[str]], layers: S
     is held by ``original`` with an empty mask. A requested term loses all its parts when one
     of them (or the term itself, a derived term judged as a whole) is excluded with no later
     layer to stand in: training on the rest of its parts would call the excluded part background."""
+    return usable_parts({layer: store.terms(layer) for layer in store.layers()}, parts, layers, excluded, absent)
+
+
+def usable_parts(held_by: Mapping[str, Collection[str]], parts: Mapping[str, Sequence[str]], layers: Sequence[str],
+                 excluded: Collection[tuple[str, str]], absent: Collection[str] = ()) -> dict[str, str]:
+    """:func:`usable_terms` of a case whose store holds ``held_by[layer]`` in each layer (e.g.
+    from the release's ``store_terms`` table, without opening the store)."""
     wanted = list(dict.fromkeys(p for ps in parts.values() for p in ps))
-    held = store.term_layers(wanted, layers, exclude=excluded)
+
+    def first_layers(exclude: Collection[tuple[str, str]]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for layer in layers:
+            for t in wanted:
+                if t in held_by.get(layer, ()) and (t, layer) not in exclude:
+                    out.setdefault(t, layer)
+        return out
+
+    held = first_layers(excluded)
     if absent and "original" in layers:
         rank = {x: i for i, x in enumerate(layers)}
         for p in wanted:
@@ -109,7 +125,7 @@ def usable_terms(store: CaseStore, parts: Mapping[str, Sequence[str]], layers: S
                 held[p] = "original"
     if not excluded:
         return held
-    before = store.term_layers(wanted, layers)
+    before = first_layers(())
     for term, ps in parts.items():
         lost = any(p in before and p not in held for p in ps)
         if lost or any((term, held[p]) in excluded for p in ps if p in held and p != term):

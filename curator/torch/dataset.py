@@ -29,6 +29,7 @@ from curator.release.training import (
     check_request,
     term_parts,
     training_view,
+    usable_parts,
     usable_terms,
     with_parts,
 )
@@ -70,6 +71,13 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     QC excluded count as not annotated (``qc_filter=False`` uses them) — a derived term loses
     its mask in a case where one of its parts was excluded. Unknown term ids, a term given
     twice, terms no case holds in ``layers`` and unknown layers are refused.
+
+    Each store is checked against the content hash ``release.json`` records before its first
+    read in a process (a cache under ``$CURATOR_CACHE_DIR`` remembers stores found intact while
+    their files keep their size, time and inode), and each location file against its checksum:
+    a chunk damaged on disk raises a ``release_corrupt`` error naming the case instead of
+    decoding into other voxels. The first read of a store costs one read of its files;
+    ``verify=False`` skips the check (e.g. right after ``curator verify``).
     """
 
     def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",
@@ -78,7 +86,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                  foreground_fraction: float = 0.67, term_weights: dict[str, float] | None = None,
                  balance: bool = True, repeat: bool = True, samples_per_epoch: int | None = None,
                  seed: int = 0, normalise: bool = True, max_open: int = 64, duplicates: bool = False,
-                 qc_filter: bool = True, labelled_only: bool = True) -> None:
+                 qc_filter: bool = True, labelled_only: bool = True, verify: bool = True) -> None:
         self.release = release if isinstance(release, Release) else Release(release)
         self.root = self.release.path
         self.terms = _names("terms", terms)
@@ -87,7 +95,9 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self.fg = float(foreground_fraction)
         self.term_weights = dict(term_weights or {})
         self._epoch: Any = multiprocessing.RawValue("q", 0)  # shared with forked and spawned workers
-        self.seed, self.normalise, self.max_open = seed, normalise, max_open
+        self.seed, self.normalise, self.max_open, self.verify = seed, normalise, max_open, bool(verify)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ReleaseError("release_error", f"seed = {seed!r}: give a whole number >= 0")
         if not self.terms or not 0.0 <= self.fg <= 1.0:
             raise ReleaseError("release_error", "PatchDataset needs at least one term and a foreground_fraction "
                                f"in [0, 1] (got {self.fg})")
@@ -119,8 +129,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                              for t in self.terms] for m in {c["modality"] for c in self.cases}}
         self._index_terms()
         if labelled_only:  # a case holding none of the terms gives items with nothing to learn from
-            kept = [c for c in self.cases if self._case_terms.get(c["case_id"])
-                    or any(p in self.view.labels_absent(c["case_id"]) for ps in self._parts.values() for p in ps)]
+            kept = [c for c in self.cases if self._usable.get(c["case_id"])]
             if not kept:
                 raise ReleaseError("release_error", f"no selected case holds any of {self.terms} in layers "
                                    f"{list(self.layers)}", path=str(self.root),
@@ -170,7 +179,9 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         # annotated classes — of the layers this dataset trains on, labels QC excluded left out,
         # each term once (a pseudo layer's terms or a term in two layers are no more annotation)
         self._roi: dict[str, tuple[list[int], list[int], set[str]]] = {}
+        held_by: dict[str, dict[str, set[str]]] = {}  # case -> layer -> the terms its store holds there
         for cid, term, layer, vox, b0, b1, loc in rows:
+            held_by.setdefault(cid, {}).setdefault(layer, set()).add(term)
             if (term, layer) in self.view.labels_excluded(cid):
                 continue
             if layer in self.layers and vox:
@@ -180,10 +191,17 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                    [max(a, b) for a, b in zip(roi[1], b1, strict=True)], roi[2] | {term}))
             if term in wanted:
                 by_case.setdefault(cid, {}).setdefault(term, {})[layer] = {"voxels": vox, "locations": loc}
-        for cid, terms in by_case.items():  # foreground only of requested terms the case holds whole
-            have = {p for p, ls in terms.items() if any(x in ls for x in self.layers)}
-            keep = {p for t, parts in self._parts.items() for p in term_parts(t, parts, have, self.release.taxonomy)}
-            by_case[cid] = {p: v for p, v in terms.items() if p in keep}
+        self._usable: dict[str, dict[str, str]] = {}  # case -> part -> the layer it is read from
+        for cid in sorted({c["case_id"] for c in self.cases}):  # the rule each item applies (usable_terms)
+            usable = usable_parts(held_by.get(cid, {}), self._parts, self.layers, self.view.labels_excluded(cid),
+                                  self.view.labels_absent(cid))
+            keep = {p for t, parts in self._parts.items() for p in term_parts(t, parts, usable, self.release.taxonomy)}
+            if keep:
+                self._usable[cid] = {p: usable[p] for p in keep}
+            # foreground only of requested terms the case holds whole, from the layer each is read from
+            terms = by_case.get(cid, {})
+            by_case[cid] = {p: {usable[p]: terms[p][usable[p]]} for p in keep
+                            if usable[p] in terms.get(p, {}) and terms[p][usable[p]]["voxels"]}
         self._case_terms = by_case
 
     def _repeat(self, case: dict[str, Any]) -> float:
@@ -194,6 +212,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next items are drawn for (seen by every worker, persistent or not)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ReleaseError("release_error", f"set_epoch({epoch!r}): give a whole number >= 0")
         if isinstance(self._epoch, int):
             self._epoch = int(epoch)
         else:
@@ -206,7 +226,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if self._pid != os.getpid():
             self._stores, self._locs, self._pid = collections.OrderedDict(), {}, os.getpid()
         cid = case["case_id"]
-        s = self._stores.pop(cid, None) or CaseStore(self.root / case["store"])
+        s = self._stores.pop(cid, None) or (self.release.open_store(cid) if self.verify
+                                            else CaseStore(self.root / case["store"]))
         self._stores[cid] = s
         while len(self._stores) > self.max_open:
             self._stores.popitem(last=False)
@@ -227,9 +248,13 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         term, layer, info = options[int(rng.choice(len(options), p=w / w.sum()))]
         path = info["locations"]
         if path not in self._locs:
-            with np.load(self.root / path) as z:
-                self._locs[path] = {k: z[k] for k in z.files}
-        pts = self._locs[path][f"{layer}/{term}"]
+            self._locs[path] = self.release.load_npz(path, case["case_id"])
+        pts = self._locs[path].get(f"{layer}/{term}")
+        if pts is None or not len(pts):
+            raise ReleaseError("release_corrupt", f"{path} holds no voxel positions of {term} ({layer}), which "
+                               f"store_terms says case {case['case_id']} holds", path=str(self.root / path),
+                               case_id=case["case_id"], remedy=f"run `curator verify {self.root}`, then restore the "
+                               "release from an intact copy or build it again")
         return np.asarray(pts[int(rng.integers(len(pts)))], dtype=np.int64)
 
     def _requested(self, part: str) -> str:

@@ -32,6 +32,11 @@ items = load_decathlon_datalist(sys.argv[1], True, "training")
 import os
 assert all(os.path.isfile(x["image"]) and os.path.isfile(x["label"]) for x in items)
 print("DATALIST", len(items))
+for key in ("validation", "test"):  # no case in these splits: MONAI names the list it lacks
+    try:
+        load_decathlon_datalist(sys.argv[1], True, key)
+    except ValueError as e:
+        print(key.upper(), "ValueError", e)
 """
 
 
@@ -85,6 +90,8 @@ def test_monai_reads_the_datalist(tiny: Tiny, tmp_path: Path) -> None:
     rep = export_monai(tiny.release, tmp_path / "monai", terms=[term_id("liver"), term_id("spleen")])
     assert len(rep.cases) == 2 and set(rep.skipped) == {f"TinyKits__case_{i:05d}" for i in range(3)}
     data = json.loads((tmp_path / "monai" / "datalist.json").read_text())
-    assert len(data["training"]) == 2
+    assert len(data["training"]) == 2 and "validation" not in data and "test" not in data
+    assert any("has no 'validation' list: no exported case is in the release's 'val' split" in n for n in rep.notes)
     python = _client("monai")
-    assert "DATALIST 2" in _run(python, MONAI_CHECK, str(tmp_path / "monai" / "datalist.json"))
+    out = _run(python, MONAI_CHECK, str(tmp_path / "monai" / "datalist.json"))
+    assert "DATALIST 2" in out and "VALIDATION ValueError Data list validation not specified" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,6 +136,7 @@ def test_each_term_comes_from_its_best_layer(tiny: Tiny, tmp_path) -> None:
     pseudo[-4:] = 1
     store.write_layer("pseudo", [(pseudo, {1: ["aorta"], 2: [spleen]})], {"origin": "pseudo"})
     store = CaseStore(store.path)
+    reseal(rel)  # as if the release had been built with these layers
     assert store.term_layers([liver, "aorta"], ("original", "revised")) == {liver: "original", "aorta": "revised"}
     terms = [liver, kidney, "aorta"]
     shape = store.geometry.shape
@@ -168,6 +170,7 @@ def test_a_term_is_built_from_its_parts_only_when_they_complete_it(tiny: Tiny, t
     store.write_layer("pseudo", [(one, {1: ["kidney_left"]})], {"origin": "pseudo"})
 
     def item(cid: str, terms: list[str], layers: tuple[str, ...] = ("original", "revised")) -> dict:
+        reseal(rel)  # as if the release had been built with the layers written
         ds = PatchDataset(rel, terms=terms, where=f"p.case_id = '{cid}'", patch_size=shape, normalise=False,
                           layers=layers, foreground_fraction=1.0, labelled_only=False)  # store_terms predates edits
         return ds[0]
@@ -347,6 +350,7 @@ def test_unnormalised_items_are_in_physical_units(tiny: Tiny, tmp_path) -> None:
     meta = dict(group.attrs["curator"])
     meta["normalisation"] = {**meta["normalisation"], "scale": 2.0}
     group.attrs["curator"] = meta
+    reseal(rel)
     store = CaseStore(path)
     shape = store.geometry.shape
     item = PatchDataset(rel, terms=["liver"], where=f"p.case_id = '{cid}'", patch_size=shape, normalise=False)[0]
@@ -468,6 +472,7 @@ def test_exports_build_a_term_from_parts_that_complete_it(tiny_copy) -> None:  #
     shutil.rmtree(path)
     CaseStore.create(path, geometry=geometry, attrs=attrs, image=image,
                      labels=[(plane, {1: ["kidney_left"], 2: ["kidney_right"]})])
+    reseal(tiny_copy)
     rep = export_monai(tiny_copy, tiny_copy.parent / "m", terms=["kidney"], where="case_id = 'TinyTotalSeg__s0000'")
     assert rep.cases == ["TinyTotalSeg__s0000"], rep.skipped
     got = np.asarray(nib.load(tiny_copy.parent / "m" / "labels" / "TinyTotalSeg__s0000.nii.gz").dataobj)
@@ -523,3 +528,112 @@ def test_repeat_factor_counts_the_annotation_the_dataset_trains_on(tiny: Tiny, t
     reseal(rel)
     assert repeat() == before
     assert repeat(layers=("original", "revised", "pseudo")) > before  # trained on: it counts
+
+
+def _flip_a_byte(store: Path) -> Path:
+    """Flip one bit in the middle of the largest shard of ``store``'s image (the bytes of a chunk)."""
+    shard = max((p for p in (store / "image").rglob("*") if p.is_file() and p.name != "zarr.json"),
+                key=lambda p: p.stat().st_size)
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    shard.write_bytes(bytes(data))
+    return shard
+
+
+def test_a_damaged_store_is_refused_by_name_before_it_is_read(tiny: Tiny, tmp_path: Path) -> None:
+    """A bit flipped in a chunk decodes into other voxels without a word, a label layer gone reads
+    as "no such label", a location file gone as a bare FileNotFoundError in a worker: the loader and
+    the exports check each store (and location file) against release.json first."""
+    import shutil
+
+    from curator.errors import ReleaseError
+    from curator.export import export_monai
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    kits = sorted(p.name.removesuffix(".zarr") for p in (rel / "stores").glob("TinyKits__*.zarr"))
+    flipped, no_layer, no_locations = kits[0], kits[1], kits[2]
+    kidney = term_id("kidney")
+
+    def item(cid: str, **kw: object) -> dict:
+        ds = PatchDataset(rel, terms=[kidney], where=f"p.case_id = '{cid}'", patch_size=(24, 24, 8),
+                          foreground_fraction=1.0, **kw)  # type: ignore[arg-type]
+        return ds[0]
+
+    before = {c: item(c) for c in kits}  # intact: read as ever (and remembered as checked)
+    _flip_a_byte(rel / "stores" / f"{flipped}.zarr")
+    shutil.rmtree(rel / "stores" / f"{no_layer}.zarr" / "labels" / "original")
+    (rel / "locations" / f"{no_locations}.npz").unlink()
+    for cid, says in ((flipped, f"the store of case {flipped} its files differ"),
+                      (no_layer, f"the store of case {no_layer} its files differ"),
+                      (no_locations, f"locations/{no_locations}.npz cannot be read")):
+        with pytest.raises(ReleaseError, match=says) as e:
+            item(cid)
+        assert e.value.kind == "release_corrupt" and e.value.case_id == cid and "curator verify" in str(e.value)
+    # the check is what stands between the damage and the training data: without it, a layer gone is "no kidney"
+    assert item(no_layer, verify=False, labelled_only=False)["present"].tolist() == [False]
+    assert before[no_layer]["present"].tolist() == [True]
+    rep = export_monai(rel, tmp_path / "m", terms=[kidney], where="dataset = 'TinyKits'")
+    assert flipped in rep.skipped and no_layer in rep.skipped and "its files differ" in rep.skipped[flipped]
+    assert no_locations in rep.cases  # exports do not read the location files
+    assert any(flipped in n and "curator verify" in n for n in rep.notes)
+    assert not (tmp_path / "m" / "images" / f"{flipped}.nii.gz").exists()
+
+
+def test_stores_are_hashed_once_while_their_files_stay_the_same(tiny: Tiny, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import shutil
+
+    from curator.release import integrity
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(integrity, "_VERIFIED", {})
+    hashed: list[str] = []
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
+
+    def read_all() -> set[str]:
+        ds = PatchDataset(rel, terms=[term_id("kidney")], patch_size=(24, 24, 8), split=None, labelled_only=False)
+        seen = {ds[i]["case_id"] for i in range(len(ds))}
+        for c in ds.cases:  # every store, whichever cases the items drew
+            ds._store(c)
+        return seen
+
+    read_all()
+    in_stores = [h for h in hashed if "/stores/" in h]
+    n_files = sum(1 for p in (rel / "stores").rglob("*") if p.is_file() and p.parent != rel / "stores")
+    assert len(in_stores) == n_files  # each file of each store once
+    hashed.clear()
+    read_all()
+    assert not [h for h in hashed if "/stores/" in h]  # this process remembers
+    monkeypatch.setattr(integrity, "_VERIFIED", {})  # a new process: the cache file remembers
+    monkeypatch.setattr(integrity, "_DISK_KEY", None)
+    read_all()
+    assert not [h for h in hashed if "/stores/" in h]
+    touched = next((rel / "stores").glob("TinyKits__*.zarr"))
+    os.utime(touched / "zarr.json")  # touched: that store is checked again, the others are not
+    monkeypatch.setattr(integrity, "_VERIFIED", {})
+    read_all()
+    assert {h.split("/stores/")[1].split("/")[0] for h in hashed if "/stores/" in h} == {touched.name}
+
+
+def test_labelled_only_follows_the_qc_rule_of_the_items(tiny: Tiny, tmp_path: Path) -> None:
+    """A derived term loses its mask where one of its parts was QC excluded: such a case holds
+    none of the requested terms, and labelled_only leaves it out (its items were present = False)."""
+    kits = sorted(p.name.removesuffix(".zarr") for p in (tiny.release / "stores").glob("TinyKits__*.zarr"))
+    other = next(c for c in sorted(p.name.removesuffix(".zarr") for p in (tiny.release / "stores").glob("*.zarr"))
+                 if c not in kits)
+    rel = _with_decisions(tiny, tmp_path, dropped=other, kept=kits[1], excluded=(kits[0], "kidney_cyst", "original"))
+    assert "kidney_cyst" in CaseStore(rel / "stores" / f"{kits[0]}.zarr").terms("original")
+    ds = PatchDataset(rel, terms=["kidney_mass"], where="dataset = 'TinyKits'", patch_size=(24, 24, 8),
+                      samples_per_epoch=12)
+    assert kits[0] not in [c["case_id"] for c in ds.cases] and len(ds.cases) == len(kits) - 1
+    assert all(bool(ds[i]["present"][0]) for i in range(len(ds)))
+    every = PatchDataset(rel, terms=["kidney_mass"], where="dataset = 'TinyKits'", patch_size=(24, 24, 8),
+                         labelled_only=False, samples_per_epoch=12)
+    assert kits[0] in [c["case_id"] for c in every.cases]
+    with pytest.raises(Exception, match="seed = -1"):
+        PatchDataset(rel, terms=["kidney_mass"], seed=-1)
