@@ -221,17 +221,18 @@ def _stat_key(p: Path) -> list[int]:
 
 _VERIFIED: dict[str, tuple[list[Any], str]] = {}  # resolved path -> (stat key, sha256) checked in this process
 _DISK: dict[str, Any] = {}  # the cache file as last read by this process
-_DISK_KEY: tuple[int, ...] | None = None  # the cache file's (size, mtime, inode) when it was read
+_DISK_KEY: tuple[Any, ...] | None = None  # the cache file's (path, size, mtime, inode) when it was read
 
 
 def _disk_cache() -> dict[str, Any]:
     """The cache file's entries, read again only when another process has written it since."""
     global _DISK, _DISK_KEY
+    path = _cache_file()
     try:
-        st = _cache_file().stat()
-        key: tuple[int, ...] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
+        st = path.stat()
+        key: tuple[Any, ...] = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     except OSError:
-        key = None
+        key = (str(path),)
     if key != _DISK_KEY:
         _DISK, _DISK_KEY = _read_cache(), key
     return _DISK
@@ -262,7 +263,7 @@ def _remember(checked: dict[str, tuple[list[Any], str]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, cache, indent=None)
         st = path.stat()
-        _DISK, _DISK_KEY = cache, (st.st_size, st.st_mtime_ns, st.st_ino)
+        _DISK, _DISK_KEY = cache, (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str]) -> dict[str, str]:

@@ -132,6 +132,7 @@ class Release:
         # tables whose Parquet file DuckDB could not open (damaged: cut short, overwritten), with
         # DuckDB's reason; :meth:`connect` leaves them out so the other tables stay queryable
         self.unreadable: dict[str, str] = {}
+        self._intact_stores: set[str] = set()  # checked by open_store (not again: a loader reopens them)
 
     @functools.cached_property
     def info(self) -> dict[str, Any]:
@@ -220,16 +221,19 @@ class Release:
 
     def open_store(self, case_id: str) -> CaseStore:
         """The store of ``case_id``, checked first against the content hash ``release.json``
-        records for it (once per process; a cache remembers it for later ones while none of its
-        files changed): a chunk damaged on disk would otherwise decode into other voxels without
+        records for it (once per release object — a loader closing and reopening stores pays
+        nothing more — and a cache remembers it for later processes while none of its files
+        changed): a chunk damaged on disk would otherwise decode into other voxels without
         a word, and a label layer gone would read as "no such label". A ``release_corrupt``
         error names the case and the store when it differs."""
         from curator.release.integrity import STORES_DIR, changed_store
         from curator.store import CaseStore
 
         store = self.path / STORES_DIR / f"{case_id}.zarr"
-        why = changed_store(self.path, case_id, self.info.get("stores"))
-        if why is not None:
+        why = None if case_id in self._intact_stores else changed_store(self.path, case_id, self.info.get("stores"))
+        if why is None:
+            self._intact_stores.add(case_id)
+        else:
             raise ReleaseError("release_corrupt", f"the store of case {case_id} {why}", path=str(store),
                                case_id=case_id, remedy=f"run `curator verify {self.path}` to see which files "
                                "changed, then restore them from an intact copy of the release or build the "

@@ -618,6 +618,14 @@ def test_stores_are_hashed_once_while_their_files_stay_the_same(tiny: Tiny, tmp_
     monkeypatch.setattr(integrity, "_VERIFIED", {})
     read_all()
     assert {h.split("/stores/")[1].split("/")[0] for h in hashed if "/stores/" in h} == {touched.name}
+    checks: list[str] = []  # a loader closing and reopening stores (max_open) checks each one once
+    real_check = integrity.changed_store
+    monkeypatch.setattr(integrity, "changed_store", lambda r, c, m: checks.append(c) or real_check(r, c, m))
+    ds = PatchDataset(rel, terms=[term_id("kidney")], patch_size=(24, 24, 8), split=None, max_open=1,
+                      samples_per_epoch=24, seed=5)
+    drawn = [ds[i]["case_id"] for i in range(len(ds))]
+    assert sum(a != b for a, b in itertools.pairwise(drawn)) > len(set(drawn))  # reopened more often than cases
+    assert sorted(checks) == sorted(set(drawn))
 
 
 def test_labelled_only_follows_the_qc_rule_of_the_items(tiny: Tiny, tmp_path: Path) -> None:
