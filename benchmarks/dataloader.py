@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_cases import DATASET, build
 
 PATCH, BATCH, WORKERS, FG = 128, 2, 2, 0.33
+# label values loaded as the six masks (TotalSegmentator v2's first values; KiTS's 1-3 share them)
+NAMES = {1: "spleen", 2: "right kidney", 3: "left kidney", 5: "liver", 6: "stomach", 7: "pancreas"}
 
 NNUNET = r"""
 import json, sys, time, os
@@ -58,13 +60,17 @@ def curator_release(work: Path) -> Path:
     raw = build(work / "raw")
     spec = yaml.safe_load((work / "raw" / "bench.yaml").read_text())
     spec["exclude"] = ["._*", ".*", "big*"]
+    # the six loaded values under taxonomy names (harmonize maps them to terms; the rest stay unmapped)
+    spec["labels"]["values"].update(NAMES)
     (work / "pipeline").mkdir(parents=True, exist_ok=True)
     (work / "pipeline" / "bench.yaml").write_text(yaml.safe_dump(spec))
     cfg = {"workspace": "ws", "sources": [{"dataset": str(work / "pipeline" / "bench.yaml"), "root": str(raw)}],
            "executor": {"kind": "local", "workers": 2, "progress": False},
+           # the stages a loader needs (the others disabled: a release refuses tables left out of date)
+           "stages": {s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc")},
            "release": {"root": "releases", "collection": "bench", "version": "0.1.0"}}
     (work / "pipeline" / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
-    run_pipeline(PipelineConfig.load(work / "pipeline" / "pipeline.yaml"), stages=["ingest", "preprocess"])
+    run_pipeline(PipelineConfig.load(work / "pipeline" / "pipeline.yaml"))
     return rel
 
 
@@ -73,7 +79,7 @@ def curator_rate(release: Path, n: int) -> float:
 
     from curator.torch import PatchDataset
 
-    terms = [f"label_{v}" for v in (1, 2, 3, 5, 6, 7)]
+    terms = ["spleen", "kidney_right", "kidney_left", "liver", "stomach", "pancreas"]
     ds = PatchDataset(release, terms=terms, patch_size=(PATCH,) * 3, foreground_fraction=FG,
                       samples_per_epoch=(n + 8) * BATCH, balance=False, repeat=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=WORKERS, prefetch_factor=3)

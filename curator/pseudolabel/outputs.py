@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
@@ -22,10 +22,12 @@ from numpy.typing import NDArray
 from curator.errors import InputError
 from curator.io.fsutil import atomic_path, atomic_remove
 from curator.pseudolabel.core import WORD_BITS, attention_bit
-from curator.pseudolabel.infer import CaseLabels
-from curator.pseudolabel.models import LoadedModel, ModelSpec
 from curator.pseudolabel.terms import term_name
 from curator.store import CaseStore
+
+if TYPE_CHECKING:  # annotations only: reading a store's pseudo layer or attention needs no torch
+    from curator.pseudolabel.infer import CaseLabels
+    from curator.pseudolabel.models import LoadedModel, ModelSpec
 
 
 def attention_path(workspace: str | Path, case_id: str) -> Path:

@@ -38,7 +38,6 @@ from curator.errors import ConfigError, InputError, LabelError
 from curator.io.fsutil import atomic_path, check_output_dir
 from curator.pseudolabel.outputs import attention_path, read_attention
 from curator.pseudolabel.terms import term_name
-from curator.report.gallery import oriented_slice
 from curator.store import CaseStore
 
 log = logging.getLogger("curator")
@@ -87,6 +86,9 @@ def preview(image: NDArray[Any], label: NDArray[np.bool_], attention: NDArray[np
     rgb[label] = 0.55 * rgb[label] + 0.45 * np.array([40, 220, 60])
     rgb[attention] = 0.45 * rgb[attention] + 0.55 * np.array([255, 30, 30])
     if direction is not None and int(np.argmax(np.abs(direction[2, :]))) == 2:  # the third axis is axial
+        # imported here: the report package loads DuckDB and Polars, which a preprocess worker never needs
+        from curator.report.gallery import oriented_slice
+
         rgb = np.stack([oriented_slice(rgb[:, :, c, None], direction, np.zeros(3), "axial") for c in range(3)],
                        axis=-1)
     else:

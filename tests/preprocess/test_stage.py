@@ -204,3 +204,18 @@ def test_a_label_resampling_erases_is_a_warning_and_unknown_to_the_loader(tmp_pa
     item = ds[0]
     assert item["present"].tolist() == [True, False]  # unknown, masked out of the loss — not a true negative
 
+
+
+def test_a_preprocess_worker_loads_neither_torch_nor_the_query_engines(tmp_path) -> None:
+    """A fresh worker's first case paid 1.6 s importing torch (and DuckDB, Polars) through the
+    review module's imports; the preprocess stage needs none of them."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pathlib import Path\nfrom curator.preprocess.stage import _carry_revised, _keep_revised\n"
+            f"_keep_revised(Path({str(tmp_path / 'no.zarr')!r}))\n"
+            f"_carry_revised(Path({str(tmp_path / 'no.zarr')!r}), None)\n"
+            "print(sorted(m for m in ('torch', 'duckdb', 'polars') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
