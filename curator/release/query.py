@@ -234,7 +234,7 @@ class Release:
         if why is None:
             self._intact_stores.add(case_id)
         else:
-            raise ReleaseError("release_corrupt", f"the store of case {case_id} {why}", path=str(store),
+            raise ReleaseError("release_corrupt", f"the store of case {case_id}: {why}", path=str(store),
                                case_id=case_id, remedy=f"run `curator verify {self.path}` to see which files "
                                "changed, then restore them from an intact copy of the release or build the "
                                "release again")

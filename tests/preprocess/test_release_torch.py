@@ -564,8 +564,8 @@ def test_a_damaged_store_is_refused_by_name_before_it_is_read(tiny: Tiny, tmp_pa
     _flip_a_byte(rel / "stores" / f"{flipped}.zarr")
     shutil.rmtree(rel / "stores" / f"{no_layer}.zarr" / "labels" / "original")
     (rel / "locations" / f"{no_locations}.npz").unlink()
-    for cid, says in ((flipped, f"the store of case {flipped} its files differ"),
-                      (no_layer, f"the store of case {no_layer} its files differ"),
+    for cid, says in ((flipped, f"the store of case {flipped}: its files differ"),
+                      (no_layer, f"the store of case {no_layer}: its files differ"),
                       (no_locations, f"locations/{no_locations}.npz cannot be read")):
         with pytest.raises(ReleaseError, match=says) as e:
             item(cid)
