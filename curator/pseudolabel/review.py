@@ -223,14 +223,23 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     if why:
         raise LabelError("revised_label_invalid", f"the revised label is not on the case's grid ({why})",
                          path=str(path), remedy="save the revision on the grid of pseudo.nii.gz")
+    exported = {c: list(ts) for _, vals in store.plane_values("pseudo") for c, ts in vals.items()}
+    changed = sorted(c for c, ts in codes.items() if exported.get(c) != ts)
+    if changed:  # a code or term the export did not write would enter the release as a label unchecked
+        raise InputError("revised_label_invalid", "codes.json differs from the one the export wrote (code "
+                         + ", ".join(f"{c}: {codes[c]}" + (f", exported as {exported[c]}" if c in exported else
+                                                             ", not a code of the case's pseudo labels")
+                                     for c in changed) + ")", path=str(folder / "codes.json"),
+                         remedy="keep the codes.json that `curator review export` wrote; paint with its codes only")
     data = np.asarray(vol.array)
     if data.dtype.kind == "f" and not np.all(np.equal(np.mod(data, 1), 0)):
         raise LabelError("label_not_integer", "the revised label holds non-integer values", path=str(path))
-    data = data.astype(np.uint8 if max(codes, default=0) < 256 else np.uint16)
-    undeclared = sorted(set(np.unique(data).tolist()) - set(codes) - {0})
+    # the values as written, before any cast (257 would wrap to 1 in uint8: another term's code)
+    undeclared = sorted(set(np.unique(data).astype(np.int64).tolist()) - set(codes) - {0})
     if undeclared:
         raise LabelError("revised_label_invalid", f"values {undeclared} are not in codes.json", path=str(path),
                          remedy="use only the codes of codes.json (0 = background)")
+    data = data.astype(np.uint8 if max(codes, default=0) < 256 else np.uint16)
     keep = {c: [t for t in ts if t not in annotated] for c, ts in codes.items()}
     keep = {c: ts for c, ts in keep.items() if ts}
     data[~np.isin(data, list(keep))] = 0

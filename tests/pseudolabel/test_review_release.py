@@ -210,3 +210,34 @@ def test_a_reviewed_label_missing_from_its_store_is_not_released(phantom_ws, tmp
     assert not [r for r in labels if r["case_id"] == cid and r["origin"] == "revised"]
     lost = [p for p in pq.read_table(release / "problems.parquet").to_pylist() if p["kind"] == "revised_label_lost"]
     assert sorted(p["message"].split("reviewed ")[1].split(" ")[0] for p in lost) == sorted(terms)
+
+
+def test_a_revision_with_values_or_codes_the_export_did_not_write_is_refused(phantom_ws, tmp_path: Path) -> None:
+    """257 in an int16 revision wrapped to code 1 (another term) in uint8; -1 was reported as 255;
+    a code added to codes.json brought any term id into the release."""
+    import json
+
+    ctx, _ = phantom_ws()
+    ws = ctx.workspace
+    run_stage(ctx, PseudolabelStage)
+    out = tmp_path / "review"
+    res = export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=3, images=False)
+    wrap, negative, new_code = res.cases[:3]
+    for cid, value in ((wrap, 257), (negative, -1)):
+        pseudo = nib.load(out / cid / "pseudo.nii.gz")
+        data = np.asarray(pseudo.dataobj).astype(np.int16)
+        data[:3, :3, :3] = value
+        nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
+    pseudo = nib.load(out / new_code / "pseudo.nii.gz")
+    data = np.asarray(pseudo.dataobj).copy()
+    data[:3, :3, :3] = 99
+    nib.save(nib.Nifti1Image(data, pseudo.affine), out / new_code / "revised.nii.gz")
+    codes = json.loads((out / new_code / "codes.json").read_text())
+    (out / new_code / "codes.json").write_text(json.dumps({**codes, "99": ["not_a_term"]}))
+    done, problems = import_review(ws, out)
+    assert done == []
+    why = {p["case_id"]: p["message"] for p in problems}
+    assert "values [257] are not in codes.json" in why[wrap]
+    assert "values [-1] are not in codes.json" in why[negative]
+    assert "99: ['not_a_term'], not a code of the case's pseudo labels" in why[new_code]
+    assert all("revised" not in CaseStore(ws.stores_dir / f"{c}.zarr").layers() for c in res.cases[:3])
