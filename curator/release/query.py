@@ -215,8 +215,7 @@ class Release:
         (:func:`~curator.release.integrity.changed_files`), with why."""
         from curator.release.integrity import changed_files
 
-        recorded = self.info.get("files")
-        bad = changed_files(self.path, [f"{n}.parquet" for n in names], recorded if isinstance(recorded, dict) else {})
+        bad = changed_files(self.path, [f"{n}.parquet" for n in names], self._recorded_files())
         return {rel.removesuffix(".parquet"): why for rel, why in bad.items()}
 
     def open_store(self, case_id: str) -> CaseStore:
@@ -231,13 +230,9 @@ class Release:
 
         store = self.path / STORES_DIR / f"{case_id}.zarr"
         why = None if case_id in self._intact_stores else changed_store(self.path, case_id, self.info.get("stores"))
-        if why is None:
-            self._intact_stores.add(case_id)
-        else:
-            raise ReleaseError("release_corrupt", f"the store of case {case_id}: {why}", path=str(store),
-                               case_id=case_id, remedy=f"run `curator verify {self.path}` to see which files "
-                               "changed, then restore them from an intact copy of the release or build the "
-                               "release again")
+        if why is not None:
+            raise self.corrupt(f"the store of case {case_id}: {why}", store, case_id)
+        self._intact_stores.add(case_id)
         return CaseStore(store)
 
     def load_npz(self, rel: str, case_id: str | None = None) -> dict[str, Any]:
@@ -245,23 +240,20 @@ class Release:
         ``locations/<case>.npz``), checked against its ``release.json`` checksum first."""
         from curator.release.integrity import changed_files
 
-        recorded = self.info.get("files")
-        recorded = recorded if isinstance(recorded, dict) else {}
+        recorded = self._recorded_files()
         p = self.path / rel
-        why = changed_files(self.path, [rel], recorded).get(rel) if rel in recorded else (
-            None if p.is_file() else "is missing")
-        if why is None and rel not in recorded:
-            why = "is not listed in release.json"
+        why: str | None
+        if rel not in recorded:
+            why = "is not listed in release.json" if p.is_file() else "is missing"
+        else:
+            why = changed_files(self.path, [rel], recorded).get(rel)
         if why is None:
             try:
                 with np.load(p, allow_pickle=False) as z:
                     return {k: z[k] for k in z.files}
             except (OSError, ValueError) as e:
                 why = f"cannot be read ({e})"
-        raise ReleaseError("release_corrupt", f"{rel} {why}" + (f" (case {case_id})" if case_id else ""),
-                           path=str(p), case_id=case_id, remedy=f"run `curator verify {self.path}` to see which "
-                           "files changed, then restore them from an intact copy of the release or build the "
-                           "release again")
+        raise self.corrupt(f"{rel} {why}" + (f" (case {case_id})" if case_id else ""), p, case_id)
 
     def _read(self, name: str, read: Callable[[Path], _T]) -> _T:
         p = self.path / f"{name}.parquet"
@@ -276,10 +268,19 @@ class Release:
         except (pl.exceptions.PolarsError, OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
             raise self._unreadable(name, str(e).splitlines()[0]) from e
 
+    def _recorded_files(self) -> dict[str, str]:
+        """``release.json["files"]``: path relative to the release -> SHA-256."""
+        recorded = self.info.get("files")
+        return recorded if isinstance(recorded, dict) else {}
+
     def _unreadable(self, name: str, reason: str) -> ReleaseError:
         """The error for a table whose file is damaged (it names the file; verify says what changed)."""
-        return ReleaseError("release_corrupt", f"table {name!r} cannot be read ({reason})",
-                            path=str(self.path / f"{name}.parquet"),
+        return self.corrupt(f"table {name!r} cannot be read ({reason})", self.path / f"{name}.parquet")
+
+    def corrupt(self, detail: str, path: Path, case_id: str | None = None) -> ReleaseError:
+        """A ``release_corrupt`` error about ``path`` of this release (a table, a store, a
+        location file whose bytes no longer match ``release.json``)."""
+        return ReleaseError("release_corrupt", detail, path=str(path), case_id=case_id,
                             remedy=f"run `curator verify {self.path}` to see which files changed, then restore "
                                    "them from an intact copy of the release or build the release again")
 

@@ -251,10 +251,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             self._locs[path] = self.release.load_npz(path, case["case_id"])
         pts = self._locs[path].get(f"{layer}/{term}")
         if pts is None or not len(pts):
-            raise ReleaseError("release_corrupt", f"{path} holds no voxel positions of {term} ({layer}), which "
-                               f"store_terms says case {case['case_id']} holds", path=str(self.root / path),
-                               case_id=case["case_id"], remedy=f"run `curator verify {self.root}`, then restore the "
-                               "release from an intact copy or build it again")
+            raise self.release.corrupt(f"{path} holds no voxel positions of {term} ({layer}), which store_terms "
+                                       f"says case {case['case_id']} holds", self.root / path, case["case_id"])
         return np.asarray(pts[int(rng.integers(len(pts)))], dtype=np.int64)
 
     def _requested(self, part: str) -> str:
