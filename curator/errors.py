@@ -250,6 +250,12 @@ _KINDS: list[ProblemKind] = [
                 "give the entry its \"image\" path, or remove it (the other entries were read)"),
     ProblemKind("layout_no_match", "a dataset's layout matched no file under its source root",
                 "check the source root and the dataset's layout patterns"),
+    ProblemKind("label_no_match", "a layout entry's label pattern matched no file: its images were ingested "
+                "without labels", "check the pattern against the files, and that the labels were unpacked under the "
+                "source root; remove `label:` if the dataset has none"),
+    ProblemKind("label_missing", "no file matches the layout's label pattern for this image (it matched for "
+                "others); the case was ingested without labels",
+                "rename the label or widen the pattern; nothing to do if the case has no label"),
     ProblemKind("store_missing", "a case's Zarr store does not exist",
                 "run the preprocess stage (`curator run pipeline.yaml`) before stages that read stores"),
     ProblemKind("store_error", "a Zarr store or one of its arrays/layers is invalid or missing",

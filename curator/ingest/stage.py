@@ -83,11 +83,14 @@ class IngestStage(Stage):
                 payload = {
                     "source": src.name, "dataset": spec.name, "dataset_version": spec.version,
                     "case_id": c.case_id, "source_case": c.source_case, "sequence": c.sequence,
+                    # a patient is the dataset's (one person in two versions of it is one split
+                    # unit); a study is the source's: the same scan in two versions is a duplicate
+                    # for dedup, not two sequences of one study
                     "patient_id": ws.pseudonym(spec.name, c.patient_raw),
-                    "study_key": ws.pseudonym(spec.name, *study, prefix="s"),
+                    "study_key": ws.pseudonym(src.name, *study, prefix="s"),
                     "modality": c.modality, "region": spec.region, "split": c.split,
                     "image": c.image, "image_is_dir": c.image_is_dir, "channel": c.channel, "channels": c.channels,
-                    "format": c.format, "labels": [list(x) for x in c.labels],
+                    "format": c.format, "labels": [list(x) for x in c.labels], "label_expected": c.label_expected,
                     "encoding": spec.labels.encoding, "any_nonzero": spec.labels.any_nonzero,
                     "fixes": spec.fixes,
                     "declared": sorted(spec.labels.declared_values()),
@@ -146,6 +149,12 @@ class IngestStage(Stage):
                                    "(SimpleITK, 3D Slicer) the qform", path=str(path),
                                    remedy="check which one the dataset meant by overlaying its label; re-save the "
                                    "file with one affine if the sform is wrong"))
+            if p.get("label_expected"):
+                warning(InputError("label_missing", f"no file matches the label pattern {p['label_expected']!r} for "
+                                   "this image, though it matched for other images; the case was ingested without "
+                                   "labels", path=str(path),
+                                   remedy="if the label exists under another name, rename it or widen the pattern; "
+                                   "if the case has no label, nothing is to be done"))
         else:
             warning(InputError("image_missing", "no image for this label; ingested as label-only",
                                path=str(root / p["labels"][0][1])), severity="info")

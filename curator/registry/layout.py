@@ -139,6 +139,7 @@ class CaseFiles:
     patient_raw: str
     format: str | None
     channels: int | None = None  # channels the layout declares for the file (when ``channel`` picks one)
+    label_expected: str | None = None  # the entry's label pattern, when it found no label for this image
 
     @property
     def label_only(self) -> bool:
@@ -367,6 +368,8 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
             problems.extend(_unused(root, dropped, f, out[-1].case_id))
             if labs:
                 report_labels(lkey, out[-1].case_id)
+    if lab_rx and img_rx:
+        _unlabelled(entry, idx, root, out, any_label=bool(labels_by_key), problems=problems)
     if lab_rx:
         for lkey, items in sorted(labels_by_key.items()):
             if lkey in used or not items:
@@ -382,6 +385,25 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
                 modality=spec.modality_for(entry, None), patient_raw=_patient(spec, dict(g)), format=None))
             report_labels(lkey, out[-1].case_id)
     return out
+
+
+def _unlabelled(entry: LayoutEntry, idx: int, root: Path, cases: list[CaseFiles], any_label: bool,
+                problems: list[InputError]) -> None:
+    """Images of an entry with a ``label:`` pattern that found no label. When the pattern matched
+    no file at all it is one problem for the entry (a wrong pattern, or the labels not unpacked);
+    otherwise each such case carries the pattern, and ingest says per case that its label is missing."""
+    bare = [c for c in cases if not c.labels]
+    if not bare:
+        return
+    if not any_label:
+        problems.append(InputError(
+            "label_no_match", f"the label pattern {entry.label!r} of layout entry {idx + 1} matches no file, so its "
+            f"{len({c.image for c in bare})} image(s) were ingested without labels", path=str(root),
+            remedy="check the pattern against the folder's files (its folder names and suffixes), and that the "
+            "labels were downloaded and unpacked under the source root; if the dataset has no labels, remove `label:`"))
+        return
+    for c in bare:
+        c.label_expected = entry.label
 
 
 def _split(entry: LayoutEntry, fields: dict[str, str]) -> str | None:

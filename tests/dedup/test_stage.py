@@ -223,6 +223,27 @@ def test_sequences_of_one_study_are_never_compared(tmp_path: Path) -> None:
     assert not stage._same_study("Brats__p1_t1", "Brats__p2_t1")
 
 
+def test_one_dataset_under_two_aliases_is_grouped_as_a_copy(tmp_path: Path) -> None:
+    """Two versions of one dataset (one spec, two `name:` aliases) hold the same scan: one patient,
+    but two studies, so the copies are compared and grouped rather than skipped as sequences."""
+    for version in ("v1", "v2"):
+        _case(tmp_path / version, "s0000", 31)
+    _case(tmp_path / "v2", "s0001", 33)
+    (tmp_path / "A.yaml").write_text(_yaml("DupA", "1.0"))
+    cfg = {"workspace": str(tmp_path / "ws"),
+           "sources": [{"dataset": str(tmp_path / "A.yaml"), "root": str(tmp_path / v), "name": v}
+                       for v in ("v1", "v2")],
+           "executor": {"kind": "local", "workers": 1, "progress": False},
+           "release": {"root": str(tmp_path / "releases"), "collection": "t", "version": "0.1.0"}}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["ingest", "dedup"], release=False)
+    cases = {r["case_id"]: r for r in pq.read_table(tmp_path / "ws" / "tables" / "cases.parquet").to_pylist()}
+    assert cases["v1__s0000"]["patient_id"] == cases["v2__s0000"]["patient_id"]
+    assert cases["v1__s0000"]["study_key"] != cases["v2__s0000"]["study_key"]
+    rows = pq.read_table(tmp_path / "ws" / "tables" / "duplicates.parquet").to_pylist()
+    assert sorted(r["case_id"] for r in rows) == ["v1__s0000", "v2__s0000"]
+
+
 def test_the_terms_criterion_counts_distinct_annotated_terms() -> None:
     """Ignored codes, codes mapping to one term and derived terms do not make a copy 'richer'."""
     from curator.dedup.stage import DedupStage

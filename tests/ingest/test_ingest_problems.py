@@ -92,6 +92,31 @@ def test_one_dataset_under_two_aliases_gives_two_sets_of_cases(tmp_path: Path) -
 
 
 
+def test_an_image_whose_label_pattern_finds_nothing_is_a_label_missing_warning(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    write_tree(root, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1,)), ("img/b.nii.gz", "image", ()),
+                      ("lab/B.nii.gz", "label", (1,))])  # b's label saved under another name
+    yml = _spec(tmp_path, [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}], {"values": {1: "liver"}})
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert cases["Toy__b"]["label_status"] == "missing" and cases["Toy__a"]["label_status"] == "ok"
+    (row,) = [p for p in problems if p["kind"] != "image_missing"]  # lab/B.nii.gz: a label-only case B
+    assert (row["case_id"], row["kind"], row["severity"], row["path"]) == (
+        "Toy__b", "label_missing", "warning", "Toy:img/b.nii.gz")
+    assert "'lab/{case}.nii.gz'" in row["message"]
+
+
+def test_a_label_pattern_that_matches_no_file_is_one_error_for_the_source(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    write_tree(root, [("img/a.nii.gz", "image", ()), ("img/b.nii.gz", "image", ()),
+                      ("labels/a.nii.gz", "label", (1,)), ("labels/b.nii.gz", "label", (1,))])
+    yml = _spec(tmp_path, [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}], {"values": {1: "liver"}})
+    cases, raw, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert {c["label_status"] for c in cases.values()} == {"missing"} and raw == []
+    (row,) = problems  # not one more per image
+    assert (row["case_id"], row["kind"], row["severity"]) == (None, "label_no_match", "error")
+    assert "matches no file" in row["message"] and "2 image(s)" in row["message"]
+
+
 def test_a_file_with_more_channels_than_the_index_declares_is_refused(tmp_path: Path) -> None:
     """An MSD task declaring {0: T2, 1: ADC} whose file holds three channels: which channel is
     which is unknown, so the case is refused (not silently cut to two sequences)."""
