@@ -100,6 +100,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _list("labels removed", lt.removed, limit, "red")
             _list("labels changed", [f"{' '.join(map(str, k))}: {', '.join(c)}" for k, c in lt.changed],
                   limit, "yellow")
+        _list("labels whose origin changed (case, term: origin A → B, voxels A → B)",
+              [f"{c} {t}: {oa} → {ob}, {va} → {vb} voxels" for c, t, oa, ob, va, vb in d.origin_changes],
+              limit, "yellow")
+        _list("cases whose store changed", d.stores_changed, limit, "yellow")
         _list("labels newly excluded by QC", d.qc_newly_excluded, limit, "red")
         _list("labels no longer excluded by QC", d.qc_newly_included, limit, "green")
         _list("cases newly marked duplicate", d.newly_duplicate, limit, "red")
@@ -108,7 +112,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         _list("tables added", d.tables_added, limit, "green")
         _list("tables removed", d.tables_removed, limit, "red")
         _list("schema changes", [f"{t}: {json.dumps(c)}" for t, c in sorted(d.schema.items())], limit, "yellow")
-        _list("lineage changes", sorted(d.lineage), limit, "yellow")
+        _list("lineage changes", d.lineage_changes, limit, "yellow")
         if d.empty:
             out.print("  no differences in the tables", highlight=False)
 

@@ -3,9 +3,12 @@
 Every table present in both is compared row by row on its key (the ``sort`` columns of its
 manifest schema): rows added, removed and changed (with the names of the changed columns).
 On top of that the diff names the changes people ask about: cases added or removed, labels
-newly excluded (or re-included) by QC, cases newly marked duplicate, cases whose split
-changed, schema changes (tables and columns added, removed or retyped) and lineage changes
-(registry, taxonomy, models, pipeline config).
+newly excluded (or re-included) by QC, labels whose origin changed (a reviewed pseudo-label is
+one change of (case, term) from ``pseudo`` to ``revised``, with its voxels before and after,
+not a label removed and another added), cases whose store content changed (release.json's
+store hashes), cases newly marked duplicate, cases whose split changed, schema changes (tables
+and columns added, removed or retyped) and lineage changes (registry, taxonomy, models,
+pipeline config), each named down to the entry that changed.
 
 >>> # d = diff_releases("releases/demo/0.1.0", "releases/demo/0.2.0"); d.tables["cases"].added
 """
@@ -60,7 +63,15 @@ class ReleaseDiff:
     newly_duplicate: list[str] = field(default_factory=list)
     no_longer_duplicate: list[str] = field(default_factory=list)
     split_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (case_id, split A, split B)
+    # (case_id, term_id, origins A, origins B, voxels A, voxels B): origins joined by '+', '' when absent
+    origin_changes: list[tuple[str, str, str, str, int | None, int | None]] = field(default_factory=list)
+    stores_changed: list[str] = field(default_factory=list)  # cases in both whose store content differs
     lineage: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def lineage_changes(self) -> list[str]:
+        """One line per changed lineage entry: ``models: ensemble_a sha256 1f2e… → 9a8b…``."""
+        return [line for k, (va, vb) in sorted(self.lineage.items()) for line in _changed_entries(k, va, vb)]
 
     @property
     def cases_added(self) -> list[str]:
@@ -73,7 +84,7 @@ class ReleaseDiff:
     @property
     def empty(self) -> bool:
         return (all(t.empty for t in self.tables.values()) and not self.tables_added and not self.tables_removed
-                and not self.schema)
+                and not self.schema and not self.stores_changed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "tables": {n: t.to_dict() for n, t in sorted(self.tables.items())},
@@ -82,6 +93,7 @@ class ReleaseDiff:
                 "qc_newly_included": [list(x) for x in self.qc_newly_included],
                 "newly_duplicate": self.newly_duplicate, "no_longer_duplicate": self.no_longer_duplicate,
                 "split_changes": [list(x) for x in self.split_changes],
+                "origin_changes": [list(x) for x in self.origin_changes], "stores_changed": self.stores_changed,
                 "lineage": {k: {"a": v[0], "b": v[1]} for k, v in sorted(self.lineage.items())}}
 
 
@@ -145,6 +157,52 @@ def _qc(d: ReleaseDiff, a: pl.DataFrame, b: pl.DataFrame) -> None:
                                 .select(keys).sort(keys))
 
 
+ORIGIN_ORDER = ("revised", "original", "pseudo")  # the label a loader takes first, for the voxel count
+
+
+def _origins(df: pl.DataFrame) -> pl.DataFrame:
+    """Per (case, term): its origins ('+'-joined, in ORIGIN_ORDER) and the voxels of the first."""
+    rank = pl.col("origin").replace_strict({o: i for i, o in enumerate(ORIGIN_ORDER)}, default=len(ORIGIN_ORDER),
+                                           return_dtype=pl.Int8)
+    return (df.select("case_id", "term_id", "origin", "voxels").with_columns(rank=rank).sort("rank", "origin")
+            .group_by("case_id", "term_id", maintain_order=True)
+            .agg(origins=pl.col("origin").str.join("+"), voxels=pl.col("voxels").first()))
+
+
+def _origin_changes(d: ReleaseDiff, a: pl.DataFrame, b: pl.DataFrame) -> None:
+    if not {"origin", "voxels"} <= set(a.columns) & set(b.columns):
+        return
+    keys = ["case_id", "term_id"]
+    j = _origins(a).join(_origins(b), on=keys, how="full", coalesce=True, suffix="_b")
+    j = j.filter(pl.col("origins").ne_missing(pl.col("origins_b")) & pl.col("origins").is_not_null()
+                 & pl.col("origins_b").is_not_null())  # a term new or gone altogether is a label added/removed
+    d.origin_changes = [tuple(r) for r in j.select(*keys, "origins", "origins_b", "voxels", "voxels_b")
+                        .sort(keys).iter_rows()]
+
+
+def _short(v: Any) -> str:
+    """A lineage value as one short token: hashes to 12 characters, objects as compact JSON."""
+    import json
+
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return text[:12] + "…" if isinstance(v, str) and len(v) == 64 else text if len(text) <= 60 else text[:57] + "…"
+
+
+def _changed_entries(key: str, a: Any, b: Any, depth: int = 0) -> list[str]:
+    """The entries of lineage ``key`` that differ, as lines (nested dicts followed two levels)."""
+    if isinstance(a, dict) and isinstance(b, dict) and depth < 2:
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a:
+                out.append(f"{key} {k}: added")
+            elif k not in b:
+                out.append(f"{key} {k}: removed")
+            elif a[k] != b[k]:
+                out += _changed_entries(f"{key} {k}", a[k], b[k], depth + 1)
+        return out
+    return [f"{key}: {_short(a)} → {_short(b)}"]
+
+
 def _dups(d: ReleaseDiff, a: pl.DataFrame | None, b: pl.DataFrame | None) -> None:
     def dropped(df: pl.DataFrame | None) -> set[str]:
         return set(df.filter(~pl.col("kept"))["case_id"].to_list()) if df is not None else set()
@@ -177,6 +235,10 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         d.tables[name] = diff_table(fa, fb, _keys_for(name, fa.columns, fb.columns), RELATIVE_COLUMNS.get(name))
     if "labels" in frames:
         _qc(d, *frames["labels"])
+        _origin_changes(d, *frames["labels"])
+    sa_, sb_ = ra.info.get("stores") or {}, rb.info.get("stores") or {}
+    d.stores_changed = sorted(c for c in set(sa_) & set(sb_)
+                              if (sa_[c] or {}).get("sha256") != (sb_[c] or {}).get("sha256"))
     _dups(d, *(r.table("duplicates") if "duplicates" in n else None for r, n in ((ra, na), (rb, nb))))
     if "splits" in frames:
         sa, sb = frames["splits"]

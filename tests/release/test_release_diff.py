@@ -92,6 +92,40 @@ def test_diff_reports_schema_changes(demo: Path) -> None:
     assert d.tables["cases"].changed == []  # values of the common, same-typed columns are unchanged
 
 
+def test_a_reviewed_label_is_one_origin_change_and_its_store_a_changed_store(demo: Path) -> None:
+    """A review replaces (case, term, pseudo) with (case, term, revised): the diff used to show it
+    only as a label removed and another added, and never said the case's store changed."""
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    labels = pl.read_parquet(coll / "0.1.1" / "labels.parquet")
+    row = labels.filter(pl.col("origin") == "pseudo").row(0, named=True)
+    case, term, voxels = row["case_id"], row["term_id"], row["voxels"]
+    if labels.filter((pl.col("case_id") == case) & (pl.col("term_id") == term)).height != 1:
+        pytest.fail("the demo's first pseudo-label should be its term's only label in the case")
+    mine = (pl.col("case_id") == case) & (pl.col("term_id") == term)
+    labels = labels.with_columns(origin=pl.when(mine).then(pl.lit("revised")).otherwise(pl.col("origin")),
+                                 voxels=pl.when(mine).then(pl.col("voxels") + 5).otherwise(pl.col("voxels")))
+    labels.write_parquet(coll / "0.1.1" / "labels.parquet")
+    meta = coll / "0.1.1" / "stores" / f"{case}.zarr" / "zarr.json"
+    meta.write_text(meta.read_text() + "\n")  # a store whose content changed (still valid JSON)
+    reseal(coll / "0.1.1")
+    d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+    assert d.origin_changes == [(case, term, "pseudo", "revised", voxels, voxels + 5)]
+    assert d.stores_changed == [case] and not d.empty
+    assert diff_releases(coll / "0.1.1", coll / "0.1.0").origin_changes == [
+        (case, term, "revised", "pseudo", voxels + 5, voxels)]
+
+
+def test_lineage_changes_name_the_entry_that_changed() -> None:
+    from curator.release.diff import ReleaseDiff
+
+    d = ReleaseDiff("a", "b", lineage={
+        "models": ({"m1": {"sha256": "a" * 64, "n": 1}}, {"m1": {"sha256": "b" * 64, "n": 1}, "m2": {}}),
+        "code_version": ("0.1", "0.2")})
+    assert d.lineage_changes == ["code_version: 0.1 → 0.2", f"models m1 sha256: {'a' * 12}… → {'b' * 12}…",
+                                 "models m2: added"]
+
+
 def test_diff_with_a_damaged_table_names_the_file(demo: Path) -> None:
     """A cut qc.parquet made `curator diff` an internal error (pyarrow's ArrowInvalid)."""
     coll = demo / "releases" / "demo"
