@@ -98,11 +98,12 @@ def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
         return "\n".join(out)
     qc = d.get("qc")
     method = ", ".join(sorted(set(qc["method"].to_list())))
+    rule = _qc_rule(d.info)
     dec = qc.group_by("term_id").agg(
         pl.len().alias("labels"),
         *[(pl.col("decision") == x).sum().alias(x) for x in ("include", "exclude", "truncated", "unchecked",
                                                              "override_include")]).sort("term_id")
-    out += [(f"<p>method <b>{esc(method)}</b>; decisions per term (excluded labels keep their row and mask; "
+    out += [(f"<p>method <b>{esc(method)}</b>{esc(rule)}; decisions per term (excluded labels keep their row and mask; "
              "the training view skips them):</p>"), table_html(dec, limit=300)]
     terms = _qc_terms(qc, max_terms)
     if terms:
@@ -112,6 +113,27 @@ def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
                 "<h3>feature scatter plots</h3>", img(plots.scatter(qc, terms), "feature scatter plots")]
     out.append(section_gallery(d, qc, max_gallery))
     return "\n".join(out)
+
+
+def _qc_rule(info: dict[str, Any]) -> str:
+    """The settings behind the decisions, from the release's pipeline config (defaults filled in):
+    `` (ε = 2 %, 2 of 3 features outside; cohorts of ≥ 20 labels; percentiles auto; volume body)``."""
+    from curator.errors import CuratorError
+    from curator.qc.config import QCConfig
+
+    pipeline = info.get("pipeline_config")
+    if not pipeline:  # tables without their release: the settings are unknown
+        return ""
+    given = (pipeline.get("stages") or {}).get("qc")
+    try:
+        c = QCConfig.from_dict(dict(given or {}), where="stages.qc")
+    except CuratorError:
+        return ""
+    if c.method == "iqr":
+        vote = f"Tukey fences k = {c.iqr_k:g}, {c.iqr_vote} of {len(c.iqr_features)} feature(s) outside"
+    else:
+        vote = f"ε = {c.epsilon:g} %, {c.vote} of {len(c.features)} features outside; percentiles {c.percentiles}"
+    return f" ({vote}; cohorts of ≥ {c.min_cohort} labels; volume {c.volume_norm})"
 
 
 def section_gallery(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
@@ -166,11 +188,21 @@ def section_worklist(d: ReportData, limit: int = 200) -> str:
         return out + '<p class="muted">no attention table in this release (the pseudolabel stage did not run)</p>'
     att = d.get("attention")
     flagged = att.filter(pl.col("review")).sort(["review_rank", "attention_size"], descending=[False, True])
+    total = att["case_id"].n_unique()
+    # a case whose labels were reviewed (origin `revised` in labels) is done, as in review/worklist.csv
+    labels = d.tables.get("labels")
+    done = (set(labels.filter(pl.col("origin") == "revised")["case_id"].to_list())
+            if labels is not None and "origin" in labels.columns else set())
+    reviewed = sorted(set(flagged["case_id"].to_list()) & done)
+    flagged = flagged.filter(~pl.col("case_id").is_in(reviewed))
     cases = flagged["case_id"].n_unique()
+    after = (f"; {len(reviewed)} more flagged case(s) already reviewed (their revised labels are in the "
+             f"<code>labels</code> table, origin <code>revised</code>): {html.escape(', '.join(reviewed[:20]))}"
+             f"{' …' if len(reviewed) > 20 else ''}" if reviewed else "")
     if not cases:
-        return out + f'<p class="muted">no case flagged for review among {att["case_id"].n_unique()}</p>'
-    note = (f'<p class="muted">{cases} of {att["case_id"].n_unique()} cases flagged; one row per pseudo-labelled '
-            "term of each flagged case, most attention first; previews and editable files: "
+        return out + f'<p class="muted">no case left to review among {total}{after}</p>'
+    note = (f'<p class="muted">{cases} of {total} cases flagged and not yet reviewed{after}; one row per '
+            "pseudo-labelled term of each such case, most attention first; previews and editable files: "
             "<code>review/worklist.csv</code>, "
             "<code>curator review export</code></p>")
     return out + note + table_html(flagged, limit, WORKLIST_COLUMNS)

@@ -20,7 +20,8 @@ def release_step(builder: Any) -> None:
 
     info = {"collection": builder.ctx.config.release.collection, "version": builder.version,
             "code_version": __version__, "schema_version": schema_version(),
-            "counts": {name: t.num_rows for name, t in sorted(builder.tables.items())}}
+            "counts": {name: t.num_rows for name, t in sorted(builder.tables.items())},
+            "pipeline_config": {"stages": {"qc": dict(builder.ctx.config.stage("qc"))}}}  # the QC rule's settings
     roots = (builder.staging / "stores", builder.ctx.workspace.stores_dir)
     data = ReportData.from_arrow(builder.tables, info, roots)
     atomic_write_text(builder.staging / "report.html", build_html(data))

@@ -79,6 +79,7 @@ def test_release_carries_a_self_contained_report(release: Path) -> None:
     dup = text[text.index('id="dedup"'):text.index('id="problems"')]
     assert "<th>reason</th>" in dup and "<th>evidence</th>" not in dup  # words, not the JSON
     assert "no attention table" in text
+    assert "(ε = 2 %, 2 of 3 features outside; percentiles auto; cohorts of ≥ 10 labels; volume body)" in text
 
 
 def test_report_is_reproducible(release: Path) -> None:
@@ -207,6 +208,25 @@ def test_worklist_section_lists_the_flagged_cases_by_rank() -> None:
     assert "2 of 300 cases flagged" in html_text
     first, second = html_text.index("C299"), html_text.index("C298")
     assert first < second and "C297" not in html_text and "C000" not in html_text
+
+
+def test_worklist_section_leaves_out_reviewed_cases() -> None:
+    """A reviewed case left release's review/worklist.csv, but the report kept listing it with its
+    old pseudo-label volumes."""
+    import polars as pl
+
+    from curator.report.html import section_worklist
+
+    rows = [{"case_id": c, "dataset": "D", "term_id": "liver", "attention_size": 1.0, "review_rank": i + 1,
+             "review": True} for i, c in enumerate(["C1", "C2"])]
+    labels = pl.DataFrame([{"case_id": "C1", "term_id": "liver", "origin": "revised"},
+                           {"case_id": "C2", "term_id": "liver", "origin": "pseudo"}])
+    text = section_worklist(ReportData({"attention": pl.DataFrame(rows), "labels": labels}))
+    assert "1 of 2 cases flagged and not yet reviewed; 1 more flagged case(s) already reviewed" in text
+    assert "<td>C2</td>" in text and "<td>C1</td>" not in text
+    labels = labels.with_columns(origin=pl.lit("revised"))
+    assert "no case left to review among 2" in section_worklist(ReportData({"attention": pl.DataFrame(rows),
+                                                                             "labels": labels}))
 
 
 @pytest.mark.parametrize(("values", "log"), [([0.0104, 0.0109, 0.0117, 0.0125], True), ([2e-5, 3e-5, 9e-5], True),
