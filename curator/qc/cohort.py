@@ -19,7 +19,7 @@ of view) are left out of the bounds and not judged.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
@@ -190,11 +190,22 @@ def _bounds(values: list[float], cfg: QCConfig, feature: str) -> tuple[float | N
     return None, None
 
 
+def reference(members: list[dict[str, Any]], min_cohort: int, copies: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The labels of a cohort that set its bounds: untruncated ones, not of a scan dedup dropped
+    as a copy (the same label twice would count double), and of them the people's labels
+    (``original``, ``revised``) when there are ``min_cohort`` of them — pseudo labels are then
+    judged against those, not against each other; otherwise every such label."""
+    complete = [r for r in members if not r.get("truncated") and r.get("case_id") not in copies]
+    human = [r for r in complete if r.get("origin") != "pseudo"]
+    return human if len(human) >= min_cohort else complete
+
+
 def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Override] = (),
-          tax: Taxonomy | None = None) -> list[dict[str, Any]]:
+          tax: Taxonomy | None = None, copies: Collection[str] = ()) -> list[dict[str, Any]]:
     """Add bounds, out-of-bounds flags and a decision with its reason to every feature row
     (and the laterality check of :mod:`curator.qc.side` with ``tax``, the pipeline's taxonomy:
-    a label on the wrong side is excluded)."""
+    a label on the wrong side is excluded). The bounds come from each cohort's
+    :func:`reference` labels (``copies``: the case ids dedup dropped); every label is judged."""
     rows = check_sides([dict(r) for r in rows], cfg.side_margin_mm, tax)
     for r in rows:
         r["volume_basis"] = volume_basis(r, cfg)
@@ -203,7 +214,7 @@ def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Overrid
         groups[cohort_key(r)].append(r)
     out: list[dict[str, Any]] = []
     for key, members in sorted(groups.items()):
-        complete = [r for r in members if not r.get("truncated")]
+        complete = reference(members, cfg.min_cohort, copies)
         feats = [feature_values(r, cfg) for r in complete]
         bounds: dict[str, tuple[float | None, float | None]] = {}
         for f in ALL_FEATURES:

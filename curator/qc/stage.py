@@ -43,15 +43,17 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "7"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
+    version = "8"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
     # 3: body_x_mm (the laterality check); 4: mesh sphericity with the mesh's own volume;
     # 5: body_size_ml (volume_norm: section); 6: eccentricity of the voxels' solid, not their centres;
     # 7: the pseudo and revised labels of a case without labels of its own are judged too
+    # 8: a cohort's bounds come from its people's labels (pseudo ones judged against them) and
+    # leave out the scans dedup dropped as copies
     config_class = QCConfig
     settings_files = "the overrides file"
     # it judges the revised labels, and the pseudo labels only while pseudolabel is enabled
     reads_tables: ClassVar[dict[str, str]] = {"_labels_revised": "the revised labels (`curator review import`)"}
-    follows = ("pseudolabel",)
+    follows = ("dedup", "pseudolabel")  # dropped copies leave the cohorts' bounds while dedup is enabled
     tables = ("qc",)
     requires = ("cases",)
 
@@ -132,7 +134,7 @@ class QCStage(Stage):
         cfg = cast(QCConfig, self.config)
         rows = [row for r in results for row in r.rows.get("qc", [])]
         overrides = self._overrides(cfg)
-        judged = judge(rows, cfg, overrides, harmonize_taxonomy(self.ctx))
+        judged = judge(rows, cfg, overrides, harmonize_taxonomy(self.ctx), copies=self._dropped_copies())
         used = {(o.case_id, o.term_id, o.origin) for o in overrides
                 if any(o.matches(r) for r in judged)}
         for o in overrides:
@@ -146,6 +148,13 @@ class QCStage(Stage):
             counts[r["decision"]] = counts.get(r["decision"], 0) + 1
         log.info("qc (%s): %s", cfg.method, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no labels")
         return {"qc": to_arrow("qc", judged)}
+
+    def _dropped_copies(self) -> set[str]:
+        """Cases dedup dropped as copies of a kept scan (while dedup is enabled)."""
+        dup = self.ctx.workspace.read_table("duplicates") if self.ctx.stage_enabled("dedup") else None
+        if dup is None:
+            return set()
+        return {r["case_id"] for r in dup.select(["case_id", "kept"]).to_pylist() if not r["kept"]}
 
     def _overrides(self, cfg: QCConfig) -> list[Override]:
         if not cfg.overrides:

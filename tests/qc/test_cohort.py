@@ -115,6 +115,32 @@ def test_truncated_labels_stay_out_of_bounds_and_are_not_judged() -> None:
     assert "k+" in res["c000"]["reason"] and not res["c000"]["flagged"]
 
 
+def test_pseudo_labels_are_judged_against_the_peoples_labels() -> None:
+    """Pseudo labels that run large by 40 % would widen (and shift) the bounds if they set them."""
+    rows = cohort(n=40)
+    pseudo = cohort(n=40, seed=3)
+    for r in pseudo:
+        r.update(case_id=r["case_id"] + "p", origin="pseudo", norm_volume=r["norm_volume"] * 1.4)
+    out = by_case(judge(rows + pseudo, QCConfig(percentiles="empirical", min_cohort=20)))
+    people = [r["norm_volume"] for r in rows]
+    assert out["c000p"]["cohort_size"] == 40
+    assert out["c000p"]["volume_hi"] == pytest.approx(np.percentile(people, 99.0))
+    assert sum(out[f"c{i:03d}p"]["out_volume"] for i in range(40)) > 10  # judged, and many outside
+    few = judge(rows[:10] + pseudo, QCConfig(percentiles="empirical", min_cohort=20))
+    assert few[0]["cohort_size"] == 50  # too few people's labels: every label sets the bounds
+
+
+def test_scans_dedup_dropped_leave_the_bounds_but_are_judged() -> None:
+    rows = cohort(n=30)
+    copies = {f"c{i:03d}" for i in range(5)}
+    for r in rows[:5]:
+        r["norm_volume"] = 0.5  # far out: inside the bounds' sample they would stretch the upper bound
+    out = by_case(judge(rows, QCConfig(percentiles="empirical", min_cohort=20), copies=copies))
+    assert out["c010"]["cohort_size"] == 25
+    assert out["c010"]["volume_hi"] == pytest.approx(np.percentile([r["norm_volume"] for r in rows[5:]], 99.0))
+    assert out["c000"]["out_volume"] is True
+
+
 def test_small_cohorts_are_unchecked_and_bases_never_mix() -> None:
     rows = cohort(n=30) + cohort(n=8, seed=1, basis="absolute")
     for r in rows[30:]:

@@ -260,3 +260,27 @@ def test_a_store_copied_with_its_times_kept_is_not_measured_again(
     planes = [(arr[...], vals) for arr, vals in store.planes("original")]
     store.write_layer("pseudo", planes, {"origin": "pseudo"})  # a layer written: measured again
     assert store_fingerprint(copy) != store_fingerprint(src)
+
+
+def test_a_scan_dedup_dropped_leaves_the_cohort_bounds_while_dedup_is_enabled(tmp_path: Path) -> None:
+    from curator.schema import to_arrow
+
+    phantom_workspace(tmp_path / "ws", n_cases=16)
+    ctx = context(tmp_path, min_cohort=12)
+    dup = [{"group_id": "g1", "case_id": c, "dataset": "Phantom", "kept": c == "Phantom__c000",
+            "kept_case_id": "Phantom__c000", "group_size": 2, "reason": "same scan"}
+           for c in ("Phantom__c000", "Phantom__c001")]
+    ctx.workspace.write_table("duplicates", to_arrow("duplicates", dup))
+
+    def liver() -> dict[str, dict[str, Any]]:
+        rows = pq.read_table(ctx.workspace.table_path("qc")).to_pylist()
+        return {r["case_id"]: r for r in rows if r["term_id"] == "liver"}
+
+    run_stage(ctx, QCStage)  # dedup disabled: its table is not this pipeline's
+    off = liver()
+    on = Context(ctx.config.replace(stages={**ctx.config.stages, "dedup": {}}))
+    report = run_stage(on, QCStage)
+    assert report.ran == 0  # measurements cached: only the bounds change
+    now = liver()
+    assert now["Phantom__c005"]["cohort_size"] == off["Phantom__c005"]["cohort_size"] - 1
+    assert now["Phantom__c001"]["decision"] in ("include", "exclude")  # the copy is still judged

@@ -183,7 +183,9 @@ def test_status_shows_each_stage_and_whether_the_release_would_be_written(demo: 
     states = {s["stage"]: s for s in doc["stages"]}
     assert [n for n, s in states.items() if s["current"] is False] == ["qc"]
     assert states["dedup"]["current"] is None and not states["dedup"]["enabled"]  # disabled: not released
-    assert states["qc"]["reasons"] == ["qc ran with other settings (min_cohort: 5 → 6)"]
+    assert states["qc"]["reasons"] == [  # its cohorts left out the copies dedup dropped
+        "qc ran with other settings (min_cohort: 5 → 6)",
+        "qc ran while dedup was enabled (its tables hold dedup's results, which the release now leaves out)"]
     assert states["qc"]["last_run"]["planned"] > 0 and doc["release"]["would_write"] is False
 
 
