@@ -192,7 +192,9 @@ class Workspace:
 
 
 class ChecksumCache:
-    """Content checksums of source files, re-computed only when a file's size or mtime changes.
+    """Content checksums of source files, re-computed when a file's size, mtime, ctime or inode
+    changes (the ctime and inode catch a file rewritten with its old mtime put back, e.g. by
+    ``rsync -t`` or ``touch -r``, and a file replaced by another).
 
     Stage keys use content checksums (a touched but unchanged file does not re-run its case);
     the cache keeps planning from re-reading every byte of a large download on every run.
@@ -216,14 +218,15 @@ class ChecksumCache:
             return f"missing:{rel}"
         if not stat.S_ISREG(st.st_mode):  # FIFOs block on open; devices never end
             return f"special:{rel}:{st.st_mode}"
+        seen = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = self.entries.get(rel)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return str(hit[2])
+        if hit and len(hit) == 5 and hit[:4] == seen:  # entries of an older curator had 3 fields
+            return str(hit[4])
         try:
             digest = sha256_file(p)
         except CuratorErrorBase:
             return f"unreadable:{rel}:{st.st_size}:{st.st_mtime_ns}"
-        self.entries[rel] = [st.st_size, st.st_mtime_ns, digest]
+        self.entries[rel] = [*seen, digest]
         self.dirty = True
         return digest
 

@@ -179,3 +179,29 @@ def test_killed_run_leaves_no_pool_worker_behind(tmp_path: Path) -> None:
     while _alive(worker) and time.time() < deadline:
         time.sleep(0.05)
     assert not _alive(worker), "the pool worker outlived the killed run"
+
+
+def test_a_source_file_rewritten_with_its_old_mtime_is_hashed_again(tmp_path: Path) -> None:
+    """The checksum cache keyed on size and mtime kept the old checksum of a file rewritten with
+    the same size and its mtime put back (rsync -t, touch -r): its case was never re-ingested."""
+    import os
+
+    from curator.workspace import ChecksumCache, Workspace
+
+    ws = Workspace(tmp_path / "ws").init()
+    src = tmp_path / "raw"
+    src.mkdir()
+    f = src / "a.nii.gz"
+    f.write_bytes(b"A" * 100)
+    before = ChecksumCache(ws, "S")
+    first = before.file(src, "a.nii.gz")
+    before.save()
+    st = f.stat()
+    f.write_bytes(b"B" * 100)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_size == st.st_size
+    again = ChecksumCache(ws, "S")
+    second = again.file(src, "a.nii.gz")
+    assert second != first
+    again.save()
+    assert ChecksumCache(ws, "S").file(src, "a.nii.gz") == second
