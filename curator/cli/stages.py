@@ -122,9 +122,13 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
         has_cases = ctx.workspace.has_table("cases")
         blocked = ("exists" if dest.exists() else "stale" if stale else "no cases" if not has_cases else None)
         busy = ctx.workspace.lock_holder()
+        ctx.sources  # noqa: B018 - reading the sources (and the registry) collects the skipped ones
+        ctx.registry  # noqa: B018
+        skipped = [(p["path"], p["message"].partition(". What to do: ")[0]) for p in ctx.source_problems]
         if fmt == StatusFormat.json:
             sys.stdout.write(json.dumps({
                 "workspace": str(ctx.workspace.root), "in_use_by": busy,
+                "sources_skipped": [{"file": f, "why": why} for f, why in skipped],
                 "stages": [{"stage": s.name, "enabled": s.enabled, "current": not s.reasons if s.enabled else None,
                             "reasons": s.reasons, "last_run": _run_facts(s.record)} for s in states],
                 "release": {"collection": rc.collection, "version": rc.version, "path": str(dest),
@@ -141,6 +145,9 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                               str(run.get("failed", "-")), escape(", ".join(f"{t} {n}" for t, n in
                                                                      (run.get("tables") or {}).items())), state)
             out.print(table)
+            for f, why in skipped:  # "current" is then without this source: say so where it is read
+                out.print(f"[red]source skipped[/] {escape(f)}: {escape(why)}; every state above leaves it out",
+                          highlight=False)
             if busy:
                 out.print(f"[yellow]the workspace is in use by {escape(busy)}[/]: these states are of its "
                           "finished stages and change as it goes on", highlight=False)

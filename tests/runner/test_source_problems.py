@@ -88,3 +88,22 @@ def test_an_unreachable_dask_scheduler_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="cannot reach the Dask scheduler at 'no-port'"):
         DaskExecutor(1, "no-port")
+
+
+def test_status_names_a_source_its_dataset_yaml_kept_out(tmp_path: Path) -> None:
+    """A broken dataset YAML skipped its source, and `curator status` went on calling every
+    stage current — current without that source."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+
+    pipe = make_pipeline(tmp_path, _sources(tmp_path)[2:])
+    run(pipe, stages=["ingest"])
+    res = CliRunner().invoke(app, ["status", str(pipe)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "source skipped bad.yaml" in res.output and "leaves it out" in res.output
+    res = CliRunner().invoke(app, ["status", str(pipe), "--format", "json"])
+    (skipped,) = json.loads(res.output)["sources_skipped"]
+    assert skipped["file"] == "bad.yaml" and skipped["why"]
