@@ -56,14 +56,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                                        exists=True, file_okay=False)]) -> None:
         """Bring revised labels back as each case's `revised` layer (origin=revised)."""
         from curator.config import PipelineConfig
-        from curator.pseudolabel.review import import_review
-        from curator.schema import to_arrow
+        from curator.pseudolabel.review import import_review, record_import_problems
         from curator.workspace import Workspace
 
         ws = Workspace(PipelineConfig.load(pipeline).workspace)
         with ws.locked("review import"):
             done, problems = import_review(ws, folder)
-            ws.write_table("problems__review", to_arrow("problems", problems))
+            record_import_problems(ws, done, problems)
         for p in problems:
             cid, kind, msg = p["case_id"] or "", p["kind"], p["message"]
             msg = msg[len(cid) + 2:] if cid and msg.startswith(f"{cid}: ") else msg  # the line names the case already

@@ -8,6 +8,9 @@
     <out>/<case_id>/pseudo.nii.gz       the pseudo label layer (codes in codes.json), to edit
     <out>/<case_id>/image.nii.gz        the image in physical units (optional)
     <out>/<case_id>/codes.json          label code -> term id
+    <out>/<case_id>/labels_itksnap.txt  the codes as an ITK-SNAP label description file
+    <out>/<case_id>/labels_slicer.txt   ... and as a 3D Slicer colour table
+    <out>/README.txt                    how to review, for the reviewer
 
 A reviewer saves the corrected label as ``<out>/<case_id>/revised.nii.gz`` (same grid and
 codes); ``import_review`` writes it as the case's ``revised`` layer and returns ``labels``
@@ -108,12 +111,60 @@ def _save_nifti(data: NDArray[Any], affine: NDArray[np.float64], dest: Path) -> 
         tmp.with_suffix(".nii.gz").rename(tmp)
 
 
+# distinct colours for label codes 1, 2, ... (cycled); 0 is background
+PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40))
+
+README = """Review export written by `curator review export`
+=================================================
+
+worklist.csv lists the cases, most in need of review first, with each case's terms by
+attention (inconsistency + uncertainty + overlap of the model ensemble, in ml).
+
+For each case folder:
+  preview_<term>.png  the slice of most attention: image, pseudo label (green), attention (red)
+  image.nii.gz        the image (physical units: HU for CT)
+  pseudo.nii.gz       the pseudo labels to correct; codes.json says which term each value is
+  labels_itksnap.txt  the same codes for ITK-SNAP (Segmentation > Import Label Descriptions)
+  labels_slicer.txt   and for 3D Slicer (load it as a colour table, then choose it for the
+                      segmentation's label map)
+
+To review a case: open image.nii.gz with pseudo.nii.gz as its segmentation, correct it
+painting only with the codes of codes.json (0 = background), and save the result in the
+case's folder as revised.nii.gz, on the same grid (do not crop or resample). Leave
+codes.json as it is. A case you do not correct needs nothing.
+
+Then: curator review import pipeline.yaml <this folder>
+A revision with values outside codes.json, or on another grid, is refused with the reason;
+the other cases are imported. Re-export a case with --include-reviewed to edit it again.
+"""
+
+
+def _write_colour_tables(codes: dict[str, list[str]], folder: Path) -> None:
+    """``labels_itksnap.txt`` (ITK-SNAP label description file) and ``labels_slicer.txt`` (3D
+    Slicer colour table) naming each code of ``codes.json`` by its term(s)."""
+    rows = [(int(c), " + ".join(term_name(t) for t in ts), PALETTE[(int(c) - 1) % len(PALETTE)])
+            for c, ts in sorted(codes.items(), key=lambda kv: int(kv[0]))]
+    snap = ["################################################", "# ITK-SnAP Label Description File",
+            "# Columns = IDX -R- -G- -B- -A-- VIS MSH -LABEL-",
+            '    0     0    0    0        0  0  0    "Clear Label"']
+    snap += [f'{c:5d} {r:5d} {g:4d} {b:4d}        1  1  1    "{name.replace(chr(34), chr(39))}"'
+             for c, name, (r, g, b) in rows]
+    slicer = ["# Color table file written by curator review export", f"# {len(rows) + 1} values",
+              "0 background 0 0 0 0"]
+    slicer += [f"{c} {name.replace(' ', '_')} {r} {g} {b} 255" for c, name, (r, g, b) in rows]
+    for name, lines in (("labels_itksnap.txt", snap), ("labels_slicer.txt", slicer)):
+        with atomic_path(folder / name) as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def _write_editable(store: CaseStore, folder: Path, images: bool) -> None:
     """``codes.json``, ``pseudo.nii.gz`` (and ``image.nii.gz``) of one case for a reviewer to edit;
     a case reviewed before also gets its revision as ``revised.nii.gz``, to edit further."""
     codes = {str(c): ts for arr, vals in store.planes("pseudo") for c, ts in vals.items()}
     with atomic_path(folder / "codes.json") as tmp:
         tmp.write_text(json.dumps(codes, indent=1) + "\n")
+    _write_colour_tables(codes, folder)
     plane = np.asarray(next(iter(store.planes("pseudo")))[0][...])
     affine = store.geometry.matrix
     _save_nifti(plane, affine, folder / "pseudo.nii.gz")
@@ -174,6 +225,9 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
                       "save_revised_as": f"{cid}/revised.nii.gz" if editable else "",
                       "reviewed": cid in reviewed})
         res.cases.append(cid)
+    if editable:
+        with atomic_path(out / "README.txt") as tmp:
+            tmp.write_text(README, encoding="utf-8")
     with atomic_path(out / "worklist.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         cols = ["review_rank", "case_id", "dataset", "case_attention_size", "terms", "previews", "pseudo_label",
                 "save_revised_as", "reviewed"]
@@ -276,6 +330,20 @@ def revised_cases(folder: Path) -> list[Path]:
     raise ConfigError("config_error", "not a review export: it holds no worklist.csv, no <case>/codes.json and no "
                       "<case>/revised.nii.gz", path=str(folder),
                       remedy=f"give the folder `curator review export` wrote, {save}")
+
+
+def record_import_problems(workspace: Any, done: list[str], problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write ``problems__review``: this import's rows, plus the earlier imports' rows of cases
+    this one did not touch (a refusal stays until that case imports); returns what was written."""
+    from curator.schema import to_arrow
+
+    old = workspace.read_table("problems__review")
+    touched = set(done) | {p["case_id"] for p in problems}
+    kept = [r for r in (old.to_pylist() if old is not None else [])
+            if r["case_id"] is not None and r["case_id"] not in touched]
+    rows = kept + problems
+    workspace.write_table("problems__review", to_arrow("problems", rows))
+    return rows
 
 
 def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[str, Any]]]:

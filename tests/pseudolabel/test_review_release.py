@@ -6,6 +6,7 @@ import csv
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -55,6 +56,12 @@ def test_review_round_trip_and_priority(phantom_ws, tmp_path: Path) -> None:
     liver_code = next(c for arr, vals in store.planes("pseudo") for c, ts in vals.items() if ts == ["liver"])
     data[data == liver_code] = 0
     nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
+    # the reviewer's instructions, and the codes as ITK-SNAP and 3D Slicer colour tables
+    assert "revised.nii.gz" in (out / "README.txt").read_text() and "codes.json" in (out / "README.txt").read_text()
+    snap = (out / cid / "labels_itksnap.txt").read_text().splitlines()
+    assert any(line.split()[0] == str(liver_code) and line.endswith('"liver"') for line in snap if line[:1] == " ")
+    slicer = [line.split() for line in (out / cid / "labels_slicer.txt").read_text().splitlines() if line[:1] != "#"]
+    assert [str(liver_code), "liver"] in [row[:2] for row in slicer] and all(len(row) == 6 for row in slicer)
     # a bad revision: wrong grid
     bad = res.cases[1]
     nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), out / bad / "revised.nii.gz")
@@ -212,26 +219,34 @@ def test_a_reviewed_label_missing_from_its_store_is_not_released(phantom_ws, tmp
     assert sorted(p["message"].split("reviewed ")[1].split(" ")[0] for p in lost) == sorted(terms)
 
 
+def _exported(phantom_ws, out: Path, top: int = 3) -> tuple[Any, list[str]]:  # type: ignore[no-untyped-def]
+    """A phantom workspace after pseudolabel, and the cases of a review export of its ``top``."""
+    ctx, _ = phantom_ws()
+    run_stage(ctx, PseudolabelStage)
+    res = export_review(ctx.workspace.root, ctx.workspace.read_table("attention").to_pylist(), out, top=top,
+                        images=False)
+    return ctx.workspace, res.cases
+
+
+def _paint(folder: Path, value: int) -> None:
+    """Save ``folder``'s pseudo label with a 3³ corner set to ``value`` as its revision (int16)."""
+    pseudo = nib.load(folder / "pseudo.nii.gz")
+    data = np.asarray(pseudo.dataobj).astype(np.int16)
+    data[:3, :3, :3] = value
+    nib.save(nib.Nifti1Image(data, pseudo.affine), folder / "revised.nii.gz")
+
+
 def test_a_revision_with_values_or_codes_the_export_did_not_write_is_refused(phantom_ws, tmp_path: Path) -> None:
     """257 in an int16 revision wrapped to code 1 (another term) in uint8; -1 was reported as 255;
     a code added to codes.json brought any term id into the release."""
     import json
 
-    ctx, _ = phantom_ws()
-    ws = ctx.workspace
-    run_stage(ctx, PseudolabelStage)
     out = tmp_path / "review"
-    res = export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=3, images=False)
-    wrap, negative, new_code = res.cases[:3]
+    ws, cases = _exported(phantom_ws, out)
+    wrap, negative, new_code = cases[:3]
     for cid, value in ((wrap, 257), (negative, -1)):
-        pseudo = nib.load(out / cid / "pseudo.nii.gz")
-        data = np.asarray(pseudo.dataobj).astype(np.int16)
-        data[:3, :3, :3] = value
-        nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
-    pseudo = nib.load(out / new_code / "pseudo.nii.gz")
-    data = np.asarray(pseudo.dataobj).copy()
-    data[:3, :3, :3] = 99
-    nib.save(nib.Nifti1Image(data, pseudo.affine), out / new_code / "revised.nii.gz")
+        _paint(out / cid, value)
+    _paint(out / new_code, 99)
     codes = json.loads((out / new_code / "codes.json").read_text())
     (out / new_code / "codes.json").write_text(json.dumps({**codes, "99": ["not_a_term"]}))
     done, problems = import_review(ws, out)
@@ -240,4 +255,25 @@ def test_a_revision_with_values_or_codes_the_export_did_not_write_is_refused(pha
     assert "values [257] are not in codes.json" in why[wrap]
     assert "values [-1] are not in codes.json" in why[negative]
     assert "99: ['not_a_term'], not a code of the case's pseudo labels" in why[new_code]
-    assert all("revised" not in CaseStore(ws.stores_dir / f"{c}.zarr").layers() for c in res.cases[:3])
+    assert all("revised" not in CaseStore(ws.stores_dir / f"{c}.zarr").layers() for c in cases[:3])
+
+
+def test_a_refusal_stays_in_problems_review_until_its_case_imports(phantom_ws, tmp_path: Path) -> None:
+    """Each import rewrote problems__review with its own rows only: a later import of other cases
+    made the earlier refusals vanish, though those cases still had no revised layer."""
+    from curator.pseudolabel.review import record_import_problems
+
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out)
+    fixed, still_bad, untouched = cases[:3]
+    for cid in (fixed, still_bad):
+        _paint(out / cid, 300)  # no code of codes.json
+    record_import_problems(ws, *import_review(ws, out))
+    assert {p["case_id"] for p in ws.read_table("problems__review").to_pylist()} == {fixed, still_bad}
+    shutil.copy(out / fixed / "pseudo.nii.gz", out / fixed / "revised.nii.gz")  # corrected
+    (out / still_bad / "revised.nii.gz").unlink()  # not in this round
+    done, problems = import_review(ws, out)
+    assert done == [fixed] and problems == []
+    record_import_problems(ws, done, problems)
+    rows = ws.read_table("problems__review").to_pylist()
+    assert [p["case_id"] for p in rows] == [still_bad] and untouched not in {p["case_id"] for p in rows}
