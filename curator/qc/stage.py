@@ -78,8 +78,10 @@ class QCStage(Stage):
         for layer, table in PRIVATE_TABLES.items():
             got = ws.read_table(table) if layer in layers else None
             other |= set(got.column("case_id").to_pylist()) if got is not None else set()
-        rows = [r for r in cases.select(["case_id", "dataset", "modality", "has_label"]).to_pylist()
-                if r["has_label"] or r["case_id"] in other]
+        # a label ingest rejected is not in the store: nothing to measure (ingest said why)
+        cols = [c for c in ("case_id", "dataset", "modality", "has_label", "label_status") if c in cases.column_names]
+        rows = [r for r in cases.select(cols).to_pylist()
+                if (r["has_label"] and r.get("label_status", "ok") != "rejected") or r["case_id"] in other]
         have = {p.name[:-5] for p in ws.stores_dir.glob("*.zarr")} if ws.stores_dir.is_dir() else set()
         if rows and not have:
             err = WorkspaceError("store_missing", f"no case stores in the workspace: qc measured none of "

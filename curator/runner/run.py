@@ -151,7 +151,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     if config.on_bad_case in ("warn", "error"):
         for p in extra:  # said, not only stored: a whole source can be in one of these rows
             log.log(logging.ERROR if p["severity"] == "error" else logging.WARNING, "%s [%s] %s",
-                    p.get("path") or p.get("dataset") or stage_cls.name, p["kind"], p["message"])
+                    p.get("path") or p.get("case_id") or p.get("dataset") or stage_cls.name, p["kind"], p["message"])
     if config.on_bad_case == "error" and errors:  # as a failed case: the problems are kept, the tables are not
         ws.write_table(f"problems__{stage_cls.name}", _problems_table(ordered, extra))
         raise _stopped(stage_cls.name, errors[0].get("path") or "its plan", errors[0], "it as a problem")

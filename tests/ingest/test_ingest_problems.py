@@ -4,9 +4,11 @@ the image; a label-only case reports why its label failed; aliases give their ow
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from curator.testing.layouts import save_nifti
@@ -206,3 +208,21 @@ def test_the_overlap_of_a_mask_stored_in_other_axis_order_is_counted(tmp_path: P
     cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
     assert [p["kind"] for p in problems] == ["label_reoriented"]
     assert cases["Toy__s0001"]["label_overlap_voxels"] == 64
+
+
+def test_a_rejected_label_is_said_with_its_case_and_left_alone_by_qc(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """harmonize's label_rejected line named only the dataset ('Toy [label_rejected] ...'), and
+    qc measured the store anyway and added 'no label voxels in the store'."""
+    root = tmp_path / "raw"
+    write_tree(root, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1,))])
+    save_nifti(root / "lab/a.nii.gz", label_array((1,), (8, 8, 3)), grid((8, 8, 3), (2.0, 2.0, 3.0), "LPS"))
+    yml = _spec(tmp_path, [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}], {"values": {1: "liver"}})
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    with caplog.at_level(logging.INFO, logger="curator"):
+        run(pipe, stages=["ingest", "harmonize", "preprocess", "qc"])
+    said = [r.getMessage() for r in caplog.records if "[label_rejected]" in r.getMessage()]
+    assert said and all(m.startswith("Toy__a [label_rejected]") for m in said), said
+    assert [(p["case_id"], p["kind"]) for p in table(pipe, "problems__ingest").to_pylist()] == [
+        ("Toy__a", "shape_mismatch")]
+    assert table(pipe, "problems__qc").num_rows == 0
