@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
+
+log = logging.getLogger("curator")
 
 
 @dataclass
@@ -21,6 +24,8 @@ class ReportData:
     info: dict[str, Any] = field(default_factory=dict)
     store_roots: tuple[Path, ...] = ()  # folders holding <case_id>.zarr, searched in order
     path: Path = Path(".")  # the release folder (when read from one)
+    release: Any = None  # the Release it was read from: its stores are checked before they are drawn
+    damaged: dict[str, str] = field(default_factory=dict)  # case id -> why its release store was not drawn
 
     @classmethod
     def from_arrow(cls, tables: dict[str, pa.Table], info: dict[str, Any] | None = None,
@@ -34,7 +39,7 @@ class ReportData:
         rel = Release(path)
         tables = {name: rel.table(name) for name in rel.table_names()}
         roots = (rel.path / "stores", *store_roots)
-        return cls(tables, dict(rel.info), roots, rel.path)
+        return cls(tables, dict(rel.info), roots, rel.path, rel)
 
     @property
     def title(self) -> str:
@@ -48,9 +53,20 @@ class ReportData:
         return self.tables[name]
 
     def store_path(self, case_id: str) -> Path | None:
+        """The store to draw ``case_id`` from; a release store whose content differs from what
+        ``release.json`` records is not drawn (``damaged`` says why)."""
+        from curator.errors import ReleaseError
+
         for root in self.store_roots:
             p = root / f"{case_id}.zarr"
             if (p / "zarr.json").exists():
+                if self.release is not None and root == self.path / "stores":
+                    try:
+                        self.release.open_store(case_id)
+                    except ReleaseError as e:
+                        self.damaged[case_id] = e.detail
+                        log.warning("report: not drawing %s: %s", case_id, e.detail)
+                        return None
                 return p
         return None
 

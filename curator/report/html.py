@@ -146,7 +146,10 @@ def section_gallery(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
         path = d.store_path(r["case_id"])
         uri = label_figure(path, r["term_id"], r["origin"], r["centroid_mm"], f"{r['case_id']} · {r['term_id']}") \
             if path is not None and r.get("centroid_mm") is not None else None
-        pic = img(uri, f"{r['case_id']} {r['term_id']}") if uri else '<p class="muted">(no store to draw from)</p>'
+        why = d.damaged.get(r["case_id"])
+        pic = (img(uri, f"{r['case_id']} {r['term_id']}") if uri else
+               f'<p class="muted">(not drawn: {esc(why)}; run <code>curator verify</code>)</p>' if why else
+               '<p class="muted">(no store to draw from)</p>')
         figs.append(f"<figure>{pic}<figcaption><b>{esc(r['case_id'])}</b> · {esc(r['term_id'])} "
                     f"({esc(r['origin'])}): {esc(r['reason'])}</figcaption></figure>")
     more = f'<p class="muted">showing {limit} of {flagged.height}</p>' if flagged.height > limit else ""

@@ -290,3 +290,34 @@ def test_problems_list_errors_then_warnings_then_notes() -> None:
     detail = page[page.index("<table>", page.index("</table>")):]  # the second table: every row
     at = [detail.index(f"<td>{k}</td>") for k in ("not_3d", "shape_mismatch", "label_rejected", "odd")]
     assert at == sorted(at), at
+
+
+def test_a_damaged_release_store_is_not_drawn_and_says_why(tmp_path: Path) -> None:
+    """The gallery drew release stores unchecked: a damaged chunk decodes into other voxels."""
+    import shutil
+
+    from curator.report import write_report
+    from curator.testing.releases import reseal
+
+    phantom_workspace(tmp_path / "ws", n_cases=16, broken=(2,))
+    cfg = PipelineConfig.from_dict({
+        "workspace": str(tmp_path / "ws"), "stages": {"qc": {"min_cohort": 10}, "pseudolabel": {"enabled": False},
+                                                       "dedup": {"enabled": False}},
+        "executor": {"kind": "local", "workers": 1, "progress": False},
+        "release": {"root": str(tmp_path / "releases"), "collection": "phantoms", "version": "1.0.0"}})
+    ctx = Context(cfg)
+    record_runs(ctx, "ingest", "harmonize", "preprocess")
+    run_stage(ctx, QCStage)
+    release = build_release(ctx, steps=STEPS)
+    shutil.copytree(ctx.workspace.stores_dir, release / "stores")  # a release that carries its stores
+    reseal(release)
+    assert "not drawn" not in write_report(release, tmp_path / "ok.html").read_text(encoding="utf-8")
+    chunk = max((p for p in (release / "stores" / "Phantom__c002.zarr").rglob("*") if p.is_file()
+                 and p.name != "zarr.json"), key=lambda p: p.stat().st_size)
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    page = write_report(release, tmp_path / "r.html").read_text(encoding="utf-8")
+    figure = page[page.index("<b>Phantom__c002</b>") - 400:page.index("<b>Phantom__c002</b>")]
+    assert "not drawn: the store of case Phantom__c002" in figure and "curator verify" in figure
+    assert "<img" not in figure.rsplit("<figure>", 1)[-1]
