@@ -125,12 +125,20 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
         ctx.sources  # noqa: B018 - reading the sources (and the registry) collects the skipped ones
         ctx.registry  # noqa: B018
         skipped = [(p["path"], p["message"].partition(". What to do: ")[0]) for p in ctx.source_problems]
+        behind: dict[str, str] = {}  # a current stage after an out-of-date one: its tables may change
+        first = None
+        for s in states:
+            if s.enabled and first is not None and not s.reasons:
+                behind[s.name] = first
+            if s.enabled and s.reasons and first is None:
+                first = s.name
         if fmt == StatusFormat.json:
             sys.stdout.write(json.dumps({
                 "workspace": str(ctx.workspace.root), "in_use_by": busy,
                 "sources_skipped": [{"file": f, "why": why} for f, why in skipped],
                 "stages": [{"stage": s.name, "enabled": s.enabled, "current": not s.reasons if s.enabled else None,
-                            "reasons": s.reasons, "last_run": _run_facts(s.record)} for s in states],
+                            "reasons": s.reasons, "after_out_of_date": behind.get(s.name),
+                            "last_run": _run_facts(s.record)} for s in states],
                 "release": {"collection": rc.collection, "version": rc.version, "path": str(dest),
                             "exists": dest.exists(), "would_write": blocked is None}}, indent=1) + "\n")
         else:
@@ -139,8 +147,10 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                 table.add_column(col, overflow="fold")
             for s in states:
                 run = _run_facts(s.record)
-                state = ("[dim]disabled[/]" if not s.enabled else "[green]current[/]" if not s.reasons
-                         else "[red]" + escape("; ".join(s.reasons)) + "[/]")
+                state = ("[dim]disabled[/]" if not s.enabled
+                         else f"[yellow]current, but after {behind[s.name]}, which is not: its tables may change "
+                              f"when {behind[s.name]} runs[/]" if s.name in behind
+                         else "[green]current[/]" if not s.reasons else "[red]" + escape("; ".join(s.reasons)) + "[/]")
                 table.add_row(s.name, str(run.get("finished") or "-")[:16].replace("T", " "), str(run.get("planned", "-")),
                               str(run.get("failed", "-")), escape(", ".join(f"{t} {n}" for t, n in
                                                                      (run.get("tables") or {}).items())), state)

@@ -187,6 +187,14 @@ def test_status_shows_each_stage_and_whether_the_release_would_be_written(demo: 
         "qc ran with other settings (min_cohort: 5 → 6)",
         "qc ran while dedup was enabled (its tables hold dedup's results, which the release now leaves out)"]
     assert states["qc"]["last_run"]["planned"] > 0 and doc["release"]["would_write"] is False
+    _edit(demo / "pipeline.yaml", "0.2.0", qc={"min_cohort": 5}, dedup={"enabled": True},
+          pseudolabel={"review_fraction": 0.1})
+    doc = json.loads(runner.invoke(app, ["status", pipeline, "--format", "json"]).output)
+    states = {s["stage"]: s for s in doc["stages"]}
+    assert [n for n, s in states.items() if s["current"] is False] == ["pseudolabel"]
+    assert states["qc"]["after_out_of_date"] == "pseudolabel" and states["dedup"]["after_out_of_date"] is None
+    text = " ".join(runner.invoke(app, ["status", pipeline], env={"COLUMNS": "300"}).output.split())
+    assert "current, but after pseudolabel, which is not" in text
 
 
 def test_release_json_records_each_stage_run_without_machine_paths(demo: Path, tmp_path: Path) -> None:
