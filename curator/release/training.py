@@ -126,12 +126,13 @@ def usable_parts(held_by: Mapping[str, Collection[str]], parts: Mapping[str, Seq
     if not excluded:
         return held
     before = first_layers(())
-    for term, ps in parts.items():
-        lost = any(p in before and p not in held for p in ps)
-        if lost or any((term, held[p]) in excluded for p in ps if p in held and p != term):
-            for p in ps:
-                held.pop(p, None)
-    return held
+    fine = [term for term, ps in parts.items()
+            if not any(p in before and p not in held for p in ps)  # a part lost to QC
+            and not any((term, held[p]) in excluded for p in ps if p in held and p != term)]
+    # the parts of the requested terms still usable whole: a part another requested term shares
+    # (kidney_tumor inside kidney_mass) stays for that term when only the larger one is lost
+    keep = {p for term in fine for p in parts[term]}
+    return {p: layer for p, layer in held.items() if p in keep}
 
 
 def check_request(release: Release, terms: Sequence[str], layers: Sequence[str], *, unheld: str = "error") -> None:

@@ -645,3 +645,18 @@ def test_labelled_only_follows_the_qc_rule_of_the_items(tiny: Tiny, tmp_path: Pa
     assert kits[0] in [c["case_id"] for c in every.cases]
     with pytest.raises(Exception, match="seed = -1"):
         PatchDataset(rel, terms=["kidney_mass"], seed=-1)
+
+
+def test_a_part_lost_to_qc_takes_only_the_terms_it_is_part_of() -> None:
+    """The cyst excluded took kidney_tumor with kidney_mass when both were requested: the parts of
+    a lost term were dropped even when another requested term needed them whole."""
+    from curator.release.training import usable_parts
+
+    held = {"original": {"kidney", "kidney_tumor", "kidney_cyst"}}
+    parts = {"kidney_tumor": ("kidney_tumor",), "kidney_mass": ("kidney_mass", "kidney_tumor", "kidney_cyst"),
+             "kidney": ("kidney",)}
+    got = usable_parts(held, parts, ["original"], excluded={("kidney_cyst", "original")})
+    assert got == {"kidney_tumor": "original", "kidney": "original"}
+    alone = usable_parts(held, {"kidney_mass": parts["kidney_mass"]}, ["original"], {("kidney_cyst", "original")})
+    assert alone == {}  # training kidney_mass on the tumour alone would call the cyst background
+    assert usable_parts(held, parts, ["original"], ()) == {p: "original" for p in held["original"]}
