@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +23,9 @@ from curator.preprocess.labels import Plane, label_map_plane, structure_planes
 from curator.registry.fixes import apply_array_fixes, apply_label_fixes, intensity_offset
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.store import CaseStore, store_sha256
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 STATS = (("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("p0.5", "p00_5"),
          ("p1", "p01"), ("p50", "p50"), ("p99", "p99"), ("p99.5", "p99_5"))
@@ -91,6 +94,12 @@ class PreprocessStage(Stage):
         root = self.ctx.workspace.root
         return all((root / r["store"] / "zarr.json").exists() for r in result.rows.get("preprocessed", [])
                    if r.get("store"))
+
+    def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
+        for r in results:  # rows cached by an earlier version listed a term once per plane code
+            for row in r.rows.get("preprocessed", []):
+                row["terms"] = list(dict.fromkeys(row.get("terms") or []))
+        return super().finalize(results)
 
     @classmethod
     def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
@@ -240,9 +249,7 @@ def _median_spacings(rows: list[dict[str, Any]], codes: str) -> dict[str, tuple[
 def _row(case_id: str, p: dict[str, Any], prep: Prepared, sha: str) -> dict[str, Any]:
     g = prep.geometry
     ml = g.voxel_volume_mm3 / 1000.0
-    terms: list[str] = []
-    for _, values, _ in prep.planes:
-        terms += [t for ts in values.values() for t in ts if t not in terms]
+    terms = list(dict.fromkeys(t for _, values, _ in prep.planes for ts in values.values() for t in ts))
     row: dict[str, Any] = {
         "case_id": case_id, "dataset": p["dataset"], "modality": p["modality"],
         "store": f"stores/{case_id}.zarr", "store_sha256": sha, "has_image": prep.image is not None,

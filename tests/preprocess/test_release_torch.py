@@ -660,3 +660,11 @@ def test_a_part_lost_to_qc_takes_only_the_terms_it_is_part_of() -> None:
     alone = usable_parts(held, {"kidney_mass": parts["kidney_mass"]}, ["original"], {("kidney_cyst", "original")})
     assert alone == {}  # training kidney_mass on the tumour alone would call the cyst background
     assert usable_parts(held, parts, ["original"], ()) == {p: "original" for p in held["original"]}
+
+
+def test_preprocessed_lists_each_term_of_a_case_once(tiny: Tiny) -> None:
+    """A derived term held by several plane codes was listed once per code (kidney_mass three times)."""
+    rows = curator.open_release(str(tiny.release)).sql("select case_id, terms from preprocessed").fetchall()
+    assert rows and any(len(terms) > 1 for _, terms in rows)
+    for cid, terms in rows:
+        assert len(terms) == len(set(terms)), (cid, terms)
