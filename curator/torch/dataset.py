@@ -11,6 +11,7 @@ workers kept alive between epochs (``persistent_workers=True``).
 from __future__ import annotations
 
 import collections
+import math
 import multiprocessing
 import multiprocessing.context
 import os
@@ -38,12 +39,14 @@ from curator.torch.sampling import case_weights, item_rng, patch_start, repeat_f
 
 # case_id, dataset and modality mean the same in both tables: USING makes them plain names
 QUERY = """select case_id, dataset, modality, p.store, p.shape
-from preprocessed p join cases c using (case_id, dataset, modality) where p.has_image and ({where}){splits}
+from preprocessed p join cases c using (case_id, dataset, modality) {join} where p.has_image and ({where}){splits}
 order by case_id"""
 
 
 class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """Random patches from the cases of ``release`` selected by the SQL ``where`` clause.
+    """Random patches from the cases of ``release`` selected by the SQL ``where`` clause (over
+    ``cases c`` and ``preprocessed p``, and ``splits s`` when the release has one, as the
+    exports' ``--where``).
 
     Each item is a dict: ``image`` float32 ``(1, *patch)`` (normalised per modality; with
     ``normalise=False`` in physical units, HU for CT), ``masks`` uint8 ``(T, *patch)`` for the
@@ -94,6 +97,12 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self.layers = tuple(_names("layers", layers))
         self.fg = float(foreground_fraction)
         self.term_weights = dict(term_weights or {})
+        bad = {t: w for t, w in self.term_weights.items()
+               if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating))
+               or not math.isfinite(w) or w < 0}
+        if bad:
+            raise ReleaseError("release_error", f"term_weights {bad}: give each term a finite number >= 0 (its "
+                               "share of foreground patches relative to the others; 0 never centres on it)")
         self._epoch: Any = multiprocessing.RawValue("q", 0)  # shared with forked and spawned workers
         self.seed, self.normalise, self.max_open, self.verify = seed, normalise, max_open, bool(verify)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -105,9 +114,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if unknown:
             raise ReleaseError("release_error", f"term_weights names {unknown}, which are not among the terms "
                                f"{self.terms}")
-        if samples_per_epoch is not None and samples_per_epoch < 1:
-            raise ReleaseError("release_error", f"samples_per_epoch = {samples_per_epoch}: give a positive number, "
-                               "or None for one item per case")
+        if samples_per_epoch is not None and (isinstance(samples_per_epoch, bool) or not isinstance(
+                samples_per_epoch, (int, np.integer)) or samples_per_epoch < 1):
+            raise ReleaseError("release_error", f"samples_per_epoch = {samples_per_epoch!r}: give a positive whole "
+                               "number, or None for one item per case")
         names = self.release.table_names()
         splits = "" if split is None else self._split_filter(split, names)
         if "preprocessed" not in names or "store_terms" not in names:
@@ -115,12 +125,15 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                remedy="run the preprocess stage before `curator release`")
         check_request(self.release, self.terms, self.layers, unheld="warn")
         self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter)
-        cases = [c for c in self.release.sql(QUERY.format(where=where, splits=splits)).fetchall()
-                 if c[0] not in self.view.dropped_duplicates]
+        join = "left join splits s using (case_id, dataset, modality)" if "splits" in names else ""
+        matched = self.release.sql(QUERY.format(where=where, splits=splits, join=join)).fetchall()
+        cases = [c for c in matched if c[0] not in self.view.dropped_duplicates]
         if not cases:
-            raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}"
-                               + (" (dropped duplicates left out)" if self.view.dropped_duplicates else ""),
-                               path=str(self.root))
+            raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}" if not matched else
+                               f"the {len(matched)} case(s) WHERE {where} matches are duplicates the keep policy "
+                               "dropped", path=str(self.root),
+                               remedy="widen the where clause" if not matched else
+                               "pass duplicates=True to keep them, or select the kept copies")
         self.cases = [{"case_id": c[0], "dataset": c[1], "modality": c[2], "store": c[3], "shape": list(c[4])}
                       for c in cases]
         tax = self.release.taxonomy  # the release's own (a custom taxonomy's terms and parts)

@@ -276,11 +276,17 @@ def test_loader_and_exports_refuse_what_cannot_be_meant(tiny: Tiny, tmp_path) ->
                       ({"terms": "liver"}, r"terms = 'liver': give a list"),
                       ({"layers": "original"}, r"layers = 'original': give a list"),
                       ({"terms": [liver, "spleen", liver]}, f"term '{liver}' requested more than once"),
-                      ({"samples_per_epoch": 0}, "give a positive number"),
+                      ({"samples_per_epoch": 0}, "give a positive whole number"),
+                      ({"samples_per_epoch": 2.5}, "give a positive whole number"),
                       ({"term_weights": {"spleen": 2.0}}, "not among the terms"),
+                      ({"term_weights": {liver: -1}}, "a finite number >= 0"),
+                      ({"term_weights": {liver: float("nan")}}, "a finite number >= 0"),
+                      ({"where": "dataset = 'Nope'"}, r"matches WHERE dataset = 'Nope'\. What to do: widen"),
                       ({"split": "training"}, "give train, val and/or test")):
         with pytest.raises(ReleaseError, match=says):
             PatchDataset(tiny.release, **{"terms": [liver], **bad})  # type: ignore[arg-type]
+    assert len(PatchDataset(tiny.release, terms=[liver], split=None, where="s.split = 'train'").cases) == len(
+        PatchDataset(tiny.release, terms=[liver]).cases)  # the splits table as `s`, as in the exports
     with pytest.raises(ReleaseError, match="no case of the release holds 'heart'"):
         export_monai(tiny.release, tmp_path / "m", terms=["heart"], partial=True)
     with pytest.warns(UserWarning, match="no case of the release holds 'heart'"):
