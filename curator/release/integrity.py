@@ -216,7 +216,9 @@ def _cache_file() -> Path:
 
 def _stat_key(p: Path) -> list[int]:
     st = p.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+    # the change time too: a file rewritten with its old size and modification time put back
+    # (os.utime, rsync -t, touch -r) has a new ctime, which no user-level call can set back
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 _VERIFIED: dict[str, tuple[list[Any], str]] = {}  # resolved path -> (stat key, sha256) checked in this process
@@ -272,7 +274,7 @@ def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str])
     a Parquet reader decodes a page damaged in the middle of a file into other values without a
     word. A file checked once (here, or in an earlier process: a small cache under
     ``$CURATOR_CACHE_DIR``, default ``~/.cache/curator``) is not hashed again while its size,
-    modification time and inode stay the same. Files the release does not list are not judged."""
+    modification and change times and inode stay the same. Files the release does not list are not judged."""
     out: dict[str, str] = {}
     checked: dict[str, tuple[list[Any], str]] = {}
     for rel in names:

@@ -77,7 +77,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     Each store is checked against the content hash ``release.json`` records before its first
     read in a process (a cache under ``$CURATOR_CACHE_DIR`` remembers stores found intact while
-    their files keep their size, time and inode), and each location file against its checksum:
+    their files keep their size, times and inode), and each location file against its checksum:
     a chunk damaged on disk raises a ``release_corrupt`` error naming the case instead of
     decoding into other voxels. The first read of a store costs one read of its files;
     ``verify=False`` skips the check (e.g. right after ``curator verify``).

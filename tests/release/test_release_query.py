@@ -140,6 +140,16 @@ def test_intact_tables_are_hashed_once(demo: Path, monkeypatch: pytest.MonkeyPat
     os.utime(path / "cases.parquet")  # touched: checked again
     Release(path).sql("select count(*) from cases").fetchall()
     assert hashed[n_tables:] == [str((path / "cases.parquet").resolve())]
+    splits = path / "splits.parquet"  # 'test' -> 'tesT', size and mtime put back: only the ctime moves
+    st, data = splits.stat(), bytearray(splits.read_bytes())
+    at = data.find(b"test")
+    assert at > 0  # the dictionary page holds the split names as written
+    data[at + 3] ^= 0x20  # decodes without an error, into another value
+    splits.write_bytes(bytes(data))
+    os.utime(splits, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ReleaseError, match="splits") as e:
+        Release(path).sql("select split from splits").fetchall()
+    assert e.value.kind == "release_corrupt"
 
 
 def test_the_taxonomy_is_a_table_of_the_release(demo: Path) -> None:
