@@ -1,0 +1,29 @@
+"""Raw label values of built-in datasets as the datasets' own metadata states them, where SAT-DS
+(the reference most mappings were checked against) has them wrong: a swapped pair maps every
+label to the wrong structure without an error anywhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from curator.registry import load_registry
+
+# dataset -> {raw value: the dataset's own name for it, as our term}; the source of each is in
+# the dataset YAML's notes
+STATED = {
+    # Task05_Prostate/dataset.json: "labels": {"0": "background", "1": "PZ", "2": "TZ"}
+    "MSD_Prostate": {1: "peripheral zone of prostate", 2: "transition zone of prostate"},
+    # VerSe README: 26 sacrum, 27 coccyx, 28 the additional T13 (SAT-DS reads 26 as T13)
+    "VerSe": {26: "sacrum", 27: "coccyx", 28: "T13 vertebra"},
+    # WMH challenge: 1 white matter hyperintensities, 2 other pathology
+    "WMH_Segmentation_Challenge": {1: "white matter hyperintensities", 2: "other pathology"},
+    # ACDC: 1 right ventricle cavity, 2 myocardium, 3 left ventricle cavity
+    "ACDC": {1: "right ventricle", 2: "myocardium", 3: "left ventricle"},
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(STATED))
+def test_builtin_values_follow_the_datasets_own_metadata(dataset: str) -> None:
+    values = load_registry().get(dataset).labels.values
+    for raw, name in STATED[dataset].items():
+        assert values[raw] == (name,), (dataset, raw, values[raw])
