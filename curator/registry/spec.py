@@ -238,6 +238,14 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
             bad(f"layout[{i}]", "missing", "patterns must contain the {case} placeholder")
         if entry.label and "structure" in _PLACEHOLDER.findall(entry.image or ""):
             bad(f"layout[{i}]", "value", "{structure} belongs in the label pattern only")
+        if entry.image and entry.label and not entry.index:
+            img_ph, lab_ph = set(_PLACEHOLDER.findall(entry.image)), set(_PLACEHOLDER.findall(entry.label))
+            for key, have in (("image", img_ph), ("label", lab_ph)):
+                if "case" not in have:  # nothing would tie a label to its image: every image took one label
+                    hint = difflib.get_close_matches("case", sorted(have), n=1)
+                    bad(f"layout[{i}].{key}", "missing", f"the {key} pattern {getattr(entry, key)!r} has no {{case}} "
+                        "placeholder, so nothing ties each label to its image"
+                        + (f" (did you mean {{case}} for {{{hint[0]}}}?)" if hint else ""))
         layout.append(entry)
     lab = d.get("labels") or {}
     labels = LabelSpec()
@@ -266,6 +274,14 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
             bad("labels.structures", "missing", "per_structure labels need `structures` (file stem -> term)")
         if 0 in values:
             bad("labels.values.0", "value", "0 is background and must not be mapped")
+        if enc == "label_map" and lab.get("structures"):
+            bad("labels.structures", "value", "structures (file stem -> term) are for `encoding: per_structure`; "
+                "a label_map names its raw values under `values`")
+        if enc == "per_structure":
+            for i, e in enumerate(layout):
+                if e.label and "structure" not in _PLACEHOLDER.findall(e.label):
+                    bad(f"layout[{i}].label", "missing", f"per_structure labels need a {{structure}} placeholder in "
+                        f"the label pattern ({e.label!r}): the file stem names the structure")
         other = str(lab.get("other_structures", "problem"))
         if other not in OTHER_STRUCTURES:
             bad("labels.other_structures", "value", f"other_structures must be one of {OTHER_STRUCTURES}")
@@ -277,6 +293,10 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
                 ignore += _codes(x)
             except (TypeError, ValueError) as ex:
                 bad("labels.ignore", "value", str(ex))
+        both = sorted(set(ignore) & set(values))
+        if both:
+            bad("labels.ignore", "value", f"raw value(s) {both} are both mapped under `values` and ignored: "
+                "keep one")
         labels = LabelSpec(encoding=enc, values=values, structures=structures, ignore=tuple(ignore),
                            any_nonzero=bool(lab.get("any_nonzero", False)), other_structures=other)
     else:
@@ -292,6 +312,11 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
             hint = difflib.get_close_matches(k, sorted(used), n=1)
             bad(f"patterns.{k}", "unknown_key", f"no layout pattern has a {{{k}}} placeholder"
                 + (f" (did you mean {hint[0]!r}?)" if hint else f"; the placeholders are {sorted(used)}"))
+    fields = used | {"case"} | {g for rx in patterns.values() for g in re.findall(r"\(\?P<(\w+)>", rx)}
+    unknown_ph = sorted(set(_PLACEHOLDER.findall(str(d.get("patient_id", "{case}")))) - fields)
+    if unknown_ph and layout:  # it fell back to the case name: one patient per case, without a word
+        bad("patient_id", "value", f"patient_id {d.get('patient_id')!r} names {unknown_ph}, which neither a layout "
+            f"pattern nor a named group of `patterns` gives (they give {sorted(fields)})")
     from curator.registry.fixes import validate_fixes
 
     for loc, kind, msg in validate_fixes(d.get("fixes") or {}):

@@ -44,6 +44,28 @@ def test_a_pattern_for_a_placeholder_no_layout_has_is_refused() -> None:
     assert issues == [] and s.patterns == {"case": r"s\d{4}"}
 
 
+def test_contradictory_specs_are_refused_before_they_lose_labels() -> None:
+    """Each passed `curator labels check` and then ran: a typo'd {cas} gave every image the first
+    label file; per_structure without {structure} dropped every label; a patient_id naming a field
+    nothing gives made one patient per case; an ignored value that is also mapped, and structures
+    under a label_map, were silently one reading of two."""
+    _, issues = spec(layout=[{"image": "{cas}/series/", "label": "{case}/seg.nrrd"}])
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:layout[0].image", "missing")]
+    assert "did you mean {case} for {cas}?" in issues[0].message
+    _, issues = spec(layout=[{"image": "img/{case}.nii.gz", "label": "lab/seg.nii.gz"}])
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:layout[0].label", "missing")]
+    _, issues = spec(labels={"encoding": "per_structure", "structures": {"liver": "liver"}})
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:layout[0].label", "missing")]
+    _, issues = spec(patient_id="{subject}")
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:patient_id", "value")]
+    s, issues = spec(patient_id="P{subject}", patterns={"case": r"s(?P<subject>\d{3})_\d"})
+    assert issues == [] and s.patient_id == "P{subject}"  # a named group of `patterns` gives the field
+    _, issues = spec(labels={"values": {1: "liver", 2: "spleen"}, "ignore": [2]})
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:labels.ignore", "value")]
+    _, issues = spec(labels={"values": {1: "liver"}, "structures": {"liver": "liver"}})
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:labels.structures", "value")]
+
+
 def test_fixes_are_validated() -> None:
     assert validate_fixes({"label_flip": {"axes": [0, 2], "reason": "r"}}) == []
     bad = validate_fixes({"label_spin": {}, "label_rot90": {"k": 1, "axes": [0]}, "intensity_offset": {"value": "x"},
