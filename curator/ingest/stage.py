@@ -53,6 +53,7 @@ class IngestStage(Stage):
     version = "3"  # 2: label defects reject the label, not the case; 3: CT intensity warnings
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
+    reads_sources = True
 
     def plan(self) -> list[Task]:
         tasks: list[Task] = []

@@ -6,7 +6,8 @@ hash, its stage version, digests of the sources (:func:`sources_digest`), of the
 settings name (``Stage.settings_files_digest``: a taxonomy, QC overrides, model weights) and of
 the tables other commands write that it reads (``tables_read``). A stage's tables
 are out of date when it has not run, when its settings, those files, its code's stage version,
-the sources or a table another command writes that it reads (``Stage.reads_tables``: qc and
+the sources (their roots and specs; for ingest, ``Stage.reads_sources``, also each case's files:
+an edited, added or removed file) or a table another command writes that it reads (``Stage.reads_tables``: qc and
 the revised labels of ``curator review import``) changed since, or when an earlier stage ran
 again after it (its inputs may have changed: a re-ingested case, a fixed label mapping), is
 disabled and out of date itself, or is disabled and the stage ``follows`` it. The stages run in
@@ -152,7 +153,37 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
     if rec.get("sources_digest", digest[0]) != digest[0] and rec.get("sources_digest_relative") != digest[1]:
         reasons.append(f"{name} ran with other sources (pipeline.yaml's `sources:` or their dataset "
                        "specs changed since)")
+    elif cls.reads_sources and not reasons:
+        reasons += _changed_inputs(ctx, name, cls, config)
     return reasons
+
+
+def _changed_inputs(ctx: Context, name: str, cls: type[Stage], config: StageConfig) -> list[str]:
+    """Why the files under the sources are not what ``name`` last read: its plan made again
+    (content checksums, re-read only for files whose size or times changed) against each case's
+    cached result — what `curator run` would redo — and the cases it ingested that are gone."""
+    try:
+        stage = cls(ctx, config)
+        tasks = stage.plan()
+    except CuratorError as e:
+        return [f"{name} cannot plan its cases now ({e})"]
+    ws = ctx.workspace
+    changed, new = [], []
+    for t in tasks:
+        cached = ws.read_case_result(name, t.case_id)
+        if cached is None:
+            new.append(t.case_id)
+        elif cached.get("key") != stage.task_key(t):
+            changed.append(t.case_id)
+    had = ws.read_table(cls.tables[0]) if cls.tables and ws.has_table(cls.tables[0]) else None
+    gone = sorted(set(had.column("case_id").to_pylist()) - {t.case_id for t in tasks}) if had is not None else []
+    out = []
+    for ids, what in ((changed, "changed"), (new, "are new"), (gone, "are gone")):
+        if ids:
+            out.append(f"the source files of {len(ids)} case(s) {what} since {name} ran (e.g. {', '.join(ids[:3])})"
+                       if what == "changed" else f"{len(ids)} case(s) of the sources {what} since {name} ran "
+                       f"(e.g. {', '.join(ids[:3])})")
+    return out
 
 
 def stage_states(ctx: Context, will_run: Collection[str] = ()) -> list[StageState]:

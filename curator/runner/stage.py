@@ -120,6 +120,9 @@ class Stage:
     # earlier stages whose being enabled or not changes the stage's results (qc judges the pseudo
     # labels only while pseudolabel is enabled): disabling one puts the stage out of date
     follows: ClassVar[tuple[str, ...]] = ()
+    # the stage reads the sources' files: freshness plans it again and compares each case's key
+    # with its cached result, so an edited, added or removed file puts it out of date
+    reads_sources: ClassVar[bool] = False
 
     def __init__(self, ctx: Context, config: StageConfig) -> None:
         self.ctx = ctx

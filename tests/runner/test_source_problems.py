@@ -107,3 +107,35 @@ def test_status_names_a_source_its_dataset_yaml_kept_out(tmp_path: Path) -> None
     res = CliRunner().invoke(app, ["status", str(pipe), "--format", "json"])
     (skipped,) = json.loads(res.output)["sources_skipped"]
     assert skipped["file"] == "bad.yaml" and skipped["why"]
+
+
+def test_a_source_file_changed_after_ingest_puts_it_out_of_date(tmp_path: Path) -> None:
+    """`curator status` called every stage current, and `curator release` released the labels of
+    a label file edited since: freshness looked at the sources' roots and specs, not their files."""
+    from curator.runner.context import Context
+    from curator.runner.freshness import stale_reasons
+    from curator.testing.layouts import save_nifti
+    from curator.testing.native import label_array, write_tree
+    from curator.testing.phantoms import grid
+
+    root = tmp_path / "raw"
+    write_tree(root, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1,)),
+                      ("img/b.nii.gz", "image", ()), ("lab/b.nii.gz", "label", (1,))])
+    spec = {"name": "Toy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+            "citation": "@misc{toy, title={toy}}", "layout": [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}],
+            "labels": {"values": {1: "liver", 2: "spleen"}}}
+    (tmp_path / "Toy.yaml").write_text(yaml.safe_dump(spec))
+    pipe = make_pipeline(tmp_path, [{"dataset": str(tmp_path / "Toy.yaml"), "root": str(root)}])
+    run(pipe, stages=["ingest"])
+    ctx = lambda: Context(PipelineConfig.load(pipe))  # a fresh context per look
+    assert not [r for r in stale_reasons(ctx()) if "since ingest ran" in r]
+    save_nifti(root / "lab/b.nii.gz", label_array((2,), (8, 8, 4)), grid((8, 8, 4), (2.0, 2.0, 3.0), "LPS"))
+    write_tree(root, [("img/c.nii.gz", "image", ())])
+    (root / "img/a.nii.gz").unlink()
+    (root / "lab/a.nii.gz").unlink()
+    reasons = [r for r in stale_reasons(ctx()) if r.startswith("the source") or "case(s) of the sources" in r]
+    assert reasons == ["the source files of 1 case(s) changed since ingest ran (e.g. Toy__b)",
+                       "1 case(s) of the sources are new since ingest ran (e.g. Toy__c)",
+                       "1 case(s) of the sources are gone since ingest ran (e.g. Toy__a)"]
+    run(pipe, stages=["ingest"])
+    assert not [r for r in stale_reasons(ctx()) if "since ingest ran" in r]
