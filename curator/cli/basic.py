@@ -69,10 +69,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def sources_show(name: str,
                      registry: Annotated[list[Path] | None, typer.Option(help="extra dataset YAML files")] = None,
                      ) -> None:
-        """One dataset's full entry (JSON)."""
-        from curator.registry import load_registry
+        """One dataset's full entry (JSON): a registry name, or the path of a dataset YAML."""
+        from curator.registry import load_dataset_file, load_registry
 
-        spec = load_registry(extra=tuple(registry or ())).get(name)
+        spec = (load_dataset_file(Path(name)) if name.endswith((".yaml", ".yml"))
+                else load_registry(extra=tuple(registry or ())).get(name))
         sys.stdout.write(json.dumps(spec.to_dict(), indent=1) + "\n")
 
     @app.command("env")

@@ -246,7 +246,9 @@ def _issues_md(problems: pl.LazyFrame | None, sources: list[dict[str, Any]], bui
     rows = _counts(problems, ["stage", "severity", "kind"]) if problems is not None else []
     if rows:
         text = ("Problems found while building (one row per file or case in the `problems` table; "
-                "`severity = error` means the case was dropped from that stage):\n\n")
+                "`severity = error`: the stage could not use what the row names — a case (dropped from that "
+                "stage) or, in a row without a case, a file or source, e.g. a missing split file or a broken "
+                "dataset YAML):\n\n")
         text += md_table(["stage", "severity", "kind", "count"], rows)
     else:
         text = "No problems were recorded.\n"

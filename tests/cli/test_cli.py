@@ -106,6 +106,10 @@ def test_sources_list_json_and_show() -> None:
     assert json.loads(res.stdout)["name"] == "KiTS23"
     res = curator("sources", "show", "KiTS2")
     assert res.returncode == 2 and "did you mean" in res.stderr
+    from curator.registry import builtin_dir
+
+    res = curator("sources", "show", str(builtin_dir() / "MSD_Spleen.yaml"))  # the path its error suggests
+    assert res.returncode == 0 and json.loads(res.stdout)["name"] == "MSD_Spleen", res.stderr
 
 
 def test_stage_command_and_env(demo: Path) -> None:
