@@ -253,6 +253,9 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("label_no_match", "a layout entry's label pattern matched no file: its images were ingested "
                 "without labels", "check the pattern against the files, and that the labels were unpacked under the "
                 "source root; remove `label:` if the dataset has none"),
+    ProblemKind("label_ambiguous", "a layout entry's label pattern shares no placeholder with its image pattern "
+                "and several images matched: no label was given to them",
+                "put the placeholder naming each image's case (e.g. {case}) in the label pattern"),
     ProblemKind("label_missing", "no file matches the layout's label pattern for this image (it matched for "
                 "others); the case was ingested without labels",
                 "rename the label or widen the pattern; nothing to do if the case has no label"),

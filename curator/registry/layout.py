@@ -345,6 +345,13 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
             if m:
                 g = m.groupdict()
                 matches.setdefault(tuple(g.get(p, "") for p in identity), []).append((f, g))
+        if lab_rx and not shared and labels_by_key and len(matches) > 1:  # no placeholder ties labels to images
+            problems.append(InputError(
+                "label_ambiguous", f"the label pattern {entry.label!r} shares no placeholder with the image pattern "
+                f"{entry.image!r}, so nothing tells which of the {len(matches)} images a label belongs to; none of "
+                "them was given a label", path=str(root),
+                remedy="put the placeholder naming each image's case (e.g. {case}) in the label pattern too"))
+            labels_by_key, unused_labels, lab_rx = {}, {}, None
         for key, ms in sorted(matches.items()):
             (f, g), dropped = _first_of_each(ms, entry.image_is_dir)
             lkey = tuple(g.get(p, "") for p in shared)

@@ -239,13 +239,12 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         if entry.label and "structure" in _PLACEHOLDER.findall(entry.image or ""):
             bad(f"layout[{i}]", "value", "{structure} belongs in the label pattern only")
         if entry.image and entry.label and not entry.index:
-            img_ph, lab_ph = set(_PLACEHOLDER.findall(entry.image)), set(_PLACEHOLDER.findall(entry.label))
-            for key, have in (("image", img_ph), ("label", lab_ph)):
-                if "case" not in have:  # nothing would tie a label to its image: every image took one label
-                    hint = difflib.get_close_matches("case", sorted(have), n=1)
-                    bad(f"layout[{i}].{key}", "missing", f"the {key} pattern {getattr(entry, key)!r} has no {{case}} "
-                        "placeholder, so nothing ties each label to its image"
-                        + (f" (did you mean {{case}} for {{{hint[0]}}}?)" if hint else ""))
+            have = set(_PLACEHOLDER.findall(entry.image))
+            if "case" not in have:  # ({cas}) nothing ties a label to its image: every image took one label
+                hint = difflib.get_close_matches("case", sorted(have), n=1)
+                bad(f"layout[{i}].image", "missing", f"the image pattern {entry.image!r} has no {{case}} placeholder, "
+                    "so nothing ties each label to its image"
+                    + (f" (did you mean {{case}} for {{{hint[0]}}}?)" if hint else ""))
         layout.append(entry)
     lab = d.get("labels") or {}
     labels = LabelSpec()

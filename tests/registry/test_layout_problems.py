@@ -97,3 +97,15 @@ def test_a_linked_case_folder_inside_the_root_is_walked_and_links_back_do_not_lo
     os.symlink(tmp_path / "real", tmp_path / "store" / "back")  # real/up -> root -> store/back -> real ...
     cases, problems = discover(spec(layout=[{"image": "{case}/image.nii.gz"}], labels={"encoding": "none"}), tmp_path)
     assert sorted(c.case_id for c in cases) == ["Toy__linked_case", "Toy__real"] and problems == []
+
+
+def test_a_label_pattern_that_cannot_tell_the_images_apart_gives_no_label(tmp_path: Path) -> None:
+    """With no placeholder in common, every image took the one label file: pat2 carried pat1's
+    liver. One image and one label file is fine (a sample folder)."""
+    write_tree(tmp_path, [("pat1/ct.nii.gz", "image", ()), ("pat2/ct.nii.gz", "image", ()), ("seg.nii.gz", "label", (1,))])
+    cases, problems = discover(spec(layout=[{"image": "{case}/ct.nii.gz", "label": "seg.nii.gz"}]), tmp_path)
+    assert [c.case_id for c in cases] == ["Toy__pat1", "Toy__pat2"] and all(not c.labels for c in cases)
+    assert [p.kind for p in problems] == ["label_ambiguous"] and "2 images" in problems[0].detail
+    (tmp_path / "pat2/ct.nii.gz").unlink()
+    cases, problems = discover(spec(layout=[{"image": "{case}/ct.nii.gz", "label": "seg.nii.gz"}]), tmp_path)
+    assert [(c.case_id, c.labels) for c in cases] == [("Toy__pat1", [("", "seg.nii.gz")])] and problems == []
