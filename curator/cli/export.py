@@ -26,7 +26,8 @@ def _summary(report: object) -> None:
 
     r = cast(ExportReport, report)
     out.print(f"exported {len(r.cases)} cases to {escape(str(r.folder))}; skipped {len(r.skipped)}"
-              + (f"; {len(r.overlaps)} cases had overlapping terms (later term kept)" if r.overlaps else ""))
+              + (f"; {len(r.overlaps)} cases had overlapping terms (later term kept)" if r.overlaps else "")
+              + (f"; {len(r.images_only)} test images without labels (for inference)" if r.images_only else ""))
     for note in r.notes:
         err.print(f"[yellow]note[/] {escape(note)}", highlight=False)
 

@@ -51,6 +51,7 @@ class ExportReport:
     skipped: dict[str, str] = field(default_factory=dict)  # case id -> why
     overlaps: dict[str, int] = field(default_factory=dict)  # case id -> voxels claimed by two terms
     notes: list[str] = field(default_factory=list)  # what the user should know about the export
+    images_only: list[str] = field(default_factory=list)  # test cases written without a label (for inference)
 
 
 def select_cases(release: Release, where: str, view: TrainingView | None = None) -> list[ExportCase]:
@@ -106,11 +107,14 @@ def check_terms(held: Collection[str], terms: list[str], partial: bool) -> str |
 
 def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, label: Path,
                report: ExportReport, layers: Sequence[str] = DEFAULT_LAYERS,
-               view: TrainingView | None = None, release: Release | None = None) -> list[str] | None:
+               view: TrainingView | None = None, release: Release | None = None,
+               image_only: bool = False) -> list[str] | None:
     """Write one case's image and label map; the terms it holds, or None (``report`` says why).
     A label ``view`` excludes (QC) counts as not held; ``release`` (when given) checks the store
     against its checksum first — a damaged store is skipped, named in ``report`` — and its
-    taxonomy (the bundled one otherwise) says which parts make each term."""
+    taxonomy (the bundled one otherwise) says which parts make each term. With ``image_only``
+    a case lacking terms still has its image written, without a label (``report.images_only``;
+    returns ``[]``): a test image to run inference on, not a label claiming the terms absent."""
     if release is not None:
         try:
             store = release.open_store(case.case_id)
@@ -133,6 +137,10 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     # its partitions (left + right kidney make the kidneys), as PatchDataset builds it
     use = {t: term_parts(t, parts[t], held, tax) for t in terms}
     why = check_terms({t for t in terms if use[t]}, terms, partial)
+    if why and image_only:
+        save_nifti(image, store.physical_image(), store.geometry.matrix)
+        report.images_only.append(case.case_id)
+        return []
     if why:
         report.skipped[case.case_id] = why
         return None

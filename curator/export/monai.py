@@ -6,7 +6,9 @@ exported case has no key (MONAI's loader fails on an empty list with an IndexErr
 key it names), and the export's notes say so. The release's
 training view is exported (:mod:`curator.release.training`). Cases lacking a term are skipped
 unless ``partial``: MONAI's loaders ignore the datalist's ``present`` key, so a missing term
-written as background teaches the model that the organ is absent.
+written as background teaches the model that the organ is absent. A test case lacking one (an
+official test image without labels) is listed under ``test`` with its image only, as the
+Decathlon's own test lists are, for inference.
 """
 
 from __future__ import annotations
@@ -38,11 +40,14 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
         for c in select_cases(rel, where, view):
+            test = c.split == "test"  # an unlabelled test image is listed for inference, without a label
             present = write_case(c, terms, partial, staging / "images" / f"{c.case_id}.nii.gz",
-                                 staging / "labels" / f"{c.case_id}.nii.gz", report, layers, view, rel)
+                                 staging / "labels" / f"{c.case_id}.nii.gz", report, layers, view, rel,
+                                 image_only=test)
             if present is not None:
+                label = {} if c.case_id in report.images_only else {"label": f"labels/{c.case_id}.nii.gz"}
                 lists[KEYS.get(c.split, "training")].append({
-                    "image": f"images/{c.case_id}.nii.gz", "label": f"labels/{c.case_id}.nii.gz",
+                    "image": f"images/{c.case_id}.nii.gz", **label,
                     "case_id": c.case_id, "dataset": c.dataset, "modality": c.modality,
                     "present": present})
         if not report.cases:

@@ -33,7 +33,9 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
 
     ``terms`` become labels 1..n (they should be mutually exclusive; overlaps are counted and
     the later term wins). Cases that lack a term are skipped unless ``partial`` (then the
-    missing term is background — only sensible when the dataset annotates it as absent).
+    missing term is background — only sensible when the dataset annotates it as absent); a
+    test case that lacks one (an official test image without labels) goes to ``imagesTs``
+    without a ``labelsTs`` file, for inference.
     ``duplicates`` / ``qc_filter``: see :func:`curator.release.training.training_view`.
     """
     if not 1 <= dataset_id <= 999 or not re.fullmatch(r"[A-Za-z0-9_]+", name) or not terms:
@@ -67,7 +69,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         for c in cases:
             tr = "Ts" if c.split == "test" else "Tr"
             if write_case(c, terms, partial, staging / f"images{tr}" / f"{c.case_id}_0000.nii.gz",
-                          staging / f"labels{tr}" / f"{c.case_id}.nii.gz", report, layers, view, rel) is not None:
+                          staging / f"labels{tr}" / f"{c.case_id}.nii.gz", report, layers, view, rel,
+                          image_only=tr == "Ts") is not None:  # an unlabelled test image is for inference
                 split_of[c.case_id] = c.split
         training = [c for c in report.cases if split_of[c] != "test"]
         if not training:
@@ -92,6 +95,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         atomic_write_json(staging / "curator_export.json", {
             "release": rel.info.get("version"), "cases": report.cases, "skipped": report.skipped,
             "overlaps": report.overlaps, "test": [c for c in report.cases if split_of[c] == "test"],
+            "test_images_without_labels": report.images_only,
             "left_out_duplicates": sorted(view.dropped_duplicates),
             "qc_filter": qc_filter}, indent=1)
     return report
