@@ -53,6 +53,12 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)  # what the user should know about the export
     images_only: list[str] = field(default_factory=list)  # test cases written without a label (for inference)
 
+    def note_stand_ins(self, stand_ins: Mapping[str, str]) -> None:
+        """Say which duplicate stands in for its group's kept member (it holds more of the terms)."""
+        for kept, used in sorted(stand_ins.items()):
+            self.notes.append(f"{used} is exported for its duplicate group instead of the kept {kept}: it holds more "
+                              "of the requested terms (one member per group, as always)")
+
 
 def select_cases(release: Release, where: str, view: TrainingView | None = None) -> list[ExportCase]:
     """The cases ``where`` selects (SQL over ``preprocessed p`` and ``cases c``, and ``splits s``

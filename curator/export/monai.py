@@ -35,8 +35,9 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     check_output_dir(folder)
     check_free(folder, ("images", "labels", "datalist.json"))
     check_request(rel, terms, layers)
-    view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter)
+    view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(folder)
+    report.note_stand_ins(view.stand_ins)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
         for c in select_cases(rel, where, view):

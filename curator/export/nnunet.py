@@ -45,7 +45,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     check_outside_releases(out_root, "the export", rel.path)
     check_output_dir(out_root)
     check_request(rel, terms, layers)
-    view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter)
+    view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     cases = select_cases(rel, where, view)
     modalities = sorted({c.modality for c in cases})
     if len(modalities) > 1:
@@ -64,6 +64,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                            path=str(rel.path), remedy="widen --where: nnU-Net trains on the cases outside the "
                                                       "release's test split")
     report = ExportReport(folder)
+    report.note_stand_ins(view.stand_ins)
     with staged_dir(folder) as staging:  # a failed export leaves no folder to take the id
         split_of: dict[str, str | None] = {}
         for c in cases:
@@ -91,7 +92,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         elif training:
             report.notes.append("no exported training case is in the release's val split, so no splits_final.json: "
                                 "nnU-Net will draw its own folds by case (patient-level groups are not kept); "
-                                "export more terms or cases, or use --partial")
+                                "export more cases (--partial takes cases lacking a term, written as background: "
+                                "only right where their dataset annotates the term as absent)")
         atomic_write_json(staging / "curator_export.json", {
             "release": rel.info.get("version"), "cases": report.cases, "skipped": report.skipped,
             "overlaps": report.overlaps, "test": [c for c in report.cases if split_of[c] == "test"],

@@ -3,7 +3,10 @@ leave out by default.
 
 * **Dropped duplicates**: members of a ``duplicates`` group that the keep policy did not keep
   (``kept = false``) — the same scan as the kept member, so training on both weights it twice
-  and, across folds, validates on a training scan.
+  and, across folds, validates on a training scan. For a request of terms, a group is used
+  through the member holding the most of them (the kept one on a tie): a dropped KiTS copy
+  with its tumour stands in for a kept TotalSegmentator copy without one
+  (``TrainingView.stand_ins``).
 * **QC-excluded labels**: ``labels`` rows with ``qc_decision = 'exclude'`` (the filter's
   ``qc.training_filter`` in ``release.json``); the (case, term, layer) is treated as not
   annotated, so the term is read from the next layer that holds it, or is absent.
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TrainingView:
     dropped_duplicates: frozenset[str] = frozenset()
+    # kept member -> the member of its group used instead: it holds more of the requested terms
+    stand_ins: Mapping[str, str] = field(default_factory=dict)
     excluded: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # case -> {(term, layer)}
     absent: Mapping[str, frozenset[str]] = field(default_factory=dict)  # case -> terms annotated as absent
 
@@ -45,12 +50,24 @@ class TrainingView:
         return self.absent.get(case_id, frozenset())
 
 
-def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool = True) -> TrainingView:
-    """What the training view leaves out of ``release`` (nothing for tables the release lacks)."""
+def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool = True,
+                  terms: Sequence[str] = (), layers: Sequence[str] = ()) -> TrainingView:
+    """What the training view leaves out of ``release`` (nothing for tables the release lacks).
+
+    With ``terms`` (and the ``layers`` they are read from), each duplicate group is used through
+    the member holding the most of them, the kept one on a tie: the keep policy weighs every
+    annotated structure, so the kept copy of a KiTS scan can be a TotalSegmentator copy without
+    its tumour, and the tumour would leave the training set with the dropped copy. Still one
+    member per group (the splits put a group on one side)."""
     names = set(release.table_names())
     dropped: frozenset[str] = frozenset()
+    stand_ins: dict[str, str] = {}
     if not duplicates and "duplicates" in names:
-        dropped = frozenset(r[0] for r in release.sql("select case_id from duplicates where not kept").fetchall())
+        rows = release.sql("select group_id, case_id, kept from duplicates order by group_id, case_id").fetchall()
+        dropped = frozenset(r[1] for r in rows if not r[2])
+        if terms and "store_terms" in names:
+            stand_ins = _stand_ins(release, rows, terms, layers)
+            dropped = (dropped - set(stand_ins.values())) | set(stand_ins)
     columns = set(release.sql("select * from labels limit 0").columns) if "labels" in names else set()
     excluded: dict[str, set[tuple[str, str]]] = {}
     if qc_filter and "qc_decision" in columns:
@@ -63,8 +80,32 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
         for cid, term in release.sql("select case_id, term_id from labels where annotated and not present"
                                      + original).fetchall():
             absent.setdefault(cid, set()).add(term)
-    return TrainingView(dropped, {k: frozenset(v) for k, v in excluded.items()},
+    return TrainingView(dropped, stand_ins, {k: frozenset(v) for k, v in excluded.items()},
                         {k: frozenset(v) for k, v in absent.items()})
+
+
+def _stand_ins(release: Release, rows: list[tuple[str, str, bool]], terms: Sequence[str],
+               layers: Sequence[str]) -> dict[str, str]:
+    """Kept member -> the member of its group that holds more of ``terms`` (a term or one of its
+    parts with voxels, in ``layers``), for the groups where one does."""
+    tax = release.taxonomy
+    wanted = {p: t for t in terms for p in with_parts(tax, t)}
+    held: dict[str, set[str]] = collections.defaultdict(set)
+    for cid, term, layer, voxels in release.sql("select case_id, term_id, layer, voxels from store_terms").fetchall():
+        if term in wanted and (not layers or layer in layers) and voxels:
+            held[cid].add(wanted[term])
+    groups: dict[str, list[tuple[str, bool]]] = collections.defaultdict(list)
+    for gid, cid, is_kept in rows:
+        groups[gid].append((cid, bool(is_kept)))
+    out: dict[str, str] = {}
+    for members in groups.values():
+        keeper = next((c for c, k in members if k), None)
+        if keeper is None:
+            continue
+        best = max(members, key=lambda m: (len(held[m[0]]), m[1]))[0]  # on a tie, the kept member
+        if len(held[best]) > len(held[keeper]):
+            out[keeper] = best
+    return out
 
 
 def with_parts(tax: Taxonomy, term: str) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ workers kept alive between epochs (``persistent_workers=True``).
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import multiprocessing
 import multiprocessing.context
@@ -36,6 +37,8 @@ from curator.release.training import (
 )
 from curator.store import CaseStore
 from curator.torch.sampling import case_weights, item_rng, patch_start, repeat_factor
+
+log = logging.getLogger("curator")
 
 # case_id, dataset and modality mean the same in both tables: USING makes them plain names
 QUERY = """select case_id, dataset, modality, p.store, p.shape
@@ -124,7 +127,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(self.root),
                                remedy="run the preprocess stage before `curator release`")
         check_request(self.release, self.terms, self.layers, unheld="warn")
-        self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter)
+        self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter, terms=self.terms,
+                                  layers=self.layers)
+        for keeper, used in sorted(self.view.stand_ins.items()):
+            log.info("PatchDataset: %s stands in for its duplicate %s (it holds more of the terms)", used, keeper)
         join = "left join splits s using (case_id, dataset, modality)" if "splits" in names else ""
         matched = self.release.sql(QUERY.format(where=where, splits=splits, join=join)).fetchall()
         cases = [c for c in matched if c[0] not in self.view.dropped_duplicates]

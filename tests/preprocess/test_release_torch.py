@@ -688,3 +688,34 @@ def test_preprocessed_lists_each_term_of_a_case_once(tiny: Tiny) -> None:
     assert rows and any(len(terms) > 1 for _, terms in rows)
     for cid, terms in rows:
         assert len(terms) == len(set(terms)), (cid, terms)
+
+
+def test_a_duplicate_holding_the_requested_terms_stands_in_for_the_kept_copy(tiny: Tiny, tmp_path: Path) -> None:
+    """The keep policy kept the copy with more structures (a TotalSegmentator copy of a KiTS scan)
+    and the tumour left the training set with the dropped copy; --partial then wrote the kept
+    copy with a tumour-free label."""
+    import shutil
+
+    import polars as pl
+
+    from curator.export import export_monai
+    from curator.schema import to_arrow
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    tumour = term_id("kidney tumor")
+    held = pl.read_parquet(rel / "store_terms.parquet").filter(pl.col("voxels") > 0)
+    with_t = sorted(set(held.filter(pl.col("term_id") == tumour)["case_id"]))
+    without = sorted(set(held["case_id"]) - set(with_t))
+    kept, copy = without[0], with_t[0]  # the group's kept member lacks the tumour its copy has
+    pq_rows = [{"group_id": "g1", "case_id": c, "dataset": c.split("__")[0], "kept": c == kept,
+                "kept_case_id": kept, "group_size": 2, "reason": "same scan"} for c in (kept, copy)]
+    pl.from_arrow(to_arrow("duplicates", pq_rows)).write_parquet(rel / "duplicates.parquet")
+    reseal(rel)
+    ds = PatchDataset(rel, terms=[tumour], split=None, samples_per_epoch=2)
+    assert ds.view.stand_ins == {kept: copy} and copy in {c["case_id"] for c in ds.cases}
+    assert kept not in {c["case_id"] for c in ds.cases}
+    report = export_monai(rel, tmp_path / "m", terms=[tumour], where=f"case_id in ('{kept}', '{copy}')")
+    assert report.cases == [copy] and any(f"instead of the kept {kept}" in n for n in report.notes)
+    plain = PatchDataset(rel, terms=[term_id("kidney")], split=None, samples_per_epoch=2)
+    assert plain.view.stand_ins == {} and kept in {c["case_id"] for c in plain.cases}  # both hold kidney: kept
