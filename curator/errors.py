@@ -253,6 +253,9 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("label_no_match", "a layout entry's label pattern matched no file: its images were ingested "
                 "without labels", "check the pattern against the files, and that the labels were unpacked under the "
                 "source root; remove `label:` if the dataset has none"),
+    ProblemKind("index_labels_disagree", "a dataset.json index names a label value with a term the dataset YAML "
+                "maps to another value (e.g. a swapped pair)",
+                "check labels.values in the dataset YAML against the dataset's documentation; fix whichever is wrong"),
     ProblemKind("label_ambiguous", "a layout entry's label pattern shares no placeholder with its image pattern "
                 "and several images matched: no label was given to them",
                 "put the placeholder naming each image's case (e.g. {case}) in the label pattern"),

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from curator.errors import CuratorError
 from curator.registry.spec import DatasetSpec, Issue
 from curator.taxonomy.model import Taxonomy
 
@@ -114,4 +116,55 @@ def raw_value_terms(spec: DatasetSpec, tax: Taxonomy, include_derived: bool = Tr
         if include_derived:
             terms += [d for d, members in m.derived.items() if set(ids) & set(members) and d not in terms]
         out[code] = terms
+    return out
+
+
+def index_label_names(spec: DatasetSpec, root: Path) -> tuple[Path, dict[int, str]] | None:
+    """The ``labels`` block of the layout's ``dataset.json`` index (MSD ``{"1": "PZ"}`` or nnU-Net
+    v2 ``{"PZ": 1}``) as value -> name, with the index's path; None without an index or block."""
+    import json
+
+    from curator.io.fsutil import confine
+
+    entry = next((e for e in spec.layout if e.index), None)
+    if entry is None:
+        return None
+    try:
+        path = confine(root, entry.index or "dataset.json")
+        block = json.loads(path.read_text(encoding="utf-8")).get("labels")
+    except (OSError, ValueError, AttributeError, CuratorError):
+        return None  # said by ingest's reading of the index
+    names: dict[int, str] = {}
+    for k, v in (block or {}).items() if isinstance(block, dict) else ():
+        value, name = (k, v) if str(k).strip().isdigit() else (v, k)  # MSD: "1": "PZ"; nnU-Net v2: "PZ": 1
+        if isinstance(value, (int, str)) and str(value).strip().isdigit() and int(value) and isinstance(name, str):
+            names[int(value)] = name
+    return path, names
+
+
+def index_disagreements(spec: DatasetSpec, root: Path, tax: Taxonomy) -> list[CuratorError]:
+    """Values the index's label names put elsewhere than the dataset YAML does: the index names
+    value v with a term the YAML maps to another value (a swapped pair, like MSD Prostate's zones
+    in SAT-DS). Names the taxonomy cannot resolve are not judged."""
+    found = index_label_names(spec, root)
+    if found is None or spec.labels.encoding != "label_map":
+        return []
+    path, names = found
+    where: dict[str, list[int]] = {}
+    for v, terms in spec.labels.values.items():
+        for name in terms:
+            t = tax.resolve(name)
+            if t is not None:
+                where.setdefault(t.id, []).append(v)
+    out = []
+    for v, name in sorted(names.items()):
+        t = tax.resolve(name)
+        if t is None or t.id not in where or v in where[t.id]:
+            continue
+        mine = ", ".join(spec.labels.values.get(v, ())) or "nothing"
+        out.append(CuratorError("index_labels_disagree", f"{path.name} names value {v} {name!r} ({t.name}), which "
+                                f"the dataset YAML maps to value {', '.join(map(str, where[t.id]))}; the YAML maps "
+                                f"{v} to {mine}", path=str(path),
+                                remedy="check labels.values in the dataset YAML against the dataset's own "
+                                "documentation, and fix whichever is wrong"))
     return out

@@ -61,6 +61,10 @@ class IngestStage(Stage):
         ws = self.ctx.workspace
         sources = self.ctx.sources
         self.extra_problems += self.ctx.source_problems
+        from curator.harmonize.mapping import index_disagreements
+        from curator.harmonize.stage import harmonize_taxonomy
+
+        tax = harmonize_taxonomy(self.ctx) if any(e.index for s in sources.values() for e in s.spec.layout) else None
         for src in sources.values():
             spec, root = src.spec, src.root
             tree = scan(root, spec.exclude)
@@ -70,6 +74,10 @@ class IngestStage(Stage):
                                                        path=_display(src.name, root, err.path)))
             if not root.is_dir():  # said above; its metadata file is not a second problem
                 continue
+            # a swapped pair in the YAML maps every label wrongly: the index's own names can tell
+            for said in index_disagreements(spec, root, tax) if tax is not None else ():
+                self.extra_problems.append(problem_row(self.name, said, dataset=spec.name, case_id=None,
+                                                       path=_display(src.name, root, said.path), severity="warning"))
             try:
                 meta = load_metadata(spec.metadata, root)
             except CuratorError as err:

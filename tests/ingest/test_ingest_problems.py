@@ -226,3 +226,25 @@ def test_a_rejected_label_is_said_with_its_case_and_left_alone_by_qc(
     assert [(p["case_id"], p["kind"]) for p in table(pipe, "problems__ingest").to_pylist()] == [
         ("Toy__a", "shape_mismatch")]
     assert table(pipe, "problems__qc").num_rows == 0
+
+
+@pytest.mark.parametrize("block", [{"0": "background", "1": "PZ", "2": "TZ"},  # MSD
+                                   {"background": 0, "PZ": 1, "TZ": 2}])  # nnU-Net v2
+def test_a_yaml_that_swaps_what_the_index_names_is_said(tmp_path: Path, block: dict[str, Any]) -> None:
+    """MSD_Prostate's YAML had SAT-DS's swapped zones while its dataset.json said 1 = PZ, 2 = TZ:
+    every label went to the other zone, and nothing compared the two."""
+    root = tmp_path / "raw"
+    write_tree(root, [("imagesTr/p_001.nii.gz", "image", ()), ("labelsTr/p_001.nii.gz", "label", (1, 2))])
+    training = [{"image": "./imagesTr/p_001.nii.gz", "label": "./labelsTr/p_001.nii.gz"}]
+    (root / "dataset.json").write_text(json.dumps({"labels": block, "training": training}))
+    swapped = {1: "transition zone of prostate", 2: "peripheral zone of prostate"}
+    _, _, problems = _ingest(tmp_path / "a", [{"dataset": str(_spec(tmp_path, [{"index": "dataset.json"}],
+                                                                    {"values": swapped})), "root": str(root)}])
+    said = sorted((p["kind"], p["severity"], p["message"].split(";")[0]) for p in problems)
+    pz = "dataset.json names value 1 'PZ' (peripheral zone of prostate), which the dataset YAML maps to value 2"
+    tz = "dataset.json names value 2 'TZ' (transition zone of prostate), which the dataset YAML maps to value 1"
+    assert said == [("index_labels_disagree", "warning", pz), ("index_labels_disagree", "warning", tz)]
+    right = {1: "peripheral zone of prostate", 2: "transition zone of prostate"}
+    _, _, problems = _ingest(tmp_path / "b", [{"dataset": str(_spec(tmp_path, [{"index": "dataset.json"}],
+                                                                    {"values": right}, name="Toy2")), "root": str(root)}])
+    assert problems == []
