@@ -176,7 +176,11 @@ def _changed_inputs(ctx: Context, name: str, cls: type[Stage], config: StageConf
         elif cached.get("key") != stage.task_key(t):
             changed.append(t.case_id)
     had = ws.read_table(cls.tables[0]) if cls.tables and ws.has_table(cls.tables[0]) else None
-    gone = sorted(set(had.column("case_id").to_pylist()) - {t.case_id for t in tasks}) if had is not None else []
+    gone: list[str] = []
+    if had is not None and "source" in had.column_names:  # cases of a source no longer configured: said above
+        planned = {t.case_id for t in tasks}
+        gone = sorted(c for c, src in zip(had.column("case_id").to_pylist(), had.column("source").to_pylist(),
+                                          strict=True) if src in ctx.sources and c not in planned)
     out = []
     for ids, what in ((changed, "changed"), (new, "are new"), (gone, "are gone")):
         if ids:
