@@ -161,4 +161,11 @@ class QCStage(Stage):
     def _overrides(self, cfg: QCConfig) -> list[Override]:
         if not cfg.overrides:
             return []
-        return load_overrides(self.ctx.config.path(cfg.overrides))
+        import dataclasses
+
+        tax = harmonize_taxonomy(self.ctx)  # `term:` may be a name or synonym ("kidney and mass"), as in queries
+        out = []
+        for o in load_overrides(self.ctx.config.path(cfg.overrides)):
+            found = tax.resolve(o.term_id) if o.term_id not in tax.terms else None
+            out.append(dataclasses.replace(o, term_id=found.id) if found is not None else o)
+        return out

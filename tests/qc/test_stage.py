@@ -108,12 +108,15 @@ def test_override_reincludes(qc_run: tuple[Context, list[dict[str, Any]]], tmp_p
     ctx, _ = qc_run
     ov = ctx.workspace.root.parent / "overrides.yaml"
     ov.write_text("- {case_id: Phantom__c003, term: liver, reason: checked by a radiologist}\n"
-                  "- {case_id: Phantom__c999, term: liver}\n")
+                  "- {case_id: Phantom__c999, term: liver}\n"
+                  "- {case_id: Phantom__c005, term: left kidney, action: exclude, reason: named not by id}\n")
     ctx2 = Context(ctx.config.replace(stages={**ctx.config.stages, "qc": {"min_cohort": 12, "overrides": str(ov)}}))
     report = run_stage(ctx2, QCStage)
     assert (report.ran, report.cached) == (0, 23)  # overrides are applied in finalize: nothing re-measured
     rows = {(r["case_id"], r["term_id"]): r for r in pq.read_table(ctx.workspace.table_path("qc")).to_pylist()}
     assert rows[("Phantom__c003", "liver")]["decision"] == "override_include"
+    assert rows[("Phantom__c005", "kidney_left")]["decision"] == "exclude"  # named as in the labels' `term`
+    assert rows[("Phantom__c005", "kidney_left")]["override"]
     probs = pq.read_table(ctx.workspace.table_path("problems__qc")).to_pylist()
     assert any(p["kind"] == "override_unmatched" and p["case_id"] == "Phantom__c999" for p in probs)
     ov.unlink()
