@@ -95,7 +95,8 @@ def pick_kept(members: list[Member], policy: tuple[str, ...], prefer: tuple[str,
 def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple[str, ...] = (),
              group: list[Member] | None = None) -> str:
     """The first policy criterion that decides between ``kept`` and ``other`` (members of
-    ``group``, whose versions decide whether the version criterion counts), in words."""
+    ``group``, whose versions decide whether the version criterion counts), in words that
+    follow "the kept member has"."""
     versions = versions_comparable(group if group is not None else [kept, other])
     for c in (*policy, "case_id"):
         if _compare(kept, other, c, prefer, versions) == 0:
@@ -107,11 +108,11 @@ def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple
         if c == "version":
             return f"newer dataset version ({kept.dataset_version} vs {other.dataset_version})"
         if c == "datasets":
-            return f"{kept.dataset} comes first in prefer_datasets"
+            return f"the dataset listed first in prefer_datasets ({kept.dataset})"
         if c == "voxels":
             return f"more voxels ({kept.voxels:,} vs {other.voxels:,})"
-        return "first case id alphabetically (no other criterion differs)"
-    return "identical by every criterion"
+        return "the first case id alphabetically (no other criterion differs)"
+    return "nothing the others lack (identical by every criterion)"
 
 
 def components(nodes: list[str], edges: list[tuple[str, str]]) -> list[list[str]]:

@@ -65,6 +65,9 @@ def test_why_kept_names_the_deciding_criterion() -> None:
     a, b = MEMBERS[2], MEMBERS[0]
     assert "more annotated structures (5 vs 2)" in why_kept(a, b, ("terms", "version"))
     assert "newer dataset version" in why_kept(MEMBERS[1], b, ("terms", "version"))
+    # each reads after "the kept member has" (it said "has KiTS23 comes first in prefer_datasets")
+    assert why_kept(a, b, ("datasets",), (a.dataset,)) == f"the dataset listed first in prefer_datasets ({a.dataset})"
+    assert why_kept(a, a, ()) == "nothing the others lack (identical by every criterion)"
 
 
 def test_keep_order_is_transitive_when_version_schemes_mix() -> None:
@@ -79,7 +82,7 @@ def test_keep_order_is_transitive_when_version_schemes_mix() -> None:
         assert kept.case_id == "BTCV__1"
         for other in group:
             if other is not kept:
-                assert why_kept(kept, other, ("version",), (), group).startswith("first case id alphabetically")
+                assert why_kept(kept, other, ("version",), (), group).startswith("the first case id alphabetically")
     # one scheme across the group: versions decide
     years = [group[0], group[2]]
     assert pick_kept(years, ("version",)).case_id == "FLARE22__1"
