@@ -98,7 +98,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("card")
     @handle_errors
     def card(registry_card: Annotated[bool, typer.Option("--registry", help="the card of the dataset registry")] = False,
-             out_path: Annotated[Path | None, typer.Option("--out", help="write here (default: print)")] = None) -> None:
+             out_path: Annotated[Path | None, typer.Option("--out", help="write here (default: print)")] = None,
+             extra: Annotated[list[Path] | None, typer.Option(
+                 "--extra", help="dataset YAML files or folders to add to the built-in registry")] = None) -> None:
         """Render DATASET_CARD.md from the registry (all datasets, licences and what they allow)."""
         from curator.errors import ConfigError
         from curator.io.fsutil import atomic_path, check_output_file
@@ -111,7 +113,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                               remedy="release cards are written by `curator release`")
         if out_path is not None:
             check_output_file(out_path, "DATASET_CARD.md")
-        text = render_card(load_registry(), load_taxonomy())
+        text = render_card(load_registry(extra=tuple(extra or ())), load_taxonomy())
         if out_path is None:
             sys.stdout.write(text)
             return

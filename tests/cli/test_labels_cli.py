@@ -69,6 +69,18 @@ def test_committed_dataset_card_is_current(tmp_path: Path) -> None:
     assert runner.invoke(app, ["card"]).exit_code == 2
 
 
+def test_the_registry_card_takes_a_users_dataset_yaml(tmp_path: Path) -> None:
+    """docs/registry.md step 4 regenerates the card after adding a dataset, which may live next to
+    its data: `--registry` was a flag, so that dataset could not be in the card."""
+    from curator.registry import builtin_dir
+
+    mine = tmp_path / "MySpleen.yaml"
+    mine.write_text((builtin_dir() / "MSD_Spleen.yaml").read_text().replace("name: MSD_Spleen", "name: MySpleen"))
+    r = runner.invoke(app, ["card", "--registry", "--extra", str(mine), "--out", str(tmp_path / "card.md")])
+    assert r.exit_code == 0, r.output
+    assert "| MySpleen | CT |" in (tmp_path / "card.md").read_text()
+
+
 def test_card_out_a_folder_is_a_clear_error(tmp_path: Path) -> None:
     """--out FOLDER failed with IsADirectoryError (an internal error, exit 3)."""
     r = runner.invoke(app, ["card", "--registry", "--out", str(tmp_path)])
