@@ -8,6 +8,8 @@ the original's group). Each group keeps one member by a configurable ordered pol
 * ``terms`` — more annotated structures (from ``raw_labels``) first;
 * ``version`` — newer dataset version first;
 * ``datasets`` — earlier in the ``prefer_datasets`` list first;
+* ``fov`` — larger field of view (the scan's volume in ml, shape × spacing; within 5 % a
+  tie) first: a copy cropped to a third of its slices is not kept over the whole scan;
 * ``voxels`` — finer scan (more voxels) first;
 * ``case_id`` — alphabetical (always appended: the choice is deterministic).
 
@@ -26,7 +28,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-KEEP_CRITERIA = ("clean", "terms", "version", "datasets", "voxels", "case_id")
+KEEP_CRITERIA = ("clean", "terms", "version", "datasets", "fov", "voxels", "case_id")
+FOV_TIE = 0.05  # fields of view within 5 % are one (a resampled copy's edge moves by a voxel)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Member:
     terms: int  # annotated structures
     voxels: int
     warnings: int = 0  # ingest warnings about the case
+    fov_ml: float = 0.0  # the scan's field of view: shape × spacing, in ml
 
 
 def _version_key(v: str | None) -> tuple[tuple[int, int, str], ...]:
@@ -73,6 +77,10 @@ def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...], vers
     if criterion == "datasets":
         rank = {d: i for i, d in enumerate(prefer)}
         return sign(rank.get(a.dataset, len(prefer)), rank.get(b.dataset, len(prefer)))
+    if criterion == "fov":
+        if abs(a.fov_ml - b.fov_ml) <= FOV_TIE * max(a.fov_ml, b.fov_ml):
+            return 0
+        return sign(b.fov_ml, a.fov_ml)
     if criterion == "voxels":
         return sign(b.voxels, a.voxels)
     return sign(a.case_id, b.case_id)
@@ -109,6 +117,8 @@ def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple
             return f"newer dataset version ({kept.dataset_version} vs {other.dataset_version})"
         if c == "datasets":
             return f"the dataset listed first in prefer_datasets ({kept.dataset})"
+        if c == "fov":
+            return f"a larger field of view ({kept.fov_ml:,.0f} vs {other.fov_ml:,.0f} ml)"
         if c == "voxels":
             return f"more voxels ({kept.voxels:,} vs {other.voxels:,})"
         return "the first case id alphabetically (no other criterion differs)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -58,8 +59,8 @@ class DedupConfig(StageConfig):
     min_detail: float = finalize_only(0.5)
     min_coverage: float = finalize_only(0.5)
     max_warp: float = finalize_only(0.75)
-    # keep policy: ordered criteria among clean, terms, version, datasets, voxels, case_id
-    keep: tuple[str, ...] = finalize_only(("clean", "terms", "version", "case_id"))
+    # keep policy: ordered criteria among clean, terms, version, datasets, fov, voxels, case_id
+    keep: tuple[str, ...] = finalize_only(("clean", "terms", "version", "fov", "case_id"))
     prefer_datasets: tuple[str, ...] = finalize_only(())
 
     def __post_init__(self) -> None:
@@ -255,7 +256,9 @@ class DedupStage(Stage):
                     warnings[r["case_id"]] = warnings.get(r["case_id"], 0) + 1
         out = {}
         for c in self._cases.values():
+            fov = (math.prod(c["shape"]) * math.prod(c["spacing_mm"]) / 1000.0
+                   if c.get("shape") and c.get("spacing_mm") else 0.0)
             out[c["case_id"]] = Member(c["case_id"], c["dataset"], c.get("dataset_version"),
                                        terms.get(c["case_id"], 0), int(c.get("n_voxels") or 0),
-                                       warnings.get(c["case_id"], 0))
+                                       warnings.get(c["case_id"], 0), fov)
         return out

@@ -151,3 +151,16 @@ def test_sequences_of_one_study_never_join_one_group(monkeypatch: pytest.MonkeyP
     assert {(p.a, p.b) for p in pairs if not p.accepted} == {("A__t1", "B__t1gd"), ("A__t1gd", "B__t1")}
     chained = verify_candidates(cands, lambda cid: cid, VerifySettings())
     assert components(sorted(study), [(p.a, p.b) for p in chained if p.accepted]) == [sorted(study)]
+
+
+def test_the_default_policy_keeps_the_whole_scan_over_a_cropped_copy() -> None:
+    """A 9-slice crop of a 30-slice CT was kept over it because its case id sorted first."""
+    from curator.dedup.stage import DedupConfig
+
+    crop = Member("ArchiveB__aztop", "ArchiveB", "1", 0, 512 * 512 * 9, fov_ml=1200.0)
+    whole = Member("RealA__ctsm", "RealA", "1", 0, 512 * 512 * 30, fov_ml=4000.0)
+    keep = DedupConfig().keep
+    assert pick_kept([crop, whole], keep).case_id == "RealA__ctsm"
+    assert why_kept(whole, crop, keep) == "a larger field of view (4,000 vs 1,200 ml)"
+    resampled = Member("ArchiveB__coarse", "ArchiveB", "1", 0, 256 * 256 * 15, fov_ml=3900.0)  # within 5 %: a tie
+    assert pick_kept([resampled, whole], keep).case_id == "ArchiveB__coarse"
