@@ -132,7 +132,8 @@ For each case folder:
 To review a case: open image.nii.gz with pseudo.nii.gz as its segmentation, correct it
 painting only with the codes of codes.json (0 = background), and save the result in the
 case's folder as revised.nii.gz, on the same grid (do not crop or resample). Leave
-codes.json as it is. A case you do not correct needs nothing.
+codes.json as it is. Only the labels you change become reviewed labels; a code left
+exactly as exported stays a pseudo label. A case you do not correct needs nothing.
 
 Then: curator review import pipeline.yaml <this folder>
 A revision with values outside codes.json, or on another grid, is refused with the reason;
@@ -168,8 +169,14 @@ def _write_editable(store: CaseStore, folder: Path, images: bool) -> None:
     plane = np.asarray(next(iter(store.planes("pseudo")))[0][...])
     affine = store.geometry.matrix
     _save_nifti(plane, affine, folder / "pseudo.nii.gz")
-    if "revised" in store.layers():  # the revision uses the pseudo layer's codes (a subset of them)
-        _save_nifti(np.asarray(next(iter(store.planes("revised")))[0][...]), affine, folder / "revised.nii.gz")
+    if "revised" in store.layers():  # the revision uses the pseudo layer's codes (those that were edited):
+        revised, values = next(iter(store.planes("revised")))  # shown over the pseudo labels left as they were
+        edited = [int(c) for c in values]
+        rev = np.asarray(revised[...])
+        shown = plane.copy()
+        shown[np.isin(shown, edited)] = 0
+        shown[np.isin(rev, edited)] = rev[np.isin(rev, edited)]
+        _save_nifti(shown, affine, folder / "revised.nii.gz")
     if images:
         _save_nifti(store.physical_image(), affine, folder / "image.nii.gz")  # HU, not stored units
 
@@ -295,7 +302,10 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
                          remedy="use only the codes of codes.json (0 = background)")
     data = data.astype(np.uint8 if max(codes, default=0) < 256 else np.uint16)
     keep = {c: [t for t in ts if t not in annotated] for c, ts in codes.items()}
-    keep = {c: ts for c, ts in keep.items() if ts}
+    # a code the reviewer left exactly as exported stays a pseudo label: only what was edited
+    # becomes a person's label (and joins QC's reference cohorts, and outranks pseudo labels)
+    pseudo = np.asarray(next(iter(store.planes("pseudo")))[0][...])
+    keep = {c: ts for c, ts in keep.items() if ts and not np.array_equal(data == c, pseudo == c)}
     data[~np.isin(data, list(keep))] = 0
     save_revised_copy(store, data, keep)  # first: the store's layer can be rebuilt from it, not the reverse
     store.write_layer("revised", [(data, keep)], {"origin": "revised", "source": "curator review import"})

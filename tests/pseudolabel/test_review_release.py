@@ -277,3 +277,27 @@ def test_a_refusal_stays_in_problems_review_until_its_case_imports(phantom_ws, t
     record_import_problems(ws, done, problems)
     rows = ws.read_table("problems__review").to_pylist()
     assert [p["case_id"] for p in rows] == [still_bad] and untouched not in {p["case_id"] for p in rows}
+
+
+def test_only_the_terms_a_reviewer_edited_become_revised_labels(phantom_ws, tmp_path: Path) -> None:
+    """Every code of revised.nii.gz became a revised (person's) label, the untouched pseudo
+    pancreas too: it then joined QC's reference cohorts and outranked pseudo labels."""
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=1)
+    cid = cases[0]
+    store = CaseStore(ws.stores_dir / f"{cid}.zarr")
+    codes = {c: ts for _, vals in store.planes("pseudo") for c, ts in vals.items()}
+    liver = next(c for c, ts in codes.items() if ts == ["liver"])
+    pseudo = nib.load(out / cid / "pseudo.nii.gz")
+    data = np.asarray(pseudo.dataobj).copy()
+    data[data == liver] = 0  # the reviewer erases the liver and leaves the rest
+    nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
+    done, problems = import_review(ws, out)
+    assert done == [cid] and problems == []
+    rows = ws.read_table("_labels_revised").to_pylist()
+    assert [(r["case_id"], r["term_id"], r["present"]) for r in rows] == [(cid, "liver", False)]
+    assert set(CaseStore(ws.stores_dir / f"{cid}.zarr").terms("revised")) <= {"liver"}
+    # exported again, the revision shows the other terms' pseudo labels, as the reviewer left them
+    again = tmp_path / "again"
+    export_review(ws.root, ws.read_table("attention").to_pylist(), again, top=1, images=False, include_reviewed=True)
+    assert np.array_equal(np.asarray(nib.load(again / cid / "revised.nii.gz").dataobj), data)
