@@ -245,9 +245,10 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
             continue
         r[f"out_{f}"] = bool(v < lo or v > hi)
         if r[f"out_{f}"]:
-            side = f"< {_fmt(lo)}" if v < lo else f"> {_fmt(hi)}"
+            bound = lo if v < lo else hi
+            digits = next((d for d in range(4, 12) if _fmt(v, d) != _fmt(bound, d)), 12)  # never "0.4489 > 0.4489"
             name = VOLUME_NAMES[r["volume_basis"]] if f == "volume" else LABELS[f]
-            outs.append(f"{name} {_fmt(v)} {side}")
+            outs.append(f"{name} {_fmt(v, digits)} {'<' if v < lo else '>'} {_fmt(bound, digits)}")
     need = cfg.vote if cfg.method == "solf" else cfg.iqr_vote
     checked = [f for f in ALL_FEATURES if r[f"out_{f}"] is not None]
     r["n_out"] = len(outs)
@@ -264,6 +265,9 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
                 f"P{100 - cfg.epsilon / 2:g} bounds ({estimator(cfg, n)})" if cfg.method == "solf"
                 else f"IQR k={cfg.iqr_k:g}: {len(outs)} of {len(checked)} features outside the Tukey fences")
         r["decision"], r["reason"] = "exclude", f"{rule} of cohort {key} (n={n}): " + "; ".join(outs)
+    elif outs:  # kept, but a feature is out: said, so a distant blob caught by `detached` alone is seen
+        r["decision"], r["reason"] = "include", (f"kept: {len(outs)} of {len(checked)} features outside the bounds, "
+                                                 f"{need} needed to exclude: " + "; ".join(outs))
     else:
         r["decision"], r["reason"] = "include", None
     side = r.pop("side_reason", None)
@@ -283,5 +287,5 @@ def _apply_override(r: dict[str, Any], ov: Override) -> None:
     r["reason"] = f"override {ov.action}: {ov.reason or 'no reason given'}; filter said: {before}"
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
+def _fmt(v: float, digits: int = 4) -> str:
+    return f"{v:.{digits}g}"

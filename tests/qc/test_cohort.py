@@ -320,3 +320,18 @@ def test_override_files_from_spreadsheets_give_clear_errors(tmp_path: Path) -> N
     doc = tmp_path / "doc.yaml"  # the example of docs/qc.md
     doc.write_text('- {case_id: KiTS23__case_00008, term: kidney, action: include, reason: "horseshoe kidney, checked by AB"}\n')
     assert load_overrides(doc)[0].reason == "horseshoe kidney, checked by AB"
+
+
+def test_a_kept_label_with_a_feature_outside_says_so_in_digits_that_differ() -> None:
+    """A distant blob seen by one feature was kept with an empty reason; and a value just past a
+    bound read "sphericity 0.4489 > 0.4489"."""
+    rows = cohort(n=40)
+    cfg = QCConfig(percentiles="empirical", min_cohort=20)
+    hi = by_case(judge(rows, cfg, copies={"c000"}))["c000"]["volume_hi"]
+    rows[0]["norm_volume"] = hi * (1 + 1e-7)  # just past the bound; a copy, so the bounds stay put
+    got = by_case(judge(rows, cfg, copies={"c000"}))["c000"]
+    assert got["decision"] == "include" and got["n_out"] == 1
+    assert got["reason"].startswith("kept: 1 of 3 features outside the bounds, 2 needed to exclude: normalised volume ")
+    value, bound = got["reason"].rsplit(": ", 1)[1].split()[-3::2]
+    assert value != bound and float(value) > float(bound)
+    assert by_case(judge(rows, cfg, copies={"c000"}))["c001"]["reason"] is None  # nothing out: nothing said
