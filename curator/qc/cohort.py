@@ -271,6 +271,9 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
     else:
         r["decision"], r["reason"] = "include", None
     side = r.pop("side_reason", None)
+    unchecked = r.pop("side_unchecked", None)
+    if unchecked and r["decision"] != "exclude":
+        r["reason"] = f"{r['reason']}; {unchecked}" if r["reason"] else unchecked
     if r.get("wrong_side"):  # shape cannot see it: a perfect left kidney on the right is still wrong
         r["reason"] = side if r["decision"] != "exclude" else f"{side}; {r['reason']}"
         r["decision"] = "exclude"

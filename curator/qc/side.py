@@ -76,7 +76,9 @@ def check_sides(rows: list[dict[str, Any]], margin_mm: float | None, tax: Taxono
                 ref, what = float(other["centroid_mm"][0]), f"the {tax.term(other['term_id']).name}"
             elif r.get("body_x_mm") is not None:
                 ref, what = float(r["body_x_mm"]), "the body's centre"
-            else:
+            else:  # a label-only case holding one side: nothing to compare its position with
+                r["side_unchecked"] = (f"side not checked: no {tax.term(partner).name if partner else 'partner'} "
+                                       "label and no image (body) to compare its position with")
                 continue
             r["lateral_mm"] = round(sign * (x - ref), 3)
             r["wrong_side"] = r["lateral_mm"] < -margin_mm

@@ -278,6 +278,14 @@ def test_single_lateral_labels_are_checked_against_the_body_centre(tmp_path) -> 
     assert "to the patient's left of the body's centre" in out[1]["side_reason"]
     off = check_sides([row("lung_right", bx - 30)], None)
     assert (off[0]["lateral_mm"], off[0]["wrong_side"]) == (None, None)
+    # a label-only case with one kidney: nothing to compare with, and the qc reason says so
+    rows = cohort(n=25, term="kidney_left", basis="absolute")
+    for r in rows:
+        r.update(centroid_mm=[60.0, 0.0, 0.0])
+    rows[0]["centroid_mm"] = [-60.0, 0.0, 0.0]  # on the patient's right: unseen without a reference
+    got = by_case(judge(rows, QCConfig(min_cohort=20)))["c000"]
+    assert got["lateral_mm"] is None and got["decision"] == "include"
+    assert "side not checked: no right kidney label and no image" in got["reason"]
 
 
 def test_the_side_check_uses_the_pipelines_taxonomy() -> None:
