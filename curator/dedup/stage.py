@@ -130,6 +130,14 @@ class DedupStage(Stage):
     def plan(self) -> list[Task]:
         self.extra_problems: list[dict[str, Any]] = []
         cases = self.ctx.workspace.read_table("cases")
+        known = set(cases.column("dataset").to_pylist()) if cases is not None else set()
+        unknown = [d for d in cast(DedupConfig, self.config).prefer_datasets if d not in known]
+        if unknown and known:  # a typo ranks nothing, and the reasons would say "no other criterion differs"
+            err = ConfigError("config_error", f"stages.dedup.prefer_datasets names {unknown}, which no case's "
+                              f"dataset is (the datasets are {sorted(known)})",
+                              remedy="fix the names in stages.dedup.prefer_datasets")
+            self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=None,
+                                                   path="pipeline.yaml", severity="warning"))
         tasks = []
         for c in cases.to_pylist() if cases is not None else []:
             if not c.get("has_image") or not c.get("image_path"):

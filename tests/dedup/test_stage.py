@@ -140,6 +140,23 @@ def test_a_new_keep_policy_regroups_the_cached_hashes_without_rehashing(run: Pat
     assert (rep.ran, rep.cached) == (4, 0)
 
 
+def test_a_prefer_datasets_name_no_case_has_is_a_warning(run: Path, tmp_path: Path) -> None:
+    """`prefer_datasets: [DupZ]` ranked nothing without a word."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(run / "ws", ws)
+    cfg = yaml.safe_load((run / "pipeline.yaml").read_text())
+    cfg["workspace"] = str(ws)
+    cfg["stages"]["dedup"] = {"keep": ["datasets", "terms"], "prefer_datasets": ["DupZ", "DupB"]}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    rep = run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["dedup"], release=False).reports[0]
+    assert rep.warnings >= 1
+    rows = [r for r in pq.read_table(ws / "tables" / "problems__dedup.parquet").to_pylist() if r["case_id"] is None]
+    assert [(r["kind"], r["severity"]) for r in rows] == [("config_error", "warning")]
+    assert "['DupZ']" in rows[0]["message"] and "DupA" in rows[0]["message"]
+
+
 def test_report_writes_one_figure_per_group(run: Path, tmp_path: Path) -> None:
     from curator.cli import app
 
