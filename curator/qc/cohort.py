@@ -255,8 +255,11 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
     r["flagged"] = bool(checked) and len(outs) >= need
     if row.get("truncated"):
         faces = ", ".join(row.get("border_faces") or []) or "edge"
-        r["decision"], r["reason"] = "truncated", (f"touches the field-of-view edge ({faces}): kept, left out "
-                                                   "of the cohort bounds and not judged")
+        edge = ("touches the field-of-view edge" if cfg.border_margin <= 1 else
+                f"lies within {cfg.border_margin - 1} voxel(s) of the field-of-view edge (border_margin "
+                f"{cfg.border_margin})")
+        r["decision"], r["reason"] = "truncated", (f"{edge} ({faces}): kept, left out of the cohort bounds and "
+                                                   "not judged")
     elif not checked:
         r["decision"], r["reason"] = "unchecked", (f"cohort {key} has {n} complete labels (< min_cohort "
                                                    f"{cfg.min_cohort}): not judged")

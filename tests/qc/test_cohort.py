@@ -113,6 +113,9 @@ def test_truncated_labels_stay_out_of_bounds_and_are_not_judged() -> None:
     res = by_case(out)
     assert all(res[f"c{i:03d}"]["decision"] == "truncated" for i in range(5))
     assert "k+" in res["c000"]["reason"] and not res["c000"]["flagged"]
+    assert res["c000"]["reason"].startswith("touches the field-of-view edge (k+)")
+    wide = by_case(judge(rows, QCConfig(percentiles="empirical", min_cohort=20, border_margin=3)))
+    assert wide["c000"]["reason"].startswith("lies within 2 voxel(s) of the field-of-view edge (border_margin 3)")
 
 
 def test_pseudo_labels_are_judged_against_the_peoples_labels() -> None:
