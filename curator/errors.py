@@ -221,6 +221,8 @@ _KINDS: list[ProblemKind] = [
                 "offset (e.g. +1024) that preprocess's HU window would clip",
                 "declare `fixes: {intensity_offset: {value: -1024, when: ...}}` in the dataset YAML "
                 "(docs/registry.md, `fixes`)"),
+    ProblemKind("ct_intensity_clipped", "a CT's intensities are clipped to a narrow window (its floor far above "
+                "air): no offset fix applies", "use the original scan in Hounsfield units if it exists"),
     ProblemKind("ct_intensity_8bit", "every value of a CT lies in 0..255: an 8-bit (windowed) export, "
                 "not Hounsfield units", "use the original scan in Hounsfield units"),
     ProblemKind("override_unmatched", "a qc override names a (case, term) label the qc table does not have",

@@ -235,6 +235,14 @@ def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: 
                           "8-bit (windowed) export, not Hounsfield units; preprocess's HU window will misread it",
                           path=str(path), remedy="use the original scan in Hounsfield units (DICOM or a NIfTI "
                           "export with its rescale slope/intercept); an 8-bit export cannot be undone by a fix")
+    # a window, not an offset: at least 0.5 % of the voxels on the floor and 1 % on the ceiling
+    top = facts["intensity_p99"] + offset
+    if low + offset <= lo and top >= hi and hi - lo < 1500 and x not in core.CT_COMMON_OFFSETS:
+        return InputError("ct_intensity_clipped", f"the intensities are clipped to a window ({lo:g}..{hi:g}{declared}"
+                          ": voxels pile up on its floor and its ceiling): air and bone were cut off, so no "
+                          "offset would bring back Hounsfield units", path=str(path),
+                          remedy="use the original scan in Hounsfield units if it exists; a clipped scan still "
+                          "trains, but its intensities differ from the other CTs outside the window")
     fix = offset - x
     unusual = "" if x in core.CT_COMMON_OFFSETS else (" (not a usual offset: if the scan is cropped so tightly "
                                                       "that it holds no air, nothing to do)")

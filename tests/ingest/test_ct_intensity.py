@@ -27,6 +27,10 @@ def ct(air: float, soft: float = 40.0, bone: float = 700.0) -> np.ndarray:
     return np.rint(a).astype(np.int16)
 
 
+def _noise(sd: float) -> np.ndarray:
+    return np.rint(np.random.default_rng(1).normal(0, sd, G.shape)).astype(np.int16)
+
+
 def _yaml(tmp: Path, name: str, modality: str = "CT", **kw: Any) -> str:
     d = {"name": name, "version": "1", "modality": modality, "region": "abdomen", "licence": "CC-BY-4.0",
          "citation": "@misc{x, title={x}}", "layout": [{"image": "{case}.nii.gz"}], "labels": {"encoding": "none"},
@@ -48,7 +52,8 @@ def test_offset_and_8bit_ct_are_warnings_and_a_declared_fix_is_applied_first(tmp
     raw = tmp_path / "raw"
     for case, arr in {"plain": ct(-1000), "padded": ct(-1024), "offset": ct(24, 1064, 1724),
                       "eightbit": np.clip(ct(0, 120, 255), 0, 255).astype(np.uint8),
-                      "noair": ct(-100)}.items():  # cropped inside the body: fat, no air
+                      "noair": ct(-100) + _noise(20),  # cropped inside the body: fat, no air
+                      "windowed": np.clip(ct(-1000) + _noise(60), -160, 240).astype(np.int16)}.items():
         save_nifti(raw / "a" / f"{case}.nii.gz", arr, G)
     save_nifti(raw / "b" / "fixed.nii.gz", ct(24, 1064, 1724), G)  # declared below: -1024
     save_nifti(raw / "b" / "stillout.nii.gz", ct(24, 1064, 1724), G)  # the fix's `when` does not match it
@@ -59,17 +64,19 @@ def test_offset_and_8bit_ct_are_warnings_and_a_declared_fix_is_applied_first(tmp
                                     {"dataset": _yaml(tmp_path, "C", modality="MR"), "root": str(raw / "c")}])
     run(pipe, stages=["ingest"])
     cases = {c["case_id"] for c in table(pipe, "cases").to_pylist()}
-    assert cases == {"A__plain", "A__padded", "A__offset", "A__eightbit", "A__noair", "B__fixed", "B__stillout",
-                     "C__mr"}
+    assert cases == {"A__plain", "A__padded", "A__offset", "A__eightbit", "A__noair", "A__windowed", "B__fixed",
+                     "B__stillout", "C__mr"}
     rows = {p["case_id"]: p for p in table(pipe, "problems__ingest").to_pylist()}
     assert {c: (p["kind"], p["severity"]) for c, p in rows.items()} == {
         "A__offset": ("ct_intensity_offset", "warning"), "B__stillout": ("ct_intensity_offset", "warning"),
-        "A__eightbit": ("ct_intensity_8bit", "warning"), "A__noair": ("ct_intensity_offset", "warning")}
+        "A__eightbit": ("ct_intensity_8bit", "warning"), "A__noair": ("ct_intensity_offset", "warning"),
+        "A__windowed": ("ct_intensity_clipped", "warning")}  # no offset advice: a fix would corrupt it
+    assert "-160..240" in rows["A__windowed"]["message"] and "intensity_offset" not in rows["A__windowed"]["message"]
     msg = rows["A__offset"]["message"]
     assert rows["A__offset"]["path"] == "A:offset.nii.gz" and "+1024" in msg
     assert "fixes: {intensity_offset: {value: -1024, when: '^offset\\.nii\\.gz$'" in msg and "docs/registry.md" in msg
     assert "8-bit" in rows["A__eightbit"]["message"]
-    assert "no air" not in msg and "+900 (not a usual offset: if the scan is cropped so tightly that it holds no air" \
+    assert "no air" not in msg and "(not a usual offset: if the scan is cropped so tightly that it holds no air" \
         in rows["A__noair"]["message"]
 
 
