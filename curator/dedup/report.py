@@ -46,12 +46,16 @@ def _centre(g: Geometry) -> NDArray[np.float64]:
 
 
 def _slices(array: NDArray[Any], geometry: Geometry, offset: NDArray[np.float64], p_kept: NDArray[np.float64]
-            ) -> tuple[NDArray[Any], NDArray[Any], tuple[float, ...]]:
-    """Axial and coronal slices of a member's RAS view through the kept-frame point ``p_kept``."""
+            ) -> tuple[NDArray[Any], NDArray[Any], tuple[float, ...], float]:
+    """Axial and coronal slices of a member's RAS view through the kept-frame point ``p_kept``,
+    and how far (mm) that point lies outside the member's field of view (0 inside: a partial
+    copy that does not reach it shows its nearest slices instead)."""
     view, g = ras_view(array, geometry)
-    ijk = np.rint(g.world_to_voxel(p_kept - offset)[0]).astype(int)
-    ijk = np.clip(ijk, 0, np.asarray(view.shape) - 1)
-    return np.asarray(view[:, :, ijk[2]], dtype=np.float32), np.asarray(view[:, ijk[1], :], dtype=np.float32), g.spacing
+    want = np.rint(g.world_to_voxel(p_kept - offset)[0]).astype(int)
+    ijk = np.clip(want, 0, np.asarray(view.shape) - 1)
+    outside = float(np.linalg.norm((want - ijk) * np.asarray(g.spacing)))
+    return (np.asarray(view[:, :, ijk[2]], dtype=np.float32), np.asarray(view[:, ijk[1], :], dtype=np.float32),
+            g.spacing, outside)
 
 
 def figure(group_id: str, members: list[Shown], path: Path) -> None:
@@ -75,7 +79,9 @@ def figure(group_id: str, members: list[Shown], path: Path) -> None:
             axes[0, col].set_title(title, fontsize=8)
             axes[0, col].text(0.5, 0.5, f"could not read:\n{m.error}", ha="center", va="center", fontsize=7, wrap=True)
             continue
-        ax_sl, cor_sl, sp = _slices(m.array, m.geometry, m.offset, p_kept)
+        ax_sl, cor_sl, sp, outside = _slices(m.array, m.geometry, m.offset, p_kept)
+        if outside > 0:  # say it, or a partial copy at another level reads as another scan
+            title += f"\n(does not reach the shown point: nearest slices, {outside:.0f} mm off)"
         lo, hi = np.percentile(m.array, [1, 99])
         for r, (sl, (sx, sy)) in enumerate(((ax_sl, (sp[0], sp[1])), (cor_sl, (sp[0], sp[2])))):
             a = axes[r, col]

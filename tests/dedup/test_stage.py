@@ -275,3 +275,16 @@ def test_the_terms_criterion_counts_distinct_annotated_terms() -> None:
     codes = DedupStage._codes(spec)
     assert codes == {"1": ["kidney_left"], "2": ["kidney_right"], "3": ["kidney_left"]}
     assert len({t for ids in codes.values() for t in ids}) == 2  # not 4 raw values, not + derived kidney
+
+
+def test_a_member_that_does_not_reach_the_shown_point_says_how_far_off_it_is() -> None:
+    """A bottom-half copy showed slices of another level with no word, read as another scan."""
+    from curator.dedup.report import _slices
+    from curator.io.volume import Geometry
+
+    g = Geometry.from_affine((10, 10, 10), np.eye(4))
+    arr = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    inside = _slices(arr, g, np.zeros(3), np.array([4.0, 4.0, 4.0]))
+    above = _slices(arr, g, np.zeros(3), np.array([4.0, 4.0, 15.0]))
+    assert inside[3] == 0.0 and above[3] == pytest.approx(6.0)  # z 15 -> the last slice, 9: 6 mm off
+    assert np.array_equal(above[0], arr[:, :, 9])
