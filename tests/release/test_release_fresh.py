@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -227,7 +228,11 @@ def test_a_review_import_after_qc_puts_qc_out_of_date_until_it_judges_the_revise
     out = tmp_path / "review"
     cid = export_review(ws.root, att.to_pylist(), out, top=1, images=False).cases[0]
     pseudo = nib.load(out / cid / "pseudo.nii.gz")
-    nib.save(nib.Nifti1Image(pseudo.get_fdata().astype("uint8"), pseudo.affine), out / cid / "revised.nii.gz")
+    data = pseudo.get_fdata().astype("uint8")
+    first = data[data > 0].min()
+    at = np.argwhere(data == first)
+    data[tuple(at[: len(at) // 2].T)] = 0  # the reviewer trims one term; the others stay pseudo labels
+    nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
     assert import_review(ws, out)[0] == [cid]
     detail = _refused(cfg)
     assert detail.split(": ", 1)[1] == "qc ran before a change to the revised labels (`curator review import`)"
