@@ -122,18 +122,16 @@ def raw_value_terms(spec: DatasetSpec, tax: Taxonomy, include_derived: bool = Tr
 def index_label_names(spec: DatasetSpec, root: Path) -> tuple[Path, dict[int, str]] | None:
     """The ``labels`` block of the layout's ``dataset.json`` index (MSD ``{"1": "PZ"}`` or nnU-Net
     v2 ``{"PZ": 1}``) as value -> name, with the index's path; None without an index or block."""
-    import json
-
-    from curator.io.fsutil import confine
+    from curator.registry.index import load_index
 
     entry = next((e for e in spec.layout if e.index), None)
     if entry is None:
         return None
     try:
-        path = confine(root, entry.index or "dataset.json")
-        block = json.loads(path.read_text(encoding="utf-8")).get("labels")
-    except (OSError, ValueError, AttributeError, CuratorError):
+        path, d = load_index(root, entry)
+    except (OSError, CuratorError):
         return None  # said by ingest's reading of the index
+    block = d.get("labels") if isinstance(d, dict) else None
     names: dict[int, str] = {}
     for k, v in (block or {}).items() if isinstance(block, dict) else ():
         value, name = (k, v) if str(k).strip().isdigit() else (v, k)  # MSD: "1": "PZ"; nnU-Net v2: "PZ": 1

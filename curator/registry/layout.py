@@ -165,7 +165,7 @@ def make_case_id(dataset: str, parts: list[str]) -> str:
     return f"{_SAFE_ID.sub('-', dataset)}__{body}"
 
 
-def _patient(spec: DatasetSpec, fields: dict[str, str]) -> str:
+def patient_of(spec: DatasetSpec, fields: dict[str, str]) -> str:
     try:
         return spec.patient_id.format(**fields)
     except (KeyError, IndexError):
@@ -187,7 +187,9 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
     for i, entry in enumerate(spec.layout):
         try:
             if entry.index:
-                found = _index_cases(spec, name, i, entry, root, problems)
+                from curator.registry.index import index_cases
+
+                found = index_cases(spec, name, i, entry, root, problems)
             else:
                 found = _entry_cases(spec, name, i, entry, tree, root, problems)
         except InputError as e:
@@ -222,59 +224,6 @@ def _duplicate(root: Path, dropped: str, kept: str, case_id: str, remedy: str = 
     """The ``duplicate_case`` problem of a matching file that was not ingested because ``kept`` gave its case."""
     return InputError("duplicate_case", f"{dropped} and {kept} both map to case {case_id}; only {kept} "
                       "was ingested", path=str(root / dropped), remedy=remedy)
-
-
-def _index_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, root: Path,
-                 problems: list[InputError]) -> list[CaseFiles]:
-    """Cases listed by an MSD-style ``dataset.json`` (``training`` pairs, ``test`` images).
-
-    A 4-D task (``modality`` with several channels) gives one case per channel. An entry
-    without an image path is a problem naming the index and the entry; the others are read.
-    """
-    import json
-
-    from curator.io.fsutil import confine
-
-    path = confine(root, entry.index or "dataset.json")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError) as e:
-        raise InputError("file_not_found", "the layout's index file is missing", path=str(path),
-                         remedy="check the source root: it should be the folder holding dataset.json") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError("corrupt_file", f"the index file is not valid JSON ({e})", path=str(path),
-                         remedy="download the dataset again") from e
-    channels = entry.channels or {int(k): str(v) for k, v in (d.get("modality") or {}).items()}
-    if len(channels) <= 1:
-        channels = {}
-    items: list[tuple[str, str | None, str]] = []
-    for section, split in (("training", "train"), ("test", "test")):
-        for k, t in enumerate(d.get(section) or []):
-            image = t if isinstance(t, str) else t.get("image") if isinstance(t, dict) else None
-            label = t.get("label") if isinstance(t, dict) and split == "train" else None
-            if not isinstance(image, str) or not image or not (label is None or isinstance(label, str)):
-                problems.append(InputError(
-                    "index_entry_invalid", f"entry {k} of {section!r} ({json.dumps(t)[:120]}) has no image path "
-                    "(or a path that is not text); the entry was skipped", path=str(path),
-                    remedy=f"give {section}[{k}] an \"image\" path (and a \"label\" path, if it has one), or "
-                    "remove the entry, e.g. in a corrected copy of the index named by the layout's `index:`"))
-                continue
-            items.append((image, label, split))
-    out = []
-    for image, label, split in items:
-        img = image.removeprefix("./")
-        lab = label.removeprefix("./") if label else None
-        case = Path(img).name.removesuffix(".gz").removesuffix(".nii")
-        for ch, seq in (sorted(channels.items()) if channels else [(None, entry.sequence)]):
-            parts = [case] + ([str(seq)] if ch is not None else [])
-            fields = {"case": case, **({"sequence": str(seq)} if seq else {})}
-            out.append(CaseFiles(
-                case_id=make_case_id(name, parts), source_case=case, fields=fields, entry=idx, image=img,
-                image_is_dir=False, channel=ch, sequence=seq, labels=[("", lab)] if lab else [],
-                split=entry.split or split, modality=spec.modality_for(entry, seq),
-                patient_raw=_patient(spec, fields), format=entry.format,
-                channels=len(channels) if ch is not None else None))
-    return out
 
 
 def label_patterns(spec: DatasetSpec) -> dict[str, str]:
@@ -370,7 +319,7 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
                     case_id=make_case_id(name, parts), source_case=g.get("case", parts[0]), fields=fields,
                     entry=idx, image=f, image_is_dir=entry.image_is_dir, channel=ch, sequence=seq,
                     labels=labs, split=_split(entry, g), modality=spec.modality_for(entry, seq),
-                    patient_raw=_patient(spec, fields), format=entry.format,
+                    patient_raw=patient_of(spec, fields), format=entry.format,
                     channels=len(entry.channels) if ch is not None else None))
             problems.extend(_unused(root, dropped, f, out[-1].case_id))
             if labs:
@@ -389,7 +338,7 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
                 case_id=make_case_id(name, parts), source_case=g.get("case", parts[0]), fields=dict(g),
                 entry=idx, image=None, image_is_dir=False, channel=None, sequence=None,
                 labels=sorted((s, p) for s, p, _ in items), split=_split(entry, g),
-                modality=spec.modality_for(entry, None), patient_raw=_patient(spec, dict(g)), format=None))
+                modality=spec.modality_for(entry, None), patient_raw=patient_of(spec, dict(g)), format=None))
             report_labels(lkey, out[-1].case_id)
     return out
 
