@@ -181,13 +181,9 @@ def _changed_inputs(ctx: Context, name: str, cls: type[Stage], config: StageConf
         planned = {t.case_id for t in tasks}
         gone = sorted(c for c, src in zip(had.column("case_id").to_pylist(), had.column("source").to_pylist(),
                                           strict=True) if src in ctx.sources and c not in planned)
-    out = []
-    for ids, what in ((changed, "changed"), (new, "are new"), (gone, "are gone")):
-        if ids:
-            out.append(f"the source files of {len(ids)} case(s) {what} since {name} ran (e.g. {', '.join(ids[:3])})"
-                       if what == "changed" else f"{len(ids)} case(s) of the sources {what} since {name} ran "
-                       f"(e.g. {', '.join(ids[:3])})")
-    return out
+    said = (("the source files of {n} case(s) changed", changed), ("{n} case(s) of the sources are new", new),
+            ("{n} case(s) of the sources are gone", gone))
+    return [f"{what.format(n=len(ids))} since {name} ran (e.g. {', '.join(ids[:3])})" for what, ids in said if ids]
 
 
 def stage_states(ctx: Context, will_run: Collection[str] = ()) -> list[StageState]:
