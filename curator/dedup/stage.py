@@ -20,14 +20,14 @@ from typing import Any, cast
 import pyarrow as pa
 
 from curator.config import StageConfig, finalize_only
-from curator.dedup.detect import key_of, verify_candidates
+from curator.dedup.detect import MatchCache, key_of, verify_candidates
 from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.group import KEEP_CRITERIA, Member
 from curator.dedup.hashing import SlabHashes
 from curator.dedup.search import SearchSettings, find_candidates
 from curator.dedup.tables import duplicate_rows
 from curator.dedup.thumbnail import Thumbnail
-from curator.dedup.verify import Match, VerifySettings, compare
+from curator.dedup.verify import Match, VerifySettings
 from curator.errors import ConfigError, InputError
 from curator.io.formats import read_volume
 from curator.io.fsutil import atomic_write_bytes
@@ -184,15 +184,20 @@ class DedupStage(Stage):
                        SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"])), r["grid_shape"],
                        r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search) for r in rows]
         candidates = [c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)]
-        pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys)
-        log.info("dedup: %d scans, %d candidate pairs, %d accepted", len(rows), len(candidates),
-                 sum(p.accepted for p in pairs))
+        cache = MatchCache(self.ctx.workspace.stage_dir(self.name) / "matches.json", cfg.verify.overlap_ratio)
+        digest = {r["case_id"]: r["thumbnail_sha256"] for r in rows}
 
         def compare_cases(a: str, b: str) -> Match | None:
-            ta, tb = thumb(a), thumb(b)
-            return compare(ta, tb, cfg.verify.overlap_ratio) if ta is not None and tb is not None else None
+            ta, tb = thumb(a), thumb(b)  # loaded (and checked) even when the comparison is cached
+            if ta is None or tb is None:
+                return None
+            return cache.compare(digest[a], ta, digest[b], tb, cfg.verify.overlap_ratio)
 
+        pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys, compare_cases)
+        log.info("dedup: %d scans, %d candidate pairs, %d accepted (%d compared, %d from earlier runs)", len(rows),
+                 len(candidates), sum(p.accepted for p in pairs), cache.misses, cache.hits)
         dup = duplicate_rows(pairs, self._members(), cfg.keep, cfg.prefer_datasets, compare_cases)
+        cache.save()
         return {"hashes": to_arrow("hashes", rows), "duplicates": to_arrow("duplicates", dup)}
 
     def _thumbnail_loader(self, rows: dict[str, dict[str, Any]]) -> Any:

@@ -140,6 +140,76 @@ def test_a_new_keep_policy_regroups_the_cached_hashes_without_rehashing(run: Pat
     assert (rep.ran, rep.cached) == (4, 0)
 
 
+def _copy_run(run: Path, tmp_path: Path, dedup: dict) -> Path:
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(run / "ws", ws)
+    cfg = yaml.safe_load((run / "pipeline.yaml").read_text())
+    cfg["workspace"] = str(ws)
+    cfg["stages"]["dedup"] = dedup
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "pipeline.yaml"
+
+
+def test_verification_is_reused_between_runs_and_decided_afresh(run: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run compared every candidate pair again (≈ 0.08 s a pair: 5 of the demo's 5.5 s,
+    hours for a large collection after a keep-policy change). Comparisons are now kept by the
+    two thumbnails' digests; the thresholds still decide afresh on the cached numbers."""
+    from curator.dedup import detect
+
+    calls: list[tuple[str, ...]] = []
+    real = detect.compare
+    monkeypatch.setattr(detect, "compare", lambda a, b, r=0.1: calls.append(("x",)) or real(a, b, r))
+    pipeline = _copy_run(run, tmp_path, {"keep": ["version", "terms"]})
+    ws = tmp_path / "ws"
+    run_pipeline(PipelineConfig.load(pipeline), stages=["dedup"], release=False)
+    assert calls == []  # the fixture's run compared them all
+    kept = {r["case_id"]: r["kept"] for r in pq.read_table(ws / "tables" / "duplicates.parquet").to_pylist()}
+    assert kept == {"DupA__s0000": False, "DupB__s0000": True}
+    # a stricter threshold judges the cached comparison: the pair (detail 0.8-0.99) is refused
+    pipeline = _copy_run(run, tmp_path / "strict", {"keep": ["terms", "version"], "min_detail": 1.0})
+    run_pipeline(PipelineConfig.load(pipeline), stages=["dedup"], release=False)
+    assert calls == []
+    assert not pq.read_table(tmp_path / "strict" / "ws" / "tables" / "duplicates.parquet").to_pylist()
+    # a damaged cache is compared afresh and decides exactly as the cached one did
+    cache = ws / "stages" / "dedup" / "matches.json"
+    assert cache.is_file()
+    cache.write_text("{not json")
+    pipeline = _copy_run(run, tmp_path / "again", {"keep": ["terms", "version"]})
+    (tmp_path / "again" / "ws" / "stages" / "dedup" / "matches.json").write_text("{not json")
+    run_pipeline(PipelineConfig.load(pipeline), stages=["dedup"], release=False)
+    assert calls
+    again = tmp_path / "again" / "ws" / "tables" / "duplicates.parquet"
+    assert again.read_bytes() == (run / "ws" / "tables" / "duplicates.parquet").read_bytes()
+
+
+def test_a_cached_comparison_is_the_comparison_exactly(tmp_path: Path) -> None:
+    """JSON floats round-trip: a cached Match equals the computed one, field for field; another
+    overlap ratio (or other comparison code) does not reuse it."""
+    from curator.dedup.detect import MatchCache
+    from curator.dedup.features import HashSettings, scan_features
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    img, _ = render(Subject.random(5, tumor=False, cyst=False), g, "CT", seed=5)
+    a = scan_features(np.rint(img).astype(np.int16), g, HashSettings()).thumbnail
+    g2, cropped = P.keep_fraction(g, np.rint(img).astype(np.int16), 2, 0.7, 0.2)
+    b = scan_features(cropped, g2, HashSettings()).thumbnail
+    first = MatchCache(tmp_path / "m.json", 0.1)
+    m = first.compare("da", a, "db", b, 0.1)
+    first.save()
+    again = MatchCache(tmp_path / "m.json", 0.1)
+    assert again.compare("da", a, "db", b, 0.1) == m and (again.hits, again.misses) == (1, 0)
+    again.compare("db", b, "da", a, 0.1)  # the other way round is another comparison (b onto a)
+    assert (again.hits, again.misses) == (1, 1)
+    other = MatchCache(tmp_path / "m.json", 0.2)
+    other.compare("da", a, "db", b, 0.2)
+    assert (other.hits, other.misses) == (0, 1)
+    again.save()  # keeps what this run used: both orientations
+    assert len(MatchCache(tmp_path / "m.json", 0.1).entries) == 2
+
+
 def test_a_prefer_datasets_name_no_case_has_is_a_warning(run: Path, tmp_path: Path) -> None:
     """`prefer_datasets: [DupZ]` ranked nothing without a word."""
     import shutil
