@@ -17,6 +17,9 @@ STATED = {
     "VerSe": {26: "sacrum", 27: "coccyx", 28: "T13 vertebra"},
     # WMH challenge: 1 white matter hyperintensities, 2 other pathology
     "WMH_Segmentation_Challenge": {1: "white matter hyperintensities", 2: "other pathology"},
+    # DAP Atlas, Data/label_name.csv: 1 'Left to annotate', 2 muscles, 11 rectum, 12 gallbladder, ...,
+    # 144 left subclavian artery (SAT-DS numbers every class one lower and skips rectum)
+    "DAP_Atlas": {2: "skeletal muscle", 11: "rectum", 12: "gallbladder", 144: "left subclavian artery"},
     # ACDC: 1 right ventricle cavity, 2 myocardium, 3 left ventricle cavity
     "ACDC": {1: "right ventricle", 2: "myocardium", 3: "left ventricle"},
 }
@@ -27,3 +30,9 @@ def test_builtin_values_follow_the_datasets_own_metadata(dataset: str) -> None:
     values = load_registry().get(dataset).labels.values
     for raw, name in STATED[dataset].items():
         assert values[raw] == (name,), (dataset, raw, values[raw])
+
+
+def test_dap_atlas_ignores_its_left_to_annotate_value() -> None:
+    """DAP's value 1 ('Left to annotate') is what the pipeline did not label: not a structure."""
+    labels = load_registry().get("DAP_Atlas").labels
+    assert 1 in labels.ignore and 1 not in labels.values
