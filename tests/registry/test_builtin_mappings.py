@@ -36,3 +36,16 @@ def test_dap_atlas_ignores_its_left_to_annotate_value() -> None:
     """DAP's value 1 ('Left to annotate') is what the pipeline did not label: not a structure."""
     labels = load_registry().get("DAP_Atlas").labels
     assert 1 in labels.ignore and 1 not in labels.values
+
+
+def test_totalsegmentator_v2_paints_its_cut_out_parts_back_into_their_wholes() -> None:
+    """v2's structure files come from one label map (class_map 25 sacrum, 26 vertebrae_S1), so its
+    sacrum lacks S1 and its heart the left atrial appendage; in v1, VerSe and the taxonomy they
+    are parts of them. A v2 'sacrum' missing S1 beside VerSe's whole one taught two meanings."""
+    from curator.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    structures = load_registry().get("TotalSegmentator_v2").labels.structures
+    for key, whole in (("vertebrae_S1", "sacrum"), ("atrial_appendage_left", "heart")):
+        ids = [tax.resolve(n).id for n in structures[key]]  # type: ignore[union-attr]
+        assert whole in ids and whole in tax.ancestors(ids[0], "part_of"), (key, ids)
