@@ -205,13 +205,22 @@ def resample_labels(a: NDArray[Any], ratios: tuple[float, ...], out_shape: tuple
     return _labels_smooth(a, ratios, out_shape)
 
 
+TIE = 1e-4  # weights this close are a tie (exact halves at even ratios, thirds in float32 sums)
+
+
 def _labels_smooth(a: NDArray[Any], ratios: tuple[float, ...], out_shape: tuple[int, ...]) -> NDArray[Any]:
     """Each code's mask is resampled linearly inside its own bounding box; a voxel takes the code
-    whose weight is largest, and background when the background weight (1 − Σ weights) wins."""
+    whose weight is largest, and background when the background weight (1 − Σ weights) wins.
+
+    A tie (code against background, or two codes) takes the nearest source voxel's value. At an
+    even downsampling (0.5 → 1 mm) every boundary sample sits halfway between two source voxels:
+    giving ties to background shrank a 5 mm ball by 9 % and a 0.13 ml lesion by 58 %, where the
+    nearest sample is as likely to fall inside as outside."""
     weights = [_linear_weights(n, m, r) for n, m, r in zip(a.shape, out_shape, ratios, strict=True)]
     lab = np.zeros(out_shape, dtype=a.dtype)
     best = np.zeros(out_shape, dtype=np.float32)
     total = np.zeros(out_shape, dtype=np.float32)
+    tied = np.zeros(out_shape, dtype=bool)  # the best weight is shared by two codes
     for code, sl in enumerate(ndimage.find_objects(a), start=1):
         if sl is None:
             continue
@@ -233,8 +242,17 @@ def _labels_smooth(a: NDArray[Any], ratios: tuple[float, ...], out_shape: tuple[
             ob = tuple(obox)
             total[ob] += m
             b = best[ob]
-            sel = m > b
-            b[sel] = m[sel]
+            t = tied[ob]
+            t[(m > 0) & (np.abs(m - b) <= TIE)] = True
+            sel = m > b + TIE
+            t[sel] = False
+            np.maximum(b, m, out=b)
             lab[ob][sel] = code
-    lab[best <= 1.0 - total] = 0
+    background = 1.0 - total
+    lab[best < background - TIE] = 0
+    ties = ((best > 0) & (np.abs(best - background) <= TIE)) | (tied & (best > background + TIE))
+    if ties.any():
+        idx = [nearest_index(n, m, r) for n, m, r in zip(a.shape, out_shape, ratios, strict=True)]
+        at = np.nonzero(ties)
+        lab[at] = np.asarray(a)[idx[0][at[0]], idx[1][at[1]], idx[2][at[2]]]
     return lab

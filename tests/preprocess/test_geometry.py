@@ -181,3 +181,25 @@ def test_the_resampled_extent_is_centred_on_the_input(n_in: int, src: float, dst
     assert np.allclose(got[inside], z_out[inside], atol=1e-4)
     if n_in == 1:
         assert np.allclose(got, z_in[0])
+
+
+def test_smooth_labels_do_not_shrink_balls_where_samples_tie() -> None:
+    """At an even downsampling every boundary sample sits halfway between two source voxels; smooth
+    gave each such tie to background, so a 5 mm ball at 0.5 → 1 mm lost 9 % (a 2.5 mm one 19 %)
+    and over these grids smooth shrank balls by 5.8 % on average where nearest is unbiased. Ties
+    now take the nearest source voxel."""
+    from curator.preprocess.resample import resample_labels
+
+    n = 100
+    pts = np.indices((n,) * 3) * 0.5
+    err: dict[str, list[float]] = {"nearest": [], "smooth": []}
+    for radius in (5.0, 2.5):
+        for shift in (0.0, 0.2):
+            ball = (((pts - ((n - 1) * 0.25 + shift)) ** 2).sum(0) <= radius**2).astype(np.uint8)
+            for ratios in ((2.0, 2.0, 2.0), (3.0, 3.0, 3.0), (2.5, 3.5, 4.0)):
+                out = tuple(int(n / q) for q in ratios)
+                for m, errors in err.items():
+                    got = resample_labels(ball, ratios, out, m).sum() * float(np.prod(ratios))
+                    errors.append(got / ball.sum() - 1.0)
+    assert abs(np.mean(err["smooth"]) - np.mean(err["nearest"])) < 0.02, err
+    assert abs(err["smooth"][0]) < 0.03  # the 5 mm ball at 0.5 -> 1 mm
