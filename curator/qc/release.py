@@ -44,6 +44,27 @@ def join_measurements(labels: pa.Table, qc: pa.Table) -> pa.Table:
     return to_arrow("labels", rows)
 
 
+UNSTORED_REASON = ("not in the case's store: no voxel of it on the stored grid (the preprocess problems say why, "
+                   "e.g. label_lost_in_resampling), so training never reads it")
+
+
+def exclude_unstored(labels: pa.Table, store_terms: pa.Table, stored_cases: set[str]) -> tuple[pa.Table, int]:
+    """``labels`` with every present label that its released store does not hold marked
+    ``exclude`` (and how many). A label resampling erased (a one-slice structure under a coarser
+    grid) kept ``present`` and its source volume with a null decision, so the manifest's
+    training view counted a label the store, the loader and the exports all lack."""
+    held = {(r["case_id"], r["term_id"], r["layer"])
+            for r in store_terms.select(["case_id", "term_id", "layer"]).to_pylist()}
+    rows = labels.to_pylist()
+    n = 0
+    for row in rows:
+        if (row.get("present") and row.get("case_id") in stored_cases and row.get("qc_decision") is None
+                and (row["case_id"], row["term_id"], row.get("layer")) not in held):
+            row["qc_decision"], row["qc_reason"] = "exclude", UNSTORED_REASON
+            n += 1
+    return (to_arrow("labels", rows), n) if n else (labels, 0)
+
+
 def summary(qc: pa.Table) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for d in qc.column("decision").to_pylist():
@@ -58,6 +79,7 @@ def release_step(builder: Any) -> None:
     qc = builder.tables.get("qc")
     if qc is None:
         log.info("release: no qc table; labels keep null measurements")
+        _exclude_unstored(builder)
         return
     builder.extra["qc"] = summary(qc)
     labels = builder.tables.get("labels")
@@ -65,3 +87,13 @@ def release_step(builder: Any) -> None:
         log.info("release: no labels table to join qc measurements into (harmonize not run)")
         return
     builder.tables["labels"] = join_measurements(labels, qc)
+    _exclude_unstored(builder)
+
+
+def _exclude_unstored(builder: Any) -> None:
+    labels, store_terms, pre = (builder.tables.get(t) for t in ("labels", "store_terms", "preprocessed"))
+    if labels is None or store_terms is None or pre is None:
+        return
+    builder.tables["labels"], n = exclude_unstored(labels, store_terms, set(pre.column("case_id").to_pylist()))
+    if n:
+        log.info("release: %d present label(s) are not in their stores (lost in resampling): excluded", n)

@@ -287,3 +287,4 @@ def test_a_scan_dedup_dropped_leaves_the_cohort_bounds_while_dedup_is_enabled(tm
     now = liver()
     assert now["Phantom__c005"]["cohort_size"] == off["Phantom__c005"]["cohort_size"] - 1
     assert now["Phantom__c001"]["decision"] in ("include", "exclude")  # the copy is still judged
+

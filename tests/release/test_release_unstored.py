@@ -1,0 +1,36 @@
+"""A present label its store does not hold is excluded from the release's training view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator.qc.release import TRAINING_FILTER, UNSTORED_REASON
+from curator.release.query import Release
+from curator.workspace import write_parquet
+
+
+def test_a_label_resampling_erased_is_excluded_with_its_reason(demo: Path, release_with: Callable[..., Path]) -> None:
+    """A one-slice label under a coarser grid (preprocess's label_lost_in_resampling) kept
+    present = true, its source volume and a null decision, so the manifest's training view
+    counted a label that no store, loader or export holds."""
+    path = demo / "workspace" / "tables" / "labels.parquet"
+    labels = pq.read_table(path)
+    rows = labels.to_pylist()
+    base = next(r for r in rows if r["origin"] == "original" and r["present"] and r["term_id"] == "liver")
+    assert not any(r["case_id"] == base["case_id"] and r["term_id"] == "gallbladder" for r in rows)
+    lost = {**base, "term_id": "gallbladder", "term": "gallbladder", "voxels": 330, "volume_ml": 2.64}
+    write_parquet(pa.Table.from_pylist([*rows, lost], schema=labels.schema), path)
+    rel = Release(release_with(demo, "0.2.0"))
+    got = rel.sql("select present, volume_ml, qc_decision, qc_reason from labels where case_id = "
+                  f"'{base['case_id']}' and term_id = 'gallbladder'").fetchall()
+    assert got == [(True, 2.64, "exclude", UNSTORED_REASON)]
+    # nothing else the stores lack passes the training filter, and what they hold is untouched
+    assert not rel.sql("select * from labels l anti join store_terms s using (case_id, term_id, layer) "
+                       f"where l.present and {TRAINING_FILTER}").fetchall()
+    before = Release(demo / "releases" / "demo" / "0.1.0")
+    assert rel.sql("select count(*) from labels where qc_decision = 'exclude'").fetchall()[0][0] == \
+        before.sql("select count(*) from labels where qc_decision = 'exclude'").fetchall()[0][0] + 1
