@@ -117,8 +117,7 @@ class ShardReader:
         got = self._maps.get(key)
         if got is not None:
             return got
-        path = self.path / "c" / self.sep.join(str(k) for k in key) if self.sep == "/" else \
-            self.path / ("c" + self.sep + self.sep.join(str(k) for k in key))
+        path = self._shard_path(key)
         try:
             with open(path, "rb") as f:
                 mm: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -139,6 +138,41 @@ class ShardReader:
         self._maps[key] = (np.frombuffer(mm, dtype=np.uint8), pairs)
         return self._maps[key]
 
+    def _shard_path(self, key: tuple[int, ...]) -> Path:
+        keys = self.sep.join(str(k) for k in key)
+        return self.path / "c" / keys if self.sep == "/" else self.path / ("c" + self.sep + keys)
+
+    def damage(self, index: bool = True) -> str | None:
+        """Why the array's shard files are damaged, or None: every shard the writer listed
+        (``WRITTEN_SHARDS``) is there and, with ``index``, its chunk index is intact (CRC32C, every
+        chunk inside the file). Reads each shard's index only, never voxels; without ``index``,
+        one ``stat`` per shard. Arrays of another layout or writer are not judged."""
+        if self._zarr is not None or self.written is None:
+            return None
+        n = int(np.prod(self.per_shard))
+        for key in sorted(self.written):
+            name = "/".join(map(str, key))
+            try:
+                size = self._shard_path(key).stat().st_size
+            except FileNotFoundError:
+                return f"shard {name} was written but is missing"
+            if size < 16 * n + 4:
+                return f"shard {name} is shorter than its chunk index (truncated)"
+            if not index:
+                continue
+            import google_crc32c
+
+            with open(self._shard_path(key), "rb") as f:
+                f.seek(size - 16 * n - 4)
+                tail = f.read()
+            if google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
+                return f"shard {name}'s chunk index fails its checksum (truncated or overwritten)"
+            pairs = np.frombuffer(tail[:-4], dtype="<u8").reshape(n, 2)
+            used = pairs[pairs[:, 0] != _MISSING]
+            if len(used) and int((used[:, 0] + used[:, 1]).max()) > size - 16 * n - 4:
+                return f"shard {name}'s chunk index points past the end of the file (truncated?)"
+        return None
+
     def _damaged(self, key: tuple[int, ...], why: str) -> WorkspaceError:
         return WorkspaceError("store_damaged", f"shard {'/'.join(map(str, key))} of the array: {why}; the store "
                               "is damaged (reading it would give wrong voxels)", path=str(self.path),
@@ -146,6 +180,30 @@ class ShardReader:
 
     def close(self) -> None:
         self._maps.clear()
+
+
+def store_damage(store: str | os.PathLike[str], parts: tuple[str, ...] = (), index: bool = True) -> list[str]:
+    """What is damaged in a case store (empty: nothing found): one line per array, e.g.
+    ``"image: shard 0/0/0 was written but is missing"`` — see :meth:`ShardReader.damage`.
+    ``parts`` limits the check to arrays under those paths (``("image", "labels/original")``).
+    A store without its ``zarr.json`` is one line too."""
+    root = Path(store)
+    if not (root / "zarr.json").is_file():
+        return ["zarr.json: the store's metadata is missing"]
+    out = []
+    for meta in sorted(root.rglob("zarr.json")):
+        rel = meta.parent.relative_to(root).as_posix()
+        if rel == "." or (parts and not any(rel == p or rel.startswith(p + "/") for p in parts)):
+            continue
+        try:
+            if json.loads(meta.read_text(encoding="utf-8")).get("node_type") != "array":
+                continue
+            why = ShardReader(meta.parent).damage(index)
+        except (OSError, ValueError, KeyError) as e:
+            why = f"its metadata cannot be read ({type(e).__name__}: {e})"
+        if why:
+            out.append(f"{rel}: {why}")
+    return out
 
 
 def _parse_layout(meta: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...], str] | None:

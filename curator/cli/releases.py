@@ -60,6 +60,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _list("removed", rep.removed, limit, "red")
             _list("modified", rep.modified, limit, "red")
             _list("stores whose content hash differs", rep.stores_modified, limit, "red")
+            _list("damaged stores (a shard missing or truncated)", rep.stores_damaged, limit, "red")
             _list("dataset card issues", rep.card_issues, limit, "red")
         if not rep.ok:
             raise typer.Exit(1)

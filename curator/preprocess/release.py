@@ -25,11 +25,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from curator.errors import CuratorError
+from curator.errors import CuratorError, ReleaseError
 from curator.io.fsutil import atomic_path
 from curator.runner.stage import problem_row
 from curator.schema import to_arrow
 from curator.store import CaseStore, term_masks
+from curator.store_reader import store_damage
 
 if TYPE_CHECKING:  # pragma: no cover
     from curator.release.build import ReleaseBuilder
@@ -103,6 +104,7 @@ def release_step(b: ReleaseBuilder) -> None:
     skip = () if b.ctx.stage_enabled("pseudolabel") else ("labels/pseudo",)
     rows: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
+    damaged: list[str] = []
     for rec in table.select(["case_id", "dataset", "modality", "store"]).to_pylist():
         src = ws_stores / rec["store"]
         if not (src / "zarr.json").exists():
@@ -113,8 +115,15 @@ def release_step(b: ReleaseBuilder) -> None:
             continue
         dst = b.staging / "stores" / f"{rec['case_id']}.zarr"
         link_tree(src, dst, skip)
+        damage = store_damage(dst)
         rng = np.random.default_rng([SEED, *rec["case_id"].encode()])
-        found, arrays = term_locations(CaseStore(dst), rng)
+        try:
+            found, arrays = ([], {}) if damage else term_locations(CaseStore(dst), rng)
+        except (CuratorError, ValueError, RuntimeError, OSError) as e:  # a chunk that does not decode
+            damage = [f"{type(e).__name__}: {e}"]
+        if damage:
+            damaged.append(f"{rec['case_id']} ({rec['store']}: {damage[0]})")
+            continue
         rel = f"locations/{rec['case_id']}.npz"
         if arrays:
             _save_npz(b.staging / rel, arrays)
@@ -122,6 +131,11 @@ def release_step(b: ReleaseBuilder) -> None:
             r.update({"case_id": rec["case_id"], "dataset": rec["dataset"], "modality": rec["modality"],
                       "locations": rel})
         rows += found
+    if damaged:  # published, it reads as zeros where a shard was (or crashes the loader): never
+        raise ReleaseError("store_damaged", f"{len(damaged)} case store(s) in the workspace are damaged: "
+                           + "; ".join(damaged[:5]) + (" and more" if len(damaged) > 5 else ""),
+                           remedy="run the pipeline (`curator run pipeline.yaml`): preprocess rebuilds a damaged "
+                           "store and pseudolabel its layer; then write the release again")
     b.tables["store_terms"] = to_arrow("store_terms", rows)
     if missing:  # a row without its store would send the loader to a folder that is not there
         log.warning("release: %d case(s) have no store in the workspace (see problems); left out", len(missing))

@@ -27,6 +27,7 @@ from curator.store import CaseStore, store_sha256
 if TYPE_CHECKING:
     import pyarrow as pa
 
+PREPROCESS_ARRAYS = ("image", "body", "labels/original")  # what this stage writes into a case store
 STATS = (("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("p0.5", "p00_5"),
          ("p1", "p01"), ("p50", "p50"), ("p99", "p99"), ("p99.5", "p99_5"))
 
@@ -91,10 +92,15 @@ class PreprocessStage(Stage):
         return tasks
 
     def outputs_exist(self, result: CaseResult) -> bool:
-        """A cached case's store must still be in the workspace (one deleted by hand is rebuilt)."""
+        """A cached case's store must still be in the workspace, its arrays whole (a store deleted
+        or damaged by hand is rebuilt): every shard file written is there with an intact chunk
+        index (``store_damage``: ~2 ms a store, no voxels read). A damaged store used to pass
+        as cached, and a release published it (zeros where a shard was) and verified it OK."""
+        from curator.store_reader import store_damage
+
         root = self.ctx.workspace.root
-        return all((root / r["store"] / "zarr.json").exists() for r in result.rows.get("preprocessed", [])
-                   if r.get("store"))
+        return all(not store_damage(root / r["store"], parts=PREPROCESS_ARRAYS)
+                   for r in result.rows.get("preprocessed", []) if r.get("store"))
 
     def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
         for r in results:  # rows cached by an earlier version listed a term once per plane code

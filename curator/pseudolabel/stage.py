@@ -128,8 +128,11 @@ class PseudolabelStage(Stage):
         preprocess rebuilt has lost its pseudo layer: infer again)."""
         if not result.rows.get("_labels_pseudo"):
             return True
+        from curator.store_reader import store_damage
+
         ws = self.ctx.workspace
-        return ((ws.stores_dir / f"{result.case_id}.zarr" / "labels" / "pseudo").is_dir()
+        store = ws.stores_dir / f"{result.case_id}.zarr"
+        return ((store / "labels" / "pseudo").is_dir() and not store_damage(store, parts=("labels/pseudo",))
                 and (outputs.attention_path(ws.root, result.case_id) / "zarr.json").exists())
 
     def _annotated(self) -> dict[str, set[str]]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from curator.errors import ReleaseError
 from curator.io.fsutil import atomic_write_json, sha256_file
+from curator.store_reader import store_damage
 
 STORES_DIR = "stores"
 SUMS_NAME = "SHA256SUMS"
@@ -119,17 +120,20 @@ class VerifyReport:
     removed: list[str] = field(default_factory=list)
     modified: list[str] = field(default_factory=list)
     stores_modified: list[str] = field(default_factory=list)
+    stores_damaged: list[str] = field(default_factory=list)  # "<case>: <array>: why" (a shard missing, truncated)
     card_issues: list[str] = field(default_factory=list)
     release_json_sha256: str = ""
 
     @property
     def ok(self) -> bool:
-        return not (self.added or self.removed or self.modified or self.stores_modified or self.card_issues)
+        return not (self.added or self.removed or self.modified or self.stores_modified or self.stores_damaged
+                    or self.card_issues)
 
     def to_dict(self) -> dict[str, Any]:
         return {"release": self.release, "ok": self.ok, "checked_files": self.checked_files,
                 "checked_stores": self.checked_stores, "added": self.added, "removed": self.removed,
                 "modified": self.modified, "stores_modified": self.stores_modified,
+                "stores_damaged": self.stores_damaged,
                 "card_issues": self.card_issues, "release_json_sha256": self.release_json_sha256}
 
 
@@ -161,8 +165,10 @@ def verify_release(path: str | Path) -> VerifyReport:
     """Re-check every file checksum and every store's content hash against ``release.json``.
 
     Reports files added, removed or modified (paths relative to the release; files inside
-    stores as ``stores/<case>.zarr/<file>``), the stores whose content hash differs, and
-    the dataset card's structure issues.
+    stores as ``stores/<case>.zarr/<file>``), the stores whose content hash differs, the stores
+    whose shards are damaged although their hash agrees (a shard the writer listed is missing or
+    its chunk index broken: damage from before the release was written), and the dataset card's
+    structure issues.
     """
     from curator.release.card_check import check_card_file
 
@@ -195,6 +201,8 @@ def verify_release(path: str | Path) -> VerifyReport:
             hashes = store_file_hashes(store) if store.is_dir() else {}
         except (ReleaseError, OSError):  # a link or an unreadable file inside: changed, and named below
             hashes = {p.relative_to(store).as_posix(): "" for p in store.rglob("*") if p.is_symlink() or p.is_file()}
+        if store.is_dir():  # damage the checksums cannot see: a store damaged before it was released
+            rep.stores_damaged += [f"{case_id}: {why}" for why in store_damage(store)]
         if hash_of_file_hashes(hashes) != meta.get("sha256"):
             rep.stores_modified.append(case_id)
             if sums_ok:  # the per-file list is trustworthy: name the files that changed

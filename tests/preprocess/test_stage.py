@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -97,7 +99,8 @@ def test_a_case_missing_a_structure_file_gets_no_derived_term_from_it(tiny: Tiny
                                                                                         "kidney_left"}
 
 
-def test_a_deleted_store_is_rebuilt_and_never_released_as_a_row_without_its_store(tiny: Tiny, tmp_path) -> None:
+def _copy_workspace(tiny: Tiny, tmp_path: Path) -> Path:
+    """A copy of the tiny workspace with its pipeline.yaml set to release 0.2.0."""
     import shutil
 
     import yaml
@@ -107,6 +110,14 @@ def test_a_deleted_store_is_rebuilt_and_never_released_as_a_row_without_its_stor
     cfg = yaml.safe_load((tiny.root / "pipeline.yaml").read_text())
     cfg["release"]["version"] = "0.2.0"
     (root / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def test_a_deleted_store_is_rebuilt_and_never_released_as_a_row_without_its_store(tiny: Tiny, tmp_path) -> None:
+    import shutil
+
+
+    root = _copy_workspace(tiny, tmp_path)
     config = PipelineConfig.load(root / "pipeline.yaml")
     cid = "TinyKits__case_00001"
     store = root / "ws" / "stores" / f"{cid}.zarr"
@@ -219,3 +230,50 @@ def test_a_preprocess_worker_loads_neither_torch_nor_the_query_engines(tmp_path)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_damaged_store_is_rebuilt_and_a_release_refuses_it(tiny: Tiny, tmp_path) -> None:
+    """A store with a shard deleted passed as cached (only zarr.json was looked at), and the release
+    published it: zeros where the shard was, and `curator verify` said OK."""
+
+
+    from curator.errors import ReleaseError
+    from curator.release.build import build_release
+    from curator.runner.context import Context
+
+    root = _copy_workspace(tiny, tmp_path)
+    config = PipelineConfig.load(root / "pipeline.yaml")
+    cid = "TinyKits__case_00001"
+    store = root / "ws" / "stores" / f"{cid}.zarr"
+    before = CaseStore(store).read("image")
+    shard = next(p for p in sorted((store / "image" / "c").rglob("*")) if p.is_file())
+    shard.unlink()
+    with pytest.raises(ReleaseError) as e:
+        build_release(Context(config))
+    assert e.value.kind == "store_damaged" and cid in str(e.value) and "image: shard" in str(e.value)
+    assert not (root / "releases" / "t" / "0.2.0").exists()
+    res = run_pipeline(config, stages=["ingest", "preprocess"], release=False)
+    rep = next(r for r in res.reports if r.stage == "preprocess")
+    assert (rep.ran, rep.cached) == (1, 4)
+    assert np.array_equal(CaseStore(store).read("image"), before)
+    build_release(Context(config))
+
+
+def test_verify_names_a_store_damaged_before_its_release(tiny: Tiny, tmp_path, monkeypatch) -> None:
+    """A release written by a curator that did not check its stores hashed the damaged store as it
+    was, so every checksum agrees: verify now also checks each store's shards."""
+
+
+    from curator.preprocess import release as pre_release
+    from curator.release.build import build_release
+    from curator.release.integrity import verify_release
+    from curator.runner.context import Context
+
+    root = _copy_workspace(tiny, tmp_path)
+    store = root / "ws" / "stores" / "TinyKits__case_00001.zarr"
+    next(p for p in sorted((store / "image" / "c").rglob("*")) if p.is_file()).unlink()
+    monkeypatch.setattr(pre_release, "store_damage", lambda *a, **k: [])  # the older release step
+    rel = build_release(Context(PipelineConfig.load(root / "pipeline.yaml")))
+    rep = verify_release(rel)
+    assert not rep.ok and not rep.modified and not rep.stores_modified
+    assert [s.split(":")[0] for s in rep.stores_damaged] == ["TinyKits__case_00001"]

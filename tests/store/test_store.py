@@ -243,3 +243,25 @@ def test_term_locations_read_planes_not_per_term_masks(store: CaseStore) -> None
     # indices — where the per-term masks alone were one byte per voxel per term, plus 24 bytes
     # per voxel of the largest term's coordinates
     assert peak < 2 * 2 * voxels + voxels + 8 * largest < n_terms * voxels + 24 * largest
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "overwritten"])
+def test_store_damage_names_the_array_and_reads_no_voxels(tmp_path: Path, damage: str) -> None:
+    """The check the runner and the release make of a whole store (no voxel read): a shard the
+    writer listed that is missing, cut short, or whose chunk index was overwritten."""
+    from curator.store_reader import store_damage
+
+    store, _ = _sparse_store(tmp_path / "s.zarr")
+    assert store_damage(store.path) == []
+    (victim,) = _shard_files(store)
+    data = victim.read_bytes()
+    if damage == "deleted":
+        victim.unlink()
+    elif damage == "truncated":
+        victim.write_bytes(data[: len(data) - 7])  # longer than the index, which is now garbage
+    else:
+        victim.write_bytes(data[:-20] + bytes(20))
+    (why,) = store_damage(store.path)
+    assert why.startswith("image: shard 0/0/0") and ("missing" if damage == "deleted" else "index") in why
+    assert store_damage(store.path, parts=("body", "labels/original")) == []
+    assert store_damage(store.path, index=False) == ([why] if damage == "deleted" else [])
