@@ -134,6 +134,9 @@ class ProblemKind:
 
 # The catalogue of problem kinds curator reports. Tests check that every kind raised
 # somewhere is documented here, so the problems table stays interpretable.
+_NEW_KEY = ("restore secret/pseudonym.key from a backup of the workspace; to go on with a new key on purpose (every "
+            "patient_id and study_key in later releases changes), write one: python -c \"import secrets; "
+            "print(secrets.token_hex(32))\" > <workspace>/secret/pseudonym.key")
 _KINDS: list[ProblemKind] = [
     ProblemKind("file_not_found", "a file the layout points to does not exist",
                 "check the source root in pipeline.yaml and that the download is complete"),
@@ -268,6 +271,13 @@ _KINDS: list[ProblemKind] = [
                 "run the preprocess stage (`curator run pipeline.yaml`) before stages that read stores"),
     ProblemKind("store_error", "a Zarr store or one of its arrays/layers is invalid or missing",
                 "re-run preprocess for the case; check the layer and plane names"),
+    ProblemKind("table_damaged", "a workspace table's Parquet file cannot be read (truncated or overwritten)",
+                "run `curator run pipeline.yaml`: the stage that writes the table writes it again (cached cases "
+                "are not redone)"),
+    ProblemKind("key_invalid", "the workspace's pseudonym key file is empty, too short or not hex",
+                _NEW_KEY),
+    ProblemKind("key_missing", "the workspace's pseudonym key file is gone although its tables were made with one",
+                _NEW_KEY),
     ProblemKind("store_damaged", "a shard file of a Zarr store is missing, truncated or corrupt",
                 "run `curator verify RELEASE` to list every damaged file; restore the release from a copy "
                 "(or rebuild it: re-run preprocess for the case, then write a new release version)"),

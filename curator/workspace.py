@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator.errors import CuratorError as CuratorErrorBase
-from curator.errors import WorkspaceError
+from curator.errors import WorkspaceError, remedy_for
 from curator.io.fsutil import (
     atomic_path,
     atomic_write_json,
@@ -39,6 +39,7 @@ from curator.io.fsutil import (
 )
 
 FORMAT_VERSION = 1
+MIN_KEY_BYTES = 16  # new keys have 32
 
 
 class Workspace:
@@ -84,6 +85,11 @@ class Workspace:
             atomic_write_json(meta, {"format_version": FORMAT_VERSION,
                                      "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
         keyfile = self.root / "secret" / "pseudonym.key"
+        if not keyfile.exists() and key is None and self.table_path("cases").exists():
+            # a new key would give every patient_id and study_key new values, without a word
+            raise WorkspaceError("key_missing", "the workspace's pseudonym key is gone, but its tables were made "
+                                 "with one: a new key would change every patient_id and study_key",
+                                 path=str(keyfile), remedy=remedy_for("key_missing"))
         if not keyfile.exists():
             keyfile.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(keyfile.parent, 0o700)
@@ -95,10 +101,18 @@ class Workspace:
     def key(self) -> bytes:
         keyfile = self.root / "secret" / "pseudonym.key"
         try:
-            return bytes.fromhex(keyfile.read_text().strip())
+            key = bytes.fromhex(keyfile.read_text().strip())
         except FileNotFoundError as e:
             raise WorkspaceError("workspace_error", "the workspace has no pseudonym key", path=str(keyfile),
                                  remedy="run `curator run` (it creates the key) or restore the key file") from e
+        except (ValueError, UnicodeDecodeError) as e:
+            raise WorkspaceError("key_invalid", "the pseudonym key file does not hold a hex key", path=str(keyfile),
+                                 remedy=remedy_for("key_invalid")) from e
+        if len(key) < MIN_KEY_BYTES:  # an emptied file gave HMAC(b"", ...): pseudonyms anyone can recompute
+            raise WorkspaceError("key_invalid", f"the pseudonym key is {len(key)} bytes long (at least "
+                                 f"{MIN_KEY_BYTES} are needed to keep patient ids pseudonymous)", path=str(keyfile),
+                                 remedy=remedy_for("key_invalid"))
+        return key
 
     def pseudonym(self, *parts: str, prefix: str = "p") -> str:
         """Keyed, stable pseudonym of ``parts`` (e.g. dataset + patient id)."""
@@ -175,8 +189,26 @@ class Workspace:
                 write_parquet(table, stack.enter_context(atomic_path(self.table_path(name))))
 
     def read_table(self, name: str) -> pa.Table | None:
+        """The table (None when it was never written); a file that is not a readable Parquet
+        table (truncated, overwritten) is a ``table_damaged`` error naming it, not a crash."""
         p = self.table_path(name)
-        return pq.read_table(p) if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            return pq.read_table(p)
+        except (pa.ArrowException, OSError) as e:
+            raise table_damaged(name, p, e) from e
+
+    def damaged_table(self, name: str) -> str | None:
+        """Why the table's file cannot be read (its Parquet footer), or None (intact or absent)."""
+        p = self.table_path(name)
+        if not p.exists():
+            return None
+        try:
+            pq.read_metadata(p)
+        except (pa.ArrowException, OSError) as e:
+            return f"{type(e).__name__}: {e}"
+        return None
 
     def has_table(self, name: str) -> bool:
         return self.table_path(name).exists()
@@ -189,6 +221,11 @@ class Workspace:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None  # unreadable result: redo the case
+
+
+def table_damaged(name: str, path: Path, e: BaseException) -> WorkspaceError:
+    return WorkspaceError("table_damaged", f"the workspace table {name} cannot be read ({type(e).__name__}: {e})",
+                          path=str(path), remedy=remedy_for("table_damaged"))
 
 
 class ChecksumCache:

@@ -181,12 +181,12 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     if not ctx.workspace.has_table("cases"):
         raise ReleaseError("release_error", "the workspace has no cases table",
                            remedy="run ingest first (`curator run pipeline.yaml`)")
+    check_fresh(ctx)  # first: it names a damaged table (read below)
     if pq.ParquetFile(ctx.workspace.table_path("cases")).metadata.num_rows == 0:  # would use up the version
         raise ReleaseError("release_error", "ingest found no case, so the release would be empty",
                            path=str(ctx.workspace.table_path("problems__ingest")),
                            remedy="check each source's `root:` and dataset in pipeline.yaml against the errors "
                            "ingest logged (they are rows of this problems table), then run again")
-    check_fresh(ctx)
     check_writable(dest)  # creates dest.parent
     remove_dead_staging(dest.parent)
     staging = staging_path(dest)

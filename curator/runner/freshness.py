@@ -131,6 +131,10 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
     version, its settings, the files they name, the tables it reads that other commands write,
     or the sources changed since."""
     reasons: list[str] = []
+    for table in (*cls.tables, f"problems__{name}"):  # a truncated file: the release would crash on it
+        why = ctx.workspace.damaged_table(table)
+        if why is not None:
+            reasons.append(f"{name}'s table {table} is damaged ({why}); running {name} again writes it")
     if str(rec.get("stage_version")) != str(cls.version):
         reasons.append(f"{name} ran with stage version {rec.get('stage_version')} (this curator's is "
                        f"{cls.version})")

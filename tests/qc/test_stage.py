@@ -288,3 +288,28 @@ def test_a_scan_dedup_dropped_leaves_the_cohort_bounds_while_dedup_is_enabled(tm
     assert now["Phantom__c005"]["cohort_size"] == off["Phantom__c005"]["cohort_size"] - 1
     assert now["Phantom__c001"]["decision"] in ("include", "exclude")  # the copy is still judged
 
+
+
+def test_a_damaged_table_is_named_not_a_crash(tmp_path: Path) -> None:
+    """A truncated cases.parquet crashed `curator status` as an internal error; a truncated qc
+    table let status say "ready", then crashed the release."""
+    from curator.errors import ReleaseError, WorkspaceError
+    from curator.runner.freshness import stale_reasons
+
+    phantom_workspace(tmp_path / "ws", n_cases=6)
+    ctx = context(tmp_path, min_cohort=3)
+    record_runs(ctx, "ingest", "harmonize", "preprocess")
+    run_stage(ctx, QCStage)
+    assert not stale_reasons(ctx)
+    table = ctx.workspace.table_path("qc")
+    table.write_bytes(table.read_bytes()[:100])
+    (reason,) = stale_reasons(ctx)
+    assert "qc's table qc is damaged" in reason and "running qc again" in reason
+    with pytest.raises(WorkspaceError) as e:
+        ctx.workspace.read_table("qc")
+    assert e.value.kind == "table_damaged" and "qc.parquet" in str(e.value)
+    with pytest.raises(ReleaseError) as r:
+        build_release(ctx)
+    assert r.value.kind == "release_stale" and "qc is damaged" in str(r.value)
+    run_stage(ctx, QCStage)  # the stage writes it again
+    assert not stale_reasons(ctx) and ctx.workspace.read_table("qc") is not None

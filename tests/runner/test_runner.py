@@ -205,3 +205,32 @@ def test_a_source_file_rewritten_with_its_old_mtime_is_hashed_again(tmp_path: Pa
     assert second != first
     again.save()
     assert ChecksumCache(ws, "S").file(src, "a.nii.gz") == second
+
+
+def test_an_emptied_or_lost_pseudonym_key_is_refused(tmp_path: Path) -> None:
+    """An emptied key file gave HMAC(b"", ...) pseudonyms anyone can recompute; a deleted one was
+    replaced by a new key without a word, changing every patient_id and study_key."""
+    import pyarrow as pa
+
+    from curator.errors import WorkspaceError
+    from curator.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").init()
+    assert len(ws.key) == 32 and ws.pseudonym("KiTS23", "case_00001").startswith("p_")
+    keyfile = ws.root / "secret" / "pseudonym.key"
+    for content in ("", "00" * 8, "not hex"):
+        keyfile.write_text(content + "\n")
+        with pytest.raises(WorkspaceError) as e:
+            ws.pseudonym("KiTS23", "case_00001")
+        assert e.value.kind == "key_invalid" and "backup" in str(e.value)
+    keyfile.unlink()
+    Workspace(ws.root).init()  # nothing made with the old key yet: a new one is fine
+    old = keyfile.read_text()
+    ws.write_table("cases", pa.table({"case_id": ["c"]}))
+    keyfile.unlink()
+    with pytest.raises(WorkspaceError) as e:
+        Workspace(ws.root).init()
+    assert e.value.kind == "key_missing" and "patient_id" in str(e.value) and not keyfile.exists()
+    keyfile.write_text(old)  # restored from a backup
+    assert Workspace(ws.root).init().key.hex() == old.strip()
+
