@@ -162,6 +162,10 @@ class PseudolabelStage(Stage):
         ens = p["ensemble"]
         specs = tuple(ModelSpec.from_dict(d) for d in ens["models"])
         device = cfg.resolved_device()
+        if env.threads and device == "cpu":
+            import torch
+
+            torch.set_num_threads(env.threads)
         models = load_ensemble(specs, device, ens["fingerprints"])
         annotated = set(p["annotated"]) | (set(store.terms("original")) if "original" in store.layers() else set())
         candidates = [t for t in ensemble_terms(models) if not cfg.terms or t in cfg.terms]

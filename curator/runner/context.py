@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,4 +100,18 @@ class Context:
     def case_env(self) -> CaseEnv:
         return CaseEnv(workspace=str(self.workspace.root),
                        sources={n: str(s.root) for n, s in self.sources.items()},
-                       key_hex=self.workspace.key.hex())
+                       key_hex=self.workspace.key.hex(), threads=self.worker_threads())
+
+    def worker_threads(self) -> int:
+        """Threads each worker process's torch should use: this machine's cores ÷ workers (Dask's
+        nanny gives its local workers one thread each, torch in a local pool took every core, so
+        2 workers ran 4 threads on 2 cores — and attention values differed in the 6th digit with
+        the executor). 0 for a remote Dask cluster: its workers' own settings stand."""
+        ex = self.config.executor
+        if ex.kind == "dask" and ex.address:
+            return 0
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return max(1, cores // max(1, ex.workers))

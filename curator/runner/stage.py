@@ -56,6 +56,7 @@ class CaseEnv:
     sources: dict[str, str]  # source name -> absolute root
     key_hex: str  # pseudonym key (memory only; never written by a stage)
     code_version: str = __version__
+    threads: int = 0  # intra-op threads a worker's numeric library should use (0: leave as it is)
 
 
 @dataclass

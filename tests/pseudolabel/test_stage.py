@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from curator.pseudolabel.outputs import attention_path, read_attention
@@ -204,3 +206,31 @@ def test_a_run_reads_each_model_file_twice_whatever_the_number_of_cases(phantom_
     monkeypatch.undo()
     assert [m["fingerprint"] for m in layer.attrs["curator"]["models"]] == [  # type: ignore[union-attr,index]
         s.fingerprint() for s in models.load_ensemble_file("demo")]
+
+
+def test_workers_share_the_cores_instead_of_each_taking_all(phantom_ws) -> None:  # type: ignore[no-untyped-def]
+    """A local pool's workers each ran torch on every core (2 workers, 4 threads on 2 cores:
+    the demo's pseudolabel took 19.3 s, 6.9 s with one thread each), and Dask's workers on one
+    thread gave attention values differing in the 6th digit. Each worker now gets cores ÷ workers."""
+    import dataclasses
+
+    import torch
+
+    from curator.config import ExecutorConfig
+    from curator.runner.executors import InlineExecutor
+
+    ctx, _ = phantom_ws()
+    cores = len(os.sched_getaffinity(0))
+    for kind, workers, address, want in (("local", 2, None, max(1, cores // 2)), ("local", 1, None, cores),
+                                         ("dask", 3, None, max(1, cores // 3)), ("dask", 2, "tcp://x:8786", 0)):
+        ctx.config = dataclasses.replace(ctx.config, executor=ExecutorConfig(kind=kind, workers=workers,
+                                                                            address=address, progress=False))
+        assert ctx.case_env().threads == want, (kind, workers, address)
+    before = torch.get_num_threads()
+    try:
+        ctx.config = dataclasses.replace(ctx.config, executor=ExecutorConfig(workers=max(2, cores), progress=False))
+        torch.set_num_threads(max(2, cores))
+        run_stage(ctx, PseudolabelStage, InlineExecutor())  # process() runs here, as in a worker
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
