@@ -172,6 +172,29 @@ def check_consistent(tables: TableSet) -> None:
                            "redone), then the release")
 
 
+def check_sources(ctx: Context) -> None:
+    """Refuse a release that leaves out a source pipeline.yaml lists: a root that is not there
+    (an unmounted share), matches nothing, or a dataset YAML that does not load gave no case, and
+    an unattended run published the other datasets with exit 0 — while release.json states the
+    pipeline's sources, that one included."""
+    cases = ctx.workspace.read_table("cases")
+    have = set(cases.column("source").to_pylist()) if cases is not None and "source" in cases.column_names else set()
+    said: dict[str, str] = {}
+    problems = ctx.workspace.read_table("problems__ingest")
+    for p in problems.to_pylist() if problems is not None else []:
+        if p["case_id"] is None and p["severity"] == "error" and p.get("dataset"):
+            said.setdefault(p["dataset"], p["message"].partition(". What to do: ")[0])
+    gone = [f"{name} ({said.get(name) or said.get(src.spec.name) or 'no case ingested'})"
+            for name, src in sorted(ctx.sources.items()) if name not in have]
+    gone += [f"{p['path']} ({p['message'].partition('. What to do: ')[0]})" for p in ctx.source_problems]
+    if gone:
+        raise ReleaseError("release_incomplete", f"{len(gone)} source(s) of pipeline.yaml gave no case, so the "
+                           "release would leave them out: " + "; ".join(gone[:5]) + (" …" if len(gone) > 5 else ""),
+                           remedy="fix them (`curator status pipeline.yaml` and the ingest problems say why: mount "
+                           "the root, fix the patterns or the dataset YAML) and run again, or remove them from "
+                           "pipeline.yaml's `sources:`")
+
+
 def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     rc = ctx.config.release
     dest = release_dir(ctx)
@@ -187,6 +210,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
                            path=str(ctx.workspace.table_path("problems__ingest")),
                            remedy="check each source's `root:` and dataset in pipeline.yaml against the errors "
                            "ingest logged (they are rows of this problems table), then run again")
+    check_sources(ctx)
     check_writable(dest)  # creates dest.parent
     remove_dead_staging(dest.parent)
     staging = staging_path(dest)

@@ -139,3 +139,28 @@ def test_a_source_file_changed_after_ingest_puts_it_out_of_date(tmp_path: Path) 
                        "1 case(s) of the sources are gone since ingest ran (e.g. Toy__a)"]
     run(pipe, stages=["ingest"])
     assert not [r for r in stale_reasons(ctx()) if "since ingest ran" in r]
+
+
+def test_a_release_does_not_leave_out_a_source_pipeline_yaml_lists(tmp_path: Path) -> None:
+    """An unmounted root (or a broken dataset YAML) gave its source no case, and `curator run`
+    published the other datasets with exit 0 — release.json listing the missing source too."""
+    import numpy as np
+
+    from curator.testing.layouts import write_kits_case
+    from curator.testing.phantoms import Subject, grid, render
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    img, lab = render(Subject.random(3), g, "CT", seed=3)
+    write_kits_case(tmp_path / "kits", "case_00000", np.rint(img).astype(np.int16), (lab > 0).astype(np.uint8), g)
+    good = {"dataset": "KiTS23", "root": str(tmp_path / "kits")}
+    off = {s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc")}
+    cases = {"unmounted": ({"dataset": "MSD_Spleen", "root": str(tmp_path / "unmounted")}, "MSD_Spleen"),
+             "broken_yaml": (_sources(tmp_path)[2], "bad.yaml")}
+    for folder, (extra, named) in cases.items():
+        pipe = make_pipeline(tmp_path / folder, [good, extra], stages=off)
+        with pytest.raises(ReleaseError) as e:
+            run(pipe, release=True)
+        assert e.value.kind == "release_incomplete" and named in str(e.value) and "KiTS23" not in str(e.value)
+        assert not (tmp_path / folder / "releases" / "test" / "0.1.0").exists()
+    pipe = make_pipeline(tmp_path / "fixed", [good], stages=off)
+    assert run(pipe, release=True).release is not None
