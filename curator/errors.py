@@ -271,6 +271,10 @@ _KINDS: list[ProblemKind] = [
                 "run the preprocess stage (`curator run pipeline.yaml`) before stages that read stores"),
     ProblemKind("store_error", "a Zarr store or one of its arrays/layers is invalid or missing",
                 "re-run preprocess for the case; check the layer and plane names"),
+    ProblemKind("metadata_fields_dropped", "fields of a dataset's metadata file that neither `columns` maps nor "
+                "`keep` names (or that identify a person) are left out of the release",
+                "list a field under the dataset YAML's metadata `keep:` to publish it (fields naming a person or a "
+                "date never are)"),
     ProblemKind("table_damaged", "a workspace table's Parquet file cannot be read (truncated or overwritten)",
                 "run `curator run pipeline.yaml`: the stage that writes the table writes it again (cached cases "
                 "are not redone)"),

@@ -6,10 +6,15 @@ Declared in the dataset YAML::
       file: dataset/kits23.json      # JSON list of records, or CSV/TSV with a header
       key: case_id                   # field holding the dataset's case id ({case})
       columns: {gender: sex, age_at_nephrectomy: age_years, bmi: bmi}
+      keep: [comorbidities, tumor_isup_grade, malignant]   # published as they are
 
-Mapped fields become columns of ``cases``; every other field goes to ``metadata_json``, nested
-records included (KiTS23's ``comorbidities``, ``last_preop_egfr``), so a query can group by
-any of them: ``metadata_json->>'$.comorbidities.chronic_kidney_disease'``.
+Mapped fields become columns of ``cases``; the fields ``keep`` names go to ``metadata_json``,
+nested records included (KiTS23's ``comorbidities``), so a query can group by any of them:
+``metadata_json->>'$.comorbidities.chronic_kidney_disease'``. Every other field is dropped: a
+release publishes only what a person declared (an allowlist — a blocklist of identifying names
+let ``PatientName``, ``DateOfBirth``, ``StudyDate`` and free-text notes through). Fields whose
+names identify a person (:data:`IDENTIFYING`, camelCase too, at any depth of a nested record)
+are dropped even when named. The dropped fields' names (never their values) are reported.
 """
 
 from __future__ import annotations
@@ -24,10 +29,28 @@ from curator.errors import InputError
 from curator.io.fsutil import canonical_json, confine
 
 STANDARD = {"sex", "age_years", "bmi", "manufacturer", "scanner_model", "field_strength_t"}
-# Fields that identify a person are never copied, whatever a metadata file holds.
-IDENTIFYING = re.compile(r"(^|_)(name|surname|first_?name|last_?name|birth|dob|address|street|city|zip|postcode|"
-                         r"phone|email|mrn|ssn|accession|institution|hospital|physician|doctor|date_of)",
-                         re.IGNORECASE)
+# Fields that identify a person (or date an encounter) are never copied, whatever a metadata file
+# holds or `keep` says: matched on the words of the name (camelCase and spaces split like _).
+IDENTIFYING = re.compile(r"(^|_)(name|surname|first_?name|last_?name|initials|birth|dob|address|street|city|zip|"
+                         r"postcode|phone|email|mrn|ssn|medical_?record|record_?number|patient|accession|"
+                         r"institution|hospital|clinic|physician|doctor|referring|date|dates|uid|note|notes|"
+                         r"comment|comments)($|_)", re.IGNORECASE)
+
+
+def identifying(field: str) -> bool:
+    """Whether a field name names a person or an encounter date: ``PatientName``, ``date_of_birth``,
+    ``Study Date``, ``exam_date``, ``clinic_note`` (camelCase, spaces and dashes count as ``_``)."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(field))
+    return bool(IDENTIFYING.search(re.sub(r"[\s\-.]+", "_", words)))
+
+
+def _scrubbed(v: Any) -> Any:
+    """A kept value with identifying keys removed from nested records, at any depth."""
+    if isinstance(v, dict):
+        return {k: _scrubbed(x) for k, x in v.items() if not identifying(k)}
+    if isinstance(v, list):
+        return [_scrubbed(x) for x in v]
+    return v
 _SEX = {"male": "M", "m": "M", "female": "F", "f": "F"}
 
 
@@ -55,10 +78,14 @@ def _jsonable(v: Any) -> bool:
     return False
 
 
-def load_metadata(spec_metadata: dict[str, Any], root: Path) -> dict[str, dict[str, Any]]:
-    """case id -> {standard columns..., 'metadata_json': str}; empty when not declared."""
+def load_metadata(spec_metadata: dict[str, Any], root: Path, dropped: set[str] | None = None
+                  ) -> dict[str, dict[str, Any]]:
+    """case id -> {standard columns..., 'metadata_json': str}; empty when not declared. The names
+    of the fields left out (neither mapped nor kept, or identifying) are added to ``dropped``."""
     if not spec_metadata:
         return {}
+    keep = {str(k) for k in spec_metadata.get("keep") or ()}
+    dropped = dropped if dropped is not None else set()
     path = confine(root, str(spec_metadata["file"]))
     key = str(spec_metadata.get("key", "case_id"))
     mapping = {str(k): str(v) for k, v in (spec_metadata.get("columns") or {}).items()}
@@ -84,12 +111,14 @@ def load_metadata(spec_metadata: dict[str, Any], root: Path) -> dict[str, dict[s
         row: dict[str, Any] = {}
         rest: dict[str, Any] = {}
         for k, v in rec.items():
-            if k == key or IDENTIFYING.search(str(k)):
+            if k == key:
                 continue
-            if k in mapping and mapping[k] in STANDARD:
+            if k in mapping and mapping[k] in STANDARD:  # normalised (a number, M/F, a scanner name)
                 row[mapping[k]] = _normalise(mapping[k], v)
+            elif identifying(k) or (k not in mapping and k not in keep):
+                dropped.add(str(k))
             elif _jsonable(v):
-                rest[mapping.get(str(k), str(k))] = v
+                rest[mapping.get(str(k), str(k))] = _scrubbed(v)
         row["metadata_json"] = canonical_json(rest) if rest else None
         out[str(rec[key])] = row
     return out

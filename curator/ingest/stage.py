@@ -78,8 +78,15 @@ class IngestStage(Stage):
             for said in index_disagreements(spec, root, tax) if tax is not None else ():
                 self.extra_problems.append(problem_row(self.name, said, dataset=spec.name, case_id=None,
                                                        path=_display(src.name, root, said.path), severity="warning"))
+            dropped: set[str] = set()
             try:
-                meta = load_metadata(spec.metadata, root)
+                meta = load_metadata(spec.metadata, root, dropped)
+                if dropped:  # names only: their values never leave the metadata file
+                    said = InputError("metadata_fields_dropped", f"{len(dropped)} field(s) of the metadata file are "
+                                      f"not published: {', '.join(sorted(dropped)[:20])}"
+                                      + (" …" if len(dropped) > 20 else ""), path=str(spec.metadata.get("file")))
+                    self.extra_problems.append(problem_row(self.name, said, dataset=spec.name, case_id=None,
+                                                           path=_display(src.name, root, said.path), severity="info"))
             except CuratorError as err:
                 meta = {}
                 self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,

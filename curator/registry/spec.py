@@ -316,6 +316,19 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
     if unknown_ph and layout:  # it fell back to the case name: one patient per case, without a word
         bad("patient_id", "value", f"patient_id {d.get('patient_id')!r} names {unknown_ph}, which neither a layout "
             f"pattern nor a named group of `patterns` gives (they give {sorted(fields)})")
+    meta = d.get("metadata")
+    if meta is not None:
+        keep = meta.get("keep") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or not meta.get("file"):
+            bad("metadata", "value", "metadata needs `file:` (the dataset's per-case metadata file)")
+        elif keep is not None and not (isinstance(keep, list) and all(isinstance(k, str) for k in keep)):
+            bad("metadata.keep", "type", "keep lists the metadata fields to publish by name")
+        elif keep:
+            from curator.ingest.metadata import identifying
+
+            named = [k for k in keep if identifying(k)]
+            if named:
+                bad("metadata.keep", "value", f"{named} name a person or a date, which a release never publishes")
     from curator.registry.fixes import validate_fixes
 
     for loc, kind, msg in validate_fixes(d.get("fixes") or {}):

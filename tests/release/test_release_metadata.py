@@ -29,10 +29,42 @@ def test_nested_metadata_records_are_kept(tmp_path: Path) -> None:
     recs = [{"case_id": "a", "gender": "Female", "age": 51, "comorbidities": {"copd": True, "aids": False},
              "egfr": [{"day": -4, "value": 67.0}], "note": None}]
     (tmp_path / "meta.json").write_text(json.dumps(recs))
-    out = load_metadata({"file": "meta.json", "columns": {"gender": "sex", "age": "age_years"}}, tmp_path)
+    out = load_metadata({"file": "meta.json", "columns": {"gender": "sex", "age": "age_years"},
+                         "keep": ["comorbidities", "egfr"]}, tmp_path)
     assert out["a"]["sex"] == "F" and out["a"]["age_years"] == 51.0
     assert json.loads(out["a"]["metadata_json"]) == {"comorbidities": {"copd": True, "aids": False},
-                                                     "egfr": [{"day": -4, "value": 67.0}], "note": None}
+                                                     "egfr": [{"day": -4, "value": 67.0}]}
+
+
+def test_only_declared_metadata_fields_are_published(tmp_path: Path) -> None:
+    """A blocklist of identifying names let PatientName, DateOfBirth, PatientID, StudyDate and free
+    text ('clinic_note') into cases.metadata_json; nested records were copied whole. Only fields
+    `columns` maps or `keep` names are published now, never ones naming a person or a date, at
+    any depth; the names of the rest (not their values) are reported."""
+    recs = [{"case_id": "a", "PatientName": "DOE^JANE", "DateOfBirth": "1961-04-12", "PatientID": "MRN123456",
+             "StudyDate": "2019-03-14", "clinic_note": "Jane Doe seen by Dr House", "pt_nm": "JD",
+             "PatientSex": "F", "grade": 3,
+             "clinic": {"name": "St Elsewhere", "dob": "1961-04-12", "beds": 40},
+             "history": {"copd": True, "exam_date": "2019-03-01", "Referring Physician": "House"}}]
+    (tmp_path / "meta.json").write_text(json.dumps(recs))
+    dropped: set[str] = set()
+    out = load_metadata({"file": "meta.json", "columns": {"PatientSex": "sex"},
+                         "keep": ["grade", "history", "clinic_note", "PatientName"]}, tmp_path, dropped)
+    assert out["a"]["sex"] == "F"
+    assert json.loads(out["a"]["metadata_json"]) == {"grade": 3, "history": {"copd": True}}
+    assert dropped == {"PatientName", "DateOfBirth", "PatientID", "StudyDate", "clinic_note", "pt_nm", "clinic"}
+    assert "DOE" not in json.dumps(out) and "1961" not in json.dumps(out) and "House" not in json.dumps(out)
+
+
+def test_a_kept_field_that_names_a_person_is_a_registry_error() -> None:
+    from curator.registry import load_registry
+    from curator.registry.spec import parse_spec
+
+    d = load_registry().get("KiTS23").to_dict()
+    d["metadata"] = {"file": "dataset/kits23.json", "keep": ["malignant", "PatientName", "study_date"]}
+    _, issues = parse_spec(d, "KiTS23.yaml")
+    (issue,) = [i for i in issues if i.loc.endswith("metadata.keep")]
+    assert "PatientName" in issue.message and "study_date" in issue.message and "malignant" not in issue.message
 
 
 def test_group_analysis_on_the_demo_release(demo: Path) -> None:
