@@ -54,11 +54,11 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
     data_file = _data_file(path)
     if data_file is not None:
         if ".." in Path(data_file.name).parts or data_file.resolve().parent != path.resolve().parent:
-            raise InputError("path_escape", f"the header points to data outside its folder ({data_file})",
+            raise InputError("path_escape", "the header points to data outside its folder",
                              path=str(path), remedy="keep the .raw/.zraw file next to its header")
         if not data_file.exists():
-            raise ReadError("file_not_found", f"the data file {data_file.name} named by the header is missing",
-                            path=str(path), remedy="download the .raw/.zraw file that belongs to this header")
+            raise ReadError("file_not_found", "the data file named by the header (ElementDataFile / data file) is "
+                            "missing", path=str(path), remedy="download the .raw/.zraw file that belongs to this header")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

@@ -71,14 +71,14 @@ def resolve_parent(ctx: Context) -> Path | None:
 
 def published_config(ctx: Context) -> dict[str, Any]:
     """The pipeline config as published in release.json: what made the release, not where or how
-    it ran — no machine paths (folders and files → their names), no ``executor`` (workers, a
+    it ran — no machine paths (files → their names; source roots left out), no ``executor`` (workers, a
     Dask address, progress bars), no stage setting that does not change results (``nohash``:
     a batch size, a device)."""
     pipeline = ctx.config.to_dict()
     pipeline.pop("workspace", None)
     pipeline.pop("executor", None)
     for s in pipeline.get("sources", []):
-        s["root"] = Path(s["root"]).name
+        s.pop("root", None)  # a local folder's name (a site's, a person's): not what made the release
         if s["dataset"].endswith((".yaml", ".yml")):
             s["dataset"] = Path(s["dataset"]).name
     pipeline["registry"] = [Path(r).name for r in pipeline.get("registry", [])]

@@ -88,10 +88,14 @@ class CaseResult:
 def problem_row(stage: str, err: CuratorError, *, dataset: str | None, case_id: str | None,
                 path: str | None, severity: str = "error") -> dict[str, Any]:
     """A ``problems`` row from an error; the message always ends with what to do."""
-    msg = err.detail or err.kind
+    from curator.io.formats import scrub
+
+    msg = scrub(err.detail or err.kind)  # no absolute path (a user name, a patient-named folder) is published
     remedy = err.remedy or remedy_for(err.kind)
     where = path
-    if err.path and path and not path.endswith(err.path.rsplit("/", 1)[-1]):
+    # the file a row is about, when its path column does not end with it; never the source root's
+    # own folder name (`<source>:.`), which is the user's and may name a person or a site
+    if err.path and path and not path.endswith(":.") and not path.endswith(err.path.rsplit("/", 1)[-1]):
         msg = f"{err.path.rsplit('/', 1)[-1]}: {msg}"
     return {"stage": stage, "dataset": dataset, "case_id": err.case_id or case_id, "path": where,
             "kind": err.kind, "severity": severity, "message": f"{msg}. What to do: {remedy}"}

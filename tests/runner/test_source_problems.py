@@ -31,7 +31,8 @@ def test_source_errors_are_logged_and_counted_as_errors(tmp_path: Path, caplog: 
         (report,) = run(pipe, stages=["ingest"]).reports
     assert report.errors == 3 and not report.clean and "3 errors" in report.line()
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert any("no_such_folder" in m and "not a folder" in m for m in said), said
+    # named by its source (the pipeline.yaml entry), not by its folder, which may name a person
+    assert any(m.startswith("KiTS23:.") and "not a folder" in m and "no_such_folder" not in m for m in said), said
     assert any("dataset.json" in m for m in said), said  # MSD's index file is not in the empty root
     assert any("bad.yaml" in m for m in said), said
     # the missing root is one problem: its metadata file is not a second one
@@ -40,7 +41,7 @@ def test_source_errors_are_logged_and_counted_as_errors(tmp_path: Path, caplog: 
 
 def test_source_errors_stop_a_strict_run(tmp_path: Path) -> None:
     pipe = make_pipeline(tmp_path, _sources(tmp_path)[:1], stages={"ingest": {"on_bad_case": "error"}})
-    with pytest.raises(StageError, match="no_such_folder: the source root is not a folder"):
+    with pytest.raises(StageError, match="stopped at KiTS23:.: the source root is not a folder"):
         run(pipe, stages=["ingest"])
     tables = tmp_path / "workspace" / "tables"  # the problem is kept; the stopped stage's tables are not written
     assert (tables / "problems__ingest.parquet").exists() and not (tables / "cases.parquet").exists()
@@ -164,3 +165,28 @@ def test_a_release_does_not_leave_out_a_source_pipeline_yaml_lists(tmp_path: Pat
         assert not (tmp_path / folder / "releases" / "test" / "0.1.0").exists()
     pipe = make_pipeline(tmp_path / "fixed", [good], stages=off)
     assert run(pipe, release=True).release is not None
+
+
+def test_no_problem_row_or_release_json_carries_a_local_folder_name(tmp_path: Path) -> None:
+    """A source root named after a patient (a one-patient export) reached problems.message
+    ('DOE_JANE_MRN123: the source root is not a folder') and release.json's sources; an
+    absolute path in a dataset YAML was echoed whole."""
+    import json
+
+    from curator.errors import InputError
+    from curator.io.fsutil import confine
+    from curator.release.lineage import published_config
+    from curator.runner.context import Context
+    from curator.runner.stage import problem_row
+    from curator.testing.pipelines import table
+
+    pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(tmp_path / "DOE_JANE_MRN123")}])
+    run(pipe, stages=["ingest"])
+    rows = table(pipe, "problems__ingest").to_pylist()
+    assert rows and not [r for r in rows if "DOE_JANE" in json.dumps(r)], rows
+    assert "the source root is not a folder" in rows[0]["message"]
+    assert "DOE_JANE" not in json.dumps(published_config(Context(PipelineConfig.load(pipe))))
+    with pytest.raises(InputError) as e:
+        confine(tmp_path, str(tmp_path / "ROOT_DR_HARRIS" / "clinical.csv"))
+    row = problem_row("ingest", e.value, dataset="KiTS23", case_id=None, path="KiTS23:.")
+    assert "DR_HARRIS" not in row["message"] and "leaves the source root" in row["message"]
