@@ -173,6 +173,9 @@ class SourceConfig(Config):
     dataset: str
     root: Path
     name: str | None = None  # alias, when the same dataset is ingested twice (e.g. two versions)
+    # case ids from a keyed hash instead of the file/folder names (a private export named after
+    # patients); the release then leaves out source_case, file paths and problem details
+    pseudonymous_ids: bool = False
 
 
 @dataclass(frozen=True)

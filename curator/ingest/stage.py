@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -38,6 +39,13 @@ class IngestConfig(StageConfig):
             raise ConfigError("config_error", f"stages.ingest.max_voxels = {self.max_voxels}; give a positive number")
 
 
+def pseudonymous_id(ws: Any, source: str, case_id: str) -> str:
+    """``<source>__c_<20 hex>``: a keyed hash of the name-derived case id (stable while the
+    workspace key is), for a source with ``pseudonymous_ids``."""
+    body = case_id.split("__", 1)[1] if "__" in case_id else case_id
+    return f"{case_id.split('__', 1)[0]}__{ws.pseudonym(source, body, prefix='c')}"
+
+
 def _display(source: str, root: Path, path: str | None) -> str | None:
     if not path:
         return None
@@ -69,6 +77,8 @@ class IngestStage(Stage):
             spec, root = src.spec, src.root
             tree = scan(root, spec.exclude)
             cases, problems = discover(spec, root, tree, name=src.name)
+            if src.pseudonymous_ids:  # the names stay in the workspace; the release gets keyed ids
+                cases = [dataclasses.replace(c, case_id=pseudonymous_id(ws, src.name, c.case_id)) for c in cases]
             for err in problems:
                 self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
                                                        path=_display(src.name, root, err.path)))
@@ -112,8 +122,9 @@ class IngestStage(Stage):
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }
+                shown = f"{src.name}:{c.case_id}" if src.pseudonymous_ids else _display(src.name, root, c.image or files[0])
                 tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=checksums.paths(root, files),
-                                  dataset=spec.name, path=_display(src.name, root, c.image or files[0])))
+                                  dataset=spec.name, path=shown))
             checksums.save()
         return tasks
 

@@ -56,6 +56,7 @@ RELEASE_STEPS: list[str] = [
     "curator.pseudolabel.release:release_step",
     "curator.qc.release:release_step",
     "curator.taxonomy.release:release_step",
+    "curator.release.privacy:release_step",
     "curator.release.card:release_step",
     "curator.report.release:release_step",
 ]

@@ -27,6 +27,7 @@ class Source:
     name: str
     spec: DatasetSpec
     root: Path
+    pseudonymous_ids: bool = False
 
 
 class Context:
@@ -78,7 +79,7 @@ class Context:
             if name in out:
                 raise ConfigError("config_error", f"source {name!r} is listed twice in pipeline.yaml; "
                                   "give one of them a distinct `name:`")
-            out[name] = Source(name=name, spec=spec, root=sc.root.resolve())
+            out[name] = Source(name=name, spec=spec, root=sc.root.resolve(), pseudonymous_ids=sc.pseudonymous_ids)
         return out
 
     def _spec_for(self, sc: SourceConfig) -> DatasetSpec:

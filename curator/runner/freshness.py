@@ -80,6 +80,7 @@ def sources_digest(ctx: Context, relative: bool = False) -> str:
         return str(root)
 
     return sha256_json({n: [where(Path(s.root)), sha256_json(s.spec.to_dict())]
+                        + (["pseudonymous_ids"] if s.pseudonymous_ids else [])  # other case ids
                         for n, s in sorted(ctx.sources.items())})[:16]
 
 

@@ -1,0 +1,76 @@
+"""A source whose files are named after patients publishes none of the names (pseudonymous_ids)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from curator.release.query import Release
+from curator.testing.layouts import save_nifti
+from curator.testing.phantoms import Subject, grid, render
+from curator.testing.pipelines import make_pipeline, run, table
+
+YAML = """name: HospitalExport
+version: "1"
+title: a private export
+modality: CT
+region: abdomen
+licence: LicenseRef-private
+citation_key: private
+citation: "@misc{private, title={private}}"
+layout:
+  - image: "{case}/ct.nii.gz"
+    label: "{case}/seg.nii.gz"
+patterns:
+  case: "[A-Z]+_[A-Z]+_MRN\\\\d+"
+labels:
+  encoding: label_map
+  values: {1: liver}
+"""
+NAMES = ["DOE_JANE_MRN123456", "ROE_RICHARD_MRN654321", "POE_EDGAR_MRN111111"]
+
+
+def _strings(rel: Release) -> str:
+    """Every string value of every table of the release, and its JSON and text files."""
+    out = []
+    for name in rel.table_names():
+        cols = rel.sql(f"select * from {name} limit 0").columns
+        for row in rel.sql(f"select * from {name}").fetchall():
+            out.append(json.dumps(dict(zip(cols, row, strict=True)), default=str))
+    out += [p.read_text(errors="replace") for p in rel.path.rglob("*") if p.suffix in (".json", ".md", ".html", ".csv")]
+    return "\n".join(out)
+
+
+def test_a_pseudonymous_source_publishes_no_file_name(tmp_path: Path) -> None:
+    """Case ids were the folder names (DOE_JANE_MRN123456): in every table, the store names, the
+    problems' paths and messages, the report. With pseudonymous_ids they are keyed hashes, and
+    the release leaves out the source's file paths and problem details."""
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    root = tmp_path / "export"
+    for i, name in enumerate(NAMES):
+        img, lab = render(Subject.random(i + 1), g, "CT", seed=i + 1)
+        save_nifti(root / name / "ct.nii.gz", np.rint(img).astype(np.int16), g, np.int16)
+        if i < 2:
+            save_nifti(root / name / "seg.nii.gz", (lab == 1).astype(np.uint8), g, np.uint8)
+    (root / NAMES[2] / "seg.nii.gz").write_bytes(b"not a nifti")  # a problem row about that case
+    (tmp_path / "export.yaml").write_text(YAML)
+    off = {s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc")}
+    pipe = make_pipeline(tmp_path, [{"dataset": str(tmp_path / "export.yaml"), "root": str(root),
+                                     "pseudonymous_ids": True}], stages={**off, "ingest": {"on_bad_case": "warn"}})
+    rel = Release(run(pipe, release=True).release)  # type: ignore[arg-type]
+    ids = [r[0] for r in rel.sql("select case_id from cases order by 1").fetchall()]
+    assert len(ids) == 3 and all(i.startswith("HospitalExport__c_") and len(i) == len("HospitalExport__c_") + 20
+                                 for i in ids)
+    published = _strings(rel)
+    for name in NAMES:
+        for part in name.split("_"):
+            assert part not in published, part
+    assert not [p for p in rel.path.rglob("*") if any(n in p.name for n in NAMES)]
+    assert rel.sql("select count(*) from problems where dataset = 'HospitalExport'").fetchall()[0][0] >= 1
+    # the workspace keeps the names (a local user finds the files), and the ids are stable
+    ws = {r["source_case"]: r["case_id"] for r in table(pipe, "cases").to_pylist()}
+    assert sorted(ws) == sorted(NAMES) and sorted(ws.values()) == ids
+    run(pipe, stages=["ingest"])
+    assert {r["source_case"]: r["case_id"] for r in table(pipe, "cases").to_pylist()} == ws
