@@ -53,6 +53,12 @@ class PseudolabelStage(Stage):
         specs = cast(PseudolabelConfig, config).specs(ctx.config.folder)
         return ensemble_fingerprint(specs) if specs else None
 
+    @classmethod
+    def settings_files_missing(cls, ctx: Context, config: StageConfig) -> list[str]:
+        """The ensemble file is read (a missing one raises); then every member's files."""
+        specs = cast(PseudolabelConfig, config).specs(ctx.config.folder)
+        return [str(p) for s in specs for p in (s.path, s.weights) if p and not Path(p).exists()]
+
     def plan(self) -> list[Task]:
         cfg = cast(PseudolabelConfig, self.config)
         self.extra_problems: list[dict[str, Any]] = []

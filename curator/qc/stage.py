@@ -63,6 +63,11 @@ class QCStage(Stage):
         overrides = cast(QCConfig, config).overrides
         return file_digest(ctx.config.path(overrides)) if overrides else None
 
+    @classmethod
+    def settings_files_missing(cls, ctx: Context, config: StageConfig) -> list[str]:
+        overrides = cast(QCConfig, config).overrides
+        return [str(overrides)] if overrides and not ctx.config.path(overrides).is_file() else []
+
     def plan(self) -> list[Task]:
         self.extra_problems: list[dict[str, Any]] = []
         ws = self.ctx.workspace

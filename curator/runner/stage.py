@@ -148,6 +148,13 @@ class Stage:
         computed from other versions of those files (:mod:`curator.runner.freshness`)."""
         return None
 
+    @classmethod
+    def settings_files_missing(cls, ctx: Context, config: StageConfig) -> list[str]:
+        """The files the stage's settings name that do not exist (``curator run`` refuses them
+        before any stage runs, not hours later when this one starts); may raise a
+        ``CuratorError`` for a settings file that cannot be read. Default: none."""
+        return []
+
     def outputs_exist(self, result: CaseResult) -> bool:
         """Whether a cached result's files are still there (default: a stage writes no files).
         A cached case whose outputs were deleted is run again rather than trusted."""

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from curator.config import PipelineConfig
-from curator.errors import ConfigError, ReleaseError, StageError
+from curator.errors import ConfigError, CuratorError, ReleaseError, StageError
 from curator.testing.pipelines import make_pipeline, run
 
 
@@ -190,3 +190,18 @@ def test_no_problem_row_or_release_json_carries_a_local_folder_name(tmp_path: Pa
         confine(tmp_path, str(tmp_path / "ROOT_DR_HARRIS" / "clinical.csv"))
     row = problem_row("ingest", e.value, dataset="KiTS23", case_id=None, path="KiTS23:.")
     assert "DR_HARRIS" not in row["message"] and "leaves the source root" in row["message"]
+
+
+@pytest.mark.parametrize(("stage", "setting"), [("qc", {"overrides": "nope.yaml"}),
+                                                ("pseudolabel", {"ensemble": "ens/nope.yaml"}),
+                                                ("pseudolabel", {"models": [{"name": "m", "kind": "torchscript",
+                                                                             "path": "gone.pt"}]})])
+def test_a_settings_file_that_is_not_there_is_refused_before_any_stage(tmp_path: Path, stage: str,
+                                                                        setting: dict[str, Any]) -> None:
+    """A missing QC overrides file or model file was found when its stage started, after ingest,
+    dedup, harmonize and preprocess had run (hours, on real data)."""
+    pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(tmp_path)}], stages={stage: setting})
+    with pytest.raises(CuratorError) as e:
+        run(pipe)
+    assert "nope.yaml" in str(e.value) or "gone.pt" in str(e.value)
+    assert not (tmp_path / "workspace" / "tables" / "cases.parquet").exists()
