@@ -121,6 +121,15 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
         stale = [r for s in states for r in s.reasons]
         has_cases = ctx.workspace.has_table("cases")
         blocked = ("exists" if dest.exists() else "stale" if stale else "no cases" if not has_cases else None)
+        refusal = ""  # what `curator release` would say besides those: an empty ingest, a source left out
+        if blocked is None:
+            from curator.errors import ReleaseError
+            from curator.release.build import check_cases
+
+            try:
+                check_cases(ctx)
+            except ReleaseError as e:
+                blocked, refusal = "refused", e.detail
         busy = ctx.workspace.lock_holder()
         ctx.sources  # noqa: B018 - reading the sources (and the registry) collects the skipped ones
         ctx.registry  # noqa: B018
@@ -140,7 +149,8 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                             "reasons": s.reasons, "after_out_of_date": behind.get(s.name),
                             "last_run": _run_facts(s.record)} for s in states],
                 "release": {"collection": rc.collection, "version": rc.version, "path": str(dest),
-                            "exists": dest.exists(), "would_write": blocked is None}}, indent=1) + "\n")
+                            "exists": dest.exists(), "would_write": blocked is None,
+                            "refused_because": refusal or None}}, indent=1) + "\n")
         else:
             table = Table(title=f"workspace {ctx.workspace.root}", title_justify="left")
             for col in ("stage", "last run (UTC)", "cases", "failed", "tables", "state"):
@@ -171,6 +181,8 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             elif blocked == "no cases":
                 out.print(f"release {name}: [red]would be refused[/]: no cases table yet (run ingest)",
                           highlight=False)
+            elif blocked == "refused":
+                out.print(f"release {name}: [red]would be refused[/]: {escape(refusal)}", highlight=False)
             else:
                 out.print(f"release {name}: [green]ready[/]: `curator release {escape(str(pipeline))}` writes "
                           f"{escape(str(dest))}", highlight=False)

@@ -173,6 +173,17 @@ def check_consistent(tables: TableSet) -> None:
                            "redone), then the release")
 
 
+def check_cases(ctx: Context) -> None:
+    """Refuse a release without cases (it would use up its immutable version) or without a
+    source pipeline.yaml lists (:func:`check_sources`). ``curator status`` asks the same."""
+    if pq.ParquetFile(ctx.workspace.table_path("cases")).metadata.num_rows == 0:
+        raise ReleaseError("release_error", "ingest found no case, so the release would be empty",
+                           path=str(ctx.workspace.table_path("problems__ingest")),
+                           remedy="check each source's `root:` and dataset in pipeline.yaml against the errors "
+                           "ingest logged (they are rows of this problems table), then run again")
+    check_sources(ctx)
+
+
 def check_sources(ctx: Context) -> None:
     """Refuse a release that leaves out a source pipeline.yaml lists: a root that is not there
     (an unmounted share), matches nothing, or a dataset YAML that does not load gave no case, and
@@ -206,12 +217,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
         raise ReleaseError("release_error", "the workspace has no cases table",
                            remedy="run ingest first (`curator run pipeline.yaml`)")
     check_fresh(ctx)  # first: it names a damaged table (read below)
-    if pq.ParquetFile(ctx.workspace.table_path("cases")).metadata.num_rows == 0:  # would use up the version
-        raise ReleaseError("release_error", "ingest found no case, so the release would be empty",
-                           path=str(ctx.workspace.table_path("problems__ingest")),
-                           remedy="check each source's `root:` and dataset in pipeline.yaml against the errors "
-                           "ingest logged (they are rows of this problems table), then run again")
-    check_sources(ctx)
+    check_cases(ctx)
     check_writable(dest)  # creates dest.parent
     remove_dead_staging(dest.parent)
     staging = staging_path(dest)

@@ -205,3 +205,21 @@ def test_a_settings_file_that_is_not_there_is_refused_before_any_stage(tmp_path:
         run(pipe)
     assert "nope.yaml" in str(e.value) or "gone.pt" in str(e.value)
     assert not (tmp_path / "workspace" / "tables" / "cases.parquet").exists()
+
+
+def test_status_says_a_release_would_be_refused_when_ingest_found_nothing(tmp_path: Path) -> None:
+    """Status said 'ready' and `--check` exited 0 after an ingest that found no case (or left a
+    source out), and `curator release` then refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+
+    pipe = make_pipeline(tmp_path, _sources(tmp_path)[:2])
+    run(pipe)  # every stage, no release
+    res = CliRunner().invoke(app, ["status", str(pipe), "--check"], env={"COLUMNS": "200"})
+    assert res.exit_code == 1 and "would be refused" in res.output and "found no case" in res.output
+    res = CliRunner().invoke(app, ["status", str(pipe), "--format", "json"])
+    rel = json.loads(res.output)["release"]
+    assert rel["would_write"] is False and "found no case" in rel["refused_because"]
