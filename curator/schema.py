@@ -84,6 +84,11 @@ def load_schemas() -> dict[str, TableSchema]:
     for f in sorted((manifests_dir() / "tables").glob("*.yaml")):
         d = yaml.safe_load(f.read_text(encoding="utf-8"))
         cols = d["columns"]
+        for c in cols:  # an unquoted comma in a flow mapping cut a description and made keys of the rest
+            extra = sorted(set(c) - {"name", "type", "nullable", "description"})
+            if extra:
+                raise ConfigError("config_error", f"{f.name}: column {c.get('name')!r} has unknown keys {extra} "
+                                  "(quote a description that holds a comma)")
         fields_ = [pa.field(c["name"], parse_type(c["type"]), nullable=bool(c.get("nullable", True)))
                    for c in cols]
         name = d["table"]

@@ -42,7 +42,7 @@ from curator.release.lineage import (
 from curator.release.tables import TableSet, copy_table
 from curator.runner.context import Context
 from curator.runner.freshness import check_fresh
-from curator.schema import schema_version, table_schema, to_arrow
+from curator.schema import load_schemas, schema_version, table_schema, to_arrow
 from curator.workspace import write_parquet
 
 log = logging.getLogger("curator")
@@ -278,6 +278,7 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
         "input_checksums_sha256": sha256_sorted(inputs), "n_input_files": inputs.len(),
         "files": files, "stores": stores,
         "counts": {name: b.tables.num_rows(name) for name in b.tables},
+        "table_versions": {name: load_schemas()[name].version for name in b.tables if name in load_schemas()},
     }
     out.update(b.extra)
     out.update(lineage(b))

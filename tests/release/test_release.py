@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from curator.io.fsutil import sha256_file
@@ -40,6 +41,11 @@ def test_release_json_lists_every_file_with_its_checksum(release: Path) -> None:
     for name, digest in info["files"].items():
         assert sha256_file(release / name) == digest
     assert info["counts"]["cases"] == 3
+    # manifests/CHANGELOG.md: the schema's version and each table's, as their Parquet files say
+    for p in release.glob("*.parquet"):
+        meta = pq.read_schema(p).metadata
+        assert info["table_versions"][p.stem] == int(meta[b"curator.table_version"])
+        assert info["schema_version"] == meta[b"curator.schema_version"].decode()
     assert len(info["pipeline_config_hash"]) == 16
     assert "/" not in json.dumps(info["pipeline_config"]["sources"])  # no machine paths published
 
@@ -112,3 +118,27 @@ def test_the_published_config_says_what_made_the_release_not_where_it_ran(tmp_pa
     assert pub["stages"]["qc"] == {"overrides": "qc_overrides.yaml", "epsilon": 3.0}
     assert pub["stages"]["pseudolabel"] == {"overlap": 0.25}
     assert config_hash(a) == config_hash(b)
+
+
+def test_a_column_description_cut_by_an_unquoted_comma_is_refused(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`{name: shape, description: array shape (i, j, k)}` parsed as 'array shape (i' plus keys
+    `j` and `k)`: 13 columns published cut descriptions. Every shipped description is whole."""
+    import shutil
+
+    from curator import schema
+    from curator.errors import ConfigError
+
+    for s in schema.load_schemas().values():
+        assert all(d.count("(") == d.count(")") for d in s.descriptions.values()), s.name
+    (tmp_path / "tables").mkdir()
+    shutil.copy(schema.manifests_dir() / "SCHEMA_VERSION", tmp_path / "SCHEMA_VERSION")
+    (tmp_path / "tables" / "t.yaml").write_text("table: t\ncolumns:\n"
+                                                "  - {name: shape, type: int64, description: shape (i, j, k)}\n")
+    monkeypatch.setattr(schema, "manifests_dir", lambda: tmp_path)
+    schema.load_schemas.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="unknown keys"):
+            schema.load_schemas()
+    finally:
+        schema.load_schemas.cache_clear()
