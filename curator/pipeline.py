@@ -83,7 +83,8 @@ def run_pipeline(config: PipelineConfig, *, stages: list[str] | None = None,
     """Run ``stages`` (default: every installed, enabled stage, in order), then write the release."""
     ctx = Context(config)
     result = PipelineResult()
-    with ctx.workspace.locked("run"):
+    # the holder a second command is told about: `curator preprocess`, not `curator run`
+    with ctx.workspace.locked(stages[0] if stages and len(stages) == 1 else "run"):
         ctx.sources  # noqa: B018 - validate the sources before any work starts
         chosen = check_plan(ctx, stages, release)
         executor = make_executor(config.executor)

@@ -21,7 +21,7 @@ from curator.registry.spec import (
 from curator.resources import resource_dir
 
 __all__ = ["DatasetSpec", "Issue", "LabelSpec", "LayoutEntry", "Registry", "load_dataset_file",
-           "load_registry", "validate_files", "yaml_files"]
+           "load_registry", "validate_files", "with_extra", "yaml_files"]
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,23 @@ def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issu
     return specs, issues
 
 
+def with_extra(extra: tuple[Path, ...] | list[Path] = ()
+               ) -> tuple[dict[str, DatasetSpec], list[Issue], list[Issue], list[Issue]]:
+    """Built-in specs, then the ``extra`` files' over them: ``(specs, built-in issues, extra
+    files' issues, overrides)``. A file
+    naming a built-in dataset replaces it (a fixed copy of a built-in YAML, as a run with it in
+    ``registry:`` uses it): one ``overrides_builtin`` note each, not an error."""
+    specs, issues = validate_files(yaml_files(builtin_dir()))
+    files = [f for p in extra for f in yaml_files(Path(p))]
+    mine, more = validate_files(files)
+    overrides = [Issue(Path(s.path).name, "overrides_builtin", f"replaces the built-in dataset {n!r} "
+                       f"({Path(specs[n].path).name})") for n, s in mine.items() if n in specs]
+    return {**specs, **mine}, issues, more, overrides
+
+
 def load_registry(extra: tuple[Path, ...] | list[Path] = (), strict: bool = True) -> Registry:
-    files = yaml_files(builtin_dir())
-    for p in extra:
-        files += yaml_files(Path(p))
-    specs, issues = validate_files(files)
+    specs, builtin_issues, extra_issues, _ = with_extra(extra)
+    issues = builtin_issues + extra_issues
     if issues and strict:
         listing = "; ".join(f"{i.loc} [{i.kind}] {i.message}" for i in issues[:20])
         raise RegistryError("registry_error", f"{len(issues)} problem(s) in the registry: {listing}",

@@ -78,17 +78,15 @@ def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]
 def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str | Path | None = None) -> list[Problem]:
     """Every problem of the taxonomy and the dataset registry (built-in + ``extra`` files)."""
     from curator.harmonize.mapping import build_mapping
-    from curator.registry import builtin_dir, validate_files
+    from curator.registry import with_extra
     from curator.taxonomy.load import read_taxonomy
 
     problems: list[Problem] = []
     tax, tissues = read_taxonomy(taxonomy)
     problems += [Problem(i.loc, i.kind, i.message, "warning" if i.kind in WARNING_KINDS else "error") for i in tissues]
-    files = sorted(builtin_dir().glob("*.yaml"))
-    for p in extra:
-        files += sorted(Path(p).glob("*.yaml")) if Path(p).is_dir() else [Path(p)]
-    specs, dissues = validate_files(files)
-    problems += [Problem(i.loc, i.kind, i.message) for i in dissues]
+    specs, builtin_issues, extra_issues, overrides = with_extra(extra)
+    problems += [Problem(i.loc, i.kind, i.message) for i in builtin_issues + extra_issues]
+    problems += [Problem(i.loc, i.kind, i.message, "warning") for i in overrides]
     for spec in specs.values():
         problems += _dataset_checks(spec, tax.regions if tax else (), set(specs))
         if tax is None:

@@ -38,18 +38,18 @@ class Context:
     @functools.cached_property
     def registry(self) -> Registry:
         """Built-in + extra datasets; an invalid extra file becomes a problem row, not a crash."""
-        from curator.registry import Registry, builtin_dir, validate_files, yaml_files
+        from curator.registry import Registry, with_extra
 
-        builtin, issues = validate_files(yaml_files(builtin_dir()))
-        if issues:
-            raise ConfigError("registry_error", f"the built-in registry is invalid: {issues[0]}",
+        specs, builtin_issues, issues, overrides = with_extra(self.config.registry)
+        if builtin_issues:
+            raise ConfigError("registry_error", f"the built-in registry is invalid: {builtin_issues[0]}",
                               remedy="reinstall curator; run `curator labels check`")
-        extra_files = [f for p in self.config.registry for f in yaml_files(Path(p))]
-        extra, issues = validate_files(extra_files)
         for i in issues:
             self.source_problems.append(self._spec_problem(i.loc.split(":", 1)[0], f"{i.loc} [{i.kind}] {i.message}",
                                                            "path_escape" if i.kind == "path_escape" else None))
-        return Registry({**builtin, **extra})
+        for i in overrides:  # on purpose (a fixed copy of a built-in), but said
+            log.info("registry: %s %s", i.loc, i.message)
+        return Registry(specs)
 
     @functools.cached_property
     def source_problems(self) -> list[dict[str, Any]]:

@@ -49,3 +49,21 @@ def test_totalsegmentator_v2_paints_its_cut_out_parts_back_into_their_wholes() -
     for key, whole in (("vertebrae_S1", "sacrum"), ("atrial_appendage_left", "heart")):
         ids = [tax.resolve(n).id for n in structures[key]]  # type: ignore[union-attr]
         assert whole in ids and whole in tax.ancestors(ids[0], "part_of"), (key, ids)
+
+
+def test_a_fixed_copy_of_a_builtin_yaml_replaces_it_with_a_note(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The docs tell a user to add `fixes:` to the dataset YAML; for a built-in that is a copy named
+    like it. A run used the copy, but `curator labels check --registry copy.yaml` called it a
+    duplicate error, so the check could never pass."""
+    import yaml
+
+    from curator.registry.check import check_label_system
+
+    d = load_registry().get("KiTS23").to_dict()
+    d["fixes"] = {"intensity_offset": {"value": -1000}}
+    (tmp_path / "kits_fixed.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    problems = check_label_system([tmp_path / "kits_fixed.yaml"])
+    assert not [p for p in problems if p.severity == "error"], problems
+    (note,) = [p for p in problems if p.kind == "overrides_builtin"]
+    assert note.severity == "warning" and "KiTS23" in note.message
+    assert load_registry([tmp_path / "kits_fixed.yaml"]).get("KiTS23").fixes == {"intensity_offset": {"value": -1000}}

@@ -223,3 +223,17 @@ def test_status_says_a_release_would_be_refused_when_ingest_found_nothing(tmp_pa
     res = CliRunner().invoke(app, ["status", str(pipe), "--format", "json"])
     rel = json.loads(res.output)["release"]
     assert rel["would_write"] is False and "found no case" in rel["refused_because"]
+
+
+def test_the_lock_names_the_command_that_holds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While `curator preprocess` ran, a second command was told the workspace was 'in use by
+    curator run'."""
+    from curator.workspace import Workspace
+
+    held: list[str] = []
+    real = Workspace.locked
+    monkeypatch.setattr(Workspace, "locked", lambda self, command="run": held.append(command) or real(self, command))
+    pipe = make_pipeline(tmp_path, _sources(tmp_path)[2:])
+    run(pipe, stages=["ingest"])
+    run(pipe, stages=["ingest", "dedup"])
+    assert held == ["ingest", "run"]
