@@ -201,6 +201,9 @@ class ReleaseConfig(Config):
     collection: str = "collection"
     version: str = "0.1.0"
     parent: str | None = None
+    # a release without a source pipeline.yaml lists (no case from it: an unmounted root, a broken
+    # dataset YAML) is refused unless this says that is meant
+    allow_missing_sources: bool = False
 
     def __post_init__(self) -> None:  # refused when pipeline.yaml is read, not after hours of stages
         for key, value in (("version", self.version), ("parent", self.parent)):

@@ -201,12 +201,15 @@ def check_sources(ctx: Context) -> None:
     listed = {Path(sc.dataset).name for sc in ctx.config.sources if sc.dataset.endswith((".yaml", ".yml"))}
     gone += [f"{p['path']} ({p['message'].partition('. What to do: ')[0]})" for p in ctx.source_problems
              if p["path"] in listed]  # a broken file in `registry:` that no source uses leaves nothing out
-    if gone:
+    if gone and ctx.config.release.allow_missing_sources:
+        log.warning("release: %d source(s) of pipeline.yaml gave no case and are left out (allow_missing_sources): "
+                    "%s", len(gone), "; ".join(gone[:5]))
+    elif gone:
         raise ReleaseError("release_incomplete", f"{len(gone)} source(s) of pipeline.yaml gave no case, so the "
                            "release would leave them out: " + "; ".join(gone[:5]) + (" …" if len(gone) > 5 else ""),
                            remedy="fix them (`curator status pipeline.yaml` and the ingest problems say why: mount "
-                           "the root, fix the patterns or the dataset YAML) and run again, or remove them from "
-                           "pipeline.yaml's `sources:`")
+                           "the root, fix the patterns or the dataset YAML) and run again, remove them from "
+                           "pipeline.yaml's `sources:`, or set `release.allow_missing_sources: true`")
 
 
 def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:

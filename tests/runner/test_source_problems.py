@@ -163,6 +163,11 @@ def test_a_release_does_not_leave_out_a_source_pipeline_yaml_lists(tmp_path: Pat
             run(pipe, release=True)
         assert e.value.kind == "release_incomplete" and named in str(e.value) and "KiTS23" not in str(e.value)
         assert not (tmp_path / folder / "releases" / "test" / "0.1.0").exists()
+    # said on purpose: the release goes without them
+    cfg = yaml.safe_load((tmp_path / "unmounted" / "pipeline.yaml").read_text())
+    cfg["release"]["allow_missing_sources"] = True
+    (tmp_path / "unmounted" / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    assert run(tmp_path / "unmounted" / "pipeline.yaml", release=True).release is not None
     # a broken file in `registry:` that no source uses leaves nothing out
     pipe = make_pipeline(tmp_path / "fixed", [good], stages=off, registry=[tmp_path / "bad.yaml"])
     assert run(pipe, release=True).release is not None
