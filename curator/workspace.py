@@ -188,14 +188,18 @@ class Workspace:
             for name, table in tables.items():
                 write_parquet(table, stack.enter_context(atomic_path(self.table_path(name))))
 
-    def read_table(self, name: str) -> pa.Table | None:
-        """The table (None when it was never written); a file that is not a readable Parquet
-        table (truncated, overwritten) is a ``table_damaged`` error naming it, not a crash."""
+    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table | None:
+        """The table (None when it was never written), or only those of ``columns`` it has; a
+        file that is not a readable Parquet table (truncated, overwritten) is a ``table_damaged``
+        error naming it, not a crash."""
         p = self.table_path(name)
         if not p.exists():
             return None
         try:
-            return pq.read_table(p)
+            if columns is not None:
+                have = set(pq.read_schema(p).names)
+                columns = [c for c in columns if c in have]
+            return pq.read_table(p, columns=columns)
         except (pa.ArrowException, OSError) as e:
             raise table_damaged(name, p, e) from e
 

@@ -180,7 +180,7 @@ def _changed_inputs(ctx: Context, name: str, cls: type[Stage], config: StageConf
             new.append(t.case_id)
         elif cached.get("key") != stage.task_key(t):
             changed.append(t.case_id)
-    had = ws.read_table(cls.tables[0]) if cls.tables and ws.has_table(cls.tables[0]) else None
+    had = ws.read_table(cls.tables[0], ["case_id", "source"]) if cls.tables else None
     gone: list[str] = []
     if had is not None and "source" in had.column_names:  # cases of a source no longer configured: said above
         planned = {t.case_id for t in tasks}
