@@ -149,6 +149,8 @@ class ShardReader:
         one ``stat`` per shard. Arrays of another layout or writer are not judged."""
         if self._zarr is not None or self.written is None:
             return None
+        import google_crc32c
+
         n = int(np.prod(self.per_shard))
         for key in sorted(self.written):
             name = "/".join(map(str, key))
@@ -160,8 +162,6 @@ class ShardReader:
                 return f"shard {name} is shorter than its chunk index (truncated)"
             if not index:
                 continue
-            import google_crc32c
-
             with open(self._shard_path(key), "rb") as f:
                 f.seek(size - 16 * n - 4)
                 tail = f.read()

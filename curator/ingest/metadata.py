@@ -51,6 +51,8 @@ def _scrubbed(v: Any) -> Any:
     if isinstance(v, list):
         return [_scrubbed(x) for x in v]
     return v
+
+
 _SEX = {"male": "M", "m": "M", "female": "F", "f": "F"}
 
 

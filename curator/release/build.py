@@ -274,6 +274,7 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
                 for n, s in sorted(ctx.sources.items())}
     inputs = checksum_values(b.tables.read("cases", ["image_sha256", "label_sha256"]))["value"]
+    schemas = load_schemas()
     out = {
         "collection": rc.collection, "version": rc.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -283,7 +284,7 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
         "input_checksums_sha256": sha256_sorted(inputs), "n_input_files": inputs.len(),
         "files": files, "stores": stores,
         "counts": {name: b.tables.num_rows(name) for name in b.tables},
-        "table_versions": {name: load_schemas()[name].version for name in b.tables if name in load_schemas()},
+        "table_versions": {name: schemas[name].version for name in b.tables if name in schemas},
     }
     out.update(b.extra)
     out.update(lineage(b))
