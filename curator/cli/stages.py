@@ -108,8 +108,10 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                    fmt: Annotated[StatusFormat, typer.Option("--format", "-f", help="table or json")] = StatusFormat.table,
                    check: Annotated[bool, typer.Option("--check", help="exit code 1 when a `curator release` "
                                                        "would be refused (for scripts)")] = False) -> None:
-        """What the workspace holds: each stage's last run, whether its tables are current with
-        pipeline.yaml (and why not), and whether `curator release` would write the release."""
+        """What the workspace holds: each stage's last run, whether it is current, release ready?
+
+        Each stage's tables are compared with pipeline.yaml (and why not current is said), and
+        whether `curator release` would write the release."""
         from curator.release.build import release_dir
         from curator.runner.context import Context
         from curator.runner.freshness import stage_states
