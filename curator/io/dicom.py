@@ -22,7 +22,7 @@ from curator.errors import InputError, ReadError
 from curator.io.deid import safe_metadata
 from curator.io.formats import scrub
 from curator.io.itk import sitk_cause, volume_from_sitk
-from curator.io.volume import Volume
+from curator.io.volume import Geometry, Volume
 
 NON_IMAGE_SOP = {
     "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
@@ -138,6 +138,9 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) 
             raise InputError("dicom_inconsistent", "multi-frame objects mixed with other files in one series",
                              path=where, remedy="keep one multi-frame object per folder")
         vol = _read_single(members[0][0], meta, max_voxels, where)
+        fgeo = _frame_geometry(first) if frames > 1 else None
+        if fgeo is not None:
+            vol = _restack(vol, fgeo, where)
     else:
         ordered = _order_slices(members, where)
         rows, cols = int(first.Rows), int(first.Columns)
@@ -186,6 +189,25 @@ def _read_single(p: Path, meta: dict[str, Any], max_voxels: int, where: str) -> 
         raise ReadError("corrupt_file", f"{ref} cannot be decoded: {cause}", path=where,
                         remedy="download it again or convert it with dcm2niix") from e
     return volume_from_sitk(img, where, None, meta)
+
+
+def _restack(vol: Volume, fgeo: list[Geo], where: str) -> Volume:
+    """A multi-frame object's frames in position order on the grid its per-frame positions
+    give. GDCM stacks frames in file order and, when they are not evenly spaced, falls back to
+    1 mm voxels without a word; the frames are checked as a series' slices are (gaps, uneven
+    spacing, tilt, size, orientation) and placed from their own headers."""
+    if vol.shape[2] != len(fgeo):
+        raise InputError("dicom_inconsistent", f"the header places {len(fgeo)} frames but the pixel data holds "
+                         f"{vol.shape[2]}", path=where, remedy="download the object again")
+    ordered, step = _stack(fgeo, where, _frame_ranked)
+    iop, ps = ordered[0][2], ordered[0][4]
+    sx, sy = (ps[1], ps[0]) if ps is not None else vol.geometry.spacing[:2]
+    normal = np.cross(iop[0], iop[1])
+    direction = tuple(np.column_stack([iop[0], iop[1], normal]).ravel())
+    order = [g[0] for g in ordered]
+    arr = vol.array if order == sorted(order) else np.asarray(vol.array[:, :, order], order="F")
+    geom = Geometry.from_lps(vol.shape, (float(sx), float(sy), step), tuple(ordered[0][3]), direction)
+    return Volume(arr, geom, vol.meta)
 
 
 GEOMETRY_TAGS = (("PixelSpacing", "PixelMeasuresSequence"), ("ImageOrientationPatient", "PlaneOrientationSequence"),
@@ -248,12 +270,14 @@ def _vector(ds: pydicom.Dataset, tag: str, n: int) -> tuple[float, ...] | None:
     return v if len(v) == n else None
 
 
+Geo = tuple[Any, tuple[int, int], NDArray[np.float64], NDArray[np.float64], tuple[float, ...] | None]
+
+
 def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> list[Path]:
     """Sort slices along their normal; refuse gaps, uneven spacing, sheared (gantry-tilted)
     positions and slices that disagree with the others on size, orientation or pixel spacing."""
     n = len(members)
-    same = "check that the folder holds one series of one acquisition"
-    geo = []
+    geo: list[Geo] = []
     for k, (f, ds) in enumerate(members, start=1):
         iop, ipp = _vector(ds, "ImageOrientationPatient", 6), _vector(ds, "ImagePositionPatient", 3)
         if iop is None or ipp is None:
@@ -263,33 +287,81 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
                              "convert it with dcm2niix and check the result")
         size = (int(ds.Rows), int(ds.Columns))
         geo.append((f, size, np.asarray(iop).reshape(2, 3), np.asarray(ipp), _vector(ds, "PixelSpacing", 2)))
+    return [g[0] for g in _stack(geo, where, _ranked)[0]]
+
+
+def _frame_geometry(ds: pydicom.Dataset) -> list[Geo] | None:
+    """Each frame of an enhanced (multi-frame) object as (frame index, size, orientation,
+    position, pixel spacing), from its per-frame or the shared functional groups; ``None`` when
+    some frame has no position or orientation (the object cannot be checked frame by frame)."""
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    if not per:
+        return None
+
+    def value(group: pydicom.Dataset, macro: str, keyword: str, n: int) -> tuple[float, ...] | None:
+        for g in (group, shared):
+            seq = g.get(macro) if g is not None else None
+            if seq and keyword in seq[0]:
+                return _vector(seq[0], keyword, n)
+        return _vector(ds, keyword, n)
+
+    size = (int(ds.Rows), int(ds.Columns))
+    geo: list[Geo] = []
+    for k, group in enumerate(per):
+        iop = value(group, "PlaneOrientationSequence", "ImageOrientationPatient", 6)
+        ipp = value(group, "PlanePositionSequence", "ImagePositionPatient", 3)
+        if iop is None or ipp is None:
+            return None
+        geo.append((k, size, np.asarray(iop).reshape(2, 3), np.asarray(ipp),
+                    value(group, "PixelMeasuresSequence", "PixelSpacing", 2)))
+    return geo
+
+
+def _frame_ranked(k: int, n: int) -> str:
+    return f"frame {k} of {n} (sorted by position)"
+
+
+def _stack(geo: list[Geo], where: str, ranked: Any) -> tuple[list[Geo], float]:
+    """``geo`` sorted along the slices' normal, and the step between slices; refuses gaps,
+    uneven spacing, sheared (gantry-tilted) positions and slices (or frames) that disagree with
+    the others on size, orientation or pixel spacing. ``ranked(k, n)`` names the k-th one."""
+    n = len(geo)
+    frames = ranked is _frame_ranked
+    same = ("check that the object holds one stack of frames (not several temporal positions, echoes or "
+            "stacks); split it with dcm2niix" if frames else
+            "check that the folder holds one series of one acquisition")
     # the series' orientation is the one most slices share (an odd slice may come first)
     votes = Counter(tuple(np.round(g[2].ravel(), 3)) for g in geo)
     iop_ref = next(g[2] for g in geo if tuple(np.round(g[2].ravel(), 3)) == votes.most_common(1)[0][0])
     normal = np.cross(iop_ref[0], iop_ref[1])
-    geo.sort(key=lambda g: float(np.dot(normal, g[3])))
+    geo = sorted(geo, key=lambda g: float(np.dot(normal, g[3])))
     size_ref = Counter(g[1] for g in geo).most_common(1)[0][0]
     spacing_ref = Counter(g[4] for g in geo).most_common(1)[0][0]
     for k, (_, size, orient, _, spacing) in enumerate(geo, start=1):
         if size != size_ref:
-            raise InputError("dicom_inconsistent", f"{_ranked(k, n)} has another size ({size[0]}×{size[1]} where "
+            raise InputError("dicom_inconsistent", f"{ranked(k, n)} has another size ({size[0]}×{size[1]} where "
                              f"the others have {size_ref[0]}×{size_ref[1]})", path=where, remedy=same)
         if np.max(np.abs(orient - iop_ref)) > 1e-3:
-            raise InputError("dicom_inconsistent", f"{_ranked(k, n)} has another orientation", path=where,
+            raise InputError("dicom_inconsistent", f"{ranked(k, n)} has another orientation", path=where,
                              remedy=same)
         if (spacing is None) != (spacing_ref is None) or spacing is not None and spacing_ref is not None and \
                 max(abs(a - b) for a, b in zip(spacing, spacing_ref, strict=True)) > 1e-4 * max(spacing_ref):
             def mm(v: tuple[float, ...] | None) -> str:
                 return "none" if v is None else " × ".join(f"{x:g}" for x in v) + " mm"
-            raise InputError("dicom_inconsistent", f"{_ranked(k, n)} has another pixel spacing ({mm(spacing)} "
+            raise InputError("dicom_inconsistent", f"{ranked(k, n)} has another pixel spacing ({mm(spacing)} "
                              f"where the others have {mm(spacing_ref)})", path=where, remedy=same)
     pos = np.array([g[3] for g in geo])
     z = pos @ normal
     gaps = np.diff(z)
+    step = 0.0
+    what = "frames" if frames else "slices"
     if gaps.size:
         if np.any(gaps < 1e-4):
-            raise InputError("dicom_inconsistent", "two slices share one position", path=where,
-                             remedy="the folder holds duplicate slices or two acquisitions; keep one")
+            raise InputError("dicom_inconsistent", f"two {what} share one position", path=where,
+                             remedy=same if frames else
+                             "the folder holds duplicate slices or two acquisitions; keep one")
         _check_shear(pos, z, normal, spacing_ref, where)
         step = float(np.median(gaps))
         worst = float(np.max(np.abs(gaps - step)))
@@ -301,13 +373,16 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
             if np.all(np.abs(ratio - np.round(ratio)) < 0.1) and np.any(np.round(ratio) >= 2):  # every gap k steps
                 missing = int(np.sum(np.round(ratio[ratio >= 1.5]) - 1))
                 raise InputError("dicom_missing_slice",
-                                 f"{missing} slice(s) missing: positions jump by {float(np.max(gaps)):.3g} mm "
+                                 f"{missing} {what[:-1]}(s) missing: positions jump by {float(np.max(gaps)):.3g} mm "
                                  f"where the step is {step:.3g} mm", path=where,
-                                 remedy="download the series again; a slice is missing")
+                                 remedy=f"download the {'object' if frames else 'series'} again; "
+                                 f"a {what[:-1]} is missing")
             raise InputError("dicom_uneven_spacing",
-                             f"slice spacing varies from {float(gaps.min()):.3g} to {float(gaps.max()):.3g} mm",
-                             path=where, remedy="resample the series onto an even grid before ingest")
-    return [g[0] for g in geo]
+                             f"{what[:-1]} spacing varies from {float(gaps.min()):.3g} to {float(gaps.max()):.3g} mm",
+                             path=where, remedy=f"resample the {'object' if frames else 'series'} onto an even "
+                             "grid before ingest")
+        step = float(np.mean(gaps))
+    return geo, step
 
 
 def _check_shear(pos: NDArray[np.float64], z: NDArray[np.float64], normal: NDArray[np.float64],

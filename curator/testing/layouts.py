@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pydicom
 from numpy.typing import NDArray
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from curator.io.nifti import write_nifti
 from curator.io.volume import LPS_TO_RAS, Geometry, Volume
@@ -119,6 +120,50 @@ def write_dicom_series(folder: Path, img: NDArray[Any], g: Geometry, *, modality
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def write_enhanced_dicom(path: Path, img: NDArray[Any], g: Geometry, *,
+                         frame_order: list[int] | None = None) -> Path:
+    """One Enhanced CT (multi-frame) object holding the slices of ``img`` along axis k, each
+    frame placed by its own PlanePositionSequence; ``frame_order`` lists which slice each frame
+    holds (default: every slice in order; leave one out for a missing frame, permute to shuffle).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = list(range(img.shape[2])) if frame_order is None else frame_order
+    lps = LPS_TO_RAS @ g.matrix
+    sp = g.spacing
+    enhanced_ct = UID("1.2.840.10008.5.1.4.1.1.2.1")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = enhanced_ct, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\x00" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = enhanced_ct, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.Modality = "CT"
+    ds.NumberOfFrames, ds.Rows, ds.Columns = len(order), img.shape[1], img.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    measures, orientation, rescale = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing = [f"{sp[1]:.6f}", f"{sp[0]:.6f}"]
+    measures.SliceThickness = f"{sp[2]:.6f}"
+    orientation.ImageOrientationPatient = [f"{v:.6f}" for v in (*(lps[:3, 0] / sp[0]), *(lps[:3, 1] / sp[1]))]
+    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = "0", "1", "HU"
+    shared = Dataset()
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    shared.PixelValueTransformationSequence = Sequence([rescale])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in order:
+        position, group = Dataset(), Dataset()
+        position.ImagePositionPatient = [f"{v:.6f}" for v in lps[:3, :3] @ np.array([0.0, 0.0, float(k)]) + lps[:3, 3]]
+        group.PlanePositionSequence = Sequence([position])
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    stored = np.rint(img).astype(np.int16)
+    ds.PixelData = np.stack([np.ascontiguousarray(stored[:, :, k].T) for k in order]).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def read_dicom_header(path: Path) -> pydicom.Dataset:

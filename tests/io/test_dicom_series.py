@@ -12,7 +12,7 @@ import pytest
 
 from curator.errors import CuratorError
 from curator.io import read_volume
-from curator.testing.layouts import write_dicom_series
+from curator.testing.layouts import write_dicom_series, write_enhanced_dicom
 from curator.testing.phantoms import grid
 
 # a Siemens syngo export names each slice after the patient, the study and its date
@@ -190,3 +190,32 @@ def test_a_missing_slice_in_a_short_series_is_named_as_missing(tmp_path: Path) -
     files[2].unlink()
     err = _error(tmp_path / "s")
     assert err.kind == "dicom_missing_slice" and "1 slice(s) missing" in str(err)
+
+
+# An enhanced (multi-frame) object places each frame by its own PlanePositionSequence; GDCM
+# stacks the frames in file order and falls back to 1 mm voxels when they are not evenly spaced.
+def _enhanced(path: Path, frame_order: list[int] | None = None) -> tuple[np.ndarray, object]:
+    g = grid((12, 10, 9), (0.8, 0.7, 2.0), "LPS")
+    img = np.random.default_rng(5).integers(-200, 300, g.shape).astype(np.float64)
+    write_enhanced_dicom(path, img, g, frame_order=frame_order)
+    return img, g
+
+
+@pytest.mark.parametrize("order", [None, [8, 7, 6, 5, 4, 3, 2, 1, 0], [0, 2, 1, 3, 5, 4, 6, 8, 7]],
+                         ids=["in_order", "reversed", "shuffled"])
+def test_enhanced_frames_are_placed_by_their_positions(tmp_path: Path, order: list[int] | None) -> None:
+    img, g = _enhanced(tmp_path / "ct.dcm", order)
+    v = read_volume(tmp_path / "ct.dcm").on_grid(g)
+    np.testing.assert_allclose(v.geometry.matrix, g.matrix, atol=1e-4)
+    np.testing.assert_array_equal(v.array, img)
+
+
+@pytest.mark.parametrize(("order", "kind"), [
+    ([0, 1, 2, 3, 5, 6, 7, 8], "dicom_missing_slice"),
+    ([0, 1, 2, 3, 3, 4, 5, 6], "dicom_inconsistent"),  # two frames at one position (e.g. two echoes)
+], ids=["missing_frame", "repeated_position"])
+def test_enhanced_frames_with_a_gap_or_a_repeat_are_refused(tmp_path: Path, order: list[int], kind: str) -> None:
+    _enhanced(tmp_path / "ct.dcm", order)
+    err = _error(tmp_path / "ct.dcm")
+    assert err.kind == kind
+    assert "frame" in str(err)
