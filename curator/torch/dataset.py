@@ -211,17 +211,26 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             if term in wanted:
                 by_case.setdefault(cid, {}).setdefault(term, {})[layer] = {"voxels": vox, "locations": loc}
         self._usable: dict[str, dict[str, str]] = {}  # case -> part -> the layer it is read from
+        # case -> requested term -> the (part, layer, store_terms row) its foreground voxels are drawn from
+        self._foreground: dict[str, dict[str, list[tuple[str, str, dict[str, Any]]]]] = {}
         for cid in sorted({c["case_id"] for c in self.cases}):  # the rule each item applies (usable_terms)
             usable = usable_parts(held_by.get(cid, {}), self._parts, self.layers, self.view.labels_excluded(cid),
                                   self.view.labels_absent(cid))
-            keep = {p for t, parts in self._parts.items() for p in term_parts(t, parts, usable, self.release.taxonomy)}
+            used = {t: term_parts(t, parts, usable, self.release.taxonomy) for t, parts in self._parts.items()}
+            keep = {p for parts in used.values() for p in parts}
             if keep:
                 self._usable[cid] = {p: usable[p] for p in keep}
-            # foreground only of requested terms the case holds whole, from the layer each is read from
+            # foreground only of requested terms the case holds whole, each from its own voxels when
+            # it holds them itself, else from the parts that make it up (from the layer each is read from)
             terms = by_case.get(cid, {})
-            by_case[cid] = {p: {usable[p]: terms[p][usable[p]]} for p in keep
-                            if usable[p] in terms.get(p, {}) and terms[p][usable[p]]["voxels"]}
-        self._case_terms = by_case
+            sampled = {}
+            for t in self.terms:
+                parts = (t,) if t in used[t] else used[t]
+                found = [(p, usable[p], terms[p][usable[p]]) for p in parts
+                         if usable[p] in terms.get(p, {}) and terms[p][usable[p]]["voxels"]]
+                if found:
+                    sampled[t] = found
+            self._foreground[cid] = sampled
 
     def _repeat(self, case: dict[str, Any]) -> float:
         roi = self._roi.get(case["case_id"])
@@ -253,18 +262,19 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return s
 
     def _location(self, rng: np.random.Generator, case: dict[str, Any]) -> NDArray[np.int64] | None:
-        held = self._case_terms.get(case["case_id"], {})
-        options = []
-        for t in sorted(held):  # each term from the first of self.layers that holds it
-            layer = next((x for x in self.layers if x in held[t]), None)
-            if layer is not None:
-                options.append((t, layer, held[t][layer]))
-        if not options:
+        """A voxel of one requested term the case holds: the term drawn by ``term_weights`` (1 each
+        by default, whatever the number of parts it is made of), then a voxel uniformly over it
+        (a part drawn in proportion to its voxels when the term is the union of its parts)."""
+        held = self._foreground.get(case["case_id"], {})
+        if not held:
             return None
-        w = np.asarray([self.term_weights.get(self._requested(t), 1.0) for t, _, _ in options], dtype=np.float64)
+        terms = sorted(held)
+        w = np.asarray([self.term_weights.get(t, 1.0) for t in terms], dtype=np.float64)
         if w.sum() <= 0:
             return None
-        term, layer, info = options[int(rng.choice(len(options), p=w / w.sum()))]
+        found = held[terms[int(rng.choice(len(terms), p=w / w.sum()))]]
+        voxels = np.asarray([float(info["voxels"]) for _, _, info in found])
+        term, layer, info = found[int(rng.choice(len(found), p=voxels / voxels.sum()))] if len(found) > 1 else found[0]
         path = info["locations"]
         if path not in self._locs:
             self._locs[path] = self.release.load_npz(path, case["case_id"])
@@ -273,9 +283,6 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             raise self.release.corrupt(f"{path} holds no voxel positions of {term} ({layer}), which store_terms "
                                        f"says case {case['case_id']} holds", self.root / path, case["case_id"])
         return np.asarray(pts[int(rng.integers(len(pts)))], dtype=np.int64)
-
-    def _requested(self, part: str) -> str:
-        return next((t for t, parts in self._parts.items() if part in parts), part)
 
     # -- items ----------------------------------------------------------------------------
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -94,6 +94,32 @@ def test_foreground_oversampling_hits_foreground(tiny: Tiny) -> None:
     assert hits == len(fg)
 
 
+def _foreground_hits(tiny: Tiny, terms: list[str], **kw: object) -> np.ndarray:
+    """How many one-voxel foreground patches fall in each term (TinyTotalSeg holds kidney and
+    both its sides, liver and spleen)."""
+    ds = PatchDataset(tiny.release, terms=[term_id(t) for t in terms], patch_size=(1, 1, 1),
+                      samples_per_epoch=400, foreground_fraction=1.0, split=None,
+                      where="p.dataset = 'TinyTotalSeg'", **kw)  # type: ignore[arg-type]
+    return np.sum([ds[i]["masks"][:, 0, 0, 0].numpy() for i in range(len(ds))], axis=0)
+
+
+def test_foreground_is_shared_between_requested_terms_not_their_parts(tiny: Tiny) -> None:
+    """Each requested term the case holds is one draw, whatever the number of its parts: the
+    kidney (held itself, with both sides as parts) counted three times against the spleen."""
+    kidney, spleen = _foreground_hits(tiny, ["kidney", "spleen"])
+    assert kidney + spleen == 400
+    assert 150 <= spleen <= 250, (kidney, spleen)
+
+
+@pytest.mark.parametrize("order", [["kidney", "left kidney"], ["left kidney", "kidney"]])
+def test_term_weights_hold_for_a_term_that_is_part_of_another(tiny: Tiny, order: list[str]) -> None:
+    """A requested term that is also a part of another requested term keeps its own weight,
+    whichever is listed first."""
+    weights = {term_id("kidney"): 0.0, term_id("left kidney"): 1.0}
+    hits = dict(zip(order, _foreground_hits(tiny, order, term_weights=weights), strict=True))
+    assert hits["left kidney"] == 400
+
+
 def test_where_filters_and_balancing_weights(tiny: Tiny) -> None:
     ds = _ds(tiny, where="p.dataset = 'TinyKits'")
     assert {c["dataset"] for c in ds.cases} == {"TinyKits"}
