@@ -251,6 +251,11 @@ _KINDS: list[ProblemKind] = [
                 "raise `max_voxels` in the ingest settings if the file is genuine"),
     ProblemKind("duplicate_case", "two files map to the same case id",
                 "make the layout pattern specific enough to give each file its own case"),
+    ProblemKind("sequence_undeclared", "a file matches a layout's image pattern with a `{sequence}` value that "
+                "the dataset's `sequences:` does not declare; it was not ingested",
+                "add the sequence to `sequences:` if the file is an image, or to `exclude:` if not"),
+    ProblemKind("image_is_label", "a file matches a layout's image pattern but is another case's label; it was "
+                "not ingested as an image", "narrow the image pattern so it does not match label files"),
     ProblemKind("index_entry_invalid", "an entry of a dataset.json index has no image path; it was skipped",
                 "give the entry its \"image\" path, or remove it (the other entries were read)"),
     ProblemKind("layout_no_match", "a dataset's layout matched no file under its source root",

@@ -25,6 +25,8 @@ from curator.registry.layout import discover, scan
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
 from curator.workspace import ChecksumCache
 
+# layout problems that say what was left out on purpose, not that a file was lost
+_LAYOUT_SEVERITY = {"sequence_undeclared": "warning", "image_is_label": "warning"}
 
 @dataclass(frozen=True)
 class IngestConfig(StageConfig):
@@ -81,7 +83,8 @@ class IngestStage(Stage):
                 cases = [dataclasses.replace(c, case_id=pseudonymous_id(ws, src.name, c.case_id)) for c in cases]
             for err in problems:
                 self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
-                                                       path=_display(src.name, root, err.path)))
+                                                       path=_display(src.name, root, err.path),
+                                                       severity=_LAYOUT_SEVERITY.get(err.kind, "error")))
             if not root.is_dir():  # said above; its metadata file is not a second problem
                 continue
             # a swapped pair in the YAML maps every label wrongly: the index's own names can tell

@@ -9,7 +9,8 @@ Pattern syntax (relative to the source root, ``/`` separated):
 * a trailing ``/`` on ``image`` — the match is a folder (a DICOM series, read recursively).
 
 Special placeholders: ``{case}`` (required: the dataset's case id), ``{sequence}`` (one case
-per sequence; a label pattern without it is shared by the sequences), ``{structure}`` (label
+per sequence; a label pattern without it is shared by the sequences; with ``sequences:``
+declared and no ``patterns: {sequence: ...}`` it matches only the declared names), ``{structure}`` (label
 pattern only: one mask file per structure). Every other placeholder is part of the case
 identity (e.g. ``{site}``).
 """
@@ -183,25 +184,26 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
     tree = tree or scan(root, spec.exclude)
     name = name or spec.name
     problems = list(tree.problems)
-    cases: dict[str, CaseFiles] = {}
+    claimed = _label_claimed(spec, tree)
+    every: list[CaseFiles] = []
     for i, entry in enumerate(spec.layout):
         try:
             if entry.index:
                 from curator.registry.index import index_cases
 
-                found = index_cases(spec, name, i, entry, root, problems)
+                every += index_cases(spec, name, i, entry, root, problems)
             else:
-                found = _entry_cases(spec, name, i, entry, tree, root, problems)
+                every += _entry_cases(spec, name, i, entry, tree, root, problems, claimed)
         except InputError as e:
             problems.append(e)
+    cases: dict[str, CaseFiles] = {}
+    for c in _settle_labels(every, root, problems):
+        if c.case_id in cases:
+            prev = cases[c.case_id]
+            problems.append(_duplicate(root, c.image or c.labels[0][1], prev.image or prev.labels[0][1],
+                                       c.case_id))
             continue
-        for c in found:
-            if c.case_id in cases:
-                prev = cases[c.case_id]
-                problems.append(_duplicate(root, c.image or c.labels[0][1], prev.image or prev.labels[0][1],
-                                           c.case_id))
-                continue
-            cases[c.case_id] = c
+        cases[c.case_id] = c
     if spec.official_split.get("file"):
         from curator.registry.splits import apply_split_file
 
@@ -213,6 +215,48 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
         problems.append(InputError("layout_no_match", f"no file under the root matches the layout of {spec.name}",
                                    path=str(root), remedy="check the source root and the dataset's layout patterns"))
     return sorted(cases.values(), key=lambda c: c.case_id), problems
+
+
+def _label_claimed(spec: DatasetSpec, tree: Tree) -> set[str]:
+    """Every file (or folder) some layout entry's label pattern matches."""
+    out: set[str] = set()
+    lab_custom = label_patterns(spec)
+    for entry in spec.layout:
+        if entry.index or not entry.label:
+            continue
+        rx = compile_pattern(entry.label.rstrip("/"), lab_custom)
+        out.update(f for f in (tree.dirs if entry.label_is_dir else tree.files) if rx.fullmatch(f))
+    return out
+
+
+def _settle_labels(found: list[CaseFiles], root: Path, problems: list[InputError]) -> list[CaseFiles]:
+    """The cases of every layout entry, less two kinds that another case already accounts for:
+
+    * a label-only case whose label files are all labels of image cases (one entry found the label
+      without its image — two entries sharing a label folder — and another entry found both);
+    * an image case whose image file is a label of an image case (a loose image pattern also
+      matched the label file): a file is never both a label and an image;
+    * a label-only case that an earlier entry already gave (the same id and label files).
+    """
+    labels_of_images = {p: c.case_id for c in found if c.image for _, p in c.labels}
+    out: list[CaseFiles] = []
+    label_only: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for c in found:
+        if c.image is None:
+            if c.labels and all(p in labels_of_images for _, p in c.labels):
+                continue
+            if (c.case_id, tuple(c.labels)) in label_only:
+                continue
+            label_only.add((c.case_id, tuple(c.labels)))
+        if c.image is not None and not c.image_is_dir and c.image in labels_of_images:
+            problems.append(InputError(
+                "image_is_label", f"{c.image} matches an image pattern but is the label of case "
+                f"{labels_of_images[c.image]}; it was not ingested as an image (case {c.case_id})",
+                path=str(root / c.image), remedy="narrow the image pattern so it does not match label files (e.g. "
+                "declare `sequences:` or give `patterns: {sequence: ...}`)"))
+            continue
+        out.append(c)
+    return out
 
 
 _SAME_ID = "make the layout pattern specific enough to give each file its own case"
@@ -253,9 +297,19 @@ def _unused(root: Path, dropped: list[str], kept: str, case_id: str) -> list[Inp
                        else _SAME_ID) for f in dropped]
 
 
+def image_patterns(spec: DatasetSpec) -> dict[str, str]:
+    """Placeholder regexes for image patterns: with ``sequences:`` declared (and no regex of its
+    own in ``patterns:``) the ``{sequence}`` placeholder only matches the declared names."""
+    custom = dict(spec.patterns)
+    if spec.sequences and "sequence" not in custom:
+        custom["sequence"] = "|".join(re.escape(k) for k in sorted(spec.sequences, key=lambda k: (-len(k), k)))
+    return custom
+
+
 def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tree: Tree, root: Path,
-                 problems: list[InputError]) -> list[CaseFiles]:
-    img_rx = compile_pattern(entry.image.rstrip("/"), spec.patterns) if entry.image else None
+                 problems: list[InputError], claimed: set[str] | frozenset[str] = frozenset()) -> list[CaseFiles]:
+    img_custom = image_patterns(spec)
+    img_rx = compile_pattern(entry.image.rstrip("/"), img_custom) if entry.image else None
     lab_rx = compile_pattern(entry.label.rstrip("/"), label_patterns(spec)) if entry.label else None
     img_names = [p for p in entry.placeholders() if entry.image and "{" + p + "}" in entry.image]
     identity = [p for p in img_names if p != "structure"] or ["case"]
@@ -288,9 +342,19 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
     used: set[tuple[str, ...]] = set()
     if img_rx:
         candidates = tree.dirs if entry.image_is_dir else tree.files
+        # with `sequences:` declared, the files the pattern would match with another sequence name
+        image = entry.image or ""
+        loose_rx = (compile_pattern(image.rstrip("/"), spec.patterns)
+                    if "{sequence}" in image and "sequence" not in spec.patterns and spec.sequences else None)
         matches: dict[tuple[str, ...], list[tuple[str, dict[str, str]]]] = {}
         for f in candidates:
             m = img_rx.fullmatch(f)
+            if not m and loose_rx and f not in claimed and (lm := loose_rx.fullmatch(f)):
+                problems.append(InputError(
+                    "sequence_undeclared", f"{f} matches the image pattern {entry.image!r} with sequence "
+                    f"{lm.group('sequence')!r}, which `sequences:` does not declare ({', '.join(spec.sequences)}); "
+                    "it was not ingested", path=str(root / f),
+                    remedy="add the sequence to `sequences:` if the file is an image, or to `exclude:` if not"))
             if m:
                 g = m.groupdict()
                 matches.setdefault(tuple(g.get(p, "") for p in identity), []).append((f, g))

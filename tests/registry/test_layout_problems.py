@@ -109,3 +109,39 @@ def test_a_label_pattern_that_cannot_tell_the_images_apart_gives_no_label(tmp_pa
     (tmp_path / "pat2/ct.nii.gz").unlink()
     cases, problems = discover(spec(layout=[{"image": "{case}/ct.nii.gz", "label": "seg.nii.gz"}]), tmp_path)
     assert [(c.case_id, c.labels) for c in cases] == [("Toy__pat1", [("", "seg.nii.gz")])] and problems == []
+
+
+def _rel(root: Path, problems: list[Any], kind: str) -> list[str]:
+    return sorted(Path(e.path).relative_to(root).as_posix() for e in problems if e.kind == kind)
+
+
+def test_declared_sequences_keep_the_label_file_and_other_files_out_of_the_images(tmp_path: Path) -> None:
+    # the README's BraTS layout: {sequence} would match the label file itself as sequence "seg"
+    write_tree(tmp_path, [(f"{c}/{c}_{s}.nii.gz", "image", ()) for c in ("m1", "m2") for s in ("t1", "t2")]
+               + [(f"{c}/{c}_seg.nii.gz", "label", (1,)) for c in ("m1", "m2")]
+               + [("m1/m1_flair.nii.gz", "image", ())])
+    layout = [{"image": "{case}/{case}_{sequence}.nii.gz", "label": "{case}/{case}_seg.nii.gz"}]
+    cases, problems = discover(spec(layout=layout, modality="MR", sequences={"t1": "MR", "t2": "MR"}), tmp_path)
+    assert [(c.case_id, c.image, c.labels) for c in cases] == [
+        (f"Toy__{c}__{s}", f"{c}/{c}_{s}.nii.gz", [("", f"{c}/{c}_seg.nii.gz")]) for c in ("m1", "m2") for s in ("t1", "t2")]
+    # the undeclared sequence is said (the label file is not: the label pattern claims it)
+    assert _rel(tmp_path, problems, "sequence_undeclared") == ["m1/m1_flair.nii.gz"] and len(problems) == 1
+    assert "flair" in problems[0].detail
+    # without `sequences:` every value is a sequence, but a case's label file is still never an image
+    cases, problems = discover(spec(layout=layout, modality="MR"), tmp_path)
+    assert sorted({c.sequence for c in cases}) == ["flair", "t1", "t2"]
+    assert all(c.image and not c.image.endswith("_seg.nii.gz") for c in cases)
+    assert _rel(tmp_path, problems, "image_is_label") == ["m1/m1_seg.nii.gz", "m2/m2_seg.nii.gz"]
+
+
+def test_two_entries_sharing_a_label_folder_give_each_case_its_image_and_label(tmp_path: Path) -> None:
+    write_tree(tmp_path, [("c1/dicom/1.dcm", "text", "x"), ("c2/ct.nii.gz", "image", ()),
+                          ("labels/c1.nii.gz", "label", (1,)), ("labels/c2.nii.gz", "label", (1,)),
+                          ("labels/c3.nii.gz", "label", (1,))])
+    layout = [{"image": "{case}/dicom/", "label": "labels/{case}.nii.gz"},
+              {"image": "{case}/ct.nii.gz", "label": "labels/{case}.nii.gz"}]
+    cases, problems = discover(spec(layout=layout), tmp_path)
+    assert [(c.case_id, c.image, c.labels) for c in cases] == [
+        ("Toy__c1", "c1/dicom", [("", "labels/c1.nii.gz")]), ("Toy__c2", "c2/ct.nii.gz", [("", "labels/c2.nii.gz")]),
+        ("Toy__c3", None, [("", "labels/c3.nii.gz")])]  # a label no entry has an image for stays label-only
+    assert problems == []
