@@ -13,8 +13,9 @@ from curator.errors import InputError, ReadError
 from curator.io.formats import scrub, squeeze_to_3d
 from curator.io.volume import Geometry, Volume
 
-_COMPRESSED = re.compile(rb"^\s*(encoding\s*:\s*(gz|gzip|bz2|bzip2)|CompressedData\s*=\s*True)",
-                         re.IGNORECASE | re.MULTILINE)
+# data whose size on disk says nothing of its voxel count: compressed, or NRRD's text encodings
+_NOT_RAW = re.compile(rb"^\s*(encoding\s*:\s*(gz|gzip|bz2|bzip2|ascii|text|txt)\s*$|CompressedData\s*=\s*True)",
+                      re.IGNORECASE | re.MULTILINE)
 
 
 HEADER_CAP = 1 << 20  # no real header is longer; a file without one is not read whole
@@ -40,25 +41,60 @@ def _header_bytes(path: Path) -> bytes:
     return buf.split(b"\n\n", 1)[0] if nrrd else buf
 
 
-def _data_file(path: Path) -> Path | None:
-    """The separate data file of a .mhd/.nhdr header (None for single-file formats)."""
+_DATA_FILE = re.compile(r"^[ \t]*(ElementDataFile|data[ \t]?file)[ \t]*[:=][ \t]*(.*?)[ \t]*$",
+                        re.IGNORECASE | re.MULTILINE)
+# NRRD `data file: <format> <min> <max> <step> [<subdim>]`, MetaImage `ElementDataFile = <format> <min> <max> <step>`
+_NUMBERED = re.compile(r"(\S*%[0-9]*d\S*)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)(?:\s+\d+)?")
+_MAX_DATA_FILES = 100_000
+
+
+def _data_files(path: Path) -> list[Path] | None:
+    """The separate data files of a .mhd/.nhdr header (None for single-file formats): one file,
+    a ``LIST`` of files (the lines after the header's data-file line, one per slice or slab), or
+    a numbered ``%d`` pattern with its first, last and step."""
+    nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
     head = _header_bytes(path).decode("latin-1", "replace")
-    m = re.search(r"^\s*(ElementDataFile|data file|datafile)\s*[:=]\s*(.+?)\s*$", head,
-                  re.IGNORECASE | re.MULTILINE)
-    if not m or m.group(2).strip().upper() == "LOCAL":
+    m = _DATA_FILE.search(head)
+    if not m or m.group(2).upper() == "LOCAL":
         return None
-    return path.parent / m.group(2).strip()
+    value = m.group(2)
+    if value.split()[:1] == ["LIST"]:  # `LIST` or `LIST 2D` (MetaImage), `LIST <subdim>` (NRRD)
+        # the listed names end the header: NRRD's before its blank line, MetaImage's to the end of the file
+        text = head if nrrd else _listing(path)
+        names = [ln.strip() for ln in text[m.end():].splitlines() if ln.strip()]
+    elif n := _NUMBERED.fullmatch(value):
+        fmt, first, last, step = n.group(1), int(n.group(2)), int(n.group(3)), int(n.group(4))
+        count = (last - first) // step + 1 if step and (last - first) * step >= 0 else 0
+        if not 0 < count <= _MAX_DATA_FILES:
+            raise InputError("corrupt_file", f"the header's numbered data files ({value!r}) name no file or too many",
+                             path=str(path), remedy="check the header's data file line (format, first, last, step)")
+        names = [fmt % (first + i * step) for i in range(count)]
+    else:
+        names = [value]
+    if not names or len(names) > _MAX_DATA_FILES:
+        raise InputError("corrupt_file", "the header lists no data file (or too many) after `LIST`", path=str(path),
+                         remedy="list the data files, one per line, after the header's data file line")
+    return [path.parent / name for name in names]
+
+
+def _listing(path: Path) -> str:
+    """A detached header's whole text (the file list after ``ElementDataFile = LIST``)."""
+    with open(path, "rb") as f:
+        return f.read(HEADER_CAP).decode("latin-1", "replace")
 
 
 def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int | None = None) -> Volume:
-    data_file = _data_file(path)
-    if data_file is not None:
-        if ".." in Path(data_file.name).parts or data_file.resolve().parent != path.resolve().parent:
+    data_files = _data_files(path)
+    folder = path.resolve().parent
+    for data_file in data_files or ():
+        if folder not in data_file.resolve().parents:  # its folder or one inside it; no `..`, no link out
             raise InputError("path_escape", "the header points to data outside its folder",
-                             path=str(path), remedy="keep the .raw/.zraw file next to its header")
-        if not data_file.exists():
-            raise ReadError("file_not_found", "the data file named by the header (ElementDataFile / data file) is "
-                            "missing", path=str(path), remedy="download the .raw/.zraw file that belongs to this header")
+                             path=str(path), remedy="keep the .raw/.zraw file(s) in the header's folder or a folder "
+                             "inside it")
+        if not data_file.is_file():
+            raise ReadError("file_not_found", f"the data file {data_file.name} named by the header (ElementDataFile "
+                            "/ data file) is missing", path=str(path),
+                            remedy="download the .raw/.zraw file(s) that belong to this header")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -76,10 +112,10 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
     head = _header_bytes(path)
     itemsize = sitk.Image([1] * len(size), reader.GetPixelID(), ncomp).GetSizeOfPixelComponent() \
         if len(size) in (2, 3) else 4
-    payload = data_file if data_file is not None else path
-    if not _COMPRESSED.search(head):
+    if not _NOT_RAW.search(head):
         need = n * itemsize
-        have = payload.stat().st_size - (0 if data_file is not None else len(head))
+        have = (sum(f.stat().st_size for f in data_files) if data_files is not None
+                else path.stat().st_size - len(head))
         if need > have + 4096:
             raise InputError("header_size_mismatch",
                              f"header declares {size} ({need:,} bytes) but the file holds about {have:,}",

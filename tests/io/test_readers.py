@@ -240,3 +240,74 @@ def test_headers_longer_than_4_kb_are_read_whole(tmp_path: Path, name: str) -> N
     assert text.find(b"ElementDataFile" if name.endswith(".mhd") else b"encoding") > 4096  # as in the wild
     v = read_volume(tmp_path / name)
     assert v.shape == (64, 48, 8) and np.array_equal(np.asarray(v.array), a.transpose(2, 1, 0))
+
+
+def _ct_block() -> np.ndarray:
+    return (np.arange(12 * 10 * 6, dtype=np.int16).reshape(12, 10, 6) - 300)  # curator order (i, j, k)
+
+
+_MHD_HEAD = ("ObjectType = Image\nNDims = 3\nDimSize = 12 10 6\nElementSpacing = 1 1 2\nOffset = 0 0 0\n"
+             "TransformMatrix = 1 0 0 0 1 0 0 0 1\nElementType = MET_SHORT\nElementByteOrderMSB = False\n")
+_NHDR_HEAD = ("NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 12 10 6\n"
+              "space directions: (1,0,0) (0,1,0) (0,0,2)\nkinds: domain domain domain\nendian: little\n"
+              "space origin: (0,0,0)\nencoding: raw\n")
+
+
+def _slices(folder: Path, a: np.ndarray, name: str) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k in range(a.shape[2]):
+        np.ascontiguousarray(a[:, :, k].T).astype("<i2").tofile(folder / (name % k))
+        names.append(f"{folder.name}/{name % k}")
+    return names
+
+
+def test_an_ascii_nrrd_is_read_not_refused_for_its_text_size(tmp_path: Path) -> None:
+    """ASCII-encoded NRRD (`encoding: ascii|text|txt`) was refused as header_size_mismatch: its
+    text was measured against the binary size of its voxels."""
+    a = np.zeros((32, 32, 20), np.int32)
+    a[2:6, 3:7, 1:4] = 1
+    a[8:11, 1:3, 4:6] = 2
+    text = " ".join(str(v) for v in a.ravel(order="F"))
+    head = _NHDR_HEAD.replace("short", "int").replace("12 10 6", "32 32 20")
+    for enc in ("ascii", "text", "txt"):
+        f = tmp_path / f"lab_{enc}.nrrd"
+        f.write_text(head.replace("encoding: raw", f"encoding: {enc}") + "\n" + text)
+        assert len(text) < a.nbytes / 2  # one-digit numbers: half the bytes of the int32 voxels
+        v = read_volume(f, role="label")
+        assert v.shape == a.shape and np.array_equal(np.asarray(v.array), a)
+
+
+def test_metaimage_and_nrrd_data_in_a_sub_folder_a_list_or_a_numbered_pattern_are_read(tmp_path: Path) -> None:
+    """A header's data in a folder inside the header's folder was refused as path_escape, and
+    `ElementDataFile = LIST` (one raw file per slice) as file_not_found for a file named LIST."""
+    a = _ct_block()
+    (tmp_path / "data").mkdir()
+    np.ascontiguousarray(a.T).astype("<i2").tofile(tmp_path / "data/sub.raw")
+    (tmp_path / "sub.mhd").write_text(_MHD_HEAD + "ElementDataFile = data/sub.raw\n")
+    names = _slices(tmp_path / "slices", a, "s%02d.raw")
+    (tmp_path / "list.mhd").write_text(_MHD_HEAD + "ElementDataFile = LIST 2D\n" + "\n".join(names) + "\n")
+    (tmp_path / "list.nhdr").write_text(_NHDR_HEAD + "data file: LIST 2\n" + "\n".join(names) + "\n")
+    (tmp_path / "numbered.nhdr").write_text(_NHDR_HEAD + "data file: slices/s%02d.raw 0 5 1 2\n")
+    (tmp_path / "numbered.mhd").write_text(_MHD_HEAD + "ElementDataFile = slices/s%02d.raw 0 5 1\n")
+    for name in ("sub.mhd", "list.mhd", "list.nhdr", "numbered.nhdr", "numbered.mhd"):
+        v = read_volume(tmp_path / name)
+        assert v.shape == a.shape and np.array_equal(np.asarray(v.array), a), name
+        np.testing.assert_allclose(v.geometry.spacing, (1.0, 1.0, 2.0))
+
+
+def test_listed_data_files_are_checked_to_exist_inside_the_headers_folder(tmp_path: Path) -> None:
+    a = _ct_block()
+    names = _slices(tmp_path / "hdr/slices", a, "s%02d.raw")
+    (tmp_path / "hdr/gap.mhd").write_text(_MHD_HEAD + "ElementDataFile = LIST 2D\n" + "\n".join(names[:5])
+                                          + "\nslices/s09.raw\n")
+    np.ascontiguousarray(a.T).astype("<i2").tofile(tmp_path / "out.raw")
+    (tmp_path / "hdr/up.mhd").write_text(_MHD_HEAD + "ElementDataFile = ../out.raw\n")
+    (tmp_path / "hdr/up_list.mhd").write_text(_MHD_HEAD + "ElementDataFile = LIST 2D\n" + "\n".join(names[:5])
+                                              + "\n../out.raw\n")
+    (tmp_path / "hdr/gap.nhdr").write_text(_NHDR_HEAD + "data file: slices/s%02d.raw 0 6 1 2\n")
+    for name, kind, said in (("gap.mhd", "file_not_found", "s09.raw"), ("up.mhd", "path_escape", "outside"),
+                             ("up_list.mhd", "path_escape", "outside"), ("gap.nhdr", "file_not_found", "s06.raw")):
+        with pytest.raises(CuratorError) as e:
+            read_volume(tmp_path / "hdr" / name)
+        assert e.value.kind == kind and said in e.value.detail, name
