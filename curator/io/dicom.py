@@ -155,7 +155,7 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) 
             img = reader.Execute()
         except RuntimeError as e:
             raise _undecodable(ordered, where, e) from e
-        vol = volume_from_sitk(img, where, None, meta)
+        vol = volume_from_sitk(img, where, None, meta, one_slice_ok=True)
     vol.array = _cast_pixels(vol.array)
     if vol.array.size and not np.any(vol.array != vol.array.flat[0]):
         raise InputError("dicom_no_pixel_data",
@@ -188,7 +188,7 @@ def _read_single(p: Path, meta: dict[str, Any], max_voxels: int, where: str) -> 
         cause = _pixel_cause(p) or sitk_cause(e, {str(p): ref})
         raise ReadError("corrupt_file", f"{ref} cannot be decoded: {cause}", path=where,
                         remedy="download it again or convert it with dcm2niix") from e
-    return volume_from_sitk(img, where, None, meta)
+    return volume_from_sitk(img, where, None, meta, one_slice_ok=True)
 
 
 def _restack(vol: Volume, fgeo: list[Geo], where: str) -> Volume:

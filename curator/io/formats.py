@@ -267,11 +267,14 @@ def as_label_array(a: NDArray[Any], path: str) -> NDArray[Any]:
     return a  # pragma: no cover
 
 
-def squeeze_to_3d(a: NDArray[Any], path: str, channel: int | None, channels: int | None = None) -> NDArray[Any]:
+def squeeze_to_3d(a: NDArray[Any], path: str, channel: int | None, channels: int | None = None, *,
+                  one_slice_ok: bool = False) -> NDArray[Any]:
     """Drop trailing singleton axes; pick ``channel`` of a 4-D array; refuse anything else.
 
     A file read for a ``channel`` must have a channel axis, and as many channels as the
-    dataset declares (``channels``, when given); a 2-D image is not a volume.
+    dataset declares (``channels``, when given); a 2-D image is not a volume, nor is a 3-D one
+    with a single slice along any axis (as a single DICOM slice is not; the DICOM reader, which
+    says a stripped slice's blank pixel data first, checks that itself: ``one_slice_ok``).
     """
     while a.ndim > 3 and a.shape[-1] == 1:
         a = a[..., 0]
@@ -301,6 +304,12 @@ def squeeze_to_3d(a: NDArray[Any], path: str, channel: int | None, channels: int
         raise InputError("not_3d", f"expected a 3-D volume, found shape {tuple(a.shape)}", path=path,
                          remedy="declare the channels/sequences of 4-D files in the dataset YAML "
                                 "(`channels:`), or drop the file")
+    if 1 in a.shape and not one_slice_ok:  # one slice is a 2-D image however the file stores it (as a 2-D file or a DICOM slice is)
+        raise InputError("not_3d", f"a single-slice image {tuple(a.shape)} (one slice along axis "
+                         f"{a.shape.index(1)}), not a volume", path=path,
+                         remedy="check that the file is complete (an export may have kept one slice); otherwise "
+                         "drop it: curator ingests 3-D volumes (a folder of 2-D slices is read as a stack only "
+                         "for PNG slice folders, see docs/registry.md)")
     return a
 
 

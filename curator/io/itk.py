@@ -130,8 +130,9 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
 
 
 def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict[str, Any],
-                     channels: int | None = None) -> Volume:
-    """Copy a SimpleITK image into a :class:`Volume` (array axes i, j, k; affine in RAS)."""
+                     channels: int | None = None, *, one_slice_ok: bool = False) -> Volume:
+    """Copy a SimpleITK image into a :class:`Volume` (array axes i, j, k; affine in RAS);
+    ``one_slice_ok`` for a reader that refuses a single slice itself (DICOM)."""
     dim = img.GetDimension()
     if dim < 2 or dim > 4:
         raise InputError("not_3d", f"a {dim}-D image is not a volume", path=path,
@@ -154,7 +155,7 @@ def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict
         direction = tuple(d3.ravel())
     else:
         spacing, origin, direction = img.GetSpacing(), img.GetOrigin(), img.GetDirection()
-    arr = squeeze_to_3d(arr, path, channel, channels)
+    arr = squeeze_to_3d(arr, path, channel, channels, one_slice_ok=one_slice_ok)
     geom = Geometry.from_lps(arr.shape, spacing, origin, direction)
     return Volume(arr, geom, meta)
 

@@ -156,3 +156,21 @@ def test_reader_messages_do_not_carry_the_source_root(tmp_path: Path) -> None:
     err = _error(p)
     assert err.kind == "corrupt_file"
     assert str(tmp_path) not in err.detail
+
+
+@pytest.mark.parametrize("fmt", ["nii.gz", "nrrd", "mha", "npy"])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_single_slice_volume_is_not_a_volume(tmp_path: Path, fmt: str, axis: int) -> None:
+    """A 32x32x1 NIfTI was accepted as a volume, while the same slice as a 2-D file or a
+    one-slice DICOM series is refused: one slice along any axis is not_3d in every format."""
+    a = np.take(_image(), [0], axis=axis)
+    p = tmp_path / f"x.{fmt}"
+    if fmt == "npy":
+        np.save(p, a)
+    elif fmt in ("nrrd", "mha"):
+        sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(a.T)), str(p))
+    else:
+        _save(p, a)
+    err = _error(p)
+    assert err.kind == "not_3d" and "single-slice" in err.detail and f"axis {axis}" in err.detail
+    assert read_volume(_save(tmp_path / "two.nii.gz", np.take(_image(), [0, 1], axis=axis))).shape[axis] == 2
