@@ -42,6 +42,11 @@ class LicenceTerms:
     def known(self) -> bool:
         return self.family != "unknown"
 
+    def unknown_terms(self) -> list[str]:
+        """The terms (commercial use, derivatives, redistribution) that are not established."""
+        return [name for name, v in (("commercial use", self.commercial), ("derivatives", self.derivatives),
+                                     ("redistribution", self.redistribution)) if v == "unknown"]
+
     def with_declared(self, declared: dict[str, Any] | None) -> LicenceTerms:
         """These terms with a dataset YAML's ``licence_terms`` (commercial_use, derivatives,
         redistribution) put over what the licence id implies: the registry records terms of use
@@ -100,7 +105,7 @@ class Combined:
     attribution_required: bool
     share_alike: list[str] = field(default_factory=list)
     no_derivatives: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # licence, or some of its terms, not established
     conflicting: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
     redistribute: YesNo = "unknown"
@@ -119,6 +124,10 @@ def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = Non
     """Constraints of using ``sources`` (name -> terms) together; ``notes``: per-source licence notes."""
     nc = sorted(n for n, t in sources.items() if t.commercial == "no")
     unk = sorted(n for n, t in sources.items() if not t.known)
+    # a known licence id can still leave terms open: the registry's researched licence_terms say
+    # "unknown" where the id's implied terms are not established (a secondary-source CC id, a
+    # repository's code licence on data)
+    open_terms = {n: t.unknown_terms() for n, t in sources.items() if t.known and t.unknown_terms()}
     conf = sorted(n for n, t in sources.items() if t.conflicting)
     sa = sorted(n for n, t in sources.items() if t.derivatives == "share-alike")
     nd = sorted(n for n, t in sources.items() if t.derivatives == "no")
@@ -126,10 +135,13 @@ def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = Non
     commercial: YesNo = ("no" if nc else "unknown" if unk or any(t.commercial == "unknown" for t in sources.values())
                          else "yes")
     sa_families = sorted({sources[n].family for n in sa})
-    adapted: YesNo = "no" if nd or nr or len(sa_families) > 1 else ("unknown" if unk else "yes")
+    adapted: YesNo = ("no" if nd or nr or len(sa_families) > 1 else
+                      "unknown" if any("unknown" in (t.derivatives, t.redistribution) for t in sources.values())
+                      else "yes")
     redistribute: YesNo = "no" if nr else ("unknown" if any(t.redistribution == "unknown" for t in sources.values())
                                            else "yes")
-    c = Combined(commercial, adapted, any(t.attribution for t in sources.values()), sa, nd, unk, conf,
+    c = Combined(commercial, adapted, any(t.attribution for t in sources.values()), sa, nd,
+                 sorted({*unk, *open_terms}), conf,
                  redistribute=redistribute, no_redistribution=nr)
     lines = c.constraints
     if nc:
@@ -152,13 +164,18 @@ def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = Non
     if unk:
         lines.append(f"Licence unknown for {', '.join(unk)}: check each dataset's terms before "
                      "redistributing this release or using it commercially.")
+    if open_terms:
+        lines.append("Terms not established for " + ", ".join(f"{n} ({', '.join(v)})" for n, v in
+                                                               sorted(open_terms.items()))
+                     + ": check each dataset's own terms before redistributing this release, sharing "
+                     "material adapted from it or using it commercially.")
     if conf:
         lines.append(f"Conflicting licence statements for {', '.join(conf)}: read as the most restrictive "
                      "variant until clarified with the dataset's maintainers.")
     if c.attribution_required:
         lines.append("Attribution: cite every source listed under Sources (all their BibTeX entries are in "
                      "CITATIONS.bib) when you use or share this release.")
-    if not (nc or sa or nd or nr or unk or conf):
+    if not (nc or sa or nd or nr or unk or open_terms or conf):
         lines.append("All sources allow commercial use and adaptation with attribution.")
     for name, note in sorted((notes or {}).items()):
         if note:

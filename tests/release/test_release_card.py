@@ -58,6 +58,43 @@ def test_combination_constraints() -> None:
         assert needle in text
 
 
+def test_terms_declared_unknown_are_not_read_as_allowed() -> None:
+    """A known licence id whose registry terms say ``unknown`` (SEGA's secondary-source CC-BY-4.0,
+    DAP_Atlas's repository Apache-2.0) allows nothing for sure: the card said adapted material could
+    be shared and that all sources allow commercial use and adaptation."""
+    open_all = {"commercial_use": "unknown", "derivatives": "unknown", "redistribution": "unknown"}
+    for lic in ("CC-BY-4.0", "Apache-2.0"):
+        c = combine({"S": parse_licence(lic).with_declared(open_all)})
+        assert (c.commercial_use, c.redistribute, c.redistribute_adapted) == ("unknown",) * 3
+        assert c.unknown == ["S"]
+        assert not any(line.startswith("All sources allow") for line in c.constraints)
+        assert any("S (commercial use, derivatives, redistribution)" in line for line in c.constraints)
+        both = combine({"S": parse_licence(lic).with_declared(open_all), "B": parse_licence("CC-BY-4.0")})
+        assert (both.redistribute_adapted, both.unknown) == ("unknown", ["S"])
+    # non-commercial is known, what may be done with adapted material is not
+    c = combine({"N": parse_licence("CC-BY-NC-4.0").with_declared({"derivatives": "unknown"})})
+    assert (c.commercial_use, c.redistribute_adapted, c.unknown) == ("no", "unknown", ["N"])
+    # a term known to forbid still wins over one that is open
+    c = combine({"N": parse_licence("CC-BY-NC-4.0").with_declared({"derivatives": "unknown"}),
+                 "D": parse_licence("CC-BY-ND-4.0")})
+    assert c.redistribute_adapted == "no"
+
+
+def test_no_registry_dataset_with_open_terms_is_read_as_allowing_them() -> None:
+    """Every built-in dataset alone: a term its licence_terms leave unknown is unknown on the card."""
+    from curator.registry import load_registry
+
+    reg = load_registry()
+    for name, spec in reg.datasets.items():
+        t = parse_licence(spec.licence).with_declared(spec.extra.get("licence_terms"))
+        c = combine({name: t})
+        if "unknown" in (t.derivatives, t.redistribution):
+            assert c.redistribute_adapted != "yes", name
+        if "unknown" in (t.commercial, t.derivatives, t.redistribution):
+            assert c.unknown == [name], name
+            assert not any(line.startswith("All sources allow") for line in c.constraints), name
+
+
 @pytest.mark.skipif(not LICENCES.is_file(), reason="shared reference licences.tsv not present")
 def test_reference_licence_table_is_read_consistently() -> None:
     """The project's researched licence table: our reading agrees on commercial use where it is known."""
