@@ -40,6 +40,28 @@ class Problem:
         return {"where": self.where, "kind": self.kind, "severity": self.severity, "message": self.message}
 
 
+def _share_alike_checks(spec: DatasetSpec, where: str) -> list[Problem]:
+    """``licence_terms.share_alike`` names a licence that imposes share-alike, and share-alike
+    declared over a licence id that does not impose it names one (the card needs it to tell which
+    share-alike sources can be shared as one adapted work)."""
+    from curator.release.licences import parse_licence, share_alike_family
+
+    declared = spec.extra.get("licence_terms") or {}
+    if not isinstance(declared, dict):
+        return []
+    sa = declared.get("share_alike")
+    at = f"{where}:licence_terms"
+    if sa is not None:
+        if share_alike_family(str(sa)) == "unknown":
+            return [Problem(at, "licence", f"share_alike {sa!r} is not a share-alike licence (e.g. CC-BY-SA-4.0)")]
+        if declared.get("derivatives", "share-alike") != "share-alike":
+            return [Problem(at, "licence", f"share_alike is set but derivatives is {declared['derivatives']!r}")]
+    elif declared.get("derivatives") == "share-alike" and not parse_licence(spec.licence).share_alike:
+        return [Problem(at, "licence", f"derivatives are share-alike but {spec.licence!r} does not impose it: "
+                        "name the licence that does in `share_alike` (e.g. CC-BY-SA-4.0)", "warning")]
+    return []
+
+
 def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]) -> list[Problem]:
     where = Path(spec.path).name or spec.name
     out: list[Problem] = []
@@ -52,6 +74,7 @@ def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]
         out.append(Problem(f"{where}:licence", "licence", f"{lic!r} is neither a known SPDX id nor LicenseRef-<id>"))
     if lic.startswith("LicenseRef-") and not spec.extra.get("licence_notes"):
         out.append(Problem(f"{where}:licence_notes", "licence", "a LicenseRef licence needs `licence_notes` with the evidence"))
+    out += _share_alike_checks(spec, where)
     if not _BIBTEX.search(spec.citation):
         out.append(Problem(f"{where}:citation", "citation", "the citation is not a BibTeX entry (@type{key, ...})"))
     if not spec.citation_key:

@@ -37,6 +37,10 @@ class LicenceTerms:
     attribution: bool
     conflicting: bool = False
     redistribution: YesNo = "unknown"  # may the (original or adapted) data be passed on at all
+    # the family of the licence whose share-alike binds adapted material: the id's own (CC-BY-SA),
+    # or the one licence_terms.share_alike names (MIT labels drawn on CC-BY-SA images); "unknown"
+    # when share-alike is declared but no licence named; "" when derivatives are not share-alike
+    share_alike: str = ""
 
     @property
     def known(self) -> bool:
@@ -49,18 +53,29 @@ class LicenceTerms:
 
     def with_declared(self, declared: dict[str, Any] | None) -> LicenceTerms:
         """These terms with a dataset YAML's ``licence_terms`` (commercial_use, derivatives,
-        redistribution) put over what the licence id implies: the registry records terms of use
-        the id alone does not say (a challenge's non-commercial terms behind a ``LicenseRef-``,
-        the share-alike of images an MIT-labelled label set is drawn on)."""
+        redistribution, share_alike) put over what the licence id implies: the registry records
+        terms of use the id alone does not say (a challenge's non-commercial terms behind a
+        ``LicenseRef-``, the share-alike of images an MIT-labelled label set is drawn on —
+        ``share_alike`` names the licence that imposes it, e.g. ``CC-BY-SA-4.0``)."""
         if not declared:
             return self
+        sa_id = declared.get("share_alike")
         commercial = str(declared.get("commercial_use", self.commercial))
-        derivatives = str(declared.get("derivatives", self.derivatives))
+        derivatives = str(declared.get("derivatives", "share-alike" if sa_id else self.derivatives))
         redistribution = str(declared.get("redistribution", self.redistribution))
         known = self.known or any(v != "unknown" for v in (commercial, derivatives, redistribution))
         return LicenceTerms(self.declared, self.family if self.known or not known else "declared terms",
                             commercial, derivatives, self.attribution, self.conflicting,  # type: ignore[arg-type]
-                            redistribution)  # type: ignore[arg-type]
+                            redistribution,  # type: ignore[arg-type]
+                            "" if derivatives != "share-alike" else
+                            share_alike_family(str(sa_id)) if sa_id else self.share_alike or "unknown")
+
+
+def share_alike_family(licence: str) -> str:
+    """The family of a licence id that imposes share-alike (``CC-BY-SA-4.0`` -> ``CC-BY-SA``);
+    "unknown" for one that does not (``MIT``, ``CC-BY-4.0``, ``unknown``)."""
+    t = parse_licence(licence)
+    return t.share_alike or "unknown"
 
 
 def _cc_terms(token: str) -> tuple[str, YesNo, str]:
@@ -88,9 +103,10 @@ def parse_licence(text: str | None) -> LicenceTerms:
     found = [_cc_terms(m.group(1)) for m in _CC.finditer(declared)]
     if found:
         fam, commercial, deriv = max(found, key=_restrictiveness)
-        return LicenceTerms(declared, fam, commercial, deriv, fam != "CC0", conflicting, "yes")  # type: ignore[arg-type]
+        return LicenceTerms(declared, fam, commercial, deriv, fam != "CC0", conflicting, "yes",  # type: ignore[arg-type]
+                            fam if deriv == "share-alike" else "")
     if _ODBL.search(declared):
-        return LicenceTerms(declared, "ODbL", "yes", "share-alike", True, conflicting, "yes")
+        return LicenceTerms(declared, "ODbL", "yes", "share-alike", True, conflicting, "yes", "ODbL")
     if _PERMISSIVE.search(declared):
         return LicenceTerms(declared, "permissive", "yes", "yes", True, conflicting, "yes")
     return LicenceTerms(declared, "unknown", "unknown", "unknown", True, conflicting)
@@ -120,6 +136,10 @@ class Combined:
                 "unknown": self.unknown, "conflicting": self.conflicting}
 
 
+def _sa_name(family: str) -> str:
+    return "share-alike licence not named" if family == "unknown" else family
+
+
 def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = None) -> Combined:
     """Constraints of using ``sources`` (name -> terms) together; ``notes``: per-source licence notes."""
     nc = sorted(n for n, t in sources.items() if t.commercial == "no")
@@ -134,10 +154,13 @@ def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = Non
     nr = sorted(n for n, t in sources.items() if t.redistribution == "no")
     commercial: YesNo = ("no" if nc else "unknown" if unk or any(t.commercial == "unknown" for t in sources.values())
                          else "yes")
-    sa_families = sorted({sources[n].family for n in sa})
+    # share-alike binds adapted material to the licence that imposes it (Couinaud_Liver's MIT labels
+    # are drawn on MSD's CC-BY-SA images): two such licences cannot both bind one adapted work
+    sa_families = sorted({sources[n].share_alike for n in sa} - {"unknown"})
+    sa_unnamed = [n for n in sa if sources[n].share_alike == "unknown"]
     adapted: YesNo = ("no" if nd or nr or len(sa_families) > 1 else
                       "unknown" if any("unknown" in (t.derivatives, t.redistribution) for t in sources.values())
-                      else "yes")
+                      or (sa_unnamed and len(sa) > 1) else "yes")
     redistribute: YesNo = "no" if nr else ("unknown" if any(t.redistribution == "unknown" for t in sources.values())
                                            else "yes")
     c = Combined(commercial, adapted, any(t.attribution for t in sources.values()), sa, nd,
@@ -148,12 +171,16 @@ def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = Non
         lines.append(f"Non-commercial use only: {', '.join(nc)} forbid(s) commercial use, and the "
                      "combination inherits the most restrictive term.")
     if sa:
-        lines.append("Share-alike: material adapted from " + ", ".join(f"{n} ({sources[n].family})" for n in sa)
+        lines.append("Share-alike: material adapted from "
+                     + ", ".join(f"{n} ({_sa_name(sources[n].share_alike)})" for n in sa)
                      + " (harmonized or revised labels, pseudo labels, preprocessed images) must be shared "
                      "under the same licence.")
     if len(sa_families) > 1:
         lines.append(f"Incompatible share-alike licences ({', '.join(sa_families)}): the adapted collection "
                      "cannot be redistributed as one work; distribute those datasets' parts separately.")
+    if sa_unnamed and len(sa) > 1:
+        lines.append(f"Share-alike licence not named for {', '.join(sa_unnamed)}: whether material adapted "
+                     "from it can be shared as one work with the other share-alike sources is unknown.")
     if nd:
         lines.append(f"No derivatives: {', '.join(nd)} forbid(s) sharing adapted material; ship only their "
                      "original files (or the recipe to rebuild them).")

@@ -193,3 +193,24 @@ def test_the_citation_key_must_be_the_bibtex_entrys_key() -> None:
     two = "@misc{toy, title={toy}}\n@article{more, title={more}}"
     assert problems(citation=two, citation_key="toy,more") == []
     assert len(problems(citation=two, citation_key="toy,other")) == 1
+
+
+def test_a_share_alike_licence_is_named_and_is_share_alike() -> None:
+    """licence_terms.share_alike names the licence that imposes share-alike (the card tells which
+    share-alike sources make one adapted work from it)."""
+    from curator.registry.check import _dataset_checks
+
+    def problems(**terms: Any) -> list[tuple[str, str]]:
+        s, issues = spec(licence="MIT", licence_terms=terms)
+        assert not issues
+        return [(p.severity, p.message) for p in _dataset_checks(s, (), set()) if p.kind == "licence"]
+
+    assert problems(derivatives="share-alike", share_alike="CC-BY-SA-4.0") == []
+    assert problems(share_alike="CC-BY-SA-4.0") == []
+    assert problems(derivatives="yes") == []
+    [(sev, msg)] = problems(derivatives="share-alike")
+    assert sev == "warning" and "share_alike" in msg
+    [(sev, msg)] = problems(derivatives="share-alike", share_alike="CC-BY-4.0")
+    assert sev == "error" and "not a share-alike licence" in msg
+    [(sev, msg)] = problems(derivatives="no", share_alike="CC-BY-SA-4.0")
+    assert sev == "error" and "derivatives" in msg

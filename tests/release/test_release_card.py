@@ -95,6 +95,49 @@ def test_no_registry_dataset_with_open_terms_is_read_as_allowing_them() -> None:
             assert not any(line.startswith("All sources allow") for line in c.constraints), name
 
 
+def test_share_alike_binds_to_the_licence_that_imposes_it() -> None:
+    """MIT labels drawn on CC-BY-SA images are share-alike under CC-BY-SA, not under "MIT": with a
+    CC-BY-SA source they make one adapted work; with a CC-BY-NC-SA one they do not."""
+    labels_on_sa = parse_licence("MIT").with_declared({"derivatives": "share-alike", "share_alike": "CC-BY-SA-4.0"})
+    sa = parse_licence("CC-BY-SA-4.0")
+    c = combine({"L": labels_on_sa, "M": sa})
+    assert c.share_alike == ["L", "M"] and c.redistribute_adapted == "yes"
+    assert not any("Incompatible" in line for line in c.constraints)
+    assert not any("permissive" in line for line in c.constraints)
+    assert labels_on_sa.share_alike == sa.share_alike != ""
+    nc_sa = parse_licence("CC-BY-NC-SA-4.0")
+    c = combine({"L": labels_on_sa, "K": nc_sa})
+    assert c.redistribute_adapted == "no"
+    assert any(line.startswith("Incompatible share-alike licences") and sa.share_alike in line
+               and nc_sa.share_alike in line for line in c.constraints)
+    # naming the licence implies share-alike derivatives
+    assert parse_licence("MIT").with_declared({"share_alike": "CC-BY-SA-4.0"}).derivatives == "share-alike"
+    # share-alike declared without naming its licence: compatibility with another one is not known
+    unnamed = parse_licence("MIT").with_declared({"derivatives": "share-alike"})
+    c = combine({"U": unnamed, "M": sa})
+    assert c.redistribute_adapted == "unknown"
+    assert any(line.startswith("Share-alike licence not named for U") for line in c.constraints)
+    assert combine({"U": unnamed}).redistribute_adapted == "yes"  # alone it binds nothing else
+
+
+def test_registry_share_alike_sources_name_the_licence_that_imposes_it() -> None:
+    """MSD_Liver + Couinaud_Liver was reported as incompatible (CC-BY-SA, permissive): Couinaud's
+    share-alike comes from its MSD Task08 images, under MSD's own licence."""
+    from curator.registry import load_registry
+
+    reg = load_registry()
+    terms = {n: parse_licence(s.licence).with_declared(s.extra.get("licence_terms")) for n, s in reg.datasets.items()}
+    msd = reg.datasets["MSD_Liver"]
+    assert msd.licence in (reg.datasets["Couinaud_Liver"].extra.get("licence_notes") or "")  # the images' licence
+    c = combine({n: terms[n] for n in ("MSD_Liver", "Couinaud_Liver")})
+    assert c.share_alike == ["Couinaud_Liver", "MSD_Liver"]
+    assert not any("Incompatible" in line for line in c.constraints)
+    assert c.redistribute_adapted == "yes"
+    for name, t in terms.items():  # and no other registry source leaves its share-alike licence unnamed
+        if t.derivatives == "share-alike":
+            assert t.share_alike not in ("", "unknown"), name
+
+
 @pytest.mark.skipif(not LICENCES.is_file(), reason="shared reference licences.tsv not present")
 def test_reference_licence_table_is_read_consistently() -> None:
     """The project's researched licence table: our reading agrees on commercial use where it is known."""
