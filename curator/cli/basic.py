@@ -20,7 +20,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @handle_errors
     def query(release: Annotated[Path, typer.Argument(help="release folder (or collection folder)")],
               sql: Annotated[str, typer.Argument(help="SQL; every table of the release is a view")],
-              fmt: FormatOpt = OutputFormat.table,
+              fmt: Annotated[OutputFormat, typer.Option(
+                  "--format", "-f", help="table, csv or json (json prints NaN and ±infinity as null)")
+              ] = OutputFormat.table,
               limit: Annotated[int, typer.Option(min=0, help="max rows printed as a table "
                                                  "(csv and json print every row)")] = 200) -> None:
         """Query a release with DuckDB (read-only, file system access off)."""

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from enum import Enum
@@ -93,18 +94,30 @@ def cell(v: Any) -> str:
     return str(v)
 
 
+def json_safe(v: Any) -> Any:
+    """A value as ``--format json`` prints it: NaN and ±infinity (alone or inside lists and
+    structs) become null — JSON has no such numbers, and ``NaN``/``Infinity`` is not JSON."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [json_safe(x) for x in v]
+    return v
+
+
 MIN_COLUMN_WIDTH = 10  # below this a rich table is unreadable: rows are shown one block each
 
 
 def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None) -> None:
-    """Print rows as a rich table, CSV or JSON (one object per row).
+    """Print rows as a rich table, CSV or JSON (one object per row; NaN and ±infinity as null).
 
     A table with more columns than fit the terminal (``MIN_COLUMN_WIDTH`` characters each)
     is printed as one block per row, a line per column (like psql's expanded display).
     """
     if fmt == OutputFormat.json:
-        sys.stdout.write(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], indent=1,
-                                    default=str) + "\n")
+        sys.stdout.write(json.dumps([dict(zip(columns, json_safe(list(r)), strict=True)) for r in rows], indent=1,
+                                    default=str, allow_nan=False) + "\n")
     elif fmt == OutputFormat.csv:
         buf = io.StringIO()
         w = csv.writer(buf)

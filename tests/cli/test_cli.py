@@ -48,6 +48,26 @@ def test_query_json_and_table_formats(demo: Path) -> None:
     assert res.returncode == 0 and "n" in res.stdout
 
 
+def _strict_json(text: str) -> object:
+    """Parse as JSON proper: Python's json reads NaN/Infinity, jq and JavaScript do not."""
+    def refuse(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_query_json_is_valid_json_with_nan_and_infinity(demo: Path) -> None:
+    """NaN and ±infinity were printed bare (NaN, Infinity): not JSON. They are null, also inside
+    lists and structs; finite floats keep every digit."""
+    sql = ("select 'nan'::double f, 'inf'::double g, '-inf'::double h, [1.25, 'nan'::double] l, "
+           "{'x': 'inf'::double, 'y': 0.1::double} s, 1/3 ok")
+    res = curator("query", str(demo), sql, "-f", "json")
+    assert res.returncode == 0, res.stderr
+    [row] = _strict_json(res.stdout)  # type: ignore[misc]
+    assert row == {"f": None, "g": None, "h": None, "l": [1.25, None], "s": {"x": None, "y": 0.1}, "ok": 1 / 3}
+    csv_res = curator("query", str(demo), "select 'nan'::double f", "-f", "csv")  # csv is unchanged
+    assert csv_res.returncode == 0 and csv_res.stdout.splitlines() == ["f", "nan"]
+
+
 def test_query_table_rounds_floats_and_expands_wide_rows(demo: Path) -> None:
     sql = "select case_id, volume_ml, centroid_mm from labels where present and volume_ml is not null limit 1"
     exact = json.loads(curator("query", str(demo), sql, "-f", "json").stdout)[0]
