@@ -87,7 +87,8 @@ def _licence_summary(specs: list[DatasetSpec]) -> list[str]:
     no_deriv = [s for s in specs if terms[s.name].derivatives == "no"]
     share = [s for s in specs if terms[s.name].derivatives == "share-alike"]
     no_redist = [s for s in specs if terms[s.name].redistribution == "no"]
-    unknown = [s for s in specs if s.licence.startswith("LicenseRef-")]
+    unknown = [s for s in specs if s.licence.startswith("LicenseRef-") or "unknown" in (
+        terms[s.name].commercial, terms[s.name].derivatives, terms[s.name].redistribution)]
     free = [s for s in specs if terms[s.name].commercial == "yes" and terms[s.name].derivatives in ("yes", "share-alike")
             and terms[s.name].redistribution == "yes"]
     by_licence: dict[str, list[str]] = {}
@@ -101,7 +102,8 @@ def _licence_summary(specs: list[DatasetSpec]) -> list[str]:
             f"**Share-alike** ({len(share)}): {_names(share)}.", "",
             (f"**Forbid redistribution** (signed data access agreements or challenge terms) ({len(no_redist)}): "
              f"{_names(no_redist)}."), "",
-            (f"**Licence not established** (`LicenseRef-…`; see each YAML's `licence_notes`) ({len(unknown)}): "
+            (f"**Licence or terms not established** (`LicenseRef-…`, or a commercial-use, derivatives or "
+             f"redistribution term recorded `unknown`; see each YAML's `licence_notes`) ({len(unknown)}): "
              f"{_names(unknown)}."), "",
             f"**Allow commercial use, derivatives and redistribution** ({len(free)}): {_names(free)}.", "",
             "### What this means for a combined release", "",

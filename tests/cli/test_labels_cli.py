@@ -87,3 +87,16 @@ def test_card_out_a_folder_is_a_clear_error(tmp_path: Path) -> None:
     assert r.exit_code == 2, r.output
     assert f"give a file path, e.g. {tmp_path / 'DATASET_CARD.md'}" in " ".join(r.output.split())
     assert not list(tmp_path.iterdir())
+
+
+def test_the_registry_card_names_every_dataset_whose_terms_are_not_established() -> None:
+    """SEGA, CT_ORG and DAP_Atlas record every term `unknown` under a real licence id: the card's
+    summary listed them in no group (not established was only `LicenseRef-…` ids)."""
+    from curator.registry.card import licence_terms
+
+    reg = load_registry()
+    line = next(ln for ln in render_card(reg, load_taxonomy()).splitlines() if "not established" in ln)
+    listed = set(line.split("): ", 1)[1].rstrip(".").split(", "))
+    open_terms = {n for n in reg.names() if "unknown" in (
+        (t := licence_terms(reg.datasets[n])).commercial, t.derivatives, t.redistribution)}
+    assert open_terms and open_terms <= listed
