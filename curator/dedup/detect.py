@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from curator.dedup import thumbnail as _thumbnail_module
 from curator.dedup import verify as _verify_module
 from curator.dedup.features import ScanFeatures
@@ -67,15 +69,17 @@ class PairResult:
 def keys_of(features: Mapping[str, ScanFeatures], search: SearchSettings | None = None) -> list[HashKeys]:
     s = search or SearchSettings()
     return [key_of(cid, f.exact, f.phash, f.slabs, f.thumbnail.ranks.shape, f.thumbnail.spacing,
-                   functools.partial(getattr, f, "thumbnail"), s) for cid, f in sorted(features.items())]
+                   functools.partial(getattr, f, "thumbnail"), s, f.phash_dct) for cid, f in sorted(features.items())]
 
 
 def key_of(case_id: str, exact: str, phash: int | None, slabs: SlabHashes, grid_shape: Sequence[int],
-           grid_spacing: Sequence[float], thumbnail: Callable[[], Thumbnail | None], s: SearchSettings) -> HashKeys:
+           grid_spacing: Sequence[float], thumbnail: Callable[[], Thumbnail | None], s: SearchSettings,
+           phash_dct: Sequence[float] | None = None) -> HashKeys:
     """A scan's search keys; the thumbnail is loaded only for a small scan (its axial profile)."""
     fov = field_of_view_mm(tuple(grid_shape), tuple(grid_spacing))
     t = thumbnail() if is_small(fov, s) else None
-    return HashKeys(case_id, exact, phash, slabs, fov, axial_profile(t) if t is not None else None)
+    dct = None if phash_dct is None else np.asarray(phash_dct, dtype=np.float32)
+    return HashKeys(case_id, exact, phash, slabs, fov, axial_profile(t) if t is not None else None, dct)
 
 
 def strength(c: Candidate) -> tuple[int, int, int, str, str]:

@@ -20,7 +20,14 @@ from typing import Any
 from numpy.typing import NDArray
 
 from curator.dedup.canonical import canonicalize
-from curator.dedup.hashing import SlabHashes, exact_hash, global_phash, slab_hashes
+from curator.dedup.hashing import (
+    SlabHashes,
+    dct_bits,
+    dct_signature,
+    exact_hash,
+    global_dct,
+    slab_hashes,
+)
 from curator.dedup.thumbnail import Thumbnail, make_thumbnail
 from curator.io.volume import Geometry
 
@@ -41,10 +48,13 @@ class ScanFeatures:
     slabs: SlabHashes
     thumbnail: Thumbnail
     body_voxels: int
+    phash_dct: tuple[float, ...] | None = None  # dct_signature of the global hash's coefficients
 
     def row(self) -> dict[str, Any]:
         """The ``hashes`` table columns this scan fills (without case_id/dataset)."""
-        return {"exact_sha256": self.exact, "phash": self.phash, "slab_hashes": list(self.slabs.hashes),
+        return {"exact_sha256": self.exact, "phash": self.phash,
+                "phash_dct": None if self.phash_dct is None else list(self.phash_dct),
+                "slab_hashes": list(self.slabs.hashes),
                 "slab_z_mm": list(self.slabs.z_mm), "body_voxels": self.body_voxels,
                 "grid_shape": list(self.thumbnail.ranks.shape),
                 "grid_spacing_mm": [round(x, 6) for x in self.thumbnail.spacing]}
@@ -53,10 +63,12 @@ class ScanFeatures:
 def scan_features(array: NDArray[Any], geometry: Geometry, settings: HashSettings) -> ScanFeatures:
     """Hashes and thumbnail of one scan (pure: no I/O)."""
     c = canonicalize(array, geometry, settings.grid_voxels)
+    block = global_dct(c)
     return ScanFeatures(
         exact=exact_hash(array, geometry),
-        phash=global_phash(c),
+        phash=None if block is None else dct_bits(block),
         slabs=slab_hashes(c, settings.slab_mm, settings.slab_step_mm),
         thumbnail=make_thumbnail(c),
         body_voxels=int(c.body.sum()),
+        phash_dct=None if block is None else dct_signature(block),
     )

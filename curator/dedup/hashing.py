@@ -186,13 +186,31 @@ def _ranks_inside(vals: NDArray[Any], inside: NDArray[np.bool_]) -> NDArray[np.f
     return np.where(inside, (ranks + 1) / count, 0.5).astype(np.float32)
 
 
-def global_phash(c: Canonical) -> int | None:
-    """64-bit 3-D perceptual hash of the whole scan (``None`` when the body is too small)."""
+def global_dct(c: Canonical) -> NDArray[np.float64] | None:
+    """The 4×4×4 low-frequency 3-D DCT block the global hash thresholds (``None`` when the body
+    is too small)."""
     if int(c.outline.sum()) < MIN_BODY_VOXELS:
         return None
     centre, half = _frame(c.outline)
     box = _sample(c.array, c.outline, centre, half)
-    return dct_bits(dctn(box, norm="ortho")[:4, :4, :4])
+    return np.asarray(dctn(box, norm="ortho")[:4, :4, :4], dtype=np.float64)
+
+
+def global_phash(c: Canonical) -> int | None:
+    """64-bit 3-D perceptual hash of the whole scan (``None`` when the body is too small)."""
+    block = global_dct(c)
+    return None if block is None else dct_bits(block)
+
+
+def dct_signature(block: NDArray[np.floating[Any]]) -> tuple[float, ...]:
+    """The hashed coefficients as a unit vector about their median (float32 precision): what the
+    hash's bits are the signs of. Near copies of one scan are nearest by it (1 − dot product)
+    among scans whose hashes lie within the search radius — the 64 bits alone tie: hashes of one
+    protocol's patients may share every bit (each hash has 32 ones, so distances are even)."""
+    v = np.asarray(block, dtype=np.float64).ravel()
+    v = v - np.median(v)
+    n = float(np.linalg.norm(v))
+    return tuple(float(x) for x in (v / n if n > 0 else v).astype(np.float32))
 
 
 def slab_hashes(c: Canonical, slab_mm: float = 8.0, step_mm: float = 5.0) -> SlabHashes:

@@ -1,7 +1,11 @@
 """Candidate pairs from the hash tiers, without comparing every pair of scans.
 
 * ``exact`` — scans with the same exact content hash;
-* ``global`` — 3-D perceptual hashes within ``global_radius`` bits (multi-index hashing);
+* ``global`` — 3-D perceptual hashes within ``global_radius`` bits (multi-index hashing), each
+  scan's ``global_neighbours`` nearest of them by the hash's DCT coefficients (a pair is a
+  candidate when either scan counts the other among its nearest): patients of one protocol may
+  share most bits, and without the bound the pairs to verify grow as the square of the scans
+  (20 % of all pairs of 200 synthetic patients on one grid);
 * ``slab`` — axial slab hashes within ``slab_radius`` bits; a pair needs ``min_slab_votes``
   slabs of one scan that match slabs of the other *at one consistent height offset*
   (a z-crop or a partial overlap shifts every slab by the same amount; chance matches
@@ -39,6 +43,7 @@ from curator.dedup.index import HashIndex
 @dataclass(frozen=True)
 class SearchSettings:
     global_radius: int = 4
+    global_neighbours: int = 8  # per scan: its nearest within global_radius (by phash_dct); 0 = all of them
     slab_radius: int = 3
     short_scan_slabs: int = 8  # scans with at most this many slabs (≈ 40 mm) search their slabs wider:
     short_slab_radius: int = 6  # a short stack has few slabs to vote, and its edge slabs are less stable
@@ -61,6 +66,7 @@ class HashKeys:
     slabs: SlabHashes
     fov_mm: tuple[float, float, float] | None = None  # RAS field of view (the small-scan tier)
     profile: NDArray[np.float32] | None = None  # axial_profile, for small scans only
+    dct: NDArray[np.float32] | None = None  # hashing.dct_signature of the global hash (ranks its neighbours)
 
 
 @dataclass
@@ -95,19 +101,42 @@ def find_candidates(keys: list[HashKeys], s: SearchSettings) -> list[Candidate]:
             for y in ids[i + 1:]:
                 cand(x, y).tiers.add("exact")
 
-    with_phash = [k for k in keys if k.phash is not None]
-    if len(with_phash) > 1:
-        codes = _u64([k.phash for k in with_phash])  # type: ignore[misc]
-        qi, ii, d = HashIndex(codes).query(codes, s.global_radius)
-        for q, i, dist in zip(qi.tolist(), ii.tolist(), d.tolist(), strict=True):
-            if q < i:
-                c = cand(with_phash[q].case_id, with_phash[i].case_id)
-                c.tiers.add("global")
-                c.global_distance = int(dist)
-
+    _global_tier(keys, s, cand)
     _slab_tier(keys, s, cand)
     _small_tier(keys, s, cand)
     return [found[k] for k in sorted(found)]
+
+
+def _global_tier(keys: list[HashKeys], s: SearchSettings, cand: Any, block: int = 1024) -> None:
+    with_phash = [k for k in keys if k.phash is not None]
+    if len(with_phash) < 2:
+        return
+    codes = _u64([k.phash for k in with_phash])  # type: ignore[misc]
+    index = HashIndex(codes)
+    signed = np.asarray([k.dct is not None for k in with_phash])
+    sig = np.stack([k.dct if k.dct is not None else np.zeros(64, np.float32) for k in with_phash]).astype(np.float32)
+    pairs: dict[tuple[int, int], int] = {}
+    for lo in range(0, len(with_phash), block):  # a block of queries at a time: hits stay bounded in memory
+        qi, ii, d = index.query(codes[lo:lo + block], s.global_radius)
+        qi = qi + lo
+        other = qi != ii
+        qi, ii, d = qi[other], ii[other], d[other]
+        if s.global_neighbours > 0 and qi.size:
+            # nearest first: 1 - cos of the coefficients where both scans have them, after every
+            # such pair the hash distance alone (a scan hashed before the coefficients were kept)
+            both = signed[qi] & signed[ii]
+            far = np.where(both, 1.0 - np.einsum("ij,ij->i", sig[qi], sig[ii]), 2.0 + d.astype(np.float64))
+            order = np.lexsort((ii, far, qi))
+            qi, ii, d = qi[order], ii[order], d[order]
+            rank = np.arange(qi.size) - np.searchsorted(qi, qi, side="left")
+            near = rank < s.global_neighbours
+            qi, ii, d = qi[near], ii[near], d[near]
+        for q, i, dist in zip(qi.tolist(), ii.tolist(), d.tolist(), strict=True):
+            pairs[(min(q, i), max(q, i))] = int(dist)
+    for (q, i), dist in sorted(pairs.items()):
+        c = cand(with_phash[q].case_id, with_phash[i].case_id)
+        c.tiers.add("global")
+        c.global_distance = dist
 
 
 def is_small(fov_mm: tuple[float, ...] | None, s: SearchSettings) -> bool:

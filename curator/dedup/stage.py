@@ -48,6 +48,7 @@ class DedupConfig(StageConfig):
     slab_step_mm: float = 5.0
     # candidate search (this and all below run in finalize over the cached hashes: no re-hashing)
     global_radius: int = finalize_only(4)
+    global_neighbours: int = finalize_only(8)
     slab_radius: int = finalize_only(3)
     short_scan_slabs: int = finalize_only(8)
     short_slab_radius: int = finalize_only(6)
@@ -71,6 +72,9 @@ class DedupConfig(StageConfig):
         for name in ("global_radius", "slab_radius", "short_slab_radius"):
             if not 0 <= getattr(self, name) <= 12:
                 raise ConfigError("config_error", f"stages.dedup.{name} must be 0..12 bits")
+        if self.global_neighbours < 0:
+            raise ConfigError("config_error", "stages.dedup.global_neighbours must be >= 0 (0: every scan within "
+                              "global_radius is a candidate, however many)")
         if self.small_neighbours < 0 or self.small_fov_cm3 < 0:
             raise ConfigError("config_error", "stages.dedup.small_neighbours and small_fov_cm3 must be >= 0 "
                               "(small_neighbours: 0 turns the small-scan tier off)")
@@ -98,7 +102,8 @@ class DedupConfig(StageConfig):
 
     @property
     def search(self) -> SearchSettings:
-        return SearchSettings(global_radius=self.global_radius, slab_radius=self.slab_radius,
+        return SearchSettings(global_radius=self.global_radius, global_neighbours=self.global_neighbours,
+                              slab_radius=self.slab_radius,
                               short_scan_slabs=self.short_scan_slabs, short_slab_radius=self.short_slab_radius,
                               min_slab_votes=self.min_slab_votes, small_fov_cm3=self.small_fov_cm3,
                               small_neighbours=self.small_neighbours)
@@ -121,8 +126,8 @@ class DedupStage(Stage):
     # verification the tissue mask again; 5: the exact hash is the coronal projection (one pass),
     # the analysis grid averages 2 picks per axis of each block instead of 4; 6: the projection's
     # integer sums kept modulo 2**16 (16-bit lanes); 7: exact sums again (modulo 2**16 a +1024
-    # copy hashed as identical voxels)
-    version = "7"
+    # copy hashed as identical voxels); 8: hashes keep the global hash's DCT coefficients (phash_dct)
+    version = "8"
     config_class = DedupConfig
     tables = ("hashes", "duplicates")
     requires = ("cases",)
@@ -182,7 +187,8 @@ class DedupStage(Stage):
         thumb = self._thumbnail_loader({r["case_id"]: r for r in rows})
         keys = [key_of(r["case_id"], r["exact_sha256"], r["phash"],
                        SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"])), r["grid_shape"],
-                       r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search) for r in rows]
+                       r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search,
+                       r.get("phash_dct")) for r in rows]
         candidates = [c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)]
         cache = MatchCache(self.ctx.workspace.stage_dir(self.name) / "matches.json", cfg.verify.overlap_ratio)
         digest = {r["case_id"]: r["thumbnail_sha256"] for r in rows}

@@ -164,3 +164,35 @@ def test_the_default_policy_keeps_the_whole_scan_over_a_cropped_copy() -> None:
     assert why_kept(whole, crop, keep) == "a larger field of view (4,000 vs 1,200 ml)"
     resampled = Member("ArchiveB__coarse", "ArchiveB", "1", 0, 256 * 256 * 15, fov_ml=3900.0)  # within 5 %: a tie
     assert pick_kept([resampled, whole], keep).case_id == "ArchiveB__coarse"
+
+
+def test_global_tier_verifies_each_scans_nearest_not_every_pair_within_the_radius() -> None:
+    """Patients of one protocol on one grid share most global-hash bits: 20 % of all pairs of 200
+    synthetic patients lay within the radius, and every one of them was verified (time growing as
+    the square of the scans). Each scan now proposes its `global_neighbours` nearest by the hash's
+    DCT coefficients, and a copy of a scan is the nearest among them."""
+    from curator.dedup.detect import keys_of
+    from curator.dedup.features import HashSettings, scan_features
+    from curator.dedup.search import SearchSettings, find_candidates
+    from curator.testing.perturb import crop
+    from curator.testing.phantoms import Subject, grid, render
+
+    g = grid((48, 48, 32), (6.0, 6.0, 9.0), "RAS", center=(0.0, -10.0, 20.0))
+    scans = {}
+    for i in range(36):
+        img, _ = render(Subject.random(1000 + i, tumor=False, cyst=False), g, "CT", seed=1000 + i)
+        scans[f"p{i:02d}"] = (g, np.rint(img).astype(np.int16))
+    for i in (3, 8):  # a copy cropped in-plane, as another dataset would publish it
+        g2, img = crop(g, scans[f"p{i:02d}"][1], (slice(3, 45), slice(2, 46), slice(0, 32)))
+        scans[f"p{i:02d}_copy"] = (g2, img)
+    features = {k: scan_features(img, geo, HashSettings()) for k, (geo, img) in scans.items()}
+    keys = keys_of(features)
+
+    def global_pairs(**kw: int) -> set[tuple[str, str]]:
+        return {(c.a, c.b) for c in find_candidates(keys, SearchSettings(**kw)) if "global" in c.tiers}
+
+    every = global_pairs(global_neighbours=0)
+    nearest = global_pairs(global_neighbours=1)
+    assert len(every) > 2 * len(scans)  # the crowd this guards against: many pairs within the radius
+    assert len(nearest) <= len(scans)
+    assert {("p03", "p03_copy"), ("p08", "p08_copy")} <= nearest
