@@ -86,7 +86,8 @@ def _listing(path: Path) -> str:
 def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int | None = None) -> Volume:
     data_files = _data_files(path)
     folder = path.resolve().parent
-    for k, data_file in enumerate(data_files or (), start=1):
+    listed = data_files or []
+    for k, data_file in enumerate(listed, start=1):
         if folder not in data_file.resolve().parents:  # its folder or one inside it; no `..`, no link out
             raise InputError("path_escape", "the header points to data outside its folder",
                              path=str(path), remedy="keep the .raw/.zraw file(s) in the header's folder or a folder "
@@ -94,7 +95,7 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
         if not data_file.is_file():
             # by its rank, not its name: data files are often named after the patient (a header's own
             # name is the layout's; the files it lists are not)
-            which = f"data file {k} of {len(data_files)}" if len(data_files or ()) > 1 else "the data file"
+            which = f"data file {k} of {len(listed)}" if len(listed) > 1 else "the data file"
             raise ReadError("file_not_found", f"{which} named by the header (ElementDataFile / data file) is "
                             "missing", path=str(path),
                             remedy="download the .raw/.zraw file(s) that belong to this header")
