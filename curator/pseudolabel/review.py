@@ -10,11 +10,15 @@
     <out>/<case_id>/codes.json          label code -> term id
     <out>/<case_id>/labels_itksnap.txt  the codes as an ITK-SNAP label description file
     <out>/<case_id>/labels_slicer.txt   ... and as a 3D Slicer colour table
+    <out>/<case_id>/export.json         what was exported: a checksum of each code's exported mask
     <out>/README.txt                    how to review, for the reviewer
 
 A reviewer saves the corrected label as ``<out>/<case_id>/revised.nii.gz`` (same grid and
 codes); ``import_review`` writes it as the case's ``revised`` layer and returns ``labels``
-rows with origin ``revised`` (stored in the private table ``_labels_revised``).
+rows with origin ``revised`` (stored in the private table ``_labels_revised``). Only the codes
+the reviewer changed from what the export wrote (``export.json`` holds a checksum of each
+code's exported mask) become revised labels: a code left as exported keeps its state in the
+store as it is at import — a pseudo label, re-computed if pseudolabel re-ran in between.
 
 Cases already reviewed (a revision was imported) are left out of later exports: the
 attention ranking does not change when a revision comes in. ``include_reviewed=True``
@@ -25,6 +29,7 @@ import replaces the earlier one).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -159,9 +164,39 @@ def _write_colour_tables(codes: dict[str, list[str]], folder: Path) -> None:
             tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _write_editable(store: CaseStore, folder: Path, images: bool) -> None:
+RECORD = "export.json"
+RECORD_FORMAT = 1
+
+
+def mask_digest(mask: NDArray[np.bool_]) -> str:
+    """Checksum of a boolean mask (with its shape), for "left as exported" at import."""
+    h = hashlib.sha256(repr(tuple(mask.shape)).encode())
+    h.update(np.packbits(np.ascontiguousarray(mask), axis=None).tobytes())
+    return h.hexdigest()[:32]
+
+
+def layer_digest(store: CaseStore, layer: str) -> str | None:
+    """Checksum of a label layer's planes and codes (None when the store has no such layer)."""
+    if layer not in store.layers():
+        return None
+    h = hashlib.sha256()
+    for arr, vals in store.planes(layer):
+        a = np.ascontiguousarray(np.asarray(arr[...]))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+        h.update(json.dumps({str(k): v for k, v in vals.items()}, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def _code_digests(label: NDArray[Any], codes: dict[str, list[str]]) -> dict[str, str]:
+    return {c: mask_digest(label == int(c)) for c in codes}
+
+
+def _write_editable(store: CaseStore, folder: Path, images: bool) -> dict[str, Any]:
     """``codes.json``, ``pseudo.nii.gz`` (and ``image.nii.gz``) of one case for a reviewer to edit;
-    a case reviewed before also gets its revision as ``revised.nii.gz``, to edit further."""
+    a case reviewed before also gets its revision as ``revised.nii.gz``, to edit further.
+    ``export.json`` records what was written (returned): per code, a checksum of its exported
+    mask in the label the reviewer starts from, and of the store's layers at export."""
     codes = {str(c): ts for arr, vals in store.planes("pseudo") for c, ts in vals.items()}
     with atomic_path(folder / "codes.json") as tmp:
         tmp.write_text(json.dumps(codes, indent=1) + "\n")
@@ -169,6 +204,7 @@ def _write_editable(store: CaseStore, folder: Path, images: bool) -> None:
     plane = np.asarray(next(iter(store.planes("pseudo")))[0][...])
     affine = store.geometry.matrix
     _save_nifti(plane, affine, folder / "pseudo.nii.gz")
+    start = plane
     if "revised" in store.layers():  # the revision uses the pseudo layer's codes (those that were edited):
         revised, values = next(iter(store.planes("revised")))  # shown over the pseudo labels left as they were
         edited = [int(c) for c in values]
@@ -177,8 +213,35 @@ def _write_editable(store: CaseStore, folder: Path, images: bool) -> None:
         shown[np.isin(shown, edited)] = 0
         shown[np.isin(rev, edited)] = rev[np.isin(rev, edited)]
         _save_nifti(shown, affine, folder / "revised.nii.gz")
+        start = shown
     if images:
         _save_nifti(store.physical_image(), affine, folder / "image.nii.gz")  # HU, not stored units
+    record = {"format": RECORD_FORMAT, "case_id": store.path.stem, "codes": codes,
+              "start": "revised.nii.gz" if start is not plane else "pseudo.nii.gz",
+              "start_masks": _code_digests(start, codes),
+              "pseudo_layer": layer_digest(store, "pseudo"), "revised_layer": layer_digest(store, "revised")}
+    with atomic_path(folder / RECORD) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return record
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """The ``export.json`` :func:`_write_editable` wrote in a case folder, or an ``InputError``."""
+    path = folder / RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+            raise ValueError(f"format {record.get('format') if isinstance(record, dict) else None!r}")
+        for key in ("case_id", "codes", "start_masks"):
+            if key not in record:
+                raise ValueError(f"no {key!r}")
+    except (OSError, ValueError) as e:
+        raise InputError("revised_label_invalid", f"the export's record of this case ({RECORD}) is missing or "
+                         f"unreadable ({e.__class__.__name__})", path=str(path),
+                         remedy="keep the export.json that `curator review export` wrote; an export by an older "
+                                "curator has none: export the case again into a new folder (--include-reviewed "
+                                "for a reviewed case) and redo or copy the revision there") from e
+    return record
 
 
 def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *, fraction: float | None = None,
@@ -284,7 +347,8 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     if why:
         raise LabelError("revised_label_invalid", f"the revised label is not on the case's grid ({why})",
                          path=str(path), remedy="save the revision on the grid of pseudo.nii.gz")
-    exported = {c: list(ts) for _, vals in store.plane_values("pseudo") for c, ts in vals.items()}
+    record = read_record(folder)
+    exported = {int(c): list(ts) for c, ts in record["codes"].items()}
     changed = sorted(c for c, ts in codes.items() if exported.get(c) != ts)
     if changed:  # a code or term the export did not write would enter the release as a label unchecked
         raise InputError("revised_label_invalid", "codes.json differs from the one the export wrote (code "
@@ -302,10 +366,12 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
                          remedy="use only the codes of codes.json (0 = background)")
     data = data.astype(np.uint8 if max(codes, default=0) < 256 else np.uint16)
     keep = {c: [t for t in ts if t not in annotated] for c, ts in codes.items()}
-    # a code the reviewer left exactly as exported stays a pseudo label: only what was edited
-    # becomes a person's label (and joins QC's reference cohorts, and outranks pseudo labels)
-    pseudo = np.asarray(next(iter(store.planes("pseudo")))[0][...])
-    keep = {c: ts for c, ts in keep.items() if ts and not np.array_equal(data == c, pseudo == c)}
+    # a code the reviewer left exactly as exported keeps its state: only what was edited becomes
+    # a person's label (and joins QC's reference cohorts, and outranks pseudo labels). "As
+    # exported" is the export's record, not the store's pseudo layer now: pseudolabel may have
+    # re-run since, and every code would then differ from it
+    start = record["start_masks"]
+    keep = {c: ts for c, ts in keep.items() if ts and mask_digest(data == c) != start.get(str(c))}
     data[~np.isin(data, list(keep))] = 0
     save_revised_copy(store, data, keep)  # first: the store's layer can be rebuilt from it, not the reverse
     store.write_layer("revised", [(data, keep)], {"origin": "revised", "source": "curator review import"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -301,3 +302,36 @@ def test_only_the_terms_a_reviewer_edited_become_revised_labels(phantom_ws, tmp_
     again = tmp_path / "again"
     export_review(ws.root, ws.read_table("attention").to_pylist(), again, top=1, images=False, include_reviewed=True)
     assert np.array_equal(np.asarray(nib.load(again / cid / "revised.nii.gz").dataobj), data)
+
+
+def _repseudo(store_path: Path) -> None:
+    """What a re-run of pseudolabel does to a store: new pseudo labels (here each one grown by a voxel
+    along x), same codes."""
+    store = CaseStore(store_path)
+    plane, values = next(iter(store.planes("pseudo")))
+    old = np.asarray(plane[...])
+    new = old.copy()
+    new[1:][(old[1:] == 0) & (old[:-1] > 0)] = old[:-1][(old[1:] == 0) & (old[:-1] > 0)]
+    assert not np.array_equal(new, old)
+    store.write_layer("pseudo", [(new, values)], {"origin": "pseudo"})
+
+
+def test_a_pseudolabel_re_run_between_export_and_import_revises_only_what_the_reviewer_changed(
+        phantom_ws, tmp_path: Path) -> None:
+    """Import judged "left as exported" against the store's pseudo layer as it was at import: after
+    pseudolabel re-ran, every code the reviewer never touched became a revised (person's) label."""
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=1)
+    cid = cases[0]
+    codes = {int(c): ts for c, ts in json.loads((out / cid / "codes.json").read_text()).items()}
+    assert len(codes) > 1
+    liver = next(c for c, ts in codes.items() if ts == ["liver"])
+    pseudo = nib.load(out / cid / "pseudo.nii.gz")
+    data = np.asarray(pseudo.dataobj).copy()
+    data[data == liver] = 0  # the reviewer erases the liver and leaves the rest as exported
+    nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
+    _repseudo(ws.stores_dir / f"{cid}.zarr")
+    done, problems = import_review(ws, out)
+    assert done == [cid] and problems == []
+    assert CaseStore(ws.stores_dir / f"{cid}.zarr").terms("revised") == ["liver"]
+    assert [r["term_id"] for r in ws.read_table("_labels_revised").to_pylist()] == ["liver"]
