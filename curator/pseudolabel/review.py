@@ -12,6 +12,7 @@
     <out>/<case_id>/labels_slicer.txt   ... and as a 3D Slicer colour table
     <out>/<case_id>/export.json         what was exported: a checksum of each code's exported mask
     <out>/README.txt                    how to review, for the reviewer
+    <out>/export.json                   the export's id and its cases (import takes no other folder)
 
 A reviewer saves the corrected label as ``<out>/<case_id>/revised.nii.gz`` (same grid and
 codes); ``import_review`` writes it as the case's ``revised`` layer and returns ``labels``
@@ -33,6 +34,7 @@ import hashlib
 import json
 import logging
 import math
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,8 +139,9 @@ For each case folder:
 To review a case: open image.nii.gz with pseudo.nii.gz as its segmentation, correct it
 painting only with the codes of codes.json (0 = background), and save the result in the
 case's folder as revised.nii.gz, on the same grid (do not crop or resample). Leave
-codes.json as it is. Only the labels you change become reviewed labels; a code left
-exactly as exported stays a pseudo label. A case you do not correct needs nothing.
+codes.json and export.json as they are, and do not rename the case folders: import takes
+only the case folders this export wrote. Only the labels you change become reviewed labels;
+a code left exactly as exported stays a pseudo label. A case you do not correct needs nothing.
 
 Then: curator review import pipeline.yaml <this folder>
 A revision with values outside codes.json, or on another grid, is refused with the reason;
@@ -225,6 +228,62 @@ def _write_editable(store: CaseStore, folder: Path, images: bool) -> dict[str, A
     return record
 
 
+def record_digest(record: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def read_manifest(out: Path) -> dict[str, Any] | None:
+    """``<out>/export.json`` (the export's id and ``{case id: its record's digest}``), or None."""
+    try:
+        manifest = json.loads((out / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(manifest, dict) and manifest.get("format") == RECORD_FORMAT
+          and isinstance(manifest.get("cases"), dict) and isinstance(manifest.get("export_id"), str))
+    return manifest if ok else None
+
+
+def _write_manifest(out: Path, records: dict[str, dict[str, Any]]) -> None:
+    """``<out>/export.json`` listing ``records``' cases, plus those of an earlier export into the
+    same folder whose case folders are still there (their revisions still import)."""
+    old = read_manifest(out)
+    cases = {c: d for c, d in (old or {}).get("cases", {}).items() if (out / c / RECORD).is_file()}
+    cases.update({c: record_digest(r) for c, r in records.items()})
+    manifest = {"format": RECORD_FORMAT, "export_id": old["export_id"] if old else uuid.uuid4().hex[:12],
+                "cases": dict(sorted(cases.items()))}
+    with atomic_path(out / RECORD) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+def check_listed(folder: Path, manifest: dict[str, Any] | None) -> None:
+    """An ``InputError`` unless the case folder ``folder`` is one of the export ``manifest``'s
+    cases, holding the record the export wrote for it (a folder renamed to another case's name
+    would import into that case)."""
+    cid = folder.name
+    try:
+        exported_as = str(read_record(folder)["case_id"])
+    except InputError:
+        exported_as = None
+    if manifest is None:
+        raise InputError("revised_label_invalid", f"the export folder has no {RECORD} listing its cases (not "
+                         "written by `curator review export`, or by an older curator)", path=str(folder.parent),
+                         remedy="export the case again into a new folder (--include-reviewed for a reviewed case) "
+                                "and redo or copy the revision there")
+    if exported_as is not None and exported_as != cid:
+        raise InputError("revised_label_invalid", f"this folder was exported as case {exported_as!r}, not {cid!r}",
+                         path=str(folder), remedy=f"rename the folder back to {exported_as}")
+    if cid not in manifest["cases"]:
+        raise InputError("revised_label_invalid", "not a case folder of this export (its export.json lists "
+                         f"{len(manifest['cases'])} case(s), not {cid!r})", path=str(folder),
+                         remedy="keep the case folder names of the export; a case it did not export needs an "
+                                "export of its own")
+    if exported_as is None or record_digest(read_record(folder)) != manifest["cases"][cid]:
+        raise InputError("revised_label_invalid", f"the case's {RECORD} is missing or is not the one this export "
+                         "wrote (copied from another export?)", path=str(folder / RECORD),
+                         remedy="keep the files `curator review export` wrote in the case folder; save the "
+                                "revision in the folder of the export that wrote its pseudo.nii.gz")
+
+
 def read_record(folder: Path) -> dict[str, Any]:
     """The ``export.json`` :func:`_write_editable` wrote in a case folder, or an ``InputError``."""
     path = folder / RECORD
@@ -265,6 +324,7 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         by_case.setdefault(r["case_id"], []).append(r)
     out.mkdir(parents=True, exist_ok=True)
     lines = []
+    records: dict[str, dict[str, Any]] = {}
     for cid in chosen:
         rows = sorted(by_case[cid], key=lambda r: (-r["attention_size"], r["term_id"]))
         store = CaseStore(workspace / "stores" / f"{cid}.zarr")
@@ -272,7 +332,7 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         folder.mkdir(exist_ok=True)
         amap = read_attention(attention_path(workspace, cid))
         if editable:
-            _write_editable(store, folder, images)
+            records[cid] = _write_editable(store, folder, images)
         modality = str(store.attrs.get("modality") or "CT")
         files = []
         for r in rows:
@@ -296,6 +356,7 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
                       "reviewed": cid in reviewed})
         res.cases.append(cid)
     if editable:
+        _write_manifest(out, records)
         with atomic_path(out / "README.txt") as tmp:
             tmp.write_text(README, encoding="utf-8")
     with atomic_path(out / "worklist.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -434,6 +495,7 @@ def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[st
     from curator.schema import to_arrow
 
     revised = revised_cases(folder)
+    manifest = read_manifest(folder)
     cases = workspace.read_table("cases")
     dataset = {r["case_id"]: r["dataset"] for r in (cases.to_pylist() if cases is not None else [])}
     old = workspace.read_table("_labels_revised")
@@ -443,6 +505,7 @@ def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[st
     for case_dir in revised:
         cid = case_dir.name
         try:
+            check_listed(case_dir, manifest)
             if cid not in dataset:
                 raise InputError("revised_label_invalid", f"no case {cid!r} in this workspace",
                                  path=str(case_dir), remedy="keep the case folder names of the export")

@@ -28,13 +28,21 @@ def pipeline(tmp_path: Path) -> Path:
 
 
 def test_review_import_problems_show_kind_and_name_the_case_once(pipeline: Path, tmp_path: Path) -> None:
+    import json
+
+    from curator.pseudolabel.review import _write_manifest
+
     folder = tmp_path / "review"
-    for cid in ("MSD_Spleen__spleen_1", "MSD_Spleen__spleen_99"):  # no codes.json; an unknown case
+    for cid in ("MSD_Spleen__spleen_1", "MSD_Spleen__spleen_99"):  # not of the export; an unknown case
         (folder / cid).mkdir(parents=True)
         nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), folder / cid / "revised.nii.gz")
+    record = {"format": 1, "case_id": "MSD_Spleen__spleen_99", "codes": {}, "start_masks": {}}
+    (folder / "MSD_Spleen__spleen_99" / "export.json").write_text(json.dumps(record))
+    _write_manifest(folder, {"MSD_Spleen__spleen_99": record})
     res = curator("review", "import", str(pipeline), str(folder))
     assert res.returncode == 1, res.stderr
-    assert "! MSD_Spleen__spleen_1: [revised_label_invalid] codes.json" in res.stderr, res.stderr
+    assert "! MSD_Spleen__spleen_1: [revised_label_invalid] not a case folder of this export" in res.stderr, \
+        res.stderr
     assert "! MSD_Spleen__spleen_99: [revised_label_invalid] no case 'MSD_Spleen__spleen_99'" in res.stderr
     assert "MSD_Spleen__spleen_99: MSD_Spleen__spleen_99" not in res.stderr
 

@@ -20,6 +20,7 @@ from curator.pseudolabel.stage import PseudolabelStage
 from curator.release.build import build_release
 from curator.runner.run import run_stage
 from curator.store import CaseStore
+from tests.pseudolabel.conftest import CASES
 
 
 def _layer_digest(store: Path, layer: str) -> str:
@@ -335,3 +336,26 @@ def test_a_pseudolabel_re_run_between_export_and_import_revises_only_what_the_re
     assert done == [cid] and problems == []
     assert CaseStore(ws.stores_dir / f"{cid}.zarr").terms("revised") == ["liver"]
     assert [r["term_id"] for r in ws.read_table("_labels_revised").to_pylist()] == ["liver"]
+
+
+def test_a_case_folder_renamed_to_another_case_is_refused(phantom_ws, tmp_path: Path) -> None:
+    """A revision in a folder renamed to another case's name (same grid) was imported into that case."""
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=2)
+    first, second = cases
+    others = [c for c, _, _ in CASES if c not in cases]
+    _paint(out / first, 0)
+    (out / first).rename(out / others[0])  # a case this export did not write
+    _paint(out / second, 0)
+    (out / second).rename(out / f"{second} (reviewed)")
+    done, problems = import_review(ws, out)
+    assert done == []
+    why = {p["case_id"]: p["message"] for p in problems}
+    assert f"exported as case {first!r}" in why[others[0]] and f"rename the folder back to {first}" in why[others[0]]
+    assert f"exported as case {second!r}" in why[f"{second} (reviewed)"]
+    assert all("revised" not in CaseStore(ws.stores_dir / f"{c}.zarr").layers() for c, _, _ in CASES)
+    # a listed case folder whose record is gone is refused, not compared with the store
+    (out / f"{second} (reviewed)").rename(out / second)
+    (out / second / "export.json").unlink()
+    done, problems = import_review(ws, out)
+    assert second not in done and "export.json" in {p["case_id"]: p["message"] for p in problems}[second]
