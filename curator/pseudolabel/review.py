@@ -136,9 +136,10 @@ For each case folder:
   labels_slicer.txt   and for 3D Slicer (load it as a colour table, then choose it for the
                       segmentation's label map)
 
-To review a case: open image.nii.gz with pseudo.nii.gz as its segmentation, correct it
-painting only with the codes of codes.json (0 = background), and save the result in the
-case's folder as revised.nii.gz, on the same grid (do not crop or resample). Leave
+To review a case: open image.nii.gz with the label of worklist.csv's open_label column as
+its segmentation — pseudo.nii.gz, or revised.nii.gz for a case reviewed before (see below) —
+correct it painting only with the codes of codes.json (0 = background), and save the result
+in the case's folder as revised.nii.gz, on the same grid (do not crop or resample). Leave
 codes.json and export.json as they are, and do not rename the case folders: import takes
 only the case folders this export wrote. Only the labels you change become reviewed labels;
 a code left exactly as exported stays a pseudo label. A case you do not correct needs nothing.
@@ -146,6 +147,14 @@ a code left exactly as exported stays a pseudo label. A case you do not correct 
 Then: curator review import pipeline.yaml <this folder>
 A revision with values outside codes.json, or on another grid, is refused with the reason;
 the other cases are imported. Re-export a case with --include-reviewed to edit it again.
+{reviewed}"""
+
+README_REVIEWED = """
+Cases reviewed before (worklist.csv: reviewed = True) hold their earlier revision as
+revised.nii.gz, drawn over the pseudo labels left as they were: open revised.nii.gz (not
+pseudo.nii.gz, which shows the pseudo labels only), correct it and save it again as
+revised.nii.gz. A structure you leave as exported keeps its earlier revision. These cases:
+{cases}
 """
 
 
@@ -208,20 +217,22 @@ def _write_editable(store: CaseStore, folder: Path, images: bool) -> dict[str, A
     affine = store.geometry.matrix
     _save_nifti(plane, affine, folder / "pseudo.nii.gz")
     start = plane
-    if "revised" in store.layers():  # the revision uses the pseudo layer's codes (those that were edited):
-        revised, values = next(iter(store.planes("revised")))  # shown over the pseudo labels left as they were
-        edited = [int(c) for c in values]
-        rev = np.asarray(revised[...])
+    if "revised" in store.layers():  # the revised terms, under the pseudo layer's codes of the same terms,
+        by_terms = {tuple(ts): int(c) for c, ts in codes.items()}  # over the pseudo labels left as they were
         shown = plane.copy()
-        shown[np.isin(shown, edited)] = 0
-        shown[np.isin(rev, edited)] = rev[np.isin(rev, edited)]
+        pairs = [(np.asarray(arr[...]), int(rc), by_terms[tuple(rts)]) for arr, vals in store.planes("revised")
+                 for rc, rts in vals.items() if tuple(rts) in by_terms]
+        for _, _, pc in pairs:
+            shown[shown == pc] = 0
+        for rev, rc, pc in pairs:
+            shown[rev == rc] = pc
         _save_nifti(shown, affine, folder / "revised.nii.gz")
         start = shown
     if images:
         _save_nifti(store.physical_image(), affine, folder / "image.nii.gz")  # HU, not stored units
     record = {"format": RECORD_FORMAT, "case_id": store.path.stem, "codes": codes,
               "start": "revised.nii.gz" if start is not plane else "pseudo.nii.gz",
-              "start_masks": _code_digests(start, codes),
+              "start_masks": _code_digests(start, codes), "pseudo_masks": _code_digests(plane, codes),
               "pseudo_layer": layer_digest(store, "pseudo"), "revised_layer": layer_digest(store, "revised")}
     with atomic_path(folder / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -352,16 +363,19 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
                       "terms": ";".join(f"{r['term_id']}:{r['attention_size']:.3f}" for r in rows),
                       "previews": ";".join(f"{cid}/{f}" for f in files),
                       "pseudo_label": f"{cid}/pseudo.nii.gz" if editable else "",
+                      "open_label": f"{cid}/{records[cid]['start']}" if editable else "",
                       "save_revised_as": f"{cid}/revised.nii.gz" if editable else "",
                       "reviewed": cid in reviewed})
         res.cases.append(cid)
     if editable:
         _write_manifest(out, records)
         with atomic_path(out / "README.txt") as tmp:
-            tmp.write_text(README, encoding="utf-8")
+            started = [c for c in res.cases if records[c]["start"] == "revised.nii.gz"]
+            extra = README_REVIEWED.format(cases="\n".join(f"  {c}" for c in started)) if started else ""
+            tmp.write_text(README.format(reviewed=extra), encoding="utf-8")
     with atomic_path(out / "worklist.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         cols = ["review_rank", "case_id", "dataset", "case_attention_size", "terms", "previews", "pseudo_label",
-                "save_revised_as", "reviewed"]
+                "open_label", "save_revised_as", "reviewed"]
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(lines)
@@ -391,6 +405,32 @@ def load_revised_copy(store_path: Path) -> tuple[NDArray[Any], NDArray[np.float6
     with np.load(path) as z:
         values = {int(k): list(v) for k, v in json.loads(str(z["values"])).items()}
         return np.asarray(z["data"]), np.asarray(z["affine"], dtype=np.float64), values
+
+
+def _merge_revision(store: CaseStore, data: NDArray[Any], codes: dict[int, list[str]],
+                    edited: dict[int, list[str]], annotated: set[str]) -> tuple[NDArray[Any], dict[int, list[str]]]:
+    """The new revised plane and its codes: the ``edited`` codes of ``data`` over the store's
+    earlier revision of every other term (kept under the export's code for the same terms where
+    there is one; where both claim a voxel, this edit wins)."""
+    earlier: list[tuple[list[str], NDArray[np.bool_]]] = []
+    if "revised" in store.layers():
+        now = {t for ts in edited.values() for t in ts} | annotated
+        for arr, vals in store.planes("revised"):
+            a = np.asarray(arr[...])
+            earlier += [(rest, a == rc) for rc, rts in vals.items() if (rest := [t for t in rts if t not in now])]
+    values: dict[int, list[str]] = dict(edited)
+    spare = iter(range(max([*codes, 0]) + 1, 1 << 16))
+    placed: list[tuple[int, NDArray[np.bool_]]] = []
+    for ts, mask in earlier:
+        code = next((c for c, cts in codes.items() if cts == ts and c not in values), None) or next(spare)
+        values[code] = ts
+        placed.append((code, mask))
+    merged = np.zeros(data.shape, np.uint8 if max([*values, 0]) < 256 else np.uint16)
+    for code, mask in placed:
+        merged[mask] = code
+    for c in edited:
+        merged[data == c] = c
+    return merged, values
 
 
 def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -431,16 +471,20 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     # a person's label (and joins QC's reference cohorts, and outranks pseudo labels). "As
     # exported" is the export's record, not the store's pseudo layer now: pseudolabel may have
     # re-run since, and every code would then differ from it
-    start = record["start_masks"]
-    keep = {c: ts for c, ts in keep.items() if ts and mask_digest(data == c) != start.get(str(c))}
-    data[~np.isin(data, list(keep))] = 0
-    save_revised_copy(store, data, keep)  # first: the store's layer can be rebuilt from it, not the reverse
-    store.write_layer("revised", [(data, keep)], {"origin": "revised", "source": "curator review import"})
+    # A reviewed case is exported with its revision as revised.nii.gz to start from; a code equal
+    # to that, or to the exported pseudo.nii.gz (the reviewer opened that instead), was not edited
+    # now: it keeps the store's state — an earlier revision stays, it is not reverted.
+    start, pseudo_masks = record["start_masks"], record.get("pseudo_masks", record["start_masks"])
+    edited = {c: ts for c, ts in keep.items()
+              if ts and mask_digest(data == c) not in (start.get(str(c)), pseudo_masks.get(str(c)))}
+    merged, values = _merge_revision(store, data, codes, edited, annotated)
+    save_revised_copy(store, merged, values)  # first: the store's layer can be rebuilt from it, not the reverse
+    store.write_layer("revised", [(merged, values)], {"origin": "revised", "source": "curator review import"})
     ml = store.geometry.voxel_volume_mm3 / 1000.0
     rows = []
-    terms = [t for ts in keep.values() for t in ts]
+    terms = [t for ts in values.values() for t in ts]
     for t in terms:
-        n = int(np.isin(data, [c for c, ts in keep.items() if t in ts]).sum())
+        n = int(np.isin(merged, [c for c, ts in values.items() if t in ts]).sum())
         rows.append({"case_id": store.path.stem, "term_id": t, "term": term_name(t), "origin": "revised",
                      "layer": "revised", "derived": False, "annotated": False, "present": n > 0, "voxels": n,
                      "volume_ml": n * ml, "modality": store.attrs.get("modality")})

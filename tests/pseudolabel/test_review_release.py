@@ -359,3 +359,45 @@ def test_a_case_folder_renamed_to_another_case_is_refused(phantom_ws, tmp_path: 
     (out / second / "export.json").unlink()
     done, problems = import_review(ws, out)
     assert second not in done and "export.json" in {p["case_id"]: p["message"] for p in problems}[second]
+
+
+def test_a_reviewed_case_exported_again_keeps_its_earlier_revision_of_what_the_reviewer_left(
+        phantom_ws, tmp_path: Path) -> None:
+    """With --include-reviewed the README and the worklist sent the reviewer to pseudo.nii.gz; saving
+    an edit of it as revised.nii.gz threw the earlier revision of every other structure away."""
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=1)
+    cid = cases[0]
+    codes = {int(c): ts for c, ts in json.loads((out / cid / "codes.json").read_text()).items()}
+    liver = next(c for c, ts in codes.items() if ts == ["liver"])
+    other = next(c for c, ts in codes.items() if c != liver)
+    pseudo = nib.load(out / cid / "pseudo.nii.gz")
+    first = np.asarray(pseudo.dataobj).copy()
+    first[first == liver] = 0  # round 1: the liver erased
+    nib.save(nib.Nifti1Image(first, pseudo.affine), out / cid / "revised.nii.gz")
+    assert import_review(ws, out)[0] == [cid]
+
+    again = tmp_path / "again"
+    export_review(ws.root, ws.read_table("attention").to_pylist(), again, top=1, images=False, include_reviewed=True)
+    with open(again / "worklist.csv", newline="") as f:
+        row = next(w for w in csv.DictReader(f) if w["case_id"] == cid)
+    assert row["open_label"] == f"{cid}/revised.nii.gz"
+    readme = (again / "README.txt").read_text()
+    assert f"  {cid}\n" in readme and "open revised.nii.gz" in readme
+    # (a) the exported revision imported untouched changes nothing
+    store = CaseStore(ws.stores_dir / f"{cid}.zarr")
+    before = {t: store.mask(t, "revised") for t in store.terms("revised")}
+    assert import_review(ws, again)[0] == [cid]
+    store = CaseStore(ws.stores_dir / f"{cid}.zarr")
+    assert {t: store.mask(t, "revised") for t in store.terms("revised")}.keys() == before.keys()
+    assert all(np.array_equal(store.mask(t, "revised"), m) for t, m in before.items())
+    # (b) the reviewer opens pseudo.nii.gz instead and edits another structure only
+    second = np.asarray(nib.load(again / cid / "pseudo.nii.gz").dataobj).copy()
+    idx = np.argwhere(second == other)
+    second[tuple(idx[: len(idx) // 2].T)] = 0
+    nib.save(nib.Nifti1Image(second, pseudo.affine), again / cid / "revised.nii.gz")
+    assert import_review(ws, again)[0] == [cid]
+    store = CaseStore(ws.stores_dir / f"{cid}.zarr")
+    assert sorted(store.terms("revised")) == sorted(["liver", *codes[other]])
+    assert not store.mask("liver", "revised").any(), "the round-1 revision of the liver was kept"
+    assert np.array_equal(store.mask(codes[other][0], "revised"), second == other)
