@@ -204,19 +204,11 @@ def _code_digests(label: NDArray[Any], codes: dict[str, list[str]]) -> dict[str,
     return {c: mask_digest(label == int(c)) for c in codes}
 
 
-def _write_editable(store: CaseStore, folder: Path, images: bool) -> dict[str, Any]:
-    """``codes.json``, ``pseudo.nii.gz`` (and ``image.nii.gz``) of one case for a reviewer to edit;
-    a case reviewed before also gets its revision as ``revised.nii.gz``, to edit further.
-    ``export.json`` records what was written (returned): per code, a checksum of its exported
-    mask in the label the reviewer starts from, and of the store's layers at export."""
+def _editable(store: CaseStore) -> tuple[dict[str, list[str]], NDArray[Any], NDArray[Any] | None, dict[str, Any]]:
+    """(codes, the pseudo plane, the revision to start from or None, the export record) of one case."""
     codes = {str(c): ts for arr, vals in store.planes("pseudo") for c, ts in vals.items()}
-    with atomic_path(folder / "codes.json") as tmp:
-        tmp.write_text(json.dumps(codes, indent=1) + "\n")
-    _write_colour_tables(codes, folder)
     plane = np.asarray(next(iter(store.planes("pseudo")))[0][...])
-    affine = store.geometry.matrix
-    _save_nifti(plane, affine, folder / "pseudo.nii.gz")
-    start = plane
+    shown = None
     if "revised" in store.layers():  # the revised terms, under the pseudo layer's codes of the same terms,
         by_terms = {tuple(ts): int(c) for c, ts in codes.items()}  # over the pseudo labels left as they were
         shown = plane.copy()
@@ -226,17 +218,73 @@ def _write_editable(store: CaseStore, folder: Path, images: bool) -> dict[str, A
             shown[shown == pc] = 0
         for rev, rc, pc in pairs:
             shown[rev == rc] = pc
-        _save_nifti(shown, affine, folder / "revised.nii.gz")
-        start = shown
-    if images:
-        _save_nifti(store.physical_image(), affine, folder / "image.nii.gz")  # HU, not stored units
+    start = plane if shown is None else shown
     record = {"format": RECORD_FORMAT, "case_id": store.path.stem, "codes": codes,
-              "start": "revised.nii.gz" if start is not plane else "pseudo.nii.gz",
+              "start": "pseudo.nii.gz" if shown is None else "revised.nii.gz",
               "start_masks": _code_digests(start, codes), "pseudo_masks": _code_digests(plane, codes),
               "pseudo_layer": layer_digest(store, "pseudo"), "revised_layer": layer_digest(store, "revised")}
+    return codes, plane, shown, record
+
+
+def _write_editable(store: CaseStore, folder: Path, images: bool, keep_revision: bool = False) -> dict[str, Any]:
+    """``codes.json``, ``pseudo.nii.gz`` (and ``image.nii.gz``) of one case for a reviewer to edit;
+    a case reviewed before also gets its revision as ``revised.nii.gz``, to edit further (unless
+    ``keep_revision``: a reviewer's revision of the same export is there). ``export.json``
+    records what was written (returned): per code, a checksum of its exported mask in the label
+    the reviewer starts from and in pseudo.nii.gz, and of the store's layers at export."""
+    codes, plane, shown, record = _editable(store)
+    with atomic_path(folder / "codes.json") as tmp:
+        tmp.write_text(json.dumps(codes, indent=1) + "\n")
+    _write_colour_tables(codes, folder)
+    affine = store.geometry.matrix
+    _save_nifti(plane, affine, folder / "pseudo.nii.gz")
+    if shown is not None and not keep_revision:
+        _save_nifti(shown, affine, folder / "revised.nii.gz")
+    if images:
+        _save_nifti(store.physical_image(), affine, folder / "image.nii.gz")  # HU, not stored units
     with atomic_path(folder / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return record
+
+
+def revision_files(folder: Path) -> list[Path]:
+    """The files of a case folder a reviewer saved as its revision (any name starting ``revised``)."""
+    return sorted(p for p in folder.glob("*") if p.is_file() and p.name.lower().startswith("revised"))
+
+
+def _check_target(out: Path) -> None:
+    """A ``ConfigError`` unless ``out`` is new, empty, or a review export (not a release)."""
+    for p in (out, *out.parents):
+        if (p / "release.json").is_file():
+            raise ConfigError("config_error", "this folder is part of a release (release.json), which `curator "
+                              "run` writes and checksums", path=str(out), remedy="export into a new folder")
+    if out.is_dir() and any(out.iterdir()) and read_manifest(out) is None and not (out / "worklist.csv").is_file():
+        raise ConfigError("config_error", "this folder is not empty and holds no review export (no export.json, "
+                          "no worklist.csv)", path=str(out),
+                          remedy="export into a new or empty folder, or one `curator review export` wrote")
+
+
+def _unsafe_to_rewrite(store: CaseStore, folder: Path) -> bool:
+    """Whether the case folder holds a revision this export would overwrite or judge against a
+    new record: a revision is kept when the record is unchanged, overwritten only when it is
+    exactly the ``revised.nii.gz`` the export writes."""
+    files = revision_files(folder)
+    if not files:
+        return False
+    _, _, shown, record = _editable(store)
+    try:
+        if read_record(folder) == record:
+            return False
+    except InputError:
+        pass
+    if shown is None or [f.name for f in files] != ["revised.nii.gz"]:
+        return True
+    try:
+        img: Any = nib.load(folder / "revised.nii.gz")
+        saved = np.asarray(img.dataobj)
+    except Exception:  # noqa: BLE001 - an unreadable file is the reviewer's to keep
+        return True
+    return not np.array_equal(saved, shown)
 
 
 def record_digest(record: dict[str, Any]) -> str:
@@ -324,6 +372,8 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
     the editable files come from ``curator review export`` on the workspace).
     """
     res = ReviewExport(check_output_dir(out))
+    if editable:
+        _check_target(out)
     chosen = select_cases(attention, fraction, top)
     reviewed = {c for c in chosen if revised_copy_path(workspace / "stores" / f"{c}.zarr").is_file()
                 or "revised" in CaseStore(workspace / "stores" / f"{c}.zarr").layers()}
@@ -333,6 +383,20 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
     by_case: dict[str, list[dict[str, Any]]] = {}
     for r in attention:
         by_case.setdefault(r["case_id"], []).append(r)
+    kept: set[str] = set()
+    if editable:  # before anything is written: a reviewer's revision not imported yet is not overwritten
+        unsafe = []
+        for cid in chosen:
+            folder, store = out / cid, CaseStore(workspace / "stores" / f"{cid}.zarr")
+            if _unsafe_to_rewrite(store, folder):
+                unsafe.append(cid)
+            elif revision_files(folder):
+                kept.add(cid)
+        if unsafe:
+            raise ConfigError("config_error", f"case folder(s) {', '.join(unsafe)} hold a revision not imported yet, "
+                              "which this export would overwrite (or judge against labels that changed since)",
+                              path=str(out), remedy="import the revisions first (`curator review import "
+                              "pipeline.yaml FOLDER`), or export into another folder")
     out.mkdir(parents=True, exist_ok=True)
     lines = []
     records: dict[str, dict[str, Any]] = {}
@@ -343,7 +407,7 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         folder.mkdir(exist_ok=True)
         amap = read_attention(attention_path(workspace, cid))
         if editable:
-            records[cid] = _write_editable(store, folder, images)
+            records[cid] = _write_editable(store, folder, images, keep_revision=cid in kept)
         modality = str(store.attrs.get("modality") or "CT")
         files = []
         for r in rows:

@@ -401,3 +401,38 @@ def test_a_reviewed_case_exported_again_keeps_its_earlier_revision_of_what_the_r
     assert sorted(store.terms("revised")) == sorted(["liver", *codes[other]])
     assert not store.mask("liver", "revised").any(), "the round-1 revision of the liver was kept"
     assert np.array_equal(store.mask(codes[other][0], "revised"), second == other)
+
+
+def test_re_exporting_into_a_folder_keeps_a_revision_not_imported_yet(phantom_ws, tmp_path: Path) -> None:
+    """A second export into the same folder overwrote a reviewer's saved revised.nii.gz; an export
+    into a release's folder wrote into it."""
+    from curator.errors import ConfigError
+
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=1)
+    cid = cases[0]
+    att = ws.read_table("attention").to_pylist()
+    _paint(out / cid, 0)
+    saved = (out / cid / "revised.nii.gz").read_bytes()
+    export_review(ws.root, att, out, top=2, images=False)  # same labels: the revision stays, still importable
+    assert (out / cid / "revised.nii.gz").read_bytes() == saved
+    assert import_review(ws, out)[0] == [cid]
+    # round 2 of the reviewed case, saved but not imported, then the folder is exported again
+    export_review(ws.root, att, tmp_path / "r2", top=1, images=False, include_reviewed=True)
+    _paint(tmp_path / "r2" / cid, 0)
+    edit = (tmp_path / "r2" / cid / "revised.nii.gz").read_bytes()
+    export_review(ws.root, att, tmp_path / "r2", top=2, images=False, include_reviewed=True)
+    assert (tmp_path / "r2" / cid / "revised.nii.gz").read_bytes() == edit
+    _repseudo(ws.stores_dir / f"{cid}.zarr")  # the labels changed: the record would change under the revision
+    with pytest.raises(ConfigError, match=f"{cid} hold a revision not imported yet"):
+        export_review(ws.root, att, tmp_path / "r2", top=2, images=False, include_reviewed=True)
+    assert (tmp_path / "r2" / cid / "revised.nii.gz").read_bytes() == edit
+    # a release folder, or any other folder that holds something else, is refused
+    (tmp_path / "rel" / "review").mkdir(parents=True)
+    (tmp_path / "rel" / "release.json").write_text("{}")
+    (tmp_path / "misc").mkdir()
+    (tmp_path / "misc" / "notes.txt").write_text("x")
+    for target, says in ((tmp_path / "rel" / "review", "part of a release"), (tmp_path / "misc", "not empty")):
+        with pytest.raises(ConfigError, match=says):
+            export_review(ws.root, att, target, top=1, images=False)
+        assert not (target / "worklist.csv").exists()
