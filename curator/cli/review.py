@@ -56,7 +56,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                                        exists=True, file_okay=False)]) -> None:
         """Bring revised labels back as each case's `revised` layer (origin=revised)."""
         from curator.config import PipelineConfig
-        from curator.pseudolabel.review import import_review, record_import_problems
+        from curator.pseudolabel.review import (
+            import_review,
+            record_import_problems,
+            unrevised_cases,
+        )
         from curator.workspace import Workspace
 
         ws = Workspace(PipelineConfig.load(pipeline).workspace)
@@ -68,6 +72,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             msg = msg[len(cid) + 2:] if cid and msg.startswith(f"{cid}: ") else msg  # the line names the case already
             err.print(f"[yellow]![/] {escape(f'{cid}: [{kind}] {msg}')}", highlight=False)
         err.print(f"[green]✓[/] imported {len(done)} revised case(s)", highlight=False)
+        pending = unrevised_cases(folder)
+        if pending and (done or problems):
+            err.print(f"  {len(pending)} exported case(s) hold no revision yet", highlight=False)
         if not done and not problems:
             err.print(f"[yellow]note[/] no case folder of {escape(str(folder))} holds a revised.nii.gz yet: reviewers "
                       "save each corrected label as <case>/revised.nii.gz", highlight=False)

@@ -145,6 +145,8 @@ only the case folders this export wrote. Only the labels you change become revie
 a code left exactly as exported stays a pseudo label. A case you do not correct needs nothing.
 
 Then: curator review import pipeline.yaml <this folder>
+Save as revised.nii.gz (revised.nii and revised.nrrd are read too; a 3D Slicer .seg.nrrd is
+not: export the segmentation as a labelmap with labels_slicer.txt and save that).
 A revision with values outside codes.json, or on another grid, is refused with the reason;
 the other cases are imported. Re-export a case with --include-reviewed to edit it again.
 {reviewed}"""
@@ -501,7 +503,7 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     """Write ``folder/revised.nii.gz`` as the store's revised layer; (labels rows, terms) of it."""
     from curator.io.formats import read_volume
 
-    path = folder / "revised.nii.gz"
+    path = revision_file(folder)
     try:
         codes = {int(k): list(v) for k, v in json.loads((folder / "codes.json").read_text()).items()}
     except (OSError, ValueError) as e:
@@ -555,15 +557,46 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     return rows, terms
 
 
+READABLE = ("revised.nii.gz", "revised.nii", "revised.nrrd")
+
+
+def revision_file(folder: Path) -> Path:
+    """The one revision file of a case folder, or an ``InputError`` saying why it cannot be read:
+    several, a 3D Slicer segmentation (``.seg.nrrd``), or a name import does not know."""
+    files = revision_files(folder)
+    names = [f.name for f in files]
+    if len(files) > 1:
+        raise InputError("revised_label_invalid", f"the case folder holds several revisions ({', '.join(names)})",
+                         path=str(folder), remedy="keep only the one to import, saved as revised.nii.gz")
+    path = files[0] if files else folder / "revised.nii.gz"
+    if path.name.lower().endswith(".seg.nrrd"):
+        raise InputError("revised_label_invalid", f"{path.name} is a 3D Slicer segmentation: its segments may be "
+                         "layers and its values Slicer's, not the codes of codes.json", path=str(path),
+                         remedy="in Slicer export the segmentation as a labelmap with the colour table "
+                                "labels_slicer.txt (Segmentations > Export to files, or right-click > Export "
+                                "visible segments to binary labelmap, then save it) as revised.nii.gz")
+    if path.name not in READABLE:
+        raise InputError("revised_label_invalid", f"{path.name!r} is not a name import reads", path=str(path),
+                         remedy="save the revision as revised.nii.gz (revised.nii and revised.nrrd are read too)")
+    return path
+
+
+def unrevised_cases(folder: Path) -> list[str]:
+    """The case folders of an export (those with codes.json) that hold no revision yet."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "codes.json").is_file()
+                  and not revision_files(p))
+
+
 def revised_cases(folder: Path) -> list[Path]:
-    """The case folders of the review export ``folder`` that hold a revision (``revised.nii.gz``;
-    none yet is no error). A ``ConfigError`` saying what was expected when ``folder`` is not a
+    """The case folders of the review export ``folder`` that hold a revision (``revised.nii.gz``,
+    or any file named ``revised*``: :func:`revision_file` says why one cannot be read; none yet
+    is no error). A ``ConfigError`` saying what was expected when ``folder`` is not a
     review export, or one written without editable labels (a release's ``review/`` folder)."""
     if not folder.is_dir():
         raise ConfigError("config_error", "no such folder", path=str(folder),
                           remedy="give the folder `curator review export` wrote")
     cases = sorted(p for p in folder.iterdir() if p.is_dir())
-    revised = [p for p in cases if (p / "revised.nii.gz").exists()]
+    revised = [p for p in cases if revision_files(p)]
     if revised or any((p / "codes.json").is_file() for p in cases):
         return revised
     save = "then save each corrected label as <case>/revised.nii.gz"
@@ -621,8 +654,9 @@ def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[st
             annotated = set(store.terms("original")) if "original" in store.layers() else set()
             new, _ = import_case(store, case_dir, annotated)
         except CuratorError as e:
+            name = revision_files(case_dir)[0].name if len(revision_files(case_dir)) == 1 else "revised.nii.gz"
             problems.append(problem_row("review", e, dataset=dataset.get(cid), case_id=cid,
-                                        path=f"review:{cid}/revised.nii.gz"))
+                                        path=f"review:{cid}/{name}"))
             continue
         rows = [r for r in rows if r["case_id"] != cid] + [{**r, "dataset": dataset[cid]} for r in new]
         done.append(cid)

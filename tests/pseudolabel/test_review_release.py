@@ -436,3 +436,24 @@ def test_re_exporting_into_a_folder_keeps_a_revision_not_imported_yet(phantom_ws
         with pytest.raises(ConfigError, match=says):
             export_review(ws.root, att, target, top=1, images=False)
         assert not (target / "worklist.csv").exists()
+
+
+def test_a_revision_saved_under_another_name_is_read_or_reported(phantom_ws, tmp_path: Path) -> None:
+    """revised.nii (uncompressed) and revised.seg.nrrd (3D Slicer's default) were skipped without a
+    word while the other cases imported."""
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=4)
+    nii, slicer, copy, both = cases
+    for cid in cases:
+        _paint(out / cid, 0)
+    nib.save(nib.load(out / nii / "revised.nii.gz"), out / nii / "revised.nii")  # an uncompressed NIfTI
+    (out / nii / "revised.nii.gz").unlink()
+    (out / slicer / "revised.nii.gz").rename(out / slicer / "revised.seg.nrrd")
+    (out / copy / "revised.nii.gz").rename(out / copy / "revised (1).nii.gz")
+    shutil.copy(out / both / "revised.nii.gz", out / both / "revised.nii")
+    done, problems = import_review(ws, out)
+    assert done == [nii] and "revised" in CaseStore(ws.stores_dir / f"{nii}.zarr").layers()
+    why = {p["case_id"]: p["message"] for p in problems}
+    assert "3D Slicer segmentation" in why[slicer] and "labels_slicer.txt" in why[slicer]
+    assert "'revised (1).nii.gz' is not a name import reads" in why[copy]
+    assert "several revisions (revised.nii, revised.nii.gz)" in why[both]
