@@ -57,6 +57,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Bring revised labels back as each case's `revised` layer (origin=revised)."""
         from curator.config import PipelineConfig
         from curator.pseudolabel.review import (
+            check_has_cases,
             import_review,
             record_import_problems,
             unrevised_cases,
@@ -64,6 +65,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.workspace import Workspace
 
         ws = Workspace(PipelineConfig.load(pipeline).workspace)
+        check_has_cases(ws)  # before the lock, which would create the workspace
         with ws.locked("review import"):
             done, problems = import_review(ws, folder)
             record_import_problems(ws, done, problems)

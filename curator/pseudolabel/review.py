@@ -624,6 +624,15 @@ def record_import_problems(workspace: Any, done: list[str], problems: list[dict[
     return rows
 
 
+def check_has_cases(workspace: Any) -> None:
+    """A ``ConfigError`` when the workspace holds no cases (never built: nothing to import into)."""
+    cases = workspace.read_table("cases")
+    if cases is None or cases.num_rows == 0:
+        raise ConfigError("config_error", "this workspace holds no cases: run the pipeline first",
+                          path=str(workspace.root), remedy="check that pipeline.yaml is the one the review "
+                          "was exported from (its `workspace:`), or run `curator run pipeline.yaml` first")
+
+
 def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """Import every ``<folder>/<case_id>/revised.nii.gz``; returns (imported case ids, problem rows).
     A folder that is not a review export is refused (:func:`revised_cases`).
@@ -636,6 +645,7 @@ def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[st
     from curator.schema import to_arrow
 
     revised = revised_cases(folder)
+    check_has_cases(workspace)
     manifest = read_manifest(folder)
     cases = workspace.read_table("cases")
     dataset = {r["case_id"]: r["dataset"] for r in (cases.to_pylist() if cases is not None else [])}

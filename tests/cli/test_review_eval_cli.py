@@ -3,6 +3,7 @@ brackets survive rich, each case is named once, wrong layer names are clear erro
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -94,3 +95,19 @@ def test_review_import_of_a_folder_that_is_no_review_export_fails(pipeline: Path
     res = curator("review", "import", str(pipeline), str(export))
     said = " ".join(res.stderr.split())
     assert res.returncode == 0 and "imported 0 revised case(s)" in said and "holds a revised.nii.gz yet" in said, said
+
+
+def test_review_import_into_a_workspace_never_built_writes_nothing(pipeline: Path, tmp_path: Path) -> None:
+    """A pipeline whose workspace was never built got a new workspace (key, tables) and a message per
+    case ("no case ... in this workspace") that sent the reviewer looking at the export."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pipeline.yaml").write_text(f"workspace: {other / 'ws'}\n")
+    folder = tmp_path / "review"
+    (folder / "MSD_Spleen__spleen_1").mkdir(parents=True)
+    (folder / "MSD_Spleen__spleen_1" / "codes.json").write_text('{"1": ["liver"]}')
+    shutil.copy(Path(__file__), folder / "MSD_Spleen__spleen_1" / "revised.nii.gz")
+    res = curator("review", "import", str(other / "pipeline.yaml"), str(folder))
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "this workspace holds no cases: run the pipeline first" in said, said
+    assert sorted(p.name for p in other.iterdir()) == ["pipeline.yaml"]
