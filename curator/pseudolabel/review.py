@@ -612,13 +612,18 @@ def revised_cases(folder: Path) -> list[Path]:
 
 def record_import_problems(workspace: Any, done: list[str], problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Write ``problems__review``: this import's rows, plus the earlier imports' rows of cases
-    this one did not touch (a refusal stays until that case imports); returns what was written."""
+    this one did not touch (a refusal stays until that case imports); returns what was written.
+    An earlier row of a folder that is no case of the workspace (renamed, since renamed back or
+    removed) is not kept: nothing could ever import it and clear it, and it would reach every
+    release; while the folder is there, each import reports it again."""
     from curator.schema import to_arrow
 
     old = workspace.read_table("problems__review")
+    cases = workspace.read_table("cases", columns=["case_id"])
+    known = set(cases.column("case_id").to_pylist()) if cases is not None else set()
     touched = set(done) | {p["case_id"] for p in problems}
     kept = [r for r in (old.to_pylist() if old is not None else [])
-            if r["case_id"] is not None and r["case_id"] not in touched]
+            if r["case_id"] in known and r["case_id"] not in touched]
     rows = kept + problems
     workspace.write_table("problems__review", to_arrow("problems", rows))
     return rows

@@ -281,6 +281,27 @@ def test_a_refusal_stays_in_problems_review_until_its_case_imports(phantom_ws, t
     assert [p["case_id"] for p in rows] == [still_bad] and untouched not in {p["case_id"] for p in rows}
 
 
+def test_a_refusal_of_a_folder_that_is_no_case_goes_once_the_folder_is_gone(phantom_ws, tmp_path: Path) -> None:
+    """A case folder renamed (refused: not a case), then renamed back and imported: the refusal of
+    the renamed folder stayed in problems__review for good — no import could ever clear it — and
+    reached every release."""
+    from curator.pseudolabel.review import record_import_problems
+
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out)
+    cid = cases[0]
+    shutil.copy(out / cid / "pseudo.nii.gz", out / cid / "revised.nii.gz")
+    renamed = out / f"{cid} (reviewed)"
+    (out / cid).rename(renamed)
+    record_import_problems(ws, *import_review(ws, out))
+    assert {p["case_id"] for p in ws.read_table("problems__review").to_pylist()} == {renamed.name}
+    renamed.rename(out / cid)
+    done, problems = import_review(ws, out)
+    assert done == [cid] and problems == []
+    assert record_import_problems(ws, done, problems) == []
+    assert ws.read_table("problems__review").num_rows == 0
+
+
 def test_only_the_terms_a_reviewer_edited_become_revised_labels(phantom_ws, tmp_path: Path) -> None:
     """Every code of revised.nii.gz became a revised (person's) label, the untouched pseudo
     pancreas too: it then joined QC's reference cohorts and outranked pseudo labels."""
