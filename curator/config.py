@@ -24,6 +24,7 @@ import yaml
 
 from curator.errors import ConfigError
 from curator.io.fsutil import sha256_json
+from curator.yamlio import load_yaml
 
 T = TypeVar("T", bound="Config")
 OnBadCase = Literal["error", "warn", "skip"]
@@ -235,7 +236,7 @@ class PipelineConfig(Config):
         """Read ``pipeline.yaml``; relative paths are resolved against the file's folder."""
         p = Path(path)
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            raw = load_yaml(p.read_text(encoding="utf-8")) or {}
         except FileNotFoundError as e:
             raise ConfigError("config_error", f"pipeline file {p} does not exist") from e
         except yaml.YAMLError as e:

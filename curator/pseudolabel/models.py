@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from torch import nn
 
 from curator.config import Config
 from curator.errors import ConfigError
 from curator.io.fsutil import sha256_file, sha256_json
+from curator.yamlio import load_yaml
 
 log = logging.getLogger("curator")
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -115,7 +115,7 @@ def load_ensemble_file(name_or_path: str) -> tuple[ModelSpec, ...]:
         bundled = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
         raise ConfigError("config_error", f"no model ensemble {name_or_path!r}",
                           remedy=f"use a bundled ensemble ({bundled}) or a path to an ensemble YAML file")
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = load_yaml(path.read_text()) or {}
     specs = [ModelSpec.from_dict(m, where=f"{path.name}: models") for m in doc.get("models", [])]
     return tuple(absolute(s, path.parent) for s in specs)
 

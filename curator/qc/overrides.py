@@ -23,6 +23,7 @@ import yaml
 
 from curator.errors import ConfigError
 from curator.qc.cohort import Override
+from curator.yamlio import load_yaml
 
 REMEDY = ("write a YAML list (or CSV) of rows with case_id, term, optional origin, action "
           "(include | exclude) and reason; see docs/qc.md")
@@ -50,7 +51,7 @@ def load_overrides(path: str | Path) -> list[Override]:
                               remedy="save it comma-separated (columns case_id, term, [origin], action, reason)")
     else:
         try:
-            raw = yaml.safe_load(text) or []
+            raw = load_yaml(text) or []
         except yaml.YAMLError as e:
             raise ConfigError("config_error", f"the qc override file is not valid YAML: {e}", path=str(p),
                               remedy=REMEDY) from e

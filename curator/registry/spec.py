@@ -15,11 +15,13 @@ from typing import Any
 import yaml
 
 from curator.errors import RegistryError
+from curator.yamlio import load_yaml
 
 MODALITIES = ("CT", "MR", "PET")
 LABEL_ENCODINGS = ("label_map", "per_structure", "none")
 OTHER_STRUCTURES = ("problem", "ignore")
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+MAX_BAND = 1 << 16
 SPLITS = ("train", "val", "test")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -147,10 +149,7 @@ EXTRA_KEYS = ("licence_notes", "licence_url", "licence_terms", "codes", "scans",
 REQUIRED = ("name", "version", "modality", "region", "licence", "citation", "layout", "labels")
 
 
-def yaml_load(text: str) -> Any:
-    """``yaml.safe_load`` through libyaml when available (7x faster on the 72 registry files)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(text, Loader=loader)  # a safe loader either way
+yaml_load = load_yaml  # safe, libyaml when available; a key given twice is an error (curator.yamlio)
 
 
 def _codes(k: Any) -> list[int]:
@@ -164,6 +163,10 @@ def _codes(k: Any) -> list[int]:
         lo, hi = int(m.group(1)), int(m.group(2))
         if lo > hi:
             raise ValueError(f"band {k!r} is empty (low end above high end)")
+        if hi - lo + 1 > MAX_BAND:  # each value of a band is one entry: a band to 2**32 took the machine's memory
+            raise ValueError(f"band {k!r} spans {hi - lo + 1:,} values, more than a label map's {MAX_BAND:,} "
+                             "(16-bit) codes; list the values the files hold (for masks whose every non-zero "
+                             "value is the structure, per_structure labels take `any_nonzero: true`)")
         return list(range(lo, hi + 1))
     try:
         return [int(str(k))]
@@ -174,6 +177,9 @@ def _codes(k: Any) -> list[int]:
 def _terms(v: Any) -> tuple[str, ...]:
     if isinstance(v, str):
         return (v,)
+    if isinstance(v, (list, tuple)) and not v:
+        raise TypeError("an empty list maps the value to no term: its voxels would be dropped as unmapped; "
+                        "name its term(s), or list the value under `ignore` if it is not a label")
     if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
         return tuple(v)
     raise TypeError(f"expected a term name or a list of names, got {v!r}")

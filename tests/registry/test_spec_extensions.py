@@ -34,6 +34,34 @@ def test_value_bands_expand_and_are_checked() -> None:
     assert sorted(i.kind for i in issues) == ["duplicate", "value", "value"]
 
 
+def test_a_band_wider_than_a_label_maps_codes_and_an_empty_term_list_are_refused() -> None:
+    """A band to 2**32 ("any non-zero") expanded to one entry per value and took the machine's
+    memory; `4: []` passed the check and its voxels were dropped as unmapped at harmonize."""
+    _, issues = spec(labels={"values": {1: "spleen", "300000-500000": "liver"}})
+    assert [i.kind for i in issues] == ["value"] and "65,536" in issues[0].message
+    _, issues = spec(labels={"values": {1: "liver", 4: []}})
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:labels.values.4", "value")]
+    assert "no term" in issues[0].message
+    _, issues = spec(labels={"encoding": "per_structure", "structures": {"liver": [], "spleen": "spleen"}},
+                     layout=[{"image": "img/{case}.nii.gz", "label": "lab/{case}/{structure}.nii.gz"}])
+    assert [i.loc for i in issues] == ["Toy.yaml:labels.structures.liver"]
+
+
+def test_a_key_given_twice_in_a_dataset_file_is_an_error_not_the_last_one(tmp_path: Path) -> None:
+    """YAML kept the last of two equal keys: `{2: left kidney, 2: spleen}` (a typo for 4: spleen)
+    mapped every left-kidney voxel to spleen, and `curator labels check` said 0 errors."""
+    from curator.errors import RegistryError
+    from curator.registry.spec import load_dataset_file
+
+    f = tmp_path / "Toy.yaml"
+    f.write_text("name: Toy\nversion: '1'\nmodality: CT\nregion: abdomen\nlicence: CC-BY-4.0\n"
+                 "citation: '@misc{toy, title={toy}}'\nlayout:\n  - {image: 'img/{case}.nii.gz', label: "
+                 "'lab/{case}.nii.gz'}\nlabels:\n  values: {1: liver, 2: left kidney, 3: right kidney, 2: spleen}\n")
+    with pytest.raises(RegistryError) as e:
+        load_dataset_file(f)
+    assert "found key 2 a second time" in str(e.value)
+
+
 def test_a_pattern_for_a_placeholder_no_layout_has_is_refused() -> None:
     """`patterns: {cse: ...}` was ignored: {case} stayed unconstrained and ingest took every file
     (6 cases where 3 were meant), with `curator labels check` reporting nothing."""

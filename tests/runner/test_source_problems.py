@@ -243,3 +243,13 @@ def test_the_lock_names_the_command_that_holds_it(tmp_path: Path, monkeypatch: p
     run(pipe, stages=["ingest"])
     run(pipe, stages=["ingest", "dedup"])
     assert held == ["ingest", "run"]
+
+
+def test_a_section_given_twice_in_pipeline_yaml_is_refused(tmp_path: Path) -> None:
+    """YAML kept the last of two equal keys: a second `stages:` block silently dropped the first."""
+    p = tmp_path / "pipeline.yaml"
+    p.write_text("workspace: work\nstages:\n  ingest: {on_bad_case: error}\nsources: []\n"
+                 "stages:\n  qc: {enabled: false}\n")
+    with pytest.raises(ConfigError) as e:
+        PipelineConfig.load(p)
+    assert "found key 'stages' a second time (first on line 2)" in str(e.value)
