@@ -87,7 +87,9 @@ def build_mapping(spec: DatasetSpec, tax: Taxonomy) -> tuple[DatasetMapping, lis
         for name in spec.annotates:
             t = tax.resolve(name)
             if t is None:
-                issues.append(Issue(f"{spec.name}:annotates", "term_unknown", f"{name!r} is not a taxonomy term"))
+                close = [s.name for s in tax.suggest(name)]
+                issues.append(Issue(f"{spec.name}:annotates", "term_unknown", f"{name!r} is not a taxonomy term"
+                                    + (f" (close: {close})" if close else "")))
             elif t.id not in mapped:
                 issues.append(Issue(f"{spec.name}:annotates", "value", f"{name!r} is annotated but no raw value "
                                     "or structure file maps to it"))

@@ -98,6 +98,40 @@ def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]
     return out
 
 
+# regions whose structures a scan of the other commonly holds (an abdominal CT's aorta and
+# oesophagus, a head-and-neck scan's brainstem, a pelvic scan's sacrum): a name resolving to a
+# term of any other region is more likely a word read in the wrong organ system
+NEAR_REGIONS = {"brain": {"head and neck"}, "head and neck": {"brain", "thorax", "spine"},
+                "thorax": {"head and neck", "abdomen", "spine", "upper limb"},
+                "abdomen": {"thorax", "pelvis", "spine", "lower limb"}, "pelvis": {"abdomen", "spine", "lower limb"},
+                "spine": {"head and neck", "thorax", "abdomen", "pelvis"}, "lower limb": {"pelvis", "abdomen"},
+                "upper limb": {"thorax"}}
+
+
+def _region_checks(spec: DatasetSpec, tax: Any) -> list[Problem]:
+    """A warning for each label name that resolves to a term of a region far from the dataset's
+    (a brain MR's `Ventricle_L` read as the heart's left ventricle, a cardiac dataset's
+    `ventricles` as the brain's): the mapping is then almost surely a wrong reading of the word."""
+    regions = {r.strip() for r in spec.region.split(",")}
+    if not regions or "whole body" in regions:
+        return []
+    where = Path(spec.path).name or spec.name
+    out: list[Problem] = []
+    named: list[tuple[str, int | str, tuple[str, ...]]] = [("values", k, ts) for k, ts in spec.labels.values.items()]
+    named += [("structures", k, ts) for k, ts in spec.labels.structures.items()]
+    for part, key, names in named:
+        for name in names:
+            t = tax.resolve(name)
+            if t is None or t.region == "whole body" or t.region in regions or \
+                    any(t.region in NEAR_REGIONS.get(r, set()) for r in regions):
+                continue
+            out.append(Problem(f"{where}:labels.{part}.{key}", "region_far",
+                               f"{name!r} resolves to {t.name!r} ({t.id}, region {t.region}), far from the "
+                               f"dataset's region {spec.region!r}: check that the name means that structure "
+                               "(`curator labels resolve` lists the terms; give the specific name)", "warning"))
+    return out
+
+
 def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str | Path | None = None) -> list[Problem]:
     """Every problem of the taxonomy and the dataset registry (built-in + ``extra`` files)."""
     from curator.harmonize.mapping import build_mapping
@@ -116,4 +150,5 @@ def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str 
             continue
         _, missues = build_mapping(spec, tax)
         problems += [Problem(i.loc, i.kind, i.message) for i in missues]
+        problems += _region_checks(spec, tax)
     return problems

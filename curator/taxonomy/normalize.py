@@ -74,7 +74,7 @@ def bag_key(name: str, expand_sides: bool = False) -> str:
     """Word-order-, plural- and stop-word-insensitive key.
 
     ``expand_sides`` also reads the single letters ``l``/``r`` as left/right (a fallback for
-    names such as ``"OpticNrv_L"``).
+    names such as ``"Parotid_L"``; an abbreviated structure, ``"OpticNrv_L"``, needs its own synonym).
     """
     ws = [singular(w) for w in words(name) if w not in _STOP]
     if expand_sides:

@@ -67,3 +67,39 @@ def test_a_fixed_copy_of_a_builtin_yaml_replaces_it_with_a_note(tmp_path) -> Non
     (note,) = [p for p in problems if p.kind == "overrides_builtin"]
     assert note.severity == "warning" and "KiTS23" in note.message
     assert load_registry([tmp_path / "kits_fixed.yaml"]).get("KiTS23").fixes == {"intensity_offset": {"value": -1000}}
+
+
+def _toy_dataset(region: str, values: dict[int, str]) -> dict[str, object]:
+    return {"name": "RegionToy", "version": "1", "title": "toy", "modality": "MR", "region": region,
+            "licence": "CC-BY-4.0", "citation_key": "toy", "citation": "@misc{toy, title={toy}}",
+            "layout": [{"image": "{case}/img.nii.gz", "label": "{case}/seg.nii.gz"}],
+            "labels": {"values": values}}
+
+
+def test_a_name_read_in_another_organ_system_is_warned_about(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A brain MR's `Ventricle_L` resolved to the heart's left ventricle, with 0 problems; a label
+    name resolving to a term of a region far from the dataset's is now a `region_far` warning —
+    and no built-in dataset gets one (an abdominal CT's aorta, a head-and-neck scan's brainstem,
+    a pelvic scan's sacrum are near regions)."""
+    import yaml
+
+    from curator.registry.check import check_label_system
+
+    brain = _toy_dataset("brain", {1: "Ventricle_L", 2: "left lateral ventricle", 3: "Hippocampus_L"})
+    (tmp_path / "brain_toy.yaml").write_text(yaml.safe_dump(brain, sort_keys=False))
+    problems = check_label_system([tmp_path / "brain_toy.yaml"])
+    far = [p for p in problems if p.kind == "region_far"]
+    assert [(p.where, p.severity) for p in far] == [("brain_toy.yaml:labels.values.1", "warning")], far
+    assert "left ventricle" in far[0].message and "thorax" in far[0].message
+    assert not [p for p in check_label_system() if p.kind == "region_far"]
+
+
+@pytest.mark.parametrize("word", ["lesion", "masses", "edema", "infarct", "necrosis", "effusion", "cortex",
+                                  "ventricles", "ventricle"])
+def test_no_bare_generic_word_resolves_to_a_term(word: str) -> None:
+    """docs/taxonomy.md: a generic word means different structures in different datasets (a
+    cardiac dataset's ventricles are the heart's, a brain dataset's the brain's): it is refused
+    with close terms, never resolved. `ventricles` resolved to the brain's ventricles."""
+    from curator.taxonomy import load_taxonomy
+
+    assert load_taxonomy().resolve(word) is None
