@@ -55,6 +55,21 @@ class DatasetMapping:
                 "derived": {k: list(v) for k, v in sorted(self.derived.items())}}
 
 
+def _unsided_hint(name: str, tax: Taxonomy) -> str:
+    """``"; 'spleen' has no left or right: drop the side word"`` when ``name`` is a side word on
+    a structure the taxonomy does not side (the close matches then list other sided terms)."""
+    from curator.taxonomy.normalize import words
+
+    ws = words(name)
+    rest = [w for w in ws if w not in ("left", "right", "l", "r")]
+    if not rest or len(rest) == len(ws):
+        return ""
+    t = tax.resolve(" ".join(rest))
+    if t is None or t.laterality is not None:
+        return ""
+    return f"; {t.name!r} has no left or right in the taxonomy: drop the side word"
+
+
 def _resolve_all(names: Mapping[Any, tuple[str, ...]], tax: Taxonomy, where: str,
                  issues: list[Issue]) -> dict[Any, tuple[str, ...]]:
     out: dict[Any, tuple[str, ...]] = {}
@@ -65,7 +80,7 @@ def _resolve_all(names: Mapping[Any, tuple[str, ...]], tax: Taxonomy, where: str
             if t is None:
                 close = [s.name for s in tax.suggest(name)]
                 issues.append(Issue(f"{where}.{key}", "term_unknown", f"{name!r} is not a taxonomy term"
-                                    + (f" (close: {close})" if close else "")))
+                                    + (f" (close: {close})" if close else "") + _unsided_hint(name, tax)))
             elif t.id not in ids:
                 ids.append(t.id)
         if ids:

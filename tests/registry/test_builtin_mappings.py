@@ -103,3 +103,16 @@ def test_no_bare_generic_word_resolves_to_a_term(word: str) -> None:
     from curator.taxonomy import load_taxonomy
 
     assert load_taxonomy().resolve(word) is None
+
+
+def test_a_side_word_on_an_unsided_structure_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`left spleen` got "close: ['left lens', 'left scapula', 'left eyeball']" and no word that
+    the spleen has no sides."""
+    import yaml
+
+    from curator.registry.check import check_label_system
+
+    toy = _toy_dataset("abdomen", {1: "left spleen", 2: "liver"})
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(toy, sort_keys=False))
+    (p,) = [p for p in check_label_system([tmp_path / "toy.yaml"]) if p.kind == "term_unknown"]
+    assert "'spleen' has no left or right" in p.message and p.severity == "error"
