@@ -25,6 +25,7 @@ from curator.errors import ConfigError
 from curator.qc.cohort import Override
 from curator.yamlio import load_yaml
 
+ORIGINS = ("original", "revised", "pseudo")  # the label layers an override can name
 REMEDY = ("write a YAML list (or CSV) of rows with case_id, term, optional origin, action "
           "(include | exclude) and reason; see docs/qc.md")
 
@@ -69,15 +70,19 @@ def load_overrides(path: str | Path) -> list[Override]:
             errors.append(f"row {i} has more fields than the header (a comma inside the reason? quote it)")
             continue
         unknown = set(row) - {"case_id", "term", "term_id", "origin", "action", "reason"}
+        origin = str(row["origin"]).strip().lower() if row.get("origin") else None
         if not row.get("case_id") or not term:
             errors.append(f"row {i} needs case_id and term")
         elif action not in ("include", "exclude"):
             errors.append(f"row {i}: action {action!r} is not include or exclude")
+        elif origin is not None and origin not in ORIGINS:
+            # a typo (`psuedo`) matched no label: only an override_unmatched warning named the case
+            errors.append(f"row {i}: origin {origin!r} is not {', '.join(ORIGINS[:-1])} or {ORIGINS[-1]} "
+                          "(leave it out to match every layer)")
         elif unknown:
             errors.append(f"row {i}: unknown columns {sorted(unknown)}")
         else:
-            out.append(Override(str(row["case_id"]).strip(), str(term).strip(),
-                                str(row["origin"]).strip() if row.get("origin") else None, action,
+            out.append(Override(str(row["case_id"]).strip(), str(term).strip(), origin, action,
                                 str(row.get("reason") or "").strip()))
     if errors:
         raise ConfigError("config_error", "bad qc override rows: " + "; ".join(errors[:10]), path=str(p),

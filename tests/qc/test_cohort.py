@@ -346,3 +346,18 @@ def test_a_kept_label_with_a_feature_outside_says_so_in_digits_that_differ() -> 
     value, bound = got["reason"].rsplit(": ", 1)[1].split()[-3::2]
     assert value != bound and float(value) > float(bound)
     assert by_case(judge(rows, cfg, copies={"c000"}))["c001"]["reason"] is None  # nothing out: nothing said
+
+
+def test_an_override_origin_that_is_no_layer_is_an_error_naming_the_row(tmp_path: Path) -> None:
+    """`origin: psuedo` matched no label, and the only symptom was an override_unmatched warning
+    naming the case and term, not the misspelt origin."""
+    y = tmp_path / "o.yaml"
+    y.write_text("- {case_id: c1, term: liver, origin: pseudo, action: exclude, reason: ok}\n"
+                 "- {case_id: c2, term: liver, origin: psuedo, action: exclude, reason: typo}\n")
+    with pytest.raises(ConfigError) as e:
+        load_overrides(y)
+    msg = str(e.value)
+    assert "row 2" in msg and "psuedo" in msg and "row 1" not in msg
+    assert all(layer in msg for layer in ("original", "revised", "pseudo"))
+    y.write_text("- {case_id: c1, term: liver, origin: Revised, action: exclude}\n")  # as forgiving as `action`
+    assert load_overrides(y)[0].origin == "revised"
