@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
@@ -77,6 +77,7 @@ class Override:
     origin: str | None
     action: str  # include | exclude
     reason: str
+    row: int = field(default=0, compare=False)  # its row in the override file (1-based; 0: not from a file)
 
     def matches(self, row: Mapping[str, Any]) -> bool:
         return (row["case_id"] == self.case_id and row["term_id"] == self.term_id
@@ -224,9 +225,10 @@ def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Overrid
             out.append(_judge_one(r, key, len(complete), bounds, cfg))
     ovs = list(overrides)
     for r in out:
-        for ov in ovs:
+        said = r["decision"] + (f" ({r['reason']})" if r.get("reason") else "")  # the filter's, before any override
+        for ov in ovs:  # load_overrides refuses two rows for one label; the last one decides
             if ov.matches(r):
-                _apply_override(r, ov)
+                _apply_override(r, ov, said)
     return out
 
 
@@ -283,14 +285,13 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
     return r
 
 
-def _apply_override(r: dict[str, Any], ov: Override) -> None:
-    before = r["decision"] + (f" ({r['reason']})" if r.get("reason") else "")
+def _apply_override(r: dict[str, Any], ov: Override, filter_said: str) -> None:
     r["override"] = True
     if ov.action == "include":
         r["decision"] = "override_include"
     else:
         r["decision"] = "exclude"
-    r["reason"] = f"override {ov.action}: {ov.reason or 'no reason given'}; filter said: {before}"
+    r["reason"] = f"override {ov.action}: {ov.reason or 'no reason given'}; filter said: {filter_said}"
 
 
 def _fmt(v: float, digits: int = 4) -> str:

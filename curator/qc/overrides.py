@@ -10,7 +10,7 @@ and ``reason``::
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "o.csv"
 >>> _ = p.write_text("case_id,term,reason\\nc1,liver,looked fine\\n")
 >>> load_overrides(p)
-[Override(case_id='c1', term_id='liver', origin=None, action='include', reason='looked fine')]
+[Override(case_id='c1', term_id='liver', origin=None, action='include', reason='looked fine', row=1)]
 """
 
 from __future__ import annotations
@@ -83,8 +83,33 @@ def load_overrides(path: str | Path) -> list[Override]:
             errors.append(f"row {i}: unknown columns {sorted(unknown)}")
         else:
             out.append(Override(str(row["case_id"]).strip(), str(term).strip(), origin, action,
-                                str(row.get("reason") or "").strip()))
+                                str(row.get("reason") or "").strip(), row=i))
+    errors += conflicts(out)
     if errors:
         raise ConfigError("config_error", "bad qc override rows: " + "; ".join(errors[:10]), path=str(p),
                           remedy=REMEDY)
+    return out
+
+
+def conflicts(overrides: list[Override]) -> list[str]:
+    """Two rows that decide one label: the same case and term, and the same origin or one of
+    them without an origin (it matches every layer). Different actions ("exclude" by one person,
+    "include" by another) and the same action twice are both refused, naming both rows — the last
+    row silently won, and its reason credited the first override to the filter.
+
+    >>> a = Override("c1", "liver", None, "exclude", "leaks", row=1)
+    >>> conflicts([a, Override("c1", "liver", "pseudo", "include", "fine", row=3)])
+    ["rows 1 and 3 both decide c1 / liver (pseudo): exclude ('leaks') and include ('fine'); keep one"]
+    """
+    by_label: dict[tuple[str, str], list[Override]] = {}
+    out: list[str] = []
+    for b in overrides:
+        for a in by_label.setdefault((b.case_id, b.term_id), []):
+            if a.origin is not None and b.origin is not None and a.origin != b.origin:
+                continue  # two layers of one term: two labels
+            layer = a.origin or b.origin or "every layer"
+            what = (f"{a.action} ({a.reason!r}) and {b.action} ({b.reason!r})" if a.action != b.action
+                    else f"{a.action} twice")
+            out.append(f"rows {a.row} and {b.row} both decide {b.case_id} / {b.term_id} ({layer}): {what}; keep one")
+        by_label[(b.case_id, b.term_id)].append(b)
     return out

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import pyarrow as pa
 
 from curator.config import StageConfig
-from curator.errors import CuratorError, InputError, StageError, WorkspaceError
+from curator.errors import ConfigError, CuratorError, InputError, StageError, WorkspaceError
 from curator.harmonize.stage import harmonize_taxonomy
 from curator.pseudolabel.release import PRIVATE_TABLES
 from curator.qc.cohort import Override, judge
 from curator.qc.config import QCConfig
 from curator.qc.features import MeasureOptions
-from curator.qc.overrides import load_overrides
+from curator.qc.overrides import REMEDY as OVERRIDES_REMEDY
+from curator.qc.overrides import conflicts, load_overrides
 from curator.qc.store_io import measure_store, store_fingerprint
 from curator.runner.freshness import file_digest
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
@@ -173,4 +174,8 @@ class QCStage(Stage):
         for o in load_overrides(self.ctx.config.path(cfg.overrides)):
             found = tax.resolve(o.term_id) if o.term_id not in tax.terms else None
             out.append(dataclasses.replace(o, term_id=found.id) if found is not None else o)
+        clash = conflicts(out)  # two names of one term (`kidney and mass`, `kidney_and_mass`) are one label
+        if clash:
+            raise ConfigError("config_error", "bad qc override rows: " + "; ".join(clash[:10]),
+                              path=str(self.ctx.config.path(cfg.overrides)), remedy=OVERRIDES_REMEDY)
         return out

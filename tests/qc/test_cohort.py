@@ -361,3 +361,36 @@ def test_an_override_origin_that_is_no_layer_is_an_error_naming_the_row(tmp_path
     assert all(layer in msg for layer in ("original", "revised", "pseudo"))
     y.write_text("- {case_id: c1, term: liver, origin: Revised, action: exclude}\n")  # as forgiving as `action`
     assert load_overrides(y)[0].origin == "revised"
+
+
+def test_two_override_rows_for_one_label_are_an_error_naming_both(tmp_path: Path) -> None:
+    """An `exclude` row then an `include` row for one label were accepted silently: the last won."""
+    y = tmp_path / "o.yaml"
+    y.write_text("- {case_id: c1, term: spleen, action: exclude, reason: 'AB: leaks into stomach'}\n"
+                 "- {case_id: c2, term: spleen, action: exclude, reason: other case}\n"
+                 "- {case_id: c1, term: spleen, action: include, reason: 'CD: looks fine'}\n")
+    with pytest.raises(ConfigError) as e:
+        load_overrides(y)
+    msg = str(e.value)
+    assert "rows 1 and 3" in msg and "c1" in msg and "spleen" in msg and "c2" not in msg
+    assert "AB: leaks into stomach" in msg and "CD: looks fine" in msg
+    # a row without origin matches every layer, so it decides the pseudo label too
+    y.write_text("- {case_id: c1, term: spleen, action: exclude}\n"
+                 "- {case_id: c1, term: spleen, origin: pseudo, action: include}\n")
+    with pytest.raises(ConfigError, match="rows 1 and 2"):
+        load_overrides(y)
+    y.write_text("- {case_id: c1, term: spleen, action: exclude, reason: a}\n"  # the same action twice: refused too
+                 "- {case_id: c1, term: spleen, action: exclude, reason: b}\n")
+    with pytest.raises(ConfigError, match="rows 1 and 2.*twice"):
+        load_overrides(y)
+    y.write_text("- {case_id: c1, term: spleen, origin: original, action: exclude}\n"  # two layers: two labels
+                 "- {case_id: c1, term: spleen, origin: pseudo, action: include}\n")
+    assert [o.origin for o in load_overrides(y)] == ["original", "pseudo"]
+
+
+def test_an_overrides_filter_said_is_the_filters_decision_never_another_override() -> None:
+    rows = cohort()
+    ov = [Override("c003", "liver", None, "exclude", "AB: leaks"), Override("c003", "liver", None, "include", "CD")]
+    r = by_case(judge(rows, QCConfig(), ov))["c003"]
+    said = r["reason"].split("filter said: ", 1)[1]
+    assert said == "include" and "AB" not in said

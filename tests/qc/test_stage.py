@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curator.config import PipelineConfig
+from curator.errors import ConfigError
 from curator.qc.stage import QCStage
 from curator.release.build import build_release
 from curator.release.query import Release
@@ -121,6 +122,20 @@ def test_override_reincludes(qc_run: tuple[Context, list[dict[str, Any]]], tmp_p
     assert any(p["kind"] == "override_unmatched" and p["case_id"] == "Phantom__c999" for p in probs)
     ov.unlink()
     run_stage(ctx, QCStage)  # restore the module's qc table
+
+
+def test_two_names_of_one_term_in_the_overrides_are_one_label(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
+    """`left kidney` and `kidney_left` resolve to one term: two rows deciding one label, refused."""
+    ctx, _ = qc_run
+    ov = ctx.workspace.root.parent / "overrides_clash.yaml"
+    ov.write_text("- {case_id: Phantom__c005, term: left kidney, action: exclude, reason: AB}\n"
+                  "- {case_id: Phantom__c005, term: kidney_left, action: include, reason: CD}\n")
+    ctx2 = Context(ctx.config.replace(stages={**ctx.config.stages, "qc": {"min_cohort": 12, "overrides": str(ov)}}))
+    before = ctx.workspace.table_path("qc").read_bytes()
+    with pytest.raises(ConfigError, match="rows 1 and 2 both decide Phantom__c005 / kidney_left"):
+        run_stage(ctx2, QCStage)
+    assert ctx.workspace.table_path("qc").read_bytes() == before
+    ov.unlink()
 
 
 def test_release_joins_measurements_into_labels(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
