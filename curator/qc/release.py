@@ -65,35 +65,47 @@ def exclude_unstored(labels: pa.Table, store_terms: pa.Table, stored_cases: set[
     return (to_arrow("labels", rows), n) if n else (labels, 0)
 
 
-def summary(qc: pa.Table) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for d in qc.column("decision").to_pylist():
-        counts[d] = counts.get(d, 0) + 1
-    methods = sorted(set(qc.column("method").to_pylist()))
-    return {"decisions": dict(sorted(counts.items())), "method": methods[0] if len(methods) == 1 else methods,
-            "training_filter": TRAINING_FILTER}
+def summary(qc: pa.Table | None, labels: pa.Table | None = None, not_stored: int = 0) -> dict[str, Any]:
+    """``release.json``'s ``qc``: the qc table's ``decisions`` (what the filter and the overrides
+    decided, as ``select decision, count(*) from qc``), ``excluded_not_stored`` (present labels
+    excluded at release because their store does not hold them: they have no qc row), and
+    ``labels_excluded`` — every ``labels`` row the training filter drops, both kinds (what a
+    reader comparing with the training view wants)."""
+    out: dict[str, Any] = {}
+    if qc is not None:
+        counts: dict[str, int] = {}
+        for d in qc.column("decision").to_pylist():
+            counts[d] = counts.get(d, 0) + 1
+        methods = sorted(set(qc.column("method").to_pylist()))
+        out.update(decisions=dict(sorted(counts.items())), method=methods[0] if len(methods) == 1 else methods)
+    out["excluded_not_stored"] = not_stored
+    if labels is not None and "qc_decision" in labels.column_names:
+        out["labels_excluded"] = sum(d == "exclude" for d in labels.column("qc_decision").to_pylist())
+    out["training_filter"] = TRAINING_FILTER
+    return out
 
 
 def release_step(builder: Any) -> None:
-    """Fill ``labels``' measurement columns from ``qc`` (tolerates either table being absent)."""
+    """Fill ``labels``' measurement columns from ``qc`` (tolerates either table being absent), exclude
+    the present labels their stores do not hold, and record the counts in ``release.json``."""
     qc = builder.tables.get("qc")
+    labels = builder.tables.get("labels")
     if qc is None:
         log.info("release: no qc table; labels keep null measurements")
-        _exclude_unstored(builder)
-        return
-    builder.extra["qc"] = summary(qc)
-    labels = builder.tables.get("labels")
-    if labels is None:
+    elif labels is None:
         log.info("release: no labels table to join qc measurements into (harmonize not run)")
-        return
-    builder.tables["labels"] = join_measurements(labels, qc)
-    _exclude_unstored(builder)
+    else:
+        builder.tables["labels"] = join_measurements(labels, qc)
+    n = _exclude_unstored(builder)
+    if qc is not None or n:  # counted after the release's own exclusions: release.json agrees with labels
+        builder.extra["qc"] = summary(qc, builder.tables.get("labels"), n)
 
 
-def _exclude_unstored(builder: Any) -> None:
+def _exclude_unstored(builder: Any) -> int:
     labels, store_terms, pre = (builder.tables.get(t) for t in ("labels", "store_terms", "preprocessed"))
     if labels is None or store_terms is None or pre is None:
-        return
+        return 0
     builder.tables["labels"], n = exclude_unstored(labels, store_terms, set(pre.column("case_id").to_pylist()))
     if n:
         log.info("release: %d present label(s) are not in their stores (lost in resampling): excluded", n)
+    return n

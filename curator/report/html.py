@@ -90,21 +90,58 @@ def _qc_terms(qc: pl.DataFrame, limit: int) -> list[str]:
     return agg["term_id"].head(limit).to_list()
 
 
+KEY = ["case_id", "term_id", "origin"]
+NOT_STORED_COLUMNS = ["case_id", "dataset", "term_id", "origin", "volume_ml", "qc_reason"]
+
+
+def excluded_at_release(d: ReportData) -> pl.DataFrame | None:
+    """``labels`` rows the release excluded without a qc row of their own: present labels their
+    store does not hold (resampling erased them; ``curator.qc.release.exclude_unstored``). The qc
+    table never saw them, yet the training view skips them."""
+    if not d.has("labels"):
+        return None
+    lab = d.get("labels")
+    if "qc_decision" not in lab.columns:
+        return None
+    lab = lab.filter(pl.col("qc_decision") == "exclude")
+    if d.has("qc") and all(c in lab.columns for c in KEY):
+        lab = lab.join(d.get("qc").select(KEY), on=KEY, how="anti")
+    return lab.sort([c for c in KEY if c in lab.columns])
+
+
+def section_not_stored(gone: pl.DataFrame | None) -> str:
+    if gone is None or gone.height == 0:
+        return ""
+    return (f'<h3 id="not-stored">excluded at release: not in the store ({gone.height})</h3>'
+            '<p class="muted">present in the source, but no voxel of them is on the stored grid (the preprocess '
+            "problems say why, e.g. <code>label_lost_in_resampling</code>): qc could not measure them, and the "
+            "training view skips them</p>" + table_html(gone, 500, NOT_STORED_COLUMNS))
+
+
 def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
     out = ['<h2 id="qc">Label quality control</h2>']
+    gone = excluded_at_release(d)
     if not d.has("qc"):
         out.append('<p class="muted">no qc table in this release (the qc stage did not run, or no case had a '
                    "store: run preprocess, then qc)</p>")
-        return "\n".join(out)
+        return "\n".join([*out, section_not_stored(gone)])
     qc = d.get("qc")
     method = ", ".join(sorted(set(qc["method"].to_list())))
     rule = _qc_rule(d.info)
     dec = qc.group_by("term_id").agg(
         pl.len().alias("labels"),
         *[(pl.col("decision") == x).sum().alias(x) for x in ("include", "exclude", "truncated", "unchecked",
-                                                             "override_include")]).sort("term_id")
+                                                             "override_include")])
+    n_gone = 0 if gone is None else gone.height
+    if gone is not None and gone.height:  # a term may have no measured label at all: an outer join, zeros filled
+        per = gone.group_by("term_id").agg(pl.len().alias("not_stored"))
+        dec = dec.join(per, on="term_id", how="full", coalesce=True).fill_null(0)
+    dec = dec.sort("term_id")
+    n_excl = qc.filter(pl.col("decision") == "exclude").height
+    total = (f"; {n_excl + n_gone} label(s) excluded from training: {n_excl} by the qc decision, {n_gone} at "
+             "release as not in the store (<code>not_stored</code>, listed below)" if n_gone else "")
     out += [(f"<p>method <b>{esc(method)}</b>{esc(rule)}; decisions per term (excluded labels keep their row and mask; "
-             "the training view skips them):</p>"), table_html(dec, limit=300)]
+             f"the training view skips them){total}:</p>"), table_html(dec, limit=300)]
     terms = _qc_terms(qc, max_terms)
     if terms:
         out += ["<h3>feature distributions before and after filtering</h3>",
@@ -112,6 +149,7 @@ def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
                 img(plots.distributions(qc, terms), "feature distributions"),
                 "<h3>feature scatter plots</h3>", img(plots.scatter(qc, terms), "feature scatter plots")]
     out.append(section_gallery(d, qc, max_gallery))
+    out.append(section_not_stored(gone))
     return "\n".join(out)
 
 

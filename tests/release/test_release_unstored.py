@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,5 +34,29 @@ def test_a_label_resampling_erased_is_excluded_with_its_reason(demo: Path, relea
     assert not rel.sql("select * from labels l anti join store_terms s using (case_id, term_id, layer) "
                        f"where l.present and {TRAINING_FILTER}").fetchall()
     before = Release(demo / "releases" / "demo" / "0.1.0")
-    assert rel.sql("select count(*) from labels where qc_decision = 'exclude'").fetchall()[0][0] == \
-        before.sql("select count(*) from labels where qc_decision = 'exclude'").fetchall()[0][0] + 1
+    n_excl = rel.sql("select count(*) from labels where qc_decision = 'exclude'").fetchall()[0][0]
+    assert n_excl == before.sql("select count(*) from labels where qc_decision = 'exclude'").fetchall()[0][0] + 1
+    # the published counts agree with the training view: release.json and the report count the lost label
+    # (they read only the qc table, which never saw it: "flagged labels (0)", kidney_cyst 0 exclude)
+    qc = rel.info["qc"]
+    assert qc["excluded_not_stored"] == 1 and qc["labels_excluded"] == n_excl
+    assert qc["decisions"] == before.info["qc"]["decisions"]  # the qc table's own counts are unchanged
+    page = (rel.path / "report.html").read_text()
+    assert "excluded at release: not in the store (1)" in page
+    listed = page[page.index('id="not-stored"'):]
+    assert f"<td>{base['case_id']}</td>" in listed and "<td>gallbladder</td>" in listed
+    assert "label_lost_in_resampling" in listed
+    rows = table_rows(page, "decisions per term")
+    head = rows[0]
+    gall = dict(zip(head, next(r for r in rows if r[0] == "gallbladder"), strict=True))
+    assert gall["not_stored"] == "1"
+    qc_excl = sum(int(dict(zip(head, r, strict=True))["exclude"]) for r in rows[1:])
+    assert f"{n_excl} label(s) excluded from training: {qc_excl} by the qc decision, 1 at release" in page
+
+
+def table_rows(page: str, after: str) -> list[list[str]]:
+    """The cells of the first table after the text ``after``."""
+    i = page.index(after)
+    body = page[i:page.index("</table>", i)]
+    return [[html.unescape(re.sub("<[^>]+>", "", c)) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body)]
