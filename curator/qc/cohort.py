@@ -196,9 +196,14 @@ def reference(members: list[dict[str, Any]], min_cohort: int, copies: Collection
     as a copy (the same label twice would count double), and of them the people's labels
     (``original``, ``revised``) when there are ``min_cohort`` of them — pseudo labels are then
     judged against those, not against each other; otherwise every such label."""
-    complete = [r for r in members if not r.get("truncated") and r.get("case_id") not in copies]
+    complete = complete_labels(members, copies)
     human = [r for r in complete if r.get("origin") != "pseudo"]
     return human if len(human) >= min_cohort else complete
+
+
+def complete_labels(members: list[dict[str, Any]], copies: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The labels of a cohort the field of view did not cut, without the scans dedup dropped as copies."""
+    return [r for r in members if not r.get("truncated") and r.get("case_id") not in copies]
 
 
 def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Override] = (),
@@ -221,8 +226,10 @@ def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Overrid
         for f in ALL_FEATURES:
             vals = [v for x in feats if (v := x[f]) is not None]
             bounds[f] = _bounds(vals, cfg, f) if len(vals) >= cfg.min_cohort else (None, None)
+        whole = complete_labels(members, copies) if any(r.get("truncated") for r in members) else []
+        cut = complete_volume_bound(whole, cfg), len(whole)  # what a truncated label is compared with
         for r in members:
-            out.append(_judge_one(r, key, len(complete), bounds, cfg))
+            out.append(_judge_one(r, key, len(complete), bounds, cfg, cut))
     ovs = list(overrides)
     for r in out:
         said = r["decision"] + (f" ({r['reason']})" if r.get("reason") else "")  # the filter's, before any override
@@ -232,11 +239,26 @@ def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Overrid
     return out
 
 
+def complete_volume_bound(complete: list[dict[str, Any]], cfg: QCConfig) -> float | None:
+    """The upper bound of the ``complete`` labels' absolute volumes in ml (every layer: people's and
+    models' labels alike, not only the :func:`reference` ones), by the filter's own rule (ε and
+    estimator; Tukey's fence with ``iqr``) — ``None`` below ``min_cohort`` labels or when the
+    filter does not judge the volume.
+
+    Cutting a label can only remove voxels, so a truncated label above this bound would be above
+    it complete too: no cut explains its size. Its shape (sphericity, eccentricity) is the cut's,
+    and cannot be judged; the millilitres, not the normalised volume, are compared, since a cut
+    scan's body volume shrinks with it.
+    """
+    vals = [v for r in complete if (v := _num(r.get("volume_ml"))) is not None]
+    return _bounds(vals, cfg, "volume")[1] if len(vals) >= cfg.min_cohort else None
+
+
 def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple[float | None, float | None]],
-               cfg: QCConfig) -> dict[str, Any]:
+               cfg: QCConfig, cut: tuple[float | None, int] = (None, 0)) -> dict[str, Any]:
     r = dict(row)
     vals = feature_values(row, cfg)
-    r.update(method=cfg.method, cohort=key, cohort_size=n, override=False)
+    r.update(method=cfg.method, cohort=key, cohort_size=n, override=False, oversized=None)
     outs: list[str] = []
     for f in ALL_FEATURES:
         lo, hi = bounds[f]
@@ -262,6 +284,15 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
                 f"{cfg.border_margin})")
         r["decision"], r["reason"] = "truncated", (f"{edge} ({faces}): kept, left out of the cohort bounds and "
                                                    "not judged")
+        ml, (cut_hi, n_whole) = _num(row.get("volume_ml")), cut
+        if cut_hi is not None and ml is not None:
+            r["oversized"] = ml > cut_hi
+        if r["oversized"] and ml is not None and cut_hi is not None:
+            digits = next((d for d in range(4, 12) if _fmt(ml, d) != _fmt(cut_hi, d)), 12)
+            upper = (f"P{100 - cfg.epsilon / 2:g} ({estimator(cfg, n_whole)})" if cfg.method == "solf"
+                     else f"Tukey fence Q3 + {cfg.iqr_k:g}·IQR")
+            r["reason"] += (f"; but its volume {_fmt(ml, digits)} ml > the {n_whole} complete labels' {upper} "
+                            f"{_fmt(cut_hi, digits)} ml: larger than any cut explains — review it")
     elif not checked:
         r["decision"], r["reason"] = "unchecked", (f"cohort {key} has {n} complete labels (< min_cohort "
                                                    f"{cfg.min_cohort}): not judged")

@@ -44,12 +44,13 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "8"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
+    version = "9"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
     # 3: body_x_mm (the laterality check); 4: mesh sphericity with the mesh's own volume;
     # 5: body_size_ml (volume_norm: section); 6: eccentricity of the voxels' solid, not their centres;
     # 7: the pseudo and revised labels of a case without labels of its own are judged too
     # 8: a cohort's bounds come from its people's labels (pseudo ones judged against them) and
-    # leave out the scans dedup dropped as copies
+    # leave out the scans dedup dropped as copies; 9: a truncated label above its cohort's complete labels'
+    # volume bound (ml) is `oversized`, said in its reason
     config_class = QCConfig
     settings_files = "the overrides file"
     # it judges the revised labels, and the pseudo labels only while pseudolabel is enabled

@@ -149,6 +149,7 @@ def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
                 img(plots.distributions(qc, terms), "feature distributions"),
                 "<h3>feature scatter plots</h3>", img(plots.scatter(qc, terms), "feature scatter plots")]
     out.append(section_gallery(d, qc, max_gallery))
+    out.append(section_oversized(d, qc, max_gallery))
     out.append(section_not_stored(gone))
     return "\n".join(out)
 
@@ -176,9 +177,28 @@ def _qc_rule(info: dict[str, Any]) -> str:
 
 def section_gallery(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
     flagged = qc.filter(pl.col("decision") == "exclude").sort(["term_id", "case_id"])
-    out = [f'<h3 id="gallery">flagged labels ({flagged.height})</h3>']
+    return gallery(d, flagged, limit, f'<h3 id="gallery">flagged labels ({flagged.height})</h3>',
+                   '<p class="muted">no label was excluded</p>')
+
+
+def section_oversized(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
+    """Truncated labels (kept, not judged) larger in ml than their cohort's complete labels' upper
+    bound: a cut only removes voxels, so their size is not the cut's — a person should look."""
+    if "oversized" not in qc.columns:  # a release made before the column
+        return ""
+    big = qc.filter((pl.col("decision") == "truncated") & pl.col("oversized").fill_null(False))
+    head = (f'<h3 id="oversized">truncated but larger than the cohort ({big.height})</h3><p class="muted">cut by '
+            "the field of view, so kept and not judged; but larger (ml) than the upper volume bound of their "
+            "cohort's complete labels, which no cut explains: review them (an override excludes one)</p>")
+    return gallery(d, big.sort(["term_id", "case_id"]), limit, head,
+                   '<p class="muted">no truncated label is larger than its cohort</p>')
+
+
+def gallery(d: ReportData, flagged: pl.DataFrame, limit: int, head: str, empty: str) -> str:
+    """Slices through each label of ``flagged`` (its reason below), then their table."""
+    out = [head]
     if flagged.height == 0:
-        return out[0] + '<p class="muted">no label was excluded</p>'
+        return head + empty
     figs = []
     for r in flagged.head(limit).iter_rows(named=True):
         path = d.store_path(r["case_id"])

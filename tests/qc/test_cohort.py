@@ -394,3 +394,37 @@ def test_an_overrides_filter_said_is_the_filters_decision_never_another_override
     r = by_case(judge(rows, QCConfig(), ov))["c003"]
     said = r["reason"].split("filter said: ", 1)[1]
     assert said == "include" and "AB" not in said
+
+
+def test_a_truncated_label_larger_than_its_cohorts_complete_labels_is_told_to_review() -> None:
+    """A pseudo liver leaking to the scan's edge (2033 ml, sphericity 0.33) was `truncated`:
+    kept, not judged, and said nothing. A cut only removes voxels, so a truncated label above the
+    complete labels' upper volume bound (ml) is above it whatever the cut."""
+    rows = cohort()
+    ml = [r["volume_ml"] for r in rows]
+    leak = {**rows[0], "case_id": "leak", "volume_ml": 3 * max(ml), "sphericity": 0.33, "eccentricity": 0.97,
+            "truncated": True, "border_faces": ["k+"]}
+    cut = {**rows[0], "case_id": "cut", "volume_ml": 0.5 * min(ml), "norm_volume": 0.2, "truncated": True,
+           "border_faces": ["k-"]}  # a large normalised volume (a short scan's body) is not the test: ml is
+    res = by_case(judge([*rows, leak, cut], QCConfig()))
+    hi = normal_bounds(ml, 2.0, "volume")[1]  # 60 labels at ε = 2: the fitted estimator, as the filter's
+    assert hi < leak["volume_ml"]
+    assert res["leak"]["decision"] == "truncated" and res["leak"]["oversized"] is True
+    reason = res["leak"]["reason"]
+    assert f"{leak['volume_ml']:.4g} ml > the 60 complete labels' P99 (fitted) {hi:.4g} ml" in reason
+    assert "larger than any cut explains" in reason and "review" in reason
+    assert res["cut"]["decision"] == "truncated" and res["cut"]["oversized"] is False
+    assert "review" not in res["cut"]["reason"]
+    assert all(r["oversized"] is None for r in res.values() if not r["truncated"])
+    # the empirical estimator when asked for, as the filter uses it
+    emp = by_case(judge([*rows, {**leak, "volume_ml": max(ml) * 1.01}], QCConfig(percentiles="empirical")))
+    assert emp["leak"]["oversized"] is True
+    assert f"labels' P99 (empirical) {percentile_bounds(ml, 2.0)[1]:.4g} ml" in emp["leak"]["reason"]
+    # fewer complete labels than min_cohort: no bound, not said
+    small = by_case(judge([*rows[:10], leak], QCConfig()))
+    assert small["leak"]["oversized"] is None and "review" not in small["leak"]["reason"]
+    # the scans dedup dropped as copies are no complete labels of their own; pseudo labels are
+    many = by_case(judge([*rows, leak], QCConfig(), copies={r["case_id"] for r in rows[10:]}))
+    assert many["leak"]["oversized"] is None
+    mixed = [{**r, "origin": "pseudo"} if i % 2 else r for i, r in enumerate(rows)]  # 30 people's, 30 models'
+    assert "the 60 complete labels'" in by_case(judge([*mixed, leak], QCConfig()))["leak"]["reason"]

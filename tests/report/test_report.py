@@ -321,3 +321,26 @@ def test_a_damaged_release_store_is_not_drawn_and_says_why(tmp_path: Path) -> No
     figure = page[page.index("<b>Phantom__c002</b>") - 400:page.index("<b>Phantom__c002</b>")]
     assert "not drawn: the store of case Phantom__c002" in figure and "curator verify" in figure
     assert "<img" not in figure.rsplit("<figure>", 1)[-1]
+
+
+def test_truncated_labels_larger_than_their_cohort_are_listed_for_review() -> None:
+    """A truncated label is kept and not judged, and the gallery draws only `exclude`: a pseudo
+    liver leaking to the scan's edge at twice the cohort's size was in no section of the report."""
+    import polars as pl
+
+    from curator.qc.cohort import judge
+    from curator.qc.config import QCConfig
+
+    rng = np.random.default_rng(1)
+    rows = [{"case_id": f"c{i:02d}", "dataset": "d", "term_id": "liver", "origin": "original", "modality": "CT",
+             "voxels": 1000, "volume_ml": float(rng.normal(1500, 100)), "surface_mm2": 1.0,
+             "sphericity": float(rng.normal(0.6, 0.02)), "eccentricity": float(rng.normal(0.6, 0.03)),
+             "components": 1, "largest_component_fraction": 1.0, "truncated": False} for i in range(30)]
+    rows += [{**rows[0], "case_id": "leak", "volume_ml": 4000.0, "truncated": True, "border_faces": ["k+"]},
+             {**rows[0], "case_id": "cut", "volume_ml": 700.0, "truncated": True, "border_faces": ["k+"]}]
+    qc = pl.from_arrow(to_arrow("qc", judge(rows, QCConfig())))
+    page = build_html(ReportData({"qc": qc}))
+    part = page[page.index('id="oversized"'):]
+    assert "truncated but larger than the cohort (1)" in part
+    part = part[:part.index("</table>")]
+    assert "leak" in part and "larger than any cut explains" in part and "cut</td>" not in part
