@@ -44,6 +44,7 @@ from curator.yamlio import load_yaml
 
 log = logging.getLogger("curator")
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+ENSEMBLE_KEYS = frozenset({"name", "models"})  # top-level keys of an ensemble YAML file
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,24 @@ def load_ensemble_file(name_or_path: str) -> tuple[ModelSpec, ...]:
         bundled = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
         raise ConfigError("config_error", f"no model ensemble {name_or_path!r}",
                           remedy=f"use a bundled ensemble ({bundled}) or a path to an ensemble YAML file")
-    doc = load_yaml(path.read_text()) or {}
-    specs = [ModelSpec.from_dict(m, where=f"{path.name}: models") for m in doc.get("models", [])]
+    doc = load_yaml(path.read_text())
+    known = sorted(ENSEMBLE_KEYS)
+    if not isinstance(doc, dict):
+        got = "is empty" if doc is None else f"is a YAML {type(doc).__name__}, not a mapping"
+        raise ConfigError("config_error", f"ensemble file {path} {got}",
+                          remedy=f"an ensemble file needs a `models:` mapping key holding the list of model "
+                          f"specs (known top-level keys: {known})")
+    unknown = sorted(str(k) for k in doc if k not in ENSEMBLE_KEYS)
+    if unknown:
+        raise ConfigError("config_error", f"ensemble file {path}: unknown top-level key(s) {unknown}; "
+                          f"known keys are {known}", remedy="list the ensemble's members under `models:`")
+    members = doc.get("models")
+    if not isinstance(members, list) or not members:
+        got = "has no `models:`" if "models" not in doc else f"has `models: {members!r}`, not a non-empty list"
+        raise ConfigError("config_error", f"ensemble file {path} {got}; known top-level keys are {known}",
+                          remedy="list the ensemble's members under `models:` (one mapping per model); to run "
+                          "without pseudo labels set `enabled: false` on stages.pseudolabel")
+    specs = [ModelSpec.from_dict(m, where=f"{path.name}: models") for m in members]
     return tuple(absolute(s, path.parent) for s in specs)
 
 

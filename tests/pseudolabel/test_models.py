@@ -242,3 +242,25 @@ def test_volumes_smaller_than_the_patch_are_padded_not_fed_a_shrunken_patch(shap
     res = infer_case(SlabReader(img, {}, {"mean": 0.0, "std": 1.0}, spacing), [model], ["liver", "spleen"],
                      patch=(16, 16, 16))
     assert res.plane.shape == shape and len(res.words) == 1 and res.words[0].shape == shape
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("model:\n- name: u\n", "unknown top-level key(s) ['model']"),
+    ("", "is empty"),
+    ("name: x\n", "has no `models:`"),
+    ("models: []\n", "not a non-empty list"),
+    ("- name: u\n  factory: a:b\n", "is a YAML list, not a mapping"),
+])
+def test_an_ensemble_file_without_models_is_a_config_error(tmp_path: Path, text: str, needle: str) -> None:
+    """A typo (`model:`), an empty file or a bare list configured no models: the stage skipped
+    every case and the release silently had no pseudo labels (or an internal AttributeError)."""
+    f = tmp_path / "ens.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_ensemble_file(str(f))
+    msg = str(e.value) + " " + (e.value.remedy or "")
+    assert needle in msg and str(f) in msg and "models" in msg
+
+
+def test_an_ensemble_file_with_models_loads() -> None:
+    assert [s.name for s in load_ensemble_file("demo")] == ["demo_unet", "demo_resnet", "demo_mixer"]
