@@ -66,6 +66,10 @@ class ModelSpec(Config):
     intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values
     divisor: int = 8  # patch sides must be multiples of this
 
+    def runs_on(self, modality: str | None) -> bool:
+        """Whether this member labels a case of ``modality`` (no ``modalities``: every case)."""
+        return not self.modalities or str(modality or "").upper() in {m.upper() for m in self.modalities}
+
     def files(self) -> list[Path]:
         out = [Path(p) for p in (self.path, self.weights) if p]
         if self.kind == "monai_bundle" and self.path:

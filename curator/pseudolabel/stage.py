@@ -69,7 +69,6 @@ class PseudolabelStage(Stage):
         fingerprints = [s.fingerprint() for s in specs]  # every weights file read, once a run
         ensemble = self._ensemble(cfg, specs, fingerprints)
         models_fp = ensemble_fingerprint(specs, fingerprints)
-        modalities = {m.upper() for s in specs for m in s.modalities}
         ws = self.ctx.workspace
         cases = ws.read_table("cases")
         annotated = self._annotated()
@@ -81,7 +80,7 @@ class PseudolabelStage(Stage):
             if not row.get("has_image") or not (store / "zarr.json").exists():
                 missing += bool(row.get("has_image"))
                 continue
-            if modalities and str(row.get("modality") or "").upper() not in modalities:
+            if not any(s.runs_on(row.get("modality")) for s in specs):  # no member labels this modality
                 continue
             upstream = ws.read_case_result("preprocess", cid) or {}
             fp = sha256_json([upstream.get("key"), row.get("image_sha256"), row.get("label_sha256"), models_fp])
@@ -172,7 +171,12 @@ class PseudolabelStage(Stage):
             import torch
 
             torch.set_num_threads(env.threads)
-        models = load_ensemble(specs, device, ens["fingerprints"])
+        loaded = load_ensemble(specs, device, ens["fingerprints"])
+        # only the members declared for the case's modality run on it (and count in n_models)
+        keep = [i for i, s in enumerate(specs) if s.runs_on(p.get("modality"))]
+        models = tuple(loaded[i] for i in keep)
+        case_specs = tuple(specs[i] for i in keep)
+        case_fps = [ens["fingerprints"][i] for i in keep]
         annotated = set(p["annotated"]) | (set(store.terms("original")) if "original" in store.layers() else set())
         candidates = [t for t in ensemble_terms(models) if not cfg.terms or t in cfg.terms]
         targets = uncovered(candidates, annotated, ens["ancestors"])
@@ -189,7 +193,7 @@ class PseudolabelStage(Stage):
         res = infer_case(reader, models, targets, patch=patch_s, params=cfg.params(), overlap=cfg.overlap,
                          batch=cfg.batch_size, amp=cfg.amp, orientation=orientation, etta=cfg.etta,
                          blend=cfg.blend)
-        outputs.write_case(store, ws, task.case_id, res, specs, cfg, ens["fingerprints"])
+        outputs.write_case(store, ws, task.case_id, res, case_specs, cfg, case_fps)
         out.rows = outputs.rows(task.case_id, p["dataset"], p.get("modality"), store, res, models, cfg, ens["names"])
         return out
 

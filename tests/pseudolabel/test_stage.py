@@ -234,3 +234,30 @@ def test_workers_share_the_cores_instead_of_each_taking_all(phantom_ws) -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_member_runs_only_on_the_modalities_it_declares(phantom_ws) -> None:  # type: ignore[no-untyped-def]
+    """An MR-only member was run on CT cases (the stage filtered cases by the members' union of
+    modalities, then ran every member on every case): its labels and n_models counted."""
+    import zarr
+
+    from curator.testing.segmodels import band_specs
+
+    key = ("case_id", "term_id", "n_models", "pseudo_voxels", "inconsistency", "uncertainty", "overlap")
+
+    def rows(c) -> list[tuple]:  # type: ignore[no-untyped-def,type-arg]
+        return sorted(tuple(r[k] for k in key) for r in c.workspace.read_table("attention").to_pylist())
+
+    b = band_specs(3)
+    ctx2, _ = phantom_ws(models=[b[0], b[1]])  # the two members that apply to CT, alone
+    run_stage(ctx2, PseudolabelStage)
+    want = rows(ctx2)
+    mr = dict(b[2], kwargs={**b[2]["kwargs"], "bands": [[lo + 40.0, hi + 40.0] for lo, hi in b[2]["kwargs"]["bands"]]},
+              modalities=["MR"])
+    ctx, _ = phantom_ws(models=[b[0], dict(b[1], modalities=["ct"]), mr])  # a fresh workspace; its cases are CT
+    assert run_stage(ctx, PseudolabelStage).planned == 4
+    got = rows(ctx)
+    assert got and all(r[2] == 2 for r in got)
+    assert got == want
+    layer = zarr.open_group(str(ctx.workspace.stores_dir / f"{CASES[0][0]}.zarr" / "labels" / "pseudo"), mode="r")
+    assert [m["name"] for m in dict(layer.attrs)["curator"]["models"]] == ["band0", "band1"]
