@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -25,7 +25,7 @@ class PseudolabelConfig(StageConfig):
     ensemble: str | None = None  # a bundled ensemble ("demo") or a path to an ensemble YAML file
     models: tuple[ModelSpec, ...] = ()  # members given inline (added to the ensemble's)
     terms: tuple[str, ...] = ()  # only these term ids (empty: every term the models predict)
-    patch: tuple[int, ...] | None = None  # model axes; default: the models' patch
+    patch: tuple[int, ...] | None = None  # the first model's axes; default: the models' patch
     overlap: float = 0.5
     amp: bool = True  # float16 autocast on CUDA
     blend: Literal["float32", "float16"] = "float32"  # dtype of the blending buffers (float16: half the memory)
@@ -82,22 +82,50 @@ class PseudolabelConfig(StageConfig):
         return self.prefetch == "on" or (self.prefetch == "auto" and device.startswith("cuda"))
 
 
+def _grid_key(spec: ModelSpec, values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """``values`` (a spacing or a patch in the model's axes) comparable across members: along the
+    body axes (R-L, A-P, S-I) when the model declares an orientation; the same on every axis
+    needs none; else in the stored axes (which only members without an orientation share)."""
+    if values is None:
+        return None
+    vals = tuple(float(v) for v in values)
+    if len(set(vals)) == 1:
+        return ("isotropic", vals)
+    ras = spec.physical(vals)
+    return ("stored axes", vals) if ras is None else ("RAS", ras)
+
+
+def _describe(spec: ModelSpec, values: tuple[Any, ...] | None, unit: str) -> str:
+    if values is None:
+        return f"{spec.name}: any"
+    ras = spec.physical(values)
+    where = (f" in {spec.orientation} axes = R-L {ras[0]}, A-P {ras[1]}, S-I {ras[2]}" if ras is not None
+             else " in the stored axes (no orientation)")
+    return f"{spec.name}: {list(values)} {unit}{where}"
+
+
 def check_ensemble(specs: tuple[ModelSpec, ...], patch: tuple[int, ...] | None) -> tuple[int, ...]:
-    """The ensemble's common patch (model axes); members must share spacing and intensity handling."""
+    """The ensemble's common patch (the first model's axes); members must share one physical grid
+    (spacing along the body axes, whatever each model's axis order), patch and intensity handling."""
     if not specs:
         raise ConfigError("config_error", "stages.pseudolabel has no models",
                           remedy="set `ensemble:` (e.g. demo) or list `models:`")
-    for attr in ("spacing_mm", "intensity"):
-        vals = {repr(getattr(s, attr)) for s in specs}
-        if len(vals) > 1:
-            raise ConfigError("config_error", f"the ensemble's models disagree on {attr}: {sorted(vals)}",
-                              remedy="ensemble members must share one grid and one input normalisation")
+    intensities = {repr(s.intensity) for s in specs}
+    if len(intensities) > 1:
+        raise ConfigError("config_error", f"the ensemble's models disagree on intensity: {sorted(intensities)}",
+                          remedy="ensemble members must share one input normalisation")
+    if len({_grid_key(s, s.spacing_mm) for s in specs}) > 1:
+        raise ConfigError("config_error", "the ensemble's models are trained on different grids: "
+                          + "; ".join(_describe(s, s.spacing_mm, "mm") for s in specs),
+                          remedy="ensemble members must share one grid (spacing_mm is in each model's "
+                          "`orientation` axes: equal spacings along the same body axes are one grid)")
     if not patch:
-        patches = {tuple(s.patch) for s in specs}
-        if len(patches) > 1:
-            raise ConfigError("config_error", f"the ensemble's models use different patches {sorted(patches)}",
-                              remedy="set stages.pseudolabel.patch to one patch size for all models")
-        patch = next(iter(patches))
+        if len({_grid_key(s, s.patch) for s in specs}) > 1:
+            raise ConfigError("config_error", "the ensemble's models use different patches: "
+                              + "; ".join(_describe(s, s.patch, "voxels") for s in specs),
+                              remedy="set stages.pseudolabel.patch to one patch size for all models "
+                              "(in the first model's axes)")
+        patch = tuple(specs[0].patch)
     divisor = max(s.divisor for s in specs)
     if len(patch) != 3 or any(int(p) < 1 or int(p) % divisor for p in patch):
         raise ConfigError("config_error", f"the ensemble's patch {list(patch)} is not three multiples of "

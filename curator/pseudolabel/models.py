@@ -66,6 +66,16 @@ class ModelSpec(Config):
     intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values
     divisor: int = 8  # patch sides must be multiples of this
 
+    def physical(self, values: Sequence[Any]) -> tuple[Any, ...] | None:
+        """``values`` given in this model's axes (``spacing_mm``, ``patch``) in R-L, A-P, S-I order
+        (None without an ``orientation``: the model takes the stored axes, which vary per case)."""
+        if not self.orientation:
+            return None
+        out: list[Any] = [None, None, None]
+        for a, code in enumerate(self.orientation.upper()):
+            out["RLAPSI".index(code) // 2] = values[a]
+        return tuple(out)
+
     def runs_on(self, modality: str | None) -> bool:
         """Whether this member labels a case of ``modality`` (no ``modalities``: every case)."""
         return not self.modalities or str(modality or "").upper() in {m.upper() for m in self.modalities}

@@ -264,3 +264,43 @@ def test_an_ensemble_file_without_models_is_a_config_error(tmp_path: Path, text:
 
 def test_an_ensemble_file_with_models_loads() -> None:
     assert [s.name for s in load_ensemble_file("demo")] == ["demo_unet", "demo_resnet", "demo_mixer"]
+
+
+def test_members_share_one_physical_grid_whatever_their_axis_order(tmp_path: Path) -> None:
+    """Spacings were compared in each model's own axes and the reader built from the first
+    member's: an SRA member declaring RAS's tuple was accepted (and read on another grid than it
+    was trained on), and the same grid written in SRA order was refused."""
+    from types import SimpleNamespace
+
+    from curator.pseudolabel.config import check_ensemble
+    from curator.pseudolabel.prefetch import make_reader
+    from curator.store import CaseStore
+    from curator.testing.segmodels import write_phantom_store
+
+    base = {**SPEC, "intensity": {"mean": 0.0, "std": 1.0}, "divisor": 1}
+    ras = ModelSpec.from_dict({**base, "name": "ras", "orientation": "RAS", "spacing_mm": [4.5, 6.0, 7.0],
+                               "patch": [16, 12, 8]})
+    sra = ModelSpec.from_dict({**base, "name": "sra", "orientation": "SRA", "spacing_mm": [7.0, 4.5, 6.0],
+                               "patch": [8, 16, 12]})
+    lps = ModelSpec.from_dict({**base, "name": "lps", "orientation": "LPS", "spacing_mm": [4.5, 6.0, 7.0],
+                               "patch": [16, 12, 8]})
+    write_phantom_store(tmp_path / "c.zarr", 1, {}, orientation="LAS")
+    store = CaseStore(tmp_path / "c.zarr")
+    cfg = SimpleNamespace(resample_tolerance=0.1)
+
+    def grid(specs: tuple[ModelSpec, ...]) -> tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]]:
+        reader, _, patch_s = make_reader(store, specs, check_ensemble(specs, None), cfg)
+        return reader.shape, tuple(reader.spacing), patch_s
+
+    alone = grid((ras,))
+    assert alone[1] == (4.5, 6.0, 7.0) and alone[2] == (16, 12, 8)
+    assert grid((sra,)) == alone == grid((ras, sra)) == grid((sra, ras)) == grid((lps, sra, ras))
+    for other in ({"spacing_mm": [4.5, 6.0, 7.0]}, {"patch": [16, 12, 8]}):  # RAS's tuples in SRA axes
+        bad = ModelSpec.from_dict({**sra.to_dict(), **other})
+        with pytest.raises(ConfigError, match="different (grids|patches).*R-L"):
+            check_ensemble((ras, bad), None)
+    free = ModelSpec.from_dict({**ras.to_dict(), "orientation": None})  # stored axes: differ per case
+    with pytest.raises(ConfigError, match="different grids.*stored axes"):
+        check_ensemble((ras, free), None)
+    iso = {"spacing_mm": [5.0, 5.0, 5.0], "patch": [16, 16, 16]}
+    check_ensemble((ModelSpec.from_dict({**ras.to_dict(), **iso}), ModelSpec.from_dict({**free.to_dict(), **iso})), None)
