@@ -28,6 +28,7 @@ import functools
 import importlib
 import json
 import logging
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -66,6 +67,26 @@ class ModelSpec(Config):
     intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values
     divisor: int = 8  # patch sides must be multiples of this
 
+    def __post_init__(self) -> None:
+        """Checked when the spec is read, before any case runs (a bad value failed every case
+        with an internal KeyError, ZeroDivisionError or IndexError)."""
+        where = f"model {self.name!r}"
+        o = self.orientation
+        if o is not None and (not isinstance(o, str) or len(o) != 3
+                              or sorted("RLAPSI".find(c) // 2 for c in o.upper()) != [0, 1, 2]):  # -1: unknown
+            raise ConfigError("config_error", f"{where}: orientation {o!r} is not three axis codes",
+                              remedy="give one letter of each pair R/L, A/P and S/I, in the model's axis "
+                              "order (e.g. RAS, LPS, SRA), or leave `orientation` out (the stored axes)")
+        if self.spacing_mm is not None and (len(self.spacing_mm) != 3 or not all(
+                _number(v) and v > 0 for v in self.spacing_mm)):
+            raise ConfigError("config_error", f"{where}: spacing_mm {list(self.spacing_mm)} is not three "
+                              "positive numbers", remedy="give the spacing (mm) of the grid the model was "
+                              "trained on along its three axes (its `orientation` order), or leave it out")
+        if len(self.patch) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                           for v in self.patch):
+            raise ConfigError("config_error", f"{where}: patch {list(self.patch)} is not three positive "
+                              "integers", remedy="give the model's input size in voxels along its three axes")
+
     def physical(self, values: Sequence[Any]) -> tuple[Any, ...] | None:
         """``values`` given in this model's axes (``spacing_mm``, ``patch``) in R-L, A-P, S-I order
         (None without an ``orientation``: the model takes the stored axes, which vary per case)."""
@@ -102,6 +123,10 @@ class ModelSpec(Config):
             sums[key] = sha256_file(p)
         spec = {k: v for k, v in self.to_dict().items() if k not in ("path", "weights")}
         return sha256_json({"spec": spec, "files": sums})[:16]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def ensemble_fingerprint(specs: tuple[ModelSpec, ...], fingerprints: Sequence[str] | None = None) -> str:

@@ -304,3 +304,23 @@ def test_members_share_one_physical_grid_whatever_their_axis_order(tmp_path: Pat
         check_ensemble((ras, free), None)
     iso = {"spacing_mm": [5.0, 5.0, 5.0], "patch": [16, 16, 16]}
     check_ensemble((ModelSpec.from_dict({**ras.to_dict(), **iso}), ModelSpec.from_dict({**free.to_dict(), **iso})), None)
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"orientation": "XYZ"}, "orientation 'XYZ'"), ({"orientation": "RRS"}, "orientation 'RRS'"),
+    ({"orientation": "RA"}, "orientation 'RA'"), ({"orientation": "RASI"}, "orientation 'RASI'"),
+    ({"spacing_mm": [1.0, 1.0]}, "spacing_mm [1.0, 1.0]"), ({"spacing_mm": [1.0, 0, 1.0]}, "positive"),
+    ({"spacing_mm": [1.0, -2.0, 1.0]}, "positive"), ({"patch": [16, 16]}, "patch [16, 16]"),
+    ({"patch": [16, 0, 16]}, "positive integers"),
+])
+def test_a_bad_orientation_spacing_or_patch_is_refused_when_the_spec_is_read(bad: dict, needle: str) -> None:  # type: ignore[type-arg]
+    """`orientation: XYZ`/`RRS` or a 2-value spacing were accepted, then failed every case with
+    an internal KeyError, ZeroDivisionError or IndexError (and the run exited 0)."""
+    with pytest.raises(ConfigError, match=r"model 'u'") as e:
+        ModelSpec.from_dict({**SPEC, **bad})
+    assert needle in str(e.value)
+
+
+def test_valid_orientations_spacings_and_patches_are_accepted() -> None:
+    for o in ("RAS", "lps", "SRA", "IPL", None):
+        assert ModelSpec.from_dict({**SPEC, "orientation": o, "spacing_mm": [0.8, 1, 3.0]}).orientation == o
