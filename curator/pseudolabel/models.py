@@ -45,6 +45,7 @@ from curator.yamlio import load_yaml
 
 log = logging.getLogger("curator")
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+INTENSITY_KEYS = frozenset({"clip", "mean", "std"})  # a spec's `intensity` (reader.network_input)
 ENSEMBLE_KEYS = frozenset({"name", "models"})  # top-level keys of an ensemble YAML file
 
 
@@ -86,6 +87,25 @@ class ModelSpec(Config):
                                            for v in self.patch):
             raise ConfigError("config_error", f"{where}: patch {list(self.patch)} is not three positive "
                               "integers", remedy="give the model's input size in voxels along its three axes")
+
+        unknown = sorted(str(k) for k in self.intensity if k not in INTENSITY_KEYS)
+        if unknown:  # e.g. MONAI's ScaleIntensityRange a_min/a_max/b_min/b_max: raw HU reached the network
+            raise ConfigError("config_error", f"{where}: unknown intensity key(s) {unknown}; known keys are "
+                              f"{sorted(INTENSITY_KEYS)}", remedy="write the normalisation as `intensity: {clip: "
+                              "[lo, hi], mean: m, std: s}` on physical values (network input = (clip(x) - m) / s; "
+                              "MONAI's a_min/a_max/b_min/b_max: clip [a_min, a_max], mean = a_min - b_min * "
+                              "(a_max - a_min) / (b_max - b_min), std = (a_max - a_min) / (b_max - b_min))")
+        clip = self.intensity.get("clip")
+        if clip is not None and not (isinstance(clip, (list, tuple)) and len(clip) == 2
+                                     and all(_number(v) for v in clip) and clip[0] < clip[1]):
+            raise ConfigError("config_error", f"{where}: intensity clip {clip!r} is not [low, high]",
+                              remedy="give two numbers, the lower first")
+        for key in ("mean", "std"):
+            if key in self.intensity and not _number(self.intensity[key]):
+                raise ConfigError("config_error", f"{where}: intensity {key} {self.intensity[key]!r} is not a number")
+        if "std" in self.intensity and self.intensity["std"] <= 0:
+            raise ConfigError("config_error", f"{where}: intensity std {self.intensity['std']} is not positive",
+                              remedy="network input = (clip(x) - mean) / std: give the std the model was trained with")
 
     def physical(self, values: Sequence[Any]) -> tuple[Any, ...] | None:
         """``values`` given in this model's axes (``spacing_mm``, ``patch``) in R-L, A-P, S-I order

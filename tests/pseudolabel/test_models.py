@@ -324,3 +324,29 @@ def test_a_bad_orientation_spacing_or_patch_is_refused_when_the_spec_is_read(bad
 def test_valid_orientations_spacings_and_patches_are_accepted() -> None:
     for o in ("RAS", "lps", "SRA", "IPL", None):
         assert ModelSpec.from_dict({**SPEC, "orientation": o, "spacing_mm": [0.8, 1, 3.0]}).orientation == o
+
+
+@pytest.mark.parametrize("intensity, needle", [
+    ({"a_min": -200, "a_max": 300, "b_min": -2.5, "b_max": 2.5}, "unknown intensity key(s) ['a_max', 'a_min'"),
+    ({"clip": [-200, 300], "mean": 50, "stdev": 100}, "unknown intensity key(s) ['stdev']"),
+    ({"clip": [300, -200]}, "clip [300, -200] is not [low, high]"),
+    ({"clip": [-200, 300], "mean": 50, "std": 0}, "std 0 is not positive"),
+    ({"mean": "fifty"}, "mean 'fifty' is not a number"),
+])
+def test_intensity_keys_curator_does_not_apply_are_refused(intensity: dict, needle: str) -> None:  # type: ignore[type-arg]
+    """MONAI-style a_min/a_max/b_min/b_max were ignored: raw HU went to the network silently."""
+    with pytest.raises(ConfigError) as e:
+        ModelSpec.from_dict({**SPEC, "intensity": intensity})
+    assert needle in str(e.value) and ("['clip', 'mean', 'std']" in str(e.value) or "unknown" not in needle)
+
+
+def test_monai_scale_intensity_range_as_clip_mean_std_gives_the_same_input() -> None:
+    """The remedy's conversion of MONAI's ScaleIntensityRange is the same network input."""
+    from curator.pseudolabel.reader import network_input
+
+    a0, a1, b0, b1 = -200.0, 300.0, -2.5, 2.5
+    std = (a1 - a0) / (b1 - b0)
+    spec = ModelSpec.from_dict({**SPEC, "intensity": {"clip": [a0, a1], "mean": a0 - b0 * std, "std": std}})
+    hu = np.array([-1000.0, -200.0, 0.0, 50.0, 300.0, 1000.0])
+    monai = (np.clip(hu, a0, a1) - a0) / (a1 - a0) * (b1 - b0) + b0
+    np.testing.assert_allclose(network_input(hu, {}, spec.intensity), monai, atol=1e-5)
