@@ -54,8 +54,9 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
         missing = cls.settings_files_missing(ctx, ctx.stage_config(cls.config_class, name))
         if missing:  # a model or overrides file: found now, not when the stage starts hours later
             raise ConfigError("config_error", f"stages.{name} names file(s) that do not exist: "
-                              + ", ".join(missing[:5]), remedy="fix the path in pipeline.yaml (relative paths are "
-                              "relative to the folder holding it), or restore the file")
+                              + "; ".join(missing[:5]), remedy="fix the path where it is given (a relative path is "
+                              "relative to the folder of the file giving it: pipeline.yaml's for its own settings, "
+                              "an ensemble file's for the models it lists), or restore the file")
         chosen.append((name, cls))
     if release:
         from curator.release.splits import SplitConfig

@@ -17,7 +17,7 @@ from curator.config import StageConfig, finalize_only, nohash
 from curator.errors import ConfigError
 from curator.pseudolabel.core import AttentionParams
 from curator.pseudolabel.etta import EttaConfig
-from curator.pseudolabel.models import ModelSpec, absolute, load_ensemble_file
+from curator.pseudolabel.models import MODELS_DIR, ModelSpec, absolute, load_ensemble_file
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,22 @@ class PseudolabelConfig(StageConfig):
         models' relative ``path``/``weights`` are relative to ``folder`` (the one holding
         pipeline.yaml: ``PipelineConfig.folder``; default: the working directory); an ensemble
         file's own members are relative to that file."""
+        return tuple(s for s, _ in self.sourced_specs(folder))
+
+    def sourced_specs(self, folder: Path | None = None) -> list[tuple[ModelSpec, str]]:
+        """:meth:`specs`, each with where it is given and what its relative paths are relative to
+        (for error messages)."""
         base = folder or Path.cwd()
         ensemble = self.ensemble
         if ensemble and Path(ensemble).suffix:  # a file, not a bundled name
             ensemble = str(base / Path(ensemble).expanduser())
         members = load_ensemble_file(ensemble) if ensemble else ()
-        return tuple(members) + tuple(absolute(m, base) for m in self.models)
+        where = ""
+        if ensemble:
+            file = Path(ensemble) if Path(ensemble).suffix else MODELS_DIR / f"{ensemble}.yaml"
+            where = f"ensemble file {file} (relative paths there are relative to {file.parent})"
+        inline = f"stages.pseudolabel.models in pipeline.yaml (relative paths there are relative to {base})"
+        return [(m, where) for m in members] + [(absolute(m, base), inline) for m in self.models]
 
     def params(self) -> AttentionParams:
         return AttentionParams(self.threshold, self.inconsistency_threshold, self.uncertainty_threshold,

@@ -56,8 +56,9 @@ class PseudolabelStage(Stage):
     @classmethod
     def settings_files_missing(cls, ctx: Context, config: StageConfig) -> list[str]:
         """The ensemble file is read (a missing one raises); then every member's files."""
-        specs = cast(PseudolabelConfig, config).specs(ctx.config.folder)
-        return [str(p) for s in specs for p in (s.path, s.weights) if p and not Path(p).exists()]
+        specs = cast(PseudolabelConfig, config).sourced_specs(ctx.config.folder)
+        return [f"{p} (`{role}` of model {s.name!r}, given in {where})" for s, where in specs
+                for role, p in (("path", s.path), ("weights", s.weights)) if p and not Path(p).exists()]
 
     def plan(self) -> list[Task]:
         cfg = cast(PseudolabelConfig, self.config)

@@ -261,3 +261,28 @@ def test_a_member_runs_only_on_the_modalities_it_declares(phantom_ws) -> None:  
     assert got == want
     layer = zarr.open_group(str(ctx.workspace.stores_dir / f"{CASES[0][0]}.zarr" / "labels" / "pseudo"), mode="r")
     assert [m["name"] for m in dict(layer.attrs)["curator"]["models"]] == ["band0", "band1"]
+
+
+def test_a_missing_model_file_is_reported_where_its_path_is_given(phantom_ws, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A missing weights file listed in an ensemble YAML was told to be fixed "in pipeline.yaml
+    (relative paths are relative to the folder holding it)": it is relative to the ensemble file."""
+    import json
+
+    import pytest
+
+    from curator.errors import ConfigError
+    from curator.pipeline import check_plan
+    from curator.testing.segmodels import band_specs
+
+    ens = tmp_path / "models" / "ens.yaml"
+    ens.parent.mkdir()
+    ens.write_text(json.dumps({"models": [dict(band_specs(1)[0], name="listed", weights="gone/w.pt")]}))  # YAML
+    inline = dict(band_specs(1)[0], name="inline", weights="nope/w.pt")
+    ctx, _ = phantom_ws(ensemble=str(ens), models=[inline])
+    with pytest.raises(ConfigError) as e:
+        check_plan(ctx, ["pseudolabel"], release=False)
+    msg = str(e.value)
+    assert f"{ens.parent / 'gone' / 'w.pt'} (`weights` of model 'listed', given in ensemble file {ens}" in msg
+    assert f"relative paths there are relative to {ens.parent})" in msg
+    assert "`weights` of model 'inline', given in stages.pseudolabel.models in pipeline.yaml" in msg
+    assert "an ensemble file's for the models it lists" in msg
