@@ -67,6 +67,22 @@ class ModelSpec(Config):
     modalities: tuple[str, ...] = ()  # empty: any
     intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values
     divisor: int = 8  # patch sides must be multiples of this
+    # the settings the entry gives (None: every one): a TorchScript archive's curator.json fills
+    # only the others; not a setting itself (from_dict sets it, to_dict leaves it out)
+    given: frozenset[str] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, *, where: str | None = None) -> ModelSpec:
+        if isinstance(d, dict) and "given" in d:
+            raise ConfigError("config_error", f"{where or cls.__name__}: unknown setting(s) ['given']; valid "
+                              f"settings are {sorted(k for k in cls.__dataclass_fields__ if k != 'given')}")
+        spec = super().from_dict(d, where=where)
+        return replace(spec, given=frozenset(d or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.pop("given", None)
+        return out
 
     def __post_init__(self) -> None:
         """Checked when the spec is read, before any case runs (a bad value failed every case
@@ -266,10 +282,10 @@ def _torchscript(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, Mode
         net = torch.jit.load(str(spec.path), map_location=device, _extra_files=extra)
     if extra["curator.json"]:
         meta = json.loads(extra["curator.json"])
-        defaults = ModelSpec(name="").to_dict()
-        given = {k: v for k, v in spec.to_dict().items() if v != defaults[k]}  # the archive fills the rest
-        merged = {**{k: v for k, v in meta.items() if k in defaults}, **given}
-        spec = ModelSpec.from_dict(merged, where=f"model {spec.name}")
+        entry = spec.to_dict()
+        given = {k: v for k, v in entry.items() if spec.given is None or k in spec.given}  # explicit keys win
+        merged = {**{k: v for k, v in meta.items() if k in entry}, **given}
+        spec = replace(ModelSpec.from_dict(merged, where=f"model {spec.name}"), given=None)
     return net, spec
 
 
@@ -331,7 +347,9 @@ def load_model(spec: ModelSpec, device: str | torch.device) -> LoadedModel:
 
 @functools.lru_cache(maxsize=2)
 def _cached(key: str, device: str) -> tuple[LoadedModel, ...]:
-    specs = [ModelSpec.from_dict(d) for d in json.loads(key)["specs"]]
+    doc = json.loads(key)
+    specs = [replace(ModelSpec.from_dict(d), given=None if g is None else frozenset(g))
+             for d, g in zip(doc["specs"], doc["given"], strict=True)]
     return tuple(load_model(s, device) for s in specs)
 
 
@@ -344,5 +362,6 @@ def load_ensemble(specs: tuple[ModelSpec, ...], device: str, fingerprints: Seque
         raise ConfigError("config_error", "the pseudolabel stage has no models",
                           remedy="set stages.pseudolabel.ensemble (e.g. demo) or stages.pseudolabel.models")
     files = list(fingerprints) if fingerprints is not None else [s.fingerprint() for s in specs]
-    key = json.dumps({"specs": [s.to_dict() for s in specs], "files": files}, sort_keys=True)
+    key = json.dumps({"specs": [s.to_dict() for s in specs], "files": files,
+                      "given": [None if s.given is None else sorted(s.given) for s in specs]}, sort_keys=True)
     return _cached(key, device)

@@ -205,15 +205,20 @@ def test_blend_setting_reaches_inference_and_is_checked() -> None:
     np.testing.assert_array_equal(a.plane, b.plane)
 
 
-def test_a_torchscript_archives_metadata_is_not_overridden_by_defaults(tmp_path: Path) -> None:
-    """Only settings a spec changes from their defaults override the archive's curator.json: a
-    sigmoid two-term model stays sigmoid (read as softmax, its second term came out empty)."""
+def _archive(path: Path, channels: int, meta: dict) -> None:  # type: ignore[type-arg]
+    """A TinyUNet TorchScript archive carrying ``meta`` as its curator.json."""
     torch.manual_seed(0)
-    net = TinyUNet(out_channels=2).eval()
+    net = TinyUNet(out_channels=channels).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(net), str(tmp_path / "m.ts"), _extra_files={"curator.json": json.dumps(
-            {"terms": ["liver", "spleen"], "activation": "sigmoid", "patch": [32, 32, 16], "divisor": 16})})
+        torch.jit.save(torch.jit.script(net), str(path), _extra_files={"curator.json": json.dumps(meta)})
+
+
+def test_a_torchscript_archives_metadata_is_not_overridden_by_defaults(tmp_path: Path) -> None:
+    """Only settings a spec gives override the archive's curator.json: a
+    sigmoid two-term model stays sigmoid (read as softmax, its second term came out empty)."""
+    _archive(tmp_path / "m.ts", 2, {"terms": ["liver", "spleen"], "activation": "sigmoid", "patch": [32, 32, 16],
+                                    "divisor": 16})
     m = load_model(ModelSpec.from_dict({"name": "ts", "kind": "torchscript", "path": str(tmp_path / "m.ts")}), "cpu")
     assert (m.spec.activation, m.spec.patch, m.spec.divisor) == ("sigmoid", (32, 32, 16), 16)
     assert m.predict(torch.zeros(1, 1, 32, 32, 16)).shape == (1, 2, 32, 32, 16)
@@ -350,3 +355,23 @@ def test_monai_scale_intensity_range_as_clip_mean_std_gives_the_same_input() -> 
     hu = np.array([-1000.0, -200.0, 0.0, 50.0, 300.0, 1000.0])
     monai = (np.clip(hu, a0, a1) - a0) / (a1 - a0) * (b1 - b0) + b0
     np.testing.assert_allclose(network_input(hu, {}, spec.intensity), monai, atol=1e-5)
+
+
+def test_a_torchscript_entrys_explicit_settings_win_even_at_their_defaults(tmp_path: Path) -> None:
+    """An entry's `patch: [96, 96, 96]` or `activation: softmax` (the defaults) was replaced by the
+    archive's curator.json; keys the entry leaves out are still the archive's."""
+    from curator.pseudolabel.models import load_ensemble
+
+    _archive(tmp_path / "m.ts", 3, {"terms": ["liver", "spleen"], "activation": "sigmoid", "patch": [48, 48, 48],
+                                    "divisor": 16})
+    (tmp_path / "ens.yaml").write_text(json.dumps({"models": [
+        {"name": "ts", "kind": "torchscript", "path": "m.ts", "patch": [96, 96, 96], "activation": "softmax"}]}))
+    spec = load_ensemble_file(str(tmp_path / "ens.yaml"))[0]
+    m = load_model(spec, "cpu")
+    assert (m.spec.patch, m.spec.activation, m.spec.divisor) == ((96, 96, 96), "softmax", 16)
+    assert m.spec.terms == ("liver", "spleen")
+    assert load_ensemble((spec,), "cpu")[0].spec == m.spec  # the per-process cache keeps what was given
+    again = ModelSpec.from_dict(m.spec.to_dict())  # a case's payload: the merged spec, every key given
+    assert load_model(again, "cpu").spec == m.spec
+    with pytest.raises(ConfigError, match="unknown setting"):
+        ModelSpec.from_dict({**SPEC, "given": ["patch"]})
