@@ -8,7 +8,7 @@ not their scans (what duplicate detection must not confuse).
 >>> s = Subject.random(seed=3)
 >>> g = grid((48, 40, 24), spacing=(8.0, 8.0, 12.0), orientation="LPS")
 >>> img, lab = render(s, g, modality="CT", seed=0)
->>> img.shape == lab.shape == (48, 40, 24) and lab.max() > 0
+>>> img.shape == lab.shape == (48, 40, 24) and bool(lab.max() > 0)
 True
 """
 

@@ -6,7 +6,7 @@ bounding box, ``M``: annotated classes); here ``R`` is floored at 1 and multipli
 
 >>> w = case_weights(["a", "a", "a", "a", "b"], [1.0] * 5, balance=True)
 >>> [round(x, 3) for x in w]
-[0.125, 0.125, 0.125, 0.125, 0.5]
+[0.167, 0.167, 0.167, 0.167, 0.333]
 """
 
 from __future__ import annotations
