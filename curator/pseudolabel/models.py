@@ -208,7 +208,12 @@ def load_ensemble_file(name_or_path: str) -> tuple[ModelSpec, ...]:
         raise ConfigError("config_error", f"ensemble file {path} {got}; known top-level keys are {known}",
                           remedy="list the ensemble's members under `models:` (one mapping per model); to run "
                           "without pseudo labels set `enabled: false` on stages.pseudolabel")
-    specs = [ModelSpec.from_dict(m, where=f"{path.name}: models") for m in members]
+    try:
+        specs = [ModelSpec.from_dict(m, where=f"{path.name}: models") for m in members]
+    except ConfigError as e:  # a member's own check names the model: say which file holds it
+        if e.path is not None:
+            raise
+        raise ConfigError(e.kind, e.detail, path=str(path), remedy=e.remedy) from e
     return tuple(absolute(s, path.parent) for s in specs)
 
 

@@ -326,6 +326,17 @@ def test_a_bad_orientation_spacing_or_patch_is_refused_when_the_spec_is_read(bad
     assert needle in str(e.value)
 
 
+def test_a_bad_member_of_an_ensemble_file_names_the_file(tmp_path: Path) -> None:
+    """A member's own check named the model but not the ensemble file that holds it."""
+    import yaml
+
+    f = tmp_path / "mine.yaml"
+    f.write_text(yaml.safe_dump({"models": [{**SPEC, "orientation": "XYZ"}]}))
+    with pytest.raises(ConfigError, match=r"model 'u'") as e:
+        load_ensemble_file(str(f))
+    assert e.value.path == str(f) and str(f) in str(e.value)
+
+
 def test_valid_orientations_spacings_and_patches_are_accepted() -> None:
     for o in ("RAS", "lps", "SRA", "IPL", None):
         assert ModelSpec.from_dict({**SPEC, "orientation": o, "spacing_mm": [0.8, 1, 3.0]}).orientation == o
