@@ -199,7 +199,7 @@ def _restack(vol: Volume, fgeo: list[Geo], where: str) -> Volume:
     if vol.shape[2] != len(fgeo):
         raise InputError("dicom_inconsistent", f"the header places {len(fgeo)} frames but the pixel data holds "
                          f"{vol.shape[2]}", path=where, remedy="download the object again")
-    ordered, step = _stack(fgeo, where, _frame_ranked)
+    ordered, step = _stack(fgeo, where, frames=True)
     iop, ps = ordered[0][2], ordered[0][4]
     sx, sy = (ps[1], ps[0]) if ps is not None else vol.geometry.spacing[:2]
     normal = np.cross(iop[0], iop[1])
@@ -287,7 +287,7 @@ def _order_slices(members: list[tuple[Path, pydicom.Dataset]], where: str) -> li
                              "convert it with dcm2niix and check the result")
         size = (int(ds.Rows), int(ds.Columns))
         geo.append((f, size, np.asarray(iop).reshape(2, 3), np.asarray(ipp), _vector(ds, "PixelSpacing", 2)))
-    return [g[0] for g in _stack(geo, where, _ranked)[0]]
+    return [g[0] for g in _stack(geo, where)[0]]
 
 
 def _frame_geometry(ds: pydicom.Dataset) -> list[Geo] | None:
@@ -323,12 +323,13 @@ def _frame_ranked(k: int, n: int) -> str:
     return f"frame {k} of {n} (sorted by position)"
 
 
-def _stack(geo: list[Geo], where: str, ranked: Any) -> tuple[list[Geo], float]:
+def _stack(geo: list[Geo], where: str, frames: bool = False) -> tuple[list[Geo], float]:
     """``geo`` sorted along the slices' normal, and the step between slices; refuses gaps,
-    uneven spacing, sheared (gantry-tilted) positions and slices (or frames) that disagree with
-    the others on size, orientation or pixel spacing. ``ranked(k, n)`` names the k-th one."""
+    uneven spacing, sheared (gantry-tilted) positions and slices (or, with ``frames``, the
+    frames of one multi-frame object) that disagree with the others on size, orientation or
+    pixel spacing."""
     n = len(geo)
-    frames = ranked is _frame_ranked
+    ranked = _frame_ranked if frames else _ranked
     same = ("check that the object holds one stack of frames (not several temporal positions, echoes or "
             "stacks); split it with dcm2niix" if frames else
             "check that the folder holds one series of one acquisition")
