@@ -230,7 +230,7 @@ def _label_claimed(spec: DatasetSpec, tree: Tree) -> set[str]:
 
 
 def _settle_labels(found: list[CaseFiles], root: Path, problems: list[InputError]) -> list[CaseFiles]:
-    """The cases of every layout entry, less two kinds that another case already accounts for:
+    """The cases of every layout entry, less three kinds that another case already accounts for:
 
     * a label-only case whose label files are all labels of image cases (one entry found the label
       without its image — two entries sharing a label folder — and another entry found both);
