@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from curator.cli.common import OutputFormat, emit, err, handle_errors, out, print_stage_reports
+from curator.cli.common import (
+    OutputFormat,
+    emit,
+    err,
+    handle_errors,
+    out,
+    print_json,
+    print_stage_reports,
+)
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
 
@@ -59,7 +65,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         reg = load_registry(extra=tuple(registry or ()))
         specs = [reg.datasets[n] for n in reg.names()]
         if fmt == OutputFormat.json:
-            sys.stdout.write(json.dumps([s.to_dict() for s in specs], indent=1) + "\n")
+            print_json([s.to_dict() for s in specs])
             return
         rows = [(s.name, s.version, s.modality, s.region, s.licence, s.citation_key, len(s.layout),
                  len(s.annotated_terms())) for s in specs]
@@ -76,7 +82,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         spec = (load_dataset_file(Path(name)) if name.endswith((".yaml", ".yml"))
                 else load_registry(extra=tuple(registry or ())).get(name))
-        sys.stdout.write(json.dumps(spec.to_dict(), indent=1) + "\n")
+        print_json(spec.to_dict())
 
     @app.command("env")
     def env() -> None:

@@ -106,6 +106,12 @@ def json_safe(v: Any) -> Any:
     return v
 
 
+def print_json(obj: Any) -> None:
+    """Print one JSON document to stdout as every ``--format json`` does: indented, NaN and
+    ±infinity as null, anything JSON cannot hold (dates, paths) as its text."""
+    sys.stdout.write(json.dumps(json_safe(obj), indent=1, default=str, allow_nan=False) + "\n")
+
+
 MIN_COLUMN_WIDTH = 10  # below this a rich table is unreadable: rows are shown one block each
 
 
@@ -116,8 +122,7 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputForma
     is printed as one block per row, a line per column (like psql's expanded display).
     """
     if fmt == OutputFormat.json:
-        sys.stdout.write(json.dumps([dict(zip(columns, json_safe(list(r)), strict=True)) for r in rows], indent=1,
-                                    default=str, allow_nan=False) + "\n")
+        print_json([dict(zip(columns, list(r), strict=True)) for r in rows])
     elif fmt == OutputFormat.csv:
         buf = io.StringIO()
         w = csv.writer(buf)

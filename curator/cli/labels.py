@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from curator.cli.common import OutputFormat, emit, err, handle_errors, out
+from curator.cli.common import OutputFormat, emit, err, handle_errors, out, print_json
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
 RegistryOpt = Annotated[list[Path] | None, typer.Option("--registry", help="extra dataset YAML files or folders")]
@@ -50,7 +49,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         problems = check_label_system(tuple(registry or ()))
         errors = [p for p in problems if p.severity == "error" or strict]
         if fmt == OutputFormat.json:
-            sys.stdout.write(json.dumps([p.to_dict() for p in problems], indent=1) + "\n")
+            print_json([p.to_dict() for p in problems])
         elif problems:
             emit(["where", "kind", "severity", "message"], [(p.where, p.kind, p.severity, p.message) for p in problems],
                  fmt, title=f"{len(problems)} problem(s)")

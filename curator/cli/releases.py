@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from curator.cli.common import OutputFormat, emit, handle_errors, out
+from curator.cli.common import OutputFormat, emit, handle_errors, out, print_json
 
 
 class ReportFormat(str, Enum):
@@ -51,7 +50,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         rep = verify_release(resolve_release(release))
         if fmt == ReportFormat.json:
-            sys.stdout.write(json.dumps(rep.to_dict(), indent=1) + "\n")
+            print_json(rep.to_dict())
         else:
             head = "[bold green]OK[/]" if rep.ok else "[bold red]CHANGED[/]"
             out.print(f"{head} {escape(rep.release)}: {rep.checked_files} files and {rep.checked_stores} "
@@ -85,7 +84,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             a, b = rb.path.parent / parent, rb.path
         d = diff_releases(a, b)
         if fmt == ReportFormat.json:
-            sys.stdout.write(json.dumps(d.to_dict(), indent=1, default=str) + "\n")
+            print_json(d.to_dict())
             return
         out.print(f"[bold]{escape(d.a)} → {escape(d.b)}[/]", highlight=False)
         rows = [(n, len(t.added), len(t.removed), len(t.changed)) for n, t in sorted(d.tables.items())]

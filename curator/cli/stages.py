@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from curator.cli.common import err, handle_errors, out, print_stage_reports
+from curator.cli.common import err, handle_errors, out, print_json, print_stage_reports
 from curator.stages import STAGES
 
 PipelineArg = Annotated[Path, typer.Argument(help="pipeline.yaml", exists=True, dir_okay=False)]
@@ -144,7 +142,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             if s.enabled and s.reasons and first is None:
                 first = s.name
         if fmt == StatusFormat.json:
-            sys.stdout.write(json.dumps({
+            print_json({
                 "workspace": str(ctx.workspace.root), "in_use_by": busy,
                 "sources_skipped": [{"file": f, "why": why} for f, why in skipped],
                 "stages": [{"stage": s.name, "enabled": s.enabled, "current": not s.reasons if s.enabled else None,
@@ -152,7 +150,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                             "last_run": _run_facts(s.record)} for s in states],
                 "release": {"collection": rc.collection, "version": rc.version, "path": str(dest),
                             "exists": dest.exists(), "would_write": blocked is None,
-                            "refused_because": refusal or None}}, indent=1) + "\n")
+                            "refused_because": refusal or None}})
         else:
             table = Table(title=f"workspace {ctx.workspace.root}", title_justify="left")
             for col in ("stage", "last run (UTC)", "cases", "failed", "tables", "state"):

@@ -154,3 +154,18 @@ def test_demo_out_a_file_is_a_clear_error(tmp_path: Path) -> None:
     for out, says in ((f, "this is a file, but a folder is to be written here"), (f / "d", "is a file, not a folder")):
         res = curator("demo", "--out", str(out), "--no-progress")
         assert res.returncode == 2 and says in " ".join(res.stderr.split()), res.stderr
+
+
+def test_every_json_output_goes_through_print_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """verify, diff, status, sources and labels check printed json.dumps of their own (NaN bare, a
+    date or path a crash); every --format json now prints through print_json, which is strict."""
+    from datetime import date
+
+    from curator.cli import common
+
+    common.print_json({"a": float("nan"), "b": [float("inf"), 1.5], "when": date(2026, 1, 2), "p": Path("x")})
+    assert _strict_json(capsys.readouterr().out) == {"a": None, "b": [None, 1.5], "when": "2026-01-02", "p": "x"}
+    cli = Path(common.__file__).parent
+    own = [f.name for f in sorted(cli.glob("*.py")) if f.name != "common.py" and "json.dumps(" in f.read_text()
+           .replace('json.dumps(c)}" for t, c in sorted(d.schema.items())', "")]
+    assert own == []
