@@ -76,22 +76,25 @@ def entr(p: NDArray[Any]) -> F32:
 
 def ensemble_stats(probs: Sequence[NDArray[Any]]) -> Stats:
     """Mean, population std, mean ``-p log p`` and maximum over the models' probability arrays
-    of one term."""
+    of one term.
+
+    The mean and std are Welford's running ones: ``E[p²] − E[p]²`` in float32 cancels, and
+    gave identical members a std of up to 3.5e-4 instead of 0.
+    """
     n = len(probs)
-    s = np.zeros(np.shape(probs[0]), dtype=np.float32)
-    s2 = np.zeros_like(s)
-    h = np.zeros_like(s)
-    peak = np.zeros_like(s)
-    for p in probs:
+    mean = np.zeros(np.shape(probs[0]), dtype=np.float32)
+    m2 = np.zeros_like(mean)  # sum of squared deviations from the running mean
+    h = np.zeros_like(mean)
+    peak = np.zeros_like(mean)
+    for k, p in enumerate(probs, start=1):
         p = np.asarray(p, dtype=np.float32)
-        s += p
-        s2 += p * p
+        delta = p - mean
+        mean += delta / np.float32(k)
+        m2 += delta * (p - mean)
         h += entr(p)
         np.maximum(peak, p, out=peak)
-    mean = s / n
-    var = np.maximum(s2 / n - mean * mean, 0.0)
-    return Stats(mean.astype(np.float32, copy=False), np.sqrt(var).astype(np.float32),
-                 (h / n).astype(np.float32, copy=False), peak)
+    var = np.maximum(m2 / np.float32(n), 0.0)
+    return Stats(mean, np.sqrt(var).astype(np.float32, copy=False), (h / n).astype(np.float32, copy=False), peak)
 
 
 def clean_reference(mask: Bool, iterations: int) -> Bool:
