@@ -5,8 +5,9 @@ a source (``sources: [{dataset: ..., root: ..., pseudonymous_ids: true}]``) gets
 at ingest (``<source>__c_<20 hex>``, HMAC with the workspace key: stable while the key is); the
 workspace keeps the names, so a local user can still find a case's files. In the release this
 step replaces, for the cases of those sources, ``cases.source_case`` by the case id's pseudonym,
-leaves out ``image_path`` and ``label_paths``, and reduces their ``problems`` rows to the
-problem kind's description (the details name files) with the path ``<source>:<case_id>``.
+leaves out ``image_path`` and ``label_paths``, and reduces their ``problems`` rows (a case that
+failed, with no ``cases`` row, included) to the problem kind's description (the details name
+files) with the path ``<source>:<case_id>``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from curator.errors import PROBLEM_KINDS, remedy_for
+from curator.registry.layout import make_case_id
 from curator.schema import to_arrow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,9 +36,12 @@ def release_step(b: ReleaseBuilder) -> None:
     b.tables["cases"] = to_arrow("cases", cases)
     if "problems" not in b.tables:
         return
+    # a case that failed has no `cases` row, only problems: its id still begins `<source>__`
+    prefixes = {make_case_id(n, []): n for n in private}
     rows: list[dict[str, Any]] = b.tables["problems"].to_pylist()
     for row in rows:
-        source = source_of.get(row["case_id"] or "")
+        cid = row["case_id"] or ""
+        source = source_of.get(cid) or next((n for p, n in prefixes.items() if cid.startswith(p)), None)
         if source is None and not (row["case_id"] is None and row["dataset"] in datasets):
             continue
         kind = PROBLEM_KINDS.get(row["kind"])

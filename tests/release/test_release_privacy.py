@@ -74,3 +74,26 @@ def test_a_pseudonymous_source_publishes_no_file_name(tmp_path: Path) -> None:
     assert sorted(ws) == sorted(NAMES) and sorted(ws.values()) == ids
     run(pipe, stages=["ingest"])
     assert {r["source_case"]: r["case_id"] for r in table(pipe, "cases").to_pylist()} == ws
+
+
+def test_a_failed_case_of_a_pseudonymous_source_publishes_no_file_name(tmp_path: Path) -> None:
+    """A case whose image cannot be read has no ``cases`` row, only ``problems`` rows: their
+    messages (which name the file, here after the patient) are reduced as well."""
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    root = tmp_path / "export"
+    for i, name in enumerate(NAMES[:2]):
+        img, lab = render(Subject.random(i + 1), g, "CT", seed=i + 1)
+        save_nifti(root / name / f"{name}_ct.nii.gz", np.rint(img).astype(np.int16), g, np.int16)
+        save_nifti(root / name / "seg.nii.gz", (lab == 1).astype(np.uint8), g, np.uint8)
+    (root / NAMES[1] / f"{NAMES[1]}_ct.nii.gz").write_bytes(b"not a nifti")  # the case fails in ingest
+    (tmp_path / "export.yaml").write_text(YAML.replace("{case}/ct.nii.gz", "{case}/{case}_ct.nii.gz"))
+    off = {s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc")}
+    pipe = make_pipeline(tmp_path, [{"dataset": str(tmp_path / "export.yaml"), "root": str(root),
+                                     "pseudonymous_ids": True}], stages={**off, "ingest": {"on_bad_case": "warn"}})
+    rel = Release(run(pipe, release=True).release)  # type: ignore[arg-type]
+    assert any(NAMES[1] in r["message"] for r in table(pipe, "problems__ingest").to_pylist())  # the workspace's
+    assert rel.sql("select count(*) from cases").fetchall()[0][0] == 1
+    assert rel.sql("select count(*) from problems where case_id like 'HospitalExport__c_%'").fetchall()[0][0] >= 1
+    published = _strings(rel)
+    for part in NAMES[1].split("_"):
+        assert part not in published, part
