@@ -5,6 +5,8 @@ a source (``sources: [{dataset: ..., root: ..., pseudonymous_ids: true}]``) gets
 at ingest (``<source>__c_<20 hex>``, HMAC with the workspace key: stable while the key is); the
 workspace keeps the names, so a local user can still find a case's files. In the release this
 step replaces, for the cases of those sources, ``cases.source_case`` by the case id's pseudonym,
+a ``sequence`` the dataset YAML does not name (matched by ``{sequence}`` in a file or folder
+name) by a keyed pseudonym (``q_<20 hex>``),
 leaves out ``image_path`` and ``label_paths``, and reduces their ``problems`` rows (a case that
 failed, with no ``cases`` row, included) to the problem kind's description (the details name
 files) with the path ``<source>:<case_id>``.
@@ -22,6 +24,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from curator.release.build import ReleaseBuilder
 
 
+def _declared_sequences(spec: Any) -> set[str]:
+    """The sequence names the dataset YAML itself gives (``sequences:``, an entry's ``sequence``
+    or ``channels``): the only ones a pseudonymous source publishes as they are."""
+    names = set(spec.sequences)
+    for e in spec.layout:
+        names |= set(e.channels.values()) | ({e.sequence} if e.sequence else set())
+    return names
+
+
 def release_step(b: ReleaseBuilder) -> None:
     private = {name for name, s in b.ctx.sources.items() if s.pseudonymous_ids}
     if not private or "cases" not in b.tables:
@@ -29,10 +40,14 @@ def release_step(b: ReleaseBuilder) -> None:
     cases = b.tables["cases"].to_pylist()
     source_of: dict[str, str] = {}
     datasets = {b.ctx.sources[n].spec.name for n in private}
+    named = {n: _declared_sequences(b.ctx.sources[n].spec) for n in private}
     for row in cases:
         if row["source"] in private:
             source_of[row["case_id"]] = row["source"]
             row.update(source_case=row["case_id"].split("__", 1)[-1], image_path=None, label_paths=None)
+            seq = row.get("sequence")
+            if seq and seq not in named[row["source"]]:  # taken from a file or folder name: keyed as well
+                row["sequence"] = b.ctx.workspace.pseudonym(row["source"], seq, prefix="q")
     b.tables["cases"] = to_arrow("cases", cases)
     if "problems" not in b.tables:
         return

@@ -97,3 +97,27 @@ def test_a_failed_case_of_a_pseudonymous_source_publishes_no_file_name(tmp_path:
     published = _strings(rel)
     for part in NAMES[1].split("_"):
         assert part not in published, part
+
+
+def test_a_pseudonymous_source_publishes_sequence_names_only_from_its_yaml(tmp_path: Path) -> None:
+    """``{sequence}`` matched in a file name (a PACS export's ``19430217_StElsewhere``) is
+    keyed in the release; a sequence the dataset YAML names (``sequence: T2``) stays as it is."""
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    root = tmp_path / "export"
+    img, lab = render(Subject.random(1), g, "CT", seed=1)
+    case = root / NAMES[0]
+    save_nifti(case / "19430217_StElsewhere_ct.nii.gz", np.rint(img).astype(np.int16), g, np.int16)
+    save_nifti(case / "t2.nii.gz", np.rint(img).astype(np.int16), g, np.int16)
+    save_nifti(case / "seg.nii.gz", (lab == 1).astype(np.uint8), g, np.uint8)
+    layout = ('  - image: "{case}/{sequence}_ct.nii.gz"\n    label: "{case}/seg.nii.gz"\n'
+              '  - image: "{case}/t2.nii.gz"\n    label: "{case}/seg.nii.gz"\n    sequence: T2\n')
+    yaml_text = YAML.replace('  - image: "{case}/ct.nii.gz"\n    label: "{case}/seg.nii.gz"\n', layout)
+    (tmp_path / "export.yaml").write_text(yaml_text)
+    off = {s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc", "preprocess")}
+    pipe = make_pipeline(tmp_path, [{"dataset": str(tmp_path / "export.yaml"), "root": str(root),
+                                     "pseudonymous_ids": True}], stages=off)
+    rel = Release(run(pipe, release=True).release)  # type: ignore[arg-type]
+    seqs = sorted(r[0] for r in rel.sql("select sequence from cases").fetchall())
+    assert len(seqs) == 2 and seqs[0] == "T2" and seqs[1].startswith("q_"), seqs
+    published = _strings(rel)
+    assert "19430217" not in published and "StElsewhere" not in published
