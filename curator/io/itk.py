@@ -66,7 +66,8 @@ def _data_files(path: Path) -> list[Path] | None:
         fmt, first, last, step = n.group(1), int(n.group(2)), int(n.group(3)), int(n.group(4))
         count = (last - first) // step + 1 if step and (last - first) * step >= 0 else 0
         if not 0 < count <= _MAX_DATA_FILES:
-            raise InputError("corrupt_file", f"the header's numbered data files ({value!r}) name no file or too many",
+            # the pattern is not quoted: like the listed files', its name may be the patient's
+            raise InputError("corrupt_file", f"the header's numbered data files name no file or too many ({count} files)",
                              path=str(path), remedy="check the header's data file line (format, first, last, step)")
         names = [fmt % (first + i * step) for i in range(count)]
     else:

@@ -313,3 +313,12 @@ def test_listed_data_files_are_checked_to_exist_inside_the_headers_folder(tmp_pa
             read_volume(tmp_path / "hdr" / name)
         assert e.value.kind == kind and said in e.value.detail, name
         assert not any(f in str(e.value) for f in ("s09.raw", "s06.raw", "out.raw")), str(e.value)  # never named
+
+
+def test_a_bad_numbered_data_file_pattern_is_not_quoted(tmp_path: Path) -> None:
+    """The pattern names the data files, which are often named after the patient."""
+    (tmp_path / "bad.mhd").write_text(_MHD_HEAD + "ElementDataFile = DOE_JANE_MRN12345_%03d.raw 5 1 1\n")
+    with pytest.raises(CuratorError) as e:
+        read_volume(tmp_path / "bad.mhd")
+    assert e.value.kind == "corrupt_file" and "numbered data files" in e.value.detail
+    assert "DOE" not in str(e.value) and "MRN12345" not in str(e.value), str(e.value)
