@@ -37,11 +37,16 @@ IDENTIFYING = re.compile(r"(^|_)(name|surname|first_?name|last_?name|initials|bi
                          r"comment|comments)($|_)", re.IGNORECASE)
 
 
+# the same written as one word (``patientname``, ``birthdate``, ``studydate``, ``referringdoctor``)
+COMPOUND = re.compile(r"^(patient|birth|dob|mrn)|(name|date|birth|doctor|physician)$", re.IGNORECASE)
+
+
 def identifying(field: str) -> bool:
     """Whether a field name names a person or an encounter date: ``PatientName``, ``date_of_birth``,
-    ``Study Date``, ``exam_date``, ``clinic_note`` (camelCase, spaces and dashes count as ``_``)."""
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(field))
-    return bool(IDENTIFYING.search(re.sub(r"[\s\-.]+", "_", words)))
+    ``Study Date``, ``exam_date``, ``clinic_note``, ``ptname``, ``studydate`` (camelCase, spaces
+    and dashes count as ``_``)."""
+    words = re.sub(r"[\s\-.]+", "_", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(field)))
+    return bool(IDENTIFYING.search(words)) or any(COMPOUND.search(w) for w in words.split("_"))
 
 
 def _scrubbed(v: Any) -> Any:

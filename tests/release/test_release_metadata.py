@@ -56,6 +56,17 @@ def test_only_declared_metadata_fields_are_published(tmp_path: Path) -> None:
     assert "DOE" not in json.dumps(out) and "1961" not in json.dumps(out) and "House" not in json.dumps(out)
 
 
+def test_identifying_names_written_as_one_word_are_left_out(tmp_path: Path) -> None:
+    """Names split into words only at ``_``, spaces and camelCase let ``ptname``, ``birthdate``,
+    ``studydate`` and ``referringdoctor`` of a kept nested record into the release."""
+    recs = [{"case_id": "a", "history": {"grade": 2, "ptname": "DOE^JANE", "birthdate": "19700101",
+                                         "studydate": "20010911", "referringdoctor": "HOUSE^GREGORY",
+                                         "patientname": "DOE^JANE", "hospitalization": True}}]
+    (tmp_path / "meta.json").write_text(json.dumps(recs))
+    out = load_metadata({"file": "meta.json", "keep": ["history"]}, tmp_path)
+    assert json.loads(out["a"]["metadata_json"]) == {"history": {"grade": 2, "hospitalization": True}}
+
+
 def test_a_kept_field_that_names_a_person_is_a_registry_error() -> None:
     from curator.registry import load_registry
     from curator.registry.spec import parse_spec
