@@ -214,6 +214,10 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("nifti_qform_sform", "a NIfTI header sets a qform and an sform that place the volume apart; "
                 "curator uses the sform, ITK-based tools the qform",
                 "overlay the label to see which one is right; re-save the file with one affine"),
+    ProblemKind("nifti_orientation_missing", "a NIfTI header sets neither an sform nor a qform: nibabel reads "
+                "it as LAS, ITK as LPS, the NIfTI standard as RAS, so the patient's left and right are a guess",
+                "find the orientation in the dataset's documentation and re-save the file with an sform, or leave "
+                "the case out"),
     ProblemKind("dicom_geometry_missing", "a DICOM object gives no pixel spacing, orientation or position "
                 "(neither at its top level nor in its functional groups): read as 1 mm voxels, identity "
                 "orientation", "find the voxel size in the dataset's documentation and re-export the scan with it, "

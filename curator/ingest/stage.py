@@ -60,7 +60,9 @@ def _display(source: str, root: Path, path: str | None) -> str | None:
 
 class IngestStage(Stage):
     name = "ingest"
-    version = "3"  # 2: label defects reject the label, not the case; 3: CT intensity warnings
+    # 2: label defects reject the label, not the case; 3: CT intensity warnings; 4: NIfTI without
+    # sform or qform warned (nifti_orientation_missing)
+    version = "4"
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
     reads_sources = True
@@ -172,6 +174,8 @@ class IngestStage(Stage):
                                    "are a guess", path=str(path),
                                    remedy="find the voxel size in the dataset's documentation and re-export the scan "
                                    "with it (e.g. dcm2niix, then edit the NIfTI header), or leave the case out"))
+            if vol.meta.get("orientation_missing"):
+                warning(_orientation_missing(path))
             apart = vol.meta.get("qform_sform_mm")
             if apart is not None and apart > config.geometry_tolerance_mm:
                 warning(InputError("nifti_qform_sform", f"the header's qform and sform place the volume up to "
@@ -209,6 +213,15 @@ class IngestStage(Stage):
             row["format"] = "none"
         out.rows = {"cases": [row], "raw_labels": counts_rows}
         return out
+
+
+def _orientation_missing(path: Path) -> InputError:
+    return InputError("nifti_orientation_missing", "the NIfTI header sets neither an sform nor a qform "
+                      "(both codes 0): its voxels have no defined place in the patient — curator (nibabel) reads "
+                      "it as LAS, ITK as LPS, the NIfTI standard as RAS — so left and right (and the labels' "
+                      "left/right terms against the image) are a guess", path=str(path),
+                      remedy="find the orientation in the dataset's documentation (or a DICOM original) and "
+                      "re-save the file with an sform, or leave the case out")
 
 
 def _geometry_columns(g: Geometry) -> dict[str, Any]:
@@ -302,8 +315,10 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             lab = read_volume(path, role="label", max_voxels=config.max_voxels)
             image = root / p["image"] if p["image"] is not None and p["image_is_dir"] else None
             lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref, image)
-            if ref is None:
+            if ref is None:  # a label-only case: its first label places the case
                 ref = lab.geometry
+                if lab.meta.get("orientation_missing"):
+                    warning(_orientation_missing(path))
             reoriented = core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path))
             if reoriented:
                 warning(InputError("label_reoriented", f"the label's axes are ordered {lab.geometry.orientation} "

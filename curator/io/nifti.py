@@ -193,6 +193,10 @@ def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int,
     apart = _qform_sform_apart(img, data.shape)
     if apart is not None:
         meta["qform_sform_mm"] = apart
+    if code <= 0 and int(img.header.get("qform_code", 0)) <= 0:
+        # no sform, no qform: nibabel falls back to ANALYZE's LAS, ITK to LPS, the NIfTI
+        # standard's method 1 to RAS — which side is the patient's left is anyone's guess
+        meta["orientation_missing"] = True
     return Volume(data, geom, meta)
 
 

@@ -186,6 +186,41 @@ def test_a_nifti_whose_qform_and_sform_disagree_is_a_warning(tmp_path: Path) -> 
     assert "5 mm apart" in msg and cases["Toy__b"]["origin_mm"][0] == aff[0, 3]
 
 
+def test_a_nifti_without_sform_or_qform_is_warned_of(tmp_path: Path) -> None:
+    """A header with sform_code and qform_code 0 places nothing in the patient: nibabel falls back
+    to LAS, ITK to LPS, the NIfTI standard to RAS, so the patient's left/right were a silent guess.
+    Images and a label-only case's label are warned of; a header with either code is not."""
+    import nibabel as nib
+    import numpy as np
+
+    root = tmp_path / "raw"
+    (root / "img").mkdir(parents=True)
+    (root / "lab").mkdir()
+    lab = np.zeros((12, 10, 6), np.uint8)
+    lab[3:6, 3:6, 2:4] = 1
+    for case, code in (("a", 0), ("b", 1)):
+        img = nib.Nifti1Image(np.arange(12 * 10 * 6, dtype=np.int16).reshape(12, 10, 6), None)
+        img.header.set_zooms((1.5, 1.5, 3.0))
+        img.set_sform(None, code=0)
+        img.set_qform(None, code=code)
+        nib.save(img, str(root / "img" / f"{case}.nii.gz"))
+        seg = nib.Nifti1Image(lab, img.affine)
+        seg.set_sform(None, code=0)
+        seg.set_qform(img.affine if code else None, code=code)
+        nib.save(seg, str(root / "lab" / f"{case}.nii.gz"))
+    nib.save(seg, str(root / "lab" / "c.nii.gz"))  # label-only, with a qform: fine
+    bare = nib.Nifti1Image(lab, None)
+    bare.set_sform(None, code=0)
+    bare.set_qform(None, code=0)
+    nib.save(bare, str(root / "lab" / "d.nii.gz"))  # label-only, no orientation
+    yml = _spec(tmp_path, [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"},
+                           {"label": "lab/{case}.nii.gz"}], {"values": {1: "liver"}})
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert sorted(cases) == ["Toy__a", "Toy__b", "Toy__c", "Toy__d"]
+    rows = sorted((p["case_id"], p["severity"]) for p in problems if p["kind"] == "nifti_orientation_missing")
+    assert rows == [("Toy__a", "warning"), ("Toy__d", "warning")]
+
+
 def test_the_overlap_of_a_mask_stored_in_other_axis_order_is_counted(tmp_path: Path) -> None:
     """A structure mask with its first axis reversed (header to match: same voxel centres) was
     counted in its file's order: 64 overlapping voxels read as 0, and harmonize then took a
