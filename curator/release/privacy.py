@@ -6,7 +6,7 @@ at ingest (``<source>__c_<20 hex>``, HMAC with the workspace key: stable while t
 workspace keeps the names, so a local user can still find a case's files. In the release this
 step replaces, for the cases of those sources, ``cases.source_case`` by the case id's pseudonym,
 a ``sequence`` the dataset YAML does not name (matched by ``{sequence}`` in a file or folder
-name) by a keyed pseudonym (``q_<20 hex>``),
+name) by a keyed pseudonym (``q_<20 hex>``), in ``cases`` and in ``splits.stratum`` alike,
 leaves out ``image_path`` and ``label_paths``, and reduces their ``problems`` rows (a case that
 failed, with no ``cases`` row, included) to the problem kind's description (the details name
 files) with the path ``<source>:<case_id>``.
@@ -33,6 +33,32 @@ def _declared_sequences(spec: Any) -> set[str]:
     return names
 
 
+def _key_strata(b: ReleaseBuilder, renamed: dict[tuple[str, str], str], source_of: dict[str, str]) -> None:
+    """``splits.stratum`` joins the ``stratify`` columns' values as the splits step read them,
+    before this step: a sequence keyed in ``cases`` is keyed there too (the unit's stratum is its
+    first case's, so the row's own source is tried first, then any private source's)."""
+    if not renamed or "splits" not in b.tables:
+        return
+    from curator.release.splits import SplitConfig
+
+    stratify = SplitConfig.from_dict(b.ctx.config.stage("splits"), where="stages.splits").stratify
+    if "sequence" not in stratify:
+        return
+    at = stratify.index("sequence")
+    anywhere = {raw: q for (_, raw), q in sorted(renamed.items(), reverse=True)}
+    rows: list[dict[str, Any]] = b.tables["splits"].to_pylist()
+    for row in rows:
+        parts = (row["stratum"] or "").split("|")
+        if len(parts) != len(stratify):
+            continue
+        raw = parts[at]
+        q = renamed.get((source_of.get(row["case_id"], ""), raw)) or anywhere.get(raw)
+        if q is not None:
+            parts[at] = q
+            row["stratum"] = "|".join(parts)
+    b.tables["splits"] = to_arrow("splits", rows)
+
+
 def release_step(b: ReleaseBuilder) -> None:
     private = {name for name, s in b.ctx.sources.items() if s.pseudonymous_ids}
     if not private or "cases" not in b.tables:
@@ -41,14 +67,17 @@ def release_step(b: ReleaseBuilder) -> None:
     source_of: dict[str, str] = {}
     datasets = {b.ctx.sources[n].spec.name for n in private}
     named = {n: _declared_sequences(b.ctx.sources[n].spec) for n in private}
+    renamed: dict[tuple[str, str], str] = {}  # (source, sequence as read) -> its pseudonym
     for row in cases:
         if row["source"] in private:
             source_of[row["case_id"]] = row["source"]
             row.update(source_case=row["case_id"].split("__", 1)[-1], image_path=None, label_paths=None)
             seq = row.get("sequence")
             if seq and seq not in named[row["source"]]:  # taken from a file or folder name: keyed as well
-                row["sequence"] = b.ctx.workspace.pseudonym(row["source"], seq, prefix="q")
+                row["sequence"] = renamed[row["source"], seq] = b.ctx.workspace.pseudonym(row["source"], seq,
+                                                                                           prefix="q")
     b.tables["cases"] = to_arrow("cases", cases)
+    _key_strata(b, renamed, source_of)
     if "problems" not in b.tables:
         return
     # a case that failed has no `cases` row, only problems: its id still begins `<source>__`

@@ -101,7 +101,8 @@ def test_a_failed_case_of_a_pseudonymous_source_publishes_no_file_name(tmp_path:
 
 def test_a_pseudonymous_source_publishes_sequence_names_only_from_its_yaml(tmp_path: Path) -> None:
     """``{sequence}`` matched in a file name (a PACS export's ``19430217_StElsewhere``) is
-    keyed in the release; a sequence the dataset YAML names (``sequence: T2``) stays as it is."""
+    keyed in the release; a sequence the dataset YAML names (``sequence: T2``) stays as it is.
+    Splits stratified by sequence key the strata alike (they were built before, from the names)."""
     g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
     root = tmp_path / "export"
     img, lab = render(Subject.random(1), g, "CT", seed=1)
@@ -115,9 +116,12 @@ def test_a_pseudonymous_source_publishes_sequence_names_only_from_its_yaml(tmp_p
     (tmp_path / "export.yaml").write_text(yaml_text)
     off = {s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc", "preprocess")}
     pipe = make_pipeline(tmp_path, [{"dataset": str(tmp_path / "export.yaml"), "root": str(root),
-                                     "pseudonymous_ids": True}], stages=off)
+                                     "pseudonymous_ids": True}],
+                         stages={**off, "splits": {"stratify": ["dataset", "sequence"]}})  # splits.stratum too
     rel = Release(run(pipe, release=True).release)  # type: ignore[arg-type]
     seqs = sorted(r[0] for r in rel.sql("select sequence from cases").fetchall())
     assert len(seqs) == 2 and seqs[0] == "T2" and seqs[1].startswith("q_"), seqs
+    strata = sorted(r[0] for r in rel.sql("select stratum from splits").fetchall())
+    assert strata == sorted(f"HospitalExport|{q}" for q in seqs), strata
     published = _strings(rel)
     assert "19430217" not in published and "StElsewhere" not in published
