@@ -212,7 +212,7 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("attention_outdated", "a case's pseudolabel attention map is missing or in an older format",
                 "run the pseudolabel stage again (it re-infers the case)"),
     ProblemKind("nifti_qform_sform", "a NIfTI header sets a qform and an sform that place the volume apart; "
-                "curator uses the sform, ITK-based tools the qform",
+                "curator uses the sform, ITK-based tools the qform unless the sform code is 1 (scanner)",
                 "overlay the label to see which one is right; re-save the file with one affine"),
     ProblemKind("nifti_orientation_missing", "a NIfTI header sets neither an sform nor a qform: nibabel reads "
                 "it as LAS, ITK as LPS, the NIfTI standard as RAS, so the patient's left and right are a guess",

@@ -178,9 +178,12 @@ class IngestStage(Stage):
                 warning(_orientation_missing(path))
             apart = vol.meta.get("qform_sform_mm")
             if apart is not None and apart > config.geometry_tolerance_mm:
+                itk = ("so do ITK-based tools (SimpleITK, 3D Slicer) at sform code 1, but older ITK and "
+                       "qform-first tools use the qform" if vol.meta.get("sform_code") == 1 else
+                       f"ITK-based tools (SimpleITK, 3D Slicer) use the qform at sform code {vol.meta.get('sform_code')}")
                 warning(InputError("nifti_qform_sform", f"the header's qform and sform place the volume up to "
-                                   f"{apart:.3g} mm apart; curator uses the sform (as nibabel does), ITK-based tools "
-                                   "(SimpleITK, 3D Slicer) the qform", path=str(path),
+                                   f"{apart:.3g} mm apart; curator uses the sform (as nibabel does); {itk}",
+                                   path=str(path),
                                    remedy="check which one the dataset meant by overlaying its label; re-save the "
                                    "file with one affine if the sform is wrong"))
             if p.get("label_expected"):

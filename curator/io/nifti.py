@@ -202,7 +202,8 @@ def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int,
 
 def _qform_sform_apart(img: Any, shape: tuple[int, ...]) -> float | None:
     """How far (mm, the worst corner) the qform and the sform place the volume when the header
-    sets both; nibabel (and curator) use the sform, ITK-based tools the qform."""
+    sets both; nibabel (and curator) use the sform, ITK-based tools (SimpleITK 2.5) the qform
+    unless the sform code is 1."""
     h = img.header
     if "qform_code" not in h or int(h["qform_code"]) <= 0 or int(h["sform_code"]) <= 0:
         return None

@@ -158,20 +158,22 @@ def test_the_stage_summary_counts_problems_not_tied_to_a_case(tmp_path: Path) ->
 
 
 def test_a_nifti_whose_qform_and_sform_disagree_is_a_warning(tmp_path: Path) -> None:
-    """ITK-based tools read the qform, nibabel (and curator) the sform: when they disagree the
-    case is kept on the sform and the disagreement is named (agreeing headers say nothing)."""
+    """nibabel (and curator) read the sform, ITK-based tools the qform unless the sform code is 1:
+    when qform and sform disagree the case is kept on the sform and the disagreement is named,
+    with what SimpleITK does at that code (agreeing headers say nothing)."""
     import nibabel as nib
     import numpy as np
+    import SimpleITK as sitk
 
     root = tmp_path / "raw"
     (root / "img").mkdir(parents=True)
     (root / "lab").mkdir()
     aff = np.diag([1.5, 1.5, 3.0, 1.0])
-    for case, shift in (("a", 0.0), ("b", 5.0)):
+    for case, shift, code in (("a", 0.0, 1), ("b", 5.0, 1), ("c", 5.0, 2)):
         img = nib.Nifti1Image(np.arange(12 * 10 * 6, dtype=np.int16).reshape(12, 10, 6), aff)
         q = aff.copy()
         q[0, 3] += shift
-        img.set_sform(aff, code=1)
+        img.set_sform(aff, code=code)
         img.set_qform(q, code=1)
         nib.save(img, str(root / "img" / f"{case}.nii.gz"))
         lab = np.zeros((12, 10, 6), np.uint8)
@@ -179,11 +181,15 @@ def test_a_nifti_whose_qform_and_sform_disagree_is_a_warning(tmp_path: Path) -> 
         nib.save(nib.Nifti1Image(lab, aff), str(root / "lab" / f"{case}.nii.gz"))
     yml = _spec(tmp_path, [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}], {"values": {1: "liver"}})
     cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
-    assert sorted(cases) == ["Toy__a", "Toy__b"]
-    rows = [(p["case_id"], p["severity"]) for p in problems if p["kind"] == "nifti_qform_sform"]
-    assert rows == [("Toy__b", "warning")]
-    (msg,) = [p["message"] for p in problems if p["kind"] == "nifti_qform_sform"]
-    assert "5 mm apart" in msg and cases["Toy__b"]["origin_mm"][0] == aff[0, 3]
+    assert sorted(cases) == ["Toy__a", "Toy__b", "Toy__c"]
+    rows = sorted((p["case_id"], p["severity"]) for p in problems if p["kind"] == "nifti_qform_sform")
+    assert rows == [("Toy__b", "warning"), ("Toy__c", "warning")]
+    msg = {p["case_id"]: p["message"] for p in problems if p["kind"] == "nifti_qform_sform"}
+    assert "5 mm apart" in msg["Toy__b"] and cases["Toy__b"]["origin_mm"][0] == aff[0, 3]
+    # what the message says SimpleITK does is what it does: the sform at code 1, the qform at code 2
+    itk_x = {c: -sitk.ReadImage(str(root / "img" / f"{c}.nii.gz")).GetOrigin()[0] for c in "bc"}  # LPS -> RAS
+    assert itk_x == {"b": aff[0, 3], "c": aff[0, 3] + 5.0}
+    assert "so do ITK-based tools" in msg["Toy__b"] and "use the qform at sform code 2" in msg["Toy__c"]
 
 
 def test_a_nifti_without_sform_or_qform_is_warned_of(tmp_path: Path) -> None:
