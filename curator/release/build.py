@@ -8,6 +8,7 @@ into place in one step; an existing version is never overwritten. Extra release 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import importlib
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curator import __version__
-from curator.errors import ReleaseError
+from curator.errors import CuratorError, ReleaseError
 from curator.io.fsutil import (
     atomic_write_json,
     creatable_problem,
@@ -248,10 +249,28 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
         except OSError as e:
             raise ReleaseError("release_exists", f"release {rc.version} appeared while this one was built",
                                path=str(dest), remedy="bump `release.version`") from e
+    except OSError as e:  # a full disk or quota while copying tables and stores: not a bug in curator
+        raise release_write_error(e, dest) from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("release written: %s", dest)
     return dest
+
+
+def release_write_error(e: OSError, dest: Path) -> CuratorError:
+    """What a failed write of the release's staging folder means for the user (it is removed)."""
+    if isinstance(e, CuratorError):
+        return e
+    where = str(e.filename or dest)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = str(e.filename2 or where)  # a copy names its source first
+        return ReleaseError("disk_full", f"no space left while writing the release {dest.name} "
+                            f"({Path(where).name}); nothing of it was kept", path=where,
+                            remedy=f"free disk space where the release goes ({dest.parent}), then run the "
+                            "same command again (the workspace is unchanged)")
+    return ReleaseError("release_error", f"cannot write the release {dest.name}: {e.strerror or e}; nothing "
+                        "of it was kept", path=where,
+                        remedy=f"check that {dest.parent} is writable and healthy, then run the same command again")
 
 
 def _release_json(b: ReleaseBuilder) -> dict[str, Any]:

@@ -84,3 +84,32 @@ def test_real_full_disk(tmp_path: Path, raw: Path) -> None:
         _assert_nothing_half_written(mnt / "workspace")
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_while_writing_a_release_is_disk_full_and_keeps_nothing(tmp_path: Path, raw: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from curator.config import PipelineConfig
+    from curator.errors import ReleaseError
+    from curator.release import build as buildmod
+    from curator.runner.context import Context
+
+    off = {"enabled": False}
+    pipe = make_pipeline(tmp_path, _sources(raw)[:1], stages={"dedup": off, "harmonize": off, "preprocess": off,
+                                                              "pseudolabel": off, "qc": off})
+    run(pipe)
+    real = buildmod.copy_table
+
+    def full(src: Path, dest: Path) -> None:
+        dest.write_bytes(src.read_bytes()[:100])  # part of it lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dest))
+
+    monkeypatch.setattr(buildmod, "copy_table", full)
+    ctx = Context(PipelineConfig.load(pipe))
+    with pytest.raises(ReleaseError) as e:  # an internal OSError ("this is a bug in curator") before
+        buildmod.build_release(ctx)
+    assert e.value.kind == "disk_full" and "free disk space" in str(e.value)
+    assert e.value.path is not None and e.value.path.endswith(".parquet")
+    releases = tmp_path / "releases" / "test"
+    assert not list(releases.iterdir())  # neither the release nor its staging folder is left
+    monkeypatch.setattr(buildmod, "copy_table", real)  # space freed: the same command writes it
+    assert (buildmod.build_release(ctx) / "release.json").is_file()
