@@ -310,6 +310,10 @@ _KINDS: list[ProblemKind] = [
                 "inspect the file; lower --workers if memory ran out"),
     ProblemKind("disk_full", "the disk filled up while writing; nothing half-written was kept",
                 "free disk space, then run the same command again (finished work is kept)"),
+    ProblemKind("folder_unwritable", "a folder curator writes to (in the workspace or a release) refused the write "
+                "(another owner, a read-only mount, an immutable flag); the stage stopped, nothing half-written was kept",
+                "make the folder writable for the user running curator, then run the same command again "
+                "(finished work is kept)"),
     ProblemKind("invalid_dataset_spec", "a dataset YAML named by pipeline.yaml is invalid; its source was skipped",
                 "fix the listed keys of the dataset YAML (see README 'Adding a dataset')"),
     ProblemKind("internal_error", "curator failed on this case for a reason it does not know",

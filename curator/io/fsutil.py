@@ -98,6 +98,12 @@ def _raise_disk(e: OSError, dest: Path) -> None:
         raise WorkspaceError("disk_full", f"no space left while writing {dest.name}",
                              path=str(dest), remedy="free disk space, then run the same command again "
                              "(finished work is kept)") from e
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # another owner, a read-only mount, chattr +i
+        raise WorkspaceError("folder_unwritable", f"cannot write into {dest.parent.name}/: "
+                             f"{e.strerror or e}", path=str(dest),
+                             remedy=f"make {dest.parent} writable for the user running curator (check its owner, "
+                             "a read-only mount or an immutable flag: `ls -ld`, `lsattr -d`), then run the same "
+                             "command again (finished work is kept)") from e
 
 
 @contextlib.contextmanager

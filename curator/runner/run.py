@@ -121,6 +121,15 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
                                          f"(while processing {res.case_id})", path=str(ws.root),
                                          remedy="free disk space, then run the same command again; "
                                          f"{report.ran} finished case(s) are kept")
+                bad = next((p for p in res.problems if p["kind"] == "folder_unwritable"), None)
+                if bad is not None:  # every later case would fail the same way
+                    raise WorkspaceError("folder_unwritable", f"stage {stage_cls.name} stopped: "
+                                         f"{bad['message'].split('. What to do:')[0]} (while processing "
+                                         f"{res.case_id})", path=str(ws.root),
+                                         remedy=f"make {ws.root} and the folders under it writable for the user "
+                                         "running curator (check their owner, a read-only mount or an immutable "
+                                         "flag: `ls -ld`, `lsattr -d`), then run the same command again; "
+                                         f"{report.ran} finished case(s) are kept")
                 if res.cacheable:
                     atomic_write_json(ws.case_result_path(stage_cls.name, res.case_id), res.to_json(), indent=None)
                 results[res.case_id] = res

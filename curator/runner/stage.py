@@ -196,6 +196,11 @@ def load_stage_class(ref: str) -> type[Stage]:
     return obj
 
 
+# kinds of a case's failure that are the workspace's, not the case's: never cached as failed (the same
+# command retries the case once they are fixed), and the stage stops on the first one
+WORKSPACE_FAULTS = ("disk_full", "folder_unwritable")
+
+
 def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: CaseEnv) -> CaseResult:
     """Run one case in a worker. Bad input → a failed result with a problem row (cacheable);
     an unexpected exception → an ``internal_error`` row (not cached, so a re-run retries)."""
@@ -207,7 +212,7 @@ def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: Ca
         return CaseResult(task.case_id, key, out.rows, out.problems, False, True, time.perf_counter() - t0)
     except CuratorError as e:
         row = problem_row(cls.name, e, dataset=task.dataset, case_id=task.case_id, path=task.path)
-        return CaseResult(task.case_id, key, {}, [*e.case_problems, row], True, e.kind != "disk_full",
+        return CaseResult(task.case_id, key, {}, [*e.case_problems, row], True, e.kind not in WORKSPACE_FAULTS,
                           time.perf_counter() - t0)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):

@@ -51,3 +51,41 @@ def test_a_missing_registry_file_is_a_problem_row_naming_it(tmp_path: Path) -> N
     rows = table(pipe, "problems__ingest").to_pylist()
     assert any("nope.yaml" in (r["path"] or "") + r["message"] and r["kind"] == "invalid_dataset_spec"
                for r in rows), rows
+
+
+def test_a_workspace_folder_refusing_writes_stops_the_stage_and_the_case_is_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stores folder made read-only (chattr +i, another owner) was an internal error ('this is a bug
+    in curator'); a case must not be cached as failed for it, so the same command retries it."""
+    import errno
+
+    from curator.config import PipelineConfig
+    from curator.io.fsutil import atomic_path
+    from curator.runner.context import Context
+    from curator.runner.executors import InlineExecutor
+    from curator.runner.run import run_stage
+    from curator.runner.stage import CaseOutput
+    from curator.testing.stages import ProbeStage
+
+    denied = {"c001"}
+
+    def process(cls, task, config, env):  # type: ignore[no-untyped-def]
+        with atomic_path(Path(env.workspace) / "out" / f"{task.case_id}.txt") as tmp:
+            if task.case_id in denied:
+                raise PermissionError(errno.EPERM, "Operation not permitted", str(tmp))
+            tmp.write_text("x")
+        return CaseOutput()
+
+    monkeypatch.setattr(ProbeStage, "process", classmethod(process))
+    cfg = PipelineConfig.from_dict({"workspace": str(tmp_path / "ws"), "stages": {"probe": {"n_cases": 3}},
+                                    "executor": {"progress": False}})
+    ctx = Context(cfg)
+    ctx.workspace.init()
+    with pytest.raises(WorkspaceError) as e:
+        run_stage(ctx, ProbeStage, InlineExecutor())
+    assert e.value.kind == "folder_unwritable"
+    assert "out/" in str(e.value) and "c001" in str(e.value) and "writable" in str(e.value)
+    assert not list((tmp_path / "ws" / "out").glob(".*tmp-*"))
+    denied.clear()  # the folder made writable again: the same command finishes, c001 included
+    rep = run_stage(ctx, ProbeStage, InlineExecutor())
+    assert (rep.cached, rep.ran, rep.failed) == (1, 2, 0)
