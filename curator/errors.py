@@ -292,8 +292,10 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("key_missing", "the workspace's pseudonym key file is gone although its tables were made with one",
                 _NEW_KEY),
     ProblemKind("store_damaged", "a shard file of a Zarr store is missing, truncated or corrupt",
-                "run `curator verify RELEASE` to list every damaged file; restore the release from a copy "
-                "(or rebuild it: re-run preprocess for the case, then write a new release version)"),
+                "in a workspace, delete the case's store folder (stores/<case>.zarr) and run `curator run "
+                "pipeline.yaml`: preprocess rebuilds it; in a release, run `curator verify RELEASE` to list every "
+                "damaged file and restore the release from a copy (or rebuild it: delete the workspace store as "
+                "above, then write a new release version)"),
     ProblemKind("dedup_hash_limited",
                 "the scan's body is too small for perceptual hashing; dedup finds only identical copies",
                 "nothing to do for tiny fragments; check the image if it should show a body"),

@@ -79,6 +79,10 @@ class ShardReader:
         self.per_shard = tuple(s // i for s, i in zip(self.shard, self.inner, strict=True))
         self.dtype = self.dtype.newbyteorder("<")
 
+    def __getitem__(self, box: Box) -> NDArray[Any]:
+        """``reader[:, :, a:b]``: :meth:`read` for code written against array slicing."""
+        return self.read(box)
+
     def read(self, box: Box | None = None) -> NDArray[Any]:
         box = full_box(box, self.shape)
         if self._zarr is not None:

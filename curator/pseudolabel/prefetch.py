@@ -59,7 +59,7 @@ def make_reader(store: CaseStore, specs: tuple[ModelSpec, ...], patch: tuple[int
         raise InputError("normalisation_missing", "the store does not say how to normalise its image and the "
                          "models declare no `intensity`", path=str(store.path),
                          remedy="re-run preprocess, or add `intensity: {clip, mean, std}` to the model specs")
-    reader = SlabReader(store.image, norm, dict(lead.intensity), g.spacing, tuple(dst) if dst else None,
+    reader = SlabReader(store.reader("image"), norm, dict(lead.intensity), g.spacing, tuple(dst) if dst else None,
                         cfg.resample_tolerance)
     return reader, g.orientation, (patch_s[0], patch_s[1], patch_s[2])
 

@@ -286,3 +286,20 @@ def test_a_missing_model_file_is_reported_where_its_path_is_given(phantom_ws, tm
     assert f"relative paths there are relative to {ens.parent})" in msg
     assert "`weights` of model 'inline', given in stages.pseudolabel.models in pipeline.yaml" in msg
     assert "an ensemble file's for the models it lists" in msg
+
+
+def test_a_store_chunk_damaged_after_preprocess_is_store_damaged_naming_the_case(phantom_ws) -> None:  # type: ignore[no-untyped-def]
+    """Chunk bytes overwritten behind an intact shard index: the case was an internal_error ('RuntimeError:
+    error during blosc decompression … report this as a bug'); now it is store_damaged saying how to rebuild."""
+    ctx, _ = phantom_ws()
+    bad = CASES[1][0]
+    shard = next(p for p in sorted((ctx.workspace.stores_dir / f"{bad}.zarr" / "image" / "c").rglob("*"))
+                 if p.is_file())
+    data = bytearray(shard.read_bytes())
+    data[:16] = b"\xff" * 16  # the first chunk's Blosc header; the index at the end stays intact
+    shard.write_bytes(bytes(data))
+    report = run_stage(ctx, PseudolabelStage)
+    assert report.failed == 1 and report.ran == len(CASES)  # the others went on
+    rows = [r for r in ctx.workspace.read_table("problems__pseudolabel").to_pylist() if r["case_id"] == bad]
+    assert [r["kind"] for r in rows] == ["store_damaged"], rows
+    assert "image" in rows[0]["message"] and "delete the case's store" in rows[0]["message"]
