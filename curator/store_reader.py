@@ -178,7 +178,10 @@ class ShardReader:
         return None
 
     def _damaged(self, key: tuple[int, ...], why: str) -> WorkspaceError:
-        return WorkspaceError("store_damaged", f"shard {'/'.join(map(str, key))} of the array: {why}; the store "
+        parts = self.path.parts
+        top = max((i for i, x in enumerate(parts) if x.endswith(".zarr")), default=len(parts) - 2)
+        name = "/".join(parts[top + 1:]) or self.path.name  # "labels/original/0", not "0"
+        return WorkspaceError("store_damaged", f"shard {'/'.join(map(str, key))} of the array {name}: {why}; the store "
                               "is damaged (reading it would give wrong voxels)", path=str(self.path),
                               remedy=remedy_for("store_damaged"))
 

@@ -77,14 +77,15 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
     body_x = _body_x(body, g)
     sections = body_sections(body, g)
     del body
-    image = np.asarray(store.image[...]) if store.has_image() else None
+    # through the shard reader (as body() is): a damaged chunk is store_damaged, not a Blosc RuntimeError
+    image = store.read("image") if store.has_image() else None
     rows: list[dict[str, Any]] = []
     held: set[str] = set()  # terms of higher-priority layers (store.layers() is in priority order)
     for layer in store.layers():
         above, held = held, held | set(store.terms(layer))
         if layer not in layers:
             continue
-        planes = [(np.asarray(arr[...]), values) for arr, values in store.planes(layer)]
+        planes = [(store.read(name), values) for name, values in store.plane_values(layer)]
         measured = measure_planes(planes, g, image=image, fov=fov, options=options, sections=sections)
         for term, f in sorted(measured.items()):
             if term in above:

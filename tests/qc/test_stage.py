@@ -182,6 +182,21 @@ def test_unreadable_store_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     assert probs[0]["kind"] in ("store_error", "store_missing")
 
 
+
+@pytest.mark.parametrize("array", ["image", "labels/original/0"])
+def test_a_damaged_chunk_behind_an_intact_shard_index_is_store_damaged(tmp_path: Path, array: str) -> None:
+    """It was an internal_error ('RuntimeError: error during blosc decompression … report this as a bug')."""
+    ws = phantom_workspace(tmp_path / "ws", n_cases=2)
+    shard = next(p for p in sorted((ws.stores_dir / "Phantom__c001.zarr" / array / "c").rglob("*")) if p.is_file())
+    data = bytearray(shard.read_bytes())
+    data[:16] = b"\xff" * 16  # the first chunk's Blosc header; the chunk index at the end stays intact
+    shard.write_bytes(bytes(data))
+    report = run_stage(context(tmp_path), QCStage)
+    assert report.failed == 1
+    probs = pq.read_table(ws.table_path("problems__qc")).to_pylist()
+    assert [(p["case_id"], p["kind"]) for p in probs] == [("Phantom__c001", "store_damaged")], probs
+    assert f"array {array}:" in probs[0]["message"] and "delete the case's store" in probs[0]["message"]
+
 def test_a_superseded_pseudo_label_is_not_measured(tmp_path: Path) -> None:
     """A case with a reviewed liver: QC measures the revised liver, not the pseudo liver it replaced
     (which would otherwise join the liver cohort twice and get a decision of its own)."""
