@@ -49,10 +49,15 @@ def _counts(df: pl.LazyFrame, by: list[str], name: str = "n") -> list[list[Any]]
 
 
 def _sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str, Any]]:
+    """The sources the release holds cases of. A source of pipeline.yaml that gave none (left out
+    under ``allow_missing_sources``) is not one: its licence binds nothing in the release, so it
+    is named under Known issues (:func:`_left_out`), not among the sources and licences."""
     per = dict(cases.group_by("dataset").len().collect().iter_rows())
     out = []
     for name, src in sorted(builder.ctx.sources.items()):
         s = src.spec
+        if not per.get(s.name):
+            continue
         out.append({"name": name, "dataset": s.name, "version": s.version, "licence": s.licence,
                     "licence_url": s.extra.get("licence_url") or None,
                     "licence_notes": s.extra.get("licence_notes") or None,
@@ -252,10 +257,19 @@ def _issues_md(problems: pl.LazyFrame | None, sources: list[dict[str, Any]], bui
         text += md_table(["stage", "severity", "kind", "count"], rows)
     else:
         text = "No problems were recorded.\n"
+    gone = _left_out(builder, sources)
+    if gone:
+        text += (f"\nSources of pipeline.yaml that gave no case and are left out (`allow_missing_sources`): "
+                 f"{', '.join(gone)}. Their licences and citations are not part of this release.\n")
     notes = [(s["name"], n) for s in sources for n in builder.ctx.sources[s["name"]].spec.notes]
     if notes:
         text += "\nNotes from the dataset registry:\n\n" + "".join(f"- {n}: {t}\n" for n, t in notes)
     return text
+
+
+def _left_out(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> list[str]:
+    """Sources of pipeline.yaml with no case in the release."""
+    return sorted(set(builder.ctx.sources) - {s["name"] for s in sources})
 
 
 def _lineage_md(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> str:

@@ -173,6 +173,36 @@ def test_a_release_does_not_leave_out_a_source_pipeline_yaml_lists(tmp_path: Pat
     assert run(pipe, release=True).release is not None
 
 
+def test_the_card_of_a_release_without_a_missing_source_leaves_out_its_licence(tmp_path: Path) -> None:
+    """A source left out under allow_missing_sources (no case in the release) still set the
+    card's licences and licence summary: the MSD_Spleen share-alike bound a release without it."""
+    import numpy as np
+
+    from curator.release.card_check import split_front_matter
+    from curator.testing.layouts import write_kits_case
+    from curator.testing.phantoms import Subject, grid, render
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    img, lab = render(Subject.random(3), g, "CT", seed=3)
+    write_kits_case(tmp_path / "kits", "case_00000", np.rint(img).astype(np.int16), (lab > 0).astype(np.uint8), g)
+    off = {s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc")}
+    pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(tmp_path / "kits")},
+                                    {"dataset": "MSD_Spleen", "root": str(tmp_path / "unmounted")}], stages=off)
+    cfg = yaml.safe_load(pipe.read_text())
+    cfg["release"]["allow_missing_sources"] = True
+    pipe.write_text(yaml.safe_dump(cfg))
+    release = run(pipe, release=True).release
+    assert release is not None
+    card = (release / "DATASET_CARD.md").read_text()
+    front, body, _ = split_front_matter(card)
+    assert front is not None and front["datasets"] == ["KiTS23"] and front["licences"] == ["CC-BY-NC-SA-4.0"]
+    assert [s["name"] for s in front["sources"]] == ["KiTS23"]
+    assert front["licence_summary"]["share_alike"] == ["KiTS23"]
+    constraints = body.split("## Licence constraints")[1].split("## Lineage")[0]
+    assert "MSD_Spleen" not in constraints and "MSD" not in (release / "CITATIONS.bib").read_text()
+    assert "left out (`allow_missing_sources`): MSD_Spleen" in body
+
+
 def test_no_problem_row_or_release_json_carries_a_local_folder_name(tmp_path: Path) -> None:
     """A source root named after a patient (a one-patient export) reached problems.message
     ('DOE_JANE_MRN123: the source root is not a folder') and release.json's sources; an
