@@ -287,7 +287,10 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     for sj in sorted((ctx.workspace.root / "stages").glob("*/stage.json")):
         d = json.loads(sj.read_text())
         if d["stage"] not in off:
-            info = {k: d[k] for k in ("stage_version", "config_hash", "run_id", "finished") if k in d}
+            # settings_files: the digest of the files its settings name (qc's overrides, harmonize's
+            # taxonomy, model files), which the config names only by path — a diff compares it
+            info = {k: d[k] for k in ("stage_version", "config_hash", "settings_files", "run_id", "finished")
+                    if d.get(k) is not None}
             stage_info[d["stage"]] = {**info, "config": published_settings(d["stage"], d.get("config") or {})}
     pipeline = published_config(ctx)
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}

@@ -248,6 +248,11 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         va, vb = ra.info.get(k), rb.info.get(k)
         if va != vb:
             d.lineage[k] = (va, vb)
+    sta, stb = (r.info.get("stages") or {} for r in (ra, rb))
+    for name in sorted(set(sta) & set(stb)):  # a file the settings name by path, edited in place
+        fa_, fb_ = ((s.get(name) or {}).get("settings_files") for s in (sta, stb))
+        if fa_ and fb_ and fa_ != fb_:
+            d.lineage[f"stages {name} settings_files"] = (fa_, fb_)
     ca, cb = (_settings(r.info) for r in (ra, rb))
     if ca != cb:
         d.lineage["pipeline_config"] = (ca, cb)

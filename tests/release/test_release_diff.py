@@ -137,3 +137,29 @@ def test_diff_with_a_damaged_table_names_the_file(demo: Path) -> None:
             diff_releases(a, b)
         assert e.value.kind == "release_corrupt" and e.value.path == str(damaged)
         assert e.value.remedy and "curator verify" in e.value.remedy
+
+
+def test_diff_names_a_settings_file_edited_in_place(demo: Path, release_with: Build) -> None:
+    """QC overrides edited between two releases (same path in pipeline.yaml) changed labels'
+    decisions, yet the diff's lineage named no change: release.json kept the file's path only."""
+    import json
+
+    import yaml
+
+    from curator.testing.pipelines import run
+
+    cfg = yaml.safe_load((demo / "pipeline.yaml").read_text())
+    cfg["stages"]["qc"]["overrides"] = "overrides.yaml"
+    (demo / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    releases = []
+    for version, action in (("0.2.0", "include"), ("0.3.0", "exclude")):
+        (demo / "overrides.yaml").write_text(
+            f"- {{case_id: DemoTotalSeg__s0001, term: pancreas, action: {action}, reason: checked}}\n")
+        run(demo / "pipeline.yaml", stages=["qc"])
+        releases.append(release_with(demo, version))
+    digests = [json.loads((r / "release.json").read_text())["stages"]["qc"].get("settings_files") for r in releases]
+    assert all(digests) and digests[0] != digests[1]
+    d = diff_releases(*releases)
+    assert [x for x in d.lineage_changes if "settings_files" in x] == [
+        f"stages qc settings_files: {digests[0]} → {digests[1]}"]
+    assert not diff_releases(releases[0], releases[0]).lineage
