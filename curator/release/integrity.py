@@ -122,19 +122,21 @@ class VerifyReport:
     stores_modified: list[str] = field(default_factory=list)
     stores_damaged: list[str] = field(default_factory=list)  # "<case>: <array>: why" (a shard missing, truncated)
     card_issues: list[str] = field(default_factory=list)
+    counts_differ: list[str] = field(default_factory=list)  # "cases: release.json says 21, cases.parquet has 22 rows"
     release_json_sha256: str = ""
 
     @property
     def ok(self) -> bool:
         return not (self.added or self.removed or self.modified or self.stores_modified or self.stores_damaged
-                    or self.card_issues)
+                    or self.card_issues or self.counts_differ)
 
     def to_dict(self) -> dict[str, Any]:
         return {"release": self.release, "ok": self.ok, "checked_files": self.checked_files,
                 "checked_stores": self.checked_stores, "added": self.added, "removed": self.removed,
                 "modified": self.modified, "stores_modified": self.stores_modified,
                 "stores_damaged": self.stores_damaged,
-                "card_issues": self.card_issues, "release_json_sha256": self.release_json_sha256}
+                "card_issues": self.card_issues, "counts_differ": self.counts_differ,
+                "release_json_sha256": self.release_json_sha256}
 
 
 def _walk(release: Path) -> Iterable[str]:
@@ -213,7 +215,26 @@ def verify_release(path: str | Path) -> VerifyReport:
     card = release / "DATASET_CARD.md"
     if card.is_file() or "DATASET_CARD.md" in files:
         rep.card_issues = check_card_file(card) if card.is_file() else ["DATASET_CARD.md is missing"]
+    rep.counts_differ = _counts_differ(release, info.get("counts") or {})
     return rep
+
+
+def _counts_differ(release: Path, counts: dict[str, Any]) -> list[str]:
+    """Row counts release.json states that its tables do not hold. The checksums cannot see an
+    edited release.json (it lists them); its counts are the one part the tables check."""
+    import pyarrow.parquet as pq
+
+    out = []
+    for name, n in sorted(counts.items()):
+        table = release / f"{name}.parquet"
+        try:
+            rows: int | None = pq.ParquetFile(table).metadata.num_rows if table.is_file() else None
+        except (OSError, ValueError):  # unreadable: already listed as modified
+            continue
+        if rows != n:
+            out.append(f"{name}: release.json says {n} rows, " + (f"{table.name} has {rows}" if rows is not None
+                                                                   else f"{table.name} is missing"))
+    return out
 
 
 def _cache_file() -> Path:

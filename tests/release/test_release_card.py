@@ -254,6 +254,21 @@ def test_verify_reports_a_broken_card(demo: Path) -> None:
     assert rep.card_issues == ["section '## Splits' is missing"]
 
 
+def test_verify_reports_row_counts_the_tables_do_not_hold(demo: Path) -> None:
+    """release.json lists the checksums, so an edited release.json passed verify ("OK", exit 0)
+    with a cases count one above the table's; its counts are now checked against the tables."""
+    import json
+
+    rel = demo / "releases" / "demo" / "0.1.0"
+    assert verify_release(rel).counts_differ == []
+    info = json.loads((rel / "release.json").read_text())
+    n = info["counts"]["cases"]
+    info["counts"]["cases"] = n - 1
+    (rel / "release.json").write_text(json.dumps(info))
+    rep = verify_release(rel)
+    assert not rep.ok and rep.counts_differ == [f"cases: release.json says {n - 1} rows, cases.parquet has {n}"]
+
+
 def test_the_released_report_names_its_code_and_schema(demo: Path) -> None:
     """Its header read "created – · code – · schema –" (the release step passed no versions);
     the creation time stays in release.json, so a rebuilt release keeps a byte-identical report."""
