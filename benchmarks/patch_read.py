@@ -8,6 +8,8 @@ zarr-python and tensorstore, and other store layouts (the inner chunk/codec choi
 Cold reads evict the files from the page cache (``posix_fadvise``) and reopen before each read.
 
 Run (after benchmarks/preprocess.py):  python benchmarks/patch_read.py [-n 200 --reps 3] [--case kits_00008]
+It reads nnU-Net's ``.b2nd`` with python-blosc2, which curator does not depend on: ``pip install blosc2``
+in curator's environment first (BENCHMARKS.md used 4.14.1).
 """
 
 from __future__ import annotations
@@ -101,7 +103,11 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=40, help="reads per measurement")
     ap.add_argument("--reps", type=int, default=3, help="interleaved rounds of nnU-Net vs curator reads")
     a = ap.parse_args()
-    import blosc2
+    try:
+        import blosc2
+    except ImportError:
+        raise SystemExit("patch_read.py reads nnU-Net's .b2nd with blosc2, which curator does not install: "
+                         "`pip install blosc2` in this environment (BENCHMARKS.md used 4.14.1)") from None
 
     blosc2.set_nthreads(1)
     work = Path(a.work)
