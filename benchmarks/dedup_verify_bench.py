@@ -12,7 +12,7 @@ the total time of each, their ratio, the number of pairs whose coarse shift diff
 
 Usage::
 
-    python benchmarks/dedup_verify_bench.py [--data ../shared/data/real] [--repeat 3]
+    python benchmarks/dedup_verify_bench.py [--data ../shared/data/real] [--repeat 3] [--sources ct_sm,mr_sm]
 """
 
 from __future__ import annotations
@@ -70,11 +70,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(default_data()))
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--sources", default="", help="comma-separated subset of " + ",".join(SOURCES)
+                    + " (default: all, the suite's pool)")
     args = ap.parse_args()
     settings = DetectSettings()
     ratio = settings.verify.overlap_ratio
     with tempfile.TemporaryDirectory() as d:
-        items, _, _ = build_pool(Path(args.data), list(SOURCES), Path(d), HashSettings(), lambda m: None)
+        sources = args.sources.split(",") if args.sources else list(SOURCES)
+        items, _, _ = build_pool(Path(args.data), sources, Path(d), HashSettings(), lambda m: None)
     feats = {it.name: it.features for it in items}
     cands = find_candidates(keys_of(feats, settings.search), settings.search)
     inputs, aligned = [], []
