@@ -1,6 +1,7 @@
 """Assemble BENCHMARKS.md: the summary (benchmarks/results/SUMMARY.md) + every results file.
 
     python benchmarks/assemble.py          # rewrites BENCHMARKS.md in the repository root
+    python benchmarks/assemble.py --out /tmp/B.md && diff BENCHMARKS.md /tmp/B.md   # check it
 
 Each ``benchmarks/results/<area>.md`` is written by the people who ran that benchmark (numbers,
 versions, commands, machine load); this script only stitches them together, one heading level
@@ -9,6 +10,7 @@ down, so BENCHMARKS.md never disagrees with them.
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -25,7 +27,10 @@ def demote(text: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write (default: %(default)s)")
+    args = ap.parse_args(argv)
     res = ROOT / "benchmarks" / "results"
     parts = [(res / "SUMMARY.md").read_text().rstrip() + "\n"]
     names = ORDER + sorted(p.stem for p in res.glob("*.md") if p.stem not in ORDER and p.stem != "SUMMARY")
@@ -33,7 +38,7 @@ def main() -> None:
         f = res / f"{name}.md"
         if f.exists():
             parts.append(f"\n<!-- from benchmarks/results/{name}.md -->\n" + demote(f.read_text()))
-    (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
+    args.out.write_text("\n".join(parts))
 
 
 if __name__ == "__main__":

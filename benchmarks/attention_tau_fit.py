@@ -12,6 +12,7 @@ range these fits span.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ from curator.pseudolabel import train_demo as td
 from curator.pseudolabel.nets import ARCHITECTURES
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.strip().splitlines()[0]).parse_args(argv)  # no options: --help
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     for i in range(32):  # the training draws, so the held-out phantoms are train_demo's
