@@ -311,6 +311,9 @@ def main() -> None:
     kits: dict[str, Any] = cached.get("kits", {})
     split: dict[str, Any] = cached.get("kits_organs", {})
     files = sorted((args.real / "kits23" / "dataset").glob("case_*/segmentation.nii.gz"))[: args.kits_cases]
+    if not files:  # else every table would be of 0 cases, all zeros
+        raise SystemExit(f"no KiTS23 segmentations under {args.real / 'kits23' / 'dataset'}: point --real or "
+                         "$CURATOR_REAL_DATA at the real sample data (shared/data/real)")
     for f in files:
         cid = f.parent.name
         if cid in kits and cid in split:

@@ -86,3 +86,14 @@ def test_documented_commands_use_existing_options() -> None:
             if unknown:
                 wrong.append(f"{path.name}: {script}.py has no {sorted(unknown)}")
     assert not wrong, wrong
+
+
+def test_solf_eval_refuses_a_missing_real_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a checkout that is not beside shared/, it printed tables of 0 cases (all zeros)."""
+    import sys
+
+    from benchmarks import solf_eval
+
+    monkeypatch.setattr(sys, "argv", ["solf_eval.py", "--real", str(tmp_path), "--no-totalseg"])
+    with pytest.raises(SystemExit, match="no KiTS23 segmentations"):
+        solf_eval.main()
