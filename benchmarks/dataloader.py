@@ -3,7 +3,7 @@
 
 Same cases (``bench_cases.py`` without ``big``), same patch size (128³), batch size 2, the same
 foreground oversampling (0.33, nnU-Net's default). curator reads a release built by the real
-pipeline (ingest → preprocess → release); nnU-Net reads its own preprocessed ``.b2nd`` from
+pipeline (ingest → harmonize → preprocess → release); nnU-Net reads its own preprocessed ``.b2nd`` from
 ``benchmarks/preprocess.py``.
 
 Run (after benchmarks/preprocess.py):  python benchmarks/dataloader.py --nnunet-python /work/venv-nnunet/bin/python
@@ -50,7 +50,7 @@ mt._finish()
 
 
 def curator_release(work: Path) -> Path:
-    """ingest → preprocess → release over the benchmark cases (``big`` excluded)."""
+    """ingest → harmonize → preprocess → release over the benchmark cases (``big`` excluded)."""
     rel = work / "pipeline" / "releases" / "bench" / "0.1.0"
     if rel.exists():
         return rel

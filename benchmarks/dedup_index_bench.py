@@ -1,6 +1,6 @@
 """Multi-index hashing search over 1,000,000 synthetic 64-bit slab hashes vs brute force.
 
-Synthetic collection: ``--cases`` scans × ~``--slabs`` slab hashes each. A scan's slab hashes
+Synthetic collection: ``--n`` slab hashes, ``--slabs`` per scan. A scan's slab hashes
 are a random walk (neighbouring slabs differ by a few bits, as real slab hashes do) from a
 base code drawn with biased bits (real pHash bits are not uniform). Queries are stored
 hashes with 0–3 bits flipped (copies) mixed with fresh random scans (non-copies).

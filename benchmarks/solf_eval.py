@@ -16,7 +16,7 @@ shapes, synthetic variety — and is reported separately from KiTS23.
 
     python benchmarks/solf_eval.py                      # everything, ~10 min on 2 cores
     python benchmarks/solf_eval.py --kits-cases 10 --no-totalseg   # quick look
-    python benchmarks/solf_eval.py --write benchmarks/results/qc.md
+    python benchmarks/solf_eval.py --write /tmp/qc_tables.md   # tables to copy into benchmarks/results/qc.md
 """
 
 from __future__ import annotations
