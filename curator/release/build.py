@@ -268,6 +268,13 @@ def release_write_error(e: OSError, dest: Path) -> CuratorError:
                             f"({Path(where).name}); nothing of it was kept", path=where,
                             remedy=f"free disk space where the release goes ({dest.parent}), then run the "
                             "same command again (the workspace is unchanged)")
+    if e.filename and not Path(e.filename).resolve().is_relative_to(dest.parent.resolve()):
+        # a file read from the workspace (or a source), not one written: the write advice would mislead
+        return ReleaseError("release_error", f"cannot read {Path(where).name} while building the release "
+                            f"{dest.name}: {e.strerror or e}; nothing of it was kept", path=where,
+                            remedy="check that the file exists and is readable (a workspace file removed or "
+                            "damaged since its stage ran: run `curator run pipeline.yaml` again), then run the "
+                            "same command again")
     return ReleaseError("release_error", f"cannot write the release {dest.name}: {e.strerror or e}; nothing "
                         "of it was kept", path=where,
                         remedy=f"check that {dest.parent} is writable and healthy, then run the same command again")

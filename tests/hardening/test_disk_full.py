@@ -113,3 +113,36 @@ def test_full_disk_while_writing_a_release_is_disk_full_and_keeps_nothing(tmp_pa
     assert not list(releases.iterdir())  # neither the release nor its staging folder is left
     monkeypatch.setattr(buildmod, "copy_table", real)  # space freed: the same command writes it
     assert (buildmod.build_release(ctx) / "release.json").is_file()
+
+
+def test_a_workspace_file_unreadable_while_releasing_is_named_as_read_not_written(
+        tmp_path: Path, raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any OSError while building became "cannot write the release … check that releases/ is
+    writable", also for a workspace file that could not be read; the read file is named as read."""
+    from curator.config import PipelineConfig
+    from curator.errors import ReleaseError
+    from curator.release import build as buildmod
+    from curator.runner.context import Context
+
+    off = {"enabled": False}
+    pipe = make_pipeline(tmp_path, _sources(raw)[:1], stages={"dedup": off, "harmonize": off, "preprocess": off,
+                                                              "pseudolabel": off, "qc": off})
+    run(pipe)
+    ctx = Context(PipelineConfig.load(pipe))
+
+    def unreadable(src: Path, dest: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error", str(src))
+
+    monkeypatch.setattr(buildmod, "copy_table", unreadable)
+    with pytest.raises(ReleaseError) as e:
+        buildmod.build_release(ctx)
+    assert e.value.kind == "release_error" and "cannot read" in str(e.value) and "writable" not in str(e.value)
+    assert e.value.path is not None and e.value.path.startswith(str(ctx.workspace.root))
+
+    def unwritable(src: Path, dest: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error", str(dest))
+
+    monkeypatch.setattr(buildmod, "copy_table", unwritable)
+    with pytest.raises(ReleaseError) as e:
+        buildmod.build_release(ctx)
+    assert "cannot write the release" in str(e.value) and "writable" in str(e.value)
