@@ -40,6 +40,7 @@ from curator.dedup.hashing import SlabHashes
 from curator.dedup.search import Candidate, HashKeys, SearchSettings, find_candidates, is_small
 from curator.dedup.thumbnail import Thumbnail, axial_profile, field_of_view_mm
 from curator.dedup.verify import NO_MATCH, Match, VerifySettings, accepts, compare
+from curator.errors import WorkspaceError
 from curator.io.fsutil import atomic_write_json
 
 log = logging.getLogger("curator")
@@ -152,7 +153,7 @@ class MatchCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.path, {"salt": self.salt, "matches": entries}, indent=None)
-        except OSError as e:  # a cache: the run goes on without it
+        except (OSError, WorkspaceError) as e:  # a cache (a full disk, a read-only folder): the run goes on without it
             log.warning("dedup: could not save the verification cache %s: %s", self.path, e)
         self._saved_at = time.monotonic()
 

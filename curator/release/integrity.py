@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curator.errors import ReleaseError
+from curator.errors import ReleaseError, WorkspaceError
 from curator.io.fsutil import atomic_write_json, sha256_file
 from curator.store_reader import store_damage
 
@@ -289,7 +289,8 @@ def _remember(checked: dict[str, tuple[list[Any], str]]) -> None:
     cache = dict(_disk_cache())
     cache.update({k: [v[0], v[1]] for k, v in checked.items()})
     cache = dict(list(cache.items())[-20000:])
-    with contextlib.suppress(OSError, ValueError):  # a read-only home: this process's memory still holds it
+    # a read-only or full home (atomic writes say so as WorkspaceError): this process's memory still holds it
+    with contextlib.suppress(OSError, ValueError, WorkspaceError):
         path = _cache_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, cache, indent=None)

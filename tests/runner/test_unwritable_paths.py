@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,27 @@ def test_a_workspace_folder_refusing_writes_stops_the_stage_and_the_case_is_retr
     denied.clear()  # the folder made writable again: the same command finishes, c001 included
     rep = run_stage(ctx, ProbeStage, InlineExecutor())
     assert (rep.cached, rep.ran, rep.failed) == (1, 2, 0)
+
+
+@pytest.mark.parametrize("err", [errno.EROFS, errno.ENOSPC])
+def test_a_cache_that_cannot_be_written_is_skipped_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                err: int) -> None:
+    """Atomic writes say a read-only or full folder as WorkspaceError (folder_unwritable,
+    disk_full); verify's file cache in the home folder and dedup's comparison cache caught
+    only OSError, so `curator verify` with a read-only home crashed. Both are caches: skipped."""
+    from curator.dedup.detect import MatchCache
+    from curator.io import fsutil
+    from curator.release import integrity
+
+    def refuse(a: object, b: object) -> None:
+        raise OSError(err, os.strerror(err), str(b))
+
+    monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(fsutil.os, "replace", refuse)
+    integrity._remember({str(tmp_path / "x"): ([1], "abc")})  # raised WorkspaceError
+    assert str(tmp_path / "x") in integrity._VERIFIED
+    cache = MatchCache(tmp_path / "m.json", 0.1)
+    cache.entries["k"] = {"x": 1}
+    cache.used.add("k")
+    cache.save()
+    assert not (tmp_path / "m.json").exists()
