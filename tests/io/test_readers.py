@@ -322,3 +322,25 @@ def test_a_bad_numbered_data_file_pattern_is_not_quoted(tmp_path: Path) -> None:
         read_volume(tmp_path / "bad.mhd")
     assert e.value.kind == "corrupt_file" and "numbered data files" in e.value.detail
     assert "DOE" not in str(e.value) and "MRN12345" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("ndims", ["73", "-1", "999999", "0"])
+def test_a_metaimage_header_with_impossible_ndims_is_refused_before_itk_reads_it(tmp_path: Path, ndims: str) -> None:
+    """ITK's MetaIO writes past its arrays on such an NDims: 73 aborted the whole process
+    ("corrupted size vs. prev_size", found by the reader fuzz test), -1 and 999999 segfaulted.
+    Read in a child process, so that without the check this test fails instead of crashing."""
+    import subprocess
+    import sys
+
+    a = np.zeros((10, 9, 6), np.int16)
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(tmp_path / "s.mha"), useCompression=False)
+    data = (tmp_path / "s.mha").read_bytes()
+    assert b"NDims = 3" in data
+    (tmp_path / "bad.mha").write_bytes(data.replace(b"NDims = 3", f"NDims = {ndims}".encode(), 1))
+    code = ("import sys; from curator.errors import InputError; from curator.io import read_volume\n"
+            "try:\n    read_volume(sys.argv[1], role='image')\n"
+            "except InputError as e:\n    print(e.kind, e)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bad.mha")], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert res.returncode == 0, f"the reader crashed (signal {-res.returncode}): {res.stderr[-500:]}"
+    assert res.stdout.startswith("corrupt_file") and f"NDims = {ndims}" in res.stdout, res.stdout
