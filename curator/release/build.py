@@ -268,7 +268,8 @@ def release_write_error(e: OSError, dest: Path) -> CuratorError:
                             f"({Path(where).name}); nothing of it was kept", path=where,
                             remedy=f"free disk space where the release goes ({dest.parent}), then run the "
                             "same command again (the workspace is unchanged)")
-    if e.filename and not Path(e.filename).resolve().is_relative_to(dest.parent.resolve()):
+    named = e.filename if isinstance(e.filename, str | os.PathLike) else None  # not a descriptor number
+    if named and not Path(named).resolve().is_relative_to(dest.parent.resolve()):
         # a file read from the workspace (or a source), not one written: the write advice would mislead
         return ReleaseError("release_error", f"cannot read {Path(where).name} while building the release "
                             f"{dest.name}: {e.strerror or e}; nothing of it was kept", path=where,

@@ -146,3 +146,11 @@ def test_a_workspace_file_unreadable_while_releasing_is_named_as_read_not_writte
     with pytest.raises(ReleaseError) as e:
         buildmod.build_release(ctx)
     assert "cannot write the release" in str(e.value) and "writable" in str(e.value)
+
+    def on_a_descriptor(src: Path, dest: Path) -> None:  # an OSError's filename may be a descriptor number
+        raise OSError(errno.EIO, "Input/output error", 7)
+
+    monkeypatch.setattr(buildmod, "copy_table", on_a_descriptor)
+    with pytest.raises(ReleaseError) as e:
+        buildmod.build_release(ctx)
+    assert "cannot write the release" in str(e.value)
