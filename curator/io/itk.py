@@ -48,12 +48,11 @@ _NUMBERED = re.compile(r"(\S*%[0-9]*d\S*)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)(?:\s+\d+
 _MAX_DATA_FILES = 100_000
 
 
-def _data_files(path: Path) -> list[Path] | None:
+def _data_files(path: Path, head: str) -> list[Path] | None:
     """The separate data files of a .mhd/.nhdr header (None for single-file formats): one file,
     a ``LIST`` of files (the lines after the header's data-file line, one per slice or slab), or
-    a numbered ``%d`` pattern with its first, last and step."""
+    a numbered ``%d`` pattern with its first, last and step. ``head``: the header's text."""
     nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
-    head = _header_bytes(path).decode("latin-1", "replace")
     m = _DATA_FILE.search(head)
     if not m or m.group(2).upper() == "LOCAL":
         return None
@@ -81,14 +80,14 @@ def _data_files(path: Path) -> list[Path] | None:
 _NDIMS = re.compile(r"^[ \t]*NDims[ \t]*=[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
-def _check_ndims(path: Path) -> None:
+def _check_ndims(path: Path, head: str) -> None:
     """Refuse a MetaImage header whose ``NDims`` no volume has, before SimpleITK reads it: ITK's
     MetaIO writes past its arrays on such a value (``NDims = 73`` aborts the process with
     "corrupted size vs. prev_size", ``-1`` or ``999999`` segfault — measured with SimpleITK 2.5),
     and a crash takes every case of an in-process run with it, not just this file."""
     if path.suffix.lower() not in (".mha", ".mhd"):
         return  # NRRD's reader (teem) refuses a bad `dimension:` with an error of its own
-    m = _NDIMS.search(_header_bytes(path).decode("latin-1", "replace"))
+    m = _NDIMS.search(head)
     if m and not (m.group(1).isdigit() and 1 <= int(m.group(1)) <= 4):
         raise InputError("corrupt_file", f"the header declares NDims = {m.group(1)[:20]}: a volume has 3 "
                          "dimensions (4 with channels)", path=str(path),
@@ -102,7 +101,9 @@ def _listing(path: Path) -> str:
 
 
 def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int | None = None) -> Volume:
-    data_files = _data_files(path)
+    head = _header_bytes(path)  # read once: the data files, NDims and the data's size all come from it
+    text = head.decode("latin-1", "replace")
+    data_files = _data_files(path, text)
     folder = path.resolve().parent
     listed = data_files or []
     for k, data_file in enumerate(listed, start=1):
@@ -117,7 +118,7 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
             raise ReadError("file_not_found", f"{which} named by the header (ElementDataFile / data file) is "
                             "missing", path=str(path),
                             remedy="download the .raw/.zraw file(s) that belong to this header")
-    _check_ndims(path)
+    _check_ndims(path, text)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -132,7 +133,6 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
     if n > max_voxels:
         raise InputError("too_large", f"header declares {size} × {ncomp} = {n:,} values, over max_voxels",
                          path=str(path), remedy="raise `max_voxels` in the ingest settings if the file is genuine")
-    head = _header_bytes(path)
     itemsize = sitk.Image([1] * len(size), reader.GetPixelID(), ncomp).GetSizeOfPixelComponent() \
         if len(size) in (2, 3) else 4
     if not _NOT_RAW.search(head):
