@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -25,7 +26,7 @@ from curator.io.fsutil import atomic_write_json
 from curator.runner.context import Context
 from curator.runner.executors import Executor, make_executor
 from curator.runner.freshness import tables_read_digest, upstream_runs, write_record
-from curator.runner.stage import CaseResult, Stage, Task
+from curator.runner.stage import WORKSPACE_FAULTS, CaseResult, Stage, Task
 from curator.schema import to_arrow
 
 log = logging.getLogger("curator")
@@ -75,6 +76,24 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Any]:
         yield _Bar()
 
 
+def _workspace_fault(res: CaseResult, stage: str, root: Path, ran: int) -> WorkspaceError | None:
+    """The error that stops a stage when a case failed for the workspace's sake, not its own
+    (:data:`~curator.runner.stage.WORKSPACE_FAULTS`: a full disk, a folder refusing writes)."""
+    bad = next((p for p in res.problems if p["kind"] in WORKSPACE_FAULTS), None)
+    if bad is None:
+        return None
+    kept = f"{ran} finished case(s) are kept"
+    if bad["kind"] == "disk_full":
+        return WorkspaceError("disk_full", f"stage {stage} stopped: the disk is full (while processing "
+                              f"{res.case_id})", path=str(root),
+                              remedy=f"free disk space, then run the same command again; {kept}")
+    return WorkspaceError("folder_unwritable", f"stage {stage} stopped: {bad['message'].split('. What to do:')[0]} "
+                          f"(while processing {res.case_id})", path=str(root),
+                          remedy=f"make {root} and the folders under it writable for the user running curator "
+                          "(check their owner, a read-only mount or an immutable flag: `ls -ld`, `lsattr -d`), "
+                          f"then run the same command again; {kept}")
+
+
 def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = None) -> StageReport:
     """Run one stage over every planned case (resuming), then write its tables atomically."""
     config = ctx.stage_config(stage_cls.config_class, stage_cls.name)
@@ -116,20 +135,9 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     try:
         with _progress(ctx.config.executor.progress, stage_cls.name, len(jobs)) as bar:
             for res in ex.run(stage_cls.ref(), stage_cls.name, jobs, config.to_dict(), env, gpu=stage_cls.gpu):
-                if any(p["kind"] == "disk_full" for p in res.problems):
-                    raise WorkspaceError("disk_full", f"stage {stage_cls.name} stopped: the disk is full "
-                                         f"(while processing {res.case_id})", path=str(ws.root),
-                                         remedy="free disk space, then run the same command again; "
-                                         f"{report.ran} finished case(s) are kept")
-                bad = next((p for p in res.problems if p["kind"] == "folder_unwritable"), None)
-                if bad is not None:  # every later case would fail the same way
-                    raise WorkspaceError("folder_unwritable", f"stage {stage_cls.name} stopped: "
-                                         f"{bad['message'].split('. What to do:')[0]} (while processing "
-                                         f"{res.case_id})", path=str(ws.root),
-                                         remedy=f"make {ws.root} and the folders under it writable for the user "
-                                         "running curator (check their owner, a read-only mount or an immutable "
-                                         "flag: `ls -ld`, `lsattr -d`), then run the same command again; "
-                                         f"{report.ran} finished case(s) are kept")
+                fault = _workspace_fault(res, stage_cls.name, ws.root, report.ran)
+                if fault is not None:  # every later case would fail the same way
+                    raise fault
                 if res.cacheable:
                     atomic_write_json(ws.case_result_path(stage_cls.name, res.case_id), res.to_json(), indent=None)
                 results[res.case_id] = res
