@@ -13,6 +13,7 @@ from curator.cli.common import (
     emit,
     err,
     handle_errors,
+    note_newest,
     out,
     print_json,
     print_stage_reports,
@@ -35,14 +36,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         import duckdb
 
         from curator.errors import ReleaseError
-        from curator.release.query import Release
+        from curator.release.query import Release, duckdb_message
 
         rel = Release(release)
+        note_newest(release, rel.path)
         res = rel.sql(sql)  # one SELECT: an empty query or several statements are refused
         try:
             rows = res.fetchall()
         except duckdb.Error as e:  # raised while running (e.g. a failed cast), not while binding
-            raise ReleaseError("query_error", str(e).splitlines()[0], path=str(rel.path)) from e
+            raise ReleaseError("query_error", duckdb_message(e), path=str(rel.path)) from e
         if fmt == OutputFormat.table and len(rows) > limit:
             err.print(f"(showing {limit} of {len(rows)} rows; use --format csv for all)")
             rows = rows[:limit]

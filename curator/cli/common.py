@@ -72,6 +72,15 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def note_newest(given: Any, resolved: Any) -> None:
+    """Say on stderr which version a collection folder stood for (``curator query releases/demo``
+    reads its newest version): numbers quoted from a query need the version they came from."""
+    from pathlib import Path
+
+    if Path(given) != Path(resolved):
+        err.print(escape(f"(newest version of {given}: {Path(resolved).name} — {resolved})"), highlight=False)
+
+
 def print_stage_reports(reports: Sequence[Any]) -> None:
     """One line per stage: a tick when no case failed and no error row was written, else a '!'
     (the rows are in the problems table and were logged as the stage ran)."""

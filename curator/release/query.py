@@ -33,9 +33,29 @@ if TYPE_CHECKING:
     from curator.taxonomy.model import Taxonomy
 
 log = logging.getLogger("curator")
-_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 _T = TypeVar("_T")
 _MISSING_TABLE = re.compile(r"Table with name (.+) does not exist!")  # DuckDB's CatalogException
+_HINT = re.compile(r"^(Candidate bindings:|Did you mean)")  # DuckDB's suggestions, on lines of their own
+
+
+def duckdb_message(e: BaseException) -> str:
+    """DuckDB's error in one line: its first line plus the suggestions it gives on later lines
+    (``Candidate bindings: "case_id", ...`` for an unknown column, ``Did you mean "labels"?`` for
+    an unknown table or function) — the most useful part of the message for a misspelt name.
+    The ``LINE 1: ...`` excerpt and its caret are left out (a wrapped terminal misplaces the caret)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    return " ".join([lines[0], *(line for line in lines[1:] if _HINT.match(line))])
+
+
+def query_remedy(message: str, tables: list[str]) -> str:
+    """What to do about DuckDB's error ``message`` on a release holding ``tables``."""
+    text = (f"tables: {', '.join(tables)} (`describe <table>` lists columns; qualify a column two tables "
+            "share, e.g. c.modality)")
+    if "Referenced column" in message:  # also what an unquoted text value gives: dataset = KiTS23
+        text += "; if the name is a text value, put it in single quotes (dataset = 'KiTS23')"
+    return text
 
 
 def resolve_release(path: str | Path) -> Path:
@@ -43,13 +63,42 @@ def resolve_release(path: str | Path) -> Path:
     p = Path(path)
     if (p / "release.json").is_file():
         return p
-    if p.is_dir():
-        versions = [d for d in p.iterdir() if d.is_dir() and (d / "release.json").is_file()]
-        if versions:
-            return max(versions, key=lambda d: tuple(int(x) for x in _VERSION.match(d.name).groups())  # type: ignore[union-attr]
-                       if _VERSION.match(d.name) else (-1, -1, -1))
+    versions = release_versions(p)
+    if versions:
+        return versions[-1]
+    if not p.exists():  # a mistyped version or collection: say which ones there are
+        near = release_versions(p.parent)
+        remedy = (f"versions of the collection {p.parent}: {', '.join(v.name for v in near)} (or pass "
+                  f"{p.parent} for the newest)" if near else _collections_hint(p.parent))
+        raise ReleaseError("release_error", "no such release folder", path=str(p), remedy=remedy)
     raise ReleaseError("release_error", "not a release folder (no release.json)", path=str(p),
-                       remedy="pass <release root>/<collection>/<version> (or the collection folder)")
+                       remedy=_collections_hint(p) if p.is_dir() else _PASS_RELEASE)
+
+
+_PASS_RELEASE = "pass <release root>/<collection>/<version> (or the collection folder, for its newest version)"
+
+
+def release_versions(folder: Path) -> list[Path]:
+    """The release folders directly inside ``folder`` (a collection folder), oldest first by their
+    semantic version (a pre-release before its release; names that are no version first)."""
+    from curator.config import SEMVER
+    from curator.release.lineage import version_key
+
+    try:
+        found = [d for d in folder.iterdir() if d.is_dir() and (d / "release.json").is_file()]
+    except OSError:  # no such folder, not a folder, not readable
+        return []
+    return sorted(found, key=lambda d: (1, version_key(d.name), d.name) if SEMVER.match(d.name) else (0, (), d.name))
+
+
+def _collections_hint(folder: Path) -> str:
+    """The remedy for a folder that holds no release: the collections inside it (a release root)."""
+    try:
+        names = sorted(d.name for d in folder.iterdir() if d.is_dir() and release_versions(d))
+    except OSError:
+        names = []
+    return (f"{folder} is a release root; its collections: {', '.join(names)} — pass {folder / names[0]} "
+            f"(its newest version) or one of its versions" if names else _PASS_RELEASE)
 
 
 def release_around(path: str | Path, release: str | Path | None = None) -> Path | None:
@@ -97,7 +146,7 @@ def _statements(query: str) -> list[duckdb.Statement]:
     try:
         return duckdb.extract_statements(query)
     except duckdb.Error as e:
-        raise ReleaseError("query_error", str(e).splitlines()[0],
+        raise ReleaseError("query_error", duckdb_message(e),
                            remedy="fix the SQL (DuckDB syntax: text in single quotes, e.g. dataset = 'KiTS23'; "
                                   "a name with spaces in double quotes)") from e
 
@@ -197,9 +246,9 @@ class Release:
             if missing and missing.group(1).casefold() in damaged:  # the table has no view: its file is damaged
                 name = damaged[missing.group(1).casefold()]
                 raise self._unreadable(name, self.unreadable[name]) from e
-            raise ReleaseError("query_error", str(e).splitlines()[0], path=str(self.path),
-                               remedy=f"tables: {', '.join(self.table_names())} (`describe <table>` lists "
-                                      "columns; qualify a column two tables share, e.g. c.modality)") from e
+            message = duckdb_message(e)
+            raise ReleaseError("query_error", message, path=str(self.path),
+                               remedy=query_remedy(message, self.table_names())) from e
 
     def table(self, name: str) -> pl.DataFrame:
         return self._read(name, lambda p: pl.read_parquet(p, glob=False))  # a path may hold [ ] * ?: never a pattern

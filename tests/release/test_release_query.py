@@ -188,3 +188,79 @@ def test_paths_with_glob_characters_are_paths(demo: Path, tmp_path: Path) -> Non
     assert rel.table("cases").height == rel.sql("select count(*) from cases").fetchall()[0][0] > 0
     d = diff_releases(a, b)
     assert "cases" in d.tables and all(t.empty for t in d.tables.values())
+
+
+def test_a_misspelt_name_gets_duckdbs_suggestion(demo: Path) -> None:
+    """DuckDB puts what it suggests on a line of its own ('Candidate bindings: ...', 'Did you mean
+    "labels"?'); only its first line reached the user, so a misspelt column or table came back
+    without the one hint that fixes it."""
+    rel = Release(demo / "releases" / "demo" / "0.1.0")
+    with pytest.raises(ReleaseError) as col:
+        rel.sql("select case_ids from cases")
+    assert col.value.kind == "query_error" and 'Referenced column "case_ids"' in str(col.value) and '"case_id"' in str(col.value)
+    assert "Candidate bindings" in str(col.value) and "\n" not in str(col.value)
+    with pytest.raises(ReleaseError) as unquoted:  # a text value without quotes reads as a column
+        rel.sql("select count(*) from cases where dataset = KiTS23")
+    assert "put it in single quotes (dataset = 'KiTS23')" in str(unquoted.value)
+    with pytest.raises(ReleaseError) as table:
+        rel.sql("select * from label")
+    assert 'Did you mean "labels"' in str(table.value) and "tables: attention, cases" in str(table.value)
+    with pytest.raises(ReleaseError) as func:
+        rel.sql("select lenght(case_id) from cases")
+    assert 'Did you mean "length"' in str(func.value)
+    with pytest.raises(ReleaseError, match="syntax error") as syntax:  # the LINE/caret excerpt stays out
+        rel.sql("select * frm cases")
+    assert "LINE 1" not in str(syntax.value) and "^" not in str(syntax.value)
+
+
+def test_a_missing_release_path_names_what_is_there(demo: Path) -> None:
+    """A mistyped version said "not a release folder (no release.json)" as for any folder; now a
+    path that does not exist says so, with the collection's versions, and a release root names
+    its collections."""
+    from curator.release.query import release_versions, resolve_release
+
+    root = demo / "releases"
+    with pytest.raises(ReleaseError, match="no such release folder") as version:
+        resolve_release(root / "demo" / "0.9.0")
+    assert "versions of the collection" in str(version.value) and "0.1.0" in str(version.value)
+    with pytest.raises(ReleaseError, match="no such release folder") as nowhere:
+        resolve_release(demo / "nowhere" / "0.1.0")
+    assert "<release root>/<collection>/<version>" in str(nowhere.value)
+    with pytest.raises(ReleaseError, match="no release.json") as rootdir:
+        resolve_release(root)
+    assert "release root; its collections: demo" in str(rootdir.value)
+    with pytest.raises(ReleaseError, match="no release.json"):
+        resolve_release(root / "demo" / "0.1.0" / "cases.parquet")  # a file, not a folder
+    assert [p.name for p in release_versions(root / "demo")] == ["0.1.0"]
+    assert resolve_release(root / "demo") == root / "demo" / "0.1.0"
+
+
+def test_cli_query_says_which_version_a_collection_folder_stood_for(demo: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+
+    runner = CliRunner()
+    newest = runner.invoke(app, ["query", str(demo / "releases" / "demo"), "select count(*) as n from cases",
+                                 "-f", "csv"])
+    assert newest.exit_code == 0, newest.output
+    assert newest.stdout.splitlines()[0] == "n"  # stdout stays pure CSV; the note goes to stderr
+    assert "newest version of" in newest.stderr and "0.1.0" in newest.stderr
+    exact = runner.invoke(app, ["query", str(demo / "releases" / "demo" / "0.1.0"), "select 1 as a", "-f", "csv"])
+    assert exact.exit_code == 0 and "newest version" not in exact.output
+    typo = runner.invoke(app, ["query", str(demo / "releases" / "demo"), "select nope from cases"])
+    assert typo.exit_code == 2 and "Candidate bindings" in typo.output
+
+
+def test_newest_version_is_by_semantic_version(tmp_path: Path) -> None:
+    """A collection folder stands for its newest version: 0.10.0 after 0.9.1, a release after its
+    pre-release (0.10.0-rc.1 < 0.10.0), a folder that is no version never."""
+    from curator.release.query import release_versions, resolve_release
+
+    for v in ("0.2.0", "0.10.0", "0.9.1", "0.10.0-rc.1", "notes"):
+        (tmp_path / v).mkdir()
+        (tmp_path / v / "release.json").write_text("{}")
+    assert [p.name for p in release_versions(tmp_path)] == ["notes", "0.2.0", "0.9.1", "0.10.0-rc.1", "0.10.0"]
+    assert resolve_release(tmp_path).name == "0.10.0"
+    (tmp_path / "0.11.0-rc.1").mkdir()  # a version folder without release.json (being written) does not count
+    assert resolve_release(tmp_path).name == "0.10.0"
