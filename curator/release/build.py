@@ -58,6 +58,7 @@ RELEASE_STEPS: list[str] = [
     "curator.qc.release:release_step",
     "curator.taxonomy.release:release_step",
     "curator.release.privacy:release_step",
+    "curator.release.sources:release_step",
     "curator.release.card:release_step",
     "curator.report.release:release_step",
 ]

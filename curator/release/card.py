@@ -48,17 +48,19 @@ def _counts(df: pl.LazyFrame, by: list[str], name: str = "n") -> list[list[Any]]
             .iter_rows()]
 
 
-def _sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str, Any]]:
+def card_sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str, Any]]:
     """The sources the release holds cases of. A source of pipeline.yaml that gave none (left out
     under ``allow_missing_sources``) is not one: its licence binds nothing in the release, so it
-    is named under Known issues (:func:`_left_out`), not among the sources and licences."""
+    is named under Known issues (:func:`_left_out`), not among the sources and licences. The
+    ``sources`` table holds the same sources (:mod:`curator.release.sources`)."""
     per = dict(cases.group_by("dataset").len().collect().iter_rows())
     out = []
     for name, src in sorted(builder.ctx.sources.items()):
         s = src.spec
         if not per.get(s.name):
             continue
-        out.append({"name": name, "dataset": s.name, "version": s.version, "licence": s.licence,
+        out.append({"name": name, "dataset": s.name, "version": s.version, "title": s.title or None,
+                    "licence": s.licence,
                     "licence_url": s.extra.get("licence_url") or None,
                     "licence_notes": s.extra.get("licence_notes") or None,
                     "licence_terms": s.extra.get("licence_terms") or None,
@@ -286,10 +288,10 @@ def _lineage_md(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> str:
 
 
 def render_card(builder: ReleaseBuilder, sources: list[dict[str, Any]] | None = None) -> str:
-    """The card's text for the release being built (``sources``: :func:`_sources`, if already made)."""
+    """The card's text for the release being built (``sources``: :func:`card_sources`, if already made)."""
     cases = builder.tables.scan("cases")
     labels, dups = _frame(builder, "labels"), _frame(builder, "duplicates")
-    sources = _sources(builder, cases) if sources is None else sources
+    sources = card_sources(builder, cases) if sources is None else sources
     lic = combine({s["name"]: parse_licence(s["licence"]).with_declared(s.get("licence_terms")) for s in sources},
                   {s["name"]: s.get("licence_notes") or "" for s in sources})
     front = _front(builder, cases, sources, lic)
@@ -313,7 +315,7 @@ def render_card(builder: ReleaseBuilder, sources: list[dict[str, Any]] | None = 
 def release_step(builder: ReleaseBuilder) -> None:
     """Write ``DATASET_CARD.md`` into the release and check its structure."""
     cases = builder.tables.scan("cases")
-    sources = _sources(builder, cases)
+    sources = card_sources(builder, cases)
     text = render_card(builder, sources)
     datasets = cases.select(pl.col("dataset").unique()).collect()["dataset"]
     issues = check_card(text, set(datasets.to_list()), builder.tables.num_rows("cases"))
