@@ -8,7 +8,16 @@ one change of (case, term) from ``pseudo`` to ``revised``, with its voxels befor
 not a label removed and another added), cases whose store content changed (release.json's
 store hashes), cases newly marked duplicate, cases whose split changed, schema changes (tables
 and columns added, removed or retyped) and lineage changes (registry, taxonomy, models,
-pipeline config), each named down to the entry that changed.
+pipeline config, each stage's version and the settings its code's defaults changed), each named
+down to the entry that changed.
+
+Two releases may have been made by different curators: a stage version bumped between them
+explains rows that changed under the same pipeline.yaml (``stages pseudolabel stage_version:
+2 → 3``), and so does a default that changed or a setting that was added (``stages dedup config
+global_neighbours: added``, named only for settings neither pipeline.yaml gave). What an older
+curator recorded in another form is compared as the same thing: its ``sources`` entries kept
+each source's folder (``root``, which release.json no longer publishes) and had no
+``pseudonymous_ids`` (no source had them), so neither is a change.
 
 >>> # d = diff_releases("releases/demo/0.1.0", "releases/demo/0.2.0"); d.tables["cases"].added
 """
@@ -27,6 +36,7 @@ from curator.release.query import Release
 from curator.schema import table_schema
 
 LINEAGE_KEYS = ("schema_version", "code_version", "registry", "taxonomy", "models", "inputs")
+_ABSENT = object()
 # Columns that describe a row relative to its own release (not a change of the row itself).
 RELATIVE_COLUMNS = {"splits": {"reason", "previous_split"}}
 
@@ -218,6 +228,50 @@ def _settings(info: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _comparable_sources(ca: dict[str, Any], cb: dict[str, Any]) -> None:
+    """Put both configs' ``sources`` entries in one form (in place): an entry without
+    ``pseudonymous_ids`` was recorded before the option existed (so it was off), and a key only one
+    release records (``root``, which older curators published) is compared in neither."""
+    lists: list[list[dict[str, Any]]] = []
+    for c in (ca, cb):
+        x = c.get("sources")
+        if not (isinstance(x, list) and all(isinstance(e, dict) for e in x)):
+            return
+        lists.append(x)
+    entries = [[{"pseudonymous_ids": False, **e} for e in x] for x in lists]
+    keys = [{k for e in x for k in e} for x in entries]
+    both = keys[0] & keys[1] if entries[0] and entries[1] else keys[0] | keys[1]
+    for c, x in zip((ca, cb), entries, strict=True):
+        c["sources"] = [{k: v for k, v in e.items() if k in both} for e in x]
+
+
+def _stage_lineage(d: ReleaseDiff, ia: dict[str, Any], ib: dict[str, Any]) -> None:
+    """Lineage entries of the stages both releases ran: the stage version (a curator that changed
+    the stage's results bumps it), the digest of the files its settings name, and the settings
+    that differ although neither pipeline.yaml gave them (a default changed, a setting added)."""
+    from curator.release.lineage import published_settings
+
+    sta, stb = (i.get("stages") or {} for i in (ia, ib))
+    given = [((i.get("pipeline_config") or {}).get("stages") or {}) for i in (ia, ib)]
+    for name in sorted(set(sta) & set(stb)):
+        ra, rb = (s.get(name) or {} for s in (sta, stb))
+        va, vb = ra.get("stage_version"), rb.get("stage_version")
+        if va is not None and vb is not None and str(va) != str(vb):
+            d.lineage[f"stages {name} stage_version"] = (str(va), str(vb))
+        fa_, fb_ = ra.get("settings_files"), rb.get("settings_files")
+        if fa_ and fb_ and fa_ != fb_:  # a file the settings name by path, edited in place
+            d.lineage[f"stages {name} settings_files"] = (fa_, fb_)
+        cfa, cfb = (published_settings(name, r.get("config")) for r in (ra, rb))
+        if not (isinstance(cfa, dict) and isinstance(cfb, dict) and cfa and cfb):
+            continue
+        told = {k for g in given if isinstance(g.get(name), dict) for k in g[name]}
+        keys = sorted(k for k in set(cfa) | set(cfb)
+                      if k not in told and cfa.get(k, _ABSENT) != cfb.get(k, _ABSENT))
+        if keys:
+            d.lineage[f"stages {name} config"] = ({k: cfa[k] for k in keys if k in cfa},
+                                                  {k: cfb[k] for k in keys if k in cfb})
+
+
 def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
     """Compare two releases (folders or collection folders)."""
     ra, rb = Release(a), Release(b)
@@ -248,12 +302,9 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         va, vb = ra.info.get(k), rb.info.get(k)
         if va != vb:
             d.lineage[k] = (va, vb)
-    sta, stb = (r.info.get("stages") or {} for r in (ra, rb))
-    for name in sorted(set(sta) & set(stb)):  # a file the settings name by path, edited in place
-        fa_, fb_ = ((s.get(name) or {}).get("settings_files") for s in (sta, stb))
-        if fa_ and fb_ and fa_ != fb_:
-            d.lineage[f"stages {name} settings_files"] = (fa_, fb_)
+    _stage_lineage(d, ra.info, rb.info)
     ca, cb = (_settings(r.info) for r in (ra, rb))
+    _comparable_sources(ca, cb)
     if ca != cb:
         d.lineage["pipeline_config"] = (ca, cb)
     return d

@@ -155,15 +155,25 @@ def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
 
 
 def _qc_rule(info: dict[str, Any]) -> str:
-    """The settings behind the decisions, from the release's pipeline config (defaults filled in):
+    """The settings behind the decisions, as the release's qc stage ran them (its ``stages.qc.config``
+    in release.json; else its pipeline config with this curator's defaults filled in, which an
+    older curator may not have shared):
     `` (ε = 2 %, 2 of 3 features outside; cohorts of ≥ 20 labels; percentiles auto; volume body)``."""
+    import dataclasses
+
     from curator.errors import CuratorError
     from curator.qc.config import QCConfig
 
     pipeline = info.get("pipeline_config")
     if not pipeline:  # tables without their release: the settings are unknown
         return ""
-    given = (pipeline.get("stages") or {}).get("qc")
+    ran = ((info.get("stages") or {}).get("qc") or {}).get("config")
+    given: Any
+    if isinstance(ran, dict) and ran:  # a setting since removed is left out; one added since takes its default
+        known = {f.name for f in dataclasses.fields(QCConfig)}
+        given = {k: v for k, v in ran.items() if k in known}
+    else:
+        given = (pipeline.get("stages") or {}).get("qc")
     try:
         c = QCConfig.from_dict(dict(given or {}), where="stages.qc")
     except CuratorError:

@@ -106,12 +106,24 @@ def upstream_runs(ctx: Context, name: str) -> dict[str, dict[str, str | None]]:
     return out
 
 
-def _changed(old: dict[str, Any], config: StageConfig, limit: int = 3) -> str:
-    """The settings that differ from the recorded ones (those that change results only)."""
+def _changed(old: dict[str, Any], config: StageConfig, given: Collection[str] = (), limit: int = 3) -> str:
+    """The settings that differ from the recorded ones (those that change results only). A setting
+    pipeline.yaml does not give (``given``) changed with this curator — its default changed, or an
+    older curator, which recorded ``old``, had no such setting — and is said so: the user changed
+    nothing there."""
     new = config.hashed_dict()
     unhashed = set(config.to_dict()) - set(new)
     keys = sorted(k for k in set(old) | set(new) if k not in unhashed and old.get(k) != new.get(k))
-    parts = [f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}" for k in keys[:limit]]
+
+    def part(k: str) -> str:
+        if old and k not in old:
+            return f"{k}: {json.dumps(new.get(k))} (a setting this curator added)"
+        if k not in new:
+            return f"{k}: no longer a setting"
+        said = f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}"
+        return said if k in given else f"{said} (this curator's default)"
+
+    parts = [part(k) for k in keys[:limit]]
     return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
@@ -141,7 +153,8 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
                        f"{cls.version})")
     config = ctx.stage_config(cls.config_class, name)
     if rec.get("config_hash") != config.config_hash():
-        reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config)})")
+        given = ctx.config.stage(name)
+        reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config, given)})")
     try:
         files = cls.settings_files_digest(ctx, config)
     except CuratorError as e:  # a model file moved away: said here, as the run would say it

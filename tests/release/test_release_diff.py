@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -142,8 +143,6 @@ def test_diff_with_a_damaged_table_names_the_file(demo: Path) -> None:
 def test_diff_names_a_settings_file_edited_in_place(demo: Path, release_with: Build) -> None:
     """QC overrides edited between two releases (same path in pipeline.yaml) changed labels'
     decisions, yet the diff's lineage named no change: release.json kept the file's path only."""
-    import json
-
     import yaml
 
     from curator.testing.pipelines import run
@@ -163,3 +162,57 @@ def test_diff_names_a_settings_file_edited_in_place(demo: Path, release_with: Bu
     assert [x for x in d.lineage_changes if "settings_files" in x] == [
         f"stages qc settings_files: {digests[0]} → {digests[1]}"]
     assert not diff_releases(releases[0], releases[0]).lineage
+
+
+def _as_older_curator(release: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite ``release``'s release.json as an older curator wrote it (``edit`` changes it in place)."""
+    info = json.loads((release / "release.json").read_text())
+    edit(info)
+    (release / "release.json").write_text(json.dumps(info, indent=1))
+
+
+def test_a_release_of_an_older_curator_is_diffed_by_stage_versions_and_changed_defaults(demo: Path) -> None:
+    """Upgrading curator and releasing again under the same pipeline.yaml changed rows (attention
+    values of a bumped pseudolabel) with no lineage line saying why; and the older release.json's
+    ``sources`` entries (a folder name under ``root``, no ``pseudonymous_ids``) read as a change of
+    the sources, which nobody made."""
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.2.0")
+    old_keep = ["clean", "terms", "version", "case_id"]
+
+    def older(info: dict[str, Any]) -> None:
+        st = info["stages"]
+        st["pseudolabel"]["stage_version"] = str(int(st["pseudolabel"]["stage_version"]) - 1)
+        st["pseudolabel"]["config"]["device"] = "cpu"  # a nohash setting an older curator published
+        st["dedup"]["config"].pop("global_neighbours")  # no such setting then
+        st["dedup"]["config"]["keep"] = old_keep  # another default
+        st["qc"]["config"]["min_cohort"] = 4  # given in pipeline.yaml: the pipeline_config line says it
+        info["pipeline_config"]["stages"]["qc"]["min_cohort"] = 4
+        for s in info["pipeline_config"]["sources"]:
+            s.pop("pseudonymous_ids")
+            s["root"] = "downloads"
+        for s in st.values():
+            s.pop("settings_files", None)  # not recorded then
+
+    _as_older_curator(coll / "0.1.0", older)
+    new = json.loads((coll / "0.2.0" / "release.json").read_text())["stages"]
+    d = diff_releases(coll / "0.1.0", coll / "0.2.0")
+    version = new["pseudolabel"]["stage_version"]
+    assert d.lineage_changes == [
+        'pipeline_config stages qc: {"min_cohort": 4} → {"min_cohort": 5}',
+        "stages dedup config global_neighbours: added",
+        f'stages dedup config keep: {json.dumps(old_keep)} → {json.dumps(new["dedup"]["config"]["keep"])}',
+        f"stages pseudolabel stage_version: {int(version) - 1} → {version}"]
+    assert d.to_dict()["lineage"]["stages pseudolabel stage_version"] == {"a": str(int(version) - 1),
+                                                                          "b": version}
+
+    # two releases of that older form: their source folders are compared, as they record them
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    _as_older_curator(coll / "0.1.1", lambda i: i["pipeline_config"]["sources"][0].update(root="elsewhere"))
+    was, now = diff_releases(coll / "0.1.0", coll / "0.1.1").lineage["pipeline_config"]
+    assert [s["root"] for s in was["sources"]][:2] == ["downloads", "downloads"]
+    assert [s["root"] for s in now["sources"]][:2] == ["elsewhere", "downloads"]
+    # a source that has pseudonymous ids now (an older release had none) is a change
+    _as_older_curator(coll / "0.2.0", lambda i: i["pipeline_config"]["sources"][0].update(pseudonymous_ids=True))
+    assert any(x.startswith("pipeline_config sources") for x in diff_releases(coll / "0.1.0", coll / "0.2.0")
+               .lineage_changes)

@@ -300,3 +300,22 @@ def test_status_names_an_unreadable_model_file_and_a_running_pipeline(demo: Path
         res = CliRunner().invoke(app, ["status", pipeline])
     text = " ".join(res.output.split())
     assert res.exit_code == 0 and "the workspace is in use by curator run (pid" in text
+
+
+def test_settings_an_upgrade_changed_are_said_as_this_curators_not_the_users(demo: Path) -> None:
+    """A workspace made by an older curator whose dedup had no `global_neighbours` and another
+    `keep` default: status said 'dedup ran with other settings (global_neighbours: null → 8, keep:
+    … → …)', as if pipeline.yaml had been edited. Now each is said as what it is; a setting
+    pipeline.yaml gives still reads as before."""
+    record = demo / "workspace" / "stages" / "dedup" / "stage.json"
+    rec = json.loads(record.read_text())
+    keep = rec["config"]["keep"]
+    rec["config"].pop("global_neighbours")
+    rec["config"]["keep"] = [k for k in keep if k != "fov"]
+    rec["config"]["global_radius"] = 3
+    rec["config_hash"] = "0" * 16  # what the older code hashed
+    record.write_text(json.dumps(rec))
+    cfg = _edit(demo / "pipeline.yaml", "0.2.0", dedup={"global_radius": 4})  # given, as the default
+    assert ("dedup ran with other settings (global_neighbours: 8 (a setting this curator added), global_radius: "
+            f"3 → 4, keep: {json.dumps(rec['config']['keep'])} → {json.dumps(keep)} (this curator's default))"
+            ) in _refused(cfg)

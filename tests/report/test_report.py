@@ -344,3 +344,20 @@ def test_truncated_labels_larger_than_their_cohort_are_listed_for_review() -> No
     assert "truncated but larger than the cohort (1)" in part
     part = part[:part.index("</table>")]
     assert "leak" in part and "larger than any cut explains" in part and "cut</td>" not in part
+
+
+def test_the_qc_rule_is_the_one_the_release_ran() -> None:
+    """The report's QC rule was rebuilt from the release's pipeline.yaml with this curator's
+    defaults — for a release an older curator made under other defaults, a rule it never ran.
+    release.json's ``stages.qc.config`` records the settings as run; a setting since removed is
+    left out, one added since takes its default."""
+    from curator.report.html import _qc_rule
+
+    pipeline = {"stages": {"qc": {"min_cohort": 5}}}
+    ran = {**QCStage.config_class().to_dict(), "min_cohort": 5, "epsilon": 3.0, "a_removed_setting": 1}
+    ran.pop("volume_norm")
+    assert "ε = 3 %" in _qc_rule({"pipeline_config": pipeline, "stages": {"qc": {"config": ran}}})
+    assert "cohorts of ≥ 5 labels; volume body" in _qc_rule({"pipeline_config": pipeline,
+                                                             "stages": {"qc": {"config": ran}}})
+    assert "ε = 2 %" in _qc_rule({"pipeline_config": pipeline})  # no record of the run: the defaults
+    assert _qc_rule({}) == ""
