@@ -59,6 +59,7 @@ RELEASE_STEPS: list[str] = [
     "curator.taxonomy.release:release_step",
     "curator.release.privacy:release_step",
     "curator.release.sources:release_step",
+    "curator.release.schema_doc:release_step",
     "curator.release.card:release_step",
     "curator.report.release:release_step",
 ]

@@ -226,7 +226,30 @@ class Release:
                 self.unreadable[name] = str(e).splitlines()[0]
                 log.warning("%s: table %r cannot be read; the other tables can be queried (run `curator verify "
                             "%s` to see which files changed)", self.path / f"{name}.parquet", name, self.path)
+        comments = self._comments([n for n in files if n not in self.unreadable])
+        try:
+            con.execute(";\n".join(comments)) if comments else None
+        except duckdb.Error as e:  # a column the file lacks: the descriptions are a help, never a failure
+            log.debug("%s: column comments left out (%s)", self.path, e)
         return con
+
+    def _comments(self, names: list[str]) -> list[str]:
+        """``COMMENT ON`` statements giving each view and column its manifest description
+        (``SCHEMA.md``), for the tables whose version (release.json ``table_versions``) is the
+        one this curator describes: another version's columns may mean other things."""
+        from curator.schema import load_schemas
+
+        schemas, versions = load_schemas(), self.info.get("table_versions") or {}
+        out = []
+        for name in names:
+            ts = schemas.get(name)
+            if ts is None or versions.get(name) != ts.version:
+                continue
+            if ts.description.strip():
+                out.append(f"COMMENT ON VIEW {_ident(name)} IS {_literal(' '.join(ts.description.split()))}")
+            out += [f"COMMENT ON COLUMN {_ident(name)}.{_ident(col)} IS {_literal(text)}"
+                    for col, text in ts.descriptions.items() if text]
+        return out
 
     @functools.cached_property
     def _con(self) -> duckdb.DuckDBPyConnection:
