@@ -178,6 +178,11 @@ class SourceConfig(Config):
     # patients); the release then leaves out source_case, file paths and problem details
     pseudonymous_ids: bool = False
 
+    def __post_init__(self) -> None:  # the name names workspace files (checksums/<name>.json) and starts case ids
+        if self.name is not None and not (isinstance(self.name, str) and FOLDER_NAME.match(self.name)):
+            raise ConfigError("config_error", f"sources: name = {self.name!r} cannot name a source",
+                              remedy=f"use {FOLDER_NAME_RULE}")
+
 
 @dataclass(frozen=True)
 class ExecutorConfig(Config):
@@ -192,8 +197,10 @@ class ExecutorConfig(Config):
 
 
 # MAJOR.MINOR.PATCH, an optional pre-release (-rc.1) and build (+abc); groups: major, minor, patch, pre-release
-SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
-_FOLDER_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]+$")
+# (\Z, not $: `$` also matches before a final newline, and "demo\n" would name a folder)
+SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?\Z")
+FOLDER_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,64}\Z")  # a name that becomes a file or folder name
+FOLDER_NAME_RULE = "letters, digits, '.', '_' or '-' (at most 64), not starting with '.'"
 
 
 @dataclass(frozen=True)
@@ -211,9 +218,9 @@ class ReleaseConfig(Config):
             if value is not None and not SEMVER.match(value):
                 raise ConfigError("config_error", f"release.{key} = {value!r} is not a semantic version",
                                   remedy="use MAJOR.MINOR.PATCH, e.g. 0.1.0 (quote it in YAML: `version: \"1.0.0\"`)")
-        if not _FOLDER_NAME.match(self.collection):
+        if not FOLDER_NAME.match(self.collection):
             raise ConfigError("config_error", f"release.collection = {self.collection!r} cannot name a folder",
-                              remedy="use letters, digits, '.', '_' or '-', not starting with '.'")
+                              remedy=f"use {FOLDER_NAME_RULE}")
 
 
 @dataclass(frozen=True)

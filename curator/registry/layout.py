@@ -161,9 +161,24 @@ def _id_part(text: str) -> str:
     return f"{base}-{tag}" if base else tag
 
 
+# a case id names files — stores/<id>.zarr, a result's temporary .<id>.json.tmp-<pid>-<n>, an export's
+# <id>_0000.nii.gz — so it stays well under the 255 bytes a file name may have
+MAX_CASE_ID = 150
+_CASE_ID = re.compile(r"[A-Za-z0-9._-]+")
+
+
 def make_case_id(dataset: str, parts: list[str]) -> str:
-    body = "__".join(_id_part(p) for p in parts)
-    return f"{_SAFE_ID.sub('-', dataset)}__{body}"
+    head, body = f"{_SAFE_ID.sub('-', dataset)}__", "__".join(_id_part(p) for p in parts)
+    if len(head) + len(body) > MAX_CASE_ID:  # a file named past the limit failed every write of its case
+        body = f"{body[:MAX_CASE_ID - len(head) - 13]}-{hashlib.sha1(body.encode()).hexdigest()[:12]}"
+    return head + body
+
+
+def is_case_id(text: object) -> bool:
+    """Whether ``text`` can be a case id (:func:`make_case_id`'s characters, one file name, not
+    ``.``/``..``): a case id read from a release or a review folder becomes part of file paths."""
+    return (isinstance(text, str) and len(text) <= MAX_CASE_ID and _CASE_ID.fullmatch(text) is not None
+            and text.strip(".") != "")
 
 
 def patient_of(spec: DatasetSpec, fields: dict[str, str]) -> str:

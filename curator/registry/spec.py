@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from curator.config import FOLDER_NAME, FOLDER_NAME_RULE
 from curator.errors import RegistryError
 from curator.yamlio import load_yaml
 
@@ -200,6 +201,10 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
             bad(k, "missing", f"required key {k!r} is missing or empty")
     for k in sorted(set(d) - KNOWN_KEYS):
         bad(k, "unknown_key", f"unknown key {k!r} (known: {sorted(KNOWN_KEYS)})")
+    name = d.get("name")
+    bad_name = name not in (None, "") and not (isinstance(name, str) and FOLDER_NAME.match(name))
+    if bad_name:  # it names workspace files (checksums/<name>.json) and starts every case id: no '/', no '..'
+        bad("name", "value", f"name {name!r} cannot name a dataset: use {FOLDER_NAME_RULE}")
     modality = str(d.get("modality", ""))
     if modality and modality not in MODALITIES:
         bad("modality", "value", f"modality {modality!r} must be one of {MODALITIES}")
@@ -340,7 +345,7 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
     for loc, kind, msg in validate_fixes(d.get("fixes") or {}):
         bad(loc, kind, msg)
     extra = {k: d[k] for k in EXTRA_KEYS if k in d}
-    if issues and any(i.kind in ("missing", "type", "path_escape") for i in issues):
+    if bad_name or issues and any(i.kind in ("missing", "type", "path_escape") for i in issues):
         return None, issues
     spec = DatasetSpec(
         name=str(d["name"]), version=str(d["version"]), modality=modality, region=str(d["region"]),
