@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,7 +245,10 @@ def _cache_file() -> Path:
 
 
 def _stat_key(p: Path) -> list[int]:
-    st = p.stat()
+    return _key_of(p.stat())
+
+
+def _key_of(st: os.stat_result) -> list[int]:
     # the change time too: a file rewritten with its old size and modification time put back
     # (os.utime, rsync -t, touch -r) has a new ctime, which no user-level call can set back
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
@@ -304,19 +308,25 @@ def changed_files(release: Path, names: Iterable[str], recorded: dict[str, str])
     a Parquet reader decodes a page damaged in the middle of a file into other values without a
     word. A file checked once (here, or in an earlier process: a small cache under
     ``$CURATOR_CACHE_DIR``, default ``~/.cache/curator``) is not hashed again while its size,
-    modification and change times and inode stay the same. Files the release does not list are not judged."""
+    modification and change times and inode stay the same. Files the release does not list are not
+    judged by their bytes; one that is not a regular file (a FIFO, a device, a link to one or to
+    nowhere) is named, listed or not: reading it would fail, or never end."""
     out: dict[str, str] = {}
     checked: dict[str, tuple[list[Any], str]] = {}
     for rel in names:
         want = recorded.get(rel)
+        try:
+            p = (release / rel).resolve()
+            st = p.stat()
+        except (OSError, RuntimeError) as e:  # RuntimeError: a link loop (Python < 3.13)
+            out[rel] = f"cannot be read ({getattr(e, 'strerror', None) or e})"
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            out[rel] = "is not a regular file (a FIFO, a device or a folder: a release holds plain files)"
+            continue
         if want is None:
             continue
-        p = (release / rel).resolve()
-        try:
-            key: list[Any] = _stat_key(p)
-        except OSError as e:
-            out[rel] = f"cannot be read ({e.strerror or e})"
-            continue
+        key: list[Any] = _key_of(st)
         if _already_checked(str(p), key, want):
             continue
         try:

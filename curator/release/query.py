@@ -297,9 +297,13 @@ class Release:
         changed): a chunk damaged on disk would otherwise decode into other voxels without
         a word, and a label layer gone would read as "no such label". A ``release_corrupt``
         error names the case and the store when it differs."""
+        from curator.registry.layout import is_case_id
         from curator.release.integrity import STORES_DIR, changed_store
         from curator.store import CaseStore
 
+        if not is_case_id(case_id):  # a release's tables name its stores: never a path out of stores/
+            raise self.corrupt(f"{str(case_id)[:200]!r} is not a case id (letters, digits, '.', '_' and '-', "
+                               "one file name)", self.path / STORES_DIR)
         store = self.path / STORES_DIR / f"{case_id}.zarr"
         why = None if case_id in self._intact_stores else changed_store(self.path, case_id, self.info.get("stores"))
         if why is not None:

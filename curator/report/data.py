@@ -56,7 +56,11 @@ class ReportData:
         """The store to draw ``case_id`` from; a release store whose content differs from what
         ``release.json`` records is not drawn (``damaged`` says why)."""
         from curator.errors import ReleaseError
+        from curator.registry.layout import is_case_id
 
+        if not is_case_id(case_id):  # a table's case id is never a path out of the store folders
+            self.damaged[str(case_id)] = "not a case id (it would name a path outside the store folders)"
+            return None
         for root in self.store_roots:
             p = root / f"{case_id}.zarr"
             if (p / "zarr.json").exists():
