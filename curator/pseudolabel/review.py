@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -289,8 +290,11 @@ def _unsafe_to_rewrite(store: CaseStore, folder: Path) -> bool:
     return not np.array_equal(saved, shown)
 
 
-def record_digest(record: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
+def record_digest(record: dict[str, Any], key: bytes) -> str:
+    """A case record's checksum keyed with the workspace's secret key (HMAC-SHA-256): the reviewer
+    holds the export and its records, and a plain checksum of a record they rewrote (a code for
+    another term, a case not exported to them) was theirs to compute too."""
+    return hmac.new(key, json.dumps(record, sort_keys=True).encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def read_manifest(out: Path) -> dict[str, Any] | None:
@@ -304,19 +308,19 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
     return manifest if ok else None
 
 
-def _write_manifest(out: Path, records: dict[str, dict[str, Any]]) -> None:
+def _write_manifest(out: Path, records: dict[str, dict[str, Any]], key: bytes) -> None:
     """``<out>/export.json`` listing ``records``' cases, plus those of an earlier export into the
     same folder whose case folders are still there (their revisions still import)."""
     old = read_manifest(out)
     cases = {c: d for c, d in (old or {}).get("cases", {}).items() if (out / c / RECORD).is_file()}
-    cases.update({c: record_digest(r) for c, r in records.items()})
+    cases.update({c: record_digest(r, key) for c, r in records.items()})
     manifest = {"format": RECORD_FORMAT, "export_id": old["export_id"] if old else uuid.uuid4().hex[:12],
                 "cases": dict(sorted(cases.items()))}
     with atomic_path(out / RECORD) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
-def check_listed(folder: Path, manifest: dict[str, Any] | None) -> None:
+def check_listed(folder: Path, manifest: dict[str, Any] | None, key: bytes) -> None:
     """An ``InputError`` unless the case folder ``folder`` is one of the export ``manifest``'s
     cases, holding the record the export wrote for it (a folder renamed to another case's name
     would import into that case)."""
@@ -338,11 +342,13 @@ def check_listed(folder: Path, manifest: dict[str, Any] | None) -> None:
                          f"{len(manifest['cases'])} case(s), not {cid!r})", path=str(folder),
                          remedy="keep the case folder names of the export; a case it did not export needs an "
                                 "export of its own")
-    if exported_as is None or record_digest(read_record(folder)) != manifest["cases"][cid]:
+    if exported_as is None or not hmac.compare_digest(record_digest(read_record(folder), key),
+                                                      str(manifest["cases"][cid])):
         raise InputError("revised_label_invalid", f"the case's {RECORD} is missing or is not the one this export "
-                         "wrote (copied from another export?)", path=str(folder / RECORD),
+                         "wrote (edited, or copied from another export or another workspace?)", path=str(folder / RECORD),
                          remedy="keep the files `curator review export` wrote in the case folder; save the "
-                                "revision in the folder of the export that wrote its pseudo.nii.gz")
+                                "revision in the folder of the export that wrote its pseudo.nii.gz (an export "
+                                "written by an older curator: export the case again and copy the revision there)")
 
 
 def read_record(folder: Path) -> dict[str, Any]:
@@ -434,7 +440,9 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
                       "reviewed": cid in reviewed})
         res.cases.append(cid)
     if editable:
-        _write_manifest(out, records)
+        from curator.workspace import Workspace
+
+        _write_manifest(out, records, Workspace(workspace).key)
         with atomic_path(out / "README.txt") as tmp:
             started = [c for c in res.cases if records[c]["start"] == "revised.nii.gz"]
             extra = README_REVIEWED.format(cases="\n".join(f"  {c}" for c in started)) if started else ""
@@ -509,8 +517,16 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     except (OSError, ValueError) as e:
         raise InputError("revised_label_invalid", "codes.json is missing or unreadable", path=str(folder),
                          remedy="keep the codes.json that `curator review export` wrote next to the label") from e
-    vol = read_volume(path, role="label")
-    why = vol.geometry.mismatch(store.geometry, tol_mm=0.01)
+    grid = store.geometry
+    try:  # a file from outside: no more voxels than the grid it must be on (a small .nii.gz can claim 4 GB)
+        vol = read_volume(path, role="label", max_voxels=grid.n_voxels)
+    except InputError as e:
+        if e.kind != "too_large":
+            raise
+        raise LabelError("revised_label_invalid", f"the revised label is not on the case's grid ({e.detail}; the "
+                         f"grid {tuple(grid.shape)} has {grid.n_voxels:,})", path=str(path),
+                         remedy="save the revision on the grid of pseudo.nii.gz") from e
+    why = vol.geometry.mismatch(grid, tol_mm=0.01)
     if why:
         raise LabelError("revised_label_invalid", f"the revised label is not on the case's grid ({why})",
                          path=str(path), remedy="save the revision on the grid of pseudo.nii.gz")
@@ -661,7 +677,7 @@ def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[st
     for case_dir in revised:
         cid = case_dir.name
         try:
-            check_listed(case_dir, manifest)
+            check_listed(case_dir, manifest, workspace.key)
             if cid not in dataset:
                 raise InputError("revised_label_invalid", f"no case {cid!r} in this workspace",
                                  path=str(case_dir), remedy="keep the case folder names of the export")

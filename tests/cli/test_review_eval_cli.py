@@ -39,7 +39,7 @@ def test_review_import_problems_show_kind_and_name_the_case_once(pipeline: Path,
         nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), folder / cid / "revised.nii.gz")
     record = {"format": 1, "case_id": "MSD_Spleen__spleen_99", "codes": {}, "start_masks": {}}
     (folder / "MSD_Spleen__spleen_99" / "export.json").write_text(json.dumps(record))
-    _write_manifest(folder, {"MSD_Spleen__spleen_99": record})
+    _write_manifest(folder, {"MSD_Spleen__spleen_99": record}, Workspace(tmp_path / "ws").key)
     res = curator("review", "import", str(pipeline), str(folder))
     assert res.returncode == 1, res.stderr
     assert "! MSD_Spleen__spleen_1: [revised_label_invalid] not a case folder of this export" in res.stderr, \

@@ -478,3 +478,46 @@ def test_a_revision_saved_under_another_name_is_read_or_reported(phantom_ws, tmp
     assert "3D Slicer segmentation" in why[slicer] and "labels_slicer.txt" in why[slicer]
     assert "'revised (1).nii.gz' is not a name import reads" in why[copy]
     assert "several revisions (revised.nii, revised.nii.gz)" in why[both]
+
+
+def test_a_revision_declaring_more_voxels_than_its_grid_is_refused_before_it_is_read(phantom_ws,
+                                                                                    tmp_path: Path) -> None:
+    """A revision comes from outside: a few kB of .nii.gz could declare gigabytes, read whole
+    before its grid was compared. No more voxels than the case's grid are read."""
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=1)
+    pseudo = nib.load(out / cases[0] / "pseudo.nii.gz")
+    big = np.zeros(tuple(2 * s for s in pseudo.shape), np.uint8)
+    big[0, 0, 0] = 1
+    nib.save(nib.Nifti1Image(big, pseudo.affine), out / cases[0] / "revised.nii.gz")
+    done, problems = import_review(ws, out)
+    assert done == [] and problems[0]["kind"] == "revised_label_invalid"
+    assert "not on the case's grid" in problems[0]["message"] and "over max_voxels" in problems[0]["message"]
+    assert "revised" not in CaseStore(ws.stores_dir / f"{cases[0]}.zarr").layers()
+
+
+def test_an_export_record_rewritten_outside_does_not_bring_other_codes_or_terms_in(phantom_ws, tmp_path: Path) -> None:
+    """A reviewer holds export.json and each case's record: with the record's checksum a plain
+    SHA-256, a code for any term id (`<script>`, a term of no taxonomy) was added to codes.json,
+    the record and the export's listing, and imported as a revised label. The checksums are keyed
+    with the workspace's secret key now: a record rewritten outside the workspace is refused."""
+    from curator.pseudolabel.review import RECORD, record_digest
+
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=1)
+    folder = out / cases[0]
+    _paint(folder, 99)
+    evil = ["<script>alert(1)</script>"]
+    codes = json.loads((folder / "codes.json").read_text())
+    (folder / "codes.json").write_text(json.dumps({**codes, "99": evil}))
+    record = json.loads((folder / RECORD).read_text())
+    record["codes"] = {**record["codes"], "99": evil}
+    (folder / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    manifest = json.loads((out / RECORD).read_text())
+    plain = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]  # what a reviewer can compute
+    manifest["cases"][cases[0]] = plain
+    (out / RECORD).write_text(json.dumps(manifest))
+    done, problems = import_review(ws, out)
+    assert done == [] and "is not the one this export wrote" in problems[0]["message"]
+    assert "revised" not in CaseStore(ws.stores_dir / f"{cases[0]}.zarr").layers()
+    assert record_digest(record, ws.key) != plain
