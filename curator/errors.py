@@ -251,8 +251,10 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("dicom_inconsistent", "the slices of a DICOM series disagree on size, orientation or "
                 "pixel spacing, or lack their position",
                 "check that the folder holds one series of one acquisition"),
-    ProblemKind("too_large", "the volume exceeds the configured voxel limit",
-                "raise `max_voxels` in the ingest settings if the file is genuine"),
+    ProblemKind("too_large", "the volume exceeds the configured voxel limit, or would take more than a quarter "
+                "of the machine's memory",
+                "raise `max_voxels` in the ingest settings if the file is genuine (or process it on a machine "
+                "with more memory)"),
     ProblemKind("duplicate_case", "two files map to the same case id",
                 "make the layout pattern specific enough to give each file its own case"),
     ProblemKind("sequence_undeclared", "a file matches a layout's image pattern with a `{sequence}` value that "

@@ -20,7 +20,7 @@ from pydicom.errors import InvalidDicomError
 
 from curator.errors import InputError, ReadError
 from curator.io.deid import safe_metadata
-from curator.io.formats import scrub
+from curator.io.formats import check_memory, scrub
 from curator.io.itk import sitk_cause, volume_from_sitk
 from curator.io.volume import Geometry, Volume
 
@@ -147,6 +147,8 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) 
         if rows * cols * len(ordered) > max_voxels:
             raise InputError("too_large", f"{rows}×{cols}×{len(ordered)} voxels exceed max_voxels",
                              path=where, remedy="raise `max_voxels` in the ingest settings")
+        # 4 bytes: slices of mixed rescaling are read as float32
+        check_memory(rows * cols * len(ordered) * 4, f"the series' {rows}×{cols}×{len(ordered)} volume", where)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(p) for p in ordered])
         if _mixed_rescale([ds for _, ds in members]):
@@ -183,6 +185,7 @@ def _read_single(p: Path, meta: dict[str, Any], max_voxels: int, where: str) -> 
         if n > max_voxels:
             raise InputError("too_large", f"{n:,} voxels exceed max_voxels", path=where,
                              remedy="raise `max_voxels` in the ingest settings")
+        check_memory(n * int(reader.GetNumberOfComponents()) * 8, f"the object's {reader.GetSize()} volume", where)
         img = reader.Execute()
     except RuntimeError as e:
         cause = _pixel_cause(p) or sitk_cause(e, {str(p): ref})

@@ -21,6 +21,9 @@ from curator.io.volume import Volume
 
 Role = Literal["image", "label"]
 DEFAULT_MAX_VOXELS = 2_000_000_000
+# a volume's array may take this share of memory at most: reading it, and the copies a stage makes
+# of it (a float version, a resampled grid), take several times its size
+MEMORY_SHARE = 4
 
 NIFTI_EXT = (".nii.gz", ".nii")
 ITK_EXT = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -48,6 +51,29 @@ def scrub(text: str, known: Mapping[str, str] | None = None) -> str:
                 text = text.replace(quoted, label)
     text = _ABS_PATH.sub("", text)
     return re.sub(r"\s+([.,;:)])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
+
+
+def memory_bytes() -> int:
+    """The memory this process may use: the machine's, or its control group's limit when lower (a container)."""
+    total = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def check_memory(nbytes: float, what: str, path: str) -> None:
+    """Refuse, as ``too_large``, an array that would take more than 1/:data:`MEMORY_SHARE` of the
+    memory (:func:`memory_bytes`), before it is allocated: a compressed file of a few megabytes
+    can declare gigabytes of voxels, and the out-of-memory killer would end the whole run (every
+    case of an in-process run), not just this case."""
+    total = memory_bytes()
+    if nbytes > total // MEMORY_SHARE:
+        raise InputError("too_large", f"{what} takes {nbytes / 2**30:.1f} GiB in memory, over 1/{MEMORY_SHARE} of "
+                         f"the {total / 2**30:.1f} GiB this machine has (a stage works on copies of it)", path=path,
+                         remedy="if the file is genuine, process it on a machine with more memory; a small file "
+                                "declaring this much is damaged or crafted (a decompression bomb)")
 
 
 def format_from_name(path: Path) -> str | None:
@@ -324,6 +350,7 @@ def _read_npy(p: Path, max_voxels: int) -> Volume:
     if a.size > max_voxels:
         raise InputError("too_large", f"{a.size} voxels exceed max_voxels={max_voxels}", path=str(p),
                          remedy="raise `max_voxels` in the ingest settings if the file is genuine")
+    check_memory(a.nbytes, f"the array {a.shape} {a.dtype}", str(p))
     arr = squeeze_to_3d(np.array(a), str(p), None)
     vol = Volume(arr, Geometry.from_affine(arr.shape, np.eye(4)))
     vol.meta["no_geometry"] = True

@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from curator.errors import InputError, ReadError
-from curator.io.formats import scrub, squeeze_to_3d
+from curator.io.formats import check_memory, scrub, squeeze_to_3d
 from curator.io.volume import Geometry, Volume
 
 # data whose size on disk says nothing of its voxel count: compressed, or NRRD's text encodings
@@ -135,6 +135,7 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
                          path=str(path), remedy="raise `max_voxels` in the ingest settings if the file is genuine")
     itemsize = sitk.Image([1] * len(size), reader.GetPixelID(), ncomp).GetSizeOfPixelComponent() \
         if len(size) in (2, 3) else 4
+    check_memory(n * itemsize, f"the header's {size} × {ncomp} volume", str(path))  # NRRD gzip/bz2: no size check
     if not _NOT_RAW.search(head):
         need = n * itemsize
         have = (sum(f.stat().st_size for f in data_files) if data_files is not None

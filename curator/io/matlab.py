@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from curator.errors import InputError
+from curator.io.formats import check_memory
 from curator.io.volume import Geometry, Volume
 
 PREFERRED = ("Mask", "mask", "seg", "label", "gt")
@@ -20,6 +21,15 @@ PREFERRED = ("Mask", "mask", "seg", "label", "gt")
 def read_mat(path: Path, max_voxels: int) -> Volume:
     import scipy.io
 
+    try:  # the variables' sizes first: a compressed MAT-file inflates whole when loaded
+        sizes = [int(np.prod(shape, dtype=np.float64)) for _, shape, _ in scipy.io.whosmat(str(path))]
+    except Exception:  # noqa: BLE001 - loadmat below says what is wrong with the file
+        sizes = []
+    biggest = max(sizes, default=0)
+    if biggest > max_voxels:
+        raise InputError("too_large", f"a variable of {biggest} values exceeds max_voxels={max_voxels}",
+                         path=str(path), remedy="raise `max_voxels` in the ingest settings if the file is genuine")
+    check_memory(sum(sizes) * 8, "the MAT-file's variables", str(path))
     try:
         d = scipy.io.loadmat(str(path))
     except NotImplementedError as e:  # v7.3 files are HDF5

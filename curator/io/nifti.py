@@ -15,7 +15,7 @@ from nibabel.volumeutils import apply_read_scaling
 from numpy.typing import NDArray
 
 from curator.errors import InputError, ReadError
-from curator.io.formats import scrub, squeeze_to_3d
+from curator.io.formats import check_memory, scrub, squeeze_to_3d
 from curator.io.volume import Geometry, Volume
 
 
@@ -51,6 +51,11 @@ def _check_declared_size(path: Path, img: Any, max_voxels: int) -> None:
     if n > max_voxels:
         raise InputError("too_large", f"header declares {shape} = {n:,} voxels, over max_voxels={max_voxels:,}",
                          path=str(path), remedy="raise `max_voxels` in the ingest settings if the file is genuine")
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+    scaled = not (slope in (1.0, None) or np.isnan(slope)) or not (inter in (0.0, None) or np.isnan(inter))
+    itemsize = hdr.get_data_dtype().itemsize
+    # scaled voxels may come back as float64 (nibabel's scaling)
+    check_memory(n * (max(itemsize, 8) if scaled else itemsize), f"the header's {shape} volume", str(path))
 
 
 def _check_raw_spacing(path: Path) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.errors import InputError
+from curator.io.formats import check_memory
 from curator.io.volume import Geometry, Volume
 
 SLICE_EXT = (".png",)
@@ -61,10 +62,12 @@ def read_slice_stack(folder: Path, max_voxels: int) -> Volume:
             raise InputError("not_3d", f"slice {f.name} is {a.shape}, the first slice {planes[0].shape}",
                              path=str(folder), remedy="every slice of a stack must have the same size")
         planes.append(a)
-    n = planes[0].size * len(planes)
-    if n > max_voxels:
-        raise InputError("too_large", f"{n} voxels exceed max_voxels={max_voxels}", path=str(folder),
-                         remedy="raise `max_voxels` in the ingest settings if the stack is genuine")
+        if len(planes) == 1:  # the stack's size from its first slice, before the others are decoded
+            n = a.size * len(files)
+            if n > max_voxels:
+                raise InputError("too_large", f"{n} voxels exceed max_voxels={max_voxels}", path=str(folder),
+                                 remedy="raise `max_voxels` in the ingest settings if the stack is genuine")
+            check_memory(a.nbytes * len(files) * 2, f"the stack of {len(files)} slices", str(folder))  # + np.stack's copy
     arr = np.ascontiguousarray(np.stack(planes, axis=-1).transpose(1, 0, 2))  # (col, row, slice)
     vol = Volume(arr, Geometry.from_affine(arr.shape, np.eye(4)))
     vol.meta["no_geometry"] = True
