@@ -148,7 +148,8 @@ def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, An
         written.append(png)
         items = "".join(f"<li><b>{html.escape(r['case_id'])}</b> ({'kept' if r['kept'] else 'dropped'}): "
                         f"{html.escape(r['reason'])}</li>" for r in rows)
-        sections.append(f"<section><h2>{gid}</h2><img src='{png.name}' alt='{gid}'><ul>{items}</ul></section>")
+        sections.append(f"<section><h2>{html.escape(gid)}</h2><img src='{html.escape(png.name)}' "
+                        f"alt='{html.escape(gid)}'><ul>{items}</ul></section>")
         log.info("dedup report: %s (%d members)", png, len(rows))
     atomic_write_text(out / "index.html", "<!doctype html><meta charset='utf-8'><title>curator duplicates</title>"
                       "<h1>Duplicate groups</h1><p>Members side by side at matching slices: confirm each group by "

@@ -20,7 +20,7 @@ import yaml
 
 from curator.errors import ReleaseError
 from curator.release.build import ReleaseBuilder
-from curator.release.card_check import bibtex_keys, check_card
+from curator.release.card_check import bibtex_keys, check_card, md_fence, md_text
 from curator.release.licences import Combined, combine, parse_licence
 from curator.release.lineage import config_hash
 
@@ -29,9 +29,9 @@ METADATA_COLUMNS = ("sex", "age_years", "bmi", "manufacturer", "scanner_model", 
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub-flavoured Markdown table (``|`` in cells escaped)."""
+    """A GitHub-flavoured Markdown table (``|`` and ``<`` in cells escaped)."""
     def cell(v: Any) -> str:
-        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+        return "" if v is None else md_text(v).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
@@ -176,7 +176,7 @@ def _sources_md(sources: list[dict[str, Any]]) -> str:
     text = md_table(["source", "dataset", "version", "licence", "cases", "citation", "homepage"], rows)
     text += "\n### Citations\n\nEvery BibTeX entry below is also in `CITATIONS.bib`, once per key.\n\n"
     for key, citation, names in _citation_groups(sources):
-        text += f"**{key}** ({', '.join(names)}):\n\n```bibtex\n{citation}\n```\n\n"
+        text += f"**{md_text(key)}** ({md_text(', '.join(names))}):\n\n{md_fence(citation, 'bibtex')}\n"
     return text
 
 
@@ -262,10 +262,10 @@ def _issues_md(problems: pl.LazyFrame | None, sources: list[dict[str, Any]], bui
     gone = _left_out(builder, sources)
     if gone:
         text += (f"\nSources of pipeline.yaml that gave no case and are left out (`allow_missing_sources`): "
-                 f"{', '.join(gone)}. Their licences and citations are not part of this release.\n")
+                 f"{md_text(', '.join(gone))}. Their licences and citations are not part of this release.\n")
     notes = [(s["name"], n) for s in sources for n in builder.ctx.sources[s["name"]].spec.notes]
     if notes:
-        text += "\nNotes from the dataset registry:\n\n" + "".join(f"- {n}: {t}\n" for n, t in notes)
+        text += "\nNotes from the dataset registry:\n\n" + "".join(f"- {md_text(n)}: {md_text(t)}\n" for n, t in notes)
     return text
 
 
@@ -306,7 +306,7 @@ def render_card(builder: ReleaseBuilder, sources: list[dict[str, Any]] | None = 
         "## Quality control\n\n" + _qc_md(labels),
         "## Splits\n\n" + _splits_md(_frame(builder, "splits"), builder.extra.get("splits", {})),
         "## Known issues\n\n" + _issues_md(_frame(builder, "problems"), sources, builder),
-        "## Licence constraints\n\n" + "".join(f"- {line}\n" for line in lic.constraints),
+        "## Licence constraints\n\n" + "".join(f"- {md_text(line)}\n" for line in lic.constraints),
         "## Lineage\n\n" + _lineage_md(builder, sources),
     ]
     return "\n".join(parts)

@@ -25,6 +25,20 @@ REQUIRED_SECTIONS = ("Summary", "Sources", "Composition", "Deduplication", "Qual
                      "Known issues", "Licence constraints", "Lineage")
 
 
+def md_text(value: Any) -> str:
+    """Text from a dataset's files (a name, a region, a note) as Markdown shows it: a ``<`` becomes
+    ``&lt;``, so no HTML tag reaches a renderer that passes HTML through (``<script>`` in a dataset
+    YAML shows as text on any card viewer)."""
+    return str(value).replace("<", "&lt;")
+
+
+def md_fence(text: str, lang: str = "") -> str:
+    """``text`` in a fenced code block whose fence no backtick run in it can close."""
+    runs = [len(r) for r in re.findall(r"`+", text)]
+    fence = "`" * max(3, max(runs, default=0) + 1)
+    return f"{fence}{lang}\n{text}\n{fence}\n"
+
+
 def split_front_matter(text: str) -> tuple[dict[str, Any] | None, str, list[str]]:
     """(front matter, body, issues)."""
     if not text.startswith("---\n"):
@@ -77,7 +91,7 @@ def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None 
     for s in srcs:
         if isinstance(s, dict):
             for k in ("name", "licence"):
-                if s.get(k) and str(s[k]) not in src_text:
+                if s.get(k) and md_text(s[k]) not in src_text:
                     issues.append(f"the Sources section does not show {k} {s[k]!r}")
             bib = bibtex_keys(str(s.get("citation") or ""))
             for key in (k.strip() for k in str(s.get("citation_key") or "").split(",") if k.strip()):
