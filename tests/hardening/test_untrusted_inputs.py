@@ -1,0 +1,238 @@
+"""Inputs from elsewhere — dataset YAML files, file names, model files, received releases — can
+neither write outside curator's folders, run code, hang a command nor exhaust memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curator.config import PipelineConfig, ReleaseConfig
+from curator.errors import ConfigError, InputError, RegistryError, ReleaseError
+from curator.io import formats
+from curator.io.formats import read_volume
+from curator.io.fsutil import atomic_write_json
+from curator.registry import validate_files
+from curator.registry.layout import MAX_CASE_ID, is_case_id, make_case_id
+from curator.registry.spec import load_dataset_file
+from curator.release.card import md_table
+from curator.release.card_check import md_fence
+from curator.release.query import Release
+from curator.report.data import ReportData
+from curator.workspace import Workspace
+
+BUILTIN = Path(__file__).resolve().parents[2] / "label_system" / "datasets" / "MSD_Spleen.yaml"
+
+
+# -- names from a dataset YAML or pipeline.yaml never leave their folder -------------------------
+
+@pytest.mark.parametrize("name", ["../../../../tmp/x", "a/b", ".hidden", "x\n", "a" * 65, "<script>x</script>"])
+def test_a_dataset_name_that_is_no_plain_name_is_refused(tmp_path: Path, name: str) -> None:
+    """`name: ../../../../tmp/x` wrote the source's checksum cache to /tmp/x.json (any file
+    ending .json the user can write), outside the workspace."""
+    text = BUILTIN.read_text(encoding="utf-8")
+    f = tmp_path / "evil.yaml"
+    f.write_text(text.replace("name: MSD_Spleen", f"name: {json.dumps(name)}", 1), encoding="utf-8")
+    with pytest.raises(RegistryError, match="cannot name a dataset"):
+        load_dataset_file(f)
+    specs, issues = validate_files([f])  # a `registry:` folder: the file gives no dataset at all
+    assert specs == {} and any("cannot name a dataset" in i.message for i in issues)
+
+
+def test_source_aliases_and_release_names_are_plain_names() -> None:
+    with pytest.raises(ConfigError, match="cannot name a source"):
+        PipelineConfig.from_dict({"sources": [{"dataset": "KiTS23", "root": "/data", "name": "../x"}]})
+    for bad in ({"collection": "demo\n"}, {"version": "0.1.0\n"}, {"collection": "../x"}):
+        with pytest.raises(ConfigError):  # `$` let a final newline through: a folder named "demo\n"
+            ReleaseConfig.from_dict(bad)
+    assert ReleaseConfig.from_dict({"collection": "demo", "version": "0.1.0"}).collection == "demo"
+
+
+def test_a_long_file_name_gives_a_case_id_that_fits_in_a_file_name(tmp_path: Path) -> None:
+    """A 247-character file name (ext4 allows 255) made a case id whose result file
+    `.<id>.json.tmp-<pid>-<n>` was too long: ingest stopped with an internal OSError."""
+    long_a, long_b = "spleen_" + "a" * 240, "spleen_" + "a" * 239 + "b"
+    ids = {make_case_id("MSD_Spleen", [n]) for n in (long_a, long_b)}
+    assert len(ids) == 2 and all(len(c) <= MAX_CASE_ID and is_case_id(c) for c in ids)
+    assert make_case_id("KiTS23", ["case_00001"]) == "KiTS23__case_00001"  # short ids are unchanged
+    ws = Workspace(tmp_path / "ws").init()
+    for c in ids:
+        atomic_write_json(ws.case_result_path("ingest", c), {"ok": True})
+        assert ws.read_case_result("ingest", c) == {"ok": True}
+
+
+# -- a received release ---------------------------------------------------------------------------
+
+def _release(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"case_id": ["A__1", "A__2"]}), folder / "cases.parquet")
+    pq.write_table(pa.table({"x": [1]}), folder / "problems.parquet")
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.parquet")}
+    (folder / "release.json").write_text(json.dumps({"collection": "c", "version": "0.1.0", "files": files,
+                                                     "stores": {}}))
+    return folder
+
+
+@pytest.mark.timeout(60)
+def test_a_table_that_is_a_fifo_or_a_device_is_named_not_read_forever(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`problems.parquet` as a FIFO, or a link to /dev/zero, hung `curator query` (hashing it never ended)."""
+    monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
+    rel = _release(tmp_path / "rel")
+    (rel / "problems.parquet").unlink()
+    os.mkfifo(rel / "problems.parquet")
+    os.symlink("/dev/zero", rel / "zero.parquet")  # not listed in release.json
+    os.symlink("loop.parquet", rel / "loop.parquet")
+    r = Release(rel)
+    assert r.sql("select count(*) from cases").fetchall() == [(2,)]
+    assert "regular file" in r.unreadable["problems"] and "regular file" in r.unreadable["zero"]
+    assert "loop" in r.unreadable
+    with pytest.raises(ReleaseError, match="regular file"):
+        r.table("problems")
+
+
+@pytest.mark.parametrize("case_id", ["../../../tmp/x", "a/../b", "..", "/etc/x", "A__1\n"])
+def test_a_case_id_of_a_received_release_is_never_a_path(tmp_path: Path, case_id: str) -> None:
+    """Case ids from a release's tables named its stores (`stores/<id>.zarr`), and exports wrote
+    `<out>/imagesTr/<id>_0000.nii.gz`: a crafted id pointed both out of their folders."""
+    rel = Release(_release(tmp_path / "rel"))
+    with pytest.raises(ReleaseError, match="is not a case id") as e:
+        rel.open_store(case_id)
+    assert e.value.kind == "release_corrupt"
+    d = ReportData(tables={}, store_roots=(tmp_path,))
+    assert d.store_path(case_id) is None and "not a case id" in d.damaged[case_id]
+
+
+# -- model files -------------------------------------------------------------------------------------
+
+def test_an_ensemble_factory_must_be_a_network_class(tmp_path: Path) -> None:
+    """`factory: subprocess:run` with `kwargs: {args: [...]}` ran a command from an ensemble file."""
+    from curator.pseudolabel.models import ModelSpec, load_model
+
+    marker = tmp_path / "ran"
+    spec = ModelSpec.from_dict({"name": "evil", "factory": "subprocess:run", "terms": ["liver"],
+                                "kwargs": {"args": ["touch", str(marker)]}})
+    with pytest.raises(ConfigError, match="is not a network class"):
+        load_model(spec, "cpu")
+    assert not marker.exists()
+
+
+def _bundle(root: Path, inference: dict[str, object]) -> Path:
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "inference.json").write_text(json.dumps(inference))
+    return root
+
+
+@pytest.mark.parametrize("config", [
+    {"x": "$__import__('pathlib').Path(@marker).touch()", "network_def": {"_target_": "torch.nn.Identity",
+                                                                           "_requires_": "@x"}},
+    {"network_def": {"_target_": "subprocess.run", "args": ["touch", "@marker"]}},
+    {"network_def": {"_target_": "torch.nn.Identity", "_mode_": "debug"}},
+    {"network_def": {"_target_": "$__import__('subprocess').run", "args": ["touch", "@marker"]}},
+])
+def test_a_monai_bundle_cannot_run_code(tmp_path: Path, config: dict[str, object]) -> None:
+    """MONAI evaluates `$` expressions with eval and calls any `_target_`: a bundle's
+    network_def (and what it references) may hold literal values and network classes only."""
+    pytest.importorskip("monai")
+    from curator.pseudolabel.models import ModelSpec, load_model
+
+    marker = tmp_path / "ran"
+    root = _bundle(tmp_path / "bundle", {**config, "marker": str(marker)})
+    spec = ModelSpec.from_dict({"name": "b", "kind": "monai_bundle", "path": str(root), "terms": ["liver"]})
+    with pytest.raises(ConfigError, match="MONAI bundle bundle"):
+        load_model(spec, "cpu")
+    assert not marker.exists()
+
+
+def test_a_monai_bundle_with_references_and_unused_expressions_still_loads(tmp_path: Path) -> None:
+    pytest.importorskip("monai")
+    from curator.pseudolabel.models import ModelSpec, load_model
+
+    marker = tmp_path / "ran"
+    root = _bundle(tmp_path / "bundle", {
+        "unused": f"$__import__('pathlib').Path('{marker}').touch()", "classes": 3,
+        "network_def": {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": "@classes",
+                        "channels": [4, 8], "strides": [2]}})
+    m = load_model(ModelSpec.from_dict({"name": "b", "kind": "monai_bundle", "path": str(root),
+                                        "terms": ["liver", "spleen"]}), "cpu")
+    assert type(m.net).__name__ == "UNet" and not marker.exists()
+
+
+# -- what curator writes shows text as text ---------------------------------------------------------
+
+def test_card_text_from_dataset_files_is_no_html() -> None:
+    table = md_table(["dataset", "region"], [["x", "abdomen<svg onload=alert(1)>"]])
+    assert "<svg" not in table and "&lt;svg onload=alert(1)>" in table
+    cite = "@misc{k, title={```\n<script>alert(1)</script>\n```}}"
+    block = md_fence(cite, "bibtex")
+    assert block.startswith("````bibtex\n") and block.endswith("\n````\n")  # the citation cannot close it
+
+
+def test_report_html_escapes_every_value() -> None:
+    import polars as pl
+
+    from curator.report.html import build_html
+
+    evil = ['<script>alert(1)</script>', '"><img src=x onerror=alert(2)>', "</style><b>x</b>"]
+    problems = pl.DataFrame({"stage": ["ingest"] * 3, "dataset": evil, "case_id": evil, "path": evil,
+                             "kind": evil, "severity": ["error"] * 3, "message": evil})
+    cases = pl.DataFrame({"case_id": evil, "dataset": evil, "modality": ["CT"] * 3, "region": evil})
+    page = build_html(ReportData(tables={"problems": problems, "cases": cases},
+                                 info={"collection": evil[0], "version": evil[1], "counts": {evil[2]: 1}}))
+    for payload in evil:
+        assert payload not in page
+    assert page.count("<style>") == 1 and page.count("</style>") == 1 and "<script" not in page
+
+
+# -- one crafted file is a problem row, not the out-of-memory killer ----------------------------------
+
+@pytest.fixture
+def small_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine of 4 MiB: an array over 1 MiB is refused."""
+    monkeypatch.setattr(formats, "memory_bytes", lambda: 4 << 20)
+
+
+def test_a_small_nifti_declaring_more_than_memory_is_refused_before_reading(tmp_path: Path,
+                                                                            small_memory: None) -> None:
+    """A 3.6 MB .nii.gz declared 3.7 GB of int16 (deflate compresses zeros 1000:1, under the header
+    size check): read whole, and copied by the stages, it took the run down with it."""
+    img = nib.Nifti1Image(np.zeros((128, 128, 64), np.int16), np.eye(4))  # 2 MiB, a few kB on disk
+    img.header.set_sform(np.eye(4), code=1)
+    path = tmp_path / "bomb.nii.gz"
+    nib.save(img, path)
+    with pytest.raises(InputError, match="GiB in memory") as e:
+        read_volume(path)
+    assert e.value.kind == "too_large"
+    scaled = nib.Nifti1Image(np.zeros((64, 64, 40), np.int16), np.eye(4))  # 320 kB of int16 ...
+    scaled.header.set_slope_inter(0.5, 0)  # ... read as float64: 1.25 MiB
+    nib.save(scaled, tmp_path / "scaled.nii.gz")
+    with pytest.raises(InputError, match="GiB in memory"):
+        read_volume(tmp_path / "scaled.nii.gz")
+    ok = np.arange(32**3, dtype=np.int16).reshape(32, 32, 32)
+    nib.save(nib.Nifti1Image(ok, np.eye(4)), tmp_path / "ok.nii.gz")
+    assert read_volume(tmp_path / "ok.nii.gz").shape == (32, 32, 32)
+
+
+def test_a_compressed_nrrd_declaring_more_than_memory_is_refused(tmp_path: Path, small_memory: None) -> None:
+    """A gzip-encoded NRRD has no size on disk to check its header against."""
+    import SimpleITK as sitk
+
+    path = tmp_path / "bomb.nrrd"
+    a = np.zeros((96, 96, 96))  # 6.75 MiB of float64, a few kB on disk
+    a[0, 0, 0] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(path), useCompression=True)
+    assert b"encoding: gzip" in path.read_bytes()[:400] and path.stat().st_size < 100_000
+    with pytest.raises(InputError, match="GiB in memory") as e:
+        read_volume(path)
+    assert e.value.kind == "too_large"
+
+
+def test_memory_of_this_machine_is_known() -> None:
+    assert formats.memory_bytes() > 1 << 28
