@@ -40,6 +40,9 @@ UNLISTED = {"release.json"}
 
 
 def _store_files(path: Path) -> list[tuple[str, Path]]:
+    if path.is_symlink():  # a link to / would have every file of the machine hashed
+        raise ReleaseError("release_error", "the store is a symbolic link", path=str(path),
+                           remedy="stores must be folders of plain files; copy the store itself")
     if not path.is_dir():
         raise ReleaseError("store_missing", "the Zarr store is not a folder", path=str(path),
                            remedy="copy the store again from the workspace")
@@ -200,11 +203,12 @@ def verify_release(path: str | Path) -> VerifyReport:
     for case_id, meta in sorted(stores.items()):
         rep.checked_stores += 1
         store = release / STORES_DIR / f"{case_id}.zarr"
+        linked = store.is_symlink()  # never walked: a link to / would have every file of the machine hashed
         try:
-            hashes = store_file_hashes(store) if store.is_dir() else {}
+            hashes = store_file_hashes(store) if store.is_dir() and not linked else {}
         except (ReleaseError, OSError):  # a link or an unreadable file inside: changed, and named below
             hashes = {p.relative_to(store).as_posix(): "" for p in store.rglob("*") if p.is_symlink() or p.is_file()}
-        if store.is_dir():  # damage the checksums cannot see: a store damaged before it was released
+        if store.is_dir() and not linked:  # damage the checksums cannot see: a store damaged before it was released
             rep.stores_damaged += [f"{case_id}: {why}" for why in store_damage(store)]
         if hash_of_file_hashes(hashes) != meta.get("sha256"):
             rep.stores_modified.append(case_id)
@@ -352,7 +356,10 @@ def changed_store(release: Path, case_id: str, recorded: Any) -> str | None:
     want = meta.get("sha256") if isinstance(meta, dict) else None
     if not isinstance(want, str):
         return "release.json records no checksum for it"
-    store = (release / STORES_DIR / f"{case_id}.zarr").resolve()
+    linked = release / STORES_DIR / f"{case_id}.zarr"
+    if linked.is_symlink() or (release / STORES_DIR).is_symlink():
+        return "it is a symbolic link (a release's stores are folders of plain files)"
+    store = linked.resolve()
     try:
         files = _store_files(store)
         digest = hashlib.sha256()

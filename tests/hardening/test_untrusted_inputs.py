@@ -110,6 +110,26 @@ def test_a_case_id_of_a_received_release_is_never_a_path(tmp_path: Path, case_id
     assert d.store_path(case_id) is None and "not a case id" in d.damaged[case_id]
 
 
+def test_a_store_that_is_a_link_is_never_walked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stores/<case>.zarr` linked to / had `curator verify` (and open_store) hash every file of
+    the machine; a link is refused whatever it points to, even a folder whose hash release.json records."""
+    from curator.release.integrity import store_hash, verify_release
+
+    monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
+    outside = tmp_path / "outside.zarr"
+    outside.mkdir()
+    (outside / "zarr.json").write_text("{}")
+    rel = _release(tmp_path / "rel")
+    (rel / "stores").mkdir()
+    os.symlink(outside, rel / "stores" / "A__1.zarr")
+    info = json.loads((rel / "release.json").read_text())
+    info["stores"] = {"A__1": {"sha256": store_hash(outside)}}
+    (rel / "release.json").write_text(json.dumps(info))
+    with pytest.raises(ReleaseError, match="symbolic link"):
+        Release(rel).open_store("A__1")
+    assert verify_release(rel).stores_modified == ["A__1"]
+
+
 # -- model files -------------------------------------------------------------------------------------
 
 def test_an_ensemble_factory_must_be_a_network_class(tmp_path: Path) -> None:
