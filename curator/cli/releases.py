@@ -72,6 +72,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
              fmt: ReportOpt = ReportFormat.table,
              limit: Annotated[int, typer.Option(min=0, help="max rows listed per kind")] = 50) -> None:
         """What changed from release A to release B: cases, labels, QC, duplicates, splits, schema, lineage."""
+        from curator.config import SEMVER
         from curator.errors import ReleaseError
         from curator.release.diff import diff_releases
         from curator.release.query import Release
@@ -79,7 +80,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if b is None:
             rb = Release(a)
             parent = rb.info.get("parent_version")
-            if not parent:
+            if not (isinstance(parent, str) and SEMVER.match(parent)):  # a version beside it, never a path
                 raise ReleaseError("release_error", f"{rb.path.name} has no parent version to compare with",
                                    remedy="give two releases: curator diff A B")
             a, b = rb.path.parent / parent, rb.path
@@ -121,6 +122,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @handle_errors
     def lineage(release: ReleaseArg, fmt: FormatOpt = OutputFormat.table) -> None:
         """A release and its ancestors: version, date, cases, registry/taxonomy/model checksums."""
+        from curator.config import SEMVER
         from curator.release.query import Release
 
         rows = []
@@ -133,6 +135,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             rows.append((info.get("version"), info.get("created"), info.get("counts", {}).get("cases"),
                          info.get("parent_version") or "", info.get("pipeline_config_hash"), tax[:12],
                          len(info.get("models") or {}), len(info.get("registry") or {})))
-            parent = info.get("parent_version")
+            parent = info.get("parent_version")  # a version beside it: never a path of the received release.json's choosing
+            parent = parent if isinstance(parent, str) and SEMVER.match(parent) else None
             rel = Release(rel.path.parent / parent) if parent and (rel.path.parent / parent).is_dir() else None
         emit(["version", "created", "cases", "parent", "config hash", "taxonomy", "models", "sources"], rows, fmt)

@@ -130,6 +130,23 @@ def test_a_store_that_is_a_link_is_never_walked(tmp_path: Path, monkeypatch: pyt
     assert verify_release(rel).stores_modified == ["A__1"]
 
 
+def test_a_parent_version_is_a_version_beside_the_release_not_a_path(tmp_path: Path) -> None:
+    """`parent_version: ../../../elsewhere/c/0.1.0` in a received release.json had `curator lineage`
+    and `curator diff` open any release folder on the machine."""
+    from tests.cli.test_cli import curator
+
+    _release(tmp_path / "elsewhere" / "c" / "0.1.0")
+    rel = _release(tmp_path / "received" / "c" / "0.2.0")
+    info = json.loads((rel / "release.json").read_text())
+    (rel / "release.json").write_text(json.dumps({**info, "version": "0.2.0",
+                                                  "parent_version": "../../elsewhere/c/0.1.0"}))
+    res = curator("lineage", str(rel), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    assert [r["version"] for r in json.loads(res.stdout)] == ["0.2.0"]
+    res = curator("diff", str(rel))
+    assert res.returncode != 0 and "has no parent version" in res.stderr
+
+
 # -- model files -------------------------------------------------------------------------------------
 
 def test_an_ensemble_factory_must_be_a_network_class(tmp_path: Path) -> None:
