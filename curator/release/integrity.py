@@ -176,6 +176,7 @@ def verify_release(path: str | Path) -> VerifyReport:
     its chunk index broken: damage from before the release was written), and the dataset card's
     structure issues.
     """
+    from curator.registry.layout import is_case_id
     from curator.release.card_check import check_card_file
 
     release = Path(path)
@@ -202,6 +203,9 @@ def verify_release(path: str | Path) -> VerifyReport:
             rep.modified.append(rel)
     for case_id, meta in sorted(stores.items()):
         rep.checked_stores += 1
+        if not is_case_id(case_id):  # a crafted release.json: a key naming a path out of stores/ is not walked
+            rep.stores_modified.append(str(case_id))
+            continue
         store = release / STORES_DIR / f"{case_id}.zarr"
         linked = store.is_symlink()  # never walked: a link to / would have every file of the machine hashed
         try:

@@ -128,6 +128,9 @@ def test_a_store_that_is_a_link_is_never_walked(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(ReleaseError, match="symbolic link"):
         Release(rel).open_store("A__1")
     assert verify_release(rel).stores_modified == ["A__1"]
+    info["stores"] = {"../../outside": {"sha256": store_hash(outside)}}  # a key naming a path is not walked
+    (rel / "release.json").write_text(json.dumps(info))
+    assert verify_release(rel).stores_modified == ["../../outside"]
 
 
 def test_a_parent_version_is_a_version_beside_the_release_not_a_path(tmp_path: Path) -> None:
