@@ -17,7 +17,8 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
-from curator.errors import ReleaseError
+from curator.errors import InputError, ReleaseError
+from curator.io.formats import check_memory
 from curator.io.fsutil import atomic_path
 from curator.release.query import Release
 from curator.release.training import TrainingView, term_parts, usable_terms, with_parts
@@ -135,6 +136,13 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
         from curator.taxonomy import load_taxonomy
 
         store, tax = CaseStore(case.store), load_taxonomy()
+    try:  # a store of a release from elsewhere may declare any size: read whole below, it must fit
+        check_memory(float(np.prod(store.image.shape, dtype=np.float64)) * (8 + len(terms)),
+                     f"the store {tuple(store.image.shape)} of case {case.case_id}", str(store.path))
+    except InputError as e:
+        report.skipped[case.case_id] = e.detail
+        log.warning("%s: %s; the case is left out of the export", e.path, e.detail)
+        return None
     excluded = view.labels_excluded(case.case_id) if view is not None else frozenset()
     absent = view.labels_absent(case.case_id) if view is not None else frozenset()
     parts = {t: with_parts(tax, t) for t in terms}

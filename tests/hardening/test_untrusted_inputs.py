@@ -276,3 +276,16 @@ def test_a_compressed_nrrd_declaring_more_than_memory_is_refused(tmp_path: Path,
 
 def test_memory_of_this_machine_is_known() -> None:
     assert formats.memory_bytes() > 1 << 28
+
+
+def test_an_export_skips_a_store_that_would_not_fit_in_memory(tmp_path: Path, small_memory: None) -> None:
+    """A store of a release from elsewhere declares its own size, and an export reads it whole."""
+    from curator.export.common import ExportCase, ExportReport, write_case
+    from curator.testing.segmodels import write_phantom_store
+
+    store = tmp_path / "A__1.zarr"
+    write_phantom_store(store, 7, {"liver": 1}, shape=(96, 96, 32))  # 2.5 MiB of float64 + masks
+    report = ExportReport(tmp_path / "out")
+    case = ExportCase("A__1", "A", "CT", store, ["liver"], "train")
+    assert write_case(case, ["liver"], False, tmp_path / "i.nii.gz", tmp_path / "l.nii.gz", report) is None
+    assert "GiB in memory" in report.skipped["A__1"] and not (tmp_path / "i.nii.gz").exists()
