@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
+import subprocess
 import sys
+from pathlib import Path
 
 from curator import __version__
 
@@ -14,9 +17,41 @@ PACKAGES = ("numpy", "scipy", "polars", "pyarrow", "duckdb", "zarr", "numcodecs"
             "connected-components-3d", "scikit-image")
 
 
+@functools.cache
+def code_revision() -> str | None:
+    """The git commit of the curator code running, ``+dirty`` when its tracked files were edited
+    since, or None when curator does not run from a git checkout (an installed wheel). The
+    package version alone (``code_version``) is the same for every commit between releases of
+    curator, so a release could not say which code made it."""
+    return revision_of(Path(__file__).resolve().parent.parent)
+
+
+def revision_of(root: Path) -> str | None:
+    """:func:`code_revision` of the checkout at ``root`` (edits under ``curator/`` and
+    ``manifests/`` make it dirty; untracked files do not)."""
+    if not (root / ".git").exists():
+        return None
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # never take the index lock of a checkout in use
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20,
+                                  env=env, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = git("rev-parse", "--verify", "HEAD")
+    if not head:
+        return None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "curator", "manifests")
+    return head + ("+dirty" if changed else "")
+
+
 def environment() -> dict[str, str]:
     info = {"curator": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
             "cpus": str(os.cpu_count())}
+    info["curator_revision"] = code_revision() or "not a git checkout"
     for p in PACKAGES:
         try:
             info[p] = importlib.metadata.version(p)

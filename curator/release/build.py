@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curator import __version__
+from curator.envinfo import code_revision
 from curator.errors import CuratorError, ReleaseError
 from curator.io.fsutil import (
     atomic_write_json,
@@ -310,7 +311,7 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     out = {
         "collection": rc.collection, "version": rc.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "code_version": __version__, "schema_version": schema_version(),
+        "code_version": __version__, "code_revision": code_revision(), "schema_version": schema_version(),
         "pipeline_config": pipeline, "pipeline_config_hash": sha256_json(pipeline)[:16],
         "stages": stage_info, "registry": registry,
         "input_checksums_sha256": sha256_sorted(inputs), "n_input_files": inputs.len(),

@@ -35,7 +35,7 @@ from curator.errors import ConfigError
 from curator.release.query import Release
 from curator.schema import table_schema
 
-LINEAGE_KEYS = ("schema_version", "code_version", "registry", "taxonomy", "models", "inputs")
+LINEAGE_KEYS = ("schema_version", "code_version", "code_revision", "registry", "taxonomy", "models", "inputs")
 _ABSENT = object()
 # Columns that describe a row relative to its own release (not a change of the row itself).
 RELATIVE_COLUMNS = {"splits": {"reason", "previous_split"}}
@@ -300,6 +300,8 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         d.split_changes = [tuple(r) for r in j.filter(pl.col("a") != pl.col("b")).sort("case_id").iter_rows()]
     for k in LINEAGE_KEYS:
         va, vb = ra.info.get(k), rb.info.get(k)
+        if k == "code_revision" and (va is None or vb is None):  # a release before it, or from an installed wheel
+            continue
         if va != vb:
             d.lineage[k] = (va, vb)
     _stage_lineage(d, ra.info, rb.info)

@@ -216,3 +216,20 @@ def test_a_release_of_an_older_curator_is_diffed_by_stage_versions_and_changed_d
     _as_older_curator(coll / "0.2.0", lambda i: i["pipeline_config"]["sources"][0].update(pseudonymous_ids=True))
     assert any(x.startswith("pipeline_config sources") for x in diff_releases(coll / "0.1.0", coll / "0.2.0")
                .lineage_changes)
+
+
+def test_diff_names_the_code_revision_when_both_releases_record_one(demo: Path) -> None:
+    """release.json records the git commit of the code (``code_version`` is the same for every
+    commit between curator releases); a release before it, or from a wheel, has none: not a change."""
+    from curator.envinfo import code_revision
+
+    coll = demo / "releases" / "demo"
+    info = json.loads((coll / "0.1.0" / "release.json").read_text())
+    assert "code_revision" in info and info["code_revision"] == code_revision()
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    for rev in ("b" * 40, None):  # (a wheel records None for both, and nothing is named)
+        (coll / "0.1.1" / "release.json").write_text(json.dumps({**info, "code_revision": rev}))
+        d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+        named = [line for line in d.lineage_changes if line.startswith("code_revision:")]
+        assert named == ([f"code_revision: {info['code_revision']} → {rev}"]
+                         if rev and info["code_revision"] else []), rev
