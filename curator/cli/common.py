@@ -115,6 +115,17 @@ def json_safe(v: Any) -> Any:
     return v
 
 
+def csv_cell(v: Any) -> Any:
+    """A value as ``--format csv`` writes it: booleans as ``true``/``false`` and lists and
+    structs as JSON (what DuckDB's and other tools' CSV readers take back), not Python's
+    ``True`` and ``{'x': nan}``; numbers keep every digit, null is an empty field."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list | tuple):
+        return json.dumps(json_safe(v), default=str, allow_nan=False, ensure_ascii=False)
+    return v
+
+
 def print_json(obj: Any) -> None:
     """Print one JSON document to stdout as every ``--format json`` does: indented, NaN and
     ±infinity as null, anything JSON cannot hold (dates, paths) as its text."""
@@ -136,7 +147,7 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputForma
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(columns)
-        w.writerows(rows)
+        w.writerows([csv_cell(v) for v in r] for r in rows)
         sys.stdout.write(buf.getvalue())
     elif rows and len(columns) * MIN_COLUMN_WIDTH > out.width:
         t = Table(title=None if title is None else escape(title), show_header=False)

@@ -68,6 +68,25 @@ def test_query_json_is_valid_json_with_nan_and_infinity(demo: Path) -> None:
     assert csv_res.returncode == 0 and csv_res.stdout.splitlines() == ["f", "nan"]
 
 
+def test_query_csv_writes_booleans_and_nested_values_as_other_tools_read_them(demo: Path, tmp_path: Path) -> None:
+    """--format csv wrote Python's True and {'x': nan}: a CSV reader got the text 'True' and a
+    struct no parser takes. Booleans are true/false, lists and structs JSON; numbers keep every digit."""
+    import csv as csvmod
+
+    import duckdb
+
+    sql = "select true b, false c, [1.25, 'nan'::double] l, {'x': 'a', 'y': 0.1::double} s, 1/3 ok, null n"
+    res = curator("query", str(demo), sql, "-f", "csv")
+    assert res.returncode == 0, res.stderr
+    [row] = list(csvmod.DictReader(res.stdout.splitlines()))
+    assert row == {"b": "true", "c": "false", "l": "[1.25, null]", "s": '{"x": "a", "y": 0.1}',
+                   "ok": repr(1 / 3), "n": ""}
+    assert json.loads(row["l"]) == [1.25, None] and json.loads(row["s"]) == {"x": "a", "y": 0.1}
+    (tmp_path / "out.csv").write_text(res.stdout)
+    back = duckdb.sql(f"select b, c from read_csv('{tmp_path / 'out.csv'}')")
+    assert back.types == ["BOOLEAN", "BOOLEAN"] and back.fetchall() == [(True, False)]
+
+
 def test_query_table_rounds_floats_and_expands_wide_rows(demo: Path) -> None:
     sql = "select case_id, volume_ml, centroid_mm from labels where present and volume_ml is not null limit 1"
     exact = json.loads(curator("query", str(demo), sql, "-f", "json").stdout)[0]
