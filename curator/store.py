@@ -101,7 +101,11 @@ class CaseStore:
             raise WorkspaceError("store_missing", "no Zarr store here", path=str(self.path),
                                  remedy="in a workspace, run the preprocess stage first; in a release, the store "
                                  "was removed: `curator verify RELEASE` lists what is missing")
-        self.group = zarr.open_group(str(self.path), mode="r")
+        # metadata is read from the zarr.json files themselves: zarr-python's group API costs a few
+        # ms per store opened (its async machinery), which a loader drawing from thousands of
+        # stores paid on nearly every patch; the zarr group is opened only when asked for
+        self._root = self._node_meta("")
+        self._group: zarr.Group | None = None
         self._readers: dict[str, ShardReader] = {}
         self._plane_values: dict[str, list[tuple[str, dict[int, list[str]]]]] = {}  # layer -> planes (metadata)
         self._layers: list[str] | None = None
@@ -155,15 +159,37 @@ class CaseStore:
         return True
 
     def _reopen(self) -> None:
-        self.group = zarr.open_group(str(self.path), mode="r")
+        self._root, self._group = self._node_meta(""), None
         self._readers.clear()
         self._plane_values.clear()
         self._layers = None
 
     # -- reading --------------------------------------------------------------------------
     @property
+    def group(self) -> zarr.Group:
+        """The store as a zarr-python group (opened on first use)."""
+        if self._group is None:
+            self._group = zarr.open_group(str(self.path), mode="r")
+        return self._group
+
+    def _node_meta(self, name: str) -> dict[str, Any] | None:
+        """The parsed ``zarr.json`` of node ``name`` (``""``: the store's root), None where there is none."""
+        try:
+            meta = json.loads((self.path / name / "zarr.json").read_bytes())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not isinstance(meta, dict):
+            raise WorkspaceError("store_error", "a zarr.json holds no Zarr metadata object",
+                                 path=str(self.path / name / "zarr.json"), remedy="rebuild the store (curator run)")
+        return meta
+
+    def _has(self, name: str, node_type: str = "array") -> bool:
+        meta = self._node_meta(name)
+        return meta is not None and meta.get("node_type") == node_type
+
+    @property
     def attrs(self) -> dict[str, Any]:
-        return dict(cast(dict[str, Any], self.group.attrs["curator"]))
+        return dict(cast(dict[str, Any], ((self._root or {}).get("attributes") or {})["curator"]))
 
     @property
     def geometry(self) -> Geometry:
@@ -171,7 +197,7 @@ class CaseStore:
         return Geometry.from_affine(tuple(a["shape"]), a["affine"])
 
     def has_image(self) -> bool:
-        return "image" in self.group
+        return self._has("image")
 
     @property
     def image(self) -> zarr.Array[Any]:
@@ -201,12 +227,12 @@ class CaseStore:
         return img
 
     def body(self) -> NDArray[np.bool_] | None:
-        return self.read("body").astype(bool) if "body" in self.group else None
+        return self.read("body").astype(bool) if self._has("body") else None
 
     def layers(self) -> list[str]:
         if self._layers is None:  # metadata reads: cached like the planes' values
-            labels: Any = self.group.get("labels", None)
-            self._layers = [name for name in LAYERS if name in labels] if labels is not None else []
+            self._layers = ([name for name in LAYERS if self._has(f"labels/{name}", "group")]
+                            if self._has("labels", "group") else [])
         return list(self._layers)
 
     def plane_values(self, layer: str = "original") -> list[tuple[str, dict[int, list[str]]]]:
@@ -220,10 +246,13 @@ class CaseStore:
                                  "lists the ones this store holds)")
         if layer not in self.layers():
             return []
-        grp: Any = self.group["labels"][layer]  # type: ignore[index]
+        folder = self.path / "labels" / layer
         out = []
-        for name in sorted(grp.array_keys()):
-            values = {int(k): list(v) for k, v in dict(grp[name].attrs.get("values", {})).items()}
+        for name in sorted(p.name for p in folder.iterdir() if p.is_dir()):
+            meta = self._node_meta(f"labels/{layer}/{name}")
+            if meta is None or meta.get("node_type") != "array":
+                continue
+            values = {int(k): list(v) for k, v in dict((meta.get("attributes") or {}).get("values", {})).items()}
             out.append((f"labels/{layer}/{name}", values))
         self._plane_values[layer] = out
         return out
