@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -311,9 +311,10 @@ class Release:
         self._intact_stores.add(case_id)
         return CaseStore(store)
 
-    def load_npz(self, rel: str, case_id: str | None = None) -> dict[str, Any]:
+    def load_npz(self, rel: str, case_id: str | None = None, keys: Collection[str] | None = None) -> dict[str, Any]:
         """The arrays of the ``.npz`` file ``rel`` (relative to the release; e.g. a case's
-        ``locations/<case>.npz``), checked against its ``release.json`` checksum first."""
+        ``locations/<case>.npz``), checked against its ``release.json`` checksum first; with
+        ``keys``, only those of them it holds (the others are not decompressed)."""
         from curator.release.integrity import changed_files
 
         recorded = self._recorded_files()
@@ -326,7 +327,7 @@ class Release:
         if why is None:
             try:
                 with np.load(p, allow_pickle=False) as z:
-                    return {k: z[k] for k in z.files}
+                    return {k: z[k] for k in z.files if keys is None or k in keys}
             except (OSError, ValueError) as e:
                 why = f"cannot be read ({e})"
         raise self.corrupt(f"{rel} {why}" + (f" (case {case_id})" if case_id else ""), p, case_id)

@@ -84,6 +84,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     a chunk damaged on disk raises a ``release_corrupt`` error naming the case instead of
     decoding into other voxels. The first read of a store costs one read of its files;
     ``verify=False`` skips the check (e.g. right after ``curator verify``).
+
+    Each process keeps the ``max_open`` stores and location files it used last (each open
+    store holds a file descriptor per shard file it has read); a store's metadata is read from
+    its ``zarr.json`` files, so reopening one costs a few file reads.
     """
 
     def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",
@@ -159,7 +163,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self._cdf = np.cumsum(self.weights)
         self.length = int(samples_per_epoch or len(self.cases))
         self._stores: collections.OrderedDict[str, CaseStore] = collections.OrderedDict()
-        self._locs: dict[str, Any] = {}
+        # location file -> the sampled voxels of the (layer/part) keys this dataset draws from, at
+        # most max_open files (like the stores): a worker that kept every case's file it had
+        # read grew by every location array of the release (all terms, all layers) over epochs
+        self._locs: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._pid = os.getpid()
 
     def _split_filter(self, split: str | Sequence[str], names: list[str]) -> str:
@@ -179,7 +186,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         """Open stores and loaded locations stay behind; the shared epoch goes along only to a
         worker being started (elsewhere a plain copy of its value)."""
         state = dict(self.__dict__)
-        state["_stores"], state["_locs"] = collections.OrderedDict(), {}
+        state["_stores"], state["_locs"] = collections.OrderedDict(), collections.OrderedDict()
         if multiprocessing.context.get_spawning_popen() is None:
             state["_epoch"] = self.epoch
         return state
@@ -252,7 +259,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     def _store(self, case: dict[str, Any]) -> CaseStore:
         if self._pid != os.getpid():
-            self._stores, self._locs, self._pid = collections.OrderedDict(), {}, os.getpid()
+            self._stores, self._locs, self._pid = collections.OrderedDict(), collections.OrderedDict(), os.getpid()
         cid = case["case_id"]
         s = self._stores.pop(cid, None) or (self.release.open_store(cid) if self.verify
                                             else CaseStore(self.root / case["store"]))
@@ -276,13 +283,24 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         voxels = np.asarray([float(info["voxels"]) for _, _, info in found])
         term, layer, info = found[int(rng.choice(len(found), p=voxels / voxels.sum()))] if len(found) > 1 else found[0]
         path = info["locations"]
-        if path not in self._locs:
-            self._locs[path] = self.release.load_npz(path, case["case_id"])
-        pts = self._locs[path].get(f"{layer}/{term}")
+        pts = self._points(path, case["case_id"]).get(f"{layer}/{term}")
         if pts is None or not len(pts):
             raise self.release.corrupt(f"{path} holds no voxel positions of {term} ({layer}), which store_terms "
                                        f"says case {case['case_id']} holds", self.root / path, case["case_id"])
         return np.asarray(pts[int(rng.integers(len(pts)))], dtype=np.int64)
+
+    def _points(self, path: str, case_id: str) -> dict[str, Any]:
+        """The arrays of location file ``path`` this dataset draws from (the requested terms'
+        parts, in the layers they are read from), from a cache of the ``max_open`` last used."""
+        pts = self._locs.pop(path, None)
+        if pts is None:
+            keys = {f"{layer}/{part}" for found in self._foreground.get(case_id, {}).values()
+                    for part, layer, _ in found}
+            pts = self.release.load_npz(path, case_id, keys=keys)
+        self._locs[path] = pts
+        while len(self._locs) > self.max_open:
+            self._locs.popitem(last=False)
+        return pts
 
     # -- items ----------------------------------------------------------------------------
     def __getitem__(self, index: int) -> dict[str, Any]:
