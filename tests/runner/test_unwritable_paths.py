@@ -108,7 +108,7 @@ def test_a_cache_that_cannot_be_written_is_skipped_not_a_crash(tmp_path: Path, m
 
     monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(fsutil.os, "replace", refuse)
-    integrity._remember({str(tmp_path / "x"): ([1], "abc")})  # raised WorkspaceError
+    integrity._remember(tmp_path, {str(tmp_path / "x"): ([1], "abc")})  # raised WorkspaceError
     assert str(tmp_path / "x") in integrity._VERIFIED
     cache = MatchCache(tmp_path / "m.json", 0.1)
     cache.entries["k"] = {"x": 1}
