@@ -283,17 +283,12 @@ class _DiskCache:
 
 
 _DISK: dict[str, _DiskCache] = {}  # cache file -> what this process has read of it
-_DISK_KEY: bool | None = None  # None: read every cache file again from its start (as a new process)
 COMPACT_LINES = 1000  # superseded lines beyond the entries after which a cache file is rewritten
 
 
 def _disk_cache(release: Path) -> _DiskCache:
     """The cache file of ``release``, read on from where this process stopped (from its start
     when the file was replaced by a compaction, or removed)."""
-    global _DISK_KEY
-    if _DISK_KEY is None:
-        _DISK.clear()
-        _DISK_KEY = True
     path = _cache_file(release)
     cache = _DISK.setdefault(str(path), _DiskCache())
     try:
@@ -352,7 +347,7 @@ def _remember(release: Path, checked: dict[str, tuple[list[Any], str]]) -> None:
         finally:
             os.close(fd)
         cache = _disk_cache(release)
-        if cache.lines > len(cache.entries) + COMPACT_LINES:  # mostly superseded lines: keep the newest
+        if cache.lines > len(cache.entries) + COMPACT_LINES:  # many superseded lines: keep each path's newest
             atomic_write_text(path, "".join(json.dumps([k, *v]) + "\n" for k, v in cache.entries.items()))
 
 

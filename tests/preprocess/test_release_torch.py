@@ -656,7 +656,7 @@ def test_stores_are_hashed_once_while_their_files_stay_the_same(tiny: Tiny, tmp_
     read_all()
     assert not [h for h in hashed if "/stores/" in h]  # this process remembers
     monkeypatch.setattr(integrity, "_VERIFIED", {})  # a new process: the cache file remembers
-    monkeypatch.setattr(integrity, "_DISK_KEY", None)
+    monkeypatch.setattr(integrity, "_DISK", {})
     read_all()
     assert not [h for h in hashed if "/stores/" in h]
     touched = next((rel / "stores").glob("TinyKits__*.zarr"))

@@ -16,13 +16,13 @@ from curator.release import integrity
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(integrity, "_VERIFIED", {})
-    monkeypatch.setattr(integrity, "_DISK_KEY", None)
+    monkeypatch.setattr(integrity, "_DISK", {})
     return tmp_path / "cache"
 
 
 def _new_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(integrity, "_VERIFIED", {})
-    monkeypatch.setattr(integrity, "_DISK_KEY", None)
+    monkeypatch.setattr(integrity, "_DISK", {})
 
 
 def test_noting_a_store_appends_a_line(cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
