@@ -227,10 +227,11 @@ class Release:
                 log.warning("%s: table %r cannot be read; the other tables can be queried (run `curator verify "
                             "%s` to see which files changed)", self.path / f"{name}.parquet", name, self.path)
         comments = self._comments([n for n in files if n not in self.unreadable])
-        try:
-            con.execute(";\n".join(comments)) if comments else None
-        except duckdb.Error as e:  # a column the file lacks: the descriptions are a help, never a failure
-            log.debug("%s: column comments left out (%s)", self.path, e)
+        if comments:
+            try:
+                con.execute(";\n".join(comments))
+            except duckdb.Error as e:  # a column the file lacks: the descriptions are a help, never a failure
+                log.debug("%s: column comments left out (%s)", self.path, e)
         return con
 
     def _comments(self, names: list[str]) -> list[str]:
