@@ -16,7 +16,12 @@ WhereOpt = Annotated[str, typer.Option("--where", help="SQL WHERE over preproces
                                        "case_id, dataset, modality unqualified")]
 DupsOpt = Annotated[bool, typer.Option("--with-duplicates", help="also export duplicates the keep policy dropped")]
 QcOpt = Annotated[bool, typer.Option("--qc-filter/--no-qc-filter", help="leave out labels QC excluded (default)")]
-PartialOpt = Annotated[bool, typer.Option("--partial", help="keep cases lacking a term (written as background)")]
+PartialOpt = Annotated[bool, typer.Option("--partial", help="keep cases whose dataset does not annotate some of "
+                                          "the terms (nnU-Net: as its ignore label, see --missing; MONAI: as "
+                                          "background, the datalist's present key lists the annotated terms)")]
+MissingOpt = Annotated[str | None, typer.Option(
+    "--missing", help="with --partial, where a case's unannotated term could be: ignore (nnU-Net's ignore label, "
+                      "left out of the loss; the default) or background (learnt as absent)")]
 LayersOpt = Annotated[str, typer.Option("--layers", help="label layers by priority, per term: the first that "
                                         "holds a term gives its label (add pseudo to export pseudo labels)")]
 
@@ -53,15 +58,23 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (1-999)")] = 501,
                name: Annotated[str, typer.Option("--name", help="dataset name")] = "Curator",
                where: WhereOpt = "true",
-               partial: PartialOpt = False, layers: LayersOpt = "original,revised",
+               partial: PartialOpt = False, missing: MissingOpt = None, layers: LayersOpt = "original,revised",
                with_duplicates: DupsOpt = False, qc_filter: QcOpt = True) -> None:
         """Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
+        from curator.errors import ConfigError
         from curator.export import export_nnunet
+        from curator.export.nnunet import MISSING
+
+        if missing is not None and missing not in MISSING:
+            raise ConfigError("config_error", f"--missing {missing!r}: give one of {', '.join(MISSING)}")
+        if missing is not None and not partial:
+            raise ConfigError("config_error", "--missing says how --partial writes a case's unannotated terms",
+                              remedy="add --partial, or leave out --missing (cases lacking a term are skipped)")
 
         _summary(export_nnunet(release, out_root, dataset_id=dataset_id, name=name,
                                terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
                                partial=partial, layers=_layers(layers), duplicates=with_duplicates,
-                               qc_filter=qc_filter))
+                               qc_filter=qc_filter, missing=missing or "ignore"))
 
     @export.command("monai")
     @handle_errors

@@ -53,6 +53,9 @@ class ExportReport:
     overlaps: dict[str, int] = field(default_factory=dict)  # case id -> voxels claimed by two terms
     notes: list[str] = field(default_factory=list)  # what the user should know about the export
     images_only: list[str] = field(default_factory=list)  # test cases written without a label (for inference)
+    # case id -> requested terms its dataset does not annotate (exported with --partial: unknown there)
+    unknown: dict[str, list[str]] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)  # case id -> voxels written as the ignore label
 
     def note_stand_ins(self, stand_ins: Mapping[str, str]) -> None:
         """Say which duplicate stands in for its group's kept member (it holds more of the terms)."""
@@ -78,21 +81,51 @@ def select_cases(release: Release, where: str, view: TrainingView | None = None)
 
 
 def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
-              parts: Mapping[str, Sequence[str]] | None = None) -> tuple[NDArray[np.uint8], int]:
-    """Codes 1..len(terms) in order (a later term wins where two overlap) and the overlap voxel count;
-    term ``t`` is the union of its ``parts[t]`` (default: itself), each from layer ``chosen[part]``
-    (background where it has none)."""
+              parts: Mapping[str, Sequence[str]] | None = None, *, ignore: int | None = None,
+              anatomy: Mapping[str, Sequence[str]] | None = None) -> tuple[NDArray[np.integer[Any]], int, int]:
+    """Codes 1..len(terms) in order (a later term wins where two overlap), the overlap voxel count
+    and the count of voxels written as ``ignore``; term ``t`` is the union of its ``parts[t]``
+    (default: itself), each from layer ``chosen[part]`` (background where it has none).
+
+    A term with no parts (``parts[t]`` empty: the case's dataset does not annotate it) is unknown.
+    With ``ignore`` (a code above every term's), each voxel whose true code an unknown term ``T``
+    could change is written as ``ignore`` instead — those the written label map gives a lower code
+    than ``T``'s (background, or an earlier term) unless ``T`` cannot be there: the voxel is outside
+    a known requested term that ``T`` is part of (a liver tumour lies inside the liver), or it is
+    labelled with a known term ``T`` neither contains nor is part of (requested terms are taken to
+    be mutually exclusive unless one is part of the other). ``anatomy[t]``: ``t`` and the terms
+    that are part of it (:func:`curator.release.training.with_parts`; default: ``t`` alone).
+    Without ``ignore`` an unknown term is background, as if annotated absent."""
     use = {t: list(parts[t]) if parts is not None else [t] for t in terms}
+    within = {t: set(anatomy[t]) if anatomy is not None and t in anatomy else {t} for t in terms}
     flat = list(dict.fromkeys(p for t in terms for p in use[t]))
     got = store.masks_from(chosen, flat)
     index = {p: i for i, p in enumerate(flat)}
     masks = np.stack([got[[index[p] for p in use[t]]].any(axis=0) if use[t] else np.zeros(got.shape[1:], bool)
                       for t in terms])
-    out = np.zeros(masks.shape[1:], dtype=np.uint8)
-    overlap = int((masks.sum(axis=0, dtype=np.uint8) > 1).sum()) if len(terms) > 1 else 0
+    top = len(terms) if ignore is None else max(len(terms), ignore)
+    out = np.zeros(masks.shape[1:], dtype=np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16)
+    overlap = int((masks.sum(axis=0, dtype=np.uint16) > 1).sum()) if len(terms) > 1 else 0
     for i in range(len(terms)):
         out[masks[i]] = i + 1
-    return out, overlap
+    if ignore is None or all(use[t] for t in terms):
+        return out, overlap, 0
+    if ignore <= len(terms):
+        raise ValueError(f"the ignore code {ignore} must be above the terms' codes 1..{len(terms)}")
+    unsure = np.zeros(out.shape, dtype=bool)
+    for i, t in enumerate(terms):
+        if use[t]:
+            continue
+        could = out <= i  # T (code i + 1) would win over these: background and earlier terms
+        for j, a in enumerate(terms[:i]):  # an earlier known term T neither contains nor is part of
+            if use[a] and a not in within[t] and t not in within[a]:
+                could &= out != j + 1
+        for j, a in enumerate(terms):  # T lies inside the known terms it is part of
+            if use[a] and a != t and t in within[a]:
+                could &= masks[j]
+        unsure |= could
+    out[unsure] = ignore
+    return out, overlap, int(unsure.sum())
 
 
 def save_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64]) -> None:
@@ -115,13 +148,16 @@ def check_terms(held: Collection[str], terms: list[str], partial: bool) -> str |
 def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, label: Path,
                report: ExportReport, layers: Sequence[str] = DEFAULT_LAYERS,
                view: TrainingView | None = None, release: Release | None = None,
-               image_only: bool = False) -> list[str] | None:
+               image_only: bool = False, ignore: int | None = None) -> list[str] | None:
     """Write one case's image and label map; the terms it holds, or None (``report`` says why).
     A label ``view`` excludes (QC) counts as not held; ``release`` (when given) checks the store
     against its checksum first — a damaged store is skipped, named in ``report`` — and its
     taxonomy (the bundled one otherwise) says which parts make each term. With ``image_only``
     a case lacking terms still has its image written, without a label (``report.images_only``;
-    returns ``[]``): a test image to run inference on, not a label claiming the terms absent."""
+    returns ``[]``): a test image to run inference on, not a label claiming the terms absent.
+    With ``partial`` a case's unknown terms (not annotated by its dataset; ``report.unknown``) are
+    background, or with ``ignore`` mark the voxels they make unknown with that code
+    (:func:`label_map`; ``report.ignored``)."""
     if release is not None:
         try:
             store = release.open_store(case.case_id)
@@ -160,9 +196,14 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
         return None
     affine = store.geometry.matrix
     save_nifti(image, store.physical_image(), affine)
-    labels, overlap = label_map(store, terms, held, use)
+    labels, overlap, ignored = label_map(store, terms, held, use, ignore=ignore, anatomy=parts)
     save_nifti(label, labels, affine)
     if overlap:
         report.overlaps[case.case_id] = overlap
+    unknown = [t for t in terms if not use[t]]
+    if unknown:
+        report.unknown[case.case_id] = unknown
+    if ignored:
+        report.ignored[case.case_id] = ignored
     report.cases.append(case.case_id)
     return [t for t in terms if use[t]]

@@ -4,11 +4,15 @@ MONAI's ``load_decathlon_datalist(path, True, "training")`` reads it; ``validati
 ``test`` hold the release's split when the release has a ``splits`` table. A split with no
 exported case has no key (MONAI's loader fails on an empty list with an IndexError; a missing
 key it names), and the export's notes say so. The release's
-training view is exported (:mod:`curator.release.training`). Cases lacking a term are skipped
-unless ``partial``: MONAI's loaders ignore the datalist's ``present`` key, so a missing term
-written as background teaches the model that the organ is absent. A test case lacking one (an
-official test image without labels) is listed under ``test`` with its image only, as the
-Decathlon's own test lists are, for inference.
+training view is exported (:mod:`curator.release.training`). Cases lacking a term (their dataset
+does not annotate it) are skipped unless ``partial``; then the term is background (0) in their
+label file — unlike the nnU-Net export, no ignore value, which MONAI's usual one-hot transforms
+and losses would take for a class — and each entry's ``present`` key lists the terms its label
+does annotate (a term annotated but absent in the case, a true negative, is in it). MONAI's
+loaders do not read ``present``: mask the loss with it (per term, e.g. sigmoid outputs), or the
+model learns the unannotated terms as absent. A test case lacking one (an official test image
+without labels) is listed under ``test`` with its image only, as the Decathlon's own test lists
+are, for inference.
 """
 
 from __future__ import annotations
@@ -58,6 +62,12 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
             "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
             "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},
             **{k: v for k, v in lists.items() if v or k == "training"}}, indent=1)
+    if report.unknown:
+        lacking = sorted({t for ts in report.unknown.values() for t in ts}, key=terms.index)
+        report.notes.append(f"{len(report.unknown)} exported cases lack terms their dataset does not annotate "
+                            f"({', '.join(lacking)}): their labels hold them as background; the datalist's "
+                            "'present' key lists each case's annotated terms — mask the loss with it, MONAI's "
+                            "loaders do not")
     for key, split in (("validation", "val"), ("test", "test")):  # MONAI's loader fails on an empty list
         if not lists[key]:  # (IndexError), and says "not specified" for a missing key: the export says why
             report.notes.append(f"the datalist has no {key!r} list: no exported case is in the release's "

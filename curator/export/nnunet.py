@@ -8,6 +8,14 @@ group) on one side. nnU-Net reads it from ``nnUNet_preprocessed/DatasetXXX_Name/
 after ``nnUNetv2_plan_and_preprocess``, then train fold 0); without it nnU-Net draws its own five
 folds by case, which can split a patient's scans across train and validation.
 
+With ``partial``, a case whose dataset does not annotate a requested term is kept, and the voxels
+that term could occupy are nnU-Net's **ignore label** (``"ignore": n + 1`` in dataset.json's
+``labels`` for ``n`` terms; nnU-Net leaves them out of the loss): the case's background, and its
+voxels of a term the missing one is part of or contains — not the background outside a requested
+term the missing one lies in (a liver tumour is never outside the liver). A term the dataset
+annotates but the case lacks (no tumour) is background: a true negative. ``missing="background"``
+writes unknown terms as background instead (nnU-Net then learns "absent" where nobody looked).
+
 >>> # export_nnunet("releases/demo/0.1.0", "nnUNet_raw", dataset_id=501, name="DemoLiver",
 >>> #               terms=["liver", "spleen"], where="modality = 'CT'")
 """
@@ -24,20 +32,26 @@ from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request, training_view
 
+MISSING = ("ignore", "background")  # what a --partial export writes where a case's unannotated term could be
+
 
 def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int, name: str, terms: list[str],
                   where: str = "true", partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS,
-                  duplicates: bool = False, qc_filter: bool = True) -> ExportReport:
+                  duplicates: bool = False, qc_filter: bool = True, missing: str = "ignore") -> ExportReport:
     """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr (imagesTs, labelsTs),
     dataset.json and splits_final.json.
 
     ``terms`` become labels 1..n (they should be mutually exclusive; overlaps are counted and
-    the later term wins). Cases that lack a term are skipped unless ``partial`` (then the
-    missing term is background — only sensible when the dataset annotates it as absent); a
-    test case that lacks one (an official test image without labels) goes to ``imagesTs``
-    without a ``labelsTs`` file, for inference.
+    the later term wins). Cases that lack a term (their dataset does not annotate it) are skipped
+    unless ``partial``: then the voxels the term could occupy get the ignore label ``n + 1``
+    (``missing="ignore"``, declared in dataset.json only when some case has such voxels) or
+    background (``missing="background"``). A term annotated but absent in a case is background
+    either way. A test case that lacks every term, or without ``partial`` one (an official test
+    image without labels), goes to ``imagesTs`` without a ``labelsTs`` file, for inference.
     ``duplicates`` / ``qc_filter``: see :func:`curator.release.training.training_view`.
     """
+    if missing not in MISSING:
+        raise ConfigError("config_error", f"missing={missing!r}: give one of {', '.join(MISSING)}")
     if not 1 <= dataset_id <= 999 or not re.fullmatch(r"[A-Za-z0-9_]+", name) or not terms:
         raise ConfigError("config_error", "nnU-Net needs a dataset id 1-999, a name of letters/digits/_ "
                           "and at least one term")
@@ -65,21 +79,26 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                                                       "release's test split")
     report = ExportReport(folder)
     report.note_stand_ins(view.stand_ins)
+    ignore = len(terms) + 1 if partial and missing == "ignore" else None
     with staged_dir(folder) as staging:  # a failed export leaves no folder to take the id
         split_of: dict[str, str | None] = {}
         for c in cases:
             tr = "Ts" if c.split == "test" else "Tr"
             if write_case(c, terms, partial, staging / f"images{tr}" / f"{c.case_id}_0000.nii.gz",
                           staging / f"labels{tr}" / f"{c.case_id}.nii.gz", report, layers, view, rel,
-                          image_only=tr == "Ts") is not None:  # an unlabelled test image is for inference
+                          image_only=tr == "Ts", ignore=ignore) is not None:  # an unlabelled test image is for inference
                 split_of[c.case_id] = c.split
         training = [c for c in report.cases if split_of[c] != "test"]
         if not training:
             raise ReleaseError("release_error", f"no training case holds every term {terms}", path=str(rel.path),
                                remedy="check --terms against `store_terms`, or pass --partial")
+        labels = {"background": 0, **{t: i for i, t in enumerate(terms, start=1)}}
+        if report.ignored:  # nnU-Net: the highest label, right above the terms (verify_dataset_integrity)
+            labels["ignore"] = len(terms) + 1
+        _note_unknown(report, terms, split_of, missing)
         atomic_write_json(staging / "dataset.json", {
             "channel_names": {"0": "CT" if modalities == ["CT"] else modalities[0]},
-            "labels": {"background": 0, **{t: i for i, t in enumerate(terms, start=1)}},
+            "labels": labels,
             "numTraining": len(training), "file_ending": ".nii.gz",
             "name": name, "description": f"exported by curator from {rel.info.get('collection')} "
                                          f"{rel.info.get('version')} (where: {where})",
@@ -92,12 +111,36 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         elif training:
             report.notes.append("no exported training case is in the release's val split, so no splits_final.json: "
                                 "nnU-Net will draw its own folds by case (patient-level groups are not kept); "
-                                "export more cases (--partial takes cases lacking a term, written as background: "
-                                "only right where their dataset annotates the term as absent)")
+                                "export more cases (--partial takes cases lacking a term, their voxels that the term "
+                                "could occupy marked with nnU-Net's ignore label)")
         atomic_write_json(staging / "curator_export.json", {
             "release": rel.info.get("version"), "cases": report.cases, "skipped": report.skipped,
             "overlaps": report.overlaps, "test": [c for c in report.cases if split_of[c] == "test"],
             "test_images_without_labels": report.images_only,
+            "partial": {"missing": missing if partial else None, "ignore_label": labels.get("ignore"),
+                        "unknown_terms": report.unknown, "ignored_voxels": report.ignored},
             "left_out_duplicates": sorted(view.dropped_duplicates),
             "qc_filter": qc_filter}, indent=1)
     return report
+
+
+def _note_unknown(report: ExportReport, terms: list[str], split_of: dict[str, str | None], missing: str) -> None:
+    """Say how the cases exported without some of the terms (--partial) label them."""
+    if not report.unknown:
+        return
+    cases = sorted(report.unknown)
+    by_term = {t: sum(t in report.unknown[c] for c in cases) for t in terms}
+    lacking = ", ".join(f"{t} ({n})" for t, n in by_term.items() if n)
+    if missing == "background":
+        report.notes.append(f"{len(cases)} exported cases lack terms their dataset does not annotate — {lacking}: "
+                            "they are written as background, so nnU-Net learns them as absent there "
+                            "(--missing ignore marks them unknown instead)")
+        return
+    report.notes.append(f"{len(cases)} exported cases lack terms their dataset does not annotate — {lacking}: "
+                        + (f"the voxels those terms could occupy are the ignore label {len(terms) + 1} in "
+                           f"dataset.json ({sum(report.ignored.values())} voxels in {len(report.ignored)} cases), "
+                           "left out of nnU-Net's loss" if report.ignored else
+                           "no voxel of theirs could hold those terms, so no ignore label is needed"))
+    if any(split_of.get(c) == "test" for c in report.ignored):
+        report.notes.append("labelsTs files hold the ignore label too: nnUNetv2_evaluate_folder given this "
+                            "dataset.json (-djfile) leaves those voxels out")
