@@ -86,6 +86,30 @@ def test_sigkill_during_ingest_resumes_without_redoing_cases(tmp_path: Path, dem
     assert ta == tb
 
 
+def test_sigterm_during_ingest_says_so_and_the_next_run_resumes(tmp_path: Path, demo_raw: Path) -> None:
+    """A batch scheduler's SIGTERM stops the run as Ctrl-C does: a message, exit code 143, its pool
+    shut down, the workspace unlocked, finished cases kept."""
+    pipe = _pipeline(tmp_path, demo_raw, workers=1)
+    ws = tmp_path / "workspace"
+    cmd = [sys.executable, "-m", "curator", "run", str(pipe), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while _ingest_results(ws) < 5 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    done_before = _ingest_results(ws)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "terminated (SIGTERM): finished cases are kept" in stderr
+    assert 5 <= done_before < 25
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    m = re.search(r"ingest: (\d+) cases \((\d+) cached, (\d+) run\)", out.stderr)
+    assert m, out.stderr
+    assert int(m.group(2)) >= done_before
+
+
 def test_second_run_on_a_locked_workspace_is_refused(tmp_path: Path, demo_raw: Path) -> None:
     pipe = _pipeline(tmp_path, demo_raw)
     ws = Workspace(tmp_path / "workspace")

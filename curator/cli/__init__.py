@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from curator.cli.common import setup_logging
+from curator.cli.common import setup_logging, stop_on_sigterm
 
 app = typer.Typer(name="curator", no_args_is_help=True, add_completion=False,
                   help="Turn public 3D medical segmentation datasets into one versioned, queryable collection.",
@@ -57,4 +57,5 @@ _register()
 
 
 def main() -> None:
+    stop_on_sigterm()
     app()

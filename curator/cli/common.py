@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import math
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from enum import Enum
@@ -44,6 +46,30 @@ def setup_logging(verbose: bool, debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, ``kill``, a container stop) raised in the main
+    thread, so a run stops as after Ctrl-C: stages' cleanup runs (a Dask cluster shuts down),
+    and the user is told the finished cases are kept."""
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` in this process. A process forked from it that
+    inherits the handler dies of the signal as before (the check on the process id)."""
+    owner = os.getpid()
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    try:
+        signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:  # not the main thread (curator's CLI called from a thread): keep the default
+        pass
+
+
 def handle_errors(fn: F) -> F:
     """Curator errors → a red message and exit code 2; anything else → exit code 3, no traceback
     unless ``--debug``."""
@@ -54,10 +80,11 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, ClickException):
             raise
-        except KeyboardInterrupt:
-            err.print("[bold yellow]interrupted[/]: finished cases are kept; run the same command again to "
+        except KeyboardInterrupt as e:
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            err.print(f"[bold yellow]{what}[/]: finished cases are kept; run the same command again to "
                       "resume", highlight=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         except CuratorError as e:
             err.print(f"[bold red]error[/] {escape(f'[{e.kind}] {e}')}", highlight=False)
             raise typer.Exit(2) from None

@@ -11,15 +11,50 @@ from curator.config import ExecutorConfig, PipelineConfig
 from curator.errors import ConfigError
 
 
-def test_ctrl_c_says_how_to_resume(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("signal_name", "code", "said"), [("SIGINT", 130, "interrupted"),
+                                                            ("SIGTERM", 143, "terminated (SIGTERM)")])
+def test_ctrl_c_and_sigterm_say_how_to_resume(signal_name: str, code: int, said: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from curator.cli.common import Terminated
+
     @handle_errors
     def work() -> None:
-        raise KeyboardInterrupt
+        raise Terminated if signal_name == "SIGTERM" else KeyboardInterrupt
 
     with pytest.raises(typer.Exit) as e:
         work()
-    assert e.value.exit_code == 130
-    assert "run the same command again to resume" in capsys.readouterr().err
+    assert e.value.exit_code == code
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps at its width
+    assert said in err and "run the same command again to resume" in err
+
+
+_SIGTERM_SELF = """
+import os, signal, sys
+from curator.cli.common import Terminated, stop_on_sigterm
+stop_on_sigterm()
+child = os.fork()
+if child == 0:  # a forked process inherits the handler, and must still die of the signal
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(0)
+_, status = os.waitpid(child, 0)
+print("child", os.waitstatus_to_exitcode(status))
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+except Terminated:
+    print("terminated")
+"""
+
+
+def test_sigterm_stops_the_main_process_like_ctrl_c_and_kills_forked_children() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", _SIGTERM_SELF], capture_output=True, text=True, env=env,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == [f"child {-15}", "terminated"], out.stdout
 
 
 @pytest.mark.parametrize("workers", [0, -3])
