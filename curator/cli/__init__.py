@@ -30,10 +30,22 @@ EXTENSIONS = [
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from curator import __version__
+        from curator.envinfo import code_revision
+
+        rev = code_revision()
+        typer.echo(f"curator {__version__}" + (f" ({rev})" if rev else ""))
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="more log output")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    version: Annotated[bool, typer.Option("--version", help="print curator's version and exit",
+                                          callback=_print_version, is_eager=True)] = False,
 ) -> None:
     setup_logging(verbose, debug)
 

@@ -72,3 +72,12 @@ def test_verify_and_diff_refuse_csv(tmp_path) -> None:
     for args in (["verify", str(tmp_path), "-f", "csv"], ["diff", str(tmp_path), str(tmp_path), "-f", "csv"]):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and "csv" in res.output
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    from curator import __version__
+    from curator.cli import app
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(f"curator {__version__}")
