@@ -56,7 +56,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                                        exists=True, file_okay=False)]) -> None:
         """Bring revised labels back as each case's `revised` layer (origin=revised)."""
         from curator.config import PipelineConfig
-        from curator.pseudolabel.review import (
+        from curator.pseudolabel.review_import import (
             check_has_cases,
             import_review,
             record_import_problems,

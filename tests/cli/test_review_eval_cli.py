@@ -73,7 +73,7 @@ def test_review_export_onto_a_file_is_a_clear_error(pipeline: Path, tmp_path: Pa
 def test_review_import_of_a_folder_that_is_no_review_export_fails(pipeline: Path, tmp_path: Path) -> None:
     """An empty folder or a dedup report said "imported 0 revised case(s)" and exited 0."""
     from curator.errors import ConfigError
-    from curator.pseudolabel.review import import_review
+    from curator.pseudolabel.review_import import import_review
 
     empty, dedup, previews, export = (tmp_path / n for n in ("empty", "dedup-report", "previews", "export"))
     for folder in (empty, dedup, previews / "case_1", export / "case_1"):

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from curator.pseudolabel.release import assembled_label_map, assembled_mask
-from curator.pseudolabel.review import export_review, import_review
+from curator.pseudolabel.review import export_review
+from curator.pseudolabel.review_import import import_review
 from curator.pseudolabel.stage import PseudolabelStage
 from curator.release.build import build_release
 from curator.runner.run import run_stage
@@ -263,7 +264,7 @@ def test_a_revision_with_values_or_codes_the_export_did_not_write_is_refused(pha
 def test_a_refusal_stays_in_problems_review_until_its_case_imports(phantom_ws, tmp_path: Path) -> None:
     """Each import rewrote problems__review with its own rows only: a later import of other cases
     made the earlier refusals vanish, though those cases still had no revised layer."""
-    from curator.pseudolabel.review import record_import_problems
+    from curator.pseudolabel.review_import import record_import_problems
 
     out = tmp_path / "review"
     ws, cases = _exported(phantom_ws, out)
@@ -285,7 +286,7 @@ def test_a_refusal_of_a_folder_that_is_no_case_goes_once_the_folder_is_gone(phan
     """A case folder renamed (refused: not a case), then renamed back and imported: the refusal of
     the renamed folder stayed in problems__review for good — no import could ever clear it — and
     reached every release."""
-    from curator.pseudolabel.review import record_import_problems
+    from curator.pseudolabel.review_import import record_import_problems
 
     out = tmp_path / "review"
     ws, cases = _exported(phantom_ws, out)

@@ -218,7 +218,8 @@ def test_a_review_import_after_qc_puts_qc_out_of_date_until_it_judges_the_revise
         demo: Path, tmp_path: Path) -> None:
     import nibabel as nib
 
-    from curator.pseudolabel.review import export_review, import_review
+    from curator.pseudolabel.review import export_review
+    from curator.pseudolabel.review_import import import_review
 
     cfg = set_version(demo / "pipeline.yaml", "0.2.0")
     ctx = Context(cfg)
