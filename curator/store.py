@@ -18,7 +18,10 @@ codes may map to several terms and overlapping structures live in separate plane
 
 Layout (chosen with ``benchmarks/patch_read.py``, see ``docs/preprocess.md``): every array
 is sharded — one shard file holds up to :data:`SHARD_SHAPE` voxels as independently
-compressed inner chunks of :data:`INNER_CHUNKS` (Blosc; see :func:`codec_for`). Plain
+compressed inner chunks of :data:`INNER_CHUNKS` (Blosc; see :func:`codec_for`), each followed
+by its CRC32C (zarr's ``crc32c`` codec: the reader refuses a damaged chunk, which Blosc would
+mostly decode into other voxels without a word; stores written before 2026-12-06 have none and
+read as before). Plain
 zarr-python and tensorstore read the stores; :class:`ShardReader` reads boxes faster by
 decoding only the inner chunks a box touches straight from the shard files.
 
@@ -46,7 +49,7 @@ from typing import Any, cast
 import numpy as np
 import zarr
 from numpy.typing import NDArray
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from curator.errors import WorkspaceError
 from curator.io.fsutil import atomic_path, atomic_remove
@@ -87,7 +90,7 @@ def _layout(shape: tuple[int, ...], chunks: tuple[int, ...] | None) -> tuple[tup
 def _array(group: zarr.Group, name: str, data: NDArray[Any], chunks: tuple[int, ...] | None = None) -> None:
     inner, shard = _layout(tuple(data.shape), chunks)
     group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=inner, shards=shard,
-                             compressors=codec_for(data.dtype), fill_value=0,
+                             compressors=(codec_for(data.dtype), Crc32cCodec()), fill_value=0,
                              dimension_names=("i", "j", "k"))
     write_sharded(Path(str(group.store.root)) / group.path / name, data)  # type: ignore[attr-defined]
 

@@ -4,8 +4,12 @@ zarr-python pays a fixed cost per inner chunk (async pipeline, codec objects), w
 dominates random patch reads. :class:`ShardReader` reads the same bytes itself: it
 memory-maps each shard file once, reads its chunk index (the Zarr v3
 ``sharding_indexed`` layout: ``(offset, nbytes)`` pairs at the end of the file) and
-Blosc-decodes only the inner chunks a box touches into the output array. Arrays in any
-other layout are read through zarr-python, so every valid store stays readable.
+Blosc-decodes only the inner chunks a box touches into the output array. Chunks written with a
+CRC32C (inner codecs ``bytes, blosc, crc32c``: curator's stores since 2026-12-06) are checked
+against it before they are decoded — Blosc decodes most damaged bytes into other voxels without
+a word — and a mismatch is ``store_damaged``; chunks without one (``bytes, blosc``: older stores)
+read as before. Arrays in any other layout are read through zarr-python, so every valid store
+stays readable.
 
 >>> import numpy as np, tempfile, zarr
 >>> p = tempfile.mkdtemp() + "/a"
@@ -25,6 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import zarr
 from numcodecs import blosc
@@ -75,7 +80,7 @@ class ShardReader:
         if layout is None:
             self._zarr = zarr.open_array(str(self.path), mode="r")
             return
-        self.shard, self.inner, self.sep = layout
+        self.shard, self.inner, self.sep, self.crc = layout
         self.per_shard = tuple(s // i for s, i in zip(self.shard, self.inner, strict=True))
         self.dtype = self.dtype.newbyteorder("<")
 
@@ -101,16 +106,21 @@ class ShardReader:
             per_axis.append(spans)
         buf = np.empty(self.inner, dtype=self.dtype)
         raw = buf.reshape(-1).view(np.uint8)
-        p1, p2 = self.per_shard[1], self.per_shard[2]
-        # the hot loop: one index lookup (a Python list) and one Blosc decode per inner chunk
+        p1, p2, crc = self.per_shard[1], self.per_shard[2], self.crc
+        # the hot loop: one index lookup (a Python list), one CRC32C and one Blosc decode per inner chunk
         for (ka, la, si, di), (kb, lb, sj, dj), (kc, lc, sk, dk) in itertools.product(*per_axis):
             got = self._maps.get((ka, kb, kc)) or self._shard((ka, kb, kc))
             off, n = got[1][(la * p1 + lb) * p2 + lc] if got[1] is not None else (_NONE, 0)
             if off == _NONE:
                 out[di, dj, dk] = self.fill
                 continue
+            chunk = got[0][off:off + n]
+            if crc:
+                if not _crc_ok(chunk):
+                    raise self._damaged((ka, kb, kc), f"its chunk {la}/{lb}/{lc} fails its CRC32C checksum")
+                chunk = chunk[:-4]
             try:
-                blosc.decompress(got[0][off:off + n], raw)
+                blosc.decompress(chunk, raw)
             except (RuntimeError, ValueError) as e:
                 raise self._damaged((ka, kb, kc), "a chunk of it cannot be decoded") from e
             out[di, dj, dk] = buf[si, sj, sk]
@@ -146,15 +156,16 @@ class ShardReader:
         keys = self.sep.join(str(k) for k in key)
         return self.path / "c" / keys if self.sep == "/" else self.path / ("c" + self.sep + keys)
 
-    def damage(self, index: bool = True) -> str | None:
+    def damage(self, index: bool = True, chunks: bool = False) -> str | None:
         """Why the array's shard files are damaged, or None: every shard the writer listed
         (``WRITTEN_SHARDS``) is there and, with ``index``, its chunk index is intact (CRC32C, every
         chunk inside the file). Reads each shard's index only, never voxels; without ``index``,
-        one ``stat`` per shard. Arrays of another layout or writer are not judged."""
+        one ``stat`` per shard. With ``chunks`` (and ``index``), every chunk's bytes are checked
+        against their CRC32C too (the whole file read, nothing decoded; arrays written without
+        chunk checksums are judged by their index only). Arrays of another layout or writer are
+        not judged."""
         if self._zarr is not None or self.written is None:
             return None
-        import google_crc32c
-
         n = int(np.prod(self.per_shard))
         for key in sorted(self.written):
             name = "/".join(map(str, key))
@@ -175,6 +186,19 @@ class ShardReader:
             used = pairs[pairs[:, 0] != _MISSING]
             if len(used) and int((used[:, 0] + used[:, 1]).max()) > size - 16 * n - 4:
                 return f"shard {name}'s chunk index points past the end of the file (truncated?)"
+            if chunks and self.crc:
+                bad = self._bad_chunk(key, pairs)
+                if bad is not None:
+                    return f"shard {name}'s chunk {bad} fails its CRC32C checksum"
+        return None
+
+    def _bad_chunk(self, key: tuple[int, ...], pairs: NDArray[Any]) -> str | None:
+        """The first chunk (``"i/j/k"`` inside the shard) whose bytes fail their CRC32C, or None."""
+        with open(self._shard_path(key), "rb") as f:
+            data = np.frombuffer(f.read(), dtype=np.uint8)
+        for i, (off, n) in enumerate(pairs.tolist()):
+            if off != _NONE and not _crc_ok(data[off:off + n]):
+                return "/".join(map(str, np.unravel_index(i, self.per_shard)))
         return None
 
     def _damaged(self, key: tuple[int, ...], why: str) -> WorkspaceError:
@@ -189,11 +213,18 @@ class ShardReader:
         self._maps.clear()
 
 
-def store_damage(store: str | os.PathLike[str], parts: tuple[str, ...] = (), index: bool = True) -> list[str]:
+def _crc_ok(chunk: NDArray[np.uint8]) -> bool:
+    """Whether a chunk's bytes end in the CRC32C (4 bytes, little-endian) of the rest (zarr's crc32c codec)."""
+    return len(chunk) >= 4 and google_crc32c.value(chunk[:-4]) == int.from_bytes(chunk[-4:].tobytes(), "little")
+
+
+def store_damage(store: str | os.PathLike[str], parts: tuple[str, ...] = (), index: bool = True,
+                 chunks: bool = False) -> list[str]:
     """What is damaged in a case store (empty: nothing found): one line per array, e.g.
     ``"image: shard 0/0/0 was written but is missing"`` — see :meth:`ShardReader.damage`.
     ``parts`` limits the check to arrays under those paths (``("image", "labels/original")``).
-    A store without its ``zarr.json`` is one line too."""
+    ``chunks`` checks every chunk's CRC32C too (reads every byte of the store; see
+    :meth:`ShardReader.damage`). A store without its ``zarr.json`` is one line too."""
     root = Path(store)
     if not (root / "zarr.json").is_file():
         return ["zarr.json: the store's metadata is missing"]
@@ -205,7 +236,7 @@ def store_damage(store: str | os.PathLike[str], parts: tuple[str, ...] = (), ind
         try:
             if json.loads(meta.read_text(encoding="utf-8")).get("node_type") != "array":
                 continue
-            why = ShardReader(meta.parent).damage(index)
+            why = ShardReader(meta.parent).damage(index, chunks)
         except (OSError, ValueError, KeyError) as e:
             why = f"its metadata cannot be read ({type(e).__name__}: {e})"
         if why:
@@ -213,16 +244,17 @@ def store_damage(store: str | os.PathLike[str], parts: tuple[str, ...] = (), ind
     return out
 
 
-def _parse_layout(meta: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...], str] | None:
-    """``(shard shape, inner chunk shape, key separator)`` when the array uses the layout this
-    reader decodes (sharding_indexed → bytes + blosc, index at the end with crc32c)."""
+def _parse_layout(meta: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...], str, bool] | None:
+    """``(shard shape, inner chunk shape, key separator, chunks carry a CRC32C)`` when the array
+    uses a layout this reader decodes (sharding_indexed → bytes + blosc, optionally + crc32c; index
+    at the end with crc32c)."""
     codecs = meta.get("codecs") or []
     if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
         return None
     cfg = codecs[0]["configuration"]
     inner_codecs = [c["name"] for c in cfg.get("codecs", [])]
     index_codecs = [c["name"] for c in cfg.get("index_codecs", [])]
-    if inner_codecs != ["bytes", "blosc"] or index_codecs != ["bytes", "crc32c"]:
+    if inner_codecs not in (["bytes", "blosc"], ["bytes", "blosc", "crc32c"]) or index_codecs != ["bytes", "crc32c"]:
         return None
     if cfg.get("index_location", "end") != "end":
         return None
@@ -236,28 +268,26 @@ def _parse_layout(meta: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...
     sep = (enc.get("configuration") or {}).get("separator", "/")
     shard = tuple(int(x) for x in grid["configuration"]["chunk_shape"])
     inner = tuple(int(x) for x in cfg["chunk_shape"])
-    return shard, inner, sep
+    return shard, inner, sep, inner_codecs[-1] == "crc32c"
 
 
 def write_sharded(path: str | os.PathLike[str], data: NDArray[Any]) -> None:
     """Write ``data`` into the (already created, empty) sharded array at ``path``.
 
     Produces exactly the Zarr v3 ``sharding_indexed`` layout zarr-python writes (inner
-    chunks padded with the fill value, Blosc per the array's metadata, all-fill chunks left
-    out, index + CRC32C at the end) without zarr-python's per-chunk overhead, which dominates
+    chunks padded with the fill value, Blosc per the array's metadata, then each chunk's CRC32C
+    when the metadata asks for one, all-fill chunks left out, index + CRC32C at the end) without zarr-python's per-chunk overhead, which dominates
     writes with small inner chunks, and lists the shard files written in the array's
     attributes (``WRITTEN_SHARDS``): a reader then tells a deleted shard from an all-fill one.
     Arrays in another layout are written through zarr-python.
     """
-    import google_crc32c
-
     root = Path(path)
     meta = json.loads((root / "zarr.json").read_text(encoding="utf-8"))
     layout = _parse_layout(meta)
     if layout is None:
         zarr.open_array(str(root), mode="r+")[...] = data
         return
-    shard, inner, sep = layout
+    shard, inner, sep, crc = layout
     cfg = meta["codecs"][0]["configuration"]["codecs"][1]["configuration"]
     shuffle = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}[cfg["shuffle"]]
     fill = meta.get("fill_value", 0) or 0
@@ -284,6 +314,8 @@ def write_sharded(path: str | os.PathLike[str], data: NDArray[Any]) -> None:
                 continue
             enc = blosc.compress(np.ascontiguousarray(block), cfg["cname"].encode(), int(cfg["clevel"]), shuffle,
                                  int(cfg.get("blocksize", 0)), arr.itemsize)
+            if crc:
+                enc += google_crc32c.value(enc).to_bytes(4, "little")
             index[local] = (offset, len(enc))
             parts.append(enc)
             offset += len(enc)

@@ -59,7 +59,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _list("removed", rep.removed, limit, "red")
             _list("modified", rep.modified, limit, "red")
             _list("stores whose content hash differs", rep.stores_modified, limit, "red")
-            _list("damaged stores (a shard missing or truncated)", rep.stores_damaged, limit, "red")
+            _list("damaged stores (a shard missing or truncated, a chunk failing its CRC32C)", rep.stores_damaged,
+                  limit, "red")
             _list("dataset card issues", rep.card_issues, limit, "red")
             _list("row counts of release.json the tables do not hold", rep.counts_differ, limit, "red")
         if not rep.ok:

@@ -115,7 +115,7 @@ def release_step(b: ReleaseBuilder) -> None:
             continue
         dst = b.staging / "stores" / f"{rec['case_id']}.zarr"
         link_tree(src, dst, skip)
-        damage = store_damage(dst)
+        damage = store_damage(dst, chunks=True)  # every chunk's CRC32C: the image is not read here
         rng = np.random.default_rng([SEED, *rec["case_id"].encode()])
         try:
             found, arrays = ([], {}) if damage else term_locations(CaseStore(dst), rng)
@@ -134,8 +134,10 @@ def release_step(b: ReleaseBuilder) -> None:
     if damaged:  # published, it reads as zeros where a shard was (or crashes the loader): never
         raise ReleaseError("store_damaged", f"{len(damaged)} case store(s) in the workspace are damaged: "
                            + "; ".join(damaged[:5]) + (" and more" if len(damaged) > 5 else ""),
-                           remedy="run the pipeline (`curator run pipeline.yaml`): preprocess rebuilds a damaged "
-                           "store and pseudolabel its layer; then write the release again")
+                           remedy="delete each damaged case's store folder (<workspace>/stores/<case>.zarr) and run "
+                           "the pipeline (`curator run pipeline.yaml`): preprocess rebuilds the store and pseudolabel "
+                           "its layer (a cached run notices a missing shard or a broken index itself, not a chunk "
+                           "failing its CRC32C: that needs every byte read); then write the release again")
     b.tables["store_terms"] = to_arrow("store_terms", rows)
     if missing:  # a row without its store would send the loader to a folder that is not there
         log.warning("release: %d case(s) have no store in the workspace (see problems); left out", len(missing))

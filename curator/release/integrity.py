@@ -172,8 +172,8 @@ def verify_release(path: str | Path) -> VerifyReport:
 
     Reports files added, removed or modified (paths relative to the release; files inside
     stores as ``stores/<case>.zarr/<file>``), the stores whose content hash differs, the stores
-    whose shards are damaged although their hash agrees (a shard the writer listed is missing or
-    its chunk index broken: damage from before the release was written), and the dataset card's
+    whose shards are damaged although their hash agrees (a shard the writer listed is missing, its
+    chunk index broken or a chunk failing its CRC32C: damage from before the release was written), and the dataset card's
     structure issues.
     """
     from curator.registry.layout import is_case_id
@@ -213,7 +213,7 @@ def verify_release(path: str | Path) -> VerifyReport:
         except (ReleaseError, OSError):  # a link or an unreadable file inside: changed, and named below
             hashes = {p.relative_to(store).as_posix(): "" for p in store.rglob("*") if p.is_symlink() or p.is_file()}
         if store.is_dir() and not linked:  # damage the checksums cannot see: a store damaged before it was released
-            rep.stores_damaged += [f"{case_id}: {why}" for why in store_damage(store)]
+            rep.stores_damaged += [f"{case_id}: {why}" for why in store_damage(store, chunks=True)]
         if hash_of_file_hashes(hashes) != meta.get("sha256"):
             rep.stores_modified.append(case_id)
             if sums_ok:  # the per-file list is trustworthy: name the files that changed

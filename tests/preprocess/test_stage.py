@@ -259,6 +259,34 @@ def test_a_damaged_store_is_rebuilt_and_a_release_refuses_it(tiny: Tiny, tmp_pat
     build_release(Context(config))
 
 
+
+def test_a_chunk_damaged_before_the_release_is_refused_by_it_and_named_by_verify(tiny: Tiny, tmp_path,
+                                                                                  monkeypatch) -> None:
+    """One bit flipped inside an image chunk behind an intact shard index: the release did not read
+    the image and the index's CRC32C agreed, so it published the store (a voxel changed), and
+    `curator verify` said OK. Chunks carry a CRC32C now: the release refuses the store, naming the
+    chunk, and verify names it in a release written without the check."""
+    from curator.errors import ReleaseError
+    from curator.preprocess import release as pre_release
+    from curator.release.build import build_release
+    from curator.release.integrity import verify_release
+    from curator.runner.context import Context
+    from tests.store.test_store import _flip_in_first_chunk
+
+    root = _copy_workspace(tiny, tmp_path)
+    config = PipelineConfig.load(root / "pipeline.yaml")
+    cid = "TinyKits__case_00001"
+    _flip_in_first_chunk(root / "ws" / "stores" / f"{cid}.zarr" / "image")
+    with pytest.raises(ReleaseError) as e:
+        build_release(Context(config))
+    assert e.value.kind == "store_damaged" and cid in str(e.value)
+    assert "image: shard 0/0/0's chunk 0/0/0 fails its CRC32C checksum" in str(e.value)
+    real = pre_release.store_damage
+    monkeypatch.setattr(pre_release, "store_damage", lambda *a, **k: real(*a))  # the older release step
+    rep = verify_release(build_release(Context(config)))
+    assert not rep.ok and not rep.modified and not rep.stores_modified
+    assert rep.stores_damaged == [f"{cid}: image: shard 0/0/0's chunk 0/0/0 fails its CRC32C checksum"]
+
 def test_verify_names_a_store_damaged_before_its_release(tiny: Tiny, tmp_path, monkeypatch) -> None:
     """A release written by a curator that did not check its stores hashed the damaged store as it
     was, so every checksum agrees: verify now also checks each store's shards."""

@@ -160,6 +160,69 @@ def test_a_damaged_shard_is_an_error_not_blank_voxels(tmp_path: Path, damage: st
     assert np.array_equal(fresh.read("image", far), d[far])
 
 
+
+def _flip_in_first_chunk(array: Path) -> None:
+    """Flip one bit in the middle of the first chunk's compressed bytes of shard 0/0/0; the chunk
+    index (and its CRC32C) at the end of the file stays intact."""
+    shard = array / "c" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    n = int(np.prod([s // c for s, c in zip(zarr.open_array(str(array), mode="r").shards or (),
+                                             zarr.open_array(str(array), mode="r").chunks, strict=True)]))
+    index = np.frombuffer(bytes(data[len(data) - 16 * n - 4:-4]), "<u8").reshape(n, 2)
+    off, nbytes = (int(x) for x in index[0])
+    data[off + nbytes // 2] ^= 0x10
+    shard.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("array", ["image", "labels/original/0"])
+def test_a_flipped_byte_in_a_chunk_is_store_damaged_not_other_voxels(tmp_path: Path, data: dict[str, np.ndarray],
+                                                                     array: str) -> None:
+    """Bit rot inside a chunk behind an intact shard index: Blosc decoded it into other voxels
+    without a word (a training patch with wrong values), and only the shard index had a checksum.
+    Every chunk now carries its CRC32C; the reader checks it, and the whole-store check with
+    ``chunks`` (the release, `curator verify`) names the chunk."""
+    from curator.store_reader import store_damage
+
+    g = Geometry.from_affine(SHAPE, np.eye(4))
+    store = CaseStore.create(tmp_path / "s.zarr", geometry=g, attrs={}, image=data["image"],
+                             labels=[(data["a"] * 3 + data["b"], {1: ["x"], 3: ["y"], 4: ["z"], 6: ["w"]})])
+    _flip_in_first_chunk(store.path / array)
+    with pytest.raises(WorkspaceError) as e:
+        CaseStore(store.path).read(array)
+    assert e.value.kind == "store_damaged" and "curator verify" in str(e.value)
+    assert f"shard 0/0/0 of the array {array}: its chunk 0/0/0 fails its CRC32C checksum" in str(e.value)
+    assert store_damage(store.path) == []  # the index alone (the cached-run check) cannot see it
+    assert store_damage(store.path, chunks=True) == [f"{array}: shard 0/0/0's chunk 0/0/0 fails its CRC32C checksum"]
+    with pytest.raises(ValueError, match="checksum"):  # zarr-python checks the same codec
+        zarr.open_array(str(store.path / array), mode="r")[:]
+
+
+def test_zarr_python_reads_the_checksummed_chunks_as_the_reader_does(store: CaseStore,
+                                                                      data: dict[str, np.ndarray]) -> None:
+    for name, want in [("image", data["image"]), ("body", data["body"]), ("labels/original/1", data["b"])]:
+        arr = zarr.open_array(str(store.path / name), mode="r")
+        assert [c.to_dict()["name"] for c in arr.metadata.codecs[0].codecs] == ["bytes", "blosc", "crc32c"]
+        assert np.array_equal(arr[:], store.read(name)) and np.array_equal(store.read(name), want)
+
+
+def test_stores_written_before_chunk_checksums_still_read(tmp_path: Path, data: dict[str, np.ndarray]) -> None:
+    """Received releases and existing workspaces hold stores whose chunks have no CRC32C (inner
+    codecs bytes, blosc): the fast reader still decodes them itself, and the whole-store check
+    judges them by their shard index."""
+    from curator.store import codec_for
+    from curator.store_reader import store_damage, write_sharded
+
+    g = zarr.open_group(str(tmp_path / "old.zarr"), mode="w")
+    g.create_array("image", shape=SHAPE, dtype="int16", chunks=INNER_CHUNKS, shards=(256, 256, 256),
+                   compressors=codec_for(np.dtype("int16")), fill_value=0)  # the previous curator's layout
+    write_sharded(tmp_path / "old.zarr" / "image", data["image"])
+    r = ShardReader(tmp_path / "old.zarr" / "image")
+    assert r._zarr is None and not r.crc  # the fast path, without a checksum to check
+    box = (slice(250, 300), slice(10, 70), slice(0, 45))
+    assert np.array_equal(r.read(box), data["image"][box])
+    assert np.array_equal(r.read(), zarr.open_array(str(tmp_path / "old.zarr" / "image"), mode="r")[:])
+    assert store_damage(tmp_path / "old.zarr", chunks=True) == []
+
 def test_the_never_written_all_fill_shards_still_read_as_fill(tmp_path: Path) -> None:
     store, d = _sparse_store(tmp_path / "s.zarr")
     assert [p.relative_to(store.path / "image" / "c").as_posix() for p in _shard_files(store)] == ["0/0/0"]
