@@ -40,10 +40,10 @@ class PreprocessStage(Stage):
     # float images shifted once (not in place), far fill values clipped (the comment said 4, the
     # version stayed 3: cached cases were not redone); 5: PNG slice labels put on the slices of the
     # DICOM files they annotate (label_geometry.slices); 6: smooth labels' ties take the nearest
-    # source voxel (they went to background: a 5 mm ball lost 9 % at 0.5 -> 1 mm); 7: every store chunk
-    # carries its CRC32C (inner codecs bytes, blosc, crc32c): cached stores are rebuilt, so a workspace
-    # never mixes checked stores with unchecked ones (older stores still read)
-    version = "7"
+    # source voxel (they went to background: a 5 mm ball lost 9 % at 0.5 -> 1 mm). Not bumped for the
+    # chunks' CRC32C (2026-12-06): the voxels are the same, the reader takes stores with and without it,
+    # and a bump would redo every case's preprocessing and pseudo-labelling in an existing workspace
+    version = "6"
     config_class = PreprocessConfig
     tables = ("preprocessed",)
     requires = ("cases",)
