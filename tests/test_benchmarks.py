@@ -97,3 +97,15 @@ def test_solf_eval_refuses_a_missing_real_data_folder(tmp_path: Path, monkeypatc
     monkeypatch.setattr(sys, "argv", ["solf_eval.py", "--real", str(tmp_path), "--no-totalseg"])
     with pytest.raises(SystemExit, match="no KiTS23 segmentations"):
         solf_eval.main()
+
+
+def test_chunk_crc_benchmark_reads_both_layouts(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from benchmarks import chunk_crc
+
+    monkeypatch.setattr(sys, "argv", ["chunk_crc.py", "--shape", "96", "80", "40", "-n", "3", "--reps", "1"])
+    chunk_crc.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| smooth", "| phantom"))]
+    assert len(rows) == 6  # 2 images × 2 box sizes, then 2 whole-store rows
