@@ -223,6 +223,7 @@ def test_stores_written_before_chunk_checksums_still_read(tmp_path: Path, data: 
     assert np.array_equal(r.read(), zarr.open_array(str(tmp_path / "old.zarr" / "image"), mode="r")[:])
     assert store_damage(tmp_path / "old.zarr", chunks=True) == []
 
+
 def test_the_never_written_all_fill_shards_still_read_as_fill(tmp_path: Path) -> None:
     store, d = _sparse_store(tmp_path / "s.zarr")
     assert [p.relative_to(store.path / "image" / "c").as_posix() for p in _shard_files(store)] == ["0/0/0"]
