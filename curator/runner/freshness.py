@@ -276,6 +276,15 @@ def check_fresh(ctx: Context) -> None:
     if reasons:
         raise ReleaseError("release_stale", "the workspace's tables are out of date with pipeline.yaml: "
                            + "; ".join(reasons),
-                           remedy="run the pipeline (`curator run pipeline.yaml`: cases whose inputs did not "
-                           "change come from the cache), or set `enabled: false` on a stage the release "
-                           "should leave out")
+                           remedy=_stale_remedy(reasons))
+
+
+def _stale_remedy(reasons: list[str]) -> str:
+    """What to do about ``release_stale``; it warns that a stage whose version changed re-runs
+    every one of its cases (its cache is keyed by the version), where only changed cases would."""
+    bumped = sorted({r.split(" ran with stage version", 1)[0] for r in reasons if " ran with stage version " in r})
+    cache = ("cases whose inputs did not change come from the cache" if not bumped else
+             f"{', '.join(bumped)} re-run{'s' if len(bumped) == 1 else ''} every case (a new stage version: its "
+             "cached results no longer apply); other cases whose inputs did not change come from the cache")
+    return (f"run the pipeline (`curator run pipeline.yaml`: {cache}), or set `enabled: false` on a stage the "
+            "release should leave out")
