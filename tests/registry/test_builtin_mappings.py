@@ -32,6 +32,29 @@ def test_builtin_values_follow_the_datasets_own_metadata(dataset: str) -> None:
         assert values[raw] == (name,), (dataset, raw, values[raw])
 
 
+def test_brain_atlas_sides_follow_the_hammers_label_list() -> None:
+    """The Hammers n30r95 label list gives every paired region an odd value on the right and an
+    even one on the left (1 hippocampus R, 2 hippocampus L, ..., 20 insula posterior long gyrus L,
+    21 R, 45 lateral ventricle excluding temporal horn R, 46 L, ..., 95 insula anterior long gyrus
+    R). SAT-DS's processor.py names every pair the other way round (1 'left hippocampus'), and the
+    registry had copied it: all 92 lateral regions of Brain_Atlas carried the other hemisphere's
+    name."""
+    from curator.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    values = load_registry().get("Brain_Atlas").labels.values
+    sided = {}
+    for raw, names in values.items():
+        (name,) = names
+        term = tax.resolve(name)
+        assert term is not None, name
+        if term.laterality is not None:
+            sided[raw] = term.laterality
+    assert len(sided) == 92 and set(values) - set(sided) == {19, 44, 49}  # brainstem, corpus callosum, 3rd ventricle
+    assert {raw: side for raw, side in sided.items() if side != ("right" if raw % 2 else "left")} == {}
+    assert values[1] == ("right hippocampus",) and values[20] == ("left insula posterior long gyrus",)
+
+
 def test_dap_atlas_ignores_its_left_to_annotate_value() -> None:
     """DAP's value 1 ('Left to annotate') is what the pipeline did not label: not a structure."""
     labels = load_registry().get("DAP_Atlas").labels
