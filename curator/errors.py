@@ -239,7 +239,7 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("dicom_no_pixel_data", "a DICOM file has no pixel data",
                 "remove non-image DICOM objects (SR, PR, SEG) from the series folder"),
     ProblemKind("dicom_multiple_series", "one folder mixes several DICOM series",
-                "split the folder by SeriesInstanceUID or set `series` in the layout entry"),
+                "split the folder by SeriesInstanceUID (one folder per series) or narrow the layout pattern"),
     ProblemKind("dicom_missing_slice", "a DICOM series has a gap in its slice positions",
                 "download the series again; a slice is missing"),
     ProblemKind("dicom_uneven_spacing", "a DICOM series' slices are not evenly spaced",
@@ -257,6 +257,9 @@ _KINDS: list[ProblemKind] = [
                 "with more memory)"),
     ProblemKind("duplicate_case", "two files map to the same case id",
                 "make the layout pattern specific enough to give each file its own case"),
+    ProblemKind("series_not_image", "a folder a layout's image pattern matched holds a non-image DICOM series "
+                "(RTSTRUCT, SEG, ...) beside the case's image series; it was not ingested",
+                "nothing to do; narrow the image pattern to silence this"),
     ProblemKind("sequence_undeclared", "a file matches a layout's image pattern with a `{sequence}` value that "
                 "the dataset's `sequences:` does not declare; it was not ingested",
                 "add the sequence to `sequences:` if the file is an image, or to `exclude:` if not"),

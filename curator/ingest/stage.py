@@ -26,7 +26,7 @@ from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, 
 from curator.workspace import ChecksumCache
 
 # layout problems that say what was left out on purpose, not that a file was lost
-_LAYOUT_SEVERITY = {"sequence_undeclared": "warning", "image_is_label": "warning"}
+_LAYOUT_SEVERITY = {"sequence_undeclared": "warning", "image_is_label": "warning", "series_not_image": "info"}
 
 @dataclass(frozen=True)
 class IngestConfig(StageConfig):

@@ -27,6 +27,10 @@ from curator.io.volume import Geometry, Volume
 NON_IMAGE_SOP = {
     "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
 }
+# series that hold no image of the patient: structure sets, segmentations, plans, doses, reports,
+# presentation states, key objects, registrations (TCIA studies keep them beside the CT series)
+NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SEG", "SR", "PR", "KO", "REG",
+                                  "DOC"})
 
 
 def list_files(folder: Path) -> list[Path]:
@@ -53,6 +57,25 @@ def list_files(folder: Path) -> list[Path]:
             if p.is_file() and not name.startswith("."):
                 out.append(p)
     return out
+
+
+def series_modality(folder: Path, max_files: int = 16) -> str | None:
+    """The ``Modality`` of the first DICOM file under ``folder`` (header only; the first
+    ``max_files`` files are tried), or None when none of them is DICOM or the folder cannot be read.
+
+    Layout discovery asks it when one pattern matches several series folders of a case, to
+    take the image series over an RTSTRUCT or SEG folder beside it."""
+    try:
+        files = list_files(folder)[:max_files]
+    except ReadError:
+        return None
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["Modality"])
+        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+            continue
+        return str(ds.get("Modality", "") or "").upper()
+    return None
 
 
 # DICOM files are often named after the patient (Siemens exports: NAME.CT.STUDY...DATE...IMA) or

@@ -306,6 +306,25 @@ def _first_of_each(matches: list[tuple[str, dict[str, str]]], is_dir: bool,
     return kept, dropped
 
 
+def _image_series_first(root: Path, ms: list[tuple[str, dict[str, str]]],
+                        problems: list[InputError]) -> list[tuple[str, dict[str, str]]]:
+    """Several folders matched for one case (``<study>/*/`` over a TCIA study): the folders whose
+    DICOM series is a non-image object (RTSTRUCT, SEG ...) are left out, each an info
+    ``series_not_image`` problem, unless no folder holds anything else."""
+    from curator.io.dicom import NON_IMAGE_MODALITIES, series_modality
+
+    modality = {f: series_modality(root / f) for f, _ in ms}
+    images = [m for m in ms if modality[m[0]] not in NON_IMAGE_MODALITIES]
+    if not images:
+        return ms
+    kept = _first_of_each(images, True)[0][0]
+    problems.extend(InputError(
+        "series_not_image", f"{f} holds a {modality[f]} series, not an image; the case's image is {kept}",
+        path=str(root / f), remedy="nothing to do (it is not ingested); narrow the image pattern to silence this")
+        for f, _ in ms if modality[f] in NON_IMAGE_MODALITIES)
+    return images
+
+
 def _unused(root: Path, dropped: list[str], kept: str, case_id: str) -> list[InputError]:
     """``duplicate_case`` problems of the files a layout matched for a case but did not use."""
     return [_duplicate(root, f, kept, case_id, _SAME_NAME if os.path.dirname(f) != os.path.dirname(kept)
@@ -381,6 +400,8 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
                 remedy="put the placeholder naming each image's case (e.g. {case}) in the label pattern too"))
             labels_by_key, unused_labels, lab_rx = {}, {}, None
         for key, ms in sorted(matches.items()):
+            if entry.image_is_dir and len(ms) > 1:
+                ms = _image_series_first(root, ms, problems)
             (f, g), dropped = _first_of_each(ms, entry.image_is_dir)
             lkey = tuple(g.get(p, "") for p in shared)
             labs = sorted((s, p) for s, p, _ in labels_by_key.get(lkey, [])) if lab_rx else []
