@@ -91,6 +91,15 @@ def check_grid(image: Geometry, label: Geometry, tol_mm: float, path: str) -> bo
         return False
     if image.axis_map(label, tol_mm=tol_mm) is not None:
         return True
+    offset = crop_offset(image, label, tol_mm)
+    if offset is not None:  # 3D Slicer saves a .seg.nrrd cropped to its segments' extent by default
+        raise GeometryError("shape_mismatch", f"the label, shape {label.shape}, is a crop of the image grid, "
+                            f"shape {image.shape}, starting at image voxel {offset}: a segmentation saved cropped "
+                            "to its segments' extent (as 3D Slicer saves one by default), which is not read",
+                            path=path,
+                            remedy="export it as a label map on the image's own grid (3D Slicer: Segmentations > "
+                            "Export to files with the image as reference volume, or Export visible segments to "
+                            "binary labelmap with the image as reference) and point the label pattern at that")
     if sorted(image.shape) != sorted(label.shape):
         raise GeometryError("shape_mismatch", f"label shape {label.shape} differs from image shape {image.shape}",
                             path=path, remedy="check that the label belongs to this image, or resample it "
@@ -100,6 +109,29 @@ def check_grid(image: Geometry, label: Geometry, tol_mm: float, path: str) -> bo
                         f"(tolerance {tol_mm} mm)", path=path,
                         remedy="check the label's header; declare a geometry fix in the dataset YAML "
                         "if the dataset is known to need one, or raise geometry_tolerance_mm")
+
+
+def crop_offset(image: Geometry, label: Geometry, tol_mm: float) -> tuple[int, int, int] | None:
+    """The image voxel where ``label``'s first voxel lies when ``label`` is a smaller box of the
+    image's own grid (same axes and spacing, voxel centres on the image's), else None.
+
+    >>> from curator.io.volume import Geometry
+    >>> import numpy as np
+    >>> a = np.diag([2.0, 2.0, 3.0, 1.0])
+    >>> b = a.copy(); b[:3, 3] = [4.0, 6.0, 9.0]
+    >>> crop_offset(Geometry.from_affine((10, 10, 8), a), Geometry.from_affine((3, 2, 2), b), 0.01)
+    (2, 3, 3)
+    """
+    if label.shape == image.shape or not np.allclose(label.matrix[:3, :3], image.matrix[:3, :3], atol=1e-4):
+        return None
+    ijk = image.world_to_voxel(label.matrix[:3, 3])[0]
+    start = np.rint(ijk)
+    if np.linalg.norm(image.matrix[:3, :3] @ (ijk - start)) > max(tol_mm, 1e-3):
+        return None
+    end = start + np.asarray(label.shape)
+    if (start < 0).any() or (end > np.asarray(image.shape)).any():
+        return None
+    return int(start[0]), int(start[1]), int(start[2])
 
 
 def check_label_map(counts: dict[int, int], declared: set[int], path: str) -> list[int]:

@@ -289,3 +289,29 @@ def test_a_yaml_that_swaps_what_the_index_names_is_said(tmp_path: Path, block: d
     _, _, problems = _ingest(tmp_path / "b", [{"dataset": str(_spec(tmp_path, [{"index": "dataset.json"}],
                                                                     {"values": right}, name="Toy2")), "root": str(root)}])
     assert problems == []
+
+
+def test_a_segmentation_saved_cropped_to_its_extent_is_said_to_be_a_crop(tmp_path: Path) -> None:
+    # HaN-Seg ships one .seg.nrrd per organ; 3D Slicer saves a segmentation cropped to its
+    # segments' extent by default: before, "label shape (3, 2, 2) differs from image shape" and
+    # "resample it onto the image grid", though the crop lies exactly on the image's voxels
+    import numpy as np
+
+    from curator.io.volume import Geometry
+    from curator.testing.native import GEOMETRY, save_itk
+
+    root = tmp_path / "raw"
+    write_tree(root, [("set_1/case_01/case_01_IMG_CT.nrrd", "image", ()),
+                      ("set_1/case_01/case_01_OAR_Brainstem.seg.nrrd", "label", (1,))])
+    m = GEOMETRY.matrix.copy()
+    m[:3, 3] = GEOMETRY.voxel_to_world(np.array([2, 3, 1]))[0]
+    save_itk(root / "set_1/case_01/case_01_OAR_Parotid_L.seg.nrrd", np.ones((3, 2, 2), np.uint8),
+             Geometry.from_affine((3, 2, 2), m))
+    yml = _spec(tmp_path, [{"image": "set_1/{case}/{case}_IMG_CT.nrrd",
+                            "label": "set_1/{case}/{case}_OAR_{structure}.seg.nrrd"}],
+                {"encoding": "per_structure", "structures": {"Brainstem": "brainstem", "Parotid_L": "left parotid gland"}})
+    _, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    (p,) = [p for p in problems if p["severity"] != "info"]
+    assert (p["kind"], p["path"]) == ("shape_mismatch", "Toy:set_1/case_01/case_01_OAR_Parotid_L.seg.nrrd")
+    assert "is a crop of the image grid" in p["message"] and "starting at image voxel (2, 3, 1)" in p["message"]
+    assert "Export to files with the image as reference volume" in p["message"]
