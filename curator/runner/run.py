@@ -157,17 +157,18 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         raise _stopped(stage_cls.name, f"case {first_error.case_id}", p, "bad cases as problems")
     ordered = [results[t.case_id] for t in tasks if t.case_id in results]
     report.failed = sum(r.failed for r in ordered)
-    report.warnings = sum(len(r.problems) for r in ordered if not r.failed)
+    # info rows ("accepted, nothing to do") are kept in the table but are no warning
+    report.warnings = sum(p["severity"] != "info" for r in ordered if not r.failed for p in r.problems)
     tables = stage.finalize([r for r in ordered if not r.failed])
     for name, table in tables.items():
         report.tables[name] = table.num_rows
     extra = list(getattr(stage, "extra_problems", []))  # rows not tied to one task: a missing source root,
     errors = [p for p in extra if p["severity"] == "error"]  # an invalid dataset YAML, a duplicate file...
     report.errors = len(errors)
-    report.warnings += len(extra) - len(errors)
+    report.warnings += sum(p["severity"] == "warning" for p in extra)
     if config.on_bad_case in ("warn", "error"):
         for p in extra:  # said, not only stored: a whole source can be in one of these rows
-            log.log(logging.ERROR if p["severity"] == "error" else logging.WARNING, "%s [%s] %s",
+            log.log(_LEVEL.get(p["severity"], logging.WARNING), "%s [%s] %s",
                     p.get("path") or p.get("case_id") or p.get("dataset") or stage_cls.name, p["kind"], p["message"])
     if config.on_bad_case == "error" and errors:  # as a failed case: the problems are kept, the tables are not
         ws.write_table(f"problems__{stage_cls.name}", _problems_table(ordered, extra))
@@ -178,6 +179,9 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
                  planned=report.planned, failed=report.failed, tables=report.tables)
     log.info(report.line())
     return report
+
+
+_LEVEL = {"error": logging.ERROR, "info": logging.INFO}
 
 
 def _stopped(stage: str, at: str, row: dict[str, Any], record: str) -> StageError:

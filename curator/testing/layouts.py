@@ -41,6 +41,20 @@ def save_nifti(path: Path, array: NDArray[Any], g: Geometry, dtype: Any = None) 
     write_nifti(path, Volume(np.asarray(array), g), dtype=dtype)
 
 
+def write_rtstruct(folder: Path) -> Path:
+    """A one-file RTSTRUCT series (no pixel data), as TCIA studies keep beside their CT series."""
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.481.3")  # RT Structure Set Storage
+    meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = generate_uid(), ExplicitVRLittleEndian
+    path = folder / "1-1.dcm"
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\x00" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
 def write_msd_task(root: Path, name: str, train: list[tuple[str, NDArray[Any], NDArray[Any], Geometry]],
                    test: list[tuple[str, NDArray[Any], Geometry]], labels: dict[str, str],
                    modality: dict[str, str]) -> None:

@@ -315,3 +315,26 @@ def test_a_segmentation_saved_cropped_to_its_extent_is_said_to_be_a_crop(tmp_pat
     assert (p["kind"], p["path"]) == ("shape_mismatch", "Toy:set_1/case_01/case_01_OAR_Parotid_L.seg.nrrd")
     assert "is a crop of the image grid" in p["message"] and "starting at image voxel (2, 3, 1)" in p["message"]
     assert "Export to files with the image as reference volume" in p["message"]
+
+
+def test_info_rows_are_not_counted_or_logged_as_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """NSCLC's masks are stored RPI beside an LPS CT: each is an info row label_reoriented ("accepted,
+    nothing to do"), and a study's RTSTRUCT folder an info series_not_image; the summary line said
+    '... 5 warnings' and the run log printed WARNING for them."""
+    from curator.testing import perturb as P
+    from curator.testing.layouts import write_rtstruct
+
+    g = grid((8, 8, 4), (2.0, 2.0, 3.0), "LPS")
+    root = tmp_path / "raw"
+    write_tree(root, [("LUNG1-001/study/1.000000-NA-82046/", "image", ())], g=g)
+    write_rtstruct(root / "LUNG1-001" / "study" / "0.000000-NA-12345")
+    gf, flipped = P.flip_axis(g, label_array((1,), g.shape), 1)
+    save_nifti(root / "LUNG1-001" / "cavity.nii.gz", flipped, gf)
+    yml = _spec(tmp_path, [{"image": "{case}/study/*/", "label": "{case}/cavity.nii.gz"}], {"values": {1: "liver"}})
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    with caplog.at_level(logging.INFO):
+        (report,) = run(pipe, stages=["ingest"]).reports
+    assert sorted((p["kind"], p["severity"]) for p in table(pipe, "problems__ingest").to_pylist()) == [
+        ("label_reoriented", "info"), ("series_not_image", "info")]
+    assert report.warnings == 0 and "0 warnings" in report.line()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -9,6 +9,7 @@ from typing import Any
 
 from curator.registry.layout import discover
 from curator.registry.spec import parse_spec
+from curator.testing.layouts import write_rtstruct
 from curator.testing.native import write_tree
 
 
@@ -147,27 +148,12 @@ def test_two_entries_sharing_a_label_folder_give_each_case_its_image_and_label(t
     assert problems == []
 
 
-def _rtstruct(folder: Path) -> None:
-    """A one-file RTSTRUCT series (no pixel data), as TCIA keeps beside a study's CT series."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"  # RT Structure Set Storage
-    meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = generate_uid(), ExplicitVRLittleEndian
-    ds = FileDataset(str(folder / "1-1.dcm"), {}, file_meta=meta, preamble=b"\x00" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
-    ds.save_as(str(folder / "1-1.dcm"), enforce_file_format=True)
-
-
 def test_a_structure_set_folder_beside_the_ct_series_is_not_taken_for_the_image(tmp_path: Path) -> None:
     # NSCLC-Radiomics: LUNG1-NNN/<study>/<series>/ holds the CT series and an RTSTRUCT (or SEG)
     # series folder; the RTSTRUCT folder here sorts first, so name order alone would take it
     # and the case would fail with dicom_no_pixel_data (before: a duplicate_case error per patient)
     study = "NSCLC-Radiomics/LUNG1-001/09-18-2008-StudyID-69331"
-    _rtstruct(tmp_path / study / "0.000000-AA-12345")
+    write_rtstruct(tmp_path / study / "0.000000-AA-12345")
     write_tree(tmp_path, [(f"{study}/0.000000-NA-82046/", "image", ())])
     s = spec(layout=[{"image": "NSCLC-Radiomics/{case}/*/*/"}], labels={"encoding": "none"})
     cases, problems = discover(s, tmp_path)
