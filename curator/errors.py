@@ -181,7 +181,8 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("shape_mismatch", "image and label have different array shapes",
                 "check that the label belongs to this image, or resample it onto the image grid"),
     ProblemKind("geometry_mismatch", "image and label share a shape but not spacing/origin/direction",
-                "check the label's header; declare a geometry fix in the dataset YAML if the dataset is known to need one"),
+                "check the label's header; if the dataset stores its labels with a wrong or empty header, declare "
+                "`fixes: {label_geometry: {from: image}}` (+ `label_flip` when its array runs another way) in the dataset YAML"),
     ProblemKind("label_reoriented", "the label covers the image's voxels with axes permuted or flipped",
                 "nothing to do; later stages re-index the label onto the image grid"),
     ProblemKind("label_not_integer", "a label map has non-integer values",

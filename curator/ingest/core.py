@@ -84,6 +84,12 @@ def label_counts(a: NDArray[Any]) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(vals, counts, strict=True)}
 
 
+GEOMETRY_REMEDY = ("check the label's header; if the dataset is known to store its labels with a wrong or empty header, "
+                   "declare `fixes: {label_geometry: {from: image}}` in the dataset YAML (the label takes its image's "
+                   "grid; add `label_flip: {axes: [..]}` or `label_rot90` when its array runs another way — "
+                   "docs/registry.md, `fixes`); for a sub-millimetre difference, raise geometry_tolerance_mm")
+
+
 def check_grid(image: Geometry, label: Geometry, tol_mm: float, path: str) -> bool:
     """Raise when a label is not on its image's grid; ``True`` when it is the same grid with
     axes permuted/flipped (accepted: readers re-index it with ``Volume.on_grid``)."""
@@ -107,8 +113,7 @@ def check_grid(image: Geometry, label: Geometry, tol_mm: float, path: str) -> bo
     why = image.mismatch(label, tol_mm=tol_mm)
     raise GeometryError("geometry_mismatch", f"label and image grids differ: {why} "
                         f"(tolerance {tol_mm} mm)", path=path,
-                        remedy="check the label's header; declare a geometry fix in the dataset YAML "
-                        "if the dataset is known to need one, or raise geometry_tolerance_mm")
+                        remedy=GEOMETRY_REMEDY)
 
 
 def crop_offset(image: Geometry, label: Geometry, tol_mm: float) -> tuple[int, int, int] | None:

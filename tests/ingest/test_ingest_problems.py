@@ -338,3 +338,28 @@ def test_info_rows_are_not_counted_or_logged_as_warnings(tmp_path: Path, caplog:
         ("label_reoriented", "info"), ("series_not_image", "info")]
     assert report.warnings == 0 and "0 warnings" in report.line()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_label_with_an_empty_header_is_told_which_fix_to_declare(tmp_path: Path) -> None:
+    """A mask saved with an identity affine (the array on the image's grid, axes stored RPI beside
+    an LPS image): the remedy said 'declare a geometry fix' without naming one; it names
+    label_geometry (+ label_flip), and with those declared the mask lands where it belongs."""
+    import nibabel as nib
+    import numpy as np
+
+    g = grid((8, 8, 4), (2.0, 2.0, 3.0), "LPS")
+    root = tmp_path / "raw"
+    write_tree(root, [("LUNG1-001/ct.nii.gz", "image", ())], g=g)
+    mask = np.zeros(g.shape, np.uint8)
+    mask[0:2, 1:3, 0] = 1
+    (root / "masks").mkdir()
+    nib.save(nib.Nifti1Image(mask[::-1, :, ::-1].copy(), np.eye(4)), root / "masks" / "LUNG1-001.nii.gz")
+    layout = [{"image": "{case}/ct.nii.gz", "label": "masks/{case}.nii.gz"}]
+    yml = _spec(tmp_path, layout, {"values": {1: "liver"}})
+    _, _, problems = _ingest(tmp_path / "a", [{"dataset": str(yml), "root": str(root)}])
+    assert [p["kind"] for p in problems] == ["geometry_mismatch"]
+    assert "`fixes: {label_geometry: {from: image}}`" in problems[0]["message"] and "label_flip" in problems[0]["message"]
+    yml = _spec(tmp_path, layout, {"values": {1: "liver"}},
+                fixes={"label_flip": {"axes": [0, 2]}, "label_geometry": {"from": "image"}})
+    _, raw, problems = _ingest(tmp_path / "b", [{"dataset": str(yml), "root": str(root)}])
+    assert problems == [] and [(r["raw_value"], r["voxels"]) for r in raw] == [(1, 4)]
