@@ -32,7 +32,9 @@ DICOM_EXT = (".dcm", ".dicom", ".ima")
 
 # an absolute path (a reader's message may quote the file, or its own source file): two or more
 # components after the leading slash, up to a quote, blank or ``:line`` suffix
-_ABS_PATH = re.compile(r"""(?<![\w.])/(?:[^\s"':/]+/)+[^\s"':]*(?::\d+)*:?""")
+# not after a word, a dot, a `{placeholder}` or a glob: `{case}/ses-0001/x.nii.gz` in a layout
+# pattern is relative, and was cut down to `{case}` in the problems a pattern is quoted in
+_ABS_PATH = re.compile(r"""(?<![\w.}*])/(?:[^\s"':/]+/)+[^\s"':]*(?::\d+)*:?""")
 
 
 def scrub(text: str, known: Mapping[str, str] | None = None) -> str:
@@ -44,13 +46,16 @@ def scrub(text: str, known: Mapping[str, str] | None = None) -> str:
     'Cannot work out file type of the file'
     >>> scrub("Exception in Execute: /tmp/build/ITK/itkGDCMImageIO.cxx:468: cannot read")
     'Exception in Execute: cannot read'
+    >>> scrub("the pattern 'rawdata/{case}/ses-0001/{case}_{sequence}.nii.gz' or '**/{case}/x/' (a .seg.nrrd)")
+    "the pattern 'rawdata/{case}/ses-0001/{case}_{sequence}.nii.gz' or '**/{case}/x/' (a .seg.nrrd)"
     """
     for path, label in sorted((known or {}).items(), key=lambda kv: -len(kv[0])):
         for form in {path, str(Path(path).resolve())}:
             for quoted in (f'"{form}"', f"'{form}'", form):
                 text = text.replace(quoted, label)
     text = _ABS_PATH.sub("", text)
-    return re.sub(r"\s+([.,;:)])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
+    # the space a dropped path leaves before punctuation; not before a word starting with one (`.seg.nrrd`)
+    return re.sub(r"\s+([.,;:)])(?![\w*])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
 
 
 def memory_bytes() -> int:

@@ -363,3 +363,19 @@ def test_a_label_with_an_empty_header_is_told_which_fix_to_declare(tmp_path: Pat
                 fixes={"label_flip": {"axes": [0, 2]}, "label_geometry": {"from": "image"}})
     _, raw, problems = _ingest(tmp_path / "b", [{"dataset": str(yml), "root": str(root)}])
     assert problems == [] and [(r["raw_value"], r["voxels"]) for r in raw] == [(1, 4)]
+
+
+def test_a_problem_quoting_a_layout_pattern_quotes_all_of_it(tmp_path: Path) -> None:
+    """ISLES 2022's BIDS layout with FLAIR left undeclared: the sequence_undeclared row said the
+    file 'matches the image pattern 'rawdata/{case}'' — the row scrubber took the rest of the
+    pattern, `/ses-0001/...` after a placeholder, for an absolute path and dropped it."""
+    root = tmp_path / "raw"
+    case = "sub-strokecase0001"
+    write_tree(root, [(f"rawdata/{case}/ses-0001/{case}_ses-0001_{s}.nii.gz", "image", ()) for s in ("dwi", "flair")]
+               + [(f"derivatives/{case}/ses-0001/{case}_ses-0001_msk.nii.gz", "label", (1,))])
+    pattern = "rawdata/{case}/ses-0001/{case}_ses-0001_{sequence}.nii.gz"
+    yml = _spec(tmp_path, [{"image": pattern, "label": "derivatives/{case}/ses-0001/{case}_ses-0001_msk.nii.gz"}],
+                {"values": {1: "stroke"}}, sequences={"dwi": "MR"})
+    _, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    (p,) = problems
+    assert p["kind"] == "sequence_undeclared" and f"the image pattern '{pattern}' with sequence 'flair'" in p["message"]
