@@ -258,6 +258,10 @@ _KINDS: list[ProblemKind] = [
                 "with more memory)"),
     ProblemKind("duplicate_case", "two files map to the same case id",
                 "make the layout pattern specific enough to give each file its own case"),
+    ProblemKind("sides_swapped", "most left/right labels of a dataset lie on the patient's other side (its sides named "
+                "after the image's or viewer's left, or a swapped mapping)",
+                "swap each left/right pair in the dataset YAML's labels.values or labels.structures if the dataset's "
+                "sides are mirrored"),
     ProblemKind("series_not_image", "a folder a layout's image pattern matched holds a non-image DICOM series "
                 "(RTSTRUCT, SEG, ...) beside the case's image series; it was not ingested",
                 "nothing to do; narrow the image pattern to silence this"),

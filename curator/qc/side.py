@@ -26,6 +26,7 @@ import functools
 from collections import defaultdict
 from typing import Any
 
+from curator.errors import InputError
 from curator.taxonomy import load_taxonomy
 from curator.taxonomy.model import Taxonomy
 
@@ -87,3 +88,30 @@ def check_sides(rows: list[dict[str, Any]], margin_mm: float | None, tax: Taxono
                                     f"{'right' if side == 'left' else 'left'} of {what} (left/right swapped in the "
                                     "dataset's mapping, or a flipped header?)")
     return rows
+
+
+def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2) -> list[tuple[str, InputError]]:
+    """One ``sides_swapped`` problem per dataset most of whose side-checked labels (and at least
+    ``min_labels``) lie on the wrong side: a mapping that reads the dataset's L/R the wrong way
+    round (names after the image's or viewer's left, not the patient's), not a few bad cases.
+
+    >>> rows = [{"dataset": "D", "case_id": c, "wrong_side": w} for c, w in (("a", True), ("b", True), ("b", None))]
+    >>> [(ds, e.kind) for ds, e in swapped_datasets(rows)]
+    [('D', 'sides_swapped')]
+    """
+    checked: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("wrong_side") is not None:
+            checked[r["dataset"]].append(r)
+    out = []
+    for ds, rs in sorted(checked.items()):
+        wrong = [r for r in rs if r["wrong_side"]]
+        if len(wrong) >= min_labels and 2 * len(wrong) > len(rs):
+            cases = len({r["case_id"] for r in wrong})
+            out.append((ds, InputError(
+                "sides_swapped", f"{len(wrong)} of the {len(rs)} left/right labels of {ds} whose side was checked "
+                f"({cases} case(s)) lie on the patient's other side; qc excluded them", path=f"{ds}:",
+                remedy="open a case in a viewer; if the dataset names its sides after the image's (viewer's) left "
+                "rather than the patient's, swap each left/right pair in labels.values or labels.structures of its "
+                "dataset YAML and run again")))
+    return out

@@ -24,6 +24,7 @@ from curator.qc.config import QCConfig
 from curator.qc.features import MeasureOptions
 from curator.qc.overrides import REMEDY as OVERRIDES_REMEDY
 from curator.qc.overrides import conflicts, load_overrides
+from curator.qc.side import swapped_datasets
 from curator.qc.store_io import measure_store, store_fingerprint
 from curator.runner.freshness import file_digest
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
@@ -152,6 +153,9 @@ class QCStage(Stage):
                                  path=cfg.overrides, remedy="check the case id and term id against the qc table")
                 self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=o.case_id,
                                                        path=cfg.overrides, severity="warning"))
+        for ds, err in swapped_datasets(judged):  # a whole dataset read the wrong way round, not a bad case
+            self.extra_problems.append(problem_row(self.name, err, dataset=ds, case_id=None, path=err.path,
+                                                   severity="warning"))
         counts: dict[str, int] = {}
         for r in judged:
             counts[r["decision"]] = counts.get(r["decision"], 0) + 1

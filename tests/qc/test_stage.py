@@ -89,6 +89,25 @@ def test_truncated_label_only_and_measurements(qc_run: tuple[Context, list[dict[
     assert not any(r["case_id"] == "Phantom__c007" for r in rows)
 
 
+def test_a_dataset_whose_sides_are_all_swapped_is_said_once(
+        qc_run: tuple[Context, list[dict[str, Any]]], tmp_path: Path) -> None:
+    """A dataset naming its sides after the image's left (every case's kidneys on the wrong side)
+    gave one `side:` exclusion per label and nothing saying the mapping itself is mirrored; one bad
+    case among 23 (case 9 above) is no such row."""
+    ctx, _ = qc_run
+    assert not [p for p in pq.read_table(ctx.workspace.table_path("problems__qc")).to_pylist()
+                if p["kind"] == "sides_swapped"]
+    phantom_workspace(tmp_path / "ws", n_cases=3, swapped=(0, 1, 2))
+    ctx = context(tmp_path, min_cohort=12)
+    record_runs(ctx, "ingest", "harmonize", "preprocess")
+    report = run_stage(ctx, QCStage)
+    rows = [p for p in pq.read_table(ctx.workspace.table_path("problems__qc")).to_pylist()
+            if p["kind"] == "sides_swapped"]
+    assert [(p["dataset"], p["case_id"], p["severity"]) for p in rows] == [("Phantom", None, "warning")]
+    assert "6 of the 6 left/right labels of Phantom" in rows[0]["message"] and "labels.values" in rows[0]["message"]
+    assert report.warnings == 1
+
+
 def test_missing_store_is_a_problem_row(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
     ctx, _ = qc_run
     probs = pq.read_table(ctx.workspace.table_path("problems__qc")).to_pylist()
