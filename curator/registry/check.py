@@ -13,7 +13,7 @@ well-formed (SPDX id or ``LicenseRef-`` with notes; BibTeX with a key).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,11 @@ class Problem:
     kind: str
     message: str
     severity: str = "error"
+    builtin: bool = False  # about a dataset file curator ships (not one given with --registry)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"where": self.where, "kind": self.kind, "severity": self.severity, "message": self.message}
+        return {"where": self.where, "kind": self.kind, "severity": self.severity, "message": self.message,
+                "builtin": self.builtin}
 
 
 def _share_alike_checks(spec: DatasetSpec, where: str) -> list[Problem]:
@@ -135,20 +137,24 @@ def _region_checks(spec: DatasetSpec, tax: Any) -> list[Problem]:
 def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str | Path | None = None) -> list[Problem]:
     """Every problem of the taxonomy and the dataset registry (built-in + ``extra`` files)."""
     from curator.harmonize.mapping import build_mapping
-    from curator.registry import with_extra
+    from curator.registry import builtin_dir, with_extra
     from curator.taxonomy.load import read_taxonomy
 
     problems: list[Problem] = []
     tax, tissues = read_taxonomy(taxonomy)
     problems += [Problem(i.loc, i.kind, i.message, "warning" if i.kind in WARNING_KINDS else "error") for i in tissues]
     specs, builtin_issues, extra_issues, overrides = with_extra(extra)
-    problems += [Problem(i.loc, i.kind, i.message) for i in builtin_issues + extra_issues]
+    problems += [Problem(i.loc, i.kind, i.message, builtin=True) for i in builtin_issues]
+    problems += [Problem(i.loc, i.kind, i.message) for i in extra_issues]
     problems += [Problem(i.loc, i.kind, i.message, "warning") for i in overrides]
+    shipped = builtin_dir().resolve()
     for spec in specs.values():
-        problems += _dataset_checks(spec, tax.regions if tax else (), set(specs))
-        if tax is None:
-            continue
-        _, missues = build_mapping(spec, tax)
-        problems += [Problem(i.loc, i.kind, i.message) for i in missues]
-        problems += _region_checks(spec, tax)
+        found = _dataset_checks(spec, tax.regions if tax else (), set(specs))
+        if tax is not None:
+            _, missues = build_mapping(spec, tax)
+            found += [Problem(i.loc, i.kind, i.message) for i in missues]
+            found += _region_checks(spec, tax)
+        if spec.path and Path(spec.path).resolve().parent == shipped:
+            found = [replace(p, builtin=True) for p in found]
+        problems += found
     return problems

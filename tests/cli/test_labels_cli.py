@@ -39,6 +39,27 @@ def test_check_passes_and_reports_problems_as_data(tmp_path: Path) -> None:
     assert {("Bad.yaml", "value"), ("Bad.yaml", "licence"), ("Bad.yaml", "citation"), ("Bad", "term_unknown")} <= kinds
 
 
+def test_strict_check_of_a_users_file_is_not_failed_by_the_builtin_datasets_warnings(tmp_path: Path) -> None:
+    from curator.registry import builtin_dir
+    from curator.registry.check import check_label_system
+
+    shipped = [p for p in check_label_system() if p.severity == "warning"]
+    assert shipped and all(p.builtin for p in shipped)  # the premise: curator's own files carry warnings
+    text = (builtin_dir() / "MSD_Spleen.yaml").read_text(encoding="utf-8")
+    (tmp_path / "MySpleen.yaml").write_text(text.replace("name: MSD_Spleen", "name: MySpleen", 1), encoding="utf-8")
+    res = runner.invoke(app, ["labels", "check", "--registry", str(tmp_path), "--strict"])
+    assert res.exit_code == 0, res.output
+    assert f"({len(shipped)} in curator's built-in datasets)" in " ".join(res.output.split())
+    (tmp_path / "MySpleen.yaml").write_text(text.replace("name: MSD_Spleen", "name: MySpleen", 1)
+                                            .replace("- dataset: AbdomenCT1K", "- dataset: NotARegistryDataset", 1),
+                                            encoding="utf-8")
+    res = runner.invoke(app, ["labels", "check", "--registry", str(tmp_path), "--strict", "-f", "json"])
+    assert res.exit_code == 1  # the user's own warning still fails --strict
+    mine = [p for p in json.loads(res.stdout) if not p["builtin"]]
+    assert [p["kind"] for p in mine] == ["overlap_unknown"]
+    assert runner.invoke(app, ["labels", "check", "--strict"]).exit_code == 1  # curator's own check: all warnings
+
+
 def test_tree_shows_parts_and_partitions() -> None:
     r = runner.invoke(app, ["labels", "tree", "kidney and mass"])
     assert r.exit_code == 0, r.output
