@@ -2,7 +2,7 @@
 
 zarr-python pays a fixed cost per inner chunk (async pipeline, codec objects), which
 dominates random patch reads. :class:`ShardReader` reads the same bytes itself: it
-memory-maps each shard file once, reads its chunk index (the Zarr v3
+memory-maps each shard file, reads its chunk index (the Zarr v3
 ``sharding_indexed`` layout: ``(offset, nbytes)`` pairs at the end of the file) and
 Blosc-decodes only the inner chunks a box touches into the output array. Chunks written with a
 CRC32C (inner codecs ``bytes, blosc, crc32c``: curator's stores since 2026-12-06) are checked
@@ -10,6 +10,11 @@ against it before they are decoded — Blosc decodes most damaged bytes into oth
 a word — and a mismatch is ``store_damaged``; chunks without one (``bytes, blosc``: older stores)
 read as before. Arrays in any other layout are read through zarr-python, so every valid store
 stays readable.
+
+Each mapped shard holds a file descriptor. A process keeps at most :func:`open_shard_limit`
+of them, shared by all its readers (the least recently used is closed first): a loader
+holding 64 stores of ~12 shards each held ~770, and a training worker ran out of
+descriptors (``Too many open files``) under the usual soft limit of 1024.
 
 >>> import numpy as np, tempfile, zarr
 >>> p = tempfile.mkdtemp() + "/a"
@@ -22,10 +27,13 @@ True
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import mmap
 import os
+import resource
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,55 @@ Box = tuple[slice, ...]
 WRITTEN_SHARDS = "curator_written_shards"  # array attribute: the keys ("i/j/k") of the shard files written
 _MISSING = np.uint64(2**64 - 1)
 _NONE = 2**64 - 1  # the same "no chunk" marker as a Python int
+MAX_OPEN_SHARDS = 1024  # mapped shard files a process keeps at most, whatever its descriptor limit
+_Shard = tuple[Any, list[tuple[int, int]] | None]  # (bytes of the shard file, its chunk index)
+
+
+def open_shard_limit() -> int:
+    """How many shard files a process keeps mapped (one file descriptor each): a quarter of its
+    soft ``RLIMIT_NOFILE`` (``ulimit -n``), between 8 and :data:`MAX_OPEN_SHARDS` — the rest is
+    left to everything else (logs, a DataLoader's pipes and shared-memory tensors)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return MAX_OPEN_SHARDS if soft == resource.RLIM_INFINITY else max(8, min(MAX_OPEN_SHARDS, soft // 4))
+
+
+class _OpenShards:
+    """The shard files a process has mapped, least recently used first, at most
+    :func:`open_shard_limit`; a shard pushed out is unmapped (its descriptor closed) once no
+    read still uses it. Forked children start empty (never share another process's maps)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._maps: collections.OrderedDict[tuple[int, tuple[int, ...]], _Shard] = collections.OrderedDict()
+        self._pid = os.getpid()
+
+    def get(self, key: tuple[int, tuple[int, ...]]) -> _Shard | None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._maps, self._pid = collections.OrderedDict(), os.getpid()
+            got = self._maps.get(key)
+            if got is not None:
+                self._maps.move_to_end(key)
+            return got
+
+    def put(self, key: tuple[int, tuple[int, ...]], shard: _Shard) -> None:
+        with self._lock:
+            self._maps[key] = shard
+            limit = open_shard_limit()
+            while len(self._maps) > limit:
+                self._maps.popitem(last=False)
+
+    def drop(self, reader: int) -> None:
+        with self._lock:
+            for key in [k for k in self._maps if k[0] == reader]:
+                del self._maps[key]
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+
+OPEN_SHARDS = _OpenShards()
+_READER_IDS = itertools.count()
 
 
 def full_box(box: Box | None, shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -61,7 +118,8 @@ def box_shape(box: Box) -> tuple[int, ...]:
 
 
 class ShardReader:
-    """Reads boxes of one sharded array (see module docstring); safe to use after ``fork``."""
+    """Reads boxes of one sharded array (see module docstring); safe to use after ``fork``.
+    Its mapped shards live in the process-wide :data:`OPEN_SHARDS` (bounded)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -70,8 +128,8 @@ class ShardReader:
         self.dtype = np.dtype(meta["data_type"])
         self.fill = meta.get("fill_value", 0) or 0
         self._zarr: Any = None
-        self._maps: dict[tuple[int, ...], tuple[Any, list[tuple[int, int]] | None]] = {}
-        self._pid = os.getpid()
+        self._id = next(_READER_IDS)  # its shards' key in OPEN_SHARDS
+        self._absent: set[tuple[int, ...]] = set()  # shards never written (all fill): no file to map
         # the shard files the writer wrote (curator stores since 2026-12-04); an absent one of
         # these is damage, not an all-fill shard. None: unknown (another writer, an older store)
         written = (meta.get("attributes") or {}).get(WRITTEN_SHARDS)
@@ -92,8 +150,6 @@ class ShardReader:
         box = full_box(box, self.shape)
         if self._zarr is not None:
             return np.asarray(self._zarr[box])
-        if self._pid != os.getpid():  # a forked worker: never share another process's maps
-            self._maps, self._pid = {}, os.getpid()
         out = np.empty(box_shape(box), dtype=self.dtype.newbyteorder("="))
         if out.size == 0:
             return out
@@ -107,9 +163,10 @@ class ShardReader:
         buf = np.empty(self.inner, dtype=self.dtype)
         raw = buf.reshape(-1).view(np.uint8)
         p1, p2, crc = self.per_shard[1], self.per_shard[2], self.crc
+        shards: dict[tuple[int, ...], _Shard] = {}  # this read's shards: held until it ends, even if pushed out
         # the hot loop: one index lookup (a Python list), one CRC32C and one Blosc decode per inner chunk
         for (ka, la, si, di), (kb, lb, sj, dj), (kc, lc, sk, dk) in itertools.product(*per_axis):
-            got = self._maps.get((ka, kb, kc)) or self._shard((ka, kb, kc))
+            got = shards.get((ka, kb, kc)) or shards.setdefault((ka, kb, kc), self._shard((ka, kb, kc)))
             off, n = got[1][(la * p1 + lb) * p2 + lc] if got[1] is not None else (_NONE, 0)
             if off == _NONE:
                 out[di, dj, dk] = self.fill
@@ -126,9 +183,11 @@ class ShardReader:
             out[di, dj, dk] = buf[si, sj, sk]
         return out
 
-    def _shard(self, key: tuple[int, ...]) -> tuple[Any, list[tuple[int, int]] | None]:
+    def _shard(self, key: tuple[int, ...]) -> _Shard:
         """``(bytes of the shard file, its index as a flat list of (offset, nbytes))``."""
-        got = self._maps.get(key)
+        if key in self._absent:
+            return None, None
+        got = OPEN_SHARDS.get((self._id, key))
         if got is not None:
             return got
         path = self._shard_path(key)
@@ -138,7 +197,7 @@ class ShardReader:
         except FileNotFoundError:  # an all-empty shard is never written
             if self.written is not None and key in self.written:
                 raise self._damaged(key, "it was written but is missing") from None
-            self._maps[key] = (None, None)
+            self._absent.add(key)
             return None, None
         except ValueError as e:  # mmap of an empty file
             raise self._damaged(key, "it is empty") from e
@@ -149,8 +208,9 @@ class ShardReader:
         pairs = [(int(o), int(k)) for o, k in index.tolist()]
         if any(o != _NONE and o + k > len(mm) - 16 * n - 4 for o, k in pairs):
             raise self._damaged(key, "its chunk index points past the end of the file (truncated?)")
-        self._maps[key] = (np.frombuffer(mm, dtype=np.uint8), pairs)
-        return self._maps[key]
+        got = (np.frombuffer(mm, dtype=np.uint8), pairs)
+        OPEN_SHARDS.put((self._id, key), got)
+        return got
 
     def _shard_path(self, key: tuple[int, ...]) -> Path:
         keys = self.sep.join(str(k) for k in key)
@@ -210,7 +270,7 @@ class ShardReader:
                               remedy=remedy_for("store_damaged"))
 
     def close(self) -> None:
-        self._maps.clear()
+        OPEN_SHARDS.drop(self._id)
 
 
 def _crc_ok(chunk: NDArray[np.uint8]) -> bool:

@@ -85,9 +85,11 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     decoding into other voxels. The first read of a store costs one read of its files;
     ``verify=False`` skips the check (e.g. right after ``curator verify``).
 
-    Each process keeps the ``max_open`` stores and location files it used last (each open
-    store holds a file descriptor per shard file it has read); a store's metadata is read from
-    its ``zarr.json`` files, so reopening one costs a few file reads.
+    Each process keeps the ``max_open`` stores and location files it used last; a store's
+    metadata is read from its ``zarr.json`` files, so reopening one costs a few file reads.
+    The shard files read stay open (a file descriptor each) up to a quarter of the process's
+    ``ulimit -n`` whatever ``max_open`` and the release size
+    (:func:`curator.store_reader.open_shard_limit`), so workers train under a limit of 256.
     """
 
     def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",

@@ -3,12 +3,22 @@ it keeps open: store metadata read without zarr-python's group API, a bounded lo
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
 
+from curator import store_reader
 from curator.preprocess.terms import term_id
-from curator.store import LAYERS, CaseStore
+from curator.store import LAYERS, CaseStore, codec_for
+from curator.store_reader import WRITTEN_SHARDS, ShardReader, write_sharded
 from curator.torch import PatchDataset
 from tests.preprocess.conftest import Tiny
 
@@ -74,3 +84,73 @@ def test_location_cache_is_bounded_and_holds_only_the_drawn_arrays(tiny: Tiny) -
             with np.load(tiny.release / path) as z:
                 assert set(z.files) > set(arrays) or set(z.files) == drawn  # the others stay on disk
     assert len(seen) > 1
+
+
+_LOW_LIMIT = """
+import hashlib, json, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from curator.torch import PatchDataset
+ds = PatchDataset(sys.argv[1], terms=json.loads(sys.argv[2]), patch_size=(24, 24, 8), samples_per_epoch=150, seed=3,
+                  split=None, verify=False, max_open=10_000)
+print(json.dumps([hashlib.sha256(it["image"].numpy().tobytes() + it["masks"].numpy().tobytes()).hexdigest()
+                  for it in (ds[i] for i in range(len(ds)))]))
+"""
+
+
+def _reshard(store: Path, shards: tuple[int, int, int]) -> None:
+    """Rewrite every array of ``store`` (same voxels) in shards of ``shards`` voxels: many shard files."""
+    for meta in sorted(store.rglob("zarr.json")):
+        m = json.loads(meta.read_text())
+        if m.get("node_type") != "array":
+            continue
+        data = ShardReader(meta.parent).read()
+        attrs = {k: v for k, v in (m.get("attributes") or {}).items() if k != WRITTEN_SHARDS}
+        shutil.rmtree(meta.parent)
+        a = zarr.create_array(str(meta.parent), shape=data.shape, dtype=data.dtype, chunks=shards, shards=shards,
+                              compressors=codec_for(data.dtype), fill_value=0)
+        a.attrs.update(attrs)
+        write_sharded(meta.parent, data)
+
+
+def test_a_worker_under_ulimit_256_reads_more_shards_than_it_may_open(tiny: Tiny, tmp_path: Path) -> None:
+    """Each shard file a store had read stayed mapped (a file descriptor each) while the store was
+    kept: a worker keeping 64 stores of ~12 shards held ~770 descriptors, and with a soft limit
+    of 1024 (or less) training died mid-epoch with 'Too many open files'. Here a process with
+    ``ulimit -n 256`` keeps every store of a release whose stores hold hundreds of shard files:
+    the mapped shards stay within a share of the limit, and the patches are the original ones."""
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    stores = sorted((rel / "stores").glob("*.zarr"))
+    for store in stores:
+        _reshard(store, (8, 8, 8))
+    assert sum(1 for s in stores for p in s.rglob("c/*/*/*") if p.is_file()) > 1000
+    ref = PatchDataset(tiny.release, terms=TERMS, patch_size=(24, 24, 8), samples_per_epoch=150, seed=3, split=None)
+    want = [hashlib.sha256(it["image"].numpy().tobytes() + it["masks"].numpy().tobytes()).hexdigest()
+            for it in (ref[i] for i in range(len(ref)))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", _LOW_LIMIT, str(rel), json.dumps(TERMS)], capture_output=True,
+                         text=True, env=env, check=False, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == want
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc/self/fd")
+def test_open_shards_are_bounded_and_shared_by_the_readers_of_a_process(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound holds across the readers of a process (least recently used closed first), and
+    a box whose shards were pushed out is read again, voxel for voxel."""
+    monkeypatch.setattr(store_reader, "open_shard_limit", lambda: 16, raising=False)
+    data = np.arange(32 * 32 * 16, dtype=np.int16).reshape(32, 32, 16)
+    readers = []
+    for i in range(4):
+        zarr.create_array(str(tmp_path / f"a{i}"), shape=data.shape, dtype=data.dtype, chunks=(8, 8, 8),
+                          shards=(8, 8, 8), compressors=codec_for(data.dtype), fill_value=0)
+        write_sharded(tmp_path / f"a{i}", data + i)
+        readers.append(ShardReader(tmp_path / f"a{i}"))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(2):
+        for i, r in enumerate(readers):  # 32 shard files each
+            assert (r.read() == data + i).all()
+            assert (r.read((slice(3, 29), slice(0, 9), slice(7, 16))) == (data + i)[3:29, 0:9, 7:16]).all()
+            assert len(os.listdir("/proc/self/fd")) - before <= 16
