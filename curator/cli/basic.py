@@ -101,18 +101,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
              executor: Annotated[str, typer.Option(help="local or dask")] = "local",
              progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True) -> None:
         """Build a small synthetic collection in native layouts and run every stage end to end."""
-        from curator.demo import EXAMPLE_QUERY, run_demo
+        from curator.demo import EXAMPLE_QUERY, outcome, run_demo
         from curator.release.query import Release
 
         res = run_demo(out_dir, workers=workers, executor=executor, progress=progress)
         print_stage_reports(res.result.reports)
+        rel = Release(res.result.release)  # type: ignore[arg-type]
         out.print(f"\n[bold]Demo finished in {res.seconds:.0f} s[/] in {escape(str(res.folder))}", highlight=False)
         out.print(escape(f"  pipeline : {res.pipeline}"), highlight=False)
         out.print(escape(f"  release  : {res.result.release}"), highlight=False)
-        out.print(f"  planted duplicates: {len(res.data.duplicates)}, broken inputs: {len(res.data.broken)}")
+        out.print(escape(f"  planted  : {len(res.data.duplicates)} duplicates, {len(res.data.broken)} broken inputs: "
+                         f"{outcome(rel)}"), highlight=False)
         out.print(escape(f"\nExample query:\n  curator query {res.result.release} \"{EXAMPLE_QUERY}\"\n"),
                   highlight=False)
-        rel = Release(res.result.release)  # type: ignore[arg-type]
         q = rel.sql(EXAMPLE_QUERY)
         emit(q.columns, q.fetchall(), OutputFormat.table)
         q = rel.sql("select kind, count(*) as n from problems where severity = 'error' group by 1 order by 1")

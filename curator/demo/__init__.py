@@ -14,6 +14,7 @@ from curator.demo.data import DemoData, build_demo_data
 from curator.errors import ConfigError
 from curator.io.fsutil import check_output_dir
 from curator.pipeline import PipelineResult, run_pipeline
+from curator.release.query import Release
 
 EXAMPLE_QUERY = "select dataset, modality, count(*) as cases from cases group by all order by dataset"
 
@@ -59,3 +60,17 @@ def run_demo(out_dir: Path | None = None, *, workers: int = 2, executor: str = "
     pipeline = write_demo_pipeline(folder, data, workers, executor, progress)
     result = run_pipeline(PipelineConfig.load(pipeline))
     return DemoResult(folder, pipeline, data, result, time.perf_counter() - t0)
+
+
+def outcome(release: Release) -> str:
+    """What the broken inputs did, from the release's problems table: cases dropped (an error
+    problem) and cases kept without their labels (a label_rejected problem on a kept case),
+    e.g. ``"3 cases dropped, 1 label dropped (case kept: KiTS23__case_00006)"``."""
+    dropped = {r[0] for r in release.sql("select distinct case_id from problems where severity = 'error'").fetchall()}
+    unlabelled = sorted(r[0] for r in release.sql("select distinct case_id from problems where kind = "
+                                                   "'label_rejected'").fetchall() if r[0] not in dropped)
+    text = f"{len(dropped)} case{'s' * (len(dropped) != 1)} dropped"
+    if unlabelled:
+        text += (f", {len(unlabelled)} label{'s' * (len(unlabelled) != 1)} dropped "
+                 f"(case{'s' * (len(unlabelled) != 1)} kept: {', '.join(unlabelled)})")
+    return text

@@ -27,6 +27,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = curator("demo", "--out", str(out), "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "Example query" in res.stdout and "release" in res.stdout
+    # 4 broken inputs: 3 drop their case, the 4th (a label on another grid) only its label
+    assert "3 cases dropped, 1 label dropped (case kept: KiTS23__case_00006)" in " ".join(res.stdout.split())
     return out / "releases" / "demo" / "0.1.0"
 
 
