@@ -163,6 +163,8 @@ class CaseStore:
 
     def _reopen(self) -> None:
         self._root, self._group = self._node_meta(""), None
+        for r in self._readers.values():  # unmap the replaced files now, not when pushed out
+            r.close()
         self._readers.clear()
         self._plane_values.clear()
         self._layers = None

@@ -329,3 +329,21 @@ def test_store_damage_names_the_array_and_reads_no_voxels(tmp_path: Path, damage
     assert why.startswith("image: shard 0/0/0") and ("missing" if damage == "deleted" else "index") in why
     assert store_damage(store.path, parts=("body", "labels/original")) == []
     assert store_damage(store.path, index=False) == ([why] if damage == "deleted" else [])
+
+
+def test_a_replaced_layer_is_unmapped_at_once(tmp_path: Path) -> None:
+    """Shard maps live in a process-wide bounded cache: a layer rewritten or removed unmaps the
+    files it replaced at once (held until pushed out, a deleted layer's disk space stayed used)."""
+    from curator.store_reader import OPEN_SHARDS
+
+    g = Geometry.from_affine((20, 16, 8), np.eye(4))
+    lab = np.zeros(g.shape, np.uint8)
+    lab[2:6, 2:6, 2:6] = 1
+    s = CaseStore.create(tmp_path / "c.zarr", geometry=g, attrs={"case_id": "c"}, image=np.ones(g.shape, np.int16),
+                         labels=[(lab, {1: ["liver"]})])
+    s.write_layer("pseudo", [(lab, {1: ["liver"]})])
+    assert s.mask("liver", "pseudo").sum() == 64
+    old = s.reader("labels/pseudo/0")._id
+    assert any(k[0] == old for k in OPEN_SHARDS._maps)
+    s.remove_layer("pseudo")
+    assert not any(k[0] == old for k in OPEN_SHARDS._maps)
