@@ -25,7 +25,8 @@ FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("query")
     @handle_errors
-    def query(release: Annotated[Path, typer.Argument(help="release folder (or collection folder)")],
+    def query(release: Annotated[Path, typer.Argument(help="release folder (or collection folder; or a "
+                                                       "workspace folder, for the tables a release would be built from)")],
               sql: Annotated[str, typer.Argument(help="SQL; every table of the release is a view")],
               fmt: Annotated[OutputFormat, typer.Option(
                   "--format", "-f", help="table, csv or json (json prints NaN and ±infinity as null)")
@@ -36,10 +37,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         import duckdb
 
         from curator.errors import ReleaseError
-        from curator.release.query import Release, duckdb_message
+        from curator.release.query import Release, WorkspaceTables, duckdb_message, is_workspace
 
-        rel = Release(release)
-        note_newest(release, rel.path)
+        rel: Release | WorkspaceTables
+        if is_workspace(release):  # before a release: what ingest found, the problems so far
+            rel = WorkspaceTables(release)
+            err.print(escape(f"(workspace tables of {release}, not a release: what the next release would be "
+                             "built from)"), highlight=False)
+        else:
+            rel = Release(release)
+            note_newest(release, rel.path)
         res = rel.sql(sql)  # one SELECT: an empty query or several statements are refused
         try:
             rows = res.fetchall()

@@ -42,6 +42,20 @@ def test_demo_query_prints_case_counts_per_dataset(demo: Path) -> None:
     assert all(n >= 3 for n in counts.values())
 
 
+def test_query_takes_the_workspace_folder_before_any_release(demo: Path) -> None:
+    ws = demo.parents[2] / "workspace"
+    sql = "select kind from problems where severity = 'error' order by 1"
+    got = curator("query", str(ws), sql, "-f", "json")
+    assert got.returncode == 0, got.stderr
+    assert "workspace tables" in got.stderr
+    released = curator("query", str(demo), sql, "-f", "json")
+    assert json.loads(got.stdout) == json.loads(released.stdout)  # every stage's problems, as the release has them
+    res = curator("query", str(ws), "select count(*) as n from raw_labels r join cases c using (case_id)", "-f", "json")
+    assert res.returncode == 0 and json.loads(res.stdout)[0]["n"] > 0
+    bad = curator("query", str(ws), "copy cases to '/tmp/x.csv'")
+    assert bad.returncode == 2 and "query_error" in bad.stderr
+
+
 def test_query_json_and_table_formats(demo: Path) -> None:
     res = curator("query", str(demo), "select kind from problems where severity = 'error' order by 1", "-f", "json")
     kinds = [r["kind"] for r in json.loads(res.stdout)]
