@@ -196,6 +196,11 @@ class CaseStore:
     def attrs(self) -> dict[str, Any]:
         return dict(cast(dict[str, Any], ((self._root or {}).get("attributes") or {})["curator"]))
 
+    def layer_attrs(self, layer: str) -> dict[str, Any] | None:
+        """The ``curator`` attrs a label layer was written with (None when there is no such layer)."""
+        meta = self._node_meta(f"labels/{layer}")
+        return None if meta is None else dict((meta.get("attributes") or {}).get("curator") or {})
+
     @property
     def geometry(self) -> Geometry:
         a = self.attrs

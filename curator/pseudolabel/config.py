@@ -39,6 +39,10 @@ class PseudolabelConfig(StageConfig):
     batch_size: int = nohash(4)
     device: str = nohash("auto")  # auto | cpu | cuda | cuda:N
     prefetch: Literal["auto", "on", "off"] = nohash("auto")  # auto: on with CUDA
+    # torch threads per worker on the CPU: a fixed number gives the same bytes whatever the worker
+    # count or executor (torch's CPU convolutions round differently with the thread count);
+    # 0: this machine's cores ÷ executor.workers (faster with fewer workers than cores)
+    threads: int = nohash(1)
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < 1:
@@ -50,6 +54,9 @@ class PseudolabelConfig(StageConfig):
             if not 0 < value < 1:  # a probability cut; -1 labelled every voxel of the volume
                 raise ConfigError("config_error", f"stages.pseudolabel.{name} = {value}; use a value strictly "
                                   "between 0 and 1", remedy=f"the default is {type(self).__dataclass_fields__[name].default}")
+        if self.threads < 0:
+            raise ConfigError("config_error", f"stages.pseudolabel.threads = {self.threads}; use 1 or more "
+                              "(the same bytes whatever the worker count), or 0 for cores ÷ executor.workers")
         if self.clean_iterations < 0:
             raise ConfigError("config_error", f"stages.pseudolabel.clean_iterations = {self.clean_iterations}; "
                               "use 0 or more")

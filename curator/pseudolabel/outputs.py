@@ -86,9 +86,21 @@ def write_case(store: CaseStore, ws: Path, case_id: str, res: CaseLabels, specs:
     codes = {k + 1: [t] for k, t in enumerate(res.targets)}
     attrs = {"origin": "pseudo", "stage": "pseudolabel", "config_hash": cfg.config_hash(),
              "models": [{"name": s.name, "fingerprint": f} for s, f in zip(specs, fingerprints, strict=True)],
-             "terms": res.targets, "etta": bool(cfg.etta.enabled)}
+             "terms": res.targets, "etta": bool(cfg.etta.enabled), "torch": torch_facts(cfg.resolved_device())}
     store.write_layer("pseudo", [(res.plane, codes)], attrs)
     write_attention(attention_path(ws, case_id), res.words, res.targets)
+
+
+def torch_facts(device: str) -> dict[str, Any]:
+    """What the pseudo labels' floats depend on beyond models and inputs: torch's version, the
+    device and (on the CPU) torch's thread count — the CPU convolutions round differently with it
+    (~1e-6 in the probabilities, the 7th digit of the attention table)."""
+    import torch
+
+    out: dict[str, Any] = {"version": torch.__version__, "device": device}
+    if device == "cpu":
+        out["threads"] = torch.get_num_threads()
+    return out
 
 
 def clear_case(store: CaseStore, ws: Path, case_id: str) -> None:

@@ -21,6 +21,7 @@ refuses to replace it anyway), assembly only chooses which layer to read.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,7 @@ def release_step(builder: Any) -> None:
     enabled = builder.ctx.stage_enabled("pseudolabel")
     if enabled and ws.read_table(PRIVATE_TABLES["pseudo"]) is not None:
         record_models(builder)
+        record_inference(builder)
     base = builder.tables["labels"].to_pylist() if "labels" in builder.tables else []
     counts = {"original": len(base)}
     rows = list(base)
@@ -120,6 +122,24 @@ def record_models(builder: Any) -> None:
             record_model(builder, spec.name, files[-1], **facts)
         else:  # a weights file next to a factory, or a MONAI bundle: the fingerprint covers every file
             builder.extra.setdefault("models", {})[spec.name] = {"files": [f.name for f in files], **facts}
+
+
+def record_inference(builder: Any) -> None:
+    """``release.json["inference"]``: how the released pseudo layers were computed — torch version,
+    device and CPU thread count, with the number of cases each — read from each store's pseudo layer
+    (cases labelled before curator recorded it count as ``unrecorded``). Rebuilding with another
+    torch or thread count moves the attention table's floats in the 7th digit; this says so."""
+    stores = builder.ctx.workspace.stores_dir
+    seen: dict[str, dict[str, Any]] = {}
+    for path in sorted(stores.glob("*.zarr")):
+        attrs = CaseStore(path).layer_attrs("pseudo")
+        if attrs is None:
+            continue
+        facts = attrs.get("torch") or {"unrecorded": True}
+        entry = seen.setdefault(json.dumps(facts, sort_keys=True), {**facts, "cases": 0})
+        entry["cases"] += 1
+    if seen:
+        builder.extra["inference"] = [seen[k] for k in sorted(seen)]
 
 
 def write_review(builder: Any) -> None:

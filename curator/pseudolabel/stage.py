@@ -169,10 +169,11 @@ class PseudolabelStage(Stage):
         ens = p["ensemble"]
         specs = tuple(ModelSpec.from_dict(d) for d in ens["models"])
         device = cfg.resolved_device()
-        if env.threads and device == "cpu":
+        threads = cfg.threads or env.threads
+        if threads and device == "cpu":
             import torch
 
-            torch.set_num_threads(env.threads)
+            torch.set_num_threads(threads)
         loaded = load_ensemble(specs, device, ens["fingerprints"])
         # only the members declared for the case's modality run on it (and count in n_models)
         keep = [i for i, s in enumerate(specs) if s.runs_on(p.get("modality"))]

@@ -7,10 +7,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
+import yaml
 
 from curator.demo.data import build_demo_data
 from curator.testing.pipelines import make_pipeline, run
@@ -97,3 +100,25 @@ def test_release_records_the_models_behind_its_pseudo_labels(demo_release: tuple
         (weights,) = s.files()
         assert models[s.name]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
         assert models[s.name]["terms"] == list(s.terms) and models[s.name]["fingerprint"] == s.fingerprint()
+
+
+def test_one_worker_gives_the_same_release_bytes_as_two(demo_release: tuple[Path, Path, dict[str, str]],
+                                                         tmp_path: Path) -> None:
+    """Torch's CPU convolutions round differently with the thread count; when the threads followed
+    cores ÷ workers, the attention table differed in the 7th digit between 1 and 2 workers."""
+    release, stores, _ = demo_release
+    tmp = stores.parent.parent
+    shutil.copytree(tmp / "workspace", tmp_path / "workspace")
+    shutil.rmtree(tmp_path / "workspace" / "stages" / "pseudolabel")  # every case runs again, in one worker
+    meta = json.loads((release / "release.json").read_text())
+    cfg = yaml.safe_load((tmp / "pipeline.yaml").read_text())
+    pipeline = make_pipeline(tmp_path, cfg["sources"], stages=cfg["stages"], workers=1)
+    again = run(pipeline, stages=["pseudolabel"], release=True).release
+    assert again is not None
+    for name in ("attention.parquet", "labels.parquet"):
+        assert (again / name).read_bytes() == (release / name).read_bytes(), name
+    again_meta = json.loads((again / "release.json").read_text())
+    assert again_meta["stores"] == meta["stores"]
+    n = sum(1 for s in stores.glob("*.zarr") if (s / "labels" / "pseudo").is_dir())
+    assert meta["inference"] == again_meta["inference"] == [
+        {"cases": n, "device": "cpu", "threads": 1, "version": torch.__version__}]
