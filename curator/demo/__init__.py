@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -15,7 +16,12 @@ from curator.errors import ConfigError
 from curator.io.fsutil import check_output_dir
 from curator.pipeline import PipelineResult, run_pipeline
 from curator.release.query import Release
+from curator.workspace import Workspace
 
+# The demo's data is synthetic, so its workspace takes a fixed, public pseudonym key: two demo
+# builds then give the same patient ids, and their releases the same bytes. A real workspace's
+# key is random and secret (copy ``secret/pseudonym.key`` to rebuild a release elsewhere).
+DEMO_KEY = hashlib.sha256(b"curator demo pseudonym key (synthetic data only)").digest()
 EXAMPLE_QUERY = "select dataset, modality, count(*) as cases from cases group by all order by dataset"
 
 
@@ -58,7 +64,9 @@ def run_demo(out_dir: Path | None = None, *, workers: int = 2, executor: str = "
     folder.mkdir(parents=True, exist_ok=True)
     data = build_demo_data(folder / "raw", seed=seed)
     pipeline = write_demo_pipeline(folder, data, workers, executor, progress)
-    result = run_pipeline(PipelineConfig.load(pipeline))
+    config = PipelineConfig.load(pipeline)
+    Workspace(config.workspace).init(key=DEMO_KEY)
+    result = run_pipeline(config)
     return DemoResult(folder, pipeline, data, result, time.perf_counter() - t0)
 
 

@@ -182,21 +182,24 @@ def build_demo_data(root: Path, seed: int = 7) -> DemoData:
     dcm = root / "Pancreas-CT"
     for i in range(1, 4):
         _, g, img, lab = _scan(base + 30 + i, "LPS")
-        write_dicom_series(dcm / f"PANCREAS_{i:04d}" / "1.2.3" / "1.2.3.4", img, g, phi=PLANTED_PHI)
+        write_dicom_series(dcm / f"PANCREAS_{i:04d}" / "1.2.3" / "1.2.3.4", img, g, phi=PLANTED_PHI,
+                           uid_seed=f"{seed}/PANCREAS_{i:04d}")
         save_nifti(dcm / "TCIA_pancreas_labels" / f"label{i:04d}.nii.gz", remap(lab, {"pancreas": 1}), g,
                    np.uint8)
     # planted duplicate: TotalSegmentator s0002's scan converted to DICOM
     s = Subject.random(base + 22, tumor=False, cyst=False)
     _, g, img, lab = _scan(base + 22, "RAS", tumor=False)
     g_lps, img_lps = flip_axis(*flip_axis(g, img, 0), 1)
-    write_dicom_series(dcm / "PANCREAS_0004" / "1.2.3" / "1.2.3.9", img_lps, g_lps, phi=PLANTED_PHI)
+    write_dicom_series(dcm / "PANCREAS_0004" / "1.2.3" / "1.2.3.9", img_lps, g_lps, phi=PLANTED_PHI,
+                       uid_seed=f"{seed}/PANCREAS_0004")
     lab_lps = flip_axis(*flip_axis(g, lab, 0), 1)[1]
     save_nifti(dcm / "TCIA_pancreas_labels" / "label0004.nii.gz", remap(lab_lps, {"pancreas": 1}), g_lps,
                np.uint8)
     demo.duplicates.append(("DemoTotalSeg__s0002", "DemoPancreasDICOM__0004", "converted to DICOM"))
     # broken: a series with a missing slice
     _, g, img, lab = _scan(base + 35, "LPS")
-    write_dicom_series(dcm / "PANCREAS_0005" / "1.2.3" / "1.2.3.5", img, g, phi=PLANTED_PHI, skip_slices=(17,))
+    write_dicom_series(dcm / "PANCREAS_0005" / "1.2.3" / "1.2.3.5", img, g, phi=PLANTED_PHI, skip_slices=(17,),
+                       uid_seed=f"{seed}/PANCREAS_0005")
     save_nifti(dcm / "TCIA_pancreas_labels" / "label0005.nii.gz", remap(lab, {"pancreas": 1}), g, np.uint8)
     demo.broken.append("DemoPancreasDICOM__0005 (DICOM series with a missing slice)")
     dcm_yaml = root / "DemoPancreasDICOM.yaml"

@@ -91,15 +91,20 @@ def write_totalseg_case(root: Path, sid: str, img: NDArray[Any], masks: dict[str
 
 def write_dicom_series(folder: Path, img: NDArray[Any], g: Geometry, *, modality: str = "CT",
                        phi: dict[str, str] | None = None, series_uid: str | None = None,
-                       skip_slices: tuple[int, ...] = ()) -> list[Path]:
-    """One file per slice along axis k; HU stored as uint16 with RescaleIntercept −1024 (CT)."""
+                       skip_slices: tuple[int, ...] = (), uid_seed: str | None = None) -> list[Path]:
+    """One file per slice along axis k; HU stored as uint16 with RescaleIntercept −1024 (CT).
+    With ``uid_seed`` the UIDs are derived from it (the same files every time: the demo's
+    downloads are the same bytes in every build); without, they are random."""
     folder.mkdir(parents=True, exist_ok=True)
     lps = LPS_TO_RAS @ g.matrix  # voxel -> LPS
     sp = g.spacing
     col_dir = lps[:3, 0] / sp[0]  # axis i = along a row (columns)
     row_dir = lps[:3, 1] / sp[1]
-    study, series = generate_uid(), series_uid or generate_uid()
-    frame = generate_uid()
+    def uid(*part: object) -> UID:
+        return generate_uid(entropy_srcs=[uid_seed, *map(str, part)]) if uid_seed is not None else generate_uid()
+
+    study, series = uid("study"), series_uid or uid("series")
+    frame = uid("frame")
     intercept = -1024.0 if modality == "CT" else 0.0
     stored = np.clip(np.rint(img - intercept), 0, 65535).astype(np.uint16)
     paths = []
@@ -108,7 +113,7 @@ def write_dicom_series(folder: Path, img: NDArray[Any], g: Geometry, *, modality
             continue
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage if modality == "CT" else MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.MediaStorageSOPInstanceUID = uid("instance", k)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         path = folder / f"IM{k + 1:04d}.dcm"
         ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\x00" * 128)

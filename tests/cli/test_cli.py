@@ -32,6 +32,28 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "releases" / "demo" / "0.1.0"
 
 
+def test_two_demo_builds_give_the_same_downloads_and_patient_ids(demo: Path, tmp_path: Path) -> None:
+    """The demo's DICOM series took random UIDs and its workspace a random pseudonym key, so two
+    demo releases differed in every patient_id and study_key and in the DICOM cases' checksums."""
+    import hashlib
+
+    from curator.demo.data import build_demo_data
+
+    def digests(root: Path) -> dict[str, str]:
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    raw = demo.parents[2] / "raw"
+    build_demo_data(tmp_path / "raw")
+    again = digests(tmp_path / "raw")
+    assert any(k.endswith(".dcm") for k in again)
+    assert again == digests(raw)
+    from curator.demo import DEMO_KEY
+
+    key = (demo.parents[2] / "workspace" / "secret" / "pseudonym.key").read_text().strip()
+    assert key == DEMO_KEY.hex()
+
+
 def test_demo_query_prints_case_counts_per_dataset(demo: Path) -> None:
     res = curator("query", str(demo), "select dataset, count(*) as n from cases group by 1 order by 1",
                   "--format", "csv")
