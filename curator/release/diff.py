@@ -8,8 +8,9 @@ one change of (case, term) from ``pseudo`` to ``revised``, with its voxels befor
 not a label removed and another added), cases whose store content changed (release.json's
 store hashes), cases newly marked duplicate, cases whose split changed, schema changes (tables
 and columns added, removed or retyped) and lineage changes (registry, taxonomy, models,
-pipeline config, each stage's version and the settings its code's defaults changed), each named
-down to the entry that changed.
+pipeline config, each stage's version and the settings its code's defaults changed, and the torch
+version, device and thread count behind the pseudo labels: ``inference``), each named down to the
+entry that changed.
 
 Two releases may have been made by different curators: a stage version bumped between them
 explains rows that changed under the same pipeline.yaml (``stages pseudolabel stage_version:
@@ -35,7 +36,8 @@ from curator.errors import ConfigError
 from curator.release.query import Release
 from curator.schema import table_schema
 
-LINEAGE_KEYS = ("schema_version", "code_version", "code_revision", "registry", "taxonomy", "models", "inputs")
+LINEAGE_KEYS = ("schema_version", "code_version", "code_revision", "registry", "taxonomy", "models", "inputs",
+                "inference")
 _ABSENT = object()
 # Columns that describe a row relative to its own release (not a change of the row itself).
 RELATIVE_COLUMNS = {"splits": {"reason", "previous_split"}}
@@ -300,8 +302,8 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         d.split_changes = [tuple(r) for r in j.filter(pl.col("a") != pl.col("b")).sort("case_id").iter_rows()]
     for k in LINEAGE_KEYS:
         va, vb = ra.info.get(k), rb.info.get(k)
-        if k == "code_revision" and (va is None or vb is None):  # a release before it, or from an installed wheel
-            continue
+        if k in ("code_revision", "inference") and (va is None or vb is None):  # a release before it (or
+            continue  # from an installed wheel; or without pseudo labels)
         if va != vb:
             d.lineage[k] = (va, vb)
     _stage_lineage(d, ra.info, rb.info)

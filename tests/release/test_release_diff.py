@@ -233,3 +233,16 @@ def test_diff_names_the_code_revision_when_both_releases_record_one(demo: Path) 
         named = [line for line in d.lineage_changes if line.startswith("code_revision:")]
         assert named == ([f"code_revision: {info['code_revision']} → {rev}"]
                          if rev and info["code_revision"] else []), rev
+
+
+def test_diff_names_the_torch_threads_behind_the_pseudo_labels(demo: Path) -> None:
+    """The attention table's floats move in the 7th digit with torch's CPU thread count: a rebuild
+    that differs there says why (release.json["inference"]); a release before it names nothing."""
+    coll = demo / "releases" / "demo"
+    info = json.loads((coll / "0.1.0" / "release.json").read_text())
+    assert [e["threads"] for e in info["inference"]] == [1]
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    for other in ([{**info["inference"][0], "threads": 2}], None):
+        (coll / "0.1.1" / "release.json").write_text(json.dumps({**info, "inference": other}))
+        d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+        assert ("inference" in d.lineage) == (other is not None), other
