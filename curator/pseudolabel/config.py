@@ -39,10 +39,11 @@ class PseudolabelConfig(StageConfig):
     batch_size: int = nohash(4)
     device: str = nohash("auto")  # auto | cpu | cuda | cuda:N
     prefetch: Literal["auto", "on", "off"] = nohash("auto")  # auto: on with CUDA
-    # torch threads per worker on the CPU: a fixed number gives the same bytes whatever the worker
-    # count or executor (torch's CPU convolutions round differently with the thread count);
-    # 0: this machine's cores ÷ executor.workers (faster with fewer workers than cores)
-    threads: int = nohash(1)
+    # torch threads per worker on the CPU. 0 (default): this machine's cores ÷ executor.workers, so
+    # the cores are used whatever the worker count; a fixed number gives the same bytes whatever
+    # the worker count or executor (torch's CPU convolutions round differently with the thread
+    # count: attention values in the 7th digit)
+    threads: int = nohash(0)
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < 1:
@@ -55,8 +56,9 @@ class PseudolabelConfig(StageConfig):
                 raise ConfigError("config_error", f"stages.pseudolabel.{name} = {value}; use a value strictly "
                                   "between 0 and 1", remedy=f"the default is {type(self).__dataclass_fields__[name].default}")
         if self.threads < 0:
-            raise ConfigError("config_error", f"stages.pseudolabel.threads = {self.threads}; use 1 or more "
-                              "(the same bytes whatever the worker count), or 0 for cores ÷ executor.workers")
+            raise ConfigError("config_error", f"stages.pseudolabel.threads = {self.threads}; use 0 (cores ÷ "
+                              "executor.workers, the default) or a fixed count (the same bytes whatever the "
+                              "worker count)")
         if self.clean_iterations < 0:
             raise ConfigError("config_error", f"stages.pseudolabel.clean_iterations = {self.clean_iterations}; "
                               "use 0 or more")

@@ -42,7 +42,7 @@ class PseudolabelStage(Stage):
     name = "pseudolabel"
     version = "3"  # 2: overlap as two models claiming a voxel; attention maps as a group of bit words
     # 3: the models' std by Welford's running sums (identical members: 0, was up to 3.5e-4)
-    # torch threads fixed at stages.pseudolabel.threads, attrs "torch" (2026-12-06): no bump — the
+    # torch threads set by stages.pseudolabel.threads, attrs "torch" (2026-12-06): no bump — the
     # labels are the same, the attention floats move in the 7th digit at most, and a bump would redo
     # every case; cases labelled before count as "unrecorded" in release.json["inference"]
     config_class = PseudolabelConfig

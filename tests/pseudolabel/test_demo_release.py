@@ -39,7 +39,7 @@ def demo_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     # the partly labelled datasets: spleen only, kidneys only
     sources = [s for s in data.sources if s["dataset"] in ("MSD_Spleen", "KiTS23")]
     stages = {"ingest": {"on_bad_case": "warn"}, "preprocess": {"target_spacing_mm": [2.0, 2.0, 4.0]},
-              "pseudolabel": {"ensemble": "demo", "overlap": 0.25, "review_fraction": 0.2},
+              "pseudolabel": {"ensemble": "demo", "overlap": 0.25, "review_fraction": 0.2, "threads": 1},
               "dedup": {"enabled": False}, "qc": {"enabled": False}}
     pipeline = make_pipeline(tmp, sources, stages=stages, workers=2)
     run(pipeline, stages=["ingest", "harmonize", "preprocess"])
@@ -104,8 +104,8 @@ def test_release_records_the_models_behind_its_pseudo_labels(demo_release: tuple
 
 def test_one_worker_gives_the_same_release_bytes_as_two(demo_release: tuple[Path, Path, dict[str, str]],
                                                          tmp_path: Path) -> None:
-    """Torch's CPU convolutions round differently with the thread count; when the threads followed
-    cores ÷ workers, the attention table differed in the 7th digit between 1 and 2 workers."""
+    """Torch's CPU convolutions round differently with the thread count; with the threads fixed
+    (``threads: 1``, not the default cores ÷ workers), 1 and 2 workers give the same bytes."""
     release, stores, _ = demo_release
     tmp = stores.parent.parent
     shutil.copytree(tmp / "workspace", tmp_path / "workspace")

@@ -240,9 +240,10 @@ def test_diff_names_the_torch_threads_behind_the_pseudo_labels(demo: Path) -> No
     that differs there says why (release.json["inference"]); a release before it names nothing."""
     coll = demo / "releases" / "demo"
     info = json.loads((coll / "0.1.0" / "release.json").read_text())
-    assert [e["threads"] for e in info["inference"]] == [1]
+    (threads,) = [e["threads"] for e in info["inference"]]
+    assert threads >= 1
     shutil.copytree(coll / "0.1.0", coll / "0.1.1")
-    for other in ([{**info["inference"][0], "threads": 2}], None):
+    for other in ([{**info["inference"][0], "threads": threads + 1}], None):
         (coll / "0.1.1" / "release.json").write_text(json.dumps({**info, "inference": other}))
         d = diff_releases(coll / "0.1.0", coll / "0.1.1")
         assert ("inference" in d.lineage) == (other is not None), other
