@@ -320,6 +320,10 @@ _KINDS: list[ProblemKind] = [
                 "re-export the revised label on the case's grid (same shape as the preview's volume)"),
     ProblemKind("worker_crashed", "the worker process died on this case (crash or out of memory)",
                 "inspect the file; lower --workers if memory ran out"),
+    ProblemKind("gpu_out_of_memory", "the GPU ran out of memory on this case even one window at a time "
+                "(pseudolabel retries at half the batch first); not cached, so the next run tries it again",
+                "lower stages.pseudolabel.patch, set blend: float16, fewer etta.patches or models, one case per GPU, "
+                "or device: cpu"),
     ProblemKind("disk_full", "the disk filled up while writing; nothing half-written was kept",
                 "free disk space, then run the same command again (finished work is kept)"),
     ProblemKind("folder_unwritable", "a folder curator writes to (in the workspace or a release) refused the write "

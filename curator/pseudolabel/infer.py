@@ -11,6 +11,8 @@ attention.
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +21,14 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from curator.errors import CuratorError
 from curator.pseudolabel.core import AttentionParams, AttentionStream, TermSummary, ensemble_stats
 from curator.pseudolabel.etta import EttaConfig, adapted
 from curator.pseudolabel.models import LoadedModel
 from curator.pseudolabel.reader import SlabReader, to_model_index, to_source_grid
 from curator.pseudolabel.window import axis_map, sliding_window
 
+log = logging.getLogger("curator")
 SUB_SLAB_VOXELS = 1 << 22  # voxels per term whose ensemble statistics are held at once (16 rows of 512²)
 
 
@@ -74,7 +78,44 @@ def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Seque
                patch: Sequence[int], params: AttentionParams = _DEFAULT_PARAMS, overlap: float = 0.5,
                batch: int = 4, amp: bool = True, orientation: str | None = None,
                etta: EttaConfig = _DEFAULT_ETTA, blend: str = "float32") -> CaseLabels:
-    """Pseudo label plane, attention bits and summaries for ``targets`` (see module docstring)."""
+    """Pseudo label plane, attention bits and summaries for ``targets`` (see module docstring).
+
+    When the device runs out of memory (``torch.OutOfMemoryError``: a big volume, a large
+    ``batch``) the case starts again with half the batch, down to one window at a time (the
+    batch only says how many windows run at once); out of memory at one window is a ``gpu_out_of_memory``
+    :class:`~curator.errors.CuratorError` naming the settings that lower the need.
+    """
+    b = max(1, int(batch))
+    while True:
+        try:
+            return _infer_case(reader, models, targets, patch=patch, params=params, overlap=overlap, batch=b,
+                               amp=amp, orientation=orientation, etta=etta, blend=blend)
+        except torch.OutOfMemoryError as e:
+            # leave the except block before freeing: the traceback holds the buffers' frames
+            why = str(e).split("\n")[0][:300]
+        _release(models)
+        if b == 1:
+            device = models[0].device if models else "?"
+            raise CuratorError("gpu_out_of_memory", f"{device} ran out of memory on this case even with one "
+                               f"window at a time ({why})",
+                               remedy="lower stages.pseudolabel.patch, set blend: float16 (half the blending "
+                               "buffers), etta.patches or the ensemble's size, run one case per GPU (a Dask "
+                               "worker with --nthreads 1), or use device: cpu")
+        log.warning("%s ran out of memory at batch %d; the case starts again at batch %d",
+                    models[0].device, b, b // 2)
+        b //= 2
+
+
+def _release(models: Sequence[LoadedModel]) -> None:
+    """Give the memory of a failed attempt back to the device (the CUDA caching allocator keeps it)."""
+    gc.collect()
+    if any(m.device.type == "cuda" for m in models):
+        torch.cuda.empty_cache()
+
+
+def _infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Sequence[str], *,
+                patch: Sequence[int], params: AttentionParams, overlap: float, batch: int, amp: bool,
+                orientation: str | None, etta: EttaConfig, blend: str) -> CaseLabels:
     terms = ensemble_terms(models)
     targets = [t for t in targets if t in terms]
     voxel_ml = float(np.prod(reader.spacing)) / 1000.0

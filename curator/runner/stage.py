@@ -199,6 +199,9 @@ def load_stage_class(ref: str) -> type[Stage]:
 # kinds of a case's failure that are the workspace's, not the case's: never cached as failed (the same
 # command retries the case once they are fixed), and the stage stops on the first one
 WORKSPACE_FAULTS = ("disk_full", "folder_unwritable")
+# kinds of a case's failure that are this machine's at the time (its GPUs), not the case's: never
+# cached as failed, so the next run on another device or with other settings tries the case again
+NOT_CACHED = (*WORKSPACE_FAULTS, "gpu_out_of_memory")
 
 
 def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: CaseEnv) -> CaseResult:
@@ -212,7 +215,7 @@ def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: Ca
         return CaseResult(task.case_id, key, out.rows, out.problems, False, True, time.perf_counter() - t0)
     except CuratorError as e:
         row = problem_row(cls.name, e, dataset=task.dataset, case_id=task.case_id, path=task.path)
-        return CaseResult(task.case_id, key, {}, [*e.case_problems, row], True, e.kind not in WORKSPACE_FAULTS,
+        return CaseResult(task.case_id, key, {}, [*e.case_problems, row], True, e.kind not in NOT_CACHED,
                           time.perf_counter() - t0)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):

@@ -1,0 +1,86 @@
+"""The CUDA path's logic, exercised on the CPU (no CUDA API is called: ``torch.cuda.is_available``
+and ``device_count`` are replaced where a test needs a worker that sees GPUs, or none).
+
+What only a GPU can check is in ``test_models.py::test_cuda_path_matches_cpu`` (marked ``gpu``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from curator.errors import CuratorError
+from curator.pseudolabel.infer import infer_case
+from curator.pseudolabel.models import LoadedModel, ModelSpec, load_model
+from curator.pseudolabel.reader import SlabReader
+from curator.pseudolabel.stage import PseudolabelStage
+from curator.runner.run import run_stage
+from curator.testing.segmodels import band_specs
+
+
+class _OutOfMemoryAbove(nn.Module):
+    """``net``, raising CUDA's out-of-memory error for batches of more than ``limit`` windows."""
+
+    def __init__(self, net: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit, self.batches = net, limit, []  # type: ignore[var-annotated]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(int(x.shape[0]))
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 15.77 GiB total)")
+        out: torch.Tensor = self.net(x)
+        return out
+
+
+def _band_case() -> tuple[SlabReader, list[LoadedModel]]:
+    img = np.full((30, 24, 18), -50.0, np.float32)
+    img[10:20, 8:16, 6:12] = 105.0
+    img[4:9, 2:8, 2:6] = 120.0
+    return SlabReader(img, {}, {"mean": 0.0, "std": 1.0}), [load_model(ModelSpec.from_dict(s), "cpu")
+                                                           for s in band_specs(3, (8, 8, 8))]
+
+
+def test_out_of_memory_starts_the_case_again_at_a_smaller_batch() -> None:
+    """A GPU that cannot hold 4 windows at once: the case runs at 2, then 1, with the same
+    result (it was an internal_error 'report this as a bug', the case lost)."""
+    reader, models = _band_case()
+    ref = infer_case(reader, models, ["liver", "spleen"], patch=(8, 8, 8), batch=1)
+    tight = [LoadedModel(m.spec, _OutOfMemoryAbove(m.net, 1), m.device) for m in models]
+    got = infer_case(reader, tight, ["liver", "spleen"], patch=(8, 8, 8), batch=4)
+    assert tight[0].net.batches[:2] == [4, 2] and set(tight[0].net.batches[2:]) == {1}
+    assert ref.voxels("liver") > 0 and ref.voxels("spleen") > 0
+    np.testing.assert_array_equal(got.plane, ref.plane)
+    for a, b in zip(got.words, ref.words, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert got.summaries == ref.summaries
+
+
+def test_out_of_memory_at_one_window_is_a_problem_the_next_run_retries(phantom_ws, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Out of memory even one window at a time: a `gpu_out_of_memory` row naming what to lower, and
+    not cached, so a run with a smaller patch or on a bigger GPU labels the case."""
+    reader, models = _band_case()
+    never = [LoadedModel(m.spec, _OutOfMemoryAbove(m.net, 0), m.device) for m in models]
+    with pytest.raises(CuratorError) as e:
+        infer_case(reader, never, ["liver"], patch=(8, 8, 8), batch=4)
+    assert e.value.kind == "gpu_out_of_memory" and "patch" in (e.value.remedy or "")
+    assert never[0].net.batches == [4, 2, 1]
+
+    ctx, _ = phantom_ws()
+    real = PseudolabelStage.process.__func__  # type: ignore[attr-defined]
+
+    def oom(cls: Any, task: Any, config: Any, env: Any) -> Any:
+        raise CuratorError("gpu_out_of_memory", "cuda ran out of memory on this case")
+
+    monkeypatch.setattr(PseudolabelStage, "process", classmethod(oom))
+    report = run_stage(ctx, PseudolabelStage)
+    assert report.failed == 4
+    probs = ctx.workspace.read_table("problems__pseudolabel")
+    assert probs is not None and set(probs.column("kind").to_pylist()) == {"gpu_out_of_memory"}
+    monkeypatch.setattr(PseudolabelStage, "process", classmethod(real))
+    report = run_stage(ctx, PseudolabelStage)
+    assert (report.ran, report.cached, report.failed) == (4, 0, 0)
