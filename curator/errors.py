@@ -324,6 +324,10 @@ _KINDS: list[ProblemKind] = [
                 "(pseudolabel retries at half the batch first); not cached, so the next run tries it again",
                 "lower stages.pseudolabel.patch, set blend: float16, fewer etta.patches or models, one case per GPU, "
                 "or device: cpu"),
+    ProblemKind("gpu_unavailable", "stages.pseudolabel.device names a CUDA device the worker does not see; "
+                "not cached, so the same run on a GPU worker tries the case again",
+                "use device: auto (the CPU when no GPU is visible), or run on a GPU worker (one Dask worker per GPU: "
+                "device: cuda)"),
     ProblemKind("disk_full", "the disk filled up while writing; nothing half-written was kept",
                 "free disk space, then run the same command again (finished work is kept)"),
     ProblemKind("folder_unwritable", "a folder curator writes to (in the workspace or a release) refused the write "

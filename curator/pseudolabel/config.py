@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import torch
 
 from curator.config import StageConfig, finalize_only, nohash
-from curator.errors import ConfigError
+from curator.errors import ConfigError, CuratorError
 from curator.pseudolabel.core import AttentionParams
 from curator.pseudolabel.etta import EttaConfig
 from curator.pseudolabel.models import MODELS_DIR, ModelSpec, absolute, load_ensemble_file
@@ -59,6 +60,9 @@ class PseudolabelConfig(StageConfig):
             raise ConfigError("config_error", f"stages.pseudolabel.threads = {self.threads}; use 0 (cores ÷ "
                               "executor.workers, the default) or a fixed count (the same bytes whatever the "
                               "worker count)")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):  # `gpu`, `cuda0`: every case failed
+            raise ConfigError("config_error", f"stages.pseudolabel.device = {self.device!r}; use auto, cpu, cuda "
+                              "or cuda:N", remedy="auto takes the GPU when the worker sees one, else the CPU")
         if self.clean_iterations < 0:
             raise ConfigError("config_error", f"stages.pseudolabel.clean_iterations = {self.clean_iterations}; "
                               "use 0 or more")
@@ -90,11 +94,22 @@ class PseudolabelConfig(StageConfig):
                                self.clean_iterations)
 
     def resolved_device(self) -> str:
+        """The device this worker runs the models on. A GPU the worker cannot see is a
+        ``gpu_unavailable`` error of the case, not cached: the same run on a GPU worker retries it
+        (a ``config_error`` was kept as the case's result, and ``device`` is no part of its key)."""
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("config_error", f"stages.pseudolabel.device = {self.device} but no CUDA device is "
-                              "visible", remedy="use device: auto (falls back to the CPU) or run on a GPU worker")
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise CuratorError("gpu_unavailable", f"stages.pseudolabel.device = {self.device} but this worker "
+                                   "sees no CUDA device", remedy="use device: auto (falls back to the CPU) or run "
+                                   "on a GPU worker")
+            index, count = torch.device(self.device).index, torch.cuda.device_count()
+            if index is not None and index >= count:  # CUDA's `invalid device ordinal` on every case
+                raise CuratorError("gpu_unavailable", f"stages.pseudolabel.device = {self.device} but this worker "
+                                   f"sees {count} CUDA device(s) (cuda:0 to cuda:{count - 1})",
+                                   remedy="with one Dask worker per GPU (CUDA_VISIBLE_DEVICES=k) each worker's GPU "
+                                   "is cuda:0: use device: cuda (or auto)")
         return self.device
 
     def use_prefetch(self, device: str) -> bool:

@@ -201,7 +201,7 @@ def load_stage_class(ref: str) -> type[Stage]:
 WORKSPACE_FAULTS = ("disk_full", "folder_unwritable")
 # kinds of a case's failure that are this machine's at the time (its GPUs), not the case's: never
 # cached as failed, so the next run on another device or with other settings tries the case again
-NOT_CACHED = (*WORKSPACE_FAULTS, "gpu_out_of_memory")
+NOT_CACHED = (*WORKSPACE_FAULTS, "gpu_out_of_memory", "gpu_unavailable")
 
 
 def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: CaseEnv) -> CaseResult:

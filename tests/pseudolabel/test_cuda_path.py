@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from curator.errors import CuratorError
+from curator.errors import ConfigError, CuratorError
+from curator.pseudolabel.config import PseudolabelConfig
 from curator.pseudolabel.infer import infer_case
 from curator.pseudolabel.models import LoadedModel, ModelSpec, load_model
 from curator.pseudolabel.reader import SlabReader
@@ -84,3 +85,36 @@ def test_out_of_memory_at_one_window_is_a_problem_the_next_run_retries(phantom_w
     monkeypatch.setattr(PseudolabelStage, "process", classmethod(real))
     report = run_stage(ctx, PseudolabelStage)
     assert (report.ran, report.cached, report.failed) == (4, 0, 0)
+
+
+def test_a_gpu_the_worker_does_not_see_is_retried_on_a_gpu_worker(phantom_ws, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`device: cuda` run where no GPU is visible (a login node) failed every case with a cached
+    config_error; `device` is no part of a case's key, so the same run on a GPU worker reused
+    those failures and labelled nothing. Now `gpu_unavailable`, not cached."""
+    ctx, _ = phantom_ws(device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    report = run_stage(ctx, PseudolabelStage)
+    assert report.failed == 4
+    probs = ctx.workspace.read_table("problems__pseudolabel")
+    assert probs is not None and set(probs.column("kind").to_pylist()) == {"gpu_unavailable"}
+    # a GPU worker now (its device stood in for by the CPU: no CUDA call is made here)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(PseudolabelConfig, "resolved_device", lambda self: "cpu")
+    report = run_stage(ctx, PseudolabelStage)
+    assert (report.ran, report.cached, report.failed) == (4, 0, 0)
+
+
+def test_a_cuda_index_the_worker_does_not_have_or_a_misspelt_device_is_said_so(monkeypatch) -> None:
+    """`cuda:1` on a Dask worker started with CUDA_VISIBLE_DEVICES=1 (it sees one GPU, cuda:0) was
+    CUDA's 'invalid device ordinal' as an internal error per case; `gpu` failed each case too."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert PseudolabelConfig.from_dict({"device": "cuda:0"}).resolved_device() == "cuda:0"
+    assert PseudolabelConfig.from_dict({"device": "auto"}).resolved_device() == "cuda"
+    with pytest.raises(CuratorError) as e:
+        PseudolabelConfig.from_dict({"device": "cuda:1"}).resolved_device()
+    assert e.value.kind == "gpu_unavailable" and "sees 1 CUDA device" in str(e.value)
+    assert "device: cuda" in (e.value.remedy or "")
+    for bad in ("gpu", "cuda0", "cuda:x", "CUDA"):
+        with pytest.raises(ConfigError, match="use auto, cpu, cuda or cuda:N"):
+            PseudolabelConfig.from_dict({"device": bad})
