@@ -267,9 +267,12 @@ def _import(ref: str) -> Any:
     return obj
 
 
-def _state_dict(path: str, device: torch.device) -> dict[str, Any]:
+def _state_dict(path: str) -> dict[str, Any]:
+    """A weights file's state_dict on the CPU, where the network it goes into is built (``load_model``
+    moves the network to its device once; loaded onto the GPU, every weight went there, back into
+    the CPU-built network and there again; onto ``meta``, it could not be copied at all)."""
     try:
-        sd = torch.load(path, map_location=device, weights_only=True)
+        sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ConfigError("config_error", f"cannot load weights {path}: {type(e).__name__}: {e}",
                           remedy="weights must be a plain state_dict (torch.save(model.state_dict()))") from e
@@ -294,7 +297,7 @@ def _torchscript(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, Mode
     return net, spec
 
 
-def _module(spec: ModelSpec, device: torch.device) -> nn.Module:
+def _module(spec: ModelSpec) -> nn.Module:
     if not spec.factory:
         raise ConfigError("config_error", f"model {spec.name!r} of kind 'module' needs `factory`")
     factory = _import(spec.factory)
@@ -306,11 +309,11 @@ def _module(spec: ModelSpec, device: torch.device) -> nn.Module:
                                  "one goes into a class of your own package (an ensemble file names no other code)")
     net: nn.Module = factory(**spec.kwargs)
     if spec.weights:
-        net.load_state_dict(_state_dict(spec.weights, device), strict=True)
+        net.load_state_dict(_state_dict(spec.weights), strict=True)
     return net
 
 
-def _monai_bundle(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, ModelSpec]:
+def _monai_bundle(spec: ModelSpec) -> tuple[nn.Module, ModelSpec]:
     try:
         from monai.bundle.config_parser import ConfigParser
     except ImportError as e:
@@ -333,7 +336,7 @@ def _monai_bundle(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, Mod
     net: nn.Module = parser.get_parsed_content("network_def")
     weights = root / "models" / "model.pt"
     if weights.exists():
-        net.load_state_dict(_state_dict(str(weights), device), strict=True)
+        net.load_state_dict(_state_dict(str(weights)), strict=True)
     if not spec.terms:
         from curator.pseudolabel.terms import term_id
 
@@ -348,9 +351,9 @@ def load_model(spec: ModelSpec, device: str | torch.device) -> LoadedModel:
     if spec.kind == "torchscript":
         net, spec = _torchscript(spec, dev)
     elif spec.kind == "monai_bundle":
-        net, spec = _monai_bundle(spec, dev)
+        net, spec = _monai_bundle(spec)
     else:
-        net = _module(spec, dev)
+        net = _module(spec)
     if not spec.terms:
         raise ConfigError("config_error", f"model {spec.name!r} declares no output terms",
                           remedy="list `terms:` (one term id per output channel, background excluded)")

@@ -16,7 +16,7 @@ from torch import nn
 from curator.errors import ConfigError, CuratorError
 from curator.pseudolabel.config import PseudolabelConfig
 from curator.pseudolabel.infer import infer_case
-from curator.pseudolabel.models import LoadedModel, ModelSpec, load_model
+from curator.pseudolabel.models import LoadedModel, ModelSpec, load_ensemble_file, load_model
 from curator.pseudolabel.reader import SlabReader
 from curator.pseudolabel.stage import PseudolabelStage
 from curator.runner.run import run_stage
@@ -118,3 +118,10 @@ def test_a_cuda_index_the_worker_does_not_have_or_a_misspelt_device_is_said_so(m
     for bad in ("gpu", "cuda0", "cuda:x", "CUDA"):
         with pytest.raises(ConfigError, match="use auto, cpu, cuda or cuda:N"):
             PseudolabelConfig.from_dict({"device": bad})
+
+
+def test_weights_are_read_onto_the_cpu_whatever_the_device() -> None:
+    """A module's weights were loaded onto the model's device, then copied into the network built
+    on the CPU and moved back: on a GPU two copies of every weight, on `meta` a failure."""
+    m = load_model(load_ensemble_file("demo")[0], "meta")
+    assert m.device.type == "meta" and all(p.device.type == "meta" for p in m.net.parameters())
