@@ -38,6 +38,9 @@ from curator.pseudolabel.reader import SlabReader
 
 log = logging.getLogger("curator")
 _BLEND = {"float32": torch.float32, "float16": torch.float16}
+# autocast per device type with `amp` (CUDA only: on the CPU the models run in float32, as the
+# stage's results on a CPU are defined; tests add {"cpu": torch.bfloat16} to run this path on a CPU)
+AMP_DTYPE: dict[str, torch.dtype] = {"cuda": torch.float16}
 _AXIS = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
 
 
@@ -85,7 +88,8 @@ def _run(model: LoadedModel, x: torch.Tensor, orient: tuple[tuple[int, int, int]
     y = x.permute(0, 1, 2 + perm[0], 2 + perm[1], 2 + perm[2])
     if flips:
         y = y.flip([2 + a for a in flips])
-    ctx = torch.autocast("cuda", dtype=torch.float16) if amp and x.device.type == "cuda" else nullcontext()
+    dtype = AMP_DTYPE.get(x.device.type) if amp else None
+    ctx = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
     with ctx:
         out = model.predict(y)
     if flips:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from curator.errors import ConfigError, CuratorError
+from curator.pseudolabel import train_demo, window
 from curator.pseudolabel.config import PseudolabelConfig
 from curator.pseudolabel.infer import infer_case
 from curator.pseudolabel.models import LoadedModel, ModelSpec, load_ensemble_file, load_model
@@ -125,3 +126,54 @@ def test_weights_are_read_onto_the_cpu_whatever_the_device() -> None:
     on the CPU and moved back: on a GPU two copies of every weight, on `meta` a failure."""
     m = load_model(load_ensemble_file("demo")[0], "meta")
     assert m.device.type == "meta" and all(p.device.type == "meta" for p in m.net.parameters())
+
+
+def _demo_case() -> tuple[SlabReader, list[LoadedModel]]:
+    img, _ = train_demo.phantom(3, np.random.default_rng(3))  # a trained network's confident outputs
+    return SlabReader(img[4:60, 4:56, 10:58], {"applied": True}, {}), [load_model(s, "cpu")
+                                                                     for s in load_ensemble_file("demo")]
+
+
+def _probs(reader: SlabReader, models: list[LoadedModel], **kw: Any) -> list[np.ndarray]:  # type: ignore[type-arg]
+    rows = [[p.astype(np.float32) for p in probs]
+            for _, _, probs in window.sliding_window(reader, models, (48, 48, 48), **kw)]
+    return [np.concatenate([r[m] for r in rows], -1) for m in range(len(models))]
+
+
+def test_the_autocast_path_on_the_cpu_in_bfloat16(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The `amp` branch of the window (autocast around the forward pass only; low-precision logits
+    cast to float32 before softmax; float32 Gaussian weights and buffers) run on the CPU in bfloat16,
+    whose 8-bit mantissa is coarser than float16's 11: the blended probabilities stay float32 and
+    within 0.08 of the float32 run, and the labels agree on all but 1e-4 of the voxels."""
+    reader, models = _demo_case()
+    seen: list[torch.dtype] = []
+    hooks = [m.net.register_forward_hook(lambda mod, i, o: seen.append(o.dtype)) for m in models]
+    ref = _probs(reader, models, amp=True)  # no autocast on the CPU by default
+    assert set(seen) == {torch.float32}
+    monkeypatch.setattr(window, "AMP_DTYPE", {**window.AMP_DTYPE, "cpu": torch.bfloat16})
+    seen.clear()
+    for blend in ("float32", "float16"):
+        got = _probs(reader, models, amp=True, blend=blend)
+        assert set(seen) == {torch.bfloat16}, "the networks did not run under autocast"
+        for a, b in zip(ref, got, strict=True):
+            assert (a > 0.5).mean() > 0.005  # the phantom's organs are found
+            assert float(np.abs(a - b).max()) < 0.08
+            assert ((a > 0.5) != (b > 0.5)).mean() < 1e-4
+    seen.clear()
+    off = _probs(reader, models, amp=False)
+    assert set(seen) == {torch.float32}
+    for a, b in zip(ref, off, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for h in hooks:
+        h.remove()
+
+
+def test_every_window_tensor_lives_on_the_models_device() -> None:
+    """On `meta` models every tensor the window makes (input slab, batch, Gaussian, buffers) must be
+    on `meta` too — one left on the CPU is an error there, as it is on CUDA — until the copy to the
+    host, which `meta` cannot do."""
+    reader, models = _demo_case()
+    meta = [LoadedModel(m.spec, m.net.to("meta"), torch.device("meta")) for m in models]
+    for blend in ("float32", "float16"):
+        with pytest.raises(NotImplementedError, match="meta"):
+            next(window.sliding_window(reader, meta, (48, 48, 48), blend=blend))

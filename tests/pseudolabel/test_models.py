@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -176,16 +177,114 @@ def test_band_model_is_a_band_detector() -> None:
     assert m(x).argmax(1).flatten().tolist() == [1, 2, 0] and len(BAND_TERMS) == 4
 
 
+GPU = "cuda"  # what the gpu tests run on (`cpu` checks the tests themselves on a machine without one)
+
+
+def _windowed(reader: SlabReader, models: list, **kw: Any) -> list:  # type: ignore[type-arg]
+    """Every model's blended probabilities over the whole volume (float32 numpy)."""
+    rows = [[p.astype(np.float32) for p in probs] for _, _, probs in sliding_window(reader, models, (48, 48, 48), **kw)]
+    return [np.concatenate([r[m] for r in rows], -1) for m in range(len(models))]
+
+
+def _peak_bytes(run: Any) -> int:
+    if GPU != "cuda":
+        run()
+        return 0
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
 @pytest.mark.gpu
 def test_cuda_path_matches_cpu() -> None:
+    """The trained demo ensemble on a phantom (confident outputs, not a random network's ~uniform
+    ones, whose label planes were empty on both devices and so always matched): on the GPU, with
+    and without autocast and with either blend dtype, every model's probabilities within 0.02 of
+    the CPU's (float16 / TF32 rounding), labels and attention alike, memory bounded by the patch
+    depth, not the volume's."""
+    from curator.pseudolabel import train_demo
+
+    img, _ = train_demo.phantom(3, np.random.default_rng(3))
+    img = img[:, :, :48]
+    specs = load_ensemble_file("demo")
+    cpu = [load_model(s, "cpu") for s in specs]
+    gpu = [load_model(s, GPU) for s in specs]
+    assert all(p.device.type == GPU for m in gpu for p in m.net.parameters())
+    reader = SlabReader(img, {"applied": True}, {})
+    ref = _windowed(reader, cpu, amp=False)
+    assert all((r > 0.5).mean() > 0.005 for r in ref), "the phantom's organs were not found on the CPU"
+    for amp in (False, True):
+        for blend in ("float32", "float16"):
+            got = _windowed(reader, gpu, amp=amp, blend=blend)
+            for m, (a, b) in enumerate(zip(ref, got, strict=True)):
+                where = f"{specs[m].name}, amp={amp}, blend={blend}"
+                assert b.dtype == np.float32 and np.isfinite(b).all(), where
+                assert float(np.abs(a - b).max()) < 0.02, where
+                assert ((a > 0.5) != (b > 0.5)).mean() < 1e-3, where
+    a = infer_case(reader, cpu, ["liver", "spleen", "pancreas"], patch=(48, 48, 48), amp=False)
+    b = infer_case(reader, gpu, ["liver", "spleen", "pancreas"], patch=(48, 48, 48), amp=True)
+    assert a.voxels("liver") > 0 and (a.plane == b.plane).mean() > 0.999
+    for t in a.targets:
+        va, vb = a.summaries[t].attention_voxels, b.summaries[t].attention_voxels
+        assert abs(va - vb) <= 0.05 * max(va, 100), (t, va, vb)
+    # streaming: a volume three times as deep needs no more device memory (the buffers are one patch deep)
+    deep = SlabReader(np.concatenate([img, img[..., ::-1], img], -1), {"applied": True}, {})
+    shallow_peak = _peak_bytes(lambda: _windowed(reader, gpu, amp=True))
+    deep_peak = _peak_bytes(lambda: _windowed(deep, gpu, amp=True))
+    assert deep_peak <= 1.1 * shallow_peak + (8 << 20), (shallow_peak, deep_peak)
+
+
+@pytest.mark.gpu
+def test_etta_on_the_gpu_adapts_then_restores_the_model() -> None:
+    """ETTA on GPU-resident parameters: gradients only for the normalisation layers, the entropy
+    lowered, every tensor back bit for bit afterwards, and the case's labels as the CPU's."""
     torch.manual_seed(0)
     cpu = load_model(ModelSpec.from_dict(SPEC), "cpu")
-    gpu = load_model(ModelSpec.from_dict(SPEC), "cuda")
+    gpu = load_model(ModelSpec.from_dict(SPEC), GPU)
     gpu.net.load_state_dict(cpu.net.state_dict())
+    before = {k: v.clone() for k, v in gpu.net.state_dict().items()}
     img = np.random.default_rng(0).normal(size=(40, 36, 44)).astype(np.float32)
-    a = infer_case(SlabReader(img, {}, {}), [cpu], ["liver", "spleen"], patch=(16, 16, 16), amp=False)
-    b = infer_case(SlabReader(img, {}, {}), [gpu], ["liver", "spleen"], patch=(16, 16, 16), amp=True)
+    cfg = EttaConfig(enabled=True, steps=3, lr=1e-2)
+    a = infer_case(SlabReader(img, {}, {}), [cpu], ["liver", "spleen"], patch=(16, 16, 16), amp=False, etta=cfg)
+    b = infer_case(SlabReader(img, {}, {}), [gpu], ["liver", "spleen"], patch=(16, 16, 16), amp=True, etta=cfg)
+    rb = b.etta[0]
+    assert rb["changed"] and rb["entropy_after"] < rb["entropy_before"]
+    assert set(rb["changed"]) <= {n for n, _ in norm_parameters(gpu.net)}
+    assert abs(rb["entropy_before"] - a.etta[0]["entropy_before"]) < 1e-3
+    assert all(torch.equal(gpu.net.state_dict()[k], v) for k, v in before.items()), "ETTA left the model changed"
+    assert not any(p.requires_grad for p in gpu.net.parameters())
     assert (a.plane == b.plane).mean() > 0.99
+
+
+@pytest.mark.gpu
+def test_the_stage_on_the_gpu_with_prefetch_labels_as_on_the_cpu(phantom_ws) -> None:  # type: ignore[no-untyped-def]
+    """The whole stage with `device: cuda` (autocast, the next case read ahead in a thread) writes the
+    pseudo labels the CPU writes."""
+    from curator.config import PipelineConfig
+    from curator.pseudolabel.stage import PseudolabelStage
+    from curator.runner.context import Context
+    from curator.runner.run import run_stage
+    from curator.store import CaseStore
+
+    ctx, _ = phantom_ws(device="cpu")
+    assert run_stage(ctx, PseudolabelStage).failed == 0
+    ws = ctx.workspace
+    cases = [p.stem for p in sorted(ws.stores_dir.glob("*.zarr"))]
+    on_cpu = {c: {t: CaseStore(ws.stores_dir / f"{c}.zarr").mask(t, "pseudo") for t in ("liver", "aorta")}
+              for c in cases}
+    d = ctx.config.to_dict()
+    d["stages"]["pseudolabel"].update(device=GPU, prefetch="on")
+    for c in cases:  # `device` is no part of a case's key: make the cases run again
+        ws.case_result_path("pseudolabel", c).unlink()
+    report = run_stage(Context(PipelineConfig.from_dict(d), ws), PseudolabelStage)
+    assert (report.ran, report.failed) == (len(cases), 0)
+    for c in cases:
+        for t in ("liver", "aorta"):
+            got = CaseStore(ws.stores_dir / f"{c}.zarr").mask(t, "pseudo")
+            assert on_cpu[c][t].any() and (got == on_cpu[c][t]).mean() > 0.999, (c, t)
 
 
 def test_blend_setting_reaches_inference_and_is_checked() -> None:
