@@ -107,7 +107,9 @@ def infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Seque
 
 
 def _release(models: Sequence[LoadedModel]) -> None:
-    """Give the memory of a failed attempt back to the device (the CUDA caching allocator keeps it)."""
+    """Drop what a failed attempt left (its tensors may sit in reference cycles) and hand the CUDA
+    caching allocator's free blocks back: the retry then allocates afresh, with less fragmentation
+    (torch docs, ``torch.cuda.empty_cache``)."""
     gc.collect()
     if any(m.device.type == "cuda" for m in models):
         torch.cuda.empty_cache()

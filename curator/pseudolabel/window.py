@@ -9,7 +9,8 @@ float32, or float16 on request (``blend="float16"``: half the memory; they then 
 running weighted mean, each update computed in float32 and rounded once, so probabilities
 move by ~1e-3). The next slab of input is read
 and normalised in a background thread while the current row is inferred, and on a GPU
-the forward passes run under autocast (float16).
+the forward passes run under autocast (float16; a batch whose outputs are not finite there, an
+activation past float16's 65504, runs again in float32).
 
 >>> import numpy as np, torch
 >>> from curator.pseudolabel.reader import SlabReader
@@ -41,6 +42,7 @@ _BLEND = {"float32": torch.float32, "float16": torch.float16}
 # autocast per device type with `amp` (CUDA only: on the CPU the models run in float32, as the
 # stage's results on a CPU are defined; tests add {"cpu": torch.bfloat16} to run this path on a CPU)
 AMP_DTYPE: dict[str, torch.dtype] = {"cuda": torch.float16}
+_OVERFLOWED: set[str] = set()  # models whose outputs overflowed under autocast (warned once per process)
 _AXIS = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
 
 
@@ -91,6 +93,14 @@ def _run(model: LoadedModel, x: torch.Tensor, orient: tuple[tuple[int, int, int]
     dtype = AMP_DTYPE.get(x.device.type) if amp else None
     ctx = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
     with ctx:
+        out = model.predict(y)
+    if dtype is not None and not bool(torch.isfinite(out).all()):
+        # float16 overflow (an activation past 65504 in a network trained in float32): inf logits,
+        # NaN after softmax, spread by the blend; this batch again in float32
+        if model.spec.name not in _OVERFLOWED:
+            _OVERFLOWED.add(model.spec.name)
+            log.warning("model %s: non-finite outputs under %s autocast; such batches run again in float32 "
+                        "(amp: false runs every batch so)", model.spec.name, str(dtype).removeprefix("torch."))
         out = model.predict(y)
     if flips:
         out = out.flip([2 + a for a in flips])

@@ -177,3 +177,32 @@ def test_every_window_tensor_lives_on_the_models_device() -> None:
     for blend in ("float32", "float16"):
         with pytest.raises(NotImplementedError, match="meta"):
             next(window.sliding_window(reader, meta, (48, 48, 48), blend=blend))
+
+
+class _OverflowsInHalf(nn.Module):
+    """``net``, whose logits overflow (inf) when it runs under autocast — as a network trained in float32
+    does in float16 once an activation passes 65504 (bfloat16, the CPU's, has float32's range)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x)
+        if torch.is_autocast_enabled(x.device.type):
+            out = out.clone()
+            out[:, 1:, :2] = float("inf")  # some voxels' term logits
+        return out
+
+
+def test_a_batch_whose_logits_overflow_under_autocast_runs_again_in_float32(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """float16 overflow gave inf logits, NaN probabilities after softmax, and NaN spread through the
+    blend into the statistics: no label where it happened and NaN attention sizes. The batch now
+    runs again without autocast."""
+    reader, models = _band_case()
+    ref = infer_case(reader, models, ["liver", "spleen"], patch=(8, 8, 8), amp=False)
+    monkeypatch.setattr(window, "AMP_DTYPE", {**window.AMP_DTYPE, "cpu": torch.bfloat16})
+    hot = [LoadedModel(m.spec, _OverflowsInHalf(m.net), m.device) for m in models]
+    got = infer_case(reader, hot, ["liver", "spleen"], patch=(8, 8, 8), amp=True)
+    assert all(np.isfinite(s.attention_size) for s in got.summaries.values())
+    assert (got.plane == ref.plane).mean() > 0.999
