@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,9 @@ def _etta_patches(reader: SlabReader, patch: tuple[int, int, int], n: int, seed:
     return torch.from_numpy(np.stack(out)[:, None].copy())
 
 
+# ETTA adapts the process's one cached copy of each model in place: its cases run one at a time per
+# process (threads of a Dask worker started without `--resources GPU=1` ran several at once)
+_ETTA_LOCK = threading.Lock()
 _DEFAULT_PARAMS = AttentionParams()
 _DEFAULT_ETTA = EttaConfig()
 
@@ -126,6 +130,7 @@ def _infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Sequ
     reports: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         if etta.enabled:
+            stack.enter_context(_ETTA_LOCK)
             xb = _etta_patches(reader, pp, etta.patches, etta.seed).to(models[0].device)
             for m in models:
                 orient = axis_map(orientation, m.spec.orientation)

@@ -16,6 +16,7 @@ from torch import nn
 from curator.errors import ConfigError, CuratorError
 from curator.pseudolabel import train_demo, window
 from curator.pseudolabel.config import PseudolabelConfig
+from curator.pseudolabel.etta import EttaConfig
 from curator.pseudolabel.infer import infer_case
 from curator.pseudolabel.models import LoadedModel, ModelSpec, load_ensemble_file, load_model
 from curator.pseudolabel.reader import SlabReader
@@ -206,3 +207,45 @@ def test_a_batch_whose_logits_overflow_under_autocast_runs_again_in_float32(monk
     got = infer_case(reader, hot, ["liver", "spleen"], patch=(8, 8, 8), amp=True)
     assert all(np.isfinite(s.attention_size) for s in got.summaries.values())
     assert (got.plane == ref.plane).mean() > 0.999
+
+
+def test_etta_cases_on_threads_of_one_worker_do_not_adapt_each_others_model() -> None:
+    """A Dask GPU worker started without `--resources GPU=1` runs as many cases at once as it has
+    threads, on the process's one cached copy of each model. ETTA adapts that copy in place: a case
+    started while another was adapting took the other's half-adapted weights as its starting point
+    (and later restored them). ETTA cases of one process now run one at a time."""
+    import threading
+
+    torch.manual_seed(0)
+    model = load_model(ModelSpec.from_dict({"name": "u", "factory": "curator.pseudolabel.nets:TinyUNet",
+                                            "kwargs": {"out_channels": 3}, "terms": ["liver", "spleen"],
+                                            "patch": [16, 16, 16]}), "cpu")
+    rng = np.random.default_rng(0)
+    first, second = (SlabReader(rng.normal(size=(20, 20, 20)).astype(np.float32), {}, {}) for _ in range(2))
+    cfg = EttaConfig(enabled=True, steps=3, lr=0.05)
+
+    def run(reader: SlabReader) -> Any:
+        return infer_case(reader, [model], ["liver"], patch=(16, 16, 16), etta=cfg)
+
+    alone = run(second).etta[0]["entropy_before"]
+    out: dict[str, Any] = {}
+    done = threading.Event()
+    calls = [0]
+
+    def other() -> None:
+        out["second"] = run(second)
+        done.set()
+
+    def hook(mod: Any, inputs: Any, output: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 2 and torch.is_grad_enabled():  # the first case mid-adaptation (one step taken)
+            threading.Thread(target=other).start()
+            done.wait(2.0)  # the second case runs now, unless it has to wait for the first
+
+    h = model.net.register_forward_hook(hook)
+    try:
+        run(first)
+    finally:
+        h.remove()
+    assert done.wait(60)
+    assert out["second"].etta[0]["entropy_before"] == alone, "the second case started from adapted weights"
