@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ log = logging.getLogger("curator")
 Prepared = tuple[SlabReader, str, tuple[int, int, int]]
 _POOL: list[ThreadPoolExecutor] = []  # one lazily created thread per worker process
 _PENDING: dict[str, tuple[Future[Prepared], str]] = {}  # path -> (reader, the store's stamp then)
+_LOCK = threading.Lock()  # a Dask worker may run several cases in threads: they share _PENDING and _POOL
 
 
 def _stamp(path: str | Path) -> str:
@@ -73,7 +75,8 @@ def _prepare(path: str, specs: tuple[ModelSpec, ...], patch: tuple[int, ...], cf
 def take(path: str | Path) -> Prepared | None:
     """The prefetched reader of ``path`` if one is ready or running and the store has not been
     rebuilt since it was scheduled (else None)."""
-    pending = _PENDING.pop(str(path), None)
+    with _LOCK:
+        pending = _PENDING.pop(str(path), None)
     if pending is None:
         return None
     fut, stamp = pending
@@ -97,11 +100,12 @@ def schedule_next(ws: Path, case_id: str, specs: tuple[ModelSpec, ...], patch: t
     if case_id not in ids or ids.index(case_id) + 1 >= len(ids):
         return None
     nxt = queue[ids.index(case_id) + 1][1]
-    for stale in [k for k in _PENDING if k != nxt]:
-        _PENDING.pop(stale)[0].cancel()
-    if nxt not in _PENDING:
-        if not _POOL:
-            _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-prefetch"))
-        _PENDING[nxt] = (_POOL[0].submit(_prepare, nxt, specs, patch, cfg), _stamp(nxt))
-        log.debug("prefetching %s", nxt)
+    with _LOCK:  # another thread's case may be scheduling or taking at the same time
+        for stale in [k for k in _PENDING if k != nxt]:
+            _PENDING.pop(stale)[0].cancel()
+        if nxt not in _PENDING:
+            if not _POOL:
+                _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-prefetch"))
+            _PENDING[nxt] = (_POOL[0].submit(_prepare, nxt, specs, patch, cfg), _stamp(nxt))
+            log.debug("prefetching %s", nxt)
     return str(nxt)
