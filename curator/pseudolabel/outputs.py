@@ -94,12 +94,15 @@ def write_case(store: CaseStore, ws: Path, case_id: str, res: CaseLabels, specs:
 def torch_facts(device: str) -> dict[str, Any]:
     """What the pseudo labels' floats depend on beyond models and inputs: torch's version, the
     device and (on the CPU) torch's thread count — the CPU convolutions round differently with it
-    (~1e-6 in the probabilities, the 7th digit of the attention table)."""
+    (~1e-6 in the probabilities, the 7th digit of the attention table) — and the CPU's vector
+    instruction set torch dispatches its kernels by (``AVX2``, ``AVX512``: another machine may
+    round otherwise with the same threads)."""
     import torch
 
     out: dict[str, Any] = {"version": torch.__version__, "device": device}
     if device == "cpu":
         out["threads"] = torch.get_num_threads()
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     return out
 
 

@@ -121,4 +121,5 @@ def test_one_worker_gives_the_same_release_bytes_as_two(demo_release: tuple[Path
     assert again_meta["stores"] == meta["stores"]
     n = sum(1 for s in stores.glob("*.zarr") if (s / "labels" / "pseudo").is_dir())
     assert meta["inference"] == again_meta["inference"] == [
-        {"cases": n, "device": "cpu", "threads": 1, "version": torch.__version__}]
+        {"cases": n, "device": "cpu", "threads": 1, "version": torch.__version__,
+         "cpu_capability": torch.backends.cpu.get_cpu_capability()}]
