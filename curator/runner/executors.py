@@ -17,23 +17,27 @@ that resumes.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import multiprocessing as mp
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from curator.config import ExecutorConfig
-from curator.errors import ConfigError, CuratorError
+from curator.errors import ConfigError, CuratorError, StageError
 from curator.runner.stage import CaseEnv, CaseResult, Task, execute, problem_row
 
 log = logging.getLogger("curator")
 Job = tuple[Task, str]  # task, key
+POLL_S = 5.0  # how often a Dask run checks its scheduler and workers while no case finishes
+NO_WORKER_WAIT_S = 120.0  # how long cases may wait for a worker able to run them before the stage stops
 
 
 def _crashed(stage_name: str, task: Task, key: str, why: str) -> CaseResult:
@@ -56,6 +60,14 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _no_cancelled_tracebacks(record: logging.LogRecord) -> bool:
+    """Drop distributed's log of a coroutine cancelled at shutdown: a client that lost its scheduler
+    is still trying to reconnect when the run stops, and closing it logged a 40-line traceback of
+    that attempt above the error that says what happened."""
+    return not (record.exc_info and record.exc_info[0] is not None
+                and issubclass(record.exc_info[0], asyncio.CancelledError))
 
 
 class Executor:
@@ -140,6 +152,9 @@ class DaskExecutor(Executor):
         from distributed import Client, LocalCluster
 
         self.cluster = None
+        self.address = address
+        for name in ("distributed.client", "distributed.utils"):  # distributed logs under the failing module's name
+            logging.getLogger(name).addFilter(_no_cancelled_tracebacks)
         if address:
             try:
                 self.client = Client(address)
@@ -155,30 +170,113 @@ class DaskExecutor(Executor):
 
     def run(self, ref: str, stage_name: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv,
             gpu: bool = False) -> Iterator[CaseResult]:
-        from distributed import as_completed
+        from distributed import TimeoutError as DaskTimeout
+        from distributed import wait as dask_wait
 
+        if not jobs:
+            return
         resources = {"GPU": 1} if gpu and self._has_gpu_resource() else None
         submitted = {}
         for task, key in jobs:
             fut = self.client.submit(execute, ref, task, key, config, env, key=f"{stage_name}-{key}",
                                      pure=False, resources=resources, retries=0)
             submitted[fut.key] = (fut, task, key)
+        stalled_since: float | None = None
         try:
-            for fut in as_completed([f for f, _, _ in submitted.values()]):
-                _, task, key = submitted.pop(fut.key)
+            while submitted:
                 try:
-                    yield fut.result()
-                except Exception as e:  # noqa: BLE001 - KilledWorker, CancelledError, ...
-                    yield _crashed(stage_name, task, key, type(e).__name__)
-                finally:
-                    fut.release()
+                    done = dask_wait([f for f, _, _ in submitted.values()], timeout=POLL_S,
+                                     return_when="FIRST_COMPLETED").done
+                except DaskTimeout:
+                    done = set()
+                except CancelledError as e:  # some were cancelled: the scheduler is gone, or someone cancelled them
+                    self._check_scheduler(stage_name, len(submitted), e)
+                    done = {f for f, _, _ in submitted.values() if f.done()}
+                if not done:  # nothing finished for a while: is anyone able to run the rest?
+                    self._check_scheduler(stage_name, len(submitted))
+                    stalled_since = self._check_workers(stage_name, resources, submitted, stalled_since)
+                    continue
+                stalled_since = None
+                for fut in done:
+                    _, task, key = submitted.pop(fut.key)
+                    try:
+                        yield fut.result()
+                    except Exception as e:  # noqa: BLE001 - KilledWorker, CancelledError, ...
+                        self._check_scheduler(stage_name, len(submitted) + 1, e)
+                        yield self._failed(stage_name, task, key, e)
+                    finally:
+                        fut.release()
         finally:
             for fut, _, _ in submitted.values():
                 fut.cancel()
 
+    def _lost(self, stage_name: str, left: int) -> StageError:
+        return StageError("stage_error", f"stage {stage_name} stopped: lost the connection to the Dask scheduler "
+                          f"at {self.address or 'the local cluster'} with {left} case(s) not finished",
+                          remedy="check that the scheduler still runs and is reachable (restart it and its "
+                          "workers if it died), then run the same command again; finished cases are kept")
+
+    def _check_scheduler(self, stage_name: str, left: int, err: BaseException | None = None) -> None:
+        """Stop the stage when the scheduler is gone: its futures come back cancelled, and every
+        case left would otherwise be recorded as a crash of its own."""
+        lost = self.client.status not in ("running", "newly-created")
+        if lost or "scheduler-connection-lost" in str(err or ""):  # distributed's reason for cancelling them
+            raise self._lost(stage_name, left)
+
+    def _check_workers(self, stage_name: str, resources: dict[str, int] | None, submitted: dict[Any, Any],
+                       stalled_since: float | None) -> float | None:
+        """Cases wait forever on a cluster with no worker able to run them (every worker gone,
+        or the only ones with the GPU resource): warn at once, stop after ``NO_WORKER_WAIT_S``."""
+        try:
+            workers = self._workers()
+        except OSError:
+            raise self._lost(stage_name, len(submitted)) from None
+        able = [w for w in workers if not resources or all((w.get("resources") or {}).get(r, 0) >= n
+                                                             for r, n in resources.items())]
+        if able:
+            return None
+        need = "with the GPU resource (`dask worker ... --resources GPU=1`)" if resources else ""
+        now = time.monotonic()
+        if stalled_since is None:
+            log.warning("stage %s: no Dask worker %s is connected to the scheduler at %s; %d case(s) wait "
+                        "for one (stopping in %.0f s)", stage_name, need or "at all", self.address,
+                        len(submitted), NO_WORKER_WAIT_S)
+            return now
+        if now - stalled_since >= NO_WORKER_WAIT_S:
+            raise StageError("stage_error", f"stage {stage_name} stopped: no Dask worker {need or 'at all'} was "
+                             f"connected to the scheduler at {self.address} for {NO_WORKER_WAIT_S:.0f} s, with "
+                             f"{len(submitted)} case(s) waiting for one",
+                             remedy=f"start a worker {need + ' ' if need else ''}for the scheduler (or check why they died: "
+                             "their logs), then run the same command again; finished cases are kept")
+        return stalled_since
+
+    def _failed(self, stage_name: str, task: Task, key: str, e: BaseException) -> CaseResult:
+        """A case whose future failed: its worker died (``KilledWorker``), or the worker could not
+        run curator's code at all (a missing package, other code)."""
+        from distributed.scheduler import KilledWorker
+
+        if isinstance(e, KilledWorker):
+            return _crashed(stage_name, task, key, "the Dask scheduler gave up on it after its worker died "
+                            "while running it, as often as `distributed.scheduler.allowed-failures` allows")
+        if isinstance(e, CancelledError):
+            return _crashed(stage_name, task, key, "it was cancelled on the Dask cluster, by another client or the "
+                            "scheduler")
+        err = CuratorError("internal_error", f"the Dask worker could not run this case: {type(e).__name__}: {e}",
+                           remedy="start every Dask worker from the same Python environment and curator "
+                           "checkout as `curator run` (same venv, same PYTHONPATH), then run the same command "
+                           "again; `curator env` lists what each needs")
+        row = problem_row(stage_name, err, dataset=task.dataset, case_id=task.case_id, path=task.path)
+        return CaseResult(task.case_id, key, {}, [row], failed=True, cacheable=False)
+
+    def _workers(self) -> list[dict[str, Any]]:
+        try:
+            info = self.client.scheduler_info(n_workers=-1)  # newer distributed lists only 5 by default
+        except TypeError:  # older ones list all and take no n_workers
+            info = self.client.scheduler_info()
+        return list(info.get("workers", {}).values())
+
     def _has_gpu_resource(self) -> bool:
-        info = self.client.scheduler_info()
-        return any("GPU" in (w.get("resources") or {}) for w in info.get("workers", {}).values())
+        return any("GPU" in (w.get("resources") or {}) for w in self._workers())
 
     def close(self) -> None:
         self.client.close()

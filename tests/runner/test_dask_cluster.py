@@ -1,0 +1,98 @@
+"""The Dask executor against an external cluster (``--address``): what an operator sees when the
+scheduler dies, when no worker is able to run a stage's cases, or when a worker cannot run
+curator's code. Each test starts its own in-process ``distributed.LocalCluster``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from curator.errors import StageError
+from curator.runner import executors
+from curator.runner.executors import DaskExecutor
+from curator.runner.run import run_stage
+from curator.testing.stages import ProbeStage
+from tests.runner.test_runner import _ctx
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
+    kw = getattr(request, "param", {})
+    c = distributed.LocalCluster(n_workers=kw.get("n_workers", 1), threads_per_worker=1, processes=False,
+                                 dashboard_address=None, resources=kw.get("resources"))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+class GpuProbe(ProbeStage):
+    gpu = True
+
+
+def test_a_lost_scheduler_stops_the_stage_with_what_to_do(tmp_path: Path, cluster: Any) -> None:
+    """Killing the scheduler mid-stage made every unfinished case a `worker_crashed` problem
+    ('the file may crash the reader') and the stage wrote its tables as if done."""
+    ctx = _ctx(tmp_path, n_cases=4, behaviour={f"c00{i}": "sleep:1" for i in range(1, 4)})
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    stage = ProbeStage(ctx, ctx.stage_config(ProbeStage.config_class, "probe"))
+    jobs = [(t, stage.task_key(t)) for t in stage.plan()]
+    try:
+        results = ex.run(ProbeStage.ref(), "probe", jobs, stage.config.to_dict(), ctx.case_env())
+        first = next(results)
+        assert not first.failed
+        cluster.sync(cluster.scheduler.close)  # the scheduler dies
+        with pytest.raises(StageError, match="lost the connection to the Dask scheduler") as e:
+            list(results)
+        assert "run the same command again" in str(e.value)
+    finally:
+        ex.close()
+
+
+@pytest.mark.parametrize("cluster", [{"n_workers": 0}], indirect=True)
+def test_no_worker_able_to_run_the_cases_stops_the_stage(tmp_path: Path, cluster: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no worker left (or none left with the GPU resource a GPU stage asked for), the run
+    waited forever without a word."""
+    monkeypatch.setattr(executors, "POLL_S", 0.2)
+    monkeypatch.setattr(executors, "NO_WORKER_WAIT_S", 0.0)
+    ctx = _ctx(tmp_path, n_cases=2)
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    monkeypatch.setattr(ex, "_has_gpu_resource", lambda: True)  # the GPU worker was there when the stage began
+    try:
+        with pytest.raises(StageError, match="no Dask worker with the GPU resource") as e:
+            run_stage(ctx, GpuProbe, ex)
+        assert "--resources GPU=1" in str(e.value)
+    finally:
+        ex.close()
+
+
+@pytest.mark.parametrize("cluster", [{"resources": {"GPU": 1}}], indirect=True)
+def test_gpu_stage_runs_on_the_gpu_worker(tmp_path: Path, cluster: Any) -> None:
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    try:
+        rep = run_stage(_ctx(tmp_path, n_cases=3), GpuProbe, ex)
+    finally:
+        ex.close()
+    assert rep.ran == 3 and rep.failed == 0
+
+
+def test_a_worker_that_cannot_run_curator_is_not_called_a_crash(tmp_path: Path, cluster: Any) -> None:
+    """A worker missing a module (another venv) failed the case as 'the worker process died'
+    (here the stage's module is missing on the worker)."""
+    ctx = _ctx(tmp_path, n_cases=1)
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    try:
+        stage = ProbeStage(ctx, ctx.stage_config(ProbeStage.config_class, "probe"))
+        jobs = [(t, stage.task_key(t)) for t in stage.plan()]
+        (res,) = ex.run("no_such_module:Stage", "probe", jobs, stage.config.to_dict(), ctx.case_env())
+    finally:
+        ex.close()
+    (p,) = res.problems
+    assert res.failed and not res.cacheable and p["kind"] == "internal_error"
+    assert "ModuleNotFoundError" in p["message"] and "same Python environment" in p["message"]
