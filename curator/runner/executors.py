@@ -12,7 +12,9 @@ problem instead of taking the run down.
 A run killed outright (SIGKILL, OOM killer) takes its workers with it: local pool workers
 by the kernel's parent-death signal (Linux), an in-process ``LocalCluster``'s workers by
 ``distributed``'s own nanny (measured: gone at once). No orphan writes on beside the run
-that resumes.
+that resumes. An external cluster's workers outlive the run: a run stopped by Ctrl-C or
+SIGTERM cancels its queued cases and waits for the running ones to end before it lets go
+of the workspace (a SIGKILLed run cannot; its running cases end on their own).
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ def _no_cancelled_tracebacks(record: logging.LogRecord) -> bool:
     that attempt above the error that says what happened."""
     return not (record.exc_info and record.exc_info[0] is not None
                 and issubclass(record.exc_info[0], asyncio.CancelledError))
+
+
+def _running_keys(keys: set[str], dask_worker: Any = None) -> list[str]:
+    """Run on each Dask worker (``Client.run``): which of ``keys`` it is still executing, cancelled
+    or not."""
+    tasks = dask_worker.state.tasks
+    return [k for k in keys if k in tasks and tasks[k].state in ("executing", "long-running", "cancelled", "resumed")]
 
 
 class Executor:
@@ -153,6 +162,7 @@ class DaskExecutor(Executor):
 
         self.cluster = None
         self.address = address
+        self._pending: dict[Any, Any] = {}  # the current stage's unfinished futures, by key
         for name in ("distributed.client", "distributed.utils"):  # distributed logs under the failing module's name
             logging.getLogger(name).addFilter(_no_cancelled_tracebacks)
         if address:
@@ -176,7 +186,7 @@ class DaskExecutor(Executor):
         if not jobs:
             return
         resources = {"GPU": 1} if gpu and self._has_gpu_resource() else None
-        submitted = {}
+        self._pending = submitted = {}
         for task, key in jobs:
             fut = self.client.submit(execute, ref, task, key, config, env, key=f"{stage_name}-{key}",
                                      pure=False, resources=resources, retries=0)
@@ -268,6 +278,32 @@ class DaskExecutor(Executor):
         row = problem_row(stage_name, err, dataset=task.dataset, case_id=task.case_id, path=task.path)
         return CaseResult(task.case_id, key, {}, [row], failed=True, cacheable=False)
 
+    def _drain(self) -> None:
+        """Cancel the stage's unfinished cases and wait for those already running on the external
+        cluster's workers: a running case cannot be interrupted, and once this run ends (and
+        lets go of the workspace lock) it would write on into the workspace beside the next run.
+        A second Ctrl-C stops the wait."""
+        keys = set(self._pending)
+        for fut, _, _ in self._pending.values():
+            fut.cancel()
+        self._pending = {}
+        said = False
+        while True:
+            try:
+                running = {k for ks in self.client.run(_running_keys, keys).values() for k in ks}
+            except Exception:  # noqa: BLE001 - the scheduler is gone, or a worker cannot run curator: nothing to ask
+                return
+            if not running:
+                if said:
+                    log.warning("the Dask workers finished the running case(s)")
+                return
+            if not said:
+                log.warning("waiting for %d case(s) still running on the Dask cluster at %s to finish: a running "
+                            "case cannot be interrupted and would write into the workspace beside the next run "
+                            "(Ctrl-C again to stop waiting)", len(running), self.address)
+                said = True
+            time.sleep(0.5)
+
     def _workers(self) -> list[dict[str, Any]]:
         try:
             info = self.client.scheduler_info(n_workers=-1)  # newer distributed lists only 5 by default
@@ -279,6 +315,8 @@ class DaskExecutor(Executor):
         return any("GPU" in (w.get("resources") or {}) for w in self._workers())
 
     def close(self) -> None:
+        if self.cluster is None and self._pending and self.client.status == "running":  # stopped mid-stage
+            self._drain()
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()

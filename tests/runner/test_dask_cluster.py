@@ -4,6 +4,7 @@ curator's code. Each test starts its own in-process ``distributed.LocalCluster``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,23 @@ def test_a_worker_that_cannot_run_curator_is_not_called_a_crash(tmp_path: Path, 
     (p,) = res.problems
     assert res.failed and not res.cacheable and p["kind"] == "internal_error"
     assert "ModuleNotFoundError" in p["message"] and "same Python environment" in p["message"]
+
+
+def test_a_stopped_run_leaves_no_case_running_on_the_cluster(tmp_path: Path, cluster: Any) -> None:
+    """Ctrl-C / SIGTERM of `curator run` on an external cluster cancelled the queued cases but
+    returned while the running ones went on writing into the workspace, lock released, beside
+    the next run. Closing now waits for them."""
+    ctx = _ctx(tmp_path, n_cases=3, behaviour={"c001": "sleep:2", "c002": "sleep:2"})
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    stage = ProbeStage(ctx, ctx.stage_config(ProbeStage.config_class, "probe"))
+    jobs = [(t, stage.task_key(t)) for t in stage.plan()]
+    (worker,) = cluster.workers.values()
+    try:
+        results = ex.run(ProbeStage.ref(), "probe", jobs, stage.config.to_dict(), ctx.case_env())
+        next(results)
+        while not worker.state.executing:  # a sleeping case runs on the worker
+            time.sleep(0.05)
+        results.close()  # the interrupted stage
+    finally:
+        ex.close()
+    assert not worker.state.executing
