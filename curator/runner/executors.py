@@ -79,6 +79,24 @@ def _running_keys(keys: set[str], dask_worker: Any = None) -> list[str]:
     return [k for k in keys if k in tasks and tasks[k].state in ("executing", "long-running", "cancelled", "resumed")]
 
 
+def _code_identity_fn() -> Callable[..., str]:
+    """A function run on each Dask worker (``Client.run``) saying which curator it imports. Made
+    here, so it travels by value: a worker with other curator code (lacking this module's
+    functions) or none at all still answers."""
+    def identity(dask_worker: Any = None) -> str:
+        try:
+            import curator
+        except ImportError as e:
+            return f"no curator ({type(e).__name__}: {e})"
+        try:
+            from curator.envinfo import code_revision
+            revision = code_revision() or "not a git checkout"
+        except Exception:  # noqa: BLE001 - an older curator: no revision to say
+            revision = "revision unknown"
+        return f"curator {curator.__version__} ({revision}) from {curator.__file__.rsplit('/', 1)[0]}"
+    return identity
+
+
 class Executor:
     def run(self, ref: str, stage_name: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv,
             gpu: bool = False) -> Iterator[CaseResult]:
@@ -163,6 +181,7 @@ class DaskExecutor(Executor):
         self.cluster = None
         self.address = address
         self._pending: dict[Any, Any] = {}  # the current stage's unfinished futures, by key
+        self._checked: set[str] = set()  # workers known to run this curator
         for name in ("distributed.client", "distributed.utils"):  # distributed logs under the failing module's name
             logging.getLogger(name).addFilter(_no_cancelled_tracebacks)
         if address:
@@ -185,6 +204,8 @@ class DaskExecutor(Executor):
 
         if not jobs:
             return
+        if self.cluster is None:
+            self._check_code(stage_name)
         resources = {"GPU": 1} if gpu and self._has_gpu_resource() else None
         self._pending = submitted = {}
         for task, key in jobs:
@@ -219,6 +240,27 @@ class DaskExecutor(Executor):
         finally:
             for fut, _, _ in submitted.values():
                 fut.cancel()
+
+    def _check_code(self, stage_name: str) -> None:
+        """Refuse a cluster whose workers import other curator code (another checkout, commit or
+        version): their cases would silently come from that code, under this run's release.
+        A worker that cannot import curator at all is named too."""
+        identity = _code_identity_fn()
+        ours = identity()
+        try:
+            theirs = self.client.run(identity, on_error="return")
+        except TypeError:  # older distributed: no on_error
+            theirs = self.client.run(identity)
+        bad = {w: v for w, v in theirs.items() if w not in self._checked and v != ours}
+        self._checked.update(w for w, v in theirs.items() if v == ours)
+        if bad:
+            named = "; ".join(f"{w}: {v if isinstance(v, str) else f'{type(v).__name__}: {v}'}"
+                              for w, v in sorted(bad.items()))
+            raise ConfigError("config_error", f"stage {stage_name}: {len(bad)} of the {len(theirs)} Dask worker(s) at "
+                              f"{self.address} do not run this {ours}: {named}",
+                              remedy="start every worker from the same Python environment and curator checkout "
+                              "as `curator run` (same venv, same PYTHONPATH, same commit), then run the same "
+                              "command again; finished cases are kept")
 
     def _lost(self, stage_name: str, left: int) -> StageError:
         return StageError("stage_error", f"stage {stage_name} stopped: lost the connection to the Dask scheduler "

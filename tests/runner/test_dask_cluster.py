@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from curator.errors import StageError
+from curator.errors import ConfigError, StageError
 from curator.runner import executors
 from curator.runner.executors import DaskExecutor
 from curator.runner.run import run_stage
@@ -117,3 +117,18 @@ def test_a_stopped_run_leaves_no_case_running_on_the_cluster(tmp_path: Path, clu
     finally:
         ex.close()
     assert not worker.state.executing
+
+
+def test_workers_running_other_curator_code_are_refused(tmp_path: Path, cluster: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker started from another checkout or venv ran its own curator's code under this run's
+    release, without a word."""
+    def fn() -> Any:
+        return lambda dask_worker=None: "curator 0.0.9 (abc) from /elsewhere" if dask_worker else "curator ours"
+    monkeypatch.setattr(executors, "_code_identity_fn", fn, raising=False)
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    try:
+        with pytest.raises(ConfigError, match=r"1 of the 1 Dask worker\(s\).*curator 0.0.9 \(abc\) from /elsewhere"):
+            run_stage(_ctx(tmp_path, n_cases=2), ProbeStage, ex)
+    finally:
+        ex.close()
