@@ -204,14 +204,20 @@ class DaskExecutor(Executor):
 
         if not jobs:
             return
-        if self.cluster is None:
-            self._check_code(stage_name)
-        resources = {"GPU": 1} if gpu and self._has_gpu_resource() else None
+        # a scheduler lost between stages: say so now, not after distributed's 30 s reconnect attempt
+        # ends in an unexplained CommClosedError
+        self._check_scheduler(stage_name, len(jobs))
         self._pending = submitted = {}
-        for task, key in jobs:
-            fut = self.client.submit(execute, ref, task, key, config, env, key=f"{stage_name}-{key}",
-                                     pure=False, resources=resources, retries=0)
-            submitted[fut.key] = (fut, task, key)
+        try:
+            if self.cluster is None:
+                self._check_code(stage_name)
+            resources = {"GPU": 1} if gpu and self._has_gpu_resource() else None
+            for task, key in jobs:
+                fut = self.client.submit(execute, ref, task, key, config, env, key=f"{stage_name}-{key}",
+                                         pure=False, resources=resources, retries=0)
+                submitted[fut.key] = (fut, task, key)
+        except OSError:  # CommClosedError included
+            raise self._lost(stage_name, len(jobs)) from None
         stalled_since: float | None = None
         try:
             while submitted:

@@ -23,13 +23,17 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
+    import dask
+
     kw = getattr(request, "param", {})
-    c = distributed.LocalCluster(n_workers=kw.get("n_workers", 1), threads_per_worker=1, processes=False,
-                                 dashboard_address=None, resources=kw.get("resources"))
-    try:
-        yield c
-    finally:
-        c.close()
+    # a cluster whose scheduler a test closed otherwise takes distributed's 30 s reconnect attempts to close
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        c = distributed.LocalCluster(n_workers=kw.get("n_workers", 1), threads_per_worker=1, processes=False,
+                                     dashboard_address=None, resources=kw.get("resources"))
+        try:
+            yield c
+        finally:
+            c.close()
 
 
 class GpuProbe(ProbeStage):
@@ -129,6 +133,20 @@ def test_workers_running_other_curator_code_are_refused(tmp_path: Path, cluster:
     ex = DaskExecutor(1, cluster.scheduler_address)
     try:
         with pytest.raises(ConfigError, match=r"1 of the 1 Dask worker\(s\).*curator 0.0.9 \(abc\) from /elsewhere"):
+            run_stage(_ctx(tmp_path, n_cases=2), ProbeStage, ex)
+    finally:
+        ex.close()
+
+
+def test_a_scheduler_lost_between_stages_stops_the_next_one_at_once(tmp_path: Path, cluster: Any) -> None:
+    """The next stage waited for distributed's reconnect attempt (30 s), then failed with an
+    unexplained `CommClosedError: ConnectionPool closing` (exit 3, 'a bug in curator')."""
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    try:
+        cluster.sync(cluster.scheduler.close)
+        while ex.client.status == "running":  # the client notices
+            time.sleep(0.05)
+        with pytest.raises(StageError, match="lost the connection to the Dask scheduler"):
             run_stage(_ctx(tmp_path, n_cases=2), ProbeStage, ex)
     finally:
         ex.close()
