@@ -97,6 +97,12 @@ def _code_identity_fn() -> Callable[..., str]:
     return identity
 
 
+def _same_code(theirs: object, ours: str) -> bool:
+    """Whether a worker's answer names the same curator version and commit as ours — wherever its
+    checkout or environment lies (another node's path to the same code is fine)."""
+    return isinstance(theirs, str) and theirs.split(" from ", 1)[0] == ours.split(" from ", 1)[0]
+
+
 class Executor:
     def run(self, ref: str, stage_name: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv,
             gpu: bool = False) -> Iterator[CaseResult]:
@@ -257,8 +263,8 @@ class DaskExecutor(Executor):
             theirs = self.client.run(identity, on_error="return")
         except TypeError:  # older distributed: no on_error
             theirs = self.client.run(identity)
-        bad = {w: v for w, v in theirs.items() if w not in self._checked and v != ours}
-        self._checked.update(w for w, v in theirs.items() if v == ours)
+        bad = {w: v for w, v in theirs.items() if w not in self._checked and not _same_code(v, ours)}
+        self._checked.update(w for w, v in theirs.items() if _same_code(v, ours))
         if bad:
             named = "; ".join(f"{w}: {v if isinstance(v, str) else f'{type(v).__name__}: {v}'}"
                               for w, v in sorted(bad.items()))

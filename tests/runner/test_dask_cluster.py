@@ -79,12 +79,17 @@ def test_no_worker_able_to_run_the_cases_stops_the_stage(tmp_path: Path, cluster
 
 @pytest.mark.parametrize("cluster", [{"resources": {"GPU": 1}}], indirect=True)
 def test_gpu_stage_runs_on_the_gpu_worker(tmp_path: Path, cluster: Any) -> None:
+    rep = _run_on(cluster, _ctx(tmp_path, n_cases=3), GpuProbe)
+    assert rep.ran == 3 and rep.failed == 0
+
+
+def _run_on(cluster: Any, ctx: Any, stage: Any) -> Any:
+    """One stage on the cluster through a fresh executor (closed after)."""
     ex = DaskExecutor(1, cluster.scheduler_address)
     try:
-        rep = run_stage(_ctx(tmp_path, n_cases=3), GpuProbe, ex)
+        return run_stage(ctx, stage, ex)
     finally:
         ex.close()
-    assert rep.ran == 3 and rep.failed == 0
 
 
 def test_a_worker_that_cannot_run_curator_is_not_called_a_crash(tmp_path: Path, cluster: Any) -> None:
@@ -136,6 +141,17 @@ def test_workers_running_other_curator_code_are_refused(tmp_path: Path, cluster:
             run_stage(_ctx(tmp_path, n_cases=2), ProbeStage, ex)
     finally:
         ex.close()
+
+
+def test_workers_with_the_same_code_in_another_folder_are_accepted(tmp_path: Path, cluster: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another node's checkout or venv of the same version and commit lies elsewhere: not refused."""
+    def fn() -> Any:
+        return lambda dask_worker=None: ("curator 0.1.0 (abc) from /nodes/b/curator" if dask_worker
+                                         else "curator 0.1.0 (abc) from /home/me/curator")
+    monkeypatch.setattr(executors, "_code_identity_fn", fn, raising=False)
+    report = _run_on(cluster, _ctx(tmp_path, n_cases=2), ProbeStage)
+    assert report.ran == 2 and report.failed == 0
 
 
 def test_a_scheduler_lost_between_stages_stops_the_next_one_at_once(tmp_path: Path, cluster: Any) -> None:
