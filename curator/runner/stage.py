@@ -229,6 +229,13 @@ def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: Ca
                            remedy="run with fewer --workers or on a machine with more memory")
         row = problem_row(cls.name, err, dataset=task.dataset, case_id=task.case_id, path=task.path)
         return CaseResult(task.case_id, key, {}, [row], True, False, time.perf_counter() - t0)
+    except ModuleNotFoundError as e:  # a worker's environment, not a bug: say which package
+        err = CuratorError("internal_error", f"this worker's Python environment has no module {e.name!r} "
+                           f"({e})", remedy="install curator with the same extras in every worker's environment "
+                           "as where `curator run` runs (`curator env` lists what each has), then run the same "
+                           "command again; finished cases are kept")
+        row = problem_row(cls.name, err, dataset=task.dataset, case_id=task.case_id, path=task.path)
+        return CaseResult(task.case_id, key, {}, [row], True, False, time.perf_counter() - t0)
     except Exception as e:  # noqa: BLE001 - the run continues; the row says it is a bug
         tb = traceback.extract_tb(e.__traceback__)[-1]
         err = CuratorError("internal_error", f"{type(e).__name__}: {e} (at {tb.filename.rsplit('/', 1)[-1]}:"

@@ -19,7 +19,7 @@ from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
 @dataclass(frozen=True)
 class ProbeConfig(StageConfig):
     n_cases: int = 4
-    behaviour: dict[str, Any] = field(default_factory=dict)  # case id -> ok | bad | warn_then_bad | bug | crash | sleep:<s>
+    behaviour: dict[str, Any] = field(default_factory=dict)  # case id -> ok | bad | warn_then_bad | bug | missing_module | crash | sleep:<s>
     salt: str = ""
     label: str = finalize_only("")  # read by finalize only: changing it must not re-run cases
 
@@ -46,6 +46,8 @@ class ProbeStage(Stage):
             raise contract.with_warnings(bad, [note])
         if what == "bug":
             raise ZeroDivisionError("planted bug")
+        if what == "missing_module":  # a worker whose environment lacks a package
+            import curator_no_such_package  # noqa: F401
         if what == "crash":
             os._exit(13)
         if what.startswith("sleep:"):

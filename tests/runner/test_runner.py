@@ -68,6 +68,16 @@ def test_bad_case_becomes_problem_and_run_continues(tmp_path: Path) -> None:
     assert rep2.ran == 1 and rep2.cached == 3
 
 
+def test_a_package_missing_from_a_workers_environment_is_named_not_called_a_bug(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, n_cases=2, behaviour={"c001": "missing_module"})
+    rep = run_stage(ctx, ProbeStage, InlineExecutor())
+    assert rep.failed == 1
+    (row,) = _problems(ctx)
+    assert "no module 'curator_no_such_package'" in row["message"] and "bug" not in row["message"]
+    assert "worker's environment" in row["message"]
+    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 1  # not cached: retried once installed
+
+
 def test_on_bad_case_error_stops_with_the_case_named(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, n_cases=4, behaviour={"c001": "bad"}, on_bad_case="error")
     with pytest.raises(StageError) as e:
