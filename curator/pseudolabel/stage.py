@@ -52,6 +52,12 @@ class PseudolabelStage(Stage):
     gpu = True
 
     @classmethod
+    def any_gpu(cls, config: StageConfig) -> bool:
+        """``auto`` and ``cuda`` take the worker's GPU (a local pool gives each worker its own);
+        ``cuda:N`` names one GPU for every worker, ``cpu`` none."""
+        return cast(PseudolabelConfig, config).device in ("auto", "cuda")
+
+    @classmethod
     def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
         """The ensemble's fingerprint: every model's files by content, and its spec."""
         specs = cast(PseudolabelConfig, config).specs(ctx.config.folder)

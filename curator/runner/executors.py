@@ -1,7 +1,9 @@
 """Executors: run ``execute(...)`` for many tasks, yielding results as they finish.
 
 * ``local`` — a process pool (``spawn`` start method, so CUDA/torch stay safe); with one
-  worker, cases run in this process (fast start, easy debugging).
+  worker, cases run in this process (fast start, easy debugging). A GPU stage on a machine
+  with GPUs runs one worker per GPU, each pinned to its own (``CUDA_VISIBLE_DEVICES``), at
+  most ``workers`` of them (see :meth:`LocalExecutor.run`).
 * ``dask`` — a ``distributed`` scheduler at ``address``, or an in-process ``LocalCluster``
   with ``workers`` worker processes. GPU stages ask for the ``GPU`` resource.
 
@@ -103,9 +105,44 @@ def _same_code(theirs: object, ours: str) -> bool:
     return isinstance(theirs, str) and theirs.split(" from ", 1)[0] == ours.split(" from ", 1)[0]
 
 
+def _gpu_count() -> int:
+    """CUDA devices this process sees. torch asks NVML first (no CUDA context in this process);
+    where it initialises CUDA instead, the pool's ``spawn`` workers start clean all the same."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count())
+
+
+def visible_gpus() -> tuple[str, ...]:
+    """The GPUs this process sees, each as the ``CUDA_VISIBLE_DEVICES`` value that shows a worker
+    that one GPU alone: this process's own list where it has one (``2,3`` → ``2`` and ``3``; UUIDs
+    as given), else ``0`` to ``count - 1``. Empty without a GPU."""
+    count = _gpu_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return tuple(str(i) for i in range(count))
+    return tuple(e.strip() for e in listed.split(",") if e.strip())[:count]
+
+
+def _init_worker(parent: int, gpus: tuple[str, ...], started: Any) -> None:
+    """Pool-worker initializer of a GPU stage: :func:`_die_with_parent`, then the next GPU of
+    ``gpus`` (the ``started``-th worker of its pool takes ``gpus[started % len(gpus)]``) is the only
+    one this worker's CUDA sees, as its ``cuda:0``. Runs before any case, so before torch
+    initialises CUDA in this process."""
+    _die_with_parent(parent)
+    with started.get_lock():
+        k = started.value
+        started.value += 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
+
+
 class Executor:
     def run(self, ref: str, stage_name: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv,
-            gpu: bool = False) -> Iterator[CaseResult]:
+            gpu: bool = False, any_gpu: bool = False) -> Iterator[CaseResult]:
+        """Run ``jobs``. ``gpu``: the stage runs on a GPU (a Dask GPU worker); ``any_gpu``: on
+        whichever GPU its worker sees (a local pool may pin each worker to its own)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -114,7 +151,7 @@ class Executor:
 
 class InlineExecutor(Executor):
     def run(self, ref: str, stage_name: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv,
-            gpu: bool = False) -> Iterator[CaseResult]:
+            gpu: bool = False, any_gpu: bool = False) -> Iterator[CaseResult]:
         for task, key in jobs:
             yield execute(ref, task, key, config, env)
 
@@ -123,31 +160,46 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
 
-    def _pool(self, n: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
-                                   initializer=_die_with_parent, initargs=(os.getpid(),))
+    def _pool(self, n: int, gpus: tuple[str, ...] = ()) -> ProcessPoolExecutor:
+        ctx = mp.get_context("spawn")
+        if not gpus:
+            return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_die_with_parent,
+                                       initargs=(os.getpid(),))
+        return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(os.getpid(), gpus, ctx.Value("i", 0)))
 
     def run(self, ref: str, stage_name: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv,
-            gpu: bool = False) -> Iterator[CaseResult]:
+            gpu: bool = False, any_gpu: bool = False) -> Iterator[CaseResult]:
+        """With ``any_gpu`` and GPUs on this machine, each worker sees one GPU of its own and the
+        stage runs at most one worker per GPU: every worker holds its own copy of the models and a
+        case's activations, so two on one GPU were what ran it out of memory (``-w`` is sized for
+        the CPU stages of the same run). Without a GPU, nothing changes."""
+        gpus = visible_gpus() if gpu and any_gpu and jobs else ()
+        n = min(self.workers, len(gpus)) if gpus else self.workers
+        if gpus:  # a cap changes what the user asked for: said at the default log level
+            log.log(logging.WARNING if n < self.workers else logging.INFO,
+                    "%s: %d worker(s) of --workers %d, one per GPU of the %d this run sees, each pinned to its "
+                    "own (CUDA_VISIBLE_DEVICES=%s); workers sharing a GPU would each hold the models in its "
+                    "memory", stage_name, n, self.workers, len(gpus), ", ".join(gpus[:n]))
         suspects: list[Job] = []
-        yield from self._run_pool(ref, jobs, config, env, self.workers, suspects)
+        yield from self._run_pool(ref, jobs, config, env, n, suspects, gpus)
         # Cases caught in a crashed pool: retry alone, so the culprit is named.
         for job in suspects:
             again: list[Job] = []
-            results = list(self._run_pool(ref, [job], config, env, 1, again))
+            results = list(self._run_pool(ref, [job], config, env, 1, again, gpus))
             if again:
                 yield _crashed(stage_name, job[0], job[1], "it crashed again when run alone")
             else:
                 yield from results
 
     def _run_pool(self, ref: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv, n: int,
-                  suspects: list[Job]) -> Iterator[CaseResult]:
+                  suspects: list[Job], gpus: tuple[str, ...] = ()) -> Iterator[CaseResult]:
         """Run ``jobs``; when the pool breaks, every job in flight becomes a suspect and a fresh
         pool takes the rest of the queue."""
         if not jobs:
             return
         queue = list(reversed(jobs))
-        pool = self._pool(min(n, len(jobs)))
+        pool = self._pool(min(n, len(jobs)), gpus)
         running: dict[Future[CaseResult], Job] = {}
         try:
             while queue or running:
@@ -173,7 +225,7 @@ class LocalExecutor(Executor):
                     suspects.extend(running.values())
                     running.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
-                    pool = self._pool(min(n, max(1, len(queue))))
+                    pool = self._pool(min(n, max(1, len(queue))), gpus)
         finally:
             for f in running:
                 f.cancel()
@@ -204,7 +256,7 @@ class DaskExecutor(Executor):
             self.client = Client(self.cluster)
 
     def run(self, ref: str, stage_name: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv,
-            gpu: bool = False) -> Iterator[CaseResult]:
+            gpu: bool = False, any_gpu: bool = False) -> Iterator[CaseResult]:
         from distributed import TimeoutError as DaskTimeout
         from distributed import wait as dask_wait
 

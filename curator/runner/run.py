@@ -134,7 +134,8 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
             jobs = []
     try:
         with _progress(ctx.config.executor.progress, stage_cls.name, len(jobs)) as bar:
-            for res in ex.run(stage_cls.ref(), stage_cls.name, jobs, config.to_dict(), env, gpu=stage_cls.gpu):
+            for res in ex.run(stage_cls.ref(), stage_cls.name, jobs, config.to_dict(), env, gpu=stage_cls.gpu,
+                              any_gpu=stage_cls.any_gpu(config)):
                 fault = _workspace_fault(res, stage_cls.name, ws.root, report.ran)
                 if fault is not None:  # every later case would fail the same way
                     raise fault

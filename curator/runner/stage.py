@@ -133,6 +133,13 @@ class Stage:
         self.ctx = ctx
         self.config = config
 
+    @classmethod
+    def any_gpu(cls, config: StageConfig) -> bool:
+        """Whether the stage's cases run on whichever GPU their worker sees (``gpu`` stages), so a
+        local pool may give each worker a GPU of its own; a stage whose config names the device
+        (``cuda:1``) or asks for the CPU says False."""
+        return cls.gpu
+
     # -- to implement -----------------------------------------------------------------------
     def plan(self) -> list[Task]:
         raise NotImplementedError

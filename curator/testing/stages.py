@@ -1,11 +1,12 @@
 """A probe stage for testing runners and executors: each case does what the config says
-(succeed, raise a bad-input error, raise a bug, crash its worker, or sleep)."""
+(succeed, raise a bad-input error, raise a bug, crash its worker, sleep, or wait for k workers)."""
 
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
@@ -19,9 +20,20 @@ from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
 @dataclass(frozen=True)
 class ProbeConfig(StageConfig):
     n_cases: int = 4
-    behaviour: dict[str, Any] = field(default_factory=dict)  # case id -> ok | bad | warn_then_bad | bug | missing_module | crash | sleep:<s>
+    # case id -> ok | bad | warn_then_bad | bug | missing_module | crash | sleep:<s> | meet:<k>
+    behaviour: dict[str, Any] = field(default_factory=dict)
     salt: str = ""
     label: str = finalize_only("")  # read by finalize only: changing it must not re-run cases
+
+
+def _meet(folder: Path, k: int, timeout: float = 60.0) -> None:
+    """Hold the case until ``k`` distinct worker processes hold one (or ``timeout`` s), so every
+    worker of a pool runs a case however fast the first one to start is."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout
+    while len(list(folder.iterdir())) < k and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 class ProbeStage(Stage):
@@ -50,11 +62,32 @@ class ProbeStage(Stage):
             import curator_no_such_package  # noqa: F401
         if what == "crash":
             os._exit(13)
+        if what.startswith("meet:"):
+            _meet(Path(env.workspace) / "meet", int(what.split(":", 1)[1]))
         if what.startswith("sleep:"):
             time.sleep(float(what.split(":", 1)[1]))
-        return CaseOutput(rows={"probe": [{"case_id": task.case_id, "pid": os.getpid(), "label": cfg.label}]})
+        return CaseOutput(rows={"probe": [{"case_id": task.case_id, "pid": os.getpid(), "label": cfg.label,
+                                           "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}]})
 
     def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:
         self.finalized = [r.case_id for r in results]
         label = cast(ProbeConfig, self.config).label
         return {"probe_final": pa.table({"case_id": self.finalized, "label": [label] * len(self.finalized)})}
+
+
+@dataclass(frozen=True)
+class GpuProbeConfig(ProbeConfig):
+    device: str = "auto"  # auto | cuda | cuda:N | cpu, as stages.pseudolabel.device
+
+
+class GpuProbeStage(ProbeStage):
+    """A GPU stage that touches no GPU; like every probe case, each records its worker's pid and
+    ``CUDA_VISIBLE_DEVICES`` (``None``: unset)."""
+
+    name = "gpuprobe"
+    config_class = GpuProbeConfig
+    gpu = True
+
+    @classmethod
+    def any_gpu(cls, config: StageConfig) -> bool:
+        return cast(GpuProbeConfig, config).device in ("auto", "cuda")
