@@ -116,7 +116,7 @@ class Stage:
     config_class: ClassVar[type[StageConfig]] = StageConfig
     tables: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()  # tables that must exist before the stage runs
-    gpu: ClassVar[bool] = False
+    gpu: ClassVar[bool] = False  # cases run on a GPU: Dask's GPU resource, a local pool's pinning (any_gpu)
     settings_files: ClassVar[str] = ""  # what settings_files_digest covers, for messages ("the taxonomy file")
     # tables written outside the stage line that the stage's results depend on, with what writes
     # them (for messages): each run records their digests, so a release refuses tables computed

@@ -63,13 +63,16 @@ def test_each_local_worker_gets_a_gpu_of_its_own(tmp_path: Path, monkeypatch: py
     ("2,3", 2, ["2", "3"]),  # the parent's own list is respected
 ])
 def test_more_workers_than_gpus_runs_one_worker_per_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         listed: str | None, count: int, allowed: list[str]) -> None:
+                                                         listed: str | None, count: int, allowed: list[str],
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     _fake_gpus(monkeypatch, count, listed)
     pools: list[int] = []
     make = LocalExecutor._pool
     monkeypatch.setattr(LocalExecutor, "_pool", lambda self, n, gpus=(): pools.append(n) or make(self, n, gpus))
-    seen = _run(tmp_path, 4, meet=count)
+    with caplog.at_level("WARNING", logger="curator"):
+        seen = _run(tmp_path, 4, meet=count)
     assert pools == [count], pools  # capped: no GPU holds two workers' models
+    assert f"{count} worker(s) of --workers 4, one per GPU" in caplog.text  # the user hears why
     assert sorted(v for vs in seen.values() for v in vs) == sorted(allowed), seen  # one worker each
 
 
