@@ -105,7 +105,7 @@ class Context:
 
     def worker_threads(self) -> int:
         """Threads each worker process's torch uses under ``stages.pseudolabel.threads: 0`` (the
-        default is a fixed 1, for the same bytes whatever the worker count): this machine's cores ÷ workers (Dask's
+        default; a fixed count gives the same bytes whatever the worker count): this machine's cores ÷ workers (Dask's
         nanny gives its local workers one thread each, torch in a local pool took every core, so
         2 workers ran 4 threads on 2 cores — and attention values differed in the 6th digit with
         the executor). 0 for a remote Dask cluster: its workers' own settings stand."""
