@@ -13,7 +13,7 @@ from typing import Any, cast
 import numpy as np
 
 from curator.config import StageConfig
-from curator.errors import ConfigError, CuratorError, InputError
+from curator.errors import ConfigError, CuratorError, InputError, remedy_for
 from curator.ingest import core
 from curator.ingest.coverage import Coverage
 from curator.ingest.metadata import load_metadata
@@ -61,8 +61,9 @@ def _display(source: str, root: Path, path: str | None) -> str | None:
 class IngestStage(Stage):
     name = "ingest"
     # 2: label defects reject the label, not the case; 3: CT intensity warnings; 4: NIfTI without
-    # sform or qform warned (nifti_orientation_missing)
-    version = "4"
+    # sform or qform warned (nifti_orientation_missing); 5: a per-structure mask that fails drops its
+    # structure (label_dropped), not the case's whole label
+    version = "5"
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
     reads_sources = True
@@ -196,7 +197,8 @@ class IngestStage(Stage):
             warning(InputError("image_missing", "no image for this label; ingested as label-only",
                                path=str(root / p["labels"][0][1])), severity="info")
         coverage = Coverage()
-        counts_rows, label_sha, values, failures, label_geom = _labels(p, root, config, ref_geom, warning, coverage)
+        counts_rows, label_sha, values, failures, label_geom, dropped = _labels(p, root, config, ref_geom, warning,
+                                                                               coverage)
         if p["image"] is None and label_geom is None:  # no label could be read: nothing of the case is left
             cause, *rest = failures or [InputError("label_empty", "a label-only case whose labels could not be "
                                                    "read", path=str(root / p["labels"][0][1]))]
@@ -205,6 +207,12 @@ class IngestStage(Stage):
             raise with_warnings(cause, warn)  # the real cause is the case's error; earlier warnings are kept
         for err in failures:
             warning(err)
+        kept = [x for x in p["labels"] if x[0] not in dropped]
+        for key, err in dropped.items():
+            warning(_structure_dropped(key, err, len(kept)))
+        if dropped:  # what harmonize and preprocess read: the structure is not annotated in this case
+            row["label_paths"], row["label_keys"] = [x[1] for x in kept], [x[0] for x in kept]
+        row["label_dropped"] = sorted(dropped)
         if p["labels"]:
             row["label_sha256"] = label_sha
             row["label_values"] = values
@@ -292,18 +300,31 @@ def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: 
                       "affected subset); air should then be near -1000")
 
 
+def _structure_dropped(key: str, err: CuratorError, kept: int) -> CuratorError:
+    """A per-structure mask that could not be used, said as the structure left out of its case
+    (the error's own kind, so a query by kind still finds it)."""
+    remedy = err.remedy or remedy_for(err.kind)
+    return type(err)(err.kind, f"structure {key!r} was dropped from this case ({err.detail}); it counts as not "
+                     f"annotated here, not as absent, and the case keeps its {kept} other structure file(s)",
+                     path=err.path, remedy=f"{remedy}; then re-run ingest, which reads the structure again")
+
+
 def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,
             warning: Any, coverage: Coverage | None = None,
-            ) -> tuple[list[dict[str, Any]], str | None, list[int], list[CuratorError], Geometry | None]:
+            ) -> tuple[list[dict[str, Any]], str | None, list[int], list[CuratorError], Geometry | None,
+                       dict[str, CuratorError]]:
     """Read every label file: grid check, raw value counts, declared-value check.
 
     A label file that is missing, unreadable or does not fit is returned in the list of
     failures (the caller reports it); a case with a failure keeps no ``raw_labels`` rows.
+    Per-structure masks are separate annotations: a mask that fails is returned apart, by
+    structure key (dropped: the case keeps the others), unless every mask of the case failed.
     """
     rows: list[dict[str, Any]] = []
     h = hashlib.sha256()
     values: set[int] = set()
     failures: list[CuratorError] = []
+    failed_keys: list[str] = []
     declared = set(p["declared"])
     for key, rel in p["labels"]:
         digest = "-"
@@ -349,6 +370,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                                        "the dataset YAML; harmonize reports them until then"))
         except CuratorError as err:
             failures.append(err)
+            failed_keys.append(key)
             continue
         finally:
             h.update(f"{key}|{rel}|{digest}\n".encode())
@@ -359,9 +381,12 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             values.add(v)
             rows.append({"case_id": p["case_id"], "label_key": key, "raw_value": v, "voxels": c,
                          "volume_ml": c * vml})
-    if failures:  # the case's label is rejected as a whole, as a label map would be
+    dropped: dict[str, CuratorError] = {}
+    if p["encoding"] == "per_structure" and len(failures) < len(p["labels"]):
+        dropped, failures = dict(zip(failed_keys, failures, strict=True)), []
+    if failures:  # a label map (or every mask of the case) failed: the case's label is rejected as a whole
         rows, values = [], set()
     elif p["labels"] and not rows:
         warning(InputError("label_empty", "the label holds only background",
                            path=str(root / p["labels"][0][1])), severity="info")
-    return rows, (h.hexdigest() if p["labels"] else None), sorted(values), failures, ref
+    return rows, (h.hexdigest() if p["labels"] else None), sorted(values), failures, ref, dropped

@@ -63,21 +63,71 @@ def test_a_label_only_case_with_a_corrupt_label_reports_the_corruption(tmp_path:
                     ("image_missing", "info", "Toy:lab/b.nii.gz")]  # the note collected before it is kept
 
 
-def test_a_rejected_per_structure_label_keeps_no_raw_label_rows(tmp_path: Path) -> None:
-    root = tmp_path / "raw"
-    files = [(f"{c}/ct.nii.gz", "image", ()) for c in ("s0001", "s0002")]
-    files += [(f"{c}/seg/{s}.nii.gz", "label", (1,)) for c in ("s0001", "s0002") for s in ("liver", "spleen")]
-    write_tree(root, files)
-    save_nifti(root / "s0002/seg/spleen.nii.gz", label_array((1,), (8, 8, 3)), grid((8, 8, 3), (2.0, 2.0, 3.0), "LPS"))
+_STRUCTURES = {"liver": "liver", "spleen": "spleen", "kidney_left": "left kidney", "kidney_right": "right kidney"}
+
+
+def _break(path: Path, how: str) -> None:
+    """Make one label file unusable the way a download or an export can."""
+    if how == "truncated":
+        whole = path.read_bytes()
+        path.write_bytes(whole[:len(whole) // 2])
+    elif how == "shape":
+        save_nifti(path, label_array((1,), (8, 8, 3)), grid((8, 8, 3), (2.0, 2.0, 3.0), "LPS"))
+    else:  # another place in the patient: 9 mm off
+        save_nifti(path, label_array((1,)), grid((8, 8, 4), (2.0, 2.0, 3.0), "LPS", center=(9.0, 0.0, 0.0)))
+
+
+_KIND = {"truncated": "corrupt_file", "shape": "shape_mismatch", "geometry": "geometry_mismatch"}
+
+
+@pytest.mark.parametrize("how", sorted(_KIND))
+def test_a_broken_structure_mask_drops_only_its_structure(tmp_path: Path, how: str) -> None:
+    # TotalSegmentator-style: one mask per organ; s0002's liver mask is broken, every mask of s0003
+    # is. A label map broken the same way (one file for every label) still rejects its case's label.
+    ps, lm = tmp_path / "ps", tmp_path / "lm"
+    files = [(f"{c}/ct.nii.gz", "image", ()) for c in ("s0001", "s0002", "s0003")]
+    files += [(f"{c}/seg/{s}.nii.gz", "label", (1,)) for c in ("s0001", "s0002", "s0003") for s in _STRUCTURES]
+    write_tree(ps, files)
+    for rel in ["s0002/seg/liver.nii.gz", *(f"s0003/seg/{s}.nii.gz" for s in _STRUCTURES)]:
+        _break(ps / rel, how)
+    write_tree(lm, [(f"img/{c}.nii.gz", "image", ()) for c in ("a", "b")]
+               + [(f"lab/{c}.nii.gz", "label", (1, 2)) for c in ("a", "b")])
+    _break(lm / "lab/b.nii.gz", how)
     yml = _spec(tmp_path, [{"image": "{case}/ct.nii.gz", "label": "{case}/seg/{structure}.nii.gz"}],
-                {"encoding": "per_structure", "structures": {"liver": "liver", "spleen": "spleen"}})
-    cases, raw, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
-    bad = cases["Toy__s0002"]
-    assert bad["label_status"] == "rejected" and bad["label_values"] == [] and bad["label_overlap_voxels"] is None
-    assert not [r for r in raw if r["case_id"] == "Toy__s0002"]  # as for a rejected label map
-    assert sorted(r["label_key"] for r in raw if r["case_id"] == "Toy__s0001") == ["liver", "spleen"]
-    assert [(p["kind"], p["path"]) for p in problems if p["severity"] != "info"] == [
-        ("shape_mismatch", "Toy:s0002/seg/spleen.nii.gz")]
+                {"encoding": "per_structure", "structures": _STRUCTURES})
+    yml_lm = _spec(tmp_path, [{"image": "img/{case}.nii.gz", "label": "lab/{case}.nii.gz"}],
+                   {"values": {1: "liver", 2: "spleen"}}, name="Map")
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(ps)}, {"dataset": str(yml_lm), "root": str(lm)}])
+    run(pipe, stages=["ingest", "harmonize"])
+    cases = {c["case_id"]: c for c in table(pipe, "cases").to_pylist()}
+    raw = table(pipe, "raw_labels").to_pylist()
+    problems = [p for p in table(pipe, "problems__ingest").to_pylist() if p["severity"] != "info"]
+    kept = cases["Toy__s0002"]
+    assert kept["label_status"] == "ok" and kept["label_dropped"] == ["liver"]
+    assert kept["label_keys"] == ["kidney_left", "kidney_right", "spleen"]  # what harmonize and preprocess read
+    assert kept["label_paths"] == [f"s0002/seg/{s}.nii.gz" for s in ("kidney_left", "kidney_right", "spleen")]
+    assert sorted(r["label_key"] for r in raw if r["case_id"] == "Toy__s0002") == [
+        "kidney_left", "kidney_right", "spleen"]
+    assert cases["Toy__s0001"]["label_dropped"] == [] and len(cases["Toy__s0001"]["label_keys"]) == 4
+    (row,) = [p for p in problems if p["case_id"] == "Toy__s0002"]
+    assert (row["case_id"], row["kind"], row["severity"], row["path"]) == (
+        "Toy__s0002", _KIND[how], "warning", "Toy:s0002/seg/liver.nii.gz")
+    assert "structure 'liver' was dropped" in row["message"] and "not annotated" in row["message"]
+    # the dropped structure is unknown in the case, not annotated and absent; the others are annotated
+    labels = {(r["case_id"], r["term_id"]): r for r in table(pipe, "labels").to_pylist()}
+    assert ("Toy__s0002", "liver") not in labels and labels[("Toy__s0001", "liver")]["annotated"]
+    assert all(labels[("Toy__s0002", t)]["annotated"] and labels[("Toy__s0002", t)]["present"]
+               for t in ("spleen", "kidney_left", "kidney_right", "kidney"))
+    # nothing usable is left of s0003's label, nor of a broken label map: the label is rejected as before
+    gone = cases["Toy__s0003"]
+    assert gone["label_status"] == "rejected" and gone["label_values"] == [] and gone["label_dropped"] == []
+    assert not [r for r in raw if r["case_id"] == "Toy__s0003"] and not [k for k in labels if k[0] == "Toy__s0003"]
+    assert sorted(p["path"] for p in problems if p["case_id"] == "Toy__s0003") == [
+        f"Toy:s0003/seg/{s}.nii.gz" for s in sorted(_STRUCTURES)]
+    bad = cases["Map__b"]
+    assert bad["label_status"] == "rejected" and bad["label_values"] == [] and bad["label_dropped"] == []
+    assert not [r for r in raw if r["case_id"] == "Map__b"] and not [k for k in labels if k[0] == "Map__b"]
+    assert [(p["kind"], p["path"]) for p in problems if p["dataset"] == "Map"] == [(_KIND[how], "Map:lab/b.nii.gz")]
 
 
 def test_one_dataset_under_two_aliases_gives_two_sets_of_cases(tmp_path: Path) -> None:
