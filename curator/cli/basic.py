@@ -37,7 +37,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         import duckdb
 
         from curator.errors import ReleaseError
-        from curator.release.query import Release, WorkspaceTables, duckdb_message, is_workspace
+        from curator.release.query import Release, duckdb_message
+        from curator.release.workspace_query import WorkspaceTables, is_workspace
 
         rel: Release | WorkspaceTables
         if is_workspace(release):  # before a release: what ingest found, the problems so far

@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -175,64 +175,22 @@ def check_read_only(query: str) -> None:
                                   "a WITH clause)")
 
 
-def is_workspace(path: str | Path) -> bool:
-    """Whether ``path`` is a curator workspace folder (``workspace.json`` and ``tables/``)."""
-    p = Path(path)
-    return (p / "workspace.json").is_file() and (p / "tables").is_dir()
+def locked_connection(files: Iterable[Path]) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that may read ``files`` and nothing else (no extensions loaded or
+    installed, external access off, configuration locked): the connection every query of a
+    release's or a workspace's tables runs on."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute(f"SET allowed_paths = [{', '.join(_literal(str(f)) for f in files)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
 
 
-class WorkspaceTables:
-    """The tables a workspace holds now — what the next release would be built from — as
-    read-only DuckDB views, like :class:`Release`'s: one per ``tables/<name>.parquet``, and the
-    stages' problem tables (``problems__<stage>.parquet``) as one ``problems`` view. For looking
-    before a release (a new dataset's ``raw_labels`` and ``problems`` after ``curator ingest``);
-    nothing here is checked against a manifest, and a run writing meanwhile may replace a file.
-
-    >>> import tempfile, polars as pl
-    >>> ws = Path(tempfile.mkdtemp()); (ws / "tables").mkdir(); _ = (ws / "workspace.json").write_text("{}")
-    >>> pl.DataFrame({"kind": ["truncated_file"]}).write_parquet(ws / "tables" / "problems__ingest.parquet")
-    >>> pl.DataFrame({"kind": ["not_3d"], "x": [1]}).write_parquet(ws / "tables" / "problems__dedup.parquet")
-    >>> sorted(WorkspaceTables(ws).sql("select kind from problems").fetchall())
-    [('not_3d',), ('truncated_file',)]
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not is_workspace(self.path):
-            raise ReleaseError("release_error", "not a workspace folder (no workspace.json and tables/)",
-                               path=str(self.path), remedy="pass the folder `workspace:` in pipeline.yaml names")
-        groups: dict[str, list[Path]] = {}
-        for f in sorted((self.path / "tables").glob("*.parquet")):
-            groups.setdefault(f.stem.split("__", 1)[0], []).append(f.resolve())
-        self.files = groups
-
-    def table_names(self) -> list[str]:
-        return sorted(self.files)
-
-    @functools.cached_property
-    def _con(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-        every = [f for fs in self.files.values() for f in fs]
-        con.execute(f"SET allowed_paths = [{', '.join(_literal(str(f)) for f in every)}]")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-        for name, fs in self.files.items():
-            listed = ", ".join(_literal(str(f)) for f in fs)
-            try:
-                con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet([{listed}], union_by_name = true)")
-            except duckdb.Error as e:  # a table being rewritten or damaged: the others stay queryable
-                log.warning("%s: table %r cannot be read (%s)", self.path / "tables", name, str(e).splitlines()[0])
-        return con
-
-    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """One read-only query (as :meth:`Release.sql`)."""
-        check_read_only(query)
-        try:
-            return self._con.sql(query)
-        except duckdb.Error as e:
-            message = duckdb_message(e)
-            raise ReleaseError("query_error", message, path=str(self.path),
-                               remedy=query_remedy(message, self.table_names())) from e
+def query_error(e: duckdb.Error, path: Path, tables: list[str]) -> ReleaseError:
+    """A DuckDB error of the user's SQL (or a --where clause) as a ``query_error``, with DuckDB's
+    hints and a remedy naming the tables there are — not "a bug in curator"."""
+    message = duckdb_message(e)
+    return ReleaseError("query_error", message, path=str(path), remedy=query_remedy(message, tables))
 
 
 class Release:
@@ -275,10 +233,7 @@ class Release:
             self.unreadable[name] = why
             log.warning("%s: table %r cannot be read (%s); the other tables can be queried (run `curator verify %s` "
                         "to see every file that changed)", self.path / f"{name}.parquet", name, why, self.path)
-        con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-        con.execute(f"SET allowed_paths = [{', '.join(_literal(str(f)) for f in files.values())}]")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        con = locked_connection(files.values())
         for name, f in files.items():
             try:
                 con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet({_literal(str(f))})")
@@ -330,9 +285,7 @@ class Release:
             if missing and missing.group(1).casefold() in damaged:  # the table has no view: its file is damaged
                 name = damaged[missing.group(1).casefold()]
                 raise self._unreadable(name, self.unreadable[name]) from e
-            message = duckdb_message(e)
-            raise ReleaseError("query_error", message, path=str(self.path),
-                               remedy=query_remedy(message, self.table_names())) from e
+            raise query_error(e, self.path, self.table_names()) from e
 
     def table(self, name: str) -> pl.DataFrame:
         return self._read(name, lambda p: pl.read_parquet(p, glob=False))  # a path may hold [ ] * ?: never a pattern
