@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from curator.errors import ConfigError, StageError
-from curator.runner import executors
-from curator.runner.executors import DaskExecutor
+from curator.runner import dask_executor
+from curator.runner.dask_executor import DaskExecutor
 from curator.runner.run import run_stage
 from curator.testing.stages import ProbeStage
 from tests.runner.test_runner import _ctx
@@ -64,8 +64,8 @@ def test_no_worker_able_to_run_the_cases_stops_the_stage(tmp_path: Path, cluster
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """With no worker left (or none left with the GPU resource a GPU stage asked for), the run
     waited forever without a word."""
-    monkeypatch.setattr(executors, "POLL_S", 0.2)
-    monkeypatch.setattr(executors, "NO_WORKER_WAIT_S", 0.0)
+    monkeypatch.setattr(dask_executor, "POLL_S", 0.2)
+    monkeypatch.setattr(dask_executor, "NO_WORKER_WAIT_S", 0.0)
     ctx = _ctx(tmp_path, n_cases=2)
     ex = DaskExecutor(1, cluster.scheduler_address)
     monkeypatch.setattr(ex, "_has_gpu_resource", lambda: True)  # the GPU worker was there when the stage began
@@ -134,7 +134,7 @@ def test_workers_running_other_curator_code_are_refused(tmp_path: Path, cluster:
     release, without a word."""
     def fn() -> Any:
         return lambda dask_worker=None: "curator 0.0.9 (abc) from /elsewhere" if dask_worker else "curator ours"
-    monkeypatch.setattr(executors, "_code_identity_fn", fn, raising=False)
+    monkeypatch.setattr(dask_executor, "_code_identity_fn", fn, raising=False)
     ex = DaskExecutor(1, cluster.scheduler_address)
     try:
         with pytest.raises(ConfigError, match=r"1 of the 1 Dask worker\(s\).*curator 0.0.9 \(abc\) from /elsewhere"):
@@ -149,7 +149,7 @@ def test_workers_with_the_same_code_in_another_folder_are_accepted(tmp_path: Pat
     def fn() -> Any:
         return lambda dask_worker=None: ("curator 0.1.0 (abc) from /nodes/b/curator" if dask_worker
                                          else "curator 0.1.0 (abc) from /home/me/curator")
-    monkeypatch.setattr(executors, "_code_identity_fn", fn, raising=False)
+    monkeypatch.setattr(dask_executor, "_code_identity_fn", fn, raising=False)
     report = _run_on(cluster, _ctx(tmp_path, n_cases=2), ProbeStage)
     assert report.ran == 2 and report.failed == 0
 

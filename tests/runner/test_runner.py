@@ -14,7 +14,8 @@ import pytest
 from curator.config import ExecutorConfig, PipelineConfig
 from curator.errors import StageError
 from curator.runner.context import Context
-from curator.runner.executors import DaskExecutor, InlineExecutor, LocalExecutor
+from curator.runner.dask_executor import DaskExecutor
+from curator.runner.executors import InlineExecutor, LocalExecutor
 from curator.runner.run import run_stage
 from curator.testing.stages import ProbeConfig, ProbeStage
 

@@ -85,7 +85,7 @@ def test_impossible_ingest_settings_are_refused(tmp_path: Path, setting: str, va
 
 
 def test_an_unreachable_dask_scheduler_is_a_config_error() -> None:
-    from curator.runner.executors import DaskExecutor
+    from curator.runner.dask_executor import DaskExecutor
 
     with pytest.raises(ConfigError, match="cannot reach the Dask scheduler at 'no-port'"):
         DaskExecutor(1, "no-port")
