@@ -237,25 +237,26 @@ class ShardReader:
                 return f"shard {name} is shorter than its chunk index (truncated)"
             if not index:
                 continue
+            whole = chunks and self.crc  # every chunk's bytes are checked too: the file is read once, whole
             with open(self._shard_path(key), "rb") as f:
-                f.seek(size - 16 * n - 4)
-                tail = f.read()
+                f.seek(0 if whole else size - 16 * n - 4)
+                data = f.read()
+            tail = data[size - 16 * n - 4:] if whole else data
             if google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
                 return f"shard {name}'s chunk index fails its checksum (truncated or overwritten)"
             pairs = np.frombuffer(tail[:-4], dtype="<u8").reshape(n, 2)
             used = pairs[pairs[:, 0] != _MISSING]
             if len(used) and int((used[:, 0] + used[:, 1]).max()) > size - 16 * n - 4:
                 return f"shard {name}'s chunk index points past the end of the file (truncated?)"
-            if chunks and self.crc:
-                bad = self._bad_chunk(key, pairs)
+            if whole:
+                bad = self._bad_chunk(np.frombuffer(data, dtype=np.uint8), pairs)
                 if bad is not None:
                     return f"shard {name}'s chunk {bad} fails its CRC32C checksum"
         return None
 
-    def _bad_chunk(self, key: tuple[int, ...], pairs: NDArray[Any]) -> str | None:
-        """The first chunk (``"i/j/k"`` inside the shard) whose bytes fail their CRC32C, or None."""
-        with open(self._shard_path(key), "rb") as f:
-            data = np.frombuffer(f.read(), dtype=np.uint8)
+    def _bad_chunk(self, data: NDArray[np.uint8], pairs: NDArray[Any]) -> str | None:
+        """The first chunk (``"i/j/k"`` inside the shard's bytes ``data``) whose bytes fail their
+        CRC32C, or None."""
         for i, (off, n) in enumerate(pairs.tolist()):
             if off != _NONE and not _crc_ok(data[off:off + n]):
                 return "/".join(map(str, np.unravel_index(i, self.per_shard)))
