@@ -631,12 +631,12 @@ def test_stores_are_hashed_once_while_their_files_stay_the_same(tiny: Tiny, tmp_
     import os
     import shutil
 
-    from curator.release import integrity
+    from curator.release import integrity, verify_cache
 
     rel = tmp_path / "rel"
     shutil.copytree(tiny.release, rel)
     monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(integrity, "_VERIFIED", {})
+    monkeypatch.setattr(verify_cache, "_VERIFIED", {})
     hashed: list[str] = []
     real = integrity.sha256_file
     monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
@@ -655,13 +655,13 @@ def test_stores_are_hashed_once_while_their_files_stay_the_same(tiny: Tiny, tmp_
     hashed.clear()
     read_all()
     assert not [h for h in hashed if "/stores/" in h]  # this process remembers
-    monkeypatch.setattr(integrity, "_VERIFIED", {})  # a new process: the cache file remembers
-    monkeypatch.setattr(integrity, "_DISK", {})
+    monkeypatch.setattr(verify_cache, "_VERIFIED", {})  # a new process: the cache file remembers
+    monkeypatch.setattr(verify_cache, "_DISK", {})
     read_all()
     assert not [h for h in hashed if "/stores/" in h]
     touched = next((rel / "stores").glob("TinyKits__*.zarr"))
     os.utime(touched / "zarr.json")  # touched: that store is checked again, the others are not
-    monkeypatch.setattr(integrity, "_VERIFIED", {})
+    monkeypatch.setattr(verify_cache, "_VERIFIED", {})
     read_all()
     assert {h.split("/stores/")[1].split("/")[0] for h in hashed if "/stores/" in h} == {touched.name}
     checks: list[str] = []  # a loader closing and reopening stores (max_open) checks each one once

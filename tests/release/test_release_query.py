@@ -120,10 +120,10 @@ def test_a_page_damaged_mid_file_is_refused_not_read_as_other_values(demo: Path)
 def test_intact_tables_are_hashed_once(demo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Checked once per file (per process, and in a cache for later processes) while its size,
     time and inode stay the same."""
-    from curator.release import integrity
+    from curator.release import integrity, verify_cache
 
     monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(integrity, "_VERIFIED", {})
+    monkeypatch.setattr(verify_cache, "_VERIFIED", {})
     hashed: list[str] = []
     real = integrity.sha256_file
     monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
@@ -134,7 +134,7 @@ def test_intact_tables_are_hashed_once(demo: Path, monkeypatch: pytest.MonkeyPat
     Release(path).sql("select count(*) from labels").fetchall()
     Release(path).table("cases")
     assert len(hashed) == n_tables  # this process remembers
-    monkeypatch.setattr(integrity, "_VERIFIED", {})  # a new process: the cache file remembers
+    monkeypatch.setattr(verify_cache, "_VERIFIED", {})  # a new process: the cache file remembers
     Release(path).sql("select count(*) from cases").fetchall()
     assert len(hashed) == n_tables
     os.utime(path / "cases.parquet")  # touched: checked again

@@ -101,15 +101,15 @@ def test_a_cache_that_cannot_be_written_is_skipped_not_a_crash(tmp_path: Path, m
     only OSError, so `curator verify` with a read-only home crashed. Both are caches: skipped."""
     from curator.dedup.detect import MatchCache
     from curator.io import fsutil
-    from curator.release import integrity
+    from curator.release import verify_cache
 
     def refuse(a: object, b: object) -> None:
         raise OSError(err, os.strerror(err), str(b))
 
     monkeypatch.setenv("CURATOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(fsutil.os, "replace", refuse)
-    integrity._remember(tmp_path, {str(tmp_path / "x"): ([1], "abc")})  # raised WorkspaceError
-    assert str(tmp_path / "x") in integrity._VERIFIED
+    verify_cache.remember(tmp_path, {str(tmp_path / "x"): ([1], "abc")})  # raised WorkspaceError
+    assert str(tmp_path / "x") in verify_cache._VERIFIED
     cache = MatchCache(tmp_path / "m.json", 0.1)
     cache.entries["k"] = {"x": 1}
     cache.used.add("k")
