@@ -1,8 +1,13 @@
 """Evaluation: DSC and NSD between label layers, and error detection by attention maps.
 
-* :func:`dice` and :func:`nsd` (normalised surface Dice at a tolerance in mm, the metric
-  AbdomenAtlas-8K reports with 1 mm): surfaces are the masks' boundary voxels, distances
-  come from Euclidean distance transforms with the voxel spacing.
+* :func:`dice`, :func:`nsd` (normalised surface Dice at a tolerance in mm, the metric
+  AbdomenAtlas-8K reports with 1 mm) and :func:`hd95` (the 95th-percentile Hausdorff distance).
+  Surfaces are measured as Nikolov et al. (2021) defined NSD and DeepMind's
+  ``surface-distance`` package computes it (MONAI's ``use_subvoxels=True``): surface elements
+  at the voxel corners, from marching cubes, each weighted by its area in mm². Counting
+  boundary voxels instead (``surface="voxels"``, MONAI's default) gives other numbers —
+  0.63 for 0.85 on a 0.8 × 0.8 × 2.5 mm grid at 1 mm — so results are comparable only
+  within one definition.
 * :func:`detection`: AbdomenAtlas-8K §4.1 evaluates attention "at the volume (a group of
   voxels) level": an error region (a connected component of prediction XOR reference,
   after removing one-voxel boundary jitter) counts as detected when the attention map
@@ -17,15 +22,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cc3d
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
+from skimage.measure import marching_cubes
 
 Bool = NDArray[np.bool_]
 
@@ -34,6 +41,103 @@ def dice(a: Bool, b: Bool) -> float:
     """Dice similarity; 1.0 when both masks are empty."""
     s = int(a.sum()) + int(b.sum())
     return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
+
+
+Surface = Literal["surfels", "voxels"]
+SURFACES: tuple[Surface, ...] = ("surfels", "voxels")
+
+# bit of each corner of a 2×2×2 cube in the neighbour code (DeepMind's surface-distance, MONAI)
+_CODE_BITS = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]], dtype=np.uint8)
+
+
+@functools.cache
+def _code_area_vectors() -> NDArray[np.float64]:
+    """(256, triangles, 3): each corner code's marching-cubes triangles as area vectors (unit spacing).
+
+    A code with more than four corners inside takes its complement's triangles (the classic
+    marching-cubes symmetry, as DeepMind's table): scikit-image's Lorensen tables triangulate
+    some of those cases otherwise, with up to twice the area."""
+    tris: list[NDArray[np.float64]] = [np.zeros((0, 3))]
+    for code in range(1, 255):
+        inside = (code & _CODE_BITS) > 0
+        if inside.sum() > 4:
+            inside = ~inside
+        verts, faces, _, _ = marching_cubes(inside.astype(np.float32), 0.5, method="lorensen")
+        t = verts[faces].astype(np.float64)
+        tris.append(0.5 * np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]))
+    tris.append(np.zeros((0, 3)))
+    out = np.zeros((256, max(len(t) for t in tris), 3))
+    for code, t in enumerate(tris):
+        out[code, :len(t)] = t
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def code_areas(spacing: tuple[float, float, float]) -> NDArray[np.float64]:
+    """Surface area (mm²) of each of the 256 corner codes on a grid of ``spacing`` (mm)."""
+    sx, sy, sz = spacing
+    scale = np.array([sy * sz, sx * sz, sx * sy])  # an area vector's components scale so
+    return np.asarray(np.linalg.norm(_code_area_vectors() * scale, axis=-1).sum(axis=-1))
+
+
+def _surfels(m: Bool, spacing: tuple[float, float, float]) -> tuple[Bool, NDArray[np.float64]]:
+    """(surface corners, their areas) on the grid of ``m``'s voxel corners (one more per axis)."""
+    p = np.pad(m, 1).view(np.uint8)
+    n0, n1, n2 = (x + 1 for x in m.shape)
+    code = np.zeros((n0, n1, n2), np.uint8)
+    for (i, j, k), bit in np.ndenumerate(_CODE_BITS):
+        code |= p[i:i + n0, j:j + n1, k:k + n2] * np.uint8(bit)
+    on = (code != 0) & (code != 255)
+    return on, code_areas(spacing)[code[on]]
+
+
+@dataclass(frozen=True)
+class SurfaceDistances:
+    """Each surface element's distance (mm) to the other mask's surface, and its weight."""
+
+    a_to_b: NDArray[np.float64]
+    weight_a: NDArray[np.float64]
+    b_to_a: NDArray[np.float64]
+    weight_b: NDArray[np.float64]
+
+    def nsd(self, tolerance_mm: float) -> float:
+        """Normalised surface Dice: the weighted share of both surfaces within ``tolerance_mm``.
+
+        A distance that equals the tolerance counts as within it even when rounding puts it a
+        hair above (0.8 · 3 and 0.7 mm steps make 2.5000000000000004 mm, not 2.5)."""
+        tol = tolerance_mm * (1 + 1e-9)
+        close = self.weight_a[self.a_to_b <= tol].sum() + self.weight_b[self.b_to_a <= tol].sum()
+        return float(close / (self.weight_a.sum() + self.weight_b.sum()))
+
+    def hausdorff(self, percent: float = 95.0) -> float:
+        """The larger of the two directions' ``percent``-th weighted percentile distance (mm), the
+        rule of DeepMind's ``compute_robust_hausdorff`` (the first distance whose cumulative
+        weight reaches ``percent`` %)."""
+        return max(_weighted_percentile(self.a_to_b, self.weight_a, percent),
+                   _weighted_percentile(self.b_to_a, self.weight_b, percent))
+
+
+def _weighted_percentile(dist: NDArray[np.float64], weight: NDArray[np.float64], percent: float) -> float:
+    order = np.argsort(dist, kind="stable")
+    cum = np.cumsum(weight[order]) / weight.sum()
+    return float(dist[order][min(int(np.searchsorted(cum, percent / 100.0)), len(dist) - 1)])
+
+
+def surface_distances(a: Bool, b: Bool, spacing: Sequence[float], surface: Surface = "surfels") -> SurfaceDistances:
+    """Distances between the surfaces of two non-empty masks: surface elements at the voxel
+    corners weighted by area (``surfels``), or boundary voxels weighted 1 (``voxels``)."""
+    if surface not in SURFACES:
+        raise ValueError(f"surface must be one of {SURFACES}, not {surface!r}")
+    sp = tuple(float(x) for x in spacing)
+    a, b = _crop(a, b, 0)
+    if surface == "voxels":
+        sa, sb = _surface(a), _surface(b)
+        wa, wb = np.ones(int(sa.sum())), np.ones(int(sb.sum()))
+    else:
+        (sa, wa), (sb, wb) = _surfels(a, sp), _surfels(b, sp)  # type: ignore[arg-type]
+    da = ndimage.distance_transform_edt(~sa, sampling=sp)
+    db = ndimage.distance_transform_edt(~sb, sampling=sp)
+    return SurfaceDistances(np.asarray(db[sa], np.float64), wa, np.asarray(da[sb], np.float64), wb)
 
 
 def _surface(m: Bool) -> Bool:
@@ -51,19 +155,22 @@ def _crop(a: Bool, b: Bool, margin: int) -> tuple[Bool, Bool]:
     return a[box], b[box]
 
 
-def nsd(a: Bool, b: Bool, spacing: Sequence[float], tolerance_mm: float) -> float:
-    """Normalised surface Dice: share of both surfaces within ``tolerance_mm`` of the other."""
+def nsd(a: Bool, b: Bool, spacing: Sequence[float], tolerance_mm: float, surface: Surface = "surfels") -> float:
+    """Normalised surface Dice: the share of both surfaces within ``tolerance_mm`` of the other
+    (1.0 when both masks are empty, 0.0 when one is)."""
     if not a.any() and not b.any():
         return 1.0
     if not a.any() or not b.any():
         return 0.0
-    margin = int(np.ceil(tolerance_mm / min(spacing))) + 2
-    a, b = _crop(a, b, margin)
-    sa, sb = _surface(a), _surface(b)
-    da = ndimage.distance_transform_edt(~sa, sampling=spacing)
-    db = ndimage.distance_transform_edt(~sb, sampling=spacing)
-    close = int((db[sa] <= tolerance_mm).sum()) + int((da[sb] <= tolerance_mm).sum())
-    return close / (int(sa.sum()) + int(sb.sum()))
+    return surface_distances(a, b, spacing, surface).nsd(tolerance_mm)
+
+
+def hd95(a: Bool, b: Bool, spacing: Sequence[float], surface: Surface = "surfels") -> float | None:
+    """Robust Hausdorff distance (mm), see :meth:`SurfaceDistances.hausdorff`; ``None`` when
+    either mask is empty (undefined)."""
+    if not a.any() or not b.any():
+        return None
+    return surface_distances(a, b, spacing, surface).hausdorff(95.0)
 
 
 @dataclass
@@ -194,10 +301,11 @@ def _nothing_compared(pred: str, ref: str, terms: Sequence[str], held: dict[str,
 
 
 def evaluate_layers(workspace: Path, pred: str, ref: str, *, tolerance_mm: float = 2.0,
-                    attention: bool = False, min_ml: float = 0.5,
-                    terms: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """DSC/NSD of layer ``pred`` against ``ref`` per (case, term) present in both layers of each
-    store; with ``attention``, also the error detection counts of the pseudolabel attention map.
+                    attention: bool = False, min_ml: float = 0.5, terms: Sequence[str] = (),
+                    surface: Surface = "surfels") -> list[dict[str, Any]]:
+    """DSC, NSD and HD95 (mm; None when either mask is empty) of layer ``pred`` against ``ref``
+    per (case, term) present in both layers of each store, surfaces measured as ``surface``; with
+    ``attention``, also the error detection counts of the pseudolabel attention map.
 
     Unknown layer names or term ids, and a request no (case, term) can answer (e.g. ``pseudo``
     against ``original``: pseudo labels exist only for terms a dataset does not annotate), are a
@@ -221,8 +329,13 @@ def evaluate_layers(workspace: Path, pred: str, ref: str, *, tolerance_mm: float
         sp = store.geometry.spacing
         for t in common:
             a, b = store.mask(t, pred), store.mask(t, ref)
+            if a.any() and b.any():  # one distance computation for both surface metrics
+                dist = surface_distances(a, b, sp, surface)
+                n, hd = dist.nsd(tolerance_mm), round(dist.hausdorff(95.0), 4)
+            else:
+                n, hd = nsd(a, b, sp, tolerance_mm, surface), None
             row: dict[str, Any] = {"case_id": path.stem, "term_id": t, "dice": round(dice(a, b), 6),
-                                   "nsd": round(nsd(a, b, sp, tolerance_mm), 6)}
+                                   "nsd": round(n, 6), "hd95_mm": hd}
             if attention:
                 att = amap.mask(t) if amap is not None and t in amap else np.zeros(a.shape, bool)
                 d = detection(a, b, att, sp, min_ml)

@@ -54,6 +54,9 @@ def test_eval_unknown_layer_is_an_error_not_an_empty_table(pipeline: Path) -> No
     assert "[config_error] --pred 'nonexistent' is not a label layer" in res.stderr, res.stderr
     res = curator("eval", str(pipeline), "--pred", "original", "--ref", "revised")
     assert res.returncode == 2 and "no case holds a term in both" in res.stderr, res.stderr
+    res = curator("eval", str(pipeline), "--surface", "mesh")
+    assert res.returncode == 2 and "[config_error] --surface 'mesh' is not a surface measure" in res.stderr
+    assert "surfels, voxels" in res.stderr, res.stderr
 
 
 def test_table_cells_in_brackets_are_printed_not_read_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
