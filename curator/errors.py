@@ -262,8 +262,9 @@ _KINDS: list[ProblemKind] = [
                 "after the image's or viewer's left, or a swapped mapping)",
                 "swap each left/right pair in the dataset YAML's labels.values or labels.structures if the dataset's "
                 "sides are mirrored"),
-    ProblemKind("series_not_image", "a folder a layout's image pattern matched holds a non-image DICOM series "
-                "(RTSTRUCT, SEG, ...) beside the case's image series; it was not ingested",
+    ProblemKind("series_not_image", "a folder a layout's image pattern matched holds a DICOM series that is not "
+                "the scan (RTSTRUCT, SEG, ..., a localizer/scout or a secondary capture) beside the case's image "
+                "series; it was not ingested",
                 "nothing to do; narrow the image pattern to silence this"),
     ProblemKind("sequence_undeclared", "a file matches a layout's image pattern with a `{sequence}` value that "
                 "the dataset's `sequences:` does not declare; it was not ingested",

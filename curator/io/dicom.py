@@ -17,6 +17,7 @@ import pydicom
 import SimpleITK as sitk
 from numpy.typing import NDArray
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from curator.errors import InputError, ReadError
 from curator.io.deid import safe_metadata
@@ -59,22 +60,38 @@ def list_files(folder: Path) -> list[Path]:
     return out
 
 
-def series_modality(folder: Path, max_files: int = 16) -> str | None:
-    """The ``Modality`` of the first DICOM file under ``folder`` (header only; the first
-    ``max_files`` files are tried), or None when none of them is DICOM or the folder cannot be read.
+# SOP classes of screenshots and scanned documents (a dose report's screen capture beside the CT)
+SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 
-    Layout discovery asks it when one pattern matches several series folders of a case, to
-    take the image series over an RTSTRUCT or SEG folder beside it."""
+
+def series_not_volume(folder: Path, max_files: int = 16) -> str | None:
+    """Why the DICOM series under ``folder`` is not the scan to ingest — a non-image object
+    (``"a RTSTRUCT object …"``), a localizer (scout) or a secondary capture — or None when it
+    is an image series, none of the first ``max_files`` files is DICOM, or the folder cannot be
+    read (header of the first DICOM file only).
+
+    Layout discovery asks it when one pattern matches several series folders of a case (a TCIA
+    study: ``1.000000-SCOUT…``, ``2.000000-ABDOMEN…``, an RTSTRUCT), to take the scan over them."""
     try:
         files = list_files(folder)[:max_files]
     except ReadError:
         return None
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["Modality"])
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["Modality", "ImageType", "SOPClassUID"])
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             continue
-        return str(ds.get("Modality", "") or "").upper()
+        modality = str(ds.get("Modality", "") or "").upper()
+        image_type = ds.get("ImageType", None)
+        types = [str(t).upper() for t in (image_type if isinstance(image_type, (list, tuple, MultiValue))
+                                          else [image_type or ""])]
+        if modality in NON_IMAGE_MODALITIES:
+            return f"a {modality} object (no image of the patient)"
+        if "LOCALIZER" in types:
+            return f"a localizer (scout) {modality} series"
+        if str(ds.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE_SOP_PREFIX):
+            return "a secondary capture (a screenshot, e.g. a dose report)"
+        return None
     return None
 
 

@@ -309,19 +309,20 @@ def _first_of_each(matches: list[tuple[str, dict[str, str]]], is_dir: bool,
 def _image_series_first(root: Path, ms: list[tuple[str, dict[str, str]]],
                         problems: list[InputError]) -> list[tuple[str, dict[str, str]]]:
     """Several folders matched for one case (``<study>/*/`` over a TCIA study): the folders whose
-    DICOM series is a non-image object (RTSTRUCT, SEG ...) are left out, each an info
-    ``series_not_image`` problem, unless no folder holds anything else."""
-    from curator.io.dicom import NON_IMAGE_MODALITIES, series_modality
+    DICOM series is not the scan — a non-image object (RTSTRUCT, SEG ...), a localizer (scout) or
+    a secondary capture — are left out, each an info ``series_not_image`` problem, unless no
+    folder holds anything else."""
+    from curator.io.dicom import series_not_volume
 
-    modality = {f: series_modality(root / f) for f, _ in ms}
-    images = [m for m in ms if modality[m[0]] not in NON_IMAGE_MODALITIES]
+    why = {f: series_not_volume(root / f) for f, _ in ms}
+    images = [m for m in ms if why[m[0]] is None]
     if not images:
         return ms
     kept = _first_of_each(images, True)[0][0]
     problems.extend(InputError(
-        "series_not_image", f"{f} holds a {modality[f]} series, not an image; the case's image is {kept}",
+        "series_not_image", f"{f} holds {why[f]}, not the scan; the case's image is {kept}",
         path=str(root / f), remedy="nothing to do (it is not ingested); narrow the image pattern to silence this")
-        for f, _ in ms if modality[f] in NON_IMAGE_MODALITIES)
+        for f, _ in ms if why[f] is not None)
     return images
 
 

@@ -390,6 +390,36 @@ def test_info_rows_are_not_counted_or_logged_as_warnings(tmp_path: Path, caplog:
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_a_localizer_or_screenshot_series_beside_the_scan_is_passed_over(tmp_path: Path) -> None:
+    """A TCIA study downloaded whole: ``1.000000-SCOUT-…`` (a 2-slice localizer) sorts before
+    ``2.000000-ABDOMEN-…``; the scout was taken for the case's image and the CT dropped as a
+    duplicate_case (so the label's grid no longer matched). Localizers and secondary captures
+    (a dose report's screenshot) are passed over like RTSTRUCT folders."""
+    import numpy as np
+
+    from curator.testing.layouts import write_dicom_series
+
+    g = grid((8, 8, 6), (2.0, 2.0, 3.0), "LPS")
+    root = tmp_path / "raw"
+    study = root / "LUNG1-001" / "study"
+    scout, dose = grid((8, 8, 2), (2.0, 2.0, 3.0), "LPS"), grid((8, 8, 1), (2.0, 2.0, 3.0), "LPS")
+    ramp = np.arange(64, dtype=float).reshape(8, 8, 1)
+    write_dicom_series(study / "1.000000-SCOUT-111", np.repeat(ramp, 2, axis=2), scout,
+                       phi={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})
+    write_dicom_series(study / "2.000000-ABDOMEN-222", np.repeat(ramp, 6, axis=2) + np.arange(6), g)
+    write_dicom_series(study / "3.000000-DOSE-333", ramp, dose, phi={"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"})
+    save_nifti(root / "LUNG1-001" / "cavity.nii.gz", label_array((1,), g.shape), g)
+    yml = _spec(tmp_path, [{"image": "{case}/study/*/", "label": "{case}/cavity.nii.gz"}], {"values": {1: "liver"}})
+    cases, raw, problems = _ingest(tmp_path / "ws", [{"dataset": str(yml), "root": str(root)}])
+    assert sorted((p["kind"], p["severity"], p["path"].rsplit("/", 1)[-1]) for p in problems) == [
+        ("series_not_image", "info", "1.000000-SCOUT-111"), ("series_not_image", "info", "3.000000-DOSE-333")]
+    said = " ".join(p["message"] for p in problems)
+    assert "a localizer (scout) CT series" in said and "a secondary capture" in said
+    assert "the case's image is LUNG1-001/study/2.000000-ABDOMEN-222" in said
+    (case,) = cases.values()
+    assert case["label_status"] == "ok" and [r["raw_value"] for r in raw] == [1]
+
+
 def test_a_label_with_an_empty_header_is_told_which_fix_to_declare(tmp_path: Path) -> None:
     """A mask saved with an identity affine (the array on the image's grid, axes stored RPI beside
     an LPS image): the remedy said 'declare a geometry fix' without naming one; it names
