@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
 from curator.errors import InputError, ReleaseError
 from curator.io.formats import check_memory
-from curator.io.fsutil import atomic_path
+from curator.io.nifti import write_nifti
+from curator.io.volume import Geometry, Volume
 from curator.release.query import Release
 from curator.release.training import TrainingView, term_parts, usable_terms, with_parts
 from curator.store import CaseStore
@@ -128,14 +128,8 @@ def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
     return out, overlap, int(unsure.sum())
 
 
-def save_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64]) -> None:
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp.with_name(tmp.name + ".nii.gz")))
-        tmp.with_name(tmp.name + ".nii.gz").rename(tmp)
+def save_nifti(path: Path, array: NDArray[Any], geometry: Geometry) -> None:
+    write_nifti(path, Volume(array, geometry))
 
 
 def check_terms(held: Collection[str], terms: list[str], partial: bool) -> str | None:
@@ -188,16 +182,15 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     use = {t: term_parts(t, parts[t], held, tax) for t in terms}
     why = check_terms({t for t in terms if use[t]}, terms, partial)
     if why and image_only:
-        save_nifti(image, store.physical_image(), store.geometry.matrix)
+        save_nifti(image, store.physical_image(), store.geometry)
         report.images_only.append(case.case_id)
         return []
     if why:
         report.skipped[case.case_id] = why
         return None
-    affine = store.geometry.matrix
-    save_nifti(image, store.physical_image(), affine)
+    save_nifti(image, store.physical_image(), store.geometry)
     labels, overlap, ignored = label_map(store, terms, held, use, ignore=ignore, anatomy=parts)
-    save_nifti(label, labels, affine)
+    save_nifti(label, labels, store.geometry)
     if overlap:
         report.overlaps[case.case_id] = overlap
     unknown = [t for t in terms if not use[t]]

@@ -216,11 +216,9 @@ def _qform_sform_apart(img: Any, shape: tuple[int, ...]) -> float | None:
     return Geometry.from_affine(grid, img.get_qform()).corner_shift(Geometry.from_affine(grid, img.get_sform()))
 
 
-def nifti_bytes(vol: Volume, dtype: Any = None, compress: bool = True) -> bytes:
-    """NIfTI bytes for ``vol`` with ``descrip``, ``aux_file``, ``intent_name`` and ``db_name`` empty.
-
-    gzip output is deterministic (no timestamp), so equal volumes give equal bytes.
-    """
+def _image(vol: Volume, dtype: Any = None) -> Any:
+    """``vol`` as a nibabel image: its grid as sform and qform (code 1, scanner); ``descrip``,
+    ``aux_file``, ``intent_name`` and ``db_name`` empty."""
     arr = vol.array if dtype is None else vol.array.astype(dtype)
     img = nib.Nifti1Image(arr, vol.geometry.matrix)
     hdr = img.header
@@ -228,12 +226,39 @@ def nifti_bytes(vol: Volume, dtype: Any = None, compress: bool = True) -> bytes:
         hdr[field] = b""
     img.set_qform(vol.geometry.matrix, code=1)
     img.set_sform(vol.geometry.matrix, code=1)
-    raw = img.to_bytes()
-    return gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
+    return img
+
+
+# gzip level of written .nii.gz files: nibabel's default (1); ISA-L deflates it ~4× faster than
+# zlib to files of the same size (a 350×350×100 CT: 0.15 s for 0.62 s, 17.5 MB either way)
+GZIP_LEVEL = 1
+
+
+def nifti_bytes(vol: Volume, dtype: Any = None, compress: bool = True) -> bytes:
+    """NIfTI bytes for ``vol`` (see :func:`_image`).
+
+    gzip output is deterministic (no timestamp, no file name), so equal volumes give equal bytes.
+    """
+    raw = _image(vol, dtype).to_bytes()
+    if not compress:
+        return bytes(raw)
+    if _igzip is not None:
+        return bytes(_igzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0))
+    return gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)  # pragma: no cover - isal is a dependency
 
 
 def write_nifti(path: str | Path, vol: Volume, dtype: Any = None) -> None:
-    """Atomically write ``vol`` to ``path`` (gzip when the name ends with .gz)."""
-    from curator.io.fsutil import atomic_write_bytes
+    """Atomically write ``vol`` to ``path`` (gzip when the name ends with .gz; the same bytes as
+    :func:`nifti_bytes`), streamed: no copy of the volume's bytes is held, gzipped or not."""
+    from nibabel.fileholders import FileHolder
 
-    atomic_write_bytes(path, nifti_bytes(vol, dtype, compress=str(path).endswith(".gz")))
+    from curator.io.fsutil import atomic_path
+
+    img = _image(vol, dtype)
+    opener = (_igzip.IGzipFile if _igzip is not None else gzip.GzipFile) if str(path).lower().endswith(".gz") else None
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        if opener is None:
+            img.to_file_map({"image": FileHolder(fileobj=out)})
+        else:  # no file name and no time in the gzip header: equal volumes, equal bytes
+            with opener(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=out, mtime=0) as f:
+                img.to_file_map({"image": FileHolder(fileobj=f)})

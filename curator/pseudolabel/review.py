@@ -47,6 +47,8 @@ from PIL import Image
 
 from curator.errors import ConfigError, InputError
 from curator.io.fsutil import atomic_path, check_output_dir
+from curator.io.nifti import write_nifti
+from curator.io.volume import Geometry, Volume
 from curator.pseudolabel.outputs import attention_path, read_attention
 from curator.pseudolabel.terms import term_name
 from curator.store import CaseStore
@@ -113,10 +115,8 @@ def _save_png(img: Image.Image, dest: Path) -> None:
         img.save(tmp, format="PNG", optimize=False)
 
 
-def _save_nifti(data: NDArray[Any], affine: NDArray[np.float64], dest: Path) -> None:
-    with atomic_path(dest) as tmp:
-        nib.save(nib.Nifti1Image(data, affine), str(tmp.with_suffix(".nii.gz")))
-        tmp.with_suffix(".nii.gz").rename(tmp)
+def _save_nifti(data: NDArray[Any], geometry: Geometry, dest: Path) -> None:
+    write_nifti(dest, Volume(data, geometry))
 
 
 # distinct colours for label codes 1, 2, ... (cycled); 0 is background
@@ -239,12 +239,11 @@ def _write_editable(store: CaseStore, folder: Path, images: bool, keep_revision:
     with atomic_path(folder / "codes.json") as tmp:
         tmp.write_text(json.dumps(codes, indent=1) + "\n")
     _write_colour_tables(codes, folder)
-    affine = store.geometry.matrix
-    _save_nifti(plane, affine, folder / "pseudo.nii.gz")
+    _save_nifti(plane, store.geometry, folder / "pseudo.nii.gz")
     if shown is not None and not keep_revision:
-        _save_nifti(shown, affine, folder / "revised.nii.gz")
+        _save_nifti(shown, store.geometry, folder / "revised.nii.gz")
     if images:
-        _save_nifti(store.physical_image(), affine, folder / "image.nii.gz")  # HU, not stored units
+        _save_nifti(store.physical_image(), store.geometry, folder / "image.nii.gz")  # HU, not stored units
     with atomic_path(folder / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return record
