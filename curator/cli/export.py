@@ -22,6 +22,8 @@ PartialOpt = Annotated[bool, typer.Option("--partial", help="keep cases whose da
 MissingOpt = Annotated[str | None, typer.Option(
     "--missing", help="with --partial, where a case's unannotated term could be: ignore (nnU-Net's ignore label, "
                       "left out of the loss; the default) or background (learnt as absent)")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, help="cases written at once (processes); the "
+                                         "export is the same whatever the number")]
 LayersOpt = Annotated[str, typer.Option("--layers", help="label layers by priority, per term: the first that "
                                         "holds a term gives its label (add pseudo to export pseudo labels)")]
 
@@ -59,7 +61,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                name: Annotated[str, typer.Option("--name", help="dataset name")] = "Curator",
                where: WhereOpt = "true",
                partial: PartialOpt = False, missing: MissingOpt = None, layers: LayersOpt = "original,revised",
-               with_duplicates: DupsOpt = False, qc_filter: QcOpt = True) -> None:
+               with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1) -> None:
         """Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
         from curator.errors import ConfigError
         from curator.export import export_nnunet
@@ -74,17 +76,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         _summary(export_nnunet(release, out_root, dataset_id=dataset_id, name=name,
                                terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
                                partial=partial, layers=_layers(layers), duplicates=with_duplicates,
-                               qc_filter=qc_filter, missing=missing or "ignore"))
+                               qc_filter=qc_filter, missing=missing or "ignore", workers=workers))
 
     @export.command("monai")
     @handle_errors
     def monai(release: ReleaseArg, terms: TermsOpt,
               out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
               where: WhereOpt = "true", layers: LayersOpt = "original,revised", partial: PartialOpt = False,
-              with_duplicates: DupsOpt = False, qc_filter: QcOpt = True) -> None:
+              with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1) -> None:
         """Write NIfTI images/labels and a Decathlon-style datalist.json for MONAI."""
         from curator.export import export_monai
 
         _summary(export_monai(release, out_dir, terms=[t.strip() for t in terms.split(",") if t.strip()],
                               where=where, layers=_layers(layers), partial=partial,
-                              duplicates=with_duplicates, qc_filter=qc_filter))
+                              duplicates=with_duplicates, qc_filter=qc_filter, workers=workers))

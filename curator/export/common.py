@@ -57,6 +57,16 @@ class ExportReport:
     unknown: dict[str, list[str]] = field(default_factory=dict)
     ignored: dict[str, int] = field(default_factory=dict)  # case id -> voxels written as the ignore label
 
+    def merge(self, other: ExportReport) -> None:
+        """Add what ``other`` (one case's report, from a worker) says."""
+        self.cases.extend(other.cases)
+        self.skipped.update(other.skipped)
+        self.overlaps.update(other.overlaps)
+        self.notes.extend(other.notes)
+        self.images_only.extend(other.images_only)
+        self.unknown.update(other.unknown)
+        self.ignored.update(other.ignored)
+
     def note_stand_ins(self, stand_ins: Mapping[str, str]) -> None:
         """Say which duplicate stands in for its group's kept member (it holds more of the terms)."""
         for kept, used in sorted(stand_ins.items()):
@@ -200,3 +210,71 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
         report.ignored[case.case_id] = ignored
     report.cases.append(case.case_id)
     return [t for t in terms if use[t]]
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """One case of an export: where its image and label go; ``image_only``: see :func:`write_case`."""
+
+    case: ExportCase
+    image: Path
+    label: Path
+    image_only: bool = False
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every case of one export shares (sent once to each worker)."""
+
+    release: Path
+    terms: list[str]
+    partial: bool
+    layers: tuple[str, ...]
+    ignore: int | None
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(shared: _Shared) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which stops the pool
+    _WORKER.update(shared=shared, release=Release(shared.release))
+
+
+def _write_job(job: CaseJob, view: TrainingView) -> tuple[list[str] | None, ExportReport]:
+    shared: _Shared = _WORKER["shared"]
+    report = ExportReport(job.image.parent)
+    present = write_case(job.case, shared.terms, shared.partial, job.image, job.label, report, shared.layers, view,
+                         _WORKER["release"], image_only=job.image_only, ignore=shared.ignore)
+    return present, report
+
+
+def write_cases(release: Release, jobs: Sequence[CaseJob], terms: list[str], partial: bool, report: ExportReport,
+                layers: Sequence[str], view: TrainingView, *, ignore: int | None = None,
+                workers: int = 1) -> list[list[str] | None]:
+    """:func:`write_case` for every job, in order (what each returned). With ``workers`` > 1 the
+    cases are written by that many processes, each reading and gzipping one case at a time; their
+    reports are merged in job order, so the export is the same whatever the number of workers."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [write_case(j.case, terms, partial, j.image, j.label, report, layers, view, release,
+                           image_only=j.image_only, ignore=ignore) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    shared = _Shared(release.path, list(terms), partial, tuple(layers), ignore)
+    views = [TrainingView(excluded={j.case.case_id: view.labels_excluded(j.case.case_id)},
+                          absent={j.case.case_id: view.labels_absent(j.case.case_id)}) for j in jobs]
+    out: list[list[str] | None] = []
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(shared,))
+    try:
+        for present, sub in pool.map(_write_job, jobs, views):
+            report.merge(sub)
+            out.append(present)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # the running cases end before staging is removed
+        raise
+    pool.shutdown()
+    return out

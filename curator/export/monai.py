@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator.errors import ReleaseError
-from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
+from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request, training_view
@@ -31,8 +31,9 @@ KEYS = {"train": "training", "val": "validation", "test": "test", None: "trainin
 
 def export_monai(release: str | Path, out: str | Path, *, terms: list[str], where: str = "true",
                  partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS, duplicates: bool = False,
-                 qc_filter: bool = True) -> ExportReport:
-    """Write ``<out>/images``, ``<out>/labels`` and ``<out>/datalist.json`` (paths relative to ``out``)."""
+                 qc_filter: bool = True, workers: int = 1) -> ExportReport:
+    """Write ``<out>/images``, ``<out>/labels`` and ``<out>/datalist.json`` (paths relative to ``out``);
+    ``workers``: cases written at once (processes; the export is the same whatever the number)."""
     rel = Release(release)
     folder = Path(out)
     check_outside_releases(folder, "the export", rel.path)
@@ -44,11 +45,12 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     report.note_stand_ins(view.stand_ins)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
-        for c in select_cases(rel, where, view):
-            test = c.split == "test"  # an unlabelled test image is listed for inference, without a label
-            present = write_case(c, terms, partial, staging / "images" / f"{c.case_id}.nii.gz",
-                                 staging / "labels" / f"{c.case_id}.nii.gz", report, layers, view, rel,
-                                 image_only=test)
+        cases = select_cases(rel, where, view)
+        jobs = [CaseJob(c, staging / "images" / f"{c.case_id}.nii.gz", staging / "labels" / f"{c.case_id}.nii.gz",
+                        image_only=c.split == "test")  # an unlabelled test image is listed for inference, without a label
+                for c in cases]
+        for c, present in zip(cases, write_cases(rel, jobs, terms, partial, report, layers, view, workers=workers),
+                              strict=True):
             if present is not None:
                 label = {} if c.case_id in report.images_only else {"label": f"labels/{c.case_id}.nii.gz"}
                 lists[KEYS.get(c.split, "training")].append({

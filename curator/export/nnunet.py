@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator.errors import ConfigError, ReleaseError
-from curator.export.common import DEFAULT_LAYERS, ExportReport, select_cases, write_case
+from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request, training_view
@@ -37,7 +37,8 @@ MISSING = ("ignore", "background")  # what a --partial export writes where a cas
 
 def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int, name: str, terms: list[str],
                   where: str = "true", partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS,
-                  duplicates: bool = False, qc_filter: bool = True, missing: str = "ignore") -> ExportReport:
+                  duplicates: bool = False, qc_filter: bool = True, missing: str = "ignore",
+                  workers: int = 1) -> ExportReport:
     """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr (imagesTs, labelsTs),
     dataset.json and splits_final.json.
 
@@ -49,6 +50,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     either way. A test case that lacks every term, or without ``partial`` one (an official test
     image without labels), goes to ``imagesTs`` without a ``labelsTs`` file, for inference.
     ``duplicates`` / ``qc_filter``: see :func:`curator.release.training.training_view`.
+    ``workers``: cases written at once (processes; the export is the same whatever the number).
     """
     if missing not in MISSING:
         raise ConfigError("config_error", f"missing={missing!r}: give one of {', '.join(MISSING)}")
@@ -82,11 +84,12 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     ignore = len(terms) + 1 if partial and missing == "ignore" else None
     with staged_dir(folder) as staging:  # a failed export leaves no folder to take the id
         split_of: dict[str, str | None] = {}
-        for c in cases:
-            tr = "Ts" if c.split == "test" else "Tr"
-            if write_case(c, terms, partial, staging / f"images{tr}" / f"{c.case_id}_0000.nii.gz",
-                          staging / f"labels{tr}" / f"{c.case_id}.nii.gz", report, layers, view, rel,
-                          image_only=tr == "Ts", ignore=ignore) is not None:  # an unlabelled test image is for inference
+        jobs = [CaseJob(c, staging / f"images{tr}" / f"{c.case_id}_0000.nii.gz",
+                        staging / f"labels{tr}" / f"{c.case_id}.nii.gz", image_only=tr == "Ts")  # for inference
+                for c in cases for tr in ["Ts" if c.split == "test" else "Tr"]]
+        for c, present in zip(cases, write_cases(rel, jobs, terms, partial, report, layers, view, ignore=ignore,
+                                                 workers=workers), strict=True):
+            if present is not None:
                 split_of[c.case_id] = c.split
         training = [c for c in report.cases if split_of[c] != "test"]
         if not training:

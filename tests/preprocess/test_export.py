@@ -95,3 +95,25 @@ def test_monai_reads_the_datalist(tiny: Tiny, tmp_path: Path) -> None:
     python = _client("monai")
     out = _run(python, MONAI_CHECK, str(tmp_path / "monai" / "datalist.json"))
     assert "DATALIST 2" in out and "VALIDATION ValueError Data list validation not specified" in out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_exports_written_by_two_workers_are_the_same_files(tiny: Tiny, tmp_path: Path) -> None:
+    """`--workers 2` writes cases in two processes (spawned: they read the release themselves);
+    the export — files, dataset.json, the report and its notes — is byte for byte the serial one."""
+    terms = [term_id("kidney"), term_id("kidney tumor"), term_id("liver")]
+    reports = {}
+    for workers in (1, 2):
+        reports[workers] = export_nnunet(tiny.release, tmp_path / f"nn{workers}", dataset_id=502, name="Par",
+                                         terms=terms, partial=True, workers=workers)
+        export_monai(tiny.release, tmp_path / f"mo{workers}", terms=terms, partial=True, workers=workers)
+    one, two = reports[1], reports[2]
+    assert len(one.cases) >= 4 and one.unknown  # several cases, some lacking a term (ignore label written)
+    assert (one.cases, one.skipped, one.notes, one.unknown, one.ignored, one.overlaps, one.images_only) == \
+        (two.cases, two.skipped, two.notes, two.unknown, two.ignored, two.overlaps, two.images_only)
+    for kind in ("nn", "mo"):
+        a, b = _files(tmp_path / f"{kind}1"), _files(tmp_path / f"{kind}2")
+        assert a.keys() == b.keys() and len(a) >= 8 and all(a[k] == b[k] for k in a), kind
