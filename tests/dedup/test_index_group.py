@@ -196,3 +196,38 @@ def test_global_tier_verifies_each_scans_nearest_not_every_pair_within_the_radiu
     assert len(every) > 2 * len(scans)  # the crowd this guards against: many pairs within the radius
     assert len(nearest) <= len(scans)
     assert {("p03", "p03_copy"), ("p08", "p08_copy")} <= nearest
+
+
+def test_slab_tier_queries_the_index_in_bounded_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slab tier asks the index about a bounded block of slabs at a time (each query examines
+    up to max_slab_hits entries per probe before the distance check, so asking about every slab
+    at once held ~10 kB per slab: 670 MB for 1,000 look-alike scans), and finds the same pairs."""
+    from curator.dedup import search
+    from curator.dedup.hashing import SlabHashes
+    from curator.dedup.index import HashIndex
+    from curator.dedup.search import HashKeys, SearchSettings, find_candidates
+
+    rng = np.random.default_rng(3)
+    keys = []
+    for n in range(30):  # look-alikes: every scan shares slabs with its neighbour, one with a short scan
+        codes = rng.integers(0, 2**63, size=12, dtype=np.uint64).tolist()
+        if keys:
+            codes[:4] = list(keys[-1].slabs.hashes[6:10])  # four slabs of the previous scan, shifted
+        keys.append(HashKeys(f"s{n:02d}", str(n), None, SlabHashes(tuple(codes), tuple(5.0 * k for k in range(12)))))
+    keys.append(HashKeys("short", "x", None, SlabHashes(keys[3].slabs.hashes[:3], (0.0, 5.0, 10.0))))
+    s = SearchSettings()
+    whole = {(c.a, c.b): (c.tiers, c.slab_votes, c.slab_offset_mm) for c in find_candidates(keys, s)}
+    sizes: list[int] = []
+    query = HashIndex.query
+
+    def counted(self: HashIndex, queries: np.ndarray, *a: object, **k: object) -> object:
+        sizes.append(int(queries.size))
+        return query(self, queries, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(HashIndex, "query", counted)
+    monkeypatch.setattr(search, "SLAB_QUERY_BLOCK", 7, raising=False)
+    blocked = {(c.a, c.b): (c.tiers, c.slab_votes, c.slab_offset_mm) for c in find_candidates(keys, s)}
+    assert sum(len(k.slabs.hashes) for k in keys) > 7 * 40  # many blocks
+    assert sizes and max(sizes) <= 7
+    assert blocked == whole
+    assert ("s00", "s01") in whole and ("s03", "short") in whole  # the planted pairs are found
