@@ -8,6 +8,11 @@ One store per case at ``<workspace>/stores/<case_id>.zarr`` (copied into release
       labels/<layer>/<plane>   integer label planes; layer in original | revised | pseudo;
                                plane "0", "1", ... (several only when structures overlap)
 
+Groups also carry OME-NGFF 0.5 metadata (``attrs["ome"]``: the root as an OME-Zarr image, each
+label layer of one plane as an OME label image; :mod:`curator.ome`, which says when none is
+written) so OME-Zarr tools place the voxels in millimetres; curator itself reads only
+``attrs["curator"]``.
+
 ``attrs["curator"]`` holds ``affine`` (16 numbers, voxel → RAS mm), ``shape``,
 ``case_id``, ``modality``, ``source_affine``/``source_shape`` (grid before preprocessing),
 ``crop_start`` (index of this grid's first voxel in the resampled grid) and
@@ -26,7 +31,9 @@ zarr-python and tensorstore read the stores; :class:`ShardReader` reads boxes fa
 decoding only the inner chunks a box touches straight from the shard files.
 
 Writes are atomic: a store is built under a temporary name and renamed into place; a
-layer is written to a temporary folder inside the store and renamed into place.
+layer is written to a temporary folder inside the store and renamed into place; a changed
+``zarr.json`` (the OME metadata's labels list) is written beside the old one and renamed over it.
+No file of a store is ever rewritten in place: they are hard-linked into releases.
 
 >>> import numpy as np, tempfile
 >>> from curator.io.volume import Geometry
@@ -54,6 +61,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from curator.errors import WorkspaceError
 from curator.io.fsutil import atomic_path, atomic_remove
 from curator.io.volume import Geometry
+from curator.ome import write_ome
 from curator.store_reader import Box, ShardReader, box_shape, full_box, write_sharded
 
 LAYERS = ("original", "revised", "pseudo")
@@ -132,6 +140,7 @@ class CaseStore:
                 _array(g, "body", body.astype(np.uint8), chunks)
             if labels:
                 _write_planes(g.require_group("labels").require_group("original"), labels, chunks)
+            write_ome(tmp)
         return cls(dest)
 
     def write_layer(self, layer: str, planes: list[tuple[NDArray[Any], dict[int, list[str]]]],
@@ -149,6 +158,7 @@ class CaseStore:
             _write_planes(g, planes, chunks)
             if not final.exists() and not (self.path / "labels" / "zarr.json").exists():
                 zarr.open_group(str(self.path), mode="r+").require_group("labels")
+        write_ome(self.path)
         self._reopen()
 
     def remove_layer(self, layer: str) -> bool:
@@ -158,6 +168,7 @@ class CaseStore:
             raise WorkspaceError("store_error", f"only the revised and pseudo layers can be removed, not {layer!r}")
         if not atomic_remove(self.path / "labels" / layer):
             return False
+        write_ome(self.path)
         self._reopen()
         return True
 

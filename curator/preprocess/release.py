@@ -1,7 +1,9 @@
 """Release step: stores into the release (hard links), per-term voxel locations, store checksums.
 
 For every case in the ``preprocessed`` table the store is hard-linked (copied across file
-systems) to ``<release>/stores/<case_id>.zarr``; every term of every label layer gets a
+systems) to ``<release>/stores/<case_id>.zarr`` and its OME-NGFF metadata brought up to date
+(:func:`curator.ome.write_ome`: a store written before curator wrote it gets it, as new files in
+the release's copy — the workspace's files stay as they are); every term of every label layer gets a
 ``store_terms`` row (voxels, bounding box) and up to :data:`MAX_SAMPLES` sampled voxel
 locations in ``<release>/locations/<case_id>.npz`` (array ``<layer>/<term_id>``, int32
 ``(n, 3)``), which the PyTorch loader uses for foreground oversampling, like nnU-Net's
@@ -27,6 +29,7 @@ from numpy.typing import NDArray
 
 from curator.errors import CuratorError, ReleaseError
 from curator.io.fsutil import atomic_path
+from curator.ome import write_ome
 from curator.runner.stage import problem_row
 from curator.schema import to_arrow
 from curator.store import CaseStore, term_masks
@@ -117,6 +120,8 @@ def release_step(b: ReleaseBuilder) -> None:
         link_tree(src, dst, skip)
         damage = store_damage(dst, chunks=True)  # every chunk's CRC32C: the image is not read here
         rng = np.random.default_rng([SEED, *rec["case_id"].encode()])
+        if not damage:  # OME-NGFF metadata a store written before it lacks (or a layer left out changes):
+            write_ome(dst)  # new files in the release's copy, the workspace's stay as they are
         try:
             found, arrays = ([], {}) if damage else term_locations(CaseStore(dst), rng)
         except (CuratorError, ValueError, RuntimeError, OSError) as e:  # a chunk that does not decode
