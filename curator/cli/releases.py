@@ -107,6 +107,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
               [f"{c} {t}: {oa} → {ob}, {va} → {vb} voxels" for c, t, oa, ob, va, vb in d.origin_changes],
               limit, "yellow")
         _list("cases whose store changed", d.stores_changed, limit, "yellow")
+        _list("cases whose stores differ only in their OME-Zarr attributes (same voxels, grid and terms)",
+              d.stores_ome_changed, limit, "yellow")
         _list("labels newly excluded by QC", d.qc_newly_excluded, limit, "red")
         _list("labels no longer excluded by QC", d.qc_newly_included, limit, "green")
         _list("cases newly marked duplicate", d.newly_duplicate, limit, "red")

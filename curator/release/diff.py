@@ -25,6 +25,7 @@ each source's folder (``root``, which release.json no longer publishes) and had 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,9 @@ class ReleaseDiff:
     split_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (case_id, split A, split B)
     # (case_id, term_id, origins A, origins B, voxels A, voxels B): origins joined by '+', '' when absent
     origin_changes: list[tuple[str, str, str, str, int | None, int | None]] = field(default_factory=list)
-    stores_changed: list[str] = field(default_factory=list)  # cases in both whose store content differs
+    stores_changed: list[str] = field(default_factory=list)  # cases in both whose store data (chunks) differ
+    # cases in both whose stores differ only in their OME-Zarr attributes (the same voxels, grid and terms)
+    stores_ome_changed: list[str] = field(default_factory=list)
     lineage: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
@@ -96,7 +99,7 @@ class ReleaseDiff:
     @property
     def empty(self) -> bool:
         return (all(t.empty for t in self.tables.values()) and not self.tables_added and not self.tables_removed
-                and not self.schema and not self.stores_changed)
+                and not self.schema and not self.stores_changed and not self.stores_ome_changed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "tables": {n: t.to_dict() for n, t in sorted(self.tables.items())},
@@ -106,7 +109,48 @@ class ReleaseDiff:
                 "newly_duplicate": self.newly_duplicate, "no_longer_duplicate": self.no_longer_duplicate,
                 "split_changes": [list(x) for x in self.split_changes],
                 "origin_changes": [list(x) for x in self.origin_changes], "stores_changed": self.stores_changed,
+                "stores_ome_changed": self.stores_ome_changed,
                 "lineage": {k: {"a": v[0], "b": v[1]} for k, v in sorted(self.lineage.items())}}
+
+
+def _store_file_sums(release: Path) -> dict[str, dict[str, str]]:
+    """case id -> {file inside its store: sha256} from ``stores/SHA256SUMS`` ({} when unreadable)."""
+    from curator.release.integrity import STORES_DIR, SUMS_NAME, case_id_of_store
+
+    out: dict[str, dict[str, str]] = {}
+    try:
+        text = (release / STORES_DIR / SUMS_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return out
+    for line in text.splitlines():
+        digest, _, rel = line.partition("  ")
+        store, _, inside = rel.partition("/")
+        if digest and inside:
+            out.setdefault(case_id_of_store(store), {})[inside] = digest
+    return out
+
+
+def _same_but_ome(a: Path, b: Path, case_id: str, rel: str) -> bool:
+    """Whether file ``rel`` of the case's store is a zarr.json that, OME-Zarr attributes left out,
+    holds the same metadata in releases ``a`` and ``b`` (a store written before curator wrote
+    OME-NGFF attributes differs from a newer one in those alone)."""
+    from curator.release.integrity import STORES_DIR
+
+    if rel.rsplit("/", 1)[-1] != "zarr.json":
+        return False
+    metas = []
+    for release in (a, b):
+        try:
+            meta = json.loads((release / STORES_DIR / f"{case_id}.zarr" / rel).read_bytes())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(meta, dict):
+            return False
+        attrs = meta.get("attributes")
+        if isinstance(attrs, dict):
+            meta = {**meta, "attributes": {k: v for k, v in attrs.items() if k != "ome"}}
+        metas.append(meta)
+    return metas[0] == metas[1]
 
 
 def _keys_for(name: str, a_cols: list[str], b_cols: list[str]) -> list[str]:
@@ -293,8 +337,13 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         _qc(d, *frames["labels"])
         _origin_changes(d, *frames["labels"])
     sa_, sb_ = ra.info.get("stores") or {}, rb.info.get("stores") or {}
-    d.stores_changed = sorted(c for c in set(sa_) & set(sb_)
-                              if (sa_[c] or {}).get("sha256") != (sb_[c] or {}).get("sha256"))
+    changed = sorted(c for c in set(sa_) & set(sb_) if (sa_[c] or {}).get("sha256") != (sb_[c] or {}).get("sha256"))
+    files_a, files_b = (_store_file_sums(r.path) if changed else {} for r in (ra, rb))
+    for c in changed:
+        fa_, fb_ = files_a.get(c), files_b.get(c)
+        ome_only = fa_ is not None and fb_ is not None and all(
+            _same_but_ome(ra.path, rb.path, c, rel) for rel in set(fa_) | set(fb_) if fa_.get(rel) != fb_.get(rel))
+        (d.stores_ome_changed if ome_only else d.stores_changed).append(c)
     _dups(d, *(r.table("duplicates") if "duplicates" in n else None for r, n in ((ra, na), (rb, nb))))
     if "splits" in frames:
         sa, sb = frames["splits"]

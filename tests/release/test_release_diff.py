@@ -108,13 +108,38 @@ def test_a_reviewed_label_is_one_origin_change_and_its_store_a_changed_store(dem
                                  voxels=pl.when(mine).then(pl.col("voxels") + 5).otherwise(pl.col("voxels")))
     labels.write_parquet(coll / "0.1.1" / "labels.parquet")
     meta = coll / "0.1.1" / "stores" / f"{case}.zarr" / "zarr.json"
-    meta.write_text(meta.read_text() + "\n")  # a store whose content changed (still valid JSON)
+    m = json.loads(meta.read_text())
+    m["attributes"]["curator"]["reviewed"] = True  # a store whose content changed (its metadata)
+    meta.unlink()  # hard-linked to 0.1.0's file: write a new one
+    meta.write_text(json.dumps(m, indent=2))
     reseal(coll / "0.1.1")
     d = diff_releases(coll / "0.1.0", coll / "0.1.1")
     assert d.origin_changes == [(case, term, "pseudo", "revised", voxels, voxels + 5)]
     assert d.stores_changed == [case] and not d.empty
     assert diff_releases(coll / "0.1.1", coll / "0.1.0").origin_changes == [
         (case, term, "revised", "pseudo", voxels + 5, voxels)]
+
+
+def test_stores_differing_only_in_ome_attributes_are_listed_apart(demo: Path) -> None:
+    """A release built before curator wrote OME-Zarr attributes, diffed against one after: every
+    store's hash differs, and `curator diff` listed every case as a changed store."""
+    from tests.store.test_ome import _strip_ome
+
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.2")
+    stores = sorted((coll / "0.1.2" / "stores").glob("*.zarr"))
+    for s in stores:
+        _strip_ome(s)
+    nudged = json.loads((stores[0] / "zarr.json").read_text())
+    nudged["attributes"]["curator"]["affine"][3] += 0.5  # one store also moved: a real change
+    (stores[0] / "zarr.json").write_text(json.dumps(nudged, indent=2))
+    reseal(coll / "0.1.2")
+    d = diff_releases(coll / "0.1.0", coll / "0.1.2")
+    with_ome = [s.stem for s in stores if "ome" in json.loads((coll / "0.1.0" / "stores" / s.name / "zarr.json")
+                                                              .read_text())["attributes"]]
+    assert len(with_ome) >= 10 and stores[0].stem in with_ome
+    assert d.stores_changed == [stores[0].stem]
+    assert d.stores_ome_changed == sorted(set(with_ome) - {stores[0].stem}) and not d.empty
 
 
 def test_lineage_changes_name_the_entry_that_changed() -> None:
