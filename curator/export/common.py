@@ -256,7 +256,9 @@ def write_cases(release: Release, jobs: Sequence[CaseJob], terms: list[str], par
                 workers: int = 1) -> list[list[str] | None]:
     """:func:`write_case` for every job, in order (what each returned). With ``workers`` > 1 the
     cases are written by that many processes, each reading and gzipping one case at a time; their
-    reports are merged in job order, so the export is the same whatever the number of workers."""
+    reports are merged in job order, so the export is the same whatever the number of workers.
+    The workers are spawned: a script calling this with ``workers`` > 1 needs the usual
+    ``if __name__ == "__main__":`` guard."""
     if workers <= 1 or len(jobs) <= 1:
         return [write_case(j.case, terms, partial, j.image, j.label, report, layers, view, release,
                            image_only=j.image_only, ignore=ignore) for j in jobs]
