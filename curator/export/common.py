@@ -264,6 +264,7 @@ def write_cases(release: Release, jobs: Sequence[CaseJob], terms: list[str], par
                            image_only=j.image_only, ignore=ignore) for j in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     shared = _Shared(release.path, list(terms), partial, tuple(layers), ignore)
     views = [TrainingView(excluded={j.case.case_id: view.labels_excluded(j.case.case_id)},
@@ -275,6 +276,13 @@ def write_cases(release: Release, jobs: Sequence[CaseJob], terms: list[str], par
         for present, sub in pool.map(_write_job, jobs, views):
             report.merge(sub)
             out.append(present)
+    except BrokenProcessPool as e:  # a worker killed (out of memory, a signal): no case can tell which
+        pool.shutdown(wait=True, cancel_futures=True)
+        nxt = jobs[len(out)].case.case_id
+        raise ReleaseError("worker_crashed", f"an export worker died while {min(workers, len(jobs))} cases were "
+                           f"being written (the next case in order: {nxt}); nothing was exported",
+                           path=str(release.path), remedy="run the export again with fewer --workers (each holds "
+                           "a case's image and label in memory), or --workers 1") from e
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # the running cases end before staging is removed
         raise

@@ -117,3 +117,25 @@ def test_exports_written_by_two_workers_are_the_same_files(tiny: Tiny, tmp_path:
     for kind in ("nn", "mo"):
         a, b = _files(tmp_path / f"{kind}1"), _files(tmp_path / f"{kind}2")
         assert a.keys() == b.keys() and len(a) >= 8 and all(a[k] == b[k] for k in a), kind
+
+
+def test_a_worker_killed_mid_export_is_a_clear_error_and_leaves_nothing(tiny: Tiny, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker the kernel killed (out of memory) broke the pool: BrokenProcessPool reached the
+    user as an internal error ('this is a bug in curator')."""
+    import curator.export.common as common
+    from curator.errors import ReleaseError
+
+    monkeypatch.setattr(common, "_write_job", _die)  # spawned workers find it by name in this module
+    with pytest.raises(ReleaseError, match=r"an export worker died .* nothing was exported") as e:
+        export_nnunet(tiny.release, tmp_path / "nn", dataset_id=503, name="Die", terms=[term_id("kidney")],
+                      where="p.dataset = 'TinyKits'", workers=2)
+    assert e.value.kind == "worker_crashed" and "fewer --workers" in str(e.value)
+    assert not list((tmp_path / "nn").glob("Dataset503_*"))  # staged, then removed
+
+
+def _die(job: object, view: object) -> None:
+    """An export worker the kernel kills (as the OOM killer does)."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
