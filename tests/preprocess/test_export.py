@@ -123,7 +123,7 @@ def test_a_worker_killed_mid_export_is_a_clear_error_and_leaves_nothing(tiny: Ti
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker the kernel killed (out of memory) broke the pool: BrokenProcessPool reached the
     user as an internal error ('this is a bug in curator')."""
-    import curator.export.common as common
+    from curator.export import common
     from curator.errors import ReleaseError
 
     monkeypatch.setattr(common, "_write_job", _die)  # spawned workers find it by name in this module
