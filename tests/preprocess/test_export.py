@@ -123,8 +123,8 @@ def test_a_worker_killed_mid_export_is_a_clear_error_and_leaves_nothing(tiny: Ti
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker the kernel killed (out of memory) broke the pool: BrokenProcessPool reached the
     user as an internal error ('this is a bug in curator')."""
-    from curator.export import common
     from curator.errors import ReleaseError
+    from curator.export import common
 
     monkeypatch.setattr(common, "_write_job", _die)  # spawned workers find it by name in this module
     with pytest.raises(ReleaseError, match=r"an export worker died .* nothing was exported") as e:
