@@ -1,6 +1,6 @@
 """Segmentation models behind one interface: per-term probabilities for a batch of patches.
 
-Three adapters, chosen by ``kind`` in a :class:`ModelSpec`:
+Four adapters, chosen by ``kind`` in a :class:`ModelSpec`:
 
 * ``torchscript`` — ``torch.jit.load(path)``; a ``curator.json`` extra file inside the
   archive may carry the spec fields (terms, activation, patch, spacing, ...);
@@ -8,7 +8,10 @@ Three adapters, chosen by ``kind`` in a :class:`ModelSpec`:
   ``weights`` is a ``state_dict`` loaded with ``torch.load(..., weights_only=True)``;
 * ``monai_bundle`` — a MONAI bundle folder: ``configs/inference.(json|yaml)`` gives
   ``network_def``, ``models/model.pt`` the weights, ``configs/metadata.json`` the channels
-  (needs ``monai``; an error says so when it is missing).
+  (needs ``monai``; an error says so when it is missing);
+* ``nnunet`` — an nnU-Net v2 result folder (plans.json, dataset.json, fold_N/checkpoint_final.pth):
+  the network, terms, patch, spacing and intensity come from it (:mod:`curator.pseudolabel.nnunet`;
+  needs ``dynamic_network_architectures``); ``orientation`` is required.
 
 Ensembles are lists of specs; a bundled ensemble (``ensemble: demo``) is a YAML file in
 ``curator/pseudolabel/models/``. Loaded ensembles are cached per process (keyed by the
@@ -54,8 +57,8 @@ class ModelSpec(Config):
     """One ensemble member. Paths are absolute or relative to the file that lists the model."""
 
     name: str
-    kind: Literal["torchscript", "module", "monai_bundle"] = "module"
-    path: str | None = None  # torchscript file or bundle folder
+    kind: Literal["torchscript", "module", "monai_bundle", "nnunet"] = "module"
+    path: str | None = None  # torchscript file, bundle folder or nnU-Net result folder
     factory: str | None = None  # "package.module:callable" (module)
     kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None  # state_dict file (module)
@@ -67,6 +70,8 @@ class ModelSpec(Config):
     modalities: tuple[str, ...] = ()  # empty: any
     intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values
     divisor: int = 8  # patch sides must be multiples of this
+    fold: int | str | None = None  # nnunet: fold_<fold>/checkpoint_final.pth (None: fold_0, else fold_all)
+    configuration: str | None = None  # nnunet: a configuration of plans.json (None: from the folder name)
     # the settings the entry gives (None: every one): a TorchScript archive's curator.json fills
     # only the others; not a setting itself (from_dict sets it, to_dict leaves it out)
     given: frozenset[str] | None = field(default=None, compare=False, repr=False)
@@ -88,6 +93,13 @@ class ModelSpec(Config):
         """Checked when the spec is read, before any case runs (a bad value failed every case
         with an internal KeyError, ZeroDivisionError or IndexError)."""
         where = f"model {self.name!r}"
+        if self.kind == "nnunet" and not (self.path and self.orientation):
+            from curator.pseudolabel.nnunet import ORIENTATION_HELP
+
+            missing = "path" if not self.path else "orientation"
+            raise ConfigError("config_error", f"{where}: a model of kind nnunet needs `{missing}`",
+                              remedy="point `path` at the nnU-Net result folder (Trainer__Plans__configuration)"
+                              if missing == "path" else ORIENTATION_HELP)
         o = self.orientation
         if o is not None and (not isinstance(o, str) or len(o) != 3
                               or sorted("RLAPSI".find(c) // 2 for c in o.upper()) != [0, 1, 2]):  # -1: unknown
@@ -141,6 +153,10 @@ class ModelSpec(Config):
         out = [Path(p) for p in (self.path, self.weights) if p]
         if self.kind == "monai_bundle" and self.path:
             out = sorted(p for p in Path(self.path).rglob("*") if p.is_file())
+        if self.kind == "nnunet" and self.path:
+            from curator.pseudolabel import nnunet
+
+            out = list(nnunet.files(self).values())
         return out
 
     def fingerprint(self) -> str:
@@ -149,6 +165,10 @@ class ModelSpec(Config):
         installed elsewhere) does not."""
         if self.kind == "monai_bundle" and self.path:
             files = {p.relative_to(self.path).as_posix(): p for p in self.files()}
+        elif self.kind == "nnunet" and self.path and Path(self.path).is_dir():
+            from curator.pseudolabel import nnunet
+
+            files = nnunet.files(self)
         else:
             files = {role: Path(p) for role, p in (("path", self.path), ("weights", self.weights)) if p}
         sums = {}
@@ -240,7 +260,26 @@ class LoadedModel:
         """Output channels the spec implies: one per term (+ background for softmax)."""
         return len(self.terms) + (self.spec.activation == "softmax")
 
+    @property
+    def blends_logits(self) -> bool:
+        """Whether sliding windows blend this model's logits, the activation applied to the blend
+        (nnU-Net's way: its members give nnUNetPredictor's probabilities), not its probabilities."""
+        return self.spec.kind == "nnunet"
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, channels, ...) logits → (B, len(terms), ...) probabilities."""
+        if self.spec.activation == "softmax":
+            return logits.softmax(1)[:, 1:]
+        return logits.sigmoid()
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What sliding windows blend: :meth:`checked_logits` or :meth:`predict` (:attr:`blends_logits`)."""
+        return self.checked_logits(x) if self.blends_logits else self.predict(x)
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.checked_logits(x))
+
+    def checked_logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.logits(x)
         if logits.ndim != 5 or logits.shape[1] != self.channels:
             raise ConfigError("config_error", f"model {self.spec.name!r} gives {tuple(logits.shape)} outputs for "
@@ -248,9 +287,7 @@ class LoadedModel:
                               f"{self.spec.activation} need {self.channels} channels",
                               remedy="list one term per output channel (softmax: channel 0 is the background), "
                               "or fix `activation`")
-        if self.spec.activation == "softmax":
-            return logits.softmax(1)[:, 1:]
-        return logits.sigmoid()
+        return logits
 
 
 def _import(ref: str) -> Any:
@@ -352,6 +389,11 @@ def load_model(spec: ModelSpec, device: str | torch.device) -> LoadedModel:
         net, spec = _torchscript(spec, dev)
     elif spec.kind == "monai_bundle":
         net, spec = _monai_bundle(spec)
+    elif spec.kind == "nnunet":
+        from curator.pseudolabel import nnunet
+
+        spec = nnunet.fill_spec(spec)
+        net = nnunet.network(spec)
     else:
         net = _module(spec)
     if not spec.terms:

@@ -93,7 +93,7 @@ def _run(model: LoadedModel, x: torch.Tensor, orient: tuple[tuple[int, int, int]
     dtype = AMP_DTYPE.get(x.device.type) if amp else None
     ctx = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
     with ctx:
-        out = model.predict(y)
+        out = model.outputs(y)
     if dtype is not None and not bool(torch.isfinite(out).all()):
         # float16 overflow (an activation past 65504 in a network trained in float32): inf logits,
         # NaN after softmax, spread by the blend; this batch again in float32
@@ -101,7 +101,7 @@ def _run(model: LoadedModel, x: torch.Tensor, orient: tuple[tuple[int, int, int]
             _OVERFLOWED.add(model.spec.name)
             log.warning("model %s: non-finite outputs under %s autocast; such batches run again in float32 "
                         "(amp: false runs every batch so)", model.spec.name, str(dtype).removeprefix("torch."))
-        out = model.predict(y)
+        out = model.outputs(y)
     if flips:
         out = out.flip([2 + a for a in flips])
     inv = [perm.index(i) for i in range(3)]
@@ -132,7 +132,9 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
     orients = [axis_map(orientation, m.spec.orientation) for m in models]
     if blend not in _BLEND:
         raise ValueError(f"blend = {blend!r}; use one of {sorted(_BLEND)}")
-    acc = [torch.zeros((len(m.terms), PX, PY, pz), dtype=_BLEND[blend], device=device) for m in models]
+    # per model its terms' probabilities, or its logits (every channel) when it blends them (nnU-Net)
+    acc = [torch.zeros((m.channels if m.blends_logits else len(m.terms), PX, PY, pz), dtype=_BLEND[blend],
+                       device=device) for m in models]
     # float32 buffers hold weighted sums (divided once the rows are final); float16 ones hold
     # the weighted mean so far, which stays in [0, 1]: a weighted sum would underflow, since
     # the Gaussian's corners (~1e-11) are below float16's smallest number
@@ -175,7 +177,8 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
                 for a in acc:  # in place: these rows are final and dropped by the shift below
                     a[:, :X, :Y, :n] /= w
             # on CPU, views of the buffers (no copy): valid until the generator resumes
-            yield z, z_next, [a[:, :X, :Y, :n].cpu().numpy() for a in acc]
+            yield z, z_next, [(m.activate(a[None, :, :X, :Y, :n].float())[0].to(a.dtype) if m.blends_logits
+                               else a[:, :X, :Y, :n]).cpu().numpy() for a, m in zip(acc, models, strict=True)]
             for buf in [*acc, wsum]:
                 buf[..., : pz - n] = buf[..., n:].clone()
                 buf[..., pz - n:] = 0

@@ -1,0 +1,138 @@
+"""An nnU-Net v2 model planned on curator's own nnU-Net export runs as a pseudolabel member
+(``kind: nnunet``) and gives nnUNetPredictor's probabilities.
+
+nnU-Net plans the tiny export and builds its planned network with a fixed seed; nnU-Net's own
+trainer saves it as checkpoint_final.pth (no training: the weights only need to be the same on
+both sides). Both then label one exported case, already on the model's spacing (no resampling
+either side), padded to 1.5 patches per axis so that windows overlap. Runs in
+``$CURATOR_TOOLS_PYTHON`` (a venv with nnunetv2); skips when there is none."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curator.export import export_nnunet
+from curator.preprocess.terms import term_id
+from curator.pseudolabel.models import ModelSpec, load_model
+from curator.pseudolabel.reader import SlabReader
+from curator.pseudolabel.window import gaussian_map, sliding_window
+from tests.preprocess.conftest import Tiny
+from tests.preprocess.test_export import _client
+
+NNUNET_MODEL = r"""
+import json, os, shutil, sys
+from time import time
+import numpy as np, torch
+from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    dataset_id, name, case, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    extract_fingerprints([dataset_id], num_processes=1, check_dataset_integrity=False)
+    plan_experiments([dataset_id])
+    preprocess([dataset_id], configurations=("3d_fullres",), num_processes=(1,))  # initialize() reads it
+    pre = os.path.join(os.environ["nnUNet_preprocessed"], name)
+    plans = json.load(open(os.path.join(pre, "nnUNetPlans.json")))
+    ds = json.load(open(os.path.join(pre, "dataset.json")))
+    plans["continue_training"] = False  # as run_training's get_trainer_from_args sets it
+    torch.manual_seed(0)
+    trainer = nnUNetTrainer(plans, "3d_fullres", 0, ds, device=torch.device("cpu"))
+    trainer.initialize()
+    with torch.no_grad():  # nnU-Net's init predicts background everywhere: spread the logits
+        for p in trainer.network.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    # one epoch's log as training writes it: numpy scalars (np.mean, np.nanmean of arrays)
+    trainer.logger.log("lrs", 0.01, 0)
+    trainer.logger.log("train_losses", np.mean(np.array([0.5, 0.4], np.float32)), 0)
+    trainer.logger.log("val_losses", np.mean(np.array([0.6], np.float32)), 0)
+    trainer.logger.log("dice_per_class_or_region", list(np.array([0.3, 0.2, 0.1])), 0)
+    trainer.logger.log("mean_fg_dice", np.nanmean(np.array([0.3, 0.2, 0.1])), 0)
+    trainer.logger.log("epoch_start_timestamps", time(), 0)
+    trainer.logger.log("epoch_end_timestamps", time(), 0)
+    trainer._best_ema = trainer.logger.get_value("ema_fg_dice", step=-1)
+    os.makedirs(trainer.output_folder, exist_ok=True)
+    trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
+    folder = trainer.output_folder_base  # what on_train_start copies there
+    for src, dst in (("nnUNetPlans.json", "plans.json"), ("dataset.json", "dataset.json"),
+                     ("dataset_fingerprint.json", "dataset_fingerprint.json")):
+        shutil.copyfile(os.path.join(pre, src), os.path.join(folder, dst))
+
+    img, props = SimpleITKIO().read_images([case])
+    patch = plans["configurations"]["3d_fullres"]["patch_size"]
+    assert plans["transpose_forward"] == [0, 1, 2]
+    assert np.allclose(props["spacing"], plans["configurations"]["3d_fullres"]["spacing"])
+    pad = [(0, 0)] + [(0, max(0, p + p // 2 - n)) for p, n in zip(patch, img.shape[1:])]
+    img = np.pad(img, pad, mode="reflect").astype(np.float32)
+    img = img[:, :patch[0] + patch[0] // 2, :patch[1] + patch[1] // 2, :patch[2] + patch[2] // 2]
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"),
+                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(folder, use_folds=(0,), checkpoint_name="checkpoint_final.pth")
+    seg, prob = predictor.predict_single_npy_array(img, {"spacing": props["spacing"]}, None, None, True)
+    np.save(os.path.join(out, "image.npy"), img[0])
+    np.save(os.path.join(out, "probabilities.npy"), prob)
+    print("RESULT", folder)
+"""
+
+
+@pytest.fixture(scope="module")
+def nnunet_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    python = _client("nnunetv2")
+    root = tmp_path_factory.mktemp("nnunet_model")
+    rep = export_nnunet(tiny.release, root / "raw", dataset_id=503, name="TinyKidney",
+                        terms=[term_id("kidney"), term_id("kidney tumor"), term_id("kidney cyst")],
+                        where="p.dataset = 'TinyKits'")
+    case = min((rep.folder / "imagesTr").glob("*_0000.nii.gz"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update({"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
+                "nnUNet_results": str(root / "results")})
+    script = root / "nnunet_model.py"  # a file: nnU-Net's spawned workers re-import the main module
+    script.write_text(NNUNET_MODEL)
+    res = subprocess.run([python, str(script), "503", rep.folder.name, str(case), str(root)], check=False,
+                         capture_output=True, text=True, env=env, timeout=900, cwd=root)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    folder = Path(res.stdout.split("RESULT ")[-1].strip())
+    return folder, root
+
+
+def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path]) -> None:
+    folder, root = nnunet_run
+    assert folder.name == "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    model = load_model(ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(folder),
+                                            "orientation": "SAR"}), "cpu")
+    assert model.spec.terms == (term_id("kidney"), term_id("kidney tumor"), term_id("kidney cyst"))
+    assert model.spec.fold == 0 and model.spec.configuration == "3d_fullres"
+    image = np.load(root / "image.npy")  # nnU-Net's axes (SAR here): curator stores it RAS
+    expected = np.load(root / "probabilities.npy")  # (background + 3 terms, *nnU-Net's axes)
+    stored = np.ascontiguousarray(image.transpose(2, 1, 0))
+    reader = SlabReader(stored, {}, model.spec.intensity)
+    patch = model.spec.physical(model.spec.patch)
+    assert patch is not None
+    rows = [p[0].copy() for _, _, p in sliding_window(reader, [model], patch, overlap=0.5, amp=False,
+                                                      orientation="RAS")]
+    ours = np.concatenate(rows, axis=3).transpose(0, 3, 2, 1)
+    assert ours.shape == expected[1:].shape
+    diff = np.abs(ours - expected[1:])
+    # nnU-Net blends float16 logits weighted by a float16 Gaussian (x10): in the image's corners,
+    # reached by one window's tail only, the weights underflow and its own logits lose their digits
+    p, g = model.spec.patch, gaussian_map(model.spec.patch)
+    weight = np.zeros(image.shape, np.float32)
+    for a, b, c in itertools.product(*[(0, n // 2) for n in p]):
+        weight[a:a + p[0], b:b + p[1], c:c + p[2]] += g
+    kept = weight > 1e-6
+    print(f"max abs difference {diff[:, kept].max():.2e} (all voxels {diff.max():.2e}), mean {diff.mean():.2e}, "
+          f"{kept.mean():.1%} of voxels kept, probability range {expected[1:].min():.3f}..{expected[1:].max():.3f}")
+    assert expected[1:].max() - expected[1:].min() > 0.3  # the network's outputs vary: a real comparison
+    # what remains: curator's Gaussian (centred at (p - 1) / 2, exact) vs nnU-Net's (centred at p // 2,
+    # scipy's truncated filter) weigh the overlapping windows a little differently, and this random
+    # network's windows (instance norm over each window) disagree strongly where they overlap
+    assert diff[:, kept].max() < 0.15 and diff.mean() < 3e-3

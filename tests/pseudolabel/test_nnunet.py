@@ -1,0 +1,179 @@
+"""``kind: nnunet``: the spec filled from an nnU-Net v2 result folder, its checkpoint read with
+weights_only=True, and the logits blended as nnU-Net does. (Agreement with nnUNetPredictor
+itself: tests/preprocess/test_nnunet_member.py.)"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from curator.errors import ConfigError
+from curator.pseudolabel.models import LoadedModel, ModelSpec, load_model
+from curator.pseudolabel.nets import TinyUNet
+from curator.pseudolabel.reader import SlabReader
+from curator.pseudolabel.terms import term_id
+from curator.pseudolabel.window import gaussian_map, sliding_window
+
+ARCH = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {"n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
+                        "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [1, 2, 2]],
+                        "n_conv_per_stage": [1, 1, 1], "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+                        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                        "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
+                        "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+FG = {"max": 900.0, "mean": 80.0, "median": 70.0, "min": -500.0, "percentile_00_5": -100.0,
+      "percentile_99_5": 300.0, "std": 50.0}
+
+
+def result_folder(tmp: Path, *, labels: dict[str, Any] | None = None, scheme: str = "CTNormalization",
+                  channels: int = 1, transpose: list[int] | None = None, fold: str = "0",
+                  extra: dict[str, Any] | None = None) -> Path:
+    """An nnU-Net v2 result folder as training leaves it (the checkpoint an empty file here)."""
+    root = tmp / "Dataset042_Organs" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    (root / f"fold_{fold}").mkdir(parents=True)
+    cfg = {"data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [8, 16, 24], "spacing": [3.0, 1.5, 1.0],
+           "normalization_schemes": [scheme], "use_mask_for_norm": [scheme != "CTNormalization"],
+           "architecture": ARCH}
+    plans = {"dataset_name": "Dataset042_Organs", "plans_name": "nnUNetPlans",
+             "transpose_forward": transpose or [0, 1, 2],
+             "transpose_backward": [(transpose or [0, 1, 2]).index(a) for a in range(3)],
+             "configurations": {"3d_fullres": cfg, "3d_cascade_fullres": {"inherits_from": "3d_fullres",
+                                                                          "previous_stage": "3d_lowres"}},
+             "foreground_intensity_properties_per_channel": {"0": FG}}
+    ds = {"channel_names": {str(i): "CT" for i in range(channels)},
+          "labels": labels or {"background": 0, "liver": 1, "Rt Kidney": 2}, "numTraining": 3,
+          "file_ending": ".nii.gz", **(extra or {})}
+    (root / "plans.json").write_text(json.dumps(plans))
+    (root / "dataset.json").write_text(json.dumps(ds))
+    (root / f"fold_{fold}" / "checkpoint_final.pth").write_bytes(b"")
+    return root
+
+
+def nnunet(root: Path, **kw: Any) -> ModelSpec:
+    from curator.pseudolabel import nnunet as nn_mod
+
+    return nn_mod.fill_spec(ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(root),
+                                                 "orientation": "SAR", **kw}))
+
+
+def test_spec_from_result_folder(tmp_path: Path) -> None:
+    spec = nnunet(result_folder(tmp_path, labels={"background": 0, "liver": 1, "Rt Kidney": 2, "ignore": 3}))
+    assert spec.terms == ("liver", "kidney_right")  # names -> term ids; background and ignore left out
+    assert spec.activation == "softmax" and spec.fold == 0 and spec.configuration == "3d_fullres"
+    assert spec.patch == (8, 16, 24) and spec.spacing_mm == (3.0, 1.5, 1.0)
+    assert spec.divisor == 2  # strides' products per axis (2, 4, 4): 2 divides each
+    assert spec.intensity == {"clip": [-100.0, 300.0], "mean": 80.0, "std": 50.0}
+    assert spec.modalities == ("CT",)
+    assert spec.to_dict() == nnunet(Path(str(spec.path)), **{  # filling a filled spec changes nothing
+        k: v for k, v in spec.to_dict().items() if k not in ("name", "kind", "path", "orientation")}).to_dict()
+    # what the entry gives wins
+    assert nnunet(Path(str(spec.path)), patch=[8, 32, 32], modalities=[]).patch == (8, 32, 32)
+
+
+def test_spec_axes_fold_regions(tmp_path: Path) -> None:
+    # plans that permute the read arrays (transpose_forward): patch and spacing come back in the read axes
+    spec = nnunet(result_folder(tmp_path / "t", transpose=[2, 0, 1], fold="all"))
+    assert spec.patch == (16, 24, 8) and spec.spacing_mm == (1.5, 1.0, 3.0) and spec.fold == "all"
+    spec = nnunet(result_folder(tmp_path / "r", labels={"background": 0, "whole tumor": [1, 2, 3],
+                                                        "tumor core": [2, 3], "enhancing tumor": 3},
+                                extra={"regions_class_order": [1, 2, 3]}))
+    assert spec.activation == "sigmoid"  # one output per region, in dataset.json's order
+    assert spec.terms == tuple(term_id(n) for n in ("whole tumor", "tumor core", "enhancing tumor"))
+    assert nnunet(result_folder(tmp_path / "n", scheme="NoNormalization")).intensity == {"mean": 0.0, "std": 1.0}
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"scheme": "ZScoreNormalization"}, "per-image z-score"),
+    ({"scheme": "RescaleTo01Normalization"}, "not one curator implements"),
+    ({"channels": 2}, "single-channel"),
+    ({"labels": {"background": 0, "liver": 1, "spleen": 3}}, "consecutive"),
+])
+def test_unsupported_folders_are_config_errors(tmp_path: Path, kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        nnunet(result_folder(tmp_path, **kw))
+
+
+def test_orientation_fold_and_cascade_are_checked(tmp_path: Path) -> None:
+    root = result_folder(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(root)})
+    assert "orientation" in str(e.value) and "SimpleITK" in str(e.value)
+    with pytest.raises(ConfigError, match="cascade"):
+        nnunet(root, configuration="3d_cascade_fullres")
+    with pytest.raises(ConfigError, match="fold_0"):
+        nnunet(root, fold=3)
+    with pytest.raises(ConfigError, match="no configuration '2d'"):
+        nnunet(root, configuration="2d")
+    spec = ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(root), "orientation": "SAR"})
+    assert [p.name for p in spec.files()] == ["plans.json", "dataset.json", "checkpoint_final.pth"]
+    assert len(spec.fingerprint()) == 16
+
+
+class Smuggled:
+    """A class a checkpoint could pickle: weights_only must refuse it."""
+
+
+def _checkpoint(root: Path, weights: dict[str, torch.Tensor], extra: Any = None) -> None:
+    ck = {"network_weights": weights, "optimizer_state": {"state": {}, "param_groups": [{"lr": 0.01}]},
+          "grad_scaler_state": None, "_best_ema": np.float64(0.25), "current_epoch": 1,
+          "logging": {"train_losses": [np.float32(0.4)], "mean_fg_dice": [np.float64(0.3)], "lrs": [0.01]},
+          "init_args": {"plans": {}, "configuration": "3d_fullres", "fold": 0, "device": torch.device("cpu")},
+          "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1, 2), "extra": extra}
+    torch.save(ck, root / "fold_0" / "checkpoint_final.pth")
+
+
+def test_network_and_checkpoint(tmp_path: Path) -> None:
+    pytest.importorskip("dynamic_network_architectures")
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    root = result_folder(tmp_path, transpose=[2, 0, 1])
+    kw = {**ARCH["arch_kwargs"], "conv_op": torch.nn.Conv3d, "norm_op": torch.nn.InstanceNorm3d,
+          "dropout_op": None, "nonlin": torch.nn.LeakyReLU}
+    torch.manual_seed(0)
+    net = PlainConvUNet(input_channels=1, num_classes=3, deep_supervision=False, **kw).eval()
+    _checkpoint(root, net.state_dict())  # numpy scalars in the log, as nnU-Net's trainer writes them
+    model = load_model(ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(root),
+                                            "orientation": "SAR"}), "cpu")
+    x = torch.randn(1, 1, *model.spec.patch)  # read axes; the network's are transposed (2, 0, 1)
+    with torch.no_grad():
+        want = net(x.permute(0, 1, 4, 2, 3)).softmax(1)[:, 1:].permute(0, 1, 3, 4, 2)
+        assert torch.allclose(model.predict(x), want, atol=1e-5)
+    _checkpoint(root, net.state_dict(), extra=pathlib.PurePosixPath("/x"))
+    with pytest.raises(ConfigError, match="weights_only=True"):
+        load_model(ModelSpec.from_dict({"name": "nn2", "kind": "nnunet", "path": str(root), "orientation": "SAR"}),
+                   "cpu")
+    plans = json.loads((root / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = "subprocess.Popen"
+    (root / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(ConfigError, match="not a network class"):
+        load_model(ModelSpec.from_dict({"name": "nn3", "kind": "nnunet", "path": str(root), "orientation": "SAR"}),
+                   "cpu")
+
+
+def test_nnunet_members_blend_logits(tmp_path: Path) -> None:
+    """Overlapping windows are averaged as logits, the softmax taken of the blend (nnUNetPredictor's
+    way), not as probabilities (other members)."""
+    torch.manual_seed(1)
+    net = TinyUNet(out_channels=3).eval()
+    spec = ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(tmp_path), "orientation": "RAS",
+                                "terms": ["liver", "spleen"], "patch": [16, 16, 16]})
+    model = LoadedModel(spec, net, torch.device("cpu"))
+    image = np.random.default_rng(0).normal(size=(16, 16, 24)).astype(np.float32) * 3
+    rows = [p[0].copy() for _, _, p in sliding_window(SlabReader(image, {}, {}), [model], (16, 16, 16),
+                                                      overlap=0.5, amp=False, orientation="RAS")]
+    ours = np.concatenate(rows, axis=3)
+    g = torch.from_numpy(gaussian_map((16, 16, 16)))
+    acc, w = torch.zeros((3, 16, 16, 24)), torch.zeros((16, 16, 24))
+    with torch.no_grad():
+        for z in (0, 8):
+            acc[..., z:z + 16] += net(torch.from_numpy(image[None, None, ..., z:z + 16]))[0] * g
+            w[..., z:z + 16] += g
+    want = (acc / w).softmax(0)[1:].numpy()
+    assert np.abs(ours - want).max() < 1e-5
