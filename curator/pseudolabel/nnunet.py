@@ -22,7 +22,9 @@ the member permutes its input as nnU-Net does.
 
 Not supported (each a ``config_error``): per-image z-score normalisation (nnU-Net's MR
 default) and other normalisations but CT's and none, several input channels, cascade
-configurations. Mirroring test-time augmentation is not run.
+configurations. Mirroring test-time augmentation is not run. Overlapping windows blend the
+member's logits weighted by nnU-Net's Gaussian, as nnUNetPredictor does
+(:func:`curator.pseudolabel.window.nnunet_gaussian`).
 """
 
 from __future__ import annotations

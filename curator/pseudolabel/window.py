@@ -2,7 +2,8 @@
 
 Windows are visited row by row along the last axis. Each model blends its window outputs
 (weighted by a Gaussian importance map, as nnU-Net and MONAI do) into a buffer only one
-patch deep; once a row of windows is done, the rows no later window can reach are final
+patch deep (an nnU-Net member blends its logits with nnU-Net's own Gaussian and takes
+the activation of the blend, as nnUNetPredictor does); once a row of windows is done, the rows no later window can reach are final
 and are handed out. Peak memory is therefore ``models × terms × X × Y × patch_z`` blend
 values plus the current batch, whatever the depth of the volume. The blend buffers are
 float32, or float16 on request (``blend="float16"``: half the memory; they then hold the
@@ -29,6 +30,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,6 +73,23 @@ def gaussian_map(patch: Sequence[int], sigma_scale: float = 0.125) -> NDArray[np
     return g.astype(np.float32)
 
 
+def nnunet_gaussian(patch: Sequence[int], sigma_scale: float = 0.125) -> NDArray[np.float32]:
+    """nnU-Net's importance map (``compute_gaussian``): scipy's Gaussian filter (truncated at 4 sigma)
+    of a point at ``p // 2``, max 1, zeros raised to the smallest value. Not :func:`gaussian_map`'s
+    centre ``(p - 1) / 2``: on even patches the two weigh overlapping windows differently."""
+    g = np.ones((1, 1, 1), dtype=np.float64)
+    for ax, p in enumerate(patch):
+        sigma = sigma_scale * p
+        x = np.arange(p) - p // 2
+        v = np.where(np.abs(x) <= int(4.0 * sigma + 0.5), np.exp(-0.5 * (x / max(sigma, 1e-6)) ** 2), 0.0)
+        shape = [1, 1, 1]
+        shape[ax] = p
+        g = g * v.reshape(shape)
+    g = g / g.max()
+    g = np.where(g > 0, g, g[g > 0].min())
+    return g.astype(np.float32)
+
+
 def axis_map(stored: str | None, expected: str | None) -> tuple[tuple[int, int, int], tuple[int, ...]]:
     """Permutation (model axis → stored axis) and the model axes to flip, from axis codes."""
     if not stored or not expected:
@@ -82,6 +101,18 @@ def axis_map(stored: str | None, expected: str | None) -> tuple[tuple[int, int, 
         if stored.upper()[s] != code:
             flips.append(a)
     return (perm[0], perm[1], perm[2]), tuple(flips)
+
+
+def _weights(key: tuple[Any, ...], patch: tuple[int, int, int], sigma_scale: float) -> NDArray[np.float32]:
+    """A window's blending weights in the stored axes: :func:`gaussian_map`, or for ``("nnunet",
+    (perm, flips))`` :func:`nnunet_gaussian` built in the model's axes and mapped back as its outputs are."""
+    if key[0] != "nnunet":
+        return gaussian_map(patch, sigma_scale)
+    perm, flips = key[1]
+    g = nnunet_gaussian([patch[perm[a]] for a in range(3)], sigma_scale)
+    if flips:
+        g = np.flip(g, axis=flips)
+    return np.ascontiguousarray(g.transpose([perm.index(i) for i in range(3)]))
 
 
 def _run(model: LoadedModel, x: torch.Tensor, orient: tuple[tuple[int, int, int], tuple[int, ...]],
@@ -128,18 +159,20 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
     px, py, pz = (int(p) for p in patch)
     PX, PY = max(X, px), max(Y, py)
     xs, ys, zs = starts(X, px, overlap), starts(Y, py, overlap), starts(Z, pz, overlap)
-    g = torch.from_numpy(gaussian_map((px, py, pz), sigma_scale)).to(device)
     orients = [axis_map(orientation, m.spec.orientation) for m in models]
     if blend not in _BLEND:
         raise ValueError(f"blend = {blend!r}; use one of {sorted(_BLEND)}")
     # per model its terms' probabilities, or its logits (every channel) when it blends them (nnU-Net)
     acc = [torch.zeros((m.channels if m.blends_logits else len(m.terms), PX, PY, pz), dtype=_BLEND[blend],
                        device=device) for m in models]
+    # the windows' weights: one Gaussian for the members, nnU-Net's own (in its model's axes) for nnU-Net's
+    keys = [("nnunet", o) if m.blends_logits else ("curator",) for m, o in zip(models, orients, strict=True)]
+    gauss = {k: torch.from_numpy(_weights(k, (px, py, pz), sigma_scale)).to(device) for k in keys}
     # float32 buffers hold weighted sums (divided once the rows are final); float16 ones hold
     # the weighted mean so far, which stays in [0, 1]: a weighted sum would underflow, since
     # the Gaussian's corners (~1e-11) are below float16's smallest number
     running_mean = blend != "float32"
-    wsum = torch.zeros((PX, PY, pz), dtype=torch.float32, device=device)
+    wsum = {k: torch.zeros((PX, PY, pz), dtype=torch.float32, device=device) for k in gauss}
     windows = [(x, y) for x in xs for y in ys]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-slab") as pool:
         nxt: Future[NDArray[np.float32]] = pool.submit(reader.slab, zs[0], zs[0] + pz)
@@ -153,32 +186,34 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
                 for b0 in range(0, len(windows), batch):
                     win = windows[b0:b0 + batch]
                     xb = torch.stack([src[x:x + px, y:y + py] for x, y in win])[:, None]
-                    ratios = []
+                    ratios: dict[tuple[Any, ...], list[torch.Tensor]] = {key: [] for key in gauss}
                     if running_mean:  # each window's share of the weight so far (windows may overlap)
-                        for x, y in win:
-                            w = wsum[x:x + px, y:y + py]
-                            ratios.append(g / (w + g))
-                            w += g
+                        for key, g in gauss.items():
+                            for x, y in win:
+                                w = wsum[key][x:x + px, y:y + py]
+                                ratios[key].append(g / (w + g))
+                                w += g
                     for m, model in enumerate(models):
                         out = _run(model, xb, orients[m], amp)
+                        g = gauss[keys[m]]
                         for i, (x, y) in enumerate(win):
                             a = acc[m][:, x:x + px, y:y + py]
                             if running_mean:
-                                a += (out[i] - a) * ratios[i]
+                                a += (out[i] - a) * ratios[keys[m]][i]
                             else:
                                 a += out[i] * g
                     if not running_mean:
-                        for x, y in win:
-                            wsum[x:x + px, y:y + py] += g
+                        for key, g in gauss.items():
+                            for x, y in win:
+                                wsum[key][x:x + px, y:y + py] += g
             z_next = zs[k + 1] if k + 1 < len(zs) else min(Z, z + pz)
             n = z_next - z
             if not running_mean:
-                w = wsum[:X, :Y, :n]
-                for a in acc:  # in place: these rows are final and dropped by the shift below
-                    a[:, :X, :Y, :n] /= w
+                for a, key in zip(acc, keys, strict=True):  # in place: these rows are final and dropped by the shift below
+                    a[:, :X, :Y, :n] /= wsum[key][:X, :Y, :n]
             # on CPU, views of the buffers (no copy): valid until the generator resumes
             yield z, z_next, [(m.activate(a[None, :, :X, :Y, :n].float())[0].to(a.dtype) if m.blends_logits
                                else a[:, :X, :Y, :n]).cpu().numpy() for a, m in zip(acc, models, strict=True)]
-            for buf in [*acc, wsum]:
+            for buf in [*acc, *wsum.values()]:
                 buf[..., : pz - n] = buf[..., n:].clone()
                 buf[..., pz - n:] = 0

@@ -21,7 +21,7 @@ from curator.export import export_nnunet
 from curator.preprocess.terms import term_id
 from curator.pseudolabel.models import ModelSpec, load_model
 from curator.pseudolabel.reader import SlabReader
-from curator.pseudolabel.window import gaussian_map, sliding_window
+from curator.pseudolabel.window import nnunet_gaussian, sliding_window
 from tests.preprocess.conftest import Tiny
 from tests.preprocess.test_export import _client
 
@@ -124,7 +124,7 @@ def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path]) -
     diff = np.abs(ours - expected[1:])
     # nnU-Net blends float16 logits weighted by a float16 Gaussian (x10): in the image's corners,
     # reached by one window's tail only, the weights underflow and its own logits lose their digits
-    p, g = model.spec.patch, gaussian_map(model.spec.patch)
+    p, g = model.spec.patch, nnunet_gaussian(model.spec.patch)
     weight = np.zeros(image.shape, np.float32)
     for a, b, c in itertools.product(*[(0, n // 2) for n in p]):
         weight[a:a + p[0], b:b + p[1], c:c + p[2]] += g
@@ -132,7 +132,6 @@ def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path]) -
     print(f"max abs difference {diff[:, kept].max():.2e} (all voxels {diff.max():.2e}), mean {diff.mean():.2e}, "
           f"{kept.mean():.1%} of voxels kept, probability range {expected[1:].min():.3f}..{expected[1:].max():.3f}")
     assert expected[1:].max() - expected[1:].min() > 0.3  # the network's outputs vary: a real comparison
-    # what remains: curator's Gaussian (centred at (p - 1) / 2, exact) vs nnU-Net's (centred at p // 2,
-    # scipy's truncated filter) weigh the overlapping windows a little differently, and this random
-    # network's windows (instance norm over each window) disagree strongly where they overlap
-    assert diff[:, kept].max() < 0.15 and diff.mean() < 3e-3
+    # what remains is nnU-Net's float16 blend (logits near 10 to ~0.01); blending probabilities, or
+    # curator's own Gaussian (centred at (p - 1) / 2), differed by up to 0.2 and 0.1 here
+    assert diff[:, kept].max() < 1e-2 and diff.mean() < 1e-3

@@ -18,7 +18,7 @@ from curator.pseudolabel.models import LoadedModel, ModelSpec, load_model
 from curator.pseudolabel.nets import TinyUNet
 from curator.pseudolabel.reader import SlabReader
 from curator.pseudolabel.terms import term_id
-from curator.pseudolabel.window import gaussian_map, sliding_window
+from curator.pseudolabel.window import gaussian_map, nnunet_gaussian, sliding_window
 
 ARCH = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {"n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
@@ -158,8 +158,8 @@ def test_network_and_checkpoint(tmp_path: Path) -> None:
 
 
 def test_nnunet_members_blend_logits(tmp_path: Path) -> None:
-    """Overlapping windows are averaged as logits, the softmax taken of the blend (nnUNetPredictor's
-    way), not as probabilities (other members)."""
+    """Overlapping windows are averaged as logits weighted by nnU-Net's Gaussian (centred at p // 2),
+    the softmax taken of the blend (nnUNetPredictor's way), not as probabilities (other members)."""
     torch.manual_seed(1)
     net = TinyUNet(out_channels=3).eval()
     spec = ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(tmp_path), "orientation": "RAS",
@@ -169,7 +169,8 @@ def test_nnunet_members_blend_logits(tmp_path: Path) -> None:
     rows = [p[0].copy() for _, _, p in sliding_window(SlabReader(image, {}, {}), [model], (16, 16, 16),
                                                       overlap=0.5, amp=False, orientation="RAS")]
     ours = np.concatenate(rows, axis=3)
-    g = torch.from_numpy(gaussian_map((16, 16, 16)))
+    g = torch.from_numpy(nnunet_gaussian((16, 16, 16)))
+    assert not np.allclose(nnunet_gaussian((16, 16, 16)), gaussian_map((16, 16, 16)), atol=1e-3)
     acc, w = torch.zeros((3, 16, 16, 24)), torch.zeros((16, 16, 24))
     with torch.no_grad():
         for z in (0, 8):
@@ -177,3 +178,20 @@ def test_nnunet_members_blend_logits(tmp_path: Path) -> None:
             w[..., z:z + 16] += g
     want = (acc / w).softmax(0)[1:].numpy()
     assert np.abs(ours - want).max() < 1e-5
+    # stored L-R: the model's Gaussian (and everything else) is flipped with its input
+    rows = [p[0].copy() for _, _, p in sliding_window(SlabReader(image[::-1].copy(), {}, {}), [model], (16, 16, 16),
+                                                      overlap=0.5, amp=False, orientation="LAS")]
+    assert np.abs(np.concatenate(rows, axis=3)[:, ::-1] - want).max() < 1e-5
+
+
+def test_nnunet_gaussian_is_nnunets() -> None:
+    """nnU-Net's compute_gaussian: scipy's filter of a point at p // 2 (sigma p / 8, truncated at 4 sigma)."""
+    from scipy.ndimage import gaussian_filter
+
+    patch = (8, 13, 40)
+    point = np.zeros(patch)
+    point[tuple(p // 2 for p in patch)] = 1
+    want = gaussian_filter(point, [p / 8 for p in patch], 0, mode="constant", cval=0)
+    want /= want.max()
+    want[want == 0] = want[want > 0].min()
+    assert np.allclose(nnunet_gaussian(patch), want, rtol=1e-5, atol=1e-12)
