@@ -129,16 +129,22 @@ def _checkpoint(root: Path, weights: dict[str, torch.Tensor], extra: Any = None)
     torch.save(ck, root / "fold_0" / "checkpoint_final.pth")
 
 
-def test_network_and_checkpoint(tmp_path: Path) -> None:
+def trained_folder(tmp: Path, transpose: list[int] | None = None) -> tuple[Path, torch.nn.Module]:
+    """A result folder whose checkpoint holds a seeded PlainConvUNet, and that network."""
     pytest.importorskip("dynamic_network_architectures")
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    root = result_folder(tmp_path, transpose=[2, 0, 1])
+    root = result_folder(tmp, transpose=transpose)
     kw = {**ARCH["arch_kwargs"], "conv_op": torch.nn.Conv3d, "norm_op": torch.nn.InstanceNorm3d,
           "dropout_op": None, "nonlin": torch.nn.LeakyReLU}
     torch.manual_seed(0)
     net = PlainConvUNet(input_channels=1, num_classes=3, deep_supervision=False, **kw).eval()
     _checkpoint(root, net.state_dict())  # numpy scalars in the log, as nnU-Net's trainer writes them
+    return root, net
+
+
+def test_network_and_checkpoint(tmp_path: Path) -> None:
+    root, net = trained_folder(tmp_path, transpose=[2, 0, 1])
     model = load_model(ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(root),
                                             "orientation": "SAR"}), "cpu")
     x = torch.randn(1, 1, *model.spec.patch)  # read axes; the network's are transposed (2, 0, 1)
@@ -195,3 +201,23 @@ def test_nnunet_gaussian_is_nnunets() -> None:
     want /= want.max()
     want[want == 0] = want[want > 0].min()
     assert np.allclose(nnunet_gaussian(patch), want, rtol=1e-5, atol=1e-12)
+
+
+def test_the_stage_runs_an_nnunet_member(phantom_ws, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """From pipeline.yaml's entry (path + orientation) to the pseudo layer: the spec is filled once
+    in plan, travels to the cases and is filled again there to the same spec."""
+    import zarr
+
+    from curator.pseudolabel.stage import PseudolabelStage
+    from curator.runner.run import run_stage
+
+    root, _ = trained_folder(tmp_path / "model")
+    ctx, _ = phantom_ws(models=[{"name": "nn", "kind": "nnunet", "path": str(root), "orientation": "SAR",
+                                 "spacing_mm": [14.0, 9.0, 9.0]}])  # the phantoms' grid: given, so kept
+    report = run_stage(ctx, PseudolabelStage)
+    assert report.planned == 4 and report.failed == 0
+    att = ctx.workspace.read_table("attention").to_pylist()
+    assert {r["term_id"] for r in att} == {"liver", "kidney_right"} and all(r["n_models"] == 1 for r in att)
+    layer = zarr.open_group(str(ctx.workspace.stores_dir / "Pancreas__0001.zarr" / "labels" / "pseudo"), mode="r")
+    (model,) = dict(layer.attrs)["curator"]["models"]
+    assert model["name"] == "nn"
