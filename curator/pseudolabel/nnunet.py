@@ -4,7 +4,8 @@ A result folder (``Dataset.../nnUNetTrainer__nnUNetPlans__3d_fullres/``) holds `
 ``dataset.json`` and ``fold_N/checkpoint_final.pth``. From them curator fills the member's spec
 (a setting the entry gives wins):
 
-* the network: ``configurations[cfg]["architecture"]`` of plans.json, built with
+* the network: ``configurations[cfg]["architecture"]`` of plans.json (older plans' U-Net keys
+  converted as nnU-Net converts them), built with
   ``dynamic_network_architectures`` (``pip install 'curator[nnunet]'``), deep supervision off;
   its weights are the checkpoint's ``network_weights``, read with ``weights_only=True`` (the
   checkpoint's training log holds numpy scalars: only those are allowed besides tensors);
@@ -93,6 +94,37 @@ def _configuration(plans: dict[str, Any], name: str, spec: ModelSpec) -> dict[st
     return cfg
 
 
+OLD_UNETS = {"PlainConvUNet": ("dynamic_network_architectures.architectures.unet.PlainConvUNet", "n_conv_per_stage"),
+             "ResidualEncoderUNet": ("dynamic_network_architectures.architectures.residual_unet.ResidualEncoderUNet",
+                                     "n_blocks_per_stage")}
+
+
+def architecture(cfg: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+    """The configuration's ``architecture``; plans written before nnU-Net 2.4 (TotalSegmentator's)
+    describe the U-Net by other keys, converted as nnU-Net's ConfigurationManager converts them."""
+    if "architecture" in cfg:
+        return dict(cfg["architecture"])
+    old = OLD_UNETS.get(str(cfg.get("UNet_class_name")))
+    if old is None or len(cfg.get("patch_size") or ()) != 3:
+        raise ConfigError("config_error", f"{_where(spec)}: plans.json's configuration has no `architecture` and "
+                          f"no 3D {' or '.join(OLD_UNETS)} (UNet_class_name {cfg.get('UNet_class_name')!r})",
+                          remedy="re-plan the dataset with a current nnU-Net, or use a 3D configuration")
+    try:
+        n = len(cfg["n_conv_per_stage_encoder"])
+        kwargs = {"n_stages": n, "features_per_stage": [min(int(cfg["UNet_base_num_features"]) * 2 ** i,
+                                                            int(cfg["unet_max_num_features"])) for i in range(n)],
+                  "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": cfg["conv_kernel_sizes"],
+                  "strides": cfg["pool_op_kernel_sizes"], old[1]: cfg["n_conv_per_stage_encoder"],
+                  "n_conv_per_stage_decoder": cfg["n_conv_per_stage_decoder"], "conv_bias": True,
+                  "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                  "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+                  "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError("config_error", f"{_where(spec)}: plans.json's old-format configuration lacks {e}") from e
+    return {"network_class_name": old[0], "arch_kwargs": kwargs,
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+
+
 def checkpoint(spec: ModelSpec) -> Path:
     """``fold_<fold>/checkpoint_final.pth`` (no ``fold``: fold_0, else fold_all)."""
     root = Path(str(spec.path))
@@ -172,7 +204,7 @@ def fill_spec(spec: ModelSpec) -> ModelSpec:
     tf = [int(a) for a in plans.get("transpose_forward", [0, 1, 2])]
     terms, activation = _terms(ds, spec)
     intensity, modalities = _intensity(plans, cfg, spec)
-    strides = (cfg.get("architecture") or {}).get("arch_kwargs", {}).get("strides") or [[1, 1, 1]]
+    strides = architecture(cfg, spec).get("arch_kwargs", {}).get("strides") or [[1, 1, 1]]
     per_axis = [math.prod(int(s[a]) if isinstance(s, (list, tuple)) else int(s) for s in strides) for a in range(3)]
     filled = {"terms": list(terms), "activation": activation,
               "patch": list(_from_model_axes([int(v) for v in cfg["patch_size"]], tf)),
@@ -260,10 +292,7 @@ def network(spec: ModelSpec) -> nn.Module:
                           "pip install 'curator[nnunet]')") from e
     root = Path(str(spec.path))
     plans, ds = _json(root / "plans.json", spec), _json(root / "dataset.json", spec)
-    arch = _configuration(plans, configuration_name(spec), spec).get("architecture") or {}
-    if "network_class_name" not in arch:
-        raise ConfigError("config_error", f"{_where(spec)}: plans.json's configuration has no `architecture` "
-                          "(plans written before nnU-Net 2.4)", remedy="re-plan the dataset with a current nnU-Net")
+    arch = architecture(_configuration(plans, configuration_name(spec), spec), spec)
     cls = _network_class(str(arch["network_class_name"]), "dynamic_network_architectures.", spec)
     kwargs = dict(arch.get("arch_kwargs") or {})
     for key in arch.get("_kw_requires_import") or ():

@@ -34,13 +34,20 @@ FG = {"max": 900.0, "mean": 80.0, "median": 70.0, "min": -500.0, "percentile_00_
 
 def result_folder(tmp: Path, *, labels: dict[str, Any] | None = None, scheme: str = "CTNormalization",
                   channels: int = 1, transpose: list[int] | None = None, fold: str = "0",
-                  extra: dict[str, Any] | None = None) -> Path:
+                  extra: dict[str, Any] | None = None, old_plans: bool = False) -> Path:
     """An nnU-Net v2 result folder as training leaves it (the checkpoint an empty file here)."""
     root = tmp / "Dataset042_Organs" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     (root / f"fold_{fold}").mkdir(parents=True)
     cfg = {"data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [8, 16, 24], "spacing": [3.0, 1.5, 1.0],
            "normalization_schemes": [scheme], "use_mask_for_norm": [scheme != "CTNormalization"],
            "architecture": ARCH}
+    if old_plans:  # nnU-Net before 2.4 (TotalSegmentator's weights): the same U-Net by other keys
+        a = ARCH["arch_kwargs"]
+        cfg = {k: v for k, v in cfg.items() if k != "architecture"}
+        cfg.update({"UNet_class_name": "PlainConvUNet", "UNet_base_num_features": 4, "unet_max_num_features": 16,
+                    "n_conv_per_stage_encoder": a["n_conv_per_stage"], "n_conv_per_stage_decoder": [1, 1],
+                    "num_pool_per_axis": [1, 2, 2], "pool_op_kernel_sizes": a["strides"],
+                    "conv_kernel_sizes": a["kernel_sizes"]})
     plans = {"dataset_name": "Dataset042_Organs", "plans_name": "nnUNetPlans",
              "transpose_forward": transpose or [0, 1, 2],
              "transpose_backward": [(transpose or [0, 1, 2]).index(a) for a in range(3)],
@@ -129,12 +136,13 @@ def _checkpoint(root: Path, weights: dict[str, torch.Tensor], extra: Any = None)
     torch.save(ck, root / "fold_0" / "checkpoint_final.pth")
 
 
-def trained_folder(tmp: Path, transpose: list[int] | None = None) -> tuple[Path, torch.nn.Module]:
+def trained_folder(tmp: Path, transpose: list[int] | None = None, old_plans: bool = False
+                   ) -> tuple[Path, torch.nn.Module]:
     """A result folder whose checkpoint holds a seeded PlainConvUNet, and that network."""
     pytest.importorskip("dynamic_network_architectures")
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    root = result_folder(tmp, transpose=transpose)
+    root = result_folder(tmp, transpose=transpose, old_plans=old_plans)
     kw = {**ARCH["arch_kwargs"], "conv_op": torch.nn.Conv3d, "norm_op": torch.nn.InstanceNorm3d,
           "dropout_op": None, "nonlin": torch.nn.LeakyReLU}
     torch.manual_seed(0)
@@ -201,6 +209,17 @@ def test_nnunet_gaussian_is_nnunets() -> None:
     want /= want.max()
     want[want == 0] = want[want > 0].min()
     assert np.allclose(nnunet_gaussian(patch), want, rtol=1e-5, atol=1e-12)
+
+
+def test_plans_before_nnunet_2_4(tmp_path: Path) -> None:
+    """TotalSegmentator's plans.json (nnU-Net 2.1) has no `architecture`: the U-Net keys build the same network."""
+    root, net = trained_folder(tmp_path, old_plans=True)
+    model = load_model(ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(root),
+                                            "orientation": "SAR"}), "cpu")
+    assert model.spec.divisor == 2
+    x = torch.randn(1, 1, *model.spec.patch)
+    with torch.no_grad():
+        assert torch.allclose(model.predict(x), net(x).softmax(1)[:, 1:], atol=1e-5)
 
 
 def test_the_stage_runs_an_nnunet_member(phantom_ws, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
