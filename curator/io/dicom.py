@@ -82,16 +82,22 @@ def series_not_volume(folder: Path, max_files: int = 16) -> str | None:
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             continue
         modality = str(ds.get("Modality", "") or "").upper()
-        image_type = ds.get("ImageType", None)
-        types = [str(t).upper() for t in (image_type if isinstance(image_type, (list, tuple, MultiValue))
-                                          else [image_type or ""])]
         if modality in NON_IMAGE_MODALITIES:
             return f"a {modality} object (no image of the patient)"
-        if "LOCALIZER" in types:
-            return f"a localizer (scout) {modality} series"
-        if str(ds.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE_SOP_PREFIX):
-            return "a secondary capture (a screenshot, e.g. a dose report)"
-        return None
+        why = _not_a_scan(ds)
+        return None if why is None else f"{why} series" if why.startswith("a localizer") else why
+    return None
+
+
+def _not_a_scan(ds: pydicom.Dataset) -> str | None:
+    """Why an image object is not a slice of the scan (a localizer, a secondary capture), or None."""
+    image_type = ds.get("ImageType", None)
+    types = [str(t).upper() for t in (image_type if isinstance(image_type, (list, tuple, MultiValue))
+                                      else [image_type or ""])]
+    if "LOCALIZER" in types:
+        return f"a localizer (scout) {str(ds.get('Modality', '') or '').upper()}".rstrip()
+    if str(ds.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE_SOP_PREFIX):
+        return "a secondary capture (a screenshot, e.g. a dose report)"
     return None
 
 
@@ -135,6 +141,9 @@ def _series(candidates: list[Path], path: Path, where: str) -> list[tuple[Path, 
     if not with_pixels:
         raise InputError("dicom_no_pixel_data", f"{len(headers)} DICOM file(s) but none holds pixel data",
                          path=where, remedy="remove non-image DICOM objects (SR, PR, KO) from the series folder")
+    scans = [(f, ds) for f, ds in with_pixels if _not_a_scan(ds) is None]
+    if scans:  # a study exported into one folder: its localizer and dose screenshots are not the scan
+        with_pixels = scans
     series: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
     for f, ds in with_pixels:
         series[str(getattr(ds, "SeriesInstanceUID", "?"))].append((f, ds))

@@ -219,3 +219,25 @@ def test_enhanced_frames_with_a_gap_or_a_repeat_are_refused(tmp_path: Path, orde
     err = _error(tmp_path / "ct.dcm")
     assert err.kind == kind
     assert "frame" in str(err)
+
+
+def test_a_study_in_one_folder_reads_its_scan_past_the_localizer_and_screenshot(tmp_path: Path) -> None:
+    """A study exported into one folder (PACS exports, flat downloads): the scan's slices beside a
+    2-slice localizer and a dose report's screen capture, each its own series, was refused as
+    dicom_multiple_series; the scan is read, the others passed over."""
+    g = grid((8, 8, 6), (2.0, 2.0, 3.0), "LPS")
+    ramp = np.arange(64, dtype=float).reshape(8, 8, 1)
+    scan = np.repeat(ramp, 6, axis=2) + np.arange(6) * 10
+    write_dicom_series(tmp_path / "study", scan, g)
+    write_dicom_series(tmp_path / "scout", np.repeat(ramp, 2, axis=2), grid((8, 8, 2), (2.0, 2.0, 3.0), "LPS"),
+                       phi={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})
+    write_dicom_series(tmp_path / "dose", ramp, grid((8, 8, 1), (2.0, 2.0, 3.0), "LPS"),
+                       phi={"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"})
+    for k, f in enumerate(sorted((tmp_path / "scout").iterdir()) + sorted((tmp_path / "dose").iterdir())):
+        f.rename(tmp_path / "study" / f"ZZ{k}.dcm")
+    vol = read_volume(tmp_path / "study", role="image", max_voxels=10**6)
+    assert vol.array.shape == (8, 8, 6) and np.allclose(vol.array, scan)
+    (tmp_path / "only").mkdir()  # a folder of nothing but a localizer is still read (not a silent nothing)
+    write_dicom_series(tmp_path / "only", np.repeat(ramp, 2, axis=2), grid((8, 8, 2), (2.0, 2.0, 3.0), "LPS"),
+                       phi={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})
+    assert read_volume(tmp_path / "only", role="image", max_voxels=10**6).array.shape == (8, 8, 2)
