@@ -244,7 +244,7 @@ def _geometry_columns(g: Geometry) -> dict[str, Any]:
 def _image_facts(vol: Volume, path: Path, is_dir: bool, low_end: bool = False,
                  ) -> tuple[dict[str, Any], float | None]:
     """The ``cases`` columns of an image, and its 0.5th percentile when ``low_end`` (CT checks)."""
-    from curator.io.dicom import list_files
+    from curator.io.dicom_files import list_files
 
     facts = _geometry_columns(vol.geometry)
     a = np.ascontiguousarray(vol.array)  # readers keep native (often Fortran) order; both below need C order
@@ -331,7 +331,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
         try:
             path = resolve_inside(root, root / rel)
             if path.is_dir():  # a folder of slice images
-                from curator.io.dicom import list_files
+                from curator.io.dicom_files import list_files
 
                 digest = sha256_files(list_files(path), path)
             else:

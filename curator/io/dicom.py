@@ -7,7 +7,6 @@ ever leave this module, so patient names, ids, dates and UIDs are never stored.
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,88 +16,13 @@ import pydicom
 import SimpleITK as sitk
 from numpy.typing import NDArray
 from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
 
 from curator.errors import InputError, ReadError
 from curator.io.deid import safe_metadata
+from curator.io.dicom_files import NON_IMAGE_SOP, list_files, not_a_scan
 from curator.io.formats import check_memory, scrub
 from curator.io.itk import sitk_cause, volume_from_sitk
 from curator.io.volume import Geometry, Volume
-
-NON_IMAGE_SOP = {
-    "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
-}
-# series that hold no image of the patient: structure sets, segmentations, plans, doses, reports,
-# presentation states, key objects, registrations (TCIA studies keep them beside the CT series)
-NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SEG", "SR", "PR", "KO", "REG",
-                                  "DOC"})
-
-
-def list_files(folder: Path) -> list[Path]:
-    """Regular files under ``folder`` (recursively), without following links out of it.
-
-    A folder that cannot be listed is a ``permission_denied`` error naming ``folder`` (never a
-    silently empty listing, which would read as "no DICOM file found").
-    """
-
-    def refuse(e: OSError) -> None:
-        if not isinstance(e, PermissionError):
-            return  # e.g. a sub-folder removed while walking: the files that exist are listed
-        sub = e.filename is not None and Path(e.filename) != folder
-        raise ReadError("permission_denied", "a sub-folder of the folder cannot be listed" if sub
-                        else "the folder cannot be listed", path=str(folder),
-                        remedy="make the folder and its sub-folders readable and searchable by the user "
-                        "running curator (e.g. chmod -R a+rX)") from e
-
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=refuse, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if p.is_file() and not name.startswith("."):
-                out.append(p)
-    return out
-
-
-# SOP classes of screenshots and scanned documents (a dose report's screen capture beside the CT)
-SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
-
-
-def series_not_volume(folder: Path, max_files: int = 16) -> str | None:
-    """Why the DICOM series under ``folder`` is not the scan to ingest — a non-image object
-    (``"a RTSTRUCT object …"``), a localizer (scout) or a secondary capture — or None when it
-    is an image series, none of the first ``max_files`` files is DICOM, or the folder cannot be
-    read (header of the first DICOM file only).
-
-    Layout discovery asks it when one pattern matches several series folders of a case (a TCIA
-    study: ``1.000000-SCOUT…``, ``2.000000-ABDOMEN…``, an RTSTRUCT), to take the scan over them."""
-    try:
-        files = list_files(folder)[:max_files]
-    except ReadError:
-        return None
-    for f in files:
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["Modality", "ImageType", "SOPClassUID"])
-        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError):
-            continue
-        modality = str(ds.get("Modality", "") or "").upper()
-        if modality in NON_IMAGE_MODALITIES:
-            return f"a {modality} object (no image of the patient)"
-        why = _not_a_scan(ds)
-        return None if why is None else f"{why} series" if why.startswith("a localizer") else why
-    return None
-
-
-def _not_a_scan(ds: pydicom.Dataset) -> str | None:
-    """Why an image object is not a slice of the scan (a localizer, a secondary capture), or None."""
-    image_type = ds.get("ImageType", None)
-    types = [str(t).upper() for t in (image_type if isinstance(image_type, (list, tuple, MultiValue))
-                                      else [image_type or ""])]
-    if "LOCALIZER" in types:
-        return f"a localizer (scout) {str(ds.get('Modality', '') or '').upper()}".rstrip()
-    if str(ds.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE_SOP_PREFIX):
-        return "a secondary capture (a screenshot, e.g. a dose report)"
-    return None
 
 
 # DICOM files are often named after the patient (Siemens exports: NAME.CT.STUDY...DATE...IMA) or
@@ -141,7 +65,7 @@ def _series(candidates: list[Path], path: Path, where: str) -> list[tuple[Path, 
     if not with_pixels:
         raise InputError("dicom_no_pixel_data", f"{len(headers)} DICOM file(s) but none holds pixel data",
                          path=where, remedy="remove non-image DICOM objects (SR, PR, KO) from the series folder")
-    scans = [(f, ds) for f, ds in with_pixels if _not_a_scan(ds) is None]
+    scans = [(f, ds) for f, ds in with_pixels if not_a_scan(ds) is None]
     if scans:  # a study exported into one folder: its localizer and dose screenshots are not the scan
         with_pixels = scans
     series: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)

@@ -312,7 +312,7 @@ def _image_series_first(root: Path, ms: list[tuple[str, dict[str, str]]],
     DICOM series is not the scan — a non-image object (RTSTRUCT, SEG ...), a localizer (scout) or
     a secondary capture — are left out, each an info ``series_not_image`` problem, unless no
     folder holds anything else."""
-    from curator.io.dicom import series_not_volume
+    from curator.io.dicom_files import series_not_volume
 
     why = {f: series_not_volume(root / f) for f, _ in ms}
     images = [m for m in ms if why[m[0]] is None]
