@@ -105,11 +105,9 @@ def test_a_failed_nnunet_export_leaves_nothing_behind(split_rel: Path, tmp_path:
 @pytest.mark.parametrize("kind", ["nnunet", "monai"])
 def test_an_export_stopped_mid_way_leaves_nothing_behind(rel: Path, tmp_path: Path, kind: str,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import curator.export.monai
-    import curator.export.nnunet
-    from curator.export.common import write_case
+    from curator.export import common
 
-    module = curator.export.nnunet if kind == "nnunet" else curator.export.monai
+    write_case = common.write_case
     calls = []
 
     def stop_at_the_second(*args: object, **kwargs: object) -> object:
@@ -118,7 +116,7 @@ def test_an_export_stopped_mid_way_leaves_nothing_behind(rel: Path, tmp_path: Pa
             raise KeyboardInterrupt
         return write_case(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(module, "write_case", stop_at_the_second)
+    monkeypatch.setattr(common, "write_case", stop_at_the_second)  # what both exports' write_cases calls
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("the user's")
