@@ -57,8 +57,9 @@ SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 def series_not_volume(folder: Path, max_files: int = 16) -> str | None:
     """Why the DICOM series under ``folder`` is not the scan to ingest — a non-image object
     (``"a RTSTRUCT object …"``), a localizer (scout) or a secondary capture — or None when it
-    is an image series, none of the first ``max_files`` files is DICOM, or the folder cannot be
-    read (header of the first DICOM file only).
+    holds a slice of a scan among its first ``max_files`` files (headers only; a study exported
+    into one folder keeps its localizer beside the scan), none of them is DICOM, or the folder
+    cannot be read.
 
     Layout discovery asks it when one pattern matches several series folders of a case (a TCIA
     study: ``1.000000-SCOUT…``, ``2.000000-ABDOMEN…``, an RTSTRUCT), to take the scan over them."""
@@ -66,17 +67,19 @@ def series_not_volume(folder: Path, max_files: int = 16) -> str | None:
         files = list_files(folder)[:max_files]
     except ReadError:
         return None
+    first: str | None = None
     for f in files:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["Modality", "ImageType", "SOPClassUID"])
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             continue
         modality = str(ds.get("Modality", "") or "").upper()
-        if modality in NON_IMAGE_MODALITIES:
-            return f"a {modality} object (no image of the patient)"
-        why = not_a_scan(ds)
-        return None if why is None else f"{why} series" if why.startswith("a localizer") else why
-    return None
+        why = f"a {modality} object (no image of the patient)" if modality in NON_IMAGE_MODALITIES else not_a_scan(ds)
+        if why is None:
+            return None  # a slice of a scan
+        if first is None:
+            first = f"{why} series" if why.startswith("a localizer") else why
+    return first
 
 
 def not_a_scan(ds: pydicom.Dataset) -> str | None:

@@ -419,6 +419,22 @@ def test_a_localizer_or_screenshot_series_beside_the_scan_is_passed_over(tmp_pat
     (case,) = cases.values()
     assert case["label_status"] == "ok" and [r["raw_value"] for r in raw] == [1]
 
+    # a study exported into one folder, its localizer's files first by name, beside a folder of
+    # another series: the study folder is not a "localizer series" (its scan was passed over)
+    flat = root / "LUNG1-001" / "study" / "0.000000-STUDY-000"
+    for k, f in enumerate(sorted((study / "1.000000-SCOUT-111").iterdir())):
+        flat.mkdir(exist_ok=True)
+        f.rename(flat / f"A{k}.dcm")
+    for k, f in enumerate(sorted((study / "2.000000-ABDOMEN-222").iterdir())):
+        f.rename(flat / f"B{k}.dcm")
+    (study / "1.000000-SCOUT-111").rmdir()
+    (study / "2.000000-ABDOMEN-222").rmdir()
+    cases, raw, problems = _ingest(tmp_path / "ws2", [{"dataset": str(yml), "root": str(root)}])
+    assert [(p["kind"], p["path"].rsplit("/", 1)[-1]) for p in problems] == [("series_not_image", "3.000000-DOSE-333")]
+    assert "the case's image is LUNG1-001/study/0.000000-STUDY-000" in problems[0]["message"]
+    (case,) = cases.values()
+    assert case["label_status"] == "ok" and [r["raw_value"] for r in raw] == [1]
+
 
 def test_a_label_with_an_empty_header_is_told_which_fix_to_declare(tmp_path: Path) -> None:
     """A mask saved with an identity affine (the array on the image's grid, axes stored RPI beside
