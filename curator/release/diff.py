@@ -115,15 +115,14 @@ class ReleaseDiff:
 
 def _store_file_sums(release: Path) -> dict[str, dict[str, str]]:
     """case id -> {file inside its store: sha256} from ``stores/SHA256SUMS`` ({} when unreadable)."""
-    from curator.release.integrity import STORES_DIR, SUMS_NAME, case_id_of_store
+    from curator.release.integrity import STORES_DIR, SUMS_NAME, case_id_of_store, parse_sums
 
     out: dict[str, dict[str, str]] = {}
     try:
         text = (release / STORES_DIR / SUMS_NAME).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return out
-    for line in text.splitlines():
-        digest, _, rel = line.partition("  ")
+    for rel, digest in parse_sums(text).items():
         store, _, inside = rel.partition("/")
         if digest and inside:
             out.setdefault(case_id_of_store(store), {})[inside] = digest
