@@ -44,11 +44,12 @@ from torch import nn
 from curator.config import Config
 from curator.errors import ConfigError
 from curator.io.fsutil import sha256_file, sha256_json
+from curator.pseudolabel.reader import ZSCORE_MODES
 from curator.yamlio import load_yaml
 
 log = logging.getLogger("curator")
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-INTENSITY_KEYS = frozenset({"clip", "mean", "std"})  # a spec's `intensity` (reader.network_input)
+INTENSITY_KEYS = frozenset({"clip", "mean", "std", "zscore"})  # a spec's `intensity` (reader.network_input)
 ENSEMBLE_KEYS = frozenset({"name", "models"})  # top-level keys of an ensemble YAML file
 
 
@@ -68,7 +69,7 @@ class ModelSpec(Config):
     spacing_mm: tuple[float, ...] | None = None  # grid the model was trained on (None: any)
     orientation: str | None = None  # axis codes the model expects, e.g. "RAS" (None: as stored)
     modalities: tuple[str, ...] = ()  # empty: any
-    intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values
+    intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values, or {zscore}
     divisor: int = 8  # patch sides must be multiples of this
     fold: int | str | None = None  # nnunet: fold_<fold>/checkpoint_final.pth (None: fold_0, else fold_all)
     configuration: str | None = None  # nnunet: a configuration of plans.json (None: from the folder name)
@@ -123,6 +124,12 @@ class ModelSpec(Config):
                               "[lo, hi], mean: m, std: s}` on physical values (network input = (clip(x) - m) / s; "
                               "MONAI's a_min/a_max/b_min/b_max: clip [a_min, a_max], mean = a_min - b_min * "
                               "(a_max - a_min) / (b_max - b_min), std = (a_max - a_min) / (b_max - b_min))")
+        zscore = self.intensity.get("zscore")
+        if zscore is not None and (zscore not in ZSCORE_MODES or len(self.intensity) > 1):
+            raise ConfigError("config_error", f"{where}: intensity {self.intensity!r} is not a per-image z-score",
+                              remedy="give `intensity: {zscore: image}` (each image's mean and std over the box "
+                              "of its nonzero voxels, nnU-Net's ZScoreNormalization) or `{zscore: nonzero}` (over "
+                              "its nonzero region only, 0 outside: use_mask_for_norm), without clip, mean or std")
         clip = self.intensity.get("clip")
         if clip is not None and not (isinstance(clip, (list, tuple)) and len(clip) == 2
                                      and all(_number(v) for v in clip) and clip[0] < clip[1]):

@@ -13,7 +13,9 @@ A result folder (``Dataset.../nnUNetTrainer__nnUNetPlans__3d_fullres/``) holds `
   sigmoid for region-based models (``regions_class_order``), else softmax;
 * ``patch``, ``spacing_mm`` (the configuration's ``patch_size`` and ``spacing``), ``divisor``
   (the architecture's strides), ``intensity`` (CTNormalization: clip to the foreground's 0.5 and
-  99.5 percentiles, then its mean and std), ``modalities`` (CT for a CT-normalised model).
+  99.5 percentiles, then its mean and std; ZScoreNormalization: each image's own mean and std,
+  of its nonzero region with ``use_mask_for_norm``), ``modalities`` (CT for a CT-normalised
+  model, MR for a z-scored one whose channel is named MRI, T1, T2, FLAIR, ADC, DWI, ...).
 
 nnU-Net does not reorient: its arrays are the training files' as SimpleITK reads them (index
 axes reversed), permuted by the plans' ``transpose_forward``. The entry's ``orientation`` names
@@ -21,9 +23,8 @@ the axes of those arrays *before* that permutation (a NIfTI stored RAS, as Total
 nnU-Net, reads as S, A, R: ``orientation: SAR``); patch and spacing are given in these axes and
 the member permutes its input as nnU-Net does.
 
-Not supported (each a ``config_error``): per-image z-score normalisation (nnU-Net's MR
-default) and other normalisations but CT's and none, several input channels, cascade
-configurations. Mirroring test-time augmentation is not run. Overlapping windows blend the
+Not supported (each a ``config_error``): normalisations but CT's, z-score and none, several
+input channels, cascade configurations. Mirroring test-time augmentation is not run. Overlapping windows blend the
 member's logits weighted by nnU-Net's Gaussian, as nnUNetPredictor does
 (:func:`curator.pseudolabel.window.nnunet_gaussian`).
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,7 +170,12 @@ def _terms(ds: dict[str, Any], spec: ModelSpec) -> tuple[tuple[str, ...], str]:
     return tuple(term_id(by_value[v]) for v in range(1, len(by_value))), "softmax"
 
 
-def _intensity(plans: dict[str, Any], cfg: dict[str, Any], spec: ModelSpec) -> tuple[dict[str, Any], tuple[str, ...]]:
+MR_CHANNEL = re.compile(r"^(mri?|t1|t2|flair|adc|dwi|pd|swi)", re.IGNORECASE)  # dataset.json channel names
+
+
+def _intensity(plans: dict[str, Any], cfg: dict[str, Any], channel: str, spec: ModelSpec
+               ) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The member's ``intensity`` and ``modalities`` from the configuration's normalisation scheme."""
     scheme = (cfg.get("normalization_schemes") or ["?"])[0]
     if scheme == "CTNormalization":
         props = (plans.get("foreground_intensity_properties_per_channel") or {}).get("0") or {}
@@ -178,13 +185,14 @@ def _intensity(plans: dict[str, Any], cfg: dict[str, Any], spec: ModelSpec) -> t
             raise ConfigError("config_error", f"{_where(spec)}: plans.json lacks the foreground intensity "
                               f"properties CTNormalization needs ({e})") from e
         return {"clip": [lo, hi], "mean": mean, "std": max(std, 1e-8)}, ("CT",)
+    if scheme == "ZScoreNormalization":
+        masked = bool((cfg.get("use_mask_for_norm") or [False])[0])
+        return {"zscore": "nonzero" if masked else "image"}, ("MR",) if MR_CHANNEL.match(channel.strip()) else ()
     if scheme == "NoNormalization":
         return {"mean": 0.0, "std": 1.0}, ()
-    why = ("a per-image z-score (mean and std of each image, of its nonzero region with use_mask_for_norm), "
-           "which curator's fixed `intensity: {clip, mean, std}` cannot express" if scheme == "ZScoreNormalization"
-           else "not one curator implements")
-    raise ConfigError("config_error", f"{_where(spec)}: normalization {scheme!r} is {why}",
-                      remedy="use an nnU-Net model trained with CTNormalization or NoNormalization")
+    raise ConfigError("config_error", f"{_where(spec)}: normalization {scheme!r} is not one curator implements",
+                      remedy="use an nnU-Net model trained with CTNormalization, ZScoreNormalization or "
+                      "NoNormalization")
 
 
 def fill_spec(spec: ModelSpec) -> ModelSpec:
@@ -203,7 +211,7 @@ def fill_spec(spec: ModelSpec) -> ModelSpec:
                           f"{dict(channels)}; curator runs single-channel models only")
     tf = [int(a) for a in plans.get("transpose_forward", [0, 1, 2])]
     terms, activation = _terms(ds, spec)
-    intensity, modalities = _intensity(plans, cfg, spec)
+    intensity, modalities = _intensity(plans, cfg, str(next(iter(channels.values()))), spec)
     strides = architecture(cfg, spec).get("arch_kwargs", {}).get("strides") or [[1, 1, 1]]
     per_axis = [math.prod(int(s[a]) if isinstance(s, (list, tuple)) else int(s) for s in strides) for a in range(3)]
     filled = {"terms": list(terms), "activation": activation,

@@ -11,7 +11,12 @@ Accepted forms (anything else is a ``normalisation_unknown`` problem)::
                                                (physical ≈ x * s + m)
 
 A model may instead declare its own ``intensity: {clip, mean, std}`` on physical values
-(the demo models do): then stored values are turned back into physical units first.
+(the demo models do): then stored values are turned back into physical units first. Or
+``intensity: {zscore: image | nonzero}``, nnU-Net's per-image z-score (ZScoreNormalization):
+the mean and std of the image's own physical values, over the bounding box of its nonzero
+voxels (``image``), or over those voxels with the holes inside them filled (``nonzero``,
+nnU-Net's ``use_mask_for_norm``; voxels outside that mask become 0), computed in one pass
+when the reader is made (:func:`zscore`).
 
 Resampling to the model's spacing is separable linear interpolation, computed per slab
 (rows along the last axis), so the whole volume is never held as float32; label outputs
@@ -25,6 +30,7 @@ go back to the store grid by nearest neighbour (:func:`to_source_grid`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -48,25 +54,93 @@ def check_normalisation(norm: dict[str, Any]) -> None:
                          remedy="re-run preprocess, or give the models an explicit `intensity:` spec")
 
 
+def physical(raw: NDArray[Any], norm: dict[str, Any]) -> F32:
+    """Stored values → physical values (HU for CT) as float32."""
+    x = np.asarray(raw, dtype=np.float32)
+    scale = float(norm.get("scale", 1.0))
+    if scale != 1.0 and not norm.get("applied"):
+        x = x * np.float32(scale)
+    if norm.get("applied"):
+        _, mean, std = _affine(norm)
+        x = x * np.float32(std) + np.float32(mean)
+    return x
+
+
 def network_input(raw: NDArray[Any], norm: dict[str, Any], intensity: dict[str, Any]) -> F32:
-    """Stored values → the model's input (see module docstring)."""
+    """Stored values → the model's input (see module docstring; a ``zscore`` intensity must be
+    resolved to its mean and std first, :func:`zscore`)."""
+    if intensity:  # the model's own normalisation of physical values
+        x = physical(raw, norm)
+        lo_hi, m, s = _affine(intensity)
+        if lo_hi:
+            x = np.clip(x, *lo_hi)
+        return ((x - np.float32(m)) / np.float32(s)).astype(np.float32)
     x = np.asarray(raw, dtype=np.float32)
     scale = float(norm.get("scale", 1.0))
     if scale != 1.0 and not norm.get("applied"):
         x = x * np.float32(scale)
     clip, mean, std = _affine(norm)
-    if intensity:  # the model's own normalisation of physical values
-        if norm.get("applied"):
-            x = x * np.float32(std) + np.float32(mean)
-        lo_hi, m, s = _affine(intensity)
-        if lo_hi:
-            x = np.clip(x, *lo_hi)
-        return ((x - np.float32(m)) / np.float32(s)).astype(np.float32)
     if norm.get("applied"):
         return x
     if clip:
         x = np.clip(x, *clip)
     return ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)
+
+
+ZSCORE_MODES = ("image", "nonzero")
+
+
+def zscore(array: Any, norm: dict[str, Any], mode: str, rows: int = 64
+           ) -> tuple[dict[str, float], NDArray[np.bool_] | None]:
+    """nnU-Net's ZScoreNormalization of one image, read ``rows`` z-rows at a time:
+    ``({mean, std}, mask)``. ``image``: over the bounding box of the nonzero voxels (nnU-Net
+    crops to it first), mask None; ``nonzero``: over the nonzero voxels with their holes filled
+    (nnU-Net's ``create_nonzero_mask``), which is the mask outside which the input is 0. Statistics
+    in float64, combined slab by slab (Chan et al.), std the population's as numpy's."""
+    shape = tuple(int(n) for n in array.shape)
+    keep = np.zeros(shape, bool) if mode == "nonzero" else None
+    seen = [np.zeros(n, bool) for n in shape]
+    count, mean, m2 = 0, 0.0, 0.0
+    for z0 in range(0, shape[2], rows):
+        x = physical(array[:, :, z0:z0 + rows], norm)
+        nz = x != 0
+        if keep is not None:
+            keep[:, :, z0:z0 + rows] = nz
+        seen[0] |= nz.any(axis=(1, 2))
+        seen[1] |= nz.any(axis=(0, 2))
+        seen[2][z0:z0 + rows] = nz.any(axis=(0, 1))
+        v = x[nz].astype(np.float64)
+        if v.size:
+            count, mean, m2 = _combine((count, mean, m2), (v.size, float(v.mean()), float(((v - v.mean()) ** 2).sum())))
+    if keep is not None:
+        keep = fill_holes(keep)
+        total = int(keep.sum())
+    else:
+        total = math.prod(int(np.flatnonzero(s)[-1] - np.flatnonzero(s)[0] + 1) if s.any() else 0 for s in seen)
+    count, mean, m2 = _combine((count, mean, m2), (total - count, 0.0, 0.0))  # the zeros inside
+    std = math.sqrt(m2 / count) if count else 1.0
+    return {"mean": mean, "std": max(std, 1e-8)}, keep
+
+
+def _combine(a: tuple[int, float, float], b: tuple[int, float, float]) -> tuple[int, float, float]:
+    """(count, mean, sum of squared deviations) of two groups together."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    n = na + nb
+    if not n:
+        return 0, 0.0, 0.0
+    d = mb - ma
+    return n, ma + d * nb / n, sa + sb + d * d * na * nb / n
+
+
+def fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """``mask`` with every background region that does not reach the border filled (scipy's
+    ``binary_fill_holes``, face-connected background), by connected components."""
+    import cc3d
+
+    bg = cc3d.connected_components(~mask, connectivity=6)
+    faces = np.concatenate([f.ravel() for a in range(3) for f in (np.take(bg, 0, a), np.take(bg, -1, a))])
+    outside = np.unique(faces)
+    return mask | ((bg != 0) & ~np.isin(bg, outside[outside != 0]))
 
 
 def _coords(n_dst: int, n_src: int) -> NDArray[np.float64]:
@@ -97,6 +171,10 @@ class SlabReader:
                  src_spacing: tuple[float, ...] | None = None, dst_spacing: tuple[float, ...] | None = None,
                  tolerance: float = 0.1) -> None:
         self.array, self.norm, self.intensity = array, norm, intensity
+        self.mask: NDArray[np.bool_] | None = None  # input is 0 outside (zscore: nonzero)
+        if intensity.get("zscore"):
+            stats, self.mask = zscore(array, norm, str(intensity["zscore"]))
+            self.intensity = {k: v for k, v in intensity.items() if k != "zscore"} | stats
         self.src_shape: tuple[int, int, int] = tuple(int(n) for n in array.shape)  # type: ignore[assignment]
         self.resampled = False
         self.shape = self.src_shape
@@ -120,17 +198,24 @@ class SlabReader:
         n = self.shape[2]
         a, b = min(z0, n - 1), min(z1, n)
         if not self.resampled:
-            out = network_input(self.array[:, :, a:b], self.norm, self.intensity)
+            out = self._input(a, b)
         else:
             c = np.clip(_coords(n, self.src_shape[2])[a:b], 0, self.src_shape[2] - 1)
             s0, s1 = int(np.floor(c.min())), min(int(np.floor(c.max())) + 2, self.src_shape[2])
-            raw = network_input(self.array[:, :, s0:s1], self.norm, self.intensity)
+            raw = self._input(s0, s1)
             out = _interp(raw, 2, n, self.src_shape[2], offset=s0, rows=(a, b))
             out = _interp(out, 0, self.shape[0], self.src_shape[0])
             out = _interp(out, 1, self.shape[1], self.src_shape[1])
         if z1 > b:
             out = np.concatenate([out, np.repeat(out[..., -1:], z1 - max(b, z0), axis=2)], axis=2)
         return out[..., z0 - a:] if z0 > a else out
+
+    def _input(self, a: int, b: int) -> F32:
+        """Network input of stored rows [a, b) (normalised as nnU-Net does: before resampling)."""
+        out = network_input(self.array[:, :, a:b], self.norm, self.intensity)
+        if self.mask is not None:
+            out[~self.mask[:, :, a:b]] = 0
+        return out
 
 
 def to_source_grid(arr: NDArray[Any], src_shape: tuple[int, ...]) -> NDArray[Any]:

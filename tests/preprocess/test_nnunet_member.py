@@ -10,6 +10,7 @@ either side), padded to 1.5 patches per axis so that windows overlap. Runs in
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -84,13 +85,19 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture(scope="module")
-def nnunet_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+@pytest.fixture(scope="module", params=["CT", "MRI"])
+def nnunet_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+               ) -> tuple[Path, Path, str]:
+    """nnU-Net's model and its prediction; with the channel named MRI nnU-Net plans its per-image
+    z-score (ZScoreNormalization) where CT gets CTNormalization."""
     python = _client("nnunetv2")
     root = tmp_path_factory.mktemp("nnunet_model")
     rep = export_nnunet(tiny.release, root / "raw", dataset_id=503, name="TinyKidney",
                         terms=[term_id("kidney"), term_id("kidney tumor"), term_id("kidney cyst")],
                         where="p.dataset = 'TinyKits'")
+    ds = json.loads((rep.folder / "dataset.json").read_text())
+    ds["channel_names"] = {"0": request.param}
+    (rep.folder / "dataset.json").write_text(json.dumps(ds))
     case = min((rep.folder / "imagesTr").glob("*_0000.nii.gz"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update({"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
@@ -101,15 +108,19 @@ def nnunet_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
                          capture_output=True, text=True, env=env, timeout=900, cwd=root)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     folder = Path(res.stdout.split("RESULT ")[-1].strip())
-    return folder, root
+    return folder, root, request.param
 
 
-def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path]) -> None:
-    folder, root = nnunet_run
+def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path, str]) -> None:
+    folder, root, channel = nnunet_run
     assert folder.name == "nnUNetTrainer__nnUNetPlans__3d_fullres"
     model = load_model(ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(folder),
                                             "orientation": "SAR"}), "cpu")
     assert model.spec.terms == (term_id("kidney"), term_id("kidney tumor"), term_id("kidney cyst"))
+    if channel == "MRI":  # the image's own mean and std (no zero border to crop: the whole image)
+        assert model.spec.intensity == {"zscore": "image"} and model.spec.modalities == ("MR",)
+    else:
+        assert set(model.spec.intensity) == {"clip", "mean", "std"} and model.spec.modalities == ("CT",)
     assert model.spec.fold == 0 and model.spec.configuration == "3d_fullres"
     image = np.load(root / "image.npy")  # nnU-Net's axes (SAR here): curator stores it RAS
     expected = np.load(root / "probabilities.npy")  # (background + 3 terms, *nnU-Net's axes)
@@ -135,3 +146,48 @@ def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path]) -
     # what remains is nnU-Net's float16 blend (logits near 10 to ~0.01); blending probabilities, or
     # curator's own Gaussian (centred at (p - 1) / 2), differed by up to 0.2 and 0.1 here
     assert diff[:, kept].max() < 1e-2 and diff.mean() < 1e-3
+
+
+NNUNET_ZSCORE = r"""
+import sys
+import numpy as np
+from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
+
+image, out = np.load(sys.argv[1]), sys.argv[2]
+for masked in (False, True):  # as DefaultPreprocessor.run_case_npy: crop to the nonzero box, then normalise
+    data, seg, bbox = crop_to_nonzero(image[None].astype(np.float32))
+    norm = ZScoreNormalization(use_mask_for_norm=masked, intensityproperties={})
+    np.save(f"{out}/{masked}.npy", norm.run(data[0], seg[0]))
+    np.save(f"{out}/bbox.npy", np.asarray(bbox))
+"""
+
+
+@pytest.mark.parametrize("mode", ["image", "nonzero"])
+def test_zscore_is_nnunets(mode: str, tmp_path: Path) -> None:
+    """A brain-MR-like image (zero background around the head, a zero hole and zero voxels
+    inside): the reader's input equals nnU-Net's crop to the nonzero box + ZScoreNormalization."""
+    python = _client("nnunetv2")
+    rng = np.random.default_rng(3)
+    i, j, k = np.indices((30, 34, 26))
+    head = ((i - 15) / 12) ** 2 + ((j - 17) / 12.5) ** 2 + ((k - 12) / 10) ** 2 <= 1  # an ellipsoid
+    image = np.where(head, 4 * rng.gamma(4, 40, head.shape).astype(np.int16), 0).astype(np.float32)  # x4: exact below
+    image[12:16, 14:18, 9:13] = 0  # a hole (filled: inside the mask)
+    image[rng.random(image.shape) < 0.02] = 0  # scattered zero voxels
+    np.save(tmp_path / "image.npy", image)
+    (tmp_path / "z.py").write_text(NNUNET_ZSCORE)
+    res = subprocess.run([python, str(tmp_path / "z.py"), str(tmp_path / "image.npy"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    expected = np.load(tmp_path / f"{mode == 'nonzero'}.npy")
+    box = tuple(slice(int(a), int(b)) for a, b in np.load(tmp_path / "bbox.npy"))
+    assert expected.shape == image[box].shape != image.shape  # nnU-Net cropped the zero border
+    # stored as float16 values / 4 (preprocess's MR storage): the reader turns them back first
+    stored = (image / 4).astype(np.float16)
+    full = SlabReader(stored, {"scale": 4.0}, {"zscore": mode}).slab(0, image.shape[2])
+    ours = full[box]
+    assert np.abs(ours - expected).max() < 1e-5
+    hole = full[12:16, 14:18, 9:13]  # zeros inside the head: normalised, -mean / std
+    assert hole.max() == hole.min() < -0.5
+    corners = ~head[box]  # the box around the head, outside it: 0 with the mask, normalised without
+    assert (ours[corners] == 0).all() if mode == "nonzero" else (ours[corners] == hole.max()).all()

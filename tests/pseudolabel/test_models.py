@@ -452,7 +452,7 @@ def test_intensity_keys_curator_does_not_apply_are_refused(intensity: dict, need
     """MONAI-style a_min/a_max/b_min/b_max were ignored: raw HU went to the network silently."""
     with pytest.raises(ConfigError) as e:
         ModelSpec.from_dict({**SPEC, "intensity": intensity})
-    assert needle in str(e.value) and ("['clip', 'mean', 'std']" in str(e.value) or "unknown" not in needle)
+    assert needle in str(e.value) and ("['clip', 'mean', 'std', 'zscore']" in str(e.value) or "unknown" not in needle)
 
 
 def test_monai_scale_intensity_range_as_clip_mean_std_gives_the_same_input() -> None:

@@ -33,13 +33,14 @@ FG = {"max": 900.0, "mean": 80.0, "median": 70.0, "min": -500.0, "percentile_00_
 
 
 def result_folder(tmp: Path, *, labels: dict[str, Any] | None = None, scheme: str = "CTNormalization",
-                  channels: int = 1, transpose: list[int] | None = None, fold: str = "0",
+                  channels: int = 1, channel: str = "CT", masked: bool | None = None, transpose: list[int] | None = None, fold: str = "0",
                   extra: dict[str, Any] | None = None, old_plans: bool = False) -> Path:
     """An nnU-Net v2 result folder as training leaves it (the checkpoint an empty file here)."""
     root = tmp / "Dataset042_Organs" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     (root / f"fold_{fold}").mkdir(parents=True)
     cfg = {"data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [8, 16, 24], "spacing": [3.0, 1.5, 1.0],
-           "normalization_schemes": [scheme], "use_mask_for_norm": [scheme != "CTNormalization"],
+           "normalization_schemes": [scheme],
+           "use_mask_for_norm": [scheme != "CTNormalization" if masked is None else masked],
            "architecture": ARCH}
     if old_plans:  # nnU-Net before 2.4 (TotalSegmentator's weights): the same U-Net by other keys
         a = ARCH["arch_kwargs"]
@@ -54,7 +55,7 @@ def result_folder(tmp: Path, *, labels: dict[str, Any] | None = None, scheme: st
              "configurations": {"3d_fullres": cfg, "3d_cascade_fullres": {"inherits_from": "3d_fullres",
                                                                           "previous_stage": "3d_lowres"}},
              "foreground_intensity_properties_per_channel": {"0": FG}}
-    ds = {"channel_names": {str(i): "CT" for i in range(channels)},
+    ds = {"channel_names": {str(i): channel for i in range(channels)},
           "labels": labels or {"background": 0, "liver": 1, "Rt Kidney": 2}, "numTraining": 3,
           "file_ending": ".nii.gz", **(extra or {})}
     (root / "plans.json").write_text(json.dumps(plans))
@@ -96,8 +97,25 @@ def test_spec_axes_fold_regions(tmp_path: Path) -> None:
     assert nnunet(result_folder(tmp_path / "n", scheme="NoNormalization")).intensity == {"mean": 0.0, "std": 1.0}
 
 
+@pytest.mark.parametrize(("channel", "masked", "intensity", "modalities"), [
+    ("T2", True, {"zscore": "nonzero"}, ("MR",)),  # BraTS-like: nnU-Net's use_mask_for_norm
+    ("MRI", False, {"zscore": "image"}, ("MR",)),
+    ("PET", False, {"zscore": "image"}, ()),  # not named as an MR channel: any modality, unless given
+])
+def test_zscore_models(tmp_path: Path, channel: str, masked: bool, intensity: dict[str, str],
+                       modalities: tuple[str, ...]) -> None:
+    spec = nnunet(result_folder(tmp_path, scheme="ZScoreNormalization", channel=channel, masked=masked))
+    assert spec.intensity == intensity and spec.modalities == modalities
+
+
+@pytest.mark.parametrize("intensity", [{"zscore": "brain"}, {"zscore": "image", "clip": [0, 100]},
+                                       {"zscore": True}])
+def test_bad_zscore_is_a_config_error(intensity: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="per-image z-score"):
+        ModelSpec.from_dict({"name": "m", "intensity": intensity})
+
+
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"scheme": "ZScoreNormalization"}, "per-image z-score"),
     ({"scheme": "RescaleTo01Normalization"}, "not one curator implements"),
     ({"channels": 2}, "single-channel"),
     ({"labels": {"background": 0, "liver": 1, "spleen": 3}}, "consecutive"),
@@ -222,17 +240,26 @@ def test_plans_before_nnunet_2_4(tmp_path: Path) -> None:
         assert torch.allclose(model.predict(x), net(x).softmax(1)[:, 1:], atol=1e-5)
 
 
-def test_the_stage_runs_an_nnunet_member(phantom_ws, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("intensity", [None, {"zscore": "nonzero"}])
+def test_the_stage_runs_an_nnunet_member(phantom_ws, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                         intensity: dict[str, str] | None, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
     """From pipeline.yaml's entry (path + orientation) to the pseudo layer: the spec is filled once
-    in plan, travels to the cases and is filled again there to the same spec."""
+    in plan, travels to the cases and is filled again there to the same spec (also with a per-image
+    z-score given in the entry, which wins over the plans' CT normalisation)."""
     import zarr
 
+    from curator.pseudolabel import reader
     from curator.pseudolabel.stage import PseudolabelStage
     from curator.runner.run import run_stage
 
+    modes: list[str] = []
+    real_zscore = reader.zscore
+    monkeypatch.setattr(reader, "zscore", lambda a, n, mode: modes.append(mode) or real_zscore(a, n, mode))
     root, _ = trained_folder(tmp_path / "model")
     ctx, _ = phantom_ws(models=[{"name": "nn", "kind": "nnunet", "path": str(root), "orientation": "SAR",
-                                 "spacing_mm": [14.0, 9.0, 9.0]}])  # the phantoms' grid: given, so kept
+                                 "spacing_mm": [14.0, 9.0, 9.0],  # the phantoms' grid: given, so kept
+                                 **({"intensity": intensity} if intensity else {})}])
     report = run_stage(ctx, PseudolabelStage)
     assert report.planned == 4 and report.failed == 0
     att = ctx.workspace.read_table("attention").to_pylist()
@@ -240,3 +267,37 @@ def test_the_stage_runs_an_nnunet_member(phantom_ws, tmp_path: Path) -> None:  #
     layer = zarr.open_group(str(ctx.workspace.stores_dir / "Pancreas__0001.zarr" / "labels" / "pseudo"), mode="r")
     (model,) = dict(layer.attrs)["curator"]["models"]
     assert model["name"] == "nn"
+    # each case's image z-scored on its own (a prefetched reader that went unused may add one)
+    assert (len(modes) >= 4 and set(modes) == {"nonzero"}) if intensity else not modes
+
+
+@pytest.mark.parametrize("mode", ["image", "nonzero"])
+def test_zscore_reader(mode: str) -> None:
+    """The reader's per-image z-score against numpy on the whole volume (nnU-Net's own functions:
+    tests/preprocess/test_nnunet_member.py): a zero border around a non-box 'head' with a zero
+    hole; stored with preprocess's int16 scale; read in slabs smaller than the volume."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    i, j, k = np.indices((40, 36, 150))
+    head = ((i - 20) / 15) ** 2 + ((j - 18) / 14) ** 2 + ((k - 80) / 60) ** 2 <= 1
+    image = np.where(head, rng.normal(300, 80, head.shape).round(), 0)
+    image[18:22, 16:20, 70:90] = 0
+    phys = image * 0.5  # physical = stored x 0.5
+    filled = ndimage.binary_fill_holes(phys != 0)
+    box = ndimage.find_objects(filled.astype(np.uint8))[0]
+    region = phys[filled] if mode == "nonzero" else phys[box]
+    expected = (phys - region.mean()) / region.std()
+    if mode == "nonzero":
+        expected[~filled] = 0
+    reader = SlabReader(image.astype(np.int16), {"scale": 0.5}, {"zscore": mode})
+    assert reader.intensity["mean"] == pytest.approx(region.mean()) and reader.intensity["std"] == pytest.approx(
+        region.std())
+    assert np.abs(reader.slab(0, 150) - expected).max() < 1e-4
+    assert np.abs(reader.slab(100, 150) - expected[..., 100:]).max() < 1e-4
+    # resampled to a coarser model grid: normalised (and masked) first, then interpolated, as nnU-Net
+    coarse = SlabReader(image.astype(np.int16), {"scale": 0.5}, {"zscore": mode}, (1.0, 1.0, 1.0), (2.0, 2.0, 2.0))
+    out = coarse.slab(0, coarse.shape[2])
+    assert out.shape == (20, 18, 75)
+    far = ~ndimage.binary_dilation(filled, iterations=3)[::2, ::2, ::2]
+    assert (out[far] == 0).all() if mode == "nonzero" else np.allclose(out[far], -region.mean() / region.std())
