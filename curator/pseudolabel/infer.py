@@ -138,7 +138,7 @@ def _infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Sequ
                 def fwd(x: torch.Tensor, m: LoadedModel = m, orient: Any = orient) -> torch.Tensor:
                     perm, flips = orient
                     y = x.permute(0, 1, 2 + perm[0], 2 + perm[1], 2 + perm[2])
-                    return m.logits(y.flip([2 + a for a in flips]) if flips else y)
+                    return m.forward(y.flip([2 + a for a in flips]) if flips else y)  # no mirroring
 
                 reports.append(stack.enter_context(adapted(m.net, fwd, xb, m.spec.activation, etta)))
         step = max(1, SUB_SLAB_VOXELS // (reader.shape[0] * reader.shape[1]))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import json
 import logging
 import math
@@ -71,6 +72,7 @@ class ModelSpec(Config):
     modalities: tuple[str, ...] = ()  # empty: any
     intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values, or {zscore}
     divisor: int = 8  # patch sides must be multiples of this
+    mirror_axes: tuple[int, ...] = ()  # test-time mirroring (nnU-Net's): model axes also predicted flipped
     fold: int | str | None = None  # nnunet: fold_<fold>/checkpoint_final.pth (None: fold_0, else fold_all)
     configuration: str | None = None  # nnunet: a configuration of plans.json (None: from the folder name)
     # the settings the entry gives (None: every one): a TorchScript archive's curator.json fills
@@ -112,6 +114,11 @@ class ModelSpec(Config):
             raise ConfigError("config_error", f"{where}: spacing_mm {list(self.spacing_mm)} is not three "
                               "positive numbers", remedy="give the spacing (mm) of the grid the model was "
                               "trained on along its three axes (its `orientation` order), or leave it out")
+        if not (len(set(self.mirror_axes)) == len(self.mirror_axes) and all(
+                isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= 2 for a in self.mirror_axes)):
+            raise ConfigError("config_error", f"{where}: mirror_axes {list(self.mirror_axes)} are not distinct "
+                              "axes 0, 1, 2", remedy="list the model's axes (its `patch` order) to also predict "
+                              "mirrored, e.g. [0, 1, 2] as nnU-Net's default; leave it out for one pass")
         if len(self.patch) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                            for v in self.patch):
             raise ConfigError("config_error", f"{where}: patch {list(self.patch)} is not three positive "
@@ -256,11 +263,22 @@ class LoadedModel:
     def terms(self) -> tuple[str, ...]:
         return self.spec.terms
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits for ``x``, one pass (no mirroring)."""
         out = self.net(x)
         if isinstance(out, (list, tuple)):  # deep supervision: the first output is full resolution
             out = out[0]
         return out.float()
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward`, averaged with the flipped-back logits of ``x`` flipped along every
+        non-empty combination of ``mirror_axes`` (nnU-Net's ``_internal_maybe_mirror_and_predict``)."""
+        out = self.forward(x)
+        axes = [2 + a for a in self.spec.mirror_axes]
+        flips = [c for n in range(1, len(axes) + 1) for c in itertools.combinations(axes, n)]
+        for dims in flips:
+            out += torch.flip(self.forward(torch.flip(x, dims)), dims)
+        return out / (len(flips) + 1) if flips else out
 
     @property
     def channels(self) -> int:

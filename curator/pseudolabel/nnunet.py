@@ -24,7 +24,9 @@ nnU-Net, reads as S, A, R: ``orientation: SAR``); patch and spacing are given in
 the member permutes its input as nnU-Net does.
 
 Not supported (each a ``config_error``): normalisations but CT's, z-score and none, several
-input channels, cascade configurations. Mirroring test-time augmentation is not run. Overlapping windows blend the
+input channels, cascade configurations. Mirroring test-time augmentation runs when the entry gives
+``mirror_axes`` (the checkpoint's ``inference_allowed_mirroring_axes``; nnUNetv2_predict mirrors by
+default, TotalSegmentator does not). Overlapping windows blend the
 member's logits weighted by nnU-Net's Gaussian, as nnUNetPredictor does
 (:func:`curator.pseudolabel.window.nnunet_gaussian`).
 """

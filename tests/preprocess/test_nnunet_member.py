@@ -20,7 +20,7 @@ import pytest
 
 from curator.export import export_nnunet
 from curator.preprocess.terms import term_id
-from curator.pseudolabel.models import ModelSpec, load_model
+from curator.pseudolabel.models import LoadedModel, ModelSpec, load_model
 from curator.pseudolabel.reader import SlabReader
 from curator.pseudolabel.window import nnunet_gaussian, sliding_window
 from tests.preprocess.conftest import Tiny
@@ -60,6 +60,8 @@ if __name__ == "__main__":
     trainer.logger.log("epoch_start_timestamps", time(), 0)
     trainer.logger.log("epoch_end_timestamps", time(), 0)
     trainer._best_ema = trainer.logger.get_value("ema_fg_dice", step=-1)
+    trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()  # training's data loaders call it:
+    # it sets the mirroring axes the checkpoint keeps for inference
     os.makedirs(trainer.output_folder, exist_ok=True)
     trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
     folder = trainer.output_folder_base  # what on_train_start copies there
@@ -81,6 +83,11 @@ if __name__ == "__main__":
     seg, prob = predictor.predict_single_npy_array(img, {"spacing": props["spacing"]}, None, None, True)
     np.save(os.path.join(out, "image.npy"), img[0])
     np.save(os.path.join(out, "probabilities.npy"), prob)
+    predictor.use_mirroring = True  # nnUNetv2_predict's default: the checkpoint's mirroring axes
+    one = np.ascontiguousarray(img[:, :patch[0], :patch[1], :patch[2]])  # one window: 8 passes, not 64
+    _, prob = predictor.predict_single_npy_array(one, {"spacing": props["spacing"]}, None, None, True)
+    np.save(os.path.join(out, "probabilities_mirrored.npy"), prob)
+    json.dump(list(predictor.allowed_mirroring_axes), open(os.path.join(out, "mirror_axes.json"), "w"))
     print("RESULT", folder)
 """
 
@@ -114,8 +121,8 @@ def nnunet_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory, request: py
 def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path, str]) -> None:
     folder, root, channel = nnunet_run
     assert folder.name == "nnUNetTrainer__nnUNetPlans__3d_fullres"
-    model = load_model(ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(folder),
-                                            "orientation": "SAR"}), "cpu")
+    entry = {"name": "nn", "kind": "nnunet", "path": str(folder), "orientation": "SAR"}
+    model = load_model(ModelSpec.from_dict(entry), "cpu")
     assert model.spec.terms == (term_id("kidney"), term_id("kidney tumor"), term_id("kidney cyst"))
     if channel == "MRI":  # the image's own mean and std (no zero border to crop: the whole image)
         assert model.spec.intensity == {"zscore": "image"} and model.spec.modalities == ("MR",)
@@ -123,7 +130,31 @@ def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path, st
         assert set(model.spec.intensity) == {"clip", "mean", "std"} and model.spec.modalities == ("CT",)
     assert model.spec.fold == 0 and model.spec.configuration == "3d_fullres"
     image = np.load(root / "image.npy")  # nnU-Net's axes (SAR here): curator stores it RAS
-    expected = np.load(root / "probabilities.npy")  # (background + 3 terms, *nnU-Net's axes)
+    # nnU-Net's mirroring test-time augmentation (nnUNetv2_predict's default) with the checkpoint's
+    # axes, given as the entry's mirror_axes (the network's axes are the model's: no transpose here)
+    axes = json.loads((root / "mirror_axes.json").read_text())
+    assert axes == [0, 1, 2]
+    mirrored = load_model(ModelSpec.from_dict({**entry, "mirror_axes": axes}), "cpu")
+    p = model.spec.patch
+    for m, probs, img in ((model, "probabilities.npy", image),
+                          (mirrored, "probabilities_mirrored.npy", image[:p[0], :p[1], :p[2]])):
+        expected = np.load(root / probs)  # (background + 3 terms, *nnU-Net's axes)
+        diff, kept = _difference(m, img, expected)
+        print(f"{probs}: max abs difference {diff[:, kept].max():.2e} (all voxels {diff.max():.2e}), mean "
+              f"{diff.mean():.2e}, {kept.mean():.1%} of voxels kept, probability range {expected[1:].min():.3f}.."
+              f"{expected[1:].max():.3f}")
+        assert expected[1:].max() - expected[1:].min() > 0.3  # the network's outputs vary: a real comparison
+        # what remains is nnU-Net's float16 blend (logits near 10 to ~0.01); blending probabilities, or
+        # curator's own Gaussian (centred at (p - 1) / 2), differed by up to 0.2 and 0.1 here
+        assert diff[:, kept].max() < 1e-2 and diff.mean() < 1e-3
+    plain = _difference(model, image[:p[0], :p[1], :p[2]], np.load(root / "probabilities_mirrored.npy"))[0]
+    assert plain.max() > 0.05  # mirroring changes the output: a real check
+
+
+def _difference(model: LoadedModel, image: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|curator's probabilities - nnU-Net's| per term and voxel, and the voxels where nnU-Net's float16
+    Gaussian weights do not underflow (in the image's corners, reached by one window's tail only, its
+    own logits lose their digits: nnU-Net blends float16 logits weighted by a float16 Gaussian x10)."""
     stored = np.ascontiguousarray(image.transpose(2, 1, 0))
     reader = SlabReader(stored, {}, model.spec.intensity)
     patch = model.spec.physical(model.spec.patch)
@@ -132,20 +163,11 @@ def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path, st
                                                       orientation="RAS")]
     ours = np.concatenate(rows, axis=3).transpose(0, 3, 2, 1)
     assert ours.shape == expected[1:].shape
-    diff = np.abs(ours - expected[1:])
-    # nnU-Net blends float16 logits weighted by a float16 Gaussian (x10): in the image's corners,
-    # reached by one window's tail only, the weights underflow and its own logits lose their digits
     p, g = model.spec.patch, nnunet_gaussian(model.spec.patch)
-    weight = np.zeros(image.shape, np.float32)
-    for a, b, c in itertools.product(*[(0, n // 2) for n in p]):
+    weight = np.zeros(image.shape, np.float32)  # windows at 0 and, on the 1.5-patch image, half a patch on
+    for a, b, c in itertools.product(*[sorted({0, n - q}) for n, q in zip(image.shape, p, strict=True)]):
         weight[a:a + p[0], b:b + p[1], c:c + p[2]] += g
-    kept = weight > 1e-6
-    print(f"max abs difference {diff[:, kept].max():.2e} (all voxels {diff.max():.2e}), mean {diff.mean():.2e}, "
-          f"{kept.mean():.1%} of voxels kept, probability range {expected[1:].min():.3f}..{expected[1:].max():.3f}")
-    assert expected[1:].max() - expected[1:].min() > 0.3  # the network's outputs vary: a real comparison
-    # what remains is nnU-Net's float16 blend (logits near 10 to ~0.01); blending probabilities, or
-    # curator's own Gaussian (centred at (p - 1) / 2), differed by up to 0.2 and 0.1 here
-    assert diff[:, kept].max() < 1e-2 and diff.mean() < 1e-3
+    return np.abs(ours - expected[1:]), weight > 1e-6
 
 
 NNUNET_ZSCORE = r"""

@@ -485,3 +485,36 @@ def test_a_torchscript_entrys_explicit_settings_win_even_at_their_defaults(tmp_p
     assert load_model(again, "cpu").spec == m.spec
     with pytest.raises(ConfigError, match="unknown setting"):
         ModelSpec.from_dict({**SPEC, "given": ["patch"]})
+
+
+def test_mirror_axes_average_the_flipped_passes() -> None:
+    """Mirroring test-time augmentation (nnU-Net's) averages the logits of the input flipped along
+    every combination of the axes, each flipped back: the result is equivariant to those flips,
+    which one pass of an asymmetric network is not."""
+    from curator.pseudolabel.models import LoadedModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 3, 3, padding=1).eval()  # a random, asymmetric kernel
+    x = torch.randn(2, 1, 6, 7, 8)
+
+    def member(axes: list[int]) -> LoadedModel:
+        spec = ModelSpec.from_dict({"name": "m", "terms": ["liver", "spleen"], "mirror_axes": axes})
+        return LoadedModel(spec, net, torch.device("cpu"))
+
+    def equivariant(m: LoadedModel, dims: tuple[int, ...]) -> bool:
+        with torch.no_grad():
+            return torch.allclose(m.logits(x.flip(dims)), m.logits(x).flip(dims), atol=1e-5)
+
+    every = member([0, 1, 2])
+    assert all(equivariant(every, d) for d in ((2,), (3,), (4,), (2, 3), (3, 4), (2, 3, 4)))
+    assert not equivariant(member([]), (2,))
+    lateral = member([0])  # along the first axis only
+    assert equivariant(lateral, (2,)) and not equivariant(lateral, (3,))
+    with torch.no_grad():  # the plain pass is one of the averaged ones
+        assert torch.allclose(lateral.logits(x), (net(x) + net(x.flip(2)).flip(2)) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("axes", [[0, 3], [1, 1], [True], ["x"]])
+def test_bad_mirror_axes_are_config_errors(axes: list[Any]) -> None:
+    with pytest.raises(ConfigError, match="mirror_axes"):
+        ModelSpec.from_dict({**SPEC, "mirror_axes": axes})
