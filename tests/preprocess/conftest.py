@@ -12,7 +12,7 @@ import yaml
 
 from curator.config import PipelineConfig
 from curator.pipeline import run_pipeline
-from curator.testing.layouts import write_kits_case, write_totalseg_case
+from curator.testing.layouts import save_nifti, write_kits_case, write_totalseg_case
 from curator.testing.phantoms import Subject, grid, remap, render, structure_masks
 
 SPACING = (4.0, 4.0, 5.0)
@@ -47,6 +47,22 @@ labels:
   encoding: per_structure
   structures: {liver: liver, spleen: spleen, kidney_left: left kidney, kidney_right: right kidney,
                kidneys: kidney}
+"""
+MULTISEQ_YAML = """\
+name: TinyBrats
+version: "1"
+modality: MR
+sequences: {t1c: MR, t2f: MR}
+region: abdomen
+licence: CC-BY-4.0
+citation: "@misc{tiny}"
+layout:
+  - image: "{case}/{case}-{sequence}.nii.gz"
+    label: "{case}/{case}-seg.nii.gz"
+patterns: {case: "study\\\\d"}
+labels:
+  encoding: label_map
+  values: {1: kidney, 2: kidney tumor}
 """
 
 
@@ -94,3 +110,46 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     result = run_pipeline(PipelineConfig.load(root / "pipeline.yaml"), stages=["ingest", "preprocess"])
     assert result.release is not None
     return Tiny(root, result.release, root / "ws", phantoms)
+
+
+@dataclass
+class MultiSeq:
+    root: Path
+    release: Path
+    images: dict[str, tuple[object, object]]  # case id -> (geometry, image as written)
+
+
+@pytest.fixture(scope="session")
+def multiseq(tmp_path_factory: pytest.TempPathFactory) -> MultiSeq:
+    """A BraTS-like multi-sequence MR collection: studies 0-2 with t1c and t2f on one grid (one case
+    per sequence, linked by study_key), study 2 without its t2f; study 0's t2f has its first 12 rows
+    zeroed, so its body crop (hence its store grid) differs from its t1c's."""
+    root = tmp_path_factory.mktemp("multiseq")
+    images = {}
+    for i in range(3):
+        g = grid((40, 32, 20), (8.0, 8.0, 10.0), "LPS", center=(0.0, -10.0, 20.0))
+        s = Subject.random(60 + i)
+        t1c, lab = render(s, g, "MR", seed=20 + i)
+        t2f, _ = render(s, g, "MR", seed=30 + i)
+        t2f = np.float32(2.0) * t2f.max() - t2f  # another contrast: bright where t1c is dark (body only)
+        t2f[t1c == 0] = 0
+        if i == 0:
+            t2f[:12] = 0
+        seg = remap(lab, {"kidney_left": 1, "kidney_right": 1, "kidney_tumor": 2})
+        case = f"study{i}"
+        save_nifti(root / "data" / case / f"{case}-seg.nii.gz", seg.astype(np.uint8), g)
+        for seq, img in (("t1c", t1c), ("t2f", t2f)):
+            if i == 2 and seq == "t2f":
+                continue
+            save_nifti(root / "data" / case / f"{case}-{seq}.nii.gz", np.rint(img).astype(np.int16), g)
+            images[f"TinyBrats__{case}__{seq}"] = (g, np.rint(img).astype(np.int16))
+    (root / "brats.yaml").write_text(MULTISEQ_YAML)
+    cfg = {"workspace": "ws", "registry": [str(root / "brats.yaml")],
+           "sources": [{"dataset": str(root / "brats.yaml"), "root": str(root / "data")}],
+           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, **off("dedup", "harmonize", "pseudolabel", "qc")},
+           "executor": {"kind": "local", "workers": 1, "progress": False},
+           "release": {"root": "releases", "collection": "multiseq", "version": "0.1.0"}}
+    (root / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_pipeline(PipelineConfig.load(root / "pipeline.yaml"), stages=["ingest", "preprocess"])
+    assert result.release is not None
+    return MultiSeq(root, result.release, images)
