@@ -6,7 +6,9 @@ A result folder (``Dataset.../nnUNetTrainer__nnUNetPlans__3d_fullres/``) holds `
 
 * the network: ``configurations[cfg]["architecture"]`` of plans.json (older plans' U-Net keys
   converted as nnU-Net converts them), built with
-  ``dynamic_network_architectures`` (``pip install 'curator[nnunet]'``), deep supervision off;
+  ``dynamic_network_architectures`` (``pip install --no-deps dynamic-network-architectures``: its
+  U-Nets need torch and numpy only, while its declared dependencies pull timm and torchvision,
+  which replace a CPU torch with the newest CUDA build), deep supervision off;
   its weights are the checkpoint's ``network_weights``, read with ``weights_only=True`` (the
   checkpoint's training log holds numpy scalars: only those are allowed besides tensors);
 * ``terms`` from dataset.json ``labels`` (background and ``ignore`` left out), ``activation``
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import re
 from dataclasses import replace
@@ -49,6 +52,7 @@ from curator.errors import ConfigError
 if TYPE_CHECKING:
     from curator.pseudolabel.models import ModelSpec
 
+log = logging.getLogger("curator")
 ORIENTATION_HELP = (
     "nnU-Net does not reorient: the model's axes are those of its training images as SimpleITK "
     "reads them (index axes reversed), so they depend on how the training files were stored; "
@@ -230,7 +234,10 @@ def fill_spec(spec: ModelSpec) -> ModelSpec:
 
 def _network_class(ref: str, prefix: str, spec: ModelSpec) -> type[nn.Module]:
     """``ref`` (a dotted class name from plans.json) if it lies under ``prefix`` and is a network
-    class: plans.json comes with downloaded weights and names what curator would construct."""
+    class: plans.json comes with downloaded weights and names what curator would construct. A
+    dynamic_network_architectures class not at that path (classes move between versions: the
+    ResidualEncoderUNet of plans before nnU-Net 2.4 is converted to ``architectures.residual_unet``,
+    which 0.4 does not have) is looked up by name in its ``architectures`` modules, as nnU-Net does."""
     module, _, attr = ref.rpartition(".")
     obj: Any = None
     if ref.startswith(prefix) and module:
@@ -238,11 +245,33 @@ def _network_class(ref: str, prefix: str, spec: ModelSpec) -> type[nn.Module]:
             obj = getattr(importlib.import_module(module), attr, None)
         except ImportError:
             obj = None
+        if obj is None and prefix == "dynamic_network_architectures.":
+            obj = _moved_class(attr)
+            if obj is not None:
+                log.info("%s: %s is %s.%s in the installed dynamic_network_architectures", _where(spec), ref,
+                         obj.__module__, attr)
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise ConfigError("config_error", f"{_where(spec)}: plans.json names {ref!r}, not a network class "
                           f"under {prefix}", remedy="curator builds nnU-Net networks from "
                           "dynamic_network_architectures with torch.nn layers only")
     return obj
+
+
+def _moved_class(name: str) -> Any:
+    """The class ``name`` of the first ``dynamic_network_architectures.architectures`` module that
+    has one (modules that cannot be imported, e.g. needing timm, are passed over)."""
+    import pkgutil
+
+    package = importlib.import_module("dynamic_network_architectures.architectures")
+    for info in sorted(pkgutil.walk_packages(package.__path__, package.__name__ + "."), key=lambda m: m.name):
+        try:
+            found = getattr(importlib.import_module(info.name), name, None)
+        except Exception as e:  # noqa: BLE001 - an optional architecture's missing dependency
+            log.debug("passing over %s: %s", info.name, e)
+            continue
+        if isinstance(found, type) and issubclass(found, nn.Module):
+            return found
+    return None
 
 
 class _Transposed(nn.Module):
@@ -298,8 +327,9 @@ def network(spec: ModelSpec) -> nn.Module:
         importlib.import_module("dynamic_network_architectures")
     except ImportError as e:
         raise ConfigError("config_error", f"{_where(spec)} needs dynamic_network_architectures, which is not "
-                          "installed", remedy="pip install dynamic-network-architectures (or "
-                          "pip install 'curator[nnunet]')") from e
+                          "installed", remedy="pip install --no-deps dynamic-network-architectures (its U-Nets need only "
+                          "torch and numpy; without --no-deps pip also installs timm and torchvision, which "
+                          "replace the installed torch with the newest CUDA build)") from e
     root = Path(str(spec.path))
     plans, ds = _json(root / "plans.json", spec), _json(root / "dataset.json", spec)
     arch = architecture(_configuration(plans, configuration_name(spec), spec), spec)

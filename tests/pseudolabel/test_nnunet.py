@@ -33,6 +33,7 @@ FG = {"max": 900.0, "mean": 80.0, "median": 70.0, "min": -500.0, "percentile_00_
 
 
 def result_folder(tmp: Path, *, labels: dict[str, Any] | None = None, scheme: str = "CTNormalization",
+                  unet: str = "PlainConvUNet",
                   channels: int = 1, channel: str = "CT", masked: bool | None = None, transpose: list[int] | None = None, fold: str = "0",
                   extra: dict[str, Any] | None = None, old_plans: bool = False) -> Path:
     """An nnU-Net v2 result folder as training leaves it (the checkpoint an empty file here)."""
@@ -45,7 +46,7 @@ def result_folder(tmp: Path, *, labels: dict[str, Any] | None = None, scheme: st
     if old_plans:  # nnU-Net before 2.4 (TotalSegmentator's weights): the same U-Net by other keys
         a = ARCH["arch_kwargs"]
         cfg = {k: v for k, v in cfg.items() if k != "architecture"}
-        cfg.update({"UNet_class_name": "PlainConvUNet", "UNet_base_num_features": 4, "unet_max_num_features": 16,
+        cfg.update({"UNet_class_name": unet, "UNet_base_num_features": 4, "unet_max_num_features": 16,
                     "n_conv_per_stage_encoder": a["n_conv_per_stage"], "n_conv_per_stage_decoder": [1, 1],
                     "num_pool_per_axis": [1, 2, 2], "pool_op_kernel_sizes": a["strides"],
                     "conv_kernel_sizes": a["kernel_sizes"]})
@@ -154,17 +155,19 @@ def _checkpoint(root: Path, weights: dict[str, torch.Tensor], extra: Any = None)
     torch.save(ck, root / "fold_0" / "checkpoint_final.pth")
 
 
-def trained_folder(tmp: Path, transpose: list[int] | None = None, old_plans: bool = False
-                   ) -> tuple[Path, torch.nn.Module]:
-    """A result folder whose checkpoint holds a seeded PlainConvUNet, and that network."""
+def trained_folder(tmp: Path, transpose: list[int] | None = None, old_plans: bool = False,
+                   unet: str = "PlainConvUNet") -> tuple[Path, torch.nn.Module]:
+    """A result folder whose checkpoint holds a seeded PlainConvUNet (or ResidualEncoderUNet), and that network."""
     pytest.importorskip("dynamic_network_architectures")
-    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from dynamic_network_architectures.architectures import unet as unets
 
-    root = result_folder(tmp, transpose=transpose, old_plans=old_plans)
+    root = result_folder(tmp, transpose=transpose, old_plans=old_plans, unet=unet)
     kw = {**ARCH["arch_kwargs"], "conv_op": torch.nn.Conv3d, "norm_op": torch.nn.InstanceNorm3d,
           "dropout_op": None, "nonlin": torch.nn.LeakyReLU}
+    if unet == "ResidualEncoderUNet":
+        kw["n_blocks_per_stage"] = kw.pop("n_conv_per_stage")
     torch.manual_seed(0)
-    net = PlainConvUNet(input_channels=1, num_classes=3, deep_supervision=False, **kw).eval()
+    net = getattr(unets, unet)(input_channels=1, num_classes=3, deep_supervision=False, **kw).eval()
     _checkpoint(root, net.state_dict())  # numpy scalars in the log, as nnU-Net's trainer writes them
     return root, net
 
@@ -182,7 +185,15 @@ def test_network_and_checkpoint(tmp_path: Path) -> None:
         load_model(ModelSpec.from_dict({"name": "nn2", "kind": "nnunet", "path": str(root), "orientation": "SAR"}),
                    "cpu")
     plans = json.loads((root / "plans.json").read_text())
-    plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = "subprocess.Popen"
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    for ref in ("dynamic_network_architectures.architectures.nowhere.Popen",  # looked up by name: no such class
+                "dynamic_network_architectures.architectures.nowhere.OrderedDict"):  # a class, not a network
+        arch["network_class_name"] = ref
+        (root / "plans.json").write_text(json.dumps(plans))
+        with pytest.raises(ConfigError, match="not a network class"):
+            load_model(ModelSpec.from_dict({"name": "nn4", "kind": "nnunet", "path": str(root),
+                                            "orientation": "SAR"}), "cpu")
+    arch["network_class_name"] = "subprocess.Popen"
     (root / "plans.json").write_text(json.dumps(plans))
     with pytest.raises(ConfigError, match="not a network class"):
         load_model(ModelSpec.from_dict({"name": "nn3", "kind": "nnunet", "path": str(root), "orientation": "SAR"}),
@@ -229,9 +240,12 @@ def test_nnunet_gaussian_is_nnunets() -> None:
     assert np.allclose(nnunet_gaussian(patch), want, rtol=1e-5, atol=1e-12)
 
 
-def test_plans_before_nnunet_2_4(tmp_path: Path) -> None:
-    """TotalSegmentator's plans.json (nnU-Net 2.1) has no `architecture`: the U-Net keys build the same network."""
-    root, net = trained_folder(tmp_path, old_plans=True)
+@pytest.mark.parametrize("unet", ["PlainConvUNet", "ResidualEncoderUNet"])
+def test_plans_before_nnunet_2_4(tmp_path: Path, unet: str) -> None:
+    """TotalSegmentator's plans.json (nnU-Net 2.1) has no `architecture`: the U-Net keys build the same
+    network (a ResidualEncoderUNet converted, as nnU-Net converts it, to a module path that
+    dynamic_network_architectures 0.4 does not have: found by name, as nnU-Net finds it)."""
+    root, net = trained_folder(tmp_path, old_plans=True, unet=unet)
     model = load_model(ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(root),
                                             "orientation": "SAR"}), "cpu")
     assert model.spec.divisor == 2
