@@ -73,7 +73,8 @@ class ModelSpec(Config):
     intensity: dict[str, Any] = field(default_factory=dict)  # {clip, mean, std} on physical values, or {zscore}
     divisor: int = 8  # patch sides must be multiples of this
     mirror_axes: tuple[int, ...] = ()  # test-time mirroring (nnU-Net's): model axes also predicted flipped
-    fold: int | str | None = None  # nnunet: fold_<fold>/checkpoint_final.pth (None: fold_0, else fold_all)
+    # nnunet: fold_<fold>/checkpoint_final.pth (None: fold_0, else fold_all); a list: their logits averaged
+    fold: int | str | tuple[int | str, ...] | None = None
     configuration: str | None = None  # nnunet: a configuration of plans.json (None: from the folder name)
     # the settings the entry gives (None: every one): a TorchScript archive's curator.json fills
     # only the others; not a setting itself (from_dict sets it, to_dict leaves it out)
@@ -103,6 +104,10 @@ class ModelSpec(Config):
             raise ConfigError("config_error", f"{where}: a model of kind nnunet needs `{missing}`",
                               remedy="point `path` at the nnU-Net result folder (Trainer__Plans__configuration)"
                               if missing == "path" else ORIENTATION_HELP)
+        if isinstance(self.fold, tuple) and (not self.fold or len(set(self.fold)) != len(self.fold)):
+            raise ConfigError("config_error", f"{where}: fold {list(self.fold)} is not a list of distinct folds",
+                              remedy="give one fold (0, 1, ... or all) or a list of distinct ones, whose logits "
+                              "are averaged (nnU-Net's five-fold ensemble: [0, 1, 2, 3, 4])")
         o = self.orientation
         if o is not None and (not isinstance(o, str) or len(o) != 3
                               or sorted("RLAPSI".find(c) // 2 for c in o.upper()) != [0, 1, 2]):  # -1: unknown

@@ -1,7 +1,8 @@
 """nnU-Net v2 result folders as ensemble members (``kind: nnunet``).
 
 A result folder (``Dataset.../nnUNetTrainer__nnUNetPlans__3d_fullres/``) holds ``plans.json``,
-``dataset.json`` and ``fold_N/checkpoint_final.pth``. From them curator fills the member's spec
+``dataset.json`` and ``fold_N/checkpoint_final.pth`` (``fold`` picks one, or lists several whose
+logits are averaged, as nnUNetPredictor's ``use_folds``). From them curator fills the member's spec
 (a setting the entry gives wins):
 
 * the network: ``configurations[cfg]["architecture"]`` of plans.json (older plans' U-Net keys
@@ -133,24 +134,30 @@ def architecture(cfg: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
 
 
-def checkpoint(spec: ModelSpec) -> Path:
-    """``fold_<fold>/checkpoint_final.pth`` (no ``fold``: fold_0, else fold_all)."""
+def checkpoints(spec: ModelSpec) -> list[Path]:
+    """``fold_<fold>/checkpoint_final.pth`` of each fold ``fold`` lists (no ``fold``: fold_0, else
+    fold_all)."""
     root = Path(str(spec.path))
+    if isinstance(spec.fold, (list, tuple)):
+        return [checkpoints(replace(spec, fold=f))[0] for f in spec.fold]
     folds = [spec.fold] if spec.fold is not None else [0, "all"]
     for f in folds:
         p = root / f"fold_{f}" / "checkpoint_final.pth"
         if p.is_file():
-            return p
+            return [p]
     have = sorted(p.parent.name for p in root.glob("fold_*/checkpoint_final.pth"))
     raise ConfigError("config_error", f"{_where(spec)}: no {' or '.join(f'fold_{f}' for f in folds)}/"
                       "checkpoint_final.pth", remedy=f"the folder has {have or 'no checkpoint'}: give `fold:` "
-                      "(a number or all) of one of them, or point `path` at the trained result folder")
+                      "(a number, all, or a list of folds to average) of them, or point `path` at the trained "
+                      "result folder")
 
 
 def files(spec: ModelSpec) -> dict[str, Path]:
     """The files a member reads, by role (their checksums make its fingerprint)."""
     root = Path(str(spec.path))
-    return {"plans.json": root / "plans.json", "dataset.json": root / "dataset.json", "checkpoint": checkpoint(spec)}
+    found = checkpoints(spec)
+    named = {"checkpoint": found[0]} if len(found) == 1 else {p.parent.name: p for p in found}
+    return {"plans.json": root / "plans.json", "dataset.json": root / "dataset.json", **named}
 
 
 def _from_model_axes(values: Any, transpose_forward: list[int]) -> tuple[Any, ...]:
@@ -226,9 +233,10 @@ def fill_spec(spec: ModelSpec) -> ModelSpec:
               "intensity": intensity, "divisor": math.gcd(*per_axis), "modalities": list(modalities)}
     entry = spec.to_dict()
     given = {k: v for k, v in entry.items() if spec.given is None or k in spec.given}
-    merged = {**entry, **filled, **given, "configuration": name, "fold": checkpoint(spec).parent.name[5:]}
-    if merged["fold"] != "all":
-        merged["fold"] = int(merged["fold"])
+    folds: list[int | str] = [p.parent.name[5:] for p in checkpoints(spec)]
+    folds = [f if f == "all" else int(f) for f in folds]
+    merged = {**entry, **filled, **given, "configuration": name,
+              "fold": folds if isinstance(spec.fold, (list, tuple)) else folds[0]}
     return replace(type(spec).from_dict(merged, where=f"model {spec.name}"), given=None)
 
 
@@ -272,6 +280,24 @@ def _moved_class(name: str) -> Any:
         if isinstance(found, type) and issubclass(found, nn.Module):
             return found
     return None
+
+
+class _FoldMean(nn.Module):
+    """Several folds' networks as one: the mean of their logits, as nnUNetPredictor averages the
+    folds' sliding-window logits (blending is linear, so per window is the same)."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        for net in self.nets:
+            out = net(x)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            total = out if total is None else total + out
+        assert total is not None
+        return total / len(self.nets)
 
 
 class _Transposed(nn.Module):
@@ -342,12 +368,16 @@ def network(spec: ModelSpec) -> nn.Module:
     channels = len(ds.get("channel_names") or ds.get("modality") or {})
     terms, activation = _terms(ds, spec)  # the folder's outputs, whatever terms the entry names
     outputs = len(terms) + (activation == "softmax")
-    net = cls(input_channels=channels, num_classes=outputs, **kwargs)
-    try:
-        net.load_state_dict(load_weights(checkpoint(spec), spec), strict=True)
-    except RuntimeError as e:
-        raise ConfigError("config_error", f"{_where(spec)}: the checkpoint does not fit the planned network: "
-                          f"{str(e)[:300]}", remedy="use the plans.json of the folder the checkpoint was trained "
-                          "in, and its configuration") from e
+    nets = []
+    for path in checkpoints(spec):
+        net = cls(input_channels=channels, num_classes=outputs, **kwargs)
+        try:
+            net.load_state_dict(load_weights(path, spec), strict=True)
+        except RuntimeError as e:
+            raise ConfigError("config_error", f"{_where(spec)}: {path.parent.name}'s checkpoint does not fit the "
+                              f"planned network: {str(e)[:300]}", remedy="use the plans.json of the folder the "
+                              "checkpoint was trained in, and its configuration") from e
+        nets.append(net)
+    net = nets[0] if len(nets) == 1 else _FoldMean(nets)
     tf = [int(a) for a in plans.get("transpose_forward", [0, 1, 2])]
     return net if tf == [0, 1, 2] else _Transposed(net, tf)

@@ -65,6 +65,11 @@ if __name__ == "__main__":
     os.makedirs(trainer.output_folder, exist_ok=True)
     trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
     folder = trainer.output_folder_base  # what on_train_start copies there
+    with torch.no_grad():  # a second fold: other weights
+        for p in trainer.network.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    os.makedirs(os.path.join(folder, "fold_1"))
+    trainer.save_checkpoint(os.path.join(folder, "fold_1", "checkpoint_final.pth"))
     for src, dst in (("nnUNetPlans.json", "plans.json"), ("dataset.json", "dataset.json"),
                      ("dataset_fingerprint.json", "dataset_fingerprint.json")):
         shutil.copyfile(os.path.join(pre, src), os.path.join(folder, dst))
@@ -88,6 +93,12 @@ if __name__ == "__main__":
     _, prob = predictor.predict_single_npy_array(one, {"spacing": props["spacing"]}, None, None, True)
     np.save(os.path.join(out, "probabilities_mirrored.npy"), prob)
     json.dump(list(predictor.allowed_mirroring_axes), open(os.path.join(out, "mirror_axes.json"), "w"))
+    folds = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                            perform_everything_on_device=False, device=torch.device("cpu"),
+                            verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    folds.initialize_from_trained_model_folder(folder, use_folds=(0, 1), checkpoint_name="checkpoint_final.pth")
+    _, prob = folds.predict_single_npy_array(one, {"spacing": props["spacing"]}, None, None, True)
+    np.save(os.path.join(out, "probabilities_folds.npy"), prob)
     print("RESULT", folder)
 """
 
@@ -135,9 +146,11 @@ def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path, st
     axes = json.loads((root / "mirror_axes.json").read_text())
     assert axes == [0, 1, 2]
     mirrored = load_model(ModelSpec.from_dict({**entry, "mirror_axes": axes}), "cpu")
+    folds = load_model(ModelSpec.from_dict({**entry, "fold": [0, 1]}), "cpu")  # nnU-Net's use_folds=(0, 1)
     p = model.spec.patch
-    for m, probs, img in ((model, "probabilities.npy", image),
-                          (mirrored, "probabilities_mirrored.npy", image[:p[0], :p[1], :p[2]])):
+    one = image[:p[0], :p[1], :p[2]]
+    for m, probs, img in ((model, "probabilities.npy", image), (mirrored, "probabilities_mirrored.npy", one),
+                          (folds, "probabilities_folds.npy", one)):
         expected = np.load(root / probs)  # (background + 3 terms, *nnU-Net's axes)
         diff, kept = _difference(m, img, expected)
         print(f"{probs}: max abs difference {diff[:, kept].max():.2e} (all voxels {diff.max():.2e}), mean "
@@ -147,8 +160,8 @@ def test_nnunet_member_matches_nnunet_predictor(nnunet_run: tuple[Path, Path, st
         # what remains is nnU-Net's float16 blend (logits near 10 to ~0.01); blending probabilities, or
         # curator's own Gaussian (centred at (p - 1) / 2), differed by up to 0.2 and 0.1 here
         assert diff[:, kept].max() < 1e-2 and diff.mean() < 1e-3
-    plain = _difference(model, image[:p[0], :p[1], :p[2]], np.load(root / "probabilities_mirrored.npy"))[0]
-    assert plain.max() > 0.05  # mirroring changes the output: a real check
+    for other in ("probabilities_mirrored.npy", "probabilities_folds.npy"):  # each changes the output: real checks
+        assert _difference(model, one, np.load(root / other))[0].max() > 0.05
 
 
 def _difference(model: LoadedModel, image: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -146,13 +146,14 @@ class Smuggled:
     """A class a checkpoint could pickle: weights_only must refuse it."""
 
 
-def _checkpoint(root: Path, weights: dict[str, torch.Tensor], extra: Any = None) -> None:
+def _checkpoint(root: Path, weights: dict[str, torch.Tensor], extra: Any = None, fold: str = "0") -> None:
     ck = {"network_weights": weights, "optimizer_state": {"state": {}, "param_groups": [{"lr": 0.01}]},
           "grad_scaler_state": None, "_best_ema": np.float64(0.25), "current_epoch": 1,
           "logging": {"train_losses": [np.float32(0.4)], "mean_fg_dice": [np.float64(0.3)], "lrs": [0.01]},
           "init_args": {"plans": {}, "configuration": "3d_fullres", "fold": 0, "device": torch.device("cpu")},
           "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1, 2), "extra": extra}
-    torch.save(ck, root / "fold_0" / "checkpoint_final.pth")
+    (root / f"fold_{fold}").mkdir(exist_ok=True)
+    torch.save(ck, root / f"fold_{fold}" / "checkpoint_final.pth")
 
 
 def trained_folder(tmp: Path, transpose: list[int] | None = None, old_plans: bool = False,
@@ -198,6 +199,33 @@ def test_network_and_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a network class"):
         load_model(ModelSpec.from_dict({"name": "nn3", "kind": "nnunet", "path": str(root), "orientation": "SAR"}),
                    "cpu")
+
+
+def test_folds_average_their_logits(tmp_path: Path) -> None:
+    """`fold: [0, 1]`: one member whose logits are the folds' mean (nnUNetPredictor's use_folds)."""
+    root, net0 = trained_folder(tmp_path)
+    net1 = type(net0)(input_channels=1, num_classes=3, deep_supervision=False, **{
+        **ARCH["arch_kwargs"], "conv_op": torch.nn.Conv3d, "norm_op": torch.nn.InstanceNorm3d, "dropout_op": None,
+        "nonlin": torch.nn.LeakyReLU}).eval()  # other random weights
+    _checkpoint(root, net1.state_dict(), fold="1")
+    entry = {"name": "nn", "kind": "nnunet", "path": str(root), "orientation": "SAR", "fold": [0, 1]}
+    model = load_model(ModelSpec.from_dict(entry), "cpu")
+    assert model.spec.fold == (0, 1)
+    x = torch.randn(1, 1, *model.spec.patch)
+    with torch.no_grad():
+        want = ((net0(x) + net1(x)) / 2).softmax(1)[:, 1:]
+        assert torch.allclose(model.predict(x), want, atol=1e-5)
+        assert not torch.allclose(model.predict(x), net0(x).softmax(1)[:, 1:], atol=1e-3)
+    spec = ModelSpec.from_dict(entry)
+    assert [p.parent.name for p in spec.files()[2:]] == ["fold_0", "fold_1"]
+    before = spec.fingerprint()
+    _checkpoint(root, net0.state_dict(), fold="1")  # fold 1 retrained: the member's cases re-run
+    assert spec.fingerprint() != before
+    with pytest.raises(ConfigError, match="fold_3"):
+        load_model(ModelSpec.from_dict({**entry, "fold": [0, 3]}), "cpu")
+    for bad in ([], [0, 0]):
+        with pytest.raises(ConfigError, match="fold"):
+            ModelSpec.from_dict({**entry, "fold": bad})
 
 
 def test_nnunet_members_blend_logits(tmp_path: Path) -> None:
