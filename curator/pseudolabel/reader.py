@@ -75,13 +75,10 @@ def network_input(raw: NDArray[Any], norm: dict[str, Any], intensity: dict[str, 
         if lo_hi:
             x = np.clip(x, *lo_hi)
         return ((x - np.float32(m)) / np.float32(s)).astype(np.float32)
-    x = np.asarray(raw, dtype=np.float32)
-    scale = float(norm.get("scale", 1.0))
-    if scale != 1.0 and not norm.get("applied"):
-        x = x * np.float32(scale)
-    clip, mean, std = _affine(norm)
     if norm.get("applied"):
-        return x
+        return np.asarray(raw, dtype=np.float32)
+    x = physical(raw, norm)
+    clip, mean, std = _affine(norm)
     if clip:
         x = np.clip(x, *clip)
     return ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)

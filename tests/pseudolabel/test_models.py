@@ -518,3 +518,17 @@ def test_mirror_axes_average_the_flipped_passes() -> None:
 def test_bad_mirror_axes_are_config_errors(axes: list[Any]) -> None:
     with pytest.raises(ConfigError, match="mirror_axes"):
         ModelSpec.from_dict({**SPEC, "mirror_axes": axes})
+
+
+@pytest.mark.parametrize(("norm", "expected"), [
+    ({"clip": [-100.0, 200.0], "mean": 50.0, "std": 100.0}, [-1.5, -1.5, -0.5, 1.0, 1.5]),  # the store's window
+    ({"clip": [-100.0, 200.0], "mean": 50.0, "std": 100.0, "scale": 2.0}, [-1.5, -1.5, -0.5, 1.5, 1.5]),
+    ({"clip": [-100.0, 200.0], "mean": 50.0, "std": 100.0, "applied": True}, [-500, -150, 0, 150, 900]),
+])
+def test_network_input_from_the_store_normalisation(norm: dict[str, Any], expected: list[float]) -> None:
+    """Without a model `intensity`, the store's own parameters: scale to physical values, clip to
+    the window, z-score; stored values already normalised (`applied`) go through as they are."""
+    from curator.pseudolabel.reader import network_input
+
+    stored = np.array([-500, -150, 0, 150, 900], np.int16).reshape(1, 1, 5)
+    np.testing.assert_allclose(network_input(stored, norm, {})[0, 0], expected, atol=1e-6)
