@@ -247,6 +247,15 @@ class CaseStore:
             return img.astype(np.float32) * np.float32(scale)
         return img
 
+    def outside_value(self, modality: str) -> float:
+        """What a voxel outside the store is taken to hold, in physical units: air (−1000 HU) for
+        CT, else the lower bound of the store's intensity window (0 without one), as the loader
+        pads a patch and a multi-channel export a channel."""
+        if modality.upper() == "CT":
+            return -1000.0
+        clip = (self.attrs.get("normalisation") or {}).get("clip")
+        return float(clip[0]) if clip else 0.0
+
     def body(self) -> NDArray[np.bool_] | None:
         return self.read("body").astype(bool) if self._has("body") else None
 

@@ -24,6 +24,10 @@ MissingOpt = Annotated[str | None, typer.Option(
                       "left out of the loss; the default) or background (learnt as absent)")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, help="cases written at once (processes); the "
                                          "export is the same whatever the number")]
+ChannelsOpt = Annotated[str | None, typer.Option(
+    "--channels", help="comma-separated sequences (cases.sequence) exported as the channels of one case per "
+                       "study (cases sharing a study_key), the first giving the grid and the label; a study "
+                       "lacking one is skipped")]
 LayersOpt = Annotated[str, typer.Option("--layers", help="label layers by priority, per term: the first that "
                                         "holds a term gives its label (add pseudo to export pseudo labels)")]
 
@@ -49,6 +53,10 @@ def _layers(text: str) -> tuple[str, ...]:
     return layers
 
 
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     export = typer.Typer(help="Export a release to nnU-Net v2 or MONAI.", no_args_is_help=True)
     app.add_typer(export, name="export")
@@ -61,7 +69,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                name: Annotated[str, typer.Option("--name", help="dataset name")] = "Curator",
                where: WhereOpt = "true",
                partial: PartialOpt = False, missing: MissingOpt = None, layers: LayersOpt = "original,revised",
-               with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1) -> None:
+               with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1,
+               channels: ChannelsOpt = None) -> None:
         """Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
         from curator.errors import ConfigError
         from curator.export import export_nnunet
@@ -76,7 +85,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         _summary(export_nnunet(release, out_root, dataset_id=dataset_id, name=name,
                                terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
                                partial=partial, layers=_layers(layers), duplicates=with_duplicates,
-                               qc_filter=qc_filter, missing=missing or "ignore", workers=workers))
+                               qc_filter=qc_filter, missing=missing or "ignore", workers=workers,
+                               channels=_names(channels)))
 
     @export.command("monai")
     @handle_errors

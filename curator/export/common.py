@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.errors import InputError, ReleaseError
+from curator.export.channels import onto
 from curator.io.formats import check_memory
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("curator")
 DEFAULT_LAYERS = ("original", "revised")
 # case_id, dataset and modality mean the same in every table joined: USING makes them plain names
-QUERY = """select case_id, dataset, modality, p.store, p.terms, {split} as split
+QUERY = """select case_id, dataset, modality, p.store, p.terms, {split} as split, c.sequence, c.study_key
 from preprocessed p join cases c using (case_id, dataset, modality) {join}
 where p.has_image and ({where}) order by case_id"""
 
@@ -43,6 +44,8 @@ class ExportCase:
     store: Path
     terms: list[str]
     split: str | None
+    sequence: str | None = None
+    study_key: str | None = None  # the sequences of one study share it
 
 
 @dataclass
@@ -67,6 +70,15 @@ class ExportReport:
         self.unknown.update(other.unknown)
         self.ignored.update(other.ignored)
 
+    def rename(self, names: Mapping[str, str]) -> None:
+        """Name the cases ``names`` maps (case id -> exported name) by their exported names."""
+        self.cases = [names.get(c, c) for c in self.cases]
+        self.images_only = [names.get(c, c) for c in self.images_only]
+        self.skipped = {names.get(k, k): v for k, v in self.skipped.items()}
+        self.overlaps = {names.get(k, k): v for k, v in self.overlaps.items()}
+        self.unknown = {names.get(k, k): v for k, v in self.unknown.items()}
+        self.ignored = {names.get(k, k): v for k, v in self.ignored.items()}
+
     def note_stand_ins(self, stand_ins: Mapping[str, str]) -> None:
         """Say which duplicate stands in for its group's kept member (it holds more of the terms)."""
         for kept, used in sorted(stand_ins.items()):
@@ -86,7 +98,7 @@ def select_cases(release: Release, where: str, view: TrainingView | None = None)
                      join="left join splits s using (case_id, dataset, modality)" if has_splits else "")
     rows = release.sql(q).fetchall()
     dropped = view.dropped_duplicates if view is not None else frozenset()
-    return [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5]) for r in rows
+    return [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5], r[6], r[7]) for r in rows
             if r[0] not in dropped]
 
 
@@ -149,10 +161,23 @@ def check_terms(held: Collection[str], terms: list[str], partial: bool) -> str |
     return None
 
 
+def _open(case: ExportCase, release: Release, report: ExportReport, skip_as: str) -> CaseStore | None:
+    """``case``'s store, its checksum checked; None when damaged (``report`` names ``skip_as``)."""
+    try:
+        return release.open_store(case.case_id)
+    except ReleaseError as e:
+        report.skipped[skip_as] = f"{e.detail} (`curator verify {release.path}` lists what changed)"
+        report.notes.append(f"{case.case_id} was left out: {e.detail}; restore the release from an intact "
+                            f"copy (`curator verify {release.path}` lists the files that changed)")
+        log.warning("%s: %s; the case is left out of the export", e.path, e.detail)
+        return None
+
+
 def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, label: Path,
                report: ExportReport, layers: Sequence[str] = DEFAULT_LAYERS,
                view: TrainingView | None = None, release: Release | None = None,
-               image_only: bool = False, ignore: int | None = None) -> list[str] | None:
+               image_only: bool = False, ignore: int | None = None,
+               channels: Sequence[tuple[ExportCase, Path]] = ()) -> list[str] | None:
     """Write one case's image and label map; the terms it holds, or None (``report`` says why).
     A label ``view`` excludes (QC) counts as not held; ``release`` (when given) checks the store
     against its checksum first — a damaged store is skipped, named in ``report`` — and its
@@ -161,23 +186,24 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     returns ``[]``): a test image to run inference on, not a label claiming the terms absent.
     With ``partial`` a case's unknown terms (not annotated by its dataset; ``report.unknown``) are
     background, or with ``ignore`` mark the voxels they make unknown with that code
-    (:func:`label_map`; ``report.ignored``)."""
+    (:func:`label_map`; ``report.ignored``).
+
+    ``channels``: other cases (sequences of ``case``'s study) and where their images go, each
+    placed on ``case``'s grid (:func:`curator.export.channels.onto`); the case is skipped when
+    one of their stores is damaged (:mod:`curator.export.channels`)."""
     if release is not None:
-        try:
-            store = release.open_store(case.case_id)
-        except ReleaseError as e:
-            report.skipped[case.case_id] = f"{e.detail} (`curator verify {release.path}` lists what changed)"
-            report.notes.append(f"{case.case_id} was left out: {e.detail}; restore the release from an intact "
-                                f"copy (`curator verify {release.path}` lists the files that changed)")
-            log.warning("%s: %s; the case is left out of the export", e.path, e.detail)
+        opened = [_open(c, release, report, case.case_id) for c in [case, *(c for c, _ in channels)]]
+        if any(s is None for s in opened):
             return None
+        store, others = opened[0], opened[1:]
         tax: Taxonomy = release.taxonomy
     else:
         from curator.taxonomy import load_taxonomy
 
-        store, tax = CaseStore(case.store), load_taxonomy()
+        store, others, tax = CaseStore(case.store), [CaseStore(c.store) for c, _ in channels], load_taxonomy()
+    assert store is not None
     try:  # a store of a release from elsewhere may declare any size: read whole below, it must fit
-        check_memory(float(np.prod(store.image.shape, dtype=np.float64)) * (8 + len(terms)),
+        check_memory(float(np.prod(store.image.shape, dtype=np.float64)) * (8 + len(terms) + 4 * len(channels)),
                      f"the store {tuple(store.image.shape)} of case {case.case_id}", str(store.path))
     except InputError as e:
         report.skipped[case.case_id] = e.detail
@@ -191,14 +217,21 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     # its partitions (left + right kidney make the kidneys), as PatchDataset builds it
     use = {t: term_parts(t, parts[t], held, tax) for t in terms}
     why = check_terms({t for t in terms if use[t]}, terms, partial)
-    if why and image_only:
-        save_nifti(image, store.physical_image(), store.geometry)
-        report.images_only.append(case.case_id)
-        return []
-    if why:
+    if why and not image_only:
         report.skipped[case.case_id] = why
         return None
     save_nifti(image, store.physical_image(), store.geometry)
+    for (other, path), got in zip(channels, others, strict=True):
+        assert got is not None
+        array, resampled = onto(got.physical_image, got.geometry, store.geometry,
+                                got.outside_value(other.modality))
+        save_nifti(path, array, store.geometry)
+        if resampled:
+            report.notes.append(f"{other.case_id} was resampled linearly onto the grid of {case.case_id} "
+                                "(its spacing or direction differs)")
+    if why:
+        report.images_only.append(case.case_id)
+        return []
     labels, overlap, ignored = label_map(store, terms, held, use, ignore=ignore, anatomy=parts)
     save_nifti(label, labels, store.geometry)
     if overlap:
@@ -220,6 +253,7 @@ class CaseJob:
     image: Path
     label: Path
     image_only: bool = False
+    channels: tuple[tuple[ExportCase, Path], ...] = ()  # other sequences of the study, on case's grid
 
 
 @dataclass(frozen=True)
@@ -247,7 +281,7 @@ def _write_job(job: CaseJob, view: TrainingView) -> tuple[list[str] | None, Expo
     shared: _Shared = _WORKER["shared"]
     report = ExportReport(job.image.parent)
     present = write_case(job.case, shared.terms, shared.partial, job.image, job.label, report, shared.layers, view,
-                         _WORKER["release"], image_only=job.image_only, ignore=shared.ignore)
+                         _WORKER["release"], image_only=job.image_only, ignore=shared.ignore, channels=job.channels)
     return present, report
 
 
@@ -261,7 +295,7 @@ def write_cases(release: Release, jobs: Sequence[CaseJob], terms: list[str], par
     ``if __name__ == "__main__":`` guard."""
     if workers <= 1 or len(jobs) <= 1:
         return [write_case(j.case, terms, partial, j.image, j.label, report, layers, view, release,
-                           image_only=j.image_only, ignore=ignore) for j in jobs]
+                           image_only=j.image_only, ignore=ignore, channels=j.channels) for j in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool

@@ -16,6 +16,10 @@ term the missing one lies in (a liver tumour is never outside the liver). A term
 annotates but the case lacks (no tumour) is background: a true negative. ``missing="background"``
 writes unknown terms as background instead (nnU-Net then learns "absent" where nobody looked).
 
+With ``channels`` (sequence names), the sequences of each study are the channels of one case
+(``<name>_0000`` .. ``_000k`` in that order; ``channel_names`` "CT" for CT, else the sequence), on
+the first one's grid, with its labels (:mod:`curator.export.channels`).
+
 >>> # export_nnunet("releases/demo/0.1.0", "nnUNet_raw", dataset_id=501, name="DemoLiver",
 >>> #               terms=["liver", "spleen"], where="modality = 'CT'")
 """
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator.errors import ConfigError, ReleaseError
+from curator.export.channels import Study, channel_names, check_channels, group_studies
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
@@ -38,7 +43,7 @@ MISSING = ("ignore", "background")  # what a --partial export writes where a cas
 def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int, name: str, terms: list[str],
                   where: str = "true", partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS,
                   duplicates: bool = False, qc_filter: bool = True, missing: str = "ignore",
-                  workers: int = 1) -> ExportReport:
+                  workers: int = 1, channels: Sequence[str] | None = None) -> ExportReport:
     """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr (imagesTs, labelsTs),
     dataset.json and splits_final.json.
 
@@ -51,6 +56,9 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     image without labels), goes to ``imagesTs`` without a ``labelsTs`` file, for inference.
     ``duplicates`` / ``qc_filter``: see :func:`curator.release.training.training_view`.
     ``workers``: cases written at once (processes; the export is the same whatever the number).
+    ``channels``: export each study (cases sharing a study_key) as one case with these sequences
+    as its channels, the first the reference grid and label (:mod:`curator.export.channels`);
+    a study lacking one of them is skipped (``report.skipped``, under the name it would have had).
     """
     if missing not in MISSING:
         raise ConfigError("config_error", f"missing={missing!r}: give one of {', '.join(MISSING)}")
@@ -63,11 +71,26 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     check_request(rel, terms, layers)
     view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     cases = select_cases(rel, where, view)
-    modalities = sorted({c.modality for c in cases})
-    if len(modalities) > 1:
-        raise ConfigError("config_error", f"the selection mixes modalities {modalities}; nnU-Net needs one "
-                          "channel meaning", remedy="add e.g. modality = 'CT' to --where")
-    folder = Path(out_root) / f"Dataset{dataset_id:03d}_{name}"
+    report = ExportReport(Path(out_root) / f"Dataset{dataset_id:03d}_{name}")
+    if channels is not None:
+        check_channels(channels, cases)
+        studies = group_studies(cases, channels, report)
+        if not studies:
+            raise ReleaseError("release_error", f"no selected study has a case of each of {', '.join(channels)}",
+                               path=str(rel.path), remedy="check --channels and --where against the cases' "
+                               "sequence and study_key: " + "; ".join(f"{k}: {v}" for k, v in
+                                                                       list(report.skipped.items())[:5]))
+        cases = [s.cases[0] for s in studies]
+        names = channel_names(studies, channels)
+    else:
+        studies = [Study(c.case_id, (c,)) for c in cases]
+        modalities = sorted({c.modality for c in cases})
+        if len(modalities) > 1:
+            raise ConfigError("config_error", f"the selection mixes modalities {modalities}; nnU-Net needs one "
+                              "channel meaning", remedy="add e.g. modality = 'CT' to --where (or export the "
+                              "sequences of each study as channels: --channels)")
+        names = {"0": "CT" if modalities == ["CT"] else modalities[0] if modalities else "CT"}
+    folder = report.folder
     taken = sorted(p.name for p in Path(out_root).glob(f"Dataset{dataset_id:03d}_*")) if Path(out_root).is_dir() else []
     if taken:
         raise ReleaseError("release_error", f"nnU-Net dataset id {dataset_id} is taken by {', '.join(taken)}",
@@ -79,18 +102,20 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                            + (f": every case it selects{left_out} is in the release's test split" if cases else ""),
                            path=str(rel.path), remedy="widen --where: nnU-Net trains on the cases outside the "
                                                       "release's test split")
-    report = ExportReport(folder)
     report.note_stand_ins(view.stand_ins)
     ignore = len(terms) + 1 if partial and missing == "ignore" else None
     with staged_dir(folder) as staging:  # a failed export leaves no folder to take the id
         split_of: dict[str, str | None] = {}
-        jobs = [CaseJob(c, staging / f"images{tr}" / f"{c.case_id}_0000.nii.gz",
-                        staging / f"labels{tr}" / f"{c.case_id}.nii.gz", image_only=tr == "Ts")  # for inference
-                for c in cases for tr in ["Ts" if c.split == "test" else "Tr"]]
-        for c, present in zip(cases, write_cases(rel, jobs, terms, partial, report, layers, view, ignore=ignore,
-                                                 workers=workers), strict=True):
+        jobs = [CaseJob(s.cases[0], staging / f"images{tr}" / f"{s.name}_0000.nii.gz",
+                        staging / f"labels{tr}" / f"{s.name}.nii.gz", image_only=tr == "Ts",  # for inference
+                        channels=tuple((c, staging / f"images{tr}" / f"{s.name}_{k:04d}.nii.gz")
+                                       for k, c in enumerate(s.cases[1:], start=1)))
+                for s in studies for tr in ["Ts" if s.cases[0].split == "test" else "Tr"]]
+        for s, present in zip(studies, write_cases(rel, jobs, terms, partial, report, layers, view, ignore=ignore,
+                                                   workers=workers), strict=True):
             if present is not None:
-                split_of[c.case_id] = c.split
+                split_of[s.name] = s.cases[0].split
+        report.rename({s.cases[0].case_id: s.name for s in studies})
         training = [c for c in report.cases if split_of[c] != "test"]
         if not training:
             raise ReleaseError("release_error", f"no training case holds every term {terms}", path=str(rel.path),
@@ -100,7 +125,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
             labels["ignore"] = len(terms) + 1
         _note_unknown(report, terms, split_of, missing)
         atomic_write_json(staging / "dataset.json", {
-            "channel_names": {"0": "CT" if modalities == ["CT"] else modalities[0]},
+            "channel_names": names,
             "labels": labels,
             "numTraining": len(training), "file_ending": ".nii.gz",
             "name": name, "description": f"exported by curator from {rel.info.get('collection')} "
@@ -122,6 +147,9 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
             "test_images_without_labels": report.images_only,
             "partial": {"missing": missing if partial else None, "ignore_label": labels.get("ignore"),
                         "unknown_terms": report.unknown, "ignored_voxels": report.ignored},
+            "channels": None if channels is None else {  # each exported case's channels: source case ids
+                "sequences": list(channels), "cases": {s.name: [c.case_id for c in s.cases] for s in studies
+                                                       if s.name in split_of}},
             "left_out_duplicates": sorted(view.dropped_duplicates),
             "qc_filter": qc_filter}, indent=1)
     return report

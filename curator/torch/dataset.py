@@ -325,7 +325,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             image[...] = (low - norm["mean"]) / norm["std"]  # what air (or the darkest tissue) becomes
             image[pad] = normalise(store.read("image", box), norm)
         else:  # physical units (HU for CT): air outside a CT
-            image[...] = -1000.0 if str(case["modality"]).upper() == "CT" else low
+            image[...] = store.outside_value(str(case["modality"]))
             image[pad] = store.physical_image(box)
         masks: NDArray[np.uint8] | None = None
         present = np.zeros(len(self.terms), dtype=bool)

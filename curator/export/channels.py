@@ -1,0 +1,139 @@
+"""Multi-channel exports: the sequences of one study (BraTS t1n/t1c/t2w/t2f, prostate T2 + ADC,
+CT + PET) as the channels of one exported case.
+
+Curator ingests each sequence as its own case; the sequences of one study share a ``study_key``.
+With ``channels=[a, b, ...]`` the selected cases are grouped by study_key and a study is exported
+when it has exactly one selected case of each listed sequence (others are skipped, with a reason).
+The exported case is named after the first channel's case id without its ``__<sequence>`` suffix
+(``BraTS__00001__t1n`` -> ``BraTS__00001``; the case id itself when it has no such suffix).
+
+The first channel is the reference: its store's grid (shape + affine) is every channel's and the
+label's grid, and its labels are exported. Each store was cropped to its own body, so the other
+channels are placed on that grid through the stores' affines: an integer voxel shift (the usual
+case: same spacing and direction) copies the stored values exactly; any other grid is resampled
+linearly (the export notes which). Voxels outside a channel's own store get the value the loader
+pads with (:meth:`curator.store.CaseStore.outside_value`: −1000 HU for CT, else the lower bound
+of the store's intensity window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.errors import ConfigError
+from curator.io.volume import Geometry
+
+if TYPE_CHECKING:  # common writes the channels with onto()
+    from curator.export.common import ExportCase, ExportReport
+
+Box = tuple[slice, slice, slice]
+
+
+@dataclass(frozen=True)
+class Study:
+    """One exported case: ``cases[k]`` is channel ``k`` (``cases[0]`` the reference)."""
+
+    name: str
+    cases: tuple[ExportCase, ...]
+
+
+def check_channels(channels: Sequence[str], cases: Sequence[ExportCase]) -> None:
+    """Refuse an empty or repeated channel list, and a sequence no selected case has."""
+    have = sorted({c.sequence for c in cases if c.sequence})
+    if not channels or len(set(channels)) != len(channels):
+        raise ConfigError("config_error", f"channels {list(channels)}: give each sequence once",
+                          remedy=f"the selected cases' sequences: {', '.join(have) or 'none'}")
+    unknown = [s for s in channels if s not in have]
+    if unknown:
+        raise ConfigError("config_error", f"no selected case has the sequence {', '.join(unknown)}",
+                          remedy=f"give some of the selected cases' sequences: {', '.join(have) or 'none'} "
+                                 "(cases.sequence; widen --where if they are left out)")
+
+
+def group_studies(cases: Sequence[ExportCase], channels: Sequence[str],
+                  report: ExportReport) -> list[Study]:
+    """The studies holding one selected case per channel, in case order; the others go to
+    ``report.skipped`` (cases of other sequences are not selected and not reported)."""
+    by_key: dict[str, dict[str, list[ExportCase]]] = {}
+    for c in cases:
+        if c.sequence is None or c.sequence not in channels:
+            continue
+        if c.study_key is None:
+            report.skipped[c.case_id] = "has no study_key: its study's other sequences are unknown"
+            continue
+        by_key.setdefault(c.study_key, {}).setdefault(c.sequence, []).append(c)
+    studies: list[Study] = []
+    names: set[str] = set()
+    for seqs in by_key.values():
+        first = min((c for cs in seqs.values() for c in cs), key=lambda c: c.case_id)
+        name = study_name(seqs[channels[0]][0]) if channels[0] in seqs else first.case_id
+        lacking = [s for s in channels if s not in seqs]
+        twice = {s: [c.case_id for c in cs] for s, cs in seqs.items() if len(cs) > 1}
+        if lacking or twice:
+            report.skipped[name] = (f"its study has no {', '.join(lacking)} case (selected: "
+                                    f"{', '.join(s for s in channels if s in seqs)})" if lacking else
+                                    "its study has several cases of one sequence: "
+                                    + "; ".join(f"{s}: {', '.join(ids)}" for s, ids in twice.items()))
+            continue
+        ref = seqs[channels[0]][0]
+        if name in names:  # a name two studies would share: the reference case id is unique
+            name = ref.case_id
+        names.add(name)
+        studies.append(Study(name, tuple(seqs[s][0] for s in channels)))
+    return sorted(studies, key=lambda s: s.cases[0].case_id)
+
+
+def study_name(ref: ExportCase) -> str:
+    """``ref``'s case id without its ``__<sequence>`` suffix (the case id when it has none)."""
+    suffix = f"__{ref.sequence}"
+    return ref.case_id[:-len(suffix)] if ref.sequence and ref.case_id.endswith(suffix) else ref.case_id
+
+
+def channel_names(studies: Sequence[Study], channels: Sequence[str]) -> dict[str, str]:
+    """dataset.json's ``channel_names``: "CT" for a CT channel (nnU-Net's CTNormalization), the
+    sequence name otherwise (per-image z-score). One channel's cases must share a modality."""
+    out = {}
+    for k, seq in enumerate(channels):
+        mods = sorted({s.cases[k].modality for s in studies})
+        if len(mods) > 1:
+            raise ConfigError("config_error", f"channel {k} ({seq}) mixes modalities {mods}; nnU-Net needs one "
+                              "meaning per channel", remedy="narrow --where (e.g. to one dataset)")
+        out[str(k)] = "CT" if mods == ["CT"] else seq
+    return out
+
+
+def onto(read: Callable[[Box | None], NDArray[Any]], src: Geometry, ref: Geometry,
+         fill: float) -> tuple[NDArray[Any], bool]:
+    """The image ``read`` gives on grid ``src`` placed on grid ``ref`` (voxels outside it:
+    ``fill``), and whether it was resampled. An integer voxel shift between the grids copies the
+    values exactly (reading only the overlap); other grids are interpolated linearly (float32)."""
+    m = np.linalg.inv(src.matrix) @ ref.matrix  # ref voxel index -> src voxel index
+    shift = np.rint(m[:3, 3])
+    if np.allclose(m[:3, :3], np.eye(3), atol=1e-4) and np.allclose(m[:3, 3], shift, atol=1e-3):
+        lo = [max(0, -int(t)) for t in shift]  # the overlap, in ref indices
+        hi = [min(n, s - int(t)) for n, s, t in zip(ref.shape, src.shape, shift, strict=True)]
+        box: Box = tuple(slice(a + int(t), b + int(t)) for a, b, t in zip(lo, hi, shift, strict=True))  # type: ignore[assignment]
+        got = read(box) if all(b > a for a, b in zip(lo, hi, strict=True)) else None
+        dtype = np.dtype(np.float32) if got is None or not _holds(got.dtype, fill) else got.dtype
+        out = np.full(ref.shape, fill, dtype=dtype)
+        if got is not None:
+            out[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = got
+        return out, False
+    from scipy.ndimage import affine_transform
+
+    image = read(None).astype(np.float32)
+    return affine_transform(image, m[:3, :3], offset=m[:3, 3], output_shape=ref.shape, order=1,
+                            mode="constant", cval=fill, output=np.float32), True
+
+
+def _holds(dtype: np.dtype[Any], value: float) -> bool:
+    """Whether ``dtype`` holds ``value`` exactly."""
+    if not np.issubdtype(dtype, np.integer):
+        return True
+    info = np.iinfo(dtype)
+    return value == round(value) and info.min <= value <= info.max

@@ -1,0 +1,145 @@
+"""Multi-channel nnU-Net exports (``channels=[...]`` / ``--channels``): the sequences of one study
+as the channels of one case, each on the first sequence's store grid, as nnU-Net's own
+BraTS / MSD converters write them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from curator.errors import ConfigError
+from curator.export import export_nnunet
+from curator.export.channels import onto
+from curator.io.volume import Geometry
+from curator.preprocess.terms import term_id
+from curator.store import CaseStore
+from tests.preprocess.conftest import MultiSeq
+from tests.preprocess.test_export import NNUNET_CHECK, _client, _files, _run
+
+TERMS = [term_id("kidney"), term_id("kidney tumor")]
+STUDIES = ("TinyBrats__study0", "TinyBrats__study1")
+
+
+@pytest.fixture(scope="module")
+def export(multiseq: MultiSeq, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("nnunet_channels")
+    rep = export_nnunet(multiseq.release, out, dataset_id=520, name="TinyBrats", terms=TERMS,
+                        channels=["t1c", "t2f"])
+    assert rep.cases == list(STUDIES)
+    return rep.folder
+
+
+def _store(multiseq: MultiSeq, case_id: str) -> CaseStore:
+    return CaseStore(multiseq.release / "stores" / f"{case_id}.zarr")
+
+
+def test_one_case_per_study_with_its_sequences_as_channels(export: Path) -> None:
+    assert sorted(p.relative_to(export).as_posix() for p in export.rglob("*.nii.gz")) == [
+        f"imagesTr/{s}_{k:04d}.nii.gz" for s in STUDIES for k in (0, 1)] + [f"labelsTr/{s}.nii.gz" for s in STUDIES]
+    ds = json.loads((export / "dataset.json").read_text())
+    assert ds["channel_names"] == {"0": "t1c", "1": "t2f"} and ds["numTraining"] == 2
+    record = json.loads((export / "curator_export.json").read_text())
+    assert record["channels"] == {"sequences": ["t1c", "t2f"], "cases": {
+        s: [f"{s}__t1c", f"{s}__t2f"] for s in STUDIES}}
+
+
+def test_a_study_without_every_sequence_is_skipped_with_a_reason(export: Path) -> None:
+    record = json.loads((export / "curator_export.json").read_text())
+    assert record["skipped"] == {"TinyBrats__study2": "its study has no t2f case (selected: t1c)"}
+    assert not list(export.rglob("TinyBrats__study2*"))
+
+
+def test_each_channel_is_on_the_label_grid_with_the_stored_values(export: Path, multiseq: MultiSeq) -> None:
+    """Study 0's t2f store was cropped to its own body (another shape and origin than its t1c's):
+    its channel holds the stored values at the same physical positions, and the loader's fill
+    value where the t2f store does not reach."""
+    first, second = _store(multiseq, "TinyBrats__study0__t1c"), _store(multiseq, "TinyBrats__study0__t2f")
+    assert first.geometry.shape != second.geometry.shape and first.geometry.origin != second.geometry.origin
+    filled = 0
+    for study in STUDIES:
+        label = nib.load(export / "labelsTr" / f"{study}.nii.gz")
+        ref = _store(multiseq, f"{study}__t1c")
+        assert np.allclose(label.affine, ref.geometry.matrix) and label.shape == ref.geometry.shape
+        assert np.array_equal(np.asarray(label.dataobj) == 2, ref.mask(term_id("kidney tumor")))
+        for k, seq in enumerate(("t1c", "t2f")):
+            img = nib.load(export / "imagesTr" / f"{study}_{k:04d}.nii.gz")
+            assert img.shape == label.shape and np.allclose(img.affine, label.affine)
+            got, src = np.asarray(img.dataobj), _store(multiseq, f"{study}__{seq}")
+            # each exported voxel's index in the source store, through the two affines
+            idx = np.indices(got.shape).reshape(3, -1)
+            where = np.linalg.inv(src.geometry.matrix) @ img.affine @ np.vstack([idx, np.ones((1, idx.shape[1]))])
+            pos = np.rint(where[:3]).astype(int)
+            assert np.allclose(where[:3], pos, atol=1e-4)
+            inside = np.all((pos >= 0) & (pos < np.array(src.geometry.shape)[:, None]), axis=0)
+            stored = src.physical_image()
+            assert img.get_data_dtype() == stored.dtype  # copied, not resampled (float32)
+            assert np.array_equal(got.reshape(-1)[inside], stored[tuple(pos[:, inside])])
+            assert np.all(got.reshape(-1)[~inside] == src.outside_value("MR"))
+            filled += int((~inside).sum())
+    assert filled > 0  # study 0's t2f store does not cover its t1c grid
+
+
+def test_an_unknown_sequence_is_refused_naming_the_selection_s(multiseq: MultiSeq, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no selected case has the sequence t1n") as e:
+        export_nnunet(multiseq.release, tmp_path, dataset_id=521, name="Bad", terms=TERMS, channels=["t1c", "t1n"])
+    assert "t1c, t2f" in str(e.value)
+    from curator.cli import app
+
+    res = CliRunner().invoke(app, ["export", "nnunet", str(multiseq.release), "--terms", ",".join(TERMS),
+                                   "--out", str(tmp_path), "--id", "521", "--channels", "t1c,t2x"])
+    assert res.exit_code != 0 and "t2x" in res.output + (res.stderr or "")
+    assert not list(tmp_path.glob("Dataset521_*"))
+
+
+def test_the_cli_exports_channels_and_two_workers_write_the_same_files(multiseq: MultiSeq, export: Path,
+                                                                        tmp_path: Path) -> None:
+    from curator.cli import app
+
+    res = CliRunner().invoke(app, ["export", "nnunet", str(multiseq.release), "--terms", ",".join(TERMS),
+                                   "--out", str(tmp_path), "--id", "520", "--name", "TinyBrats",
+                                   "--channels", "t1c, t2f", "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    assert _files(tmp_path / "Dataset520_TinyBrats") == _files(export)
+
+
+def test_nnunet_accepts_the_multichannel_export(export: Path) -> None:
+    python = _client("nnunetv2")
+    assert "INTEGRITY OK" in _run(python, NNUNET_CHECK, str(export))
+
+
+def test_a_grid_that_is_no_voxel_shift_is_resampled_linearly() -> None:
+    """A channel of another spacing: linear interpolation, exact for a linear ramp inside its grid."""
+    ref = Geometry.from_affine((12, 10, 6), np.diag([1.0, 1.0, 2.0, 1.0]))
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])
+    coarse[:3, 3] = (1.0, -1.0, 0.0)
+    src = Geometry.from_affine((5, 6, 3), coarse)
+    ijk = np.indices(src.shape).reshape(3, -1)
+    xyz = (src.matrix @ np.vstack([ijk, np.ones((1, ijk.shape[1]))]))[:3]
+    ramp = (3.0 * xyz[0] - 2.0 * xyz[1] + 5.0 * xyz[2] + 7.0).reshape(src.shape).astype(np.float32)
+    out, resampled = onto(lambda box: ramp if box is None else ramp[box], src, ref, fill=-5.0)
+    assert resampled and out.shape == ref.shape and out.dtype == np.float32
+    ijk = np.indices(ref.shape).reshape(3, -1)
+    world = ref.matrix @ np.vstack([ijk, np.ones((1, ijk.shape[1]))])
+    at = (np.linalg.inv(src.matrix) @ world)[:3]
+    inside = np.all((at >= 0) & (at <= np.array(src.shape)[:, None] - 1), axis=0)
+    want = 3.0 * world[0] - 2.0 * world[1] + 5.0 * world[2] + 7.0
+    assert inside.sum() > 50 and np.allclose(out.reshape(-1)[inside], want[inside], atol=1e-4)
+    far = np.any((at < -1) | (at > np.array(src.shape)[:, None]), axis=0)
+    assert far.sum() > 50 and np.all(out.reshape(-1)[far] == -5.0)
+
+
+def test_a_voxel_shift_copies_the_values_and_fills_outside() -> None:
+    rng = np.random.default_rng(0)
+    src = Geometry.from_affine((6, 5, 4), np.diag([2.0, 2.0, 3.0, 1.0]))
+    shifted = np.diag([2.0, 2.0, 3.0, 1.0])
+    shifted[:3, 3] = (-4.0, 2.0, 0.0)  # ref voxel (i, j, k) is source voxel (i - 2, j + 1, k)
+    ref = Geometry.from_affine((6, 5, 4), shifted)
+    image = rng.integers(-100, 100, src.shape).astype(np.int16)
+    out, resampled = onto(lambda box: image if box is None else image[box], src, ref, fill=-7.0)
+    assert not resampled and out.dtype == np.int16
+    assert np.array_equal(out[2:, :4], image[:4, 1:]) and np.all(out[:2] == -7) and np.all(out[:, 4] == -7)
