@@ -93,10 +93,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def monai(release: ReleaseArg, terms: TermsOpt,
               out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
               where: WhereOpt = "true", layers: LayersOpt = "original,revised", partial: PartialOpt = False,
-              with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1) -> None:
+              with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1,
+              channels: ChannelsOpt = None) -> None:
         """Write NIfTI images/labels and a Decathlon-style datalist.json for MONAI."""
         from curator.export import export_monai
 
         _summary(export_monai(release, out_dir, terms=[t.strip() for t in terms.split(",") if t.strip()],
                               where=where, layers=_layers(layers), partial=partial,
-                              duplicates=with_duplicates, qc_filter=qc_filter, workers=workers))
+                              duplicates=with_duplicates, qc_filter=qc_filter, workers=workers,
+                              channels=_names(channels)))

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from curator.errors import ConfigError
+from curator.errors import ConfigError, ReleaseError
 from curator.io.volume import Geometry
 
 if TYPE_CHECKING:  # common writes the channels with onto()
@@ -40,6 +41,23 @@ class Study:
 
     name: str
     cases: tuple[ExportCase, ...]
+
+
+def studies_of(cases: Sequence[ExportCase], channels: Sequence[str] | None, report: ExportReport,
+               release: Path) -> tuple[list[Study], dict[str, str]]:
+    """The studies to export and their channel names (dataset.json's ``channel_names``); without
+    ``channels`` each case is its own single-channel study."""
+    if channels is None:
+        modalities = sorted({c.modality for c in cases})
+        return [Study(c.case_id, (c,)) for c in cases], {"0": "CT" if modalities == ["CT"] else
+                                                         modalities[0] if modalities else "CT"}
+    check_channels(channels, cases)
+    studies = group_studies(cases, channels, report)
+    if not studies:
+        raise ReleaseError("release_error", f"no selected study has a case of each of {', '.join(channels)}",
+                           path=str(release), remedy="check --channels and --where against the cases' sequence "
+                           "and study_key: " + "; ".join(f"{k}: {v}" for k, v in list(report.skipped.items())[:5]))
+    return studies, channel_names(studies, channels)
 
 
 def check_channels(channels: Sequence[str], cases: Sequence[ExportCase]) -> None:

@@ -13,6 +13,11 @@ loaders do not read ``present``: mask the loss with it (per term, e.g. sigmoid o
 model learns the unannotated terms as absent. A test case lacking one (an official test image
 without labels) is listed under ``test`` with its image only, as the Decathlon's own test lists
 are, for inference.
+
+With ``channels`` (sequence names) each study is one entry whose ``image`` lists its channels'
+files (``images/<name>_0000.nii.gz`` ..., in that order: MONAI's ``LoadImaged`` stacks them as
+channels), every one on the first channel's grid, with its label (:mod:`curator.export.channels`);
+the datalist's ``channel_names`` name them, each entry's ``channels`` lists its source cases.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator.errors import ReleaseError
+from curator.export.channels import studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
@@ -31,9 +37,10 @@ KEYS = {"train": "training", "val": "validation", "test": "test", None: "trainin
 
 def export_monai(release: str | Path, out: str | Path, *, terms: list[str], where: str = "true",
                  partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS, duplicates: bool = False,
-                 qc_filter: bool = True, workers: int = 1) -> ExportReport:
+                 qc_filter: bool = True, workers: int = 1, channels: Sequence[str] | None = None) -> ExportReport:
     """Write ``<out>/images``, ``<out>/labels`` and ``<out>/datalist.json`` (paths relative to ``out``);
-    ``workers``: cases written at once (processes; the export is the same whatever the number)."""
+    ``workers``: cases written at once (processes; the export is the same whatever the number);
+    ``channels``: the sequences of each study as one entry's channels (see the module)."""
     rel = Release(release)
     folder = Path(out)
     check_outside_releases(folder, "the export", rel.path)
@@ -45,24 +52,31 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     report.note_stand_ins(view.stand_ins)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
-        cases = select_cases(rel, where, view)
-        jobs = [CaseJob(c, staging / "images" / f"{c.case_id}.nii.gz", staging / "labels" / f"{c.case_id}.nii.gz",
-                        image_only=c.split == "test")  # an unlabelled test image is listed for inference, without a label
-                for c in cases]
-        for c, present in zip(cases, write_cases(rel, jobs, terms, partial, report, layers, view, workers=workers),
+        studies, names = studies_of(select_cases(rel, where, view), channels, report, rel.path)
+        image = {s.name: [f"images/{s.name}_{k:04d}.nii.gz" for k in range(len(s.cases))] if channels is not None
+                 else [f"images/{s.name}.nii.gz"] for s in studies}
+        jobs = [CaseJob(s.cases[0], staging / image[s.name][0], staging / "labels" / f"{s.name}.nii.gz",
+                        image_only=s.cases[0].split == "test",  # an unlabelled test image is listed for inference
+                        channels=tuple((c, staging / f) for c, f in zip(s.cases[1:], image[s.name][1:], strict=True)))
+                for s in studies]
+        for s, present in zip(studies, write_cases(rel, jobs, terms, partial, report, layers, view, workers=workers),
                               strict=True):
+            c = s.cases[0]
             if present is not None:
-                label = {} if c.case_id in report.images_only else {"label": f"labels/{c.case_id}.nii.gz"}
+                label = {} if c.case_id in report.images_only else {"label": f"labels/{s.name}.nii.gz"}
                 lists[KEYS.get(c.split, "training")].append({
-                    "image": f"images/{c.case_id}.nii.gz", **label,
-                    "case_id": c.case_id, "dataset": c.dataset, "modality": c.modality,
+                    "image": image[s.name] if channels is not None else image[s.name][0], **label,
+                    "case_id": s.name, "dataset": c.dataset, **({"modality": c.modality} if channels is None else {
+                        "modality": [x.modality for x in s.cases], "channels": [x.case_id for x in s.cases]}),
                     "present": present})
+        report.rename({s.cases[0].case_id: s.name for s in studies})
         if not report.cases:
             raise ReleaseError("release_error", f"no case holds every term {terms}", path=str(rel.path),
                                remedy="check --terms against `store_terms`, or pass --partial")
         atomic_write_json(staging / "datalist.json", {
             "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
             "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},
+            **({"channel_names": names} if channels is not None else {}),
             **{k: v for k, v in lists.items() if v or k == "training"}}, indent=1)
     if report.unknown:
         lacking = sorted({t for ts in report.unknown.values() for t in ts}, key=terms.index)

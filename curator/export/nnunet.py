@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator.errors import ConfigError, ReleaseError
-from curator.export.channels import Study, channel_names, check_channels, group_studies
+from curator.export.channels import studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
@@ -72,24 +72,13 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     cases = select_cases(rel, where, view)
     report = ExportReport(Path(out_root) / f"Dataset{dataset_id:03d}_{name}")
-    if channels is not None:
-        check_channels(channels, cases)
-        studies = group_studies(cases, channels, report)
-        if not studies:
-            raise ReleaseError("release_error", f"no selected study has a case of each of {', '.join(channels)}",
-                               path=str(rel.path), remedy="check --channels and --where against the cases' "
-                               "sequence and study_key: " + "; ".join(f"{k}: {v}" for k, v in
-                                                                       list(report.skipped.items())[:5]))
-        cases = [s.cases[0] for s in studies]
-        names = channel_names(studies, channels)
-    else:
-        studies = [Study(c.case_id, (c,)) for c in cases]
-        modalities = sorted({c.modality for c in cases})
-        if len(modalities) > 1:
-            raise ConfigError("config_error", f"the selection mixes modalities {modalities}; nnU-Net needs one "
-                              "channel meaning", remedy="add e.g. modality = 'CT' to --where (or export the "
-                              "sequences of each study as channels: --channels)")
-        names = {"0": "CT" if modalities == ["CT"] else modalities[0] if modalities else "CT"}
+    modalities = sorted({c.modality for c in cases})
+    if channels is None and len(modalities) > 1:
+        raise ConfigError("config_error", f"the selection mixes modalities {modalities}; nnU-Net needs one "
+                          "channel meaning", remedy="add e.g. modality = 'CT' to --where (or export the "
+                          "sequences of each study as channels: --channels)")
+    studies, names = studies_of(cases, channels, report, rel.path)
+    cases = [s.cases[0] for s in studies]
     folder = report.folder
     taken = sorted(p.name for p in Path(out_root).glob(f"Dataset{dataset_id:03d}_*")) if Path(out_root).is_dir() else []
     if taken:

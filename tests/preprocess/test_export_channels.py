@@ -143,3 +143,39 @@ def test_a_voxel_shift_copies_the_values_and_fills_outside() -> None:
     out, resampled = onto(lambda box: image if box is None else image[box], src, ref, fill=-7.0)
     assert not resampled and out.dtype == np.int16
     assert np.array_equal(out[2:, :4], image[:4, 1:]) and np.all(out[:2] == -7) and np.all(out[:, 4] == -7)
+
+
+MONAI_CHANNELS_CHECK = """
+import sys
+from monai.data import load_decathlon_datalist
+from monai.transforms import LoadImaged
+items = load_decathlon_datalist(sys.argv[1], True, "training")
+for x in items:
+    d = LoadImaged(keys=["image", "label"], ensure_channel_first=True)(x)
+    print("CASE", x["case_id"], tuple(d["image"].shape), tuple(d["label"].shape))
+"""
+
+
+def test_monai_lists_each_study_s_channels_on_the_label_grid(multiseq: MultiSeq, export: Path,
+                                                            tmp_path: Path) -> None:
+    """The MONAI export writes the nnU-Net export's images (same channels, same bytes), listed
+    per study as ``image: [channel files]``."""
+    from curator.export import export_monai
+
+    rep = export_monai(multiseq.release, tmp_path / "monai", terms=TERMS, channels=["t1c", "t2f"])
+    assert rep.cases == list(STUDIES) and set(rep.skipped) == {"TinyBrats__study2"}
+    data = json.loads((tmp_path / "monai" / "datalist.json").read_text())
+    assert data["channel_names"] == {"0": "t1c", "1": "t2f"}
+    assert [(e["case_id"], e["image"], e["label"], e["channels"], e["modality"]) for e in data["training"]] == [
+        (s, [f"images/{s}_0000.nii.gz", f"images/{s}_0001.nii.gz"], f"labels/{s}.nii.gz",
+         [f"{s}__t1c", f"{s}__t2f"], ["MR", "MR"]) for s in STUDIES]
+    for s in STUDIES:
+        for k in (0, 1):
+            assert (tmp_path / "monai" / "images" / f"{s}_{k:04d}.nii.gz").read_bytes() == \
+                (export / "imagesTr" / f"{s}_{k:04d}.nii.gz").read_bytes()
+        assert (tmp_path / "monai" / "labels" / f"{s}.nii.gz").read_bytes() == \
+            (export / "labelsTr" / f"{s}.nii.gz").read_bytes()
+    python = _client("monai")
+    out = _run(python, MONAI_CHANNELS_CHECK, str(tmp_path / "monai" / "datalist.json"))
+    shape = nib.load(export / "labelsTr" / f"{STUDIES[0]}.nii.gz").shape
+    assert f"CASE {STUDIES[0]} {(2, *shape)} {(1, *shape)}" in out
