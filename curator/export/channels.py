@@ -60,6 +60,14 @@ def studies_of(cases: Sequence[ExportCase], channels: Sequence[str] | None, repo
     return studies, channel_names(studies, channels)
 
 
+def note_resampled(report: ExportReport) -> None:
+    """Say which channels were interpolated (their grid is no voxel shift of their reference's)."""
+    if report.resampled:
+        report.notes.append(f"{len(report.resampled)} channels were resampled linearly onto their study's first "
+                            f"channel's grid (another spacing or direction): {', '.join(report.resampled[:10])}"
+                            + (" ..." if len(report.resampled) > 10 else ""))
+
+
 def check_channels(channels: Sequence[str], cases: Sequence[ExportCase]) -> None:
     """Refuse an empty or repeated channel list, and a sequence no selected case has."""
     have = sorted({c.sequence for c in cases if c.sequence})

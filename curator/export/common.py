@@ -59,6 +59,7 @@ class ExportReport:
     # case id -> requested terms its dataset does not annotate (exported with --partial: unknown there)
     unknown: dict[str, list[str]] = field(default_factory=dict)
     ignored: dict[str, int] = field(default_factory=dict)  # case id -> voxels written as the ignore label
+    resampled: list[str] = field(default_factory=list)  # channel cases interpolated onto their study's grid
 
     def merge(self, other: ExportReport) -> None:
         """Add what ``other`` (one case's report, from a worker) says."""
@@ -69,6 +70,7 @@ class ExportReport:
         self.images_only.extend(other.images_only)
         self.unknown.update(other.unknown)
         self.ignored.update(other.ignored)
+        self.resampled.extend(other.resampled)
 
     def rename(self, names: Mapping[str, str]) -> None:
         """Name the cases ``names`` maps (case id -> exported name) by their exported names."""
@@ -227,8 +229,7 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
                                 got.outside_value(other.modality))
         save_nifti(path, array, store.geometry)
         if resampled:
-            report.notes.append(f"{other.case_id} was resampled linearly onto the grid of {case.case_id} "
-                                "(its spacing or direction differs)")
+            report.resampled.append(other.case_id)
     if why:
         report.images_only.append(case.case_id)
         return []

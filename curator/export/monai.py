@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator.errors import ReleaseError
-from curator.export.channels import studies_of
+from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
@@ -70,6 +70,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
                         "modality": [x.modality for x in s.cases], "channels": [x.case_id for x in s.cases]}),
                     "present": present})
         report.rename({s.cases[0].case_id: s.name for s in studies})
+        note_resampled(report)
         if not report.cases:
             raise ReleaseError("release_error", f"no case holds every term {terms}", path=str(rel.path),
                                remedy="check --terms against `store_terms`, or pass --partial")

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator.errors import ConfigError, ReleaseError
-from curator.export.channels import studies_of
+from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
@@ -105,6 +105,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
             if present is not None:
                 split_of[s.name] = s.cases[0].split
         report.rename({s.cases[0].case_id: s.name for s in studies})
+        note_resampled(report)
         training = [c for c in report.cases if split_of[c] != "test"]
         if not training:
             raise ReleaseError("release_error", f"no training case holds every term {terms}", path=str(rel.path),
@@ -138,7 +139,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                         "unknown_terms": report.unknown, "ignored_voxels": report.ignored},
             "channels": None if channels is None else {  # each exported case's channels: source case ids
                 "sequences": list(channels), "cases": {s.name: [c.case_id for c in s.cases] for s in studies
-                                                       if s.name in split_of}},
+                                                       if s.name in split_of}, "resampled": report.resampled},
             "left_out_duplicates": sorted(view.dropped_duplicates),
             "qc_filter": qc_filter}, indent=1)
     return report

@@ -45,7 +45,7 @@ def test_one_case_per_study_with_its_sequences_as_channels(export: Path) -> None
     assert ds["channel_names"] == {"0": "t1c", "1": "t2f"} and ds["numTraining"] == 2
     record = json.loads((export / "curator_export.json").read_text())
     assert record["channels"] == {"sequences": ["t1c", "t2f"], "cases": {
-        s: [f"{s}__t1c", f"{s}__t2f"] for s in STUDIES}}
+        s: [f"{s}__t1c", f"{s}__t2f"] for s in STUDIES}, "resampled": []}
 
 
 def test_a_study_without_every_sequence_is_skipped_with_a_reason(export: Path) -> None:
@@ -179,3 +179,19 @@ def test_monai_lists_each_study_s_channels_on_the_label_grid(multiseq: MultiSeq,
     out = _run(python, MONAI_CHANNELS_CHECK, str(tmp_path / "monai" / "datalist.json"))
     shape = nib.load(export / "labelsTr" / f"{STUDIES[0]}.nii.gz").shape
     assert f"CASE {STUDIES[0]} {(2, *shape)} {(1, *shape)}" in out
+
+
+def test_a_study_with_a_damaged_channel_store_is_skipped(multiseq: MultiSeq, tmp_path: Path) -> None:
+    """A chunk of study 0's t2f store changed on disk: the study is left out, named with the
+    reason; the other study is exported."""
+    import shutil
+
+    rel = tmp_path / "rel"
+    shutil.copytree(multiseq.release, rel)
+    chunk = next(p for p in sorted((rel / "stores" / "TinyBrats__study0__t2f.zarr" / "image").rglob("*"))
+                 if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes() + b"x")
+    rep = export_nnunet(rel, tmp_path / "out", dataset_id=522, name="Damaged", terms=TERMS, channels=["t1c", "t2f"])
+    assert rep.cases == ["TinyBrats__study1"] and set(rep.skipped) == {"TinyBrats__study0", "TinyBrats__study2"}
+    assert "TinyBrats__study0__t2f" in rep.skipped["TinyBrats__study0"]
+    assert not list(rep.folder.rglob("TinyBrats__study0*"))
