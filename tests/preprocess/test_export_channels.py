@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from curator.errors import ConfigError
 from curator.export import export_nnunet
-from curator.export.channels import onto
+from curator.export.channels import onto, studies_of
+from curator.export.common import ExportCase, ExportReport
 from curator.io.volume import Geometry
 from curator.preprocess.terms import term_id
 from curator.store import CaseStore
@@ -195,3 +196,28 @@ def test_a_study_with_a_damaged_channel_store_is_skipped(multiseq: MultiSeq, tmp
     assert rep.cases == ["TinyBrats__study1"] and set(rep.skipped) == {"TinyBrats__study0", "TinyBrats__study2"}
     assert "TinyBrats__study0__t2f" in rep.skipped["TinyBrats__study0"]
     assert not list(rep.folder.rglob("TinyBrats__study0*"))
+
+
+def _case(case_id: str, modality: str, sequence: str | None, study: str | None) -> ExportCase:
+    return ExportCase(case_id, case_id.split("__")[0], modality, Path(f"{case_id}.zarr"), [], "train", sequence, study)
+
+
+def test_ct_and_pet_channels_are_named_as_nnunet_normalises_them() -> None:
+    """HECKTOR-like: CT + PET of one study; a CT channel is "CT" (CTNormalization), the other its
+    sequence (z-score). A case without study_key and a study with two PET cases are skipped."""
+    cases = [_case("H__p1__ct", "CT", "ct", "s1"), _case("H__p1__pet", "PT", "pet", "s1"),
+             _case("H__p2__ct", "CT", "ct", "s2"), _case("H__p2__pet", "PT", "pet", "s2"),
+             _case("H__p3__ct", "CT", "ct", None), _case("H__p4__ct", "CT", "ct", "s4"),
+             _case("H__p4__pet", "PT", "pet", "s4"), _case("H__p4__pet2", "PT", "pet", "s4")]
+    report = ExportReport(Path("out"))
+    studies, names = studies_of(cases, ["ct", "pet"], report, Path("rel"))
+    assert names == {"0": "CT", "1": "pet"}
+    assert [(s.name, [c.case_id for c in s.cases]) for s in studies] == [
+        ("H__p1", ["H__p1__ct", "H__p1__pet"]), ("H__p2", ["H__p2__ct", "H__p2__pet"])]
+    assert report.skipped == {"H__p3__ct": "has no study_key: its study's other sequences are unknown",
+                              "H__p4": "its study has several cases of one sequence: pet: H__p4__pet, H__p4__pet2"}
+    with pytest.raises(ConfigError, match=r"channel 1 \(pet\) mixes modalities \['MR', 'PT'\]"):
+        studies_of([*cases[:3], _case("H__p2__pet", "MR", "pet", "s2")], ["ct", "pet"], ExportReport(Path("o")),
+                   Path("rel"))
+    with pytest.raises(ConfigError, match="give each sequence once"):
+        studies_of(cases, ["ct", "ct"], ExportReport(Path("o")), Path("rel"))
