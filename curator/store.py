@@ -248,13 +248,16 @@ class CaseStore:
         return img
 
     def outside_value(self, modality: str) -> float:
-        """What a voxel outside the store is taken to hold, in physical units: air (−1000 HU) for
-        CT, else the lower bound of the store's intensity window (0 without one), as the loader
-        pads a patch and a multi-channel export a channel."""
+        """What a voxel outside the store is taken to hold, in physical units, as the loader pads
+        a patch and a multi-channel export a channel: air (−1000 HU) for CT; for MR and PET the
+        background, 0 (the lower bound of the store's intensity window if that is negative) — its
+        normalised value is the window's lower bound, what the loader's normalised patches pad with.
+        (The lower bound itself, the darkest 0.5 % of the body, made a bright frame in MR exports,
+        counted by nnU-Net's nonzero mask.)"""
         if modality.upper() == "CT":
             return -1000.0
         clip = (self.attrs.get("normalisation") or {}).get("clip")
-        return float(clip[0]) if clip else 0.0
+        return min(0.0, float(clip[0])) if clip else 0.0
 
     def body(self) -> NDArray[np.bool_] | None:
         return self.read("body").astype(bool) if self._has("body") else None

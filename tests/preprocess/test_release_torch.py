@@ -18,7 +18,7 @@ from curator.store import CaseStore, store_sha256
 from curator.taxonomy import load_taxonomy
 from curator.testing.releases import reseal
 from curator.torch import PatchDataset
-from tests.preprocess.conftest import Tiny
+from tests.preprocess.conftest import MultiSeq, Tiny
 
 
 def test_release_holds_linked_stores_with_checksums(tiny: Tiny) -> None:
@@ -463,11 +463,14 @@ def test_the_default_split_is_train(tiny_copy) -> None:  # type: ignore[no-untyp
     assert len(PatchDataset(tiny_copy, split=None, **args).cases) == 5  # type: ignore[arg-type]
 
 
-def test_padding_outside_the_volume_is_air(tiny: Tiny) -> None:
-    """A patch reaching past the volume: −1000 HU in physical units (0 HU was a water border),
-    the window's lower bound once normalised."""
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_padding_outside_the_volume_is_air(tiny: Tiny, multiseq: MultiSeq, modality: str) -> None:
+    """A patch reaching past the volume: −1000 HU in physical units for CT (0 HU was a water border),
+    0 for MR (its background: the window's lower bound was a bright frame), the window's lower
+    bound once normalised."""
+    release, term = (tiny.release, "liver") if modality == "CT" else (multiseq.release, "kidney")
     for normalise in (False, True):
-        ds = PatchDataset(tiny.release, terms=[term_id("liver")], patch_size=(64, 64, 8), normalise=normalise)
+        ds = PatchDataset(release, terms=[term_id(term)], patch_size=(96, 96, 8), normalise=normalise)
         item = ds[0]
         img = item["image"][0].numpy()
         shape = tuple(next(c["shape"] for c in ds.cases if c["case_id"] == item["case_id"]))
@@ -476,9 +479,11 @@ def test_padding_outside_the_volume_is_air(tiny: Tiny) -> None:
         outside = np.ones(ds.patch, bool)
         outside[inside] = False
         assert outside.any()
-        store = CaseStore(tiny.release / "stores" / f"{item['case_id']}.zarr")
+        store = CaseStore(release / "stores" / f"{item['case_id']}.zarr")
         norm = store.attrs["normalisation"]
-        want = -1000.0 if not normalise else (norm["clip"][0] - norm["mean"]) / norm["std"]
+        assert norm["clip"][0] > 0 or modality == "CT"  # an MR window above 0: padding with it differs
+        want = ({"CT": -1000.0, "MR": 0.0}[modality] if not normalise
+                else (norm["clip"][0] - norm["mean"]) / norm["std"])
         assert np.allclose(img[outside], want)
 
 
