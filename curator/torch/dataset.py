@@ -36,12 +36,14 @@ from curator.release.training import (
     with_parts,
 )
 from curator.store import CaseStore
+from curator.store_reader import Box
+from curator.torch.channels import studies
 from curator.torch.sampling import case_weights, item_rng, patch_start, repeat_factor
 
 log = logging.getLogger("curator")
 
 # case_id, dataset and modality mean the same in both tables: USING makes them plain names
-QUERY = """select case_id, dataset, modality, p.store, p.shape
+QUERY = """select case_id, dataset, modality, p.store, p.shape{channels}
 from preprocessed p join cases c using (case_id, dataset, modality) {join} where p.has_image and ({where}){splits}
 order by case_id"""
 
@@ -90,6 +92,17 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     The shard files read stay open (a file descriptor each) up to a quarter of the process's
     ``ulimit -n`` whatever ``max_open`` and the release size
     (:func:`curator.store_reader.open_shard_limit`), so workers train under a limit of 256.
+
+    ``channels=["t1n", "t1c", "t2w", "t2f"]`` stacks a multi-sequence study's sequences (one case
+    each, linked by ``study_key``) as the channels of ``image`` ``(C, *patch)``: the selected cases
+    are grouped by study, a study is an item when it has one selected case of each sequence. The
+    first sequence's case is the reference — its grid, masks, ``present``, prompts, sampling
+    weight and foreground, and ``case_id`` — and each other channel is read from its own store at
+    the same physical position (each store is cropped to its own body: its grid is the
+    reference's shifted by whole voxels), normalised with its own parameters and filled as above
+    where its store does not reach; ``channel_ids`` lists the channels' case ids. Studies lacking
+    a sequence, or whose grids are not whole-voxel shifts of each other (another spacing or
+    direction: not resampled), are left out with a warning (``left_out``: study -> why).
     """
 
     def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",
@@ -98,7 +111,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                  foreground_fraction: float = 0.67, term_weights: dict[str, float] | None = None,
                  balance: bool = True, repeat: bool = True, samples_per_epoch: int | None = None,
                  seed: int = 0, normalise: bool = True, max_open: int = 64, duplicates: bool = False,
-                 qc_filter: bool = True, labelled_only: bool = True, verify: bool = True) -> None:
+                 qc_filter: bool = True, labelled_only: bool = True, verify: bool = True,
+                 channels: Sequence[str] | None = None) -> None:
         self.release = release if isinstance(release, Release) else Release(release)
         self.root = self.release.path
         self.terms = _names("terms", terms)
@@ -138,7 +152,9 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         for keeper, used in sorted(self.view.stand_ins.items()):
             log.info("PatchDataset: %s stands in for its duplicate %s (it holds more of the terms)", used, keeper)
         join = "left join splits s using (case_id, dataset, modality)" if "splits" in names else ""
-        matched = self.release.sql(QUERY.format(where=where, splits=splits, join=join)).fetchall()
+        self.channels = None if channels is None else _names("channels", channels)
+        extra = "" if self.channels is None else ", c.sequence, c.study_key, p.affine"
+        matched = self.release.sql(QUERY.format(where=where, splits=splits, join=join, channels=extra)).fetchall()
         cases = [c for c in matched if c[0] not in self.view.dropped_duplicates]
         if not cases:
             raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}" if not matched else
@@ -148,6 +164,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                "pass duplicates=True to keep them, or select the kept copies")
         self.cases = [{"case_id": c[0], "dataset": c[1], "modality": c[2], "store": c[3], "shape": list(c[4])}
                       for c in cases]
+        self.left_out: dict[str, str] = {}  # with channels: study (its first case id) -> why it is not used
+        if self.channels is not None:
+            self._studies([{**case, "sequence": c[5], "study_key": c[6], "affine": list(c[7])}
+                           for case, c in zip(self.cases, cases, strict=True)], where)
         tax = self.release.taxonomy  # the release's own (a custom taxonomy's terms and parts)
         self._parts = {t: with_parts(tax, t) for t in self.terms}
         self._prompts = {m: [tax.prompt(t, m) if t in tax else f"({m.lower()}) {t.replace('_', ' ')}"
@@ -170,6 +190,25 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         # read grew by every location array of the release (all terms, all layers) over epochs
         self._locs: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._pid = os.getpid()
+
+    def _studies(self, cases: list[dict[str, Any]], where: str) -> None:
+        """Items become studies: ``self.cases`` the reference cases (the first channel), each with
+        its other channels' cases and their voxel shifts (:func:`curator.torch.channels.studies`)."""
+        assert self.channels is not None
+        refs, self.left_out = studies(cases, self.channels)
+        if self.left_out:
+            log.warning("PatchDataset: %d stud%s left out of channels %s: %s", len(self.left_out),
+                        "y" if len(self.left_out) == 1 else "ies", self.channels,
+                        "; ".join(f"{k}: {v}" for k, v in sorted(self.left_out.items())[:10])
+                        + (" ..." if len(self.left_out) > 10 else ""))
+        if not refs:
+            raise ReleaseError("release_error", f"no study WHERE {where} has a case of each of {self.channels}",
+                               path=str(self.root), remedy="check channels, where and split against the cases' "
+                               "sequence and study_key")
+        for c in (c for ref in refs for c in [ref, *ref["channels"]]):
+            for key in ("sequence", "study_key", "affine"):
+                c.pop(key)
+        self.cases = refs
 
     def _split_filter(self, split: str | Sequence[str], names: list[str]) -> str:
         wanted = _names("split", split) if not isinstance(split, str) else [split]
@@ -316,17 +355,13 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         shape = tuple(case["shape"])
         centre = self._location(rng, case) if rng.random() < self.fg else None
         start = patch_start(rng, shape, self.patch, centre)
-        box = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch, shape, strict=True))
-        pad = tuple(slice(b.start - s, b.stop - s) for b, s in zip(box, start, strict=True))
-        norm = store.attrs.get("normalisation")
-        image = np.empty(self.patch, dtype=np.float32)
-        low = float(norm["clip"][0]) if norm and norm.get("clip") else 0.0
-        if self.normalise and norm:
-            image[...] = (low - norm["mean"]) / norm["std"]  # what air (or the darkest tissue) becomes
-            image[pad] = normalise(store.read("image", box), norm)
-        else:  # physical units (HU for CT): air outside a CT
-            image[...] = store.outside_value(str(case["modality"]))
-            image[pad] = store.physical_image(box)
+        box, pad = _window(start, self.patch, shape)
+        chans = case.get("channels", ())
+        image = np.empty((1 + len(chans), *self.patch), dtype=np.float32)
+        self._image(image[0], store, case["modality"], box, pad)
+        for k, ch in enumerate(chans, 1):  # the same physical position in each channel's store
+            self._image(image[k], self._store(ch), ch["modality"],
+                        *_window([s + t for s, t in zip(start, ch["shift"], strict=True)], self.patch, ch["shape"]))
         masks: NDArray[np.uint8] | None = None
         present = np.zeros(len(self.terms), dtype=bool)
         held = usable_terms(store, self._parts, self.layers, self.view.labels_excluded(case["case_id"]),
@@ -349,9 +384,33 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                     masks[i][pad] = got[k] if n == 1 else got[k:k + n].any(axis=0)
                 k += n
         modality = case["modality"]
-        return {"image": torch.from_numpy(image[None]), "masks": torch.from_numpy(masks),
+        item = {"image": torch.from_numpy(image), "masks": torch.from_numpy(masks),
                 "present": torch.from_numpy(present), "prompts": list(self._prompts[modality]),
                 "case_id": case["case_id"], "start": torch.tensor(start)}
+        if self.channels is not None:
+            item["channel_ids"] = [case["case_id"], *(ch["case_id"] for ch in chans)]
+        return item
+
+    def _image(self, out: NDArray[np.float32], store: CaseStore, modality: str, box: Box, pad: Box) -> None:
+        """Fill ``out`` with ``store``'s image inside ``box`` (at ``pad``), normalised with the
+        store's own parameters (or in physical units); outside the store what air becomes."""
+        norm = store.attrs.get("normalisation")
+        low = float(norm["clip"][0]) if norm and norm.get("clip") else 0.0
+        inside = all(b.stop > b.start for b in box)  # a channel's store may miss the patch entirely
+        if self.normalise and norm:
+            out[...] = (low - norm["mean"]) / norm["std"]  # what air (or the darkest tissue) becomes
+            if inside:
+                out[pad] = normalise(store.read("image", box), norm)
+        else:  # physical units (HU for CT): air outside a CT
+            out[...] = store.outside_value(str(modality))
+            if inside:
+                out[pad] = store.physical_image(box)
+
+
+def _window(start: Sequence[int], patch: Sequence[int], shape: Sequence[int]) -> tuple[Box, Box]:
+    """The part of a grid of ``shape`` a patch at ``start`` covers, and where it goes in the patch."""
+    box = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, patch, shape, strict=True))
+    return box, tuple(slice(b.start - s, b.stop - s) for b, s in zip(box, start, strict=True))
 
 
 def _names(what: str, value: str | Sequence[str]) -> list[str]:
