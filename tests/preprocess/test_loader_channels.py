@@ -58,7 +58,7 @@ def test_each_channel_holds_its_store_at_the_reference_patch_s_position(multiseq
     assert t1c.geometry.shape != t2f.geometry.shape and t1c.geometry.origin != t2f.geometry.origin
     assert t1c.attrs["normalisation"] != t2f.attrs["normalisation"]
     ds = _ds(multiseq, normalise=normalised)
-    filled = inside_seen = 0
+    filled = inside_seen = 0  # t2f voxels filled where the t1c store holds the body / read from the t2f store
     for i in range(len(ds)):
         item = ds[i]
         assert item["image"].shape == (2, *PATCH) and item["image"].dtype == torch.float32
@@ -67,6 +67,7 @@ def test_each_channel_holds_its_store_at_the_reference_patch_s_position(multiseq
         assert item["case_id"] == f"{study}__t1c" and item["channel_ids"] == [item["case_id"], f"{study}__t2f"]
         ref = _store(multiseq, item["case_id"])
         start = item["start"].tolist()
+        in_ref = None
         for k, cid in enumerate(item["channel_ids"]):
             src = _store(multiseq, cid)
             norm = src.attrs["normalisation"]
@@ -74,8 +75,10 @@ def test_each_channel_holds_its_store_at_the_reference_patch_s_position(multiseq
             fill = (norm["clip"][0] - norm["mean"]) / norm["std"] if normalised else 0.0  # MR background
             want, inside = _at(src, ref, start, values, fill)
             assert np.allclose(item["image"][k].numpy(), want, rtol=0, atol=1e-6), (i, cid)
-            if k:
-                filled += int((~inside).sum())
+            if not k:
+                in_ref = inside
+            else:
+                filled += int((in_ref & ~inside).sum())
                 inside_seen += int(inside.sum())
         box = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, PATCH, ref.geometry.shape))
         want_masks = np.zeros((len(TERMS), *PATCH), dtype=bool)
