@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from curator.errors import ConfigError, ReleaseError
 from curator.io.volume import Geometry
+from curator.release.studies import check_channels, group_studies, voxel_shift
 
 if TYPE_CHECKING:  # common writes the channels with onto()
     from curator.export.common import ExportCase, ExportReport
@@ -52,7 +53,7 @@ def studies_of(cases: Sequence[ExportCase], channels: Sequence[str] | None, repo
         return [Study(c.case_id, (c,)) for c in cases], {"0": "CT" if modalities == ["CT"] else
                                                          modalities[0] if modalities else "CT"}
     check_channels(channels, cases)
-    studies = group_studies(cases, channels, report)
+    studies = [Study(name, members) for name, members in group_studies(cases, channels, report.skipped)]
     if not studies:
         raise ReleaseError("release_error", f"no selected study has a case of each of {', '.join(channels)}",
                            path=str(release), remedy="check --channels and --where against the cases' sequence "
@@ -66,58 +67,6 @@ def note_resampled(report: ExportReport) -> None:
         report.notes.append(f"{len(report.resampled)} channels were resampled linearly onto their study's first "
                             f"channel's grid (another spacing or direction): {', '.join(report.resampled[:10])}"
                             + (" ..." if len(report.resampled) > 10 else ""))
-
-
-def check_channels(channels: Sequence[str], cases: Sequence[ExportCase]) -> None:
-    """Refuse an empty or repeated channel list, and a sequence no selected case has."""
-    have = sorted({c.sequence for c in cases if c.sequence})
-    if not channels or len(set(channels)) != len(channels):
-        raise ConfigError("config_error", f"channels {list(channels)}: give each sequence once",
-                          remedy=f"the selected cases' sequences: {', '.join(have) or 'none'}")
-    unknown = [s for s in channels if s not in have]
-    if unknown:
-        raise ConfigError("config_error", f"no selected case has the sequence {', '.join(unknown)}",
-                          remedy=f"give some of the selected cases' sequences: {', '.join(have) or 'none'} "
-                                 "(cases.sequence; widen --where if they are left out)")
-
-
-def group_studies(cases: Sequence[ExportCase], channels: Sequence[str],
-                  report: ExportReport) -> list[Study]:
-    """The studies holding one selected case per channel, in case order; the others go to
-    ``report.skipped`` (cases of other sequences are not selected and not reported)."""
-    by_key: dict[str, dict[str, list[ExportCase]]] = {}
-    for c in cases:
-        if c.sequence is None or c.sequence not in channels:
-            continue
-        if c.study_key is None:
-            report.skipped[c.case_id] = "has no study_key: its study's other sequences are unknown"
-            continue
-        by_key.setdefault(c.study_key, {}).setdefault(c.sequence, []).append(c)
-    studies: list[Study] = []
-    names: set[str] = set()
-    for seqs in by_key.values():
-        first = min((c for cs in seqs.values() for c in cs), key=lambda c: c.case_id)
-        name = study_name(seqs[channels[0]][0]) if channels[0] in seqs else first.case_id
-        lacking = [s for s in channels if s not in seqs]
-        twice = {s: [c.case_id for c in cs] for s, cs in seqs.items() if len(cs) > 1}
-        if lacking or twice:
-            report.skipped[name] = (f"its study has no {', '.join(lacking)} case (selected: "
-                                    f"{', '.join(s for s in channels if s in seqs)})" if lacking else
-                                    "its study has several cases of one sequence: "
-                                    + "; ".join(f"{s}: {', '.join(ids)}" for s, ids in twice.items()))
-            continue
-        ref = seqs[channels[0]][0]
-        if name in names:  # a name two studies would share: the reference case id is unique
-            name = ref.case_id
-        names.add(name)
-        studies.append(Study(name, tuple(seqs[s][0] for s in channels)))
-    return sorted(studies, key=lambda s: s.cases[0].case_id)
-
-
-def study_name(ref: ExportCase) -> str:
-    """``ref``'s case id without its ``__<sequence>`` suffix (the case id when it has none)."""
-    suffix = f"__{ref.sequence}"
-    return ref.case_id[:-len(suffix)] if ref.sequence and ref.case_id.endswith(suffix) else ref.case_id
 
 
 def channel_names(studies: Sequence[Study], channels: Sequence[str]) -> dict[str, str]:
@@ -138,9 +87,8 @@ def onto(read: Callable[[Box | None], NDArray[Any]], src: Geometry, ref: Geometr
     """The image ``read`` gives on grid ``src`` placed on grid ``ref`` (voxels outside it:
     ``fill``), and whether it was resampled. An integer voxel shift between the grids copies the
     values exactly (reading only the overlap); other grids are interpolated linearly (float32)."""
-    m = np.linalg.inv(src.matrix) @ ref.matrix  # ref voxel index -> src voxel index
-    shift = np.rint(m[:3, 3])
-    if np.allclose(m[:3, :3], np.eye(3), atol=1e-4) and np.allclose(m[:3, 3], shift, atol=1e-3):
+    shift = voxel_shift(ref.matrix, src.matrix)  # ref voxel i is src voxel i + shift
+    if shift is not None:
         lo = [max(0, -int(t)) for t in shift]  # the overlap, in ref indices
         hi = [min(n, s - int(t)) for n, s, t in zip(ref.shape, src.shape, shift, strict=True)]
         box: Box = tuple(slice(a + int(t), b + int(t)) for a, b, t in zip(lo, hi, shift, strict=True))  # type: ignore[assignment]
@@ -152,6 +100,7 @@ def onto(read: Callable[[Box | None], NDArray[Any]], src: Geometry, ref: Geometr
         return out, False
     from scipy.ndimage import affine_transform
 
+    m = np.linalg.inv(src.matrix) @ ref.matrix  # ref voxel index -> src voxel index
     image = read(None).astype(np.float32)
     return affine_transform(image, m[:3, :3], offset=m[:3, 3], output_shape=ref.shape, order=1,
                             mode="constant", cval=fill, output=np.float32), True

@@ -1,0 +1,106 @@
+"""A study's sequences as channels: which selected cases make complete studies, and how their
+grids line up. Shared by the multi-channel exports (:mod:`curator.export.channels`) and the
+loader (:mod:`curator.torch.channels`), so both take the same studies for the same reasons.
+
+Curator ingests each sequence of a multi-sequence study (BraTS t1n/t1c/t2w/t2f, prostate T2 +
+ADC, CT + PET) as its own case; the sequences of one study share a ``study_key``. A study is
+used when it holds exactly one selected case of each requested sequence; it is named after the
+first sequence's case id without its ``__<sequence>`` suffix (``BraTS__00001__t1n`` ->
+``BraTS__00001``). Each case's store was cropped to its own body, so a channel's grid is
+normally the first one's shifted by whole voxels (:func:`voxel_shift`).
+
+>>> ref = [1.0, 0, 0, -10.0, 0, 2.0, 0, 0, 0, 0, 3.0, 0, 0, 0, 0, 1]
+>>> other = [1.0, 0, 0, -7.0, 0, 2.0, 0, 4.0, 0, 0, 3.0, 0, 0, 0, 0, 1]
+>>> voxel_shift(ref, other)  # reference voxel i is the other store's voxel i + shift
+(-3, -2, 0)
+>>> voxel_shift(ref, [2.0, 0, 0, 0, 0, 2.0, 0, 0, 0, 0, 3.0, 0, 0, 0, 0, 1]) is None
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from curator.errors import ConfigError
+
+
+class Member(Protocol):
+    """What grouping needs of a case."""
+
+    @property
+    def case_id(self) -> str: ...
+    @property
+    def sequence(self) -> str | None: ...
+    @property
+    def study_key(self) -> str | None: ...
+
+
+C = TypeVar("C", bound=Member)
+
+
+def check_channels(channels: Sequence[str], cases: Sequence[Member]) -> None:
+    """Refuse an empty or repeated channel list, and a sequence no selected case has."""
+    have = sorted({c.sequence for c in cases if c.sequence})
+    if not channels or len(set(channels)) != len(channels):
+        raise ConfigError("config_error", f"channels {list(channels)}: give each sequence once",
+                          remedy=f"the selected cases' sequences: {', '.join(have) or 'none'}")
+    unknown = [s for s in channels if s not in have]
+    if unknown:
+        raise ConfigError("config_error", f"no selected case has the sequence {', '.join(unknown)}",
+                          remedy=f"give some of the selected cases' sequences: {', '.join(have) or 'none'} "
+                                 "(the cases table's sequence column; widen the selection if they are left out)")
+
+
+def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str, str]
+                  ) -> list[tuple[str, tuple[C, ...]]]:
+    """``(name, one case per channel)`` of every study holding one selected case per channel, in
+    the reference cases' order; the others go to ``skipped`` (name -> why; cases of other
+    sequences are not selected and not reported)."""
+    by_key: dict[str, dict[str, list[C]]] = {}
+    for c in cases:
+        if c.sequence is None or c.sequence not in channels:
+            continue
+        if c.study_key is None:
+            skipped[c.case_id] = "has no study_key: its study's other sequences are unknown"
+            continue
+        by_key.setdefault(c.study_key, {}).setdefault(c.sequence, []).append(c)
+    studies: list[tuple[str, tuple[C, ...]]] = []
+    names: set[str] = set()
+    for seqs in by_key.values():
+        first = min((c for cs in seqs.values() for c in cs), key=lambda c: c.case_id)
+        name = study_name(seqs[channels[0]][0]) if channels[0] in seqs else first.case_id
+        lacking = [s for s in channels if s not in seqs]
+        twice = {s: [c.case_id for c in cs] for s, cs in seqs.items() if len(cs) > 1}
+        if lacking or twice:
+            skipped[name] = (f"its study has no {', '.join(lacking)} case (selected: "
+                             f"{', '.join(s for s in channels if s in seqs)})" if lacking else
+                             "its study has several cases of one sequence: "
+                             + "; ".join(f"{s}: {', '.join(ids)}" for s, ids in twice.items()))
+            continue
+        ref = seqs[channels[0]][0]
+        if name in names:  # a name two studies would share: the reference case id is unique
+            name = ref.case_id
+        names.add(name)
+        studies.append((name, tuple(seqs[s][0] for s in channels)))
+    return sorted(studies, key=lambda s: s[1][0].case_id)
+
+
+def study_name(ref: Member) -> str:
+    """``ref``'s case id without its ``__<sequence>`` suffix (the case id when it has none)."""
+    suffix = f"__{ref.sequence}"
+    return ref.case_id[:-len(suffix)] if ref.sequence and ref.case_id.endswith(suffix) else ref.case_id
+
+
+def voxel_shift(ref: Any, other: Any, tol: float = 1e-3) -> tuple[int, int, int] | None:
+    """The whole-voxel offset from grid ``ref`` to grid ``other`` (voxel -> mm affines: 4 x 4, or
+    16 numbers row-major): reference voxel ``i`` lies where ``other``'s voxel ``i + shift`` does.
+    None when the spacing or direction differ or the offset is not a whole number of voxels
+    (within ``tol``)."""
+    m = np.linalg.inv(np.asarray(other, dtype=np.float64).reshape(4, 4)) @ np.asarray(ref, dtype=np.float64).reshape(4, 4)
+    t = np.rint(m[:3, 3])
+    if not (np.allclose(m[:3, :3], np.eye(3), atol=tol * 0.1) and np.allclose(m[:3, 3], t, atol=tol)):
+        return None
+    return (int(t[0]), int(t[1]), int(t[2]))
