@@ -195,15 +195,15 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     one of their stores is damaged (:mod:`curator.export.channels`)."""
     if release is not None:
         opened = [_open(c, release, report, case.case_id) for c in [case, *(c for c, _ in channels)]]
-        if any(s is None for s in opened):
+        stores = [s for s in opened if s is not None]
+        if len(stores) < len(opened):  # a damaged store: _open said which
             return None
-        store, others = opened[0], opened[1:]
+        store, others = stores[0], stores[1:]
         tax: Taxonomy = release.taxonomy
     else:
         from curator.taxonomy import load_taxonomy
 
         store, others, tax = CaseStore(case.store), [CaseStore(c.store) for c, _ in channels], load_taxonomy()
-    assert store is not None
     try:  # a store of a release from elsewhere may declare any size: read whole below, it must fit
         check_memory(float(np.prod(store.image.shape, dtype=np.float64)) * (8 + len(terms) + 4 * len(channels)),
                      f"the store {tuple(store.image.shape)} of case {case.case_id}", str(store.path))
@@ -224,7 +224,6 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
         return None
     save_nifti(image, store.physical_image(), store.geometry)
     for (other, path), got in zip(channels, others, strict=True):
-        assert got is not None
         array, resampled = onto(got.physical_image, got.geometry, store.geometry,
                                 got.outside_value(other.modality))
         save_nifti(path, array, store.geometry)

@@ -291,13 +291,15 @@ class _FoldMean(nn.Module):
         self.nets = nn.ModuleList(nets)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total: torch.Tensor | None = None
-        for net in self.nets:
-            out = net(x)
-            out = out[0] if isinstance(out, (list, tuple)) else out
-            total = out if total is None else total + out
-        assert total is not None
+        total = _full_resolution(self.nets[0](x))
+        for net in self.nets[1:]:
+            total = total + _full_resolution(net(x))
         return total / len(self.nets)
+
+
+def _full_resolution(out: Any) -> torch.Tensor:
+    """A network's output, or its first (full-resolution) output under deep supervision."""
+    return out[0] if isinstance(out, (list, tuple)) else out
 
 
 class _Transposed(nn.Module):
@@ -310,10 +312,7 @@ class _Transposed(nn.Module):
         self.backward_axes = [2 + transpose_forward.index(a) for a in range(3)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x.permute(0, 1, *self.forward_axes))
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        return out.permute(0, 1, *self.backward_axes)
+        return _full_resolution(self.net(x.permute(0, 1, *self.forward_axes))).permute(0, 1, *self.backward_axes)
 
 
 def _numpy_globals() -> list[Any]:
