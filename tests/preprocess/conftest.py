@@ -98,18 +98,24 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
         masks["kidneys"] = m["kidney_left"] | m["kidney_right"]
         write_totalseg_case(root / "ts", f"s{i:04d}", np.rint(img).astype(np.int16), masks, g)
         phantoms[f"TinyTotalSeg__s{i:04d}"] = (g, lab)
-    (root / "kits.yaml").write_text(KITS_YAML)
-    (root / "ts.yaml").write_text(TS_YAML)
-    cfg = {"workspace": "ws", "registry": [str(root / "kits.yaml"), str(root / "ts.yaml")],
-           "sources": [{"dataset": str(root / "kits.yaml"), "root": str(root / "kits")},
-                       {"dataset": str(root / "ts.yaml"), "root": str(root / "ts")}],
+    release = _ingest_and_preprocess(root, {"kits": KITS_YAML, "ts": TS_YAML}, "tiny")
+    return Tiny(root, release, root / "ws", phantoms)
+
+
+def _ingest_and_preprocess(root: Path, datasets: dict[str, str], collection: str) -> Path:
+    """Run ingest and preprocess over ``root/<name>`` with each dataset YAML of ``datasets``
+    (name -> text) on the tests' grid; the release's path."""
+    for name, text in datasets.items():
+        (root / f"{name}.yaml").write_text(text)
+    cfg = {"workspace": "ws", "registry": [str(root / f"{name}.yaml") for name in datasets],
+           "sources": [{"dataset": str(root / f"{name}.yaml"), "root": str(root / name)} for name in datasets],
            "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, **off("dedup", "harmonize", "pseudolabel", "qc")},
            "executor": {"kind": "local", "workers": 1, "progress": False},
-           "release": {"root": "releases", "collection": "tiny", "version": "0.1.0"}}
+           "release": {"root": "releases", "collection": collection, "version": "0.1.0"}}
     (root / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
     result = run_pipeline(PipelineConfig.load(root / "pipeline.yaml"), stages=["ingest", "preprocess"])
     assert result.release is not None
-    return Tiny(root, result.release, root / "ws", phantoms)
+    return result.release
 
 
 @dataclass
@@ -137,19 +143,10 @@ def multiseq(tmp_path_factory: pytest.TempPathFactory) -> MultiSeq:
             t2f[:12] = 0
         seg = remap(lab, {"kidney_left": 1, "kidney_right": 1, "kidney_tumor": 2})
         case = f"study{i}"
-        save_nifti(root / "data" / case / f"{case}-seg.nii.gz", seg.astype(np.uint8), g)
+        save_nifti(root / "brats" / case / f"{case}-seg.nii.gz", seg.astype(np.uint8), g)
         for seq, img in (("t1c", t1c), ("t2f", t2f)):
             if i == 2 and seq == "t2f":
                 continue
-            save_nifti(root / "data" / case / f"{case}-{seq}.nii.gz", np.rint(img).astype(np.int16), g)
+            save_nifti(root / "brats" / case / f"{case}-{seq}.nii.gz", np.rint(img).astype(np.int16), g)
             images[f"TinyBrats__{case}__{seq}"] = (g, np.rint(img).astype(np.int16))
-    (root / "brats.yaml").write_text(MULTISEQ_YAML)
-    cfg = {"workspace": "ws", "registry": [str(root / "brats.yaml")],
-           "sources": [{"dataset": str(root / "brats.yaml"), "root": str(root / "data")}],
-           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, **off("dedup", "harmonize", "pseudolabel", "qc")},
-           "executor": {"kind": "local", "workers": 1, "progress": False},
-           "release": {"root": "releases", "collection": "multiseq", "version": "0.1.0"}}
-    (root / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
-    result = run_pipeline(PipelineConfig.load(root / "pipeline.yaml"), stages=["ingest", "preprocess"])
-    assert result.release is not None
-    return MultiSeq(root, result.release, images)
+    return MultiSeq(root, _ingest_and_preprocess(root, {"brats": MULTISEQ_YAML}, "multiseq"), images)
