@@ -186,6 +186,33 @@ def _terms(v: Any) -> tuple[str, ...]:
     raise TypeError(f"expected a term name or a list of names, got {v!r}")
 
 
+_LIST_KEYS = ("layout", "overlaps")
+_NAME_LIST_KEYS = ("notes", "annotates", "exclude")  # a single string is a list of one
+_MAP_KEYS = ("patterns", "official_split", "metadata", "fixes")
+
+
+def _typed(d: dict[str, Any], bad: Any) -> dict[str, Any]:
+    """``d`` with every top-level value of the wrong type reported (kind ``type``) and dropped, so
+    that ``layout: 3`` or ``patterns: [..]`` is an issue naming the key, not a TypeError."""
+    d = dict(d)
+    for k in (*_LIST_KEYS, *_NAME_LIST_KEYS, *_MAP_KEYS):
+        v = d.get(k)
+        if v is None:
+            continue
+        if k in _NAME_LIST_KEYS and isinstance(v, str):
+            d[k] = [v]
+        elif k in _MAP_KEYS and not isinstance(v, dict):
+            bad(k, "type", f"{k} must be a mapping, not {v!r}"[:200])
+            d[k] = None
+        elif k not in _MAP_KEYS and not isinstance(v, list):
+            bad(k, "type", f"{k} must be a list, not {v!r}"[:200])
+            d[k] = None
+        elif k in _NAME_LIST_KEYS and not all(isinstance(x, str) for x in v):
+            bad(k, "type", f"{k} must list strings")
+            d[k] = None
+    return d
+
+
 def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, list[Issue]]:
     """Parse one dataset mapping; returns the spec (None when unusable) and every issue found."""
     issues: list[Issue] = []
@@ -196,8 +223,9 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
 
     if not isinstance(d, dict):
         return None, [Issue(where, "type", "a dataset file must hold a mapping")]
+    d = _typed(d, bad)
     for k in REQUIRED:
-        if d.get(k) in (None, "", [], {}):
+        if d.get(k) in (None, "", [], {}) and not any(i.loc == f"{where}:{k}" for i in issues):
             bad(k, "missing", f"required key {k!r} is missing or empty")
     for k in sorted(set(d) - KNOWN_KEYS):
         bad(k, "unknown_key", f"unknown key {k!r} (known: {sorted(KNOWN_KEYS)})")
@@ -222,6 +250,15 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
     for i, e in enumerate(d.get("layout") or []):
         if not isinstance(e, dict):
             bad(f"layout[{i}]", "type", "a layout entry must be a mapping")
+            continue
+        wrong = [k for k in ("image", "label", "format", "split", "sequence", "modality", "index")
+                 if e.get(k) is not None and not isinstance(e[k], str)]
+        if e.get("channels") is not None and not isinstance(e["channels"], dict):
+            wrong.append("channels")
+        if wrong:
+            for k in wrong:
+                bad(f"layout[{i}].{k}", "type", "channels map an integer channel to a sequence name" if k == "channels"
+                    else f"{k} must be a string (a pattern or a name), not {e[k]!r}")
             continue
         unknown = set(e) - {"image", "label", "format", "split", "channels", "sequence", "modality", "index"}
         if unknown:
@@ -263,6 +300,14 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         enc = lab.get("encoding", "label_map")
         if enc not in LABEL_ENCODINGS:
             bad("labels.encoding", "value", f"encoding must be one of {LABEL_ENCODINGS}")
+        for k, want in (("values", dict), ("structures", dict), ("ignore", list)):
+            if lab.get(k) is not None and not isinstance(lab[k], want):
+                if want is list and isinstance(lab[k], (int, str)) and not isinstance(lab[k], bool):
+                    lab = {**lab, k: [lab[k]]}  # `ignore: 255`
+                    continue
+                bad(f"labels.{k}", "type", f"labels.{k} must be a {'mapping' if want is dict else 'list'}, "
+                    f"not {lab[k]!r}")
+                lab = {**lab, k: None}
         values: dict[int, tuple[str, ...]] = {}
         for k, v in (lab.get("values") or {}).items():
             try:

@@ -242,3 +242,45 @@ def test_a_share_alike_licence_is_named_and_is_share_alike() -> None:
     assert sev == "error" and "not a share-alike licence" in msg
     [(sev, msg)] = problems(derivatives="no", share_alike="CC-BY-SA-4.0")
     assert sev == "error" and "derivatives" in msg
+
+
+def _paths(d: Any, path: tuple[Any, ...] = ()) -> Any:
+    items = d.items() if isinstance(d, dict) else enumerate(d[:1]) if isinstance(d, list) else ()
+    for k, v in items:
+        yield (*path, k)
+        yield from _paths(v, (*path, k))
+
+
+@pytest.mark.parametrize("name", ["KiTS23", "MSD_Prostate", "BrainPTM", "DAP_Atlas"])
+def test_a_value_of_the_wrong_type_is_an_issue_not_a_crash(name: str) -> None:
+    """Every key of a built-in dataset file, set in turn to a value of another type (`layout: 3`,
+    `patterns: [..]`, `labels.values: 3`, `channels: 3`), gives issues naming it, never a TypeError."""
+    import copy
+
+    from curator.registry import builtin_dir
+    from curator.registry.spec import yaml_load
+
+    d0 = yaml_load((builtin_dir() / f"{name}.yaml").read_text())
+    for path in _paths(d0):
+        for wrong in (3, "x", [1, 2], {"a": 1}):
+            d = copy.deepcopy(d0)
+            node = d
+            for k in path[:-1]:
+                node = node[k]
+            node[path[-1]] = wrong
+            parse_spec(d, f"{name}.yaml")  # raises on a crash
+
+
+def test_wrong_types_are_named() -> None:
+    s, issues = spec(layout=3)
+    assert s is None and [(i.loc, i.kind) for i in issues] == [("Toy.yaml:layout", "type")]
+    s, issues = spec(patterns=["case"], official_split="tests.json")
+    assert {(i.loc, i.kind) for i in issues} == {("Toy.yaml:patterns", "type"), ("Toy.yaml:official_split", "type")}
+    s, issues = spec(layout=[{"image": "img/{case}.nii.gz", "channels": 3}])
+    assert ("Toy.yaml:layout[0].channels", "type") in {(i.loc, i.kind) for i in issues}
+    s, issues = spec(labels={"values": [1, 2]})
+    assert ("Toy.yaml:labels.values", "type") in {(i.loc, i.kind) for i in issues}
+    # a single string or value where a list is expected is a list of one
+    s, issues = spec(notes="scans 12 and 14 are flipped", exclude="*.tmp", labels={"values": {1: "liver"}, "ignore": 255})
+    assert s is not None and not issues
+    assert s.notes == ("scans 12 and 14 are flipped",) and s.exclude == ("*.tmp",) and s.labels.ignore == (255,)
