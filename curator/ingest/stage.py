@@ -294,7 +294,9 @@ def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: 
     return InputError(kind, f"the low end of the intensities (0.5th percentile {low + offset:g}{declared}) is far "
                       f"above air (-1000 HU): the CT looks offset by about {x:+g}{unusual}; preprocess would "
                       "clip it",
-                      path=str(path), remedy=f"declare the offset in the dataset YAML ({_FIXES_DOC}): "
+                      path=str(path), remedy="if the scan is not a CT (an MR's intensities also start near 0), "
+                      "set the right `modality:` of the dataset or its layout entry; otherwise declare the offset "
+                      f"in the dataset YAML ({_FIXES_DOC}): "
                       f"`fixes: {{intensity_offset: {{value: {fix:g}, when: {when}, reason: \"stored with "
                       f"{x:+g}\"}}}}` (drop `when` if every scan of the dataset is offset; widen it to the "
                       "affected subset); air should then be near -1000")
