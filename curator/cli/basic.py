@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from curator.cli.common import (
     OutputFormat,
+    ReportFormat,
     emit,
     err,
     handle_errors,
@@ -94,6 +95,35 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 else load_registry(extra=tuple(registry or ())).get(name))
         print_json(spec.to_dict())
 
+    @sources.command("check")
+    @handle_errors
+    def sources_check(
+            dataset: Annotated[str, typer.Argument(help="a registry name, or the path of a dataset YAML")],
+            root: Annotated[Path, typer.Argument(help="the dataset's download (the source root)", exists=True,
+                                                 file_okay=False)],
+            sample: Annotated[int, typer.Option(help="cases to read (the first of each split/sequence, then "
+                                                     "spread evenly)")] = 5,
+            every: Annotated[bool, typer.Option("--all", help="read every case (ingest without a workspace)")] = False,
+            registry: Annotated[list[Path] | None, typer.Option(help="extra dataset YAML files or folders")] = None,
+            strict: Annotated[bool, typer.Option("--strict", help="fail on warnings too")] = False,
+            fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="table or json")] = ReportFormat.table,
+    ) -> None:
+        """Try a dataset YAML on its download: which cases its patterns find, which volume files
+        they miss, what ingest says of a sample of cases, and which label values the files hold
+        (exit 1 on errors). Nothing is written; the output names your files."""
+        from curator.ingest.check import check_source
+
+        if sample < 1 and not every:
+            raise typer.BadParameter("give --sample 1 or more, or --all", param_hint="--sample")
+        report = check_source(dataset, root, registry=tuple(registry or ()), sample=None if every else sample)
+        failed = bool(report.errors) or report.cases == 0 or (strict and bool(report.warnings))
+        if fmt == ReportFormat.json:
+            print_json({**report.to_dict(), "ok": not failed})
+        else:
+            _print_check(report)
+        if failed:
+            raise typer.Exit(1)
+
     @app.command("env")
     def env() -> None:
         """Versions and machine facts for bug reports."""
@@ -129,3 +159,54 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
 
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="worker processes")]
+
+
+def _print_check(r: object) -> None:
+    """``curator sources check`` as tables, one per section."""
+    from curator.ingest.check import SourceCheck
+
+    assert isinstance(r, SourceCheck)
+    splits = ", ".join(f"{'no split' if k == 'None' else k} {v}" for k, v in r.splits.items())
+    seqs = ", ".join(f"{k} {v}" for k, v in r.sequences.items())
+    out.print(escape(f"{r.dataset} {r.version} at {r.root} ({r.encoding})"), style="bold", highlight=False)
+    out.print(escape(f"{r.cases} case(s)" + (f": {splits}" if splits else "") + (f"; sequences {seqs}" if seqs else "")
+                     + f"; {r.label_only} label-only, {r.without_label} without a label"), highlight=False)
+    if r.unmatched:
+        emit(["folder", "suffix", "files", "examples"],
+             [(u["folder"], u["suffix"], u["files"], ", ".join(u["examples"])) for u in r.unmatched],
+             OutputFormat.table, title="volume files no layout pattern matched (not ingested)")
+    if r.other_files:
+        out.print(escape("other files, not read: " + ", ".join(f"{k} {v}" for k, v in r.other_files.items())),
+                  highlight=False)
+    if r.sampled:
+        rows = []
+        for s in r.sampled:
+            grid = ""
+            if "shape" in s:
+                grid = (f"{'×'.join(str(n) for n in s['shape'])} @ {'×'.join(f'{x:.3g}' for x in s['spacing_mm'])} mm "
+                        f"{s.get('orientation', '')}")
+            values = (len(s.get("label_keys") or []) if r.encoding == "per_structure" else s.get("label_values"))
+            rng = (f"{s.get('dtype', '')} {s['intensity_min']:g}..{s['intensity_max']:g}" if "intensity_min" in s
+                   else "")
+            rows.append((s["case_id"], s.get("official_split") or "-", s.get("sequence") or "-", s.get("format"), grid,
+                         rng, s.get("label_status"), values, ", ".join(s["problems"]) or "-"))
+        emit(["case", "split", "sequence", "format", "grid", "intensities", "label",
+              "structures" if r.encoding == "per_structure" else "values", "problems"], rows, OutputFormat.table,
+             title=f"{len(r.sampled)} of {r.cases} case(s) read")
+    if r.values:
+        what = "structure" if r.encoding == "per_structure" else "value"
+        emit([what, "terms", "declared", "in sampled labels"],
+             [(v["value"], ", ".join(v["terms"]) or "-", "ignored" if v["ignored"] else ("yes" if v["declared"] else
+               "NO: " + ", ".join(v.get("examples", []))), f"{v['cases']} of {v['of']}") for v in r.values],
+             OutputFormat.table, title=f"label {what}s")
+    if r.problems:  # one row per kind: the first case's path and message, and how many cases said it
+        order = {"error": 0, "warning": 1}
+        kinds: dict[tuple[str, str], list[dict[str, object]]] = {}
+        for p in sorted(r.problems, key=lambda p: order.get(p["severity"], 2)):
+            kinds.setdefault((p["severity"], p["kind"]), []).append(p)
+        emit(["severity", "kind", "times", "first", "message"],
+             [(sev, kind, len(ps), ps[0]["path"], ps[0]["message"]) for (sev, kind), ps in kinds.items()],
+             OutputFormat.table, title=f"{len(r.problems)} problem(s) (--format json lists each)")
+    colour = "red" if r.errors or not r.cases else "green"
+    err.print(f"[{colour}]{len(r.errors)} error(s)[/], {len(r.warnings)} warning(s)"
+              + ("; no case found" if not r.cases else ""), highlight=False)

@@ -36,6 +36,13 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+class ReportFormat(str, Enum):
+    """A report of several sections: tables for a person, or one JSON object."""
+
+    table = "table"
+    json = "json"
+
+
 def setup_logging(verbose: bool, debug: bool) -> None:
     _DEBUG["on"] = debug
     level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from curator.cli.common import err, handle_errors, out, print_json, print_stage_reports
+from curator.cli.common import (
+    ReportFormat,
+    err,
+    handle_errors,
+    out,
+    print_json,
+    print_stage_reports,
+)
 from curator.stages import STAGES
 
 PipelineArg = Annotated[Path, typer.Argument(help="pipeline.yaml", exists=True, dir_okay=False)]
@@ -29,11 +35,6 @@ class DefaultRunGroup(TyperGroup):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
-
-
-class StatusFormat(str, Enum):
-    table = "table"
-    json = "json"
 
 
 def _run_facts(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
     @app.command("status")
     @handle_errors
     def status_cmd(pipeline: PipelineArg,
-                   fmt: Annotated[StatusFormat, typer.Option("--format", "-f", help="table or json")] = StatusFormat.table,
+                   fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="table or json")] = ReportFormat.table,
                    check: Annotated[bool, typer.Option("--check", help="exit code 1 when a `curator release` "
                                                        "would be refused (for scripts)")] = False) -> None:
         """What the workspace holds: each stage's last run, whether it is current, release ready?
@@ -141,7 +142,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                 behind[s.name] = first
             if s.enabled and s.reasons and first is None:
                 first = s.name
-        if fmt == StatusFormat.json:
+        if fmt == ReportFormat.json:
             print_json({
                 "workspace": str(ctx.workspace.root), "in_use_by": busy,
                 "sources_skipped": [{"file": f, "why": why} for f, why in skipped],

@@ -1,0 +1,275 @@
+"""``curator sources check``: a dataset YAML tried on its download before a pipeline runs it.
+
+Whoever writes the YAML of a new dataset wants to know, in seconds and without a workspace,
+whether its patterns find every case, whether the label values it declares are the ones in the
+files, and what ingest will say. This runs the ingest stage's own code — layout discovery over
+the whole root, then the per-case reading of a sample of cases — in a temporary workspace that
+is deleted afterwards, and adds what ingest cannot see: volume files under the root that no
+pattern matched (a missing ``imagesTs`` entry, a typo in a pattern), declared values no sampled
+label holds, and how often each value occurs.
+
+Nothing is written beside the data or into a workspace. The output names the root's files: it
+is for the person who holds them, not for a release.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from curator.config import PipelineConfig, SourceConfig
+
+# files a dataset ships beside its scans: never a sign that a pattern missed a case
+_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".npy", ".npz", ".mat")
+
+
+@dataclass
+class SourceCheck:
+    """What :func:`check_source` found (``to_dict()`` is the JSON the CLI prints)."""
+
+    dataset: str
+    version: str
+    root: str
+    encoding: str
+    cases: int = 0
+    splits: dict[str, int] = field(default_factory=dict)
+    sequences: dict[str, int] = field(default_factory=dict)
+    label_only: int = 0
+    without_label: int = 0
+    problems: list[dict[str, Any]] = field(default_factory=list)  # layout, then the sample's
+    unmatched: list[dict[str, Any]] = field(default_factory=list)  # volume files no case uses, by folder
+    other_files: dict[str, int] = field(default_factory=dict)  # other unused files, by suffix
+    sampled: list[dict[str, Any]] = field(default_factory=list)
+    values: list[dict[str, Any]] = field(default_factory=list)  # per raw value (or structure)
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [p for p in self.problems if p["severity"] == "error"]
+
+    @property
+    def warnings(self) -> list[dict[str, Any]]:
+        return [p for p in self.problems if p["severity"] == "warning"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _suffix(name: str) -> str:
+    low = name.lower()
+    for s in (".nii.gz", ".tar.gz"):
+        if low.endswith(s):
+            return s
+    return PurePosixPath(low).suffix or "(none)"
+
+
+def _used_paths(tasks: list[Any], spec: Any) -> tuple[set[str], tuple[str, ...]]:
+    """Files the cases read (and the dataset's own index, metadata and split files), and the
+    folders read whole (DICOM series, slice stacks)."""
+    files: set[str] = set()
+    folders: list[str] = []
+    for t in tasks:
+        p = t.payload
+        if p["image"]:
+            (folders.append(p["image"].rstrip("/") + "/") if p["image_is_dir"] else files.add(p["image"]))
+        for _, rel in p["labels"]:
+            files.add(rel)
+            folders.append(rel.rstrip("/") + "/")  # a label folder (slice stack); a file adds nothing below it
+    for entry in spec.layout:
+        if entry.index:
+            files.add(str(entry.index))
+    for extra in (spec.metadata.get("file"), spec.official_split.get("file")):
+        if extra:
+            files.add(str(extra))
+    return files, tuple(sorted(set(folders)))
+
+
+def _unused(root: Path, tree_files: list[str], used: set[str], folders: tuple[str, ...],
+            ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Files no case reads: volume files by (folder, suffix) — a folder of suffix-less files whose
+    first file is DICOM counts as one series —, the rest counted by suffix."""
+    import bisect
+
+    from curator.errors import CuratorError
+    from curator.io.formats import sniff
+
+    volumes: dict[tuple[str, str], list[str]] = {}
+    other: Counter[str] = Counter()
+    unknown: dict[str, list[str]] = {}
+    for f in tree_files:
+        if f in used:
+            continue
+        i = bisect.bisect_right(folders, f) - 1  # the folder sorting just before f holds it, if any does
+        if i >= 0 and f.startswith(folders[i]):
+            continue
+        suffix, folder = _suffix(f), (f.rsplit("/", 1)[0] + "/" if "/" in f else "./")
+        if suffix in _VOLUME_SUFFIXES:
+            volumes.setdefault((folder, suffix), []).append(f)
+        elif suffix == "(none)" or suffix[1:].isdigit():  # DICOM files: IM0001, 1-001, 1.2.840….123
+            unknown.setdefault(folder, []).append(f)
+        else:
+            other[suffix] += 1
+    for folder, fs in unknown.items():
+        try:
+            kind = sniff(root / fs[0])
+        except CuratorError:
+            kind = None
+        if kind == "dicom":
+            volumes[(folder, "(dicom)")] = fs
+        else:
+            other["(none)"] += len(fs)
+    rows = [{"folder": folder, "suffix": suffix, "files": len(fs), "examples": sorted(fs)[:3]}
+            for (folder, suffix), fs in sorted(volumes.items())]
+    return rows, dict(other.most_common())
+
+
+def _pick(tasks: list[Any], k: int) -> list[Any]:
+    """``k`` cases: the first of each kind (split, sequence, with or without label or image),
+    then cases spread evenly over the sorted list."""
+    if k >= len(tasks):
+        return list(tasks)
+    kinds: dict[tuple[Any, ...], Any] = {}
+    for t in tasks:
+        p = t.payload
+        kinds.setdefault((p["split"], p["sequence"], bool(p["labels"]), p["image"] is None), t)
+    step = (len(tasks) - 1) / max(1, k - 1)
+    chosen: dict[str, Any] = {}
+    for t in [*kinds.values(), *(tasks[round(i * step)] for i in range(k)), *tasks]:
+        if len(chosen) >= k:
+            break
+        chosen.setdefault(t.case_id, t)
+    return sorted(chosen.values(), key=lambda t: t.case_id)
+
+
+def _value_rows(spec: Any, tax: Any, results: list[Any]) -> list[dict[str, Any]]:
+    """Per declared raw value (or structure file): its terms and the sampled cases holding it;
+    then every value the sample holds that the YAML does not declare."""
+    from curator.harmonize.mapping import raw_value_terms
+
+    terms = raw_value_terms(spec, tax, include_derived=False)
+    labelled = [r for r in results if r.rows.get("cases") and r.rows["cases"][0].get("label_status") == "ok"]
+    seen: dict[Any, list[str]] = {}
+    for r in labelled:
+        case = r.rows["cases"][0]
+        if spec.labels.encoding == "per_structure":
+            for key in case.get("label_keys") or []:
+                seen.setdefault(key, []).append(r.case_id)
+        else:
+            for row in r.rows.get("raw_labels", []):
+                seen.setdefault(int(row["raw_value"]), []).append(r.case_id)
+    declared: list[Any] = (list(spec.labels.structures) if spec.labels.encoding == "per_structure"
+                           else sorted(spec.labels.declared_values() - {0}))
+    ignored = set(spec.labels.ignore) if spec.labels.encoding != "per_structure" else set()
+    rows = []
+    for v in declared:
+        rows.append({"value": v, "terms": terms.get(v, []), "declared": True, "ignored": v in ignored,
+                     "cases": len(seen.get(v, [])), "of": len(labelled)})
+    for v in sorted(set(seen) - set(declared), key=str):
+        rows.append({"value": v, "terms": [], "declared": False, "ignored": False, "cases": len(seen[v]),
+                     "of": len(labelled), "examples": sorted(set(seen[v]))[:3]})
+    return rows
+
+
+def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), sample: int | None = 5,
+                 name: str | None = None, pseudonymous_ids: bool = False) -> SourceCheck:
+    """Run ingest's discovery over ``root`` and its reading over ``sample`` cases (every case
+    with ``sample=None``) of ``dataset`` (a registry name or a dataset YAML's path), in a
+    temporary workspace. Raises :class:`curator.errors.RegistryError` for an unknown name and
+    :class:`curator.errors.ConfigError` for a YAML file that does not validate (with its problems)."""
+    from curator.errors import ConfigError
+    from curator.harmonize.stage import harmonize_taxonomy
+    from curator.ingest.stage import IngestConfig, IngestStage
+    from curator.registry.layout import scan
+    from curator.runner.context import Context
+    from curator.runner.stage import execute
+
+    root = Path(root).resolve()
+    with tempfile.TemporaryDirectory(prefix="curator-check-") as tmp:
+        src = {"dataset": dataset, "root": root, "pseudonymous_ids": pseudonymous_ids}
+        if name:
+            src["name"] = name
+        cfg = PipelineConfig(workspace=Path(tmp) / "workspace", sources=(SourceConfig.from_dict(src),),
+                             registry=tuple(registry))
+        ctx = Context(cfg)
+        ctx.workspace.init()  # a throw-away pseudonym key: ids made here are never shown
+        sources = ctx.sources
+        if not sources:  # an invalid dataset YAML: Context said why
+            why = "; ".join(p["message"].split(". What to do")[0] for p in ctx.source_problems)
+            raise ConfigError("invalid_dataset_spec", f"{dataset} is not a valid dataset YAML: {why}",
+                              remedy="fix the YAML (README, 'Adding a dataset'; `curator labels check --registry "
+                                     "FILE` lists every problem)")
+        source = next(iter(sources.values()))
+        spec = source.spec
+        config = ctx.stage_config(IngestConfig, "ingest")
+        stage = IngestStage(ctx, config)
+        tasks = stage.plan()
+        report = SourceCheck(dataset=spec.name, version=spec.version, root=str(root), encoding=spec.labels.encoding,
+                             problems=list(stage.extra_problems))
+        report.cases = len(tasks)
+        report.splits = dict(Counter(str(t.payload["split"]) for t in tasks).most_common())
+        report.sequences = dict(Counter(t.payload["sequence"] for t in tasks if t.payload["sequence"]).most_common())
+        report.label_only = sum(t.payload["image"] is None for t in tasks)
+        report.without_label = sum(not t.payload["labels"] for t in tasks)
+        used, folders = _used_paths(tasks, spec)
+        report.unmatched, report.other_files = _unused(root, scan(root, spec.exclude).files, used, folders)
+        env = ctx.case_env()
+        picked = tasks if sample is None else _pick(tasks, max(0, sample))
+        results = [execute(IngestStage.ref(), t, "", config.to_dict(), env) for t in picked]
+        tax = harmonize_taxonomy(ctx)
+    for r in results:
+        report.problems += r.problems
+        report.sampled.append(_sampled_row(r))
+    report.values = _value_rows(spec, tax, results)
+    report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
+    return report
+
+
+def _pattern_hints(spec: Any, r: SourceCheck) -> list[dict[str, Any]]:
+    """Ingest takes labels without images for label-only cases, and images without labels for
+    unlabelled ones; when every case is so, a pattern more likely matches nothing by mistake."""
+    def row(kind: str, severity: str, message: str) -> dict[str, Any]:
+        return {"stage": "check", "dataset": spec.name, "case_id": None, "path": "layout", "kind": kind,
+                "severity": severity, "message": message}
+
+    out = []
+    images = [e.image for e in spec.layout if e.image]
+    labels = [e.label for e in spec.layout if e.label]
+    if r.cases and r.label_only == r.cases and images:
+        out.append(row("image_pattern_no_match", "warning", f"no file matches the image pattern(s) {images}: all "
+                       f"{r.cases} case(s) are label-only. What to do: nothing, if the download holds labels alone "
+                       "(KiTS23's repository before its imaging script ran); else check the pattern against the "
+                       "files (the table of files no pattern matched lists them)"))
+    if r.cases and r.without_label == r.cases and labels:
+        out.append(row("label_pattern_no_match", "warning", f"no file matches the label pattern(s) {labels}: no "
+                       f"case has a label. What to do: check the pattern against the files, or drop `label:` "
+                       "for a dataset without labels"))
+    return out
+
+
+def _unresolved(spec: Any, tax: Any, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A declared value or structure whose name is no taxonomy term: harmonize would drop it."""
+    out = []
+    for v in values:
+        if not v["declared"] or v["ignored"] or v["terms"]:
+            continue
+        names = (spec.labels.structures if spec.labels.encoding == "per_structure" else spec.labels.values)[v["value"]]
+        close = sorted({t.name for n in names for t in tax.suggest(n)})[:5]
+        out.append({"stage": "check", "dataset": spec.name, "case_id": None, "path": f"labels:{v['value']}",
+                    "kind": "term_unknown", "severity": "error",
+                    "message": f"{', '.join(map(repr, names))} is no taxonomy term" + (f" (close: {', '.join(close)})"
+                               if close else "") + ". What to do: use a term's name or synonym (`curator labels "
+                               "resolve NAME`), or list the value under `ignore`"})
+    return out
+
+
+def _sampled_row(r: Any) -> dict[str, Any]:
+    case = (r.rows.get("cases") or [{}])[0]
+    out = {"case_id": r.case_id, "ok": not r.failed, "seconds": round(r.seconds, 3)}
+    for k in ("official_split", "sequence", "format", "shape", "spacing_mm", "orientation", "dtype",
+              "intensity_min", "intensity_max", "label_status", "label_values", "label_keys"):
+        if k in case:
+            out[k] = case[k]
+    out["problems"] = [p["kind"] for p in r.problems]
+    return out

@@ -1,0 +1,145 @@
+"""``curator sources check``: a dataset YAML tried on a download without a workspace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from curator.cli import app
+from curator.ingest.check import check_source
+from curator.testing.native import write_tree
+
+runner = CliRunner()
+
+YAML = """name: MyLiverCT
+version: "1.0"
+title: My liver MR
+modality: MR
+region: abdomen
+licence: CC-BY-4.0
+citation_key: mine2026
+citation: "@misc{mine2026, title={mine}, year={2026}}"
+layout:
+  - image: "imagesTr/{case}_0000.nii.gz"
+    label: "labelsTr/{case}.nii.gz"
+    split: train
+MORE
+labels:
+  values: {1: liver, 2: LABELS}
+"""
+
+
+def _download(root: Path, n: int = 4) -> None:
+    files = []
+    for i in range(n):
+        files += [(f"imagesTr/liver_{i:03d}_0000.nii.gz", "image", ()),
+                  (f"labelsTr/liver_{i:03d}.nii.gz", "label", (1, 3) if i == 1 else (1,))]
+    files += [("imagesTs/liver_100_0000.nii.gz", "image", ()), ("imagesTs/liver_101_0000.nii.gz", "image", ()),
+              ("extra/series1/", "image", ()), ("README.md", "text", "read me"), ("clinical.csv", "text", "a,b")]
+    write_tree(root, files)
+    for f in (root / "extra" / "series1").glob("*.dcm"):  # DICOM files as scanners name them: no suffix
+        f.rename(f.with_suffix(""))
+
+
+def _yaml(tmp_path: Path, text: str = YAML) -> Path:
+    p = tmp_path / "MyLiverCT.yaml"
+    p.write_text(text.replace("2: LABELS", "2: liver tumour").replace("MORE\n", ""))
+    return p
+
+
+def _listing(root: Path) -> list[tuple[str, float]]:
+    return sorted((str(p), p.stat().st_mtime) for p in root.rglob("*"))
+
+
+def test_check_finds_cases_missed_files_and_undeclared_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "download"
+    _download(root)
+    yaml = _yaml(tmp_path)
+    before = _listing(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    r = check_source(str(yaml), root, sample=None)
+    assert r.cases == 4 and r.splits == {"train": 4} and r.without_label == 0
+    # the test images and a DICOM series no pattern covers are named, by folder
+    missed = {(u["folder"], u["suffix"]): u["files"] for u in r.unmatched}
+    assert missed == {("imagesTs/", ".nii.gz"): 2, ("extra/series1/", "(dicom)"): 4}
+    assert r.other_files == {".md": 1, ".csv": 1}
+    assert len(r.sampled) == 4 and all(s["ok"] for s in r.sampled)
+    values = {v["value"]: v for v in r.values}
+    assert values[1]["terms"] == ["liver"] and (values[1]["cases"], values[1]["of"]) == (4, 4)
+    assert values[2]["terms"] == ["liver_tumor"] and values[2]["cases"] == 0  # declared, in no file
+    assert values[3]["declared"] is False and values[3]["examples"] == ["MyLiverCT__liver_001"]
+    assert [p["kind"] for p in r.warnings] == ["label_values_undeclared"] and not r.errors
+    # nothing written beside the data, the YAML or the working directory
+    assert _listing(tmp_path) == before
+
+
+def test_sample_reads_each_kind_of_case_first(tmp_path: Path) -> None:
+    root = tmp_path / "download"
+    _download(root, n=6)
+    text = YAML.replace("MORE", '  - image: "imagesTs/{case}_0000.nii.gz"\n    split: test')
+    r = check_source(str(_yaml(tmp_path, text)), root, sample=2)
+    assert r.cases == 8 and r.splits == {"train": 6, "test": 2} and r.without_label == 2
+    assert [(s["official_split"], s["label_status"]) for s in r.sampled] == [("train", "ok"), ("test", "missing")]
+    assert not any(u["folder"] == "imagesTs/" for u in r.unmatched)  # now matched
+    r = check_source(str(_yaml(tmp_path, text)), root, sample=5)
+    assert len(r.sampled) == 5 and len({s["case_id"] for s in r.sampled}) == 5
+
+
+def test_unknown_term_and_broken_case_fail_the_cli(tmp_path: Path) -> None:
+    root = tmp_path / "download"
+    _download(root)
+    yaml = _yaml(tmp_path)
+    yaml.write_text(yaml.read_text().replace("liver tumour", "livr tumour"))
+    (root / "imagesTr" / "liver_002_0000.nii.gz").write_bytes(b"not a nifti")
+    res = runner.invoke(app, ["sources", "check", str(yaml), str(root), "--all", "--format", "json"])
+    assert res.exit_code == 1, res.output
+    got = json.loads(res.stdout)
+    assert got["ok"] is False
+    errors = {(p["kind"], p["path"]) for p in got["problems"] if p["severity"] == "error"}
+    assert ("term_unknown", "labels:2") in errors
+    assert any(path and path.endswith("liver_002_0000.nii.gz") for _, path in errors)
+    message = next(p["message"] for p in got["problems"] if p["kind"] == "term_unknown")
+    assert "liver tumor" in message  # the close term is suggested
+
+
+def test_cli_exit_codes_and_table(tmp_path: Path) -> None:
+    root = tmp_path / "download"
+    _download(root)
+    yaml = _yaml(tmp_path)
+    res = runner.invoke(app, ["sources", "check", str(yaml), str(root)], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output  # a warning (undeclared value 3) does not fail it
+    assert "imagesTs/" in res.stdout and "label_values_undeclared" in res.stdout and "4 of 4 case(s) read" in res.stdout
+    res = runner.invoke(app, ["sources", "check", str(yaml), str(root), "--strict"])
+    assert res.exit_code == 1
+    # an image pattern matching nothing: ingest would take every label for a label-only case
+    text = yaml.read_text()
+    yaml.write_text(text.replace("imagesTr/{case}_0000", "images/{case}_0000"))
+    res = runner.invoke(app, ["sources", "check", str(yaml), str(root), "--format", "json", "--strict"])
+    assert res.exit_code == 1
+    got = json.loads(res.stdout)
+    assert got["label_only"] == 4 and "image_pattern_no_match" in {p["kind"] for p in got["problems"]}
+    # no pattern matching anything: no case, a layout problem, exit 1
+    yaml.write_text(text.replace("imagesTr/{case}_0000", "images/{case}_0000").replace("labelsTr/", "labels/"))
+    res = runner.invoke(app, ["sources", "check", str(yaml), str(root), "--format", "json"])
+    assert res.exit_code == 1
+    got = json.loads(res.stdout)
+    assert got["cases"] == 0 and {p["kind"] for p in got["problems"]} == {"layout_no_match"}
+    # an invalid YAML: the command's error, exit 2
+    yaml.write_text("name: MyLiverCT\nlayout: 3\n")
+    res = runner.invoke(app, ["sources", "check", str(yaml), str(root)])
+    assert res.exit_code == 2 and "not a valid dataset YAML" in res.output
+    res = runner.invoke(app, ["sources", "check", "NoSuchDataset", str(root)])
+    assert res.exit_code == 2
+
+
+def test_real_kits23_sample(real_data: Path) -> None:
+    r = check_source("KiTS23", real_data / "kits23", sample=3)
+    assert r.cases >= 3 and len(r.sampled) == 3 and not r.errors, r.problems
+    assert not r.unmatched
+    # the sample holds KiTS23's segmentations without their imaging (fetched by a script): said, not failed
+    assert r.label_only == r.cases and "image_pattern_no_match" in {p["kind"] for p in r.warnings}
+    seen = {v["value"] for v in r.values if v["cases"]}
+    assert 1 in seen and seen <= {1, 2, 3}
