@@ -172,9 +172,12 @@ def _print_check(r: object) -> None:
     out.print(escape(f"{r.cases} case(s)" + (f": {splits}" if splits else "") + (f"; sequences {seqs}" if seqs else "")
                      + f"; {r.label_only} label-only, {r.without_label} without a label"), highlight=False)
     if r.unmatched:
-        emit(["folder", "suffix", "files", "examples"],
-             [(u["folder"], u["suffix"], u["files"], ", ".join(u["examples"])) for u in r.unmatched],
-             OutputFormat.table, title="volume files no layout pattern matched (not ingested)")
+        shown = 20
+        more = f"; {len(r.unmatched) - shown} more groups: --format json" if len(r.unmatched) > shown else ""
+        emit(["folder", "suffix", "folders", "files", "examples"],
+             [(u["folder"], u["suffix"], u["folders"], u["files"], ", ".join(u["examples"]))
+              for u in r.unmatched[:shown]],
+             OutputFormat.table, title=f"volume files no case reads (not ingested{more})")
     if r.other_files:
         out.print(escape("other files, not read: " + ", ".join(f"{k} {v}" for k, v in r.other_files.items())),
                   highlight=False)

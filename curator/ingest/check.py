@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -87,10 +88,14 @@ def _used_paths(tasks: list[Any], spec: Any) -> tuple[set[str], tuple[str, ...]]
 
 
 def _unused(root: Path, tree_files: list[str], used: set[str], folders: tuple[str, ...],
+            ignored: Collection[str] = (),
             ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Files no case reads: volume files by (folder, suffix) — a folder of suffix-less files whose
-    first file is DICOM counts as one series —, the rest counted by suffix."""
+    """Files no case reads. Volume files are grouped by (folder, suffix) with the digits of the
+    folder's path as ``#`` (``s#/segmentations/``: one row for 1,228 case folders); a folder
+    of suffix-less files whose first file is DICOM counts as series files; the rest are counted
+    by suffix, and the structure files the YAML ignores (``other_structures: ignore``) apart."""
     import bisect
+    import re
 
     from curator.errors import CuratorError
     from curator.io.formats import sniff
@@ -103,6 +108,9 @@ def _unused(root: Path, tree_files: list[str], used: set[str], folders: tuple[st
             continue
         i = bisect.bisect_right(folders, f) - 1  # the folder sorting just before f holds it, if any does
         if i >= 0 and f.startswith(folders[i]):
+            continue
+        if f in ignored:
+            other["(ignored structures)"] += 1
             continue
         suffix, folder = _suffix(f), (f.rsplit("/", 1)[0] + "/" if "/" in f else "./")
         if suffix in _VOLUME_SUFFIXES:
@@ -120,9 +128,28 @@ def _unused(root: Path, tree_files: list[str], used: set[str], folders: tuple[st
             volumes[(folder, "(dicom)")] = fs
         else:
             other["(none)"] += len(fs)
-    rows = [{"folder": folder, "suffix": suffix, "files": len(fs), "examples": sorted(fs)[:3]}
-            for (folder, suffix), fs in sorted(volumes.items())]
+    groups: dict[tuple[str, str], list[tuple[str, list[str]]]] = {}
+    for (folder, suffix), fs in sorted(volumes.items()):
+        groups.setdefault((re.sub(r"\d+", "#", folder), suffix), []).append((folder, fs))
+    rows: list[dict[str, Any]] = []
+    for (shape, suffix), members in groups.items():
+        files = sorted(f for _, fs in members for f in fs)
+        rows.append({"folder": members[0][0] if len(members) == 1 else shape, "suffix": suffix,
+                     "folders": len(members), "files": len(files), "examples": files[:3]})
+    rows.sort(key=lambda r: -r["files"])
     return rows, dict(other.most_common())
+
+
+def _ignored_structures(spec: Any, files: list[str]) -> set[str]:
+    """Structure files a per-structure dataset ignores on purpose (``other_structures: ignore``:
+    a TotalSegmentator subset maps its own of the 104 masks in each case folder)."""
+    from curator.registry.layout import compile_pattern
+
+    if spec.labels.encoding != "per_structure" or spec.labels.other_structures != "ignore":
+        return set()
+    rxs = [compile_pattern(e.label, dict(spec.patterns)) for e in spec.layout
+           if e.label and not e.index and not e.label_is_dir]
+    return {f for f in files if any(rx.fullmatch(f) for rx in rxs)}
 
 
 def _pick(tasks: list[Any], k: int) -> list[Any]:
@@ -213,7 +240,9 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         report.label_only = sum(t.payload["image"] is None for t in tasks)
         report.without_label = sum(not t.payload["labels"] for t in tasks)
         used, folders = _used_paths(tasks, spec)
-        report.unmatched, report.other_files = _unused(root, scan(root, spec.exclude).files, used, folders)
+        tree = scan(root, spec.exclude)
+        report.unmatched, report.other_files = _unused(root, tree.files, used, folders,
+                                                       _ignored_structures(spec, tree.files))
         env = ctx.case_env()
         picked = tasks if sample is None else _pick(tasks, max(0, sample))
         results = [execute(IngestStage.ref(), t, "", config.to_dict(), env) for t in picked]

@@ -143,3 +143,18 @@ def test_real_kits23_sample(real_data: Path) -> None:
     assert r.label_only == r.cases and "image_pattern_no_match" in {p["kind"] for p in r.warnings}
     seen = {v["value"] for v in r.values if v["cases"]}
     assert 1 in seen and seen <= {1, 2, 3}
+
+
+def test_unused_files_group_across_case_folders_and_ignored_structures_apart(tmp_path: Path) -> None:
+    from curator.testing.registry_fixtures import FIXTURES
+
+    fx = FIXTURES["TotalSegmentator_Organs"]
+    root = tmp_path / "download"
+    write_tree(root, [(f.path, f.kind, f.values) for f in fx.files]
+               + [(f"s000{i}/extras/t1.nii.gz", "image", ()) for i in range(3)])
+    r = check_source("TotalSegmentator_Organs", root, sample=1)
+    # one row for the same file in every case folder, not one per folder
+    assert [(u["folder"], u["folders"], u["files"]) for u in r.unmatched] == [("s#/extras/", 3, 3)]
+    # the masks of other subsets, which the YAML ignores on purpose, are counted apart
+    ignored = sum(1 for f in fx.files if not f.expected and "/segmentations/" in f.path)
+    assert ignored and r.other_files == {"(ignored structures)": ignored}
