@@ -16,7 +16,7 @@ import math
 import multiprocessing
 import multiprocessing.context
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,14 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     where its store does not reach; ``channel_ids`` lists the channels' case ids. Studies lacking
     a sequence, or whose grids are not whole-voxel shifts of each other (another spacing or
     direction: not resampled), are left out with a warning (``left_out``: study -> why).
+
+    ``transform`` is called on each item dict and its result returned — augmentation, e.g. a MONAI
+    ``Compose`` of dictionary transforms over ``keys=["image", "masks"]`` (``mode`` nearest for
+    ``masks``). A transform with ``set_random_state`` (MONAI's ``Randomizable``, ``Compose``) is
+    seeded from the item's own generator before each call, so item ``i`` of epoch ``e`` is
+    augmented the same way in any worker or re-run, as its patch is drawn; other callables draw
+    from their own randomness. It runs in the worker: spawned workers need it to pickle (no
+    lambda).
     """
 
     def __init__(self, release: str | Path | Release, *, terms: Sequence[str], where: str = "true",
@@ -112,7 +120,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                  balance: bool = True, repeat: bool = True, samples_per_epoch: int | None = None,
                  seed: int = 0, normalise: bool = True, max_open: int = 64, duplicates: bool = False,
                  qc_filter: bool = True, labelled_only: bool = True, verify: bool = True,
-                 channels: Sequence[str] | None = None) -> None:
+                 channels: Sequence[str] | None = None,
+                 transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.release = release if isinstance(release, Release) else Release(release)
         self.root = self.release.path
         self.terms = _names("terms", terms)
@@ -128,6 +137,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                "share of foreground patches relative to the others; 0 never centres on it)")
         self._epoch: Any = multiprocessing.RawValue("q", 0)  # shared with forked and spawned workers
         self.seed, self.normalise, self.max_open, self.verify = seed, normalise, max_open, bool(verify)
+        if transform is not None and not callable(transform):
+            raise ReleaseError("release_error", f"transform = {transform!r} is not callable: give a function of "
+                               "the item dict, e.g. a MONAI Compose of dictionary transforms")
+        self.transform = transform
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ReleaseError("release_error", f"seed = {seed!r}: give a whole number >= 0")
         if not self.terms or not 0.0 <= self.fg <= 1.0:
@@ -389,7 +402,12 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 "case_id": case["case_id"], "start": torch.tensor(start)}
         if self.channels is not None:
             item["channel_ids"] = [case["case_id"], *(ch["case_id"] for ch in chans)]
-        return item
+        if self.transform is None:
+            return item
+        seed = int(rng.integers(0, 2**32))  # drawn last: the patch is the same with or without a transform
+        if hasattr(self.transform, "set_random_state"):  # MONAI Randomizable / Compose: the same draws for item i
+            self.transform.set_random_state(seed=seed)
+        return self.transform(item)
 
     def _image(self, out: NDArray[np.float32], store: CaseStore, modality: str, box: Box, pad: Box) -> None:
         """Fill ``out`` with ``store``'s image inside ``box`` (at ``pad``), normalised with the
