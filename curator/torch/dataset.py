@@ -364,17 +364,29 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         rng = item_rng(self.seed, self.epoch, index % self.length)
         case = self.cases[min(int(np.searchsorted(self._cdf, rng.random() * self._cdf[-1], "right")),
                               len(self.cases) - 1)]
-        store = self._store(case)
         shape = tuple(case["shape"])
         centre = self._location(rng, case) if rng.random() < self.fg else None
         start = patch_start(rng, shape, self.patch, centre)
-        box, pad = _window(start, self.patch, shape)
+        return self._transformed(self._item(case, start, self.patch), rng)
+
+    def _transformed(self, item: dict[str, Any], rng: np.random.Generator) -> Any:
+        if self.transform is None:
+            return item
+        seed = int(rng.integers(0, 2**32))  # drawn last: the patch is the same with or without a transform
+        if hasattr(self.transform, "set_random_state"):  # MONAI Randomizable / Compose: the same draws for item i
+            self.transform.set_random_state(seed=seed)
+        return self.transform(item)
+
+    def _item(self, case: dict[str, Any], start: Sequence[int], patch: tuple[int, int, int]) -> dict[str, Any]:
+        """The item of ``case`` for the box of size ``patch`` at ``start`` (voxels of its store)."""
+        store = self._store(case)
+        box, pad = _window(start, patch, tuple(case["shape"]))
         chans = case.get("channels", ())
-        image = np.empty((1 + len(chans), *self.patch), dtype=np.float32)
+        image = np.empty((1 + len(chans), *patch), dtype=np.float32)
         self._image(image[0], store, case["modality"], box, pad)
         for k, ch in enumerate(chans, 1):  # the same physical position in each channel's store
             self._image(image[k], self._store(ch), ch["modality"],
-                        *_window([s + t for s, t in zip(start, ch["shift"], strict=True)], self.patch, ch["shape"]))
+                        *_window([s + t for s, t in zip(start, ch["shift"], strict=True)], patch, ch["shape"]))
         masks: NDArray[np.uint8] | None = None
         present = np.zeros(len(self.terms), dtype=bool)
         held = usable_terms(store, self._parts, self.layers, self.view.labels_excluded(case["case_id"]),
@@ -383,11 +395,11 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             use = [term_parts(t, self._parts[t], held, self.release.taxonomy) for t in self.terms]
             flat = [p for ps in use for p in ps]
             got = store.masks_from(held, flat, box) if flat else None
-            if flat == self.terms and got is not None and got.shape[1:] == self.patch:  # one mask per term, no padding: no copy
+            if flat == self.terms and got is not None and got.shape[1:] == patch:  # one mask per term, no padding: no copy
                 masks = got.view(np.uint8)
                 present[:] = True
         if masks is None:
-            masks = np.zeros((len(self.terms), *self.patch), dtype=np.uint8)
+            masks = np.zeros((len(self.terms), *patch), dtype=np.uint8)
         if held and not present.all():
             k = 0
             for i, ps in enumerate(use):
@@ -402,12 +414,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 "case_id": case["case_id"], "start": torch.tensor(start)}
         if self.channels is not None:
             item["channel_ids"] = [case["case_id"], *(ch["case_id"] for ch in chans)]
-        if self.transform is None:
-            return item
-        seed = int(rng.integers(0, 2**32))  # drawn last: the patch is the same with or without a transform
-        if hasattr(self.transform, "set_random_state"):  # MONAI Randomizable / Compose: the same draws for item i
-            self.transform.set_random_state(seed=seed)
-        return self.transform(item)
+        return item
 
     def _image(self, out: NDArray[np.float32], store: CaseStore, modality: str, box: Box, pad: Box) -> None:
         """Fill ``out`` with ``store``'s image inside ``box`` (at ``pad``), normalised with the
