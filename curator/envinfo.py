@@ -13,7 +13,7 @@ from pathlib import Path
 from curator import __version__
 
 PACKAGES = ("numpy", "scipy", "polars", "pyarrow", "duckdb", "zarr", "numcodecs", "nibabel", "SimpleITK",
-            "pydicom", "imagehash", "torch", "dask", "distributed", "typer", "rich", "fastremap",
+            "pydicom", "highdicom", "imagehash", "torch", "dask", "distributed", "typer", "rich", "fastremap",
             "connected-components-3d", "scikit-image")
 
 

@@ -163,7 +163,7 @@ def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any], grid: 
     ref = Geometry.from_affine(tuple(grid[0]), grid[1]) if grid else None
     acc: np.ndarray[Any, Any] | None = None
     for rel in rel_paths:
-        vol = apply_label_fixes(read_volume(resolve_inside(root, root / rel), role="label"), fixes, rel, ref)
+        vol = apply_label_fixes(read_volume(resolve_inside(root, root / rel), role="label", grid=ref), fixes, rel, ref)
         if ref is None:
             ref = vol.geometry
         else:

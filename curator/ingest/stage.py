@@ -338,7 +338,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 digest = sha256_files(list_files(path), path)
             else:
                 digest = sha256_file(path)
-            lab = read_volume(path, role="label", max_voxels=config.max_voxels)
+            lab = read_volume(path, role="label", max_voxels=config.max_voxels, grid=ref)
             image = root / p["image"] if p["image"] is not None and p["image_is_dir"] else None
             lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref, image)
             if ref is None:  # a label-only case: its first label places the case

@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 from curator.errors import InputError, ReadError
 from curator.io.deid import safe_metadata
 from curator.io.dicom_files import NON_IMAGE_SOP, list_files, not_a_scan
+from curator.io.dicom_seg import is_seg, read_seg
 from curator.io.formats import check_memory, scrub
 from curator.io.itk import sitk_cause, volume_from_sitk
 from curator.io.volume import Geometry, Volume
@@ -97,12 +98,23 @@ def slice_file_order(path: Path) -> list[int] | None:
     return [rank[f] for f in _order_slices(members, where)]
 
 
-def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int) -> Volume:
-    """Read one DICOM series from a folder, a list of files, or a single (multi-frame) file."""
+def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, role: str = "image",
+               grid: Geometry | None = None) -> Volume:
+    """Read one DICOM series from a folder, a list of files, or a single (multi-frame) file; a
+    segmentation object (SEG) as a label map, placed on ``grid`` (its image's) when given."""
     candidates = files if files is not None else (list_files(path) if path.is_dir() else [path])
     where = str(path)
     members = _series(candidates, path, where)
     first = members[0][1]
+    if is_seg(first):
+        if role != "label":
+            raise InputError("dicom_seg_as_image", "the object is a DICOM segmentation (SEG), not an image of the "
+                             "patient", path=where, remedy="point the image pattern at the scan's series; a SEG "
+                             "belongs in the label pattern (its segment numbers are the raw values)")
+        if len(members) > 1:
+            raise InputError("dicom_inconsistent", f"a DICOM SEG with {len(members) - 1} other file(s) of its series",
+                             path=where, remedy="point the label pattern at the SEG file itself")
+        return read_seg(members[0][0], grid, max_voxels)
     meta = safe_metadata(first)
     meta["format"] = "dicom"
     frames = int(getattr(first, "NumberOfFrames", 1) or 1)

@@ -83,7 +83,11 @@ def series_not_volume(folder: Path, max_files: int = 16) -> str | None:
 
 
 def not_a_scan(ds: pydicom.Dataset) -> str | None:
-    """Why an image object is not a slice of the scan (a localizer, a secondary capture), or None."""
+    """Why an object with pixel data is not a slice of the scan (a localizer, a secondary capture, a
+    segmentation or dose object), or None."""
+    modality = str(ds.get("Modality", "") or "").upper()
+    if modality in NON_IMAGE_MODALITIES:  # a SEG or an RTDOSE beside the slices of a study's folder
+        return f"a {modality} object (no image of the patient)"
     image_type = ds.get("ImageType", None)
     types = [str(t).upper() for t in (image_type if isinstance(image_type, (list, tuple, MultiValue))
                                       else [image_type or ""])]

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.errors import CuratorError, InputError, LabelError, ReadError
-from curator.io.volume import Volume
+from curator.io.volume import Geometry, Volume
 
 Role = Literal["image", "label"]
 DEFAULT_MAX_VOXELS = 2_000_000_000
@@ -179,16 +179,19 @@ def read_volume(
     max_voxels: int = DEFAULT_MAX_VOXELS,
     files: list[Path] | None = None,
     channels: int | None = None,
+    grid: Geometry | None = None,
 ) -> Volume:
     """Read a 3-D volume from NIfTI, NRRD, MHA/MHD, a DICOM series (folder or ``files``) or .npy.
 
     ``role='label'`` checks that values are integers and returns an integer array;
     ``role='image'`` rejects NaN/Inf. ``channel`` selects one channel of a 4-D file;
     ``channels`` (the number of channels the dataset declares) is checked against the file's.
+    ``grid`` (a label's image grid) places a DICOM SEG, which covers only its segments' slices,
+    on it (:mod:`curator.io.dicom_seg`); other formats carry their own grid and ignore it.
     """
     p = Path(path)
     try:
-        return _read_volume(p, role, channel, max_voxels, files, channels)
+        return _read_volume(p, role, channel, max_voxels, files, channels, grid)
     except CuratorError:
         raise
     except MemoryError as e:
@@ -201,7 +204,7 @@ def read_volume(
 
 
 def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, files: list[Path] | None,
-                 channels: int | None = None) -> Volume:
+                 channels: int | None = None, grid: Geometry | None = None) -> Volume:
     fmt = "dicom" if files is not None else check_file(p)
     if fmt == "nifti":
         from curator.io.nifti import read_nifti
@@ -214,7 +217,7 @@ def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, file
     elif fmt == "dicom":
         from curator.io.dicom import read_dicom
 
-        vol = read_dicom(p, files=files, max_voxels=max_voxels)
+        vol = read_dicom(p, files=files, max_voxels=max_voxels, role=role, grid=grid)
     elif fmt == "npy":
         vol = _read_npy(p, max_voxels)
     elif fmt == "slices":
@@ -345,8 +348,6 @@ def squeeze_to_3d(a: NDArray[Any], path: str, channel: int | None, channels: int
 
 
 def _read_npy(p: Path, max_voxels: int) -> Volume:
-    from curator.io.volume import Geometry
-
     try:
         a = np.load(p, mmap_mode="r", allow_pickle=False)
     except ValueError as e:

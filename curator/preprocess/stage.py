@@ -212,7 +212,7 @@ def _image_fixes(image: Volume, fixes: dict[str, Any], rel: str) -> tuple[Volume
 def _label(path: Path, rel: str, p: dict[str, Any], ref: Geometry | None, root: Path) -> Volume:
     """A label file with its declared fixes, re-indexed onto ``ref`` (same voxels, any axis order)."""
     image = root / p["image_path"] if p.get("image_path") else None
-    vol = apply_label_fixes(read_volume(path, role="label"), p["fixes"], rel, ref, image)
+    vol = apply_label_fixes(read_volume(path, role="label", grid=ref), p["fixes"], rel, ref, image)
     return vol if ref is None else vol.on_grid(ref)
 
 

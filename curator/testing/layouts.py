@@ -187,3 +187,43 @@ def write_enhanced_dicom(path: Path, img: NDArray[Any], g: Geometry, *,
 
 def read_dicom_header(path: Path) -> pydicom.Dataset:
     return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def write_dicom_seg(path: Path, series: list[Path], label: NDArray[Any], segments: dict[int, str], *,
+                    omit_empty: bool = True, masks: dict[int, NDArray[Any]] | None = None,
+                    fractional: bool = False) -> Path:
+    """A DICOM SEG of ``series`` (the files :func:`write_dicom_series` wrote, slice k =
+    ``series[k]``) from ``label``, a label map on the series' grid whose values are segment
+    numbers (``segments``: number -> label), written with highdicom; empty frames left out unless
+    ``omit_empty=False``. ``masks`` gives each segment's own mask instead (they may overlap), or
+    with ``fractional`` its probabilities in [0, 1] (a FRACTIONAL SEG)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    sources = [pydicom.dcmread(p) for p in series]
+    for ds in sources:  # the patient and study modules a SEG copies (the phantom series leave them out)
+        for key, value in (("PatientID", "PHANTOM"), ("PatientName", "Phantom^Test"), ("PatientBirthDate", ""),
+                           ("PatientSex", ""), ("StudyDate", "20200101"), ("StudyTime", "000000"),
+                           ("StudyID", "1"), ("AccessionNumber", ""), ("ReferringPhysicianName", ""),
+                           ("SeriesNumber", 1)):
+            if key not in ds:
+                setattr(ds, key, value)
+    if masks is None:
+        frames: NDArray[Any] = np.stack([label[:, :, k].T for k in range(label.shape[2])]).astype(np.uint8)
+    else:
+        frames = np.stack([np.stack([masks[n][:, :, k].T for k in range(label.shape[2])]) for n in sorted(segments)],
+                          axis=-1).astype(np.float32 if fractional else np.uint8)
+    described = [hd.seg.SegmentDescription(segment_number=n, segment_label=name,
+                                           segmented_property_category=codes.SCT.Organ,
+                                           segmented_property_type=codes.SCT.Organ,
+                                           algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+                 for n, name in sorted(segments.items())]
+    kind = hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY
+    seg = hd.seg.Segmentation(source_images=sources, pixel_array=frames, segmentation_type=kind,
+                              segment_descriptions=described, series_instance_uid=hd.UID(), series_number=2,
+                              sop_instance_uid=hd.UID(), instance_number=1, manufacturer="curator",
+                              manufacturer_model_name="tests", software_versions="0", device_serial_number="0",
+                              omit_empty_frames=omit_empty)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return path

@@ -1,0 +1,114 @@
+"""DICOM Segmentation objects (SEG) read as label maps, placed on their image's grid.
+
+A SEG (the form of most segmentations in TCIA's and NCI's Imaging Data Commons collections)
+holds one binary (or fractional, or label-map) frame per segment and slice; frames without any
+segment are usually left out, so a SEG covers only the slices its segments reach, and its
+frames of one slice are stacked, not combined. Read as an ordinary multi-frame object it is a
+stack of frames with a wrong geometry. :func:`read_seg` decodes it with highdicom into one label
+map whose values are the segment numbers (the dataset YAML maps them: ``values: {1: liver}``),
+on the grid its frames' positions span, then — given the image's grid — places it there by an
+exact voxel correspondence (axes permuted or flipped, a sub-range of slices), never resampled.
+
+Segments that overlap cannot share one label map: the read fails, naming them. Each segment's
+own label (``SegmentLabel``) is kept in the volume's ``meta["segments"]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
+
+from curator.errors import GeometryError, InputError, LabelError
+from curator.io.volume import Geometry, Volume
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_TO_NIFTI = ("convert it to a label map on the image's grid (e.g. dcmqi's segimage2itkimage, or highdicom's "
+             "Segmentation.get_volume) and point the label pattern at that")
+
+
+def is_seg(header: pydicom.Dataset) -> bool:
+    return str(header.get("Modality", "")) == "SEG" or str(header.get("SOPClassUID", "")) == SEG_SOP_CLASS
+
+
+def read_seg(path: Path, grid: Geometry | None, max_voxels: int, tol_mm: float = 0.01) -> Volume:
+    """The SEG at ``path`` as a label map (segment numbers), on ``grid`` when given (the image's),
+    else on the grid its frames span."""
+    import highdicom as hd
+
+    where = str(path)
+    try:
+        seg = hd.seg.segread(path)
+    except Exception as e:
+        raise InputError("corrupt_file", f"the DICOM SEG cannot be decoded ({type(e).__name__}: {str(e)[:160]})",
+                         path=where, remedy="download it again; " + _TO_NIFTI) from e
+    segments = {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in seg.SegmentSequence}
+    n = int(seg.Rows) * int(seg.Columns) * int(getattr(seg, "NumberOfFrames", 1) or 1)
+    if n > max_voxels:
+        raise InputError("too_large", f"{n:,} voxels in the SEG's frames exceed max_voxels", path=where,
+                         remedy="raise `max_voxels` in the ingest settings")
+    dtype = np.uint16 if max(segments, default=1) > 255 else np.uint8
+    try:
+        if str(seg.SegmentationType) == "FRACTIONAL":  # each segment its own probability map: > 1/2 is in it
+            numbers = sorted(segments)
+            vol = seg.get_volume(segment_numbers=numbers, combine_segments=False, rescale_fractional=True)
+            inside = np.asarray(vol.array) >= 0.5
+            if (inside.sum(axis=-1) > 1).any():
+                raise ValueError("segments overlap")
+            array = (inside * np.asarray(numbers, dtype=dtype)).sum(axis=-1, dtype=dtype)
+        else:
+            vol = seg.get_volume(combine_segments=True, dtype=dtype)
+            array = np.asarray(vol.array)
+    except (ValueError, RuntimeError) as e:
+        raise _why(e, segments, where) from e
+    own = Geometry.from_affine(array.shape, LPS_RAS @ np.asarray(vol.affine, dtype=np.float64))
+    out = Volume(array, own, {"format": "dicom-seg", "segments": segments,
+                              "segmentation_type": str(seg.SegmentationType)})
+    return out if grid is None else onto(out, grid, tol_mm, where)
+
+
+def _why(e: Exception, segments: dict[int, str], where: str) -> Exception:
+    text = str(e)
+    if "overlap" in text.lower():
+        named = ", ".join(f"{k} ({v})" if v else str(k) for k, v in sorted(segments.items()))
+        return LabelError("dicom_seg_overlap", f"segments of the SEG overlap (segments {named}): one label map "
+                          "holds one segment per voxel", path=where,
+                          remedy="if the overlap is meant (a tumour inside its organ), export each segment as its "
+                          "own mask file and use `labels.encoding: per_structure`; else " + _TO_NIFTI)
+    return GeometryError("dicom_seg_geometry", f"the SEG's frames do not form a regular volume ({text[:200]})",
+                         path=where, remedy=_TO_NIFTI)
+
+
+def onto(vol: Volume, grid: Geometry, tol_mm: float, where: str) -> Volume:
+    """``vol`` placed on ``grid`` when every voxel centre of ``vol`` is one of ``grid``'s (axes
+    permuted or flipped, any sub-box), the rest background; else a ``geometry_mismatch``."""
+    m = np.linalg.solve(grid.matrix, vol.geometry.matrix)  # vol voxel index -> grid voxel index
+    lin, shift = m[:3, :3], m[:3, 3]
+    perm = np.abs(lin).argmax(axis=0)  # the grid axis each of vol's axes runs along
+    signs = np.sign(lin[perm, [0, 1, 2]])
+    exact = np.zeros((3, 3))
+    exact[perm, [0, 1, 2]] = signs
+    spacing = np.asarray(grid.spacing)
+    if sorted(perm.tolist()) != [0, 1, 2] or np.abs((lin - exact) * spacing[:, None]).max() * max(vol.shape) > tol_mm \
+            or np.abs((shift - np.rint(shift)) * spacing).max() > tol_mm:
+        raise GeometryError("geometry_mismatch", f"the SEG's frames are not on the image's grid: "
+                            f"{grid.mismatch(vol.geometry, tol_mm) or 'voxel centres differ'}", path=where,
+                            remedy="check that the SEG belongs to this image series (its referenced series)")
+    start = np.rint(shift).astype(int)  # grid index of vol's first voxel, per grid axis
+    end = start.copy()
+    end[perm] += (np.asarray(vol.shape) - 1) * signs.astype(int)  # vol axis i runs along grid axis perm[i]
+    lo_g, hi_g = np.minimum(start, end), np.maximum(start, end)
+    if (lo_g < 0).any() or (hi_g >= np.asarray(grid.shape)).any():
+        raise GeometryError("geometry_mismatch", f"the SEG's frames reach outside the image (its voxels {lo_g.tolist()}"
+                            f"..{hi_g.tolist()}, the image's shape {list(grid.shape)})", path=where,
+                            remedy="check that the SEG belongs to this image series (its referenced series)")
+    a: NDArray[Any] = vol.array
+    a = np.flip(a, axis=tuple(i for i in range(3) if signs[i] < 0)) if (signs < 0).any() else a
+    a = np.transpose(a, np.argsort(perm))  # grid axis g takes vol's axis along it
+    out = np.zeros(grid.shape, dtype=vol.array.dtype)
+    out[lo_g[0]:hi_g[0] + 1, lo_g[1]:hi_g[1] + 1, lo_g[2]:hi_g[2] + 1] = a
+    return Volume(out, grid, dict(vol.meta))
