@@ -191,12 +191,13 @@ def read_dicom_header(path: Path) -> pydicom.Dataset:
 
 def write_dicom_seg(path: Path, series: list[Path], label: NDArray[Any], segments: dict[int, str], *,
                     omit_empty: bool = True, masks: dict[int, NDArray[Any]] | None = None,
-                    fractional: bool = False) -> Path:
+                    fractional: bool = False, labelmap: bool = False) -> Path:
     """A DICOM SEG of ``series`` (the files :func:`write_dicom_series` wrote, slice k =
     ``series[k]``) from ``label``, a label map on the series' grid whose values are segment
     numbers (``segments``: number -> label), written with highdicom; empty frames left out unless
     ``omit_empty=False``. ``masks`` gives each segment's own mask instead (they may overlap), or
-    with ``fractional`` its probabilities in [0, 1] (a FRACTIONAL SEG)."""
+    with ``fractional`` its probabilities in [0, 1] (a FRACTIONAL SEG); ``labelmap`` writes a
+    LABELMAP SEG (one frame per slice holding segment numbers, DICOM 2024)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -218,7 +219,8 @@ def write_dicom_seg(path: Path, series: list[Path], label: NDArray[Any], segment
                                            segmented_property_type=codes.SCT.Organ,
                                            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
                  for n, name in sorted(segments.items())]
-    kind = hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY
+    kind = (hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.LABELMAP
+            if labelmap else hd.seg.SegmentationTypeValues.BINARY)
     seg = hd.seg.Segmentation(source_images=sources, pixel_array=frames, segmentation_type=kind,
                               segment_descriptions=described, series_instance_uid=hd.UID(), series_number=2,
                               sop_instance_uid=hd.UID(), instance_number=1, manufacturer="curator",

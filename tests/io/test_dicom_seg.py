@@ -59,9 +59,12 @@ def test_segments_are_values_and_omitted_frames_are_background(tmp_path: Path) -
     shutil.copy(seg, tmp_path / "p1" / "ct" / "zz_seg.dcm")
     again = read_volume(tmp_path / "p1" / "ct")
     assert again.geometry == ct.geometry and np.array_equal(again.array, ct.array)
-    # the same SEG written with every frame reads the same
+    # the same SEG written with every frame, or as a LABELMAP SEG (one frame per slice), reads the same
     full = write_dicom_seg(tmp_path / "full.dcm", files, lab, {1: "Liver", 2: "Spleen"}, omit_empty=False)
     assert np.array_equal(read_volume(full, role="label", grid=ct.geometry).array, lab)
+    lm = write_dicom_seg(tmp_path / "labelmap.dcm", files, lab, {1: "Liver", 2: "Spleen"}, labelmap=True)
+    got_lm = read_volume(lm, role="label", grid=ct.geometry)
+    assert got_lm.meta["segmentation_type"] == "LABELMAP" and np.array_equal(got_lm.array, lab)
 
 
 def test_a_fractional_seg_is_in_a_segment_above_one_half(tmp_path: Path) -> None:
