@@ -281,6 +281,17 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("index_labels_disagree", "a dataset.json index names a label value with a term the dataset YAML "
                 "maps to another value (e.g. a swapped pair)",
                 "check labels.values in the dataset YAML against the dataset's documentation; fix whichever is wrong"),
+    ProblemKind("dicom_seg_labels_disagree", "a DICOM SEG names a segment with a term the dataset YAML maps to "
+                "another segment number (tools number segments differently)",
+                "check the file's numbering (`curator sources check`) and fix the YAML, or convert the files to one "
+                "numbering"),
+    ProblemKind("dicom_seg_overlap", "segments of a DICOM SEG overlap, so they cannot share one label map; the "
+                "case's label was rejected",
+                "export each segment as its own mask and use `labels.encoding: per_structure`"),
+    ProblemKind("dicom_seg_geometry", "a DICOM SEG's frames do not form a regular volume; the label was rejected",
+                "convert it to a label map on the image's grid (dcmqi's segimage2itkimage, highdicom)"),
+    ProblemKind("dicom_seg_as_image", "a layout's image pattern matched a DICOM SEG (a segmentation, not an image)",
+                "point the image pattern at the scan's series and the label pattern at the SEG"),
     ProblemKind("label_ambiguous", "a layout entry's label pattern shares no placeholder with its image pattern "
                 "and several images matched: no label was given to them",
                 "put the placeholder naming each image's case (e.g. {case}) in the label pattern"),

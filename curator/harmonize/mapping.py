@@ -157,6 +157,23 @@ def index_label_names(spec: DatasetSpec, root: Path) -> tuple[Path, dict[int, st
     return path, names
 
 
+def named_elsewhere(value_terms: Mapping[int, Iterable[str]], names: Mapping[int, str], tax: Taxonomy,
+                    ) -> list[tuple[int, str, Any, list[int]]]:
+    """``(value, name, term, values the YAML gives that term)`` for each value a file names with a
+    term the dataset YAML maps to *other* values (a swapped pair). Names the taxonomy cannot
+    resolve, and terms the YAML does not map, are not judged."""
+    where: dict[str, list[int]] = {}
+    for v, terms in value_terms.items():
+        for t in terms:
+            where.setdefault(t, []).append(int(v))
+    out = []
+    for v, name in sorted(names.items()):
+        term = tax.resolve(name)
+        if term is not None and term.id in where and v not in where[term.id]:
+            out.append((v, name, term, where[term.id]))
+    return out
+
+
 def index_disagreements(spec: DatasetSpec, root: Path, tax: Taxonomy) -> list[CuratorError]:
     """Values the index's label names put elsewhere than the dataset YAML does: the index names
     value v with a term the YAML maps to another value (a swapped pair, like MSD Prostate's zones
@@ -165,20 +182,12 @@ def index_disagreements(spec: DatasetSpec, root: Path, tax: Taxonomy) -> list[Cu
     if found is None or spec.labels.encoding != "label_map":
         return []
     path, names = found
-    where: dict[str, list[int]] = {}
-    for v, terms in spec.labels.values.items():
-        for name in terms:
-            t = tax.resolve(name)
-            if t is not None:
-                where.setdefault(t.id, []).append(v)
+    resolved = {v: [t.id for t in map(tax.resolve, terms) if t is not None] for v, terms in spec.labels.values.items()}
     out = []
-    for v, name in sorted(names.items()):
-        t = tax.resolve(name)
-        if t is None or t.id not in where or v in where[t.id]:
-            continue
+    for v, name, t, there in named_elsewhere(resolved, names, tax):
         mine = ", ".join(spec.labels.values.get(v, ())) or "nothing"
         out.append(CuratorError("index_labels_disagree", f"{path.name} names value {v} {name!r} ({t.name}), which "
-                                f"the dataset YAML maps to value {', '.join(map(str, where[t.id]))}; the YAML maps "
+                                f"the dataset YAML maps to value {', '.join(map(str, there))}; the YAML maps "
                                 f"{v} to {mine}", path=str(path),
                                 remedy="check labels.values in the dataset YAML against the dataset's own "
                                 "documentation, and fix whichever is wrong"))

@@ -112,6 +112,9 @@ class HarmonizeStage(Stage):
                 "files": dict(zip(row["label_keys"] or (), row["label_paths"] or (), strict=True)),
                 "fixes": fixes, "voxel_ml": float(np.prod(spacing)) / 1000.0, "mapping": digest,
                 "overlap": row.get("label_overlap_voxels"),
+                # a DICOM SEG names its segments: a name the YAML maps to another value is said
+                "value_terms": {str(v): list(ts) for v, ts in sorted(m.values.items())},
+                "taxonomy": taxonomy_path(self.ctx),
                 # the image's grid: structure files are re-indexed onto it before a union
                 "grid": ([list(row["shape"]), list(row["affine"])] if row.get("has_image") and row.get("shape")
                          and row.get("affine") else None),
@@ -146,7 +149,46 @@ class HarmonizeStage(Stage):
             path = f"{p['source']}:{p['files'].get(key, '')}" if key in p["files"] else task.path
             out.problems.append(problem_row(cls.name, err, dataset=p["dataset"], case_id=task.case_id, path=path,
                                             severity="warning"))
+        if p["encoding"] == "label_map":
+            for rel in p["files"].values():
+                for said in seg_disagreements(root, rel, p):
+                    out.problems.append(problem_row(cls.name, said, dataset=p["dataset"], case_id=task.case_id,
+                                                    path=f"{p['source']}:{rel}", severity="warning"))
         return out
+
+
+def seg_disagreements(root: Path, rel: str, p: dict[str, Any]) -> list[CuratorError]:
+    """A DICOM SEG label whose segment labels name terms the dataset YAML maps to other segment
+    numbers (tools number segments differently: a YAML written from one file mislabels another)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from curator.harmonize.mapping import named_elsewhere
+    from curator.io.dicom_seg import is_seg
+    from curator.taxonomy import load_taxonomy
+
+    path = root / rel
+    if not path.is_file() or path.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".npy")):
+        return []
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True,
+                             specific_tags=["Modality", "SOPClassUID", "SegmentSequence"])
+    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError):
+        return []
+    if not is_seg(ds):
+        return []
+    names = {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])}
+    terms = {int(v): ts for v, ts in p.get("value_terms", {}).items()}
+    out = []
+    for v, name, t, there in named_elsewhere(terms, names, load_taxonomy(p.get("taxonomy"))):
+        mine = ", ".join(terms.get(v, ())) or "nothing"
+        out.append(CuratorError("dicom_seg_labels_disagree", f"the SEG names segment {v} {name!r} ({t.name}), which "
+                                f"the dataset YAML maps to segment number {', '.join(map(str, there))}; the YAML maps "
+                                f"{v} to {mine}", path=str(path),
+                                remedy="segment numbers are the raw values, and tools number segments differently: "
+                                "check this file's numbering (`curator sources check`) and fix the YAML, or convert "
+                                "the files to one numbering"))
+    return out
 
 
 def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any], grid: list[Any] | None = None) -> int:

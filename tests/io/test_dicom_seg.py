@@ -27,10 +27,11 @@ def _label() -> np.ndarray:
     return lab
 
 
-def _study(root: Path, case: str = "p1", **kw: object) -> tuple[list[Path], np.ndarray, Path]:
+def _study(root: Path, case: str = "p1", names: tuple[str, str] = ("Liver", "Spleen"),
+           ) -> tuple[list[Path], np.ndarray, Path]:
     lab = _label()
     files = write_dicom_series(root / case / "ct", image_array(3, G.shape).astype(float), G)
-    seg = write_dicom_seg(root / case / "seg.dcm", files, lab, {1: "Liver", 2: "Spleen"}, **kw)  # type: ignore[arg-type]
+    seg = write_dicom_seg(root / case / "seg.dcm", files, lab, {1: names[0], 2: names[1]})
     return files, lab, seg
 
 
@@ -104,6 +105,7 @@ def test_what_cannot_be_one_label_map_on_this_grid_is_refused(tmp_path: Path) ->
 def test_a_dataset_of_ct_series_with_seg_labels_runs_through_the_pipeline(tmp_path: Path) -> None:
     root = tmp_path / "download"
     labels = {case: _study(root, case)[1] for case in ("p1", "p2")}
+    _study(root, "p3", names=("Spleen", "Liver"))  # another tool's numbering: the YAML's is wrong for it
     spec = {"name": "SegStudy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
             "citation": "@misc{x, title={x}}", "layout": [{"image": "{case}/ct/", "label": "{case}/seg.dcm"}],
             "labels": {"values": {1: "liver", 2: "spleen"}}}
@@ -119,6 +121,8 @@ def test_a_dataset_of_ct_series_with_seg_labels_runs_through_the_pipeline(tmp_pa
     for case, lab in labels.items():
         assert raw[(f"SegStudy__{case}", 1)] == int((lab == 1).sum())
         assert raw[(f"SegStudy__{case}", 2)] == int((lab == 2).sum())
+    said = [(p["case_id"], p["kind"]) for p in table(pipe, "problems__harmonize").to_pylist()]
+    assert said == [("SegStudy__p3", "dicom_seg_labels_disagree")] * 2  # each segment named elsewhere
     ws = tmp_path / "workspace" / "stores"
     store = CaseStore(ws / "SegStudy__p1.zarr")
     assert store.mask("liver").sum() == (labels["p1"] == 1).sum()  # same spacing: every voxel kept
