@@ -157,30 +157,20 @@ class HarmonizeStage(Stage):
         return out
 
 
-def seg_disagreements(root: Path, rel: str, p: dict[str, Any]) -> list[CuratorError]:
+def seg_disagreements(root: Path, rel: str, p: dict[str, Any], tax: Any = None) -> list[CuratorError]:
     """A DICOM SEG label whose segment labels name terms the dataset YAML maps to other segment
     numbers (tools number segments differently: a YAML written from one file mislabels another)."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     from curator.harmonize.mapping import named_elsewhere
-    from curator.io.dicom_seg import is_seg
+    from curator.io.dicom_seg import segment_labels
     from curator.taxonomy import load_taxonomy
 
     path = root / rel
-    if not path.is_file() or path.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".npy")):
+    names = segment_labels(path)
+    if not names:
         return []
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True,
-                             specific_tags=["Modality", "SOPClassUID", "SegmentSequence"])
-    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError):
-        return []
-    if not is_seg(ds):
-        return []
-    names = {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])}
     terms = {int(v): ts for v, ts in p.get("value_terms", {}).items()}
     out = []
-    for v, name, t, there in named_elsewhere(terms, names, load_taxonomy(p.get("taxonomy"))):
+    for v, name, t, there in named_elsewhere(terms, names, tax or load_taxonomy(p.get("taxonomy"))):
         mine = ", ".join(terms.get(v, ())) or "nothing"
         out.append(CuratorError("dicom_seg_labels_disagree", f"the SEG names segment {v} {name!r} ({t.name}), which "
                                 f"the dataset YAML maps to segment number {', '.join(map(str, there))}; the YAML maps "

@@ -170,9 +170,39 @@ def _pick(tasks: list[Any], k: int) -> list[Any]:
     return sorted(chosen.values(), key=lambda t: t.case_id)
 
 
-def _value_rows(spec: Any, tax: Any, results: list[Any]) -> list[dict[str, Any]]:
+def _file_names(root: Path, tasks: list[Any]) -> dict[int, Counter[str]]:
+    """The names label files give their values (a DICOM SEG's segment labels), over ``tasks``."""
+    from curator.io.dicom_seg import segment_labels
+
+    out: dict[int, Counter[str]] = {}
+    for t in tasks:
+        for _, rel in t.payload["labels"]:
+            for v, name in (segment_labels(root / rel) or {}).items():
+                out.setdefault(v, Counter())[name] += 1
+    return out
+
+
+def _seg_disagreements(spec: Any, tax: Any, root: Path, tasks: list[Any]) -> list[dict[str, Any]]:
+    """The SEG numbering warnings harmonize would give the sampled cases."""
+    from curator.harmonize.mapping import raw_value_terms
+    from curator.harmonize.stage import seg_disagreements
+    from curator.runner.stage import problem_row
+
+    terms = raw_value_terms(spec, tax, include_derived=False)
+    payload = {"value_terms": {str(v): ts for v, ts in terms.items()}, "taxonomy": None}
+    out = []
+    for t in tasks:
+        for _, rel in t.payload["labels"]:
+            for err in seg_disagreements(root, rel, payload, tax):
+                out.append(problem_row("check", err, dataset=spec.name, case_id=t.case_id, path=f"{spec.name}:{rel}",
+                                       severity="warning"))
+    return out
+
+
+def _value_rows(spec: Any, tax: Any, results: list[Any], named: dict[int, Counter[str]]) -> list[dict[str, Any]]:
     """Per declared raw value (or structure file): its terms and the sampled cases holding it;
-    then every value the sample holds that the YAML does not declare."""
+    then every value the sample holds that the YAML does not declare. ``named``: what the files
+    call each value (a DICOM SEG's segment labels), with how many files say so."""
     from curator.harmonize.mapping import raw_value_terms
 
     terms = raw_value_terms(spec, tax, include_derived=False)
@@ -196,6 +226,9 @@ def _value_rows(spec: Any, tax: Any, results: list[Any]) -> list[dict[str, Any]]
     for v in sorted(set(seen) - set(declared), key=str):
         rows.append({"value": v, "terms": [], "declared": False, "ignored": False, "cases": len(seen[v]),
                      "of": len(labelled), "examples": sorted(set(seen[v]))[:3]})
+    for r in rows:
+        if isinstance(r["value"], int) and r["value"] in named:
+            r["named_in_files"] = dict(named[r["value"]].most_common())
     return rows
 
 
@@ -247,10 +280,13 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         picked = tasks if sample is None else _pick(tasks, max(0, sample))
         results = [execute(IngestStage.ref(), t, "", config.to_dict(), env) for t in picked]
         tax = harmonize_taxonomy(ctx)
+        named = _file_names(root, picked) if spec.labels.encoding == "label_map" else {}
+        if named:  # a SEG numbering its segments otherwise than the YAML: what harmonize would warn
+            report.problems += _seg_disagreements(spec, tax, root, picked)
     for r in results:
         report.problems += r.problems
         report.sampled.append(_sampled_row(r))
-    report.values = _value_rows(spec, tax, results)
+    report.values = _value_rows(spec, tax, results, named)
     report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
     return report
 

@@ -35,6 +35,22 @@ def is_seg(header: pydicom.Dataset) -> bool:
     return str(header.get("Modality", "")) == "SEG" or str(header.get("SOPClassUID", "")) == SEG_SOP_CLASS
 
 
+def segment_labels(path: Path) -> dict[int, str] | None:
+    """``{segment number: SegmentLabel}`` of the DICOM SEG at ``path`` from its header, or None when
+    the file is not a SEG (or not DICOM)."""
+    from pydicom.errors import InvalidDicomError
+
+    if not path.is_file() or path.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".npy")):
+        return None
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID", "SegmentSequence"])
+    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError):
+        return None
+    if not is_seg(ds):
+        return None
+    return {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])}
+
+
 def read_seg(path: Path, grid: Geometry | None, max_voxels: int, tol_mm: float = 0.01) -> Volume:
     """The SEG at ``path`` as a label map (segment numbers), on ``grid`` when given (the image's),
     else on the grid its frames span."""

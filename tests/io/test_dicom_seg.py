@@ -127,3 +127,22 @@ def test_a_dataset_of_ct_series_with_seg_labels_runs_through_the_pipeline(tmp_pa
     store = CaseStore(ws / "SegStudy__p1.zarr")
     assert store.mask("liver").sum() == (labels["p1"] == 1).sum()  # same spacing: every voxel kept
     assert store.mask("spleen").sum() == (labels["p1"] == 2).sum()
+
+
+def test_sources_check_shows_what_each_seg_calls_its_values(tmp_path: Path) -> None:
+    from curator.ingest.check import check_source
+
+    root = tmp_path / "download"
+    for case in ("p1", "p2"):
+        _study(root, case)
+    _study(root, "p3", names=("Spleen", "Liver"))
+    spec = {"name": "SegStudy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+            "citation_key": "x", "citation": "@misc{x, title={x}}",
+            "layout": [{"image": "{case}/ct/", "label": "{case}/seg.dcm"}], "labels": {"values": {1: "liver", 2: "spleen"}}}
+    yml = tmp_path / "SegStudy.yaml"
+    yml.write_text(yaml.safe_dump(spec))
+    r = check_source(str(yml), root, sample=None)
+    named = {v["value"]: v["named_in_files"] for v in r.values}
+    assert named == {1: {"Liver": 2, "Spleen": 1}, 2: {"Spleen": 2, "Liver": 1}}
+    said = [(p["case_id"], p["kind"]) for p in r.warnings if p["kind"].startswith("dicom")]
+    assert said == [("SegStudy__p3", "dicom_seg_labels_disagree")] * 2
