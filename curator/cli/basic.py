@@ -11,6 +11,7 @@ from rich.markup import escape
 from curator.cli.common import (
     OutputFormat,
     ReportFormat,
+    csv_cell,
     emit,
     err,
     handle_errors,
@@ -33,7 +34,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                   "--format", "-f", help="table, csv or json (json prints NaN and ±infinity as null)")
               ] = OutputFormat.table,
               limit: Annotated[int, typer.Option(min=0, help="max rows printed as a table "
-                                                 "(csv and json print every row)")] = 200) -> None:
+                                                 "(csv and json print every row)")] = 200,
+              out_file: Annotated[Path | None, typer.Option(
+                  "--out", "-o", help="write every row to this .parquet or .csv file (streamed, replaced "
+                  "atomically) instead of printing")] = None) -> None:
         """Query a release with DuckDB (read-only, file system access off)."""
         import duckdb
 
@@ -50,6 +54,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             rel = Release(release)
             note_newest(release, rel.path)
         res = rel.sql(sql)  # one SELECT: an empty query or several statements are refused
+        if out_file is not None:
+            from curator.release.query import save_result
+
+            n = save_result(res, out_file, rel.path, csv_cell)
+            err.print(escape(f"wrote {n:,} row(s) to {out_file}"), highlight=False)
+            return
         try:
             rows = res.fetchall()
         except duckdb.Error as e:  # raised while running (e.g. a failed cast), not while binding

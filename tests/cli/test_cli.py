@@ -125,6 +125,28 @@ def test_query_csv_writes_booleans_and_nested_values_as_other_tools_read_them(de
     assert back.types == ["BOOLEAN", "BOOLEAN"] and back.fetchall() == [(True, False)]
 
 
+def test_query_out_writes_every_row_to_parquet_or_csv(demo: Path, tmp_path: Path) -> None:
+    import duckdb
+    import pyarrow.parquet as pq
+
+    sql = "select case_id, term_id, volume_ml, true as b, [1, 2] as l from labels order by all"
+    res = curator("query", str(demo), sql, "--out", str(tmp_path / "labels.parquet"))
+    assert res.returncode == 0, res.stderr
+    table = pq.read_table(tmp_path / "labels.parquet")
+    [(want,)] = duckdb.sql(f"select count(*) from read_parquet('{demo}/labels.parquet')").fetchall()
+    assert table.num_rows == want > 0 and f"wrote {want:,} row(s)" in res.stderr and res.stdout == ""
+    res = curator("query", str(demo), sql, "-o", str(tmp_path / "labels.csv"))
+    assert res.returncode == 0, res.stderr
+    printed = curator("query", str(demo), sql, "-f", "csv").stdout  # the same text as --format csv
+    assert (tmp_path / "labels.csv").read_text() == printed and printed.count("\n") == want + 1
+    # a failing query leaves no file; a file inside the release or of another kind is refused
+    bad = curator("query", str(demo), "select cast(case_id as integer) from cases", "-o", str(tmp_path / "x.parquet"))
+    assert bad.returncode == 2 and not (tmp_path / "x.parquet").exists() and not list(tmp_path.glob(".x.parquet*"))
+    inside = curator("query", str(demo), "select 1", "-o", str(demo / "mine.parquet"))
+    assert inside.returncode == 2 and "immutable" in inside.stderr and not (demo / "mine.parquet").exists()
+    assert curator("query", str(demo), "select 1", "-o", str(tmp_path / "x.txt")).returncode == 2
+
+
 def test_query_table_rounds_floats_and_expands_wide_rows(demo: Path) -> None:
     sql = "select case_id, volume_ml, centroid_mm from labels where present and volume_ml is not null limit 1"
     exact = json.loads(curator("query", str(demo), sql, "-f", "json").stdout)[0]
