@@ -287,11 +287,25 @@ _KINDS: list[ProblemKind] = [
                 "numbering"),
     ProblemKind("dicom_seg_overlap", "segments of a DICOM SEG overlap, so they cannot share one label map; the "
                 "case's label was rejected",
-                "export each segment as its own mask and use `labels.encoding: per_structure`"),
+                "read it per structure: `labels.encoding: per_structure` with `structures: {segment label: term}`"),
     ProblemKind("dicom_seg_geometry", "a DICOM SEG's frames do not form a regular volume; the label was rejected",
                 "convert it to a label map on the image's grid (dcmqi's segimage2itkimage, highdicom)"),
     ProblemKind("dicom_seg_as_image", "a layout's image pattern matched a DICOM SEG (a segmentation, not an image)",
                 "point the image pattern at the scan's series and the label pattern at the SEG"),
+    ProblemKind("rtstruct_label_map", "an RTSTRUCT was given as a label map; its ROIs overlap by design",
+                "declare `labels.encoding: per_structure` with `structures: {ROI name: term}` and a label pattern "
+                "without {structure}"),
+    ProblemKind("rtstruct_without_image", "an RTSTRUCT label has no image to be drawn on (a label-only case)",
+                "give the case its image series"),
+    ProblemKind("rtstruct_contour", "an RTSTRUCT contour is not a closed planar polygon (an open line)",
+                "export the structure as closed planar contours"),
+    ProblemKind("rtstruct_off_grid", "an RTSTRUCT contour does not lie on a slice of the case's image (another "
+                "series, a tilted plane)", "check that the RTSTRUCT belongs to this image series"),
+    ProblemKind("structure_missing", "a case's structure is not among those its SEG or RTSTRUCT file holds",
+                "run `curator sources check` to see the structures the files hold"),
+    ProblemKind("structures_not_in_file", "a per-structure label pattern without {structure} matched a file that "
+                "holds no named structures (not a DICOM SEG or RTSTRUCT)",
+                "put {structure} in the label pattern, or point it at the SEG or RTSTRUCT files"),
     ProblemKind("label_ambiguous", "a layout entry's label pattern shares no placeholder with its image pattern "
                 "and several images matched: no label was given to them",
                 "put the placeholder naming each image's case (e.g. {case}) in the label pattern"),

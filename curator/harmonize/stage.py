@@ -133,7 +133,7 @@ class HarmonizeStage(Stage):
         def union(keys: list[str]) -> int:
             if p.get("overlap") == 0:  # ingest saw no voxel in two structure files: unions are sums
                 return sum(n for (k, _), n in counts.items() if k in keys)
-            return union_voxels(root, [p["files"][k] for k in keys], p["fixes"], p.get("grid"))
+            return union_voxels(root, [p["files"][k] for k in keys], p["fixes"], p.get("grid"), keys)
 
         rows, unmapped = case_rows(p["plans"], counts, known_values=p["known_values"], known_keys=p["known_keys"],
                                    ignore=p["ignore"], encoding=p["encoding"], voxel_ml=p["voxel_ml"], union=union)
@@ -181,7 +181,8 @@ def seg_disagreements(root: Path, rel: str, p: dict[str, Any], tax: Any = None) 
     return out
 
 
-def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any], grid: list[Any] | None = None) -> int:
+def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any], grid: list[Any] | None = None,
+                 keys: list[str] | None = None) -> int:
     """Voxels in the union of several binary (any non-zero) label files of one case, each
     re-indexed onto the case's grid first — the image's (``grid``: shape, affine), else the first
     file's — as ingest and preprocess do: a file stored with its axes flipped or permuted (ingest's
@@ -194,8 +195,9 @@ def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any], grid: 
 
     ref = Geometry.from_affine(tuple(grid[0]), grid[1]) if grid else None
     acc: np.ndarray[Any, Any] | None = None
-    for rel in rel_paths:
-        vol = apply_label_fixes(read_volume(resolve_inside(root, root / rel), role="label", grid=ref), fixes, rel, ref)
+    for i, rel in enumerate(rel_paths):  # keys: the structures, when a file holds several (SEG, RTSTRUCT)
+        vol = apply_label_fixes(read_volume(resolve_inside(root, root / rel), role="label", grid=ref,
+                                            structure=keys[i] if keys else None), fixes, rel, ref)
         if ref is None:
             ref = vol.geometry
         else:

@@ -328,17 +328,21 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
     failures: list[CuratorError] = []
     failed_keys: list[str] = []
     declared = set(p["declared"])
+    digests: dict[str, str] = {}
     for key, rel in p["labels"]:
         digest = "-"
         try:
             path = resolve_inside(root, root / rel)
-            if path.is_dir():  # a folder of slice images
+            if rel in digests:  # a file holding several structures (SEG, RTSTRUCT): hashed once
+                digest = digests[rel]
+            elif path.is_dir():  # a folder of slice images
                 from curator.io.dicom_files import list_files
 
-                digest = sha256_files(list_files(path), path)
+                digest = digests[rel] = sha256_files(list_files(path), path)
             else:
-                digest = sha256_file(path)
-            lab = read_volume(path, role="label", max_voxels=config.max_voxels, grid=ref)
+                digest = digests[rel] = sha256_file(path)
+            lab = read_volume(path, role="label", max_voxels=config.max_voxels, grid=ref,
+                              structure=key if p["encoding"] == "per_structure" else None)
             image = root / p["image"] if p["image"] is not None and p["image_is_dir"] else None
             lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref, image)
             if ref is None:  # a label-only case: its first label places the case

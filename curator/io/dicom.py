@@ -99,9 +99,14 @@ def slice_file_order(path: Path) -> list[int] | None:
 
 
 def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, role: str = "image",
-               grid: Geometry | None = None) -> Volume:
+               grid: Geometry | None = None, structure: str | None = None) -> Volume:
     """Read one DICOM series from a folder, a list of files, or a single (multi-frame) file; a
-    segmentation object (SEG) as a label map, placed on ``grid`` (its image's) when given."""
+    segmentation object (SEG) as a label map, placed on ``grid`` (its image's) when given; one
+    ``structure`` of a SEG or an RTSTRUCT as its mask (:mod:`curator.io.structures`)."""
+    if role == "label" and files is None and path.is_file():
+        held = _structure_file(path, structure, grid, max_voxels)
+        if held is not None:
+            return held
     candidates = files if files is not None else (list_files(path) if path.is_dir() else [path])
     where = str(path)
     members = _series(candidates, path, where)
@@ -157,6 +162,25 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, 
                          remedy="check that the download is complete (the other slices may be missing); "
                          "otherwise drop the series: curator ingests 3-D volumes")
     return vol
+
+
+def _structure_file(path: Path, structure: str | None, grid: Geometry | None, max_voxels: int) -> Volume | None:
+    """A label file holding named structures (SEG, RTSTRUCT) read as asked, or None for another file."""
+    from curator.io.rtstruct import is_rtstruct
+    from curator.io.structures import read_structure
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
+    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError):
+        return None
+    if structure is not None and (is_seg(ds) or is_rtstruct(ds)):
+        return read_structure(path, structure, grid, max_voxels)
+    if is_rtstruct(ds):
+        raise InputError("rtstruct_label_map", "an RTSTRUCT's structures (ROIs) overlap by design and cannot be one "
+                         "label map", path=str(path), remedy="declare `labels.encoding: per_structure` with "
+                         "`structures: {ROI name: term}` and a label pattern without {structure} (the ROIs are "
+                         "inside the file; `curator sources check` lists them)")
+    return None  # a SEG as a label map: read with the series code below
 
 
 def _read_single(p: Path, meta: dict[str, Any], max_voxels: int, where: str) -> Volume:

@@ -80,21 +80,22 @@ def read_seg(path: Path, grid: Geometry | None, max_voxels: int, tol_mm: float =
             vol = seg.get_volume(combine_segments=True, dtype=dtype)
             array = np.asarray(vol.array)
     except (ValueError, RuntimeError) as e:
-        raise _why(e, segments, where) from e
+        raise seg_error(e, segments, where) from e
     own = Geometry.from_affine(array.shape, LPS_RAS @ np.asarray(vol.affine, dtype=np.float64))
     out = Volume(array, own, {"format": "dicom-seg", "segments": segments,
                               "segmentation_type": str(seg.SegmentationType)})
     return out if grid is None else onto(out, grid, tol_mm, where)
 
 
-def _why(e: Exception, segments: dict[int, str], where: str) -> Exception:
+def seg_error(e: Exception, segments: dict[int, str], where: str) -> Exception:
     text = str(e)
     if "overlap" in text.lower():
         named = ", ".join(f"{k} ({v})" if v else str(k) for k, v in sorted(segments.items()))
         return LabelError("dicom_seg_overlap", f"segments of the SEG overlap (segments {named}): one label map "
                           "holds one segment per voxel", path=where,
-                          remedy="if the overlap is meant (a tumour inside its organ), export each segment as its "
-                          "own mask file and use `labels.encoding: per_structure`; else " + _TO_NIFTI)
+                          remedy="if the overlap is meant (a tumour inside its organ), read the SEG per structure: "
+                          "`labels.encoding: per_structure` with `structures: {segment label: term}` and the label "
+                          "pattern as it is (docs/registry.md, 'Structures inside one file')")
     return GeometryError("dicom_seg_geometry", f"the SEG's frames do not form a regular volume ({text[:200]})",
                          path=where, remedy=_TO_NIFTI)
 

@@ -180,6 +180,7 @@ def read_volume(
     files: list[Path] | None = None,
     channels: int | None = None,
     grid: Geometry | None = None,
+    structure: str | None = None,
 ) -> Volume:
     """Read a 3-D volume from NIfTI, NRRD, MHA/MHD, a DICOM series (folder or ``files``) or .npy.
 
@@ -188,10 +189,12 @@ def read_volume(
     ``channels`` (the number of channels the dataset declares) is checked against the file's.
     ``grid`` (a label's image grid) places a DICOM SEG, which covers only its segments' slices,
     on it (:mod:`curator.io.dicom_seg`); other formats carry their own grid and ignore it.
+    ``structure`` (a per-structure label's key) picks one structure of a file holding several (a
+    DICOM SEG's segment, an RTSTRUCT's ROI: :mod:`curator.io.structures`); other files ignore it.
     """
     p = Path(path)
     try:
-        return _read_volume(p, role, channel, max_voxels, files, channels, grid)
+        return _read_volume(p, role, channel, max_voxels, files, channels, grid, structure)
     except CuratorError:
         raise
     except MemoryError as e:
@@ -204,7 +207,8 @@ def read_volume(
 
 
 def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, files: list[Path] | None,
-                 channels: int | None = None, grid: Geometry | None = None) -> Volume:
+                 channels: int | None = None, grid: Geometry | None = None,
+                 structure: str | None = None) -> Volume:
     fmt = "dicom" if files is not None else check_file(p)
     if fmt == "nifti":
         from curator.io.nifti import read_nifti
@@ -217,7 +221,7 @@ def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, file
     elif fmt == "dicom":
         from curator.io.dicom import read_dicom
 
-        vol = read_dicom(p, files=files, max_voxels=max_voxels, role=role, grid=grid)
+        vol = read_dicom(p, files=files, max_voxels=max_voxels, role=role, grid=grid, structure=structure)
     elif fmt == "npy":
         vol = _read_npy(p, max_voxels)
     elif fmt == "slices":

@@ -209,10 +209,12 @@ def _image_fixes(image: Volume, fixes: dict[str, Any], rel: str) -> tuple[Volume
     return (image if arr is image.array else Volume(arr, image.geometry, dict(image.meta))), offset
 
 
-def _label(path: Path, rel: str, p: dict[str, Any], ref: Geometry | None, root: Path) -> Volume:
-    """A label file with its declared fixes, re-indexed onto ``ref`` (same voxels, any axis order)."""
+def _label(path: Path, rel: str, p: dict[str, Any], ref: Geometry | None, root: Path, key: str | None = None,
+           ) -> Volume:
+    """A label file (structure ``key`` of a file holding several) with its declared fixes,
+    re-indexed onto ``ref`` (same voxels, any axis order)."""
     image = root / p["image_path"] if p.get("image_path") else None
-    vol = apply_label_fixes(read_volume(path, role="label", grid=ref), p["fixes"], rel, ref, image)
+    vol = apply_label_fixes(read_volume(path, role="label", grid=ref, structure=key), p["fixes"], rel, ref, image)
     return vol if ref is None else vol.on_grid(ref)
 
 
@@ -223,13 +225,14 @@ def _read_planes(p: dict[str, Any], root: Path, geometry: Geometry | None,
     if not paths:
         return [], geometry
     rels = list(p["label_paths"])
-    first = _label(paths[0], rels[0], p, geometry, root)
+    keys = list(p["label_keys"]) if p["encoding"] == "per_structure" else [None] * len(rels)
+    first = _label(paths[0], rels[0], p, geometry, root, keys[0])
     ref = geometry or first.geometry
 
     if p["encoding"] == "per_structure":
         def masks() -> Iterator[tuple[str, NDArray[Any]]]:
             for i, (key, path) in enumerate(zip(p["label_keys"], paths, strict=True)):
-                vol = first if i == 0 else _label(path, rels[i], p, ref, root)
+                vol = first if i == 0 else _label(path, rels[i], p, ref, root, key)
                 yield key, vol.array
         return structure_planes(masks(), p["terms"]), ref
     planes: list[Plane] = []

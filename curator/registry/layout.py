@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +219,8 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
                                        c.case_id))
             continue
         cases[c.case_id] = c
+    if spec.labels.encoding == "per_structure":
+        _structures_inside(spec, root, cases, problems)
     if spec.official_split.get("file"):
         from curator.registry.splits import apply_split_file
 
@@ -230,6 +232,38 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
         problems.append(InputError("layout_no_match", f"no file under the root matches the layout of {spec.name}",
                                    path=str(root), remedy="check the source root and the dataset's layout patterns"))
     return sorted(cases.values(), key=lambda c: c.case_id), problems
+
+
+def _structures_inside(spec: DatasetSpec, root: Path, cases: dict[str, CaseFiles],
+                       problems: list[InputError]) -> None:
+    """Per-structure labels matched without ``{structure}`` (key ``''``) are files holding their
+    structures — a DICOM SEG's segments, an RTSTRUCT's ROIs: each named structure becomes one
+    label of the case (the structures the YAML does not map too, unless ``other_structures:
+    ignore``). Any other file there is a problem, and a label-only case left with no label goes."""
+    from curator.io.structures import structures_in
+
+    declared = spec.labels.structures
+    keep_all = spec.labels.other_structures != "ignore"
+    for cid, c in list(cases.items()):
+        if all(key for key, _ in c.labels):
+            continue
+        labels: list[tuple[str, str]] = []
+        for key, rel in c.labels:
+            names = None if key else structures_in(root / rel)
+            if key:
+                labels.append((key, rel))
+            elif names is None:
+                problems.append(InputError(
+                    "structures_not_in_file", "a per-structure label pattern without {structure} matched a file "
+                    "that holds no named structures (not a DICOM SEG or RTSTRUCT)", path=str(root / rel),
+                    remedy="put {structure} in the label pattern (one mask file per structure), or point it at the "
+                    "SEG or RTSTRUCT files"))
+            else:
+                labels += [(name, rel) for name in names if keep_all or name in declared]
+        if labels or c.image is not None:
+            cases[cid] = replace(c, labels=labels)
+        else:
+            del cases[cid]
 
 
 def _label_claimed(spec: DatasetSpec, tree: Tree) -> set[str]:

@@ -186,6 +186,13 @@ def _terms(v: Any) -> tuple[str, ...]:
     raise TypeError(f"expected a term name or a list of names, got {v!r}")
 
 
+def holds_structures(pattern: str) -> bool:
+    """Whether a per-structure label pattern without ``{structure}`` may name DICOM files that hold
+    their structures (SEG segments, RTSTRUCT ROIs): a ``.dcm`` file or a name without a suffix."""
+    last = pattern.rstrip("/").rsplit("/", 1)[-1].lower()
+    return not pattern.endswith("/") and (last.endswith(".dcm") or "." not in last.replace("{", "").replace("}", ""))
+
+
 _LIST_KEYS = ("layout", "overlaps")
 _NAME_LIST_KEYS = ("notes", "annotates", "exclude")  # a single string is a list of one
 _MAP_KEYS = ("patterns", "official_split", "metadata", "fixes")
@@ -334,9 +341,10 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
                 "a label_map names its raw values under `values`")
         if enc == "per_structure":
             for i, e in enumerate(layout):
-                if e.label and "structure" not in _PLACEHOLDER.findall(e.label):
+                if e.label and "structure" not in _PLACEHOLDER.findall(e.label) and not holds_structures(e.label):
                     bad(f"layout[{i}].label", "missing", f"per_structure labels need a {{structure}} placeholder in "
-                        f"the label pattern ({e.label!r}): the file stem names the structure")
+                        f"the label pattern ({e.label!r}): the file stem names the structure (a DICOM SEG or "
+                        "RTSTRUCT, whose structures are inside the file, is matched by a .dcm or suffix-less pattern)")
         other = str(lab.get("other_structures", "problem"))
         if other not in OTHER_STRUCTURES:
             bad("labels.other_structures", "value", f"other_structures must be one of {OTHER_STRUCTURES}")

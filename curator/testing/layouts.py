@@ -41,8 +41,11 @@ def save_nifti(path: Path, array: NDArray[Any], g: Geometry, dtype: Any = None) 
     write_nifti(path, Volume(np.asarray(array), g), dtype=dtype)
 
 
-def write_rtstruct(folder: Path) -> Path:
-    """A one-file RTSTRUCT series (no pixel data), as TCIA studies keep beside their CT series."""
+def write_rtstruct(folder: Path, g: Geometry | None = None,
+                   rois: dict[str, list[tuple[int, list[tuple[float, float]]]]] | None = None) -> Path:
+    """A one-file RTSTRUCT series (no pixel data), as TCIA studies keep beside their CT series;
+    with ``rois`` (name -> [(slice k, polygon as (i, j) voxel coordinates on grid ``g``)]) its
+    structure set and closed planar contours, in patient (LPS) millimetres."""
     folder.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.481.3")  # RT Structure Set Storage
@@ -51,6 +54,22 @@ def write_rtstruct(folder: Path) -> Path:
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\x00" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
+    if rois is not None and g is not None:
+        ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
+        for number, (name, polygons) in enumerate(rois.items(), start=1):
+            roi = Dataset()
+            roi.ROINumber, roi.ROIName = number, name
+            ds.StructureSetROISequence.append(roi)
+            rc = Dataset()
+            rc.ReferencedROINumber, rc.ContourSequence = number, Sequence()
+            for k, poly in polygons:
+                ras = g.voxel_to_world(np.array([[i, j, k] for i, j in poly], dtype=np.float64))
+                lps = (LPS_TO_RAS[:3, :3] @ ras.T).T
+                c = Dataset()
+                c.ContourGeometricType, c.NumberOfContourPoints = "CLOSED_PLANAR", len(poly)
+                c.ContourData = [f"{v:.4f}" for v in lps.ravel()]
+                rc.ContourSequence.append(c)
+            ds.ROIContourSequence.append(rc)
     ds.save_as(str(path), enforce_file_format=True)
     return path
 

@@ -1,0 +1,103 @@
+"""Label files that hold several named structures: DICOM SEG (segments) and RTSTRUCT (ROIs).
+
+With ``labels.encoding: per_structure`` and a label pattern without ``{structure}`` (the
+structures are inside the file, not one file each), layout discovery asks :func:`structures_in`
+for the names the file holds — a SEG's segment labels, an RTSTRUCT's ROI names — and each becomes
+one structure of the case, mapped by ``labels.structures`` like a TotalSegmentator mask file;
+:func:`read_structure` reads one of them as a 0/1 mask on the image's grid. Structures may overlap
+(a tumour inside its organ), as per-structure masks may.
+
+A file is parsed once for all its structures (the last two files are kept per process: a SEG of
+the 104 TotalSegmentator classes is read once, not 104 times).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+
+from curator.errors import InputError
+from curator.io.dicom_seg import LPS_RAS, is_seg, onto, seg_error
+from curator.io.rtstruct import is_rtstruct, read_roi, roi_names
+from curator.io.volume import Geometry, Volume
+
+_NOT_DICOM = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".npy", ".mat", ".png")
+
+
+def _header(path: Path) -> pydicom.Dataset | None:
+    from pydicom.errors import InvalidDicomError
+
+    if not path.is_file() or path.name.lower().endswith(_NOT_DICOM):
+        return None
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError):
+        return None
+
+
+def _keys(numbered: dict[int, str]) -> dict[str, int]:
+    """Structure key -> number: the name, or ``name (number)`` for a name given twice."""
+    seen: dict[str, int] = {}
+    for n, name in sorted(numbered.items()):
+        key = name.strip() or str(n)
+        seen[key if key not in seen else f"{key} ({n})"] = n
+    return seen
+
+
+def structures_in(path: Path) -> dict[str, int] | None:
+    """``{structure key: number}`` of a DICOM SEG or RTSTRUCT file, or None for any other file."""
+    ds = _header(path)
+    if ds is None:
+        return None
+    if is_seg(ds):
+        return _keys({int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])})
+    if is_rtstruct(ds):
+        return _keys(roi_names(ds))
+    return None
+
+
+@functools.lru_cache(maxsize=2)
+def _open(path: str, stamp: tuple[int, int]) -> Any:
+    """The parsed SEG (highdicom) or RTSTRUCT (pydicom) at ``path``; ``stamp`` (size, mtime) keys
+    the cache so a changed file is read again."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    if is_seg(ds):
+        import highdicom as hd
+
+        return hd.seg.segread(path)
+    return pydicom.dcmread(path)
+
+
+def read_structure(path: Path, key: str, grid: Geometry | None, max_voxels: int) -> Volume:
+    """Structure ``key`` of the SEG or RTSTRUCT at ``path`` as a 0/1 mask, on ``grid`` when given;
+    a file holding one structure gives it whatever ``key`` is (one file per structure, the key
+    being the file's name)."""
+    where = str(path)
+    names = structures_in(path) or {}
+    if key not in names and len(names) == 1:  # one mask file per structure ({structure} in the pattern)
+        key = next(iter(names))
+    if key not in names:
+        held = ", ".join(sorted(names)[:20]) or "none"
+        raise InputError("structure_missing", f"the file holds no structure {key!r} (it holds: {held})",
+                         path=where, remedy="run `curator sources check` to see the structures the files hold")
+    st = path.stat()
+    obj = _open(str(path), (st.st_size, st.st_mtime_ns))
+    number = names[key]
+    if is_rtstruct(obj):  # (highdicom's Segmentation is a pydicom Dataset too)
+        return read_roi(obj, number, grid, where)
+    n = int(obj.Rows) * int(obj.Columns) * int(getattr(obj, "NumberOfFrames", 1) or 1)
+    if n > max_voxels:
+        raise InputError("too_large", f"{n:,} voxels in the SEG's frames exceed max_voxels", path=where,
+                         remedy="raise `max_voxels` in the ingest settings")
+    try:
+        vol = obj.get_volume(segment_numbers=[number], combine_segments=False, rescale_fractional=True)
+    except (ValueError, RuntimeError) as e:
+        raise seg_error(e, {number: key}, where) from e
+    mask = (np.asarray(vol.array)[..., 0] >= 0.5).astype(np.uint8)
+    own = Geometry.from_affine(mask.shape, LPS_RAS @ np.asarray(vol.affine, dtype=np.float64))
+    out = Volume(mask, own, {"format": "dicom-seg", "segment": key})
+    return out if grid is None else onto(out, grid, 0.01, where)

@@ -1,0 +1,105 @@
+"""Label files holding named structures — RTSTRUCT ROIs and DICOM SEG segments — read per structure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from curator.errors import GeometryError, InputError
+from curator.io.formats import read_volume
+from curator.io.volume import Geometry
+from curator.store import CaseStore
+from curator.testing.layouts import write_dicom_seg, write_dicom_series, write_rtstruct
+from curator.testing.native import image_array
+from curator.testing.pipelines import make_pipeline, run, table
+
+G = Geometry.from_lps((10, 9, 6), (1.5, 1.5, 3.0), (-20.0, 15.0, 40.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+def rect(i0: int, i1: int, j0: int, j1: int) -> list[tuple[float, float]]:
+    """A polygon whose inside holds the voxel centres i0..i1-1 × j0..j1-1 (corners off the centres)."""
+    return [(i0 - 0.4, j0 - 0.4), (i1 - 0.6, j0 - 0.4), (i1 - 0.6, j1 - 0.6), (i0 - 0.4, j1 - 0.6)]
+
+
+ROIS = {"Liver": [(1, rect(2, 8, 2, 7)), (2, rect(2, 8, 2, 7)), (2, rect(4, 6, 4, 5)), (3, rect(2, 8, 2, 7))],
+        "GTV": [(2, rect(3, 5, 3, 6))], "Couch": []}
+
+
+def expected() -> dict[str, np.ndarray]:
+    liver = np.zeros(G.shape, np.uint8)
+    liver[2:8, 2:7, 1:4] = 1
+    liver[4:6, 4:5, 2] = 0  # the inner contour is a hole
+    gtv = np.zeros(G.shape, np.uint8)
+    gtv[3:5, 3:6, 2] = 1  # inside the liver and over its hole: overlapping structures
+    return {"Liver": liver, "GTV": gtv}
+
+
+def _case(root: Path, case: str, kind: str) -> Path:
+    files = write_dicom_series(root / case / "ct", image_array(4, G.shape).astype(float), G)
+    if kind == "rtstruct":
+        return write_rtstruct(root / case / "labels", G, ROIS)
+    want = expected()
+    return write_dicom_seg(root / case / "labels" / "seg.dcm", files, want["Liver"], {1: "Liver", 2: "GTV"},
+                           masks={1: want["Liver"], 2: want["GTV"]})
+
+
+def test_rtstruct_rois_are_rasterised_on_the_image_grid(tmp_path: Path) -> None:
+    rt = _case(tmp_path, "p1", "rtstruct")
+    ct = read_volume(tmp_path / "p1" / "ct")
+    for name, mask in expected().items():
+        got = read_volume(rt, role="label", grid=ct.geometry, structure=name)
+        assert got.geometry == ct.geometry and np.array_equal(got.array, mask), name
+    from curator.io.structures import structures_in
+
+    assert structures_in(rt) == {"Liver": 1, "GTV": 2}  # Couch has no contour
+    with pytest.raises(InputError, match="no structure 'Spleen'"):
+        read_volume(rt, role="label", grid=ct.geometry, structure="Spleen")
+    with pytest.raises(InputError) as e:
+        read_volume(rt, role="label", structure="Liver")
+    assert e.value.kind == "rtstruct_without_image"
+    with pytest.raises(InputError) as e:
+        read_volume(rt, role="label", grid=ct.geometry)  # as a label map: ROIs overlap
+    assert e.value.kind == "rtstruct_label_map"
+    off = write_rtstruct(tmp_path / "off", G, {"Liver": [(2, [(2.0, 2.0, ), (6.0, 2.0), (6.0, 6.0)])]})
+    shifted = Geometry.from_lps(G.shape, (1.5, 1.5, 3.0), (-20.0, 15.0, 41.5), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    with pytest.raises(GeometryError) as g:  # half a slice off: another series
+        read_volume(off, role="label", grid=shifted, structure="Liver")
+    assert g.value.kind == "rtstruct_off_grid"
+
+
+def test_overlapping_seg_segments_read_one_by_one(tmp_path: Path) -> None:
+    seg = _case(tmp_path, "p2", "seg")
+    ct = read_volume(tmp_path / "p2" / "ct")
+    for name, mask in expected().items():
+        assert np.array_equal(read_volume(seg, role="label", grid=ct.geometry, structure=name).array, mask), name
+
+
+def test_a_dataset_with_rtstruct_and_seg_labels_runs_through_the_pipeline(tmp_path: Path) -> None:
+    root = tmp_path / "download"
+    _case(root, "p1", "rtstruct")
+    _case(root, "p2", "seg")
+    spec = {"name": "RtStudy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+            "citation": "@misc{x, title={x}}", "layout": [{"image": "{case}/ct/", "label": "{case}/labels/*.dcm"}],
+            "labels": {"encoding": "per_structure", "structures": {"Liver": "liver", "GTV": "liver tumor"}}}
+    yml = tmp_path / "RtStudy.yaml"
+    yml.write_text(yaml.safe_dump(spec))
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(root)}],
+                         stages={"preprocess": {"target_spacing_mm": [1.5, 1.5, 3.0]}})
+    run(pipe, stages=["ingest", "harmonize", "preprocess"])
+    problems = [p for p in table(pipe, "problems__ingest").to_pylist()
+                if p["severity"] != "info" and p["kind"] != "ct_intensity_offset"]  # (the phantom holds no air)
+    assert not problems, problems
+    cases = {c["case_id"]: c for c in table(pipe, "cases").to_pylist()}
+    want = expected()
+    raw = {(r["case_id"], r["label_key"]): r["voxels"] for r in table(pipe, "raw_labels").to_pylist()}
+    for cid in ("RtStudy__p1", "RtStudy__p2"):
+        assert sorted(cases[cid]["label_keys"]) == ["GTV", "Liver"]
+        assert cases[cid]["label_overlap_voxels"] == int((want["Liver"] & want["GTV"]).sum()) > 0
+        assert raw[(cid, "Liver")] == int(want["Liver"].sum()) and raw[(cid, "GTV")] == int(want["GTV"].sum())
+        store = CaseStore(tmp_path / "workspace" / "stores" / f"{cid}.zarr")
+        assert store.mask("liver").sum() == want["Liver"].sum() and store.mask("liver_tumor").sum() == want["GTV"].sum()
+    labels = {(r["case_id"], r["term_id"]) for r in table(pipe, "labels").to_pylist() if r["present"]}
+    assert {("RtStudy__p1", "liver"), ("RtStudy__p1", "liver_tumor"), ("RtStudy__p2", "liver_tumor")} <= labels
