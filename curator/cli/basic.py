@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -20,6 +20,9 @@ from curator.cli.common import (
     print_json,
     print_stage_reports,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curator.config import PipelineConfig
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
 
@@ -108,9 +111,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @sources.command("check")
     @handle_errors
     def sources_check(
-            dataset: Annotated[str, typer.Argument(help="a registry name, or the path of a dataset YAML")],
-            root: Annotated[Path, typer.Argument(help="the dataset's download (the source root)", exists=True,
-                                                 file_okay=False)],
+            dataset: Annotated[str, typer.Argument(help="a registry name or the path of a dataset YAML (with ROOT); "
+                                                  "or a pipeline.yaml: each of its sources")],
+            root: Annotated[Path | None, typer.Argument(help="the dataset's download (the source root)",
+                                                        exists=True, file_okay=False)] = None,
             sample: Annotated[int, typer.Option(help="cases to read (the first of each split/sequence, then "
                                                      "spread evenly)")] = 5,
             every: Annotated[bool, typer.Option("--all", help="read every case (ingest without a workspace)")] = False,
@@ -120,17 +124,33 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Try a dataset YAML on its download: which cases its patterns find, which volume files
         they miss, what ingest says of a sample of cases, and which label values the files hold
-        (exit 1 on errors). Nothing is written; the output names your files."""
+        (exit 1 on errors). With a pipeline.yaml and no ROOT, every source it lists. Nothing is
+        written; the output names your files."""
         from curator.ingest.check import check_source
 
         if sample < 1 and not every:
             raise typer.BadParameter("give --sample 1 or more, or --all", param_hint="--sample")
-        report = check_source(dataset, root, registry=tuple(registry or ()), sample=None if every else sample)
-        failed = bool(report.errors) or report.cases == 0 or (strict and bool(report.warnings))
-        if fmt == ReportFormat.json:
-            print_json({**report.to_dict(), "ok": not failed})
+        n = None if every else sample
+        if root is not None:
+            reports = [check_source(dataset, root, registry=tuple(registry or ()), sample=n)]
         else:
-            _print_check(report)
+            cfg = _pipeline_of(dataset)
+            reports = [check_source(sc.dataset, sc.root, registry=(*cfg.registry, *(registry or ())), sample=n,
+                                    name=sc.name, pseudonymous_ids=sc.pseudonymous_ids) for sc in cfg.sources]
+        ok = [not (r.errors or r.cases == 0 or (strict and r.warnings)) for r in reports]
+        failed = [r.source for r, good in zip(reports, ok, strict=True) if not good]
+        if fmt == ReportFormat.json:
+            got = [{**r.to_dict(), "ok": good} for r, good in zip(reports, ok, strict=True)]
+            print_json(got[0] if root is not None else got)
+        else:
+            for i, r in enumerate(reports):
+                if i:
+                    out.rule()
+                _print_check(r)
+            if root is None:
+                err.print(f"[{'red' if failed else 'green'}]{len(reports) - len(failed)} of {len(reports)} "
+                          f"source(s) passed[/]" + (f"; failed: {escape(', '.join(failed))}" if failed else ""),
+                          highlight=False)
         if failed:
             raise typer.Exit(1)
 
@@ -178,7 +198,8 @@ def _print_check(r: object) -> None:
     assert isinstance(r, SourceCheck)
     splits = ", ".join(f"{'no split' if k == 'None' else k} {v}" for k, v in r.splits.items())
     seqs = ", ".join(f"{k} {v}" for k, v in r.sequences.items())
-    out.print(escape(f"{r.dataset} {r.version} at {r.root} ({r.encoding})"), style="bold", highlight=False)
+    named = f"{r.source} ({r.dataset} {r.version})" if r.source and r.source != r.dataset else f"{r.dataset} {r.version}"
+    out.print(escape(f"{named} at {r.root} ({r.encoding})"), style="bold", highlight=False)
     out.print(escape(f"{r.cases} case(s)" + (f": {splits}" if splits else "") + (f"; sequences {seqs}" if seqs else "")
                      + f"; {r.label_only} label-only, {r.without_label} without a label"), highlight=False)
     if r.unmatched:
@@ -226,3 +247,17 @@ def _print_check(r: object) -> None:
     colour = "red" if r.errors or not r.cases else "green"
     err.print(f"[{colour}]{len(r.errors)} error(s)[/], {len(r.warnings)} warning(s)"
               + ("; no case found" if not r.cases else ""), highlight=False)
+
+
+def _pipeline_of(path: str) -> PipelineConfig:
+    """``path`` as a pipeline.yaml (``sources check`` without ROOT), or a clear refusal."""
+    from curator.config import PipelineConfig
+    from curator.errors import ConfigError
+    from curator.yamlio import load_yaml
+
+    p = Path(path)
+    raw = load_yaml(p.read_text(encoding="utf-8")) if p.is_file() and p.suffix in (".yaml", ".yml") else None
+    if not isinstance(raw, dict) or "sources" not in raw:
+        raise ConfigError("config_error", f"{path}: give the dataset's download as ROOT (or a pipeline.yaml, whose "
+                          "sources name their roots)", remedy="curator sources check my_dataset.yaml /data/mine")
+    return PipelineConfig.load(p)

@@ -35,6 +35,7 @@ class SourceCheck:
     version: str
     root: str
     encoding: str
+    source: str = ""  # the source's name in a pipeline (its `name:`, else the dataset's)
     cases: int = 0
     splits: dict[str, int] = field(default_factory=dict)
     sequences: dict[str, int] = field(default_factory=dict)
@@ -266,7 +267,7 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         stage = IngestStage(ctx, config)
         tasks = stage.plan()
         report = SourceCheck(dataset=spec.name, version=spec.version, root=str(root), encoding=spec.labels.encoding,
-                             problems=list(stage.extra_problems))
+                             source=source.name, problems=list(stage.extra_problems))
         report.cases = len(tasks)
         report.splits = dict(Counter(str(t.payload["split"]) for t in tasks).most_common())
         report.sequences = dict(Counter(t.payload["sequence"] for t in tasks if t.payload["sequence"]).most_common())

@@ -158,3 +158,25 @@ def test_unused_files_group_across_case_folders_and_ignored_structures_apart(tmp
     # the masks of other subsets, which the YAML ignores on purpose, are counted apart
     ignored = sum(1 for f in fx.files if not f.expected and "/segmentations/" in f.path)
     assert ignored and r.other_files == {"(ignored structures)": ignored}
+
+
+def test_a_pipeline_yaml_checks_each_of_its_sources(tmp_path: Path) -> None:
+    import yaml
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    _download(good)
+    _download(bad)
+    (bad / "imagesTr" / "liver_001_0000.nii.gz").write_bytes(b"broken")
+    dataset = _yaml(tmp_path)
+    pipe = tmp_path / "pipeline.yaml"
+    pipe.write_text(yaml.safe_dump({"workspace": "ws", "registry": [str(dataset)], "sources": [
+        {"dataset": "MyLiverCT", "root": str(good)}, {"dataset": "MyLiverCT", "root": str(bad), "name": "Again"}]}))
+    res = runner.invoke(app, ["sources", "check", str(pipe), "--all", "--format", "json"])
+    assert res.exit_code == 1, res.output
+    got = json.loads(res.stdout)
+    assert [(r["cases"], r["ok"]) for r in got] == [(4, True), (4, False)]
+    assert not (tmp_path / "ws").exists()  # nothing written, not even the pipeline's workspace
+    res = runner.invoke(app, ["sources", "check", str(pipe), "--all"], env={"COLUMNS": "160"})
+    assert res.exit_code == 1 and "1 of 2 source(s) passed; failed: Again" in res.output
+    res = runner.invoke(app, ["sources", "check", str(dataset)])  # a dataset YAML needs its ROOT
+    assert res.exit_code == 2 and "give the dataset's download as ROOT" in res.output
