@@ -229,11 +229,11 @@ def _print_check(r: object) -> None:
              title=f"{len(r.sampled)} of {r.cases} case(s) read")
     if r.values:
         what = "structure" if r.encoding == "per_structure" else "value"
-        named = any("named_in_files" in v for v in r.values)  # a DICOM SEG's segment labels
-        emit([what, "terms", "declared", "in sampled labels", *(["named in the files"] if named else [])],
+        in_files = any("named_in_files" in v for v in r.values)  # a DICOM SEG's segment labels
+        emit([what, "terms", "declared", "in sampled labels", *(["named in the files"] if in_files else [])],
              [(v["value"], ", ".join(v["terms"]) or "-", "ignored" if v["ignored"] else ("yes" if v["declared"] else
                "NO: " + ", ".join(v.get("examples", []))), f"{v['cases']} of {v['of']}",
-               *([", ".join(f"{k} ({n})" for k, n in v.get("named_in_files", {}).items()) or "-"] if named else []))
+               *([", ".join(f"{k} ({n})" for k, n in v.get("named_in_files", {}).items()) or "-"] if in_files else []))
               for v in r.values],
              OutputFormat.table, title=f"label {what}s")
     if r.problems:  # one row per kind: the first case's path and message, and how many cases said it
