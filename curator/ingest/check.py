@@ -23,7 +23,7 @@ from typing import Any
 
 from curator.config import PipelineConfig, SourceConfig
 
-# files a dataset ships beside its scans: never a sign that a pattern missed a case
+# volume files: left unread, a sign that a pattern missed cases (other files — README, CSV, JSON — are only counted)
 _VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".npy", ".npz", ".mat")
 
 

@@ -35,18 +35,27 @@ def is_seg(header: pydicom.Dataset) -> bool:
     return str(header.get("Modality", "")) == "SEG" or str(header.get("SOPClassUID", "")) == SEG_SOP_CLASS
 
 
+_NOT_DICOM = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".npy", ".mat", ".png")
+
+
+def dicom_header(path: Path) -> pydicom.Dataset | None:
+    """The header (no pixel data) of the DICOM file at ``path``, or None for a folder, a file of
+    another format (by name or content) or one that cannot be parsed."""
+    from pydicom.errors import InvalidDicomError
+
+    if not path.is_file() or path.name.lower().endswith(_NOT_DICOM):
+        return None
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError):
+        return None
+
+
 def segment_labels(path: Path) -> dict[int, str] | None:
     """``{segment number: SegmentLabel}`` of the DICOM SEG at ``path`` from its header, or None when
     the file is not a SEG (or not DICOM)."""
-    from pydicom.errors import InvalidDicomError
-
-    if not path.is_file() or path.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".npy")):
-        return None
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID", "SegmentSequence"])
-    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError):
-        return None
-    if not is_seg(ds):
+    ds = dicom_header(path)
+    if ds is None or not is_seg(ds):
         return None
     return {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])}
 
@@ -96,8 +105,11 @@ def seg_error(e: Exception, segments: dict[int, str], where: str) -> Exception:
                           remedy="if the overlap is meant (a tumour inside its organ), read the SEG per structure: "
                           "`labels.encoding: per_structure` with `structures: {segment label: term}` and the label "
                           "pattern as it is (docs/registry.md, 'Structures inside one file')")
-    return GeometryError("dicom_seg_geometry", f"the SEG's frames do not form a regular volume ({text[:200]})",
-                         path=where, remedy=_TO_NIFTI)
+    if any(w in text.lower() for w in ("spacing", "position", "regular", "orientation", "volume", "plane")):
+        return GeometryError("dicom_seg_geometry", f"the SEG's frames do not form a regular volume ({text[:200]})",
+                             path=where, remedy=_TO_NIFTI)
+    return InputError("corrupt_file", f"the SEG's frames cannot be decoded ({type(e).__name__}: {text[:160]})",
+                      path=where, remedy="download it again")
 
 
 def onto(vol: Volume, grid: Geometry, tol_mm: float, where: str) -> Volume:

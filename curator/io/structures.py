@@ -21,22 +21,9 @@ import numpy as np
 import pydicom
 
 from curator.errors import InputError
-from curator.io.dicom_seg import LPS_RAS, is_seg, onto, seg_error
+from curator.io.dicom_seg import LPS_RAS, dicom_header, is_seg, onto, seg_error
 from curator.io.rtstruct import is_rtstruct, read_roi, roi_names
 from curator.io.volume import Geometry, Volume
-
-_NOT_DICOM = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".npy", ".mat", ".png")
-
-
-def _header(path: Path) -> pydicom.Dataset | None:
-    from pydicom.errors import InvalidDicomError
-
-    if not path.is_file() or path.name.lower().endswith(_NOT_DICOM):
-        return None
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError, KeyError):
-        return None
 
 
 def _keys(numbered: dict[int, str]) -> dict[str, int]:
@@ -50,7 +37,19 @@ def _keys(numbered: dict[int, str]) -> dict[str, int]:
 
 def structures_in(path: Path) -> dict[str, int] | None:
     """``{structure key: number}`` of a DICOM SEG or RTSTRUCT file, or None for any other file."""
-    ds = _header(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    found = _structures(str(path), (st.st_size, st.st_mtime_ns)) if path.is_file() else None
+    return None if found is None else dict(found)  # the cached one stays as parsed
+
+
+@functools.lru_cache(maxsize=64)
+def _structures(path: str, stamp: tuple[int, int]) -> dict[str, int] | None:
+    """:func:`structures_in`, parsed once per file version (a SEG's header with the per-frame
+    groups of thousands of frames takes a while; every structure of the case asks for it)."""
+    ds = dicom_header(Path(path))
     if ds is None:
         return None
     if is_seg(ds):
@@ -85,7 +84,11 @@ def read_structure(path: Path, key: str, grid: Geometry | None, max_voxels: int)
         raise InputError("structure_missing", f"the file holds no structure {key!r} (it holds: {held})",
                          path=where, remedy="run `curator sources check` to see the structures the files hold")
     st = path.stat()
-    obj = _open(str(path), (st.st_size, st.st_mtime_ns))
+    try:
+        obj = _open(str(path), (st.st_size, st.st_mtime_ns))
+    except Exception as e:  # pydicom and highdicom fail on a damaged file in many ways
+        raise InputError("corrupt_file", f"the file cannot be decoded ({type(e).__name__}: {str(e)[:160]})",
+                         path=where, remedy="download it again") from e
     number = names[key]
     if is_rtstruct(obj):  # (highdicom's Segmentation is a pydicom Dataset too)
         return read_roi(obj, number, grid, where)

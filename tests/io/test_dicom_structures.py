@@ -103,3 +103,18 @@ def test_a_dataset_with_rtstruct_and_seg_labels_runs_through_the_pipeline(tmp_pa
         assert store.mask("liver").sum() == want["Liver"].sum() and store.mask("liver_tumor").sum() == want["GTV"].sum()
     labels = {(r["case_id"], r["term_id"]) for r in table(pipe, "labels").to_pylist() if r["present"]}
     assert {("RtStudy__p1", "liver"), ("RtStudy__p1", "liver_tumor"), ("RtStudy__p2", "liver_tumor")} <= labels
+
+
+def test_a_damaged_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    seg = _case(tmp_path, "p2", "seg")
+    ct = read_volume(tmp_path / "p2" / "ct")
+    data = seg.read_bytes()
+    seg.write_bytes(data[: len(data) - 40])  # the pixel data cut short: the header still names the segments
+    with pytest.raises(InputError) as e:
+        read_volume(seg, role="label", grid=ct.geometry, structure="Liver")
+    assert e.value.kind == "corrupt_file"
+    rt = _case(tmp_path, "p1", "rtstruct")
+    rt.write_bytes(rt.read_bytes()[:200])  # no structure set left to read
+    from curator.io.structures import structures_in
+
+    assert structures_in(rt) is None
