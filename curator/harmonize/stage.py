@@ -63,6 +63,11 @@ class HarmonizeStage(Stage):
 
         return file_digest(taxonomy_path(ctx) or default_path())
 
+    def cache_payload(self, task: Task) -> Any:
+        """The payload without the taxonomy's machine path and the value -> terms map the SEG check
+        reads: the mapping's digest covers both (a moved project re-runs nothing)."""
+        return {k: v for k, v in task.payload.items() if k not in ("taxonomy", "value_terms")}
+
     def plan(self) -> list[Task]:
         from curator.taxonomy import load_taxonomy
 

@@ -128,6 +128,8 @@ class IngestStage(Stage):
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }
+                if any(_maybe_dicom(rel) for _, rel in c.labels):  # read anew since SEG/RTSTRUCT labels are
+                    payload["dicom_labels"] = 2  # placed on the image's grid (a SEG was read as a frame stack)
                 shown = f"{src.name}:{c.case_id}" if src.pseudonymous_ids else _display(src.name, root, c.image or files[0])
                 tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=checksums.paths(root, files),
                                   dataset=spec.name, path=shown))
@@ -224,6 +226,12 @@ class IngestStage(Stage):
             row["format"] = "none"
         out.rows = {"cases": [row], "raw_labels": counts_rows}
         return out
+
+
+def _maybe_dicom(rel: str) -> bool:
+    """A label path that may name a single DICOM file (``.dcm``, or a name without a suffix)."""
+    name = rel.rstrip("/").rsplit("/", 1)[-1].lower()
+    return not rel.endswith("/") and (name.endswith(".dcm") or "." not in name)
 
 
 def _orientation_missing(path: Path) -> InputError:

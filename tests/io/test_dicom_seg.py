@@ -146,3 +146,28 @@ def test_sources_check_shows_what_each_seg_calls_its_values(tmp_path: Path) -> N
     assert named == {1: {"Liver": 2, "Spleen": 1}, 2: {"Spleen": 2, "Liver": 1}}
     said = [(p["case_id"], p["kind"]) for p in r.warnings if p["kind"].startswith("dicom")]
     assert said == [("SegStudy__p3", "dicom_seg_labels_disagree")] * 2
+
+
+def test_cases_with_dicom_labels_are_read_anew_after_the_upgrade(tmp_path: Path) -> None:
+    """Ingest results cached before SEG labels were placed on the image's grid (a SEG read as a
+    stack of frames) must not be reused; cases whose labels are NIfTI keep their cache keys."""
+    from curator.config import PipelineConfig
+    from curator.ingest.stage import IngestConfig, IngestStage
+    from curator.runner.context import Context
+
+    root = tmp_path / "download"
+    _study(root, "p1")
+    _study(root, "p2")
+    (root / "p2" / "seg.dcm").rename(root / "p2" / "seg.nii.gz")  # (a name only: plan reads no label file)
+    spec = {"name": "SegStudy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+            "citation": "@misc{x, title={x}}", "layout": [{"image": "{case}/ct/", "label": "{case}/seg.{ext}"}],
+            "patterns": {"ext": "dcm|nii.gz"}, "labels": {"values": {1: "liver", 2: "spleen"}}}
+    yml = tmp_path / "SegStudy.yaml"
+    yml.write_text(yaml.safe_dump(spec))
+    cfg = PipelineConfig.from_dict({"workspace": str(tmp_path / "ws"),
+                                    "sources": [{"dataset": str(yml), "root": str(root)}]})
+    ctx = Context(cfg)
+    ctx.workspace.init()
+    tasks = IngestStage(ctx, ctx.stage_config(IngestConfig, "ingest")).plan()
+    got = {t.payload["labels"][0][1]: t.payload.get("dicom_labels") for t in tasks}
+    assert got == {"p1/seg.dcm": 2, "p2/seg.nii.gz": None}
