@@ -232,7 +232,8 @@ def _print_check(r: object) -> None:
         in_files = any("named_in_files" in v for v in r.values)  # a DICOM SEG's segment labels
         emit([what, "terms", "declared", "in sampled labels", *(["named in the files"] if in_files else [])],
              [(v["value"], ", ".join(v["terms"]) or "-", "ignored" if v["ignored"] else ("yes" if v["declared"] else
-               "NO: " + ", ".join(v.get("examples", []))), f"{v['cases']} of {v['of']}",
+               "NO: " + ", ".join(v.get("examples", [])) + (f" (a term: {v['suggest']})" if "suggest" in v else "")),
+               f"{v['cases']} of {v['of']}",
                *([", ".join(f"{k} ({n})" for k, n in v.get("named_in_files", {}).items()) or "-"] if in_files else []))
               for v in r.values],
              OutputFormat.table, title=f"label {what}s")

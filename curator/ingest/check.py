@@ -227,6 +227,9 @@ def _value_rows(spec: Any, tax: Any, results: list[Any], named: dict[int, Counte
     for v in sorted(set(seen) - set(declared), key=str):
         rows.append({"value": v, "terms": [], "declared": False, "ignored": False, "cases": len(seen[v]),
                      "of": len(labelled), "examples": sorted(set(seen[v]))[:3]})
+        term = tax.resolve(v) if isinstance(v, str) else None  # a structure named in the files (ROI, segment)
+        if term is not None:
+            rows[-1]["suggest"] = term.id
     for r in rows:
         if isinstance(r["value"], int) and r["value"] in named:
             r["named_in_files"] = dict(named[r["value"]].most_common())

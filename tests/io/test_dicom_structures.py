@@ -118,3 +118,20 @@ def test_a_damaged_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     from curator.io.structures import structures_in
 
     assert structures_in(rt) is None
+
+
+def test_sources_check_lists_the_structures_inside_the_files_with_their_terms(tmp_path: Path) -> None:
+    from curator.ingest.check import check_source
+
+    root = tmp_path / "download"
+    _case(root, "p1", "rtstruct")
+    spec = {"name": "RtStudy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+            "citation_key": "x", "citation": "@misc{x, title={x}}",
+            "layout": [{"image": "{case}/ct/", "label": "{case}/labels/*.dcm"}],
+            "labels": {"encoding": "per_structure", "structures": {"GTV": "liver tumor"}}}
+    yml = tmp_path / "RtStudy.yaml"
+    yml.write_text(yaml.safe_dump(spec))
+    r = check_source(str(yml), root, sample=None)
+    rows = {v["value"]: v for v in r.values}
+    assert rows["GTV"]["declared"] and rows["GTV"]["cases"] == 1
+    assert not rows["Liver"]["declared"] and rows["Liver"]["suggest"] == "liver"  # named in the file, not mapped
