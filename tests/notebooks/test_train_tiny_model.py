@@ -17,4 +17,4 @@ def test_notebook_trains_a_tiny_model(tmp_path: Path) -> None:
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK.parents[1])}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "24 steps" in text and "loss" in text
+    assert "24 steps" in text and "loss" in text and "validation cases;" in text
