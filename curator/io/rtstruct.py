@@ -5,7 +5,7 @@ CTs with an RTSTRUCT: per ROI, closed planar polygons in patient millimetres, on
 slice (an organ with a hole, or two islands). Its ROIs overlap by design (a tumour inside its
 lung), so curator reads it as per-structure masks, one per ROI name (``labels.encoding:
 per_structure``; see :mod:`curator.io.structures`). A polygon is rasterised on the slice
-of the image it lies on: a voxel is inside when its centre is (scikit-image's ``polygon``), and
+of the image it lies on: a voxel is inside when its centre is (:func:`polygon_mask`), and
 the polygons of one slice combine by parity, so a contour inside another is a hole. A polygon that
 does not lie on a slice of the image (another series, a tilted plane) is refused, not resampled.
 """
@@ -65,8 +65,6 @@ def read_roi(ds: pydicom.Dataset, number: int, grid: Geometry | None, where: str
 def _fill(mask: NDArray[np.uint8], ijk: NDArray[np.float64], tol: float, where: str, what: str) -> None:
     """Toggle the voxels whose centres the polygon ``ijk`` (voxel coordinates) encloses, on the
     slice it lies on (parity: a polygon inside another is a hole)."""
-    from skimage.draw import polygon
-
     spread = ijk.max(axis=0) - ijk.min(axis=0)
     axis = int(np.argmin(spread))  # the axis the polygon is constant along
     level = float(np.median(ijk[:, axis]))
@@ -80,8 +78,37 @@ def _fill(mask: NDArray[np.uint8], ijk: NDArray[np.float64], tol: float, where: 
                             f"{mask.shape[axis]})", path=where,
                             remedy="check that the RTSTRUCT belongs to this image series (its referenced series)")
     a, b = [d for d in range(3) if d != axis]
-    rows, cols = polygon(ijk[:, a], ijk[:, b], shape=(mask.shape[a], mask.shape[b]))
     at: list[Any] = [slice(None)] * 3
     at[axis] = k
     plane = mask[tuple(at)]  # a view: toggling it toggles the mask
-    plane[rows, cols] ^= 1
+    plane ^= polygon_mask(ijk[:, a], ijk[:, b], plane.shape)
+
+
+def polygon_mask(r: NDArray[np.float64], c: NDArray[np.float64], shape: tuple[int, ...]) -> NDArray[np.uint8]:
+    """1 where a pixel's centre (integer coordinates) lies inside the closed polygon of vertices
+    ``(r, c)``, by scan lines: the crossings of each row with the edges (half-open in ``r``, so
+    a vertex is crossed once), paired in order, fill ``[c_in, c_out)``. The same pixels as
+    scikit-image's ``draw.polygon`` away from centres lying exactly on an edge, in
+    O(rows × edges) rather than O(pixels × vertices) — 100× faster on a CT slice's contour
+    (``benchmarks/rtstruct_fill_bench.py``)."""
+    r0, c0 = np.asarray(r, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    r1, c1 = np.roll(r0, -1), np.roll(c0, -1)
+    lo, hi = np.minimum(r0, r1), np.maximum(r0, r1)
+    first = np.clip(np.ceil(lo), 0, shape[0]).astype(np.int64)  # rows lo <= row < hi, inside the plane
+    stop = np.clip(np.ceil(hi), 0, shape[0]).astype(np.int64)
+    n = np.maximum(stop - first, 0)
+    out = np.zeros(shape, dtype=np.uint8)
+    if not n.sum():
+        return out
+    edge = np.repeat(np.arange(len(r0)), n)
+    row = first[edge] + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
+    x = c0[edge] + (row - r0[edge]) * (c1[edge] - c0[edge]) / (r1[edge] - r0[edge])
+    order = np.lexsort((x, row))
+    row, x = row[order], x[order]
+    start = np.clip(np.ceil(x[0::2]), 0, shape[1]).astype(np.int64)  # each row crosses an even number of times
+    end = np.clip(np.ceil(x[1::2]), 0, shape[1]).astype(np.int64)
+    diff = np.zeros((shape[0], shape[1] + 1), dtype=np.int32)
+    np.add.at(diff, (row[0::2], start), 1)
+    np.add.at(diff, (row[1::2], end), -1)
+    out[:] = np.cumsum(diff, axis=1)[:, :-1] > 0
+    return out
