@@ -249,10 +249,11 @@ def _structures_inside(spec: DatasetSpec, root: Path, cases: dict[str, CaseFiles
             continue
         labels: list[tuple[str, str]] = []
         for key, rel in c.labels:
-            names = None if key else structures_in(root / rel)
-            if key:
+            if key:  # a mask file of its own ({structure} in the pattern)
                 labels.append((key, rel))
-            elif names is None:
+                continue
+            names = structures_in(root / rel)
+            if names is None:
                 problems.append(InputError(
                     "structures_not_in_file", "a per-structure label pattern without {structure} matched a file "
                     "that holds no named structures (not a DICOM SEG or RTSTRUCT)", path=str(root / rel),
