@@ -292,6 +292,9 @@ _KINDS: list[ProblemKind] = [
                 "convert it to a label map on the image's grid (dcmqi's segimage2itkimage, highdicom)"),
     ProblemKind("dicom_seg_as_image", "a layout's image pattern matched a DICOM SEG (a segmentation, not an image)",
                 "point the image pattern at the scan's series and the label pattern at the SEG"),
+    ProblemKind("label_other_series", "a DICOM SEG or RTSTRUCT label says it was drawn on another series than the "
+                "case's image; its positions fit the image's grid, so it was read",
+                "check that it belongs to this scan (not another 4-D CT phase or reconstruction)"),
     ProblemKind("rtstruct_label_map", "an RTSTRUCT was given as a label map; its ROIs overlap by design",
                 "declare `labels.encoding: per_structure` with `structures: {ROI name: term}` and a label pattern "
                 "without {structure}"),

@@ -159,11 +159,13 @@ class IngestStage(Stage):
         }
         row.update(p["metadata"])
         ref_geom: Geometry | None = None
+        series: str | None = None
         if p["image"] is not None:
             path = resolve_inside(root, root / p["image"]) if not p["image_is_dir"] else root / p["image"]
             vol = read_volume(path, role="image", channel=p["channel"], channels=p.get("channels"),
                               max_voxels=config.max_voxels)
             ref_geom = vol.geometry
+            series = vol.meta.get("series_uid") or None  # a DICOM image's series (in memory): what SEG/RTSTRUCT cite
             facts, low = _image_facts(vol, path, p["image_is_dir"], low_end=p["modality"] == "CT")
             row.update(facts)
             if low is not None:
@@ -200,7 +202,7 @@ class IngestStage(Stage):
                                path=str(root / p["labels"][0][1])), severity="info")
         coverage = Coverage()
         counts_rows, label_sha, values, failures, label_geom, dropped = _labels(p, root, config, ref_geom, warning,
-                                                                               coverage)
+                                                                               coverage, series)
         if p["image"] is None and label_geom is None:  # no label could be read: nothing of the case is left
             cause, *rest = failures or [InputError("label_empty", "a label-only case whose labels could not be "
                                                    "read", path=str(root / p["labels"][0][1]))]
@@ -320,7 +322,7 @@ def _structure_dropped(key: str, err: CuratorError, kept: int) -> CuratorError:
 
 
 def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,
-            warning: Any, coverage: Coverage | None = None,
+            warning: Any, coverage: Coverage | None = None, series: str | None = None,
             ) -> tuple[list[dict[str, Any]], str | None, list[int], list[CuratorError], Geometry | None,
                        dict[str, CuratorError]]:
     """Read every label file: grid check, raw value counts, declared-value check.
@@ -337,6 +339,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
     failed_keys: list[str] = []
     declared = set(p["declared"])
     digests: dict[str, str] = {}
+    said: set[str] = set()
     for key, rel in p["labels"]:
         digest = "-"
         try:
@@ -351,6 +354,14 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 digest = digests[rel] = sha256_file(path)
             lab = read_volume(path, role="label", max_voxels=config.max_voxels, grid=ref,
                               structure=key if p["encoding"] == "per_structure" else None)
+            cited = lab.meta.get("references") or []
+            if series and cited and series not in cited and rel not in said:  # once per file
+                said.add(rel)
+                warning(InputError("label_other_series", "the label (a DICOM SEG or RTSTRUCT) says it was drawn on "
+                                   "another series than the case's image; its positions fit the image's grid, so it "
+                                   "was read", path=str(path), remedy="check that it belongs to this scan (not "
+                                   "another phase of a 4-D CT or another reconstruction of the study), and narrow the "
+                                   "image or label pattern if not"))
             image = root / p["image"] if p["image"] is not None and p["image_is_dir"] else None
             lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref, image)
             if ref is None:  # a label-only case: its first label places the case

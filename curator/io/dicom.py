@@ -122,6 +122,8 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, 
         return read_seg(members[0][0], grid, max_voxels)
     meta = safe_metadata(first)
     meta["format"] = "dicom"
+    # in memory only (ingest's columns take named facts, never this): to check a SEG/RTSTRUCT's reference
+    meta["series_uid"] = str(getattr(first, "SeriesInstanceUID", "") or "")
     frames = int(getattr(first, "NumberOfFrames", 1) or 1)
     if frames > 1 or len(members) == 1:
         if len(members) > 1:

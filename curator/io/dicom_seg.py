@@ -51,6 +51,16 @@ def dicom_header(path: Path) -> pydicom.Dataset | None:
         return None
 
 
+def referenced_series(ds: pydicom.Dataset) -> list[str]:
+    """The SeriesInstanceUIDs a SEG or an RTSTRUCT says it was drawn on (in memory only: UIDs are
+    never published)."""
+    out = [str(r.get("SeriesInstanceUID", "")) for r in ds.get("ReferencedSeriesSequence", [])]  # SEG
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):  # RTSTRUCT
+        for study in frame.get("RTReferencedStudySequence", []):
+            out += [str(s.get("SeriesInstanceUID", "")) for s in study.get("RTReferencedSeriesSequence", [])]
+    return [u for u in out if u]
+
+
 def segment_labels(path: Path) -> dict[int, str] | None:
     """``{segment number: SegmentLabel}`` of the DICOM SEG at ``path`` from its header, or None when
     the file is not a SEG (or not DICOM)."""
@@ -92,7 +102,7 @@ def read_seg(path: Path, grid: Geometry | None, max_voxels: int, tol_mm: float =
         raise seg_error(e, segments, where) from e
     own = Geometry.from_affine(array.shape, LPS_RAS @ np.asarray(vol.affine, dtype=np.float64))
     out = Volume(array, own, {"format": "dicom-seg", "segments": segments,
-                              "segmentation_type": str(seg.SegmentationType)})
+                              "segmentation_type": str(seg.SegmentationType), "references": referenced_series(seg)})
     return out if grid is None else onto(out, grid, tol_mm, where)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pydicom
 
 from curator.errors import InputError
-from curator.io.dicom_seg import LPS_RAS, dicom_header, is_seg, onto, seg_error
+from curator.io.dicom_seg import LPS_RAS, dicom_header, is_seg, onto, referenced_series, seg_error
 from curator.io.rtstruct import is_rtstruct, read_roi, roi_names
 from curator.io.volume import Geometry, Volume
 
@@ -91,7 +91,9 @@ def read_structure(path: Path, key: str, grid: Geometry | None, max_voxels: int)
                          path=where, remedy="download it again") from e
     number = names[key]
     if is_rtstruct(obj):  # (highdicom's Segmentation is a pydicom Dataset too)
-        return read_roi(obj, number, grid, where)
+        vol = read_roi(obj, number, grid, where)
+        vol.meta["references"] = referenced_series(obj)
+        return vol
     n = int(obj.Rows) * int(obj.Columns) * int(getattr(obj, "NumberOfFrames", 1) or 1)
     if n > max_voxels:
         raise InputError("too_large", f"{n:,} voxels in the SEG's frames exceed max_voxels", path=where,
@@ -102,5 +104,5 @@ def read_structure(path: Path, key: str, grid: Geometry | None, max_voxels: int)
         raise seg_error(e, {number: key}, where) from e
     mask = (np.asarray(vol.array)[..., 0] >= 0.5).astype(np.uint8)
     own = Geometry.from_affine(mask.shape, LPS_RAS @ np.asarray(vol.affine, dtype=np.float64))
-    out = Volume(mask, own, {"format": "dicom-seg", "segment": key})
+    out = Volume(mask, own, {"format": "dicom-seg", "segment": key, "references": referenced_series(obj)})
     return out if grid is None else onto(out, grid, 0.01, where)

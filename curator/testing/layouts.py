@@ -42,10 +42,12 @@ def save_nifti(path: Path, array: NDArray[Any], g: Geometry, dtype: Any = None) 
 
 
 def write_rtstruct(folder: Path, g: Geometry | None = None,
-                   rois: dict[str, list[tuple[int, list[tuple[float, float]]]]] | None = None) -> Path:
+                   rois: dict[str, list[tuple[int, list[tuple[float, float]]]]] | None = None,
+                   series: list[Path] | None = None) -> Path:
     """A one-file RTSTRUCT series (no pixel data), as TCIA studies keep beside their CT series;
     with ``rois`` (name -> [(slice k, polygon as (i, j) voxel coordinates on grid ``g``)]) its
-    structure set and closed planar contours, in patient (LPS) millimetres."""
+    structure set and closed planar contours, in patient (LPS) millimetres; with ``series`` (the
+    files of the image series) the reference to that series."""
     folder.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.481.3")  # RT Structure Set Storage
@@ -54,6 +56,13 @@ def write_rtstruct(folder: Path, g: Geometry | None = None,
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\x00" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
+    if series:
+        ref = pydicom.dcmread(series[0], stop_before_pixels=True)
+        cited, study, frame = Dataset(), Dataset(), Dataset()
+        cited.SeriesInstanceUID = ref.SeriesInstanceUID
+        study.RTReferencedSeriesSequence = Sequence([cited])
+        frame.FrameOfReferenceUID, frame.RTReferencedStudySequence = ref.FrameOfReferenceUID, Sequence([study])
+        ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
     if rois is not None and g is not None:
         ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
         for number, (name, polygons) in enumerate(rois.items(), start=1):

@@ -40,7 +40,7 @@ def expected() -> dict[str, np.ndarray]:
 def _case(root: Path, case: str, kind: str) -> Path:
     files = write_dicom_series(root / case / "ct", image_array(4, G.shape).astype(float), G)
     if kind == "rtstruct":
-        return write_rtstruct(root / case / "labels", G, ROIS)
+        return write_rtstruct(root / case / "labels", G, ROIS, series=files)
     want = expected()
     return write_dicom_seg(root / case / "labels" / "seg.dcm", files, want["Liver"], {1: "Liver", 2: "GTV"},
                            masks={1: want["Liver"], 2: want["GTV"]})
@@ -156,3 +156,28 @@ def test_scanline_fill_matches_scikit_image_on_random_polygons() -> None:
         rr, cc = polygon(r, c, shape=want.shape)
         want[rr, cc] = 1
         assert np.array_equal(polygon_mask(r, c, want.shape), want), trial
+
+
+def test_a_label_drawn_on_another_series_is_said(tmp_path: Path) -> None:
+    """A SEG or RTSTRUCT of another series at the same positions (another phase of a 4-D CT) fits
+    the grid; it is read, and ingest says it cites another series — without naming the UIDs."""
+    root = tmp_path / "download"
+    _case(root, "p1", "rtstruct")
+    _case(root, "p2", "seg")
+    other = write_dicom_series(tmp_path / "other", image_array(5, G.shape).astype(float), G)
+    write_rtstruct(root / "p1" / "labels", G, ROIS, series=other)  # the same contours, citing the other series
+    spec = {"name": "RtStudy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+            "citation": "@misc{x, title={x}}", "layout": [{"image": "{case}/ct/", "label": "{case}/labels/*.dcm"}],
+            "labels": {"encoding": "per_structure", "structures": {"Liver": "liver", "GTV": "liver tumor"}}}
+    yml = tmp_path / "RtStudy.yaml"
+    yml.write_text(yaml.safe_dump(spec))
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    run(pipe, stages=["ingest"])
+    said = [p for p in table(pipe, "problems__ingest").to_pylist() if p["kind"] == "label_other_series"]
+    assert [(p["case_id"], p["severity"]) for p in said] == [("RtStudy__p1", "warning")]  # once per file, p2 cites its own
+    import pydicom
+
+    uid = str(pydicom.dcmread(other[0], stop_before_pixels=True).SeriesInstanceUID)
+    assert uid not in said[0]["message"]
+    raw = {(r["case_id"], r["label_key"]) for r in table(pipe, "raw_labels").to_pylist()}
+    assert {("RtStudy__p1", "Liver"), ("RtStudy__p1", "GTV")} <= raw  # read all the same
