@@ -218,6 +218,12 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             raise ReleaseError("release_error", f"no study WHERE {where} has a case of each of {self.channels}",
                                path=str(self.root), remedy="check channels, where and split against the cases' "
                                "sequence and study_key")
+        for k, seq in enumerate(self.channels):  # one meaning per channel, as the exports require
+            mods = sorted({(ref if k == 0 else ref["channels"][k - 1])["modality"] for ref in refs})
+            if len(mods) > 1:
+                raise ReleaseError("release_error", f"channel {k} ({seq}) mixes modalities {mods} across the selected "
+                                   "studies: a network would read one input channel as two kinds of image",
+                                   path=str(self.root), remedy="narrow where (e.g. to one dataset)")
         for c in (c for ref in refs for c in [ref, *ref["channels"]]):
             for key in ("sequence", "study_key", "affine"):
                 c.pop(key)

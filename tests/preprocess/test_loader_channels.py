@@ -124,6 +124,30 @@ def test_bad_channels_are_refused_with_what_to_give(multiseq: MultiSeq) -> None:
         _ds(multiseq, channels=["t1c", "t2f"], where="case_id in ('TinyBrats__study2__t1c', 'TinyBrats__study0__t2f')")
 
 
+def test_a_channel_mixing_modalities_is_refused_as_the_exports_refuse_it(multiseq: MultiSeq, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Study 1's t2f case relabelled CT: channel 1 would hold MR in some studies and CT in others."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from curator.schema import to_arrow
+    from curator.testing.releases import reseal
+
+    rel = tmp_path / "rel"
+    shutil.copytree(multiseq.release, rel)
+    for table in ("cases", "preprocessed"):
+        rows = pq.read_table(rel / f"{table}.parquet").to_pylist()
+        for r in rows:
+            if r["case_id"] == "TinyBrats__study1__t2f":
+                r["modality"] = "CT"
+        pq.write_table(to_arrow(table, rows), rel / f"{table}.parquet")
+    reseal(rel)
+    with pytest.raises(ReleaseError, match=r"channel 1 \(t2f\) mixes modalities \['CT', 'MR'\]"):
+        PatchDataset(rel, terms=TERMS, patch_size=PATCH, split=None, channels=["t1c", "t2f"])
+    assert PatchDataset(rel, terms=TERMS, patch_size=PATCH, split=None, channels=["t1c", "t2f"],
+                        where="case_id not like '%study1%'").cases  # without that study: one meaning per channel
+
+
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return (torch.equal(a["image"], b["image"]) and torch.equal(a["masks"], b["masks"])
             and a["case_id"] == b["case_id"] and list(a["channel_ids"]) == list(b["channel_ids"]))
