@@ -118,6 +118,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             sample: Annotated[int, typer.Option(help="cases to read (the first of each split/sequence, then "
                                                      "spread evenly)")] = 5,
             every: Annotated[bool, typer.Option("--all", help="read every case (ingest without a workspace)")] = False,
+            workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="cases read at once (processes)")] = 1,
             registry: Annotated[list[Path] | None, typer.Option(help="extra dataset YAML files or folders")] = None,
             strict: Annotated[bool, typer.Option("--strict", help="fail on warnings too")] = False,
             fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="table or json")] = ReportFormat.table,
@@ -132,11 +133,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             raise typer.BadParameter("give --sample 1 or more, or --all", param_hint="--sample")
         n = None if every else sample
         if root is not None:
-            reports = [check_source(dataset, root, registry=tuple(registry or ()), sample=n)]
+            reports = [check_source(dataset, root, registry=tuple(registry or ()), sample=n, workers=workers)]
         else:
             cfg = _pipeline_of(dataset)
             reports = [check_source(sc.dataset, sc.root, registry=(*cfg.registry, *(registry or ())), sample=n,
-                                    name=sc.name, pseudonymous_ids=sc.pseudonymous_ids) for sc in cfg.sources]
+                                    name=sc.name, pseudonymous_ids=sc.pseudonymous_ids, workers=workers)
+                       for sc in cfg.sources]
         ok = [not (r.errors or r.cases == 0 or (strict and r.warnings)) for r in reports]
         failed = [r.source for r, good in zip(reports, ok, strict=True) if not good]
         if fmt == ReportFormat.json:

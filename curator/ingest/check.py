@@ -237,17 +237,16 @@ def _value_rows(spec: Any, tax: Any, results: list[Any], named: dict[int, Counte
 
 
 def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), sample: int | None = 5,
-                 name: str | None = None, pseudonymous_ids: bool = False) -> SourceCheck:
+                 name: str | None = None, pseudonymous_ids: bool = False, workers: int = 1) -> SourceCheck:
     """Run ingest's discovery over ``root`` and its reading over ``sample`` cases (every case
     with ``sample=None``) of ``dataset`` (a registry name or a dataset YAML's path), in a
-    temporary workspace. Raises :class:`curator.errors.RegistryError` for an unknown name and
+    temporary workspace, ``workers`` cases at once (processes). Raises :class:`curator.errors.RegistryError` for an unknown name and
     :class:`curator.errors.ConfigError` for a YAML file that does not validate (with its problems)."""
     from curator.errors import ConfigError
     from curator.harmonize.stage import harmonize_taxonomy
     from curator.ingest.stage import IngestConfig, IngestStage
     from curator.registry.layout import scan
     from curator.runner.context import Context
-    from curator.runner.stage import execute
 
     root = Path(root).resolve()
     with tempfile.TemporaryDirectory(prefix="curator-check-") as tmp:
@@ -282,7 +281,14 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
                                                        _ignored_structures(spec, tree.files))
         env = ctx.case_env()
         picked = tasks if sample is None else _pick(tasks, max(0, sample))
-        results = [execute(IngestStage.ref(), t, "", config.to_dict(), env) for t in picked]
+        args = (IngestStage.ref(), "", config.to_dict(), env)
+        if workers > 1 and len(picked) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=min(workers, len(picked))) as pool:
+                results = list(pool.map(_read_case, picked, [args] * len(picked)))
+        else:
+            results = [_read_case(t, args) for t in picked]
         tax = harmonize_taxonomy(ctx)
         named = _file_names(root, picked) if spec.labels.encoding == "label_map" else {}
         if named:  # a SEG numbering its segments otherwise than the YAML: what harmonize would warn
@@ -293,6 +299,14 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
     report.values = _value_rows(spec, tax, results, named)
     report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
     return report
+
+
+def _read_case(task: Any, args: tuple[Any, ...]) -> Any:
+    """Ingest's reading of one case (a module-level function: a process pool pickles it)."""
+    from curator.runner.stage import execute
+
+    ref, key, config, env = args
+    return execute(ref, task, key, config, env)
 
 
 def _pattern_hints(spec: Any, r: SourceCheck) -> list[dict[str, Any]]:

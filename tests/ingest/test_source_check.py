@@ -175,6 +175,12 @@ def test_a_pipeline_yaml_checks_each_of_its_sources(tmp_path: Path) -> None:
     assert res.exit_code == 1, res.output
     got = json.loads(res.stdout)
     assert [(r["cases"], r["ok"]) for r in got] == [(4, True), (4, False)]
+    two = runner.invoke(app, ["sources", "check", str(pipe), "--all", "--format", "json", "--workers", "2"])
+    assert two.exit_code == 1
+    strip = [{k: v for k, v in r.items() if k != "sampled"} for r in json.loads(two.stdout)]  # (times differ)
+    assert strip == [{k: v for k, v in r.items() if k != "sampled"} for r in got]
+    assert [[s["case_id"] for s in r["sampled"]] for r in json.loads(two.stdout)] == \
+        [[s["case_id"] for s in r["sampled"]] for r in got]
     assert not (tmp_path / "ws").exists()  # nothing written, not even the pipeline's workspace
     res = runner.invoke(app, ["sources", "check", str(pipe), "--all"], env={"COLUMNS": "160"})
     assert res.exit_code == 1 and "1 of 2 source(s) passed; failed: Again" in res.output
