@@ -23,6 +23,7 @@ from curator.cli.common import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from curator.config import PipelineConfig
+    from curator.ingest.check import SourceCheck
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
 
@@ -193,11 +194,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="worker processes")]
 
 
-def _print_check(r: object) -> None:
+def _print_check(r: SourceCheck) -> None:
     """``curator sources check`` as tables, one per section."""
-    from curator.ingest.check import SourceCheck
-
-    assert isinstance(r, SourceCheck)
     splits = ", ".join(f"{'no split' if k == 'None' else k} {v}" for k, v in r.splits.items())
     seqs = ", ".join(f"{k} {v}" for k, v in r.sequences.items())
     named = f"{r.source} ({r.dataset} {r.version})" if r.source and r.source != r.dataset else f"{r.dataset} {r.version}"
@@ -254,12 +252,17 @@ def _print_check(r: object) -> None:
 
 def _pipeline_of(path: str) -> PipelineConfig:
     """``path`` as a pipeline.yaml (``sources check`` without ROOT), or a clear refusal."""
+    import yaml
+
     from curator.config import PipelineConfig
     from curator.errors import ConfigError
     from curator.yamlio import load_yaml
 
     p = Path(path)
-    raw = load_yaml(p.read_text(encoding="utf-8")) if p.is_file() and p.suffix in (".yaml", ".yml") else None
+    try:
+        raw = load_yaml(p.read_text(encoding="utf-8")) if p.is_file() and p.suffix in (".yaml", ".yml") else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError("config_error", f"{path} cannot be read as YAML: {e}") from e
     if not isinstance(raw, dict) or "sources" not in raw:
         raise ConfigError("config_error", f"{path}: give the dataset's download as ROOT (or a pipeline.yaml, whose "
                           "sources name their roots)", remedy="curator sources check my_dataset.yaml /data/mine")
