@@ -187,5 +187,6 @@ def test_a_pipeline_yaml_checks_each_of_its_sources(tmp_path: Path) -> None:
     res = runner.invoke(app, ["sources", "check", str(dataset)])  # a dataset YAML needs its ROOT
     assert res.exit_code == 2 and "give the dataset's download as ROOT" in res.output
     (tmp_path / "broken.yaml").write_text("sources: [1\n")
-    res = runner.invoke(app, ["sources", "check", str(tmp_path / "broken.yaml")])  # not an internal error
+    res = runner.invoke(app, ["sources", "check", str(tmp_path / "broken.yaml")],  # not an internal error
+                        env={"COLUMNS": "400"})
     assert res.exit_code == 2 and "cannot be read as YAML" in res.output
