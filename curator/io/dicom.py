@@ -177,12 +177,14 @@ def _structure_file(path: Path, structure: str | None, grid: Geometry | None, ma
         return None
     if structure is not None and (is_seg(ds) or is_rtstruct(ds)):
         return read_structure(path, structure, grid, max_voxels)
+    if is_seg(ds):  # a label map of segment numbers
+        return read_seg(path, grid, max_voxels)
     if is_rtstruct(ds):
         raise InputError("rtstruct_label_map", "an RTSTRUCT's structures (ROIs) overlap by design and cannot be one "
                          "label map", path=str(path), remedy="declare `labels.encoding: per_structure` with "
                          "`structures: {ROI name: term}` and a label pattern without {structure} (the ROIs are "
                          "inside the file; `curator sources check` lists them)")
-    return None  # a SEG as a label map: read with the series code below
+    return None
 
 
 def _read_single(p: Path, meta: dict[str, Any], max_voxels: int, where: str) -> Volume:

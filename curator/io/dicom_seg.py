@@ -23,10 +23,10 @@ import pydicom
 from numpy.typing import NDArray
 
 from curator.errors import GeometryError, InputError, LabelError
-from curator.io.volume import Geometry, Volume
+from curator.io.formats import ITK_EXT, NIFTI_EXT
+from curator.io.volume import LPS_TO_RAS, Geometry, Volume
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _TO_NIFTI = ("convert it to a label map on the image's grid (e.g. dcmqi's segimage2itkimage, or highdicom's "
              "Segmentation.get_volume) and point the label pattern at that")
 
@@ -35,7 +35,7 @@ def is_seg(header: pydicom.Dataset) -> bool:
     return str(header.get("Modality", "")) == "SEG" or str(header.get("SOPClassUID", "")) == SEG_SOP_CLASS
 
 
-_NOT_DICOM = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".npy", ".mat", ".png")
+_NOT_DICOM = (*NIFTI_EXT, *ITK_EXT, ".npy", ".mat", ".png")
 
 
 def dicom_header(path: Path) -> pydicom.Dataset | None:
@@ -65,42 +65,52 @@ def segment_labels(path: Path) -> dict[int, str] | None:
     """``{segment number: SegmentLabel}`` of the DICOM SEG at ``path`` from its header, or None when
     the file is not a SEG (or not DICOM)."""
     ds = dicom_header(path)
-    if ds is None or not is_seg(ds):
-        return None
+    return None if ds is None or not is_seg(ds) else segments_of(ds)
+
+
+def segments_of(ds: pydicom.Dataset) -> dict[int, str]:
+    """``{segment number: SegmentLabel}`` of a SEG's header."""
     return {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])}
 
 
-def read_seg(path: Path, grid: Geometry | None, max_voxels: int, tol_mm: float = 0.01) -> Volume:
-    """The SEG at ``path`` as a label map (segment numbers), on ``grid`` when given (the image's),
-    else on the grid its frames span."""
+def open_seg(path: Path) -> Any:
+    """The SEG at ``path`` parsed by highdicom; a file it cannot parse is a ``corrupt_file``."""
     import highdicom as hd
 
-    where = str(path)
     try:
-        seg = hd.seg.segread(path)
-    except Exception as e:
+        return hd.seg.segread(path)
+    except Exception as e:  # highdicom and pydicom fail on a damaged file in many ways
         raise InputError("corrupt_file", f"the DICOM SEG cannot be decoded ({type(e).__name__}: {str(e)[:160]})",
-                         path=where, remedy="download it again; " + _TO_NIFTI) from e
-    segments = {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in seg.SegmentSequence}
+                         path=str(path), remedy="download it again; " + _TO_NIFTI) from e
+
+
+def read_seg(path: Path, grid: Geometry | None, max_voxels: int, segment: int | None = None,
+             seg: Any = None, tol_mm: float = 0.01) -> Volume:
+    """The SEG at ``path`` (``seg``: already parsed by :func:`open_seg`) as a label map of segment
+    numbers, or with ``segment`` that segment alone as a 0/1 mask (segments may then overlap); on
+    ``grid`` when given (the image's), else on the grid its frames span."""
+    where = str(path)
+    seg = open_seg(path) if seg is None else seg
+    segments = segments_of(seg)
     n = int(seg.Rows) * int(seg.Columns) * int(getattr(seg, "NumberOfFrames", 1) or 1)
     if n > max_voxels:
         raise InputError("too_large", f"{n:,} voxels in the SEG's frames exceed max_voxels", path=where,
                          remedy="raise `max_voxels` in the ingest settings")
     dtype = np.uint16 if max(segments, default=1) > 255 else np.uint8
     try:
-        if str(seg.SegmentationType) == "FRACTIONAL":  # each segment its own probability map: > 1/2 is in it
-            numbers = sorted(segments)
+        if segment is not None or str(seg.SegmentationType) == "FRACTIONAL":  # each segment apart; > 1/2 is in it
+            numbers = [segment] if segment is not None else sorted(segments)
             vol = seg.get_volume(segment_numbers=numbers, combine_segments=False, rescale_fractional=True)
             inside = np.asarray(vol.array) >= 0.5
-            if (inside.sum(axis=-1) > 1).any():
+            if segment is None and (inside.sum(axis=-1) > 1).any():
                 raise ValueError("segments overlap")
-            array = (inside * np.asarray(numbers, dtype=dtype)).sum(axis=-1, dtype=dtype)
+            array = (inside * np.asarray(numbers if segment is None else [1], dtype=dtype)).sum(axis=-1, dtype=dtype)
         else:
             vol = seg.get_volume(combine_segments=True, dtype=dtype)
             array = np.asarray(vol.array)
     except (ValueError, RuntimeError) as e:
         raise seg_error(e, segments, where) from e
-    own = Geometry.from_affine(array.shape, LPS_RAS @ np.asarray(vol.affine, dtype=np.float64))
+    own = Geometry.from_affine(array.shape, LPS_TO_RAS @ np.asarray(vol.affine, dtype=np.float64))
     out = Volume(array, own, {"format": "dicom-seg", "segments": segments,
                               "segmentation_type": str(seg.SegmentationType), "references": referenced_series(seg)})
     return out if grid is None else onto(out, grid, tol_mm, where)

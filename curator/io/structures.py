@@ -17,11 +17,17 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydicom
 
 from curator.errors import InputError
-from curator.io.dicom_seg import LPS_RAS, dicom_header, is_seg, onto, referenced_series, seg_error
+from curator.io.dicom_seg import (
+    dicom_header,
+    is_seg,
+    open_seg,
+    read_seg,
+    referenced_series,
+    segments_of,
+)
 from curator.io.rtstruct import is_rtstruct, read_roi, roi_names
 from curator.io.volume import Geometry, Volume
 
@@ -53,7 +59,7 @@ def _structures(path: str, stamp: tuple[int, int]) -> dict[str, int] | None:
     if ds is None:
         return None
     if is_seg(ds):
-        return _keys({int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])})
+        return _keys(segments_of(ds))
     if is_rtstruct(ds):
         return _keys(roi_names(ds))
     return None
@@ -63,12 +69,14 @@ def _structures(path: str, stamp: tuple[int, int]) -> dict[str, int] | None:
 def _open(path: str, stamp: tuple[int, int]) -> Any:
     """The parsed SEG (highdicom) or RTSTRUCT (pydicom) at ``path``; ``stamp`` (size, mtime) keys
     the cache so a changed file is read again."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    if is_seg(ds):
-        import highdicom as hd
-
-        return hd.seg.segread(path)
-    return pydicom.dcmread(path)
+    ds = dicom_header(Path(path))
+    if ds is not None and is_seg(ds):
+        return open_seg(Path(path))
+    try:
+        return pydicom.dcmread(path)
+    except Exception as e:  # pydicom fails on a damaged file in many ways
+        raise InputError("corrupt_file", f"the RTSTRUCT cannot be decoded ({type(e).__name__}: {str(e)[:160]})",
+                         path=path, remedy="download it again") from e
 
 
 def read_structure(path: Path, key: str, grid: Geometry | None, max_voxels: int) -> Volume:
@@ -84,25 +92,10 @@ def read_structure(path: Path, key: str, grid: Geometry | None, max_voxels: int)
         raise InputError("structure_missing", f"the file holds no structure {key!r} (it holds: {held})",
                          path=where, remedy="run `curator sources check` to see the structures the files hold")
     st = path.stat()
-    try:
-        obj = _open(str(path), (st.st_size, st.st_mtime_ns))
-    except Exception as e:  # pydicom and highdicom fail on a damaged file in many ways
-        raise InputError("corrupt_file", f"the file cannot be decoded ({type(e).__name__}: {str(e)[:160]})",
-                         path=where, remedy="download it again") from e
+    obj = _open(str(path), (st.st_size, st.st_mtime_ns))
     number = names[key]
     if is_rtstruct(obj):  # (highdicom's Segmentation is a pydicom Dataset too)
         vol = read_roi(obj, number, grid, where)
         vol.meta["references"] = referenced_series(obj)
         return vol
-    n = int(obj.Rows) * int(obj.Columns) * int(getattr(obj, "NumberOfFrames", 1) or 1)
-    if n > max_voxels:
-        raise InputError("too_large", f"{n:,} voxels in the SEG's frames exceed max_voxels", path=where,
-                         remedy="raise `max_voxels` in the ingest settings")
-    try:
-        vol = obj.get_volume(segment_numbers=[number], combine_segments=False, rescale_fractional=True)
-    except (ValueError, RuntimeError) as e:
-        raise seg_error(e, {number: key}, where) from e
-    mask = (np.asarray(vol.array)[..., 0] >= 0.5).astype(np.uint8)
-    own = Geometry.from_affine(mask.shape, LPS_RAS @ np.asarray(vol.affine, dtype=np.float64))
-    out = Volume(mask, own, {"format": "dicom-seg", "segment": key, "references": referenced_series(obj)})
-    return out if grid is None else onto(out, grid, 0.01, where)
+    return read_seg(path, grid, max_voxels, segment=number, seg=obj)
