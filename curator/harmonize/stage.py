@@ -162,20 +162,27 @@ class HarmonizeStage(Stage):
         return out
 
 
-def seg_disagreements(root: Path, rel: str, p: dict[str, Any], tax: Any = None) -> list[CuratorError]:
+def seg_disagreements(root: Path, rel: str, p: dict[str, Any]) -> list[CuratorError]:
     """A DICOM SEG label whose segment labels name terms the dataset YAML maps to other segment
     numbers (tools number segments differently: a YAML written from one file mislabels another)."""
-    from curator.harmonize.mapping import named_elsewhere
     from curator.io.dicom_seg import segment_labels
     from curator.taxonomy import load_taxonomy
 
-    path = root / rel
-    names = segment_labels(path)
+    names = segment_labels(root / rel)
     if not names:
         return []
     terms = {int(v): ts for v, ts in p.get("value_terms", {}).items()}
+    return named_segments_disagree(root / rel, names, terms, load_taxonomy(p.get("taxonomy")))
+
+
+def named_segments_disagree(path: Path, names: dict[int, str], terms: dict[int, list[str]],
+                            tax: Any) -> list[CuratorError]:
+    """:func:`seg_disagreements` for a SEG whose segment labels (``names``) are read already;
+    ``terms``: the YAML's raw value -> term ids."""
+    from curator.harmonize.mapping import named_elsewhere
+
     out = []
-    for v, name, t, there in named_elsewhere(terms, names, tax or load_taxonomy(p.get("taxonomy"))):
+    for v, name, t, there in named_elsewhere(terms, names, tax):
         mine = ", ".join(terms.get(v, ())) or "nothing"
         out.append(CuratorError("dicom_seg_labels_disagree", f"the SEG names segment {v} {name!r} ({t.name}), which "
                                 f"the dataset YAML maps to segment number {', '.join(map(str, there))}; the YAML maps "

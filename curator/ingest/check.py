@@ -22,9 +22,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from curator.config import PipelineConfig, SourceConfig
+from curator.io.formats import DICOM_EXT, ITK_EXT, NIFTI_EXT
 
 # volume files: left unread, a sign that a pattern missed cases (other files — README, CSV, JSON — are only counted)
-_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".npy", ".npz", ".mat")
+_VOLUME_SUFFIXES = (*NIFTI_EXT, *ITK_EXT, *DICOM_EXT, ".npy", ".npz", ".mat")
 
 
 @dataclass
@@ -171,42 +172,43 @@ def _pick(tasks: list[Any], k: int) -> list[Any]:
     return sorted(chosen.values(), key=lambda t: t.case_id)
 
 
-def _file_names(root: Path, tasks: list[Any]) -> dict[int, Counter[str]]:
-    """The names label files give their values (a DICOM SEG's segment labels), over ``tasks``."""
+def _file_names(root: Path, tasks: list[Any]) -> dict[str, dict[int, str]]:
+    """What each sampled label file calls its values (a DICOM SEG's segment labels), by path."""
     from curator.io.dicom_seg import segment_labels
 
-    out: dict[int, Counter[str]] = {}
+    out: dict[str, dict[int, str]] = {}
     for t in tasks:
         for _, rel in t.payload["labels"]:
-            for v, name in (segment_labels(root / rel) or {}).items():
-                out.setdefault(v, Counter())[name] += 1
-    return out
+            if rel not in out:
+                out[rel] = segment_labels(root / rel) or {}
+    return {rel: names for rel, names in out.items() if names}
 
 
-def _seg_disagreements(spec: Any, tax: Any, root: Path, tasks: list[Any]) -> list[dict[str, Any]]:
+def _seg_disagreements(spec: Any, tax: Any, root: Path, tasks: list[Any], files: dict[str, dict[int, str]],
+                       terms: dict[Any, list[str]]) -> list[dict[str, Any]]:
     """The SEG numbering warnings harmonize would give the sampled cases."""
-    from curator.harmonize.mapping import raw_value_terms
-    from curator.harmonize.stage import seg_disagreements
+    from curator.harmonize.stage import named_segments_disagree
     from curator.runner.stage import problem_row
 
-    terms = raw_value_terms(spec, tax, include_derived=False)
-    payload = {"value_terms": {str(v): ts for v, ts in terms.items()}, "taxonomy": None}
+    values = {int(v): ts for v, ts in terms.items()}
     out = []
     for t in tasks:
         for _, rel in t.payload["labels"]:
-            for err in seg_disagreements(root, rel, payload, tax):
+            for err in named_segments_disagree(root / rel, files.get(rel, {}), values, tax):
                 out.append(problem_row("check", err, dataset=spec.name, case_id=t.case_id, path=f"{spec.name}:{rel}",
                                        severity="warning"))
     return out
 
 
-def _value_rows(spec: Any, tax: Any, results: list[Any], named: dict[int, Counter[str]]) -> list[dict[str, Any]]:
-    """Per declared raw value (or structure file): its terms and the sampled cases holding it;
-    then every value the sample holds that the YAML does not declare. ``named``: what the files
-    call each value (a DICOM SEG's segment labels), with how many files say so."""
-    from curator.harmonize.mapping import raw_value_terms
-
-    terms = raw_value_terms(spec, tax, include_derived=False)
+def _value_rows(spec: Any, tax: Any, results: list[Any], terms: dict[Any, list[str]],
+                files: dict[str, dict[int, str]]) -> list[dict[str, Any]]:
+    """Per declared raw value (or structure file): its ``terms`` and the sampled cases holding it;
+    then every value the sample holds that the YAML does not declare; and what the sampled
+    ``files`` call each value (a DICOM SEG's segment labels), with how many files say so."""
+    named: dict[int, Counter[str]] = {}
+    for names in files.values():
+        for v, name in names.items():
+            named.setdefault(v, Counter())[name] += 1
     labelled = [r for r in results if r.rows.get("cases") and r.rows["cases"][0].get("label_status") == "ok"]
     seen: dict[Any, list[str]] = {}
     for r in labelled:
@@ -243,6 +245,7 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
     temporary workspace, ``workers`` cases at once (processes). Raises :class:`curator.errors.RegistryError` for an unknown name and
     :class:`curator.errors.ConfigError` for a YAML file that does not validate (with its problems)."""
     from curator.errors import ConfigError
+    from curator.harmonize.mapping import raw_value_terms
     from curator.harmonize.stage import harmonize_taxonomy
     from curator.ingest.stage import IngestConfig, IngestStage
     from curator.registry.layout import scan
@@ -290,13 +293,14 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         else:
             results = [_read_case(t, args) for t in picked]
         tax = harmonize_taxonomy(ctx)
-        named = _file_names(root, picked) if spec.labels.encoding == "label_map" else {}
-        if named:  # a SEG numbering its segments otherwise than the YAML: what harmonize would warn
-            report.problems += _seg_disagreements(spec, tax, root, picked)
+        terms = raw_value_terms(spec, tax, include_derived=False)
+        files = _file_names(root, picked) if spec.labels.encoding == "label_map" else {}
+        if files:  # a SEG numbering its segments otherwise than the YAML: what harmonize would warn
+            report.problems += _seg_disagreements(spec, tax, root, picked, files, terms)
     for r in results:
         report.problems += r.problems
         report.sampled.append(_sampled_row(r))
-    report.values = _value_rows(spec, tax, results, named)
+    report.values = _value_rows(spec, tax, results, terms, files)
     report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
     return report
 

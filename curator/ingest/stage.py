@@ -22,6 +22,7 @@ from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
 from curator.registry.fixes import apply_label_fixes, intensity_offset
 from curator.registry.layout import discover, scan
+from curator.registry.spec import holds_structures
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
 from curator.workspace import ChecksumCache
 
@@ -128,7 +129,7 @@ class IngestStage(Stage):
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }
-                if any(_maybe_dicom(rel) for _, rel in c.labels):  # read anew since SEG/RTSTRUCT labels are
+                if any(holds_structures(rel) for _, rel in c.labels):  # read anew since SEG/RTSTRUCT labels are
                     payload["dicom_labels"] = 2  # placed on the image's grid (a SEG was read as a frame stack)
                 shown = f"{src.name}:{c.case_id}" if src.pseudonymous_ids else _display(src.name, root, c.image or files[0])
                 tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=checksums.paths(root, files),
@@ -228,12 +229,6 @@ class IngestStage(Stage):
             row["format"] = "none"
         out.rows = {"cases": [row], "raw_labels": counts_rows}
         return out
-
-
-def _maybe_dicom(rel: str) -> bool:
-    """A label path that may name a single DICOM file (``.dcm``, or a name without a suffix)."""
-    name = rel.rstrip("/").rsplit("/", 1)[-1].lower()
-    return not rel.endswith("/") and (name.endswith(".dcm") or "." not in name)
 
 
 def _orientation_missing(path: Path) -> InputError:

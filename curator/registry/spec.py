@@ -187,8 +187,8 @@ def _terms(v: Any) -> tuple[str, ...]:
 
 
 def holds_structures(pattern: str) -> bool:
-    """Whether a per-structure label pattern without ``{structure}`` may name DICOM files that hold
-    their structures (SEG segments, RTSTRUCT ROIs): a ``.dcm`` file or a name without a suffix."""
+    """Whether a label pattern (or a file's path) may name single DICOM files, which can hold their
+    structures (SEG segments, RTSTRUCT ROIs): a ``.dcm`` file or a name without a suffix."""
     last = pattern.rstrip("/").rsplit("/", 1)[-1].lower()
     return not pattern.endswith("/") and (last.endswith(".dcm") or "." not in last.replace("{", "").replace("}", ""))
 
