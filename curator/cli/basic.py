@@ -59,7 +59,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             note_newest(release, rel.path)
         res = rel.sql(sql)  # one SELECT: an empty query or several statements are refused
         if out_file is not None:
-            from curator.release.query import save_result
+            from curator.release.result_file import save_result
 
             n = save_result(res, out_file, rel.path, csv_cell)
             err.print(escape(f"wrote {n:,} row(s) to {out_file}"), highlight=False)

@@ -180,7 +180,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self.left_out: dict[str, str] = {}  # with channels: study (its first case id) -> why it is not used
         if self.channels is not None:
             self._studies([{**case, "sequence": c[5], "study_key": c[6], "affine": list(c[7])}
-                           for case, c in zip(self.cases, cases, strict=True)], where)
+                           for case, c in zip(self.cases, cases, strict=True)], where, self.channels)
         tax = self.release.taxonomy  # the release's own (a custom taxonomy's terms and parts)
         self._parts = {t: with_parts(tax, t) for t in self.terms}
         self._prompts = {m: [tax.prompt(t, m) if t in tax else f"({m.lower()}) {t.replace('_', ' ')}"
@@ -204,21 +204,20 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self._locs: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._pid = os.getpid()
 
-    def _studies(self, cases: list[dict[str, Any]], where: str) -> None:
-        """Items become studies: ``self.cases`` the reference cases (the first channel), each with
-        its other channels' cases and their voxel shifts (:func:`curator.torch.channels.studies`)."""
-        assert self.channels is not None
-        refs, self.left_out = studies(cases, self.channels)
+    def _studies(self, cases: list[dict[str, Any]], where: str, channels: list[str]) -> None:
+        """Items become studies: ``self.cases`` the reference cases (the first of ``channels``), each
+        with its other channels' cases and their voxel shifts (:func:`curator.torch.channels.studies`)."""
+        refs, self.left_out = studies(cases, channels)
         if self.left_out:
             log.warning("PatchDataset: %d stud%s left out of channels %s: %s", len(self.left_out),
-                        "y" if len(self.left_out) == 1 else "ies", self.channels,
+                        "y" if len(self.left_out) == 1 else "ies", channels,
                         "; ".join(f"{k}: {v}" for k, v in sorted(self.left_out.items())[:10])
                         + (" ..." if len(self.left_out) > 10 else ""))
         if not refs:
-            raise ReleaseError("release_error", f"no study WHERE {where} has a case of each of {self.channels}",
+            raise ReleaseError("release_error", f"no study WHERE {where} has a case of each of {channels}",
                                path=str(self.root), remedy="check channels, where and split against the cases' "
                                "sequence and study_key")
-        for k, seq in enumerate(self.channels):  # one meaning per channel, as the exports require
+        for k, seq in enumerate(channels):  # one meaning per channel, as the exports require
             mods = sorted({(ref if k == 0 else ref["channels"][k - 1])["modality"] for ref in refs})
             if len(mods) > 1:
                 raise ReleaseError("release_error", f"channel {k} ({seq}) mixes modalities {mods} across the selected "
