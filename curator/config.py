@@ -212,6 +212,9 @@ class ReleaseConfig(Config):
     # a release without a source pipeline.yaml lists (no case from it: an unmounted root, a broken
     # dataset YAML) is refused unless this says that is meant
     allow_missing_sources: bool = False
+    # where the release will be published and who made it (croissant.json's `url` and `creator`)
+    url: str | None = None
+    creators: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:  # refused when pipeline.yaml is read, not after hours of stages
         for key, value in (("version", self.version), ("parent", self.parent)):

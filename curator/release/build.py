@@ -64,6 +64,10 @@ RELEASE_STEPS: list[str] = [
     "curator.release.card:release_step",
     "curator.report.release:release_step",
 ]
+# Steps that describe the written tables (their checksums): run after the tables are written.
+FINAL_STEPS: list[str] = [
+    "curator.release.croissant:release_step",
+]
 
 
 @dataclass
@@ -73,6 +77,8 @@ class ReleaseBuilder:
     tables: TableSet = field(default_factory=TableSet)  # name -> pa.Table, workspace files loaded on use
     extra: dict[str, Any] = field(default_factory=dict)  # merged into release.json
     parent: Path | None = None  # the parent release folder (lineage.resolve_parent)
+    # when the release was built (UTC): release.json's `created`, croissant.json's date
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     @property
     def version(self) -> str:
@@ -246,6 +252,10 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
                 copy_table(src, staging / f"{name}.parquet")
             else:
                 write_parquet(b.tables[name], staging / f"{name}.parquet")
+        for ref in FINAL_STEPS:
+            fn = _load_step(ref)
+            if fn is not None:
+                fn(b)
         atomic_write_json(staging / "release.json", _release_json(b), indent=1)
         try:
             os.rename(staging, dest)  # atomic; fails if dest appeared meanwhile
@@ -310,7 +320,7 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     schemas = load_schemas()
     out = {
         "collection": rc.collection, "version": rc.version,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": b.created,
         "code_version": __version__, "code_revision": code_revision(), "schema_version": schema_version(),
         "pipeline_config": pipeline, "pipeline_config_hash": sha256_json(pipeline)[:16],
         "stages": stage_info, "registry": registry,

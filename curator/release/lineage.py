@@ -82,7 +82,11 @@ def published_config(ctx: Context) -> dict[str, Any]:
         if s["dataset"].endswith((".yaml", ".yml")):
             s["dataset"] = Path(s["dataset"]).name
     pipeline["registry"] = [Path(r).name for r in pipeline.get("registry", [])]
-    pipeline.get("release", {}).pop("root", None)
+    release = pipeline.get("release", {})
+    release.pop("root", None)
+    for key in ("url", "creators"):  # publication metadata: in the hash only when given
+        if not release.get(key):
+            release.pop(key, None)
     stages = pipeline.get("stages") or {}
     pipeline["stages"] = {name: published_settings(name, settings) for name, settings in stages.items()}
     return pipeline
