@@ -165,8 +165,10 @@ def _rai(b: ReleaseBuilder) -> dict[str, str]:
         "rai:personalSensitiveInformation": (
             "Patient ids are keyed pseudonyms (HMAC; the key stays with the publisher's workspace). DICOM "
             "headers are dropped at ingest except technical fields (manufacturer, scanner model, field "
-            "strength) and the demographic columns the sources publish (sex, age, BMI; see `cases`). Images "
-            "are published as their source datasets published them: curator does not deface."),
+            "strength). Per-case metadata (sex, age, BMI, ...) comes only from the fields a source's own "
+            "metadata file publishes and its dataset YAML names; fields whose names identify a person or date "
+            "an encounter are never copied. Images are published as their source datasets published them: "
+            "curator does not deface."),
     }
     if origins:
         out["rai:dataAnnotationProtocol"] = (
