@@ -1,4 +1,4 @@
-"""``curator export nnunet`` and ``curator export monai``: a release in other tools' formats."""
+"""``curator export nnunet``, ``monai`` and ``huggingface``: a release in other tools' formats."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    export = typer.Typer(help="Export a release to nnU-Net v2 or MONAI.", no_args_is_help=True)
+    export = typer.Typer(help="Export a release to nnU-Net v2, MONAI or a Hugging Face dataset repository.",
+                         no_args_is_help=True)
     app.add_typer(export, name="export")
 
     @export.command("nnunet")
@@ -102,3 +103,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                               where=where, layers=_layers(layers), partial=partial,
                               duplicates=with_duplicates, qc_filter=qc_filter, workers=workers,
                               channels=_names(channels)))
+
+    @export.command("huggingface")
+    @handle_errors
+    def huggingface(release: ReleaseArg,
+                    out_dir: Annotated[Path, typer.Option("--out", help="folder to upload (a new one)")],
+                    link: Annotated[bool, typer.Option("--link", help="hard-link the release's files instead of "
+                                                       "copying them (same file system; do not edit them then)")]
+                    = False) -> None:
+        """The release as a Hugging Face dataset repository: its files and a README.md whose front
+        matter makes each table a config (`datasets.load_dataset(folder, "labels")`)."""
+        from curator.release.hub import export_huggingface
+
+        r = export_huggingface(release, out_dir, link=link)
+        how = f"{r.linked} hard-linked, {r.files - r.linked} copied" if link else "copied"
+        out.print(f"wrote {escape(str(r.folder))}: {r.files} files of the release ({r.bytes / 1e6:.1f} MB, {how}) "
+                  f"and README.md with {len(r.tables)} configs ({', '.join(r.tables)})")
+        out.print(f"upload: hf upload <org>/<name> {escape(str(r.folder))} . --repo-type dataset")

@@ -177,6 +177,7 @@ def verify_release(path: str | Path) -> VerifyReport:
     """
     from curator.registry.layout import is_case_id
     from curator.release.card_check import check_card_file
+    from curator.release.hub import readme_matches_card
 
     release = Path(path)
     info = read_release_json(release)
@@ -191,6 +192,8 @@ def verify_release(path: str | Path) -> VerifyReport:
     present = set(_walk(release)) - UNLISTED
     listed = set(files) | set(expected_store_files)
     rep.added = sorted(present - listed)
+    if "README.md" in rep.added and readme_matches_card(release):  # `curator export huggingface`'s card
+        rep.added.remove("README.md")
     rep.removed = sorted(listed - present)
     for rel in sorted(present & set(files)):
         rep.checked_files += 1
