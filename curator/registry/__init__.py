@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -55,6 +55,7 @@ def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issu
     """Parse every file; return the valid specs and every issue (duplicates included)."""
     specs: dict[str, DatasetSpec] = {}
     issues: list[Issue] = []
+    twice: dict[str, list[str]] = {}  # a dataset name -> the files defining it, when more than one
     for f in paths:
         try:
             d = yaml_load(f.read_text(encoding="utf-8"))
@@ -65,12 +66,16 @@ def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issu
             issues.append(Issue(f.name, "file", f"cannot read {f}: {e.strerror or e}"))
             continue
         spec, errs = parse_spec(d, str(f))
-        issues += errs
+        name = d.get("name") if isinstance(d, dict) and isinstance(d.get("name"), str) else None
+        issues += [replace(i, dataset=name) for i in errs]
         if spec is None:
             continue
-        if spec.name in specs:
-            issues.append(Issue(f.name, "duplicate", f"dataset {spec.name!r} is also defined in "
-                                f"{Path(specs[spec.name].path).name}"))
+        if spec.name in specs or spec.name in twice:
+            # which file is meant cannot be known: neither is used (a source naming it is refused)
+            first = specs.pop(spec.name, None)
+            twice.setdefault(spec.name, [Path(first.path).name] if first else []).append(f.name)
+            issues.append(Issue(f.name, "duplicate", f"dataset {spec.name!r} is defined in "
+                                f"{' and '.join(twice[spec.name])}: neither is used", dataset=spec.name))
             continue
         specs[spec.name] = spec
     return specs, issues

@@ -34,6 +34,7 @@ class Issue:
     loc: str
     kind: str
     message: str
+    dataset: str | None = None  # the dataset the file names (when it can be read)
 
 
 @dataclass(frozen=True)

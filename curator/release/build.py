@@ -208,9 +208,9 @@ def check_sources(ctx: Context) -> None:
             said.setdefault(p["dataset"], p["message"].partition(". What to do: ")[0])
     gone = [f"{name} ({said.get(name) or said.get(src.spec.name) or 'no case ingested'})"
             for name, src in sorted(ctx.sources.items()) if name not in have]
-    listed = {Path(sc.dataset).name for sc in ctx.config.sources if sc.dataset.endswith((".yaml", ".yml"))}
-    gone += [f"{p['path']} ({p['message'].partition('. What to do: ')[0]})" for p in ctx.source_problems
-             if p["path"] in listed]  # a broken file in `registry:` that no source uses leaves nothing out
+    # a dataset YAML that does not load (named in `sources:`, or in `registry:` and used by a source);
+    # a broken file in `registry:` that no source uses leaves nothing out
+    gone += [f"{name} ({why})" for name, why in sorted(ctx.skipped_sources.items())]
     if gone and ctx.config.release.allow_missing_sources:
         log.warning("release: %d source(s) of pipeline.yaml gave no case and are left out (allow_missing_sources): "
                     "%s", len(gone), "; ".join(gone[:5]))

@@ -15,6 +15,7 @@ from curator.runner.stage import CaseEnv
 from curator.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
+    from curator.errors import RegistryError
     from curator.registry import DatasetSpec, Registry
 
 log = logging.getLogger("curator")
@@ -44,22 +45,53 @@ class Context:
         if builtin_issues:
             raise ConfigError("registry_error", f"the built-in registry is invalid: {builtin_issues[0]}",
                               remedy="reinstall curator; run `curator labels check`")
+        used = {sc.dataset.lower() for sc in self.config.sources}
         for i in issues:
-            self.source_problems.append(self._spec_problem(i.loc.split(":", 1)[0], f"{i.loc} [{i.kind}] {i.message}",
-                                                           "path_escape" if i.kind == "path_escape" else None))
+            file = i.loc.split(":", 1)[0]
+            if i.kind == "duplicate" and i.dataset:
+                self.registry_duplicates[i.dataset.lower()] = i.message
+            else:  # a file with any issue gives no dataset, as a dataset YAML named in `sources:` does not
+                spec = specs.get(i.dataset or "")
+                if spec is not None and Path(spec.path).name == file:
+                    del specs[spec.name]
+                self.unusable_datasets[(i.dataset or file).lower()] = i.message
+            # a file no source uses skips nothing: said, as a warning
+            unused = i.kind == "duplicate" or (i.dataset is not None and i.dataset.lower() not in used)
+            self.source_problems.append(self._spec_problem(file, f"{i.loc} [{i.kind}] {i.message}",
+                                                           "path_escape" if i.kind == "path_escape" else None,
+                                                           skipped=not unused))
         for i in overrides:  # on purpose (a fixed copy of a built-in), but said
             log.info("registry: %s %s", i.loc, i.message)
         return Registry(specs)
 
     @functools.cached_property
+    def skipped_sources(self) -> dict[str, str]:
+        """Sources of pipeline.yaml left out because their dataset YAML is invalid -> why (filled by
+        :attr:`sources`)."""
+        return {}
+
+    @functools.cached_property
+    def registry_duplicates(self) -> dict[str, str]:
+        """Dataset names (lower case) two `registry:` files define -> the issue's message."""
+        return {}
+
+    @functools.cached_property
+    def unusable_datasets(self) -> dict[str, str]:
+        """Dataset names (lower case; or a file's name, when its YAML gives none) of `registry:`
+        files that give no usable spec -> why."""
+        return {}
+
+    @functools.cached_property
     def source_problems(self) -> list[dict[str, Any]]:
         return []
 
-    def _spec_problem(self, path: str, message: str, kind: str | None = None) -> dict[str, Any]:
+    def _spec_problem(self, path: str, message: str, kind: str | None = None, *,
+                      skipped: bool = True) -> dict[str, Any]:
         return {"stage": "ingest", "dataset": None, "case_id": None, "path": path,
-                "kind": kind or "invalid_dataset_spec", "severity": "error",
-                "message": f"{message}. What to do: fix the dataset YAML (README, 'Adding a dataset'); "
-                           "this source was skipped"}
+                "kind": kind or "invalid_dataset_spec", "severity": "error" if skipped else "warning",
+                "message": f"{message}. What to do: fix the dataset YAML (README, 'Adding a dataset')"
+                           + ("; this source was skipped" if skipped else
+                              "; no source of this pipeline uses it")}
 
     @functools.cached_property
     def sources(self) -> dict[str, Source]:
@@ -71,9 +103,12 @@ class Context:
                 spec = self._spec_for(sc)
             except RegistryError as e:
                 if not sc.dataset.endswith((".yaml", ".yml")):
-                    raise
+                    self._named_spec_error(sc.dataset, e)  # raises unless its registry file is invalid
+                    self.skipped_sources[sc.name or sc.dataset] = self.unusable_datasets[sc.dataset.lower()]
+                    continue  # its file's problem row says why
                 kind = "path_escape" if "path_escape" in e.detail else None
                 self.source_problems.append(self._spec_problem(Path(sc.dataset).name, e.detail, kind))
+                self.skipped_sources[sc.name or Path(sc.dataset).name] = e.detail
                 continue
             name = sc.name or spec.name
             if name in out:
@@ -81,6 +116,22 @@ class Context:
                                   "give one of them a distinct `name:`")
             out[name] = Source(name=name, spec=spec, root=sc.root.resolve(), pseudonymous_ids=sc.pseudonymous_ids)
         return out
+
+    def _named_spec_error(self, name: str, e: RegistryError) -> None:
+        """Why a source naming a registry dataset has no spec: two `registry:` files define it (the
+        run is refused: which one is meant cannot be guessed), or its file is invalid (the source
+        is skipped: its problem row says why). Any other miss is re-raised."""
+        if name.lower() in self.registry_duplicates:
+            raise ConfigError("config_error", f"source {name!r}: {self.registry_duplicates[name.lower()]}",
+                              remedy="keep one of the files in the `registry:` folders (or give the other "
+                              "dataset another `name:`)") from e
+        if name.lower() in self.unusable_datasets:
+            return
+        unnamed = sorted(k for k in self.unusable_datasets if k.endswith((".yaml", ".yml")))
+        if unnamed:  # a file whose YAML gives no name may be the one meant
+            raise ConfigError("config_error", f"{e.detail}; these `registry:` files could not be read and may define "
+                              f"it: {', '.join(unnamed)}", remedy="fix them (`curator labels check`)") from e
+        raise e
 
     def _spec_for(self, sc: SourceConfig) -> DatasetSpec:
         if sc.dataset.endswith((".yaml", ".yml")):

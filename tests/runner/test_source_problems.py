@@ -283,3 +283,62 @@ def test_a_section_given_twice_in_pipeline_yaml_is_refused(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as e:
         PipelineConfig.load(p)
     assert "found key 'stages' a second time (first on line 2)" in str(e.value)
+
+
+def test_registry_folder_files_a_source_uses_or_not(tmp_path: Path) -> None:
+    """A tester's `registry:` folder held two files naming one dataset (the swapped-label copy
+    and the good one) and files for other datasets, some broken: the run used the alphabetically
+    first of the two (its liver published as spleen), every broken file's row said "this source was
+    skipped" though no source named it, and a file with a wrong modality was used anyway."""
+    import numpy as np
+
+    from curator.testing.layouts import write_kits_case
+    from curator.testing.phantoms import Subject, grid, render
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    img, lab = render(Subject.random(3), g, "CT", seed=3)
+    write_kits_case(tmp_path / "kits", "case_00000", np.rint(img).astype(np.int16), (lab > 0).astype(np.uint8), g)
+    from curator.registry import builtin_dir
+
+    kits = yaml.safe_load(next(builtin_dir().glob("KiTS23.y*ml")).read_text())
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    mine = {**kits, "name": "MyKidneys"}
+    (reg / "a_mine.yaml").write_text(yaml.safe_dump(mine))
+    (reg / "b_mine_copy.yaml").write_text(yaml.safe_dump({**mine, "labels": {**mine["labels"]}}))
+    (reg / "c_other.yaml").write_text(yaml.safe_dump({**kits, "name": "Other", "modality": "MRI"}))
+    off = {s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc")}
+    src = {"dataset": "MyKidneys", "root": str(tmp_path / "kits")}
+
+    # a name two files define: which one is meant cannot be guessed, so the run is refused up front
+    pipe = make_pipeline(tmp_path / "twice", [src], stages=off, registry=[reg])
+    with pytest.raises(ConfigError, match=r"'MyKidneys' is defined in a_mine.yaml and b_mine_copy.yaml"):
+        run(pipe, release=True)
+    assert not (tmp_path / "twice" / "workspace" / "tables" / "cases.parquet").exists()
+
+    # one file for it: the run goes on; the broken file no source uses is a warning that says so
+    (reg / "b_mine_copy.yaml").unlink()
+    pipe = make_pipeline(tmp_path / "once", [src], stages=off, registry=[reg])
+    res = run(pipe, release=True)
+    assert res.release is not None
+    rows = [r for r in pq_rows(tmp_path / "once", "problems__ingest") if r["path"] == "c_other.yaml"]
+    assert [(r["severity"], r["message"].endswith("no source of this pipeline uses it")) for r in rows] == \
+        [("warning", True)]
+
+    # a source naming the broken dataset is skipped (not run with the wrong modality): the release
+    # is refused as incomplete, naming it
+    pipe = make_pipeline(tmp_path / "used", [src, {"dataset": "Other", "root": str(tmp_path / "kits")}],
+                         stages=off, registry=[reg])
+    with pytest.raises(ReleaseError) as e:
+        run(pipe, release=True)
+    assert e.value.kind == "release_incomplete" and "Other (modality 'MRI'" in str(e.value)
+    rows = [r for r in pq_rows(tmp_path / "used", "problems__ingest") if r["path"] == "c_other.yaml"]
+    assert [(r["severity"], r["message"].endswith("this source was skipped")) for r in rows] == [("error", True)]
+    cases = pq_rows(tmp_path / "used", "cases")
+    assert {c["source"] for c in cases} == {"MyKidneys"}
+
+
+def pq_rows(folder: Path, table: str) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(folder / "workspace" / "tables" / f"{table}.parquet").to_pylist()
