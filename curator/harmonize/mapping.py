@@ -160,8 +160,22 @@ def index_label_names(spec: DatasetSpec, root: Path) -> tuple[Path, dict[int, st
 def named_elsewhere(value_terms: Mapping[int, Iterable[str]], names: Mapping[int, str], tax: Taxonomy,
                     ) -> list[tuple[int, str, Any, list[int]]]:
     """``(value, name, term, values the YAML gives that term)`` for each value a file names with a
-    term the dataset YAML maps to *other* values (a swapped pair). Names the taxonomy cannot
-    resolve, and terms the YAML does not map, are not judged."""
+    term the dataset YAML maps to *other* values (a swapped pair), or — with no such values — with a
+    term unrelated to every term the YAML maps the value to (a segment named "Liver" mapped to
+    spleen; a name above or below a mapped term in the hierarchy, "Tumour" for liver_tumor, is
+    related). Names the taxonomy cannot resolve (``Segment_1``), and values the YAML does not map,
+    are not judged.
+
+    >>> from curator.taxonomy import load_taxonomy
+    >>> tax = load_taxonomy()
+    >>> [(v, t.id, there) for v, _, t, there in named_elsewhere({1: ["spleen"], 2: ["liver"]},
+    ...                                                          {1: "Liver", 2: "Spleen"}, tax)]
+    [(1, 'liver', [2]), (2, 'spleen', [1])]
+    >>> [(v, t.id, there) for v, _, t, there in named_elsewhere({1: ["spleen"]}, {1: "Liver"}, tax)]
+    [(1, 'liver', [])]
+    >>> named_elsewhere({2: ["liver_tumor"]}, {2: "Tumour"}, tax)
+    []
+    """
     where: dict[str, list[int]] = {}
     for v, terms in value_terms.items():
         for t in terms:
@@ -169,9 +183,30 @@ def named_elsewhere(value_terms: Mapping[int, Iterable[str]], names: Mapping[int
     out = []
     for v, name in sorted(names.items()):
         term = tax.resolve(name)
-        if term is not None and term.id in where and v not in where[term.id]:
-            out.append((v, name, term, where[term.id]))
+        if term is None:
+            continue
+        if term.id in where:
+            if v not in where[term.id]:
+                out.append((v, name, term, where[term.id]))
+            continue
+        mapped = [t for t in value_terms.get(v, ()) if t in tax]
+        if mapped and not any(_related(tax, term.id, t) for t in mapped):
+            out.append((v, name, term, []))
     return out
+
+
+def _related(tax: Taxonomy, a: str, b: str) -> bool:
+    """One term is the other, or above it (part of, or a kind of)."""
+    return a == b or a in tax.ancestors(b, None) or b in tax.ancestors(a, None)
+
+
+def disagreement_text(what: str, noun: str, v: int, name: str, term: Any, there: list[int], mine: str) -> str:
+    """What :func:`named_elsewhere` found, said (``what``: "the SEG names segment", "dataset.json
+    names value"; ``noun``: what the numbers are, "segment number", "value")."""
+    if there:
+        return (f"{what} {v} {name!r} ({term.name}), which the dataset YAML maps to {noun} "
+                f"{', '.join(map(str, there))}; the YAML maps {v} to {mine}")
+    return f"{what} {v} {name!r} ({term.name}), but the dataset YAML maps {v} to {mine}, another structure"
 
 
 def index_disagreements(spec: DatasetSpec, root: Path, tax: Taxonomy) -> list[CuratorError]:
@@ -186,9 +221,8 @@ def index_disagreements(spec: DatasetSpec, root: Path, tax: Taxonomy) -> list[Cu
     out = []
     for v, name, t, there in named_elsewhere(resolved, names, tax):
         mine = ", ".join(spec.labels.values.get(v, ())) or "nothing"
-        out.append(CuratorError("index_labels_disagree", f"{path.name} names value {v} {name!r} ({t.name}), which "
-                                f"the dataset YAML maps to value {', '.join(map(str, there))}; the YAML maps "
-                                f"{v} to {mine}", path=str(path),
+        out.append(CuratorError("index_labels_disagree", disagreement_text(f"{path.name} names value", "value", v, name, t,
+                                                                           there, mine), path=str(path),
                                 remedy="check labels.values in the dataset YAML against the dataset's own "
                                 "documentation, and fix whichever is wrong"))
     return out

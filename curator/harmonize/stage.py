@@ -179,17 +179,17 @@ def named_segments_disagree(path: Path, names: dict[int, str], terms: dict[int, 
                             tax: Any) -> list[CuratorError]:
     """:func:`seg_disagreements` for a SEG whose segment labels (``names``) are read already;
     ``terms``: the YAML's raw value -> term ids."""
-    from curator.harmonize.mapping import named_elsewhere
+    from curator.harmonize.mapping import disagreement_text, named_elsewhere
 
     out = []
     for v, name, t, there in named_elsewhere(terms, names, tax):
         mine = ", ".join(terms.get(v, ())) or "nothing"
-        out.append(CuratorError("dicom_seg_labels_disagree", f"the SEG names segment {v} {name!r} ({t.name}), which "
-                                f"the dataset YAML maps to segment number {', '.join(map(str, there))}; the YAML maps "
-                                f"{v} to {mine}", path=str(path),
+        out.append(CuratorError("dicom_seg_labels_disagree", disagreement_text("the SEG names segment", "segment number", v, name, t,
+                                                                               there, mine), path=str(path),
                                 remedy="segment numbers are the raw values, and tools number segments differently: "
                                 "check this file's numbering (`curator sources check`) and fix the YAML, or convert "
-                                "the files to one numbering"))
+                                "the files to one numbering" if there else "check the term labels.values gives this "
+                                "segment number against the segment's label, and fix whichever is wrong"))
     return out
 
 
