@@ -200,7 +200,8 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("label_unmapped", "a raw label value or structure file maps to no taxonomy term",
                 "map it in the dataset YAML's `labels.values`/`labels.structures`, or list it under `ignore`"),
     ProblemKind("term_unknown", "a dataset YAML names a label term the taxonomy does not know",
-                "fix the name in the dataset YAML (`curator labels resolve NAME`) or add the term to taxonomy.yaml"),
+                "fix the name in the dataset YAML (`curator labels resolve NAME`), or add the term to a taxonomy of "
+                "your own (a copy of taxonomy.yaml given as `stages.harmonize.taxonomy`)"),
     ProblemKind("label_rejected", "ingest rejected the case's label: harmonize gives it no labels rows and "
                 "preprocess stores the image without labels",
                 "fix the label file (see the ingest problem of this case) and re-run"),

@@ -195,6 +195,20 @@ def named_elsewhere(value_terms: Mapping[int, Iterable[str]], names: Mapping[int
     return out
 
 
+TERM_UNKNOWN_REMEDY = ("fix the name in the dataset YAML (`curator labels resolve NAME` shows the terms close to it), "
+                       "or add the term to a taxonomy of your own — a copy of curator's label_system/taxonomy.yaml "
+                       "given as `stages.harmonize.taxonomy` in pipeline.yaml")
+
+
+def unknown_names(spec: DatasetSpec, m: DatasetMapping) -> dict[str, list[str]]:
+    """The raw values (as text) and structure keys the dataset YAML maps only to names no taxonomy
+    term resolves (``term_unknown``): left out of the mapping ``m``, so a file's voxels there are
+    unmapped for that reason, not for want of a mapping."""
+    out = {str(v): list(names) for v, names in spec.labels.values.items() if v not in m.values}
+    out |= {str(k): list(names) for k, names in spec.labels.structures.items() if k not in m.structures}
+    return out
+
+
 def _related(tax: Taxonomy, a: str, b: str) -> bool:
     """One term is the other, or above it (part of, or a kind of)."""
     return a == b or a in tax.ancestors(b, None) or b in tax.ancestors(a, None)

@@ -21,7 +21,12 @@ import numpy as np
 from curator.config import StageConfig
 from curator.errors import CuratorError, InputError
 from curator.harmonize.core import case_rows, term_plans
-from curator.harmonize.mapping import DatasetMapping, build_mapping
+from curator.harmonize.mapping import (
+    TERM_UNKNOWN_REMEDY,
+    DatasetMapping,
+    build_mapping,
+    unknown_names,
+)
 from curator.runner.freshness import file_digest
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
 
@@ -83,13 +88,14 @@ class HarmonizeStage(Stage):
                                                                              "voxels")), strict=True):
             counts[cid].append([key, val, n])
         mappings: dict[str, tuple[DatasetMapping, str, dict[str, Any]]] = {}
+        src_specs = {name: src.spec for name, src in self.ctx.sources.items()}
         for src in self.ctx.sources.values():
             m, issues = build_mapping(src.spec, tax)
             digest = hashlib.sha256(json.dumps([m.to_dict(), tax.version], sort_keys=True).encode()).hexdigest()
             mappings[src.name] = (m, digest, src.spec.fixes)
             for i in issues:
                 err = CuratorError("term_unknown", f"{i.loc}: {i.message}",
-                                   remedy="fix the name in the dataset YAML or add the term to taxonomy.yaml")
+                                   remedy=TERM_UNKNOWN_REMEDY)
                 self.extra_problems.append(problem_row(self.name, err, dataset=src.spec.name, case_id=None,
                                                        path=Path(src.spec.path).name or None))
         plan_cache: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
@@ -119,6 +125,8 @@ class HarmonizeStage(Stage):
                 "overlap": row.get("label_overlap_voxels"),
                 # a DICOM SEG names its segments: a name the YAML maps to another value is said
                 "value_terms": {str(v): list(ts) for v, ts in sorted(m.values.items())},
+                # values/structures the YAML maps only to names no term resolves (said as term_unknown)
+                "unknown_names": unknown_names(src_specs[row["source"]], m),
                 "taxonomy": taxonomy_path(self.ctx),
                 # the image's grid: structure files are re-indexed onto it before a union
                 "grid": ([list(row["shape"]), list(row["affine"])] if row.get("has_image") and row.get("shape")
@@ -146,11 +154,15 @@ class HarmonizeStage(Stage):
         for r in rows:
             r.update(case_id=task.case_id, dataset=p["dataset"], modality=p["modality"])
         out.rows = {"labels": rows}
+        unknown = p.get("unknown_names") or {}
         for key, value, n in unmapped:
             what = f"structure file {key!r}" if p["encoding"] == "per_structure" else f"raw value {value}"
+            names = unknown.get(key if p["encoding"] == "per_structure" else str(value))
             err = InputError("label_unmapped", f"{what} ({n} voxels) maps to no term of the dataset YAML",
                              remedy="map it in `labels.values`/`labels.structures` of the dataset YAML "
-                                    "(or list it under `ignore`)")
+                                    "(or list it under `ignore`)") if not names else InputError(
+                "label_unmapped", f"{what} ({n} voxels) is mapped to {', '.join(map(repr, names))}, which no "
+                "taxonomy term resolves (this stage's term_unknown): left out", remedy=TERM_UNKNOWN_REMEDY)
             path = f"{p['source']}:{p['files'].get(key, '')}" if key in p["files"] else task.path
             out.problems.append(problem_row(cls.name, err, dataset=p["dataset"], case_id=task.case_id, path=path,
                                             severity="warning"))

@@ -244,7 +244,8 @@ def _read_planes(p: dict[str, Any], root: Path, geometry: Geometry | None,
         if unknown:
             warn(InputError("label_values_undeclared", f"raw values {unknown[:12]} map to no term and are left "
                             "out of the store", path=str(path), remedy="add them to `labels.values` (or "
-                            "`ignore`) in the dataset YAML"))
+                            "`ignore`) in the dataset YAML; a value mapped to a name no taxonomy term resolves "
+                            "(harmonize's term_unknown) maps to no term either: fix the name"))
     return planes, ref
 
 

@@ -134,10 +134,12 @@ class QCStage(Stage):
             r.update(case_id=task.case_id, dataset=p["dataset"], modality=p["modality"])
         out = CaseOutput(rows={"qc": rows})
         if not rows:
-            out.problems.append(problem_row(cls.name, InputError("label_empty", "no label voxels in the store",
-                                                                 path=str(path)),
-                                            dataset=p["dataset"], case_id=task.case_id, path=task.path,
-                                            severity="info"))
+            empty = InputError("label_empty", "no label voxels in the store", path=str(path),
+                               remedy="nothing to do if the case has no annotated structure; if its label file "
+                               "holds voxels, the harmonize and preprocess problems of this case say why none "
+                               "reached the store (values mapped to no taxonomy term are left out)")
+            out.problems.append(problem_row(cls.name, empty, dataset=p["dataset"], case_id=task.case_id,
+                                            path=task.path, severity="info"))
         return out
 
     def finalize(self, results: list[CaseResult]) -> dict[str, pa.Table]:

@@ -142,6 +142,21 @@ def test_stage_reports_unmapped_values_and_keeps_the_case(tmp_path: Path) -> Non
     assert [(r["term_id"], r["present"], r["modality"]) for r in labels] == [("liver", True, "CT")]
 
 
+def test_a_value_mapped_to_no_known_term_is_said_as_such(tmp_path: Path) -> None:
+    """A value mapped to a name no term resolves was said as "maps to no term of the dataset YAML
+    ... map it in labels.values" — though it is mapped: the row now names the mapping and says
+    how to fix the name (term_unknown says it once for the dataset)."""
+    yml = toy_yaml(tmp_path, '{image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}',
+                   "  values: {1: liver, 2: breast tumour}")
+    ws = _run(tmp_path, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1, 2, 7))], "Toy", [str(yml)])
+    probs = {p["kind"] + (f":{p['message'][:11]}" if p["case_id"] else ""): p
+             for p in ws.read_table("problems__harmonize").to_pylist()}
+    assert sorted(probs) == ["label_unmapped:raw value 2", "label_unmapped:raw value 7", "term_unknown"]
+    named = probs["label_unmapped:raw value 2"]["message"]
+    assert "mapped to 'breast tumour', which no taxonomy term resolves" in named and "stages.harmonize.taxonomy" in named
+    assert "maps to no term of the dataset YAML" in probs["label_unmapped:raw value 7"]["message"]
+
+
 def test_stage_output_is_deterministic(tmp_path: Path) -> None:
     files = [("dataset/case_00000/imaging.nii.gz", "image", ()), ("dataset/case_00000/segmentation.nii.gz", "label", (1, 2)),
              ("dataset/case_00001/imaging.nii.gz", "image", ()), ("dataset/case_00001/segmentation.nii.gz", "label", (3,))]
