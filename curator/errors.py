@@ -199,6 +199,9 @@ _KINDS: list[ProblemKind] = [
                 "check the layout pattern: the label pattern matches image files"),
     ProblemKind("label_unmapped", "a raw label value or structure file maps to no taxonomy term",
                 "map it in the dataset YAML's `labels.values`/`labels.structures`, or list it under `ignore`"),
+    ProblemKind("structure_name_disagrees", "a structure file's own name is a term unrelated to the term the "
+                "dataset YAML maps it to (kidney_left mapped to the right kidney)",
+                "check `labels.structures` in the dataset YAML against the dataset's documentation"),
     ProblemKind("term_unknown", "a dataset YAML names a label term the taxonomy does not know",
                 "fix the name in the dataset YAML (`curator labels resolve NAME`), or add the term to a taxonomy of "
                 "your own (a copy of taxonomy.yaml given as `stages.harmonize.taxonomy`)"),

@@ -200,12 +200,39 @@ TERM_UNKNOWN_REMEDY = ("fix the name in the dataset YAML (`curator labels resolv
                        "given as `stages.harmonize.taxonomy` in pipeline.yaml")
 
 
+STRUCTURE_NAME_REMEDY = ("check `labels.structures` in the dataset YAML against the dataset's documentation (a left "
+                         "and right swapped?); QC's side check flags a swapped side in the release too")
+
+
 def unknown_names(spec: DatasetSpec, m: DatasetMapping) -> dict[str, list[str]]:
     """The raw values (as text) and structure keys the dataset YAML maps only to names no taxonomy
     term resolves (``term_unknown``): left out of the mapping ``m``, so a file's voxels there are
     unmapped for that reason, not for want of a mapping."""
     out = {str(v): list(names) for v, names in spec.labels.values.items() if v not in m.values}
     out |= {str(k): list(names) for k, names in spec.labels.structures.items() if k not in m.structures}
+    return out
+
+
+def structure_names_disagree(spec: DatasetSpec, tax: Taxonomy) -> list[Issue]:
+    """Structure files (``labels.structures`` keys: file names) whose own name is a term unrelated
+    to every term the YAML maps them to — a side swapped (``kidney_left: right kidney``), a copy-paste
+    slip. Keys no term resolves (``seg_07``) are not judged; nor are names above or below a
+    mapped term (``kidney: kidney_left``).
+
+    >>> from curator.registry import load_registry
+    >>> from curator.taxonomy import load_taxonomy
+    >>> spec = load_registry().get("TotalSegmentator_v2")
+    >>> structure_names_disagree(spec, load_taxonomy())
+    []
+    """
+    out = []
+    for key, names in sorted(spec.labels.structures.items()):
+        named = tax.resolve(key)
+        mapped = [t.id for t in map(tax.resolve, names) if t is not None]
+        if named is not None and mapped and not any(_related(tax, named.id, m) for m in mapped):
+            out.append(Issue(f"{Path(spec.path).name or spec.name}:labels.structures.{key}", "structure_name_disagrees",
+                             f"the structure file {key!r} is named as {named.name}, but the dataset YAML maps it to "
+                             f"{', '.join(mapped)}", dataset=spec.name))
     return out
 
 

@@ -22,9 +22,11 @@ from curator.config import StageConfig
 from curator.errors import CuratorError, InputError
 from curator.harmonize.core import case_rows, term_plans
 from curator.harmonize.mapping import (
+    STRUCTURE_NAME_REMEDY,
     TERM_UNKNOWN_REMEDY,
     DatasetMapping,
     build_mapping,
+    structure_names_disagree,
     unknown_names,
 )
 from curator.runner.freshness import file_digest
@@ -98,6 +100,10 @@ class HarmonizeStage(Stage):
                                    remedy=TERM_UNKNOWN_REMEDY)
                 self.extra_problems.append(problem_row(self.name, err, dataset=src.spec.name, case_id=None,
                                                        path=Path(src.spec.path).name or None))
+            for i in structure_names_disagree(src.spec, tax):
+                err = CuratorError(i.kind, f"{i.loc}: {i.message}", remedy=STRUCTURE_NAME_REMEDY)
+                self.extra_problems.append(problem_row(self.name, err, dataset=src.spec.name, case_id=None,
+                                                       path=Path(src.spec.path).name or None, severity="warning"))
         plan_cache: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
         tasks = []
         for row in cases.to_pylist():

@@ -136,7 +136,7 @@ def _region_checks(spec: DatasetSpec, tax: Any) -> list[Problem]:
 
 def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str | Path | None = None) -> list[Problem]:
     """Every problem of the taxonomy and the dataset registry (built-in + ``extra`` files)."""
-    from curator.harmonize.mapping import build_mapping
+    from curator.harmonize.mapping import build_mapping, structure_names_disagree
     from curator.registry import builtin_dir, with_extra
     from curator.taxonomy.load import read_taxonomy
 
@@ -153,6 +153,7 @@ def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str 
         if tax is not None:
             _, missues = build_mapping(spec, tax)
             found += [Problem(i.loc, i.kind, i.message) for i in missues]
+            found += [Problem(i.loc, i.kind, i.message, "warning") for i in structure_names_disagree(spec, tax)]
             found += _region_checks(spec, tax)
         if spec.path and Path(spec.path).resolve().parent == shipped:
             found = [replace(p, builtin=True) for p in found]
