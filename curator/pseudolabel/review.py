@@ -4,7 +4,7 @@
 
     <out>/worklist.csv                  rank, case, dataset, attention, terms by attention, files
     <out>/<case_id>/preview_<term>.png  slice of most attention: image, pseudo label (green),
-                                        attention (red)
+                                        attention (red outline)
     <out>/<case_id>/pseudo.nii.gz       the pseudo label layer (codes in codes.json), to edit
     <out>/<case_id>/image.nii.gz        the image in physical units (optional)
     <out>/<case_id>/codes.json          label code -> term id
@@ -90,14 +90,18 @@ def _window(img: NDArray[Any], modality: str) -> NDArray[np.uint8]:
 
 def preview(image: NDArray[Any], label: NDArray[np.bool_], attention: NDArray[np.bool_], modality: str,
             scale: int = 3, direction: NDArray[np.float64] | None = None) -> Image.Image:
-    """RGB slice of the store's third axis: grey image, green pseudo label, red attention. With the
-    store's ``direction`` cosines it is laid out as the report's gallery lays out axial slices —
-    anterior up, the patient's right on the viewer's left (radiological); without them, rows are
-    the second array axis flipped up."""
+    """RGB slice of the store's third axis: grey image, green pseudo label, red attention — its
+    outline, so the label inside it stays visible (a filled red hid it: the attention of a doubtful
+    label covers it). With the store's ``direction`` cosines it is laid out
+    as the report's gallery lays out axial slices — anterior up, the patient's right on the
+    viewer's left (radiological); without them, rows are the second array axis flipped up."""
+    from scipy.ndimage import binary_erosion
+
     grey = _window(image, modality)
     rgb = np.stack([grey] * 3, axis=-1).astype(np.float32)
     rgb[label] = 0.55 * rgb[label] + 0.45 * np.array([40, 220, 60])
-    rgb[attention] = 0.45 * rgb[attention] + 0.55 * np.array([255, 30, 30])
+    edge = attention & ~binary_erosion(attention, border_value=0)
+    rgb[edge] = np.array([255, 30, 30])
     if direction is not None and int(np.argmax(np.abs(direction[2, :]))) == 2:  # the third axis is axial
         # imported here: the report package loads DuckDB and Polars, which a preprocess worker never needs
         from curator.report.gallery import oriented_slice
@@ -130,7 +134,7 @@ worklist.csv lists the cases, most in need of review first, with each case's ter
 attention (inconsistency + uncertainty + overlap of the model ensemble, in ml).
 
 For each case folder:
-  preview_<term>.png  the slice of most attention: image, pseudo label (green), attention (red)
+  preview_<term>.png  the slice of most attention: image, pseudo label (green), attention (red outline)
   image.nii.gz        the image (physical units: HU for CT)
   pseudo.nii.gz       the pseudo labels to correct; codes.json says which term each value is
   labels_itksnap.txt  the same codes for ITK-SNAP (Segmentation > Import Label Descriptions)

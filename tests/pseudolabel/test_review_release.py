@@ -149,6 +149,22 @@ def test_previews_are_radiological_whatever_the_store_axes(flip_x: bool) -> None
     assert rows.max() < ny // 2, "anterior is up"
 
 
+def test_a_preview_shows_the_label_under_its_attention() -> None:
+    """The review README promises a green label and red attention; a filled red over the label
+    showed only red and orange where attention covered it (it usually does)."""
+    from curator.pseudolabel.review import preview
+
+    label = np.zeros((40, 30), bool)
+    label[10:30, 8:22] = True
+    attention = np.zeros_like(label)
+    attention[5:35, 4:26] = True  # covers the whole label
+    img = np.asarray(preview(np.full((40, 30), 40.0), label, attention, "CT", scale=1)).astype(int)
+    green = (img[..., 1] > img[..., 0] + 60)
+    red = (img[..., 0] > 200) & (img[..., 1] < 80)
+    assert green.sum() == label.sum()  # every label pixel still reads as green
+    assert red.sum() == 2 * (30 + 22) - 4  # the outline of the 30 x 22 attention block
+
+
 def test_review_selection_refuses_counts_and_shares_that_cannot_be_meant() -> None:
     from curator.errors import ConfigError
     from curator.pseudolabel.review import select_cases
