@@ -9,7 +9,7 @@ from pathlib import Path
 
 from curator.config import PipelineConfig
 from curator.errors import ConfigError, ReleaseError
-from curator.release.build import build_release, check_writable, release_dir
+from curator.release.build import build_release, check_cases, check_writable, release_dir
 from curator.runner.context import Context
 from curator.runner.executors import make_executor
 from curator.runner.freshness import stale_reasons
@@ -90,8 +90,10 @@ def run_pipeline(config: PipelineConfig, *, stages: list[str] | None = None,
         chosen = check_plan(ctx, stages, release)
         executor = make_executor(config.executor)
         try:
-            for _, cls in chosen:
+            for name, cls in chosen:
                 result.reports.append(run_stage(ctx, cls, executor))
+                if release and name == "ingest" and not config.release.allow_missing_sources:
+                    check_cases(ctx)  # a source that gave no case refuses the release: said now, not hours later
         finally:
             executor.close()
         if release:

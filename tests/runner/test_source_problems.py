@@ -342,3 +342,26 @@ def pq_rows(folder: Path, table: str) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     return pq.read_table(folder / "workspace" / "tables" / f"{table}.parquet").to_pylist()
+
+
+def test_a_source_that_gave_no_case_stops_the_run_after_ingest(tmp_path: Path) -> None:
+    """A misspelt root was said (release_incomplete) only after dedup, harmonize, preprocess,
+    pseudolabel and qc had run — hours on real data — though ingest already knew."""
+    import numpy as np
+
+    from curator.testing.layouts import write_kits_case
+    from curator.testing.phantoms import Subject, grid, render
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    img, lab = render(Subject.random(3), g, "CT", seed=3)
+    write_kits_case(tmp_path / "kits", "case_00000", np.rint(img).astype(np.int16), (lab > 0).astype(np.uint8), g)
+    srcs = [{"dataset": "KiTS23", "root": str(tmp_path / "kits")},
+            {"dataset": "MSD_Spleen", "root": str(tmp_path / "not_there")}]
+    pipe = make_pipeline(tmp_path, srcs, stages={"pseudolabel": {"enabled": False}})
+    with pytest.raises(ReleaseError) as e:
+        run(pipe, release=True)
+    assert e.value.kind == "release_incomplete" and "MSD_Spleen" in str(e.value)
+    stages = tmp_path / "workspace" / "stages"
+    assert (stages / "ingest" / "stage.json").exists() and not (stages / "dedup" / "stage.json").exists()
+    # without a release, or with the source's absence allowed, the stages run on
+    assert run(pipe, release=False).reports[-1].stage == "qc"
