@@ -147,13 +147,13 @@ def test_a_value_mapped_to_no_known_term_is_said_as_such(tmp_path: Path) -> None
     ... map it in labels.values" — though it is mapped: the row now names the mapping and says
     how to fix the name (term_unknown says it once for the dataset)."""
     yml = toy_yaml(tmp_path, '{image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}',
-                   "  values: {1: liver, 2: breast tumour}")
+                   "  values: {1: liver, 2: glorp tumour}")
     ws = _run(tmp_path, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1, 2, 7))], "Toy", [str(yml)])
     probs = {p["kind"] + (f":{p['message'][:11]}" if p["case_id"] else ""): p
              for p in ws.read_table("problems__harmonize").to_pylist()}
     assert sorted(probs) == ["label_unmapped:raw value 2", "label_unmapped:raw value 7", "term_unknown"]
     named = probs["label_unmapped:raw value 2"]["message"]
-    assert "mapped to 'breast tumour', which no taxonomy term resolves" in named and "stages.harmonize.taxonomy" in named
+    assert "mapped to 'glorp tumour', which no taxonomy term resolves" in named and "stages.harmonize.taxonomy" in named
     assert "maps to no term of the dataset YAML" in probs["label_unmapped:raw value 7"]["message"]
 
 
