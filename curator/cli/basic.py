@@ -223,7 +223,8 @@ def _print_check(r: SourceCheck) -> None:
             rng = (f"{s.get('dtype', '')} {s['intensity_min']:g}..{s['intensity_max']:g}" if "intensity_min" in s
                    else "")
             rows.append((s["case_id"], s.get("official_split") or "-", s.get("sequence") or "-", s.get("format"), grid,
-                         rng, s.get("label_status"), values, ", ".join(s["problems"]) or "-"))
+                         rng, s.get("label_status"), values,
+                         ", ".join(k if n == 1 else f"{k} ({n} times)" for k, n in s["problems"].items()) or "-"))
         emit(["case", "split", "sequence", "format", "grid", "intensities", "label",
               "structures" if r.encoding == "per_structure" else "values", "problems"], rows, OutputFormat.table,
              title=f"{len(r.sampled)} of {r.cases} case(s) read")

@@ -358,5 +358,5 @@ def _sampled_row(r: Any) -> dict[str, Any]:
               "intensity_min", "intensity_max", "label_status", "label_values", "label_keys"):
         if k in case:
             out[k] = case[k]
-    out["problems"] = [p["kind"] for p in r.problems]
+    out["problems"] = dict(Counter(p["kind"] for p in r.problems))  # kind -> times: each kind once per case
     return out

@@ -316,6 +316,20 @@ def _structure_dropped(key: str, err: CuratorError, kept: int) -> CuratorError:
                      path=err.path, remedy=f"{remedy}; then re-run ingest, which reads the structure again")
 
 
+def _reoriented(root: Path, turned: dict[str, tuple[str, str]], files: int, noun: str) -> InputError:
+    """One ``label_reoriented`` row for a case, however many of its label files are stored in
+    another axis order than its image (a TotalSegmentator case: 117 structure masks, one row)."""
+    rel, (order, image) = next(iter(turned.items()))
+    orders = sorted({o for o, _ in turned.values()})
+    if len(turned) == 1 and files == 1:
+        what = f"the label's axes are ordered {order}"
+    else:
+        what = (f"{len(turned)} of the case's {files} {noun} (e.g. {rel.rsplit('/', 1)[-1]}) have their axes "
+                f"ordered {' or '.join(orders)}")
+    return InputError("label_reoriented", f"{what} where the image's are {image}; same voxel centres, accepted",
+                      path=str(root / rel), remedy="nothing to do; later stages re-index the label")
+
+
 def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,
             warning: Any, coverage: Coverage | None = None, series: str | None = None,
             ) -> tuple[list[dict[str, Any]], str | None, list[int], list[CuratorError], Geometry | None,
@@ -335,6 +349,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
     declared = set(p["declared"])
     digests: dict[str, str] = {}
     said: set[str] = set()
+    turned: dict[str, tuple[str, str]] = {}  # label file -> (its axis order, the image's)
     for key, rel in p["labels"]:
         digest = "-"
         try:
@@ -364,11 +379,8 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 if lab.meta.get("orientation_missing"):
                     warning(_orientation_missing(path))
             reoriented = core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path))
-            if reoriented:
-                warning(InputError("label_reoriented", f"the label's axes are ordered {lab.geometry.orientation} "
-                                   f"where the image's are {ref.orientation}; same voxel centres, accepted",
-                                   path=str(path), remedy="nothing to do; later stages re-index the label"),
-                        severity="info")
+            if reoriented and rel not in turned:  # said once per case, below
+                turned[rel] = (lab.geometry.orientation, ref.orientation)
             counts = core.label_counts(lab.array)
             if p["encoding"] == "per_structure":
                 if set(counts) - {0, 1} and not p.get("any_nonzero"):
@@ -401,6 +413,9 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             values.add(v)
             rows.append({"case_id": p["case_id"], "label_key": key, "raw_value": v, "voxels": c,
                          "volume_ml": c * vml})
+    if turned:
+        noun = "structure files" if p["encoding"] == "per_structure" else "label files"
+        warning(_reoriented(root, turned, len({rel for _, rel in p["labels"]}), noun), severity="info")
     dropped: dict[str, CuratorError] = {}
     if p["encoding"] == "per_structure" and len(failures) < len(p["labels"]):
         dropped, failures = dict(zip(failed_keys, failures, strict=True)), []

@@ -301,6 +301,40 @@ def test_the_overlap_of_a_mask_stored_in_other_axis_order_is_counted(tmp_path: P
     assert cases["Toy__s0001"]["label_overlap_voxels"] == 64
 
 
+def test_masks_stored_in_another_axis_order_are_one_row_per_case(tmp_path: Path) -> None:
+    """A TotalSegmentator case whose 117 masks are stored LAS beside an LPS CT gave 117 info rows
+    label_reoriented (118 in a release's problems); now one per case, naming how many and one."""
+    import numpy as np
+
+    from curator.testing import perturb as P
+
+    g = grid((8, 8, 4), (2.0, 2.0, 3.0), "RAS")
+    root = tmp_path / "raw"
+    names = ["aorta", "liver", "spleen", "stomach"]
+    for case in ("s0001", "s0002"):
+        save_nifti(root / case / "ct.nii.gz", np.arange(np.prod(g.shape), dtype=np.int16).reshape(g.shape), g,
+                   np.int16)
+        for i, name in enumerate(names):
+            mask = np.zeros(g.shape, np.uint8)
+            mask[i] = 1
+            if case == "s0001" and name == "aorta":  # one mask of s0001 on the image's own axes
+                save_nifti(root / case / "seg" / f"{name}.nii.gz", mask, g, np.uint8)
+            else:
+                gf, flipped = P.flip_axis(g, mask, 0)
+                save_nifti(root / case / "seg" / f"{name}.nii.gz", flipped, gf, np.uint8)
+    yml = _spec(tmp_path, [{"image": "{case}/ct.nii.gz", "label": "{case}/seg/{structure}.nii.gz"}],
+                {"encoding": "per_structure", "structures": {n: n for n in names}})
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert sorted(cases) == ["Toy__s0001", "Toy__s0002"]
+    rows = sorted((p["case_id"], p["kind"], p["severity"]) for p in problems)
+    assert rows == [("Toy__s0001", "label_reoriented", "info"), ("Toy__s0002", "label_reoriented", "info")]
+    said = {p["case_id"]: p for p in problems}
+    assert "3 of the case's 4 structure files (e.g. liver.nii.gz)" in said["Toy__s0001"]["message"]
+    assert said["Toy__s0001"]["path"] == "Toy:s0001/seg/liver.nii.gz"
+    assert "4 of the case's 4 structure files (e.g. aorta.nii.gz)" in said["Toy__s0002"]["message"]
+    assert "where the image's are RAS" in said["Toy__s0002"]["message"]
+
+
 def test_a_rejected_label_is_said_with_its_case_and_left_alone_by_qc(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """harmonize's label_rejected line named only the dataset ('Toy [label_rejected] ...'), and

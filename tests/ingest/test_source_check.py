@@ -190,3 +190,42 @@ def test_a_pipeline_yaml_checks_each_of_its_sources(tmp_path: Path) -> None:
     res = runner.invoke(app, ["sources", "check", str(tmp_path / "broken.yaml")],  # not an internal error
                         env={"COLUMNS": "400"})
     assert res.exit_code == 2 and "cannot be read as YAML" in res.output
+
+
+PER_STRUCTURE = """name: MyOrgans
+version: "1.0"
+modality: MR
+region: abdomen
+licence: CC-BY-4.0
+citation: "@misc{organs, title={organs}, year={2026}}"
+layout:
+  - image: "{case}/ct.nii.gz"
+    label: "{case}/segmentations/{structure}.nii.gz"
+labels:
+  encoding: per_structure
+  structures: {liver: liver, spleen: spleen, stomach: stomach}
+"""
+
+
+def _organs(tmp_path: Path, extra: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    root = tmp_path / "download"
+    files = []
+    for case in ("s0001", "s0002"):
+        files += [(f"{case}/ct.nii.gz", "image", ())]
+        files += [(f"{case}/segmentations/{s}.nii.gz", "label", (1,)) for s in ("liver", "spleen", "stomach", *extra)]
+    write_tree(root, files)
+    yaml = tmp_path / "MyOrgans.yaml"
+    yaml.write_text(PER_STRUCTURE)
+    return yaml, root
+
+
+def test_a_case_shows_each_problem_kind_once_with_its_count(tmp_path: Path) -> None:
+    """A TotalSegmentator case's problems cell repeated `label_reoriented,` 117 times."""
+    yaml, root = _organs(tmp_path)
+    for s in ("liver", "spleen"):
+        (root / "s0002" / "segmentations" / f"{s}.nii.gz").write_bytes(b"not a nifti")
+    r = check_source(str(yaml), root, sample=None)
+    assert [s["problems"] for s in r.sampled] == [{}, {"corrupt_file": 2}]
+    res = runner.invoke(app, ["sources", "check", str(yaml), str(root)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "corrupt_file (2 times)" in res.stdout and "corrupt_file, corrupt_file" not in res.stdout
