@@ -170,10 +170,10 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     if config.on_bad_case in ("warn", "error"):
         for p in extra:  # said, not only stored: a whole source can be in one of these rows
             log.log(_LEVEL.get(p["severity"], logging.WARNING), "%s [%s] %s",
-                    p.get("path") or p.get("case_id") or p.get("dataset") or stage_cls.name, p["kind"], p["message"])
+                    _where(ctx, p) or p.get("case_id") or p.get("dataset") or stage_cls.name, p["kind"], p["message"])
     if config.on_bad_case == "error" and errors:  # as a failed case: the problems are kept, the tables are not
         ws.write_table(f"problems__{stage_cls.name}", _problems_table(ordered, extra))
-        raise _stopped(stage_cls.name, errors[0].get("path") or "its plan", errors[0], "it as a problem")
+        raise _stopped(stage_cls.name, _where(ctx, errors[0]) or "its plan", errors[0], "it as a problem")
     ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
     report.seconds = time.perf_counter() - t0
     write_record(ctx, stage_cls, config, upstream, settings_files=files, tables_read=tables_read,
@@ -183,6 +183,17 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
 
 
 _LEVEL = {"error": logging.ERROR, "info": logging.INFO}
+
+
+def _where(ctx: Context, row: dict[str, Any]) -> str | None:
+    """A problem row's path as the console says it: a row about a source's root (``KiTS23:.``)
+    with the folder its ``root:`` resolves to. The row itself never holds that folder (it is
+    published, and the folder may name a person); the console is the user's own."""
+    path = row.get("path")
+    if not path or not path.endswith(":."):
+        return path
+    source = ctx.sources.get(path[:-2])
+    return f"{path} (root: {source.root})" if source is not None else path
 
 
 def _stopped(stage: str, at: str, row: dict[str, Any], record: str) -> StageError:

@@ -13,7 +13,7 @@ import yaml
 
 from curator.config import PipelineConfig
 from curator.errors import ConfigError, CuratorError, ReleaseError, StageError
-from curator.testing.pipelines import make_pipeline, run
+from curator.testing.pipelines import make_pipeline, run, table
 
 
 def _sources(tmp: Path) -> list[dict[str, Any]]:
@@ -31,8 +31,15 @@ def test_source_errors_are_logged_and_counted_as_errors(tmp_path: Path, caplog: 
         (report,) = run(pipe, stages=["ingest"]).reports
     assert report.errors == 3 and not report.clean and "3 errors" in report.line()
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    # named by its source (the pipeline.yaml entry), not by its folder, which may name a person
-    assert any(m.startswith("KiTS23:.") and "not a folder" in m and "no_such_folder" not in m for m in said), said
+    # named by its source (the pipeline.yaml entry), and, on the console only, by the folder its
+    # root resolves to ("KiTS23:. [file_not_found] the source root is not a folder" left the user
+    # guessing which path was looked at); the row, which is published, never holds the folder
+    root = tmp_path / "no_such_folder"
+    assert any(m.startswith(f"KiTS23:. (root: {root}) [file_not_found]") and "not a folder" in m
+               for m in said), said
+    rows = table(pipe, "problems__ingest").to_pylist()
+    assert [r["path"] for r in rows if r["dataset"] == "KiTS23"] == ["KiTS23:."]
+    assert not [r for r in rows if "no_such_folder" in str(r)], rows
     assert any("dataset.json" in m for m in said), said  # MSD's index file is not in the empty root
     assert any("bad.yaml" in m for m in said), said
     # the missing root is one problem: its metadata file is not a second one
@@ -41,7 +48,8 @@ def test_source_errors_are_logged_and_counted_as_errors(tmp_path: Path, caplog: 
 
 def test_source_errors_stop_a_strict_run(tmp_path: Path) -> None:
     pipe = make_pipeline(tmp_path, _sources(tmp_path)[:1], stages={"ingest": {"on_bad_case": "error"}})
-    with pytest.raises(StageError, match="stopped at KiTS23:.: the source root is not a folder"):
+    with pytest.raises(StageError, match=r"stopped at KiTS23:\. \(root: .*no_such_folder\): the source root is "
+                       "not a folder"):
         run(pipe, stages=["ingest"])
     tables = tmp_path / "workspace" / "tables"  # the problem is kept; the stopped stage's tables are not written
     assert (tables / "problems__ingest.parquet").exists() and not (tables / "cases.parquet").exists()
@@ -214,7 +222,6 @@ def test_no_problem_row_or_release_json_carries_a_local_folder_name(tmp_path: Pa
     from curator.release.lineage import published_config
     from curator.runner.context import Context
     from curator.runner.stage import problem_row
-    from curator.testing.pipelines import table
 
     pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(tmp_path / "DOE_JANE_MRN123")}])
     run(pipe, stages=["ingest"])
