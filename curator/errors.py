@@ -156,8 +156,11 @@ _KINDS: list[ProblemKind] = [
                 "make the file readable by the user running curator"),
     ProblemKind("symlink_loop", "a symbolic link points back into itself",
                 "remove or fix the symbolic link in the source folder"),
-    ProblemKind("path_escape", "a layout pattern or link leads outside the source root",
-                "keep every layout pattern relative to the source root, without '..'"),
+    ProblemKind("path_escape", "a layout pattern or a symbolic link (to a file or a case folder) leads outside "
+                "the source root; links out are refused on purpose, so only files under the root are read",
+                "point the source's `root:` in pipeline.yaml at the folder the links lead to (a root that is itself "
+                "a link is fine), or copy the files into the source folder; keep layout patterns relative to the "
+                "root, without '..' (docs/registry.md, 'The source root')"),
     ProblemKind("not_3d", "the image is not a 3-D volume (e.g. 4-D or 2-D)",
                 "declare the channels or sequences of 4-D files in the dataset YAML, or drop the file"),
     ProblemKind("empty_volume", "the volume has a dimension of length 0 (no voxels at all)",

@@ -352,6 +352,11 @@ def confine(root: Path, relative: str) -> Path:
     return root / relative
 
 
+# links out of a source root are refused on purpose (only what is under the folder named is read)
+LINK_OUT_REMEDY = ("point the source's `root:` in pipeline.yaml at the folder the link leads to (a root that is itself "
+                   "a link is fine), or copy the files into the source folder (docs/registry.md, 'The source root')")
+
+
 def resolve_inside(root: Path, path: Path) -> Path:
     """Resolve symlinks of ``path`` and check the target stays under ``root``."""
     try:
@@ -368,5 +373,5 @@ def resolve_inside(root: Path, path: Path) -> Path:
     root_real = root.resolve()
     if real != root_real and root_real not in real.parents:
         raise InputError("path_escape", "the link points outside the source root",  # where to: a machine path
-                         path=str(path), remedy="copy the file into the source folder instead of linking out")
+                         path=str(path), remedy=LINK_OUT_REMEDY)
     return real

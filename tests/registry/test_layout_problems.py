@@ -100,6 +100,25 @@ def test_a_linked_case_folder_inside_the_root_is_walked_and_links_back_do_not_lo
     assert sorted(c.case_id for c in cases) == ["Toy__linked_case", "Toy__real"] and problems == []
 
 
+def test_a_link_out_of_the_root_is_refused_with_the_way_to_read_it(tmp_path: Path) -> None:
+    """A case folder (or file) linked from outside the root is refused on purpose; the advice was only
+    'copy the file into the source folder'. It now offers pointing `root:` at where the links lead,
+    and a root that is itself such a link is read."""
+    import os
+
+    elsewhere, root = tmp_path / "elsewhere", tmp_path / "root"
+    write_tree(elsewhere, [("abc/image.nii.gz", "image", ())])
+    root.mkdir()
+    os.symlink(elsewhere / "abc", root / "abc")  # a linked case folder
+    layout = spec(layout=[{"image": "{case}/image.nii.gz"}], labels={"encoding": "none"})
+    cases, problems = discover(layout, root)
+    assert cases == [] and [e.kind for e in problems] == ["path_escape"]
+    assert "point the source's `root:` in pipeline.yaml at the folder the link leads to" in (problems[0].remedy or "")
+    os.symlink(elsewhere, tmp_path / "root_link")  # the advice taken: the root is a link to that folder
+    cases, problems = discover(layout, tmp_path / "root_link")
+    assert [c.case_id for c in cases] == ["Toy__abc"] and problems == []
+
+
 def test_a_label_pattern_that_cannot_tell_the_images_apart_gives_no_label(tmp_path: Path) -> None:
     """With no placeholder in common, every image took the one label file: pat2 carried pat1's
     liver. One image and one label file is fine (a sample folder)."""
