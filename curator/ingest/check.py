@@ -301,6 +301,7 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         report.problems += r.problems
         report.sampled.append(_sampled_row(r))
     report.values = _value_rows(spec, tax, results, terms, files)
+    report.problems += _undeclared_structures(spec, report.source, results, report.values)
     report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
     return report
 
@@ -311,6 +312,34 @@ def _read_case(task: Any, args: tuple[Any, ...]) -> Any:
 
     ref, key, config, env = args
     return execute(ref, task, key, config, env)
+
+
+def _undeclared_structures(spec: Any, source: str, results: list[Any],
+                           values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A warning per sampled case holding structure files ``labels.structures`` does not declare
+    (harmonize maps them to no term: ``label_unmapped``), as an undeclared value of a label map is
+    ``label_values_undeclared``; the values table's ``NO:`` alone left the summary at 0 warnings."""
+    if spec.labels.encoding != "per_structure":
+        return []
+    declared = set(spec.labels.structures)
+    suggest = {v["value"]: v["suggest"] for v in values if "suggest" in v}
+    out = []
+    for r in results:
+        case = (r.rows.get("cases") or [{}])[0]
+        keys, paths = case.get("label_keys") or [], case.get("label_paths") or []
+        extra = [(k, rel) for k, rel in zip(keys, paths, strict=False) if k not in declared]
+        if not extra:
+            continue
+        names = sorted({k for k, _ in extra})
+        hints = [f"{k} (a term: {suggest[k]})" if k in suggest else k for k in names]
+        out.append({"stage": "check", "dataset": spec.name, "case_id": r.case_id, "path": f"{source}:{extra[0][1]}",
+                    "kind": "label_unmapped", "severity": "warning",
+                    "message": f"{len(names)} structure file(s) the dataset YAML does not declare: "
+                               f"{', '.join(hints[:10])}" + (f" and {len(hints) - 10} more" if len(hints) > 10 else "")
+                               + "; harmonize maps them to no term and leaves them out (label_unmapped). What to do: "
+                               "map them in `labels.structures` ({file stem: term}), or set `labels.other_structures: "
+                               "ignore` to read only the declared files"})
+    return out
 
 
 def _pattern_hints(spec: Any, r: SourceCheck) -> list[dict[str, Any]]:

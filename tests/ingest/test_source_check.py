@@ -229,3 +229,19 @@ def test_a_case_shows_each_problem_kind_once_with_its_count(tmp_path: Path) -> N
     res = runner.invoke(app, ["sources", "check", str(yaml), str(root)], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "corrupt_file (2 times)" in res.stdout and "corrupt_file, corrupt_file" not in res.stdout
+
+
+def test_an_undeclared_structure_file_is_a_warning(tmp_path: Path) -> None:
+    """spleen_accessory.nii.gz among the masks showed only as `NO:` in the values table and the
+    summary said 0 warnings, while an undeclared label-map value is label_values_undeclared."""
+    yaml, root = _organs(tmp_path)
+    assert not check_source(str(yaml), root, sample=None).warnings
+    yaml, root = _organs(tmp_path / "extra", extra=("spleen_accessory", "gallbladder"))
+    r = check_source(str(yaml), root, sample=None)
+    said = [(p["case_id"], p["kind"], p["path"]) for p in r.warnings]
+    assert said == [(f"MyOrgans__{c}", "label_unmapped", f"MyOrgans:{c}/segmentations/gallbladder.nii.gz")
+                    for c in ("s0001", "s0002")]
+    assert "2 structure file(s) the dataset YAML does not declare: gallbladder (a term: gallbladder), " \
+           "spleen_accessory" in r.warnings[0]["message"]
+    res = runner.invoke(app, ["sources", "check", str(yaml), str(root), "--strict"], env={"COLUMNS": "200"})
+    assert res.exit_code == 1 and "0 error(s), 2 warning(s)" in res.output, res.output
