@@ -235,7 +235,8 @@ def _print_check(r: SourceCheck) -> None:
              [(v["value"], ", ".join(v["terms"]) or "-", "ignored" if v["ignored"] else ("yes" if v["declared"] else
                "NO: " + ", ".join(v.get("examples", [])) + (f" (a term: {v['suggest']})" if "suggest" in v else "")),
                f"{v['cases']} of {v['of']}",
-               *([", ".join(f"{k} ({n})" for k, n in v.get("named_in_files", {}).items()) or "-"] if in_files else []))
+               *([", ".join(f"{k} (in {n} file{'s' * (n != 1)})" for k, n in v.get("named_in_files", {}).items())
+                  or "-"] if in_files else []))
               for v in r.values],
              OutputFormat.table, title=f"label {what}s")
     if r.problems:  # one row per kind: the first case's path and message, and how many cases said it

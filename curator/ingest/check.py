@@ -200,6 +200,11 @@ def _seg_disagreements(spec: Any, tax: Any, root: Path, tasks: list[Any], files:
     return out
 
 
+def _label_read(result: Any) -> bool:
+    """Whether a sampled case's label was read (the case did not fail, its label was not rejected)."""
+    return bool(result.rows.get("cases")) and result.rows["cases"][0].get("label_status") == "ok"
+
+
 def _value_rows(spec: Any, tax: Any, results: list[Any], terms: dict[Any, list[str]],
                 files: dict[str, dict[int, str]]) -> list[dict[str, Any]]:
     """Per declared raw value (or structure file): its ``terms`` and the sampled cases holding it;
@@ -209,7 +214,7 @@ def _value_rows(spec: Any, tax: Any, results: list[Any], terms: dict[Any, list[s
     for names in files.values():
         for v, name in names.items():
             named.setdefault(v, Counter())[name] += 1
-    labelled = [r for r in results if r.rows.get("cases") and r.rows["cases"][0].get("label_status") == "ok"]
+    labelled = [r for r in results if _label_read(r)]
     seen: dict[Any, list[str]] = {}
     for r in labelled:
         case = r.rows["cases"][0]
@@ -294,9 +299,11 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
             results = [_read_case(t, args) for t in picked]
         tax = harmonize_taxonomy(ctx)
         terms = raw_value_terms(spec, tax, include_derived=False)
-        files = _file_names(root, picked) if spec.labels.encoding == "label_map" else {}
+        # what the files name their values, of the cases whose label was read (as "in sampled labels")
+        read = [t for t, r in zip(picked, results, strict=True) if _label_read(r)]
+        files = _file_names(root, read) if spec.labels.encoding == "label_map" else {}
         if files:  # a SEG numbering its segments otherwise than the YAML: what harmonize would warn
-            report.problems += _seg_disagreements(spec, tax, root, picked, files, terms)
+            report.problems += _seg_disagreements(spec, tax, root, read, files, terms)
     for r in results:
         report.problems += r.problems
         report.sampled.append(_sampled_row(r))

@@ -129,6 +129,15 @@ def test_a_dataset_of_ct_series_with_seg_labels_runs_through_the_pipeline(tmp_pa
     assert store.mask("spleen").sum() == (labels["p1"] == 2).sum()
 
 
+def _seg_study_yaml(tmp_path: Path) -> Path:
+    spec = {"name": "SegStudy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+            "citation_key": "x", "citation": "@misc{x, title={x}}",
+            "layout": [{"image": "{case}/ct/", "label": "{case}/seg.dcm"}], "labels": {"values": {1: "liver", 2: "spleen"}}}
+    yml = tmp_path / "SegStudy.yaml"
+    yml.write_text(yaml.safe_dump(spec))
+    return yml
+
+
 def test_sources_check_shows_what_each_seg_calls_its_values(tmp_path: Path) -> None:
     from curator.ingest.check import check_source
 
@@ -136,16 +145,33 @@ def test_sources_check_shows_what_each_seg_calls_its_values(tmp_path: Path) -> N
     for case in ("p1", "p2"):
         _study(root, case)
     _study(root, "p3", names=("Spleen", "Liver"))
-    spec = {"name": "SegStudy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
-            "citation_key": "x", "citation": "@misc{x, title={x}}",
-            "layout": [{"image": "{case}/ct/", "label": "{case}/seg.dcm"}], "labels": {"values": {1: "liver", 2: "spleen"}}}
-    yml = tmp_path / "SegStudy.yaml"
-    yml.write_text(yaml.safe_dump(spec))
+    yml = _seg_study_yaml(tmp_path)
     r = check_source(str(yml), root, sample=None)
     named = {v["value"]: v["named_in_files"] for v in r.values}
     assert named == {1: {"Liver": 2, "Spleen": 1}, 2: {"Spleen": 2, "Liver": 1}}
     said = [(p["case_id"], p["kind"]) for p in r.warnings if p["kind"].startswith("dicom")]
     assert said == [("SegStudy__p3", "dicom_seg_labels_disagree")] * 2
+
+
+def test_sources_check_counts_the_names_of_read_cases_in_files(tmp_path: Path) -> None:
+    """'Liver (3)' read like segment number 3, and counted the SEG of a case whose CT failed while
+    'in sampled labels' said 2 of 2: now 'Liver (in 2 files)', of the cases whose label was read."""
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    from curator.ingest.check import check_source
+
+    root = tmp_path / "download"
+    for case in ("p1", "p2", "p3"):
+        files, _, _ = _study(root, case)
+    files[1].write_bytes(files[1].read_bytes()[:300])  # p3's CT cannot be read: the case fails
+    yml = _seg_study_yaml(tmp_path)
+    r = check_source(str(yml), root, sample=None)
+    assert [s["ok"] for s in r.sampled] == [True, True, False]
+    rows = {v["value"]: (v["cases"], v["of"], v["named_in_files"]) for v in r.values}
+    assert rows == {1: (2, 2, {"Liver": 2}), 2: (2, 2, {"Spleen": 2})}
+    res = CliRunner().invoke(app, ["sources", "check", str(yml), str(root)], env={"COLUMNS": "200"})
+    assert "Liver (in 2 files)" in res.stdout and "Liver (2)" not in res.stdout, res.stdout
 
 
 def test_cases_with_dicom_labels_are_read_anew_after_the_upgrade(tmp_path: Path) -> None:
