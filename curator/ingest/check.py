@@ -231,7 +231,7 @@ def _value_rows(spec: Any, tax: Any, results: list[Any], terms: dict[Any, list[s
     for v in declared:
         rows.append({"value": v, "terms": terms.get(v, []), "declared": True, "ignored": v in ignored,
                      "cases": len(seen.get(v, [])), "of": len(labelled)})
-    for v in sorted(set(seen) - set(declared), key=str):
+    for v in sorted(set(seen) - set(declared), key=lambda v: (isinstance(v, str), v)):  # 2 before 10
         rows.append({"value": v, "terms": [], "declared": False, "ignored": False, "cases": len(seen[v]),
                      "of": len(labelled), "examples": sorted(set(seen[v]))[:3]})
         term = tax.resolve(v) if isinstance(v, str) else None  # a structure named in the files (ROI, segment)

@@ -139,6 +139,17 @@ def crop_offset(image: Geometry, label: Geometry, tol_mm: float) -> tuple[int, i
     return int(start[0]), int(start[1]), int(start[2])
 
 
+def some(values: list[int], limit: int) -> str:
+    """The first ``limit`` of ``values`` and how many were left out.
+
+    >>> some([6, 10, 11, 12], 2)
+    '[6, 10] and 2 more'
+    >>> some([6], 2)
+    '[6]'
+    """
+    return f"{values[:limit]}" + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
 def check_label_map(counts: dict[int, int], declared: set[int], path: str) -> list[int]:
     """Undeclared values (returned); raise when the 'label' is really an intensity image."""
     undeclared = sorted(v for v in counts if v not in declared)

@@ -385,7 +385,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             if p["encoding"] == "per_structure":
                 if set(counts) - {0, 1} and not p.get("any_nonzero"):
                     warning(InputError("label_values_undeclared",
-                                       f"a structure mask holds values {sorted(set(counts) - {0, 1})[:8]}; "
+                                       f"a structure mask holds values {core.some(sorted(set(counts) - {0, 1}), 8)}; "
                                        "every non-zero voxel is counted as the structure", path=str(path),
                                        remedy="if the dataset's masks use other values than 1 for the "
                                        "structure, set `labels.any_nonzero: true` in the dataset YAML"))
@@ -397,7 +397,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 undeclared = core.check_label_map(counts, declared, str(path))
                 if undeclared:
                     warning(InputError("label_values_undeclared",
-                                       f"values {undeclared[:12]} are not declared by the dataset YAML",
+                                       f"values {core.some(undeclared, 12)} are not declared by the dataset YAML",
                                        path=str(path), remedy="add them to `labels.values` (or `ignore`) in "
                                        "the dataset YAML; harmonize reports them until then"))
         except CuratorError as err:

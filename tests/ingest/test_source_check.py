@@ -245,3 +245,15 @@ def test_an_undeclared_structure_file_is_a_warning(tmp_path: Path) -> None:
            "spleen_accessory" in r.warnings[0]["message"]
     res = runner.invoke(app, ["sources", "check", str(yaml), str(root), "--strict"], env={"COLUMNS": "200"})
     assert res.exit_code == 1 and "0 error(s), 2 warning(s)" in res.output, res.output
+
+
+def test_undeclared_values_say_how_many_were_left_out_and_sort_as_numbers(tmp_path: Path) -> None:
+    """'values [6, 10, …] are not declared' listed 12 of ~227 values without saying so, and the
+    values table sorted them as text (10, 100, 101, …, 11)."""
+    root = tmp_path / "download"
+    write_tree(root, [("imagesTr/liver_000_0000.nii.gz", "image", ()),
+                      ("labelsTr/liver_000.nii.gz", "label", tuple(range(1, 21)))])
+    r = check_source(str(_yaml(tmp_path)), root, sample=None)
+    (said,) = [p["message"] for p in r.warnings if p["kind"] == "label_values_undeclared"]
+    assert "values [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14] and 6 more are not declared" in said, said
+    assert [v["value"] for v in r.values if not v["declared"]] == list(range(3, 21))
