@@ -55,7 +55,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             err.print(escape(f"(workspace tables of {release}, not a release: what the next release would be "
                              "built from)"), highlight=False)
         else:
-            rel = Release(release)
+            try:
+                rel = Release(release)
+            except ReleaseError as e:
+                if release.exists():
+                    raise
+                # `curator query work/workspace` for `workspace: work`: a workspace is taken too
+                raise ReleaseError(e.kind, e.detail, path=e.path, remedy=f"{e.remedy}; or pass a workspace folder "
+                                   "(pipeline.yaml's `workspace:`, e.g. work) for its tables before a release") from None
             note_newest(release, rel.path)
         res = rel.sql(sql)  # one SELECT: an empty query or several statements are refused
         if out_file is not None:

@@ -252,6 +252,22 @@ def test_cli_query_says_which_version_a_collection_folder_stood_for(demo: Path) 
     assert typo.exit_code == 2 and "Candidate bindings" in typo.output
 
 
+def test_cli_query_of_a_missing_folder_says_a_workspace_is_taken_too(demo: Path) -> None:
+    """The README showed `curator query work/workspace ...` while `workspace: work` makes the folder
+    `work`; the error for a path that does not exist named only release folders."""
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["query", str(demo / "work" / "workspace"), "select 1 as a"], env={"COLUMNS": "300"})
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "no such release folder" in said and "or pass a workspace folder" in said, said
+    ws = next(p.parent for p in demo.rglob("workspace.json"))
+    res = runner.invoke(app, ["query", str(ws), "select count(*) as n from cases", "-f", "csv"])
+    assert res.exit_code == 0 and res.stdout.splitlines()[0] == "n", res.output
+
+
 def test_newest_version_is_by_semantic_version(tmp_path: Path) -> None:
     """A collection folder stands for its newest version: 0.10.0 after 0.9.1, a release after its
     pre-release (0.10.0-rc.1 < 0.10.0), a folder that is no version never."""
