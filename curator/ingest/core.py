@@ -150,11 +150,21 @@ def some(values: list[int], limit: int) -> str:
     return f"{values[:limit]}" + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-def check_label_map(counts: dict[int, int], declared: set[int], path: str) -> list[int]:
-    """Undeclared values (returned); raise when the 'label' is really an intensity image."""
+def check_label_map(counts: dict[int, int], declared: set[int], path: str, label: Any = None,
+                    image: Any = None) -> list[int]:
+    """Undeclared values (returned); raise when the 'label' is really an intensity image: more
+    than 256 distinct values, most undeclared, or — given the case's ``image`` voxels — the very
+    voxels of the image (a copy of the scan given as its label: 230 values, 7 of them declared,
+    passed as a label map whose intensities 7, 8, 9 became prostate zones in a breast MR)."""
     undeclared = sorted(v for v in counts if v not in declared)
+    remedy = "check the layout pattern: the label pattern matches image files"
     if len(counts) > 256 and len(undeclared) > 64:
         raise LabelError("label_is_image", f"the label file holds {len(counts)} distinct values "
                          f"(from {min(counts)} to {max(counts)}): it looks like an intensity image",
-                         path=path, remedy="check the layout pattern: the label pattern matches image files")
+                         path=path, remedy=remedy)
+    if (len(counts) > 16 and label is not None and image is not None and label.shape == image.shape
+            and np.array_equal(label, image)):  # one pass, only for a label of many values
+        raise LabelError("label_is_image", f"the label file holds the case's image itself ({len(counts)} distinct "
+                         "values, every voxel equal to the image's)", path=path,
+                         remedy=remedy + " (or a copy of the image stands where its label should)")
     return undeclared

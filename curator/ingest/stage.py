@@ -161,11 +161,12 @@ class IngestStage(Stage):
         row.update(p["metadata"])
         ref_geom: Geometry | None = None
         series: str | None = None
+        voxels: Any = None  # the image's voxels: a label file holding the very same is refused
         if p["image"] is not None:
             path = resolve_inside(root, root / p["image"]) if not p["image_is_dir"] else root / p["image"]
             vol = read_volume(path, role="image", channel=p["channel"], channels=p.get("channels"),
                               max_voxels=config.max_voxels)
-            ref_geom = vol.geometry
+            ref_geom, voxels = vol.geometry, vol.array
             series = vol.meta.get("series_uid") or None  # a DICOM image's series (in memory): what SEG/RTSTRUCT cite
             facts, low = _image_facts(vol, path, p["image_is_dir"], low_end=p["modality"] == "CT")
             row.update(facts)
@@ -203,7 +204,7 @@ class IngestStage(Stage):
                                path=str(root / p["labels"][0][1])), severity="info")
         coverage = Coverage()
         counts_rows, label_sha, values, failures, label_geom, dropped = _labels(p, root, config, ref_geom, warning,
-                                                                               coverage, series)
+                                                                               coverage, series, voxels)
         if p["image"] is None and label_geom is None:  # no label could be read: nothing of the case is left
             cause, *rest = failures or [InputError("label_empty", "a label-only case whose labels could not be "
                                                    "read", path=str(root / p["labels"][0][1]))]
@@ -331,7 +332,7 @@ def _reoriented(root: Path, turned: dict[str, tuple[str, str]], files: int, noun
 
 
 def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,
-            warning: Any, coverage: Coverage | None = None, series: str | None = None,
+            warning: Any, coverage: Coverage | None = None, series: str | None = None, voxels: Any = None,
             ) -> tuple[list[dict[str, Any]], str | None, list[int], list[CuratorError], Geometry | None,
                        dict[str, CuratorError]]:
     """Read every label file: grid check, raw value counts, declared-value check.
@@ -394,7 +395,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 n1 = sum(c for v, c in counts.items() if v != 0)
                 counts = {1: n1} if n1 else {}
             else:
-                undeclared = core.check_label_map(counts, declared, str(path))
+                undeclared = core.check_label_map(counts, declared, str(path), lab.array, voxels)
                 if undeclared:
                     warning(InputError("label_values_undeclared",
                                        f"values {core.some(undeclared, 12)} are not declared by the dataset YAML",

@@ -509,3 +509,31 @@ def test_a_problem_quoting_a_layout_pattern_quotes_all_of_it(tmp_path: Path) -> 
     _, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
     (p,) = problems
     assert p["kind"] == "sequence_undeclared" and f"the image pattern '{pattern}' with sequence 'flair'" in p["message"]
+
+
+def test_a_copy_of_the_image_given_as_its_label_is_refused(tmp_path: Path) -> None:
+    """A tester put a copy of breast1_image.nrrd where breast1_label.nrrd belongs: 238 distinct
+    values passed as a label map (only > 256 was suspicious), and intensities 7, 8, 9 became the
+    prostate zones the YAML declares. A label holding the case's image voxel for voxel is refused."""
+    import numpy as np
+
+    from curator.testing.layouts import write_kits_case
+    from curator.testing.phantoms import Subject, grid, render
+    from curator.testing.pipelines import make_pipeline, run
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    img, lab = render(Subject.random(3), g, "CT", seed=3)
+    coarse = np.clip(np.rint(img / 20.0) + 50, 0, 200).astype(np.int16)  # fewer than 256 distinct values, >= 0
+    assert 16 < len(np.unique(coarse)) < 256
+    write_kits_case(tmp_path / "kits", "case_00000", coarse, coarse, g)
+    write_kits_case(tmp_path / "kits", "case_00001", coarse, (lab > 0).astype(np.uint8), g)  # a true label
+    pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(tmp_path / "kits")}])
+    run(pipe, stages=["ingest"])
+    ws = tmp_path / "workspace" / "tables"
+    import pyarrow.parquet as pq
+
+    said = [(p["case_id"], p["kind"]) for p in pq.read_table(ws / "problems__ingest.parquet").to_pylist()
+            if p["kind"] == "label_is_image"]
+    assert said == [("KiTS23__case_00000", "label_is_image")]
+    status = {c["case_id"]: c["label_status"] for c in pq.read_table(ws / "cases.parquet").to_pylist()}
+    assert status == {"KiTS23__case_00000": "rejected", "KiTS23__case_00001": "ok"}
