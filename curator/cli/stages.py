@@ -193,7 +193,8 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
     groups: dict[str, typer.Typer] = {}
     for name in STAGES:
         group = typer.Typer(name=name, cls=DefaultRunGroup, no_args_is_help=True,
-                            help=f"The {name} stage: `curator {name} pipeline.yaml` runs it alone.")
+                            help=f"The {name} stage: `curator {name} pipeline.yaml` runs it alone (its options: "
+                                 f"`curator {name} run --help`).")
         _add_stage_run(group, name)
         app.add_typer(group, name=name)
         groups[name] = group
