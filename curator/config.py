@@ -241,6 +241,11 @@ class PipelineConfig(Config):
     # path settings of stages are relative to it. Not a YAML key, not in to_dict() or any hash.
     folder: Path | None = field(default=None, init=False, compare=False)
 
+    def __post_init__(self) -> None:  # `harmonise:` is refused by every command, not ignored by some
+        from curator.stages import RELEASE_SECTIONS, STAGES, refuse_unknown
+
+        refuse_unknown("stages:", self.stages, [*STAGES, *RELEASE_SECTIONS])
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PipelineConfig:
         """Read ``pipeline.yaml``; relative paths are resolved against the file's folder."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from curator.runner.executors import make_executor
 from curator.runner.freshness import stale_reasons
 from curator.runner.run import StageReport, run_stage
 from curator.runner.stage import Stage
-from curator.stages import STAGES, available, configured
+from curator.stages import available, configured, refuse_unknown
 
 log = logging.getLogger("curator")
 
@@ -26,24 +25,13 @@ class PipelineResult:
     release: Path | None = None
 
 
-RELEASE_SECTIONS = ("splits",)  # `stages:` sections that configure release steps, not stages
-
-
 def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tuple[str, type[Stage]]]:
     """Everything a run can know is wrong before it starts, refused before any work: unknown
-    stage names (``--stages``, ``stages:`` keys), every chosen stage's settings, the release
-    settings, and a release version that already exists. Returns the enabled stages to run."""
+    stage names (``--stages``; ``stages:`` keys are checked when the config is made), every
+    chosen stage's settings, the release settings, and a release version that already exists.
+    Returns the enabled stages to run."""
     config = ctx.config
-    refs = available()
-    known = [*STAGES, *RELEASE_SECTIONS]
-    for where, names in (("--stages", stages or []), ("stages:", list(config.stages))):
-        bad = [n for n in names if n not in (refs if where == "--stages" else known)]
-        if bad:
-            hints = {n: difflib.get_close_matches(n, known, n=1) for n in bad}
-            also = f"; `stages:` may also hold {', '.join(RELEASE_SECTIONS)}" if where == "stages:" else ""
-            raise ConfigError("config_error", f"{where} names no stage: " + ", ".join(
-                f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in hints.items()),
-                remedy=f"the stages are {', '.join(refs)}{also}")
+    refuse_unknown("--stages", stages or [], available())
     if not config.sources and (stages is None or "ingest" in stages):
         log.warning("pipeline.yaml lists no sources: ingest has nothing to read (add `sources:`, see the README)")
     chosen = []

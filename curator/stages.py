@@ -6,6 +6,7 @@ starts fast and a broken optional stage cannot break ingest.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -23,6 +24,25 @@ STAGES: dict[str, str] = {
     "pseudolabel": "curator.pseudolabel.stage:PseudolabelStage",
     "qc": "curator.qc.stage:QCStage",
 }
+
+RELEASE_SECTIONS = ("splits",)  # `stages:` sections that configure release steps, not stages
+
+
+def refuse_unknown(where: str, names: Iterable[str], valid: Iterable[str]) -> None:
+    """A ``ConfigError`` naming each of ``names`` (``--stages``, the keys of ``stages:``) not in
+    ``valid``, with the closest stage or section name, so ``harmonise:`` is not silently ignored."""
+    from curator.errors import ConfigError
+
+    valid = list(valid)
+    bad = [n for n in names if n not in valid]
+    if not bad:
+        return
+    known = [*STAGES, *RELEASE_SECTIONS]
+    hints = {n: difflib.get_close_matches(str(n), known, n=1) for n in bad}
+    also = f"; `stages:` may also hold {', '.join(RELEASE_SECTIONS)}" if where == "stages:" else ""
+    raise ConfigError("config_error", f"{where} names no stage: " + ", ".join(
+        f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in hints.items()),
+        remedy=f"the stages are {', '.join(available())}{also}")
 
 
 def available() -> dict[str, str]:

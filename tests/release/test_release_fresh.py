@@ -115,6 +115,27 @@ def test_cli_release_names_the_stale_stage_and_what_to_do(demo: Path) -> None:
     assert "curator run pipeline.yaml" in text
 
 
+@pytest.mark.parametrize(("typo", "meant"), [("harmonise", "harmonize"), ("qcc", "qc")])
+def test_a_misspelt_stage_section_is_refused_by_status_and_release_as_by_run(demo: Path, typo: str,
+                                                                             meant: str) -> None:
+    """`harmonise:` under `stages:` was refused by `curator run` but shown as ready by `curator
+    status` and published in release.json by `curator release`; `qcc:` made status blame qc's
+    settings. Every command that reads the file now refuses it with the same message."""
+    cfg = yaml.safe_load((demo / "pipeline.yaml").read_text())
+    cfg["release"]["version"] = "0.2.0"
+    cfg["stages"][typo] = cfg["stages"].pop(meant, {})
+    typo_file = demo / "p_typo.yaml"
+    typo_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    runner = CliRunner()
+    for args in (["status", str(typo_file)], ["status", "--check", str(typo_file)], ["release", str(typo_file)],
+                 ["run", str(typo_file), "--no-progress"]):
+        res = runner.invoke(app, args)
+        text = " ".join(res.output.split())
+        assert res.exit_code == 2, (args, res.output)
+        assert f"stages: names no stage: '{typo}' (did you mean '{meant}'?)" in text, (args, text)
+    assert not (demo / "releases" / "demo" / "0.2.0").exists()
+
+
 def test_a_moved_project_run_from_elsewhere_reads_its_own_files_and_recomputes_nothing(
         demo: Path, demo_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative paths in pipeline.yaml — sources, registry, and stage settings naming files (a
