@@ -241,11 +241,6 @@ class PipelineConfig(Config):
     # path settings of stages are relative to it. Not a YAML key, not in to_dict() or any hash.
     folder: Path | None = field(default=None, init=False, compare=False)
 
-    def __post_init__(self) -> None:  # `harmonise:` is refused by every command, not ignored by some
-        from curator.stages import RELEASE_SECTIONS, STAGES, refuse_unknown
-
-        refuse_unknown("stages:", self.stages, [*STAGES, *RELEASE_SECTIONS])
-
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PipelineConfig:
         """Read ``pipeline.yaml``; relative paths are resolved against the file's folder."""
@@ -258,8 +253,17 @@ class PipelineConfig(Config):
             raise ConfigError("config_error", f"{p} is not valid YAML: {e}") from e
         if not isinstance(raw, dict):
             raise ConfigError("config_error", f"{p} must hold a mapping at the top level")
-        cfg = cls.from_dict(raw, where=p.name)
-        return cfg.resolved(p.parent.resolve())
+        cfg = cls.from_dict(raw, where=p.name).resolved(p.parent.resolve())
+        cfg.check_stage_names()  # every command reading the file refuses `harmonise:`, not only `run`
+        return cfg
+
+    def check_stage_names(self) -> None:
+        """Refuse a ``stages:`` key that names no stage of curator's (a misspelt ``harmonise:``
+        would silently run harmonize with its defaults). A config built in code may configure
+        stages of its own (a test's stage); :func:`curator.pipeline.run_pipeline` checks it too."""
+        from curator.stages import RELEASE_SECTIONS, STAGES, refuse_unknown
+
+        refuse_unknown("stages:", self.stages, [*STAGES, *RELEASE_SECTIONS])
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

@@ -27,10 +27,10 @@ class PipelineResult:
 
 def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tuple[str, type[Stage]]]:
     """Everything a run can know is wrong before it starts, refused before any work: unknown
-    stage names (``--stages``; ``stages:`` keys are checked when the config is made), every
-    chosen stage's settings, the release settings, and a release version that already exists.
-    Returns the enabled stages to run."""
+    stage names (``--stages``, ``stages:`` keys), every chosen stage's settings, the release
+    settings, and a release version that already exists. Returns the enabled stages to run."""
     config = ctx.config
+    config.check_stage_names()  # done by PipelineConfig.load too: for a config built in code
     refuse_unknown("--stages", stages or [], available())
     if not config.sources and (stages is None or "ingest" in stages):
         log.warning("pipeline.yaml lists no sources: ingest has nothing to read (add `sources:`, see the README)")
