@@ -240,6 +240,9 @@ class PipelineConfig(Config):
     # the folder holding pipeline.yaml (set by load(); None for a config built in code): relative
     # path settings of stages are relative to it. Not a YAML key, not in to_dict() or any hash.
     folder: Path | None = field(default=None, init=False, compare=False)
+    # the file as the user named it (set by load(); None for a config built in code), for messages
+    # telling what to run: `curator run my_pipeline.yaml`. Not a YAML key, not in to_dict() or any hash.
+    file: Path | None = field(default=None, init=False, compare=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PipelineConfig:
@@ -254,6 +257,7 @@ class PipelineConfig(Config):
         if not isinstance(raw, dict):
             raise ConfigError("config_error", f"{p} must hold a mapping at the top level")
         cfg = cls.from_dict(raw, where=p.name).resolved(p.parent.resolve())
+        object.__setattr__(cfg, "file", p)
         cfg.check_stage_names()  # every command reading the file refuses `harmonise:`, not only `run`
         return cfg
 
@@ -265,14 +269,22 @@ class PipelineConfig(Config):
 
         refuse_unknown("stages:", self.stages, [*STAGES, *RELEASE_SECTIONS])
 
+    @property
+    def file_name(self) -> str:
+        """The pipeline file as messages name it: as the user gave it (``curator run p3.yaml``),
+        ``pipeline.yaml`` for a config built in code."""
+        return str(self.file) if self.file is not None else "pipeline.yaml"
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out.pop("folder", None)
+        out.pop("file", None)
         return out
 
     def replace(self, **changes: Any) -> PipelineConfig:
         new = super().replace(**changes)
-        object.__setattr__(new, "folder", self.folder)  # an init=False field: replace() drops it
+        for name in ("folder", "file"):  # init=False fields: replace() drops them
+            object.__setattr__(new, name, getattr(self, name))
         return new
 
     def path(self, value: str | os.PathLike[str]) -> Path:

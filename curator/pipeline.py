@@ -33,17 +33,18 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
     config.check_stage_names()  # done by PipelineConfig.load too: for a config built in code
     refuse_unknown("--stages", stages or [], available())
     if not config.sources and (stages is None or "ingest" in stages):
-        log.warning("pipeline.yaml lists no sources: ingest has nothing to read (add `sources:`, see the README)")
+        log.warning("%s lists no sources: ingest has nothing to read (add `sources:`, see the README)",
+                    config.file_name)
     chosen = []
     for name, cls, enabled in configured(ctx, stages):  # a typo in a late stage fails now, not hours in
         if not enabled:
-            log.info("%s: disabled in pipeline.yaml", name)
+            log.info("%s: disabled in %s", name, config.file_name)
             continue
         missing = cls.settings_files_missing(ctx, ctx.stage_config(cls.config_class, name))
         if missing:  # a model or overrides file: found now, not when the stage starts hours later
             raise ConfigError("config_error", f"stages.{name} names file(s) that do not exist: "
                               + "; ".join(missing[:5]), remedy="fix the path where it is given (a relative path is "
-                              "relative to the folder of the file giving it: pipeline.yaml's for its own settings, "
+                              f"relative to the folder of the file giving it: {config.file_name}'s for its own settings, "
                               "an ensemble file's for the models it lists), or restore the file")
         chosen.append((name, cls))
     if release:
@@ -51,19 +52,19 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
 
         SplitConfig.from_dict(config.stage("splits"), where="stages.splits")
         dest = release_dir(ctx)
-        check_writable(dest)  # found now, not after hours of stages
+        check_writable(dest, config.file_name)  # found now, not after hours of stages
         if dest.exists():
             raise ReleaseError("release_exists", f"release {config.release.collection} {config.release.version} "
                                "already exists", path=str(dest),
-                               remedy="releases are immutable: bump `release.version` in pipeline.yaml "
+                               remedy=f"releases are immutable: bump `release.version` in {config.file_name} "
                                "(or run with --no-release)")
         if stages is not None:  # a subset: the stages left out must be current after it
             reasons = stale_reasons(ctx, will_run={name for name, _ in chosen})
             if reasons:
                 raise ReleaseError("release_stale", f"--stages {','.join(stages)} would release out-of-date "
                                    "tables: " + "; ".join(reasons),
-                                   remedy="add those stages to --stages, run every stage (`curator run "
-                                   "pipeline.yaml`: cached cases are not redone), or run with --no-release")
+                                   remedy=f"add those stages to --stages, run every stage (`curator run "
+                                   f"{config.file_name}`: cached cases are not redone), or run with --no-release")
     return chosen
 
 

@@ -40,7 +40,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         table = ws.read_table("attention")
         if table is None:
             raise StageError("stage_error", "the workspace has no attention table",
-                             remedy="run the pseudolabel stage first (`curator pseudolabel pipeline.yaml`)")
+                             remedy=f"run the pseudolabel stage first (`curator pseudolabel {pipeline}`)")
         res = export_review(ws.root, table.to_pylist(), out, fraction=fraction, top=top, images=images,
                             include_reviewed=include_reviewed)
         err.print(f"[green]✓[/] {len(res.cases)} case(s), {res.previews} preview(s) → {escape(str(out / 'worklist.csv'))}",

@@ -140,7 +140,7 @@ def release_step(b: ReleaseBuilder) -> None:
         raise ReleaseError("store_damaged", f"{len(damaged)} case store(s) in the workspace are damaged: "
                            + "; ".join(damaged[:5]) + (" and more" if len(damaged) > 5 else ""),
                            remedy="delete each damaged case's store folder (<workspace>/stores/<case>.zarr) and run "
-                           "the pipeline (`curator run pipeline.yaml`): preprocess rebuilds the store and pseudolabel "
+                           f"the pipeline (`curator run {b.ctx.config.file_name}`): preprocess rebuilds the store and pseudolabel "
                            "its layer (a cached run notices a missing shard or a broken index itself, not a chunk "
                            "failing its CRC32C: that needs every byte read); then write the release again")
     b.tables["store_terms"] = to_arrow("store_terms", rows)

@@ -94,19 +94,20 @@ class ReleaseBuilder:
         self.tables["problems"] = pa.concat_tables([have, to_arrow("problems", rows)], promote_options="permissive")
 
 
-def check_writable(dest: Path) -> None:
-    """Refuse a release folder that cannot be written (read-only mount, a file in the way)."""
+def check_writable(dest: Path, pipeline: str) -> None:
+    """Refuse a release folder that cannot be written (read-only mount, a file in the way);
+    ``pipeline``: the pipeline file the remedy names."""
     problem = creatable_problem(dest.parent)
     if problem is not None:
         probe, reason = problem
         raise ReleaseError("release_error", "the release folder cannot be written "
                            + ("(a file is in the way)" if reason is None else f"({reason})"),
-                           path=str(probe), remedy="set `release.root` in pipeline.yaml to a folder you can write")
+                           path=str(probe), remedy=f"set `release.root` in {pipeline} to a folder you can write")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ReleaseError("release_error", f"the release folder cannot be created: {e.strerror or e}",
-                           path=str(dest.parent), remedy="set `release.root` in pipeline.yaml to a folder you "
+                           path=str(dest.parent), remedy=f"set `release.root` in {pipeline} to a folder you "
                            "can write") from e
 
 
@@ -153,10 +154,11 @@ def collect_tables(ctx: Context) -> TableSet:
     return TableSet(files, {"problems": to_arrow("problems", problems)})
 
 
-def check_consistent(tables: TableSet) -> None:
+def check_consistent(tables: TableSet, pipeline: str) -> None:
     """Refuse tables holding cases that ``cases`` no longer lists — a stage re-run alone (a
     case removed from its source, then only `curator ingest`) left the later stages' tables
-    behind, and their rows and stores would ship the withdrawn case."""
+    behind, and their rows and stores would ship the withdrawn case. ``pipeline``: the pipeline
+    file the remedy names."""
     import pyarrow.compute as pc
 
     if "cases" not in tables:
@@ -179,8 +181,8 @@ def check_consistent(tables: TableSet) -> None:
         raise ReleaseError("release_error", "the workspace's tables are out of step: "
                            + "; ".join(f"{n} holds {len(v)} case(s) not in cases" for n, v in sorted(stale.items()))
                            + f" (e.g. {', '.join(some[:3])})",
-                           remedy="run the later stages too (`curator run pipeline.yaml`: cached cases are not "
-                           "redone), then the release")
+                           remedy=f"run the later stages too (`curator run {pipeline}`: cached cases "
+                           "are not redone), then the release")
 
 
 def check_cases(ctx: Context) -> None:
@@ -189,7 +191,7 @@ def check_cases(ctx: Context) -> None:
     if pq.ParquetFile(ctx.workspace.table_path("cases")).metadata.num_rows == 0:
         raise ReleaseError("release_error", "ingest found no case, so the release would be empty",
                            path=str(ctx.workspace.table_path("problems__ingest")),
-                           remedy="check each source's `root:` and dataset in pipeline.yaml against the errors "
+                           remedy=f"check each source's `root:` and dataset in {ctx.config.file_name} against the errors "
                            "ingest logged (they are rows of this problems table), then run again")
     check_sources(ctx)
 
@@ -211,15 +213,16 @@ def check_sources(ctx: Context) -> None:
     # a dataset YAML that does not load (named in `sources:`, or in `registry:` and used by a source);
     # a broken file in `registry:` that no source uses leaves nothing out
     gone += [f"{name} ({why})" for name, why in sorted(ctx.skipped_sources.items())]
+    name = ctx.config.file_name
     if gone and ctx.config.release.allow_missing_sources:
-        log.warning("release: %d source(s) of pipeline.yaml gave no case and are left out (allow_missing_sources): "
-                    "%s", len(gone), "; ".join(gone[:5]))
+        log.warning("release: %d source(s) of %s gave no case and are left out (allow_missing_sources): "
+                    "%s", len(gone), name, "; ".join(gone[:5]))
     elif gone:
-        raise ReleaseError("release_incomplete", f"{len(gone)} source(s) of pipeline.yaml gave no case, so the "
+        raise ReleaseError("release_incomplete", f"{len(gone)} source(s) of {name} gave no case, so the "
                            "release would leave them out: " + "; ".join(gone[:5]) + (" …" if len(gone) > 5 else ""),
-                           remedy="fix them (`curator status pipeline.yaml` and the ingest problems say why: mount "
-                           "the root, fix the patterns or the dataset YAML) and run again, remove them from "
-                           "pipeline.yaml's `sources:`, or set `release.allow_missing_sources: true`")
+                           remedy=f"fix them (`curator status {name}` and the ingest problems say why: mount "
+                           f"the root, fix the patterns or the dataset YAML) and run again, remove them from "
+                           f"{name}'s `sources:`, or set `release.allow_missing_sources: true`")
 
 
 def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
@@ -227,20 +230,21 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     dest = release_dir(ctx)
     if dest.exists():
         raise ReleaseError("release_exists", f"release {rc.collection} {rc.version} already exists",
-                           path=str(dest), remedy="releases are immutable: bump `release.version` in pipeline.yaml")
+                           path=str(dest), remedy=f"releases are immutable: bump `release.version` in "
+                           f"{ctx.config.file_name}")
     if not ctx.workspace.has_table("cases"):
         raise ReleaseError("release_error", "the workspace has no cases table",
-                           remedy="run ingest first (`curator run pipeline.yaml`)")
+                           remedy=f"run ingest first (`curator run {ctx.config.file_name}`)")
     check_fresh(ctx)  # first: it names a damaged table (read below)
     check_cases(ctx)
-    check_writable(dest)  # creates dest.parent
+    check_writable(dest, ctx.config.file_name)  # creates dest.parent
     remove_dead_staging(dest.parent)
     staging = staging_path(dest)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         b = ReleaseBuilder(ctx, staging, collect_tables(ctx), parent=resolve_parent(ctx))
-        check_consistent(b.tables)
+        check_consistent(b.tables, ctx.config.file_name)
         for ref in steps if steps is not None else RELEASE_STEPS:
             fn = _load_step(ref)
             if fn is not None:

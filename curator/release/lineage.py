@@ -62,7 +62,7 @@ def resolve_parent(ctx: Context) -> Path | None:
                                remedy="a release's parent must be an older version; bump `release.version`")
         if not (parent / "release.json").is_file():
             raise ReleaseError("release_error", f"the parent release {rc.collection} {rc.parent} does not exist",
-                               path=str(parent), remedy="fix `release.parent` in pipeline.yaml, or remove it "
+                               path=str(parent), remedy=f"fix `release.parent` in {ctx.config.file_name}, or remove it "
                                "to use the newest existing version")
         return parent
     older = [v for v in existing_versions(coll) if version_key(v) < current]

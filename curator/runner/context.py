@@ -112,7 +112,7 @@ class Context:
                 continue
             name = sc.name or spec.name
             if name in out:
-                raise ConfigError("config_error", f"source {name!r} is listed twice in pipeline.yaml; "
+                raise ConfigError("config_error", f"source {name!r} is listed twice in {self.config.file_name}; "
                                   "give one of them a distinct `name:`")
             out[name] = Source(name=name, spec=spec, root=sc.root.resolve(), pseudonymous_ids=sc.pseudonymous_ids)
         return out

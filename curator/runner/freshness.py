@@ -274,17 +274,18 @@ def check_fresh(ctx: Context) -> None:
     """Refuse to release tables that pipeline.yaml would not produce now (see the module doc)."""
     reasons = stale_reasons(ctx)
     if reasons:
-        raise ReleaseError("release_stale", "the workspace's tables are out of date with pipeline.yaml: "
+        name = ctx.config.file_name
+        raise ReleaseError("release_stale", f"the workspace's tables are out of date with {name}: "
                            + "; ".join(reasons),
-                           remedy=_stale_remedy(reasons))
+                           remedy=_stale_remedy(reasons, name))
 
 
-def _stale_remedy(reasons: list[str]) -> str:
+def _stale_remedy(reasons: list[str], pipeline: str) -> str:
     """What to do about ``release_stale``; it warns that a stage whose version changed re-runs
     every one of its cases (its cache is keyed by the version), where only changed cases would."""
     bumped = sorted({r.split(" ran with stage version", 1)[0] for r in reasons if " ran with stage version " in r})
     cache = ("cases whose inputs did not change come from the cache" if not bumped else
              f"{', '.join(bumped)} re-run{'s' if len(bumped) == 1 else ''} every case (a new stage version: its "
              "cached results no longer apply); other cases whose inputs did not change come from the cache")
-    return (f"run the pipeline (`curator run pipeline.yaml`: {cache}), or set `enabled: false` on a stage the "
+    return (f"run the pipeline (`curator run {pipeline}`: {cache}), or set `enabled: false` on a stage the "
             "release should leave out")

@@ -112,7 +112,23 @@ def test_cli_release_names_the_stale_stage_and_what_to_do(demo: Path) -> None:
     assert res.exit_code != 0
     text = " ".join(res.output.split())
     assert "release_stale" in text and "dedup ran with other settings (global_radius:" in text
-    assert "curator run pipeline.yaml" in text
+    named = text.split("`curator run ", 1)[1].split("`", 1)[0]  # the file given (a long path may be folded)
+    assert named.replace(" ", "") == str(demo / "pipeline.yaml")
+
+
+def test_the_remedies_name_the_pipeline_file_the_user_gave(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`curator release p_typo.yaml` said to run `curator run pipeline.yaml`, a file the user
+    may not have (or one with other settings); `curator status` named the real one."""
+    monkeypatch.chdir(demo)
+    (demo / "pipeline.yaml").rename(demo / "p3.yaml")
+    _edit(demo / "p3.yaml", "0.2.0", qc={"min_cohort": 6})
+    runner = CliRunner()
+    res = runner.invoke(app, ["release", "p3.yaml"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "release_stale" in text, text
+    assert "out of date with p3.yaml" in text and "`curator run p3.yaml`" in text and "pipeline.yaml" not in text
+    status = " ".join(runner.invoke(app, ["status", "p3.yaml"]).output.split())
+    assert "`curator run p3.yaml`" in status and "pipeline.yaml" not in status
 
 
 @pytest.mark.parametrize(("typo", "meant"), [("harmonise", "harmonize"), ("qcc", "qc")])

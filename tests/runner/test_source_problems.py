@@ -167,9 +167,12 @@ def test_a_release_does_not_leave_out_a_source_pipeline_yaml_lists(tmp_path: Pat
              "broken_yaml": (_sources(tmp_path)[2], "bad.yaml")}
     for folder, (extra, named) in cases.items():
         pipe = make_pipeline(tmp_path / folder, [good, extra], stages=off)
+        if folder == "broken_yaml":  # the message names the user's file, not "pipeline.yaml"
+            pipe = pipe.rename(pipe.with_name("p3.yaml"))
         with pytest.raises(ReleaseError) as e:
             run(pipe, release=True)
         assert e.value.kind == "release_incomplete" and named in str(e.value) and "KiTS23" not in str(e.value)
+        assert f"`curator status {pipe}`" in str(e.value) and f"source(s) of {pipe} gave no case" in str(e.value)
         assert not (tmp_path / folder / "releases" / "test" / "0.1.0").exists()
     # said on purpose: the release goes without them
     cfg = yaml.safe_load((tmp_path / "unmounted" / "pipeline.yaml").read_text())
