@@ -23,7 +23,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @handle_errors
     def resolve(names: Annotated[list[str], typer.Argument(help="label names, e.g. 'rt kidney' 'L3' '(ct) liver'")],
                 fmt: FormatOpt = OutputFormat.table) -> None:
-        """Map free-text label names to taxonomy terms (null when unknown or ambiguous)."""
+        """Map free-text label names to taxonomy terms (null when unknown or ambiguous; exit 1
+        when a name is unresolved)."""
         from curator.taxonomy import load_taxonomy
 
         tax = load_taxonomy()
@@ -32,12 +33,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             t = tax.resolve(n)
             rows.append((n, t.id if t else None, t.name if t else None))
         emit(["query", "term_id", "term"], rows, fmt, title="resolved labels")
+        unresolved = [n for n, tid, _ in rows if tid is None]
         if fmt == OutputFormat.table:
-            for n, tid, _ in rows:
-                if tid is None:
-                    close = [t.name for t in tax.suggest(n)]
-                    err.print(f"[yellow]unresolved[/] {escape(repr(n))}" + (f"; close: {escape(str(close))}" if close else ""),
-                              highlight=False)
+            for n in unresolved:
+                close = ", ".join(t.name for t in tax.suggest(n))
+                err.print(f"[yellow]unresolved[/] {escape(repr(n))}" + (f"; close: {escape(close)}" if close else ""),
+                          highlight=False)
+        if unresolved:  # a script resolving names must not take a null for an answer
+            raise typer.Exit(1)
 
     @labels.command("check")
     @handle_errors

@@ -36,7 +36,7 @@ class Registry:
             return self.datasets[lower[name.lower()]]
         close = difflib.get_close_matches(name, list(self.datasets), n=3)
         raise RegistryError("registry_error", f"no dataset named {name!r} in the registry",
-                            remedy=(f"did you mean {close}? " if close else "") +
+                            remedy=(f"did you mean {', '.join(close)}? " if close else "") +
                             "list them with `curator sources list`, or give the path of a dataset YAML")
 
     def names(self) -> list[str]:

@@ -132,7 +132,7 @@ class Taxonomy:
             return self.terms[term_id]
         except KeyError:
             close = difflib.get_close_matches(term_id, list(self.terms), n=3)
-            raise KeyError(f"no term with id {term_id!r}" + (f"; did you mean {close}?" if close else "")) from None
+            raise KeyError(f"no term with id {term_id!r}" + (f"; did you mean {', '.join(close)}?" if close else "")) from None
 
     def resolve(self, name: str) -> Term | None:
         """The term a free-text name means, or ``None`` (unknown or ambiguous).

@@ -18,12 +18,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_resolve_prints_one_object_per_input() -> None:
     r = runner.invoke(app, ["labels", "resolve", "rt kidney", "L3", "(ct) Liver", "not a thing", "--format", "json"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # a name left unresolved: every row is printed, and the exit says it
     assert json.loads(r.stdout) == [
         {"query": "rt kidney", "term_id": "kidney_right", "term": "right kidney"},
         {"query": "L3", "term_id": "vertebra_l3", "term": "L3 vertebra"},
         {"query": "(ct) Liver", "term_id": "liver", "term": "liver"},
         {"query": "not a thing", "term_id": None, "term": None}]
+
+
+def test_resolve_exits_1_on_an_unresolved_name_and_names_close_terms_plainly() -> None:
+    """`curator labels resolve kidny` printed "unresolved 'kidny'" and exited 0; `curator sources
+    show KiTS` said "did you mean ['KiTS23']?" (a Python list)."""
+    r = runner.invoke(app, ["labels", "resolve", "kidny"])
+    assert r.exit_code == 1 and "unresolved 'kidny'; close: kidney" in r.output and "[" not in r.output.split(
+        "close:")[1], r.output
+    r = runner.invoke(app, ["labels", "resolve", "kidney", "liver", "-f", "csv"])
+    assert r.exit_code == 0 and r.stdout.splitlines()[1:] == ["kidney,kidney,kidney", "liver,liver,liver"], r.output
+    r = runner.invoke(app, ["sources", "show", "KiTS"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "did you mean KiTS23?" in text and "['" not in text, text
 
 
 def test_check_passes_and_reports_problems_as_data(tmp_path: Path) -> None:
