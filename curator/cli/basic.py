@@ -174,7 +174,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @app.command("demo")
     @handle_errors
-    def demo(out_dir: Annotated[Path | None, typer.Option("--out", help="folder (default: a new temp folder)")] = None,
+    def demo(out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="folder (default: a new temp folder)")] = None,
              workers: WorkersOpt = 2,
              executor: Annotated[str, typer.Option(help="local or dask")] = "local",
              progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True) -> None:

@@ -65,7 +65,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @export.command("nnunet")
     @handle_errors
     def nnunet(release: ReleaseArg, terms: TermsOpt,
-               out_root: Annotated[Path, typer.Option("--out", help="nnUNet_raw folder")],
+               out_root: Annotated[Path, typer.Option("--out", "-o", help="nnUNet_raw folder")],
                dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (1-999)")] = 501,
                name: Annotated[str, typer.Option("--name", help="dataset name")] = "Curator",
                where: WhereOpt = "true",
@@ -92,7 +92,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @export.command("monai")
     @handle_errors
     def monai(release: ReleaseArg, terms: TermsOpt,
-              out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
+              out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
               where: WhereOpt = "true", layers: LayersOpt = "original,revised", partial: PartialOpt = False,
               with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1,
               channels: ChannelsOpt = None) -> None:
@@ -107,7 +107,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @export.command("huggingface")
     @handle_errors
     def huggingface(release: ReleaseArg,
-                    out_dir: Annotated[Path, typer.Option("--out", help="folder to upload (a new one)")],
+                    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to upload (a new one)")],
                     link: Annotated[bool, typer.Option("--link", help="hard-link the release's files instead of "
                                                        "copying them (same file system; do not edit them then)")]
                     = False) -> None:

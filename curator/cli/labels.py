@@ -104,7 +104,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("card")
     @handle_errors
     def card(registry_card: Annotated[bool, typer.Option("--registry", help="the card of the dataset registry")] = False,
-             out_path: Annotated[Path | None, typer.Option("--out", help="write here (default: print)")] = None,
+             out_path: Annotated[Path | None, typer.Option("--out", "-o", help="write here (default: print)")] = None,
              extra: Annotated[list[Path] | None, typer.Option(
                  "--extra", help="dataset YAML files or folders to add to the built-in registry")] = None) -> None:
         """Render DATASET_CARD.md from the registry (all datasets, licences and what they allow)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -81,3 +83,21 @@ def test_version_flag_prints_the_package_version() -> None:
     res = CliRunner().invoke(app, ["--version"])
     assert res.exit_code == 0, res.output
     assert res.output.startswith(f"curator {__version__}")
+
+
+def test_every_out_option_has_its_short_form(tmp_path: Path) -> None:
+    """`curator card` took --out but not -o, which query, report and review export take."""
+    from typing import Any
+
+    from curator.cli import app
+
+    def commands(cmd: Any, path: str) -> list[tuple[str, Any]]:  # typer's own vendored click commands
+        subs = getattr(cmd, "commands", {}).values()
+        return [(path, cmd), *(c for sub in subs for c in commands(sub, f"{path} {sub.name}"))]
+
+    found = {path: p.opts for path, cmd in commands(typer.main.get_command(app), "curator")
+             for p in cmd.params if "--out" in p.opts}
+    assert "curator card" in found and "curator export nnunet" in found and len(found) >= 8, found
+    assert {path: opts for path, opts in found.items() if "-o" not in opts} == {}
+    r = CliRunner().invoke(app, ["card", "--registry", "-o", str(tmp_path / "card.md")])
+    assert r.exit_code == 0 and (tmp_path / "card.md").read_text().startswith("#"), r.output
