@@ -34,9 +34,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def query(release: Annotated[Path, typer.Argument(help="release folder (or collection folder; or a "
                                                        "workspace folder, for the tables a release would be built from)")],
               sql: Annotated[str, typer.Argument(help="SQL; every table of the release is a view")],
-              fmt: Annotated[OutputFormat, typer.Option(
-                  "--format", "-f", help="table, csv or json (json prints NaN and ±infinity as null)")
-              ] = OutputFormat.table,
+              fmt: Annotated[OutputFormat | None, typer.Option(
+                  "--format", "-f", help="table, csv or json (json prints NaN and ±infinity as null; "
+                  "default: table); with --out, the file's own format")] = None,
               limit: Annotated[int, typer.Option(min=0, help="max rows printed as a table "
                                                  "(csv and json print every row)")] = 200,
               out_file: Annotated[Path | None, typer.Option(
@@ -49,6 +49,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.release.query import Release, duckdb_message
         from curator.release.workspace_query import WorkspaceTables, is_workspace
 
+        _check_out_format(out_file, fmt)
+        fmt = fmt or OutputFormat.table
         rel: Release | WorkspaceTables
         if is_workspace(release):  # before a release: what ingest found, the problems so far
             rel = WorkspaceTables(release)
@@ -199,6 +201,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
 
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="worker processes")]
+
+
+def _check_out_format(out_file: Path | None, fmt: OutputFormat | None) -> None:
+    """Refuse a ``--format`` that contradicts the ``--out`` file's extension (``-o cases.csv -f
+    json`` wrote CSV without a word); one that agrees, or none, is fine."""
+    from curator.errors import ConfigError
+
+    if out_file is None or fmt is None or out_file.suffix.lower() == f".{fmt.value}":
+        return
+    other = {OutputFormat.csv: "; or name the file .csv",
+             OutputFormat.json: f"; or print JSON instead of --out: `-f json > {out_file.stem}.json`"}.get(fmt, "")
+    raise ConfigError("config_error", f"--format {fmt.value} contradicts --out {out_file.name}: the file is "
+                      f"written in the format its extension names ({out_file.suffix or 'none'})",
+                      remedy=f"leave out --format (--out writes .csv or .parquet){other}")
 
 
 def _print_check(r: SourceCheck) -> None:

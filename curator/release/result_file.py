@@ -31,7 +31,7 @@ def save_result(res: duckdb.DuckDBPyRelation, dest: str | Path, source: Path,
     cell = csv_cell or (lambda v: v)
     n = 0
     try:
-        reader = res.fetch_arrow_reader(100_000)
+        reader = res.to_arrow_reader(100_000)
         with atomic_path(dest) as tmp:
             if suffix == ".parquet":
                 with pq.ParquetWriter(tmp, reader.schema) as writer:

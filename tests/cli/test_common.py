@@ -101,3 +101,22 @@ def test_every_out_option_has_its_short_form(tmp_path: Path) -> None:
     assert {path: opts for path, opts in found.items() if "-o" not in opts} == {}
     r = CliRunner().invoke(app, ["card", "--registry", "-o", str(tmp_path / "card.md")])
     assert r.exit_code == 0 and (tmp_path / "card.md").read_text().startswith("#"), r.output
+
+
+def test_query_refuses_a_format_contradicting_the_out_file(tmp_path: Path) -> None:
+    """`curator query ... -o cases.csv -f json` wrote CSV without a word."""
+    from curator.cli import app
+    from curator.testing.stores import phantom_workspace
+
+    ws = phantom_workspace(tmp_path / "ws", n_cases=2).root
+    runner = CliRunner()
+    for out, fmt in (("cases.csv", "json"), ("cases.parquet", "csv"), ("cases.csv", "table")):
+        r = runner.invoke(app, ["query", str(ws), "select case_id from cases", "-o", str(tmp_path / out), "-f", fmt])
+        text = " ".join(r.output.split())
+        assert r.exit_code == 2 and f"--format {fmt} contradicts --out {out}" in text, text
+        assert not (tmp_path / out).exists()
+    for out, fmt in (("cases.csv", ["-f", "csv"]), ("cases.CSV", ["--format", "csv"]), ("cases.parquet", [])):
+        r = runner.invoke(app, ["query", str(ws), "select case_id from cases order by 1", "-o", str(tmp_path / out),
+                                *fmt])
+        assert r.exit_code == 0 and (tmp_path / out).stat().st_size > 0, r.output
+    assert (tmp_path / "cases.csv").read_text().split() == ["case_id", "Phantom__c000", "Phantom__c001"]
