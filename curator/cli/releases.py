@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from curator.cli.common import OutputFormat, emit, handle_errors, out, print_json
+from curator.cli.common import OutputFormat, emit, err, handle_errors, out, print_json
 
 
 class ReportFormat(str, Enum):
@@ -86,6 +86,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                    remedy="give two releases: curator diff A B")
             a, b = rb.path.parent / parent, rb.path
         d = diff_releases(a, b)
+        if d.backwards:  # allowed (what an upgrade undid), but "added" then means removed since
+            err.print(f"[yellow]warning[/] {escape(d.b)} is older than {escape(d.a)}: the changes read from the "
+                      "newer release back to the older one (give the older release first: curator diff OLD NEW)",
+                      highlight=False)
         if fmt == ReportFormat.json:
             print_json(d.to_dict())
             return

@@ -82,6 +82,7 @@ class ReleaseDiff:
     # cases in both whose stores differ only in their OME-Zarr attributes (the same voxels, grid and terms)
     stores_ome_changed: list[str] = field(default_factory=list)
     lineage: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    backwards: bool = False  # B is an older version of A's collection: every change reads reversed
 
     @property
     def lineage_changes(self) -> list[str]:
@@ -317,11 +318,21 @@ def _stage_lineage(d: ReleaseDiff, ia: dict[str, Any], ib: dict[str, Any]) -> No
                                                   {k: cfb[k] for k in keys if k in cfb})
 
 
+def _older(b: dict[str, Any], a: dict[str, Any]) -> bool:
+    """Whether release.json ``b`` is an older version of ``a``'s collection."""
+    from curator.config import SEMVER
+    from curator.release.lineage import version_key
+
+    va, vb = a.get("version"), b.get("version")
+    return (a.get("collection") == b.get("collection") and isinstance(va, str) and isinstance(vb, str)
+            and bool(SEMVER.match(va) and SEMVER.match(vb)) and version_key(vb) < version_key(va))
+
+
 def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
     """Compare two releases (folders or collection folders)."""
     ra, rb = Release(a), Release(b)
     d = ReleaseDiff(f"{ra.info.get('collection')} {ra.info.get('version')}",
-                    f"{rb.info.get('collection')} {rb.info.get('version')}")
+                    f"{rb.info.get('collection')} {rb.info.get('version')}", backwards=_older(rb.info, ra.info))
     na, nb = set(ra.table_names()), set(rb.table_names())
     d.tables_added, d.tables_removed = sorted(nb - na), sorted(na - nb)
     frames: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}

@@ -41,3 +41,17 @@ def test_diff_against_parent_and_lineage(demo: Path, release_with: Build) -> Non
     assert first.exit_code == 2 and "no parent version" in first.output
     lin = runner.invoke(app, ["lineage", str(demo / "releases" / "demo"), "--format", "json"])
     assert [r["version"] for r in json.loads(lin.stdout)] == ["0.2.0", "0.1.0"]
+
+
+def test_diff_warns_when_b_is_older_than_a(demo: Path, release_with: Build) -> None:
+    """`curator diff 0.3.0 0.1.0` printed "demo 0.3.0 → demo 0.1.0" with no word that the changes
+    then read backwards; it is still allowed (what did an upgrade undo?), with a warning on stderr."""
+    old, new = demo / "releases" / "demo" / "0.1.0", release_with(demo, "0.3.0")
+    back = runner.invoke(app, ["diff", str(new), str(old)])
+    assert back.exit_code == 0, back.output
+    warning = " ".join(back.stderr.split())
+    assert "warning demo 0.1.0 is older than demo 0.3.0" in warning and "demo 0.3.0 → demo 0.1.0" in back.stdout
+    as_json = runner.invoke(app, ["diff", str(new), str(old), "--format", "json"])
+    assert as_json.exit_code == 0 and "is older than" in as_json.stderr and json.loads(as_json.stdout)["b"] == "demo 0.1.0"
+    forward = runner.invoke(app, ["diff", str(old), str(new)])
+    assert forward.exit_code == 0 and "older" not in forward.stderr, forward.stderr
