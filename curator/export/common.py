@@ -22,7 +22,13 @@ from curator.io.formats import check_memory
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
 from curator.release.query import Release
-from curator.release.training import TrainingView, term_parts, usable_terms, with_parts
+from curator.release.training import (
+    TrainingView,
+    label_only_problem,
+    term_parts,
+    usable_terms,
+    with_parts,
+)
 from curator.store import CaseStore
 
 if TYPE_CHECKING:
@@ -96,9 +102,12 @@ def select_cases(release: Release, where: str, view: TrainingView | None = None)
         raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(release.path),
                            remedy="run the preprocess stage before `curator release`")
     has_splits = "splits" in names
-    q = QUERY.format(split="s.split" if has_splits else "null", where=where,
-                     join="left join splits s using (case_id, dataset, modality)" if has_splits else "")
+    join = "left join splits s using (case_id, dataset, modality)" if has_splits else ""
+    q = QUERY.format(split="s.split" if has_splits else "null", where=where, join=join)
     rows = release.sql(q).fetchall()
+    problem = None if rows else label_only_problem(release, where, join)
+    if problem is not None:  # not "widen --where": the cases are there, their images are not
+        raise problem
     dropped = view.dropped_duplicates if view is not None else frozenset()
     return [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5], r[6], r[7]) for r in rows
             if r[0] not in dropped]

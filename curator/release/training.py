@@ -29,6 +29,7 @@ from curator.release.query import Release
 from curator.store import CaseStore
 
 if TYPE_CHECKING:
+    from curator.errors import ReleaseError
     from curator.taxonomy.model import Taxonomy
 
 
@@ -82,6 +83,29 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
             absent.setdefault(cid, set()).add(term)
     return TrainingView(dropped, stand_ins, {k: frozenset(v) for k, v in excluded.items()},
                         {k: frozenset(v) for k, v in absent.items()})
+
+
+def label_only_problem(release: Release, where: str, join: str = "", splits: str = "") -> ReleaseError | None:
+    """Why a selection with images is empty when the cases ``where`` selects are label-only (the
+    release holds their labels but no image: ``has_image`` false, e.g. KiTS23's segmentations
+    downloaded without the imaging), else None. ``join``/``splits``: the selection's join of the
+    splits table and its filter on it (the loader's and the exports' queries, over
+    ``preprocessed p`` and ``cases c``)."""
+    from curator.errors import ReleaseError
+
+    ((n, datasets),) = release.sql(
+        "select count(*), string_agg(distinct dataset, ', ' order by dataset) from preprocessed p "
+        f"join cases c using (case_id, dataset, modality) {join} where not p.has_image and ({where}){splits}"
+    ).fetchall()
+    if not n:
+        return None
+    chosen = "selected" if where.strip().lower() == "true" else f"WHERE {where} selects"
+    return ReleaseError("release_error", f"the {n} case(s) {chosen} have no image: they are label-only (the "
+                        f"release holds their labels, not their scans; datasets: {datasets})",
+                        path=str(release.path),
+                        remedy="download the images of these datasets into their source folders (e.g. KiTS23's "
+                        "imaging.nii.gz beside each segmentation), run the pipeline again and release a new "
+                        "version; or select cases that have an image")
 
 
 def _stand_ins(release: Release, rows: list[tuple[str, str, bool]], terms: Sequence[str],

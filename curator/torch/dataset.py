@@ -29,6 +29,7 @@ from curator.preprocess.intensity import normalise
 from curator.release.query import Release
 from curator.release.training import (
     check_request,
+    label_only_problem,
     term_parts,
     training_view,
     usable_parts,
@@ -169,6 +170,9 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         extra = "" if self.channels is None else ", c.sequence, c.study_key, p.affine"
         matched = self.release.sql(QUERY.format(where=where, splits=splits, join=join, channels=extra)).fetchall()
         cases = [c for c in matched if c[0] not in self.view.dropped_duplicates]
+        problem = None if matched else label_only_problem(self.release, where, join, splits)
+        if problem is not None:  # not "widen the where clause": the cases are there, their images are not
+            raise problem
         if not cases:
             raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}" if not matched else
                                f"the {len(matched)} case(s) WHERE {where} matches are duplicates the keep policy "

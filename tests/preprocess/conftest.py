@@ -150,3 +150,16 @@ def multiseq(tmp_path_factory: pytest.TempPathFactory) -> MultiSeq:
             save_nifti(root / "brats" / case / f"{case}-{seq}.nii.gz", np.rint(img).astype(np.int16), g)
             images[f"TinyBrats__{case}__{seq}"] = (g, np.rint(img).astype(np.int16))
     return MultiSeq(root, _ingest_and_preprocess(root, {"brats": MULTISEQ_YAML}, "multiseq"), images)
+
+
+@pytest.fixture(scope="session")
+def label_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A release of KiTS-layout cases with only their segmentation files (KiTS23's labels
+    downloaded without the imaging): every case label-only (``has_image`` false)."""
+    root = tmp_path_factory.mktemp("label-only")
+    for i in range(2):
+        g = grid((40, 32, 20), (8.0, 8.0, 10.0), "LPS", center=(0.0, -10.0, 20.0))
+        _, lab = render(Subject.random(70 + i), g, "CT", seed=40 + i)
+        seg = remap(lab, {"kidney_left": 1, "kidney_right": 1, "kidney_tumor": 2, "kidney_cyst": 3})
+        write_kits_case(root / "kits", f"case_{i:05d}", None, seg, g)
+    return _ingest_and_preprocess(root, {"kits": KITS_YAML}, "labelonly")
