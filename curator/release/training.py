@@ -200,11 +200,14 @@ def usable_parts(held_by: Mapping[str, Collection[str]], parts: Mapping[str, Seq
     return {p: layer for p, layer in held.items() if p in keep}
 
 
-def check_request(release: Release, terms: Sequence[str], layers: Sequence[str], *, unheld: str = "error") -> None:
+def check_request(release: Release, terms: Sequence[str], layers: Sequence[str], *, unheld: str = "error",
+                  warn: bool = True) -> list[str]:
     """Refuse term ids the taxonomy and the release do not know (naming the close ones), a term
     requested twice and unknown layers; a term no case of the release holds in any of
     ``layers`` (per its ``store_terms``) is refused too, or only warned about with
-    ``unheld="warn"`` — rather than train on all-background masks without a word."""
+    ``unheld="warn"`` — rather than train on all-background masks without a word. Returns the
+    warnings (also a term only annotated as absent), given as ``UserWarning`` unless ``warn`` is
+    false: the caller then gives them once it knows it will not refuse the request anyway."""
     from curator.errors import ReleaseError
     from curator.store import LAYERS
 
@@ -228,6 +231,7 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
             in_layers.setdefault(case, set()).add(term)
     tax = release.taxonomy
     absent: Mapping[str, frozenset[str]] | None = None
+    notes: list[str] = []
     for t in terms:
         if t not in held and tax.get(t) is None:
             hint = tax.close_ids(t)
@@ -240,8 +244,8 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                 absent = training_view(release).absent
             negatives = sum(t in terms_absent for terms_absent in absent.values())
             if negatives and "original" in layers:  # true negatives only: allowed, but said
-                warnings.warn(f"no case of the release has a voxel of {t!r}; {negatives} case(s) annotate it "
-                              "as absent (their masks are empty)", UserWarning, stacklevel=3)
+                notes.append(f"no case of the release has a voxel of {t!r}; {negatives} case(s) annotate it "
+                             "as absent (their masks are empty)")
                 continue
             other = sorted({layer for p in parts for layer in held.get(p, set())})
             some = any(p in have for have in in_layers.values() for p in parts)
@@ -253,4 +257,8 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                                            "query store_terms for the terms this release holds"))
             if unheld != "warn":
                 raise problem
-            warnings.warn(f"{problem} (its masks will be empty)", UserWarning, stacklevel=3)
+            notes.append(f"{problem} (its masks will be empty)")
+    if warn:
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
+    return notes

@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import multiprocessing.context
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if "preprocessed" not in names or "store_terms" not in names:
             raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(self.root),
                                remedy="run the preprocess stage before `curator release`")
-        check_request(self.release, self.terms, self.layers, unheld="warn")
+        # warned once the dataset is made: a request it refuses below is not warned of first
+        unheld = check_request(self.release, self.terms, self.layers, unheld="warn", warn=False)
         self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter, terms=self.terms,
                                   layers=self.layers)
         for keeper, used in sorted(self.view.stand_ins.items()):
@@ -197,6 +199,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                    f"{list(self.layers)}", path=str(self.root),
                                    remedy="check the terms and layers, or pass labelled_only=False")
             self.cases = kept
+        for note in unheld:
+            warnings.warn(note, UserWarning, stacklevel=2)
         reps = [self._repeat(c) if repeat else 1.0 for c in self.cases]
         self.weights = np.asarray(case_weights([c["dataset"] for c in self.cases], reps, balance))
         self._cdf = np.cumsum(self.weights)

@@ -750,3 +750,20 @@ def test_a_duplicate_holding_the_requested_terms_stands_in_for_the_kept_copy(tin
     assert report.cases == [copy] and any(f"instead of the kept {kept}" in n for n in report.notes)
     plain = PatchDataset(rel, terms=[term_id("kidney")], split=None, samples_per_epoch=2)
     assert plain.view.stand_ins == {} and kept in {c["case_id"] for c in plain.cases}  # both hold kidney: kept
+
+
+def test_a_term_no_case_holds_is_refused_without_a_warning_first(tiny: Tiny) -> None:
+    """PatchDataset(release, terms=['prostate']) warned "no case of the release holds 'prostate'"
+    and then raised "no selected case holds any of ['prostate']": the refusal alone is said."""
+    import warnings
+
+    from curator.errors import ReleaseError
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(ReleaseError, match=r"no selected case holds any of \['prostate'\]"):
+            PatchDataset(tiny.release, terms=["prostate"])
+    assert [str(w.message) for w in said if issubclass(w.category, UserWarning)] == []
+    with pytest.warns(UserWarning, match="no case of the release holds 'prostate'") as kept:  # the dataset is made:
+        ds = PatchDataset(tiny.release, terms=["prostate", term_id("liver")])  # said once, at the caller's line
+    assert ds.cases and len(kept) == 1 and kept[0].filename == __file__
