@@ -87,11 +87,20 @@ class ExportReport:
         self.unknown = {names.get(k, k): v for k, v in self.unknown.items()}
         self.ignored = {names.get(k, k): v for k, v in self.ignored.items()}
 
-    def note_stand_ins(self, stand_ins: Mapping[str, str]) -> None:
-        """Say which duplicate stands in for its group's kept member (it holds more of the terms)."""
+    def note_stand_ins(self, stand_ins: Mapping[str, str], selected: Collection[str]) -> None:
+        """Say which duplicate stood in for its group's kept member (it holds more of the terms),
+        for the stand-ins among the ``selected`` case ids; called once the cases are written (before
+        :meth:`rename`): one that was left out (a damaged store) is said to be, with its group."""
+        exported = {*self.cases, *self.images_only}
         for kept, used in sorted(stand_ins.items()):
-            self.notes.append(f"{used} is exported for its duplicate group instead of the kept {kept}: it holds more "
-                              "of the requested terms (one member per group, as always)")
+            if used not in selected:
+                continue
+            self.notes.append(
+                f"{used} is exported for its duplicate group instead of the kept {kept}: it holds more of the "
+                "requested terms (one member per group, as always)" if used in exported else
+                f"{used} would stand in for the kept {kept} of its duplicate group (it holds more of the requested "
+                f"terms), but it was left out itself (the skipped cases say why), so the group has no case in the "
+                f"export (pass --with-duplicates to export {kept} too)")
 
 
 def select_cases(release: Release, where: str, view: TrainingView | None = None) -> list[ExportCase]:

@@ -49,7 +49,6 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     check_request(rel, terms, layers)
     view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(folder)
-    report.note_stand_ins(view.stand_ins)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
         studies, names = studies_of(select_cases(rel, where, view), channels, report, rel.path)
@@ -69,6 +68,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
                     "case_id": s.name, "dataset": c.dataset, **({"modality": c.modality} if channels is None else {
                         "modality": [x.modality for x in s.cases], "channels": [x.case_id for x in s.cases]}),
                     "present": present})
+        report.note_stand_ins(view.stand_ins, {s.cases[0].case_id for s in studies})  # what was written
         report.rename({s.cases[0].case_id: s.name for s in studies})
         note_resampled(report)
         if not report.cases:

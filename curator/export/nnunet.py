@@ -91,7 +91,6 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                            + (f": every case it selects{left_out} is in the release's test split" if cases else ""),
                            path=str(rel.path), remedy="widen --where: nnU-Net trains on the cases outside the "
                                                       "release's test split")
-    report.note_stand_ins(view.stand_ins)
     ignore = len(terms) + 1 if partial and missing == "ignore" else None
     with staged_dir(folder) as staging:  # a failed export leaves no folder to take the id
         split_of: dict[str, str | None] = {}
@@ -104,6 +103,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                                                    workers=workers), strict=True):
             if present is not None:
                 split_of[s.name] = s.cases[0].split
+        report.note_stand_ins(view.stand_ins, {s.cases[0].case_id for s in studies})  # what was written
         report.rename({s.cases[0].case_id: s.name for s in studies})
         note_resampled(report)
         training = [c for c in report.cases if split_of[c] != "test"]

@@ -165,8 +165,6 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         unheld = check_request(self.release, self.terms, self.layers, unheld="warn", warn=False)
         self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter, terms=self.terms,
                                   layers=self.layers)
-        for keeper, used in sorted(self.view.stand_ins.items()):
-            log.info("PatchDataset: %s stands in for its duplicate %s (it holds more of the terms)", used, keeper)
         join = "left join splits s using (case_id, dataset, modality)" if "splits" in names else ""
         self.channels = None if channels is None else _names("channels", channels)
         extra = "" if self.channels is None else ", c.sequence, c.study_key, p.affine"
@@ -183,6 +181,9 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                "pass duplicates=True to keep them, or select the kept copies")
         self.cases = [{"case_id": c[0], "dataset": c[1], "modality": c[2], "store": c[3], "shape": list(c[4])}
                       for c in cases]
+        for keeper, used in sorted(self.view.stand_ins.items()):  # of the cases selected, not of the release
+            if any(c["case_id"] == used for c in self.cases):
+                log.info("PatchDataset: %s stands in for its duplicate %s (it holds more of the terms)", used, keeper)
         self.left_out: dict[str, str] = {}  # with channels: study (its first case id) -> why it is not used
         if self.channels is not None:
             self._studies([{**case, "sequence": c[5], "study_key": c[6], "affine": list(c[7])}

@@ -750,6 +750,18 @@ def test_a_duplicate_holding_the_requested_terms_stands_in_for_the_kept_copy(tin
     assert report.cases == [copy] and any(f"instead of the kept {kept}" in n for n in report.notes)
     plain = PatchDataset(rel, terms=[term_id("kidney")], split=None, samples_per_epoch=2)
     assert plain.view.stand_ins == {} and kept in {c["case_id"] for c in plain.cases}  # both hold kidney: kept
+    # the stand-in's store damaged: it is left out, and no note says it was exported for its group
+    other = with_t[1]  # a case with the tumour outside the group, so the export is not empty
+    (rel / "stores" / f"{copy}.zarr" / "zarr.json").write_text((rel / "stores" / f"{copy}.zarr" / "zarr.json").read_text()
+                                                                 + " ")
+    report = export_monai(rel, tmp_path / "damaged", terms=[tumour],
+                          where=f"case_id in ('{kept}', '{copy}', '{other}')")
+    assert report.cases == [other] and copy in report.skipped
+    said = [n for n in report.notes if n.startswith(copy)]
+    assert any(f"{copy} was left out" in n for n in said), report.notes
+    assert not any("is exported for its duplicate group" in n for n in said), report.notes
+    assert any(f"{copy} would stand in for the kept {kept}" in n and "the group has no case in the export" in n
+               for n in said), report.notes
 
 
 def test_a_term_no_case_holds_is_refused_without_a_warning_first(tiny: Tiny) -> None:
