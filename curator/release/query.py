@@ -50,7 +50,16 @@ def duckdb_message(e: BaseException) -> str:
 
 
 def query_remedy(message: str, tables: list[str]) -> str:
-    """What to do about DuckDB's error ``message`` on a release holding ``tables``."""
+    """What to do about DuckDB's error ``message`` on a release holding ``tables``.
+
+    >>> query_remedy('Permission Error: Cannot access file "/etc/passwd" - file system operations are '
+    ...              'disabled by configuration', ["cases"])[:56]
+    'a query reads the tables of the release, not other files'
+    """
+    if "file system operations are disabled" in message:  # read_csv('...'), COPY, ATTACH: not the tables
+        return (f"a query reads the tables of the release, not other files (file access is off, so a query "
+                f"cannot read or write anything else): select from {', '.join(tables)}; to join a file of your "
+                "own, read it with Polars and join it to `curator.open_release(release).table('cases')`")
     text = (f"tables: {', '.join(tables)} (`describe <table>` lists columns; qualify a column two tables "
             "share, e.g. c.modality)")
     if "Referenced column" in message:  # also what an unquoted text value gives: dataset = KiTS23

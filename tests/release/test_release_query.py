@@ -37,6 +37,7 @@ def test_select_runs_and_nothing_else_does(demo: Path, tmp_path: Path) -> None:
     with pytest.raises(ReleaseError, match="Permission") as denied:
         rel.sql(f"select * from read_csv('{secret}')").fetchall()
     assert isinstance(denied.value.__cause__, duckdb.PermissionException)
+    assert denied.value.remedy.startswith("a query reads the tables of the release, not other files")
     with pytest.raises(ReleaseError, match="Permission"):  # even the workspace next to the release
         rel.sql(f"select * from read_parquet('{demo / 'workspace' / 'tables' / 'cases.parquet'}')").fetchall()
     con = rel.connect()  # the raw connection cannot widen its own access either
