@@ -79,10 +79,19 @@ class ReleaseBuilder:
     parent: Path | None = None  # the parent release folder (lineage.resolve_parent)
     # when the release was built (UTC): release.json's `created`, croissant.json's date
     created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    # SHA-256 of staged files already hashed (relative path -> digest): the final steps
+    # (croissant.json) and release.json both list every table's, and a table is read once
+    digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
         return self.ctx.config.release.version
+
+    def digest(self, rel: str) -> str:
+        """SHA-256 of the staged file ``rel``, hashed once (call it only once the file is final)."""
+        if rel not in self.digests:
+            self.digests[rel] = sha256_file(self.staging / rel)
+        return self.digests[rel]
 
     def add_problems(self, rows: list[dict[str, Any]]) -> None:
         """Append ``problems`` rows found while building the release."""
@@ -306,7 +315,7 @@ def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
     for p in sorted(staging.rglob("*")):
         rel = p.relative_to(staging).as_posix()
         if p.is_file() and rel != "release.json" and ".zarr/" not in rel + "/":
-            files[rel] = sha256_file(p)
+            files[rel] = b.digest(rel)
     stage_info = {}
     off = disabled_stages(ctx)  # what a disabled stage wrote earlier is not in this release
     for sj in sorted((ctx.workspace.root / "stages").glob("*/stage.json")):

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curator.io.fsutil import sha256_file
 from curator.release.card_check import section_text, split_front_matter
 from curator.schema import table_schema
 
@@ -188,10 +187,10 @@ def croissant(b: ReleaseBuilder) -> dict[str, Any]:
     distribution: list[dict[str, Any]] = [
         {"@type": "cr:FileObject", "@id": f"{n}.parquet", "name": f"{n}.parquet",
          "description": table_schema(n).description or f"the {n} table", "contentUrl": f"{n}.parquet",
-         "encodingFormat": "application/x-parquet", "sha256": sha256_file(staging / f"{n}.parquet")}
+         "encodingFormat": "application/x-parquet", "sha256": b.digest(f"{n}.parquet")}
         for n in tables]
     distribution += [{"@type": "cr:FileObject", "@id": f, "name": f, "description": what, "contentUrl": f,
-                      "encodingFormat": fmt, "sha256": sha256_file(staging / f)}
+                      "encodingFormat": fmt, "sha256": b.digest(f)}
                      for f, fmt, what in DOCUMENTS if (staging / f).is_file()]
     distribution += [{"@type": "cr:FileSet", "@id": i, "name": i, "description": what, "includes": glob,
                       "encodingFormat": fmt}
