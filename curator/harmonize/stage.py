@@ -90,11 +90,12 @@ class HarmonizeStage(Stage):
                                                                              "voxels")), strict=True):
             counts[cid].append([key, val, n])
         mappings: dict[str, tuple[DatasetMapping, str, dict[str, Any]]] = {}
-        src_specs = {name: src.spec for name, src in self.ctx.sources.items()}
+        unknown: dict[str, dict[str, list[str]]] = {}  # source -> its values mapped to no known term
         for src in self.ctx.sources.values():
             m, issues = build_mapping(src.spec, tax)
             digest = hashlib.sha256(json.dumps([m.to_dict(), tax.version], sort_keys=True).encode()).hexdigest()
             mappings[src.name] = (m, digest, src.spec.fixes)
+            unknown[src.name] = unknown_names(src.spec, m)
             for i in issues:
                 err = CuratorError("term_unknown", f"{i.loc}: {i.message}",
                                    remedy=TERM_UNKNOWN_REMEDY)
@@ -132,7 +133,7 @@ class HarmonizeStage(Stage):
                 # a DICOM SEG names its segments: a name the YAML maps to another value is said
                 "value_terms": {str(v): list(ts) for v, ts in sorted(m.values.items())},
                 # values/structures the YAML maps only to names no term resolves (said as term_unknown)
-                "unknown_names": unknown_names(src_specs[row["source"]], m),
+                "unknown_names": unknown[row["source"]],
                 "taxonomy": taxonomy_path(self.ctx),
                 # the image's grid: structure files are re-indexed onto it before a union
                 "grid": ([list(row["shape"]), list(row["affine"])] if row.get("has_image") and row.get("shape")
