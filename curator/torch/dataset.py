@@ -181,8 +181,9 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                "pass duplicates=True to keep them, or select the kept copies")
         self.cases = [{"case_id": c[0], "dataset": c[1], "modality": c[2], "store": c[3], "shape": list(c[4])}
                       for c in cases]
+        selected = {c["case_id"] for c in self.cases}
         for keeper, used in sorted(self.view.stand_ins.items()):  # of the cases selected, not of the release
-            if any(c["case_id"] == used for c in self.cases):
+            if used in selected:
                 log.info("PatchDataset: %s stands in for its duplicate %s (it holds more of the terms)", used, keeper)
         self.left_out: dict[str, str] = {}  # with channels: study (its first case id) -> why it is not used
         if self.channels is not None:
