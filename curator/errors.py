@@ -206,8 +206,8 @@ _KINDS: list[ProblemKind] = [
                 "dataset YAML maps it to (kidney_left mapped to the right kidney)",
                 "check `labels.structures` in the dataset YAML against the dataset's documentation"),
     ProblemKind("term_unknown", "a dataset YAML names a label term the taxonomy does not know",
-                "fix the name in the dataset YAML (`curator labels resolve NAME`), or add the term to a taxonomy of "
-                "your own (a copy of taxonomy.yaml given as `stages.harmonize.taxonomy`)"),
+                "fix the name in the dataset YAML (`curator labels resolve NAME`), or add the term or name to a "
+                "taxonomy of your own (a file with `extends: curator`, given as `stages.harmonize.taxonomy`)"),
     ProblemKind("label_rejected", "ingest rejected the case's label: harmonize gives it no labels rows and "
                 "preprocess stores the image without labels",
                 "fix the label file (see the ingest problem of this case) and re-run"),

@@ -13,6 +13,8 @@ from curator.cli.common import OutputFormat, emit, err, handle_errors, out, prin
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
 RegistryOpt = Annotated[list[Path] | None, typer.Option("--registry", help="extra dataset YAML files or folders")]
+TaxonomyOpt = Annotated[Path | None, typer.Option(
+    "--taxonomy", help="a taxonomy file of your own (as `stages.harmonize.taxonomy`; default: the bundled one)")]
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -22,12 +24,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @labels.command("resolve")
     @handle_errors
     def resolve(names: Annotated[list[str], typer.Argument(help="label names, e.g. 'rt kidney' 'L3' '(ct) liver'")],
-                fmt: FormatOpt = OutputFormat.table) -> None:
+                fmt: FormatOpt = OutputFormat.table, taxonomy: TaxonomyOpt = None) -> None:
         """Map free-text label names to taxonomy terms (null when unknown or ambiguous; exit 1
         when a name is unresolved)."""
         from curator.taxonomy import load_taxonomy
 
-        tax = load_taxonomy()
+        tax = load_taxonomy(taxonomy)
         rows = []
         for n in names:
             t = tax.resolve(n)
@@ -44,12 +46,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @labels.command("check")
     @handle_errors
-    def check(registry: RegistryOpt = None, fmt: FormatOpt = OutputFormat.table,
+    def check(registry: RegistryOpt = None, fmt: FormatOpt = OutputFormat.table, taxonomy: TaxonomyOpt = None,
               strict: Annotated[bool, typer.Option("--strict", help="fail on warnings too (with --registry: the given files' warnings, not the built-in datasets')")] = False) -> None:
         """Validate the taxonomy and every dataset's label map, licence and citation (exit 1 on errors)."""
         from curator.registry.check import check_label_system
 
-        problems = check_label_system(tuple(registry or ()))
+        problems = check_label_system(tuple(registry or ()), taxonomy)
         # with --registry, the built-in datasets' warnings are shown but are not the user's to fix:
         # --strict fails on the given files' warnings only
         errors = [p for p in problems if p.severity == "error" or (strict and not (registry and p.builtin))]
@@ -70,12 +72,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @handle_errors
     def tree(term: Annotated[str | None, typer.Argument(help="root term (name or id); default: every top-level term")] = None,
              relation: Annotated[str, typer.Option(help="part_of or is_a")] = "part_of",
-             depth: Annotated[int, typer.Option(help="levels to show")] = 99) -> None:
+             depth: Annotated[int, typer.Option(help="levels to show")] = 99, taxonomy: TaxonomyOpt = None) -> None:
         """Print the term hierarchy below a term (or the whole taxonomy)."""
         from curator.errors import ConfigError
         from curator.taxonomy import load_taxonomy
 
-        tax = load_taxonomy()
+        tax = load_taxonomy(taxonomy)
         if relation not in ("part_of", "is_a"):
             raise ConfigError("config_error", f"--relation must be part_of or is_a, not {relation!r}")
         if term:

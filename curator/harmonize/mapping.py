@@ -196,8 +196,9 @@ def named_elsewhere(value_terms: Mapping[int, Iterable[str]], names: Mapping[int
 
 
 TERM_UNKNOWN_REMEDY = ("fix the name in the dataset YAML (`curator labels resolve NAME` shows the terms close to it), "
-                       "or add the term to a taxonomy of your own — a copy of curator's label_system/taxonomy.yaml "
-                       "given as `stages.harmonize.taxonomy` in pipeline.yaml")
+                       "or add the term or name to a taxonomy of your own — a file with `extends: curator` and the "
+                       "new `terms:` or `synonyms:`, given as `stages.harmonize.taxonomy` in pipeline.yaml "
+                       "(docs/taxonomy.md)")
 
 
 STRUCTURE_NAME_REMEDY = ("check `labels.structures` in the dataset YAML against the dataset's documentation (a left "

@@ -59,16 +59,17 @@ class HarmonizeStage(Stage):
     name = "harmonize"
     version = "1"
     config_class = HarmonizeConfig
-    settings_files = "the taxonomy file"
+    settings_files = "the taxonomy file (and any it extends)"
     tables = ("labels",)
     requires = ("cases", "raw_labels")
 
     @classmethod
     def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
-        """The taxonomy file's checksum (the bundled one unless ``taxonomy`` names another)."""
-        from curator.taxonomy import default_path
+        """The taxonomy file's checksum (the bundled one unless ``taxonomy`` names another), joined
+        with the checksums of the files it extends."""
+        from curator.taxonomy.load import taxonomy_files
 
-        return file_digest(taxonomy_path(ctx) or default_path())
+        return "+".join(file_digest(f) for f in taxonomy_files(taxonomy_path(ctx)))
 
     def cache_payload(self, task: Task) -> Any:
         """The payload without the taxonomy's machine path and the value -> terms map the SEG check

@@ -131,9 +131,9 @@ def config_hash(ctx: Context) -> str:
     return sha256_json(published_config(ctx))[:16]
 
 
-def taxonomy_info(path: str | Path | None = None) -> dict[str, Any] | None:
+def taxonomy_info(path: str | Path | None = None, _within: tuple[Path, ...] = ()) -> dict[str, Any] | None:
     """Checksum (and version, when declared) of the taxonomy file (default: the bundled
-    ``label_system/taxonomy.yaml``); None when absent."""
+    ``label_system/taxonomy.yaml``), with the same for the file it ``extends``; None when absent."""
     from curator.resources import resource_dir
 
     name = "label_system/taxonomy.yaml" if path is None else Path(path).name
@@ -150,6 +150,13 @@ def taxonomy_info(path: str | Path | None = None) -> dict[str, Any] | None:
         doc = None
     if isinstance(doc, dict) and doc.get("version") is not None:
         info["version"] = str(doc["version"])
+    if isinstance(doc, dict) and isinstance(doc.get("extends"), str) and doc["extends"].strip():
+        from curator.taxonomy.load import BUILTIN, base_path
+
+        within = (*_within, path.resolve())
+        base = base_path(doc["extends"], path)
+        if base.resolve() not in within:
+            info["extends"] = taxonomy_info(None if doc["extends"] == BUILTIN else base, within)
     return info
 
 

@@ -7,8 +7,10 @@ records); :func:`load_taxonomy` is the cached, strict entry point the rest of cu
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -23,11 +25,37 @@ from curator.taxonomy.model import LATERALITIES, Taxonomy, Term
 TERM_KEYS = {"id", "name", "synonyms", "abbreviations", "category", "region", "laterality", "part_of", "is_a",
              "partitions", "codes", "note"}
 CODE_SYSTEMS = ("fma", "snomed", "umls", "radlex")
+TOP_KEYS = {"version", "description", "regions", "categories", "terms", "extends", "synonyms"}
+BUILTIN = "curator"  # `extends: curator` names the bundled taxonomy
 _ID = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 
 
 def default_path() -> Path:
     return resource_dir("label_system") / "taxonomy.yaml"
+
+
+def base_path(extends: str, path: str | Path) -> Path:
+    """The file ``extends:`` names: the bundled taxonomy for ``curator``, else a path relative to
+    the extending file's folder."""
+    return default_path() if extends == BUILTIN else Path(path).parent / extends
+
+
+def taxonomy_files(path: str | Path | None = None) -> list[Path]:
+    """The taxonomy file (default: the bundled one) followed by every file it extends, in order:
+    the files whose content decides the taxonomy (a stage's settings digest covers them all)."""
+    chain: list[Path] = []
+    p = Path(path) if path else default_path()
+    while p.resolve() not in [c.resolve() for c in chain]:
+        chain.append(p)
+        try:
+            d = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            break
+        ext = d.get("extends") if isinstance(d, dict) else None
+        if not isinstance(ext, str) or not ext.strip():
+            break
+        p = base_path(ext, p)
+    return chain
 
 
 def _strings(v: Any) -> tuple[str, ...] | None:
@@ -40,20 +68,30 @@ def _strings(v: Any) -> tuple[str, ...] | None:
     return None
 
 
-def parse_taxonomy(d: Any, path: str = "taxonomy.yaml") -> tuple[Taxonomy | None, list[Issue]]:
-    """Parse the taxonomy mapping; returns the taxonomy (None when unusable) and every issue."""
+def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = None) -> tuple[Taxonomy | None, list[Issue]]:
+    """Parse the taxonomy mapping; returns the taxonomy (None when unusable) and every issue.
+
+    With ``base`` (the taxonomy an ``extends:`` file names) the mapping adds to it: its ``terms``
+    are new terms, its ``synonyms`` (term id -> names) add names to existing terms, its regions and
+    categories join the base's, and its version is appended to the base's (``1.3+lab-2``)."""
     where = Path(path).name
     issues: list[Issue] = []
 
     def bad(loc: str, kind: str, msg: str) -> None:
         issues.append(Issue(f"{where}:{loc}", kind, msg))
 
-    if not isinstance(d, dict) or not isinstance(d.get("terms"), list):
+    if not isinstance(d, dict) or not isinstance(d.get("terms", [] if base else None), list):
         return None, [Issue(where, "type", "the taxonomy must be a mapping with a `terms:` list")]
+    for k in sorted(set(d) - TOP_KEYS, key=str):
+        bad(str(k), "unknown_key", f"unknown top-level key {k!r} (known: {sorted(TOP_KEYS)})")
     regions = _strings(d.get("regions")) or ()
     categories = _strings(d.get("categories")) or ()
     terms: dict[str, Term] = {}
-    for i, t in enumerate(d["terms"]):
+    if base is not None:
+        regions = base.regions + tuple(r for r in regions if r not in base.regions)
+        categories = base.categories + tuple(c for c in categories if c not in base.categories)
+        terms = dict(base.terms)
+    for i, t in enumerate(d.get("terms", [])):
         loc = f"terms[{i}]"
         if not isinstance(t, dict):
             bad(loc, "type", "a term must be a mapping")
@@ -64,6 +102,10 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml") -> tuple[Taxonomy | None
             bad(loc, "unknown_key", f"unknown key {k!r} (known: {sorted(TERM_KEYS)})")
         if not _ID.match(tid):
             bad(loc, "value", "`id` must be a snake-case slug (a-z, 0-9, single underscores)")
+            continue
+        if base is not None and tid in base.terms:
+            bad(loc, "duplicate", f"{tid!r} is already a term of the taxonomy this file extends: a new term "
+                "needs a new id; give more names for this one under `synonyms:` (" + tid + ": [name, ...])")
             continue
         if tid in terms:
             bad(loc, "duplicate", f"term id {tid!r} is defined twice")
@@ -99,16 +141,44 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml") -> tuple[Taxonomy | None
             synonyms=fields["synonyms"], abbreviations=fields["abbreviations"], laterality=lat,
             part_of=fields["part_of"], is_a=fields["is_a"], partitions=tuple(tuple(str(x) for x in p) for p in parts),
             codes=MappingProxyType({str(k): str(v) for k, v in codes.items()}), note=str(t.get("note", "") or ""))
-    tax = Taxonomy(terms=terms, version=str(d.get("version", "")), regions=regions, categories=categories,
-                   path=str(path))
+    _add_synonyms(d.get("synonyms"), terms, base is not None, bad)
+    version = str(d.get("version", "") or "")
+    if base is not None:
+        version = f"{base.version}+{version or 'local'}"
+    tax = Taxonomy(terms=terms, version=version, regions=regions, categories=categories, path=str(path))
     from curator.taxonomy.check import check_hierarchy
 
     issues += check_hierarchy(tax, where)
     return tax, issues
 
 
-def read_taxonomy(path: str | Path | None = None) -> tuple[Taxonomy | None, list[Issue]]:
-    """Parse a taxonomy file (default: the bundled one) without raising on problems."""
+def _add_synonyms(given: Any, terms: dict[str, Term], extends: bool, bad: Any) -> None:
+    """Add an extending file's ``synonyms:`` (term id -> names) to ``terms`` in place."""
+    if given is None:
+        return
+    if not extends:
+        bad("synonyms", "value", "`synonyms:` adds names to the terms of the taxonomy a file extends: "
+            "give `extends:`, or list the names under the term itself")
+        return
+    if not isinstance(given, dict):
+        bad("synonyms", "type", "`synonyms:` maps a term id to a list of names")
+        return
+    for tid, names in given.items():
+        v = _strings(names)
+        if str(tid) not in terms:
+            close = difflib.get_close_matches(str(tid), list(terms), n=3)
+            bad(f"synonyms.{tid}", "unknown_term", f"{tid!r} is not a term id"
+                + (f" (close: {', '.join(close)})" if close else "") + "; `curator labels resolve NAME` finds ids")
+        elif v is None:
+            bad(f"synonyms.{tid}", "type", "give a list of names")
+        else:
+            t = terms[str(tid)]
+            terms[t.id] = replace(t, synonyms=t.synonyms + tuple(n for n in v if n not in t.names()))
+
+
+def read_taxonomy(path: str | Path | None = None, _within: tuple[Path, ...] = ()) -> tuple[Taxonomy | None, list[Issue]]:
+    """Parse a taxonomy file (default: the bundled one) without raising on problems; a file with
+    ``extends:`` is read over the taxonomy it names (see :func:`parse_taxonomy`)."""
     p = Path(path) if path else default_path()
     try:
         d = yaml_load(p.read_text(encoding="utf-8"))
@@ -116,7 +186,21 @@ def read_taxonomy(path: str | Path | None = None) -> tuple[Taxonomy | None, list
         return None, [Issue(p.name, "missing", f"taxonomy file {p} does not exist")]
     except yaml.YAMLError as e:
         return None, [Issue(p.name, "yaml", f"not valid YAML: {e}")]
-    return parse_taxonomy(d, str(p))
+    if not isinstance(d, dict) or d.get("extends") is None:
+        return parse_taxonomy(d, str(p))
+    ext, where = d["extends"], f"{p.name}:extends"
+    if not isinstance(ext, str) or not ext.strip():
+        return None, [Issue(where, "type", f"`extends` names the taxonomy this file adds to: {BUILTIN!r} (the "
+                            "bundled one) or a path relative to this file")]
+    bp = base_path(ext, p)
+    if bp.resolve() in (*_within, p.resolve()):
+        return None, [Issue(where, "cycle", f"{ext!r} leads back to {p.name}: taxonomy files cannot extend "
+                            "each other in a loop")]
+    base, issues = read_taxonomy(bp, (*_within, p.resolve()))
+    if base is None or any(i.kind != "ambiguous_bag" for i in issues):
+        return None, [Issue(where, "extends", f"the taxonomy it extends ({ext!r}, {bp}) has problems: "
+                            "fix them first")] + issues
+    return parse_taxonomy(d, str(p), base=base)
 
 
 @functools.lru_cache(maxsize=4)
@@ -125,8 +209,10 @@ def _load(path: str) -> Taxonomy:
     errors = [i for i in issues if i.kind != "ambiguous_bag"]
     if tax is None or errors:
         listing = "; ".join(f"{i.loc} [{i.kind}] {i.message}" for i in errors[:10])
+        own = Path(path).resolve() != default_path().resolve()
         raise RegistryError("registry_error", f"{len(errors)} problem(s) in the taxonomy: {listing}", path=path,
-                            remedy="run `curator labels check` for the full list and fix taxonomy.yaml")
+                            remedy=f"run `curator labels check{' --taxonomy ' + path if own else ''}` for the full "
+                            f"list and fix {Path(path).name}")
     return tax
 
 

@@ -134,3 +134,21 @@ def test_the_registry_card_names_every_dataset_whose_terms_are_not_established()
     open_terms = {n for n in reg.names() if "unknown" in (
         (t := licence_terms(reg.datasets[n])).commercial, t.derivatives, t.redistribution)}
     assert open_terms and open_terms <= listed
+
+
+def test_labels_commands_take_a_taxonomy_of_ones_own(tmp_path: Path) -> None:
+    """`--taxonomy` (as `stages.harmonize.taxonomy`): resolve, tree and check read the file, not the
+    bundled taxonomy, so a taxonomy of one's own can be tried and checked before a run."""
+    own = tmp_path / "lab.yaml"
+    own.write_text("extends: curator\ncategories: [device]\nsynonyms: {liver: [leber]}\nterms:\n"
+                   "- {id: stent, name: stent, category: device, region: abdomen, part_of: [aorta]}\n")
+    assert runner.invoke(app, ["labels", "resolve", "leber"]).exit_code == 1
+    r = runner.invoke(app, ["labels", "resolve", "leber", "stent", "-f", "csv", "--taxonomy", str(own)])
+    assert r.exit_code == 0 and r.stdout.splitlines()[1:] == ["leber,liver,liver", "stent,stent,stent"], r.output
+    r = runner.invoke(app, ["labels", "tree", "aorta", "--taxonomy", str(own)])
+    assert r.exit_code == 0 and "stent" in r.output, r.output
+    assert runner.invoke(app, ["labels", "check", "--taxonomy", str(own)]).exit_code == 0
+    own.write_text(own.read_text().replace("[aorta]", "[aortaa]"))
+    r = runner.invoke(app, ["labels", "check", "--taxonomy", str(own), "-f", "json"])
+    assert r.exit_code == 1 and [(p["where"], p["kind"]) for p in json.loads(r.stdout) if p["severity"] == "error"] == [
+        ("lab.yaml:stent", "unknown_term")], r.output

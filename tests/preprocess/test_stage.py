@@ -139,17 +139,20 @@ def test_a_deleted_store_is_rebuilt_and_never_released_as_a_row_without_its_stor
 
 
 def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) -> None:
-    """A custom taxonomy (stages.harmonize.taxonomy) with a term the bundled one lacks: the
-    labels table and the store's planes both know it (the store used the bundled one and
-    left the code out)."""
+    """A taxonomy of one's own (stages.harmonize.taxonomy) that extends a base file with a term
+    the bundled one lacks: the labels table and the store's planes both know it (the store used
+    the bundled one and left the code out); a change to the base file makes harmonize stale."""
     import yaml
 
+    from curator.runner.context import Context
+    from curator.runner.freshness import stale_reasons
     from curator.taxonomy import default_path
 
-    doc = yaml.safe_load(default_path().read_text())
-    doc["terms"].append({"id": "toy_mass", "name": "toy lesion", "category": "lesion", "region": "abdomen"})
+    base = tmp_path / "base.yaml"
+    base.write_text(default_path().read_text())
     tax = tmp_path / "taxonomy.yaml"
-    tax.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tax.write_text(yaml.safe_dump({"extends": "base.yaml", "version": "toy-1", "terms": [
+        {"id": "toy_mass", "name": "toy lesion", "category": "lesion", "region": "abdomen"}]}))
     yml = tmp_path / "kits.yaml"
     yml.write_text((tiny.root / "kits.yaml").read_text().replace("3: kidney cyst", "3: toy lesion"))
     cfg = {"workspace": "ws", "registry": [str(yml)], "sources": [{"dataset": str(yml), "root": str(tiny.root / "kits")}],
@@ -174,6 +177,11 @@ def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) 
     ds = PatchDataset(rel, terms=["toy_mass", "kidney"], patch_size=(16, 16, 8), where=f"case_id = '{min(with_mass)}'")
     item = ds[0]
     assert item["prompts"] == ["(ct) toy lesion", "(ct) kidney"] and bool(item["present"][0])
+    ctx = Context(PipelineConfig.load(tmp_path / "pipeline.yaml"))
+    assert not [r for r in stale_reasons(ctx) if r.startswith("harmonize")]
+    base.write_text(base.read_text() + "- {id: toy_other, name: toy other, category: lesion, region: abdomen}\n")
+    assert [r for r in stale_reasons(ctx) if r.startswith("harmonize")] == [
+        "harmonize ran with another version of the taxonomy file (and any it extends)"]
 
 
 def test_a_label_resampling_erases_is_a_warning_and_unknown_to_the_loader(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,111 @@
+"""A taxonomy of one's own that extends another (``extends: curator`` or a file): new terms and
+names over the base, every mistake reported, the base's checksum in the release's lineage."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curator.errors import RegistryError
+from curator.release.lineage import taxonomy_info
+from curator.taxonomy import default_path, load_taxonomy, read_taxonomy
+from curator.taxonomy.load import taxonomy_files
+
+STENT = {"id": "stent", "name": "stent", "category": "device", "region": "abdomen", "synonyms": ["endoprosthesis"],
+         "part_of": ["aorta"]}
+
+
+def _write(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_an_extension_adds_terms_names_and_categories_to_the_bundled_taxonomy(tmp_path: Path) -> None:
+    bundled = load_taxonomy()
+    assert bundled.resolve("leber") is None and "device" not in bundled.categories
+    path = _write(tmp_path / "lab.yaml", {"extends": "curator", "version": "lab-1", "categories": ["device"],
+                                          "terms": [STENT], "synonyms": {"liver": ["leber", "liver"]}})
+    tax, issues = read_taxonomy(path)
+    assert issues == [] and tax is not None
+    assert len(tax) == len(bundled) + 1 and tax.version == f"{bundled.version}+lab-1"
+    assert tax.resolve("endoprosthesis").id == "stent" and tax.resolve("Leber").id == "liver"
+    assert tax.term("liver").synonyms == (*bundled.term("liver").synonyms, "leber")  # "liver" is its name already
+    assert "stent" in tax.children("aorta", "part_of") and tax.categories[-1] == "device"
+    assert tax.regions == bundled.regions
+    assert load_taxonomy(path).resolve("leber").id == "liver"  # the strict, cached entry point too
+
+
+def test_a_chain_of_files_is_read_relative_to_each_file(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    mid = _write(tmp_path / "mid.yaml", {"extends": "curator", "categories": ["device"], "terms": [STENT]})
+    top = _write(tmp_path / "site" / "top.yaml", {"extends": "../mid.yaml", "version": "2",
+                                                  "synonyms": {"stent": ["graft"]}})
+    tax, issues = read_taxonomy(top)
+    assert issues == [] and tax.resolve("graft").id == "stent"
+    assert tax.version == f"{load_taxonomy().version}+local+2"
+    assert [p.resolve() for p in taxonomy_files(top)] == [top.resolve(), mid.resolve(), default_path().resolve()]
+    assert taxonomy_files() == [default_path()]
+    info = taxonomy_info(top)
+    assert info["file"] == "top.yaml" and info["version"] == "2"
+    assert info["extends"]["file"] == "mid.yaml" and "version" not in info["extends"]
+    assert info["extends"]["extends"]["file"] == "label_system/taxonomy.yaml"
+    assert info["extends"]["extends"]["sha256"] == hashlib.sha256(default_path().read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("doc", "loc", "kind", "words"), [
+    ({"extends": "curator", "terms": [dict(STENT, id="liver")]}, "terms[0](liver)", "duplicate", "already a term"),
+    ({"extends": "curator", "synonyms": {"livr": ["x"]}}, "synonyms.livr", "unknown_term", "close: liver"),
+    ({"extends": "curator", "synonyms": {"liver": {"a": 1}}}, "synonyms.liver", "type", "list of names"),
+    ({"extends": "curator", "synonyms": ["liver"]}, "synonyms", "type", "maps a term id"),
+    ({"extends": "curator", "sinonyms": {"liver": ["x"]}}, "sinonyms", "unknown_key", "top-level"),
+    ({"extends": "curator", "terms": [dict(STENT, part_of=["aorta_of_the_moon"])]}, "stent", "unknown_term",
+     "not a term id"),
+    ({"extends": "curator", "terms": [dict(STENT, synonyms=["liver"])]}, "", "ambiguous_name", "several terms"),
+    ({"extends": 3}, "extends", "type", "'curator'"),
+    ({"extends": "nowhere.yaml", "terms": []}, "", "missing", "does not exist"),
+])
+def test_every_mistake_of_an_extension_is_reported(tmp_path: Path, doc: dict, loc: str, kind: str, words: str) -> None:
+    _, issues = read_taxonomy(_write(tmp_path / "lab.yaml", doc))
+    hit = [i for i in issues if i.kind == kind and words in i.message]
+    assert hit, issues
+    if loc:
+        assert hit[0].loc == f"lab.yaml:{loc}"
+    with pytest.raises(RegistryError, match="problem"):
+        load_taxonomy(tmp_path / "lab.yaml")
+
+
+def test_synonyms_are_refused_in_a_file_that_extends_nothing(tmp_path: Path) -> None:
+    doc = yaml.safe_load(default_path().read_text(encoding="utf-8"))
+    doc["synonyms"] = {"liver": ["leber"]}
+    _, issues = read_taxonomy(_write(tmp_path / "full.yaml", doc))
+    assert [(i.loc, i.kind) for i in issues] == [("full.yaml:synonyms", "value")]
+
+
+def test_files_extending_each_other_in_a_loop_are_refused(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.yaml", {"extends": "b.yaml"})
+    _write(tmp_path / "b.yaml", {"extends": "a.yaml"})
+    tax, issues = read_taxonomy(a)
+    assert tax is None and {(i.loc, i.kind) for i in issues} == {("a.yaml:extends", "extends"),
+                                                                  ("b.yaml:extends", "cycle")}
+    assert [p.name for p in taxonomy_files(a)] == ["a.yaml", "b.yaml"]  # stops at the loop
+
+
+def test_the_load_error_names_the_check_command_with_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "lab.yaml", {"extends": "curator", "synonyms": {"livr": ["x"]}})
+    with pytest.raises(RegistryError) as e:
+        load_taxonomy(path)
+    assert f"curator labels check --taxonomy {path.resolve()}" in (e.value.remedy or "")
+
+
+def test_the_example_in_the_docs_is_a_valid_extension(tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "taxonomy.md").read_text(encoding="utf-8")
+    example = re.search(r"```yaml\n(# lab_taxonomy\.yaml.*?)```", text, re.DOTALL)
+    assert example, "docs/taxonomy.md lost its extension example"
+    (tmp_path / "lab_taxonomy.yaml").write_text(example.group(1), encoding="utf-8")
+    tax, issues = read_taxonomy(tmp_path / "lab_taxonomy.yaml")
+    assert issues == [] and tax.resolve("EVAR graft").id == "aortic_stent_graft" and tax.resolve("foie").id == "liver"
