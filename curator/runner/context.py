@@ -35,6 +35,10 @@ class Context:
     def __init__(self, config: PipelineConfig, workspace: Workspace | None = None) -> None:
         self.config = config
         self.workspace = workspace or Workspace(config.workspace)
+        self._skipped_sources: dict[str, str] = {}
+        self._registry_duplicates: dict[str, str] = {}
+        self._unusable_datasets: dict[str, str] = {}
+        self._source_problems: list[dict[str, Any]] = []
 
     @functools.cached_property
     def registry(self) -> Registry:
@@ -49,41 +53,47 @@ class Context:
         for i in issues:
             file = i.loc.split(":", 1)[0]
             if i.kind == "duplicate" and i.dataset:
-                self.registry_duplicates[i.dataset.lower()] = i.message
+                self._registry_duplicates[i.dataset.lower()] = i.message
             else:  # a file with any issue gives no dataset, as a dataset YAML named in `sources:` does not
                 spec = specs.get(i.dataset or "")
                 if spec is not None and Path(spec.path).name == file:
                     del specs[spec.name]
-                self.unusable_datasets[(i.dataset or file).lower()] = i.message
+                self._unusable_datasets[(i.dataset or file).lower()] = i.message
             # a file no source uses skips nothing: said, as a warning
             unused = i.kind == "duplicate" or (i.dataset is not None and i.dataset.lower() not in used)
-            self.source_problems.append(self._spec_problem(file, f"{i.loc} [{i.kind}] {i.message}",
+            self._source_problems.append(self._spec_problem(file, f"{i.loc} [{i.kind}] {i.message}",
                                                            "path_escape" if i.kind == "path_escape" else None,
                                                            skipped=not unused))
         for i in overrides:  # on purpose (a fixed copy of a built-in), but said
             log.info("registry: %s %s", i.loc, i.message)
         return Registry(specs)
 
-    @functools.cached_property
+    # Filled while `registry` and `sources` are worked out; each accessor works them out first,
+    # so reading one before `sources` can never see a half-filled table.
+    @property
     def skipped_sources(self) -> dict[str, str]:
-        """Sources of pipeline.yaml left out because their dataset YAML is invalid -> why (filled by
-        :attr:`sources`)."""
-        return {}
+        """Sources of pipeline.yaml left out because their dataset YAML is invalid -> why."""
+        _ = self.sources
+        return self._skipped_sources
 
-    @functools.cached_property
+    @property
     def registry_duplicates(self) -> dict[str, str]:
         """Dataset names (lower case) two `registry:` files define -> the issue's message."""
-        return {}
+        _ = self.registry
+        return self._registry_duplicates
 
-    @functools.cached_property
+    @property
     def unusable_datasets(self) -> dict[str, str]:
         """Dataset names (lower case; or a file's name, when its YAML gives none) of `registry:`
         files that give no usable spec -> why."""
-        return {}
+        _ = self.registry
+        return self._unusable_datasets
 
-    @functools.cached_property
+    @property
     def source_problems(self) -> list[dict[str, Any]]:
-        return []
+        """Problem rows of invalid dataset YAMLs (the registry's files and the sources')."""
+        _ = self.sources
+        return self._source_problems
 
     def _spec_problem(self, path: str, message: str, kind: str | None = None, *,
                       skipped: bool = True) -> dict[str, Any]:
@@ -104,11 +114,11 @@ class Context:
             except RegistryError as e:
                 if not sc.dataset.endswith((".yaml", ".yml")):
                     self._named_spec_error(sc.dataset, e)  # raises unless its registry file is invalid
-                    self.skipped_sources[sc.name or sc.dataset] = self.unusable_datasets[sc.dataset.lower()]
+                    self._skipped_sources[sc.name or sc.dataset] = self._unusable_datasets[sc.dataset.lower()]
                     continue  # its file's problem row says why
                 kind = "path_escape" if "path_escape" in e.detail else None
-                self.source_problems.append(self._spec_problem(Path(sc.dataset).name, e.detail, kind))
-                self.skipped_sources[sc.name or Path(sc.dataset).name] = e.detail
+                self._source_problems.append(self._spec_problem(Path(sc.dataset).name, e.detail, kind))
+                self._skipped_sources[sc.name or Path(sc.dataset).name] = e.detail
                 continue
             name = sc.name or spec.name
             if name in out:
@@ -121,13 +131,13 @@ class Context:
         """Why a source naming a registry dataset has no spec: two `registry:` files define it (the
         run is refused: which one is meant cannot be guessed), or its file is invalid (the source
         is skipped: its problem row says why). Any other miss is re-raised."""
-        if name.lower() in self.registry_duplicates:
-            raise ConfigError("config_error", f"source {name!r}: {self.registry_duplicates[name.lower()]}",
+        if name.lower() in self._registry_duplicates:
+            raise ConfigError("config_error", f"source {name!r}: {self._registry_duplicates[name.lower()]}",
                               remedy="keep one of the files in the `registry:` folders (or give the other "
                               "dataset another `name:`)") from e
-        if name.lower() in self.unusable_datasets:
+        if name.lower() in self._unusable_datasets:
             return
-        unnamed = sorted(k for k in self.unusable_datasets if k.endswith((".yaml", ".yml")))
+        unnamed = sorted(k for k in self._unusable_datasets if k.endswith((".yaml", ".yml")))
         if unnamed:  # a file whose YAML gives no name may be the one meant
             raise ConfigError("config_error", f"{e.detail}; these `registry:` files could not be read and may define "
                               f"it: {', '.join(unnamed)}", remedy="fix them (`curator labels check`)") from e
