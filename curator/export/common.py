@@ -26,6 +26,7 @@ from curator.release.training import (
     TrainingView,
     label_only_problem,
     term_parts,
+    training_view,
     usable_terms,
     with_parts,
 )
@@ -87,12 +88,15 @@ class ExportReport:
         self.unknown = {names.get(k, k): v for k, v in self.unknown.items()}
         self.ignored = {names.get(k, k): v for k, v in self.ignored.items()}
 
-    def note_stand_ins(self, stand_ins: Mapping[str, str], selected: Collection[str]) -> None:
+    def note_stand_ins(self, view: TrainingView, selected: Collection[str]) -> None:
         """Say which duplicate stood in for its group's kept member (it holds more of the terms),
-        for the stand-ins among the ``selected`` case ids; called once the cases are written (before
-        :meth:`rename`): one that was left out (a damaged store) is said to be, with its group."""
+        for the stand-ins among the ``selected`` case ids, and which was not used for its ingest
+        warnings; called once the cases are written (before :meth:`rename`): one that was left out
+        (a damaged store) is said to be, with its group."""
         exported = {*self.cases, *self.images_only}
-        for kept, used in sorted(stand_ins.items()):
+        for cid, why in sorted(view.passed_over.items()):
+            self.notes.append(f"the duplicate {cid} is not exported: {why}")
+        for kept, used in sorted(view.stand_ins.items()):
             if used not in selected:
                 continue
             self.notes.append(
@@ -103,9 +107,12 @@ class ExportReport:
                 f"export (pass --with-duplicates to export {kept} too)")
 
 
-def select_cases(release: Release, where: str, view: TrainingView | None = None) -> list[ExportCase]:
+def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_filter: bool = True,
+                 terms: Sequence[str] = (), layers: Sequence[str] = ()) -> tuple[list[ExportCase], TrainingView]:
     """The cases ``where`` selects (SQL over ``preprocessed p`` and ``cases c``, and ``splits s``
-    when the release has one), without the duplicates ``view`` drops."""
+    when the release has one) without the duplicates the training view drops — one member per
+    group, chosen among the cases selected (:func:`~curator.release.training.training_view`) —
+    and that view."""
     names = release.table_names()
     if "preprocessed" not in names:
         raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(release.path),
@@ -117,9 +124,10 @@ def select_cases(release: Release, where: str, view: TrainingView | None = None)
     problem = None if rows else label_only_problem(release, where, join)
     if problem is not None:  # not "widen --where": the cases are there, their images are not
         raise problem
-    dropped = view.dropped_duplicates if view is not None else frozenset()
+    view = training_view(release, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers,
+                         selected={r[0] for r in rows})
     return [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5], r[6], r[7]) for r in rows
-            if r[0] not in dropped]
+            if r[0] not in view.dropped_duplicates], view
 
 
 def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],

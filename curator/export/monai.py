@@ -30,7 +30,7 @@ from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
-from curator.release.training import check_request, training_view
+from curator.release.training import check_request
 
 KEYS = {"train": "training", "val": "validation", "test": "test", None: "training"}
 
@@ -47,11 +47,11 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     check_output_dir(folder)
     check_free(folder, ("images", "labels", "datalist.json"))
     check_request(rel, terms, layers)
-    view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
+    cases, view = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(folder)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
-        studies, names = studies_of(select_cases(rel, where, view), channels, report, rel.path)
+        studies, names = studies_of(cases, channels, report, rel.path)
         image = {s.name: [f"images/{s.name}_{k:04d}.nii.gz" for k in range(len(s.cases))] if channels is not None
                  else [f"images/{s.name}.nii.gz"] for s in studies}
         jobs = [CaseJob(s.cases[0], staging / image[s.name][0], staging / "labels" / f"{s.name}.nii.gz",
@@ -68,7 +68,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
                     "case_id": s.name, "dataset": c.dataset, **({"modality": c.modality} if channels is None else {
                         "modality": [x.modality for x in s.cases], "channels": [x.case_id for x in s.cases]}),
                     "present": present})
-        report.note_stand_ins(view.stand_ins, {s.cases[0].case_id for s in studies})  # what was written
+        report.note_stand_ins(view, {s.cases[0].case_id for s in studies})  # what was written
         report.rename({s.cases[0].case_id: s.name for s in studies})
         note_resampled(report)
         if not report.cases:

@@ -35,7 +35,7 @@ from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
-from curator.release.training import check_request, training_view
+from curator.release.training import check_request
 
 MISSING = ("ignore", "background")  # what a --partial export writes where a case's unannotated term could be
 
@@ -69,8 +69,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     check_outside_releases(out_root, "the export", rel.path)
     check_output_dir(out_root)
     check_request(rel, terms, layers)
-    view = training_view(rel, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
-    cases = select_cases(rel, where, view)
+    cases, view = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(Path(out_root) / f"Dataset{dataset_id:03d}_{name}")
     modalities = sorted({c.modality for c in cases})
     if channels is None and len(modalities) > 1:
@@ -103,7 +102,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                                                    workers=workers), strict=True):
             if present is not None:
                 split_of[s.name] = s.cases[0].split
-        report.note_stand_ins(view.stand_ins, {s.cases[0].case_id for s in studies})  # what was written
+        report.note_stand_ins(view, {s.cases[0].case_id for s in studies})  # what was written
         report.rename({s.cases[0].case_id: s.name for s in studies})
         note_resampled(report)
         training = [c for c in report.cases if split_of[c] != "test"]

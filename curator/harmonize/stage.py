@@ -59,7 +59,7 @@ class HarmonizeStage(Stage):
     name = "harmonize"
     version = "1"
     config_class = HarmonizeConfig
-    settings_files = "the taxonomy file (and any it extends)"
+    settings_files = "the taxonomy file"
     tables = ("labels",)
     requires = ("cases", "raw_labels")
 

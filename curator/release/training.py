@@ -6,7 +6,11 @@ leave out by default.
   and, across folds, validates on a training scan. For a request of terms, a group is used
   through the member holding the most of them (the kept one on a tie): a dropped KiTS copy
   with its tumour stands in for a kept TotalSegmentator copy without one
-  (``TrainingView.stand_ins``).
+  (``TrainingView.stand_ins``) — but never a copy with more ingest warnings than the kept one
+  (a CT copy stored +1024 HU off: the keep policy dropped it for that; ``TrainingView.passed_over``).
+  The choice is made among the cases a selection (``where``) holds: a group whose kept member
+  it leaves out is used through the best member it selects, so a selection never loses a case
+  to a copy it does not contain.
 * **QC-excluded labels**: ``labels`` rows with ``qc_decision = 'exclude'`` (the filter's
   ``qc.training_filter`` in ``release.json``); the (case, term, layer) is treated as not
   annotated, so the term is read from the next layer that holds it, or is absent.
@@ -38,6 +42,8 @@ class TrainingView:
     dropped_duplicates: frozenset[str] = frozenset()
     # kept member -> the member of its group used instead: it holds more of the requested terms
     stand_ins: Mapping[str, str] = field(default_factory=dict)
+    # member holding more of the requested terms than the one used -> why it is not used
+    passed_over: Mapping[str, str] = field(default_factory=dict)
     excluded: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # case -> {(term, layer)}
     absent: Mapping[str, frozenset[str]] = field(default_factory=dict)  # case -> terms annotated as absent
 
@@ -52,23 +58,31 @@ class TrainingView:
 
 
 def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool = True,
-                  terms: Sequence[str] = (), layers: Sequence[str] = ()) -> TrainingView:
+                  terms: Sequence[str] = (), layers: Sequence[str] = (),
+                  selected: Collection[str] | None = None) -> TrainingView:
     """What the training view leaves out of ``release`` (nothing for tables the release lacks).
 
     With ``terms`` (and the ``layers`` they are read from), each duplicate group is used through
     the member holding the most of them, the kept one on a tie: the keep policy weighs every
     annotated structure, so the kept copy of a KiTS scan can be a TotalSegmentator copy without
-    its tumour, and the tumour would leave the training set with the dropped copy. Still one
-    member per group (the splits put a group on one side)."""
+    its tumour, and the tumour would leave the training set with the dropped copy. A member with
+    more ingest warnings than the kept one is never used instead of it. Still one member per
+    group (the splits put a group on one side).
+
+    ``selected``: the case ids a selection holds (the loader's and the exports' ``where``); each
+    group is then used through the best member among them, and ``dropped_duplicates`` lists the
+    selected members left out. None: the whole release."""
     names = set(release.table_names())
     dropped: frozenset[str] = frozenset()
     stand_ins: dict[str, str] = {}
+    passed_over: dict[str, str] = {}
     if not duplicates and "duplicates" in names:
         rows = release.sql("select group_id, case_id, kept from duplicates order by group_id, case_id").fetchall()
-        dropped = frozenset(r[1] for r in rows if not r[2])
-        if terms and "store_terms" in names:
-            stand_ins = _stand_ins(release, rows, terms, layers)
-            dropped = (dropped - set(stand_ins.values())) | set(stand_ins)
+        if selected is not None:
+            chosen = set(selected)
+            rows = [r for r in rows if r[1] in chosen]
+        use, stand_ins, passed_over = _members_used(release, rows, terms if "store_terms" in names else (), layers)
+        dropped = frozenset(r[1] for r in rows if r[1] not in use)
     columns = set(release.sql("select * from labels limit 0").columns) if "labels" in names else set()
     excluded: dict[str, set[tuple[str, str]]] = {}
     if qc_filter and "qc_decision" in columns:
@@ -81,7 +95,7 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
         for cid, term in release.sql("select case_id, term_id from labels where annotated and not present"
                                      + original).fetchall():
             absent.setdefault(cid, set()).add(term)
-    return TrainingView(dropped, stand_ins, {k: frozenset(v) for k, v in excluded.items()},
+    return TrainingView(dropped, stand_ins, passed_over, {k: frozenset(v) for k, v in excluded.items()},
                         {k: frozenset(v) for k, v in absent.items()})
 
 
@@ -108,27 +122,57 @@ def label_only_problem(release: Release, where: str, join: str = "", splits: str
                         "version; or select cases that have an image")
 
 
-def _stand_ins(release: Release, rows: list[tuple[str, str, bool]], terms: Sequence[str],
-               layers: Sequence[str]) -> dict[str, str]:
-    """Kept member -> the member of its group that holds more of ``terms`` (a term or one of its
-    parts with voxels, in ``layers``), for the groups where one does."""
-    tax = release.taxonomy
-    wanted = {p: t for t in terms for p in with_parts(tax, t)}
-    held: dict[str, set[str]] = collections.defaultdict(set)
-    for cid, term, layer, voxels in release.sql("select case_id, term_id, layer, voxels from store_terms").fetchall():
-        if term in wanted and (not layers or layer in layers) and voxels:
-            held[cid].add(wanted[term])
+def _members_used(release: Release, rows: list[tuple[str, str, bool]], terms: Sequence[str],
+                  layers: Sequence[str]) -> tuple[set[str], dict[str, str], dict[str, str]]:
+    """The member used of each group in ``rows`` (group id, case id, kept), the stand-ins (kept
+    member -> the member used instead) and the members passed over (-> why).
+
+    A group's base is its kept member, or, when ``rows`` leave it out (a selection), the member
+    with the fewest ingest warnings (then the most requested terms, then the first case id). The
+    member used is the one holding the most of ``terms`` (a term or one of its parts with voxels,
+    in ``layers``) among those with no more ingest warnings than the base, the base on a tie."""
     groups: dict[str, list[tuple[str, bool]]] = collections.defaultdict(list)
     for gid, cid, is_kept in rows:
         groups[gid].append((cid, bool(is_kept)))
-    out: dict[str, str] = {}
+    held: dict[str, set[str]] = collections.defaultdict(set)
+    if terms:
+        tax = release.taxonomy
+        wanted = {p: t for t in terms for p in with_parts(tax, t)}
+        for cid, term, layer, voxels in release.sql("select case_id, term_id, layer, voxels from store_terms").fetchall():
+            if term in wanted and (not layers or layer in layers) and voxels:
+                held[cid].add(wanted[term])
+    warned = _ingest_warnings(release)
+    use: set[str] = set()
+    stand_ins: dict[str, str] = {}
+    passed_over: dict[str, str] = {}
     for members in groups.values():
         keeper = next((c for c, k in members if k), None)
-        if keeper is None:
-            continue
-        best = max(members, key=lambda m: (len(held[m[0]]), m[1]))[0]  # on a tie, the kept member
-        if len(held[best]) > len(held[keeper]):
-            out[keeper] = best
+        base = keeper if keeper is not None else min(
+            (c for c, _ in members), key=lambda c: (len(warned.get(c, ())), -len(held[c]), c))
+        clean = [c for c, _ in members if len(warned.get(c, ())) <= len(warned.get(base, ()))]
+        best = max(clean, key=lambda c: (len(held[c]), c == base))  # on a tie, the base
+        if len(held[best]) <= len(held[base]):
+            best = base
+        use.add(best)
+        if best != base and keeper is not None:
+            stand_ins[keeper] = best
+        for c, _ in members:
+            if len(held[c]) > len(held[best]) and c not in clean:
+                kinds = ", ".join(sorted(set(warned[c]) - set(warned.get(base, ()))) or sorted(set(warned[c])))
+                passed_over[c] = (f"it holds more of the requested terms than {best}, but has more ingest warnings "
+                                  f"({len(warned[c])} vs {len(warned.get(base, ()))}: {kinds}; see problems)")
+    return use, stand_ins, passed_over
+
+
+def _ingest_warnings(release: Release) -> dict[str, list[str]]:
+    """case id -> the kinds of its ingest warnings (the keep policy's ``clean`` criterion counts
+    them: a CT copy stored +1024 HU off has one)."""
+    if "problems" not in release.table_names():
+        return {}
+    out: dict[str, list[str]] = collections.defaultdict(list)
+    for cid, kind in release.sql("select case_id, kind from problems where stage = 'ingest' and severity = 'warning' "
+                                 "and case_id is not null").fetchall():
+        out[cid].append(kind)
     return out
 
 

@@ -163,28 +163,28 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                remedy="run the preprocess stage before `curator release`")
         # warned once the dataset is made: a request it refuses below is not warned of first
         unheld = check_request(self.release, self.terms, self.layers, unheld="warn", warn=False)
-        self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter, terms=self.terms,
-                                  layers=self.layers)
         join = "left join splits s using (case_id, dataset, modality)" if "splits" in names else ""
         self.channels = None if channels is None else _names("channels", channels)
         extra = "" if self.channels is None else ", c.sequence, c.study_key, p.affine"
         matched = self.release.sql(QUERY.format(where=where, splits=splits, join=join, channels=extra)).fetchall()
+        # one member per duplicate group, chosen among the cases `where` selects
+        self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter, terms=self.terms,
+                                  layers=self.layers, selected={c[0] for c in matched})
         cases = [c for c in matched if c[0] not in self.view.dropped_duplicates]
         problem = None if matched else label_only_problem(self.release, where, join, splits)
         if problem is not None:  # not "widen the where clause": the cases are there, their images are not
             raise problem
-        if not cases:
-            raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}" if not matched else
-                               f"the {len(matched)} case(s) WHERE {where} matches are duplicates the keep policy "
-                               "dropped", path=str(self.root),
-                               remedy="widen the where clause" if not matched else
-                               "pass duplicates=True to keep them, or select the kept copies")
+        if not cases:  # a duplicate group is used through a member the selection holds: never empty by dedup
+            raise ReleaseError("release_error", f"no preprocessed case matches WHERE {where}", path=str(self.root),
+                               remedy="widen the where clause")
         self.cases = [{"case_id": c[0], "dataset": c[1], "modality": c[2], "store": c[3], "shape": list(c[4])}
                       for c in cases]
         selected = {c["case_id"] for c in self.cases}
         for keeper, used in sorted(self.view.stand_ins.items()):  # of the cases selected, not of the release
             if used in selected:
                 log.info("PatchDataset: %s stands in for its duplicate %s (it holds more of the terms)", used, keeper)
+        for cid, why in sorted(self.view.passed_over.items()):
+            log.info("PatchDataset: the duplicate %s is not used: %s", cid, why)
         self.left_out: dict[str, str] = {}  # with channels: study (its first case id) -> why it is not used
         if self.channels is not None:
             self._studies([{**case, "sequence": c[5], "study_key": c[6], "affine": list(c[7])}

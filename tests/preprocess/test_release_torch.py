@@ -721,15 +721,13 @@ def test_preprocessed_lists_each_term_of_a_case_once(tiny: Tiny) -> None:
         assert len(terms) == len(set(terms)), (cid, terms)
 
 
-def test_a_duplicate_holding_the_requested_terms_stands_in_for_the_kept_copy(tiny: Tiny, tmp_path: Path) -> None:
-    """The keep policy kept the copy with more structures (a TotalSegmentator copy of a KiTS scan)
-    and the tumour left the training set with the dropped copy; --partial then wrote the kept
-    copy with a tumour-free label."""
+def _group_of_two(tiny: Tiny, tmp_path: Path, *, copy_warned: bool) -> tuple[Path, str, str, str]:
+    """A copy of the tiny release whose first case without a tumour is the kept member of a
+    duplicate group with a case holding one (with an ingest warning when ``copy_warned``)."""
     import shutil
 
     import polars as pl
 
-    from curator.export import export_monai
     from curator.schema import to_arrow
 
     rel = tmp_path / "rel"
@@ -737,12 +735,30 @@ def test_a_duplicate_holding_the_requested_terms_stands_in_for_the_kept_copy(tin
     tumour = term_id("kidney tumor")
     held = pl.read_parquet(rel / "store_terms.parquet").filter(pl.col("voxels") > 0)
     with_t = sorted(set(held.filter(pl.col("term_id") == tumour)["case_id"]))
-    without = sorted(set(held["case_id"]) - set(with_t))
-    kept, copy = without[0], with_t[0]  # the group's kept member lacks the tumour its copy has
-    pq_rows = [{"group_id": "g1", "case_id": c, "dataset": c.split("__")[0], "kept": c == kept,
-                "kept_case_id": kept, "group_size": 2, "reason": "same scan"} for c in (kept, copy)]
-    pl.from_arrow(to_arrow("duplicates", pq_rows)).write_parquet(rel / "duplicates.parquet")
+    kept, copy = min(set(held["case_id"]) - set(with_t)), with_t[0]
+    rows = [{"group_id": "g1", "case_id": c, "dataset": c.split("__")[0], "kept": c == kept, "kept_case_id": kept,
+             "group_size": 2, "reason": "same scan"} for c in (kept, copy)]
+    pl.from_arrow(to_arrow("duplicates", rows)).write_parquet(rel / "duplicates.parquet")
+    if copy_warned:
+        problems = pl.read_parquet(rel / "problems.parquet").to_dicts()
+        problems.append({"stage": "ingest", "dataset": copy.split("__")[0], "case_id": copy, "path": "x.nii.gz",
+                         "kind": "ct_intensity_offset", "severity": "warning", "message": "stored +1024"})
+        pl.from_arrow(to_arrow("problems", problems)).write_parquet(rel / "problems.parquet")
     reseal(rel)
+    return rel, tumour, kept, copy
+
+
+def test_a_duplicate_holding_the_requested_terms_stands_in_for_the_kept_copy(tiny: Tiny, tmp_path: Path) -> None:
+    """The keep policy kept the copy with more structures (a TotalSegmentator copy of a KiTS scan)
+    and the tumour left the training set with the dropped copy; --partial then wrote the kept
+    copy with a tumour-free label."""
+    import polars as pl
+
+    from curator.export import export_monai
+
+    rel, tumour, kept, copy = _group_of_two(tiny, tmp_path, copy_warned=False)  # kept lacks the copy's tumour
+    with_t = sorted(set(pl.read_parquet(rel / "store_terms.parquet").filter(
+        (pl.col("voxels") > 0) & (pl.col("term_id") == tumour))["case_id"]))
     ds = PatchDataset(rel, terms=[tumour], split=None, samples_per_epoch=2)
     assert ds.view.stand_ins == {kept: copy} and copy in {c["case_id"] for c in ds.cases}
     assert kept not in {c["case_id"] for c in ds.cases}
@@ -762,6 +778,48 @@ def test_a_duplicate_holding_the_requested_terms_stands_in_for_the_kept_copy(tin
     assert not any("is exported for its duplicate group" in n for n in said), report.notes
     assert any(f"{copy} would stand in for the kept {kept}" in n and "the group has no case in the export" in n
                for n in said), report.notes
+
+
+def test_a_copy_with_more_ingest_warnings_never_stands_in(tiny: Tiny, tmp_path: Path) -> None:
+    """The tester's case: the KiTS copy of an MSD scan, stored +1024 HU off (a ct_intensity_offset
+    warning, which is why the keep policy dropped it), stood in for the kept copy because it holds
+    the tumour: the loader and both exports trained on a saturated image."""
+    from curator.export import export_monai
+
+    rel, tumour, kept, copy = _group_of_two(tiny, tmp_path, copy_warned=True)
+    ds = PatchDataset(rel, terms=[tumour, term_id("kidney")], split=None, samples_per_epoch=2)
+    assert ds.view.stand_ins == {} and copy not in {c["case_id"] for c in ds.cases}
+    assert "ct_intensity_offset" in ds.view.passed_over[copy] and kept in ds.view.passed_over[copy]
+    report = export_monai(rel, tmp_path / "m", terms=[tumour, term_id("kidney")], partial=True,
+                          where=f"case_id in ('{kept}', '{copy}')")
+    assert report.cases == [kept], report.cases
+    assert any(n.startswith(f"the duplicate {copy} is not exported") and "ct_intensity_offset" in n
+               for n in report.notes), report.notes
+    # selected alone, the copy is the selection's only member of its group: used, warning and all
+    alone = PatchDataset(rel, terms=[tumour], split=None, samples_per_epoch=2, where=f"case_id = '{copy}'")
+    assert [c["case_id"] for c in alone.cases] == [copy] and alone.view.passed_over == {}
+
+
+def test_a_selection_is_never_emptied_by_a_copy_it_does_not_hold(tiny: Tiny, tmp_path: Path) -> None:
+    """The member of a duplicate group to use was chosen over the whole release before `where` ran:
+    a KiTS-only export lost a KiTS case whose kept copy was in another dataset, and leaving one
+    dataset out (for its licence) dropped whole groups. The member is chosen among the cases
+    selected."""
+    from curator.export import export_nnunet
+
+    rel, _, kept, copy = _group_of_two(tiny, tmp_path, copy_warned=False)
+    kidney = term_id("kidney")
+    whole = PatchDataset(rel, terms=[kidney], split=None, samples_per_epoch=2)
+    assert kept in {c["case_id"] for c in whole.cases} and copy not in {c["case_id"] for c in whole.cases}
+    assert copy in whole.view.dropped_duplicates
+    for where, used in ((f"case_id <> '{kept}'", copy), (f"case_id <> '{copy}'", kept)):
+        ds = PatchDataset(rel, terms=[kidney], split=None, samples_per_epoch=2, where=where)
+        ids = {c["case_id"] for c in ds.cases}
+        assert used in ids and ds.view.dropped_duplicates == frozenset(), (where, ids)
+        assert len(ids) == len(whole.cases), (where, ids)  # the group is still there, through the selected member
+    report = export_nnunet(rel, tmp_path / "nn", dataset_id=7, name="T", terms=[kidney], where=f"case_id <> '{kept}'")
+    written = json.loads((tmp_path / "nn" / "Dataset007_T" / "curator_export.json").read_text())
+    assert copy in report.cases + report.images_only and written["left_out_duplicates"] == []
 
 
 def test_a_term_no_case_holds_is_refused_without_a_warning_first(tiny: Tiny) -> None:

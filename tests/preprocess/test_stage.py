@@ -181,7 +181,7 @@ def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) 
     assert not [r for r in stale_reasons(ctx) if r.startswith("harmonize")]
     base.write_text(base.read_text() + "- {id: toy_other, name: toy other, category: lesion, region: abdomen}\n")
     assert [r for r in stale_reasons(ctx) if r.startswith("harmonize")] == [
-        "harmonize ran with another version of the taxonomy file (and any it extends)"]
+        "harmonize ran with another version of the taxonomy file"]
 
 
 def test_a_label_resampling_erases_is_a_warning_and_unknown_to_the_loader(tmp_path) -> None:  # type: ignore[no-untyped-def]
