@@ -24,7 +24,8 @@ PipelineArg = Annotated[Path, typer.Argument(help="pipeline.yaml", exists=True, 
 ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="local (process pool) or dask")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="worker processes")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="dask scheduler address (default: a LocalCluster)")]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars")]
+ProgressOpt = Annotated[bool | None, typer.Option(
+    "--progress/--no-progress", help="progress bars (default: executor.progress in the pipeline file, else on)")]
 
 
 class DefaultRunGroup(TyperGroup):
@@ -46,12 +47,12 @@ def _run_facts(record: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def load_config(pipeline: Path, executor: str | None = None, workers: int | None = None,
-                address: str | None = None, progress: bool = True) -> Any:
+                address: str | None = None, progress: bool | None = None) -> Any:
     from curator.config import PipelineConfig
 
     cfg = PipelineConfig.load(pipeline)
     ex = cfg.executor
-    changes: dict[str, Any] = {"progress": progress}
+    changes: dict[str, Any] = {} if progress is None else {"progress": progress}  # None: the file's
     if executor:
         changes["kind"] = executor
     if workers is not None:
@@ -73,7 +74,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
     @app.command("run")
     @handle_errors
     def run(pipeline: PipelineArg, executor: ExecutorOpt = None, workers: WorkersOpt = None,
-            address: AddressOpt = None, progress: ProgressOpt = True,
+            address: AddressOpt = None, progress: ProgressOpt = None,
             stages: Annotated[str | None, typer.Option(help="comma-separated subset of stages")] = None,
             release: Annotated[bool, typer.Option("--release/--no-release", help="write the release")] = True,
             ) -> None:
@@ -205,7 +206,7 @@ def _add_stage_run(group: typer.Typer, name: str) -> None:
     @group.command("run")
     @handle_errors
     def run_one(pipeline: PipelineArg, executor: ExecutorOpt = None, workers: WorkersOpt = None,
-                address: AddressOpt = None, progress: ProgressOpt = True) -> None:
+                address: AddressOpt = None, progress: ProgressOpt = None) -> None:
         from curator.pipeline import run_pipeline
 
         cfg = load_config(pipeline, executor, workers, address, progress)

@@ -248,3 +248,18 @@ def test_every_json_output_goes_through_print_json(capsys: pytest.CaptureFixture
     own = [f.name for f in sorted(cli.glob("*.py")) if f.name != "common.py" and "json.dumps(" in f.read_text()
            .replace('json.dumps(c)}" for t, c in sorted(d.schema.items())', "")]
     assert own == []
+
+
+def test_the_pipeline_files_progress_setting_holds_unless_the_command_line_says_otherwise(demo: Path,
+                                                                                           tmp_path: Path) -> None:
+    """`executor.progress: false` in pipeline.yaml was overridden by --progress's default (on)."""
+    import yaml
+
+    from curator.cli.stages import load_config
+
+    doc = yaml.safe_load((demo.parents[2] / "pipeline.yaml").read_text())
+    for value in (False, True):
+        doc.setdefault("executor", {})["progress"] = value
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+        assert load_config(tmp_path / "p.yaml").executor.progress is value
+        assert load_config(tmp_path / "p.yaml", progress=not value).executor.progress is (not value)
