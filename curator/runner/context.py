@@ -65,7 +65,7 @@ class Context:
                                                            "path_escape" if i.kind == "path_escape" else None,
                                                            skipped=not unused))
         for i in overrides:  # on purpose (a fixed copy of a built-in), but said
-            log.info("registry: %s %s", i.loc, i.message)
+            log.warning("registry: %s %s (overrides_builtin)", i.loc, i.message)
         return Registry(specs)
 
     # Filled while `registry` and `sources` are worked out; each accessor works them out first,

@@ -139,3 +139,25 @@ def test_a_side_word_on_an_unsided_structure_says_so(tmp_path) -> None:  # type:
     (tmp_path / "toy.yaml").write_text(yaml.safe_dump(toy, sort_keys=False))
     (p,) = [p for p in check_label_system([tmp_path / "toy.yaml"]) if p.kind == "term_unknown"]
     assert "'spleen' has no left or right" in p.message and p.severity == "error"
+
+
+def test_a_run_warns_that_a_copy_replaces_a_builtin(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The run only logged it at INFO (docs/registry.md calls it a warning): easy to miss that a
+    release was built from one's own copy of KiTS23."""
+    import logging
+
+    import yaml
+
+    from curator.config import PipelineConfig
+    from curator.runner.context import Context
+    from curator.testing.pipelines import make_pipeline
+
+    d = load_registry().get("KiTS23").to_dict()
+    (tmp_path / "kits_fixed.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    (tmp_path / "src").mkdir()
+    pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(tmp_path / "src")}],
+                         registry=[tmp_path / "kits_fixed.yaml"])
+    with caplog.at_level(logging.WARNING, logger="curator"):
+        assert Context(PipelineConfig.load(pipe)).registry.get("KiTS23").path.endswith("kits_fixed.yaml")
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("kits_fixed.yaml" in m and "replaces the built-in dataset 'KiTS23'" in m for m in said), said
