@@ -63,6 +63,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                   limit, "red")
             _list("dataset card issues", rep.card_issues, limit, "red")
             _list("row counts of release.json the tables do not hold", rep.counts_differ, limit, "red")
+            if rep.parent_changed:
+                err.print(f"[red]lineage[/] {escape(rep.parent)}", highlight=False)
         if not rep.ok:
             raise typer.Exit(1)
 
@@ -86,6 +88,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                    remedy="give two releases: curator diff A B")
             a, b = rb.path.parent / parent, rb.path
         d = diff_releases(a, b)
+        _warn_parent(Path(a), Path(b))
         if d.backwards:  # allowed (what an upgrade undid), but "added" then means removed since
             err.print(f"[yellow]warning[/] {escape(d.b)} is older than {escape(d.a)}: the changes read from the "
                       "newer release back to the older one (give the older release first: curator diff OLD NEW)",
@@ -130,6 +133,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def lineage(release: ReleaseArg, fmt: FormatOpt = OutputFormat.table) -> None:
         """A release and its ancestors: version, date, cases, registry/taxonomy/model checksums."""
         from curator.config import SEMVER
+        from curator.release.integrity import parent_check
         from curator.release.query import Release
 
         rows = []
@@ -142,7 +146,24 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             rows.append((info.get("version"), info.get("created"), info.get("counts", {}).get("cases"),
                          info.get("parent_version") or "", info.get("pipeline_config_hash"), tax[:12],
                          len(info.get("models") or {}), len(info.get("registry") or {})))
+            said, changed = parent_check(rel.path, info)
+            if changed:
+                err.print(f"[yellow]warning[/] {escape(rel.path.name)}: {escape(said)}", highlight=False)
             parent = info.get("parent_version")  # a version beside it: never a path of the received release.json's choosing
             parent = parent if isinstance(parent, str) and SEMVER.match(parent) else None
             rel = Release(rel.path.parent / parent) if parent and (rel.path.parent / parent).is_dir() else None
         emit(["version", "created", "cases", "parent", "config hash", "taxonomy", "models", "sources"], rows, fmt)
+
+
+def _warn_parent(a: Path, b: Path) -> None:
+    """Warn when ``a`` is ``b``'s parent and has changed since ``b`` recorded its checksum."""
+    from curator.release.integrity import parent_check, read_release_json
+    from curator.release.query import resolve_release
+
+    a, b = resolve_release(a), resolve_release(b)
+    info = read_release_json(b)
+    if a.resolve() != (b.parent / str(info.get("parent_version"))).resolve():
+        return
+    said, changed = parent_check(b, info)
+    if changed:
+        err.print(f"[yellow]warning[/] {escape(said)}", highlight=False)

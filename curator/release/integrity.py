@@ -127,11 +127,13 @@ class VerifyReport:
     card_issues: list[str] = field(default_factory=list)
     counts_differ: list[str] = field(default_factory=list)  # "cases: release.json says 21, cases.parquet has 22 rows"
     release_json_sha256: str = ""
+    parent: str = ""  # the parent's release.json against the checksum recorded here (see parent_check)
+    parent_changed: bool = False
 
     @property
     def ok(self) -> bool:
         return not (self.added or self.removed or self.modified or self.stores_modified or self.stores_damaged
-                    or self.card_issues or self.counts_differ)
+                    or self.card_issues or self.counts_differ or self.parent_changed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"release": self.release, "ok": self.ok, "checked_files": self.checked_files,
@@ -139,7 +141,8 @@ class VerifyReport:
                 "modified": self.modified, "stores_modified": self.stores_modified,
                 "stores_damaged": self.stores_damaged,
                 "card_issues": self.card_issues, "counts_differ": self.counts_differ,
-                "release_json_sha256": self.release_json_sha256}
+                "release_json_sha256": self.release_json_sha256, "parent": self.parent,
+                "parent_changed": self.parent_changed}
 
 
 def _walk(release: Path) -> Iterable[str]:
@@ -164,6 +167,32 @@ def read_release_json(release: Path) -> dict[str, Any]:
         raise ReleaseError("release_corrupt", "release.json does not hold a JSON object", path=str(release),
                            remedy="restore the release from its published copy")
     return info
+
+
+def parent_check(release: Path, info: dict[str, Any]) -> tuple[str, bool]:
+    """The release's parent (the version beside it that ``parent_version`` names) against the
+    checksum of its ``release.json`` recorded when this release was built: ``(what was found,
+    whether it changed)``. A parent rewritten since — its tables and the checksums listing them
+    both — passes its own ``verify``; only its child's record can tell, and ``diff`` against it
+    would report changes that never happened."""
+    from curator.config import SEMVER
+
+    version, recorded = info.get("parent_version"), info.get("parent_release_json_sha256")
+    if not version:
+        return "", False
+    if not (isinstance(version, str) and SEMVER.match(version)):  # a version beside it, never a path
+        return f"parent_version {version!r} is not a version: not checked", False
+    parent = release.parent / version / "release.json"
+    if not parent.is_file():
+        return f"parent {version} is not beside this release: not checked", False
+    now = sha256_file(parent)
+    if not recorded:
+        return f"parent {version}: this release recorded no checksum of it", False
+    if now != recorded:
+        return (f"parent {version}'s release.json changed since this release was built (recorded "
+                f"{str(recorded)[:12]}…, now {now[:12]}…): the parent was rewritten or replaced, so diffs against "
+                "it are not what changed between the two releases; restore it from its published copy"), True
+    return f"parent {version}'s release.json matches the checksum recorded here", False
 
 
 def verify_release(path: str | Path) -> VerifyReport:
@@ -227,6 +256,7 @@ def verify_release(path: str | Path) -> VerifyReport:
     if card.is_file() or "DATASET_CARD.md" in files:
         rep.card_issues = check_card_file(card) if card.is_file() else ["DATASET_CARD.md is missing"]
     rep.counts_differ = _counts_differ(release, info.get("counts") or {})
+    rep.parent, rep.parent_changed = parent_check(release, info)
     return rep
 
 

@@ -45,6 +45,38 @@ def test_parent_is_the_newest_older_version_or_the_configured_one(demo: Path, re
     assert not (coll / "0.5.0").exists()
 
 
+def test_a_parent_rewritten_after_its_child_was_built_is_caught(demo: Path, release_with: Build) -> None:
+    """A tester rewrote a table of 0.1.0 and its checksum in 0.1.0's release.json: both releases
+    verified OK and `diff 0.2.0` reported QC changes that never happened. The child's record of
+    its parent's release.json now fails the child's verify and warns in diff and lineage."""
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    from curator.release.integrity import verify_release
+
+    child = release_with(demo, "0.2.0")
+    parent = demo / "releases" / "demo" / "0.1.0"
+    good = verify_release(child)
+    assert good.ok and "matches the checksum recorded here" in good.parent and verify_release(parent).parent == ""
+    info = json.loads((parent / "release.json").read_text())
+    info["description"] = "rewritten"  # any rewrite of the parent's manifest (it re-lists what it rewrote)
+    (parent / "release.json").write_text(json.dumps(info))
+    rep = verify_release(child)
+    assert not rep.ok and rep.parent_changed and "parent 0.1.0's release.json changed" in rep.parent
+    assert rep.to_dict()["parent_changed"] is True
+    runner = CliRunner()
+    r = runner.invoke(app, ["verify", str(child)])
+    assert r.exit_code == 1 and "CHANGED" in r.output and "changed since this release was built" in " ".join(
+        r.output.split()), r.output
+    for args in (["diff", str(child)], ["diff", str(parent), str(child)], ["lineage", str(child)]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0 and "warning" in r.output and "changed since this release was built" in " ".join(
+            r.output.split()), (args, r.output)
+    shutil.rmtree(parent)  # a parent that is not beside its child is not checked
+    gone = verify_release(child)
+    assert gone.ok and "not beside this release" in gone.parent
+
+
 def test_taxonomy_checksum_is_recorded_when_present(demo: Path, release_with: Build, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from curator.resources import resource_dir
