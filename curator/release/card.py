@@ -132,6 +132,14 @@ def _summary(builder: ReleaseBuilder, front: dict[str, Any]) -> str:
             "`curator verify <release>`.\n")
 
 
+def licence_combination(sources: list[dict[str, Any]], whole: str = "this release") -> Combined:
+    """What the licences of ``sources`` (:func:`card_sources` entries, or the card's front-matter
+    ``sources``) allow together: the card's Licence constraints; an export of some of the
+    release's cases states them for its own sources (``whole``: "this export")."""
+    return combine({s["name"]: parse_licence(s["licence"]).with_declared(s.get("licence_terms")) for s in sources},
+                   {s["name"]: s.get("licence_notes") or "" for s in sources}, whole=whole)
+
+
 def _citation_groups(sources: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
     """(key, citation, names of the sources citing it): each distinct citation once, in source
     order (the ten MSD tasks share one paper)."""
@@ -292,8 +300,7 @@ def render_card(builder: ReleaseBuilder, sources: list[dict[str, Any]] | None = 
     cases = builder.tables.scan("cases")
     labels, dups = _frame(builder, "labels"), _frame(builder, "duplicates")
     sources = card_sources(builder, cases) if sources is None else sources
-    lic = combine({s["name"]: parse_licence(s["licence"]).with_declared(s.get("licence_terms")) for s in sources},
-                  {s["name"]: s.get("licence_notes") or "" for s in sources})
+    lic = licence_combination(sources)
     front = _front(builder, cases, sources, lic)
     rc = builder.ctx.config.release
     parts = [

@@ -126,6 +126,9 @@ class Combined:
     constraints: list[str] = field(default_factory=list)
     redistribute: YesNo = "unknown"
     no_redistribution: list[str] = field(default_factory=list)
+    # the constraints that keep these sources from being shared as one adapted work (two
+    # share-alike licences, no derivatives, no redistribution): a subset of ``constraints``
+    incompatible: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The front-matter form."""
@@ -140,8 +143,10 @@ def _sa_name(family: str) -> str:
     return "share-alike licence not named" if family == "unknown" else family
 
 
-def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = None) -> Combined:
-    """Constraints of using ``sources`` (name -> terms) together; ``notes``: per-source licence notes."""
+def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = None, *,
+            whole: str = "this release") -> Combined:
+    """Constraints of using ``sources`` (name -> terms) together; ``notes``: per-source licence notes;
+    ``whole``: what the sentences call the combination (an export of some of a release's cases)."""
     nc = sorted(n for n, t in sources.items() if t.commercial == "no")
     unk = sorted(n for n, t in sources.items() if not t.known)
     # a known licence id can still leave terms open: the registry's researched licence_terms say
@@ -178,30 +183,33 @@ def combine(sources: dict[str, LicenceTerms], notes: dict[str, str] | None = Non
     if len(sa_families) > 1:
         lines.append(f"Incompatible share-alike licences ({', '.join(sa_families)}): the adapted collection "
                      "cannot be redistributed as one work; distribute those datasets' parts separately.")
+        c.incompatible.append(lines[-1])
     if sa_unnamed and len(sa) > 1:
         lines.append(f"Share-alike licence not named for {', '.join(sa_unnamed)}: whether material adapted "
                      "from it can be shared as one work with the other share-alike sources is unknown.")
     if nd:
         lines.append(f"No derivatives: {', '.join(nd)} forbid(s) sharing adapted material; ship only their "
                      "original files (or the recipe to rebuild them).")
+        c.incompatible.append(lines[-1])
     if nr:
         lines.append(f"No redistribution: {', '.join(nr)} may not be passed on (e.g. registration or a data use "
-                     "agreement per user); share this release without their cases, or the recipe to rebuild "
+                     f"agreement per user); share {whole} without their cases, or the recipe to rebuild "
                      "them from each user's own download.")
+        c.incompatible.append(lines[-1])
     if unk:
         lines.append(f"Licence unknown for {', '.join(unk)}: check each dataset's terms before "
-                     "redistributing this release or using it commercially.")
+                     f"redistributing {whole} or using it commercially.")
     if open_terms:
         lines.append("Terms not established for " + ", ".join(f"{n} ({', '.join(v)})" for n, v in
                                                                sorted(open_terms.items()))
-                     + ": check each dataset's own terms before redistributing this release, sharing "
+                     + f": check each dataset's own terms before redistributing {whole}, sharing "
                      "material adapted from it or using it commercially.")
     if conf:
         lines.append(f"Conflicting licence statements for {', '.join(conf)}: read as the most restrictive "
                      "variant until clarified with the dataset's maintainers.")
     if c.attribution_required:
         lines.append("Attribution: cite every source listed under Sources (all their BibTeX entries are in "
-                     "CITATIONS.bib) when you use or share this release.")
+                     f"CITATIONS.bib) when you use or share {whole}.")
     if not (nc or sa or nd or nr or unk or open_terms or conf):
         lines.append("All sources allow commercial use and adaptation with attribution.")
     for name, note in sorted((notes or {}).items()):
