@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from curator.errors import ReleaseError
 from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
+from curator.export.scope import leave_out_foreign_tests, no_case_error
 from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request
@@ -52,6 +52,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
         studies, names = studies_of(cases, channels, report, rel.path)
+        studies = leave_out_foreign_tests(rel, studies, terms, layers, report)  # an image nobody can score
         image = {s.name: [f"images/{s.name}_{k:04d}.nii.gz" for k in range(len(s.cases))] if channels is not None
                  else [f"images/{s.name}.nii.gz"] for s in studies}
         jobs = [CaseJob(s.cases[0], staging / image[s.name][0], staging / "labels" / f"{s.name}.nii.gz",
@@ -72,8 +73,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
         report.rename({s.cases[0].case_id: s.name for s in studies})
         note_resampled(report)
         if not report.cases:
-            raise ReleaseError("release_error", f"no case holds every term {terms}", path=str(rel.path),
-                               remedy="check --terms against `store_terms`, or pass --partial")
+            raise no_case_error(rel, [s.cases[0] for s in studies], terms, layers, partial, view)
         atomic_write_json(staging / "datalist.json", {
             "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
             "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},

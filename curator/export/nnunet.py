@@ -33,6 +33,7 @@ from pathlib import Path
 from curator.errors import ConfigError, ReleaseError
 from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
+from curator.export.scope import leave_out_foreign_tests, no_case_error
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request
@@ -77,6 +78,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                           "channel meaning", remedy="add e.g. modality = 'CT' to --where (or export the "
                           "sequences of each study as channels: --channels)")
     studies, names = studies_of(cases, channels, report, rel.path)
+    studies = leave_out_foreign_tests(rel, studies, terms, layers, report)  # an image nobody can score
     cases = [s.cases[0] for s in studies]
     folder = report.folder
     taken = sorted(p.name for p in Path(out_root).glob(f"Dataset{dataset_id:03d}_*")) if Path(out_root).is_dir() else []
@@ -107,8 +109,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         note_resampled(report)
         training = [c for c in report.cases if split_of[c] != "test"]
         if not training:
-            raise ReleaseError("release_error", f"no training case holds every term {terms}", path=str(rel.path),
-                               remedy="check --terms against `store_terms`, or pass --partial")
+            raise no_case_error(rel, [c for c in cases if c.split != "test"], terms, layers, partial, view,
+                                "training case")
         labels = {"background": 0, **{t: i for i, t in enumerate(terms, start=1)}}
         if report.ignored:  # nnU-Net: the highest label, right above the terms (verify_dataset_integrity)
             labels["ignore"] = len(terms) + 1

@@ -89,7 +89,7 @@ def test_a_failed_nnunet_export_leaves_nothing_behind(split_rel: Path, tmp_path:
     """The test case was written to imagesTs before "no training case holds every term"; the
     partial Dataset folder stayed and a rerun said the id was taken."""
     out = tmp_path / "out" / "nnUNet_raw"
-    with pytest.raises(ReleaseError, match="no training case holds every term"):  # the KiTS case has no liver
+    with pytest.raises(ReleaseError, match="no selected training case holds 'liver'"):  # the KiTS case has none
         export_nnunet(split_rel, out, dataset_id=5, name="A", terms=["liver"],
                       where="case_id in ('TinyTotalSeg__s0001', 'TinyKits__case_00000')")
     assert not (tmp_path / "out").exists()  # nor the folders made for it
