@@ -28,6 +28,7 @@ from pathlib import Path
 from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.export.scope import leave_out_foreign_tests, no_case_error
+from curator.export.sources import FILES, licence_line, write_sources
 from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request
@@ -45,7 +46,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     folder = Path(out)
     check_outside_releases(folder, "the export", rel.path)
     check_output_dir(folder)
-    check_free(folder, ("images", "labels", "datalist.json"))
+    check_free(folder, ("images", "labels", "datalist.json", *FILES))
     check_request(rel, terms, layers)
     cases, view = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(folder)
@@ -74,11 +75,15 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
         note_resampled(report)
         if not report.cases:
             raise no_case_error(rel, [s.cases[0] for s in studies], terms, layers, partial, view)
+        written = {e["case_id"] for entries in lists.values() for e in entries}
+        sources = write_sources(rel, staging, [s.cases[0].dataset for s in studies if s.name in written], report,
+                                "this MONAI export")
         atomic_write_json(staging / "datalist.json", {
             "description": f"curator {rel.info.get('collection')} {rel.info.get('version')} (where: {where})",
             "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},
             **({"channel_names": names} if channels is not None else {}),
-            **{k: v for k, v in lists.items() if v or k == "training"}}, indent=1)
+            **{k: v for k, v in lists.items() if v or k == "training"},
+            "licence": licence_line(sources), **sources}, indent=1)
     if report.unknown:
         lacking = sorted({t for ts in report.unknown.values() for t in ts}, key=terms.index)
         report.notes.append(f"{len(report.unknown)} exported cases lack terms their dataset does not annotate "

@@ -34,6 +34,7 @@ from curator.errors import ConfigError, ReleaseError
 from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.export.scope import leave_out_foreign_tests, no_case_error
+from curator.export.sources import licence_line, write_sources
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request
@@ -111,6 +112,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         if not training:
             raise no_case_error(rel, [c for c in cases if c.split != "test"], terms, layers, partial, view,
                                 "training case")
+        sources = write_sources(rel, staging, [s.cases[0].dataset for s in studies if s.name in split_of], report,
+                                f"nnU-Net dataset {folder.name}")
         labels = {"background": 0, **{t: i for i, t in enumerate(terms, start=1)}}
         if report.ignored:  # nnU-Net: the highest label, right above the terms (verify_dataset_integrity)
             labels["ignore"] = len(terms) + 1
@@ -121,7 +124,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
             "numTraining": len(training), "file_ending": ".nii.gz",
             "name": name, "description": f"exported by curator from {rel.info.get('collection')} "
                                          f"{rel.info.get('version')} (where: {where})",
-            "licence": "see the release's dataset card: each case keeps its source dataset's licence",
+            "licence": licence_line(sources),
         }, indent=1)
         val = [c for c in training if split_of[c] == "val"]
         if val:
@@ -142,7 +145,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                 "sequences": list(channels), "cases": {s.name: [c.case_id for c in s.cases] for s in studies
                                                        if s.name in split_of}, "resampled": report.resampled},
             "left_out_duplicates": sorted(view.dropped_duplicates),
-            "qc_filter": qc_filter}, indent=1)
+            "qc_filter": qc_filter, **sources}, indent=1)
     return report
 
 

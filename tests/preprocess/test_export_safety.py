@@ -134,7 +134,8 @@ def test_monai_exports_into_an_existing_folder_once(rel: Path, tmp_path: Path) -
     out.mkdir()
     (out / "keep.txt").write_text("the user's")
     rep = export_monai(rel, out, terms=["liver"])
-    assert sorted(p.name for p in out.iterdir()) == ["datalist.json", "images", "keep.txt", "labels"]
+    assert sorted(p.name for p in out.iterdir()) == ["CITATIONS.bib", "LICENCES.md", "datalist.json", "images",
+                                                     "keep.txt", "labels"]
     assert sorted(p.name for p in (out / "images").iterdir()) == [f"{c}.nii.gz" for c in sorted(rep.cases)]
     with pytest.raises(ConfigError, match="the folder already holds images, labels, datalist.json"):
         export_monai(rel, out, terms=["liver"])

@@ -1,6 +1,6 @@
 """The nnU-Net and MONAI exports of the demo release (four datasets under three licences, a test
-image of MSD_Spleen without labels, pseudo labels of every dataset): what their errors advise
-and which test images they take."""
+image of MSD_Spleen without labels, pseudo labels of every dataset): what their errors advise,
+which test images they take, and the licences and citations they carry."""
 
 from __future__ import annotations
 
@@ -68,3 +68,37 @@ def test_monai_lists_test_images_only_of_datasets_annotating_a_term(rel: Path, t
     datalist = json.loads((tmp_path / "m" / "datalist.json").read_text())
     assert "test" not in datalist and "annotates none of" in rep.skipped["MSD_Spleen__spleen_6"]
     assert not (tmp_path / "m" / "images" / "MSD_Spleen__spleen_6.nii.gz").exists()
+
+
+def _bib_keys(path: Path) -> set[str]:
+    from curator.release.card_check import bibtex_keys
+
+    return set(bibtex_keys(path.read_text(encoding="utf-8")))
+
+
+def test_nnunet_export_carries_the_licences_and_citations_of_its_cases(rel: Path, tmp_path: Path) -> None:
+    rep = export_nnunet(rel, tmp_path / "raw", dataset_id=501, name="Kidney", terms=["kidney", "kidney_tumor"])
+    folder = rep.folder
+    info = json.loads((folder / "curator_export.json").read_text())
+    [src] = info["sources"]  # KiTS23 only (its cases stand in for two kept copies of other datasets)
+    assert (src["dataset"], src["licence"], src["n_cases"], src["citation_keys"]) == (
+        "KiTS23", "CC-BY-NC-SA-4.0", len(rep.cases), ["heller2023kits21"])
+    assert src["commercial_use"] == "no" and src["homepage"]
+    assert _bib_keys(folder / "CITATIONS.bib") == {"heller2023kits21"}
+    md = (folder / "LICENCES.md").read_text(encoding="utf-8")
+    assert "KiTS23" in md and "CC-BY-NC-SA-4.0" in md and "Non-commercial" in md and "MSD" not in md
+    assert info["licence_summary"]["commercial_use"] == "no"
+    assert "CC-BY-NC-SA-4.0" in json.loads((folder / "dataset.json").read_text())["licence"]
+
+
+def test_an_export_mixing_share_alike_licences_warns(rel: Path, tmp_path: Path) -> None:
+    rep = export_monai(rel, tmp_path / "m", terms=["spleen", "kidney"], partial=True)
+    datalist = json.loads((tmp_path / "m" / "datalist.json").read_text())
+    by = {s["dataset"]: s for s in datalist["sources"]}
+    written = [e for k in ("training", "validation", "test") for e in datalist.get(k, [])]
+    assert {d: sum(e["dataset"] == d for e in written) for d in by} == {d: s["n_cases"] for d, s in by.items()}
+    assert {"KiTS23", "MSD_Spleen", "DemoTotalSeg"} <= set(by)
+    assert _bib_keys(tmp_path / "m" / "CITATIONS.bib") == {k for s in by.values() for k in s["citation_keys"]}
+    md = (tmp_path / "m" / "LICENCES.md").read_text(encoding="utf-8")
+    assert "Incompatible share-alike licences" in md
+    assert any("Incompatible share-alike" in n for n in rep.notes), rep.notes
