@@ -2,7 +2,8 @@
 
 Every stage run records in ``stages/<name>/stage.json`` a ``run_id``, the ``run_id`` of each
 earlier stage it ran after (``upstream``: enabled ones; ``upstream_disabled``), its config
-hash, its stage version, digests of the sources (:func:`sources_digest`), of the files its
+hash, its stage version, digests of the sources (:func:`sources_digest`; and of each one,
+:func:`source_facts`, to name the one that changed), of the files its
 settings name (``Stage.settings_files_digest``: a taxonomy, QC overrides, model weights) and of
 the tables other commands write that it reads (``tables_read``). A stage's tables
 are out of date when it has not run, when its settings, those files, its code's stage version,
@@ -52,7 +53,7 @@ def write_record(ctx: Context, stage_cls: type[Stage], config: StageConfig,
         "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,
         "config": config.to_dict(), "config_hash": config.config_hash(), "run_id": uuid.uuid4().hex,
         **upstream, "sources_digest": sources_digest(ctx),
-        "sources_digest_relative": sources_digest(ctx, relative=True), **fields,
+        "sources_digest_relative": sources_digest(ctx, relative=True), "sources": source_facts(ctx), **fields,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     })
 
@@ -72,16 +73,55 @@ def sources_digest(ctx: Context, relative: bool = False) -> str:
     ``relative``, a root inside the folder holding pipeline.yaml counts by its path from there:
     a record holds both digests, and the sources are unchanged when either matches, so moving a
     whole project, or copying one whose roots are elsewhere, puts no stage out of date."""
-    folder = ctx.config.folder
-
-    def where(root: Path) -> str:
-        if relative and folder is not None and root.is_relative_to(folder):
-            return "./" + root.relative_to(folder).as_posix()
-        return str(root)
-
-    return sha256_json({n: [where(Path(s.root)), sha256_json(s.spec.to_dict())]
+    return sha256_json({n: [_where(ctx, Path(s.root), relative), sha256_json(s.spec.to_dict())]
                         + (["pseudonymous_ids"] if s.pseudonymous_ids else [])  # other case ids
                         for n, s in sorted(ctx.sources.items())})[:16]
+
+
+def _where(ctx: Context, root: Path, relative: bool) -> str:
+    folder = ctx.config.folder
+    if relative and folder is not None and root.is_relative_to(folder):
+        return "./" + root.relative_to(folder).as_posix()
+    return str(root)
+
+
+def source_facts(ctx: Context) -> dict[str, dict[str, Any]]:
+    """What a run's record keeps of each source (``{name: facts}``), so that a change of the
+    sources can be said by name (:func:`_sources_changed`): its dataset, its root (as given to
+    :func:`sources_digest` and with ``relative``), 16 hex digits of its dataset spec and its
+    ``pseudonymous_ids``."""
+    return {n: {"dataset": s.spec.name, "root": _where(ctx, Path(s.root), False),
+                "root_relative": _where(ctx, Path(s.root), True), "spec": sha256_json(s.spec.to_dict())[:16],
+                "pseudonymous_ids": s.pseudonymous_ids} for n, s in sorted(ctx.sources.items())}
+
+
+def _sources_changed(ctx: Context, rec: dict[str, Any]) -> str:
+    """How the sources differ from those of the run ``rec`` records: the sources added and
+    removed, and of the others, the dataset spec, root or ``pseudonymous_ids`` that changed
+    (a record of an older curator keeps no ``sources``: then only that they changed)."""
+    old = rec.get("sources")
+    generic = "pipeline.yaml's `sources:` or their dataset specs changed since"
+    if not isinstance(old, dict):
+        return generic
+    now = source_facts(ctx)
+    skipped = ctx.skipped_sources  # still listed, but their dataset YAML does not load
+    removed = [f"{n} (skipped: its dataset YAML does not load)" if n in skipped else n
+               for n in sorted(set(old) - set(now))]
+    parts = [f"{what} {', '.join(names)}" for what, names in
+             (("added", sorted(set(now) - set(old))), ("removed", removed)) if names]
+    for n in sorted(set(now) & set(old)):
+        was, new = old[n] if isinstance(old[n], dict) else {}, now[n]
+        if was.get("dataset") != new["dataset"]:
+            parts.append(f"{n} is now dataset {new['dataset']} (was {was.get('dataset')})")
+        elif was.get("spec") != new["spec"]:
+            named = "" if n == new["dataset"] else f" ({new['dataset']})"
+            parts.append(f"{n}'s dataset YAML{named} changed")
+        if was.get("root") != new["root"] and was.get("root_relative") != new["root_relative"]:
+            parts.append(f"{n}'s root: {was.get('root')} → {new['root']}")
+        if bool(was.get("pseudonymous_ids")) != new["pseudonymous_ids"]:
+            parts.append(f"{n}'s pseudonymous_ids: {json.dumps(bool(was.get('pseudonymous_ids')))} → "
+                         f"{json.dumps(new['pseudonymous_ids'])}")
+    return "; ".join(parts) or generic
 
 
 def tables_read_digest(ctx: Context, stage_cls: type[Stage]) -> dict[str, str]:
@@ -169,8 +209,7 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
         if read.get(table, now) != now:
             reasons.append(f"{name} ran before a change to {cls.reads_tables[table]}")
     if rec.get("sources_digest", digest[0]) != digest[0] and rec.get("sources_digest_relative") != digest[1]:
-        reasons.append(f"{name} ran with other sources (pipeline.yaml's `sources:` or their dataset "
-                       "specs changed since)")
+        reasons.append(f"{name} ran with other sources ({_sources_changed(ctx, rec)})")
     elif cls.reads_sources and not reasons:
         reasons += _changed_inputs(ctx, name, cls, config)
     return reasons

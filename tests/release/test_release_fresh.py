@@ -106,6 +106,35 @@ def test_a_stage_that_never_ran_other_sources_and_other_code_are_refused(
     assert "ingest ran with other sources" in _refused(PipelineConfig.load(pipeline))
 
 
+def test_other_sources_are_named(demo: Path) -> None:
+    """The sources added and removed and the dataset YAMLs edited are named ("ran with other
+    sources" alone did not say which of them); a record without per-source facts (an older
+    curator's) still gives the general sentence."""
+    pipeline = demo / "pipeline.yaml"
+    raw = yaml.safe_load(pipeline.read_text())
+    raw["sources"].pop()  # DemoPancreasDICOM
+    raw["sources"].append({**raw["sources"][0], "name": "Spleen2"})
+    spec = Path(raw["sources"][2]["dataset"])  # DemoTotalSeg's, edited in a copy
+    assert spec.name == "DemoTotalSeg.yaml"
+    (demo / spec.name).write_text(spec.read_text().replace('version: "1.0"', 'version: "1.1"'))
+    raw["sources"][2]["dataset"] = str(demo / spec.name)
+    pipeline.write_text(yaml.safe_dump(raw, sort_keys=False))
+    detail = _refused(set_version(pipeline, "0.2.0"))
+    assert ("ingest ran with other sources (added Spleen2; removed DemoPancreasDICOM; DemoTotalSeg's dataset "
+            "YAML changed)") in detail, detail
+    root = raw["sources"][0]["root"]
+    raw["sources"][0]["root"] = str(demo / "elsewhere")
+    pipeline.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert f"MSD_Spleen's root: {root} → {demo}/elsewhere" in _refused(set_version(pipeline, "0.2.0"))
+
+    record = demo / "workspace" / "stages" / "ingest" / "stage.json"
+    rec = json.loads(record.read_text())
+    del rec["sources"]
+    record.write_text(json.dumps(rec))
+    assert ("ingest ran with other sources (pipeline.yaml's `sources:` or their dataset specs changed since)"
+            in _refused(set_version(pipeline, "0.2.0")))
+
+
 def test_cli_release_names_the_stale_stage_and_what_to_do(demo: Path) -> None:
     _edit(demo / "pipeline.yaml", "0.2.0", dedup={"global_radius": 3})
     res = CliRunner().invoke(app, ["release", str(demo / "pipeline.yaml")])
