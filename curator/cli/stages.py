@@ -136,6 +136,8 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
         ctx.sources  # noqa: B018 - reading the sources (and the registry) collects the skipped ones
         ctx.registry  # noqa: B018
         skipped = [(p["path"], p["message"].partition(". What to do: ")[0]) for p in ctx.source_problems]
+        # a root that is not there (an unmounted share): ingest, current, ran without its cases
+        no_root = [(n, str(src.root)) for n, src in sorted(ctx.sources.items()) if not src.root.is_dir()]
         behind: dict[str, str] = {}  # a current stage after an out-of-date one: its tables may change
         first = None
         for s in states:
@@ -147,6 +149,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             print_json({
                 "workspace": str(ctx.workspace.root), "in_use_by": busy,
                 "sources_skipped": [{"file": f, "why": why} for f, why in skipped],
+                "sources_root_missing": [{"source": n, "root": root} for n, root in no_root],
                 "stages": [{"stage": s.name, "enabled": s.enabled, "current": not s.reasons if s.enabled else None,
                             "reasons": s.reasons, "after_out_of_date": behind.get(s.name),
                             "last_run": _run_facts(s.record)} for s in states],
@@ -169,6 +172,10 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             out.print(table)
             for f, why in skipped:  # "current" is then without this source: say so where it is read
                 out.print(f"[red]source skipped[/] {escape(f)}: {escape(why)}; every state above leaves it out",
+                          highlight=False)
+            for n, root in no_root:
+                out.print(f"[red]source root missing[/] {escape(n)}: {escape(root)} is not a folder (an unmounted "
+                          "share?); ingest finds no case of it, and every state above leaves it out",
                           highlight=False)
             if busy:
                 out.print(f"[yellow]the workspace is in use by {escape(busy)}[/]: these states are of its "

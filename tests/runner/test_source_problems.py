@@ -118,6 +118,27 @@ def test_status_names_a_source_its_dataset_yaml_kept_out(tmp_path: Path) -> None
     assert skipped["file"] == "bad.yaml" and skipped["why"]
 
 
+def test_status_names_a_source_whose_root_is_missing(tmp_path: Path) -> None:
+    """After a run with an unmounted root, `curator status` called ingest current and listed no
+    source as skipped: the missing root was said only by the release's refusal."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+
+    pipe = make_pipeline(tmp_path, _sources(tmp_path)[:2])
+    run(pipe, stages=["ingest"])
+    root = tmp_path / "no_such_folder"
+    res = CliRunner().invoke(app, ["status", str(pipe)], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert f"source root missing KiTS23: {root} is not a folder" in text, text
+    assert "MSD_Spleen:" not in text
+    res = CliRunner().invoke(app, ["status", str(pipe), "--format", "json"])
+    assert json.loads(res.output)["sources_root_missing"] == [{"source": "KiTS23", "root": str(root)}]
+
+
 def test_a_source_file_changed_after_ingest_puts_it_out_of_date(tmp_path: Path) -> None:
     """`curator status` called every stage current, and `curator release` released the labels of
     a label file edited since: freshness looked at the sources' roots and specs, not their files."""
