@@ -244,8 +244,41 @@ def _short(v: Any) -> str:
     return text[:12] + "…" if isinstance(v, str) and len(v) == 64 else text if len(text) <= 60 else text[:57] + "…"
 
 
+def _by_name(items: Any) -> dict[str, dict[str, Any]] | None:
+    """A list of entries that each name a source (pipeline.yaml's ``sources``: a ``name``, else
+    its ``dataset``) keyed by that name; None for any other list (or when a name repeats)."""
+    if not (isinstance(items, list) and all(isinstance(e, dict) and (e.get("name") or e.get("dataset"))
+                                            for e in items)):
+        return None
+    out = {str(e.get("name") or e["dataset"]): e for e in items}
+    return out if len(out) == len(items) else None
+
+
+def _changed_items(key: str, a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[str]:
+    """The sources added, removed and changed (each changed field named), as lines."""
+    out = []
+    for name in sorted(set(a) | set(b)):
+        if name not in a or name not in b:
+            out.append(f"{key} {name}: {'added' if name not in a else 'removed'}")
+            continue
+        ea, eb = a[name], b[name]
+        out += [f"{key} {name} {f}: {_short(ea.get(f))} → {_short(eb.get(f))}"
+                for f in sorted(set(ea) | set(eb)) if ea.get(f, _ABSENT) != eb.get(f, _ABSENT)]
+    return out or [f"{key}: the same entries in another order"]
+
+
 def _changed_entries(key: str, a: Any, b: Any, depth: int = 0) -> list[str]:
-    """The entries of lineage ``key`` that differ, as lines (nested dicts followed two levels)."""
+    """The entries of lineage ``key`` that differ, as lines (nested dicts followed two levels; a
+    list of sources as the sources added, removed and changed, by name)."""
+    ka, kb = _by_name(a), _by_name(b)
+    if ka is not None and kb is not None and (ka or kb):
+        return _changed_items(key, ka, kb)
+    if key.startswith("registry ") and isinstance(a, dict) and isinstance(b, dict) and "spec_sha256" in a:
+        sa, sb = a.get("spec_sha256"), b.get("spec_sha256")
+        if sa != sb and sb is not None:  # what a digest alone does not say: the dataset YAML was edited
+            va, vb = a.get("version"), b.get("version")
+            said = f"version {_short(va)} in both" if va == vb else f"version {_short(va)} → {_short(vb)}"
+            return [f"{key}: its dataset YAML changed ({said}; spec_sha256 {_short(sa)} → {_short(sb)})"]
     if isinstance(a, dict) and isinstance(b, dict) and depth < 2:
         out = []
         for k in sorted(set(a) | set(b), key=str):

@@ -152,6 +152,30 @@ def test_lineage_changes_name_the_entry_that_changed() -> None:
                                  "models m2: added"]
 
 
+def test_lineage_names_the_sources_added_removed_and_changed() -> None:
+    """The `sources` list was one JSON token cut at 60 characters: both sides read the same and
+    the source added never appeared; a registry digest gave no hint of what it stands for."""
+    from curator.release.diff import ReleaseDiff
+
+    def src(dataset: str, name: str | None = None, pseudo: bool = False) -> dict[str, Any]:
+        return {"dataset": dataset, "name": name, "pseudonymous_ids": pseudo}
+
+    a = [src("MSD_Spleen"), src("KiTS23"), src("TS.yaml"), src("KiTS23", "kits_old")]
+    b = [src("MSD_Spleen"), src("KiTS23", pseudo=True), src("TS.yaml"), src("PANC.yaml")]
+    reg = ({"TS": {"spec_sha256": "a" * 64, "version": "1.0"}, "K": {"spec_sha256": "c" * 64, "version": "1"}},
+           {"TS": {"spec_sha256": "b" * 64, "version": "1.0"}, "K": {"spec_sha256": "d" * 64, "version": "2"}})
+    d = ReleaseDiff("a", "b", lineage={"pipeline_config": ({"sources": a}, {"sources": b}), "registry": reg})
+    assert d.lineage_changes == [
+        "pipeline_config sources KiTS23 pseudonymous_ids: false → true", "pipeline_config sources PANC.yaml: added",
+        "pipeline_config sources kits_old: removed",
+        f"registry K: its dataset YAML changed (version 1 → 2; spec_sha256 {'c' * 12}… → {'d' * 12}…)",
+        f"registry TS: its dataset YAML changed (version 1.0 in both; spec_sha256 {'a' * 12}… → {'b' * 12}…)"]
+    d = ReleaseDiff("a", "b", lineage={"pipeline_config": ({"sources": a}, {"sources": a[::-1]})})
+    assert d.lineage_changes == ["pipeline_config sources: the same entries in another order"]
+    d = ReleaseDiff("a", "b", lineage={"pipeline_config": ({"sources": []}, {"sources": a[:1]})})
+    assert d.lineage_changes == ["pipeline_config sources MSD_Spleen: added"]
+
+
 def test_diff_with_a_damaged_table_names_the_file(demo: Path) -> None:
     """A cut qc.parquet made `curator diff` an internal error (pyarrow's ArrowInvalid)."""
     coll = demo / "releases" / "demo"
