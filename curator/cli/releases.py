@@ -36,6 +36,11 @@ def _list(title: str, items: list[Any], limit: int, style: str) -> None:
         out.print(f"    ... and {len(items) - limit} more (use --format json for all)", highlight=False)
 
 
+def _ml(v: float | None) -> str:
+    """A label's volume for the diff: to 0.01 ml ("?" from a release without volume_ml)."""
+    return "?" if v is None else f"{v:.2f}"
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("verify")
     @handle_errors
@@ -110,8 +115,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _list("labels removed", lt.removed, limit, "red")
             _list("labels changed", [f"{' '.join(map(str, k))}: {', '.join(c)}" for k, c in lt.changed],
                   limit, "yellow")
-        _list("labels whose origin changed (case, term: origin A → B, voxels A → B)",
-              [f"{c} {t}: {oa} → {ob}, {va} → {vb} voxels" for c, t, oa, ob, va, vb in d.origin_changes],
+        _list("labels whose origin changed (case, term: origin A → B, volume A → B)",
+              [f"{c} {t}: {oa} → {ob}, {_ml(ma)} → {_ml(mb)} ml" for c, t, oa, ob, _, _, ma, mb in d.origin_changes],
               limit, "yellow")
         _list("cases whose store changed", d.stores_changed, limit, "yellow")
         _list("cases whose stores differ only in their OME-Zarr attributes (same voxels, grid and terms)",

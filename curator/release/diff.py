@@ -4,7 +4,7 @@ Every table present in both is compared row by row on its key (the ``sort`` colu
 manifest schema): rows added, removed and changed (with the names of the changed columns).
 On top of that the diff names the changes people ask about: cases added or removed, labels
 newly excluded (or re-included) by QC, labels whose origin changed (a reviewed pseudo-label is
-one change of (case, term) from ``pseudo`` to ``revised``, with its voxels before and after,
+one change of (case, term) from ``pseudo`` to ``revised``, with its volume before and after,
 not a label removed and another added), cases whose store content changed (release.json's
 store hashes), cases newly marked duplicate, cases whose split changed, schema changes (tables
 and columns added, removed or retyped) and lineage changes (registry, taxonomy, models,
@@ -76,8 +76,11 @@ class ReleaseDiff:
     newly_duplicate: list[str] = field(default_factory=list)
     no_longer_duplicate: list[str] = field(default_factory=list)
     split_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (case_id, split A, split B)
-    # (case_id, term_id, origins A, origins B, voxels A, voxels B): origins joined by '+', '' when absent
-    origin_changes: list[tuple[str, str, str, str, int | None, int | None]] = field(default_factory=list)
+    # (case_id, term_id, origins A, origins B, voxels A, voxels B, volume_ml A, volume_ml B): origins
+    # joined by '+'; voxels on the grid each label was measured on (an original label's source grid,
+    # the store grid of pseudo and revised), so compare the volumes across origins
+    origin_changes: list[tuple[str, str, str, str, int | None, int | None, float | None, float | None]] = field(
+        default_factory=list)
     stores_changed: list[str] = field(default_factory=list)  # cases in both whose store data (chunks) differ
     # cases in both whose stores differ only in their OME-Zarr attributes (the same voxels, grid and terms)
     stores_ome_changed: list[str] = field(default_factory=list)
@@ -217,12 +220,15 @@ ORIGIN_ORDER = ("revised", "original", "pseudo")  # the label a loader takes fir
 
 
 def _origins(df: pl.DataFrame) -> pl.DataFrame:
-    """Per (case, term): its origins ('+'-joined, in ORIGIN_ORDER) and the voxels of the first."""
+    """Per (case, term): its origins ('+'-joined, in ORIGIN_ORDER) and the voxels and volume of the
+    first (volume_ml null in a release without the column)."""
     rank = pl.col("origin").replace_strict({o: i for i, o in enumerate(ORIGIN_ORDER)}, default=len(ORIGIN_ORDER),
                                            return_dtype=pl.Int8)
-    return (df.select("case_id", "term_id", "origin", "voxels").with_columns(rank=rank).sort("rank", "origin")
+    ml = pl.col("volume_ml") if "volume_ml" in df.columns else pl.lit(None, dtype=pl.Float64).alias("volume_ml")
+    return (df.select("case_id", "term_id", "origin", "voxels", ml).with_columns(rank=rank).sort("rank", "origin")
             .group_by("case_id", "term_id", maintain_order=True)
-            .agg(origins=pl.col("origin").str.join("+"), voxels=pl.col("voxels").first()))
+            .agg(origins=pl.col("origin").str.join("+"), voxels=pl.col("voxels").first(),
+                 volume_ml=pl.col("volume_ml").first()))
 
 
 def _origin_changes(d: ReleaseDiff, a: pl.DataFrame, b: pl.DataFrame) -> None:
@@ -232,8 +238,8 @@ def _origin_changes(d: ReleaseDiff, a: pl.DataFrame, b: pl.DataFrame) -> None:
     j = _origins(a).join(_origins(b), on=keys, how="full", coalesce=True, suffix="_b")
     j = j.filter(pl.col("origins").ne_missing(pl.col("origins_b")) & pl.col("origins").is_not_null()
                  & pl.col("origins_b").is_not_null())  # a term new or gone altogether is a label added/removed
-    d.origin_changes = [tuple(r) for r in j.select(*keys, "origins", "origins_b", "voxels", "voxels_b")
-                        .sort(keys).iter_rows()]
+    d.origin_changes = [tuple(r) for r in j.select(*keys, "origins", "origins_b", "voxels", "voxels_b",
+                                                   "volume_ml", "volume_ml_b").sort(keys).iter_rows()]
 
 
 def _short(v: Any) -> str:

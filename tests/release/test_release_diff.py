@@ -13,7 +13,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from curator.cli import app
 from curator.errors import ReleaseError
 from curator.release.diff import diff_releases, diff_table
 from curator.schema import to_arrow
@@ -100,12 +102,13 @@ def test_a_reviewed_label_is_one_origin_change_and_its_store_a_changed_store(dem
     shutil.copytree(coll / "0.1.0", coll / "0.1.1")
     labels = pl.read_parquet(coll / "0.1.1" / "labels.parquet")
     row = labels.filter(pl.col("origin") == "pseudo").row(0, named=True)
-    case, term, voxels = row["case_id"], row["term_id"], row["voxels"]
+    case, term, voxels, ml = row["case_id"], row["term_id"], row["voxels"], row["volume_ml"]
     if labels.filter((pl.col("case_id") == case) & (pl.col("term_id") == term)).height != 1:
         pytest.fail("the demo's first pseudo-label should be its term's only label in the case")
     mine = (pl.col("case_id") == case) & (pl.col("term_id") == term)
     labels = labels.with_columns(origin=pl.when(mine).then(pl.lit("revised")).otherwise(pl.col("origin")),
-                                 voxels=pl.when(mine).then(pl.col("voxels") + 5).otherwise(pl.col("voxels")))
+                                 voxels=pl.when(mine).then(pl.col("voxels") + 5).otherwise(pl.col("voxels")),
+                                 volume_ml=pl.when(mine).then(pl.col("volume_ml") + 0.5).otherwise(pl.col("volume_ml")))
     labels.write_parquet(coll / "0.1.1" / "labels.parquet")
     meta = coll / "0.1.1" / "stores" / f"{case}.zarr" / "zarr.json"
     m = json.loads(meta.read_text())
@@ -114,10 +117,13 @@ def test_a_reviewed_label_is_one_origin_change_and_its_store_a_changed_store(dem
     meta.write_text(json.dumps(m, indent=2))
     reseal(coll / "0.1.1")
     d = diff_releases(coll / "0.1.0", coll / "0.1.1")
-    assert d.origin_changes == [(case, term, "pseudo", "revised", voxels, voxels + 5)]
+    assert d.origin_changes == [(case, term, "pseudo", "revised", voxels, voxels + 5, ml, ml + 0.5)]
     assert d.stores_changed == [case] and not d.empty
     assert diff_releases(coll / "0.1.1", coll / "0.1.0").origin_changes == [
-        (case, term, "revised", "pseudo", voxels + 5, voxels)]
+        (case, term, "revised", "pseudo", voxels + 5, voxels, ml + 0.5, ml)]
+    # said as volumes: an original label's voxels are on its source grid, a pseudo one's on the store's
+    text = " ".join(CliRunner().invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1")]).output.split())
+    assert f"{case} {term}: pseudo → revised, {ml:.2f} → {ml + 0.5:.2f} ml" in text, text
 
 
 def test_stores_differing_only_in_ome_attributes_are_listed_apart(demo: Path) -> None:
