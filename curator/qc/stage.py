@@ -32,6 +32,7 @@ from curator.schema import to_arrow
 
 if TYPE_CHECKING:
     from curator.runner.context import Context
+    from curator.taxonomy.model import Taxonomy
 
 log = logging.getLogger("curator")
 
@@ -149,10 +150,12 @@ class QCStage(Stage):
         judged = judge(rows, cfg, overrides, harmonize_taxonomy(self.ctx), copies=self._dropped_copies())
         used = {(o.case_id, o.term_id, o.origin) for o in overrides
                 if any(o.matches(r) for r in judged)}
+        tax = harmonize_taxonomy(self.ctx)
         for o in overrides:
             if (o.case_id, o.term_id, o.origin) not in used:
-                err = InputError("override_unmatched", f"override for {o.case_id} / {o.term_id} matches no label",
-                                 path=cfg.overrides, remedy="check the case id and term id against the qc table")
+                why, remedy = unmatched_override(o, judged, tax)
+                err = InputError("override_unmatched", f"override for {o.case_id} / {o.term_id} (row {o.row}) "
+                                 f"matches no label: {why}", path=cfg.overrides, remedy=remedy)
                 self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=o.case_id,
                                                        path=cfg.overrides, severity="warning"))
         for ds, err in swapped_datasets(judged):  # a whole dataset read the wrong way round, not a bad case
@@ -186,3 +189,37 @@ class QCStage(Stage):
             raise ConfigError("config_error", "bad qc override rows: " + "; ".join(clash[:10]),
                               path=str(self.ctx.config.path(cfg.overrides)), remedy=OVERRIDES_REMEDY)
         return out
+
+
+def unmatched_override(o: Override, rows: list[dict[str, Any]], tax: Taxonomy) -> tuple[str, str]:
+    """Why override ``o`` matches none of the qc ``rows``, and what to do: a term the taxonomy
+    does not know (with the close names), a case the qc table lacks (with close case ids), a
+    label of the case under another origin, or a term the case has no label of (with its terms).
+
+    >>> from curator.taxonomy import load_taxonomy
+    >>> rows = [{"case_id": "KiTS23__case_00001", "term_id": "pancreas", "origin": "pseudo"}]
+    >>> o = Override("KiTS23__case_00001", "pancreas", "original", "exclude", "", row=3)
+    >>> unmatched_override(o, rows, load_taxonomy())[0]
+    "the case's pancreas label is of origin 'pseudo', not 'original'"
+    """
+    import difflib
+
+    if o.term_id not in tax.terms:
+        close = ", ".join(t.name for t in tax.suggest(o.term_id))
+        return (f"{o.term_id!r} is not a taxonomy term" + (f" (close: {close})" if close else ""),
+                "give a term id or name `curator labels resolve NAME` resolves")
+    of_case = [r for r in rows if r["case_id"] == o.case_id]
+    if not of_case:
+        ids = sorted({r["case_id"] for r in rows})
+        near = difflib.get_close_matches(o.case_id, ids, n=3, cutoff=0.8)
+        return (f"the qc table has no case {o.case_id!r}" + (f" (close: {', '.join(near)})" if near else
+                                                              " (a case dedup dropped, or not in the workspace)"),
+                "give the case id as the qc table has it (`select distinct case_id from qc` in `curator query`)")
+    origins = sorted({str(r.get("origin")) for r in of_case if r["term_id"] == o.term_id})
+    if origins:
+        return (f"the case's {o.term_id} label is of origin {', '.join(map(repr, origins))}, not {o.origin!r}",
+                "give that origin, or leave `origin` out to match every layer")
+    terms = sorted({r["term_id"] for r in of_case})
+    return (f"the case has no {o.term_id} label (its labels: {', '.join(terms[:12])}"
+            + (f" and {len(terms) - 12} more" if len(terms) > 12 else "") + ")",
+            "check the term against the case's labels in the qc table")

@@ -129,7 +129,10 @@ def test_override_reincludes(qc_run: tuple[Context, list[dict[str, Any]]], tmp_p
     ov = ctx.workspace.root.parent / "overrides.yaml"
     ov.write_text("- {case_id: Phantom__c003, term: liver, reason: checked by a radiologist}\n"
                   "- {case_id: Phantom__c999, term: liver}\n"
-                  "- {case_id: Phantom__c005, term: left kidney, action: exclude, reason: named not by id}\n")
+                  "- {case_id: Phantom__c005, term: left kidney, action: exclude, reason: named not by id}\n"
+                  "- {case_id: Phantom__c003, term: livr}\n"
+                  "- {case_id: Phantom__c004, term: liver, origin: pseudo}\n"
+                  "- {case_id: Phantom__c004, term: prostate}\n")
     ctx2 = Context(ctx.config.replace(stages={**ctx.config.stages, "qc": {"min_cohort": 12, "overrides": str(ov)}}))
     report = run_stage(ctx2, QCStage)
     assert (report.ran, report.cached) == (0, 23)  # overrides are applied in finalize: nothing re-measured
@@ -138,7 +141,14 @@ def test_override_reincludes(qc_run: tuple[Context, list[dict[str, Any]]], tmp_p
     assert rows[("Phantom__c005", "kidney_left")]["decision"] == "exclude"  # named as in the labels' `term`
     assert rows[("Phantom__c005", "kidney_left")]["override"]
     probs = pq.read_table(ctx.workspace.table_path("problems__qc")).to_pylist()
-    assert any(p["kind"] == "override_unmatched" and p["case_id"] == "Phantom__c999" for p in probs)
+    # each unmatched row says why, not only "check the case id and term id against the qc table"
+    said = {(p["case_id"], p["message"].split(" matches no label: ")[0].split("(row ")[1].rstrip(")")):
+            p["message"].split(" matches no label: ")[1] for p in probs if p["kind"] == "override_unmatched"}
+    assert said[("Phantom__c999", "2")].startswith("the qc table has no case 'Phantom__c999'"), said
+    assert said[("Phantom__c003", "4")].startswith("'livr' is not a taxonomy term (close: liver"), said
+    assert said[("Phantom__c004", "5")].startswith("the case's liver label is of origin 'original', not 'pseudo'"), said
+    assert said[("Phantom__c004", "6")].startswith("the case has no prostate label (its labels: "), said
+    assert len(said) == 4, said
     ov.unlink()
     run_stage(ctx, QCStage)  # restore the module's qc table
 
