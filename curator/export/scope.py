@@ -17,7 +17,7 @@ from curator.errors import ReleaseError
 from curator.export.channels import Study
 from curator.export.common import ExportCase, ExportReport
 from curator.release.query import Release
-from curator.release.training import TrainingView, term_parts, usable_parts, with_parts
+from curator.release.training import TrainingView, held_elsewhere, layer_advice, with_parts
 
 
 def providing_datasets(release: Release, terms: Sequence[str], layers: Sequence[str]) -> set[str]:
@@ -69,29 +69,8 @@ def no_case_error(release: Release, cases: Sequence[ExportCase], terms: list[str
     could be written with the terms (every one; with ``partial`` one at least): the layers outside
     ``layers`` that hold the terms in those cases (pseudo labels, say) and ``--partial`` only when
     it is not given and would keep a case — not advice that cannot help."""
-    from curator.store import LAYERS
-
-    tax = release.taxonomy
-    parts = {t: with_parts(tax, t) for t in terms}
     ids = {c.case_id for c in cases}
-    held_by: dict[str, dict[str, set[str]]] = {cid: {} for cid in ids}
-    if ids and "store_terms" in release.table_names():
-        for cid, term, layer in release.sql("select case_id, term_id, layer from store_terms").fetchall():
-            if cid in ids:
-                held_by[cid].setdefault(layer, set()).add(term)
-    others = [x for x in LAYERS if x not in layers]
-    elsewhere: dict[tuple[str, tuple[str, ...]], int] = collections.Counter()  # (term, layers) -> cases
-    some = 0  # cases holding some, not all, of the terms in ``layers``
-    for cid in sorted(ids):
-        args = (view.labels_excluded(cid), view.labels_absent(cid))
-        here = usable_parts(held_by[cid], parts, layers, *args)
-        have = [t for t in terms if term_parts(t, parts[t], here, tax)]
-        some += 0 < len(have) < len(terms)
-        wider = usable_parts(held_by[cid], parts, [*layers, *others], *args)
-        for t in terms:
-            used = term_parts(t, parts[t], wider, tax)
-            if t not in have and used:
-                elsewhere[t, tuple(x for x in others if x in {wider[p] for p in used})] += 1
+    elsewhere, some = held_elsewhere(release, ids, terms, layers, view)
     n = len(ids)
     noun = what + ("" if n == 1 else "s")
     detail = (f"no selected {what} holds "
@@ -99,12 +78,7 @@ def no_case_error(release: Release, cases: Sequence[ExportCase], terms: list[str
                  else f"every term of {terms}") + f" in layers {list(layers)}")
     advice = []
     if elsewhere:
-        found = sorted({x for (_, ls) in elsewhere for x in ls}, key=LAYERS.index)
-        held = "; ".join(f"{'the' if k == n else f'{k} of the'} {n} selected {noun} hold {t} in the "
-                         + " or ".join(f"{x!r}" for x in ls) + f" layer{'s' if len(ls) > 1 else ''}"
-                         for (t, ls), k in sorted(elsewhere.items()))
-        advice.append(f"{held}: add --layers {','.join([*layers, *found])}"
-                      + (" (pseudo labels are a model's predictions, not annotations)" if "pseudo" in found else ""))
+        advice.append(layer_advice(elsewhere, n, noun, layers, "--layers {}"))
     if not partial and some:
         advice.append(f"pass --partial: {some} of them hold some of the terms (their other terms are then "
                       "marked unknown)")

@@ -306,3 +306,51 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
         for note in notes:
             warnings.warn(note, UserWarning, stacklevel=3)
     return notes
+
+
+def held_elsewhere(release: Release, case_ids: Collection[str], terms: Sequence[str], layers: Sequence[str],
+                   view: TrainingView) -> tuple[collections.Counter[tuple[str, tuple[str, ...]]], int]:
+    """For a request none of ``case_ids`` can serve from ``layers``: ``(term, the other layers
+    holding it) -> cases`` (a term held only as a pseudo label, say), and how many cases hold some
+    but not all of ``terms`` in ``layers``."""
+    from curator.store import LAYERS
+
+    tax = release.taxonomy
+    parts = {t: with_parts(tax, t) for t in terms}
+    ids = set(case_ids)
+    held_by: dict[str, dict[str, set[str]]] = {cid: {} for cid in ids}
+    if ids and "store_terms" in release.table_names():
+        for cid, term, layer in release.sql("select case_id, term_id, layer from store_terms").fetchall():
+            if cid in ids:
+                held_by[cid].setdefault(layer, set()).add(term)
+    others = [x for x in LAYERS if x not in layers]
+    elsewhere: collections.Counter[tuple[str, tuple[str, ...]]] = collections.Counter()
+    some = 0
+    for cid in sorted(ids):
+        args = (view.labels_excluded(cid), view.labels_absent(cid))
+        here = usable_parts(held_by[cid], parts, layers, *args)
+        have = [t for t in terms if term_parts(t, parts[t], here, tax)]
+        some += 0 < len(have) < len(terms)
+        wider = usable_parts(held_by[cid], parts, [*layers, *others], *args)
+        for t in terms:
+            used = term_parts(t, parts[t], wider, tax)
+            if t not in have and used:
+                elsewhere[t, tuple(x for x in others if x in {wider[p] for p in used})] += 1
+    return elsewhere, some
+
+
+def layer_advice(elsewhere: Mapping[tuple[str, tuple[str, ...]], int], n: int, noun: str, layers: Sequence[str],
+                 option: str) -> str:
+    """``the 5 selected cases hold liver in the 'pseudo' layer: add --layers original,revised,pseudo``
+    from :func:`held_elsewhere`; ``option`` formats the wider layer list (``--layers {}`` for the
+    exports, ``layers=({})`` for the loader)."""
+    from curator.store import LAYERS
+
+    found = sorted({x for (_, ls) in elsewhere for x in ls}, key=LAYERS.index)
+    held = "; ".join(f"{'the' if k == n else f'{k} of the'} {n} selected {noun} hold {t} in the "
+                     + " or ".join(f"{x!r}" for x in ls) + f" layer{'s' if len(ls) > 1 else ''}"
+                     for (t, ls), k in sorted(elsewhere.items()))
+    sep = "," if option.startswith("--") else ", "
+    wider = sep.join(x if option.startswith("--") else repr(x) for x in [*layers, *found])
+    return (f"{held}: add {option.format(wider)}"
+            + (" (pseudo labels are a model's predictions, not annotations)" if "pseudo" in found else ""))

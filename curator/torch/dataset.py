@@ -30,7 +30,9 @@ from curator.preprocess.intensity import normalise
 from curator.release.query import Release
 from curator.release.training import (
     check_request,
+    held_elsewhere,
     label_only_problem,
+    layer_advice,
     term_parts,
     training_view,
     usable_parts,
@@ -197,9 +199,12 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if labelled_only:  # a case holding none of the terms gives items with nothing to learn from
             kept = [c for c in self.cases if self._usable.get(c["case_id"])]
             if not kept:
+                elsewhere, _ = held_elsewhere(self.release, selected, self.terms, self.layers, self.view)
+                noun = "case" if len(selected) == 1 else "cases"
                 raise ReleaseError("release_error", f"no selected case holds any of {self.terms} in layers "
                                    f"{list(self.layers)}", path=str(self.root),
-                                   remedy="check the terms and layers, or pass labelled_only=False")
+                                   remedy=layer_advice(elsewhere, len(selected), noun, self.layers, "layers=({})")
+                                   if elsewhere else "check the terms and layers, or pass labelled_only=False")
             self.cases = kept
         for note in unheld:
             warnings.warn(note, UserWarning, stacklevel=2)

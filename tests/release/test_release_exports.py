@@ -109,3 +109,17 @@ def test_an_export_mixing_share_alike_licences_warns(rel: Path, tmp_path: Path) 
     md = (tmp_path / "m" / "LICENCES.md").read_text(encoding="utf-8")
     assert "Incompatible share-alike licences" in md
     assert any("Incompatible share-alike" in n for n in rep.notes), rep.notes
+
+
+def test_the_loader_names_the_layer_holding_the_terms(rel: Path) -> None:
+    """The loader said "check the terms and layers" where the exports name the layer: KiTS23 holds
+    liver only as the demo's pseudo labels."""
+    from curator.torch import PatchDataset
+
+    with pytest.raises(ReleaseError) as e:
+        PatchDataset(rel, terms=["liver"], where="dataset = 'KiTS23'", split=None, patch_size=(16, 16, 8))
+    assert re.search(r"the \d+ selected cases hold liver in the 'pseudo' layer: add "
+                     r"layers=\('original', 'revised', 'pseudo'\)", e.value.remedy or ""), e.value.remedy
+    ds = PatchDataset(rel, terms=["liver"], where="dataset = 'KiTS23'", split=None, patch_size=(16, 16, 8),
+                      layers=("original", "revised", "pseudo"))
+    assert ds.cases and {c["dataset"] for c in ds.cases} == {"KiTS23"}
