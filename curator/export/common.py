@@ -21,7 +21,7 @@ from curator.export.channels import onto
 from curator.io.formats import check_memory
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
-from curator.release.query import Release
+from curator.release.query import Release, where_error
 from curator.release.training import (
     TrainingView,
     label_only_problem,
@@ -120,7 +120,10 @@ def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_f
     has_splits = "splits" in names
     join = "left join splits s using (case_id, dataset, modality)" if has_splits else ""
     q = QUERY.format(split="s.split" if has_splits else "null", where=where, join=join)
-    rows = release.sql(q).fetchall()
+    try:
+        rows = release.sql(q).fetchall()
+    except ReleaseError as e:
+        raise where_error(e, where, "--where", has_splits) from e
     problem = None if rows else label_only_problem(release, where, join)
     if problem is not None:  # not "widen --where": the cases are there, their images are not
         raise problem

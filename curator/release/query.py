@@ -67,6 +67,25 @@ def query_remedy(message: str, tables: list[str]) -> str:
     return text
 
 
+def where_error(e: ReleaseError, where: str, name: str, splits: bool) -> ReleaseError:
+    """A selection's ``query_error`` (the loader's ``where``, the exports' ``--where``: ``name``)
+    told as what it is: a condition over one row per case, not a query of any table.
+
+    >>> e = ReleaseError("query_error", 'Binder Error: Referenced column "datset" not found', remedy="tables: ...")
+    >>> where_error(e, "datset = 'KiTS23'", "--where", True).remedy[:60]
+    '--where is a SQL condition on one row per case, over preproc'
+    """
+    if e.kind != "query_error" or "file system operations are disabled" in e.detail:
+        return e
+    scope = "preprocessed p, cases c" + (" and splits s" if splits else "")
+    syntax = "fix the SQL: " if (e.remedy or "").startswith("fix the SQL") else ""
+    return ReleaseError("query_error", f"{name} {where!r}: {e.detail}", path=e.path, remedy=(
+        f"{syntax}{name} is a SQL condition on one row per case, over {scope} (qualify a column two of them share: "
+        "c.dataset; `curator query RELEASE \"describe cases\"` lists columns); other tables go in a subquery: "
+        "case_id in (select case_id from labels where term_id = 'liver' and volume_ml > 2500); text values in "
+        "single quotes (c.dataset = 'KiTS23')"))
+
+
 def resolve_release(path: str | Path) -> Path:
     """A release folder, or a collection folder (its newest version)."""
     p = Path(path)

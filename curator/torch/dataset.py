@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from curator.errors import ReleaseError
 from curator.preprocess.intensity import normalise
-from curator.release.query import Release
+from curator.release.query import Release, where_error
 from curator.release.training import (
     check_request,
     held_elsewhere,
@@ -168,7 +168,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         join = "left join splits s using (case_id, dataset, modality)" if "splits" in names else ""
         self.channels = None if channels is None else _names("channels", channels)
         extra = "" if self.channels is None else ", c.sequence, c.study_key, p.affine"
-        matched = self.release.sql(QUERY.format(where=where, splits=splits, join=join, channels=extra)).fetchall()
+        try:
+            matched = self.release.sql(QUERY.format(where=where, splits=splits, join=join, channels=extra)).fetchall()
+        except ReleaseError as e:
+            raise where_error(e, where, "where", bool(join)) from e
         # one member per duplicate group, chosen among the cases `where` selects
         self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter, terms=self.terms,
                                   layers=self.layers, selected={c[0] for c in matched})

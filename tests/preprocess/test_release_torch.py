@@ -319,7 +319,13 @@ def test_loader_and_exports_refuse_what_cannot_be_meant(tiny: Tiny, tmp_path) ->
         PatchDataset(tiny.release, terms=["heart", term_id("liver")])
     with pytest.raises(ReleaseError, match="query_error|Referenced column") as e:
         PatchDataset(tiny.release, terms=[term_id("liver")], where="no_such_column = 1")
-    assert e.value.kind == "query_error"
+    # what the condition can name, not every table of the release as for `curator query`
+    assert e.value.kind == "query_error" and "where 'no_such_column = 1'" in e.value.detail
+    assert "over preprocessed p, cases c and splits s" in (e.value.remedy or "") and "tables:" not in e.value.remedy
+    with pytest.raises(ReleaseError) as e:
+        export_monai(tiny.release, tmp_path / "m0", terms=[liver], where="datset = 'TinyKits'")
+    assert e.value.detail.startswith("--where \"datset = 'TinyKits'\"") and '"c.dataset"' in e.value.detail
+    assert (e.value.remedy or "").startswith("--where is a SQL condition on one row per case")
     for make in (lambda: PatchDataset(tiny.release, terms=[liver], where="nonsense ==="),  # a syntax error:
                  lambda: export_nnunet(tiny.release, tmp_path / "n", dataset_id=8, name="S", terms=[liver],
                                        where="nonsense ==="),
