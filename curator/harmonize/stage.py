@@ -29,6 +29,7 @@ from curator.harmonize.mapping import (
     structure_names_disagree,
     unknown_names,
 )
+from curator.registry.fixes import for_files
 from curator.runner.freshness import file_digest
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row
 
@@ -129,7 +130,10 @@ class HarmonizeStage(Stage):
                 "counts": sorted(counts.get(row["case_id"], [])),
                 "known_values": sorted(m.values), "known_keys": sorted(m.structures), "ignore": sorted(m.ignore),
                 "files": dict(zip(row["label_keys"] or (), row["label_paths"] or (), strict=True)),
-                "fixes": fixes, "voxel_ml": float(np.prod(spacing)) / 1000.0, "mapping": digest,
+                # only the label fixes of the label files read here (union_voxels applies no other):
+                # a one-case fix re-runs one case, an image fix none
+                "fixes": for_files(fixes, row["label_paths"] or (), target="label"),
+                "voxel_ml": float(np.prod(spacing)) / 1000.0, "mapping": digest,
                 "overlap": row.get("label_overlap_voxels"),
                 # a DICOM SEG names its segments: a name the YAML maps to another value is said
                 "value_terms": {str(v): list(ts) for v, ts in sorted(m.values.items())},

@@ -20,7 +20,7 @@ from curator.ingest.metadata import load_metadata
 from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
 from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
-from curator.registry.fixes import apply_label_fixes, intensity_offset
+from curator.registry.fixes import apply_label_fixes, for_files, intensity_offset
 from curator.registry.layout import discover, scan
 from curator.registry.spec import holds_structures
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
@@ -125,7 +125,7 @@ class IngestStage(Stage):
                     "image": c.image, "image_is_dir": c.image_is_dir, "channel": c.channel, "channels": c.channels,
                     "format": c.format, "labels": [list(x) for x in c.labels], "label_expected": c.label_expected,
                     "encoding": spec.labels.encoding, "any_nonzero": spec.labels.any_nonzero,
-                    "fixes": spec.fixes,
+                    "fixes": for_files(spec.fixes, files),  # only this case's: a one-case fix re-runs one case
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }

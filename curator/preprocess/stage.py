@@ -20,7 +20,7 @@ from curator.preprocess import terms as termmap
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import Prepared, preprocess_arrays, reoriented_spacing
 from curator.preprocess.labels import Plane, label_map_plane, structure_planes
-from curator.registry.fixes import apply_array_fixes, apply_label_fixes, intensity_offset
+from curator.registry.fixes import apply_array_fixes, apply_label_fixes, for_files, intensity_offset
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.store import CaseStore, store_sha256
 
@@ -75,16 +75,18 @@ class PreprocessStage(Stage):
             spec = src.spec
             labels_ok = r["has_label"] and r["label_status"] != "rejected"
             encoding = spec.labels.encoding
+            image_path = r["image_path"] if r["has_image"] else None
+            label_paths = list(r["label_paths"] or []) if labels_ok else []
             payload = {
                 "source": r["source"], "dataset": r["dataset"], "modality": r["modality"],
-                "image_path": r["image_path"] if r["has_image"] else None, "image_channel": r["image_channel"],
-                "label_paths": list(r["label_paths"] or []) if labels_ok else [],
+                "image_path": image_path, "image_channel": r["image_channel"], "label_paths": label_paths,
                 "label_keys": list(r["label_keys"] or []) if labels_ok else [],
                 "label_rejected": bool(r["has_label"] and not labels_ok),
                 "encoding": encoding,
                 "terms": (case_terms(spec, r["label_keys"] if labels_ok else [])
                           if encoding == "per_structure" else termmap.value_terms(spec, tax)),
-                "fixes": dict(spec.fixes),
+                # only the fixes of the files read here: a one-case fix re-runs (and re-infers) one case
+                "fixes": for_files(spec.fixes, [image_path, *label_paths]),
                 "ignore": sorted({str(v) for v in spec.labels.ignore}),
                 "spacing": list(medians[r["dataset"]]) if r["dataset"] in medians else None,
             }

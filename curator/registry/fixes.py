@@ -27,7 +27,7 @@ label's grid.)
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,28 @@ def applies(params: Mapping[str, Any], rel_path: str) -> bool:
     """Whether a fix applies to the file at ``rel_path`` (relative to the source root)."""
     when = params.get("when")
     return when is None or re.search(str(when), rel_path) is not None
+
+
+def for_files(fixes: Mapping[str, Any], rel_paths: Iterable[str | None], target: str | None = None
+              ) -> dict[str, Any]:
+    """The fixes that apply to at least one of a case's files ``rel_paths`` (relative to the
+    source root; a fix without ``when`` applies to every file) — of ``target`` ('image' or
+    'label') only when it is given, else whatever file each one targets.
+
+    A stage puts this in a case's task instead of the whole ``fixes:`` mapping: the fixes left
+    out do nothing to the files the task reads, and the task's cache key changes only for the
+    cases an edited fix applies to, before or after the edit (a one-case ``when`` no longer
+    re-runs the dataset; a fix without ``when`` still re-runs every case).
+
+    >>> fx = {"intensity_offset": {"value": -1024, "when": "^a/"}, "label_flip": {"axes": [0]}}
+    >>> sorted(for_files(fx, ["a/img.nii.gz"])), sorted(for_files(fx, ["b/img.nii.gz", None]))
+    (['intensity_offset', 'label_flip'], ['label_flip'])
+    >>> sorted(for_files(fx, ["a/seg.nii.gz"], target="label"))
+    ['label_flip']
+    """
+    paths = [p for p in rel_paths if p is not None]
+    return {k: v for k, v in (fixes or {}).items()
+            if (target is None or TARGET.get(k) == target) and any(applies(v, p) for p in paths)}
 
 
 def active(fixes: Mapping[str, Any], target: str, rel_path: str) -> dict[str, Mapping[str, Any]]:
