@@ -10,7 +10,8 @@
     <out>/<case_id>/codes.json          label code -> term id
     <out>/<case_id>/labels_itksnap.txt  the codes as an ITK-SNAP label description file
     <out>/<case_id>/labels_slicer.txt   ... and as a 3D Slicer colour table
-    <out>/<case_id>/export.json         what was exported: a checksum of each code's exported mask
+    <out>/<case_id>/export.json         what was exported: a checksum of each code's exported mask,
+                                        the store's grid
     <out>/README.txt                    how to review, for the reviewer
     <out>/export.json                   the export's id and its cases (import takes no other folder)
 
@@ -154,6 +155,8 @@ Save as revised.nii.gz (revised.nii and revised.nrrd are read too; a 3D Slicer .
 not: export the segmentation as a labelmap with labels_slicer.txt and save that).
 A revision with values outside codes.json, or on another grid, is refused with the reason;
 the other cases are imported. Re-export a case with --include-reviewed to edit it again.
+If the pipeline is re-run on another voxel spacing after this export, this folder's labels are
+on the old grid: export again (into a new folder) and revise there.
 {reviewed}"""
 
 README_REVIEWED = """
@@ -229,8 +232,34 @@ def _editable(store: CaseStore) -> tuple[dict[str, list[str]], NDArray[Any], NDA
     record = {"format": RECORD_FORMAT, "case_id": store.path.stem, "codes": codes,
               "start": "pseudo.nii.gz" if shown is None else "revised.nii.gz",
               "start_masks": _code_digests(start, codes), "pseudo_masks": _code_digests(plane, codes),
-              "pseudo_layer": layer_digest(store, "pseudo"), "revised_layer": layer_digest(store, "revised")}
+              "pseudo_layer": layer_digest(store, "pseudo"), "revised_layer": layer_digest(store, "revised"),
+              "grid": grid_record(store.geometry)}
     return codes, plane, shown, record
+
+
+def grid_record(geometry: Geometry) -> dict[str, Any]:
+    """The store's grid as an export record holds it: import tells a store rebuilt on another grid
+    since (a new target spacing) from a revision saved on the wrong grid."""
+    return {"shape": list(geometry.shape), "affine": [round(x, 6) for x in geometry.affine]}
+
+
+def exported_grid(folder: Path, record: dict[str, Any]) -> Geometry | None:
+    """The store's grid when the case folder was exported: its record's (``grid``), or, for a
+    record written before it held one, the header of the ``pseudo.nii.gz`` the export wrote on
+    it; None when neither can be read."""
+    grid = record.get("grid")
+    try:
+        if isinstance(grid, dict):
+            return Geometry.from_affine(tuple(grid["shape"]), grid["affine"])
+        img: Any = nib.load(folder / "pseudo.nii.gz")
+        return Geometry.from_affine(tuple(img.shape), img.affine)
+    except Exception:  # noqa: BLE001 - an unreadable file or record: the revision's own grid check says why
+        return None
+
+
+def grid_text(geometry: Geometry) -> str:
+    """``(160, 130, 72) voxels of 2 × 2 × 4 mm``."""
+    return f"{tuple(geometry.shape)} voxels of {' × '.join(f'{s:g}' for s in np.round(geometry.spacing, 3))} mm"
 
 
 def _write_editable(store: CaseStore, folder: Path, images: bool, keep_revision: bool = False) -> dict[str, Any]:
@@ -279,8 +308,9 @@ def _unsafe_to_rewrite(store: CaseStore, folder: Path) -> bool:
         return False
     _, _, shown, record = _editable(store)
     try:
-        if read_record(folder) == record:
-            return False
+        old = read_record(folder)
+        if old == record or ("grid" not in old and {**old, "grid": record["grid"]} == record):
+            return False  # (a record by an older curator holds no grid)
     except InputError:
         pass
     if shown is None or [f.name for f in files] != ["revised.nii.gz"]:
