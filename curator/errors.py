@@ -352,6 +352,11 @@ _KINDS: list[ProblemKind] = [
                 "re-run preprocess, or give the models an explicit `intensity:` spec"),
     ProblemKind("normalisation_missing", "neither the case store nor the models say how to normalise the image",
                 "re-run preprocess, or add `intensity: {clip, mean, std}` to the model specs"),
+    ProblemKind("review_export_stale", "a review case folder was exported before preprocess rebuilt the case's "
+                "store on a new grid (a new target spacing): its revision has no place on the store now (an earlier "
+                "import of the case is kept, carried over onto the new grid: then a warning)",
+                "export the case again into a new folder (--include-reviewed for a case reviewed before) and save "
+                "the revision there"),
     ProblemKind("revised_label_invalid", "a revised label file from review does not fit its case",
                 "re-export the revised label on the case's grid (same shape as the preview's volume)"),
     ProblemKind("worker_crashed", "the worker process died on this case (crash or out of memory)",

@@ -66,18 +66,22 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         ws = Workspace(PipelineConfig.load(pipeline).workspace)
         check_has_cases(ws)  # before the lock, which would create the workspace
+        unchanged: dict[str, str] = {}
         with ws.locked("review import"):
-            done, problems = import_review(ws, folder)
-            record_import_problems(ws, done, problems)
+            done, problems = import_review(ws, folder, unchanged)
+            record_import_problems(ws, done + sorted(unchanged), problems)  # an unchanged case's old refusal goes
         for p in problems:
             cid, kind, msg = p["case_id"] or "", p["kind"], p["message"]
             msg = msg[len(cid) + 2:] if cid and msg.startswith(f"{cid}: ") else msg  # the line names the case already
             err.print(f"[yellow]![/] {escape(f'{cid}: [{kind}] {msg}')}", highlight=False)
-        err.print(f"[green]✓[/] imported {len(done)} revised case(s)", highlight=False)
+        for cid, why in sorted(unchanged.items()):
+            err.print(f"[cyan]note[/] {escape(f'{cid}: {why}')}", highlight=False)
+        err.print(f"[green]✓[/] imported {len(done)} revised case(s)"
+                  + (f", {len(unchanged)} unchanged since their import" if unchanged else ""), highlight=False)
         pending = unrevised_cases(folder)
-        if pending and (done or problems):
+        if pending and (done or problems or unchanged):
             err.print(f"  {len(pending)} exported case(s) hold no revision yet", highlight=False)
-        if not done and not problems:
+        if not done and not problems and not unchanged:
             err.print(f"[yellow]note[/] no case folder of {escape(str(folder))} holds a revised.nii.gz yet: reviewers "
                       "save each corrected label as <case>/revised.nii.gz", highlight=False)
         if problems:

@@ -18,12 +18,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from curator.errors import ConfigError, InputError, LabelError
+from curator.errors import ConfigError, CuratorError, InputError, LabelError
+from curator.io.volume import Geometry
 from curator.pseudolabel.review import (
     check_listed,
+    exported_grid,
+    grid_text,
+    load_revised_copy,
     mask_digest,
     read_manifest,
     read_record,
+    revised_copy_path,
     revision_files,
     save_revised_copy,
 )
@@ -33,17 +38,16 @@ from curator.store import CaseStore
 log = logging.getLogger("curator")
 
 
-def _merge_revision(store: CaseStore, data: NDArray[Any], codes: dict[int, list[str]],
+def _merge_revision(before: list[tuple[Any, dict[int, list[str]]]], data: NDArray[Any], codes: dict[int, list[str]],
                     edited: dict[int, list[str]], annotated: set[str]) -> tuple[NDArray[Any], dict[int, list[str]]]:
-    """The new revised plane and its codes: the ``edited`` codes of ``data`` over the store's
-    earlier revision of every other term (kept under the export's code for the same terms where
-    there is one; where both claim a voxel, this edit wins)."""
+    """The new revised plane and its codes: the ``edited`` codes of ``data`` over the earlier
+    revision ``before`` (the store's revised planes) of every other term (kept under the export's
+    code for the same terms where there is one; where both claim a voxel, this edit wins)."""
     earlier: list[tuple[list[str], NDArray[np.bool_]]] = []
-    if "revised" in store.layers():
-        now = {t for ts in edited.values() for t in ts} | annotated
-        for arr, vals in store.planes("revised"):
-            a = np.asarray(arr[...])
-            earlier += [(rest, a == rc) for rc, rts in vals.items() if (rest := [t for t in rts if t not in now])]
+    now = {t for ts in edited.values() for t in ts} | annotated
+    for arr, vals in before:
+        a = np.asarray(arr[...])
+        earlier += [(rest, a == rc) for rc, rts in vals.items() if (rest := [t for t in rts if t not in now])]
     values: dict[int, list[str]] = dict(edited)
     spare = iter(range(max([*codes, 0]) + 1, 1 << 16))
     placed: list[tuple[int, NDArray[np.bool_]]] = []
@@ -59,8 +63,10 @@ def _merge_revision(store: CaseStore, data: NDArray[Any], codes: dict[int, list[
     return merged, values
 
 
-def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Write ``folder/revised.nii.gz`` as the store's revised layer; (labels rows, terms) of it."""
+def _read_revision(folder: Path, grid: Geometry, annotated: set[str],
+                   ) -> tuple[NDArray[Any], dict[int, list[str]], dict[int, list[str]]]:
+    """(the revision of ``folder`` on ``grid``, its codes, the codes the reviewer edited), or the
+    error saying why it cannot be imported."""
     from curator.io.formats import read_volume
 
     path = revision_file(folder)
@@ -69,7 +75,6 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     except (OSError, ValueError) as e:
         raise InputError("revised_label_invalid", "codes.json is missing or unreadable", path=str(folder),
                          remedy="keep the codes.json that `curator review export` wrote next to the label") from e
-    grid = store.geometry
     try:  # a file from outside: no more voxels than the grid it must be on (a small .nii.gz can claim 4 GB)
         vol = read_volume(path, role="label", max_voxels=grid.n_voxels)
     except InputError as e:
@@ -111,7 +116,14 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
     start, pseudo_masks = record["start_masks"], record.get("pseudo_masks", record["start_masks"])
     edited = {c: ts for c, ts in keep.items()
               if ts and mask_digest(data == c) not in (start.get(str(c)), pseudo_masks.get(str(c)))}
-    merged, values = _merge_revision(store, data, codes, edited, annotated)
+    return data, codes, edited
+
+
+def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Write ``folder/revised.nii.gz`` as the store's revised layer; (labels rows, terms) of it."""
+    data, codes, edited = _read_revision(folder, store.geometry, annotated)
+    before = list(store.planes("revised")) if "revised" in store.layers() else []
+    merged, values = _merge_revision(before, data, codes, edited, annotated)
     save_revised_copy(store, merged, values)  # first: the store's layer can be rebuilt from it, not the reverse
     store.write_layer("revised", [(merged, values)], {"origin": "revised", "source": "curator review import"})
     ml = store.geometry.voxel_volume_mm3 / 1000.0
@@ -123,6 +135,54 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
                      "layer": "revised", "derived": False, "annotated": False, "present": n > 0, "voxels": n,
                      "volume_ml": n * ml, "modality": store.attrs.get("modality")})
     return rows, terms
+
+
+def reviewed_before(store: CaseStore) -> bool:
+    """Whether a revision of the case was imported before (its workspace copy, or the layer)."""
+    return revised_copy_path(store.path).is_file() or "revised" in store.layers()
+
+
+def _term_masks(plane: NDArray[Any], values: dict[int, list[str]]) -> dict[tuple[str, ...], NDArray[np.bool_]]:
+    return {tuple(ts): plane == c for c, ts in values.items()}
+
+
+def same_as_imported(store: CaseStore, folder: Path, annotated: set[str]) -> bool:
+    """Whether importing ``folder``'s revision would give the revision imported already: the
+    workspace's copy of it (on the grid it was imported on), merged with the revision as an
+    import does, is that copy — the same folder imported again, before or after preprocess
+    rebuilt the store on another grid. False when there is no copy, the folder was exported on
+    another grid than the copy's, or its revision cannot be read (import says why)."""
+    copy = load_revised_copy(store.path)
+    if copy is None:
+        return False
+    plane, affine, values = copy
+    grid = Geometry.from_affine(tuple(plane.shape), affine)
+    try:
+        exported = exported_grid(folder, read_record(folder))
+        if exported is None or exported.mismatch(grid, tol_mm=0.01):
+            return False
+        data, codes, edited = _read_revision(folder, grid, annotated)
+    except CuratorError:
+        return False
+    merged, merged_values = _merge_revision([(plane, values)], data, codes, edited, annotated)
+    now, then = _term_masks(merged, merged_values), _term_masks(plane, values)
+    return now.keys() == then.keys() and all(np.array_equal(now[t], then[t]) for t in now)
+
+
+def check_grid(store: CaseStore, folder: Path, earlier: bool) -> None:
+    """A ``review_export_stale`` error when ``folder`` was exported on another grid than the
+    store's now: preprocess rebuilt the store since (a new target spacing), and a revision saved
+    on the export's grid has no place on it — said as that, not as a revision on the wrong grid."""
+    exported = exported_grid(folder, read_record(folder))
+    if exported is None or exported.mismatch(store.geometry, tol_mm=0.01) is None:
+        return
+    kept = "; the earlier import of this case is kept (carried over onto the new grid)" if earlier else ""
+    raise LabelError("review_export_stale", "this case folder was exported before the store was rebuilt on a new "
+                     f"grid (exported on {grid_text(exported)}, the store is now on {grid_text(store.geometry)})"
+                     + kept, path=str(folder),
+                     remedy=("to revise again, export again with --include-reviewed (into a new folder) and save the "
+                             "revision there" if earlier else "export the case again (into a new folder) and save "
+                             "the revision there, on the grid of its pseudo.nii.gz"))
 
 
 READABLE = ("revised.nii.gz", "revised.nii", "revised.nrrd")
@@ -206,14 +266,19 @@ def check_has_cases(workspace: Any) -> None:
                           "was exported from (its `workspace:`), or run `curator run pipeline.yaml` first")
 
 
-def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None = None,
+                  ) -> tuple[list[str], list[dict[str, Any]]]:
     """Import every ``<folder>/<case_id>/revised.nii.gz``; returns (imported case ids, problem rows).
     A folder that is not a review export is refused (:func:`revised_cases`).
+
+    A revision that is the one imported already (:func:`same_as_imported`) is no import and no
+    problem: its case goes into ``unchanged`` (``{case id: why}``), nothing is written. A
+    refused revision of a case reviewed before is a warning, not an error: the earlier import
+    stays the case's revised labels (and the release's).
 
     ``workspace`` is a :class:`~curator.workspace.Workspace`; the ``_labels_revised`` table is
     rewritten with the new rows replacing those of the imported cases.
     """
-    from curator.errors import CuratorError
     from curator.runner.stage import problem_row
     from curator.schema import to_arrow
 
@@ -228,18 +293,34 @@ def import_review(workspace: Any, folder: Path) -> tuple[list[str], list[dict[st
     problems: list[dict[str, Any]] = []
     for case_dir in revised:
         cid = case_dir.name
+        earlier = False
         try:
             check_listed(case_dir, manifest, workspace.key)
             if cid not in dataset:
                 raise InputError("revised_label_invalid", f"no case {cid!r} in this workspace",
                                  path=str(case_dir), remedy="keep the case folder names of the export")
             store = CaseStore(workspace.stores_dir / f"{cid}.zarr")
+            earlier = reviewed_before(store)
             annotated = set(store.terms("original")) if "original" in store.layers() else set()
+            if earlier and same_as_imported(store, case_dir, annotated):
+                moved = exported_grid(case_dir, read_record(case_dir))
+                if unchanged is not None:
+                    unchanged[cid] = "its revision is the one imported already: nothing to import" + (
+                        "" if moved is None or moved.mismatch(store.geometry, tol_mm=0.01) is None else
+                        f" (exported on {grid_text(moved)}, before the store was rebuilt on a new grid, "
+                        f"{grid_text(store.geometry)}; the earlier import of this case is kept, carried over onto "
+                        "it; to revise again, export again with --include-reviewed)")
+                continue
+            check_grid(store, case_dir, earlier)
             new, _ = import_case(store, case_dir, annotated)
         except CuratorError as e:
             name = revision_files(case_dir)[0].name if len(revision_files(case_dir)) == 1 else "revised.nii.gz"
-            problems.append(problem_row("review", e, dataset=dataset.get(cid), case_id=cid,
-                                        path=f"review:{cid}/{name}"))
+            said = e
+            if earlier and e.kind != "review_export_stale":  # the stale message says so itself
+                said = CuratorError(e.kind, f"{e.detail}; the earlier import of this case is kept", path=e.path,
+                                    remedy=e.remedy, case_id=e.case_id)
+            problems.append(problem_row("review", said, dataset=dataset.get(cid), case_id=cid,
+                                        path=f"review:{cid}/{name}", severity="warning" if earlier else "error"))
             continue
         rows = [r for r in rows if r["case_id"] != cid] + [{**r, "dataset": dataset[cid]} for r in new]
         done.append(cid)

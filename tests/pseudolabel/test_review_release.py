@@ -191,20 +191,13 @@ def _import_half_erased(phantom_ws, tmp_path: Path):
     return ctx, ws.stores_dir / f"{cid}.zarr"
 
 
-def test_reviewed_labels_survive_a_store_rebuild(phantom_ws, tmp_path: Path) -> None:
-    """Preprocess rebuilding a store (e.g. a new target spacing) carries the imported review onto
-    the new grid (nearest neighbour in physical space) and says so."""
+def _rebuild_coarser(path: Path) -> list[tuple[str, str]]:
+    """Rebuild the store ``path`` as preprocess does on a new target spacing — twice the spacing,
+    the same origin: new voxel i is old voxel 2i — carrying its review over; the notes said."""
     from curator.io.volume import Geometry
     from curator.preprocess.stage import _carry_revised, _keep_revised
-    from curator.pseudolabel.review import revised_copy_path
 
-    _, path = _import_half_erased(phantom_ws, tmp_path)
-    assert revised_copy_path(path).is_file()
     old = CaseStore(path)
-    terms = old.terms("revised")
-    before = {t: old.mask(t, "revised") for t in terms}
-    assert terms and any(m.any() for m in before.values())
-    # rebuilt at twice the spacing with the same origin: new voxel i is old voxel 2i
     g = old.geometry
     m = g.matrix.copy()
     m[:3, :3] *= 2
@@ -214,10 +207,72 @@ def test_reviewed_labels_survive_a_store_rebuild(phantom_ws, tmp_path: Path) -> 
                      image=np.asarray(old.image[...])[::2, ::2, ::2], labels=[(np.zeros(coarse.shape, np.uint8), {})])
     notes: list[tuple[str, str]] = []
     _carry_revised(path, lambda err, severity: notes.append((err.kind, severity)))
+    return notes
+
+
+def test_reviewed_labels_survive_a_store_rebuild(phantom_ws, tmp_path: Path) -> None:
+    """Preprocess rebuilding a store (e.g. a new target spacing) carries the imported review onto
+    the new grid (nearest neighbour in physical space) and says so."""
+    from curator.pseudolabel.review import revised_copy_path
+
+    _, path = _import_half_erased(phantom_ws, tmp_path)
+    assert revised_copy_path(path).is_file()
+    old = CaseStore(path)
+    terms = old.terms("revised")
+    before = {t: old.mask(t, "revised") for t in terms}
+    assert terms and any(m.any() for m in before.values())
+    notes = _rebuild_coarser(path)
     new = CaseStore(path)
     assert new.terms("revised") == terms and notes == [("revised_label_resampled", "info")]
     for t in terms:
         assert np.array_equal(new.mask(t, "revised"), before[t][::2, ::2, ::2])
+
+
+def test_a_review_folder_exported_before_a_store_rebuild_says_so_and_keeps_the_earlier_import(
+        phantom_ws, tmp_path: Path) -> None:
+    """The same folder imported again after preprocess rebuilt the store on a new grid was
+    refused as "header declares (…) voxels, over max_voxels … save the revision on the grid of
+    pseudo.nii.gz" — its pseudo.nii.gz is on that grid — and the error row reached the release,
+    which held the case's revised labels (carried over). Imported again unchanged it is a no-op;
+    edited, it is refused as exported before the rebuild, a warning: the earlier import is kept."""
+    from curator.pseudolabel.review_import import record_import_problems
+
+    ctx, path = _import_half_erased(phantom_ws, tmp_path)
+    ws, cid, out = ctx.workspace, path.stem, tmp_path / "review"
+    other = export_review(ws.root, ws.read_table("attention").to_pylist(), tmp_path / "other", top=2,
+                          images=False).cases[-1]  # exported, never imported
+    shutil.copy(tmp_path / "other" / other / "pseudo.nii.gz", tmp_path / "other" / other / "revised.nii.gz")
+    _rebuild_coarser(path)
+    _rebuild_coarser(ws.stores_dir / f"{other}.zarr")
+    layer = _layer_digest(path, "revised")
+    unchanged: dict[str, str] = {}
+    done, problems = import_review(ws, out, unchanged)
+    assert done == [] and problems == [] and list(unchanged) == [cid]
+    assert "the one imported already" in unchanged[cid] and "before the store was rebuilt" in unchanged[cid]
+    assert "--include-reviewed" in unchanged[cid] and _layer_digest(path, "revised") == layer
+    record_import_problems(ws, [*done, *unchanged], problems)
+    assert ws.read_table("problems__review").num_rows == 0
+
+    pseudo = nib.load(out / cid / "revised.nii.gz")  # edited again, in the folder of the old grid
+    data = np.asarray(pseudo.dataobj).copy()
+    data[data.shape[0] // 2:] = 0
+    nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
+    done, problems = import_review(ws, out)
+    assert done == [] and [(p["kind"], p["severity"]) for p in problems] == [("review_export_stale", "warning")]
+    msg = problems[0]["message"]
+    assert "exported before the store was rebuilt on a new grid" in msg and "max_voxels" not in msg
+    assert "earlier import of this case is kept" in msg and "--include-reviewed" in msg
+    assert _layer_digest(path, "revised") == layer
+    record_import_problems(ws, done, problems)
+    release = build_release(ctx)
+    rows = [p for p in pq.read_table(release / "problems.parquet").to_pylist() if p["stage"] == "review"]
+    assert [(p["case_id"], p["severity"]) for p in rows] == [(cid, "warning")]
+    labels = pq.read_table(release / "labels.parquet").to_pylist()
+    assert any(r["case_id"] == cid and r["origin"] == "revised" for r in labels)
+
+    done, problems = import_review(ws, tmp_path / "other")  # no earlier import to keep: an error
+    assert done == [] and [(p["kind"], p["severity"]) for p in problems] == [("review_export_stale", "error")]
+    assert "earlier import" not in problems[0]["message"]
 
 
 def test_a_reviewed_label_missing_from_its_store_is_not_released(phantom_ws, tmp_path: Path) -> None:
@@ -422,10 +477,11 @@ def test_a_reviewed_case_exported_again_keeps_its_earlier_revision_of_what_the_r
     assert row["open_label"] == f"{cid}/revised.nii.gz"
     readme = (again / "README.txt").read_text()
     assert f"  {cid}\n" in readme and "open revised.nii.gz" in readme
-    # (a) the exported revision imported untouched changes nothing
+    # (a) the exported revision imported untouched changes nothing: it is the one imported already
     store = CaseStore(ws.stores_dir / f"{cid}.zarr")
     before = {t: store.mask(t, "revised") for t in store.terms("revised")}
-    assert import_review(ws, again)[0] == [cid]
+    unchanged: dict[str, str] = {}
+    assert import_review(ws, again, unchanged) == ([], []) and list(unchanged) == [cid]
     store = CaseStore(ws.stores_dir / f"{cid}.zarr")
     assert {t: store.mask(t, "revised") for t in store.terms("revised")}.keys() == before.keys()
     assert all(np.array_equal(store.mask(t, "revised"), m) for t, m in before.items())
