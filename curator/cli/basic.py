@@ -130,6 +130,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             every: Annotated[bool, typer.Option("--all", help="read every case (ingest without a workspace)")] = False,
             workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="cases read at once (processes)")] = 1,
             registry: Annotated[list[Path] | None, typer.Option(help="extra dataset YAML files or folders")] = None,
+            taxonomy: Annotated[Path | None, typer.Option(
+                "--taxonomy", help="a taxonomy file of your own (default: the pipeline's stages.harmonize.taxonomy, "
+                                   "else the bundled one)")] = None,
             strict: Annotated[bool, typer.Option("--strict", help="fail on warnings too")] = False,
             fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="table or json")] = ReportFormat.table,
     ) -> None:
@@ -143,11 +146,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             raise typer.BadParameter("give --sample 1 or more, or --all", param_hint="--sample")
         n = None if every else sample
         if root is not None:
-            reports = [check_source(dataset, root, registry=tuple(registry or ()), sample=n, workers=workers)]
+            reports = [check_source(dataset, root, registry=tuple(registry or ()), sample=n, workers=workers,
+                                    taxonomy=taxonomy)]
         else:
             cfg = _pipeline_of(dataset)
+            own = (cfg.stages.get("harmonize") or {}).get("taxonomy")
+            tax = taxonomy or (cfg.path(own) if own else None)  # the pipeline's, as its run resolves names
             reports = [check_source(sc.dataset, sc.root, registry=(*cfg.registry, *(registry or ())), sample=n,
-                                    name=sc.name, pseudonymous_ids=sc.pseudonymous_ids, workers=workers)
+                                    name=sc.name, pseudonymous_ids=sc.pseudonymous_ids, workers=workers, taxonomy=tax)
                        for sc in cfg.sources]
         ok = [not (r.errors or r.cases == 0 or (strict and r.warnings)) for r in reports]
         failed = [r.source for r, good in zip(reports, ok, strict=True) if not good]

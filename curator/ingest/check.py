@@ -244,10 +244,12 @@ def _value_rows(spec: Any, tax: Any, results: list[Any], terms: dict[Any, list[s
 
 
 def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), sample: int | None = 5,
-                 name: str | None = None, pseudonymous_ids: bool = False, workers: int = 1) -> SourceCheck:
+                 name: str | None = None, pseudonymous_ids: bool = False, workers: int = 1,
+                 taxonomy: Path | None = None) -> SourceCheck:
     """Run ingest's discovery over ``root`` and its reading over ``sample`` cases (every case
     with ``sample=None``) of ``dataset`` (a registry name or a dataset YAML's path), in a
-    temporary workspace, ``workers`` cases at once (processes). Raises :class:`curator.errors.RegistryError` for an unknown name and
+    temporary workspace, ``workers`` cases at once (processes); label names resolve through
+    ``taxonomy`` (a pipeline's ``stages.harmonize.taxonomy``; default: the bundled one). Raises :class:`curator.errors.RegistryError` for an unknown name and
     :class:`curator.errors.ConfigError` for a YAML file that does not validate (with its problems)."""
     from curator.errors import ConfigError
     from curator.harmonize.mapping import raw_value_terms
@@ -261,8 +263,9 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         src = {"dataset": dataset, "root": root, "pseudonymous_ids": pseudonymous_ids}
         if name:
             src["name"] = name
+        stages = {"harmonize": {"taxonomy": str(Path(taxonomy).resolve())}} if taxonomy else {}  # names resolve as in the run
         cfg = PipelineConfig(workspace=Path(tmp) / "workspace", sources=(SourceConfig.from_dict(src),),
-                             registry=tuple(registry))
+                             registry=tuple(registry), stages=stages)
         ctx = Context(cfg)
         ctx.workspace.init()  # a throw-away pseudonym key: ids made here are never shown
         sources = ctx.sources

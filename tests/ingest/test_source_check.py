@@ -257,3 +257,29 @@ def test_undeclared_values_say_how_many_were_left_out_and_sort_as_numbers(tmp_pa
     (said,) = [p["message"] for p in r.warnings if p["kind"] == "label_values_undeclared"]
     assert "values [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14] and 6 more are not declared" in said, said
     assert [v["value"] for v in r.values if not v["declared"]] == list(range(3, 21))
+
+
+def test_names_resolve_through_the_pipelines_taxonomy(tmp_path: Path) -> None:
+    """`sources check pipeline.yaml` checked names against the bundled taxonomy: a lab's own term
+    (stages.harmonize.taxonomy) was term_unknown there and fine in `curator run`."""
+    import yaml as pyyaml
+
+    root = tmp_path / "download"
+    _download(root)
+    spec = _yaml(tmp_path)
+    spec.write_text(spec.read_text().replace("2: liver tumour", "2: ccRCC-like lesion"))
+    (tmp_path / "lab.yaml").write_text("extends: curator\nterms:\n- {id: lab_lesion, name: lab lesion, synonyms: "
+                                       "[ccRCC-like lesion], category: lesion, region: abdomen, part_of: [liver]}\n")
+    pipe = tmp_path / "pipeline.yaml"
+    cfg = {"workspace": "ws", "sources": [{"dataset": str(spec), "root": str(root)}]}
+    pipe.write_text(pyyaml.safe_dump(cfg))
+
+    def unknown(*args: str) -> list[str]:
+        got = json.loads(runner.invoke(app, ["sources", "check", *args, "--format", "json"]).stdout)
+        got = got[0] if isinstance(got, list) else got
+        return [p["message"] for p in got["problems"] if p["kind"] == "term_unknown"]
+
+    assert unknown(str(pipe))  # the bundled taxonomy knows no such lesion
+    assert unknown(str(spec), str(root), "--taxonomy", str(tmp_path / "lab.yaml")) == []
+    pipe.write_text(pyyaml.safe_dump({**cfg, "stages": {"harmonize": {"taxonomy": "lab.yaml"}}}))
+    assert unknown(str(pipe)) == []
