@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 
@@ -33,6 +33,9 @@ from curator.io.formats import read_volume
 from curator.io.fsutil import atomic_write_bytes
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.schema import to_arrow
+
+if TYPE_CHECKING:
+    from curator.runner.context import Context
 
 log = logging.getLogger("curator")
 THUMBS = "thumbs"
@@ -131,6 +134,15 @@ class DedupStage(Stage):
     config_class = DedupConfig
     tables = ("hashes", "duplicates")
     requires = ("cases",)
+    settings_files = "the taxonomy file (the keep policy counts each case's annotated terms)"
+
+    @classmethod
+    def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
+        """The taxonomy's checksum, as harmonize's: a changed name can change a case's annotated
+        terms and so the member a group keeps (the hashes are cached: only the grouping re-runs)."""
+        from curator.harmonize.stage import HarmonizeStage
+
+        return HarmonizeStage.settings_files_digest(ctx, config)
 
     def plan(self) -> list[Task]:
         self.extra_problems: list[dict[str, Any]] = []
@@ -231,12 +243,13 @@ class DedupStage(Stage):
 
         return load
 
-    @staticmethod
-    def _codes(spec: Any) -> dict[str, list[str]]:
-        """Raw value (label maps) or structure key -> the terms it annotates (no derived ones)."""
+    def _codes(self, spec: Any) -> dict[str, list[str]]:
+        """Raw value (label maps) or structure key -> the terms it annotates (no derived ones), in
+        the pipeline's taxonomy (a lab's own names count, as harmonize reads them)."""
+        from curator.harmonize.stage import harmonize_taxonomy
         from curator.preprocess.terms import value_terms
 
-        return value_terms(spec, include_derived=False)
+        return value_terms(spec, harmonize_taxonomy(self.ctx), include_derived=False)
 
     @functools.cached_property
     def _cases(self) -> dict[str, dict[str, Any]]:

@@ -358,3 +358,32 @@ def test_a_member_that_does_not_reach_the_shown_point_says_how_far_off_it_is() -
     above = _slices(arr, g, np.zeros(3), np.array([4.0, 4.0, 15.0]))
     assert inside[3] == 0.0 and above[3] == pytest.approx(6.0)  # z 15 -> the last slice, 9: 6 mm off
     assert np.array_equal(above[0], arr[:, :, 9])
+
+
+def test_the_keep_policy_counts_terms_through_the_pipelines_taxonomy(run: Path, tmp_path: Path) -> None:
+    """Dedup counted a case's annotated structures with the bundled taxonomy: a dataset naming
+    them with a lab's own synonyms (stages.harmonize.taxonomy) counted none, and its richer copy
+    was dropped "by case id"."""
+    import shutil
+
+    from curator.runner.context import Context
+    from curator.runner.freshness import stale_reasons
+
+    lab = tmp_path / "lab"
+    shutil.copytree(run, lab)
+    names = {s: f"lab {s.replace('_', ' ')} x" for s in STRUCTURES}
+    text = (lab / "A.yaml").read_text()
+    for s, n in names.items():
+        text = text.replace(f"    {s}: {s.replace('_', ' ')}\n", f"    {s}: {n}\n")
+    (lab / "A.yaml").write_text(text)
+    (lab / "lab.yaml").write_text("extends: curator\nsynonyms:\n" + "".join(f"  {s}: [{n}]\n" for s, n in names.items()))
+    cfg = yaml.safe_load((lab / "pipeline.yaml").read_text().replace(str(run), str(lab)))
+    cfg["stages"]["harmonize"] = {"taxonomy": "lab.yaml"}
+    (lab / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    run_pipeline(PipelineConfig.load(lab / "pipeline.yaml"), stages=["ingest", "dedup"], release=False)
+    kept = {r["case_id"]: r for r in _table(lab, "duplicates")}
+    assert kept["DupA__s0000"]["kept"] and "more annotated structures (6 vs 2)" in kept["DupB__s0000"]["reason"]
+    # the taxonomy decides the count: a change to it puts dedup's grouping out of date
+    (lab / "lab.yaml").write_text((lab / "lab.yaml").read_text().replace("synonyms:\n", "version: '2'\nsynonyms:\n"))
+    reasons = stale_reasons(Context(PipelineConfig.load(lab / "pipeline.yaml")))
+    assert any(r.startswith("dedup ran with another version of the taxonomy file") for r in reasons), reasons
