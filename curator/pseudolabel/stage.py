@@ -165,7 +165,10 @@ class PseudolabelStage(Stage):
     def _spec_terms(self, row: dict[str, Any]) -> set[str]:
         src = self.ctx.sources.get(row.get("source") or "") or next(
             (s for s in self.ctx.sources.values() if s.spec.name == row["dataset"]), None)
-        return {term_id(n) for n in src.spec.annotated_terms()} if src else set()
+        if src is None:
+            return set()
+        tax = harmonize_taxonomy(self.ctx)  # a lab's own names, as harmonize reads them
+        return {t.id if (t := tax.resolve(n)) is not None else term_id(n) for n in src.spec.annotated_terms()}
 
     @classmethod
     def process(cls, task: Task, config: Any, env: CaseEnv) -> CaseOutput:
