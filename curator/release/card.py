@@ -283,16 +283,30 @@ def _left_out(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> list[st
 
 
 def _lineage_md(builder: ReleaseBuilder, sources: list[dict[str, Any]]) -> str:
-    from curator.release.lineage import taxonomy_info
+    from curator.harmonize.stage import taxonomy_path
+    from curator.release.lineage import effective_version, taxonomy_info
 
-    tax = taxonomy_info()
+    tax = taxonomy_info(taxonomy_path(builder.ctx))  # the one harmonize used, as release.json records
     models = builder.extra.get("models", {})
     rows = [["parent version", builder.parent.name if builder.parent else "none (first release)"],
             ["pipeline config hash", config_hash(builder.ctx)],
-            ["taxonomy", f"{tax.get('version', '')} sha256 {tax['sha256'][:16]}" if tax else "none"],
+            ["taxonomy", _taxonomy_cell(tax, effective_version(tax)) if tax else "none"],
             ["models", ", ".join(f"{k} (sha256 {(v.get('sha256') or v.get('fingerprint', ''))[:16]})" for k, v in sorted(models.items())) or "none"]]
     rows += [[f"registry: {s['name']}", f"{s['dataset']} {s['version']}"] for s in sources]
     return md_table(["what", "value"], rows) + "\nFull checksums and settings are in `release.json`.\n"
+
+
+def _taxonomy_cell(tax: dict[str, Any], version: str) -> str:
+    """``1.3 sha256 …`` for the bundled taxonomy; ``1.3+lab-2 (lab.yaml sha256 …, extending
+    label_system/taxonomy.yaml sha256 …)`` for a taxonomy of one's own."""
+    if tax.get("file") == "label_system/taxonomy.yaml":
+        return f"{version} sha256 {tax['sha256'][:16]}"
+    chain: list[str] = []
+    base: Any = tax
+    while isinstance(base, dict):
+        chain.append(f"{base.get('file')} sha256 {str(base.get('sha256', ''))[:16]}")
+        base = base.get("extends")
+    return f"{version} ({chain[0]}" + "".join(f", extending {c}" for c in chain[1:]) + ")"
 
 
 def render_card(builder: ReleaseBuilder, sources: list[dict[str, Any]] | None = None) -> str:

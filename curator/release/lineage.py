@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +159,22 @@ def taxonomy_info(path: str | Path | None = None, _within: tuple[Path, ...] = ()
         if base.resolve() not in within:
             info["extends"] = taxonomy_info(None if doc["extends"] == BUILTIN else base, within)
     return info
+
+
+def effective_version(info: Mapping[str, Any] | None) -> str:
+    """The version of the taxonomy a :func:`taxonomy_info` record describes, as
+    :func:`~curator.taxonomy.load_taxonomy` gives it: an extension's appended to its base's.
+
+    >>> effective_version({"version": "lab-2", "extends": {"version": "1.3"}})
+    '1.3+lab-2'
+    >>> effective_version({"extends": {"version": "1.3"}}), effective_version(None)
+    ('1.3+local', '')
+    """
+    if not info:
+        return ""
+    own = str(info.get("version") or "")
+    base = info.get("extends")
+    return f"{effective_version(base)}+{own or 'local'}" if isinstance(base, Mapping) else own
 
 
 def sha256_sorted(values: pl.Series, chunk: int = 100_000) -> str:

@@ -248,7 +248,11 @@ class Release:
 
         if "terms" not in self.table_names():
             return load_taxonomy()
-        return taxonomy_from_rows(self.table("terms").to_dicts(), path=str(self.path / "terms.parquet"))
+        from curator.release.lineage import effective_version
+
+        recorded = self.info.get("taxonomy")
+        return taxonomy_from_rows(self.table("terms").to_dicts(), path=str(self.path / "terms.parquet"),
+                                  version=effective_version(recorded if isinstance(recorded, dict) else None))
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with every table as a view over its Parquet file; file-system access

@@ -34,7 +34,7 @@ def term_row(tax: Taxonomy, term_id: str) -> dict[str, Any]:
 CODES = ("fma", "snomed", "umls", "radlex")
 
 
-def taxonomy_from_rows(rows: Iterable[Mapping[str, Any]], path: str = "") -> Taxonomy:
+def taxonomy_from_rows(rows: Iterable[Mapping[str, Any]], path: str = "", version: str = "") -> Taxonomy:
     """The taxonomy a ``terms`` table holds (the inverse of :func:`term_row`)."""
     terms = {}
     for r in rows:
@@ -44,7 +44,7 @@ def taxonomy_from_rows(rows: Iterable[Mapping[str, Any]], path: str = "") -> Tax
             laterality=r["laterality"], part_of=tuple(r["part_of"] or ()), is_a=tuple(r["is_a"] or ()),
             partitions=tuple(tuple(p) for p in r["partitions"] or ()),
             codes=MappingProxyType({k: r[k] for k in CODES if r.get(k)}), note=r.get("note") or "")
-    return Taxonomy(terms=terms, path=path)
+    return Taxonomy(terms=terms, path=path, version=version)
 
 
 def release_step(b: ReleaseBuilder) -> None:

@@ -146,7 +146,7 @@ def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) 
 
     from curator.runner.context import Context
     from curator.runner.freshness import stale_reasons
-    from curator.taxonomy import default_path
+    from curator.taxonomy import default_path, load_taxonomy
 
     base = tmp_path / "base.yaml"
     base.write_text(default_path().read_text())
@@ -174,6 +174,11 @@ def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) 
 
     rel = Release(tmp_path / "releases" / "t" / "0.1.0")
     assert rel.taxonomy.term("toy_mass").name == "toy lesion"
+    # the release names the taxonomy it was built with, not the bundled one: version and both files
+    version = f"{load_taxonomy(base).version}+toy-1"
+    assert rel.taxonomy.version == version == load_taxonomy(tax).version
+    (row,) = [line for line in (rel.path / "DATASET_CARD.md").read_text().splitlines() if line.startswith("| taxonomy")]
+    assert f"{version} (taxonomy.yaml sha256 " in row and ", extending base.yaml sha256 " in row, row
     ds = PatchDataset(rel, terms=["toy_mass", "kidney"], patch_size=(16, 16, 8), where=f"case_id = '{min(with_mass)}'")
     item = ds[0]
     assert item["prompts"] == ["(ct) toy lesion", "(ct) kidney"] and bool(item["present"][0])
