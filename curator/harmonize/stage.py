@@ -49,6 +49,24 @@ def taxonomy_path(ctx: Context) -> str | None:
     return str(ctx.config.path(path)) if path else None
 
 
+def taxonomy_missing(ctx: Context) -> list[str]:
+    """The taxonomy files ``stages.harmonize.taxonomy`` names (it, and the files it extends) that
+    do not exist; raises the taxonomy's ``registry_error`` when they all exist but it is broken —
+    for ``curator run`` to refuse before any stage runs, not when harmonize starts after hours of
+    ingest and dedup."""
+    from curator.taxonomy.load import taxonomy_files
+
+    own = taxonomy_path(ctx)
+    if own is None:
+        return []
+    files = taxonomy_files(own)
+    missing = [f"taxonomy {f}" + (f" (which {files[i - 1].name} extends)" if i else "")
+               for i, f in enumerate(files) if not f.is_file()]
+    if not missing:
+        harmonize_taxonomy(ctx)
+    return missing
+
+
 def harmonize_taxonomy(ctx: Context) -> Taxonomy:
     """The taxonomy harmonize uses: every stage and release step naming terms uses the same."""
     from curator.taxonomy import load_taxonomy
@@ -71,6 +89,10 @@ class HarmonizeStage(Stage):
         from curator.taxonomy.load import taxonomy_files
 
         return "+".join(file_digest(f) for f in taxonomy_files(taxonomy_path(ctx)))
+
+    @classmethod
+    def settings_files_missing(cls, ctx: Context, config: StageConfig) -> list[str]:
+        return taxonomy_missing(ctx)
 
     def cache_payload(self, task: Task) -> Any:
         """The payload without the taxonomy's machine path and the value -> terms map the SEG check

@@ -396,3 +396,23 @@ def test_a_source_that_gave_no_case_stops_the_run_after_ingest(tmp_path: Path) -
     assert (stages / "ingest" / "stage.json").exists() and not (stages / "dedup" / "stage.json").exists()
     # without a release, or with the source's absence allowed, the stages run on
     assert run(pipe, release=False).reports[-1].stage == "qc"
+
+
+def test_a_missing_or_broken_taxonomy_is_refused_before_any_stage_runs(tmp_path: Path) -> None:
+    """A misspelt or broken `stages.harmonize.taxonomy` was found when harmonize started, after
+    ingest and dedup had run (hours of hashing on a real collection)."""
+    (tmp_path / "empty").mkdir()
+    sources = [{"dataset": "MSD_Spleen", "root": str(tmp_path / "empty")}]
+    pipe = make_pipeline(tmp_path, sources, stages={"harmonize": {"taxonomy": "nope.yaml"}})
+    with pytest.raises(ConfigError, match="stages.harmonize names file") as e:
+        run(pipe)
+    assert "nope.yaml" in e.value.detail and not (tmp_path / "workspace" / "tables").exists()
+    (tmp_path / "lab.yaml").write_text("extends: base.yaml\n")
+    pipe = make_pipeline(tmp_path, sources, stages={"harmonize": {"taxonomy": str(tmp_path / "lab.yaml")}})
+    with pytest.raises(ConfigError, match="base.yaml"):  # the file it extends is missing
+        run(pipe)
+    (tmp_path / "base.yaml").write_text("extends: curator\nterms:\n- {id: liver, name: liver, category: organ, "
+                                        "region: abdomen}\n")
+    with pytest.raises(CuratorError, match="already a term of the taxonomy this file extends") as e:
+        run(pipe)
+    assert e.value.kind == "registry_error" and not (tmp_path / "workspace" / "tables").exists()
