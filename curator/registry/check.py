@@ -143,6 +143,12 @@ def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str 
     problems: list[Problem] = []
     tax, tissues = read_taxonomy(taxonomy)
     problems += [Problem(i.loc, i.kind, i.message, "warning" if i.kind in WARNING_KINDS else "error") for i in tissues]
+    if tax is not None and any(i.kind not in WARNING_KINDS for i in tissues):
+        # a broken taxonomy (a misspelt `extends:` reads as a one-term taxonomy): every dataset's
+        # names would be "unknown" against it — hundreds of errors hiding the one that matters
+        problems.append(Problem(Path(tax.path).name, "datasets_not_checked", "the datasets' label names were not "
+                                "checked against this taxonomy: fix its errors above first", "warning"))
+        tax = None
     specs, builtin_issues, extra_issues, overrides = with_extra(extra)
     problems += [Problem(i.loc, i.kind, i.message, builtin=True) for i in builtin_issues]
     problems += [Problem(i.loc, i.kind, i.message) for i in extra_issues]

@@ -80,10 +80,15 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = 
     def bad(loc: str, kind: str, msg: str) -> None:
         issues.append(Issue(f"{where}:{loc}", kind, msg))
 
-    if not isinstance(d, dict) or not isinstance(d.get("terms", [] if base else None), list):
+    if not isinstance(d, dict):
         return None, [Issue(where, "type", "the taxonomy must be a mapping with a `terms:` list")]
     for k in sorted(set(d) - TOP_KEYS, key=str):
-        bad(str(k), "unknown_key", f"unknown top-level key {k!r} (known: {sorted(TOP_KEYS)})")
+        close = difflib.get_close_matches(str(k), sorted(TOP_KEYS), n=1)
+        bad(str(k), "unknown_key", f"unknown top-level key {k!r}" + (f": did you mean {close[0]!r}?" if close else "")
+            + f" (known: {', '.join(sorted(TOP_KEYS))})")
+    if not isinstance(d.get("terms", [] if base else None), list):
+        return None, [*issues, Issue(where, "type", "the taxonomy must be a mapping with a `terms:` list (a file "
+                                     "adding to curator's says `extends: curator`)")]
     regions = _strings(d.get("regions")) or ()
     categories = _strings(d.get("categories")) or ()
     terms: dict[str, Term] = {}

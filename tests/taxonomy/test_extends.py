@@ -109,3 +109,17 @@ def test_the_example_in_the_docs_is_a_valid_extension(tmp_path: Path) -> None:
     (tmp_path / "lab_taxonomy.yaml").write_text(example.group(1), encoding="utf-8")
     tax, issues = read_taxonomy(tmp_path / "lab_taxonomy.yaml")
     assert issues == [] and tax.resolve("EVAR graft").id == "aortic_stent_graft" and tax.resolve("foie").id == "liver"
+
+
+def test_a_misspelt_extends_is_named_and_does_not_flood_the_check(tmp_path: Path) -> None:
+    """`extend: curator` said only "must be a mapping with a `terms:` list", or, with one new term,
+    read as a one-term taxonomy: 964 term_unknown errors against the built-in datasets."""
+    from curator.registry.check import check_label_system
+
+    _, issues = read_taxonomy(_write(tmp_path / "a.yaml", {"extend": "curator", "synonyms": {"liver": ["leber"]}}))
+    assert (issues[0].loc, issues[0].kind) == ("a.yaml:extend", "unknown_key")
+    assert "did you mean 'extends'?" in issues[0].message and "extends: curator" in issues[-1].message
+    one = _write(tmp_path / "b.yaml", {"extend": "curator", "categories": ["device"], "terms": [STENT]})
+    problems = [p for p in check_label_system((), one) if not p.builtin]
+    assert [(p.where, p.kind) for p in problems] == [("b.yaml:extend", "unknown_key"), ("b.yaml:stent", "unknown_term"),
+                                                     ("b.yaml", "datasets_not_checked")], problems
