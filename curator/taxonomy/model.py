@@ -80,12 +80,17 @@ class Term:
         return d
 
 
-def _index(terms: Mapping[str, Term], key: Any) -> dict[str, frozenset[str]]:
+def _index(terms: Mapping[str, Term], *keys: Any) -> dict[str, frozenset[str]]:
     idx: dict[str, set[str]] = {}
     for t in terms.values():
         for n in (*t.names(), t.id):
-            idx.setdefault(key(n), set()).add(t.id)
+            for key in keys:
+                idx.setdefault(key(n), set()).add(t.id)
     return {k: frozenset(v) for k, v in idx.items() if k}
+
+
+def _flat_key(name: str) -> str:
+    return exact_key(name, camel=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,7 +108,7 @@ class Taxonomy:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "terms", MappingProxyType(dict(self.terms)))
-        object.__setattr__(self, "_exact", MappingProxyType(_index(self.terms, exact_key)))
+        object.__setattr__(self, "_exact", MappingProxyType(_index(self.terms, exact_key, _flat_key)))
         object.__setattr__(self, "_bag", MappingProxyType(_index(self.terms, bag_key)))
         kids: dict[str, dict[str, list[str]]] = {r: {} for r in RELATIONS}
         for t in self.terms.values():

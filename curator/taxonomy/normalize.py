@@ -43,10 +43,12 @@ def strip_prefix(name: str) -> str:
     return _PREFIX.sub("", name, count=1)
 
 
-def words(name: str) -> list[str]:
-    """Lower-case words of ``name`` after prefix removal and word substitutions."""
+def words(name: str, camel: bool = True) -> list[str]:
+    """Lower-case words of ``name`` after prefix removal and word substitutions; ``camel`` splits
+    CamelCase words first (``OpticChiasm`` -> optic chiasm)."""
     out = []
-    for w in _SPLIT.split(_CAMEL.sub(" ", strip_prefix(name)).lower()):
+    text = strip_prefix(name)
+    for w in _SPLIT.split((_CAMEL.sub(" ", text) if camel else text).lower()):
         if not w:
             continue
         w = _WORDS.get(w, w)
@@ -55,9 +57,15 @@ def words(name: str) -> list[str]:
     return out
 
 
-def exact_key(name: str) -> str:
-    """Case- and punctuation-insensitive key; word order still matters."""
-    return " ".join(words(name))
+def exact_key(name: str, camel: bool = True) -> str:
+    """Case- and punctuation-insensitive key; word order still matters. A term's names are also
+    indexed with ``camel=False``, so a mixed-case abbreviation (``ccRCC``, ``eCSF``) is found
+    however it is cased (``CCRCC``, ``ccrcc``), not only as written.
+
+    >>> exact_key("ccRCC"), exact_key("ccRCC", camel=False), exact_key("CCRCC")
+    ('cc rcc', 'ccrcc', 'ccrcc')
+    """
+    return " ".join(words(name, camel))
 
 
 def singular(word: str) -> str:

@@ -48,6 +48,8 @@ def test_resolves_every_totalsegmentator_class() -> None:
     ("Left Anterior eyeball", "eyeball_anterior_left"), ("Parotid_L", "parotid_gland_left"), ("OpticChiasm", "optic_chiasm"), ("SpinalCord", "spinal_cord"), ("kidney and masses", "kidney_and_mass"),
     ("whole tumor", "brain_tumor"), ("ET", "enhancing_brain_tumor"), ("liver tumour", "liver_tumor"),
     ("portal vein and splenic vein", "portal_vein_and_splenic_vein"), ("splenic vein and portal vein", "portal_vein_and_splenic_vein"),
+    # a mixed-case abbreviation however it is cased ("case ignored"): only "eCSF" resolved
+    ("eCSF", "external_cerebrospinal_fluid"), ("ecsf", "external_cerebrospinal_fluid"), ("ECSF", "external_cerebrospinal_fluid"),
 ])
 def test_resolver_handles_synonyms_case_order_and_abbreviations(query: str, term_id: str) -> None:
     t = load_taxonomy().resolve(query)
