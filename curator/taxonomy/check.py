@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from curator.registry.spec import Issue
 from curator.taxonomy.model import RELATIONS, Taxonomy
+from curator.taxonomy.normalize import words
 
 
 def _cycles(tax: Taxonomy) -> list[list[str]]:
@@ -52,6 +53,11 @@ def check_hierarchy(tax: Taxonomy, where: str = "taxonomy.yaml") -> list[Issue]:
         for side in ("left", "right"):
             if t.id.endswith(f"_{side}") and t.laterality != side:
                 bad(t.id, "laterality", f"the id ends in _{side} but laterality is {t.laterality!r}")
+        if t.laterality:  # "left renal stent" with laterality right resolved "renal stent L" to the right one
+            other = "right" if t.laterality == "left" else "left"
+            said = [n for n in t.names() if other in words(n)]
+            if said:
+                bad(t.id, "laterality", f"laterality is {t.laterality!r} but the name {said[0]!r} says {other}")
         for i, part in enumerate(t.partitions):
             if len(set(part)) != len(part):
                 bad(t.id, "partition", f"partition {i} lists a term twice")

@@ -65,6 +65,9 @@ def test_a_chain_of_files_is_read_relative_to_each_file(tmp_path: Path) -> None:
      "not a term id"),
     ({"extends": "curator", "terms": [dict(STENT, synonyms=["liver"])]}, "", "ambiguous_name", "several terms"),
     ({"extends": 3}, "extends", "type", "'curator'"),
+    ({"extends": "curator", "categories": ["device"], "terms": [dict(STENT, id="renal_stent_l", name="left renal stent",
+                                                                     laterality="right", synonyms=[])]},
+     "renal_stent_l", "laterality", "says left"),
     ({"extends": "nowhere.yaml", "terms": []}, "", "missing", "does not exist"),
 ])
 def test_every_mistake_of_an_extension_is_reported(tmp_path: Path, doc: dict, loc: str, kind: str, words: str) -> None:
