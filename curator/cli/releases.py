@@ -115,6 +115,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _list("labels removed", lt.removed, limit, "red")
             _list("labels changed", [f"{' '.join(map(str, k))}: {', '.join(c)}" for k, c in lt.changed],
                   limit, "yellow")
+        if "terms" in d.tables:  # the taxonomy: a lab's new term, a synonym, a parent changed
+            tt = d.tables["terms"]
+            _list("terms added", [k[0] for k in tt.added], limit, "green")
+            _list("terms removed", [k[0] for k in tt.removed], limit, "red")
+            _list("terms changed (term: columns)", [f"{k[0]}: {', '.join(c)}" for k, c in tt.changed], limit, "yellow")
         _list("labels whose origin changed (case, term: origin A → B, volume A → B)",
               [f"{c} {t}: {oa} → {ob}, {_ml(ma)} → {_ml(mb)} ml" for c, t, oa, ob, _, _, ma, mb in d.origin_changes],
               limit, "yellow")

@@ -95,6 +95,24 @@ def test_diff_reports_schema_changes(demo: Path) -> None:
     assert d.tables["cases"].changed == []  # values of the common, same-typed columns are unchanged
 
 
+def test_the_cli_names_the_terms_a_taxonomy_change_touched(demo: Path) -> None:
+    """A lab's taxonomy edit (a synonym, a new term) showed as "terms changed 2" with nothing named."""
+    import polars as pl
+
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    p = coll / "0.1.1" / "terms.parquet"
+    terms = pl.read_parquet(p)
+    extra = terms.filter(pl.col("term_id") == "spleen").with_columns(term_id=pl.lit("lab_spleen_x"),
+                                                                       name=pl.lit("lab spleen x"))
+    terms = terms.with_columns(synonyms=pl.when(pl.col("term_id") == "liver").then(
+        pl.col("synonyms").list.concat(pl.lit(["leber"]))).otherwise(pl.col("synonyms")))
+    pl.concat([terms, extra]).write_parquet(p)
+    reseal(coll / "0.1.1")
+    text = " ".join(CliRunner().invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1")]).output.split())
+    assert "terms added (1) lab_spleen_x" in text and "terms changed (term: columns) (1) liver: synonyms" in text, text
+
+
 def test_a_reviewed_label_is_one_origin_change_and_its_store_a_changed_store(demo: Path) -> None:
     """A review replaces (case, term, pseudo) with (case, term, revised): the diff used to show it
     only as a label removed and another added, and never said the case's store changed."""
