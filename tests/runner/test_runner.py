@@ -134,6 +134,20 @@ def test_process_pool_names_the_case_that_kills_its_worker(tmp_path: Path) -> No
     assert p["case_id"] == "c003" and p["kind"] == "worker_crashed"
 
 
+def test_a_stage_whose_worker_dies_on_every_case_stops_the_run(tmp_path: Path) -> None:
+    """An undersized Dask worker was OOM-killed on all 37 cases: each a worker_crashed row, then qc
+    and a release without pseudo labels, exit 0. Every case crashing stops the stage, names the
+    workers, caches nothing (the next run retries), and one crash among good cases does not."""
+    ctx = _ctx(tmp_path, n_cases=3, behaviour={f"c00{i}": "crash" for i in range(3)})
+    with pytest.raises(StageError) as e:
+        run_stage(ctx, ProbeStage, LocalExecutor(2))
+    assert "died on every case it ran (3 of 3)" in e.value.detail and "lower --workers" in (e.value.remedy or "")
+    assert [p["kind"] for p in _problems(ctx)] == ["worker_crashed"] * 3
+    assert not ctx.workspace.has_table("probe") and ctx.workspace.read_case_result("probe", "c000") is None
+    few = _ctx(tmp_path / "few", n_cases=2, behaviour={"c000": "crash", "c001": "crash"})
+    assert run_stage(few, ProbeStage, LocalExecutor(2)).failed == 2  # two crashes may be two bad files
+
+
 def test_local_pool_and_dask_give_the_same_results(tmp_path: Path) -> None:
     ctx_a = _ctx(tmp_path / "a", n_cases=6, behaviour={"c002": "bad"})
     ctx_b = _ctx(tmp_path / "b", n_cases=6, behaviour={"c002": "bad"})
