@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -154,6 +155,11 @@ def test_local_pool_and_dask_give_the_same_results(tmp_path: Path) -> None:
     run_stage(ctx_a, ProbeStage, LocalExecutor(2))
     dask = DaskExecutor(2, None)
     try:
+        # the local cluster's HTTP server on a free loopback port: not *:8787, for anyone on a
+        # shared server to watch and concurrent runs to compete for; and distributed's INFO lines off
+        assert dask.cluster is not None and "127.0.0.1:8787" not in dask.cluster.dashboard_link
+        assert dask.cluster.dashboard_link.startswith("http://127.0.0.1:")
+        assert not logging.getLogger("distributed").isEnabledFor(logging.INFO)
         run_stage(ctx_b, ProbeStage, dask)
     finally:
         dask.close()
