@@ -243,6 +243,13 @@ def _changed_inputs(ctx: Context, name: str, cls: type[Stage], config: StageConf
     return [f"{what.format(n=len(ids))} since {name} ran (e.g. {', '.join(ids[:3])})" for what, ids in said if ids]
 
 
+def _kept_cases(ctx: Context, name: str) -> int:
+    """Case results a stage holds (``stages/<name>/cases``), counted when it has no record of a
+    finished run: those of an interrupted one."""
+    folder = ctx.workspace.stage_dir(name) / "cases"
+    return sum(1 for _ in folder.glob("*/*.json")) if folder.is_dir() else 0
+
+
 def stage_states(ctx: Context, will_run: Collection[str] = ()) -> list[StageState]:
     """Every installed stage, in run order, with the reasons its tables are out of date. Stages
     in ``will_run`` are about to run, so they will be current, and every later stage that is not
@@ -267,7 +274,10 @@ def stage_states(ctx: Context, will_run: Collection[str] = ()) -> list[StageStat
         reasons = states[name].reasons
         rec = records[name]
         if rec is None:
-            reasons.append(f"{name} has not run")
+            kept = _kept_cases(ctx, name)  # after Ctrl-C: "has not run" hid the cases the next run resumes from
+            reasons.append(f"{name} has not run" if not kept else
+                           f"{name} has not finished a run: {kept} case(s) of an interrupted or stopped run are kept, "
+                           "and the next run resumes from them")
             continue
         reasons.extend(_own_reasons(ctx, name, cls, rec, digest))
         upstream = rec.get("upstream") or {}

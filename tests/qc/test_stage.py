@@ -372,3 +372,23 @@ def test_a_damaged_table_is_named_not_a_crash(tmp_path: Path) -> None:
     assert r.value.kind == "release_stale" and "qc is damaged" in str(r.value)
     run_stage(ctx, QCStage)  # the stage writes it again
     assert not stale_reasons(ctx) and ctx.workspace.read_table("qc") is not None
+
+
+def test_status_counts_the_cases_an_interrupted_run_kept(tmp_path: Path) -> None:
+    """After Ctrl-C, `curator status` said "qc has not run" though the next run resumed from the
+    cases it had finished."""
+    import shutil
+
+    from curator.runner.freshness import stale_reasons
+
+    phantom_workspace(tmp_path / "ws", n_cases=6)
+    ctx = context(tmp_path, min_cohort=3)
+    record_runs(ctx, "ingest", "harmonize", "preprocess")
+    assert "qc has not run" in stale_reasons(ctx)
+    run_stage(ctx, QCStage)
+    (ctx.workspace.stage_dir("qc") / "stage.json").unlink()  # as a run stopped before it finished
+    reasons = [r for r in stale_reasons(ctx) if r.startswith("qc")]
+    assert reasons == [("qc has not finished a run: 6 case(s) of an interrupted or stopped run are kept, and the "
+                       "next run resumes from them")], reasons
+    shutil.rmtree(ctx.workspace.stage_dir("qc") / "cases")
+    assert "qc has not run" in stale_reasons(ctx)
