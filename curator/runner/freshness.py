@@ -90,8 +90,10 @@ def source_facts(ctx: Context) -> dict[str, dict[str, Any]]:
     sources can be said by name (:func:`_sources_changed`): its dataset, its root (as given to
     :func:`sources_digest` and with ``relative``), 16 hex digits of its dataset spec and its
     ``pseudonymous_ids``."""
-    return {n: {"dataset": s.spec.name, "root": _where(ctx, Path(s.root), False),
-                "root_relative": _where(ctx, Path(s.root), True), "spec": sha256_json(s.spec.to_dict())[:16],
+    # roots as digests: a folder may be named after a person, and no patient information leaves ingest
+    return {n: {"dataset": s.spec.name, "root": sha256_json(_where(ctx, Path(s.root), False))[:16],
+                "root_relative": sha256_json(_where(ctx, Path(s.root), True))[:16],
+                "spec": sha256_json(s.spec.to_dict())[:16],
                 "pseudonymous_ids": s.pseudonymous_ids} for n, s in sorted(ctx.sources.items())}
 
 
@@ -117,7 +119,7 @@ def _sources_changed(ctx: Context, rec: dict[str, Any]) -> str:
             named = "" if n == new["dataset"] else f" ({new['dataset']})"
             parts.append(f"{n}'s dataset YAML{named} changed")
         if was.get("root") != new["root"] and was.get("root_relative") != new["root_relative"]:
-            parts.append(f"{n}'s root: {was.get('root')} → {new['root']}")
+            parts.append(f"{n}'s root changed (now {ctx.sources[n].root})")
         if bool(was.get("pseudonymous_ids")) != new["pseudonymous_ids"]:
             parts.append(f"{n}'s pseudonymous_ids: {json.dumps(bool(was.get('pseudonymous_ids')))} → "
                          f"{json.dumps(new['pseudonymous_ids'])}")
