@@ -36,6 +36,7 @@ from curator.schema import to_arrow
 
 if TYPE_CHECKING:
     from curator.runner.context import Context
+    from curator.taxonomy.model import Taxonomy
 
 log = logging.getLogger("curator")
 THUMBS = "thumbs"
@@ -120,6 +121,14 @@ class DedupConfig(StageConfig):
 def thumbnail_relpath(case_id: str, digest: str) -> str:
     shard = hashlib.sha1(case_id.encode()).hexdigest()[:2]
     return f"stages/dedup/{THUMBS}/{shard}/{case_id}.{digest[:12]}.npz"
+
+
+def annotated_codes(spec: Any, tax: Taxonomy) -> dict[str, list[str]]:
+    """Raw value (label maps) or structure key -> the terms it annotates in ``tax`` (no derived
+    ones; ignored values left out): what the keep policy's ``terms`` criterion counts."""
+    from curator.preprocess.terms import value_terms
+
+    return value_terms(spec, tax, include_derived=False)
 
 
 class DedupStage(Stage):
@@ -244,12 +253,11 @@ class DedupStage(Stage):
         return load
 
     def _codes(self, spec: Any) -> dict[str, list[str]]:
-        """Raw value (label maps) or structure key -> the terms it annotates (no derived ones), in
-        the pipeline's taxonomy (a lab's own names count, as harmonize reads them)."""
+        """:func:`annotated_codes` in the pipeline's taxonomy (a lab's own names count, as
+        harmonize reads them)."""
         from curator.harmonize.stage import harmonize_taxonomy
-        from curator.preprocess.terms import value_terms
 
-        return value_terms(spec, harmonize_taxonomy(self.ctx), include_derived=False)
+        return annotated_codes(spec, harmonize_taxonomy(self.ctx))
 
     @functools.cached_property
     def _cases(self) -> dict[str, dict[str, Any]]:

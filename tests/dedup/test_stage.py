@@ -333,8 +333,9 @@ def test_one_dataset_under_two_aliases_is_grouped_as_a_copy(tmp_path: Path) -> N
 
 def test_the_terms_criterion_counts_distinct_annotated_terms() -> None:
     """Ignored codes, codes mapping to one term and derived terms do not make a copy 'richer'."""
-    from curator.dedup.stage import DedupStage
+    from curator.dedup.stage import annotated_codes
     from curator.registry.spec import parse_spec
+    from curator.taxonomy import load_taxonomy
 
     d = {"name": "Toy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
          "citation": "@misc{toy, title={toy}}", "layout": [{"image": "i/{case}.nii.gz", "label": "l/{case}.nii.gz"}],
@@ -342,7 +343,7 @@ def test_the_terms_criterion_counts_distinct_annotated_terms() -> None:
                     "ignore": [255]}}
     spec, issues = parse_spec(d, "Toy.yaml")
     assert spec is not None, issues
-    codes = DedupStage._codes(spec)
+    codes = annotated_codes(spec, load_taxonomy())
     assert codes == {"1": ["kidney_left"], "2": ["kidney_right"], "3": ["kidney_left"]}
     assert len({t for ids in codes.values() for t in ids}) == 2  # not 4 raw values, not + derived kidney
 

@@ -29,7 +29,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
     # a cluster whose scheduler a test closed otherwise takes distributed's 30 s reconnect attempts to close
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
         c = distributed.LocalCluster(n_workers=kw.get("n_workers", 1), threads_per_worker=1, processes=False,
-                                     dashboard_address=None, resources=kw.get("resources"))
+                                     dashboard_address="127.0.0.1:0", resources=kw.get("resources"))
         try:
             yield c
         finally:
