@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -19,16 +20,19 @@ PACKAGES = ("numpy", "scipy", "polars", "pyarrow", "duckdb", "zarr", "numcodecs"
 
 @functools.cache
 def code_revision() -> str | None:
-    """The git commit of the curator code running, ``+dirty`` when its tracked files were edited
-    since, or None when curator does not run from a git checkout (an installed wheel). The
-    package version alone (``code_version``) is the same for every commit between releases of
-    curator, so a release could not say which code made it."""
+    """The git commit of the curator code running, ``+dirty.<hash>`` when its tracked files were
+    edited since (the hash of those edits), or None when curator does not run from a git checkout
+    (an installed wheel). The package version alone (``code_version``) is the same for every
+    commit between releases of curator, so a release could not say which code made it. Computed
+    once per process."""
     return revision_of(Path(__file__).resolve().parent.parent)
 
 
 def revision_of(root: Path) -> str | None:
     """:func:`code_revision` of the checkout at ``root`` (edits under ``curator/`` and
-    ``manifests/`` make it dirty; untracked files do not)."""
+    ``manifests/`` make it dirty; untracked files do not). A dirty revision ends with a short hash
+    of the edited files' paths and contents, so two different sets of edits at one commit (two
+    checkouts, or one before and after an edit) do not pass for the same code."""
     if not (root / ".git").exists():
         return None
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # never take the index lock of a checkout in use
@@ -44,8 +48,26 @@ def revision_of(root: Path) -> str | None:
     head = git("rev-parse", "--verify", "HEAD")
     if not head:
         return None
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "curator", "manifests")
-    return head + ("+dirty" if changed else "")
+    changed = git("diff", "HEAD", "--name-only", "-z", "--no-renames", "--", "curator", "manifests")
+    if changed is None:  # git could not say: not known to be the commit's code
+        return head + "+dirty"
+    return head + (f"+dirty.{_edits_digest(root, changed.split(chr(0)))}" if changed else "")
+
+
+def _edits_digest(root: Path, paths: list[str]) -> str:
+    """A short hash of the edited tracked files ``paths`` as they are on disk (a deleted one as
+    deleted): the same edits give the same hash in any checkout of the commit, whatever git's
+    diff settings."""
+    h = hashlib.sha256()
+    for rel in sorted(p for p in paths if p):
+        try:
+            content = (root / rel).read_bytes()
+        except FileNotFoundError:
+            content = b"\0deleted"
+        except OSError as e:  # unreadable: still not the commit's code
+            content = f"\0unreadable: {e.strerror}".encode()
+        h.update(rel.encode() + b"\0" + hashlib.sha256(content).digest())
+    return h.hexdigest()[:12]
 
 
 def environment() -> dict[str, str]:
