@@ -1,6 +1,7 @@
 """The Dask executor (see :mod:`curator.runner.executors`): cases as ``distributed`` futures on an
 external scheduler at ``address`` or an in-process ``LocalCluster``. On an external cluster each
-stage first checks that every worker runs this curator; a lost scheduler, or no worker able to
+stage first checks that every worker runs this curator, and every case's result says which
+curator computed it (a worker that joined or was restarted during the stage is refused too); a lost scheduler, or no worker able to
 run the cases (every one gone, none left with the ``GPU`` resource), stops the stage with a
 clear error instead of hanging; Ctrl-C or SIGTERM cancels the queued cases and waits for the
 running ones, which could not be interrupted and would write on beside the next run.
@@ -17,7 +18,7 @@ from typing import Any
 
 from curator.errors import ConfigError, CuratorError, StageError
 from curator.runner.executors import Executor, Job, _crashed
-from curator.runner.stage import CaseEnv, CaseResult, Task, execute, problem_row
+from curator.runner.stage import CaseEnv, CaseResult, Task, problem_row
 
 log = logging.getLogger("curator")
 POLL_S = 5.0  # how often a Dask run checks its scheduler and workers while no case finishes
@@ -57,6 +58,27 @@ def _code_identity_fn() -> Callable[..., str]:
     return identity
 
 
+def _case_fn() -> Callable[..., dict[str, Any]]:
+    """The function each case runs as on a Dask worker: :func:`~curator.runner.stage.execute`, its
+    result in an envelope saying which worker and which curator code (:func:`_code_identity_fn`,
+    asked in the worker's process) computed it. Made here, so it travels by value like the
+    identity: a worker started or restarted during a stage, which the stage-start check never
+    saw, still says what it runs."""
+    identity = _code_identity_fn()
+
+    def run_case(*args: Any) -> dict[str, Any]:
+        from curator.runner.stage import execute
+
+        try:
+            from distributed import get_worker
+            worker = get_worker()
+        except (ImportError, ValueError):  # pragma: no cover - always on a worker
+            worker = None
+        return {"result": execute(*args), "code": identity(worker),
+                "worker": f"{worker.name} ({worker.address})" if worker is not None else "unknown"}
+    return run_case
+
+
 def _same_code(theirs: object, ours: str) -> bool:
     """Whether a worker's answer names the same curator version and commit as ours — wherever its
     checkout or environment lies (another node's path to the same code is fine)."""
@@ -71,6 +93,7 @@ class DaskExecutor(Executor):
         self.address = address
         self._pending: dict[Any, Any] = {}  # the current stage's unfinished futures, by key
         self._checked: set[str] = set()  # workers known to run this curator
+        self._ours = _code_identity_fn()()  # this process's code, as it was when the run began
         for name in ("distributed.client", "distributed.utils"):  # distributed logs under the failing module's name
             logging.getLogger(name).addFilter(_no_cancelled_tracebacks)
         # importing distributed set its loggers to INFO again: ~35 lines of nannies and workers
@@ -108,8 +131,9 @@ class DaskExecutor(Executor):
             if self.cluster is None:
                 self._check_code(stage_name)
             resources = {"GPU": 1} if gpu and self._has_gpu_resource() else None
+            run_case = _case_fn()
             for task, key in jobs:
-                fut = self.client.submit(execute, ref, task, key, config, env, key=f"{stage_name}-{key}",
+                fut = self.client.submit(run_case, ref, task, key, config, env, key=f"{stage_name}-{key}",
                                          pure=False, resources=resources, retries=0)
                 submitted[fut.key] = (fut, task, key)
         except OSError:  # CommClosedError included
@@ -133,22 +157,43 @@ class DaskExecutor(Executor):
                 for fut in done:
                     _, task, key = submitted.pop(fut.key)
                     try:
-                        yield fut.result()
+                        envelope = fut.result()
                     except Exception as e:  # noqa: BLE001 - KilledWorker, CancelledError, ...
                         self._check_scheduler(stage_name, len(submitted) + 1, e)
                         yield self._failed(stage_name, task, key, e)
+                        continue
                     finally:
                         fut.release()
+                    yield self._checked_result(stage_name, task, envelope)
         finally:
             for fut, _, _ in submitted.values():
                 fut.cancel()
+
+    def _checked_result(self, stage_name: str, task: Task, envelope: Any) -> CaseResult:
+        """A case's result, once its envelope (:func:`_case_fn`) says this curator's code computed
+        it. One computed by other code (a worker that joined, or that its nanny restarted after
+        an out-of-memory kill and that imported the code now on disk) stops the stage as the
+        stage-start check does: its result is not kept, so the next run computes the case again."""
+        theirs = envelope.get("code") if isinstance(envelope, dict) else None
+        if isinstance(envelope, dict) and isinstance(envelope.get("result"), CaseResult) \
+                and _same_code(theirs, self._ours):
+            return envelope["result"]
+        worker = envelope.get("worker", "unknown") if isinstance(envelope, dict) else "unknown"
+        said = theirs if isinstance(theirs, str) else "a curator that does not say which code it runs"
+        raise ConfigError("config_error", f"stage {stage_name}: Dask worker {worker} at "
+                          f"{self.address or 'the local cluster'} computed case {task.case_id} with other curator "
+                          f"code: {said}, not this {self._ours}; its result was not kept",
+                          remedy="start every worker from the same Python environment and curator checkout "
+                          "as `curator run` (same venv, same PYTHONPATH, same commit and edits; a worker started or "
+                          "restarted during a run imports the code on disk then, so do not update the code "
+                          "under a running cluster), then run the same command again; finished cases are kept")
 
     def _check_code(self, stage_name: str) -> None:
         """Refuse a cluster whose workers import other curator code (another checkout, commit or
         version): their cases would silently come from that code, under this run's release.
         A worker that cannot import curator at all is named too."""
         identity = _code_identity_fn()
-        ours = identity()
+        ours = self._ours
         try:
             theirs = self.client.run(identity, on_error="return")
         except TypeError:  # older distributed: no on_error

@@ -154,6 +154,44 @@ def test_workers_with_the_same_code_in_another_folder_are_accepted(tmp_path: Pat
     assert report.ran == 2 and report.failed == 0
 
 
+@pytest.mark.parametrize("cluster", [{"n_workers": 0}], indirect=True)
+def test_a_worker_joining_during_the_stage_with_other_code_is_refused(tmp_path: Path, cluster: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the stage-start check asked the workers which curator they run: a worker that joined
+    during the stage (or that its nanny restarted after an OOM kill, importing the code pulled
+    since) had its cases cached and released under this run's code. Each result now says which
+    code computed it; here the only worker joins right after the stage-start check."""
+    def fn() -> Any:
+        return lambda dask_worker=None: ("curator 0.1.0 (abc+dirty.0123456789ab) from /clone"
+                                         if getattr(dask_worker, "name", None) == "wOTHER"
+                                         else "curator 0.1.0 (abc) from /home/me/curator")
+    monkeypatch.setattr(dask_executor, "_code_identity_fn", fn, raising=False)
+    ctx = _ctx(tmp_path, n_cases=2)
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    joined: list[Any] = []
+    check = ex._check_code
+
+    def check_then_join(stage_name: str) -> None:
+        check(stage_name)  # no worker yet: nothing to refuse
+
+        async def start() -> Any:
+            return await distributed.Worker(cluster.scheduler_address, name="wOTHER", nthreads=1)
+        joined.append(cluster.sync(start))
+    monkeypatch.setattr(ex, "_check_code", check_then_join)
+    try:
+        with pytest.raises(ConfigError, match=r"Dask worker wOTHER \(\S+\) at .* computed case c00\d with "
+                           r"other curator code: curator 0.1.0 \(abc\+dirty.0123456789ab\) from /clone, not this "
+                           r"curator 0.1.0 \(abc\) from /home/me/curator; its result was not kept") as e:
+            run_stage(ctx, ProbeStage, ex)
+        assert "same commit and edits" in str(e.value)
+    finally:
+        ex.close()
+        for w in joined:
+            cluster.sync(w.close)
+    assert joined
+    assert all(ctx.workspace.read_case_result("probe", f"c00{i}") is None for i in range(5))  # nothing cached
+
+
 def test_a_scheduler_lost_between_stages_stops_the_next_one_at_once(tmp_path: Path, cluster: Any) -> None:
     """The next stage waited for distributed's reconnect attempt (30 s), then failed with an
     unexplained `CommClosedError: ConnectionPool closing` (exit 3, 'a bug in curator')."""
