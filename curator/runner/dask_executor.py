@@ -206,7 +206,7 @@ class DaskExecutor(Executor):
             raise ConfigError("config_error", f"stage {stage_name}: {len(bad)} of the {len(theirs)} Dask worker(s) at "
                               f"{self.address} do not run this {ours}: {named}",
                               remedy="start every worker from the same Python environment and curator checkout "
-                              "as `curator run` (same venv, same PYTHONPATH, same commit; restart workers after "
+                              "as `curator run` (same venv, same PYTHONPATH, same commit and edits; restart workers after "
                               "updating the code: a running worker keeps the code it loaded), then run the same "
                               "command again; finished cases are kept")
 
