@@ -203,7 +203,8 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
         reasons.append(f"{name}'s settings name a file that cannot be read ({e})")
     else:
         what = cls.settings_files or "the files its settings name"
-        if rec.get("settings_files", files) != files:
+        recorded = rec.get("settings_files")  # None: a run before the stage named files (dedup's taxonomy)
+        if recorded is not None and recorded != files:
             reasons.append(f"{name}'s settings name {what}, which is missing" if files == "missing" else
                            f"{name} ran with another version of {what}")
     read = rec.get("tables_read") or {}

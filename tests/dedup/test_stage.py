@@ -388,3 +388,11 @@ def test_the_keep_policy_counts_terms_through_the_pipelines_taxonomy(run: Path, 
     (lab / "lab.yaml").write_text((lab / "lab.yaml").read_text().replace("synonyms:\n", "version: '2'\nsynonyms:\n"))
     reasons = stale_reasons(Context(PipelineConfig.load(lab / "pipeline.yaml")))
     assert any(r.startswith("dedup ran with another version of the taxonomy file") for r in reasons), reasons
+    # a record from before dedup named the taxonomy (settings_files null) is not out of date for it:
+    # upgrading must not refuse every workspace's release
+    import json
+
+    record = lab / "ws" / "stages" / "dedup" / "stage.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "settings_files": None}))
+    reasons = stale_reasons(Context(PipelineConfig.load(lab / "pipeline.yaml")))
+    assert not [r for r in reasons if r.startswith("dedup")], reasons
