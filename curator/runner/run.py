@@ -97,12 +97,14 @@ def _workspace_fault(res: CaseResult, stage: str, root: Path, ran: int) -> Works
 CRASH_STOP = 3  # a stage whose worker died on every one of at least this many cases it ran stops the run
 
 
-def _all_crashed(ctx: Context, stage: str, ran: list[CaseResult]) -> StageError | None:
+def _all_crashed(ctx: Context, stage: str, ran: list[CaseResult], succeeded: bool) -> StageError | None:
     """The error that stops the run when the worker process died on every case a stage ran (at
-    least :data:`CRASH_STOP`): workers too small for the cases (a Dask worker's memory limit),
-    not bad data. Each case was a ``worker_crashed`` row and the run went on to write a release
-    without the stage's results, exiting 0."""
-    if len(ran) < CRASH_STOP or not all(r.failed and any(p["kind"] == "worker_crashed" for p in r.problems)
+    least :data:`CRASH_STOP`) and no case of the stage succeeded, in this run or from the cache:
+    workers too small for the cases (a Dask worker's memory limit), not bad data. Each case was a
+    ``worker_crashed`` row and the run went on to write a release without the stage's results,
+    exiting 0. (A resumed run whose only pending cases are the few that crash their worker — not
+    cached, so planned again — goes on: the cached cases show the workers can run the stage.)"""
+    if succeeded or len(ran) < CRASH_STOP or not all(r.failed and any(p["kind"] == "worker_crashed" for p in r.problems)
                                         for r in ran):
         return None
     ex = ctx.config.executor
@@ -114,7 +116,8 @@ def _all_crashed(ctx: Context, stage: str, ran: list[CaseResult]) -> StageError 
     else:
         what = "lower --workers or free memory (each worker holds one case at a time)"
     return StageError("stage_error", f"stage {stage} stopped: the worker process died on every case it ran "
-                      f"({len(ran)} of {len(ran)}), which points at the workers, not the data",
+                      f"({len(ran)} of {len(ran)}) and no case of the stage has succeeded, which points at the workers more "
+                      "than at the data",
                       remedy=f"{what}, then run the same command again (finished stages are kept; the "
                       f"problems table lists the crashes: stage = '{stage}' and kind = 'worker_crashed')")
 
@@ -181,7 +184,8 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         _write_problems(ctx, stage_cls.name, list(results.values()))
         p = next((q for q in first_error.problems if q["severity"] == "error"), first_error.problems[-1])
         raise _stopped(stage_cls.name, f"case {first_error.case_id}", p, "bad cases as problems")
-    crashed = _all_crashed(ctx, stage_cls.name, [results[t.case_id] for t, _ in jobs if t.case_id in results])
+    crashed = _all_crashed(ctx, stage_cls.name, [results[t.case_id] for t, _ in jobs if t.case_id in results],
+                           succeeded=any(not r.failed for r in results.values()))
     if crashed is not None:  # the machine, not the data: no release built on a stage that did nothing
         _write_problems(ctx, stage_cls.name, list(results.values()))
         raise crashed

@@ -147,6 +147,11 @@ def test_a_stage_whose_worker_dies_on_every_case_stops_the_run(tmp_path: Path) -
     assert not ctx.workspace.has_table("probe") and ctx.workspace.read_case_result("probe", "c000") is None
     few = _ctx(tmp_path / "few", n_cases=2, behaviour={"c000": "crash", "c001": "crash"})
     assert run_stage(few, ProbeStage, LocalExecutor(2)).failed == 2  # two crashes may be two bad files
+    # cases that crash their worker are not cached: a resumed run plans only them again — the
+    # cached cases show the workers can run the stage, so it goes on
+    some = _ctx(tmp_path / "some", n_cases=5, behaviour={f"c00{i}": "crash" for i in range(3)})
+    for _ in range(2):
+        assert run_stage(some, ProbeStage, LocalExecutor(2)).failed == 3
 
 
 def test_local_pool_and_dask_give_the_same_results(tmp_path: Path) -> None:
