@@ -99,7 +99,7 @@ class DaskExecutor(Executor):
         # importing distributed set its loggers to INFO again: ~35 lines of nannies and workers
         # registering buried curator's own warnings (shown with --debug)
         if not logging.getLogger("curator").isEnabledFor(logging.DEBUG):
-            logging.getLogger("distributed").setLevel(logging.ERROR)
+            logging.getLogger("distributed").setLevel(logging.WARNING)  # a worker restarted for memory is still said
         if address:
             try:
                 self.client = Client(address)
@@ -109,11 +109,12 @@ class DaskExecutor(Executor):
                                   "`dask scheduler`), check that it runs and is reachable, or drop --address "
                                   "to start a local cluster") from e
         else:
-            # no dashboard: the scheduler's HTTP server (health, metrics) still starts, so on a free
-            # port of the loopback interface — not on *:8787 for any user of a shared server to watch,
-            # nor a port concurrent runs compete for
+            # no dashboard (dashboard=False: an address alone turns it on where bokeh is installed);
+            # the scheduler's HTTP server (health, metrics) still starts, so on a free port of the
+            # loopback interface — not on every interface at 8787, a port concurrent runs compete for
             self.cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                                        dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+                                        dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+                                        silence_logs=logging.WARNING)
             self.client = Client(self.cluster)
 
     def run(self, ref: str, stage_name: str, jobs: list[Job], config: dict[str, Any], env: CaseEnv,

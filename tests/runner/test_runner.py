@@ -165,6 +165,7 @@ def test_local_pool_and_dask_give_the_same_results(tmp_path: Path) -> None:
         assert dask.cluster is not None and "127.0.0.1:8787" not in dask.cluster.dashboard_link
         assert dask.cluster.dashboard_link.startswith("http://127.0.0.1:")
         assert not logging.getLogger("distributed").isEnabledFor(logging.INFO)
+        assert logging.getLogger("distributed").isEnabledFor(logging.WARNING)  # a worker restarted for memory
         run_stage(ctx_b, ProbeStage, dask)
     finally:
         dask.close()
