@@ -72,7 +72,7 @@ def licences_md(sources: list[dict[str, Any]], lic: Combined, what: str) -> str:
             "source dataset(s); each case keeps its dataset's licence. Cite every source below: their BibTeX "
             "entries are in `CITATIONS.bib`. This is guidance, not legal advice: read each dataset's own terms.\n\n")
     if lic.incompatible:
-        text += ("**Warning: the licences of this export do not combine.**\n\n"
+        text += ("**Warning: the licences of this export restrict sharing it as one adapted work.**\n\n"
                  + "".join(f"- {md_text(line)}\n" for line in lic.incompatible) + "\n")
     rows = [[r["dataset"], r["licence"], r["n_cases"], r["commercial_use"],
              r["derivatives"] + (f" ({r['share_alike']})" if r["share_alike"] else ""), r["redistribution"],
@@ -87,7 +87,7 @@ def write_sources(release: Release, folder: Path, datasets: Iterable[str], repor
                   what: str) -> dict[str, Any]:
     """Write ``CITATIONS.bib`` and ``LICENCES.md`` into ``folder`` for the sources of the written
     cases (``datasets``: each one's dataset), note them in ``report`` (a warning when their
-    licences do not combine) and return the export JSON's :func:`sources_record`."""
+    licences restrict sharing it as one adapted work) and return the export JSON's :func:`sources_record`."""
     sources = export_sources(release, datasets)
     lic = licence_combination(sources, whole="this export")
     (folder / "CITATIONS.bib").write_text(citations_bib(sources), encoding="utf-8")
@@ -97,7 +97,8 @@ def write_sources(release: Release, folder: Path, datasets: Iterable[str], repor
     report.notes.append(f"the exported cases come from {listed}: LICENCES.md says what their licences allow, "
                         "CITATIONS.bib holds what to cite")
     if lic.incompatible:
-        report.notes.append("warning: the licences of this export do not combine — " + " ".join(lic.incompatible))
+        report.notes.append("warning: the licences of this export restrict sharing it as one adapted work — "
+                            + " ".join(lic.incompatible))
     return sources_record(sources, lic)
 
 
