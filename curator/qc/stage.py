@@ -10,6 +10,7 @@ its row, its mask and its reason; the release marks it in ``labels.qc_decision``
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -148,12 +149,16 @@ class QCStage(Stage):
         rows = [row for r in results for row in r.rows.get("qc", [])]
         overrides = self._overrides(cfg)
         judged = judge(rows, cfg, overrides, harmonize_taxonomy(self.ctx), copies=self._dropped_copies())
+        by_case: dict[str, list[dict[str, Any]]] = {}
+        for r in judged:  # once: overrides x rows was minutes for a file of stale case ids
+            by_case.setdefault(r["case_id"], []).append(r)
         used = {(o.case_id, o.term_id, o.origin) for o in overrides
-                if any(o.matches(r) for r in judged)}
+                if any(o.matches(r) for r in by_case.get(o.case_id, ()))}
         tax = harmonize_taxonomy(self.ctx)
+        ids = sorted(by_case)
         for o in overrides:
             if (o.case_id, o.term_id, o.origin) not in used:
-                why, remedy = unmatched_override(o, judged, tax)
+                why, remedy = unmatched_override(o, by_case, tax, ids)
                 err = InputError("override_unmatched", f"override for {o.case_id} / {o.term_id} (row {o.row}) "
                                  f"matches no label: {why}", path=cfg.overrides, remedy=remedy)
                 self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=o.case_id,
@@ -191,13 +196,15 @@ class QCStage(Stage):
         return out
 
 
-def unmatched_override(o: Override, rows: list[dict[str, Any]], tax: Taxonomy) -> tuple[str, str]:
-    """Why override ``o`` matches none of the qc ``rows``, and what to do: a term the taxonomy
-    does not know (with the close names), a case the qc table lacks (with close case ids), a
-    label of the case under another origin, or a term the case has no label of (with its terms).
+def unmatched_override(o: Override, by_case: Mapping[str, list[dict[str, Any]]], tax: Taxonomy,
+                       ids: list[str] | None = None) -> tuple[str, str]:
+    """Why override ``o`` matches none of the qc rows (``by_case``: case id -> its rows; ``ids``:
+    the case ids, sorted), and what to do: a term the taxonomy does not know (with the close
+    names), a case the qc table lacks (with close case ids), a label of the case under another
+    origin, or a term the case has no label of (with its terms).
 
     >>> from curator.taxonomy import load_taxonomy
-    >>> rows = [{"case_id": "KiTS23__case_00001", "term_id": "pancreas", "origin": "pseudo"}]
+    >>> rows = {"KiTS23__case_00001": [{"case_id": "KiTS23__case_00001", "term_id": "pancreas", "origin": "pseudo"}]}
     >>> o = Override("KiTS23__case_00001", "pancreas", "original", "exclude", "", row=3)
     >>> unmatched_override(o, rows, load_taxonomy())[0]
     "the case's pancreas label is of origin 'pseudo', not 'original'"
@@ -208,10 +215,9 @@ def unmatched_override(o: Override, rows: list[dict[str, Any]], tax: Taxonomy) -
         close = ", ".join(t.name for t in tax.suggest(o.term_id))
         return (f"{o.term_id!r} is not a taxonomy term" + (f" (close: {close})" if close else ""),
                 "give a term id or name `curator labels resolve NAME` resolves")
-    of_case = [r for r in rows if r["case_id"] == o.case_id]
+    of_case = by_case.get(o.case_id, [])
     if not of_case:
-        ids = sorted({r["case_id"] for r in rows})
-        near = difflib.get_close_matches(o.case_id, ids, n=3, cutoff=0.8)
+        near = difflib.get_close_matches(o.case_id, ids if ids is not None else sorted(by_case), n=3, cutoff=0.8)
         return (f"the qc table has no case {o.case_id!r}" + (f" (close: {', '.join(near)})" if near else
                                                               " (a case dedup dropped, or not in the workspace)"),
                 "give the case id as the qc table has it (`select distinct case_id from qc` in `curator query`)")
