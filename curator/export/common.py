@@ -96,6 +96,9 @@ class ExportReport:
         exported = {*self.cases, *self.images_only}
         for cid, why in sorted(view.passed_over.items()):
             self.notes.append(f"the duplicate {cid} is not exported: {why}")
+        for cid, why in sorted(view.caveats.items()):
+            if cid in exported:
+                self.notes.append(f"warning: {cid} is exported, but {why}")
         for kept, used in sorted(view.stand_ins.items()):
             if used not in selected:
                 continue

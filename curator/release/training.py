@@ -44,6 +44,9 @@ class TrainingView:
     stand_ins: Mapping[str, str] = field(default_factory=dict)
     # member holding more of the requested terms than the one used -> why it is not used
     passed_over: Mapping[str, str] = field(default_factory=dict)
+    # member used although it has more ingest warnings than its group's kept member, which the
+    # selection leaves out -> what to know
+    caveats: Mapping[str, str] = field(default_factory=dict)
     excluded: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # case -> {(term, layer)}
     absent: Mapping[str, frozenset[str]] = field(default_factory=dict)  # case -> terms annotated as absent
 
@@ -76,12 +79,15 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
     dropped: frozenset[str] = frozenset()
     stand_ins: dict[str, str] = {}
     passed_over: dict[str, str] = {}
+    caveats: dict[str, str] = {}
     if not duplicates and "duplicates" in names:
         rows = release.sql("select group_id, case_id, kept from duplicates order by group_id, case_id").fetchall()
+        kept_of = {gid: cid for gid, cid, kept in rows if kept}
         if selected is not None:
             chosen = set(selected)
             rows = [r for r in rows if r[1] in chosen]
-        use, stand_ins, passed_over = _members_used(release, rows, terms if "store_terms" in names else (), layers)
+        use, stand_ins, passed_over, caveats = _members_used(release, rows, terms if "store_terms" in names else (),
+                                                             layers, kept_of)
         dropped = frozenset(r[1] for r in rows if r[1] not in use)
     columns = set(release.sql("select * from labels limit 0").columns) if "labels" in names else set()
     excluded: dict[str, set[tuple[str, str]]] = {}
@@ -95,7 +101,7 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
         for cid, term in release.sql("select case_id, term_id from labels where annotated and not present"
                                      + original).fetchall():
             absent.setdefault(cid, set()).add(term)
-    return TrainingView(dropped, stand_ins, passed_over, {k: frozenset(v) for k, v in excluded.items()},
+    return TrainingView(dropped, stand_ins, passed_over, caveats, {k: frozenset(v) for k, v in excluded.items()},
                         {k: frozenset(v) for k, v in absent.items()})
 
 
@@ -123,14 +129,17 @@ def label_only_problem(release: Release, where: str, join: str = "", splits: str
 
 
 def _members_used(release: Release, rows: list[tuple[str, str, bool]], terms: Sequence[str],
-                  layers: Sequence[str]) -> tuple[set[str], dict[str, str], dict[str, str]]:
+                  layers: Sequence[str], kept_of: Mapping[str, str] | None = None,
+                  ) -> tuple[set[str], dict[str, str], dict[str, str], dict[str, str]]:
     """The member used of each group in ``rows`` (group id, case id, kept), the stand-ins (kept
     member -> the member used instead) and the members passed over (-> why).
 
     A group's base is its kept member, or, when ``rows`` leave it out (a selection), the member
     with the fewest ingest warnings (then the most requested terms, then the first case id). The
     member used is the one holding the most of ``terms`` (a term or one of its parts with voxels,
-    in ``layers``) among those with no more ingest warnings than the base, the base on a tie."""
+    in ``layers``) among those with no more ingest warnings than the base, the base on a tie.
+    ``kept_of`` (group id -> its kept member, selected or not) gives the caveats: a member used
+    with more ingest warnings than its group's kept member, which ``rows`` leave out."""
     groups: dict[str, list[tuple[str, bool]]] = collections.defaultdict(list)
     for gid, cid, is_kept in rows:
         groups[gid].append((cid, bool(is_kept)))
@@ -145,7 +154,8 @@ def _members_used(release: Release, rows: list[tuple[str, str, bool]], terms: Se
     use: set[str] = set()
     stand_ins: dict[str, str] = {}
     passed_over: dict[str, str] = {}
-    for members in groups.values():
+    caveats: dict[str, str] = {}
+    for gid, members in groups.items():
         keeper = next((c for c, k in members if k), None)
         base = keeper if keeper is not None else min(
             (c for c, _ in members), key=lambda c: (len(warned.get(c, ())), -len(held[c]), c))
@@ -156,12 +166,17 @@ def _members_used(release: Release, rows: list[tuple[str, str, bool]], terms: Se
         use.add(best)
         if best != base and keeper is not None:
             stand_ins[keeper] = best
+        away = (kept_of or {}).get(gid) if keeper is None else None
+        if away is not None and len(warned.get(best, ())) > len(warned.get(away, ())):
+            kinds = ", ".join(sorted(set(warned[best]) - set(warned.get(away, ()))) or sorted(set(warned[best])))
+            caveats[best] = (f"it stands for its duplicate group although it has more ingest warnings ({kinds}; see "
+                             f"problems) than the group's kept {away}, which the selection leaves out")
         for c, _ in members:
             if len(held[c]) > len(held[best]) and c not in clean:
                 kinds = ", ".join(sorted(set(warned[c]) - set(warned.get(base, ()))) or sorted(set(warned[c])))
                 passed_over[c] = (f"it holds more of the requested terms than {best}, but has more ingest warnings "
                                   f"({len(warned[c])} vs {len(warned.get(base, ()))}: {kinds}; see problems)")
-    return use, stand_ins, passed_over
+    return use, stand_ins, passed_over, caveats
 
 
 def _ingest_warnings(release: Release) -> dict[str, list[str]]:

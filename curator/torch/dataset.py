@@ -190,6 +190,9 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 log.info("PatchDataset: %s stands in for its duplicate %s (it holds more of the terms)", used, keeper)
         for cid, why in sorted(self.view.passed_over.items()):
             log.info("PatchDataset: the duplicate %s is not used: %s", cid, why)
+        for cid, why in sorted(self.view.caveats.items()):
+            if cid in selected:
+                log.warning("PatchDataset: %s is used, but %s", cid, why)
         self.left_out: dict[str, str] = {}  # with channels: study (its first case id) -> why it is not used
         if self.channels is not None:
             self._studies([{**case, "sequence": c[5], "study_key": c[6], "affine": list(c[7])}

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import curator
 from curator.preprocess.terms import term_id
-from curator.release.training import with_parts
+from curator.release.query import Release
+from curator.release.training import training_view, with_parts
 from curator.store import CaseStore, store_sha256
 from curator.taxonomy import load_taxonomy
 from curator.testing.releases import reseal
@@ -805,6 +806,11 @@ def test_a_copy_with_more_ingest_warnings_never_stands_in(tiny: Tiny, tmp_path: 
     # selected alone, the copy is the selection's only member of its group: used, warning and all
     alone = PatchDataset(rel, terms=[tumour], split=None, samples_per_epoch=2, where=f"case_id = '{copy}'")
     assert [c["case_id"] for c in alone.cases] == [copy] and alone.view.passed_over == {}
+    # ... and said: the kept copy, which the selection leaves out, has fewer warnings
+    assert "ct_intensity_offset" in alone.view.caveats[copy] and f"kept {kept}" in alone.view.caveats[copy]
+    report = export_monai(rel, tmp_path / "alone", terms=[tumour], where=f"case_id = '{copy}'")
+    assert report.cases == [copy] and any(n.startswith(f"warning: {copy} is exported, but") for n in report.notes)
+    assert training_view(Release(rel), terms=[tumour]).caveats == {}  # the whole release: the kept copy is used
 
 
 def test_a_selection_is_never_emptied_by_a_copy_it_does_not_hold(tiny: Tiny, tmp_path: Path) -> None:
