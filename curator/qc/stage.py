@@ -148,13 +148,13 @@ class QCStage(Stage):
         cfg = cast(QCConfig, self.config)
         rows = [row for r in results for row in r.rows.get("qc", [])]
         overrides = self._overrides(cfg)
-        judged = judge(rows, cfg, overrides, harmonize_taxonomy(self.ctx), copies=self._dropped_copies())
+        tax = harmonize_taxonomy(self.ctx)
+        judged = judge(rows, cfg, overrides, tax, copies=self._dropped_copies())
         by_case: dict[str, list[dict[str, Any]]] = {}
         for r in judged:  # once: overrides x rows was minutes for a file of stale case ids
             by_case.setdefault(r["case_id"], []).append(r)
         used = {(o.case_id, o.term_id, o.origin) for o in overrides
                 if any(o.matches(r) for r in by_case.get(o.case_id, ()))}
-        tax = harmonize_taxonomy(self.ctx)
         ids = sorted(by_case)
         for o in overrides:
             if (o.case_id, o.term_id, o.origin) not in used:
