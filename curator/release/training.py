@@ -168,15 +168,20 @@ def _members_used(release: Release, rows: list[tuple[str, str, bool]], terms: Se
             stand_ins[keeper] = best
         away = (kept_of or {}).get(gid) if keeper is None else None
         if away is not None and len(warned.get(best, ())) > len(warned.get(away, ())):
-            kinds = ", ".join(sorted(set(warned[best]) - set(warned.get(away, ()))) or sorted(set(warned[best])))
+            kinds = _more_warnings(warned, best, away)
             caveats[best] = (f"it stands for its duplicate group although it has more ingest warnings ({kinds}; see "
                              f"problems) than the group's kept {away}, which the selection leaves out")
         for c, _ in members:
             if len(held[c]) > len(held[best]) and c not in clean:
-                kinds = ", ".join(sorted(set(warned[c]) - set(warned.get(base, ()))) or sorted(set(warned[c])))
+                kinds = _more_warnings(warned, c, base)
                 passed_over[c] = (f"it holds more of the requested terms than {best}, but has more ingest warnings "
                                   f"({len(warned[c])} vs {len(warned.get(base, ()))}: {kinds}; see problems)")
     return use, stand_ins, passed_over, caveats
+
+
+def _more_warnings(warned: Mapping[str, list[str]], case: str, than: str) -> str:
+    """The kinds of ``case``'s ingest warnings that ``than`` lacks (all of them when it has each kind)."""
+    return ", ".join(sorted(set(warned[case]) - set(warned.get(than, ()))) or sorted(set(warned[case])))
 
 
 def _ingest_warnings(release: Release) -> dict[str, list[str]]:
