@@ -75,6 +75,7 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = 
     are new terms, its ``synonyms`` (term id -> names) add names to existing terms, its regions and
     categories join the base's, and its version is appended to the base's (``1.3+lab-2``)."""
     where = Path(path).name
+    origin = BUILTIN if Path(path).resolve() == default_path().resolve() else where  # a term's defined_in
     issues: list[Issue] = []
 
     def bad(loc: str, kind: str, msg: str) -> None:
@@ -145,8 +146,9 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = 
             id=tid, name=str(t.get("name", tid)), category=str(t.get("category", "")), region=str(t.get("region", "")),
             synonyms=fields["synonyms"], abbreviations=fields["abbreviations"], laterality=lat,
             part_of=fields["part_of"], is_a=fields["is_a"], partitions=tuple(tuple(str(x) for x in p) for p in parts),
-            codes=MappingProxyType({str(k): str(v) for k, v in codes.items()}), note=str(t.get("note", "") or ""))
-    _add_synonyms(d.get("synonyms"), terms, base is not None, bad)
+            codes=MappingProxyType({str(k): str(v) for k, v in codes.items()}), note=str(t.get("note", "") or ""),
+            defined_in=origin)
+    _add_synonyms(d.get("synonyms"), terms, base is not None, bad, origin)
     version = str(d.get("version", "") or "")
     if base is not None:
         version = f"{base.version}+{version or 'local'}"
@@ -157,8 +159,8 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = 
     return tax, issues
 
 
-def _add_synonyms(given: Any, terms: dict[str, Term], extends: bool, bad: Any) -> None:
-    """Add an extending file's ``synonyms:`` (term id -> names) to ``terms`` in place."""
+def _add_synonyms(given: Any, terms: dict[str, Term], extends: bool, bad: Any, where: str) -> None:
+    """Add an extending file's (named ``where``) ``synonyms:`` (term id -> names) to ``terms`` in place."""
     if given is None:
         return
     if not extends:
@@ -178,7 +180,8 @@ def _add_synonyms(given: Any, terms: dict[str, Term], extends: bool, bad: Any) -
             bad(f"synonyms.{tid}", "type", "give a list of names")
         else:
             t = terms[str(tid)]
-            terms[t.id] = replace(t, synonyms=t.synonyms + tuple(n for n in v if n not in t.names()))
+            terms[t.id] = replace(t, synonyms=t.synonyms + tuple(n for n in v if n not in t.names()),
+                                  named_in=t.named_in + (where,) * (where not in t.named_in))
 
 
 def read_taxonomy(path: str | Path | None = None, _within: tuple[Path, ...] = ()) -> tuple[Taxonomy | None, list[Issue]]:

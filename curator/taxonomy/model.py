@@ -36,7 +36,9 @@ _PROMPT_MODALITY = {"CT": "ct", "MR": "mri", "MRI": "mri", "PET": "pet"}
 class Term:
     """One anatomical structure or lesion. ``laterality`` is the patient's side (None: unpaired
     or both sides); ``part_of``/``is_a`` are parent term ids; ``partitions`` list the sets of
-    parts that exactly make up this term."""
+    parts that exactly make up this term. ``defined_in`` is the name of the taxonomy file that
+    defines the term, ``named_in`` those of the files that added synonyms to it (``synonyms:`` of
+    a file that extends another)."""
 
     id: str
     name: str
@@ -50,6 +52,8 @@ class Term:
     partitions: tuple[tuple[str, ...], ...] = ()
     codes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     note: str = ""
+    defined_in: str = ""
+    named_in: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Term) and other.id == self.id

@@ -13,6 +13,7 @@ from curator.errors import RegistryError
 from curator.release.lineage import taxonomy_info
 from curator.taxonomy import default_path, load_taxonomy, read_taxonomy
 from curator.taxonomy.load import taxonomy_files
+from curator.taxonomy.release import taxonomy_from_rows, term_row
 
 STENT = {"id": "stent", "name": "stent", "category": "device", "region": "abdomen", "synonyms": ["endoprosthesis"],
          "part_of": ["aorta"]}
@@ -35,6 +36,11 @@ def test_an_extension_adds_terms_names_and_categories_to_the_bundled_taxonomy(tm
     assert tax.term("liver").synonyms == (*bundled.term("liver").synonyms, "leber")  # "liver" is its name already
     assert "stent" in tax.children("aorta", "part_of") and tax.categories[-1] == "device"
     assert tax.regions == bundled.regions
+    assert (tax.term("stent").defined_in, tax.term("liver").defined_in, tax.term("liver").named_in) == \
+        ("lab.yaml", "curator", ("lab.yaml",))  # the terms table says which names are the lab's own
+    assert bundled.term("liver").named_in == () and tax.term("spleen").named_in == ()
+    back = taxonomy_from_rows([term_row(tax, t) for t in tax.terms])
+    assert (back.term("stent").defined_in, back.term("liver").named_in) == ("lab.yaml", ("lab.yaml",))
     assert load_taxonomy(path).resolve("leber").id == "liver"  # the strict, cached entry point too
 
 
@@ -46,6 +52,7 @@ def test_a_chain_of_files_is_read_relative_to_each_file(tmp_path: Path) -> None:
     tax, issues = read_taxonomy(top)
     assert issues == [] and tax.resolve("graft").id == "stent"
     assert tax.version == f"{load_taxonomy().version}+local+2"
+    assert (tax.term("stent").defined_in, tax.term("stent").named_in) == ("mid.yaml", ("top.yaml",))
     assert [p.resolve() for p in taxonomy_files(top)] == [top.resolve(), mid.resolve(), default_path().resolve()]
     assert taxonomy_files() == [default_path()]
     info = taxonomy_info(top)
