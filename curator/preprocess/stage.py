@@ -90,6 +90,9 @@ class PreprocessStage(Stage):
                 "ignore": sorted({str(v) for v in spec.labels.ignore}),
                 "spacing": list(medians[r["dataset"]]) if r["dataset"] in medians else None,
             }
+            names = src.structure_names(self.ctx.workspace, payload["label_keys"])
+            if names:  # a pseudonymous source's undeclared structures: the store names their keys only
+                payload["published_keys"] = names
             fp = f"{r.get('image_sha256') or ''}|{r.get('label_sha256') or ''}"
             tasks.append(Task(case_id=r["case_id"], payload=payload, fingerprint=fp, dataset=r["dataset"],
                               path=f"{r['source']}:{r['image_path'] or (r['label_paths'] or [''])[0]}"))
@@ -153,7 +156,8 @@ class PreprocessStage(Stage):
                             "keeps it; label_interpolation: smooth rarely does"))
         dest = Path(env.workspace) / "stores" / f"{task.case_id}.zarr"
         attrs = {"case_id": task.case_id, "dataset": p["dataset"], **prep.attrs,
-                 "label_raw_values": [{str(k): v for k, v in raw.items()} for _, _, raw in prep.planes],
+                 "label_raw_values": [{str(k): p.get("published_keys", {}).get(v, v) for k, v in raw.items()}
+                                      for _, _, raw in prep.planes],
                  "stage_version": cls.version, "config_hash": config.config_hash()}
         _keep_revised(dest)
         CaseStore.create(dest, geometry=prep.geometry, attrs=attrs, image=prep.image, body=prep.body,

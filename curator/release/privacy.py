@@ -9,7 +9,11 @@ a ``sequence`` the dataset YAML does not name (matched by ``{sequence}`` in a fi
 name) by a keyed pseudonym (``q_<20 hex>``), in ``cases`` and in ``splits.stratum`` alike,
 leaves out ``image_path`` and ``label_paths``, and reduces their ``problems`` rows (a case that
 failed, with no ``cases`` row, included) to the problem kind's description (the details name
-files) with the path ``<source>:<case_id>``.
+files) with the path ``<source>:<case_id>``. A structure (a per-structure mask's file stem, an
+RTSTRUCT ROI or a DICOM SEG segment name: free text that can hold a name, date or record number)
+the dataset YAML does not declare is keyed too (``s_<20 hex>``) in ``cases.label_keys``,
+``cases.label_dropped`` and ``raw_labels.label_key``; the preprocess stage writes the same key into
+the store's ``label_raw_values`` (the stores are hard links of the workspace's, not rewritten here).
 """
 
 from __future__ import annotations
@@ -72,12 +76,24 @@ def release_step(b: ReleaseBuilder) -> None:
         if row["source"] in private:
             source_of[row["case_id"]] = row["source"]
             row.update(source_case=row["case_id"].split("__", 1)[-1], image_path=None, label_paths=None)
+            for col in ("label_keys", "label_dropped"):
+                if row.get(col):
+                    names = b.ctx.sources[row["source"]].structure_names(b.ctx.workspace, row[col])
+                    row[col] = [names.get(k, k) for k in row[col]]
             seq = row.get("sequence")
             if seq and seq not in named[row["source"]]:  # taken from a file or folder name: keyed as well
                 row["sequence"] = renamed[row["source"], seq] = b.ctx.workspace.pseudonym(row["source"], seq,
                                                                                            prefix="q")
     b.tables["cases"] = to_arrow("cases", cases)
     _key_strata(b, renamed, source_of)
+    if "raw_labels" in b.tables:
+        raw: list[dict[str, Any]] = b.tables["raw_labels"].to_pylist()
+        for row in raw:
+            src = source_of.get(row["case_id"])
+            if src is not None and row["label_key"]:
+                row["label_key"] = b.ctx.sources[src].structure_names(b.ctx.workspace, [row["label_key"]]).get(
+                    row["label_key"], row["label_key"])
+        b.tables["raw_labels"] = to_arrow("raw_labels", raw)
     if "problems" not in b.tables:
         return
     # a case that failed has no `cases` row, only problems: its id still begins `<source>__`

@@ -125,3 +125,41 @@ def test_a_pseudonymous_source_publishes_sequence_names_only_from_its_yaml(tmp_p
     assert strata == sorted(f"HospitalExport|{q}" for q in seqs), strata
     published = _strings(rel)
     assert "19430217" not in published and "StElsewhere" not in published
+
+
+def test_a_pseudonymous_source_publishes_structure_names_only_from_its_yaml(tmp_path: Path) -> None:
+    """A per-structure mask the dataset YAML does not declare is named by its file
+    (``liver_DOE_JANE_MRN123456.nii.gz``; an RTSTRUCT ROI or a SEG segment by free text typed at
+    the console): it was published in ``cases.label_keys``, ``cases.label_dropped`` (a mask that
+    could not be used), ``raw_labels.label_key`` and the store's ``label_raw_values``. Each is now
+    the same keyed pseudonym; a declared structure (``liver``) keeps its name."""
+    from curator.store import CaseStore
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    root = tmp_path / "export"
+    img, lab = render(Subject.random(1), g, "CT", seed=1)
+    seg = root / NAMES[0] / "segmentations"
+    save_nifti(root / NAMES[0] / "ct.nii.gz", np.rint(img).astype(np.int16), g, np.int16)
+    save_nifti(seg / "liver.nii.gz", (lab == 1).astype(np.uint8), g, np.uint8)
+    save_nifti(seg / "liver_DOE_JANE_MRN123456.nii.gz", (lab == 2).astype(np.uint8), g, np.uint8)
+    (seg / "tumour_ROE_RICHARD_MRN654321.nii.gz").write_bytes(b"not a nifti")  # label_dropped
+    yaml_text = (YAML.replace('label: "{case}/seg.nii.gz"', 'label: "{case}/segmentations/{structure}.nii.gz"')
+                 .replace("  encoding: label_map\n  values: {1: liver}\n",
+                          "  encoding: per_structure\n  structures: {liver: liver}\n"))
+    (tmp_path / "export.yaml").write_text(yaml_text)
+    off = {s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc")}
+    pipe = make_pipeline(tmp_path, [{"dataset": str(tmp_path / "export.yaml"), "root": str(root),
+                                     "pseudonymous_ids": True}], stages={**off, "ingest": {"on_bad_case": "warn"}})
+    rel = Release(run(pipe, release=True).release)  # type: ignore[arg-type]
+    ((keys, dropped),) = rel.sql("select label_keys, label_dropped from cases").fetchall()
+    assert keys[0] == "liver" and len(keys) == 2 and keys[1].startswith("s_"), keys
+    assert len(dropped) == 1 and dropped[0].startswith("s_") and dropped[0] != keys[1], dropped
+    raw = sorted(r[0] for r in rel.sql("select label_key from raw_labels").fetchall())
+    assert raw == sorted(keys), raw
+    store = CaseStore(rel.path / rel.sql("select store from preprocessed").fetchall()[0][0])
+    assert sorted(v for plane in store.attrs["label_raw_values"] for v in plane.values()) == sorted(keys)
+    published = _strings(rel)
+    for part in ("DOE", "JANE", "MRN123456", "ROE", "RICHARD", "MRN654321"):
+        assert part not in published, part
+    ws = table(pipe, "cases").to_pylist()[0]  # the workspace keeps the names
+    assert "liver_DOE_JANE_MRN123456" in ws["label_keys"] and ws["label_dropped"] == ["tumour_ROE_RICHARD_MRN654321"]
