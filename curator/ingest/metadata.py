@@ -10,11 +10,14 @@ Declared in the dataset YAML::
 
 Mapped fields become columns of ``cases``; the fields ``keep`` names go to ``metadata_json``,
 nested records included (KiTS23's ``comorbidities``), so a query can group by any of them:
-``metadata_json->>'$.comorbidities.chronic_kidney_disease'``. Every other field is dropped: a
-release publishes only what a person declared (an allowlist — a blocklist of identifying names
-let ``PatientName``, ``DateOfBirth``, ``StudyDate`` and free-text notes through). Fields whose
-names identify a person (:data:`IDENTIFYING`, camelCase too, at any depth of a nested record)
-are dropped even when named. The dropped fields' names (never their values) are reported.
+``metadata_json->>'$.comorbidities.chronic_kidney_disease'``; ``keep: [surgery.type]`` publishes
+one field of a record and nothing else of it. Every other field is dropped: a release publishes
+only what a person declared (an allowlist — a blocklist of identifying names let ``PatientName``,
+``DateOfBirth``, ``StudyDate`` and free-text notes through). Fields whose names identify a person
+or date an encounter (:data:`IDENTIFYING`, camelCase too, at any depth of a nested record) are
+dropped even when named; that list cannot know every name a file uses, so a record that may hold
+more than its published fields is kept field by field. The dropped fields' names (dotted for a
+nested one: ``surgery.surgeon``), never their values, are reported.
 """
 
 from __future__ import annotations
@@ -31,10 +34,15 @@ from curator.io.fsutil import canonical_json, confine
 STANDARD = {"sex", "age_years", "bmi", "manufacturer", "scanner_model", "field_strength_t"}
 # Fields that identify a person (or date an encounter) are never copied, whatever a metadata file
 # holds or `keep` says: matched on the words of the name (camelCase and spaces split like _).
+# The list cannot know every name a file may use: a kept nested record's other fields are published,
+# so `keep` names a record's own fields (`surgery.type`) where it may hold more.
 IDENTIFYING = re.compile(r"(^|_)(name|surname|first_?name|last_?name|initials|birth|dob|address|street|city|zip|"
-                         r"postcode|phone|email|mrn|ssn|medical_?record|record_?number|patient|accession|"
-                         r"institution|hospital|clinic|physician|doctor|referring|date|dates|uid|note|notes|"
-                         r"comment|comments)($|_)", re.IGNORECASE)
+                         r"zipcode|postcode|postal|phone|email|mrn|ssn|social_security|nhs|insurance|"
+                         r"medical_?record|record_?number|patient|pat|pid|accession|"
+                         r"institution|hospital|clinic|physician|doctor|referring|surgeon|radiologist|"
+                         r"pathologist|operator|technician|technologist|nurse|reader|date|dates|datetime|dt|"
+                         r"timestamp|uid|note|notes|comment|comments)($|_)"
+                         r"|_(on|at)$", re.IGNORECASE)  # performed_on, scanned_at: when it happened
 
 
 # the same written as one word (``patientname``, ``birthdate``, ``studydate``, ``referringdoctor``)
@@ -42,20 +50,35 @@ COMPOUND = re.compile(r"^(patient|birth|dob|mrn)|(name|date|birth|doctor|physici
 
 
 def identifying(field: str) -> bool:
-    """Whether a field name names a person or an encounter date: ``PatientName``, ``date_of_birth``,
-    ``Study Date``, ``exam_date``, ``clinic_note``, ``ptname``, ``studydate`` (camelCase, spaces
-    and dashes count as ``_``)."""
+    """Whether a field name names a person, an identifier or an encounter date: ``PatientName``,
+    ``PatID``, ``date_of_birth``, ``Study Date``, ``exam_dt``, ``performed_on``, ``surgeon``,
+    ``clinic_note``, ``ptname``, ``studydate`` (camelCase, spaces and dashes count as ``_``).
+
+    >>> [f for f in ("surgeon", "PatID", "exam_dt", "performed_on", "zipcode", "surgery_type", "echo_time",
+    ...              "pathology_t_stage", "operative_time") if identifying(f)]
+    ['surgeon', 'PatID', 'exam_dt', 'performed_on', 'zipcode']
+    """
     words = re.sub(r"[\s\-.]+", "_", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(field)))
     return bool(IDENTIFYING.search(words)) or any(COMPOUND.search(w) for w in words.split("_"))
 
 
-def _scrubbed(v: Any) -> Any:
-    """A kept value with identifying keys removed from nested records, at any depth."""
-    if isinstance(v, dict):
-        return {k: _scrubbed(x) for k, x in v.items() if not identifying(k)}
+def _scrubbed(v: Any, where: str, dropped: set[str], fields: set[str] | None = None) -> Any:
+    """A kept value (the field ``where``) with identifying keys removed from nested records, at any
+    depth, and with ``fields`` (``keep: [surgery.type]``: the paths below ``where`` a person named)
+    only those; the dotted names of the fields left out are added to ``dropped``."""
     if isinstance(v, list):
-        return [_scrubbed(x) for x in v]
-    return v
+        return [_scrubbed(x, where, dropped, fields) for x in v]
+    if not isinstance(v, dict):
+        return v
+    out = {}
+    for k, x in v.items():
+        name = f"{where}.{k}"
+        below = None if fields is None else {f[len(k) + 1:] for f in fields if f.startswith(f"{k}.")}
+        if identifying(k) or (fields is not None and k not in fields and not below):
+            dropped.add(name)
+        else:
+            out[k] = _scrubbed(x, name, dropped, below or None)
+    return out
 
 
 _SEX = {"male": "M", "m": "M", "female": "F", "f": "F"}
@@ -92,6 +115,10 @@ def load_metadata(spec_metadata: dict[str, Any], root: Path, dropped: set[str] |
     if not spec_metadata:
         return {}
     keep = {str(k) for k in spec_metadata.get("keep") or ()}
+    within: dict[str, set[str]] = {}  # a record -> the fields of it `keep` names (surgery.type)
+    for k in keep:
+        if "." in k:
+            within.setdefault(k.split(".", 1)[0], set()).add(k.split(".", 1)[1])
     dropped = dropped if dropped is not None else set()
     path = confine(root, str(spec_metadata["file"]))
     key = str(spec_metadata.get("key", "case_id"))
@@ -122,10 +149,11 @@ def load_metadata(spec_metadata: dict[str, Any], root: Path, dropped: set[str] |
                 continue
             if k in mapping and mapping[k] in STANDARD:  # normalised (a number, M/F, a scanner name)
                 row[mapping[k]] = _normalise(mapping[k], v)
-            elif identifying(k) or (k not in mapping and k not in keep):
+            elif identifying(k) or (k not in mapping and k not in keep and k not in within):
                 dropped.add(str(k))
             elif _jsonable(v):
-                rest[mapping.get(str(k), str(k))] = _scrubbed(v)
+                fields = None if k in keep or k in mapping else within.get(str(k))
+                rest[mapping.get(str(k), str(k))] = _scrubbed(v, str(k), dropped, fields)
         row["metadata_json"] = canonical_json(rest) if rest else None
         out[str(rec[key])] = row
     return out

@@ -52,7 +52,8 @@ def test_only_declared_metadata_fields_are_published(tmp_path: Path) -> None:
                          "keep": ["grade", "history", "clinic_note", "PatientName"]}, tmp_path, dropped)
     assert out["a"]["sex"] == "F"
     assert json.loads(out["a"]["metadata_json"]) == {"grade": 3, "history": {"copd": True}}
-    assert dropped == {"PatientName", "DateOfBirth", "PatientID", "StudyDate", "clinic_note", "pt_nm", "clinic"}
+    assert dropped == {"PatientName", "DateOfBirth", "PatientID", "StudyDate", "clinic_note", "pt_nm", "clinic",
+                       "history.exam_date", "history.Referring Physician"}  # a nested one by its dotted name
     assert "DOE" not in json.dumps(out) and "1961" not in json.dumps(out) and "House" not in json.dumps(out)
 
 
@@ -67,15 +68,39 @@ def test_identifying_names_written_as_one_word_are_left_out(tmp_path: Path) -> N
     assert json.loads(out["a"]["metadata_json"]) == {"history": {"grade": 2, "hospitalization": True}}
 
 
+def test_a_record_can_be_kept_field_by_field_and_staff_ids_and_times_are_left_out(tmp_path: Path) -> None:
+    """A kept record published every field the name list missed: its surgeon and radiologist, a
+    ``PatID``, ``nhs_number``, ``zipcode``, ``exam_dt``, ``performed_on``, ``study_datetime``. Those
+    names are identifying now, and ``keep: [surgery.type]`` publishes that field of the record only
+    (of each record of a list too); the rest are reported by their dotted names."""
+    surgery = {"type": "partial nephrectomy", "approach": "robotic", "surgeon": "HOUSE", "radiologist": "READER",
+               "PatID": "MRN123456", "nhs_number": "943 476 5919", "zipcode": "02115", "exam_dt": "2001-09-11",
+               "performed_on": "2001-09-11", "study_datetime": "2001-09-11T08:00"}
+    recs = [{"case_id": "a", "surgery": surgery, "visits": [{"kind": "pre", "at": 1, "seen_at": "2001"}]}]
+    (tmp_path / "meta.json").write_text(json.dumps(recs))
+    dropped: set[str] = set()
+    whole = json.loads(load_metadata({"file": "meta.json", "keep": ["surgery"]}, tmp_path, dropped)["a"]
+                       ["metadata_json"])
+    assert whole == {"surgery": {"type": "partial nephrectomy", "approach": "robotic"}}
+    assert dropped == {"visits", *(f"surgery.{k}" for k in surgery if k not in ("type", "approach"))}
+    dropped.clear()
+    some = load_metadata({"file": "meta.json", "keep": ["surgery.type", "visits.kind"]}, tmp_path, dropped)
+    assert json.loads(some["a"]["metadata_json"]) == {"surgery": {"type": "partial nephrectomy"},
+                                                      "visits": [{"kind": "pre"}]}
+    assert {"surgery.approach", "visits.at", "visits.seen_at"} <= dropped
+
+
 def test_a_kept_field_that_names_a_person_is_a_registry_error() -> None:
     from curator.registry import load_registry
     from curator.registry.spec import parse_spec
 
     d = load_registry().get("KiTS23").to_dict()
-    d["metadata"] = {"file": "dataset/kits23.json", "keep": ["malignant", "PatientName", "study_date"]}
+    d["metadata"] = {"file": "dataset/kits23.json",
+                     "keep": ["malignant", "PatientName", "study_date", "surgery.surgeon", "surgery.type"]}
     _, issues = parse_spec(d, "KiTS23.yaml")
     (issue,) = [i for i in issues if i.loc.endswith("metadata.keep")]
     assert "PatientName" in issue.message and "study_date" in issue.message and "malignant" not in issue.message
+    assert "surgery.surgeon" in issue.message and "surgery.type" not in issue.message
 
 
 def test_group_analysis_on_the_demo_release(demo: Path) -> None:
