@@ -4,8 +4,10 @@ For each group the kept member and every dropped member are read from their sour
 reoriented to RAS, and cut through the same anatomy: the point shown is the centre of the
 smallest member, carried into every other member with the alignment offsets stored in
 ``duplicates.offset_mm`` (so stale origins and crops line up). Each member gets an axial and
-a coronal view at its own voxel size (mm aspect), with its case id, dataset, shape,
-spacing and the row's reason. ``index.html`` lists every group with its figure.
+a coronal view at its own voxel size (mm aspect), the patient's right on the viewer's left
+(radiological, as the QC report's gallery and the review previews; each panel marks R and L),
+with its case id, dataset, shape, spacing and the row's reason. ``index.html`` lists every
+group with its figure.
 """
 
 from __future__ import annotations
@@ -58,6 +60,26 @@ def _slices(array: NDArray[Any], geometry: Geometry, offset: NDArray[np.float64]
             g.spacing, outside)
 
 
+def reading(sl: NDArray[Any]) -> NDArray[Any]:
+    """A RAS view's axial (x, y) or coronal (x, z) slice as shown: rows from the top (anterior or
+    superior up), columns from the left with the patient's right on the viewer's left
+    (radiological, as the QC report's gallery and the review previews)."""
+    return np.asarray(sl.T[::-1, ::-1])
+
+
+def window(array: NDArray[Any]) -> tuple[float, float]:
+    """Grey levels of a member: 1st-99th percentile of the body (above Otsu's threshold, so a CT's
+    air does not take half the range and flatten soft tissue to one grey), of every voxel when
+    nothing stands out."""
+    from skimage.filters import threshold_otsu
+
+    flat = np.asarray(array, dtype=np.float32).ravel()
+    sample = flat[:: max(1, flat.size // 200_000)]
+    body = sample[sample > threshold_otsu(sample)] if np.ptp(sample) > 0 else sample
+    lo, hi = np.percentile(body if body.size > 100 else sample, [1, 99])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
 def figure(group_id: str, members: list[Shown], path: Path) -> None:
     """Write the group's PNG (matplotlib, Agg)."""
     import matplotlib
@@ -82,19 +104,22 @@ def figure(group_id: str, members: list[Shown], path: Path) -> None:
         ax_sl, cor_sl, sp, outside = _slices(m.array, m.geometry, m.offset, p_kept)
         if outside > 0:  # say it, or a partial copy at another level reads as another scan
             title += f"\n(does not reach the shown point: nearest slices, {outside:.0f} mm off)"
-        lo, hi = np.percentile(m.array, [1, 99])
+        lo, hi = window(m.array)
         for r, (sl, (sx, sy)) in enumerate(((ax_sl, (sp[0], sp[1])), (cor_sl, (sp[0], sp[2])))):
             a = axes[r, col]
-            a.imshow(sl.T, cmap="gray", origin="lower", vmin=lo, vmax=hi, interpolation="nearest",
+            a.imshow(reading(sl), cmap="gray", vmin=lo, vmax=hi, interpolation="nearest",
                      extent=(0, sl.shape[0] * sx, 0, sl.shape[1] * sy))
+            for x, side in ((0.02, "R"), (0.98, "L")):
+                a.text(x, 0.5, side, transform=a.transAxes, color="yellow", fontsize=8, fontweight="bold",
+                       ha="left" if side == "R" else "right", va="center")
             a.set_xticks([])
             a.set_yticks([])
         axes[0, col].set_title(title, fontsize=8, color="darkgreen" if m.kept else "darkred")
         g = m.geometry
         axes[1, col].set_xlabel(f"{g.shape} @ {tuple(round(x, 2) for x in g.spacing)} mm {g.orientation}",
                                 fontsize=7)
-    axes[0, 0].set_ylabel("axial (R on the right)", fontsize=8)
-    axes[1, 0].set_ylabel("coronal", fontsize=8)
+    axes[0, 0].set_ylabel("axial (anterior up)", fontsize=8)
+    axes[1, 0].set_ylabel("coronal (superior up)", fontsize=8)
     fig.suptitle(group_id, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:

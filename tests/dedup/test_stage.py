@@ -396,3 +396,24 @@ def test_the_keep_policy_counts_terms_through_the_pipelines_taxonomy(run: Path, 
     record.write_text(json.dumps({**json.loads(record.read_text()), "settings_files": None}))
     reasons = stale_reasons(Context(PipelineConfig.load(lab / "pipeline.yaml")))
     assert not [r for r in reasons if r.startswith("dedup")], reasons
+
+
+def test_the_dedup_figure_is_radiological_like_every_other_picture() -> None:
+    """The dedup report drew RAS slices with the patient's right on the viewer's right, so a scan
+    looked mirrored beside the QC gallery and the review previews (a radiologist read it as situs
+    inversus); its grey levels spanned air to bone and flattened soft tissue to one grey."""
+    from curator.dedup.report import _slices, reading, window
+    from curator.io.volume import Geometry
+
+    g = Geometry.from_affine((20, 16, 12), np.diag([2.0, 2.0, 3.0, 1.0]))  # RAS: x grows to the patient's right
+    arr = np.full((20, 16, 12), -1000.0, dtype=np.float32)
+    arr[2:18, 2:14, :] = 40.0  # body
+    arr[14:17, 10:13, :] = 300.0  # a bright organ on the patient's right, anterior
+    axial, coronal, _, _ = _slices(arr, g, np.zeros(3), np.array([19.0, 22.0, 15.0]))
+    shown = reading(axial)
+    rows, cols = np.nonzero(shown == 300.0)
+    assert cols.max() < shown.shape[1] / 2 and rows.max() < shown.shape[0] / 2  # viewer's left, top
+    rows, cols = np.nonzero(reading(coronal) == 300.0)
+    assert cols.max() < coronal.shape[0] / 2
+    lo, hi = window(arr)
+    assert lo >= 40.0 - 1e-3 and hi <= 300.0  # the body's range, not air's
