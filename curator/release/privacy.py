@@ -11,7 +11,7 @@ leaves out ``image_path`` and ``label_paths``, and reduces their ``problems`` ro
 failed, with no ``cases`` row, included) to the problem kind's description (the details name
 files) with the path ``<source>:<case_id>``. A structure (a per-structure mask's file stem, an
 RTSTRUCT ROI or a DICOM SEG segment name: free text that can hold a name, date or record number)
-the dataset YAML does not declare is keyed too (``s_<20 hex>``) in ``cases.label_keys``,
+the dataset YAML does not declare is keyed too (``u_<20 hex>``) in ``cases.label_keys``,
 ``cases.label_dropped`` and ``raw_labels.label_key``; the preprocess stage writes the same key into
 the store's ``label_raw_values`` (the stores are hard links of the workspace's, not rewritten here).
 """

@@ -34,11 +34,11 @@ class Source:
     def structure_names(self, ws: Workspace, keys: Iterable[str]) -> dict[str, str]:
         """``{structure: published name}`` for the structures among ``keys`` (per-structure file
         stems, RTSTRUCT ROI or SEG segment names: free text) that the dataset YAML does not
-        declare, when this source has ``pseudonymous_ids``: their keyed pseudonyms (``s_<20 hex>``,
+        declare, when this source has ``pseudonymous_ids``: their keyed pseudonyms (``u_<20 hex>``,
         the same in the release's tables and its stores). Empty for any other source."""
         if not self.pseudonymous_ids or self.spec.labels.encoding != "per_structure":
             return {}
-        return {k: ws.pseudonym(self.name, k, prefix="s") for k in keys
+        return {k: ws.pseudonym(self.name, k, prefix="u") for k in keys
                 if k and k not in self.spec.labels.structures}
 
 

@@ -152,8 +152,8 @@ def test_a_pseudonymous_source_publishes_structure_names_only_from_its_yaml(tmp_
                                      "pseudonymous_ids": True}], stages={**off, "ingest": {"on_bad_case": "warn"}})
     rel = Release(run(pipe, release=True).release)  # type: ignore[arg-type]
     ((keys, dropped),) = rel.sql("select label_keys, label_dropped from cases").fetchall()
-    assert keys[0] == "liver" and len(keys) == 2 and keys[1].startswith("s_"), keys
-    assert len(dropped) == 1 and dropped[0].startswith("s_") and dropped[0] != keys[1], dropped
+    assert keys[0] == "liver" and len(keys) == 2 and keys[1].startswith("u_"), keys
+    assert len(dropped) == 1 and dropped[0].startswith("u_") and dropped[0] != keys[1], dropped
     raw = sorted(r[0] for r in rel.sql("select label_key from raw_labels").fetchall())
     assert raw == sorted(keys), raw
     store = CaseStore(rel.path / rel.sql("select store from preprocessed").fetchall()[0][0])
