@@ -14,6 +14,7 @@ is for the person who holds them, not for a release.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Collection
@@ -23,6 +24,7 @@ from typing import Any
 
 from curator.config import PipelineConfig, SourceConfig
 from curator.io.formats import DICOM_EXT, ITK_EXT, NIFTI_EXT
+from curator.registry import builtin_dir
 
 # volume files: left unread, a sign that a pattern missed cases (other files — README, CSV, JSON — are only counted)
 _VOLUME_SUFFIXES = (*NIFTI_EXT, *ITK_EXT, *DICOM_EXT, ".npy", ".npz", ".mat")
@@ -313,7 +315,30 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
     report.values = _value_rows(spec, tax, results, terms, files)
     report.problems += _undeclared_structures(spec, report.source, results, report.values)
     report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
+    if not pseudonymous_ids and Path(spec.path).parent.resolve() != builtin_dir().resolve():
+        report.problems += _identifying_paths(spec.name, tasks)
     return report
+
+
+# a date (2001-09-11, 20010911, TCIA's 09-11-2001), a DICOM person name (DOE^JANE) or a record number
+_IDENTIFYING_PART = re.compile(r"(?<!\d)(?:(?:19|20)\d\d[-_.]?[01]\d[-_.]?[0-3]\d|[01]\d[-_.][0-3]\d[-_.](?:19|20)\d\d)"
+                               r"(?!\d)|[A-Za-z]\^[A-Za-z]|(?<![A-Za-z])MRN", re.IGNORECASE)
+
+
+def _identifying_paths(dataset: str, tasks: list[Any]) -> list[dict[str, Any]]:
+    """A source with public ids publishes its file paths as they are (``cases.image_path``):
+    a hospital export's folders (TCIA-style ``09-11-2001-DOE JANE-CT ABD``) can hold dates of
+    service, names or record numbers. Said once, with one example, for a dataset YAML of one's own."""
+    files = [rel for t in tasks for rel in [t.payload["image"], *(p for _, p in t.payload["labels"])] if rel]
+    hits = list(dict.fromkeys(part for rel in files for part in PurePosixPath(rel).parts
+                              if _IDENTIFYING_PART.search(part)))
+    if not hits:
+        return []
+    return [{"stage": "check", "dataset": dataset, "case_id": None, "path": "layout", "kind": "paths_may_identify",
+             "severity": "warning", "message": f"{len(hits)} file or folder name(s) look like a date, a person's name "
+             f"or a record number (e.g. {hits[0]!r}); a release publishes the paths of a source with public ids as "
+             "they are. What to do: nothing, for a public download (TCIA's folders hold shifted dates); for files "
+             "from patients' records, give the source `pseudonymous_ids: true` in pipeline.yaml"}]
 
 
 def _read_case(task: Any, args: tuple[Any, ...]) -> Any:

@@ -283,3 +283,29 @@ def test_names_resolve_through_the_pipelines_taxonomy(tmp_path: Path) -> None:
     assert unknown(str(spec), str(root), "--taxonomy", str(tmp_path / "lab.yaml")) == []
     pipe.write_text(pyyaml.safe_dump({**cfg, "stages": {"harmonize": {"taxonomy": "lab.yaml"}}}))
     assert unknown(str(pipe)) == []
+
+
+@pytest.mark.parametrize("folder", ["09-11-2001-CT ABD-12345", "20010911_ct", "DOE^JANE", "MRN123456"])
+def test_folder_names_that_look_identifying_are_pointed_out_unless_the_source_keys_them(tmp_path: Path,
+                                                                                      folder: str) -> None:
+    """A source with public ids publishes its paths as they are; a hospital export's TCIA-style
+    folder ('09-11-2001-DOE JANE-CT ABD') put a date of service and a name into cases.image_path
+    with no word before the run. `sources check` says so for a dataset YAML of one's own; with
+    pseudonymous_ids (paths never published) and for ordinary names it says nothing."""
+    root = tmp_path / "download"
+    write_tree(root, [(f"{folder}/imagesTr/liver_000_0000.nii.gz", "image", ()),
+                      (f"{folder}/labelsTr/liver_000.nii.gz", "label", (1,)),
+                      ("plain/imagesTr/liver_001_0000.nii.gz", "image", ()),
+                      ("plain/labelsTr/liver_001.nii.gz", "label", (1,))])
+    yaml = _yaml(tmp_path, YAML.replace('image: "imagesTr', 'image: "*/imagesTr').replace('label: "labelsTr',
+                                                                                          'label: "*/labelsTr'))
+
+    def hinted(**kw: bool) -> list[dict]:
+        return [p for p in check_source(str(yaml), root, **kw).problems if p["kind"] == "paths_may_identify"]
+
+    (hint,) = hinted()
+    assert folder in hint["message"] and "pseudonymous_ids: true" in hint["message"]
+    assert hint["message"].startswith("1 file or folder name(s)")  # the image's and label's folder, once
+    assert hinted(pseudonymous_ids=True) == []
+    (root / folder).rename(root / "other")
+    assert hinted() == []
