@@ -1,8 +1,9 @@
-"""Gallery of flagged labels: three orthogonal slices through the label, image in grey, mask in red.
+"""Gallery of flagged labels: three orthogonal slices through the label, image in grey, mask in red
+(without an image: the case's other labels in grey).
 
 Slices are laid out in patient orientation whatever the store's axis order: axial with
 anterior up and the patient's right on the viewer's left (radiological), coronal and
-sagittal with superior up.
+sagittal with superior up. Each view goes through the label's fullest slice along its axis.
 """
 
 from __future__ import annotations
@@ -48,19 +49,44 @@ def oriented_slice(vol: NDArray[Any], direction: NDArray[np.float64], index: NDA
     return np.asarray(img)
 
 
-def label_figure(store_path: Path, term: str, layer: str, centroid_mm: list[float], title: str) -> str | None:
-    """Three orthogonal slices of one label; None when the store cannot be read."""
+def fullest_slices(mask: NDArray[Any]) -> NDArray[np.float64]:
+    """Per array axis, the index of the slice holding the most label voxels: each view goes
+    through the label, even one in several pieces (a bilateral tumour's centroid lies between
+    them, and a slice through it shows nothing).
+
+    >>> m = np.zeros((5, 4, 3), bool); m[0, 1, :] = m[4, 1, :] = True; m[4, 2, 2] = True
+    >>> fullest_slices(m).tolist()
+    [4.0, 1.0, 2.0]
+    """
+    return np.array([np.argmax(mask.sum(axis=tuple(j for j in range(mask.ndim) if j != a)))
+                     for a in range(mask.ndim)], dtype=np.float64)
+
+
+def context_mask(store: Any, layer: str) -> NDArray[np.bool_]:
+    """Every labelled voxel of the case (the label's layer and the original one): drawn in grey
+    behind a label-only case's label, so a tumour is seen in (or out of) its kidney."""
+    out = np.zeros(store.geometry.shape, dtype=bool)
+    for name, _ in [*store.plane_values(layer), *(store.plane_values() if layer != "original" else [])]:
+        out |= store.read(name) != 0
+    return out
+
+
+def label_figure(store_path: Path, term: str, layer: str, title: str) -> str | None:
+    """Three orthogonal slices of one label, each through its fullest slice along that view's axis;
+    None when the store cannot be read. Without an image the case's other labels are the grey
+    background."""
     from curator.store import CaseStore
 
     try:
         store = CaseStore(store_path)
         g = store.geometry
         mask = store.mask(term, layer)
-        image = np.asarray(store.image[...], dtype=np.float32) if store.has_image() else None
+        image = (np.asarray(store.image[...], dtype=np.float32) if store.has_image()
+                 else context_mask(store, layer) & ~mask)
     except Exception as e:  # noqa: BLE001 - a missing picture must not stop the report
         log.warning("report: cannot read %s for the gallery (%s)", store_path, e)
         return None
-    idx = g.world_to_voxel(np.asarray(centroid_mm))[0]
+    idx = fullest_slices(mask)
     sp = np.asarray(g.spacing)
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
@@ -70,14 +96,14 @@ def label_figure(store_path: Path, term: str, layer: str, centroid_mm: list[floa
         ra, _ = _axis_for(g.direction, rw)
         ca, _ = _axis_for(g.direction, cw)
         aspect = sp[ra] / sp[ca] if len({ra, ca}) == 2 else 1.0
-        if image is not None:
-            im = oriented_slice(image, g.direction, idx, view)
-            lo, hi = np.percentile(im, [1, 99]) if im.size else (0, 1)
-            ax.imshow(im, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, aspect=aspect,
-                      interpolation="nearest")
+        im = oriented_slice(image, g.direction, idx, view).astype(np.float32)
+        if image.dtype == bool:  # label-only: the other labels in grey on black
+            lo, hi = 0.0, 2.2
         else:
-            ax.imshow(np.zeros_like(m), cmap="gray", vmin=0, vmax=1, aspect=aspect)
-        ax.imshow(np.ma.masked_where(m == 0, m), cmap="autumn", alpha=0.55, aspect=aspect, interpolation="nearest")
+            lo, hi = np.percentile(im, [1, 99]) if im.size else (0, 1)
+        ax.imshow(im, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, aspect=aspect, interpolation="nearest")
+        ax.imshow(np.ma.masked_where(m == 0, m), cmap="autumn", alpha=0.9 if image.dtype == bool else 0.55,
+                  aspect=aspect, interpolation="nearest")
         ax.set_title(view, fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=8)

@@ -212,8 +212,7 @@ def gallery(d: ReportData, flagged: pl.DataFrame, limit: int, head: str, empty: 
     figs = []
     for r in flagged.head(limit).iter_rows(named=True):
         path = d.store_path(r["case_id"])
-        uri = label_figure(path, r["term_id"], r["origin"], r["centroid_mm"], f"{r['case_id']} · {r['term_id']}") \
-            if path is not None and r.get("centroid_mm") is not None else None
+        uri = label_figure(path, r["term_id"], r["origin"], f"{r['case_id']} · {r['term_id']}") if path else None
         why = d.damaged.get(r["case_id"])
         pic = (img(uri, f"{r['case_id']} {r['term_id']}") if uri else
                f'<p class="muted">(not drawn: {esc(why)}; run <code>curator verify</code>)</p>' if why else
