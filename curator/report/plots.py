@@ -18,8 +18,38 @@ import numpy as np
 import polars as pl
 
 FEATURES = (("f_volume", "volume"), ("f_sphericity", "sphericity"), ("f_eccentricity", "eccentricity"))
-COLOURS = {"include": "#2b6cb0", "exclude": "#c53030", "override_include": "#2f855a", "truncated": "#a0aec0",
-           "unchecked": "#d69e2e"}
+COLOURS = {"include": "#2b6cb0", "exclude": "#c53030", "override_include": "#2f855a", "override_exclude": "#805ad5",
+           "truncated": "#a0aec0", "unchecked": "#d69e2e"}
+JUDGED = ("include", "exclude", "override_include")
+NOT_JUDGED = ("truncated", "unchecked")  # kept in training without being judged
+# the volume feature per qc.volume_basis (stages.qc.volume_norm; absolute: a case without an image)
+VOLUME_AXIS = {"body": "volume / body volume", "section": "volume / body size at its level", "absolute": "volume (ml)"}
+UNIT_FEATURES = ("f_sphericity", "f_eccentricity")  # between 0 and 1
+
+
+def bounded() -> pl.Expr:
+    """Whether a cohort's rows have bounds for some feature (aggregated over the rows)."""
+    return pl.any_horizontal(pl.col("^.*_(lo|hi)$").is_not_null()).any()
+
+
+def volume_name(df: pl.DataFrame, scale: str = "") -> str:
+    """The volume axis's name for one cohort's rows, ``scale`` (e.g. ``log10``) beside the unit:
+    ``volume / body volume (log10)``, ``volume (ml, log10)``."""
+    bases = df["volume_basis"].unique().to_list() if "volume_basis" in df.columns else []
+    name = VOLUME_AXIS.get(bases[0], "volume") if len(bases) == 1 else "volume"
+    if not scale:
+        return name
+    return name.replace(")", f", {scale})") if name.endswith(")") else f"{name} ({scale})"
+
+
+def unit_limits(ax: Any, which: str, values: Any) -> None:
+    """Sphericity and eccentricity axes within [0, 1] (beyond 1 only as far as a value goes: mesh
+    sphericity can reach 1.05): matplotlib padded a single value's bins to 1.5, or below 0."""
+    v = np.asarray(values, dtype=np.float64)
+    top = max(1.0, float(v.max())) if v.size else 1.0
+    get, put = (ax.get_xlim, ax.set_xlim) if which == "x" else (ax.get_ylim, ax.set_ylim)
+    lo, hi = get()
+    put(max(0.0, lo), min(top, hi))
 
 
 def _plt() -> Any:
@@ -60,12 +90,15 @@ def long_tail(counts: pl.DataFrame, label: str = "labels") -> str:
 
 
 def main_cohort(qc: pl.DataFrame, term: str) -> pl.DataFrame:
-    """The term's rows in its largest judged cohort (normalised and absolute volumes never share an axis)."""
+    """The term's rows in its largest judged cohort with bounds (normalised and absolute volumes never
+    share an axis; a cohort too small for bounds has only side-check exclusions to show)."""
     df = qc.filter(pl.col("term_id") == term)
-    judged = df.filter(pl.col("decision").is_in(["include", "exclude", "override_include"]))
+    judged = df.filter(pl.col("decision").is_in(JUDGED))
     if judged.height == 0:
         return df
-    top = judged.group_by("cohort").agg(pl.len().alias("n")).sort(["n", "cohort"], descending=[True, False])
+    withb = df.group_by("cohort").agg(bounded().alias("b"))
+    top = judged.group_by("cohort").agg(pl.len().alias("n")).join(withb, on="cohort")\
+        .sort(["b", "n", "cohort"], descending=[True, True, False])
     return df.filter(pl.col("cohort") == top["cohort"][0])
 
 
@@ -113,53 +146,84 @@ def x_ticks(ax: Any, values: Any = (), log: bool = False) -> None:
         ax.xaxis.set_major_locator(ticker.MaxNLocator(4))
 
 
+def _bins(data: Any, unit: bool) -> Any:
+    """Histogram bins over ``data``; a feature in [0, 1] (``unit``) keeps them there."""
+    n = min(30, max(5, int(math.sqrt(data.size)) * 2))
+    lo, hi = float(data.min()), float(data.max())
+    if not unit:
+        return np.histogram_bin_edges(data, bins=n)
+    if hi - lo < 1e-6:  # one value: numpy pads by 0.5 either side
+        lo, hi = lo - 0.02, hi + 0.02
+    return np.linspace(max(0.0, lo), min(max(1.0, float(data.max())), hi), n + 1)
+
+
 def distributions(qc: pl.DataFrame, terms: list[str]) -> str:
-    """Per term (rows) and feature (columns): histogram of every judged label (grey) and of the labels
-    kept after filtering (blue), with the cohort bounds as dashed lines (UKBOB Fig. 8, per term)."""
+    """:func:`distributions_figure` as a ``data:`` URI."""
+    return png(distributions_figure(qc, terms))
+
+
+def distributions_figure(qc: pl.DataFrame, terms: list[str]) -> Any:
+    """Per term (rows) and feature (columns): histogram of every label of the cohort (grey) and of the
+    labels kept after filtering — judged (blue) and kept unjudged, truncated or unchecked (amber) —
+    with the cohort bounds as dashed lines (UKBOB Fig. 8, per term)."""
     from matplotlib import ticker
 
     plt = _plt()
-    fig, axes = plt.subplots(len(terms), 3, figsize=(10, 1.7 * len(terms) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(terms), 3, figsize=(10, 1.95 * len(terms) + 0.8), squeeze=False)
     for row, term in enumerate(terms):
-        df = main_cohort(qc, term).filter(pl.col("decision").is_in(["include", "exclude", "override_include"]))
-        kept = df.filter(pl.col("decision") != "exclude")
+        df = main_cohort(qc, term)
+        kept = [df.filter(pl.col("decision").is_in(d)) for d in (("include", "override_include"), NOT_JUDGED)]
         for col, (c, name) in enumerate(FEATURES):
             ax = axes[row][col]
             allv = np.asarray(df[c].drop_nulls().to_list(), dtype=float)
-            keep = np.asarray(kept[c].drop_nulls().to_list(), dtype=float)
-            log = c == "f_volume" and allv.size and allv.min() > 0
+            log = bool(c == "f_volume" and allv.size and allv.min() > 0)
             if allv.size:
-                data = np.log10(allv) if log else allv
-                bins = np.histogram_bin_edges(data, bins=min(30, max(5, int(math.sqrt(allv.size)) * 2)))
-                ax.hist(data, bins=bins, color="#cbd5e0", label="before")
-                ax.hist(np.log10(keep) if log else keep, bins=bins, color=COLOURS["include"], alpha=0.8,
-                        label="after")
+                tr = np.log10 if log else np.asarray
+                bins = _bins(tr(allv), c in UNIT_FEATURES)
+                ax.hist(tr(allv), bins=bins, color="#cbd5e0", label="before: every label")
+                ax.hist([tr(np.asarray(k[c].drop_nulls().to_list(), dtype=float)) for k in kept], bins=bins,
+                        stacked=True, color=[COLOURS["include"], COLOURS["unchecked"]], alpha=0.85,
+                        label=["after: judged, kept", "after: kept unjudged (truncated, unchecked)"])
                 for b in ("lo", "hi"):
                     vals = df[f"{name}_{b}"].drop_nulls()
                     if vals.len():
                         x = float(vals[0])
                         if not log or x > 0:
                             ax.axvline(math.log10(x) if log else x, color=COLOURS["exclude"], ls="--", lw=1)
+                if c in UNIT_FEATURES:
+                    unit_limits(ax, "x", allv)
             x_ticks(ax)
             ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # label counts: no 0.5, 1.5
             ax.tick_params(labelsize=7)
-            if row == 0:
-                ax.set_title(f"log10 {name}" if c == "f_volume" else name, fontsize=9)
+            if c == "f_volume":  # the basis is the cohort's: a share of the body volume, or ml
+                ax.set_xlabel(volume_name(df, "log10" if log else ""), fontsize=7, labelpad=1)
+            elif row == 0:
+                ax.set_title(name, fontsize=9)
             if col == 0:
                 ax.set_ylabel(str(df["cohort"][0]) if df.height else term, fontsize=7)
-    axes[0][2].legend(fontsize=7, loc="upper left")
-    fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.35 / fig.get_figheight(), bottom=0.3 / fig.get_figheight(),
-                        hspace=0.45, wspace=0.25)
-    return png(fig)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.55 / fig.get_figheight(), bottom=0.4 / fig.get_figheight(),
+                        hspace=0.65, wspace=0.25)
+    return fig
 
 
 def scatter(qc: pl.DataFrame, terms: list[str]) -> str:
-    """Per term: sphericity vs eccentricity and volume vs sphericity, coloured by decision."""
+    """:func:`scatter_figure` as a ``data:`` URI."""
+    return png(scatter_figure(qc, terms))
+
+
+def scatter_figure(qc: pl.DataFrame, terms: list[str]) -> Any:
+    """Per term: sphericity vs eccentricity and volume vs sphericity, coloured by decision (a person's
+    exclude, ``override_exclude``, apart from the filter's)."""
     plt = _plt()
     cols = 2
     fig, axes = plt.subplots(len(terms), cols, figsize=(7.5, 2.6 * len(terms) + 0.4), squeeze=False)
     for row, term in enumerate(terms):
         df = main_cohort(qc, term)
+        if "override" in df.columns:  # a person's exclude is not the filter's
+            df = df.with_columns(decision=pl.when((pl.col("decision") == "exclude") & pl.col("override"))
+                                 .then(pl.lit("override_exclude")).otherwise(pl.col("decision")))
         for col, (x, y) in enumerate((("f_eccentricity", "f_sphericity"), ("f_volume", "f_sphericity"))):
             ax = axes[row][col]
             for decision, colour in COLOURS.items():
@@ -167,15 +231,17 @@ def scatter(qc: pl.DataFrame, terms: list[str]) -> str:
                 if d.height:
                     ax.scatter(d[x].to_list(), d[y].to_list(), s=14 if decision != "exclude" else 30,
                                c=colour, marker="x" if decision == "exclude" else "o", label=decision,
-                               alpha=0.85, linewidths=1.2)
-            if x == "f_volume" and _volume_axis(df.drop_nulls([x])):
-                x_ticks(ax, df[x].drop_nulls().to_numpy(), log=True)
-            else:
-                x_ticks(ax)
-            ax.set_xlabel(x[2:], fontsize=8)
+                               alpha=0.85, linewidths=1.2, clip_on=False)  # a point at 1.0 on the edge
+            log = x == "f_volume" and _volume_axis(df.drop_nulls([x]))
+            x_ticks(ax, df[x].drop_nulls().to_numpy() if log else (), log=log)
+            for axis, c in (("x", x), ("y", y)):
+                if c in UNIT_FEATURES and df[c].drop_nulls().len():
+                    unit_limits(ax, axis, df[c].drop_nulls().to_numpy())
+            ax.set_xlabel(volume_name(df, "log scale" if log else "") if x == "f_volume" else x[2:],
+                          fontsize=8)
             ax.set_ylabel(f"{df['cohort'][0]}\n{y[2:]}" if col == 0 and df.height else y[2:], fontsize=7)
             ax.tick_params(labelsize=7)
         axes[row][0].legend(fontsize=6, loc="upper right")
     fig.subplots_adjust(left=0.14, right=0.98, top=1 - 0.2 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(),
                         hspace=0.5, wspace=0.3)
-    return png(fig)
+    return fig

@@ -51,7 +51,7 @@ def test_a_label_resampling_erased_is_excluded_with_its_reason(demo: Path, relea
     gall = dict(zip(head, next(r for r in rows if r[0] == "gallbladder"), strict=True))
     assert gall["not_stored"] == "1"
     qc_excl = sum(int(dict(zip(head, r, strict=True))["exclude"]) for r in rows[1:])
-    assert f"{n_excl} label(s) excluded from training: {qc_excl} by the qc decision, 1 at release" in page
+    assert f"{n_excl} label(s) excluded from training: {qc_excl} by the filter (<code>exclude</code>), 1 at release" in page
 
 
 def table_rows(page: str, after: str) -> list[list[str]]:

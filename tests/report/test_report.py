@@ -58,7 +58,7 @@ def test_release_carries_a_self_contained_report(release: Path) -> None:
     dup = text[text.index('id="dedup"'):text.index('id="problems"')]
     assert "<th>reason</th>" in dup and "<th>evidence</th>" not in dup  # words, not the JSON
     assert "no attention table" in text
-    assert "(ε = 2 %, 2 of 3 features outside; percentiles auto; cohorts of ≥ 10 labels; volume body)" in text
+    assert "(ε = 2 %, 2 of 3 features outside; percentiles auto; cohorts of ≥ 10 labels; volume in ml (9 cohorts), per body volume (9 cohorts))" in text
 
 
 def test_report_is_reproducible(release: Path) -> None:

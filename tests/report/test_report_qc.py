@@ -1,14 +1,104 @@
-"""The report's QC section as a reviewer reads it: pictures that go through the label."""
+"""The report's QC section as a reviewer reads it: a person's decisions apart from the filter's,
+pictures that go through the label, volume axes with their basis, histograms that show every
+label kept."""
 
 from __future__ import annotations
 
 import base64
 import io
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
+from matplotlib.colors import to_rgb
 from PIL import Image
+
+from curator.qc.cohort import Override, judge
+from curator.qc.config import QCConfig
+from curator.report import build_html
+from curator.report.data import ReportData
+from curator.report.plots import COLOURS, _plt, distributions_figure, scatter_figure
+from curator.schema import to_arrow
+
+OVERRIDES = [Override("odd", "liver", None, "include", "lobulated but real, checked by AB"),
+             Override("c05", "liver", None, "exclude", "leaks into the heart")]
+
+
+def cohort(term: str, n: int, *, body: bool = True, seed: int = 1, **extra: Any) -> list[dict[str, Any]]:
+    """``n`` plausible labels of ``term``; ``body``: with a body volume (else judged in ml)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        ml = float(rng.normal(1500, 100))
+        rows.append({"case_id": f"c{i:02d}", "dataset": "d", "term_id": term, "origin": "original", "modality": "CT",
+                     "voxels": 1000, "volume_ml": ml, "body_ml": 30000.0 if body else None,
+                     "norm_volume": ml / 30000.0 if body else None, "surface_mm2": 1.0,
+                     "sphericity": float(rng.normal(0.6, 0.02)), "eccentricity": float(rng.normal(0.6, 0.03)),
+                     "components": 1, "largest_component_fraction": 1.0, "truncated": False, **extra})
+    return rows
+
+
+def odd(case_id: str, **extra: Any) -> dict[str, Any]:
+    return {**cohort("liver", 1)[0], "case_id": case_id, "sphericity": 0.3, "eccentricity": 0.95, **extra}
+
+
+def qc_table(rows: list[dict[str, Any]], overrides: list[Override] = OVERRIDES) -> pl.DataFrame:
+    return pl.from_arrow(to_arrow("qc", judge(rows, QCConfig(), overrides)))  # type: ignore[return-value]
+
+
+def part(page: str, start: str, end: str = "<h3") -> str:
+    i = page.index(start)
+    return page[i:page.index(end, i + len(start))]
+
+
+def cells(section: str, first: str) -> list[str]:
+    """The cells of the table row starting with ``first``."""
+    row = re.search(rf"<tr><td>{first}</td>(.*?)</tr>", section)
+    assert row, first
+    return re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+
+
+def test_a_persons_decisions_have_their_own_section() -> None:
+    """A re-included label vanished from the report (a count in `override_include` only), and a
+    person's exclude was listed under "flagged labels" and counted in `exclude`, as the filter's."""
+    qc = qc_table([*cohort("liver", 30), odd("odd"), odd("odd2", components=3, largest_component_fraction=0.8)])
+    page = build_html(ReportData({"qc": qc}))
+    mine = part(page, 'id="overrides"', 'id="gallery"')
+    assert "labels decided by a person (2)" in mine
+    assert cells(mine, "odd")[:4] == ["d", "liver", "original", "include"]
+    assert "<td>lobulated but real, checked by AB</td><td>True</td><td>exclude</td>" in mine  # the filter's verdict
+    assert "<td>leaks into the heart</td><td>False</td><td>include</td>" in mine
+    assert "re-included by a person</b>: lobulated but real" in mine and "excluded by a person</b>" in mine
+    flagged = part(page, 'id="gallery"')
+    assert "flagged labels: excluded by the filter (1)" in flagged and "odd2" in flagged
+    assert "<td>c05</td>" not in flagged and "<td>odd</td>" not in flagged
+    assert "<b>3 separate pieces</b> (the largest 80% of the voxels)" in flagged  # the caption says so
+    head = re.search(r"<thead><tr>(.*?)</tr></thead>", part(page, 'id="qc"', "<h3")).group(1)  # type: ignore[union-attr]
+    assert re.findall(r"<th>(\w+)</th>", head) == ["term_id", "labels", "include", "exclude", "truncated", "unchecked",
+                                                   "override_include", "override_exclude"]
+    assert cells(part(page, 'id="qc"', "<h3"), "liver") == ["32", "29", "1", "0", "0", "1", "1"]
+    assert "2 by the filter" not in page and "1 by the filter (<code>exclude</code>), 1 by a person" in page
+
+
+def test_who_decided_is_shown_when_the_qc_table_has_it() -> None:
+    qc = qc_table([*cohort("liver", 30), odd("odd")])
+    qc = qc.with_columns(override_by=pl.when(pl.col("override")).then(pl.lit("AB")), override_date=pl.lit(None))
+    mine = part(build_html(ReportData({"qc": qc})), 'id="overrides"', 'id="gallery"')
+    assert "<th>override_by</th>" in mine and "re-included by a person</b> (AB)" in mine
+    assert "labels decided by a person (0)" in build_html(ReportData({"qc": qc_table(cohort("liver", 30), [])}))
+
+
+def test_a_reincluded_label_is_drawn(release: Path) -> None:
+    """The gallery drew only excluded labels: a label a person re-included had no picture."""
+    data = ReportData.from_release(release, (release.parents[2] / "ws" / "stores",))
+    flagged = data.get("qc").filter(pl.col("decision") == "exclude")["case_id"].to_list()
+    ov = [Override(flagged[0], "liver", None, "include", "checked")]
+    data.tables["qc"] = pl.from_arrow(to_arrow("qc", judge(data.get("qc").to_dicts(), QCConfig(min_cohort=10), ov)))  # type: ignore[assignment]
+    mine = part(build_html(data), 'id="overrides"', 'id="gallery"')
+    assert "labels decided by a person (1)" in mine and len(re.findall(r'<img src="data:image/png', mine)) == 1
 
 
 def panels(uri: str) -> list[np.ndarray]:
@@ -47,3 +137,55 @@ def test_every_view_goes_through_a_label_in_pieces(tmp_path: Path, with_image: b
     assert all(red(v) > 20 for v in views), [red(v) for v in views]
     if not with_image:
         assert all(grey(v) > 20 for v in views), [grey(v) for v in views]
+
+
+def test_volume_axes_say_their_basis_per_cohort() -> None:
+    """Every plot called the feature 'volume': a share of the body volume for most cohorts, ml for
+    cases without an image."""
+    from curator.report.html import _qc_rule
+
+    qc = qc_table([*cohort("liver", 30), *cohort("kidney_tumor", 30, body=False, seed=2)], [])
+    fig = distributions_figure(qc, ["liver", "kidney_tumor"])
+    assert [fig.axes[i].get_xlabel() for i in (0, 3)] == ["volume / body volume (log10)", "volume (ml, log10)"]
+    fig = scatter_figure(qc, ["liver", "kidney_tumor"])
+    assert [fig.axes[i].get_xlabel() for i in (1, 3)] == ["volume / body volume (log scale)", "volume (ml, log scale)"]
+    _plt().close("all")
+    rule = _qc_rule({"pipeline_config": {"stages": {"qc": {}}}}, qc)
+    assert rule.endswith("; volume in ml (1 cohort), per body volume (1 cohort))"), rule
+    page = build_html(ReportData({"qc": qc_table([*cohort("liver", 30), odd("odd")], [])}))
+    assert "<code>f_volume</code>: the volume the filter judged" in part(page, 'id="gallery"')
+
+
+def test_histograms_show_labels_kept_without_judgement() -> None:
+    """Truncated labels stay in training but were not drawn: a cohort of them read as 'all removed'."""
+    rows = [*cohort("liver", 30), *[{**r, "case_id": f"t{i}", "truncated": True, "border_faces": ["k+"]}
+                                    for i, r in enumerate(cohort("liver", 4, seed=3))]]
+    fig = distributions_figure(qc_table(rows, []), ["liver"])
+    amber = to_rgb(COLOURS["unchecked"])
+    heights = [p.get_height() for p in fig.axes[0].patches if to_rgb(p.get_facecolor()[:3]) == amber]
+    _plt().close("all")
+    assert sum(heights) == 4
+
+
+def test_cohorts_without_bounds_are_summarised_not_plotted() -> None:
+    """A cohort too small for bounds, with only a side check's or a person's exclusion, got a row of
+    histograms of one grey bar, its eccentricity axis running to 1.5."""
+    from curator.report.html import _qc_terms
+
+    few = cohort("spleen", 3)
+    qc = qc_table([*cohort("liver", 30), *few], [Override("c01", "spleen", None, "exclude", "cut in two")])
+    terms, unbounded = _qc_terms(qc, 12)
+    assert terms == ["liver"] and unbounded["cohort"].to_list() == ["spleen/CT/body"]
+    page = build_html(ReportData({"qc": qc}))
+    assert "not plotted: 1 cohort(s) without bounds" in page and "spleen/CT/body (1 of 1 excluded)" in page
+
+
+def test_sphericity_and_eccentricity_axes_stay_within_0_and_1() -> None:
+    rows = [{**r, "sphericity": 0.02, "eccentricity": 0.99} for r in cohort("liver", 30)]
+    qc = qc_table(rows, [])
+    for fig, axes in ((distributions_figure(qc, ["liver"]), ((1, "x"), (2, "x"))),
+                      (scatter_figure(qc, ["liver"]), ((0, "x"), (0, "y"), (1, "y")))):
+        for i, which in axes:
+            lo, hi = fig.axes[i].get_xlim() if which == "x" else fig.axes[i].get_ylim()
+            assert 0 <= lo < hi <= 1, (i, which, lo, hi)
+    _plt().close("all")
