@@ -180,11 +180,24 @@ class StageState:
     reasons: list[str] = field(default_factory=list)
 
 
-def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any], digest: tuple[str, str]
-                 ) -> list[str]:
+def rerun_reasons(ctx: Context, cls: type[Stage], files: str | None,
+                  tables_read: dict[str, str]) -> list[str]:
+    """Why a stage about to run finds its cases' results out of date, said by ``curator run``
+    (``files`` and ``tables_read``: the digests the run records): its stage version, settings,
+    the files they name or the tables it reads changed since its last run (none when it has not
+    run, or only cases or their files changed)."""
+    rec = stage_record(ctx, cls.name)
+    if rec is None:
+        return []
+    return _own_reasons(ctx, cls.name, cls, rec, ("", ""), now=(files, tables_read))
+
+
+def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any], digest: tuple[str, str],
+                 now: tuple[str | None, dict[str, str]] | None = None) -> list[str]:
     """Why a stage's last run is out of date by itself (whatever ran before it): its stage
     version, its settings, the files they name, the tables it reads that other commands write,
-    or the sources changed since."""
+    or the sources changed since. With ``now`` (the settings files' and tables' digests a run
+    has just taken) the sources are not looked at: what a run about to start says."""
     reasons: list[str] = []
     for table in (*cls.tables, f"problems__{name}"):  # a truncated file: the release would crash on it
         why = ctx.workspace.damaged_table(table)
@@ -198,7 +211,7 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
         given = ctx.config.stage(name)
         reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config, given)})")
     try:
-        files = cls.settings_files_digest(ctx, config)
+        files = now[0] if now is not None else cls.settings_files_digest(ctx, config)
     except CuratorError as e:  # a model file moved away: said here, as the run would say it
         reasons.append(f"{name}'s settings name a file that cannot be read ({e})")
     else:
@@ -208,9 +221,11 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
             reasons.append(f"{name}'s settings name {what}, which is missing" if files == "missing" else
                            f"{name} ran with another version of {what}")
     read = rec.get("tables_read") or {}
-    for table, now in tables_read_digest(ctx, cls).items():
-        if read.get(table, now) != now:
+    for table, current in (now[1] if now is not None else tables_read_digest(ctx, cls)).items():
+        if read.get(table, current) != current:
             reasons.append(f"{name} ran before a change to {cls.reads_tables[table]}")
+    if now is not None:
+        return reasons
     if rec.get("sources_digest", digest[0]) != digest[0] and rec.get("sources_digest_relative") != digest[1]:
         reasons.append(f"{name} ran with other sources ({_sources_changed(ctx, rec)})")
     elif cls.reads_sources and not reasons:

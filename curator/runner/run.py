@@ -25,7 +25,7 @@ from curator.errors import StageError, WorkspaceError
 from curator.io.fsutil import atomic_write_json
 from curator.runner.context import Context
 from curator.runner.executors import Executor, make_executor
-from curator.runner.freshness import tables_read_digest, upstream_runs, write_record
+from curator.runner.freshness import rerun_reasons, tables_read_digest, upstream_runs, write_record
 from curator.runner.stage import WORKSPACE_FAULTS, CaseResult, Stage, Task
 from curator.schema import to_arrow
 
@@ -150,6 +150,9 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
             report.cached += 1
         else:
             jobs.append((t, key))
+    if jobs:  # a whole stage run again after an upgrade or a settings change: said why, as status says it
+        for why in rerun_reasons(ctx, stage_cls, files, tables_read):
+            log.info("%s: %d case(s) to run: %s", stage_cls.name, len(jobs), why)
     own = executor is None
     ex = executor or make_executor(ctx.config.executor)
     env = ctx.case_env()

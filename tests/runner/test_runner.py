@@ -44,6 +44,18 @@ def test_rerun_skips_finished_cases_and_config_change_reruns(tmp_path: Path) -> 
     assert (r3.ran, r3.cached) == (5, 0)
 
 
+def test_a_run_says_why_a_stage_runs_its_cases_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """After an upgrade or a settings change `curator run` redid a whole stage with only
+    '(0 cached, 5 run)' to show; `curator status` alone said why."""
+    caplog.set_level(logging.INFO, logger="curator")
+    run_stage(_ctx(tmp_path, n_cases=5), ProbeStage, InlineExecutor())
+    run_stage(_ctx(tmp_path, n_cases=5), ProbeStage, InlineExecutor())
+    assert "to run:" not in caplog.text  # the first run, and a run with nothing to redo, say nothing
+    run_stage(_ctx(tmp_path, n_cases=5, salt="inputs changed"), ProbeStage, InlineExecutor())
+    (line,) = [r.getMessage() for r in caplog.records if "to run:" in r.getMessage()]
+    assert line.startswith("probe: 5 case(s) to run: probe ran with other settings (salt"), line
+
+
 def test_a_finalize_only_setting_reruns_finalize_not_the_cases(tmp_path: Path) -> None:
     """Changing a setting only finalize reads (a cohort threshold, a keep policy) re-judges the
     cached per-case results; per-case work never sees it, so the cache cannot go stale."""
