@@ -141,8 +141,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("lineage")
     @handle_errors
     def lineage(release: ReleaseArg, fmt: FormatOpt = OutputFormat.table) -> None:
-        """A release and its ancestors: version, date, cases, registry/taxonomy/model checksums."""
+        """A release and its ancestors: version, date, cases, the curator commit and schema that made
+        it, registry/taxonomy/model checksums."""
         from curator.config import SEMVER
+        from curator.io.fsutil import sha256_json
         from curator.release.integrity import parent_check
         from curator.release.query import Release
 
@@ -153,16 +155,21 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             seen.add(rel.path)
             info = rel.info
             tax = (info.get("taxonomy") or {}).get("sha256", "")
+            models = info.get("models") or {}  # a count alone read "3 = 3" when every fingerprint changed
+            code = str(info.get("code_revision") or "unrecorded")
             rows.append((info.get("version"), info.get("created"), info.get("counts", {}).get("cases"),
-                         info.get("parent_version") or "", info.get("pipeline_config_hash"), tax[:12],
-                         len(info.get("models") or {}), len(info.get("registry") or {})))
+                         info.get("parent_version") or "", code[:12] + code[40:], info.get("schema_version") or "",
+                         info.get("pipeline_config_hash"), tax[:12],
+                         f"{len(models)} ({sha256_json(models)[:8]})" if models else "0",
+                         len(info.get("registry") or {})))
             said, changed = parent_check(rel.path, info)
             if changed:
                 err.print(f"[yellow]warning[/] {escape(rel.path.name)}: {escape(said)}", highlight=False)
             parent = info.get("parent_version")  # a version beside it: never a path of the received release.json's choosing
             parent = parent if isinstance(parent, str) and SEMVER.match(parent) else None
             rel = Release(rel.path.parent / parent) if parent and (rel.path.parent / parent).is_dir() else None
-        emit(["version", "created", "cases", "parent", "config hash", "taxonomy", "models", "sources"], rows, fmt)
+        emit(["version", "created", "cases", "parent", "code", "schema", "config hash", "taxonomy", "models",
+              "sources"], rows, fmt)
 
 
 def _warn_parent(a: Path, b: Path) -> None:

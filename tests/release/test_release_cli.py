@@ -40,7 +40,12 @@ def test_diff_against_parent_and_lineage(demo: Path, release_with: Build) -> Non
     first = runner.invoke(app, ["diff", str(demo / "releases" / "demo" / "0.1.0")])
     assert first.exit_code == 2 and "no parent version" in first.output
     lin = runner.invoke(app, ["lineage", str(demo / "releases" / "demo"), "--format", "json"])
-    assert [r["version"] for r in json.loads(lin.stdout)] == ["0.2.0", "0.1.0"]
+    rows = json.loads(lin.stdout)
+    assert [r["version"] for r in rows] == ["0.2.0", "0.1.0"]
+    info = json.loads((rel / "release.json").read_text())  # which curator made each: its commit and schema
+    code = info["code_revision"] or "unrecorded"  # the commit, shortened, with a dirty checkout's +dirty.<hash>
+    assert rows[0]["schema"] == info["schema_version"] and rows[0]["code"] == code[:12] + code[40:]
+    assert rows[0]["models"].startswith(f"{len(info['models'])} (")  # a count alone hid changed fingerprints
 
 
 def test_diff_warns_when_b_is_older_than_a(demo: Path, release_with: Build) -> None:
