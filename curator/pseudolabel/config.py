@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,7 +87,8 @@ class PseudolabelConfig(StageConfig):
             file = Path(ensemble) if Path(ensemble).suffix else MODELS_DIR / f"{ensemble}.yaml"
             where = f"ensemble file {file} (relative paths there are relative to {file.parent})"
         inline = f"stages.pseudolabel.models in pipeline.yaml (relative paths there are relative to {base})"
-        return [(m, where) for m in members] + [(absolute(m, base), inline) for m in self.models]
+        return [(m, where) for m in members] + [(replace(absolute(m, base), source=inline), inline)
+                                                for m in self.models]
 
     def params(self) -> AttentionParams:
         return AttentionParams(self.threshold, self.inconsistency_threshold, self.uncertainty_threshold,

@@ -7,8 +7,10 @@ Four adapters, chosen by ``kind`` in a :class:`ModelSpec`:
 * ``module`` — ``factory: "package.module:callable"`` + ``kwargs`` builds an ``nn.Module``;
   ``weights`` is a ``state_dict`` loaded with ``torch.load(..., weights_only=True)``;
 * ``monai_bundle`` — a MONAI bundle folder: ``configs/inference.(json|yaml)`` gives
-  ``network_def``, ``models/model.pt`` the weights, ``configs/metadata.json`` the channels
-  (needs ``monai``; an error says so when it is missing);
+  ``network_def`` and, read as data (:func:`curator.pseudolabel.bundle.read_spec`), the
+  orientation, spacing, intensity and patch of its preprocessing and inferer; ``models/model.pt``
+  the weights (required), ``configs/metadata.json`` the channels and modality (needs ``monai``;
+  an error says so when it is missing);
 * ``nnunet`` — an nnU-Net v2 result folder (plans.json, dataset.json, fold_N/checkpoint_final.pth):
   the network, terms, patch, spacing and intensity come from it (:mod:`curator.pseudolabel.nnunet`;
   needs ``dynamic_network_architectures``); ``orientation`` is required.
@@ -79,18 +81,22 @@ class ModelSpec(Config):
     # the settings the entry gives (None: every one): a TorchScript archive's curator.json fills
     # only the others; not a setting itself (from_dict sets it, to_dict leaves it out)
     given: frozenset[str] | None = field(default=None, compare=False, repr=False)
+    # where the entry is written (an ensemble file, pipeline.yaml), for error messages; not a setting either
+    source: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, *, where: str | None = None) -> ModelSpec:
-        if isinstance(d, dict) and "given" in d:
-            raise ConfigError("config_error", f"{where or cls.__name__}: unknown setting(s) ['given']; valid "
-                              f"settings are {sorted(k for k in cls.__dataclass_fields__ if k != 'given')}")
+        inner = sorted(k for k in ("given", "source") if isinstance(d, dict) and k in d)
+        if inner:
+            raise ConfigError("config_error", f"{where or cls.__name__}: unknown setting(s) {inner}; valid settings "
+                              f"are {sorted(k for k in cls.__dataclass_fields__ if k not in ('given', 'source'))}")
         spec = super().from_dict(d, where=where)
         return replace(spec, given=frozenset(d or {}))
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out.pop("given", None)
+        out.pop("source", None)
         return out
 
     def __post_init__(self) -> None:
@@ -253,7 +259,7 @@ def load_ensemble_file(name_or_path: str) -> tuple[ModelSpec, ...]:
         if e.path is not None:
             raise
         raise ConfigError(e.kind, e.detail, path=str(path), remedy=e.remedy) from e
-    return tuple(absolute(s, path.parent) for s in specs)
+    return tuple(replace(absolute(s, path.parent), source=f"ensemble file {path}") for s in specs)
 
 
 @dataclass
@@ -334,27 +340,70 @@ def _import(ref: str) -> Any:
     return obj
 
 
-def _state_dict(path: str) -> dict[str, Any]:
+def _state_dict(path: str, where: str | None = None) -> dict[str, Any]:
     """A weights file's state_dict on the CPU, where the network it goes into is built (``load_model``
     moves the network to its device once; loaded onto the GPU, every weight went there, back into
     the CPU-built network and there again; onto ``meta``, it could not be copied at all)."""
+    import pickle
+
+    who = f"{where}: " if where else ""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError("config_error", f"cannot load weights {path}: {type(e).__name__}: {e}",
+    except pickle.UnpicklingError as e:  # a pickled object, not tensors: refused by weights_only
+        raise ConfigError("config_error", f"{who}cannot load weights {path}: it holds objects other than "
+                          f"tensors ({str(e).splitlines()[0][:120]})", path=path,
                           remedy="weights must be a plain state_dict (torch.save(model.state_dict()))") from e
+    except Exception as e:  # torch raises OSError, RuntimeError, EOFError for a broken file
+        raise ConfigError("config_error", f"{who}cannot read weights {path}: the file is damaged or truncated "
+                          f"(not a complete torch.save file; {_first_line(e)[:160]})", path=path,
+                          remedy="copy or download the weights file again (compare its size or checksum "
+                          "with the original)") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     elif isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
+    if not isinstance(sd, dict):
+        raise ConfigError("config_error", f"{who}weights {path} hold a {type(sd).__name__}, not a state_dict",
+                          path=path, remedy="weights must be a plain state_dict (torch.save(model.state_dict()))")
     return sd
+
+
+def _load_weights(net: nn.Module, path: str, where: str, built: str) -> None:
+    """``path``'s state_dict into ``net``; weights of another network (other layers or sizes) are one
+    ``config_error`` that summarises the differences (torch lists each: dozens of lines)."""
+    sd = _state_dict(path, where)
+    own = net.state_dict()
+    missing = [k for k in own if k not in sd]
+    extra = [k for k in sd if k not in own]
+    sizes = [f"{k}: file {list(getattr(sd[k], 'shape', []))}, network {list(own[k].shape)}" for k in own
+             if k in sd and tuple(getattr(sd[k], "shape", ())) != tuple(own[k].shape)]
+    if missing or extra or sizes:
+        parts = [f"{len(v)} {what} (e.g. {v[0]})" for v, what in ((sizes, "size mismatch(es)"),
+                 (missing, "layer(s) missing from the file"), (extra, "layer(s) the network lacks")) if v]
+        raise ConfigError("config_error", f"{where}: weights {path} do not fit {built}: {'; '.join(parts)}",
+                          path=path, remedy="the weights were saved from another network or configuration: "
+                          "give the factory/kwargs (or network_def) they were trained with, or the weights of "
+                          "this network")
+    try:
+        net.load_state_dict(sd, strict=True)
+    except Exception as e:  # e.g. a value that is not a tensor
+        raise ConfigError("config_error", f"{where}: cannot load weights {path} into {built}: {_first_line(e)}",
+                          path=path, remedy="weights must be a plain state_dict of this network "
+                          "(torch.save(model.state_dict()))") from e
 
 
 def _torchscript(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, ModelSpec]:
     extra = {"curator.json": ""}
-    with warnings.catch_warnings():  # TorchScript is deprecated (torch 2.13) but many models ship as it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        net = torch.jit.load(str(spec.path), map_location=device, _extra_files=extra)
+    try:
+        with warnings.catch_warnings():  # TorchScript is deprecated (torch 2.13) but many models ship as it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            net = torch.jit.load(str(spec.path), map_location=device, _extra_files=extra)
+    except Exception as e:  # torch raises OSError or RuntimeError for a broken archive
+        raise ConfigError("config_error", f"model {spec.name!r}: cannot read TorchScript archive {spec.path}: "
+                          f"{_first_line(e).split('. ')[0][:200]}", path=str(spec.path),
+                          remedy="the file is damaged, truncated or not TorchScript: copy it again, or save the "
+                          "model with torch.jit.save(torch.jit.script(net), path) (a state_dict goes into a "
+                          "`kind: module` entry's `weights`)") from e
     if extra["curator.json"]:
         meta = json.loads(extra["curator.json"])
         entry = spec.to_dict()
@@ -374,9 +423,21 @@ def _module(spec: ModelSpec) -> nn.Module:
                           f"(a subclass of torch.nn.Module): it is a {type(factory).__name__}",
                           remedy="name the network's class, e.g. monai.networks.nets:UNet; a function that builds "
                                  "one goes into a class of your own package (an ensemble file names no other code)")
-    net: nn.Module = factory(**spec.kwargs)
+    built = f"factory {spec.factory} with kwargs {dict(spec.kwargs)}"
+    try:
+        net: nn.Module = factory(**spec.kwargs)
+    except Exception as e:  # a kwargs typo (TypeError) or a value the class refuses
+        import inspect
+
+        try:
+            params = [p for p in inspect.signature(factory).parameters if p not in ("self", "args", "kwargs")]
+        except (TypeError, ValueError):
+            params = []
+        raise ConfigError("config_error", f"model {spec.name!r}: cannot build {built}: {_first_line(e)}",
+                          remedy="fix the entry's `kwargs`" + (f" ({spec.factory} takes {params})" if params else "")
+                          ) from e
     if spec.weights:
-        net.load_state_dict(_state_dict(spec.weights), strict=True)
+        _load_weights(net, spec.weights, f"model {spec.name!r}", built)
     return net
 
 
@@ -391,26 +452,68 @@ def _monai_bundle(spec: ModelSpec) -> tuple[nn.Module, ModelSpec]:
     if not configs:
         raise ConfigError("config_error", f"{root} has no configs/inference.json or .yaml",
                           remedy="point `path` at the bundle's root folder")
+    where = f"model {spec.name!r} (MONAI bundle {root})"
     parser = ConfigParser()
     parser.read_config([str(c) for c in configs])
     meta_file = root / "configs" / "metadata.json"
     if meta_file.exists():
         parser.read_meta(str(meta_file))
     parser["bundle_root"] = str(root)
-    from curator.pseudolabel.bundle import check_network_def
+    from curator.pseudolabel.bundle import NEEDED, check_network_def, read_spec
 
     check_network_def(parser, root)
-    net: nn.Module = parser.get_parsed_content("network_def")
     weights = root / "models" / "model.pt"
-    if weights.exists():
-        net.load_state_dict(_state_dict(str(weights)), strict=True)
+    if not weights.is_file():  # the network would run with its random initial weights
+        there = sorted(p.name for p in (root / "models").glob("*")) if (root / "models").is_dir() else []
+        ts = [n for n in there if n.endswith(".ts")]
+        raise ConfigError("config_error", f"{where} has no models/model.pt (the weights)"
+                          + (f"; models/ holds {there}" if there else ""), path=str(root),
+                          remedy=(f"curator reads a bundle's weights from models/model.pt, a state_dict; "
+                                  f"{ts[0]} is TorchScript: declare it as `kind: torchscript, path: "
+                                  f"{root / 'models' / ts[0]}` with the spec settings (terms, patch, spacing_mm, "
+                                  "orientation, intensity)") if ts else
+                          "put the network's state_dict there (torch.save(net.state_dict(), 'models/model.pt')) "
+                          "or point `path` at the bundle's root folder")
+    try:
+        net: nn.Module = parser.get_parsed_content("network_def")
+    except Exception as e:  # MONAI wraps the class's own error (a bad argument)
+        raise ConfigError("config_error", f"{where}: cannot build network_def: {_first_line(e)}",
+                          path=str(configs[0]), remedy="fix the bundle's network_def (its class's arguments)") from e
+    _load_weights(net, str(weights), where, f"network_def {parser.get('network_def#_target_')!r}")
     if not spec.terms:
         from curator.pseudolabel.terms import term_id
 
         chans = parser.get("_meta_#network_data_format#outputs#pred#channel_def", {}) or {}
         names = [str(chans[k]) for k in sorted(chans, key=int) if int(k) > 0]
         spec = replace(spec, terms=tuple(term_id(n) for n in names))
-    return net, spec
+    filled, unreadable, ignored = read_spec(parser)
+    given = {k: v for k, v in spec.to_dict().items() if spec.given is None or k in spec.given}
+    missing = [k for k in NEEDED if k not in given and k not in filled]
+    if missing:
+        k = missing[0]
+        raise ConfigError("config_error", f"{where}: its configs do not say the model's `{k}` ({unreadable[k]}) "
+                          "and the entry does not give it", path=str(configs[0]), remedy=BUNDLE_HELP[k])
+    if ignored and not set(NEEDED) <= set(given):
+        log.warning("%s: curator does not apply the bundle's %s (it reads Orientation, Spacing, "
+                    "ScaleIntensityRange and NormalizeIntensity from its preprocessing)", where, sorted(set(ignored)))
+    merged = {**spec.to_dict(), **filled, **given}
+    return net, replace(ModelSpec.from_dict(merged, where=where), given=None)
+
+
+BUNDLE_HELP = {
+    "intensity": "give the entry `intensity:` as the network's input normalisation on physical values, e.g. "
+                 "`{clip: [a_min, a_max], mean: m, std: s}` for MONAI's ScaleIntensityRanged (std = (a_max - "
+                 "a_min) / (b_max - b_min), mean = a_min - b_min * std), `{zscore: image}` for NormalizeIntensityd, "
+                 "`{mean: 0, std: 1}` for raw values",
+    "spacing_mm": "give the entry `spacing_mm:` as the spacing (mm) the model was trained on, in its "
+                  "`orientation` axes (MONAI's Spacingd pixdim), or `spacing_mm: null` to run on the stored grid",
+    "orientation": "give the entry `orientation:` as the axis codes the model expects (MONAI's Orientationd "
+                   "axcodes, e.g. RAS), or `orientation: null` to run in the stored axes",
+}
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
 
 
 def load_model(spec: ModelSpec, device: str | torch.device) -> LoadedModel:
@@ -440,7 +543,15 @@ def _cached(key: str, device: str) -> tuple[LoadedModel, ...]:
     doc = json.loads(key)
     specs = [replace(ModelSpec.from_dict(d), given=None if g is None else frozenset(g))
              for d, g in zip(doc["specs"], doc["given"], strict=True)]
-    return tuple(load_model(s, device) for s in specs)
+    out = []
+    for spec, source in zip(specs, doc["sources"], strict=True):
+        try:
+            out.append(load_model(spec, device))
+        except ConfigError as e:  # say where the entry is written (the message names the model)
+            if not source or source in e.detail:
+                raise
+            raise ConfigError(e.kind, f"{e.detail} (the entry is in {source})", path=e.path, remedy=e.remedy) from e
+    return tuple(out)
 
 
 def load_ensemble(specs: tuple[ModelSpec, ...], device: str, fingerprints: Sequence[str] | None = None
@@ -453,5 +564,6 @@ def load_ensemble(specs: tuple[ModelSpec, ...], device: str, fingerprints: Seque
                           remedy="set stages.pseudolabel.ensemble (e.g. demo) or stages.pseudolabel.models")
     files = list(fingerprints) if fingerprints is not None else [s.fingerprint() for s in specs]
     key = json.dumps({"specs": [s.to_dict() for s in specs], "files": files,
-                      "given": [None if s.given is None else sorted(s.given) for s in specs]}, sort_keys=True)
+                      "given": [None if s.given is None else sorted(s.given) for s in specs],
+                      "sources": [s.source for s in specs]}, sort_keys=True)
     return _cached(key, device)

@@ -200,8 +200,14 @@ def test_a_monai_bundle_with_references_and_unused_expressions_still_loads(tmp_p
         "unused": f"$__import__('pathlib').Path('{marker}').touch()", "classes": 3,
         "network_def": {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": "@classes",
                         "channels": [4, 8], "strides": [2]}})
+    import torch
+    from monai.networks.nets import UNet
+
+    (root / "models").mkdir()
+    torch.save(UNet(3, 1, 3, (4, 8), (2,)).state_dict(), root / "models" / "model.pt")
     m = load_model(ModelSpec.from_dict({"name": "b", "kind": "monai_bundle", "path": str(root),
-                                        "terms": ["liver", "spleen"]}), "cpu")
+                                        "terms": ["liver", "spleen"], "intensity": {"mean": 0, "std": 1},
+                                        "spacing_mm": None, "orientation": None}), "cpu")
     assert type(m.net).__name__ == "UNet" and not marker.exists()
 
 

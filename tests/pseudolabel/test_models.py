@@ -60,7 +60,8 @@ def test_monai_bundle(tmp_path: Path) -> None:
     (root / "models").mkdir()
     (root / "configs" / "inference.json").write_text(json.dumps({
         "network_def": {"_target_": "monai.networks.nets.UNet", "spatial_dims": 3, "in_channels": 1,
-                        "out_channels": 3, "channels": [4, 8], "strides": [2]}}))
+                        "out_channels": 3, "channels": [4, 8], "strides": [2]},
+        "preprocessing": {"_target_": "Compose", "transforms": [{"_target_": "LoadImaged", "keys": "image"}]}}))
     (root / "configs" / "metadata.json").write_text(json.dumps({"network_data_format": {"outputs": {"pred": {
         "channel_def": {"0": "background", "1": "liver", "2": "spleen"}}}}}))
     from monai.networks.nets import UNet
