@@ -67,6 +67,12 @@ def _where(spec: ModelSpec) -> str:
 
 
 def _json(path: Path, spec: ModelSpec) -> dict[str, Any]:
+    inside = [] if path.exists() else result_folders(path.parent)
+    if inside:
+        raise ConfigError("config_error", f"{_where(spec)} is not an nnU-Net result folder: it holds "
+                          f"{len(inside)} result folder(s) but no {path.name} of its own",
+                          remedy="point `path` at the trained result folder (Trainer__Plans__configuration), "
+                          "e.g. " + ", ".join(str(p) for p in inside[:4]))
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -146,10 +152,24 @@ def checkpoints(spec: ModelSpec) -> list[Path]:
         if p.is_file():
             return [p]
     have = sorted(p.parent.name for p in root.glob("fold_*/checkpoint_final.pth"))
+    inside = result_folders(root) if not have else []
+    if inside:  # `path` names the dataset folder (or nnUNet_results) that holds the result folder(s)
+        raise ConfigError("config_error", f"{_where(spec)} is not an nnU-Net result folder: it holds "
+                          f"{len(inside)} result folder(s) but no plans.json or fold_N/ of its own",
+                          remedy="point `path` at the trained result folder (Trainer__Plans__configuration), "
+                          "e.g. " + ", ".join(str(p) for p in inside[:4]))
     raise ConfigError("config_error", f"{_where(spec)}: no {' or '.join(f'fold_{f}' for f in folds)}/"
                       "checkpoint_final.pth", remedy=f"the folder has {have or 'no checkpoint'}: give `fold:` "
                       "(a number, all, or a list of folds to average) of them, or point `path` at the trained "
                       "result folder")
+
+
+def result_folders(root: Path) -> list[Path]:
+    """Result folders (a plans.json beside fold_N/) one or two levels below ``root``: what a
+    ``path`` naming a dataset folder or nnUNet_results instead of the result folder holds."""
+    found = {p.parent for depth in ("*/plans.json", "*/*/plans.json") for p in root.glob(depth)
+             if any(p.parent.glob("fold_*"))}
+    return sorted(found)
 
 
 def files(spec: ModelSpec) -> dict[str, Path]:

@@ -343,3 +343,15 @@ def test_zscore_reader(mode: str) -> None:
     assert out.shape == (20, 18, 75)
     far = ~ndimage.binary_dilation(filled, iterations=3)[::2, ::2, ::2]
     assert (out[far] == 0).all() if mode == "nonzero" else np.allclose(out[far], -region.mean() / region.std())
+
+
+def test_a_dataset_folder_as_path_names_the_result_folders_inside(tmp_path: Path) -> None:
+    """`path` at Dataset123_X (or nnUNet_results) said "no fold_0 ... the folder has no checkpoint"."""
+    root = result_folder(tmp_path)
+    for up in (root.parent, root.parent.parent):
+        spec = ModelSpec.from_dict({"name": "nn", "kind": "nnunet", "path": str(up), "orientation": "SAR"})
+        for call in (spec.fingerprint, lambda u=up: nnunet(u)):
+            with pytest.raises(ConfigError, match="is not an nnU-Net result folder: it holds 1 result folder") as e:
+                call()
+            assert f"point `path` at the trained result folder (Trainer__Plans__configuration), e.g. {root}" \
+                in str(e.value)
