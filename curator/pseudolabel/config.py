@@ -141,14 +141,11 @@ def _describe(spec: ModelSpec, values: tuple[Any, ...] | None, unit: str) -> str
 
 def check_ensemble(specs: tuple[ModelSpec, ...], patch: tuple[int, ...] | None) -> tuple[int, ...]:
     """The ensemble's common patch (the first model's axes); members must share one physical grid
-    (spacing along the body axes, whatever each model's axis order), patch and intensity handling."""
+    (spacing along the body axes, whatever each model's axis order) and patch. Each normalises its
+    input its own way (``intensity``: the reader makes each member's input, ``SlabReader.for_intensity``)."""
     if not specs:
         raise ConfigError("config_error", "stages.pseudolabel has no models",
                           remedy="set `ensemble:` (e.g. demo) or list `models:`")
-    intensities = {repr(s.intensity) for s in specs}
-    if len(intensities) > 1:
-        raise ConfigError("config_error", f"the ensemble's models disagree on intensity: {sorted(intensities)}",
-                          remedy="ensemble members must share one input normalisation")
     if len({_grid_key(s, s.spacing_mm) for s in specs}) > 1:
         raise ConfigError("config_error", "the ensemble's models are trained on different grids: "
                           + "; ".join(_describe(s, s.spacing_mm, "mm") for s in specs),

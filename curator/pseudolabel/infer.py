@@ -131,8 +131,9 @@ def _infer_case(reader: SlabReader, models: Sequence[LoadedModel], targets: Sequ
     with contextlib.ExitStack() as stack:
         if etta.enabled:
             stack.enter_context(_ETTA_LOCK)
-            xb = _etta_patches(reader, pp, etta.patches, etta.seed).to(models[0].device)
-            for m in models:
+            for m in models:  # each member's patches as it normalises them (the same positions)
+                xb = _etta_patches(reader.for_intensity(m.spec.intensity), pp, etta.patches,
+                                   etta.seed).to(models[0].device)
                 orient = axis_map(orientation, m.spec.orientation)
 
                 def fwd(x: torch.Tensor, m: LoadedModel = m, orient: Any = orient) -> torch.Tensor:

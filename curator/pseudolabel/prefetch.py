@@ -57,12 +57,13 @@ def make_reader(store: CaseStore, specs: tuple[ModelSpec, ...], patch: tuple[int
             dst[perm[a]] = float(lead.spacing_mm[a])
     norm = dict(store.attrs.get("normalisation") or {})
     check_normalisation(norm)
-    if not norm and not lead.intensity:
-        raise InputError("normalisation_missing", "the store does not say how to normalise its image and the "
-                         "models declare no `intensity`", path=str(store.path),
+    bare = [s.name for s in specs if not s.intensity]
+    if not norm and bare:
+        raise InputError("normalisation_missing", "the store does not say how to normalise its image and "
+                         f"model(s) {bare} declare no `intensity`", path=str(store.path),
                          remedy="re-run preprocess, or add `intensity: {clip, mean, std}` to the model specs")
     reader = SlabReader(store.reader("image"), norm, dict(lead.intensity), g.spacing, tuple(dst) if dst else None,
-                        cfg.resample_tolerance)
+                        cfg.resample_tolerance, per_member=True)
     return reader, g.orientation, (patch_s[0], patch_s[1], patch_s[2])
 
 

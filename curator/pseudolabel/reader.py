@@ -30,6 +30,7 @@ go back to the store grid by nearest neighbour (:func:`to_source_grid`).
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -161,13 +162,31 @@ def _interp(arr: F32, axis: int, n_dst: int, n_src: int, offset: int = 0,
     return (lo * (1 - w) + hi * w).astype(np.float32)
 
 
+def intensity_key(intensity: dict[str, Any]) -> str:
+    """``intensity`` by value: ``{clip: [-200, 300], mean: 50}`` and ``{mean: 50.0, clip: [-200.0,
+    300.0]}`` are one normalisation (numbers as floats, keys sorted)."""
+    def canon(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [canon(x) for x in v]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        return v
+
+    return json.dumps({str(k): canon(v) for k, v in intensity.items()}, sort_keys=True)
+
+
 class SlabReader:
     """Network-input slabs (rows along the last axis) of a stored image on the model's grid."""
 
     def __init__(self, array: Any, norm: dict[str, Any], intensity: dict[str, Any],
                  src_spacing: tuple[float, ...] | None = None, dst_spacing: tuple[float, ...] | None = None,
-                 tolerance: float = 0.1) -> None:
+                 tolerance: float = 0.1, *, per_member: bool = False) -> None:
         self.array, self.norm, self.intensity = array, norm, intensity
+        # True: each model of an ensemble gets its input normalised by its own `intensity` (the
+        # stage's reader); False: every model gets this reader's input as it is (the caller's choice)
+        self.per_member = per_member
+        self._args = (src_spacing, dst_spacing, tolerance)
+        self._siblings: dict[str, SlabReader] = {intensity_key(intensity): self}
         self.mask: NDArray[np.bool_] | None = None  # input is 0 outside (zscore: nonzero)
         if intensity.get("zscore"):
             stats, self.mask = zscore(array, norm, str(intensity["zscore"]))
@@ -183,6 +202,17 @@ class SlabReader:
                                    zip(self.src_shape, ratios, strict=True))
         self.spacing = tuple(dst_spacing) if self.resampled and dst_spacing else tuple(src_spacing or (1.0,) * 3)
         self._warm: dict[tuple[int, int], F32] = {}
+
+    def for_intensity(self, intensity: dict[str, Any]) -> SlabReader:
+        """A reader of the same image on the same grid for a member that normalises it its own way
+        (itself when ``intensity`` is its own, by value, or the reader is not ``per_member``); made
+        once per normalisation."""
+        if not self.per_member:
+            return self
+        key = intensity_key(intensity)
+        if key not in self._siblings:
+            self._siblings[key] = SlabReader(self.array, self.norm, dict(intensity), *self._args, per_member=True)
+        return self._siblings[key]
 
     def warm(self, z0: int, z1: int) -> None:
         """Read rows [z0, z1) now (e.g. in a prefetch thread); the next ``slab(z0, z1)`` returns them."""

@@ -174,18 +174,27 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
     running_mean = blend != "float32"
     wsum = {k: torch.zeros((PX, PY, pz), dtype=torch.float32, device=device) for k in gauss}
     windows = [(x, y) for x in xs for y in ys]
+    # each member's input as it normalises it: one reader per distinct normalisation (by value)
+    member_readers = [reader.for_intensity(m.spec.intensity) for m in models]
+    readers = list({id(r): r for r in member_readers}.values())
+    which = [next(i for i, r in enumerate(readers) if r is mr) for mr in member_readers]
+
+    def read(z0: int) -> list[NDArray[np.float32]]:
+        return [r.slab(z0, z0 + pz) for r in readers]
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-slab") as pool:
-        nxt: Future[NDArray[np.float32]] = pool.submit(reader.slab, zs[0], zs[0] + pz)
+        nxt: Future[list[NDArray[np.float32]]] = pool.submit(read, zs[0])
         for k, z in enumerate(zs):
-            slab = nxt.result()
+            slabs = nxt.result()
             if k + 1 < len(zs):
-                nxt = pool.submit(reader.slab, zs[k + 1], zs[k + 1] + pz)
-            slab = np.pad(slab, [(0, PX - X), (0, PY - Y), (0, 0)], mode="edge") if (PX, PY) != (X, Y) else slab
-            src = torch.from_numpy(np.ascontiguousarray(slab)).to(device)
+                nxt = pool.submit(read, zs[k + 1])
+            srcs = [torch.from_numpy(np.ascontiguousarray(
+                np.pad(slab, [(0, PX - X), (0, PY - Y), (0, 0)], mode="edge") if (PX, PY) != (X, Y) else slab
+            )).to(device) for slab in slabs]
             with torch.inference_mode():
                 for b0 in range(0, len(windows), batch):
                     win = windows[b0:b0 + batch]
-                    xb = torch.stack([src[x:x + px, y:y + py] for x, y in win])[:, None]
+                    xbs = [torch.stack([src[x:x + px, y:y + py] for x, y in win])[:, None] for src in srcs]
                     ratios: dict[tuple[Any, ...], list[torch.Tensor]] = {key: [] for key in gauss}
                     if running_mean:  # each window's share of the weight so far (windows may overlap)
                         for key, g in gauss.items():
@@ -194,7 +203,7 @@ def sliding_window(reader: SlabReader, models: Sequence[LoadedModel], patch: Seq
                                 ratios[key].append(g / (w + g))
                                 w += g
                     for m, model in enumerate(models):
-                        out = _run(model, xb, orients[m], amp)
+                        out = _run(model, xbs[which[m]], orients[m], amp)
                         g = gauss[keys[m]]
                         for i, (x, y) in enumerate(win):
                             a = acc[m][:, x:x + px, y:y + py]

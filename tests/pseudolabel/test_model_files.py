@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from curator.errors import ConfigError
+from curator.pseudolabel.config import check_ensemble
 from curator.pseudolabel.models import ModelSpec, load_ensemble, load_ensemble_file, load_model
 from curator.pseudolabel.nets import TinyUNet
 from curator.pseudolabel.reader import SlabReader
@@ -72,6 +73,7 @@ def test_a_bundle_and_the_same_network_as_a_module_predict_alike(tmp_path: Path)
         "weights": str(root / "models" / "model.pt"), "terms": ["liver", "spleen"], "patch": [16, 16, 16],
         "spacing_mm": [1.5, 1.5, 2], "orientation": "RAS", "modalities": ["CT"],
         "intensity": {"clip": [-57, 164], "mean": -57, "std": 221}}), "cpu")
+    assert check_ensemble((b.spec, m.spec), None) == (16, 16, 16)  # one normalisation, written as floats and ints
     raw = np.random.default_rng(0).uniform(-1000, 1000, (16, 16, 16)).astype(np.float32)
     xs = [torch.from_numpy(SlabReader(raw, {}, lm.spec.intensity).slab(0, 16))[None, None] for lm in (b, m)]
     assert torch.equal(xs[0], xs[1])

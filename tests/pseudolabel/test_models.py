@@ -14,7 +14,7 @@ import torch
 from curator.errors import ConfigError
 from curator.pseudolabel.etta import EttaConfig, adapted, norm_parameters
 from curator.pseudolabel.infer import infer_case
-from curator.pseudolabel.models import ModelSpec, load_ensemble_file, load_model
+from curator.pseudolabel.models import LoadedModel, ModelSpec, load_ensemble_file, load_model
 from curator.pseudolabel.nets import TinyUNet
 from curator.pseudolabel.reader import SlabReader, to_source_grid
 from curator.pseudolabel.window import axis_map, gaussian_map, sliding_window, starts
@@ -533,3 +533,45 @@ def test_network_input_from_the_store_normalisation(norm: dict[str, Any], expect
 
     stored = np.array([-500, -150, 0, 150, 900], np.int16).reshape(1, 1, 5)
     np.testing.assert_allclose(network_input(stored, norm, {})[0, 0], expected, atol=1e-6)
+
+
+def test_members_normalise_their_input_each_their_own_way() -> None:
+    """An ensemble of members with different `intensity` (two nnU-Net models of different datasets,
+    one and a MONAI-style model) runs: each member sees the input it was trained on, as if it ran alone."""
+    from curator.pseudolabel.config import check_ensemble
+
+    torch.manual_seed(0)
+    net = TinyUNet(out_channels=3).eval()
+    intensities = [{"clip": [-200, 300], "mean": 50, "std": 100}, {"zscore": "image"},
+                   {"clip": [-150.0, 250.0], "mean": 60.0, "std": 60.0}]
+    members = []
+    for i, intensity in enumerate(intensities):
+        m = load_model(ModelSpec.from_dict({**SPEC, "name": f"m{i}", "intensity": intensity}), "cpu")
+        m.net.load_state_dict(net.state_dict())
+        members.append(m)
+    assert check_ensemble(tuple(m.spec for m in members), None) == (16, 16, 16)
+    raw = np.random.default_rng(0).uniform(-1000, 1000, (24, 20, 30)).astype(np.float32)
+
+    def run(models: list[LoadedModel]) -> list[np.ndarray]:  # type: ignore[type-arg]
+        reader = SlabReader(raw, {}, dict(models[0].spec.intensity), per_member=True)  # as the stage makes it
+        return [np.concatenate(p, axis=-1) for p in zip(*[[a.copy() for a in probs] for _, _, probs in
+                                                           sliding_window(reader, models, (16, 16, 16))],
+                                                         strict=True)]
+
+    together = run(members)
+    for m, got in zip(members, together, strict=True):
+        (alone,) = run([m])
+        assert np.array_equal(got, alone)
+    assert not np.allclose(together[0], together[1])
+
+
+def test_one_normalisation_written_two_ways_is_one() -> None:
+    """`[-200, 300]` and `[-200.0, 300.0]`, or the keys in another order, were compared as text."""
+    from curator.pseudolabel.config import check_ensemble
+
+    a = ModelSpec.from_dict({**SPEC, "name": "a", "intensity": {"clip": [-200, 300], "mean": 50, "std": 100}})
+    b = ModelSpec.from_dict({**SPEC, "name": "b", "intensity": {"std": 100.0, "mean": 50.0, "clip": [-200.0, 300.0]}})
+    assert check_ensemble((a, b), None) == (16, 16, 16)
+    reader = SlabReader(np.zeros((4, 4, 4), np.float32), {}, dict(a.intensity), per_member=True)
+    assert reader.for_intensity(b.intensity) is reader  # read and normalised once for both
+    assert reader.for_intensity({"mean": 0, "std": 1}) is not reader
