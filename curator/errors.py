@@ -217,6 +217,10 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("revised_label_lost", "the labels table lists a reviewed label the case's store does not hold "
                 "(the store was rebuilt without the workspace's copy of the review)",
                 "run `curator review import` on the review folder again, then release again"),
+    ProblemKind("ensemble_not_applicable", "no model of the pseudolabel ensemble runs on any case of the workspace "
+                "(the models' `modalities:` name none of the cases' modalities): no case gets pseudo labels, and an "
+                "earlier ensemble's are removed", "use models trained for the cases' modality, or correct the "
+                "models' `modalities:` in the ensemble file (left out: the model runs on every case)"),
     ProblemKind("attention_outdated", "a case's pseudolabel attention map is missing or in an older format",
                 "run the pseudolabel stage again (it re-infers the case)"),
     ProblemKind("nifti_qform_sform", "a NIfTI header sets a qform and an sform that place the volume apart; "

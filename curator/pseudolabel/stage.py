@@ -27,7 +27,7 @@ from curator.pseudolabel.config import PseudolabelConfig, check_ensemble
 from curator.pseudolabel.infer import ensemble_terms, infer_case
 from curator.pseudolabel.models import ModelSpec, ensemble_fingerprint, load_ensemble
 from curator.pseudolabel.terms import ancestors, resolve_model_terms, term_id, uncovered
-from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task
+from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.schema import to_arrow
 from curator.store import CaseStore
 
@@ -85,14 +85,16 @@ class PseudolabelStage(Stage):
         annotated = self._annotated()
         tasks: list[Task] = []
         missing = 0
+        unlabelled: dict[str, int] = {}  # modality -> cases no member of the ensemble runs on
         for row in (cases.to_pylist() if cases is not None else []):
             cid = row["case_id"]
             store = ws.stores_dir / f"{cid}.zarr"
             if not row.get("has_image") or not (store / "zarr.json").exists():
                 missing += bool(row.get("has_image"))
                 continue
-            if not any(s.runs_on(row.get("modality")) for s in specs):  # no member labels this modality
-                continue
+            if not any(s.runs_on(row.get("modality")) for s in specs):  # no member labels this modality:
+                m = str(row.get("modality") or "unknown")  # planned all the same, so that process()
+                unlabelled[m] = unlabelled.get(m, 0) + 1  # removes an earlier ensemble's pseudo layer
             upstream = ws.read_case_result("preprocess", cid) or {}
             fp = sha256_json([upstream.get("key"), row.get("image_sha256"), row.get("label_sha256"), models_fp])
             payload = {"dataset": row["dataset"], "modality": row.get("modality"),
@@ -100,9 +102,30 @@ class PseudolabelStage(Stage):
             tasks.append(Task(cid, payload, fp[:32], dataset=row["dataset"], path=f"stores:{cid}.zarr"))
         if missing:
             log.info("pseudolabel: %d case(s) have no store yet (run preprocess); skipped", missing)
-        queue = [[t.case_id, str(ws.stores_dir / f"{t.case_id}.zarr")] for t in tasks]
+        if unlabelled:
+            self._not_applicable(cfg, specs, unlabelled, len(tasks))
+        runs = [t for t in tasks if any(s.runs_on(t.payload.get("modality")) for s in specs)]
+        queue = [[t.case_id, str(ws.stores_dir / f"{t.case_id}.zarr")] for t in runs]  # prefetched in turn
         atomic_write_json(ws.stage_dir(self.name) / "queue.json", queue, indent=None)
         return tasks
+
+    def _not_applicable(self, cfg: PseudolabelConfig, specs: tuple[ModelSpec, ...], unlabelled: dict[str, int], planned: int) -> None:
+        """Say which cases no member of the ensemble runs on (its models' ``modalities``): a
+        warning when that is every case (the run labels nothing), else a log line."""
+        models = "; ".join(f"{s.name}: {', '.join(s.modalities) or 'any'}" for s in specs)
+        cases = ", ".join(f"{n} {m}" for m, n in sorted(unlabelled.items()))
+        if sum(unlabelled.values()) < planned:
+            log.info("pseudolabel: no model of the ensemble runs on %s case(s) (models' modalities: %s); "
+                     "they get no pseudo labels", cases, models)
+            return
+        err = ConfigError("ensemble_not_applicable", f"no model of the ensemble runs on any case: the models "
+                          f"declare modalities ({models}), the workspace's cases are {cases}; no case gets pseudo "
+                          "labels (an earlier ensemble's are removed)",
+                          remedy="give the ensemble models trained for the cases' modality, or correct the models' "
+                          "`modalities:` (leave it out to run a model on every case)")
+        where = cfg.ensemble or "stages.pseudolabel.models"  # as pipeline.yaml names it
+        self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=None, path=where,
+                                               severity="warning"))
 
     def _ensemble(self, cfg: PseudolabelConfig, specs: tuple[ModelSpec, ...], fingerprints: list[str]
                   ) -> dict[str, Any]:
@@ -180,6 +203,9 @@ class PseudolabelStage(Stage):
             raise InputError("image_missing", "the case store has no image", path=str(store.path))
         ens = p["ensemble"]
         specs = tuple(ModelSpec.from_dict(d) for d in ens["models"])
+        if not any(s.runs_on(p.get("modality")) for s in specs):  # no member labels the case's modality:
+            outputs.clear_case(store, ws, task.case_id)  # an earlier ensemble's labels are not this one's
+            return CaseOutput()
         device = cfg.resolved_device()
         threads = cfg.threads or env.threads
         if threads and device == "cpu":

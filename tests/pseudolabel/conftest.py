@@ -33,10 +33,13 @@ def case_row(cid: str, dataset: str) -> dict[str, Any]:
 def phantom_ws(tmp_path: Path):
     """(Context, stage settings) for a workspace of four phantom cases."""
 
-    def make(**stage: Any) -> tuple[Context, dict[str, Any]]:
+    def make(keep_stores: bool = False, **stage: Any) -> tuple[Context, dict[str, Any]]:
+        """``keep_stores``: the same workspace with other stage settings (the stores as an earlier
+        run left them), else new phantom stores."""
         ws = Workspace(tmp_path / "ws").init()
         for i, (cid, _, ann) in enumerate(CASES):
-            write_phantom_store(ws.stores_dir / f"{cid}.zarr", 100 + i, ann)
+            if not (keep_stores and (ws.stores_dir / f"{cid}.zarr").exists()):
+                write_phantom_store(ws.stores_dir / f"{cid}.zarr", 100 + i, ann)
         ws.write_table("cases", to_arrow("cases", [case_row(c, d) for c, d, _ in CASES]))
         settings = {"models": band_specs(3), "overlap": 0.5, **stage}
         off = {"enabled": False}  # the workspace is what ingest and preprocess would leave

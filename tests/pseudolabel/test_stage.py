@@ -107,13 +107,37 @@ def test_a_case_left_with_nothing_to_label_loses_its_old_pseudo_labels(phantom_w
     run_stage(ctx, PseudolabelStage)
     cid = CASES[0][0]
     assert "pseudo" in CaseStore(ctx.workspace.stores_dir / f"{cid}.zarr").layers()
-    ctx2, _ = phantom_ws(terms=["spleen"])  # what MSD_Spleen annotates itself
+    ctx2, _ = phantom_ws(keep_stores=True, terms=["spleen"])  # what MSD_Spleen annotates itself
     report = run_stage(ctx2, PseudolabelStage)
     assert report.failed == 0
     assert "pseudo" not in CaseStore(ctx.workspace.stores_dir / f"{cid}.zarr").layers()
     assert not attention_path(ctx.workspace.root, cid).exists()
     other = CASES[2][0]  # a Pancreas case: re-labelled with this run's target only
     assert CaseStore(ctx.workspace.stores_dir / f"{other}.zarr").terms("pseudo") == ["spleen"]
+
+
+def test_an_ensemble_that_runs_on_no_case_removes_the_earlier_pseudo_labels_and_says_so(phantom_ws) -> None:  # type: ignore[no-untyped-def]
+    """An ensemble whose members declare `modalities: [MR]` on CT cases planned no case: the tables
+    lost their pseudo rows but every store kept the earlier ensemble's pseudo layer (store_terms,
+    the loader and exports read it), and the run said "0 cases, 0 warnings"."""
+    from curator.testing.segmodels import band_specs
+
+    ctx, _ = phantom_ws()
+    run_stage(ctx, PseudolabelStage)
+    ws = ctx.workspace
+    assert all("pseudo" in CaseStore(ws.stores_dir / f"{c}.zarr").layers() for c, _, _ in CASES)
+    mr = [dict(m, modalities=["MR"]) for m in band_specs(3)]
+    ctx2, _ = phantom_ws(keep_stores=True, models=mr)
+    report = run_stage(ctx2, PseudolabelStage)
+    assert report.failed == 0 and report.warnings == 1
+    for cid, _, _ in CASES:
+        assert "pseudo" not in CaseStore(ws.stores_dir / f"{cid}.zarr").layers(), cid
+        assert not attention_path(ws.root, cid).exists()
+    assert ws.read_table("_labels_pseudo").num_rows == 0 and ws.read_table("attention").num_rows == 0
+    (row,) = ws.read_table("problems__pseudolabel").to_pylist()
+    assert row["kind"] == "ensemble_not_applicable" and row["severity"] == "warning"
+    assert "band0: MR" in row["message"] and "4 CT" in row["message"]
+    assert run_stage(ctx2, PseudolabelStage).cached == 4  # cleared once, not on every run
 
 
 def test_model_outputs_are_named_through_the_taxonomy(phantom_ws) -> None:
