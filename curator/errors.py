@@ -361,6 +361,11 @@ _KINDS: list[ProblemKind] = [
                 "import of the case is kept, carried over onto the new grid: then a warning)",
                 "export the case again into a new folder (--include-reviewed for a case reviewed before) and save "
                 "the revision there"),
+    ProblemKind("review_accept_invalid", "worklist.csv's accept column of a review export names a structure the "
+                "case's export has no label of, a case the export did not write, or accepts a case whose exported "
+                "label file was changed or removed; nothing of the case was imported",
+                "write `all` or term ids of the case's codes.json in the accept column of the export's own rows; "
+                "save corrections as revised.nii.gz"),
     ProblemKind("revised_label_invalid", "a revised label file from review does not fit its case",
                 "re-export the revised label on the case's grid (same shape as the preview's volume)"),
     ProblemKind("worker_crashed", "the worker process died on this case (crash or out of memory)",

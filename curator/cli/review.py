@@ -54,7 +54,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def import_(pipeline: PipelineArg,
                 folder: Annotated[Path, typer.Argument(help="the export folder holding <case>/revised.nii.gz",
                                                        exists=True, file_okay=False)]) -> None:
-        """Bring revised labels back as each case's `revised` layer (origin=revised)."""
+        """Bring revised labels back as each case's `revised` layer (origin=revised), with the labels
+        worklist.csv's accept column accepts as correct. Exit code 1 when a revision was refused."""
         from curator.config import PipelineConfig
         from curator.pseudolabel.review_import import (
             check_has_cases,
@@ -67,8 +68,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ws = Workspace(PipelineConfig.load(pipeline).workspace)
         check_has_cases(ws)  # before the lock, which would create the workspace
         unchanged: dict[str, str] = {}
+        outcome: dict[str, tuple[list[str], list[str]]] = {}
         with ws.locked("review import"):
-            done, problems = import_review(ws, folder, unchanged)
+            done, problems = import_review(ws, folder, unchanged, outcome)
             record_import_problems(ws, done + sorted(unchanged), problems)  # an unchanged case's old refusal goes
         for p in problems:
             cid, kind, msg = p["case_id"] or "", p["kind"], p["message"]
@@ -76,13 +78,22 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             err.print(f"[yellow]![/] {escape(f'{cid}: [{kind}] {msg}')}", highlight=False)
         for cid, why in sorted(unchanged.items()):
             err.print(f"[cyan]note[/] {escape(f'{cid}: {why}')}", highlight=False)
-        err.print(f"[green]✓[/] imported {len(done)} revised case(s)"
-                  + (f", {len(unchanged)} unchanged since their import" if unchanged else ""), highlight=False)
+        revised = sum(bool(outcome[c][0]) for c in done)
+        summary = (f"{revised} case(s) revised, {len(done) - revised} accepted unchanged"
+                   + (f", {len(unchanged)} with nothing to import" if unchanged else ""))
+        if problems and not done:  # nothing came in: not a success, whatever else was said
+            err.print(f"[bold red]✗[/] nothing imported: {len(problems)} case(s) refused (above); {summary}",
+                      highlight=False)
+        else:
+            err.print(f"[green]✓[/] {summary}" + (f"; {len(problems)} case(s) refused (above)" if problems else ""),
+                      highlight=False)
         pending = unrevised_cases(folder)
         if pending and (done or problems or unchanged):
             err.print(f"  {len(pending)} exported case(s) hold no revision yet", highlight=False)
         if not done and not problems and not unchanged:
-            err.print(f"[yellow]note[/] no case folder of {escape(str(folder))} holds a revised.nii.gz yet: reviewers "
-                      "save each corrected label as <case>/revised.nii.gz", highlight=False)
+            err.print(f"[yellow]note[/] no case folder of {escape(str(folder))} holds a revised.nii.gz yet, and "
+                      "worklist.csv accepts no case: reviewers save each corrected label as <case>/revised.nii.gz, "
+                      "and write `all` (or term ids) in worklist.csv's accept column for labels that are correct",
+                      highlight=False)
         if problems:
             raise typer.Exit(1)

@@ -20,7 +20,9 @@ codes); ``import_review`` (in :mod:`curator.pseudolabel.review_import`) writes i
 rows with origin ``revised`` (stored in the private table ``_labels_revised``). Only the codes
 the reviewer changed from what the export wrote (``export.json`` holds a checksum of each
 code's exported mask) become revised labels: a code left as exported keeps its state in the
-store as it is at import — a pseudo label, re-computed if pseudolabel re-ran in between.
+store as it is at import — a pseudo label, re-computed if pseudolabel re-ran in between —
+unless the reviewer accepted it (worklist.csv's ``accept`` column: ``all`` or term ids), which
+makes it a revised label as exported.
 
 Cases already reviewed (a revision was imported) are left out of later exports: the
 attention ranking does not change when a revision comes in. ``include_reviewed=True``
@@ -33,6 +35,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import io
 import json
 import logging
 import math
@@ -148,7 +151,14 @@ correct it painting only with the codes of codes.json (0 = background), and save
 in the case's folder as revised.nii.gz, on the same grid (do not crop or resample). Leave
 codes.json and export.json as they are, and do not rename the case folders: import takes
 only the case folders this export wrote. Only the labels you change become reviewed labels;
-a code left exactly as exported stays a pseudo label. A case you do not correct needs nothing.
+a code left exactly as exported stays a pseudo label — saving a file unchanged records nothing.
+
+To record that labels are correct as they are, write in worklist.csv's accept column, on
+the case's row: `all` (every structure of the case), or the term ids you checked separated by
+`;` (e.g. `liver;spleen`). Accepted labels become reviewed labels as exported (as the file
+you opened shows them), with or without a revised.nii.gz; the structures you changed in a
+revised.nii.gz are taken as you saved them. A case you neither correct nor accept needs
+nothing: it stays on the worklist. Keep the worklist's other columns as they are.
 
 Then: curator review import pipeline.yaml <this folder>
 Save as revised.nii.gz (revised.nii and revised.nrrd are read too; a 3D Slicer .seg.nrrd is
@@ -304,15 +314,9 @@ def _unsafe_to_rewrite(store: CaseStore, folder: Path) -> bool:
     new record: a revision is kept when the record is unchanged, overwritten only when it is
     exactly the ``revised.nii.gz`` the export writes."""
     files = revision_files(folder)
-    if not files:
+    if not files or _same_record(store, folder):
         return False
-    _, _, shown, record = _editable(store)
-    try:
-        old = read_record(folder)
-        if old == record or ("grid" not in old and {**old, "grid": record["grid"]} == record):
-            return False  # (a record by an older curator holds no grid)
-    except InputError:
-        pass
+    shown = _editable(store)[2]
     if shown is None or [f.name for f in files] != ["revised.nii.gz"]:
         return True
     try:
@@ -321,6 +325,17 @@ def _unsafe_to_rewrite(store: CaseStore, folder: Path) -> bool:
     except Exception:  # noqa: BLE001 - an unreadable file is the reviewer's to keep
         return True
     return not np.array_equal(saved, shown)
+
+
+def _same_record(store: CaseStore, folder: Path) -> bool:
+    """Whether the case folder's record is the one an export of the store would write now (its
+    labels did not change since it was exported)."""
+    try:
+        old = read_record(folder)
+    except InputError:
+        return False
+    record = _editable(store)[3]  # (a record by an older curator holds no grid)
+    return old == record or ("grid" not in old and {**old, "grid": record["grid"]} == record)
 
 
 def record_digest(record: dict[str, Any], key: bytes) -> str:
@@ -403,6 +418,37 @@ def read_record(folder: Path) -> dict[str, Any]:
     return record
 
 
+ACCEPT_ALL = ("all", "yes", "y", "x", "ok", "true", "1")  # worklist.csv's accept: every structure of the case
+
+
+def worklist_rows(folder: Path) -> list[dict[str, str]]:
+    """The rows of ``folder/worklist.csv`` as a reviewer saved it (a spreadsheet's save is read
+    too: a byte order mark, ``;`` or tab between the cells); none when there is no worklist or it
+    has no ``accept`` column (a release's, or an export written before the column existed)."""
+    path = folder / "worklist.csv"
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("config_error", f"worklist.csv cannot be read ({e.__class__.__name__})", path=str(path),
+                          remedy="save it as CSV in UTF-8 (the columns as the export wrote them)") from e
+    header = text.split("\n", 1)[0]
+    reader = csv.DictReader(io.StringIO(text), delimiter=max(",;\t", key=header.count))
+    if "accept" not in (reader.fieldnames or []):
+        return []
+    if "case_id" not in (reader.fieldnames or []):
+        raise ConfigError("config_error", "worklist.csv has an accept column but no case_id column", path=str(path),
+                          remedy="keep the worklist's columns as the export wrote them; fill in `accept` only")
+    return [{str(k): str(v or "").strip() for k, v in r.items() if k is not None} for r in reader]
+
+
+def read_accepts(folder: Path) -> dict[str, str]:
+    """``{case id: its accept cell}``: the non-empty cells of worklist.csv's ``accept`` column."""
+    return {r.get("case_id", ""): r["accept"] for r in worklist_rows(folder) if r.get("accept")}
+
+
+
 def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *, fraction: float | None = None,
                   top: int | None = None, images: bool = True, editable: bool = True,
                   include_reviewed: bool = False) -> ReviewExport:
@@ -425,17 +471,20 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
     for r in attention:
         by_case.setdefault(r["case_id"], []).append(r)
     kept: set[str] = set()
+    earlier = worklist_rows(out) if editable else []  # a worklist of this folder, its accept marks
+    accepts = {r.get("case_id", ""): r["accept"] for r in earlier if r.get("accept")}
     if editable:  # before anything is written: a reviewer's revision not imported yet is not overwritten
         unsafe = []
         for cid in chosen:
             folder, store = out / cid, CaseStore(workspace / "stores" / f"{cid}.zarr")
-            if _unsafe_to_rewrite(store, folder):
+            if _unsafe_to_rewrite(store, folder) or (cid in accepts and not _same_record(store, folder)):
                 unsafe.append(cid)
             elif revision_files(folder):
                 kept.add(cid)
         if unsafe:
-            raise ConfigError("config_error", f"case folder(s) {', '.join(unsafe)} hold a revision not imported yet, "
-                              "which this export would overwrite (or judge against labels that changed since)",
+            raise ConfigError("config_error", f"case folder(s) {', '.join(unsafe)} hold a revision not imported yet (a "
+                              "revised file, or an accept in worklist.csv), which this export would overwrite (or "
+                              "judge against labels that changed since)",
                               path=str(out), remedy="import the revisions first (`curator review import "
                               "pipeline.yaml FOLDER`), or export into another folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -470,8 +519,11 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
                       "pseudo_label": f"{cid}/pseudo.nii.gz" if editable else "",
                       "open_label": f"{cid}/{records[cid]['start']}" if editable else "",
                       "save_revised_as": f"{cid}/revised.nii.gz" if editable else "",
-                      "reviewed": cid in reviewed})
+                      "reviewed": cid in reviewed, "accept": accepts.get(cid, "")})
         res.cases.append(cid)
+    # an accept of an earlier export into this folder, for a case not exported now: its row stays
+    # (its folder and its listing in export.json stay too, so it still imports)
+    lines += [r for r in earlier if r.get("accept") and r.get("case_id") not in res.cases and (out / r.get("case_id", "")).is_dir()]
     if editable:
         from curator.workspace import Workspace
 
@@ -482,8 +534,8 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
             tmp.write_text(README.format(reviewed=extra), encoding="utf-8")
     with atomic_path(out / "worklist.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         cols = ["review_rank", "case_id", "dataset", "case_attention_size", "terms", "previews", "pseudo_label",
-                "open_label", "save_revised_as", "reviewed"]
-        w = csv.DictWriter(f, fieldnames=cols)
+                "open_label", "save_revised_as", "reviewed"] + (["accept"] if editable else [])
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(lines)
     return res

@@ -4,7 +4,8 @@ A reviewer saves the corrected label as ``<out>/<case_id>/revised.nii.gz`` in a 
 by :func:`curator.pseudolabel.review.export_review` (same grid and codes); :func:`import_review`
 writes it as the case's ``revised`` layer and returns ``labels`` rows with origin ``revised``
 (stored in the private table ``_labels_revised``). Only the codes the reviewer changed from what
-the export wrote become revised labels. The workspace keeps its own copy of each imported
+the export wrote become revised labels, and those the reviewer accepted as correct (worklist.csv's
+``accept`` column: ``all`` or term ids), which become revised labels as exported. The workspace keeps its own copy of each imported
 revision (``<workspace>/revised/<case_id>.npz``), from which preprocess rebuilds the layer.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,13 @@ from numpy.typing import NDArray
 from curator.errors import ConfigError, CuratorError, InputError, LabelError
 from curator.io.volume import Geometry
 from curator.pseudolabel.review import (
+    ACCEPT_ALL,
     check_listed,
     exported_grid,
     grid_text,
     load_revised_copy,
     mask_digest,
+    read_accepts,
     read_manifest,
     read_record,
     revised_copy_path,
@@ -63,13 +67,20 @@ def _merge_revision(before: list[tuple[Any, dict[int, list[str]]]], data: NDArra
     return merged, values
 
 
-def _read_revision(folder: Path, grid: Geometry, annotated: set[str],
-                   ) -> tuple[NDArray[Any], dict[int, list[str]], dict[int, list[str]]]:
-    """(the revision of ``folder`` on ``grid``, its codes, the codes the reviewer edited), or the
-    error saying why it cannot be imported."""
+def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: frozenset[int] = frozenset(),
+                   ) -> tuple[NDArray[Any], dict[int, list[str]], dict[int, list[str]], set[int]]:
+    """(the revision of ``folder`` on ``grid``, its codes, the codes to import — those the reviewer
+    edited, and the ``accepted`` ones as they are —, the codes edited), or the error saying why it
+    cannot be imported. A case accepted without a revision file is read from its ``pseudo.nii.gz``,
+    which must be as the export wrote it."""
     from curator.io.formats import read_volume
 
-    path = revision_file(folder)
+    from_export = accepted and not revision_files(folder)
+    if from_export and read_record(folder).get("start", "pseudo.nii.gz") != "pseudo.nii.gz":
+        raise InputError("review_accept_invalid", "worklist.csv accepts this case, reviewed before, but its "
+                         "revised.nii.gz (the export's, holding the earlier revision) is gone", path=str(folder),
+                         remedy="export the case again with --include-reviewed and accept it there")
+    path = folder / "pseudo.nii.gz" if from_export else revision_file(folder)
     try:
         codes = {int(k): list(v) for k, v in json.loads((folder / "codes.json").read_text()).items()}
     except (OSError, ValueError) as e:
@@ -89,12 +100,12 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str],
                          path=str(path), remedy="save the revision on the grid of pseudo.nii.gz")
     record = read_record(folder)
     exported = {int(c): list(ts) for c, ts in record["codes"].items()}
-    changed = sorted(c for c, ts in codes.items() if exported.get(c) != ts)
-    if changed:  # a code or term the export did not write would enter the release as a label unchecked
+    differ = sorted(c for c, ts in codes.items() if exported.get(c) != ts)
+    if differ:  # a code or term the export did not write would enter the release as a label unchecked
         raise InputError("revised_label_invalid", "codes.json differs from the one the export wrote (code "
                          + ", ".join(f"{c}: {codes[c]}" + (f", exported as {exported[c]}" if c in exported else
                                                              ", not a code of the case's pseudo labels")
-                                     for c in changed) + ")", path=str(folder / "codes.json"),
+                                     for c in differ) + ")", path=str(folder / "codes.json"),
                          remedy="keep the codes.json that `curator review export` wrote; paint with its codes only")
     data = np.asarray(vol.array)
     if data.dtype.kind == "f" and not np.all(np.equal(np.mod(data, 1), 0)):
@@ -114,14 +125,27 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str],
     # to that, or to the exported pseudo.nii.gz (the reviewer opened that instead), was not edited
     # now: it keeps the store's state — an earlier revision stays, it is not reverted.
     start, pseudo_masks = record["start_masks"], record.get("pseudo_masks", record["start_masks"])
-    edited = {c: ts for c, ts in keep.items()
-              if ts and mask_digest(data == c) not in (start.get(str(c)), pseudo_masks.get(str(c)))}
-    return data, codes, edited
+    changed = {c for c, ts in keep.items()
+               if ts and mask_digest(data == c) not in (start.get(str(c)), pseudo_masks.get(str(c)))}
+    if from_export and changed:  # an edit saved over pseudo.nii.gz: accepting it would take it unseen
+        raise InputError("review_accept_invalid", "worklist.csv accepts this case, and its pseudo.nii.gz was "
+                         "changed after the export (no revised.nii.gz was saved)", path=str(path),
+                         remedy="save the corrected label as revised.nii.gz (the codes left as exported and "
+                                "accepted are taken as they are)")
+    # an accepted code is a reviewer's label as exported: the start file's (an earlier revision
+    # over the pseudo labels left as they were), or the revision's code where it is unchanged
+    edited = {c: ts for c, ts in keep.items() if ts and (c in changed or c in accepted)}
+    return data, codes, edited, changed
 
 
-def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Write ``folder/revised.nii.gz`` as the store's revised layer; (labels rows, terms) of it."""
-    data, codes, edited = _read_revision(folder, store.geometry, annotated)
+def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: frozenset[int] = frozenset(),
+                ) -> tuple[list[dict[str, Any]], list[str], list[str]] | None:
+    """Write ``folder/revised.nii.gz`` (with the ``accepted`` codes) as the store's revised layer;
+    (labels rows, the terms edited, the terms accepted as exported), or None when no code was
+    edited or accepted (nothing is written: the case's labels stay as they are)."""
+    data, codes, edited, changed = _read_revision(folder, store.geometry, annotated, accepted)
+    if not edited:
+        return None
     before = list(store.planes("revised")) if "revised" in store.layers() else []
     merged, values = _merge_revision(before, data, codes, edited, annotated)
     save_revised_copy(store, merged, values)  # first: the store's layer can be rebuilt from it, not the reverse
@@ -134,7 +158,8 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str]) -> tuple[li
         rows.append({"case_id": store.path.stem, "term_id": t, "term": term_name(t), "origin": "revised",
                      "layer": "revised", "derived": False, "annotated": False, "present": n > 0, "voxels": n,
                      "volume_ml": n * ml, "modality": store.attrs.get("modality")})
-    return rows, terms
+    return (rows, sorted({t for c in changed if c in edited for t in edited[c]}),
+            sorted({t for c, ts in edited.items() if c not in changed for t in ts}))
 
 
 def reviewed_before(store: CaseStore) -> bool:
@@ -146,7 +171,8 @@ def _term_masks(plane: NDArray[Any], values: dict[int, list[str]]) -> dict[tuple
     return {tuple(ts): plane == c for c, ts in values.items()}
 
 
-def same_as_imported(store: CaseStore, folder: Path, annotated: set[str]) -> bool:
+def same_as_imported(store: CaseStore, folder: Path, annotated: set[str], accepted: frozenset[int] = frozenset(),
+                     ) -> bool:
     """Whether importing ``folder``'s revision would give the revision imported already: the
     workspace's copy of it (on the grid it was imported on), merged with the revision as an
     import does, is that copy — the same folder imported again, before or after preprocess
@@ -161,7 +187,7 @@ def same_as_imported(store: CaseStore, folder: Path, annotated: set[str]) -> boo
         exported = exported_grid(folder, read_record(folder))
         if exported is None or exported.mismatch(grid, tol_mm=0.01):
             return False
-        data, codes, edited = _read_revision(folder, grid, annotated)
+        data, codes, edited, _ = _read_revision(folder, grid, annotated, accepted)
     except CuratorError:
         return False
     merged, merged_values = _merge_revision([(plane, values)], data, codes, edited, annotated)
@@ -210,9 +236,29 @@ def revision_file(folder: Path) -> Path:
 
 
 def unrevised_cases(folder: Path) -> list[str]:
-    """The case folders of an export (those with codes.json) that hold no revision yet."""
+    """The case folders of an export (those with codes.json) that hold no revision yet and are not
+    accepted in worklist.csv."""
+    accepted = read_accepts(folder)
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "codes.json").is_file()
-                  and not revision_files(p))
+                  and not revision_files(p) and p.name not in accepted)
+
+
+def accepted_codes(cell: str, folder: Path) -> frozenset[int]:
+    """The codes of the case folder's export that the accept cell ``cell`` names: every code for
+    ``all`` (or yes / x), else the codes of the term ids it lists (``liver; spleen``)."""
+    codes = {int(c): [str(t) for t in ts] for c, ts in read_record(folder)["codes"].items()}
+    if cell.lower() in ACCEPT_ALL:
+        return frozenset(codes)
+    by_term = {t.lower(): c for c, ts in codes.items() for t in ts}
+    names = [n for n in re.split(r"[;,\s]+", cell) if n]
+    unknown = [n for n in names if n.lower() not in by_term]
+    if unknown:
+        raise InputError("review_accept_invalid", f"worklist.csv's accept column names {', '.join(map(repr, unknown))}, "
+                         f"which is no structure of the case's export (its terms: "
+                         f"{', '.join(t for ts in codes.values() for t in ts)})", path=str(folder.parent / "worklist.csv"),
+                         remedy="write `all` to accept every structure of the case, or the term ids of codes.json "
+                                "separated by ';'")
+    return frozenset(by_term[n.lower()] for n in names)
 
 
 def revised_cases(folder: Path) -> list[Path]:
@@ -267,9 +313,16 @@ def check_has_cases(workspace: Any) -> None:
 
 
 def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None = None,
+                  outcome: dict[str, tuple[list[str], list[str]]] | None = None,
                   ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Import every ``<folder>/<case_id>/revised.nii.gz``; returns (imported case ids, problem rows).
-    A folder that is not a review export is refused (:func:`revised_cases`).
+    """Import every ``<folder>/<case_id>/revised.nii.gz`` and every case worklist.csv's ``accept``
+    column accepts; returns (imported case ids, problem rows). ``outcome`` gets, per imported
+    case, (the terms edited, the terms accepted as exported). A folder that is not a review
+    export is refused (:func:`revised_cases`).
+
+    A revision that changes nothing and accepts nothing is no import: the case goes into
+    ``unchanged`` with the reason (its labels stay pseudo labels, and the case stays on the
+    worklist), nothing is written.
 
     A revision that is the one imported already (:func:`same_as_imported`) is no import and no
     problem: its case goes into ``unchanged`` (``{case id: why}``), nothing is written. A
@@ -284,6 +337,8 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
 
     revised = revised_cases(folder)
     check_has_cases(workspace)
+    accepts = read_accepts(folder)
+    revised = sorted({*revised, *(folder / c for c in accepts)})
     manifest = read_manifest(folder)
     cases = workspace.read_table("cases")
     dataset = {r["case_id"]: r["dataset"] for r in (cases.to_pylist() if cases is not None else [])}
@@ -295,14 +350,19 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
         cid = case_dir.name
         earlier = False
         try:
+            if not case_dir.is_dir() or case_dir.parent != folder or cid in (".", ".."):
+                raise InputError("review_accept_invalid", f"worklist.csv accepts case {cid!r}, which has no folder "
+                                 "in this export", path=str(folder / "worklist.csv"),
+                                 remedy="accept only cases of the export (the worklist's rows as it wrote them)")
             check_listed(case_dir, manifest, workspace.key)
             if cid not in dataset:
                 raise InputError("revised_label_invalid", f"no case {cid!r} in this workspace",
                                  path=str(case_dir), remedy="keep the case folder names of the export")
+            accepted = accepted_codes(accepts[cid], case_dir) if cid in accepts else frozenset()
             store = CaseStore(workspace.stores_dir / f"{cid}.zarr")
             earlier = reviewed_before(store)
             annotated = set(store.terms("original")) if "original" in store.layers() else set()
-            if earlier and same_as_imported(store, case_dir, annotated):
+            if earlier and same_as_imported(store, case_dir, annotated, accepted):
                 moved = exported_grid(case_dir, read_record(case_dir))
                 if unchanged is not None:
                     unchanged[cid] = "its revision is the one imported already: nothing to import" + (
@@ -312,17 +372,30 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
                         "it; to revise again, export again with --include-reviewed)")
                 continue
             check_grid(store, case_dir, earlier)
-            new, _ = import_case(store, case_dir, annotated)
+            imported = import_case(store, case_dir, annotated, accepted)
+            if imported is None:
+                if unchanged is not None:
+                    unchanged[cid] = ("its revision changes no structure of the export: nothing to import" + (
+                        " (the earlier import of this case is kept)" if earlier else
+                        "; its labels stay pseudo labels and the case stays on the worklist. To record that they "
+                        "are correct, write `all` (or their term ids) in worklist.csv's accept column and import "
+                        "again"))
+                continue
+            new, edited, accepted_terms = imported
         except CuratorError as e:
-            name = revision_files(case_dir)[0].name if len(revision_files(case_dir)) == 1 else "revised.nii.gz"
+            files = revision_files(case_dir) if case_dir.is_dir() else []
+            name = files[0].name if len(files) == 1 else "revised.nii.gz" if files or cid not in accepts \
+                else "worklist.csv"
             said = e
             if earlier and e.kind != "review_export_stale":  # the stale message says so itself
                 said = CuratorError(e.kind, f"{e.detail}; the earlier import of this case is kept", path=e.path,
                                     remedy=e.remedy, case_id=e.case_id)
             problems.append(problem_row("review", said, dataset=dataset.get(cid), case_id=cid,
-                                        path=f"review:{cid}/{name}", severity="warning" if earlier else "error"))
+                                        path=f"review:{cid}/{name}" if name != "worklist.csv" else "review:worklist.csv", severity="warning" if earlier else "error"))
             continue
         rows = [r for r in rows if r["case_id"] != cid] + [{**r, "dataset": dataset[cid]} for r in new]
         done.append(cid)
+        if outcome is not None:
+            outcome[cid] = (edited, accepted_terms)
     workspace.write_table("_labels_revised", to_arrow("labels", rows))
     return done, problems

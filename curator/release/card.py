@@ -200,7 +200,7 @@ def _composition_md(cases: pl.LazyFrame, labels: pl.LazyFrame | None) -> str:
     if per_term is not None and per_term.height:
         text += ("\n### Labels per term\n\nOne row per term and origin: `original` is the source dataset's own "
                  "annotation, `pseudo` a model's prediction (not an annotation), `revised` a pseudo label a "
-                 "reviewer corrected. *Cases labelled* counts the cases with such a label, *cases with voxels* "
+                 "reviewer corrected or accepted as correct. *Cases labelled* counts the cases with such a label, *cases with voxels* "
                  "those where it is not empty.\n\n")
         text += md_table(["term_id", "term", "origin", "cases labelled", "cases with voxels"],
                          [list(r) for r in per_term.iter_rows()])

@@ -155,7 +155,7 @@ def _rai(b: ReleaseBuilder) -> dict[str, str]:
     said = {"original": "`original`: the source dataset's own annotation",
             "pseudo": "`pseudo`: a model ensemble's prediction for a structure the dataset did not annotate "
                       "(not an annotation; the `attention` table ranks likely errors)",
-            "revised": "`revised`: a pseudo label a reviewer corrected"}
+            "revised": "`revised`: a pseudo label a reviewer corrected, or accepted as correct"}
     out = {
         "rai:dataCollection": (
             "Assembled by curator from public medical segmentation datasets (listed under isBasedOn), "

@@ -15,7 +15,7 @@ from curator.schema import to_arrow
 from curator.testing.segmodels import write_phantom_store
 from curator.workspace import Workspace
 from tests.cli.test_cli import curator
-from tests.pseudolabel.conftest import case_row
+from tests.pseudolabel.conftest import case_row, phantom_ws  # noqa: F401 - a fixture
 
 
 @pytest.fixture
@@ -97,7 +97,8 @@ def test_review_import_of_a_folder_that_is_no_review_export_fails(pipeline: Path
             import_review(Workspace(tmp_path / "ws"), folder)
     res = curator("review", "import", str(pipeline), str(export))
     said = " ".join(res.stderr.split())
-    assert res.returncode == 0 and "imported 0 revised case(s)" in said and "holds a revised.nii.gz yet" in said, said
+    assert res.returncode == 0 and "0 case(s) revised, 0 accepted unchanged" in said, said
+    assert "holds a revised.nii.gz yet" in said and "accept column" in said, said
 
 
 def test_review_import_into_a_workspace_never_built_writes_nothing(pipeline: Path, tmp_path: Path) -> None:
@@ -114,3 +115,43 @@ def test_review_import_into_a_workspace_never_built_writes_nothing(pipeline: Pat
     said = " ".join(res.stderr.split())
     assert res.returncode == 2 and "this workspace holds no cases: run the pipeline first" in said, said
     assert sorted(p.name for p in other.iterdir()) == ["pipeline.yaml"]
+
+
+def test_review_import_says_revised_accepted_and_refused_and_fails_when_nothing_came_in(
+        phantom_ws, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The summary was "✓ imported 2 revised case(s)" for one edited case and one saved unchanged
+    (which stayed pseudo), and "✓ imported 0 revised case(s)" when every revision was refused."""
+    import csv
+
+    from curator.pseudolabel.review import export_review
+    from curator.pseudolabel.stage import PseudolabelStage
+    from curator.runner.run import run_stage
+
+    ctx, _ = phantom_ws()
+    ws = ctx.workspace
+    run_stage(ctx, PseudolabelStage)
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(f"workspace: {ws.root}\n")
+    out = tmp_path / "review"
+    edited, approved, bad = export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=3,
+                                          images=False).cases
+    img = nib.load(out / bad / "pseudo.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), img.affine), out / bad / "revised.nii.gz")
+    res = curator("review", "import", str(pipeline), str(out))
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 1 and "✗ nothing imported: 1 case(s) refused (above)" in said, said
+    data = np.asarray(img.dataobj).copy()
+    data[: data.shape[0] // 2] = 0
+    nib.save(nib.Nifti1Image(data, img.affine), out / edited / "revised.nii.gz")
+    with open(out / "worklist.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["accept"] = "all" if r["case_id"] == approved else ""
+    with open(out / "worklist.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    res = curator("review", "import", str(pipeline), str(out))
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 1, said  # a refused revision is still said by the exit code
+    assert "✓ 1 case(s) revised, 1 accepted unchanged; 1 case(s) refused (above)" in said, said

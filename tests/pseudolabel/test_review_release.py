@@ -310,6 +310,15 @@ def _paint(folder: Path, value: int) -> None:
     nib.save(nib.Nifti1Image(data, pseudo.affine), folder / "revised.nii.gz")
 
 
+def _revise(folder: Path, start: str = "pseudo.nii.gz") -> None:
+    """Save ``folder``'s ``start`` label with the first half (along x) of every structure erased
+    as its revision: a real edit (a label saved unchanged imports nothing)."""
+    img = nib.load(folder / start)
+    data = np.asarray(img.dataobj).copy()
+    data[: data.shape[0] // 2] = 0
+    nib.save(nib.Nifti1Image(data, img.affine), folder / "revised.nii.gz")
+
+
 def test_a_revision_with_values_or_codes_the_export_did_not_write_is_refused(phantom_ws, tmp_path: Path) -> None:
     """257 in an int16 revision wrapped to code 1 (another term) in uint8; -1 was reported as 255;
     a code added to codes.json brought any term id into the release."""
@@ -344,7 +353,7 @@ def test_a_refusal_stays_in_problems_review_until_its_case_imports(phantom_ws, t
         _paint(out / cid, 300)  # no code of codes.json
     record_import_problems(ws, *import_review(ws, out))
     assert {p["case_id"] for p in ws.read_table("problems__review").to_pylist()} == {fixed, still_bad}
-    shutil.copy(out / fixed / "pseudo.nii.gz", out / fixed / "revised.nii.gz")  # corrected
+    _revise(out / fixed)  # corrected
     (out / still_bad / "revised.nii.gz").unlink()  # not in this round
     done, problems = import_review(ws, out)
     assert done == [fixed] and problems == []
@@ -362,7 +371,7 @@ def test_a_refusal_of_a_folder_that_is_no_case_goes_once_the_folder_is_gone(phan
     out = tmp_path / "review"
     ws, cases = _exported(phantom_ws, out)
     cid = cases[0]
-    shutil.copy(out / cid / "pseudo.nii.gz", out / cid / "revised.nii.gz")
+    _revise(out / cid)
     renamed = out / f"{cid} (reviewed)"
     (out / cid).rename(renamed)
     record_import_problems(ws, *import_review(ws, out))
@@ -506,7 +515,7 @@ def test_re_exporting_into_a_folder_keeps_a_revision_not_imported_yet(phantom_ws
     ws, cases = _exported(phantom_ws, out, top=1)
     cid = cases[0]
     att = ws.read_table("attention").to_pylist()
-    _paint(out / cid, 0)
+    _revise(out / cid)
     saved = (out / cid / "revised.nii.gz").read_bytes()
     export_review(ws.root, att, out, top=2, images=False)  # same labels: the revision stays, still importable
     assert (out / cid / "revised.nii.gz").read_bytes() == saved
@@ -539,7 +548,7 @@ def test_a_revision_saved_under_another_name_is_read_or_reported(phantom_ws, tmp
     ws, cases = _exported(phantom_ws, out, top=4)
     nii, slicer, copy, both = cases
     for cid in cases:
-        _paint(out / cid, 0)
+        _revise(out / cid)
     nib.save(nib.load(out / nii / "revised.nii.gz"), out / nii / "revised.nii")  # an uncompressed NIfTI
     (out / nii / "revised.nii.gz").unlink()
     (out / slicer / "revised.nii.gz").rename(out / slicer / "revised.seg.nrrd")
@@ -594,3 +603,84 @@ def test_an_export_record_rewritten_outside_does_not_bring_other_codes_or_terms_
     assert done == [] and "is not the one this export wrote" in problems[0]["message"]
     assert "revised" not in CaseStore(ws.stores_dir / f"{cases[0]}.zarr").layers()
     assert record_digest(record, ws.key) != plain
+
+
+def _accept(out: Path, cells: dict[str, str], delimiter: str = ",") -> None:
+    """Fill worklist.csv's accept column as a reviewer does (a spreadsheet may save with ';')."""
+    with open(out / "worklist.csv", newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols, rows = list(reader.fieldnames or []), list(reader)
+    for r in rows:
+        r["accept"] = cells.get(r["case_id"], r["accept"])
+    with open(out / "worklist.csv", "w", newline="", encoding="utf-8-sig") as f:
+        w = csv.DictWriter(f, fieldnames=cols, delimiter=delimiter)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_a_reviewer_accepts_pseudo_labels_as_correct_and_the_release_keeps_them(phantom_ws, tmp_path: Path) -> None:
+    """A pseudo label saved unchanged as revised.nii.gz ("looks right") stayed origin pseudo, was
+    counted as a revised case, wrote an empty revised layer that kept the case off every later
+    worklist, and a model swap then replaced the label the reviewer had approved. Now saving it
+    unchanged imports nothing and says how to accept; worklist.csv's accept column makes the
+    labels as exported reviewed labels (origin revised), which a pseudolabel re-run leaves alone."""
+    out = tmp_path / "review"
+    ctx, _ = phantom_ws()
+    ws = ctx.workspace
+    run_stage(ctx, PseudolabelStage)
+    edited, approved = export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=2, images=False).cases
+    _revise(out / edited)
+    shutil.copy(out / approved / "pseudo.nii.gz", out / approved / "revised.nii.gz")  # looked at it: fine
+    unchanged: dict[str, str] = {}
+    outcome: dict[str, tuple[list[str], list[str]]] = {}
+    done, problems = import_review(ws, out, unchanged, outcome)
+    assert done == [edited] and problems == [] and outcome[edited][0] and not outcome[edited][1]
+    assert list(unchanged) == [approved] and "accept column" in unchanged[approved]
+    path = ws.stores_dir / f"{approved}.zarr"
+    assert "revised" not in CaseStore(path).layers()  # not reviewed: still on the next worklist
+    exported = {t: CaseStore(path).mask(t, "pseudo") for t in CaseStore(path).terms("pseudo")}
+
+    _accept(out, {approved: "All"}, delimiter=";")
+    export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=2, images=False,
+                  include_reviewed=True)  # exported again into the folder: the accept marks stay
+    assert read_accepts_of(out) == {approved: "All"}
+    _repseudo(path)  # pseudolabel re-ran between export and import: the reviewer accepted what they saw
+    outcome.clear()
+    done, problems = import_review(ws, out, outcome=outcome)
+    assert problems == [] and approved in done
+    assert outcome[approved] == ([], sorted(exported))
+    store = CaseStore(path)
+    assert sorted(store.terms("revised")) == sorted(exported)
+    assert all(np.array_equal(store.mask(t, "revised"), m) for t, m in exported.items())
+    release = build_release(ctx)
+    labels = [r for r in pq.read_table(release / "labels.parquet").to_pylist() if r["case_id"] == approved]
+    assert {r["term_id"]: r["origin"] for r in labels if r["term_id"] in exported} == dict.fromkeys(exported, "revised")
+    left = export_review(ws.root, ws.read_table("attention").to_pylist(), tmp_path / "next", top=2, images=False)
+    assert approved in left.reviewed and approved not in left.cases
+
+
+def read_accepts_of(out: Path) -> dict[str, str]:
+    from curator.pseudolabel.review import read_accepts
+
+    return read_accepts(out)
+
+
+def test_an_accept_naming_no_structure_of_the_case_or_a_changed_export_is_refused(phantom_ws,
+                                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=3)
+    typo, tampered, fine = cases
+    _accept(out, {typo: "livr", tampered: "all", fine: "liver; aorta"})
+    img = nib.load(out / tampered / "pseudo.nii.gz")  # edited in place, not saved as revised.nii.gz
+    data = np.asarray(img.dataobj).copy()
+    data[: data.shape[0] // 2] = 0
+    nib.save(nib.Nifti1Image(data, img.affine), out / tampered / "pseudo.nii.gz")
+    outcome: dict[str, tuple[list[str], list[str]]] = {}
+    done, problems = import_review(ws, out, outcome=outcome)
+    assert done == [fine] and outcome[fine] == ([], ["aorta", "liver"])
+    assert sorted(CaseStore(ws.stores_dir / f"{fine}.zarr").terms("revised")) == ["aorta", "liver"]
+    why = {p["case_id"]: (p["kind"], p["message"]) for p in problems}
+    assert why[typo][0] == "review_accept_invalid" and "'livr', which is no structure" in why[typo][1]
+    assert why[tampered][0] == "review_accept_invalid" and "pseudo.nii.gz was changed" in why[tampered][1]
+    assert all("revised" not in CaseStore(ws.stores_dir / f"{c}.zarr").layers() for c in (typo, tampered))
+
