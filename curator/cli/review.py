@@ -24,7 +24,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                out: Annotated[Path, typer.Option("--out", "-o", help="folder for the worklist and previews")],
                fraction: Annotated[float | None, typer.Option(help="top share of cases (default: the stage's "
                                                                    "review_fraction, 5%)")] = None,
-               top: Annotated[int | None, typer.Option(help="the top N cases instead")] = None,
+               top: Annotated[int | None, typer.Option(help="the top N cases not reviewed yet instead (with "
+                                                           "--include-reviewed: the top N)")] = None,
                images: Annotated[bool, typer.Option("--images/--no-images", help="also write image.nii.gz")] = True,
                include_reviewed: Annotated[bool, typer.Option(
                    "--include-reviewed", help="also export cases whose revision was imported (their revision "

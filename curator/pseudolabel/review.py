@@ -462,11 +462,15 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
     if editable:
         _check_target(out)
     chosen = select_cases(attention, fraction, top)
+    if top is not None and not include_reviewed:  # the top N cases not reviewed yet (and those passed over)
+        chosen = select_cases(attention, None, len({r["case_id"] for r in attention}) or 1)
     reviewed = {c for c in chosen if revised_copy_path(workspace / "stores" / f"{c}.zarr").is_file()
                 or "revised" in CaseStore(workspace / "stores" / f"{c}.zarr").layers()}
     if not include_reviewed:
-        res.reviewed = [c for c in chosen if c in reviewed]
-        chosen = [c for c in chosen if c not in reviewed]
+        fresh = [c for c in chosen if c not in reviewed][:top]  # (top None: every one)
+        last = chosen.index(fresh[-1]) if fresh and top is not None else len(chosen) - 1
+        res.reviewed = [c for c in chosen[:last + 1] if c in reviewed]  # ranked above the last one exported
+        chosen = fresh
     by_case: dict[str, list[dict[str, Any]]] = {}
     for r in attention:
         by_case.setdefault(r["case_id"], []).append(r)

@@ -684,3 +684,16 @@ def test_an_accept_naming_no_structure_of_the_case_or_a_changed_export_is_refuse
     assert why[tampered][0] == "review_accept_invalid" and "pseudo.nii.gz was changed" in why[tampered][1]
     assert all("revised" not in CaseStore(ws.stores_dir / f"{c}.zarr").layers() for c in (typo, tampered))
 
+
+def test_top_n_gives_n_cases_not_reviewed_yet(phantom_ws, tmp_path: Path) -> None:
+    """--top 2 after the top case was reviewed gave 1 case: N was applied before the reviewed
+    cases were left out."""
+    out = tmp_path / "review"
+    ws, cases = _exported(phantom_ws, out, top=1)
+    _revise(out / cases[0])
+    assert import_review(ws, out)[0] == cases
+    att = ws.read_table("attention").to_pylist()
+    res = export_review(ws.root, att, tmp_path / "next", top=2, images=False)
+    ranked = [c for _, c in sorted({(r["review_rank"], r["case_id"]) for r in att})]
+    assert res.cases == [c for c in ranked if c != cases[0]][:2] and res.reviewed == cases
+    assert export_review(ws.root, att, tmp_path / "all", top=2, images=False, include_reviewed=True).cases == ranked[:2]
