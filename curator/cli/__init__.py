@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from curator.cli.common import setup_logging, stop_on_sigterm
+from curator.cli.common import debug_first, remember_args, setup_logging, stop_on_sigterm
 
 app = typer.Typer(name="curator", no_args_is_help=True, add_completion=False,
                   help="Turn public 3D medical segmentation datasets into one versioned, queryable collection.",
@@ -69,5 +69,9 @@ _register()
 
 
 def main() -> None:
+    import sys
+
     stop_on_sigterm()
-    app()
+    args = debug_first(sys.argv[1:])  # `--debug` is global, and accepted after the command too
+    remember_args(args)
+    app(args=args)

@@ -28,6 +28,29 @@ out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 _DEBUG = {"on": False}
+_ARGS: list[list[str]] = []  # the command line's arguments, when run as ``curator`` (main())
+
+
+def debug_first(args: list[str]) -> list[str]:
+    """``args`` with a ``--debug`` given after the command (``curator pseudolabel p.yaml --debug``,
+    as the internal-error hint reads) moved to the front, where the global option is parsed
+    (arguments after ``--`` are left alone)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[1:end]:
+        return args
+    return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+
+
+def remember_args(args: list[str]) -> None:
+    _ARGS[:] = [list(args)]
+
+
+def rerun_debug() -> str:
+    """The command that failed, with ``--debug``: ``curator --debug pseudolabel pipeline.yaml``."""
+    import shlex
+
+    args = [a for a in (_ARGS[0] if _ARGS else []) if a != "--debug"]
+    return "curator --debug " + (shlex.join(args) if args else "<the same command>")
 
 
 class OutputFormat(str, Enum):
@@ -99,7 +122,8 @@ def handle_errors(fn: F) -> F:
             if _DEBUG["on"]:
                 raise
             err.print(f"[bold red]internal error[/] {escape(f'{type(e).__name__}: {e}')}\n"
-                      "This is a bug in curator. Re-run with --debug for the traceback and report it.",
+                      f"This is a bug in curator. Re-run with --debug for the traceback ({escape(rerun_debug())}) "
+                      "and report it.",
                       highlight=False)
             raise typer.Exit(3) from None
 

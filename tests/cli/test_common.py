@@ -120,3 +120,32 @@ def test_query_refuses_a_format_contradicting_the_out_file(tmp_path: Path) -> No
                                 *fmt])
         assert r.exit_code == 0 and (tmp_path / out).stat().st_size > 0, r.output
     assert (tmp_path / "cases.csv").read_text().split() == ["case_id", "Phantom__c000", "Phantom__c001"]
+
+
+def test_the_internal_error_hint_shows_the_command_with_debug_and_debug_works_after_the_command(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """"Re-run with --debug" after `curator pseudolabel pipeline.yaml`: `curator pseudolabel
+    pipeline.yaml --debug` said "No such option: --debug" (it is a global option)."""
+    from curator.cli.common import _ARGS, debug_first, remember_args
+    from tests.cli.test_cli import curator
+
+    assert debug_first(["pseudolabel", "p.yaml", "--debug"]) == ["--debug", "pseudolabel", "p.yaml"]
+    assert debug_first(["--debug", "run", "p.yaml"]) == ["--debug", "run", "p.yaml"]
+    assert debug_first(["query", "r", "--", "--debug"]) == ["query", "r", "--", "--debug"]
+
+    @handle_errors
+    def crash() -> None:
+        raise RuntimeError("boom")
+
+    saved = list(_ARGS)
+    try:
+        remember_args(["pseudolabel", "my pipeline.yaml"])
+        with pytest.raises(typer.Exit) as e:
+            crash()
+    finally:
+        _ARGS[:] = saved
+    assert e.value.exit_code == 3
+    said = " ".join(capsys.readouterr().err.split())
+    assert "Re-run with --debug for the traceback (curator --debug pseudolabel 'my pipeline.yaml')" in said, said
+    res = curator("env", "--debug")
+    assert res.returncode == 0 and "No such option" not in res.stderr, res.stderr
