@@ -64,6 +64,12 @@ class PseudolabelStage(Stage):
         return ensemble_fingerprint(specs) if specs else None
 
     @classmethod
+    def settings_files_parts(cls, ctx: Context, config: StageConfig) -> dict[str, str] | None:
+        """Each model's fingerprint by its name: `curator status` names the model that changed."""
+        specs = cast(PseudolabelConfig, config).specs(ctx.config.folder)
+        return {s.name: s.fingerprint() for s in specs} or None
+
+    @classmethod
     def settings_files_missing(cls, ctx: Context, config: StageConfig) -> list[str]:
         """The ensemble file is read (a missing one raises); then every member's files."""
         specs = cast(PseudolabelConfig, config).sourced_specs(ctx.config.folder)
@@ -78,6 +84,7 @@ class PseudolabelStage(Stage):
             log.info("pseudolabel: no models configured (stages.pseudolabel.ensemble / models); skipped")
             return []
         fingerprints = [s.fingerprint() for s in specs]  # every weights file read, once a run
+        self.settings_parts = {s.name: f for s, f in zip(specs, fingerprints, strict=True)}  # in the run's record
         ensemble = self._ensemble(cfg, specs, fingerprints)
         models_fp = ensemble_fingerprint(specs, fingerprints)
         ws = self.ctx.workspace

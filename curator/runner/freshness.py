@@ -219,7 +219,7 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
         recorded = rec.get("settings_files")  # None: a run before the stage named files (dedup's taxonomy)
         if recorded is not None and recorded != files:
             reasons.append(f"{name}'s settings name {what}, which is missing" if files == "missing" else
-                           f"{name} ran with another version of {what}")
+                           f"{name} ran with another version of {what}" + _parts_changed(ctx, cls, config, rec))
     read = rec.get("tables_read") or {}
     for table, current in (now[1] if now is not None else tables_read_digest(ctx, cls)).items():
         if read.get(table, current) != current:
@@ -231,6 +231,22 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
     elif cls.reads_sources and not reasons:
         reasons += _changed_inputs(ctx, name, cls, config)
     return reasons
+
+
+def _parts_changed(ctx: Context, cls: type[Stage], config: StageConfig, rec: dict[str, Any]) -> str:
+    """`` (changed: labnet_b; added: x)``: the parts of the settings files (an ensemble's models)
+    whose digest differs from the last run's record; empty when the record holds none."""
+    then = rec.get("settings_files_parts")
+    if not isinstance(then, dict):
+        return ""
+    try:
+        now = cls.settings_files_parts(ctx, config) or {}
+    except CuratorError:
+        return ""
+    said = [(what, names) for what, names in (
+        ("changed", [n for n in now if n in then and then[n] != now[n]]),
+        ("added", [n for n in now if n not in then]), ("removed", [n for n in then if n not in now])) if names]
+    return " (" + "; ".join(f"{what}: {', '.join(names)}" for what, names in said) + ")" if said else ""
 
 
 def _changed_inputs(ctx: Context, name: str, cls: type[Stage], config: StageConfig) -> list[str]:

@@ -212,8 +212,10 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         raise _stopped(stage_cls.name, _where(ctx, errors[0]) or "its plan", errors[0], "it as a problem")
     ws.write_tables({**tables, f"problems__{stage_cls.name}": _problems_table(ordered, extra)})
     report.seconds = time.perf_counter() - t0
+    parts = getattr(stage, "settings_parts", None)  # each model's fingerprint, as the plan read them
     write_record(ctx, stage_cls, config, upstream, settings_files=files, tables_read=tables_read,
-                 planned=report.planned, failed=report.failed, tables=report.tables)
+                 planned=report.planned, failed=report.failed, tables=report.tables,
+                 **({"settings_files_parts": parts} if parts else {}))
     log.info(report.line())
     return report
 

@@ -156,6 +156,13 @@ class Stage:
         return None
 
     @classmethod
+    def settings_files_parts(cls, ctx: Context, config: StageConfig) -> dict[str, str] | None:
+        """The digest of each named part of those files (an ensemble's models: name -> its
+        fingerprint), or None. A run records what its plan leaves in ``self.settings_parts``, so
+        that ``curator status`` names the part that changed. Default: none."""
+        return None
+
+    @classmethod
     def settings_files_missing(cls, ctx: Context, config: StageConfig) -> list[str]:
         """The files the stage's settings name that do not exist (``curator run`` refuses them
         before any stage runs, not hours later when this one starts); may raise a

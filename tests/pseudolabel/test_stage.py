@@ -327,3 +327,26 @@ def test_a_store_chunk_damaged_after_preprocess_is_store_damaged_naming_the_case
     rows = [r for r in ctx.workspace.read_table("problems__pseudolabel").to_pylist() if r["case_id"] == bad]
     assert [r["kind"] for r in rows] == ["store_damaged"], rows
     assert "image" in rows[0]["message"] and "delete the case's store" in rows[0]["message"]
+
+
+def test_status_names_the_model_whose_files_changed(phantom_ws, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`curator status` after a weights file changed said "pseudolabel ran with another version
+    of the model files" without naming the model (the release diff did)."""
+    import torch
+
+    from curator.runner.freshness import stage_states
+    from curator.testing.segmodels import BandModel, band_specs
+
+    specs = band_specs(2)
+    for s in specs:
+        s["weights"] = str(tmp_path / f"{s['name']}.pt")
+        torch.save(BandModel(**s["kwargs"]).state_dict(), s["weights"])
+    ctx, _ = phantom_ws(models=specs)
+    run_stage(ctx, PseudolabelStage)
+    assert not next(s for s in stage_states(ctx) if s.name == "pseudolabel").reasons
+    retrained = BandModel(**specs[1]["kwargs"])
+    with torch.no_grad():
+        retrained.norm.weight.mul_(2.0)  # another training run of band1: new weights, same outputs
+    torch.save(retrained.state_dict(), specs[1]["weights"])
+    reasons = next(s for s in stage_states(ctx) if s.name == "pseudolabel").reasons
+    assert "pseudolabel ran with another version of the model files (changed: band1)" in reasons, reasons
