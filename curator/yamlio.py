@@ -18,7 +18,7 @@ found key 2 a second time (first on line 1)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -45,6 +45,23 @@ class _UniqueKeyLoader(_BASE):  # type: ignore[misc]
         return SafeConstructor.construct_mapping(self, node, deep=deep)
 
 
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that refuses a key given twice in one mapping."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+_NULL = "tag:yaml.org,2002:null"
+
+
+class _TextLoader(_UniqueKeyLoader):
+    """Every plain scalar is text but null (``~``, ``null``, nothing): YAML 1.1 reads ``Yes``,
+    ``no`` and ``off`` as booleans, ``00012`` as the number 12 and ``2024-06-01`` as a date."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {k: [(tag, rx) for tag, rx in v if tag == _NULL]
+                                                         for k, v in _UniqueKeyLoader.yaml_implicit_resolvers.items()}
+
+
+def load_yaml(text: str, *, text_scalars: bool = False) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in one mapping. With ``text_scalars``,
+    every unquoted value but null stays the text it is written as (a person's free text: a
+    reason ``no`` is "no", not False; a case id ``00012`` keeps its zeros).
+
+    >>> load_yaml("- {reason: Yes, case_id: 00012, date: 2024-06-01, origin: ~}", text_scalars=True)
+    [{'reason': 'Yes', 'case_id': '00012', 'date': '2024-06-01', 'origin': None}]
+    """
+    return yaml.load(text, Loader=_TextLoader if text_scalars else _UniqueKeyLoader)

@@ -52,7 +52,7 @@ def load_overrides(path: str | Path) -> list[Override]:
                               remedy="save it comma-separated (columns case_id, term, [origin], action, reason)")
     else:
         try:
-            raw = load_yaml(text) or []
+            raw = load_yaml(text, text_scalars=True) or []  # `reason: no` is "no", not False
         except yaml.YAMLError as e:
             raise ConfigError("config_error", f"the qc override file is not valid YAML: {e}", path=str(p),
                               remedy=REMEDY) from e

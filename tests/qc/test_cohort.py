@@ -428,3 +428,19 @@ def test_a_truncated_label_larger_than_its_cohorts_complete_labels_is_told_to_re
     assert many["leak"]["oversized"] is None
     mixed = [{**r, "origin": "pseudo"} if i % 2 else r for i, r in enumerate(rows)]  # 30 people's, 30 models'
     assert "the 60 complete labels'" in by_case(judge([*mixed, leak], QCConfig()))["leak"]["reason"]
+
+
+def test_override_yaml_values_keep_their_text(tmp_path: Path) -> None:
+    """YAML 1.1 read `reason: Yes` as True (stored "override include: True"), `reason: no` as
+    False ("no reason given"; `exclude ('')` in a conflict), and a case id `00012` as 12."""
+    y = tmp_path / "o.yaml"
+    y.write_text("- {case_id: 00012, term: liver, action: include, reason: Yes}\n"
+                 "- {case_id: c2, term: liver, action: exclude, reason: no}\n"
+                 "- {case_id: c3, term: liver, origin: ~, reason: off}\n")
+    got = load_overrides(y)
+    assert [(o.case_id, o.reason, o.origin) for o in got] == [("00012", "Yes", None), ("c2", "no", None),
+                                                              ("c3", "off", None)]
+    y.write_text("- {case_id: c1, term: liver, action: include, reason: ok}\n"
+                 "- {case_id: c1, term: liver, action: exclude, reason: no}\n")
+    with pytest.raises(ConfigError, match=r"exclude \('no'\)"):
+        load_overrides(y)
