@@ -122,12 +122,19 @@ class Config:
         return out
 
     def hashed_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the fields marked ``hash=False`` (what changes results)."""
+        """:meth:`to_dict` without the fields marked ``hash=False`` (what changes results), nor
+        those hashed only when set (:func:`finalize_only` ``added``) while at their default."""
         d = self.to_dict()
+        quiet = self.hashed_when_set()
         for f in fields(self):
-            if f.metadata.get("hash") is False:
+            if f.metadata.get("hash") is False or (f.name in quiet and d.get(f.name) == quiet[f.name]):
                 d.pop(f.name, None)
         return d
+
+    @classmethod
+    def hashed_when_set(cls) -> dict[str, Any]:
+        """``{setting: its default}`` of the settings in the hash only when set to another value."""
+        return {f.name: f.default for f in fields(cls) if f.metadata.get("hash_default") is False}
 
     def config_hash(self) -> str:
         """16 hex digits over the canonical wire form (excluding fields marked ``hash=False``)."""
@@ -149,14 +156,18 @@ def nohash(default: Any) -> Any:
     return field(default=default, metadata={"hash": False})
 
 
-def finalize_only(default: Any) -> Any:
+def finalize_only(default: Any, *, added: bool = False) -> Any:
     """A setting only the stage's finalize step reads (cohort-wide search, grouping, judging,
     ranking). It is in the config hash, but not in the per-case cache key (:meth:`Config.per_case`):
     changing it re-runs finalize over the cached per-case results, not every case. Per-case
-    work sees the setting's default, so it cannot depend on it by mistake."""
+    work sees the setting's default, so it cannot depend on it by mistake.
+
+    ``added``: a setting added after workspaces were made whose default does what the stage did
+    before it: in the hash only when set to another value, so those workspaces stay up to date
+    (every setting's hash would change with a new key)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("finalize_only needs an immutable default (use a tuple)")
-    return field(default=default, metadata={"per_case": False})
+    return field(default=default, metadata={"per_case": False, **({"hash_default": False} if added else {})})
 
 
 @dataclass(frozen=True)

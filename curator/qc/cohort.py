@@ -18,6 +18,7 @@ of view) are left out of the bounds and not judged.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -77,7 +78,16 @@ class Override:
     origin: str | None
     action: str  # include | exclude
     reason: str
+    reviewer: str | None = None  # who decided (as the file gives it: initials, a role)
+    date: dt.date | None = None  # when
     row: int = field(default=0, compare=False)  # its row in the override file (1-based; 0: not from a file)
+
+    @property
+    def said(self) -> str:
+        """The decision as ``qc.reason`` and ``curator diff`` give it: ``override include (AB,
+        2024-06-01): horseshoe kidney``."""
+        who = ", ".join(x for x in (self.reviewer, self.date.isoformat() if self.date else None) if x)
+        return f"override {self.action}{f' ({who})' if who else ''}: {self.reason or 'no reason given'}"
 
     def matches(self, row: Mapping[str, Any]) -> bool:
         return (row["case_id"] == self.case_id and row["term_id"] == self.term_id
@@ -322,7 +332,8 @@ def _apply_override(r: dict[str, Any], ov: Override, filter_said: str) -> None:
         r["decision"] = "override_include"
     else:
         r["decision"] = "exclude"
-    r["reason"] = f"override {ov.action}: {ov.reason or 'no reason given'}; filter said: {filter_said}"
+    r["reason"] = f"{ov.said}; filter said: {filter_said}"
+    r.update(override_reason=ov.reason or None, override_reviewer=ov.reviewer, override_date=ov.date)
 
 
 def _fmt(v: float, digits: int = 4) -> str:

@@ -56,9 +56,11 @@ class QCConfig(StageConfig):
     * ``side_margin_mm``: the laterality check (:mod:`curator.qc.side`) excludes a left/right
       label lying more than this far on the wrong side of its partner (or of the body's
       centre); ``null`` turns it off.
-    * ``overrides``: a YAML or CSV file of ``case_id, term, [origin], action, reason`` rows
-      (action ``include`` or ``exclude``); relative paths are resolved against the folder
-      holding the workspace.
+    * ``overrides``: a YAML or CSV file of ``case_id, term, [origin], action, reason,
+      [reviewer], [date]`` rows (action ``include`` or ``exclude``; ``date`` an ISO date);
+      relative paths are resolved against the folder holding the workspace.
+    * ``override_reason``: ``optional`` (the default) or ``required`` — every override row must
+      give a reason, else the file is refused naming the rows.
 
     Only ``sphericity``, ``border_margin`` and ``layers`` change the per-case measurements;
     the others judge the cohort in finalize, so changing them re-judges the cached
@@ -80,6 +82,7 @@ class QCConfig(StageConfig):
     border_margin: int = 1
     layers: tuple[str, ...] = ("original", "revised", "pseudo")
     overrides: str | None = finalize_only(None)
+    override_reason: Literal["optional", "required"] = finalize_only("optional", added=True)
     side_margin_mm: float | None = finalize_only(10.0)
 
     def __post_init__(self) -> None:

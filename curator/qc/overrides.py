@@ -1,21 +1,23 @@
 """The override list: labels a person re-includes (or excludes) whatever the filter decided.
 
 YAML (a list of mappings) or CSV with columns ``case_id``, ``term`` (or ``term_id``),
-optional ``origin`` (label layer), ``action`` (``include``, the default, or ``exclude``)
-and ``reason``::
+optional ``origin`` (label layer), ``action`` (``include``, the default, or ``exclude``),
+``reason``, and optional ``reviewer`` (who decided) and ``date`` (when; an ISO date)::
 
-    - {case_id: KiTS23__case_00008, term: kidney, action: include, reason: "horseshoe kidney, checked by AB"}
+    - {case_id: KiTS23__case_00008, term: kidney, action: include, reason: "horseshoe kidney", reviewer: AB,
+       date: 2024-06-01}
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "o.csv"
 >>> _ = p.write_text("case_id,term,reason\\nc1,liver,looked fine\\n")
 >>> load_overrides(p)
-[Override(case_id='c1', term_id='liver', origin=None, action='include', reason='looked fine', row=1)]
+[Override(case_id='c1', term_id='liver', origin=None, action='include', reason='looked fine', reviewer=None, date=None, row=1)]
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,14 @@ from curator.qc.cohort import Override
 from curator.yamlio import load_yaml
 
 ORIGINS = ("original", "revised", "pseudo")  # the label layers an override can name
+COLUMNS = ("case_id", "term", "term_id", "origin", "action", "reason", "reviewer", "date")
 REMEDY = ("write a YAML list (or CSV) of rows with case_id, term, optional origin, action "
-          "(include | exclude) and reason; see docs/qc.md")
+          "(include | exclude), reason, and optional reviewer and date (YYYY-MM-DD); see docs/qc.md")
 
 
-def load_overrides(path: str | Path) -> list[Override]:
-    """Read and validate an override file; every bad row is reported in one error."""
+def load_overrides(path: str | Path, *, require_reason: bool = False) -> list[Override]:
+    """Read and validate an override file; every bad row is reported in one error.
+    ``require_reason`` (``stages.qc.override_reason: required``): a row without a reason is one."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8-sig")  # a CSV saved by Excel starts with a byte-order mark
@@ -69,7 +73,9 @@ def load_overrides(path: str | Path) -> list[Override]:
         if None in row:  # csv.DictReader files a row's extra fields under None
             errors.append(f"row {i} has more fields than the header (a comma inside the reason? quote it)")
             continue
-        unknown = set(row) - {"case_id", "term", "term_id", "origin", "action", "reason"}
+        unknown = set(row) - set(COLUMNS)
+        date, bad_date = _date(row.get("date"))
+        reason = str(row.get("reason") or "").strip()
         origin = str(row["origin"]).strip().lower() if row.get("origin") else None
         if not row.get("case_id") or not term:
             errors.append(f"row {i} needs case_id and term")
@@ -80,15 +86,31 @@ def load_overrides(path: str | Path) -> list[Override]:
             errors.append(f"row {i}: origin {origin!r} is not {', '.join(ORIGINS[:-1])} or {ORIGINS[-1]} "
                           "(leave it out to match every layer)")
         elif unknown:
-            errors.append(f"row {i}: unknown columns {sorted(unknown)}")
+            errors.append(f"row {i}: unknown columns {sorted(unknown)} (the columns are {', '.join(COLUMNS)})")
+        elif bad_date:
+            errors.append(f"row {i}: date {row.get('date')!r} is not a date (write it YYYY-MM-DD, e.g. 2024-06-01)")
+        elif require_reason and not reason:
+            errors.append(f"row {i} ({row['case_id']} / {term}) gives no reason (stages.qc.override_reason: required)")
         else:
-            out.append(Override(str(row["case_id"]).strip(), str(term).strip(), origin, action,
-                                str(row.get("reason") or "").strip(), row=i))
+            reviewer = str(row.get("reviewer") or "").strip() or None
+            out.append(Override(str(row["case_id"]).strip(), str(term).strip(), origin, action, reason,
+                                reviewer=reviewer, date=date, row=i))
     errors += conflicts(out)
     if errors:
         raise ConfigError("config_error", "bad qc override rows: " + "; ".join(errors[:10]), path=str(p),
                           remedy=REMEDY)
     return out
+
+
+def _date(value: object) -> tuple[dt.date | None, bool]:
+    """An override row's ``date`` (None when it gives none) and whether it is not an ISO date."""
+    text = str(value or "").strip()
+    if not text:
+        return None, False
+    try:
+        return dt.date.fromisoformat(text), False
+    except ValueError:
+        return None, True
 
 
 def conflicts(overrides: list[Override]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curator.schema import to_arrow
+from curator.schema import table_schema, to_arrow
 
 log = logging.getLogger("curator")
 
@@ -85,10 +85,36 @@ def summary(qc: pa.Table | None, labels: pa.Table | None = None, not_stored: int
     return out
 
 
+def conform(qc: pa.Table) -> pa.Table:
+    """``qc`` with the columns its declared schema added since it was written (null): a workspace's
+    qc table from before ``override_reason``, ``override_reviewer`` and ``override_date`` (those
+    overrides had neither reviewer nor date) is released as the schema says, without measuring
+    every store again."""
+    if set(table_schema("qc").schema.names) <= set(qc.column_names):
+        return qc
+    return to_arrow("qc", qc.to_pylist())
+
+
+def override_counts(qc: pa.Table, problems: pa.Table | None) -> dict[str, int]:
+    """``release.json``'s ``qc.overrides``: the labels a person's override decided, by action, and
+    the override rows that matched no label (``override_unmatched`` rows of ``problems``)."""
+    out = {"include": 0, "exclude": 0, "unmatched": 0}
+    for r in qc.select(["override", "decision"]).to_pylist():
+        if r["override"]:
+            out["include" if r["decision"] == "override_include" else "exclude"] += 1
+    if problems is not None and "kind" in problems.column_names:
+        out["unmatched"] = sum(k == "override_unmatched" for k in problems.column("kind").to_pylist())
+    return out
+
+
 def release_step(builder: Any) -> None:
     """Fill ``labels``' measurement columns from ``qc`` (tolerates either table being absent), exclude
     the present labels their stores do not hold, and record the counts in ``release.json``."""
     qc = builder.tables.get("qc")
+    if qc is not None:
+        conformed = conform(qc)
+        if conformed is not qc:
+            builder.tables["qc"] = qc = conformed
     labels = builder.tables.get("labels")
     if qc is None:
         log.info("release: no qc table; labels keep null measurements")
@@ -99,6 +125,10 @@ def release_step(builder: Any) -> None:
     n = _exclude_unstored(builder)
     if qc is not None or n:  # counted after the release's own exclusions: release.json agrees with labels
         builder.extra["qc"] = summary(qc, builder.tables.get("labels"), n)
+    if qc is not None:
+        ov = override_counts(qc, builder.tables.get("problems"))
+        if any(ov.values()):  # release.json of a release without overrides is as it was
+            builder.extra["qc"]["overrides"] = ov
 
 
 def _exclude_unstored(builder: Any) -> int:

@@ -186,7 +186,7 @@ class QCStage(Stage):
 
         tax = harmonize_taxonomy(self.ctx)  # `term:` may be a name or synonym ("kidney and mass"), as in queries
         out = []
-        for o in load_overrides(self.ctx.config.path(cfg.overrides)):
+        for o in load_overrides(self.ctx.config.path(cfg.overrides), require_reason=cfg.override_reason == "required"):
             found = tax.resolve(o.term_id) if o.term_id not in tax.terms else None
             out.append(dataclasses.replace(o, term_id=found.id) if found is not None else o)
         clash = conflicts(out)  # two names of one term (`kidney and mass`, `kidney_and_mass`) are one label

@@ -153,11 +153,16 @@ def _changed(old: dict[str, Any], config: StageConfig, given: Collection[str] = 
     pipeline.yaml does not give (``given``) changed with this curator — its default changed, or an
     older curator, which recorded ``old``, had no such setting — and is said so: the user changed
     nothing there."""
-    new = config.hashed_dict()
-    unhashed = set(config.to_dict()) - set(new)
-    keys = sorted(k for k in set(old) | set(new) if k not in unhashed and old.get(k) != new.get(k))
+    quiet = config.hashed_when_set()  # absent from a record of a run before them: their default
+    full = config.to_dict()
+    new = {**config.hashed_dict(), **{k: full[k] for k in quiet}}
+    unhashed = set(full) - set(new)
+    keys = sorted(k for k in set(old) | set(new) if k not in unhashed and old.get(k, quiet.get(k)) != new.get(k))
 
     def part(k: str) -> str:
+        if k in quiet and k not in old:
+            said = f"{k}: {json.dumps(quiet[k])} → {json.dumps(new.get(k))}"
+            return said if k in given else f"{said} (this curator's default)"
         if old and k not in old:
             return f"{k}: {json.dumps(new.get(k))} (a setting this curator added)"
         if k not in new:

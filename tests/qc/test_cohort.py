@@ -444,3 +444,63 @@ def test_override_yaml_values_keep_their_text(tmp_path: Path) -> None:
                  "- {case_id: c1, term: liver, action: exclude, reason: no}\n")
     with pytest.raises(ConfigError, match=r"exclude \('no'\)"):
         load_overrides(y)
+
+
+def test_override_rows_record_who_and_when(tmp_path: Path) -> None:
+    """A CSV with `reviewer,date` columns was refused ("unknown columns ['date', 'reviewer']"): the
+    person and the day lived in the free-text reason, if anywhere."""
+    import datetime as dt
+
+    c = tmp_path / "o.csv"
+    c.write_text("case_id,term,origin,action,reason,reviewer,date\n"
+                 "c001,liver,original,include,normal elongated liver,RAD1,2024-06-01\nc005,liver,,exclude,leaks,,\n")
+    got = load_overrides(c)
+    assert (got[0].reviewer, got[0].date) == ("RAD1", dt.date(2024, 6, 1)) and (got[1].reviewer, got[1].date) == (None, None)
+    rows = cohort()
+    rows[1].update(norm_volume=0.002, eccentricity=0.95)
+    res = by_case(judge(rows, QCConfig(), got))
+    one = res["c001"]
+    assert one["reason"].startswith("override include (RAD1, 2024-06-01): normal elongated liver; filter said: exclude")
+    assert (one["override_reason"], one["override_reviewer"], one["override_date"]) == (
+        "normal elongated liver", "RAD1", dt.date(2024, 6, 1))
+    assert res["c005"]["reason"].startswith("override exclude: leaks;") and res["c005"]["override_reviewer"] is None
+    y = tmp_path / "o.yaml"  # a date that is no ISO date names the row and the form to write
+    y.write_text("- {case_id: c1, term: liver, reason: ok, date: 2024-06-01}\n"
+                 "- {case_id: c2, term: liver, reason: ok, date: 01/06/2024}\n")
+    with pytest.raises(ConfigError, match=r"row 2: date '01/06/2024' is not a date \(write it YYYY-MM-DD") as e:
+        load_overrides(y)
+    assert "row 1" not in str(e.value) and e.value.path == str(y)
+
+
+def test_a_reason_can_be_required(tmp_path: Path) -> None:
+    """A row without a reason was stored as "no reason given"; override_reason: required refuses it."""
+    y = tmp_path / "o.yaml"
+    y.write_text("- {case_id: c1, term: liver, reason: checked}\n- {case_id: c2, term: liver}\n"
+                 "- {case_id: c3, term: spleen, reason: ''}\n")
+    assert [o.reason for o in load_overrides(y)] == ["checked", "", ""]
+    with pytest.raises(ConfigError) as e:
+        load_overrides(y, require_reason=True)
+    msg = str(e.value)
+    assert "row 2 (c2 / liver) gives no reason" in msg and "row 3 (c3 / spleen)" in msg and "row 1" not in msg
+    assert "override_reason: required" in msg
+    assert QCConfig.from_dict({"override_reason": "required"}).override_reason == "required"
+    with pytest.raises(ConfigError, match="override_reason"):
+        QCConfig.from_dict({"override_reason": "yes"})
+
+
+def test_settings_added_at_their_default_leave_the_hash_as_it_was() -> None:
+    """override_reason is new: at its default (what qc did before
+    them) a workspace's qc run stays current, and its cached measurements stay keyed the same."""
+    before = "dc46dec8a5c19d1b"  # QCConfig().config_hash() before the two settings existed
+    assert QCConfig().config_hash() == QCConfig().per_case().config_hash() == before
+    assert QCConfig(overrides="o.yaml").config_hash() == "119b98366bce81a1"
+    assert QCConfig(override_reason="required").config_hash() != before  # set: a change re-judges
+    assert QCConfig(override_reason="required").per_case().config_hash() == before  # ...without re-measuring
+    assert QCConfig(override_reason="required").to_dict()["override_reason"] == "required"
+    from curator.runner.freshness import _changed
+
+    old = {k: v for k, v in QCConfig().to_dict().items() if k not in QCConfig.hashed_when_set()}  # a record before
+    assert _changed(old, QCConfig(override_reason="required"), given={"override_reason"}) == \
+        'override_reason: "optional" → "required"'
+    assert _changed(QCConfig(override_reason="required").to_dict(), QCConfig()) == \
+        'override_reason: "required" → "optional" (this curator\'s default)'

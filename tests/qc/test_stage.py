@@ -167,6 +167,42 @@ def test_two_names_of_one_term_in_the_overrides_are_one_label(qc_run: tuple[Cont
     ov.unlink()
 
 
+def test_override_reviewer_and_date_reach_the_qc_table_and_the_release(
+        qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
+    """Who decided and when are columns of qc (and of the release's qc); release.json counts the
+    decisions and the rows that matched nothing; a qc table written before the columns is
+    released with them null."""
+    import datetime as dt
+
+    from curator.qc.release import conform
+
+    ctx, _ = qc_run
+    ov = ctx.workspace.root.parent / "overrides_who.csv"
+    ov.write_text("case_id,term,action,reason,reviewer,date\n"
+                  "Phantom__c003,liver,include,normal on review,RAD1,2024-06-01\n"
+                  "Phantom__c999,liver,exclude,gone,RAD2,\n")
+    stages = {**ctx.config.stages, "qc": {"min_cohort": 12, "overrides": str(ov)}}
+    ctx2 = Context(ctx.config.replace(stages=stages, release=ctx.config.release.replace(version="0.2.0")))
+    run_stage(ctx2, QCStage)
+    rows = {(r["case_id"], r["term_id"]): r for r in pq.read_table(ctx.workspace.table_path("qc")).to_pylist()}
+    got = rows[("Phantom__c003", "liver")]
+    assert (got["override_reason"], got["override_reviewer"], got["override_date"]) == (
+        "normal on review", "RAD1", dt.date(2024, 6, 1))
+    assert got["reason"].startswith("override include (RAD1, 2024-06-01): normal on review; filter said: exclude")
+    rel = Release(build_release(ctx2, steps=["curator.qc.release:release_step"]))
+    assert rel.sql("select override_reviewer, override_date from qc where override").fetchall() == [
+        ("RAD1", dt.date(2024, 6, 1))]
+    assert rel.info["qc"]["overrides"] == {"include": 1, "exclude": 0, "unmatched": 1}
+    old = pq.read_table(ctx.workspace.table_path("qc")).drop_columns(
+        ["override_reason", "override_reviewer", "override_date"])  # as a qc table before qc v5
+    new = conform(old)
+    assert set(new.column_names) - set(old.column_names) == {
+        "override_reason", "override_reviewer", "override_date"}
+    assert new.column("override_date").null_count == new.num_rows
+    ov.unlink()
+    run_stage(ctx, QCStage)  # restore the module's qc table
+
+
 def test_release_joins_measurements_into_labels(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
     ctx, rows = qc_run
     dest = build_release(ctx, steps=["curator.qc.release:release_step"])
