@@ -140,10 +140,11 @@ def note_newest(given: Any, resolved: Any) -> None:
 
 
 def print_stage_reports(reports: Sequence[Any]) -> None:
-    """One line per stage: a tick when no case failed and no error row was written, else a '!'
+    """One line per stage: a tick when no case failed, no error row was written and the stage
+    has nothing to point out (its ``notes``: qc's override rows that matched no label), else a '!'
     (the rows are in the problems table and were logged as the stage ran)."""
     for r in reports:
-        mark = "[green]✓[/]" if r.clean else "[yellow]![/]"
+        mark = "[green]✓[/]" if r.clean and not r.notes else "[yellow]![/]"
         err.print(f"{mark} {escape(r.line())}", highlight=False)
 
 

@@ -61,6 +61,9 @@ class QCConfig(StageConfig):
       relative paths are resolved against the folder holding the workspace.
     * ``override_reason``: ``optional`` (the default) or ``required`` — every override row must
       give a reason, else the file is refused naming the rows.
+    * ``on_unmatched_override``: ``warn`` (the default: an ``override_unmatched`` warning per row,
+      and the stage's summary line says how many rows matched no label) or ``error`` — the run
+      stops before the release, listing the rows.
 
     Only ``sphericity``, ``border_margin`` and ``layers`` change the per-case measurements;
     the others judge the cohort in finalize, so changing them re-judges the cached
@@ -83,6 +86,7 @@ class QCConfig(StageConfig):
     layers: tuple[str, ...] = ("original", "revised", "pseudo")
     overrides: str | None = finalize_only(None)
     override_reason: Literal["optional", "required"] = finalize_only("optional", added=True)
+    on_unmatched_override: Literal["warn", "error"] = finalize_only("warn", added=True)
     side_margin_mm: float | None = finalize_only(10.0)
 
     def __post_init__(self) -> None:

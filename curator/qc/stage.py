@@ -75,6 +75,7 @@ class QCStage(Stage):
 
     def plan(self) -> list[Task]:
         self.extra_problems: list[dict[str, Any]] = []
+        self.notes: list[str] = []  # said on the stage's summary line
         ws = self.ctx.workspace
         cases = ws.read_table("cases")
         if cases is None:
@@ -156,12 +157,25 @@ class QCStage(Stage):
         used = {(o.case_id, o.term_id, o.origin) for o in overrides
                 if any(o.matches(r) for r in by_case.get(o.case_id, ()))}
         ids = sorted(by_case)
+        unmatched: list[InputError] = []
         for o in overrides:
             if (o.case_id, o.term_id, o.origin) not in used:
                 why, remedy = unmatched_override(o, by_case, tax, ids)
-                err = InputError("override_unmatched", f"override for {o.case_id} / {o.term_id} (row {o.row}) "
-                                 f"matches no label: {why}", path=cfg.overrides, remedy=remedy)
-                self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=o.case_id,
+                unmatched.append(InputError("override_unmatched", f"override for {o.case_id} / {o.term_id} (row "
+                                            f"{o.row}) matches no label: {why}", path=cfg.overrides, remedy=remedy,
+                                            case_id=o.case_id))
+        if unmatched:
+            said = f"{len(unmatched)} of {len(overrides)} override rows matched no label"
+            if cfg.on_unmatched_override == "error":  # before any table is written: the release is not built
+                raise ConfigError("override_unmatched", f"{said} (stages.qc.on_unmatched_override: error): "
+                                  + "; ".join(e.detail for e in unmatched[:20])
+                                  + (f"; and {len(unmatched) - 20} more" if len(unmatched) > 20 else ""),
+                                  path=str(self.ctx.config.path(str(cfg.overrides))),
+                                  remedy="fix those rows (each says why it matched nothing) or remove them; or set "
+                                  "on_unmatched_override: warn to apply the others and record these as problems")
+            self.notes.append(f"{said} (problems: override_unmatched)")
+            for err in unmatched:
+                self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=err.case_id,
                                                        path=cfg.overrides, severity="warning"))
         for ds, err in swapped_datasets(judged):  # a whole dataset read the wrong way round, not a bad case
             self.extra_problems.append(problem_row(self.name, err, dataset=ds, case_id=None, path=err.path,

@@ -44,11 +44,13 @@ class StageReport:
     warnings: int = 0
     seconds: float = 0.0
     tables: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the stage says of its run beyond the counts
 
     def line(self) -> str:
         errors = f"{self.errors} errors, " if self.errors else ""
+        notes = "".join(f" — {n}" for n in self.notes)
         return (f"{self.stage}: {self.planned} cases ({self.cached} cached, {self.ran} run), "
-                f"{self.failed} failed, {errors}{self.warnings} warnings, {self.seconds:.1f} s")
+                f"{self.failed} failed, {errors}{self.warnings} warnings, {self.seconds:.1f} s{notes}")
 
     @property
     def clean(self) -> bool:
@@ -203,6 +205,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     errors = [p for p in extra if p["severity"] == "error"]  # an invalid dataset YAML, a duplicate file...
     report.errors = len(errors)
     report.warnings += sum(p["severity"] == "warning" for p in extra)
+    report.notes = list(getattr(stage, "notes", []))  # e.g. qc: "7 of 9 override rows matched no label"
     if config.on_bad_case in ("warn", "error"):
         for p in extra:  # said, not only stored: a whole source can be in one of these rows
             log.log(_LEVEL.get(p["severity"], logging.WARNING), "%s [%s] %s",

@@ -489,18 +489,19 @@ def test_a_reason_can_be_required(tmp_path: Path) -> None:
 
 
 def test_settings_added_at_their_default_leave_the_hash_as_it_was() -> None:
-    """override_reason is new: at its default (what qc did before
+    """override_reason and on_unmatched_override are new: at their defaults (what qc did before
     them) a workspace's qc run stays current, and its cached measurements stay keyed the same."""
     before = "dc46dec8a5c19d1b"  # QCConfig().config_hash() before the two settings existed
     assert QCConfig().config_hash() == QCConfig().per_case().config_hash() == before
     assert QCConfig(overrides="o.yaml").config_hash() == "119b98366bce81a1"
-    assert QCConfig(override_reason="required").config_hash() != before  # set: a change re-judges
-    assert QCConfig(override_reason="required").per_case().config_hash() == before  # ...without re-measuring
-    assert QCConfig(override_reason="required").to_dict()["override_reason"] == "required"
+    changed = {QCConfig(override_reason="required").config_hash(), QCConfig(on_unmatched_override="error").config_hash()}
+    assert before not in changed and len(changed) == 2  # set: a change re-judges
+    assert QCConfig(on_unmatched_override="error").per_case().config_hash() == before  # ...without re-measuring
+    assert QCConfig(on_unmatched_override="error").to_dict()["on_unmatched_override"] == "error"
     from curator.runner.freshness import _changed
 
     old = {k: v for k, v in QCConfig().to_dict().items() if k not in QCConfig.hashed_when_set()}  # a record before
-    assert _changed(old, QCConfig(override_reason="required"), given={"override_reason"}) == \
-        'override_reason: "optional" → "required"'
-    assert _changed(QCConfig(override_reason="required").to_dict(), QCConfig()) == \
-        'override_reason: "required" → "optional" (this curator\'s default)'
+    assert _changed(old, QCConfig(on_unmatched_override="error"), given={"on_unmatched_override"}) == \
+        'on_unmatched_override: "warn" → "error"'
+    assert _changed(QCConfig(on_unmatched_override="error").to_dict(), QCConfig()) == \
+        'on_unmatched_override: "error" → "warn" (this curator\'s default)'

@@ -149,6 +149,18 @@ def test_override_reincludes(qc_run: tuple[Context, list[dict[str, Any]]], tmp_p
     assert said[("Phantom__c004", "5")].startswith("the case's liver label is of origin 'original', not 'pseudo'"), said
     assert said[("Phantom__c004", "6")].startswith("the case has no prostate label (its labels: "), said
     assert len(said) == 4, said
+    # the summary line says it: a release was written with a green tick and most rows matching nothing
+    assert report.notes == ["4 of 6 override rows matched no label (problems: override_unmatched)"]
+    assert report.line().endswith(" — 4 of 6 override rows matched no label (problems: override_unmatched)")
+    before = ctx.workspace.table_path("qc").read_bytes()
+    strict = {"min_cohort": 12, "overrides": str(ov), "on_unmatched_override": "error"}
+    with pytest.raises(ConfigError) as e:
+        run_stage(Context(ctx.config.replace(stages={**ctx.config.stages, "qc": strict})), QCStage)
+    msg = str(e.value)
+    assert e.value.kind == "override_unmatched" and msg.count("matches no label") == 4
+    assert "4 of 6 override rows matched no label" in msg and "(row 2)" in msg and "(row 6)" in msg
+    assert "(row 1)" not in msg and "on_unmatched_override: warn" in msg
+    assert ctx.workspace.table_path("qc").read_bytes() == before  # nothing written: no release on it
     ov.unlink()
     run_stage(ctx, QCStage)  # restore the module's qc table
 
