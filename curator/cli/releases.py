@@ -126,8 +126,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         _list("cases whose store changed", d.stores_changed, limit, "yellow")
         _list("cases whose stores differ only in their OME-Zarr attributes (same voxels, grid and terms)",
               d.stores_ome_changed, limit, "yellow")
-        _list("labels newly excluded by QC", d.qc_newly_excluded, limit, "red")
-        _list("labels no longer excluded by QC", d.qc_newly_included, limit, "green")
+        _list("labels newly excluded by QC (case term layer — why)", d.qc_lines(d.qc_newly_excluded), limit, "red")
+        _list("labels no longer excluded by QC (case term layer — why)", d.qc_lines(d.qc_newly_included), limit,
+              "green")
         _list("cases newly marked duplicate", d.newly_duplicate, limit, "red")
         _list("cases no longer marked duplicate", d.no_longer_duplicate, limit, "green")
         _list("cases whose split changed (case, A, B)", d.split_changes, limit, "red")

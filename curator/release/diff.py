@@ -73,6 +73,9 @@ class ReleaseDiff:
     schema: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # table -> added/removed/retyped
     qc_newly_excluded: list[tuple[Any, ...]] = field(default_factory=list)  # (case_id, term_id, origin)
     qc_newly_included: list[tuple[Any, ...]] = field(default_factory=list)
+    # why, per label of those two lists: B's qc_reason; an override's is its own part (the person's
+    # action, reviewer, date and reason), without what the filter said
+    qc_reasons: dict[tuple[Any, ...], str | None] = field(default_factory=dict)
     newly_duplicate: list[str] = field(default_factory=list)
     no_longer_duplicate: list[str] = field(default_factory=list)
     split_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (case_id, split A, split B)
@@ -92,6 +95,15 @@ class ReleaseDiff:
         """One line per changed lineage entry: ``models: ensemble_a sha256 1f2e… → 9a8b…``."""
         return [line for k, (va, vb) in sorted(self.lineage.items()) for line in _changed_entries(k, va, vb)]
 
+    def qc_lines(self, labels: list[tuple[Any, ...]]) -> list[str]:
+        """``labels`` (of ``qc_newly_excluded`` or ``qc_newly_included``) as ``curator diff`` lists them:
+        ``case term origin — why`` (``override include (RAD1, 2024-06-01): normal pancreas``)."""
+        out = []
+        for k in labels:
+            why = self.qc_reasons.get(k)
+            out.append(" ".join(map(str, k)) + (f" — {why}" if why else ""))
+        return out
+
     @property
     def cases_added(self) -> list[str]:
         return [k[0] for k in self.tables["cases"].added] if "cases" in self.tables else []
@@ -110,6 +122,7 @@ class ReleaseDiff:
                 "tables_added": self.tables_added, "tables_removed": self.tables_removed, "schema": self.schema,
                 "qc_newly_excluded": [list(x) for x in self.qc_newly_excluded],
                 "qc_newly_included": [list(x) for x in self.qc_newly_included],
+                "qc_reasons": [[*k, why] for k, why in self.qc_reasons.items()],
                 "newly_duplicate": self.newly_duplicate, "no_longer_duplicate": self.no_longer_duplicate,
                 "split_changes": [list(x) for x in self.split_changes],
                 "origin_changes": [list(x) for x in self.origin_changes], "stores_changed": self.stores_changed,
@@ -214,6 +227,19 @@ def _qc(d: ReleaseDiff, a: pl.DataFrame, b: pl.DataFrame) -> None:
     d.qc_newly_excluded = _rows(j.filter(excl & pl.col("qa").ne_missing(pl.lit("exclude"))).select(keys).sort(keys))
     d.qc_newly_included = _rows(j.filter((pl.col("qa") == "exclude") & ~excl.fill_null(False))
                                 .select(keys).sort(keys))
+    listed = {*d.qc_newly_excluded, *d.qc_newly_included}
+    if listed and "qc_reason" in b.columns:
+        for *k, why in _rows(b.select(*keys, "qc_reason")):
+            if tuple(k) in listed:
+                d.qc_reasons[tuple(k)] = _said(why)
+
+
+def _said(reason: str | None) -> str | None:
+    """A label's ``qc_reason`` as the diff lists it: an override's own part (``override exclude
+    (RAD1, 2024-06-01): leaks``, not what the filter said before it), else the whole reason."""
+    if reason and reason.startswith("override "):
+        return reason.split("; filter said: ", 1)[0]
+    return reason
 
 
 ORIGIN_ORDER = ("revised", "original", "pseudo")  # the label a loader takes first, for the voxel count

@@ -25,14 +25,15 @@ from curator.workspace import Workspace
 Build = Callable[..., Path]
 
 
-def _labels(case_ids: list[str], excluded: set[str]) -> pa.Table:
+def _labels(case_ids: list[str], excluded: set[str], reasons: dict[str, str] | None = None) -> pa.Table:
     rows: list[dict[str, Any]] = []
     for c in case_ids:
         rows.append({"case_id": c, "dataset": c.split("__")[0], "term_id": "liver", "term": "liver",
                      "origin": "original", "layer": "original", "derived": False, "annotated": True,
                      "present": True, "voxels": 10, "volume_ml": 1.0,
                      "qc_decision": "exclude" if c in excluded else "include",
-                     "qc_reason": "volume far outside the reference range" if c in excluded else None})
+                     "qc_reason": (reasons or {}).get(c) or (
+                         "volume far outside the reference range" if c in excluded else None)})
     return to_arrow("labels", rows)
 
 
@@ -59,7 +60,8 @@ def test_diff_names_qc_exclusions_duplicates_and_label_changes(demo: Path, relea
     cases = pl.read_parquet(demo / "releases" / "demo" / "0.1.0" / "cases.parquet")["case_id"].to_list()
     ws.write_table("labels", _labels(cases[:4], excluded={cases[0]}))
     a = release_with(demo, "0.2.0")
-    ws.write_table("labels", _labels(cases[:3], excluded={cases[0], cases[2]}))
+    ws.write_table("labels", _labels(cases[:3], excluded={cases[0], cases[2]}, reasons={
+        cases[2]: "override exclude (RAD1, 2024-06-01): leaks into the heart; filter said: include"}))
     dup = [{"group_id": "g1", "case_id": c, "dataset": c.split("__")[0], "kept": c == cases[5],
             "kept_case_id": cases[5], "group_size": 2, "reason": "same scan"} for c in (cases[5], cases[6])]
     ws.write_table("duplicates", to_arrow("duplicates", dup))
@@ -69,6 +71,11 @@ def test_diff_names_qc_exclusions_duplicates_and_label_changes(demo: Path, relea
     d = diff_releases(a, b)
     assert d.qc_newly_excluded == [(cases[2], "liver", "original")]
     assert d.qc_newly_included == []
+    # the person's decision, not only the label: who, when and why (what the filter said left out)
+    assert d.qc_lines(d.qc_newly_excluded) == [
+        f"{cases[2]} liver original — override exclude (RAD1, 2024-06-01): leaks into the heart"]
+    assert [cases[2], "liver", "original", "override exclude (RAD1, 2024-06-01): leaks into the heart"] in \
+        d.to_dict()["qc_reasons"]
     assert d.tables["labels"].removed == [(cases[3], "liver", "original")]
     assert d.tables["labels"].changed == [((cases[2], "liver", "original"), ["qc_decision", "qc_reason"])]
     assert d.newly_duplicate == [cases[6]]
@@ -77,6 +84,7 @@ def test_diff_names_qc_exclusions_duplicates_and_label_changes(demo: Path, relea
     assert "pipeline_config" in d.lineage
     back = diff_releases(b, a)
     assert back.qc_newly_included == [(cases[2], "liver", "original")]
+    assert back.qc_lines(back.qc_newly_included) == [f"{cases[2]} liver original"]  # the filter keeps it, silently
     assert back.no_longer_duplicate == [cases[6]] and back.tables_removed == ["duplicates"]
 
 
