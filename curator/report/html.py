@@ -23,7 +23,7 @@ body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 
 h1{margin:18px 0 4px}h2{margin-top:34px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0;font-size:12px}th,td{border:1px solid #e2e8f0;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f7fafc}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#718096}.gallery{display:flex;flex-wrap:wrap;gap:14px}.gallery figure{margin:0;max-width:580px}
+.muted{color:#718096}.warn{color:#9c4221;font-weight:600}.gallery{display:flex;flex-wrap:wrap;gap:14px}.gallery figure{margin:0;max-width:580px}
 figcaption{font-size:12px;color:#4a5568}img{max-width:100%}nav a{margin-right:12px}
 .excl{color:#c53030;font-weight:600}
 """
@@ -246,9 +246,10 @@ def section_gallery(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
                    '<p class="muted">the filter excluded no label</p>')
 
 
-# the override's reason as the qc stage writes it (curator.qc.cohort): the person's words, then the filter's verdict
-OVERRIDE_REASON = r"(?s)^override (?:include|exclude): (.*?); filter said: (\w+)(?: \((.*)\))?$"
-PERSON_COLUMNS = ["case_id", "dataset", "term_id", "origin", "action", "override_by", "override_date",
+# the override's reason as the qc stage writes it (curator.qc.cohort): the person's words (after who and
+# when, in brackets, when the row gave them), then the filter's verdict
+OVERRIDE_REASON = r"(?s)^override (?:include|exclude)(?: \([^)]*\))?: (.*?); filter said: (\w+)(?: \((.*)\))?$"
+PERSON_COLUMNS = ["case_id", "dataset", "term_id", "origin", "action", "override_reviewer", "override_date",
                   "person_reason", "flagged", "filter_decision", "filter_reason", "volume_ml", "components"]
 
 
@@ -258,24 +259,29 @@ def decided_by_person(qc: pl.DataFrame) -> pl.DataFrame:
     another form is shown whole as the person's."""
     rows = qc.filter(by_person(qc)).sort(["term_id", "case_id", "origin"])
     parts = [pl.col("reason").str.extract(OVERRIDE_REASON, i) for i in (1, 2, 3)]
+    own = [pl.col("override_reason")] if "override_reason" in rows.columns else []  # qc v5: as the person wrote it
     return rows.with_columns(
         action=pl.when(pl.col("decision") == "exclude").then(pl.lit("exclude")).otherwise(pl.lit("include")),
-        person_reason=pl.coalesce(parts[0], pl.col("reason")), filter_decision=parts[1], filter_reason=parts[2])
+        person_reason=pl.coalesce(*own, parts[0], pl.col("reason")), filter_decision=parts[1], filter_reason=parts[2])
 
 
 def section_overrides(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
     """The labels a person decided (``stages.qc.overrides``): what, why, and what the filter had said."""
     rows = decided_by_person(qc)
-    head = (f'<h3 id="overrides">labels decided by a person ({rows.height})</h3><p class="muted">rows of the '
+    unmatched = (d.get("problems").filter(pl.col("kind") == "override_unmatched").height
+                 if d.has("problems") else 0)
+    warn = (f'<p class="warn">{unmatched} row(s) of the override file matched no label, so they decided nothing: '
+            "see the problems below (<code>override_unmatched</code>)</p>" if unmatched else "")
+    head = (f'<h3 id="overrides">labels decided by a person ({rows.height})</h3>{warn}<p class="muted">rows of the '
             "override file (<code>stages.qc.overrides</code>); <code>flagged</code>, <code>filter_decision</code> "
             "and <code>filter_reason</code> are the filter's own verdict, which the person's decision replaced</p>")
     if rows.height == 0:
-        return ('<h3 id="overrides">labels decided by a person (0)</h3><p class="muted">no override: every '
+        return (f'<h3 id="overrides">labels decided by a person (0)</h3>{warn}<p class="muted">no override: every '
                 "decision is the filter's</p>")
 
     def caption(r: dict[str, Any]) -> str:
         said = f"{r['filter_decision']} ({r['filter_reason']})" if r.get("filter_reason") else r.get("filter_decision")
-        who = " · ".join(str(r[c]) for c in ("override_by", "override_date") if r.get(c))
+        who = " · ".join(str(r[c]) for c in ("override_reviewer", "override_date") if r.get(c))
         return (f"<b>{'re-included' if r['action'] == 'include' else 'excluded'} by a person</b>"
                 f"{' (' + esc(who) + ')' if who else ''}: {esc(r['person_reason'])} · the filter said: {esc(said)}")
 

@@ -5,6 +5,7 @@ label kept."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import re
 from pathlib import Path
@@ -83,11 +84,17 @@ def test_a_persons_decisions_have_their_own_section() -> None:
     assert "2 by the filter" not in page and "1 by the filter (<code>exclude</code>), 1 by a person" in page
 
 
-def test_who_decided_is_shown_when_the_qc_table_has_it() -> None:
-    qc = qc_table([*cohort("liver", 30), odd("odd")])
-    qc = qc.with_columns(override_by=pl.when(pl.col("override")).then(pl.lit("AB")), override_date=pl.lit(None))
+def test_who_decided_and_when_is_shown_from_the_qc_table() -> None:
+    """qc v5 keeps an override's reviewer, date and own words; its reason then reads 'override
+    include (AB, 2024-06-01): …', which the section took whole as the person's words."""
+    ab = [Override("odd", "liver", None, "include", "lobulated but real", reviewer="AB", date=dt.date(2024, 6, 1))]
+    qc = qc_table([*cohort("liver", 30), odd("odd")], ab)
     mine = part(build_html(ReportData({"qc": qc})), 'id="overrides"', 'id="gallery"')
-    assert "<th>override_by</th>" in mine and "re-included by a person</b> (AB)" in mine
+    assert "<th>override_reviewer</th>" in mine and "re-included by a person</b> (AB · 2024-06-01)" in mine
+    assert "<td>lobulated but real</td><td>True</td><td>exclude</td>" in mine  # the words, then the filter's verdict
+    old = qc.drop("override_reason", "override_reviewer", "override_date")  # a release before qc v5
+    assert "<td>lobulated but real</td><td>True</td><td>exclude</td>" in part(
+        build_html(ReportData({"qc": old})), 'id="overrides"', 'id="gallery"')
     assert "labels decided by a person (0)" in build_html(ReportData({"qc": qc_table(cohort("liver", 30), [])}))
 
 
@@ -189,3 +196,14 @@ def test_sphericity_and_eccentricity_axes_stay_within_0_and_1() -> None:
             lo, hi = fig.axes[i].get_xlim() if which == "x" else fig.axes[i].get_ylim()
             assert 0 <= lo < hi <= 1, (i, which, lo, hi)
     _plt().close("all")
+
+
+def test_override_rows_that_matched_nothing_are_said_in_the_persons_section() -> None:
+    """A release whose override file mostly matched nothing showed no sign of it beside the
+    decisions; the rows were only in the problems table."""
+    qc = qc_table([*cohort("liver", 30), odd("odd")])
+    problems = pl.DataFrame({"stage": ["qc"] * 2, "kind": ["override_unmatched", "label_empty"], "case_id": ["x", "y"],
+                             "dataset": ["d", "d"], "severity": ["warning"] * 2, "message": ["m", "m"], "path": ["", ""]})
+    mine = part(build_html(ReportData({"qc": qc, "problems": problems})), 'id="overrides"', 'id="gallery"')
+    assert "1 row(s) of the override file matched no label" in mine
+    assert "matched no label" not in part(build_html(ReportData({"qc": qc})), 'id="overrides"', 'id="gallery"')
