@@ -84,6 +84,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.errors import ReleaseError
         from curator.release.diff import diff_releases
         from curator.release.query import Release
+        from curator.release.store_diff import summary
 
         if b is None:
             rb = Release(a)
@@ -123,9 +124,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         _list("labels whose origin changed (case, term: origin A → B, volume A → B)",
               [f"{c} {t}: {oa} → {ob}, {_ml(ma)} → {_ml(mb)} ml" for c, t, oa, ob, _, _, ma, mb in d.origin_changes],
               limit, "yellow")
-        _list("cases whose store changed", d.stores_changed, limit, "yellow")
+        said = {c: f"{c}: {summary(ch)}" for c, ch in d.store_changes.items()}
+        _list("cases whose store's voxels, terms or grid changed", [said[c] for c in d.stores_changed], limit,
+              "yellow")
         _list("cases whose stores differ only in their OME-Zarr attributes (same voxels, grid and terms)",
               d.stores_ome_changed, limit, "yellow")
+        _list("cases whose stores differ only in other attributes or encoding (same voxels, grid and terms)",
+              [said[c] for c in d.stores_metadata_changed], limit, "yellow")
         _list("labels newly excluded by QC (case term layer — why)", d.qc_lines(d.qc_newly_excluded), limit, "red")
         _list("labels no longer excluded by QC (case term layer — why)", d.qc_lines(d.qc_newly_included), limit,
               "green")

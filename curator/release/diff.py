@@ -6,7 +6,7 @@ On top of that the diff names the changes people ask about: cases added or remov
 newly excluded (or re-included) by QC, labels whose origin changed (a reviewed pseudo-label is
 one change of (case, term) from ``pseudo`` to ``revised``, with its volume before and after,
 not a label removed and another added), cases whose store content changed (release.json's
-store hashes), cases newly marked duplicate, cases whose split changed, schema changes (tables
+store hashes; each said by what differs: voxels, terms, grid, attributes or encoding), cases newly marked duplicate, cases whose split changed, schema changes (tables
 and columns added, removed or retyped) and lineage changes (registry, taxonomy, models,
 pipeline config, each stage's version and the settings its code's defaults changed, and the torch
 version, device and thread count behind the pseudo labels: ``inference``), each named down to the
@@ -25,7 +25,6 @@ each source's folder (``root``, which release.json no longer publishes) and had 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import pyarrow as pa
 
 from curator.errors import ConfigError
 from curator.release.query import Release
+from curator.release.store_diff import store_kind
 from curator.schema import table_schema
 
 LINEAGE_KEYS = ("schema_version", "code_version", "code_revision", "registry", "taxonomy", "models", "inputs",
@@ -84,9 +84,13 @@ class ReleaseDiff:
     # the store grid of pseudo and revised), so compare the volumes across origins
     origin_changes: list[tuple[str, str, str, str, int | None, int | None, float | None, float | None]] = field(
         default_factory=list)
-    stores_changed: list[str] = field(default_factory=list)  # cases in both whose store data (chunks) differ
+    stores_changed: list[str] = field(default_factory=list)  # cases in both whose voxels, terms or grid differ
     # cases in both whose stores differ only in their OME-Zarr attributes (the same voxels, grid and terms)
     stores_ome_changed: list[str] = field(default_factory=list)
+    # cases in both whose stores differ in other attributes or in encoding only (the same voxels, grid, terms)
+    stores_metadata_changed: list[str] = field(default_factory=list)
+    # case -> kind (curator.release.store_diff.KINDS) -> store node -> what differs, for every store above
+    store_changes: dict[str, dict[str, dict[str, list[str]]]] = field(default_factory=dict)
     lineage: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     backwards: bool = False  # B is an older version of A's collection: every change reads reversed
 
@@ -115,7 +119,8 @@ class ReleaseDiff:
     @property
     def empty(self) -> bool:
         return (all(t.empty for t in self.tables.values()) and not self.tables_added and not self.tables_removed
-                and not self.schema and not self.stores_changed and not self.stores_ome_changed)
+                and not self.schema and not (self.stores_changed or self.stores_ome_changed
+                                                 or self.stores_metadata_changed or self.store_changes))
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "tables": {n: t.to_dict() for n, t in sorted(self.tables.items())},
@@ -126,7 +131,8 @@ class ReleaseDiff:
                 "newly_duplicate": self.newly_duplicate, "no_longer_duplicate": self.no_longer_duplicate,
                 "split_changes": [list(x) for x in self.split_changes],
                 "origin_changes": [list(x) for x in self.origin_changes], "stores_changed": self.stores_changed,
-                "stores_ome_changed": self.stores_ome_changed,
+                "stores_ome_changed": self.stores_ome_changed, "stores_metadata_changed": self.stores_metadata_changed,
+                "store_changes": {c: {"kind": store_kind(ch), **ch} for c, ch in sorted(self.store_changes.items())},
                 "lineage": {k: {"a": v[0], "b": v[1]} for k, v in sorted(self.lineage.items())}}
 
 
@@ -146,27 +152,24 @@ def _store_file_sums(release: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def _same_but_ome(a: Path, b: Path, case_id: str, rel: str) -> bool:
-    """Whether file ``rel`` of the case's store is a zarr.json that, OME-Zarr attributes left out,
-    holds the same metadata in releases ``a`` and ``b`` (a store written before curator wrote
-    OME-NGFF attributes differs from a newer one in those alone)."""
+def _stores(d: ReleaseDiff, a: Path, b: Path, changed: list[str]) -> None:
+    """Classify the stores whose hash differs by what differs (curator.release.store_diff): their
+    voxels, terms or grid (``stores_changed``), OME-Zarr attributes alone (``stores_ome_changed``),
+    other attributes or encoding (``stores_metadata_changed``)."""
     from curator.release.integrity import STORES_DIR
+    from curator.release.store_diff import ome_only, store_changes
 
-    if rel.rsplit("/", 1)[-1] != "zarr.json":
-        return False
-    metas = []
-    for release in (a, b):
-        try:
-            meta = json.loads((release / STORES_DIR / f"{case_id}.zarr" / rel).read_bytes())
-        except (OSError, ValueError):
-            return False
-        if not isinstance(meta, dict):
-            return False
-        attrs = meta.get("attributes")
-        if isinstance(attrs, dict):
-            meta = {**meta, "attributes": {k: v for k, v in attrs.items() if k != "ome"}}
-        metas.append(meta)
-    return metas[0] == metas[1]
+    files_a, files_b = (_store_file_sums(r) if changed else {} for r in (a, b))
+    for c in changed:
+        sa, sb = (r / STORES_DIR / f"{c}.zarr" for r in (a, b))
+        ch = store_changes(sa, sb, files_a.get(c), files_b.get(c)) if sa.is_dir() and sb.is_dir() else {}
+        if not ch:  # no store to read, or only bytes that parse the same
+            ch = {"voxels" if not (sa.is_dir() and sb.is_dir()) else "encoding":
+                  {"": ["not in the release" if not (sa.is_dir() and sb.is_dir()) else "file bytes"]}}
+        d.store_changes[c] = ch
+        kind = store_kind(ch)
+        (d.stores_changed if kind in ("voxels", "terms", "grid") else d.stores_ome_changed if ome_only(ch)
+         else d.stores_metadata_changed).append(c)
 
 
 def _keys_for(name: str, a_cols: list[str], b_cols: list[str]) -> list[str]:
@@ -413,12 +416,7 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         _origin_changes(d, *frames["labels"])
     sa_, sb_ = ra.info.get("stores") or {}, rb.info.get("stores") or {}
     changed = sorted(c for c in set(sa_) & set(sb_) if (sa_[c] or {}).get("sha256") != (sb_[c] or {}).get("sha256"))
-    files_a, files_b = (_store_file_sums(r.path) if changed else {} for r in (ra, rb))
-    for c in changed:
-        fa_, fb_ = files_a.get(c), files_b.get(c)
-        ome_only = fa_ is not None and fb_ is not None and all(
-            _same_but_ome(ra.path, rb.path, c, rel) for rel in set(fa_) | set(fb_) if fa_.get(rel) != fb_.get(rel))
-        (d.stores_ome_changed if ome_only else d.stores_changed).append(c)
+    _stores(d, ra.path, rb.path, changed)
     _dups(d, *(r.table("duplicates") if "duplicates" in n else None for r, n in ((ra, na), (rb, nb))))
     if "splits" in frames:
         sa, sb = frames["splits"]

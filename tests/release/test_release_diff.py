@@ -144,7 +144,8 @@ def test_a_reviewed_label_is_one_origin_change_and_its_store_a_changed_store(dem
     reseal(coll / "0.1.1")
     d = diff_releases(coll / "0.1.0", coll / "0.1.1")
     assert d.origin_changes == [(case, term, "pseudo", "revised", voxels, voxels + 5, ml, ml + 0.5)]
-    assert d.stores_changed == [case] and not d.empty
+    assert d.stores_metadata_changed == [case] and not d.empty  # its metadata alone: the same voxels
+    assert d.store_changes == {case: {"attributes": {"": ["curator.reviewed"]}}}
     assert diff_releases(coll / "0.1.1", coll / "0.1.0").origin_changes == [
         (case, term, "revised", "pseudo", voxels + 5, voxels, ml + 0.5, ml)]
     # said as volumes: an original label's voxels are on its source grid, a pseudo one's on the store's
@@ -172,6 +173,65 @@ def test_stores_differing_only_in_ome_attributes_are_listed_apart(demo: Path) ->
     assert len(with_ome) >= 10 and stores[0].stem in with_ome
     assert d.stores_changed == [stores[0].stem]
     assert d.stores_ome_changed == sorted(set(with_ome) - {stores[0].stem}) and not d.empty
+
+
+def _rewrite(array: Path, chunks: tuple[int, ...], flip: bool = False) -> None:
+    """Write ``array`` anew with other chunks (no shards, zarr's default codecs), one voxel flipped if asked."""
+    import zarr
+
+    values = zarr.open_array(str(array), mode="r")[...]
+    shutil.rmtree(array)  # new files: the copied release's own
+    if flip:
+        values[(0,) * values.ndim] = 1 - values[(0,) * values.ndim]
+    zarr.create_array(str(array), shape=values.shape, dtype=values.dtype, chunks=chunks)[...] = values
+
+
+def test_a_changed_store_is_classified_by_what_differs(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade that added a checksum codec and model fingerprints to every store was listed as
+    "cases whose store changed (17)" although no voxel had: the diff now says what differs."""
+    from curator.release import store_diff
+
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    stores = sorted((coll / "0.1.1" / "stores").glob("*.zarr"))
+    s = [x.stem for x in stores]
+
+    def edit(store: Path, node: str, change: Callable[[dict[str, Any]], None]) -> None:
+        meta = store / node / "zarr.json"
+        m = json.loads(meta.read_text())
+        change(m["attributes"])
+        meta.unlink()
+        meta.write_text(json.dumps(m))
+
+    _rewrite(stores[0] / "body", (32, 32, 32), flip=True)  # voxels (read first: the smaller array) ...
+    _rewrite(stores[0] / "image", (32, 32, 32))  # ... so the image is not read at all
+    _rewrite(stores[1] / "image", (16, 16, 16))  # encoding only
+    edit(stores[2], "", lambda a: a["curator"].update(torch={"version": "2.13"}))  # attributes only
+    edit(stores[3], "labels/original/0", lambda a: a["values"].update({"1": ["spleen"]}))  # what a value means
+    edit(stores[4], "", lambda a: a["curator"]["affine"].__setitem__(3, a["curator"]["affine"][3] + 1))  # grid
+    reseal(coll / "0.1.1")
+    read: list[str] = []
+    first = store_diff._first_difference
+    monkeypatch.setattr(store_diff, "_first_difference", lambda a, b: read.append(f"{a.parent.name}/{a.name}")
+                        or first(a, b))
+    d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+    assert d.stores_changed == sorted([s[0], s[3], s[4]]) and d.stores_metadata_changed == sorted([s[1], s[2]])
+    assert d.stores_ome_changed == []
+    ch = d.store_changes
+    assert ch[s[0]]["voxels"] == {"body": ["values"]}
+    assert f"{stores[0].name}/image" not in read and f"{stores[0].name}/body" in read  # stopped at the first
+    assert list(ch[s[1]]) == ["encoding"] and list(ch[s[1]]["encoding"]) == ["image"]
+    assert {x.split()[0] for x in ch[s[1]]["encoding"]["image"]} >= {"codecs", "chunks"}, ch[s[1]]
+    assert ch[s[2]] == {"attributes": {"": ["curator.torch"]}}
+    assert ch[s[3]] == {"terms": {"labels/original/0": ["values"]}}
+    assert ch[s[4]] == {"grid": {"": ["affine"]}}
+    out = CliRunner().invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1")]).output
+    text = " ".join(out.split())
+    assert "cases whose store's voxels, terms or grid changed (3)" in text, text
+    assert f"{s[0]}: voxels values (body)" in text and f"{s[2]}: attributes curator.torch (/)" in text, text
+    assert "cases whose stores differ only in other attributes or encoding (same voxels, grid and terms) (2)" in text
+    js = json.loads(CliRunner().invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1"), "-f", "json"]).output)
+    assert js["store_changes"][s[1]]["kind"] == "encoding" and js["stores_metadata_changed"] == sorted([s[1], s[2]])
 
 
 def test_lineage_changes_name_the_entry_that_changed() -> None:
