@@ -42,6 +42,10 @@ LINEAGE_KEYS = ("schema_version", "code_version", "code_revision", "registry", "
 _ABSENT = object()
 # Columns that describe a row relative to its own release (not a change of the row itself).
 RELATIVE_COLUMNS = {"splits": {"reason", "previous_split"}}
+# Keys other than a table's sort columns: a problem reworded by a newer curator is the same
+# problem (its sort ends in the message, which keeps the written rows in one order)
+DIFF_KEYS = {"problems": ("stage", "dataset", "path", "case_id", "kind")}
+RANK = "rank_in_key"  # a row's place among the rows that share its key, when some do
 
 
 @dataclass
@@ -174,11 +178,31 @@ def _stores(d: ReleaseDiff, a: Path, b: Path, changed: list[str]) -> None:
 
 def _keys_for(name: str, a_cols: list[str], b_cols: list[str]) -> list[str]:
     try:
-        keys = list(table_schema(name).sort)
+        keys = list(DIFF_KEYS.get(name) or table_schema(name).sort)
     except ConfigError:
         keys = []
     common = [c for c in a_cols if c in b_cols]
     return keys if keys and all(k in common for k in keys) else common
+
+
+def _ranked(a: pl.DataFrame, b: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """When rows share a key (two problems of one kind for one file), number them within it
+    (``rank_in_key``, a key column then): the rows the other table holds unchanged first, the rest in
+    the order of their other columns, so an unchanged row pairs with itself and a reworded one
+    with its rewording."""
+    if not any(df.select(keys).is_duplicated().any() for df in (a, b)):
+        return a, b, keys
+    cols = [c for c in a.columns if c in b.columns and a[c].dtype == b[c].dtype and not a[c].dtype.is_nested()]
+
+    def ranked(x: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:
+        x = x.join(other.select(cols).unique().with_columns(_same=pl.lit(True)), on=cols, how="left",
+                   nulls_equal=True).with_columns(pl.col("_same").fill_null(False))
+        rest = [c for c in cols if c not in keys]
+        x = x.sort([*keys, "_same", *rest], descending=[False] * len(keys) + [True] + [False] * len(rest),
+                   nulls_last=True)
+        return x.with_columns(pl.int_range(pl.len()).over(keys).alias(RANK)).drop("_same")
+
+    return ranked(a, b), ranked(b, a), [*keys, RANK]
 
 
 def _rows(df: pl.DataFrame) -> list[tuple[Any, ...]]:
@@ -410,7 +434,8 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
             d.schema[name] = sch
         fa, fb = ra.table(name), rb.table(name)
         frames[name] = (fa, fb)
-        d.tables[name] = diff_table(fa, fb, _keys_for(name, fa.columns, fb.columns), RELATIVE_COLUMNS.get(name))
+        ka, kb, keys = _ranked(fa, fb, _keys_for(name, fa.columns, fb.columns))
+        d.tables[name] = diff_table(ka, kb, keys, RELATIVE_COLUMNS.get(name))
     if "labels" in frames:
         _qc(d, *frames["labels"])
         _origin_changes(d, *frames["labels"])

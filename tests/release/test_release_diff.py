@@ -234,6 +234,31 @@ def test_a_changed_store_is_classified_by_what_differs(demo: Path, monkeypatch: 
     assert js["store_changes"][s[1]]["kind"] == "encoding" and js["stores_metadata_changed"] == sorted([s[1], s[2]])
 
 
+def test_a_reworded_problem_is_a_changed_problem(demo: Path) -> None:
+    """The problems table was keyed on its message too: a newer curator's rewording of the same
+    problem showed as a problem removed and another added."""
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    p = coll / "0.1.1" / "problems.parquet"
+    rows = pl.read_parquet(p).to_dicts()
+    assert len(rows) >= 2, rows
+    first = rows[0]
+    twin = {**first, "message": "zz a second problem of this kind in this file"}  # one key, two rows
+    pq.write_table(to_arrow("problems", [*rows, twin]), coll / "0.1.0" / "problems.parquet")
+    reseal(coll / "0.1.0")
+    reworded = [{**first, "message": "reworded: " + first["message"]}, rows[1] | {"message": "said otherwise"},
+                *rows[2:], twin]
+    p.unlink()
+    pq.write_table(to_arrow("problems", reworded), p)
+    reseal(coll / "0.1.1")
+    t = diff_releases(coll / "0.1.0", coll / "0.1.1").tables["problems"]
+    key = [first[k] for k in ("stage", "dataset", "path", "case_id", "kind")]
+    assert t.added == [] and t.removed == [], t
+    assert t.keys[-1] == "rank_in_key" and len(t.changed) == 2, t  # the twin, unchanged, pairs with itself
+    assert ((*key, 1), ["message"]) in t.changed, t  # the unchanged twin took the first place of the key
+    assert all(c == ["message"] for _, c in t.changed)
+
+
 def test_lineage_changes_name_the_entry_that_changed() -> None:
     from curator.release.diff import ReleaseDiff
 
