@@ -36,6 +36,7 @@ log = logging.getLogger("curator")
 _T = TypeVar("_T")
 _MISSING_TABLE = re.compile(r"Table with name (.+) does not exist!")  # DuckDB's CatalogException
 _HINT = re.compile(r"^(Candidate bindings:|Did you mean)")  # DuckDB's suggestions, on lines of their own
+_MISSING_COLUMN = re.compile(r'Referenced column "(.+?)" not found|does not have a column named "(.+?)"')
 
 
 def duckdb_message(e: BaseException) -> str:
@@ -65,6 +66,68 @@ def query_remedy(message: str, tables: list[str]) -> str:
     if "Referenced column" in message:  # also what an unquoted text value gives: dataset = KiTS23
         text += "; if the name is a text value, put it in single quotes (dataset = 'KiTS23')"
     return text
+
+
+def _changelog() -> list[tuple[str, str]]:
+    """``manifests/CHANGELOG.md`` as (schema version, its text), oldest first ([] when unreadable)."""
+    from curator.config import SEMVER
+    from curator.release.lineage import version_key
+    from curator.schema import manifests_dir
+
+    try:
+        text = (manifests_dir() / "CHANGELOG.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    sections = re.findall(r"^## (.+)\n((?:(?!^## ).*\n?)*)", text, re.MULTILINE)
+    sections = [(head.strip(), body) for head, body in sections]
+    return sorted(((v, b) for v, b in sections if SEMVER.match(v)), key=lambda x: version_key(x[0]))
+
+
+def _added_in(release_schema: str, *names: str) -> str | None:
+    """The first schema version after ``release_schema`` whose changelog entry names every one of
+    ``names`` (in backquotes): when the newer column or table came."""
+    from curator.config import SEMVER
+    from curator.release.lineage import version_key
+
+    newer = SEMVER.match(release_schema) is not None
+    for version, text in _changelog():
+        if (not newer or version_key(version) > version_key(release_schema)) and all(
+                f"`{n}`" in text for n in names):
+            return version
+    return None
+
+
+def schema_hint(message: str, info: dict[str, Any], columns: dict[str, set[str]]) -> str | None:
+    """When DuckDB's ``message`` names a column or table this release lacks and the current
+    manifests declare (the release was made with an older schema), say so: ``this release has
+    schema 1.6.0; `qc.oversized` was added in schema 1.7.0 (manifests/CHANGELOG.md)``. ``columns``
+    maps each table of the release to its columns."""
+    from curator.schema import load_schemas, schema_version
+
+    try:
+        schemas = load_schemas()
+        current = schema_version()
+    except Exception:  # noqa: BLE001 - a hint, never a second error
+        return None
+    ours = info.get("schema_version")
+    ours = ours if isinstance(ours, str) else "unrecorded"
+    col = _MISSING_COLUMN.search(message)
+    table = _MISSING_TABLE.search(message)
+    if col:
+        name = (col.group(1) or col.group(2)).lower()  # DuckDB's names ignore case; the manifests' are lower
+        what = [f"{t}.{name}" for t, have in sorted(columns.items())
+                if t in schemas and name in schemas[t].schema.names and name not in have]
+        added = [_added_in(ours, t.split(".")[0], name) for t in what]
+    elif table and table.group(1).lower() in set(schemas) - set(columns):
+        name = table.group(1).lower()
+        what, added = [name], [_added_in(ours, name, "first version") or _added_in(ours, name)]
+    else:
+        return None
+    if not what:
+        return None
+    said = [f"`{w}` was added in schema {a}" if a else f"`{w}` is in the current schema ({current})"
+            for w, a in zip(what, added, strict=True)]
+    return f"this release has schema {ours}; {'; '.join(said)} (manifests/CHANGELOG.md)"
 
 
 def where_error(e: ReleaseError, where: str, name: str, splits: bool) -> ReleaseError:
@@ -317,7 +380,23 @@ class Release:
             if missing and missing.group(1).casefold() in damaged:  # the table has no view: its file is damaged
                 name = damaged[missing.group(1).casefold()]
                 raise self._unreadable(name, self.unreadable[name]) from e
-            raise query_error(e, self.path, self.table_names()) from e
+            err = query_error(e, self.path, self.table_names())
+            hint = schema_hint(err.detail, self.info, self._columns()) if isinstance(
+                e, duckdb.BinderException | duckdb.CatalogException) else None
+            if hint:  # an older release: the column or table came later, no misspelling or quoting to fix
+                err = ReleaseError("query_error", f"{err.detail}; {hint}", path=str(self.path),
+                                   remedy=query_remedy("", self.table_names()))
+            raise err from e
+
+    def _columns(self) -> dict[str, set[str]]:
+        """Each readable table's columns (from its Parquet schema)."""
+        out = {}
+        for name in self.table_names():
+            try:
+                out[name] = set(self.schema(name).names)
+            except ReleaseError:
+                continue
+        return out
 
     def table(self, name: str) -> pl.DataFrame:
         return self._read(name, lambda p: pl.read_parquet(p, glob=False))  # a path may hold [ ] * ?: never a pattern

@@ -281,3 +281,42 @@ def test_newest_version_is_by_semantic_version(tmp_path: Path) -> None:
     assert resolve_release(tmp_path).name == "0.10.0"
     (tmp_path / "0.11.0-rc.1").mkdir()  # a version folder without release.json (being written) does not count
     assert resolve_release(tmp_path).name == "0.10.0"
+
+
+def test_a_column_or_table_newer_than_the_release_says_so(demo: Path) -> None:
+    """`select count(*) from qc where oversized` on a release made with schema 1.6.0 gave DuckDB's
+    bare "Referenced column not found", as if the name were misspelt."""
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from curator.testing.releases import reseal
+
+    coll = demo / "releases" / "demo"
+    old = coll / "0.0.9"
+    shutil.copytree(coll / "0.1.0", old)
+    qc = old / "qc.parquet"
+    table = pq.read_table(qc).drop_columns(["oversized"])
+    qc.unlink()
+    pq.write_table(table, qc)
+    (old / "sources.parquet").unlink()
+    info = json.loads((old / "release.json").read_text())
+    info["schema_version"] = "1.6.0"
+    info["files"].pop("sources.parquet")
+    (old / "release.json").write_text(json.dumps(info))
+    reseal(old)
+    rel = Release(old)
+    for query, said in (("select count(*) from qc where oversized", "`qc.oversized` was added in schema 1.7.0"),
+                        ("select q.oversized from qc q", "`qc.oversized` was added in schema 1.7.0"),
+                        ("select * from sources", "`sources` was added in schema 1.8.0")):
+        with pytest.raises(ReleaseError) as e:
+            rel.sql(query)
+        assert e.value.kind == "query_error"
+        assert f"this release has schema 1.6.0; {said} (manifests/CHANGELOG.md)" in e.value.detail, e.value.detail
+    with pytest.raises(ReleaseError) as e:  # a misspelt name is still DuckDB's suggestion alone
+        rel.sql("select count(*) from qc where oversizd")
+    assert "schema" not in e.value.detail and "single quotes" in (e.value.remedy or "")
+    with pytest.raises(ReleaseError) as e:  # a release of the current schema has the column: no hint
+        Release(coll / "0.1.0").sql("select count(*) from cases where oversized")
+    assert "schema" not in e.value.detail
