@@ -67,8 +67,12 @@ def _scrubbed(v: Any, where: str, dropped: set[str], fields: set[str] | None = N
     depth, and with ``fields`` (``keep: [surgery.type]``: the paths below ``where`` a person named)
     only those; the dotted names of the fields left out are added to ``dropped``."""
     if isinstance(v, list):
-        return [_scrubbed(x, where, dropped, fields) for x in v]
+        kept = [_scrubbed(x, where, dropped, fields) for x in v]
+        return kept if fields is None else [x for x in kept if x is not None]
     if not isinstance(v, dict):
+        if fields is not None:  # `keep: [surgery.type]` of a value that is no record (free text): none of it
+            dropped.add(where)
+            return None
         return v
     out = {}
     for k, x in v.items():
@@ -153,7 +157,9 @@ def load_metadata(spec_metadata: dict[str, Any], root: Path, dropped: set[str] |
                 dropped.add(str(k))
             elif _jsonable(v):
                 fields = None if k in keep or k in mapping else within.get(str(k))
-                rest[mapping.get(str(k), str(k))] = _scrubbed(v, str(k), dropped, fields)
+                value = _scrubbed(v, str(k), dropped, fields)
+                if value is not None or fields is None:
+                    rest[mapping.get(str(k), str(k))] = value
         row["metadata_json"] = canonical_json(rest) if rest else None
         out[str(rec[key])] = row
     return out

@@ -38,7 +38,9 @@ class Source:
         the same in the release's tables and its stores). Empty for any other source."""
         if not self.pseudonymous_ids or self.spec.labels.encoding != "per_structure":
             return {}
-        return {k: ws.pseudonym(self.name, k, prefix="u") for k in keys
+        # "structure" in the keyed message: the prefix is not, so without it a structure named like a
+        # patient or study folder would key to its patient_id's or study_key's digest (linkable)
+        return {k: ws.pseudonym(self.name, "structure", k, prefix="u") for k in keys
                 if k and k not in self.spec.labels.structures}
 
 

@@ -88,6 +88,12 @@ def test_a_record_can_be_kept_field_by_field_and_staff_ids_and_times_are_left_ou
     assert json.loads(some["a"]["metadata_json"]) == {"surgery": {"type": "partial nephrectomy"},
                                                       "visits": [{"kind": "pre"}]}
     assert {"surgery.approach", "visits.at", "visits.seen_at"} <= dropped
+    # a field of a record kept, where the file holds free text instead of a record: none of it
+    recs[0]["surgery"] = "partial nephrectomy by Dr House on 2001-09-11"
+    (tmp_path / "meta.json").write_text(json.dumps(recs))
+    dropped.clear()
+    text = load_metadata({"file": "meta.json", "keep": ["surgery.type", "visits.kind"]}, tmp_path, dropped)
+    assert json.loads(text["a"]["metadata_json"]) == {"visits": [{"kind": "pre"}]} and "surgery" in dropped
 
 
 def test_a_kept_field_that_names_a_person_is_a_registry_error() -> None:

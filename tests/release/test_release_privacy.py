@@ -161,5 +161,9 @@ def test_a_pseudonymous_source_publishes_structure_names_only_from_its_yaml(tmp_
     published = _strings(rel)
     for part in ("DOE", "JANE", "MRN123456", "ROE", "RICHARD", "MRN654321"):
         assert part not in published, part
+    from curator.workspace import Workspace
+
+    key = Workspace(tmp_path / "workspace").pseudonym("HospitalExport", "liver_DOE_JANE_MRN123456")
+    assert key[2:] not in keys[1]  # not the digest a patient or study of that name keys to (linkable)
     ws = table(pipe, "cases").to_pylist()[0]  # the workspace keeps the names
     assert "liver_DOE_JANE_MRN123456" in ws["label_keys"] and ws["label_dropped"] == ["tumour_ROE_RICHARD_MRN654321"]
