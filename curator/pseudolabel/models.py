@@ -57,7 +57,8 @@ ENSEMBLE_KEYS = frozenset({"name", "models"})  # top-level keys of an ensemble Y
 # ModelSpec fields added after a fingerprint's form was fixed (name -> default): left out of the
 # fingerprint while at their default, so a curator that adds a setting does not re-run every cached
 # pseudo label of a declaration it does not change ("another version of the model files" with the
-# same weights). A new field goes here with its default; test_models pins the fingerprint.
+# same weights). A new field goes here with its default as to_dict gives it (a list for a tuple);
+# test_models pins the fingerprint and the cases' cache key.
 ADDED_LATER: dict[str, Any] = {}
 
 
@@ -207,9 +208,15 @@ class ModelSpec(Config):
                 raise ConfigError("config_error", f"model {self.name!r}: file {p} does not exist",
                                   remedy="fix the model's path/weights in stages.pseudolabel")
             sums[key] = sha256_file(p)
-        spec = {k: v for k, v in self.to_dict().items() if k not in ("path", "weights")
-                and not (k in ADDED_LATER and v == ADDED_LATER[k])}
-        return sha256_json({"spec": spec, "files": sums})[:16]
+        return sha256_json({"spec": keyed_spec(self.to_dict()), "files": sums})[:16]
+
+
+def keyed_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A model's declaration (:meth:`ModelSpec.to_dict`) as a fingerprint and a case's cache key
+    take it: without its files' locations, and without a field added later (:data:`ADDED_LATER`)
+    while at its default."""
+    return {k: v for k, v in spec.items() if k not in ("path", "weights")
+            and not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
 
 def _number(v: Any) -> bool:

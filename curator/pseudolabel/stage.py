@@ -25,7 +25,7 @@ from curator.io.fsutil import atomic_write_json, sha256_json
 from curator.pseudolabel import outputs, prefetch
 from curator.pseudolabel.config import PseudolabelConfig, check_ensemble
 from curator.pseudolabel.infer import ensemble_terms, infer_case
-from curator.pseudolabel.models import ModelSpec, ensemble_fingerprint, load_ensemble
+from curator.pseudolabel.models import ModelSpec, ensemble_fingerprint, keyed_spec, load_ensemble
 from curator.pseudolabel.terms import ancestors, resolve_model_terms, term_id, uncovered
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.schema import to_arrow
@@ -164,8 +164,7 @@ class PseudolabelStage(Stage):
     def cache_payload(self, task: Task) -> Any:
         """The payload without the models' file paths: the fingerprint holds their checksums."""
         ensemble = dict(task.payload["ensemble"])
-        ensemble["models"] = [{k: v for k, v in m.items() if k not in ("path", "weights")}
-                              for m in ensemble["models"]]
+        ensemble["models"] = [keyed_spec(m) for m in ensemble["models"]]
         ensemble.pop("fingerprints", None)  # in the fingerprint already
         return {**task.payload, "ensemble": ensemble}
 

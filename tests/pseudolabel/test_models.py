@@ -90,6 +90,14 @@ def test_a_setting_added_to_model_specs_keeps_the_fingerprints_of_unchanged_decl
     assert spec.fingerprint() != pinned
     monkeypatch.setitem(models.ADDED_LATER, "smoothing", 0)
     assert spec.fingerprint() == pinned
+    from curator.pseudolabel.stage import PseudolabelStage
+    from curator.runner.stage import Task
+
+    def key(d: dict[str, Any]) -> Any:  # what each case's cache key holds of the ensemble
+        task = Task(case_id="c", payload={"ensemble": {"models": [d], "fingerprints": [pinned]}}, fingerprint="")
+        return PseudolabelStage.cache_payload(None, task)  # type: ignore[arg-type]
+
+    assert key(spec.to_dict()) == key(plain(spec))  # the cases are not run again either
     monkeypatch.setattr(ModelSpec, "to_dict", lambda self: {**plain(self), "smoothing": 2})  # set: it counts
     assert spec.fingerprint() != pinned
 
