@@ -45,14 +45,14 @@ class _UniqueKeyLoader(_BASE):  # type: ignore[misc]
         return SafeConstructor.construct_mapping(self, node, deep=deep)
 
 
-_NULL = "tag:yaml.org,2002:null"
+_KEPT = ("tag:yaml.org,2002:null", "tag:yaml.org,2002:merge")  # nothing is None; `<<:` still merges
 
 
 class _TextLoader(_UniqueKeyLoader):
     """Every plain scalar is text but null (``~``, ``null``, nothing): YAML 1.1 reads ``Yes``,
     ``no`` and ``off`` as booleans, ``00012`` as the number 12 and ``2024-06-01`` as a date."""
 
-    yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {k: [(tag, rx) for tag, rx in v if tag == _NULL]
+    yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {k: [(tag, rx) for tag, rx in v if tag in _KEPT]
                                                          for k, v in _UniqueKeyLoader.yaml_implicit_resolvers.items()}
 
 
@@ -63,5 +63,7 @@ def load_yaml(text: str, *, text_scalars: bool = False) -> Any:
 
     >>> load_yaml("- {reason: Yes, case_id: 00012, date: 2024-06-01, origin: ~}", text_scalars=True)
     [{'reason': 'Yes', 'case_id': '00012', 'date': '2024-06-01', 'origin': None}]
+    >>> load_yaml("- &a {term: liver, reason: ok}\\n- {<<: *a, case_id: c2}", text_scalars=True)[1]
+    {'term': 'liver', 'reason': 'ok', 'case_id': 'c2'}
     """
     return yaml.load(text, Loader=_TextLoader if text_scalars else _UniqueKeyLoader)

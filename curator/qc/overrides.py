@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,8 @@ def _date(value: object) -> tuple[dt.date | None, bool]:
     text = str(value or "").strip()
     if not text:
         return None, False
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # fromisoformat also takes 20240601 and 2024-W23-6
+        return None, True
     try:
         return dt.date.fromisoformat(text), False
     except ValueError:

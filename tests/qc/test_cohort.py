@@ -470,6 +470,10 @@ def test_override_rows_record_who_and_when(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"row 2: date '01/06/2024' is not a date \(write it YYYY-MM-DD") as e:
         load_overrides(y)
     assert "row 1" not in str(e.value) and e.value.path == str(y)
+    for other in ("20240601", "2024-W23-6"):  # other ISO 8601 forms Python reads are not what the docs say
+        y.write_text(f"- {{case_id: c1, term: liver, reason: ok, date: {other}}}\n")
+        with pytest.raises(ConfigError, match=f"date '{other}' is not a date"):
+            load_overrides(y)
 
 
 def test_a_reason_can_be_required(tmp_path: Path) -> None:
