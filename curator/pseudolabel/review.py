@@ -327,6 +327,19 @@ def _unsafe_to_rewrite(store: CaseStore, folder: Path) -> bool:
     return not np.array_equal(saved, shown)
 
 
+def _accept_imported(store: CaseStore, folder: Path, cell: str) -> bool:
+    """Whether the case folder's accept (its worklist cell) is what was imported already: its
+    revised layer then changed the store's record, which is no revision this export overwrites."""
+    from curator.pseudolabel.review_import import accepted_codes, reviewed_before, same_as_imported
+
+    try:
+        accepted = accepted_codes(cell, folder)
+    except InputError:
+        return False
+    annotated = set(store.terms("original")) if "original" in store.layers() else set()
+    return reviewed_before(store) and same_as_imported(store, folder, annotated, accepted)
+
+
 def _same_record(store: CaseStore, folder: Path) -> bool:
     """Whether the case folder's record is the one an export of the store would write now (its
     labels did not change since it was exported)."""
@@ -481,7 +494,8 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         unsafe = []
         for cid in chosen:
             folder, store = out / cid, CaseStore(workspace / "stores" / f"{cid}.zarr")
-            if _unsafe_to_rewrite(store, folder) or (cid in accepts and not _same_record(store, folder)):
+            if _unsafe_to_rewrite(store, folder) or (cid in accepts and not _same_record(store, folder)
+                                                      and not _accept_imported(store, folder, accepts[cid])):
                 unsafe.append(cid)
             elif revision_files(folder):
                 kept.add(cid)

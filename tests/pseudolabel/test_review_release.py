@@ -697,3 +697,20 @@ def test_top_n_gives_n_cases_not_reviewed_yet(phantom_ws, tmp_path: Path) -> Non
     ranked = [c for _, c in sorted({(r["review_rank"], r["case_id"]) for r in att})]
     assert res.cases == [c for c in ranked if c != cases[0]][:2] and res.reviewed == cases
     assert export_review(ws.root, att, tmp_path / "all", top=2, images=False, include_reviewed=True).cases == ranked[:2]
+
+
+@pytest.mark.parametrize("how", ["accept", "revise"])
+def test_an_imported_review_is_no_revision_an_export_into_its_folder_overwrites(phantom_ws, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                                 how: str) -> None:
+    """After an accept was imported, `review export --include-reviewed` into the same folder was
+    refused as holding 'a revision not imported yet' (a revised file imported was not)."""
+    out = tmp_path / "review"
+    ws, (cid, *_) = _exported(phantom_ws, out, top=1)
+    if how == "accept":
+        _accept(out, {cid: "all"})
+    else:
+        _revise(out / cid)
+    assert import_review(ws, out) == ([cid], [])
+    res = export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=1, images=False,
+                        include_reviewed=True)
+    assert cid in res.cases
