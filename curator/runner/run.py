@@ -152,7 +152,9 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
             report.cached += 1
         else:
             jobs.append((t, key))
-    if jobs:  # a whole stage run again after an upgrade or a settings change: said why, as status says it
+    # a whole stage run again after an upgrade or a settings change: said why, as status says it (not
+    # when some cases come from the cache: those run are new or changed, whatever else changed)
+    if jobs and not report.cached:
         for why in rerun_reasons(ctx, stage_cls, files, tables_read):
             log.info("%s: %d case(s) to run: %s", stage_cls.name, len(jobs), why)
     own = executor is None

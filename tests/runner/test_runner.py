@@ -54,6 +54,10 @@ def test_a_run_says_why_a_stage_runs_its_cases_again(tmp_path: Path, caplog: pyt
     run_stage(_ctx(tmp_path, n_cases=5, salt="inputs changed"), ProbeStage, InlineExecutor())
     (line,) = [r.getMessage() for r in caplog.records if "to run:" in r.getMessage()]
     assert line.startswith("probe: 5 case(s) to run: probe ran with other settings (salt"), line
+    caplog.clear()  # a finalize-only setting changed and one case's result is gone: it runs, for no such reason
+    ctx = _ctx(tmp_path, n_cases=5, salt="inputs changed", label="other")
+    ctx.workspace.case_result_path("probe", "c000").unlink()
+    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 1 and "to run:" not in caplog.text
 
 
 def test_a_finalize_only_setting_reruns_finalize_not_the_cases(tmp_path: Path) -> None:
