@@ -49,8 +49,9 @@ _KEPT = ("tag:yaml.org,2002:null", "tag:yaml.org,2002:merge")  # nothing is None
 
 
 class _TextLoader(_UniqueKeyLoader):
-    """Every plain scalar is text but null (``~``, ``null``, nothing): YAML 1.1 reads ``Yes``,
-    ``no`` and ``off`` as booleans, ``00012`` as the number 12 and ``2024-06-01`` as a date."""
+    """Every plain scalar is text but null (``~``, ``null``, nothing) and the merge key ``<<``:
+    YAML 1.1 reads ``Yes``, ``no`` and ``off`` as booleans, ``00012`` as the number 12 and
+    ``2024-06-01`` as a date."""
 
     yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {k: [(tag, rx) for tag, rx in v if tag in _KEPT]
                                                          for k, v in _UniqueKeyLoader.yaml_implicit_resolvers.items()}
