@@ -207,8 +207,21 @@ class ModelSpec(Config):
             if not p.exists():
                 raise ConfigError("config_error", f"model {self.name!r}: file {p} does not exist",
                                   remedy="fix the model's path/weights in stages.pseudolabel")
-            sums[key] = sha256_file(p)
+            sums[key] = model_file_sum(p)
         return sha256_json({"spec": keyed_spec(self.to_dict()), "files": sums})[:16]
+
+
+def model_file_sum(path: Path) -> str:
+    """SHA-256 of a model file, read once a process while the file stays as it was (its size, times
+    and inode): a run fingerprints the ensemble for its settings digest, its plan and the record
+    naming each model, and an nnU-Net checkpoint is hundreds of MB."""
+    st = path.stat()
+    return _file_sum(str(path.resolve()), (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sum(path: str, stamp: tuple[int, ...]) -> str:
+    return sha256_file(path)
 
 
 def keyed_spec(spec: dict[str, Any]) -> dict[str, Any]:

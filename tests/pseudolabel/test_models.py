@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,27 @@ def test_a_setting_added_to_model_specs_keeps_the_fingerprints_of_unchanged_decl
     assert key(spec.to_dict()) == key(plain(spec))  # the cases are not run again either
     monkeypatch.setattr(ModelSpec, "to_dict", lambda self: {**plain(self), "smoothing": 2})  # set: it counts
     assert spec.fingerprint() != pinned
+
+
+def test_a_model_file_is_read_once_while_it_stays_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run fingerprinted the ensemble for its settings digest, its plan and its record: every
+    weights file read three times. A file rewritten (even to the same size) is read again."""
+    from curator.pseudolabel import models
+
+    reads: list[str] = []
+    plain = models.sha256_file
+    monkeypatch.setattr(models, "sha256_file", lambda p: reads.append(str(p)) or plain(p))
+    models._file_sum.cache_clear()
+    w = tmp_path / "w.pt"
+    w.write_bytes(b"weights-1")
+    spec = ModelSpec.from_dict({"name": "m", "kind": "module", "factory": "torch.nn:Identity", "weights": str(w),
+                                "terms": ["liver"]})
+    first = [spec.fingerprint() for _ in range(3)]
+    assert len(set(first)) == 1 and len(reads) == 1
+    before = w.stat().st_mtime_ns
+    w.write_bytes(b"weights-2")  # the same size, other content, written later (a clock tick can be ms long)
+    os.utime(w, ns=(before + 10**9, before + 10**9))
+    assert spec.fingerprint() != first[0] and len(reads) == 2
 
 
 def test_model_fingerprints_follow_file_content_not_location(tmp_path: Path) -> None:
