@@ -166,10 +166,10 @@ def _stores(d: ReleaseDiff, a: Path, b: Path, changed: list[str]) -> None:
     files_a, files_b = (_store_file_sums(r) if changed else {} for r in (a, b))
     for c in changed:
         sa, sb = (r / STORES_DIR / f"{c}.zarr" for r in (a, b))
-        ch = store_changes(sa, sb, files_a.get(c), files_b.get(c)) if sa.is_dir() and sb.is_dir() else {}
+        both = sa.is_dir() and sb.is_dir()
+        ch = store_changes(sa, sb, files_a.get(c), files_b.get(c)) if both else {}
         if not ch:  # no store to read, or only bytes that parse the same
-            ch = {"voxels" if not (sa.is_dir() and sb.is_dir()) else "encoding":
-                  {"": ["not in the release" if not (sa.is_dir() and sb.is_dir()) else "file bytes"]}}
+            ch = {"encoding": {"": ["file bytes"]}} if both else {"voxels": {"": ["not in the release"]}}
         d.store_changes[c] = ch
         kind = store_kind(ch)
         (d.stores_changed if kind in ("voxels", "terms", "grid") else d.stores_ome_changed if ome_only(ch)
