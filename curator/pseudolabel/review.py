@@ -330,14 +330,18 @@ def _unsafe_to_rewrite(store: CaseStore, folder: Path) -> bool:
 def _accept_imported(store: CaseStore, folder: Path, cell: str) -> bool:
     """Whether the case folder's accept (its worklist cell) is what was imported already: its
     revised layer then changed the store's record, which is no revision this export overwrites."""
-    from curator.pseudolabel.review_import import accepted_codes, reviewed_before, same_as_imported
+    from curator.pseudolabel.review_import import (
+        accepted_codes,
+        original_terms,
+        reviewed_before,
+        same_as_imported,
+    )
 
     try:
         accepted = accepted_codes(cell, folder)
     except InputError:
         return False
-    annotated = set(store.terms("original")) if "original" in store.layers() else set()
-    return reviewed_before(store) and same_as_imported(store, folder, annotated, accepted)
+    return reviewed_before(store) and same_as_imported(store, folder, original_terms(store), accepted)
 
 
 def _same_record(store: CaseStore, folder: Path) -> bool:

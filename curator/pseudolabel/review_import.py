@@ -162,6 +162,11 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: f
             sorted({t for c, ts in edited.items() if c not in changed for t in ts}))
 
 
+def original_terms(store: CaseStore) -> set[str]:
+    """The terms the dataset itself labels in the case (its ``original`` layer): a revision leaves them."""
+    return set(store.terms("original")) if "original" in store.layers() else set()
+
+
 def reviewed_before(store: CaseStore) -> bool:
     """Whether a revision of the case was imported before (its workspace copy, or the layer)."""
     return revised_copy_path(store.path).is_file() or "revised" in store.layers()
@@ -361,7 +366,7 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
             accepted = accepted_codes(accepts[cid], case_dir) if cid in accepts else frozenset()
             store = CaseStore(workspace.stores_dir / f"{cid}.zarr")
             earlier = reviewed_before(store)
-            annotated = set(store.terms("original")) if "original" in store.layers() else set()
+            annotated = original_terms(store)
             if earlier and same_as_imported(store, case_dir, annotated, accepted):
                 moved = exported_grid(case_dir, read_record(case_dir))
                 if unchanged is not None:
