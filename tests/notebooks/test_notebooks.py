@@ -12,10 +12,12 @@ NOTEBOOKS = ["query_release.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_executes(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_executes(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nbformat = pytest.importorskip("nbformat", reason="install the `test` extra (nbformat, nbclient, ipykernel)")
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    # the notebook builds its demo under tempfile's folder: keep it in this test's, not in /tmp for good
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     # the kernel imports this checkout's curator, whatever is installed
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     path = ROOT / "notebooks" / name

@@ -10,7 +10,9 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "train_tiny_model
 
 
 @pytest.mark.slow
-def test_notebook_trains_a_tiny_model(tmp_path: Path) -> None:
+def test_notebook_trains_a_tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the notebook builds its demo under tempfile's folder: keep it in this test's, not in /tmp for good
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)
