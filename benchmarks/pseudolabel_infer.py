@@ -27,7 +27,8 @@ import zarr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curator.pseudolabel.core import AttentionParams
 from curator.pseudolabel.infer import infer_case
-from curator.pseudolabel.models import load_ensemble_file, load_model
+from curator.pseudolabel.loading import load_model
+from curator.pseudolabel.models import load_ensemble_file
 from curator.pseudolabel.reader import SlabReader
 from curator.testing.phantoms import Subject, grid, render
 

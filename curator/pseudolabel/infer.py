@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from curator.errors import CuratorError
 from curator.pseudolabel.core import AttentionParams, AttentionStream, TermSummary, ensemble_stats
 from curator.pseudolabel.etta import EttaConfig, adapted
-from curator.pseudolabel.models import LoadedModel
+from curator.pseudolabel.loading import LoadedModel
 from curator.pseudolabel.reader import SlabReader, to_model_index, to_source_grid
 from curator.pseudolabel.window import axis_map, sliding_window
 

@@ -27,7 +27,8 @@ from curator.store import CaseStore
 
 if TYPE_CHECKING:  # annotations only: reading a store's pseudo layer or attention needs no torch
     from curator.pseudolabel.infer import CaseLabels
-    from curator.pseudolabel.models import LoadedModel, ModelSpec
+    from curator.pseudolabel.loading import LoadedModel
+    from curator.pseudolabel.models import ModelSpec
 
 
 def attention_path(workspace: str | Path, case_id: str) -> Path:

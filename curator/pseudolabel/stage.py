@@ -25,7 +25,8 @@ from curator.io.fsutil import atomic_write_json, sha256_json
 from curator.pseudolabel import outputs, prefetch
 from curator.pseudolabel.config import PseudolabelConfig, check_ensemble
 from curator.pseudolabel.infer import ensemble_terms, infer_case
-from curator.pseudolabel.models import ModelSpec, ensemble_fingerprint, keyed_spec, load_ensemble
+from curator.pseudolabel.loading import load_ensemble
+from curator.pseudolabel.models import ModelSpec, ensemble_fingerprint, keyed_spec
 from curator.pseudolabel.terms import ancestors, resolve_model_terms, term_id, uncovered
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.schema import to_arrow

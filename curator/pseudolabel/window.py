@@ -15,7 +15,8 @@ activation past float16's 65504, runs again in float32).
 
 >>> import numpy as np, torch
 >>> from curator.pseudolabel.reader import SlabReader
->>> from curator.pseudolabel.models import ModelSpec, load_model
+>>> from curator.pseudolabel.models import ModelSpec
+>>> from curator.pseudolabel.loading import load_model
 >>> spec = ModelSpec.from_dict({"name": "m", "factory": "curator.pseudolabel.nets:TinyUNet",
 ...     "kwargs": {"out_channels": 2}, "terms": ["liver"], "patch": [16, 16, 16]})
 >>> reader = SlabReader(np.zeros((20, 18, 40), np.float32), {}, {})
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from curator.pseudolabel.models import LoadedModel
+from curator.pseudolabel.loading import LoadedModel
 from curator.pseudolabel.reader import SlabReader
 
 log = logging.getLogger("curator")

@@ -154,7 +154,8 @@ def test_a_parent_version_is_a_version_beside_the_release_not_a_path(tmp_path: P
 
 def test_an_ensemble_factory_must_be_a_network_class(tmp_path: Path) -> None:
     """`factory: subprocess:run` with `kwargs: {args: [...]}` ran a command from an ensemble file."""
-    from curator.pseudolabel.models import ModelSpec, load_model
+    from curator.pseudolabel.loading import load_model
+    from curator.pseudolabel.models import ModelSpec
 
     marker = tmp_path / "ran"
     spec = ModelSpec.from_dict({"name": "evil", "factory": "subprocess:run", "terms": ["liver"],
@@ -181,7 +182,8 @@ def test_a_monai_bundle_cannot_run_code(tmp_path: Path, config: dict[str, object
     """MONAI evaluates `$` expressions with eval and calls any `_target_`: a bundle's
     network_def (and what it references) may hold literal values and network classes only."""
     pytest.importorskip("monai")
-    from curator.pseudolabel.models import ModelSpec, load_model
+    from curator.pseudolabel.loading import load_model
+    from curator.pseudolabel.models import ModelSpec
 
     marker = tmp_path / "ran"
     root = _bundle(tmp_path / "bundle", {**config, "marker": str(marker)})
@@ -193,7 +195,8 @@ def test_a_monai_bundle_cannot_run_code(tmp_path: Path, config: dict[str, object
 
 def test_a_monai_bundle_with_references_and_unused_expressions_still_loads(tmp_path: Path) -> None:
     pytest.importorskip("monai")
-    from curator.pseudolabel.models import ModelSpec, load_model
+    from curator.pseudolabel.loading import load_model
+    from curator.pseudolabel.models import ModelSpec
 
     marker = tmp_path / "ran"
     root = _bundle(tmp_path / "bundle", {

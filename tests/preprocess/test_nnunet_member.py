@@ -20,7 +20,8 @@ import pytest
 
 from curator.export import export_nnunet
 from curator.preprocess.terms import term_id
-from curator.pseudolabel.models import LoadedModel, ModelSpec, load_model
+from curator.pseudolabel.loading import LoadedModel, load_model
+from curator.pseudolabel.models import ModelSpec
 from curator.pseudolabel.reader import SlabReader
 from curator.pseudolabel.window import nnunet_gaussian, sliding_window
 from tests.preprocess.conftest import Tiny

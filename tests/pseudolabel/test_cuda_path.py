@@ -18,7 +18,8 @@ from curator.pseudolabel import train_demo, window
 from curator.pseudolabel.config import PseudolabelConfig
 from curator.pseudolabel.etta import EttaConfig
 from curator.pseudolabel.infer import infer_case
-from curator.pseudolabel.models import LoadedModel, ModelSpec, load_ensemble_file, load_model
+from curator.pseudolabel.loading import LoadedModel, load_model
+from curator.pseudolabel.models import ModelSpec, load_ensemble_file
 from curator.pseudolabel.reader import SlabReader
 from curator.pseudolabel.stage import PseudolabelStage
 from curator.runner.run import run_stage

@@ -14,7 +14,8 @@ import torch
 
 from curator.errors import ConfigError
 from curator.pseudolabel.config import check_ensemble
-from curator.pseudolabel.models import ModelSpec, load_ensemble, load_ensemble_file, load_model
+from curator.pseudolabel.loading import load_ensemble, load_model
+from curator.pseudolabel.models import ModelSpec, load_ensemble_file
 from curator.pseudolabel.nets import TinyUNet
 from curator.pseudolabel.reader import SlabReader
 

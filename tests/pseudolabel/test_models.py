@@ -15,7 +15,8 @@ import torch
 from curator.errors import ConfigError
 from curator.pseudolabel.etta import EttaConfig, adapted, norm_parameters
 from curator.pseudolabel.infer import infer_case
-from curator.pseudolabel.models import LoadedModel, ModelSpec, load_ensemble_file, load_model
+from curator.pseudolabel.loading import LoadedModel, load_model
+from curator.pseudolabel.models import ModelSpec, load_ensemble_file
 from curator.pseudolabel.nets import TinyUNet
 from curator.pseudolabel.reader import SlabReader, to_source_grid
 from curator.pseudolabel.window import axis_map, gaussian_map, sliding_window, starts
@@ -523,7 +524,7 @@ def test_monai_scale_intensity_range_as_clip_mean_std_gives_the_same_input() -> 
 def test_a_torchscript_entrys_explicit_settings_win_even_at_their_defaults(tmp_path: Path) -> None:
     """An entry's `patch: [96, 96, 96]` or `activation: softmax` (the defaults) was replaced by the
     archive's curator.json; keys the entry leaves out are still the archive's."""
-    from curator.pseudolabel.models import load_ensemble
+    from curator.pseudolabel.loading import load_ensemble
 
     _archive(tmp_path / "m.ts", 3, {"terms": ["liver", "spleen"], "activation": "sigmoid", "patch": [48, 48, 48],
                                     "divisor": 16})
@@ -544,7 +545,7 @@ def test_mirror_axes_average_the_flipped_passes() -> None:
     """Mirroring test-time augmentation (nnU-Net's) averages the logits of the input flipped along
     every combination of the axes, each flipped back: the result is equivariant to those flips,
     which one pass of an asymmetric network is not."""
-    from curator.pseudolabel.models import LoadedModel
+    from curator.pseudolabel.loading import LoadedModel
 
     torch.manual_seed(0)
     net = torch.nn.Conv3d(1, 3, 3, padding=1).eval()  # a random, asymmetric kernel

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from curator.errors import ConfigError
-from curator.pseudolabel.models import LoadedModel, ModelSpec, load_model
+from curator.pseudolabel.loading import LoadedModel, load_model
+from curator.pseudolabel.models import ModelSpec
 from curator.pseudolabel.nets import TinyUNet
 from curator.pseudolabel.reader import SlabReader
 from curator.pseudolabel.terms import term_id
