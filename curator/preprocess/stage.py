@@ -170,7 +170,7 @@ class PreprocessStage(Stage):
 def _keep_revised(dest: Path) -> None:
     """Before a store is replaced: a revised layer imported without a workspace copy (by an older
     curator) gets one, so the rebuild can carry it."""
-    from curator.pseudolabel.review import revised_copy_path, save_revised_copy
+    from curator.pseudolabel.review_records import revised_copy_path, save_revised_copy
 
     if not dest.exists() or revised_copy_path(dest).exists():
         return
@@ -186,7 +186,7 @@ def _carry_revised(dest: Path, warn: Any) -> None:
     space onto the new grid — identical when the grid did not change."""
     from scipy import ndimage
 
-    from curator.pseudolabel.review import load_revised_copy
+    from curator.pseudolabel.review_records import load_revised_copy
 
     copy = load_revised_copy(dest)
     if copy is None:

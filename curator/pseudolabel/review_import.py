@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from curator.errors import ConfigError, CuratorError, InputError, LabelError
 from curator.io.volume import Geometry
-from curator.pseudolabel.review import (
+from curator.pseudolabel.review_records import (
     ACCEPT_ALL,
     check_listed,
     exported_grid,

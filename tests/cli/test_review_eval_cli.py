@@ -31,7 +31,7 @@ def pipeline(tmp_path: Path) -> Path:
 def test_review_import_problems_show_kind_and_name_the_case_once(pipeline: Path, tmp_path: Path) -> None:
     import json
 
-    from curator.pseudolabel.review import _write_manifest
+    from curator.pseudolabel.review_records import write_manifest
 
     folder = tmp_path / "review"
     for cid in ("MSD_Spleen__spleen_1", "MSD_Spleen__spleen_99"):  # not of the export; an unknown case
@@ -39,7 +39,7 @@ def test_review_import_problems_show_kind_and_name_the_case_once(pipeline: Path,
         nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), folder / cid / "revised.nii.gz")
     record = {"format": 1, "case_id": "MSD_Spleen__spleen_99", "codes": {}, "start_masks": {}}
     (folder / "MSD_Spleen__spleen_99" / "export.json").write_text(json.dumps(record))
-    _write_manifest(folder, {"MSD_Spleen__spleen_99": record}, Workspace(tmp_path / "ws").key)
+    write_manifest(folder, {"MSD_Spleen__spleen_99": record}, Workspace(tmp_path / "ws").key)
     res = curator("review", "import", str(pipeline), str(folder))
     assert res.returncode == 1, res.stderr
     assert "! MSD_Spleen__spleen_1: [revised_label_invalid] not a case folder of this export" in res.stderr, \

@@ -213,7 +213,7 @@ def _rebuild_coarser(path: Path) -> list[tuple[str, str]]:
 def test_reviewed_labels_survive_a_store_rebuild(phantom_ws, tmp_path: Path) -> None:
     """Preprocess rebuilding a store (e.g. a new target spacing) carries the imported review onto
     the new grid (nearest neighbour in physical space) and says so."""
-    from curator.pseudolabel.review import revised_copy_path
+    from curator.pseudolabel.review_records import revised_copy_path
 
     _, path = _import_half_erased(phantom_ws, tmp_path)
     assert revised_copy_path(path).is_file()
@@ -280,7 +280,7 @@ def test_a_reviewed_label_missing_from_its_store_is_not_released(phantom_ws, tmp
     drops the reviewed rows (the pseudo label stands) and says why, instead of listing them as used."""
     import shutil
 
-    from curator.pseudolabel.review import revised_copy_path
+    from curator.pseudolabel.review_records import revised_copy_path
 
     ctx, path = _import_half_erased(phantom_ws, tmp_path)
     cid, terms = path.stem, CaseStore(path).terms("revised")
@@ -583,7 +583,7 @@ def test_an_export_record_rewritten_outside_does_not_bring_other_codes_or_terms_
     SHA-256, a code for any term id (`<script>`, a term of no taxonomy) was added to codes.json,
     the record and the export's listing, and imported as a revised label. The checksums are keyed
     with the workspace's secret key now: a record rewritten outside the workspace is refused."""
-    from curator.pseudolabel.review import RECORD, record_digest
+    from curator.pseudolabel.review_records import RECORD, record_digest
 
     out = tmp_path / "review"
     ws, cases = _exported(phantom_ws, out, top=1)
@@ -660,7 +660,7 @@ def test_a_reviewer_accepts_pseudo_labels_as_correct_and_the_release_keeps_them(
 
 
 def read_accepts_of(out: Path) -> dict[str, str]:
-    from curator.pseudolabel.review import read_accepts
+    from curator.pseudolabel.review_records import read_accepts
 
     return read_accepts(out)
 
