@@ -330,7 +330,7 @@ def test_the_qc_rule_is_the_one_the_release_ran() -> None:
     defaults — for a release an older curator made under other defaults, a rule it never ran.
     release.json's ``stages.qc.config`` records the settings as run; a setting since removed is
     left out, one added since takes its default."""
-    from curator.report.html import _qc_rule
+    from curator.report.qc_sections import _qc_rule
 
     pipeline = {"stages": {"qc": {"min_cohort": 5}}}
     ran = {**QCStage.config_class().to_dict(), "min_cohort": 5, "epsilon": 3.0, "a_removed_setting": 1}

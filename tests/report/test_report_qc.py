@@ -149,7 +149,7 @@ def test_every_view_goes_through_a_label_in_pieces(tmp_path: Path, with_image: b
 def test_volume_axes_say_their_basis_per_cohort() -> None:
     """Every plot called the feature 'volume': a share of the body volume for most cohorts, ml for
     cases without an image."""
-    from curator.report.html import _qc_rule
+    from curator.report.qc_sections import _qc_rule
 
     qc = qc_table([*cohort("liver", 30), *cohort("kidney_tumor", 30, body=False, seed=2)], [])
     fig = distributions_figure(qc, ["liver", "kidney_tumor"])
@@ -177,7 +177,7 @@ def test_histograms_show_labels_kept_without_judgement() -> None:
 def test_cohorts_without_bounds_are_summarised_not_plotted() -> None:
     """A cohort too small for bounds, with only a side check's or a person's exclusion, got a row of
     histograms of one grey bar, its eccentricity axis running to 1.5."""
-    from curator.report.html import _qc_terms
+    from curator.report.qc_sections import _qc_terms
 
     few = cohort("spleen", 3)
     qc = qc_table([*cohort("liver", 30), *few], [Override("c01", "spleen", None, "exclude", "cut in two")])
