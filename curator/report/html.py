@@ -118,9 +118,9 @@ def build_html(d: ReportData, *, max_terms: int = 12, max_gallery: int = 24) -> 
         section_problems(d),
         section_worklist(d),
     ]
-    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("counts", "counts"), ("qc", "quality control"),
-                                                          ("dedup", "duplicates"), ("problems", "problems"),
-                                                          ("review", "review worklist")))
+    links = [("counts", "counts"), ("qc", "quality control"), ("overrides", "decided by a person"),
+             ("dedup", "duplicates"), ("problems", "problems"), ("review", "review worklist")]
+    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in links if f'id="{a}"' in "".join(sections))
     # the copy inside a release has no creation time of its own (it is in release.json): a rebuilt
     # release keeps byte-identical files
     stamp = " · ".join(f"{label} {esc(info.get(key))}" for label, key in

@@ -207,3 +207,15 @@ def test_override_rows_that_matched_nothing_are_said_in_the_persons_section() ->
     mine = part(build_html(ReportData({"qc": qc, "problems": problems})), 'id="overrides"', 'id="gallery"')
     assert "1 row(s) of the override file matched no label" in mine
     assert "matched no label" not in part(build_html(ReportData({"qc": qc})), 'id="overrides"', 'id="gallery"')
+
+
+def test_the_nav_links_the_persons_section_only_when_the_page_has_it() -> None:
+    """A reader signing off QC jumps to the labels a person decided; a page without QC has no such link."""
+    from curator.report.data import ReportData
+    from curator.report.html import build_html
+
+    assert 'href="#overrides"' not in build_html(ReportData({}))
+    page = build_html(ReportData({"qc": qc_table([*cohort("liver", 30), odd("odd")])}))
+    nav = part(page, "<nav>", "</nav>")
+    assert '<a href="#overrides">decided by a person</a>' in nav and 'id="overrides"' in page
+    assert '<a href="#qc">' in nav and '<a href="#problems">' in nav
