@@ -8,6 +8,7 @@ may carry extra subcommands such as ``curator dedup report``), ``release``, ``qu
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Annotated
 
 import typer
@@ -65,7 +66,29 @@ def _register() -> None:
         m.register(app, groups)
 
 
+def _reflow(doc: str | None) -> str | None:
+    """A docstring's paragraphs on one line each: rich keeps a paragraph's line breaks after the
+    first, so a docstring wrapped at 100 columns printed ragged at the terminal's width."""
+    if not doc:
+        return doc
+    paras = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") or "\n " in p else " ".join(p.split("\n")) for p in paras)
+
+
+def _reflow_help(t: typer.Typer) -> None:
+    """Every command's help paragraphs reflowed (:func:`_reflow`), in ``t`` and its sub-apps."""
+    for cmd in t.registered_commands:
+        if cmd.callback is not None and cmd.help is None:
+            cmd.callback.__doc__ = _reflow(cmd.callback.__doc__)
+        cmd.help = _reflow(cmd.help)
+    for group in t.registered_groups:
+        group.help = _reflow(group.help) if isinstance(group.help, str) else group.help
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
 _register()
+_reflow_help(app)
 
 
 def main() -> None:

@@ -147,8 +147,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("lineage")
     @handle_errors
     def lineage(release: ReleaseArg, fmt: FormatOpt = OutputFormat.table) -> None:
-        """A release and its ancestors: version, date, cases, the curator commit and schema that made
-        it, registry/taxonomy/model checksums."""
+        """A release and its ancestors: version, date, cases, commit, schema and checksums.
+
+        Per release: the curator commit and schema that made it, and the checksums of its
+        registry, taxonomy and models."""
         from curator.config import SEMVER
         from curator.io.fsutil import sha256_json
         from curator.release.integrity import parent_check

@@ -263,3 +263,22 @@ def test_the_pipeline_files_progress_setting_holds_unless_the_command_line_says_
         (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
         assert load_config(tmp_path / "p.yaml").executor.progress is value
         assert load_config(tmp_path / "p.yaml", progress=not value).executor.progress is (not value)
+
+
+def test_help_paragraphs_are_reflowed_to_the_terminal() -> None:
+    """rich keeps the line breaks of a help's later paragraphs: a docstring wrapped in the source
+    printed ragged (a line of one word) at the terminal's width."""
+    import click
+    import typer.main
+
+    from curator.cli import app
+
+    def helps(c: click.Command, path: str = "curator") -> list[tuple[str, str]]:
+        subs = getattr(c, "commands", None) or {}
+        return [(path, c.help or "")] + [h for n, s in subs.items() for h in helps(s, f"{path} {n}")]
+
+    found = helps(typer.main.get_command(app))
+    assert len(found) > 30
+    ragged = [p for p, h in found for para in h.split("\n\n") if "\n" in para and "\n " not in para
+              and not para.startswith("\b")]
+    assert ragged == []
