@@ -164,7 +164,7 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: f
 
 def original_terms(store: CaseStore) -> set[str]:
     """The terms the dataset itself labels in the case (its ``original`` layer): a revision leaves them."""
-    return set(store.terms("original")) if "original" in store.layers() else set()
+    return set(store.terms("original"))  # none when the store has no original layer
 
 
 def reviewed_before(store: CaseStore) -> bool:

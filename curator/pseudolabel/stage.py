@@ -225,7 +225,7 @@ class PseudolabelStage(Stage):
         models = tuple(loaded[i] for i in keep)
         case_specs = tuple(specs[i] for i in keep)
         case_fps = [ens["fingerprints"][i] for i in keep]
-        annotated = set(p["annotated"]) | (set(store.terms("original")) if "original" in store.layers() else set())
+        annotated = set(p["annotated"]) | set(store.terms("original"))  # [] without an original layer
         candidates = [t for t in ensemble_terms(models) if not cfg.terms or t in cfg.terms]
         targets = uncovered(candidates, annotated, ens["ancestors"])
         patch = check_ensemble(specs, cfg.patch)

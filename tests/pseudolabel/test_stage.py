@@ -351,3 +351,36 @@ def test_status_names_the_model_whose_files_changed(phantom_ws, tmp_path) -> Non
     torch.save(retrained.state_dict(), specs[1]["weights"])
     reasons = next(s for s in stage_states(ctx) if s.name == "pseudolabel").reasons
     assert "pseudolabel ran with another version of the model files (changed: band1)" in reasons, reasons
+
+
+def test_a_dataset_that_annotates_a_term_gets_no_pseudo_label_of_it_without_a_labels_table(tmp_path) -> None:
+    """Without harmonize's labels table, the terms a case's dataset annotates come from its dataset
+    YAML: a spleen case whose spleen is absent (annotated, no voxels) is not given a pseudo spleen."""
+    from curator.config import PipelineConfig
+    from curator.runner.context import Context
+    from curator.schema import to_arrow
+    from curator.testing.segmodels import band_specs, write_phantom_store
+    from curator.testing.stores import record_runs
+    from curator.workspace import Workspace
+    from tests.pseudolabel.conftest import case_row
+
+    ws = Workspace(tmp_path / "ws").init()
+    cases = [("MSD_Spleen__spleen_1", {"spleen": 1}), ("MSD_Spleen__spleen_2", {})]  # the second: no spleen
+    for i, (cid, ann) in enumerate(cases):
+        write_phantom_store(ws.stores_dir / f"{cid}.zarr", 100 + i, ann)
+    ws.write_table("cases", to_arrow("cases", [case_row(cid, "MSD_Spleen") for cid, _ in cases]))
+    off = {"enabled": False}
+    cfg = PipelineConfig.from_dict({"workspace": str(ws.root),
+                                    "sources": [{"dataset": "MSD_Spleen", "root": str(tmp_path / "raw")}],
+                                    "stages": {"pseudolabel": {"models": band_specs(3), "overlap": 0.5},
+                                               "dedup": off, "harmonize": off, "qc": off},
+                                    "executor": {"workers": 1, "progress": False},
+                                    "release": {"root": str(tmp_path / "releases"), "collection": "t"}})
+    ctx = Context(cfg, ws)
+    record_runs(ctx, "ingest", "preprocess")
+    assert ws.read_table("labels") is None
+    report = run_stage(ctx, PseudolabelStage)
+    assert report.failed == 0 and report.planned == 2
+    for cid, _ in cases:
+        pseudo = set(CaseStore(ws.stores_dir / f"{cid}.zarr").terms("pseudo"))
+        assert pseudo == {"liver", "pancreas", "aorta"}, cid  # never spleen: MSD_Spleen annotates it
