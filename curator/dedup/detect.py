@@ -37,7 +37,14 @@ from curator.dedup import thumbnail as _thumbnail_module
 from curator.dedup import verify as _verify_module
 from curator.dedup.features import ScanFeatures
 from curator.dedup.hashing import SlabHashes
-from curator.dedup.search import Candidate, HashKeys, SearchSettings, find_candidates, is_small
+from curator.dedup.search import (
+    Candidate,
+    HashKeys,
+    SearchSettings,
+    find_candidates,
+    identical,
+    is_small,
+)
 from curator.dedup.thumbnail import Thumbnail, axial_profile, field_of_view_mm
 from curator.dedup.verify import NO_MATCH, Match, VerifySettings, accepts, compare
 from curator.errors import WorkspaceError
@@ -75,17 +82,19 @@ def keys_of(features: Mapping[str, ScanFeatures], search: SearchSettings | None 
 
 def key_of(case_id: str, exact: str, phash: int | None, slabs: SlabHashes, grid_shape: Sequence[int],
            grid_spacing: Sequence[float], thumbnail: Callable[[], Thumbnail | None], s: SearchSettings,
-           phash_dct: Sequence[float] | None = None) -> HashKeys:
-    """A scan's search keys; the thumbnail is loaded only for a small scan (its axial profile)."""
+           phash_dct: Sequence[float] | None = None, voxels: str | None = None) -> HashKeys:
+    """A scan's search keys; the thumbnail is loaded only for a small scan (its axial profile).
+    ``voxels``: the SHA-256 of its array as read (``cases.voxel_sha256``), or ``None`` for an
+    array too degenerate to tell two scans apart by it."""
     fov = field_of_view_mm(tuple(grid_shape), tuple(grid_spacing))
     t = thumbnail() if is_small(fov, s) else None
     dct = None if phash_dct is None else np.asarray(phash_dct, dtype=np.float32)
-    return HashKeys(case_id, exact, phash, slabs, fov, axial_profile(t) if t is not None else None, dct)
+    return HashKeys(case_id, exact, phash, slabs, fov, axial_profile(t) if t is not None else None, dct, voxels)
 
 
 def strength(c: Candidate) -> tuple[int, int, int, str, str]:
-    """Strongest evidence first: exact, then close global hashes, then many slab votes."""
-    return (0 if "exact" in c.tiers else 1, c.global_distance if c.global_distance is not None else 65,
+    """Strongest evidence first: identical voxels, then close global hashes, then many slab votes."""
+    return (0 if identical(c) else 1, c.global_distance if c.global_distance is not None else 65,
             -c.slab_votes, c.a, c.b)
 
 
@@ -161,8 +170,9 @@ class MatchCache:
 def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Thumbnail | None],
                       settings: VerifySettings, apart: Mapping[str, str] | None = None,
                       compare_pair: Callable[[str, str], Match | None] | None = None) -> list[PairResult]:
-    """Align and compare candidates, strongest first; exact-content pairs are accepted whatever the
-    comparison says (a copy whose spacing was rewritten does not line up in millimetres).
+    """Align and compare candidates, strongest first; pairs of identical voxels (the ``exact`` and
+    ``voxels`` tiers) are accepted whatever the comparison says (a copy whose spacing was
+    rewritten does not line up in millimetres, nor one whose header direction was).
 
     A thumbnail the loader cannot give (``None``) leaves its pairs unverified (only an exact
     match is then accepted). A candidate whose two scans are already joined through accepted pairs is not compared again
@@ -213,12 +223,12 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
         else:
             ta, tb = thumbnail(c.a), thumbnail(c.b)
             m = compare(ta, tb, settings.overlap_ratio) if ta is not None and tb is not None else NO_MATCH
-        verified = "exact" in c.tiers or accepts(m, settings)
+        verified = identical(c) or accepts(m, settings)
         if is_keyed:
             keyed.append((c, m, verified))
         else:
             out.append(PairResult(c, m, join(c, verified)))
-    for c, m, verified in sorted(keyed, key=lambda t: (0 if "exact" in t[0].tiers else 1, -t[1].detail,
+    for c, m, verified in sorted(keyed, key=lambda t: (0 if identical(t[0]) else 1, -t[1].detail,
                                                          -t[1].score, t[0].a, t[0].b)):
         out.append(PairResult(c, m, join(c, verified)))
     return sorted(out, key=lambda p: (p.a, p.b))

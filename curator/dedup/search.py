@@ -1,6 +1,10 @@
 """Candidate pairs from the hash tiers, without comparing every pair of scans.
 
 * ``exact`` — scans with the same exact content hash;
+* ``voxels`` — scans whose voxel arrays are byte-identical as read (ingest's
+  ``cases.voxel_sha256``: dtype, shape, bytes) but whose exact hashes differ: the same array
+  under a header that orders it differently in RAS (a negated slice direction, swapped
+  columns, a header-only rotation). One of the two headers is wrong, but it is one scan;
 * ``global`` — 3-D perceptual hashes within ``global_radius`` bits (multi-index hashing), each
   scan's ``global_neighbours`` nearest of them by the hash's DCT coefficients (a pair is a
   candidate when either scan counts the other among its nearest): patients of one protocol may
@@ -67,6 +71,7 @@ class HashKeys:
     fov_mm: tuple[float, float, float] | None = None  # RAS field of view (the small-scan tier)
     profile: NDArray[np.float32] | None = None  # axial_profile, for small scans only
     dct: NDArray[np.float32] | None = None  # hashing.dct_signature of the global hash (ranks its neighbours)
+    voxels: str | None = None  # SHA-256 of the array as read (ingest's voxel_sha256); None: not to be matched by it
 
 
 @dataclass
@@ -79,12 +84,20 @@ class Candidate:
     slab_offset_mm: float | None = None  # height of b's first slab above a's, from the slab matches
 
 
+IDENTICAL_TIERS = ("exact", "voxels")  # tiers that prove one scan: accepted whatever verification says
+
+
+def identical(c: Candidate) -> bool:
+    """Whether a candidate's two scans hold identical voxels (one of :data:`IDENTICAL_TIERS`)."""
+    return any(t in c.tiers for t in IDENTICAL_TIERS)
+
+
 def _u64(values: list[int]) -> np.ndarray:
     return np.asarray(values, dtype=np.uint64)
 
 
 def find_candidates(keys: list[HashKeys], s: SearchSettings) -> list[Candidate]:
-    """Candidate pairs (sorted by case ids) from all three tiers."""
+    """Candidate pairs (sorted by case ids) from every tier."""
     found: dict[tuple[str, str], Candidate] = {}
 
     def cand(x: str, y: str) -> Candidate:
@@ -100,6 +113,15 @@ def find_candidates(keys: list[HashKeys], s: SearchSettings) -> list[Candidate]:
         for i, x in enumerate(ids):
             for y in ids[i + 1:]:
                 cand(x, y).tiers.add("exact")
+    by_voxels: dict[str, list[HashKeys]] = defaultdict(list)
+    for k in keys:
+        if k.voxels:
+            by_voxels[k.voxels].append(k)
+    for same in by_voxels.values():
+        for i, ka in enumerate(same):
+            for kb in same[i + 1:]:
+                if ka.exact != kb.exact:  # equal exact hashes: the exact tier has them already
+                    cand(ka.case_id, kb.case_id).tiers.add("voxels")
 
     _global_tier(keys, s, cand)
     _slab_tier(keys, s, cand)

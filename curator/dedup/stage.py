@@ -25,7 +25,7 @@ from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.group import KEEP_CRITERIA, Member
 from curator.dedup.hashing import SlabHashes
 from curator.dedup.search import SearchSettings, find_candidates
-from curator.dedup.tables import duplicate_rows
+from curator.dedup.tables import duplicate_rows, header_geometry
 from curator.dedup.thumbnail import Thumbnail
 from curator.dedup.verify import Match, VerifySettings
 from curator.errors import ConfigError, InputError
@@ -40,6 +40,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("curator")
 THUMBS = "thumbs"
+MIN_VOXEL_MATCH = 4096  # voxels an array needs before byte-identity says "one scan" (a 16³ cube)
+
+
+def voxel_key(case: dict[str, Any]) -> str | None:
+    """The case's ``voxel_sha256`` where two byte-identical arrays can only be one scan; ``None``
+    for a case without an image (label-only), a tiny array, or one that is constant or nearly so
+    (its 1st and 99th percentiles equal: ≥ 98 % of it one value) — blank volumes or
+    placeholders of one shape share every byte without being one acquisition."""
+    if not case.get("has_image") or not case.get("voxel_sha256"):
+        return None
+    if int(case.get("n_voxels") or 0) < MIN_VOXEL_MATCH:
+        return None
+    p01, p99 = case.get("intensity_p01"), case.get("intensity_p99")
+    if p01 is None or p99 is None or not p01 < p99:
+        return None
+    return str(case["voxel_sha256"])
 
 
 @dataclass(frozen=True)
@@ -209,7 +225,7 @@ class DedupStage(Stage):
         keys = [key_of(r["case_id"], r["exact_sha256"], r["phash"],
                        SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"])), r["grid_shape"],
                        r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search,
-                       r.get("phash_dct")) for r in rows]
+                       r.get("phash_dct"), voxel_key(self._cases.get(r["case_id"], {}))) for r in rows]
         candidates = [c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)]
         cache = MatchCache(self.ctx.workspace.stage_dir(self.name) / "matches.json", cfg.verify.overlap_ratio)
         digest = {r["case_id"]: r["thumbnail_sha256"] for r in rows}
@@ -223,7 +239,8 @@ class DedupStage(Stage):
         pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys, compare_cases)
         log.info("dedup: %d scans, %d candidate pairs, %d accepted (%d compared, %d from earlier runs)", len(rows),
                  len(candidates), sum(p.accepted for p in pairs), cache.misses, cache.hits)
-        dup = duplicate_rows(pairs, self._members(), cfg.keep, cfg.prefer_datasets, compare_cases)
+        headers = {cid: header_geometry(c) for cid, c in self._cases.items()}
+        dup = duplicate_rows(pairs, self._members(), cfg.keep, cfg.prefer_datasets, compare_cases, headers)
         cache.save()
         return {"hashes": to_arrow("hashes", rows), "duplicates": to_arrow("duplicates", dup)}
 

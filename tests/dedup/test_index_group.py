@@ -231,3 +231,29 @@ def test_slab_tier_queries_the_index_in_bounded_blocks(monkeypatch: pytest.Monke
     assert sizes and max(sizes) <= 7
     assert blocked == whole
     assert ("s00", "s01") in whole and ("s03", "short") in whole  # the planted pairs are found
+
+
+def test_identical_voxel_arrays_under_different_headers_are_one_scan() -> None:
+    """A copy whose header direction was rewritten (slice direction negated, columns swapped)
+    holds byte-identical voxels but hashes differently in RAS: it was never a candidate, and a
+    train/test leak passed the release. Equal voxel hashes now make an accepted candidate (tier
+    ``voxels``) even when verification cannot align the two; equal exact hashes stay ``exact``
+    alone, and a scan without a voxel hash is matched by nothing new."""
+    from curator.dedup.detect import verify_candidates
+    from curator.dedup.hashing import SlabHashes
+    from curator.dedup.search import HashKeys, SearchSettings, find_candidates
+    from curator.dedup.verify import VerifySettings
+
+    none = SlabHashes((), ())
+    keys = [HashKeys("A__orig", "e1", None, none, voxels="v1"),
+            HashKeys("B__flipz", "e2", None, none, voxels="v1"),
+            HashKeys("C__same", "e1", None, none, voxels="v1"),
+            HashKeys("D__other", "e3", None, none, voxels="v2"),
+            HashKeys("E__blank", "e4", None, none, voxels=None),
+            HashKeys("F__blank", "e5", None, none, voxels=None)]
+    cands = find_candidates(keys, SearchSettings())
+    assert {(c.a, c.b): sorted(c.tiers) for c in cands} == {
+        ("A__orig", "B__flipz"): ["voxels"], ("A__orig", "C__same"): ["exact"], ("B__flipz", "C__same"): ["voxels"]}
+    pairs = verify_candidates(cands, lambda cid: None, VerifySettings())  # no thumbnails: nothing aligns
+    assert components([k.case_id for k in keys], [(p.a, p.b) for p in pairs if p.accepted]) == [
+        ["A__orig", "B__flipz", "C__same"]]

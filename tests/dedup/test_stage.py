@@ -417,3 +417,70 @@ def test_the_dedup_figure_is_radiological_like_every_other_picture() -> None:
     assert cols.max() < coronal.shape[0] / 2
     lo, hi = window(arr)
     assert lo >= 40.0 - 1e-3 and hi <= 300.0  # the body's range, not air's
+
+
+def _header_only(change):
+    """A copy with the same voxel array under a rewritten header (``change`` edits the 4×4 affine)."""
+    from curator.io.volume import Geometry
+
+    def transform(g, x):
+        m = g.matrix.copy()
+        change(m)
+        return Geometry.from_affine(g.shape, m), x
+    return transform
+
+
+def _negate_slices(m: np.ndarray) -> None:
+    m[:3, 2] = -m[:3, 2]
+
+
+def _swap_columns(m: np.ndarray) -> None:
+    m[:3, [0, 1]] = m[:3, [1, 0]]
+
+
+def test_identical_voxels_under_a_rewritten_header_are_one_group(tmp_path: Path) -> None:
+    """Copies whose voxel arrays are byte-identical but whose header direction was rewritten (the
+    slice direction negated, x and y swapped) were never grouped: the exact hash follows the
+    header, and a train/test leak passed the release. They are now one group (tier ``voxels``)
+    whose reason and evidence show both headers. Nearly blank volumes of one shape (air with one
+    small block) are not one scan by their bytes."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    _case(a, "s0000", 31)
+    _case(a, "s0001", 32)
+    _case(b, "s0000", 31, transform=_header_only(_negate_slices))
+    _case(b, "s0001", 32, transform=_header_only(_swap_columns))
+    g = grid((56, 44, 26), (6.0, 6.0, 8.0), "LPS")
+    blank = np.full((56, 44, 26), -1000, np.int16)
+    blank[20:30, 20:30, 10:15] = 40  # 0.8 % of the voxels: the 1st and 99th percentiles are air
+    mask = (blank == 40).astype(np.uint8)
+    for root, transform in ((a, None), (b, _header_only(_swap_columns))):
+        gg, img = transform(g, blank) if transform else (g, blank)
+        write_totalseg_case(root, "s0002", img, {s: mask for s in STRUCTURES}, gg)
+    (tmp_path / "A.yaml").write_text(_yaml("DupA", "1.0"))
+    (tmp_path / "B.yaml").write_text(_yaml("DupB", "2.0"))
+    cfg = {"workspace": str(tmp_path / "ws"),
+           "sources": [{"dataset": str(tmp_path / "A.yaml"), "root": str(a)},
+                       {"dataset": str(tmp_path / "B.yaml"), "root": str(b)}],
+           "stages": {"ingest": {"on_bad_case": "warn"}},
+           "executor": {"kind": "local", "workers": 1, "progress": False},
+           "release": {"root": str(tmp_path / "releases"), "collection": "t", "version": "0.1.0"}}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    run_pipeline(PipelineConfig.load(tmp_path / "pipeline.yaml"), stages=["ingest", "dedup"], release=False)
+    cases = {r["case_id"]: r for r in _table(tmp_path, "cases")}
+    for s in ("s0000", "s0001", "s0002"):  # the premise: one array, two headers
+        assert cases[f"DupA__{s}"]["voxel_sha256"] == cases[f"DupB__{s}"]["voxel_sha256"]
+        assert cases[f"DupA__{s}"]["orientation"] != cases[f"DupB__{s}"]["orientation"]
+    rows = {r["case_id"]: r for r in _table(tmp_path, "duplicates")}
+    assert sorted(rows) == ["DupA__s0000", "DupA__s0001", "DupB__s0000", "DupB__s0001"]  # not the blank s0002s
+    for s in ("s0000", "s0001"):
+        kept, dropped = rows[f"DupB__{s}"], rows[f"DupA__{s}"]  # the keep policy as for any copy: newer version
+        assert kept["kept"] and not dropped["kept"] and dropped["group_id"] == kept["group_id"]
+        assert "voxels" in dropped["tiers"] and "newer dataset version" in dropped["reason"]
+        assert f"DupA__{s}: identical voxel array, different header geometry" in kept["reason"]
+        assert "identical voxel array, different header geometry" in dropped["reason"]
+        a_or, b_or = cases[f"DupA__{s}"]["orientation"], cases[f"DupB__{s}"]["orientation"]
+        assert f"orientation {b_or} (kept) vs {a_or}" in dropped["reason"]
+        import json
+
+        headers = json.loads(dropped["evidence"])["header_geometry"]
+        assert (headers["kept"]["orientation"], headers["this"]["orientation"]) == (b_or, a_or)
