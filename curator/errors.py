@@ -270,9 +270,11 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("duplicate_case", "two files map to the same case id",
                 "make the layout pattern specific enough to give each file its own case"),
     ProblemKind("sides_swapped", "most left/right labels of a dataset lie on the patient's other side (its sides named "
-                "after the image's or viewer's left, or a swapped mapping)",
-                "swap each left/right pair in the dataset YAML's labels.values or labels.structures if the dataset's "
-                "sides are mirrored"),
+                "after the image's or viewer's left, a swapped mapping, or a flipped header that mirrors the whole "
+                "patient: then the liver and spleen are on the wrong sides too)",
+                "if the unpaired organs are mirrored too, reverse the arrays with the image_flip and label_flip fixes "
+                "the message gives; if only the names are, swap each left/right pair in the dataset YAML's "
+                "labels.values or labels.structures"),
     ProblemKind("series_not_image", "a folder a layout's image pattern matched holds a DICOM series that is not "
                 "the scan (RTSTRUCT, SEG, ..., a localizer/scout or a secondary capture) beside the case's image "
                 "series; it was not ingested",

@@ -14,6 +14,11 @@ gives labels that are perfect in shape and wrong in side — no shape feature se
 ``lateral_mm`` in the ``qc`` table is how far the label lies towards its own side (of its
 partner's centroid, else of the body centre); negative is the wrong side.
 
+When most of a dataset's left/right labels lie on the wrong side, :func:`swapped_datasets` tells
+the two causes apart by the unpaired organs that lie on one side (:data:`USUAL_SIDE`: liver and
+gallbladder right, spleen and stomach left): a flipped header mirrors them too (the liver on the
+patient's left), a mapping that names the sides the wrong way round leaves them where they are.
+
 >>> rows = [{"case_id": "c", "origin": "original", "term_id": "kidney_left", "centroid_mm": [60.0, 0, 0]},
 ...         {"case_id": "c", "origin": "original", "term_id": "kidney_right", "centroid_mm": [-55.0, 0, 0]}]
 >>> [(r["lateral_mm"], r["wrong_side"]) for r in check_sides(rows, 10.0)]
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from curator.errors import InputError
@@ -90,28 +96,113 @@ def check_sides(rows: list[dict[str, Any]], margin_mm: float | None, tax: Taxono
     return rows
 
 
-def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2) -> list[tuple[str, InputError]]:
+# Unpaired organs on one side of the body in normal anatomy (situs solitus; RAS +x is the
+# patient's right): a header that flips the patient moves them to the other side, a dataset
+# whose left/right names are swapped does not.
+USUAL_SIDE = {"liver": "right", "gallbladder": "right", "spleen": "left", "stomach": "left"}
+
+
+def mirrored_anatomy(terms: Mapping[str, Mapping[str, Any]], margin_mm: float = 10.0) -> bool | None:
+    """Whether one case's (one layer's) unpaired lateral organs (:data:`USUAL_SIDE`; ``terms``:
+    term id → row with ``centroid_mm`` and ``body_x_mm``) lie mirrored (``True``), on their usual
+    sides (``False``), or it cannot be told (``None``: none labelled, within ``margin_mm`` of
+    each other, or disagreeing). Right-sided organs are placed against left-sided ones; a case
+    holding organs of one side only, against the body's centre.
+
+    >>> mirrored_anatomy({"liver": {"centroid_mm": [-57.0, 0, 0]}, "spleen": {"centroid_mm": [120.0, 0, 0]}})
+    True
+    >>> mirrored_anatomy({"liver": {"centroid_mm": [60.0, 0, 0], "body_x_mm": 0.0}})
+    False
+    """
+    xs = {t: float(r["centroid_mm"][0]) for t, r in terms.items() if t in USUAL_SIDE and r.get("centroid_mm") is not None}
+    right = [x for t, x in xs.items() if USUAL_SIDE[t] == "right"]
+    left = [x for t, x in xs.items() if USUAL_SIDE[t] == "left"]
+    if right and left:
+        towards = [xr - xl for xr in right for xl in left]  # > 0: the right-sided organ to the patient's right
+    else:
+        body = next((r["body_x_mm"] for r in terms.values() if r.get("body_x_mm") is not None), None)
+        towards = [] if body is None else [(x - body) * (1.0 if USUAL_SIDE[t] == "right" else -1.0)
+                                           for t, x in xs.items()]
+    usual, mirrored = sum(d > margin_mm for d in towards), sum(d < -margin_mm for d in towards)
+    return True if mirrored and not usual else False if usual and not mirrored else None
+
+
+def lateral_axis(orientation: str | None) -> int | None:
+    """The array axis that runs left–right in a header of this orientation code ('RAS' → 0, 'PIR' → 2)."""
+    hits = [i for i, c in enumerate(orientation or "") if c in "LR"]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _flip_fix(axes: set[int | None]) -> str:
+    """The ``fixes`` that reverse the arrays along their left–right axis, in the dataset YAML's syntax."""
+    if len(axes) == 1 and None not in axes:
+        a = next(iter(axes))
+        return (f"fixes: {{image_flip: {{axes: [{a}]}}, label_flip: {{axes: [{a}]}}}} in its dataset YAML (array axis "
+                f"{a} runs left–right in these cases' headers; the label takes the image's axis when it is stored in "
+                "the image's voxel order)")
+    return ("fixes: {image_flip: {axes: [A]}, label_flip: {axes: [A]}} in its dataset YAML, A being the array axis "
+            "that runs left–right in each case's header (the place of L or R in cases.orientation; these cases "
+            "differ, so one fix per group of files, each with a `when`)")
+
+
+def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2,
+                     orientations: Mapping[str, str | None] | None = None,
+                     margin_mm: float = 10.0) -> list[tuple[str, InputError]]:
     """One ``sides_swapped`` problem per dataset most of whose side-checked labels (and at least
     ``min_labels``) lie on the wrong side: a mapping that reads the dataset's L/R the wrong way
-    round (names after the image's or viewer's left, not the patient's), not a few bad cases.
+    round (names after the image's or viewer's left, not the patient's), or a header that flips
+    the patient, not a few bad cases.
+
+    Which of the two it is, the unpaired organs of those cases say (:func:`mirrored_anatomy`):
+    mirrored too — the image is mirrored, and the remedy reverses the arrays (``image_flip`` and
+    ``label_flip`` along the axis ``orientations`` (case id → ``cases.orientation``) gives);
+    where they usually lie — swap the names; neither known, or the cases disagreeing — both.
 
     >>> rows = [{"dataset": "D", "case_id": c, "wrong_side": w} for c, w in (("a", True), ("b", True), ("b", None))]
     >>> [(ds, e.kind) for ds, e in swapped_datasets(rows)]
     [('D', 'sides_swapped')]
     """
     checked: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    layers: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in rows:
         if r.get("wrong_side") is not None:
             checked[r["dataset"]].append(r)
+        if r.get("term_id") in USUAL_SIDE:
+            layers[(r["case_id"], r.get("origin") or "")][r["term_id"]] = r
+    verdicts: dict[str, set[bool]] = defaultdict(set)
+    for (cid, _), terms in layers.items():
+        v = mirrored_anatomy(terms, margin_mm)
+        if v is not None:
+            verdicts[cid].add(v)
     out = []
     for ds, rs in sorted(checked.items()):
         wrong = [r for r in rs if r["wrong_side"]]
         if len(wrong) >= min_labels and 2 * len(wrong) > len(rs):
-            cases = len({r["case_id"] for r in wrong})
-            out.append((ds, InputError(
-                "sides_swapped", f"{len(wrong)} of the {len(rs)} left/right labels of {ds} whose side was checked "
-                f"({cases} case(s)) lie on the patient's other side; qc excluded them", path=f"{ds}:",
-                remedy="open a case in a viewer; if the dataset names its sides after the image's (viewer's) left "
-                "rather than the patient's, swap each left/right pair in labels.values or labels.structures of its "
-                "dataset YAML and run again")))
+            cases = sorted({r["case_id"] for r in wrong})
+            said = [next(iter(verdicts[c])) if len(verdicts[c]) == 1 else None for c in cases]
+            n_mirrored, n_usual = said.count(True), said.count(False)
+            detail = (f"{len(wrong)} of the {len(rs)} left/right labels of {ds} whose side was checked "
+                      f"({len(cases)} case(s)) lie on the patient's other side")
+            names = ("swap each left/right pair in labels.values or labels.structures of its dataset YAML and run "
+                     "again")
+            flip = _flip_fix({lateral_axis((orientations or {}).get(c)) for c in cases})
+            if n_mirrored and not n_usual:
+                detail += (f", and so do the unpaired organs (liver, spleen, stomach, gallbladder) in {n_mirrored} of "
+                           "those cases: the whole patient is mirrored (a flipped header), not only the names; qc "
+                           "excluded them")
+                remedy = (f"do not swap the left/right names (that would hide the mirror); reverse the image and label "
+                          f"arrays with {flip}, or correct the headers at the source, and run again")
+            elif n_usual and not n_mirrored:
+                detail += (f"; the unpaired organs (liver, spleen, stomach, gallbladder) lie on their usual sides in "
+                           f"{n_usual} of those cases, so the image is not mirrored: the names are; qc excluded them")
+                remedy = ("open a case in a viewer; if the dataset names its sides after the image's (viewer's) left "
+                          f"rather than the patient's, {names}")
+            else:
+                detail += ("; qc excluded them. The unpaired organs (liver, spleen, stomach, gallbladder) do not tell "
+                           "whether the names or the image are mirrored" + (" (the cases disagree)" if n_mirrored else ""))
+                remedy = ("open a case in a viewer: if the liver lies on the patient's left (the whole patient "
+                          f"mirrored: a flipped header), reverse the image and label arrays with {flip}; if only the "
+                          "left/right names are wrong (the dataset names its sides after the image's left), "
+                          f"{names}")
+            out.append((ds, InputError("sides_swapped", detail, path=f"{ds}:", remedy=remedy)))
     return out

@@ -177,7 +177,11 @@ class QCStage(Stage):
             for err in unmatched:
                 self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=err.case_id,
                                                        path=cfg.overrides, severity="warning"))
-        for ds, err in swapped_datasets(judged):  # a whole dataset read the wrong way round, not a bad case
+        cases = self.ctx.workspace.read_table("cases", columns=["case_id", "orientation"])
+        orientations = {r["case_id"]: r.get("orientation") for r in cases.to_pylist()} if cases is not None else {}
+        margin = cfg.side_margin_mm if cfg.side_margin_mm is not None else 10.0
+        # a whole dataset read the wrong way round (its names, or its headers), not a bad case
+        for ds, err in swapped_datasets(judged, orientations=orientations, margin_mm=margin):
             self.extra_problems.append(problem_row(self.name, err, dataset=ds, case_id=None, path=err.path,
                                                    severity="warning"))
         counts: dict[str, int] = {}

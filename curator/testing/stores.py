@@ -40,14 +40,17 @@ def _case_row(cid: str, dataset: str, has_image: bool) -> dict[str, Any]:
 
 def phantom_workspace(root: str | Path, n_cases: int = 24, *, broken: Iterable[int] = (),
                       label_only: Iterable[int] = (), missing: Iterable[int] = (), dataset: str = "Phantom",
-                      seed: int = 0, swapped: Iterable[int] = ()) -> Workspace:
+                      seed: int = 0, swapped: Iterable[int] = (), mirrored: Iterable[int] = ()) -> Workspace:
     """Write cases/labels tables and stores for ``n_cases`` phantoms; ``broken`` cases get a liver
     label with most of it erased and a distant blob; ``label_only`` stores have no image or body;
-    ``missing`` cases have no store; ``swapped`` cases call the left kidney right and vice versa."""
+    ``missing`` cases have no store; ``swapped`` cases call the left kidney right and vice versa;
+    ``mirrored`` cases have their image and label arrays reversed left–right under the same header
+    (a flipped header: the whole patient mirrored, the liver on the patient's left)."""
     ws = Workspace(root).init()
     ws.stores_dir.mkdir(parents=True, exist_ok=True)
     g = grid(SHAPE, spacing=SPACING)
     broken, label_only, missing, swapped = set(broken), set(label_only), set(missing), set(swapped)
+    mirrored, lr_axis = set(mirrored), next(i for i, c in enumerate(g.orientation) if c in "LR")
     swap = {"kidney_left": "kidney_right", "kidney_right": "kidney_left"}
     cases, labels = [], []
     for i in range(n_cases):
@@ -59,8 +62,10 @@ def phantom_workspace(root: str | Path, n_cases: int = 24, *, broken: Iterable[i
             bad = add_blob(erase_part(liver, rng, (0.6, 0.7)), rng, g.spacing, (0.2, 0.3), 40.0)
             lab[liver & ~bad] = 0
             lab[bad & (lab == 0)] = STRUCTURES["liver"][0]
+        if i in mirrored:
+            img, lab = np.flip(img, lr_axis).copy(), np.flip(lab, lr_axis).copy()
         has_image = i not in label_only
-        cases.append(_case_row(cid, dataset, has_image))
+        cases.append({**_case_row(cid, dataset, has_image), "orientation": g.orientation})
         values = {int(c): [TERMS[int(c)] if i not in swapped else swap.get(TERMS[int(c)], TERMS[int(c)])]
                   for c in np.unique(lab) if c}
         for code, (term,) in values.items():

@@ -105,7 +105,41 @@ def test_a_dataset_whose_sides_are_all_swapped_is_said_once(
             if p["kind"] == "sides_swapped"]
     assert [(p["dataset"], p["case_id"], p["severity"]) for p in rows] == [("Phantom", None, "warning")]
     assert "6 of the 6 left/right labels of Phantom" in rows[0]["message"] and "labels.values" in rows[0]["message"]
+    assert "lie on their usual sides in 3 of those cases" in rows[0]["message"] and "image_flip" not in rows[0]["message"]
     assert report.warnings == 1
+
+
+def test_a_dataset_whose_patients_are_mirrored_is_told_to_flip_the_arrays_not_the_names(tmp_path: Path) -> None:
+    """A flipped header mirrors the whole patient (the liver on the patient's left): the side
+    check caught it, but its only advice was to swap the left/right names, which made the release
+    pass with every patient mirrored. The unpaired organs (liver, spleen) tell the two apart."""
+    phantom_workspace(tmp_path / "ws", n_cases=3, mirrored=(0, 1, 2))
+    ctx = context(tmp_path, min_cohort=12)
+    record_runs(ctx, "ingest", "harmonize", "preprocess")
+    run_stage(ctx, QCStage)
+    rows = [p for p in pq.read_table(ctx.workspace.table_path("problems__qc")).to_pylist()
+            if p["kind"] == "sides_swapped"]
+    assert [(p["dataset"], p["case_id"]) for p in rows] == [("Phantom", None)]
+    said = rows[0]["message"]
+    assert "the whole patient is mirrored (a flipped header)" in said and "in 3 of those cases" in said
+    assert "fixes: {image_flip: {axes: [0]}, label_flip: {axes: [0]}}" in said  # the phantoms are RAS: x is axis 0
+    assert "do not swap the left/right names" in said
+
+
+def test_the_side_advice_offers_both_remedies_when_the_unpaired_organs_do_not_tell() -> None:
+    from curator.qc.side import swapped_datasets
+
+    def row(case: str, term: str, x: float, wrong: bool | None) -> dict[str, Any]:
+        return {"dataset": "D", "case_id": case, "origin": "original", "term_id": term, "centroid_mm": [x, 0.0, 0.0],
+                "body_x_mm": None, "wrong_side": wrong}
+
+    kidneys = [row(c, t, x, True) for c in ("a", "b") for t, x in (("kidney_left", 60.0), ("kidney_right", -60.0))]
+    ((_, err),) = swapped_datasets(kidneys, orientations={"a": "LPS", "b": "LPS"})  # no liver, no spleen
+    assert "do not tell" in err.detail and "image_flip: {axes: [0]}" in err.remedy and "labels.values" in err.remedy
+    disagree = kidneys + [row("a", "liver", -70.0, None), row("a", "spleen", 90.0, None),
+                          row("b", "liver", 70.0, None), row("b", "spleen", -90.0, None)]
+    ((_, err),) = swapped_datasets(disagree, orientations={"a": "PIR", "b": "PIR"})
+    assert "the cases disagree" in err.detail and "image_flip: {axes: [2]}" in err.remedy
 
 
 def test_missing_store_is_a_problem_row(qc_run: tuple[Context, list[dict[str, Any]]]) -> None:
