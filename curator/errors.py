@@ -230,6 +230,12 @@ _KINDS: list[ProblemKind] = [
                 "it as LAS, ITK as LPS, the NIfTI standard as RAS, so the patient's left and right are a guess",
                 "find the orientation in the dataset's documentation and re-save the file with an sform, or leave "
                 "the case out"),
+    ProblemKind("orientation_missing", "a NRRD or MetaImage header names no patient orientation (a NRRD without "
+                "an anatomical `space` or `space directions`, e.g. only `spacings`, `space dimension` or "
+                "`space: scanner-xyz`; a MetaImage without a TransformMatrix): read as LPS axes (as ITK does) at the "
+                "stated origin, 0 when none, so the patient's left and right are a guess",
+                "find the orientation in the dataset's documentation and re-save the file with it, or leave the case "
+                "out"),
     ProblemKind("dicom_geometry_missing", "a DICOM object gives no pixel spacing, orientation or position "
                 "(neither at its top level nor in its functional groups): read as 1 mm voxels, identity "
                 "orientation", "find the voxel size in the dataset's documentation and re-export the scan with it, "

@@ -63,8 +63,9 @@ class IngestStage(Stage):
     name = "ingest"
     # 2: label defects reject the label, not the case; 3: CT intensity warnings; 4: NIfTI without
     # sform or qform warned (nifti_orientation_missing); 5: a per-structure mask that fails drops its
-    # structure (label_dropped), not the case's whole label
-    version = "5"
+    # structure (label_dropped), not the case's whole label; 6: a NRRD or MetaImage without a patient
+    # orientation warned (orientation_missing)
+    version = "6"
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
     reads_sources = True
@@ -181,8 +182,8 @@ class IngestStage(Stage):
                                    "are a guess", path=str(path),
                                    remedy="find the voxel size in the dataset's documentation and re-export the scan "
                                    "with it (e.g. dcm2niix, then edit the NIfTI header), or leave the case out"))
-            if vol.meta.get("orientation_missing"):
-                warning(_orientation_missing(path))
+            if vol.meta.get("orientation_missing") or vol.meta.get("world_space_missing"):
+                warning(_orientation_missing(path, vol.meta))
             apart = vol.meta.get("qform_sform_mm")
             if apart is not None and apart > config.geometry_tolerance_mm:
                 itk = ("so do ITK-based tools (SimpleITK, 3D Slicer) at sform code 1, but older ITK and "
@@ -232,7 +233,16 @@ class IngestStage(Stage):
         return out
 
 
-def _orientation_missing(path: Path) -> InputError:
+def _orientation_missing(path: Path, meta: dict[str, Any]) -> InputError:
+    gap = meta.get("world_space_missing")
+    if gap:  # a NRRD or MetaImage (read by SimpleITK)
+        return InputError("orientation_missing", f"the header gives no patient orientation ({gap}): its voxels have "
+                          "no defined place in the patient — curator (as ITK) reads it as LPS axes at the stated "
+                          "origin (0 when none) — so left and right (and the labels' left/right terms against the "
+                          "image) are a guess", path=str(path),
+                          remedy="find the orientation in the dataset's documentation (or a DICOM original) and "
+                          "re-save the file with one (NRRD: `space: left-posterior-superior`, `space directions`, "
+                          "`space origin`; MetaImage: TransformMatrix and Offset), or leave the case out")
     return InputError("nifti_orientation_missing", "the NIfTI header sets neither an sform nor a qform "
                       "(both codes 0): its voxels have no defined place in the patient — curator (nibabel) reads "
                       "it as LAS, ITK as LPS, the NIfTI standard as RAS — so left and right (and the labels' "
@@ -377,8 +387,8 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             lab = apply_label_fixes(lab, p.get("fixes") or {}, rel, ref, image)
             if ref is None:  # a label-only case: its first label places the case
                 ref = lab.geometry
-                if lab.meta.get("orientation_missing"):
-                    warning(_orientation_missing(path))
+                if lab.meta.get("orientation_missing") or lab.meta.get("world_space_missing"):
+                    warning(_orientation_missing(path, lab.meta))
             reoriented = core.check_grid(ref, lab.geometry, config.geometry_tolerance_mm, str(path))
             if reoriented and rel not in turned:  # said once per case, below
                 turned[rel] = (lab.geometry.orientation, ref.orientation)

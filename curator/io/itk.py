@@ -94,6 +94,44 @@ def _check_ndims(path: Path, head: str) -> None:
                          remedy="download the file again or re-export it")
 
 
+# NRRD spaces that name the patient's axes (with their time variants); scanner-xyz and
+# 3D-right/left-handed are world spaces without an anatomical meaning
+_ANATOMICAL_SPACES = {"right-anterior-superior", "ras", "left-anterior-superior", "las", "left-posterior-superior",
+                      "lps", "right-anterior-superior-time", "rast", "left-anterior-superior-time", "last",
+                      "left-posterior-superior-time", "lpst"}
+_NRRD_SPACE = re.compile(r"^[ \t]*space[ \t]*:(?!=)[ \t]*(.*?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_NRRD_DIRECTIONS = re.compile(r"^[ \t]*space[ \t]+directions[ \t]*:(?!=)", re.IGNORECASE | re.MULTILINE)
+_MHA_DIRECTION = re.compile(r"^[ \t]*(TransformMatrix|Rotation|Orientation)[ \t]*=", re.IGNORECASE | re.MULTILINE)
+
+
+def orientation_gap(path: Path, head: str) -> str | None:
+    """What the header of a NRRD or MetaImage file lacks to place its axes in the patient (``None``
+    when it states them): a NRRD without an anatomical ``space`` (none at all, only ``space
+    dimension``, or ``scanner-xyz`` / ``3D-right-handed``) or without ``space directions``; a
+    MetaImage without a ``TransformMatrix`` (ITK's own files always write one). SimpleITK reads
+    such a file as LPS axes at the given origin (0 when none), and curator with it.
+
+    >>> lps = "space: left-posterior-superior\\nspace directions: (1,0,0) (0,1,0) (0,0,1)\\n"
+    >>> orientation_gap(Path("a.nrrd"), lps) is None
+    True
+    >>> orientation_gap(Path("a.nrrd"), lps.replace("left-posterior-superior", "scanner-xyz"))
+    'a `space: scanner-xyz`, which names no patient axes'
+    """
+    if path.suffix.lower() in (".nrrd", ".nhdr"):
+        m = _NRRD_SPACE.search(head)
+        if m is None:
+            return "no `space:` field" + (" (only `space dimension`)" if "space dimension" in head.lower() else "")
+        space = m.group(1).strip()
+        if space.lower() not in _ANATOMICAL_SPACES:
+            return f"a `space: {space[:40]}`, which names no patient axes"
+        if not _NRRD_DIRECTIONS.search(head):
+            return "no `space directions`"
+        return None
+    if path.suffix.lower() in (".mha", ".mhd") and not _MHA_DIRECTION.search(head):
+        return "no `TransformMatrix`"
+    return None
+
+
 def _listing(path: Path) -> str:
     """A detached header's whole text (the file list after ``ElementDataFile = LIST``)."""
     with open(path, "rb") as f:
@@ -150,7 +188,11 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
         cause = sitk_cause(e, {str(path): "the file"})
         raise ReadError("truncated_file", f"SimpleITK cannot read the data: {cause}",
                         path=str(path), remedy="download the file again and compare its checksum") from e
-    return volume_from_sitk(img, str(path), channel, {"format": "itk"}, channels)
+    meta: dict[str, Any] = {"format": "itk"}
+    gap = orientation_gap(path, text)
+    if gap:
+        meta["world_space_missing"] = gap
+    return volume_from_sitk(img, str(path), channel, meta, channels)
 
 
 def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict[str, Any],

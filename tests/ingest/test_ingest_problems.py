@@ -277,6 +277,48 @@ def test_a_nifti_without_sform_or_qform_is_warned_of(tmp_path: Path) -> None:
     assert rows == [("Toy__a", "warning"), ("Toy__d", "warning")]
 
 
+def test_a_nrrd_or_metaimage_without_a_patient_orientation_is_warned_of(tmp_path: Path) -> None:
+    """A NRRD with `spacings` only (no `space`, no `space directions`), one whose space names no
+    patient axes (`space dimension`, `scanner-xyz`) and a MetaImage without a TransformMatrix were
+    placed in LPS at origin 0 without a word, where a NIfTI in that state is warned of. Files that
+    state their orientation (SimpleITK's own NRRD and MHA) are not."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    root = tmp_path / "raw"
+    root.mkdir()
+    a = np.arange(12 * 10 * 6, dtype=np.int16).reshape(12, 10, 6)
+    raw = a.tobytes(order="F")  # NRRD and MetaImage data: the first axis fastest
+    head = "NRRD0004\ntype: short\ndimension: 3\nsizes: 12 10 6\nendian: little\nencoding: raw\n"
+    headers = {
+        "spacings": "spacings: 1.5 1.5 3\n",
+        "dimension": "space dimension: 3\nspace directions: (1.5,0,0) (0,1.5,0) (0,0,3)\n",
+        "scanner": "space: scanner-xyz\nspace directions: (1.5,0,0) (0,1.5,0) (0,0,3)\n",
+        "lps": "space: left-posterior-superior\nspace directions: (1.5,0,0) (0,1.5,0) (0,0,3)\n"
+               "space origin: (0,0,0)\n",
+    }
+    for case, fields in headers.items():
+        (root / f"{case}.nrrd").write_bytes((head + fields + "\n").encode() + raw)
+    (root / "bare.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 12 10 6\nElementSpacing = 1.5 1.5 3\n"
+                                   "ElementType = MET_SHORT\nElementByteOrderMSB = False\nElementDataFile = bare.raw\n")
+    (root / "bare.raw").write_bytes(raw)
+    img = sitk.GetImageFromArray(a.T.copy())
+    img.SetSpacing((1.5, 1.5, 3.0))
+    for name in ("sitk_nrrd.nrrd", "sitk_mha.mha"):
+        sitk.WriteImage(img, str(root / name))
+    yml = _spec(tmp_path, [{"image": "{case}.nrrd"}, {"image": "{case}.mha"}, {"image": "{case}.mhd"}],
+                {"values": {1: "liver"}})
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert sorted(cases) == ["Toy__bare", "Toy__dimension", "Toy__lps", "Toy__scanner", "Toy__sitk_mha",
+                             "Toy__sitk_nrrd", "Toy__spacings"]
+    rows = {p["case_id"]: p for p in problems if p["kind"] == "orientation_missing"}
+    assert sorted(rows) == ["Toy__bare", "Toy__dimension", "Toy__scanner", "Toy__spacings"]
+    assert {p["severity"] for p in rows.values()} == {"warning"}
+    assert "no `space:` field" in rows["Toy__spacings"]["message"] and "LPS" in rows["Toy__spacings"]["message"]
+    assert "scanner-xyz" in rows["Toy__scanner"]["message"]
+    assert "TransformMatrix" in rows["Toy__bare"]["message"]
+
+
 def test_the_overlap_of_a_mask_stored_in_other_axis_order_is_counted(tmp_path: Path) -> None:
     """A structure mask with its first axis reversed (header to match: same voxel centres) was
     counted in its file's order: 64 overlapping voxels read as 0, and harmonize then took a

@@ -200,6 +200,22 @@ def test_real_dicom_and_nrrd_labels_share_a_grid(real_data: Path) -> None:
 
 
 @pytest.mark.real
+def test_real_nrrds_state_their_patient_orientation(real_data: Path, tmp_path: Path) -> None:
+    """Every real NRRD (Slicer/pyradiomics and dcmqi exports: `space: left-posterior-superior`) states
+    its orientation: none is flagged as lacking one (ingest's orientation_missing warning); the
+    same file with its `space` line renamed is."""
+    files = sorted((real_data / "pyradiomics").glob("*.nrrd")) + sorted((real_data / "dcmqi").glob("*.nrrd"))
+    assert len(files) >= 10
+    for f in files:
+        assert "world_space_missing" not in read_volume(f, role="label" if "label" in f.name or "seg" in f.name
+                                                        else "image").meta, f.name
+    data = (real_data / "dcmqi" / "liver_seg.nrrd").read_bytes()
+    assert b"space: left-posterior-superior" in data
+    (tmp_path / "x.nrrd").write_bytes(data.replace(b"space: left-posterior-superior", b"space: scanner-xyz", 1))
+    assert "scanner-xyz" in read_volume(tmp_path / "x.nrrd", role="label").meta["world_space_missing"]
+
+
+@pytest.mark.real
 @pytest.mark.parametrize(
     ("rel", "kind"),
     [("edge/example4d.nii.gz", "not_3d"), ("edge/functional.nii", "not_3d"),
