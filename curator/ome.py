@@ -24,6 +24,9 @@ Nothing is written (and an ``ome`` found is removed) where it would not be exact
   cosines (``docs/preprocess.md``) moving some voxel more than :data:`TOL_MM`, or an
   ``orientation`` other than RAS: OME-NGFF 0.5 has scale and translation only, no rotation
   or flip, and a misleading position is worse than none;
+* a store whose geometry the reader guessed (``attrs.curator.geometry_guessed``: a DICOM without
+  pixel spacing, orientation or position, read as 1 mm voxels at an identity orientation): the
+  same reasoning, a position known to be invented is worse than none;
 * a store without an image (a label-only case): an OME image needs its image array;
 * a label layer of more than one plane (overlapping structures): an OME label image is one
   array (per resolution level), and curator keeps the planes as sibling arrays of the layer's
@@ -140,7 +143,7 @@ def write_ome(path: str | os.PathLike[str]) -> list[str]:
     cur = cur if isinstance(cur, dict) else {}
     shape = cur.get("shape")
     tf = image_transforms(shape, cur.get("affine"))
-    if tf is not None and not _is_array(_meta(root / "image"), shape):
+    if tf is not None and (cur.get("geometry_guessed") or not _is_array(_meta(root / "image"), shape)):
         tf = None
     name = cur.get("case_id") if isinstance(cur.get("case_id"), str) else None
     changed = []

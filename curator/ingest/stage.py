@@ -177,11 +177,20 @@ class IngestStage(Stage):
                     warning(implausible)
             gaps = vol.meta.get("geometry_missing")
             if gaps:
+                said, hint = "", ""
+                if vol.meta.get("header_slice_spacing"):
+                    keyword, mm = vol.meta["header_slice_spacing"]
+                    used = abs(vol.geometry.spacing[2] - mm) <= 1e-3
+                    said = (f"; the header does state {keyword} {mm:g} mm, " + ("which the reader used between slices"
+                            if used else f"which the reader did not use (it read {vol.geometry.spacing[2]:g} mm "
+                            "between slices)"))
+                    hint = f" (the header's {keyword}, {mm:g} mm, is a hint for the slice spacing)"
                 warning(InputError("dicom_geometry_missing", f"the DICOM header gives no {gaps}: the reader assumed "
                                    "1 mm voxels and an identity orientation, so sizes in mm (and the resampled grid) "
-                                   "are a guess", path=str(path),
-                                   remedy="find the voxel size in the dataset's documentation and re-export the scan "
-                                   "with it (e.g. dcm2niix, then edit the NIfTI header), or leave the case out"))
+                                   f"are a guess{said}; the case store gets no OME-Zarr world coordinates",
+                                   path=str(path),
+                                   remedy=f"find the voxel size in the dataset's documentation{hint} and re-export the "
+                                   "scan with it (e.g. dcm2niix, then edit the NIfTI header), or leave the case out"))
             if vol.meta.get("orientation_missing") or vol.meta.get("world_space_missing"):
                 warning(_orientation_missing(path, vol.meta))
             apart = vol.meta.get("qform_sform_mm")

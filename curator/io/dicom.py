@@ -158,6 +158,9 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, 
     gaps = _geometry_gaps(first)
     if gaps:  # ITK then falls back to 1 mm voxels and an identity orientation, without a word
         vol.meta["geometry_missing"] = ", ".join(gaps)
+        stated = _slice_spacing(first)
+        if stated:
+            vol.meta["header_slice_spacing"] = stated
     if len(members) == 1 and frames <= 1:  # after the blank check: a stripped slice says so first
         raise InputError("not_3d", "the series is a single 2-D slice (one single-frame DICOM image), "
                          "not a volume", path=where,
@@ -230,20 +233,37 @@ GEOMETRY_TAGS = (("PixelSpacing", "PixelMeasuresSequence"), ("ImageOrientationPa
                  ("ImagePositionPatient", "PlanePositionSequence"))
 
 
+def _attribute(ds: pydicom.Dataset, keyword: str, macro: str) -> Any:
+    """``keyword``'s value at ``ds``'s top level or in its (enhanced, multi-frame) shared or first
+    per-frame functional group's ``macro``; ``None`` when it holds none."""
+    if keyword in ds:
+        return ds.get(keyword)
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        seq = ds.get(groups)
+        inner = seq[0].get(macro) if seq else None
+        if inner and keyword in inner[0]:
+            return inner[0].get(keyword)
+    return None
+
+
 def _geometry_gaps(ds: pydicom.Dataset) -> list[str]:
     """The geometry attributes ``ds`` holds neither at its top level nor in its (enhanced,
     multi-frame) shared or first per-frame functional group."""
-    def held(keyword: str, macro: str) -> bool:
-        if keyword in ds:
-            return True
-        for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-            seq = ds.get(groups)
-            inner = seq[0].get(macro) if seq else None
-            if inner and keyword in inner[0]:
-                return True
-        return False
+    return [keyword for keyword, macro in GEOMETRY_TAGS if _attribute(ds, keyword, macro) is None]
 
-    return [keyword for keyword, macro in GEOMETRY_TAGS if not held(keyword, macro)]
+
+def _slice_spacing(ds: pydicom.Dataset) -> tuple[str, float] | None:
+    """The slice spacing the header states beside missing geometry (``("SpacingBetweenSlices",
+    1.2)``, else its SliceThickness), for the warning to point at; ``None`` when it states neither."""
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = _attribute(ds, keyword, "PixelMeasuresSequence")
+        try:
+            mm = float(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            mm = None
+        if mm is not None and np.isfinite(mm) and mm > 0:
+            return keyword, mm
+    return None
 
 
 def _pixel_cause(p: Path) -> str | None:

@@ -126,9 +126,10 @@ class PreprocessStage(Stage):
             out.problems.append(problem_row(cls.name, err, dataset=p["dataset"], case_id=task.case_id,
                                             path=task.path, severity=severity))
 
-        image, offset = None, 0.0
+        image, offset, guessed = None, 0.0, None
         if p["image_path"]:
             image = read_volume(root / p["image_path"], role="image", channel=p["image_channel"])
+            guessed = geometry_guessed(image.meta)
             image, offset = _image_fixes(image, p["fixes"], p["image_path"])
         geometry = image.geometry if image is not None else None
         planes, geometry = _read_planes(p, root, geometry, warn)
@@ -159,6 +160,8 @@ class PreprocessStage(Stage):
                  "label_raw_values": [{str(k): p.get("published_keys", {}).get(v, v) for k, v in raw.items()}
                                       for _, _, raw in prep.planes],
                  "stage_version": cls.version, "config_hash": config.config_hash()}
+        if guessed:  # what the header lacked (ingest warned of it): the store gets no OME position for a guess
+            attrs["geometry_guessed"] = guessed
         _keep_revised(dest)
         CaseStore.create(dest, geometry=prep.geometry, attrs=attrs, image=prep.image, body=prep.body,
                          labels=[(a, v) for a, v, _ in prep.planes], chunks=tuple(config.inner_chunks) or None)
@@ -205,6 +208,26 @@ def _carry_revised(dest: Path, warn: Any) -> None:
     if not same:
         warn(InputError("revised_label_resampled", "the store was rebuilt on another grid: its reviewed labels "
                         "were resampled onto it (nearest neighbour)"), severity="info")
+
+
+def geometry_guessed(meta: dict[str, Any]) -> str | None:
+    """What an image's header lacked, so that its place in the patient is the reader's guess
+    (ingest's dicom_geometry_missing, nifti_orientation_missing, orientation_missing); ``None``
+    when the header states it. Kept in the store (``attrs.curator.geometry_guessed``), which
+    then gets no OME-Zarr world coordinates (:mod:`curator.ome`).
+
+    >>> geometry_guessed({"format": "itk", "world_space_missing": "no `space:` field"})
+    'NRRD/MetaImage with no `space:` field'
+    >>> geometry_guessed({"format": "nifti"}) is None
+    True
+    """
+    if meta.get("geometry_missing"):
+        return f"DICOM without {meta['geometry_missing']}"
+    if meta.get("world_space_missing"):
+        return f"NRRD/MetaImage with {meta['world_space_missing']}"
+    if meta.get("orientation_missing"):
+        return "NIfTI without sform or qform"
+    return None
 
 
 def _image_fixes(image: Volume, fixes: dict[str, Any], rel: str) -> tuple[Volume, float]:

@@ -149,3 +149,22 @@ def test_an_enhanced_mr_without_geometry_is_ingested_with_a_warning(tmp_path: Pa
     (p,) = table(pipe, "problems__ingest").to_pylist()
     assert p["kind"] == "dicom_geometry_missing" and p["severity"] == "warning"
     assert "PixelSpacing" in p["message"] and "What to do:" in p["message"]
+
+
+def test_a_store_of_a_dicom_without_geometry_has_no_ome_position_and_the_warning_names_the_header_spacing(
+        tmp_path: Path, real_copy) -> None:  # type: ignore[no-untyped-def]
+    """emri_small's position is the reader's guess (1 mm voxels, identity orientation), yet its store
+    carried OME-Zarr world coordinates that OME tools present as patient millimetres; and the
+    header's SpacingBetweenSlices (1.2 mm) went unmentioned. The store now says its geometry was
+    guessed and has no `ome`; the warning names the header's spacing."""
+    root = real_copy("pydicom")
+    spec = _spec("Emri", [{"image": "{case}.dcm"}], {"encoding": "none"}, modality="MR",
+                 patterns={"case": "emri_small"})
+    pipe = make_pipeline(tmp_path, [{"dataset": str(_write(tmp_path, spec)), "root": str(root)}])
+    run(pipe, stages=["ingest", "preprocess"])
+    (p,) = table(pipe, "problems__ingest").to_pylist()
+    assert "the header does state SpacingBetweenSlices 1.2 mm, which the reader did not use (it read 1 mm" \
+        in p["message"], p["message"]
+    (row,) = table(pipe, "preprocessed").to_pylist()
+    meta = json.loads((tmp_path / "workspace" / row["store"] / "zarr.json").read_text())["attributes"]
+    assert "ome" not in meta and "ImagePositionPatient" in meta["curator"]["geometry_guessed"]

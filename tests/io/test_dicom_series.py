@@ -179,6 +179,7 @@ def test_a_series_without_pixel_spacing_says_its_geometry_is_a_guess(tmp_path: P
 def test_real_enhanced_mr_without_geometry_is_flagged_and_a_real_series_is_not(real_data: Path) -> None:
     emri = read_volume(real_data / "pydicom/emri_small.dcm")  # an Enhanced MR object with no plane macros
     assert emri.meta["geometry_missing"] == "PixelSpacing, ImageOrientationPatient, ImagePositionPatient"
+    assert emri.meta["header_slice_spacing"] == ("SpacingBetweenSlices", 1.2)  # for the warning to name
     for rel in ("pydicom/CT5N", "totalsegmentator/example_ct_dicom"):
         assert "geometry_missing" not in read_volume(real_data / rel).meta, rel
 

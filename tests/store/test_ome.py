@@ -146,3 +146,22 @@ def test_a_release_copy_without_the_pseudo_layer_does_not_list_it(tmp_path: Path
     assert write_ome(copy) == ["labels"]
     assert Image.from_zarr(zarr.open_group(str(copy), mode="r")).labels.attributes.ome.labels == ["original"]
     assert _attrs(s.path / "labels")["ome"]["labels"] == ["original", "pseudo"]  # the workspace's as it was
+
+
+def test_a_store_whose_geometry_was_guessed_gets_no_world_coordinates(tmp_path: Path) -> None:
+    """A DICOM without pixel spacing, orientation or position is read as 1 mm voxels at an identity
+    orientation: its store's affine is diagonal and positive, and OME tools showed that invented
+    position as patient RAS millimetres. A store saying its geometry was guessed gets no ``ome``
+    (an existing one is removed), as an oblique store gets none."""
+    a, _ = _planes()
+    img = np.arange(np.prod(SHAPE), dtype=np.int32).reshape(SHAPE).astype(np.int16)
+    g = Geometry.from_affine(SHAPE, AFFINE)
+    for name, attrs in (("stated", {}), ("guessed", {"geometry_guessed": "DICOM without PixelSpacing"})):
+        CaseStore.create(tmp_path / f"{name}.zarr", geometry=g, attrs={"case_id": "Demo__c1", **attrs}, image=img,
+                         body=a > 0, labels=[(a, {1: ["liver"]})])
+    assert "ome" in _attrs(tmp_path / "stated.zarr") and "ome" in _attrs(tmp_path / "stated.zarr" / "labels")
+    guessed = tmp_path / "guessed.zarr"
+    assert "ome" not in _attrs(guessed) and "ome" not in _attrs(guessed / "labels")
+    assert "ome" not in _attrs(guessed / "labels" / "original")
+    assert _attrs(guessed)["curator"]["geometry_guessed"] == "DICOM without PixelSpacing"
+    assert CaseStore(guessed).geometry == g  # the affine itself is kept
