@@ -9,12 +9,26 @@ they specialise, so ``except ValueError`` keeps working for callers that expect 
 ...                remedy="download the file again")
 >>> e.kind, str(e)
 ('truncated_file', 'a.nii.gz: gzip stream ends early. What to do: download the file again')
+
+An error rebuilt from its text alone — ``type(e)(text)``, as PyTorch's DataLoader re-raises an
+error of a worker process — keeps the text as its message, and its kind when the text carries
+a :func:`kind_note` (the loader's datasets add one to the errors their workers raise):
+
+>>> again = InputError(f"Caught InputError in worker 0.\\n{e}\\n{kind_note(e)}")
+>>> again.kind, str(again).splitlines()[1]
+('truncated_file', 'a.nii.gz: gzip stream ends early. What to do: download the file again')
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+
+# a kind is a lower-case identifier (``release_corrupt``); a lone argument that is not one is a message
+_KIND = re.compile(r"[a-z][a-z0-9_]*")
+_KIND_NOTE = "curator error kind: "
+_NOTED_KIND = re.compile(rf"^{_KIND_NOTE}({_KIND.pattern})$", re.MULTILINE)
 
 
 class CuratorError(Exception):
@@ -34,6 +48,12 @@ class CuratorError(Exception):
         remedy: str | None = None,
         case_id: str | None = None,
     ) -> None:
+        if kind and not message and not _KIND.fullmatch(kind):
+            # one text, no kind: an error rebuilt from its message (torch's DataLoader re-raises a
+            # worker's error as ``type(e)(text)``, the text ending with the original's message and
+            # its kind_note); read as a kind, the text would leave the message empty
+            noted: list[str] = _NOTED_KIND.findall(kind)
+            message, kind = kind, (noted[-1] if noted else None)
         self.kind = kind or self.default_kind
         self.detail = message
         self.path = path
@@ -50,10 +70,23 @@ class CuratorError(Exception):
         return text
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across process pools / dask
+        # the rest of the instance's attributes go along too: case_problems, notes (add_note)
+        state = {k: v for k, v in self.__dict__.items() if k not in _FIELDS}
         return (
             _rebuild,
             (type(self), self.kind, self.detail, self.path, self.remedy, self.case_id),
+            state or None,
         )
+
+
+_FIELDS = frozenset({"kind", "detail", "path", "remedy", "case_id"})
+
+
+def kind_note(err: CuratorError) -> str:
+    """The line that lets an error rebuilt from its text alone (:class:`CuratorError`) know its
+    kind again: ``err.add_note(kind_note(err))`` before it crosses to where only its type and
+    text arrive (a PyTorch DataLoader worker)."""
+    return f"{_KIND_NOTE}{err.kind}"
 
 
 def _rebuild(
@@ -64,9 +97,9 @@ def _rebuild(
     remedy: str | None,
     case_id: str | None,
 ) -> CuratorError:
-    obj = cls.__new__(cls)
-    CuratorError.__init__(obj, kind, detail, path=path, remedy=remedy, case_id=case_id)
-    return obj
+    # through the class (not cls.__new__ + __init__): ReadError's two built-in bases (ValueError,
+    # OSError) refuse ValueError.__new__(ReadError), so a read error never came back from a worker
+    return cls(kind, detail, path=path, remedy=remedy, case_id=case_id)
 
 
 class ConfigError(CuratorError, ValueError):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from curator.release.query import Release
-from curator.torch.dataset import PatchDataset
+from curator.torch.dataset import PatchDataset, worker_errors
 from curator.torch.sampling import item_rng
 
 
@@ -47,8 +47,9 @@ class CaseDataset(PatchDataset):
         index %= self.length
         case = self.cases[index]
         shape = tuple(case["shape"])
-        item = self._item(case, (0, 0, 0), (shape[0], shape[1], shape[2]))
-        geometry = self._store(case).geometry
-        item["affine"] = torch.from_numpy(np.array(geometry.matrix, dtype=np.float64))
-        item["spacing"] = torch.tensor(geometry.spacing, dtype=torch.float64)
-        return self._transformed(item, item_rng(self.seed, self.epoch, index))
+        with worker_errors():
+            item = self._item(case, (0, 0, 0), (shape[0], shape[1], shape[2]))
+            geometry = self._store(case).geometry
+            item["affine"] = torch.from_numpy(np.array(geometry.matrix, dtype=np.float64))
+            item["spacing"] = torch.tensor(geometry.spacing, dtype=torch.float64)
+            return self._transformed(item, item_rng(self.seed, self.epoch, index))

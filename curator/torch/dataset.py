@@ -11,13 +11,14 @@ workers kept alive between epochs (``persistent_workers=True``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import multiprocessing
 import multiprocessing.context
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from curator.errors import ReleaseError
+from curator.errors import CuratorError, ReleaseError, kind_note
 from curator.preprocess.intensity import normalise
 from curator.release.query import Release, where_error
 from curator.release.training import (
@@ -387,13 +388,14 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         index = int(index)
         if not -self.length <= index < self.length:  # `for item in ds` stops here; no endless sampling
             raise IndexError(f"patch index {index} out of range for {self.length} samples per epoch")
-        rng = item_rng(self.seed, self.epoch, index % self.length)
-        case = self.cases[min(int(np.searchsorted(self._cdf, rng.random() * self._cdf[-1], "right")),
-                              len(self.cases) - 1)]
-        shape = tuple(case["shape"])
-        centre = self._location(rng, case) if rng.random() < self.fg else None
-        start = patch_start(rng, shape, self.patch, centre)
-        return self._transformed(self._item(case, start, self.patch), rng)
+        with worker_errors():
+            rng = item_rng(self.seed, self.epoch, index % self.length)
+            case = self.cases[min(int(np.searchsorted(self._cdf, rng.random() * self._cdf[-1], "right")),
+                                  len(self.cases) - 1)]
+            shape = tuple(case["shape"])
+            centre = self._location(rng, case) if rng.random() < self.fg else None
+            start = patch_start(rng, shape, self.patch, centre)
+            return self._transformed(self._item(case, start, self.patch), rng)
 
     def _transformed(self, item: dict[str, Any], rng: np.random.Generator) -> Any:
         if self.transform is None:
@@ -456,6 +458,20 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             out[...] = store.outside_value(str(modality))
             if inside:
                 out[pad] = store.physical_image(box)
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """A curator error raised in a DataLoader worker process carries its kind to the main process:
+    torch re-raises it there as ``type(e)(text)`` (its type, and a text holding its traceback and
+    message), and the note lets :class:`curator.errors.CuratorError` read the kind back."""
+    try:
+        yield
+    except CuratorError as e:
+        note = kind_note(e)
+        if torch.utils.data.get_worker_info() is not None and note not in getattr(e, "__notes__", ()):
+            e.add_note(note)
+        raise
 
 
 def _window(start: Sequence[int], patch: Sequence[int], shape: Sequence[int]) -> tuple[Box, Box]:

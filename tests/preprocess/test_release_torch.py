@@ -639,6 +639,31 @@ def test_a_damaged_store_is_refused_by_name_before_it_is_read(tiny: Tiny, tmp_pa
     assert not (tmp_path / "m" / "images" / f"{flipped}.nii.gz").exists()
 
 
+@pytest.mark.parametrize("cases", [False, True])
+def test_a_damaged_store_read_in_a_dataloader_worker_says_so(tiny: Tiny, tmp_path: Path, cases: bool) -> None:
+    """torch re-raises a worker's error as ``type(e)(text)``: a curator error arrived with an empty
+    message and torch's text as its kind. It keeps torch's text (the original message and
+    traceback) and its kind."""
+    import shutil
+
+    from curator.errors import ReleaseError
+    from curator.torch import CaseDataset
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    flipped = min(p.name.removesuffix(".zarr") for p in (rel / "stores").glob("TinyKits__*.zarr"))
+    _flip_a_byte(rel / "stores" / f"{flipped}.zarr")
+    where = f"p.case_id = '{flipped}'"
+    ds = (CaseDataset(rel, terms=[term_id("kidney")], where=where, split=None) if cases else
+          PatchDataset(rel, terms=[term_id("kidney")], where=where, patch_size=(24, 24, 8), samples_per_epoch=4))
+    with pytest.raises(ReleaseError) as e:
+        for _ in DataLoader(ds, batch_size=1, num_workers=2):
+            pass
+    said = str(e.value)
+    assert "in DataLoader worker process" in said and f"the store of case {flipped}: its files differ" in said
+    assert "curator verify" in said and e.value.kind == "release_corrupt"
+
+
 def test_stores_are_hashed_once_while_their_files_stay_the_same(tiny: Tiny, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import os
