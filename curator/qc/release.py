@@ -11,11 +11,14 @@ flagged labels keep their row, mask and reason; only the loader skips them.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from curator.schema import table_schema, to_arrow
+
+if TYPE_CHECKING:
+    from curator.taxonomy.model import Taxonomy
 
 log = logging.getLogger("curator")
 
@@ -65,12 +68,48 @@ def exclude_unstored(labels: pa.Table, store_terms: pa.Table, stored_cases: set[
     return (to_arrow("labels", rows), n) if n else (labels, 0)
 
 
-def summary(qc: pa.Table | None, labels: pa.Table | None = None, not_stored: int = 0) -> dict[str, Any]:
+# the start of the reason of a label excluded at release because QC excluded a part of it
+PART_EXCLUDED = "a part of it is excluded"
+
+
+def exclude_with_parts(labels: pa.Table, tax: Taxonomy) -> tuple[pa.Table, int]:
+    """``labels`` with every present label that has a part QC excluded (a term below it, ``part_of``,
+    excluded in the same case and layer) marked ``exclude`` too (and how many): the loader and the
+    exports leave such a term out — a derived kidney holding the excluded left kidney, or a
+    term trained without its excluded part, which it would call background — while its row kept
+    its own decision, so the training view in SQL kept it. The reason names the parts and what
+    the label's own decision was."""
+    rows = labels.to_pylist()
+    excluded: dict[tuple[Any, Any], dict[str, str]] = {}  # (case, layer) -> part -> why
+    for row in rows:
+        if row.get("qc_decision") == "exclude":
+            excluded.setdefault((row["case_id"], row.get("layer")), {})[row["term_id"]] = row.get("qc_reason") or ""
+    n = 0
+    for row in rows:
+        parts = excluded.get((row["case_id"], row.get("layer")))
+        if not parts or not row.get("present") or row.get("qc_decision") == "exclude" or tax.get(row["term_id"]) is None:
+            continue
+        below = [t for t in tax.descendants(row["term_id"]) if t in parts]
+        if not below:
+            continue
+        why = "; ".join(f"{t} ({parts[t]})" if parts[t] else t for t in below)
+        own = f"; its own decision: {row['qc_decision']}" if row.get("qc_decision") else ""
+        row["qc_decision"] = "exclude"
+        row["qc_reason"] = (f"{PART_EXCLUDED}, so training leaves it out rather than hold or miss that part: "
+                            f"{why}{own}")
+        n += 1
+    return (to_arrow("labels", rows), n) if n else (labels, 0)
+
+
+def summary(qc: pa.Table | None, labels: pa.Table | None = None, not_stored: int = 0,
+            with_part: int = 0) -> dict[str, Any]:
     """``release.json``'s ``qc``: the qc table's ``decisions`` (what the filter and the overrides
     decided, as ``select decision, count(*) from qc``), ``excluded_not_stored`` (present labels
     excluded at release because their store does not hold them: they have no qc row), and
-    ``labels_excluded`` — every ``labels`` row the training filter drops, both kinds (what a
-    reader comparing with the training view wants)."""
+    ``excluded_with_part`` (present labels excluded at release because QC excluded a part of them:
+    they have a qc row of another decision, or none), and ``labels_excluded`` — every ``labels``
+    row the training filter drops, all three kinds (what a reader comparing with the training view
+    wants)."""
     out: dict[str, Any] = {}
     if qc is not None:
         counts: dict[str, int] = {}
@@ -79,6 +118,7 @@ def summary(qc: pa.Table | None, labels: pa.Table | None = None, not_stored: int
         methods = sorted(set(qc.column("method").to_pylist()))
         out.update(decisions=dict(sorted(counts.items())), method=methods[0] if len(methods) == 1 else methods)
     out["excluded_not_stored"] = not_stored
+    out["excluded_with_part"] = with_part
     if labels is not None and "qc_decision" in labels.column_names:
         out["labels_excluded"] = sum(d == "exclude" for d in labels.column("qc_decision").to_pylist())
     out["training_filter"] = TRAINING_FILTER
@@ -109,7 +149,8 @@ def override_counts(qc: pa.Table, problems: pa.Table | None) -> dict[str, int]:
 
 def release_step(builder: Any) -> None:
     """Fill ``labels``' measurement columns from ``qc`` (tolerates either table being absent), exclude
-    the present labels their stores do not hold, and record the counts in ``release.json``."""
+    the present labels with a part QC excluded and those their stores do not hold, and record the
+    counts in ``release.json``."""
     qc = builder.tables.get("qc")
     if qc is not None:
         conformed = conform(qc)
@@ -122,13 +163,26 @@ def release_step(builder: Any) -> None:
         log.info("release: no labels table to join qc measurements into (harmonize not run)")
     else:
         builder.tables["labels"] = join_measurements(labels, qc)
+    with_part = _exclude_with_parts(builder) if qc is not None else 0  # before: an unstored label is no part held
     n = _exclude_unstored(builder)
     if qc is not None or n:  # counted after the release's own exclusions: release.json agrees with labels
-        builder.extra["qc"] = summary(qc, builder.tables.get("labels"), n)
+        builder.extra["qc"] = summary(qc, builder.tables.get("labels"), n, with_part)
     if qc is not None:
         ov = override_counts(qc, builder.tables.get("problems"))
         if any(ov.values()):  # release.json of a release without overrides is as it was
             builder.extra["qc"]["overrides"] = ov
+
+
+def _exclude_with_parts(builder: Any) -> int:
+    from curator.harmonize.stage import harmonize_taxonomy
+
+    labels = builder.tables.get("labels")
+    if labels is None or "qc_decision" not in labels.column_names:
+        return 0
+    builder.tables["labels"], n = exclude_with_parts(labels, harmonize_taxonomy(builder.ctx))
+    if n:
+        log.info("release: %d present label(s) have a part qc excluded: excluded too", n)
+    return n
 
 
 def _exclude_unstored(builder: Any) -> int:

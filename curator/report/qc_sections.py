@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from curator.qc.release import PART_EXCLUDED
 from curator.report import plots
 from curator.report.data import ReportData
 from curator.report.gallery import label_figure
@@ -62,16 +63,35 @@ NOT_STORED_COLUMNS = ["case_id", "dataset", "term_id", "origin", "volume_ml", "q
 def excluded_at_release(d: ReportData) -> pl.DataFrame | None:
     """``labels`` rows the release excluded without a qc row of their own: present labels their
     store does not hold (resampling erased them; ``curator.qc.release.exclude_unstored``). The qc
-    table never saw them, yet the training view skips them."""
-    if not d.has("labels"):
+    table never saw them, yet the training view skips them. (Labels excluded for a part QC
+    excluded are :func:`excluded_with_part`.)"""
+    lab = _excluded_labels(d)
+    if lab is None:
         return None
-    lab = d.get("labels")
-    if "qc_decision" not in lab.columns:
-        return None
-    lab = lab.filter(pl.col("qc_decision") == "exclude")
+    lab = lab.filter(~_with_part(lab))
     if d.has("qc") and all(c in lab.columns for c in KEY):
         lab = lab.join(d.get("qc").select(KEY), on=KEY, how="anti")
     return lab.sort([c for c in KEY if c in lab.columns])
+
+
+def excluded_with_part(d: ReportData) -> int:
+    """How many labels the release excluded because QC excluded a part of them
+    (``curator.qc.release.exclude_with_parts``; the qc table has another decision for them, or none)."""
+    lab = _excluded_labels(d)
+    return 0 if lab is None else lab.filter(_with_part(lab)).height
+
+
+def _excluded_labels(d: ReportData) -> pl.DataFrame | None:
+    if not d.has("labels"):
+        return None
+    lab = d.get("labels")
+    return lab.filter(pl.col("qc_decision") == "exclude") if "qc_decision" in lab.columns else None
+
+
+def _with_part(lab: pl.DataFrame) -> pl.Expr:
+    if "qc_reason" not in lab.columns:
+        return pl.lit(False)
+    return pl.col("qc_reason").fill_null("").str.starts_with(PART_EXCLUDED)
 
 
 def section_not_stored(gone: pl.DataFrame | None) -> str:
@@ -106,11 +126,14 @@ def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
         dec = dec.join(per, on="term_id", how="full", coalesce=True).fill_null(0)
     dec = dec.sort("term_id")
     n_filter, n_person = (qc.filter(excluded & p).height for p in (~person, person))
+    n_part = excluded_with_part(d)
     parts = [f"{n_filter} by the filter (<code>exclude</code>)"] + (
         [f"{n_person} by a person (<code>override_exclude</code>)"] if n_person else []) + (
+        [f"{n_part} at release as holding a part excluded (a derived kidney of an excluded left kidney)"]
+        if n_part else []) + (
         [f"{n_gone} at release as not in the store (<code>not_stored</code>, listed below)"] if n_gone else [])
-    total = (f"; {n_filter + n_person + n_gone} label(s) excluded from training: {', '.join(parts)}"
-             if n_person or n_gone else "")
+    total = (f"; {n_filter + n_person + n_part + n_gone} label(s) excluded from training: {', '.join(parts)}"
+             if n_person or n_gone or n_part else "")
     out += [(f"<p>method <b>{esc(method)}</b>{esc(rule)}; decisions per term (excluded labels keep their row and mask; "
              f"the training view skips them){total}:</p>"), table_html(dec, limit=300)]
     out.append(section_plots(qc, max_terms))

@@ -60,3 +60,39 @@ def table_rows(page: str, after: str) -> list[list[str]]:
     body = page[i:page.index("</table>", i)]
     return [[html.unescape(re.sub("<[^>]+>", "", c)) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
             for row in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
+def test_a_label_with_a_part_qc_excluded_is_excluded_as_the_loader_leaves_it_out(
+        demo: Path, release_with: Callable[..., Path]) -> None:
+    """A derived kidney whose left kidney a person excluded kept its own decision (include), so the
+    SQL training view kept a kidney holding the excluded label while the loader left it out."""
+    import yaml
+
+    from curator.qc.release import PART_EXCLUDED
+    from curator.testing.pipelines import run
+    from curator.torch import CaseDataset
+
+    case = "DemoTotalSeg__s0002"
+    cfg = yaml.safe_load((demo / "pipeline.yaml").read_text())
+    cfg["stages"]["qc"]["overrides"] = "overrides.yaml"
+    (demo / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (demo / "overrides.yaml").write_text(f"- {{case_id: {case}, term: kidney_left, action: exclude, reason: leaks}}\n")
+    run(demo / "pipeline.yaml", stages=["qc"])
+    rel = Release(release_with(demo, "0.2.0"))
+    rows = dict(rel.sql("select term_id, qc_decision || ' / ' || coalesce(qc_reason, '') from labels where case_id = "
+                        f"'{case}' and term_id like 'kidney%' and origin = 'original'").fetchall())
+    assert rows["kidney_left"].startswith("exclude / override exclude")
+    assert rows["kidney_right"].startswith("include")  # the other part, and other cases, keep theirs
+    assert rows["kidney"].startswith(f"exclude / {PART_EXCLUDED}") and "kidney_left (override exclude" in rows["kidney"]
+    # the SQL training view and the loader use the same cases' kidneys
+    in_sql = {c for (c,) in rel.sql("select case_id from labels where term_id = 'kidney' and layer in "
+                                    f"('original', 'revised') and (present or annotated) and {TRAINING_FILTER}"
+                                    ).fetchall()}
+    loader = {c["case_id"] for c in CaseDataset(rel, terms=["kidney"], split=None, duplicates=True).cases}
+    assert case not in in_sql and in_sql == loader
+    qc = rel.info["qc"]
+    n_excl = rel.sql("select count(*) from labels where qc_decision = 'exclude'").fetchall()[0][0]
+    assert qc["excluded_with_part"] >= 1 and qc["labels_excluded"] == n_excl
+    assert qc["labels_excluded"] == qc["decisions"]["exclude"] + qc["excluded_with_part"] + qc["excluded_not_stored"]
+    page = (rel.path / "report.html").read_text()
+    assert f"{n_excl} label(s) excluded from training" in page and 'id="not-stored"' not in page
