@@ -89,10 +89,10 @@ class ExportReport:
         self.ignored = {names.get(k, k): v for k, v in self.ignored.items()}
 
     def note_stand_ins(self, view: TrainingView, selected: Collection[str]) -> None:
-        """Say which duplicate stood in for its group's kept member (it holds more of the terms),
-        for the stand-ins among the ``selected`` case ids, and which was not used for its ingest
-        warnings; called once the cases are written (before :meth:`rename`): one that was left out
-        (a damaged store) is said to be, with its group."""
+        """Say which duplicate stood in for its group's kept member (it holds more of the terms,
+        people's labels counted first), for the stand-ins among the ``selected`` case ids, and
+        which was not used for its ingest warnings; called once the cases are written (before
+        :meth:`rename`): one that was left out (a damaged store) is said to be, with its group."""
         exported = {*self.cases, *self.images_only}
         for cid, why in sorted(view.passed_over.items()):
             self.notes.append(f"the duplicate {cid} is not exported: {why}")
@@ -104,7 +104,8 @@ class ExportReport:
                 continue
             self.notes.append(
                 f"{used} is exported for its duplicate group instead of the kept {kept}: it holds more of the "
-                "requested terms (one member per group, as always)" if used in exported else
+                "requested terms, people's labels counted before pseudo labels (one member per group, as always)"
+                if used in exported else
                 f"{used} would stand in for the kept {kept} of its duplicate group (it holds more of the requested "
                 f"terms), but it was left out itself (the skipped cases say why), so the group has no case in the "
                 f"export (pass --with-duplicates to export {kept} too)")

@@ -4,9 +4,12 @@ leave out by default.
 * **Dropped duplicates**: members of a ``duplicates`` group that the keep policy did not keep
   (``kept = false``) — the same scan as the kept member, so training on both weights it twice
   and, across folds, validates on a training scan. For a request of terms, a group is used
-  through the member holding the most of them (the kept one on a tie): a dropped KiTS copy
-  with its tumour stands in for a kept TotalSegmentator copy without one
-  (``TrainingView.stand_ins``) — but never a copy with more ingest warnings than the kept one
+  through the member holding the most of them in people's labels (``original``, ``revised``),
+  then in all the requested layers (the kept one on a tie; labels QC excluded do not count): a
+  dropped KiTS copy with its tumour stands in for a kept TotalSegmentator copy without one
+  (``TrainingView.stand_ins``), but pseudo labels never outweigh a person's, so a copy with a
+  pseudo liver and spleen does not replace one whose liver and spleen people drew — and never
+  a copy with more ingest warnings than the kept one
   (a CT copy stored +1024 HU off: the keep policy dropped it for that; ``TrainingView.passed_over``).
   The choice is made among the cases a selection (``where``) holds: a group whose kept member
   it leaves out is used through the best member it selects, so a selection never loses a case
@@ -66,16 +69,23 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
     """What the training view leaves out of ``release`` (nothing for tables the release lacks).
 
     With ``terms`` (and the ``layers`` they are read from), each duplicate group is used through
-    the member holding the most of them, the kept one on a tie: the keep policy weighs every
-    annotated structure, so the kept copy of a KiTS scan can be a TotalSegmentator copy without
-    its tumour, and the tumour would leave the training set with the dropped copy. A member with
-    more ingest warnings than the kept one is never used instead of it. Still one member per
-    group (the splits put a group on one side).
+    the member holding the most of them — in people's labels first (``original``, ``revised``),
+    then in any of ``layers``; labels QC excluded do not count (with ``qc_filter``) — the kept one
+    on a tie: the keep policy weighs every annotated structure, so the kept copy of a KiTS scan
+    can be a TotalSegmentator copy without its tumour, and the tumour would leave the training
+    set with the dropped copy. A member with more ingest warnings than the kept one is never used
+    instead of it. Still one member per group (the splits put a group on one side).
 
     ``selected``: the case ids a selection holds (the loader's and the exports' ``where``); each
     group is then used through the best member among them, and ``dropped_duplicates`` lists the
     selected members left out. None: the whole release."""
     names = set(release.table_names())
+    columns = set(release.sql("select * from labels limit 0").columns) if "labels" in names else set()
+    excluded: dict[str, set[tuple[str, str]]] = {}
+    if qc_filter and "qc_decision" in columns:
+        for cid, term, layer in release.sql(
+                "select case_id, term_id, layer from labels where qc_decision = 'exclude'").fetchall():
+            excluded.setdefault(cid, set()).add((term, layer))
     dropped: frozenset[str] = frozenset()
     stand_ins: dict[str, str] = {}
     passed_over: dict[str, str] = {}
@@ -87,14 +97,8 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
             chosen = set(selected)
             rows = [r for r in rows if r[1] in chosen]
         use, stand_ins, passed_over, caveats = _members_used(release, rows, terms if "store_terms" in names else (),
-                                                             layers, kept_of)
+                                                             layers, kept_of, excluded)
         dropped = frozenset(r[1] for r in rows if r[1] not in use)
-    columns = set(release.sql("select * from labels limit 0").columns) if "labels" in names else set()
-    excluded: dict[str, set[tuple[str, str]]] = {}
-    if qc_filter and "qc_decision" in columns:
-        for cid, term, layer in release.sql(
-                "select case_id, term_id, layer from labels where qc_decision = 'exclude'").fetchall():
-            excluded.setdefault(cid, set()).add((term, layer))
     absent: dict[str, set[str]] = {}
     if {"annotated", "present"} <= columns:
         original = " and origin = 'original'" if "origin" in columns else ""
@@ -128,28 +132,51 @@ def label_only_problem(release: Release, where: str, join: str = "", splits: str
                         "version; or select cases that have an image")
 
 
+# the layers holding people's labels: a dataset's own annotation, and pseudo labels a person reviewed
+PEOPLES_LAYERS = ("original", "revised")
+
+
 def _members_used(release: Release, rows: list[tuple[str, str, bool]], terms: Sequence[str],
                   layers: Sequence[str], kept_of: Mapping[str, str] | None = None,
+                  excluded: Mapping[str, Collection[tuple[str, str]]] | None = None,
                   ) -> tuple[set[str], dict[str, str], dict[str, str], dict[str, str]]:
     """The member used of each group in ``rows`` (group id, case id, kept), the stand-ins (kept
     member -> the member used instead) and the members passed over (-> why).
 
     A group's base is its kept member, or, when ``rows`` leave it out (a selection), the member
     with the fewest ingest warnings (then the most requested terms, then the first case id). The
-    member used is the one holding the most of ``terms`` (a term or one of its parts with voxels,
-    in ``layers``) among those with no more ingest warnings than the base, the base on a tie.
-    ``kept_of`` (group id -> its kept member, selected or not) gives the caveats: a member used
-    with more ingest warnings than its group's kept member, which ``rows`` leave out."""
+    member used is the one holding the most of ``terms`` (as the loader reads them: from
+    ``layers``, a term or parts that complete it, with voxels; a (term, layer) in
+    ``excluded[case]`` — QC excluded it — is not held) read from people's layers
+    (:data:`PEOPLES_LAYERS`), then from any of ``layers``, among those with no more
+    ingest warnings than the base, the base on a tie: a copy's pseudo labels never outweigh
+    another copy's annotations. ``kept_of`` (group id -> its kept member, selected or not) gives
+    the caveats: a member used with more ingest warnings than its group's kept member, which
+    ``rows`` leave out."""
     groups: dict[str, list[tuple[str, bool]]] = collections.defaultdict(list)
     for gid, cid, is_kept in rows:
         groups[gid].append((cid, bool(is_kept)))
-    held: dict[str, set[str]] = collections.defaultdict(set)
+    count: dict[str, tuple[int, int]] = {}  # member -> (terms from people's layers, terms from any layer)
     if terms:
+        from curator.store import LAYERS
+
         tax = release.taxonomy
-        wanted = {p: t for t in terms for p in with_parts(tax, t)}
+        parts = {t: with_parts(tax, t) for t in terms}
+        wanted = {p for ps in parts.values() for p in ps}
+        in_rows = {cid for _, cid, _ in rows}
+        held_by: dict[str, dict[str, set[str]]] = collections.defaultdict(dict)
         for cid, term, layer, voxels in release.sql("select case_id, term_id, layer, voxels from store_terms").fetchall():
-            if term in wanted and (not layers or layer in layers) and voxels:
-                held[cid].add(wanted[term])
+            if cid in in_rows and term in wanted and voxels:
+                held_by[cid].setdefault(layer, set()).add(term)
+        for cid in in_rows:  # the terms the loader would read from the member (usable_terms' rule)
+            usable = usable_parts(held_by[cid], parts, layers or LAYERS, (excluded or {}).get(cid, ()))
+            used = [term_parts(t, parts[t], usable, tax) for t in terms]
+            count[cid] = (sum(bool(u) and all(usable[p] in PEOPLES_LAYERS for p in u) for u in used),
+                          sum(bool(u) for u in used))
+
+    def held(c: str) -> tuple[int, int]:  # compared as a tuple: people's labels first
+        return count.get(c, (0, 0))
+
     warned = _ingest_warnings(release)
     use: set[str] = set()
     stand_ins: dict[str, str] = {}
@@ -158,10 +185,10 @@ def _members_used(release: Release, rows: list[tuple[str, str, bool]], terms: Se
     for gid, members in groups.items():
         keeper = next((c for c, k in members if k), None)
         base = keeper if keeper is not None else min(
-            (c for c, _ in members), key=lambda c: (len(warned.get(c, ())), -len(held[c]), c))
+            (c for c, _ in members), key=lambda c: (len(warned.get(c, ())), tuple(-n for n in held(c)), c))
         clean = [c for c, _ in members if len(warned.get(c, ())) <= len(warned.get(base, ()))]
-        best = max(clean, key=lambda c: (len(held[c]), c == base))  # on a tie, the base
-        if len(held[best]) <= len(held[base]):
+        best = max(clean, key=lambda c: (held(c), c == base))  # on a tie, the base
+        if held(best) <= held(base):
             best = base
         use.add(best)
         if best != base and keeper is not None:
@@ -172,7 +199,7 @@ def _members_used(release: Release, rows: list[tuple[str, str, bool]], terms: Se
             caveats[best] = (f"it stands for its duplicate group although it has more ingest warnings ({kinds}; see "
                              f"problems) than the group's kept {away}, which the selection leaves out")
         for c, _ in members:
-            if len(held[c]) > len(held[best]) and c not in clean:
+            if held(c) > held(best) and c not in clean:
                 kinds = _more_warnings(warned, c, base)
                 passed_over[c] = (f"it holds more of the requested terms than {best}, but has more ingest warnings "
                                   f"({len(warned[c])} vs {len(warned.get(base, ()))}: {kinds}; see problems)")

@@ -188,7 +188,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         selected = {c["case_id"] for c in self.cases}
         for keeper, used in sorted(self.view.stand_ins.items()):  # of the cases selected, not of the release
             if used in selected:
-                log.info("PatchDataset: %s stands in for its duplicate %s (it holds more of the terms)", used, keeper)
+                log.info("PatchDataset: %s stands in for its duplicate %s (it holds more of the terms, people's "
+                         "labels counted before pseudo labels)", used, keeper)
         for cid, why in sorted(self.view.passed_over.items()):
             log.info("PatchDataset: the duplicate %s is not used: %s", cid, why)
         for cid, why in sorted(self.view.caveats.items()):

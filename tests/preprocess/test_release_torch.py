@@ -267,8 +267,9 @@ def test_training_view_leaves_out_dropped_duplicates_and_excluded_labels(tiny: T
     rel = _with_decisions(tiny, tmp_path, dropped=b, kept=a, excluded=(a, "kidney_left", "original"))
     shape = tuple(CaseStore(rel / "stores" / f"{a}.zarr").geometry.shape)
     ds = PatchDataset(rel, terms=[liver, kidney], where="dataset = 'TinyTotalSeg'", patch_size=shape)
-    assert [c["case_id"] for c in ds.cases] == [a]
-    item = ds[0]
+    # one member of the group: b, as a's kidney is excluded (a label QC excluded does not count)
+    assert [c["case_id"] for c in ds.cases] == [b] and ds.view.stand_ins == {a: b}
+    item = PatchDataset(rel, terms=[liver, kidney], where=f"p.case_id = '{a}'", patch_size=shape)[0]
     # kidney_left was excluded: the derived kidney (left + right) has no trustworthy mask left in a
     assert item["present"].tolist() == [True, False] and not item["masks"][1].any()
     full = PatchDataset(rel, terms=[liver, kidney], where="dataset = 'TinyTotalSeg'", patch_size=shape,
@@ -278,7 +279,10 @@ def test_training_view_leaves_out_dropped_duplicates_and_excluded_labels(tiny: T
     assert got[a]["present"].tolist() == [True, True] and got[a]["masks"][1].any()
 
     report = export_nnunet(rel, tmp_path / "raw", dataset_id=7, name="K", terms=[kidney], where="modality = 'CT'")
-    assert a not in report.cases and b not in report.cases and report.skipped[a].startswith("holds no")
+    assert a not in report.cases and b in report.cases  # b stands in for its kept copy a
+    report = export_nnunet(rel, tmp_path / "raw2", dataset_id=7, name="K", terms=[kidney], where="modality = 'CT'",
+                           duplicates=True)
+    assert report.skipped[a].startswith("holds no") and b in report.cases
     both = export_monai(rel, tmp_path / "monai", terms=[liver, kidney], where="dataset = 'TinyTotalSeg'",
                         duplicates=True, qc_filter=False)
     assert both.cases == [a, b]
@@ -811,6 +815,40 @@ def test_a_duplicate_holding_the_requested_terms_stands_in_for_the_kept_copy(tin
     assert not any("is exported for its duplicate group" in n for n in said), report.notes
     assert any(f"{copy} would stand in for the kept {kept}" in n and "the group has no case in the export" in n
                for n in said), report.notes
+
+
+def test_pseudo_and_excluded_labels_do_not_make_a_copy_stand_in(tiny: Tiny, tmp_path: Path) -> None:
+    """A dropped copy stood in for the kept one when it held more of the terms counting its pseudo
+    labels as equal to the kept copy's annotations (validation then scored against a model's
+    liver instead of a person's), and counting labels QC excluded."""
+    import polars as pl
+
+    rel, tumour, kept, copy = _group_of_two(tiny, tmp_path, copy_warned=False)
+    liver, spleen = term_id("liver"), term_id("spleen")
+    st = pl.read_parquet(rel / "store_terms.parquet")
+    people = {t for t in st.filter((pl.col("case_id") == kept) & (pl.col("layer") == "original"))["term_id"]}
+    assert {liver, spleen} <= people and tumour not in people
+    mine = st.filter((pl.col("case_id") == copy) & (pl.col("layer") == "original") & (pl.col("term_id") == tumour))
+    fake = pl.concat([mine.with_columns(pl.lit("pseudo").alias("layer"), pl.lit(t).alias("term_id")) for t in (liver, spleen)])
+    pl.concat([st, fake]).write_parquet(rel / "store_terms.parquet")
+    reseal(rel)
+    every = ("original", "revised", "pseudo")
+
+    def used(terms: list[str], layers: tuple[str, ...] = every, **kw: object) -> str:
+        view = training_view(Release(rel), terms=terms, layers=layers, **kw)  # type: ignore[arg-type]
+        (member,) = {kept, copy} - view.dropped_duplicates
+        assert view.stand_ins == ({kept: copy} if member == copy else {})
+        return member
+
+    # 1 term by a person + 2 pseudo against 2 by people: the people's labels win, whatever the total
+    assert used([tumour, liver, spleen]) == kept
+    assert used([tumour]) == copy  # the tumour only the copy has still brings it in
+    assert used([tumour, liver, spleen], layers=("pseudo", "original")) == kept  # whatever the layers' order
+    # the copy's tumour excluded by QC: it holds nothing the loader would read; without the filter it does
+    pl.DataFrame({"case_id": [copy], "term_id": [tumour], "layer": ["original"], "qc_decision": ["exclude"]}
+                 ).write_parquet(rel / "labels.parquet")
+    reseal(rel)
+    assert used([tumour]) == kept and used([tumour], qc_filter=False) == copy
 
 
 def test_a_copy_with_more_ingest_warnings_never_stands_in(tiny: Tiny, tmp_path: Path) -> None:
