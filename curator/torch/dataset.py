@@ -18,7 +18,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ from curator.release.training import (
 from curator.store import CaseStore
 from curator.store_reader import Box
 from curator.torch.channels import studies
-from curator.torch.sampling import case_weights, item_rng, patch_start, repeat_factor
+from curator.torch.sampling import case_weights as balanced_weights
+from curator.torch.sampling import item_rng, patch_start, repeat_factor
 
 log = logging.getLogger("curator")
 
@@ -71,6 +72,14 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     Cases that hold none of the requested terms (no voxel, no annotated absence) are left out:
     their items would have ``present`` all false (``labelled_only=False`` keeps them).
+
+    Cases are drawn with SAT's weights (``balance``: 1/√N per dataset; ``repeat``: the repeat
+    factor of the annotated region), times ``case_weights`` when given: a mapping case_id ->
+    weight (a case it does not name weighs 1), or a function of a case (a dict with ``case_id``,
+    ``dataset``, ``modality`` and ``terms``, the requested terms the case holds) returning its
+    weight — e.g. ``lambda c: 5.0 if "kidney_tumor" in c["terms"] else 1.0`` draws the cases with
+    a tumour five times as often. It is called once, here (spawned workers need not pickle it).
+    ``weights`` lists the resulting probabilities (read-only: each worker draws from them).
 
     ``split`` picks the release's ``splits`` (default ``"train"``: validation and test cases
     stay out unless asked for; ``None`` takes every case the ``where`` clause selects).
@@ -126,7 +135,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                  seed: int = 0, normalise: bool = True, max_open: int = 64, duplicates: bool = False,
                  qc_filter: bool = True, labelled_only: bool = True, verify: bool = True,
                  channels: Sequence[str] | None = None,
-                 transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 transform: Callable[[dict[str, Any]], Any] | None = None,
+                 case_weights: Mapping[str, float] | Callable[[dict[str, Any]], float] | None = None) -> None:
         self.release = release if isinstance(release, Release) else Release(release)
         self.root = self.release.path
         self.terms = _names("terms", terms)
@@ -217,8 +227,13 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         for note in unheld:
             warnings.warn(note, UserWarning, stacklevel=2)
         reps = [self._repeat(c) if repeat else 1.0 for c in self.cases]
-        self.weights = np.asarray(case_weights([c["dataset"] for c in self.cases], reps, balance))
-        self._cdf = np.cumsum(self.weights)
+        weights = np.asarray(balanced_weights([c["dataset"] for c in self.cases], reps, balance))
+        if case_weights is not None:
+            weights = weights * self._given_weights(case_weights)
+            weights /= weights.sum()
+        weights.flags.writeable = False
+        self._weights = weights
+        self._cdf = np.cumsum(weights)
         self.length = int(samples_per_epoch or len(self.cases))
         self._stores: collections.OrderedDict[str, CaseStore] = collections.OrderedDict()
         # location file -> the sampled voxels of the (layer/part) keys this dataset draws from, at
@@ -226,6 +241,50 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         # read grew by every location array of the release (all terms, all layers) over epochs
         self._locs: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._pid = os.getpid()
+
+    @property
+    def weights(self) -> NDArray[np.float64]:
+        """Each case's probability of being drawn, in the order of ``cases`` (sums to 1): SAT's
+        dataset balancing × repeat factor × ``case_weights``. Read-only — the items are drawn from
+        it in every worker, so give ``case_weights=`` when making the dataset instead."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: Any) -> None:
+        raise AttributeError("PatchDataset.weights is read-only (workers draw cases from the weights the dataset "
+                             "was made with): pass case_weights={case_id: weight} or case_weights=function of the "
+                             "case when making it")
+
+    def _given_weights(self, given: Mapping[str, float] | Callable[[dict[str, Any]], float]) -> NDArray[np.float64]:
+        """``case_weights`` as one factor per case of ``cases``: a mapping's value (1 for a case it
+        does not name), or the function's value on ``{case_id, dataset, modality, terms}`` (``terms``:
+        the requested terms the case holds)."""
+        if isinstance(given, Mapping):
+            known = {cid for (cid,) in self.release.sql("select case_id from cases").fetchall()}
+            unknown = sorted(str(k) for k in given if k not in known)
+            if unknown:
+                raise ReleaseError("release_error", f"case_weights names case ids the release does not hold: "
+                                   f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}", path=str(self.root),
+                                   remedy="give the release's case ids (`select case_id from cases`)")
+            values = [given.get(c["case_id"], 1.0) for c in self.cases]
+        elif callable(given):
+            values = [given({"case_id": c["case_id"], "dataset": c["dataset"], "modality": c["modality"],
+                             "terms": list(self._held.get(c["case_id"], ()))}) for c in self.cases]
+        else:
+            raise ReleaseError("release_error", f"case_weights = {given!r}: give a mapping case_id -> weight, or a "
+                               "function of the case (a dict with case_id, dataset, modality, terms) returning one")
+        bad = {c["case_id"]: w for c, w in zip(self.cases, values, strict=True)
+               if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating))
+               or not math.isfinite(w) or w < 0}
+        if bad:
+            shown = dict(list(bad.items())[:5])
+            raise ReleaseError("release_error", f"case_weights {shown}: give each case a finite number >= 0 (a "
+                               "factor on its chance of being drawn; 0 never draws it)")
+        out = np.asarray(values, dtype=np.float64)
+        if not out.sum() > 0:
+            raise ReleaseError("release_error", f"case_weights give every one of the {len(out)} selected case(s) "
+                               "weight 0: no case could be drawn", remedy="give some selected case a weight > 0")
+        return out
 
     def _studies(self, cases: list[dict[str, Any]], where: str, channels: list[str]) -> None:
         """Items become studies: ``self.cases`` the reference cases (the first of ``channels``), each
@@ -300,6 +359,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             if term in wanted:
                 by_case.setdefault(cid, {}).setdefault(term, {})[layer] = {"voxels": vox, "locations": loc}
         self._usable: dict[str, dict[str, str]] = {}  # case -> part -> the layer it is read from
+        self._held: dict[str, tuple[str, ...]] = {}  # case -> the requested terms it holds
         # case -> requested term -> the (part, layer, store_terms row) its foreground voxels are drawn from
         self._foreground: dict[str, dict[str, list[tuple[str, str, dict[str, Any]]]]] = {}
         for cid in sorted({c["case_id"] for c in self.cases}):  # the rule each item applies (usable_terms)
@@ -309,6 +369,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             keep = {p for parts in used.values() for p in parts}
             if keep:
                 self._usable[cid] = {p: usable[p] for p in keep}
+            self._held[cid] = tuple(t for t in self.terms if used[t])
             # foreground only of requested terms the case holds whole, each from its own voxels when
             # it holds them itself, else from the parts that make it up (from the layer each is read from)
             terms = by_case.get(cid, {})

@@ -130,6 +130,42 @@ def test_where_filters_and_balancing_weights(tiny: Tiny) -> None:
     assert w["TinyKits"] / w["TinyTotalSeg"] == pytest.approx((2 / 3) ** 0.5)
 
 
+def test_case_weights_steer_which_cases_are_drawn(tiny: Tiny) -> None:
+    """Setting the public ``weights`` changed nothing (the draws used a copy made once), and there
+    was no other way to oversample the cases holding a rare term."""
+    from curator.errors import ReleaseError
+
+    tumour = term_id("kidney tumor")
+    plain = _ds(tiny, samples_per_epoch=60)
+    ids = [c["case_id"] for c in plain.cases]
+    holders = {c for c in ids if tumour in plain._held[c]}
+    assert holders and set(ids) - holders
+    drawn = [plain[i]["case_id"] for i in range(len(plain))]
+    assert set(drawn) - holders  # without case weights, cases without the tumour are drawn too
+
+    def only_tumours(case: dict) -> float:
+        assert set(case) == {"case_id", "dataset", "modality", "terms"}
+        return 1.0 if tumour in case["terms"] else 0.0
+
+    for given in (only_tumours, {c: 0.0 for c in ids if c not in holders}):
+        ds = _ds(tiny, samples_per_epoch=60, case_weights=given)
+        assert {ds[i]["case_id"] for i in range(len(ds))} <= holders
+        assert [w > 0 for w in ds.weights] == [c in holders for c in ids]
+    # a factor on SAT's weights, renormalised
+    three = _ds(tiny, case_weights={ids[0]: 3.0})
+    expect = plain.weights * np.where(np.asarray(ids) == ids[0], 3.0, 1.0)
+    assert three.weights == pytest.approx(expect / expect.sum()) and three.weights.sum() == pytest.approx(1.0)
+    with pytest.raises(AttributeError, match="read-only.*case_weights"):
+        plain.weights = np.ones(len(ids)) / len(ids)
+    with pytest.raises(ValueError, match="read-only"):
+        plain.weights[0] = 1.0
+    for bad, says in (({"Nobody__1": 2.0}, "does not hold"), ({ids[0]: -1.0}, "finite number >= 0"),
+                      ({ids[0]: float("nan")}, "finite number >= 0"), ({c: 0 for c in ids}, "weight 0"),
+                      ([1.0, 2.0], "give a mapping")):
+        with pytest.raises(ReleaseError, match=says):
+            _ds(tiny, case_weights=bad)
+
+
 def test_dataloader_workers_and_distributed_sampler(tiny: Tiny) -> None:
     ds = _ds(tiny)
     seen = []
