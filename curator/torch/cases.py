@@ -21,7 +21,7 @@ class CaseDataset(PatchDataset):
     Cases are selected as :class:`PatchDataset` selects them — ``where``, ``split`` (default
     ``"val"``), ``layers``, the training view (``duplicates``, ``qc_filter``), ``labelled_only``,
     ``channels`` — and items hold the same keys over the store's whole grid: ``image`` float32
-    ``(C, X, Y, Z)``, ``masks`` uint8 ``(T, X, Y, Z)``, ``present``, ``prompts``, ``case_id``
+    ``(C, X, Y, Z)``, ``masks`` uint8 ``(T, X, Y, Z)``, ``present``, ``layers``, ``prompts``, ``case_id``
     (``channel_ids`` with channels), ``start`` (zeros), plus ``affine`` (float64 4×4: the store
     grid's voxel indices to patient RAS millimetres, to save a prediction as NIfTI) and ``spacing``
     (mm, for distance-based metrics). Items differ in shape: use ``batch_size=1`` or a collate that

@@ -40,7 +40,7 @@ from curator.release.training import (
     usable_terms,
     with_parts,
 )
-from curator.store import CaseStore
+from curator.store import LAYERS, CaseStore
 from curator.store_reader import Box
 from curator.torch.channels import studies
 from curator.torch.sampling import case_weights as balanced_weights
@@ -63,8 +63,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     ``normalise=False`` in physical units, HU for CT), ``masks`` uint8 ``(T, *patch)`` for the
     requested ``terms`` (a term the case does not hold itself is the union of its parts, when
     they complete one of its partitions: a liver tumour alone is no liver), ``present`` bool
-    ``(T,)`` (the case holds the term), ``prompts`` (``"(ct) liver"``), ``case_id`` and
-    ``start`` (patch origin). A term the case's dataset annotates but the case lacks (no spleen
+    ``(T,)`` (the case holds the term), ``layers`` (per term the label layer its mask was read
+    from — ``"original"``, ``"revised"`` or ``"pseudo"``, ``""`` where not present; of a term made
+    of parts read from several layers, the least reviewed: to weigh pseudo labels lower in a
+    loss), ``prompts`` (``"(ct) liver"``), ``case_id`` and ``start`` (patch origin). A term the case's dataset annotates but the case lacks (no spleen
     in this scan) is present with an empty mask; a term it does not annotate is not present.
     Where a patch reaches past the volume, the image is filled with the lower bound of the
     case's intensity window (normalised: the value air takes; ``normalise=False``: −1000 HU
@@ -498,9 +500,12 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 if n and got is not None:
                     masks[i][pad] = got[k] if n == 1 else got[k:k + n].any(axis=0)
                 k += n
+        # the layer each term's mask is read from; of a term made of parts from several, the least reviewed
+        layers = [max((held[p] for p in ps), key=LAYERS.index) if ps else "" for ps in use] if held else \
+            [""] * len(self.terms)
         modality = case["modality"]
         item = {"image": torch.from_numpy(image), "masks": torch.from_numpy(masks),
-                "present": torch.from_numpy(present), "prompts": list(self._prompts[modality]),
+                "present": torch.from_numpy(present), "layers": layers, "prompts": list(self._prompts[modality]),
                 "case_id": case["case_id"], "start": torch.tensor(start)}
         if self.channels is not None:
             item["channel_ids"] = [case["case_id"], *(ch["case_id"] for ch in chans)]

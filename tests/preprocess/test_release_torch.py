@@ -175,6 +175,10 @@ def test_dataloader_workers_and_distributed_sampler(tiny: Tiny) -> None:
         for batch in loader:
             seen += list(batch["case_id"])
             assert batch["image"].dtype == torch.float32
+            # the default collate: per term a tuple of the items' layers, as for prompts
+            assert len(batch["layers"]) == len(ds.terms) and all(len(x) == len(batch["case_id"]) for x in batch["layers"])
+            assert all(x in ("original", "") for x in itertools.chain(*batch["layers"]))
+            assert [[x != "" for x in per] for per in batch["layers"]] == batch["present"].T.tolist()
     assert len(seen) == len(ds)
     single = [ds[i]["case_id"] for i in range(len(ds))]
     assert sorted(seen) == sorted(single)
@@ -211,10 +215,16 @@ def test_each_term_comes_from_its_best_layer(tiny: Tiny, tmp_path) -> None:
     kidney_parts = [p for p in with_parts(load_taxonomy(), kidney) if p in store.terms("original")]
     assert np.array_equal(got[1], store.masks(kidney_parts, "original").any(axis=0))
     assert np.array_equal(got[2], revised == 2)
+    assert item["layers"] == ["original", "original", "revised"]  # where each term's mask came from
     with pytest.warns(UserWarning, match="no case of the release holds 'aorta'"):
         only_pseudo = PatchDataset(rel, terms=["aorta"], where=f"p.case_id = '{cid}'", patch_size=shape,
                                    normalise=False, layers=("pseudo",), labelled_only=False)[0]
     assert np.array_equal(only_pseudo["masks"][0].numpy().astype(bool), pseudo == 1)
+    assert only_pseudo["layers"] == ["pseudo"]
+    with pytest.warns(UserWarning, match="no case of the release holds 'aorta'"):
+        mixed = PatchDataset(rel, terms=["aorta", spleen, term_id("kidney tumor")], where=f"p.case_id = '{cid}'",
+                             patch_size=shape, layers=("pseudo", "original"))[0]
+    assert mixed["layers"] == ["pseudo", "pseudo", ""] and mixed["present"].tolist() == [True, True, False]
 
 
 def test_a_term_is_built_from_its_parts_only_when_they_complete_it(tiny: Tiny, tmp_path) -> None:
