@@ -292,13 +292,14 @@ def usable_parts(held_by: Mapping[str, Collection[str]], parts: Mapping[str, Seq
 
 
 def check_request(release: Release, terms: Sequence[str], layers: Sequence[str], *, unheld: str = "error",
-                  warn: bool = True) -> list[str]:
+                  warn: bool = True) -> dict[str, str]:
     """Refuse term ids the taxonomy and the release do not know (naming the close ones), a term
     requested twice and unknown layers; a term no case of the release holds in any of
     ``layers`` (per its ``store_terms``) is refused too, or only warned about with
     ``unheld="warn"`` — rather than train on all-background masks without a word. Returns the
-    warnings (also a term only annotated as absent), given as ``UserWarning`` unless ``warn`` is
-    false: the caller then gives them once it knows it will not refuse the request anyway."""
+    warnings by term (also a term only annotated as absent), given as ``UserWarning`` unless
+    ``warn`` is false: the caller then gives them once it knows it will not refuse the request
+    anyway."""
     from curator.errors import ReleaseError
     from curator.store import LAYERS
 
@@ -322,7 +323,7 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
             in_layers.setdefault(case, set()).add(term)
     tax = release.taxonomy
     absent: Mapping[str, frozenset[str]] | None = None
-    notes: list[str] = []
+    notes: dict[str, str] = {}
     for t in terms:
         if t not in held and tax.get(t) is None:
             hint = tax.close_ids(t)
@@ -335,8 +336,8 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                 absent = training_view(release).absent
             negatives = sum(t in terms_absent for terms_absent in absent.values())
             if negatives and "original" in layers:  # true negatives only: allowed, but said
-                notes.append(f"no case of the release has a voxel of {t!r}; {negatives} case(s) annotate it "
-                             "as absent (their masks are empty)")
+                notes[t] = (f"no case of the release has a voxel of {t!r}; {negatives} case(s) annotate it "
+                            "as absent (their masks are empty)")
                 continue
             other = sorted({layer for p in parts for layer in held.get(p, set())})
             some = any(p in have for have in in_layers.values() for p in parts)
@@ -348,9 +349,9 @@ def check_request(release: Release, terms: Sequence[str], layers: Sequence[str],
                                            "query store_terms for the terms this release holds"))
             if unheld != "warn":
                 raise problem
-            notes.append(f"{problem} (its masks will be empty)")
+            notes[t] = f"{problem} (its masks will be empty)"
     if warn:
-        for note in notes:
+        for note in notes.values():
             warnings.warn(note, UserWarning, stacklevel=3)
     return notes
 

@@ -18,7 +18,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     duplicates the keep policy dropped are left out (``duplicates=True`` keeps them) and labels
     QC excluded count as not annotated (``qc_filter=False`` uses them) — a derived term loses
     its mask in a case where one of its parts was excluded. Unknown term ids, a term given
-    twice, terms no case holds in ``layers`` and unknown layers are refused.
+    twice and unknown layers are refused; a term no case of the release holds in ``layers``, or
+    no case of the selection (``where``, ``split``), is warned of (its masks would be empty).
 
     Each store is checked against the content hash ``release.json`` records before its first
     read in a process (a cache under ``$CURATOR_CACHE_DIR`` remembers stores found intact while
@@ -226,7 +227,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                    remedy=layer_advice(elsewhere, len(selected), noun, self.layers, "layers=({})")
                                    if elsewhere else "check the terms and layers, or pass labelled_only=False")
             self.cases = kept
-        for note in unheld:
+        for note in [*unheld.values(), *self._unheld_in_selection(skip=unheld)]:
             warnings.warn(note, UserWarning, stacklevel=2)
         reps = [self._repeat(c) if repeat else 1.0 for c in self.cases]
         weights = np.asarray(balanced_weights([c["dataset"] for c in self.cases], reps, balance))
@@ -243,6 +244,30 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         # read grew by every location array of the release (all terms, all layers) over epochs
         self._locs: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._pid = os.getpid()
+
+    def _unheld_in_selection(self, skip: Collection[str]) -> list[str]:
+        """Warnings for requested terms no selected case holds (outside ``skip``: terms the release
+        as a whole lacks, warned of already): a ``where`` or ``split`` that leaves out every case
+        with a kidney tumour gives all-background masks as surely as a release without one."""
+        ids = [c["case_id"] for c in self.cases]
+        n, noun = len(ids), "case" if len(ids) == 1 else "cases"
+        missing = [t for t in self.terms if t not in skip and not any(t in self._held.get(c, ()) for c in ids)]
+        elsewhere = held_elsewhere(self.release, ids, missing, self.layers, self.view)[0] if missing else {}
+        notes = []
+        for t in self.terms:
+            if t in missing:
+                other = {k: v for k, v in elsewhere.items() if k[0] == t}
+                problem = ReleaseError(
+                    "release_error", f"no selected case holds {t!r} in layers {list(self.layers)} ({n} {noun} "
+                    "selected; the release's other cases do)", path=str(self.root),
+                    remedy=layer_advice(other, n, noun, self.layers, "layers=({})") if other else
+                    "widen where or split to cases that hold it, or leave the term out")
+                notes.append(f"{problem} (its masks will be empty)")
+            elif t not in skip and not any(t in self._foreground.get(c, {}) for c in ids):
+                k = sum(t in self._held.get(c, ()) for c in ids)
+                notes.append(f"no selected case has a voxel of {t!r}; {k} of the {n} selected {noun} "
+                             f"{'annotates' if k == 1 else 'annotate'} it as absent (their masks are empty)")
+        return notes
 
     @property
     def weights(self) -> NDArray[np.float64]:

@@ -122,7 +122,8 @@ def test_term_weights_hold_for_a_term_that_is_part_of_another(tiny: Tiny, order:
 
 
 def test_where_filters_and_balancing_weights(tiny: Tiny) -> None:
-    ds = _ds(tiny, where="p.dataset = 'TinyKits'")
+    with pytest.warns(UserWarning, match=f"no selected case holds '{term_id('liver')}'"):  # KiTS labels no liver
+        ds = _ds(tiny, where="p.dataset = 'TinyKits'")
     assert {c["dataset"] for c in ds.cases} == {"TinyKits"}
     both = _ds(tiny, repeat=False)
     w = {c["dataset"]: x for c, x in zip(both.cases, both.weights)}
@@ -221,9 +222,11 @@ def test_each_term_comes_from_its_best_layer(tiny: Tiny, tmp_path) -> None:
                                    normalise=False, layers=("pseudo",), labelled_only=False)[0]
     assert np.array_equal(only_pseudo["masks"][0].numpy().astype(bool), pseudo == 1)
     assert only_pseudo["layers"] == ["pseudo"]
-    with pytest.warns(UserWarning, match="no case of the release holds 'aorta'"):
+    with pytest.warns(UserWarning) as said:
         mixed = PatchDataset(rel, terms=["aorta", spleen, term_id("kidney tumor")], where=f"p.case_id = '{cid}'",
                              patch_size=shape, layers=("pseudo", "original"))[0]
+    assert ["no case of the release holds 'aorta'" in str(w.message) for w in said] == [True, False]
+    assert f"no selected case holds '{term_id('kidney tumor')}'" in str(said[1].message)
     assert mixed["layers"] == ["pseudo", "pseudo", ""] and mixed["present"].tolist() == [True, True, False]
 
 
@@ -251,7 +254,8 @@ def test_a_term_is_built_from_its_parts_only_when_they_complete_it(tiny: Tiny, t
     with pytest.warns(UserWarning, match="no case of the release holds 'kidney'"):  # store_terms predates it
         got = item(ts, ["kidney"], ("pseudo",))
     assert got["present"].tolist() == [False] and not got["masks"].any()
-    got = item(ts, ["kidney_and_mass", "kidney_left"])
+    with pytest.warns(UserWarning, match="no selected case holds 'kidney_and_mass'"):
+        got = item(ts, ["kidney_and_mass", "kidney_left"])
     assert got["present"].tolist() == [False, True] and not got["masks"][0].any()
     assert np.array_equal(got["masks"][1].numpy().astype(bool), left)
     both = np.where(left, 1, np.where(right, 2, 0)).astype(np.uint8)
@@ -315,7 +319,8 @@ def test_training_view_leaves_out_dropped_duplicates_and_excluded_labels(tiny: T
     ds = PatchDataset(rel, terms=[liver, kidney], where="dataset = 'TinyTotalSeg'", patch_size=shape)
     # one member of the group: b, as a's kidney is excluded (a label QC excluded does not count)
     assert [c["case_id"] for c in ds.cases] == [b] and ds.view.stand_ins == {a: b}
-    item = PatchDataset(rel, terms=[liver, kidney], where=f"p.case_id = '{a}'", patch_size=shape)[0]
+    with pytest.warns(UserWarning, match="no selected case holds 'kidney'"):
+        item = PatchDataset(rel, terms=[liver, kidney], where=f"p.case_id = '{a}'", patch_size=shape)[0]
     # kidney_left was excluded: the derived kidney (left + right) has no trustworthy mask left in a
     assert item["present"].tolist() == [True, False] and not item["masks"][1].any()
     full = PatchDataset(rel, terms=[liver, kidney], where="dataset = 'TinyTotalSeg'", patch_size=shape,
@@ -959,3 +964,40 @@ def test_a_term_no_case_holds_is_refused_without_a_warning_first(tiny: Tiny) -> 
     with pytest.warns(UserWarning, match="no case of the release holds 'prostate'") as kept:  # the dataset is made:
         ds = PatchDataset(tiny.release, terms=["prostate", term_id("liver")])  # said once, at the caller's line
     assert ds.cases and len(kept) == 1 and kept[0].filename == __file__
+
+
+def test_a_term_no_selected_case_holds_is_warned_of(tiny: Tiny, tmp_path: Path) -> None:
+    """The release-wide check warned of a term no case of the release holds, but a ``where`` or
+    ``split`` leaving out every case that holds it built without a word: all-background masks."""
+    import shutil
+    import warnings
+
+    import pyarrow.parquet as pq
+
+    from curator.schema import to_arrow
+
+    liver, tumour = term_id("liver"), term_id("kidney tumor")
+    args = {"terms": [liver, tumour], "split": None, "patch_size": (24, 24, 8)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole release holds both: nothing to say
+        PatchDataset(tiny.release, **args)  # type: ignore[arg-type]
+    with pytest.warns(UserWarning) as said:
+        ds = PatchDataset(tiny.release, where="dataset = 'TinyTotalSeg'", **args)  # type: ignore[arg-type]
+    notes = [str(w.message) for w in said]
+    assert len(notes) == 1 and f"no selected case holds '{tumour}' in layers ['original', 'revised'] (2 cases " \
+        "selected" in notes[0] and "widen where or split" in notes[0] and "masks will be empty" in notes[0]
+    assert said[0].filename == __file__ and not ds[0]["present"][1]
+    # held by the selection only as annotated absent (a true negative): said as the release-wide check says it
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny.release, rel)
+    row = {"case_id": "TinyTotalSeg__s0000", "dataset": "TinyTotalSeg", "term_id": tumour, "term": "kidney tumor",
+           "origin": "original", "layer": "original", "derived": False, "annotated": True, "present": False,
+           "voxels": 0, "volume_ml": 0.0}
+    pq.write_table(to_arrow("labels", [row]), rel / "labels.parquet")
+    reseal(rel)
+    with pytest.warns(UserWarning) as said:
+        ds = PatchDataset(rel, where="case_id = 'TinyTotalSeg__s0000'", **args)  # type: ignore[arg-type]
+    said_once = (f"no selected case has a voxel of '{tumour}'; 1 of the 1 selected case annotates it as absent "
+                 "(their masks are empty)")
+    assert [str(w.message) for w in said] == [said_once]
+    assert ds[0]["present"].tolist() == [True, True] and not ds[0]["masks"][1].any()
