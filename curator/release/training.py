@@ -390,12 +390,13 @@ def held_elsewhere(release: Release, case_ids: Collection[str], terms: Sequence[
 def layer_advice(elsewhere: Mapping[tuple[str, tuple[str, ...]], int], n: int, noun: str, layers: Sequence[str],
                  option: str) -> str:
     """``the 5 selected cases hold liver in the 'pseudo' layer: add --layers original,revised,pseudo``
+    (``the 1 selected case holds``, ``1 of the 5 selected cases holds``)
     from :func:`held_elsewhere`; ``option`` formats the wider layer list (``--layers {}`` for the
     exports, ``layers=({})`` for the loader)."""
     from curator.store import LAYERS
 
     found = sorted({x for (_, ls) in elsewhere for x in ls}, key=LAYERS.index)
-    held = "; ".join(f"{'the' if k == n else f'{k} of the'} {n} selected {noun} hold {t} in the "
+    held = "; ".join(f"{'the' if k == n else f'{k} of the'} {n} selected {noun} {'holds' if k == 1 else 'hold'} {t} in the "
                      + " or ".join(f"{x!r}" for x in ls) + f" layer{'s' if len(ls) > 1 else ''}"
                      for (t, ls), k in sorted(elsewhere.items()))
     sep = "," if option.startswith("--") else ", "

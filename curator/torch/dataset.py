@@ -68,9 +68,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     of parts read from several layers, the least reviewed: to weigh pseudo labels lower in a
     loss), ``prompts`` (``"(ct) liver"``), ``case_id`` and ``start`` (patch origin). A term the case's dataset annotates but the case lacks (no spleen
     in this scan) is present with an empty mask; a term it does not annotate is not present.
-    Where a patch reaches past the volume, the image is filled with the lower bound of the
-    case's intensity window (normalised: the value air takes; ``normalise=False``: −1000 HU
-    for CT, the window's lower bound otherwise) and the masks with background.
+    Where a patch reaches past the volume, the image is filled with what air or background is
+    (normalised: the lower bound of the case's intensity window, the value air takes;
+    ``normalise=False``: −1000 HU for CT, 0 for MR and PET — the window's lower bound if that is
+    negative; :meth:`curator.store.CaseStore.outside_value`) and the masks with background.
 
     Cases that hold none of the requested terms (no voxel, no annotated absence) are left out:
     their items would have ``present`` all false (``labelled_only=False`` keeps them).
@@ -154,7 +155,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             raise ReleaseError("release_error", f"term_weights {bad}: give each term a finite number >= 0 (its "
                                "share of foreground patches relative to the others; 0 never centres on it)")
         self._epoch: Any = multiprocessing.RawValue("q", 0)  # shared with forked and spawned workers
-        self.seed, self.normalise, self.max_open, self.verify = seed, normalise, max_open, bool(verify)
+        if isinstance(max_open, bool) or not isinstance(max_open, (int, np.integer)) or max_open < 1:
+            raise ReleaseError("release_error", f"max_open = {max_open!r}: give a whole number >= 1 (the stores and "
+                               "location files each process keeps open; 0 would reopen and re-read one per item)")
+        self.seed, self.normalise, self.max_open, self.verify = seed, normalise, int(max_open), bool(verify)
         if transform is not None and not callable(transform):
             raise ReleaseError("release_error", f"transform = {transform!r} is not callable: give a function of "
                                "the item dict, e.g. a MONAI Compose of dictionary transforms")

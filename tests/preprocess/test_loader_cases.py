@@ -91,3 +91,23 @@ def test_channels_stack_a_study_whole(multiseq: MultiSeq) -> None:
         box = tuple(slice(max(0, -d), min(n, m - d)) for d, n, m in zip(shift, s.geometry.shape, o.geometry.shape))
         src = tuple(slice(b.start + d, b.stop + d) for b, d in zip(box, shift))
         assert np.allclose(it["image"][1].numpy()[box], normalise(o.read("image", src), o.attrs["normalisation"]))
+
+
+def test_max_open_below_one_is_refused(tiny: Tiny) -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ReleaseError, match="max_open = .*whole number >= 1"):
+            CaseDataset(tiny.release, terms=TERMS, split=None, max_open=bad)  # type: ignore[arg-type]
+
+
+def test_layer_advice_agrees_with_its_count() -> None:
+    """"the 1 selected case hold liver" — the verb follows the count."""
+    from curator.release.training import layer_advice
+
+    def said(k: int, n: int) -> str:
+        noun = "case" if n == 1 else "cases"
+        return layer_advice({("liver", ("pseudo",)): k}, n, noun, ("original",), "layers=({})").split(":")[0]
+
+    assert said(1, 1) == "the 1 selected case holds liver in the 'pseudo' layer"
+    assert said(1, 5) == "1 of the 5 selected cases holds liver in the 'pseudo' layer"
+    assert said(3, 5) == "3 of the 5 selected cases hold liver in the 'pseudo' layer"
+    assert said(5, 5) == "the 5 selected cases hold liver in the 'pseudo' layer"
