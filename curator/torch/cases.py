@@ -24,8 +24,9 @@ class CaseDataset(PatchDataset):
     ``(C, X, Y, Z)``, ``masks`` uint8 ``(T, X, Y, Z)``, ``present``, ``layers``, ``prompts``, ``case_id``
     (``channel_ids`` with channels), ``start`` (zeros), plus ``affine`` (float64 4×4: the store
     grid's voxel indices to patient RAS millimetres, to save a prediction as NIfTI) and ``spacing``
-    (mm, for distance-based metrics). Items differ in shape: use ``batch_size=1`` or a collate that
-    pads. ``transform`` as for :class:`PatchDataset` (seeded per item and epoch). ``max_open``
+    (mm, for distance-based metrics). Items differ in shape: use ``batch_size=1``, or
+    ``collate_fn=curator.torch.pad_collate``, which pads them to the largest and says each one's
+    ``size``. ``transform`` as for :class:`PatchDataset` (seeded per item and epoch). ``max_open``
     defaults to 4: whole cases are read once per pass, so few stores are worth keeping open.
     """
 

@@ -66,7 +66,9 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     ``(T,)`` (the case holds the term), ``layers`` (per term the label layer its mask was read
     from — ``"original"``, ``"revised"`` or ``"pseudo"``, ``""`` where not present; of a term made
     of parts read from several layers, the least reviewed: to weigh pseudo labels lower in a
-    loss), ``prompts`` (``"(ct) liver"``), ``case_id`` and ``start`` (patch origin). A term the case's dataset annotates but the case lacks (no spleen
+    loss), ``prompts`` (``"(ct) liver"``), ``case_id`` and ``start`` (patch origin). PyTorch's
+    default collate turns the per-term lists ``prompts`` and ``layers`` into T tuples of B
+    (``batch["prompts"][t][b]``); :func:`curator.torch.pad_collate` keeps them B lists of T. A term the case's dataset annotates but the case lacks (no spleen
     in this scan) is present with an empty mask; a term it does not annotate is not present.
     Where a patch reaches past the volume, the image is filled with what air or background is
     (normalised: the lower bound of the case's intensity window, the value air takes;

@@ -93,6 +93,45 @@ def test_channels_stack_a_study_whole(multiseq: MultiSeq) -> None:
         assert np.allclose(it["image"][1].numpy()[box], normalise(o.read("image", src), o.attrs["normalisation"]))
 
 
+def test_pad_collate_batches_whole_cases_of_different_sizes(tiny: Tiny) -> None:
+    """batch_size=2 over CaseDataset failed in torch's stack ("expects each tensor to be equal
+    size"), and the default collate hands prompts out as T tuples of B."""
+    from curator.torch import pad_collate
+
+    ds = CaseDataset(tiny.release, terms=TERMS, split=None)
+    items = [ds[i] for i in range(len(ds))]
+    assert len({tuple(it["image"].shape) for it in items}) > 1  # the tiny cases' grids differ
+    with pytest.raises(RuntimeError, match="equal size"):
+        next(iter(DataLoader(ds, batch_size=len(ds))))
+    batches = list(DataLoader(ds, batch_size=3, num_workers=2, collate_fn=pad_collate))
+    assert [len(b["case_id"]) for b in batches] == [3, 2]
+    got = 0
+    for batch in batches:
+        size = [max(s) for s in zip(*(batch["size"].tolist()))]
+        assert tuple(batch["image"].shape[2:]) == tuple(batch["masks"].shape[2:]) == tuple(size)
+        for b, cid in enumerate(batch["case_id"]):
+            it = items[[i["case_id"] for i in items].index(cid)]
+            x, y, z = batch["size"][b].tolist()
+            assert (x, y, z) == tuple(it["image"].shape[1:])
+            assert torch.equal(batch["image"][b, :, :x, :y, :z], it["image"])
+            assert torch.equal(batch["masks"][b, :, :x, :y, :z], it["masks"])
+            grown = batch["masks"][b].clone()
+            grown[:, :x, :y, :z] = 0
+            assert not grown.any()  # the padding is background
+            low = it["image"].amin()
+            pad = batch["image"][b][:, x:], batch["image"][b][:, :, y:], batch["image"][b][:, :, :, z:]
+            assert all(bool((p == low).all()) for p in pad)  # ... and what air is in the image
+            assert batch["prompts"][b] == it["prompts"] and batch["layers"][b] == it["layers"]
+            assert torch.equal(batch["affine"][b], it["affine"]) and torch.equal(batch["present"][b], it["present"])
+            got += 1
+    assert got == len(ds)
+    patches = PatchDataset(tiny.release, terms=TERMS, split=None, patch_size=(16, 16, 8), samples_per_epoch=4)
+    same = pad_collate([patches[i] for i in range(4)])  # patches are equal in size: stacked as they are
+    plain = next(iter(DataLoader(patches, batch_size=4)))
+    assert torch.equal(same["image"], plain["image"]) and torch.equal(same["masks"], plain["masks"])
+    assert same["prompts"] == [list(p) for p in zip(*plain["prompts"])]  # B lists of T, not T tuples of B
+
+
 def test_max_open_below_one_is_refused(tiny: Tiny) -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ReleaseError, match="max_open = .*whole number >= 1"):
