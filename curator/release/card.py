@@ -52,12 +52,13 @@ def card_sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str,
     """The sources the release holds cases of. A source of pipeline.yaml that gave none (left out
     under ``allow_missing_sources``) is not one: its licence binds nothing in the release, so it
     is named under Known issues (:func:`_left_out`), not among the sources and licences. The
-    ``sources`` table holds the same sources (:mod:`curator.release.sources`)."""
-    per = dict(cases.group_by("dataset").len().collect().iter_rows())
+    ``sources`` table holds the same sources (:mod:`curator.release.sources`). ``cases`` counts the
+    source's own cases (``cases.source``): one dataset ingested under two aliases is two sources."""
+    per = dict(cases.group_by("source").len().collect().iter_rows())
     out = []
     for name, src in sorted(builder.ctx.sources.items()):
         s = src.spec
-        if not per.get(s.name):
+        if not per.get(name):
             continue
         out.append({"name": name, "dataset": s.name, "version": s.version, "title": s.title or None,
                     "licence": s.licence,
@@ -66,7 +67,7 @@ def card_sources(builder: ReleaseBuilder, cases: pl.LazyFrame) -> list[dict[str,
                     "licence_terms": s.extra.get("licence_terms") or None,
                     "citation_key": cited_key(s.citation_key, s.citation, s.name), "citation": s.citation.strip(),
                     "homepage": s.homepage or None, "modality": s.modality, "region": s.region,
-                    "cases": int(per.get(s.name, 0))})
+                    "cases": int(per[name])})
     return out
 
 
@@ -339,7 +340,8 @@ def release_step(builder: ReleaseBuilder) -> None:
     sources = card_sources(builder, cases)
     text = render_card(builder, sources)
     datasets = cases.select(pl.col("dataset").unique()).collect()["dataset"]
-    issues = check_card(text, set(datasets.to_list()), builder.tables.num_rows("cases"))
+    per_source = dict(cases.group_by("source").len().collect().iter_rows())
+    issues = check_card(text, set(datasets.to_list()), builder.tables.num_rows("cases"), per_source)
     if issues:
         raise ReleaseError("card_invalid", "the generated dataset card is malformed: " + "; ".join(issues),
                            remedy="this is a bug in curator's card template; report it")

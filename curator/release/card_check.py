@@ -11,6 +11,7 @@ tests use it.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,10 @@ def section_text(body: str, title: str) -> str:
     return m.group(1) if m else ""
 
 
-def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None = None) -> list[str]:
-    """Every structural problem of a card. ``datasets``/``n_cases``: what the release holds."""
+def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None = None,
+               per_source: dict[str, int] | None = None) -> list[str]:
+    """Every structural problem of a card. ``datasets``/``n_cases``/``per_source`` (cases per
+    ``cases.source``): what the release holds."""
     meta, body, issues = split_front_matter(text)
     if meta is None:
         return issues
@@ -107,6 +110,19 @@ def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None 
         issues.append(f"datasets without a source entry: {sorted(datasets - names)}")
     if n_cases is not None and meta.get("n_cases") != n_cases:
         issues.append(f"front matter n_cases = {meta.get('n_cases')} but the release has {n_cases} cases")
+    if per_source is not None:
+        issues += _source_counts(srcs, per_source)
+    return issues
+
+
+def _source_counts(srcs: list[Any], per_source: dict[str, int]) -> list[str]:
+    """Each front-matter source's ``cases`` against the release's cases of that source (one
+    dataset ingested under two aliases is two sources, each with its own cases)."""
+    issues = []
+    for s in srcs:
+        if isinstance(s, dict) and "name" in s and s.get("cases") != per_source.get(str(s["name"]), 0):
+            issues.append(f"source {s['name']!r} has cases = {s.get('cases')} in the front matter but the release "
+                          f"has {per_source.get(str(s['name']), 0)} cases of it")
     return issues
 
 
@@ -116,16 +132,17 @@ def bibtex_keys(text: str) -> list[str]:
 
 
 def check_card_file(path: Path) -> list[str]:
-    """Check a release's card against its cases table (datasets and number of cases)."""
+    """Check a release's card against its cases table (datasets, number of cases, cases per source)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    datasets, n = None, None
+    datasets, n, per_source = None, None, None
     cases = path.parent / "cases.parquet"
     if cases.is_file():
         try:
-            col = pq.read_table(cases, columns=["dataset"]).column("dataset")
+            table = pq.read_table(cases, columns=["dataset", "source"])
         except (OSError, pa.ArrowException) as e:  # a damaged table: verify reports it, the card check says why
             return [f"the card cannot be checked against cases.parquet ({type(e).__name__}: {e})"]
-        datasets, n = set(col.to_pylist()), len(col)
-    return check_card(path.read_text(encoding="utf-8"), datasets, n)
+        datasets, n = set(table.column("dataset").to_pylist()), table.num_rows
+        per_source = dict(Counter(table.column("source").to_pylist()))
+    return check_card(path.read_text(encoding="utf-8"), datasets, n, per_source)

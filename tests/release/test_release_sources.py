@@ -54,3 +54,36 @@ def test_the_demo_release_answers_licence_questions_in_sql(demo_base: Path) -> N
     assert sum(per.values()) == rel.table("cases").height and per["no"] == rows["KiTS23"]["cases"]
     summary = front["licence_summary"]
     assert summary["commercial_use"] == ("no" if "no" in per else "yes")
+
+
+def test_a_dataset_ingested_under_two_aliases_counts_each_sources_own_cases(tmp_path: Path) -> None:
+    """KiTS23 from two roots as `kitsA` (2 cases) and `kitsB` (1): the sources table and the card
+    gave each source the dataset's 3 cases (counted per dataset), and the card check let it pass."""
+    import numpy as np
+
+    from curator.release.card_check import check_card_file, split_front_matter
+    from curator.testing.layouts import write_kits_case
+    from curator.testing.phantoms import Subject, grid, render
+    from curator.testing.pipelines import make_pipeline, run
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    for i, root in enumerate(("ka", "ka", "kb")):
+        img, lab = render(Subject.random(i), g, "CT", seed=i)
+        write_kits_case(tmp_path / root, f"case_0000{i}", np.rint(img).astype(np.int16), (lab > 0).astype(np.uint8), g)
+    off = {s: {"enabled": False} for s in ("dedup", "preprocess", "pseudolabel", "qc")}
+    pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(tmp_path / "ka"), "name": "kitsA"},
+                                    {"dataset": "KiTS23", "root": str(tmp_path / "kb"), "name": "kitsB"}], stages=off)
+    release = run(pipe, release=True).release
+    assert release is not None
+    rel = Release(release)
+    actual = dict(rel.sql("select source, count(*) from cases group by 1").fetchall())
+    assert actual == {"kitsA": 2, "kitsB": 1}
+    assert dict(rel.sql("select source, cases from sources").fetchall()) == actual
+    card = release / "DATASET_CARD.md"
+    front = split_front_matter(card.read_text(encoding="utf-8"))[0]
+    assert front is not None and {s["name"]: s["cases"] for s in front["sources"]} == actual
+    assert check_card_file(card) == []
+    # a card whose per-source count is not the release's is caught (the total still matches)
+    card.write_text(card.read_text(encoding="utf-8").replace("cases: 1\n", "cases: 3\n", 1), encoding="utf-8")
+    want = "source 'kitsB' has cases = 3 in the front matter but the release has 1 cases of it"
+    assert check_card_file(card) == [want]
