@@ -8,7 +8,8 @@ Rules, in order:
    test (``cases.official_split == 'test'``) is test (``official_test: true``).
 3. **Existing cases never move**: a unit holding cases of the parent release takes their
    split (``reason = inherited``). New cases that join an existing unit (a new timepoint,
-   a newly found duplicate) therefore land where the unit already is. This is how a unit
+   a newly found duplicate) therefore land where the unit already is (``reason = joined``:
+   new in this release, with the split of its unit's released cases). This is how a unit
    that *grows by merging* keeps its split: the split belongs to the cases already
    released, not to a key that the merge could change.
 4. **New units** are split per stratum (``stratify``: dataset and modality of the unit's
@@ -164,7 +165,8 @@ def assign_splits(cases: pl.DataFrame, duplicates: pl.DataFrame | None, previous
         reason=pl.when(keep_prev).then(pl.lit("conflict"))
         .when(moved).then(pl.lit("moved"))
         .when(pl.col("forced")).then(pl.lit("official_test"))
-        .when(pl.col("inherited")).then(pl.lit("inherited"))
+        .when(pl.col("inherited") & pl.col("previous_split").is_not_null()).then(pl.lit("inherited"))
+        .when(pl.col("inherited")).then(pl.lit("joined"))  # new, in a unit with released cases
         .otherwise(pl.lit("assigned")),
         previous_split="previous_split")
 

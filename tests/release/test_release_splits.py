@@ -80,7 +80,11 @@ def test_adding_cases_never_moves_existing_ones_and_a_growing_unit_keeps_its_spl
     old, new = split_of(v1), split_of(v2)
     assert all(new[c] == s for c, s in old.items())
     assert new["a_followup"] == "test"
-    assert v2.filter(pl.col("case_id") == "a_followup")["reason"][0] == "inherited"
+    # new, so not 'inherited' (that is a case's own split in the parent): it joined a released unit
+    reasons = dict(v2.select("case_id", "reason").iter_rows())
+    assert reasons["a_followup"] == "joined" and reasons[test_case] == "inherited"
+    assert {reasons[c] for c in old} == {"inherited"}
+    assert v2.filter(pl.col("previous_split").is_null())["reason"].unique().sort().to_list() == ["assigned", "joined"]
     check_leakage(v2, cases(more), None)
 
 
@@ -151,3 +155,19 @@ def test_property_no_leakage_and_stability(n: int, patients: int, groups: list[t
     changed = {c for c, s in split_of(v1).items() if split_of(moved)[c] != s}
     assert changed == set(moved.filter(pl.col("reason") == "moved")["case_id"])
     assert bool(changed) == bool(conflicts)
+
+
+def test_new_cases_that_join_released_units_are_joined_not_inherited() -> None:
+    """A new patient whose two visits copy a val case and a train case of the parent: under `move`
+    the new visits had `reason = inherited` with no split of their own in the parent."""
+    rows = [{"case_id": f"c{i:03d}", "patient_id": f"p{i}"} for i in range(30)]
+    v1 = assign_splits(cases(rows), None, None, SplitConfig())
+    tr = v1.filter(pl.col("split") == "train")["case_id"][0]
+    va = v1.filter(pl.col("split") == "val")["case_id"][0]
+    more = cases(rows + [{"case_id": "x_v1", "patient_id": "px"}, {"case_id": "x_v2", "patient_id": "px"}])
+    d = dups([("g1", va), ("g1", "x_v1"), ("g2", tr), ("g2", "x_v2")])
+    moved = assign_splits(more, d, v1.select("case_id", "split"), SplitConfig(on_conflict="move"))
+    got = {r[0]: r[1:] for r in moved.select("case_id", "split", "reason", "previous_split").iter_rows()}
+    assert got["x_v1"] == got["x_v2"] == ("val", "joined", None)
+    assert got[tr] == ("val", "moved", "train") and got[va] == ("val", "inherited", "val")
+    check_leakage(moved, more, d)
