@@ -171,17 +171,22 @@ def assign_splits(cases: pl.DataFrame, duplicates: pl.DataFrame | None, previous
         previous_split="previous_split")
 
 
-def check_leakage(splits: pl.DataFrame, cases: pl.DataFrame, duplicates: pl.DataFrame | None) -> None:
-    """Raise ``split_leakage`` when any patient, study or duplicate group spans two splits."""
+def check_leakage(splits: pl.DataFrame, cases: pl.DataFrame, duplicates: pl.DataFrame | None,
+                  parent: str | None = None) -> None:
+    """Raise ``split_leakage`` when any patient, study or duplicate group spans two splits, naming
+    each leaking unit's cases on either side (with their split in the ``parent`` release) and the
+    links that join them (:func:`curator.release.units.describe_leaks`)."""
     missing = cases.join(splits, on="case_id", how="anti")
     if missing.height or splits["case_id"].is_duplicated().any():
         raise ReleaseError("split_leakage", f"{missing.height} case(s) have no split or some have several",
                            remedy="this is a bug in the split step; report it")
-    leaks = find_leaks(splits, link_table(cases, duplicates))
+    links = link_table(cases, duplicates)
+    leaks = find_leaks(splits, links)
     if leaks.height:
+        keys = ", ".join(f"{r['kind']} {r['key']} ({'/'.join(r['splits'])})" for r in leaks.head(5).iter_rows(named=True))
         raise ReleaseError(
-            "split_leakage", f"{leaks.height} patient/study/duplicate group(s) span two splits: "
-            f"{describe_leaks(leaks)}",
+            "split_leakage", f"{leaks.height} patient/study/duplicate group(s) span two splits ({keys}"
+            f"{' ...' if leaks.height > 5 else ''}): {describe_leaks(leaks, splits, links, parent)}",
             remedy="cases released earlier in different splits are now linked (a new duplicate or patient "
                    "link); set `stages.splits.on_conflict: move` to move each such unit to its most "
                    "restrictive split (test > val > train), or fix the link if it is wrong")
@@ -209,7 +214,7 @@ def release_step(builder: ReleaseBuilder) -> None:
         # through Release: a parent whose splits file changed since it was released is refused by name
         previous = Release(builder.parent).table("splits").select("case_id", "split")
     splits = assign_splits(cases, dups, previous, cfg)
-    check_leakage(splits, cases, dups)
+    check_leakage(splits, cases, dups, builder.parent.name if builder.parent is not None else None)
     builder.tables["splits"] = _to_arrow(splits)
     summary: dict[str, Any] = {s: int((splits["split"] == s).sum()) for s in SPLITS}
     summary["reasons"] = dict(sorted(splits.group_by("reason").len().iter_rows()))

@@ -157,17 +157,42 @@ def test_property_no_leakage_and_stability(n: int, patients: int, groups: list[t
     assert bool(changed) == bool(conflicts)
 
 
-def test_new_cases_that_join_released_units_are_joined_not_inherited() -> None:
-    """A new patient whose two visits copy a val case and a train case of the parent: under `move`
-    the new visits had `reason = inherited` with no split of their own in the parent."""
+def _new_patient_copying_a_train_and_a_val_case() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, str, str]:
+    """(cases, duplicates, parent splits, train case, val case): 30 released patients, and a new
+    patient px whose visit x_v1 copies a val case (group g1) and x_v2 a train case (group g2)."""
     rows = [{"case_id": f"c{i:03d}", "patient_id": f"p{i}"} for i in range(30)]
     v1 = assign_splits(cases(rows), None, None, SplitConfig())
     tr = v1.filter(pl.col("split") == "train")["case_id"][0]
     va = v1.filter(pl.col("split") == "val")["case_id"][0]
     more = cases(rows + [{"case_id": "x_v1", "patient_id": "px"}, {"case_id": "x_v2", "patient_id": "px"}])
-    d = dups([("g1", va), ("g1", "x_v1"), ("g2", tr), ("g2", "x_v2")])
-    moved = assign_splits(more, d, v1.select("case_id", "split"), SplitConfig(on_conflict="move"))
+    return more, dups([("g1", va), ("g1", "x_v1"), ("g2", tr), ("g2", "x_v2")]), v1.select("case_id", "split"), tr, va
+
+
+def test_new_cases_that_join_released_units_are_joined_not_inherited() -> None:
+    """A new patient whose two visits copy a val case and a train case of the parent: under `move`
+    the new visits had `reason = inherited` with no split of their own in the parent."""
+    more, d, prev, tr, va = _new_patient_copying_a_train_and_a_val_case()
+    moved = assign_splits(more, d, prev, SplitConfig(on_conflict="move"))
     got = {r[0]: r[1:] for r in moved.select("case_id", "split", "reason", "previous_split").iter_rows()}
     assert got["x_v1"] == got["x_v2"] == ("val", "joined", None)
     assert got[tr] == ("val", "moved", "train") and got[va] == ("val", "inherited", "val")
     check_leakage(moved, more, d)
+
+
+def test_the_leakage_error_names_both_sides_and_the_links_that_joined_them() -> None:
+    """A new patient whose visits copy a val and a train case of the parent: the error named only
+    the duplicate group whose cases span two splits after placement (the train side), neither the
+    val case nor the patient link between the new visits that joined the two released units."""
+    more, d, prev, tr, va = _new_patient_copying_a_train_and_a_val_case()
+    kept = assign_splits(more, d, prev, SplitConfig())
+    with pytest.raises(ReleaseError) as e:
+        check_leakage(kept, more, d, parent="0.1.0")
+    said = str(e.value)
+    assert f"in train: {tr} (train in 0.1.0)" in said
+    assert f"in val: {va} (val in 0.1.0), x_v1, x_v2 (new)" in said
+    assert f"joined by duplicate g2 ({tr}, x_v2), patient px (x_v2, x_v1), duplicate g1 (x_v1, {va})" in said
+    # without a parent: the sides are the splits the cases are in, joined by the link that spans them
+    planted = pl.DataFrame({"case_id": ["a", "b"], "split": ["train", "test"]})
+    with pytest.raises(ReleaseError) as e:
+        check_leakage(planted, cases([{"case_id": "a", "patient_id": "p"}, {"case_id": "b", "patient_id": "p"}]), None)
+    assert "2 linked cases, in train: a (new); in test: b (new) — joined by patient p (a, b)" in str(e.value)
