@@ -3,8 +3,8 @@
 DuckDB reads the release's own Parquet files with its native reader (fast, prunes row groups
 by their statistics) and nothing else: ``enable_external_access`` is off with the table
 files as the only ``allowed_paths``, the configuration is locked, extensions never load, and
-:meth:`Release.sql` runs only ``SELECT`` (and ``EXPLAIN SELECT``) statements, so a query can
-neither read other files nor write into the release.
+:meth:`Release.sql` runs only one statement DuckDB parses as a ``SELECT`` (:func:`check_read_only`),
+so a query can neither read other files nor write into the release.
 
 >>> # rel = Release("releases/demo/0.1.0")
 >>> # rel.sql("select dataset, count(*) from cases group by 1").fetchall()
@@ -230,6 +230,18 @@ def _ident(text: str) -> str:
 
 
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:analyze\s+)?", re.IGNORECASE)
+_PIVOT = re.compile(r"\bpivot(?:_wider)?\s+(?P<table>[\w.\"]+)\s+on\s+(?P<column>[\w.\"]+)|\bpivot\b", re.IGNORECASE)
+
+
+def _pivot_remedy(query: str) -> str:
+    """How to write a PIVOT without an IN list so that it is one SELECT: name its values."""
+    m = _PIVOT.search(query)
+    if m is None or not m.group("column"):
+        return ("give the PIVOT an explicit IN list of the values to spread into columns, e.g. "
+                "`pivot labels on origin in ('original', 'pseudo', 'revised') using count(*) group by term_id`")
+    column, table = m.group("column"), m.group("table")
+    return (f"give the PIVOT an explicit IN list of the values of {column}, e.g. `pivot {table} on {column} in "
+            f"('a', 'b') using ...` (`select distinct {column} from {table} order by 1` lists them)")
 
 
 def _statements(query: str) -> list[duckdb.Statement]:
@@ -242,20 +254,35 @@ def _statements(query: str) -> list[duckdb.Statement]:
                                   "a name with spaces in double quotes)") from e
 
 
-def check_read_only(query: str) -> None:
-    """Refuse anything but one SELECT statement: COPY, ATTACH, SET, CREATE, ... are refused, and so
-    are SQL that does not parse, an empty query and several statements (DuckDB would run them all
-    and return the last one's rows only)."""
+def check_read_only(query: str, what: str = "a release") -> None:
+    """Refuse anything but one read-only statement — what DuckDB parses as a SELECT: also FROM-first,
+    WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT with an IN list, and EXPLAIN of one. COPY, ATTACH,
+    SET, CREATE, PRAGMA, CALL, ... are refused, and so are SQL that does not parse, an empty query,
+    several statements (DuckDB would run them all and return the last one's rows only) and a PIVOT
+    without an IN list, which DuckDB runs as several statements whose kinds cannot be checked.
+
+    >>> try:
+    ...     check_read_only("pivot labels on origin using count(*) group by term_id")
+    ... except ReleaseError as e:
+    ...     print(e.remedy)
+    give the PIVOT an explicit IN list of the values of origin, e.g. `pivot labels on origin in ('a', 'b')
+    using ...` (`select distinct origin from labels order by 1` lists them)
+    """
     statements = _statements(query)
     for st in statements:
         kind = st.type
         if kind == duckdb.StatementType.EXPLAIN:
             inner = _statements(_EXPLAIN.sub("", st.query, count=1))
             kind = inner[0].type if len(inner) == 1 else duckdb.StatementType.INVALID
+        if kind == duckdb.StatementType.MULTI and _PIVOT.search(st.query):
+            raise ReleaseError("query_error", f"a PIVOT without an IN list does not run on {what}: DuckDB runs it "
+                               "as several statements (the first collects the ON column's values into a new "
+                               "type), which cannot be checked to only read", remedy=_pivot_remedy(st.query))
         if kind != duckdb.StatementType.SELECT:
-            raise ReleaseError("query_error", f"only SELECT queries run on a release, not {st.type.name}",
-                               remedy="releases are read-only: query with SELECT, then save results "
-                                      "yourself (e.g. `curator query ... --format csv > out.csv`)")
+            raise ReleaseError("query_error", f"only a SELECT (also written FROM-first, WITH, VALUES, DESCRIBE, "
+                               f"SHOW, SUMMARIZE, or EXPLAIN of one) runs on {what}, not {st.type.name}",
+                               remedy="nothing is written into a release or read beside it: query with SELECT and "
+                                      "save the result with `curator query ... -o out.parquet` (or .csv)")
     if not statements:
         raise ReleaseError("query_error", "the query holds no SQL statement (it is empty or only comments)",
                            remedy='give one SELECT, e.g. "select count(*) from cases"')
@@ -367,7 +394,7 @@ class Release:
         return self.connect()
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Run one read-only query (SELECT / EXPLAIN SELECT); every table of the release is a view.
+        """Run one read-only query (a SELECT, :func:`check_read_only`); every table of the release is a view.
         DuckDB's errors (syntax, unknown column, denied file access) come back as
         :class:`~curator.errors.ReleaseError` of kind ``query_error``; a query on a table whose file
         is damaged (see :meth:`connect`) as one of kind ``release_corrupt`` naming the file."""

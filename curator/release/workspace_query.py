@@ -63,7 +63,7 @@ class WorkspaceTables:
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """One read-only query (as :meth:`Release.sql`)."""
-        check_read_only(query)
+        check_read_only(query, "the workspace")
         try:
             return self._con.sql(query)
         except duckdb.Error as e:

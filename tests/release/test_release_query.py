@@ -30,7 +30,7 @@ def test_select_runs_and_nothing_else_does(demo: Path, tmp_path: Path) -> None:
                 f"explain analyze copy (select 1) to '{tmp_path / 'x.csv'}'",
                 "select 1; attach ':memory:' as other", "set enable_external_access = true",
                 "create table t as select 1", "install httpfs"):
-        with pytest.raises(ReleaseError, match="only SELECT"):
+        with pytest.raises(ReleaseError, match=r"only a SELECT \(also written FROM-first"):
             rel.sql(bad)
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")
@@ -62,6 +62,24 @@ def test_check_read_only_statement_kinds() -> None:
         with pytest.raises(ReleaseError, match="no SQL statement"):
             check_read_only(empty)
     check_read_only("select 1;")  # one statement and its semicolon
+
+
+def test_a_pivot_without_an_in_list_is_told_to_name_its_values(demo: Path) -> None:
+    """DuckDB runs an IN-less PIVOT as a MULTI statement (a CREATE TYPE first): it was refused as
+    "only SELECT queries run on a release, not MULTI", as if the query had tried to write."""
+    rel = Release(demo / "releases" / "demo" / "0.1.0")
+    for query in ("pivot labels on origin using count(*) group by term_id",
+                  "with p as (PIVOT labels ON origin USING count(*) GROUP BY term_id) select * from p"):
+        with pytest.raises(ReleaseError) as e:
+            rel.sql(query)
+        assert "a PIVOT without an IN list does not run on a release" in e.value.detail and "MULTI" not in str(e.value)
+        assert e.value.remedy.startswith("give the PIVOT an explicit IN list of the values of origin")
+        assert "`select distinct origin from labels order by 1` lists them" in e.value.remedy
+    values = [r[0] for r in rel.sql("select distinct origin from labels order by 1").fetchall()]
+    listed = ", ".join(f"'{v}'" for v in values)
+    wide = rel.sql(f"pivot labels on origin in ({listed}) using count(*) group by term_id").pl()
+    assert wide.columns == ["term_id", *values]
+    assert int(wide.select(values).sum_horizontal().sum()) == rel.table("labels").height
 
 
 def test_sql_that_does_not_parse_is_a_query_error(demo: Path) -> None:
