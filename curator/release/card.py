@@ -235,6 +235,13 @@ def _qc_md(labels: pl.LazyFrame | None) -> str:
         _counts(labels.filter(pl.col("qc_decision").is_not_null()), ["qc_decision"])
     if not rows:
         return "The qc stage did not run: no label was checked or excluded.\n"
+    # labels qc measured no mask for (no qc row: an annotated-absent term has no voxels): a row of
+    # their own, so the table sums to the labels table's rows (the front matter's n_label_rows)
+    unjudged = labels.filter(pl.col("qc_decision").is_null()).select(  # type: ignore[union-attr]
+        empty=(~pl.col("present").fill_null(False)).sum(), other=pl.col("present").fill_null(False).sum()
+    ).collect().row(0, named=True)
+    rows += [[what, n] for what, n in (("not judged (no voxels)", unjudged["empty"]),
+                                       ("not judged (no qc measurement)", unjudged["other"])) if n]
     text = md_table(["decision", "labels"], rows)
     excl = labels.filter(pl.col("qc_decision") == "exclude")  # type: ignore[union-attr]
     if any(r[0] == "exclude" for r in rows):

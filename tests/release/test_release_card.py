@@ -212,6 +212,23 @@ def test_release_card_lists_every_source_and_passes_the_check(demo: Path) -> Non
         assert "The qc stage did not run" not in body and "exclude" in body
 
 
+def test_the_quality_control_table_counts_every_label_row(demo_base: Path) -> None:
+    """Labels qc measured no mask for (annotated absent: no voxels) have a null qc_decision, and the
+    card's table left them out: it summed to fewer rows than n_label_rows beside it."""
+    from curator.release.card_check import section_text
+    from curator.release.query import Release
+
+    rel = demo_base / "releases" / "demo" / "0.1.0"
+    meta, body, _ = split_front_matter((rel / "DATASET_CARD.md").read_text())
+    assert meta is not None
+    table = section_text(body, "Quality control").split("Excluded labels per term")[0]
+    rows = {r.split("|")[1].strip(): int(r.split("|")[2]) for r in table.splitlines()
+            if r.startswith("| ") and not r.startswith("| decision |")}
+    empty = Release(rel).sql("select count(*) from labels where qc_decision is null and not present").fetchall()[0][0]
+    assert empty > 0 and rows["not judged (no voxels)"] == empty  # the demo has such labels
+    assert sum(rows.values()) == meta["n_label_rows"] == Release(rel).table("labels").height
+
+
 def test_card_is_identical_when_rebuilt(demo: Path, demo_base: Path, tmp_path: Path, release_with: Build) -> None:
     other = tmp_path / "other"
     shutil.copytree(demo_base, other, symlinks=True)
