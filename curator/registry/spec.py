@@ -340,6 +340,13 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         if enc == "label_map" and lab.get("structures"):
             bad("labels.structures", "value", "structures (file stem -> term) are for `encoding: per_structure`; "
                 "a label_map names its raw values under `values`")
+        for k, what, default in (("other_structures", "what to do with {structure} files `structures` does not map",
+                                  "problem"), ("any_nonzero", "masks whose voxels hold other codes than 1", False)):
+            # accepted, and it did nothing (its default, which to_dict writes for every encoding, is no setting)
+            if lab.get(k, default) != default and enc != "per_structure":
+                bad(f"labels.{k}", "value", f"{k} ({what}) is for `encoding: per_structure`, not {enc}"
+                    + ("; a label_map leaves raw values out with `ignore: [...]` (bands such as \"20-117\" too), "
+                       "so they are no label_unmapped problem" if enc == "label_map" else ""))
         if enc == "per_structure":
             for i, e in enumerate(layout):
                 if e.label and "structure" not in _PLACEHOLDER.findall(e.label) and not holds_structures(e.label):

@@ -92,6 +92,25 @@ def test_contradictory_specs_are_refused_before_they_lose_labels() -> None:
     assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:labels.structures", "value")]
 
 
+def test_per_structure_settings_under_another_encoding_are_refused() -> None:
+    """`other_structures: ignore` under a label_map passed `sources check` and `run` and did nothing
+    (harmonize then warned of every unmapped value): a setting of per_structure only, said so."""
+    _, issues = spec(labels={"values": {1: "liver"}, "other_structures": "ignore"})
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:labels.other_structures", "value")]
+    assert "is for `encoding: per_structure`, not label_map" in issues[0].message
+    assert "`ignore: [...]`" in issues[0].message
+    _, issues = spec(labels={"values": {1: "liver"}, "any_nonzero": True})
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:labels.any_nonzero", "value")]
+    _, issues = spec(labels={"encoding": "none", "other_structures": "ignore"}, layout=[{"image": "img/{case}.nii.gz"}])
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:labels.other_structures", "value")]
+    # the defaults set nothing (a spec's to_dict writes them for every encoding, and reads back)
+    s, issues = spec(labels={"values": {1: "liver"}, "other_structures": "problem", "any_nonzero": False})
+    assert issues == [] and spec(labels=s.to_dict()["labels"])[1] == []
+    _, issues = spec(labels={"encoding": "per_structure", "structures": {"liver": "liver"}, "other_structures": "ignore",
+                             "any_nonzero": True}, layout=[{"image": "img/{case}.nii.gz", "label": "lab/{case}/{structure}.nii.gz"}])
+    assert issues == []
+
+
 def test_fixes_are_validated() -> None:
     assert validate_fixes({"label_flip": {"axes": [0, 2], "reason": "r"}}) == []
     bad = validate_fixes({"label_spin": {}, "label_rot90": {"k": 1, "axes": [0]}, "intensity_offset": {"value": "x"},
