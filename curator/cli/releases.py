@@ -1,8 +1,9 @@
-"""``curator verify``, ``curator diff`` and ``curator lineage``: checking and comparing releases."""
+"""``curator verify``, ``curator diff``, ``curator lineage`` and ``curator cite``: checking, comparing and citing releases."""
 
 from __future__ import annotations
 
 import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from curator.cli.common import OutputFormat, emit, err, handle_errors, out, print_json
+from curator.cli.common import OutputFormat, emit, err, handle_errors, note_newest, out, print_json
 
 
 class ReportFormat(str, Enum):
@@ -178,6 +179,38 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             rel = Release(rel.path.parent / parent) if parent and (rel.path.parent / parent).is_dir() else None
         emit(["version", "created", "cases", "parent", "code", "schema", "config hash", "taxonomy", "models",
               "sources"], rows, fmt)
+
+    @app.command("cite")
+    @handle_errors
+    def cite(release: ReleaseArg,
+             where: Annotated[str, typer.Option("--where", help="SQL condition over cases (c) and splits (s), "
+                                                "e.g. \"c.modality = 'CT' and s.split = 'train'\"")] = "true",
+             out_dir: Annotated[Path | None, typer.Option(
+                 "--out", "-o", help="write CITATIONS.bib and LICENCES.md into this folder (default: print "
+                 "CITATIONS.bib)")] = None) -> None:
+        """What to cite and which licences bind for the cases --where selects (a cohort): the BibTeX
+        entries of exactly their datasets (CITATIONS.bib) and what their licences allow together
+        (LICENCES.md), as the nnU-Net and MONAI exports write them."""
+        from curator.io.fsutil import check_output_dir
+        from curator.release.query import Release, check_outside_releases
+
+        if out_dir is not None:
+            check_output_dir(out_dir)
+            check_outside_releases(out_dir, "CITATIONS.bib and LICENCES.md")
+        rel = Release(release)
+        note_newest(release, rel.path)
+        cited = rel.citations(where)
+        said = (f"{cited.n_cases} case(s) of {len(cited.sources)} dataset(s): "
+                + ", ".join(f"{s['dataset']} ({s['cases']}, {s['licence']})" for s in cited.sources)
+                + "; commercial use: " + cited.licences.summary()["commercial_use"])
+        if out_dir is None:
+            sys.stdout.write(cited.bib)  # as CITATIONS.bib holds it: `curator cite ... > refs.bib`
+            err.print(escape(f"({said}; -o DIR writes LICENCES.md too)"), highlight=False)
+        else:
+            paths = cited.write(out_dir)
+            err.print(escape(f"wrote {' and '.join(str(p) for p in paths)}: {said}"), highlight=False)
+        for line in cited.licences.incompatible:
+            err.print(f"[yellow]warning[/] {escape(line)}", highlight=False)
 
 
 def _warn_parent(a: Path, b: Path) -> None:

@@ -29,6 +29,7 @@ from curator.errors import ReleaseError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from curator.release.citations import Citations
     from curator.store import CaseStore
     from curator.taxonomy.model import Taxonomy
 
@@ -130,9 +131,11 @@ def schema_hint(message: str, info: dict[str, Any], columns: dict[str, set[str]]
     return f"this release has schema {ours}; {'; '.join(said)} (manifests/CHANGELOG.md)"
 
 
-def where_error(e: ReleaseError, where: str, name: str, splits: bool) -> ReleaseError:
+def where_error(e: ReleaseError, where: str, name: str, splits: bool,
+                tables: str = "preprocessed p, cases c") -> ReleaseError:
     """A selection's ``query_error`` (the loader's ``where``, the exports' ``--where``: ``name``)
-    told as what it is: a condition over one row per case, not a query of any table.
+    told as what it is: a condition over one row per case (of ``tables``, and ``splits s``), not a
+    query of any table.
 
     >>> e = ReleaseError("query_error", 'Binder Error: Referenced column "datset" not found', remedy="tables: ...")
     >>> where_error(e, "datset = 'KiTS23'", "--where", True).remedy[:60]
@@ -140,7 +143,7 @@ def where_error(e: ReleaseError, where: str, name: str, splits: bool) -> Release
     """
     if e.kind != "query_error" or "file system operations are disabled" in e.detail:
         return e
-    scope = "preprocessed p, cases c" + (" and splits s" if splits else "")
+    scope = tables + (" and splits s" if splits else "")
     syntax = "fix the SQL: " if (e.remedy or "").startswith("fix the SQL") else ""
     return ReleaseError("query_error", f"{name} {where!r}: {e.detail}", path=e.path, remedy=(
         f"{syntax}{name} is a SQL condition on one row per case, over {scope} (qualify a column two of them share: "
@@ -424,6 +427,15 @@ class Release:
             except ReleaseError:
                 continue
         return out
+
+    def citations(self, where: str = "true", case_ids: Iterable[str] | None = None) -> Citations:
+        """What to cite and which licences bind for the cases ``where`` selects (SQL over ``cases c``
+        and ``splits s``) and, with ``case_ids`` (e.g. a ``PatchDataset``'s ``cases``), those among
+        them: ``.bib`` (``CITATIONS.bib``), ``.licences_md`` (``LICENCES.md``), ``.licences.summary()``,
+        ``.write(folder)`` — as the exports write them (:func:`curator.release.citations.cite`)."""
+        from curator.release.citations import cite
+
+        return cite(self, where, case_ids)
 
     def table(self, name: str) -> pl.DataFrame:
         return self._read(name, lambda p: pl.read_parquet(p, glob=False))  # a path may hold [ ] * ?: never a pattern

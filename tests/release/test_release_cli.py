@@ -1,4 +1,4 @@
-"""``curator verify``, ``curator diff``, ``curator lineage`` through the command line."""
+"""``curator verify``, ``curator diff``, ``curator lineage``, ``curator cite`` through the command line."""
 
 from __future__ import annotations
 
@@ -60,3 +60,19 @@ def test_diff_warns_when_b_is_older_than_a(demo: Path, release_with: Build) -> N
     assert as_json.exit_code == 0 and "is older than" in as_json.stderr and json.loads(as_json.stdout)["b"] == "demo 0.1.0"
     forward = runner.invoke(app, ["diff", str(old), str(new)])
     assert forward.exit_code == 0 and "older" not in forward.stderr, forward.stderr
+
+
+def test_cite_prints_or_writes_the_citations_and_licences_of_a_cohort(demo: Path, tmp_path: Path) -> None:
+    from curator.release.card_check import bibtex_keys
+
+    rel = demo / "releases" / "demo" / "0.1.0"
+    printed = runner.invoke(app, ["cite", str(rel), "--where", "c.dataset = 'KiTS23' and s.split = 'train'"])
+    assert printed.exit_code == 0, printed.output
+    assert bibtex_keys(printed.stdout) == ["heller2023kits21"] and "MSD" not in printed.stdout
+    assert "of 1 dataset(s): KiTS23" in " ".join(printed.stderr.split())
+    wrote = runner.invoke(app, ["cite", str(demo / "releases" / "demo"), "-o", str(tmp_path / "cohort")])
+    assert wrote.exit_code == 0, wrote.output
+    assert (tmp_path / "cohort" / "CITATIONS.bib").read_text() == (rel / "CITATIONS.bib").read_text()
+    assert "Incompatible share-alike" in (tmp_path / "cohort" / "LICENCES.md").read_text()
+    inside = runner.invoke(app, ["cite", str(rel), "-o", str(rel / "cite")])
+    assert inside.exit_code == 2 and "releases are immutable" in inside.output and not (rel / "cite").exists()

@@ -123,3 +123,39 @@ def test_the_loader_names_the_layer_holding_the_terms(rel: Path) -> None:
     ds = PatchDataset(rel, terms=["liver"], where="dataset = 'KiTS23'", split=None, patch_size=(16, 16, 8),
                       layers=("original", "revised", "pseudo"))
     assert ds.cases and {c["dataset"] for c in ds.cases} == {"KiTS23"}
+
+
+def test_a_cohort_selected_in_sql_gets_the_citations_and_licences_of_exactly_its_datasets(rel: Path,
+                                                                                          tmp_path: Path) -> None:
+    """Only an export wrote CITATIONS.bib and LICENCES.md for some of a release's cases; a cohort
+    selected in SQL (or a loader's cases) had to collect and de-duplicate its citations by hand."""
+    import polars as pl
+
+    import curator
+    from curator.release.card_check import bibtex_keys
+
+    r = curator.open_release(str(rel))
+    where = "c.dataset in ('KiTS23', 'MSD_Spleen') and s.split <> 'test'"
+    want = dict(r.sql(f"select c.dataset, count(*) from cases c join splits s using (case_id) where {where} "
+                      "group by 1").fetchall())
+    cited = r.citations(where)
+    assert {s["dataset"]: s["cases"] for s in cited.sources} == want and cited.n_cases == sum(want.values())
+    keys = {s["dataset"]: s["citation_key"] for s in r.table("sources").to_dicts()}
+    assert set(bibtex_keys(cited.bib)) == {keys[d] for d in want}
+    assert cited.licences.summary()["commercial_use"] == "no"  # KiTS23
+    assert any("Incompatible share-alike" in line for line in cited.licences.incompatible)
+    paths = cited.write(tmp_path / "paper")
+    assert [p.name for p in paths] == ["CITATIONS.bib", "LICENCES.md"] and paths[0].read_text() == cited.bib
+    md = paths[1].read_text(encoding="utf-8")
+    assert f"The {sum(want.values())} selected cases come from 2 source dataset(s)" in md
+    assert "| KiTS23 | CC-BY-NC-SA-4.0 |" in md and "DemoTotalSeg" not in md
+    # the whole release cites what the release does; case ids (a loader's cases) narrow a selection
+    assert r.citations().bib == (rel / "CITATIONS.bib").read_text(encoding="utf-8")
+    one = sorted(r.table("cases").filter(pl.col("dataset") == "DemoTotalSeg")["case_id"])[:2]
+    assert [s["dataset"] for s in r.citations(case_ids=one).sources] == ["DemoTotalSeg"]
+    with pytest.raises(ReleaseError, match="1 of the case ids given are not among the release's cases that --where"):
+        r.citations("c.dataset = 'KiTS23'", case_ids=[one[0]])
+    with pytest.raises(ReleaseError, match="no case of the release matches"):
+        r.citations("false")
+    with pytest.raises(ReleaseError, match="over cases c and splits s"):
+        r.citations("datset = 'KiTS23'")
