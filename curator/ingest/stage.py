@@ -193,6 +193,8 @@ class IngestStage(Stage):
                                    "scan with it (e.g. dcm2niix, then edit the NIfTI header), or leave the case out"))
             if vol.meta.get("orientation_missing") or vol.meta.get("world_space_missing"):
                 warning(_orientation_missing(path, vol.meta))
+            if vol.meta.get("unread_files"):
+                warning(_unread_files(vol, path))
             apart = vol.meta.get("qform_sform_mm")
             if apart is not None and apart > config.geometry_tolerance_mm:
                 itk = ("so do ITK-based tools (SimpleITK, 3D Slicer) at sform code 1, but older ITK and "
@@ -240,6 +242,17 @@ class IngestStage(Stage):
             row["format"] = "none"
         out.rows = {"cases": [row], "raw_labels": counts_rows}
         return out
+
+
+def _unread_files(vol: Volume, path: Path) -> InputError:
+    """A DICOM series folder holding files named like its slices that are empty or not DICOM."""
+    kind, text, n = vol.meta["unread_files"]
+    it, was, slices = ("it", "was", "a slice") if n == 1 else ("they", "were", "slices")
+    return InputError(kind, f"{text}; {it} {was} left out of the series, whose volume holds {vol.shape[2]} "
+                      f"slice(s): if {it} {was} {slices} of the scan, the volume is shorter than the scan (a label "
+                      "drawn on the whole scan will not fit it)", path=str(path),
+                      remedy="download the series again if the file is a slice; otherwise move it out of the "
+                      "series folder")
 
 
 def _orientation_missing(path: Path, meta: dict[str, Any]) -> InputError:
@@ -369,6 +382,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
     declared = set(p["declared"])
     digests: dict[str, str] = {}
     said: set[str] = set()
+    unread_said: set[str] = set()
     turned: dict[str, tuple[str, str]] = {}  # label file -> (its axis order, the image's)
     for key, rel in p["labels"]:
         digest = "-"
@@ -384,6 +398,9 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 digest = digests[rel] = sha256_file(path)
             lab = read_volume(path, role="label", max_voxels=config.max_voxels, grid=ref,
                               structure=key if p["encoding"] == "per_structure" else None)
+            if lab.meta.get("unread_files") and rel not in unread_said:  # a label stored as a DICOM series
+                unread_said.add(rel)
+                warning(_unread_files(lab, path))
             cited = lab.meta.get("references") or []
             if series and cited and series not in cited and rel not in said:  # once per file
                 said.add(rel)

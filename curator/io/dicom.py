@@ -19,7 +19,7 @@ from pydicom.errors import InvalidDicomError
 
 from curator.errors import InputError, ReadError
 from curator.io.deid import safe_metadata
-from curator.io.dicom_files import NON_IMAGE_SOP, list_files, not_a_scan
+from curator.io.dicom_files import NON_IMAGE_SOP, list_files, may_be_slice, not_a_scan
 from curator.io.dicom_seg import is_seg, read_seg
 from curator.io.formats import check_memory, scrub
 from curator.io.itk import sitk_cause, volume_from_sitk
@@ -50,13 +50,22 @@ def _read_header(p: Path, ref: str, where: str) -> pydicom.Dataset | None:
                         path=where, remedy="download the series again") from e
 
 
-def _series(candidates: list[Path], path: Path, where: str) -> list[tuple[Path, pydicom.Dataset]]:
-    """The image files of the one series among ``candidates``, with their headers."""
+Unread = list[tuple[int, str]]  # (rank by file name, why): files of a series folder that are not DICOM
+
+
+def _series(candidates: list[Path], path: Path, where: str) -> tuple[list[tuple[Path, pydicom.Dataset]], Unread]:
+    """The image files of the one series among ``candidates``, with their headers; and the files
+    named like slices (:func:`may_be_slice`) that are empty or not DICOM, by rank."""
     headers: list[tuple[Path, pydicom.Dataset]] = []
+    unread: Unread = []
     for k, f in enumerate(candidates, start=1):
         ref = _listed(k, len(candidates)) if len(candidates) > 1 or f != path else "the file"
         ds = _read_header(f, ref, where)
-        if ds is None or str(getattr(ds, "SOPClassUID", "")) in NON_IMAGE_SOP:
+        if ds is None:
+            if len(candidates) > 1 and may_be_slice(f.name):
+                unread.append((k, "is empty (0 bytes)" if _empty(f) else "is not DICOM"))
+            continue
+        if str(getattr(ds, "SOPClassUID", "")) in NON_IMAGE_SOP:
             continue
         headers.append((f, ds))
     if not headers:
@@ -77,7 +86,33 @@ def _series(candidates: list[Path], path: Path, where: str) -> list[tuple[Path, 
         raise InputError("dicom_multiple_series",
                          f"the folder mixes {len(series)} DICOM series ({sizes} files)", path=where,
                          remedy="split the folder by SeriesInstanceUID or narrow the layout pattern")
-    return next(iter(series.values()))
+    return next(iter(series.values())), unread
+
+
+def _empty(f: Path) -> bool:
+    try:
+        return f.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def unread_text(unread: Unread, n: int) -> str:
+    """``unread`` of a folder of ``n`` files, for a message: "file 3 of 36 (sorted by file name) is empty (0 bytes)"."""
+    said = [f"{_listed(k, n)} {why}" for k, why in unread[:4]]
+    more = f" and {len(unread) - 4} more file(s) are empty or not DICOM" if len(unread) > 4 else ""
+    return ", ".join(said) + more
+
+
+def unread_kind(unread: Unread) -> str:
+    return "empty_file" if all(why.startswith("is empty") for _, why in unread) else "corrupt_file"
+
+
+def _lost_slices(unread: Unread, n: int, err: InputError, where: str) -> ReadError:
+    """A series missing slices (a gap, or one slice left) whose folder holds files named like slices
+    that cannot be read: they are the lost slices, and that is what to fix."""
+    return ReadError(unread_kind(unread), f"{unread_text(unread, n)}, and the series is short of "
+                     f"slices ({err.detail})", path=where,
+                     remedy="download the series again; the slice file(s) on disk are broken")
 
 
 def slice_file_order(path: Path) -> list[int] | None:
@@ -90,7 +125,7 @@ def slice_file_order(path: Path) -> list[int] | None:
     from curator.io.slices import natural_key
 
     where = str(path)
-    members = _series(list_files(path) if path.is_dir() else [path], path, where)
+    members, _ = _series(list_files(path) if path.is_dir() else [path], path, where)
     if len(members) < 2:
         return None
     by_name = sorted((f for f, _ in members), key=lambda f: natural_key(f.relative_to(path).as_posix()))
@@ -109,7 +144,7 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, 
             return held
     candidates = files if files is not None else (list_files(path) if path.is_dir() else [path])
     where = str(path)
-    members = _series(candidates, path, where)
+    members, unread = _series(candidates, path, where)
     first = members[0][1]
     if is_seg(first):
         if role != "label":
@@ -134,7 +169,12 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, 
         if fgeo is not None:
             vol = _restack(vol, fgeo, where)
     else:
-        ordered = _order_slices(members, where)
+        try:
+            ordered = _order_slices(members, where)
+        except InputError as e:
+            if unread and e.kind == "dicom_missing_slice":  # an unreadable file sits in the gap
+                raise _lost_slices(unread, len(candidates), e, where) from e
+            raise
         rows, cols = int(first.Rows), int(first.Columns)
         if rows * cols * len(ordered) > max_voxels:
             raise InputError("too_large", f"{rows}×{cols}×{len(ordered)} voxels exceed max_voxels",
@@ -162,10 +202,13 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, 
         if stated:
             vol.meta["header_slice_spacing"] = stated
     if len(members) == 1 and frames <= 1:  # after the blank check: a stripped slice says so first
-        raise InputError("not_3d", "the series is a single 2-D slice (one single-frame DICOM image), "
-                         "not a volume", path=where,
-                         remedy="check that the download is complete (the other slices may be missing); "
-                         "otherwise drop the series: curator ingests 3-D volumes")
+        single = InputError("not_3d", "the series is a single 2-D slice (one single-frame DICOM image), "
+                            "not a volume", path=where,
+                            remedy="check that the download is complete (the other slices may be missing); "
+                            "otherwise drop the series: curator ingests 3-D volumes")
+        raise _lost_slices(unread, len(candidates), single, where) if unread else single
+    if unread:  # beside a complete volume, or lost past either end of it: the caller warns
+        vol.meta["unread_files"] = (unread_kind(unread), unread_text(unread, len(candidates)), len(unread))
     return vol
 
 

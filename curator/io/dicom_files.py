@@ -14,6 +14,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from curator.errors import ReadError
+from curator.io.formats import DICOM_EXT
 
 NON_IMAGE_SOP = {
     "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
@@ -48,6 +49,23 @@ def list_files(folder: Path) -> list[Path]:
             if p.is_file() and not name.startswith("."):
                 out.append(p)
     return out
+
+
+# what a DICOM folder holds on purpose beside its slices: an index, notes, previews (names are
+# compared upper-case; hidden files are never listed)
+_NOT_SLICE_NAMES = frozenset({"DICOMDIR", "README", "LICENSE", "LICENCE", "COPYING", "NOTICE", "VERSION",
+                              "LOCKFILE", "AUTORUN.INF", "THUMBS.DB", "DESKTOP.INI"})
+
+
+def may_be_slice(name: str) -> bool:
+    """Whether a file of a DICOM series folder named ``name`` is meant to be DICOM: a DICOM extension
+    (.dcm, .ima), no extension (``IM_0001``) or a numeric one (a UID, ``CT.1.3.12…16583``, ``I.001``).
+    A file that is not readable DICOM under such a name is a slice lost to a broken copy; other
+    names (README, DICOMDIR, .txt, .xml, .jpg thumbnails) are left unread without a word."""
+    if name.upper() in _NOT_SLICE_NAMES:
+        return False
+    suffix = Path(name).suffix.lower()
+    return suffix in ("", *DICOM_EXT) or suffix[1:].isdigit()
 
 
 # SOP classes of screenshots and scanned documents (a dose report's screen capture beside the CT)

@@ -579,3 +579,24 @@ def test_a_copy_of_the_image_given_as_its_label_is_refused(tmp_path: Path) -> No
     assert said == [("KiTS23__case_00000", "label_is_image")]
     status = {c["case_id"]: c["label_status"] for c in pq.read_table(ws / "cases.parquet").to_pylist()}
     assert status == {"KiTS23__case_00000": "rejected", "KiTS23__case_00001": "ok"}
+
+
+def test_an_empty_file_at_the_end_of_a_dicom_series_is_a_warning_of_the_case(tmp_path: Path) -> None:
+    """The last slice's file zeroed: the series was read one slice short with no problem row."""
+    import numpy as np
+    import pydicom
+
+    from curator.testing.layouts import write_dicom_series
+
+    g = grid((8, 8, 6), (2.0, 2.0, 3.0), "LPS")
+    root = tmp_path / "raw"
+    files = write_dicom_series(root / "c1" / "ct", np.arange(384, dtype=float).reshape(8, 8, 6), g)
+    last = max(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    last.write_bytes(b"")
+    yml = _spec(tmp_path, [{"image": "{case}/ct/"}], {"encoding": "none"})
+    cases, _, problems = _ingest(tmp_path / "ws", [{"dataset": str(yml), "root": str(root)}])
+    assert cases["Toy__c1"]["shape"] == [8, 8, 5]
+    (row,) = problems
+    assert (row["case_id"], row["kind"], row["severity"], row["path"]) == ("Toy__c1", "empty_file", "warning", "Toy:c1/ct")
+    assert "is empty (0 bytes); it was left out of the series, whose volume holds 5 slice(s): if it was a slice of " \
+        "the scan" in row["message"], row["message"]

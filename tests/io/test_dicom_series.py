@@ -193,6 +193,55 @@ def test_a_missing_slice_in_a_short_series_is_named_as_missing(tmp_path: Path) -
     assert err.kind == "dicom_missing_slice" and "1 slice(s) missing" in str(err)
 
 
+def _by_position(files: list[Path]) -> list[Path]:
+    return sorted(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+
+
+def test_unreadable_files_at_the_ends_of_a_series_are_named_not_dropped_silently(tmp_path: Path) -> None:
+    """An empty file and a non-DICOM file where the first and last slices were: pydicom refuses
+    both as not DICOM, and the series came out two slices short without a word."""
+    files = _series(tmp_path / "s")
+    ends = _by_position(files)
+    names = sorted(f.name for f in files)
+    ends[0].write_text("garbage not dicom")
+    ends[-1].write_bytes(b"")
+    vol = read_volume(tmp_path / "s")
+    assert vol.shape[2] == 6
+    kind, text, n = vol.meta["unread_files"]
+    first, last = names.index(ends[0].name) + 1, names.index(ends[-1].name) + 1
+    assert (kind, n) == ("corrupt_file", 2)
+    assert f"file {first} of 8 (sorted by file name) is not DICOM" in text
+    assert f"file {last} of 8 (sorted by file name) is empty (0 bytes)" in text
+    assert "QXPLANT" not in text and ".IMA" not in text
+
+
+def test_files_a_dicom_folder_holds_on_purpose_are_not_warned_of(tmp_path: Path) -> None:
+    _series(tmp_path / "s", phi_names=False)
+    for name in ("DICOMDIR", "README", "notes.txt", "preview.jpg", "index.xml"):
+        (tmp_path / "s" / name).write_text("not a slice")
+    assert "unread_files" not in read_volume(tmp_path / "s").meta
+
+
+@pytest.mark.real
+def test_real_series_folders_hold_no_unread_files(real_data: Path) -> None:
+    for rel in ("pydicom/CT5N", "totalsegmentator/example_ct_dicom", "dcmqi/ct-3slice"):
+        assert "unread_files" not in read_volume(real_data / rel).meta, rel
+
+
+@pytest.mark.parametrize(("content", "kind", "why"), [(b"", "empty_file", "is empty (0 bytes)"),
+                                                       (b"\x07" * 5000, "corrupt_file", "is not DICOM")])
+def test_an_unreadable_file_in_a_gap_of_the_series_is_the_missing_slice(
+        tmp_path: Path, content: bytes, kind: str, why: str) -> None:
+    files = _series(tmp_path / "s")
+    middle = _by_position(files)[3]
+    rank = sorted(f.name for f in files).index(middle.name) + 1
+    middle.write_bytes(content)
+    err = _error(tmp_path / "s")
+    assert err.kind == kind
+    _assert_neutral(err, tmp_path / "s")
+    assert f"file {rank} of 8 (sorted by file name) {why}" in err.detail and "1 slice(s) missing" in err.detail
+
+
 # An enhanced (multi-frame) object places each frame by its own PlanePositionSequence; GDCM
 # stacks the frames in file order and falls back to 1 mm voxels when they are not evenly spaced.
 def _enhanced(path: Path, frame_order: list[int] | None = None) -> tuple[np.ndarray, object]:
