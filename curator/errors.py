@@ -212,7 +212,8 @@ _KINDS: list[ProblemKind] = [
                 "fix the spacing (and its units) in the header, or declare a spacing fix in the dataset YAML"),
     ProblemKind("bad_direction", "the direction cosines are not orthonormal",
                 "fix the header's orientation (qform/sform) or resample the file"),
-    ProblemKind("header_size_mismatch", "the header claims more voxel data than the file holds",
+    ProblemKind("header_size_mismatch", "the header's shape and data type disagree with the voxel data: it claims "
+                "more than the file holds, or less (the voxels would be wrapped onto the wrong grid)",
                 "download the file again; the header and data disagree"),
     ProblemKind("shape_mismatch", "image and label have different array shapes",
                 "check that the label belongs to this image, or resample it onto the image grid"),

@@ -29,12 +29,34 @@ def _gzip_isize(path: Path) -> int | None:
         return None
 
 
+def _plane_bytes(img: Any) -> int:
+    """The fewest bytes a header declaring one row, column or slice less would leave over: its
+    smallest plane (the voxels over the longest axis). Trailing bytes fewer than that are padding."""
+    shape = [max(int(s), 1) for s in img.shape] or [1]
+    return max(int(np.prod(shape, dtype=np.float64)) // max(shape), 1) * img.header.get_data_dtype().itemsize
+
+
+def _too_short_header(path: Path, img: Any, need: int, have: str) -> InputError:
+    """A header declaring fewer voxels (a smaller shape or a narrower data type) than the file holds:
+    read by it, the voxels are wrapped onto the wrong grid (a sheared volume, not a cropped one)."""
+    shape = tuple(int(s) for s in img.shape)
+    return InputError("header_size_mismatch",
+                      f"the header declares {shape} {img.header.get_data_dtype()} voxels ({need:,} bytes with the "
+                      f"header) but the file holds {have} bytes: read by this header, the voxels would be wrapped "
+                      "onto the wrong grid", path=str(path),
+                      remedy="download the file again; if it persists, its header's dimensions or data type were "
+                      "edited: re-export the file from the original")
+
+
 def _check_declared_size(path: Path, img: Any, max_voxels: int) -> None:
-    """A header that claims more data than the file holds is refused before any allocation."""
+    """A header that claims more data than the file holds is refused before any allocation, and
+    one that claims less (the rest would be left over, the voxels wrapped onto the wrong grid)."""
     hdr = img.header
     shape = tuple(int(s) for s in img.shape)
     n = int(np.prod(shape, dtype=np.float64)) if shape else 0
     need = n * hdr.get_data_dtype().itemsize + int(hdr.get_data_offset())
+    # the loaded header's offset is reset: the file's own is the proxy's (vox_offset, past extensions)
+    full = n * hdr.get_data_dtype().itemsize + int(getattr(img.dataobj, "offset", 0) or 0)
     size = path.stat().st_size
     if path.name.lower().endswith(".gz"):
         isize = _gzip_isize(path)
@@ -44,10 +66,14 @@ def _check_declared_size(path: Path, img: Any, max_voxels: int) -> None:
                              f"header declares {shape} ({need:,} bytes) but the data holds "
                              f"{isize if isize is not None else 'far fewer':,} bytes",
                              path=str(path), remedy="download the file again; header and data disagree")
+        # data left over past the declared voxels is found as they are read (_inflate): the trailer of a
+        # cut stream is any 4 bytes, and that of a stream of several members counts the last one only
     elif need > size:
         raise InputError("header_size_mismatch",
                          f"header declares {shape} ({need:,} bytes) but the file has {size:,}",
                          path=str(path), remedy="download the file again; header and data disagree")
+    elif size - full >= _plane_bytes(img):
+        raise _too_short_header(path, img, full, f"{size:,}")
     if n > max_voxels:
         raise InputError("too_large", f"header declares {shape} = {n:,} voxels, over max_voxels={max_voxels:,}",
                          path=str(path), remedy="raise `max_voxels` in the ingest settings if the file is genuine")
@@ -85,16 +111,23 @@ except ImportError:  # pragma: no cover - isal is a dependency; plain zlib still
     pass
 
 
-def _inflate(path: Path, proxy: ArrayProxy, igzip: Any) -> NDArray[Any]:
+def _inflate(path: Path, img: Any, igzip: Any) -> NDArray[Any]:
     """The raw (unscaled) array of a gzipped NIfTI through ISA-L, read straight into an
-    uninitialised array in the file's order (nibabel zero-fills a bytearray first)."""
+    uninitialised array in the file's order (nibabel zero-fills a bytearray first). Data left over
+    past the declared voxels is a header that declares too few (``header_size_mismatch``)."""
+    proxy: ArrayProxy = img.dataobj
     arr = np.empty(proxy.shape, dtype=proxy.dtype, order=proxy.order)
     flat = arr.reshape(-1, order="A")  # a view: arr is contiguous in its own order
     with igzip.open(path, "rb") as f:
         f.seek(int(proxy.offset))
         got = f.readinto(flat.view(np.uint8).data)
+        plane = _plane_bytes(img)
+        more = len(f.read(plane)) if got == arr.nbytes else 0  # at the end of the stream: nothing, at once
     if got != arr.nbytes:
         raise EOFError(f"{got:,} of {arr.nbytes:,} data bytes")
+    if more >= plane:
+        need = int(proxy.offset) + got
+        raise _too_short_header(path, img, need, f"at least {need + more:,}")
     return arr
 
 
@@ -139,7 +172,7 @@ def _read_data(path: Path, img: Any, role: str) -> NDArray[Any]:
         if whole is not None:
             return _scale_whole(np.asarray(proxy.get_unscaled()), *whole)
         return np.asanyarray(proxy) if scaled else np.asarray(proxy.get_unscaled())
-    raw = _inflate(path, proxy, _igzip)
+    raw = _inflate(path, img, _igzip)
     if whole is not None:
         return _scale_whole(raw, *whole)
     # the scaling nibabel's ArrayProxy applies (its _get_scaled with dtype=None)

@@ -119,6 +119,12 @@ def _nifti_pairs(root: Path, c: Corpus, src: str) -> None:
     huge[:348] = hdr.binaryblock
     (im / "huge_header.nii").write_bytes(bytes(huge))
     bad["images/huge_header.nii"] = "header_size_mismatch"
+    short = bytearray(gzip.decompress(good))  # a header declaring two rows less than its data holds
+    hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(bytes(short[:348])))
+    hdr.set_data_shape((SHAPE[0] - 2, *SHAPE[1:]))
+    short[:348] = hdr.binaryblock
+    (im / "short_header.nii.gz").write_bytes(gzip.compress(bytes(short), mtime=0))
+    pair("short_header", "header_size_mismatch")
     save_nifti(im / "label_image.nii.gz", img, g)
     _raw_nifti(lb / "label_image.nii.gz", rng.integers(-1000, 3000, SHAPE).astype(np.int16), g.matrix)
     bad["labels/label_image.nii.gz"] = "label_is_image"

@@ -164,6 +164,45 @@ def test_header_claiming_huge_array(tmp_path: Path) -> None:
     assert e.value.kind in ("header_size_mismatch", "too_large")
 
 
+def _declare(raw: bytes, shape: tuple[int, ...]) -> bytes:
+    """NIfTI bytes whose header declares ``shape``; the voxel data left as it was."""
+    hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(raw[:348]))
+    hdr.set_data_shape(shape)
+    return hdr.binaryblock + raw[348:]
+
+
+@pytest.mark.parametrize("how", ["nii", "nii.gz", "nii.gz in two gzip members"])
+def test_a_header_declaring_fewer_voxels_than_the_file_holds_is_refused(tmp_path: Path, how: str) -> None:
+    """dim[1] 12 edited to 10 with the data left alone: the voxels were wrapped onto the smaller
+    grid (a sheared volume) and read as a good case. Several gzip members leave no trailer that
+    gives the whole size: the read itself finds the data left over."""
+    a = np.arange(12 * 10 * 6, dtype=np.int16).reshape(12, 10, 6)
+    raw = _nifti(tmp_path / "ok.nii", a).read_bytes()
+    assert read_volume(tmp_path / "ok.nii").shape == (12, 10, 6)
+    lied = _declare(raw, (10, 10, 6))
+    p = tmp_path / f"h.{how.split()[0]}"
+    if how == "nii":
+        p.write_bytes(lied)
+    elif how == "nii.gz":
+        p.write_bytes(gzip.compress(lied))
+    else:  # the header, then the data (the last member's trailer gives the data's size only)
+        p.write_bytes(gzip.compress(lied[:352]) + gzip.compress(lied[352:]))
+    with pytest.raises(CuratorError) as e:
+        read_volume(p)
+    assert e.value.kind == "header_size_mismatch"
+    assert "(10, 10, 6) int16" in e.value.detail and "wrong grid" in e.value.detail
+
+
+def test_padding_after_the_voxels_is_not_a_short_header(tmp_path: Path) -> None:
+    """Bytes fewer than the smallest plane cannot come from a dimension declared too small."""
+    a = np.arange(12 * 10 * 6, dtype=np.int16).reshape(12, 10, 6)
+    raw = _nifti(tmp_path / "ok.nii", a).read_bytes()
+    (tmp_path / "pad.nii").write_bytes(raw + bytes(16))
+    (tmp_path / "pad.nii.gz").write_bytes(gzip.compress(raw + bytes(16)))
+    for name in ("pad.nii", "pad.nii.gz"):
+        assert np.array_equal(read_volume(tmp_path / name).array, a), name
+
+
 @pytest.mark.real
 @pytest.mark.parametrize(
     ("rel", "role", "shape", "orientation"),
