@@ -50,6 +50,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.release.workspace_query import WorkspaceTables, is_workspace
 
         _check_out_format(out_file, fmt)
+        if out_file is not None:  # before the query runs: a place nothing can be written to is said first
+            from curator.io.fsutil import check_output_file
+
+            check_output_file(out_file, "rows.csv")
         fmt = fmt or OutputFormat.table
         rel: Release | WorkspaceTables
         if is_workspace(release):  # before a release: what ingest found, the problems so far

@@ -114,7 +114,11 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     replaced whole). On any error the temporary is removed and ``dest`` is untouched.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _raise_disk(e, dest)
+        raise
     tmp = _tmp_name(dest)
     try:
         yield tmp
@@ -125,12 +129,20 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
             os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except OSError as e:
-        _cleanup(tmp)
+        _discard(tmp)
         _raise_disk(e, dest)
         raise
     except BaseException:
-        _cleanup(tmp)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a failed write's temporary. An error doing so (the folder that refused the write
+    refuses the removal too) never hides the write's own error; a leftover is cleared by
+    :func:`remove_stale_temporaries` on the next run."""
+    with contextlib.suppress(OSError):
+        _cleanup(tmp)
 
 
 def _cleanup(tmp: Path) -> None:

@@ -68,3 +68,37 @@ def test_staged_dir_lands_whole_or_not_at_all(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="the folder already holds g"), staged_dir(tmp_path / "x") as s:
         (s / "g").write_text("3")
     assert (tmp_path / "x" / "g").read_text() == "2" and sorted(p.name for p in (tmp_path / "x").iterdir()) == ["f", "g"]
+
+
+def test_a_failed_cleanup_never_hides_why_the_write_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder that turned read-only refuses the temporary and then its removal: the removal's
+    OSError replaced the write's folder_unwritable (and the CLI called it a bug in curator)."""
+    import errno
+
+    from curator.errors import WorkspaceError
+    from curator.io.fsutil import atomic_path
+
+    real = Path.unlink
+
+    def unlink(self: Path, *a: object, **kw: object) -> None:
+        if ".tmp-" in self.name:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real(self, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(WorkspaceError) as e, atomic_path(tmp_path / "a.csv") as tmp:
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+    assert e.value.kind == "folder_unwritable" and "Read-only file system" in str(e.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_query_out_into_a_place_nothing_can_be_created_in_is_refused_first(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    from curator.testing.stores import phantom_workspace
+
+    ws = phantom_workspace(tmp_path / "ws", n_cases=1).root
+    r = CliRunner().invoke(app, ["query", str(ws), "select case_id from cases", "-o", "/proc/nope/a.csv"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "nothing can be created in /proc" in text and "give a place you can write" in text, text
