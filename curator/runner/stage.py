@@ -20,9 +20,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import importlib
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
@@ -92,13 +94,39 @@ def problem_row(stage: str, err: CuratorError, *, dataset: str | None, case_id: 
 
     msg = scrub(err.detail or err.kind)  # no absolute path (a user name, a patient-named folder) is published
     remedy = err.remedy or remedy_for(err.kind)
-    where = path
-    # the file a row is about, when its path column does not end with it; never the source root's
-    # own folder name (`<source>:.`), which is the user's and may name a person or a site
-    if err.path and path and not path.endswith(":.") and not path.endswith(err.path.rsplit("/", 1)[-1]):
-        msg = f"{err.path.rsplit('/', 1)[-1]}: {msg}"
-    return {"stage": stage, "dataset": dataset, "case_id": err.case_id or case_id, "path": where,
+    # the file a row is about, when its path column names another; never the source root's own
+    # folder name (`<source>:.`), which is the user's and may name a person or a site
+    other = _other_file(err.path, path) if err.path and path and not path.endswith(":.") else None
+    if other:
+        msg = f"{other}: {msg}"
+    return {"stage": stage, "dataset": dataset, "case_id": err.case_id or case_id, "path": path,
             "kind": err.kind, "severity": severity, "message": f"{msg}. What to do: {remedy}"}
+
+
+def _other_file(err_path: str, path: str) -> str | None:
+    """``err_path`` by as many of its last path components as tell it from the file the row's
+    ``path`` (``<source>:<relative path>``) names — ``labelsTr/x.nii.gz`` beside ``imagesTr/x.nii.gz``
+    (MSD and nnU-Net give an image and its label one file name) — or None when it is that file."""
+    mine = PurePosixPath(err_path).parts
+    row = PurePosixPath(path.split(":", 1)[-1]).parts
+    if row and mine[-len(row):] == row:
+        return None
+    k = next((k for k in range(1, len(mine) + 1) if mine[-k:] != row[-k:]), len(mine))
+    return "/".join(mine[-k:])
+
+
+def fault_path(task: Task, err: CuratorError, env: CaseEnv) -> str | None:
+    """The ``path`` column of a case's error: the file the error names, as ``<source>:<relative
+    path>`` when it lies under the case's source root (a preprocess that finds the label gone names
+    ``labelsTr/x.nii.gz``, not the image); else the task's path (the case's image)."""
+    source, _, _ = (task.path or "").partition(":")
+    root = env.sources.get(source)
+    if not err.path or root is None or not os.path.isabs(err.path):
+        return task.path
+    rel = os.path.relpath(err.path, root)  # no resolve(): the path may be a looping link
+    if rel == "." or rel == ".." or rel.startswith("../"):
+        return task.path
+    return f"{source}:{Path(rel).as_posix()}"
 
 
 def with_warnings(err: CuratorError, problems: list[dict[str, Any]]) -> CuratorError:
@@ -228,7 +256,7 @@ def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: Ca
         out = cls.process(task, config, env)
         return CaseResult(task.case_id, key, out.rows, out.problems, False, True, time.perf_counter() - t0)
     except CuratorError as e:
-        row = problem_row(cls.name, e, dataset=task.dataset, case_id=task.case_id, path=task.path)
+        row = problem_row(cls.name, e, dataset=task.dataset, case_id=task.case_id, path=fault_path(task, e, env))
         return CaseResult(task.case_id, key, {}, [*e.case_problems, row], True, e.kind not in NOT_CACHED,
                           time.perf_counter() - t0)
     except OSError as e:

@@ -1,0 +1,38 @@
+"""A problem row names the file at fault — the label, when it is the label — even where an image
+and its label share one file name (MSD, nnU-Net: ``imagesTr/x.nii.gz`` and ``labelsTr/x.nii.gz``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from curator.errors import ReadError
+from curator.runner.stage import problem_row
+from curator.testing.native import write_tree
+from curator.testing.pipelines import make_pipeline, run, table
+
+
+def test_a_row_about_the_image_names_the_label_that_shares_its_file_name() -> None:
+    err = ReadError("file_not_found", "the file does not exist", path="/data/Task09/labelsTr/spleen_2.nii.gz")
+    row = problem_row("preprocess", err, dataset="MSD", case_id="MSD__spleen_2", path="MSD:imagesTr/spleen_2.nii.gz")
+    assert row["message"].startswith("labelsTr/spleen_2.nii.gz: the file does not exist"), row["message"]
+    same = ReadError("truncated_file", "the data ends early", path="/data/Task09/imagesTr/spleen_2.nii.gz")
+    row = problem_row("preprocess", same, dataset="MSD", case_id="MSD__spleen_2", path="MSD:imagesTr/spleen_2.nii.gz")
+    assert row["message"].startswith("the data ends early"), row["message"]
+
+
+def test_a_label_gone_before_preprocess_is_the_row_of_the_label(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    write_tree(root, [(f"{d}Tr/t_{k}.nii.gz", kind, () if kind == "image" else (1,))
+                      for k in ("001", "002") for d, kind in (("images", "image"), ("labels", "label"))])
+    spec = {"name": "Toy", "version": "1", "modality": "MR", "region": "abdomen", "licence": "CC-BY-4.0",
+            "citation": "@misc{toy, title={toy}}", "labels": {"values": {1: "liver"}},
+            "layout": [{"image": "imagesTr/{case}.nii.gz", "label": "labelsTr/{case}.nii.gz"}]}
+    (tmp_path / "Toy.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    pipe = make_pipeline(tmp_path, [{"dataset": str(tmp_path / "Toy.yaml"), "root": str(root)}])
+    run(pipe, stages=["ingest"])
+    (root / "labelsTr/t_002.nii.gz").unlink()  # a share re-syncing between two stages
+    run(pipe, stages=["preprocess"])
+    (row,) = [r for r in table(pipe, "problems__preprocess").to_pylist() if r["case_id"] == "Toy__t_002"]
+    assert (row["kind"], row["path"]) == ("file_not_found", "Toy:labelsTr/t_002.nii.gz"), row
