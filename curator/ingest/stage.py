@@ -133,7 +133,10 @@ class IngestStage(Stage):
                 if any(holds_structures(rel) for _, rel in c.labels):  # read anew since SEG/RTSTRUCT labels are
                     payload["dicom_labels"] = 2  # placed on the image's grid (a SEG was read as a frame stack)
                 shown = f"{src.name}:{c.case_id}" if src.pseudonymous_ids else _display(src.name, root, c.image or files[0])
-                tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=checksums.paths(root, files),
+                # a broken link is never read (one leading out of the root least of all): its kind stands for it
+                links = "".join(f"|{f}:{tree.broken[f].kind}" for f in files if f in tree.broken)
+                fingerprint = checksums.paths(root, [f for f in files if f not in tree.broken]) + links
+                tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=fingerprint,
                                   dataset=spec.name, path=shown))
             checksums.save()
         return tasks

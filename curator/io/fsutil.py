@@ -380,6 +380,9 @@ def resolve_inside(root: Path, path: Path) -> Path:
         if e.errno == errno.ELOOP:
             raise ReadError("symlink_loop", "a symbolic link loops back on itself", path=str(path),
                             remedy="remove or fix the link") from e
+        if path.is_symlink():  # the link is there, what it points to is not
+            raise ReadError("file_not_found", "a symbolic link points to a file that does not exist (a dangling "
+                            "link)", path=str(path), remedy="fix the link, or put the file it names in place") from e
         raise ReadError("file_not_found", "the file does not exist (or is a broken link)", path=str(path),
                         remedy="check the download") from e
     root_real = root.resolve()

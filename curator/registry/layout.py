@@ -66,12 +66,16 @@ class Tree:
     files: list[str] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
     problems: list[InputError] = field(default_factory=list)
+    # file links that loop, dangle or lead out of the root, by relative path: listed in ``files``
+    # (a pattern matches them, so a case whose image is one fails on it instead of passing for a
+    # label-only case), never read; :func:`discover` reports those no case takes
+    broken: dict[str, InputError] = field(default_factory=dict)
 
 
 def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
     """Walk ``root``, following links that stay inside it (a linked case folder is walked like a
     real one; a link to a folder above it is not followed: no loops); broken, looping or
-    escaping links are problems."""
+    escaping links are problems (file links: :attr:`Tree.broken`)."""
     tree = Tree()
     if not root.is_dir():
         tree.problems.append(InputError("file_not_found", "the source root is not a folder", path=str(root),
@@ -105,8 +109,7 @@ def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
                 try:
                     resolve_inside(root, p)
                 except InputError as e:
-                    tree.problems.append(e)
-                    continue
+                    tree.broken[rel_dir + f] = e
             tree.files.append(rel_dir + f)
     return tree
 
@@ -228,6 +231,8 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
             apply_split_file(spec, root, list(cases.values()))
         except InputError as e:
             problems.append(e)
+    taken = {f for c in cases.values() for f in (c.image, *(rel for _, rel in c.labels)) if f}
+    problems += [err for rel, err in tree.broken.items() if rel not in taken]  # a taken one is its case's error
     if not cases and not problems:
         problems.append(InputError("layout_no_match", f"no file under the root matches the layout of {spec.name}",
                                    path=str(root), remedy="check the source root and the dataset's layout patterns"))

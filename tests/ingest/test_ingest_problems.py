@@ -600,3 +600,21 @@ def test_an_empty_file_at_the_end_of_a_dicom_series_is_a_warning_of_the_case(tmp
     assert (row["case_id"], row["kind"], row["severity"], row["path"]) == ("Toy__c1", "empty_file", "warning", "Toy:c1/ct")
     assert "is empty (0 bytes); it was left out of the series, whose volume holds 5 slice(s): if it was a slice of " \
         "the scan" in row["message"], row["message"]
+
+
+@pytest.mark.parametrize(("target", "kind"), [("ct.nii.gz", "symlink_loop"), ("/nonexistent/ct.nii.gz", "file_not_found")])
+def test_a_case_whose_image_is_a_broken_link_fails_on_it_not_as_label_only(tmp_path: Path, target: str,
+                                                                             kind: str) -> None:
+    """It was released as a label-only case with status ok, the link's error row without a case_id."""
+    import os
+
+    root = tmp_path / "raw"
+    write_tree(root, [(f"{c}/{f}", k, () if k == "image" else (1,)) for c in ("a", "b")
+                      for f, k in (("ct.nii.gz", "image"), ("seg.nii.gz", "label"))])
+    (root / "b" / "ct.nii.gz").unlink()
+    os.symlink(target, root / "b" / "ct.nii.gz")
+    yml = _spec(tmp_path, [{"image": "{case}/ct.nii.gz", "label": "{case}/seg.nii.gz"}], {"values": {1: "liver"}})
+    cases, _, problems = _ingest(tmp_path / "ws", [{"dataset": str(yml), "root": str(root)}])
+    assert sorted(cases) == ["Toy__a"]
+    assert [(p["case_id"], p["kind"], p["severity"], p["path"]) for p in problems] == [
+        ("Toy__b", kind, "error", "Toy:b/ct.nii.gz")]

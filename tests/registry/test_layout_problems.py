@@ -119,6 +119,25 @@ def test_a_link_out_of_the_root_is_refused_with_the_way_to_read_it(tmp_path: Pat
     assert [c.case_id for c in cases] == ["Toy__abc"] and problems == []
 
 
+def test_an_image_that_is_a_broken_link_stays_the_case_s_image(tmp_path: Path) -> None:
+    """A looping or dangling image link was left out of the tree: its case passed for a label-only
+    one, and the link's problem named no case. The link is the case's image now (reading it fails
+    the case); a broken link no pattern takes is still a problem of the source."""
+    import os
+
+    write_tree(tmp_path, [(f"{c}/{f}", kind, ()) for c in ("a", "b", "c")
+                          for f, kind in (("ct.nii.gz", "image"), ("seg.nii.gz", "label"))])
+    for c in ("a", "b"):
+        (tmp_path / c / "ct.nii.gz").unlink()
+    os.symlink("ct.nii.gz", tmp_path / "a" / "ct.nii.gz")  # loops
+    os.symlink(tmp_path / "nowhere.nii.gz", tmp_path / "b" / "ct.nii.gz")  # dangles
+    os.symlink("gone.txt", tmp_path / "c" / "notes.txt")  # no pattern takes it
+    cases, problems = discover(spec(layout=[{"image": "{case}/ct.nii.gz", "label": "{case}/seg.nii.gz"}]), tmp_path)
+    assert [(c.case_id, c.image) for c in cases] == [("Toy__a", "a/ct.nii.gz"), ("Toy__b", "b/ct.nii.gz"),
+                                                     ("Toy__c", "c/ct.nii.gz")]
+    assert [(e.kind, Path(e.path or "").name) for e in problems] == [("file_not_found", "notes.txt")]
+
+
 def test_a_label_pattern_that_cannot_tell_the_images_apart_gives_no_label(tmp_path: Path) -> None:
     """With no placeholder in common, every image took the one label file: pat2 carried pat1's
     liver. One image and one label file is fine (a sample folder)."""
