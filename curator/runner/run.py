@@ -190,7 +190,9 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     if first_error is not None:
         _write_problems(ctx, stage_cls.name, list(results.values()))
         p = next((q for q in first_error.problems if q["severity"] == "error"), first_error.problems[-1])
-        raise _stopped(stage_cls.name, f"case {first_error.case_id}", p, "bad cases as problems")
+        file = _file_of(ctx, p)
+        raise _stopped(stage_cls.name, f"case {first_error.case_id}" + (f", file {file}" if file else ""), p,
+                       "bad cases as problems")
     crashed = _all_crashed(ctx, stage_cls.name, [results[t.case_id] for t, _ in jobs if t.case_id in results],
                            succeeded=any(not r.failed for r in results.values()))
     if crashed is not None:  # the machine, not the data: no release built on a stage that did nothing
@@ -237,6 +239,17 @@ def _where(ctx: Context, row: dict[str, Any]) -> str | None:
         return path
     source = ctx.sources.get(path[:-2])
     return f"{path} (root: {source.root})" if source is not None else path
+
+
+def _file_of(ctx: Context, row: dict[str, Any]) -> str | None:
+    """The file a case's problem row is about, as the console says it: under its source's root
+    (the row holds ``<source>:<relative path>``; MSD's image and label share a file name)."""
+    path = row.get("path")
+    if not path or path.endswith(":."):
+        return None
+    name, _, rel = path.partition(":")
+    source = ctx.sources.get(name)
+    return str(source.root / rel) if source is not None and rel else path
 
 
 def _stopped(stage: str, at: str, row: dict[str, Any], record: str) -> StageError:

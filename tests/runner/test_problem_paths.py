@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from curator.errors import ReadError
+from curator.errors import ReadError, StageError
 from curator.runner.stage import problem_row
 from curator.testing.native import write_tree
 from curator.testing.pipelines import make_pipeline, run, table
@@ -22,7 +23,8 @@ def test_a_row_about_the_image_names_the_label_that_shares_its_file_name() -> No
     assert row["message"].startswith("the data ends early"), row["message"]
 
 
-def test_a_label_gone_before_preprocess_is_the_row_of_the_label(tmp_path: Path) -> None:
+def _msd(tmp_path: Path, **stages: object) -> tuple[Path, Path]:
+    """An MSD-style source of two cases (imagesTr/t_00k.nii.gz beside labelsTr/t_00k.nii.gz)."""
     root = tmp_path / "raw"
     write_tree(root, [(f"{d}Tr/t_{k}.nii.gz", kind, () if kind == "image" else (1,))
                       for k in ("001", "002") for d, kind in (("images", "image"), ("labels", "label"))])
@@ -30,9 +32,24 @@ def test_a_label_gone_before_preprocess_is_the_row_of_the_label(tmp_path: Path) 
             "citation": "@misc{toy, title={toy}}", "labels": {"values": {1: "liver"}},
             "layout": [{"image": "imagesTr/{case}.nii.gz", "label": "labelsTr/{case}.nii.gz"}]}
     (tmp_path / "Toy.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    pipe = make_pipeline(tmp_path, [{"dataset": str(tmp_path / "Toy.yaml"), "root": str(root)}])
+    return make_pipeline(tmp_path, [{"dataset": str(tmp_path / "Toy.yaml"), "root": str(root)}], stages=stages), root
+
+
+def test_a_label_gone_before_preprocess_is_the_row_of_the_label(tmp_path: Path) -> None:
+    pipe, root = _msd(tmp_path)
     run(pipe, stages=["ingest"])
     (root / "labelsTr/t_002.nii.gz").unlink()  # a share re-syncing between two stages
     run(pipe, stages=["preprocess"])
     (row,) = [r for r in table(pipe, "problems__preprocess").to_pylist() if r["case_id"] == "Toy__t_002"]
     assert (row["kind"], row["path"]) == ("file_not_found", "Toy:labelsTr/t_002.nii.gz"), row
+
+
+def test_on_bad_case_error_names_the_file_it_stopped_at(tmp_path: Path) -> None:
+    """"stage ingest stopped at case Toy__t_002: the data ends early" did not say which of the
+    case's two files named t_002.nii.gz it meant."""
+    pipe, root = _msd(tmp_path, ingest={"on_bad_case": "error"})
+    image = root / "imagesTr/t_002.nii.gz"
+    image.write_bytes(image.read_bytes()[:400])
+    with pytest.raises(StageError) as e:
+        run(pipe, stages=["ingest"])
+    assert f"stopped at case Toy__t_002, file {image}: " in str(e.value), str(e.value)
