@@ -30,6 +30,19 @@ T = TypeVar("T", bound="Config")
 OnBadCase = Literal["error", "warn", "skip"]
 
 
+def _key(where: str, name: str) -> str:
+    """Setting ``name`` of the section ``where``: ``p.yaml: sources[0]`` under a file, else
+    ``stages.ingest.on_bad_case``."""
+    return f"{where}: {name}" if where.endswith((".yaml", ".yml")) else f"{where}.{name}"
+
+
+def _bool_hint(name: str, value: bool, example: str) -> str:
+    """YAML 1.1 reads an unquoted yes/no/on/off as a boolean: `on_bad_case: no` arrives as False."""
+    words = "yes, on or true" if value else "no, off or false"
+    return (f"; YAML read an unquoted {words} as the boolean {str(value).lower()}: quote text "
+            f"(`{name.rsplit('[', 1)[0]}: \"{example}\"`)")
+
+
 def _coerce(name: str, tp: Any, value: Any, where: str) -> Any:
     """Check and convert one YAML value to the annotated type (small subset of typing)."""
     origin = get_origin(tp)
@@ -37,7 +50,10 @@ def _coerce(name: str, tp: Any, value: Any, where: str) -> Any:
         return value
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError("config_error", f"{where}.{name} = {value!r}; expected one of {list(get_args(tp))}")
+            text = all(isinstance(a, str) for a in get_args(tp))
+            hint = _bool_hint(name, value, get_args(tp)[0]) if isinstance(value, bool) and text else ""
+            raise ConfigError("config_error", f"{_key(where, name)} = {value!r}; expected one of "
+                              f"{list(get_args(tp))}{hint}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
@@ -51,38 +67,48 @@ def _coerce(name: str, tp: Any, value: Any, where: str) -> Any:
                 return _coerce(name, a, value, where)
             except ConfigError as e:
                 last = e
-        raise last or ConfigError("config_error", f"{where}.{name}: bad value {value!r}")
+        raise last or ConfigError("config_error", f"{_key(where, name)}: bad value {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError("config_error", f"{where}.{name} must be a list, got {value!r}")
+            raise ConfigError("config_error", f"{_key(where, name)} must be a list, got {value!r}")
         args = get_args(tp)
         inner = args[0] if args else Any
-        return tuple(_coerce(name, inner, v, where) for v in value)
+        return tuple(_coerce(f"{name}[{i}]", inner, v, where) for i, v in enumerate(value))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError("config_error", f"{where}.{name} must be a mapping, got {value!r}")
+            raise ConfigError("config_error", f"{_key(where, name)} must be a mapping, got {value!r}")
         return dict(value)
     if isinstance(tp, type) and issubclass(tp, Config):
-        return tp.from_dict(value or {}, where=f"{where}.{name}")
+        return tp.from_dict(value or {}, where=_key(where, name))
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError("config_error", f"{where}.{name} must be a number, got {value!r}")
+            raise ConfigError("config_error", f"{_key(where, name)} must be a number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError("config_error", f"{where}.{name} must be an integer, got {value!r}")
+            raise ConfigError("config_error", f"{_key(where, name)} must be an integer, got {value!r}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError("config_error", f"{where}.{name} must be true or false, got {value!r}")
+            raise ConfigError("config_error", f"{_key(where, name)} must be true or false, got {value!r}")
         return value
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError("config_error", f"{where}.{name} must be text, got {value!r}")
+            hint = _bool_hint(name, value, "no" if value is False else "yes") if isinstance(value, bool) else ""
+            raise ConfigError("config_error", f"{_key(where, name)} must be text, got {value!r}{hint}")
         return str(value)
     if tp is Path:
         return Path(os.path.expanduser(str(value)))
     return value
+
+
+def _at_line(e: ConfigError, line: int | None) -> ConfigError:
+    """``e`` saying the line of pipeline.yaml it is about (once: a nested section says its own)."""
+    if line is None or getattr(e, "line", None) is not None:
+        return e
+    out = ConfigError(e.kind, f"{e.detail} (line {line})", path=e.path, remedy=e.remedy)
+    out.line = line  # type: ignore[attr-defined]
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,18 +121,40 @@ class Config:
         if d is not None and not isinstance(d, dict):  # `executor: local`, `sources: [KiTS23]`
             raise ConfigError("config_error", f"{where} must be a mapping of settings (`key: value`), got {d!r}",
                               remedy="see the README's pipeline.yaml example for the section's settings")
+        lines: dict[Any, int] = getattr(d, "lines", None) or {}  # a mapping of pipeline.yaml (Lined)
+        line: int | None = getattr(d, "line", None)
         d = dict(d or {})
         hints = typing.get_type_hints(cls)
         known = {f.name: f for f in fields(cls) if f.init}
-        unknown = sorted(set(d) - set(known))
+        unknown = sorted(set(d) - set(known), key=str)
         if unknown:
-            raise ConfigError("config_error", f"{where}: unknown setting(s) {unknown}; "
-                              f"valid settings are {sorted(known)}")
-        kwargs = {k: _coerce(k, hints[k], v, where) for k, v in d.items()}
+            raise _at_line(ConfigError("config_error", f"{where}: unknown setting(s) {unknown}; "
+                                       f"valid settings are {sorted(known)}"), lines.get(unknown[0], line))
+        missing = [k for k, f in known.items() if k not in d and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise _at_line(ConfigError("config_error", f"{where}: {', '.join(f'`{k}:`' for k in missing)} is required",
+                                       remedy="see the README's pipeline.yaml example for the section's settings"),
+                           line)
+        kwargs = {}
+        for k, v in d.items():
+            try:
+                kwargs[k] = _coerce(k, hints[k], v, where)
+            except ConfigError as e:
+                lined = _at_line(e, lines.get(k, line))
+                if lined is e:
+                    raise
+                raise lined from e
         try:
             return cls(**kwargs)
         except TypeError as e:
-            raise ConfigError("config_error", f"{where}: {e}") from e
+            raise _at_line(ConfigError("config_error", f"{where}: {e}"), line) from e
+        except ConfigError as e:  # a check of the settings together (__post_init__): the line of the one it names
+            said = next((n for k, n in lines.items() if re.search(rf"\b{re.escape(str(k))} = ", e.detail)), line)
+            lined = _at_line(e, said)
+            if lined is e:
+                raise
+            raise lined from e
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -189,6 +237,11 @@ class SourceConfig(Config):
     # patients); the release then leaves out source_case, file paths and problem details
     pseudonymous_ids: bool = False
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, *, where: str | None = None) -> typing.Self:
+        named = (d.get("name") or d.get("dataset")) if isinstance(d, dict) else None
+        return super().from_dict(d, where=f"{where} ({named})" if where and isinstance(named, str) else where)
+
     def __post_init__(self) -> None:  # the name names workspace files (checksums/<name>.json) and starts case ids
         if self.name is not None and not (isinstance(self.name, str) and FOLDER_NAME.match(self.name)):
             raise ConfigError("config_error", f"sources: name = {self.name!r} cannot name a source",
@@ -260,16 +313,21 @@ class PipelineConfig(Config):
         """Read ``pipeline.yaml``; relative paths are resolved against the file's folder."""
         p = Path(path)
         try:
-            raw = load_yaml(p.read_text(encoding="utf-8")) or {}
+            raw = load_yaml(p.read_text(encoding="utf-8"), name=p.name, lines=True) or {}
         except FileNotFoundError as e:
             raise ConfigError("config_error", f"pipeline file {p} does not exist") from e
         except yaml.YAMLError as e:
             raise ConfigError("config_error", f"{p} is not valid YAML: {e}") from e
         if not isinstance(raw, dict):
             raise ConfigError("config_error", f"{p} must hold a mapping at the top level")
-        cfg = cls.from_dict(raw, where=p.name).resolved(p.parent.resolve())
-        object.__setattr__(cfg, "file", p)
-        cfg.check_stage_names()  # every command reading the file refuses `harmonise:`, not only `run`
+        try:
+            cfg = cls.from_dict(raw, where=p.name).resolved(p.parent.resolve())
+            object.__setattr__(cfg, "file", p)
+            cfg.check_stage_names()  # every command reading the file refuses `harmonise:`, not only `run`
+        except ConfigError as e:  # a check of a section's settings together: which file it is about
+            if e.detail.startswith(p.name) or e.path:
+                raise
+            raise ConfigError(e.kind, f"{p.name}: {e.detail}", remedy=e.remedy) from e
         return cfg
 
     def check_stage_names(self) -> None:

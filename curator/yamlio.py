@@ -57,14 +57,52 @@ class _TextLoader(_UniqueKeyLoader):
                                                          for k, v in _UniqueKeyLoader.yaml_implicit_resolvers.items()}
 
 
-def load_yaml(text: str, *, text_scalars: bool = False) -> Any:
+class Lined(dict[Any, Any]):
+    """A mapping read by ``load_yaml(..., lines=True)``: the line (1-based) it starts on, and
+    each key's, for messages about a setting (``(line 5)``)."""
+
+    line: int = 0
+    lines: dict[Any, int]
+
+
+class _LinedLoader(_UniqueKeyLoader):
+    def construct_lined_map(self, node: MappingNode) -> Any:
+        data = Lined()
+        data.line, data.lines = node.start_mark.line + 1, {}
+        yield data
+        data.update(self.construct_mapping(node))
+        for key_node, _ in node.value:
+            try:
+                data.lines.setdefault(self.construct_object(key_node), key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: refused where it is read
+                continue
+
+
+_LinedLoader.add_constructor("tag:yaml.org,2002:map", _LinedLoader.construct_lined_map)
+
+
+def load_yaml(text: str, *, text_scalars: bool = False, name: str | None = None, lines: bool = False) -> Any:
     """``yaml.safe_load`` that refuses a key given twice in one mapping. With ``text_scalars``,
     every unquoted value but null stays the text it is written as (a person's free text: a
-    reason ``no`` is "no", not False; a case id ``00012`` keeps its zeros).
+    reason ``no`` is "no", not False; a case id ``00012`` keeps its zeros). ``name``: the file
+    the text is, as a syntax error names it (not ``<unicode string>``). With ``lines``, every
+    mapping is a :class:`Lined` dict.
 
     >>> load_yaml("- {reason: Yes, case_id: 00012, date: 2024-06-01, origin: ~}", text_scalars=True)
     [{'reason': 'Yes', 'case_id': '00012', 'date': '2024-06-01', 'origin': None}]
     >>> load_yaml("- &a {term: liver, reason: ok}\\n- {<<: *a, case_id: c2}", text_scalars=True)[1]
     {'term': 'liver', 'reason': 'ok', 'case_id': 'c2'}
+    >>> load_yaml("a: 1\\nb:\\n  c: 2", lines=True)["b"].lines
+    {'c': 3}
     """
-    return yaml.load(text, Loader=_TextLoader if text_scalars else _UniqueKeyLoader)
+    loader = _TextLoader if text_scalars else _LinedLoader if lines else _UniqueKeyLoader
+    try:
+        return yaml.load(text, Loader=loader)
+    except yaml.MarkedYAMLError as e:
+        if name is None:
+            raise
+
+        def named(m: Any) -> Any:  # libyaml's marks are read-only
+            return None if m is None else yaml.Mark(name, m.index, m.line, m.column, None, None)
+
+        raise type(e)(e.context, named(e.context_mark), e.problem, named(e.problem_mark), e.note) from None

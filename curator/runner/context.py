@@ -164,7 +164,8 @@ class Context:
         return self.registry.get(sc.dataset)
 
     def stage_config(self, cls: type[StageConfig], name: str) -> Any:
-        return cls.from_dict(self.config.stage(name), where=f"stages.{name}")
+        file = self.config.file.name if self.config.file is not None else None  # None: a config built in code
+        return cls.from_dict(self.config.stage(name), where=f"{file}: stages.{name}" if file else f"stages.{name}")
 
     def stage_enabled(self, name: str) -> bool:
         """Whether ``stages.<name>.enabled`` is on (the default), without parsing the stage's other

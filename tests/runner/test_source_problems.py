@@ -5,6 +5,7 @@ empty release."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def test_a_run_that_found_no_case_writes_no_release(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("section", "value", "what"), [
     ("executor", "local", "executor must be a mapping"),
     ("release", "0.1.0", "release must be a mapping"),
-    ("sources", ["KiTS23"], "sources must be a mapping"),
+    ("sources", ["KiTS23"], "sources[0] must be a mapping"),
     ("release", {"version": 1.0}, "release.version = '1.0' is not a semantic version"),
     ("release", {"version": "v2"}, "is not a semantic version"),
     ("release", {"version": "0.2.0", "parent": "latest"}, "release.parent = 'latest'"),
@@ -79,8 +80,36 @@ def test_malformed_sections_are_config_errors(tmp_path: Path, section: str, valu
     a version that is not semantic was refused only after every stage had run."""
     p = tmp_path / "pipeline.yaml"
     p.write_text(yaml.safe_dump({"workspace": "ws", section: value}))
-    with pytest.raises(ConfigError, match=what.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(what)):
         PipelineConfig.load(p)
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("workspace: ws\nsources:\n  - {dataset: MSD_Spleen}\n",  # was "SourceConfig.__init__() missing 1 required ..."
+     "p.yaml: sources[0] (MSD_Spleen): `root:` is required (line 3)"),
+    ("workspace: ws\nexecutor:\n  kind: local\n  workers: many\n",
+     "p.yaml: executor.workers must be an integer, got 'many' (line 4)"),
+    ("workspace: ws\nrelease:\n  collection: c\n  version: 1.0\n",
+     "p.yaml: release.version = '1.0' is not a semantic version (line 4)"),
+    ("workspace: ws\nstages:\n  preprocess: {target_spacing_mm: [2.0, 2.0, 4.0}\n",  # was in "<unicode string>"
+     'in "p.yaml", line 3, column'),
+])
+def test_pipeline_yaml_mistakes_name_the_file_the_setting_and_its_line(tmp_path: Path, text: str, said: str) -> None:
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        PipelineConfig.load(tmp_path / "p.yaml")
+    assert said in str(e.value) and "<unicode string>" not in str(e.value), str(e.value)
+
+
+def test_a_yaml_boolean_where_a_word_belongs_says_to_quote_it(tmp_path: Path) -> None:
+    """`on_bad_case: no` (YAML 1.1 reads it as false) was "stages.ingest.on_bad_case = False; expected one of ..."."""
+    (tmp_path / "p.yaml").write_text(f"workspace: ws\nsources:\n  - {{dataset: KiTS23, root: {tmp_path}}}\n"
+                                     "stages:\n  ingest:\n    on_bad_case: no\n")
+    with pytest.raises(ConfigError) as e:
+        run(tmp_path / "p.yaml", stages=["ingest"])
+    text = str(e.value)
+    assert text.startswith("p.yaml: stages.ingest.on_bad_case = False; expected one of"), text
+    assert "YAML read an unquoted no, off or false as the boolean false: quote text" in text and "(line 6)" in text
 
 
 @pytest.mark.parametrize(("setting", "value"), [("geometry_tolerance_mm", -1.0), ("max_voxels", 0)])
