@@ -276,24 +276,29 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
             raise ReleaseError("release_exists", f"release {rc.version} appeared while this one was built",
                                path=str(dest), remedy="bump `release.version`") from e
     except OSError as e:  # a full disk or quota while copying tables and stores: not a bug in curator
-        raise release_write_error(e, dest) from e
+        raise release_write_error(e, dest, staging) from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("release written: %s", dest)
     return dest
 
 
-def release_write_error(e: OSError, dest: Path) -> CuratorError:
-    """What a failed write of the release's staging folder means for the user (it is removed)."""
+def release_write_error(e: OSError, dest: Path, staging: Path | None = None) -> CuratorError:
+    """What a failed write of the release's staging folder (``staging``, removed) means for the user."""
     if isinstance(e, CuratorError):
         return e
     where = str(e.filename or dest)
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = str(e.filename2 or where)  # a copy names its source first
-        return ReleaseError("disk_full", f"no space left while writing the release {dest.name} "
-                            f"({Path(where).name}); nothing of it was kept", path=where,
-                            remedy=f"free disk space where the release goes ({dest.parent}), then run the "
-                            "same command again (the workspace is unchanged)")
+        written = Path(str(e.filename2 or where))  # a copy names its source first
+        # a file of the staging folder, which is gone: named by what it is in the release (a table, a store's chunk)
+        part = written.relative_to(staging).as_posix() if staging is not None and written.is_relative_to(staging) \
+            else written.name
+        why = "no space left on the device" if e.errno == errno.ENOSPC else "the disk quota is used up"
+        return ReleaseError("disk_full", f"{why} while writing the release {dest.name} into {dest.parent} (at "
+                            f"{part}); nothing of it was kept", path=str(dest),
+                            remedy=f"free space on the disk holding {dest.parent} (`df -h {dest.parent}` shows what is "
+                            "left), or set `release.root` to a disk with more room; then run the same command again "
+                            "(the workspace is unchanged)")
     named = e.filename if isinstance(e.filename, str | os.PathLike) else None  # not a descriptor number
     if named and not Path(named).resolve().is_relative_to(dest.parent.resolve()):
         # a file read from the workspace (or a source), not one written: the write advice would mislead
