@@ -21,7 +21,7 @@ from curator.registry.spec import (
 from curator.resources import resource_dir
 
 __all__ = ["DatasetSpec", "Issue", "LabelSpec", "LayoutEntry", "Registry", "load_dataset_file",
-           "load_registry", "validate_files", "with_extra", "yaml_files"]
+           "load_registry", "taxonomy_file_note", "validate_files", "with_extra", "yaml_files"]
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,22 @@ def builtin_dir() -> Path:
     return resource_dir("label_system") / "datasets"
 
 
-def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issue]]:
-    """Parse every file; return the valid specs and every issue (duplicates included)."""
+def taxonomy_file_note(d: object, f: Path) -> Issue | None:
+    """A ``taxonomy_file`` note when ``d`` (a registry file's YAML) is a taxonomy file rather than a
+    dataset YAML: it has a taxonomy's ``terms:`` or ``extends:`` and none of a dataset's ``name``,
+    ``layout`` or ``labels`` (a lab keeping its taxonomy extension beside its dataset files)."""
+    if not isinstance(d, dict) or not {"terms", "extends"} & set(d) or {"name", "layout", "labels"} & set(d):
+        return None
+    return Issue(f.name, "taxonomy_file", "a taxonomy file (top-level " + ", ".join(
+        f"`{k}:`" for k in ("extends", "terms", "synonyms") if k in d) + "), not a dataset YAML: not read as "
+        "a dataset. A taxonomy is given as `stages.harmonize.taxonomy:` in pipeline.yaml (`--taxonomy` for "
+        "`curator labels check` and `curator sources check`; docs/taxonomy.md, 'A taxonomy of your own'); "
+        "keep it out of `registry:` folders to silence this")
+
+
+def validate_files(paths: list[Path], notes: list[Issue] | None = None) -> tuple[dict[str, DatasetSpec], list[Issue]]:
+    """Parse every file; return the valid specs and every issue (duplicates included). A taxonomy
+    file among them is skipped, with a ``taxonomy_file`` note appended to ``notes``."""
     specs: dict[str, DatasetSpec] = {}
     issues: list[Issue] = []
     twice: dict[str, list[str]] = {}  # a dataset name -> the files defining it, when more than one
@@ -64,6 +78,10 @@ def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issu
             continue
         except OSError as e:  # a `registry:` entry that is missing, a folder, unreadable
             issues.append(Issue(f.name, "file", f"cannot read {f}: {e.strerror or e}"))
+            continue
+        note = taxonomy_file_note(d, f)
+        if note is not None:
+            (notes if notes is not None else issues).append(note)
             continue
         spec, errs = parse_spec(d, str(f))
         name = d.get("name") if isinstance(d, dict) and isinstance(d.get("name"), str) else None
@@ -84,15 +102,17 @@ def validate_files(paths: list[Path]) -> tuple[dict[str, DatasetSpec], list[Issu
 def with_extra(extra: tuple[Path, ...] | list[Path] = ()
                ) -> tuple[dict[str, DatasetSpec], list[Issue], list[Issue], list[Issue]]:
     """Built-in specs, then the ``extra`` files' over them: ``(specs, built-in issues, extra
-    files' issues, overrides)``. A file
+    files' issues, notes)``. Notes are warnings, not errors: a file
     naming a built-in dataset replaces it (a fixed copy of a built-in YAML, as a run with it in
-    ``registry:`` uses it): one ``overrides_builtin`` note each, not an error."""
+    ``registry:`` uses it), one ``overrides_builtin`` note each; a taxonomy file among the extra
+    files is skipped, one ``taxonomy_file`` note each."""
     specs, issues = validate_files(yaml_files(builtin_dir()))
     files = [f for p in extra for f in yaml_files(Path(p))]
-    mine, more = validate_files(files)
-    overrides = [Issue(Path(s.path).name, "overrides_builtin", f"replaces the built-in dataset {n!r} "
-                       f"({Path(specs[n].path).name})") for n, s in mine.items() if n in specs]
-    return {**specs, **mine}, issues, more, overrides
+    notes: list[Issue] = []
+    mine, more = validate_files(files, notes)
+    notes += [Issue(Path(s.path).name, "overrides_builtin", f"replaces the built-in dataset {n!r} "
+                    f"({Path(specs[n].path).name})") for n, s in mine.items() if n in specs]
+    return {**specs, **mine}, issues, more, notes
 
 
 def load_registry(extra: tuple[Path, ...] | list[Path] = (), strict: bool = True) -> Registry:

@@ -149,10 +149,10 @@ def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str 
         problems.append(Problem(Path(tax.path).name, "datasets_not_checked", "the datasets' label names were not "
                                 "checked against this taxonomy: fix its errors above first", "warning"))
         tax = None
-    specs, builtin_issues, extra_issues, overrides = with_extra(extra)
+    specs, builtin_issues, extra_issues, notes = with_extra(extra)
     problems += [Problem(i.loc, i.kind, i.message, builtin=True) for i in builtin_issues]
     problems += [Problem(i.loc, i.kind, i.message) for i in extra_issues]
-    problems += [Problem(i.loc, i.kind, i.message, "warning") for i in overrides]
+    problems += [Problem(i.loc, i.kind, i.message, "warning") for i in notes]
     shipped = builtin_dir().resolve()
     for spec in specs.values():
         found = _dataset_checks(spec, tax.regions if tax else (), set(specs))

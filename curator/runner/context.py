@@ -58,7 +58,7 @@ class Context:
         """Built-in + extra datasets; an invalid extra file becomes a problem row, not a crash."""
         from curator.registry import Registry, with_extra
 
-        specs, builtin_issues, issues, overrides = with_extra(self.config.registry)
+        specs, builtin_issues, issues, notes = with_extra(self.config.registry)
         if builtin_issues:
             raise ConfigError("registry_error", f"the built-in registry is invalid: {builtin_issues[0]}",
                               remedy="reinstall curator; run `curator labels check`")
@@ -77,8 +77,8 @@ class Context:
             self._source_problems.append(self._spec_problem(file, f"{i.loc} [{i.kind}] {i.message}",
                                                            "path_escape" if i.kind == "path_escape" else None,
                                                            skipped=not unused))
-        for i in overrides:  # on purpose (a fixed copy of a built-in), but said
-            log.warning("registry: %s %s (overrides_builtin)", i.loc, i.message)
+        for i in notes:  # on purpose (a fixed copy of a built-in; a taxonomy file kept beside), but said
+            log.warning("registry: %s %s (%s)", i.loc, i.message, i.kind)
         return Registry(specs)
 
     # Filled while `registry` and `sources` are worked out; each accessor works them out first,

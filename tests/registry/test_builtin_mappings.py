@@ -161,3 +161,38 @@ def test_a_run_warns_that_a_copy_replaces_a_builtin(tmp_path, caplog) -> None:  
         assert Context(PipelineConfig.load(pipe)).registry.get("KiTS23").path.endswith("kits_fixed.yaml")
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("kits_fixed.yaml" in m and "replaces the built-in dataset 'KiTS23'" in m for m in said), said
+
+
+def test_a_taxonomy_file_in_a_registry_folder_is_skipped_with_one_note(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A lab kept its taxonomy extension beside its dataset YAML in the folder given as `registry:`:
+    the taxonomy file was read as a dataset, 12 `invalid dataset` errors that never said it was a
+    taxonomy file (and the release published them). It is now skipped with one warning saying what
+    it is and where a taxonomy is given; the dataset beside it is read as before."""
+    import logging
+
+    import yaml
+
+    from curator.config import PipelineConfig
+    from curator.registry.check import check_label_system
+    from curator.runner.context import Context
+
+    lab = tmp_path / "mylab"
+    lab.mkdir()
+    (lab / "RegionToy.yaml").write_text(yaml.safe_dump(_toy_dataset("abdomen", {1: "liver"})))
+    (lab / "lab_taxonomy.yaml").write_text(yaml.safe_dump({
+        "extends": "curator", "version": "lab-1",
+        "terms": [{"id": "hip_prosthesis_left", "name": "left hip prosthesis", "category": "bone",
+                   "region": "pelvis", "laterality": "left"}],
+        "synonyms": {"liver": ["leber"]}}))
+    mine = [p for p in check_label_system([lab]) if not p.builtin]
+    assert [(p.where, p.kind, p.severity) for p in mine] == [("lab_taxonomy.yaml", "taxonomy_file", "warning")]
+    assert "stages.harmonize.taxonomy" in mine[0].message
+    assert set(load_registry([lab]).datasets) - set(load_registry().datasets) == {"RegionToy"}
+
+    # a run: no problem row (no `invalid_dataset_spec` error), one logged warning
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump({"workspace": "work", "sources": [], "registry": ["mylab/"]}))
+    ctx = Context(PipelineConfig.load(tmp_path / "pipeline.yaml"))
+    with caplog.at_level(logging.WARNING):
+        assert "RegionToy" in ctx.registry.datasets
+    assert ctx.source_problems == [] and ctx.unusable_datasets == {}
+    assert [r.getMessage() for r in caplog.records if "taxonomy_file" in r.getMessage()]
