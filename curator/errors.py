@@ -235,7 +235,9 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("label_is_image", "the label file looks like an intensity image, not a label map",
                 "check the layout pattern: the label pattern matches image files"),
     ProblemKind("label_unmapped", "a raw label value or structure file maps to no taxonomy term",
-                "map it in the dataset YAML's `labels.values`/`labels.structures`, or list it under `ignore`"),
+                "map it in the dataset YAML's `labels.values` (a raw value) or `labels.structures` (a structure "
+                "file); a value that is no label goes under `labels.ignore`, structure files to leave out "
+                "under `labels.other_structures: ignore`"),
     ProblemKind("structure_name_disagrees", "a structure file's own name is a term unrelated to the term the "
                 "dataset YAML maps it to (kidney_left mapped to the right kidney)",
                 "check `labels.structures` in the dataset YAML against the dataset's documentation"),

@@ -193,8 +193,7 @@ class HarmonizeStage(Stage):
             what = f"structure file {key!r}" if p["encoding"] == "per_structure" else f"raw value {value}"
             names = unknown.get(key if p["encoding"] == "per_structure" else str(value))
             err = InputError("label_unmapped", f"{what} ({n} voxels) maps to no term of the dataset YAML",
-                             remedy="map it in `labels.values`/`labels.structures` of the dataset YAML "
-                                    "(or list it under `ignore`)") if not names else InputError(
+                             remedy=UNMAPPED_REMEDY[p["encoding"] == "per_structure"]) if not names else InputError(
                 "label_unmapped", f"{what} ({n} voxels) is mapped to {', '.join(map(repr, names))}, which no "
                 "taxonomy term resolves (this stage's term_unknown): left out", remedy=TERM_UNKNOWN_REMEDY)
             path = f"{p['source']}:{p['files'].get(key, '')}" if key in p["files"] else task.path
@@ -206,6 +205,13 @@ class HarmonizeStage(Stage):
                     out.problems.append(problem_row(cls.name, said, dataset=p["dataset"], case_id=task.case_id,
                                                     path=f"{p['source']}:{rel}", severity="warning"))
         return out
+
+
+# a label_unmapped row's remedy: (label map, per-structure); `labels.ignore` takes raw values only
+UNMAPPED_REMEDY = (("map the value in `labels.values` of the dataset YAML, or list it under `labels.ignore` "
+                    "if it is no label"),
+                   ("map the file in `labels.structures` of the dataset YAML ({file stem: term}), or set "
+                    "`labels.other_structures: ignore` to read only the declared files"))
 
 
 def seg_disagreements(root: Path, rel: str, p: dict[str, Any]) -> list[CuratorError]:

@@ -411,7 +411,8 @@ def _unresolved(spec: Any, tax: Any, values: list[dict[str, Any]]) -> list[dict[
                     "kind": "term_unknown", "severity": "error",
                     "message": f"{', '.join(map(repr, names))} is no taxonomy term" + (f" (close: {', '.join(close)})"
                                if close else "") + ". What to do: use a term's name or synonym (`curator labels "
-                               "resolve NAME`), or list the value under `ignore`"})
+                               "resolve NAME`), or " + ("leave the file out of `structures` with `other_structures: "
+                               "ignore`" if spec.labels.encoding == "per_structure" else "list the value under `ignore`")})
     return out
 
 

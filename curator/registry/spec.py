@@ -176,12 +176,14 @@ def _codes(k: Any) -> list[int]:
         raise ValueError(f"{k!r} is neither an integer nor a band like '55-70'") from None
 
 
-def _terms(v: Any) -> tuple[str, ...]:
+def _terms(v: Any, structure: bool = False) -> tuple[str, ...]:
     if isinstance(v, str):
         return (v,)
     if isinstance(v, (list, tuple)) and not v:
-        raise TypeError("an empty list maps the value to no term: its voxels would be dropped as unmapped; "
-                        "name its term(s), or list the value under `ignore` if it is not a label")
+        raise TypeError(f"an empty list maps the {'file' if structure else 'value'} to no term: its voxels would be "
+                        "dropped as unmapped; name its term(s), or " + (
+                            "leave it out of `structures` and set `other_structures: ignore`" if structure else
+                            "list the value under `ignore`") + " if it is not a label")
     if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
         return tuple(v)
     raise TypeError(f"expected a term name or a list of names, got {v!r}")
@@ -328,7 +330,7 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         structures: dict[str, tuple[str, ...]] = {}
         for k, v in (lab.get("structures") or {}).items():
             try:
-                structures[str(k)] = _terms(v)
+                structures[str(k)] = _terms(v, structure=True)
             except TypeError as ex:
                 bad(f"labels.structures.{k}", "value", str(ex))
         if enc == "label_map" and not values:

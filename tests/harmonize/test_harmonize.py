@@ -138,8 +138,22 @@ def test_stage_reports_unmapped_values_and_keeps_the_case(tmp_path: Path) -> Non
     probs = ws.read_table("problems__harmonize").to_pylist()
     assert [(p["kind"], p["severity"], p["path"]) for p in probs] == [("label_unmapped", "warning", "Toy:lab/a.nii.gz")]
     assert "raw value 7" in probs[0]["message"] and "What to do" in probs[0]["message"]
+    assert "`labels.ignore`" in probs[0]["message"] and "other_structures" not in probs[0]["message"]
     labels = ws.read_table("labels").to_pylist()
     assert [(r["term_id"], r["present"], r["modality"]) for r in labels] == [("liver", True, "CT")]
+
+
+def test_an_undeclared_structure_file_is_advised_the_per_structure_remedy(tmp_path: Path) -> None:
+    """harmonize told an undeclared structure file to "list it under `ignore`", which takes raw
+    values only (`labels check` refuses a file stem there): a per-structure dataset is told
+    `labels.other_structures: ignore`, as ingest and `sources check` say."""
+    yml = toy_yaml(tmp_path, '{image: "{case}/ct.nii.gz", label: "{case}/seg/{structure}.nii.gz"}',
+                   "  encoding: per_structure\n  structures: {kl: left kidney}")
+    ws = _run(tmp_path, [("a/ct.nii.gz", "image", ()), ("a/seg/kl.nii.gz", "label", (1,)),
+                         ("a/seg/vessels.nii.gz", "label", (1,))], "Toy", [str(yml)])
+    (row,) = ws.read_table("problems__harmonize").to_pylist()
+    assert row["kind"] == "label_unmapped" and "structure file 'vessels'" in row["message"]
+    assert "`labels.other_structures: ignore`" in row["message"] and "`labels.ignore`" not in row["message"]
 
 
 def test_a_value_mapped_to_no_known_term_is_said_as_such(tmp_path: Path) -> None:

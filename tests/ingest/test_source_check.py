@@ -102,7 +102,7 @@ def test_unknown_term_and_broken_case_fail_the_cli(tmp_path: Path) -> None:
     assert ("term_unknown", "labels:2") in errors
     assert any(path and path.endswith("liver_002_0000.nii.gz") for _, path in errors)
     message = next(p["message"] for p in got["problems"] if p["kind"] == "term_unknown")
-    assert "liver tumor" in message  # the close term is suggested
+    assert "liver tumor" in message and "under `ignore`" in message  # the close term; a value may be ignored
 
 
 def test_cli_exit_codes_and_table(tmp_path: Path) -> None:
@@ -245,6 +245,15 @@ def test_an_undeclared_structure_file_is_a_warning(tmp_path: Path) -> None:
            "spleen_accessory" in r.warnings[0]["message"]
     res = runner.invoke(app, ["sources", "check", str(yaml), str(root), "--strict"], env={"COLUMNS": "200"})
     assert res.exit_code == 1 and "0 error(s), 2 warning(s)" in res.output, res.output
+
+
+def test_a_structure_mapped_to_no_known_term_is_not_told_to_go_under_ignore(tmp_path: Path) -> None:
+    """`term_unknown` told a per-structure dataset to "list the value under `ignore`", which takes
+    raw values only: a structure file is left out with `other_structures: ignore`."""
+    yaml, root = _organs(tmp_path)
+    yaml.write_text(PER_STRUCTURE.replace("stomach: stomach", "stomach: stomak"))
+    (said,) = [p["message"] for p in check_source(str(yaml), root, sample=None).errors if p["kind"] == "term_unknown"]
+    assert "`other_structures: ignore`" in said and "under `ignore`" not in said, said
 
 
 def test_undeclared_values_say_how_many_were_left_out_and_sort_as_numbers(tmp_path: Path) -> None:

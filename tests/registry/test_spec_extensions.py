@@ -41,10 +41,12 @@ def test_a_band_wider_than_a_label_maps_codes_and_an_empty_term_list_are_refused
     assert [i.kind for i in issues] == ["value"] and "65,536" in issues[0].message
     _, issues = spec(labels={"values": {1: "liver", 4: []}})
     assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:labels.values.4", "value")]
-    assert "no term" in issues[0].message
+    assert "no term" in issues[0].message and "under `ignore`" in issues[0].message
     _, issues = spec(labels={"encoding": "per_structure", "structures": {"liver": [], "spleen": "spleen"}},
                      layout=[{"image": "img/{case}.nii.gz", "label": "lab/{case}/{structure}.nii.gz"}])
     assert [i.loc for i in issues] == ["Toy.yaml:labels.structures.liver"]
+    # `ignore` takes raw values only: a structure file is left out with `other_structures: ignore`
+    assert "other_structures: ignore" in issues[0].message and "under `ignore`" not in issues[0].message
 
 
 def test_a_key_given_twice_in_a_dataset_file_is_an_error_not_the_last_one(tmp_path: Path) -> None:
