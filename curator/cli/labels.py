@@ -52,20 +52,24 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from curator.registry.check import check_label_system
 
         problems = check_label_system(tuple(registry or ()), taxonomy)
+        errors = [p for p in problems if p.severity == "error"]
+        warnings = [p for p in problems if p.severity == "warning"]
         # with --registry, the built-in datasets' warnings are shown but are not the user's to fix:
-        # --strict fails on the given files' warnings only
-        errors = [p for p in problems if p.severity == "error" or (strict and not (registry and p.builtin))]
+        # --strict fails on the given files' warnings only (never on an info note)
+        failing = [p for p in warnings if strict and not (registry and p.builtin)]
         if fmt == OutputFormat.json:
             print_json([p.to_dict() for p in problems])
         elif problems:
             emit(["where", "kind", "severity", "message"], [(p.where, p.kind, p.severity, p.message) for p in problems],
                  fmt, title=f"{len(problems)} problem(s)")
         if fmt != OutputFormat.json:
-            shipped = sum(1 for p in problems if p.builtin and p.severity != "error") if registry else 0
-            err.print(f"[{'red' if errors else 'green'}]{len(errors)} error(s)[/], "
-                      f"{len(problems) - len(errors)} warning(s)"
-                      + (f" ({shipped} in curator's built-in datasets)" if shipped else ""), highlight=False)
-        if errors:
+            shipped = sum(1 for p in warnings if p.builtin) if registry else 0
+            notes = len(problems) - len(errors) - len(warnings)
+            err.print(f"[{'red' if errors or failing else 'green'}]{len(errors)} error(s)[/], {len(warnings)} warning(s)"
+                      + (f" ({shipped} in curator's built-in datasets)" if shipped else "")
+                      + (f", {notes} note(s)" if notes else "")
+                      + (f"; --strict fails on {len(failing)} of the warnings" if failing else ""), highlight=False)
+        if errors or failing:
             raise typer.Exit(1)
 
     @labels.command("tree")

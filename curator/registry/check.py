@@ -27,6 +27,7 @@ SPDX_IDS = {"CC0-1.0", "CC-BY-3.0", "CC-BY-4.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0",
 _LICENSE_REF = re.compile(r"^LicenseRef-[A-Za-z0-9.\-]+$")
 _BIBTEX = re.compile(r"^\s*@\w+\s*\{\s*[^,\s]+\s*,", re.MULTILINE)
 WARNING_KINDS = {"ambiguous_bag", "overlap_unknown"}
+NOTE_KINDS = {"overrides_builtin"}  # said on purpose (a fixed copy of a built-in): severity info, never fails --strict
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,9 @@ def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]
         if not other:
             out.append(Problem(f"{where}:overlaps", "type", "each overlap needs `dataset` (and `relation`, `note`)"))
         elif other not in known:
-            out.append(Problem(f"{where}:overlaps", "overlap_unknown", f"{other!r} is not a registry dataset "
-                               "(fine for datasets outside the registry)", "warning"))
+            out.append(Problem(f"{where}:overlaps", "overlap_unknown", f"{other!r} is not a registry dataset: "
+                               "check the name (`curator sources list`); a relation to a dataset outside the "
+                               "registry is said in `notes:`", "warning"))
     return out
 
 
@@ -152,7 +154,7 @@ def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str 
     specs, builtin_issues, extra_issues, notes = with_extra(extra)
     problems += [Problem(i.loc, i.kind, i.message, builtin=True) for i in builtin_issues]
     problems += [Problem(i.loc, i.kind, i.message) for i in extra_issues]
-    problems += [Problem(i.loc, i.kind, i.message, "warning") for i in notes]
+    problems += [Problem(i.loc, i.kind, i.message, "info" if i.kind in NOTE_KINDS else "warning") for i in notes]
     shipped = builtin_dir().resolve()
     for spec in specs.values():
         found = _dataset_checks(spec, tax.regions if tax else (), set(specs))
