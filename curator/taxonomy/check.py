@@ -65,7 +65,8 @@ def check_hierarchy(tax: Taxonomy, where: str = "taxonomy.yaml") -> list[Issue]:
                 if m not in tax.terms:
                     bad(t.id, "unknown_term", f"partition {i} names {m!r}, which is not a term id")
                 elif t.id not in tax.terms[m].part_of:
-                    bad(t.id, "partition", f"partition member {m!r} does not list {t.id!r} in its part_of")
+                    bad(t.id, "partition", f"partition member {m!r} does not list {t.id!r} in its part_of: add "
+                        f"{t.id!r} to the part_of of {m!r}")
     for cyc in _cycles(tax):
         bad(cyc[0], "cycle", "the hierarchy loops: " + " -> ".join(cyc))
     for key, ids in sorted(tax.ambiguous_names().items()):

@@ -72,7 +72,8 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = 
     """Parse the taxonomy mapping; returns the taxonomy (None when unusable) and every issue.
 
     With ``base`` (the taxonomy an ``extends:`` file names) the mapping adds to it: its ``terms``
-    are new terms, its ``synonyms`` (term id -> names) add names to existing terms, its regions and
+    are new terms (a new term's ``partitions`` may group existing terms, which become ``part_of``
+    it), its ``synonyms`` (term id -> names) add names to existing terms, its regions and
     categories join the base's, and its version is appended to the base's (``1.3+lab-2``)."""
     where = Path(path).name
     origin = BUILTIN if Path(path).resolve() == default_path().resolve() else where  # a term's defined_in
@@ -148,6 +149,8 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = 
             part_of=fields["part_of"], is_a=fields["is_a"], partitions=tuple(tuple(str(x) for x in p) for p in parts),
             codes=MappingProxyType({str(k): str(v) for k, v in codes.items()}), note=str(t.get("note", "") or ""),
             defined_in=origin)
+    if base is not None:
+        _group_base_terms(terms, base)
     _add_synonyms(d.get("synonyms"), terms, base is not None, bad, origin)
     version = str(d.get("version", "") or "")
     if base is not None:
@@ -157,6 +160,17 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = 
 
     issues += check_hierarchy(tax, where)
     return tax, issues
+
+
+def _group_base_terms(terms: dict[str, Term], base: Taxonomy) -> None:
+    """A new term of an extending file whose ``partitions`` name terms of the base (a lab's
+    grouping of existing structures): those terms become ``part_of`` it, in place — the extension
+    cannot edit their ``part_of``, and the partition says it once. Members the file defines itself
+    must list the term in their own ``part_of``, as in any taxonomy file."""
+    for t in [t for tid, t in terms.items() if tid not in base.terms]:
+        for m in dict.fromkeys(m for part in t.partitions for m in part):
+            if m in base.terms and t.id not in terms[m].part_of:
+                terms[m] = replace(terms[m], part_of=terms[m].part_of + (t.id,))
 
 
 def _add_synonyms(given: Any, terms: dict[str, Term], extends: bool, bad: Any, where: str) -> None:

@@ -133,3 +133,44 @@ def test_a_misspelt_extends_is_named_and_does_not_flood_the_check(tmp_path: Path
     problems = [p for p in check_label_system((), one) if not p.builtin]
     assert [(p.where, p.kind) for p in problems] == [("b.yaml:extend", "unknown_key"), ("b.yaml:stent", "unknown_term"),
                                                      ("b.yaml", "datasets_not_checked")], problems
+
+
+GLUTEAL = {"id": "gluteal_muscles_left", "name": "left gluteal muscles", "category": "muscle", "region": "pelvis",
+           "laterality": "left", "partitions": [["gluteus_maximus_left", "gluteus_medius_left", "gluteus_minimus_left"]]}
+
+
+def test_an_extension_groups_terms_of_the_base_with_a_partition(tmp_path: Path) -> None:
+    """A lab's union of existing structures (left gluteal muscles = maximus ∪ medius ∪ minimus) was
+    refused: each member had to list the new term in its `part_of`, which an extension cannot
+    edit. The partition now says it: the base's members become part_of the new term."""
+    from curator.harmonize.mapping import raw_value_terms
+    from curator.registry import load_registry
+
+    bundled = load_taxonomy()
+    tax, issues = read_taxonomy(_write(tmp_path / "lab.yaml", {"extends": "curator", "terms": [GLUTEAL]}))
+    assert issues == [] and tax is not None
+    members = GLUTEAL["partitions"][0]
+    for m in members:
+        assert tax.term(m).part_of == (*bundled.term(m).part_of, "gluteal_muscles_left")
+        assert "gluteal_muscles_left" not in bundled.term(m).part_of  # the bundled taxonomy is untouched
+    assert sorted(tax.children("gluteal_muscles_left", "part_of")) == sorted(members)
+    assert tax.derived(members) == {"gluteal_muscles_left": tuple(sorted(members))}
+    assert tax.derived(members[:2]) == {}  # half a partition derives nothing
+    # a dataset labelling the three muscles derives the group (TotalSegmentator's masks)
+    terms = raw_value_terms(load_registry().get("TotalSegmentator_v2"), tax)
+    assert "gluteal_muscles_left" in terms["gluteus_maximus_left"]
+    back = taxonomy_from_rows([term_row(tax, t) for t in tax.terms])  # the release's terms table keeps it
+    assert "gluteal_muscles_left" in back.term("gluteus_medius_left").part_of
+
+
+def test_a_grouping_extension_is_checked_like_any_partition(tmp_path: Path) -> None:
+    """Members the file defines itself still list the term in their own part_of (the message says
+    so), and a right-side base term cannot join a left group."""
+    own = dict(STENT, id="lab_part", name="lab part", category="muscle", region="pelvis", part_of=[], synonyms=[])
+    group = dict(GLUTEAL, partitions=[["gluteus_maximus_left", "lab_part"]])
+    _, issues = read_taxonomy(_write(tmp_path / "a.yaml", {"extends": "curator", "terms": [group, own]}))
+    assert [(i.loc, i.kind) for i in issues] == [("a.yaml:gluteal_muscles_left", "partition")]
+    assert "add 'gluteal_muscles_left' to the part_of of 'lab_part'" in issues[0].message
+    crossed = dict(GLUTEAL, partitions=[["gluteus_maximus_left", "gluteus_maximus_right"]])
+    _, issues = read_taxonomy(_write(tmp_path / "b.yaml", {"extends": "curator", "terms": [crossed]}))
+    assert [(i.loc, i.kind) for i in issues] == [("b.yaml:gluteus_maximus_right", "laterality")]
