@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from curator.cli.common import OutputFormat, emit, err, handle_errors, out, print_json
 
@@ -15,6 +16,17 @@ FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, 
 RegistryOpt = Annotated[list[Path] | None, typer.Option("--registry", help="extra dataset YAML files or folders")]
 TaxonomyOpt = Annotated[Path | None, typer.Option(
     "--taxonomy", help="a taxonomy file of your own (as `stages.harmonize.taxonomy`; default: the bundled one)")]
+
+
+class RegistryCardCommand(TyperCommand):
+    """``curator card``: ``--registry`` takes dataset YAML paths as in every other command, and
+    alone (last, or before another option) means the built-in registry's card, as it always did:
+    ``curator card --registry --out DATASET_CARD.md``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer vendors its own click
+        alone = [i for i, a in enumerate(args) if a == "--registry" and (i + 1 == len(args) or args[i + 1].startswith("-"))]
+        args = ["--registry=" if i in alone else a for i, a in enumerate(args)]
+        return super().parse_args(ctx, args)
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -107,25 +119,29 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         for r in roots:
             show(r, 0)
 
-    @app.command("card")
+    @app.command("card", cls=RegistryCardCommand)
     @handle_errors
-    def card(registry_card: Annotated[bool, typer.Option("--registry", help="the card of the dataset registry")] = False,
+    def card(registry: Annotated[list[str] | None, typer.Option(
+                 "--registry", metavar="[<path>]", help="the card of the dataset registry; with a path (repeatable), with "
+                 "these dataset YAML files or folders added, as `--registry` of `labels check`")] = None,
              out_path: Annotated[Path | None, typer.Option("--out", "-o", help="write here (default: print)")] = None,
              extra: Annotated[list[Path] | None, typer.Option(
-                 "--extra", help="dataset YAML files or folders to add to the built-in registry")] = None) -> None:
-        """Render DATASET_CARD.md from the registry (all datasets, licences and what they allow)."""
+                 "--extra", hidden=True, help="the same as `--registry PATH` (its earlier spelling)")] = None) -> None:
+        """Render DATASET_CARD.md from the registry (all datasets, licences and what they allow):
+        `curator card --registry --out DATASET_CARD.md`."""
         from curator.errors import ConfigError
         from curator.io.fsutil import atomic_path, check_output_file
         from curator.registry import load_registry
         from curator.registry.card import render_card
         from curator.taxonomy import load_taxonomy
 
-        if not registry_card:
-            raise ConfigError("config_error", "say which card: `curator card --registry`",
-                              remedy="release cards are written by `curator release`")
+        if registry is None and not extra:
+            raise ConfigError("config_error", "say which card: `curator card --registry` (add `--registry PATH` "
+                              "for dataset YAMLs of your own)", remedy="release cards are written by `curator release`")
+        files = [Path(p) for p in registry or () if p] + list(extra or ())
         if out_path is not None:
             check_output_file(out_path, "DATASET_CARD.md")
-        text = render_card(load_registry(extra=tuple(extra or ())), load_taxonomy())
+        text = render_card(load_registry(extra=tuple(files)), load_taxonomy())
         if out_path is None:
             sys.stdout.write(text)
             return

@@ -136,14 +136,26 @@ def test_committed_dataset_card_is_current(tmp_path: Path) -> None:
 
 def test_the_registry_card_takes_a_users_dataset_yaml(tmp_path: Path) -> None:
     """docs/registry.md step 4 regenerates the card after adding a dataset, which may live next to
-    its data: `--registry` was a flag, so that dataset could not be in the card."""
+    its data: `--registry` was a flag, so that dataset could not be in the card. It takes the
+    files as every other command's `--registry PATH` does (`card --registry my.yaml` failed with
+    "unexpected extra argument"), and alone still means the built-in registry's card."""
     from curator.registry import builtin_dir
 
     mine = tmp_path / "MySpleen.yaml"
     mine.write_text((builtin_dir() / "MSD_Spleen.yaml").read_text().replace("name: MSD_Spleen", "name: MySpleen"))
-    r = runner.invoke(app, ["card", "--registry", "--extra", str(mine), "--out", str(tmp_path / "card.md")])
-    assert r.exit_code == 0, r.output
-    assert "| MySpleen | CT |" in (tmp_path / "card.md").read_text()
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "MyLiver.yaml").write_text((builtin_dir() / "MSD_Liver.yaml").read_text().replace("name: MSD_Liver",
+                                                                                          "name: MyLiver"))
+    out = tmp_path / "card.md"
+    for args, mine_in in ((["--registry", str(mine), "--registry", str(more)], {"MySpleen", "MyLiver"}),
+                          (["--registry", "--extra", str(mine)], {"MySpleen"}),  # the earlier spelling
+                          (["--out", str(out), "--registry"], set()), (["--registry", "-o", str(out)], set())):
+        r = runner.invoke(app, ["card", *args] + (["--out", str(out)] if str(out) not in args else []))
+        assert r.exit_code == 0, (args, r.output)
+        text = out.read_text()
+        assert {n for n in ("MySpleen", "MyLiver") if f"| {n} | CT |" in text} == mine_in, args
+        assert "| MSD_Spleen | CT |" in text
 
 
 def test_card_out_a_folder_is_a_clear_error(tmp_path: Path) -> None:
