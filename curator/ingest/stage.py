@@ -23,6 +23,7 @@ from curator.io.volume import Geometry, Volume
 from curator.registry.fixes import apply_label_fixes, for_files, intensity_offset
 from curator.registry.layout import discover, scan
 from curator.registry.spec import holds_structures
+from curator.registry.splits import split_columns
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
 from curator.workspace import ChecksumCache
 
@@ -99,6 +100,7 @@ class IngestStage(Stage):
             dropped: set[str] = set()
             try:
                 meta = load_metadata(spec.metadata, root, dropped)
+                dropped -= split_columns(spec)  # published as cases.official_split
                 if dropped:  # names only: their values never leave the metadata file
                     said = InputError("metadata_fields_dropped", f"{len(dropped)} field(s) of the metadata file are "
                                       f"not published: {', '.join(sorted(dropped)[:20])}"

@@ -55,6 +55,21 @@ def read_split_file(spec_split: dict[str, Any], root: Path) -> dict[str, str]:
     return out
 
 
+def split_columns(spec: Any) -> set[str]:
+    """The fields of the dataset's metadata file that its official split reads
+    (``official_split.column``, when ``official_split.file`` is ``metadata.file``): they are
+    published, as ``cases.official_split``.
+
+    >>> from types import SimpleNamespace as N
+    >>> split_columns(N(metadata={"file": "meta.csv"}, official_split={"file": "./meta.csv", "column": "split"}))
+    {'split'}
+    """
+    split, meta = spec.official_split or {}, spec.metadata or {}
+    if not split.get("file") or not meta.get("file") or Path(str(split["file"])) != Path(str(meta["file"])):
+        return set()
+    return {str(split.get("column", "split"))}
+
+
 def apply_split_file(spec: Any, root: Path, cases: list[Any]) -> None:
     """Set ``split`` of every discovered case the split file lists (in place)."""
     splits = read_split_file(spec.official_split, root)

@@ -256,6 +256,20 @@ def test_a_structure_mapped_to_no_known_term_is_not_told_to_go_under_ignore(tmp_
     assert "`other_structures: ignore`" in said and "under `ignore`" not in said, said
 
 
+def test_the_split_column_of_the_metadata_file_is_not_called_unpublished(tmp_path: Path) -> None:
+    """TotalSegmentator's meta.csv gives each case's split, read by `official_split`; ingest said
+    `split` was one of the metadata file's fields "not published", though it is
+    cases.official_split. Fields no key reads are still said."""
+    yaml, root = _organs(tmp_path)
+    (root / "meta.csv").write_text("image_id,age,split,institute\ns0001,61,train,A\ns0002,70,test,B\n")
+    yaml.write_text(PER_STRUCTURE + "metadata: {file: meta.csv, key: image_id, columns: {age: age_years}}\n"
+                    "official_split: {summary: meta.csv, file: meta.csv, key: image_id, column: split}\n")
+    r = check_source(str(yaml), root, sample=None)
+    assert r.splits == {"train": 1, "test": 1}
+    (said,) = [p["message"] for p in r.problems if p["kind"] == "metadata_fields_dropped"]
+    assert "1 field(s) of the metadata file are not published: institute" in said, said
+
+
 def test_undeclared_values_say_how_many_were_left_out_and_sort_as_numbers(tmp_path: Path) -> None:
     """'values [6, 10, …] are not declared' listed 12 of ~227 values without saying so, and the
     values table sorted them as text (10, 100, 101, …, 11)."""
