@@ -47,6 +47,8 @@ def taxonomy_files(path: str | Path | None = None) -> list[Path]:
     p = Path(path) if path else default_path()
     while p.resolve() not in [c.resolve() for c in chain]:
         chain.append(p)
+        if p.resolve() == default_path().resolve():  # the bundled taxonomy extends nothing: not parsed
+            break
         try:
             d = yaml.safe_load(p.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
@@ -225,8 +227,23 @@ def read_taxonomy(path: str | Path | None = None, _within: tuple[Path, ...] = ()
     return parse_taxonomy(d, str(p), base=base)
 
 
+def _stamp(path: str) -> tuple[tuple[str, int, int], ...]:
+    """Each file of the taxonomy's chain with its modification time and size: an edited file is
+    read again (a notebook or service running one pipeline after another), not served from the
+    cache while its new checksum is recorded."""
+    out = []
+    for f in taxonomy_files(path):
+        try:
+            st = f.stat()
+        except OSError:
+            out.append((str(f), -1, -1))
+        else:
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
 @functools.lru_cache(maxsize=4)
-def _load(path: str) -> Taxonomy:
+def _load(path: str, stamp: tuple[tuple[str, int, int], ...] = ()) -> Taxonomy:
     tax, issues = read_taxonomy(path)
     errors = [i for i in issues if i.kind != "ambiguous_bag"]
     if tax is None or errors:
@@ -244,4 +261,7 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     >>> load_taxonomy().resolve("IVC").name
     'inferior vena cava'
     """
-    return _load(str(Path(path).resolve() if path else default_path()))
+    if not path:  # the bundled file, part of the installation
+        return _load(str(default_path()))
+    p = str(Path(path).resolve())
+    return _load(p, _stamp(p))

@@ -174,3 +174,17 @@ def test_a_grouping_extension_is_checked_like_any_partition(tmp_path: Path) -> N
     crossed = dict(GLUTEAL, partitions=[["gluteus_maximus_left", "gluteus_maximus_right"]])
     _, issues = read_taxonomy(_write(tmp_path / "b.yaml", {"extends": "curator", "terms": [crossed]}))
     assert [(i.loc, i.kind) for i in issues] == [("b.yaml:gluteus_maximus_right", "laterality")]
+
+
+def test_an_edited_taxonomy_file_is_read_again_in_the_same_process(tmp_path: Path) -> None:
+    """load_taxonomy cached a file by its path: a notebook running a pipeline again after editing
+    its extension got the old terms, while the run recorded the new file's checksum (the tables
+    then claimed to come from the edited file). An edited file, or one it extends, is read again."""
+    base = _write(tmp_path / "site.yaml", {"extends": "curator", "synonyms": {"liver": ["leber"]}})
+    lab = _write(tmp_path / "lab.yaml", {"extends": "site.yaml", "version": "1"})
+    assert load_taxonomy(lab).version.endswith("+1") and load_taxonomy(lab).resolve("milz") is None
+    _write(lab, {"extends": "site.yaml", "version": "2", "synonyms": {"spleen": ["milz"]}})
+    assert load_taxonomy(lab).version.endswith("+2") and load_taxonomy(lab).resolve("milz").id == "spleen"
+    _write(base, {"extends": "curator", "synonyms": {"liver": ["leber", "foie"]}})
+    assert load_taxonomy(lab).resolve("foie").id == "liver"
+    assert load_taxonomy(lab) is load_taxonomy(lab)  # unchanged files: parsed once
