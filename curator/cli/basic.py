@@ -265,9 +265,10 @@ def _print_check(r: SourceCheck) -> None:
         what = "structure" if r.encoding == "per_structure" else "value"
         in_files = any("named_in_files" in v for v in r.values)  # a DICOM SEG's segment labels
         emit([what, "terms", "declared", "in sampled labels", *(["named in the files"] if in_files else [])],
-             [(v["value"], ", ".join(v["terms"]) or "-", "ignored" if v["ignored"] else ("yes" if v["declared"] else
-               "NO: " + ", ".join(v.get("examples", [])) + (f" (a term: {v['suggest']})" if "suggest" in v else "")),
-               f"{v['cases']} of {v['of']}",
+             [(v["value"], ", ".join(v["terms"]) or (f"- (its name is the term {v['suggest']})" if "suggest" in v
+                                                      else "-"),
+               "ignored" if v["ignored"] else ("yes" if v["declared"] else "NO"),
+               f"{v['cases']} of {v['of']}" + (f": {', '.join(v['examples'])}" if v.get("examples") else ""),
                *([", ".join(f"{k} (in {n} file{'s' * (n != 1)})" for k, n in v.get("named_in_files", {}).items())
                   or "-"] if in_files else []))
               for v in r.values],

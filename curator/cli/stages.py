@@ -219,4 +219,7 @@ def _add_stage_run(group: typer.Typer, name: str) -> None:
         cfg = load_config(pipeline, executor, workers, address, progress)
         _report(run_pipeline(cfg, stages=[name], release=False))
 
-    run_one.__doc__ = f"Run the {name} stage alone (earlier stages' tables must exist)."
+    run_one.__doc__ = (f"Run the {name} stage alone: it reads the sources pipeline.yaml lists (the first stage; "
+                       "the others read its tables)." if name == next(iter(STAGES)) else
+                       f"Run the {name} stage alone (the tables it reads from earlier stages must exist: run those "
+                       "first, or `curator run`).")

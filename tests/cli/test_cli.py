@@ -282,3 +282,18 @@ def test_help_paragraphs_are_reflowed_to_the_terminal() -> None:
     ragged = [p for p, h in found for para in h.split("\n\n") if "\n" in para and "\n " not in para
               and not para.startswith("\b")]
     assert ragged == []
+
+
+def test_a_stage_runs_help_says_what_it_needs() -> None:
+    """`curator ingest run --help` said "earlier stages' tables must exist": ingest, the first
+    stage, has none; it reads the sources. The later stages keep the warning."""
+    import typer.main
+
+    from curator.cli import app
+    from curator.stages import STAGES
+
+    root = typer.main.get_command(app)
+    helps = {name: " ".join((root.commands[name].commands["run"].help or "").split()) for name in STAGES}  # type: ignore[attr-defined]
+    first, *later = STAGES
+    assert "earlier stages" not in helps[first] and "reads the sources" in helps[first], helps[first]
+    assert all("tables it reads from earlier stages must exist" in helps[n] for n in later), helps

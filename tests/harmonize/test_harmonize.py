@@ -245,3 +245,36 @@ def test_a_union_reindexes_each_structure_file_onto_the_case_grid(tmp_path: Path
     assert union_voxels(tmp_path, ["one.nii.gz", "two.nii.gz"], {}) == 8
     grid = [[10, 4, 4], np.eye(4).ravel().tolist()]  # the image's grid
     assert union_voxels(tmp_path, ["two.nii.gz", "one.nii.gz"], {}, grid) == 8
+
+
+def test_a_taxonomy_change_reruns_the_cases_whose_mapping_it_changes(tmp_path: Path) -> None:
+    """docs/taxonomy.md said harmonize "re-runs when either file changes"; its cases are keyed on
+    each dataset's resolved mapping and the taxonomy's version: a synonym no dataset uses leaves
+    every case cached, a new version re-runs all of them."""
+    from curator.runner.context import Context
+    from curator.runner.freshness import stale_reasons
+
+    yml = toy_yaml(tmp_path, '{image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}', "  values: {1: leber}")
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("extends: curator\nversion: lab-1\nsynonyms: {liver: [leber]}\n")
+    write_tree(tmp_path / "raw", [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1,)),
+                                  ("img/b.nii.gz", "image", ()), ("lab/b.nii.gz", "label", (1,))])
+    cfg = PipelineConfig.from_dict({"workspace": str(tmp_path / "ws"), "registry": [str(yml)],
+                                    "sources": [{"dataset": "Toy", "root": str(tmp_path / "raw")}],
+                                    "stages": {"harmonize": {"taxonomy": str(lab)}},
+                                    "executor": {"kind": "local", "workers": 1, "progress": False}})
+
+    def harmonize() -> tuple[int, int]:
+        (rep,) = run_pipeline(cfg, stages=["harmonize"], release=False).reports
+        return rep.cached, rep.ran
+
+    def stale() -> list[str]:
+        return [r for r in stale_reasons(Context(cfg)) if "taxonomy" in r]
+
+    run_pipeline(cfg, stages=["ingest", "harmonize"], release=False)
+    lab.write_text("extends: curator\nversion: lab-1\nsynonyms: {liver: [leber], spleen: [milz]}\n")
+    assert stale() == ["harmonize ran with another version of the taxonomy file"]  # status says so
+    assert harmonize() == (2, 0)  # the file changed, no case's mapping did
+    assert stale() == []  # and the tables are current for the changed file
+    lab.write_text("extends: curator\nversion: lab-2\nsynonyms: {liver: [leber], spleen: [milz]}\n")
+    assert harmonize() == (0, 2)

@@ -245,6 +245,11 @@ def test_an_undeclared_structure_file_is_a_warning(tmp_path: Path) -> None:
            "spleen_accessory" in r.warnings[0]["message"]
     res = runner.invoke(app, ["sources", "check", str(yaml), str(root), "--strict"], env={"COLUMNS": "200"})
     assert res.exit_code == 1 and "0 error(s), 2 warning(s)" in res.output, res.output
+    # the yes/no `declared` column says no; the cases holding it and the term its name is go elsewhere
+    # (it printed "NO: MyOrgans__s0001, MyOrgans__s0002 (a term: gallbladder)")
+    (row,) = [[c.strip() for c in line.split("│")[1:-1]] for line in res.stdout.splitlines()
+              if line.startswith("│ gallbladder ")]
+    assert row == ["gallbladder", "- (its name is the term gallbladder)", "NO", "2 of 2: MyOrgans__s0001, MyOrgans__s0002"]
 
 
 def test_a_structure_mapped_to_no_known_term_is_not_told_to_go_under_ignore(tmp_path: Path) -> None:
