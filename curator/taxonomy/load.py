@@ -50,14 +50,27 @@ def taxonomy_files(path: str | Path | None = None) -> list[Path]:
         if p.resolve() == default_path().resolve():  # the bundled taxonomy extends nothing: not parsed
             break
         try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+            st = p.stat()
+        except OSError:
             break
-        ext = d.get("extends") if isinstance(d, dict) else None
-        if not isinstance(ext, str) or not ext.strip():
+        ext = _extends(str(p.resolve()), st.st_mtime_ns, st.st_size)
+        if ext is None:
             break
         p = base_path(ext, p)
     return chain
+
+
+@functools.lru_cache(maxsize=64)
+def _extends(path: str, mtime_ns: int, size: int) -> str | None:
+    """The ``extends:`` of the taxonomy file at ``path`` (None: none, or unreadable), parsed once per
+    version of the file (its modification time and size): the chain is asked for on every
+    ``load_taxonomy`` and settings digest, and a full taxonomy takes a quarter second to parse."""
+    try:
+        d = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    ext = d.get("extends") if isinstance(d, dict) else None
+    return ext if isinstance(ext, str) and ext.strip() else None
 
 
 def _strings(v: Any) -> tuple[str, ...] | None:

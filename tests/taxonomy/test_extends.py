@@ -188,3 +188,22 @@ def test_an_edited_taxonomy_file_is_read_again_in_the_same_process(tmp_path: Pat
     _write(base, {"extends": "curator", "synonyms": {"liver": ["leber", "foie"]}})
     assert load_taxonomy(lab).resolve("foie").id == "liver"
     assert load_taxonomy(lab) is load_taxonomy(lab)  # unchanged files: parsed once
+
+
+def test_a_cached_taxonomy_is_served_without_parsing_its_files_again(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checking that the files are unchanged parsed each file of the chain for its `extends:` on every
+    call: a lab's full copy of the taxonomy cost a quarter second a call, and harmonize asks per case."""
+    from curator.taxonomy import load
+
+    lab = _write(tmp_path / "lab.yaml", {"extends": "curator", "version": "1", "synonyms": {"spleen": ["milz"]}})
+    load_taxonomy(lab)
+    parsed: list[str] = []
+    real = yaml.safe_load
+    monkeypatch.setattr(load.yaml, "safe_load", lambda text: parsed.append("x") or real(text))
+    for _ in range(3):
+        assert load_taxonomy(lab).resolve("milz").id == "spleen"
+    assert taxonomy_files(lab) == [lab, default_path()]
+    assert parsed == []
+    _write(lab, {"extends": "curator", "version": "2", "synonyms": {"spleen": ["milz", "mjälte"]}})
+    assert load_taxonomy(lab).resolve("mjälte").id == "spleen" and parsed  # an edit is read again
