@@ -130,9 +130,11 @@ def _planes(layer: Path) -> list[str]:
                   and (_meta(p) or {}).get("node_type") == "array")
 
 
-def write_ome(path: str | os.PathLike[str]) -> list[str]:
+def write_ome(path: str | os.PathLike[str], guessed: bool = False) -> list[str]:
     """Write the OME-NGFF metadata of the store at ``path`` (module docstring) where it differs
-    from what is there; the nodes whose ``zarr.json`` changed (``""`` for the root)."""
+    from what is there; the nodes whose ``zarr.json`` changed (``""`` for the root). ``guessed``:
+    the store's geometry is the reader's guess though the store does not say so (written before
+    ``geometry_guessed`` was kept): no world coordinates, as for a store that says so."""
     from curator.store import LAYERS
 
     root = Path(path)
@@ -143,7 +145,7 @@ def write_ome(path: str | os.PathLike[str]) -> list[str]:
     cur = cur if isinstance(cur, dict) else {}
     shape = cur.get("shape")
     tf = image_transforms(shape, cur.get("affine"))
-    if tf is not None and (cur.get("geometry_guessed") or not _is_array(_meta(root / "image"), shape)):
+    if tf is not None and (guessed or cur.get("geometry_guessed") or not _is_array(_meta(root / "image"), shape)):
         tf = None
     name = cur.get("case_id") if isinstance(cur.get("case_id"), str) else None
     changed = []

@@ -97,6 +97,19 @@ def _save_npz(path: Path, arrays: dict[str, NDArray[np.int32]]) -> None:
             z.writestr(info, buf.getvalue())
 
 
+# ingest's warnings that a case's geometry is the reader's guess (preprocess.stage.geometry_guessed)
+GUESSED_KINDS = ("dicom_geometry_missing", "nifti_orientation_missing", "orientation_missing")
+
+
+def guessed_geometry(problems: Any) -> set[str]:
+    """Cases whose image ingest warned has a guessed geometry: a store of theirs written before the
+    store said so (``geometry_guessed``) gets no OME world coordinates in the release either."""
+    if problems is None or "kind" not in problems.column_names:
+        return set()
+    return {r["case_id"] for r in problems.select(["case_id", "kind"]).to_pylist()
+            if r["kind"] in GUESSED_KINDS and r["case_id"]}
+
+
 def release_step(b: ReleaseBuilder) -> None:
     table = b.tables.get("preprocessed")
     if table is None:
@@ -108,6 +121,7 @@ def release_step(b: ReleaseBuilder) -> None:
     rows: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
     damaged: list[str] = []
+    guessed = guessed_geometry(b.tables.get("problems"))
     for rec in table.select(["case_id", "dataset", "modality", "store"]).to_pylist():
         src = ws_stores / rec["store"]
         if not (src / "zarr.json").exists():
@@ -121,7 +135,7 @@ def release_step(b: ReleaseBuilder) -> None:
         damage = store_damage(dst, chunks=True)  # every chunk's CRC32C: the image is not read here
         rng = np.random.default_rng([SEED, *rec["case_id"].encode()])
         if not damage:  # OME-NGFF metadata a store written before it lacks (or a layer left out changes):
-            write_ome(dst)  # new files in the release's copy, the workspace's stay as they are
+            write_ome(dst, rec["case_id"] in guessed)  # new files in the release's copy, the workspace's stay
         try:
             found, arrays = ([], {}) if damage else term_locations(CaseStore(dst), rng)
         except (CuratorError, ValueError, RuntimeError, OSError) as e:  # a chunk that does not decode

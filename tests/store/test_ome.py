@@ -165,3 +165,23 @@ def test_a_store_whose_geometry_was_guessed_gets_no_world_coordinates(tmp_path: 
     assert "ome" not in _attrs(guessed / "labels" / "original")
     assert _attrs(guessed)["curator"]["geometry_guessed"] == "DICOM without PixelSpacing"
     assert CaseStore(guessed).geometry == g  # the affine itself is kept
+
+
+def test_a_guessed_store_written_before_it_said_so_gets_no_world_coordinates_in_the_release(tmp_path: Path) -> None:
+    """A store written before ``geometry_guessed`` was kept has OME world coordinates and is never
+    rebuilt (its cache key did not change): the release step knows the case from ingest's warning
+    and leaves them out of its copy."""
+    import pyarrow as pa
+
+    from curator.preprocess.release import guessed_geometry
+
+    old = _store(tmp_path / "ws" / "c.zarr")
+    assert "ome" in _attrs(old.path)
+    problems = pa.table({"case_id": ["Demo__c1", "Demo__c2", None], "kind": [
+        "dicom_geometry_missing", "label_dropped", "orientation_missing"]})
+    assert guessed_geometry(problems) == {"Demo__c1"}
+    copy = tmp_path / "release" / "c.zarr"
+    link_tree(old.path, copy)
+    assert "" in write_ome(copy, guessed=True)
+    assert "ome" not in _attrs(copy) and "ome" not in _attrs(copy / "labels")
+    assert "ome" in _attrs(old.path)  # the workspace's store as it was (hard links untouched)
