@@ -290,8 +290,12 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         report.without_label = sum(not t.payload["labels"] for t in tasks)
         used, folders = _used_paths(tasks, spec)
         tree = scan(root, spec.exclude)
-        report.unmatched, report.other_files = _unused(root, tree.files, used, folders,
+        readable = [f for f in tree.files if f not in tree.broken]  # a link out of the root is never read
+        report.unmatched, report.other_files = _unused(root, readable, used, folders,
                                                        _ignored_structures(spec, tree.files))
+        broken = sum(f not in used for f in tree.broken)
+        if broken:
+            report.other_files["(broken links)"] = broken
         env = ctx.case_env()
         picked = tasks if sample is None else _pick(tasks, max(0, sample))
         args = (IngestStage.ref(), "", config.to_dict(), env)

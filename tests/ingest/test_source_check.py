@@ -337,3 +337,26 @@ def test_folder_names_that_look_identifying_are_pointed_out_unless_the_source_ke
     assert hinted(pseudonymous_ids=True) == []
     (root / folder).rename(root / "other")
     assert hinted() == []
+
+
+def test_a_link_out_of_the_root_is_counted_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Broken, looping and escaping file links stay in the layout's tree (a case whose image is one
+    fails on it), and the unused-file count sniffed an extension-less one: a file outside the
+    source root was opened."""
+    from curator.io import formats
+    from curator.testing.registry_fixtures import FIXTURES
+
+    fx = FIXTURES["TotalSegmentator_Organs"]
+    root = tmp_path / "download"
+    write_tree(root, [(f.path, f.kind, f.values) for f in fx.files])
+    outside = tmp_path / "outside" / "secret"
+    outside.parent.mkdir()
+    outside.write_bytes(b"\0" * 128 + b"DICM")
+    (root / "extra").mkdir()
+    (root / "extra" / "IM0001").symlink_to(outside)
+    opened: list[str] = []
+    real = formats.sniff
+    monkeypatch.setattr(formats, "sniff", lambda p, *a, **k: opened.append(str(p)) or real(p, *a, **k))
+    r = check_source("TotalSegmentator_Organs", root, sample=1)
+    assert not any("IM0001" in p for p in opened), opened
+    assert r.other_files.get("(broken links)") == 1
