@@ -248,6 +248,8 @@ def _file_of(ctx: Context, row: dict[str, Any]) -> str | None:
     if not path or path.endswith(":."):
         return None
     name, _, rel = path.partition(":")
+    if rel and rel == row.get("case_id"):  # a pseudonymous source's case: its task names no file
+        return None
     source = ctx.sources.get(name)
     return str(source.root / rel) if source is not None and rel else path
 

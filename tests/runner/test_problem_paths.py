@@ -53,3 +53,16 @@ def test_on_bad_case_error_names_the_file_it_stopped_at(tmp_path: Path) -> None:
     with pytest.raises(StageError) as e:
         run(pipe, stages=["ingest"])
     assert f"stopped at case Toy__t_002, file {image}: " in str(e.value), str(e.value)
+
+
+def test_the_stop_names_no_file_for_a_pseudonymous_case_whose_row_holds_only_its_id(tmp_path: Path) -> None:
+    """A pseudonymous source's task path is ``<source>:<case id>``: the stop message named
+    ``<root>/<case id>``, a file that does not exist."""
+    from types import SimpleNamespace
+
+    from curator.runner.run import _file_of
+
+    ctx = SimpleNamespace(sources={"priv": SimpleNamespace(root=tmp_path / "export")})
+    cid = "priv__c_0123456789abcdef0123"
+    assert _file_of(ctx, {"path": f"priv:{cid}", "case_id": cid}) is None  # type: ignore[arg-type]
+    assert _file_of(ctx, {"path": "priv:a/img.nii.gz", "case_id": cid}) == str(tmp_path / "export" / "a/img.nii.gz")  # type: ignore[arg-type]
