@@ -91,7 +91,8 @@ def test_a_failed_case_of_a_pseudonymous_source_publishes_no_file_name(tmp_path:
     pipe = make_pipeline(tmp_path, [{"dataset": str(tmp_path / "export.yaml"), "root": str(root),
                                      "pseudonymous_ids": True}], stages={**off, "ingest": {"on_bad_case": "warn"}})
     rel = Release(run(pipe, release=True).release)  # type: ignore[arg-type]
-    assert any(NAMES[1] in r["message"] for r in table(pipe, "problems__ingest").to_pylist())  # the workspace's
+    # the workspace's rows name the file (its path, under the source root) after the patient
+    assert any(NAMES[1] in f"{r['message']} {r['path']}" for r in table(pipe, "problems__ingest").to_pylist())
     assert rel.sql("select count(*) from cases").fetchall()[0][0] == 1
     assert rel.sql("select count(*) from problems where case_id like 'HospitalExport__c_%'").fetchall()[0][0] >= 1
     published = _strings(rel)
