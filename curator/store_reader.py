@@ -43,7 +43,8 @@ import zarr
 from numcodecs import blosc
 from numpy.typing import NDArray
 
-from curator.errors import WorkspaceError, remedy_for
+from curator.errors import WorkspaceError
+from curator.problem_kinds import remedy_for
 
 Box = tuple[slice, ...]
 WRITTEN_SHARDS = "curator_written_shards"  # array attribute: the keys ("i/j/k") of the shard files written

@@ -30,13 +30,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator.errors import CuratorError as CuratorErrorBase
-from curator.errors import WorkspaceError, remedy_for
+from curator.errors import WorkspaceError
 from curator.io.fsutil import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
     remove_stale_temporaries,
 )
+from curator.problem_kinds import remedy_for
 
 FORMAT_VERSION = 1
 MIN_KEY_BYTES = 16  # new keys have 32

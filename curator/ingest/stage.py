@@ -13,13 +13,14 @@ from typing import Any, cast
 import numpy as np
 
 from curator.config import StageConfig
-from curator.errors import ConfigError, CuratorError, InputError, remedy_for
+from curator.errors import ConfigError, CuratorError, InputError
 from curator.ingest import core
 from curator.ingest.coverage import Coverage
 from curator.ingest.metadata import load_metadata
 from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
 from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
+from curator.problem_kinds import remedy_for
 from curator.registry.fixes import apply_label_fixes, for_files, intensity_offset
 from curator.registry.layout import discover, scan
 from curator.registry.spec import holds_structures

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from curator.errors import PROBLEM_KINDS, remedy_for
+from curator.problem_kinds import PROBLEM_KINDS, remedy_for
 from curator.registry.layout import make_case_id
 from curator.schema import to_arrow
 

@@ -31,8 +31,9 @@ import pyarrow as pa
 
 from curator import __version__
 from curator.config import StageConfig
-from curator.errors import CuratorError, remedy_for
+from curator.errors import CuratorError
 from curator.io.fsutil import canonical_json
+from curator.problem_kinds import remedy_for
 from curator.schema import to_arrow
 
 if TYPE_CHECKING:  # pragma: no cover

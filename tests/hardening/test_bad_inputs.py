@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curator.errors import PROBLEM_KINDS
+from curator.problem_kinds import PROBLEM_KINDS
 from curator.release.query import Release
 from curator.testing.badinputs import write_corpus
 from curator.testing.pipelines import make_pipeline
