@@ -46,7 +46,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         import duckdb
 
         from curator.errors import ReleaseError
-        from curator.release.query import Release, duckdb_message
+        from curator.release.query import Release
+        from curator.release.query_errors import duckdb_message
         from curator.release.workspace_query import WorkspaceTables, is_workspace
 
         _check_out_format(out_file, fmt)

@@ -21,7 +21,8 @@ from curator.export.channels import onto
 from curator.io.formats import check_memory
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
-from curator.release.query import Release, where_error
+from curator.release.query import Release
+from curator.release.query_errors import where_error
 from curator.release.training import (
     TrainingView,
     label_only_problem,

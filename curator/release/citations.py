@@ -142,7 +142,7 @@ def cite(release: Release, where: str = "true", case_ids: Iterable[str] | None =
     (and ``splits s`` when the release has one: ``s.split = 'train'``) — and, with ``case_ids``
     (a loader's ``PatchDataset(...).cases``, an export's list), of those among them. Every case
     selected counts, duplicates included: its dataset is cited."""
-    from curator.release.query import where_error
+    from curator.release.query_errors import where_error
 
     has_splits = "splits" in release.table_names()
     join = "left join splits s using (case_id, dataset, modality)" if has_splits else ""

@@ -9,7 +9,8 @@ from typing import Any
 import duckdb
 
 from curator.errors import ReleaseError
-from curator.release.query import check_outside_releases, duckdb_message
+from curator.release.query import check_outside_releases
+from curator.release.query_errors import duckdb_message
 
 
 def save_result(res: duckdb.DuckDBPyRelation, dest: str | Path, source: Path,

@@ -10,7 +10,8 @@ from pathlib import Path
 import duckdb
 
 from curator.errors import ReleaseError
-from curator.release.query import _ident, _literal, check_read_only, locked_connection, query_error
+from curator.release.query import _ident, _literal, check_read_only, locked_connection
+from curator.release.query_errors import query_error
 from curator.workspace import Workspace
 
 log = logging.getLogger("curator")

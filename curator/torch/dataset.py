@@ -28,7 +28,8 @@ from numpy.typing import NDArray
 
 from curator.errors import CuratorError, ReleaseError, kind_note
 from curator.preprocess.intensity import normalise
-from curator.release.query import Release, where_error
+from curator.release.query import Release
+from curator.release.query_errors import where_error
 from curator.release.training import (
     check_request,
     held_elsewhere,
