@@ -103,6 +103,11 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("term_unknown", "a dataset YAML names a label term the taxonomy does not know",
                 "fix the name in the dataset YAML (`curator labels resolve NAME`), or add the term or name to a "
                 "taxonomy of your own (a file with `extends: curator`, given as `stages.harmonize.taxonomy`)"),
+    ProblemKind("term_incomplete", "a term made of several structure files (its parts: TotalSegmentator v2's sacrum "
+                "is sacrum.nii.gz and vertebrae_S1.nii.gz) lacks some of them in the case, missing or dropped by "
+                "ingest: it counts as not annotated there (no labels row)",
+                "replace the missing or dropped file and re-run; files that are alternatives (one reader's mask "
+                "each) go under `labels.annotated_by_any_file` in the dataset YAML"),
     ProblemKind("label_rejected", "ingest rejected the case's label: harmonize gives it no labels rows and "
                 "preprocess stores the image without labels",
                 "fix the label file (see the ingest problem of this case) and re-run"),

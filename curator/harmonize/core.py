@@ -23,15 +23,38 @@ from curator.taxonomy.model import Taxonomy
 Counts = Mapping[tuple[str, int], int]  # (label key, raw value) -> voxels
 
 
+def missing_parts(m: DatasetMapping, case_keys: Iterable[str]) -> dict[str, list[str]]:
+    """Terms made of several structure files that a case has only some of: ``{term: the files it
+    lacks}``. Such a term is not annotated in the case — its files are parts of it (TotalSegmentator
+    v2's ``sacrum`` is sacrum.nii.gz ∪ vertebrae_S1.nii.gz), and without one the mask would miss
+    that part — unless the dataset lists it under ``labels.annotated_by_any_file`` (each file is a
+    whole annotation of its own: LNDb's per-reader nodule masks).
+
+    >>> m = DatasetMapping("Toy", "per_structure", structures={"sacrum": ("sacrum",),
+    ...                    "vertebrae_S1": ("vertebra_s1", "sacrum")})
+    >>> missing_parts(m, ["sacrum"]), missing_parts(m, ["sacrum", "vertebrae_S1"]), missing_parts(m, [])
+    ({'sacrum': ['vertebrae_S1']}, {}, {})
+    """
+    keys = set(case_keys)
+    files: dict[str, list[str]] = {}
+    for k, ids in m.structures.items():
+        for t in ids:
+            files.setdefault(t, []).append(k)
+    return {t: sorted(set(fs) - keys) for t, fs in files.items()
+            if len(fs) > 1 and t not in m.any_file and keys & set(fs) and set(fs) - keys}
+
+
 def term_plans(m: DatasetMapping, tax: Taxonomy, case_keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """The terms one case of the dataset gets rows for.
 
     For per-structure datasets ``case_keys`` (the structure files that exist for this case)
-    decides what is annotated: a missing file means "not annotated in this case", not absent.
+    decides what is annotated: a missing file means "not annotated in this case", not absent;
+    a term made of several files needs all of them (:func:`missing_parts`), so a derived term
+    holding it is not derived either.
     """
     if m.encoding == "per_structure":
         keys = set(case_keys or ())
-        have = {t for k, ids in m.structures.items() if k in keys for t in ids}
+        have = {t for k, ids in m.structures.items() if k in keys for t in ids} - set(missing_parts(m, keys))
         annotated = [t for t in m.annotated if t in have]
         mapped = [t for t in m.mapped if t in have]
         derived = tax.derived(annotated, mapped) if annotated != list(m.annotated) else dict(m.derived)

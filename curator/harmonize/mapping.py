@@ -36,6 +36,9 @@ class DatasetMapping:
     annotated: tuple[str, ...] = ()  # base terms the dataset labels completely
     mapped: tuple[str, ...] = ()  # every base term some raw value / file maps to
     derived: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # derived term -> base members
+    # per-structure terms whose several files are alternatives (one reader's mask each): one file
+    # annotates the term; any other term made of several files needs them all (its parts)
+    any_file: frozenset[str] = frozenset()
 
     def sources(self) -> Mapping[int, tuple[str, ...]] | Mapping[str, tuple[str, ...]]:
         return self.structures if self.encoding == "per_structure" else self.values
@@ -52,7 +55,9 @@ class DatasetMapping:
                 "values": {str(k): list(v) for k, v in sorted(self.values.items())},
                 "structures": {k: list(v) for k, v in sorted(self.structures.items())},
                 "ignore": sorted(self.ignore), "annotated": list(self.annotated), "mapped": list(self.mapped),
-                "derived": {k: list(v) for k, v in sorted(self.derived.items())}}
+                "derived": {k: list(v) for k, v in sorted(self.derived.items())},
+                # only when set: a mapping without it keeps its digest (no case re-runs for nothing)
+                **({"any_file": sorted(self.any_file)} if self.any_file else {})}
 
 
 def _unsided_hint(name: str, tax: Taxonomy) -> str:
@@ -113,10 +118,35 @@ def build_mapping(spec: DatasetSpec, tax: Taxonomy) -> tuple[DatasetMapping, lis
     else:
         annotated = list(mapped)
     derived = tax.derived(annotated, mapped)
+    any_file = _any_file_terms(spec, tax, structures, issues)
     m = DatasetMapping(dataset=spec.name, encoding=spec.labels.encoding, values=MappingProxyType(values),
                        structures=MappingProxyType(structures), ignore=frozenset(spec.labels.ignore),
-                       annotated=tuple(annotated), mapped=tuple(mapped), derived=MappingProxyType(derived))
+                       annotated=tuple(annotated), mapped=tuple(mapped), derived=MappingProxyType(derived),
+                       any_file=frozenset(any_file))
     return m, issues
+
+
+def _any_file_terms(spec: DatasetSpec, tax: Taxonomy, structures: Mapping[str, tuple[str, ...]],
+                    issues: list[Issue]) -> list[str]:
+    """The term ids ``labels.annotated_by_any_file`` names; a name no term resolves, or a term not
+    made of several structure files (where the setting would do nothing), is an issue."""
+    out: list[str] = []
+    where = f"{spec.name}:labels.annotated_by_any_file"
+    for name in spec.labels.annotated_by_any_file:
+        t = tax.resolve(name)
+        if t is None:
+            close = [s.name for s in tax.suggest(name)]
+            issues.append(Issue(where, "term_unknown", f"{name!r} is not a taxonomy term"
+                                + (f" (close: {close})" if close else "")))
+            continue
+        files = sorted(k for k, ids in structures.items() if t.id in ids)
+        if len(files) < 2:
+            issues.append(Issue(where, "value", f"{name!r} is listed as annotated by any one of its structure files, "
+                                f"but {'only ' + repr(files[0]) if files else 'no structure file'} maps to it: the "
+                                "setting is for a term several files map to (one reader's mask each)"))
+        elif t.id not in out:
+            out.append(t.id)
+    return out
 
 
 def raw_value_terms(spec: DatasetSpec, tax: Taxonomy, include_derived: bool = True) -> dict[int | str, list[str]]:

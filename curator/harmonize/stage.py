@@ -20,7 +20,7 @@ import numpy as np
 
 from curator.config import StageConfig
 from curator.errors import CuratorError, InputError
-from curator.harmonize.core import case_rows, term_plans
+from curator.harmonize.core import case_rows, missing_parts, term_plans
 from curator.harmonize.mapping import (
     STRUCTURE_NAME_REMEDY,
     TERM_UNKNOWN_REMEDY,
@@ -76,7 +76,10 @@ def harmonize_taxonomy(ctx: Context) -> Taxonomy:
 
 class HarmonizeStage(Stage):
     name = "harmonize"
-    version = "1"
+    # 2: a per-structure term made of several files (its parts) is annotated only where all of them
+    # exist (term_incomplete); a bump, as the tables would otherwise pass as current: the cases it
+    # changes re-run anyway (their plans key the cache), and preprocess's affected stores with them
+    version = "2"
     config_class = HarmonizeConfig
     settings_files = "the taxonomy file"
     tables = ("labels",)
@@ -145,6 +148,8 @@ class HarmonizeStage(Stage):
             ck = (row["source"], keys if m.encoding == "per_structure" else ())
             if ck not in plan_cache:
                 plan_cache[ck] = term_plans(m, tax, keys)
+            if m.encoding == "per_structure":
+                self.extra_problems += incomplete_term_rows(m, keys, row)
             spacing = row["spacing_mm"] or [1.0, 1.0, 1.0]
             payload = {
                 "source": row["source"], "dataset": row["dataset"], "case_id": row["case_id"],
@@ -205,6 +210,32 @@ class HarmonizeStage(Stage):
                     out.problems.append(problem_row(cls.name, said, dataset=p["dataset"], case_id=task.case_id,
                                                     path=f"{p['source']}:{rel}", severity="warning"))
         return out
+
+
+def incomplete_term_rows(m: DatasetMapping, keys: tuple[str, ...], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """An info row ``term_incomplete`` for each term of several structure files (its parts) that
+    the case has only some of, naming the files it lacks and those ingest dropped: the term gets
+    no labels row (not annotated in this case), where the files it has would give a mask without
+    those parts. A term none of whose files exist is the ordinary missing file: said by nothing."""
+    dropped = set(row.get("label_dropped") or ())
+    out = []
+    for tid, lacks in sorted(missing_parts(m, keys).items()):
+        gone = [k for k in lacks if k in dropped]
+        absent = [k for k in lacks if k not in dropped]
+        why = "; ".join(filter(None, [
+            f"ingest dropped {' and '.join(gone)} as unusable (see its problem row)" if gone else "",
+            f"the case has no {' or '.join(absent)} file" if absent else ""]))
+        files = sorted(k for k, ids in m.structures.items() if tid in ids)
+        err = CuratorError("term_incomplete", f"{tid!r} is the union of the structure files {' and '.join(files)}, "
+                           f"and this case lacks {' and '.join(lacks)} ({why}): {tid} counts as not annotated in "
+                           "this case (no labels row, and no derived term holds it), never as annotated without "
+                           "that part",
+                           remedy="replace the dropped or missing file from the dataset's download and re-run; if "
+                           "each of the term's files is a whole annotation of its own (one reader's mask each), "
+                           "list the term under `labels.annotated_by_any_file` in the dataset YAML")
+        out.append(problem_row(HarmonizeStage.name, err, dataset=row["dataset"], case_id=row["case_id"], path=None,
+                               severity="info"))
+    return out
 
 
 # a label_unmapped row's remedy: (label map, per-structure); `labels.ignore` takes raw values only

@@ -41,17 +41,20 @@ def structure_terms(spec: Any, keys: Iterable[str] | None = None, tax: Taxonomy 
     """``{structure file key: [term ids]}`` of a per-structure dataset; with ``keys`` (the files
     one case has) a derived term joins only where that case's files complete it — a case
     without its right-kidney file has no ``kidney`` (harmonize's rule: a missing file is "not
-    annotated")."""
+    annotated") — and so does a term made of several files (TotalSegmentator v2's sacrum and
+    vertebrae_S1): without one of them no file names it, as harmonize gives it no row."""
     if keys is None:
         return _codes(spec, tax)
-    from curator.harmonize.core import term_plans
+    from curator.harmonize.core import missing_parts, term_plans
     from curator.harmonize.mapping import build_mapping
 
     tax = tax or load_taxonomy()
     m, _ = build_mapping(spec, tax)
     direct = raw_value_terms(spec, tax, include_derived=False)
+    incomplete = set(missing_parts(m, keys))
     plans = [p for p in term_plans(m, tax, keys) if p["derived"]]
-    return {str(k): list(ids) + [p["term_id"] for p in plans if k in p["keys"] and p["term_id"] not in ids]
+    return {str(k): [t for t in ids if t not in incomplete]
+            + [p["term_id"] for p in plans if k in p["keys"] and p["term_id"] not in ids]
             for k, ids in direct.items()}
 
 

@@ -75,6 +75,9 @@ class LabelSpec:
     ignore: tuple[int, ...] = ()
     any_nonzero: bool = False  # per_structure: masks may hold any non-zero code (e.g. instance ids)
     other_structures: str = "problem"  # per_structure: undeclared {structure} files -> problem | ignore
+    # per_structure: terms several files map to as alternatives (one reader's mask each), so one
+    # file annotates the term; every other term of several files needs them all (its parts)
+    annotated_by_any_file: tuple[str, ...] = ()
 
     def declared_values(self) -> set[int]:
         return set(self.values) | set(self.ignore) | {0}
@@ -132,7 +135,10 @@ class DatasetSpec:
                        "values": {str(k): list(v) for k, v in self.labels.values.items()},
                        "structures": {k: list(v) for k, v in self.labels.structures.items()},
                        "ignore": list(self.labels.ignore), "any_nonzero": self.labels.any_nonzero,
-                       "other_structures": self.labels.other_structures},
+                       "other_structures": self.labels.other_structures,
+                       # only when set: the spec's digest (stage freshness) stays that of a file without it
+                       **({"annotated_by_any_file": list(self.labels.annotated_by_any_file)}
+                          if self.labels.annotated_by_any_file else {})},
             "annotates": list(self.annotated_terms()), "patient_id": self.patient_id,
             "sequences": self.sequences, "fixes": self.fixes, "overlaps": list(self.overlaps),
             "official_split": self.official_split, "metadata": self.metadata, "patterns": self.patterns,
@@ -358,7 +364,18 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         other = str(lab.get("other_structures", "problem"))
         if other not in OTHER_STRUCTURES:
             bad("labels.other_structures", "value", f"other_structures must be one of {OTHER_STRUCTURES}")
-        for k in sorted(set(lab) - {"encoding", "values", "structures", "ignore", "any_nonzero", "other_structures"}):
+        any_file = lab.get("annotated_by_any_file") or []
+        if isinstance(any_file, str):
+            any_file = [any_file]
+        if not isinstance(any_file, list) or not all(isinstance(x, str) for x in any_file):
+            bad("labels.annotated_by_any_file", "value", "annotated_by_any_file lists term names (a term several "
+                f"structure files map to as alternatives), not {any_file!r}"[:200])
+            any_file = []
+        elif any_file and enc != "per_structure":
+            bad("labels.annotated_by_any_file", "value", "annotated_by_any_file (terms one of several structure "
+                f"files annotates) is for `encoding: per_structure`, not {enc}")
+        for k in sorted(set(lab) - {"encoding", "values", "structures", "ignore", "any_nonzero", "other_structures",
+                                    "annotated_by_any_file"}):
             bad(f"labels.{k}", "unknown_key", f"unknown key {k!r} in labels")
         ignore: list[int] = []
         for x in lab.get("ignore") or ():
@@ -371,7 +388,8 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
             bad("labels.ignore", "value", f"raw value(s) {both} are both mapped under `values` and ignored: "
                 "keep one")
         labels = LabelSpec(encoding=enc, values=values, structures=structures, ignore=tuple(ignore),
-                           any_nonzero=bool(lab.get("any_nonzero", False)), other_structures=other)
+                           any_nonzero=bool(lab.get("any_nonzero", False)), other_structures=other,
+                           annotated_by_any_file=tuple(any_file))
     else:
         bad("labels", "type", "labels must be a mapping")
     patterns = {str(k): str(v) for k, v in (d.get("patterns") or {}).items()}
