@@ -20,8 +20,12 @@ from curator.registry.spec import (
 )
 from curator.resources import resource_dir
 
-__all__ = ["DatasetSpec", "Issue", "LabelSpec", "LayoutEntry", "Registry", "load_dataset_file",
+__all__ = ["NOTE_KINDS", "DatasetSpec", "Issue", "LabelSpec", "LayoutEntry", "Registry", "load_dataset_file",
            "load_registry", "taxonomy_file_note", "validate_files", "with_extra", "yaml_files"]
+
+# with_extra's notes said on purpose (a fixed copy of a built-in): severity info in `labels check`
+# (never fails --strict) and INFO in the run log; its other notes (taxonomy_file) are warnings
+NOTE_KINDS = frozenset({"overrides_builtin"})
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,10 @@ def validate_files(paths: list[Path], notes: list[Issue] | None = None) -> tuple
 def with_extra(extra: tuple[Path, ...] | list[Path] = ()
                ) -> tuple[dict[str, DatasetSpec], list[Issue], list[Issue], list[Issue]]:
     """Built-in specs, then the ``extra`` files' over them: ``(specs, built-in issues, extra
-    files' issues, notes)``. Notes are warnings, not errors: a file
-    naming a built-in dataset replaces it (a fixed copy of a built-in YAML, as a run with it in
-    ``registry:`` uses it), one ``overrides_builtin`` note each; a taxonomy file among the extra
-    files is skipped, one ``taxonomy_file`` note each."""
+    files' issues, notes)``. Notes are no errors: a file naming a built-in dataset replaces it (a
+    fixed copy of a built-in YAML, as a run with it in ``registry:`` uses it), one
+    ``overrides_builtin`` note each (info, :data:`NOTE_KINDS`); a taxonomy file among the extra
+    files is skipped, one ``taxonomy_file`` note each (a warning)."""
     specs, issues = validate_files(yaml_files(builtin_dir()))
     files = [f for p in extra for f in yaml_files(Path(p))]
     notes: list[Issue] = []

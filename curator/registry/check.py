@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from curator.registry import NOTE_KINDS
 from curator.registry.spec import DatasetSpec
 from curator.release.card_check import bibtex_keys
 
@@ -27,7 +28,6 @@ SPDX_IDS = {"CC0-1.0", "CC-BY-3.0", "CC-BY-4.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0",
 _LICENSE_REF = re.compile(r"^LicenseRef-[A-Za-z0-9.\-]+$")
 _BIBTEX = re.compile(r"^\s*@\w+\s*\{\s*[^,\s]+\s*,", re.MULTILINE)
 WARNING_KINDS = {"ambiguous_bag", "overlap_unknown"}
-NOTE_KINDS = {"overrides_builtin"}  # said on purpose (a fixed copy of a built-in): severity info, never fails --strict
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ class Context:
     @functools.cached_property
     def registry(self) -> Registry:
         """Built-in + extra datasets; an invalid extra file becomes a problem row, not a crash."""
-        from curator.registry import Registry, with_extra
+        from curator.registry import NOTE_KINDS, Registry, with_extra
 
         specs, builtin_issues, issues, notes = with_extra(self.config.registry)
         if builtin_issues:
@@ -78,7 +78,10 @@ class Context:
                                                            "path_escape" if i.kind == "path_escape" else None,
                                                            skipped=not unused))
         for i in notes:  # on purpose (a fixed copy of a built-in; a taxonomy file kept beside), but said
-            log.warning("registry: %s %s (%s)", i.loc, i.message, i.kind)
+            # at the severity `labels check` gives it: a fixed copy is an info note (shown: curator's
+            # loggers print INFO), a taxonomy file in a registry folder a warning
+            log.log(logging.INFO if i.kind in NOTE_KINDS else logging.WARNING, "registry: %s %s (%s)", i.loc,
+                    i.message, i.kind)
         return Registry(specs)
 
     # Filled while `registry` and `sources` are worked out; each accessor works them out first,
