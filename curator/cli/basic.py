@@ -236,13 +236,21 @@ def _print_check(r: SourceCheck) -> None:
     out.print(escape(f"{named} at {r.root} ({r.encoding})"), style="bold", highlight=False)
     out.print(escape(f"{r.cases} case(s)" + (f": {splits}" if splits else "") + (f"; sequences {seqs}" if seqs else "")
                      + f"; {r.label_only} label-only, {r.without_label} without a label"), highlight=False)
-    if r.unmatched:
+    missed = [u for u in r.unmatched if not u.get("read_by")]
+    if missed:
         shown = 20
-        more = f"; {len(r.unmatched) - shown} more groups: --format json" if len(r.unmatched) > shown else ""
+        more = f"; {len(missed) - shown} more groups: --format json" if len(missed) > shown else ""
         emit(["folder", "suffix", "folders", "files", "examples"],
              [(u["folder"], u["suffix"], u["folders"], u["files"], ", ".join(u["examples"]))
-              for u in r.unmatched[:shown]],
+              for u in missed[:shown]],
              OutputFormat.table, title=f"volume files no case reads (not ingested{more})")
+    theirs = [u for u in r.unmatched if u.get("read_by")]
+    if theirs:  # a shared download: AMOS22_MRI's cases in AMOS22_CT's folders are no pattern's miss
+        emit(["folder", "suffix", "folders", "files", "read by", "examples"],
+             [(u["folder"], u["suffix"], u["folders"], u["files"], u["read_by"], ", ".join(u["examples"]))
+              for u in theirs],
+             OutputFormat.table, title=f"volume files {r.dataset} does not read, which a related dataset's layout "
+             "matches (its `overlaps:`)")
     if r.other_files:
         out.print(escape("other files, not read: " + ", ".join(f"{k} {v}" for k, v in r.other_files.items())),
                   highlight=False)

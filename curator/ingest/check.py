@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -45,7 +45,8 @@ class SourceCheck:
     label_only: int = 0
     without_label: int = 0
     problems: list[dict[str, Any]] = field(default_factory=list)  # layout, then the sample's
-    unmatched: list[dict[str, Any]] = field(default_factory=list)  # volume files no case uses, by folder
+    # volume files no case uses, by folder; ``read_by``: the related dataset whose layout reads them
+    unmatched: list[dict[str, Any]] = field(default_factory=list)
     other_files: dict[str, int] = field(default_factory=dict)  # other unused files, by suffix
     sampled: list[dict[str, Any]] = field(default_factory=list)
     values: list[dict[str, Any]] = field(default_factory=list)  # per raw value (or structure)
@@ -91,13 +92,47 @@ def _used_paths(tasks: list[Any], spec: Any) -> tuple[set[str], tuple[str, ...]]
     return files, tuple(sorted(set(folders)))
 
 
+def _overlap_layouts(spec: Any, specs: Mapping[str, Any]) -> list[tuple[str, str, list[tuple[re.Pattern[str], bool]]]]:
+    """``(dataset, relation, [(pattern, is a folder)])`` of the registry datasets ``spec``'s
+    ``overlaps:`` names, or whose ``overlaps:`` names it: those declared to share its download or
+    scans (AMOS22_MRI beside AMOS22_CT). Others are not tried — a generic ``imagesTr/{case}.nii.gz``
+    of an unrelated dataset would claim any nnU-Net-style folder."""
+    from curator.registry.layout import compile_pattern
+
+    related: dict[str, str] = {}
+    for ov in spec.overlaps:
+        if isinstance(ov, dict) and ov.get("dataset") in specs and ov["dataset"] != spec.name:
+            related.setdefault(str(ov["dataset"]), str(ov.get("relation") or "overlaps"))
+    for name, other in specs.items():
+        for ov in other.overlaps:
+            if isinstance(ov, dict) and ov.get("dataset") == spec.name and name != spec.name:
+                related.setdefault(name, str(ov.get("relation") or "overlaps"))
+    out = []
+    for name, relation in sorted(related.items()):
+        other = specs[name]
+        pats = [(compile_pattern(p, dict(other.patterns)), p.endswith("/")) for e in other.layout if not e.index
+                for p in (e.image, e.label) if p]
+        out.append((name, relation, pats))
+    return out
+
+
+def _read_elsewhere(layouts: list[tuple[str, str, list[tuple[re.Pattern[str], bool]]]], rel: str) -> str | None:
+    """``"AMOS22_MRI (same_download)"`` when a related dataset's layout matches the file ``rel``."""
+    for name, relation, pats in layouts:
+        if any(rx.match(rel) if is_dir else rx.fullmatch(rel) for rx, is_dir in pats):
+            return f"{name} ({relation})"
+    return None
+
+
 def _unused(root: Path, tree_files: list[str], used: set[str], folders: tuple[str, ...],
-            ignored: Collection[str] = (),
+            ignored: Collection[str] = (), elsewhere: Callable[[str], str | None] | None = None,
             ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Files no case reads. Volume files are grouped by (folder, suffix) with the digits of the
     folder's path as ``#`` (``s#/segmentations/``: one row for 1,228 case folders); a folder
     of suffix-less files whose first file is DICOM counts as series files; the rest are counted
-    by suffix, and the structure files the YAML ignores (``other_structures: ignore``) apart."""
+    by suffix, and the structure files the YAML ignores (``other_structures: ignore``) apart.
+    ``elsewhere(file)`` names the related dataset whose layout reads a volume file (``read_by``):
+    those are grouped apart and listed last, as files of the shared download, not ones missed."""
     import bisect
     import re
 
@@ -132,15 +167,19 @@ def _unused(root: Path, tree_files: list[str], used: set[str], folders: tuple[st
             volumes[(folder, "(dicom)")] = fs
         else:
             other["(none)"] += len(fs)
-    groups: dict[tuple[str, str], list[tuple[str, list[str]]]] = {}
+    groups: dict[tuple[str, str, str], list[tuple[str, list[str]]]] = {}
     for (folder, suffix), fs in sorted(volumes.items()):
-        groups.setdefault((re.sub(r"\d+", "#", folder), suffix), []).append((folder, fs))
+        by: dict[str, list[str]] = {}
+        for f in fs:  # a DICOM series folder by its first file
+            by.setdefault((elsewhere(f if suffix != "(dicom)" else fs[0]) if elsewhere else None) or "", []).append(f)
+        for read_by, part in by.items():
+            groups.setdefault((re.sub(r"\d+", "#", folder), suffix, read_by), []).append((folder, part))
     rows: list[dict[str, Any]] = []
-    for (shape, suffix), members in groups.items():
+    for (shape, suffix, read_by), members in groups.items():
         files = sorted(f for _, fs in members for f in fs)
         rows.append({"folder": members[0][0] if len(members) == 1 else shape, "suffix": suffix,
-                     "folders": len(members), "files": len(files), "examples": files[:3]})
-    rows.sort(key=lambda r: -r["files"])
+                     "folders": len(members), "files": len(files), "examples": files[:3], "read_by": read_by or None})
+    rows.sort(key=lambda r: (r["read_by"] is not None, -r["files"]))
     return rows, dict(other.most_common())
 
 
@@ -291,8 +330,10 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         used, folders = _used_paths(tasks, spec)
         tree = scan(root, spec.exclude)
         readable = [f for f in tree.files if f not in tree.broken]  # a link out of the root is never read
+        layouts = _overlap_layouts(spec, ctx.registry.datasets)
         report.unmatched, report.other_files = _unused(root, readable, used, folders,
-                                                       _ignored_structures(spec, tree.files))
+                                                       _ignored_structures(spec, tree.files),
+                                                       (lambda f: _read_elsewhere(layouts, f)) if layouts else None)
         broken = sum(f not in used for f in tree.broken)
         if broken:
             report.other_files["(broken links)"] = broken

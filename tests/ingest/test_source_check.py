@@ -360,3 +360,23 @@ def test_a_link_out_of_the_root_is_counted_not_read(tmp_path: Path, monkeypatch:
     r = check_source("TotalSegmentator_Organs", root, sample=1)
     assert not any("IM0001" in p for p in opened), opened
     assert r.other_files.get("(broken links)") == 1
+
+
+def test_files_a_related_dataset_reads_are_said_to_be_its_own(tmp_path: Path) -> None:
+    """AMOS22's one download holds CT (amos_0001-0500) and MR cases: `sources check AMOS22_CT`
+    listed the MR files as "volume files no case reads", which reads as files the YAML missed.
+    Those AMOS22_MRI's layout matches (the YAMLs' `overlaps:`) are grouped apart and named so; a
+    file no related dataset reads is still listed as missed."""
+    root = tmp_path / "amos22"
+    write_tree(root, [("imagesTr/amos_0001.nii.gz", "image", ()), ("labelsTr/amos_0001.nii.gz", "label", (1,)),
+                      ("imagesTr/amos_0540.nii.gz", "image", ()), ("labelsTr/amos_0540.nii.gz", "label", (1,)),
+                      ("imagesTs/amos_0002.nii.gz", "image", ())])
+    r = check_source("AMOS22_CT", root, sample=1)
+    assert r.cases == 1
+    rows = [(u["folder"], u["files"], u["read_by"]) for u in r.unmatched]
+    assert rows == [("imagesTs/", 1, None), ("imagesTr/", 1, "AMOS22_MRI (same_download)"),
+                    ("labelsTr/", 1, "AMOS22_MRI (same_download)")]
+    res = runner.invoke(app, ["sources", "check", "AMOS22_CT", str(root)], env={"COLUMNS": "300"})
+    missed, theirs = res.stdout.split("volume files no case reads")[1].split("which a related dataset's layout matches")
+    assert "imagesTs/amos_0002.nii.gz" in missed and "amos_0540" not in missed
+    assert "AMOS22_MRI (same_download)" in theirs and "labelsTr/amos_0540.nii.gz" in theirs
