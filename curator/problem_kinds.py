@@ -292,8 +292,9 @@ _KINDS: list[ProblemKind] = [
                 "(another owner, a read-only mount, an immutable flag); the stage stopped, nothing half-written was kept",
                 "make the folder writable for the user running curator, then run the same command again "
                 "(finished work is kept)"),
-    ProblemKind("invalid_dataset_spec", "a dataset YAML named by pipeline.yaml is invalid; its source was skipped",
-                "fix the listed keys of the dataset YAML (see README 'Adding a dataset')"),
+    ProblemKind("invalid_dataset_spec", "a dataset YAML named by pipeline.yaml (in `sources:` or `registry:`) is invalid "
+                "or cannot be read; a source using it was skipped",
+                "fix the listed keys of the dataset YAML (see README 'Adding a dataset'), or its path in pipeline.yaml"),
     ProblemKind("internal_error", "curator failed on this case for a reason it does not know",
                 "report this as a bug with the case's file; the rest of the run continued"),
 ]

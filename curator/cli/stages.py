@@ -133,9 +133,11 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             except ReleaseError as e:
                 blocked, refusal = "refused", e.detail
         busy = ctx.workspace.lock_holder()
-        ctx.sources  # noqa: B018 - reading the sources (and the registry) collects the skipped ones
-        ctx.registry  # noqa: B018
-        skipped = [(p["path"], p["message"].partition(". What to do: ")[0]) for p in ctx.source_problems]
+        # a source left out (its dataset YAML does not load); a `registry:` file that gives no dataset
+        # is no source: said apart (whether a source was skipped for it is in its message)
+        skipped = sorted(ctx.skipped_sources.items())
+        registry = [(p["path"], p["severity"], p["message"].partition(". What to do: ")[0])
+                    for p in ctx.registry_problems]
         # a root that is not there (an unmounted share): ingest, current, ran without its cases
         no_root = [(n, str(src.root)) for n, src in sorted(ctx.sources.items()) if not src.root.is_dir()]
         behind: dict[str, str] = {}  # a current stage after an out-of-date one: its tables may change
@@ -149,6 +151,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             print_json({
                 "workspace": str(ctx.workspace.root), "in_use_by": busy,
                 "sources_skipped": [{"file": f, "why": why} for f, why in skipped],
+                "registry_problems": [{"file": f, "severity": sev, "why": why} for f, sev, why in registry],
                 "sources_root_missing": [{"source": n, "root": root} for n, root in no_root],
                 "stages": [{"stage": s.name, "enabled": s.enabled, "current": not s.reasons if s.enabled else None,
                             "reasons": s.reasons, "after_out_of_date": behind.get(s.name),
@@ -172,6 +175,9 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             out.print(table)
             for f, why in skipped:  # "current" is then without this source: say so where it is read
                 out.print(f"[red]source skipped[/] {escape(f)}: {escape(why)}; every state above leaves it out",
+                          highlight=False)
+            for f, sev, why in registry:
+                out.print(f"[{'red' if sev == 'error' else 'yellow'}]registry {sev}[/] {escape(f)}: {escape(why)}",
                           highlight=False)
             for n, root in no_root:
                 out.print(f"[red]source root missing[/] {escape(n)}: {escape(root)} is not a folder (an unmounted "

@@ -311,7 +311,7 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         ctx.workspace.init()  # a throw-away pseudonym key: ids made here are never shown
         sources = ctx.sources
         if not sources:  # an invalid dataset YAML: Context said why
-            why = "; ".join(p["message"].split(". What to do")[0] for p in ctx.source_problems)
+            why = "; ".join(ctx.skipped_sources.values())  # not a `registry:` file's problem it does not use
             raise ConfigError("invalid_dataset_spec", f"{dataset} is not a valid dataset YAML: {why}",
                               remedy="fix the YAML (README, 'Adding a dataset'; `curator labels check --registry "
                                      "FILE` lists every problem)")

@@ -81,7 +81,8 @@ def validate_files(paths: list[Path], notes: list[Issue] | None = None) -> tuple
             issues.append(Issue(f.name, "yaml", str(e)))
             continue
         except OSError as e:  # a `registry:` entry that is missing, a folder, unreadable
-            issues.append(Issue(f.name, "file", f"cannot read {f}: {e.strerror or e}"))
+            # by its name (the loc), not its path: a run's problem row is published in the release
+            issues.append(Issue(f.name, "file", f"cannot be read: {e.strerror or e}"))
             continue
         note = taxonomy_file_note(d, f)
         if note is not None:

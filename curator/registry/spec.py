@@ -442,17 +442,22 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
     return spec, issues
 
 
-def load_dataset_file(path: Path) -> DatasetSpec:
-    """Load one dataset YAML; raise :class:`RegistryError` listing every problem."""
+def load_dataset_file(path: Path, shown: str | None = None) -> DatasetSpec:
+    """Load one dataset YAML; raise :class:`RegistryError` listing every problem. Messages name
+    the file as ``shown`` (default: ``path`` as given; a run names it by its file name, as its
+    problem rows are published in the release)."""
+    shown = str(path) if shown is None else shown
     try:
         d = yaml_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as e:
-        raise RegistryError("registry_error", f"dataset file {path} does not exist") from e
+        raise RegistryError("registry_error", f"dataset file {shown} does not exist") from e
+    except OSError as e:  # a folder named like a YAML file, no permission to read it
+        raise RegistryError("registry_error", f"dataset file {shown} cannot be read: {e.strerror or e}") from e
     except yaml.YAMLError as e:
-        raise RegistryError("registry_error", f"{path} is not valid YAML: {e}") from e
+        raise RegistryError("registry_error", f"{shown} is not valid YAML: {e}") from e
     spec, issues = parse_spec(d, str(path))
     if spec is None or issues:
         listing = "; ".join(f"{i.loc} [{i.kind}] {i.message}" for i in issues)
-        raise RegistryError("registry_error", f"{path} is not a valid dataset file: {listing}",
+        raise RegistryError("registry_error", f"{shown} is not a valid dataset file: {listing}",
                             remedy="fix the listed keys (format: README.md, 'Adding a dataset')")
     return spec

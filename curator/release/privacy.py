@@ -14,10 +14,18 @@ RTSTRUCT ROI or a DICOM SEG segment name: free text that can hold a name, date o
 the dataset YAML does not declare is keyed too (``u_<20 hex>``) in ``cases.label_keys``,
 ``cases.label_dropped`` and ``raw_labels.label_key``; the preprocess stage writes the same key into
 the store's ``label_raw_values`` (the stores are hard links of the workspace's, not rewritten here).
+
+For every source, a ``problems`` row's message and path name no folder of the machine (a
+missing `registry:` entry's message once held its absolute path; messages name files by their
+name or their path under a source root, and this is the backstop): a source's root becomes
+``<source>:``, the workspace, the release root and the folder of pipeline.yaml ``<workspace>``,
+``<release root>`` and ``<pipeline folder>``, the home folder ``~``.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curator.problem_kinds import PROBLEM_KINDS, remedy_for
@@ -63,7 +71,66 @@ def _key_strata(b: ReleaseBuilder, renamed: dict[tuple[str, str], str], source_o
     b.tables["splits"] = to_arrow("splits", rows)
 
 
+def machine_folders(b: ReleaseBuilder) -> list[tuple[str, str]]:
+    """``(absolute folder, what a release says instead)`` for the folders of this machine a problem
+    message may name, the longest first (a source root inside the pipeline folder is the source's)."""
+    cfg = b.ctx.config
+    named: list[tuple[Path, str]] = [(src.root, f"{name}:") for name, src in sorted(b.ctx.sources.items())]
+    named += [(b.ctx.workspace.root, "<workspace>"), (cfg.release.root, "<release root>")]
+    named += [(cfg.folder, "<pipeline folder>")] if cfg.folder is not None else []
+    try:
+        named.append((Path.home(), "~"))
+    except (RuntimeError, KeyError):  # no home folder known (a service account without $HOME)
+        pass
+    out: dict[str, str] = {}
+    for folder, said in named:
+        for p in (folder, folder.resolve()):
+            if p.is_absolute() and len(p.parts) > 2:  # never "/" or "/home" (every path would be cut)
+                out.setdefault(str(p), said)
+    return sorted(out.items(), key=lambda kv: -len(kv[0]))
+
+
+def scrub_machine_paths(text: str, folders: list[tuple[str, str]]) -> str:
+    """``text`` with each of ``folders`` (and a path under it) named as the release names it:
+    ``/data/kits/case_1/x.nii.gz`` -> ``KiTS23:case_1/x.nii.gz``, ``/home/jane/p/work`` -> ``<workspace>``.
+
+    >>> scrub_machine_paths("cannot read /srv/p/extra: gone; /srv/px stays", [("/srv/p", "<pipeline folder>")])
+    'cannot read <pipeline folder>/extra: gone; /srv/px stays'
+    >>> scrub_machine_paths("x /data/kits/case_1/a.nii.gz.", [("/data/kits", "KiTS23:")])
+    'x KiTS23:case_1/a.nii.gz.'
+    """
+    # what may follow a whole folder's name (/srv/p is not /srv/px): a path separator, a space, a
+    # quote, a bracket, a comma, a colon, a sentence's full stop, the end
+    end = r"""(?=[/\s'"),:;\]]|\.(?:\s|$)|$)"""
+    for folder, said in folders:
+        # a source's files are named <source>:<path under its root>; other folders keep the slash
+        pattern = re.escape(folder) + (f"(?:/|{end})" if said.endswith(":") else end)
+        text = re.sub(pattern, said.replace("\\", r"\\"), text)
+    return text
+
+
+def _scrub_problems(b: ReleaseBuilder) -> None:
+    if "problems" not in b.tables:
+        return
+    folders = machine_folders(b)
+    rows: list[dict[str, Any]] = b.tables["problems"].to_pylist()
+    changed = False
+    for row in rows:
+        for col in ("message", "path"):
+            if row.get(col):
+                new = scrub_machine_paths(row[col], folders)
+                changed |= new != row[col]
+                row[col] = new
+    if changed:
+        b.tables["problems"] = to_arrow("problems", rows)
+
+
 def release_step(b: ReleaseBuilder) -> None:
+    _pseudonymize(b)
+    _scrub_problems(b)
+
+
+def _pseudonymize(b: ReleaseBuilder) -> None:
     private = {name for name, s in b.ctx.sources.items() if s.pseudonymous_ids}
     if not private or "cases" not in b.tables:
         return

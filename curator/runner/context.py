@@ -17,7 +17,7 @@ from curator.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     from curator.errors import RegistryError
-    from curator.registry import DatasetSpec, Registry
+    from curator.registry import DatasetSpec, Issue, Registry
 
 log = logging.getLogger("curator")
 
@@ -52,6 +52,7 @@ class Context:
         self._registry_duplicates: dict[str, str] = {}
         self._unusable_datasets: dict[str, str] = {}
         self._source_problems: list[dict[str, Any]] = []
+        self._registry_problems: list[dict[str, Any]] = []
 
     @functools.cached_property
     def registry(self) -> Registry:
@@ -72,11 +73,7 @@ class Context:
                 if spec is not None and Path(spec.path).name == file:
                     del specs[spec.name]
                 self._unusable_datasets[(i.dataset or file).lower()] = i.message
-            # a file no source uses skips nothing: said, as a warning
-            unused = i.kind == "duplicate" or (i.dataset is not None and i.dataset.lower() not in used)
-            self._source_problems.append(self._spec_problem(file, f"{i.loc} [{i.kind}] {i.message}",
-                                                           "path_escape" if i.kind == "path_escape" else None,
-                                                           skipped=not unused))
+            self._registry_problems.append(self._registry_problem(file, i, used))
         for i in notes:  # on purpose (a fixed copy of a built-in; a taxonomy file kept beside), but said
             # at the severity `labels check` gives it: a fixed copy is an info note (shown: curator's
             # loggers print INFO), a taxonomy file in a registry folder a warning
@@ -109,15 +106,41 @@ class Context:
     def source_problems(self) -> list[dict[str, Any]]:
         """Problem rows of invalid dataset YAMLs (the registry's files and the sources')."""
         _ = self.sources
-        return self._source_problems
+        return self._registry_problems + self._source_problems
 
-    def _spec_problem(self, path: str, message: str, kind: str | None = None, *,
-                      skipped: bool = True) -> dict[str, Any]:
+    @property
+    def registry_problems(self) -> list[dict[str, Any]]:
+        """The problem rows of `registry:` files (among :attr:`source_problems`): an entry that
+        cannot be read, a file that gives no dataset or one that two files define."""
+        _ = self.registry
+        return self._registry_problems
+
+    def _spec_problem(self, path: str, message: str, kind: str | None = None) -> dict[str, Any]:
+        """The problem row of a source whose dataset YAML (named in `sources:`) does not load."""
         return {"stage": "ingest", "dataset": None, "case_id": None, "path": path,
-                "kind": kind or "invalid_dataset_spec", "severity": "error" if skipped else "warning",
-                "message": f"{message}. What to do: fix the dataset YAML (README, 'Adding a dataset')"
-                           + ("; this source was skipped" if skipped else
-                              "; no source of this pipeline uses it")}
+                "kind": kind or "invalid_dataset_spec", "severity": "error",
+                "message": f"{message}. What to do: fix the dataset YAML (README, 'Adding a dataset'); "
+                           "this source was skipped"}
+
+    def _registry_problem(self, file: str, i: Issue, used: set[str]) -> dict[str, Any]:
+        """The problem row of a `registry:` file that gives no dataset (named by ``file``, its
+        file name, never its path: the row is published in the release). A file no source uses
+        skips nothing: a warning that says so; one a source names skips that source; one whose
+        datasets are not known (it cannot be read, its YAML names none) is an error."""
+        pipeline = Path(self.config.file_name).name
+        unused = i.kind == "duplicate" or (i.dataset is not None and i.dataset.lower() not in used)
+        if i.kind == "file":
+            what = (f"correct its path in `registry:` (a relative path is relative to the folder of {pipeline}) "
+                    "or make it readable, or remove it from `registry:`; no dataset of it is used")
+        else:
+            what = "fix the dataset YAML (README, 'Adding a dataset'); " + (
+                "no source of this pipeline uses it" if unused else
+                f"the source naming dataset {i.dataset} was skipped" if i.dataset is not None else
+                "no dataset of it is used")
+        return {"stage": "ingest", "dataset": None, "case_id": None, "path": file,
+                "kind": "path_escape" if i.kind == "path_escape" else "invalid_dataset_spec",
+                "severity": "warning" if unused else "error",
+                "message": f"{i.loc} [{i.kind}] {i.message} (in `registry:` of {pipeline}). What to do: {what}"}
 
     @functools.cached_property
     def sources(self) -> dict[str, Source]:
@@ -163,7 +186,7 @@ class Context:
         if sc.dataset.endswith((".yaml", ".yml")):
             from curator.registry import load_dataset_file
 
-            return load_dataset_file(Path(sc.dataset))
+            return load_dataset_file(Path(sc.dataset), shown=Path(sc.dataset).name)  # no machine path in a row
         return self.registry.get(sc.dataset)
 
     def stage_config(self, cls: type[StageConfig], name: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -168,3 +169,40 @@ def test_a_pseudonymous_source_publishes_structure_names_only_from_its_yaml(tmp_
     assert key[2:] not in keys[1]  # not the digest a patient or study of that name keys to (linkable)
     ws = table(pipe, "cases").to_pylist()[0]  # the workspace keeps the names
     assert "liver_DOE_JANE_MRN123456" in ws["label_keys"] and ws["label_dropped"] == ["tumour_ROE_RICHARD_MRN654321"]
+
+
+def leaky_problem_step(b: Any) -> None:
+    """A release step (run before the privacy step) adding a problem whose message names folders
+    of the machine, as a stage's message once did (a missing `registry:` entry's absolute path)."""
+    kits, cfg = b.ctx.sources["KiTS23"].root, b.ctx.config
+    b.add_problems([{"stage": "ingest", "dataset": "KiTS23", "case_id": None, "path": f"{kits}/case_00000",
+                     "kind": "invalid_dataset_spec", "severity": "warning",
+                     "message": f"cannot read {cfg.folder}/home_site/extra: gone; {kits}/case_00000/x.nii.gz and "
+                                f"{kits}. Workspace {b.ctx.workspace.root}/stores, not {cfg.folder}x"}])
+
+
+def test_a_problem_naming_a_folder_of_the_machine_is_published_without_it(tmp_path: Path) -> None:
+    """Whatever a message says, the release's problems name no folder of the machine: a source's
+    root is `<source>:`, the pipeline's folder and the workspace are named as such."""
+    from curator.config import PipelineConfig
+    from curator.release.build import RELEASE_STEPS, build_release
+    from curator.runner.context import Context
+    from curator.testing.layouts import write_kits_case
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    img, lab = render(Subject.random(3), g, "CT", seed=3)
+    write_kits_case(tmp_path / "data" / "kits", "case_00000", np.rint(img).astype(np.int16),
+                    (lab > 0).astype(np.uint8), g)
+    off = {s: {"enabled": False} for s in ("dedup", "harmonize", "preprocess", "pseudolabel", "qc")}
+    pipe = make_pipeline(tmp_path / "proj", [{"dataset": "KiTS23", "root": str(tmp_path / "data" / "kits")}],
+                         stages=off)
+    run(pipe, stages=["ingest"])
+    at = RELEASE_STEPS.index("curator.release.privacy:release_step")
+    steps = [*RELEASE_STEPS[:at], f"{__name__}:leaky_problem_step", *RELEASE_STEPS[at:]]
+    rel = Release(build_release(Context(PipelineConfig.load(pipe)), steps=steps))
+    (row,) = rel.sql("select path, message from problems where message like 'cannot read%'").fetchall()
+    proj = tmp_path / "proj"
+    said = ("cannot read <pipeline folder>/home_site/extra: gone; KiTS23:case_00000/x.nii.gz and KiTS23:. "
+            f"Workspace <workspace>/stores, not {proj}x")  # a longer folder's name is not the pipeline's
+    assert row == ("KiTS23:case_00000", said), row
+    assert str(tmp_path) not in _strings(rel).replace(f"{proj}x", "")

@@ -393,7 +393,8 @@ def test_registry_folder_files_a_source_uses_or_not(tmp_path: Path) -> None:
         run(pipe, release=True)
     assert e.value.kind == "release_incomplete" and "Other (modality 'MRI'" in str(e.value)
     rows = [r for r in pq_rows(tmp_path / "used", "problems__ingest") if r["path"] == "c_other.yaml"]
-    assert [(r["severity"], r["message"].endswith("this source was skipped")) for r in rows] == [("error", True)]
+    assert [(r["severity"], r["message"].endswith("the source naming dataset Other was skipped")) for r in rows] == \
+        [("error", True)]
     cases = pq_rows(tmp_path / "used", "cases")
     assert {c["source"] for c in cases} == {"MyKidneys"}
 
