@@ -53,6 +53,7 @@ class Context:
         self._unusable_datasets: dict[str, str] = {}
         self._source_problems: list[dict[str, Any]] = []
         self._registry_problems: list[dict[str, Any]] = []
+        self._nameless_files: set[str] = set()  # `registry:` files (or entries) giving no dataset name
 
     @functools.cached_property
     def registry(self) -> Registry:
@@ -73,6 +74,8 @@ class Context:
                 if spec is not None and Path(spec.path).name == file:
                     del specs[spec.name]
                 self._unusable_datasets[(i.dataset or file).lower()] = i.message
+                if i.dataset is None:
+                    self._nameless_files.add(file)
             self._registry_problems.append(self._registry_problem(file, i, used))
         for i in notes:  # on purpose (a fixed copy of a built-in; a taxonomy file kept beside), but said
             # at the severity `labels check` gives it: a fixed copy is an info note (shown: curator's
@@ -146,6 +149,9 @@ class Context:
     def sources(self) -> dict[str, Source]:
         from curator.errors import RegistryError
 
+        # read even when every source names its dataset YAML by path: a `registry:` entry that does
+        # not load is then said all the same (a problem row, logged by ingest), not only by status
+        _ = self.registry
         out: dict[str, Source] = {}
         for sc in self.config.sources:
             try:
@@ -176,10 +182,11 @@ class Context:
                               "dataset another `name:`)") from e
         if name.lower() in self._unusable_datasets:
             return
-        unnamed = sorted(k for k in self._unusable_datasets if k.endswith((".yaml", ".yml")))
-        if unnamed:  # a file whose YAML gives no name may be the one meant
+        unnamed = sorted(self._nameless_files)
+        if unnamed:  # a file whose YAML gives no name, or an entry that cannot be read, may be the one meant
             raise ConfigError("config_error", f"{e.detail}; these `registry:` files could not be read and may define "
-                              f"it: {', '.join(unnamed)}", remedy="fix them (`curator labels check`)") from e
+                              f"it: {', '.join(unnamed)}", remedy="fix them (`curator labels check`), or the "
+                              f"paths of `registry:` in {Path(self.config.file_name).name}") from e
         raise e
 
     def _spec_for(self, sc: SourceConfig) -> DatasetSpec:

@@ -5,12 +5,15 @@ the machine: its problem row is published in the release."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 
+from curator.errors import ConfigError
 from curator.release.query import Release
 from curator.testing.pipelines import make_pipeline, run, table
 
@@ -89,3 +92,36 @@ def test_status_names_a_broken_registry_entry_as_one_not_as_a_source(tmp_path: P
     res = CliRunner().invoke(app, ["status", str(pipe), "--format", "json"])
     said = json.loads(res.output)
     assert said["sources_skipped"] == [] and [p["file"] for p in said["registry_problems"]] == ["extra_datasets"]
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_broken_registry_entry_is_said_whatever_the_sources_name(tmp_path: Path, named: bool,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The registry was read only when a source named a built-in dataset: with every source a
+    dataset YAML path, `curator run` said nothing of a missing `registry:` entry (no log line, no
+    problem row) while `curator status` reported it."""
+    from curator.registry import builtin_dir
+
+    src = _kits(tmp_path)
+    if not named:  # the same dataset, by the path of its YAML
+        mine = {**yaml.safe_load(next(builtin_dir().glob("KiTS23.y*ml")).read_text()), "name": "MyKidneys"}
+        (tmp_path / "mine.yaml").write_text(yaml.safe_dump(mine))
+        src = {**src, "dataset": str(tmp_path / "mine.yaml")}
+    pipe = make_pipeline(tmp_path, [src], stages=OFF, registry=[tmp_path / "extra_datasets"])
+    with caplog.at_level(logging.ERROR, logger="curator"):
+        (report,) = run(pipe, stages=["ingest"]).reports
+    assert report.errors == 1
+    assert [r.getMessage() for r in caplog.records if "extra_datasets [file] cannot be read" in r.getMessage()]
+    rows = table(pipe, "problems__ingest").to_pylist()
+    assert [(r["path"], r["severity"]) for r in rows if r["kind"] == "invalid_dataset_spec"] == \
+        [("extra_datasets", "error")], rows
+
+
+def test_a_dataset_no_registry_file_defines_names_the_entry_that_could_not_be_read(tmp_path: Path) -> None:
+    """A source naming a dataset of a `registry:` folder that is not there was told only that no
+    dataset has that name: the folder that may define it is named too."""
+    pipe = make_pipeline(tmp_path, [{"dataset": "MyLiverCT", "root": str(tmp_path)}], stages=OFF,
+                         registry=[tmp_path / "extra_datasets"])
+    with pytest.raises(ConfigError) as e:
+        run(pipe, stages=["ingest"])
+    assert "no dataset named 'MyLiverCT'" in str(e.value) and "may define it: extra_datasets" in str(e.value)
