@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from curator.cli.common import (
+    ExecutorKind,
     OutputFormat,
     ReportFormat,
     csv_cell,
@@ -189,13 +190,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @handle_errors
     def demo(out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="folder (default: a new temp folder)")] = None,
              workers: WorkersOpt = 2,
-             executor: Annotated[str, typer.Option(help="local or dask")] = "local",
+             executor: Annotated[ExecutorKind, typer.Option(help="local or dask")] = ExecutorKind.local,
              progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True) -> None:
         """Build a small synthetic collection in native layouts and run every stage end to end."""
         from curator.demo import EXAMPLE_QUERY, outcome, run_demo
         from curator.release.query import Release
 
-        res = run_demo(out_dir, workers=workers, executor=executor, progress=progress)
+        res = run_demo(out_dir, workers=workers, executor=executor.value, progress=progress)
         print_stage_reports(res.result.reports)
         rel = Release(res.result.release)  # type: ignore[arg-type]
         out.print(f"\n[bold]Demo finished in {res.seconds:.0f} s[/] in {escape(str(res.folder))}", highlight=False)
@@ -211,7 +212,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         emit(q.columns, q.fetchall(), OutputFormat.table, title="problems (cases dropped)")
 
 
-WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="worker processes")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, help="worker processes")]
 
 
 def _check_out_format(out_file: Path | None, fmt: OutputFormat | None) -> None:

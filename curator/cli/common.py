@@ -53,6 +53,13 @@ def rerun_debug() -> str:
     return "curator --debug " + (shlex.join(args) if args else "<the same command>")
 
 
+class ExecutorKind(str, Enum):
+    """``--executor``: checked by the command line, naming the option, before a command writes anything."""
+
+    local = "local"
+    dask = "dask"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     csv = "csv"

@@ -11,6 +11,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from curator.cli.common import (
+    ExecutorKind,
     ReportFormat,
     err,
     handle_errors,
@@ -21,8 +22,8 @@ from curator.cli.common import (
 from curator.stages import STAGES
 
 PipelineArg = Annotated[Path, typer.Argument(help="pipeline.yaml", exists=True, dir_okay=False)]
-ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="local (process pool) or dask")]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="worker processes")]
+ExecutorOpt = Annotated[ExecutorKind | None, typer.Option("--executor", help="local (process pool) or dask")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", min=1, help="worker processes")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="dask scheduler address (default: a LocalCluster)")]
 ProgressOpt = Annotated[bool | None, typer.Option(
     "--progress/--no-progress", help="progress bars (default: executor.progress in the pipeline file, else on)")]
@@ -46,7 +47,7 @@ def _run_facts(record: dict[str, Any] | None) -> dict[str, Any]:
             if k in record}
 
 
-def load_config(pipeline: Path, executor: str | None = None, workers: int | None = None,
+def load_config(pipeline: Path, executor: ExecutorKind | str | None = None, workers: int | None = None,
                 address: str | None = None, progress: bool | None = None) -> Any:
     from curator.config import PipelineConfig
 
@@ -54,7 +55,7 @@ def load_config(pipeline: Path, executor: str | None = None, workers: int | None
     ex = cfg.executor
     changes: dict[str, Any] = {} if progress is None else {"progress": progress}  # None: the file's
     if executor:
-        changes["kind"] = executor
+        changes["kind"] = getattr(executor, "value", executor)
     if workers is not None:
         changes["workers"] = workers
     if address:

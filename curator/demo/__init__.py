@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import yaml
 
-from curator.config import PipelineConfig
+from curator.config import ExecutorConfig, PipelineConfig
 from curator.demo.data import DemoData, build_demo_data
 from curator.errors import ConfigError
 from curator.io.fsutil import check_output_dir
@@ -57,16 +59,28 @@ def run_demo(out_dir: Path | None = None, *, workers: int = 2, executor: str = "
              progress: bool = True, seed: int = 7) -> DemoResult:
     """Write the demo downloads and pipeline.yaml into ``out_dir`` (new temp folder by default), run it."""
     t0 = time.perf_counter()
+    kinds = get_args(get_type_hints(ExecutorConfig)["kind"])
+    if executor not in kinds or workers < 1:  # before a file is written: the folder refused the retry
+        raise ConfigError("config_error", f"--executor {executor}: give one of {', '.join(kinds)}" if executor
+                          not in kinds else f"--workers {workers}: give 1 or more worker processes")
     folder = check_output_dir(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="curator-demo-"))
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError("config_error", f"{folder} is not empty", path=str(folder),
                           remedy="give --out a new or empty folder")
     folder.mkdir(parents=True, exist_ok=True)
-    data = build_demo_data(folder / "raw", seed=seed)
-    pipeline = write_demo_pipeline(folder, data, workers, executor, progress)
-    config = PipelineConfig.load(pipeline)
-    Workspace(config.workspace).init(key=DEMO_KEY)
-    result = run_pipeline(config)
+    try:
+        data = build_demo_data(folder / "raw", seed=seed)
+        pipeline = write_demo_pipeline(folder, data, workers, executor, progress)
+        config = PipelineConfig.load(pipeline)
+        Workspace(config.workspace).init(key=DEMO_KEY)
+        result = run_pipeline(config)
+    except ConfigError:  # the folder was empty, so all in it is the demo's: the same --out takes the retry
+        for p in folder.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        raise
     return DemoResult(folder, pipeline, data, result, time.perf_counter() - t0)
 
 
