@@ -70,6 +70,8 @@ class Tree:
     # (a pattern matches them, so a case whose image is one fails on it instead of passing for a
     # label-only case), never read; :func:`discover` reports those no case takes
     broken: dict[str, InputError] = field(default_factory=dict)
+    # the root is not a folder (an unmounted share): that one problem, not one per file the layout needs
+    root_missing: bool = False
 
 
 def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
@@ -80,6 +82,7 @@ def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
     if not root.is_dir():
         tree.problems.append(InputError("file_not_found", "the source root is not a folder", path=str(root),
                                         remedy="set the source's `root:` in pipeline.yaml to the download"))
+        tree.root_missing = True
         return tree
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         rel_dir = os.path.relpath(dirpath, root)
@@ -202,6 +205,8 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
     tree = tree or scan(root, spec.exclude)
     name = name or spec.name
     problems = list(tree.problems)
+    if tree.root_missing:  # its index or split file is not a second problem of the same cause
+        return [], problems
     claimed = _label_claimed(spec, tree)
     every: list[CaseFiles] = []
     for i, entry in enumerate(spec.layout):
