@@ -210,8 +210,10 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     report.errors = len(errors)
     report.warnings += sum(p["severity"] == "warning" for p in extra)
     report.notes = list(getattr(stage, "notes", []))  # e.g. qc: "7 of 9 override rows matched no label"
-    if config.on_bad_case in ("warn", "error"):
-        for p in extra:  # said, not only stored: a whole source can be in one of these rows
+    for p in extra:  # said, not only stored: a whole source can be in one of these rows. `skip` quiets
+        # bad cases' problems; an error of a whole source (a root that is not there, a dataset YAML
+        # that does not load) is no bad case and is said whatever on_bad_case (it is counted as one)
+        if config.on_bad_case in ("warn", "error") or p["severity"] == "error":
             log.log(_LEVEL.get(p["severity"], logging.WARNING), "%s [%s] %s",
                     _where(ctx, p) or p.get("case_id") or p.get("dataset") or stage_cls.name, p["kind"], p["message"])
     if config.on_bad_case == "error" and errors:  # as a failed case: the problems are kept, the tables are not
