@@ -29,6 +29,16 @@ def make_pipeline(tmp: Path, sources: list[dict[str, Any]], *, registry: list[Pa
     return path
 
 
+def write_dataset_yaml(tmp: Path, layout: list[dict[str, Any]], labels: dict[str, Any], name: str = "Toy",
+                       modality: str = "CT", **kw: Any) -> Path:
+    """A minimal dataset YAML ``<tmp>/<name>.yaml`` (licence and citation filled in); ``kw``: further keys."""
+    d = {"name": name, "version": "1", "modality": modality, "region": "abdomen", "licence": "CC-BY-4.0",
+         "citation": "@misc{toy, title={toy}}", "layout": layout, "labels": labels, **kw}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
 def run(pipeline: Path, stages: list[str] | None = None, release: bool = False, **executor: Any) -> PipelineResult:
     cfg = PipelineConfig.load(pipeline)
     if executor:

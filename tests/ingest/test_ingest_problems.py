@@ -9,20 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from curator.testing.layouts import save_nifti
 from curator.testing.native import label_array, write_tree
 from curator.testing.phantoms import grid
-from curator.testing.pipelines import make_pipeline, run, table
+from curator.testing.pipelines import make_pipeline, run, table, write_dataset_yaml
 
 
 def _spec(tmp: Path, layout: list[dict[str, Any]], labels: dict[str, Any], name: str = "Toy", **kw: Any) -> Path:
-    d = {"name": name, "version": "1", "modality": "MR", "region": "abdomen", "licence": "CC-BY-4.0",
-         "citation": "@misc{toy, title={toy}}", "layout": layout, "labels": labels, **kw}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
-    return path
+    return write_dataset_yaml(tmp, layout, labels, name, **{"modality": "MR", **kw})
 
 
 def _ingest(tmp: Path, sources: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]],
