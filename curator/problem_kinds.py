@@ -42,14 +42,21 @@ _KINDS: list[ProblemKind] = [
                 "convert it to NIfTI, NRRD, MHA/MHD or DICOM, or fix the layout pattern"),
     ProblemKind("wrong_extension", "the file's content does not match its extension",
                 "rename the file to match its real format or re-export it"),
-    ProblemKind("not_a_regular_file", "the path is a FIFO, socket or device, not a file",
+    ProblemKind("not_a_regular_file", "the path is a FIFO, socket or device (or a folder where a file is expected), "
+                "not a file; curator never opens it",
                 "replace it with the real file"),
+    ProblemKind("file_too_large", "a metadata, split or index file of the dataset is larger than curator reads "
+                "(256 MiB): no table of cases is that large, so it is damaged, not the dataset's own, or a link "
+                "to something endless",
+                "check the file and replace it with the dataset's real one"),
     ProblemKind("permission_denied", "the file cannot be opened for reading",
                 "make the file readable by the user running curator"),
     ProblemKind("symlink_loop", "a symbolic link points back into itself",
                 "remove or fix the symbolic link in the source folder"),
-    ProblemKind("path_escape", "a layout pattern or a symbolic link (to a file or a case folder) leads outside "
-                "the source root; links out are refused on purpose, so only files under the root are read",
+    ProblemKind("path_escape", "a layout pattern or a symbolic link (to a file or a case folder, or the "
+                "metadata, split or index file) leads outside the source root, or a file of a DICOM series or slice "
+                "folder links outside that folder; links out are refused on purpose, so only files under the root "
+                "are read",
                 "point the source's `root:` in pipeline.yaml at the folder the links lead to (a root that is itself "
                 "a link is fine), or copy the files into the source folder; keep layout patterns relative to the "
                 "root, without '..' (docs/registry.md, 'The source root')"),

@@ -251,6 +251,7 @@ class ChecksumCache:
         self.dirty = False
 
     def file(self, root: Path, rel: str) -> str:
+        from curator.io.confined import regular_inside
         from curator.io.fsutil import sha256_file
 
         p = root / rel
@@ -260,6 +261,11 @@ class ChecksumCache:
             return f"missing:{rel}"
         if not stat.S_ISREG(st.st_mode):  # FIFOs block on open; devices never end
             return f"special:{rel}:{st.st_mode}"
+        if p.is_symlink():
+            try:
+                regular_inside(root, p)
+            except CuratorErrorBase:  # a link out of the root is never read, not even to hash it
+                return f"refused:{rel}:{os.readlink(p)}"
         seen = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = self.entries.get(rel)
         if hit and len(hit) == 5 and hit[:4] == seen:  # entries of an older curator had 3 fields

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from curator.dedup.canonical import ras_view
 from curator.errors import ConfigError, CuratorError
+from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
 from curator.io.fsutil import atomic_path, atomic_write_text, check_output_dir
 from curator.io.volume import Geometry
@@ -164,7 +165,9 @@ def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, An
             c = cases[r["case_id"]]
             off = np.asarray(r.get("offset_mm") or (0.0, 0.0, 0.0), dtype=np.float64)
             try:
-                vol = read_volume(sources[c["source"]] / c["image_path"], role="image", channel=c.get("image_channel"))
+                root = sources[c["source"]]
+                vol = read_volume(resolve_inside(root, root / c["image_path"]), role="image",
+                                  channel=c.get("image_channel"))
                 shown.append(Shown(r["case_id"], r["dataset"], r["kept"], r["reason"], vol.array, vol.geometry, off))
             except (CuratorError, KeyError) as e:
                 shown.append(Shown(r["case_id"], r["dataset"], r["kept"], r["reason"], None, None, off, str(e)))

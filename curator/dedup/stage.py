@@ -29,6 +29,7 @@ from curator.dedup.tables import duplicate_rows, header_geometry
 from curator.dedup.thumbnail import Thumbnail
 from curator.dedup.verify import Match, VerifySettings
 from curator.errors import ConfigError, InputError
+from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
 from curator.io.fsutil import atomic_write_bytes
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
@@ -202,7 +203,7 @@ class DedupStage(Stage):
         cfg = cast(DedupConfig, config)
         p = task.payload
         root = Path(env.sources[p["source"]])
-        vol = read_volume(root / p["image"], role="image", channel=p["channel"])
+        vol = read_volume(resolve_inside(root, root / p["image"]), role="image", channel=p["channel"])
         f = scan_features(vol.array, vol.geometry, cfg.hashing)
         data = f.thumbnail.to_bytes()
         digest = hashlib.sha256(data).hexdigest()

@@ -283,8 +283,8 @@ def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any], grid: 
     file's — as ingest and preprocess do: a file stored with its axes flipped or permuted (ingest's
     ``label_reoriented``) covers the same voxels in another order."""
     from curator.errors import GeometryError
+    from curator.io.confined import resolve_inside
     from curator.io.formats import read_volume
-    from curator.io.fsutil import resolve_inside
     from curator.io.volume import Geometry
     from curator.registry.fixes import apply_label_fixes
 

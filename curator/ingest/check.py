@@ -137,6 +137,7 @@ def _unused(root: Path, tree_files: list[str], used: set[str], folders: tuple[st
     import re
 
     from curator.errors import CuratorError
+    from curator.io.confined import regular_inside
     from curator.io.formats import sniff
 
     volumes: dict[tuple[str, str], list[str]] = {}
@@ -160,7 +161,7 @@ def _unused(root: Path, tree_files: list[str], used: set[str], folders: tuple[st
             other[suffix] += 1
     for folder, fs in unknown.items():
         try:
-            kind = sniff(root / fs[0])
+            kind = sniff(regular_inside(root, root / fs[0]))  # a FIFO is never opened, a link out never read
         except CuratorError:
             kind = None
         if kind == "dicom":
@@ -215,12 +216,19 @@ def _pick(tasks: list[Any], k: int) -> list[Any]:
 
 def _file_names(root: Path, tasks: list[Any]) -> dict[str, dict[int, str]]:
     """What each sampled label file calls its values (a DICOM SEG's segment labels), by path."""
+    from curator.errors import CuratorError
+    from curator.io.confined import regular_inside
     from curator.io.dicom_seg import segment_labels
 
     out: dict[str, dict[int, str]] = {}
     for t in tasks:
         for _, rel in t.payload["labels"]:
             if rel not in out:
+                try:
+                    regular_inside(root, root / rel)  # read by the case already; a folder has no segment names
+                except CuratorError:
+                    out[rel] = {}
+                    continue
                 out[rel] = segment_labels(root / rel) or {}
     return {rel: names for rel, names in out.items() if names}
 

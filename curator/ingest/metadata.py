@@ -23,13 +23,15 @@ nested one: ``surgery.surgeon``), never their values, are reported.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from curator.errors import InputError
-from curator.io.fsutil import canonical_json, confine
+from curator.io.confined import read_text_inside
+from curator.io.fsutil import canonical_json
 
 STANDARD = {"sex", "age_years", "bmi", "manufacturer", "scanner_model", "field_strength_t"}
 # Fields that identify a person (or date an encounter) are never copied, whatever a metadata file
@@ -124,22 +126,18 @@ def load_metadata(spec_metadata: dict[str, Any], root: Path, dropped: set[str] |
         if "." in k:
             within.setdefault(k.split(".", 1)[0], set()).add(k.split(".", 1)[1])
     dropped = dropped if dropped is not None else set()
-    path = confine(root, str(spec_metadata["file"]))
     key = str(spec_metadata.get("key", "case_id"))
     mapping = {str(k): str(v) for k, v in (spec_metadata.get("columns") or {}).items()}
+    path, text = read_text_inside(root, str(spec_metadata["file"]), "metadata file named by the dataset YAML",
+                                  "download the dataset's metadata file or remove `metadata:`")
     try:
         if path.suffix == ".json":
-            records = json.loads(path.read_text(encoding="utf-8"))
+            records = json.loads(text)
         else:
-            with open(path, newline="", encoding="utf-8") as f:
-                header = f.readline()
-                f.seek(0)
-                delim = "\t" if path.suffix in (".tsv", ".tab") else (";" if ";" in header and "," not in header else ",")
-                records = list(csv.DictReader(f, delimiter=delim))
-    except FileNotFoundError as e:
-        raise InputError("file_not_found", "the metadata file named by the dataset YAML is missing",
-                         path=str(path), remedy="download the dataset's metadata file or remove `metadata:`") from e
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as e:
+            header = text.split("\n", 1)[0]
+            delim = "\t" if path.suffix in (".tsv", ".tab") else (";" if ";" in header and "," not in header else ",")
+            records = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delim))
+    except (json.JSONDecodeError, csv.Error) as e:
         raise InputError("corrupt_file", f"the metadata file cannot be parsed ({e})", path=str(path),
                          remedy="download the metadata file again") from e
     out: dict[str, dict[str, Any]] = {}

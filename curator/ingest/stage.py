@@ -17,8 +17,9 @@ from curator.errors import ConfigError, CuratorError, InputError
 from curator.ingest import core
 from curator.ingest.coverage import Coverage
 from curator.ingest.metadata import load_metadata
+from curator.io.confined import regular_inside, resolve_inside
 from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
-from curator.io.fsutil import resolve_inside, sha256_file, sha256_files
+from curator.io.fsutil import sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
 from curator.problem_kinds import remedy_for
 from curator.registry.fixes import apply_label_fixes, for_files, intensity_offset
@@ -28,6 +29,8 @@ from curator.registry.splits import split_columns
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
 from curator.workspace import ChecksumCache
 
+# a source's file refused unread (a link out of the root, a FIFO or device, an endless file)
+_REFUSED = frozenset({"path_escape", "not_a_regular_file", "file_too_large"})
 # layout problems that say what was left out on purpose, not that a file was lost
 _LAYOUT_SEVERITY = {"sequence_undeclared": "warning", "image_is_label": "warning", "series_not_image": "info"}
 
@@ -108,11 +111,11 @@ class IngestStage(Stage):
                                       + (" …" if len(dropped) > 20 else ""), path=str(spec.metadata.get("file")))
                     self.extra_problems.append(problem_row(self.name, said, dataset=spec.name, case_id=None,
                                                            path=_display(src.name, root, said.path), severity="info"))
-            except CuratorError as err:
+            except CuratorError as err:  # no case gets metadata; a file refused unread is an error
                 meta = {}
                 self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
                                                        path=_display(src.name, root, err.path),
-                                                       severity="warning"))
+                                                       severity="error" if err.kind in _REFUSED else "warning"))
             checksums = ChecksumCache(ws, src.name)
             for c in cases:
                 files = ([c.image] if c.image else []) + [p for _, p in c.labels]
@@ -170,7 +173,7 @@ class IngestStage(Stage):
         series: str | None = None
         voxels: Any = None  # the image's voxels: a label file holding the very same is refused
         if p["image"] is not None:
-            path = resolve_inside(root, root / p["image"]) if not p["image_is_dir"] else root / p["image"]
+            path = resolve_inside(root, root / p["image"])  # a series folder's files: list_files checks them
             vol = read_volume(path, role="image", channel=p["channel"], channels=p.get("channels"),
                               max_voxels=config.max_voxels)
             ref_geom, voxels = vol.geometry, vol.array
@@ -400,8 +403,8 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 from curator.io.dicom_files import list_files
 
                 digest = digests[rel] = sha256_files(list_files(path), path)
-            else:
-                digest = digests[rel] = sha256_file(path)
+            else:  # checked first: a FIFO is never opened to hash it
+                digest = digests[rel] = sha256_file(regular_inside(root, path))
             lab = read_volume(path, role="label", max_voxels=config.max_voxels, grid=ref,
                               structure=key if p["encoding"] == "per_structure" else None)
             if lab.meta.get("unread_files") and rel not in unread_said:  # a label stored as a DICOM series

@@ -13,7 +13,8 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
-from curator.errors import ReadError
+from curator.errors import CuratorError, ReadError
+from curator.io.confined import folder_member
 from curator.io.formats import DICOM_EXT
 
 NON_IMAGE_SOP = {
@@ -26,8 +27,11 @@ NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "S
 
 
 def list_files(folder: Path) -> list[Path]:
-    """Regular files under ``folder`` (recursively), without following links out of it.
+    """The files under ``folder`` (recursively; hidden ones left out), never following links out of it.
 
+    Every file listed is checked before anything reads it (:func:`curator.io.confined.folder_member`):
+    a link leading outside ``folder`` is a ``path_escape`` error and a FIFO, socket or device a
+    ``not_a_regular_file`` error naming the file; a series with such a file is not read at all.
     A folder that cannot be listed is a ``permission_denied`` error naming ``folder`` (never a
     silently empty listing, which would read as "no DICOM file found").
     """
@@ -44,10 +48,9 @@ def list_files(folder: Path) -> list[Path]:
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, onerror=refuse, followlinks=False):
         dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if p.is_file() and not name.startswith("."):
-                out.append(p)
+        out += [Path(dirpath) / name for name in sorted(filenames) if not name.startswith(".")]
+    for k, p in enumerate(out, start=1):  # by rank: a DICOM file's name can be a UID
+        folder_member(folder, p, f"file {k} of {len(out)} (sorted by file name)")
     return out
 
 
@@ -83,7 +86,7 @@ def series_not_volume(folder: Path, max_files: int = 16) -> str | None:
     study: ``1.000000-SCOUT…``, ``2.000000-ABDOMEN…``, an RTSTRUCT), to take the scan over them."""
     try:
         files = list_files(folder)[:max_files]
-    except ReadError:
+    except CuratorError:  # its case's reading says why
         return None
     first: str | None = None
     for f in files:

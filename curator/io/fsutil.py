@@ -1,4 +1,5 @@
-"""File-system helpers: atomic writes, checksums, paths confined to a root.
+"""File-system helpers: atomic writes and checksums (paths confined to a source root:
+:mod:`curator.io.confined`).
 
 Everything curator writes goes to a temporary name in the destination folder and is
 then renamed into place, so no reader ever sees a half-written file or store.
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from curator.errors import ConfigError, InputError, ReadError, WorkspaceError
+from curator.errors import ConfigError, ReadError, WorkspaceError
 
 CHUNK = 1 << 20
 log = logging.getLogger("curator")
@@ -350,43 +351,3 @@ def remove_stale_temporaries(folder: Path) -> int:
         _cleanup(p)
         n += 1
     return n
-
-
-def confine(root: Path, relative: str) -> Path:
-    """``root / relative``, refusing anything that resolves outside ``root``.
-
-    >>> confine(Path('/data/ds'), 'a/b.nii.gz').as_posix()
-    '/data/ds/a/b.nii.gz'
-    """
-    if os.path.isabs(relative) or ".." in Path(relative).parts:
-        raise InputError("path_escape", f"pattern or path {relative!r} leaves the source root",
-                         path=str(root), remedy="write layout patterns relative to the source root, without '..'")
-    return root / relative
-
-
-# links out of a source root are refused on purpose (only what is under the folder named is read)
-LINK_OUT_REMEDY = ("point the source's `root:` in pipeline.yaml at the folder the link leads to (a root that is itself "
-                   "a link is fine), or copy the files into the source folder (docs/registry.md, 'The source root')")
-
-
-def resolve_inside(root: Path, path: Path) -> Path:
-    """Resolve symlinks of ``path`` and check the target stays under ``root``."""
-    try:
-        real = path.resolve(strict=True)
-    except RuntimeError as e:  # symlink loop (py < 3.13)
-        raise ReadError("symlink_loop", "a symbolic link loops back on itself", path=str(path),
-                        remedy="remove or fix the link") from e
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise ReadError("symlink_loop", "a symbolic link loops back on itself", path=str(path),
-                            remedy="remove or fix the link") from e
-        if path.is_symlink():  # the link is there, what it points to is not
-            raise ReadError("file_not_found", "a symbolic link points to a file that does not exist (a dangling "
-                            "link)", path=str(path), remedy="fix the link, or put the file it names in place") from e
-        raise ReadError("file_not_found", "the file does not exist (or is a broken link)", path=str(path),
-                        remedy="check the download") from e
-    root_real = root.resolve()
-    if real != root_real and root_real not in real.parents:
-        raise InputError("path_escape", "the link points outside the source root",  # where to: a machine path
-                         path=str(path), remedy=LINK_OUT_REMEDY)
-    return real

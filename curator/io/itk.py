@@ -149,10 +149,14 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
             raise InputError("path_escape", "the header points to data outside its folder",
                              path=str(path), remedy="keep the .raw/.zraw file(s) in the header's folder or a folder "
                              "inside it")
+        # by its rank, not its name: data files are often named after the patient (a header's own
+        # name is the layout's; the files it lists are not)
+        which = f"data file {k} of {len(listed)}" if len(listed) > 1 else "the data file"
+        if data_file.exists() and not data_file.is_file():  # a FIFO, device or folder: never opened
+            raise ReadError("not_a_regular_file", f"{which} named by the header (ElementDataFile / data file) is "
+                            "a FIFO, socket, device or folder, not a file", path=str(path),
+                            remedy="replace it with the .raw/.zraw file that belongs to this header")
         if not data_file.is_file():
-            # by its rank, not its name: data files are often named after the patient (a header's own
-            # name is the layout's; the files it lists are not)
-            which = f"data file {k} of {len(listed)}" if len(listed) > 1 else "the data file"
             raise ReadError("file_not_found", f"{which} named by the header (ElementDataFile / data file) is "
                             "missing", path=str(path),
                             remedy="download the .raw/.zraw file(s) that belong to this header")

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.errors import InputError
+from curator.io.confined import folder_member
 from curator.io.formats import check_memory
 from curator.io.volume import Geometry, Volume
 
@@ -30,15 +31,27 @@ def natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+def _named_slices(folder: Path) -> list[Path]:
+    """The entries of ``folder`` named like slice images (sub-folders left out), unchecked."""
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in SLICE_EXT and not p.name.startswith(".")
+                   and not p.is_dir()), key=lambda p: natural_key(p.name))
+
+
 def slice_files(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_EXT
-                   and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+    """The slice images of ``folder`` in natural name order, each checked before anything reads it
+    (:func:`curator.io.confined.folder_member`): a link leading outside ``folder`` is a
+    ``path_escape`` error, a FIFO, socket or device a ``not_a_regular_file`` error naming it."""
+    files = _named_slices(folder)
+    for p in files:
+        folder_member(folder, p)
+    return files
 
 
 def is_slice_folder(folder: Path) -> bool:
-    """True for a folder whose files are 2-D slice images (and nothing that looks like DICOM)."""
+    """True for a folder whose files are 2-D slice images (and nothing that looks like DICOM); by
+    their names only, nothing is opened."""
     try:
-        return folder.is_dir() and bool(slice_files(folder))
+        return folder.is_dir() and bool(_named_slices(folder))
     except OSError:
         return False
 

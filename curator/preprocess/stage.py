@@ -13,8 +13,8 @@ from numpy.typing import NDArray
 from curator.config import StageConfig
 from curator.errors import InputError
 from curator.harmonize.stage import harmonize_taxonomy
+from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
-from curator.io.fsutil import resolve_inside
 from curator.io.volume import Geometry, Volume
 from curator.preprocess import terms as termmap
 from curator.preprocess.config import PreprocessConfig
@@ -128,7 +128,7 @@ class PreprocessStage(Stage):
 
         image, offset, guessed = None, 0.0, None
         if p["image_path"]:
-            image = read_volume(root / p["image_path"], role="image", channel=p["image_channel"])
+            image = read_volume(resolve_inside(root, root / p["image_path"]), role="image", channel=p["image_channel"])
             guessed = geometry_guessed(image.meta)
             image, offset = _image_fixes(image, p["fixes"], p["image_path"])
         geometry = image.geometry if image is not None else None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.errors import InputError
-from curator.io.fsutil import confine
+from curator.io.confined import read_text_inside
 from curator.registry.layout import CaseFiles, make_case_id, patient_of
 from curator.registry.spec import DatasetSpec, LayoutEntry
 
@@ -17,13 +17,11 @@ from curator.registry.spec import DatasetSpec, LayoutEntry
 def load_index(root: Path, entry: LayoutEntry) -> tuple[Path, Any]:
     """The path and parsed JSON of the layout entry's index (``dataset.json`` by default);
     an ``InputError`` when it is missing or not JSON."""
-    path = confine(root, entry.index or "dataset.json")
+    path, text = read_text_inside(root, entry.index or "dataset.json", "layout's index file",
+                                  "check the source root: it should be the folder holding dataset.json")
     try:
-        return path, json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError) as e:
-        raise InputError("file_not_found", "the layout's index file is missing", path=str(path),
-                         remedy="check the source root: it should be the folder holding dataset.json") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return path, json.loads(text)
+    except json.JSONDecodeError as e:
         raise InputError("corrupt_file", f"the index file is not valid JSON ({e})", path=str(path),
                          remedy="download the dataset again") from e
 

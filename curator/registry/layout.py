@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from curator.errors import InputError
-from curator.io.fsutil import resolve_inside
+from curator.errors import CuratorError, InputError
+from curator.io.confined import regular_inside, resolve_inside
 from curator.registry.spec import DatasetSpec, LayoutEntry
 
 _TOKEN = re.compile(r"\{(\w+)\}|\*\*/|\*\*|\*|\?")
@@ -237,7 +237,11 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
         except InputError as e:
             problems.append(e)
     taken = {f for c in cases.values() for f in (c.image, *(rel for _, rel in c.labels)) if f}
-    problems += [err for rel, err in tree.broken.items() if rel not in taken]  # a taken one is its case's error
+    within = tuple(sorted(f.rstrip("/") + "/" for f in taken))  # a series or slice folder's files: its case reads them
+    named = {str(Path(str(f))) for f in (spec.metadata.get("file"), spec.official_split.get("file"),
+                                         *(e.index for e in spec.layout if e.index)) if f}
+    problems += [err for rel, err in tree.broken.items()  # a taken one is its case's error, a named one its reader's
+                 if rel not in taken and not rel.startswith(within) and rel not in named]
     if not cases and not problems:
         problems.append(InputError("layout_no_match", f"no file under the root matches the layout of {spec.name}",
                                    path=str(root), remedy="check the source root and the dataset's layout patterns"))
@@ -260,6 +264,11 @@ def _structures_inside(spec: DatasetSpec, root: Path, cases: dict[str, CaseFiles
         labels: list[tuple[str, str]] = []
         for key, rel in c.labels:
             if key:  # a mask file of its own ({structure} in the pattern)
+                labels.append((key, rel))
+                continue
+            try:
+                regular_inside(root, root / rel)
+            except CuratorError:  # a link out of the root, a FIFO ...: never opened; its case's reading fails on it
                 labels.append((key, rel))
                 continue
             names = structures_in(root / rel)

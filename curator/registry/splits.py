@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.errors import InputError
-from curator.io.fsutil import confine
+from curator.io.confined import read_text_inside
 
 SPLIT_NAMES = {"train": "train", "training": "train", "tr": "train", "val": "val", "valid": "val",
                "validation": "val", "va": "val", "test": "test", "testing": "test", "ts": "test"}
@@ -28,9 +28,9 @@ SPLIT_NAMES = {"train": "train", "training": "train", "tr": "train", "val": "val
 
 def read_split_file(spec_split: dict[str, Any], root: Path) -> dict[str, str]:
     """``{case id: train|val|test}`` from the declared split file."""
-    path = confine(root, str(spec_split["file"]))
+    path, text = read_text_inside(root, str(spec_split["file"]), "official split file named by the dataset YAML",
+                                  "download the dataset's split file or remove `official_split.file`")
     try:
-        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             data = json.loads(text)
             pairs = [(str(c), str(s)) for s, ids in (data.items() if isinstance(data, dict) else [])
@@ -41,10 +41,7 @@ def read_split_file(spec_split: dict[str, Any], root: Path) -> dict[str, str]:
             rows = list(csv.DictReader(text.splitlines(), delimiter=delim))
             key, col = str(spec_split.get("key", "case_id")), str(spec_split.get("column", "split"))
             pairs = [(str(r[key]), str(r[col])) for r in rows if r.get(key) and r.get(col)]
-    except FileNotFoundError as e:
-        raise InputError("file_not_found", "the official split file named by the dataset YAML is missing",
-                         path=str(path), remedy="download the dataset's split file or remove `official_split.file`") from e
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError, KeyError) as e:
+    except (json.JSONDecodeError, csv.Error, KeyError) as e:
         raise InputError("corrupt_file", f"the split file cannot be parsed ({e})", path=str(path),
                          remedy="check `official_split.key`/`column` against the file's header") from e
     out: dict[str, str] = {}

@@ -271,7 +271,7 @@ def test_no_problem_row_or_release_json_carries_a_local_folder_name(tmp_path: Pa
     import json
 
     from curator.errors import InputError
-    from curator.io.fsutil import confine
+    from curator.io.confined import confine
     from curator.release.lineage import published_config
     from curator.runner.context import Context
     from curator.runner.stage import problem_row
