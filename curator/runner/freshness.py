@@ -52,6 +52,9 @@ def write_record(ctx: Context, stage_cls: type[Stage], config: StageConfig,
     atomic_write_json(ctx.workspace.stage_dir(stage_cls.name) / "stage.json", {
         "stage": stage_cls.name, "stage_version": stage_cls.version, "code_version": __version__,
         "config": config.to_dict(), "config_hash": config.config_hash(), "run_id": uuid.uuid4().hex,
+        # the settings pipeline.yaml gave (the rest were defaults): a status after an edit tells
+        # a setting the user removed from one whose default changed with curator (:func:`_changed`)
+        "config_given": sorted(ctx.config.stage(stage_cls.name)),
         **upstream, "sources_digest": sources_digest(ctx),
         "sources_digest_relative": sources_digest(ctx, relative=True), "sources": source_facts(ctx), **fields,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -148,16 +151,27 @@ def upstream_runs(ctx: Context, name: str) -> dict[str, dict[str, str | None]]:
     return out
 
 
-def _changed(old: dict[str, Any], config: StageConfig, given: Collection[str] = (), limit: int = 3) -> str:
+def _changed(old: dict[str, Any], config: StageConfig, given: Collection[str] = (), limit: int = 3,
+             old_given: Collection[str] | None = None) -> str:
     """The settings that differ from the recorded ones (those that change results only). A setting
-    pipeline.yaml does not give (``given``) changed with this curator — its default changed, or an
-    older curator, which recorded ``old``, had no such setting — and is said so: the user changed
-    nothing there."""
+    pipeline.yaml does not give (``given``) is now at this curator's default, and is said so with
+    why, as far as the record tells (``old_given``: the settings pipeline.yaml gave the recorded
+    run; None in a record of a curator before 2026-12-08): the recorded run gave it and pipeline.yaml
+    no longer does (``not in pipeline.yaml: the default``), or neither gave it, so its default
+    changed — or an older curator, which recorded ``old``, had no such setting — and the user
+    changed nothing there (``this curator's default``)."""
     quiet = config.hashed_when_set()  # absent from a record of a run before them: their default
     full = config.to_dict()
     new = {**config.hashed_dict(), **{k: full[k] for k in quiet}}
     unhashed = set(full) - set(new)
     keys = sorted(k for k in set(old) | set(new) if k not in unhashed and old.get(k, quiet.get(k)) != new.get(k))
+
+    def why(k: str) -> str:
+        if old_given is None:  # either may be true: a wording true of both
+            return " (not in pipeline.yaml: this curator's default)"
+        if k in old_given:
+            return " (not in pipeline.yaml: the default)"
+        return " (this curator's default)"
 
     def part(k: str) -> str:
         if k in quiet and k not in old:
@@ -168,7 +182,7 @@ def _changed(old: dict[str, Any], config: StageConfig, given: Collection[str] = 
         if k not in new:
             return f"{k}: no longer a setting"
         said = f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}"
-        return said if k in given else f"{said} (this curator's default)"
+        return said if k in given else said + why(k)
 
     parts = [part(k) for k in keys[:limit]]
     return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
@@ -214,7 +228,10 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
     config = ctx.stage_config(cls.config_class, name)
     if rec.get("config_hash") != config.config_hash():
         given = ctx.config.stage(name)
-        reasons.append(f"{name} ran with other settings ({_changed(rec.get('config') or {}, config, given)})")
+        old_given = rec.get("config_given")
+        said = _changed(rec.get("config") or {}, config, given,
+                        old_given=old_given if isinstance(old_given, list) else None)
+        reasons.append(f"{name} ran with other settings ({said})")
     try:
         files = now[0] if now is not None else cls.settings_files_digest(ctx, config)
     except CuratorError as e:  # a model file moved away: said here, as the run would say it

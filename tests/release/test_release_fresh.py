@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from curator.cli import app
 from curator.config import PipelineConfig
+from curator.dedup.stage import DedupConfig
 from curator.errors import ReleaseError
 from curator.pipeline import run_pipeline
 from curator.qc.stage import QCStage
@@ -389,3 +390,34 @@ def test_settings_an_upgrade_changed_are_said_as_this_curators_not_the_users(dem
     assert ("dedup ran with other settings (global_neighbours: 8 (a setting this curator added), global_radius: "
             f"3 → 4, keep: {json.dumps(rec['config']['keep'])} → {json.dumps(keep)} (this curator's default))"
             ) in _refused(cfg)
+
+
+def test_a_setting_removed_from_pipeline_yaml_is_said_as_the_users_not_this_curators(demo: Path) -> None:
+    """dedup run with `keep:` and `prefer_datasets:` set, which the user then deletes from
+    pipeline.yaml (the same curator): status said '(this curator's default)' of both, as if an
+    upgrade had changed the defaults. The run's record says which settings pipeline.yaml gave."""
+    pipeline = demo / "pipeline.yaml"
+    original = pipeline.read_text()
+    cfg = _edit(pipeline, "0.2.0", dedup={"keep": ["datasets", "terms", "version"], "prefer_datasets": ["KiTS23"]})
+    run_pipeline(cfg, stages=["dedup"], release=False)
+    pipeline.write_text(original)  # the two lines deleted
+    default = json.dumps(list(DedupConfig().keep))
+    assert (f'dedup ran with other settings (keep: ["datasets", "terms", "version"] → {default} (not in '
+            'pipeline.yaml: the default), prefer_datasets: ["KiTS23"] → [] (not in pipeline.yaml: the default));'
+            ) in _refused(set_version(pipeline, "0.2.0"))
+
+
+def test_a_changed_setting_an_older_record_cannot_place_is_said_in_words_true_of_both(demo: Path) -> None:
+    """A record of a curator that did not keep which settings pipeline.yaml gave: a setting at
+    another value than this curator's default, which pipeline.yaml does not give, may have been
+    removed by the user or had its default changed; the status says what is true either way."""
+    record = demo / "workspace" / "stages" / "dedup" / "stage.json"
+    rec = json.loads(record.read_text())
+    keep = rec["config"]["keep"]
+    rec["config"]["keep"] = ["case_id"]
+    rec["config_hash"] = "0" * 16
+    del rec["config_given"]
+    record.write_text(json.dumps(rec))
+    assert _refused(set_version(demo / "pipeline.yaml", "0.2.0")).endswith(
+        f'dedup ran with other settings (keep: ["case_id"] → {json.dumps(keep)} (not in pipeline.yaml: this '
+        "curator's default))")
