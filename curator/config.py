@@ -12,6 +12,7 @@ made. Unknown keys are errors (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import types
@@ -24,7 +25,9 @@ import yaml
 
 from curator.errors import ConfigError
 from curator.io.fsutil import sha256_json
-from curator.yamlio import load_yaml
+from curator.yamlio import Lined, load_yaml
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound="Config")
 OnBadCase = Literal["error", "warn", "skip"]
@@ -300,13 +303,28 @@ class PipelineConfig(Config):
     stages: dict[str, Any] = field(default_factory=dict)
     executor: ExecutorConfig = ExecutorConfig()
     release: ReleaseConfig = ReleaseConfig()
-    seed: int = 0
     # the folder holding pipeline.yaml (set by load(); None for a config built in code): relative
     # path settings of stages are relative to it. Not a YAML key, not in to_dict() or any hash.
     folder: Path | None = field(default=None, init=False, compare=False)
     # the file as the user named it (set by load(); None for a config built in code), for messages
     # telling what to run: `curator run my_pipeline.yaml`. Not a YAML key, not in to_dict() or any hash.
     file: Path | None = field(default=None, init=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, *, where: str | None = None) -> typing.Self:
+        if isinstance(d, dict) and "seed" in d:  # a setting of curators before 2026-12-08 that set nothing
+            line = (getattr(d, "lines", None) or {}).get("seed")
+            log.warning("%s%s: the top-level `seed: %s` is ignored: it never set anything (the splits' seed is "
+                        "`stages.splits.seed`). What to do: delete it, or move it to `stages: {splits: {seed: ...}}` "
+                        "if it was meant for the splits", where or "pipeline.yaml",
+                        f" (line {line})" if line else "", d["seed"])
+            kept = {k: v for k, v in d.items() if k != "seed"}
+            if isinstance(d, Lined):  # its lines, for the messages about the other settings
+                lined = Lined(kept)
+                lined.line, lined.lines = d.line, d.lines
+                kept = lined
+            d = kept
+        return super().from_dict(d, where=where)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PipelineConfig:

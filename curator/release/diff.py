@@ -18,7 +18,8 @@ explains rows that changed under the same pipeline.yaml (``stages pseudolabel st
 global_neighbours: added``, named only for settings neither pipeline.yaml gave). What an older
 curator recorded in another form is compared as the same thing: its ``sources`` entries kept
 each source's folder (``root``, which release.json no longer publishes) and had no
-``pseudonymous_ids`` (no source had them), so neither is a change.
+``pseudonymous_ids`` (no source had them), so neither is a change; its top-level ``seed``,
+which set nothing, is not compared.
 
 >>> # d = diff_releases("releases/demo/0.1.0", "releases/demo/0.2.0"); d.tables["cases"].added
 """
@@ -360,9 +361,12 @@ def _dups(d: ReleaseDiff, a: pl.DataFrame | None, b: pl.DataFrame | None) -> Non
 
 
 def _settings(info: dict[str, Any]) -> dict[str, Any]:
-    """The pipeline config without its ``release`` block (the version always differs)."""
+    """The pipeline config without its ``release`` block (the version always differs), nor the
+    top-level ``seed`` that curators before 2026-12-08 published, which set nothing (the splits'
+    seed is ``stages.splits.seed``)."""
     cfg = dict(info.get("pipeline_config") or {})
     cfg.pop("release", None)
+    cfg.pop("seed", None)
     return cfg
 
 

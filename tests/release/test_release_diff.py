@@ -384,6 +384,21 @@ def test_a_release_of_an_older_curator_is_diffed_by_stage_versions_and_changed_d
                .lineage_changes)
 
 
+def test_the_top_level_seed_of_an_older_release_is_no_lineage_change(demo: Path) -> None:
+    """Older curators published pipeline.yaml's top-level `seed` (0 unless given), which set
+    nothing; `curator diff` said `pipeline_config seed: 0 → 12345` with no table changed. It is
+    not published any more, and an older release's is not compared."""
+    coll = demo / "releases" / "demo"
+    assert "seed" not in json.loads((coll / "0.1.0" / "release.json").read_text())["pipeline_config"]
+    for version, seed in (("0.0.1", 0), ("0.0.2", 12345)):
+        shutil.copytree(coll / "0.1.0", coll / version)
+        _as_older_curator(coll / version, lambda i, s=seed: i["pipeline_config"].update(seed=s))  # type: ignore[misc]
+    for a, b in (("0.0.1", "0.1.0"), ("0.0.1", "0.0.2")):
+        assert diff_releases(coll / a, coll / b).lineage_changes == [], (a, b)
+    res = CliRunner().invoke(app, ["diff", str(coll / "0.0.2"), str(coll / "0.1.0")])
+    assert res.exit_code == 0 and "seed" not in res.output, res.output
+
+
 def test_diff_names_the_code_revision_when_both_releases_record_one(demo: Path) -> None:
     """release.json records the git commit of the code (``code_version`` is the same for every
     commit between curator releases); a release before it, or from a wheel, has none: not a change."""

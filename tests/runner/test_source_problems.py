@@ -101,6 +101,28 @@ def test_pipeline_yaml_mistakes_name_the_file_the_setting_and_its_line(tmp_path:
     assert said in str(e.value) and "<unicode string>" not in str(e.value), str(e.value)
 
 
+def test_a_top_level_seed_is_ignored_with_a_warning_naming_the_splits_seed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`seed:` at the top of pipeline.yaml was a valid setting that set nothing: recorded in
+    release.json and shown by `curator diff` as a change, while the splits kept their own seed.
+    It is no longer a setting; a file that still has it loads, with a warning saying where the
+    splits' seed is, and the other settings' messages keep their lines."""
+    p = tmp_path / "p.yaml"
+    p.write_text("workspace: ws\nseed: 12345\nstages:\n  splits: {seed: 3}\n")
+    with caplog.at_level(logging.WARNING, logger="curator"):
+        cfg = PipelineConfig.load(p)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said == [("p.yaml (line 2): the top-level `seed: 12345` is ignored: it never set anything (the splits' "
+                    "seed is `stages.splits.seed`). What to do: delete it, or move it to "
+                    "`stages: {splits: {seed: ...}}` if it was meant for the splits")], said
+    assert "seed" not in cfg.to_dict() and cfg.stage("splits") == {"seed": 3}
+    p.write_text("workspace: ws\nseed: 1\nsed: 1\n")  # no longer offered among the valid settings
+    with pytest.raises(ConfigError) as e:
+        PipelineConfig.load(p)
+    assert "unknown setting(s) ['sed']" in str(e.value) and "'seed'" not in str(e.value)
+    assert str(e.value).endswith("(line 3)"), str(e.value)
+
+
 def test_a_yaml_boolean_where_a_word_belongs_says_to_quote_it(tmp_path: Path) -> None:
     """`on_bad_case: no` (YAML 1.1 reads it as false) was "stages.ingest.on_bad_case = False; expected one of ..."."""
     (tmp_path / "p.yaml").write_text(f"workspace: ws\nsources:\n  - {{dataset: KiTS23, root: {tmp_path}}}\n"
