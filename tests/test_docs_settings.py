@@ -1,6 +1,8 @@
-"""Every setting pipeline.yaml (or a model entry of an ensemble) takes is named in README.md or
-docs/*.md: nine keys (`stages.ingest.max_voxels`, pseudolabel's thresholds, `executor.progress`,
-`sources[].name`, ...) were in the code with no word of them in any document."""
+"""Every setting pipeline.yaml (or a model entry of an ensemble) takes, and every command-line
+option, is named in README.md or docs/*.md: nine keys (`stages.ingest.max_voxels`, pseudolabel's
+thresholds, `executor.progress`, `sources[].name`, ...) and a dozen options (`run --no-release`,
+`report --max-gallery`, `eval --min-ml`, ...) were in the code or `--help` with no word of them in
+any document."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import dataclasses
 import re
 import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +95,58 @@ def test_a_new_setting_no_document_names_fails(monkeypatch: pytest.MonkeyPatch) 
     assert ("IngestConfig", "min_slice_gap_mm_undocumented") in keys
     with pytest.raises(AssertionError, match="min_slice_gap_mm_undocumented"):
         test_every_setting_is_named_in_the_docs()
+
+
+def options() -> list[tuple[str, list[str]]]:
+    """``(command, its option's long names)`` of every visible option of every command (typer
+    vendors its own click: commands and options are told apart by what they have)."""
+    import typer
+
+    from curator.cli import app
+
+    out: list[tuple[str, list[str]]] = []
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        if hasattr(cmd, "commands"):  # a group
+            for name, sub in cmd.commands.items():
+                if not sub.hidden:
+                    walk(sub, [*path, name])
+            return
+        for p in cmd.params:
+            names = [o for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+            if p.param_type_name == "option" and not p.hidden and names and "--help" not in names:
+                out.append((" ".join(["curator", *path]), names))
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+def test_every_command_line_option_is_named_in_the_docs() -> None:
+    """`run --no-release`, `report --max-gallery`, `eval --min-ml`, `labels tree --depth`, ...
+    were in `--help` only."""
+    text = _docs()
+    found = options()
+    assert len(found) > 50 and ("curator report", ["--max-gallery"]) in found
+    missing = [f"{cmd} {'/'.join(names)}" for cmd, names in found
+               if not any(re.search(rf"{re.escape(o)}(?![\w-])", text) for o in names)]
+    assert not missing, f"options no document names (say them where their command is): {missing}"
+
+
+def test_every_registry_option_says_it_takes_folders_too() -> None:
+    """`sources list` and `sources show` said --registry takes "extra dataset YAML files", while
+    they read folders as `sources check` and `labels check` do."""
+    import typer
+
+    from curator.cli import app
+
+    said: dict[str, str] = {}
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+        for p in getattr(cmd, "params", []) if not hasattr(cmd, "commands") else []:
+            if "--registry" in p.opts and path != ["card"]:  # card: --registry alone is the built-in card
+                said[" ".join(path)] = p.help
+    walk(typer.main.get_command(app), [])
+    assert {"sources list", "sources show", "sources check", "labels check"} <= set(said)
+    assert set(said.values()) == {"extra dataset YAML files or folders"}, said

@@ -11,6 +11,7 @@ from rich.markup import escape
 from curator.cli.common import (
     ExecutorKind,
     OutputFormat,
+    RegistryOpt,
     ReportFormat,
     csv_cell,
     emit,
@@ -97,9 +98,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @sources.command("list")
     @handle_errors
     def sources_list(fmt: FormatOpt = OutputFormat.table,
-                     registry: Annotated[list[Path] | None, typer.Option(help="extra dataset YAML files")] = None,
-                     ) -> None:
-        """Every dataset the registry knows (built-in + --registry files)."""
+                     registry: RegistryOpt = None) -> None:
+        """Every dataset the registry knows (built-in + --registry files and folders)."""
         from curator.registry import load_registry
 
         reg = load_registry(extra=tuple(registry or ()))
@@ -115,8 +115,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @sources.command("show")
     @handle_errors
     def sources_show(name: str,
-                     registry: Annotated[list[Path] | None, typer.Option(help="extra dataset YAML files")] = None,
-                     ) -> None:
+                     registry: RegistryOpt = None) -> None:
         """One dataset's full entry (JSON): a registry name, or the path of a dataset YAML."""
         from curator.registry import load_dataset_file, load_registry
 
@@ -135,7 +134,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                                      "spread evenly)")] = 5,
             every: Annotated[bool, typer.Option("--all", help="read every case (ingest without a workspace)")] = False,
             workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="cases read at once (processes)")] = 1,
-            registry: Annotated[list[Path] | None, typer.Option(help="extra dataset YAML files or folders")] = None,
+            registry: RegistryOpt = None,
             taxonomy: Annotated[Path | None, typer.Option(
                 "--taxonomy", help="a taxonomy file of your own (default: the pipeline's stages.harmonize.taxonomy, "
                                    "else the bundled one)")] = None,

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import Enum
 from functools import wraps
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from click import ClickException
@@ -29,6 +30,8 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 _DEBUG = {"on": False}
 _ARGS: list[list[str]] = []  # the command line's arguments, when run as ``curator`` (main())
+# every command's --registry but `curator card`'s (which alone means the built-in registry)
+RegistryOpt = Annotated[list[Path] | None, typer.Option("--registry", help="extra dataset YAML files or folders")]
 
 
 def debug_first(args: list[str]) -> list[str]:

@@ -10,10 +10,9 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand
 
-from curator.cli.common import OutputFormat, emit, err, handle_errors, out, print_json
+from curator.cli.common import OutputFormat, RegistryOpt, emit, err, handle_errors, out, print_json
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
-RegistryOpt = Annotated[list[Path] | None, typer.Option("--registry", help="extra dataset YAML files or folders")]
 TaxonomyOpt = Annotated[Path | None, typer.Option(
     "--taxonomy", help="a taxonomy file of your own (as `stages.harmonize.taxonomy`; default: the bundled one)")]
 
