@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from curator.config import PipelineConfig
 from curator.release.integrity import verify_release
 from curator.release.query import Release
 from curator.release.schema_doc import schema_markdown
+from curator.runner.context import Context
 from curator.schema import load_schemas
 from curator.testing.releases import reseal
 
@@ -74,3 +77,49 @@ def test_every_column_of_every_table_says_what_it_means() -> None:
             if line.startswith("| ") and not line.startswith("| column |")]
     assert len(rows) == sum(len(ts.schema) for ts in schemas.values())
     assert not [r for r in rows if r.rstrip().endswith("|  |")], "an empty description cell in SCHEMA.md"
+
+
+def _digest_per_schema(path: Path, description: str) -> str:
+    """A file's SHA-256 hex, or a folder's checksum the way ``cases.image_sha256``'s description says."""
+    if not path.is_dir():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    assert "key=lambda p: p.parts" in description and "raw 32-byte" in description
+    rel_paths = [p.relative_to(path) for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    h = hashlib.sha256()
+    for p in sorted(rel_paths, key=lambda p: p.parts):
+        h.update(p.as_posix().encode())
+        h.update(hashlib.sha256((path / p).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def test_input_checksums_are_recomputed_from_the_raw_files_as_schema_md_says(demo_base: Path) -> None:
+    """``cases.label_sha256`` is not a file's sha256sum, nor is a DICOM series' image_sha256:
+    SCHEMA.md's descriptions must give a recipe hashlib alone follows (the label one as code)."""
+    rel = demo_base / "releases" / "demo" / "0.1.0"
+    desc = load_schemas()["cases"].descriptions
+    m = re.search(r"`(hashlib\.sha256\(.+?\)\.hexdigest\(\))`", desc["label_sha256"])
+    assert m, "label_sha256's description gives the Python expression"
+    ctx = Context(PipelineConfig.load(demo_base / "pipeline.yaml"))
+    roots = {name: s.root for name, s in ctx.sources.items()}
+    cases = pq.read_table(rel / "cases.parquet").to_pylist()
+    folders = 0
+    for c in cases:
+        root = roots[c["source"]]
+
+        def digest(p: str, root: Path = root) -> str:
+            return _digest_per_schema(root / p, desc["image_sha256"])
+
+        if c["image_path"]:
+            folders += (root / c["image_path"]).is_dir()
+            assert digest(c["image_path"]) == c["image_sha256"], c["case_id"]
+        if c["label_sha256"]:
+            env = {"hashlib": hashlib, "digest": digest, "label_keys": c["label_keys"], "label_paths": c["label_paths"]}
+            assert eval(m.group(1), env) == c["label_sha256"], c["case_id"]  # the description's own code
+    assert folders >= 3  # the demo's DICOM series
+    # release.json's inputs: the SHA-256 of the JSON list of the sorted checksums, as the description says
+    info = json.loads((rel / "release.json").read_text())
+    assert "JSON list" in desc["image_sha256"] and "`inputs`" in desc["label_sha256"]
+    for ds, entry in info["inputs"].items():
+        vals = sorted(v for c in cases if c["dataset"] == ds for v in (c["image_sha256"], c["label_sha256"]) if v)
+        assert entry == {"sha256": hashlib.sha256(json.dumps(vals, separators=(",", ":")).encode()).hexdigest(),
+                         "n_files": len(vals)}
