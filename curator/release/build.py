@@ -258,6 +258,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
             fn = _load_step(ref)
             if fn is not None:
                 fn(b)
+        stores = _record_released_stores(b)  # the stores are final: SHA256SUMS, and their hashes for the tables
         for name in b.tables:
             table_schema(name)  # every released table has a declared schema
             src = b.tables.file(name)
@@ -269,7 +270,7 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
             fn = _load_step(ref)
             if fn is not None:
                 fn(b)
-        atomic_write_json(staging / "release.json", _release_json(b), indent=1)
+        atomic_write_json(staging / "release.json", _release_json(b, stores), indent=1)
         try:
             os.rename(staging, dest)  # atomic; fails if dest appeared meanwhile
         except OSError as e:
@@ -312,10 +313,32 @@ def release_write_error(e: OSError, dest: Path, staging: Path | None = None) -> 
                         remedy=f"check that {dest.parent} is writable and healthy, then run the same command again")
 
 
-def _release_json(b: ReleaseBuilder) -> dict[str, Any]:
+def _record_released_stores(b: ReleaseBuilder) -> dict[str, dict[str, Any]]:
+    """Hash the staged stores (writing ``stores/SHA256SUMS``) and put each store's hash into the
+    release's ``preprocessed.store_sha256`` (table v2): the workspace row holds the hash preprocess
+    took, before pseudolabel added ``labels/pseudo`` and the release step OME-NGFF metadata, so a
+    reader checking a released store against the table would find it changed. The workspace's
+    table keeps its value (qc's cache fingerprint reads it there)."""
+    import pyarrow as pa
+
+    stores = record_stores(b.staging)
+    if stores and "preprocessed" in b.tables:
+        t = b.tables["preprocessed"]
+        old = t.column("store_sha256").to_pylist()
+        new = [(stores.get(cid) or {}).get("sha256") or o for cid, o in zip(t.column("case_id").to_pylist(), old,
+                                                                           strict=True)]
+        i = t.schema.get_field_index("store_sha256")
+        t = t.set_column(i, t.schema.field(i), pa.array(new, pa.string()))
+        # the column now means what this table version says, whichever version the workspace file was
+        b.tables["preprocessed"] = t.replace_schema_metadata(table_schema("preprocessed").schema.metadata)
+    return stores
+
+
+def _release_json(b: ReleaseBuilder, stores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """release.json; ``stores``: :func:`_record_released_stores`'s hashes (``stores/SHA256SUMS``
+    is listed in ``files``)."""
     ctx, staging = b.ctx, b.staging
     rc = ctx.config.release
-    stores = record_stores(staging)  # writes stores/SHA256SUMS, listed in `files` below
     files: dict[str, str] = {}
     for p in sorted(staging.rglob("*")):
         rel = p.relative_to(staging).as_posix()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -142,3 +143,26 @@ def test_a_column_description_cut_by_an_unquoted_comma_is_refused(tmp_path: Path
             schema.load_schemas()
     finally:
         schema.load_schemas.cache_clear()
+
+
+def test_released_preprocessed_store_sha256_is_the_hash_of_the_store_as_released(demo_base: Path) -> None:
+    """A store that got a pseudo layer (and OME-NGFF metadata) after preprocess hashed it: the
+    release's table holds the released store's hash, recomputed here from stores/SHA256SUMS alone."""
+    rel = demo_base / "releases" / "demo" / "0.1.0"
+    info = json.loads((rel / "release.json").read_text())
+    sums = (rel / "stores" / "SHA256SUMS").read_text(encoding="utf-8").splitlines(keepends=True)
+    rows = pq.read_table(rel / "preprocessed.parquet", columns=["case_id", "store", "store_sha256"]).to_pylist()
+    ws = {r["case_id"]: r["store_sha256"] for r in pq.read_table(
+        demo_base / "workspace" / "tables" / "preprocessed.parquet", columns=["case_id", "store_sha256"]).to_pylist()}
+    pseudo = 0
+    for r in rows:
+        prefix = f"{r['case_id']}.zarr/"
+        own = sorted((line.split("  ", 1)[1].removeprefix(prefix), line.split("  ", 1)[0])
+                     for line in sums if line.split("  ", 1)[1].startswith(prefix))
+        recomputed = hashlib.sha256("".join(f"{h}  {path}" for path, h in own).encode()).hexdigest()
+        assert r["store_sha256"] == recomputed == info["stores"][r["case_id"]]["sha256"], r["case_id"]
+        if (rel / r["store"] / "labels" / "pseudo").is_dir():
+            pseudo += 1
+            assert ws[r["case_id"]] != recomputed  # the workspace keeps the hash preprocess took
+    assert pseudo >= 5
+    assert pq.read_schema(rel / "preprocessed.parquet").metadata[b"curator.table_version"] == b"2"
