@@ -130,7 +130,20 @@ def _summary(builder: ReleaseBuilder, front: dict[str, Any]) -> str:
                "from the training view, see `duplicates`)" if front.get("n_dropped_duplicates") else "")
             + ". Query it with "
             "`curator query <release> \"select ...\"` (every table is a view); check it with "
-            "`curator verify <release>`.\n")
+            "`curator verify <release>`.\n" + _without_curator(builder))
+
+
+def _without_curator(builder: ReleaseBuilder) -> str:
+    """The summary's line for a reader without curator: plain checksums, and SCHEMA.md's store section."""
+    from curator.release.schema_doc import SCHEMA_FILE, STORES_HEADING
+
+    if not (builder.staging / "stores").is_dir():
+        return (f"\nWithout curator: `release.json`'s `files` gives every file's SHA-256 (`sha256sum FILE`), "
+                f"and {SCHEMA_FILE} says what each column means.\n")
+    return (f"\nWithout curator: `cd stores && sha256sum -c SHA256SUMS` checks the Zarr stores and "
+            f"`release.json`'s `files` every other file (`sha256sum FILE`); {SCHEMA_FILE}'s section "
+            f"\"{STORES_HEADING}\" says how a store is laid out (arrays, label layers and codes, geometry, "
+            "OME-Zarr metadata).\n")
 
 
 def licence_combination(sources: list[dict[str, Any]], whole: str = "this release") -> Combined:

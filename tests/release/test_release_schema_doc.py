@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 from curator.config import PipelineConfig
 from curator.release.integrity import verify_release
 from curator.release.query import Release
-from curator.release.schema_doc import schema_markdown
+from curator.release.schema_doc import STORES_HEADING, STORES_SECTION, schema_markdown
 from curator.runner.context import Context
 from curator.schema import load_schemas
 from curator.testing.releases import reseal
@@ -123,3 +124,82 @@ def test_input_checksums_are_recomputed_from_the_raw_files_as_schema_md_says(dem
         vals = sorted(v for c in cases if c["dataset"] == ds for v in (c["image_sha256"], c["label_sha256"]) if v)
         assert entry == {"sha256": hashlib.sha256(json.dumps(vals, separators=(",", ":")).encode()).hexdigest(),
                          "n_files": len(vals)}
+
+
+def test_schema_md_says_how_to_read_the_stores_without_curator_and_it_holds(demo_base: Path) -> None:
+    """Every array, attribute and recipe SCHEMA.md's store section names is checked on the demo
+    release's stores with zarr, numpy and hashlib alone, so the text cannot drift from the stores."""
+    import numpy as np
+    import zarr
+
+    rel = demo_base / "releases" / "demo" / "0.1.0"
+    assert STORES_SECTION in (rel / "SCHEMA.md").read_text(encoding="utf-8")
+    card = (rel / "DATASET_CARD.md").read_text(encoding="utf-8")
+    assert "`cd stores && sha256sum -c SHA256SUMS`" in card and STORES_HEADING in card
+    prep = {r["case_id"]: r for r in pq.read_table(rel / "preprocessed.parquet").to_pylist()}
+    voxels = {(r["case_id"], r["term_id"], r["layer"]): r["voxels"]
+              for r in pq.read_table(rel / "store_terms.parquet").to_pylist()}
+    named_layers = set(re.findall(r"`(original|revised|pseudo)`", STORES_SECTION))
+    assert named_layers == {"original", "revised", "pseudo"}
+    keys = set(re.findall(r"attrs\.curator\.(\w+)(?:\.(\w+))?", STORES_SECTION))
+    assert {k for k, _ in keys} >= {"affine", "normalisation", "label_raw_values", "shape", "geometry_guessed"}
+    mask_code = re.search(r"`(np\.logical_or\.reduce\(.+?\))`", STORES_SECTION)
+    assert mask_code
+    multi = single = masks = 0
+    for cid, row in prep.items():
+        store = rel / row["store"]
+        g = zarr.open_group(str(store), mode="r")
+        cur = g.attrs["curator"]
+        for key, sub in keys:
+            if key == "geometry_guessed":  # written only for a guessed geometry, which the demo has not
+                assert key not in cur and "ome" in g.attrs
+                continue
+            assert key in cur, (cid, key)
+            assert not sub or sub in cur[key], (cid, key, sub)
+        assert set(cur["normalisation"]) >= {"kind", "clip", "mean", "std", "scale"}
+        image, body = g["image"], g["body"]
+        assert image.metadata.dimension_names == body.metadata.dimension_names == ("i", "j", "k")
+        assert str(image.dtype) in ("int16", "uint16", "float16") and str(body.dtype) == "uint8"
+        assert "curator_written_shards" in image.attrs
+        # physical value = stored value × normalisation.scale: the body's minimum is preprocessed's
+        inside = np.asarray(image[...])[np.asarray(body[...]) == 1].astype(np.float64) * cur["normalisation"]["scale"]
+        assert inside.min() == row["intensity_min"]
+        # geometry: 16 numbers row by row; OME's scale and translation are its diagonal and last column
+        a = np.asarray(cur["affine"]).reshape(4, 4)
+        assert list(cur["affine"]) == list(row["affine"])
+        ms = g.attrs["ome"]["multiscales"][0]["datasets"][0]
+        assert ms["path"] == "image"
+        assert ms["coordinateTransformations"][0]["scale"] == list(np.diag(a)[:3])
+        assert ms["coordinateTransformations"][1]["translation"] == list(a[:3, 3])
+        listed = g["labels"].attrs["ome"]["labels"]
+        for layer, lg in g["labels"].groups():
+            assert layer in named_layers
+            planes = [p for _, p in sorted(lg.arrays())]
+            assert [n for n, _ in sorted(lg.arrays())] == [str(i) for i in range(len(planes))]
+            if len(planes) > 1:  # overlapping structures: no OME label image
+                multi += 1
+                assert layer not in listed and "ome" not in lg.attrs
+            else:
+                single += 1
+                assert layer in listed and lg.attrs["ome"]["image-label"]["properties"]
+            if layer == "original":
+                raw = cur["label_raw_values"]
+                assert len(raw) == len(planes)
+                for p, m in zip(planes, raw, strict=True):
+                    assert all(isinstance(v, str) for v in m.values()) and set(m) <= set(p.attrs["values"])
+            for term in sorted({t for p in planes for ts in p.attrs["values"].values() for t in ts}):
+                n = int(np.sum(eval(mask_code.group(1), {"np": np, "planes": planes, "term": term})))  # the doc's code
+                assert n == voxels.get((cid, term, layer), 0), (cid, term, layer)  # store_terms: terms with voxels
+                masks += 1
+    assert multi and single and masks > 50
+    # integrity as the section says: sha256sum -c, release.json's files, a store's hash from its lines
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], check=False, cwd=rel / "stores").returncode == 0
+    info = json.loads((rel / "release.json").read_text())
+    assert {"SCHEMA.md", "DATASET_CARD.md", "stores/SHA256SUMS"} <= set(info["files"])
+    assert any(f.startswith("locations/") for f in info["files"]) and "release.json" not in info["files"]
+    for f, digest in info["files"].items():
+        assert hashlib.sha256((rel / f).read_bytes()).hexdigest() == digest, f
+    lines = (rel / "stores" / "SHA256SUMS").read_text(encoding="utf-8").splitlines(keepends=True)
+    for cid, meta in info["stores"].items():
+        own = "".join(x.replace(f"  {cid}.zarr/", "  ", 1) for x in lines if f"  {cid}.zarr/" in x)
+        assert hashlib.sha256(own.encode()).hexdigest() == meta["sha256"] == prep[cid]["store_sha256"]
