@@ -7,6 +7,10 @@ is the version of the whole set, ``manifests/CHANGELOG.md`` says what changed.
 Rows become Arrow tables only through :func:`to_arrow`, which rejects unknown columns,
 fills nullable missing ones and sorts rows by the table's key, so the same rows always
 give the same Parquet bytes.
+
+Each column's description is also its Arrow field's metadata (key ``description``,
+:func:`with_descriptions`), so every table file says what its columns mean to a reader
+without curator (pyarrow's ``schema.field(name).metadata``).
 """
 
 from __future__ import annotations
@@ -74,6 +78,18 @@ class TableSchema:
     descriptions: dict[str, str]
 
 
+DESCRIPTION_KEY = b"description"
+
+
+def with_descriptions(schema: pa.Schema, descriptions: dict[str, str]) -> pa.Schema:
+    """``schema`` with each column's text of ``descriptions`` in its field metadata (key
+    ``description``; a column without one is left as it is); types and the schema's own
+    metadata are unchanged."""
+    fields = [f.with_metadata({**(f.metadata or {}), DESCRIPTION_KEY: descriptions[f.name].encode()})
+              if descriptions.get(f.name) else f for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
 def manifests_dir() -> Path:
     return resource_dir("manifests")
 
@@ -92,13 +108,13 @@ def load_schemas() -> dict[str, TableSchema]:
         fields_ = [pa.field(c["name"], parse_type(c["type"]), nullable=bool(c.get("nullable", True)))
                    for c in cols]
         name = d["table"]
+        descriptions = {c["name"]: c.get("description", "") for c in cols}
+        schema = pa.schema(fields_, metadata={"curator.table": name, "curator.table_version": str(d.get("version", 1)),
+                                              "curator.schema_version": schema_version()})
         out[name] = TableSchema(
             name=name, version=int(d.get("version", 1)), description=d.get("description", ""),
-            schema=pa.schema(fields_, metadata={"curator.table": name,
-                                                "curator.table_version": str(d.get("version", 1)),
-                                                "curator.schema_version": schema_version()}),
-            sort=tuple(d.get("sort", [cols[0]["name"]])),
-            descriptions={c["name"]: c.get("description", "") for c in cols},
+            schema=with_descriptions(schema, descriptions), sort=tuple(d.get("sort", [cols[0]["name"]])),
+            descriptions=descriptions,
         )
     return out
 

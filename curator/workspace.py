@@ -299,7 +299,12 @@ class ChecksumCache:
             self.dirty = False
 
 
+# Parquet writer options of every table curator writes (with row groups of PARQUET_ROW_GROUP rows)
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "write_statistics": True,
+                                   "use_dictionary": True, "store_schema": True}
+PARQUET_ROW_GROUP = 256_000
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> None:
     """Deterministic Parquet: fixed writer options, zstd, statistics on, no timestamps."""
-    pq.write_table(table, path, compression="zstd", compression_level=3, row_group_size=256_000,
-                   write_statistics=True, use_dictionary=True, store_schema=True)
+    pq.write_table(table, path, row_group_size=PARQUET_ROW_GROUP, **PARQUET_OPTIONS)

@@ -41,11 +41,10 @@ from curator.release.lineage import (
     resolve_parent,
     sha256_sorted,
 )
-from curator.release.tables import TableSet, copy_table
+from curator.release.tables import TableSet, copy_table, write_release_table
 from curator.runner.context import Context
 from curator.runner.freshness import check_fresh
 from curator.schema import load_schemas, schema_version, table_schema, to_arrow
-from curator.workspace import write_parquet
 
 log = logging.getLogger("curator")
 
@@ -262,10 +261,10 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
         for name in b.tables:
             table_schema(name)  # every released table has a declared schema
             src = b.tables.file(name)
-            if src is not None:  # untouched workspace table: copy, never load
-                copy_table(src, staging / f"{name}.parquet")
+            if src is not None:  # untouched workspace table: streamed, never loaded
+                copy_table(src, staging / f"{name}.parquet", name)
             else:
-                write_parquet(b.tables[name], staging / f"{name}.parquet")
+                write_release_table(b.tables[name], name, staging / f"{name}.parquet")
         for ref in FINAL_STEPS:
             fn = _load_step(ref)
             if fn is not None:

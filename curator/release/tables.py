@@ -11,6 +11,14 @@ memory) with the same Parquet options and row groups as :func:`curator.workspace
 (the bytes do not depend on how the rows were batched); stages with huge outputs and the scale
 benchmark use it.
 
+A release's tables carry each column's description (``SCHEMA.md``'s text, from the manifest
+schema) in their Arrow field metadata under ``description`` (:func:`described`), for a reader
+without curator (pyarrow ``schema.field(name).metadata``); types and the schema's metadata stay
+as they were. The workspace's tables are written with them already (the manifest schemas carry
+them), so :func:`copy_table` copies such a file as it is; a file written before (or under other
+descriptions) is rewritten row group by row group (bounded memory; the same bytes as
+:func:`write_release_table` of the whole table).
+
 >>> # with TableWriter("labels", ws.table_path("labels")) as w:
 >>> #     for chunk in chunks: w.write(chunk)      # dict of columns or pa.Table, in sort order
 """
@@ -30,9 +38,10 @@ import pyarrow.parquet as pq
 
 from curator.errors import ConfigError
 from curator.io.fsutil import atomic_path
-from curator.schema import table_schema
+from curator.schema import table_schema, with_descriptions
+from curator.workspace import PARQUET_OPTIONS, PARQUET_ROW_GROUP, write_parquet
 
-ROW_GROUP = 256_000  # as write_parquet
+ROW_GROUP = PARQUET_ROW_GROUP
 
 
 class TableSet(MutableMapping[str, pa.Table]):
@@ -121,8 +130,7 @@ class TableWriter:
     def __enter__(self) -> Self:
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
-        self._writer = pq.ParquetWriter(tmp, self.ts.schema, compression="zstd", compression_level=3,
-                                        write_statistics=True, use_dictionary=True, store_schema=True)
+        self._writer = pq.ParquetWriter(tmp, self.ts.schema, **PARQUET_OPTIONS)
         return self
 
     def conform(self, batch: pa.Table | dict[str, Any]) -> pa.Table:
@@ -186,6 +194,26 @@ class TableWriter:
         self._ctx.__exit__(et, ev, tb)
 
 
-def copy_table(src: Path, dest: Path) -> None:
-    """Copy a table file into a release (streamed; identical bytes)."""
-    shutil.copyfile(src, dest)
+def described(schema: pa.Schema, name: str) -> pa.Schema:
+    """``schema`` of table ``name`` with each column's manifest description in its field
+    metadata (key ``description``; a column without one is left as it is); the types and the
+    schema's own metadata are unchanged."""
+    return with_descriptions(schema, table_schema(name).descriptions)
+
+
+def write_release_table(table: pa.Table, name: str, dest: Path) -> None:
+    """Write a release's table ``name`` with its column descriptions (:func:`described`)."""
+    write_parquet(table.cast(described(table.schema, name)), dest)
+
+
+def copy_table(src: Path, dest: Path, name: str) -> None:
+    """Copy a workspace table file into a release as ``name`` with its column descriptions,
+    one row group at a time (memory: one row group; a file already described is copied as is)."""
+    pf = pq.ParquetFile(src)
+    schema = described(pf.schema_arrow, name)
+    if schema.equals(pf.schema_arrow, check_metadata=True):
+        shutil.copyfile(src, dest)
+        return
+    with pq.ParquetWriter(dest, schema, **PARQUET_OPTIONS) as w:
+        for i in range(pf.num_row_groups):
+            w.write_table(pf.read_row_group(i).cast(schema), row_group_size=ROW_GROUP)

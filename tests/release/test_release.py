@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -166,3 +167,30 @@ def test_released_preprocessed_store_sha256_is_the_hash_of_the_store_as_released
             assert ws[r["case_id"]] != recomputed  # the workspace keeps the hash preprocess took
     assert pseudo >= 5
     assert pq.read_schema(rel / "preprocessed.parquet").metadata[b"curator.table_version"] == b"2"
+
+
+def test_release_tables_carry_their_column_descriptions_in_the_parquet_field_metadata(
+        release: Path, tmp_path: Path) -> None:
+    """A reader without curator finds SCHEMA.md's text with each column (pyarrow field metadata),
+    whether the release copied a workspace table or wrote one a step changed; the types and the
+    schema metadata are the declared ones, and both ways give the same bytes."""
+    schemas = load_schemas()
+    for name, cols in {"cases": ("label_sha256", "spacing_mm"), "labels": ("volume_ml", "term"),
+                       "problems": ("kind",), "splits": ("split",)}.items():
+        got = pq.read_schema(release / f"{name}.parquet")
+        for col in cols:
+            assert got.field(col).metadata[b"description"].decode() == schemas[name].descriptions[col], (name, col)
+        assert got.equals(schemas[name].schema) and got.metadata == schemas[name].schema.metadata
+    from curator.release.tables import copy_table, write_release_table
+    from curator.workspace import write_parquet
+
+    # a workspace file written before the descriptions (or under other ones) is rewritten with them
+    table = pq.read_table(release.parents[2] / "workspace" / "tables" / "labels.parquet")
+    bare = pa.schema([f.remove_metadata() for f in table.schema], metadata=table.schema.metadata)
+    write_parquet(table.cast(bare), tmp_path / "old.parquet")
+    copy_table(tmp_path / "old.parquet", tmp_path / "copied.parquet", "labels")
+    write_release_table(table, "labels", tmp_path / "written.parquet")
+    assert (tmp_path / "copied.parquet").read_bytes() == (tmp_path / "written.parquet").read_bytes()
+    copied = pq.read_table(tmp_path / "copied.parquet")
+    assert copied.equals(table) and copied.schema.equals(table.schema, check_metadata=True)
+    assert b"description" in copied.schema.field("volume_ml").metadata
