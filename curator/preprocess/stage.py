@@ -136,7 +136,8 @@ class PreprocessStage(Stage):
         if geometry is None:
             raise InputError("label_empty", "the case has neither a readable image nor labels")
         if p["label_rejected"]:
-            warn(InputError("label_rejected", "ingest rejected this case's labels; the store has no label layer"))
+            warn(InputError("label_rejected", "ingest rejected this case's labels; the store has no `original` "
+                                              "label layer (a later stage may still give it a pseudo one)"))
         spacing = tuple(p["spacing"]) if p["spacing"] else None
         prep = preprocess_arrays(image.array if image is not None else None, geometry, planes, p["modality"],
                                  config, spacing=spacing, intensity_offset=offset)

@@ -194,3 +194,16 @@ def test_release_tables_carry_their_column_descriptions_in_the_parquet_field_met
     copied = pq.read_table(tmp_path / "copied.parquet")
     assert copied.equals(table) and copied.schema.equals(table.schema, check_metadata=True)
     assert b"description" in copied.schema.field("volume_ml").metadata
+
+
+def test_a_rejected_label_is_said_missing_from_the_original_layer_not_from_a_store_with_a_pseudo_one(
+        demo_base: Path) -> None:
+    """preprocess's warning is copied into the release, where the store has a pseudo layer by
+    then: "the store has no label layer" read as false there."""
+    rel = demo_base / "releases" / "demo" / "0.1.0"
+    rows = [r for r in pq.read_table(rel / "problems.parquet").to_pylist()
+            if r["stage"] == "preprocess" and r["kind"] == "label_rejected"]
+    assert rows
+    for r in rows:
+        assert (rel / "stores" / f"{r['case_id']}.zarr" / "labels" / "pseudo").is_dir()
+        assert "no `original` label layer" in r["message"], r["message"]
