@@ -507,5 +507,10 @@ def test_settings_added_at_their_default_leave_the_hash_as_it_was() -> None:
     old = {k: v for k, v in QCConfig().to_dict().items() if k not in QCConfig.hashed_when_set()}  # a record before
     assert _changed(old, QCConfig(on_unmatched_override="error"), given={"on_unmatched_override"}) == \
         'on_unmatched_override: "warn" → "error"'
-    assert _changed(QCConfig(on_unmatched_override="error").to_dict(), QCConfig()) == \
-        'on_unmatched_override: "error" → "warn" (this curator\'s default)'
+    recorded = QCConfig(on_unmatched_override="error").to_dict()
+    assert _changed(recorded, QCConfig(), old_given=()) == \
+        'on_unmatched_override: "error" → "warn" (this curator\'s default)'  # neither run gave it
+    assert _changed(recorded, QCConfig(), old_given={"on_unmatched_override"}) == \
+        'on_unmatched_override: "error" → "warn" (not in pipeline.yaml: the default)'  # taken out of pipeline.yaml
+    assert _changed(recorded, QCConfig()) == \
+        'on_unmatched_override: "error" → "warn" (not in pipeline.yaml: this curator\'s default)'  # a record before 12-08
