@@ -100,7 +100,7 @@ def test_full_disk_while_writing_a_release_is_disk_full_and_keeps_nothing(tmp_pa
     run(pipe)
     real = buildmod.copy_table
 
-    def full(src: Path, dest: Path) -> None:
+    def full(src: Path, dest: Path, name: str) -> None:
         dest.write_bytes(src.read_bytes()[:100])  # part of it lands, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dest))
 
@@ -135,7 +135,7 @@ def test_a_workspace_file_unreadable_while_releasing_is_named_as_read_not_writte
     run(pipe)
     ctx = Context(PipelineConfig.load(pipe))
 
-    def unreadable(src: Path, dest: Path) -> None:
+    def unreadable(src: Path, dest: Path, name: str) -> None:
         raise OSError(errno.EIO, "Input/output error", str(src))
 
     monkeypatch.setattr(buildmod, "copy_table", unreadable)
@@ -144,7 +144,7 @@ def test_a_workspace_file_unreadable_while_releasing_is_named_as_read_not_writte
     assert e.value.kind == "release_error" and "cannot read" in str(e.value) and "writable" not in str(e.value)
     assert e.value.path is not None and e.value.path.startswith(str(ctx.workspace.root))
 
-    def unwritable(src: Path, dest: Path) -> None:
+    def unwritable(src: Path, dest: Path, name: str) -> None:
         raise OSError(errno.EIO, "Input/output error", str(dest))
 
     monkeypatch.setattr(buildmod, "copy_table", unwritable)
@@ -152,7 +152,7 @@ def test_a_workspace_file_unreadable_while_releasing_is_named_as_read_not_writte
         buildmod.build_release(ctx)
     assert "cannot write the release" in str(e.value) and "writable" in str(e.value)
 
-    def on_a_descriptor(src: Path, dest: Path) -> None:  # an OSError's filename may be a descriptor number
+    def on_a_descriptor(src: Path, dest: Path, name: str) -> None:  # an OSError's filename may be a descriptor number
         raise OSError(errno.EIO, "Input/output error", 7)
 
     monkeypatch.setattr(buildmod, "copy_table", on_a_descriptor)
