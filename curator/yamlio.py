@@ -1,4 +1,5 @@
-"""YAML reading that refuses a key given twice in one mapping.
+"""YAML reading that refuses a key given twice in one mapping, and aliases that expand a small
+file into a huge document.
 
 PyYAML keeps the last of two equal keys without a word: ``values: {2: left kidney, …, 2: spleen}``
 (a typo for ``4: spleen``) loaded as one value, and every left-kidney voxel became spleen; a
@@ -6,6 +7,12 @@ PyYAML keeps the last of two equal keys without a word: ``values: {2: left kidne
 for its meaning (dataset files, the taxonomy, pipeline.yaml, QC overrides, model ensembles) goes
 through :func:`load_yaml`, which raises a ``yaml.YAMLError`` naming the key and both lines —
 reported as the file's YAML error.
+
+Aliases (``*a``) are kept — QC overrides merge a shared reason with ``<<: *a`` — but a document
+whose aliases would add more than :data:`MAX_ALIAS_NODES` values once expanded (nine levels of nine
+aliases: a 1 KB dataset file that is 387 million values, "billion laughs") or make a value hold
+itself is refused with a ``yaml.YAMLError`` naming its line: PyYAML shares an aliased value rather
+than copying it, so such a file loaded, and exhausted memory later when ingest hashed the spec.
 
 >>> load_yaml("a: 1\\nb: {x: 1, y: 2}")
 {'a': 1, 'b': {'x': 1, 'y': 2}}
@@ -22,12 +29,62 @@ from typing import Any, ClassVar
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import MappingNode
+from yaml.nodes import CollectionNode, MappingNode, Node
 
 _BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available (7x faster)
 
 
+MAX_ALIAS_NODES = 100_000
+"""How many values a document's aliases may add once expanded (each alias counts as the whole
+value it names). Hand-written files add a few hundred at most."""
+
+
+def _check_aliases(root: Node) -> None:
+    """Refuse a node graph whose expansion (every alias copied out) exceeds the file's own
+    values by more than :data:`MAX_ALIAS_NODES`, or that contains itself, naming the innermost
+    collection at fault by its line. Linear in the distinct nodes: sizes are memoised."""
+    size: dict[int, int] = {}
+    path: set[int] = set()  # the collections being walked: an alias to one of them is a cycle
+    distinct = 0
+
+    def children(n: Node) -> list[Node]:
+        return [c for kv in n.value for c in kv] if isinstance(n, MappingNode) else n.value
+
+    stack: list[tuple[Node, bool]] = [(root, False)] if isinstance(root, CollectionNode) else []
+    while stack:  # iterative post-order: a deeply nested file meets no Python recursion limit
+        n, done = stack.pop()
+        if done:
+            path.discard(id(n))
+            total = 1
+            for c in children(n):
+                total += size[id(c)] if isinstance(c, CollectionNode) else 1
+            size[id(n)] = total
+            # the values under n are all counted in `distinct` by now: beyond it, only aliases add
+            if total > MAX_ALIAS_NODES + distinct:
+                raise ConstructorError(None, None, f"its aliases (*name) expand the value here to {total:,} "
+                                       f"values, more than {MAX_ALIAS_NODES:,} beyond the file's own (an "
+                                       "alias \"bomb\" that would exhaust memory): write the values out, or "
+                                       "use fewer levels of aliases", n.start_mark)
+            continue
+        if id(n) in size:  # an alias to a value already walked
+            continue
+        path.add(id(n))
+        stack.append((n, True))
+        for c in children(n):
+            distinct += 1  # every value as written in the file: an alias counts as one
+            if isinstance(c, CollectionNode):
+                if id(c) in path:
+                    raise ConstructorError(None, None, "an alias here refers to a value that contains it "
+                                           "(the value would hold itself): write the value out instead",
+                                           n.start_mark)
+                stack.append((c, False))
+
+
 class _UniqueKeyLoader(_BASE):  # type: ignore[misc]
+    def construct_document(self, node: Node) -> Any:
+        _check_aliases(node)
+        return super().construct_document(node)
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:

@@ -76,7 +76,7 @@ def validate_files(paths: list[Path], notes: list[Issue] | None = None) -> tuple
     twice: dict[str, list[str]] = {}  # a dataset name -> the files defining it, when more than one
     for f in paths:
         try:
-            d = yaml_load(f.read_text(encoding="utf-8"))
+            d = yaml_load(f.read_text(encoding="utf-8"), name=f.name)
         except yaml.YAMLError as e:
             issues.append(Issue(f.name, "yaml", str(e)))
             continue

@@ -448,7 +448,7 @@ def load_dataset_file(path: Path, shown: str | None = None) -> DatasetSpec:
     problem rows are published in the release)."""
     shown = str(path) if shown is None else shown
     try:
-        d = yaml_load(Path(path).read_text(encoding="utf-8"))
+        d = yaml_load(Path(path).read_text(encoding="utf-8"), name=Path(path).name)
     except FileNotFoundError as e:
         raise RegistryError("registry_error", f"dataset file {shown} does not exist") from e
     except OSError as e:  # a folder named like a YAML file, no permission to read it

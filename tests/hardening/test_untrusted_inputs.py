@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from curator.config import PipelineConfig, ReleaseConfig
 from curator.errors import ConfigError, InputError, RegistryError, ReleaseError
@@ -148,6 +149,38 @@ def test_a_parent_version_is_a_version_beside_the_release_not_a_path(tmp_path: P
     assert [r["version"] for r in json.loads(res.stdout)] == ["0.2.0"]
     res = curator("diff", str(rel))
     assert res.returncode != 0 and "has no parent version" in res.stderr
+
+
+
+def _alias_bomb(levels: int) -> str:
+    """Nested aliases ("billion laughs"): ``levels`` levels of nine aliases each, under a free key."""
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
+    return "description:\n" + "".join(f"  {line}\n" for line in lines)
+
+
+def test_a_dataset_yaml_whose_aliases_expand_to_millions_of_values_is_refused(tmp_path: Path) -> None:
+    """A 1 KB dataset file of nine levels of nine aliases passed `curator labels check` (PyYAML
+    shares an aliased value, so it loads small) and exhausted memory when ingest hashed the spec."""
+    f = tmp_path / "Bomb.yaml"
+    f.write_text(BUILTIN.read_text(encoding="utf-8") + _alias_bomb(8), encoding="utf-8")
+    assert len(_alias_bomb(8)) < 1000  # 387 million values once expanded
+    with pytest.raises(RegistryError, match=r'(?s)aliases \(\*name\) expand .* in "Bomb.yaml", line \d+'):
+        load_dataset_file(f)
+    specs, issues = validate_files([f])  # what `curator labels check` reports
+    assert specs == {} and [(i.loc, i.kind) for i in issues] == [("Bomb.yaml", "yaml")]
+    assert "alias" in issues[0].message and "Bomb.yaml" in issues[0].message
+
+
+def test_yaml_aliases_that_add_a_little_or_hold_themselves() -> None:
+    from curator.yamlio import load_yaml
+
+    small = load_yaml(_alias_bomb(3))["description"]  # 9**4 values: a lot for a hand, not for memory
+    assert len(small["a3"]) == 9 and small["a3"][0] is small["a2"]
+    assert load_yaml("- &a {term: liver, reason: ok}\n- {<<: *a, case_id: c2}")[1]["term"] == "liver"
+    for text in ("c: &r [1, *r]\n", "a: &r {b: [1, *r]}\n"):  # canonical_json recursed without end
+        with pytest.raises(yaml.YAMLError, match="contains it"):
+            load_yaml(text, name="x.yaml")
 
 
 # -- model files -------------------------------------------------------------------------------------
