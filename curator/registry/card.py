@@ -12,6 +12,7 @@ from typing import Any
 
 from curator.registry import Registry
 from curator.registry.spec import DatasetSpec
+from curator.release.card_check import md_text
 from curator.taxonomy.model import Taxonomy
 
 
@@ -53,7 +54,7 @@ def _modality(spec: DatasetSpec) -> str:
 
 
 def _cell(v: Any) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    return md_text(v)  # a dataset YAML's text is plain text on the card: no heading, link or image
 
 
 def render_card(reg: Registry, tax: Taxonomy) -> str:
@@ -78,7 +79,7 @@ def render_card(reg: Registry, tax: Taxonomy) -> str:
 
 
 def _names(specs: list[DatasetSpec]) -> str:
-    return ", ".join(s.name for s in specs) if specs else "none"
+    return md_text(", ".join(s.name for s in specs)) if specs else "none"
 
 
 def _licence_summary(specs: list[DatasetSpec]) -> list[str]:
@@ -95,7 +96,7 @@ def _licence_summary(specs: list[DatasetSpec]) -> list[str]:
     for s in specs:
         by_licence.setdefault(s.licence, []).append(s.name)
     out = ["## Licence summary", "", "| licence | datasets |", "|---|---|"]
-    out += [f"| {lic} | {len(names)}: {', '.join(names)} |" for lic, names in sorted(by_licence.items())]
+    out += [f"| {_cell(lic)} | {len(names)}: {_cell(', '.join(names))} |" for lic, names in sorted(by_licence.items())]
     out += ["",
             f"**Forbid commercial use** ({len(no_comm)}): {_names(no_comm)}.", "",
             f"**Forbid derivatives** ({len(no_deriv)}): {_names(no_deriv)}.", "",

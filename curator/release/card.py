@@ -29,9 +29,9 @@ METADATA_COLUMNS = ("sex", "age_years", "bmi", "manufacturer", "scanner_model", 
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub-flavoured Markdown table (``|`` and ``<`` in cells escaped)."""
+    """A GitHub-flavoured Markdown table; each cell is plain text (:func:`md_text`)."""
     def cell(v: Any) -> str:
-        return "" if v is None else md_text(v).replace("|", "\\|").replace("\n", " ")
+        return "" if v is None else md_text(v)
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
@@ -363,6 +363,7 @@ def release_step(builder: ReleaseBuilder) -> None:
     per_source = dict(cases.group_by("source").len().collect().iter_rows())
     issues = check_card(text, set(datasets.to_list()), builder.tables.num_rows("cases"), per_source)
     if issues:
+        # text from dataset YAMLs is plain text on the card (md_text): it cannot add or move a section
         raise ReleaseError("card_invalid", "the generated dataset card is malformed: " + "; ".join(issues),
                            remedy="this is a bug in curator's card template; report it")
     (builder.staging / "DATASET_CARD.md").write_text(text, encoding="utf-8")

@@ -26,11 +26,49 @@ REQUIRED_SECTIONS = ("Summary", "Sources", "Composition", "Deduplication", "Qual
                      "Known issues", "Licence constraints", "Lineage")
 
 
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
+# characters that open an inline construct: links and images ([, then ](url)), emphasis (* and an
+# _ not between two letters or digits, as CommonMark reads it), code, strikethrough, a table cell
+_INLINE = re.compile(r"[\\`*\[\]|~]|(?<![^\W_])_|_(?![^\W_])")
+_ENTITY = re.compile(r"&(?=#?\w+;)")  # `&lt;` written in a note shows as `&lt;`, not `<`
+# what makes a line a heading, quote, list item, thematic break or setext underline
+_BLOCK_START = re.compile(r"[#>=+-]|\d{1,9}[.)](?=\s|$)")
+
+
 def md_text(value: Any) -> str:
-    """Text from a dataset's files (a name, a region, a note) as Markdown shows it: a ``<`` becomes
-    ``&lt;``, so no HTML tag reaches a renderer that passes HTML through (``<script>`` in a dataset
-    YAML shows as text on any card viewer)."""
-    return str(value).replace("<", "&lt;")
+    """Text from a dataset's files (a name, a note, a licence note) as plain text in Markdown:
+    it shows as written and adds no structure, link, image or HTML to the card.
+
+    Line breaks become spaces (a note is one paragraph: no line of it can start a heading or
+    close the list it is in); a first character that would start a block (``#``, ``>``, ``-``,
+    ``+``, ``=``, ``1.``) and every character that opens an inline construct (``[``, ``]``, ``*``,
+    ``_`` at a word's edge, a lone backtick, ``~``, ``|``, ``\\``) is backslash-escaped; ``<``
+    becomes ``&lt;`` (and the ``&`` of an entity ``&amp;``), so no HTML tag reaches a renderer
+    that passes HTML through. A `code span` is kept: Markdown shows its content literally (only
+    ``|`` is escaped in it, for tables). A bare ``https://`` address stays a link, as it would
+    anywhere on a hub; a ``javascript:`` one is no link in Markdown.
+
+    >>> print(md_text("## Licence constraints"))
+    \\## Licence constraints
+    >>> print(md_text("see [here](javascript:alert(1)) ![t](https://t.invalid/p.png) <b>MSD_Spleen</b>"))
+    see \\[here\\](javascript:alert(1)) !\\[t\\](https://t.invalid/p.png) &lt;b>MSD_Spleen&lt;/b>
+    >>> print(md_text("ignore `'._*'` files:\\n- *all* of them"))
+    ignore `'._*'` files: - \\*all\\* of them
+    """
+    text = " ".join(str(value).split())
+    out, at = [], 0
+    for m in _CODE_SPAN.finditer(text):
+        out += [_escape(text[at:m.start()]), m.group(0).replace("|", "\\|")]
+        at = m.end()
+    out.append(_escape(text[at:]))
+    text = "".join(out)
+    start = _BLOCK_START.match(text)
+    return text if start is None else f"{text[:start.end() - 1]}\\{text[start.end() - 1:]}"
+
+
+def _escape(text: str) -> str:
+    text = _INLINE.sub(lambda m: "\\" + m.group(0), text)
+    return _ENTITY.sub("&amp;", text).replace("<", "&lt;")
 
 
 def md_fence(text: str, lang: str = "") -> str:
@@ -99,7 +137,7 @@ def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None 
             bib = bibtex_keys(str(s.get("citation") or ""))
             for key in (k.strip() for k in str(s.get("citation_key") or "").split(",") if k.strip()):
                 # the key in the source's Sources row, and (BibTeX citations) its entry under Citations
-                in_table = re.search(rf"\|[^\n]*\b{re.escape(key)}\b[^\n]*\|", src_text)
+                in_table = _in_a_row(key, src_text)
                 if bib and key not in bib:
                     issues.append(f"the citation key {key!r} of {s.get('name')!r} is not the key of its BibTeX "
                                   f"entry ({', '.join(bib)})")
@@ -113,6 +151,16 @@ def check_card(text: str, datasets: set[str] | None = None, n_cases: int | None 
     if per_source is not None:
         issues += _source_counts(srcs, per_source)
     return issues
+
+
+def _in_a_row(key: str, text: str) -> bool:
+    """Whether a table row of ``text`` has a cell listing ``key`` (a cell holds ``k1,k2`` as
+    :func:`md_text` writes it)."""
+    def plain(cell: str) -> str:  # md_text undone
+        return re.sub(r"\\(.)", r"\1", cell).replace("&lt;", "<").replace("&amp;", "&")
+
+    return any(key in (k.strip() for k in plain(cell).split(",")) for line in text.splitlines()
+               if line.startswith("|") for cell in re.split(r"(?<!\\)\|", line))
 
 
 def _source_counts(srcs: list[Any], per_source: dict[str, int]) -> list[str]:

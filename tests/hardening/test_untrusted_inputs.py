@@ -257,6 +257,39 @@ def test_card_text_from_dataset_files_is_no_html() -> None:
     assert block.startswith("````bibtex\n") and block.endswith("\n````\n")  # the citation cannot close it
 
 
+@pytest.mark.parametrize("text", [
+    "## Licence constraints", "ok\n\n## Lineage (addendum)\n\nmore", "> quoted", "- item", "+ item", "1. item",
+    "2) item", "---", "===", "see [click](javascript:alert(1))", "![t](https://tracker.invalid/p.png)",
+    "<img src=x onerror=alert(1)>", "*bold* and _em_ and __strong__ ~~gone~~", "a | b", "C:\\data\\*",
+    "&lt;b&gt; &#106;avascript", "a `lone backtick", "``` fenced", "[ref]: https://x.invalid", "MSD_Spleen x_y",
+])
+def test_card_text_from_dataset_files_is_plain_text_in_markdown(text: str) -> None:
+    """A dataset YAML's notes, licence notes and names (md_text) read as plain text wherever the card
+    puts them — a list item, a table cell — with no heading, link, image, emphasis or HTML: a note
+    could add sections, a tracking pixel and javascript: links to a published card."""
+    from html import escape
+
+    from markdown_it import MarkdownIt
+
+    from curator.release.card_check import md_text
+
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    plain = escape(" ".join(text.split()), quote=False)
+    assert md.render("- " + md_text(text)) == f"<ul>\n<li>{plain}</li>\n</ul>\n"
+    cell = md.render(md_table(["a"], [[text]])).split("<td>")[1].split("</td>")[0]
+    assert cell == plain
+    assert md.render(md_text(text)) == f"<p>{plain}</p>\n"  # a line of its own
+
+
+def test_a_code_span_in_a_note_stays_code() -> None:
+    from markdown_it import MarkdownIt
+
+    from curator.release.card_check import md_text
+
+    html = MarkdownIt("commonmark").render("- " + md_text("declare `label_flip: {axes: [0]}` <here>"))
+    assert html == "<ul>\n<li>declare <code>label_flip: {axes: [0]}</code> &lt;here&gt;</li>\n</ul>\n"
+
+
 def test_report_html_escapes_every_value() -> None:
     import polars as pl
 

@@ -37,3 +37,19 @@ def make_stores(workspace: Path, case_ids: list[str]) -> None:
         lab = (img % 3 == 0).astype(np.uint8)
         CaseStore.create(workspace / "stores" / f"{cid}.zarr", geometry=g, attrs={"case_id": cid},
                          image=img, labels=[(lab, {1: ["liver"]})], chunks=(4, 4, 4))
+
+
+HOSTILE = ("ok\n\n## Lineage (addendum)\n\n**All sources allow commercial use.** ![t](https://tracker.invalid/p.png) "
+           "[click](javascript:alert(1)) <script>x</script>")
+
+
+def hostile_text(builder: ReleaseBuilder) -> None:
+    """A release step giving the demo's DemoTotalSeg source a dataset YAML's worst free text (its
+    notes, licence notes and homepage), after the release checked the sources are unchanged."""
+    import dataclasses
+
+    name = next(n for n, s in builder.ctx.sources.items() if s.spec.name == "DemoTotalSeg")
+    src = builder.ctx.sources[name]
+    spec = dataclasses.replace(src.spec, notes=("## Licence constraints", HOSTILE), homepage="javascript:alert(1)",
+                               extra={**src.spec.extra, "licence_notes": "# Summary\n- " + HOSTILE})
+    builder.ctx.sources[name] = dataclasses.replace(src, spec=spec)

@@ -16,6 +16,7 @@ from curator.release.card_check import (
     REQUIRED_SECTIONS,
     check_card,
     check_card_file,
+    section_text,
     split_front_matter,
 )
 from curator.release.integrity import verify_release
@@ -276,6 +277,26 @@ def test_structure_check_finds_each_defect(demo: Path) -> None:
         "---\n" + yaml.safe_dump(meta) + "---\n" + no_bib))
     assert check_card(good, datasets={"KiTS23", "Other"})[0].startswith("datasets without a source entry")
     assert "n_cases" in check_card(good, n_cases=999)[0]
+
+
+def test_a_dataset_yamls_free_text_is_plain_text_on_the_card(demo: Path, release_with: Build) -> None:
+    """A note `## Licence constraints` stopped the release as "a bug in curator's card template"
+    (a second section of that name); other notes added a fake `## Lineage (addendum)` section, a
+    remote image (a tracking pixel on every hub view) and a `javascript:` link to the card and to
+    the Hugging Face README made from it."""
+    from curator.release.card_check import sections
+
+    rel = release_with(demo, "0.2.0", extra_steps=("tests.release.helpers:hostile_text",))
+    assert check_card_file(rel / "DATASET_CARD.md") == []
+    _, body, _ = split_front_matter((rel / "DATASET_CARD.md").read_text())
+    assert sections(body) == list(REQUIRED_SECTIONS)
+    assert "addendum" not in "".join(re.findall(r"^#.*", body, flags=re.MULTILINE))
+    assert not re.search(r"^- #", body, flags=re.MULTILINE)  # no heading in a list item either
+    assert "![t](" not in body and not re.search(r"(?<!\\)\]\(javascript:", body) and "<script" not in body
+    known = section_text(body, "Known issues")
+    assert "\\## Licence constraints" in known and "!\\[t\\](https://tracker.invalid/p.png)" in known
+    # the licence notes are one line of a list item: their "headings" are text within it
+    assert "- DemoTotalSeg: # Summary - ok ## Lineage (addendum) \\*\\*All" in section_text(body, "Licence constraints")
 
 
 def test_verify_reports_a_broken_card(demo: Path) -> None:
