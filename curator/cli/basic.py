@@ -21,6 +21,7 @@ from curator.cli.common import (
     out,
     print_json,
     print_stage_reports,
+    spreadsheet_cell,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,16 +44,23 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                                  "(csv and json print every row)")] = 200,
               out_file: Annotated[Path | None, typer.Option(
                   "--out", "-o", help="write every row to this .parquet or .csv file (streamed, replaced "
-                  "atomically) instead of printing")] = None) -> None:
+                  "atomically) instead of printing")] = None,
+              spreadsheet: Annotated[bool, typer.Option(
+                  "--spreadsheet", help="CSV to open in a spreadsheet: quote with ' text that it would run as a "
+                  "formula (starting = + - @; numbers stay numbers). Without it CSV holds every value exactly")] = False,
+              ) -> None:
         """Query a release with DuckDB (read-only, file system access off)."""
         import duckdb
 
-        from curator.errors import ReleaseError
+        from curator.errors import ConfigError, ReleaseError
         from curator.release.query import Release
         from curator.release.query_errors import duckdb_message
         from curator.release.workspace_query import WorkspaceTables, is_workspace
 
         _check_out_format(out_file, fmt)
+        if spreadsheet and not (fmt == OutputFormat.csv or (out_file is not None and out_file.suffix.lower() == ".csv")):
+            raise ConfigError("config_error", "--spreadsheet changes CSV cells only",
+                              remedy="add --format csv, or --out a .csv file; or leave out --spreadsheet")
         if out_file is not None:  # before the query runs: a place nothing can be written to is said first
             from curator.io.fsutil import check_output_file
 
@@ -77,7 +85,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if out_file is not None:
             from curator.release.result_file import save_result
 
-            n = save_result(res, out_file, rel.path, csv_cell)
+            n = save_result(res, out_file, rel.path, spreadsheet_cell if spreadsheet else csv_cell)
             err.print(escape(f"wrote {n:,} row(s) to {out_file}"), highlight=False)
             return
         try:
@@ -87,7 +95,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if fmt == OutputFormat.table and len(rows) > limit:
             err.print(f"(showing {limit} of {len(rows)} rows; use --format csv for all)")
             rows = rows[:limit]
-        emit(res.columns, rows, fmt)
+        emit(res.columns, rows, fmt, spreadsheet=spreadsheet)
         if fmt == OutputFormat.table and len(res.columns) > 6:
             err.print(f"({len(res.columns)} columns; floats to 6 digits: --format csv or --format json "
                       "prints every digit, unwrapped)")

@@ -204,8 +204,18 @@ def print_json(obj: Any) -> None:
 MIN_COLUMN_WIDTH = 10  # below this a rich table is unreadable: rows are shown one block each
 
 
-def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None) -> None:
+def spreadsheet_cell(v: Any) -> Any:
+    """A value as ``curator query --spreadsheet`` writes it to CSV: as :func:`csv_cell`, and text
+    a spreadsheet would run as a formula (``=…``, ``@…``, ``-x``) quoted with ``'``."""
+    from curator.io.csvtext import formula_safe
+
+    return formula_safe(csv_cell(v))
+
+
+def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None,
+         spreadsheet: bool = False) -> None:
     """Print rows as a rich table, CSV or JSON (one object per row; NaN and ±infinity as null).
+    CSV is data: every value exact, unless ``spreadsheet`` (:func:`spreadsheet_cell`).
 
     A table with more columns than fit the terminal (``MIN_COLUMN_WIDTH`` characters each)
     is printed as one block per row, a line per column (like psql's expanded display).
@@ -216,7 +226,8 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputForma
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(columns)
-        w.writerows([csv_cell(v) for v in r] for r in rows)
+        to_cell = spreadsheet_cell if spreadsheet else csv_cell
+        w.writerows([to_cell(v) for v in r] for r in rows)
         sys.stdout.write(buf.getvalue())
     elif rows and len(columns) * MIN_COLUMN_WIDTH > out.width:
         t = Table(title=None if title is None else escape(title), show_header=False)

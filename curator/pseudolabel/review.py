@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from curator.errors import ConfigError, InputError
+from curator.io.csvtext import formula_safe
 from curator.io.fsutil import atomic_path, check_output_dir
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
@@ -402,8 +403,8 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         cols = ["review_rank", "case_id", "dataset", "case_attention_size", "terms", "previews", "pseudo_label",
                 "open_label", "save_revised_as", "reviewed"] + (["accept"] if editable else [])
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(lines)
+        w.writeheader()  # for people, opened in a spreadsheet: no cell may run as a formula
+        w.writerows({k: formula_safe(v) for k, v in r.items()} for r in lines)
     return res
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.errors import ConfigError, InputError
+from curator.io.csvtext import unquote
 from curator.io.fsutil import atomic_path
 from curator.io.volume import Geometry
 from curator.store import CaseStore
@@ -204,7 +205,8 @@ def worklist_rows(folder: Path) -> list[dict[str, str]]:
     if "case_id" not in (reader.fieldnames or []):
         raise ConfigError("config_error", "worklist.csv has an accept column but no case_id column", path=str(path),
                           remedy="keep the worklist's columns as the export wrote them; fill in `accept` only")
-    return [{str(k): str(v or "").strip() for k, v in r.items() if k is not None} for r in reader]
+    # a cell the export quoted against formulas (formula_safe) reads as it was written
+    return [{str(k): unquote(str(v or "").strip()) for k, v in r.items() if k is not None} for r in reader]
 
 
 

