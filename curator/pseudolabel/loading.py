@@ -141,10 +141,11 @@ def _state_dict(path: str, where: str | None = None) -> dict[str, Any]:
     return sd
 
 
-def _load_weights(net: nn.Module, path: str, where: str, built: str) -> None:
-    """``path``'s state_dict into ``net``; weights of another network (other layers or sizes) are one
-    ``config_error`` that summarises the differences (torch lists each: dozens of lines)."""
-    sd = _state_dict(path, where)
+def _load_weights(net: nn.Module, path: str, where: str, built: str, sd: dict[str, Any] | None = None) -> None:
+    """``path``'s state_dict (``sd``: already read) into ``net``; weights of another network (other
+    layers or sizes) are one ``config_error`` that summarises the differences (torch lists each:
+    dozens of lines)."""
+    sd = _state_dict(path, where) if sd is None else sd
     own = net.state_dict()
     missing = [k for k in own if k not in sd]
     extra = [k for k in sd if k not in own]
@@ -187,8 +188,13 @@ def _torchscript(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, Mode
 
 
 def _module(spec: ModelSpec) -> nn.Module:
+    """The network ``factory(**kwargs)`` with its ``weights``. Importing the factory's module runs
+    that module's top-level code, so everything that can be checked without it is checked first:
+    the entry's terms, and its weights file (read with ``weights_only``)."""
     if not spec.factory:
         raise ConfigError("config_error", f"model {spec.name!r} of kind 'module' needs `factory`")
+    _need_terms(spec)
+    sd = _state_dict(spec.weights, f"model {spec.name!r}") if spec.weights else None
     factory = _import(spec.factory)
     if not (isinstance(factory, type) and issubclass(factory, nn.Module)):
         # an ensemble file may come from elsewhere: `subprocess:run` with its kwargs would run a command
@@ -210,7 +216,7 @@ def _module(spec: ModelSpec) -> nn.Module:
                           remedy="fix the entry's `kwargs`" + (f" ({spec.factory} takes {params})" if params else "")
                           ) from e
     if spec.weights:
-        _load_weights(net, spec.weights, f"model {spec.name!r}", built)
+        _load_weights(net, spec.weights, f"model {spec.name!r}", built, sd)
     return net
 
 
@@ -289,6 +295,12 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
 
 
+def _need_terms(spec: ModelSpec) -> None:
+    if not spec.terms:
+        raise ConfigError("config_error", f"model {spec.name!r} declares no output terms",
+                          remedy="list `terms:` (one term id per output channel, background excluded)")
+
+
 def load_model(spec: ModelSpec, device: str | torch.device) -> LoadedModel:
     dev = torch.device(device)
     if spec.kind == "torchscript":
@@ -302,9 +314,7 @@ def load_model(spec: ModelSpec, device: str | torch.device) -> LoadedModel:
         net = nnunet.network(spec)
     else:
         net = _module(spec)
-    if not spec.terms:
-        raise ConfigError("config_error", f"model {spec.name!r} declares no output terms",
-                          remedy="list `terms:` (one term id per output channel, background excluded)")
+    _need_terms(spec)
     net = net.to(dev).eval()
     for p in net.parameters():
         p.requires_grad_(False)

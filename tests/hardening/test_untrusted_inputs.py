@@ -198,6 +198,32 @@ def test_an_ensemble_factory_must_be_a_network_class(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_a_factory_module_is_imported_only_after_the_entry_and_its_weights_pass(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing a factory's module runs its top-level code; the module was imported before the
+    entry's weights (a pickle of objects) or its missing terms were refused."""
+    import sys
+
+    from curator.pseudolabel.loading import load_model
+    from curator.pseudolabel.models import ModelSpec
+
+    marker = tmp_path / "ran"
+    (tmp_path / "side_effect_net.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                                 "import torch\nclass Net(torch.nn.Identity): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "side_effect_net", raising=False)
+    import torch
+
+    torch.save({"layer": ConfigError}, tmp_path / "w.pt")  # no tensors: refused by weights_only
+    base = {"name": "m", "factory": "side_effect_net:Net", "terms": ["liver"]}
+    for entry, said in (({**base, "weights": str(tmp_path / "w.pt")}, "objects other than tensors"),
+                        ({**base, "terms": []}, "declares no output terms")):
+        with pytest.raises(ConfigError, match=said):
+            load_model(ModelSpec.from_dict(entry), "cpu")
+        assert not marker.exists()
+    assert type(load_model(ModelSpec.from_dict(base), "cpu").net).__name__ == "Net" and marker.exists()
+
+
 def _bundle(root: Path, inference: dict[str, object]) -> Path:
     (root / "configs").mkdir(parents=True)
     (root / "configs" / "inference.json").write_text(json.dumps(inference))
