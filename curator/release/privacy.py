@@ -20,6 +20,12 @@ missing `registry:` entry's message once held its absolute path; messages name f
 name or their path under a source root, and this is the backstop): a source's root becomes
 ``<source>:``, the workspace, the release root and the folder of pipeline.yaml ``<workspace>``,
 ``<release root>`` and ``<pipeline folder>``, the home folder ``~``.
+
+For a pseudonymous source, ``cases.image_sha256`` and ``label_sha256`` are checksums of the files
+as received — a DICOM file's header names the patient — so whoever holds the export could look a
+case up by them: they are keyed too (``k_<20 hex>``: equal files still give equal values within the workspace). The
+workspace keeps the checksums, which caching and dedup use; ``voxel_sha256`` (of the pixels,
+which the release publishes anyway) is kept.
 """
 
 from __future__ import annotations
@@ -143,6 +149,9 @@ def _pseudonymize(b: ReleaseBuilder) -> None:
         if row["source"] in private:
             source_of[row["case_id"]] = row["source"]
             row.update(source_case=row["case_id"].split("__", 1)[-1], image_path=None, label_paths=None)
+            for col in ("image_sha256", "label_sha256"):  # of the files as received: headers name the patient
+                if row.get(col):
+                    row[col] = b.ctx.workspace.pseudonym(row["source"], "sha256", row[col], prefix="k")
             for col in ("label_keys", "label_dropped"):
                 if row.get(col):
                     names = b.ctx.sources[row["source"]].structure_names(b.ctx.workspace, row[col])

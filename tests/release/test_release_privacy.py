@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,12 @@ def test_a_pseudonymous_source_publishes_no_file_name(tmp_path: Path) -> None:
     # the workspace keeps the names (a local user finds the files), and the ids are stable
     ws = {r["source_case"]: r["case_id"] for r in table(pipe, "cases").to_pylist()}
     assert sorted(ws) == sorted(NAMES) and sorted(ws.values()) == ids
+    # the files' checksums: whoever holds the export would find a patient's rows by them
+    sums = {v for r in table(pipe, "cases").to_pylist() for v in (r["image_sha256"], r["label_sha256"]) if v}
+    assert hashlib.sha256((root / NAMES[0] / "ct.nii.gz").read_bytes()).hexdigest() in sums  # the workspace keeps them
+    assert not [s for s in sums if s in published]
+    keyed = rel.sql("select image_sha256, label_sha256 from cases").fetchall()
+    assert all(v is None or (v.startswith("k_") and len(v) == 22) for r in keyed for v in r) and keyed[0][0]
     run(pipe, stages=["ingest"])
     assert {r["source_case"]: r["case_id"] for r in table(pipe, "cases").to_pylist()} == ws
 
