@@ -177,9 +177,9 @@ _KINDS: list[ProblemKind] = [
                 "pixel spacing, or lack their position",
                 "check that the folder holds one series of one acquisition"),
     ProblemKind("too_large", "the volume exceeds the configured voxel limit, or would take more than a quarter "
-                "of the machine's memory",
-                "raise `max_voxels` in the ingest settings if the file is genuine (or process it on a machine "
-                "with more memory)"),
+                "of the machine's memory divided by the number of workers",
+                "raise `max_voxels` in the ingest settings if the file is genuine (or process it with fewer "
+                "workers, or on a machine with more memory)"),
     ProblemKind("duplicate_case", "two files map to the same case id",
                 "make the layout pattern specific enough to give each file its own case"),
     ProblemKind("sides_swapped", "most left/right labels of a dataset lie on the patient's other side (its sides named "

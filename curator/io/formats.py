@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,17 +69,31 @@ def memory_bytes() -> int:
     return min(total, int(limit)) if limit.isdigit() else total
 
 
+WORKERS: ContextVar[int] = ContextVar("curator_workers", default=1)
+"""How many worker processes share this machine's memory while a case runs (the runner sets it
+around each case from ``CaseEnv.workers``; 1 elsewhere)."""
+
+
 def check_memory(nbytes: float, what: str, path: str) -> None:
-    """Refuse, as ``too_large``, an array that would take more than 1/:data:`MEMORY_SHARE` of the
-    memory (:func:`memory_bytes`), before it is allocated: a compressed file of a few megabytes
-    can declare gigabytes of voxels, and the out-of-memory killer would end the whole run (every
-    case of an in-process run), not just this case."""
-    total = memory_bytes()
-    if nbytes > total // MEMORY_SHARE:
-        raise InputError("too_large", f"{what} takes {nbytes / 2**30:.1f} GiB in memory, over 1/{MEMORY_SHARE} of "
-                         f"the {total / 2**30:.1f} GiB this machine has (a stage works on copies of it)", path=path,
-                         remedy="if the file is genuine, process it on a machine with more memory; a small file "
-                                "declaring this much is damaged or crafted (a decompression bomb)")
+    """Refuse, as ``too_large``, an array that would take more than 1/(:data:`MEMORY_SHARE` ×
+    workers) of the memory (:func:`memory_bytes`), before it is allocated: a compressed file of
+    a few megabytes can declare gigabytes of voxels, and the out-of-memory killer would end the
+    whole run (every case of an in-process run), not just this case.
+
+    A stage holds a few copies of a case's arrays at its peak (ingest of a NIfTI image and its
+    label map: 2.1 times their bytes, 2.4-3.1 times the image's alone, measured with a 200 MiB
+    image), and every worker process may hold such a case at once: the share per array is
+    divided by the number of workers (:data:`WORKERS`), so that all of them together stay
+    within about three quarters of the memory."""
+    total, workers = memory_bytes(), max(1, WORKERS.get())
+    share = MEMORY_SHARE * workers
+    if nbytes > total // share:
+        of = f" (one of {workers} worker processes)" if workers > 1 else ""
+        raise InputError("too_large", f"{what} takes {nbytes / 2**30:.1f} GiB in memory, over 1/{share} of "
+                         f"the {total / 2**30:.1f} GiB this machine has{of}: a stage works on copies of it",
+                         path=path, remedy="if the file is genuine, process it with fewer workers (`--workers`, "
+                         "`executor.workers`) or on a machine with more memory; a small file declaring this much "
+                         "is damaged or crafted (a decompression bomb)")
 
 
 def format_from_name(path: Path) -> str | None:

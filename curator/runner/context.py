@@ -209,7 +209,14 @@ class Context:
     def case_env(self) -> CaseEnv:
         return CaseEnv(workspace=str(self.workspace.root),
                        sources={n: str(s.root) for n, s in self.sources.items()},
-                       key_hex=self.workspace.key.hex(), threads=self.worker_threads())
+                       key_hex=self.workspace.key.hex(), threads=self.worker_threads(),
+                       workers=self.memory_workers())
+
+    def memory_workers(self) -> int:
+        """Worker processes that share this machine's memory: ``executor.workers`` for a local pool
+        or a local Dask cluster, 1 for a remote Dask cluster (its workers' machines are not this one)."""
+        ex = self.config.executor
+        return 1 if ex.kind == "dask" and ex.address else max(1, ex.workers)
 
     def worker_threads(self) -> int:
         """Threads each worker process's torch uses under ``stages.pseudolabel.threads: 0`` (the

@@ -32,6 +32,7 @@ import pyarrow as pa
 from curator import __version__
 from curator.config import StageConfig
 from curator.errors import CuratorError
+from curator.io.formats import WORKERS
 from curator.io.fsutil import canonical_json
 from curator.problem_kinds import remedy_for
 from curator.schema import to_arrow
@@ -60,6 +61,7 @@ class CaseEnv:
     key_hex: str  # pseudonym key (memory only; never written by a stage)
     code_version: str = __version__
     threads: int = 0  # intra-op threads a worker's numeric library should use (0: leave as it is)
+    workers: int = 1  # worker processes sharing this machine's memory (io.formats.check_memory's share)
 
 
 @dataclass
@@ -253,6 +255,7 @@ def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: Ca
     cls = load_stage_class(ref)
     config = cls.config_class.from_dict(config_dict).per_case()  # what the task key covers
     t0 = time.perf_counter()
+    budget = WORKERS.set(env.workers)  # a crafted file's arrays are refused by the memory each worker has
     try:
         out = cls.process(task, config, env)
         return CaseResult(task.case_id, key, out.rows, out.problems, False, True, time.perf_counter() - t0)
@@ -286,3 +289,5 @@ def execute(ref: str, task: Task, key: str, config_dict: dict[str, Any], env: Ca
                            "the rest of the run continued")
         row = problem_row(cls.name, err, dataset=task.dataset, case_id=task.case_id, path=task.path)
         return CaseResult(task.case_id, key, {}, [row], True, False, time.perf_counter() - t0)
+    finally:
+        WORKERS.reset(budget)

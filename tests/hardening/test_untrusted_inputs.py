@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from curator.config import PipelineConfig, ReleaseConfig
+from curator.config import PipelineConfig, ReleaseConfig, StageConfig
 from curator.errors import ConfigError, InputError, RegistryError, ReleaseError
 from curator.io import formats
 from curator.io.formats import read_volume
@@ -373,6 +373,40 @@ def test_a_compressed_nrrd_declaring_more_than_memory_is_refused(tmp_path: Path,
     with pytest.raises(InputError, match="GiB in memory") as e:
         read_volume(path)
     assert e.value.kind == "too_large"
+
+
+class _MemoryProbe:
+    """A stage whose case checks a 0.75 MiB array against the memory (``tests…:_MemoryProbe``)."""
+
+    config_class = StageConfig
+    name = "probe"
+
+    @classmethod
+    def process(cls, task: object, config: object, env: object) -> object:
+        from curator.runner.stage import CaseOutput
+
+        formats.check_memory(0.75 * 2**20, "the probe's array", "probe.nii")
+        return CaseOutput()
+
+
+def test_a_workers_share_of_memory_is_divided_among_the_workers(small_memory: None) -> None:
+    """Each worker may hold a case's arrays at once, at about 2.4 times an image's bytes (ingest):
+    an array of 1/4 of the memory passed in every one of two workers, 1.2 times the memory together."""
+    from curator.runner.stage import CaseEnv, Task, execute
+
+    formats.check_memory(0.75 * 2**20, "an array", "x.nii")  # one worker: under 1/4 of 4 MiB
+    ref = f"{__name__}:_MemoryProbe"
+    task = Task(case_id="c", payload={}, fingerprint="")
+    alone = execute(ref, task, "k", {}, CaseEnv(workspace="", sources={}, key_hex="", workers=1))
+    two = execute(ref, task, "k", {}, CaseEnv(workspace="", sources={}, key_hex="", workers=2))
+    assert not alone.failed and two.failed
+    assert "over 1/8 of the 0.0 GiB this machine has (one of 2 worker processes)" in two.problems[0]["message"]
+    assert "fewer workers" in two.problems[0]["message"]
+    assert formats.WORKERS.get() == 1  # set around the case only
+    cfg = PipelineConfig.from_dict({"executor": {"kind": "local", "workers": 3}})
+    from curator.runner.context import Context
+
+    assert Context(cfg).memory_workers() == 3
 
 
 def test_memory_of_this_machine_is_known() -> None:
