@@ -264,6 +264,11 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("dedup_hash_limited",
                 "the scan's body is too small for perceptual hashing; dedup finds only identical copies",
                 "nothing to do for tiny fragments; check the image if it should show a body"),
+    ProblemKind("dedup_other_study",
+                "two studies of one patient in one source (e.g. two time points) look like one scan; dedup "
+                "keeps them apart, as only identical voxels make two of the dataset's studies one scan",
+                "nothing to do when they are a patient's visits; if the dataset gave one patient's re-uploaded "
+                "scan a new study, check the pair in a viewer (they share a split either way: one patient)"),
     ProblemKind("dedup_thumbnail_missing",
                 "a dedup verification thumbnail in the workspace is missing or changed",
                 "delete the workspace's stages/dedup folder and run `curator dedup pipeline.yaml` again"),

@@ -64,6 +64,9 @@ class PairResult:
     candidate: Candidate
     match: Match | None  # None: not compared, the two scans were already joined by other pairs
     accepted: bool
+    # why a pair that verified was not joined: "" (it was, or it did not verify), or
+    # "other_study" (it would join two studies of one patient of one source; see verify_candidates)
+    refused: str = ""
 
     @property
     def a(self) -> str:
@@ -169,7 +172,8 @@ class MatchCache:
 
 def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Thumbnail | None],
                       settings: VerifySettings, apart: Mapping[str, str] | None = None,
-                      compare_pair: Callable[[str, str], Match | None] | None = None) -> list[PairResult]:
+                      compare_pair: Callable[[str, str], Match | None] | None = None,
+                      patients: Mapping[str, str] | None = None) -> list[PairResult]:
     """Align and compare candidates, strongest first; pairs of identical voxels (the ``exact`` and
     ``voxels`` tiers) are accepted whatever the comparison says (a copy whose spacing was
     rewritten does not line up in millimetres, nor one whose header direction was).
@@ -186,16 +190,28 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
     case are all compared and joined best match first (exact, then texture correlation), so a
     copy of the same sequence is joined before a cross-sequence look-alike, which then conflicts.
 
+    ``patients`` (case id → its source and patient id, for cases of a study-keyed source) keeps
+    one patient's studies apart: two studies of one patient in one source are two visits by the
+    source's own word (BraTS' time points of a subject share the patient id and differ in study),
+    and a follow-up co-registered to the first visit verifies like a copy of it. A pair that would
+    join a group holding one of the patient's studies with a group holding another is accepted
+    only when its two scans are identical (the ``exact`` or ``voxels`` tier: a re-upload); a
+    verified pair refused so has ``refused="other_study"``. Another source's copies (another
+    dataset, or another version of this one) are grouped as before, and so are two patients' scans.
+
     ``compare_pair(a, b)`` (case ids) replaces loading both thumbnails and comparing them, e.g.
     with a :class:`MatchCache`; ``None`` from it means a thumbnail was missing.
     """
     parent: dict[str, str] = {}
     studies: dict[str, set[str]] = {}  # root -> study keys of its group
+    visits: dict[str, set[str]] = {}  # root -> the (source, patient) of its study-keyed members
+    refused: set[tuple[str, str]] = set()
 
     def find(x: str) -> str:
         if x not in parent:
             parent[x] = x
             studies[x] = {apart[x]} if apart and apart.get(x) else set()
+            visits[x] = {patients[x]} if patients and patients.get(x) else set()
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
@@ -207,14 +223,22 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
             return verified
         if not verified or studies[ra] & studies[rb]:
             return False
+        if visits[ra] & visits[rb] and not identical(c):  # one patient's two studies of one source
+            refused.add((c.a, c.b))
+            return False
         parent[ra] = rb
         studies[rb] |= studies.pop(ra)
+        visits[rb] |= visits.pop(ra)
         return True
+
+    def result(c: Candidate, m: Match | None, accepted: bool) -> PairResult:
+        return PairResult(c, m, accepted, "other_study" if (c.a, c.b) in refused else "")
 
     out = []
     keyed: list[tuple[Candidate, Match, bool]] = []
     for c in sorted(candidates, key=strength):
-        is_keyed = apart is not None and (c.a in apart or c.b in apart)
+        is_keyed = (apart is not None and (c.a in apart or c.b in apart)) or (
+            patients is not None and (c.a in patients or c.b in patients))
         if not is_keyed and find(c.a) == find(c.b):
             out.append(PairResult(c, None, True))
             continue
@@ -227,10 +251,10 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
         if is_keyed:
             keyed.append((c, m, verified))
         else:
-            out.append(PairResult(c, m, join(c, verified)))
+            out.append(result(c, m, join(c, verified)))
     for c, m, verified in sorted(keyed, key=lambda t: (0 if identical(t[0]) else 1, -t[1].detail,
                                                          -t[1].score, t[0].a, t[0].b)):
-        out.append(PairResult(c, m, join(c, verified)))
+        out.append(result(c, m, join(c, verified)))
     return sorted(out, key=lambda p: (p.a, p.b))
 
 

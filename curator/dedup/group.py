@@ -13,6 +13,13 @@ the original's group). Each group keeps one member by a configurable ordered pol
 * ``voxels`` — finer scan (more voxels) first;
 * ``case_id`` — alphabetical (always appended: the choice is deterministic).
 
+A case of a multi-case study (the sequences of one BraTS visit share a ``study_key``) is ranked
+by its whole study — its ``Member`` holds the study's numbers (warnings of all its cases, the
+terms any of them annotates, the largest field of view and voxel count) and ``study`` — and
+ties are broken by study key before case id, so one study wins every group it shares with
+another: keeping each sequence from whichever study won that sequence's group left a patient
+with no complete study (a re-upload whose original's t2f had a header warning).
+
 >>> members = [Member("B__1", "B", "2.0", 3, 10), Member("A__7", "A", "1.0", 5, 10)]
 >>> pick_kept(members, ("terms", "version")).case_id
 'A__7'
@@ -41,6 +48,9 @@ class Member:
     voxels: int
     warnings: int = 0  # ingest warnings about the case
     fov_ml: float = 0.0  # the scan's field of view: shape × spacing, in ml
+    # the study_key of a study of several cases (sequences, channels): the numbers above are then
+    # the whole study's, and ties break by it before the case id; None for a case alone in its study
+    study: str | None = None
 
 
 def _version_key(v: str | None) -> tuple[tuple[int, int, str], ...]:
@@ -83,7 +93,7 @@ def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...], vers
         return sign(b.fov_ml, a.fov_ml)
     if criterion == "voxels":
         return sign(b.voxels, a.voxels)
-    return sign(a.case_id, b.case_id)
+    return sign((a.study or a.case_id, a.case_id), (b.study or b.case_id, b.case_id))
 
 
 def pick_kept(members: list[Member], policy: tuple[str, ...], prefer: tuple[str, ...] = ()) -> Member:
@@ -106,13 +116,14 @@ def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple
     ``group``, whose versions decide whether the version criterion counts), in words that
     follow "the kept member has"."""
     versions = versions_comparable(group if group is not None else [kept, other])
+    study = " in its study" if kept.study or other.study else ""
     for c in (*policy, "case_id"):
         if _compare(kept, other, c, prefer, versions) == 0:
             continue
         if c == "clean":
-            return f"fewer ingest warnings ({kept.warnings} vs {other.warnings}; see problems)"
+            return f"fewer ingest warnings{study} ({kept.warnings} vs {other.warnings}; see problems)"
         if c == "terms":
-            return f"more annotated structures ({kept.terms} vs {other.terms})"
+            return f"more annotated structures{study} ({kept.terms} vs {other.terms})"
         if c == "version":
             return f"newer dataset version ({kept.dataset_version} vs {other.dataset_version})"
         if c == "datasets":
@@ -121,6 +132,8 @@ def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple
             return f"a larger field of view ({kept.fov_ml:,.0f} vs {other.fov_ml:,.0f} ml)"
         if c == "voxels":
             return f"more voxels ({kept.voxels:,} vs {other.voxels:,})"
+        if (kept.study or kept.case_id) != (other.study or other.case_id) and study:
+            return f"the first study key alphabetically ({kept.study or kept.case_id}; no other criterion differs)"
         return "the first case id alphabetically (no other criterion differs)"
     return "nothing the others lack (identical by every criterion)"
 

@@ -9,10 +9,12 @@ group). Dropped members stay in ``cases``: select the kept scans with
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pyarrow as pa
 
 from curator.config import StageConfig, finalize_only
-from curator.dedup.detect import MatchCache, key_of, verify_candidates
+from curator.dedup.detect import MatchCache, PairResult, key_of, verify_candidates
 from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.group import KEEP_CRITERIA, Member
 from curator.dedup.hashing import SlabHashes
@@ -140,6 +142,35 @@ def thumbnail_relpath(case_id: str, digest: str) -> str:
     return f"stages/dedup/{THUMBS}/{shard}/{case_id}.{digest[:12]}.npz"
 
 
+def by_study(members: dict[str, Member], study_keys: Mapping[str, str],
+             held: Mapping[str, set[str]]) -> dict[str, Member]:
+    """``members`` with each case of a multi-case study (several cases share its study key)
+    ranked as its whole study: the warnings of all its cases, the distinct terms any of them
+    annotates (``held``: case id → terms), the largest field of view and voxel count, and
+    ``study`` set — so the keep policy picks one study's members in every group two studies share.
+
+    >>> ms = {c: Member(c, "B", None, 1, 10, w) for c, w in (("B__1__t1", 0), ("B__1__t2", 1), ("B__2__t1", 0))}
+    >>> out = by_study(ms, {"B__1__t1": "s1", "B__1__t2": "s1", "B__2__t1": "s2"}, {})
+    >>> out["B__1__t1"].warnings, out["B__1__t1"].study, out["B__2__t1"].study
+    (1, 's1', None)
+    """
+    studies: dict[str, list[str]] = {}
+    for cid in members:
+        if study_keys.get(cid) is not None:
+            studies.setdefault(study_keys[cid], []).append(cid)
+    out = dict(members)
+    for key, cids in studies.items():
+        if len(cids) < 2:
+            continue
+        ms = [members[c] for c in cids]
+        terms = len(set().union(*(held.get(c, set()) for c in cids)))
+        for m in ms:
+            out[m.case_id] = dataclasses.replace(m, terms=terms, voxels=max(x.voxels for x in ms),
+                                                 warnings=sum(x.warnings for x in ms),
+                                                 fov_ml=max(x.fov_ml for x in ms), study=key)
+    return out
+
+
 def annotated_codes(spec: Any, tax: Taxonomy) -> dict[str, list[str]]:
     """Raw value (label maps) or structure key -> the terms it annotates in ``tax`` (no derived
     ones; ignored values left out): what the keep policy's ``terms`` criterion counts."""
@@ -155,8 +186,10 @@ class DedupStage(Stage):
     # verification the tissue mask again; 5: the exact hash is the coronal projection (one pass),
     # the analysis grid averages 2 picks per axis of each block instead of 4; 6: the projection's
     # integer sums kept modulo 2**16 (16-bit lanes); 7: exact sums again (modulo 2**16 a +1024
-    # copy hashed as identical voxels); 8: hashes keep the global hash's DCT coefficients (phash_dct)
-    version = "8"
+    # copy hashed as identical voxels); 8: hashes keep the global hash's DCT coefficients (phash_dct);
+    # 9: one patient's studies of one source are grouped only when identical (dedup_other_study),
+    # and a group of multi-case studies keeps one study's members in every group it shares
+    version = "9"
     config_class = DedupConfig
     tables = ("hashes", "duplicates")
     requires = ("cases",)
@@ -237,7 +270,8 @@ class DedupStage(Stage):
                 return None
             return cache.compare(digest[a], ta, digest[b], tb, cfg.verify.overlap_ratio)
 
-        pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys, compare_cases)
+        pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys, compare_cases, self._visits)
+        self._report_other_studies(pairs)
         log.info("dedup: %d scans, %d candidate pairs, %d accepted (%d compared, %d from earlier runs)", len(rows),
                  len(candidates), sum(p.accepted for p in pairs), cache.misses, cache.hits)
         headers = {cid: header_geometry(c) for cid, c in self._cases.items()}
@@ -294,6 +328,36 @@ class DedupStage(Stage):
         k = self._study_keys.get(a)
         return k is not None and k == self._study_keys.get(b)
 
+    @functools.cached_property
+    def _visits(self) -> dict[str, str]:
+        """Case id → its source and patient id, for the patients with several studies in one
+        source (BraTS' time points of a subject): what keeps those studies apart
+        (:func:`~curator.dedup.detect.verify_candidates`'s ``patients``). Only the dataset's own
+        patient ids count, within its own source: two patients are never linked by it, and another
+        source's copy (another dataset, or another version of this one) is compared as before."""
+        keys: dict[tuple[str, str], set[str]] = {}
+        for c in self._cases.values():
+            if c.get("patient_id") and c.get("study_key") is not None and c.get("source"):
+                keys.setdefault((str(c["source"]), str(c["patient_id"])), set()).add(str(c["study_key"]))
+        return {cid: f"{c['source']}\x00{c['patient_id']}" for cid, c in self._cases.items()
+                if len(keys.get((str(c.get("source")), str(c.get("patient_id"))), ())) > 1}
+
+    def _report_other_studies(self, pairs: list[PairResult]) -> None:
+        """An ``info`` row for each verified pair left apart as two studies of one patient: the
+        pair that would have been grouped, with its numbers, so the decision can be checked."""
+        for p in pairs:
+            if p.refused != "other_study" or p.match is None:
+                continue
+            a, b = self._cases.get(p.a, {}), self._cases.get(p.b, {})
+            m = p.match
+            err = InputError("dedup_other_study", f"not grouped with {p.a}, which it resembles like a copy (rank "
+                             f"correlation {m.score:.3f}, texture {m.detail:.3f}): the two are studies "
+                             f"{b.get('study_key')} and {a.get('study_key')} of one patient of source "
+                             f"{b.get('source')} (its patient_id {b.get('patient_id')}), e.g. two time points; "
+                             "only identical voxels would make them one scan")
+            self.extra_problems.append(problem_row(self.name, err, dataset=b.get("dataset"), case_id=p.b,
+                                                   path=f"{b.get('source')}:{b.get('image_path')}", severity="info"))
+
     def _members(self) -> dict[str, Member]:
         ws = self.ctx.workspace
         codes = {name: self._codes(src.spec) for name, src in self.ctx.sources.items()}
@@ -305,7 +369,6 @@ class DedupStage(Stage):
                 ids = table.get(r["label_key"]) if r["label_key"] else table.get(str(r["raw_value"]))
                 if r["voxels"] and ids:
                     held.setdefault(r["case_id"], set()).update(ids)
-        terms = {cid: len(ts) for cid, ts in held.items()}
         warnings: dict[str, int] = {}
         problems = ws.read_table("problems__ingest")
         if problems is not None:
@@ -317,6 +380,6 @@ class DedupStage(Stage):
             fov = (math.prod(c["shape"]) * math.prod(c["spacing_mm"]) / 1000.0
                    if c.get("shape") and c.get("spacing_mm") else 0.0)
             out[c["case_id"]] = Member(c["case_id"], c["dataset"], c.get("dataset_version"),
-                                       terms.get(c["case_id"], 0), int(c.get("n_voxels") or 0),
+                                       len(held.get(c["case_id"], ())), int(c.get("n_voxels") or 0),
                                        warnings.get(c["case_id"], 0), fov)
-        return out
+        return by_study(out, self._study_keys, held)
