@@ -45,15 +45,16 @@ class Study:
 
 
 def studies_of(cases: Sequence[ExportCase], channels: Sequence[str] | None, report: ExportReport,
-               release: Path) -> tuple[list[Study], dict[str, str]]:
+               release: Path, dropped: Sequence[tuple[ExportCase, str]] = ()) -> tuple[list[Study], dict[str, str]]:
     """The studies to export and their channel names (dataset.json's ``channel_names``); without
-    ``channels`` each case is its own single-channel study."""
+    ``channels`` each case is its own single-channel study. ``dropped``: the selected cases left
+    out as duplicates, with the member used instead (a study lacking one is told so)."""
     if channels is None:
         modalities = sorted({c.modality for c in cases})
         return [Study(c.case_id, (c,)) for c in cases], {"0": "CT" if modalities == ["CT"] else
                                                          modalities[0] if modalities else "CT"}
     check_channels(channels, cases)
-    studies = [Study(name, members) for name, members in group_studies(cases, channels, report.skipped)]
+    studies = [Study(name, members) for name, members in group_studies(cases, channels, report.skipped, dropped)]
     if not studies:
         raise ReleaseError("release_error", f"no selected study has a case of each of {', '.join(channels)}",
                            path=str(release), remedy="check --channels and --where against the cases' sequence "

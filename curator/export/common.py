@@ -113,11 +113,12 @@ class ExportReport:
 
 
 def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_filter: bool = True,
-                 terms: Sequence[str] = (), layers: Sequence[str] = ()) -> tuple[list[ExportCase], TrainingView]:
+                 terms: Sequence[str] = (), layers: Sequence[str] = ()
+                 ) -> tuple[list[ExportCase], TrainingView, list[tuple[ExportCase, str]]]:
     """The cases ``where`` selects (SQL over ``preprocessed p`` and ``cases c``, and ``splits s``
     when the release has one) without the duplicates the training view drops — one member per
-    group, chosen among the cases selected (:func:`~curator.release.training.training_view`) —
-    and that view."""
+    group, chosen among the cases selected (:func:`~curator.release.training.training_view`) —;
+    that view, and the selected cases it drops, each with the member of its group used instead."""
     names = release.table_names()
     if "preprocessed" not in names:
         raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(release.path),
@@ -134,8 +135,9 @@ def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_f
         raise problem
     view = training_view(release, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers,
                          selected={r[0] for r in rows})
-    return [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5], r[6], r[7]) for r in rows
-            if r[0] not in view.dropped_duplicates], view
+    cases = [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5], r[6], r[7]) for r in rows]
+    return ([c for c in cases if c.case_id not in view.dropped_duplicates], view,
+            [(c, view.used_for.get(c.case_id, "")) for c in cases if c.case_id in view.dropped_duplicates])
 
 
 def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],

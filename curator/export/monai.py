@@ -48,11 +48,11 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     check_output_dir(folder)
     check_free(folder, ("images", "labels", "datalist.json", *FILES))
     check_request(rel, terms, layers)
-    cases, view = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
+    cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(folder)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
-        studies, names = studies_of(cases, channels, report, rel.path)
+        studies, names = studies_of(cases, channels, report, rel.path, dropped)
         studies = leave_out_foreign_tests(rel, studies, terms, layers, report)  # an image nobody can score
         image = {s.name: [f"images/{s.name}_{k:04d}.nii.gz" for k in range(len(s.cases))] if channels is not None
                  else [f"images/{s.name}.nii.gz"] for s in studies}

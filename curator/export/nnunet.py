@@ -71,14 +71,14 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     check_outside_releases(out_root, "the export", rel.path)
     check_output_dir(out_root)
     check_request(rel, terms, layers)
-    cases, view = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
+    cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(Path(out_root) / f"Dataset{dataset_id:03d}_{name}")
     modalities = sorted({c.modality for c in cases})
     if channels is None and len(modalities) > 1:
         raise ConfigError("config_error", f"the selection mixes modalities {modalities}; nnU-Net needs one "
                           "channel meaning", remedy="add e.g. modality = 'CT' to --where (or export the "
                           "sequences of each study as channels: --channels)")
-    studies, names = studies_of(cases, channels, report, rel.path)
+    studies, names = studies_of(cases, channels, report, rel.path, dropped)
     studies = leave_out_foreign_tests(rel, studies, terms, layers, report)  # an image nobody can score
     cases = [s.cases[0] for s in studies]
     folder = report.folder

@@ -54,11 +54,27 @@ def check_channels(channels: Sequence[str], cases: Sequence[Member]) -> None:
                                  "(the cases table's sequence column; widen the selection if they are left out)")
 
 
-def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str, str]
-                  ) -> list[tuple[str, tuple[C, ...]]]:
+def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str, str],
+                  dropped: Sequence[tuple[Member, str]] = ()) -> list[tuple[str, tuple[C, ...]]]:
     """``(name, one case per channel)`` of every study holding one selected case per channel, in
     the reference cases' order; the others go to ``skipped`` (name -> why; cases of other
-    sequences are not selected and not reported)."""
+    sequences are not selected and not reported). ``dropped``: the selected cases left out as
+    duplicates, each with the member of its group used instead — a study lacking that sequence
+    is told so, not that it has no such case. A study is named as :func:`study_name` says,
+    skipped or not.
+
+    >>> from types import SimpleNamespace as C
+    >>> t1, t2 = C(case_id="B__1__t1", sequence="t1", study_key="s1"), C(case_id="B__1__t2", sequence="t2", study_key="s1")
+    >>> skipped = {}
+    >>> group_studies([t1], ["t1", "t2"], skipped, [(t2, "B__9__t2")])
+    []
+    >>> skipped
+    {'B__1': 'its t2 case B__1__t2 was dropped as a duplicate of B__9__t2 (selected: t1)'}
+    """
+    gone: dict[tuple[str, str], list[str]] = {}
+    for d, used in dropped:
+        if d.study_key is not None and d.sequence is not None:
+            gone.setdefault((d.study_key, d.sequence), []).append(f"{d.case_id} was dropped as a duplicate of {used}")
     by_key: dict[str, dict[str, list[C]]] = {}
     for c in cases:
         if c.sequence is None or c.sequence not in channels:
@@ -69,15 +85,16 @@ def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str
         by_key.setdefault(c.study_key, {}).setdefault(c.sequence, []).append(c)
     studies: list[tuple[str, tuple[C, ...]]] = []
     names: set[str] = set()
-    for seqs in by_key.values():
+    for key, seqs in by_key.items():
         first = min((c for cs in seqs.values() for c in cs), key=lambda c: c.case_id)
-        name = study_name(seqs[channels[0]][0]) if channels[0] in seqs else first.case_id
+        name = study_name(seqs[channels[0]][0] if channels[0] in seqs else first)
         lacking = [s for s in channels if s not in seqs]
         twice = {s: [c.case_id for c in cs] for s, cs in seqs.items() if len(cs) > 1}
         if lacking or twice:
-            skipped[name] = (f"its study has no {', '.join(lacking)} case (selected: "
-                             f"{', '.join(s for s in channels if s in seqs)})" if lacking else
-                             "its study has several cases of one sequence: "
+            if name in skipped:  # another skipped study of that name: the case id is unique
+                name = first.case_id
+            skipped[name] = (_lacking(key, lacking, gone) + f" (selected: {', '.join(s for s in channels if s in seqs)})"
+                             if lacking else "its study has several cases of one sequence: "
                              + "; ".join(f"{s}: {', '.join(ids)}" for s, ids in twice.items()))
             continue
         ref = seqs[channels[0]][0]
@@ -86,6 +103,16 @@ def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str
         names.add(name)
         studies.append((name, tuple(seqs[s][0] for s in channels)))
     return sorted(studies, key=lambda s: s[1][0].case_id)
+
+
+def _lacking(key: str, lacking: Sequence[str], gone: dict[tuple[str, str], list[str]]) -> str:
+    """Why a study lacks the sequences ``lacking``: its case of one was dropped as a duplicate
+    (``gone``: (study key, sequence) -> what became of it), or it has none."""
+    said = [f"its {s} case {'; '.join(gone[key, s])}" for s in lacking if (key, s) in gone]
+    none = [s for s in lacking if (key, s) not in gone]
+    if none:
+        said.insert(0, f"its study has no {', '.join(none)} case")
+    return "; ".join(said)
 
 
 def study_name(ref: Member) -> str:

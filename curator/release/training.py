@@ -52,6 +52,9 @@ class TrainingView:
     caveats: Mapping[str, str] = field(default_factory=dict)
     excluded: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # case -> {(term, layer)}
     absent: Mapping[str, frozenset[str]] = field(default_factory=dict)  # case -> terms annotated as absent
+    # each of dropped_duplicates -> the member of its group used instead (what a study missing
+    # that sequence is told)
+    used_for: Mapping[str, str] = field(default_factory=dict)
 
     def labels_excluded(self, case_id: str) -> frozenset[tuple[str, str]]:
         return self.excluded.get(case_id, frozenset())
@@ -87,6 +90,7 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
                 "select case_id, term_id, layer from labels where qc_decision = 'exclude'").fetchall():
             excluded.setdefault(cid, set()).add((term, layer))
     dropped: frozenset[str] = frozenset()
+    used_for: dict[str, str] = {}
     stand_ins: dict[str, str] = {}
     passed_over: dict[str, str] = {}
     caveats: dict[str, str] = {}
@@ -99,6 +103,8 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
         use, stand_ins, passed_over, caveats = _members_used(release, rows, terms if "store_terms" in names else (),
                                                              layers, kept_of, excluded)
         dropped = frozenset(r[1] for r in rows if r[1] not in use)
+        used_in = {gid: cid for gid, cid, _ in rows if cid in use}
+        used_for = {cid: used_in.get(gid, kept_of.get(gid, "")) for gid, cid, _ in rows if cid in dropped}
     absent: dict[str, set[str]] = {}
     if {"annotated", "present"} <= columns:
         original = " and origin = 'original'" if "origin" in columns else ""
@@ -106,7 +112,7 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
                                      + original).fetchall():
             absent.setdefault(cid, set()).add(term)
     return TrainingView(dropped, stand_ins, passed_over, caveats, {k: frozenset(v) for k, v in excluded.items()},
-                        {k: frozenset(v) for k, v in absent.items()})
+                        {k: frozenset(v) for k, v in absent.items()}, used_for)
 
 
 def label_only_problem(release: Release, where: str, join: str = "", splits: str = "") -> ReleaseError | None:

@@ -18,16 +18,20 @@ from typing import Any
 from curator.release.studies import check_channels, group_studies, voxel_shift
 
 
-def studies(cases: Sequence[dict[str, Any]], channels: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def studies(cases: Sequence[dict[str, Any]], channels: Sequence[str],
+            dropped: Sequence[dict[str, Any]] = ()) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The reference cases (``channels[0]``) of the studies holding one selected case of each
     channel, each with ``channels``: the other channels' cases and their ``shift``; and the studies
     left out with the reason. Studies are grouped as the multi-channel exports group them
     (:func:`curator.release.studies.group_studies`: same studies, names and reasons); ``cases``
-    carry ``sequence``, ``study_key`` and ``affine``. An unknown or repeated channel is refused."""
+    carry ``sequence``, ``study_key`` and ``affine``; ``dropped`` the selected cases left out as
+    duplicates (``sequence``, ``study_key``, ``used``: the member used instead), named in the reason
+    of a study lacking their sequence. An unknown or repeated channel is refused."""
     picked = [_Case(c["case_id"], c["sequence"], c["study_key"]) for c in cases]
     check_channels(channels, picked)
     skipped: dict[str, str] = {}
-    grouped = group_studies(picked, channels, skipped)
+    gone = [(_Case(c["case_id"], c["sequence"], c["study_key"]), str(c["used"])) for c in dropped]
+    grouped = group_studies(picked, channels, skipped, gone)
     by_id = {c["case_id"]: c for c in cases}
     out = []
     for name, members in grouped:

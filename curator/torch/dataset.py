@@ -217,8 +217,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 log.warning("PatchDataset: %s is used, but %s", cid, why)
         self.left_out: dict[str, str] = {}  # with channels: study (its first case id) -> why it is not used
         if self.channels is not None:
+            gone = [{"case_id": c[0], "sequence": c[5], "study_key": c[6], "used": self.view.used_for.get(c[0], "")}
+                    for c in matched if c[0] in self.view.dropped_duplicates]
             self._studies([{**case, "sequence": c[5], "study_key": c[6], "affine": list(c[7])}
-                           for case, c in zip(self.cases, cases, strict=True)], where, self.channels)
+                           for case, c in zip(self.cases, cases, strict=True)], where, self.channels, gone)
         tax = self.release.taxonomy  # the release's own (a custom taxonomy's terms and parts)
         self._parts = {t: with_parts(tax, t) for t in self.terms}
         self._prompts = {m: [tax.prompt(t, m) if t in tax else f"({m.lower()}) {t.replace('_', ' ')}"
@@ -320,10 +322,11 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                                "weight 0: no case could be drawn", remedy="give some selected case a weight > 0")
         return out
 
-    def _studies(self, cases: list[dict[str, Any]], where: str, channels: list[str]) -> None:
+    def _studies(self, cases: list[dict[str, Any]], where: str, channels: list[str],
+                 dropped: list[dict[str, Any]]) -> None:
         """Items become studies: ``self.cases`` the reference cases (the first of ``channels``), each
         with its other channels' cases and their voxel shifts (:func:`curator.torch.channels.studies`)."""
-        refs, self.left_out = studies(cases, channels)
+        refs, self.left_out = studies(cases, channels, dropped)
         if self.left_out:
             log.warning("PatchDataset: %d stud%s left out of channels %s: %s", len(self.left_out),
                         "y" if len(self.left_out) == 1 else "ies", channels,
