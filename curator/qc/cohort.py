@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from curator.qc.config import ALL_FEATURES, QCConfig
+from curator.qc.shared import label_units, representative
 from curator.qc.side import check_sides
 from curator.taxonomy.model import Taxonomy
 
@@ -217,11 +218,15 @@ def complete_labels(members: list[dict[str, Any]], copies: Collection[str] = ())
 
 
 def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Override] = (),
-          tax: Taxonomy | None = None, copies: Collection[str] = ()) -> list[dict[str, Any]]:
+          tax: Taxonomy | None = None, copies: Collection[str] = (),
+          shared: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Add bounds, out-of-bounds flags and a decision with its reason to every feature row
     (and the laterality check of :mod:`curator.qc.side` with ``tax``, the pipeline's taxonomy:
     a label on the wrong side is excluded). The bounds come from each cohort's
-    :func:`reference` labels (``copies``: the case ids dedup dropped); every label is judged."""
+    :func:`reference` labels (``copies``: the case ids dedup dropped); every label is judged.
+    ``shared`` (:func:`curator.qc.shared.shared_label_keys`) names the cases whose original label
+    is one file of their study: such a label is one cohort member, judged once, and each of its
+    cases' rows gets that one verdict (an override of one of them decides them all)."""
     rows = check_sides([dict(r) for r in rows], cfg.side_margin_mm, tax)
     for r in rows:
         r["volume_basis"] = volume_basis(r, cfg)
@@ -229,24 +234,45 @@ def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Overrid
     for r in rows:
         groups[cohort_key(r)].append(r)
     out: list[dict[str, Any]] = []
+    fellows: list[set[str]] = []  # per row of out: the cases sharing its label (overrides decide them all)
     for key, members in sorted(groups.items()):
-        complete = reference(members, cfg.min_cohort, copies)
+        units = label_units(members, shared or {})
+        reps = [representative(u, copies) for u in units]
+        complete = reference(reps, cfg.min_cohort, copies)
         feats = [feature_values(r, cfg) for r in complete]
         bounds: dict[str, tuple[float | None, float | None]] = {}
         for f in ALL_FEATURES:
             vals = [v for x in feats if (v := x[f]) is not None]
             bounds[f] = _bounds(vals, cfg, f) if len(vals) >= cfg.min_cohort else (None, None)
-        whole = complete_labels(members, copies) if any(r.get("truncated") for r in members) else []
+        whole = complete_labels(reps, copies) if any(r.get("truncated") for r in reps) else []
         cut = complete_volume_bound(whole, cfg), len(whole)  # what a truncated label is compared with
-        for r in members:
-            out.append(_judge_one(r, key, len(complete), bounds, cfg, cut))
+        verdict: dict[int, tuple[dict[str, Any], set[str]]] = {}
+        for unit, rep in zip(units, reps, strict=True):
+            judged, ids = _judge_one(rep, key, len(complete), bounds, cfg, cut), {str(m["case_id"]) for m in unit}
+            for m in unit:
+                verdict[id(m)] = (judged if len(unit) == 1 else _shared_verdict(m, judged)), ids
+        for m in members:
+            out.append(verdict[id(m)][0])
+            fellows.append(verdict[id(m)][1])
     ovs = list(overrides)
-    for r in out:
+    for r, ids in zip(out, fellows, strict=True):
         said = r["decision"] + (f" ({r['reason']})" if r.get("reason") else "")  # the filter's, before any override
         for ov in ovs:  # load_overrides refuses two rows for one label; the last one decides
-            if ov.matches(r):
+            if ov.matches(r) or (ov.case_id in ids and ov.matches({**r, "case_id": ov.case_id})):
                 _apply_override(r, ov, said)
     return out
+
+
+# what a shared label's verdict gives each of its cases' rows (their measurements stay their own)
+VERDICT = ("method", "cohort", "cohort_size", "override", "oversized", "n_out", "flagged", "decision", "reason",
+           "lateral_mm", "wrong_side",
+           *(f"{p}{f}{s}" for f in ALL_FEATURES for p, s in (("f_", ""), ("", "_lo"), ("", "_hi"), ("out_", ""))))
+
+
+def _shared_verdict(row: Mapping[str, Any], judged: Mapping[str, Any]) -> dict[str, Any]:
+    r = {k: v for k, v in row.items() if k not in ("side_reason", "side_unchecked")}
+    r.update({k: judged.get(k) for k in VERDICT})
+    return r
 
 
 def complete_volume_bound(complete: list[dict[str, Any]], cfg: QCConfig) -> float | None:

@@ -25,6 +25,7 @@ from curator.qc.config import QCConfig
 from curator.qc.features import MeasureOptions
 from curator.qc.overrides import REMEDY as OVERRIDES_REMEDY
 from curator.qc.overrides import conflicts, load_overrides
+from curator.qc.shared import shared_label_keys
 from curator.qc.side import swapped_datasets
 from curator.qc.store_io import measure_store, store_fingerprint
 from curator.runner.freshness import file_digest
@@ -47,13 +48,14 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "9"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
+    version = "10"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
     # 3: body_x_mm (the laterality check); 4: mesh sphericity with the mesh's own volume;
     # 5: body_size_ml (volume_norm: section); 6: eccentricity of the voxels' solid, not their centres;
     # 7: the pseudo and revised labels of a case without labels of its own are judged too
     # 8: a cohort's bounds come from its people's labels (pseudo ones judged against them) and
     # leave out the scans dedup dropped as copies; 9: a truncated label above its cohort's complete labels'
-    # volume bound (ml) is `oversized`, said in its reason
+    # volume bound (ml) is `oversized`, said in its reason; 10: a label file several cases of a study share
+    # (a BraTS seg under its four sequences) is one cohort member, judged once for all its cases
     config_class = QCConfig
     settings_files = "the overrides file"
     # it judges the revised labels, and the pseudo labels only while pseudolabel is enabled
@@ -150,7 +152,11 @@ class QCStage(Stage):
         rows = [row for r in results for row in r.rows.get("qc", [])]
         overrides = self._overrides(cfg)
         tax = harmonize_taxonomy(self.ctx)
-        judged = judge(rows, cfg, overrides, tax, copies=self._dropped_copies())
+        cases = self.ctx.workspace.read_table("cases")
+        cols = [c for c in ("case_id", "orientation", "study_key", "label_sha256") if cases is not None
+                and c in cases.column_names]
+        case_rows = cases.select(cols).to_pylist() if cases is not None else []
+        judged = judge(rows, cfg, overrides, tax, copies=self._dropped_copies(), shared=shared_label_keys(case_rows))
         by_case: dict[str, list[dict[str, Any]]] = {}
         for r in judged:  # once: overrides x rows was minutes for a file of stale case ids
             by_case.setdefault(r["case_id"], []).append(r)
@@ -177,8 +183,7 @@ class QCStage(Stage):
             for err in unmatched:
                 self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=err.case_id,
                                                        path=cfg.overrides, severity="warning"))
-        cases = self.ctx.workspace.read_table("cases", columns=["case_id", "orientation"])
-        orientations = {r["case_id"]: r.get("orientation") for r in cases.to_pylist()} if cases is not None else {}
+        orientations = {r["case_id"]: r.get("orientation") for r in case_rows}
         margin = cfg.side_margin_mm if cfg.side_margin_mm is not None else 10.0
         # a whole dataset read the wrong way round (its names, or its headers), not a bad case
         for ds, err in swapped_datasets(judged, orientations=orientations, margin_mm=margin):

@@ -514,3 +514,81 @@ def test_settings_added_at_their_default_leave_the_hash_as_it_was() -> None:
         'on_unmatched_override: "error" → "warn" (not in pipeline.yaml: the default)'  # taken out of pipeline.yaml
     assert _changed(recorded, QCConfig()) == \
         'on_unmatched_override: "error" → "warn" (not in pipeline.yaml: this curator\'s default)'  # a record before 12-08
+
+
+def sequences(rows: list[dict[str, Any]], seqs: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f"),
+              ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Each row as a study of several sequence cases sharing its label file (a BraTS seg): the
+    same voxels, a body volume of each sequence's own (so the normalised volume varies a little)."""
+    from curator.qc.shared import shared_label_keys
+
+    out, cases = [], []
+    for r in rows:
+        for j, q in enumerate(seqs):
+            cid = f"{r['case_id']}__{q}"
+            out.append({**r, "case_id": cid, "norm_volume": r["norm_volume"] * (1 + 0.01 * (j - 1.5))})
+            cases.append({"case_id": cid, "study_key": f"s_{r['case_id']}", "label_sha256": f"h_{r['case_id']}"})
+    return out, shared_label_keys(cases)
+
+
+def test_a_label_file_shared_by_a_studys_sequences_counts_once_and_gets_one_decision() -> None:
+    """A BraTS study's four sequences share one seg: 6 studies are 6 labels, not a cohort of 24."""
+    studies = cohort(n=6)
+    rows, shared = sequences(studies)
+    cfg = QCConfig(percentiles="empirical", min_cohort=20)
+    alone = judge(rows, cfg)  # without knowing the label is shared: 24 labels, judged
+    assert alone[0]["cohort_size"] == 24 and {r["decision"] for r in alone} != {"unchecked"}
+    out = by_case(judge(rows, cfg, shared=shared))
+    assert {r["cohort_size"] for r in out.values()} == {6}
+    assert {r["decision"] for r in out.values()} == {"unchecked"} and "has 6 complete labels" in out[
+        "c000__t1n"]["reason"]
+    # a cohort large enough: bounds from one value per study (the median over its sequences)
+    studies = cohort(n=30)
+    studies[0].update(norm_volume=0.002, eccentricity=0.95)  # a broken seg: every sequence of its study
+    rows, shared = sequences(studies)
+    out = by_case(judge(rows, cfg, shared=shared))
+    assert {r["cohort_size"] for r in out.values()} == {30}
+    assert out["c001__t1n"]["volume_hi"] == pytest.approx(np.percentile([r["norm_volume"] for r in studies], 99.0))
+    for s in studies:
+        got = [out[f"{s['case_id']}__{q}"] for q in ("t1n", "t1c", "t2w", "t2f")]
+        assert len({(g["decision"], g["flagged"], g["out_volume"], g["out_eccentricity"], g["f_volume"])
+                    for g in got}) == 1, s["case_id"]
+        assert len({g["norm_volume"] for g in got}) == 4  # each row keeps its own measurement
+    assert out["c000__t2f"]["decision"] == "exclude" and "(n=30)" in out["c000__t2f"]["reason"]
+
+
+def test_a_shared_label_decided_near_a_bound_gets_one_decision_for_every_sequence() -> None:
+    """Sequences whose body volumes put the normalised volume on both sides of a bound still agree."""
+    studies = cohort(n=30)
+    rows, shared = sequences(studies)
+    cfg = QCConfig(percentiles="empirical", min_cohort=20, vote=1)
+    hi = judge(rows, cfg, shared=shared)[0]["volume_hi"]
+    for r in rows[:4]:  # study c000 straddles the upper bound
+        r["norm_volume"] = hi * (0.98 if r["case_id"].endswith(("t1n", "t1c")) else 1.02)
+    out = by_case(judge(rows, cfg, shared=shared))
+    got = {out[f"c000__{q}"]["decision"] for q in ("t1n", "t1c", "t2w", "t2f")}
+    assert len(got) == 1
+
+
+def test_an_override_of_one_sequence_decides_the_shared_label_of_them_all() -> None:
+    rows, shared = sequences(cohort(n=30))
+    ov = Override("c004__t2w", "liver", None, "exclude", "the seg misses the tumour")
+    out = by_case(judge(rows, QCConfig(min_cohort=20), [ov], shared=shared))
+    assert {out[f"c004__{q}"]["decision"] for q in ("t1n", "t1c", "t2w", "t2f")} == {"exclude"}
+    assert out["c005__t2w"]["decision"] != "exclude" or not out["c005__t2w"]["override"]
+
+
+def test_a_pseudo_layer_or_another_studys_identical_file_is_no_shared_label() -> None:
+    from curator.qc.shared import label_units, shared_label_keys
+
+    cases = [{"case_id": "a__t1n", "study_key": "s1", "label_sha256": "h"},
+             {"case_id": "a__t2f", "study_key": "s1", "label_sha256": "h"},
+             {"case_id": "b__t1n", "study_key": "s2", "label_sha256": "h"},  # a re-upload: dedup's business
+             {"case_id": "c__t1n", "study_key": "s3", "label_sha256": None}]
+    shared = shared_label_keys(cases)
+    assert shared == {"a__t1n": "s1|h", "a__t2f": "s1|h"}
+    rows = [{"case_id": c, "term_id": "liver", "origin": o} for c in ("a__t1n", "a__t2f", "b__t1n")
+            for o in ("original", "pseudo")]
+    units = sorted(sorted(r["case_id"] + "/" + r["origin"] for r in u) for u in label_units(rows, shared))
+    assert units == [["a__t1n/original", "a__t2f/original"], ["a__t1n/pseudo"], ["a__t2f/pseudo"],
+                     ["b__t1n/original"], ["b__t1n/pseudo"]]

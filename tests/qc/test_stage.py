@@ -474,3 +474,34 @@ def test_status_counts_the_cases_an_interrupted_run_kept(tmp_path: Path) -> None
                        "next run resumes from them")], reasons
     shutil.rmtree(ctx.workspace.stage_dir("qc") / "cases")
     assert "qc has not run" in stale_reasons(ctx)
+
+
+def test_the_sequences_of_a_study_sharing_one_label_file_are_one_cohort_member(tmp_path: Path) -> None:
+    """A BraTS study is a case per sequence, each store holding the study's one seg: the cohort
+    counts the label files (12), not the stores (36), and each study's cases get one decision."""
+    import shutil
+
+    from curator.schema import to_arrow
+
+    ws = phantom_workspace(tmp_path / "ws", n_cases=12, broken=(3,))
+    cases = ws.read_table("cases").to_pylist()
+    rows = []
+    for c in cases:
+        for q in ("t1n", "t2f", "t2w"):
+            cid = f"{c['case_id']}__{q}"
+            shutil.copytree(ws.stores_dir / f"{c['case_id']}.zarr", ws.stores_dir / f"{cid}.zarr")
+            rows.append({**c, "case_id": cid, "sequence": q, "study_key": f"s_{c['case_id']}",
+                         "label_sha256": f"h_{c['case_id']}"})
+        shutil.rmtree(ws.stores_dir / f"{c['case_id']}.zarr")
+    ws.write_table("cases", to_arrow("cases", rows))
+    ctx = context(tmp_path, min_cohort=12)
+    record_runs(ctx, "ingest", "harmonize", "preprocess")
+    assert run_stage(ctx, QCStage).planned == 36
+    liver = [r for r in pq.read_table(ctx.workspace.table_path("qc")).to_pylist() if r["term_id"] == "liver"]
+    assert len(liver) == 36 and {r["cohort_size"] for r in liver} == {12}
+    by_study: dict[str, set[Any]] = {}
+    for r in liver:
+        by_study.setdefault(r["case_id"].rsplit("__", 1)[0], set()).add((r["decision"], r["flagged"], r["reason"]))
+    assert all(len(v) == 1 for v in by_study.values())
+    assert next(iter(by_study["Phantom__c003"]))[0] == "exclude"
+    assert "(n=12)" in next(iter(by_study["Phantom__c003"]))[2]
