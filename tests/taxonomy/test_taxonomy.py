@@ -165,3 +165,25 @@ def test_a_releases_terms_table_gives_back_the_taxonomy() -> None:
     assert [t.to_dict() for t in back] == [t.to_dict() for t in tax]
     assert back.resolve("rt kidney").id == "kidney_right" and back.derived({"kidney_left", "kidney_right"}) == \
         tax.derived({"kidney_left", "kidney_right"})
+
+
+def test_brats_and_msd_brain_tumour_names_resolve_so_a_swapped_value_map_is_caught() -> None:
+    """MSD Task01's dataset.json (1 edema, 2 non-enhancing tumor, 3 enhancing tumour) and BraTS's
+    abbreviations resolve where they are unambiguous; a YAML that copies BraTS's value order onto
+    MSD's values is then said by the index check. The bare 'edema' stays unresolved (a cardiac
+    dataset's edema is myocardial)."""
+    from curator.harmonize.mapping import named_elsewhere
+
+    tax = load_taxonomy()
+    want = {"non-enhancing tumor": "necrotic_brain_tumor_core", "Non-Enhancing Tumour": "necrotic_brain_tumor_core",
+            "NCR/NET": "necrotic_brain_tumor_core", "ED": "brain_edema", "NCR": "necrotic_brain_tumor_core",
+            "ET": "enhancing_brain_tumor", "TC": "brain_tumor_core", "WT": "brain_tumor",
+            "peritumoral edematous/invaded tissue": "brain_edema", "enhancing tumour": "enhancing_brain_tumor"}
+    assert {n: getattr(tax.resolve(n), "id", None) for n in want} == want
+    assert tax.resolve("edema") is None and tax.resolve("NET") is None
+    msd = {1: "edema", 2: "non-enhancing tumor", 3: "enhancing tumour"}
+    swapped = {1: ["necrotic_brain_tumor_core"], 2: ["brain_edema"], 3: ["enhancing_brain_tumor"]}
+    assert [(v, t.id, there) for v, _, t, there in named_elsewhere(swapped, msd, tax)] == [
+        (2, "necrotic_brain_tumor_core", [1])]
+    right = {1: ["brain_edema"], 2: ["necrotic_brain_tumor_core"], 3: ["enhancing_brain_tumor"]}
+    assert named_elsewhere(right, msd, tax) == []
