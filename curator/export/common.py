@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from curator.errors import InputError, ReleaseError
 from curator.export.channels import onto
+from curator.export.reasons import lacking
 from curator.io.formats import check_memory
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
@@ -143,8 +144,9 @@ def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_f
 def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
               parts: Mapping[str, Sequence[str]] | None = None, *, ignore: int | None = None,
               anatomy: Mapping[str, Sequence[str]] | None = None) -> tuple[NDArray[np.integer[Any]], int, int]:
-    """Codes 1..len(terms) in order (a later term wins where two overlap), the overlap voxel count
-    and the count of voxels written as ``ignore``; term ``t`` is the union of its ``parts[t]``
+    """Codes 1..len(terms) in order (a later term wins where two overlap: an inner term over its
+    container when the containers come first), the count of voxels two terms claim that are not
+    part of one another and the count of voxels written as ``ignore``; term ``t`` is the union of its ``parts[t]``
     (default: itself), each from layer ``chosen[part]`` (background where it has none).
 
     A term with no parts (``parts[t]`` empty: the case's dataset does not annotate it) is unknown.
@@ -165,7 +167,7 @@ def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
                       for t in terms])
     top = len(terms) if ignore is None else max(len(terms), ignore)
     out = np.zeros(masks.shape[1:], dtype=np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16)
-    overlap = int((masks.sum(axis=0, dtype=np.uint16) > 1).sum()) if len(terms) > 1 else 0
+    overlap = _overlap(masks, terms, within)
     for i in range(len(terms)):
         out[masks[i]] = i + 1
     if ignore is None or all(use[t] for t in terms):
@@ -186,6 +188,17 @@ def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
         unsure |= could
     out[unsure] = ignore
     return out, overlap, int(unsure.sum())
+
+
+def _overlap(masks: NDArray[np.bool_], terms: Sequence[str], within: Mapping[str, set[str]]) -> int:
+    """Voxels claimed by two terms neither of which is part of the other (``within[t]``: ``t`` and
+    its parts) — nested terms (nnU-Net regions, :mod:`curator.export.regions`) overlap by design."""
+    clash = np.zeros(masks.shape[1:], dtype=bool)
+    for i, a in enumerate(terms):
+        for j in range(i + 1, len(terms)):
+            if terms[j] not in within[a] and a not in within[terms[j]]:
+                clash |= masks[i] & masks[j]
+    return int(clash.sum())
 
 
 def save_nifti(path: Path, array: NDArray[Any], geometry: Geometry) -> None:
@@ -255,6 +268,9 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     # its partitions (left + right kidney make the kidneys), as PatchDataset builds it
     use = {t: term_parts(t, parts[t], held, tax) for t in terms}
     why = check_terms({t for t in terms if use[t]}, terms, partial)
+    if why:  # in words true of the case: QC excluded the label, or another channel holds it
+        why = lacking(case, store, [t for t in terms if not use[t]], parts, layers, view, tax,
+                      [(c, s) for (c, _), s in zip(channels, others, strict=True)], release)
     if why and not image_only:
         report.skipped[case.case_id] = why
         return None
@@ -337,8 +353,9 @@ def write_cases(release: Release, jobs: Sequence[CaseJob], terms: list[str], par
     from concurrent.futures.process import BrokenProcessPool
 
     shared = _Shared(release.path, list(terms), partial, tuple(layers), ignore)
-    views = [TrainingView(excluded={j.case.case_id: view.labels_excluded(j.case.case_id)},
-                          absent={j.case.case_id: view.labels_absent(j.case.case_id)}) for j in jobs]
+    ids = [[j.case.case_id, *(c.case_id for c, _ in j.channels)] for j in jobs]  # the channels' too (reasons)
+    views = [TrainingView(excluded={c: view.labels_excluded(c) for c in cs},
+                          absent={c: view.labels_absent(c) for c in cs}) for cs in ids]
     out: list[list[str] | None] = []
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(shared,))

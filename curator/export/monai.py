@@ -12,7 +12,8 @@ does annotate (a term annotated but absent in the case, a true negative, is in i
 loaders do not read ``present``: mask the loss with it (per term, e.g. sigmoid outputs), or the
 model learns the unannotated terms as absent. A test case lacking one (an official test image
 without labels) is listed under ``test`` with its image only, as the Decathlon's own test lists
-are, for inference.
+are, for inference. Terms one of which is part of another (BraTS' whole tumour and tumour core)
+are refused: a label map holds one term per voxel (:func:`curator.export.regions.monai_error`).
 
 With ``channels`` (sequence names) each study is one entry whose ``image`` lists its channels'
 files (``images/<name>_0000.nii.gz`` ..., in that order: MONAI's ``LoadImaged`` stacks them as
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
+from curator.export.regions import monai_error
 from curator.export.scope import leave_out_foreign_tests, no_case_error
 from curator.export.sources import FILES, licence_line, write_sources
 from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
@@ -48,6 +50,9 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     check_output_dir(folder)
     check_free(folder, ("images", "labels", "datalist.json", *FILES))
     check_request(rel, terms, layers)
+    nested = monai_error(rel.taxonomy, terms)  # one term per voxel: a container would lose its inner terms
+    if nested is not None:
+        raise nested
     cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(folder)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}

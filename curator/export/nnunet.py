@@ -16,6 +16,13 @@ term the missing one lies in (a liver tumour is never outside the liver). A term
 annotates but the case lacks (no tumour) is background: a true negative. ``missing="background"``
 writes unknown terms as background instead (nnU-Net then learns "absent" where nobody looked).
 
+Terms one of which is part of another (BraTS: ``brain_tumor,brain_tumor_core,enhancing_brain_tumor``)
+are exported as nnU-Net **regions** (:mod:`curator.export.regions`): painted containers first
+(values 1..n, an inner term over its container), dataset.json's ``labels`` giving each term the
+values of its region (``"brain_tumor": [1, 2, 3]``) and ``regions_class_order`` the value each
+region is painted with at inference — not one value per term, which would call the whole tumour
+only its edema.
+
 With ``channels`` (sequence names), the sequences of each study are the channels of one case
 (``<name>_0000`` .. ``_000k`` in that order; ``channel_names`` "CT" for CT, else the sequence), on
 the first one's grid, with its labels (:mod:`curator.export.channels`).
@@ -33,6 +40,7 @@ from pathlib import Path
 from curator.errors import ConfigError, ReleaseError
 from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
+from curator.export.regions import Regions, regions
 from curator.export.scope import leave_out_foreign_tests, no_case_error
 from curator.export.sources import licence_line, write_sources
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
@@ -49,8 +57,9 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr (imagesTs, labelsTs),
     dataset.json and splits_final.json.
 
-    ``terms`` become labels 1..n (they should be mutually exclusive; overlaps are counted and
-    the later term wins). Cases that lack a term (their dataset does not annotate it) are skipped
+    ``terms`` become labels 1..n (mutually exclusive terms; voxels two of them claim are counted
+    and the later term wins), or regions when some are part of others (see the module; they are
+    then painted containers first). Cases that lack a term (their dataset does not annotate it) are skipped
     unless ``partial``: then the voxels the term could occupy get the ignore label ``n + 1``
     (``missing="ignore"``, declared in dataset.json only when some case has such voxels) or
     background (``missing="background"``). A term annotated but absent in a case is background
@@ -71,6 +80,9 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     check_outside_releases(out_root, "the export", rel.path)
     check_output_dir(out_root)
     check_request(rel, terms, layers)
+    nested = regions(rel.taxonomy, terms)
+    if nested is not None:
+        terms = nested.order
     cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(Path(out_root) / f"Dataset{dataset_id:03d}_{name}")
     modalities = sorted({c.modality for c in cases})
@@ -114,13 +126,16 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                                 "training case")
         sources = write_sources(rel, staging, [s.cases[0].dataset for s in studies if s.name in split_of], report,
                                 f"nnU-Net dataset {folder.name}")
-        labels = {"background": 0, **{t: i for i, t in enumerate(terms, start=1)}}
+        labels: dict[str, int | list[int]] = {"background": 0, **(
+            nested.labels if nested is not None else {t: i for i, t in enumerate(terms, start=1)})}
         if report.ignored:  # nnU-Net: the highest label, right above the terms (verify_dataset_integrity)
             labels["ignore"] = len(terms) + 1
         _note_unknown(report, terms, split_of, missing)
+        if nested is not None:
+            report.notes.append(_regions_note(nested))
         atomic_write_json(staging / "dataset.json", {
             "channel_names": names,
-            "labels": labels,
+            "labels": labels, **({"regions_class_order": nested.class_order} if nested is not None else {}),
             "numTraining": len(training), "file_ending": ".nii.gz",
             "name": name, "description": f"exported by curator from {rel.info.get('collection')} "
                                          f"{rel.info.get('version')} (where: {where})",
@@ -169,3 +184,11 @@ def _note_unknown(report: ExportReport, terms: list[str], split_of: dict[str, st
     if any(split_of.get(c) == "test" for c in report.ignored):
         report.notes.append("labelsTs files hold the ignore label too: nnUNetv2_evaluate_folder given this "
                             "dataset.json (-djfile) leaves those voxels out")
+
+
+def _regions_note(nested: Regions) -> str:
+    """Say how nested terms were written (nnU-Net regions)."""
+    said = "; ".join(f"{t} = values {', '.join(map(str, v))}" for t, v in nested.labels.items())
+    return (f"some terms are part of others, so they are nnU-Net regions (region-based training, sigmoid outputs): "
+            f"{said} — each voxel holds the value of the innermost term there (painted {', '.join(nested.order)}); "
+            "dataset.json's regions_class_order is the value each region is painted with at inference")

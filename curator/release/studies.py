@@ -19,7 +19,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -57,11 +57,13 @@ def check_channels(channels: Sequence[str], cases: Sequence[Member]) -> None:
 def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str, str],
                   dropped: Sequence[tuple[Member, str]] = ()) -> list[tuple[str, tuple[C, ...]]]:
     """``(name, one case per channel)`` of every study holding one selected case per channel, in
-    the reference cases' order; the others go to ``skipped`` (name -> why; cases of other
-    sequences are not selected and not reported). ``dropped``: the selected cases left out as
-    duplicates, each with the member of its group used instead — a study lacking that sequence
-    is told so, not that it has no such case. A study is named as :func:`study_name` says,
-    skipped or not.
+    the reference cases' order; the others go to ``skipped`` (name -> why) — a study none of
+    whose selected cases has a channel's sequence too (another dataset's names for the same
+    contrasts: MSD's FLAIR for BraTS' t2f), and a case with no sequence. Cases of other
+    sequences in a study that is used are not channels and not reported. ``dropped``: the
+    selected cases left out as duplicates, each with the member of its group used instead — a
+    study lacking that sequence is told so, not that it has no such case. A study is named as
+    :func:`study_name` says, skipped or not.
 
     >>> from types import SimpleNamespace as C
     >>> t1, t2 = C(case_id="B__1__t1", sequence="t1", study_key="s1"), C(case_id="B__1__t2", sequence="t2", study_key="s1")
@@ -76,8 +78,14 @@ def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str
         if d.study_key is not None and d.sequence is not None:
             gone.setdefault((d.study_key, d.sequence), []).append(f"{d.case_id} was dropped as a duplicate of {used}")
     by_key: dict[str, dict[str, list[C]]] = {}
+    others: dict[str, list[C]] = {}  # study_key -> its selected cases of no channel's sequence
     for c in cases:
-        if c.sequence is None or c.sequence not in channels:
+        if c.sequence is None:
+            skipped[c.case_id] = (f"has no sequence (cases.sequence is empty), so it is none of the channels "
+                                  f"{', '.join(channels)}")
+            continue
+        if c.sequence not in channels:
+            others.setdefault(c.study_key or c.case_id, []).append(c)
             continue
         if c.study_key is None:
             skipped[c.case_id] = "has no study_key: its study's other sequences are unknown"
@@ -102,6 +110,7 @@ def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str
             name = ref.case_id
         names.add(name)
         studies.append((name, tuple(seqs[s][0] for s in channels)))
+    _no_channel(others, by_key, channels, cases, skipped)
     return sorted(studies, key=lambda s: s[1][0].case_id)
 
 
@@ -113,6 +122,23 @@ def _lacking(key: str, lacking: Sequence[str], gone: dict[tuple[str, str], list[
     if none:
         said.insert(0, f"its study has no {', '.join(none)} case")
     return "; ".join(said)
+
+
+def _no_channel(others: dict[str, list[C]], used: Collection[str], channels: Sequence[str], cases: Sequence[C],
+                skipped: dict[str, str]) -> None:
+    """Name in ``skipped`` each study none of whose selected cases (``others[key]``) has a
+    channel's sequence, with the sequences it has and those the selection holds."""
+    have = sorted({c.sequence for c in cases if c.sequence})
+    for key, members in others.items():
+        if key in used:
+            continue
+        members = sorted(members, key=lambda c: c.case_id)
+        seqs = sorted({c.sequence for c in members if c.sequence})
+        skipped[study_name(members[0])] = (
+            f"none of its sequences ({', '.join(seqs)}) is among the channels {', '.join(channels)}: its "
+            f"{len(members)} selected case(s) {', '.join(c.case_id for c in members)} are left out (the selection's "
+            f"sequences: {', '.join(have)}; curator does not equate sequence names across datasets — select one "
+            "naming, or export each dataset with its own channels)")
 
 
 def study_name(ref: Member) -> str:

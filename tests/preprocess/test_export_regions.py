@@ -1,0 +1,167 @@
+"""BraTS-style exports: nested terms (whole tumour ⊃ tumour core ⊃ enhancing tumour) as nnU-Net
+regions or a clear refusal, skip reasons that say why a term is missing (QC, another channel's
+label), and studies whose sequences are named otherwise listed as left out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from curator.errors import ConfigError
+from curator.export import export_monai, export_nnunet
+from curator.export.common import ExportCase, ExportReport, write_case
+from curator.release.query import Release
+from curator.release.training import TrainingView
+from curator.store import CaseStore
+from curator.testing.layouts import save_nifti
+from curator.testing.phantoms import grid
+from tests.preprocess.conftest import MULTISEQ_YAML, _ingest_and_preprocess
+from tests.preprocess.test_export import NNUNET_CHECK, _client, _run
+
+BRATS_YAML = (MULTISEQ_YAML.replace("TinyBrats", "TinyGli").replace("t1c: MR", "t1n: MR").replace("study", "gli")
+              .replace("{1: kidney, 2: kidney tumor}",
+                       "{1: necrotic_brain_tumor_core, 2: brain_edema, 3: enhancing_brain_tumor}"))
+MSD_YAML = BRATS_YAML.replace("TinyGli", "TinyMsd").replace("{t1n: MR, t2f: MR}", "{T1w: MR, FLAIR: MR}") \
+    .replace("gli", "msd")
+REGIONS = ["brain_tumor", "brain_tumor_core", "enhancing_brain_tumor"]
+LEAVES = ["necrotic_brain_tumor_core", "brain_edema", "enhancing_brain_tumor"]
+
+
+@dataclass
+class Gli:
+    release: Path
+    segs: dict[str, np.ndarray]  # study name -> the BraTS label map as written
+
+
+def _seg(shape: tuple[int, int, int], shift: int) -> np.ndarray:
+    """Nested balls: edema (2) outside, necrotic core (1) inside it, enhancing tumour (3) at the centre."""
+    idx = np.indices(shape)
+    r = np.sqrt(sum((idx[k] - (shape[k] // 2 + (shift if k == 0 else 0))) ** 2 for k in range(3)))
+    seg = np.zeros(shape, np.uint8)
+    seg[r <= 6] = 2
+    seg[r <= 4] = 1
+    seg[r <= 2] = 3
+    return seg
+
+
+@pytest.fixture(scope="module")
+def gli(tmp_path_factory: pytest.TempPathFactory) -> Gli:
+    """TinyGli: studies gli0-gli2 with t1n and t2f (gli2's t2f on a 2x coarser grid, so ingest
+    rejects the shared seg for it: shape_mismatch); TinyMsd: one study, the same contrasts named
+    T1w / FLAIR."""
+    root = tmp_path_factory.mktemp("gli")
+    rng = np.random.default_rng(0)
+    segs = {}
+    g = grid((24, 24, 16), (4.0, 4.0, 5.0), "LPS")
+    coarse = grid((12, 12, 16), (8.0, 8.0, 5.0), "LPS")
+    for ds, seqs, n in (("gli", ("t1n", "t2f"), 3), ("msd", ("T1w", "FLAIR"), 1)):
+        for i in range(n):
+            case = f"{ds}{i}"
+            seg = _seg(g.shape, i)
+            save_nifti(root / ds / case / f"{case}-seg.nii.gz", seg, g)
+            segs[f"{'TinyGli' if ds == 'gli' else 'TinyMsd'}__{case}"] = seg
+            for k, seq in enumerate(seqs):
+                on = coarse if ds == "gli" and i == 2 and k == 1 else g
+                img = (200 + 100 * k + 50 * rng.random(on.shape) + 300 * (_seg(on.shape, 0) > 0)).astype(np.int16)
+                save_nifti(root / ds / case / f"{case}-{seq}.nii.gz", img, on)
+    return Gli(_ingest_and_preprocess(root, {"gli": BRATS_YAML, "msd": MSD_YAML}, "gli"), segs)
+
+
+def _written(folder: Path, name: str) -> np.ndarray:
+    return np.asarray(nib.load(folder / "labelsTr" / f"{name}.nii.gz").dataobj)
+
+
+def _seg_on_store(gli: Gli, name: str, seq: str) -> np.ndarray:
+    """The study's BraTS label map on its ``seq`` store's grid (the store is cropped to the body)."""
+    store = CaseStore(gli.release / "stores" / f"{name}__{seq}.zarr")
+    out = np.zeros(store.geometry.shape, np.uint8)
+    for value, term in ((2, "brain_edema"), (1, "necrotic_brain_tumor_core"), (3, "enhancing_brain_tumor")):
+        out[store.mask(term)] = value
+    return out
+
+
+def test_nested_terms_are_nnunet_regions(gli: Gli, tmp_path: Path) -> None:
+    """brain_tumor must be every tumour voxel (1|2|3 in BraTS values), not only the edema the later
+    terms leave it; the terms may be given in any order."""
+    rep = export_nnunet(gli.release, tmp_path, dataset_id=530, name="Regions", channels=["t1n", "t2f"],
+                        terms=["enhancing_brain_tumor", "brain_tumor", "brain_tumor_core"], where="c.dataset = 'TinyGli'")
+    ds = json.loads((rep.folder / "dataset.json").read_text())
+    assert ds["labels"] == {"background": 0, "brain_tumor": [1, 2, 3], "brain_tumor_core": [2, 3],
+                            "enhancing_brain_tumor": [3]}
+    assert ds["regions_class_order"] == [1, 2, 3]
+    assert not rep.overlaps and any("nnU-Net regions" in n for n in rep.notes)
+    for name in ("TinyGli__gli0", "TinyGli__gli1"):
+        got, brats = _written(rep.folder, name), _seg_on_store(gli, name, "t1n")
+        assert (brats > 0).sum() > 0
+        for term, values in (("brain_tumor", (1, 2, 3)), ("brain_tumor_core", (1, 3)), ("enhancing_brain_tumor", (3,))):
+            assert np.array_equal(np.isin(got, ds["labels"][term]), np.isin(brats, values)), term
+
+
+def test_nnunet_reads_the_region_labels(gli: Gli, tmp_path: Path) -> None:
+    rep = export_nnunet(gli.release, tmp_path, dataset_id=531, name="Regions", channels=["t1n", "t2f"],
+                        terms=REGIONS, where="c.dataset = 'TinyGli'")
+    python = _client("nnunetv2")
+    got = _run(python, """
+import json, sys
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+dj = json.load(open(sys.argv[1] + "/dataset.json"))
+lm = LabelManager(dj["labels"], regions_class_order=dj.get("regions_class_order"))
+print("REGIONS", lm.has_regions, lm.foreground_regions, lm.num_segmentation_heads)
+""", str(rep.folder))
+    assert "REGIONS True [(1, 2, 3), (2, 3), (3,)] 3" in got
+    assert "INTEGRITY OK" in _run(python, NNUNET_CHECK, str(rep.folder))
+
+
+def test_disjoint_terms_stay_one_label_each(gli: Gli, tmp_path: Path) -> None:
+    rep = export_nnunet(gli.release, tmp_path, dataset_id=532, name="Leaves", channels=["t1n", "t2f"],
+                        terms=LEAVES, where="c.dataset = 'TinyGli'")
+    ds = json.loads((rep.folder / "dataset.json").read_text())
+    assert ds["labels"] == {"background": 0, **{t: i for i, t in enumerate(LEAVES, start=1)}}
+    assert "regions_class_order" not in ds
+    assert np.array_equal(_written(rep.folder, "TinyGli__gli0"), _seg_on_store(gli, "TinyGli__gli0", "t1n"))
+
+
+def test_monai_refuses_nested_terms_naming_the_disjoint_ones(gli: Gli, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="brain_tumor_core is part of brain_tumor") as e:
+        export_monai(gli.release, tmp_path / "m", terms=REGIONS, channels=["t1n", "t2f"])
+    assert "necrotic_brain_tumor_core,enhancing_brain_tumor,brain_edema" in (e.value.remedy or "")
+    assert not (tmp_path / "m" / "datalist.json").exists()
+
+
+def test_a_label_qc_excluded_is_said_to_be(gli: Gli, tmp_path: Path) -> None:
+    """The case holds brain_edema; QC excluded it: the reason names QC and --no-qc-filter."""
+    rel = Release(gli.release)
+    case = ExportCase("TinyGli__gli0__t1n", "TinyGli", "MR", gli.release / "stores" / "TinyGli__gli0__t1n.zarr",
+                      [], None, "t1n", None)
+    report = ExportReport(tmp_path)
+    view = TrainingView(excluded={case.case_id: frozenset({("brain_edema", "original")})})
+    got = write_case(case, LEAVES, False, tmp_path / "i.nii.gz", tmp_path / "l.nii.gz", report, view=view, release=rel)
+    assert got is None
+    why = report.skipped[case.case_id]
+    assert "QC excluded its brain_edema label" in why and "--no-qc-filter" in why and "holds no" not in why
+
+
+def test_a_first_channel_without_the_label_is_said_to_be(gli: Gli, tmp_path: Path) -> None:
+    """gli2's t2f is not on the seg's grid: ingest rejected its label, its t1n holds the terms."""
+    rep = export_nnunet(gli.release, tmp_path, dataset_id=533, name="T2f", channels=["t2f", "t1n"],
+                        terms=LEAVES, where="c.dataset = 'TinyGli'")
+    why = rep.skipped["TinyGli__gli2"]
+    assert why.startswith("its t2f case (the first channel, whose labels are exported) holds no "
+                          "necrotic_brain_tumor_core, brain_edema, enhancing_brain_tumor (ingest rejected its label: "
+                          "shape_mismatch")
+    assert why.endswith("but its t1n case does: list t1n first in --channels to export its labels")
+
+
+def test_studies_of_other_sequence_names_are_listed_as_left_out(gli: Gli, tmp_path: Path) -> None:
+    rep = export_nnunet(gli.release, tmp_path, dataset_id=534, name="Mixed", channels=["t1n", "t2f"], terms=LEAVES)
+    why = rep.skipped["TinyMsd__msd0"]
+    assert why.startswith("none of its sequences (FLAIR, T1w) is among the channels t1n, t2f: its 2 selected case(s) "
+                          "TinyMsd__msd0__FLAIR, TinyMsd__msd0__T1w are left out (the selection's sequences: "
+                          "FLAIR, T1w, t1n, t2f;")
+    record = json.loads((rep.folder / "curator_export.json").read_text())
+    assert record["skipped"]["TinyMsd__msd0"] == why
