@@ -349,8 +349,10 @@ class DedupStage(Stage):
             if p.refused != "other_study" or p.match is None:
                 continue
             a, b = self._cases.get(p.a, {}), self._cases.get(p.b, {})
+            if a.get("sequence") and b.get("sequence") and a["sequence"] != b["sequence"]:
+                continue  # one visit's t1c against the other's t1n: said by their own sequences' pair, if at all
             m = p.match
-            err = InputError("dedup_other_study", f"not grouped with {p.a}, which it resembles like a copy (rank "
+            err = InputError("dedup_other_study", f"not grouped with {p.a}, which it resembles as closely as a copy (rank "
                              f"correlation {m.score:.3f}, texture {m.detail:.3f}): the two are studies "
                              f"{b.get('study_key')} and {a.get('study_key')} of one patient of source "
                              f"{b.get('source')} (its patient_id {b.get('patient_id')}), e.g. two time points; "

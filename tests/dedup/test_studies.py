@@ -64,6 +64,18 @@ def test_two_time_points_of_one_patient_are_not_grouped(tmp_path: Path) -> None:
     assert "rank correlation 0.900" in row["message"]
 
 
+def test_another_visits_other_sequence_is_not_reported(tmp_path: Path) -> None:
+    """One visit's t1c resembling the other visit's t1n is refused too, but says nothing the
+    same-sequence pair does not: 2 follow-ups of 4 sequences gave 8 info rows, not 2."""
+    stage = _stage(tmp_path, _brats("00001-000", "p1", seqs=("t1n", "t1c")) + _brats("00001-001", "p1", seqs=("t1n", "t1c")))
+    pairs = _verify(stage, [("BraTS__00001-000__t1n", "BraTS__00001-001__t1n", {"global"}),
+                            ("BraTS__00001-000__t1c", "BraTS__00001-001__t1n", {"global"})])
+    assert [p.refused for p in pairs] == ["other_study", "other_study"]
+    stage._report_other_studies(pairs)
+    assert [(r["case_id"], "BraTS__00001-000__t1n" in r["message"]) for r in stage.extra_problems] == [
+        ("BraTS__00001-001__t1n", True)]
+
+
 def test_an_identical_study_of_one_patient_is_grouped(tmp_path: Path) -> None:
     """A re-upload under a new study of the same patient holds identical voxels: still one scan."""
     stage = _stage(tmp_path, _brats("00001-000", "p1", seqs=("t1n",)) + _brats("00004-000", "p1", seqs=("t1n",)))
