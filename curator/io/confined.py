@@ -123,7 +123,8 @@ def folder_member(folder: Path, path: Path, shown: str | None = None) -> None:
         if shown is None:
             raise
         raise type(e)(e.kind, f"{shown} of the folder: {e.detail.replace('the path is', 'it is')}", path=str(folder),
-                      remedy=f"{e.remedy} (`find FOLDER ! -type f -o -type l` lists the links and special files)"
+                      remedy=f"{e.remedy} (in the folder this row names, `find . ! -type f -o -type l` lists the links and "
+                             "special files)"
                       ) from e
 
 
