@@ -120,6 +120,9 @@ def _state_dict(path: str, where: str | None = None) -> dict[str, Any]:
     import pickle
 
     who = f"{where}: " if where else ""
+    if not Path(path).is_file():  # torch's FileNotFoundError would read as a damaged file below
+        raise ConfigError("config_error", f"{who}weights file {path} does not exist", path=path,
+                          remedy="check the weights file's path (and that the file was copied or downloaded)")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # a pickled object, not tensors: refused by weights_only

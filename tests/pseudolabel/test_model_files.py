@@ -172,3 +172,12 @@ def test_a_damaged_torchscript_or_weights_file_is_a_config_error(tmp_path: Path)
     with pytest.raises(ConfigError, match="the file is damaged or truncated") as e:
         load_ensemble(load_ensemble_file(str(f)), "cpu")
     assert "plain state_dict" not in str(e.value)
+
+
+def test_a_weights_file_that_is_not_there_is_said_missing_not_damaged(tmp_path: Path) -> None:
+    """The Python API's load path met torch's FileNotFoundError, reported as a damaged file."""
+    from curator.pseudolabel.loading import _state_dict
+
+    with pytest.raises(ConfigError, match=r"weights file .*nope\.pt does not exist") as e:
+        _state_dict(str(tmp_path / "nope.pt"), where="member 0")
+    assert "damaged" not in str(e.value) and "member 0: " in str(e.value)
