@@ -119,7 +119,8 @@ def schema_markdown(tables: list[str], schema_version: str, stores: bool = False
            "`curator query . \"select ...\"` or any Parquet reader. Types are Arrow types; *null* says "
            "whether a value may be missing. The same descriptions are the column comments of "
            "`curator query` (`select column_name, comment from duckdb_columns() where table_name = "
-           "'cases'`)."), ""]
+           "'cases'`). In this file a table cell writes `|` as `\\|` (Markdown's escape): code copied from "
+           "the raw text, not the rendered page, needs it undone."), ""]
     for name in sorted(tables):
         ts = table_schema(name)
         out += [f"## {name} (table version {ts.version})", ""]
