@@ -23,7 +23,7 @@ name or their path under a source root, and this is the backstop): a source's ro
 
 For a pseudonymous source, ``cases.image_sha256`` and ``label_sha256`` are checksums of the files
 as received — a DICOM file's header names the patient — so whoever holds the export could look a
-case up by them: they are keyed too (``k_<20 hex>``: equal files still give equal values within the workspace). The
+case up by them: they are keyed too (``k_<20 hex>``: equal files of one source still give equal values). The
 workspace keeps the checksums, which caching and dedup use; ``voxel_sha256`` (of the pixels,
 which the release publishes anyway) is kept.
 """
@@ -77,6 +77,12 @@ def _key_strata(b: ReleaseBuilder, renamed: dict[tuple[str, str], str], source_o
     b.tables["splits"] = to_arrow("splits", rows)
 
 
+SHARED_PARENTS = frozenset({"/", "/home", "/Users", "/tmp", "/mnt", "/media", "/srv", "/opt", "/var", "/usr",
+                            "/private", "/Volumes"})
+"""Folders that hold other people's folders: never replaced as a whole (a home of ``/root`` or a
+source root ``/data`` is, as any deeper folder)."""
+
+
 def machine_folders(b: ReleaseBuilder) -> list[tuple[str, str]]:
     """``(absolute folder, what a release says instead)`` for the folders of this machine a problem
     message may name, the longest first (a source root inside the pipeline folder is the source's)."""
@@ -91,7 +97,7 @@ def machine_folders(b: ReleaseBuilder) -> list[tuple[str, str]]:
     out: dict[str, str] = {}
     for folder, said in named:
         for p in (folder, folder.resolve()):
-            if p.is_absolute() and len(p.parts) > 2:  # never "/" or "/home" (every path would be cut)
+            if p.is_absolute() and str(p) not in SHARED_PARENTS:  # "/" or "/home" would cut every path
                 out.setdefault(str(p), said)
     return sorted(out.items(), key=lambda kv: -len(kv[0]))
 

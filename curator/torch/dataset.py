@@ -215,7 +215,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         for cid, why in sorted(self.view.caveats.items()):
             if cid in selected:
                 log.warning("PatchDataset: %s is used, but %s", cid, why)
-        self.left_out: dict[str, str] = {}  # with channels: study (its first case id) -> why it is not used
+        self.left_out: dict[str, str] = {}  # with channels: study (study_name: its case id without the sequence) -> why it is not used
         if self.channels is not None:
             gone = [{"case_id": c[0], "sequence": c[5], "study_key": c[6], "used": self.view.used_for.get(c[0], "")}
                     for c in matched if c[0] in self.view.dropped_duplicates]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from curator.release.query import Release
 from curator.testing.layouts import save_nifti
@@ -213,3 +214,22 @@ def test_a_problem_naming_a_folder_of_the_machine_is_published_without_it(tmp_pa
             f"Workspace <workspace>/stores, not {proj}x")  # a longer folder's name is not the pipeline's
     assert row == ("KiTS23:case_00000", said), row
     assert str(tmp_path) not in _strings(rel).replace(f"{proj}x", "")
+
+
+def test_a_two_part_home_or_source_root_is_scrubbed_but_never_a_shared_parent(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home of /root (containers, CI) or a source root /data was never replaced (a depth rule
+    kept every two-part folder), so /root/project/... reached published problem rows."""
+    from types import SimpleNamespace
+
+    from curator.release.privacy import machine_folders, scrub_machine_paths
+
+    monkeypatch.setattr(Path, "home", lambda: Path("/root"))
+    cfg = SimpleNamespace(release=SimpleNamespace(root=tmp_path / "releases"), folder=Path("/home"))
+    b = SimpleNamespace(ctx=SimpleNamespace(config=cfg, workspace=SimpleNamespace(root=tmp_path / "work"),
+                                            sources={"KiTS23": SimpleNamespace(root=Path("/data"))}))
+    folders = machine_folders(b)  # type: ignore[arg-type]
+    said = dict(folders)
+    assert said["/root"] == "~" and said["/data"] == "KiTS23:" and "/home" not in said
+    assert scrub_machine_paths("cannot read /root/project/x.yaml; /data/case_1/a.nii.gz", folders) == \
+        "cannot read ~/project/x.yaml; KiTS23:case_1/a.nii.gz"
