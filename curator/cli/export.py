@@ -71,7 +71,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                where: WhereOpt = "true",
                partial: PartialOpt = False, missing: MissingOpt = None, layers: LayersOpt = "original,revised",
                with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1,
-               channels: ChannelsOpt = None) -> None:
+               channels: ChannelsOpt = None,
+               regions: Annotated[bool, typer.Option(
+                   "--regions", help="terms one of which is part of another (BraTS' brain_tumor,brain_tumor_core,"
+                                     "enhancing_brain_tumor) as nnU-Net regions (region-based training); without "
+                                     "it each term is one label, an inner term painted over its container")] = False,
+               ) -> None:
         """Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
         from curator.errors import ConfigError
         from curator.export import export_nnunet
@@ -87,7 +92,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
                                partial=partial, layers=_layers(layers), duplicates=with_duplicates,
                                qc_filter=qc_filter, missing=missing or "ignore", workers=workers,
-                               channels=_names(channels)))
+                               channels=_names(channels), regions=regions))
 
     @export.command("monai")
     @handle_errors

@@ -12,8 +12,9 @@ does annotate (a term annotated but absent in the case, a true negative, is in i
 loaders do not read ``present``: mask the loss with it (per term, e.g. sigmoid outputs), or the
 model learns the unannotated terms as absent. A test case lacking one (an official test image
 without labels) is listed under ``test`` with its image only, as the Decathlon's own test lists
-are, for inference. Terms one of which is part of another (BraTS' whole tumour and tumour core)
-are refused: a label map holds one term per voxel (:func:`curator.export.regions.monai_error`).
+are, for inference. Terms one of which is part of another (``liver,liver_tumor``) are painted
+containers first, an inner term over its container (MSD Task03's 1 = liver outside the tumour),
+and a note says so (:func:`curator.export.regions.nesting_note`).
 
 With ``channels`` (sequence names) each study is one entry whose ``image`` lists its channels'
 files (``images/<name>_0000.nii.gz`` ..., in that order: MONAI's ``LoadImaged`` stacks them as
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
-from curator.export.regions import monai_error
+from curator.export.regions import nesting_note, painting_order
 from curator.export.scope import leave_out_foreign_tests, no_case_error
 from curator.export.sources import FILES, licence_line, write_sources
 from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
@@ -50,9 +51,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     check_output_dir(folder)
     check_free(folder, ("images", "labels", "datalist.json", *FILES))
     check_request(rel, terms, layers)
-    nested = monai_error(rel.taxonomy, terms)  # one term per voxel: a container would lose its inner terms
-    if nested is not None:
-        raise nested
+    terms = painting_order(rel.taxonomy, terms)  # one term per voxel: an inner term over its container
     cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(folder)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
@@ -95,6 +94,10 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
                             f"({', '.join(lacking)}): their labels hold them as background; the datalist's "
                             "'present' key lists each case's annotated terms — mask the loss with it, MONAI's "
                             "loaders do not")
+    note = nesting_note(rel.taxonomy, terms, "MONAI label maps have no regions: build a container as the union "
+                        "of its label and its inner terms' when training")
+    if note is not None:
+        report.notes.append(note)
     for key, split in (("validation", "val"), ("test", "test")):  # MONAI's loader fails on an empty list
         if not lists[key]:  # (IndexError), and says "not specified" for a missing key: the export says why
             report.notes.append(f"the datalist has no {key!r} list: no exported case is in the release's "

@@ -16,12 +16,13 @@ term the missing one lies in (a liver tumour is never outside the liver). A term
 annotates but the case lacks (no tumour) is background: a true negative. ``missing="background"``
 writes unknown terms as background instead (nnU-Net then learns "absent" where nobody looked).
 
-Terms one of which is part of another (BraTS: ``brain_tumor,brain_tumor_core,enhancing_brain_tumor``)
-are exported as nnU-Net **regions** (:mod:`curator.export.regions`): painted containers first
-(values 1..n, an inner term over its container), dataset.json's ``labels`` giving each term the
-values of its region (``"brain_tumor": [1, 2, 3]``) and ``regions_class_order`` the value each
-region is painted with at inference — not one value per term, which would call the whole tumour
-only its edema.
+Terms one of which is part of another (``liver,liver_tumor``; BraTS'
+``brain_tumor,brain_tumor_core,enhancing_brain_tumor``) are painted containers first, an inner term
+over its container, one value each (MSD Task03's 1 = liver outside the tumour, 2 = tumour), with a
+note saying so. ``regions=True`` exports them as nnU-Net **regions** instead
+(:mod:`curator.export.regions`): dataset.json's ``labels`` gives each term the values of its region
+(``"brain_tumor": [1, 2, 3]``) and ``regions_class_order`` the value each region is painted with at
+inference (region-based training).
 
 With ``channels`` (sequence names), the sequences of each study are the channels of one case
 (``<name>_0000`` .. ``_000k`` in that order; ``channel_names`` "CT" for CT, else the sequence), on
@@ -36,16 +37,21 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from curator.errors import ConfigError, ReleaseError
 from curator.export.channels import note_resampled, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
-from curator.export.regions import Regions, regions
+from curator.export.regions import Regions, nesting_note, painting_order
+from curator.export.regions import regions as as_regions
 from curator.export.scope import leave_out_foreign_tests, no_case_error
 from curator.export.sources import licence_line, write_sources
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
 from curator.release.training import check_request
+
+if TYPE_CHECKING:
+    from curator.taxonomy.model import Taxonomy
 
 MISSING = ("ignore", "background")  # what a --partial export writes where a case's unannotated term could be
 
@@ -53,13 +59,13 @@ MISSING = ("ignore", "background")  # what a --partial export writes where a cas
 def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int, name: str, terms: list[str],
                   where: str = "true", partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS,
                   duplicates: bool = False, qc_filter: bool = True, missing: str = "ignore",
-                  workers: int = 1, channels: Sequence[str] | None = None) -> ExportReport:
+                  workers: int = 1, channels: Sequence[str] | None = None, regions: bool = False) -> ExportReport:
     """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr (imagesTs, labelsTs),
     dataset.json and splits_final.json.
 
     ``terms`` become labels 1..n (mutually exclusive terms; voxels two of them claim are counted
-    and the later term wins), or regions when some are part of others (see the module; they are
-    then painted containers first). Cases that lack a term (their dataset does not annotate it) are skipped
+    and the later term wins; a term part of another is painted over it, containers first), or with
+    ``regions`` nested terms as nnU-Net regions (see the module). Cases that lack a term (their dataset does not annotate it) are skipped
     unless ``partial``: then the voxels the term could occupy get the ignore label ``n + 1``
     (``missing="ignore"``, declared in dataset.json only when some case has such voxels) or
     background (``missing="background"``). A term annotated but absent in a case is background
@@ -80,9 +86,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     check_outside_releases(out_root, "the export", rel.path)
     check_output_dir(out_root)
     check_request(rel, terms, layers)
-    nested = regions(rel.taxonomy, terms)
-    if nested is not None:
-        terms = nested.order
+    nested = as_regions(rel.taxonomy, terms) if regions else None
+    terms = painting_order(rel.taxonomy, terms)  # an inner term over its container
     cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(Path(out_root) / f"Dataset{dataset_id:03d}_{name}")
     modalities = sorted({c.modality for c in cases})
@@ -133,6 +138,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         _note_unknown(report, terms, split_of, missing)
         if nested is not None:
             report.notes.append(_regions_note(nested))
+        elif note := _nesting_note(rel.taxonomy, terms):
+            report.notes.append(note)
         atomic_write_json(staging / "dataset.json", {
             "channel_names": names,
             "labels": labels, **({"regions_class_order": nested.class_order} if nested is not None else {}),
@@ -192,3 +199,13 @@ def _regions_note(nested: Regions) -> str:
     return (f"some terms are part of others, so they are nnU-Net regions (region-based training, sigmoid outputs): "
             f"{said} — each voxel holds the value of the innermost term there (painted {', '.join(nested.order)}); "
             "dataset.json's regions_class_order is the value each region is painted with at inference")
+
+
+def _nesting_note(tax: Taxonomy, terms: list[str]) -> str | None:
+    """Say which labels hold only their voxels outside the inner terms, and what --regions writes."""
+    try:
+        nested = as_regions(tax, terms)
+    except ConfigError:  # a term inside two unnested ones: --regions would refuse it
+        return nesting_note(tax, terms, "--regions refuses these terms (one is inside two unnested others)")
+    said = ", ".join(f"{t} = {v}" for t, v in nested.labels.items() if len(v) > 1) if nested is not None else ""
+    return nesting_note(tax, terms, f"--regions exports nnU-Net regions ({said}) instead")

@@ -1,5 +1,5 @@
 """BraTS-style exports: nested terms (whole tumour ⊃ tumour core ⊃ enhancing tumour) as nnU-Net
-regions or a clear refusal, skip reasons that say why a term is missing (QC, another channel's
+regions with --regions, and organ + lesion (liver ⊃ liver_tumor) as one label each otherwise, skip reasons that say why a term is missing (QC, another channel's
 label), and studies whose sequences are named otherwise listed as left out."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from curator.errors import ConfigError
 from curator.export import export_monai, export_nnunet
 from curator.export.common import ExportCase, ExportReport, write_case
+from curator.export.regions import disjoint_pieces
 from curator.release.query import Release
 from curator.release.training import TrainingView
 from curator.store import CaseStore
@@ -89,7 +89,8 @@ def test_nested_terms_are_nnunet_regions(gli: Gli, tmp_path: Path) -> None:
     """brain_tumor must be every tumour voxel (1|2|3 in BraTS values), not only the edema the later
     terms leave it; the terms may be given in any order."""
     rep = export_nnunet(gli.release, tmp_path, dataset_id=530, name="Regions", channels=["t1n", "t2f"],
-                        terms=["enhancing_brain_tumor", "brain_tumor", "brain_tumor_core"], where="c.dataset = 'TinyGli'")
+                        terms=["enhancing_brain_tumor", "brain_tumor", "brain_tumor_core"], where="c.dataset = 'TinyGli'",
+                        regions=True)
     ds = json.loads((rep.folder / "dataset.json").read_text())
     assert ds["labels"] == {"background": 0, "brain_tumor": [1, 2, 3], "brain_tumor_core": [2, 3],
                             "enhancing_brain_tumor": [3]}
@@ -104,7 +105,7 @@ def test_nested_terms_are_nnunet_regions(gli: Gli, tmp_path: Path) -> None:
 
 def test_nnunet_reads_the_region_labels(gli: Gli, tmp_path: Path) -> None:
     rep = export_nnunet(gli.release, tmp_path, dataset_id=531, name="Regions", channels=["t1n", "t2f"],
-                        terms=REGIONS, where="c.dataset = 'TinyGli'")
+                        terms=REGIONS, where="c.dataset = 'TinyGli'", regions=True)
     python = _client("nnunetv2")
     got = _run(python, """
 import json, sys
@@ -126,11 +127,14 @@ def test_disjoint_terms_stay_one_label_each(gli: Gli, tmp_path: Path) -> None:
     assert np.array_equal(_written(rep.folder, "TinyGli__gli0"), _seg_on_store(gli, "TinyGli__gli0", "t1n"))
 
 
-def test_monai_refuses_nested_terms_naming_the_disjoint_ones(gli: Gli, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="brain_tumor_core is part of brain_tumor") as e:
-        export_monai(gli.release, tmp_path / "m", terms=REGIONS, channels=["t1n", "t2f"])
-    assert "necrotic_brain_tumor_core,enhancing_brain_tumor,brain_edema" in (e.value.remedy or "")
-    assert not (tmp_path / "m" / "datalist.json").exists()
+def test_disjoint_pieces_keep_every_requested_term() -> None:
+    """Split only along a partition holding the inner terms: never suggest dropping liver_tumor."""
+    from curator.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    assert disjoint_pieces(tax, REGIONS) == ["necrotic_brain_tumor_core", "enhancing_brain_tumor", "brain_edema"]
+    for terms in (["liver", "liver_tumor"], ["pancreas", "pancreas_tumor"], ["lung", "lung_nodule"]):
+        assert disjoint_pieces(tax, terms) == [], terms
 
 
 def test_a_label_qc_excluded_is_said_to_be(gli: Gli, tmp_path: Path) -> None:
@@ -165,3 +169,47 @@ def test_studies_of_other_sequence_names_are_listed_as_left_out(gli: Gli, tmp_pa
                           "FLAIR, T1w, t1n, t2f;")
     record = json.loads((rep.folder / "curator_export.json").read_text())
     assert record["skipped"]["TinyMsd__msd0"] == why
+
+
+LIVER_YAML = (MULTISEQ_YAML.replace("TinyBrats", "TinyLiver").replace("{t1c: MR, t2f: MR}", "{t1c: MR}")
+              .replace("study", "liv").replace("{1: kidney, 2: kidney tumor}", "{1: liver, 2: liver tumor}"))
+
+
+@pytest.fixture(scope="module")
+def liver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TinyLiver: studies liv0-liv2, MSD Task03 / LiTS values (1 = liver outside the tumour, 2 = tumour)."""
+    root = tmp_path_factory.mktemp("liver")
+    rng = np.random.default_rng(1)
+    g = grid((24, 24, 16), (4.0, 4.0, 5.0), "LPS")
+    for i in range(3):
+        seg = np.minimum(_seg(g.shape, i), 2)  # edema (2) -> liver (1) outside, the inner balls -> tumour (2)
+        seg = np.where(seg == 2, 1, np.where(seg == 1, 2, 0)).astype(np.uint8)
+        case = f"liv{i}"
+        save_nifti(root / "liver" / case / f"{case}-seg.nii.gz", seg, g)
+        img = (200 + 50 * rng.random(g.shape) + 300 * (seg > 0)).astype(np.int16)
+        save_nifti(root / "liver" / case / f"{case}-t1c.nii.gz", img, g)
+    return _ingest_and_preprocess(root, {"liver": LIVER_YAML}, "liver")
+
+
+def test_organ_and_lesion_stay_one_label_each_in_nnunet(liver: Path, tmp_path: Path) -> None:
+    """liver,liver_tumor without --regions: plain labels, tumour voxels 2, the liver label the rest;
+    a note says so and names --regions. Given in either order."""
+    rep = export_nnunet(liver, tmp_path, dataset_id=540, name="Liver", terms=["liver_tumor", "liver"])
+    ds = json.loads((rep.folder / "dataset.json").read_text())
+    assert ds["labels"] == {"background": 0, "liver": 1, "liver_tumor": 2}
+    assert "regions_class_order" not in ds
+    assert any("label 1 'liver' holds the liver voxels outside liver_tumor" in n and "--regions" in n
+               and "liver = [1, 2]" in n for n in rep.notes), rep.notes
+    name = rep.cases[0]
+    store = CaseStore(liver / "stores" / f"{name}.zarr")
+    got = _written(rep.folder, name)
+    assert store.mask("liver_tumor").sum() > 0
+    assert np.array_equal(got == 2, store.mask("liver_tumor"))
+    assert np.array_equal(got > 0, store.mask("liver") | store.mask("liver_tumor"))
+
+
+def test_monai_exports_organ_and_lesion(liver: Path, tmp_path: Path) -> None:
+    rep = export_monai(liver, tmp_path / "m", terms=["liver", "liver_tumor"])
+    dl = json.loads((tmp_path / "m" / "datalist.json").read_text())
+    assert dl["labels"] == {"0": "background", "1": "liver", "2": "liver_tumor"}
+    assert any("label 1 'liver' holds the liver voxels outside liver_tumor" in n for n in rep.notes), rep.notes
