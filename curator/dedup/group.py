@@ -16,8 +16,10 @@ the original's group). Each group keeps one member by a configurable ordered pol
 A case of a multi-case study (the sequences of one BraTS visit share a ``study_key``) is ranked
 by its whole study — its ``Member`` holds the study's numbers (warnings of all its cases, the
 terms any of them annotates, the largest field of view and voxel count) and ``study`` — and
-ties are broken by study key before case id, so one study wins every group it shares with
-another: keeping each sequence from whichever study won that sequence's group left a patient
+ties are broken by the study's first case (``study_first``: its smallest case id, or in a source
+with ``pseudonymous_ids``, whose case ids are keyed, its smallest file path) before case id, so
+one study wins every group it shares with another, the same one in every workspace (the study key
+is a keyed pseudonym: breaking ties by it made the kept study depend on the workspace's secret): keeping each sequence from whichever study won that sequence's group left a patient
 with no complete study (a re-upload whose original's t2f had a header warning).
 
 >>> members = [Member("B__1", "B", "2.0", 3, 10), Member("A__7", "A", "1.0", 5, 10)]
@@ -49,8 +51,11 @@ class Member:
     warnings: int = 0  # ingest warnings about the case
     fov_ml: float = 0.0  # the scan's field of view: shape × spacing, in ml
     # the study_key of a study of several cases (sequences, channels): the numbers above are then
-    # the whole study's, and ties break by it before the case id; None for a case alone in its study
+    # the whole study's; None for a case alone in its study
     study: str | None = None
+    # what study ties break by before the case id: the study's smallest case id, or smallest file
+    # path in a pseudonymous source — the same in every workspace, unlike the keyed study key
+    study_first: str | None = None
 
 
 def _version_key(v: str | None) -> tuple[tuple[int, int, str], ...]:
@@ -93,7 +98,7 @@ def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...], vers
         return sign(b.fov_ml, a.fov_ml)
     if criterion == "voxels":
         return sign(b.voxels, a.voxels)
-    return sign((a.study or a.case_id, a.case_id), (b.study or b.case_id, b.case_id))
+    return sign((a.study_first or a.case_id, a.case_id), (b.study_first or b.case_id, b.case_id))
 
 
 def pick_kept(members: list[Member], policy: tuple[str, ...], prefer: tuple[str, ...] = ()) -> Member:
@@ -132,8 +137,9 @@ def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple
             return f"a larger field of view ({kept.fov_ml:,.0f} vs {other.fov_ml:,.0f} ml)"
         if c == "voxels":
             return f"more voxels ({kept.voxels:,} vs {other.voxels:,})"
-        if (kept.study or kept.case_id) != (other.study or other.case_id) and study:
-            return f"the first study key alphabetically ({kept.study or kept.case_id}; no other criterion differs)"
+        if (kept.study_first or kept.case_id) != (other.study_first or other.case_id) and study:
+            return ("the study whose cases sort first (by case id; by file path in a source with "
+                    "pseudonymous_ids) — no other criterion differs")
         return "the first case id alphabetically (no other criterion differs)"
     return "nothing the others lack (identical by every criterion)"
 

@@ -143,16 +143,20 @@ def thumbnail_relpath(case_id: str, digest: str) -> str:
 
 
 def by_study(members: dict[str, Member], study_keys: Mapping[str, str],
-             held: Mapping[str, set[str]]) -> dict[str, Member]:
+             held: Mapping[str, set[str]], names: Mapping[str, str] | None = None) -> dict[str, Member]:
     """``members`` with each case of a multi-case study (several cases share its study key)
     ranked as its whole study: the warnings of all its cases, the distinct terms any of them
     annotates (``held``: case id → terms), the largest field of view and voxel count, and
     ``study`` set — so the keep policy picks one study's members in every group two studies share.
+    ``study_first`` is the smallest of its cases' ``names`` (case id → a name that does not
+    depend on the workspace key; the case id when not given): what study ties break by.
 
     >>> ms = {c: Member(c, "B", None, 1, 10, w) for c, w in (("B__1__t1", 0), ("B__1__t2", 1), ("B__2__t1", 0))}
     >>> out = by_study(ms, {"B__1__t1": "s1", "B__1__t2": "s1", "B__2__t1": "s2"}, {})
     >>> out["B__1__t1"].warnings, out["B__1__t1"].study, out["B__2__t1"].study
     (1, 's1', None)
+    >>> by_study(ms, {"B__1__t1": "s1", "B__1__t2": "s1"}, {}, {"B__1__t1": "z", "B__1__t2": "y"})["B__1__t1"].study_first
+    'y'
     """
     studies: dict[str, list[str]] = {}
     for cid in members:
@@ -167,7 +171,8 @@ def by_study(members: dict[str, Member], study_keys: Mapping[str, str],
         for m in ms:
             out[m.case_id] = dataclasses.replace(m, terms=terms, voxels=max(x.voxels for x in ms),
                                                  warnings=sum(x.warnings for x in ms),
-                                                 fov_ml=max(x.fov_ml for x in ms), study=key)
+                                                 fov_ml=max(x.fov_ml for x in ms), study=key,
+                                                 study_first=min((names or {}).get(c, c) for c in cids))
     return out
 
 
@@ -384,4 +389,7 @@ class DedupStage(Stage):
             out[c["case_id"]] = Member(c["case_id"], c["dataset"], c.get("dataset_version"),
                                        len(held.get(c["case_id"], ())), int(c.get("n_voxels") or 0),
                                        warnings.get(c["case_id"], 0), fov)
-        return by_study(out, self._study_keys, held)
+        keyed = {n for n, src in self.ctx.sources.items() if src.pseudonymous_ids}  # keyed case ids
+        names = {cid: f"{c['source']}:{c.get('image_path') or ''}:{c.get('image_channel') or 0}"
+                 for cid, c in self._cases.items() if c.get("source") in keyed}
+        return by_study(out, self._study_keys, held, names)

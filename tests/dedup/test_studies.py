@@ -117,20 +117,20 @@ def test_a_reuploaded_study_is_kept_whole(tmp_path: Path) -> None:
     assert "fewer ingest warnings in its study (0 vs 1" in reasons["BraTS__00001-000__t1n"]
 
 
-def test_a_tie_between_studies_is_broken_by_study_key(tmp_path: Path) -> None:
-    """Nothing tells two studies apart: the first study key wins every group, whatever the case
-    ids of its sequences say."""
-    rows = _brats("a", "p1") + _brats("b", "p2")
-    for r in rows:  # study a's case ids sort after study b's for t2f only
-        if r["case_id"] == "BraTS__a__t2f":
-            r["case_id"] = "BraTS__z__t2f"
-    rows = [dict(r, study_key={"s_BraTS_a": "s_2", "s_BraTS_b": "s_1"}[r["study_key"]]) for r in rows]
-    stage = _stage(tmp_path, rows)
-    a = {s: f"BraTS__a__{s}" for s in SEQS} | {"t2f": "BraTS__z__t2f"}
-    pairs = _verify(stage, [(a[s], f"BraTS__b__{s}", {"exact"}) for s in SEQS], False)
-    dup = duplicate_rows(pairs, stage._members(), ("clean",), (), lambda x, y: LIKE_A_COPY)
-    assert sorted(r["case_id"] for r in dup if r["kept"]) == [f"BraTS__b__{s}" for s in SEQS]
-    assert all("first study key" in r["reason"] for r in dup if not r["kept"])
+def test_a_tie_between_studies_is_broken_by_its_first_case_not_its_keyed_study_key(tmp_path: Path) -> None:
+    """Nothing tells two studies apart: the study whose cases sort first wins every group, whatever
+    the case ids of its other sequences say — and whatever study keys (keyed pseudonyms, other in
+    another workspace) the workspace gave them."""
+    a = {s: f"BraTS__a__{s}" for s in SEQS} | {"t2f": "BraTS__z__t2f"}  # study a's t2f sorts after b's
+    for n, keys in enumerate(({"s_BraTS_a": "s_2", "s_BraTS_b": "s_1"}, {"s_BraTS_a": "s_1", "s_BraTS_b": "s_2"})):
+        rows = _brats("a", "p1") + _brats("b", "p2")
+        rows = [dict(r, case_id=a["t2f"] if r["case_id"] == "BraTS__a__t2f" else r["case_id"],
+                     study_key=keys[r["study_key"]]) for r in rows]
+        stage = _stage(tmp_path / str(n), rows)
+        pairs = _verify(stage, [(a[s], f"BraTS__b__{s}", {"exact"}) for s in SEQS], False)
+        dup = duplicate_rows(pairs, stage._members(), ("clean",), (), lambda x, y: LIKE_A_COPY)
+        assert sorted(r["case_id"] for r in dup if r["kept"]) == sorted(a.values())
+        assert all("the study whose cases sort first" in r["reason"] for r in dup if not r["kept"])
 
 
 class _C:
