@@ -57,14 +57,23 @@ def _holds(case: ExportCase, store: CaseStore, term: str, parts: Mapping[str, Se
 
 
 def _ingest_problem(release: Release | None, case_id: str) -> str:
-    """`` (ingest rejected its label: <kind> — <message>)`` when the release's problems table
-    says ingest rejected ``case_id``'s label; else empty."""
+    """`` (ingest rejected its label: <kind> — <message>)`` when the release's problems say ingest
+    rejected ``case_id``'s label (harmonize's ``label_rejected`` row marks it; the reason is one of
+    ingest's warning or error rows of the case), or `` (ingest dropped a structure file of its label:
+    …)`` for a structure mask ingest left out; else empty — not any ingest row of the case (an
+    info row such as ``label_reoriented`` or an image's header warning rejects nothing)."""
     if release is None or "problems" not in release.table_names():
         return ""
     quoted = case_id.replace("'", "''")
-    rows = release.sql(f"select kind, message from problems where case_id = '{quoted}' and stage = 'ingest' "
-                       "order by kind").fetchall()
-    if not rows:
-        return ""
-    kind, message = rows[0]
-    return f" (ingest rejected its label: {kind} — {str(message).split('. What to do')[0]})"
+    rows = release.sql(f"select stage, kind, severity, message from problems where case_id = '{quoted}' "
+                       "order by kind, message").fetchall()
+    rejected = any(kind == "label_rejected" for _, kind, _, _ in rows)
+    ingest = [(kind, str(msg)) for stage, kind, sev, msg in rows if stage == "ingest" and sev in ("warning", "error")]
+    dropped = [(kind, msg) for kind, msg in ingest if msg.startswith("structure ") and "was dropped from this case" in msg]
+    if rejected and ingest:
+        kind, message = next(((k, m) for k, m in ingest if (k, m) not in dropped), ingest[0])
+        return f" (ingest rejected its label: {kind} — {message.split('. What to do')[0]})"
+    if dropped:
+        kind, message = dropped[0]
+        return f" (ingest dropped a structure file of its label: {kind} — {message.split('. What to do')[0]})"
+    return ""
