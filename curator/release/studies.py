@@ -74,9 +74,11 @@ def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str
     {'B__1': 'its t2 case B__1__t2 was dropped as a duplicate of B__9__t2 (selected: t1)'}
     """
     gone: dict[tuple[str, str], list[str]] = {}
+    lost: dict[str, list[Member]] = {}  # study key -> its dropped cases
     for d, used in dropped:
         if d.study_key is not None and d.sequence is not None:
             gone.setdefault((d.study_key, d.sequence), []).append(f"{d.case_id} was dropped as a duplicate of {used}")
+            lost.setdefault(d.study_key, []).append(d)
     by_key: dict[str, dict[str, list[C]]] = {}
     others: dict[str, list[C]] = {}  # study_key -> its selected cases of no channel's sequence
     for c in cases:
@@ -110,7 +112,13 @@ def group_studies(cases: Sequence[C], channels: Sequence[str], skipped: dict[str
             name = ref.case_id
         names.add(name)
         studies.append((name, tuple(seqs[s][0] for s in channels)))
-    _no_channel(others, by_key, channels, cases, skipped)
+    _no_channel(others, by_key, channels, cases, skipped, gone)
+    for key, ds in lost.items():  # every selected case of the study was dropped: said too
+        if key in by_key or key in others:
+            continue
+        head = min(ds, key=lambda c: c.case_id)
+        name = study_name(head)
+        skipped[head.case_id if name in skipped else name] = _lacking(key, channels, gone) + " (selected: none)"
     return sorted(studies, key=lambda s: s[1][0].case_id)
 
 
@@ -125,16 +133,24 @@ def _lacking(key: str, lacking: Sequence[str], gone: dict[tuple[str, str], list[
 
 
 def _no_channel(others: dict[str, list[C]], used: Collection[str], channels: Sequence[str], cases: Sequence[C],
-                skipped: dict[str, str]) -> None:
+                skipped: dict[str, str], gone: dict[tuple[str, str], list[str]]) -> None:
     """Name in ``skipped`` each study none of whose selected cases (``others[key]``) has a
-    channel's sequence, with the sequences it has and those the selection holds."""
+    channel's sequence, with the sequences it has and those the selection holds — or, when its
+    channel cases were dropped as duplicates (``gone``), that they were. A name another skipped
+    entry holds is replaced by the first case id (unique)."""
     have = sorted({c.sequence for c in cases if c.sequence})
     for key, members in others.items():
         if key in used:
             continue
         members = sorted(members, key=lambda c: c.case_id)
+        name = study_name(members[0])
+        if name in skipped:
+            name = members[0].case_id
         seqs = sorted({c.sequence for c in members if c.sequence})
-        skipped[study_name(members[0])] = (
+        if any((key, s) in gone for s in channels):
+            skipped[name] = _lacking(key, channels, gone) + f" (selected: only {', '.join(seqs)}, no channel)"
+            continue
+        skipped[name] = (
             f"none of its sequences ({', '.join(seqs)}) is among the channels {', '.join(channels)}: its "
             f"{len(members)} selected case(s) {', '.join(c.case_id for c in members)} are left out (the selection's "
             f"sequences: {', '.join(have)}; curator does not equate sequence names across datasets — select one "

@@ -151,3 +151,21 @@ def test_a_study_missing_a_dropped_sequence_is_told_so() -> None:
         "B__1": "its t2f case B__1__t2f was dropped as a duplicate of B__4__t2f (selected: t1n, t1c, t2w)",
         "B__4": "its study has no t1c, t2w case; its t1n case B__4__t1n was dropped as a duplicate of B__1__t1n "
                 "(selected: t2f)"}
+
+
+def test_a_study_whose_channel_cases_were_dropped_is_told_so_and_names_do_not_collide() -> None:
+    """B__2's t1n and t2f were dropped as copies of B__1's: not "none of its sequences is a channel"
+    (its t1c is not), and a study all of whose selected cases were dropped is listed too; two
+    study-less cases of one study name keep their own entries."""
+    cases = [_C(f"B__1__{s}", s, "s1") for s in ("t1n", "t2f", "t1c")] + [_C("B__2__t1c", "t1c", "s2")]
+    cases += [_C("X__1__FLAIR", "FLAIR", None), _C("X__1__T1w", "T1w", None)]  # type: ignore[arg-type]
+    skipped: dict[str, str] = {}
+    got = group_studies(cases, ["t1n", "t2f"], skipped,
+                        [(_C("B__2__t1n", "t1n", "s2"), "B__1__t1n"), (_C("B__2__t2f", "t2f", "s2"), "B__1__t2f"),
+                         (_C("B__3__t1n", "t1n", "s3"), "B__1__t1n")])
+    assert [n for n, _ in got] == ["B__1"]
+    assert skipped["B__2"] == ("its t1n case B__2__t1n was dropped as a duplicate of B__1__t1n; its t2f case B__2__t2f "
+                               "was dropped as a duplicate of B__1__t2f (selected: only t1c, no channel)")
+    assert skipped["B__3"] == ("its study has no t2f case; its t1n case B__3__t1n was dropped as a duplicate of "
+                               "B__1__t1n (selected: none)")
+    assert "FLAIR" in skipped["X__1"] and "T1w" in skipped["X__1__T1w"]
