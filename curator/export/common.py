@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from curator.errors import InputError, ReleaseError
 from curator.export.channels import onto
 from curator.export.reasons import lacking
-from curator.io.formats import check_memory
+from curator.io.formats import WORKERS, check_memory
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
 from curator.release.query import Release
@@ -317,6 +317,7 @@ class _Shared:
     partial: bool
     layers: tuple[str, ...]
     ignore: int | None
+    workers: int = 1  # processes writing cases at once: each allows 1/(4 × workers) of the memory
 
 
 _WORKER: dict[str, Any] = {}
@@ -326,6 +327,7 @@ def _start_worker(shared: _Shared) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which stops the pool
+    WORKERS.set(shared.workers)  # check_memory's share: this worker is one of shared.workers
     _WORKER.update(shared=shared, release=Release(shared.release))
 
 
@@ -352,7 +354,7 @@ def write_cases(release: Release, jobs: Sequence[CaseJob], terms: list[str], par
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    shared = _Shared(release.path, list(terms), partial, tuple(layers), ignore)
+    shared = _Shared(release.path, list(terms), partial, tuple(layers), ignore, min(workers, len(jobs)))
     ids = [[j.case.case_id, *(c.case_id for c, _ in j.channels)] for j in jobs]  # the channels' too (reasons)
     views = [TrainingView(excluded={c: view.labels_excluded(c) for c in cs},
                           absent={c: view.labels_absent(c) for c in cs}) for cs in ids]

@@ -14,6 +14,7 @@ is for the person who holds them, not for a release.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from collections import Counter
@@ -345,8 +346,9 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         broken = sum(f not in used for f in tree.broken)
         if broken:
             report.other_files["(broken links)"] = broken
-        env = ctx.case_env()
         picked = tasks if sample is None else _pick(tasks, max(0, sample))
+        # each of the processes below may hold a case at once: each allows 1/(4 × workers) of the memory
+        env = dataclasses.replace(ctx.case_env(), workers=max(1, min(workers, len(picked))))
         args = (IngestStage.ref(), "", config.to_dict(), env)
         if workers > 1 and len(picked) > 1:
             from concurrent.futures import ProcessPoolExecutor
