@@ -116,10 +116,11 @@ class ExportReport:
 def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_filter: bool = True,
                  terms: Sequence[str] = (), layers: Sequence[str] = ()
                  ) -> tuple[list[ExportCase], TrainingView, list[tuple[ExportCase, str]]]:
-    """The cases ``where`` selects (SQL over ``preprocessed p`` and ``cases c``, and ``splits s``
-    when the release has one) without the duplicates the training view drops — one member per
-    group, chosen among the cases selected (:func:`~curator.release.training.training_view`) —;
-    that view, and the selected cases it drops, each with the member of its group used instead."""
+    """``(cases, view, dropped)``: the cases ``where`` selects (SQL over ``preprocessed p`` and
+    ``cases c``, and ``splits s`` when the release has one) without the duplicates the training
+    view drops (one member per group, chosen among the cases selected:
+    :func:`~curator.release.training.training_view`); that view; and the selected cases it drops,
+    each with the member of its group used instead."""
     names = release.table_names()
     if "preprocessed" not in names:
         raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(release.path),
