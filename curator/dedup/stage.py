@@ -357,11 +357,15 @@ class DedupStage(Stage):
             if a.get("sequence") and b.get("sequence") and a["sequence"] != b["sequence"]:
                 continue  # one visit's t1c against the other's t1n: said by their own sequences' pair, if at all
             m = p.match
-            err = InputError("dedup_other_study", f"not grouped with {p.a}, which it resembles as closely as a copy (rank "
-                             f"correlation {m.score:.3f}, texture {m.detail:.3f}): the two are studies "
-                             f"{b.get('study_key')} and {a.get('study_key')} of one patient of source "
-                             f"{b.get('source')} (its patient_id {b.get('patient_id')}), e.g. two time points; "
-                             "only identical voxels would make them one scan")
+            said = f"not grouped with {p.a}, which it resembles as closely as a copy (rank correlation {m.score:.3f}, " \
+                   f"texture {m.detail:.3f}): "
+            if (a.get("source"), a.get("patient_id")) == (b.get("source"), b.get("patient_id")):
+                said += (f"the two are studies {b.get('study_key')} and {a.get('study_key')} of one patient of source "
+                         f"{b.get('source')} (its patient_id {b.get('patient_id')}), e.g. two time points")
+            else:  # refused through their groups: each already holds one of two studies of one patient
+                said += ("grouping them would join two studies of one patient of one source (each is grouped with, "
+                         "or is, one of them), e.g. two time points")
+            err = InputError("dedup_other_study", said + "; only identical voxels would make them one scan")
             self.extra_problems.append(problem_row(self.name, err, dataset=b.get("dataset"), case_id=p.b,
                                                    path=f"{b.get('source')}:{b.get('image_path')}", severity="info"))
 

@@ -99,6 +99,10 @@ def test_other_patients_and_other_sources_are_grouped_as_before(tmp_path: Path) 
     assert got[("B23__1-000__t1n", "B23__9-000__t1n")] == (True, "")
     assert got[("B21__1-000__t1n", "B23__1-000__t1n")] == (True, "")
     assert got[("B21__1-000__t1n", "B23__1-001__t1n")] == (False, "other_study")
+    stage._report_other_studies(pairs)  # refused through B21's group: not "two studies of source B23" of these two
+    (row,) = stage.extra_problems
+    assert row["case_id"] == "B23__1-001__t1n" and "would join two studies of one patient of one source" in row["message"]
+    assert "of source B23 (its patient_id" not in row["message"]
 
 
 def test_a_reuploaded_study_is_kept_whole(tmp_path: Path) -> None:
