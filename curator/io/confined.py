@@ -91,9 +91,16 @@ def regular_inside(root: Path, path: Path, *, within: str = "the source root",
     """The real path of ``path``, a regular file whose links lead nowhere outside ``root``: a
     ``path_escape``, ``symlink_loop``, ``file_not_found`` or ``not_a_regular_file`` error
     otherwise (the file is only ``stat``-ed, never opened)."""
+    return _regular_stat(root, path, within=within, remedy=remedy)[0]
+
+
+def _regular_stat(root: Path, path: Path, *, within: str = "the source root",
+                  remedy: str = LINK_OUT_REMEDY) -> tuple[Path, os.stat_result]:
+    """:func:`regular_inside`, with the ``stat`` it checked (to match the file opened later)."""
     real = resolve_inside(root, path, within=within, remedy=remedy)
     try:
-        mode = os.stat(real).st_mode
+        st = os.stat(real)
+        mode = st.st_mode
     except PermissionError as e:
         raise ReadError("permission_denied", "the file cannot be reached", path=str(path),
                         remedy="make it and its folders readable by the user running curator") from e
@@ -101,7 +108,7 @@ def regular_inside(root: Path, path: Path, *, within: str = "the source root",
         raise ReadError("file_not_found", "the file does not exist", path=str(path), remedy="check the download") from e
     if not stat.S_ISREG(mode):
         raise not_regular(path, mode)
-    return real
+    return real, st
 
 
 def folder_member(folder: Path, path: Path, shown: str | None = None) -> None:
@@ -137,22 +144,31 @@ def read_text_inside(root: Path, relative: str, what: str, missing: str,
     path = confine(root, relative)
     if not os.path.lexists(path):
         raise ReadError("file_not_found", f"the {what} is missing", path=str(path), remedy=missing)
-    real = regular_inside(root, path)
+    real, checked = _regular_stat(root, path)
     most = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
     too_large = ReadError("file_too_large", f"the {what} is larger than the {most} curator reads of "
                           "a metadata, split or index file", path=str(path),
                           remedy="check the file: a table of cases is far smaller, so this one is damaged or not the "
                           "dataset's own; replace it with the real file")
+    changed = InputError("path_escape", f"the {what} changed while it was being read (another file or a link "
+                         "took its place)", path=str(path), remedy="read the source when nothing is writing to it")
     try:
-        # O_NONBLOCK: were the file swapped for a FIFO since it was checked, opening it still returns
-        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        # O_NONBLOCK: were the file swapped for a FIFO since it was checked, opening it still returns;
+        # O_NOFOLLOW: nor is a link put in its place followed; a folder on the way swapped for a link
+        # since it was resolved opens another file than the one checked: the inode check
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                     | getattr(os, "O_NOFOLLOW", 0))
     except PermissionError as e:
         raise ReadError("permission_denied", f"the {what} cannot be opened for reading", path=str(path),
                         remedy="make it readable by the user running curator") from e
     except OSError as e:
+        if e.errno == errno.ELOOP:  # the real path's last part became a link since it was resolved
+            raise changed from e
         raise ReadError("file_not_found", f"the {what} is missing", path=str(path), remedy=missing) from e
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) != (checked.st_dev, checked.st_ino):
+            raise changed
         if not stat.S_ISREG(st.st_mode):
             raise not_regular(path, st.st_mode)
         if st.st_size > limit:

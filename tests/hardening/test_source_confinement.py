@@ -260,3 +260,38 @@ def test_the_change_check_of_a_case_never_hashes_a_file_out_of_the_root(tmp_path
     cache = ChecksumCache(Workspace(tmp_path / "ws").init(), "Toy")
     cache.paths(root, ["b/series"])
     assert inside not in hashed and outside not in hashed and len(hashed) == len(list(series.iterdir())) - 1
+
+
+def test_a_text_file_swapped_after_its_check_is_refused_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file opened must be the file checked: a folder on the way (or the file) replaced by a
+    link out of the root between the check and the open was read (a race with a writer)."""
+    from curator.io import confined
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "meta.csv").write_text("case,age\na,1\n", encoding="utf-8")
+    outside = tmp_path / "secret.csv"
+    outside.write_text("case,age\nx,99\n", encoding="utf-8")
+    real_check = confined._regular_stat
+
+    def swapped_after_check(r: Path, p: Path, **kw: Any) -> Any:  # checked, then another file took its place
+        got, _ = real_check(r, p, **kw)
+        return got, os.stat(outside)
+
+    monkeypatch.setattr(confined, "_regular_stat", swapped_after_check)
+    with pytest.raises(CuratorError, match="changed while it was being read"):
+        confined.read_text_inside(root, "meta.csv", "metadata file", "fix it")
+
+    def link_in_its_place(r: Path, p: Path, **kw: Any) -> Any:  # the checked path is now a link
+        got, st = real_check(r, p, **kw)
+        got.unlink()
+        got.symlink_to(outside)
+        return got, st
+
+    monkeypatch.setattr(confined, "_regular_stat", link_in_its_place)
+    with pytest.raises(CuratorError, match="changed while it was being read"):
+        confined.read_text_inside(root, "meta.csv", "metadata file", "fix it")
+    monkeypatch.setattr(confined, "_regular_stat", real_check)
+    (root / "meta.csv").unlink()
+    (root / "meta.csv").write_text("case,age\na,1\n", encoding="utf-8")
+    assert confined.read_text_inside(root, "meta.csv", "metadata file", "fix it")[1] == "case,age\na,1\n"
