@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from curator.errors import InputError, ReleaseError
 from curator.export.channels import onto
-from curator.export.reasons import lacking
+from curator.export.reasons import lacking, terms_usable
 from curator.io.formats import WORKERS, check_memory
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
@@ -27,9 +27,7 @@ from curator.release.query_errors import where_error
 from curator.release.training import (
     TrainingView,
     label_only_problem,
-    term_parts,
     training_view,
-    usable_terms,
     with_parts,
 )
 from curator.store import CaseStore
@@ -261,13 +259,10 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
         report.skipped[case.case_id] = e.detail
         log.warning("%s: %s; the case is left out of the export", e.path, e.detail)
         return None
-    excluded = view.labels_excluded(case.case_id) if view is not None else frozenset()
-    absent = view.labels_absent(case.case_id) if view is not None else frozenset()
     parts = {t: with_parts(tax, t) for t in terms}
-    held = usable_terms(store, parts, layers, excluded, absent)
     # a term the case does not hold itself is the union of its parts when they complete one of
     # its partitions (left + right kidney make the kidneys), as PatchDataset builds it
-    use = {t: term_parts(t, parts[t], held, tax) for t in terms}
+    held, use = terms_usable(case.case_id, store, parts, layers, view, tax)
     why = check_terms({t for t in terms if use[t]}, terms, partial)
     if why:  # in words true of the case: QC excluded the label, or another channel holds it
         why = lacking(case, store, [t for t in terms if not use[t]], parts, layers, view, tax,

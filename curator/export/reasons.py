@@ -48,12 +48,20 @@ def lacking(case: ExportCase, store: CaseStore, missing: Sequence[str], parts: M
     return "; ".join(said)
 
 
+def terms_usable(case_id: str, store: CaseStore, parts: Mapping[str, Sequence[str]], layers: Sequence[str],
+                 view: TrainingView | None, tax: Taxonomy) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """``(held, use)``: the terms of ``parts`` (or their parts) ``store`` holds in ``layers`` (term ->
+    layer; labels the training ``view`` excludes or finds absent left out), and each term -> what
+    exports it (itself, or the parts completing one of its partitions; empty: not held)."""
+    excluded = view.labels_excluded(case_id) if view is not None else frozenset()
+    absent = view.labels_absent(case_id) if view is not None else frozenset()
+    held = usable_terms(store, parts, layers, excluded, absent)
+    return held, {t: term_parts(t, parts[t], held, tax) for t in parts}
+
+
 def _holds(case: ExportCase, store: CaseStore, term: str, parts: Mapping[str, Sequence[str]], layers: Sequence[str],
            view: TrainingView | None, tax: Taxonomy) -> bool:
-    excluded = view.labels_excluded(case.case_id) if view is not None else frozenset()
-    absent = view.labels_absent(case.case_id) if view is not None else frozenset()
-    held = usable_terms(store, {term: parts[term]}, layers, excluded, absent)
-    return bool(term_parts(term, parts[term], held, tax))
+    return bool(terms_usable(case.case_id, store, {term: parts[term]}, layers, view, tax)[1][term])
 
 
 def _ingest_problem(release: Release | None, case_id: str) -> str:
