@@ -137,6 +137,25 @@ def test_disjoint_pieces_keep_every_requested_term() -> None:
         assert disjoint_pieces(tax, terms) == [], terms
 
 
+def test_a_term_inside_two_unnested_terms_is_refused_as_regions() -> None:
+    """lung_upper_lobe_left is part of lung_left and of lung_upper_lobe, neither inside the other:
+    no painting order gives each its voxels, so --regions refuses and the plain export's note says so."""
+    from curator.errors import ConfigError
+    from curator.export.nnunet import _nesting_note
+    from curator.export.regions import regions
+    from curator.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    terms = ["lung_left", "lung_upper_lobe", "lung_upper_lobe_left"]
+    with pytest.raises(ConfigError, match="lung_upper_lobe_left is part of both lung_left and lung_upper_lobe") as e:
+        regions(tax, terms)
+    assert "--terms lung_upper_lobe_left,lung_lower_lobe_left,lung_upper_lobe_right" in (e.value.remedy or "")
+    note = _nesting_note(tax, terms)
+    assert note is not None and "--regions refuses these terms" in note
+    assert "label 1 'lung_left' holds the lung_left voxels outside lung_upper_lobe_left" in note
+    assert regions(tax, ["lung_left", "lung_upper_lobe_left"]) is not None  # nested once: regions
+
+
 def test_a_label_qc_excluded_is_said_to_be(gli: Gli, tmp_path: Path) -> None:
     """The case holds brain_edema; QC excluded it: the reason names QC and --no-qc-filter."""
     rel = Release(gli.release)
