@@ -110,6 +110,11 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("term_unknown", "a dataset YAML names a label term the taxonomy does not know",
                 "fix the name in the dataset YAML (`curator labels resolve NAME`), or add the term or name to a "
                 "taxonomy of your own (a file with `extends: curator`, given as `stages.harmonize.taxonomy`)"),
+    ProblemKind("annotates_unmapped", "a dataset YAML says a term is annotated (`annotates`, or "
+                "`labels.annotated_by_any_file`) but no raw value or structure file maps to it (for "
+                "`annotated_by_any_file`: fewer than two files do): the setting is left out",
+                "map a raw value or structure file to the term in `labels.values` / `labels.structures`, or take "
+                "the term out of `annotates` / `labels.annotated_by_any_file`"),
     ProblemKind("term_incomplete", "a term made of several structure files (its parts: TotalSegmentator v2's sacrum "
                 "is sacrum.nii.gz and vertebrae_S1.nii.gz) lacks some of them in the case, missing or dropped by "
                 "ingest: it counts as not annotated there (no labels row)",

@@ -111,7 +111,7 @@ def build_mapping(spec: DatasetSpec, tax: Taxonomy) -> tuple[DatasetMapping, lis
                 issues.append(Issue(f"{spec.name}:annotates", "term_unknown", f"{name!r} is not a taxonomy term"
                                     + (f" (close: {close})" if close else "")))
             elif t.id not in mapped:
-                issues.append(Issue(f"{spec.name}:annotates", "value", f"{name!r} is annotated but no raw value "
+                issues.append(Issue(f"{spec.name}:annotates", "annotates_unmapped", f"{name!r} is annotated but no raw value "
                                     "or structure file maps to it"))
             elif t.id not in annotated:
                 annotated.append(t.id)
@@ -141,7 +141,7 @@ def _any_file_terms(spec: DatasetSpec, tax: Taxonomy, structures: Mapping[str, t
             continue
         files = sorted(k for k, ids in structures.items() if t.id in ids)
         if len(files) < 2:
-            issues.append(Issue(where, "value", f"{name!r} is listed as annotated by any one of its structure files, "
+            issues.append(Issue(where, "annotates_unmapped", f"{name!r} is listed as annotated by any one of its structure files, "
                                 f"but {'only ' + repr(files[0]) if files else 'no structure file'} maps to it: the "
                                 "setting is for a term several files map to (one reader's mask each)"))
         elif t.id not in out:

@@ -124,8 +124,8 @@ class HarmonizeStage(Stage):
             mappings[src.name] = (m, digest, src.spec.fixes)
             unknown[src.name] = unknown_names(src.spec, m)
             for i in issues:
-                err = CuratorError("term_unknown", f"{i.loc}: {i.message}",
-                                   remedy=TERM_UNKNOWN_REMEDY)
+                err = CuratorError(i.kind, f"{i.loc}: {i.message}",
+                                   remedy=TERM_UNKNOWN_REMEDY if i.kind == "term_unknown" else None)
                 self.extra_problems.append(problem_row(self.name, err, dataset=src.spec.name, case_id=None,
                                                        path=Path(src.spec.path).name or None))
             for i in structure_names_disagree(src.spec, tax):

@@ -99,7 +99,7 @@ def test_a_store_plane_does_not_name_an_incomplete_term() -> None:
 
 @pytest.mark.parametrize("labels, kind", [
     ({"annotated_by_any_file": ["no such organ"]}, "term_unknown"),
-    ({"annotated_by_any_file": ["liver"]}, "value"),  # one file: the setting would do nothing
+    ({"annotated_by_any_file": ["liver"]}, "annotates_unmapped"),  # one file: the setting would do nothing
 ])
 def test_a_wrong_any_file_term_is_an_issue(labels: dict[str, Any], kind: str) -> None:
     _, issues = build_mapping(spec_of(PARTS, **labels), TAX)
@@ -140,3 +140,22 @@ def test_ingest_and_harmonize_leave_an_incomplete_term_unannotated(tmp_path: Pat
     said = {(p["case_id"], p["severity"]) for p in table(pipe, "problems__harmonize").to_pylist()
             if p["kind"] == "term_incomplete"}
     assert said == {("Toy__b", "info"), ("Toy__c", "info")}
+
+
+def test_harmonize_says_an_any_file_term_one_file_maps_to_is_unmapped(tmp_path: Path) -> None:
+    """Not term_unknown (liver is a term) with the remedy for a misspelt name: its own kind and remedy."""
+    import yaml
+
+    raw = tmp_path / "raw"
+    write_tree(raw, [("a/ct.nii.gz", "image", ())] + [(f"a/seg/{s}.nii.gz", "label", (1,)) for s in PARTS])
+    yml = tmp_path / "Toy.yaml"
+    yml.write_text(yaml.safe_dump({"name": "Toy", "version": "1", "modality": "CT", "region": "abdomen",
+                                   "licence": "CC-BY-4.0", "citation": "@misc{toy, title={toy}}", "layout": LAYOUT,
+                                   "labels": {"encoding": "per_structure", "structures": PARTS,
+                                              "annotated_by_any_file": ["liver"]}}))
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(raw)}])
+    run(pipe, stages=["ingest", "harmonize"])
+    rows = [p for p in table(pipe, "problems__harmonize").to_pylist() if p["case_id"] is None]
+    assert [(p["kind"], p["severity"]) for p in rows] == [("annotates_unmapped", "error")], rows
+    assert "only 'liv' maps to it" in rows[0]["message"]
+    assert "What to do: map a raw value or structure file to the term" in rows[0]["message"]
