@@ -10,10 +10,10 @@ from rich.markup import escape
 
 from curator.cli.common import (
     ExecutorKind,
+    FormulaCount,
     OutputFormat,
     RegistryOpt,
     ReportFormat,
-    csv_cell,
     emit,
     err,
     handle_errors,
@@ -85,8 +85,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if out_file is not None:
             from curator.release.result_file import save_result
 
-            n = save_result(res, out_file, rel.path, spreadsheet_cell if spreadsheet else csv_cell)
+            counted = FormulaCount()
+            n = save_result(res, out_file, rel.path, spreadsheet_cell if spreadsheet else counted)
             err.print(escape(f"wrote {n:,} row(s) to {out_file}"), highlight=False)
+            if out_file.suffix.lower() == ".csv" and (hint := counted.hint()):
+                err.print(hint, highlight=False)
             return
         try:
             rows = res.fetchall()
@@ -96,6 +99,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             err.print(f"(showing {limit} of {len(rows)} rows; use --format csv for all)")
             rows = rows[:limit]
         emit(res.columns, rows, fmt, spreadsheet=spreadsheet)
+        if fmt == OutputFormat.csv and not spreadsheet:
+            counted = FormulaCount()
+            for r in rows:
+                for v in r:
+                    counted(v)
+            if hint := counted.hint():
+                err.print(hint, highlight=False)
         if fmt == OutputFormat.table and len(res.columns) > 6:
             err.print(f"({len(res.columns)} columns; floats to 6 digits: --format csv or --format json "
                       "prints every digit, unwrapped)")

@@ -212,6 +212,27 @@ def spreadsheet_cell(v: Any) -> Any:
     return formula_safe(csv_cell(v))
 
 
+class FormulaCount:
+    """``csv_cell`` that counts the text cells a spreadsheet would run as formulas: ``curator
+    query`` then says ``--spreadsheet`` exists (its CSV stays exact data otherwise)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, v: Any) -> Any:
+        from curator.io.csvtext import formula_safe
+
+        out = csv_cell(v)
+        if formula_safe(out) is not out:
+            self.n += 1
+        return out
+
+    def hint(self) -> str | None:
+        """The note for stderr, or None when no cell starts like a formula."""
+        return (f"({self.n:,} text cell(s) start with = + - @, which a spreadsheet would run as formulas: "
+                "--spreadsheet quotes them)") if self.n else None
+
+
 def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None,
          spreadsheet: bool = False) -> None:
     """Print rows as a rich table, CSV or JSON (one object per row; NaN and ±infinity as null).

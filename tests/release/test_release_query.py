@@ -269,6 +269,11 @@ def test_cli_query_spreadsheet_quotes_formulas_in_csv_only(demo: Path, tmp_path:
     assert plain.exit_code == safe.exit_code == 0, safe.output
     assert plain.stdout.splitlines()[1].startswith("=1+1,-3.5,")
     assert safe.stdout.splitlines()[1].startswith("'=1+1,-3.5,")
+    hint = "1 text cell(s) start with = + - @, which a spreadsheet would run as formulas: --spreadsheet quotes them"
+    said = lambda r: " ".join(r.stderr.split())  # rich wraps stderr
+    assert hint in said(plain) and hint not in said(safe)  # CSV without it says the option exists
+    assert hint in said(runner.invoke(app, ["query", rel, sql, "-o", str(tmp_path / "plain.csv")]))
+    assert hint not in said(runner.invoke(app, ["query", rel, "select 1 as a, -3.5 as x", "-f", "csv"]))
     assert runner.invoke(app, ["query", rel, sql, "-o", str(tmp_path / "r.csv"), "--spreadsheet"]).exit_code == 0
     assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("'=1+1,-3.5,")
     bad = runner.invoke(app, ["query", rel, sql, "-o", str(tmp_path / "r.parquet"), "--spreadsheet"])
