@@ -110,6 +110,12 @@ def stop_on_sigterm() -> None:
         pass
 
 
+# typer >= 0.2x vendors click: its BadParameter is no subclass of click's own ClickException
+_USAGE: tuple[type[BaseException], ...] = (
+    typer.Exit, typer.Abort, ClickException,
+    *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
+
+
 def handle_errors(fn: F) -> F:
     """Curator errors → a red message and exit code 2; anything else → exit code 3, no traceback
     unless ``--debug``."""
@@ -118,7 +124,7 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, ClickException):
+        except _USAGE:  # click prints these (a bad option value: exit 2, the option named)
             raise
         except KeyboardInterrupt as e:
             what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"

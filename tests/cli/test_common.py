@@ -149,3 +149,14 @@ def test_the_internal_error_hint_shows_the_command_with_debug_and_debug_works_af
     assert "Re-run with --debug for the traceback (curator --debug pseudolabel 'my pipeline.yaml')" in said, said
     res = curator("env", "--debug")
     assert res.returncode == 0 and "No such option" not in res.stderr, res.stderr
+
+
+def test_a_bad_option_value_raised_by_a_command_is_a_usage_error() -> None:
+    """`sources check --sample 0` said "internal error BadParameter ... This is a bug in curator"
+    (exit 3): typer's vendored click errors were not let through to click."""
+    from tests.cli.test_cli import curator
+
+    res = curator("sources", "check", "KiTS23", ".", "--sample", "0")
+    assert res.returncode == 2, res.stderr
+    said = " ".join(res.stderr.split())
+    assert "give --sample 1 or more, or --all" in said and "internal error" not in said
