@@ -141,6 +141,47 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 else load_registry(extra=tuple(registry or ())).get(name))
         print_json(spec.to_dict())
 
+    @sources.command("init")
+    @handle_errors
+    def sources_init(
+            root: Annotated[Path, typer.Argument(help="the dataset's download (the source root)", exists=True,
+                                                 file_okay=False)],
+            name: Annotated[str | None, typer.Option(help="the dataset's registry name (default: the folder's "
+                                                     "name)")] = None,
+            modality: Annotated[str | None, typer.Option(help="CT, MR or PET (default: guessed from the file "
+                                                         "names)")] = None,
+            out_file: Annotated[Path | None, typer.Option("--out", "-o", help="write the YAML here (refused when "
+                                                          "the file exists) instead of printing it")] = None,
+    ) -> None:
+        """Draft a dataset YAML from a download's files: its layout (images, labels, {case},
+        {sequence}, {structure}), the label values a few files hold, TODO for what no file says.
+        A guess to check and complete, then try with `curator sources check`."""
+        import re
+
+        from curator.errors import ConfigError
+        from curator.io.fsutil import atomic_write_text
+        from curator.registry.scaffold import scaffold, to_yaml
+        from curator.registry.spec import MODALITIES
+
+        if modality is not None and modality not in MODALITIES:
+            raise typer.BadParameter(f"give one of {', '.join(MODALITIES)}", param_hint="--modality")
+        if out_file is not None and out_file.exists():
+            raise ConfigError("config_error", f"{out_file} exists", remedy="give another --out, or remove it")
+        name = name or re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name).strip("._") or "MyDataset"
+        draft = scaffold(root, name, modality)
+        text = to_yaml(draft, root)
+        if out_file is None:
+            out.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+        else:
+            atomic_write_text(out_file, text)
+        found = sum(e.cases for e in draft.entries)
+        err.print(escape(f"{len(draft.entries)} layout entr{'y' if len(draft.entries) == 1 else 'ies'}, {found} "
+                         f"case(s); fill in each TODO, then: curator labels check --registry "
+                         f"{out_file or 'THE.yaml'} and curator sources check {out_file or 'THE.yaml'} {root}"),
+                  highlight=False)
+        if not draft.entries:
+            err.print("no image file found: the draft has no layout", highlight=False)
+
     @sources.command("check")
     @handle_errors
     def sources_check(

@@ -1,0 +1,130 @@
+"""`curator sources init`: a draft dataset YAML guessed from a download's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curator.registry.layout import discover
+from curator.registry.scaffold import TODO, is_label, scaffold, to_yaml
+from curator.registry.spec import parse_spec
+from curator.testing.native import write_tree
+
+FILLED = {"version": "1", "region": "abdomen", "licence": "CC-BY-4.0", "citation": "@misc{x, title={x}}",
+          "homepage": "https://example.org"}
+
+
+def filled(spec: dict) -> dict:  # type: ignore[type-arg]
+    """The draft with its TODO fields given, as a person would."""
+    return {k: FILLED.get(k, v) if v == TODO else v for k, v in spec.items()}
+
+
+def test_label_words() -> None:
+    assert is_label("labelsTr/a.nii.gz") and is_label("case_1/segmentation.nii.gz") and is_label("x/GT.nii.gz")
+    assert is_label("s1/segmentations/liver.nii.gz") and is_label("Masks/Case_00001.nii.gz")
+    assert not is_label("imagesTr/a.nii.gz") and not is_label("case_00001/imaging.nii.gz")
+    assert not is_label("segrap_0001/image.nii.gz")
+
+
+def test_an_msd_task_is_guessed_with_its_index_names(tmp_path: Path) -> None:
+    root = tmp_path / "Task09_Spleen"
+    files = [(f"imagesTr/spleen_{i}.nii.gz", "image", ()) for i in (2, 3, 10)]
+    files += [(f"labelsTr/spleen_{i}.nii.gz", "label", (1,)) for i in (2, 3, 10)]
+    files += [(f"imagesTs/spleen_{i}.nii.gz", "image", ()) for i in (1, 4)]
+    write_tree(root, files)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "spleen"}}))
+    draft = scaffold(root, "MySpleen")
+    assert draft.spec["layout"] == [
+        {"image": "imagesTr/spleen_{case}.nii.gz", "label": "labelsTr/spleen_{case}.nii.gz", "split": "train"},
+        {"image": "imagesTs/spleen_{case}.nii.gz", "split": "test"}]
+    assert draft.spec["labels"] == {"encoding": "label_map", "values": {1: "spleen"}}
+    assert draft.spec["modality"] == "CT" and draft.unclaimed_labels == []
+    spec, issues = parse_spec(filled(draft.spec), "MySpleen.yaml")
+    assert spec is not None and not issues, issues
+    cases, problems = discover(spec, root)
+    assert not problems and len(cases) == 5
+    assert sorted(c.case_id for c in cases if c.labels) == ["MySpleen__10", "MySpleen__2", "MySpleen__3"]
+
+
+def test_multi_sequence_case_folders(tmp_path: Path) -> None:
+    """BraTS: a folder per case, a file per sequence, one seg; a stray sequence joins the list."""
+    root = tmp_path / "brats"
+    files = []
+    for c in ("BraTS-GLI-00000-000", "BraTS-GLI-00002-000", "BraTS-GLI-00002-001"):
+        files += [(f"{c}/{c}-{s}.nii.gz", "image", ()) for s in ("t1n", "t1c", "t2w", "t2f")]
+        files.append((f"{c}/{c}-seg.nii.gz", "label", (1, 2, 3)))
+    files.append(("BraTS-GLI-00000-000/BraTS-GLI-00000-000-flair.nii.gz", "image", ()))
+    write_tree(root, files)
+    draft = scaffold(root, "Gli")
+    assert draft.spec["layout"] == [{"image": "BraTS-GLI-{case}/BraTS-GLI-{case}-{sequence}.nii.gz",
+                                     "label": "BraTS-GLI-{case}/BraTS-GLI-{case}-seg.nii.gz"}]
+    assert draft.spec["modality"] == "MR"
+    assert draft.spec["sequences"] == {s: "MR" for s in ("flair", "t1c", "t1n", "t2f", "t2w")}
+    assert sorted(draft.spec["labels"]["values"]) == [1, 2, 3]
+    assert set(draft.spec["labels"]["values"].values()) == {TODO}  # no file says what 1, 2, 3 are
+    spec, issues = parse_spec(filled(draft.spec), "Gli.yaml")
+    assert spec is not None and not issues, issues
+    cases, _ = discover(spec, root)
+    assert len(cases) == 13 and {c.fields["case"] for c in cases} == {"00000-000", "00002-000", "00002-001"}
+
+
+def test_per_structure_masks_resolve_to_terms(tmp_path: Path) -> None:
+    root = tmp_path / "ts"
+    stems = ["liver", "kidney_left", "vertebrae_L1", "mystery_blob"]
+    files = [(f"s{i:04d}/ct.nii.gz", "image", ()) for i in (1, 7)]
+    files += [(f"s{i:04d}/segmentations/{s}.nii.gz", "label", (1,)) for i in (1, 7) for s in stems]
+    write_tree(root, files)
+    draft = scaffold(root, "TS")
+    assert draft.spec["layout"] == [{"image": "s{case}/ct.nii.gz", "label": "s{case}/segmentations/{structure}.nii.gz"}]
+    assert draft.spec["labels"] == {"encoding": "per_structure", "structures": {
+        "kidney_left": "left kidney", "liver": "liver", "mystery_blob": TODO, "vertebrae_L1": "L1 vertebra"}}
+
+
+def test_todo_fields_are_refused_until_filled(tmp_path: Path) -> None:
+    """The draft is a start: labels check refuses its TODO licence, citation and label names."""
+    from curator.registry.check import check_label_system
+
+    root = tmp_path / "kits"
+    write_tree(root, [(f"dataset/case_0000{i}/imaging.nii.gz", "image", ()) for i in range(2)]
+               + [(f"dataset/case_0000{i}/segmentation.nii.gz", "label", (1, 2)) for i in range(2)])
+    text = to_yaml(scaffold(root, "K"), root)
+    assert text.startswith("# Draft written by `curator sources init`")
+    (tmp_path / "K.yaml").write_text(text)
+    problems = check_label_system(extra=(tmp_path / "K.yaml",))
+    mine = {(p.kind, p.where) for p in problems if not p.builtin and p.severity == "error"}
+    assert ("term_unknown", "K:labels.values.1") in mine and ("term_unknown", "K:labels.values.2") in mine, mine
+    assert any(w.endswith(":licence") for _, w in mine), mine
+
+
+def test_cli_writes_the_draft_and_never_over_a_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+
+    root = tmp_path / "dl"
+    write_tree(root, [("img/img0001.nii.gz", "image", ()), ("label/label0001.nii.gz", "label", (1,))])
+    out = tmp_path / "draft.yaml"
+    res = CliRunner().invoke(app, ["sources", "init", str(root), "--name", "Btcv", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    d = yaml.safe_load(out.read_text())
+    assert d["name"] == "Btcv" and d["layout"] == [{"image": "img/img{case}.nii.gz",
+                                                    "label": "label/label{case}.nii.gz"}]
+    assert "1 layout entry, 1 case(s)" in " ".join(res.stderr.split())
+    again = CliRunner().invoke(app, ["sources", "init", str(root), "-o", str(out)])
+    assert again.exit_code != 0 and "exists" in again.output
+    bad = CliRunner().invoke(app, ["sources", "init", str(root), "--modality", "XR"])
+    assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize("name", ["MSD_Spleen", "KiTS23", "BraTS2023_GLI", "Hecktor2022", "TotalSegmentator_v2",
+                                  "AbdomenCT1K", "FLARE22", "SegTHOR"])
+def test_registry_layouts_it_guesses_exactly(name: str, tmp_path: Path) -> None:
+    """On these native downloads the draft finds the built-in YAML's (image, labels) pairs
+    (benchmarks/scaffold_eval.py runs all 72)."""
+    from benchmarks.scaffold_eval import evaluate
+
+    r = evaluate(name, tmp_path)
+    assert r["exact"], r
