@@ -173,8 +173,8 @@ class Config:
         return out
 
     def hashed_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the fields marked ``hash=False`` (what changes results), nor
-        those hashed only when set (:func:`finalize_only` ``added``) while at their default."""
+        """:meth:`to_dict` without the fields marked ``hash=False`` (what changes results), nor those
+        hashed only when set (:func:`added_setting`, :func:`finalize_only` ``added``) while at their default."""
         d = self.to_dict()
         quiet = self.hashed_when_set()
         for f in fields(self):
@@ -184,8 +184,10 @@ class Config:
 
     @classmethod
     def hashed_when_set(cls) -> dict[str, Any]:
-        """``{setting: its default}`` of the settings in the hash only when set to another value."""
-        return {f.name: f.default for f in fields(cls) if f.metadata.get("hash_default") is False}
+        """``{setting: its default}`` (in wire form: a tuple as a list) of the settings in the hash
+        only when set to another value."""
+        return {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                for f in fields(cls) if f.metadata.get("hash_default") is False}
 
     def config_hash(self) -> str:
         """16 hex digits over the canonical wire form (excluding fields marked ``hash=False``)."""
@@ -205,6 +207,16 @@ class Config:
 def nohash(default: Any) -> Any:
     """A field that does not change results (e.g. progress display) and is left out of the hash."""
     return field(default=default, metadata={"hash": False})
+
+
+def added_setting(default: Any) -> Any:
+    """A setting added after workspaces were made whose default does what the stage did before
+    it: in the config hash only when set to another value, so those workspaces stay up to date
+    (every setting's hash would change with a new key). Per-case work sees it (unlike
+    :func:`finalize_only`)."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("added_setting needs an immutable default (use a tuple)")
+    return field(default=default, metadata={"hash_default": False})
 
 
 def finalize_only(default: Any, *, added: bool = False) -> Any:

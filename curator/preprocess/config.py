@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from curator.config import StageConfig
+from curator.config import StageConfig, added_setting
 from curator.errors import ConfigError
 
 
@@ -27,6 +27,10 @@ class PreprocessConfig(StageConfig):
     body_threshold_hu: float = -500.0
     ct_clip: tuple[float, ...] = (-500.0, 1000.0)  # SAT: CT clipped to [-500, 1000], then z-score
     mr_percentiles: tuple[float, ...] = (0.5, 99.5)  # SAT: other modalities clipped to these
+    # PET's own window, either percentiles (() = mr_percentiles; 100 = the image's maximum, no
+    # upper clip) or a fixed one in the image's units (SUV) like ct_clip; () = as before
+    pet_percentiles: tuple[float, ...] = added_setting(())
+    pet_clip: tuple[float, ...] = added_setting(())
     inner_chunks: tuple[int, ...] = ()  # store inner chunk shape; () = curator.store.INNER_CHUNKS
 
     def __post_init__(self) -> None:
@@ -40,9 +44,17 @@ class PreprocessConfig(StageConfig):
                               "give three axis codes naming each of L/R, A/P, S/I once, e.g. RAS or LPS")
         if len(self.ct_clip) != 2 or self.ct_clip[0] >= self.ct_clip[1]:
             raise ConfigError("config_error", "stages.preprocess.ct_clip must be [low, high] with low < high")
-        p = self.mr_percentiles
-        if len(p) != 2 or not 0 <= p[0] < p[1] <= 100:
-            raise ConfigError("config_error", "stages.preprocess.mr_percentiles must be [low, high] in 0..100")
+        for name in ("mr_percentiles", "pet_percentiles"):
+            p = getattr(self, name)
+            if (p or name == "mr_percentiles") and (len(p) != 2 or not 0 <= p[0] < p[1] <= 100):
+                raise ConfigError("config_error", f"stages.preprocess.{name} = {list(p)}; give [low, high] "
+                                  "percentiles with 0 <= low < high <= 100 (100: the image's maximum, no upper clip)")
+        if self.pet_clip and (len(self.pet_clip) != 2 or self.pet_clip[0] >= self.pet_clip[1]):
+            raise ConfigError("config_error", f"stages.preprocess.pet_clip = {list(self.pet_clip)}; give [low, high] "
+                              "with low < high in the PET images' units, e.g. [0, 20] for SUV")
+        if self.pet_clip and self.pet_percentiles:
+            raise ConfigError("config_error", "stages.preprocess sets both pet_clip and pet_percentiles; PET gets "
+                              "one window: keep pet_clip for a fixed one, pet_percentiles for each image's own")
         if self.inner_chunks and (len(self.inner_chunks) != 3 or min(self.inner_chunks) < 1):
             raise ConfigError("config_error", "stages.preprocess.inner_chunks must be three positive integers")
         if self.crop_margin_mm < 0:

@@ -134,7 +134,8 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
         "intensity_offset": intensity_offset,
     }
     if prep.image is not None:
-        prep.attrs["normalisation"] = normalisation(prep.image, modality, config.ct_clip, config.mr_percentiles, scale)
+        prep.attrs["normalisation"] = normalisation(prep.image, modality, config.ct_clip, config.mr_percentiles, scale,
+                                                    pet_percentiles=config.pet_percentiles, pet_clip=config.pet_clip)
     return prep
 
 

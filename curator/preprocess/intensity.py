@@ -5,7 +5,8 @@ Images are stored in physical units (HU for CT) in at most 2 bytes per voxel: ``
 power of two when the values exceed float16's range; the scale is recorded). The
 normalisation SAT uses is stored as parameters and applied on the fly by the loader:
 ``(clip(value · scale, low, high) − mean) / std`` — CT clipped to [−500, 1000], other
-modalities to their 0.5th–99.5th percentiles, z-scored over the cropped volume.
+modalities to their 0.5th–99.5th percentiles, z-scored over the cropped volume. PET may take its
+own percentiles or a fixed window (``pet_percentiles``, ``pet_clip``).
 
 >>> import numpy as np
 >>> storage_dtype(np.dtype(np.int16), -1024.0, 3071.0)
@@ -120,14 +121,25 @@ def stats(values: NDArray[Any], scale: float = 1.0, pcts: tuple[float, ...] = PE
 
 
 def normalisation(image: NDArray[Any], modality: str, ct_clip: tuple[float, ...],
-                  mr_percentiles: tuple[float, ...], scale: float = 1.0) -> dict[str, Any]:
-    """Parameters of SAT's normalisation for this (cropped) image, stored in the case store."""
-    if modality.upper() == "CT":
+                  mr_percentiles: tuple[float, ...], scale: float = 1.0, *,
+                  pet_percentiles: tuple[float, ...] = (), pet_clip: tuple[float, ...] = ()) -> dict[str, Any]:
+    """Parameters of SAT's normalisation for this (cropped) image, stored in the case store.
+
+    CT takes the fixed window ``ct_clip`` (kind ``ct``); PET ``pet_clip`` when given (kind
+    ``fixed``: a hot lesion keeps its contrast to the liver), else its ``pet_percentiles``
+    (``mr_percentiles`` when not given); other modalities ``mr_percentiles`` (kind ``percentile``).
+    Percentile 0 and 100 are the image's exact minimum and maximum (no clip at that end).
+    """
+    mod = modality.upper()
+    if mod == "CT":
         lo, hi = float(ct_clip[0]), float(ct_clip[1])
         kind = "ct"
+    elif mod == "PET" and pet_clip:
+        lo, hi = float(pet_clip[0]), float(pet_clip[1])
+        kind = "fixed"
     else:
-        st = stats(image, scale, pcts=tuple(mr_percentiles)) or {}
-        lo, hi = st.get(f"p{mr_percentiles[0]:g}", 0.0), st.get(f"p{mr_percentiles[1]:g}", 1.0)
+        pcts = tuple(pet_percentiles) if mod == "PET" and pet_percentiles else tuple(mr_percentiles)
+        lo, hi = _percentile_window(image, scale, pcts)
         kind = "percentile"
     if image.dtype in (np.int16, np.uint16) and scale == 1.0 and image.size:
         vals, counts = histogram(image)
@@ -140,6 +152,18 @@ def normalisation(image: NDArray[Any], modality: str, ct_clip: tuple[float, ...]
         mean = float(clipped.mean()) if clipped.size else 0.0
         std = float(clipped.std()) if clipped.size else 1.0
     return {"kind": kind, "clip": [lo, hi], "mean": mean, "std": std if std > 1e-6 else 1.0, "scale": scale}
+
+
+def _percentile_window(image: NDArray[Any], scale: float, pcts: tuple[float, ...]) -> tuple[float, float]:
+    """``pcts``' percentiles of the image in physical units; 0 and 100 exactly its minimum and
+    maximum (a float image's percentiles come from an even sample, which can miss the hottest voxels)."""
+    st = stats(image, scale, pcts=pcts) or {}
+    lo, hi = st.get(f"p{pcts[0]:g}", 0.0), st.get(f"p{pcts[1]:g}", 1.0)
+    if image.size and pcts[0] == 0:
+        lo = float(np.min(image)) * scale
+    if image.size and pcts[1] == 100:
+        hi = float(np.max(image)) * scale
+    return lo, hi
 
 
 def normalise(stored: NDArray[Any], norm: dict[str, Any]) -> NDArray[np.float32]:

@@ -44,8 +44,8 @@ so a listed one that is missing means a damaged copy.
   `preprocessed.norm_scale`): 1, except for a `float16` image whose values needed scaling by a
   power of two. A dataset's intensity offset fix (`attrs.curator.intensity_offset`) is already
   applied. curator's loader feeds a network `(clip(value × scale, clip[0], clip[1]) − mean) / std`,
-  with `clip`, `mean` and `std` from `attrs.curator.normalisation` (`kind`: `ct` for a fixed
-  clip, `percentile` for a clip from the image's own percentiles).
+  with `clip`, `mean` and `std` from `attrs.curator.normalisation` (`kind`: `ct` for CT's fixed
+  clip, `fixed` for PET's fixed clip `pet_clip`, `percentile` for a clip from the image's own percentiles).
 * `body`: the body mask (`uint8`, 1 inside) on the same grid; none without an image.
 * `labels/<layer>/<plane>`: integer label planes (`uint8` whenever the codes fit), named `0`,
   `1`, .... A layer has several planes only where its structures overlap (per-structure masks
