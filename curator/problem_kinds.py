@@ -70,7 +70,12 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("blank_image", "every voxel of the image holds the same value",
                 "the pixel data was stripped or never written; download the image again"),
     ProblemKind("non_finite_values", "the image holds NaN or infinite voxels",
-                "re-export the image; NaN/Inf voxels cannot be normalised"),
+                "re-export the image; if the NaN/Inf only mark voxels without data (outside a registered field "
+                "of view), declare `fixes: {non_finite: {value: ..., when: ...}}` in the dataset YAML"),
+    ProblemKind("non_finite_replaced", "NaN or infinite image voxels were set to the value the dataset YAML's "
+                "`fixes.non_finite` declares (info: the row counts them)",
+                "nothing, if they mark voxels without data; if many voxels inside the body were replaced, "
+                "re-export the image instead"),
     ProblemKind("invalid_spacing", "a voxel spacing is zero, negative or not finite",
                 "fix the header's pixdim/spacing or declare a spacing fix in the dataset YAML"),
     ProblemKind("implausible_spacing", "a voxel spacing is below 0.01 mm or above 50 mm: the header's "

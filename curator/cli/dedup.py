@@ -36,5 +36,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             raise StageError("stage_error", "the workspace has no duplicates table",
                              remedy=f"run `curator dedup {pipeline}` first")
         written = build_report(dup.to_pylist(), {c["case_id"]: c for c in cases.to_pylist()},
-                               {n: s.root for n, s in ctx.sources.items()}, out, group_id or None)
+                               {n: s.root for n, s in ctx.sources.items()}, out, group_id or None,
+                               fixes={n: s.spec.fixes for n, s in ctx.sources.items()})
         err.print(f"[green]✓[/] {len(written)} group figure(s) in {escape(str(out / 'index.html'))}", highlight=False)

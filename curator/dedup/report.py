@@ -28,6 +28,7 @@ from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
 from curator.io.fsutil import atomic_path, atomic_write_text, check_output_dir
 from curator.io.volume import Geometry
+from curator.registry.fixes import non_finite_fill
 
 log = logging.getLogger("curator")
 
@@ -145,9 +146,11 @@ def check_groups(groups: list[str], known: set[str]) -> None:
 
 
 def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, Any]], sources: dict[str, Path],
-                 out: Path, groups: list[str] | None = None) -> list[Path]:
+                 out: Path, groups: list[str] | None = None,
+                 fixes: dict[str, dict[str, Any]] | None = None) -> list[Path]:
     """One PNG per group under ``out`` plus ``index.html``; returns the PNG paths. A group id
-    in ``groups`` that the duplicates table does not hold is a ``ConfigError`` naming those it does."""
+    in ``groups`` that the duplicates table does not hold is a ``ConfigError`` naming those it does.
+    ``fixes``: each source's dataset fixes (a declared ``non_finite`` lets its images be read)."""
     if groups is not None:
         check_groups(groups, {r["group_id"] for r in duplicates})
     check_output_dir(out)
@@ -167,7 +170,8 @@ def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, An
             try:
                 root = sources[c["source"]]
                 vol = read_volume(resolve_inside(root, root / c["image_path"]), role="image",
-                                  channel=c.get("image_channel"))
+                                  channel=c.get("image_channel"),
+                                  non_finite=non_finite_fill((fixes or {}).get(c["source"]) or {}, c["image_path"]))
                 shown.append(Shown(r["case_id"], r["dataset"], r["kept"], r["reason"], vol.array, vol.geometry, off))
             except (CuratorError, KeyError) as e:
                 shown.append(Shown(r["case_id"], r["dataset"], r["kept"], r["reason"], None, None, off, str(e)))

@@ -34,6 +34,7 @@ from curator.errors import ConfigError, InputError
 from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
 from curator.io.fsutil import atomic_write_bytes
+from curator.registry.fixes import non_finite_fill
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.schema import to_arrow
 
@@ -225,9 +226,17 @@ class DedupStage(Stage):
                 continue  # label-only case: nothing to hash
             payload = {"source": c["source"], "image": c["image_path"], "channel": c.get("image_channel"),
                        "dataset": c["dataset"]}
+            fill = self._non_finite(c)
+            if fill is not None:  # only then: the other cases' cache keys stay as they were
+                payload["non_finite"] = fill
             fp = f"{c.get('image_sha256')}|{c.get('voxel_sha256')}"
             tasks.append(Task(c["case_id"], payload, fp, dataset=c["dataset"], path=f"{c['source']}:{c['image_path']}"))
         return tasks
+
+    def _non_finite(self, case: dict[str, Any]) -> float | str | None:
+        """The dataset's ``fixes.non_finite`` value for the case's image (ingest read it so)."""
+        src = self.ctx.sources.get(case["source"])
+        return non_finite_fill(src.spec.fixes, case["image_path"]) if src is not None else None
 
     def outputs_exist(self, result: CaseResult) -> bool:
         """A cached case's verification thumbnail must still be there (without it the case
@@ -241,7 +250,8 @@ class DedupStage(Stage):
         cfg = cast(DedupConfig, config)
         p = task.payload
         root = Path(env.sources[p["source"]])
-        vol = read_volume(resolve_inside(root, root / p["image"]), role="image", channel=p["channel"])
+        vol = read_volume(resolve_inside(root, root / p["image"]), role="image", channel=p["channel"],
+                          non_finite=p.get("non_finite"))
         f = scan_features(vol.array, vol.geometry, cfg.hashing)
         data = f.thumbnail.to_bytes()
         digest = hashlib.sha256(data).hexdigest()

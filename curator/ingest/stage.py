@@ -22,7 +22,7 @@ from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
 from curator.io.fsutil import sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
 from curator.problem_kinds import remedy_for
-from curator.registry.fixes import apply_label_fixes, for_files, intensity_offset
+from curator.registry.fixes import apply_label_fixes, for_files, intensity_offset, non_finite_fill
 from curator.registry.layout import discover, scan
 from curator.registry.spec import holds_structures
 from curator.registry.splits import split_columns
@@ -174,8 +174,16 @@ class IngestStage(Stage):
         voxels: Any = None  # the image's voxels: a label file holding the very same is refused
         if p["image"] is not None:
             path = resolve_inside(root, root / p["image"])  # a series folder's files: list_files checks them
-            vol = read_volume(path, role="image", channel=p["channel"], channels=p.get("channels"),
-                              max_voxels=config.max_voxels)
+            fill = non_finite_fill(p.get("fixes") or {}, p["image"])
+            try:
+                vol = read_volume(path, role="image", channel=p["channel"], channels=p.get("channels"),
+                                  max_voxels=config.max_voxels, non_finite=fill)
+            except InputError as e:
+                if fill is None and e.kind == "non_finite_values":
+                    raise _non_finite_hint(e, p["image"], p["modality"]) from e
+                raise
+            if vol.meta.get("non_finite_filled"):
+                warning(_non_finite_filled(vol, path), severity="info")
             ref_geom, voxels = vol.geometry, vol.array
             series = vol.meta.get("series_uid") or None  # a DICOM image's series (in memory): what SEG/RTSTRUCT cite
             facts, low = _image_facts(vol, path, p["image_is_dir"], low_end=p["modality"] == "CT")
@@ -321,7 +329,7 @@ def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: 
         return None
     kind, x = issue
     declared = f" after the declared intensity_offset of {offset:+g}" if offset else ""
-    when = "'^" + re.escape(p["image"]).replace("'", "''") + "$'"
+    when = _when(p["image"])
     if kind == "ct_intensity_8bit":
         return InputError(kind, f"every value lies in 0..255 ({lo:g}..{hi:g}{declared}): the CT looks like an "
                           "8-bit (windowed) export, not Hounsfield units; preprocess's HU window will misread it",
@@ -347,6 +355,32 @@ def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: 
                       f"`fixes: {{intensity_offset: {{value: {fix:g}, when: {when}, reason: \"stored with "
                       f"{x:+g}\"}}}}` (drop `when` if every scan of the dataset is offset; widen it to the "
                       "affected subset); air should then be near -1000")
+
+
+def _when(rel: str) -> str:
+    """A YAML ``when:`` regex matching exactly the file at ``rel``, single-quoted."""
+    return "'^" + re.escape(rel).replace("'", "''") + "$'"
+
+
+def _non_finite_hint(err: InputError, rel: str, modality: str) -> InputError:
+    """A ``non_finite_values`` refusal with the fix to declare for this very file (the reader's
+    remedy says it in general)."""
+    value = "-1024" if modality == "CT" else "0"
+    return InputError(err.kind, err.detail, path=err.path, remedy=(
+        "re-export the image; NaN/Inf voxels cannot be normalised. If they only mark voxels without data "
+        "(outside a registered or resampled field of view), declare what they become in the dataset YAML "
+        f"({_FIXES_DOC}): `fixes: {{non_finite: {{value: {value}, when: {_when(rel)}, reason: \"NaN outside the "
+        "field of view\"}}}}` (" + ("-1024: air" if modality == "CT" else "0: background") + "; or 'min', the "
+        "image's smallest finite value; drop `when` for every image of the dataset)"))
+
+
+def _non_finite_filled(vol: Volume, path: Path) -> InputError:
+    n, value = vol.meta["non_finite_filled"]
+    return InputError("non_finite_replaced", f"{n} of {vol.array.size} voxels ({100 * n / vol.array.size:.2g} %) "
+                      f"were NaN or infinite and were set to {value:g}, as the dataset YAML's fixes.non_finite "
+                      "declares", path=str(path),
+                      remedy="nothing, if they mark voxels without data; if they lie inside the body, re-export "
+                      "the image instead")
 
 
 def _structure_dropped(key: str, err: CuratorError, kept: int) -> CuratorError:

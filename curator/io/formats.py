@@ -196,11 +196,14 @@ def read_volume(
     channels: int | None = None,
     grid: Geometry | None = None,
     structure: str | None = None,
+    non_finite: float | str | None = None,
 ) -> Volume:
     """Read a 3-D volume from NIfTI, NRRD, MHA/MHD, a DICOM series (folder or ``files``) or .npy.
 
     ``role='label'`` checks that values are integers and returns an integer array;
-    ``role='image'`` rejects NaN/Inf. ``channel`` selects one channel of a 4-D file;
+    ``role='image'`` rejects NaN/Inf — unless ``non_finite`` (the dataset's ``fixes.non_finite``
+    value: a number or ``'min'``, the smallest finite value) says what they become; then
+    ``meta['non_finite_filled']`` is ``[voxels replaced, value]``. ``channel`` selects one channel of a 4-D file;
     ``channels`` (the number of channels the dataset declares) is checked against the file's.
     ``grid`` (a label's image grid) places a DICOM SEG, which covers only its segments' slices,
     on it (:mod:`curator.io.dicom_seg`); other formats carry their own grid and ignore it.
@@ -209,7 +212,7 @@ def read_volume(
     """
     p = Path(path)
     try:
-        return _read_volume(p, role, channel, max_voxels, files, channels, grid, structure)
+        return _read_volume(p, role, channel, max_voxels, files, channels, grid, structure, non_finite)
     except CuratorError:
         raise
     except MemoryError as e:
@@ -223,7 +226,7 @@ def read_volume(
 
 def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, files: list[Path] | None,
                  channels: int | None = None, grid: Geometry | None = None,
-                 structure: str | None = None) -> Volume:
+                 structure: str | None = None, non_finite: float | str | None = None) -> Volume:
     fmt = "dicom" if files is not None else check_file(p)
     if fmt == "nifti":
         from curator.io.nifti import read_nifti
@@ -254,7 +257,9 @@ def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, file
     if role == "label":
         vol.array = as_label_array(vol.array, str(p))
     else:
-        check_finite(vol.array, str(p))
+        vol.array, filled = check_finite(vol.array, str(p), non_finite)
+        if filled is not None:
+            vol.meta["non_finite_filled"] = list(filled)
         if vol.array.size and _is_blank(vol.array):
             raise InputError("blank_image", f"every voxel holds the same value ({vol.array.flat[0]})",
                              path=str(p), remedy="the pixel data was stripped or never written; "
@@ -289,12 +294,33 @@ def check_voxels(a: NDArray[Any], path: str, role: Role) -> None:
     raise InputError("unsupported_dtype", f"the voxels are {what} values, not {usable}", path=path, remedy=todo)
 
 
-def check_finite(a: NDArray[Any], path: str) -> None:
-    if a.dtype.kind == "f":
-        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
-        if bad:
-            raise InputError("non_finite_values", f"{bad} of {a.size} voxels are NaN or infinite",
-                             path=path, remedy="re-export the image; NaN/Inf voxels cannot be normalised")
+NON_FINITE_REMEDY = ("re-export the image; NaN/Inf voxels cannot be normalised. If they only mark voxels "
+                     "without data (outside a registered or resampled field of view), declare what they become "
+                     "in the dataset YAML (docs/registry.md, `fixes`): `fixes: {non_finite: {value: 0, when: "
+                     "'<regex of the files>'}}` — 0 for MR/PET, -1024 (air) for CT, or 'min' (the image's "
+                     "smallest finite value)")
+
+
+def check_finite(a: NDArray[Any], path: str, fill: float | str | None = None
+                 ) -> tuple[NDArray[Any], tuple[int, float] | None]:
+    """The image, with its NaN/±Inf voxels set to ``fill`` (a number or ``'min'``) when given —
+    ``(image, (voxels replaced, value))`` — else refused (``non_finite_values``)."""
+    if a.dtype.kind != "f":
+        return a, None
+    finite = np.isfinite(a)
+    bad = int(a.size - np.count_nonzero(finite))
+    if not bad:
+        return a, None
+    if fill is None:
+        raise InputError("non_finite_values", f"{bad} of {a.size} voxels are NaN or infinite", path=path,
+                         remedy=NON_FINITE_REMEDY)
+    if bad == a.size:
+        raise InputError("non_finite_values", f"all {a.size} voxels are NaN or infinite: no value to keep",
+                         path=path, remedy="download the image again; the pixel data is missing")
+    value = float(np.min(a, where=finite, initial=np.inf)) if fill == "min" else float(fill)
+    out = a if a.flags.writeable else a.copy()  # a read-only memory map is never written
+    out[~finite] = value
+    return out, (bad, value)
 
 
 def as_label_array(a: NDArray[Any], path: str) -> NDArray[Any]:

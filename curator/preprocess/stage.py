@@ -20,7 +20,13 @@ from curator.preprocess import terms as termmap
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import Prepared, preprocess_arrays, reoriented_spacing
 from curator.preprocess.labels import Plane, label_map_plane, structure_planes
-from curator.registry.fixes import apply_array_fixes, apply_label_fixes, for_files, intensity_offset
+from curator.registry.fixes import (
+    apply_array_fixes,
+    apply_label_fixes,
+    for_files,
+    intensity_offset,
+    non_finite_fill,
+)
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.store import CaseStore, store_sha256
 
@@ -128,7 +134,8 @@ class PreprocessStage(Stage):
 
         image, offset, guessed = None, 0.0, None
         if p["image_path"]:
-            image = read_volume(resolve_inside(root, root / p["image_path"]), role="image", channel=p["image_channel"])
+            image = read_volume(resolve_inside(root, root / p["image_path"]), role="image", channel=p["image_channel"],
+                                non_finite=non_finite_fill(p["fixes"], p["image_path"]))  # ingest reported it
             guessed = geometry_guessed(image.meta)
             image, offset = _image_fixes(image, p["fixes"], p["image_path"])
         geometry = image.geometry if image is not None else None

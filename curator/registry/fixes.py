@@ -6,6 +6,7 @@ A fix names a known defect of a dataset's files and how to undo it::
       intensity_offset: {value: -1000, when: "^(KiTS|Rider)/", reason: "stored with +1000"}
       label_rot90: {k: -1, axes: [0, 1], reason: "the .mat masks are rotated"}
       label_geometry: {from: image, reason: ".mat masks carry no geometry"}
+      non_finite: {value: 0, when: "^registered/", reason: "NaN outside the registered field of view"}
 
 Keys (all optional): ``when`` — a regex searched in the file's path relative to the source
 root (the fix applies only to matching files); ``reason``; ``source`` — who documents the
@@ -14,7 +15,9 @@ SAT-DS's code and has not been checked on the files.
 
 Ingest applies the label fixes (``label_flip``, ``label_rot90``, ``label_geometry``) before it
 compares a label with its image; ``intensity_offset`` and ``image_flip`` are for the stage that
-writes image arrays (preprocess), via :func:`apply_array_fixes`. (There is no ``image_geometry``:
+writes image arrays (preprocess), via :func:`apply_array_fixes`. ``non_finite`` is for every
+reader of the image (ingest, dedup, preprocess: :func:`non_finite_fill` to ``read_volume``),
+since without it reading refuses the image. (There is no ``image_geometry``:
 it was accepted and documented but nothing applied it; no dataset needs an image to take its
 label's grid.)
 
@@ -42,6 +45,8 @@ FIX_KINDS: dict[str, dict[str, str]] = {
     "label_flip": {"axes": "array axes of the label to reverse"},
     "label_rot90": {"k": "quarter turns (numpy.rot90 sense)", "axes": "the two array axes of the turn"},
     "label_geometry": {"from": "'image': the label takes the image's grid (same shape after array fixes)"},
+    "non_finite": {"value": "what NaN and ±Inf image voxels become: a number (0 for MR/PET, -1024 for CT) or "
+                            "'min', the image's smallest finite value"},
 }
 OPTIONAL: dict[str, dict[str, str]] = {
     "label_geometry": {"slices": "'image_file_names': a label stored as one image per slice (PNG) numbers its "
@@ -49,7 +54,7 @@ OPTIONAL: dict[str, dict[str, str]] = {
 }
 SLICE_ORDERS = ("image_file_names",)
 TARGET = {"intensity_offset": "image", "image_flip": "image", "label_flip": "label", "label_rot90": "label",
-          "label_geometry": "label"}
+          "label_geometry": "label", "non_finite": "image"}
 
 
 def validate_fixes(fixes: Any) -> list[tuple[str, str, str]]:
@@ -83,6 +88,9 @@ def validate_fixes(fixes: Any) -> list[tuple[str, str, str]]:
             out.append((f"{loc}.axes", "value", "label_rot90 needs exactly two axes"))
         if name == "intensity_offset" and not isinstance(params.get("value"), (int, float)):
             out.append((f"{loc}.value", "type", "value must be a number"))
+        if name == "non_finite" and "value" in params and not _fill_ok(params["value"]):
+            out.append((f"{loc}.value", "value", ("value must be a finite number (0 for MR/PET, -1024 for CT) or "
+                                                  f"'min' (the image's smallest finite value), not {params['value']!r}")))
         if name == "label_geometry" and params.get("from") != "image":
             out.append((f"{loc}.from", "value", "label_geometry can only take its grid from the image"))
         if "slices" in params and params["slices"] not in SLICE_ORDERS:
@@ -127,6 +135,22 @@ def intensity_offset(fixes: Mapping[str, Any], rel_path: str) -> float:
     """The declared ``intensity_offset`` of the image at ``rel_path`` (0 when none applies)."""
     fx = active(fixes, "image", rel_path)
     return float(fx["intensity_offset"]["value"]) if "intensity_offset" in fx else 0.0
+
+
+def _fill_ok(value: Any) -> bool:
+    return value == "min" or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                              and bool(np.isfinite(value)))
+
+
+def non_finite_fill(fixes: Mapping[str, Any], rel_path: str | None) -> float | str | None:
+    """The declared ``non_finite`` value of the image at ``rel_path`` (a number or ``'min'``),
+    ``None`` when no such fix applies: NaN/Inf voxels then reject the image."""
+    if rel_path is None:
+        return None
+    fx = active(fixes, "image", rel_path).get("non_finite")
+    if fx is None:
+        return None
+    return "min" if fx["value"] == "min" else float(fx["value"])
 
 
 def apply_array_fixes(array: NDArray[Any], fixes: Mapping[str, Any], target: str, rel_path: str) -> NDArray[Any]:
