@@ -88,12 +88,16 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
 
     @app.command("release")
     @handle_errors
-    def release_cmd(pipeline: PipelineArg) -> None:
+    def release_cmd(pipeline: PipelineArg,
+                    progress: Annotated[bool | None, typer.Option(
+                        "--progress/--no-progress", help="accepted as by `run` and the stage commands, so a script "
+                        "can pass it to every command; writing a release draws no progress bar")] = None) -> None:
         """Write the release from the workspace's tables (no stage is re-run).
 
         Refused when a table is out of date with pipeline.yaml: a stage not run, or run under
         other settings, code or sources, or before a stage it follows ran again.
         """
+        del progress  # nothing to show: the option is there so scripts may pass it everywhere
         from curator.release.build import build_release
         from curator.runner.context import Context
 

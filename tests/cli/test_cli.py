@@ -297,3 +297,15 @@ def test_a_stage_runs_help_says_what_it_needs() -> None:
     first, *later = STAGES
     assert "earlier stages" not in helps[first] and "reads the sources" in helps[first], helps[first]
     assert all("tables it reads from earlier stages must exist" in helps[n] for n in later), helps
+
+
+def test_release_accepts_no_progress_as_every_other_command(tmp_path: Path) -> None:
+    """A script passing --no-progress to every command broke on `curator release` (no such option)."""
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    from curator.testing.pipelines import make_pipeline
+
+    pipe = make_pipeline(tmp_path, [], key=bytes(range(32)))
+    res = CliRunner().invoke(app, ["release", str(pipe), "--no-progress"])
+    assert "No such option" not in res.output and "no cases table" in res.output, res.output  # it went on
