@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from curator.registry.spec import holds_structures
 from curator.registry.splits import split_columns
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
 from curator.workspace import ChecksumCache
+
+log = logging.getLogger(__name__)
 
 # a source's file refused unread (a link out of the root, a FIFO or device, an endless file)
 _REFUSED = frozenset({"path_escape", "not_a_regular_file", "file_too_large"})
@@ -145,6 +148,7 @@ class IngestStage(Stage):
                 tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=fingerprint,
                                   dataset=spec.name, path=shown))
             checksums.save()
+            _say_gone(ws, src.name, {t.case_id for t in tasks if t.payload["source"] == src.name})
         return tasks
 
     @classmethod
@@ -505,3 +509,16 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
         warning(InputError("label_empty", "the label holds only background",
                            path=str(root / p["labels"][0][1])), severity="info")
     return rows, (h.hexdigest() if p["labels"] else None), sorted(values), failures, ref, dropped
+
+
+def _say_gone(ws: Any, source: str, found: set[str]) -> None:
+    """Log the cases of ``source`` the last run's ``cases`` table holds that its files no longer
+    give (a deleted folder, a partial re-download): otherwise only the case count said so."""
+    t = ws.read_table("cases", columns=["case_id", "source"]) if ws.has_table("cases") else None
+    if t is None:
+        return
+    gone = sorted(c for c, s in zip(t.column("case_id").to_pylist(), t.column("source").to_pylist(), strict=True)
+                  if s == source and c not in found)
+    if gone:
+        log.warning("ingest: %d case(s) of %s no longer found since the last run: %s%s", len(gone), source,
+                    ", ".join(gone[:10]), f" … ({len(gone) - 10} more)" if len(gone) > 10 else "")

@@ -52,3 +52,18 @@ def table(pipeline: Path, name: str) -> pa.Table:
     if t is None:
         raise FileNotFoundError(name)
     return t
+
+
+def write_kits_cases(raw: Path, n: int) -> Path:
+    """``n`` small KiTS23-layout phantom cases (``dataset/case_0000i/{imaging,segmentation}.nii.gz``)
+    under ``raw``; returns ``raw``."""
+    from curator.testing.layouts import save_nifti
+    from curator.testing.phantoms import Subject, grid, remap, render
+
+    for i in range(n):
+        g = grid((16, 14, 8), (20.0, 20.0, 30.0), "LPS")
+        img, lab = render(Subject.random(i), g)
+        save_nifti(raw / "dataset" / f"case_{i:05d}" / "imaging.nii.gz", img.astype("int16"), g)
+        save_nifti(raw / "dataset" / f"case_{i:05d}" / "segmentation.nii.gz",
+                   remap(lab, {"kidney_left": 1, "kidney_right": 1, "kidney_tumor": 2}), g)
+    return raw
