@@ -28,6 +28,7 @@ EXTENSIONS = [
     "curator.cli.eval",
     "curator.cli.report",
     "curator.cli.releases",
+    "curator.cli.gc",
 ]
 
 

@@ -47,6 +47,14 @@ def _run_facts(record: dict[str, Any] | None) -> dict[str, Any]:
             if k in record}
 
 
+def _leftovers(ctx: Any) -> int:
+    """How many files `curator gc` would list (not measured: status stays cheap)."""
+    from curator.cli.gc import kept_prefixes
+    from curator.runner.gc import find_leftovers
+
+    return len(find_leftovers(ctx.workspace, kept_prefixes(ctx), measure=False))
+
+
 def load_config(pipeline: Path, executor: ExecutorKind | str | None = None, workers: int | None = None,
                 address: str | None = None, progress: bool | None = None) -> Any:
     from curator.config import PipelineConfig
@@ -152,9 +160,10 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                 behind[s.name] = first
             if s.enabled and s.reasons and first is None:
                 first = s.name
+        leftovers = _leftovers(ctx) if not busy else None
         if fmt == ReportFormat.json:
             print_json({
-                "workspace": str(ctx.workspace.root), "in_use_by": busy,
+                "workspace": str(ctx.workspace.root), "in_use_by": busy, "gc_leftovers": leftovers,
                 "sources_skipped": [{"file": f, "why": why} for f, why in skipped],
                 "registry_problems": [{"file": f, "severity": sev, "why": why} for f, sev, why in registry],
                 "sources_root_missing": [{"source": n, "root": root} for n, root in no_root],
@@ -191,6 +200,10 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             if busy:
                 out.print(f"[yellow]the workspace is in use by {escape(busy)}[/]: these states are of its "
                           "finished stages and change as it goes on", highlight=False)
+            if leftovers:
+                out.print(f"[yellow]{leftovers} workspace file(s) belong to no current case[/] (deleted cases or "
+                          f"sources, superseded thumbnails): `curator gc {escape(str(pipeline))}` lists them and "
+                          "their size", highlight=False)
             name = f"{escape(rc.collection)} {escape(rc.version)}"
             if blocked == "exists":
                 out.print(f"release {name}: [yellow]exists[/] ({escape(str(dest))}); bump `release.version` for "

@@ -1,0 +1,87 @@
+"""``curator gc``: list (and with ``--delete`` remove) workspace files no current case uses."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from curator.cli.common import ReportFormat, err, handle_errors, out, print_json
+from curator.cli.stages import PipelineArg, load_config
+
+
+def size_text(n: float) -> str:
+    """``1536`` → ``'1.5 kB'`` (decimal units, as ``du -h --si``)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover - the loop returns
+
+
+def kept_prefixes(ctx: Any) -> list[str]:
+    """``<source>__`` of each source whose root is not there: its cases count as current."""
+    return [f"{n}__" for n, src in sorted(ctx.sources.items()) if not Path(src.root).is_dir()]
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @app.command("gc")
+    @handle_errors
+    def gc_cmd(pipeline: PipelineArg,
+               delete: Annotated[bool, typer.Option("--delete", help="remove what is listed (without it, "
+                                                    "nothing is changed)")] = False,
+               fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="table or json")] = ReportFormat.table,
+               ) -> None:
+        """List workspace files no current case uses, and their size; `--delete` removes them.
+
+        Stores, attention stores, dedup thumbnails and per-stage cached results of cases no
+        longer in the workspace's tables (deleted from their source, or a source taken out of
+        pipeline.yaml), and dedup thumbnails an image changed in place superseded. A source whose
+        root is missing keeps its files. Releases are never touched: their stores are hard links.
+        """
+        from curator.errors import WorkspaceError
+        from curator.runner.context import Context
+        from curator.runner.gc import find_leftovers, remove_leftovers
+
+        ctx = Context(load_config(pipeline))
+        ws = ctx.workspace
+        busy = ws.lock_holder() if ws.root.is_dir() else None
+        if busy:  # its new cases are in no table yet: they would look like leftovers
+            raise WorkspaceError("workspace_locked", f"the workspace is in use by {busy}", path=str(ws.root),
+                                 remedy="run `curator gc` when that run has finished")
+        kept = kept_prefixes(ctx)
+        found = find_leftovers(ws, kept)
+        removed = 0
+        if delete and found:
+            with ws.locked("gc"):
+                found = find_leftovers(ws, kept)  # as of now, under the lock
+                removed = remove_leftovers(ws, found)
+        total, shared = sum(lo.size for lo in found), sum(lo.shared for lo in found)
+        if fmt == ReportFormat.json:
+            print_json({"workspace": str(ws.root), "deleted": delete, "removed": removed, "bytes": total,
+                        "bytes_also_in_releases": shared, "kept_sources_root_missing": [k[:-2] for k in kept],
+                        "leftovers": [{"kind": lo.kind, "case_id": lo.case_id,
+                                       "path": lo.path.relative_to(ws.root).as_posix(), "bytes": lo.size,
+                                       "bytes_also_in_releases": lo.shared} for lo in found]})
+            return
+        for k in kept:
+            err.print(f"source root missing: the files of {escape(k[:-2])}'s cases are kept (an unmounted share "
+                      "comes back with its cases)", highlight=False)
+        if not found:
+            out.print(f"nothing to collect in {escape(str(ws.root))}: every file belongs to a current case",
+                      highlight=False)
+            return
+        for lo in found:
+            out.print(f"{lo.kind:<21} {size_text(lo.size):>9}  {escape(lo.path.relative_to(ws.root).as_posix())}",
+                      highlight=False, soft_wrap=True)
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(lo.kind for lo in found).items()))
+        cases = len({lo.case_id for lo in found if lo.case_id})
+        also = (f"; {size_text(shared)} of it is hard-linked into releases, which keep it" if shared else "")
+        verb = f"removed {removed}" if delete else f"{len(found)}"
+        out.print(f"{verb} leftover(s) ({kinds}) of {cases} case(s): {size_text(total)}{also}", highlight=False)
+        if not delete:
+            out.print(f"nothing was changed: `curator gc {escape(str(pipeline))} --delete` removes them",
+                      highlight=False)

@@ -1,0 +1,148 @@
+"""Workspace files no current case uses: what ``curator gc`` lists and, asked to, removes.
+
+A case deleted from its source, or a source taken out of pipeline.yaml, leaves its store
+(``stores/<case_id>.zarr``), its attention store (``stages/pseudolabel/attention/``), its dedup
+thumbnail and its per-stage results (``stages/<stage>/cases/``) behind; an image changed in
+place leaves its old thumbnail (the file name carries the thumbnail's digest). None of these is
+read again unless the case comes back (then its cached results save a re-run).
+
+A case is *current* when the workspace's tables name it (``cases``, or a ``problems__*`` table:
+a case ingest refused is in no ``cases`` row but its failure is cached), when its ingest result
+is newer than the ``cases`` table (a run that stopped before writing it), or when it belongs to
+a source whose root is missing (an unmounted share: its cases come back with it).
+
+Releases are never touched: their stores are hard links, so removing the workspace's link of a
+file leaves the release's copy whole (and frees no space: :attr:`Leftover.shared` says so).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from curator.workspace import Workspace
+
+KINDS = ("store", "attention", "thumbnail", "thumbnail_superseded", "stage_result", "interrupted_gc")
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """One workspace file or folder no current case uses."""
+
+    path: Path  # absolute
+    kind: str  # one of KINDS
+    case_id: str
+    size: int = 0  # bytes of its files (apparent size); 0 when not measured
+    shared: int = 0  # of those, bytes of files another link (a release's store) still holds
+
+
+def current_cases(ws: Workspace, kept_prefixes: Iterable[str] = ()) -> tuple[set[str], tuple[str, ...]]:
+    """Case ids the workspace's tables name, plus those whose ingest result is newer than the
+    ``cases`` table; and the case id prefixes (``<source>__``) that always count as current."""
+    ids: set[str] = set()
+    names = ["cases"] + sorted(p.stem for p in ws.tables_dir.glob("problems__*.parquet"))
+    for name in names:
+        t = ws.read_table(name, columns=["case_id"]) if ws.has_table(name) else None
+        if t is not None:
+            ids.update(c for c in t.column("case_id").to_pylist() if c)
+    cases = ws.table_path("cases")
+    since = cases.stat().st_mtime if cases.exists() else 0.0
+    for p in _stage_results(ws, "ingest"):
+        if p.stat().st_mtime > since:
+            ids.add(p.name[:-len(".json")])
+    return ids, tuple(kept_prefixes)
+
+
+def _stage_results(ws: Workspace, stage: str) -> Iterator[Path]:
+    root = ws.stage_dir(stage) / "cases"
+    if root.is_dir():
+        for shard in sorted(root.iterdir()):
+            if shard.is_dir():
+                yield from sorted(p for p in shard.iterdir() if p.name.endswith(".json") and not p.name.startswith("."))
+
+
+def _referenced_thumbnails(ws: Workspace, kept: Callable[[str], bool]) -> set[str]:
+    """Thumbnails (workspace-relative) the hashes table or a kept case's dedup result names."""
+    import json
+
+    refs: set[str] = set()
+    t = ws.read_table("hashes", columns=["thumbnail"]) if ws.has_table("hashes") else None
+    if t is not None:
+        refs.update(r for r in t.column("thumbnail").to_pylist() if r)
+    for p in _stage_results(ws, "dedup"):
+        if kept(p.name[:-len(".json")]):
+            try:
+                res = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            refs.update(r["thumbnail"] for r in (res.get("rows") or {}).get("hashes", []) if r.get("thumbnail"))
+    return refs
+
+
+def find_leftovers(ws: Workspace, kept_prefixes: Iterable[str] = (), measure: bool = True) -> list[Leftover]:
+    """Every workspace store, attention store, thumbnail and per-stage result no current case
+    uses (see the module docstring), with sizes when ``measure``; nothing is changed."""
+    if not ws.root.is_dir():
+        return []
+    current, prefixes = current_cases(ws, kept_prefixes)
+
+    def gone(case_id: str) -> bool:
+        return case_id not in current and not case_id.startswith(prefixes)
+
+    found: list[tuple[Path, str, str]] = []
+    for folder, kind in ((ws.stores_dir, "store"), (ws.stage_dir("pseudolabel") / "attention", "attention")):
+        if folder.is_dir():
+            for p in sorted(folder.iterdir()):
+                if p.name.startswith(".") and ".tmp-gc-" in p.name:
+                    found.append((p, "interrupted_gc", ""))
+                elif p.name.endswith(".zarr") and not p.name.startswith(".") and gone(p.name[:-5]):
+                    found.append((p, kind, p.name[:-5]))
+    stages = ws.root / "stages"
+    for stage in sorted(d.name for d in stages.iterdir() if d.is_dir()) if stages.is_dir() else []:
+        for p in _stage_results(ws, stage):
+            if gone(p.name[:-len(".json")]):
+                found.append((p, "stage_result", p.name[:-len(".json")]))
+    thumbs = ws.stage_dir("dedup") / "thumbs"
+    if thumbs.is_dir():
+        refs = _referenced_thumbnails(ws, lambda c: not gone(c))
+        for p in sorted(thumbs.glob("*/*.npz")):
+            case_id = p.name.rsplit(".", 2)[0]
+            if gone(case_id):
+                found.append((p, "thumbnail", case_id))
+            elif p.relative_to(ws.root).as_posix() not in refs:
+                found.append((p, "thumbnail_superseded", case_id))
+    return [Leftover(p, kind, cid, *(_size(p) if measure else (0, 0))) for p, kind, cid in found]
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """(bytes, bytes of files with another hard link) of a file or a folder's files."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    total = shared = 0
+    for f in files:
+        st = f.stat()
+        total += st.st_size
+        shared += st.st_size if st.st_nlink > 1 else 0
+    return total, shared
+
+
+def remove_leftovers(ws: Workspace, leftovers: Iterable[Leftover]) -> int:
+    """Remove ``leftovers`` (call under the workspace lock); a folder is first renamed to a
+    hidden name, so one half removed by a crash is no store (the next ``gc`` finishes it).
+    Returns how many were removed."""
+    n = 0
+    for lo in leftovers:
+        p = lo.path
+        if not p.exists():
+            continue
+        if p.is_dir() and not p.is_symlink():
+            doomed = p if lo.kind == "interrupted_gc" else p.with_name(f".{p.name}.tmp-gc-{os.getpid()}")
+            if doomed != p:
+                os.replace(p, doomed)
+            shutil.rmtree(doomed)
+        else:
+            p.unlink()
+        n += 1
+    return n

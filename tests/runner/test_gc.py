@@ -1,0 +1,108 @@
+"""`curator gc`: workspace files no current case uses are listed, removed only when asked, and a
+missing source's or an unfinished run's cases keep theirs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from curator.dedup.stage import thumbnail_relpath
+from curator.errors import WorkspaceError
+from curator.runner.gc import find_leftovers, remove_leftovers
+from curator.workspace import Workspace
+
+
+def _case_files(ws: Workspace, cid: str, digest: str = "a" * 64) -> None:
+    (ws.stores_dir / f"{cid}.zarr" / "image").mkdir(parents=True, exist_ok=True)
+    (ws.stores_dir / f"{cid}.zarr" / "image" / "c").write_bytes(b"x" * 100)
+    (ws.stage_dir("pseudolabel") / "attention" / f"{cid}.zarr").mkdir(parents=True, exist_ok=True)
+    for stage in ("ingest", "dedup"):
+        p = ws.case_result_path(stage, cid)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        rows = {"hashes": [{"case_id": cid, "thumbnail": thumbnail_relpath(cid, digest)}]} if stage == "dedup" else {}
+        p.write_text(json.dumps({"case_id": cid, "rows": rows}))
+    thumb = ws.root / thumbnail_relpath(cid, digest)
+    thumb.parent.mkdir(parents=True, exist_ok=True)
+    thumb.write_bytes(b"t" * 10)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    w = Workspace(tmp_path / "ws").init(bytes(range(32)))
+    for cid in ("A__1", "A__2", "A__gone", "B__1", "C__failed", "A__new"):
+        _case_files(w, cid)
+    _case_files(w, "A__1", "b" * 64)  # A__1's image changed: a newer thumbnail, the old one superseded
+    # the cases table names A__1, A__2; ingest refused C__failed (a problems row)
+    w.write_table("cases", pa.table({"case_id": ["A__1", "A__2"]}))
+    w.write_table("problems__ingest", pa.table({"case_id": ["C__failed", None]}))
+    w.write_table("hashes", pa.table({"thumbnail": [thumbnail_relpath("A__1", "b" * 64),
+                                                    thumbnail_relpath("A__2", "a" * 64)]}))
+    old = w.table_path("cases").stat().st_mtime - 60  # every ingest result older than the table ...
+    for p in (w.root / "stages" / "ingest" / "cases").rglob("*.json"):
+        os.utime(p, (old, old))
+    new = w.table_path("cases").stat().st_mtime + 60  # ... but A__new's: a run that did not finish
+    os.utime(w.case_result_path("ingest", "A__new"), (new, new))
+    return w
+
+
+def test_leftovers_are_the_files_of_cases_no_table_names_and_superseded_thumbnails(ws: Workspace) -> None:
+    found = find_leftovers(ws, kept_prefixes=["B__"])  # source B's root is missing: its cases are kept
+    got = sorted((lo.kind, lo.path.relative_to(ws.root).as_posix()) for lo in found)
+    assert got == sorted([
+        ("store", "stores/A__gone.zarr"),
+        ("attention", "stages/pseudolabel/attention/A__gone.zarr"),
+        ("stage_result", ws.case_result_path("ingest", "A__gone").relative_to(ws.root).as_posix()),
+        ("stage_result", ws.case_result_path("dedup", "A__gone").relative_to(ws.root).as_posix()),
+        ("thumbnail", thumbnail_relpath("A__gone", "a" * 64)),
+        ("thumbnail_superseded", thumbnail_relpath("A__1", "a" * 64)),
+    ])
+    store = next(lo for lo in found if lo.kind == "store")
+    assert store.size == 100 and store.shared == 0
+    assert {lo.case_id for lo in find_leftovers(ws)} == {"A__gone", "A__1", "B__1"}  # B's root is back
+
+
+def test_only_remove_leftovers_changes_anything_and_a_hard_link_elsewhere_survives(ws: Workspace,
+                                                                                   tmp_path: Path) -> None:
+    chunk = ws.stores_dir / "A__gone.zarr" / "image" / "c"
+    os.link(chunk, tmp_path / "release_chunk")  # as a release's store holds it
+    found = find_leftovers(ws)
+    assert next(lo for lo in found if lo.kind == "store").shared == 100
+    assert chunk.exists()  # listing changed nothing
+    assert remove_leftovers(ws, found) == len(found)
+    assert all(not lo.path.exists() for lo in found)
+    assert (tmp_path / "release_chunk").read_bytes() == b"x" * 100
+    assert (ws.stores_dir / "A__1.zarr").is_dir() and (ws.root / thumbnail_relpath("A__1", "b" * 64)).is_file()
+    assert ws.case_result_path("ingest", "C__failed").is_file() and ws.case_result_path("dedup", "A__new").is_file()
+    assert find_leftovers(ws) == []
+
+
+def test_gc_is_refused_while_a_run_holds_the_workspace(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    from curator.testing.pipelines import make_pipeline
+
+    pipe = make_pipeline(tmp_path, [], key=bytes(range(32)))
+    ws = Workspace(tmp_path / "workspace")
+    _case_files(ws.init(bytes(range(32))), "A__gone")
+    old = os.stat(ws.case_result_path("ingest", "A__gone")).st_mtime - 60
+    os.utime(ws.case_result_path("ingest", "A__gone"), (old, old))
+    ws.write_table("cases", pa.table({"case_id": ["A__1"]}))
+    with ws.locked("run"):
+        res = CliRunner().invoke(app, ["gc", str(pipe), "--delete"])
+        assert res.exit_code != 0 and "in use by curator run" in res.output
+        with pytest.raises(WorkspaceError):
+            ws.locked("gc").__enter__()
+    assert (ws.stores_dir / "A__gone.zarr").is_dir()
+    res = CliRunner().invoke(app, ["gc", str(pipe)], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "stores/A__gone.zarr" in res.output and "nothing was changed" in res.output
+    assert (ws.stores_dir / "A__gone.zarr").is_dir()
+    res = CliRunner().invoke(app, ["status", str(pipe)], env={"COLUMNS": "300"})
+    assert "5 workspace file(s) belong to no current case" in res.output
+    res = CliRunner().invoke(app, ["gc", str(pipe), "--delete"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "removed 5 leftover(s)" in res.output
+    assert not (ws.stores_dir / "A__gone.zarr").exists()
