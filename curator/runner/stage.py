@@ -110,6 +110,8 @@ def _other_file(err_path: str, path: str) -> str | None:
     """``err_path`` by as many of its last path components as tell it from the file the row's
     ``path`` (``<source>:<relative path>``) names — ``labelsTr/x.nii.gz`` beside ``imagesTr/x.nii.gz``
     (MSD and nnU-Net give an image and its label one file name) — or None when it is that file."""
+    if err_path == path:  # a dataset-wide row (`<dataset>:`): its path is the row's own
+        return None
     mine = PurePosixPath(err_path).parts
     row = PurePosixPath(path.split(":", 1)[-1]).parts
     if row and mine[-len(row):] == row:

@@ -23,6 +23,15 @@ def test_a_row_about_the_image_names_the_label_that_shares_its_file_name() -> No
     assert row["message"].startswith("the data ends early"), row["message"]
 
 
+def test_a_dataset_wide_row_does_not_repeat_its_path_in_the_message() -> None:
+    """qc's sides_swapped row (path ``<dataset>:``) read "TSLabelMapSwap:: 2 of the 2 ..." (its
+    path taken for another file than the row's own and put before the message)."""
+    err = StageError("sides_swapped", "2 of the 2 left/right labels lie on the other side", path="TS:",
+                     remedy="swap them")
+    row = problem_row("qc", err, dataset="TS", case_id=None, path="TS:", severity="warning")
+    assert row["message"] == "2 of the 2 left/right labels lie on the other side. What to do: swap them"
+
+
 def _msd(tmp_path: Path, **stages: object) -> tuple[Path, Path]:
     """An MSD-style source of two cases (imagesTr/t_00k.nii.gz beside labelsTr/t_00k.nii.gz)."""
     root = tmp_path / "raw"
