@@ -6,7 +6,8 @@ files, and what ingest will say. This runs the ingest stage's own code — layou
 the whole root, then the per-case reading of a sample of cases — in a temporary workspace that
 is deleted afterwards, and adds what ingest cannot see: volume files under the root that no
 pattern matched (a missing ``imagesTs`` entry, a typo in a pattern), declared values no sampled
-label holds, and how often each value occurs.
+label holds, how often each value occurs, and structure files the YAML maps to a term their own
+name contradicts (``kidney_left: right kidney``, as ``labels check`` says).
 
 Nothing is written beside the data or into a workspace. The output names the root's files: it
 is for the person who holds them, not for a release.
@@ -370,6 +371,7 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
     report.values = _value_rows(spec, tax, results, terms, files)
     report.problems += _undeclared_structures(spec, report.source, results, report.values)
     report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
+    report.problems += _names_disagree(spec, tax)
     if not pseudonymous_ids and Path(spec.path).parent.resolve() != builtin_dir().resolve():
         report.problems += _identifying_paths(spec.name, tasks)
     return report
@@ -469,6 +471,16 @@ def _unresolved(spec: Any, tax: Any, values: list[dict[str, Any]]) -> list[dict[
                                "resolve NAME`), or " + ("leave the file out of `structures` with `other_structures: "
                                "ignore`" if spec.labels.encoding == "per_structure" else "list the value under `ignore`")})
     return out
+
+
+def _names_disagree(spec: Any, tax: Any) -> list[dict[str, Any]]:
+    """The structure files whose own name is a term unrelated to the one the YAML maps them to
+    (``kidney_left: right kidney``): what ``labels check`` and harmonize warn."""
+    from curator.harmonize.mapping import STRUCTURE_NAME_REMEDY, structure_names_disagree
+
+    return [{"stage": "check", "dataset": spec.name, "case_id": None, "path": i.loc, "kind": i.kind,
+             "severity": "warning", "message": f"{i.message}. What to do: {STRUCTURE_NAME_REMEDY}"}
+            for i in structure_names_disagree(spec, tax)]
 
 
 def _sampled_row(r: Any) -> dict[str, Any]:

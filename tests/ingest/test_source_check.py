@@ -380,3 +380,14 @@ def test_files_a_related_dataset_reads_are_said_to_be_its_own(tmp_path: Path) ->
     missed, theirs = res.stdout.split("volume files no case reads")[1].split("which a related dataset's layout matches")
     assert "imagesTs/amos_0002.nii.gz" in missed and "amos_0540" not in missed
     assert "AMOS22_MRI (same_download)" in theirs and "labelsTr/amos_0540.nii.gz" in theirs
+
+
+def test_a_structure_file_mapped_to_the_other_side_is_a_warning(tmp_path: Path) -> None:
+    """`kidney_left: right kidney` was warned by `labels check` and harmonize, but not by
+    `sources check`, the command the docs send a new dataset's author to."""
+    yaml, root = _organs(tmp_path, extra=("kidney_left", "kidney_right"))
+    yaml.write_text(PER_STRUCTURE.replace("stomach: stomach}", "stomach: stomach, kidney_left: right kidney, "
+                                          "kidney_right: left kidney}"))
+    said = [(p["path"], p["kind"]) for p in check_source(str(yaml), root, sample=None).warnings]
+    assert ("MyOrgans.yaml:labels.structures.kidney_left", "structure_name_disagrees") in said
+    assert ("MyOrgans.yaml:labels.structures.kidney_right", "structure_name_disagrees") in said
