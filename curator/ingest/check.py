@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
+
 from curator.config import PipelineConfig, SourceConfig
 from curator.io.formats import DICOM_EXT, ITK_EXT, NIFTI_EXT
 from curator.registry import builtin_dir
@@ -306,6 +308,8 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
     from curator.harmonize.mapping import raw_value_terms
     from curator.harmonize.stage import harmonize_taxonomy
     from curator.ingest.stage import IngestConfig, IngestStage
+    from curator.qc.config import QCConfig
+    from curator.qc.side import side_of
     from curator.registry.layout import scan
     from curator.runner.context import Context
 
@@ -348,6 +352,12 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         if broken:
             report.other_files["(broken links)"] = broken
         picked = tasks if sample is None else _pick(tasks, max(0, sample))
+        tax = harmonize_taxonomy(ctx)
+        terms = raw_value_terms(spec, tax, include_derived=False)
+        margin = ctx.stage_config(QCConfig, "qc").side_margin_mm
+        if margin is not None and any(side_of(t, tax)[0] for ts in terms.values() for t in ts):
+            # where each value lies: left/right labels on the patient's other side (qc's test, hours earlier)
+            picked = [dataclasses.replace(t, payload={**t.payload, "centroids": True}) for t in picked]
         # each of the processes below may hold a case at once: each allows 1/(4 × workers) of the memory
         env = dataclasses.replace(ctx.case_env(), workers=max(1, min(workers, len(picked))))
         args = (IngestStage.ref(), "", config.to_dict(), env)
@@ -358,8 +368,6 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
                 results = list(pool.map(_read_case, picked, [args] * len(picked)))
         else:
             results = [_read_case(t, args) for t in picked]
-        tax = harmonize_taxonomy(ctx)
-        terms = raw_value_terms(spec, tax, include_derived=False)
         # what the files name their values, of the cases whose label was read (as "in sampled labels")
         read = [t for t, r in zip(picked, results, strict=True) if _label_read(r)]
         files = _file_names(root, read) if spec.labels.encoding == "label_map" else {}
@@ -372,6 +380,8 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
     report.problems += _undeclared_structures(spec, report.source, results, report.values)
     report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
     report.problems += _names_disagree(spec, tax)
+    if margin is not None:
+        report.problems += _sides_swapped(spec, tax, results, terms, margin)
     if not pseudonymous_ids and Path(spec.path).parent.resolve() != builtin_dir().resolve():
         report.problems += _identifying_paths(spec.name, tasks)
     return report
@@ -481,6 +491,36 @@ def _names_disagree(spec: Any, tax: Any) -> list[dict[str, Any]]:
     return [{"stage": "check", "dataset": spec.name, "case_id": None, "path": i.loc, "kind": i.kind,
              "severity": "warning", "message": f"{i.message}. What to do: {STRUCTURE_NAME_REMEDY}"}
             for i in structure_names_disagree(spec, tax)]
+
+
+def _sides_swapped(spec: Any, tax: Any, results: list[Any], terms: dict[Any, list[str]],
+                   margin_mm: float) -> list[dict[str, Any]]:
+    """qc's ``sides_swapped`` test (:func:`curator.qc.side.swapped_datasets`) on the sampled
+    labels: most left/right labels on the patient's other side of their partner — a label map
+    written as seen on screen (``2: left kidney`` for the patient's right one), or a flipped
+    header. qc found it only after ingest, dedup, harmonize and preprocess had run."""
+    from curator.qc.side import check_sides, swapped_datasets
+
+    rows: list[dict[str, Any]] = []
+    orientations: dict[str, str | None] = {}
+    for r in results:
+        if not _label_read(r):
+            continue
+        orientations[r.case_id] = r.rows["cases"][0].get("orientation")
+        at: dict[str, tuple[Any, int]] = {}  # term -> (voxel-weighted sum of centroids, voxels)
+        for c in r.rows.get("label_centroids", []):
+            key = c["label_key"] if spec.labels.encoding == "per_structure" else c["raw_value"]
+            for tid in terms.get(key, []):
+                s, n = at.get(tid, (0.0, 0))
+                at[tid] = (s + c["voxels"] * np.asarray(c["centroid_mm"]), n + c["voxels"])
+        rows += [{"dataset": spec.name, "case_id": r.case_id, "origin": "original", "term_id": tid,
+                  "centroid_mm": [float(x) for x in s / n]} for tid, (s, n) in at.items() if n]
+    where = f"{Path(spec.path).name or spec.name}:labels." + (
+        "structures" if spec.labels.encoding == "per_structure" else "values")
+    found = swapped_datasets(check_sides(rows, margin_mm, tax), orientations=orientations, margin_mm=margin_mm,
+                             excluded="qc would exclude them")
+    return [{"stage": "check", "dataset": spec.name, "case_id": None, "path": where, "kind": err.kind,
+             "severity": "warning", "message": f"{err.detail}. What to do: {err.remedy}"} for _, err in found]
 
 
 def _sampled_row(r: Any) -> dict[str, Any]:

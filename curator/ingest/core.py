@@ -84,6 +84,25 @@ def label_counts(a: NDArray[Any]) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(vals, counts, strict=True)}
 
 
+def value_centroids(a: NDArray[Any], g: Geometry, merge: bool = False) -> dict[int, list[float]]:
+    """The centroid (RAS mm) of each non-zero value of a label array on grid ``g``; with
+    ``merge``, of every non-zero voxel as value 1 (a structure mask). For ``sources check``'s
+    left/right test, which has no store to measure.
+
+    >>> a = np.zeros((4, 1, 1), np.uint8); a[0] = 2; a[3] = 3
+    >>> g = Geometry.from_affine(a.shape, [[-2, 0, 0, 10], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    >>> value_centroids(a, g), value_centroids(a, g, merge=True)
+    ({2: [10.0, 0.0, 0.0], 3: [4.0, 0.0, 0.0]}, {1: [7.0, 0.0, 0.0]})
+    """
+    idx = np.nonzero(a)
+    if not idx[0].size:
+        return {}
+    vals = np.ones(idx[0].size, np.int64) if merge else np.asarray(a[idx], np.int64)
+    uniq, inv, n = np.unique(vals, return_inverse=True, return_counts=True)
+    mean = np.stack([np.bincount(inv, weights=i, minlength=uniq.size) / n for i in idx], axis=1)
+    return {int(v): [float(x) for x in w] for v, w in zip(uniq, g.voxel_to_world(mean), strict=True)}
+
+
 GEOMETRY_REMEDY = ("check the label's header; if the dataset is known to store its labels with a wrong or empty header, "
                    "declare `fixes: {label_geometry: {from: image}}` in the dataset YAML (the label takes its image's "
                    "grid; add `label_flip: {axes: [..]}` or `label_rot90` when its array runs another way — "

@@ -262,6 +262,10 @@ class IngestStage(Stage):
             row.update(_geometry_columns(label_geom))
             row["format"] = "none"
         out.rows = {"cases": [row], "raw_labels": counts_rows}
+        if p.get("centroids"):  # asked by sources check (curator.ingest.check): apart from raw_labels
+            out.rows["label_centroids"] = [{"label_key": r["label_key"], "raw_value": r["raw_value"],
+                                            "voxels": r["voxels"], "centroid_mm": r.pop("centroid_mm")}
+                                           for r in counts_rows if "centroid_mm" in r]
         return out
 
 
@@ -491,12 +495,14 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
         finally:
             h.update(f"{key}|{rel}|{digest}\n".encode())
         vml = lab.geometry.voxel_volume_mm3 / 1000.0
+        # sources check's left/right test asks for each value's place (no raw_labels column)
+        at = core.value_centroids(lab.array, lab.geometry, p["encoding"] == "per_structure") if p.get("centroids") else {}
         for v, c in sorted(counts.items()):
             if v == 0:
                 continue
             values.add(v)
             rows.append({"case_id": p["case_id"], "label_key": key, "raw_value": v, "voxels": c,
-                         "volume_ml": c * vml})
+                         "volume_ml": c * vml, **({"centroid_mm": at[v]} if v in at else {})})
     if turned:
         noun = "structure files" if p["encoding"] == "per_structure" else "label files"
         warning(_reoriented(root, turned, len({rel for _, rel in p["labels"]}), noun), severity="info")

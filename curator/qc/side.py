@@ -147,7 +147,7 @@ def _flip_fix(axes: set[int | None]) -> str:
 
 def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2,
                      orientations: Mapping[str, str | None] | None = None,
-                     margin_mm: float = 10.0) -> list[tuple[str, InputError]]:
+                     margin_mm: float = 10.0, excluded: str = "qc excluded them") -> list[tuple[str, InputError]]:
     """One ``sides_swapped`` problem per dataset most of whose side-checked labels (and at least
     ``min_labels``) lie on the wrong side: a mapping that reads the dataset's L/R the wrong way
     round (names after the image's or viewer's left, not the patient's), or a header that flips
@@ -157,6 +157,7 @@ def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2,
     mirrored too — the image is mirrored, and the remedy reverses the arrays (``image_flip`` and
     ``label_flip`` along the axis ``orientations`` (case id → ``cases.orientation``) gives);
     where they usually lie — swap the names; neither known, or the cases disagreeing — both.
+    ``excluded`` says what became of the labels (``sources check``, before any run: qc will).
 
     >>> rows = [{"dataset": "D", "case_id": c, "wrong_side": w} for c, w in (("a", True), ("b", True), ("b", None))]
     >>> [(ds, e.kind) for ds, e in swapped_datasets(rows)]
@@ -188,17 +189,17 @@ def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2,
             flip = _flip_fix({lateral_axis((orientations or {}).get(c)) for c in cases})
             if n_mirrored and not n_usual:
                 detail += (f", and so do the unpaired organs (liver, spleen, stomach, gallbladder) in {n_mirrored} of "
-                           "those cases: the whole patient is mirrored (a flipped header), not only the names; qc "
-                           "excluded them")
+                           "those cases: the whole patient is mirrored (a flipped header), not only the names; "
+                           f"{excluded}")
                 remedy = (f"do not swap the left/right names (that would hide the mirror); reverse the image and label "
                           f"arrays with {flip}, or correct the headers at the source, and run again")
             elif n_usual and not n_mirrored:
                 detail += (f"; the unpaired organs (liver, spleen, stomach, gallbladder) lie on their usual sides in "
-                           f"{n_usual} of those cases, so the image is not mirrored: the names are; qc excluded them")
+                           f"{n_usual} of those cases, so the image is not mirrored: the names are; {excluded}")
                 remedy = ("open a case in a viewer; if the dataset names its sides after the image's (viewer's) left "
                           f"rather than the patient's, {names}")
             else:
-                detail += ("; qc excluded them. The unpaired organs (liver, spleen, stomach, gallbladder) do not tell "
+                detail += (f"; {excluded}. The unpaired organs (liver, spleen, stomach, gallbladder) do not tell "
                            "whether the names or the image are mirrored" + (" (the cases disagree)" if n_mirrored else ""))
                 remedy = ("open a case in a viewer: if the liver lies on the patient's left (the whole patient "
                           f"mirrored: a flipped header), reverse the image and label arrays with {flip}; if only the "

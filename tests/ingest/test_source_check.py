@@ -391,3 +391,37 @@ def test_a_structure_file_mapped_to_the_other_side_is_a_warning(tmp_path: Path) 
     said = [(p["path"], p["kind"]) for p in check_source(str(yaml), root, sample=None).warnings]
     assert ("MyOrgans.yaml:labels.structures.kidney_left", "structure_name_disagrees") in said
     assert ("MyOrgans.yaml:labels.structures.kidney_right", "structure_name_disagrees") in said
+
+
+def _kidney_maps(tmp_path: Path, values: str) -> tuple[Path, Path]:
+    """Two cases of an LPS grid: value 2 on the patient's right (low array x), 3 on the left."""
+    import numpy as np
+
+    from curator.testing.layouts import save_nifti
+    from curator.testing.phantoms import grid
+
+    g = grid((20, 8, 6), (2.0, 2.0, 3.0), "LPS")
+    root = tmp_path / "download"
+    for i in range(2):
+        lab = np.zeros(g.shape, np.uint8)
+        lab[2:6, 2:6, 1:5], lab[14:18, 2:6, 1:5] = 2, 3
+        img = np.random.default_rng(i).normal(40, 20, g.shape).astype(np.int16)
+        img[:, :, 0] = -1000  # air: Hounsfield units
+        save_nifti(root / "imagesTr" / f"k_{i}_0000.nii.gz", img, g)
+        save_nifti(root / "labelsTr" / f"k_{i}.nii.gz", lab, g)
+    yaml = tmp_path / "MyLiverCT.yaml"
+    yaml.write_text(YAML.replace("MORE\n", "").replace("{1: liver, 2: LABELS}", values).replace("modality: MR",
+                                                                                                 "modality: CT"))
+    return yaml, root
+
+
+def test_a_label_map_naming_its_sides_as_seen_on_screen_is_a_warning(tmp_path: Path) -> None:
+    """`2: left kidney, 3: right kidney` for a map whose 2 is the patient's right kidney passed
+    `sources check` with 0 warnings; only qc, after the whole pipeline, said sides_swapped."""
+    yaml, root = _kidney_maps(tmp_path, "{2: left kidney, 3: right kidney}")
+    (said,) = [p for p in check_source(str(yaml), root, sample=None).warnings if p["kind"] == "sides_swapped"]
+    assert said["path"] == "MyLiverCT.yaml:labels.values"
+    assert said["message"].startswith("4 of the 4 left/right labels of MyLiverCT whose side was checked (2 case(s)) "
+                                      "lie on the patient's other side; qc would exclude them"), said["message"]
+    yaml, root = _kidney_maps(tmp_path / "right", "{2: right kidney, 3: left kidney}")
+    assert not check_source(str(yaml), root, sample=None).warnings
