@@ -163,3 +163,40 @@ def load_yaml(text: str, *, text_scalars: bool = False, name: str | None = None,
             return None if m is None else yaml.Mark(name, m.index, m.line, m.column, None, None)
 
         raise type(e)(e.context, named(e.context_mark), e.problem, named(e.problem_mark), e.note) from None
+
+
+def key_lines(data: Any, prefix: str = "") -> dict[str, int]:
+    """The line of each key (and of each mapping in a list) of a document read with
+    ``lines=True``, by its location as validators name it: ``labels.values.1``, ``layout[0]``,
+    ``layout[0].lable``.
+
+    >>> key_lines(load_yaml("labels:\\n  encodng: x\\nlayout:\\n  - {image: a}\\n", lines=True))
+    {'labels': 1, 'labels.encodng': 2, 'layout': 3, 'layout[0]': 4, 'layout[0].image': 4}
+    """
+    out: dict[str, int] = {}
+    if isinstance(data, Lined):
+        for k, v in data.items():
+            loc = f"{prefix}.{k}" if prefix else str(k)
+            if k in data.lines:
+                out[loc] = data.lines[k]
+            out.update(key_lines(v, loc))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            if isinstance(v, Lined):
+                out[f"{prefix}[{i}]"] = v.line
+            out.update(key_lines(v, f"{prefix}[{i}]"))
+    return out
+
+
+def plain(data: Any) -> Any:
+    """A document read with ``lines=True`` as plain dicts and lists (a :class:`Lined` mapping is
+    no ``dict`` to ``yaml.safe_dump``).
+
+    >>> type(plain(load_yaml("a: {b: 1}", lines=True))["a"])
+    <class 'dict'>
+    """
+    if isinstance(data, dict):
+        return {k: plain(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [plain(v) for v in data]
+    return data

@@ -14,7 +14,7 @@ term ids)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -96,7 +96,7 @@ def _resolve_all(names: Mapping[Any, tuple[str, ...]], tax: Taxonomy, where: str
 def build_mapping(spec: DatasetSpec, tax: Taxonomy) -> tuple[DatasetMapping, list[Issue]]:
     """Resolve a dataset's label names; unresolvable names are returned as issues (and unmapped)."""
     issues: list[Issue] = []
-    where = f"{spec.name}:labels"
+    where = f"{spec.file_name}:labels"
     values = _resolve_all(spec.labels.values, tax, f"{where}.values", issues)
     structures = _resolve_all(spec.labels.structures, tax, f"{where}.structures", issues)
     mapped: list[str] = []
@@ -108,10 +108,10 @@ def build_mapping(spec: DatasetSpec, tax: Taxonomy) -> tuple[DatasetMapping, lis
             t = tax.resolve(name)
             if t is None:
                 close = [s.name for s in tax.suggest(name)]
-                issues.append(Issue(f"{spec.name}:annotates", "term_unknown", f"{name!r} is not a taxonomy term"
+                issues.append(Issue(f"{spec.file_name}:annotates", "term_unknown", f"{name!r} is not a taxonomy term"
                                     + (f" (close: {close})" if close else "")))
             elif t.id not in mapped:
-                issues.append(Issue(f"{spec.name}:annotates", "annotates_unmapped", f"{name!r} is annotated but no raw value "
+                issues.append(Issue(f"{spec.file_name}:annotates", "annotates_unmapped", f"{name!r} is annotated but no raw value "
                                     "or structure file maps to it"))
             elif t.id not in annotated:
                 annotated.append(t.id)
@@ -123,7 +123,7 @@ def build_mapping(spec: DatasetSpec, tax: Taxonomy) -> tuple[DatasetMapping, lis
                        structures=MappingProxyType(structures), ignore=frozenset(spec.labels.ignore),
                        annotated=tuple(annotated), mapped=tuple(mapped), derived=MappingProxyType(derived),
                        any_file=frozenset(any_file))
-    return m, issues
+    return m, [replace(i, message=i.message + spec.line_note(i.loc)) for i in issues]
 
 
 def _any_file_terms(spec: DatasetSpec, tax: Taxonomy, structures: Mapping[str, tuple[str, ...]],
@@ -131,7 +131,7 @@ def _any_file_terms(spec: DatasetSpec, tax: Taxonomy, structures: Mapping[str, t
     """The term ids ``labels.annotated_by_any_file`` names; a name no term resolves, or a term not
     made of several structure files (where the setting would do nothing), is an issue."""
     out: list[str] = []
-    where = f"{spec.name}:labels.annotated_by_any_file"
+    where = f"{spec.file_name}:labels.annotated_by_any_file"
     for name in spec.labels.annotated_by_any_file:
         t = tax.resolve(name)
         if t is None:
@@ -261,9 +261,10 @@ def structure_names_disagree(spec: DatasetSpec, tax: Taxonomy) -> list[Issue]:
         named = tax.resolve(key)
         mapped = [t.id for t in map(tax.resolve, names) if t is not None]
         if named is not None and mapped and not any(_related(tax, named.id, m) for m in mapped):
-            out.append(Issue(f"{Path(spec.path).name or spec.name}:labels.structures.{key}", "structure_name_disagrees",
-                             f"the structure file {key!r} is named as {named.name}, but the dataset YAML maps it to "
-                             f"{', '.join(mapped)}", dataset=spec.name))
+            loc = f"{spec.file_name}:labels.structures.{key}"
+            out.append(Issue(loc, "structure_name_disagrees", f"the structure file {key!r} is named as {named.name}, "
+                             f"but the dataset YAML maps it to {', '.join(mapped)}{spec.line_note(loc)}",
+                             dataset=spec.name))
     return out
 
 

@@ -472,12 +472,14 @@ def _unresolved(spec: Any, tax: Any, values: list[dict[str, Any]]) -> list[dict[
     for v in values:
         if not v["declared"] or v["ignored"] or v["terms"]:
             continue
-        names = (spec.labels.structures if spec.labels.encoding == "per_structure" else spec.labels.values)[v["value"]]
+        part = "structures" if spec.labels.encoding == "per_structure" else "values"
+        names = getattr(spec.labels, part)[v["value"]]
         close = sorted({t.name for n in names for t in tax.suggest(n)})[:5]
-        out.append({"stage": "check", "dataset": spec.name, "case_id": None, "path": f"labels:{v['value']}",
+        loc = f"labels.{part}.{v['value']}"
+        out.append({"stage": "check", "dataset": spec.name, "case_id": None, "path": f"{spec.file_name}:{loc}",
                     "kind": "term_unknown", "severity": "error",
                     "message": f"{', '.join(map(repr, names))} is no taxonomy term" + (f" (close: {', '.join(close)})"
-                               if close else "") + ". What to do: use a term's name or synonym (`curator labels "
+                               if close else "") + spec.line_note(loc) + ". What to do: use a term's name or synonym (`curator labels "
                                "resolve NAME`), or " + ("leave the file out of `structures` with `other_structures: "
                                "ignore`" if spec.labels.encoding == "per_structure" else "list the value under `ignore`")})
     return out
@@ -515,8 +517,7 @@ def _sides_swapped(spec: Any, tax: Any, results: list[Any], terms: dict[Any, lis
                 at[tid] = (s + c["voxels"] * np.asarray(c["centroid_mm"]), n + c["voxels"])
         rows += [{"dataset": spec.name, "case_id": r.case_id, "origin": "original", "term_id": tid,
                   "centroid_mm": [float(x) for x in s / n]} for tid, (s, n) in at.items() if n]
-    where = f"{Path(spec.path).name or spec.name}:labels." + (
-        "structures" if spec.labels.encoding == "per_structure" else "values")
+    where = f"{spec.file_name}:labels." + ("structures" if spec.labels.encoding == "per_structure" else "values")
     found = swapped_datasets(check_sides(rows, margin_mm, tax), orientations=orientations, margin_mm=margin_mm,
                              excluded="qc would exclude them")
     return [{"stage": "check", "dataset": spec.name, "case_id": None, "path": where, "kind": err.kind,

@@ -16,7 +16,7 @@ from curator.registry.spec import (
     LayoutEntry,
     load_dataset_file,
     parse_spec,
-    yaml_load,
+    read_dataset_yaml,
 )
 from curator.resources import resource_dir
 
@@ -76,7 +76,7 @@ def validate_files(paths: list[Path], notes: list[Issue] | None = None) -> tuple
     twice: dict[str, list[str]] = {}  # a dataset name -> the files defining it, when more than one
     for f in paths:
         try:
-            d = yaml_load(f.read_text(encoding="utf-8"), name=f.name)
+            d, lines = read_dataset_yaml(f.read_text(encoding="utf-8"), f.name)
         except yaml.YAMLError as e:
             issues.append(Issue(f.name, "yaml", str(e)))
             continue
@@ -88,7 +88,7 @@ def validate_files(paths: list[Path], notes: list[Issue] | None = None) -> tuple
         if note is not None:
             (notes if notes is not None else issues).append(note)
             continue
-        spec, errs = parse_spec(d, str(f))
+        spec, errs = parse_spec(d, str(f), lines)
         name = d.get("name") if isinstance(d, dict) and isinstance(d.get("name"), str) else None
         issues += [replace(i, dataset=name) for i in errs]
         if spec is None:

@@ -66,7 +66,7 @@ def _share_alike_checks(spec: DatasetSpec, where: str) -> list[Problem]:
 
 
 def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]) -> list[Problem]:
-    where = Path(spec.path).name or spec.name
+    where = spec.file_name
     out: list[Problem] = []
     if regions:
         for r in (x.strip() for x in spec.region.split(",")):
@@ -119,7 +119,7 @@ def _region_checks(spec: DatasetSpec, tax: Any) -> list[Problem]:
     regions = {r.strip() for r in spec.region.split(",")}
     if not regions or "whole body" in regions:
         return []
-    where = Path(spec.path).name or spec.name
+    where = spec.file_name
     out: list[Problem] = []
     named: list[tuple[str, int | str, tuple[str, ...]]] = [("values", k, ts) for k, ts in spec.labels.values.items()]
     named += [("structures", k, ts) for k, ts in spec.labels.structures.items()]
@@ -158,11 +158,12 @@ def check_label_system(extra: tuple[Path, ...] | list[Path] = (), taxonomy: str 
     shipped = builtin_dir().resolve()
     for spec in specs.values():
         found = _dataset_checks(spec, tax.regions if tax else (), set(specs))
+        found += _region_checks(spec, tax) if tax is not None else []
+        found = [replace(p, message=p.message + spec.line_note(p.where)) for p in found]  # (line N)
         if tax is not None:
             _, missues = build_mapping(spec, tax)
             found += [Problem(i.loc, i.kind, i.message) for i in missues]
             found += [Problem(i.loc, i.kind, i.message, "warning") for i in structure_names_disagree(spec, tax)]
-            found += _region_checks(spec, tax)
         if spec.path and Path(spec.path).resolve().parent == shipped:
             found = [replace(p, builtin=True) for p in found]
         problems += found

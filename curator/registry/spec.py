@@ -16,7 +16,7 @@ import yaml
 
 from curator.config import FOLDER_NAME, FOLDER_NAME_RULE
 from curator.errors import RegistryError
-from curator.yamlio import load_yaml
+from curator.yamlio import key_lines, load_yaml, plain
 
 MODALITIES = ("CT", "MR", "PET")
 LABEL_ENCODINGS = ("label_map", "per_structure", "none")
@@ -108,6 +108,19 @@ class DatasetSpec:
     notes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # documented optional keys (licence_notes, codes, ...)
     path: str = ""  # file it came from
+    # the line of each key in that file (``labels.values.1`` -> 14), for messages; not the spec's content
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def file_name(self) -> str:
+        """What messages about the spec name it by: its file's name (the dataset's name when built in code)."""
+        return Path(self.path).name or self.name
+
+    def line_note(self, loc: str) -> str:
+        """``" (line 14)"`` for a location in the spec's file (``labels.values.1``, with or without
+        the ``<file>:`` prefix), or ``""`` when not known."""
+        prefix = f"{self.file_name}:"
+        return at_line(self.lines, loc.removeprefix(prefix))
 
     def annotated_terms(self) -> tuple[str, ...]:
         """Terms the dataset annotates: ``annotates`` when given, else every mapped term."""
@@ -158,6 +171,40 @@ REQUIRED = ("name", "version", "modality", "region", "licence", "citation", "lay
 
 
 yaml_load = load_yaml  # safe, libyaml when available; a key given twice is an error (curator.yamlio)
+
+
+def read_dataset_yaml(text: str, name: str) -> tuple[Any, dict[str, int]]:
+    """A dataset file's content (plain dicts and lists) and the line of each key in it
+    (:func:`curator.yamlio.key_lines`). Raises ``yaml.YAMLError`` naming the file ``name``."""
+    raw = load_yaml(text, name=name, lines=True)
+    return plain(raw), key_lines(raw)
+
+
+def at_line(lines: dict[str, int], loc: str) -> str:
+    """``" (line N)"``: the line of ``loc`` (``layout[0].lable``) in ``lines``, else of the
+    nearest key holding it (``labels.values`` for a missing value list: its ``labels:``).
+
+    >>> at_line({"labels": 3, "labels.values.1.0": 5}, "labels.values.1.0"), at_line({"labels": 3}, "labels.values")
+    (' (line 5)', ' (line 3)')
+    """
+    while loc:
+        if loc in lines:
+            return f" (line {lines[loc]})"
+        cut = max(loc.rfind("."), loc.rfind("["))
+        loc = loc[:cut] if cut > 0 else ""
+    return ""
+
+
+def unknown_key(key: Any, known: Any, where: str = "") -> str:
+    """``"unknown key 'encodng' in labels (did you mean 'encoding'?)"``; without a close match,
+    the valid keys.
+
+    >>> unknown_key("lable", ["image", "label", "split"], "a layout entry")
+    "unknown key 'lable' in a layout entry (did you mean 'label'?)"
+    """
+    close = difflib.get_close_matches(str(key), sorted(map(str, known)), n=1)
+    return (f"unknown key {key!r}" + (f" in {where}" if where else "")
+            + (f" (did you mean {close[0]!r}?)" if close else f" (known: {sorted(known)})"))
 
 
 def _codes(k: Any) -> list[int]:
@@ -229,13 +276,20 @@ def _typed(d: dict[str, Any], bad: Any) -> dict[str, Any]:
     return d
 
 
-def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, list[Issue]]:
-    """Parse one dataset mapping; returns the spec (None when unusable) and every issue found."""
+LAYOUT_KEYS = ("image", "label", "format", "split", "channels", "sequence", "modality", "index")
+LABEL_KEYS = ("encoding", "values", "structures", "ignore", "any_nonzero", "other_structures", "annotated_by_any_file")
+
+
+def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None = None,
+               ) -> tuple[DatasetSpec | None, list[Issue]]:
+    """Parse one dataset mapping; returns the spec (None when unusable) and every issue found.
+    ``lines``: the line of each key in the file (:func:`read_dataset_yaml`), said in the issues."""
     issues: list[Issue] = []
-    where = Path(path).name or d.get("name", "?")
+    where = Path(path).name or (d.get("name", "?") if isinstance(d, dict) else "?")
+    lines = lines or {}
 
     def bad(loc: str, kind: str, msg: str) -> None:
-        issues.append(Issue(f"{where}:{loc}", kind, msg))
+        issues.append(Issue(f"{where}:{loc}", kind, msg + at_line(lines, loc)))
 
     if not isinstance(d, dict):
         return None, [Issue(where, "type", "a dataset file must hold a mapping")]
@@ -244,7 +298,7 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         if d.get(k) in (None, "", [], {}) and not any(i.loc == f"{where}:{k}" for i in issues):
             bad(k, "missing", f"required key {k!r} is missing or empty")
     for k in sorted(set(d) - KNOWN_KEYS):
-        bad(k, "unknown_key", f"unknown key {k!r} (known: {sorted(KNOWN_KEYS)})")
+        bad(k, "unknown_key", unknown_key(k, KNOWN_KEYS))
     name = d.get("name")
     bad_name = name not in (None, "") and not (isinstance(name, str) and FOLDER_NAME.match(name))
     if bad_name:  # it names workspace files (checksums/<name>.json) and starts every case id: no '/', no '..'
@@ -276,9 +330,8 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
                 bad(f"layout[{i}].{k}", "type", "channels map an integer channel to a sequence name" if k == "channels"
                     else f"{k} must be a string (a pattern or a name), not {e[k]!r}")
             continue
-        unknown = set(e) - {"image", "label", "format", "split", "channels", "sequence", "modality", "index"}
-        if unknown:
-            bad(f"layout[{i}]", "unknown_key", f"unknown keys {sorted(unknown)}")
+        for k in sorted(set(e) - set(LAYOUT_KEYS), key=str):
+            bad(f"layout[{i}].{k}", "unknown_key", unknown_key(k, LAYOUT_KEYS, "a layout entry"))
         for key in ("image", "label"):
             pat = e.get(key)
             if pat is not None and (str(pat).startswith("/") or ".." in str(pat).split("/")):
@@ -374,9 +427,8 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         elif any_file and enc != "per_structure":
             bad("labels.annotated_by_any_file", "value", "annotated_by_any_file (terms one of several structure "
                 f"files annotates) is for `encoding: per_structure`, not {enc}")
-        for k in sorted(set(lab) - {"encoding", "values", "structures", "ignore", "any_nonzero", "other_structures",
-                                    "annotated_by_any_file"}):
-            bad(f"labels.{k}", "unknown_key", f"unknown key {k!r} in labels")
+        for k in sorted(set(lab) - set(LABEL_KEYS), key=str):
+            bad(f"labels.{k}", "unknown_key", unknown_key(k, LABEL_KEYS, "labels"))
         ignore: list[int] = []
         for x in lab.get("ignore") or ():
             try:
@@ -437,7 +489,7 @@ def parse_spec(d: dict[str, Any], path: str = "") -> tuple[DatasetSpec | None, l
         exclude=tuple(d.get("exclude") or ("._*", ".*")), annotates=tuple(d.get("annotates") or ()),
         fixes=dict(d.get("fixes") or {}), overlaps=tuple(d.get("overlaps") or ()),
         official_split=dict(d.get("official_split") or {}), metadata=dict(d.get("metadata") or {}),
-        notes=tuple(d.get("notes") or ()), extra=extra, path=path,
+        notes=tuple(d.get("notes") or ()), extra=extra, path=path, lines=dict(lines),
     )
     return spec, issues
 
@@ -448,14 +500,14 @@ def load_dataset_file(path: Path, shown: str | None = None) -> DatasetSpec:
     problem rows are published in the release)."""
     shown = str(path) if shown is None else shown
     try:
-        d = yaml_load(Path(path).read_text(encoding="utf-8"), name=Path(path).name)
+        d, lines = read_dataset_yaml(Path(path).read_text(encoding="utf-8"), Path(path).name)
     except FileNotFoundError as e:
         raise RegistryError("registry_error", f"dataset file {shown} does not exist") from e
     except OSError as e:  # a folder named like a YAML file, no permission to read it
         raise RegistryError("registry_error", f"dataset file {shown} cannot be read: {e.strerror or e}") from e
     except yaml.YAMLError as e:
         raise RegistryError("registry_error", f"{shown} is not valid YAML: {e}") from e
-    spec, issues = parse_spec(d, str(path))
+    spec, issues = parse_spec(d, str(path), lines)
     if spec is None or issues:
         listing = "; ".join(f"{i.loc} [{i.kind}] {i.message}" for i in issues)
         raise RegistryError("registry_error", f"{shown} is not a valid dataset file: {listing}",

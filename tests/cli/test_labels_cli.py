@@ -50,7 +50,7 @@ def test_check_passes_and_reports_problems_as_data(tmp_path: Path) -> None:
     r = runner.invoke(app, ["labels", "check", "--registry", str(bad), "--format", "json"])
     assert r.exit_code == 1
     kinds = {(p["where"].split(":")[0], p["kind"]) for p in json.loads(r.stdout) if p["severity"] == "error"}
-    assert {("Bad.yaml", "value"), ("Bad.yaml", "licence"), ("Bad.yaml", "citation"), ("Bad", "term_unknown")} <= kinds
+    assert {("Bad.yaml", "value"), ("Bad.yaml", "licence"), ("Bad.yaml", "citation"), ("Bad.yaml", "term_unknown")} <= kinds
 
 
 def test_strict_check_of_a_users_file_is_not_failed_by_the_builtin_datasets_warnings(tmp_path: Path,

@@ -103,7 +103,7 @@ def test_a_store_plane_does_not_name_an_incomplete_term() -> None:
 ])
 def test_a_wrong_any_file_term_is_an_issue(labels: dict[str, Any], kind: str) -> None:
     _, issues = build_mapping(spec_of(PARTS, **labels), TAX)
-    assert [(i.loc, i.kind) for i in issues] == [("Toy:labels.annotated_by_any_file", kind)], issues
+    assert [(i.loc, i.kind) for i in issues] == [("Toy.yaml:labels.annotated_by_any_file", kind)], issues
 
 
 def test_any_file_is_refused_under_a_label_map() -> None:

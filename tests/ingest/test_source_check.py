@@ -99,7 +99,7 @@ def test_unknown_term_and_broken_case_fail_the_cli(tmp_path: Path) -> None:
     got = json.loads(res.stdout)
     assert got["ok"] is False
     errors = {(p["kind"], p["path"]) for p in got["problems"] if p["severity"] == "error"}
-    assert ("term_unknown", "labels:2") in errors
+    assert ("term_unknown", "MyLiverCT.yaml:labels.values.2") in errors
     assert any(path and path.endswith("liver_002_0000.nii.gz") for _, path in errors)
     message = next(p["message"] for p in got["problems"] if p["kind"] == "term_unknown")
     assert "liver tumor" in message and "under `ignore`" in message  # the close term; a value may be ignored
