@@ -211,6 +211,10 @@ _KINDS: list[ProblemKind] = [
                 "give the entry its \"image\" path, or remove it (the other entries were read)"),
     ProblemKind("layout_no_match", "a dataset's layout matched no file under its source root",
                 "check the source root and the dataset's layout patterns"),
+    ProblemKind("pattern_rejects", "files a layout pattern matches were turned away by a `patterns:` regex of one of "
+                "its placeholders (`curator sources check`)",
+                "nothing, if the regex leaves them out on purpose; else correct the regex under `patterns:` (it must "
+                "match the whole value), or remove it"),
     ProblemKind("label_no_match", "a layout entry's label pattern matched no file: its images were ingested "
                 "without labels", "check the pattern against the files, and that the labels were unpacked under the "
                 "source root; remove `label:` if the dataset has none"),

@@ -188,6 +188,26 @@ def _unused(root: Path, tree_files: list[str], used: set[str], folders: tuple[st
     return rows, dict(other.most_common())
 
 
+def _rejected(spec: Any, tree: Any, used: set[str], folders: tuple[str, ...],
+              layouts: list[tuple[str, str, list[tuple[re.Pattern[str], bool]]]]) -> list[dict[str, Any]]:
+    """Files a layout pattern matches that a ``patterns:`` regex turns away and no case reads
+    (nor a related dataset's layout: AMOS22_CT's regex leaves the MR numbers to AMOS22_MRI) —
+    seen otherwise only as files no pattern matched, though the glob matches them."""
+    from curator.registry.layout import PATTERN_REJECTS_REMEDY, pattern_rejections
+
+    out = []
+    for r in pattern_rejections(spec, tree):
+        left = [(f, v) for f, v in r.files if f not in used and not f.startswith(folders)
+                and not _read_elsewhere(layouts, f)]
+        if left:
+            r = dataclasses.replace(r, files=tuple(left))
+            out.append({"stage": "check", "dataset": spec.name, "case_id": None, "path": f"layout[{r.entry}]",
+                        "kind": "pattern_rejects", "severity": "info",
+                        "message": f"{r.said()}; they were not ingested. What to do: nothing, if the regex leaves "
+                                   f"them out on purpose; else {PATTERN_REJECTS_REMEDY}"})
+    return out
+
+
 def _ignored_structures(spec: Any, files: list[str]) -> set[str]:
     """Structure files a per-structure dataset ignores on purpose (``other_structures: ignore``:
     a TotalSegmentator subset maps its own of the 104 masks in each case folder)."""
@@ -348,6 +368,8 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         report.unmatched, report.other_files = _unused(root, readable, used, folders,
                                                        _ignored_structures(spec, tree.files),
                                                        (lambda f: _read_elsewhere(layouts, f)) if layouts else None)
+        if tasks:  # with no case at all, discover's layout_no_match says so
+            report.problems += _rejected(spec, tree, used, folders, layouts)
         broken = sum(f not in used for f in tree.broken)
         if broken:
             report.other_files["(broken links)"] = broken

@@ -243,9 +243,65 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
     problems += [err for rel, err in tree.broken.items()  # a taken one is its case's error, a named one its reader's
                  if rel not in taken and not rel.startswith(within) and rel not in named]
     if not cases and not problems:
-        problems.append(InputError("layout_no_match", f"no file under the root matches the layout of {spec.name}",
-                                   path=str(root), remedy="check the source root and the dataset's layout patterns"))
+        rejected = pattern_rejections(spec, tree)
+        rejected = [r for r in rejected if r.role == "image"] or rejected  # its labels' said by the images'
+        if rejected:  # the glob matched: it is the `patterns:` regex that turned every file away
+            problems.append(InputError("layout_no_match", f"no file under the root matches the layout of {spec.name}: "
+                                       + "; ".join(r.said() for r in rejected), path=str(root),
+                                       remedy=PATTERN_REJECTS_REMEDY))
+        else:
+            problems.append(InputError("layout_no_match", f"no file under the root matches the layout of {spec.name}",
+                                       path=str(root), remedy="check the source root and the dataset's layout patterns"))
     return sorted(cases.values(), key=lambda c: c.case_id), problems
+
+
+PATTERN_REJECTS_REMEDY = ("correct the placeholder's regular expression under `patterns:` (it must match the whole "
+                          "value the placeholder takes), or remove it to take every value")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Files a layout pattern matches but a ``patterns:`` regex of one of its placeholders
+    rejects (:func:`pattern_rejections`): ``files`` with the value each gave the placeholder."""
+
+    entry: int
+    role: str  # "image" or "label"
+    pattern: str
+    placeholder: str
+    regex: str
+    files: tuple[tuple[str, str], ...]  # (file, its value of the placeholder)
+
+    def said(self, files: int | None = None) -> str:
+        f, v = self.files[0]
+        n = len(self.files) if files is None else files
+        return (f"the {self.role} pattern {self.pattern!r} (layout[{self.entry}]) matches {n} file(s), but the "
+                f"`patterns:` regex for {{{self.placeholder}}}, `{self.regex}`, rejects their {{{self.placeholder}}} "
+                f"(e.g. {v!r} of {f})")
+
+
+def pattern_rejections(spec: DatasetSpec, tree: Tree) -> list[Rejected]:
+    """Per layout pattern and placeholder: the files the pattern would match without the
+    ``patterns:`` regexes, that a regex of its rejects — a regex written for other names
+    (``case: case_\\d{3}`` for ``brain1``) turns files away as silently as a wrong folder."""
+    out: list[Rejected] = []
+    for i, entry in enumerate(spec.layout):
+        for role, pattern, custom in (("image", entry.image, image_patterns(spec)),
+                                      ("label", entry.label, label_patterns(spec))):
+            names = [n for n in re.findall(r"\{(\w+)\}", pattern or "") if n in spec.patterns]
+            if entry.index or not pattern or not names:
+                continue
+            strict = compile_pattern(pattern.rstrip("/"), custom)
+            loose = compile_pattern(pattern.rstrip("/"), {k: v for k, v in custom.items() if k not in spec.patterns})
+            by: dict[str, list[tuple[str, str]]] = {}
+            for f in (tree.dirs if pattern.endswith("/") else tree.files):
+                m = loose.fullmatch(f)
+                if m is None or strict.fullmatch(f):
+                    continue
+                g = m.groupdict()
+                name = next((n for n in names if not re.fullmatch(spec.patterns[n], g.get(n) or "")), names[0])
+                by.setdefault(name, []).append((f, g.get(name) or ""))
+            out += [Rejected(i, role, pattern, n, spec.patterns[n], tuple(fs)) for n, fs in by.items()]
+    return out
 
 
 def _structures_inside(spec: DatasetSpec, root: Path, cases: dict[str, CaseFiles],

@@ -425,3 +425,18 @@ def test_a_label_map_naming_its_sides_as_seen_on_screen_is_a_warning(tmp_path: P
                                       "lie on the patient's other side; qc would exclude them"), said["message"]
     yaml, root = _kidney_maps(tmp_path / "right", "{2: right kidney, 3: left kidney}")
     assert not check_source(str(yaml), root, sample=None).warnings
+
+
+def test_files_a_patterns_regex_turns_away_are_said_so(tmp_path: Path) -> None:
+    """Files the glob matched but a `patterns:` regex rejected showed only among the files no
+    pattern matched, which sent the user to the glob."""
+    root = tmp_path / "download"
+    _download(root)
+    yaml = _yaml(tmp_path, YAML.replace("MORE\n", 'patterns: {case: "liver_00[0-2]"}\n'))
+    said, label = [p for p in check_source(str(yaml), root).problems if p["kind"] == "pattern_rejects"]
+    assert said["severity"] == "info" and said["path"] == "layout[0]"
+    assert label["message"].startswith("the label pattern 'labelsTr/{case}.nii.gz' (layout[0]) matches 1 file(s)")
+    assert said["message"].startswith("the image pattern 'imagesTr/{case}_0000.nii.gz' (layout[0]) matches 1 "
+                                      "file(s), but the `patterns:` regex for {case}, `liver_00[0-2]`, rejects their "
+                                      "{case} (e.g. 'liver_003' of imagesTr/liver_003_0000.nii.gz)"), said["message"]
+    assert not [p for p in check_source(str(_yaml(tmp_path)), root).problems if p["kind"] == "pattern_rejects"]

@@ -198,3 +198,19 @@ def test_a_structure_set_folder_beside_the_ct_series_is_not_taken_for_the_image(
     assert [(c.case_id, c.image) for c in cases] == [("Toy__LUNG1-001", f"{study}/0.000000-NA-82046")]
     assert [(e.kind, Path(e.path).name) for e in problems] == [("series_not_image", "0.000000-AA-12345")]
     assert "RTSTRUCT" in problems[0].detail and "What to do: nothing to do" in str(problems[0])
+
+
+def test_a_patterns_regex_rejecting_every_file_is_said_to_be_the_cause(tmp_path: Path) -> None:
+    """`patterns: {case: case_\\d{3}}` for files named brain1, brain2 was "no file under the root
+    matches the layout": the glob matched them, and the user re-checked it in vain."""
+    write_tree(tmp_path, [(f"data/{c}_{r}.nii.gz", r, ()) for c in ("brain1", "brain2") for r in ("image", "label")])
+    layout = [{"image": "data/{case}_image.nii.gz", "label": "data/{case}_label.nii.gz"}]
+    cases, problems = discover(spec(layout=layout, patterns={"case": r"case_\d{3}"}), tmp_path)
+    assert cases == [] and [e.kind for e in problems] == ["layout_no_match"]
+    said = problems[0].detail
+    assert "the image pattern 'data/{case}_image.nii.gz' (layout[0]) matches 2 file(s), but the `patterns:` regex " \
+           "for {case}, `case_\\d{3}`, rejects their {case} (e.g. 'brain1' of data/brain1_image.nii.gz)" in said, said
+    assert "under `patterns:`" in (problems[0].remedy or "")
+    # a glob that matches nothing is still told to check the patterns, not the regex
+    _, problems = discover(spec(layout=[{"image": "imgs/{case}.nii.gz"}], patterns={"case": r"case_\d{3}"}), tmp_path)
+    assert [e.kind for e in problems] == ["layout_no_match"] and "regex" not in problems[0].detail
