@@ -481,7 +481,8 @@ def _pattern_hints(spec: Any, r: SourceCheck) -> list[dict[str, Any]]:
                        f"{r.cases} case(s) are label-only. What to do: nothing, if the download holds labels alone "
                        "(KiTS23's repository before its imaging script ran); else check the pattern against the "
                        "files (the table of files no pattern matched lists them)"))
-    if r.cases and r.without_label == r.cases and labels:
+    ambiguous = any(p["kind"] == "label_ambiguous" for p in r.problems)  # its labels' real cause, said already
+    if r.cases and r.without_label == r.cases and labels and not ambiguous:
         out.append(row("label_pattern_no_match", "warning", f"no file matches the label pattern(s) {labels}: no "
                        f"case has a label. What to do: check the pattern against the files, or drop `label:` "
                        "for a dataset without labels"))

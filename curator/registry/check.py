@@ -89,8 +89,6 @@ def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]
                 out.append(Problem(f"{where}:citation_key", "citation", f"citation_key {key!r} is not the key of a "
                                    f"BibTeX entry in `citation` (its keys: {', '.join(keys) or 'none'}); "
                                    "several entries: list their keys, comma-separated"))
-    if spec.labels.encoding == "label_map" and not spec.labels.values:
-        out.append(Problem(f"{where}:labels", "missing", "no raw value is mapped"))
     for ov in spec.overlaps:
         other = ov.get("dataset") if isinstance(ov, dict) else None
         if not other:
@@ -117,10 +115,10 @@ def _region_checks(spec: DatasetSpec, tax: Any) -> list[Problem]:
     (a brain MR's `Ventricle_L` read as the heart's left ventricle, a cardiac dataset's
     `ventricles` as the brain's): the mapping is then almost surely a wrong reading of the word."""
     regions = {r.strip() for r in spec.region.split(",")}
-    if not regions or "whole body" in regions:
+    if not regions or "whole body" in regions or not regions <= set(tax.regions):  # a misspelt region: its error
         return []
     where = spec.file_name
-    out: list[Problem] = []
+    far: dict[tuple[str, str], list[int | str]] = {}  # (part, name) -> its keys: a band's 16 values are one
     named: list[tuple[str, int | str, tuple[str, ...]]] = [("values", k, ts) for k, ts in spec.labels.values.items()]
     named += [("structures", k, ts) for k, ts in spec.labels.structures.items()]
     for part, key, names in named:
@@ -129,10 +127,16 @@ def _region_checks(spec: DatasetSpec, tax: Any) -> list[Problem]:
             if t is None or t.region == "whole body" or t.region in regions or \
                     any(t.region in NEAR_REGIONS.get(r, set()) for r in regions):
                 continue
-            out.append(Problem(f"{where}:labels.{part}.{key}", "region_far",
-                               f"{name!r} resolves to {t.name!r} ({t.id}, region {t.region}), far from the "
-                               f"dataset's region {spec.region!r}: check that the name means that structure "
-                               "(`curator labels resolve` lists the terms; give the specific name)", "warning"))
+            far.setdefault((part, name), []).append(key)
+    out: list[Problem] = []
+    for (part, name), keys in far.items():
+        t = tax.resolve(name)
+        held = (f" (raw values {', '.join(map(str, keys[:4]))}" + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+                + ")") if len(keys) > 1 else ""
+        out.append(Problem(f"{where}:labels.{part}.{keys[0]}", "region_far",
+                           f"{name!r}{held} resolves to {t.name!r} ({t.id}, region {t.region}), far from the "
+                           f"dataset's region {spec.region!r}: check that the name means that structure "
+                           "(`curator labels resolve` lists the terms; give the specific name)", "warning"))
     return out
 
 

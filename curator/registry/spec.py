@@ -392,7 +392,7 @@ def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None =
                 structures[str(k)] = _terms(v, structure=True)
             except TypeError as ex:
                 bad(f"labels.structures.{k}", "value", str(ex))
-        if enc == "label_map" and not values:
+        if enc == "label_map" and not lab.get("values"):  # (values it could not read are said above)
             bad("labels.values", "missing", "a label_map needs `values` (raw value -> term)")
         if enc == "per_structure" and not structures:
             bad("labels.structures", "missing", "per_structure labels need `structures` (file stem -> term)")

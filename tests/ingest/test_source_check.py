@@ -440,3 +440,13 @@ def test_files_a_patterns_regex_turns_away_are_said_so(tmp_path: Path) -> None:
                                       "file(s), but the `patterns:` regex for {case}, `liver_00[0-2]`, rejects their "
                                       "{case} (e.g. 'liver_003' of imagesTr/liver_003_0000.nii.gz)"), said["message"]
     assert not [p for p in check_source(str(_yaml(tmp_path)), root).problems if p["kind"] == "pattern_rejects"]
+
+
+def test_a_label_pattern_tied_to_no_image_is_not_also_said_to_match_nothing(tmp_path: Path) -> None:
+    """A `{cas}` typo in the label pattern was label_ambiguous (right) and label_pattern_no_match:
+    "no file matches the label pattern(s)", though the files match it."""
+    root = tmp_path / "download"
+    _download(root)
+    yaml = _yaml(tmp_path, YAML.replace('label: "labelsTr/{case}.nii.gz"', 'label: "labelsTr/{cas}.nii.gz"'))
+    kinds = {p["kind"] for p in check_source(str(yaml), root).problems}
+    assert "label_ambiguous" in kinds and "label_pattern_no_match" not in kinds, kinds

@@ -62,3 +62,25 @@ def test_a_name_no_term_resolves_is_placed_by_file_and_line(tmp_path: Path) -> N
     said = [(p.where, p.message) for p in check_label_system([_file(tmp_path, value="spleeen of the moon")])
             if p.kind == "term_unknown"]
     assert len(said) == 1 and said[0][0] == "Mine.yaml:labels.values.2" and said[0][1].endswith("(line 13)"), said
+
+
+def _said(f: Path) -> list[tuple[str, str]]:
+    return [(p.where, p.kind) for p in check_label_system([f]) if not p.builtin]
+
+
+def test_one_mistake_is_one_problem(tmp_path: Path) -> None:
+    """`1.0:` was also "a label_map needs values" (it had one); `region: brian` also warned its
+    brain terms far from region 'brian'; a band in a dataset of another region warned once per value."""
+    f = tmp_path / "Float.yaml"
+    f.write_text(HEAD.replace("    LAYOUT\n", "").replace("  LABELS\n", "").replace("{1: liver, 2: VALUE}",
+                                                                                    "{1.0: liver}"))
+    assert _said(f) == [("Float.yaml:labels.values.1.0", "value")]
+    f.write_text(HEAD.replace("    LAYOUT\n", "").replace("  LABELS\n", "").replace("VALUE", "spleen")
+                 .replace("region: abdomen", "region: abdomn"))
+    assert _said(f) == [("Float.yaml:region", "value")]
+    f.write_text(HEAD.replace("    LAYOUT\n", "").replace("  LABELS\n", "").replace("VALUE", "spleen, '55-70': liver")
+                 .replace("region: abdomen", "region: brain"))
+    far = [p for p in check_label_system([f]) if p.kind == "region_far"]
+    assert [(p.where, p.message.split(" resolves")[0]) for p in far] == [
+        ("Float.yaml:labels.values.1", "'liver' (raw values 1, 55, 56, 57 and 13 more)"),
+        ("Float.yaml:labels.values.2", "'spleen'")]
