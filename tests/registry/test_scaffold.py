@@ -95,7 +95,7 @@ def test_todo_fields_are_refused_until_filled(tmp_path: Path) -> None:
     (tmp_path / "K.yaml").write_text(text)
     problems = check_label_system(extra=(tmp_path / "K.yaml",))
     mine = {(p.kind, p.where) for p in problems if not p.builtin and p.severity == "error"}
-    assert ("term_unknown", "K:labels.values.1") in mine and ("term_unknown", "K:labels.values.2") in mine, mine
+    assert ("term_unknown", "K.yaml:labels.values.1") in mine and ("term_unknown", "K.yaml:labels.values.2") in mine, mine
     assert any(w.endswith(":licence") for _, w in mine), mine
 
 
