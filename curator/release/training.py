@@ -48,7 +48,7 @@ class TrainingView:
     # member holding more of the requested terms than the one used -> why it is not used
     passed_over: Mapping[str, str] = field(default_factory=dict)
     # member used although it has more ingest warnings than its group's kept member, which the
-    # selection leaves out -> what to know
+    # selection leaves out (or which is used too, with duplicates) -> what to know
     caveats: Mapping[str, str] = field(default_factory=dict)
     excluded: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # case -> {(term, layer)}
     absent: Mapping[str, frozenset[str]] = field(default_factory=dict)  # case -> terms annotated as absent
@@ -105,6 +105,8 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
         dropped = frozenset(r[1] for r in rows if r[1] not in use)
         used_in = {gid: cid for gid, cid, _ in rows if cid in use}
         used_for = {cid: used_in.get(gid, kept_of.get(gid, "")) for gid, cid, _ in rows if cid in dropped}
+    elif "duplicates" in names:  # every member is used: one with more ingest warnings than its kept one is said
+        caveats = _copies_warned(release, selected)
     absent: dict[str, set[str]] = {}
     if {"annotated", "present"} <= columns:
         original = " and origin = 'original'" if "origin" in columns else ""
@@ -210,6 +212,26 @@ def _members_used(release: Release, rows: list[tuple[str, str, bool]], terms: Se
                 passed_over[c] = (f"it holds more of the requested terms than {best}, but has more ingest warnings "
                                   f"({len(warned[c])} vs {len(warned.get(base, ()))}: {kinds}; see problems)")
     return use, stand_ins, passed_over, caveats
+
+
+def _copies_warned(release: Release, selected: Collection[str] | None) -> dict[str, str]:
+    """With every duplicate used (``duplicates=True``): each member (of ``selected``, None: all)
+    with more ingest warnings than its group's kept member -> what to know (a CT copy stored
+    +1024 HU off is the kept scan again with its intensities shifted: a normalisation computed
+    over both is shifted too)."""
+    warned = _ingest_warnings(release)
+    rows = release.sql("select group_id, case_id, kept from duplicates order by group_id, case_id").fetchall()
+    kept_of = {gid: cid for gid, cid, kept in rows if kept}
+    out: dict[str, str] = {}
+    for gid, cid, kept in rows:
+        keeper = kept_of.get(gid)
+        if kept or keeper is None or (selected is not None and cid not in selected):
+            continue
+        if len(warned.get(cid, ())) > len(warned.get(keeper, ())):
+            out[cid] = (f"it has more ingest warnings ({_more_warnings(warned, cid, keeper)}; see problems) than its "
+                        f"duplicate group's kept {keeper}, which is used too (duplicates are: --with-duplicates, "
+                        "duplicates=True); the keep policy dropped it for them")
+    return out
 
 
 def _more_warnings(warned: Mapping[str, list[str]], case: str, than: str) -> str:

@@ -1003,3 +1003,22 @@ def test_a_term_no_selected_case_holds_is_warned_of(tiny: Tiny, tmp_path: Path) 
                  "(their masks are empty)")
     assert [str(w.message) for w in said] == [said_once]
     assert ds[0]["present"].tolist() == [True, True] and not ds[0]["masks"][1].any()
+
+
+def test_with_duplicates_a_copy_with_more_ingest_warnings_is_said(tiny: Tiny, tmp_path: Path) -> None:
+    """Tester 21's F1: `--with-duplicates` exported the KiTS copy stored +1024 HU off without the
+    warning the default export gives (the caveats were only built when duplicates were left out)."""
+    from curator.export import export_monai
+
+    rel, tumour, kept, copy = _group_of_two(tiny, tmp_path, copy_warned=True)
+    view = training_view(Release(rel), duplicates=True, terms=[tumour])
+    assert view.dropped_duplicates == frozenset() and set(view.caveats) == {copy}
+    assert "ct_intensity_offset" in view.caveats[copy] and f"kept {kept}" in view.caveats[copy]
+    assert training_view(Release(rel), duplicates=True, selected={kept}).caveats == {}  # the copy not selected
+    report = export_monai(rel, tmp_path / "m", terms=[tumour, term_id("kidney")], partial=True, duplicates=True,
+                          where=f"case_id in ('{kept}', '{copy}')")
+    assert copy in report.cases, report.cases
+    assert any(n.startswith(f"warning: {copy} is exported, but") and "ct_intensity_offset" in n
+               for n in report.notes), report.notes
+    ds = PatchDataset(rel, terms=[tumour], split=None, samples_per_epoch=2, duplicates=True)
+    assert copy in ds.view.caveats
