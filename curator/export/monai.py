@@ -38,6 +38,30 @@ from curator.release.training import check_request
 
 KEYS = {"train": "training", "val": "validation", "test": "test", None: "training"}
 
+# MONAI's ConvertToMultiChannelBasedOnBratsClassesd: 1 = necrotic core, 2 = edema, `et_label` (4) = enhancing
+BRATS = ("necrotic_brain_tumor_core", "brain_edema", "enhancing_brain_tumor")
+
+
+def brats_note(terms: Sequence[str]) -> str | None:
+    """How to build BraTS' regions from a label map of the painted ``terms`` with MONAI's
+    ``ConvertToMultiChannelBasedOnBratsClassesd``, which reads 1 as the necrotic core, 2 as the
+    edema and ``et_label`` (4 by default, BraTS 2018–2022) as the enhancing tumour: curator paints
+    the enhancing tumour with its position in ``terms`` (3 for the BraTS order), so the default
+    gives an empty ET channel. None unless ``enhancing_brain_tumor`` is requested.
+
+    >>> brats_note(["necrotic_brain_tumor_core", "brain_edema", "enhancing_brain_tumor"])[:75]
+    "MONAI's ConvertToMultiChannelBasedOnBratsClassesd: pass et_label=3 (label 3"
+    """
+    if BRATS[2] not in terms:
+        return None
+    et = list(terms).index(BRATS[2]) + 1
+    if list(terms[:2]) == list(BRATS[:2]) and et not in (1, 2):
+        return (f"MONAI's ConvertToMultiChannelBasedOnBratsClassesd: pass et_label={et} (label {et} is "
+                f"{BRATS[2]}; its default, 4, is BraTS 2018-2022's and gives an empty enhancing-tumour channel)")
+    return (f"label {et} is {BRATS[2]}: MONAI's ConvertToMultiChannelBasedOnBratsClassesd reads 1 as the "
+            "necrotic core and 2 as the edema, so request --terms " + ",".join(BRATS) + " (in that order) and pass "
+            "et_label=3 to use it, or build the regions from the datalist's 'labels' yourself")
+
 
 def export_monai(release: str | Path, out: str | Path, *, terms: list[str], where: str = "true",
                  partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS, duplicates: bool = False,
@@ -96,6 +120,9 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
                             "loaders do not")
     note = nesting_note(rel.taxonomy, terms, "MONAI label maps have no regions: build a container as the union "
                         "of its label and its inner terms' when training")
+    if note is not None:
+        report.notes.append(note)
+    note = brats_note(terms)
     if note is not None:
         report.notes.append(note)
     for key, split in (("validation", "val"), ("test", "test")):  # MONAI's loader fails on an empty list

@@ -232,3 +232,28 @@ def test_monai_exports_organ_and_lesion(liver: Path, tmp_path: Path) -> None:
     dl = json.loads((tmp_path / "m" / "datalist.json").read_text())
     assert dl["labels"] == {"0": "background", "1": "liver", "2": "liver_tumor"}
     assert any("label 1 'liver' holds the liver voxels outside liver_tumor" in n for n in rep.notes), rep.notes
+
+
+def test_the_monai_brats_recipe_gives_the_enhancing_tumour(gli: Gli, tmp_path: Path) -> None:
+    """Tester 21's F2: the docs' recipe, MONAI's ConvertToMultiChannelBasedOnBratsClassesd with its
+    default et_label=4, gave an empty ET channel on curator's labels (enhancing tumour = 3). The
+    export's note says which et_label to pass, and the docs pass it."""
+    import re
+
+    transforms = pytest.importorskip("monai.transforms")
+    rep = export_monai(gli.release, tmp_path / "m", terms=LEAVES, where="c.dataset = 'TinyGli'", channels=["t1n", "t2f"])
+    (note,) = [n for n in rep.notes if "ConvertToMultiChannelBasedOnBratsClassesd" in n]
+    et = int(re.search(r"et_label=(\d+)", note).group(1))  # type: ignore[union-attr]
+    label = np.asarray(nib.load(tmp_path / "m" / "labels" / "TinyGli__gli0.nii.gz").dataobj)
+    got = np.asarray(transforms.ConvertToMultiChannelBasedOnBratsClassesd("label", et_label=et)({"label": label})["label"])
+    store = CaseStore(gli.release / "stores" / "TinyGli__gli0__t1n.zarr")
+    enhancing = store.mask("enhancing_brain_tumor")
+    assert enhancing.any() and np.array_equal(got[2], enhancing)  # ET
+    assert np.array_equal(got[1], enhancing | store.mask("brain_edema") | store.mask("necrotic_brain_tumor_core"))
+    docs = (Path(__file__).parents[2] / "docs" / "preprocess.md").read_text()
+    said = re.search(r"ConvertToMultiChannelBasedOnBratsClassesd\(keys=\"label\",\s+et_label=(\d+)\)", docs)
+    assert said is not None and int(said.group(1)) == et
+    # another order: the note says to request the BraTS order (the transform reads 1 and 2 as fixed)
+    rep = export_monai(gli.release, tmp_path / "r", terms=LEAVES[::-1], where="c.dataset = 'TinyGli'",
+                       channels=["t1n", "t2f"])
+    assert any(n.startswith("label 1 is enhancing_brain_tumor") and ",".join(LEAVES) in n for n in rep.notes), rep.notes
