@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, overload
 
 import typer
 from click import ClickException
@@ -89,7 +89,7 @@ def setup_logging(verbose: bool, debug: bool) -> None:
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a batch scheduler's time limit, ``kill``, a container stop) raised in the main
     thread, so a run stops as after Ctrl-C: stages' cleanup runs (a Dask cluster shuts down),
-    and the user is told the finished cases are kept."""
+    and the user is told what the command leaves (``handle_errors``' ``stopped``)."""
 
 
 def stop_on_sigterm() -> None:
@@ -116,10 +116,31 @@ _USAGE: tuple[type[BaseException], ...] = (
     *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
 
 
-def handle_errors(fn: F) -> F:
-    """Curator errors → a red message and exit code 2; anything else → exit code 3, no traceback
-    unless ``--debug``."""
+# what Ctrl-C / SIGTERM leaves: a pipeline stage keeps each finished case's result and skips it next time
+RESUMES = "finished cases are kept; run the same command again to resume"
+# a command writing into a staging folder moved in at the end (the exports)
+STAGED = "nothing was written (the output is staged and moved in only at the end); run the same command again"
 
+
+@overload
+def handle_errors(fn: F, /) -> F: ...
+
+
+@overload
+def handle_errors(*, stopped: str = RESUMES) -> Callable[[F], F]: ...
+
+
+def handle_errors(fn: F | None = None, /, *, stopped: str = RESUMES) -> F | Callable[[F], F]:
+    """Curator errors → a red message and exit code 2; anything else → exit code 3, no traceback
+    unless ``--debug``; Ctrl-C / SIGTERM → ``stopped`` (what the interrupted command leaves:
+    :data:`RESUMES` by default, :data:`STAGED` for a command that keeps nothing), exit code 130 /
+    143. ``@handle_errors`` or ``@handle_errors(stopped=STAGED)``."""
+    if fn is None:
+        return lambda f: _handled(f, stopped)
+    return _handled(fn, stopped)
+
+
+def _handled(fn: F, stopped: str) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -128,8 +149,7 @@ def handle_errors(fn: F) -> F:
             raise
         except KeyboardInterrupt as e:
             what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-            err.print(f"[bold yellow]{what}[/]: finished cases are kept; run the same command again to "
-                      "resume", highlight=False)
+            err.print(f"[bold yellow]{what}[/]: {escape(stopped)}", highlight=False)
             raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         except CuratorError as e:
             err.print(f"[bold red]error[/] {escape(f'[{e.kind}] {e}')}", highlight=False)

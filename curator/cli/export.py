@@ -8,7 +8,7 @@ from typing import Annotated, cast
 import typer
 from rich.markup import escape
 
-from curator.cli.common import err, handle_errors, out
+from curator.cli.common import STAGED, err, handle_errors, out
 
 ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder)")]
 TermsOpt = Annotated[str, typer.Option("--terms", help="comma-separated term ids, label 1, 2, ... in order")]
@@ -63,7 +63,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     app.add_typer(export, name="export")
 
     @export.command("nnunet")
-    @handle_errors
+    @handle_errors(stopped=STAGED)
     def nnunet(release: ReleaseArg, terms: TermsOpt,
                out_root: Annotated[Path, typer.Option("--out", "-o", help="nnUNet_raw folder")],
                dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (1-999)")] = 501,
@@ -95,7 +95,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                channels=_names(channels), regions=regions))
 
     @export.command("monai")
-    @handle_errors
+    @handle_errors(stopped=STAGED)
     def monai(release: ReleaseArg, terms: TermsOpt,
               out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
               where: WhereOpt = "true", layers: LayersOpt = "original,revised", partial: PartialOpt = False,
@@ -110,7 +110,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                               channels=_names(channels)))
 
     @export.command("huggingface")
-    @handle_errors
+    @handle_errors(stopped=STAGED)
     def huggingface(release: ReleaseArg,
                     out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to upload (a new one)")],
                     link: Annotated[bool, typer.Option("--link", help="hard-link the release's files instead of "

@@ -160,3 +160,27 @@ def test_a_bad_option_value_raised_by_a_command_is_a_usage_error() -> None:
     assert res.returncode == 2, res.stderr
     said = " ".join(res.stderr.split())
     assert "give --sample 1 or more, or --all" in said and "internal error" not in said
+
+
+@pytest.mark.parametrize("command", ["nnunet", "monai", "huggingface"])
+def test_an_interrupted_export_says_nothing_was_written(command: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester 21's F3: Ctrl-C during an export said "finished cases are kept; run the same command
+    again to resume" — an export is staged and moved in at the end, so it keeps nothing."""
+    import curator.export
+    import curator.release.hub
+    from curator.cli import app
+    from curator.cli.common import Terminated
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise Terminated
+
+    for module, name in ((curator.export, "export_nnunet"), (curator.export, "export_monai"),
+                         (curator.release.hub, "export_huggingface")):
+        monkeypatch.setattr(module, name, stop)
+    args = ["export", command, str(tmp_path), "--out", str(tmp_path / "out")]
+    res = CliRunner().invoke(app, [*args, "--terms", "liver"] if command != "huggingface" else args,
+                             env={"COLUMNS": "300"})
+    said = " ".join(res.output.split())
+    assert res.exit_code == 143, said
+    assert "terminated (SIGTERM): nothing was written" in said and "resume" not in said
