@@ -32,11 +32,13 @@ LayersOpt = Annotated[str, typer.Option("--layers", help="label layers by priori
                                         "holds a term gives its label (add pseudo to export pseudo labels)")]
 
 
-def _summary(report: object) -> None:
+def _summary(report: object, listed: str) -> None:
+    """Print what the export did; ``listed``: the file whose ``skipped`` says why each was skipped."""
     from curator.export.common import ExportReport
 
     r = cast(ExportReport, report)
     out.print(f"exported {len(r.cases)} cases to {escape(str(r.folder))}; skipped {len(r.skipped)}"
+              + (f" ({listed}'s skipped says why)" if r.skipped else "")
               + (f"; {len(r.overlaps)} cases had overlapping terms (later term kept)" if r.overlaps else "")
               + (f"; {len(r.images_only)} test images without labels (for inference)" if r.images_only else ""))
     for note in r.notes:
@@ -92,7 +94,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
                                partial=partial, layers=_layers(layers), duplicates=with_duplicates,
                                qc_filter=qc_filter, missing=missing or "ignore", workers=workers,
-                               channels=_names(channels), regions=regions))
+                               channels=_names(channels), regions=regions), "curator_export.json")
 
     @export.command("monai")
     @handle_errors(stopped=STAGED)
@@ -107,7 +109,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         _summary(export_monai(release, out_dir, terms=[t.strip() for t in terms.split(",") if t.strip()],
                               where=where, layers=_layers(layers), partial=partial,
                               duplicates=with_duplicates, qc_filter=qc_filter, workers=workers,
-                              channels=_names(channels)))
+                              channels=_names(channels)), "datalist.json")
 
     @export.command("huggingface")
     @handle_errors(stopped=STAGED)

@@ -111,6 +111,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
             "labels": {"0": "background", **{str(i): t for i, t in enumerate(terms, start=1)}},
             **({"channel_names": names} if channels is not None else {}),
             **{k: v for k, v in lists.items() if v or k == "training"},
+            "skipped": report.skipped,  # name -> why, as nnU-Net's curator_export.json lists them
             "licence": licence_line(sources), **sources}, indent=1)
     if report.unknown:
         lacking = sorted({t for ts in report.unknown.values() for t in ts}, key=terms.index)
