@@ -22,9 +22,11 @@ def lacking(case: ExportCase, store: CaseStore, missing: Sequence[str], parts: M
             channels: Sequence[tuple[ExportCase, CaseStore]] = (), release: Release | None = None) -> str:
     """Why ``case`` (its ``store``) lacks the ``missing`` terms: QC excluded their labels, another
     channel of the study holds them (``channels``: the other sequences' cases and stores), or
-    the case holds none of them."""
+    the case holds none of them — saying so when ingest rejected its label (``release``'s
+    problems: a ``shape_mismatch`` label is fixable, the anatomy may well be there)."""
     said: list[str] = []
     rest = list(missing)
+    rejected = _ingest_problem(release, case.case_id)  # a label ingest refused is why, not the anatomy
     if view is not None and view.labels_excluded(case.case_id):
         unfiltered = usable_terms(store, parts, layers, (), view.labels_absent(case.case_id))
         qc = [t for t in rest if term_parts(t, parts[t], unfiltered, tax)]
@@ -40,11 +42,12 @@ def lacking(case: ExportCase, store: CaseStore, missing: Sequence[str], parts: M
         if elsewhere:
             seqs = sorted({q for t in elsewhere for q in on[t]})
             said.append(f"its {case.sequence} case (the first channel, whose labels are exported) holds no "
-                        f"{', '.join(elsewhere)}{_ingest_problem(release, case.case_id)}, but its {', '.join(seqs)} "
+                        f"{', '.join(elsewhere)}{rejected}, but its {', '.join(seqs)} "
                         f"{'case does' if len(seqs) == 1 else 'cases do'}: list {seqs[0]} first in --channels to export its labels")
             rest = [t for t in rest if t not in elsewhere]
+            rejected = ""  # said once
     if rest:
-        said.append(f"holds no {', '.join(rest)}")
+        said.append(f"holds no {', '.join(rest)}{rejected}")
     return "; ".join(said)
 
 

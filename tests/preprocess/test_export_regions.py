@@ -257,3 +257,14 @@ def test_the_monai_brats_recipe_gives_the_enhancing_tumour(gli: Gli, tmp_path: P
     rep = export_monai(gli.release, tmp_path / "r", terms=LEAVES[::-1], where="c.dataset = 'TinyGli'",
                        channels=["t1n", "t2f"])
     assert any(n.startswith("label 1 is enhancing_brain_tumor") and ",".join(LEAVES) in n for n in rep.notes), rep.notes
+
+
+def test_a_case_whose_label_ingest_rejected_is_said_to_be_without_channels(gli: Gli, tmp_path: Path) -> None:
+    """Tester 21's F5: without --channels a case skipped because ingest rejected its label
+    (shape_mismatch) was said to hold none of the terms, as if its anatomy lacked them."""
+    rep = export_nnunet(gli.release, tmp_path, dataset_id=535, name="Plain", terms=LEAVES,
+                        where="c.dataset = 'TinyGli'")
+    why = rep.skipped["TinyGli__gli2__t2f"]
+    assert why.startswith("holds no necrotic_brain_tumor_core, brain_edema, enhancing_brain_tumor (ingest rejected "
+                          "its label: shape_mismatch"), why
+    assert all("ingest rejected" not in w for c, w in rep.skipped.items() if c != "TinyGli__gli2__t2f"), rep.skipped
