@@ -11,7 +11,10 @@ from rich.markup import escape
 from curator.cli.common import STAGED, err, handle_errors, out
 
 ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder)")]
-TermsOpt = Annotated[str, typer.Option("--terms", help="comma-separated term ids, label 1, 2, ... in order")]
+TermsOpt = Annotated[str, typer.Option("--terms", help="comma-separated term ids, label 1, 2, ... in the order "
+                                        "given, except that a term containing another requested term comes "
+                                        "before it (kidney_and_mass,kidney_tumor whatever their order: the inner "
+                                        "one is painted over its container); the written labels map says which")]
 WhereOpt = Annotated[str, typer.Option("--where", help="SQL WHERE over preprocessed (p), cases (c) and splits (s); "
                                        "case_id, dataset, modality unqualified")]
 DupsOpt = Annotated[bool, typer.Option("--with-duplicates", help="also export duplicates the keep policy dropped")]

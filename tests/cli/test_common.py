@@ -184,3 +184,18 @@ def test_an_interrupted_export_says_nothing_was_written(command: str, tmp_path: 
     said = " ".join(res.output.split())
     assert res.exit_code == 143, said
     assert "terminated (SIGTERM): nothing was written" in said and "resume" not in said
+
+
+@pytest.mark.parametrize("command", ["nnunet", "monai"])
+def test_the_terms_help_says_containers_come_first(command: str) -> None:
+    """Tester 21's F6: `--terms` said "label 1, 2, ... in order", but kidney_tumor,kidney_and_mass
+    is written as 1 = kidney_and_mass, 2 = kidney_tumor (containers first)."""
+    from curator.cli import app
+    from curator.export.regions import painting_order
+    from curator.taxonomy import load_taxonomy
+
+    assert painting_order(load_taxonomy(), ["kidney_tumor", "kidney_and_mass"]) == ["kidney_and_mass", "kidney_tumor"]
+    res = CliRunner().invoke(app, ["export", command, "--help"], env={"COLUMNS": "300", "NO_COLOR": "1"})
+    said = " ".join(res.output.replace("│", " ").split())
+    assert res.exit_code == 0, said
+    assert "a term containing another requested term comes before it" in said, said
