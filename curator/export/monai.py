@@ -28,7 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator.export.channels import note_resampled, studies_of
-from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
+from curator.export.common import (
+    DEFAULT_LAYERS,
+    CaseJob,
+    ExportCase,
+    ExportReport,
+    select_cases,
+    write_cases,
+)
 from curator.export.regions import nesting_note, painting_order
 from curator.export.scope import leave_out_foreign_tests, no_case_error
 from curator.export.sources import FILES, licence_line, write_sources
@@ -128,8 +135,23 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
         report.notes.append(note)
     for key, split in (("validation", "val"), ("test", "test")):  # MONAI's loader fails on an empty list
         if not lists[key]:  # (IndexError), and says "not specified" for a missing key: the export says why
-            report.notes.append(f"the datalist has no {key!r} list: no exported case is in the release's "
-                                f"{split!r} split" + ("" if "splits" in rel.table_names() else
-                                                      " (the release has no splits table)")
-                                + f"; load_decathlon_datalist(..., {key!r}) will say it is not specified")
+            report.notes.append(f"the datalist has no {key!r} list: {_why_empty(rel, split, cases)}; "
+                                f"load_decathlon_datalist(..., {key!r}) will say it is not specified")
     return report
+
+
+def _why_empty(rel: Release, split: str, selected: Sequence[ExportCase]) -> str:
+    """Why no case of the release's ``split`` was exported: the ``selected`` ones of it were left
+    out (skipped: a test case of a dataset annotating none of the terms), the selection holds none
+    of it, or the release has none."""
+    if "splits" not in rel.table_names():
+        return f"no exported case is in the release's {split!r} split (the release has no splits table)"
+    mine = sum(c.split == split for c in selected)
+    if mine:
+        return (f"the {mine} case(s) of the release's {split!r} split the selection holds were not exported "
+                "(`skipped` says why)")
+    ((total,),) = rel.sql(f"select count(*) from splits where split = '{split}'").fetchall()
+    if total:
+        return f"the selection holds none of the {total} case(s) of the release's {split!r} split"
+    return f"the release's {split!r} split is empty"
+

@@ -139,3 +139,16 @@ def test_monai_exports_into_an_existing_folder_once(rel: Path, tmp_path: Path) -
     assert sorted(p.name for p in (out / "images").iterdir()) == [f"{c}.nii.gz" for c in sorted(rep.cases)]
     with pytest.raises(ConfigError, match="the folder already holds images, labels, datalist.json"):
         export_monai(rel, out, terms=["liver"])
+
+
+def test_the_monai_note_on_a_missing_test_list_says_why(split_rel: Path, tmp_path: Path) -> None:
+    """Tester 21's F7: "no exported case is in the release's 'test' split" right after the note
+    that the release's one test case was left out (its dataset annotates none of the terms)."""
+    rep = export_monai(split_rel, tmp_path / "m", terms=["kidney_tumor"])
+    assert "TinyTotalSeg__s0001" in rep.skipped and rep.cases, (rep.skipped, rep.cases)
+    (note,) = [n for n in rep.notes if n.startswith("the datalist has no 'test' list")]
+    assert "the 1 case(s) of the release's 'test' split the selection holds were not exported (`skipped` says " \
+           "why)" in note, note
+    rep = export_monai(split_rel, tmp_path / "k", terms=["kidney_tumor"], where="dataset = 'TinyKits'")
+    (note,) = [n for n in rep.notes if n.startswith("the datalist has no 'test' list")]
+    assert "the selection holds none of the 1 case(s) of the release's 'test' split" in note, note
