@@ -192,6 +192,11 @@ _KINDS: list[ProblemKind] = [
                 "workers, or on a machine with more memory)"),
     ProblemKind("duplicate_case", "two files map to the same case id",
                 "make the layout pattern specific enough to give each file its own case"),
+    ProblemKind("image_in_two_cases", "one image file (or series folder) is the image of two cases given by "
+                "different layout entries (a loose pattern such as `{case}.nrrd` also matches `brain1_image.nrrd`): "
+                "both are ingested, so the scan is read, stored and counted twice until dedup merges them",
+                "narrow the image patterns so that one layout entry takes the file (`patterns: {case: ...}`, a more "
+                "specific suffix), or add the file to `exclude:`"),
     ProblemKind("sides_swapped", "most left/right labels of a dataset lie on the patient's other side (its sides named "
                 "after the image's or viewer's left, a swapped mapping, or a flipped header that mirrors the whole "
                 "patient: then the liver and spleen are on the wrong sides too)",

@@ -227,6 +227,7 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
                                        c.case_id))
             continue
         cases[c.case_id] = c
+    problems += _images_of_two_entries(root, list(cases.values()))
     if spec.labels.encoding == "per_structure":
         _structures_inside(spec, root, cases, problems)
     if spec.official_split.get("file"):
@@ -340,6 +341,32 @@ def _structures_inside(spec: DatasetSpec, root: Path, cases: dict[str, CaseFiles
             cases[cid] = replace(c, labels=labels)
         else:
             del cases[cid]
+
+
+def _images_of_two_entries(root: Path, cases: list[CaseFiles]) -> list[InputError]:
+    """An ``image_in_two_cases`` warning per image file (or series folder) that two layout entries
+    both took, each as a case of its own (``data/{case}_image.nrrd`` and a looser ``data/{case}.nrrd``
+    give ``brain1`` and ``brain1_image``): the scan would be read, stored and counted twice. One
+    entry giving a file several cases (a 4-D file's channels) is the layout's intent, not this."""
+    by_image: dict[str, list[CaseFiles]] = {}
+    for c in cases:
+        if c.image is not None:
+            by_image.setdefault(c.image, []).append(c)
+    out = []
+    for image, cs in sorted(by_image.items()):
+        first: dict[int, CaseFiles] = {}
+        for c in cs:
+            first.setdefault(c.entry, c)
+        if len(first) < 2:
+            continue
+        said = ", ".join(f"{c.case_id} (layout entry {c.entry + 1}"
+                         + (", with a label)" if c.labels else ", without a label)") for c in first.values())
+        out.append(InputError(
+            "image_in_two_cases", f"{image} is the image of {len(first)} cases from different layout entries: "
+            f"{said}; each is ingested as a separate scan", path=str(root / image),
+            remedy="narrow the image patterns so that one entry takes the file (e.g. `patterns: {case: ...}`, "
+            "or a more specific suffix), or add it to `exclude:` if neither should"))
+    return out
 
 
 def _label_claimed(spec: DatasetSpec, tree: Tree) -> set[str]:

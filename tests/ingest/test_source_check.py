@@ -450,3 +450,18 @@ def test_a_label_pattern_tied_to_no_image_is_not_also_said_to_match_nothing(tmp_
     yaml = _yaml(tmp_path, YAML.replace('label: "labelsTr/{case}.nii.gz"', 'label: "labelsTr/{cas}.nii.gz"'))
     kinds = {p["kind"] for p in check_source(str(yaml), root).problems}
     assert "label_ambiguous" in kinds and "label_pattern_no_match" not in kinds, kinds
+
+
+def test_an_image_two_layout_entries_take_is_a_warning_of_the_check(tmp_path: Path) -> None:
+    root = tmp_path / "download"
+    write_tree(root, [("data/brain1_image.nii.gz", "image", ()), ("data/brain1_label.nii.gz", "label", (1,)),
+                      ("data/prostate.nii.gz", "image", ()), ("data/prostate-label.nii.gz", "label", (1,))])
+    yaml = tmp_path / "Two.yaml"
+    yaml.write_text(YAML.replace("MyLiverCT", "Two").replace("MORE\n", "").replace(", 2: LABELS", "").replace(
+        '  - image: "imagesTr/{case}_0000.nii.gz"\n    label: "labelsTr/{case}.nii.gz"\n    split: train\n',
+        '  - {image: "data/{case}_image.nii.gz", label: "data/{case}_label.nii.gz"}\n'
+        '  - {image: "data/{case}.nii.gz", label: "data/{case}-label.nii.gz"}\n'))
+    r = check_source(str(yaml), root, sample=None)
+    twice = [p for p in r.warnings if p["kind"] == "image_in_two_cases"]
+    assert len(twice) == 1 and twice[0]["path"].endswith("data/brain1_image.nii.gz")
+    assert "Two__brain1 (layout entry 1" in twice[0]["message"] and "Two__brain1_image (layout entry 2" in twice[0]["message"]

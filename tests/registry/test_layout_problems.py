@@ -214,3 +214,22 @@ def test_a_patterns_regex_rejecting_every_file_is_said_to_be_the_cause(tmp_path:
     # a glob that matches nothing is still told to check the patterns, not the regex
     _, problems = discover(spec(layout=[{"image": "imgs/{case}.nii.gz"}], patterns={"case": r"case_\d{3}"}), tmp_path)
     assert [e.kind for e in problems] == ["layout_no_match"] and "regex" not in problems[0].detail
+
+
+def test_an_image_two_layout_entries_take_is_said_naming_the_file_and_both_cases(tmp_path: Path) -> None:
+    """A second, looser entry (`data/{case}.nii.gz`, for a file named without `_image`) also matched
+    `brain1_image.nii.gz`: two cases of one scan, which only label_missing / image_is_label hinted at."""
+    write_tree(tmp_path, [("data/brain1_image.nii.gz", "image", ()), ("data/brain1_label.nii.gz", "label", (1,)),
+                          ("data/prostate.nii.gz", "image", ()), ("data/prostate-label.nii.gz", "label", (1,))])
+    layout = [{"image": "data/{case}_image.nii.gz", "label": "data/{case}_label.nii.gz"},
+              {"image": "data/{case}.nii.gz", "label": "data/{case}-label.nii.gz"}]
+    cases, problems = discover(spec(layout=layout), tmp_path)
+    assert {c.case_id for c in cases} == {"Toy__brain1", "Toy__brain1_image", "Toy__prostate"}
+    twice = [e for e in problems if e.kind == "image_in_two_cases"]
+    assert len(twice) == 1 and Path(twice[0].path) == tmp_path / "data/brain1_image.nii.gz"
+    assert "Toy__brain1 (layout entry 1, with a label)" in twice[0].detail
+    assert "Toy__brain1_image (layout entry 2, without a label)" in twice[0].detail
+    # one entry giving a file several cases (the channels of a 4-D file) is the layout's intent
+    cases, problems = discover(spec(layout=[{"image": "data/{case}.nii.gz", "channels": {0: "t1", 1: "t2"}}],
+                                    labels={"encoding": "none"}), tmp_path)
+    assert len(cases) == 8 and not [e for e in problems if e.kind == "image_in_two_cases"]
