@@ -109,6 +109,10 @@ _KINDS: list[ProblemKind] = [
                 "map it in the dataset YAML's `labels.values` (a raw value) or `labels.structures` (a structure "
                 "file); a value that is no label goes under `labels.ignore`, structure files to leave out "
                 "under `labels.other_structures: ignore`"),
+    ProblemKind("declared_label_absent", "a structure file stem `labels.structures` declares is held by no case of "
+                "the dataset (a misspelt stem: `kidney_lft` for kidney_left.nii.gz): its term is annotated in no case",
+                "fix the key in the dataset YAML (the row names a close file stem when there is one); remove it if "
+                "the dataset truly has no such structure"),
     ProblemKind("structure_name_disagrees", "a structure file's own name is a term unrelated to the term the "
                 "dataset YAML maps it to (kidney_left mapped to the right kidney)",
                 "check `labels.structures` in the dataset YAML against the dataset's documentation"),

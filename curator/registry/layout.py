@@ -229,7 +229,8 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
         cases[c.case_id] = c
     problems += _images_of_two_entries(root, list(cases.values()))
     if spec.labels.encoding == "per_structure":
-        _structures_inside(spec, root, cases, problems)
+        inside = _structures_inside(spec, root, cases, problems)
+        problems += _structures_never_found(spec, root, tree, cases, inside)
     if spec.official_split.get("file"):
         from curator.registry.splits import apply_split_file
 
@@ -305,16 +306,56 @@ def pattern_rejections(spec: DatasetSpec, tree: Tree) -> list[Rejected]:
     return out
 
 
+def _structures_never_found(spec: DatasetSpec, root: Path, tree: Tree, cases: dict[str, CaseFiles],
+                            inside: set[str]) -> list[InputError]:
+    """A ``declared_label_absent`` warning per structure ``labels.structures`` declares that no
+    case of the dataset has a file of (nor a SEG/RTSTRUCT segment): almost always a misspelt file
+    stem (``kidney_lft`` for ``kidney_left.nii.gz``), which ``other_structures: ignore`` otherwise
+    turns into a structure silently missing from every case. A close file stem is suggested.
+    Said only when some case has a structure file (else ``label_no_match`` says more)."""
+    import difflib
+
+    have = {k for c in cases.values() for k, _ in c.labels if k}
+    labelled = sum(any(k for k, _ in c.labels) for c in cases.values())
+    if not have:
+        return []
+    missing = [k for k in spec.labels.structures if k not in have]
+    if not missing:
+        return []
+    stems = set(have) | inside  # the files' own stems, declared or not (a typo's file is one of them)
+    for entry in spec.layout:
+        if entry.label and not entry.index and "{structure}" in entry.label:
+            rx = compile_pattern(entry.label.rstrip("/"), dict(spec.patterns))
+            stems.update(m.group("structure") for f in (tree.dirs if entry.label_is_dir else tree.files)
+                         if (m := rx.fullmatch(f)))
+    out = []
+    candidates = sorted(stems - set(spec.labels.structures))
+    for k in missing:
+        close = difflib.get_close_matches(k, candidates, n=3, cutoff=0.75)
+        names = ", ".join(map(repr, spec.labels.structures[k]))
+        out.append(InputError(
+            "declared_label_absent", f"labels.structures declares {k!r} ({names}), but none of the {labelled} "
+            f"case(s) with structure files has one named {k!r}" + (f"; the files hold {', '.join(map(repr, close))}"
+                                                           if close else "")
+            + f": {k} is not annotated in any case", path=str(root),
+            remedy=(f"rename the key {k!r} to {close[0]!r} in labels.structures" if close else
+                    "check the key against the structure files' names (without their suffix)")
+            + "; if the dataset has no such file, remove the key from labels.structures"))
+    return out
+
+
 def _structures_inside(spec: DatasetSpec, root: Path, cases: dict[str, CaseFiles],
-                       problems: list[InputError]) -> None:
+                       problems: list[InputError]) -> set[str]:
     """Per-structure labels matched without ``{structure}`` (key ``''``) are files holding their
     structures — a DICOM SEG's segments, an RTSTRUCT's ROIs: each named structure becomes one
     label of the case (the structures the YAML does not map too, unless ``other_structures:
-    ignore``). Any other file there is a problem, and a label-only case left with no label goes."""
+    ignore``). Any other file there is a problem, and a label-only case left with no label goes.
+    Returns every structure name the files hold (those left out too)."""
     from curator.io.structures import structures_in
 
     declared = spec.labels.structures
     keep_all = spec.labels.other_structures != "ignore"
+    seen: set[str] = set()
     for cid, c in list(cases.items()):
         if all(key for key, _ in c.labels):
             continue
@@ -336,11 +377,13 @@ def _structures_inside(spec: DatasetSpec, root: Path, cases: dict[str, CaseFiles
                     remedy="put {structure} in the label pattern (one mask file per structure), or point it at the "
                     "SEG or RTSTRUCT files"))
             else:
+                seen.update(names)
                 labels += [(name, rel) for name in names if keep_all or name in declared]
         if labels or c.image is not None:
             cases[cid] = replace(c, labels=labels)
         else:
             del cases[cid]
+    return seen
 
 
 def _images_of_two_entries(root: Path, cases: list[CaseFiles]) -> list[InputError]:

@@ -613,3 +613,20 @@ def test_a_case_whose_image_is_a_broken_link_fails_on_it_not_as_label_only(tmp_p
     assert sorted(cases) == ["Toy__a"]
     assert [(p["case_id"], p["kind"], p["severity"], p["path"]) for p in problems] == [
         ("Toy__b", kind, "error", "Toy:b/ct.nii.gz")]
+
+
+def test_a_declared_structure_no_case_has_is_a_warning_of_the_run(tmp_path: Path) -> None:
+    """A typo in a structure stem with `other_structures: ignore` dropped the structure from the
+    whole dataset with an empty problems table."""
+    root = tmp_path / "raw"
+    write_tree(root, [(f"s{i:04d}/{f}", kind, v) for i in (1, 2) for f, kind, v in
+                      (("ct.nii.gz", "image", ()), ("segmentations/liver.nii.gz", "label", (1,)),
+                       ("segmentations/kidney_left.nii.gz", "label", (1,)))])
+    yml = _spec(tmp_path, [{"image": "{case}/ct.nii.gz", "label": "{case}/segmentations/{structure}.nii.gz"}],
+                {"encoding": "per_structure", "other_structures": "ignore",
+                 "structures": {"liver": "liver", "kidney_lft": "left kidney"}})
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert len(cases) == 2
+    (row,) = [p for p in problems if p["kind"] == "declared_label_absent"]
+    assert row["severity"] == "warning" and row["case_id"] is None and row["dataset"] == "Toy"
+    assert "'kidney_lft'" in row["message"] and "'kidney_left'" in row["message"]

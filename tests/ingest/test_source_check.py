@@ -465,3 +465,20 @@ def test_an_image_two_layout_entries_take_is_a_warning_of_the_check(tmp_path: Pa
     twice = [p for p in r.warnings if p["kind"] == "image_in_two_cases"]
     assert len(twice) == 1 and twice[0]["path"].endswith("data/brain1_image.nii.gz")
     assert "Two__brain1 (layout entry 1" in twice[0]["message"] and "Two__brain1_image (layout entry 2" in twice[0]["message"]
+
+
+def test_a_misspelt_structure_stem_is_a_warning_of_the_check(tmp_path: Path) -> None:
+    root = tmp_path / "download"
+    write_tree(root, [(f"s{i:04d}/{f}", kind, v) for i in (1, 2, 3) for f, kind, v in
+                      (("ct.nii.gz", "image", ()), ("segmentations/liver.nii.gz", "label", (1,)),
+                       ("segmentations/kidney_left.nii.gz", "label", (1,)))])
+    yaml = tmp_path / "TS.yaml"
+    yaml.write_text(YAML.replace("MyLiverCT", "TS").replace("MORE\n", "").replace(
+        '  - image: "imagesTr/{case}_0000.nii.gz"\n    label: "labelsTr/{case}.nii.gz"\n    split: train\n',
+        '  - {image: "{case}/ct.nii.gz", label: "{case}/segmentations/{structure}.nii.gz"}\n').replace(
+        "  values: {1: liver, 2: LABELS}\n", "  encoding: per_structure\n  other_structures: ignore\n"
+        "  structures: {liver: liver, kidney_lft: left kidney}\n"))
+    r = check_source(str(yaml), root, sample=1)
+    (row,) = [p for p in r.warnings if p["kind"] == "declared_label_absent"]
+    assert "'kidney_lft'" in row["message"] and "none of the 3 case(s)" in row["message"]
+    assert "'kidney_left'" in row["message"]

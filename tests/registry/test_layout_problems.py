@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from curator.registry.layout import discover
 from curator.registry.spec import parse_spec
 from curator.testing.layouts import write_rtstruct
@@ -233,3 +235,27 @@ def test_an_image_two_layout_entries_take_is_said_naming_the_file_and_both_cases
     cases, problems = discover(spec(layout=[{"image": "data/{case}.nii.gz", "channels": {0: "t1", 1: "t2"}}],
                                     labels={"encoding": "none"}), tmp_path)
     assert len(cases) == 8 and not [e for e in problems if e.kind == "image_in_two_cases"]
+
+
+@pytest.mark.parametrize("other", ["ignore", "problem"])
+def test_a_declared_structure_stem_no_case_has_is_said_with_the_close_file_stem(tmp_path: Path, other: str) -> None:
+    """`kidney_lft:` for kidney_left.nii.gz: with `other_structures: ignore` the left kidney was left out of
+    every case, and no problem said so at labels check, sources check or run."""
+    files = [(f"s{i:04d}/{f}", kind, v) for i in (1, 2) for f, kind, v in
+             (("ct.nii.gz", "image", ()), ("segmentations/liver.nii.gz", "label", (1,)),
+              ("segmentations/kidney_left.nii.gz", "label", (1,)), ("segmentations/spleen.nii.gz", "label", (1,)))]
+    write_tree(tmp_path, files)
+    layout = [{"image": "{case}/ct.nii.gz", "label": "{case}/segmentations/{structure}.nii.gz"}]
+    labels = {"encoding": "per_structure", "other_structures": other,
+              "structures": {"liver": "liver", "kidney_lft": "left kidney", "pancreas": "pancreas"}}
+    cases, problems = discover(spec(layout=layout, labels=labels), tmp_path)
+    assert len(cases) == 2
+    absent = {e.detail.split("'")[1]: e for e in problems if e.kind == "declared_label_absent"}
+    assert sorted(absent) == ["kidney_lft", "pancreas"]
+    assert "none of the 2 case(s)" in absent["kidney_lft"].detail and "'kidney_left'" in absent["kidney_lft"].detail
+    assert "rename the key 'kidney_lft' to 'kidney_left'" in (absent["kidney_lft"].remedy or "")
+    assert "the files hold" not in absent["pancreas"].detail  # nothing close: no guess
+    # spelt right, nothing is said
+    labels["structures"] = {"liver": "liver", "kidney_left": "left kidney"}
+    _, problems = discover(spec(layout=layout, labels=labels), tmp_path)
+    assert not [e for e in problems if e.kind == "declared_label_absent"]
