@@ -110,9 +110,12 @@ _KINDS: list[ProblemKind] = [
                 "file); a value that is no label goes under `labels.ignore`, structure files to leave out "
                 "under `labels.other_structures: ignore`"),
     ProblemKind("declared_label_absent", "a structure file stem `labels.structures` declares is held by no case of "
-                "the dataset (a misspelt stem: `kidney_lft` for kidney_left.nii.gz): its term is annotated in no case",
-                "fix the key in the dataset YAML (the row names a close file stem when there is one); remove it if "
-                "the dataset truly has no such structure"),
+                "the dataset (a misspelt stem: `kidney_lft` for kidney_left.nii.gz): its term is annotated in no case; "
+                "or no label holds a raw value `labels.values` declares (`sources check`: no sampled label; harmonize: "
+                "no label of the dataset, while they hold undeclared values — the wrong code, `2: brain tumor` over "
+                "files coding it 1): its term stays annotated and absent in every case, as the YAML declares",
+                "fix the key in the dataset YAML (the row names a close file stem, or the undeclared values the labels "
+                "hold instead); remove it if the dataset truly has no such structure or value"),
     ProblemKind("structure_name_disagrees", "a structure file's own name is a term unrelated to the term the "
                 "dataset YAML maps it to (kidney_left mapped to the right kidney)",
                 "check `labels.structures` in the dataset YAML against the dataset's documentation"),

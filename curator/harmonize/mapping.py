@@ -299,3 +299,67 @@ def index_disagreements(spec: DatasetSpec, root: Path, tax: Taxonomy) -> list[Cu
                                 remedy="check labels.values in the dataset YAML against the dataset's own "
                                 "documentation, and fix whichever is wrong"))
     return out
+
+
+def value_spans(values: Iterable[int]) -> str:
+    """``"1, 3, 55-70"``: sorted values, runs of consecutive ones as a band.
+
+    >>> value_spans([70, 1, 3, *range(55, 70)])
+    '1, 3, 55-70'
+    """
+    out: list[str] = []
+    run: list[int] = []
+    for v in sorted(set(values)):
+        if run and v != run[-1] + 1:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+            run = []
+        run.append(v)
+    if run:
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ", ".join(out)
+
+
+def declared_values_absent(spec: DatasetSpec, held: Mapping[int, int], labels: int, *, whose: str,
+                           fix_hint: str = "") -> list[CuratorError]:
+    """A ``declared_label_absent`` error per name (or names) ``labels.values`` of a label map
+    declares none of whose values any of the ``labels`` read label files holds (``held``: raw value
+    -> how many of them hold it): the wrong code (``2: brain tumor`` where the files hold 1) makes
+    harmonize publish the term as annotated and absent in every case. The values those labels
+    hold that the YAML does not declare are named as the likely right ones. ``whose`` says which
+    labels were read (``"of the sample"``, ``"of the dataset"``).
+
+    >>> from curator.registry.spec import parse_spec
+    >>> spec, _ = parse_spec({"name": "Toy", "version": "1", "modality": "MR", "region": "brain",
+    ...                       "licence": "CC-BY-4.0", "citation": "@misc{t, title={t}}",
+    ...                       "layout": [{"image": "{case}.nii.gz"}], "labels": {"values": {2: "brain tumor"}}}, "t")
+    >>> [e.detail.split(":")[0] for e in declared_values_absent(spec, {1: 3}, 3, whose="of the sample")]
+    ["labels.values declares value 2 for 'brain tumor', but none of the 3 label(s) of the sample holds it, and they hold the undeclared value(s) 1 (1 in 3 of them)"]
+    """
+    lab = spec.labels
+    if lab.encoding != "label_map" or labels <= 0:
+        return []
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for v, names in lab.values.items():
+        if v != 0 and v not in lab.ignore:
+            groups.setdefault(tuple(names), []).append(v)
+    declared = lab.declared_values()
+    instead = {v: n for v, n in sorted(held.items()) if v not in declared and v != 0 and n}
+    found = value_spans(instead)
+    out = []
+    for names, vals in groups.items():
+        if any(held.get(v) for v in vals):
+            continue
+        what = " and ".join(map(repr, names))
+        plural = len(vals) > 1
+        said = (f"labels.values declares value{'s' if plural else ''} {value_spans(vals)} for {what}, but none of the "
+                f"{labels} label(s) {whose} holds {'any of them' if plural else 'it'}")
+        if instead:
+            said += (f", and they hold the undeclared value(s) {found} ("
+                     + ", ".join(f"{v} in {n} of them" for v, n in list(instead.items())[:5]) + ")")
+        said += (f": {what} counts as annotated and absent in every case"
+                 + (", its voxels (under another value) left out" if instead else ""))
+        remedy = (f"if the files code {what} as {found.split(',')[0]}, write that value in labels.values instead of "
+                  f"{value_spans(vals)}; else " if instead else "") + ("check the value against the dataset's "
+                  "documentation, and remove it from labels.values if no file holds it" + fix_hint)
+        out.append(CuratorError("declared_label_absent", said, remedy=remedy))
+    return out

@@ -26,6 +26,7 @@ from curator.harmonize.mapping import (
     TERM_UNKNOWN_REMEDY,
     DatasetMapping,
     build_mapping,
+    declared_values_absent,
     structure_names_disagree,
     unknown_names,
 )
@@ -133,6 +134,8 @@ class HarmonizeStage(Stage):
                 self.extra_problems.append(problem_row(self.name, err, dataset=src.spec.name, case_id=None,
                                                        path=Path(src.spec.path).name or None, severity="warning"))
         plan_cache: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        held: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))  # source -> value -> labels
+        read: dict[str, int] = defaultdict(int)  # source -> label maps read
         tasks = []
         for row in cases.to_pylist():
             if row["source"] not in mappings or not row["has_label"]:
@@ -144,6 +147,10 @@ class HarmonizeStage(Stage):
                 self.extra_problems.append(problem_row(self.name, err, dataset=row["dataset"], case_id=row["case_id"],
                                                        path=None, severity="info"))
                 continue
+            if m.encoding == "label_map":
+                read[row["source"]] += 1
+                for v in {int(v) for _, v, n in counts.get(row["case_id"], []) if n}:
+                    held[row["source"]][v] += 1
             keys = tuple(sorted(set(row["label_keys"] or ())))
             ck = (row["source"], keys if m.encoding == "per_structure" else ())
             if ck not in plan_cache:
@@ -174,6 +181,8 @@ class HarmonizeStage(Stage):
             path = f"{row['source']}:{(row['label_paths'] or [''])[0]}"
             tasks.append(Task(case_id=row["case_id"], payload=payload, fingerprint=row["label_sha256"] or "",
                               dataset=row["dataset"], path=path))
+        for name, n in sorted(read.items()):
+            self.extra_problems += declared_absent_rows(self.ctx.sources[name].spec, held[name], n)
         return tasks
 
     @classmethod
@@ -210,6 +219,21 @@ class HarmonizeStage(Stage):
                     out.problems.append(problem_row(cls.name, said, dataset=p["dataset"], case_id=task.case_id,
                                                     path=f"{p['source']}:{rel}", severity="warning"))
         return out
+
+
+def declared_absent_rows(spec: Any, held: dict[int, int], labels: int) -> list[dict[str, Any]]:
+    """A ``declared_label_absent`` warning per term ``labels.values`` declares none of whose values
+    any of the dataset's ``labels`` label maps holds, when they hold undeclared values instead (the
+    wrong code: ``2: brain tumor`` over files coding it 1). The term keeps its labels rows as the
+    YAML declares it (annotated, absent: ``annotated`` is the YAML's word, not inferred from the
+    data); this row is what says the YAML and the files disagree. Without undeclared values a
+    declared value no case holds is a class the download lacks, said by nothing."""
+    declared = spec.labels.declared_values()
+    if not any(v not in declared for v in held):
+        return []
+    return [problem_row(HarmonizeStage.name, err, dataset=spec.name, case_id=None,
+                        path=Path(spec.path).name or None, severity="warning")
+            for err in declared_values_absent(spec, held, labels, whose="of the dataset")]
 
 
 def incomplete_term_rows(m: DatasetMapping, keys: tuple[str, ...], row: dict[str, Any]) -> list[dict[str, Any]]:

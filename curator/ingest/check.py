@@ -6,8 +6,9 @@ files, and what ingest will say. This runs the ingest stage's own code — layou
 the whole root, then the per-case reading of a sample of cases — in a temporary workspace that
 is deleted afterwards, and adds what ingest cannot see: volume files under the root that no
 pattern matched (a missing ``imagesTs`` entry, a typo in a pattern), declared values no sampled
-label holds, how often each value occurs, and structure files the YAML maps to a term their own
-name contradicts (``kidney_left: right kidney``, as ``labels check`` says).
+label holds (a ``declared_label_absent`` warning), how often each value occurs, and structure
+files the YAML maps to a term their own name contradicts (``kidney_left: right kidney``, as
+``labels check`` says).
 
 Nothing is written beside the data or into a workspace. The output names the root's files: it
 is for the person who holds them, not for a release.
@@ -399,6 +400,7 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         report.problems += r.problems
         report.sampled.append(_sampled_row(r))
     report.values = _value_rows(spec, tax, results, terms, files)
+    report.problems += _declared_absent(spec, report, len(picked) < len(tasks))
     report.problems += _undeclared_structures(spec, report.source, results, report.values)
     report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
     report.problems += _names_disagree(spec, tax)
@@ -464,6 +466,22 @@ def _undeclared_structures(spec: Any, source: str, results: list[Any],
                                "map them in `labels.structures` ({file stem: term}), or set `labels.other_structures: "
                                "ignore` to read only the declared files"})
     return out
+
+
+def _declared_absent(spec: Any, r: SourceCheck, sampled: bool) -> list[dict[str, Any]]:
+    """A warning per term ``labels.values`` declares whose values no label read holds (the
+    values table's ``0 of N``), naming the undeclared values they hold instead. A declared
+    structure file no case has is said by discovery, over every case."""
+    from curator.harmonize.mapping import declared_values_absent
+    from curator.runner.stage import problem_row
+
+    read = {v["of"] for v in r.values}
+    held = {v["value"]: v["cases"] for v in r.values if isinstance(v["value"], int)}
+    hint = ("; the check read a sample: `--all` reads every case (a rare value may be in none of the sample)"
+            if sampled else "")
+    return [problem_row("check", err, dataset=spec.name, case_id=None, path="labels.values", severity="warning")
+            for err in declared_values_absent(spec, held, max(read, default=0),
+                                              whose="of the sample" if sampled else "read", fix_hint=hint)]
 
 
 def _pattern_hints(spec: Any, r: SourceCheck) -> list[dict[str, Any]]:

@@ -278,3 +278,32 @@ def test_a_taxonomy_change_reruns_the_cases_whose_mapping_it_changes(tmp_path: P
     assert stale() == []  # and the tables are current for the changed file
     lab.write_text("extends: curator\nversion: lab-2\nsynonyms: {liver: [leber], spleen: [milz]}\n")
     assert harmonize() == (0, 2)
+
+
+def test_a_declared_value_no_label_holds_beside_undeclared_ones_is_a_dataset_warning(tmp_path: Path) -> None:
+    """`2: liver` over files coding the liver 1: every case was published as liver annotated and
+    absent, with only per-case label_unmapped rows about value 1 — nothing said the YAML's code is
+    in no file. The labels rows stay as the YAML declares them; the dataset row says what is wrong."""
+    yml = toy_yaml(tmp_path, '{image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}',
+                   "  values: {2: liver, 3: spleen, 4: pancreas}")
+    ws = _run(tmp_path, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1, 3)),
+                         ("img/b.nii.gz", "image", ()), ("lab/b.nii.gz", "label", (1,))], "Toy", [str(yml)])
+    probs = ws.read_table("problems__harmonize").to_pylist()
+    rows = [p for p in probs if p["kind"] == "declared_label_absent"]
+    assert [(p["severity"], p["case_id"], p["path"]) for p in rows] == [("warning", None, "Toy.yaml")] * 2
+    liver = next(p["message"] for p in rows if "'liver'" in p["message"])
+    assert "value 2 for 'liver'" in liver and "none of the 2 label(s) of the dataset" in liver
+    assert "undeclared value(s) 1 (1 in 2 of them)" in liver and "write that value in labels.values" in liver
+    assert any("value 4 for 'pancreas'" in p["message"] for p in rows)  # spleen's 3 is held: not said
+    assert sum(p["kind"] == "label_unmapped" for p in probs) == 2
+    labels = ws.read_table("labels").to_pylist()
+    assert {(r["case_id"], r["term_id"], r["annotated"], r["present"]) for r in labels if r["term_id"] == "liver"} == {
+        ("Toy__a", "liver", True, False), ("Toy__b", "liver", True, False)}
+
+
+def test_a_declared_value_no_label_holds_without_undeclared_ones_says_nothing(tmp_path: Path) -> None:
+    """A class the download lacks (a tumour code no case of a subset holds), the rest as declared."""
+    yml = toy_yaml(tmp_path, '{image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}',
+                   "  values: {1: liver, 2: liver tumour}")
+    ws = _run(tmp_path, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1,))], "Toy", [str(yml)])
+    assert ws.read_table("problems__harmonize") is None or not ws.read_table("problems__harmonize").to_pylist()

@@ -71,7 +71,11 @@ def test_check_finds_cases_missed_files_and_undeclared_values(tmp_path: Path, mo
     assert values[1]["terms"] == ["liver"] and (values[1]["cases"], values[1]["of"]) == (4, 4)
     assert values[2]["terms"] == ["liver_tumor"] and values[2]["cases"] == 0  # declared, in no file
     assert values[3]["declared"] is False and values[3]["examples"] == ["MyLiverCT__liver_001"]
-    assert [p["kind"] for p in r.warnings] == ["label_values_undeclared"] and not r.errors
+    # the declared 2 held by no label read is said, with the undeclared 3 they hold
+    assert [p["kind"] for p in r.warnings] == ["label_values_undeclared", "declared_label_absent"] and not r.errors
+    absent = r.warnings[1]["message"]
+    assert "value 2 for 'liver tumour'" in absent and "none of the 4 label(s) read holds it" in absent
+    assert "undeclared value(s) 3 (3 in 1 of them)" in absent and "--all" not in absent
     # nothing written beside the data, the YAML or the working directory
     assert _listing(tmp_path) == before
 
@@ -482,3 +486,17 @@ def test_a_misspelt_structure_stem_is_a_warning_of_the_check(tmp_path: Path) -> 
     (row,) = [p for p in r.warnings if p["kind"] == "declared_label_absent"]
     assert "'kidney_lft'" in row["message"] and "none of the 3 case(s)" in row["message"]
     assert "'kidney_left'" in row["message"]
+
+
+def test_a_declared_value_no_sampled_label_holds_is_a_warning_of_the_check(tmp_path: Path) -> None:
+    """`2: liver` over files coding the liver 1: exit 0 with only a `0 of 3` cell in the values table."""
+    root = tmp_path / "download"
+    _download(root, 3)
+    yaml = tmp_path / "MyLiverCT.yaml"
+    yaml.write_text(YAML.replace("MORE\n", "").replace("{1: liver, 2: LABELS}", "{2: liver}"))
+    r = check_source(str(yaml), root, sample=2)
+    (row,) = [p for p in r.warnings if p["kind"] == "declared_label_absent"]
+    assert row["path"] == "labels.values" and row["case_id"] is None
+    assert "value 2 for 'liver', but none of the 2 label(s) of the sample holds it" in row["message"]
+    assert "undeclared value(s) 1 (1 in 2 of them)" in row["message"] and "`--all` reads every case" in row["message"]
+    assert "if the files code 'liver' as 1, write that value in labels.values instead of 2" in row["message"]
