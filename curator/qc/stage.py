@@ -48,14 +48,15 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "10"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
+    version = "11"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
     # 3: body_x_mm (the laterality check); 4: mesh sphericity with the mesh's own volume;
     # 5: body_size_ml (volume_norm: section); 6: eccentricity of the voxels' solid, not their centres;
     # 7: the pseudo and revised labels of a case without labels of its own are judged too
     # 8: a cohort's bounds come from its people's labels (pseudo ones judged against them) and
     # leave out the scans dedup dropped as copies; 9: a truncated label above its cohort's complete labels'
     # volume bound (ml) is `oversized`, said in its reason; 10: a label file several cases of a study share
-    # (a BraTS seg under its four sequences) is one cohort member, judged once for all its cases
+    # (a BraTS seg under its four sequences) is one cohort member, judged once for all its cases;
+    # 11: mean/sd_intensity in physical units (a float16 store of a wide-range float image was read ÷ its scale)
     config_class = QCConfig
     settings_files = "the overrides file"
     # it judges the revised labels, and the pseudo labels only while pseudolabel is enabled

@@ -77,8 +77,9 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
     body_x = _body_x(body, g)
     sections = body_sections(body, g)
     del body
-    # through the shard reader (as body() is): a damaged chunk is store_damaged, not a Blosc RuntimeError
-    image = store.read("image") if store.has_image() else None
+    # through the shard reader (as body() is): a damaged chunk is store_damaged, not a Blosc RuntimeError;
+    # in physical units (HU for CT): a float16 store of a wide-range float image holds value ÷ scale
+    image = store.physical_image() if store.has_image() else None
     rows: list[dict[str, Any]] = []
     held: set[str] = set()  # terms of higher-priority layers (store.layers() is in priority order)
     for layer in store.layers():
