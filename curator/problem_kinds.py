@@ -100,6 +100,12 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("image_values_clipped", "a float image holds values more than 1024 times beyond the rest "
                 "(a fill value such as -3.4e38); they were set to the edge of the image's range",
                 "nothing, if they are padding outside the field of view; otherwise check the image"),
+    ProblemKind("body_mask_empty", "no voxel of the image is above the body threshold: no body crop, body volume "
+                "or statistics inside the body for the case",
+                "check the image's values (a CT not in HU needs fixes.intensity_offset)"),
+    ProblemKind("body_mask_whole_field", "the body mask covers 99 % or more of the field of view: the image is "
+                "cropped to the patient, or the threshold fell in the background",
+                "nothing if the image holds no air; otherwise check its background or a CT's intensity offset"),
     ProblemKind("label_lost_in_resampling", "a structure has voxels in the source but none on the stored grid "
                 "(thinner than the target spacing); the store leaves it out, so it is unknown for the case",
                 "resample finer (stages.preprocess.target_spacing_mm, or spacing: median)"),

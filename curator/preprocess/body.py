@@ -1,8 +1,8 @@
 """Body mask and crop box.
 
 The body is the largest 6-connected component above a threshold (CT: −500 HU; MR/PET:
-half the Otsu threshold of the image), with enclosed air (lungs, bowel gas) filled slice
-by slice along the last axis. The crop box is the body's bounding box (or the non-zero
+halfway between the image's low end and its Otsu threshold, :func:`body_threshold`), with
+enclosed air (lungs, bowel gas) filled slice by slice along the last axis. The crop box is the body's bounding box (or the non-zero
 region, as SAT does) grown by a margin and always holding every labelled voxel.
 
 >>> import numpy as np
@@ -21,21 +21,46 @@ import numpy as np
 from numpy.typing import NDArray
 from skimage.filters import threshold_otsu
 
+from curator.errors import InputError
 from curator.preprocess.intensity import strided_sample
+
+LOW_PERCENTILE = 0.5  # the image's low end (MR/PET): the background, when it holds 0.5 % of the voxels
+NEARLY_ALL = 0.99  # a body mask covering this share of the field of view or more is warned of
 
 
 def body_threshold(image: NDArray[Any], modality: str, ct_hu: float = -500.0) -> float:
+    """CT: ``ct_hu``. MR/PET: halfway between the image's 0.5th percentile (its background, when
+    the scan holds air) and its Otsu threshold, ``low + (otsu − low) / 2``.
+
+    Measured from the low end, not from 0, so an additive offset moves the threshold with the
+    image (``0.5 × otsu`` put it in the background of an MR stored +2000, and above the whole
+    body of one stored −2000). For an image whose background is 0 — MR magnitude and PET with
+    air around the patient — the percentile is 0 and the threshold is ``0.5 × otsu`` as before
+    (the real TotalSegmentator, pyradiomics brain and MONAI MRs: identical masks). A percentile
+    rather than the minimum: one dark voxel (Rician noise at −47 in the TotalSegmentator MR, a
+    cubic undershoot) does not move it.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> a = np.abs(rng.normal(0, 10, (40, 40, 4))).astype(np.float32)  # air: Rician-like noise
+    >>> a[10:30, 10:30] = rng.normal(400, 60, (20, 20, 4))  # the body: 1600 voxels
+    >>> [int(body_mask(a + shift, "MR").sum()) for shift in (0, -2000, 2000)]
+    [1600, 1600, 1600]
+    """
     if modality.upper() == "CT":
         return ct_hu
     sample = strided_sample(image, 2_000_000).astype(np.float32)
     if sample.size == 0 or float(sample.min()) == float(sample.max()):
         return float(sample.min()) if sample.size else 0.0
-    return 0.5 * float(threshold_otsu(sample))
+    low = float(np.percentile(sample, LOW_PERCENTILE, method="inverted_cdf"))
+    return low + 0.5 * (float(threshold_otsu(sample)) - low)
 
 
-def body_mask(image: NDArray[Any], modality: str, ct_hu: float = -500.0) -> NDArray[np.bool_]:
-    """Largest connected component above the body threshold, holes filled per slice."""
-    mask = image > body_threshold(image, modality, ct_hu)
+def body_mask(image: NDArray[Any], modality: str, ct_hu: float = -500.0, *,
+              threshold: float | None = None) -> NDArray[np.bool_]:
+    """Largest connected component above the body threshold (``threshold``, else
+    :func:`body_threshold`), holes filled per slice."""
+    mask = image > (body_threshold(image, modality, ct_hu) if threshold is None else threshold)
     if not mask.any():
         return mask
     # Fortran order: the slices along the last axis are contiguous (no copy when the image is
@@ -45,6 +70,45 @@ def body_mask(image: NDArray[Any], modality: str, ct_hu: float = -500.0) -> NDAr
         if mask[:, :, k].any():
             mask[:, :, k] = fill_holes_2d(mask[:, :, k])
     return mask
+
+
+def body_coverage_issue(voxels: int, total: int, modality: str, threshold: float) -> InputError | None:
+    """A warning when the body mask is empty or covers (nearly) the whole field of view — an
+    intensity offset, a noise floor or a CT not in HU put the threshold beside the body, and the
+    crop, ``body_volume_ml``, the statistics inside the body and QC's ``norm_volume`` then
+    measure nothing or the field of view, not the patient. ``threshold`` in physical units.
+
+    >>> body_coverage_issue(0, 1000, "MR", 116.6).kind, body_coverage_issue(500, 1000, "MR", 116.6)
+    ('body_mask_empty', None)
+    >>> body_coverage_issue(1000, 1000, "CT", -500.0).kind
+    'body_mask_whole_field'
+    """
+    ct = modality.upper() == "CT"
+    at = f"{threshold:.6g} HU (stages.preprocess.body_threshold_hu)" if ct else (
+        f"{threshold:.6g}, halfway between the image's 0.5th percentile and its Otsu threshold")
+    if voxels == 0:
+        return InputError(
+            "body_mask_empty",
+            f"no voxel of the image is above the body threshold ({at}): the body mask is empty, so the store "
+            "is not cropped to the body, body_volume_ml is 0, the intensity statistics cover the whole image "
+            "and QC has no body volume for this case (norm_volume null)",
+            remedy=("check the image's values: a CT not stored in HU needs `fixes: {intensity_offset: ...}` in the "
+                    "dataset YAML (ingest's ct_intensity_offset row says which), else set "
+                    "stages.preprocess.body_threshold_hu; then run preprocess again") if ct else
+                   "check the image (constant, inverted or a map of differences?); if it is right, report the case")
+    if total and voxels >= NEARLY_ALL * total:
+        return InputError(
+            "body_mask_whole_field",
+            f"the body mask covers {100.0 * voxels / total:.1f} % of the field of view (threshold {at}): either "
+            "the image is cropped to the patient (then nothing is wrong), or the threshold fell in the background "
+            "and the crop, body_volume_ml, the intensity statistics inside the body and QC's norm_volume measure "
+            "the field of view, not the patient",
+            remedy=("nothing if the image holds no air outside the patient; otherwise its air is not near −1000: "
+                    "declare the CT's offset (`fixes: {intensity_offset: ...}` in the dataset YAML, ingest's "
+                    "ct_intensity_offset row says which) or raise stages.preprocess.body_threshold_hu") if ct else
+                   ("nothing if the image holds no air outside the patient; otherwise check its background (a noise "
+                    "floor, a fill value) and judge the volumes unnormalised (stages.qc.volume_norm: absolute)"))
+    return None
 
 
 def largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.io.volume import Geometry
-from curator.preprocess.body import bbox, body_mask, crop_box, union_box
+from curator.preprocess.body import bbox, body_mask, body_threshold, crop_box, union_box
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.intensity import far_outliers, normalisation, stats, storage_dtype
 from curator.preprocess.labels import Plane
@@ -43,6 +43,7 @@ class Prepared:
     crop_start: tuple[int, ...] = (0, 0, 0)
     lost: list[tuple[str, list[str]]] = field(default_factory=list)  # (raw value/key, terms) resampling erased
     clipped: tuple[int, float, float] | None = None  # (voxels, low, high): far outliers set to the range's edge
+    body_threshold: float | None = None  # the body mask's threshold, physical units (HU for CT)
 
 
 def target_spacing(geometry: Geometry, config: PreprocessConfig, median: tuple[float, ...] | None = None
@@ -103,7 +104,8 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     for arr, _, _ in out_planes:
         label_box = union_box(label_box, bbox(arr))
     # the image is in stored units (physical ÷ scale): so is the CT threshold
-    body = body_mask(img, modality, config.body_threshold_hu / scale) if img is not None else None
+    thr = body_threshold(img, modality, config.body_threshold_hu / scale) if img is not None else None
+    body = body_mask(img, modality, threshold=thr) if img is not None else None
     box = tuple(slice(0, n) for n in out_geom.shape)
     margin = tuple(int(np.ceil(config.crop_margin_mm / s)) for s in out_geom.spacing)
     if img is not None and config.crop == "body" and body is not None and body.any():
@@ -115,7 +117,7 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     shifted[:3, 3] = out_geom.voxel_to_world(np.asarray(start))[0]
     final = Geometry.from_affine(tuple(s.stop - s.start for s in box), shifted)
     prep = Prepared(final, None, None, [], resampled_shape=out_geom.shape, crop_start=start, lost=lost,
-                    clipped=clipped)
+                    clipped=clipped, body_threshold=thr * scale if thr is not None else None)
     # crops are copied in the arrays' own memory order (Fortran for nibabel reads): the store
     # writer copies 64³ blocks in either order, so no full-volume transpose is ever made
     prep.planes = [(a[box].copy(order="K"), v, r) for a, v, r in out_planes]

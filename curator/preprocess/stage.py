@@ -17,6 +17,7 @@ from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
 from curator.io.volume import Geometry, Volume
 from curator.preprocess import terms as termmap
+from curator.preprocess.body import body_coverage_issue
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import Prepared, preprocess_arrays, reoriented_spacing
 from curator.preprocess.labels import Plane, label_map_plane, structure_planes
@@ -48,8 +49,11 @@ class PreprocessStage(Stage):
     # DICOM files they annotate (label_geometry.slices); 6: smooth labels' ties take the nearest
     # source voxel (they went to background: a 5 mm ball lost 9 % at 0.5 -> 1 mm). Not bumped for the
     # chunks' CRC32C (2026-12-06): the voxels are the same, the reader takes stores with and without it,
-    # and a bump would redo every case's preprocessing and pseudo-labelling in an existing workspace
-    version = "6"
+    # and a bump would redo every case's preprocessing and pseudo-labelling in an existing workspace;
+    # 7: the MR/PET body threshold is halfway between the image's 0.5th percentile and Otsu (0.5 × Otsu
+    # moved with an intensity offset: an empty body, or the whole field of view), and an empty or
+    # whole-field body mask is a warning
+    version = "7"
     config_class = PreprocessConfig
     tables = ("preprocessed",)
     requires = ("cases",)
@@ -156,6 +160,11 @@ class PreprocessStage(Stage):
                             f"(a fill value?); they were set to the edge of the image's range [{lo:.6g}, {hi:.6g}] "
                             "so the stored image keeps its precision", path=p["image_path"],
                             remedy="nothing, if they are padding; otherwise check the image"))
+        if prep.image is not None and prep.body_threshold is not None:
+            issue = body_coverage_issue(prep.body_voxels or 0, int(np.prod(prep.resampled_shape)), p["modality"],
+                                        prep.body_threshold)
+            if issue is not None:
+                warn(issue)
         for raw, terms in prep.lost:
             warn(InputError("label_lost_in_resampling",
                             f"label {raw} ({', '.join(terms) or 'no term'}) has voxels in the source but none on the "
