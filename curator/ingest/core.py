@@ -48,20 +48,53 @@ CT_LOW_END_LIMIT_HU = -500.0  # a CT's 0.5th percentile lies at air (-1000 HU) o
 CT_COMMON_OFFSETS = (1000.0, 1024.0)  # stored without the rescale intercept, or with air at 0
 
 
+AIR_WINDOW = 100.0  # the air peak is looked for this far above the low end (lung starts ~150 above air)
+AIR_BIN = 4.0
+
+
 def low_end(a: NDArray[Any]) -> float:
     """The 0.5th percentile of the voxel values (over the same subsample as the summary's)."""
     return float(np.percentile(_sample(a.reshape(-1)), 0.5))
 
 
-def ct_intensity_issue(low: float, vmin: float, vmax: float) -> tuple[str, float] | None:
+def air_peak(a: NDArray[Any], low: float) -> float | None:
+    """The most common value (``AIR_BIN`` wide bins) within ``AIR_WINDOW`` above the 0.5th
+    percentile ``low``, the image's minimum left out: air outside the patient. A real CT's 0.5th
+    percentile sits on its floor — the scanner's −1024 HU, or a padding value — not on air, whose
+    peak is near −1000 HU (−997..−999 in the TotalSegmentator and dcmqi CTs); the 24 HU between
+    them is what tells a file stored +1024 from one stored +1000. ``None`` when nothing but the
+    minimum lies there (a synthetic image whose air is one value).
+
+    >>> hu = np.r_[np.full(300, -1024), np.arange(-1010, -989), np.full(50, -998), np.full(900, 40)]
+    >>> air_peak(hu + 1024, low_end(hu + 1024))
+    26.0
+    """
+    s = _sample(a.reshape(-1))
+    v = s[(s > s.min()) & (s >= low) & (s <= low + AIR_WINDOW)]
+    if v.size == 0:
+        return None
+    counts, edges = np.histogram(v, bins=np.arange(low, low + AIR_WINDOW + AIR_BIN, AIR_BIN))
+    i = int(np.argmax(counts))
+    inside = v[(v >= edges[i]) & (v <= edges[i + 1])]  # the peak's bin: its median, a value the image holds
+    return float(np.median(inside))
+
+
+def ct_intensity_issue(low: float, vmin: float, vmax: float, air: float | None = None) -> tuple[str, float] | None:
     """Whether a CT's intensities are not Hounsfield units, from its 0.5th percentile ``low``,
-    minimum and maximum (after any declared intensity offset):
+    minimum and maximum, and its air peak ``air`` (:func:`air_peak`; all after any declared
+    intensity offset):
 
     * ``("ct_intensity_8bit", 0)`` — every value in 0..255: an 8-bit (windowed) export;
-    * ``("ct_intensity_offset", x)`` — the low end far above air: stored with about +x
-      (snapped to a common offset when within 60 of one);
+    * ``("ct_intensity_offset", x)`` — the low end far above air: stored with about +x, measured
+      at the air peak (at ``low`` without one), snapped to a common offset when within 60 of one
+      (the nearer of 1000 and 1024);
     * ``None`` — plausible.
 
+    The uint16 CT stored +1024 has its 0.5th percentile on the −1024 HU floor, at 0: from the low
+    end alone it read as +1000 (air at 0), 24 HU off; its air peak (about 26) says +1024.
+
+    >>> ct_intensity_issue(1.0, 0.0, 2741.0, air=26.0), ct_intensity_issue(1.0, 0.0, 2741.0)
+    (('ct_intensity_offset', 1024.0), ('ct_intensity_offset', 1000.0))
     >>> ct_intensity_issue(24.0, 24.0, 1717.0), ct_intensity_issue(-1024.0, -3024.0, 1800.0)
     (('ct_intensity_offset', 1024.0), None)
     >>> ct_intensity_issue(0.0, 0.0, 255.0)
@@ -71,7 +104,7 @@ def ct_intensity_issue(low: float, vmin: float, vmax: float) -> tuple[str, float
         return "ct_intensity_8bit", 0.0
     if low <= CT_LOW_END_LIMIT_HU:
         return None
-    x = low - CT_AIR_HU
+    x = (low if air is None else air) - CT_AIR_HU
     near = min(CT_COMMON_OFFSETS, key=lambda c: abs(c - x))
     return "ct_intensity_offset", near if abs(near - x) <= 60 else float(round(x))
 

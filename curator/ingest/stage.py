@@ -194,7 +194,7 @@ class IngestStage(Stage):
             facts, low = _image_facts(vol, path, p["image_is_dir"], low_end=p["modality"] == "CT")
             row.update(facts)
             if low is not None:
-                implausible = _ct_intensities(p, facts, low, path)
+                implausible = _ct_intensities(p, facts, low[0], path, air=low[1])
                 if implausible is not None:
                     warning(implausible)
             gaps = vol.meta.get("geometry_missing")
@@ -306,14 +306,18 @@ def _geometry_columns(g: Geometry) -> dict[str, Any]:
 
 
 def _image_facts(vol: Volume, path: Path, is_dir: bool, low_end: bool = False,
-                 ) -> tuple[dict[str, Any], float | None]:
-    """The ``cases`` columns of an image, and its 0.5th percentile when ``low_end`` (CT checks)."""
+                 ) -> tuple[dict[str, Any], tuple[float, float | None] | None]:
+    """The ``cases`` columns of an image, and its 0.5th percentile and air peak when ``low_end``
+    (CT checks)."""
     from curator.io.dicom_files import list_files
 
     facts = _geometry_columns(vol.geometry)
     a = np.ascontiguousarray(vol.array)  # readers keep native (often Fortran) order; both below need C order
     facts.update(core.intensity_summary(a))
-    low = core.low_end(a) if low_end else None
+    low = None
+    if low_end:
+        p05 = core.low_end(a)
+        low = (p05, core.air_peak(a, p05))
     facts["dtype"] = str(a.dtype)
     facts["format"] = vol.meta.get("format")
     facts["voxel_sha256"] = core.voxel_checksum(a)
@@ -328,12 +332,14 @@ def _image_facts(vol: Volume, path: Path, is_dir: bool, low_end: bool = False,
 _FIXES_DOC = "docs/registry.md, `fixes`"
 
 
-def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: Path) -> InputError | None:
+def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: Path,
+                    air: float | None = None) -> InputError | None:
     """A warning when a CT's intensities are not Hounsfield units (after the dataset's declared
-    ``intensity_offset``, which preprocess applies): offset (air far above -1000) or 8-bit."""
+    ``intensity_offset``, which preprocess applies): offset (air far above -1000) or 8-bit.
+    ``low`` is the 0.5th percentile, ``air`` the air peak (:func:`curator.ingest.core.air_peak`)."""
     offset = intensity_offset(p.get("fixes") or {}, p["image"])
     lo, hi = facts["intensity_min"] + offset, facts["intensity_max"] + offset
-    issue = core.ct_intensity_issue(low + offset, lo, hi)
+    issue = core.ct_intensity_issue(low + offset, lo, hi, None if air is None else air + offset)
     if issue is None:
         return None
     kind, x = issue
@@ -355,15 +361,21 @@ def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: 
     fix = offset - x
     unusual = "" if x in core.CT_COMMON_OFFSETS else (" (not a usual offset: if the scan is cropped so tightly "
                                                       "that it holds no air, nothing to do)")
-    return InputError(kind, f"the low end of the intensities (0.5th percentile {low + offset:g}{declared}) is far "
-                      f"above air (-1000 HU): the CT looks offset by about {x:+g}{unusual}; preprocess would "
-                      "clip it",
+    peak = "" if air is None else f", air outside the patient peaking at {air + offset:g}"
+    usual = "" if x not in core.CT_COMMON_OFFSETS else (
+        ". +1000 and +1024 differ by only 24 HU: +1024 when the lowest values are the scanner's floor of -1024 HU "
+        "(a uint16 file starting at 0, DICOM's RescaleIntercept -1024 dropped) and air peaks about 24 above them; "
+        "+1000 when air itself peaks at 0")
+    return InputError(kind, f"the low end of the intensities (0.5th percentile {low + offset:g}{peak}{declared}) is "
+                      f"far above air (-1000 HU): the CT looks offset by about {x:+g}{unusual}{usual}; preprocess "
+                      "would clip it",
                       path=str(path), remedy="if the scan is not a CT (an MR's intensities also start near 0), "
                       "set the right `modality:` of the dataset or its layout entry; otherwise declare the offset "
                       f"in the dataset YAML ({_FIXES_DOC}): "
                       f"`fixes: {{intensity_offset: {{value: {fix:g}, when: {when}, reason: \"stored with "
                       f"{x:+g}\"}}}}` (drop `when` if every scan of the dataset is offset; widen it to the "
-                      "affected subset); air should then be near -1000")
+                      "affected subset); air outside the patient should then be near -1000 and the lowest "
+                      "values at -1024 or a padding value below it")
 
 
 def _when(rel: str) -> str:

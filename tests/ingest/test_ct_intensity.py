@@ -122,3 +122,23 @@ def test_real_ct_samples_are_not_flagged_and_an_offset_copy_is(tmp_path: Path, r
     flagged = [(p["case_id"], p["kind"]) for p in table(pipe, "problems__ingest").to_pylist()
                if p["kind"].startswith("ct_")]
     assert flagged == [("Real_totalsegmentator__example_ct_offset", "ct_intensity_offset")]
+    (msg,) = [p["message"] for p in table(pipe, "problems__ingest").to_pylist() if p["kind"].startswith("ct_")]
+    assert "value: -1024," in msg and "+1000 and +1024 differ by only 24 HU" in msg, msg
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("rel", ["totalsegmentator/example_ct_sm.nii.gz", "totalsegmentator/example_ct_dicom"])
+def test_a_real_ct_stored_plus_1024_is_told_1024_and_one_stored_plus_1000_1000(real_data: Path, rel: str) -> None:
+    """A real CT's 0.5th percentile is its −1024 HU floor, not air (−1000): stored +1024 as uint16
+    (DICOM's intercept dropped) its low end is 0..1, which the rule snapped to +1000 — a fix of
+    −1000 then left every voxel 24 HU high. The air peak tells the two apart."""
+    from curator.ingest.core import air_peak, low_end
+    from curator.io.formats import read_volume
+
+    hu = np.asarray(read_volume(real_data / rel, role="image").array).astype(np.int32)
+    assert float(np.percentile(hu, 0.5)) <= -1020  # the floor, not air
+    for stored, want in (((hu + 1024).clip(0).astype(np.uint16), 1024.0), ((hu + 1000).astype(np.int16), 1000.0),
+                         ((hu + 1000).clip(0).astype(np.uint16), 1000.0)):
+        low = low_end(stored)
+        issue = ct_intensity_issue(low, float(stored.min()), float(stored.max()), air_peak(stored, low))
+        assert issue == ("ct_intensity_offset", want), (stored.dtype, low, issue)
