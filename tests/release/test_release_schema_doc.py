@@ -203,3 +203,12 @@ def test_schema_md_says_how_to_read_the_stores_without_curator_and_it_holds(demo
     for cid, meta in info["stores"].items():
         own = "".join(x.replace(f"  {cid}.zarr/", "  ", 1) for x in lines if f"  {cid}.zarr/" in x)
         assert hashlib.sha256(own.encode()).hexdigest() == meta["sha256"] == prep[cid]["store_sha256"]
+
+
+def test_label_intensities_say_they_are_the_store_grids_and_volume_the_sources() -> None:
+    """A physicist reads labels.mean_intensity as the label's HU: the description says it is measured
+    on the resampled store (interpolated image), unlike volume_ml in the same row."""
+    labels, qc = load_schemas()["labels"].descriptions, load_schemas()["qc"].descriptions
+    for d in (labels["mean_intensity"], labels["sd_intensity"], qc["mean_intensity"], qc["sd_intensity"]):
+        assert "store grid" in d, d
+    assert "image_interpolation" in labels["mean_intensity"] and "source" in labels["mean_intensity"]
