@@ -100,6 +100,9 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("image_values_clipped", "a float image holds values more than 1024 times beyond the rest "
                 "(a fill value such as -3.4e38); they were set to the edge of the image's range",
                 "nothing, if they are padding outside the field of view; otherwise check the image"),
+    ProblemKind("interpolation_clipped", "cubic (B-spline) resampling overshot the integer store's range next to "
+                "a very bright or dark structure (metal); those voxels were set to the range's limit",
+                "nothing if they lie in metal or padding; image_interpolation: linear stays inside the source's range"),
     ProblemKind("body_mask_empty", "no voxel of the image is above the body threshold: no body crop, body volume "
                 "or statistics inside the body for the case",
                 "check the image's values (a CT not in HU needs fixes.intensity_offset)"),

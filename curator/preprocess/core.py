@@ -44,6 +44,7 @@ class Prepared:
     lost: list[tuple[str, list[str]]] = field(default_factory=list)  # (raw value/key, terms) resampling erased
     clipped: tuple[int, float, float] | None = None  # (voxels, low, high): far outliers set to the range's edge
     body_threshold: float | None = None  # the body mask's threshold, physical units (HU for CT)
+    saturated: int = 0  # voxels cubic interpolation overshot beyond an integer store's range (clipped to it)
 
 
 def target_spacing(geometry: Geometry, config: PreprocessConfig, median: tuple[float, ...] | None = None
@@ -73,6 +74,7 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     out_geom, ratios = target_grid(geometry, spacing)
     img = None
     clipped = None
+    overshoot: list[int] = []  # voxels a cubic resampling overshot beyond the integer dtype (clipped)
     if image is not None:
         edges = far_outliers(view)
         if edges is not None:  # a fill value far outside the image's range would take all the precision
@@ -83,7 +85,8 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
         dtype, scale = storage_dtype(view.dtype if intensity_offset == float(int(intensity_offset))
                                      else np.dtype(np.float32), lo, hi)
         src = view if (scale == 1.0 and intensity_offset == 0.0) else _Shifted(view, intensity_offset, scale)
-        img = resample_image(src, ratios, out_geom.shape, config.image_interpolation, dtype)  # type: ignore[arg-type]
+        img = resample_image(src, ratios, out_geom.shape, config.image_interpolation, dtype,  # type: ignore[arg-type]
+                             clipped=overshoot)
         del view, src
     else:
         scale = 1.0
@@ -117,7 +120,8 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     shifted[:3, 3] = out_geom.voxel_to_world(np.asarray(start))[0]
     final = Geometry.from_affine(tuple(s.stop - s.start for s in box), shifted)
     prep = Prepared(final, None, None, [], resampled_shape=out_geom.shape, crop_start=start, lost=lost,
-                    clipped=clipped, body_threshold=thr * scale if thr is not None else None)
+                    clipped=clipped, body_threshold=thr * scale if thr is not None else None,
+                    saturated=sum(overshoot))
     # crops are copied in the arrays' own memory order (Fortran for nibabel reads): the store
     # writer copies 64³ blocks in either order, so no full-volume transpose is ever made
     prep.planes = [(a[box].copy(order="K"), v, r) for a, v, r in out_planes]

@@ -123,11 +123,13 @@ def _identity(i0: NDArray[np.intp], w: NDArray[np.float32], n_in: int) -> bool:
 
 
 def resample_image(a: NDArray[Any], ratios: tuple[float, ...], out_shape: tuple[int, ...], method: str,
-                   dtype: np.dtype[Any]) -> NDArray[Any]:
+                   dtype: np.dtype[Any], clipped: list[int] | None = None) -> NDArray[Any]:
     """Resample an image (``linear``, ``cubic`` B-spline, or ``nearest``) into ``dtype``.
 
     The output keeps the input's memory order (Fortran in, Fortran out) so no full-volume
-    transposing copy is ever made.
+    transposing copy is ever made. ``linear`` and ``nearest`` stay inside the input's range;
+    ``cubic`` overshoots next to sharp edges (ringing around metal), and an integer ``dtype``
+    clips what falls beyond its range: their number is appended to ``clipped``.
     """
     if method == "nearest":
         idx = [nearest_index(n, m, r) for n, m, r in zip(a.shape, out_shape, ratios, strict=True)]
@@ -136,7 +138,9 @@ def resample_image(a: NDArray[Any], ratios: tuple[float, ...], out_shape: tuple[
     fortran = fortran_like(a)
     out = np.empty(out_shape, dtype=dtype, order="F" if fortran else "C")
     if method == "cubic":
-        _cubic(a, ratios, out)
+        n = _cubic(a, ratios, out)
+        if clipped is not None:
+            clipped.append(n)
         return out
     weights = [_linear_weights(n, m, r) for n, m, r in zip(a.shape, out_shape, ratios, strict=True)]
     wz = weights[2]
@@ -179,8 +183,11 @@ def _take_nearest_c(a: NDArray[Any], keys: tuple[Any, ...]) -> NDArray[Any]:
     return out if out is not a else a.copy()
 
 
-def _cubic(a: NDArray[Any], ratios: tuple[float, ...], out: NDArray[Any], margin: int = 8) -> None:
-    """Cubic B-spline slab by slab (``margin`` extra planes make the slab seams negligible)."""
+def _cubic(a: NDArray[Any], ratios: tuple[float, ...], out: NDArray[Any], margin: int = 8) -> int:
+    """Cubic B-spline slab by slab (``margin`` extra planes make the slab seams negligible); the
+    number of voxels beyond an integer ``out``'s range, clipped to it."""
+    n_out = 0
+    info = np.iinfo(out.dtype) if out.dtype.kind in "iu" else None
     r = np.asarray(ratios)
     nz = a.shape[2]
     zpos = _positions(nz, out.shape[2], ratios[2])
@@ -193,7 +200,10 @@ def _cubic(a: NDArray[Any], ratios: tuple[float, ...], out: NDArray[Any], margin
         offset[2] += k0 * r[2] - z0
         res = ndimage.affine_transform(s, r, offset=offset, output_shape=(out.shape[0], out.shape[1], k1 - k0),
                                        order=3, mode="nearest", output=np.float32)
+        if info is not None:
+            n_out += int(np.count_nonzero((res < info.min - 0.5) | (res > info.max + 0.5)))
         out[:, :, k0:k1] = _cast(res, out.dtype)
+    return n_out
 
 
 def resample_labels(a: NDArray[Any], ratios: tuple[float, ...], out_shape: tuple[int, ...],

@@ -52,7 +52,7 @@ class PreprocessStage(Stage):
     # and a bump would redo every case's preprocessing and pseudo-labelling in an existing workspace;
     # 7: the MR/PET body threshold is halfway between the image's 0.5th percentile and Otsu (0.5 × Otsu
     # moved with an intensity offset: an empty body, or the whole field of view), and an empty or
-    # whole-field body mask is a warning
+    # whole-field body mask is a warning (and cubic overshoot an int store clips an info row)
     version = "7"
     config_class = PreprocessConfig
     tables = ("preprocessed",)
@@ -160,6 +160,15 @@ class PreprocessStage(Stage):
                             f"(a fill value?); they were set to the edge of the image's range [{lo:.6g}, {hi:.6g}] "
                             "so the stored image keeps its precision", path=p["image_path"],
                             remedy="nothing, if they are padding; otherwise check the image"))
+        if prep.saturated and prep.image is not None:  # only an integer store clips
+            info = np.iinfo(prep.image.dtype)
+            warn(InputError("interpolation_clipped",
+                            f"{prep.saturated} voxels of the cubic (B-spline) resampling overshot the range of the "
+                            f"{prep.image.dtype} store [{info.min}, {info.max}] (ringing next to metal or another "
+                            "very bright or dark structure) and were set to its limit", path=p["image_path"],
+                            remedy="nothing if they lie in metal or padding; for values that stay inside the "
+                            "source's range (quantitative HU) use stages.preprocess.image_interpolation: linear"),
+                 severity="info")
         if prep.image is not None and prep.body_threshold is not None:
             issue = body_coverage_issue(prep.body_voxels or 0, int(np.prod(prep.resampled_shape)), p["modality"],
                                         prep.body_threshold)

@@ -102,14 +102,16 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     return Tiny(root, release, root / "ws", phantoms)
 
 
-def _ingest_and_preprocess(root: Path, datasets: dict[str, str], collection: str) -> Path:
+def _ingest_and_preprocess(root: Path, datasets: dict[str, str], collection: str,
+                           preprocess: dict[str, object] | None = None) -> Path:
     """Run ingest and preprocess over ``root/<name>`` with each dataset YAML of ``datasets``
-    (name -> text) on the tests' grid; the release's path."""
+    (name -> text) on the tests' grid (``preprocess``: more settings); the release's path."""
     for name, text in datasets.items():
         (root / f"{name}.yaml").write_text(text)
     cfg = {"workspace": "ws", "registry": [str(root / f"{name}.yaml") for name in datasets],
            "sources": [{"dataset": str(root / f"{name}.yaml"), "root": str(root / name)} for name in datasets],
-           "stages": {"preprocess": {"target_spacing_mm": list(SPACING)}, **off("dedup", "harmonize", "pseudolabel", "qc")},
+           "stages": {"preprocess": {"target_spacing_mm": list(SPACING), **(preprocess or {})},
+                      **off("dedup", "harmonize", "pseudolabel", "qc")},
            "executor": {"kind": "local", "workers": 1, "progress": False},
            "release": {"root": "releases", "collection": collection, "version": "0.1.0"}}
     (root / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
