@@ -24,6 +24,7 @@ from skimage.filters import threshold_otsu
 from curator.errors import InputError
 from curator.preprocess.intensity import strided_sample
 
+BODY_RULE = "p0.5-otsu-half"  # in MR/PET cases' cache keys: names the threshold rule below
 LOW_PERCENTILE = 0.5  # the image's low end (MR/PET): the background, when it holds 0.5 % of the voxels
 NEARLY_ALL = 0.99  # a body mask covering this share of the field of view or more is warned of
 

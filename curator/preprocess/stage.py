@@ -17,7 +17,7 @@ from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
 from curator.io.volume import Geometry, Volume
 from curator.preprocess import terms as termmap
-from curator.preprocess.body import body_coverage_issue
+from curator.preprocess.body import BODY_RULE, body_coverage_issue
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import Prepared, preprocess_arrays, reoriented_spacing
 from curator.preprocess.labels import Plane, label_map_plane, structure_planes
@@ -50,10 +50,12 @@ class PreprocessStage(Stage):
     # source voxel (they went to background: a 5 mm ball lost 9 % at 0.5 -> 1 mm). Not bumped for the
     # chunks' CRC32C (2026-12-06): the voxels are the same, the reader takes stores with and without it,
     # and a bump would redo every case's preprocessing and pseudo-labelling in an existing workspace;
-    # 7: the MR/PET body threshold is halfway between the image's 0.5th percentile and Otsu (0.5 × Otsu
-    # moved with an intensity offset: an empty body, or the whole field of view), and an empty or
-    # whole-field body mask is a warning (and cubic overshoot an int store clips an info row)
-    version = "7"
+    # Not bumped for the MR/PET body threshold (halfway between the image's 0.5th percentile and
+    # Otsu; 0.5 × Otsu moved with an intensity offset): an MR/PET case's key carries the rule
+    # (``body_rule`` in its payload), so those cases are redone and CT stores — unchanged — are not.
+    # Cached CT cases lack the new body_mask_* warnings and the cubic interpolation_clipped info row
+    # until they are preprocessed again.
+    version = "6"
     config_class = PreprocessConfig
     tables = ("preprocessed",)
     requires = ("cases",)
@@ -100,6 +102,8 @@ class PreprocessStage(Stage):
                 "ignore": sorted({str(v) for v in spec.labels.ignore}),
                 "spacing": list(medians[r["dataset"]]) if r["dataset"] in medians else None,
             }
+            if str(r["modality"]).upper() != "CT":  # MR/PET: their body threshold changed (see `version`)
+                payload["body_rule"] = BODY_RULE
             names = src.structure_names(self.ctx.workspace, payload["label_keys"])
             if names:  # a pseudonymous source's undeclared structures: the store names their keys only
                 payload["published_keys"] = names
