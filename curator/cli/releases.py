@@ -138,6 +138,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         _list("cases newly marked duplicate", d.newly_duplicate, limit, "red")
         _list("cases no longer marked duplicate", d.no_longer_duplicate, limit, "green")
         _list("cases whose split changed (case, A, B)", d.split_changes, limit, "red")
+        _list("problems added (severity kind case — message)", d.problem_lines(d.problems_added), limit, "red")
+        _list("problems no longer reported", d.problem_lines(d.problems_removed), limit, "green")
         _list("tables added", d.tables_added, limit, "green")
         _list("tables removed", d.tables_removed, limit, "red")
         _list("schema changes", [f"{t}: {json.dumps(c)}" for t, c in sorted(d.schema.items())], limit, "yellow")

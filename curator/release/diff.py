@@ -96,6 +96,10 @@ class ReleaseDiff:
     stores_metadata_changed: list[str] = field(default_factory=list)
     # case -> kind (curator.release.store_diff.KINDS) -> store node -> what differs, for every store above
     store_changes: dict[str, dict[str, dict[str, list[str]]]] = field(default_factory=dict)
+    # problem rows of B not in A, and of A not in B, errors first: {severity, kind, stage, dataset,
+    # case_id, path, message} (the ``problems`` table's added/removed keys, with what they say)
+    problems_added: list[dict[str, Any]] = field(default_factory=list)
+    problems_removed: list[dict[str, Any]] = field(default_factory=list)
     lineage: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     backwards: bool = False  # B is an older version of A's collection: every change reads reversed
 
@@ -103,6 +107,17 @@ class ReleaseDiff:
     def lineage_changes(self) -> list[str]:
         """One line per changed lineage entry: ``models: ensemble_a sha256 1f2e… → 9a8b…``."""
         return [line for k, (va, vb) in sorted(self.lineage.items()) for line in _changed_entries(k, va, vb)]
+
+    @staticmethod
+    def problem_lines(rows: list[dict[str, Any]], width: int = 140) -> list[str]:
+        """Problem rows as ``curator diff`` lists them: ``error term_unknown Mine (dataset) — message``."""
+        out = []
+        for r in rows:
+            where = r.get("case_id") or f"{r.get('dataset') or '-'} (dataset)"
+            msg = str(r.get("message") or "").split(". What to do:")[0]
+            out.append(f"{r.get('severity')} {r.get('kind')} {where} — "
+                       + (msg if len(msg) <= width else msg[:width - 1] + "…"))
+        return out
 
     def qc_lines(self, labels: list[tuple[Any, ...]]) -> list[str]:
         """``labels`` (of ``qc_newly_excluded`` or ``qc_newly_included``) as ``curator diff`` lists them:
@@ -135,6 +150,7 @@ class ReleaseDiff:
                 "qc_reasons": [[*k, why] for k, why in self.qc_reasons.items()],
                 "newly_duplicate": self.newly_duplicate, "no_longer_duplicate": self.no_longer_duplicate,
                 "split_changes": [list(x) for x in self.split_changes],
+                "problems_added": self.problems_added, "problems_removed": self.problems_removed,
                 "origin_changes": [list(x) for x in self.origin_changes], "stores_changed": self.stores_changed,
                 "stores_ome_changed": self.stores_ome_changed, "stores_metadata_changed": self.stores_metadata_changed,
                 "store_changes": {c: {"kind": store_kind(ch), **ch} for c, ch in sorted(self.store_changes.items())},
@@ -235,6 +251,21 @@ def diff_table(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], ignore: set[st
         j = j.select(*keys, changed=pl.concat_list(flags).list.drop_nulls()).filter(pl.col("changed").list.len() > 0)
         out.changed = [(tuple(r[:-1]), list(r[-1])) for r in j.sort(keys).iter_rows()]
     return out
+
+
+_SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+PROBLEM_FIELDS = ("severity", "kind", "stage", "dataset", "case_id", "path", "message")
+
+
+def _problem_rows(df: pl.DataFrame, keys: list[str], wanted: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The rows of ``df`` (a ranked ``problems`` table) whose key is in ``wanted``, errors first."""
+    if not wanted:
+        return []
+    want = set(wanted)
+    cols = [c for c in PROBLEM_FIELDS if c in df.columns]
+    rows = [{c: r[c] for c in cols} for r in df.iter_rows(named=True) if tuple(r[k] for k in keys) in want]
+    return sorted(rows, key=lambda r: (_SEVERITY_ORDER.get(str(r.get("severity")), 3), str(r.get("kind")),
+                                       str(r.get("dataset")), str(r.get("case_id"))))
 
 
 def _schema_changes(sa: pa.Schema, sb: pa.Schema) -> dict[str, list[Any]]:
@@ -440,6 +471,9 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         frames[name] = (fa, fb)
         ka, kb, keys = _ranked(fa, fb, _keys_for(name, fa.columns, fb.columns))
         d.tables[name] = diff_table(ka, kb, keys, RELATIVE_COLUMNS.get(name))
+        if name == "problems":
+            d.problems_added = _problem_rows(kb, keys, d.tables[name].added)
+            d.problems_removed = _problem_rows(ka, keys, d.tables[name].removed)
     if "labels" in frames:
         _qc(d, *frames["labels"])
         _origin_changes(d, *frames["labels"])

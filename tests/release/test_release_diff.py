@@ -259,6 +259,37 @@ def test_a_reworded_problem_is_a_changed_problem(demo: Path) -> None:
     assert all(c == ["message"] for _, c in t.changed)
 
 
+def test_problems_added_and_gone_are_listed_with_what_they_say(demo: Path) -> None:
+    """`curator diff` said only "problems: 9 added" when a YAML typo (term_unknown) turned one
+    dataset's labels into pseudo labels: the rows themselves, errors first, are what explain it."""
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    p = coll / "0.1.1" / "problems.parquet"
+    rows = pl.read_parquet(p).to_dicts()
+    gone, kept = rows[0], rows[1:]
+    new = [{**gone, "stage": "harmonize", "case_id": None, "path": "Mine.yaml", "kind": "term_unknown",
+            "severity": "error", "dataset": "Mine", "message": "Mine.yaml:labels.values.2: 'livr' is not a "
+            "taxonomy term. What to do: fix the name"},
+           {**gone, "stage": "ingest", "kind": "label_unmapped", "severity": "warning", "path": "x/y.nii.gz",
+            "message": "value 7 maps to no term. What to do: map it"}]
+    p.unlink()
+    pq.write_table(to_arrow("problems", [*kept, *new]), p)
+    reseal(coll / "0.1.1")
+    d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+    assert [(r["severity"], r["kind"]) for r in d.problems_added] == [("error", "term_unknown"),
+                                                                     ("warning", "label_unmapped")]
+    assert [r["kind"] for r in d.problems_removed] == [gone["kind"]]
+    res = CliRunner().invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1")], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.stdout.split())
+    assert "problems added (severity kind case — message) (2) error term_unknown Mine (dataset) — " \
+           "Mine.yaml:labels.values.2: 'livr' is not a taxonomy term" in said, said
+    assert "What to do" not in said.split("problems added")[1].split("problems no longer")[0]
+    assert f"problems no longer reported (1) {gone['severity']} {gone['kind']}" in said
+    js = json.loads(CliRunner().invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1"), "-f", "json"]).stdout)
+    assert [r["kind"] for r in js["problems_added"]] == ["term_unknown", "label_unmapped"]
+
+
 def test_lineage_changes_name_the_entry_that_changed() -> None:
     from curator.release.diff import ReleaseDiff
 
