@@ -167,8 +167,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             raise typer.BadParameter(f"give one of {', '.join(MODALITIES)}", param_hint="--modality")
         if out_file is not None and out_file.exists():
             raise ConfigError("config_error", f"{out_file} exists", remedy="give another --out, or remove it")
-        name = name or re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name).strip("._") or "MyDataset"
+        from curator.config import FOLDER_NAME, FOLDER_NAME_RULE
+
+        if name is not None and not FOLDER_NAME.match(name):
+            raise typer.BadParameter(f"{name!r} cannot name a dataset: use {FOLDER_NAME_RULE}", param_hint="--name")
+        name = name or re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name).strip("._")[:64] or "MyDataset"
         draft = scaffold(root, name, modality)
+        if not draft.entries:
+            raise ConfigError("config_error", f"no image file under {root} (NIfTI, NRRD, MHA/MHD or a folder of "
+                              "DICOM files): nothing to draft a layout from",
+                              remedy="give the download's root folder; write the layout by hand for other formats "
+                                     "(docs/registry.md)")
         text = to_yaml(draft, root)
         if out_file is None:
             out.print(text, end="", markup=False, highlight=False, soft_wrap=True)
@@ -179,8 +188,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                          f"case(s); fill in each TODO, then: curator labels check --registry "
                          f"{out_file or 'THE.yaml'} and curator sources check {out_file or 'THE.yaml'} {root}"),
                   highlight=False)
-        if not draft.entries:
-            err.print("no image file found: the draft has no layout", highlight=False)
 
     @sources.command("check")
     @handle_errors

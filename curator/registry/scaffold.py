@@ -36,18 +36,33 @@ from curator.errors import CuratorError
 LABEL_WORDS = frozenset({
     "label", "labels", "labelstr", "labelsts", "labelsva", "labelsval", "lb", "lbl", "seg", "segs",
     "segmentation", "segmentations", "mask", "masks", "msk", "gt", "groundtruth", "ground", "truth",
-    "annotation", "annotations", "dseg", "roi", "structures", "contours"})
+    "annotation", "annotations", "dseg", "roi", "structures", "contours", "gd"})
 _TOKENS = re.compile(r"[A-Za-z]+|\d+|[^A-Za-z\d]+")
 _VOLUME = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _DICOM = (".dcm", ".dicom", ".ima")
-_SPLITS = {"train": ("train", "training", "imagestr", "labelstr"), "val": ("val", "valid", "validation",
-           "imagesva", "imagesval", "labelsva", "labelsval"), "test": ("test", "testing", "imagests", "labelsts")}
+_SPLITS = {"train": ("train", "training", "trainingdata", "imagestr", "labelstr"),
+           "val": ("val", "valid", "validation", "validationdata", "imagesva", "imagesval", "labelsva", "labelsval"),
+           "test": ("test", "testing", "testingdata", "imagests", "labelsts")}
+_MR_WORDS = frozenset({"mr", "mri", "flair", "adc", "dwi", "bold", "dixon", "spir", "brats", "brain", "ce", "hr"})
 _SEQ_MODALITY = {"ct": "CT", "pt": "PET", "pet": "PET", "suv": "PET"}
 TODO = "TODO"
 
 
+_HEX = re.compile(r"(?<![A-Za-z0-9])(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}(?![A-Za-z0-9])")
+
+
 def _tokens(path: str) -> list[str]:
-    return _TOKENS.findall(path)
+    """Letters, numbers and separators; a hexadecimal id (autoPET's ``0011f3deaf``) is one number."""
+    out: list[str] = []
+    pos = 0
+    for m in _HEX.finditer(path):
+        out += _TOKENS.findall(path[pos:m.start()]) + [m.group(0)]
+        pos = m.end()
+    return out + _TOKENS.findall(path[pos:])
+
+
+def _is_num(t: str) -> bool:
+    return t.isdigit() or bool(_HEX.fullmatch(t))
 
 
 def _words(path: str) -> set[str]:
@@ -102,7 +117,7 @@ def _skeleton(path: str) -> tuple[Any, ...]:
     last = len(path) - len(path.rsplit("/", 1)[-1])
     out, pos = [], 0
     for t in toks:
-        if t.isdigit():
+        if _is_num(t):
             out.append("#")
         elif t.isalpha():
             out.append("a" if pos >= last else t)
@@ -118,7 +133,7 @@ def group_images(paths: list[str]) -> list[Group]:
     by: dict[tuple[Any, ...], list[str]] = {}
     for p in paths:
         by.setdefault(_skeleton(p), []).append(p)
-    groups = [_template(Group(ps)) for ps in by.values()]
+    groups = _merge_word_variants([_template(Group(ps)) for ps in by.values()])
     for g in [g for g in groups if g.sequences]:
         head, tail = g.template.split("{sequence}", 1)
         for other in [o for o in groups if o is not g and not o.sequences]:
@@ -130,6 +145,34 @@ def group_images(paths: list[str]) -> list[Group]:
                 g.sequences = sorted({*g.sequences, word})
                 groups.remove(other)
     return groups
+
+
+def _merge_word_variants(groups: list[Group]) -> list[Group]:
+    """Patterns differing in one word of the file name, each holding most of the same cases, as
+    one ``{sequence}`` pattern: BIDS' ``sub-{case}_T1w`` and ``sub-{case}_FLAIR`` in one folder."""
+    by_key: dict[tuple[str, str], list[tuple[Group, str]]] = {}
+    for g in groups:
+        if g.sequences:
+            continue
+        at = g.template.rfind("/") + 1
+        for m in re.finditer(r"[A-Za-z0-9]+", g.template[at:]):
+            a, b = at + m.start(), at + m.end()
+            if g.template[:a].count("{") == g.template[:a].count("}") and m.group(0).lower() not in ("nii", "gz"):
+                by_key.setdefault((g.template[:a], g.template[b:]), []).append((g, m.group(0)))
+    merged: set[int] = set()
+    out = [g for g in groups]
+    for (head, tail), items in by_key.items():
+        items = [(g, w) for g, w in items if id(g) not in merged]
+        if not 2 <= len(items) <= 8 or len({re.sub(r"\d+", "", w) for _, w in items}) < len(items):
+            continue
+        sets = [{_case_key(v) for v in g.values} for g, _ in items]
+        if len(set.intersection(*sets)) * 2 < len(set.union(*sets)):
+            continue  # other cases, not other sequences of the same ones
+        joined = Group([p for g, _ in items for p in g.paths], head + "{sequence}" + tail,
+                       [{**v, "sequence": w} for g, w in items for v in g.values], sorted(w for _, w in items))
+        merged.update(id(g) for g, _ in items)
+        out = [g for g in out if id(g) not in merged] + [joined]
+    return out
 
 
 def _template(g: Group) -> Group:
@@ -191,7 +234,7 @@ def _pick_case(toks: list[str], seq: tuple[int, int] | None) -> list[tuple[int, 
     before one in the file name before one in a folder (``s0002/ct.nii.gz``), the last first; not
     nnU-Net's channel suffix ``_0000`` nor the sequence."""
     name_at = max((k for k, t in enumerate(toks) if "/" in t), default=-1)
-    cand = [k for k, t in enumerate(toks) if t.isdigit() and not (seq and seq[0] <= k < seq[1])]
+    cand = [k for k, t in enumerate(toks) if _is_num(t) and not (seq and seq[0] <= k < seq[1])]
     channel = [k for k in cand if re.fullmatch(r"000\d", toks[k]) and toks[k - 1] == "_" and k + 1 < len(toks)
                and toks[k + 1] == "." and any(name_at < j < k for j in cand)]
     weighted = [k for k in cand if re.fullmatch(r"[a-z]{0,2}T", toks[k - 1])]  # T1, ceT1, hrT2: a weighting
@@ -215,7 +258,9 @@ def _word_end(words: list[tuple[int, int]], k: int) -> int:
 def _sequence_word(moving: list[tuple[int, int]], rows: list[list[str]]) -> tuple[int, int] | None:
     """The changing word that names a sequence: a few values (at most 8), each case having
     several of them (``t1n``/``t1c``/``t2w``/``t2f``; ``CT``/``PT``; ``0000``/``0001``)."""
-    for w in reversed(moving):  # the last such word: a sequence suffix, not a site prefix
+    name_at = max((k for k, t in enumerate(rows[0]) if "/" in t), default=-1)
+    last = [w for w in moving if w[0] > name_at][-1:] or moving[-1:]
+    for w in last:  # the file name's last changing word: a sequence suffix, not a site prefix (CHUM-001)
         vals = {"".join(r[w[0]:w[1]]) for r in rows}
         others = Counter(tuple("".join(r[a:b]) for a, b in moving if (a, b) != w) for r in rows)
         wordy = len({re.sub(r"\d+", "", v) for v in vals}) == len(vals) or all(re.fullmatch(r"000\d", v) for v in vals)
@@ -228,13 +273,14 @@ def _replace_case(label: str, values: dict[str, str]) -> str | None:
     """``label`` with each of an image's placeholder texts (not its sequence) written as its
     placeholder, or None when one is not in it as a whole token run."""
     out = label
-    for name, text in sorted(values.items(), key=lambda kv: -len(kv[1])):
-        if name == "sequence":
+    for name, text in sorted(values.items(), key=lambda kv: (kv[0] != "case", -len(kv[1]))):
+        if name == "sequence" or (name != "case" and "{case}" not in out):
             continue
-        pat = re.compile(("(?<!\\d)" if text[0].isdigit() else "(?<![A-Za-z])") + re.escape(text)
-                         + ("(?!\\d)" if text[-1].isdigit() else "(?![A-Za-z])"))
+        # a whole number, not one of a dotted UID's (1.2.840...) nor part of a word
+        pat = re.compile(("(?<!\\d)(?<!\\d\\.)" if text[0].isdigit() else "(?<![A-Za-z])") + re.escape(text)
+                         + ("(?!\\d)(?!\\.\\d)" if text[-1].isdigit() else "(?![A-Za-z])"))
         out, n = pat.subn("{" + name + "}", out)
-        if not n:
+        if not n and name == "case":  # the case must be there; another placeholder (a date folder) need not
             return None
     return out
 
@@ -251,43 +297,112 @@ class Entry:
     label_files: list[str] = field(default_factory=list)
 
 
+def _case_key(vals: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in vals.items() if k != "sequence"))
+
+
+def _folders(path: str) -> set[str]:
+    return _words(path.rsplit("/", 1)[0]) if "/" in path else set()
+
+
+def _candidates(images: list[Group], labels: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """Per label file, the (image group, label template) pairs whose case text its path holds.
+    Labels are looked up by the case's first number (linear, not every label per image)."""
+    by_number: dict[str, list[str]] = {}
+    for lab in labels:
+        for num in {t for t in _tokens(lab) if _is_num(t)}:
+            by_number.setdefault(num, []).append(lab)
+    out: dict[str, list[tuple[int, str]]] = {}
+    for gi, g in enumerate(images):
+        seen: set[tuple[tuple[str, str], ...]] = set()
+        for vals in g.values:
+            key = _case_key(vals)
+            if key in seen:  # one case's sequences hold one case text
+                continue
+            seen.add(key)
+            nums = [t for t in _tokens(vals.get("case", "")) if _is_num(t)]
+            for lab in (by_number.get(nums[0], []) if nums else labels):
+                template = _replace_case(lab, vals)
+                if template is not None and template != lab:
+                    out.setdefault(lab, []).append((gi, template))
+    return out
+
+
+def _best_group(images: list[Group], lab: str, cands: list[tuple[int, str]]) -> int | None:
+    """The image group a label file belongs to: not one of another split (imagesTs beside
+    labelsTr), then the one whose folders share most words with the label's."""
+    split = _split(lab)
+    ok = [gi for gi, _ in cands if split is None or _split(images[gi].template) in (None, split)]
+    if not ok:
+        return None
+    return max(dict.fromkeys(ok), key=lambda gi: (len(_folders(lab) & _folders(images[gi].template)), -gi))
+
+
 def pair(images: list[Group], labels: list[str]) -> tuple[list[Entry], list[str]]:
     """Each image pattern with the label pattern most of its cases have; the label files no
-    image claims."""
+    image claims. A label file goes to one image pattern only (:func:`_best_group`)."""
+    images = sorted(images, key=lambda g: g.template)
+    found: list[dict[str, list[str]]] = [{} for _ in images]
+    for lab, cands in _candidates(images, labels).items():
+        gi = _best_group(images, lab, cands)
+        for g2, t in cands:
+            if g2 == gi:
+                found[gi].setdefault(t, []).append(lab)
     claimed: set[str] = set()
     entries = []
-    for g in sorted(images, key=lambda g: g.template):
-        found: dict[str, list[str]] = {}
-        for vals in g.values:
-            for lab in labels:
-                t = _replace_case(lab, vals)
-                if t is not None and t != lab:
-                    found.setdefault(t, []).append(lab)
-        structures: list[str] = []
-        label = None
-        cases = len({tuple(sorted((k, v) for k, v in vals.items() if k != "sequence")) for vals in g.values})
-        labelled = 0
-        if found:
-            folders: dict[str, list[str]] = {}
-            for t in found:
-                folders.setdefault(t.rsplit("/", 1)[0] if "/" in t else "", []).append(t)
-            best_folder, ts = max(folders.items(), key=lambda kv: (len(kv[1]), sum(len(found[t]) for t in kv[1])))
-            if len(ts) >= 3 and all("{" not in t.rsplit("/", 1)[-1] for t in ts):  # one mask per structure
-                ext = _ext(ts[0])
-                label = (best_folder + "/" if best_folder else "") + "{structure}" + ext
-                structures = sorted({t.rsplit("/", 1)[-1][:-len(ext)] for t in ts if t.endswith(ext)})
-                files = [f for t in ts for f in found[t]]
-                labelled = cases
-            else:
-                label = max(found, key=lambda t: (len(set(found[t])), len(_words(t) & _words(g.template)), -len(t)))
-                files = found[label]
-                labelled = len(set(files))
-            claimed.update(files)
-        else:
-            files = []
-        entries.append(Entry(g.template, label, cases, min(labelled, cases), structures, g.sequences,
+    for g, by_template in zip(images, found, strict=True):
+        cases = len({_case_key(vals) for vals in g.values})
+        label, structures, files = _label_of(by_template)
+        claimed.update(files)
+        labelled = len({f.rsplit("/", 1)[0] for f in files}) if structures else len(set(files))
+        entries.append(Entry(_wildcards(g, label), label, cases, min(labelled, cases), structures, g.sequences,
                              _split(g.template), sorted(set(files))))
     return entries, [lab for lab in labels if lab not in claimed]
+
+
+def _label_of(found: dict[str, list[str]]) -> tuple[str | None, list[str], list[str]]:
+    """(label pattern, structure names, its files) from the label templates an image pattern's
+    cases have: one mask per structure when a folder holds several per case and no single label
+    file covers as many cases (KiTS23's segmentation.nii.gz over its instances/ files)."""
+    if not found:
+        return None, [], []
+    def best(ts: list[str]) -> str:
+        return max(ts, key=lambda t: (len(set(found[t])), -len(t)))
+
+    folders: dict[str, list[str]] = {}
+    for t in found:
+        if "{" not in t.rsplit("/", 1)[-1]:
+            folders.setdefault(t.rsplit("/", 1)[0] if "/" in t else "", []).append(t)
+    if folders:
+        folder, ts = max(folders.items(), key=lambda kv: (len(kv[1]), sum(len(found[t]) for t in kv[1])))
+        covered = {f for t in ts for f in found[t]}
+        outside = [t for t in found if t not in ts]
+        if len(ts) >= 3 and (not outside or len(set(found[best(outside)])) < len({f.rsplit("/", 1)[0]
+                                                                                  for f in covered})):
+            ext = _ext(ts[0])
+            names = sorted({t.rsplit("/", 1)[-1][:-len(ext)] for t in ts if t.endswith(ext)})
+            return (folder + "/" if folder else "") + "{structure}" + ext, names, sorted(covered)
+        if len(ts) >= 3:
+            single = best(outside)
+            return single, [], found[single]
+    single = best(list(found))
+    return single, [], found[single]
+
+
+def _wildcards(g: Group, label: str | None) -> str:
+    """``g``'s pattern with each folder placeholder other than {case} and {sequence} that the label
+    pattern does not use as ``*`` when the case alone tells the images apart (a study date or
+    series number folder: Pancreas-CT, autoPET), so it is no part of the case id."""
+    extra = [n for n in dict.fromkeys(re.findall(r"\{(\w+)\}", g.template.rsplit("/", 1)[0] if "/" in g.template
+                                                else "")) if n not in ("case", "sequence")]
+    extra = [n for n in extra if label is None or "{" + n + "}" not in label]
+    ids = [(v.get("case"), v.get("sequence")) for v in g.values]
+    if not extra or len(set(ids)) < len(ids):
+        return g.template
+    folder, name = g.template.rsplit("/", 1)
+    for n in extra:
+        folder = folder.replace("{" + n + "}", "*")
+    return folder + "/" + name
 
 
 def _ext(path: str) -> str:
@@ -296,8 +411,10 @@ def _ext(path: str) -> str:
 
 
 def _split(template: str) -> str | None:
+    """The split a folder names (``imagesTr``, ``validation``, ``...-ValidationData``), if one does."""
     parts = {p.lower() for p in template.split("/")[:-1]}
-    return next((s for s, names in _SPLITS.items() if parts & set(names)), None)
+    words = _words("/".join(template.split("/")[:-1]))
+    return next((s for s, names in _SPLITS.items() if (parts | words) & set(names)), None)
 
 
 def label_values(root: Path, files: list[str], n: int = 3) -> dict[int, int]:
@@ -322,14 +439,22 @@ def label_values(root: Path, files: list[str], n: int = 3) -> dict[int, int]:
     return dict(sorted(counts.items()))
 
 
+def _index_json(root: Path) -> dict[str, Any]:
+    """An MSD/nnU-Net ``dataset.json`` at the root (empty without one; a link out of the root,
+    a file over 1 MiB or one that is no JSON object is not read)."""
+    from curator.io.confined import regular_inside
+
+    try:
+        p = regular_inside(root, root / "dataset.json")
+        d = json.loads(p.read_text(encoding="utf-8")) if p.stat().st_size < 1 << 20 else {}
+    except (CuratorError, OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
 def index_names(root: Path) -> dict[int, str]:
     """Raw value -> name from an MSD/nnU-Net ``dataset.json`` at the root (empty without one)."""
-    p = root / "dataset.json"
-    try:
-        d = json.loads(p.read_text(encoding="utf-8")) if p.is_file() and p.stat().st_size < 1 << 20 else {}
-    except (OSError, ValueError):
-        return {}
-    labels = d.get("labels") if isinstance(d, dict) else None
+    labels = _index_json(root).get("labels")
     if not isinstance(labels, dict):
         return {}
     out: dict[int, str] = {}
@@ -341,13 +466,33 @@ def index_names(root: Path) -> dict[int, str]:
     return out
 
 
+def _mr_word(w: str) -> bool:
+    return w in _MR_WORDS or bool(re.fullmatch(r"(ce|hr)?t[12][a-z]{0,3}", w))  # t1, t1n, t2w, ceT1, hrT2
+
+
 def guess_modality(paths: list[str]) -> str:
-    words: set[str] = set().union(*(_words(p) for p in paths)) if paths else set()
+    """CT, MR or PET from the words of the paths (``t1n``, ``FLAIR``, ``mr_train``; ``PET``, ``SUV``)."""
+    words = {w.lower() for p in paths for w in re.split(r"[^A-Za-z0-9]+", p) if w}
     if words & {"pet", "suv", "pt"} and not words & {"ct"}:
         return "PET"
-    if words & {"mr", "mri", "t", "flair", "adc", "dwi", "bold", "dixon", "spir", "hrt"}:
+    if any(_mr_word(w) for w in words) and not words & {"ct"}:
         return "MR"
     return "CT"
+
+
+def sequence_modality(name: str, channel_names: dict[str, str], default: str) -> str:
+    """A sequence's modality: nnU-Net's ``channel_names`` for ``0000``-style sequences, else its name."""
+    if re.fullmatch(r"\d{4}", name) and str(int(name)) in channel_names:
+        name = channel_names[str(int(name))]
+    low = name.lower()
+    return _SEQ_MODALITY.get(low) or ("MR" if _mr_word(low) or low in ("t1", "t2") else default)
+
+
+def index_channels(root: Path) -> dict[str, str]:
+    """Channel index -> name from a ``dataset.json`` at the root (nnU-Net ``channel_names``, MSD ``modality``)."""
+    d = _index_json(root)
+    names = d.get("channel_names") or d.get("modality")
+    return {str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
 
 
 @dataclass
@@ -397,9 +542,15 @@ def scaffold(root: Path, name: str, modality: str | None = None) -> Draft:
     else:
         labels_block = {"encoding": "none"}
     sequences = sorted({s for e in entries for s in e.sequences})
+    channels = index_channels(root)
     spec: dict[str, Any] = {"name": name, "version": TODO, "modality": modality}
     if sequences:
-        spec["sequences"] = {s: _SEQ_MODALITY.get(s.lower(), modality) for s in sequences}
+        spec["sequences"] = {s: sequence_modality(s, channels, modality) for s in sequences}
+    for e, entry in zip(entries, layout, strict=True):  # ct_train/ beside mr_train/ (MM-WHS)
+        folder = e.image.rsplit("/", 1)[0] if "/" in e.image else ""
+        own = guess_modality([folder]) if folder else modality
+        if not e.sequences and own != modality and (own != "CT" or "ct" in _words(folder)):
+            entry["modality"] = own
     spec |= {"region": TODO, "licence": TODO, "citation": TODO, "homepage": TODO, "layout": layout,
              "labels": labels_block}
     if unclaimed:
@@ -424,8 +575,11 @@ def to_yaml(d: Draft, root: Path) -> str:
             "# Guessed, not known: check every line, and fill in each TODO (labels check refuses them).",
             "# Then: curator labels check --registry THIS.yaml; curator sources check THIS.yaml ROOT"]
     for e in d.entries:
-        what = f"{len(e.structures)} structure files" if e.structures else "a label" if e.label else "no label"
-        head.append(f"#   {e.image}: {e.cases} case(s), {e.labelled} with {what}"
+        what = (f"{e.labelled} with some of {len(e.structures)} structure files" if e.structures else
+                f"{e.labelled} with a label" if e.label else "no label found")
+        head.append(f"#   {e.image}: {e.cases} case(s), {what}"
                     + (f", sequences {', '.join(e.sequences)}" if e.sequences else ""))
     head += [f"# {n}" for n in d.notes]
+    # a file or folder name is the user's, but it must not end a comment line and start YAML
+    head = [re.sub(r"[\r\n\x00-\x1f\x7f\u2028\u2029\x85]", "?", h) for h in head]
     return "\n".join(head) + "\n" + yaml.safe_dump(d.spec, sort_keys=False, allow_unicode=True, width=110)

@@ -117,6 +117,10 @@ def test_cli_writes_the_draft_and_never_over_a_file(tmp_path: Path) -> None:
     assert again.exit_code != 0 and "exists" in again.output
     bad = CliRunner().invoke(app, ["sources", "init", str(root), "--modality", "XR"])
     assert bad.exit_code == 2
+    assert CliRunner().invoke(app, ["sources", "init", str(root), "--name", "../x"]).exit_code == 2
+    (tmp_path / "empty").mkdir()
+    empty = CliRunner().invoke(app, ["sources", "init", str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and "no image file" in " ".join(empty.output.split())
 
 
 @pytest.mark.parametrize("name", ["MSD_Spleen", "KiTS23", "BraTS2023_GLI", "Hecktor2022", "TotalSegmentator_v2",
@@ -128,3 +132,85 @@ def test_registry_layouts_it_guesses_exactly(name: str, tmp_path: Path) -> None:
 
     r = evaluate(name, tmp_path)
     assert r["exact"], r
+
+
+def _layout(root: Path, files: list[tuple[str, str, tuple[int, ...]]], name: str = "D") -> list[dict]:  # type: ignore[type-arg]
+    write_tree(root, files)
+    return scaffold(root, name).spec["layout"]  # type: ignore[no-any-return]
+
+
+def test_test_images_numbered_from_1_again_get_no_train_label(tmp_path: Path) -> None:
+    """KiPA22, nnU-Net imagesTs: a test folder numbering its cases from 1 again was paired with
+    the train labels of the same numbers (other patients' masks)."""
+    layout = _layout(tmp_path / "kipa", [(f"train/image/{i}.nii.gz", "image", ()) for i in (1, 2, 3)]
+                     + [(f"train/label/{i}.nii.gz", "label", (1,)) for i in (1, 2, 3)]
+                     + [(f"test/image/{i}.nii.gz", "image", ()) for i in (1, 2)])
+    assert layout == [{"image": "test/image/{case}.nii.gz", "split": "test"},
+                      {"image": "train/image/{case}.nii.gz", "label": "train/label/{case}.nii.gz", "split": "train"}]
+    layout = _layout(tmp_path / "xmoda", [(f"source_training/x_{i}_ceT1.nii.gz", "image", ()) for i in (1, 2, 3)]
+                     + [(f"source_training/x_{i}_Label.nii.gz", "label", (1,)) for i in (1, 2, 3)]
+                     + [(f"target_training/x_{i}_hrT2.nii.gz", "image", ()) for i in (1, 2, 3)])
+    assert [e.get("label") for e in layout] == ["source_training/x_{case}_Label.nii.gz", None]
+
+
+def test_centre_prefixes_are_part_of_the_case_not_sequences(tmp_path: Path) -> None:
+    """HECKTOR: CHUM-001, CHUP-001, MDA-001 are three patients; the draft took the centres as
+    sequences and gave every image MDA's label."""
+    files = [(f"imagesTr/{c}-00{i}__PT.nii.gz", "image", ()) for c in ("CHUM", "CHUP", "MDA") for i in (1, 2)]
+    files += [(f"labelsTr/{c}-00{i}.nii.gz", "label", (1,)) for c in ("CHUM", "CHUP", "MDA") for i in (1, 2)]
+    draft_root = tmp_path / "hecktor"
+    assert _layout(draft_root, files) == [{"image": "imagesTr/{case}__PT.nii.gz", "label": "labelsTr/{case}.nii.gz",
+                                           "split": "train"}]
+    assert scaffold(draft_root, "H").spec["modality"] == "PET"
+
+
+def test_kits23_takes_its_label_map_not_the_annotators_instances(tmp_path: Path) -> None:
+    files = [(f"dataset/case_0000{i}/imaging.nii.gz", "image", ()) for i in range(3)]
+    files += [(f"dataset/case_0000{i}/segmentation.nii.gz", "label", (1, 2)) for i in range(3)]
+    files += [(f"dataset/case_0000{i}/instances/kidney_instance-1_annotation-{a}.nii.gz", "label", (1,))
+              for i in range(3) for a in (1, 2, 3)]
+    write_tree(tmp_path / "k", files)
+    draft = scaffold(tmp_path / "k", "K")
+    assert draft.spec["layout"] == [{"image": "dataset/case_{case}/imaging.nii.gz",
+                                                           "label": "dataset/case_{case}/segmentation.nii.gz"}]
+    assert draft.spec["labels"]["encoding"] == "label_map"
+
+
+def test_modalities_from_names_and_the_index(tmp_path: Path) -> None:
+    root = tmp_path / "nn"
+    write_tree(root, [(f"imagesTr/liv_00{i}_000{c}.nii.gz", "image", ()) for i in (1, 2) for c in (0, 1)]
+               + [(f"labelsTr/liv_00{i}.nii.gz", "label", (1,)) for i in (1, 2)])
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "PET"}, "labels": {}}))
+    draft = scaffold(root, "N")
+    assert draft.spec["modality"] == "CT" and draft.spec["sequences"] == {"0000": "CT", "0001": "PET"}
+    assert scaffold(_tree(tmp_path / "b", [f"s{i}/s{i}-{q}.nii.gz" for i in (1, 2) for q in ("t1n", "t2f")]),
+                    "B").spec["modality"] == "MR"
+    mm = scaffold(_tree(tmp_path / "mm", [f"{m}_train/{m}_train_100{i}_image.nii.gz" for m in ("ct", "mr")
+                                          for i in (1, 2)]), "M").spec
+    assert mm["modality"] == "CT" and [e.get("modality") for e in mm["layout"]] == [None, "MR"]
+
+
+def _tree(root: Path, images: list[str]) -> Path:
+    write_tree(root, [(p, "image", ()) for p in images])
+    return root
+
+
+def test_bids_sequences_in_one_folder_and_gd_labels(tmp_path: Path) -> None:
+    files = [(f"sub-0{i}/anat/sub-0{i}_{q}.nii.gz", "image", ()) for i in (1, 2, 3) for q in ("T1w", "FLAIR")]
+    files += [(f"sub-0{i}/anat/sub-0{i}_dseg.nii.gz", "label", (1,)) for i in (1, 2, 3)]
+    assert _layout(tmp_path / "bids", files) == [{"image": "sub-{case}/anat/sub-{case}_{sequence}.nii.gz",
+                                                  "label": "sub-{case}/anat/sub-{case}_dseg.nii.gz"}]
+    assert is_label("train25_myops_gd/myops_training_101_gd.nii.gz")  # MyoPS' ground truth
+
+
+def test_a_case_number_inside_a_dotted_uid_is_not_the_case(tmp_path: Path) -> None:
+    from curator.registry.scaffold import _replace_case
+
+    assert _replace_case("R1/1.2.840.1/x seg.nii.gz", {"case": "1"}) == "R{case}/1.2.840.1/x seg.nii.gz"
+
+
+def test_a_name_cannot_end_a_comment_line_of_the_draft(tmp_path: Path) -> None:
+    root = tmp_path / "dl"
+    write_tree(root, [("a\nlicence: MIT/img_001.nii.gz", "image", ()), ("a\nlicence: MIT/img_002.nii.gz", "image", ())])
+    text = to_yaml(scaffold(root, "X"), root)
+    assert yaml.safe_load(text)["licence"] == TODO
