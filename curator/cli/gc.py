@@ -22,9 +22,15 @@ def size_text(n: float) -> str:
     return f"{n:.1f} TB"  # pragma: no cover - the loop returns
 
 
-def kept_prefixes(ctx: Any) -> list[str]:
-    """``<source>__`` of each source whose root is not there: its cases count as current."""
-    return [f"{n}__" for n, src in sorted(ctx.sources.items()) if not Path(src.root).is_dir()]
+KEPT_WHY = {"root_missing": "root missing", "root_empty": "root empty (an unmounted share's mount point?)",
+            "root_unreadable": "root unreadable", "no_case": "no case of it in the cases table"}
+
+
+def kept_sources(ctx: Any) -> dict[str, str]:
+    """Sources of pipeline.yaml gc spares whole (name → why, see ``curator.runner.gc.kept_sources``)."""
+    from curator.runner.gc import kept_sources as kept
+
+    return kept(ctx.workspace, {n: Path(src.root) for n, src in ctx.sources.items()})
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -39,9 +45,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         Stores, attention stores, dedup thumbnails and per-stage cached results of cases no
         longer in the workspace's tables (deleted from their source, or a source taken out of
-        pipeline.yaml), and dedup thumbnails an image changed in place superseded. A source whose
-        root is missing keeps its files. Releases are never touched: their stores are hard links.
+        pipeline.yaml), and dedup thumbnails an image changed in place superseded. A source of
+        pipeline.yaml whose root is missing or empty, or of which no case is in the cases table,
+        keeps all its files (an unmounted share). Releases are never touched: their stores are
+        hard links.
         """
+        from collections import Counter
+
         from curator.errors import WorkspaceError
         from curator.runner.context import Context
         from curator.runner.gc import find_leftovers, remove_leftovers
@@ -52,24 +62,27 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if busy:  # its new cases are in no table yet: they would look like leftovers
             raise WorkspaceError("workspace_locked", f"the workspace is in use by {busy}", path=str(ws.root),
                                  remedy="run `curator gc` when that run has finished")
-        kept = kept_prefixes(ctx)
-        found = find_leftovers(ws, kept)
+        kept = kept_sources(ctx) if ws.root.is_dir() else {}
+        spared: Counter[str] = Counter()
+        found = find_leftovers(ws, [f"{n}__" for n in kept], spared=spared)
         removed = 0
         if delete and found:
             with ws.locked("gc"):
-                found = find_leftovers(ws, kept)  # as of now, under the lock
+                kept, spared = kept_sources(ctx), Counter()  # as of now, under the lock
+                found = find_leftovers(ws, [f"{n}__" for n in kept], spared=spared)
                 removed = remove_leftovers(ws, found)
         total, shared = sum(lo.size for lo in found), sum(lo.shared for lo in found)
         if fmt == ReportFormat.json:
             print_json({"workspace": str(ws.root), "deleted": delete, "removed": removed, "bytes": total,
-                        "bytes_also_in_releases": shared, "kept_sources_root_missing": [k[:-2] for k in kept],
+                        "bytes_also_in_releases": shared, "kept_sources": [{"source": n, "why": why, "files_kept": spared[f"{n}__"]}
+                                                 for n, why in kept.items()],
                         "leftovers": [{"kind": lo.kind, "case_id": lo.case_id,
                                        "path": lo.path.relative_to(ws.root).as_posix(), "bytes": lo.size,
                                        "bytes_also_in_releases": lo.shared} for lo in found]})
             return
-        for k in kept:
-            err.print(f"source root missing: the files of {escape(k[:-2])}'s cases are kept (an unmounted share "
-                      "comes back with its cases)", highlight=False)
+        for n, why in kept.items():
+            err.print(f"source {escape(n)}: {KEPT_WHY[why]} — its {spared[f'{n}__']} file(s) kept; remove the "
+                      "source from pipeline.yaml to collect them", highlight=False)
         if not found:
             out.print(f"nothing to collect in {escape(str(ws.root))}: every file belongs to a current case",
                       highlight=False)

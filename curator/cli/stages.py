@@ -49,10 +49,10 @@ def _run_facts(record: dict[str, Any] | None) -> dict[str, Any]:
 
 def _leftovers(ctx: Any) -> int:
     """How many files `curator gc` would list (not measured: status stays cheap)."""
-    from curator.cli.gc import kept_prefixes
+    from curator.cli.gc import kept_sources
     from curator.runner.gc import find_leftovers
 
-    return len(find_leftovers(ctx.workspace, kept_prefixes(ctx), measure=False))
+    return len(find_leftovers(ctx.workspace, [f"{n}__" for n in kept_sources(ctx)], measure=False))
 
 
 def load_config(pipeline: Path, executor: ExecutorKind | str | None = None, workers: int | None = None,

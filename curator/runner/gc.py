@@ -8,8 +8,11 @@ read again unless the case comes back (then its cached results save a re-run).
 
 A case is *current* when the workspace's tables name it (``cases``, or a ``problems__*`` table:
 a case ingest refused is in no ``cases`` row but its failure is cached), when its ingest result
-is newer than the ``cases`` table (a run that stopped before writing it), or when it belongs to
-a source whose root is missing (an unmounted share: its cases come back with it).
+is at least as new as the ``cases`` table (a run that stopped before writing it), or when it
+belongs to a source of pipeline.yaml that :func:`kept_sources` spares: one whose root is missing
+or empty (an unmounted share, its mount point left behind: its cases come back with it) or of
+which the ``cases`` table names no case (ingest found none). gc never collects a configured
+source wholesale: taking the source out of pipeline.yaml does that.
 
 Releases are never touched: their stores are hard links, so removing the workspace's link of a
 file leaves the release's copy whole (and frees no space: :attr:`Leftover.shared` says so).
@@ -19,7 +22,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +44,8 @@ class Leftover:
 
 
 def current_cases(ws: Workspace, kept_prefixes: Iterable[str] = ()) -> tuple[set[str], tuple[str, ...]]:
-    """Case ids the workspace's tables name, plus those whose ingest result is newer than the
-    ``cases`` table; and the case id prefixes (``<source>__``) that always count as current."""
+    """Case ids the workspace's tables name, plus those whose ingest result is at least as new as
+    the ``cases`` table; and the case id prefixes (``<source>__``) that always count as current."""
     ids: set[str] = set()
     names = ["cases"] + sorted(p.stem for p in ws.tables_dir.glob("problems__*.parquet"))
     for name in names:
@@ -51,9 +55,30 @@ def current_cases(ws: Workspace, kept_prefixes: Iterable[str] = ()) -> tuple[set
     cases = ws.table_path("cases")
     since = cases.stat().st_mtime if cases.exists() else 0.0
     for p in _stage_results(ws, "ingest"):
-        if p.stat().st_mtime > since:
+        if p.stat().st_mtime >= since:  # same tick (2 s mtimes on SMB/FAT): keep, the safe side
             ids.add(p.name[:-len(".json")])
     return ids, tuple(kept_prefixes)
+
+
+def kept_sources(ws: Workspace, roots: Mapping[str, str | Path]) -> dict[str, str]:
+    """The sources of ``roots`` (name → root) whose every case counts as current, each with why:
+    ``root_missing`` (not a folder), ``root_empty`` (an unmounted share leaves its mount point
+    empty), ``root_unreadable``, or ``no_case`` (the ``cases`` table names no ``<source>__`` case:
+    ingest found none, or has not run since the source was added). A source's files are collected
+    case by case while it has cases; all at once only when it leaves pipeline.yaml."""
+    t = ws.read_table("cases", columns=["case_id"]) if ws.has_table("cases") else None
+    named = {c.split("__", 1)[0] for c in (t.column("case_id").to_pylist() if t is not None else []) if c}
+    kept: dict[str, str] = {}
+    for name, root in sorted(roots.items()):
+        r = Path(root)
+        try:
+            why = ("root_missing" if not r.is_dir() else "root_empty" if not any(r.iterdir())
+                   else "no_case" if name not in named else "")
+        except OSError:  # a share gone stale
+            why = "root_unreadable"
+        if why:
+            kept[name] = why
+    return kept
 
 
 def _stage_results(ws: Workspace, stage: str) -> Iterator[Path]:
@@ -82,15 +107,25 @@ def _referenced_thumbnails(ws: Workspace, kept: Callable[[str], bool]) -> set[st
     return refs
 
 
-def find_leftovers(ws: Workspace, kept_prefixes: Iterable[str] = (), measure: bool = True) -> list[Leftover]:
+def find_leftovers(ws: Workspace, kept_prefixes: Iterable[str] = (), measure: bool = True,
+                   spared: Counter[str] | None = None) -> list[Leftover]:
     """Every workspace store, attention store, thumbnail and per-stage result no current case
-    uses (see the module docstring), with sizes when ``measure``; nothing is changed."""
+    uses (see the module docstring), with sizes when ``measure``; nothing is changed. ``spared``
+    counts, per kept prefix, the files no table names that the prefix kept."""
     if not ws.root.is_dir():
         return []
     current, prefixes = current_cases(ws, kept_prefixes)
 
-    def gone(case_id: str) -> bool:
+    def unused(case_id: str) -> bool:
         return case_id not in current and not case_id.startswith(prefixes)
+
+    def gone(case_id: str) -> bool:
+        if case_id in current:
+            return False
+        kept = next((k for k in prefixes if case_id.startswith(k)), None)
+        if kept is not None and spared is not None:
+            spared[kept] += 1
+        return kept is None
 
     found: list[tuple[Path, str, str]] = []
     for folder, kind in ((ws.stores_dir, "store"), (ws.stage_dir("pseudolabel") / "attention", "attention")):
@@ -107,7 +142,7 @@ def find_leftovers(ws: Workspace, kept_prefixes: Iterable[str] = (), measure: bo
                 found.append((p, "stage_result", p.name[:-len(".json")]))
     thumbs = ws.stage_dir("dedup") / "thumbs"
     if thumbs.is_dir():
-        refs = _referenced_thumbnails(ws, lambda c: not gone(c))
+        refs = _referenced_thumbnails(ws, lambda c: not unused(c))
         for p in sorted(thumbs.glob("*/*.npz")):
             case_id = p.name.rsplit(".", 2)[0]
             if gone(case_id):

@@ -12,7 +12,7 @@ import pytest
 
 from curator.dedup.stage import thumbnail_relpath
 from curator.errors import WorkspaceError
-from curator.runner.gc import find_leftovers, remove_leftovers
+from curator.runner.gc import find_leftovers, kept_sources, remove_leftovers
 from curator.workspace import Workspace
 
 
@@ -106,3 +106,50 @@ def test_gc_is_refused_while_a_run_holds_the_workspace(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["gc", str(pipe), "--delete"], env={"COLUMNS": "300"})
     assert res.exit_code == 0 and "removed 5 leftover(s)" in res.output
     assert not (ws.stores_dir / "A__gone.zarr").exists()
+
+
+def test_a_source_whose_root_is_empty_or_gives_no_case_keeps_its_files(ws: Workspace, tmp_path: Path) -> None:
+    full, empty = tmp_path / "full", tmp_path / "empty"  # empty: an unmounted share's mount point
+    (full / "img.nii.gz").parent.mkdir()
+    (full / "img.nii.gz").write_bytes(b"x")
+    empty.mkdir()
+    # A has cases in the table; B's root is empty; C's is full but no case of C is in the table
+    got = kept_sources(ws, {"A": full, "B": empty, "C": full, "D": tmp_path / "missing"})
+    assert got == {"B": "root_empty", "C": "no_case", "D": "root_missing"}
+    from collections import Counter
+    spared: Counter[str] = Counter()
+    found = find_leftovers(ws, [f"{n}__" for n in got], spared=spared)
+    assert {lo.case_id for lo in found} == {"A__gone", "A__1"}
+    assert spared == {"B__": 5}  # B__1: its store, attention store, two results, thumbnail (C__failed: a table names it)
+    assert {lo.case_id for lo in find_leftovers(ws)} == {"A__gone", "A__1", "B__1"}
+
+
+def test_gc_delete_keeps_a_source_whose_share_is_unmounted(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    from curator.testing.pipelines import make_pipeline
+
+    root = tmp_path / "raw"
+    root.mkdir()  # the mount point, the share not mounted
+    pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(root)}], key=bytes(range(32)))
+    ws = Workspace(tmp_path / "workspace")
+    for cid in ("KiTS23__case_00000", "Old__1"):
+        _case_files(ws, cid)
+        p = ws.case_result_path("ingest", cid)
+        os.utime(p, (p.stat().st_mtime - 60,) * 2)
+    ws.write_table("cases", pa.table({"case_id": pa.array([], pa.string())}))  # the run found no case
+    res = CliRunner().invoke(app, ["gc", str(pipe), "--delete"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "source KiTS23: root empty" in res.output and "its 5 file(s) kept" in res.output
+    assert (ws.stores_dir / "KiTS23__case_00000.zarr").is_dir()
+    assert ws.case_result_path("ingest", "KiTS23__case_00000").is_file()
+    assert not (ws.stores_dir / "Old__1.zarr").exists()  # a source no longer in pipeline.yaml goes
+    res = CliRunner().invoke(app, ["gc", str(pipe), "-f", "json"])
+    assert json.loads(res.output)["kept_sources"] == [{"source": "KiTS23", "why": "root_empty", "files_kept": 5}]
+
+
+def test_an_ingest_result_as_new_as_the_cases_table_is_kept(ws: Workspace) -> None:
+    t = ws.table_path("cases").stat().st_mtime  # written in the same tick (2 s mtimes on SMB/FAT)
+    os.utime(ws.case_result_path("ingest", "A__gone"), (t, t))
+    assert "A__gone" not in {lo.case_id for lo in find_leftovers(ws, ["B__"])}
