@@ -174,7 +174,8 @@ class Config:
 
     def hashed_dict(self) -> dict[str, Any]:
         """:meth:`to_dict` without the fields marked ``hash=False`` (what changes results), nor those
-        hashed only when set (:func:`added_setting`, :func:`finalize_only` ``added``) while at their default."""
+        hashed only when set (:func:`added_setting`, :func:`payload_setting`, :func:`finalize_only`
+        ``added``) while at their default."""
         d = self.to_dict()
         quiet = self.hashed_when_set()
         for f in fields(self):
@@ -217,6 +218,17 @@ def added_setting(default: Any) -> Any:
     if isinstance(default, (list, dict, set)):
         raise TypeError("added_setting needs an immutable default (use a tuple)")
     return field(default=default, metadata={"hash_default": False})
+
+
+def payload_setting(default: Any) -> Any:
+    """A setting added after workspaces were made that changes only some cases' work (PET's
+    window changes PET cases only). It is left out of the per-case config, hence out of every
+    case's cache key (:meth:`Config.per_case`): the stage puts it into the task payload of the
+    cases it changes, and their per-case work reads it from there, so setting it redoes those
+    cases only. In the config hash only when set to another value than its default."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("payload_setting needs an immutable default (use a tuple)")
+    return field(default=default, metadata={"per_case": False, "hash_default": False})
 
 
 def finalize_only(default: Any, *, added: bool = False) -> Any:

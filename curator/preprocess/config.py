@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from curator.config import StageConfig, added_setting
+from curator.config import StageConfig, payload_setting
 from curator.errors import ConfigError
 
 
@@ -28,9 +28,10 @@ class PreprocessConfig(StageConfig):
     ct_clip: tuple[float, ...] = (-500.0, 1000.0)  # SAT: CT clipped to [-500, 1000], then z-score
     mr_percentiles: tuple[float, ...] = (0.5, 99.5)  # SAT: other modalities clipped to these
     # PET's own window, either percentiles (() = mr_percentiles; 100 = the image's maximum, no
-    # upper clip) or a fixed one in the image's units (SUV) like ct_clip; () = as before
-    pet_percentiles: tuple[float, ...] = added_setting(())
-    pet_clip: tuple[float, ...] = added_setting(())
+    # upper clip) or a fixed one in the image's units (SUV) like ct_clip; () = as before. In PET
+    # cases' payloads (pet_window), not the per-case config: setting one redoes PET cases only
+    pet_percentiles: tuple[float, ...] = payload_setting(())
+    pet_clip: tuple[float, ...] = payload_setting(())
     inner_chunks: tuple[int, ...] = ()  # store inner chunk shape; () = curator.store.INNER_CHUNKS
 
     def __post_init__(self) -> None:

@@ -104,6 +104,10 @@ class PreprocessStage(Stage):
             }
             if str(r["modality"]).upper() != "CT":  # MR/PET: their body threshold changed (see `version`)
                 payload["body_rule"] = BODY_RULE
+            if str(r["modality"]).upper() == "PET" and (config.pet_clip or config.pet_percentiles):
+                # PET's own window: only PET cases' keys carry it (CT and MR stores do not change)
+                payload["pet_window"] = {"pet_clip": list(config.pet_clip),
+                                         "pet_percentiles": list(config.pet_percentiles)}
             names = src.structure_names(self.ctx.workspace, payload["label_keys"])
             if names:  # a pseudonymous source's undeclared structures: the store names their keys only
                 payload["published_keys"] = names
@@ -133,6 +137,8 @@ class PreprocessStage(Stage):
     def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
         config = cast(PreprocessConfig, config)
         p = task.payload
+        if "pet_window" in p:  # not in the per-case config (see PreprocessConfig.pet_clip)
+            config = config.replace(**{k: tuple(v) for k, v in p["pet_window"].items()})
         root = Path(env.sources[p["source"]])
         out = CaseOutput()
 
