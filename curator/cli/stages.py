@@ -47,12 +47,17 @@ def _run_facts(record: dict[str, Any] | None) -> dict[str, Any]:
             if k in record}
 
 
-def _leftovers(ctx: Any) -> int:
-    """How many files `curator gc` would list (not measured: status stays cheap)."""
+def _leftovers(ctx: Any) -> int | str:
+    """How many stores `curator gc` would list (status stays cheap: gc's full scan walks every
+    stage result), or why they cannot be counted (a damaged table): status still reports."""
     from curator.cli.gc import kept_sources
-    from curator.runner.gc import find_leftovers
+    from curator.errors import CuratorError
+    from curator.runner.gc import count_unused_stores
 
-    return len(find_leftovers(ctx.workspace, [f"{n}__" for n in kept_sources(ctx)], measure=False))
+    try:
+        return count_unused_stores(ctx.workspace, [f"{n}__" for n in kept_sources(ctx)])
+    except (CuratorError, OSError) as e:
+        return str(e)
 
 
 def load_config(pipeline: Path, executor: ExecutorKind | str | None = None, workers: int | None = None,
@@ -160,10 +165,12 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                 behind[s.name] = first
             if s.enabled and s.reasons and first is None:
                 first = s.name
-        leftovers = _leftovers(ctx) if not busy else None
+        counted = _leftovers(ctx) if not busy else None
+        leftovers = counted if isinstance(counted, int) else None
         if fmt == ReportFormat.json:
             print_json({
-                "workspace": str(ctx.workspace.root), "in_use_by": busy, "gc_leftovers": leftovers,
+                "workspace": str(ctx.workspace.root), "in_use_by": busy, "gc_unused_stores": leftovers,
+                **({"gc_count_unavailable": counted} if isinstance(counted, str) else {}),
                 "sources_skipped": [{"file": f, "why": why} for f, why in skipped],
                 "registry_problems": [{"file": f, "severity": sev, "why": why} for f, sev, why in registry],
                 "sources_root_missing": [{"source": n, "root": root} for n, root in no_root],
@@ -201,9 +208,11 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                 out.print(f"[yellow]the workspace is in use by {escape(busy)}[/]: these states are of its "
                           "finished stages and change as it goes on", highlight=False)
             if leftovers:
-                out.print(f"[yellow]{leftovers} workspace file(s) belong to no current case[/] (deleted cases or "
-                          f"sources, superseded thumbnails): `curator gc {escape(str(pipeline))}` lists them and "
-                          "their size", highlight=False)
+                out.print(f"[yellow]{leftovers} store(s) belong to no current case[/] (deleted cases or sources): "
+                          f"`curator gc {escape(str(pipeline))}` lists them, their size and the cached results "
+                          "and thumbnails left with them", highlight=False)
+            elif isinstance(counted, str):
+                out.print(f"[yellow]gc count unavailable[/]: {escape(counted)}", highlight=False)
             name = f"{escape(rc.collection)} {escape(rc.version)}"
             if blocked == "exists":
                 out.print(f"release {name}: [yellow]exists[/] ({escape(str(dest))}); bump `release.version` for "

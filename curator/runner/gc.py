@@ -46,6 +46,15 @@ class Leftover:
 def current_cases(ws: Workspace, kept_prefixes: Iterable[str] = ()) -> tuple[set[str], tuple[str, ...]]:
     """Case ids the workspace's tables name, plus those whose ingest result is at least as new as
     the ``cases`` table; and the case id prefixes (``<source>__``) that always count as current."""
+    ids, since = _table_case_ids(ws)
+    for p in _stage_results(ws, "ingest"):
+        if p.stat().st_mtime >= since:  # same tick (2 s mtimes on SMB/FAT): keep, the safe side
+            ids.add(p.name[:-len(".json")])
+    return ids, tuple(kept_prefixes)
+
+
+def _table_case_ids(ws: Workspace) -> tuple[set[str], float]:
+    """Case ids ``cases`` and the ``problems__*`` tables name, and the ``cases`` table's mtime."""
     ids: set[str] = set()
     names = ["cases"] + sorted(p.stem for p in ws.tables_dir.glob("problems__*.parquet"))
     for name in names:
@@ -53,11 +62,26 @@ def current_cases(ws: Workspace, kept_prefixes: Iterable[str] = ()) -> tuple[set
         if t is not None:
             ids.update(c for c in t.column("case_id").to_pylist() if c)
     cases = ws.table_path("cases")
-    since = cases.stat().st_mtime if cases.exists() else 0.0
-    for p in _stage_results(ws, "ingest"):
-        if p.stat().st_mtime >= since:  # same tick (2 s mtimes on SMB/FAT): keep, the safe side
-            ids.add(p.name[:-len(".json")])
-    return ids, tuple(kept_prefixes)
+    return ids, cases.stat().st_mtime if cases.exists() else 0.0
+
+
+def count_unused_stores(ws: Workspace, kept_prefixes: Iterable[str] = ()) -> int:
+    """How many stores and attention stores :func:`find_leftovers` would list — what ``curator
+    status`` shows, cheaply: the tables' case ids and two folders' listings (a ``stat`` of an
+    unnamed store's ingest result); no stage result is walked or read."""
+    if not ws.root.is_dir():
+        return 0
+    ids, since = _table_case_ids(ws)
+    prefixes = tuple(kept_prefixes)
+    n = 0
+    for folder in (ws.stores_dir, ws.stage_dir("pseudolabel") / "attention"):
+        for p in folder.iterdir() if folder.is_dir() else ():
+            cid = p.name[:-len(".zarr")]
+            if not p.name.endswith(".zarr") or p.name.startswith(".") or cid in ids or cid.startswith(prefixes):
+                continue
+            result = ws.case_result_path("ingest", cid)
+            n += not (result.exists() and result.stat().st_mtime >= since)  # a run that stopped early: current
+    return n
 
 
 def kept_sources(ws: Workspace, roots: Mapping[str, str | Path]) -> dict[str, str]:

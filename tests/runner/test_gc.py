@@ -12,7 +12,7 @@ import pytest
 
 from curator.dedup.stage import thumbnail_relpath
 from curator.errors import WorkspaceError
-from curator.runner.gc import find_leftovers, kept_sources, remove_leftovers
+from curator.runner.gc import count_unused_stores, find_leftovers, kept_sources, remove_leftovers
 from curator.workspace import Workspace
 
 
@@ -102,7 +102,7 @@ def test_gc_is_refused_while_a_run_holds_the_workspace(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "stores/A__gone.zarr" in res.output and "nothing was changed" in res.output
     assert (ws.stores_dir / "A__gone.zarr").is_dir()
     res = CliRunner().invoke(app, ["status", str(pipe)], env={"COLUMNS": "300"})
-    assert "5 workspace file(s) belong to no current case" in res.output
+    assert "2 store(s) belong to no current case" in res.output
     res = CliRunner().invoke(app, ["gc", str(pipe), "--delete"], env={"COLUMNS": "300"})
     assert res.exit_code == 0 and "removed 5 leftover(s)" in res.output
     assert not (ws.stores_dir / "A__gone.zarr").exists()
@@ -153,3 +153,23 @@ def test_an_ingest_result_as_new_as_the_cases_table_is_kept(ws: Workspace) -> No
     t = ws.table_path("cases").stat().st_mtime  # written in the same tick (2 s mtimes on SMB/FAT)
     os.utime(ws.case_result_path("ingest", "A__gone"), (t, t))
     assert "A__gone" not in {lo.case_id for lo in find_leftovers(ws, ["B__"])}
+
+
+def test_status_counts_only_stores_and_never_fails_for_gc(ws: Workspace, tmp_path: Path) -> None:
+    """status counts stores and attention stores against the tables (gc's full scan walks and
+    reads every stage result); a table it cannot read leaves the count out, not status."""
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    from curator.testing.pipelines import make_pipeline
+
+    stores = [lo for lo in find_leftovers(ws, ["B__"]) if lo.kind in ("store", "attention")]
+    assert count_unused_stores(ws, ["B__"]) == len(stores) == 2  # A__gone's; A__new's ingest result is newer
+    assert count_unused_stores(ws) == 4
+    pipe = make_pipeline(tmp_path, [])
+    cfg = pipe.read_text().replace(str(tmp_path / "workspace"), str(ws.root))
+    pipe.write_text(cfg)
+    ws.table_path("problems__ingest").write_bytes(b"not parquet")
+    res = CliRunner().invoke(app, ["status", str(pipe)], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "gc count unavailable" in res.output and "problems__ingest" in res.output
