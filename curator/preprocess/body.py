@@ -74,10 +74,12 @@ def body_mask(image: NDArray[Any], modality: str, ct_hu: float = -500.0, *,
 
 
 def body_coverage_issue(voxels: int, total: int, modality: str, threshold: float) -> InputError | None:
-    """A warning when the body mask is empty or covers (nearly) the whole field of view — an
+    """A problem when the body mask is empty or covers (nearly) the whole field of view — an
     intensity offset, a noise floor or a CT not in HU put the threshold beside the body, and the
     crop, ``body_volume_ml``, the statistics inside the body and QC's ``norm_volume`` then
-    measure nothing or the field of view, not the patient. ``threshold`` in physical units.
+    measure nothing or the field of view, not the patient. ``threshold`` in physical units. The
+    stage makes an empty mask a warning and a whole-field one info: a dataset whose field of view
+    lies inside the body (prostate, cardiac, knee MR, cropped CT) has one in every case.
 
     >>> body_coverage_issue(0, 1000, "MR", 116.6).kind, body_coverage_issue(500, 1000, "MR", 116.6)
     ('body_mask_empty', None)

@@ -182,8 +182,8 @@ class PreprocessStage(Stage):
         if prep.image is not None and prep.body_threshold is not None:
             issue = body_coverage_issue(prep.body_voxels or 0, int(np.prod(prep.resampled_shape)), p["modality"],
                                         prep.body_threshold)
-            if issue is not None:
-                warn(issue)
+            if issue is not None:  # whole field: info — prostate, cardiac, knee MR, cropped CT hold no air
+                warn(issue, "warning" if issue.kind == "body_mask_empty" else "info")
         for raw, terms in prep.lost:
             warn(InputError("label_lost_in_resampling",
                             f"label {raw} ({', '.join(terms) or 'no term'}) has voxels in the source but none on the "

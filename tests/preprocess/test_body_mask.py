@@ -64,10 +64,10 @@ def test_a_phantom_has_one_body_whatever_its_offset(modality: str) -> None:
         assert abs(got[shift][0] - n0) <= 1e-3 * n0 and got[shift][1] == shape0, (shift, got[shift], got[0.0])
 
 
-def test_an_empty_or_whole_field_body_mask_is_a_warning_naming_the_case(tmp_path: Path) -> None:
+def test_an_empty_body_mask_is_a_warning_and_a_whole_field_one_info_naming_the_case(tmp_path: Path) -> None:
     """A CT stored +1024 without its offset declared (air at 24 > −500 HU: the whole field of view is
-    body) and one shifted −1024 twice (tissue at −984: nothing is body) are warned of; a CT in HU
-    is not."""
+    body: info, as every case of a dataset cropped to the patient is) and one shifted −1024 twice
+    (tissue at −984: nothing is body: a warning) are reported; a CT in HU is not."""
     g = Geometry.from_affine((40, 40, 12), np.diag([-SPACING[0], -SPACING[1], SPACING[2], 1.0]))
     hu = np.full(g.shape, -1000, np.int16)
     hu[6:34, 8:32, :] = 40
@@ -81,7 +81,7 @@ def test_an_empty_or_whole_field_body_mask_is_a_warning_naming_the_case(tmp_path
     probs = rel.sql("select case_id, kind, severity, message from problems where stage = 'preprocess' "
                     "order by case_id").fetchall()
     assert [(p[0], p[1], p[2]) for p in probs] == [
-        ("TinyKits__case_00001", "body_mask_whole_field", "warning"),
+        ("TinyKits__case_00001", "body_mask_whole_field", "info"),
         ("TinyKits__case_00002", "body_mask_empty", "warning")], probs
     assert "100.0 % of the field of view" in probs[0][3] and "-500 HU" in probs[0][3]
     assert all("What to do:" in p[3] and "intensity_offset" in p[3].split("What to do:")[1] for p in probs)
