@@ -402,7 +402,7 @@ def _images_of_two_entries(root: Path, cases: list[CaseFiles]) -> list[InputErro
             first.setdefault(c.entry, c)
         if len(first) < 2:
             continue
-        said = ", ".join(f"{c.case_id} (layout entry {c.entry + 1}"
+        said = ", ".join(f"{c.case_id} (layout[{c.entry}]"
                          + (", with a label)" if c.labels else ", without a label)") for c in first.values())
         out.append(InputError(
             "image_in_two_cases", f"{image} is the image of {len(first)} cases from different layout entries: "
@@ -634,7 +634,7 @@ def _unlabelled(entry: LayoutEntry, idx: int, root: Path, cases: list[CaseFiles]
         return
     if not any_label:
         problems.append(InputError(
-            "label_no_match", f"the label pattern {entry.label!r} of layout entry {idx + 1} matches no file, so its "
+            "label_no_match", f"the label pattern {entry.label!r} of layout[{idx}] matches no file, so its "
             f"{len({c.image for c in bare})} image(s) were ingested without labels", path=str(root),
             remedy="check the pattern against the folder's files (its folder names and suffixes), and that the "
             "labels were downloaded and unpacked under the source root; if the dataset has no labels, remove `label:`"))

@@ -162,6 +162,7 @@ def test_a_label_pattern_that_matches_no_file_is_one_error_for_the_source(tmp_pa
     (row,) = problems  # not one more per image
     assert (row["case_id"], row["kind"], row["severity"]) == (None, "label_no_match", "error")
     assert "matches no file" in row["message"] and "2 image(s)" in row["message"]
+    assert "of layout[0] matches" in row["message"]  # numbered as layout_no_match and the validator do
 
 
 def test_a_file_with_more_channels_than_the_index_declares_is_refused(tmp_path: Path) -> None:

@@ -468,7 +468,7 @@ def test_an_image_two_layout_entries_take_is_a_warning_of_the_check(tmp_path: Pa
     r = check_source(str(yaml), root, sample=None)
     twice = [p for p in r.warnings if p["kind"] == "image_in_two_cases"]
     assert len(twice) == 1 and twice[0]["path"].endswith("data/brain1_image.nii.gz")
-    assert "Two__brain1 (layout entry 1" in twice[0]["message"] and "Two__brain1_image (layout entry 2" in twice[0]["message"]
+    assert "Two__brain1 (layout[0]" in twice[0]["message"] and "Two__brain1_image (layout[1]" in twice[0]["message"]
 
 
 def test_a_misspelt_structure_stem_is_a_warning_of_the_check(tmp_path: Path) -> None:

@@ -229,8 +229,8 @@ def test_an_image_two_layout_entries_take_is_said_naming_the_file_and_both_cases
     assert {c.case_id for c in cases} == {"Toy__brain1", "Toy__brain1_image", "Toy__prostate"}
     twice = [e for e in problems if e.kind == "image_in_two_cases"]
     assert len(twice) == 1 and Path(twice[0].path) == tmp_path / "data/brain1_image.nii.gz"
-    assert "Toy__brain1 (layout entry 1, with a label)" in twice[0].detail
-    assert "Toy__brain1_image (layout entry 2, without a label)" in twice[0].detail
+    assert "Toy__brain1 (layout[0], with a label)" in twice[0].detail  # numbered as layout_no_match's
+    assert "Toy__brain1_image (layout[1], without a label)" in twice[0].detail
     # one entry giving a file several cases (the channels of a 4-D file) is the layout's intent
     cases, problems = discover(spec(layout=[{"image": "data/{case}.nii.gz", "channels": {0: "t1", 1: "t2"}}],
                                     labels={"encoding": "none"}), tmp_path)
