@@ -174,7 +174,7 @@ class Config:
 
     def hashed_dict(self) -> dict[str, Any]:
         """:meth:`to_dict` without the fields marked ``hash=False`` (what changes results), nor those
-        hashed only when set (:func:`added_setting`, :func:`payload_setting`, :func:`finalize_only`
+        hashed only when set (:func:`payload_setting`, :func:`finalize_only`
         ``added``) while at their default."""
         d = self.to_dict()
         quiet = self.hashed_when_set()
@@ -208,16 +208,6 @@ class Config:
 def nohash(default: Any) -> Any:
     """A field that does not change results (e.g. progress display) and is left out of the hash."""
     return field(default=default, metadata={"hash": False})
-
-
-def added_setting(default: Any) -> Any:
-    """A setting added after workspaces were made whose default does what the stage did before
-    it: in the config hash only when set to another value, so those workspaces stay up to date
-    (every setting's hash would change with a new key). Per-case work sees it (unlike
-    :func:`finalize_only`)."""
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("added_setting needs an immutable default (use a tuple)")
-    return field(default=default, metadata={"hash_default": False})
 
 
 def payload_setting(default: Any) -> Any:
