@@ -17,7 +17,7 @@ from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
 from curator.io.volume import Geometry, Volume
 from curator.preprocess import terms as termmap
-from curator.preprocess.body import BODY_RULE, body_coverage_issue
+from curator.preprocess.body import body_coverage_issue, body_rule_of
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import Prepared, preprocess_arrays, reoriented_spacing
 from curator.preprocess.labels import Plane, label_map_plane, structure_planes
@@ -50,8 +50,8 @@ class PreprocessStage(Stage):
     # source voxel (they went to background: a 5 mm ball lost 9 % at 0.5 -> 1 mm). Not bumped for the
     # chunks' CRC32C (2026-12-06): the voxels are the same, the reader takes stores with and without it,
     # and a bump would redo every case's preprocessing and pseudo-labelling in an existing workspace;
-    # Not bumped for the MR/PET body threshold (halfway between the image's 0.5th percentile and
-    # Otsu; 0.5 × Otsu moved with an intensity offset): an MR/PET case's key carries the rule
+    # Not bumped for the MR/PET body threshold (half, PET a quarter, of the way from the image's
+    # 0.5th percentile to Otsu; 0.5 × Otsu moved with an intensity offset): an MR/PET case's key carries the rule
     # (``body_rule`` in its payload), so those cases are redone and CT stores — unchanged — are not.
     # Cached CT cases lack the new body_mask_* warnings and the cubic interpolation_clipped info row
     # until they are preprocessed again.
@@ -102,8 +102,8 @@ class PreprocessStage(Stage):
                 "ignore": sorted({str(v) for v in spec.labels.ignore}),
                 "spacing": list(medians[r["dataset"]]) if r["dataset"] in medians else None,
             }
-            if str(r["modality"]).upper() != "CT":  # MR/PET: their body threshold changed (see `version`)
-                payload["body_rule"] = BODY_RULE
+            if (rule := body_rule_of(str(r["modality"]))) is not None:  # MR/PET: their body threshold changed
+                payload["body_rule"] = rule  # (see `version`)
             if str(r["modality"]).upper() == "PET" and (config.pet_clip or config.pet_percentiles):
                 # PET's own window: only PET cases' keys carry it (CT and MR stores do not change)
                 payload["pet_window"] = {"pet_clip": list(config.pet_clip),

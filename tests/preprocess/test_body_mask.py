@@ -87,3 +87,22 @@ def test_an_empty_body_mask_is_a_warning_and_a_whole_field_one_info_naming_the_c
     assert all("What to do:" in p[3] and "intensity_offset" in p[3].split("What to do:")[1] for p in probs)
     body = dict(rel.sql("select case_id, body_voxels from preprocessed").fetchall())
     assert body["TinyKits__case_00002"] == 0 and body["TinyKits__case_00000"] == 28 * 24 * 12
+
+
+def test_a_pet_body_keeps_its_low_uptake_fat() -> None:
+    """Whole-body FDG in a field of view the body mostly fills: air ~0.02, a fat rim 0.35, soft
+    tissue 0.9-1.8, liver 2.6 (Otsu ~1). Half of Otsu put the fat (and low-uptake arms) outside
+    the body, and the store's crop cut them off; a quarter keeps them."""
+    rng = np.random.default_rng(0)
+    img = np.abs(rng.normal(0.02, 0.02, (64, 64, 12))).astype(np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 32, xx - 32)
+    img[r < 31] = 0.35
+    img[r < 27] = 0.9
+    img[r < 20] = 1.8
+    img[(r < 12) & (xx > 32)] = 2.6
+    img += rng.normal(0, 0.03, img.shape).astype(np.float32)
+    body = r < 31
+    pet, mr = body_mask(img, "PET"), body_mask(img, "MR")
+    assert np.array_equal(pet[..., 0], body)  # the fat rim is body
+    assert np.count_nonzero(mr[..., 0]) < 0.8 * body.sum()  # MR's half cuts it off

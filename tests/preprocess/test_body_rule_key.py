@@ -12,6 +12,7 @@ import yaml
 
 from curator.config import PipelineConfig
 from curator.pipeline import run_pipeline
+from curator.preprocess.body import BODY_RULES
 from tests.preprocess.conftest import MultiSeq, Tiny
 
 
@@ -44,7 +45,8 @@ def test_only_mr_and_pet_cases_key_on_the_body_rule(modality: str, tiny: Tiny, m
                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = multiseq.root if modality == "MR" else tiny.root
     assert _rerun(src, tmp_path / "same") == 0  # nothing changed: nothing redone
-    monkeypatch.setattr("curator.preprocess.stage.BODY_RULE", "another rule")
+    monkeypatch.setitem(BODY_RULES, "MR", "another rule")
+    monkeypatch.setitem(BODY_RULES, "PET", "another rule")
     ran = _rerun(src, tmp_path / "changed")
     assert ran == (len(multiseq.images) if modality == "MR" else 0)
 
