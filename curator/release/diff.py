@@ -359,8 +359,9 @@ def _changed_items(key: str, a: dict[str, dict[str, Any]], b: dict[str, dict[str
 
 
 def _changed_entries(key: str, a: Any, b: Any, depth: int = 0) -> list[str]:
-    """The entries of lineage ``key`` that differ, as lines (nested dicts followed two levels; a
-    list of sources as the sources added, removed and changed, by name)."""
+    """The entries of lineage ``key`` that differ, as lines (nested dicts followed four levels, so
+    a stage setting is named: ``pipeline_config stages qc epsilon``; a list of sources as the
+    sources added, removed and changed, by name)."""
     ka, kb = _by_name(a), _by_name(b)
     if ka is not None and kb is not None and (ka or kb):
         return _changed_items(key, ka, kb)
@@ -370,7 +371,7 @@ def _changed_entries(key: str, a: Any, b: Any, depth: int = 0) -> list[str]:
             va, vb = a.get("version"), b.get("version")
             said = f"version {_short(va)} in both" if va == vb else f"version {_short(va)} → {_short(vb)}"
             return [f"{key}: its dataset YAML changed ({said}; spec_sha256 {_short(sa)} → {_short(sb)})"]
-    if isinstance(a, dict) and isinstance(b, dict) and depth < 2:
+    if isinstance(a, dict) and isinstance(b, dict) and depth < 4:
         out = []
         for k in sorted(set(a) | set(b), key=str):
             if k not in a:
@@ -381,6 +382,14 @@ def _changed_entries(key: str, a: Any, b: Any, depth: int = 0) -> list[str]:
                 out += _changed_entries(f"{key} {k}", a[k], b[k], depth + 1)
         return out
     return [f"{key}: {_short(a)} → {_short(b)}"]
+
+
+def _taxonomy_version(info: Any) -> Any:
+    """release.json's taxonomy record with ``version`` as the taxonomy gives it (an extension's
+    appended to its base's); another value as it is."""
+    from curator.release.lineage import effective_version
+
+    return {**info, "version": effective_version(info)} if isinstance(info, dict) and info.get("extends") else info
 
 
 def _dups(d: ReleaseDiff, a: pl.DataFrame | None, b: pl.DataFrame | None) -> None:
@@ -487,6 +496,8 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         d.split_changes = [tuple(r) for r in j.filter(pl.col("a") != pl.col("b")).sort("case_id").iter_rows()]
     for k in LINEAGE_KEYS:
         va, vb = ra.info.get(k), rb.info.get(k)
+        if k == "taxonomy":  # a lab's extension: its version as the taxonomy says it (1.3+lab-1, not lab-1)
+            va, vb = (_taxonomy_version(v) for v in (va, vb))
         if k in ("code_revision", "inference") and (va is None or vb is None):  # a release before it (or
             continue  # from an installed wheel; or without pseudo labels)
         if va != vb:

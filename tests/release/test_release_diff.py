@@ -300,6 +300,20 @@ def test_lineage_changes_name_the_entry_that_changed() -> None:
                                  "models m2: added"]
 
 
+def test_lineage_names_the_stage_setting_and_an_extensions_version() -> None:
+    """A qc setting changed was the whole settings block (`stages qc: {...} → {...}`), and a lab
+    taxonomy's version its own part (`lab-1`, not `1.3+lab-1`) (tester 24)."""
+    from curator.release.diff import ReleaseDiff, _taxonomy_version
+
+    qc = {"min_cohort": 5, "volume_norm": "body", "iqr_k": 1.5}
+    d = ReleaseDiff("a", "b", lineage={"pipeline_config": ({"stages": {"qc": qc}},
+                                                           {"stages": {"qc": {**qc, "epsilon": 10}}})})
+    assert d.lineage_changes == ["pipeline_config stages qc epsilon: added"]
+    lab = {"file": "lab.yaml", "sha256": "c" * 64, "version": "lab-1", "extends": {"version": "1.3"}}
+    assert _taxonomy_version(lab)["version"] == "1.3+lab-1"
+    assert _taxonomy_version({"version": "1.3"}) == {"version": "1.3"}
+
+
 def test_lineage_names_the_sources_added_removed_and_changed() -> None:
     """The `sources` list was one JSON token cut at 60 characters: both sides read the same and
     the source added never appeared; a registry digest gave no hint of what it stands for."""
@@ -396,7 +410,7 @@ def test_a_release_of_an_older_curator_is_diffed_by_stage_versions_and_changed_d
     d = diff_releases(coll / "0.1.0", coll / "0.2.0")
     version = new["pseudolabel"]["stage_version"]
     assert d.lineage_changes == [
-        'pipeline_config stages qc: {"min_cohort": 4} → {"min_cohort": 5}',
+        "pipeline_config stages qc min_cohort: 4 → 5",
         "stages dedup config global_neighbours: added",
         f'stages dedup config keep: {json.dumps(old_keep)} → {json.dumps(new["dedup"]["config"]["keep"])}',
         f"stages pseudolabel stage_version: {int(version) - 1} → {version}"]
