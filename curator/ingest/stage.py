@@ -391,7 +391,7 @@ def _non_finite_hint(err: InputError, rel: str, modality: str) -> InputError:
         "re-export the image; NaN/Inf voxels cannot be normalised. If they only mark voxels without data "
         "(outside a registered or resampled field of view), declare what they become in the dataset YAML "
         f"({_FIXES_DOC}): `fixes: {{non_finite: {{value: {value}, when: {_when(rel)}, reason: \"NaN outside the "
-        "field of view\"}}}}` (" + ("-1024: air" if modality == "CT" else "0: background") + "; or 'min', the "
+        "field of view\"}}` (" + ("-1024: air" if modality == "CT" else "0: background") + "; or 'min', the "
         "image's smallest finite value; drop `when` for every image of the dataset)"))
 
 

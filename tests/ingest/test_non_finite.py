@@ -119,3 +119,17 @@ def test_min_fills_with_the_smallest_finite_value_and_never_writes_the_source(tm
 def test_the_fix_s_value_is_validated(params: dict[str, Any], wrong: list[str]) -> None:
     problems = validate_fixes({"non_finite": params})
     assert [loc for loc, _, _ in problems] == [f"fixes.non_finite.{k}" for k in wrong], problems
+
+
+@pytest.mark.parametrize(("modality", "value"), [("CT", -1024), ("PT", 0)])
+def test_the_refusal_s_fix_is_yaml_that_can_be_pasted(modality: str, value: int) -> None:
+    """The snippet the `non_finite_values` remedy offers parses and declares a valid fix for that very
+    file (it had two extra `}` and did not parse: tester 27)."""
+    from curator.ingest.stage import _non_finite_hint
+    rel = "PETCT_0af7/03-25-2006-NA-PET-CT 1/SUV.nii.gz"
+    err = _non_finite_hint(InputError("non_finite_values", "8 of 64 voxels are NaN", path="x"), rel, modality)
+    (snippet,) = re.findall(r"`(fixes: .*?)`", str(err))
+    fixes = yaml.safe_load(snippet)["fixes"]
+    assert fixes == {"non_finite": {"value": value, "when": "^" + re.escape(rel) + "$",
+                                    "reason": "NaN outside the field of view"}}
+    assert validate_fixes(fixes) == [] and re.search(fixes["non_finite"]["when"], rel)
