@@ -109,6 +109,11 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("body_mask_whole_field", "the body mask covers 99 % or more of the field of view: the image is "
                 "cropped to the patient, or the threshold fell in the background",
                 "nothing if the image holds no air; otherwise check its background or a CT's intensity offset"),
+    ProblemKind("normalisation_no_contrast", "the intensity window (ct_clip, pet_clip or the percentiles) clips 99 % "
+                "or more of the body's voxels to one bound: the normalised network input is (nearly) constant "
+                "(a PET in Bq/mL under a pet_clip in SUV became all zeros)",
+                "give the window in the image's units (pet_clip: SUV vs Bq/mL), use pet_percentiles, or check the "
+                "image (a CT not in HU needs fixes.intensity_offset)"),
     ProblemKind("label_lost_in_resampling", "a structure has voxels in the source but none on the stored grid "
                 "(thinner than the target spacing); the store leaves it out, so it is unknown for the case",
                 "resample finer (stages.preprocess.target_spacing_mm, or spacing: median)"),

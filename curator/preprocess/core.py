@@ -19,10 +19,17 @@ import fastremap
 import numpy as np
 from numpy.typing import NDArray
 
+from curator.errors import InputError
 from curator.io.volume import Geometry
 from curator.preprocess.body import bbox, body_mask, body_threshold, crop_box, union_box
 from curator.preprocess.config import PreprocessConfig
-from curator.preprocess.intensity import far_outliers, normalisation, stats, storage_dtype
+from curator.preprocess.intensity import (
+    far_outliers,
+    normalisation,
+    stats,
+    storage_dtype,
+    window_issue,
+)
 from curator.preprocess.labels import Plane
 from curator.preprocess.resample import reorient, resample_image, resample_labels, target_grid
 
@@ -45,6 +52,7 @@ class Prepared:
     clipped: tuple[int, float, float] | None = None  # (voxels, low, high): far outliers set to the range's edge
     body_threshold: float | None = None  # the body mask's threshold, physical units (HU for CT)
     saturated: int = 0  # voxels cubic interpolation overshot beyond an integer store's range (clipped to it)
+    flat_window: InputError | None = None  # the intensity window leaves no contrast inside the body
 
 
 def target_spacing(geometry: Geometry, config: PreprocessConfig, median: tuple[float, ...] | None = None
@@ -142,6 +150,7 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
     if prep.image is not None:
         prep.attrs["normalisation"] = normalisation(prep.image, modality, config.ct_clip, config.mr_percentiles, scale,
                                                     pet_percentiles=config.pet_percentiles, pet_clip=config.pet_clip)
+        prep.flat_window = window_issue(prep.image, prep.body, prep.attrs["normalisation"], modality)
     return prep
 
 

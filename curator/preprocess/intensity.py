@@ -27,6 +27,8 @@ import fastremap
 import numpy as np
 from numpy.typing import NDArray
 
+from curator.errors import InputError
+
 F16_MAX = 65504.0
 PERCENTILES = (0.5, 1.0, 50.0, 99.0, 99.5)
 
@@ -164,6 +166,60 @@ def _percentile_window(image: NDArray[Any], scale: float, pcts: tuple[float, ...
     if image.size and pcts[1] == 100:
         hi = float(np.max(image)) * scale
     return lo, hi
+
+
+FLAT = 0.99  # a window that clips this share of the body's voxels to one of its bounds is warned of
+
+
+def window_issue(image: NDArray[Any], body: NDArray[np.bool_] | None, norm: dict[str, Any],
+                 modality: str, limit: int = 4_000_000) -> InputError | None:
+    """A ``normalisation_no_contrast`` warning when the window ``norm`` leaves (nearly) no contrast
+    inside the body: 99 % or more of its voxels lie beyond one bound (clipped to it); none for an
+    empty body (``body_mask_empty`` is said). A PET
+    stored in Bq/mL under ``pet_clip: [0, 20]`` (a window in SUV) became an all-zero network input,
+    its std of 0 stored as 1, silently (tester 27).
+
+    >>> pet = np.full((10, 10, 4), 2000.0, np.float32); pet[4:6, 4:6, :] = 60000.0   # Bq/mL
+    >>> body = np.ones(pet.shape, bool)
+    >>> window_issue(pet, body, normalisation(pet, "PET", (), (0.5, 99.5), pet_clip=(0.0, 20.0)), "PET").kind
+    'normalisation_no_contrast'
+    >>> window_issue(pet / 5000, body, normalisation(pet / 5000, "PET", (), (0.5, 99.5), pet_clip=(0.0, 20.0)),
+    ...              "PET") is None
+    True
+    """
+    if body is None or not body.any():
+        return None  # body_mask_empty says it
+    inside = image[body]
+    v = strided_sample(inside, limit).astype(np.float64) * norm.get("scale", 1.0)
+    lo, hi = (float(x) for x in norm["clip"])
+    at_lo, at_hi = float(np.mean(v < lo)), float(np.mean(v > hi))  # beyond: a body at the bound is not clipped
+    if max(at_lo, at_hi) < FLAT:
+        return None
+    flat = float(np.std(np.clip(v, lo, hi))) <= 1e-6 * max(abs(lo), abs(hi), 1.0)
+    kind, mod = norm["kind"], modality.upper()
+    setting = {"ct": "stages.preprocess.ct_clip", "fixed": "stages.preprocess.pet_clip"}.get(
+        kind, "stages.preprocess.pet_percentiles (else mr_percentiles)" if mod == "PET" else
+        "stages.preprocess.mr_percentiles")
+    p = np.percentile(v, (0.5, 50.0, 99.5), method="inverted_cdf")
+    what = (f"clips {100 * at_hi:.1f} % of the body's voxels to its upper bound {hi:.6g}" if at_hi >= at_lo else
+            f"clips {100 * at_lo:.1f} % of the body's voxels to its lower bound {lo:.6g}")
+    detail = (f"the {mod} intensity window [{lo:.6g}, {hi:.6g}] ({setting}) {what}; the image's values there run "
+              f"{float(v.min()):.6g}..{float(v.max()):.6g} (0.5th / 50th / 99.5th percentile {p[0]:.6g} / "
+              f"{p[1]:.6g} / {p[2]:.6g}), so the normalised network input is (nearly) constant inside the body "
+              + ("(std 0, stored as 1: all zeros)" if norm["std"] == 1.0 and flat else "(no contrast left)"))
+    if kind == "fixed":
+        remedy = ("pet_clip is in the PET images' own units, one window for every PET of the pipeline: SUV "
+                  "(e.g. [0, 20]) for images stored as SUV, Bq/mL (thousands: about 5000 Bq/mL per SUV) for the "
+                  "others — is this image in the other unit? Use stages.preprocess.pet_percentiles (each image's "
+                  "own window, e.g. [0.5, 100]) instead, give pet_clip in the images' units, or take the "
+                  "dataset's SUV image (or convert the PET to SUV before ingest); then run preprocess again")
+    elif kind == "ct":
+        remedy = ("check that the CT is in HU (an undeclared offset: ingest's ct_intensity_offset row says which "
+                  "`fixes: {intensity_offset: ...}` to declare) and that stages.preprocess.ct_clip fits it")
+    else:
+        remedy = ("check the image (a mask, a constant or a map of differences?); if it is right, widen the "
+                  "percentiles (" + setting + ")")
+    return InputError("normalisation_no_contrast", detail, remedy=remedy)
 
 
 def normalise(stored: NDArray[Any], norm: dict[str, Any]) -> NDArray[np.float32]:

@@ -184,6 +184,8 @@ class PreprocessStage(Stage):
                                         prep.body_threshold)
             if issue is not None:  # whole field: info — prostate, cardiac, knee MR, cropped CT hold no air
                 warn(issue, "warning" if issue.kind == "body_mask_empty" else "info")
+        if prep.flat_window is not None:
+            warn(prep.flat_window)
         for raw, terms in prep.lost:
             warn(InputError("label_lost_in_resampling",
                             f"label {raw} ({', '.join(terms) or 'no term'}) has voxels in the source but none on the "

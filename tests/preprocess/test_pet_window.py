@@ -16,6 +16,8 @@ from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import Prepared, preprocess_arrays
 from curator.preprocess.intensity import normalisation
 from curator.store import CaseStore
+from curator.testing.layouts import save_nifti
+from curator.testing.pipelines import make_pipeline, run, table, write_dataset_yaml
 from curator.torch.dataset import PatchDataset
 
 LESION, LIVER = 14.7, 2.5
@@ -120,3 +122,51 @@ def test_pet_percentiles_up_to_100_keep_the_hottest_voxel(tmp_path: Path) -> Non
 def test_bad_pet_windows_are_config_errors(settings: dict[str, Any], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         PreprocessConfig.from_dict(settings)
+
+
+BQML = 5000.0  # Bq/mL per SUV (about 350 MBq injected into 70 kg)
+
+
+def test_a_window_that_flattens_the_body_is_a_warning_naming_the_case(tmp_path: Path) -> None:
+    """``pet_clip: [0, 20]`` (SUV) over a PET stored in Bq/mL clipped every body voxel to 20: std 0,
+    stored as 1, an all-zero network input, and no problem row (tester 27). The same window over
+    the SUV image, and the default percentiles over the Bq/mL one, are not warned of."""
+    suv, geom = _pet()
+    save_nifti(tmp_path / "raw" / "suv.nii.gz", suv, geom, np.float32)
+    save_nifti(tmp_path / "raw" / "bqml.nii.gz", suv * np.float32(BQML), geom, np.float32)
+    yml = write_dataset_yaml(tmp_path, [{"image": "{case}.nii.gz"}], {"encoding": "none"}, name="Pet",
+                             modality="PET")
+    stages = {"preprocess": {"target_spacing_mm": [1.0, 1.0, 3.0], "pet_clip": [0, 20]},
+              "harmonize": {"enabled": False}, "qc": {"enabled": False}, "pseudolabel": {"enabled": False}}
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(tmp_path / "raw")}], stages=stages)
+    run(pipe, stages=["ingest", "dedup", "preprocess"])
+    rows = [(p["case_id"], p["kind"], p["severity"], p["message"]) for p in table(pipe, "problems__preprocess")
+            .to_pylist()]
+    assert [r[:3] for r in rows] == [("Pet__bqml", "normalisation_no_contrast", "warning")], rows
+    msg = rows[0][3]
+    assert "[0, 20] (stages.preprocess.pet_clip) clips 100.0 % of the body's voxels to its upper bound 20" in msg
+    store = CaseStore(tmp_path / "workspace" / "stores" / "Pet__bqml.zarr")
+    body = store.physical_image()[store.body()]
+    assert body.min() > 20 and np.isclose(body.max(), LESION * BQML, rtol=1e-3)  # the lesion's Bq/mL
+    assert f"run {body.min():.6g}..{body.max():.6g}" in msg and "std 0, stored as 1: all zeros" in msg
+    assert "Bq/mL" in msg and "pet_percentiles" in msg.split("What to do:")[1]
+    assert store.attrs["normalisation"]["std"] == 1.0  # what the row is about
+    # each image's own window keeps the Bq/mL image's contrast: nothing to say
+    assert _prep({"pet_percentiles": [0.5, 100]}).flat_window is None
+    own = PreprocessConfig.from_dict({"crop": "none", "pet_percentiles": [0.5, 100]})
+    bq = preprocess_arrays(suv * np.float32(BQML), geom, [], "PET", own)
+    assert bq.flat_window is None and bq.attrs["normalisation"]["std"] > 1
+    # a window of the image's own percentiles clips no more than those percentiles beyond it
+    assert _prep({}).flat_window is None
+
+
+def test_a_ct_not_in_hu_under_ct_clip_is_warned_of_too() -> None:
+    """A CT's body stored +3000 (not HU) lies above ct_clip's 1000 throughout."""
+    g = Geometry.from_affine((32, 32, 6), np.diag([2.0, 2.0, 3.0, 1.0]))
+    ct = np.full(g.shape, -1000, np.int16)
+    ct[6:26, 6:26, :] = 40 + (np.arange(20) % 7)[:, None, None].astype(np.int16)
+    cfg = PreprocessConfig.from_dict({"crop": "none", "target_spacing_mm": [2.0, 2.0, 3.0]})
+    assert preprocess_arrays(ct, g, [], "CT", cfg).flat_window is None
+    issue = preprocess_arrays(ct + np.int16(3000), g, [], "CT", cfg).flat_window
+    assert issue is not None and issue.kind == "normalisation_no_contrast"
+    assert "[-500, 1000] (stages.preprocess.ct_clip)" in str(issue) and "intensity_offset" in str(issue)
