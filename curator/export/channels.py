@@ -66,7 +66,8 @@ def note_resampled(report: ExportReport) -> None:
     """Say which channels were interpolated (their grid is no voxel shift of their reference's)."""
     if report.resampled:
         report.notes.append(f"{len(report.resampled)} channels were resampled linearly onto their study's first "
-                            f"channel's grid (another spacing or direction): {', '.join(report.resampled[:10])}"
+                            f"channel's grid (another spacing or direction, or grids a fraction of a voxel apart: each store is "
+                            f"centred on its own scan's extent): {', '.join(report.resampled[:10])}"
                             + (" ..." if len(report.resampled) > 10 else ""))
 
 

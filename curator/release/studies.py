@@ -163,6 +163,32 @@ def study_name(ref: Member) -> str:
     return ref.case_id[:-len(suffix)] if ref.sequence and ref.case_id.endswith(suffix) else ref.case_id
 
 
+def grid_difference(ref: Any, other: Any, tol: float = 1e-3) -> str:
+    """Why grid ``other`` is no whole-voxel shift of grid ``ref`` (affines as for :func:`voxel_shift`),
+    in words: another spacing, another direction, or the same of both with an offset of a
+    fraction of a voxel — what two stores of one study get when their scans have other extents
+    (preprocess centres each output grid on its own input's extent: HECKTOR's CT and PET).
+
+    >>> ref = [1.0, 0, 0, -178.96, 0, 1.0, 0, 0, 0, 0, 3.0, 94.30, 0, 0, 0, 1]
+    >>> grid_difference(ref, [1.0, 0, 0, -165.26, 0, 1.0, 0, 0, 0, 0, 3.0, 95.71, 0, 0, 0, 1])
+    'offset by a fraction of a voxel: (0.3, 0, -1.41) mm along the grid axes (same spacing and direction)'
+    >>> grid_difference(ref, [2.0, 0, 0, 0, 0, 2.0, 0, 0, 0, 0, 3.0, 0, 0, 0, 0, 1])
+    'another spacing (1×1×3 mm vs 2×2×3 mm)'
+    """
+    a = np.asarray(ref, dtype=np.float64).reshape(4, 4)
+    b = np.asarray(other, dtype=np.float64).reshape(4, 4)
+    sa, sb = np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)
+    if not np.allclose(sa, sb, rtol=tol * 0.1, atol=0):
+        return (f"another spacing ({'×'.join(f'{x:.4g}' for x in sa)} mm vs "
+                f"{'×'.join(f'{x:.4g}' for x in sb)} mm)")
+    if not np.allclose(a[:3, :3] / sa, b[:3, :3] / sb, atol=tol * 0.1):
+        return "another direction (the grids' axes point other ways)"
+    m = np.linalg.inv(b) @ a
+    frac = (m[:3, 3] - np.rint(m[:3, 3])) * sb  # in mm along the other grid's axes
+    return ("offset by a fraction of a voxel: (" + ", ".join(f"{x + 0.0:.3g}" for x in np.round(frac, 3))
+            + ") mm along the grid axes (same spacing and direction)")
+
+
 def voxel_shift(ref: Any, other: Any, tol: float = 1e-3) -> tuple[int, int, int] | None:
     """The whole-voxel offset from grid ``ref`` to grid ``other`` (voxel -> mm affines: 4 x 4, or
     16 numbers row-major): reference voxel ``i`` lies where ``other``'s voxel ``i + shift`` does.

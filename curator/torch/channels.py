@@ -6,7 +6,8 @@ studies holding one case of each requested sequence; the first sequence's case i
 (its grid, labels and sampling), the others are read at the same physical position through the
 stores' affines: each store was cropped to its own body, so a channel's grid is the reference
 grid shifted by a whole number of voxels (:func:`curator.release.studies.voxel_shift`). A study whose grids are not
-(another spacing or direction) is left out rather than resampled.
+(another spacing or direction, or an offset of a fraction of a voxel: stores of scans with other
+extents, HECKTOR's CT and PET) is left out rather than resampled, its reason saying which.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from curator.release.studies import check_channels, group_studies, voxel_shift
+from curator.release.studies import check_channels, grid_difference, group_studies, voxel_shift
+
+GRIDS_APART = "shifted by whole voxels"  # in the reason of a study whose grids do not line up
 
 
 def studies(cases: Sequence[dict[str, Any]], channels: Sequence[str],
@@ -37,10 +40,13 @@ def studies(cases: Sequence[dict[str, Any]], channels: Sequence[str],
     for name, members in grouped:
         ref, *others = (by_id[c.case_id] for c in members)
         shifts = [voxel_shift(ref["affine"], c["affine"]) for c in others]
-        off = [s for s, shift in zip(channels[1:], shifts, strict=True) if shift is None]
+        off = [(s, c) for s, c, shift in zip(channels[1:], others, shifts, strict=True) if shift is None]
         if off:
-            skipped[name] = (f"the grid of its {', '.join(off)} case is not its {channels[0]} case's "
-                                          "shifted by whole voxels (another spacing or direction); not resampled")
+            skipped[name] = ("; ".join(f"the grid of its {s} case is not its {channels[0]} case's {GRIDS_APART}: "
+                                       f"{grid_difference(ref['affine'], c['affine'])}" for s, c in off)
+                             + "; the loader does not resample (the nnU-Net and MONAI exports with --channels "
+                             "resample such a channel linearly onto the first one's grid: train from an export, "
+                             "or load the sequences one by one)")
             continue
         out.append({**ref, "channels": [{**c, "shift": t} for c, t in zip(others, shifts, strict=True)]})
     return out, skipped

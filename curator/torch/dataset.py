@@ -43,7 +43,7 @@ from curator.release.training import (
 )
 from curator.store import LAYERS, CaseStore
 from curator.store_reader import Box
-from curator.torch.channels import studies
+from curator.torch.channels import GRIDS_APART, studies
 from curator.torch.sampling import case_weights as balanced_weights
 from curator.torch.sampling import item_rng, patch_start, repeat_factor
 
@@ -123,7 +123,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     reference's shifted by whole voxels), normalised with its own parameters and filled as above
     where its store does not reach; ``channel_ids`` lists the channels' case ids. Studies lacking
     a sequence, or whose grids are not whole-voxel shifts of each other (another spacing or
-    direction: not resampled), are left out with a warning (``left_out``: study -> why).
+    direction, or a fraction of a voxel apart: not resampled), are left out with a warning
+    (``left_out``: study -> why).
 
     ``transform`` is called on each item dict and its result returned — augmentation, e.g. a MONAI
     ``Compose`` of dictionary transforms over ``keys=["image", "masks"]`` (``mode`` nearest for
@@ -333,9 +334,13 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                         "; ".join(f"{k}: {v}" for k, v in sorted(self.left_out.items())[:10])
                         + (" ..." if len(self.left_out) > 10 else ""))
         if not refs:
-            raise ReleaseError("release_error", f"no study WHERE {where} has a case of each of {channels}",
-                               path=str(self.root), remedy="check channels, where and split against the cases' "
-                               "sequence and study_key")
+            why = "; ".join(f"{k}: {v}" for k, v in sorted(self.left_out.items())[:3])
+            grids = bool(self.left_out) and all(GRIDS_APART in v for v in self.left_out.values())
+            raise ReleaseError("release_error", f"no study WHERE {where} has a case of each of {channels}"
+                               + (f" ({len(self.left_out)} left out: {why})" if why else ""), path=str(self.root),
+                               remedy="the studies hold every channel but their grids do not line up (above): "
+                               "export them (curator export nnunet/monai --channels resample linearly)" if grids else
+                               "check channels, where and split against the cases' sequence and study_key")
         for k, seq in enumerate(channels):  # one meaning per channel, as the exports require
             mods = sorted({(ref if k == 0 else ref["channels"][k - 1])["modality"] for ref in refs})
             if len(mods) > 1:

@@ -5,6 +5,8 @@ from its own store (stores are cropped to their own body: other shapes and origi
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -109,7 +111,20 @@ def test_a_study_whose_grids_are_no_voxel_shift_is_left_out_not_resampled() -> N
     refs, left = studies(cases, ["t1c", "t2f"])
     assert [r["case_id"] for r in refs] == ["D__s0__t1c"] and refs[0]["channels"][0]["shift"] == (-2, 1, -2)
     assert sorted(left) == ["D__s1", "D__s2"]
-    assert all("t2f case is not its t1c case's shifted by whole voxels (another spacing or direction); not resampled" in why for why in left.values())
+    # the reason says how the grids differ: HECKTOR's CT and PET stores (same spacing and direction,
+    # origins a fraction of a voxel apart) were told "another spacing or direction" (tester 27)
+    assert left["D__s1"].startswith("the grid of its t2f case is not its t1c case's shifted by whole voxels: "
+                                    "another spacing (2×2×2.5 mm vs 1×2×2.5 mm)")
+    assert left["D__s2"].startswith("the grid of its t2f case is not its t1c case's shifted by whole voxels: offset "
+                                    "by a fraction of a voxel: (-1, 0, 0) mm along the grid axes (same spacing and "
+                                    "direction)")
+    assert all("the loader does not resample (the nnU-Net and MONAI exports with --channels resample" in why
+               for why in left.values())
+    # none left: the error gives the reasons, not "check the sequences and study_key" (they are right)
+    with pytest.raises(ReleaseError, match=r"has a case of each of \['t1c', 't2f'\] \(2 left out: D__s1: the grid") as e:
+        PatchDataset._studies(SimpleNamespace(root=Path("rel")), cases[2:], "true", ["t1c", "t2f"], [])  # type: ignore[arg-type]
+    assert "offset by a fraction of a voxel" in str(e.value) and "study_key" not in str(e.value.remedy)
+    assert "export them (curator export nnunet/monai --channels resample linearly)" in str(e.value.remedy)
 
 
 def test_bad_channels_are_refused_with_what_to_give(multiseq: MultiSeq) -> None:
