@@ -109,7 +109,8 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
         report.rename({s.cases[0].case_id: s.name for s in studies})
         note_resampled(report)
         if not report.cases:
-            raise no_case_error(rel, [s.cases[0] for s in studies], terms, layers, partial, view)
+            raise no_case_error(rel, [s.cases[0] for s in studies], terms, layers, partial, view,
+                                skipped=report.skipped)
         written = {e["case_id"] for entries in lists.values() for e in entries}
         sources = write_sources(rel, staging, [s.cases[0].dataset for s in studies if s.name in written], report,
                                 "this MONAI export")

@@ -128,7 +128,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         training = [c for c in report.cases if split_of[c] != "test"]
         if not training:
             raise no_case_error(rel, [c for c in cases if c.split != "test"], terms, layers, partial, view,
-                                "training case")
+                                "training case", report.skipped)
         sources = write_sources(rel, staging, [s.cases[0].dataset for s in studies if s.name in split_of], report,
                                 f"nnU-Net dataset {folder.name}")
         labels: dict[str, int | list[int]] = {"background": 0, **(

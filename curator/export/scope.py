@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 from curator.errors import ReleaseError
 from curator.export.channels import Study
@@ -63,12 +64,18 @@ def leave_out_foreign_tests(release: Release, studies: Sequence[Study], terms: S
     return [s for s in studies if not (s.cases[0].split == "test" and s.cases[0].dataset not in keep)]
 
 
+_LIST_FIRST = re.compile(r"list (\S+) first in --channels")  # in a skipped study's reason (export/reasons.py)
+
+
 def no_case_error(release: Release, cases: Sequence[ExportCase], terms: list[str], layers: Sequence[str],
-                  partial: bool, view: TrainingView, what: str = "case") -> ReleaseError:
+                  partial: bool, view: TrainingView, what: str = "case",
+                  skipped: Mapping[str, str] | None = None) -> ReleaseError:
     """The error of an export in which none of the selected ``cases`` (``what``: "training case")
-    could be written with the terms (every one; with ``partial`` one at least): the layers outside
-    ``layers`` that hold the terms in those cases (pseudo labels, say) and ``--partial`` only when
-    it is not given and would keep a case — not advice that cannot help."""
+    could be written with the terms (every one; with ``partial`` one at least): the sequence to
+    list first in ``--channels`` when another sequence of the studies holds them (``skipped``: the
+    report's reasons), the layers outside ``layers`` that hold the terms in those cases (pseudo
+    labels, say) and ``--partial`` only when it is not given and would keep a case — not advice
+    that cannot help."""
     ids = {c.case_id for c in cases}
     elsewhere, some = held_elsewhere(release, ids, terms, layers, view)
     n = len(ids)
@@ -77,6 +84,15 @@ def no_case_error(release: Release, cases: Sequence[ExportCase], terms: list[str
               + (f"{terms[0]!r}" if len(terms) == 1 else f"any of the terms {terms}" if partial
                  else f"every term of {terms}") + f" in layers {list(layers)}")
     advice = []
+    first = collections.Counter(m.group(1) for why in (skipped or {}).values()
+                                for m in [_LIST_FIRST.search(why)] if m is not None)
+    if first:  # the first channel's labels are exported: another sequence of the studies holds the terms
+        seq, k = first.most_common(1)[0]
+        name, why = next((c, w) for c, w in (skipped or {}).items() if f"list {seq} first" in w)
+        detail += (f": the first channel's labels are exported, and the {seq} case of {k} "
+                   f"stud{'y' if k == 1 else 'ies'} holds them (e.g. {name}: {why})")
+        advice.append(f"list {seq} first in --channels (e.g. --channels {seq},...): the export takes the "
+                      "labels, and the grid, of the first channel")
     if elsewhere:
         advice.append(layer_advice(elsewhere, n, noun, layers, "--layers {}"))
     if not partial and some:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -178,6 +179,25 @@ def test_a_first_channel_without_the_label_is_said_to_be(gli: Gli, tmp_path: Pat
                           "necrotic_brain_tumor_core, brain_edema, enhancing_brain_tumor (ingest rejected its label: "
                           "shape_mismatch")
     assert why.endswith("but its t1n case does: list t1n first in --channels to export its labels")
+
+
+@pytest.mark.parametrize("export", [export_nnunet, export_monai])
+def test_no_study_left_because_the_first_channel_lacks_the_label_says_which_to_list_first(
+        gli: Gli, tmp_path: Path, export: Any) -> None:
+    """Every selected study skipped for it: the error said "no selected training case holds ...
+    check --terms and --where" though their t1n cases hold the terms (tester 27: --channels PT,CT
+    of HECKTOR, whose label is on the CT grid)."""
+    from curator.errors import ReleaseError
+
+    kw = {"dataset_id": 535, "name": "T2fOnly"} if export is export_nnunet else {}
+    with pytest.raises(ReleaseError, match="no selected .* holds every term of") as e:
+        export(gli.release, tmp_path / "out", channels=["t2f", "t1n"], terms=LEAVES,
+               where="c.dataset = 'TinyGli' and c.case_id like 'TinyGli__gli2%'", **kw)
+    msg = str(e.value)
+    assert "the first channel's labels are exported, and the t1n case of 1 study holds them (e.g. TinyGli__gli2: " \
+           "its t2f case (the first channel, whose labels are exported) holds no" in msg and "shape_mismatch" in msg
+    assert (e.value.remedy or "").startswith("list t1n first in --channels (e.g. --channels t1n,...)")
+    assert "check --terms" not in (e.value.remedy or "")
 
 
 def test_studies_of_other_sequence_names_are_listed_as_left_out(gli: Gli, tmp_path: Path) -> None:
