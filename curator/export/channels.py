@@ -18,7 +18,7 @@ of the store's intensity window).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +69,25 @@ def note_resampled(report: ExportReport) -> None:
                             f"channel's grid (another spacing or direction, or grids a fraction of a voxel apart: each store is "
                             f"centred on its own scan's extent): {', '.join(report.resampled[:10])}"
                             + (" ..." if len(report.resampled) > 10 else ""))
+
+
+def pet_window_note(settings: Mapping[str, Any], studies: Sequence[Study], names: Mapping[str, str]) -> str | None:
+    """The nnU-Net export's note when the release's PET stores were normalised with a PET window
+    (``settings``: release.json's ``stages.preprocess``): the export writes physical values and
+    nnU-Net normalises each channel itself, so ``pet_clip`` / ``pet_percentiles`` are not applied."""
+    window = next(((k, settings[k]) for k in ("pet_clip", "pet_percentiles") if settings.get(k)), None)
+    pet = sorted({names[str(k)] for s in studies for k, c in enumerate(s.cases) if c.modality.upper() in ("PET", "PT")})
+    if window is None or not pet:
+        return None
+    key, value = window
+    how = (f"clip the exported {', '.join(pet)} images to {list(value)}" if key == "pet_clip" else
+           f"clip each exported {', '.join(pet)} image to its own {list(value)} percentiles")
+    return (f"the release's PET stores were normalised with stages.preprocess.{key}: {list(value)} (the torch "
+            f"loader applies it), but this export writes the PET values unclipped, in their physical units, and "
+            f"nnU-Net normalises channel {', '.join(pet)} itself (channel_names: a per-image z-score, "
+            f"ZScoreNormalization), so the window is not applied. To train with it, {how} before "
+            "nnUNetv2_plan_and_preprocess (nnU-Net's z-score then follows the clip), or normalise them yourself "
+            "and name the channel \"noNorm\" in dataset.json")
 
 
 def channel_names(studies: Sequence[Study], channels: Sequence[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from curator.errors import ConfigError
 from curator.export import export_nnunet
-from curator.export.channels import onto, studies_of
+from curator.export.channels import onto, pet_window_note, studies_of
 from curator.export.common import ExportCase, ExportReport
 from curator.io.volume import Geometry
 from curator.preprocess.terms import term_id
@@ -221,3 +221,20 @@ def test_ct_and_pet_channels_are_named_as_nnunet_normalises_them() -> None:
                    Path("rel"))
     with pytest.raises(ConfigError, match="give each sequence once"):
         studies_of(cases, ["ct", "ct"], ExportReport(Path("o")), Path("rel"))
+
+
+def test_a_pet_window_the_export_does_not_apply_is_said_in_its_notes() -> None:
+    """pet_clip / pet_percentiles reach the torch loader, not nnU-Net: the export writes physical
+    values and nnU-Net z-scores the PET channel itself — said, with how to apply the window
+    (tester 27: nothing in the notes nor curator_export.json said so)."""
+    cases = [_case("H__p1__ct", "CT", "ct", "s1"), _case("H__p1__pet", "PET", "pt", "s1")]
+    studies, names = studies_of(cases, ["ct", "pt"], ExportReport(Path("out")), Path("rel"))
+    note = pet_window_note({"pet_clip": [0, 20]}, studies, names)
+    assert note is not None and note.startswith("the release's PET stores were normalised with "
+                                                "stages.preprocess.pet_clip: [0, 20]")
+    assert "nnU-Net normalises channel pt itself" in note and "clip the exported pt images to [0, 20]" in note
+    pct = pet_window_note({"pet_percentiles": [0.5, 100]}, studies, names)
+    assert pct is not None and "clip each exported pt image to its own [0.5, 100] percentiles" in pct
+    assert pet_window_note({}, studies, names) is None  # MR's window, nnU-Net's own z-score: nothing to say
+    ct_only, ct_names = studies_of(cases[:1], None, ExportReport(Path("out")), Path("rel"))
+    assert pet_window_note({"pet_clip": [0, 20]}, ct_only, ct_names) is None
