@@ -58,6 +58,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         ctx = Context(load_config(pipeline))
         ws = ctx.workspace
+        if not ws.root.is_dir():
+            raise WorkspaceError("workspace_error", f"no workspace at {ws.root}", path=str(ws.root),
+                                 remedy="check pipeline.yaml's `workspace:` (gc collects a workspace's files)")
+        skipped = ctx.skipped_sources  # its case ids are unknown: none of the workspace's files can be judged
+        if skipped and delete:
+            raise WorkspaceError("workspace_error", "gc --delete is refused while a source of pipeline.yaml is "
+                                 "skipped: " + "; ".join(f"{n}: {why}" for n, why in skipped.items()),
+                                 path=str(pipeline), remedy="fix the source (its dataset YAML, its root), or take "
+                                 "it out of pipeline.yaml to collect its files; then run gc again")
         busy = ws.lock_holder() if ws.root.is_dir() else None
         if busy:  # its new cases are in no table yet: they would look like leftovers
             raise WorkspaceError("workspace_locked", f"the workspace is in use by {busy}", path=str(ws.root),
@@ -74,7 +83,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         total, shared = sum(lo.size for lo in found), sum(lo.shared for lo in found)
         if fmt == ReportFormat.json:
             print_json({"workspace": str(ws.root), "deleted": delete, "removed": removed, "bytes": total,
-                        "bytes_also_in_releases": shared, "kept_sources": [{"source": n, "why": why, "files_kept": spared[f"{n}__"]}
+                        "bytes_also_in_releases": shared, "skipped_sources": skipped, "kept_sources": [{"source": n, "why": why, "files_kept": spared[f"{n}__"]}
                                                  for n, why in kept.items()],
                         "leftovers": [{"kind": lo.kind, "case_id": lo.case_id,
                                        "path": lo.path.relative_to(ws.root).as_posix(), "bytes": lo.size,
@@ -83,6 +92,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         for n, why in kept.items():
             err.print(f"source {escape(n)}: {KEPT_WHY[why]} — its {spared[f'{n}__']} file(s) kept; remove the "
                       "source from pipeline.yaml to collect them", highlight=False)
+        for n, why in skipped.items():
+            err.print(f"[yellow]source {escape(n)} is skipped[/] ({escape(why)}): the files of its cases are listed "
+                      "below as if it were gone, and --delete is refused until it is fixed", highlight=False)
         if not found:
             out.print(f"nothing to collect in {escape(str(ws.root))}: every file belongs to a current case",
                       highlight=False)

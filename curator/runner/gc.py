@@ -105,11 +105,16 @@ def kept_sources(ws: Workspace, roots: Mapping[str, str | Path]) -> dict[str, st
     return kept
 
 
+def _real_dir(p: Path) -> bool:
+    """A folder gc may look into: never a link (a shard linked elsewhere is not the workspace's)."""
+    return p.is_dir() and not p.is_symlink()
+
+
 def _stage_results(ws: Workspace, stage: str) -> Iterator[Path]:
     root = ws.stage_dir(stage) / "cases"
-    if root.is_dir():
+    if _real_dir(root) and _real_dir(root.parent):
         for shard in sorted(root.iterdir()):
-            if shard.is_dir():
+            if _real_dir(shard):
                 yield from sorted(p for p in shard.iterdir() if p.name.endswith(".json") and not p.name.startswith("."))
 
 
@@ -153,21 +158,22 @@ def find_leftovers(ws: Workspace, kept_prefixes: Iterable[str] = (), measure: bo
 
     found: list[tuple[Path, str, str]] = []
     for folder, kind in ((ws.stores_dir, "store"), (ws.stage_dir("pseudolabel") / "attention", "attention")):
-        if folder.is_dir():
+        if _real_dir(folder):
             for p in sorted(folder.iterdir()):
                 if p.name.startswith(".") and ".tmp-gc-" in p.name:
                     found.append((p, "interrupted_gc", ""))
                 elif p.name.endswith(".zarr") and not p.name.startswith(".") and gone(p.name[:-5]):
                     found.append((p, kind, p.name[:-5]))
     stages = ws.root / "stages"
-    for stage in sorted(d.name for d in stages.iterdir() if d.is_dir()) if stages.is_dir() else []:
+    for stage in sorted(d.name for d in stages.iterdir() if _real_dir(d)) if _real_dir(stages) else []:
         for p in _stage_results(ws, stage):
             if gone(p.name[:-len(".json")]):
                 found.append((p, "stage_result", p.name[:-len(".json")]))
     thumbs = ws.stage_dir("dedup") / "thumbs"
-    if thumbs.is_dir():
+    if _real_dir(thumbs) and _real_dir(thumbs.parent):
         refs = _referenced_thumbnails(ws, lambda c: not unused(c))
-        for p in sorted(thumbs.glob("*/*.npz")):
+        shards = [d for d in sorted(thumbs.iterdir()) if _real_dir(d)]
+        for p in (f for d in shards for f in sorted(d.glob("*.npz"))):
             case_id = p.name.rsplit(".", 2)[0]
             if gone(case_id):
                 found.append((p, "thumbnail", case_id))
@@ -177,11 +183,17 @@ def find_leftovers(ws: Workspace, kept_prefixes: Iterable[str] = (), measure: bo
 
 
 def _size(path: Path) -> tuple[int, int]:
-    """(bytes, bytes of files with another hard link) of a file or a folder's files."""
+    """(bytes, bytes of files with another hard link) of a file or a folder's files; 0 for a link
+    (removing it frees nothing) and for a file gone meanwhile."""
+    if path.is_symlink():
+        return 0, 0
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
     total = shared = 0
     for f in files:
-        st = f.stat()
+        try:
+            st = f.stat()
+        except OSError:  # removed while measured
+            continue
         total += st.st_size
         shared += st.st_size if st.st_nlink > 1 else 0
     return total, shared

@@ -173,3 +173,54 @@ def test_status_counts_only_stores_and_never_fails_for_gc(ws: Workspace, tmp_pat
     res = CliRunner().invoke(app, ["status", str(pipe)], env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
     assert "gc count unavailable" in res.output and "problems__ingest" in res.output
+
+
+def test_gc_never_follows_a_linked_folder_nor_counts_a_linked_store(ws: Workspace, tmp_path: Path) -> None:
+    """A stage's shard folder linked to a folder outside the workspace: gc deleted the files there
+    (tester 26); a linked store was measured through its link though removing it frees nothing."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "A__gone.json").write_text("{}")  # named like a case no table names
+    shard = ws.case_result_path("qc", "A__x").parent
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    shard.symlink_to(outside, target_is_directory=True)
+    other = tmp_path / "other.zarr"
+    (other / "image").mkdir(parents=True)
+    (other / "image" / "c").write_bytes(b"y" * 500)
+    (ws.stores_dir / "A__linked.zarr").symlink_to(other, target_is_directory=True)
+    found = find_leftovers(ws, kept_prefixes=["B__"])
+    assert not [lo for lo in found if outside in lo.path.parents]
+    linked = next(lo for lo in found if lo.case_id == "A__linked")
+    assert linked.size == 0
+    remove_leftovers(ws, found)
+    assert (outside / "A__gone.json").is_file() and (other / "image" / "c").is_file()
+    assert not (ws.stores_dir / "A__linked.zarr").exists()  # only the link went
+
+
+def test_gc_refuses_a_missing_workspace_and_delete_with_a_skipped_source(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    from curator.testing.pipelines import make_pipeline
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "bad.yaml").write_text("name: Bad\nlayout: 3\n")
+    import yaml
+
+    pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(tmp_path / "raw")}], key=bytes(range(32)))
+    cfg = yaml.safe_load(pipe.read_text())
+    ws = Workspace(Path(cfg["workspace"]) if Path(cfg["workspace"]).is_absolute() else pipe.parent / cfg["workspace"])
+    cfg["workspace"] = str(tmp_path / "no-such-workspace")
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["gc", str(tmp_path / "typo.yaml")], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "no workspace at" in res.output  # it said "every file belongs to a case"
+    if not ws.root.is_dir():
+        ws.init(bytes(range(32)))
+    _case_files(ws, "Bad__1")
+    ws.write_table("cases", pa.table({"case_id": ["KiTS23__case_00000"]}))
+    cfg = yaml.safe_load(pipe.read_text())
+    cfg["sources"].append({"dataset": str(tmp_path / "bad.yaml"), "root": str(tmp_path / "raw")})
+    pipe.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["gc", str(pipe), "--delete"], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "gc --delete is refused while a source of pipeline.yaml is skipped" in res.output
+    assert (ws.stores_dir / "Bad__1.zarr").is_dir()
