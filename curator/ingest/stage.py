@@ -539,5 +539,6 @@ def _say_gone(ws: Any, source: str, found: set[str]) -> None:
     gone = sorted(c for c, s in zip(t.column("case_id").to_pylist(), t.column("source").to_pylist(), strict=True)
                   if s == source and c not in found)
     if gone:
-        log.warning("ingest: %d case(s) of %s no longer found since the last run: %s%s", len(gone), source,
+        log.warning("ingest: %d case(s) of %s no longer found since the last run (their files deleted or moved, "
+                    "or their ids changed by an edit of the dataset YAML): %s%s", len(gone), source,
                     ", ".join(gone[:10]), f" … ({len(gone) - 10} more)" if len(gone) > 10 else "")

@@ -25,4 +25,5 @@ def test_ingest_names_the_cases_no_longer_found_since_the_last_run(tmp_path: Pat
         run(pipe, stages=["ingest"])
     said = [r for r in caplog.records if "no longer found" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
-    assert said[0].getMessage() == "ingest: 1 case(s) of KiTS23 no longer found since the last run: KiTS23__case_00001"
+    assert said[0].getMessage() == ("ingest: 1 case(s) of KiTS23 no longer found since the last run (their files deleted or moved, or their ids "
+                                    "changed by an edit of the dataset YAML): KiTS23__case_00001")
