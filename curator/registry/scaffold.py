@@ -70,8 +70,11 @@ def _words(path: str) -> set[str]:
 
 
 def is_label(path: str) -> bool:
-    """A folder or name word of ``path`` says label (``labelsTr/x.nii.gz``, ``x_seg.nii.gz``)."""
-    return bool(_words(path.removesuffix("/")) & LABEL_WORDS)
+    """A folder or name word of ``path`` says label (``labelsTr/x.nii.gz``, ``x_seg.nii.gz``);
+    ``gd`` (MyoPS' ground truth) only in a folder's name — a file's ``_T1_gd`` is a contrast phase."""
+    path = path.removesuffix("/")
+    folder = path.rsplit("/", 1)[0] if "/" in path else ""
+    return bool(_words(path) & (LABEL_WORDS - {"gd"})) or "gd" in _words(folder)
 
 
 def volumes(root: Path, files: list[str]) -> list[str]:

@@ -47,7 +47,7 @@ def current_cases(ws: Workspace, kept_prefixes: Iterable[str] = ()) -> tuple[set
     """Case ids the workspace's tables name, plus those whose ingest result is at least as new as
     the ``cases`` table; and the case id prefixes (``<source>__``) that always count as current."""
     ids, since = _table_case_ids(ws)
-    for p in _stage_results(ws, "ingest"):
+    for p in _stage_results(ws, "ingest", follow=True):
         if p.stat().st_mtime >= since:  # same tick (2 s mtimes on SMB/FAT): keep, the safe side
             ids.add(p.name[:-len(".json")])
     return ids, tuple(kept_prefixes)
@@ -110,11 +110,15 @@ def _real_dir(p: Path) -> bool:
     return p.is_dir() and not p.is_symlink()
 
 
-def _stage_results(ws: Workspace, stage: str) -> Iterator[Path]:
+def _stage_results(ws: Workspace, stage: str, *, follow: bool = False) -> Iterator[Path]:
+    """A stage's per-case result files. ``follow``: through linked folders too — for the reads that
+    show what is current (reading is harmless, and skipping them would make more look gone); never
+    for the files gc would delete."""
+    usable = Path.is_dir if follow else _real_dir
     root = ws.stage_dir(stage) / "cases"
-    if _real_dir(root) and _real_dir(root.parent):
+    if usable(root) and usable(root.parent):
         for shard in sorted(root.iterdir()):
-            if _real_dir(shard):
+            if usable(shard):
                 yield from sorted(p for p in shard.iterdir() if p.name.endswith(".json") and not p.name.startswith("."))
 
 
@@ -126,7 +130,7 @@ def _referenced_thumbnails(ws: Workspace, kept: Callable[[str], bool]) -> set[st
     t = ws.read_table("hashes", columns=["thumbnail"]) if ws.has_table("hashes") else None
     if t is not None:
         refs.update(r for r in t.column("thumbnail").to_pylist() if r)
-    for p in _stage_results(ws, "dedup"):
+    for p in _stage_results(ws, "dedup", follow=True):
         if kept(p.name[:-len(".json")]):
             try:
                 res = json.loads(p.read_text(encoding="utf-8"))

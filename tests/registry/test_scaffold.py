@@ -201,6 +201,7 @@ def test_bids_sequences_in_one_folder_and_gd_labels(tmp_path: Path) -> None:
     assert _layout(tmp_path / "bids", files) == [{"image": "sub-{case}/anat/sub-{case}_{sequence}.nii.gz",
                                                   "label": "sub-{case}/anat/sub-{case}_dseg.nii.gz"}]
     assert is_label("train25_myops_gd/myops_training_101_gd.nii.gz")  # MyoPS' ground truth
+    assert not is_label("UPENN-GBM-00001/UPENN-GBM-00001_T1_gd.nii.gz")  # a post-contrast image
 
 
 def test_a_case_number_inside_a_dotted_uid_is_not_the_case(tmp_path: Path) -> None:

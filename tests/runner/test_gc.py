@@ -224,3 +224,18 @@ def test_gc_refuses_a_missing_workspace_and_delete_with_a_skipped_source(tmp_pat
     res = CliRunner().invoke(app, ["gc", str(pipe), "--delete"], env={"COLUMNS": "300"})
     assert res.exit_code == 2 and "gc --delete is refused while a source of pipeline.yaml is skipped" in res.output
     assert (ws.stores_dir / "Bad__1.zarr").is_dir()
+
+
+def test_linked_stage_folders_still_show_what_is_current(ws: Workspace, tmp_path: Path) -> None:
+    """Not looking into linked folders is for what gc deletes: the ingest results that show a run
+    stopped early, and the dedup results naming kept thumbnails, are read through links (review 27)."""
+    import shutil
+
+    for stage in ("ingest", "dedup"):
+        real = tmp_path / f"{stage}-elsewhere"
+        shutil.move(str(ws.stage_dir(stage) / "cases"), real)
+        (ws.stage_dir(stage) / "cases").symlink_to(real, target_is_directory=True)
+    found = find_leftovers(ws, kept_prefixes=["B__"])
+    assert "A__new" not in {lo.case_id for lo in found}  # its ingest result is newer than the cases table
+    assert not [lo for lo in found if lo.kind == "thumbnail_superseded" and lo.case_id == "B__1"]
+    assert {lo.case_id for lo in found if lo.kind == "store"} == {"A__gone"}
