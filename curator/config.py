@@ -260,9 +260,10 @@ class SourceConfig(Config):
         return super().from_dict(d, where=f"{where} ({named})" if where and isinstance(named, str) else where)
 
     def __post_init__(self) -> None:  # the name names workspace files (checksums/<name>.json) and starts case ids
-        if self.name is not None and not (isinstance(self.name, str) and FOLDER_NAME.match(self.name)):
+        if self.name is not None and not (isinstance(self.name, str) and FOLDER_NAME.match(self.name)
+                                          and "__" not in self.name):
             raise ConfigError("config_error", f"sources: name = {self.name!r} cannot name a source",
-                              remedy=f"use {FOLDER_NAME_RULE}")
+                              remedy=f"use {FOLDER_NAME_RULE}, without '__' (it separates a case id's source)")
 
 
 @dataclass(frozen=True)

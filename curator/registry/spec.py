@@ -300,9 +300,10 @@ def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None =
     for k in sorted(set(d) - KNOWN_KEYS):
         bad(k, "unknown_key", unknown_key(k, KNOWN_KEYS))
     name = d.get("name")
-    bad_name = name not in (None, "") and not (isinstance(name, str) and FOLDER_NAME.match(name))
-    if bad_name:  # it names workspace files (checksums/<name>.json) and starts every case id: no '/', no '..'
-        bad("name", "value", f"name {name!r} cannot name a dataset: use {FOLDER_NAME_RULE}")
+    bad_name = name not in (None, "") and not (isinstance(name, str) and FOLDER_NAME.match(name) and "__" not in name)
+    if bad_name:  # it names workspace files (checksums/<name>.json) and starts every case id: no '/', no '..',
+        # no '__' (a case id is <source>__<case>: gc and status read the source back from it)
+        bad("name", "value", f"name {name!r} cannot name a dataset: use {FOLDER_NAME_RULE}, without '__'")
     modality = str(d.get("modality", ""))
     if modality and modality not in MODALITIES:
         bad("modality", "value", f"modality {modality!r} must be one of {MODALITIES}")

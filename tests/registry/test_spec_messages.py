@@ -84,3 +84,18 @@ def test_one_mistake_is_one_problem(tmp_path: Path) -> None:
     assert [(p.where, p.message.split(" resolves")[0]) for p in far] == [
         ("Float.yaml:labels.values.1", "'liver' (raw values 1, 55, 56, 57 and 13 more)"),
         ("Float.yaml:labels.values.2", "'spleen'")]
+
+
+def test_a_name_with_a_double_underscore_is_refused() -> None:
+    """A case id is <source>__<case>: gc and status read the source back from it, so a source
+    `KiTS__v2` beside `KiTS` made KiTS's files look like another source's (review 27)."""
+    import pytest
+
+    from curator.config import SourceConfig
+    from curator.errors import ConfigError
+    from curator.registry.spec import parse_spec
+
+    _, issues = parse_spec({"name": "KiTS__v2"}, "k.yaml")
+    assert any(i.loc == "k.yaml:name" and "without '__'" in i.message for i in issues), issues
+    with pytest.raises(ConfigError, match="without '__'"):
+        SourceConfig.from_dict({"dataset": "KiTS23", "root": "/x", "name": "KiTS__v2"})
