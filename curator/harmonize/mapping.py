@@ -178,13 +178,22 @@ def index_label_names(spec: DatasetSpec, root: Path) -> tuple[Path, dict[int, st
         path, d = load_index(root, entry)
     except (OSError, CuratorError):
         return None  # said by ingest's reading of the index
-    block = d.get("labels") if isinstance(d, dict) else None
+    return path, label_block_names(d.get("labels") if isinstance(d, dict) else None)
+
+
+def label_block_names(block: Any) -> dict[int, str]:
+    """A ``dataset.json`` ``labels`` block (MSD ``{"1": "PZ"}`` or nnU-Net v2 ``{"PZ": 1}``) as
+    non-zero value -> name; empty when it is no mapping.
+
+    >>> label_block_names({"0": "background", "1": "PZ"}), label_block_names({"background": 0, "TZ": 2})
+    ({1: 'PZ'}, {2: 'TZ'})
+    """
     names: dict[int, str] = {}
-    for k, v in (block or {}).items() if isinstance(block, dict) else ():
+    for k, v in block.items() if isinstance(block, dict) else ():
         value, name = (k, v) if str(k).strip().isdigit() else (v, k)  # MSD: "1": "PZ"; nnU-Net v2: "PZ": 1
         if isinstance(value, (int, str)) and str(value).strip().isdigit() and int(value) and isinstance(name, str):
             names[int(value)] = name
-    return path, names
+    return names
 
 
 def named_elsewhere(value_terms: Mapping[int, Iterable[str]], names: Mapping[int, str], tax: Taxonomy,

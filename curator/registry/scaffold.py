@@ -445,11 +445,11 @@ def label_values(root: Path, files: list[str], n: int = 3) -> dict[int, int]:
 def _index_json(root: Path) -> dict[str, Any]:
     """An MSD/nnU-Net ``dataset.json`` at the root (empty without one; a link out of the root,
     a file over 1 MiB or one that is no JSON object is not read)."""
-    from curator.io.confined import regular_inside
+    from curator.io.confined import read_text_inside
 
     try:
-        p = regular_inside(root, root / "dataset.json")
-        d = json.loads(p.read_text(encoding="utf-8")) if p.stat().st_size < 1 << 20 else {}
+        _, text = read_text_inside(root, "dataset.json", "index file", "none: a draft without it", limit=1 << 20)
+        d = json.loads(text)
     except (CuratorError, OSError, ValueError):
         return {}
     return d if isinstance(d, dict) else {}
@@ -457,16 +457,9 @@ def _index_json(root: Path) -> dict[str, Any]:
 
 def index_names(root: Path) -> dict[int, str]:
     """Raw value -> name from an MSD/nnU-Net ``dataset.json`` at the root (empty without one)."""
-    labels = _index_json(root).get("labels")
-    if not isinstance(labels, dict):
-        return {}
-    out: dict[int, str] = {}
-    for k, v in labels.items():  # MSD {"1": "spleen"}, nnU-Net v2 {"spleen": 1}
-        if str(k).isdigit() and isinstance(v, str):
-            out[int(k)] = v
-        elif isinstance(v, int) and not isinstance(v, bool):
-            out[v] = str(k)
-    return out
+    from curator.harmonize.mapping import label_block_names
+
+    return label_block_names(_index_json(root).get("labels"))
 
 
 def _mr_word(w: str) -> bool:
