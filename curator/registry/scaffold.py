@@ -40,9 +40,6 @@ LABEL_WORDS = frozenset({
 _TOKENS = re.compile(r"[A-Za-z]+|\d+|[^A-Za-z\d]+")
 _VOLUME = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _DICOM = (".dcm", ".dicom", ".ima")
-_SPLITS = {"train": ("train", "training", "trainingdata", "imagestr", "labelstr"),
-           "val": ("val", "valid", "validation", "validationdata", "imagesva", "imagesval", "labelsva", "labelsval"),
-           "test": ("test", "testing", "testingdata", "imagests", "labelsts")}
 _MR_WORDS = frozenset({"mr", "mri", "flair", "adc", "dwi", "bold", "dixon", "spir", "brats", "brain", "ce", "hr"})
 _SEQ_MODALITY = {"ct": "CT", "pt": "PET", "pet": "PET", "suv": "PET"}
 TODO = "TODO"
@@ -414,10 +411,19 @@ def _ext(path: str) -> str:
 
 
 def _split(template: str) -> str | None:
-    """The split a folder names (``imagesTr``, ``validation``, ``...-ValidationData``), if one does."""
+    """The split a folder names (``imagesTr``, ``validation``, ``...-ValidationData``), if one
+    does: a name of :data:`~curator.registry.splits.SPLIT_NAMES`, after an ``images``/``labels``
+    prefix (the short ``Tr``/``Va``/``Ts`` only after one) or before a ``data`` suffix."""
+    from curator.registry.splits import SPLIT_NAMES
+
     parts = {p.lower() for p in template.split("/")[:-1]}
-    words = _words("/".join(template.split("/")[:-1]))
-    return next((s for s, names in _SPLITS.items() if (parts | words) & set(names)), None)
+    found = set()
+    for w in parts | _words("/".join(template.split("/")[:-1])):
+        for pre, suf in (("", ""), ("images", ""), ("labels", ""), ("", "data")):
+            core = w[len(pre):len(w) - len(suf)] if w.startswith(pre) and w.endswith(suf) else ""
+            if core in SPLIT_NAMES and (pre or core not in ("tr", "va", "ts")):
+                found.add(SPLIT_NAMES[core])
+    return next((s for s in ("train", "val", "test") if s in found), None)
 
 
 def label_values(root: Path, files: list[str], n: int = 3) -> dict[int, int]:
