@@ -98,14 +98,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if fmt == OutputFormat.table and len(rows) > limit:
             err.print(f"(showing {limit} of {len(rows)} rows; use --format csv for all)")
             rows = rows[:limit]
-        emit(res.columns, rows, fmt, spreadsheet=spreadsheet)
-        if fmt == OutputFormat.csv and not spreadsheet:
-            counted = FormulaCount()
-            for r in rows:
-                for v in r:
-                    counted(v)
-            if hint := counted.hint():
-                err.print(hint, highlight=False)
+        counted = FormulaCount()  # CSV cells as written, counting those a spreadsheet would run
+        emit(res.columns, rows, fmt, spreadsheet=spreadsheet, csv_cell_of=counted)
+        if fmt == OutputFormat.csv and not spreadsheet and (hint := counted.hint()):
+            err.print(hint, highlight=False)
         if fmt == OutputFormat.table and len(res.columns) > 6:
             err.print(f"({len(res.columns)} columns; floats to 6 digits: --format csv or --format json "
                       "prints every digit, unwrapped)")

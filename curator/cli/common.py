@@ -260,9 +260,10 @@ class FormulaCount:
 
 
 def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None,
-         spreadsheet: bool = False) -> None:
+         spreadsheet: bool = False, csv_cell_of: Callable[[Any], Any] = csv_cell) -> None:
     """Print rows as a rich table, CSV or JSON (one object per row; NaN and ±infinity as null).
-    CSV is data: every value exact, unless ``spreadsheet`` (:func:`spreadsheet_cell`).
+    CSV is data: every value exact (as ``csv_cell_of`` writes it: :func:`csv_cell`, or a
+    :class:`FormulaCount`), unless ``spreadsheet`` (:func:`spreadsheet_cell`).
 
     A table with more columns than fit the terminal (``MIN_COLUMN_WIDTH`` characters each)
     is printed as one block per row, a line per column (like psql's expanded display).
@@ -273,7 +274,7 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputForma
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(columns)
-        to_cell = spreadsheet_cell if spreadsheet else csv_cell
+        to_cell = spreadsheet_cell if spreadsheet else csv_cell_of
         w.writerows([to_cell(v) for v in r] for r in rows)
         sys.stdout.write(buf.getvalue())
     elif rows and len(columns) * MIN_COLUMN_WIDTH > out.width:
