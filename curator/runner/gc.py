@@ -149,13 +149,17 @@ def find_leftovers(ws: Workspace, kept_prefixes: Iterable[str] = (), measure: bo
         return []
     current, prefixes = current_cases(ws, kept_prefixes)
 
-    def unused(case_id: str) -> bool:
-        return case_id not in current and not case_id.startswith(prefixes)
+    def kept_by(case_id: str) -> str | None:
+        """The kept prefix of a case no table names (None: it is unused)."""
+        return next((k for k in prefixes if case_id.startswith(k)), None)
 
-    def gone(case_id: str) -> bool:
+    def unused(case_id: str) -> bool:
+        return case_id not in current and kept_by(case_id) is None
+
+    def gone(case_id: str) -> bool:  # unused, counting in ``spared`` the files a kept prefix keeps
         if case_id in current:
             return False
-        kept = next((k for k in prefixes if case_id.startswith(k)), None)
+        kept = kept_by(case_id)
         if kept is not None and spared is not None:
             spared[kept] += 1
         return kept is None
