@@ -71,20 +71,36 @@ def note_resampled(report: ExportReport) -> None:
                             + (" ..." if len(report.resampled) > 10 else ""))
 
 
-def pet_window_note(settings: Mapping[str, Any], studies: Sequence[Study], names: Mapping[str, str]) -> str | None:
-    """The nnU-Net export's note when the release's PET stores were normalised with a PET window
-    (``settings``: release.json's ``stages.preprocess``): the export writes physical values and
-    nnU-Net normalises each channel itself, so ``pet_clip`` / ``pet_percentiles`` are not applied."""
+def preprocess_settings(info: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The release's ``stages.preprocess`` settings (release.json's ``pipeline_config``)."""
+    return ((info.get("pipeline_config") or {}).get("stages") or {}).get("preprocess") or {}
+
+
+def pet_window_note(settings: Mapping[str, Any], studies: Sequence[Study], names: Mapping[str, str],
+                    tool: str = "nnunet") -> str | None:
+    """The export's note when the release's PET stores were normalised with a PET window
+    (``settings``: release.json's ``stages.preprocess``): the export writes physical values, so
+    ``pet_clip`` / ``pet_percentiles`` are not applied — nnU-Net (``tool="nnunet"``) normalises each
+    channel itself, a MONAI pipeline (``"monai"``) only with the transforms it is given."""
     window = next(((k, settings[k]) for k in ("pet_clip", "pet_percentiles") if settings.get(k)), None)
     pet = sorted({names[str(k)] for s in studies for k, c in enumerate(s.cases) if c.modality.upper() in ("PET", "PT")})
     if window is None or not pet:
         return None
     key, value = window
+    lo, hi = (float(v) for v in value)
+    head = (f"the release's PET stores were normalised with stages.preprocess.{key}: {list(value)} (the torch "
+            "loader applies it), but this export writes the PET values unclipped, in their physical units, and ")
+    if tool == "monai":
+        which = "the PET images" if len(names) == 1 else f"channel {', '.join(pet)}"
+        transform = (f"ScaleIntensityRanged(keys, a_min={lo:g}, a_max={hi:g}, b_min={lo:g}, b_max={hi:g}, clip=True)"
+                     if key == "pet_clip" else
+                     f"ScaleIntensityRangePercentilesd(keys, lower={lo:g}, upper={hi:g}, b_min=0, b_max=1, clip=True)")
+        return (head + "MONAI's transforms apply no window of their own, so the window is not applied. To train "
+                f"with it, add {transform} for {which}"
+                + ("" if len(names) == 1 else " (split that channel out first, e.g. SplitDimd, then concatenate)"))
     how = (f"clip the exported {', '.join(pet)} images to {list(value)}" if key == "pet_clip" else
            f"clip each exported {', '.join(pet)} image to its own {list(value)} percentiles")
-    return (f"the release's PET stores were normalised with stages.preprocess.{key}: {list(value)} (the torch "
-            f"loader applies it), but this export writes the PET values unclipped, in their physical units, and "
-            f"nnU-Net normalises channel {', '.join(pet)} itself (channel_names: a per-image z-score, "
+    return (head + f"nnU-Net normalises channel {', '.join(pet)} itself (channel_names: a per-image z-score, "
             f"ZScoreNormalization), so the window is not applied. To train with it, {how} before "
             "nnUNetv2_plan_and_preprocess (nnU-Net's z-score then follows the clip), or normalise them yourself "
             "and name the channel \"noNorm\" in dataset.json")

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from curator.export.channels import note_resampled, studies_of
+from curator.export.channels import note_resampled, pet_window_note, preprocess_settings, studies_of
 from curator.export.common import (
     DEFAULT_LAYERS,
     CaseJob,
@@ -134,6 +134,9 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     note = brats_note(terms)
     if note is not None:
         report.notes.append(note)
+    preprocess = preprocess_settings(rel.info)
+    if pet := pet_window_note(preprocess, [s for s in studies if s.name in written], names, tool="monai"):
+        report.notes.append(pet)
     for key, split in (("validation", "val"), ("test", "test")):  # MONAI's loader fails on an empty list
         if not lists[key]:  # (IndexError), and says "not specified" for a missing key: the export says why
             report.notes.append(f"the datalist has no {key!r} list: {_why_empty(rel, split, cases)}; "

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from curator.errors import ConfigError, ReleaseError
-from curator.export.channels import note_resampled, pet_window_note, studies_of
+from curator.export.channels import note_resampled, pet_window_note, preprocess_settings, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
 from curator.export.regions import Regions, nesting_note, painting_order
 from curator.export.regions import regions as as_regions
@@ -136,7 +136,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         if report.ignored:  # nnU-Net: the highest label, right above the terms (verify_dataset_integrity)
             labels["ignore"] = len(terms) + 1
         _note_unknown(report, terms, split_of, missing)
-        preprocess = ((rel.info.get("pipeline_config") or {}).get("stages") or {}).get("preprocess") or {}
+        preprocess = preprocess_settings(rel.info)
         if pet := pet_window_note(preprocess, [s for s in studies if s.name in split_of], names):
             report.notes.append(pet)
         if nested is not None:

@@ -238,3 +238,8 @@ def test_a_pet_window_the_export_does_not_apply_is_said_in_its_notes() -> None:
     assert pet_window_note({}, studies, names) is None  # MR's window, nnU-Net's own z-score: nothing to say
     ct_only, ct_names = studies_of(cases[:1], None, ExportReport(Path("out")), Path("rel"))
     assert pet_window_note({"pet_clip": [0, 20]}, ct_only, ct_names) is None
+    # MONAI: the transform that applies it, on the PET channel
+    monai = pet_window_note({"pet_percentiles": [0.5, 100]}, studies, names, tool="monai")
+    assert monai is not None and "nnU-Net" not in monai
+    assert "ScaleIntensityRangePercentilesd(keys, lower=0.5, upper=100, b_min=0, b_max=1, clip=True) for channel pt" \
+        " (split that channel out first" in monai

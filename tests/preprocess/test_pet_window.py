@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -173,3 +174,29 @@ def test_a_ct_not_in_hu_under_ct_clip_is_warned_of_too() -> None:
     issue = preprocess_arrays(ct + np.int16(3000), g, [], "CT", cfg).flat_window
     assert issue is not None and issue.kind == "normalisation_no_contrast"
     assert "[-500, 1000] (stages.preprocess.ct_clip)" in str(issue) and "intensity_offset" in str(issue)
+
+
+def test_both_exports_of_a_pet_clip_release_say_the_window_is_not_applied(tmp_path: Path) -> None:
+    """The nnU-Net export said so (tester 27); the MONAI export wrote the same unclipped PET values
+    silently, where a MONAI pipeline applies no window unless given one."""
+    from curator.export import export_monai, export_nnunet
+
+    suv, geom = _pet()
+    save_nifti(tmp_path / "raw" / "p1.nii.gz", suv, geom, np.float32)
+    save_nifti(tmp_path / "raw" / "p1_seg.nii.gz", (suv == LIVER).astype(np.uint8), geom, np.uint8)
+    yml = write_dataset_yaml(tmp_path, [{"image": "{case}.nii.gz", "label": "{case}_seg.nii.gz"}],
+                             {"encoding": "label_map", "values": {1: "liver"}}, name="Pet", modality="PET")
+    stages = {"preprocess": {"target_spacing_mm": [1.0, 1.0, 3.0], "pet_clip": [0, 20]},
+              "qc": {"enabled": False}, "pseudolabel": {"enabled": False}}
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(tmp_path / "raw")}], stages=stages)
+    release = run(pipe, release=True).release
+    assert release is not None
+    monai = export_monai(release, tmp_path / "monai", terms=["liver"])
+    note = [n for n in monai.notes if "pet_clip" in n]
+    assert len(note) == 1 and "MONAI's transforms apply no window of their own" in note[0]
+    assert "ScaleIntensityRanged(keys, a_min=0, a_max=20, b_min=0, b_max=20, clip=True) for the PET images" in note[0]
+    nnunet = export_nnunet(release, tmp_path / "nnunet", terms=["liver"], dataset_id=501, name="Pet")
+    assert any("nnU-Net normalises channel" in n and "pet_clip: [0, 20]" in n for n in nnunet.notes)
+    # the written image is the unclipped PET, as the notes say
+    written = nib.load(tmp_path / "monai" / "images" / "Pet__p1.nii.gz").get_fdata()
+    assert written.max() == pytest.approx(LESION, abs=0.01)
