@@ -218,6 +218,12 @@ class Workspace:
     def has_table(self, name: str) -> bool:
         return self.table_path(name).exists()
 
+    def touch_case_result(self, stage: str, case_id: str) -> None:
+        """Mark a cached result as used by this run (its mtime: what ``curator gc`` keeps a run's
+        cases by before the run writes its tables); a read-only workspace is left as it is."""
+        with contextlib.suppress(OSError):
+            os.utime(self.case_result_path(stage, case_id))
+
     def read_case_result(self, stage: str, case_id: str) -> dict[str, Any] | None:
         p = self.case_result_path(stage, case_id)
         try:

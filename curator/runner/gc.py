@@ -8,7 +8,8 @@ read again unless the case comes back (then its cached results save a re-run).
 
 A case is *current* when the workspace's tables name it (``cases``, or a ``problems__*`` table:
 a case ingest refused is in no ``cases`` row but its failure is cached), when its ingest result
-is at least as new as the ``cases`` table (a run that stopped before writing it), or when it
+is at least as new as the ``cases`` table (a run that stopped before writing it: ingest touches a
+cached result it uses, :meth:`Workspace.touch_case_result`), or when it
 belongs to a source of pipeline.yaml that :func:`kept_sources` spares: one whose root is missing
 or empty (an unmounted share, its mount point left behind: its cases come back with it) or of
 which the ``cases`` table names no case (ingest found none). gc never collects a configured

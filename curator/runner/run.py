@@ -148,6 +148,8 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         cached = ws.read_case_result(stage_cls.name, t.case_id)
         hit = CaseResult.from_json(cached) if cached is not None and cached.get("key") == key else None
         if hit is not None and stage.outputs_exist(hit):
+            if stage_cls.reads_sources:  # found in its source again: gc keeps a run's cases by this mtime
+                ws.touch_case_result(stage_cls.name, t.case_id)  # until the run writes its tables
             results[t.case_id] = hit
             report.cached += 1
         else:

@@ -239,3 +239,35 @@ def test_linked_stage_folders_still_show_what_is_current(ws: Workspace, tmp_path
     assert "A__new" not in {lo.case_id for lo in found}  # its ingest result is newer than the cases table
     assert not [lo for lo in found if lo.kind == "thumbnail_superseded" and lo.case_id == "B__1"]
     assert {lo.case_id for lo in found if lo.kind == "store"} == {"A__gone"}
+
+
+def test_a_case_back_in_its_source_keeps_its_store_while_the_run_is_unfinished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case removed from its source (a run wrote ``cases`` without it) and put back is a cache
+    hit for ingest: its result was not rewritten, so its mtime stayed older than ``cases`` and a
+    run killed before writing ``cases`` left its store to gc (tester 26 #4). Ingest now marks a
+    reused result, so gc sees the run found the case."""
+    from curator.ingest.stage import IngestStage
+    from curator.testing.pipelines import make_pipeline, run, write_kits_cases
+
+    raw = write_kits_cases(tmp_path / "raw", 2)
+    stages = {"harmonize": {"enabled": False}, "qc": {"enabled": False}, "pseudolabel": {"enabled": False}}
+    pipe = make_pipeline(tmp_path, [{"dataset": "KiTS23", "root": str(raw)}], stages=stages)
+    run(pipe, stages=["ingest", "dedup", "preprocess"])
+    ws = Workspace(tmp_path / "workspace")
+    back = "KiTS23__case_00001"
+    assert (ws.stores_dir / f"{back}.zarr").is_dir()
+    (raw / "dataset" / "case_00001").rename(tmp_path / "away")
+    run(pipe, stages=["ingest"])
+    assert back in {lo.case_id for lo in find_leftovers(ws, measure=False)}  # gone: gc may collect it
+    (tmp_path / "away").rename(raw / "dataset" / "case_00001")
+    past = ws.table_path("cases").stat().st_mtime - 60  # the result's mtime from the first run
+    os.utime(ws.case_result_path("ingest", back), (past, past))
+
+    def killed(self: IngestStage, results: list) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(IngestStage, "finalize", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(pipe, stages=["ingest"])
+    assert back not in {lo.case_id for lo in find_leftovers(ws, measure=False)}
