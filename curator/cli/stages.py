@@ -54,6 +54,9 @@ def _leftovers(ctx: Any) -> int | str:
     from curator.errors import CuratorError
     from curator.runner.gc import count_unused_stores
 
+    if ctx.skipped_sources:  # its case ids are unknown: its stores would be counted as unused
+        return (f"a source is skipped ({', '.join(sorted(ctx.skipped_sources))}), so its stores cannot be told "
+                "from unused ones (fix the source first)")
     try:
         return count_unused_stores(ctx.workspace, [f"{n}__" for n in kept_sources(ctx)])
     except (CuratorError, OSError) as e:

@@ -76,7 +76,7 @@ def count_unused_stores(ws: Workspace, kept_prefixes: Iterable[str] = ()) -> int
     prefixes = tuple(kept_prefixes)
     n = 0
     for folder in (ws.stores_dir, ws.stage_dir("pseudolabel") / "attention"):
-        for p in folder.iterdir() if folder.is_dir() else ():
+        for p in folder.iterdir() if _real_dir(folder) else ():  # gc never looks into a linked folder
             cid = p.name[:-len(".zarr")]
             if not p.name.endswith(".zarr") or p.name.startswith(".") or cid in ids or cid.startswith(prefixes):
                 continue

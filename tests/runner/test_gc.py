@@ -195,6 +195,13 @@ def test_gc_never_follows_a_linked_folder_nor_counts_a_linked_store(ws: Workspac
     remove_leftovers(ws, found)
     assert (outside / "A__gone.json").is_file() and (other / "image" / "c").is_file()
     assert not (ws.stores_dir / "A__linked.zarr").exists()  # only the link went
+    # a linked stores/ (moved to a bigger disk): gc lists none of it, and status counts none (review 27 #4)
+    _case_files(ws, "A__gone2")
+    moved = tmp_path / "big-disk-stores"
+    ws.stores_dir.rename(moved)
+    ws.stores_dir.symlink_to(moved, target_is_directory=True)
+    assert not [lo for lo in find_leftovers(ws, ["B__"]) if lo.kind == "store"]
+    assert count_unused_stores(ws, ["B__"]) == len([lo for lo in find_leftovers(ws, ["B__"]) if lo.kind == "attention"]) == 1
 
 
 def test_gc_refuses_a_missing_workspace_and_delete_with_a_skipped_source(tmp_path: Path) -> None:
@@ -224,6 +231,10 @@ def test_gc_refuses_a_missing_workspace_and_delete_with_a_skipped_source(tmp_pat
     res = CliRunner().invoke(app, ["gc", str(pipe), "--delete"], env={"COLUMNS": "300"})
     assert res.exit_code == 2 and "gc --delete is refused while a source of pipeline.yaml is skipped" in res.output
     assert (ws.stores_dir / "Bad__1.zarr").is_dir()
+    # status does not call the skipped source's stores "deleted cases or sources" (review 27 #4)
+    res = CliRunner().invoke(app, ["status", str(pipe)], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "belong to no current case" not in res.output, res.output
+    assert "gc count unavailable" in res.output and "skipped (bad.yaml), so its stores cannot be told" in res.output
 
 
 def test_linked_stage_folders_still_show_what_is_current(ws: Workspace, tmp_path: Path) -> None:
