@@ -197,6 +197,8 @@ def test_gc_never_follows_a_linked_folder_nor_counts_a_linked_store(ws: Workspac
     assert not (ws.stores_dir / "A__linked.zarr").exists()  # only the link went
     # a linked stores/ (moved to a bigger disk): gc lists none of it, and status counts none (review 27 #4)
     _case_files(ws, "A__gone2")
+    past = ws.table_path("cases").stat().st_mtime - 60  # gone before the last run
+    os.utime(ws.case_result_path("ingest", "A__gone2"), (past, past))
     moved = tmp_path / "big-disk-stores"
     ws.stores_dir.rename(moved)
     ws.stores_dir.symlink_to(moved, target_is_directory=True)
