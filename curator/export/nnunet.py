@@ -4,9 +4,11 @@ The release's training view is exported (duplicates the keep policy dropped and 
 labels left out, :mod:`curator.release.training`); cases of the release's ``test`` split go to
 ``imagesTs``/``labelsTs``, the others to ``imagesTr``/``labelsTr``, and ``splits_final.json``
 holds one fold — the release's train/val split, which keeps each patient (and each duplicate
-group) on one side. nnU-Net reads it from ``nnUNet_preprocessed/DatasetXXX_Name/`` (copy it there
-after ``nnUNetv2_plan_and_preprocess``, then train fold 0); without it nnU-Net draws its own five
-folds by case, which can split a patient's scans across train and validation.
+group) on one side. When no exported training case is in the val split, it holds five folds
+(fewer for fewer units) that keep each split unit in one fold (:func:`grouped_folds`). nnU-Net
+reads it from ``nnUNet_preprocessed/DatasetXXX_Name/`` (copy it there after
+``nnUNetv2_plan_and_preprocess``, then train fold 0, or folds 0-4); without it nnU-Net draws its
+own five folds by case, which can split a patient's scans across train and validation.
 
 With ``partial``, a case whose dataset does not annotate a requested term is kept, and the voxels
 that term could occupy are nnU-Net's **ignore label** (``"ignore": n + 1`` in dataset.json's
@@ -35,7 +37,7 @@ the first one's grid, with its labels (:mod:`curator.export.channels`).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -152,14 +154,22 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
             "licence": licence_line(sources),
         }, indent=1)
         val = [c for c in training if split_of[c] == "val"]
+        unit_of = _units(rel, {s.name: s.cases[0].case_id for s in studies if s.name in split_of})
+        folds = grouped_folds(training, unit_of) if not val else []
         if val:
             atomic_write_json(staging / "splits_final.json",
                               [{"train": [c for c in training if split_of[c] != "val"], "val": val}], indent=1)
+        elif folds:
+            atomic_write_json(staging / "splits_final.json", folds, indent=1)
+            report.notes.append(f"no exported training case is in the release's val split, so splits_final.json "
+                                f"holds {len(folds)} folds that keep each split unit (a patient's cases, a study's "
+                                "sequences, a duplicate group: the splits table's group_key) in one fold; train "
+                                f"folds 0-{len(folds) - 1} for nnU-Net's cross-validation")
         elif training:
-            report.notes.append("no exported training case is in the release's val split, so no splits_final.json: "
-                                "nnU-Net will draw its own folds by case (patient-level groups are not kept); "
-                                "export more cases (--partial takes cases lacking a term, their voxels that the term "
-                                "could occupy marked with nnU-Net's ignore label)")
+            report.notes.append("no exported training case is in the release's val split, and they form one split "
+                                "unit (one patient), so no splits_final.json: nnU-Net will draw its own folds by "
+                                "case; export more cases (--partial takes cases lacking a term, their voxels that "
+                                "the term could occupy marked with nnU-Net's ignore label)")
         atomic_write_json(staging / "curator_export.json", {
             "release": rel.info.get("version"), "cases": report.cases, "skipped": report.skipped,
             "overlaps": report.overlaps, "test": [c for c in report.cases if split_of[c] == "test"],
@@ -172,6 +182,36 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
             "left_out_duplicates": sorted(view.dropped_duplicates),
             "qc_filter": qc_filter, **sources}, indent=1)
     return report
+
+
+def _units(rel: Release, case_of: dict[str, str]) -> dict[str, str]:
+    """Each exported name's split unit (``splits.group_key`` of its first case; the case itself
+    when the release has no splits table)."""
+    if "splits" not in rel.table_names():
+        return {name: cid for name, cid in case_of.items()}
+    key = dict(rel.sql("select case_id, group_key from splits").fetchall())
+    return {name: key.get(cid) or cid for name, cid in case_of.items()}
+
+
+def grouped_folds(names: Sequence[str], unit_of: Mapping[str, str], k: int = 5) -> list[dict[str, list[str]]]:
+    """nnU-Net's ``splits_final.json`` with ``k`` folds (fewer when there are fewer units) in which
+    each unit's names share a fold: units, largest first (ties by unit key), go to the fold with
+    the fewest names so far (ties to the lower fold). Deterministic; [] for fewer than two units.
+
+    >>> grouped_folds(["a1", "a2", "b", "c"], {"a1": "A", "a2": "A", "b": "B", "c": "C"}, k=2)
+    [{'train': ['b', 'c'], 'val': ['a1', 'a2']}, {'train': ['a1', 'a2'], 'val': ['b', 'c']}]
+    """
+    units: dict[str, list[str]] = {}
+    for n in names:
+        units.setdefault(unit_of.get(n, n), []).append(n)
+    k = min(k, len(units))
+    if k < 2:
+        return []
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for _, members in sorted(units.items(), key=lambda u: (-len(u[1]), u[0])):
+        min(folds, key=len).extend(members)
+    held = [set(fold) for fold in folds]
+    return [{"train": [n for n in names if n not in h], "val": [n for n in names if n in h]} for h in held]
 
 
 def _note_unknown(report: ExportReport, terms: list[str], split_of: dict[str, str | None], missing: str) -> None:

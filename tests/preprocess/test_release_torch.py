@@ -438,12 +438,25 @@ def test_nnunet_export_keeps_test_cases_out_of_training_and_writes_the_release_f
 
     monai = export_monai(rel, tmp_path / "monai3", terms=[lacking[0]])
     assert "test" not in json.loads((monai.folder / "datalist.json").read_text()) and test in monai.skipped
-    # no exported training case in val: no fold to write, and the export says so
+    # no exported training case in val: folds that keep each split unit together (tester 29: a
+    # cine's ED and ES frames, one patient, fell on both sides of nnU-Net's own folds by case)
     alone = export_nnunet(rel, tmp_path / "raw2", dataset_id=12, name="K", terms=[kidney],
                           where=f"case_id <> '{val}'")
-    assert not (alone.folder / "splits_final.json").exists()
+    folds = json.loads((alone.folder / "splits_final.json").read_text())
+    training = sorted(c for c in alone.cases if c != test)
+    unit = dict(zip(splits["case_id"], splits["group_key"], strict=True))
+    assert len(folds) == min(5, len({unit[c] for c in training})) >= 2
+    for fold in folds:
+        assert sorted(fold["train"] + fold["val"]) == training and fold["val"]
+        assert not {unit[c] for c in fold["train"]} & {unit[c] for c in fold["val"]}
+    assert sorted(c for fold in folds for c in fold["val"]) == training  # each case validated once
     said = [n for n in alone.notes if not n.startswith("the exported cases come from")]
-    assert len(said) == 1 and "no splits_final.json" in said[0], alone.notes
+    assert len(said) == 1 and f"holds {len(folds)} folds that keep each split unit" in said[0], alone.notes
+    # one unit: no fold to write, and the export says so
+    one = export_nnunet(rel, tmp_path / "raw4", dataset_id=14, name="K", terms=[kidney],
+                        where=f"case_id = '{training[0]}' or case_id = '{test}'")
+    assert not (one.folder / "splits_final.json").exists()
+    assert any("so no splits_final.json" in n for n in one.notes), one.notes
 
 
 def test_unnormalised_items_are_in_physical_units(tiny: Tiny, tmp_path) -> None:
