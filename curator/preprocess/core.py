@@ -24,10 +24,12 @@ from curator.io.volume import Geometry
 from curator.preprocess.body import bbox, body_mask, body_threshold, crop_box, union_box
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.intensity import (
+    INTEGER_RANGE,
     far_outliers,
     normalisation,
     stats,
     storage_dtype,
+    whole_numbers,
     window_issue,
 )
 from curator.preprocess.labels import Plane
@@ -90,8 +92,12 @@ def preprocess_arrays(image: NDArray[Any] | None, geometry: Geometry, planes: li
             view = np.clip(view, edges[0], edges[1]).astype(view.dtype, copy=False)
             clipped = (n_out, edges[0] + intensity_offset, edges[1] + intensity_offset)
         lo, hi = float(view.min()) + intensity_offset, float(view.max()) + intensity_offset
-        dtype, scale = storage_dtype(view.dtype if intensity_offset == float(int(intensity_offset))
-                                     else np.dtype(np.float32), lo, hi)
+        whole_offset = intensity_offset == float(int(intensity_offset))
+        # a float image of whole numbers (a float32 CT in HU) is stored as an integer one: float16
+        # rounded its HU above 2048 (3071 -> 3072), the step 4 HU above 4096
+        whole = (whole_offset and view.dtype.kind == "f" and INTEGER_RANGE[0] <= lo and hi <= INTEGER_RANGE[1]
+                 and whole_numbers(view))
+        dtype, scale = storage_dtype(view.dtype if whole_offset else np.dtype(np.float32), lo, hi, whole=whole)
         src = view if (scale == 1.0 and intensity_offset == 0.0) else _Shifted(view, intensity_offset, scale)
         img = resample_image(src, ratios, out_geom.shape, config.image_interpolation, dtype,  # type: ignore[arg-type]
                              clipped=overshoot)

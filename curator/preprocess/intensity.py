@@ -1,7 +1,8 @@
 """Stored image dtype, intensity statistics and normalisation parameters.
 
 Images are stored in physical units (HU for CT) in at most 2 bytes per voxel: ``int16``
-(or ``uint16``) when the source holds integers that fit, else ``float16`` (scaled by a
+(or ``uint16``) when the source holds integers that fit — an integer dtype, or a float one
+whose every value is a whole number (a float32 CT in HU) — else ``float16`` (scaled by a
 power of two when the values exceed float16's range; the scale is recorded). The
 normalisation SAT uses is stored as parameters and applied on the fly by the loader:
 ``(clip(value · scale, low, high) − mean) / std`` — CT clipped to [−500, 1000], other
@@ -11,6 +12,11 @@ own percentiles or a fixed window (``pet_percentiles``, ``pet_clip``).
 >>> import numpy as np
 >>> storage_dtype(np.dtype(np.int16), -1024.0, 3071.0)
 (dtype('int16'), 1.0)
+>>> ct = np.array([-1024.0, 40.0, 3071.0], np.float32)       # a float32 CT in whole HU
+>>> storage_dtype(ct.dtype, -1024.0, 3071.0, whole=whole_numbers(ct))
+(dtype('int16'), 1.0)
+>>> storage_dtype(ct.dtype, -1024.0, 3071.0, whole=whole_numbers(ct + 0.5))
+(dtype('float16'), 1.0)
 >>> x = np.array([-1000, 0, 40, 2000], np.int16)
 >>> n = normalisation(x, "CT", (-500.0, 1000.0), (0.5, 99.5))
 >>> n["kind"], n["clip"]
@@ -33,9 +39,17 @@ F16_MAX = 65504.0
 PERCENTILES = (0.5, 1.0, 50.0, 99.0, 99.5)
 
 
-def storage_dtype(src: np.dtype[Any], lo: float, hi: float) -> tuple[np.dtype[Any], float]:
-    """``(dtype, scale)`` for a resampled image whose source dtype is ``src`` and range ``[lo, hi]``."""
-    if src.kind in "iub":
+# in the cache key of a case whose float image may hold whole numbers only (stored int16 since
+# 2026-12: float16 rounded its HU above 2048); see ``whole_rule_of``
+WHOLE_FLOAT_RULE = "whole-float-as-integer"
+INTEGER_RANGE = (-32768.0, 65535.0)  # int16's low end to uint16's high end
+
+
+def storage_dtype(src: np.dtype[Any], lo: float, hi: float, *, whole: bool = False) -> tuple[np.dtype[Any], float]:
+    """``(dtype, scale)`` for a resampled image whose source dtype is ``src`` and range ``[lo, hi]``;
+    ``whole``: a float source holds whole numbers only (:func:`whole_numbers`), stored as an
+    integer source is (linear and cubic resampling round to the integer dtype)."""
+    if src.kind in "iub" or whole:
         if lo >= -32768 and hi <= 32767:
             return np.dtype(np.int16), 1.0
         if lo >= 0 and hi <= 65535:
@@ -43,6 +57,49 @@ def storage_dtype(src: np.dtype[Any], lo: float, hi: float) -> tuple[np.dtype[An
     peak = max(abs(lo), abs(hi), 1e-30)
     scale = 1.0 if peak < F16_MAX / 2 else float(2.0 ** np.ceil(np.log2(peak / (F16_MAX / 2))))
     return np.dtype(np.float16), scale
+
+
+def whole_numbers(a: NDArray[Any], slab: int = 8) -> bool:
+    """True when every value of ``a`` is a whole number (always for an integer dtype; never with
+    a NaN). An even sample is looked at first, so a float image with fractions (most MR) costs
+    little; a whole one is checked ``slab`` planes of its last axis at a time (no full copy)."""
+    if a.dtype.kind in "iub":
+        return True
+    if a.dtype.kind != "f" or a.size == 0:
+        return False
+    s = strided_sample(a, 65536)
+    if not np.array_equal(s, np.rint(s)):
+        return False
+    for k in range(0, a.shape[-1], slab):
+        part = np.asarray(a[..., k:k + slab])
+        if not np.array_equal(part, np.rint(part)):
+            return False
+    return True
+
+
+def whole_rule_of(dtype: str | None, lo: float | None, hi: float | None) -> str | None:
+    """The rule a case's cache key carries (``WHOLE_FLOAT_RULE``) unless ingest's facts of its
+    image — ``cases.dtype``, ``intensity_min``, ``intensity_max`` — show that its store cannot have
+    changed with it: an integer source, or a float one whose minimum or maximum is a fraction while
+    both lie within float16's unscaled range (no far fill value is clipped, so that fraction
+    reaches preprocess and the image stays float16). Unknown facts carry the rule.
+
+    >>> whole_rule_of("int16", -1024.0, 3071.0) is None, whole_rule_of("float32", 0.0, 811.25) is None
+    (True, True)
+    >>> whole_rule_of("float32", -1024.0, 3071.0), whole_rule_of("float32", -3.4e38, 811.25)
+    ('whole-float-as-integer', 'whole-float-as-integer')
+    """
+    try:
+        kind = np.dtype(dtype).kind if dtype else ""
+    except TypeError:
+        kind = ""
+    if kind in ("i", "u", "b"):
+        return None
+    ends = [v for v in (lo, hi) if v is not None and np.isfinite(v)]
+    if kind == "f" and len(ends) == 2 and max(abs(v) for v in ends) < F16_MAX / 2 \
+            and any(not float(v).is_integer() for v in ends):
+        return None
+    return WHOLE_FLOAT_RULE
 
 
 def far_outliers(a: NDArray[Any], factor: float = 1024.0) -> tuple[float, float] | None:

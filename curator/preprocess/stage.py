@@ -20,6 +20,7 @@ from curator.preprocess import terms as termmap
 from curator.preprocess.body import body_coverage_issue, body_rule_of
 from curator.preprocess.config import PreprocessConfig
 from curator.preprocess.core import Prepared, preprocess_arrays, reoriented_spacing
+from curator.preprocess.intensity import whole_rule_of
 from curator.preprocess.labels import Plane, label_map_plane, structure_planes
 from curator.registry.fixes import (
     apply_array_fixes,
@@ -42,7 +43,7 @@ STATS = (("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("p0.
 class PreprocessStage(Stage):
     name = "preprocess"
     # 2: linear resampling order y, x, z; 3: integer NIfTI scaled by whole numbers stays integer
-    # (float16 stores rounded HU > 2048), CT body threshold in stored units, nonzero crop;
+    # (float16 stores rounded HU > 2048; float images of whole numbers too since, see below), CT body threshold in stored units, nonzero crop;
     # 4: the resampled extent centred on the input's; codes resampling erased are left out of the store;
     # float images shifted once (not in place), far fill values clipped (the comment said 4, the
     # version stayed 3: cached cases were not redone); 5: PNG slice labels put on the slices of the
@@ -55,6 +56,9 @@ class PreprocessStage(Stage):
     # (``body_rule`` in its payload), so those cases are redone and CT stores — unchanged — are not.
     # Cached CT cases lack the new body_mask_* warnings and the cubic interpolation_clipped info row
     # until they are preprocessed again.
+    # Not bumped for float images of whole numbers stored int16 (float16 rounded HU above 2048):
+    # the key of a case whose float image may be one carries the rule (``whole_float``, from
+    # ingest's dtype and range: ``whole_rule_of``), so integer sources' stores are kept.
     version = "6"
     config_class = PreprocessConfig
     tables = ("preprocessed",)
@@ -104,6 +108,9 @@ class PreprocessStage(Stage):
             }
             if (rule := body_rule_of(str(r["modality"]))) is not None:  # MR/PET: their body threshold changed
                 payload["body_rule"] = rule  # (see `version`)
+            if r["has_image"] and (rule := whole_rule_of(r.get("dtype"), r.get("intensity_min"),
+                                                         r.get("intensity_max"))) is not None:
+                payload["whole_float"] = rule  # a float image of whole numbers is stored int16 (see `version`)
             if str(r["modality"]).upper() == "PET" and (config.pet_clip or config.pet_percentiles):
                 # PET's own window: only PET cases' keys carry it (CT and MR stores do not change)
                 payload["pet_window"] = {"pet_clip": list(config.pet_clip),
