@@ -2,8 +2,8 @@
 
 For each group the kept member and every dropped member are read from their sources,
 reoriented to RAS, and cut through the same anatomy: the point shown is the centre of the
-smallest member, carried into every other member with the alignment offsets stored in
-``duplicates.offset_mm`` (so stale origins and crops line up). Each member gets an axial and
+region every member covers (else the centre of the smallest member), carried into every member
+with the alignment offsets stored in ``duplicates.offset_mm`` (so stale origins and crops line up). Each member gets an axial and
 a coronal view at its own voxel size (mm aspect), the patient's right on the viewer's left
 (radiological, as the QC report's gallery and the review previews; each panel marks R and L),
 with its case id, dataset, shape, spacing and the row's reason. ``index.html`` lists every
@@ -49,6 +49,32 @@ def _centre(g: Geometry) -> NDArray[np.float64]:
     return np.asarray(g.voxel_to_world((np.asarray(g.shape, dtype=np.float64) - 1) / 2)[0], dtype=np.float64)
 
 
+def _extent(g: Geometry, offset: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The world box (low, high corners, mm) of a member's voxel centres in the kept member's frame."""
+    corners = np.array([[i, j, k] for i in (0, g.shape[0] - 1) for j in (0, g.shape[1] - 1)
+                        for k in (0, g.shape[2] - 1)], dtype=np.float64)
+    world = np.asarray(g.voxel_to_world(corners), dtype=np.float64) + offset
+    return world.min(axis=0), world.max(axis=0)
+
+
+def shown_point(members: list[Shown]) -> NDArray[np.float64]:
+    """The point every member is cut through, in the kept member's frame: the centre of the
+    region all readable members cover when there is one, so a z-cropped copy and a copy cropped
+    elsewhere both show the same anatomy (the smallest member's centre left one of them at its
+    nearest slices, 6 mm and visibly elsewhere, while two slices were common to all: tester 28 #7);
+    else the centre of the smallest member."""
+    readable = [(m.geometry, m.offset) for m in members if m.geometry is not None]
+    if not readable:
+        return np.zeros(3)
+    boxes = [_extent(g, off) for g, off in readable]
+    lo = np.max([b[0] for b in boxes], axis=0)
+    hi = np.min([b[1] for b in boxes], axis=0)
+    if np.all(lo <= hi):
+        return np.asarray((lo + hi) / 2, dtype=np.float64)
+    g_small, off_small = min(readable, key=lambda x: x[0].n_voxels)
+    return _centre(g_small) + off_small
+
+
 def _slices(array: NDArray[Any], geometry: Geometry, offset: NDArray[np.float64], p_kept: NDArray[np.float64]
             ) -> tuple[NDArray[Any], NDArray[Any], tuple[float, ...], float]:
     """Axial and coronal slices of a member's RAS view through the kept-frame point ``p_kept``,
@@ -69,15 +95,28 @@ def reading(sl: NDArray[Any]) -> NDArray[Any]:
     return np.asarray(sl.T[::-1, ::-1])
 
 
+PILE = 0.005  # a share of the voxels at the image's maximum that only a clip (saturation) gives
+
+
 def window(array: NDArray[Any]) -> tuple[float, float]:
     """Grey levels of a member: 1st-99th percentile of the body (above Otsu's threshold, so a CT's
     air does not take half the range and flatten soft tissue to one grey), of every voxel when
-    nothing stands out."""
+    nothing stands out.
+
+    Otsu's threshold is taken without a pile of voxels at the maximum (0.5 % or more of them:
+    a copy clipped to a window, or saturated): the 7 % of a brain MR clipped to [0, 800] that sat
+    at 800 pulled it from 236 to 473, above most of the brain, and the copy showed black beside
+    its original (tester 28 #6). The pile stays in the percentiles (it is the copy's white)."""
     from skimage.filters import threshold_otsu
 
     flat = np.asarray(array, dtype=np.float32).ravel()
     sample = flat[:: max(1, flat.size // 200_000)]
-    body = sample[sample > threshold_otsu(sample)] if np.ptp(sample) > 0 else sample
+    if np.ptp(sample) == 0:
+        body = sample
+    else:
+        below = sample[sample < sample.max()]
+        piled = 1 - below.size / sample.size >= PILE and below.size > 100 and np.ptp(below) > 0
+        body = sample[sample > threshold_otsu(below if piled else sample)]
     lo, hi = np.percentile(body if body.size > 100 else sample, [1, 99])
     return float(lo), float(hi if hi > lo else lo + 1)
 
@@ -89,11 +128,7 @@ def figure(group_id: str, members: list[Shown], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    readable = [(m.geometry, m.offset) for m in members if m.geometry is not None]
-    p_kept = np.zeros(3)
-    if readable:  # the centre of the smallest member, in the kept member's frame
-        g_small, off_small = min(readable, key=lambda x: x[0].n_voxels)
-        p_kept = _centre(g_small) + off_small
+    p_kept = shown_point(members)
     fig, axes = plt.subplots(2, len(members), figsize=(3.4 * len(members), 7.0), squeeze=False)
     for col, m in enumerate(members):
         title = f"{'KEPT' if m.kept else 'dropped'}: {m.case_id}\n{m.dataset}"
