@@ -560,7 +560,7 @@ def _sides_swapped(spec: Any, tax: Any, results: list[Any], terms: dict[Any, lis
                   "centroid_mm": [float(x) for x in s / n]} for tid, (s, n) in at.items() if n]
     where = f"{spec.file_name}:labels." + ("structures" if spec.labels.encoding == "per_structure" else "values")
     found = swapped_datasets(check_sides(rows, margin_mm, tax), orientations=orientations, margin_mm=margin_mm,
-                             excluded="qc would exclude them")
+                             excluded="qc would exclude them", tax=tax)
     return [{"stage": "check", "dataset": spec.name, "case_id": None, "path": where, "kind": err.kind,
              "severity": "warning", "message": f"{err.detail}. What to do: {err.remedy}"} for _, err in found]
 

@@ -9,7 +9,10 @@ gives labels that are perfect in shape and wrong in side — no shape feature se
   by more than ``-side_margin_mm``;
 * a **single** lateral label: its centroid must not lie more than ``side_margin_mm`` on the
   other side of the body's centre (the preprocess body mask; label-only cases are not
-  checked this way).
+  checked this way);
+* a **non-mirrored pair** (:data:`LEFT_OF`: the left and right ventricles, atria, liver lobes):
+  the left one lies to the patient's left of the right one, but not of the midline (the right
+  ventricle often lies left of it), so the pair test alone: a lone one is not checked.
 
 ``lateral_mm`` in the ``qc`` table is how far the label lies towards its own side (of its
 partner's centroid, else of the body centre); negative is the wrong side.
@@ -28,7 +31,7 @@ patient's left), a mapping that names the sides the wrong way round leaves them 
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,15 +39,39 @@ from curator.errors import InputError
 from curator.taxonomy import load_taxonomy
 from curator.taxonomy.model import Taxonomy
 
+# Structures named left and right that are no mirror pair about the midline (normal anatomy,
+# situs solitus): the left one's centroid lies to the patient's left of the right one's — the
+# left ventricle 35-40 mm left of the right ventricle in short-axis cine MR — though either may lie
+# left of the midline, so a lone one says nothing. The taxonomy gives them no laterality (they
+# are no left/right copies of one structure); a dataset YAML swapping them (ACDC codes 1 = RV,
+# M&Ms 1 = LV) is what this finds.
+LEFT_OF = {"left_ventricle": "right_ventricle", "left_atrium": "right_atrium", "liver_left_lobe": "liver_right_lobe"}
+_RIGHT_OF = {right: left for left, right in LEFT_OF.items()}
+
 
 def side_of(term_id: str, tax: Taxonomy | None = None) -> tuple[str | None, str | None]:
     """``(laterality, partner term id)`` of a term in ``tax`` (the bundled taxonomy by default):
-    the partner is the other side in a both-sides parent's partition (kidney_left → kidney_right)."""
+    the partner is the other side in a both-sides parent's partition (kidney_left → kidney_right),
+    or the other of a :data:`LEFT_OF` pair (left_ventricle → right_ventricle; :func:`mirror_pair`
+    is False for those).
+
+    >>> side_of("right_ventricle"), side_of("kidney_left"), side_of("liver")
+    (('right', 'left_ventricle'), ('left', 'kidney_right'), (None, None))
+    """
     return _side_of(tax or load_taxonomy(), term_id)
+
+
+def mirror_pair(term_id: str) -> bool:
+    """Whether a sided term is one of a mirror pair about the midline, so that a lone one is
+    placed against the body's centre (False for the :data:`LEFT_OF` pairs)."""
+    return term_id not in LEFT_OF and term_id not in _RIGHT_OF
 
 
 @functools.lru_cache(maxsize=4096)
 def _side_of(tax: Taxonomy, term_id: str) -> tuple[str | None, str | None]:
+    for side, pairs in (("left", LEFT_OF), ("right", _RIGHT_OF)):
+        if term_id in pairs and tax.get(term_id) is not None and tax.get(pairs[term_id]) is not None:
+            return side, pairs[term_id]
     t = tax.get(term_id)
     if t is None or t.laterality not in ("left", "right"):
         return None, None
@@ -81,6 +108,8 @@ def check_sides(rows: list[dict[str, Any]], margin_mm: float | None, tax: Taxono
             other = terms.get(partner) if partner else None
             if other is not None:
                 ref, what = float(other["centroid_mm"][0]), f"the {tax.term(other['term_id']).name}"
+            elif not mirror_pair(tid):  # the right ventricle may lie left of the midline: only its pair tells
+                continue
             elif r.get("body_x_mm") is not None:
                 ref, what = float(r["body_x_mm"]), "the body's centre"
             else:  # a label-only case holding one side: nothing to compare its position with
@@ -147,7 +176,8 @@ def _flip_fix(axes: set[int | None]) -> str:
 
 def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2,
                      orientations: Mapping[str, str | None] | None = None,
-                     margin_mm: float = 10.0, excluded: str = "qc excluded them") -> list[tuple[str, InputError]]:
+                     margin_mm: float = 10.0, excluded: str = "qc excluded them",
+                     tax: Taxonomy | None = None) -> list[tuple[str, InputError]]:
     """One ``sides_swapped`` problem per dataset most of whose side-checked labels (and at least
     ``min_labels``) lie on the wrong side: a mapping that reads the dataset's L/R the wrong way
     round (names after the image's or viewer's left, not the patient's), or a header that flips
@@ -157,7 +187,9 @@ def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2,
     mirrored too — the image is mirrored, and the remedy reverses the arrays (``image_flip`` and
     ``label_flip`` along the axis ``orientations`` (case id → ``cases.orientation``) gives);
     where they usually lie — swap the names; neither known, or the cases disagreeing — both.
-    ``excluded`` says what became of the labels (``sources check``, before any run: qc will).
+    ``excluded`` says what became of the labels (``sources check``, before any run: qc will);
+    the message names the structures on the wrong side by their names in ``tax`` (the bundled
+    taxonomy by default).
 
     >>> rows = [{"dataset": "D", "case_id": c, "wrong_side": w} for c, w in (("a", True), ("b", True), ("b", None))]
     >>> [(ds, e.kind) for ds, e in swapped_datasets(rows)]
@@ -183,9 +215,11 @@ def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2,
             said = [next(iter(verdicts[c])) if len(verdicts[c]) == 1 else None for c in cases]
             n_mirrored, n_usual = said.count(True), said.count(False)
             detail = (f"{len(wrong)} of the {len(rs)} left/right labels of {ds} whose side was checked "
-                      f"({len(cases)} case(s)) lie on the patient's other side")
+                      f"({len(cases)} case(s)) lie on the patient's other side ({_which(wrong, rs, tax)})")
             names = ("swap each left/right pair in labels.values or labels.structures of its dataset YAML and run "
-                     "again")
+                     "again" + (" (ACDC codes 1 right ventricle, 3 left ventricle; M&Ms, M&Ms-2 and CMRxMotion code 1 "
+                                "left ventricle, 3 right ventricle: a YAML copied from one for the other swaps them)"
+                                if {"left_ventricle", "right_ventricle"} & {r.get("term_id") for r in wrong} else ""))
             flip = _flip_fix({lateral_axis((orientations or {}).get(c)) for c in cases})
             if n_mirrored and not n_usual:
                 detail += (f", and so do the unpaired organs (liver, spleen, stomach, gallbladder) in {n_mirrored} of "
@@ -207,3 +241,14 @@ def swapped_datasets(rows: list[dict[str, Any]], min_labels: int = 2,
                           f"{names}")
             out.append((ds, InputError("sides_swapped", detail, path=f"{ds}:", remedy=remedy)))
     return out
+
+
+def _which(wrong: list[dict[str, Any]], checked: list[dict[str, Any]], tax: Taxonomy | None) -> str:
+    """Which structures lie on the wrong side, each with how many of its checked labels:
+    ``left ventricle 3 of 3, right ventricle 3 of 3`` (which pair the YAML swaps)."""
+    tax = tax or load_taxonomy()
+    of = Counter(r.get("term_id") for r in checked)
+    said = Counter(r.get("term_id") for r in wrong)
+    names = {tid: t.name if (t := tax.get(str(tid))) is not None else str(tid) for tid in said}
+    return ", ".join(f"{names[tid]} {n} of {of[tid]}" for tid, n in sorted(said.items(), key=lambda kv: (-kv[1],
+                                                                                                        names[kv[0]])))

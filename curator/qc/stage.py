@@ -187,7 +187,7 @@ class QCStage(Stage):
         orientations = {r["case_id"]: r.get("orientation") for r in case_rows}
         margin = cfg.side_margin_mm if cfg.side_margin_mm is not None else 10.0
         # a whole dataset read the wrong way round (its names, or its headers), not a bad case
-        for ds, err in swapped_datasets(judged, orientations=orientations, margin_mm=margin):
+        for ds, err in swapped_datasets(judged, orientations=orientations, margin_mm=margin, tax=tax):
             self.extra_problems.append(problem_row(self.name, err, dataset=ds, case_id=None, path=err.path,
                                                    severity="warning"))
         counts: dict[str, int] = {}

@@ -426,7 +426,7 @@ def test_a_label_map_naming_its_sides_as_seen_on_screen_is_a_warning(tmp_path: P
     (said,) = [p for p in check_source(str(yaml), root, sample=None).warnings if p["kind"] == "sides_swapped"]
     assert said["path"] == "MyLiverCT.yaml:labels.values"
     assert said["message"].startswith("4 of the 4 left/right labels of MyLiverCT whose side was checked (2 case(s)) "
-                                      "lie on the patient's other side; qc would exclude them"), said["message"]
+                                      "lie on the patient's other side (left kidney 2 of 2, right kidney 2 of 2); qc would exclude them"), said["message"]
     yaml, root = _kidney_maps(tmp_path / "right", "{2: right kidney, 3: left kidney}")
     assert not check_source(str(yaml), root, sample=None).warnings
 
@@ -500,3 +500,60 @@ def test_a_declared_value_no_sampled_label_holds_is_a_warning_of_the_check(tmp_p
     assert "value 2 for 'liver', but none of the 2 label(s) of the sample holds it" in row["message"]
     assert "undeclared value(s) 1 (1 in 2 of them)" in row["message"] and "`--all` reads every case" in row["message"]
     assert "if the files code 'liver' as 1, write that value in labels.values instead of 2" in row["message"]
+
+
+def _hearts(tmp_path: Path, values: str, real: Path | None = None) -> tuple[Path, Path]:
+    """Two short-axis cases coded as M&Ms codes them (1 left ventricle, 2 myocardium, 3 right
+    ventricle): the right ventricle 38 mm to the patient's right of the left one and 14 mm
+    anterior, placed in world (RAS) mm on the image's grid — a real MR's (``real``) or a
+    phantom's (LPS, 3 mm)."""
+    import numpy as np
+
+    from curator.io.formats import read_volume
+    from curator.testing.layouts import save_nifti
+    from curator.testing.phantoms import grid
+
+    if real is not None:
+        vol = read_volume(real, role="image")
+        g, img = vol.geometry, np.asarray(vol.array)
+    else:
+        g = grid((40, 36, 20), (3.0, 3.0, 3.0), "LPS")
+        img = np.random.default_rng(0).normal(300, 40, g.shape).astype(np.int16)
+    a = np.asarray(g.affine).reshape(4, 4)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in g.shape], indexing="ij"), -1)
+    xyz = ijk @ a[:3, :3].T + a[:3, 3]
+    lv = xyz.reshape(-1, 3).mean(0) + np.array([-20.0, 0.0, 0.0])  # RAS: the patient's left is -x
+    root = tmp_path / "download"
+    for i in range(2):
+        shift = np.array([0.0, 3.0 * i, 0.0])
+        d_lv = (((xyz - lv - shift) / [18.0, 18.0, 22.0]) ** 2).sum(-1)
+        d_ep = (((xyz - lv - shift) / [25.0, 25.0, 28.0]) ** 2).sum(-1)
+        d_rv = (((xyz - lv - shift - [38.0, 14.0, 0.0]) / [12.0, 20.0, 22.0]) ** 2).sum(-1)
+        lab = np.zeros(g.shape, np.uint8)
+        lab[(d_rv <= 1) & (d_ep > 1)], lab[d_ep <= 1], lab[d_lv <= 1] = 3, 2, 1
+        save_nifti(root / f"{i:03d}" / f"{i:03d}_SA_ED.nii.gz", img, g)
+        save_nifti(root / f"{i:03d}" / f"{i:03d}_SA_ED_gt.nii.gz", lab, g)
+    yaml = tmp_path / "MyHearts.yaml"
+    yaml.write_text(YAML.replace("MyLiverCT", "MyHearts").replace("MORE\n", "").replace("region: abdomen", "region: thorax")
+                    .replace('"imagesTr/{case}_0000.nii.gz"', '"{case}/{case}_SA_ED.nii.gz"')
+                    .replace('"labelsTr/{case}.nii.gz"', '"{case}/{case}_SA_ED_gt.nii.gz"')
+                    .replace("{1: liver, 2: LABELS}", values))
+    return yaml, root
+
+
+@pytest.mark.parametrize("real", [False, True], ids=["phantom", "real_mr"])
+def test_left_and_right_ventricles_swapped_in_the_yaml_are_a_warning(tmp_path: Path, real: bool,
+                                                                    request: pytest.FixtureRequest) -> None:
+    """ACDC codes 1 as the right ventricle, M&Ms as the left: ACDC's YAML copied for M&Ms swapped
+    them with 0 warnings, the taxonomy giving the chambers no laterality. They are no mirror pair
+    about the midline, but the left ventricle lies to the patient's left of the right one."""
+    image = request.getfixturevalue("real_data") / "totalsegmentator" / "example_mr_sm.nii.gz" if real else None
+    yaml, root = _hearts(tmp_path, "{1: right ventricle, 2: myocardium, 3: left ventricle}", image)
+    (said,) = [p for p in check_source(str(yaml), root, sample=None).warnings if p["kind"] == "sides_swapped"]
+    assert said["path"] == "MyHearts.yaml:labels.values"
+    assert said["message"].startswith("4 of the 4 left/right labels of MyHearts whose side was checked (2 case(s)) lie "
+                                      "on the patient's other side (left ventricle 2 of 2, right ventricle 2 of 2)"), \
+        said["message"]
+    assert "ACDC codes 1 right ventricle" in said["message"]
+    yaml, root = _hearts(tmp_path / "right", "{1: left ventricle, 2: myocardium, 3: right ventricle}", image)
+    assert not check_source(str(yaml), root, sample=None).warnings

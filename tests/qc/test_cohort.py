@@ -291,6 +291,35 @@ def test_single_lateral_labels_are_checked_against_the_body_centre(tmp_path) -> 
     assert "side not checked: no right kidney label and no image" in got["reason"]
 
 
+def test_the_ventricles_are_checked_as_a_pair_never_against_the_midline() -> None:
+    """The taxonomy gives the heart's chambers no laterality, so an LV/RV swap (ACDC codes 1 as
+    the right ventricle, M&Ms as the left) was never checked. The left ventricle lies to the
+    patient's left of the right one; the right ventricle alone may lie left of the midline."""
+    from curator.qc.side import check_sides, swapped_datasets
+
+    def row(case: str, term: str, x: float) -> dict:
+        return {"dataset": "D", "case_id": case, "origin": "original", "term_id": term, "centroid_mm": [x, 20.0, 0.0],
+                "body_x_mm": 0.0}
+
+    swapped = [row(c, t, x) for c in ("a", "b") for t, x in (("left_ventricle", 8.0), ("right_ventricle", -30.0),
+                                                              ("myocardium", -25.0))]
+    got = {(r["case_id"], r["term_id"]): (r["lateral_mm"], r["wrong_side"]) for r in check_sides(swapped, 10.0)}
+    assert got[("a", "left_ventricle")] == (-38.0, True) and got[("a", "right_ventricle")] == (-38.0, True)
+    assert got[("a", "myocardium")] == (None, None)
+    assert "the left ventricle lies 38 mm to the patient's right of the right ventricle" in swapped[0]["side_reason"]
+    ((_, err),) = swapped_datasets(swapped)
+    assert "(left ventricle 2 of 2, right ventricle 2 of 2)" in err.detail and "ACDC codes 1" in err.remedy
+    right = [row("a", "left_ventricle", -30.0), row("a", "right_ventricle", 8.0)]
+    assert [r["wrong_side"] for r in check_sides(right, 10.0)] == [False, False]
+    # a lone right ventricle left of the body's centre (normal anatomy): not placed against it, and no reason
+    (lone,) = check_sides([row("a", "right_ventricle", -15.0)], 10.0)
+    assert (lone["lateral_mm"], lone["wrong_side"]) == (None, None) and "side_unchecked" not in lone
+    atria = check_sides([row("a", "left_atrium", 30.0), row("a", "right_atrium", -10.0)], 10.0)
+    assert [r["wrong_side"] for r in atria] == [True, True]
+    out = judge([{**r, "modality": "MR", "volume_basis": "body", "truncated": False} for r in swapped[:2]], QCConfig())
+    assert {r["decision"] for r in out} == {"exclude"}
+
+
 def test_the_side_check_uses_the_pipelines_taxonomy() -> None:
     """A custom taxonomy's left/right pair: checked with it (the bundled one does not know it)."""
     from curator.qc.side import check_sides
