@@ -40,7 +40,9 @@ LABEL_WORDS = frozenset({
 _TOKENS = re.compile(r"[A-Za-z]+|\d+|[^A-Za-z\d]+")
 _VOLUME = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _DICOM = (".dcm", ".dicom", ".ima")
-_MR_WORDS = frozenset({"mr", "mri", "flair", "adc", "dwi", "bold", "dixon", "spir", "brats", "brain", "ce", "hr"})
+_MR_WORDS = frozenset({"mr", "mri", "flair", "adc", "dwi", "bold", "dixon", "spir", "brats", "brain", "ce", "hr",
+                       # cardiac MR: cine, late gadolinium enhancement, short/long axis (M&Ms' _sa, M&Ms-2's SA_CINE)
+                       "cine", "lge", "sa", "la", "sax", "lax"})
 _SEQ_MODALITY = {"ct": "CT", "pt": "PET", "pet": "PET", "suv": "PET"}
 TODO = "TODO"
 
@@ -109,6 +111,8 @@ class Group:
     template: str = ""
     values: list[dict[str, str]] = field(default_factory=list)  # per path: placeholder -> its text
     sequences: list[str] = field(default_factory=list)
+    only: dict[str, list[str]] = field(default_factory=dict)  # placeholder -> the values its cases take
+    left_out: list[str] = field(default_factory=list)  # that placeholder's values no label names
 
 
 def _skeleton(path: str) -> tuple[Any, ...]:
@@ -295,6 +299,8 @@ class Entry:
     sequences: list[str] = field(default_factory=list)
     split: str | None = None
     label_files: list[str] = field(default_factory=list)
+    only: dict[str, list[str]] = field(default_factory=dict)  # placeholder -> its values with a label
+    left_out: list[str] = field(default_factory=list)
 
 
 def _case_key(vals: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -330,18 +336,66 @@ def _candidates(images: list[Group], labels: list[str]) -> dict[str, list[tuple[
 
 def _best_group(images: list[Group], lab: str, cands: list[tuple[int, str]]) -> int | None:
     """The image group a label file belongs to: not one of another split (imagesTs beside
-    labelsTr), then the one whose folders share most words with the label's."""
+    labelsTr), then the one whose folders share most words with the label's, then one whose file
+    name is the label's without its label words."""
     split = _split(lab)
     ok = [gi for gi, _ in cands if split is None or _split(images[gi].template) in (None, split)]
     if not ok:
         return None
-    return max(dict.fromkeys(ok), key=lambda gi: (len(_folders(lab) & _folders(images[gi].template)), -gi))
+    # ACDC's patient001_frame01_gt is the frame's patient001_frame01 with _gt, not the 4-D cine's patient001_4d
+    same = {gi for g2, t in cands if (gi := g2) in ok and _name_of(t) == _name_of(images[g2].template)}
+    return max(dict.fromkeys(ok), key=lambda gi: (len(_folders(lab) & _folders(images[gi].template)), gi in same, -gi))
+
+
+def _name_of(template: str) -> str:
+    """A pattern's file name without its label words (``{case}_SA_{phase}_gt.nii.gz`` → ``{case}_SA_{phase}.nii.gz``)."""
+    return re.sub(r"[-_. ]?([A-Za-z]+)", lambda m: "" if m.group(1).lower() in LABEL_WORDS else m.group(0),
+                  template.rsplit("/", 1)[-1])
+
+
+_PHASE_WORDS = frozenset({"ed", "es", "dia", "sys", "diastole", "systole", "diastolic", "systolic"})
+
+
+def _labelled_word(g: Group, labels: list[str]) -> Group:
+    """``g`` with its sequence word as a placeholder of the case's identity when the label files
+    repeat it, one label per value (M&Ms-2's ``001_SA_ED_gt`` beside ``001_SA_ES_gt``): ED and ES
+    are two cases with a label each, ``{phase}`` in image and label as the built-in CMRxMotion
+    YAML has it — as sequences the ES frame got the ED frame's label. ``g.only`` keeps the values
+    a label names (not M&Ms-2's 4-D ``CINE``); ``g`` itself when no two values have labels of
+    their own (a BraTS seg shared by its sequences)."""
+    if not g.sequences:
+        return g
+    name = "variant"
+    trial = Group(g.paths, g.template.replace("{sequence}", "{" + name + "}"),
+                  [{(name if k == "sequence" else k): v for k, v in vals.items()} for vals in g.values])
+    by_number: dict[str, list[str]] = {}
+    for lab in labels:
+        for num in {t for t in _tokens(lab) if _is_num(t)}:
+            by_number.setdefault(num, []).append(lab)
+    named: set[str] = set()
+    for vals in trial.values:
+        nums = [t for t in _tokens(vals.get("case", "")) if _is_num(t)]
+        for lab in (by_number.get(nums[0], []) if nums else labels):
+            t = _replace_case(lab, vals)
+            if t is not None and "{" + name + "}" in t:
+                named.add(vals[name])
+    if len(named) < 2:
+        return g
+    if {v.lower() for v in named} <= _PHASE_WORDS:  # ED/ES: the cardiac phase
+        trial.template = trial.template.replace("{variant}", "{phase}")
+        trial.values = [{("phase" if k == name else k): v for k, v in vals.items()} for vals in trial.values]
+        name = "phase"
+    trial.only = {name: sorted(named)} if named != set(g.sequences) else {}
+    trial.left_out = sorted(set(g.sequences) - named)
+    keep = [i for i, v in enumerate(trial.values) if v[name] in named]
+    trial.paths, trial.values = [trial.paths[i] for i in keep], [trial.values[i] for i in keep]
+    return trial
 
 
 def pair(images: list[Group], labels: list[str]) -> tuple[list[Entry], list[str]]:
     """Each image pattern with the label pattern most of its cases have; the label files no
     image claims. A label file goes to one image pattern only (:func:`_best_group`)."""
-    images = sorted(images, key=lambda g: g.template)
+    images = sorted((_labelled_word(g, labels) for g in images), key=lambda g: g.template)
     found: list[dict[str, list[str]]] = [{} for _ in images]
     for lab, cands in _candidates(images, labels).items():
         gi = _best_group(images, lab, cands)
@@ -356,7 +410,8 @@ def pair(images: list[Group], labels: list[str]) -> tuple[list[Entry], list[str]
         claimed.update(files)
         labelled = len({f.rsplit("/", 1)[0] for f in files}) if structures else len(set(files))
         entries.append(Entry(_wildcards(g, label), label, cases, min(labelled, cases), structures, g.sequences,
-                             _split(g.template), sorted(set(files))))
+                             _split(g.template), sorted(set(files)), g.only if label else {},
+                             g.left_out if label else []))
     return entries, [lab for lab in labels if lab not in claimed]
 
 
@@ -426,8 +481,10 @@ def _split(template: str) -> str | None:
     return next((s for s in ("train", "val", "test") if s in found), None)
 
 
-def label_values(root: Path, files: list[str], n: int = 3) -> dict[int, int]:
-    """Voxels per raw value over the first ``n`` readable label files (DICOM folders skipped)."""
+def label_values(root: Path, files: list[str], n: int = 3,
+                 unread: list[tuple[str, CuratorError]] | None = None) -> dict[int, int]:
+    """Voxels per raw value over the first ``n`` readable label files (DICOM folders skipped);
+    the files that could not be read, with why, are added to ``unread``."""
     import numpy as np
 
     from curator.io.confined import regular_inside
@@ -440,12 +497,24 @@ def label_values(root: Path, files: list[str], n: int = 3) -> dict[int, int]:
             continue
         try:
             vol = read_volume(regular_inside(root, root / f), role="label")
-        except CuratorError:
+        except CuratorError as e:  # a 4-D label map (M&Ms' _sa_gt): said in the draft, not silently skipped
+            if unread is not None:
+                unread.append((f, e))
             continue
         vals, cnt = np.unique(vol.array, return_counts=True)
         counts.update({int(v): int(c) for v, c in zip(vals, cnt, strict=True)})
         read += 1
     return dict(sorted(counts.items()))
+
+
+def _unread_note(unread: list[tuple[str, CuratorError]], found: bool) -> str:
+    """What the draft says of the label files it could not read: how many, the kinds, one example."""
+    kinds = Counter(e.kind for _, e in unread)
+    f, e = unread[0]
+    what = "; ".join(f"{k} {n}" for k, n in kinds.most_common())
+    return (f"{len(unread)} label file(s) could not be read ({what}), e.g. {f}: {e.detail}"
+            + ("" if found else " — so no label value is known: `values: {1: TODO}` is a placeholder, and "
+               "ingest will refuse these files the same way"))
 
 
 def _index_json(root: Path) -> dict[str, Any]:
@@ -515,11 +584,16 @@ def scaffold(root: Path, name: str, modality: str | None = None) -> Draft:
     tree = scan(root, (".*", "._*"))
     vols = volumes(root, tree.files)
     labels = [v for v in vols if is_label(v)]
-    images = [v for v in vols if not is_label(v)]
+    if vols and len(labels) == len(vols):  # a folder word over every file (CMRxMotion's segmentation/): the names tell
+        labels = [v for v in vols if is_label(v.removesuffix("/").rsplit("/", 1)[-1])] or labels
+    images = [v for v in vols if v not in set(labels)]
     entries, unclaimed = pair(group_images(images), labels) if images else ([], labels)
-    modality = modality or guess_modality(images)
-    tax = load_taxonomy()
     notes: list[str] = []
+    if modality is None:
+        modality = guess_modality(images)
+        if modality == "CT" and "ct" not in {w.lower() for p in images for w in re.split(r"[^A-Za-z0-9]+", p)}:
+            notes.append("modality CT is a guess: no file or folder name says CT, MR or PET (give --modality)")
+    tax = load_taxonomy()
     layout: list[dict[str, Any]] = []
     for e in entries:
         entry: dict[str, Any] = {"image": e.image}
@@ -535,12 +609,15 @@ def scaffold(root: Path, name: str, modality: str | None = None) -> Draft:
         labels_block = {"encoding": "per_structure", "structures": resolved}
     elif any(e.label for e in entries):
         names = index_names(root)
-        counts = label_values(root, [f for e in entries for f in e.label_files])
+        unread: list[tuple[str, CuratorError]] = []
+        counts = label_values(root, [f for e in entries for f in e.label_files], unread=unread)
         values = {v: _term(tax, names[v]) if v in names else TODO for v in counts if v != 0}
         labels_block = {"encoding": "label_map", "values": values or {1: TODO}}
         if counts:
             notes.append("label values found (voxels in up to 3 files): "
                          + ", ".join(f"{v}: {c:,}" for v, c in counts.items()))
+        if unread:
+            notes.append(_unread_note(unread, bool(counts)))
     else:
         labels_block = {"encoding": "none"}
     sequences = sorted({s for e in entries for s in e.sequences})
@@ -553,8 +630,18 @@ def scaffold(root: Path, name: str, modality: str | None = None) -> Draft:
         own = guess_modality([folder]) if folder else modality
         if not e.sequences and own != modality and (own != "CT" or "ct" in _words(folder)):
             entry["modality"] = own
-    spec |= {"region": TODO, "licence": TODO, "citation": TODO, "homepage": TODO, "layout": layout,
-             "labels": labels_block}
+    only: dict[str, list[str]] = {}
+    for e in entries:
+        for k, vs in e.only.items():
+            only[k] = sorted({*only.get(k, []), *vs})
+    for k, vs in only.items():
+        skipped = sorted({v for e in entries if k in e.only for v in e.left_out})
+        notes.append(f"{{{k}}} takes {', '.join(vs)} only (patterns:): a label file names each of them"
+                     + (f", none names {', '.join(skipped)}" if skipped else ""))
+    spec |= {"region": TODO, "licence": TODO, "citation": TODO, "homepage": TODO, "layout": layout}
+    if only:
+        spec["patterns"] = {k: "|".join(re.escape(v) for v in vs) for k, vs in only.items()}
+    spec["labels"] = labels_block
     if unclaimed:
         notes.append(f"{len(unclaimed)} label file(s) no image pattern claims, e.g. {unclaimed[0]}")
     return Draft(spec, entries, unclaimed, notes)

@@ -123,7 +123,7 @@ def test_cli_writes_the_draft_and_never_over_a_file(tmp_path: Path) -> None:
     assert empty.exit_code == 2 and "no image file" in " ".join(empty.output.split())
 
 
-@pytest.mark.parametrize("name", ["MSD_Spleen", "KiTS23", "BraTS2023_GLI", "Hecktor2022", "TotalSegmentator_v2",
+@pytest.mark.parametrize("name", ["MSD_Spleen", "KiTS23", "BraTS2023_GLI", "Hecktor2022", "TotalSegmentator_v2", "CMRxMotion",
                                   "AbdomenCT1K", "FLARE22", "SegTHOR"])
 def test_registry_layouts_it_guesses_exactly(name: str, tmp_path: Path) -> None:
     """On these native downloads the draft finds the built-in YAML's (image, labels) pairs
@@ -215,3 +215,65 @@ def test_a_name_cannot_end_a_comment_line_of_the_draft(tmp_path: Path) -> None:
     write_tree(root, [("a\nlicence: MIT/img_001.nii.gz", "image", ()), ("a\nlicence: MIT/img_002.nii.gz", "image", ())])
     text = to_yaml(scaffold(root, "X"), root)
     assert yaml.safe_load(text)["licence"] == TODO
+
+
+def test_a_label_per_phase_makes_the_phase_part_of_the_case_not_a_shared_sequence(tmp_path: Path) -> None:
+    """M&Ms-2: 001_SA_{CINE,ED,ES} with 001_SA_ED_gt and 001_SA_ES_gt was drafted as sequences
+    sharing the ED label (the ES frame got the ED mask, and sources check said ok)."""
+    root = tmp_path / "mnm2"
+    files = [(f"{c}/{c}_SA_{q}.nii.gz", "image", ()) for c in ("001", "002", "003") for q in ("CINE", "ED", "ES")]
+    files += [(f"{c}/{c}_SA_{q}_gt.nii.gz", "label", (1, 2, 3)) for c in ("001", "002", "003") for q in ("ED", "ES")]
+    write_tree(root, files)
+    draft = scaffold(root, "M")
+    assert draft.spec["layout"] == [{"image": "{case}/{case}_SA_{phase}.nii.gz",
+                                     "label": "{case}/{case}_SA_{phase}_gt.nii.gz"}]
+    assert draft.spec["patterns"] == {"phase": "ED|ES"} and "sequences" not in draft.spec
+    assert draft.unclaimed_labels == []
+    assert "{phase} takes ED, ES only (patterns:): a label file names each of them, none names CINE" in draft.notes
+    assert draft.spec["modality"] == "MR"  # SA, CINE: short-axis cine MR
+    spec, issues = parse_spec(filled(draft.spec), "M.yaml")
+    assert spec is not None and not issues, issues
+    cases, _ = discover(spec, root)
+    got = {c.image: [p for _, p in c.labels] for c in cases}
+    assert got == {f"{c}/{c}_SA_{q}.nii.gz": [f"{c}/{c}_SA_{q}_gt.nii.gz"] for c in ("001", "002", "003")
+                   for q in ("ED", "ES")}
+
+
+def test_a_frames_label_goes_to_the_frame_not_the_4d_cine(tmp_path: Path) -> None:
+    """ACDC: patient001_frame01_gt went to patient001_4d (the 4-D cine paired with one frame's
+    mask) and the 3-D frame files got no label."""
+    root = tmp_path / "acdc"
+    files = []
+    for p, frames in (("001", ("01", "12")), ("002", ("01", "14")), ("003", ("01", "10"))):
+        files += [(f"training/patient{p}/patient{p}_4d.nii.gz", "image", ())]
+        files += [(f"training/patient{p}/patient{p}_frame{f}.nii.gz", "image", ()) for f in frames]
+        files += [(f"training/patient{p}/patient{p}_frame{f}_gt.nii.gz", "label", (1, 2, 3)) for f in frames]
+    layout = _layout(root, files)
+    assert {"image": "training/patient{case}/patient{case}_4d.nii.gz", "split": "train"} in layout
+    (frames,) = [e for e in layout if "frame" in e["image"]]
+    assert frames["label"] == frames["image"].replace(".nii.gz", "_gt.nii.gz"), frames
+
+
+def test_label_files_it_cannot_read_are_said_with_why(tmp_path: Path) -> None:
+    """M&Ms' 4-D _sa_gt files failed to read and the draft said `values: {1: TODO}` without a word."""
+    import nibabel as nib
+    import numpy as np
+
+    root = tmp_path / "mnm"
+    for c in ("A0S9V9", "A1D0Q7"):
+        (root / c).mkdir(parents=True)
+        for name, dt in ((f"{c}_sa.nii.gz", np.int16), (f"{c}_sa_gt.nii.gz", np.uint8)):
+            nib.save(nib.Nifti1Image(np.ones((6, 5, 4, 3), dt), np.eye(4)), root / c / name)
+    draft = scaffold(root, "MnM")
+    assert draft.spec["labels"]["values"] == {1: TODO}
+    (said,) = [n for n in draft.notes if "could not be read" in n]
+    assert said.startswith("2 label file(s) could not be read (not_3d 2), e.g. A0S9V9/A0S9V9_sa_gt.nii.gz: "), said
+    assert "no label value is known" in said and "found shape (6, 5, 4, 3)" in said
+    assert said in to_yaml(draft, root)
+
+
+def test_modality_ct_is_said_to_be_a_guess_when_no_name_says_it(tmp_path: Path) -> None:
+    draft = scaffold(_tree(tmp_path / "x", [f"imgs/case_{i}.nii.gz" for i in (1, 2)]), "X")
+    assert draft.spec["modality"] == "CT" and any(n.startswith("modality CT is a guess") for n in draft.notes)
+    draft = scaffold(_tree(tmp_path / "y", [f"ct/case_{i}.nii.gz" for i in (1, 2)]), "Y")
+    assert draft.spec["modality"] == "CT" and not any("modality" in n for n in draft.notes)
