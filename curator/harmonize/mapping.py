@@ -334,8 +334,9 @@ def declared_values_absent(spec: DatasetSpec, held: Mapping[int, int], labels: i
     declares none of whose values any of the ``labels`` read label files holds (``held``: raw value
     -> how many of them hold it): the wrong code (``2: brain tumor`` where the files hold 1) makes
     harmonize publish the term as annotated and absent in every case. The values those labels
-    hold that the YAML does not declare are named as the likely right ones. ``whose`` says which
-    labels were read (``"of the sample"``, ``"of the dataset"``).
+    hold that the YAML does not declare are named, and the one most of them hold (the most labels)
+    is offered as the likely right code — not one a few hold (a padding value ``-1`` in 1 of 6 files).
+    ``whose`` says which labels were read (``"of the sample"``, ``"of the dataset"``).
 
     >>> from curator.registry.spec import parse_spec
     >>> spec, _ = parse_spec({"name": "Toy", "version": "1", "modality": "MR", "region": "brain",
@@ -354,6 +355,9 @@ def declared_values_absent(spec: DatasetSpec, held: Mapping[int, int], labels: i
     declared = lab.declared_values()
     instead = {v: n for v, n in sorted(held.items()) if v not in declared and v != 0 and n}
     found = value_spans(instead)
+    # offered as the right code only when most labels hold it: a padding -1 in 1 of 6 files is no pancreas
+    common = [v for v, n in instead.items() if 2 * n > labels]
+    likely = max(common, key=lambda v: (instead[v], -v)) if common else None
     out = []
     for names, vals in groups.items():
         if any(held.get(v) for v in vals):
@@ -367,8 +371,8 @@ def declared_values_absent(spec: DatasetSpec, held: Mapping[int, int], labels: i
                      + ", ".join(f"{v} in {n} of them" for v, n in list(instead.items())[:5]) + ")")
         said += (f": {what} counts as annotated and absent in every case"
                  + (", its voxels (under another value) left out" if instead else ""))
-        remedy = (f"if the files code {what} as {found.split(',')[0]}, write that value in labels.values instead of "
-                  f"{value_spans(vals)}; else " if instead else "") + ("check the value against the dataset's "
-                  "documentation, and remove it from labels.values if no file holds it" + fix_hint)
+        remedy = (f"if the files code {what} as {likely}, write that value in labels.values instead of "
+                  f"{value_spans(vals)}; else " if likely is not None else "") + ("check the value against the "
+                  "dataset's documentation, and remove it from labels.values if no file holds it" + fix_hint)
         out.append(CuratorError("declared_label_absent", said, remedy=remedy))
     return out

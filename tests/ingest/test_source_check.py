@@ -502,6 +502,19 @@ def test_a_declared_value_no_sampled_label_holds_is_a_warning_of_the_check(tmp_p
     assert "if the files code 'liver' as 1, write that value in labels.values instead of 2" in row["message"]
 
 
+def test_a_value_few_labels_hold_is_not_offered_as_an_absent_values_code(tmp_path: Path) -> None:
+    """A padding -1 in 1 of 6 files was offered as the pancreas' code ("if the files code
+    'pancreas' as -1, write that value ..."): only a value most labels hold is (tester 31 #5)."""
+    root = tmp_path / "download"
+    _download(root)  # value 3 in 1 of the 4 labels, no label holds 2
+    r = check_source(str(_yaml(tmp_path)), root, sample=None)
+    (row,) = [p for p in r.warnings if p["kind"] == "declared_label_absent"]
+    assert "value 2 for 'liver tumour', but none of the 4 label(s) read holds it" in row["message"]
+    assert "undeclared value(s) 3 (3 in 1 of them)" in row["message"]  # still said
+    assert "write that value" not in row["message"], row["message"]
+    assert "check the value against the dataset's documentation" in row["message"]
+
+
 def _hearts(tmp_path: Path, values: str, real: Path | None = None) -> tuple[Path, Path]:
     """Two short-axis cases coded as M&Ms codes them (1 left ventricle, 2 myocardium, 3 right
     ventricle): the right ventricle 38 mm to the patient's right of the left one and 14 mm
