@@ -95,6 +95,16 @@ _KINDS: list[ProblemKind] = [
                 "nothing to do; later stages re-index the label onto the image grid"),
     ProblemKind("label_not_integer", "a label map has non-integer values",
                 "labels must hold integer codes; re-export the label map"),
+    ProblemKind("label_scaling_ignored", "a NIfTI label's header scales its integer codes by whole numbers "
+                "(scl_slope/scl_inter: an image's header copied onto the label, e.g. dcm2niix's CT intercept "
+                "-1024); the label was read as its stored codes, and the row gives both value sets",
+                "nothing if labels.values declares the stored codes; re-save the label with scl_slope 1, "
+                "scl_inter 0 to silence it"),
+    ProblemKind("label_scaling_applied", "a NIfTI label's header scales its integer codes by whole numbers and "
+                "the dataset YAML declares more of the scaled values than of the stored codes, so the scaled "
+                "values were read; the row gives both value sets",
+                "check that labels.values was written for this file; re-save the label with scl_slope 1, "
+                "scl_inter 0 and declare its stored codes"),
     ProblemKind("label_values_undeclared", "a label map holds values the dataset YAML does not declare",
                 "add the values to `labels.values` in the dataset YAML, or mark them `ignore`"),
     ProblemKind("image_values_clipped", "a float image holds values more than 1024 times beyond the rest "

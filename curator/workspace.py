@@ -274,7 +274,8 @@ class ChecksumCache:
                 return f"refused:{rel}:{os.readlink(p)}"
         seen = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = self.entries.get(rel)
-        if hit and len(hit) == 5 and hit[:4] == seen:  # entries of an older curator had 3 fields
+        # entries of an older curator had 3 fields; a 6th is a NIfTI's header scaling (label_scaling)
+        if hit and len(hit) in (5, 6) and hit[:4] == seen:
             return str(hit[4])
         try:
             digest = sha256_file(p)
@@ -298,6 +299,28 @@ class ChecksumCache:
             else:
                 h.update(f"{rel}|{self.file(root, rel)}\n".encode())
         return h.hexdigest()
+
+    def label_scaling(self, root: Path, rel: str) -> list[int] | None:
+        """The whole-number ``[scl_slope, scl_inter]`` a NIfTI file's header scales its integer
+        voxels by, or ``None`` (:func:`curator.io.nifti.label_header_scaling`): a label map so
+        scaled is read as its stored codes, and cases holding one are keyed by it. Its header is
+        read once per version of the file (after :meth:`file` checked the entry is current)."""
+        hit = self.entries.get(rel)
+        if not hit or len(hit) < 5:
+            return None
+        if len(hit) == 5:
+            from curator.io.nifti import label_header_scaling
+
+            found = label_header_scaling(root / rel)
+            hit.append(list(found) if found is not None else None)
+            self.dirty = True
+        return list(hit[5]) if hit[5] is not None else None
+
+    def known_scaling(self, rel: str) -> list[int] | None:
+        """What :meth:`label_scaling` found for ``rel`` when ingest last planned, without reading
+        the file (``None`` when it did not look)."""
+        hit = self.entries.get(rel)
+        return list(hit[5]) if hit and len(hit) == 6 and hit[5] is not None else None
 
     def save(self) -> None:
         if self.dirty:

@@ -73,7 +73,9 @@ class IngestStage(Stage):
     # 2: label defects reject the label, not the case; 3: CT intensity warnings; 4: NIfTI without
     # sform or qform warned (nifti_orientation_missing); 5: a per-structure mask that fails drops its
     # structure (label_dropped), not the case's whole label; 6: a NRRD or MetaImage without a patient
-    # orientation warned (orientation_missing)
+    # orientation warned (orientation_missing). Not bumped for NIfTI labels whose header scales their
+    # codes by whole numbers, read as the stored codes since (label_scaling_ignored): those cases' keys
+    # carry the scaling (``label_scaling`` in their payload), so they alone are read again
     version = "6"
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
@@ -146,6 +148,13 @@ class IngestStage(Stage):
                 # a broken link is never read (one leading out of the root least of all): its kind stands for it
                 links = "".join(f"|{f}:{tree.broken[f].kind}" for f in files if f in tree.broken)
                 fingerprint = checksums.paths(root, [f for f in files if f not in tree.broken]) + links
+                # a NIfTI label whose header scales its codes is read as its stored codes (unless the
+                # YAML declares the scaled ones): only the cases holding one are keyed by it, so they
+                # alone are read again after that change, and again if the header's scaling changes
+                scaled = {rel: s for _, rel in c.labels if rel not in tree.broken
+                          and (s := checksums.label_scaling(root, rel)) is not None}
+                if scaled:
+                    payload["label_scaling"] = scaled
                 tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=fingerprint,
                                   dataset=spec.name, path=shown))
             checksums.save()
@@ -460,8 +469,13 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 digest = digests[rel] = sha256_files(list_files(path), path)
             else:  # checked first: a FIFO is never opened to hash it
                 digest = digests[rel] = sha256_file(regular_inside(root, path))
+            per_structure = p["encoding"] == "per_structure"
             lab = read_volume(path, role="label", max_voxels=config.max_voxels, grid=ref,
-                              structure=key if p["encoding"] == "per_structure" else None)
+                              structure=key if per_structure else None, declared=None if per_structure else declared)
+            if lab.meta.get("label_scaling"):  # the header scales the codes: said which were read
+                from curator.io.nifti import label_scaling_problem
+
+                warning(label_scaling_problem(lab.meta["label_scaling"], str(path)))
             if lab.meta.get("unread_files") and rel not in unread_said:  # a label stored as a DICOM series
                 unread_said.add(rel)
                 warning(_unread_files(lab, path))

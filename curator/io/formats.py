@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -197,6 +197,7 @@ def read_volume(
     grid: Geometry | None = None,
     structure: str | None = None,
     non_finite: float | str | None = None,
+    declared: Collection[int] | None = None,
 ) -> Volume:
     """Read a 3-D volume from NIfTI, NRRD, MHA/MHD, a DICOM series (folder or ``files``) or .npy.
 
@@ -209,10 +210,14 @@ def read_volume(
     on it (:mod:`curator.io.dicom_seg`); other formats carry their own grid and ignore it.
     ``structure`` (a per-structure label's key) picks one structure of a file holding several (a
     DICOM SEG's segment, an RTSTRUCT's ROI: :mod:`curator.io.structures`); other files ignore it.
+    A NIfTI label map whose header scales its codes by whole numbers (an image's ``scl_inter``
+    −1024 copied onto it) is read as its stored codes unless ``declared`` (the dataset's declared
+    values) holds more of the scaled ones; ``meta['label_scaling']`` says which was read
+    (:func:`curator.io.nifti.label_scaling_problem` words it).
     """
     p = Path(path)
     try:
-        return _read_volume(p, role, channel, max_voxels, files, channels, grid, structure, non_finite)
+        return _read_volume(p, role, channel, max_voxels, files, channels, grid, structure, non_finite, declared)
     except CuratorError:
         raise
     except MemoryError as e:
@@ -226,12 +231,13 @@ def read_volume(
 
 def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, files: list[Path] | None,
                  channels: int | None = None, grid: Geometry | None = None,
-                 structure: str | None = None, non_finite: float | str | None = None) -> Volume:
+                 structure: str | None = None, non_finite: float | str | None = None,
+                 declared: Collection[int] | None = None) -> Volume:
     fmt = "dicom" if files is not None else check_file(p)
     if fmt == "nifti":
         from curator.io.nifti import read_nifti
 
-        vol = read_nifti(p, role=role, channel=channel, max_voxels=max_voxels, channels=channels)
+        vol = read_nifti(p, role=role, channel=channel, max_voxels=max_voxels, channels=channels, declared=declared)
     elif fmt == "itk":
         from curator.io.itk import read_itk
 

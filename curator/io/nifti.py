@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, cast
 
+import fastremap
 import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
@@ -15,7 +17,7 @@ from nibabel.volumeutils import apply_read_scaling
 from numpy.typing import NDArray
 
 from curator.errors import InputError, ReadError
-from curator.io.formats import check_memory, scrub, squeeze_to_3d
+from curator.io.formats import NIFTI_EXT, check_memory, scrub, squeeze_to_3d
 from curator.io.volume import Geometry, Volume
 
 
@@ -159,24 +161,97 @@ def _scale_whole(raw: NDArray[Any], slope: int, inter: int) -> NDArray[Any]:
     return out if out_t == wide else out.astype(out_t, order="K")
 
 
-def _read_data(path: Path, img: Any, role: str) -> NDArray[Any]:
-    """The voxel array as nibabel gives it: labels unscaled unless the header scales them,
-    images scaled by ``scl_slope``/``scl_inter`` (``np.asanyarray(img.dataobj)``) — in an
-    integer type when integer voxels are scaled by whole numbers."""
+def _read_data(path: Path, img: Any, role: str, declared: Collection[int] | None = None,
+               ) -> tuple[NDArray[Any], dict[str, Any] | None]:
+    """The voxel array, and what was done with a label's scaling (``None`` when nothing was to do).
+
+    Images are scaled by ``scl_slope``/``scl_inter`` (``np.asanyarray(img.dataobj)``) — in an
+    integer type when integer voxels are scaled by whole numbers. A label map whose header
+    scales its integer codes by whole numbers (:func:`label_header_scaling`: an image's header
+    copied onto the label, dcm2niix's CT ``scl_inter`` −1024) is read as its stored codes unless
+    the scaled values leave fewer of them undeclared by ``declared`` (:func:`use_scaled`); the
+    second value says which (:func:`label_scaling_problem` words it). Any other scaling of a
+    label (float factors a writer chose to fit float codes into integers, as nibabel does) is
+    applied, as the NIfTI standard says."""
     proxy = img.dataobj
     slope, inter = proxy.slope, proxy.inter
-    scaled = role != "label" or (not (slope in (1.0, None) or np.isnan(slope))
-                                 or inter not in (0.0, None) and not np.isnan(inter))
+    identity = (slope in (1.0, None) or np.isnan(slope)) and (inter in (0.0, None) or np.isnan(inter))
+    scaled = role != "label" or not identity
     whole = _whole_scaling(proxy.dtype, slope, inter) if scaled else None
+    if role == "label" and whole is not None:  # both readings give integer codes: which are the labels?
+        raw = (np.asarray(proxy.get_unscaled()) if _igzip is None or not path.name.lower().endswith(".gz")
+               or type(proxy) is not ArrayProxy else _inflate(path, img, _igzip))
+        stored = [int(v) for v in fastremap.unique(raw)] if raw.size else []
+        values = [v * whole[0] + whole[1] for v in stored]
+        applied = use_scaled(stored, values, declared)
+        said = {"slope": whole[0], "inter": whole[1], "stored": stored, "scaled": values, "applied": applied}
+        return (_scale_whole(raw, *whole) if applied else raw), said
     if _igzip is None or not path.name.lower().endswith(".gz") or type(proxy) is not ArrayProxy:
         if whole is not None:
-            return _scale_whole(np.asarray(proxy.get_unscaled()), *whole)
-        return np.asanyarray(proxy) if scaled else np.asarray(proxy.get_unscaled())
+            return _scale_whole(np.asarray(proxy.get_unscaled()), *whole), None
+        return (np.asanyarray(proxy) if scaled else np.asarray(proxy.get_unscaled())), None
     raw = _inflate(path, img, _igzip)
     if whole is not None:
-        return _scale_whole(raw, *whole)
+        return _scale_whole(raw, *whole), None
     # the scaling nibabel's ArrayProxy applies (its _get_scaled with dtype=None)
-    return apply_read_scaling(raw, np.asanyarray(slope), np.asanyarray(inter)) if scaled else raw
+    return (apply_read_scaling(raw, np.asanyarray(slope), np.asanyarray(inter)) if scaled else raw), None
+
+
+def use_scaled(stored: list[int], scaled: list[int], declared: Collection[int] | None) -> bool:
+    """Whether a label map's header-scaled values, rather than its stored codes, are its labels:
+    only when the dataset declares its values (``declared``) and the scaled ones leave fewer of
+    them undeclared — a dataset YAML written from the scaled values. A tie goes to the stored codes.
+
+    >>> use_scaled([0, 1, 2], [-1024, -1023, -1022], {0, 1, 2}), use_scaled([0, 1, 2], [0, 2, 4], None)
+    (False, False)
+    >>> use_scaled([0, 1, 2], [-1024, -1023, -1022], {0, -1024, -1023, -1022})
+    True
+    """
+    if declared is None:
+        return False
+    known = set(declared)
+    return sum(v not in known for v in scaled) < sum(v not in known for v in stored)
+
+
+def label_header_scaling(path: Path) -> tuple[int, int] | None:
+    """The whole-number ``(scl_slope, scl_inter)`` of a NIfTI file's header when it scales integer
+    voxels and is not the identity — what :func:`_read_data` does not apply to a label by default —
+    else ``None`` (any other file, or a header that cannot be read). Reads the header only."""
+    if not path.name.lower().endswith(NIFTI_EXT):
+        return None
+    opener: Any = (_igzip.open if _igzip is not None else gzip.open) if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            hdr = nib.Nifti1Header.from_fileobj(f, check=False)
+        slope, inter = hdr.get_slope_inter()
+    except Exception:  # noqa: BLE001 - not NIfTI-1 (NIfTI-2 is rare for labels) or damaged: the read says so
+        return None
+    whole = _whole_scaling(hdr.get_data_dtype(), slope, inter)
+    return None if whole is None or whole == (1, 0) else whole
+
+
+def label_scaling_problem(said: dict[str, Any], path: str) -> InputError:
+    """The warning for a label map whose header scales its codes (:func:`_read_data`'s account):
+    ``label_scaling_ignored`` (read as the stored codes) or ``label_scaling_applied``."""
+    def some(values: list[int], limit: int) -> str:
+        return f"{values[:limit]}" + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+    how = f"scl_slope {said['slope']:g}, scl_inter {said['inter']:g}"
+    stored, scaled = some(said["stored"], 12), some(said["scaled"], 12)
+    if said["applied"]:
+        return InputError("label_scaling_applied", f"the NIfTI header scales the label's codes ({how}); the scaled "
+                          f"values {scaled} were read, not the stored codes {stored}, because the dataset YAML's "
+                          "labels.values declares more of them", path=path,
+                          remedy=f"check that labels.values was written for this file: a label map's header should "
+                          "not scale it (an image's scaling copied onto the label reads the stored codes "
+                          f"{stored}); re-save the label with scl_slope 1, scl_inter 0 and declare its stored codes")
+    return InputError("label_scaling_ignored", f"the NIfTI header scales the label's codes ({how}: an image's "
+                      f"scaling copied onto the label?); the label was read as its stored codes {stored}, not "
+                      f"as the scaled values {scaled}", path=path,
+                      remedy="nothing if the stored codes are the ones labels.values declares (re-save the label "
+                      "with scl_slope 1, scl_inter 0 to silence this); if the dataset's labels really are the "
+                      f"scaled values {scaled}, declare those in labels.values: a file whose scaled values are "
+                      "declared (and its stored codes not) is read scaled")
 
 
 # xyzt_units -> factor to millimetres; 'unknown' (0) is read as millimetres, as every tool does
@@ -195,7 +270,7 @@ def _mm_affine(img: Any) -> NDArray[np.float64]:
 
 
 def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int,
-               channels: int | None = None) -> Volume:
+               channels: int | None = None, declared: Collection[int] | None = None) -> Volume:
     def said(e: BaseException) -> str:  # nibabel quotes the path it was given: keep the source root out
         return scrub(str(e), {str(path): "the file"})
 
@@ -210,7 +285,7 @@ def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int,
     _check_declared_size(path, img, max_voxels)
     _check_raw_spacing(path)
     try:
-        data = _read_data(path, img, role)
+        data, scaling = _read_data(path, img, role, declared)
     except _GZIP_ERRORS as e:
         raise ReadError("truncated_file", f"the data ends early ({said(e)})", path=str(path),
                         remedy="download the file again and compare its checksum") from e
@@ -228,6 +303,8 @@ def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int,
     geom = Geometry.from_affine(data.shape, _mm_affine(img))
     code = int(img.header["sform_code"]) if "sform_code" in img.header else 0
     meta: dict[str, Any] = {"format": "nifti", "sform_code": code}
+    if scaling is not None:
+        meta["label_scaling"] = scaling
     apart = _qform_sform_apart(img, data.shape)
     if apart is not None:
         meta["qform_sform_mm"] = apart

@@ -29,8 +29,17 @@ from curator.registry.fixes import (
     intensity_offset,
     non_finite_fill,
 )
-from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
+from curator.runner.stage import (
+    CaseEnv,
+    CaseOutput,
+    CaseResult,
+    Stage,
+    Task,
+    fault_path,
+    problem_row,
+)
 from curator.store import CaseStore, store_sha256
+from curator.workspace import ChecksumCache
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,6 +68,9 @@ class PreprocessStage(Stage):
     # Not bumped for float images of whole numbers stored int16 (float16 rounded HU above 2048):
     # the key of a case whose float image may be one carries the rule (``whole_float``, from
     # ingest's dtype and range: ``whole_rule_of``), so integer sources' stores are kept.
+    # Not bumped for NIfTI label maps whose header scales their codes
+    # by whole numbers, read as the stored codes since: those cases' keys carry the scaling and the
+    # declared values that decide it (``label_scaling``, ``declared``), so their stores alone are redone.
     version = "6"
     config_class = PreprocessConfig
     tables = ("preprocessed",)
@@ -73,6 +85,7 @@ class PreprocessStage(Stage):
         tasks = []
         cache: dict[tuple[str, frozenset[str]], dict[str, list[str]]] = {}
         tax = harmonize_taxonomy(self.ctx)  # store planes name the terms the labels table names
+        checksums: dict[str, ChecksumCache] = {}  # what ingest's plan found in the label files' headers
 
         def case_terms(spec: Any, keys: list[str] | None) -> dict[str, list[str]]:
             """Per-structure codes of one case (a derived term only where its files complete it),
@@ -115,6 +128,12 @@ class PreprocessStage(Stage):
                 # PET's own window: only PET cases' keys carry it (CT and MR stores do not change)
                 payload["pet_window"] = {"pet_clip": list(config.pet_clip),
                                          "pet_percentiles": list(config.pet_percentiles)}
+            if src.name not in checksums:
+                checksums[src.name] = ChecksumCache(self.ctx.workspace, src.name)
+            scaled = {rel: sc for rel in label_paths if (sc := checksums[src.name].known_scaling(rel)) is not None}
+            if scaled:  # read as ingest read them (see `version`): these cases alone are keyed by it
+                payload["label_scaling"] = scaled
+                payload["declared"] = sorted(spec.labels.declared_values())
             names = src.structure_names(self.ctx.workspace, payload["label_keys"])
             if names:  # a pseudonymous source's undeclared structures: the store names their keys only
                 payload["published_keys"] = names
@@ -149,9 +168,9 @@ class PreprocessStage(Stage):
         root = Path(env.sources[p["source"]])
         out = CaseOutput()
 
-        def warn(err: InputError, severity: str = "warning") -> None:
+        def warn(err: InputError, severity: str = "warning") -> None:  # the row names the file it is about
             out.problems.append(problem_row(cls.name, err, dataset=p["dataset"], case_id=task.case_id,
-                                            path=task.path, severity=severity))
+                                            path=fault_path(task, err, env), severity=severity))
 
         image, offset, guessed = None, 0.0, None
         if p["image_path"]:
@@ -288,7 +307,9 @@ def _label(path: Path, rel: str, p: dict[str, Any], ref: Geometry | None, root: 
     """A label file (structure ``key`` of a file holding several) with its declared fixes,
     re-indexed onto ``ref`` (same voxels, any axis order)."""
     image = root / p["image_path"] if p.get("image_path") else None
-    vol = apply_label_fixes(read_volume(path, role="label", grid=ref, structure=key), p["fixes"], rel, ref, image)
+    declared = p.get("declared") if p["encoding"] != "per_structure" else None  # a scaled label: as ingest read it
+    vol = apply_label_fixes(read_volume(path, role="label", grid=ref, structure=key, declared=declared),
+                            p["fixes"], rel, ref, image)
     return vol if ref is None else vol.on_grid(ref)
 
 
