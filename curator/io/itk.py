@@ -175,8 +175,9 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
     if n > max_voxels:
         raise InputError("too_large", f"header declares {size} × {ncomp} = {n:,} values, over max_voxels",
                          path=str(path), remedy="raise `max_voxels` in the ingest settings if the file is genuine")
-    itemsize = sitk.Image([1] * len(size), reader.GetPixelID(), ncomp).GetSizeOfPixelComponent() \
-        if len(size) in (2, 3) else 4
+    # a value's bytes from its type alone (a 2-D image of it: SimpleITK makes no 4-D one of every type);
+    # 4-D files were counted at 4 bytes, so an int16 cine or uint8 label was "header_size_mismatch"
+    itemsize = sitk.Image([1, 1], reader.GetPixelID(), ncomp).GetSizeOfPixelComponent()
     check_memory(n * itemsize, f"the header's {size} × {ncomp} volume", str(path))  # NRRD gzip/bz2: no size check
     if not _NOT_RAW.search(head):
         need = n * itemsize
