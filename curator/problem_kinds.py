@@ -61,7 +61,9 @@ _KINDS: list[ProblemKind] = [
                 "a link is fine), or copy the files into the source folder; keep layout patterns relative to the "
                 "root, without '..' (docs/registry.md, 'The source root')"),
     ProblemKind("not_3d", "the image is not a 3-D volume (e.g. 4-D or 2-D)",
-                "declare the channels or sequences of 4-D files in the dataset YAML, or drop the file"),
+                "declare the channels or sequences of 4-D images in the dataset YAML, or drop the file; a 4-D "
+                "label map is split only with its 4-D image (as many frames as the image's declared channels), "
+                "else split it into 3-D files"),
     ProblemKind("empty_volume", "the volume has a dimension of length 0 (no voxels at all)",
                 "download the file again; the export wrote no data"),
     ProblemKind("unsupported_dtype", "the voxels are not numbers curator can use: RGB/colour or other "
@@ -95,6 +97,10 @@ _KINDS: list[ProblemKind] = [
                 "nothing to do; later stages re-index the label onto the image grid"),
     ProblemKind("label_not_integer", "a label map has non-integer values",
                 "labels must hold integer codes; re-export the label map"),
+    ProblemKind("label_frame_unannotated", "the frame of a 4-D label map a case reads (its image's channel) "
+                "holds only background: the frame was not annotated (cine masks annotate ED and ES), so the case "
+                "is ingested without labels (info)",
+                "nothing; to train on the annotated frames only, query cases with has_label"),
     ProblemKind("label_scaling_ignored", "a NIfTI label's header scales its integer codes by whole numbers "
                 "(scl_slope/scl_inter: an image's header copied onto the label, e.g. dcm2niix's CT intercept "
                 "-1024); the label was read as its stored codes, and the row gives both value sets",

@@ -75,7 +75,8 @@ class IngestStage(Stage):
     # structure (label_dropped), not the case's whole label; 6: a NRRD or MetaImage without a patient
     # orientation warned (orientation_missing). Not bumped for NIfTI labels whose header scales their
     # codes by whole numbers, read as the stored codes since (label_scaling_ignored): those cases' keys
-    # carry the scaling (``label_scaling`` in their payload), so they alone are read again
+    # carry the scaling (``label_scaling`` in their payload), so they alone are read again; nor for a 4-D
+    # label split with its image's channels: the keys of cases read from a channel carry ``label_frames``
     version = "6"
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
@@ -142,6 +143,8 @@ class IngestStage(Stage):
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }
+                if c.channel is not None and c.labels:  # read anew since a 4-D label gives each channel's
+                    payload["label_frames"] = 1  # case its frame (it was refused as not_3d)
                 if any(holds_structures(rel) for _, rel in c.labels):  # read anew since SEG/RTSTRUCT labels are
                     payload["dicom_labels"] = 2  # placed on the image's grid (a SEG was read as a frame stack)
                 shown = f"{src.name}:{c.case_id}" if src.pseudonymous_ids else _display(src.name, root, c.image or files[0])
@@ -246,8 +249,9 @@ class IngestStage(Stage):
             warning(InputError("image_missing", "no image for this label; ingested as label-only",
                                path=str(root / p["labels"][0][1])), severity="info")
         coverage = Coverage()
+        blank: set[str] = set()  # frames of 4-D labels holding only background: not annotated
         counts_rows, label_sha, values, failures, label_geom, dropped = _labels(p, root, config, ref_geom, warning,
-                                                                               coverage, series, voxels)
+                                                                               coverage, series, voxels, blank)
         if p["image"] is None and label_geom is None:  # no label could be read: nothing of the case is left
             cause, *rest = failures or [InputError("label_empty", "a label-only case whose labels could not be "
                                                    "read", path=str(root / p["labels"][0][1]))]
@@ -268,6 +272,14 @@ class IngestStage(Stage):
             row["label_overlap_voxels"] = None if failures else coverage.overlap_voxels()
             if failures:
                 row["label_status"] = "rejected"
+        if p["labels"] and not failures and p["image"] is not None and blank == {rel for _, rel in p["labels"]}:
+            row.update(has_label=False, label_status="missing", label_paths=[], label_keys=[], label_sha256=None,
+                       label_values=None, label_overlap_voxels=None)
+            counts_rows = []
+            warning(InputError("label_frame_unannotated", f"frame {p['channel']} of the 4-D label map holds only "
+                               "background: that frame was not annotated (a cine's masks annotate a few frames, "
+                               "ED and ES), so the case is ingested without labels, not with its structures "
+                               "annotated and absent", path=str(root / p["labels"][0][1])), severity="info")
         if label_geom is not None and p["image"] is None:  # label-only: the label's grid describes the case
             row.update(_geometry_columns(label_geom))
             row["format"] = "none"
@@ -438,7 +450,7 @@ def _reoriented(root: Path, turned: dict[str, tuple[str, str]], files: int, noun
 
 def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry | None,
             warning: Any, coverage: Coverage | None = None, series: str | None = None, voxels: Any = None,
-            ) -> tuple[list[dict[str, Any]], str | None, list[int], list[CuratorError], Geometry | None,
+            blank: set[str] | None = None) -> tuple[list[dict[str, Any]], str | None, list[int], list[CuratorError], Geometry | None,
                        dict[str, CuratorError]]:
     """Read every label file: grid check, raw value counts, declared-value check.
 
@@ -446,6 +458,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
     failures (the caller reports it); a case with a failure keeps no ``raw_labels`` rows.
     Per-structure masks are separate annotations: a mask that fails is returned apart, by
     structure key (dropped: the case keeps the others), unless every mask of the case failed.
+    ``blank`` collects the label files read as one frame of a 4-D label that hold only background.
     """
     rows: list[dict[str, Any]] = []
     h = hashlib.sha256()
@@ -471,7 +484,8 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
                 digest = digests[rel] = sha256_file(regular_inside(root, path))
             per_structure = p["encoding"] == "per_structure"
             lab = read_volume(path, role="label", max_voxels=config.max_voxels, grid=ref,
-                              structure=key if per_structure else None, declared=None if per_structure else declared)
+                              structure=key if per_structure else None, declared=None if per_structure else declared,
+                              channel=p["channel"], channels=p.get("channels"))  # a 4-D label: the image's frame
             if lab.meta.get("label_scaling"):  # the header scales the codes: said which were read
                 from curator.io.nifti import label_scaling_problem
 
@@ -497,6 +511,8 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
             if reoriented and rel not in turned:  # said once per case, below
                 turned[rel] = (lab.geometry.orientation, ref.orientation)
             counts = core.label_counts(lab.array)
+            if blank is not None and lab.meta.get("label_frames") and not set(counts) - {0}:
+                blank.add(rel)  # a frame of a 4-D label with nothing drawn in it
             if p["encoding"] == "per_structure":
                 if set(counts) - {0, 1} and not p.get("any_nonzero"):
                     warning(InputError("label_values_undeclared",
@@ -538,7 +554,7 @@ def _labels(p: dict[str, Any], root: Path, config: IngestConfig, ref: Geometry |
         dropped, failures = dict(zip(failed_keys, failures, strict=True)), []
     if failures:  # a label map (or every mask of the case) failed: the case's label is rejected as a whole
         rows, values = [], set()
-    elif p["labels"] and not rows:
+    elif p["labels"] and not rows and not blank:  # an empty frame of a 4-D label is said by the caller
         warning(InputError("label_empty", "the label holds only background",
                            path=str(root / p["labels"][0][1])), severity="info")
     return rows, (h.hexdigest() if p["labels"] else None), sorted(values), failures, ref, dropped

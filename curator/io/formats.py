@@ -205,7 +205,9 @@ def read_volume(
     ``role='image'`` rejects NaN/Inf — unless ``non_finite`` (the dataset's ``fixes.non_finite``
     value: a number or ``'min'``, the smallest finite value) says what they become; then
     ``meta['non_finite_filled']`` is ``[voxels replaced, value]``. ``channel`` selects one channel of a 4-D file;
-    ``channels`` (the number of channels the dataset declares) is checked against the file's.
+    ``channels`` (the number of channels the dataset declares) is checked against the file's. A
+    label read with its image's ``channel`` takes that frame of a 4-D label (one frame per channel)
+    and a 3-D label whole (every channel's).
     ``grid`` (a label's image grid) places a DICOM SEG, which covers only its segments' slices,
     on it (:mod:`curator.io.dicom_seg`); other formats carry their own grid and ignore it.
     ``structure`` (a per-structure label's key) picks one structure of a file holding several (a
@@ -241,7 +243,7 @@ def _read_volume(p: Path, role: Role, channel: int | None, max_voxels: int, file
     elif fmt == "itk":
         from curator.io.itk import read_itk
 
-        vol = read_itk(p, channel=channel, max_voxels=max_voxels, channels=channels)
+        vol = read_itk(p, channel=channel, max_voxels=max_voxels, channels=channels, label=role == "label")
     elif fmt == "dicom":
         from curator.io.dicom import read_dicom
 
@@ -352,19 +354,49 @@ def as_label_array(a: NDArray[Any], path: str) -> NDArray[Any]:
     return a  # pragma: no cover
 
 
+LABEL_4D_REMEDY = ("a 4-D label map is read frame by frame only beside a 4-D image whose channels (frames) the "
+                   "dataset declares (`channels:` in the layout entry): each frame's case gets the label's frame of "
+                   "the same number, so both files must hold as many frames. Otherwise split the label into 3-D "
+                   "files, one per frame (e.g. nibabel's `nib.four_to_three`), and point the label pattern at them")
+
+
+def frames_of(a: NDArray[Any]) -> int | None:
+    """The frames of a 4-D array (trailing axes of length 1 left out), else ``None``: a label
+    split with its image's channel is one frame of that many (``meta['label_frames']``)."""
+    shape = list(a.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape.pop()
+    return int(shape[3]) if len(shape) == 4 else None
+
+
 def squeeze_to_3d(a: NDArray[Any], path: str, channel: int | None, channels: int | None = None, *,
-                  one_slice_ok: bool = False) -> NDArray[Any]:
+                  one_slice_ok: bool = False, label: bool = False) -> NDArray[Any]:
     """Drop trailing singleton axes; pick ``channel`` of a 4-D array; refuse anything else.
 
     A file read for a ``channel`` must have a channel axis, and as many channels as the
     dataset declares (``channels``, when given); a 2-D image is not a volume, nor is a 3-D one
     with a single slice along any axis (as a single DICOM slice is not; the DICOM reader, which
     says a stripped slice's blank pixel data first, checks that itself: ``one_slice_ok``).
+    A ``label`` is read with its image's ``channel``: a 3-D label is every channel's, a 4-D one
+    gives that frame (M&Ms' cine and its 4-D mask) and must hold the image's ``channels`` frames.
     """
     while a.ndim > 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim == 5 and a.shape[3] == 1:  # NIfTI vector: x, y, z, t=1, c
         a = a[:, :, :, 0, :]
+    if label and a.ndim == 4:
+        n = int(a.shape[3])
+        if channel is None:
+            raise InputError("not_3d", f"a 4-D label map {tuple(a.shape)} ({n} frames) beside a 3-D image (or "
+                             "none)", path=path, remedy=LABEL_4D_REMEDY)
+        if (channels is not None and n != channels) or not 0 <= channel < n:
+            raise InputError("not_3d", f"the 4-D label map holds {n} frames where its image holds "
+                             f"{channels if channels is not None else f'at least {channel + 1}'} (the dataset's "
+                             f"channels): frame {channel} of the label may not be frame {channel} of the image",
+                             path=path, remedy=LABEL_4D_REMEDY)
+        return squeeze_to_3d(a[..., channel], path, None, one_slice_ok=one_slice_ok, label=True)
+    if label and channel is not None:  # a 3-D label beside a 4-D image: every channel's label
+        channel = None
     if channel is not None and a.ndim == 3:
         raise InputError("not_3d", f"the dataset declares channels (channel {channel} requested) but the file holds "
                          f"one 3-D volume {tuple(a.shape)}", path=path,

@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from curator.errors import InputError, ReadError
-from curator.io.formats import check_memory, scrub, squeeze_to_3d
+from curator.io.formats import check_memory, frames_of, scrub, squeeze_to_3d
 from curator.io.volume import Geometry, Volume
 
 # data whose size on disk says nothing of its voxel count: compressed, or NRRD's text encodings
@@ -138,7 +138,8 @@ def _listing(path: Path) -> str:
         return f.read(HEADER_CAP).decode("latin-1", "replace")
 
 
-def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int | None = None) -> Volume:
+def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int | None = None,
+             label: bool = False) -> Volume:
     head = _header_bytes(path)  # read once: the data files, NDims and the data's size all come from it
     text = head.decode("latin-1", "replace")
     data_files = _data_files(path, text)
@@ -197,13 +198,14 @@ def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int 
     gap = orientation_gap(path, text)
     if gap:
         meta["world_space_missing"] = gap
-    return volume_from_sitk(img, str(path), channel, meta, channels)
+    return volume_from_sitk(img, str(path), channel, meta, channels, label=label)
 
 
 def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict[str, Any],
-                     channels: int | None = None, *, one_slice_ok: bool = False) -> Volume:
+                     channels: int | None = None, *, one_slice_ok: bool = False, label: bool = False) -> Volume:
     """Copy a SimpleITK image into a :class:`Volume` (array axes i, j, k; affine in RAS);
-    ``one_slice_ok`` for a reader that refuses a single slice itself (DICOM)."""
+    ``one_slice_ok`` for a reader that refuses a single slice itself (DICOM); ``label``: see
+    :func:`~curator.io.formats.squeeze_to_3d`."""
     dim = img.GetDimension()
     if dim < 2 or dim > 4:
         raise InputError("not_3d", f"a {dim}-D image is not a volume", path=path,
@@ -226,7 +228,10 @@ def volume_from_sitk(img: sitk.Image, path: str, channel: int | None, meta: dict
         direction = tuple(d3.ravel())
     else:
         spacing, origin, direction = img.GetSpacing(), img.GetOrigin(), img.GetDirection()
-    arr = squeeze_to_3d(arr, path, channel, channels, one_slice_ok=one_slice_ok)
+    frames = frames_of(arr) if label and channel is not None else None
+    arr = squeeze_to_3d(arr, path, channel, channels, one_slice_ok=one_slice_ok, label=label)
+    if frames is not None:  # a frame of a 4-D label (the image's channel)
+        meta = {**meta, "label_frames": frames}
     geom = Geometry.from_lps(arr.shape, spacing, origin, direction)
     return Volume(arr, geom, meta)
 

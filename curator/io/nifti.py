@@ -17,7 +17,7 @@ from nibabel.volumeutils import apply_read_scaling
 from numpy.typing import NDArray
 
 from curator.errors import InputError, ReadError
-from curator.io.formats import NIFTI_EXT, check_memory, scrub, squeeze_to_3d
+from curator.io.formats import NIFTI_EXT, check_memory, frames_of, scrub, squeeze_to_3d
 from curator.io.volume import Geometry, Volume
 
 
@@ -295,7 +295,8 @@ def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int,
     except MemoryError as e:
         raise InputError("too_large", "not enough memory to read the array", path=str(path),
                          remedy="run on a machine with more memory or lower `workers`") from e
-    data = squeeze_to_3d(data, str(path), channel, channels)
+    frames = frames_of(data) if role == "label" and channel is not None else None
+    data = squeeze_to_3d(data, str(path), channel, channels, label=role == "label")
     if not data.dtype.isnative:
         data = data.astype(data.dtype.newbyteorder("="))
     # nibabel's arrays are Fortran-ordered (NIfTI stores i fastest); they stay that way: every
@@ -305,6 +306,8 @@ def read_nifti(path: Path, *, role: str, channel: int | None, max_voxels: int,
     meta: dict[str, Any] = {"format": "nifti", "sform_code": code}
     if scaling is not None:
         meta["label_scaling"] = scaling
+    if frames is not None:  # a frame of a 4-D label (the image's channel)
+        meta["label_frames"] = frames
     apart = _qform_sform_apart(img, data.shape)
     if apart is not None:
         meta["qform_sform_mm"] = apart
