@@ -97,6 +97,9 @@ _KINDS: list[ProblemKind] = [
                 "nothing to do; later stages re-index the label onto the image grid"),
     ProblemKind("label_not_integer", "a label map has non-integer values",
                 "labels must hold integer codes; re-export the label map"),
+    ProblemKind("dicom_duplicate_slices", "files of a DICOM series that are byte-for-byte copies of another of its "
+                "slices (a repeated download's 'IM0005 (1).dcm') were left out, each said by its rank (info)",
+                "nothing; delete the copies to silence it"),
     ProblemKind("label_frame_unannotated", "the frame of a 4-D label map a case reads (its image's channel) "
                 "holds only background: the frame was not annotated (cine masks annotate ED and ES), so the case "
                 "is ingested without labels (info)",

@@ -229,6 +229,13 @@ class IngestStage(Stage):
                 warning(_orientation_missing(path, vol.meta))
             if vol.meta.get("unread_files"):
                 warning(_unread_files(vol, path))
+            if vol.meta.get("duplicate_files"):  # a repeated download's copies of a slice
+                copies = vol.meta["duplicate_files"]
+                warning(InputError("dicom_duplicate_slices", f"{len(copies)} file(s) of the series are byte-for-byte "
+                                   f"copies of another slice and were left out: {'; '.join(copies[:5])}"
+                                   + (f"; and {len(copies) - 5} more" if len(copies) > 5 else ""), path=str(path),
+                                   remedy="nothing; delete the copies (a repeated download's 'IM0005 (1).dcm') to "
+                                   "silence this"), severity="info")
             apart = vol.meta.get("qform_sform_mm")
             if apart is not None and apart > config.geometry_tolerance_mm:
                 itk = ("so do ITK-based tools (SimpleITK, 3D Slicer) at sform code 1, but older ITK and "

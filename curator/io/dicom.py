@@ -19,7 +19,7 @@ from pydicom.errors import InvalidDicomError
 
 from curator.errors import InputError, ReadError
 from curator.io.deid import safe_metadata
-from curator.io.dicom_files import NON_IMAGE_SOP, list_files, may_be_slice, not_a_scan
+from curator.io.dicom_files import NON_IMAGE_SOP, drop_copies, list_files, may_be_slice, not_a_scan
 from curator.io.dicom_seg import is_seg, read_seg
 from curator.io.formats import check_memory, scrub
 from curator.io.itk import sitk_cause, volume_from_sitk
@@ -125,7 +125,9 @@ def slice_file_order(path: Path) -> list[int] | None:
     from curator.io.slices import natural_key
 
     where = str(path)
-    members, _ = _series(list_files(path) if path.is_dir() else [path], path, where)
+    candidates = list_files(path) if path.is_dir() else [path]
+    members, _ = _series(candidates, path, where)
+    members = drop_copies(members, candidates)[0]  # as read_dicom leaves them out
     if len(members) < 2:
         return None
     by_name = sorted((f for f, _ in members), key=lambda f: natural_key(f.relative_to(path).as_posix()))
@@ -145,6 +147,7 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, 
     candidates = files if files is not None else (list_files(path) if path.is_dir() else [path])
     where = str(path)
     members, unread = _series(candidates, path, where)
+    members, copies = drop_copies(members, candidates) if len(members) > 1 else (members, [])
     first = members[0][1]
     if is_seg(first):
         if role != "label":
@@ -157,6 +160,8 @@ def read_dicom(path: Path, *, files: list[Path] | None = None, max_voxels: int, 
         return read_seg(members[0][0], grid, max_voxels)
     meta = safe_metadata(first)
     meta["format"] = "dicom"
+    if copies:  # ingest says which files were left out
+        meta["duplicate_files"] = copies
     # in memory only (ingest's columns take named facts, never this): to check a SEG/RTSTRUCT's reference
     meta["series_uid"] = str(getattr(first, "SeriesInstanceUID", "") or "")
     frames = int(getattr(first, "NumberOfFrames", 1) or 1)
@@ -439,9 +444,13 @@ def _stack(geo: list[Geo], where: str, frames: bool = False) -> tuple[list[Geo],
     what = "frames" if frames else "slices"
     if gaps.size:
         if np.any(gaps < 1e-4):
-            raise InputError("dicom_inconsistent", f"two {what} share one position", path=where,
-                             remedy=same if frames else
-                             "the folder holds duplicate slices or two acquisitions; keep one")
+            at = np.flatnonzero(gaps < 1e-4)
+            pairs = "; ".join(f"{ranked(int(i) + 1, n)} and {int(i) + 2} at {float(z[i]):.6g} mm along the normal"
+                              for i in at[:3]) + (f"; and {at.size - 3} more" if at.size > 3 else "")
+            raise InputError("dicom_inconsistent", f"{at.size} pair(s) of {what} share one position: {pairs}",
+                             path=where, remedy=same if frames else
+                             "the folder holds slices of two acquisitions (or two reconstructions) at one position, "
+                             "which differ (exact copies of a file are left out); keep one series")
         _check_shear(pos, z, normal, spacing_ref, where)
         step = float(np.median(gaps))
         worst = float(np.max(np.abs(gaps - step)))

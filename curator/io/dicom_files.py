@@ -117,3 +117,40 @@ def not_a_scan(ds: pydicom.Dataset) -> str | None:
     if str(ds.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE_SOP_PREFIX):
         return "a secondary capture (a screenshot, e.g. a dose report)"
     return None
+
+
+def drop_copies(members: list[tuple[Path, pydicom.Dataset]], candidates: list[Path],
+                ) -> tuple[list[tuple[Path, pydicom.Dataset]], list[str]]:
+    """``members`` without the files that are byte-for-byte copies of another member (a repeated
+    download's ``IM0005 (1).dcm``; the shortest name, the original's, is kept); and each copy
+    dropped, said by its rank among ``candidates`` (file names may name the patient) and its
+    position. Only files sharing a SOP instance UID, a position and a size are compared, so a
+    series without copies reads no byte more."""
+    from collections import defaultdict
+
+    from curator.io.fsutil import sha256_file
+
+    def key(ds: pydicom.Dataset, f: Path) -> tuple[str, str, int]:
+        return (str(getattr(ds, "SOPInstanceUID", "") or ""), str(getattr(ds, "ImagePositionPatient", "")),
+                f.stat().st_size)
+
+    rank = {f: k for k, f in enumerate(candidates, start=1)}
+    groups: dict[tuple[str, str, int], list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
+    for f, ds in members:
+        groups[key(ds, f)].append((f, ds))
+    copies: set[Path] = set()
+    said: list[str] = []
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        seen: dict[str, Path] = {}
+        for f, ds in sorted(group, key=lambda m: (len(m[0].name), rank.get(m[0], 0))):
+            digest = sha256_file(f)
+            if digest in seen:
+                copies.add(f)
+                at = ", ".join(f"{float(x):g}" for x in getattr(ds, "ImagePositionPatient", ()) or ())
+                said.append(f"file {rank.get(f, 0)} of {len(candidates)} (sorted by file name), a copy of file "
+                            f"{rank.get(seen[digest], 0)}" + (f" at ({at}) mm" if at else ""))
+            else:
+                seen[digest] = f
+    return [(f, ds) for f, ds in members if f not in copies], said

@@ -631,3 +631,21 @@ def test_a_declared_structure_no_case_has_is_a_warning_of_the_run(tmp_path: Path
     (row,) = [p for p in problems if p["kind"] == "declared_label_absent"]
     assert row["severity"] == "warning" and row["case_id"] is None and row["dataset"] == "Toy"
     assert "'kidney_lft'" in row["message"] and "'kidney_left'" in row["message"]
+
+
+def test_a_copied_dicom_slice_is_an_info_row_not_a_refused_series(tmp_path: Path) -> None:
+    import numpy as np
+
+    from curator.testing.layouts import write_dicom_series
+
+    root = tmp_path / "raw"
+    g = grid((12, 10, 6), (1.2, 1.2, 2.5), "LPS")
+    files = write_dicom_series(root / "p01" / "ct", np.random.default_rng(1).integers(-900, 300, g.shape), g)
+    (files[2].parent / (files[2].stem + " (1)" + files[2].suffix)).write_bytes(files[2].read_bytes())
+    yml = _spec(tmp_path, [{"image": "{case}/ct/"}], {"values": {1: "liver"}}, modality="CT")
+    cases, _, problems = _ingest(tmp_path, [{"dataset": str(yml), "root": str(root)}])
+    assert cases["Toy__p01"]["shape"] == [12, 10, 6]
+    rows = [(p["case_id"], p["kind"], p["severity"], p["path"]) for p in problems if p["kind"].startswith("dicom")]
+    assert rows == [("Toy__p01", "dicom_duplicate_slices", "info", "Toy:p01/ct")]
+    assert "1 file(s) of the series are byte-for-byte copies" in problems[[p["kind"] for p in problems].index(
+        "dicom_duplicate_slices")]["message"]

@@ -291,3 +291,31 @@ def test_a_study_in_one_folder_reads_its_scan_past_the_localizer_and_screenshot(
     write_dicom_series(tmp_path / "only", np.repeat(ramp, 2, axis=2), grid((8, 8, 2), (2.0, 2.0, 3.0), "LPS"),
                        phi={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})
     assert read_volume(tmp_path / "only", role="image", max_voxels=10**6).array.shape == (8, 8, 2)
+
+
+def test_an_exact_copy_of_a_slice_is_left_out_and_said(tmp_path: Path) -> None:
+    """A repeated download's 'IM0005 (1).dcm' (the same bytes) refused the whole series with 'two
+    slices share one position', naming none: the copy is left out, said by its rank."""
+    files = _series(tmp_path / "s")
+    clean = read_volume(tmp_path / "s")
+    # named as a browser names a second download: it sorts before the original (' ' < '.')
+    (tmp_path / "s" / f"{files[4].stem} (1){files[4].suffix}").write_bytes(files[4].read_bytes())
+    vol = read_volume(tmp_path / "s")
+    assert np.array_equal(vol.array, clean.array) and vol.geometry.shape == clean.geometry.shape
+    (said,) = vol.meta["duplicate_files"]
+    assert said.startswith("file 5 of 9") and "a copy of file 6" in said  # the copy left out, not the original
+    assert said.startswith("file ") and "of 9 (sorted by file name), a copy of file " in said and " mm" in said
+    for leak in ("QXPLANT", "MARGARETHE", "2017.03.29", ".IMA"):
+        assert leak not in said
+
+
+def test_two_different_slices_at_one_position_are_named(tmp_path: Path) -> None:
+    files = _series(tmp_path / "s")
+    copy = tmp_path / "s" / "extra.dcm"
+    copy.write_bytes(files[4].read_bytes())
+    _edit(copy, SOPInstanceUID="1.2.3.4.5", InstanceNumber=99)  # another acquisition's slice at that place
+    err = _error(tmp_path / "s")
+    assert err.kind == "dicom_inconsistent"
+    assert "1 pair(s) of slices share one position: slice " in str(err) and " of 9 (sorted by position) and " in str(err)
+    assert "mm along the normal" in str(err)
+    _assert_neutral(err, tmp_path / "s")
