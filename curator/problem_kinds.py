@@ -8,6 +8,8 @@ errors themselves are :mod:`curator.errors`.
 'a file the layout points to does not exist'
 >>> remedy_for("no_such_kind")
 'inspect the file named in this row'
+>>> PROBLEM_KINDS["ct_intensity_offset"].scan, PROBLEM_KINDS["label_values_undeclared"].scan
+(True, False)
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ class ProblemKind:
     kind: str
     meaning: str
     remedy: str
+    # the kind says something about a scan itself — its file, voxels or header (a CT stored +1024,
+    # a header without orientation, a series with a gap) — rather than about its labels, its
+    # layout or the run: what dedup's keep criterion `clean` counts, for rows naming the image
+    scan: bool = False
 
 
 # The catalogue of problem kinds curator reports. Tests check that every kind raised
@@ -33,15 +39,15 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("file_not_found", "a file the layout points to does not exist",
                 "check the source root in pipeline.yaml and that the download is complete"),
     ProblemKind("empty_file", "the file has zero bytes",
-                "download the file again; the copy on disk is empty"),
+                "download the file again; the copy on disk is empty", scan=True),
     ProblemKind("truncated_file", "the file ends before its data does (e.g. a cut gzip stream)",
-                "download the file again and compare its checksum with the source"),
+                "download the file again and compare its checksum with the source", scan=True),
     ProblemKind("corrupt_file", "the file's bytes do not decode as its format",
-                "download the file again; if it persists, report it to the dataset's maintainers"),
+                "download the file again; if it persists, report it to the dataset's maintainers", scan=True),
     ProblemKind("unknown_format", "the file's extension or content is not a supported format",
-                "convert it to NIfTI, NRRD, MHA/MHD or DICOM, or fix the layout pattern"),
+                "convert it to NIfTI, NRRD, MHA/MHD or DICOM, or fix the layout pattern", scan=True),
     ProblemKind("wrong_extension", "the file's content does not match its extension",
-                "rename the file to match its real format or re-export it"),
+                "rename the file to match its real format or re-export it", scan=True),
     ProblemKind("not_a_regular_file", "the path is a FIFO, socket or device (or a folder where a file is expected), "
                 "not a file; curator never opens it",
                 "replace it with the real file"),
@@ -63,31 +69,31 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("not_3d", "the image is not a 3-D volume (e.g. 4-D or 2-D)",
                 "declare the channels or sequences of 4-D images in the dataset YAML, or drop the file; a 4-D "
                 "label map is split only with its 4-D image (as many frames as the image's declared channels), "
-                "else split it into 3-D files"),
+                "else split it into 3-D files", scan=True),
     ProblemKind("empty_volume", "the volume has a dimension of length 0 (no voxels at all)",
-                "download the file again; the export wrote no data"),
+                "download the file again; the export wrote no data", scan=True),
     ProblemKind("unsupported_dtype", "the voxels are not numbers curator can use: RGB/colour or other "
                 "structured types, complex numbers",
-                "convert the image to one grey-level channel (a label map to integer codes) and re-export"),
+                "convert the image to one grey-level channel (a label map to integer codes) and re-export", scan=True),
     ProblemKind("blank_image", "every voxel of the image holds the same value",
-                "the pixel data was stripped or never written; download the image again"),
+                "the pixel data was stripped or never written; download the image again", scan=True),
     ProblemKind("non_finite_values", "the image holds NaN or infinite voxels",
                 "re-export the image; if the NaN/Inf only mark voxels without data (outside a registered field "
-                "of view), declare `fixes: {non_finite: {value: ..., when: ...}}` in the dataset YAML"),
+                "of view), declare `fixes: {non_finite: {value: ..., when: ...}}` in the dataset YAML", scan=True),
     ProblemKind("non_finite_replaced", "NaN or infinite image voxels were set to the value the dataset YAML's "
                 "`fixes.non_finite` declares (info: the row counts them)",
                 "nothing, if they mark voxels without data; if many voxels inside the body were replaced, "
-                "re-export the image instead"),
+                "re-export the image instead", scan=True),
     ProblemKind("invalid_spacing", "a voxel spacing is zero, negative or not finite",
-                "fix the header's pixdim/spacing or declare a spacing fix in the dataset YAML"),
+                "fix the header's pixdim/spacing or declare a spacing fix in the dataset YAML", scan=True),
     ProblemKind("implausible_spacing", "a voxel spacing is below 0.01 mm or above 50 mm: the header's "
                 "units are not millimetres (NIfTI units in metres/microns are converted), or it is wrong",
-                "fix the spacing (and its units) in the header, or declare a spacing fix in the dataset YAML"),
+                "fix the spacing (and its units) in the header, or declare a spacing fix in the dataset YAML", scan=True),
     ProblemKind("bad_direction", "the direction cosines are not orthonormal",
-                "fix the header's orientation (qform/sform) or resample the file"),
+                "fix the header's orientation (qform/sform) or resample the file", scan=True),
     ProblemKind("header_size_mismatch", "the header's shape and data type disagree with the voxel data: it claims "
                 "more than the file holds, or less (the voxels would be wrapped onto the wrong grid)",
-                "download the file again; the header and data disagree"),
+                "download the file again; the header and data disagree", scan=True),
     ProblemKind("shape_mismatch", "image and label have different array shapes",
                 "check that the label belongs to this image, or resample it onto the image grid"),
     ProblemKind("geometry_mismatch", "image and label share a shape but not spacing/origin/direction",
@@ -118,7 +124,7 @@ _KINDS: list[ProblemKind] = [
                 "add the values to `labels.values` in the dataset YAML, or mark them `ignore`"),
     ProblemKind("image_values_clipped", "a float image holds values more than 1024 times beyond the rest "
                 "(a fill value such as -3.4e38); they were set to the edge of the image's range",
-                "nothing, if they are padding outside the field of view; otherwise check the image"),
+                "nothing, if they are padding outside the field of view; otherwise check the image", scan=True),
     ProblemKind("interpolation_clipped", "cubic (B-spline) resampling overshot the integer store's range next to "
                 "a very bright or dark structure (metal); those voxels were set to the range's limit",
                 "nothing if they lie in metal or padding; image_interpolation: linear stays inside the source's range"),
@@ -182,54 +188,54 @@ _KINDS: list[ProblemKind] = [
                 "run the pseudolabel stage again (it re-infers the case)"),
     ProblemKind("nifti_qform_sform", "a NIfTI header sets a qform and an sform that place the volume apart; "
                 "curator uses the sform, ITK-based tools the qform unless the sform code is 1 (scanner)",
-                "overlay the label to see which one is right; re-save the file with one affine"),
+                "overlay the label to see which one is right; re-save the file with one affine", scan=True),
     ProblemKind("nifti_orientation_missing", "a NIfTI header sets neither an sform nor a qform: nibabel reads "
                 "it as LAS, ITK as LPS, the NIfTI standard as RAS, so the patient's left and right are a guess",
                 "find the orientation in the dataset's documentation and re-save the file with an sform, or leave "
-                "the case out"),
+                "the case out", scan=True),
     ProblemKind("orientation_missing", "a NRRD or MetaImage header names no patient orientation (a NRRD without "
                 "an anatomical `space` or `space directions`, e.g. only `spacings`, `space dimension` or "
                 "`space: scanner-xyz`; a MetaImage without a TransformMatrix): read as LPS axes (as ITK does) at the "
                 "stated origin, 0 when none, so the patient's left and right are a guess",
                 "find the orientation in the dataset's documentation and re-save the file with it, or leave the case "
-                "out"),
+                "out", scan=True),
     ProblemKind("dicom_geometry_missing", "a DICOM object gives no pixel spacing, orientation or position "
                 "(neither at its top level nor in its functional groups): read as 1 mm voxels, identity "
                 "orientation", "find the voxel size in the dataset's documentation and re-export the scan with it, "
-                "or leave the case out"),
+                "or leave the case out", scan=True),
     ProblemKind("label_empty", "the label map holds only background",
                 "nothing to do if the case truly has no annotated structure; otherwise re-export"),
     ProblemKind("ct_intensity_offset", "a CT's low end is far above air (-1000 HU): it was stored with an "
                 "offset (e.g. +1024) that preprocess's HU window would clip",
                 "declare `fixes: {intensity_offset: {value: -1024, when: ...}}` in the dataset YAML "
-                "(docs/registry.md, `fixes`)"),
+                "(docs/registry.md, `fixes`)", scan=True),
     ProblemKind("ct_intensity_clipped", "a CT's intensities are clipped to a narrow window (its floor far above "
-                "air): no offset fix applies", "use the original scan in Hounsfield units if it exists"),
+                "air): no offset fix applies", "use the original scan in Hounsfield units if it exists", scan=True),
     ProblemKind("ct_intensity_8bit", "every value of a CT lies in 0..255: an 8-bit (windowed) export, "
-                "not Hounsfield units", "use the original scan in Hounsfield units"),
+                "not Hounsfield units", "use the original scan in Hounsfield units", scan=True),
     ProblemKind("override_unmatched", "a qc override names a (case, term) label the qc table does not have",
                 "check the case id and term id of the override against the qc table"),
     ProblemKind("image_missing", "a label exists but its image does not (ingested as label-only)",
                 "download the images if they exist; label-only cases are kept for label statistics"),
     ProblemKind("dicom_no_pixel_data", "a DICOM file has no pixel data",
-                "remove non-image DICOM objects (SR, PR, SEG) from the series folder"),
+                "remove non-image DICOM objects (SR, PR, SEG) from the series folder", scan=True),
     ProblemKind("dicom_multiple_series", "one folder mixes several DICOM series",
-                "split the folder by SeriesInstanceUID (one folder per series) or narrow the layout pattern"),
+                "split the folder by SeriesInstanceUID (one folder per series) or narrow the layout pattern", scan=True),
     ProblemKind("dicom_missing_slice", "a DICOM series has a gap in its slice positions",
-                "download the series again; a slice is missing"),
+                "download the series again; a slice is missing", scan=True),
     ProblemKind("dicom_uneven_spacing", "a DICOM series' slices are not evenly spaced",
-                "resample the series or accept it with `allow_uneven_spacing: true`"),
+                "resample the series or accept it with `allow_uneven_spacing: true`", scan=True),
     ProblemKind("dicom_gantry_tilt", "a DICOM series' slice positions move within the slice plane "
                 "(gantry tilt or shear): no voxel grid describes it",
                 "resample it with a tilt correction (dcm2niix corrects CT gantry tilt) and ingest the "
-                "result, or exclude the series"),
+                "result, or exclude the series", scan=True),
     ProblemKind("dicom_inconsistent", "the slices of a DICOM series disagree on size, orientation or "
                 "pixel spacing, or lack their position",
-                "check that the folder holds one series of one acquisition"),
+                "check that the folder holds one series of one acquisition", scan=True),
     ProblemKind("too_large", "the volume exceeds the configured voxel limit, or would take more than a quarter "
                 "of the machine's memory divided by the number of workers",
                 "raise `max_voxels` in the ingest settings if the file is genuine (or process it with fewer "
-                "workers, or on a machine with more memory)"),
+                "workers, or on a machine with more memory)", scan=True),
     ProblemKind("duplicate_case", "two files map to the same case id",
                 "make the layout pattern specific enough to give each file its own case"),
     ProblemKind("image_in_two_cases", "one image file (or series folder) is the image of two cases given by "

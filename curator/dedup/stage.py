@@ -138,6 +138,32 @@ class DedupConfig(StageConfig):
                               max_warp=self.max_warp)
 
 
+def scan_warning(row: Mapping[str, Any], case: Mapping[str, Any]) -> bool:
+    """Whether an ingest ``problems`` row is a warning about the case's scan — what the keep
+    criterion ``clean`` counts: a kind about a scan's file, voxels or header
+    (:attr:`~curator.problem_kinds.ProblemKind.scan`) in a row naming the case's image (its file,
+    or a file of its series folder). A warning about the labels (undeclared values, a label file
+    missing or unreadable) is not one: only a labelled case can have it, and counting it kept an
+    unlabelled copy over the labelled original.
+
+    >>> case = {"source": "A", "image_path": "img/a1.nii.gz"}
+    >>> scan_warning({"severity": "warning", "kind": "ct_intensity_offset", "path": "A:img/a1.nii.gz"}, case)
+    True
+    >>> scan_warning({"severity": "warning", "kind": "label_values_undeclared", "path": "A:lab/a1.nii.gz"}, case)
+    False
+    >>> scan_warning({"severity": "warning", "kind": "corrupt_file", "path": "A:lab/a1.nii.gz"}, case)  # its label
+    False
+    """
+    from curator.problem_kinds import PROBLEM_KINDS
+
+    kind = PROBLEM_KINDS.get(str(row.get("kind")))
+    if row.get("severity") != "warning" or kind is None or not kind.scan:
+        return False
+    image = f"{case.get('source')}:{case.get('image_path')}"
+    path = str(row.get("path") or "")
+    return path == image or path.startswith(image + "/") or path == f"{case.get('source')}:{case.get('case_id')}"
+
+
 def thumbnail_relpath(case_id: str, digest: str) -> str:
     shard = hashlib.sha1(case_id.encode()).hexdigest()[:2]
     return f"stages/dedup/{THUMBS}/{shard}/{case_id}.{digest[:12]}.npz"
@@ -393,8 +419,8 @@ class DedupStage(Stage):
         warnings: dict[str, int] = {}
         problems = ws.read_table("problems__ingest")
         if problems is not None:
-            for r in problems.select(["case_id", "severity"]).to_pylist():
-                if r["case_id"] and r["severity"] == "warning":
+            for r in problems.select(["case_id", "severity", "kind", "path"]).to_pylist():
+                if r["case_id"] and scan_warning(r, self._cases.get(r["case_id"], {})):
                     warnings[r["case_id"]] = warnings.get(r["case_id"], 0) + 1
         out = {}
         for c in self._cases.values():

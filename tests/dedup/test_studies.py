@@ -30,7 +30,8 @@ def _stage(tmp_path: Path, rows: list[dict[str, Any]], warned: tuple[str, ...] =
     if warned:
         err = InputError("nifti_qform_sform", "qform and sform disagree by 0.5 mm")
         ws.write_table("problems__ingest", to_arrow("problems", [
-            problem_row("ingest", err, dataset=r["dataset"], case_id=r["case_id"], path="x", severity="warning")
+            problem_row("ingest", err, dataset=r["dataset"], case_id=r["case_id"],
+                        path=f"{r['source']}:{r['image_path']}", severity="warning")
             for r in rows if r["case_id"] in warned]))
     cfg = PipelineConfig.from_dict({"workspace": str(ws.root), "executor": {"progress": False}})
     stage = DedupStage(Context(cfg, ws), DedupConfig())
@@ -40,7 +41,7 @@ def _stage(tmp_path: Path, rows: list[dict[str, Any]], warned: tuple[str, ...] =
 
 def _brats(visit: str, patient: str, source: str = "BraTS", seqs: tuple[str, ...] = SEQS) -> list[dict[str, Any]]:
     return [dict(_case_row(f"{source}__{visit}__{s}", source, True), patient_id=patient, study_key=f"s_{source}_{visit}",
-                 sequence=s, shape=[64, 64, 40], spacing_mm=[1.0, 1.0, 1.0], n_voxels=64 * 64 * 40) for s in seqs]
+                 sequence=s, image_path=f"{visit}/{s}.nii.gz", shape=[64, 64, 40], spacing_mm=[1.0, 1.0, 1.0], n_voxels=64 * 64 * 40) for s in seqs]
 
 
 def _verify(stage: DedupStage, pairs: list[tuple[str, str, set[str]]], patients: bool = True) -> list[PairResult]:

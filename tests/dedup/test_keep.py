@@ -1,0 +1,82 @@
+"""Which member of a group dedup keeps: `clean` counts the scan's warnings, not the labels'."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from curator.config import PipelineConfig
+from curator.pipeline import run_pipeline
+from curator.testing.layouts import save_nifti
+from curator.testing.phantoms import Subject, grid, render
+
+HEAD = ('version: "1.0"\ntitle: t\nmodality: CT\nregion: abdomen\nlicence: CC-BY-4.0\ncitation_key: t\n'
+        'citation: "@misc{t, title={t}}"\n')
+
+
+def _pipeline(tmp: Path, sources: list[tuple[str, str]], dedup: dict[str, Any] | None = None) -> Path:
+    cfg = {"workspace": str(tmp / "ws"),
+           "sources": [{"dataset": str(tmp / f"{name}.yaml"), "root": str(tmp / "raw" / name)} for name, _ in sources],
+           "stages": {"dedup": dedup or {}},
+           "executor": {"kind": "local", "workers": 1, "progress": False},
+           "release": {"root": str(tmp / "releases"), "collection": "t", "version": "0.1.0"}}
+    for name, spec in sources:
+        (tmp / f"{name}.yaml").write_text(f"name: {name}\n{HEAD}{spec}")
+    (tmp / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp / "pipeline.yaml"
+
+
+def _dups(tmp: Path) -> dict[str, dict[str, Any]]:
+    return {r["case_id"]: r for r in pq.read_table(tmp / "ws" / "tables" / "duplicates.parquet").to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def scan() -> tuple[Any, Any, Any]:
+    g = grid((56, 44, 26), (6.0, 6.0, 8.0), "LPS", center=(0.0, -10.0, 20.0))
+    img, lab = render(Subject.random(31, tumor=False, cyst=False), g, "CT", seed=31)
+    return g, np.rint(img).astype(np.int16), lab
+
+
+def test_a_label_warning_does_not_drop_the_labelled_original_for_an_unlabelled_copy(
+        tmp_path: Path, scan: tuple[Any, Any, Any]) -> None:
+    """tester 28: the original's label map holds values its YAML does not declare (a partial
+    mapping: a `label_values_undeclared` warning, which only a labelled case can have); an
+    unlabelled byte copy in another dataset won `clean` (0 vs 1 warnings) under the default
+    policy, and the labels left the training view. `clean` is about the scan: the labelled
+    original is kept, for its annotated structures."""
+    g, img, lab = scan
+    save_nifti(tmp_path / "raw" / "Labelled" / "images" / "a001.nii.gz", img, g, np.int16)
+    save_nifti(tmp_path / "raw" / "Labelled" / "labels" / "a001.nii.gz", lab, g, np.uint8)
+    save_nifti(tmp_path / "raw" / "Unlabelled" / "b01.nii.gz", img, g, np.int16)  # the same voxels
+    labelled = ('layout:\n  - {image: "images/{case}.nii.gz", label: "labels/{case}.nii.gz"}\n'
+                "labels:\n  encoding: label_map\n  values: {1: liver, 2: spleen}\n")
+    p = _pipeline(tmp_path, [("Labelled", labelled), ("Unlabelled",
+                                                     'layout:\n  - {image: "{case}.nii.gz"}\nlabels: {encoding: none}\n')])
+    run_pipeline(PipelineConfig.load(p), stages=["ingest", "dedup"], release=False)
+    warned = pq.read_table(tmp_path / "ws" / "tables" / "problems__ingest.parquet").to_pylist()
+    assert [(r["case_id"], r["kind"]) for r in warned if r["severity"] == "warning"] == [
+        ("Labelled__a001", "label_values_undeclared")]
+    dup = _dups(tmp_path)
+    assert dup["Labelled__a001"]["kept"] and not dup["Unlabelled__b01"]["kept"]
+    assert "more annotated structures (2 vs 0)" in dup["Unlabelled__b01"]["reason"]
+
+
+def test_a_scan_warning_still_ranks_a_copy_down(tmp_path: Path, scan: tuple[Any, Any, Any]) -> None:
+    """The +1024 copy (uint16, a `ct_intensity_offset` warning about its image) loses `clean` to
+    the scan in Hounsfield units, however the case ids sort."""
+    g, img, _ = scan
+    save_nifti(tmp_path / "raw" / "A" / "a1.nii.gz", (img.astype(np.int32) + 1024).astype(np.uint16), g, np.uint16)
+    save_nifti(tmp_path / "raw" / "B" / "b1.nii.gz", img, g, np.int16)
+    spec = 'layout:\n  - {image: "{case}.nii.gz"}\nlabels: {encoding: none}\n'
+    shutil.rmtree(tmp_path / "ws", ignore_errors=True)
+    p = _pipeline(tmp_path, [("A", spec), ("B", spec)])
+    run_pipeline(PipelineConfig.load(p), stages=["ingest", "dedup"], release=False)
+    dup = _dups(tmp_path)
+    assert dup["B__b1"]["kept"] and not dup["A__a1"]["kept"]
+    assert "fewer ingest warnings (0 vs 1" in dup["A__a1"]["reason"]
