@@ -137,6 +137,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
               "green")
         _list("cases newly marked duplicate", d.newly_duplicate, limit, "red")
         _list("cases no longer marked duplicate", d.no_longer_duplicate, limit, "green")
+        _list("duplicate groups with a new id, their kept case the same (kept: id A → id B, members joined/left)",
+              [f"{k}: {ga} → {gb}" + (f", joined {', '.join(j)}" if j else "") + (f", left {', '.join(lf)}" if lf else "")
+               for k, ga, gb, j, lf in d.groups_regrouped], limit, "yellow")
         _list("cases whose split changed (case, A, B)", d.split_changes, limit, "red")
         _list("problems added (severity kind case — message)", d.problem_lines(d.problems_added), limit, "red")
         _list("problems no longer reported", d.problem_lines(d.problems_removed), limit, "green")

@@ -11,7 +11,13 @@ the original's group). Each group keeps one member by a configurable ordered pol
 * ``fov`` — larger field of view (the scan's volume in ml, shape × spacing; within 5 % a
   tie) first: a copy cropped to a third of its slices is not kept over the whole scan;
 * ``voxels`` — finer scan (more voxels) first;
-* ``case_id`` — alphabetical (always appended: the choice is deterministic).
+* ``case_id`` — the last word (always appended: the choice is deterministic): on a tie of
+  everything before it the more complete study (more cases: T1 and T2 of one visit over loose
+  single-sequence copies), then the member the workspace's last dedup run kept (``kept_before``:
+  a dataset added later does not move a group's kept member on a tie), then alphabetical.
+
+A reviewed ``keep`` override (``reviewed_keep``, from ``stages.dedup.overrides``) decides before
+the policy.
 
 A case of a multi-case study (the sequences of one BraTS visit share a ``study_key``) is ranked
 by its whole study — its ``Member`` holds the study's numbers (warnings of all its cases, the
@@ -26,6 +32,9 @@ with no complete study (a re-upload whose original's t2f had a header warning).
 >>> pick_kept(members, ("terms", "version")).case_id
 'A__7'
 >>> pick_kept(members, ("version", "terms")).case_id
+'B__1'
+>>> tie = [Member("A__1", "A", None, 0, 10), Member("B__1", "B", None, 0, 10, kept_before=True)]
+>>> pick_kept(tie, ("clean",)).case_id  # the member kept before, not the first case id
 'B__1'
 """
 
@@ -56,6 +65,10 @@ class Member:
     # what study ties break by before the case id: the study's smallest case id, or smallest file
     # path in a pseudonymous source — the same in every workspace, unlike the keyed study key
     study_first: str | None = None
+    study_cases: int = 1  # cases of its study (its sequences): a complete study wins a tie over loose copies
+    kept_before: bool = False  # the workspace's last dedup run kept it (or a case of its study)
+    # a reviewed ``keep`` override naming it (stages.dedup.overrides): its words, kept before every criterion
+    reviewed_keep: str | None = None
 
 
 def _version_key(v: str | None) -> tuple[tuple[int, int, str], ...]:
@@ -98,7 +111,13 @@ def _compare(a: Member, b: Member, criterion: str, prefer: tuple[str, ...], vers
         return sign(b.fov_ml, a.fov_ml)
     if criterion == "voxels":
         return sign(b.voxels, a.voxels)
-    return sign((a.study_first or a.case_id, a.case_id), (b.study_first or b.case_id, b.case_id))
+    if criterion == "reviewed":
+        return sign(a.reviewed_keep is None, b.reviewed_keep is None)
+    # case_id, the last word: a tie of everything else goes to the more complete study (T1 + T2
+    # over two loose single-sequence copies), then to the member the last run kept (adding a
+    # dataset must not move a group's kept member on a tie), then to the ids
+    return (sign(b.study_cases, a.study_cases) or sign(b.kept_before, a.kept_before)
+            or sign((a.study_first or a.case_id, a.case_id), (b.study_first or b.case_id, b.case_id)))
 
 
 def pick_kept(members: list[Member], policy: tuple[str, ...], prefer: tuple[str, ...] = ()) -> Member:
@@ -106,7 +125,7 @@ def pick_kept(members: list[Member], policy: tuple[str, ...], prefer: tuple[str,
     versions = versions_comparable(members)
 
     def cmp(a: Member, b: Member) -> int:
-        for c in (*policy, "case_id"):
+        for c in ("reviewed", *policy, "case_id"):
             r = _compare(a, b, c, prefer, versions)
             if r:
                 return r
@@ -122,9 +141,11 @@ def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple
     follow "the kept member has"."""
     versions = versions_comparable(group if group is not None else [kept, other])
     study = " in its study" if kept.study or other.study else ""
-    for c in (*policy, "case_id"):
+    for c in ("reviewed", *policy, "case_id"):
         if _compare(kept, other, c, prefer, versions) == 0:
             continue
+        if c == "reviewed":
+            return f"a reviewed keep override ({kept.reviewed_keep})"
         if c == "clean":
             return f"fewer ingest warnings{study} ({kept.warnings} vs {other.warnings}; see problems)"
         if c == "terms":
@@ -137,6 +158,12 @@ def why_kept(kept: Member, other: Member, policy: tuple[str, ...], prefer: tuple
             return f"a larger field of view ({kept.fov_ml:,.0f} vs {other.fov_ml:,.0f} ml)"
         if c == "voxels":
             return f"more voxels ({kept.voxels:,} vs {other.voxels:,})"
+        if kept.study_cases != other.study_cases:
+            return (f"the more complete study ({kept.study_cases} vs {other.study_cases} cases: its sequences are kept "
+                    "together) — no criterion of the policy differs")
+        if kept.kept_before != other.kept_before:
+            return ("stayed the member kept by this workspace's last dedup run — no criterion of the policy differs "
+                    "(a member joining the group does not move the kept one on a tie)")
         if (kept.study_first or kept.case_id) != (other.study_first or other.case_id) and study:
             return ("the study whose cases sort first (by case id; by file path in a source with "
                     "pseudonymous_ids) — no other criterion differs")
@@ -165,5 +192,7 @@ def components(nodes: list[str], edges: list[tuple[str, str]]) -> list[list[str]
 
 
 def group_id(members: list[str]) -> str:
-    """Stable id of a group: the same members give the same id in every run."""
+    """Deterministic id of a group: the same members give the same id in every run and
+    workspace; a member joining or leaving gives the group another id (``curator diff`` says
+    when the kept member stayed)."""
     return "dup-" + hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]

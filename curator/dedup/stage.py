@@ -30,7 +30,7 @@ from curator.dedup.search import SearchSettings, find_candidates
 from curator.dedup.tables import duplicate_rows, header_geometry
 from curator.dedup.thumbnail import Thumbnail
 from curator.dedup.verify import Match, VerifySettings
-from curator.errors import ConfigError, InputError
+from curator.errors import ConfigError, CuratorError, InputError
 from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
 from curator.io.fsutil import atomic_write_bytes
@@ -173,8 +173,8 @@ def by_study(members: dict[str, Member], study_keys: Mapping[str, str],
              held: Mapping[str, set[str]], names: Mapping[str, str] | None = None) -> dict[str, Member]:
     """``members`` with each case of a multi-case study (several cases share its study key)
     ranked as its whole study: the warnings of all its cases, the distinct terms any of them
-    annotates (``held``: case id → terms), the largest field of view and voxel count, and
-    ``study`` set — so the keep policy picks one study's members in every group two studies share.
+    annotates (``held``: case id → terms), the largest field of view and voxel count, its number
+    of cases, whether the last run kept any of them, and ``study`` set — so the keep policy picks one study's members in every group two studies share.
     ``study_first`` is the smallest of its cases' ``names`` (case id → a name that does not
     depend on the workspace key; the case id when not given): what study ties break by.
 
@@ -199,7 +199,8 @@ def by_study(members: dict[str, Member], study_keys: Mapping[str, str],
             out[m.case_id] = dataclasses.replace(m, terms=terms, voxels=max(x.voxels for x in ms),
                                                  warnings=sum(x.warnings for x in ms),
                                                  fov_ml=max(x.fov_ml for x in ms), study=key,
-                                                 study_first=min((names or {}).get(c, c) for c in cids))
+                                                 study_first=min((names or {}).get(c, c) for c in cids),
+                                                 study_cases=len(cids), kept_before=any(x.kept_before for x in ms))
     return out
 
 
@@ -359,6 +360,19 @@ class DedupStage(Stage):
         return {r["case_id"]: r for r in (cases.to_pylist() if cases is not None else [])}
 
     @functools.cached_property
+    def _kept_before(self) -> set[str]:
+        """The cases the workspace's last dedup run kept (its ``duplicates`` table, read before this
+        run replaces it): on a tie of every criterion they stay kept, so a dataset added later does
+        not move a group's kept member by case id. Empty on a fresh workspace."""
+        try:
+            dup = self.ctx.workspace.read_table("duplicates", ["case_id", "kept"])
+        except CuratorError:  # a damaged table: this run writes it again, and ties go by case id
+            return set()
+        if dup is None or "kept" not in dup.column_names:
+            return set()
+        return {r["case_id"] for r in dup.select(["case_id", "kept"]).to_pylist() if r["kept"]}
+
+    @functools.cached_property
     def _study_keys(self) -> dict[str, str]:
         """Case id → study key, for the cases of a study (sequences or channels of one patient visit)."""
         return {cid: str(c["study_key"]) for cid, c in self._cases.items() if c.get("study_key") is not None}
@@ -428,7 +442,7 @@ class DedupStage(Stage):
                    if c.get("shape") and c.get("spacing_mm") else 0.0)
             out[c["case_id"]] = Member(c["case_id"], c["dataset"], c.get("dataset_version"),
                                        len(held.get(c["case_id"], ())), int(c.get("n_voxels") or 0),
-                                       warnings.get(c["case_id"], 0), fov)
+                                       warnings.get(c["case_id"], 0), fov, kept_before=c["case_id"] in self._kept_before)
         keyed = {n for n, src in self.ctx.sources.items() if src.pseudonymous_ids}  # keyed case ids
         names = {cid: f"{c['source']}:{c.get('image_path') or ''}:{c.get('image_channel') or 0}"
                  for cid, c in self._cases.items() if c.get("source") in keyed}

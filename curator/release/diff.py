@@ -6,7 +6,8 @@ On top of that the diff names the changes people ask about: cases added or remov
 newly excluded (or re-included) by QC, labels whose origin changed (a reviewed pseudo-label is
 one change of (case, term) from ``pseudo`` to ``revised``, with its volume before and after,
 not a label removed and another added), cases whose store content changed (release.json's
-store hashes; each said by what differs: voxels, terms, grid, attributes or encoding), cases newly marked duplicate, cases whose split changed, schema changes (tables
+store hashes; each said by what differs: voxels, terms, grid, attributes or encoding), cases newly marked duplicate,
+duplicate groups renamed by a member joining or leaving while their kept case stayed, cases whose split changed, schema changes (tables
 and columns added, removed or retyped) and lineage changes (registry, taxonomy, models,
 pipeline config, each stage's version and the settings its code's defaults changed, and the torch
 version, device and thread count behind the pseudo labels: ``inference``), each named down to the
@@ -83,6 +84,9 @@ class ReleaseDiff:
     qc_reasons: dict[tuple[Any, ...], str | None] = field(default_factory=dict)
     newly_duplicate: list[str] = field(default_factory=list)
     no_longer_duplicate: list[str] = field(default_factory=list)
+    # duplicate groups whose id changed because members joined or left while the kept case stayed:
+    # (kept case, group id A, group id B, members joined, members left)
+    groups_regrouped: list[tuple[str, str, str, list[str], list[str]]] = field(default_factory=list)
     split_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (case_id, split A, split B)
     # (case_id, term_id, origins A, origins B, voxels A, voxels B, volume_ml A, volume_ml B): origins
     # joined by '+'; voxels on the grid each label was measured on (an original label's source grid,
@@ -149,6 +153,8 @@ class ReleaseDiff:
                 "qc_newly_included": [list(x) for x in self.qc_newly_included],
                 "qc_reasons": [[*k, why] for k, why in self.qc_reasons.items()],
                 "newly_duplicate": self.newly_duplicate, "no_longer_duplicate": self.no_longer_duplicate,
+                "groups_regrouped": [{"kept_case_id": k, "group_id_a": ga, "group_id_b": gb, "joined": j, "left": lf}
+                                     for k, ga, gb, j, lf in self.groups_regrouped],
                 "split_changes": [list(x) for x in self.split_changes],
                 "problems_added": self.problems_added, "problems_removed": self.problems_removed,
                 "origin_changes": [list(x) for x in self.origin_changes], "stores_changed": self.stores_changed,
@@ -398,6 +404,25 @@ def _dups(d: ReleaseDiff, a: pl.DataFrame | None, b: pl.DataFrame | None) -> Non
 
     da, db = dropped(a), dropped(b)
     d.newly_duplicate, d.no_longer_duplicate = sorted(db - da), sorted(da - db)
+    d.groups_regrouped = _regrouped(a, b)
+
+
+def _regrouped(a: pl.DataFrame | None, b: pl.DataFrame | None) -> list[tuple[str, str, str, list[str], list[str]]]:
+    """Groups whose kept case is the same in A and B but whose id is not: the id is derived from
+    the members, so a copy joining (a dataset added) or leaving renames the group. Said with the
+    members that joined and left, so the new id reads as the old group, not as a new one."""
+    if a is None or b is None:
+        return []
+
+    def groups(df: pl.DataFrame) -> dict[str, tuple[str, set[str]]]:  # kept case -> (group id, members)
+        out: dict[str, tuple[str, set[str]]] = {}
+        for gid, case, kept in df.select("group_id", "case_id", "kept_case_id").iter_rows():
+            out.setdefault(kept, (gid, set()))[1].add(case)
+        return out
+
+    ga, gb = groups(a), groups(b)
+    return [(k, ga[k][0], gb[k][0], sorted(gb[k][1] - ga[k][1]), sorted(ga[k][1] - gb[k][1]))
+            for k in sorted(set(ga) & set(gb)) if ga[k][0] != gb[k][0]]
 
 
 def _settings(info: dict[str, Any]) -> dict[str, Any]:

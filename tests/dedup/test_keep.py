@@ -80,3 +80,49 @@ def test_a_scan_warning_still_ranks_a_copy_down(tmp_path: Path, scan: tuple[Any,
     dup = _dups(tmp_path)
     assert dup["B__b1"]["kept"] and not dup["A__a1"]["kept"]
     assert "fewer ingest warnings (0 vs 1" in dup["A__a1"]["reason"]
+
+
+def _loose(case_id: str, source: str) -> dict[str, Any]:
+    from curator.testing.stores import _case_row
+
+    return dict(_case_row(case_id, source, True), patient_id=f"p_{case_id}", study_key=f"s_{case_id}",
+                image_path=f"{case_id}.nii.gz", shape=[64, 64, 40], spacing_mm=[1.0, 1.0, 1.0], n_voxels=64 * 64 * 40)
+
+
+def test_a_complete_study_wins_a_tie_over_loose_copies_of_its_sequences(tmp_path: Path) -> None:
+    """tester 28: Gamma's g01 (T1 + T2 of one visit) against Delta's loose copies of each: nothing
+    differs, and Delta__d0x sorted first, so one person's T1 and T2 became two unrelated kept
+    'patients' and the complete study was dropped. The complete study is kept in both groups."""
+    from curator.dedup.tables import duplicate_rows
+    from tests.dedup.test_studies import LIKE_A_COPY, _brats, _stage, _verify
+
+    rows = _brats("g01", "p1", source="Gamma", seqs=("t1", "t2")) + [_loose("Delta__d01", "Delta"),
+                                                                     _loose("Delta__d02", "Delta")]
+    stage = _stage(tmp_path, rows)
+    pairs = _verify(stage, [("Delta__d01", "Gamma__g01__t1", {"exact"}), ("Delta__d02", "Gamma__g01__t2", {"exact"})],
+                    False)
+    dup = duplicate_rows(pairs, stage._members(), ("clean", "terms", "version", "fov", "case_id"), (),
+                         lambda a, b: LIKE_A_COPY)
+    assert sorted(r["case_id"] for r in dup if r["kept"]) == ["Gamma__g01__t1", "Gamma__g01__t2"]
+    reasons = {r["case_id"]: r["reason"] for r in dup}
+    assert "the more complete study (2 vs 1 cases" in reasons["Delta__d01"]
+
+
+def test_the_member_kept_before_stays_kept_when_a_copy_joins_on_a_tie(tmp_path: Path) -> None:
+    """tester 28: a dataset added later whose copy sorts first took the kept place of a group's
+    member on a tie (by case id). The workspace's last dedup result keeps it where it was."""
+    from curator.dedup.tables import duplicate_rows
+    from curator.schema import to_arrow
+    from tests.dedup.test_studies import LIKE_A_COPY, _stage, _verify
+
+    rows = [_loose(c, c.split("__")[0]) for c in ("Alpha__a1", "Beta__b1", "Aardvark__x1")]
+    stage = _stage(tmp_path, rows)
+    before = [{"group_id": "dup-old", "case_id": c, "dataset": c.split("__")[0], "kept": c == "Alpha__a1",
+               "kept_case_id": "Alpha__a1", "group_size": 2, "reason": "r"} for c in ("Alpha__a1", "Beta__b1")]
+    stage.ctx.workspace.write_table("duplicates", to_arrow("duplicates", before))
+    pairs = _verify(stage, [("Alpha__a1", "Beta__b1", {"exact"}), ("Aardvark__x1", "Alpha__a1", {"exact"})], False)
+    dup = duplicate_rows(pairs, stage._members(), ("clean", "terms", "version", "fov", "case_id"), (),
+                         lambda a, b: LIKE_A_COPY)
+    assert [r["case_id"] for r in dup if r["kept"]] == ["Alpha__a1"]
+    assert "stayed the member kept by this workspace's last dedup run" in \
+        next(r["reason"] for r in dup if r["case_id"] == "Aardvark__x1")

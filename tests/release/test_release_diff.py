@@ -88,6 +88,29 @@ def test_diff_names_qc_exclusions_duplicates_and_label_changes(demo: Path, relea
     assert back.no_longer_duplicate == [cases[6]] and back.tables_removed == ["duplicates"]
 
 
+def test_a_group_renamed_by_a_member_joining_is_said_with_its_kept_case(demo: Path, release_with: Build) -> None:
+    """tester 28: a copy joining a group (a dataset added) gives the group another id; the diff
+    showed only duplicates rows added and removed. It names the group by its kept case, both ids
+    and the member that joined; a group whose kept case changed is not one of these."""
+    ws = Workspace(demo / "workspace")
+    cases = pl.read_parquet(demo / "releases" / "demo" / "0.1.0" / "cases.parquet")["case_id"].to_list()
+
+    def group(gid: str, kept: str, members: list[str]) -> list[dict[str, Any]]:
+        return [{"group_id": gid, "case_id": c, "dataset": c.split("__")[0], "kept": c == kept, "kept_case_id": kept,
+                 "group_size": len(members), "reason": "same scan"} for c in members]
+
+    ws.write_table("duplicates", to_arrow("duplicates", group("dup-a", cases[5], cases[5:7])
+                                          + group("dup-b", cases[1], cases[1:3])))
+    (demo / "pipeline.yaml").write_text((demo / "pipeline.yaml").read_text().replace(
+        "stages:\n", "stages:\n  splits: {on_conflict: move}\n"))
+    a = release_with(demo, "0.2.0")
+    ws.write_table("duplicates", to_arrow("duplicates", group("dup-c", cases[5], cases[5:8])
+                                          + group("dup-d", cases[2], cases[1:3])))
+    d = diff_releases(a, release_with(demo, "0.3.0"))
+    assert d.groups_regrouped == [(cases[5], "dup-a", "dup-c", [cases[7]], [])]
+    assert d.to_dict()["groups_regrouped"][0]["joined"] == [cases[7]]
+
+
 def test_diff_reports_schema_changes(demo: Path) -> None:
     coll = demo / "releases" / "demo"
     shutil.copytree(coll / "0.1.0", coll / "0.1.1")
