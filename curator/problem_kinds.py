@@ -213,8 +213,10 @@ _KINDS: list[ProblemKind] = [
                 "air): no offset fix applies", "use the original scan in Hounsfield units if it exists", scan=True),
     ProblemKind("ct_intensity_8bit", "every value of a CT lies in 0..255: an 8-bit (windowed) export, "
                 "not Hounsfield units", "use the original scan in Hounsfield units", scan=True),
-    ProblemKind("override_unmatched", "a qc override names a (case, term) label the qc table does not have",
-                "check the case id and term id of the override against the qc table"),
+    ProblemKind("override_unmatched", "a qc override names a (case, term) label the qc table does not have, or a "
+                "dedup `keep` override a case in no duplicate group",
+                "check the case id and term id of the override against the qc table; remove a dedup keep row whose "
+                "case has no copy (or add a `same` row for the copy dedup missed)"),
     ProblemKind("image_missing", "a label exists but its image does not (ingested as label-only)",
                 "download the images if they exist; label-only cases are kept for label statistics"),
     ProblemKind("dicom_no_pixel_data", "a DICOM file has no pixel data",

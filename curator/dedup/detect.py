@@ -95,9 +95,18 @@ def key_of(case_id: str, exact: str, phash: int | None, slabs: SlabHashes, grid_
     return HashKeys(case_id, exact, phash, slabs, fov, axial_profile(t) if t is not None else None, dct, voxels)
 
 
+REVIEWED = "reviewed"  # the tier of a pair a person said is one scan (stages.dedup.overrides `same`)
+
+
+def certain(c: Candidate) -> bool:
+    """A pair accepted whatever verification says: identical voxels, or a person's ``same``."""
+    return identical(c) or REVIEWED in c.tiers
+
+
 def strength(c: Candidate) -> tuple[int, int, int, str, str]:
-    """Strongest evidence first: identical voxels, then close global hashes, then many slab votes."""
-    return (0 if identical(c) else 1, c.global_distance if c.global_distance is not None else 65,
+    """Strongest evidence first: identical voxels or a reviewed pair, then close global hashes, then
+    many slab votes."""
+    return (0 if certain(c) else 1, c.global_distance if c.global_distance is not None else 65,
             -c.slab_votes, c.a, c.b)
 
 
@@ -173,7 +182,8 @@ class MatchCache:
 def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Thumbnail | None],
                       settings: VerifySettings, apart: Mapping[str, str] | None = None,
                       compare_pair: Callable[[str, str], Match | None] | None = None,
-                      patients: Mapping[str, str] | None = None) -> list[PairResult]:
+                      patients: Mapping[str, str] | None = None,
+                      kept_apart: Mapping[str, set[str]] | None = None) -> list[PairResult]:
     """Align and compare candidates, strongest first; pairs of identical voxels (the ``exact`` and
     ``voxels`` tiers) are accepted whatever the comparison says (a copy whose spacing was
     rewritten does not line up in millimetres, nor one whose header direction was).
@@ -199,6 +209,11 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
     verified pair refused so has ``refused="other_study"``. Another source's copies (another
     dataset, or another version of this one) are grouped as before, and so are two patients' scans.
 
+    ``kept_apart`` (case id → tokens, one per reviewed ``different`` override naming it) keeps two
+    cases out of one group as ``apart`` keeps a study's sequences: no pair joins a group holding
+    one of them with a group holding the other. A candidate with the ``reviewed`` tier (a ``same``
+    override) is accepted like identical voxels, also between two studies of one patient.
+
     ``compare_pair(a, b)`` (case ids) replaces loading both thumbnails and comparing them, e.g.
     with a :class:`MatchCache`; ``None`` from it means a thumbnail was missing.
     """
@@ -210,7 +225,7 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
     def find(x: str) -> str:
         if x not in parent:
             parent[x] = x
-            studies[x] = {apart[x]} if apart and apart.get(x) else set()
+            studies[x] = ({apart[x]} if apart and apart.get(x) else set()) | set((kept_apart or {}).get(x, ()))
             visits[x] = {patients[x]} if patients and patients.get(x) else set()
         while parent[x] != x:
             parent[x] = parent[parent[x]]
@@ -223,7 +238,7 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
             return verified
         if not verified or studies[ra] & studies[rb]:
             return False
-        if visits[ra] & visits[rb] and not identical(c):  # one patient's two studies of one source
+        if visits[ra] & visits[rb] and not certain(c):  # one patient's two studies of one source
             refused.add((c.a, c.b))
             return False
         parent[ra] = rb
@@ -238,7 +253,8 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
     keyed: list[tuple[Candidate, Match, bool]] = []
     for c in sorted(candidates, key=strength):
         is_keyed = (apart is not None and (c.a in apart or c.b in apart)) or (
-            patients is not None and (c.a in patients or c.b in patients))
+            patients is not None and (c.a in patients or c.b in patients)) or (
+            kept_apart is not None and (c.a in kept_apart or c.b in kept_apart))
         if not is_keyed and find(c.a) == find(c.b):
             out.append(PairResult(c, None, True))
             continue
@@ -247,12 +263,12 @@ def verify_candidates(candidates: list[Candidate], thumbnail: Callable[[str], Th
         else:
             ta, tb = thumbnail(c.a), thumbnail(c.b)
             m = compare(ta, tb, settings.overlap_ratio) if ta is not None and tb is not None else NO_MATCH
-        verified = identical(c) or accepts(m, settings)
+        verified = certain(c) or accepts(m, settings)
         if is_keyed:
             keyed.append((c, m, verified))
         else:
             out.append(result(c, m, join(c, verified)))
-    for c, m, verified in sorted(keyed, key=lambda t: (0 if identical(t[0]) else 1, -t[1].detail,
+    for c, m, verified in sorted(keyed, key=lambda t: (0 if certain(t[0]) else 1, -t[1].detail,
                                                          -t[1].score, t[0].a, t[0].b)):
         out.append(result(c, m, join(c, verified)))
     return sorted(out, key=lambda p: (p.a, p.b))

@@ -26,6 +26,12 @@ from curator.dedup.detect import MatchCache, PairResult, key_of, verify_candidat
 from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.group import KEEP_CRITERIA, Member
 from curator.dedup.hashing import SlabHashes
+from curator.dedup.overrides import (
+    DedupOverride,
+    load_dedup_overrides,
+    unknown_cases,
+    with_reviewed,
+)
 from curator.dedup.search import SearchSettings, find_candidates
 from curator.dedup.tables import duplicate_rows, header_geometry
 from curator.dedup.thumbnail import Thumbnail
@@ -35,6 +41,7 @@ from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
 from curator.io.fsutil import atomic_write_bytes
 from curator.registry.fixes import non_finite_fill
+from curator.runner.freshness import file_digest
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
 from curator.schema import to_arrow
 
@@ -87,6 +94,8 @@ class DedupConfig(StageConfig):
     # keep policy: ordered criteria among clean, terms, version, datasets, fov, voxels, case_id
     keep: tuple[str, ...] = finalize_only(("clean", "terms", "version", "fov", "case_id"))
     prefer_datasets: tuple[str, ...] = finalize_only(())
+    # a person's reviewed word (YAML: same / different / keep rows with a reason; docs/dedup.md)
+    overrides: str | None = finalize_only(None, added=True)
 
     def __post_init__(self) -> None:
         bad = [k for k in self.keep if k not in KEEP_CRITERIA]
@@ -226,15 +235,24 @@ class DedupStage(Stage):
     config_class = DedupConfig
     tables = ("hashes", "duplicates")
     requires = ("cases",)
-    settings_files = "the taxonomy file (the keep policy counts each case's annotated terms)"
+    settings_files = ("the taxonomy file (the keep policy counts each case's annotated terms) or the overrides "
+                      "file")
 
     @classmethod
     def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
         """The taxonomy's checksum, as harmonize's: a changed name can change a case's annotated
-        terms and so the member a group keeps (the hashes are cached: only the grouping re-runs)."""
+        terms and so the member a group keeps (the hashes are cached: only the grouping re-runs);
+        and the overrides file's, when one is set (an edit re-groups the cached hashes)."""
         from curator.harmonize.stage import HarmonizeStage
 
-        return HarmonizeStage.settings_files_digest(ctx, config)
+        tax = HarmonizeStage.settings_files_digest(ctx, config)
+        overrides = cast(DedupConfig, config).overrides
+        return f"{tax}+overrides:{file_digest(ctx.config.path(overrides))}" if overrides else tax
+
+    @classmethod
+    def settings_files_missing(cls, ctx: Context, config: StageConfig) -> list[str]:
+        overrides = cast(DedupConfig, config).overrides
+        return [str(overrides)] if overrides and not ctx.config.path(overrides).is_file() else []
 
     def plan(self) -> list[Task]:
         self.extra_problems: list[dict[str, Any]] = []
@@ -302,7 +320,9 @@ class DedupStage(Stage):
                        SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"])), r["grid_shape"],
                        r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search,
                        r.get("phash_dct"), voxel_key(self._cases.get(r["case_id"], {}))) for r in rows]
-        candidates = [c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)]
+        overrides = self._overrides(cfg, {r["case_id"] for r in rows})
+        candidates = with_reviewed([c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)],
+                                   overrides)
         cache = MatchCache(self.ctx.workspace.stage_dir(self.name) / "matches.json", cfg.verify.overlap_ratio)
         digest = {r["case_id"]: r["thumbnail_sha256"] for r in rows}
 
@@ -312,14 +332,61 @@ class DedupStage(Stage):
                 return None
             return cache.compare(digest[a], ta, digest[b], tb, cfg.verify.overlap_ratio)
 
-        pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys, compare_cases, self._visits)
+        apart: dict[str, set[str]] = {}
+        for o in overrides:
+            if o.action == "different":
+                for c in o.cases:
+                    apart.setdefault(c, set()).add(f"different:{o.row}")
+        pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys, compare_cases, self._visits,
+                                  apart)
         self._report_other_studies(pairs)
         log.info("dedup: %d scans, %d candidate pairs, %d accepted (%d compared, %d from earlier runs)", len(rows),
                  len(candidates), sum(p.accepted for p in pairs), cache.misses, cache.hits)
         headers = {cid: header_geometry(c) for cid, c in self._cases.items()}
-        dup = duplicate_rows(pairs, self._members(), cfg.keep, cfg.prefer_datasets, compare_cases, headers)
+        members = self._members()
+        for o in overrides:
+            if o.action == "keep":
+                members[o.cases[0]] = dataclasses.replace(members[o.cases[0]], reviewed_keep=o.said)
+        reviewed = {o.cases: o.said for o in overrides if o.action == "same"}
+        dup = duplicate_rows(pairs, members, cfg.keep, cfg.prefer_datasets, compare_cases, headers, reviewed)
+        self._check_keeps(cfg, overrides, dup)
         cache.save()
         return {"hashes": to_arrow("hashes", rows), "duplicates": to_arrow("duplicates", dup)}
+
+    def _overrides(self, cfg: DedupConfig, hashed: set[str]) -> list[DedupOverride]:
+        """The reviewed overrides, checked against the workspace's cases (an unknown id is an
+        error naming its row: a typo must not leave a wrong group standing)."""
+        if not cfg.overrides:
+            return []
+        path = self.ctx.config.path(cfg.overrides)
+        out = load_dedup_overrides(path)
+        bad = unknown_cases(out, set(self._cases), hashed)
+        bad += [f"{o.entry}: the two are sequences of one study, never one scan" for o in out
+                if o.action == "same" and self._same_study(*o.cases)]
+        if bad:
+            raise ConfigError("config_error", "stages.dedup.overrides: " + "; ".join(bad[:10]), path=str(path),
+                              remedy="correct the case ids (select case_id from cases) or remove the rows")
+        return out
+
+    def _check_keeps(self, cfg: DedupConfig, overrides: list[DedupOverride], dup: list[dict[str, Any]]) -> None:
+        """Two ``keep`` rows in one group is an error; a ``keep`` for a case in no group a warning."""
+        group = {r["case_id"]: r["group_id"] for r in dup}
+        keeps: dict[str, list[DedupOverride]] = {}
+        for o in (o for o in overrides if o.action == "keep"):
+            if o.cases[0] in group:
+                keeps.setdefault(group[o.cases[0]], []).append(o)
+            else:
+                err = InputError("override_unmatched", f"dedup override {o.entry} keeps a case that is in no duplicate "
+                                 "group", path=cfg.overrides, case_id=o.cases[0],
+                                 remedy="remove the row, or add a `same` row if the case has a copy dedup did not find")
+                self.extra_problems.append(problem_row(self.name, err, dataset=self._cases[o.cases[0]].get("dataset"),
+                                                       case_id=o.cases[0], path=cfg.overrides, severity="warning"))
+        clash = [f"{' and '.join(o.entry for o in os)} keep two members of group {gid}" for gid, os in keeps.items()
+                 if len(os) > 1]
+        if clash:
+            raise ConfigError("config_error", "stages.dedup.overrides: " + "; ".join(clash[:10]),
+                              path=str(self.ctx.config.path(str(cfg.overrides))),
+                              remedy="keep one keep row per group (the members are one scan)")
 
     def _thumbnail_loader(self, rows: dict[str, dict[str, Any]]) -> Any:
         ws = self.ctx.workspace.root

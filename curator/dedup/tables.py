@@ -16,7 +16,7 @@ from curator.dedup.group import Member, components, group_id, pick_kept, why_kep
 from curator.dedup.verify import Match
 
 TIER_WORDS = {"exact": "identical voxels", "voxels": "identical voxel array, different header geometry",
-              "global": "3-D perceptual hash", "slab": "slab hashes"}
+              "global": "3-D perceptual hash", "slab": "slab hashes", "reviewed": "a reviewed same override"}
 
 
 def header_geometry(case: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,9 +46,12 @@ def _header_differences(kept: Mapping[str, Any], this: Mapping[str, Any]) -> str
 
 
 def _evidence(pair: PairResult | None, m: Match | None,
-              headers: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None) -> dict[str, Any]:
+              headers: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+              reviewed: str | None = None) -> dict[str, Any]:
     ev: dict[str, Any] = {"tiers": sorted(pair.candidate.tiers) if pair else [],
                           "verified_directly": pair is not None and pair.match is not None}
+    if reviewed:
+        ev["reviewed"] = reviewed
     if "voxels" in ev["tiers"] and headers is not None:
         ev["header_geometry"] = {"kept": dict(headers[0]), "this": dict(headers[1])}
     if pair is not None:
@@ -68,6 +71,8 @@ def _tiers(pair: PairResult | None) -> set[str]:
 
 def _because(ev: dict[str, Any]) -> str:
     parts = []
+    if ev.get("reviewed"):
+        parts.append(ev["reviewed"])
     if "exact" in ev["tiers"]:
         parts.append("identical voxel content")
     if "voxels" in ev["tiers"]:
@@ -92,10 +97,12 @@ def _because(ev: dict[str, Any]) -> str:
 
 def duplicate_rows(pairs: list[PairResult], members: dict[str, Member], policy: tuple[str, ...],
                    prefer: tuple[str, ...], compare_cases: Callable[[str, str], Match | None],
-                   headers: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+                   headers: Mapping[str, Mapping[str, Any]] | None = None,
+                   reviewed: Mapping[tuple[str, ...], str] | None = None) -> list[dict[str, Any]]:
     """One row per member of every group of accepted pairs. ``headers`` (case id →
     :func:`header_geometry`) shows both headers in the evidence of an identical array whose
-    header geometry differs (the ``voxels`` tier)."""
+    header geometry differs (the ``voxels`` tier); ``reviewed`` (sorted pair of case ids → a
+    ``same`` override's words) puts a person's word in the evidence and reason of its pair."""
     accepted = [p for p in pairs if p.accepted]
     by_pair = {(p.a, p.b): p for p in accepted}
     rows: list[dict[str, Any]] = []
@@ -125,7 +132,8 @@ def duplicate_rows(pairs: list[PairResult], members: dict[str, Member], policy: 
             else:
                 match = compare_cases(kept.case_id, cid)
             both = (headers[kept.case_id], headers[cid]) if headers and kept.case_id in headers and cid in headers else None
-            ev = _evidence(pair, match, both)
+            said = (reviewed or {}).get(key) or next((w for k, w in sorted((reviewed or {}).items()) if cid in k), None)
+            ev = _evidence(pair, match, both, said)
             row.update(tiers=ev["tiers"], evidence=json.dumps(ev, sort_keys=True),
                        reason=f"same scan as {kept.case_id} ({_because(ev)}); dropped: the kept member has "
                               f"{why_kept(kept, m, policy, prefer, group)}")

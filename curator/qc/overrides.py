@@ -38,17 +38,7 @@ def load_overrides(path: str | Path, *, require_reason: bool = False) -> list[Ov
     """Read and validate an override file; every bad row is reported in one error.
     ``require_reason`` (``stages.qc.override_reason: required``): a row without a reason is one."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")  # a CSV saved by Excel starts with a byte-order mark
-    except FileNotFoundError as e:
-        raise ConfigError("config_error", "the qc override file does not exist", path=str(p),
-                          remedy="fix stages.qc.overrides in pipeline.yaml") from e
-    except IsADirectoryError as e:
-        raise ConfigError("config_error", "stages.qc.overrides names a folder, not a file", path=str(p),
-                          remedy="point it at the YAML or CSV file of overrides") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError("config_error", f"the qc override file cannot be read ({type(e).__name__})", path=str(p),
-                          remedy="save it as UTF-8 text (YAML or comma-separated CSV)") from e
+    text = read_override_file(p, "qc", "YAML or comma-separated CSV")
     if p.suffix.lower() == ".csv":
         raw: Any = list(csv.DictReader(text.splitlines()))
         header = text.splitlines()[0] if text.strip() else ""
@@ -56,13 +46,7 @@ def load_overrides(path: str | Path, *, require_reason: bool = False) -> list[Ov
             raise ConfigError("config_error", "the qc override CSV is separated by semicolons", path=str(p),
                               remedy="save it comma-separated (columns case_id, term, [origin], action, reason)")
     else:
-        try:
-            raw = load_yaml(text, text_scalars=True) or []  # `reason: no` is "no", not False
-        except yaml.YAMLError as e:
-            raise ConfigError("config_error", f"the qc override file is not valid YAML: {e}", path=str(p),
-                              remedy=REMEDY) from e
-    if not isinstance(raw, list):
-        raise ConfigError("config_error", "the qc override file must hold a list of rows", path=str(p), remedy=REMEDY)
+        raw = yaml_override_rows(text, p, "qc", REMEDY)
     out: list[Override] = []
     errors: list[str] = []
     for i, row in enumerate(raw, start=1):
@@ -101,6 +85,35 @@ def load_overrides(path: str | Path, *, require_reason: bool = False) -> list[Ov
         raise ConfigError("config_error", "bad qc override rows: " + "; ".join(errors[:10]), path=str(p),
                           remedy=REMEDY)
     return out
+
+
+def read_override_file(p: Path, stage: str, formats: str) -> str:
+    """The text of ``stages.<stage>.overrides``, or a ``config_error`` naming it and what to do."""
+    try:
+        return p.read_text(encoding="utf-8-sig")  # a CSV saved by Excel starts with a byte-order mark
+    except FileNotFoundError as e:
+        raise ConfigError("config_error", f"the {stage} override file does not exist", path=str(p),
+                          remedy=f"fix stages.{stage}.overrides in pipeline.yaml") from e
+    except IsADirectoryError as e:
+        raise ConfigError("config_error", f"stages.{stage}.overrides names a folder, not a file", path=str(p),
+                          remedy="point it at the file of overrides") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("config_error", f"the {stage} override file cannot be read ({type(e).__name__})",
+                          path=str(p), remedy=f"save it as UTF-8 text ({formats})") from e
+
+
+def yaml_override_rows(text: str, p: Path, stage: str, remedy: str) -> list[Any]:
+    """The rows of a YAML override file (every value read as the text it is written as: `reason:
+    no` is "no", not False), or a ``config_error`` naming the file."""
+    try:
+        raw = load_yaml(text, text_scalars=True) or []
+    except yaml.YAMLError as e:
+        raise ConfigError("config_error", f"the {stage} override file is not valid YAML: {e}", path=str(p),
+                          remedy=remedy) from e
+    if not isinstance(raw, list):
+        raise ConfigError("config_error", f"the {stage} override file must hold a list of rows", path=str(p),
+                          remedy=remedy)
+    return raw
 
 
 def _date(value: object) -> tuple[dt.date | None, bool]:

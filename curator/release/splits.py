@@ -189,7 +189,10 @@ def check_leakage(splits: pl.DataFrame, cases: pl.DataFrame, duplicates: pl.Data
             f"{' ...' if leaks.height > 5 else ''}): {describe_leaks(leaks, splits, links, parent)}",
             remedy="cases released earlier in different splits are now linked (a new duplicate or patient "
                    "link); set `stages.splits.on_conflict: move` to move each such unit to its most "
-                   "restrictive split (test > val > train), or fix the link if it is wrong")
+                   "restrictive split (test > val > train), or fix the link if it is wrong: a "
+                   "wrong duplicate link with a reviewed `different: [A, B]` row in the file "
+                   "`stages.dedup.overrides` names (docs/dedup.md, 'Reviewed overrides'), a wrong patient "
+                   "link in the dataset YAML's `patient_id` template")
 
 
 def _to_arrow(df: pl.DataFrame) -> pa.Table:

@@ -126,3 +126,83 @@ def test_the_member_kept_before_stays_kept_when_a_copy_joins_on_a_tie(tmp_path: 
     assert [r["case_id"] for r in dup if r["kept"]] == ["Alpha__a1"]
     assert "stayed the member kept by this workspace's last dedup run" in \
         next(r["reason"] for r in dup if r["case_id"] == "Aardvark__x1")
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory, scan: tuple[Any, Any, Any]) -> Path:
+    """A__a1; B__b1, its byte copy; B__b2, another patient; C__c1, a second copy of a1. No overrides."""
+    tmp = tmp_path_factory.mktemp("dedup_overrides")
+    g, img, _ = scan
+    other, _ = render(Subject.random(32, tumor=False, cyst=False), g, "CT", seed=32)
+    for name, arr in (("A/a1", img), ("B/b1", img), ("B/b2", np.rint(other).astype(np.int16)), ("C/c1", img)):
+        save_nifti(tmp / "raw" / f"{name}.nii.gz", arr, g, np.int16)
+    spec = 'layout:\n  - {image: "{case}.nii.gz"}\nlabels: {encoding: none}\n'
+    p = _pipeline(tmp, [("A", spec), ("B", spec), ("C", spec)])
+    run_pipeline(PipelineConfig.load(p), stages=["ingest", "dedup"], release=False)
+    return tmp
+
+
+def _with_overrides(three: Path, tmp_path: Path, rows: str) -> Path:
+    shutil.copytree(three / "ws", tmp_path / "ws")
+    cfg = yaml.safe_load((three / "pipeline.yaml").read_text())
+    cfg["workspace"] = str(tmp_path / "ws")
+    cfg["stages"]["dedup"] = {"overrides": "dedup_overrides.yaml"}
+    (tmp_path / "dedup_overrides.yaml").write_text(rows)
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "pipeline.yaml"
+
+
+def test_without_overrides_the_copies_are_one_group(three: Path) -> None:
+    dup = _dups(three)
+    assert sorted(dup) == ["A__a1", "B__b1", "C__c1"] and dup["A__a1"]["kept"]
+
+
+def test_reviewed_overrides_split_join_and_keep_and_rerun_only_the_grouping(three: Path, tmp_path: Path) -> None:
+    """tester 28: no way to say 'these are not one scan' (the split_leakage remedy says to fix
+    the link), 'these are' (an organ crop the search never proposes) or 'keep this one'. The
+    reviewed file does all three, with the person's words in the reasons; editing it re-groups
+    the cached hashes without hashing again."""
+    p = _with_overrides(three, tmp_path, (
+        "- {different: [A__a1, B__b1], reason: two patients, reviewer: AB, date: 2026-12-01}\n"
+        "- {different: [A__a1, C__c1], reason: two patients again, reviewer: AB}\n"
+        "- {same: [B__b2, C__c1], reason: crop of b2 checked in a viewer, reviewer: CD, date: 2026-12-02}\n"
+        "- {keep: C__c1, reason: the original upload}\n"))
+    rep = run_pipeline(PipelineConfig.load(p), stages=["dedup"], release=False).reports[0]
+    assert (rep.ran, rep.cached) == (0, 4)
+    dup = _dups(tmp_path)
+    assert "A__a1" not in dup  # kept apart from both copies, also through the chain B–C
+    assert sorted(dup) == ["B__b1", "B__b2", "C__c1"] and dup["C__c1"]["kept"]
+    assert "reviewed same (CD, 2026-12-02): crop of b2 checked in a viewer" in dup["B__b2"]["reason"]
+    assert "reviewed" in dup["B__b2"]["tiers"]
+    assert "a reviewed keep override (reviewed keep: the original upload)" in dup["B__b1"]["reason"]
+    (tmp_path / "dedup_overrides.yaml").write_text("- {keep: B__b1, reason: better header}\n")
+    rep = run_pipeline(PipelineConfig.load(p), stages=["dedup"], release=False).reports[0]
+    assert (rep.ran, rep.cached) == (0, 4)
+    dup = _dups(tmp_path)
+    assert sorted(dup) == ["A__a1", "B__b1", "C__c1"] and dup["B__b1"]["kept"]
+
+
+def test_an_override_naming_no_case_is_an_error_naming_its_row(three: Path, tmp_path: Path) -> None:
+    from curator.errors import ConfigError
+
+    p = _with_overrides(three, tmp_path, "- {keep: A__a1, reason: x}\n- {different: [A__a1, B__bl], reason: typo}\n")
+    with pytest.raises(ConfigError) as e:
+        run_pipeline(PipelineConfig.load(p), stages=["dedup"], release=False)
+    assert "row 2 (different: [A__a1, B__bl]) names B__bl, which is no case of the workspace (close: " in str(e.value)
+    assert "B__b1" in str(e.value).split("close: ")[1]
+    assert "dedup_overrides.yaml" in str(e.value.path)
+
+
+def test_a_bad_overrides_file_lists_every_bad_row(tmp_path: Path) -> None:
+    from curator.dedup.overrides import load_dedup_overrides
+    from curator.errors import ConfigError
+
+    f = tmp_path / "o.yaml"
+    f.write_text("- {same: [A__1], reason: x}\n- {keep: A__1}\n- {same: [A__1, B__1], keep: A__1, reason: x}\n"
+                 "- {same: [A__1, B__1], reason: x}\n- {different: [B__1, A__1], reason: y}\n- {keep: A__1, why: x}\n")
+    with pytest.raises(ConfigError) as e:
+        load_dedup_overrides(f)
+    for said in ("row 1: same must list two different case ids", "row 2 (keep) gives no reason",
+                 "row 3 needs exactly one of same, different or keep",
+                 "row 4 (same: [A__1, B__1]) and row 5 (different: [A__1, B__1]) both decide", "row 6: unknown keys ['why']"):
+        assert said in str(e.value)
