@@ -132,7 +132,9 @@ class MatchCache:
         self.save_every_s = save_every_s
         self.entries: dict[str, dict[str, Any]] = {}
         self.used: set[str] = set()
-        self.hits = self.misses = 0
+        # hits: comparisons an earlier run made; reused: ones this run made already (copies with
+        # byte-identical thumbnails give one pair of digests to several pairs of cases)
+        self.hits = self.misses = self.reused = 0
         self._saved_at = time.monotonic()
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -140,6 +142,7 @@ class MatchCache:
                 self.entries = data["matches"]
         except (OSError, ValueError):
             pass  # no cache yet, or a damaged one: compare afresh
+        self.earlier = set(self.entries)
 
     @staticmethod
     def code_salt(overlap_ratio: float) -> str:
@@ -155,7 +158,10 @@ class MatchCache:
         if hit is not None:
             try:
                 m = Match(**{**hit, "offset_mm": tuple(hit["offset_mm"])})
-                self.hits += 1
+                if key in self.earlier:
+                    self.hits += 1
+                else:
+                    self.reused += 1
                 return m
             except (TypeError, KeyError):
                 pass
@@ -165,6 +171,15 @@ class MatchCache:
         if time.monotonic() - self._saved_at > self.save_every_s:
             self._write(self.entries)
         return m
+
+    def said(self) -> str:
+        """``21 compared, 6 reused: identical thumbnails`` — what the stage's summary says of them."""
+        parts = [f"{self.misses} compared"]
+        if self.hits:
+            parts.append(f"{self.hits} from earlier runs")
+        if self.reused:
+            parts.append(f"{self.reused} reused: copies with identical thumbnails, compared once in this run")
+        return ", ".join(parts)
 
     def save(self) -> None:
         """Write the comparisons this run used (a pair no longer a candidate is dropped)."""

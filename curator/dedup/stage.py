@@ -340,8 +340,8 @@ class DedupStage(Stage):
         pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys, compare_cases, self._visits,
                                   apart)
         self._report_other_studies(pairs)
-        log.info("dedup: %d scans, %d candidate pairs, %d accepted (%d compared, %d from earlier runs)", len(rows),
-                 len(candidates), sum(p.accepted for p in pairs), cache.misses, cache.hits)
+        log.info("dedup: %d scans, %d candidate pairs, %d accepted (%s)", len(rows),
+                 len(candidates), sum(p.accepted for p in pairs), cache.said())
         headers = {cid: header_geometry(c) for cid, c in self._cases.items()}
         members = self._members()
         for o in overrides:

@@ -208,6 +208,13 @@ def test_a_cached_comparison_is_the_comparison_exactly(tmp_path: Path) -> None:
     assert (other.hits, other.misses) == (0, 1)
     again.save()  # keeps what this run used: both orientations
     assert len(MatchCache(tmp_path / "m.json", 0.1).entries) == 2
+    # tester 28: a fresh workspace said "6 from earlier runs" of byte copies' pairs, whose identical
+    # thumbnails give one pair of digests: compared once in this run, reused, not from an earlier run
+    fresh = MatchCache(tmp_path / "fresh.json", 0.1)
+    fresh.compare("da", a, "db", b, 0.1)
+    fresh.compare("da", a, "db", b, 0.1)
+    assert (fresh.misses, fresh.hits, fresh.reused) == (1, 0, 1)
+    assert fresh.said() == "1 compared, 1 reused: copies with identical thumbnails, compared once in this run"
 
 
 def test_a_prefer_datasets_name_no_case_has_is_a_warning(run: Path, tmp_path: Path) -> None:
