@@ -217,6 +217,9 @@ _KINDS: list[ProblemKind] = [
                 "dedup `keep` override a case in no duplicate group",
                 "check the case id and term id of the override against the qc table; remove a dedup keep row whose "
                 "case has no copy (or add a `same` row for the copy dedup missed)"),
+    ProblemKind("override_overruled", "a qc override includes a label a part of which qc excluded (same case and "
+                "layer), so the release excludes it all the same: the label holds the excluded part",
+                "include the excluded part too (an override row) if it is right, or drop the include row"),
     ProblemKind("image_missing", "a label exists but its image does not (ingested as label-only)",
                 "download the images if they exist; label-only cases are kept for label statistics"),
     ProblemKind("dicom_no_pixel_data", "a DICOM file has no pixel data",

@@ -96,7 +96,8 @@ class Override:
 
 
 VOLUME_COLUMNS = {"body": "norm_volume", "section": "norm_volume_section", "absolute": "volume_ml"}
-VOLUME_NAMES = {"body": "normalised volume", "section": "volume / body size", "absolute": "volume (ml)"}
+# the volumes are the store grid's (qc measures the stores): an original label's labels.volume_ml is its source's
+VOLUME_NAMES = {"body": "normalised volume", "section": "volume / body size", "absolute": "store-grid volume (ml)"}
 
 
 def volume_basis(row: Mapping[str, Any], cfg: QCConfig) -> str:
@@ -327,7 +328,7 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
             digits = next((d for d in range(4, 12) if _fmt(ml, d) != _fmt(cut_hi, d)), 12)
             upper = (f"P{100 - cfg.epsilon / 2:g} ({estimator(cfg, n_whole)})" if cfg.method == "solf"
                      else f"Tukey fence Q3 + {cfg.iqr_k:g}·IQR")
-            r["reason"] += (f"; but its volume {_fmt(ml, digits)} ml > the {n_whole} complete labels' {upper} "
+            r["reason"] += (f"; but its store-grid volume {_fmt(ml, digits)} ml > the {n_whole} complete labels' {upper} "
                             f"{_fmt(cut_hi, digits)} ml: larger than any cut explains — review it")
     elif not checked:
         r["decision"], r["reason"] = "unchecked", (f"cohort {key} has {n} complete labels (< min_cohort "
@@ -340,8 +341,9 @@ def _judge_one(row: dict[str, Any], key: str, n: int, bounds: Mapping[str, tuple
     elif outs:  # kept, but a feature is out: said, so a distant blob caught by `detached` alone is seen
         r["decision"], r["reason"] = "include", (f"kept: {len(outs)} of {len(checked)} features outside the bounds, "
                                                  f"{need} needed to exclude: " + "; ".join(outs))
-    else:
-        r["decision"], r["reason"] = "include", None
+    else:  # said too: an export of the decisions has no blank reasons to wonder about
+        feats = f"all {len(checked)} features judged are" if len(checked) > 1 else "the feature judged is"
+        r["decision"], r["reason"] = "include", f"kept: {feats} within the bounds of cohort {key} (n={n})"
     side = r.pop("side_reason", None)
     unchecked = r.pop("side_unchecked", None)
     if unchecked and r["decision"] != "exclude":

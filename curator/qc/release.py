@@ -72,28 +72,59 @@ def exclude_unstored(labels: pa.Table, store_terms: pa.Table, stored_cases: set[
 PART_EXCLUDED = "a part of it is excluded"
 
 
+def excluded_parts(rows: list[dict[str, Any]], tax: Taxonomy, *, layer: str = "layer", decision: str = "qc_decision",
+                   reason: str = "qc_reason") -> dict[tuple[Any, Any, str], list[tuple[str, str]]]:
+    """(case, layer, term) -> the parts of that term QC excluded in the same case and layer, each with
+    its reason: what :func:`exclude_with_parts` excludes a label for. ``rows`` are ``labels`` rows,
+    or ``qc`` rows (``layer="origin"``, ``decision="decision"``, ``reason="reason"``); only the rows
+    whose own decision is not ``exclude`` are keys.
+
+    >>> from curator.taxonomy import load_taxonomy
+    >>> rows = [{"case_id": "c", "origin": "original", "term_id": t, "decision": d, "reason": w}
+    ...         for t, d, w in [("kidney_left", "exclude", "leaks"), ("kidney", "override_include", "ok")]]
+    >>> excluded_parts(rows, load_taxonomy(), layer="origin", decision="decision", reason="reason")
+    {('c', 'original', 'kidney'): [('kidney_left', 'leaks')]}
+    """
+    excluded: dict[tuple[Any, Any], dict[str, str]] = {}  # (case, layer) -> part -> why
+    for row in rows:
+        if row.get(decision) == "exclude":
+            excluded.setdefault((row["case_id"], row.get(layer)), {})[row["term_id"]] = row.get(reason) or ""
+    out: dict[tuple[Any, Any, str], list[tuple[str, str]]] = {}
+    for row in rows:
+        parts = excluded.get((row["case_id"], row.get(layer)))
+        if not parts or row.get(decision) == "exclude" or tax.get(row["term_id"]) is None:
+            continue
+        below = [(t, parts[t]) for t in tax.descendants(row["term_id"]) if t in parts]
+        if below:
+            out[(row["case_id"], row.get(layer), row["term_id"])] = below
+    return out
+
+
+# what a person's include overruled by the part rule is told (the qc stage's problem, the release's reason)
+OVERRULED_REMEDY = ("to train on it, include its excluded part(s) too (an override include of each, if they are "
+                    "right), or drop the include row; a part's exclusion stands for every label holding it")
+
+
 def exclude_with_parts(labels: pa.Table, tax: Taxonomy) -> tuple[pa.Table, int]:
     """``labels`` with every present label that has a part QC excluded (a term below it, ``part_of``,
     excluded in the same case and layer) marked ``exclude`` too (and how many): the loader and the
     exports leave such a term out — a derived kidney holding the excluded left kidney, or a
     term trained without its excluded part, which it would call background — while its row kept
     its own decision, so the training view in SQL kept it. The reason names the parts and what
-    the label's own decision was."""
+    the label's own decision was. A person's ``override_include`` of the label does not win over
+    its part's exclusion (the mask still holds the excluded part): its reason says the include is
+    overruled, and what to do (:data:`OVERRULED_REMEDY`)."""
     rows = labels.to_pylist()
-    excluded: dict[tuple[Any, Any], dict[str, str]] = {}  # (case, layer) -> part -> why
-    for row in rows:
-        if row.get("qc_decision") == "exclude":
-            excluded.setdefault((row["case_id"], row.get("layer")), {})[row["term_id"]] = row.get("qc_reason") or ""
+    found = excluded_parts(rows, tax)
     n = 0
     for row in rows:
-        parts = excluded.get((row["case_id"], row.get("layer")))
-        if not parts or not row.get("present") or row.get("qc_decision") == "exclude" or tax.get(row["term_id"]) is None:
+        below = found.get((row["case_id"], row.get("layer"), row["term_id"]))
+        if not below or not row.get("present"):
             continue
-        below = [t for t in tax.descendants(row["term_id"]) if t in parts]
-        if not below:
-            continue
-        why = "; ".join(f"{t} ({parts[t]})" if parts[t] else t for t in below)
+        why = "; ".join(f"{t} ({w})" if w else t for t, w in below)
         own = f"; its own decision: {row['qc_decision']}" if row.get("qc_decision") else ""
+        if row.get("qc_decision") == "override_include":
+            own += f" — a person's include, overruled by its excluded part: {OVERRULED_REMEDY}"
         row["qc_decision"] = "exclude"
         row["qc_reason"] = (f"{PART_EXCLUDED}, so training leaves it out rather than hold or miss that part: "
                             f"{why}{own}")
@@ -135,16 +166,33 @@ def conform(qc: pa.Table) -> pa.Table:
     return to_arrow("qc", qc.to_pylist())
 
 
-def override_counts(qc: pa.Table, problems: pa.Table | None) -> dict[str, int]:
-    """``release.json``'s ``qc.overrides``: the labels a person's override decided, by action, and
-    the override rows that matched no label (``override_unmatched`` rows of ``problems``)."""
-    out = {"include": 0, "exclude": 0, "unmatched": 0}
+def override_counts(qc: pa.Table, problems: pa.Table | None, labels: pa.Table | None = None) -> dict[str, int]:
+    """``release.json``'s ``qc.overrides``: the labels a person's override decided, by action, the
+    override rows that matched no label (``override_unmatched`` rows of ``problems``), and
+    ``include_overruled``: of the ``include`` ones, those ``labels`` (the release's) excludes all
+    the same, for a part QC excluded (:func:`exclude_with_parts`) — counted in ``include`` too, as
+    the file decided them, but not in the training view."""
+    out = {"include": 0, "exclude": 0, "unmatched": 0, "include_overruled": 0}
     for r in qc.select(["override", "decision"]).to_pylist():
         if r["override"]:
             out["include" if r["decision"] == "override_include" else "exclude"] += 1
     if problems is not None and "kind" in problems.column_names:
         out["unmatched"] = sum(k == "override_unmatched" for k in problems.column("kind").to_pylist())
+    out["include_overruled"] = len(overruled(qc, labels))
     return out
+
+
+def overruled(qc: pa.Table, labels: pa.Table | None) -> list[dict[str, Any]]:
+    """The ``labels`` rows a person re-included (``override_include`` in ``qc``) that the release
+    excludes all the same, for a part QC excluded (their ``qc_reason`` starts :data:`PART_EXCLUDED`)."""
+    if labels is None or not {"qc_decision", "qc_reason"} <= set(labels.column_names):
+        return []
+    key = ("case_id", "term_id", "origin")
+    mine = {tuple(r[k] for k in key) for r in qc.select([*key, "decision"]).to_pylist()
+            if r["decision"] == "override_include"}
+    return [r for r in labels.select([*key, "qc_decision", "qc_reason"]).to_pylist()
+            if r["qc_decision"] == "exclude" and (r["qc_reason"] or "").startswith(PART_EXCLUDED)
+            and tuple(r[k] for k in key) in mine]
 
 
 def release_step(builder: Any) -> None:
@@ -168,7 +216,7 @@ def release_step(builder: Any) -> None:
     if qc is not None or n:  # counted after the release's own exclusions: release.json agrees with labels
         builder.extra["qc"] = summary(qc, builder.tables.get("labels"), n, with_part)
     if qc is not None:
-        ov = override_counts(qc, builder.tables.get("problems"))
+        ov = override_counts(qc, builder.tables.get("problems"), builder.tables.get("labels"))
         if any(ov.values()):  # release.json of a release without overrides is as it was
             builder.extra["qc"]["overrides"] = ov
 
@@ -182,6 +230,13 @@ def _exclude_with_parts(builder: Any) -> int:
     builder.tables["labels"], n = exclude_with_parts(labels, harmonize_taxonomy(builder.ctx))
     if n:
         log.info("release: %d present label(s) have a part qc excluded: excluded too", n)
+    qc = builder.tables.get("qc")
+    lost = overruled(qc, builder.tables["labels"]) if qc is not None else []
+    if lost:  # a person's decision not applied is said, not only counted
+        log.warning("release: %d label(s) a person re-included are excluded from training all the same, as a part of "
+                    "each is excluded (%s): %s", len(lost),
+                    ", ".join(f"{r['case_id']} {r['term_id']} ({r['origin']})" for r in lost[:10])
+                    + (f" and {len(lost) - 10} more" if len(lost) > 10 else ""), OVERRULED_REMEDY)
     return n
 
 

@@ -184,6 +184,7 @@ class QCStage(Stage):
             for err in unmatched:
                 self.extra_problems.append(problem_row(self.name, err, dataset=None, case_id=err.case_id,
                                                        path=cfg.overrides, severity="warning"))
+        self._overruled(judged, tax, cfg)
         orientations = {r["case_id"]: r.get("orientation") for r in case_rows}
         margin = cfg.side_margin_mm if cfg.side_margin_mm is not None else 10.0
         # a whole dataset read the wrong way round (its names, or its headers), not a bad case
@@ -195,6 +196,29 @@ class QCStage(Stage):
             counts[r["decision"]] = counts.get(r["decision"], 0) + 1
         log.info("qc (%s): %s", cfg.method, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no labels")
         return {"qc": to_arrow("qc", judged)}
+
+    def _overruled(self, judged: list[dict[str, Any]], tax: Taxonomy, cfg: QCConfig) -> None:
+        """A person's include of a label with a part QC excluded (same case and layer) is overruled at
+        release — the label holds the excluded part, so training leaves it out
+        (:func:`curator.qc.release.exclude_with_parts`): each is an ``override_overruled`` warning
+        naming the parts and why they are excluded, and the summary line says so."""
+        from curator.qc.release import OVERRULED_REMEDY, excluded_parts
+
+        lost = excluded_parts(judged, tax, layer="origin", decision="decision", reason="reason")
+        rows = [r for r in judged if r["decision"] == "override_include"
+                and (r["case_id"], r["origin"], r["term_id"]) in lost]
+        if not rows:
+            return
+        self.notes.append(f"{len(rows)} override include(s) overruled: a part of the label is excluded "
+                          "(problems: override_overruled)")
+        for r in rows:
+            why = "; ".join(f"{t} ({w})" if w else t for t, w in lost[(r["case_id"], r["origin"], r["term_id"])])
+            err = InputError("override_overruled", f"the override include of {r['case_id']} / {r['term_id']} "
+                             f"({r['origin']}) is overruled at release: a part of it is excluded — {why} — so the "
+                             "label holds an excluded part and training leaves it out", path=cfg.overrides,
+                             remedy=OVERRULED_REMEDY, case_id=r["case_id"])
+            self.extra_problems.append(problem_row(self.name, err, dataset=r.get("dataset"), case_id=r["case_id"],
+                                                   path=cfg.overrides, severity="warning"))
 
     def _dropped_copies(self) -> set[str]:
         """Cases dedup dropped as copies of a kept scan (while dedup is enabled)."""

@@ -23,7 +23,8 @@ COLOURS = {"include": "#2b6cb0", "exclude": "#c53030", "override_include": "#2f8
 JUDGED = ("include", "exclude", "override_include")
 NOT_JUDGED = ("truncated", "unchecked")  # kept in training without being judged
 # the volume feature per qc.volume_basis (stages.qc.volume_norm; absolute: a case without an image)
-VOLUME_AXIS = {"body": "volume / body volume", "section": "volume / body size at its level", "absolute": "volume (ml)"}
+VOLUME_AXIS = {"body": "volume / body volume", "section": "volume / body size at its level",
+               "absolute": "store-grid volume (ml)"}  # qc's volume_ml: the resampled store's, not labels.volume_ml
 UNIT_FEATURES = ("f_sphericity", "f_eccentricity")  # between 0 and 1
 
 
@@ -199,8 +200,9 @@ def distributions_figure(qc: pl.DataFrame, terms: list[str]) -> Any:
                 ax.set_xlabel(volume_name(df, "log10" if log else ""), fontsize=7, labelpad=1)
             elif row == 0:
                 ax.set_title(name, fontsize=9)
-            if col == 0:
-                ax.set_ylabel(str(df["cohort"][0]) if df.height else term, fontsize=7)
+            if col == 0:  # the cohort over its row, read across: a long one ran past the axis as a y label
+                ax.set_ylabel("labels", fontsize=7)
+                ax.set_title(str(df["cohort"][0]) if df.height else term, fontsize=8, loc="left")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=7, frameon=False)
     fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.55 / fig.get_figheight(), bottom=0.4 / fig.get_figheight(),
@@ -218,7 +220,7 @@ def scatter_figure(qc: pl.DataFrame, terms: list[str]) -> Any:
     exclude, ``override_exclude``, apart from the filter's)."""
     plt = _plt()
     cols = 2
-    fig, axes = plt.subplots(len(terms), cols, figsize=(7.5, 2.6 * len(terms) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(terms), cols, figsize=(9, 2.6 * len(terms) + 0.55), squeeze=False)
     for row, term in enumerate(terms):
         df = main_cohort(qc, term)
         if "override" in df.columns:  # a person's exclude is not the filter's
@@ -239,9 +241,22 @@ def scatter_figure(qc: pl.DataFrame, terms: list[str]) -> Any:
                     unit_limits(ax, axis, df[c].drop_nulls().to_numpy())
             ax.set_xlabel(volume_name(df, "log scale" if log else "") if x == "f_volume" else x[2:],
                           fontsize=8)
-            ax.set_ylabel(f"{df['cohort'][0]}\n{y[2:]}" if col == 0 and df.height else y[2:], fontsize=7)
+            ax.set_ylabel(y[2:], fontsize=7)
             ax.tick_params(labelsize=7)
-        axes[row][0].legend(fontsize=6, loc="upper right")
-    fig.subplots_adjust(left=0.14, right=0.98, top=1 - 0.2 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(),
-                        hspace=0.5, wspace=0.3)
+        axes[row][0].set_title(str(df["cohort"][0]) if df.height else term, fontsize=8, loc="left")
+        legend_outside(axes[row])
+    fig.subplots_adjust(left=0.09, right=0.8, top=1 - 0.35 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(),
+                        hspace=0.6, wspace=0.3)
     return fig
+
+
+def legend_outside(row: Any) -> None:
+    """One legend for a row of panels, right of its last panel: inside a panel, at a fixed corner, it hid
+    points (a person's exclude under it)."""
+    seen: dict[str, Any] = {}
+    for ax in row:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if seen:
+        row[-1].legend(list(seen.values()), list(seen), fontsize=6, loc="upper left", bbox_to_anchor=(1.03, 1.0),
+                       borderaxespad=0.0, frameon=False)

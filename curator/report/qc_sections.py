@@ -8,8 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from curator.qc.release import PART_EXCLUDED
-from curator.report import plots
+from curator.report import plots, qc_parts
 from curator.report.data import ReportData
 from curator.report.gallery import label_figure
 from curator.report.markup import esc, img, table_html
@@ -25,6 +24,7 @@ def _qc_terms(qc: pl.DataFrame, limit: int) -> tuple[list[str], pl.DataFrame]:
     cohorts = judged.join(qc.group_by("cohort").agg(plots.bounded().alias("bounded")), on="cohort")
     unbounded = cohorts.filter(~pl.col("bounded")).group_by("cohort").agg(
         pl.len().alias("judged"), (pl.col("decision") == "exclude").sum().alias("excluded")).sort("cohort")
+    unbounded = unbounded.join(qc.group_by("cohort").agg(pl.len().alias("labels")), on="cohort", how="left")
     agg = cohorts.filter(pl.col("bounded")).group_by("term_id").agg(
         pl.len().alias("n"), (pl.col("decision") == "exclude").sum().alias("x"))
     agg = agg.sort(["x", "n", "term_id"], descending=[True, True, False])
@@ -48,10 +48,13 @@ def section_plots(qc: pl.DataFrame, limit: int) -> str:
                 img(plots.distributions(qc, terms), "feature distributions"),
                 "<h3>feature scatter plots</h3>", img(plots.scatter(qc, terms), "feature scatter plots")]
     if unbounded.height:
-        shown = ", ".join(f"{c} ({x} of {j} excluded)" for c, j, x in unbounded.head(40).iter_rows())
+        shown = ", ".join(f"{c} ({x} of {j} judged label{'s' if j > 1 else ''} excluded; {n} in the cohort)"
+                          for c, j, x, n in unbounded.select("cohort", "judged", "excluded", "labels")
+                          .head(40).iter_rows())
         out.append(f'<p class="muted">not plotted: {unbounded.height} cohort(s) without bounds (fewer than '
                    "<code>min_cohort</code> complete labels, so no shape was judged; a label excluded there was "
-                   f"excluded by the side check or a person): {esc(shown)}"
+                   "excluded by the side check or a person; judged labels are those neither truncated nor "
+                   f"unchecked): {esc(shown)}"
                    f"{' …' if unbounded.height > 40 else ''}</p>")
     return "\n".join(out)
 
@@ -65,10 +68,10 @@ def excluded_at_release(d: ReportData) -> pl.DataFrame | None:
     store does not hold (resampling erased them; ``curator.qc.release.exclude_unstored``). The qc
     table never saw them, yet the training view skips them. (Labels excluded for a part QC
     excluded are :func:`excluded_with_part`.)"""
-    lab = _excluded_labels(d)
+    lab = qc_parts.excluded_labels(d)
     if lab is None:
         return None
-    lab = lab.filter(~_with_part(lab))
+    lab = lab.filter(~qc_parts.is_with_part(lab))
     if d.has("qc") and all(c in lab.columns for c in KEY):
         lab = lab.join(d.get("qc").select(KEY), on=KEY, how="anti")
     return lab.sort([c for c in KEY if c in lab.columns])
@@ -77,21 +80,8 @@ def excluded_at_release(d: ReportData) -> pl.DataFrame | None:
 def excluded_with_part(d: ReportData) -> int:
     """How many labels the release excluded because QC excluded a part of them
     (``curator.qc.release.exclude_with_parts``; the qc table has another decision for them, or none)."""
-    lab = _excluded_labels(d)
-    return 0 if lab is None else lab.filter(_with_part(lab)).height
-
-
-def _excluded_labels(d: ReportData) -> pl.DataFrame | None:
-    if not d.has("labels"):
-        return None
-    lab = d.get("labels")
-    return lab.filter(pl.col("qc_decision") == "exclude") if "qc_decision" in lab.columns else None
-
-
-def _with_part(lab: pl.DataFrame) -> pl.Expr:
-    if "qc_reason" not in lab.columns:
-        return pl.lit(False)
-    return pl.col("qc_reason").fill_null("").str.starts_with(PART_EXCLUDED)
+    lab = qc_parts.excluded_labels(d)
+    return 0 if lab is None else lab.filter(qc_parts.is_with_part(lab)).height
 
 
 def section_not_stored(gone: pl.DataFrame | None) -> str:
@@ -129,7 +119,8 @@ def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
     n_part = excluded_with_part(d)
     parts = [f"{n_filter} by the filter (<code>exclude</code>)"] + (
         [f"{n_person} by a person (<code>override_exclude</code>)"] if n_person else []) + (
-        [f"{n_part} at release as holding a part excluded (a derived kidney of an excluded left kidney)"]
+        [(f"{n_part} at release as holding a part excluded (a derived kidney of an excluded left kidney; "
+          "listed below)")]
         if n_part else []) + (
         [f"{n_gone} at release as not in the store (<code>not_stored</code>, listed below)"] if n_gone else [])
     total = (f"; {n_filter + n_person + n_part + n_gone} label(s) excluded from training: {', '.join(parts)}"
@@ -140,6 +131,7 @@ def section_qc(d: ReportData, max_terms: int, max_gallery: int) -> str:
     out.append(section_overrides(d, qc, max_gallery))
     out.append(section_gallery(d, qc, max_gallery))
     out.append(section_oversized(d, qc, max_gallery))
+    out.append(qc_parts.section_with_part(d))
     out.append(section_not_stored(gone))
     return "\n".join(out)
 
@@ -206,8 +198,9 @@ def section_gallery(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
 # the override's reason as the qc stage writes it (curator.qc.cohort): the person's words (after who and
 # when, in brackets, when the row gave them), then the filter's verdict
 OVERRIDE_REASON = r"(?s)^override (?:include|exclude)(?: \([^)]*\))?: (.*?); filter said: (\w+)(?: \((.*)\))?$"
-PERSON_COLUMNS = ["case_id", "dataset", "term_id", "origin", "action", "override_reviewer", "override_date",
-                  "person_reason", "flagged", "filter_decision", "filter_reason", "volume_ml", "components"]
+PERSON_COLUMNS = ["case_id", "dataset", "term_id", "origin", "action", "training", "override_reviewer",
+                  "override_date", "person_reason", "flagged", "filter_decision", "filter_reason", "volume_ml",
+                  "components"]
 
 
 def decided_by_person(qc: pl.DataFrame) -> pl.DataFrame:
@@ -223,15 +216,31 @@ def decided_by_person(qc: pl.DataFrame) -> pl.DataFrame:
 
 
 def section_overrides(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
-    """The labels a person decided (``stages.qc.overrides``): what, why, and what the filter had said."""
+    """The labels a person decided (``stages.qc.overrides``): what, why, what the filter had said, and
+    whether training follows it (``training``: a re-included label with a part QC excluded is
+    excluded all the same, ``curator.qc.release.exclude_with_parts``)."""
     rows = decided_by_person(qc)
+    lost = qc_parts.overruled(d)
+    parts: dict[tuple[Any, ...], list[str]] = {(c, t, o): [] for c, t, o in lost.select(qc_parts.KEY).rows()}
+    for c, t, o, part in lost.select(*qc_parts.KEY, "excluded_part").rows():
+        parts[(c, t, o)].append(part)
+    words = {k: f"excluded: a part of it is excluded ({', '.join(v)})" for k, v in parts.items()}
+    rows = rows.with_columns(training=pl.struct(qc_parts.KEY).map_elements(
+        lambda r: words.get((r["case_id"], r["term_id"], r["origin"]), ""), return_dtype=pl.Utf8)) \
+        if rows.height else rows.with_columns(training=pl.lit("", pl.Utf8))
+    rows = rows.with_columns(training=pl.when(pl.col("training") != "").then(pl.col("training"))
+                             .when(pl.col("action") == "exclude").then(pl.lit("excluded"))
+                             .otherwise(pl.lit("kept")))
     unmatched = (d.get("problems").filter(pl.col("kind") == "override_unmatched").height
                  if d.has("problems") else 0)
     warn = (f'<p class="warn">{unmatched} row(s) of the override file matched no label, so they decided nothing: '
             "see the problems below (<code>override_unmatched</code>)</p>" if unmatched else "")
+    warn += qc_parts.overruled_note(d)
     head = (f'<h3 id="overrides">labels decided by a person ({rows.height})</h3>{warn}<p class="muted">rows of the '
             "override file (<code>stages.qc.overrides</code>); <code>flagged</code>, <code>filter_decision</code> "
-            "and <code>filter_reason</code> are the filter's own verdict, which the person's decision replaced</p>")
+            "and <code>filter_reason</code> are the filter's own verdict, which the person's decision replaced; "
+            "<code>training</code> is what the training view does with the label (a re-included label a part of "
+            "which is excluded is left out all the same)</p>")
     if rows.height == 0:
         return (f'<h3 id="overrides">labels decided by a person (0)</h3>{warn}<p class="muted">no override: every '
                 "decision is the filter's</p>")
@@ -239,8 +248,12 @@ def section_overrides(d: ReportData, qc: pl.DataFrame, limit: int) -> str:
     def caption(r: dict[str, Any]) -> str:
         said = f"{r['filter_decision']} ({r['filter_reason']})" if r.get("filter_reason") else r.get("filter_decision")
         who = " · ".join(str(r[c]) for c in ("override_reviewer", "override_date") if r.get(c))
-        return (f"<b>{'re-included' if r['action'] == 'include' else 'excluded'} by a person</b>"
-                f"{' (' + esc(who) + ')' if who else ''}: {esc(r['person_reason'])} · the filter said: {esc(said)}")
+        part = parts.get((r["case_id"], r["term_id"], r["origin"]))
+        done = ("re-included by a person, but excluded from training: its part " + ", ".join(part)
+                + " is excluded" if part else "re-included by a person" if r["action"] == "include"
+                else "excluded by a person")
+        return (f"<b>{esc(done)}</b>{' (' + esc(who) + ')' if who else ''}: {esc(r['person_reason'])} · the filter "
+                f"said: {esc(said)}")
 
     return gallery(d, rows, limit, head, "", PERSON_COLUMNS, caption)
 
@@ -267,7 +280,13 @@ FEATURE_LEGEND = ('<p class="muted"><code>f_volume</code>: the volume the filter
                   "its volume over the body's size at its level; absolute: millilitres, for cases without an "
                   "image); <code>f_sphericity</code>: how round (1 = a ball, a voxelised ball 2/3); "
                   "<code>f_eccentricity</code>: how elongated (0 = round, near 1 = long and thin); "
-                  "<code>components</code>: separate (26-connected) pieces</p>")
+                  "<code>components</code>: separate (26-connected) pieces; <code>volume_ml (store grid)</code>: the "
+                  "volume qc measured, on the resampled store grid, as every volume in the reasons and the plots — "
+                  "the <code>labels</code> table's <code>volume_ml</code> of an original label is counted on the "
+                  "source grid and can differ (a few percent for an organ, much more for a structure of a few "
+                  "voxels)</p>")
+
+STORE_VOLUME = "volume_ml (store grid)"
 
 
 def pieces(r: dict[str, Any]) -> str:
@@ -275,7 +294,21 @@ def pieces(r: dict[str, Any]) -> str:
     n, share = r.get("components"), r.get("largest_component_fraction")
     if not n or n < 2:
         return ""
-    return f" · <b>{n} separate pieces</b>" + (f" (the largest {share:.0%} of the voxels)" if share else "")
+    return f" · <b>{n} separate pieces</b>" + (f" (the largest {share_text(share)} of the voxels)" if share else "")
+
+
+def share_text(share: float) -> str:
+    """A share as a percentage that never reads 100 % when it is not all (``0.9962`` is ``99.6%``, not
+    ``100%``) nor 0 % when it is some.
+
+    >>> share_text(0.81), share_text(0.9962), share_text(1.0), share_text(0.00004)
+    ('81%', '99.6%', '100%', '0.004%')
+    """
+    text, digits = f"{share:.0%}", 0
+    while 0 < share < 1 and digits < 6 and float(text[:-1]) in (0.0, 100.0):
+        digits += 1
+        text = f"{share:.{digits}%}"
+    return text
 
 
 def gallery(d: ReportData, flagged: pl.DataFrame, limit: int, head: str, empty: str,
@@ -296,5 +329,7 @@ def gallery(d: ReportData, flagged: pl.DataFrame, limit: int, head: str, empty: 
         figs.append(f"<figure>{pic}<figcaption><b>{esc(r['case_id'])}</b> · {esc(r['term_id'])} "
                     f"({esc(r['origin'])}){pieces(r)}: {text}</figcaption></figure>")
     more = f'<p class="muted">showing {limit} of {flagged.height}</p>' if flagged.height > limit else ""
-    return "\n".join(out + [f'<div class="gallery">{"".join(figs)}</div>', more, table_html(flagged, 500, cols),
+    shown = flagged.rename({"volume_ml": STORE_VOLUME}) if "volume_ml" in flagged.columns else flagged
+    cols = [STORE_VOLUME if c == "volume_ml" else c for c in cols]
+    return "\n".join(out + [f'<div class="gallery">{"".join(figs)}</div>', more, table_html(shown, 500, cols),
                             FEATURE_LEGEND])

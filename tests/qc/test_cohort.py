@@ -374,7 +374,18 @@ def test_a_kept_label_with_a_feature_outside_says_so_in_digits_that_differ() -> 
     assert got["reason"].startswith("kept: 1 of 3 features outside the bounds, 2 needed to exclude: normalised volume ")
     value, bound = got["reason"].rsplit(": ", 1)[1].split()[-3::2]
     assert value != bound and float(value) > float(bound)
-    assert by_case(judge(rows, cfg, copies={"c000"}))["c001"]["reason"] is None  # nothing out: nothing said
+    quiet = by_case(judge(rows, cfg, copies={"c000"}))["c001"]  # nothing out: said too, not a blank reason
+    assert quiet["decision"] == "include" and quiet["n_out"] == 0
+    assert quiet["reason"] == f"kept: all 3 features judged are within the bounds of cohort {quiet['cohort']} (n=39)"
+
+
+def test_a_volume_in_a_reason_says_it_is_the_store_grids() -> None:
+    """A reason quoted 'volume (ml) 1175 > 1070' — qc's store-grid volume — while the labels table's
+    volume_ml of the same label (the source grid's) read 1172.6: two numbers under one name."""
+    rows = cohort(n=40, basis="absolute")  # a case without an image: judged in ml
+    rows[0].update(volume_ml=rows[0]["volume_ml"] * 5, eccentricity=0.99)
+    got = by_case(judge(rows, QCConfig(min_cohort=20)))["c000"]
+    assert got["decision"] == "exclude" and "store-grid volume (ml) " in got["reason"], got["reason"]
 
 
 def test_an_override_origin_that_is_no_layer_is_an_error_naming_the_row(tmp_path: Path) -> None:
@@ -422,7 +433,7 @@ def test_an_overrides_filter_said_is_the_filters_decision_never_another_override
     ov = [Override("c003", "liver", None, "exclude", "AB: leaks"), Override("c003", "liver", None, "include", "CD")]
     r = by_case(judge(rows, QCConfig(), ov))["c003"]
     said = r["reason"].split("filter said: ", 1)[1]
-    assert said == "include" and "AB" not in said
+    assert said.startswith("include (kept: all 3 features judged are within") and "AB" not in said
 
 
 def test_a_truncated_label_larger_than_its_cohorts_complete_labels_is_told_to_review() -> None:

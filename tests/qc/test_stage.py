@@ -238,7 +238,7 @@ def test_override_reviewer_and_date_reach_the_qc_table_and_the_release(
     rel = Release(build_release(ctx2, steps=["curator.qc.release:release_step"]))
     assert rel.sql("select override_reviewer, override_date from qc where override").fetchall() == [
         ("RAD1", dt.date(2024, 6, 1))]
-    assert rel.info["qc"]["overrides"] == {"include": 1, "exclude": 0, "unmatched": 1}
+    assert rel.info["qc"]["overrides"] == {"include": 1, "exclude": 0, "unmatched": 1, "include_overruled": 0}
     old = pq.read_table(ctx.workspace.table_path("qc")).drop_columns(
         ["override_reason", "override_reviewer", "override_date"])  # as a qc table before qc v5
     new = conform(old)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from curator.qc.release import TRAINING_FILTER, UNSTORED_REASON
 from curator.release.query import Release
@@ -96,3 +98,43 @@ def test_a_label_with_a_part_qc_excluded_is_excluded_as_the_loader_leaves_it_out
     assert qc["labels_excluded"] == qc["decisions"]["exclude"] + qc["excluded_with_part"] + qc["excluded_not_stored"]
     page = (rel.path / "report.html").read_text()
     assert f"{n_excl} label(s) excluded from training" in page and 'id="not-stored"' not in page
+
+
+def test_a_persons_include_of_a_label_with_an_excluded_part_is_overruled_and_said_everywhere(
+        demo: Path, release_with: Callable[..., Path], caplog: pytest.LogCaptureFixture) -> None:
+    """DQ1 excluded a case's left kidney, RAD2 re-included its kidney (which holds the left kidney):
+    the release dropped the kidney from training by the part rule with no warning, release.json
+    counted an include, and the report said 're-included by a person'."""
+    import yaml
+
+    from curator.testing.pipelines import run
+    from curator.torch import CaseDataset
+
+    case = "DemoTotalSeg__s0002"
+    cfg = yaml.safe_load((demo / "pipeline.yaml").read_text())
+    cfg["stages"]["qc"]["overrides"] = "overrides.yaml"
+    (demo / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (demo / "overrides.yaml").write_text(
+        f"- {{case_id: {case}, term: kidney_left, action: exclude, reason: leaks, reviewer: DQ1}}\n"
+        f"- {{case_id: {case}, term: kidney, action: include, reason: region verified, reviewer: RAD2}}\n")
+    run(demo / "pipeline.yaml", stages=["qc"])
+    with caplog.at_level(logging.WARNING, logger="curator"):
+        rel = Release(release_with(demo, "0.2.0"))
+    # the rule: the part's exclusion wins (the loader and the exports leave the kidney out) ...
+    (decision, reason), = rel.sql(f"select qc_decision, qc_reason from labels where case_id = '{case}' and "
+                                  "term_id = 'kidney' and origin = 'original'").fetchall()
+    assert decision == "exclude" and reason.startswith("a part of it is excluded")
+    assert "its own decision: override_include — a person's include, overruled by its excluded part" in reason
+    assert case not in {c["case_id"] for c in CaseDataset(rel, terms=["kidney"], split=None, duplicates=True).cases}
+    # ... and it is said: the qc stage's problem, the run log, release.json, the report
+    (msg,), = rel.sql("select message from problems where kind = 'override_overruled'").fetchall()
+    assert f"{case} / kidney (original) is overruled" in msg and "kidney_left (override exclude (DQ1)" in msg
+    assert any("excluded from training all the same" in r.getMessage() and case in r.getMessage()
+               for r in caplog.records)
+    assert rel.info["qc"]["overrides"] == {"include": 1, "exclude": 1, "unmatched": 0, "include_overruled": 1}
+    page = (rel.path / "report.html").read_text()
+    mine = page[page.index('id="overrides"'):page.index('id="gallery"')]
+    assert "re-included by a person" in mine and "but excluded from training: its part kidney_left is excluded" in mine
+    listed = table_rows(page, 'id="with-part"')
+    assert listed[0] == ["case_id", "dataset", "term_id", "origin", "own_decision", "excluded_part", "part_reason"]
+    assert [case, "DemoTotalSeg", "kidney", "original", "override_include", "kidney_left"] in [r[:6] for r in listed]

@@ -153,9 +153,11 @@ def test_volume_axes_say_their_basis_per_cohort() -> None:
 
     qc = qc_table([*cohort("liver", 30), *cohort("kidney_tumor", 30, body=False, seed=2)], [])
     fig = distributions_figure(qc, ["liver", "kidney_tumor"])
-    assert [fig.axes[i].get_xlabel() for i in (0, 3)] == ["volume / body volume (log10)", "volume (ml, log10)"]
+    assert [fig.axes[i].get_xlabel() for i in (0, 3)] == ["volume / body volume (log10)",
+                                                                "store-grid volume (ml, log10)"]
     fig = scatter_figure(qc, ["liver", "kidney_tumor"])
-    assert [fig.axes[i].get_xlabel() for i in (1, 3)] == ["volume / body volume (log scale)", "volume (ml, log scale)"]
+    assert [fig.axes[i].get_xlabel() for i in (1, 3)] == ["volume / body volume (log scale)",
+                                                                "store-grid volume (ml, log scale)"]
     _plt().close("all")
     rule = _qc_rule({"pipeline_config": {"stages": {"qc": {}}}}, qc)
     assert rule.endswith("; volume in ml (1 cohort), per body volume (1 cohort))"), rule
@@ -179,12 +181,13 @@ def test_cohorts_without_bounds_are_summarised_not_plotted() -> None:
     histograms of one grey bar, its eccentricity axis running to 1.5."""
     from curator.report.qc_sections import _qc_terms
 
-    few = cohort("spleen", 3)
+    few = [*cohort("spleen", 3), {**cohort("spleen", 1, seed=4)[0], "case_id": "cut", "truncated": True,
+                                   "border_faces": ["k+"]}]
     qc = qc_table([*cohort("liver", 30), *few], [Override("c01", "spleen", None, "exclude", "cut in two")])
     terms, unbounded = _qc_terms(qc, 12)
     assert terms == ["liver"] and unbounded["cohort"].to_list() == ["spleen/CT/body"]
     page = build_html(ReportData({"qc": qc}))
-    assert "not plotted: 1 cohort(s) without bounds" in page and "spleen/CT/body (1 of 1 excluded)" in page
+    assert "not plotted: 1 cohort(s) without bounds" in page and "spleen/CT/body (1 of 1 judged label excluded; 4 in the cohort)" in page
 
 
 def test_sphericity_and_eccentricity_axes_stay_within_0_and_1() -> None:
@@ -219,3 +222,89 @@ def test_the_nav_links_the_persons_section_only_when_the_page_has_it() -> None:
     nav = part(page, "<nav>", "</nav>")
     assert '<a href="#overrides">decided by a person</a>' in nav and 'id="overrides"' in page
     assert '<a href="#qc">' in nav and '<a href="#problems">' in nav
+
+
+def kidneys_with_a_part_excluded(with_terms: bool) -> ReportData:
+    """c01's left kidney excluded by DQ1 and its kidney re-included by RAD2, as the release records them:
+    the qc table's own decisions, and labels with the release's part rule applied."""
+    from curator.qc.release import exclude_with_parts, join_measurements
+    from curator.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    ov = [Override("c01", "kidney_left", None, "exclude", "over-segmented into fat", reviewer="DQ1"),
+          Override("c01", "kidney", None, "include", "region verified", reviewer="RAD2")]
+    qc = to_arrow("qc", judge([*cohort("kidney_left", 30), *cohort("kidney", 30, seed=5)], QCConfig(), ov, tax))
+    labels = to_arrow("labels", [{"case_id": r["case_id"], "dataset": "d", "term_id": r["term_id"],
+                                  "term": r["term_id"], "origin": "original", "layer": "original",
+                                  "derived": r["term_id"] == "kidney", "annotated": True, "present": True,
+                                  "voxels": 1000, "volume_ml": 1.0} for r in qc.to_pylist()])
+    labels, n = exclude_with_parts(join_measurements(labels, qc), tax)
+    assert n == 1
+    tables: dict[str, Any] = {"qc": pl.from_arrow(qc), "labels": pl.from_arrow(labels)}
+    if with_terms:
+        tables["terms"] = pl.DataFrame({"term_id": ["kidney_left", "kidney"],
+                                        "ancestors": [list(tax.ancestors("kidney_left")), []]})
+    return ReportData(tables)
+
+
+@pytest.mark.parametrize("with_terms", [True, False])
+def test_a_reinclude_the_part_rule_overrules_is_said_and_listed(with_terms: bool) -> None:
+    """RAD2 re-included c01's kidney, whose left kidney DQ1 excluded: the release excluded it all the
+    same (the part rule) while the persons' section said 're-included by a person', and the labels
+    excluded for a part were only a count."""
+    page = build_html(kidneys_with_a_part_excluded(with_terms))
+    mine = part(page, 'id="overrides"', 'id="gallery"')
+    assert "re-included by a person, but excluded from training: its part kidney_left is excluded</b> (RAD2)" in mine
+    assert "1 label(s) a person re-included are excluded from training all the same" in mine
+    assert "<th>training</th>" in mine
+    row = cells(mine, "c01")
+    assert row[:5] == ["d", "kidney", "original", "include", "excluded: a part of it is excluded (kidney_left)"]
+    left = re.search(r"<tr><td>c01</td><td>d</td><td>kidney_left</td>(.*?)</tr>", mine)
+    assert left and re.findall(r"<td[^>]*>(.*?)</td>", left.group(1))[1:3] == ["exclude", "excluded"]
+    listed = part(page, 'id="with-part"', "</table>")
+    assert "excluded at release: a part of it is excluded (1)" in listed
+    assert cells(listed, "c01") == ["d", "kidney", "original", "override_include", "kidney_left",
+                                    "override exclude (DQ1): over-segmented into fat; filter said: "
+                                    + cells(listed, "c01")[5].split("filter said: ", 1)[1]]
+    assert "1 at release as holding a part excluded" in page and "listed below" in page
+
+
+def test_a_share_of_the_voxels_is_not_rounded_up_to_all() -> None:
+    """'2 separate pieces (the largest 100% of the voxels)' for a largest piece of 99.62 %."""
+    qc = qc_table([*cohort("liver", 30), odd("odd2", components=2, largest_component_fraction=0.9962)])
+    flagged = part(build_html(ReportData({"qc": qc})), 'id="gallery"')
+    assert "<b>2 separate pieces</b> (the largest 99.6% of the voxels)" in flagged
+
+
+def test_the_volume_in_the_tables_says_it_is_the_store_grids() -> None:
+    """The galleries' volume_ml was qc's store-grid volume (1175 ml) under the name of the labels
+    table's source-grid volume_ml (1172.6 ml)."""
+    page = build_html(ReportData({"qc": qc_table([*cohort("liver", 30), odd("odd"), odd("odd2")])}))
+    for section in (part(page, 'id="overrides"', 'id="gallery"'), part(page, 'id="gallery"')):
+        assert "<th>volume_ml (store grid)</th>" in section and "<th>volume_ml</th>" not in section
+        assert "the <code>labels</code> table's <code>volume_ml</code> of an original label" in section
+
+
+def test_the_scatter_legend_hides_no_point_and_cohort_names_are_not_cut() -> None:
+    """The legend sat in each row's upper right, over the cluster (a person's exclude under it); a long
+    cohort name, a vertical label, ran past its row."""
+    qc = qc_table([*cohort("liver", 30), odd("odd"), *cohort("adrenal_gland_right_of_a_long_name", 30, seed=3)])
+    fig = scatter_figure(qc, ["liver", "adrenal_gland_right_of_a_long_name"])
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    legends = [a.get_legend() for a in fig.axes if a.get_legend() is not None]
+    assert legends
+    for lg in legends:
+        box = lg.get_window_extent(r)
+        assert not any(box.overlaps(a.get_window_extent(r)) for a in fig.axes)
+    hist = distributions_figure(qc, ["liver", "adrenal_gland_right_of_a_long_name"])
+    for f in (fig, hist):
+        f.canvas.draw()
+        r = f.canvas.get_renderer()
+        page = f.bbox
+        names = [t for a in f.axes for t in (a.title, a._left_title, a.yaxis.label) if "/CT/" in t.get_text()]
+        assert len(names) == 2
+        for t in names:
+            box = t.get_window_extent(r)
+            assert t.get_rotation() == 0 and page.x0 <= box.x0 and box.x1 <= page.x1
+    _plt().close("all")
