@@ -1,4 +1,5 @@
-"""Versions and machine facts (``curator env``), for bug reports."""
+"""Versions and machine facts (``curator env``), for bug reports, and what a stage run and a
+release record of the code and libraries that computed them (:func:`computed_with`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from curator import __version__
 
@@ -70,15 +72,38 @@ def _edits_digest(root: Path, paths: list[str]) -> str:
     return h.hexdigest()[:12]
 
 
-def environment() -> dict[str, str]:
-    info = {"curator": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
-            "cpus": str(os.cpu_count())}
-    info["curator_revision"] = code_revision() or "not a git checkout"
+@functools.cache
+def versions() -> dict[str, str]:
+    """The Python version and each of :data:`PACKAGES`' (``"not installed"`` when absent): the
+    libraries that read the images, resample them and write the stores and tables. ``curator env``
+    prints them, a stage run records them (:func:`computed_with`) and a release states its own
+    (``release.json`` ``environment``). Computed once per process."""
+    info = {"python": sys.version.split()[0]}
     for p in PACKAGES:
         try:
             info[p] = importlib.metadata.version(p)
         except importlib.metadata.PackageNotFoundError:
             info[p] = "not installed"
+    return info
+
+
+def computed_with() -> dict[str, Any]:
+    """The code and libraries of this process, as a stage run records them: ``code_version``,
+    ``code_revision`` (:func:`code_revision`), ``dirty`` (whether that code had uncommitted edits:
+    the revision ends in ``+dirty``; None when it is unknown, outside a git checkout) and
+    ``versions`` (:func:`versions`)."""
+    rev = code_revision()
+    return {"code_version": __version__, "code_revision": rev, "dirty": None if rev is None else "+dirty" in rev,
+            "versions": versions()}
+
+
+def environment() -> dict[str, str]:
+    """What ``curator env`` prints: :func:`versions` with the machine's facts and the code revision."""
+    found = versions()
+    info = {"curator": __version__, "python": found["python"], "platform": platform.platform(),
+            "cpus": str(os.cpu_count())}
+    info["curator_revision"] = code_revision() or "not a git checkout"
+    info.update((p, found[p]) for p in PACKAGES)
     try:
         import torch
 

@@ -9,6 +9,7 @@ Layout::
       stages/<stage>/cases/<xx>/<case_id>.json   per-case results (atomic)
       tables/<table>.parquet consolidated tables (atomic)
       stores/<case_id>.zarr  per-case Zarr stores (preprocess)
+      environments/<id>.json the code and library versions a stage run computed with (runner.provenance)
 """
 
 from __future__ import annotations

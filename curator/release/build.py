@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curator import __version__
-from curator.envinfo import code_revision
+from curator.envinfo import code_revision, versions
 from curator.errors import CuratorError, ReleaseError
 from curator.io.fsutil import (
     atomic_write_json,
@@ -44,6 +44,7 @@ from curator.release.lineage import (
 from curator.release.tables import TableSet, copy_table, write_release_table
 from curator.runner.context import Context
 from curator.runner.freshness import check_fresh
+from curator.runner.provenance import environments_of
 from curator.schema import load_schemas, schema_version, table_schema, to_arrow
 
 log = logging.getLogger("curator")
@@ -350,8 +351,10 @@ def _release_json(b: ReleaseBuilder, stores: dict[str, dict[str, Any]]) -> dict[
         if d["stage"] not in off:
             # settings_files: the digest of the files its settings name (qc's overrides, harmonize's
             # taxonomy, model files), which the config names only by path — a diff compares it
-            info = {k: d[k] for k in ("stage_version", "config_hash", "settings_files", "run_id", "finished")
-                    if d.get(k) is not None}
+            # run_environment, case_environments: the code and libraries that computed its tables
+            # and its cases (curator.runner.provenance), as ids of `environments` below
+            info = {k: d[k] for k in ("stage_version", "config_hash", "settings_files", "run_id", "finished",
+                                      "run_environment", "case_environments") if d.get(k) is not None}
             stage_info[d["stage"]] = {**info, "config": published_settings(d["stage"], d.get("config") or {})}
     pipeline = published_config(ctx)
     registry = {n: {"version": s.spec.version, "spec_sha256": sha256_json(s.spec.to_dict())}
@@ -361,9 +364,12 @@ def _release_json(b: ReleaseBuilder, stores: dict[str, dict[str, Any]]) -> dict[
     out = {
         "collection": rc.collection, "version": rc.version,
         "created": b.created,
-        "code_version": __version__, "code_revision": code_revision(), "schema_version": schema_version(),
+        # the code and libraries that assembled this release (its release steps); those that
+        # computed each stage's tables and cases: stages.<name>.run_environment / case_environments
+        "code_version": __version__, "code_revision": code_revision(), "environment": versions(),
+        "schema_version": schema_version(),
         "pipeline_config": pipeline, "pipeline_config_hash": sha256_json(pipeline)[:16],
-        "stages": stage_info, "registry": registry,
+        "stages": stage_info, "environments": environments_of(ctx.workspace, stage_info), "registry": registry,
         "input_checksums_sha256": sha256_sorted(inputs), "n_input_files": inputs.len(),
         "files": files, "stores": stores,
         "counts": {name: b.tables.num_rows(name) for name in b.tables},

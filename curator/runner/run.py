@@ -26,6 +26,7 @@ from curator.io.fsutil import atomic_write_json
 from curator.runner.context import Context
 from curator.runner.executors import Executor, make_executor
 from curator.runner.freshness import rerun_reasons, tables_read_digest, upstream_runs, write_record
+from curator.runner.provenance import case_environments, record_environment
 from curator.runner.stage import WORKSPACE_FAULTS, CaseResult, Stage, Task
 from curator.schema import to_arrow
 
@@ -149,6 +150,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     tables_read = tables_read_digest(ctx, stage_cls)
     tasks = stage.plan()
     _check_unique(stage_cls.name, tasks)
+    made = record_environment(ws)  # the code and libraries this run computes its cases with
     report.planned = len(tasks)
     jobs: list[tuple[Task, str]] = []
     results: dict[str, CaseResult] = {}
@@ -187,6 +189,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
                 fault = _workspace_fault(res, stage_cls.name, ws.root, report.ran)
                 if fault is not None:  # every later case would fail the same way
                     raise fault
+                res.computed_with = made
                 if res.cacheable:
                     atomic_write_json(ws.case_result_path(stage_cls.name, res.case_id),
                                       {**res.to_json(), **({"code": failure_code()} if res.failed else {})},
@@ -238,7 +241,8 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     report.seconds = time.perf_counter() - t0
     parts = getattr(stage, "settings_parts", None)  # each model's fingerprint, as the plan read them
     write_record(ctx, stage_cls, config, upstream, settings_files=files, tables_read=tables_read,
-                 planned=report.planned, failed=report.failed, tables=report.tables,
+                 planned=report.planned, failed=report.failed, tables=report.tables, run_environment=made,
+                 case_environments=case_environments(r for r in ordered if not r.failed),
                  **({"settings_files_parts": parts} if parts else {}))
     log.info(report.line())
     return report

@@ -79,15 +79,21 @@ class CaseResult:
     failed: bool = False
     cacheable: bool = True
     seconds: float = 0.0
+    # the id of the code and libraries that computed it (curator.runner.provenance), stamped by
+    # the run that wrote it; None in a result of a curator before it
+    computed_with: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"case_id": self.case_id, "key": self.key, "rows": self.rows, "problems": self.problems,
-                "failed": self.failed, "seconds": round(self.seconds, 4)}
+                "failed": self.failed, "seconds": round(self.seconds, 4),
+                **({"computed_with": self.computed_with} if self.computed_with else {})}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CaseResult:
+        made = d.get("computed_with")
         return cls(d["case_id"], d["key"], d.get("rows", {}), d.get("problems", []),
-                   bool(d.get("failed", False)), True, float(d.get("seconds", 0.0)))
+                   bool(d.get("failed", False)), True, float(d.get("seconds", 0.0)),
+                   made if isinstance(made, str) else None)
 
 
 def problem_row(stage: str, err: CuratorError, *, dataset: str | None, case_id: str | None,
