@@ -42,6 +42,7 @@ from curator.problem_kinds import remedy_for
 
 FORMAT_VERSION = 1
 MIN_KEY_BYTES = 16  # new keys have 32
+KEY_FINGERPRINT_LABEL = b"curator pseudonym key fingerprint"
 
 
 class Workspace:
@@ -115,6 +116,19 @@ class Workspace:
                                  f"{MIN_KEY_BYTES} are needed to keep patient ids pseudonymous)", path=str(keyfile),
                                  remedy=remedy_for("key_invalid"))
         return key
+
+    def key_fingerprint(self) -> str:
+        """16 hex digits telling this workspace's pseudonym key from another (``release.json``'s
+        ``pseudonym_key_fingerprint``): the HMAC-SHA-512 of a fixed label under the key, where
+        pseudonyms are HMAC-SHA-256 of ids — another function of the key, so it neither gives the
+        key away nor helps recompute or guess a pseudonym.
+
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     Workspace(folder).init(key=bytes(32)).key_fingerprint()
+        '65bd203330d26a5f'
+        """
+        return hmac.new(self.key, KEY_FINGERPRINT_LABEL, hashlib.sha512).hexdigest()[:16]
 
     def pseudonym(self, *parts: str, prefix: str = "p") -> str:
         """Keyed, stable pseudonym of ``parts`` (e.g. dataset + patient id)."""

@@ -60,7 +60,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         else:
             head = "[bold green]OK[/]" if rep.ok else "[bold red]CHANGED[/]"
             out.print(f"{head} {escape(rep.release)}: {rep.checked_files} files and {rep.checked_stores} "
-                      f"stores checked; release.json sha256 {rep.release_json_sha256}", highlight=False)
+                      f"stores checked; release.json sha256 {rep.release_json_sha256}"
+                      + (f"; content sha256 {rep.content_sha256}" if rep.content_sha256 else ""), highlight=False)
             _list("added", rep.added, limit, "yellow")
             _list("removed", rep.removed, limit, "red")
             _list("modified", rep.modified, limit, "red")
@@ -69,6 +70,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                   limit, "red")
             _list("dataset card issues", rep.card_issues, limit, "red")
             _list("row counts of release.json the tables do not hold", rep.counts_differ, limit, "red")
+            _list("release.json disagrees with itself or the card", rep.manifest_issues, limit, "red")
             if rep.parent_changed:
                 err.print(f"[red]lineage[/] {escape(rep.parent)}", highlight=False)
         if not rep.ok:

@@ -32,11 +32,12 @@ from curator.io.fsutil import (
     sha256_json,
     staging_path,
 )
-from curator.release.integrity import record_stores
+from curator.release.integrity import content_sha256, record_stores
 from curator.release.lineage import (
     checksum_values,
     lineage,
     published_config,
+    published_config_hash,
     published_settings,
     resolve_parent,
     sha256_sorted,
@@ -363,12 +364,14 @@ def _release_json(b: ReleaseBuilder, stores: dict[str, dict[str, Any]]) -> dict[
     schemas = load_schemas()
     out = {
         "collection": rc.collection, "version": rc.version,
+        # the data's identity: the same for every build of the same inputs, settings and key
+        "content_sha256": content_sha256(files),
         "created": b.created,
         # the code and libraries that assembled this release (its release steps); those that
         # computed each stage's tables and cases: stages.<name>.run_environment / case_environments
         "code_version": __version__, "code_revision": code_revision(), "environment": versions(),
         "schema_version": schema_version(),
-        "pipeline_config": pipeline, "pipeline_config_hash": sha256_json(pipeline)[:16],
+        "pipeline_config": pipeline, "pipeline_config_hash": published_config_hash(pipeline),
         "stages": stage_info, "environments": environments_of(ctx.workspace, stage_info), "registry": registry,
         "input_checksums_sha256": sha256_sorted(inputs), "n_input_files": inputs.len(),
         "files": files, "stores": stores,

@@ -40,7 +40,7 @@ from curator.release.store_diff import store_kind
 from curator.schema import table_schema
 
 LINEAGE_KEYS = ("schema_version", "code_version", "code_revision", "registry", "taxonomy", "models", "inputs",
-                "inference")
+                "inference", "pseudonym_key_fingerprint")
 _ABSENT = object()
 # Columns that describe a row relative to its own release (not a change of the row itself).
 RELATIVE_COLUMNS = {"splits": {"reason", "previous_split"}}
@@ -523,7 +523,7 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         va, vb = ra.info.get(k), rb.info.get(k)
         if k == "taxonomy":  # a lab's extension: its version as the taxonomy says it (1.3+lab-1, not lab-1)
             va, vb = (_taxonomy_version(v) for v in (va, vb))
-        if k in ("code_revision", "inference") and (va is None or vb is None):  # a release before it (or
+        if k in ("code_revision", "inference", "pseudonym_key_fingerprint") and (va is None or vb is None):  # a release before it (or
             continue  # from an installed wheel; or without pseudo labels)
         if va != vb:
             d.lineage[k] = (va, vb)

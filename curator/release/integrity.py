@@ -36,6 +36,9 @@ STORES_DIR = "stores"
 SUMS_NAME = "SHA256SUMS"
 # Files a release may hold that are not covered by release.json["files"] (the manifest itself).
 UNLISTED = {"release.json"}
+# Files of release.json["files"] that content_sha256 leaves out: they carry the day of the build
+# (croissant.json's datePublished). release.json, with its build time and stage run ids, is not listed.
+CONTENT_EXCLUDED = ("croissant.json",)
 
 
 def _store_files(path: Path) -> list[tuple[str, Path]]:
@@ -77,6 +80,20 @@ def store_hash(path: str | Path) -> str:
     every store under ``<release>/stores/`` anyway, so nothing is left unchecked.
     """
     return hash_of_file_hashes(store_file_hashes(path))
+
+
+def content_sha256(files: dict[str, str]) -> str:
+    """``release.json``'s ``content_sha256``: the release's data as one digest — the SHA-256 of
+    ``sha256sum`` lines of every file ``files`` (``release.json["files"]``) lists but those of
+    :data:`CONTENT_EXCLUDED`, sorted by path. ``stores/SHA256SUMS`` is among them, so every
+    store's every file counts. Two builds of the same inputs, settings and pseudonym key share it
+    (their ``release.json`` never does: it holds build times and run ids); a changed voxel, row or
+    card changes it.
+
+    >>> content_sha256({"a.parquet": "0" * 64}) == content_sha256({"a.parquet": "0" * 64, "croissant.json": "1" * 64})
+    True
+    """
+    return hash_of_file_hashes({k: v for k, v in files.items() if k not in CONTENT_EXCLUDED})
 
 
 def case_id_of_store(rel: str) -> str:
@@ -126,14 +143,18 @@ class VerifyReport:
     stores_damaged: list[str] = field(default_factory=list)  # "<case>: <array>: why" (a shard missing, truncated)
     card_issues: list[str] = field(default_factory=list)
     counts_differ: list[str] = field(default_factory=list)  # "cases: release.json says 21, cases.parquet has 22 rows"
+    # release.json disagreeing with itself or the card: an edited pipeline_config, a content_sha256
+    # its file checksums do not give (:func:`manifest_issues`)
+    manifest_issues: list[str] = field(default_factory=list)
     release_json_sha256: str = ""
+    content_sha256: str = ""  # as release.json records it (none before it did); checked in manifest_issues
     parent: str = ""  # the parent's release.json against the checksum recorded here (see parent_check)
     parent_changed: bool = False
 
     @property
     def ok(self) -> bool:
         return not (self.added or self.removed or self.modified or self.stores_modified or self.stores_damaged
-                    or self.card_issues or self.counts_differ or self.parent_changed)
+                    or self.card_issues or self.counts_differ or self.manifest_issues or self.parent_changed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"release": self.release, "ok": self.ok, "checked_files": self.checked_files,
@@ -141,7 +162,9 @@ class VerifyReport:
                 "modified": self.modified, "stores_modified": self.stores_modified,
                 "stores_damaged": self.stores_damaged,
                 "card_issues": self.card_issues, "counts_differ": self.counts_differ,
-                "release_json_sha256": self.release_json_sha256, "parent": self.parent,
+                "manifest_issues": self.manifest_issues,
+                "release_json_sha256": self.release_json_sha256, "content_sha256": self.content_sha256,
+                "parent": self.parent,
                 "parent_changed": self.parent_changed}
 
 
@@ -210,7 +233,8 @@ def verify_release(path: str | Path) -> VerifyReport:
 
     release = Path(path)
     info = read_release_json(release)
-    rep = VerifyReport(release=str(release), release_json_sha256=sha256_file(release / "release.json"))
+    rep = VerifyReport(release=str(release), release_json_sha256=sha256_file(release / "release.json"),
+                       content_sha256=str(info.get("content_sha256") or ""))
     files: dict[str, str] = info.get("files", {})
     stores: dict[str, dict[str, Any]] = info.get("stores", {})
     expected_store_files: dict[str, str] = {}
@@ -256,8 +280,44 @@ def verify_release(path: str | Path) -> VerifyReport:
     if card.is_file() or "DATASET_CARD.md" in files:
         rep.card_issues = check_card_file(card) if card.is_file() else ["DATASET_CARD.md is missing"]
     rep.counts_differ = _counts_differ(release, info.get("counts") or {})
+    rep.manifest_issues = manifest_issues(info, card if card.is_file() else None)
     rep.parent, rep.parent_changed = parent_check(release, info)
     return rep
+
+
+def manifest_issues(info: dict[str, Any], card: Path | None) -> list[str]:
+    """Where ``release.json`` (``info``) disagrees with itself or with the dataset card (``card``,
+    covered by a checksum): its ``pipeline_config_hash`` against the hash of its
+    ``pipeline_config`` recomputed and against the card's front matter, and its
+    ``content_sha256`` against the digest of its ``files`` checksums. An edit of these parts
+    changes no checksum ``verify`` compares (release.json lists them); a release.json rewritten
+    consistently is caught only by its own published SHA-256, or its ``content_sha256``."""
+    from curator.release.card_check import split_front_matter
+    from curator.release.lineage import published_config_hash
+
+    out: list[str] = []
+    stored = info.get("pipeline_config_hash")
+    if "pipeline_config" in info and stored is not None:
+        now = published_config_hash(info["pipeline_config"])
+        if now != stored:
+            out.append(f"pipeline_config_hash is {stored}, but pipeline_config hashes to {now}: release.json's "
+                       "pipeline_config (or its hash) was edited since the release was built")
+    if card is not None and stored is not None:
+        try:
+            meta, _, _ = split_front_matter(card.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):  # unreadable: listed as modified
+            meta = None
+        said = meta.get("pipeline_config_hash") if isinstance(meta, dict) else None
+        if said is not None and str(said) != str(stored):
+            out.append(f"release.json's pipeline_config_hash is {stored}, but DATASET_CARD.md (checksummed) gives "
+                       f"{said}: release.json was edited since the release was built")
+    content, files = info.get("content_sha256"), info.get("files")
+    if content is not None and isinstance(files, dict):
+        now = content_sha256(files)
+        if now != content:
+            out.append(f"content_sha256 is {content}, but the checksums release.json's files lists give {now}: "
+                       "release.json was edited since the release was built")
+    return out
 
 
 def _counts_differ(release: Path, counts: dict[str, Any]) -> list[str]:

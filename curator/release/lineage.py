@@ -129,7 +129,13 @@ def _names_only(value: Any) -> Any:
 
 def config_hash(ctx: Context) -> str:
     """16 hex digits over :func:`published_config` (the same wherever the pipeline runs)."""
-    return sha256_json(published_config(ctx))[:16]
+    return published_config_hash(published_config(ctx))
+
+
+def published_config_hash(published: Any) -> str:
+    """``release.json``'s ``pipeline_config_hash`` of its ``pipeline_config`` (``published``): 16
+    hex digits of its canonical JSON's SHA-256 — ``curator verify`` recomputes it."""
+    return sha256_json(published)[:16]
 
 
 def taxonomy_info(path: str | Path | None = None, _within: tuple[Path, ...] = ()) -> dict[str, Any] | None:
@@ -233,5 +239,7 @@ def lineage(builder: ReleaseBuilder) -> dict[str, Any]:
         "taxonomy": taxonomy_info(taxonomy_path(builder.ctx)),
         "inputs": input_checksums(builder.tables.read("cases", ["dataset", "image_sha256", "label_sha256"])),
         "models": dict(sorted(builder.extra.get("models", {}).items())),
+        # which secret key made patient_id and study_key (a rebuild with another key gives others)
+        "pseudonym_key_fingerprint": builder.ctx.workspace.key_fingerprint(),
     }
     return out
