@@ -6,12 +6,15 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from curator.cli.common import OutputFormat, emit, err, handle_errors, note_newest, out, print_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curator.release.diff import ReleaseDiff
 
 
 class ReportFormat(str, Enum):
@@ -26,10 +29,11 @@ FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, 
 ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder: its newest version)")]
 
 
-def _list(title: str, items: list[Any], limit: int, style: str) -> None:
+def _list(title: str, items: list[Any], limit: int, style: str, count: int | None = None) -> None:
+    """``title (count)`` (default: the number of items), then up to ``limit`` items, one a line."""
     if not items:
         return
-    out.print(f"  [{style}]{title}[/] ({len(items)})", highlight=False)
+    out.print(f"  [{style}]{title}[/] ({len(items) if count is None else count})", highlight=False)
     for x in items[:limit]:
         text = x if isinstance(x, str) else " ".join(str(v) for v in (x if isinstance(x, (list, tuple)) else [x]))
         out.print(f"    {escape(text)}", highlight=False)
@@ -81,13 +85,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def diff(a: ReleaseArg,
              b: Annotated[Path | None, typer.Argument(help="newer release (default: compare A with its parent)")] = None,
              fmt: ReportOpt = ReportFormat.table,
-             limit: Annotated[int, typer.Option(min=0, help="max rows listed per kind")] = 50) -> None:
-        """What changed from release A to release B: cases, labels, QC, duplicates, splits, schema, lineage."""
+             limit: Annotated[int, typer.Option(min=0, help="max rows listed per kind")] = 50,
+             exit_code: Annotated[bool, typer.Option(
+                 "--exit-code", help="exit 1 when the releases differ in content (a table, file or store), "
+                 "0 when they hold the same (their lineage may differ): a reproduction check")] = False) -> None:
+        """What changed from release A to release B: cases, labels, QC, duplicates, splits, schema,
+        files, lineage.
+
+        Exit code 0 (with --exit-code: 0 when the releases hold the same tables, files and stores,
+        1 when they differ), 2 on an error (a release missing or damaged).
+        """
         from curator.config import SEMVER
         from curator.errors import ReleaseError
         from curator.release.diff import diff_releases
         from curator.release.query import Release
-        from curator.release.store_diff import summary
 
         if b is None:
             rb = Release(a)
@@ -104,53 +115,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                       highlight=False)
         if fmt == ReportFormat.json:
             print_json(d.to_dict())
-            return
-        out.print(f"[bold]{escape(d.a)} → {escape(d.b)}[/]", highlight=False)
-        rows = [(n, len(t.added), len(t.removed), len(t.changed)) for n, t in sorted(d.tables.items())]
-        emit(["table", "added", "removed", "changed"], rows, OutputFormat.table)
-        _list("cases added", d.cases_added, limit, "green")
-        _list("cases removed", d.cases_removed, limit, "red")
-        if "cases" in d.tables:
-            _list("cases changed (case, columns)",
-                  [f"{k[0]}: {', '.join(c)}" for k, c in d.tables["cases"].changed], limit, "yellow")
-        if "labels" in d.tables:
-            lt = d.tables["labels"]
-            _list("labels added", lt.added, limit, "green")
-            _list("labels removed", lt.removed, limit, "red")
-            _list("labels changed", [f"{' '.join(map(str, k))}: {', '.join(c)}" for k, c in lt.changed],
-                  limit, "yellow")
-        if "terms" in d.tables:  # the taxonomy: a lab's new term, a synonym, a parent changed
-            tt = d.tables["terms"]
-            _list("terms added", [k[0] for k in tt.added], limit, "green")
-            _list("terms removed", [k[0] for k in tt.removed], limit, "red")
-            _list("terms changed (term: columns)", [f"{k[0]}: {', '.join(c)}" for k, c in tt.changed], limit, "yellow")
-        _list("labels whose origin changed (case, term: origin A → B, volume A → B)",
-              [f"{c} {t}: {oa} → {ob}, {_ml(ma)} → {_ml(mb)} ml" for c, t, oa, ob, _, _, ma, mb in d.origin_changes],
-              limit, "yellow")
-        said = {c: f"{c}: {summary(ch)}" for c, ch in d.store_changes.items()}
-        _list("cases whose store's voxels, terms or grid changed", [said[c] for c in d.stores_changed], limit,
-              "yellow")
-        _list("cases whose stores differ only in their OME-Zarr attributes (same voxels, grid and terms)",
-              d.stores_ome_changed, limit, "yellow")
-        _list("cases whose stores differ only in other attributes or encoding (same voxels, grid and terms)",
-              [said[c] for c in d.stores_metadata_changed], limit, "yellow")
-        _list("labels newly excluded by QC (case term layer — why)", d.qc_lines(d.qc_newly_excluded), limit, "red")
-        _list("labels no longer excluded by QC (case term layer — why)", d.qc_lines(d.qc_newly_included), limit,
-              "green")
-        _list("cases newly marked duplicate", d.newly_duplicate, limit, "red")
-        _list("cases no longer marked duplicate", d.no_longer_duplicate, limit, "green")
-        _list("duplicate groups with a new id, their kept case the same (kept: id A → id B, members joined/left)",
-              [f"{k}: {ga} → {gb}" + (f", joined {', '.join(j)}" if j else "") + (f", left {', '.join(lf)}" if lf else "")
-               for k, ga, gb, j, lf in d.groups_regrouped], limit, "yellow")
-        _list("cases whose split changed (case, A, B)", d.split_changes, limit, "red")
-        _list("problems added (severity kind case — message)", d.problem_lines(d.problems_added), limit, "red")
-        _list("problems no longer reported", d.problem_lines(d.problems_removed), limit, "green")
-        _list("tables added", d.tables_added, limit, "green")
-        _list("tables removed", d.tables_removed, limit, "red")
-        _list("schema changes", [f"{t}: {json.dumps(c)}" for t, c in sorted(d.schema.items())], limit, "yellow")
-        _list("lineage changes", d.lineage_changes, limit, "yellow")
-        if d.empty:
-            out.print("  no differences in the tables", highlight=False)
+        else:
+            _print_diff(d, limit)
+        if exit_code and d.content_differs:
+            raise typer.Exit(1)
 
     @app.command("lineage")
     @handle_errors
@@ -218,6 +186,69 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             err.print(escape(f"wrote {' and '.join(str(p) for p in paths)}: {said}"), highlight=False)
         for line in cited.licences.incompatible:
             err.print(f"[yellow]warning[/] {escape(line)}", highlight=False)
+
+
+def _print_diff(d: ReleaseDiff, limit: int) -> None:
+    """``curator diff``'s text report of ``d``."""
+    from curator.release.store_diff import summary
+
+    out.print(f"[bold]{escape(d.a)} → {escape(d.b)}[/]", highlight=False)
+    rows = [(n, len(t.added), len(t.removed), len(t.changed)) for n, t in sorted(d.tables.items())]
+    emit(["table", "added", "removed", "changed"], rows, OutputFormat.table)
+    _list("cases added", d.cases_added, limit, "green")
+    _list("cases removed", d.cases_removed, limit, "red")
+    if "cases" in d.tables:
+        _list("cases changed (case, columns)",
+              [f"{k[0]}: {', '.join(c)}" for k, c in d.tables["cases"].changed], limit, "yellow")
+    if "labels" in d.tables:
+        lt = d.tables["labels"]
+        _list("labels added", lt.added, limit, "green")
+        _list("labels removed", lt.removed, limit, "red")
+        _list("labels changed", [f"{' '.join(map(str, k))}: {', '.join(c)}" for k, c in lt.changed],
+              limit, "yellow")
+    if "terms" in d.tables:  # the taxonomy: a lab's new term, a synonym, a parent changed
+        tt = d.tables["terms"]
+        _list("terms added", [k[0] for k in tt.added], limit, "green")
+        _list("terms removed", [k[0] for k in tt.removed], limit, "red")
+        _list("terms changed (term: columns)", [f"{k[0]}: {', '.join(c)}" for k, c in tt.changed], limit, "yellow")
+    for name, t in sorted(d.tables.items()):  # a taxonomy file passed by path: every term's defined_in
+        if t.provenance_only:
+            cols = ", ".join(sorted({c for _, cs in t.provenance_only for c in cs}))
+            _list(f"{name} rows whose only change is where they come from ({cols}; not in 'changed')",
+                  [f"{c}: {va} → {vb} ({n} rows)" for c, va, vb, n in t.provenance_values], limit, "yellow",
+                  count=len(t.provenance_only))
+    _list("labels whose origin changed (case, term: origin A → B, volume A → B)",
+          [f"{c} {t}: {oa} → {ob}, {_ml(ma)} → {_ml(mb)} ml" for c, t, oa, ob, _, _, ma, mb in d.origin_changes],
+          limit, "yellow")
+    said = {c: f"{c}: {summary(ch)}" for c, ch in d.store_changes.items()}
+    _list("cases whose store's voxels, terms or grid changed", [said[c] for c in d.stores_changed], limit,
+          "yellow")
+    _list("cases whose stores differ only in their OME-Zarr attributes (same voxels, grid and terms)",
+          d.stores_ome_changed, limit, "yellow")
+    _list("cases whose stores differ only in other attributes or encoding (same voxels, grid and terms)",
+          [said[c] for c in d.stores_metadata_changed], limit, "yellow")
+    _list("labels newly excluded by QC (case term layer — why)", d.qc_lines(d.qc_newly_excluded), limit, "red")
+    _list("labels no longer excluded by QC (case term layer — why)", d.qc_lines(d.qc_newly_included), limit,
+          "green")
+    _list("cases newly marked duplicate", d.newly_duplicate, limit, "red")
+    _list("cases no longer marked duplicate", d.no_longer_duplicate, limit, "green")
+    _list("duplicate groups with a new id, their kept case the same (kept: id A → id B, members joined/left)",
+          [f"{k}: {ga} → {gb}" + (f", joined {', '.join(j)}" if j else "") + (f", left {', '.join(lf)}" if lf else "")
+           for k, ga, gb, j, lf in d.groups_regrouped], limit, "yellow")
+    _list("cases whose split changed (case, A, B)", d.split_changes, limit, "red")
+    _list("problems added (severity kind case — message)", d.problem_lines(d.problems_added), limit, "red")
+    _list("problems no longer reported", d.problem_lines(d.problems_removed), limit, "green")
+    _list("tables added", d.tables_added, limit, "green")
+    _list("tables removed", d.tables_removed, limit, "red")
+    _list("schema changes", [f"{t}: {json.dumps(c)}" for t, c in sorted(d.schema.items())], limit, "yellow")
+    _list("files added", d.files_added, limit, "green")
+    _list("files removed", d.files_removed, limit, "red")
+    _list("files whose checksum differs (other than the tables above)", d.other_files_changed, limit, "yellow")
+    _list("lineage changes", d.lineage_changes, limit, "yellow")
+    if not d.content_differs:
+        out.print("  the same content: every table, file and store is identical", highlight=False)
+    elif d.empty:
+        out.print("  no differences in the tables", highlight=False)
 
 
 def _warn_parent(a: Path, b: Path) -> None:

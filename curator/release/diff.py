@@ -6,17 +6,21 @@ On top of that the diff names the changes people ask about: cases added or remov
 newly excluded (or re-included) by QC, labels whose origin changed (a reviewed pseudo-label is
 one change of (case, term) from ``pseudo`` to ``revised``, with its volume before and after,
 not a label removed and another added), cases whose store content changed (release.json's
-store hashes; each said by what differs: voxels, terms, grid, attributes or encoding), cases newly marked duplicate,
-duplicate groups renamed by a member joining or leaving while their kept case stayed, cases whose split changed, schema changes (tables
-and columns added, removed or retyped) and lineage changes (registry, taxonomy, models,
-pipeline config, each stage's version and the settings its code's defaults changed, and the torch
-version, device and thread count behind the pseudo labels: ``inference``), each named down to the
-entry that changed.
+store hashes; each said by what differs: voxels, terms, grid, attributes or encoding), cases newly marked duplicate, cases whose split changed, schema changes (tables
+and columns added, removed or retyped), the files added, removed or changed (release.json's
+``files`` checksums: the card, croissant.json, the report, location files), and lineage changes
+(every record of release.json but the release's identity, dates and content — registry,
+taxonomy, models, inputs, pipeline config, each stage's record and the settings its code's
+defaults changed, the torch version, device and thread count behind the pseudo labels:
+``inference`` — each named down to the entry that changed, with both values:
+:mod:`curator.release.diff_lineage`). A row whose only change is in a column saying where it
+comes from (``terms.defined_in``) is counted apart, not as changed. ``content_differs`` says
+whether the releases hold other tables, files or stores (``curator diff --exit-code``).
 
 Two releases may have been made by different curators: a stage version bumped between them
 explains rows that changed under the same pipeline.yaml (``stages pseudolabel stage_version:
 2 → 3``), and so does a default that changed or a setting that was added (``stages dedup config
-global_neighbours: added``, named only for settings neither pipeline.yaml gave). What an older
+global_neighbours: unset → 8``, named only for settings neither pipeline.yaml gave). What an older
 curator recorded in another form is compared as the same thing: its ``sources`` entries kept
 each source's folder (``root``, which release.json no longer publishes) and had no
 ``pseudonymous_ids`` (no source had them), so neither is a change; its top-level ``seed``,
@@ -35,15 +39,18 @@ import polars as pl
 import pyarrow as pa
 
 from curator.errors import ConfigError
+from curator.release import diff_lineage
+from curator.release.diff_lineage import taxonomy_version as _taxonomy_version  # noqa: F401 - its older home
 from curator.release.query import Release
 from curator.release.store_diff import store_kind
 from curator.schema import table_schema
 
-LINEAGE_KEYS = ("schema_version", "code_version", "code_revision", "registry", "taxonomy", "models", "inputs",
-                "inference", "pseudonym_key_fingerprint")
-_ABSENT = object()
 # Columns that describe a row relative to its own release (not a change of the row itself).
 RELATIVE_COLUMNS = {"splits": {"reason", "previous_split"}}
+# Columns that say where a row comes from, not what it holds: a row whose only change is there is
+# counted apart (a taxonomy passed by path names its file, `curator` the bundled one: a byte-identical
+# copy changes every term's defined_in and nothing else)
+PROVENANCE_COLUMNS = {"terms": {"defined_in"}}
 # Keys other than a table's sort columns: a problem reworded by a newer curator is the same
 # problem (its sort ends in the message, which keeps the written rows in one order)
 DIFF_KEYS = {"problems": ("stage", "dataset", "path", "case_id", "kind")}
@@ -58,15 +65,22 @@ class TableDiff:
     added: list[tuple[Any, ...]] = field(default_factory=list)
     removed: list[tuple[Any, ...]] = field(default_factory=list)
     changed: list[tuple[tuple[Any, ...], list[str]]] = field(default_factory=list)  # (key, columns)
+    # rows whose only change is in PROVENANCE_COLUMNS (key, columns), and those changes counted:
+    # (column, value A, value B, rows)
+    provenance_only: list[tuple[tuple[Any, ...], list[str]]] = field(default_factory=list)
+    provenance_values: list[tuple[str, Any, Any, int]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed)
+        return not (self.added or self.removed or self.changed or self.provenance_only)
 
     def to_dict(self) -> dict[str, Any]:
         return {"keys": self.keys, "added": [list(k) for k in self.added],
                 "removed": [list(k) for k in self.removed],
-                "changed": [{"key": list(k), "columns": c} for k, c in self.changed]}
+                "changed": [{"key": list(k), "columns": c} for k, c in self.changed],
+                "provenance_only": [{"key": list(k), "columns": c} for k, c in self.provenance_only],
+                "provenance_values": [{"column": c, "a": va, "b": vb, "rows": n}
+                                      for c, va, vb, n in self.provenance_values]}
 
 
 @dataclass
@@ -105,12 +119,38 @@ class ReleaseDiff:
     problems_added: list[dict[str, Any]] = field(default_factory=list)
     problems_removed: list[dict[str, Any]] = field(default_factory=list)
     lineage: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    # per release, the settings each stage ran with: what a setting one pipeline.yaml left out was
+    settings_used: tuple[dict[str, Any], dict[str, Any]] = field(default_factory=lambda: ({}, {}))
+    # files of release.json's ``files`` (every file but release.json and the stores) by checksum
+    files_added: list[str] = field(default_factory=list)
+    files_removed: list[str] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+    stores_added: list[str] = field(default_factory=list)  # release.json's ``stores``, by case
+    stores_removed: list[str] = field(default_factory=list)
     backwards: bool = False  # B is an older version of A's collection: every change reads reversed
 
     @property
     def lineage_changes(self) -> list[str]:
-        """One line per changed lineage entry: ``models: ensemble_a sha256 1f2e… → 9a8b…``."""
-        return [line for k, (va, vb) in sorted(self.lineage.items()) for line in _changed_entries(k, va, vb)]
+        """One line per changed lineage entry: ``models: ensemble_a sha256 1f2e… → 9a8b…``, a setting
+        one pipeline.yaml does not give with the value that release used (``pipeline_config stages
+        splits seed: 0 (default) → 7``)."""
+        default = diff_lineage.default_of(self.settings_used)
+        return [line for k, (va, vb) in sorted(self.lineage.items())
+                for line in diff_lineage.changed_entries(k, va, vb, default=default)]
+
+    @property
+    def other_files_changed(self) -> list[str]:
+        """``files_changed`` but the tables whose rows or schema are said to differ (a table listed
+        here holds the same rows in other bytes: another row order, compression or Parquet metadata)."""
+        said = {f"{n}.parquet" for n, t in self.tables.items() if not t.empty} | {f"{n}.parquet" for n in self.schema}
+        return [f for f in self.files_changed if f not in said]
+
+    @property
+    def content_differs(self) -> bool:
+        """Whether the releases differ in what they hold (a table, a file, a store), whatever their
+        lineage says: ``curator diff --exit-code`` exits 1 then."""
+        return not self.empty or bool(self.files_added or self.files_removed or self.files_changed
+                                      or self.stores_added or self.stores_removed)
 
     @staticmethod
     def problem_lines(rows: list[dict[str, Any]], width: int = 140) -> list[str]:
@@ -160,7 +200,11 @@ class ReleaseDiff:
                 "origin_changes": [list(x) for x in self.origin_changes], "stores_changed": self.stores_changed,
                 "stores_ome_changed": self.stores_ome_changed, "stores_metadata_changed": self.stores_metadata_changed,
                 "store_changes": {c: {"kind": store_kind(ch), **ch} for c, ch in sorted(self.store_changes.items())},
-                "lineage": {k: {"a": v[0], "b": v[1]} for k, v in sorted(self.lineage.items())}}
+                "files_added": self.files_added, "files_removed": self.files_removed,
+                "files_changed": self.files_changed, "stores_added": self.stores_added,
+                "stores_removed": self.stores_removed, "content_differs": self.content_differs,
+                "lineage": {k: {"a": v[0], "b": v[1]} for k, v in sorted(self.lineage.items())},
+                "lineage_changes": self.lineage_changes}
 
 
 def _store_file_sums(release: Path) -> dict[str, dict[str, str]]:
@@ -232,9 +276,11 @@ def _rows(df: pl.DataFrame) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in df.unique(maintain_order=True).iter_rows()]
 
 
-def diff_table(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], ignore: set[str] | None = None) -> TableDiff:
+def diff_table(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], ignore: set[str] | None = None,
+               provenance: set[str] | None = None) -> TableDiff:
     """Rows of ``b`` not in ``a`` (added), of ``a`` not in ``b`` (removed), and changed rows
-    (columns in ``ignore`` are not compared)."""
+    (columns in ``ignore`` are not compared; a row whose only changes are in ``provenance`` is in
+    ``provenance_only``, and those changes counted by value in ``provenance_values``)."""
     out = TableDiff(keys)
     out.added = _rows(b.join(a.select(keys), on=keys, how="anti", nulls_equal=True).select(keys).sort(keys))
     out.removed = _rows(a.join(b.select(keys), on=keys, how="anti", nulls_equal=True).select(keys).sort(keys))
@@ -254,8 +300,17 @@ def diff_table(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], ignore: set[st
     if compare:
         j = a.select(keys + compare).join(b.select(keys + compare), on=keys, suffix="__b", nulls_equal=True)
         flags = [pl.when(pl.col(c).ne_missing(pl.col(f"{c}__b"))).then(pl.lit(c)) for c in compare]
-        j = j.select(*keys, changed=pl.concat_list(flags).list.drop_nulls()).filter(pl.col("changed").list.len() > 0)
-        out.changed = [(tuple(r[:-1]), list(r[-1])) for r in j.sort(keys).iter_rows()]
+        j = j.with_columns(changed=pl.concat_list(flags).list.drop_nulls()).filter(pl.col("changed").list.len() > 0)
+        rows = [(tuple(r[:-1]), list(r[-1])) for r in j.select(*keys, "changed").sort(keys).iter_rows()]
+        aside = set(provenance or ()) & set(compare)
+        out.changed = [(k, c) for k, c in rows if not set(c) <= aside]
+        out.provenance_only = [(k, c) for k, c in rows if set(c) <= aside]
+        if out.provenance_only:
+            only = j.filter(pl.col("changed").list.eval(pl.element().is_in(sorted(aside))).list.all())
+            for c in sorted(aside):
+                counted = (only.filter(pl.col(c).ne_missing(pl.col(f"{c}__b"))).group_by(c, f"{c}__b").len()
+                           .sort("len", c, f"{c}__b", descending=[True, False, False], nulls_last=True))
+                out.provenance_values += [(c, va, vb, n) for va, vb, n in counted.iter_rows()]
     return out
 
 
@@ -333,71 +388,6 @@ def _origin_changes(d: ReleaseDiff, a: pl.DataFrame, b: pl.DataFrame) -> None:
                                                    "volume_ml", "volume_ml_b").sort(keys).iter_rows()]
 
 
-def _short(v: Any) -> str:
-    """A lineage value as one short token: hashes to 12 characters, objects as compact JSON."""
-    import json
-
-    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
-    return text[:12] + "…" if isinstance(v, str) and len(v) == 64 else text if len(text) <= 60 else text[:57] + "…"
-
-
-def _by_name(items: Any) -> dict[str, dict[str, Any]] | None:
-    """A list of entries that each name a source (pipeline.yaml's ``sources``: a ``name``, else
-    its ``dataset``) keyed by that name; None for any other list (or when a name repeats)."""
-    if not (isinstance(items, list) and all(isinstance(e, dict) and (e.get("name") or e.get("dataset"))
-                                            for e in items)):
-        return None
-    out = {str(e.get("name") or e["dataset"]): e for e in items}
-    return out if len(out) == len(items) else None
-
-
-def _changed_items(key: str, a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[str]:
-    """The sources added, removed and changed (each changed field named), as lines."""
-    out = []
-    for name in sorted(set(a) | set(b)):
-        if name not in a or name not in b:
-            out.append(f"{key} {name}: {'added' if name not in a else 'removed'}")
-            continue
-        ea, eb = a[name], b[name]
-        out += [f"{key} {name} {f}: {_short(ea.get(f))} → {_short(eb.get(f))}"
-                for f in sorted(set(ea) | set(eb)) if ea.get(f, _ABSENT) != eb.get(f, _ABSENT)]
-    return out or [f"{key}: the same entries in another order"]
-
-
-def _changed_entries(key: str, a: Any, b: Any, depth: int = 0) -> list[str]:
-    """The entries of lineage ``key`` that differ, as lines (nested dicts followed four levels, so
-    a stage setting is named: ``pipeline_config stages qc epsilon``; a list of sources as the
-    sources added, removed and changed, by name)."""
-    ka, kb = _by_name(a), _by_name(b)
-    if ka is not None and kb is not None and (ka or kb):
-        return _changed_items(key, ka, kb)
-    if key.startswith("registry ") and isinstance(a, dict) and isinstance(b, dict) and "spec_sha256" in a:
-        sa, sb = a.get("spec_sha256"), b.get("spec_sha256")
-        if sa != sb and sb is not None:  # what a digest alone does not say: the dataset YAML was edited
-            va, vb = a.get("version"), b.get("version")
-            said = f"version {_short(va)} in both" if va == vb else f"version {_short(va)} → {_short(vb)}"
-            return [f"{key}: its dataset YAML changed ({said}; spec_sha256 {_short(sa)} → {_short(sb)})"]
-    if isinstance(a, dict) and isinstance(b, dict) and depth < 4:
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            if k not in a:
-                out.append(f"{key} {k}: added")
-            elif k not in b:
-                out.append(f"{key} {k}: removed")
-            elif a[k] != b[k]:
-                out += _changed_entries(f"{key} {k}", a[k], b[k], depth + 1)
-        return out
-    return [f"{key}: {_short(a)} → {_short(b)}"]
-
-
-def _taxonomy_version(info: Any) -> Any:
-    """release.json's taxonomy record with ``version`` as the taxonomy gives it (an extension's
-    appended to its base's); another value as it is."""
-    from curator.release.lineage import effective_version
-
-    return {**info, "version": effective_version(info)} if isinstance(info, dict) and info.get("extends") else info
-
-
 def _dups(d: ReleaseDiff, a: pl.DataFrame | None, b: pl.DataFrame | None) -> None:
     def dropped(df: pl.DataFrame | None) -> set[str]:
         return set(df.filter(~pl.col("kept"))["case_id"].to_list()) if df is not None else set()
@@ -425,60 +415,6 @@ def _regrouped(a: pl.DataFrame | None, b: pl.DataFrame | None) -> list[tuple[str
             for k in sorted(set(ga) & set(gb)) if ga[k][0] != gb[k][0]]
 
 
-def _settings(info: dict[str, Any]) -> dict[str, Any]:
-    """The pipeline config without its ``release`` block (the version always differs), nor the
-    top-level ``seed`` that curators before 2026-12-08 published, which set nothing (the splits'
-    seed is ``stages.splits.seed``)."""
-    cfg = dict(info.get("pipeline_config") or {})
-    cfg.pop("release", None)
-    cfg.pop("seed", None)
-    return cfg
-
-
-def _comparable_sources(ca: dict[str, Any], cb: dict[str, Any]) -> None:
-    """Put both configs' ``sources`` entries in one form (in place): an entry without
-    ``pseudonymous_ids`` was recorded before the option existed (so it was off), and a key only one
-    release records (``root``, which older curators published) is compared in neither."""
-    lists: list[list[dict[str, Any]]] = []
-    for c in (ca, cb):
-        x = c.get("sources")
-        if not (isinstance(x, list) and all(isinstance(e, dict) for e in x)):
-            return
-        lists.append(x)
-    entries = [[{"pseudonymous_ids": False, **e} for e in x] for x in lists]
-    keys = [{k for e in x for k in e} for x in entries]
-    both = keys[0] & keys[1] if entries[0] and entries[1] else keys[0] | keys[1]
-    for c, x in zip((ca, cb), entries, strict=True):
-        c["sources"] = [{k: v for k, v in e.items() if k in both} for e in x]
-
-
-def _stage_lineage(d: ReleaseDiff, ia: dict[str, Any], ib: dict[str, Any]) -> None:
-    """Lineage entries of the stages both releases ran: the stage version (a curator that changed
-    the stage's results bumps it), the digest of the files its settings name, and the settings
-    that differ although neither pipeline.yaml gave them (a default changed, a setting added)."""
-    from curator.release.lineage import published_settings
-
-    sta, stb = (i.get("stages") or {} for i in (ia, ib))
-    given = [((i.get("pipeline_config") or {}).get("stages") or {}) for i in (ia, ib)]
-    for name in sorted(set(sta) & set(stb)):
-        ra, rb = (s.get(name) or {} for s in (sta, stb))
-        va, vb = ra.get("stage_version"), rb.get("stage_version")
-        if va is not None and vb is not None and str(va) != str(vb):
-            d.lineage[f"stages {name} stage_version"] = (str(va), str(vb))
-        fa_, fb_ = ra.get("settings_files"), rb.get("settings_files")
-        if fa_ and fb_ and fa_ != fb_:  # a file the settings name by path, edited in place
-            d.lineage[f"stages {name} settings_files"] = (fa_, fb_)
-        cfa, cfb = (published_settings(name, r.get("config")) for r in (ra, rb))
-        if not (isinstance(cfa, dict) and isinstance(cfb, dict) and cfa and cfb):
-            continue
-        told = {k for g in given if isinstance(g.get(name), dict) for k in g[name]}
-        keys = sorted(k for k in set(cfa) | set(cfb)
-                      if k not in told and cfa.get(k, _ABSENT) != cfb.get(k, _ABSENT))
-        if keys:
-            d.lineage[f"stages {name} config"] = ({k: cfa[k] for k in keys if k in cfa},
-                                                  {k: cfb[k] for k in keys if k in cfb})
-
-
 def _older(b: dict[str, Any], a: dict[str, Any]) -> bool:
     """Whether release.json ``b`` is an older version of ``a``'s collection."""
     from curator.config import SEMVER
@@ -504,7 +440,7 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         fa, fb = ra.table(name), rb.table(name)
         frames[name] = (fa, fb)
         ka, kb, keys = _ranked(fa, fb, _keys_for(name, fa.columns, fb.columns))
-        d.tables[name] = diff_table(ka, kb, keys, RELATIVE_COLUMNS.get(name))
+        d.tables[name] = diff_table(ka, kb, keys, RELATIVE_COLUMNS.get(name), PROVENANCE_COLUMNS.get(name))
         if name == "problems":
             d.problems_added = _problem_rows(kb, keys, d.tables[name].added)
             d.problems_removed = _problem_rows(ka, keys, d.tables[name].removed)
@@ -519,17 +455,14 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         sa, sb = frames["splits"]
         j = sa.select("case_id", a="split").join(sb.select("case_id", b="split"), on="case_id")
         d.split_changes = [tuple(r) for r in j.filter(pl.col("a") != pl.col("b")).sort("case_id").iter_rows()]
-    for k in LINEAGE_KEYS:
-        va, vb = ra.info.get(k), rb.info.get(k)
-        if k == "taxonomy":  # a lab's extension: its version as the taxonomy says it (1.3+lab-1, not lab-1)
-            va, vb = (_taxonomy_version(v) for v in (va, vb))
-        if k in ("code_revision", "inference", "pseudonym_key_fingerprint") and (va is None or vb is None):  # a release before it (or
-            continue  # from an installed wheel; or without pseudo labels)
-        if va != vb:
-            d.lineage[k] = (va, vb)
-    _stage_lineage(d, ra.info, rb.info)
-    ca, cb = (_settings(r.info) for r in (ra, rb))
-    _comparable_sources(ca, cb)
+    d.stores_added, d.stores_removed = sorted(set(sb_) - set(sa_)), sorted(set(sa_) - set(sb_))
+    fa_, fb_ = ((r.info.get("files") or {}) for r in (ra, rb))
+    d.files_added, d.files_removed = sorted(set(fb_) - set(fa_)), sorted(set(fa_) - set(fb_))
+    d.files_changed = sorted(f for f in set(fa_) & set(fb_) if fa_[f] != fb_[f])
+    d.lineage = {**diff_lineage.top_level(ra.info, rb.info), **diff_lineage.stage_lineage(ra.info, rb.info)}
+    ca, cb = (diff_lineage.settings(r.info) for r in (ra, rb))
+    diff_lineage.comparable_sources(ca, cb)
     if ca != cb:
         d.lineage["pipeline_config"] = (ca, cb)
+    d.settings_used = (diff_lineage.settings_used(ra.info), diff_lineage.settings_used(rb.info))
     return d

@@ -331,7 +331,9 @@ def test_lineage_names_the_stage_setting_and_an_extensions_version() -> None:
     qc = {"min_cohort": 5, "volume_norm": "body", "iqr_k": 1.5}
     d = ReleaseDiff("a", "b", lineage={"pipeline_config": ({"stages": {"qc": qc}},
                                                            {"stages": {"qc": {**qc, "epsilon": 10}}})})
-    assert d.lineage_changes == ["pipeline_config stages qc epsilon: added"]
+    assert d.lineage_changes == ["pipeline_config stages qc epsilon: unset → 10"]  # A's value not recorded
+    d.settings_used = ({"qc": {**qc, "epsilon": 3}}, {"qc": {**qc, "epsilon": 10}})
+    assert d.lineage_changes == ["pipeline_config stages qc epsilon: 3 (default) → 10"]
     lab = {"file": "lab.yaml", "sha256": "c" * 64, "version": "lab-1", "extends": {"version": "1.3"}}
     assert _taxonomy_version(lab)["version"] == "1.3+lab-1"
     assert _taxonomy_version({"version": "1.3"}) == {"version": "1.3"}
@@ -434,7 +436,7 @@ def test_a_release_of_an_older_curator_is_diffed_by_stage_versions_and_changed_d
     version = new["pseudolabel"]["stage_version"]
     assert d.lineage_changes == [
         "pipeline_config stages qc min_cohort: 4 → 5",
-        "stages dedup config global_neighbours: added",
+        f"stages dedup config global_neighbours: unset → {new['dedup']['config']['global_neighbours']}",
         f'stages dedup config keep: {json.dumps(old_keep)} → {json.dumps(new["dedup"]["config"]["keep"])}',
         f"stages pseudolabel stage_version: {int(version) - 1} → {version}"]
     assert d.to_dict()["lineage"]["stages pseudolabel stage_version"] == {"a": str(int(version) - 1),
@@ -496,3 +498,125 @@ def test_diff_names_the_torch_threads_behind_the_pseudo_labels(demo: Path) -> No
         (coll / "0.1.1" / "release.json").write_text(json.dumps({**info, "inference": other}))
         d = diff_releases(coll / "0.1.0", coll / "0.1.1")
         assert ("inference" in d.lineage) == (other is not None), other
+
+
+def test_the_inference_line_names_the_field_that_changed(demo: Path) -> None:
+    """`inference` (a list of records) was one JSON token cut at 57 characters, before `threads`:
+    both sides printed the same text and the change was hidden (tester 30 F6)."""
+    coll = demo / "releases" / "demo"
+    info = json.loads((coll / "0.1.0" / "release.json").read_text())
+    (entry,) = info["inference"]
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    _as_older_curator(coll / "0.1.1", lambda i: i.update(inference=[{**entry, "threads": entry["threads"] + 1}]))
+    d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+    assert d.lineage_changes == [f"inference threads: {entry['threads']} → {entry['threads'] + 1}"]
+    res = CliRunner().invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1")])
+    assert res.exit_code == 0 and f"inference threads: {entry['threads']} → {entry['threads'] + 1}" in res.output
+
+
+def test_a_long_value_is_shown_where_it_differs() -> None:
+    """Two long values are never cut to texts that read the same: each shows its first difference."""
+    from curator.release.diff import ReleaseDiff
+    from curator.release.diff_lineage import pair
+
+    a, b = ["x" * 40, "y" * 40, "a"], ["x" * 40, "y" * 40, "b"]
+    sa, sb = pair(a, b)
+    assert sa != sb and sa.endswith('"a"]') and sb.endswith('"b"]') and len(sa) <= 60
+    lines = ReleaseDiff("a", "b", lineage={"models": ({"m": {"terms": a}}, {"m": {"terms": b}})}).lineage_changes
+    assert lines == [f"models m terms: {sa} → {sb}"]
+    (only,) = ReleaseDiff("a", "b", lineage={"x": (a, b)}).lineage_changes
+    was, now = only.removeprefix("x: ").split(" → ")
+    assert was != now
+
+
+def test_a_setting_given_explicitly_is_named_with_both_values(demo: Path) -> None:
+    """A setting going from its default to a value in pipeline.yaml read `stages splits: added`
+    (`stages dedup: added`), with no setting or value (tester 30 F8, tester 28 #8)."""
+    coll = demo / "releases" / "demo"
+    info = json.loads((coll / "0.1.0" / "release.json").read_text())
+    seed, keep = info["splits"]["config"]["seed"], info["stages"]["dedup"]["config"]["keep"]
+    assert "splits" not in info["pipeline_config"]["stages"] and "dedup" not in info["pipeline_config"]["stages"]
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+
+    def given(i: dict[str, Any]) -> None:
+        i["pipeline_config"]["stages"].update(splits={"seed": seed + 7}, dedup={"keep": keep[::-1]})
+        i["splits"]["config"]["seed"] = seed + 7
+        i["stages"]["dedup"]["config"]["keep"] = keep[::-1]
+        i["pipeline_config"]["release"]["url"] = "https://example.org/demo"
+
+    _as_older_curator(coll / "0.1.1", given)
+    d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+    assert d.lineage_changes == [
+        "pipeline_config release url: unset → https://example.org/demo",
+        f"pipeline_config stages dedup keep: {json.dumps(keep)} (default) → {json.dumps(keep[::-1])}",
+        f"pipeline_config stages splits seed: {seed} (default) → {seed + 7}"]
+    back = diff_releases(coll / "0.1.1", coll / "0.1.0")  # and back to the default
+    assert f"pipeline_config stages splits seed: {seed + 7} → {seed} (default)" in back.lineage_changes
+
+
+def test_diff_compares_every_lineage_record_release_json_holds(demo: Path) -> None:
+    """The lineage was a fixed list of keys: a record a newer curator adds (library versions, a
+    stage's code revision, a key's fingerprint) would have gone unnamed. Every key but the release's
+    identity, dates and content is compared; one a release does not record is no change."""
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    shutil.copytree(coll / "0.1.0", coll / "0.1.2")
+    for version, numpy, rev in (("0.1.0", "1.26.4", "a" * 40), ("0.1.1", "2.0.1", "b" * 40)):
+        def record(i: dict[str, Any], numpy: str = numpy, rev: str = rev) -> None:
+            i.update(environment={"numpy": numpy, "python": "3.12.1"}, pseudonym_key_sha256=rev[:16],
+                     created=f"2030-01-0{len(numpy)}")
+            i["stages"]["preprocess"].update(code_revision=rev, run_id=rev, finished=rev)
+        _as_older_curator(coll / version, record)
+    d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+    assert d.lineage_changes == [
+        "environment numpy: 1.26.4 → 2.0.1", f"pseudonym_key_sha256: {'a' * 16} → {'b' * 16}",
+        f"stages preprocess code_revision: {'a' * 40} → {'b' * 40}"]
+    assert not d.content_differs
+    assert diff_releases(coll / "0.1.0", coll / "0.1.2").lineage_changes == []  # 0.1.2 records none of them
+
+
+def test_diff_exit_code_and_changed_files(demo: Path) -> None:
+    """`curator diff` exited 0 whatever differed, and a file other than a table (the card,
+    croissant.json, report.html) that differed gave `no differences in the tables` (tester 30 F8)."""
+    from curator.io.fsutil import sha256_file
+
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    runner = CliRunner()
+    same = runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1"), "--exit-code"])
+    assert same.exit_code == 0 and "the same content" in same.output, same.output
+    croissant = coll / "0.1.1" / "croissant.json"
+    croissant.write_text(croissant.read_text().replace('"datePublished": "', '"datePublished": "x'))
+    _as_older_curator(coll / "0.1.1", lambda i: i["files"].update({"croissant.json": sha256_file(croissant)}))
+    d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+    assert d.empty and d.files_changed == ["croissant.json"] and d.content_differs
+    res = runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1"), "--exit-code"])
+    assert res.exit_code == 1 and "croissant.json" in res.output and "the same content" not in res.output
+    assert runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1")]).exit_code == 0
+    js = runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1"), "--exit-code", "-f", "json"])
+    assert js.exit_code == 1 and json.loads(js.output)["files_changed"] == ["croissant.json"]
+    missing = runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "9.9.9"), "--exit-code"])
+    assert missing.exit_code == 2
+
+
+def test_a_term_whose_only_change_is_its_defining_file_is_counted_apart(demo: Path) -> None:
+    """A byte-identical copy of the bundled taxonomy passed by path changed every term's
+    `defined_in` (curator → taxonomy.yaml): 516 `terms changed` lines hid the one term whose
+    synonyms changed (tester 30 F7)."""
+    coll = demo / "releases" / "demo"
+    shutil.copytree(coll / "0.1.0", coll / "0.1.1")
+    terms = pl.read_parquet(coll / "0.1.1" / "terms.parquet")
+    assert set(terms["defined_in"]) == {"curator"}
+    edited = terms.with_columns(defined_in=pl.lit("taxonomy.yaml"), synonyms=pl.when(
+        pl.col("term_id") == "liver").then(pl.col("synonyms").list.concat(pl.lit(["hepar"]))).otherwise("synonyms"))
+    pq.write_table(to_arrow("terms", edited.to_dicts()), coll / "0.1.1" / "terms.parquet")
+    reseal(coll / "0.1.1")
+    tt = diff_releases(coll / "0.1.0", coll / "0.1.1").tables["terms"]
+    assert tt.changed == [(("liver",), ["synonyms", "defined_in"])]
+    assert len(tt.provenance_only) == terms.height - 1
+    assert tt.provenance_values == [("defined_in", "curator", "taxonomy.yaml", terms.height - 1)]
+    res = CliRunner().invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1"), "--exit-code"])
+    assert res.exit_code == 1
+    assert "liver: synonyms, defined_in" in res.output
+    assert f"defined_in: curator → taxonomy.yaml ({terms.height - 1} rows)" in res.output
+    assert "abdominal_tissue" not in res.output
