@@ -567,6 +567,15 @@ def test_diff_compares_every_lineage_record_release_json_holds(demo: Path) -> No
                      created=f"2030-01-0{len(numpy)}")
             i["stages"]["preprocess"].update(code_revision=rev, run_id=rev, finished=rev)
         _as_older_curator(coll / version, record)
+
+    def recorded_none(i: dict[str, Any]) -> None:  # a release made before these records existed
+        for k in ("environment", "environments", "pseudonym_key_fingerprint"):
+            i.pop(k, None)
+        for stage in i["stages"].values():
+            for k in ("code_revision", "run_environment", "case_environments"):
+                stage.pop(k, None)
+
+    _as_older_curator(coll / "0.1.2", recorded_none)
     d = diff_releases(coll / "0.1.0", coll / "0.1.1")
     assert d.lineage_changes == [
         "environment numpy: 1.26.4 → 2.0.1", f"pseudonym_key_sha256: {'a' * 16} → {'b' * 16}",
