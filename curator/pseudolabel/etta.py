@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from curator.config import Config
+from curator.errors import ConfigError
 
 log = logging.getLogger("curator")
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -40,6 +42,20 @@ class EttaConfig(Config):
     lr: float = 1e-3
     patches: int = 2  # patches of the volume per step
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # checked at load, whether enabled or not: lr -1 and patches 0 failed every case as an
+        # internal_error, and steps 0 adapted nothing while the attention rows said etta = true
+        where = "stages.pseudolabel.etta"
+        if self.steps < 1:
+            raise ConfigError("config_error", f"{where}.steps = {self.steps}; use 1 or more gradient steps",
+                              remedy="to run without adaptation, set `enabled: false` (the default) instead")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise ConfigError("config_error", f"{where}.lr = {self.lr}; use a learning rate in (0, 1]",
+                              remedy=f"the default is {type(self).__dataclass_fields__['lr'].default}")
+        if self.patches < 1:
+            raise ConfigError("config_error", f"{where}.patches = {self.patches}; use 1 or more patches per step",
+                              remedy=f"the default is {type(self).__dataclass_fields__['patches'].default}")
 
 
 def _is_norm(m: nn.Module) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,23 @@ def test_etta_in_a_case_leaves_model_unchanged() -> None:
     res = infer_case(reader, [model], ["liver"], patch=(16, 16, 16), etta=EttaConfig(enabled=True, steps=2))
     assert res.etta and res.etta[0]["changed"]
     assert all(torch.equal(model.net.state_dict()[k], v) for k, v in before.items())
+
+
+@pytest.mark.parametrize(("setting", "says"), [({"lr": -1}, "etta.lr = -1.0; use a learning rate in (0, 1]"),
+                                               ({"lr": float("nan")}, "etta.lr = nan"),
+                                               ({"patches": 0}, "etta.patches = 0; use 1 or more"),
+                                               ({"steps": 0}, "etta.steps = 0; use 1 or more")])
+def test_etta_settings_out_of_range_are_config_errors_at_load(setting: dict[str, Any], says: str) -> None:
+    """lr -1 and patches 0 failed every case as an internal_error ("report this as a bug") with
+    exit code 0; steps 0 adapted nothing while every attention row said etta = true."""
+    from curator.pseudolabel.config import PseudolabelConfig
+
+    for enabled in (True, False):
+        with pytest.raises(ConfigError, match=re.escape(says)) as e:
+            PseudolabelConfig.from_dict({"ensemble": "demo", "etta": {"enabled": enabled, **setting}})
+        assert e.value.kind == "config_error" and "stages.pseudolabel.etta." in str(e.value)
+    assert "enabled: false" in str(pytest.raises(ConfigError, EttaConfig.from_dict, {"steps": 0}).value)
+    assert PseudolabelConfig.from_dict({"etta": {"enabled": True, "steps": 1, "lr": 1, "patches": 1}}).etta.lr == 1
 
 
 def test_band_model_is_a_band_detector() -> None:
