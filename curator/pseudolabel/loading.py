@@ -334,10 +334,19 @@ def _cached(key: str, device: str) -> tuple[LoadedModel, ...]:
         try:
             out.append(load_model(spec, device))
         except ConfigError as e:  # say where the entry is written (the message names the model)
-            if not source or source in e.detail:
+            said = sourced(e, source)
+            if said is e:
                 raise
-            raise ConfigError(e.kind, f"{e.detail} (the entry is in {source})", path=e.path, remedy=e.remedy) from e
+            raise said from e
     return tuple(out)
+
+
+def sourced(e: ConfigError, source: str | None) -> ConfigError:
+    """``e`` saying where the model entry it is about is written (``source``: an ensemble file,
+    pipeline.yaml), unless it says so already."""
+    if not source or source in e.detail:
+        return e
+    return ConfigError(e.kind, f"{e.detail} (the entry is in {source})", path=e.path, remedy=e.remedy)
 
 
 def load_ensemble(specs: tuple[ModelSpec, ...], device: str, fingerprints: Sequence[str] | None = None

@@ -13,8 +13,9 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pyarrow as pa
 import torch
@@ -25,7 +26,7 @@ from curator.io.fsutil import atomic_write_json, sha256_json
 from curator.pseudolabel import outputs, prefetch
 from curator.pseudolabel.config import PseudolabelConfig, check_ensemble
 from curator.pseudolabel.infer import ensemble_terms, infer_case
-from curator.pseudolabel.loading import load_ensemble
+from curator.pseudolabel.loading import load_ensemble, sourced
 from curator.pseudolabel.models import ModelSpec, ensemble_fingerprint, keyed_spec
 from curator.pseudolabel.terms import ancestors, resolve_model_terms, term_id, uncovered
 from curator.runner.stage import CaseEnv, CaseOutput, CaseResult, Stage, Task, problem_row
@@ -37,6 +38,22 @@ if TYPE_CHECKING:
     from curator.runner.context import Context
 
 log = logging.getLogger("curator")
+
+
+T = TypeVar("T")
+
+
+def _where(spec: ModelSpec, check: Callable[..., T], *args: Any) -> T:
+    """``check(*args)``, its ConfigError about the model ``spec`` saying where the entry is
+    written (an output no term names, outputs that do not match the terms), as the loading
+    errors say it."""
+    try:
+        return check(*args)
+    except ConfigError as e:
+        said = sourced(e, spec.source)
+        if said is e:
+            raise
+        raise said from e
 
 
 class PseudolabelStage(Stage):
@@ -145,11 +162,12 @@ class PseudolabelStage(Stage):
         ancestors and preferred name in that taxonomy."""
         tax = harmonize_taxonomy(self.ctx)
         loaded = load_ensemble(specs, "cpu", fingerprints)
-        resolved = resolve_model_terms([m.spec for m in loaded], tax)
+        resolved = tuple(s for m, spec in zip(loaded, specs, strict=True)
+                         for s in _where(spec, resolve_model_terms, [m.spec], tax))
         patch = check_ensemble(resolved, cfg.patch)
         with torch.inference_mode():
-            for m in loaded:
-                m.predict(torch.zeros((1, 1, *patch), dtype=torch.float32))
+            for m, spec in zip(loaded, specs, strict=True):
+                _where(spec, m.predict, torch.zeros((1, 1, *patch), dtype=torch.float32))
         terms = list(dict.fromkeys(t for s in resolved for t in s.terms))
         unknown = [t for t in cfg.terms if t not in terms]
         if unknown:  # a typo labelled nothing, silently

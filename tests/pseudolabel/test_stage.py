@@ -154,10 +154,12 @@ def test_model_outputs_are_named_through_the_taxonomy(phantom_ws) -> None:
     labels = {r["term_id"] for r in ctx.workspace.read_table("_labels_pseudo").to_pylist()}
     assert labels == {"liver", "spleen", "pancreas", "aorta"}
     unknown = [{**s, "terms": ["liver", "spleen", "pancreas", "blorb"]} for s in band_specs(3)]
-    with pytest.raises(ConfigError, match="'blorb' is no term"):
+    # each names the file the model's entry is in, as the loading errors do (here pipeline.yaml's models:)
+    inline = r"\(the entry is in stages.pseudolabel.models in pipeline.yaml"
+    with pytest.raises(ConfigError, match=f"'blorb' is no term.*{inline}"):
         run_stage(phantom_ws(models=unknown)[0], PseudolabelStage)
     wrong = [{**s, "terms": ["liver", "spleen"]} for s in band_specs(3)]  # the band models give 5 channels
-    with pytest.raises(ConfigError, match="need 3 channels"):
+    with pytest.raises(ConfigError, match=f"need 3 channels.*{inline}"):
         run_stage(phantom_ws(models=wrong)[0], PseudolabelStage)
 
 

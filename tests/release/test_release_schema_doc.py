@@ -212,3 +212,26 @@ def test_label_intensities_say_they_are_the_store_grids_and_volume_the_sources()
     for d in (labels["mean_intensity"], labels["sd_intensity"], qc["mean_intensity"], qc["sd_intensity"]):
         assert "store grid" in d, d
     assert "image_interpolation" in labels["mean_intensity"] and "source" in labels["mean_intensity"]
+
+
+def test_attention_overlap_says_what_the_code_measures() -> None:
+    """attention.overlap was "where this term's pseudo label overlaps another term's" — pseudo labels
+    are one plane and never overlap, and an aorta with an empty pseudo label had 11.9 ml of it. It is
+    where some model gives the term > threshold and some model another term (core.py)."""
+    import numpy as np
+
+    from curator.pseudolabel.core import AttentionParams, attention_reference, ensemble_stats
+
+    said = load_schemas()["attention"].descriptions["overlap"]
+    assert "pseudo label overlaps" not in said
+    assert "some ensemble model gives this term" in said and "some model gives another term" in said
+    assert "pseudo label is empty" in said and "model grid" in said
+    # as said: one of three models gives the aorta 0.6 where another gives the liver 0.6
+    shape = (6, 6, 6)
+    aorta = [np.zeros(shape, np.float32) for _ in range(3)]
+    liver = [np.zeros(shape, np.float32) for _ in range(3)]
+    aorta[0][2:4, 2:4, 2:4] = 0.6
+    liver[1][2:4, 2:4, 2:4] = 0.6
+    codes, _, summary = attention_reference({"aorta": ensemble_stats(aorta), "liver": ensemble_stats(liver)},
+                                            ["aorta"], AttentionParams())
+    assert not (codes == 1).any() and summary["aorta"].overlap == 8.0  # an empty pseudo aorta, 8 voxels of overlap
