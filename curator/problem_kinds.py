@@ -358,6 +358,17 @@ _KINDS: list[ProblemKind] = [
                 "save corrections as revised.nii.gz"),
     ProblemKind("revised_label_invalid", "a revised label file from review does not fit its case",
                 "re-export the revised label on the case's grid (same shape as the preview's volume)"),
+    ProblemKind("review_pseudo_edited", "a review case folder's pseudo.nii.gz was changed after the export (an "
+                "editor's Save writes over the file it opened) and the folder holds no revised.nii.gz, or one that "
+                "changes nothing: import reads corrections from revised.nii.gz only, so nothing of the case was "
+                "imported (a warning when the folder's revised.nii.gz was imported beside it)",
+                "rename pseudo.nii.gz to revised.nii.gz in the case folder and import again; if the edit is not "
+                "wanted, delete the file and export the case again"),
+    ProblemKind("revised_overlaps_original", "a revised label covered voxels of the dataset's own (original) label "
+                "of another structure; the revision was imported without them (original > revised > pseudo), a "
+                "warning naming the structures and the voxels left out",
+                "nothing, if the brush spilled over; otherwise correct the revision so that it stops at the "
+                "dataset's label"),
     ProblemKind("worker_crashed", "the worker process died on this case (crash or out of memory)",
                 "inspect the file; lower --workers if memory ran out"),
     ProblemKind("gpu_out_of_memory", "the GPU ran out of memory on this case even one window at a time "

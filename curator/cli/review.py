@@ -82,13 +82,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         revised = sum(bool(outcome[c][0]) for c in done)
         summary = (f"{revised} case(s) revised, {len(done) - revised} accepted unchanged"
                    + (f", {len(unchanged)} with nothing to import" if unchanged else ""))
-        if problems and not done:  # nothing came in: not a success, whatever else was said
-            err.print(f"[bold red]✗[/] nothing imported: {len(problems)} case(s) refused (above); {summary}",
+        refused = [p for p in problems if p["case_id"] not in done]  # the others: warnings of imported cases
+        warned = len(problems) - len(refused)
+        summary += f"; {warned} imported with a warning (above)" if warned else ""
+        if refused and not done:  # nothing came in: not a success, whatever else was said
+            err.print(f"[bold red]✗[/] nothing imported: {len(refused)} case(s) refused (above); {summary}",
                       highlight=False)
         else:
-            err.print(f"[green]✓[/] {summary}" + (f"; {len(problems)} case(s) refused (above)" if problems else ""),
+            err.print(f"[green]✓[/] {summary}" + (f"; {len(refused)} case(s) refused (above)" if refused else ""),
                       highlight=False)
-        pending = unrevised_cases(folder)
+        pending = unrevised_cases(folder, ws.stores_dir)
         if pending and (done or problems or unchanged):
             err.print(f"  {len(pending)} exported case(s) hold no revision yet", highlight=False)
         if not done and not problems and not unchanged:
@@ -96,5 +99,5 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                       "worklist.csv accepts no case: reviewers save each corrected label as <case>/revised.nii.gz, "
                       "and write `all` (or term ids) in worklist.csv's accept column for labels that are correct",
                       highlight=False)
-        if problems:
+        if refused:
             raise typer.Exit(1)

@@ -51,6 +51,7 @@ from curator.io.fsutil import atomic_path, check_output_dir
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
 from curator.pseudolabel.outputs import attention_path, read_attention
+from curator.pseudolabel.review_checks import check_pseudo_kept
 from curator.pseudolabel.review_records import (
     RECORD,
     RECORD_FORMAT,
@@ -158,7 +159,9 @@ For each case folder:
 To review a case: open image.nii.gz with the label of worklist.csv's open_label column as
 its segmentation — pseudo.nii.gz, or revised.nii.gz for a case reviewed before (see below) —
 correct it painting only with the codes of codes.json (0 = background), and save the result
-in the case's folder as revised.nii.gz, on the same grid (do not crop or resample). Leave
+in the case's folder as revised.nii.gz, on the same grid (do not crop or resample) — with
+Save As: an editor's Save (ITK-SNAP's Ctrl+S) writes over pseudo.nii.gz, which import does
+not read as a correction (it says so; rename such a file to revised.nii.gz). Leave
 codes.json and export.json as they are, and do not rename the case folders: import takes
 only the case folders this export wrote. Only the labels you change become reviewed labels;
 a code left exactly as exported stays a pseudo label — saving a file unchanged records nothing.
@@ -174,7 +177,8 @@ Then: curator review import pipeline.yaml <this folder>
 Save as revised.nii.gz (revised.nii and revised.nrrd are read too; a 3D Slicer .seg.nrrd is
 not: export the segmentation as a labelmap with labels_slicer.txt and save that).
 A revision with values outside codes.json, or on another grid, is refused with the reason;
-the other cases are imported. Re-export a case with --include-reviewed to edit it again.
+the other cases are imported. The dataset's own labels are not revised: where a structure
+you paint covers one of them, those voxels are left out of it (the import says how many). Re-export a case with --include-reviewed to edit it again.
 If the pipeline is re-run on another voxel spacing after this export, this folder's labels are
 on the old grid: export again (into a new folder) and revise there.
 {reviewed}"""
@@ -340,6 +344,7 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
     earlier = worklist_rows(out) if editable else []  # a worklist of this folder, its accept marks
     accepts = {r.get("case_id", ""): r["accept"] for r in earlier if r.get("accept")}
     if editable:  # before anything is written: a reviewer's revision not imported yet is not overwritten
+        check_pseudo_kept(out, chosen)
         unsafe = []
         for cid in chosen:
             folder, store = out / cid, CaseStore(workspace / "stores" / f"{cid}.zarr")

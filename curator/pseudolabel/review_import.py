@@ -21,7 +21,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.errors import ConfigError, CuratorError, InputError, LabelError
+from curator.ingest.core import some
 from curator.io.volume import Geometry
+from curator.pseudolabel.review_checks import (
+    as_reviewers_file,
+    clip_to_originals,
+    overlap_warning,
+    pseudo_edited,
+    saved_over_pseudo,
+)
 from curator.pseudolabel.review_records import (
     ACCEPT_ALL,
     check_listed,
@@ -33,6 +41,7 @@ from curator.pseudolabel.review_records import (
     read_manifest,
     read_record,
     revised_copy_path,
+    revision_file,
     revision_files,
     save_revised_copy,
 )
@@ -40,6 +49,9 @@ from curator.pseudolabel.terms import term_name
 from curator.store import CaseStore
 
 log = logging.getLogger("curator")
+ON_GRID = ("save the revision on the grid of pseudo.nii.gz: open pseudo.nii.gz (or the revised.nii.gz the export "
+           "wrote) as the segmentation of image.nii.gz and save it as revised.nii.gz without cropping, resampling "
+           "or reorienting it, or copy pseudo.nii.gz's header (shape, spacing, origin, direction) onto it")
 
 
 def _merge_revision(before: list[tuple[Any, dict[int, list[str]]]], data: NDArray[Any], codes: dict[int, list[str]],
@@ -88,16 +100,18 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: 
                          remedy="keep the codes.json that `curator review export` wrote next to the label") from e
     try:  # a file from outside: no more voxels than the grid it must be on (a small .nii.gz can claim 4 GB)
         vol = read_volume(path, role="label", max_voxels=grid.n_voxels)
-    except InputError as e:
-        if e.kind != "too_large":
-            raise
+    except CuratorError as e:
+        if e.kind != "too_large":  # empty, truncated, 4-D ...: the reviewer saves it again, nothing to download
+            raise as_reviewers_file(e) from e
         raise LabelError("revised_label_invalid", f"the revised label is not on the case's grid ({e.detail}; the "
                          f"grid {tuple(grid.shape)} has {grid.n_voxels:,})", path=str(path),
-                         remedy="save the revision on the grid of pseudo.nii.gz") from e
-    why = vol.geometry.mismatch(grid, tol_mm=0.01)
-    if why:
-        raise LabelError("revised_label_invalid", f"the revised label is not on the case's grid ({why})",
-                         path=str(path), remedy="save the revision on the grid of pseudo.nii.gz")
+                         remedy=ON_GRID) from e
+    if vol.geometry.mismatch(grid, tol_mm=0.01):  # axes permuted or flipped, the same voxel centres: re-indexed
+        if grid.axis_map(vol.geometry, tol_mm=0.01) is None:  # as ingest does for a dataset's labels
+            raise LabelError("revised_label_invalid", "the revised label is not on the case's grid "
+                             f"({vol.geometry.mismatch(grid, tol_mm=0.01)}: the revision vs pseudo.nii.gz)",
+                             path=str(path), remedy=ON_GRID)
+        vol = vol.on_grid(grid, tol_mm=0.01)
     record = read_record(folder)
     exported = {int(c): list(ts) for c, ts in record["codes"].items()}
     differ = sorted(c for c, ts in codes.items() if exported.get(c) != ts)
@@ -112,9 +126,12 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: 
         raise LabelError("label_not_integer", "the revised label holds non-integer values", path=str(path))
     # the values as written, before any cast (257 would wrap to 1 in uint8: another term's code)
     undeclared = sorted(set(np.unique(data).astype(np.int64).tolist()) - set(codes) - {0})
-    if undeclared:
-        raise LabelError("revised_label_invalid", f"values {undeclared} are not in codes.json", path=str(path),
-                         remedy="use only the codes of codes.json (0 = background)")
+    if undeclared:  # a few of them: the image saved as the revision listed each of its 2,000 HU values
+        image = (f" — {len(undeclared):,} distinct values: it looks like an image (image.nii.gz?), not a label map"
+                 if len(undeclared) > 64 else "")
+        raise LabelError("revised_label_invalid", f"values {some(undeclared, 12)} are not in codes.json{image}",
+                         path=str(path), remedy="use only the codes of codes.json (0 = background)"
+                         + ("; save the segmentation, not the image, as revised.nii.gz" if image else ""))
     data = data.astype(np.uint8 if max(codes, default=0) < 256 else np.uint16)
     keep = {c: [t for t in ts if t not in annotated] for c, ts in codes.items()}
     # a code the reviewer left exactly as exported keeps its state: only what was edited becomes
@@ -130,8 +147,8 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: 
     if from_export and changed:  # an edit saved over pseudo.nii.gz: accepting it would take it unseen
         raise InputError("review_accept_invalid", "worklist.csv accepts this case, and its pseudo.nii.gz was "
                          "changed after the export (no revised.nii.gz was saved)", path=str(path),
-                         remedy="save the corrected label as revised.nii.gz (the codes left as exported and "
-                                "accepted are taken as they are)")
+                         remedy="rename pseudo.nii.gz to revised.nii.gz and import again (the codes left as "
+                                "exported and accepted are taken as they are)")
     # an accepted code is a reviewer's label as exported: the start file's (an earlier revision
     # over the pseudo labels left as they were), or the revision's code where it is unchanged
     edited = {c: ts for c, ts in keep.items() if ts and (c in changed or c in accepted)}
@@ -139,15 +156,17 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: 
 
 
 def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: frozenset[int] = frozenset(),
-                ) -> tuple[list[dict[str, Any]], list[str], list[str]] | None:
+                ) -> tuple[list[dict[str, Any]], list[str], list[str], CuratorError | None] | None:
     """Write ``folder/revised.nii.gz`` (with the ``accepted`` codes) as the store's revised layer;
-    (labels rows, the terms edited, the terms accepted as exported), or None when no code was
-    edited or accepted (nothing is written: the case's labels stay as they are)."""
+    (labels rows, the terms edited, the terms accepted as exported, the warning of voxels left out
+    because an original label of another structure claims them, or None), or None when no code
+    was edited or accepted (nothing is written: the case's labels stay as they are)."""
     data, codes, edited, changed = _read_revision(folder, store.geometry, annotated, accepted)
     if not edited:
         return None
     before = list(store.planes("revised")) if "revised" in store.layers() else []
     merged, values = _merge_revision(before, data, codes, edited, annotated)
+    clipped = clip_to_originals(store, merged, values)
     save_revised_copy(store, merged, values)  # first: the store's layer can be rebuilt from it, not the reverse
     store.write_layer("revised", [(merged, values)], {"origin": "revised", "source": "curator review import"})
     ml = store.geometry.voxel_volume_mm3 / 1000.0
@@ -158,8 +177,10 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: f
         rows.append({"case_id": store.path.stem, "term_id": t, "term": term_name(t), "origin": "revised",
                      "layer": "revised", "derived": False, "annotated": False, "present": n > 0, "voxels": n,
                      "volume_ml": n * ml, "modality": store.attrs.get("modality")})
+    warning = overlap_warning(revision_file(folder) if revision_files(folder) else folder / "pseudo.nii.gz",
+                              clipped, ml) if clipped else None
     return (rows, sorted({t for c in changed if c in edited for t in edited[c]}),
-            sorted({t for c, ts in edited.items() if c not in changed for t in ts}))
+            sorted({t for c, ts in edited.items() if c not in changed for t in ts}), warning)
 
 
 def original_terms(store: CaseStore) -> set[str]:
@@ -196,6 +217,8 @@ def same_as_imported(store: CaseStore, folder: Path, annotated: set[str], accept
     except CuratorError:
         return False
     merged, merged_values = _merge_revision([(plane, values)], data, codes, edited, annotated)
+    if store.geometry.mismatch(grid, tol_mm=0.01) is None:  # as an import does (on the store's grid)
+        clip_to_originals(store, merged, merged_values)
     now, then = _term_masks(merged, merged_values), _term_masks(plane, values)
     return now.keys() == then.keys() and all(np.array_equal(now[t], then[t]) for t in now)
 
@@ -216,36 +239,18 @@ def check_grid(store: CaseStore, folder: Path, earlier: bool) -> None:
                              "the revision there, on the grid of its pseudo.nii.gz"))
 
 
-READABLE = ("revised.nii.gz", "revised.nii", "revised.nrrd")
-
-
-def revision_file(folder: Path) -> Path:
-    """The one revision file of a case folder, or an ``InputError`` saying why it cannot be read:
-    several, a 3D Slicer segmentation (``.seg.nrrd``), or a name import does not know."""
-    files = revision_files(folder)
-    names = [f.name for f in files]
-    if len(files) > 1:
-        raise InputError("revised_label_invalid", f"the case folder holds several revisions ({', '.join(names)})",
-                         path=str(folder), remedy="keep only the one to import, saved as revised.nii.gz")
-    path = files[0] if files else folder / "revised.nii.gz"
-    if path.name.lower().endswith(".seg.nrrd"):
-        raise InputError("revised_label_invalid", f"{path.name} is a 3D Slicer segmentation: its segments may be "
-                         "layers and its values Slicer's, not the codes of codes.json", path=str(path),
-                         remedy="in Slicer export the segmentation as a labelmap with the colour table "
-                                "labels_slicer.txt (Segmentations > Export to files, or right-click > Export "
-                                "visible segments to binary labelmap, then save it) as revised.nii.gz")
-    if path.name not in READABLE:
-        raise InputError("revised_label_invalid", f"{path.name!r} is not a name import reads", path=str(path),
-                         remedy="save the revision as revised.nii.gz (revised.nii and revised.nrrd are read too)")
-    return path
-
-
-def unrevised_cases(folder: Path) -> list[str]:
+def unrevised_cases(folder: Path, stores: Path | None = None) -> list[str]:
     """The case folders of an export (those with codes.json) that hold no revision yet and are not
-    accepted in worklist.csv."""
+    accepted in worklist.csv — nor, given the workspace's ``stores`` folder, reviewed already (an
+    accept imported before, whose row a later export into the folder left out)."""
     accepted = read_accepts(folder)
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "codes.json").is_file()
-                  and not revision_files(p) and p.name not in accepted)
+                  and not revision_files(p) and p.name not in accepted
+                  and not (stores is not None and _imported(stores / f"{p.name}.zarr")))
+
+
+def _imported(store: Path) -> bool:
+    return revised_copy_path(store).is_file() or ((store / "zarr.json").is_file() and reviewed_before(CaseStore(store)))
 
 
 def accepted_codes(cell: str, folder: Path) -> frozenset[int]:
@@ -343,8 +348,9 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
     revised = revised_cases(folder)
     check_has_cases(workspace)
     accepts = read_accepts(folder)
-    revised = sorted({*revised, *(folder / c for c in accepts)})
     manifest = read_manifest(folder)
+    over_pseudo = saved_over_pseudo(folder, manifest, accepts)
+    revised = sorted({*revised, *(folder / c for c in accepts), *over_pseudo})
     cases = workspace.read_table("cases")
     dataset = {r["case_id"]: r["dataset"] for r in (cases.to_pylist() if cases is not None else [])}
     old = workspace.read_table("_labels_revised")
@@ -366,8 +372,12 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
             accepted = accepted_codes(accepts[cid], case_dir) if cid in accepts else frozenset()
             store = CaseStore(workspace.stores_dir / f"{cid}.zarr")
             earlier = reviewed_before(store)
+            if case_dir in over_pseudo and not revision_files(case_dir):
+                raise pseudo_edited(case_dir, over_pseudo[case_dir])
             annotated = original_terms(store)
             if earlier and same_as_imported(store, case_dir, annotated, accepted):
+                if case_dir in over_pseudo:  # the revision file is the export's: the correction is in pseudo.nii.gz
+                    raise pseudo_edited(case_dir, over_pseudo[case_dir], beside=revision_file(case_dir).name)
                 moved = exported_grid(case_dir, read_record(case_dir))
                 if unchanged is not None:
                     unchanged[cid] = "its revision is the one imported already: nothing to import" + (
@@ -379,6 +389,8 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
             check_grid(store, case_dir, earlier)
             imported = import_case(store, case_dir, annotated, accepted)
             if imported is None:
+                if case_dir in over_pseudo:
+                    raise pseudo_edited(case_dir, over_pseudo[case_dir], beside=revision_file(case_dir).name)
                 if unchanged is not None:
                     unchanged[cid] = ("its revision changes no structure of the export: nothing to import" + (
                         " (the earlier import of this case is kept)" if earlier else
@@ -386,11 +398,11 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
                         "are correct, write `all` (or their term ids) in worklist.csv's accept column and import "
                         "again"))
                 continue
-            new, edited, accepted_terms = imported
+            new, edited, accepted_terms, warning = imported
         except CuratorError as e:
             files = revision_files(case_dir) if case_dir.is_dir() else []
-            name = files[0].name if len(files) == 1 else "revised.nii.gz" if files or cid not in accepts \
-                else "worklist.csv"
+            name = "pseudo.nii.gz" if e.kind == "review_pseudo_edited" else files[0].name if len(files) == 1 \
+                else "revised.nii.gz" if files or cid not in accepts else "worklist.csv"
             said = e
             if earlier and e.kind != "review_export_stale":  # the stale message says so itself
                 said = CuratorError(e.kind, f"{e.detail}; the earlier import of this case is kept", path=e.path,
@@ -400,6 +412,13 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
             continue
         rows = [r for r in rows if r["case_id"] != cid] + [{**r, "dataset": dataset[cid]} for r in new]
         done.append(cid)
+        warnings = [warning] if warning is not None else []  # imported, without the voxels of the dataset's labels
+        if case_dir in over_pseudo:  # imported, and pseudo.nii.gz was saved over too
+            warnings.append(pseudo_edited(case_dir, over_pseudo[case_dir], beside=revision_file(case_dir).name,
+                                          imported=True))
+        problems += [problem_row("review", w, dataset=dataset[cid], case_id=cid,
+                                 path=f"review:{cid}/{Path(w.path or 'revised.nii.gz').name}", severity="warning")
+                     for w in warnings]
         if outcome is not None:
             outcome[cid] = (edited, accepted_terms)
     workspace.write_table("_labels_revised", to_arrow("labels", rows))

@@ -241,3 +241,27 @@ def load_revised_copy(store_path: Path) -> tuple[NDArray[Any], NDArray[np.float6
     with np.load(path) as z:
         values = {int(k): list(v) for k, v in json.loads(str(z["values"])).items()}
         return np.asarray(z["data"]), np.asarray(z["affine"], dtype=np.float64), values
+
+
+READABLE = ("revised.nii.gz", "revised.nii", "revised.nrrd")
+
+
+def revision_file(folder: Path) -> Path:
+    """The one revision file of a case folder, or an ``InputError`` saying why it cannot be read:
+    several, a 3D Slicer segmentation (``.seg.nrrd``), or a name import does not know."""
+    files = revision_files(folder)
+    names = [f.name for f in files]
+    if len(files) > 1:
+        raise InputError("revised_label_invalid", f"the case folder holds several revisions ({', '.join(names)})",
+                         path=str(folder), remedy="keep only the one to import, saved as revised.nii.gz")
+    path = files[0] if files else folder / "revised.nii.gz"
+    if path.name.lower().endswith(".seg.nrrd"):
+        raise InputError("revised_label_invalid", f"{path.name} is a 3D Slicer segmentation: its segments may be "
+                         "layers and its values Slicer's, not the codes of codes.json", path=str(path),
+                         remedy="in Slicer export the segmentation as a labelmap with the colour table "
+                                "labels_slicer.txt (Segmentations > Export to files, or right-click > Export "
+                                "visible segments to binary labelmap, then save it) as revised.nii.gz")
+    if path.name not in READABLE:
+        raise InputError("revised_label_invalid", f"{path.name!r} is not a name import reads", path=str(path),
+                         remedy="save the revision as revised.nii.gz (revised.nii and revised.nrrd are read too)")
+    return path

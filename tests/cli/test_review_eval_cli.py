@@ -117,12 +117,8 @@ def test_review_import_into_a_workspace_never_built_writes_nothing(pipeline: Pat
     assert sorted(p.name for p in other.iterdir()) == ["pipeline.yaml"]
 
 
-def test_review_import_says_revised_accepted_and_refused_and_fails_when_nothing_came_in(
-        phantom_ws, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    """The summary was "✓ imported 2 revised case(s)" for one edited case and one saved unchanged
-    (which stayed pseudo), and "✓ imported 0 revised case(s)" when every revision was refused."""
-    import csv
-
+def _exported(phantom_ws, tmp_path: Path, top: int):  # type: ignore[no-untyped-def]  # noqa: F811
+    """(workspace, its pipeline.yaml, a review export of its ``top`` cases after pseudolabel, those cases)."""
     from curator.pseudolabel.review import export_review
     from curator.pseudolabel.stage import PseudolabelStage
     from curator.runner.run import run_stage
@@ -133,8 +129,17 @@ def test_review_import_says_revised_accepted_and_refused_and_fails_when_nothing_
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(f"workspace: {ws.root}\n")
     out = tmp_path / "review"
-    edited, approved, bad = export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=3,
-                                          images=False).cases
+    return ws, pipeline, out, export_review(ws.root, ws.read_table("attention").to_pylist(), out, top=top,
+                                            images=False).cases
+
+
+def test_review_import_says_revised_accepted_and_refused_and_fails_when_nothing_came_in(
+        phantom_ws, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The summary was "✓ imported 2 revised case(s)" for one edited case and one saved unchanged
+    (which stayed pseudo), and "✓ imported 0 revised case(s)" when every revision was refused."""
+    import csv
+
+    _, pipeline, out, (edited, approved, bad) = _exported(phantom_ws, tmp_path, 3)
     img = nib.load(out / bad / "pseudo.nii.gz")
     nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), img.affine), out / bad / "revised.nii.gz")
     res = curator("review", "import", str(pipeline), str(out))
@@ -155,3 +160,23 @@ def test_review_import_says_revised_accepted_and_refused_and_fails_when_nothing_
     said = " ".join(res.stderr.split())
     assert res.returncode == 1, said  # a refused revision is still said by the exit code
     assert "✓ 1 case(s) revised, 1 accepted unchanged; 1 case(s) refused (above)" in said, said
+
+
+def test_review_import_of_a_revision_over_an_original_label_warns_and_succeeds(
+        phantom_ws, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A revision imported without the voxels of the dataset's own label is a warning of an imported
+    case — said, kept in problems__review — not a refusal: exit code 0, not 'nothing imported'."""
+    from curator.store import CaseStore
+
+    ws, pipeline, out, cases = _exported(phantom_ws, tmp_path, 4)
+    cid = next(c for c in cases if c.startswith("MSD_Spleen"))
+    img = nib.load(out / cid / "pseudo.nii.gz")
+    data = np.asarray(img.dataobj).copy()
+    data[CaseStore(ws.stores_dir / f"{cid}.zarr").mask("spleen", "original")] = 1
+    nib.save(nib.Nifti1Image(data, img.affine), out / cid / "revised.nii.gz")
+    res = curator("review", "import", str(pipeline), str(out))
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 0, said
+    assert f"! {cid}: [revised_overlaps_original]" in said and "of the dataset's own spleen label" in said
+    assert "✓ 1 case(s) revised, 0 accepted unchanged; 1 imported with a warning (above)" in said, said
+    assert "refused" not in said

@@ -1,0 +1,184 @@
+"""Checks of what a reviewer saved in a review export: a correction saved over the exported
+``pseudo.nii.gz``, a revised structure painted over the dataset's own labels, and the remedy of
+a revision file that cannot be read.
+
+* An editor's *Save* (ITK-SNAP's Ctrl+S, Slicer's quick save) writes over the file it opened, and
+  the README has the reviewer open ``pseudo.nii.gz``. :func:`pseudo_edit` tells such an edit from
+  the export by the checksums of each code's mask that the case's ``export.json`` holds. Import
+  refuses it, naming the file and saying to rename it to ``revised.nii.gz`` — it is not taken as
+  the revision on its own: what a reviewer saves over the file they opened may be unfinished, and
+  a rename says it is the correction —; an export into the folder refuses to overwrite it.
+* The dataset's own labels outrank reviewed ones (original > revised > pseudo): a revised term
+  keeps no voxel of an original label of another term (:func:`clip_to_originals`), with a
+  warning naming the terms and the voxels — a brush that spilled over the spleen no longer makes
+  the revised liver 25 % larger. A structure part of the revised term (a liver tumour in the
+  liver), or a whole it is part of, is not another structure.
+
+>>> related("liver_tumor", ["liver"]), related("spleen", ["liver"])
+(True, False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import NDArray
+
+from curator.errors import ConfigError, CuratorError, InputError
+from curator.pseudolabel.review_records import (
+    RECORD,
+    exported_grid,
+    mask_digest,
+    read_record,
+    revision_files,
+)
+from curator.pseudolabel.terms import ancestors, term_name
+from curator.store import CaseStore
+
+PSEUDO = "pseudo.nii.gz"
+# a revision is the reviewer's own save: ingest's remedies ("download the file again") do not apply
+SAVE_AGAIN = ("save the corrected label again from the editor as revised.nii.gz (one 3-D label map on the grid of "
+              "pseudo.nii.gz, with the codes of codes.json); it is the reviewer's own file, so there is nothing to "
+              "download")
+
+
+def as_reviewers_file(e: CuratorError) -> CuratorError:
+    """The read error ``e`` of a revision file, its remedy the reviewer's (save it again)."""
+    return type(e)(e.kind, e.detail, path=e.path, remedy=SAVE_AGAIN, case_id=e.case_id)
+
+
+def _codes_text(codes: dict[str, list[str]], which: Sequence[str]) -> str:
+    return ", ".join(f"{' + '.join(term_name(t) for t in codes[c])} (code {c})" for c in which)
+
+
+def pseudo_edit(folder: Path, record: dict[str, Any]) -> str | None:
+    """How the case folder's ``pseudo.nii.gz`` differs from what the export wrote (the record's
+    checksum of each code's mask), or None: as exported, not there, or a record too old to tell."""
+    path = folder / PSEUDO
+    digests = record.get("pseudo_masks")
+    if digests is None and record.get("start", PSEUDO) == PSEUDO:
+        digests = record.get("start_masks")
+    if not path.is_file() or not isinstance(digests, dict):
+        return None
+    codes = {str(c): list(ts) for c, ts in record["codes"].items()}
+    grid = exported_grid(folder, record)
+    try:
+        img: Any = nib.load(path)
+        if grid is not None and tuple(img.shape) != tuple(grid.shape):
+            return f"its shape is {tuple(img.shape)}, not the exported {tuple(grid.shape)}"
+        data = np.asarray(img.dataobj)
+    except Exception as e:  # noqa: BLE001 - a file the export wrote that no longer reads was changed
+        return f"it no longer reads as the file the export wrote ({e.__class__.__name__})"
+    changed = [c for c in sorted(codes, key=int) if mask_digest(data == int(c)) != digests.get(c)]
+    other = sorted(set(np.unique(data).tolist()) - {0} - {int(c) for c in codes})
+    said = [f"{_codes_text(codes, changed)} changed"] if changed else []
+    if other:
+        said.append(f"values it did not write: {other[:5]}{' …' if len(other) > 5 else ''}")
+    return "; ".join(said) or None
+
+
+def saved_over_pseudo(folder: Path, manifest: dict[str, Any] | None, accepts: dict[str, str]) -> dict[Path, str]:
+    """The export's case folders whose ``pseudo.nii.gz`` was edited (an editor's Save over the file it
+    opened), with how it differs — but those accepted without a revision file: import reads that
+    pseudo.nii.gz as accepted and refuses it itself (``review_accept_invalid``)."""
+    out: dict[Path, str] = {}
+    for case in sorted((manifest or {}).get("cases", {})):
+        case_dir = folder / case
+        if case_dir.parent != folder or case in (".", "..") or not case_dir.is_dir() \
+                or (case in accepts and not revision_files(case_dir)):
+            continue
+        try:
+            how = pseudo_edit(case_dir, read_record(case_dir))
+        except InputError:  # no record: nothing to compare with (an import of a revision there says why)
+            continue
+        if how is not None:
+            out[case_dir] = how
+    return out
+
+
+def check_pseudo_kept(out: Path, chosen: list[str]) -> None:
+    """A ``ConfigError`` naming each case folder of ``out`` this export would write whose
+    ``pseudo.nii.gz`` was edited since its export (an editor's Save writes over the file it
+    opened): rewriting it would lose the correction."""
+    edited = []
+    for cid in chosen:
+        try:
+            how = pseudo_edit(out / cid, read_record(out / cid)) if (out / cid / RECORD).is_file() else None
+        except InputError:  # a record this curator does not read: nothing to compare the file with
+            how = None
+        if how is not None:
+            edited.append(f"{cid}/pseudo.nii.gz ({how})")
+    if edited:
+        raise ConfigError("config_error", f"{len(edited)} case folder(s) hold a pseudo.nii.gz changed since the "
+                          f"export — a correction saved over it? — which this export would overwrite: "
+                          f"{'; '.join(edited)}", path=str(out),
+                          remedy="to import the correction, rename that pseudo.nii.gz to revised.nii.gz and run "
+                                 "`curator review import pipeline.yaml FOLDER` first; if it is not wanted, delete "
+                                 "it; or export into another folder")
+
+
+def pseudo_edited(folder: Path, how: str, beside: str | None = None, imported: bool = False) -> InputError:
+    """The refusal of a case folder whose ``pseudo.nii.gz`` was edited: with no revision file, or
+    ``beside`` one that changes nothing (the export's own); with ``imported``, the warning that it
+    was edited beside the revision file imported."""
+    said = f"{PSEUDO} was changed after the export ({how})"
+    if imported:
+        return InputError("review_pseudo_edited", f"{said} too; {beside} was imported, {PSEUDO} was not",
+                          path=str(folder / PSEUDO),
+                          remedy=f"if {PSEUDO} holds corrections {beside} lacks, add them to {beside} and import "
+                                 f"again; then delete {PSEUDO} (an export into this folder refuses to overwrite it)")
+    if beside is None:
+        why = "the case folder holds no revised.nii.gz: import reads corrections from revised.nii.gz only"
+        todo = f"rename {PSEUDO} to revised.nii.gz in this case folder and import again"
+    else:
+        why = f"the case folder's {beside} changes nothing: import reads corrections from {beside}, not {PSEUDO}"
+        todo = f"replace {beside} with it (delete {beside}, rename {PSEUDO} to revised.nii.gz) and import again"
+    return InputError("review_pseudo_edited", f"{said}, and {why}, so this edit was not imported",
+                      path=str(folder / PSEUDO),
+                      remedy=f"{todo} (an editor's Save writes over the file it opened; save corrections with Save "
+                             "As revised.nii.gz); if the edit is not wanted, delete the file and export the case again")
+
+
+def related(original: str, terms: Sequence[str]) -> bool:
+    """Whether the original label ``original`` is one of ``terms``, a part of one of them (a liver
+    tumour in the liver) or a whole one of them is part of: its voxels may be theirs."""
+    return original in terms or any(t in ancestors(original) or original in ancestors(t) for t in terms)
+
+
+def clip_to_originals(store: CaseStore, plane: NDArray[Any], values: dict[int, list[str]]
+                      ) -> list[tuple[list[str], str, int]]:
+    """Clear, in the revised ``plane`` (in place), each code's voxels an original label of another
+    structure claims; ``(the code's terms, the original term, voxels cleared)`` per such pair.
+    Smaller original labels are tried first, so a voxel is counted against the most specific one."""
+    if "original" not in store.layers() or tuple(plane.shape) != tuple(store.geometry.shape):
+        return []
+    originals = store.terms("original")
+    masks = dict(zip(originals, store.masks(originals, "original"), strict=True)) if originals else {}
+    order = sorted(masks, key=lambda t: (int(masks[t].sum()), t))
+    out: list[tuple[list[str], str, int]] = []
+    for code, terms in sorted(values.items()):
+        mine = plane == code
+        for o in order:
+            if related(o, terms):
+                continue
+            hit = mine & masks[o]
+            n = int(hit.sum())
+            if n:
+                plane[hit] = 0
+                mine &= ~hit
+                out.append((list(terms), o, n))
+    return out
+
+
+def overlap_warning(path: Path, clipped: list[tuple[list[str], str, int]], voxel_ml: float) -> InputError:
+    """The warning of :func:`clip_to_originals`' voxels (the revision was imported without them)."""
+    pairs = "; ".join(f"the revised {' + '.join(term_name(t) for t in ts)} covered {n:,} voxel(s) ({n * voxel_ml:.3g} "
+                      f"ml) of the dataset's own {term_name(o)} label" for ts, o, n in clipped)
+    return InputError("revised_overlaps_original", f"{pairs}; those voxels were left out of the revised label "
+                      "(original > revised > pseudo: the dataset's own labels are not revised by review)",
+                      path=str(path), remedy="nothing, if the brush spilled over; otherwise correct the revision "
+                      "so that it stops at the dataset's label (its structures are not on the worklist)")
