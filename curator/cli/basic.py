@@ -205,8 +205,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Try a dataset YAML on its download: which cases its patterns find, which volume files
         they miss, what ingest says of a sample of cases, and which label values the files hold
-        (exit 1 on errors). With a pipeline.yaml and no ROOT, every source it lists. Nothing is
-        written; the output names your files."""
+        (exit 1 on errors). With a pipeline.yaml and no ROOT, every source it lists, under its
+        stages' settings (stages.ingest, stages.qc, the taxonomy); a dataset YAML, under the
+        defaults. Nothing is written; the output names your files."""
         from curator.ingest.check import check_source
 
         if sample < 1 and not every:
@@ -216,11 +217,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             reports = [check_source(dataset, root, registry=tuple(registry or ()), sample=n, workers=workers,
                                     taxonomy=taxonomy)]
         else:
-            cfg = _pipeline_of(dataset)
-            own = (cfg.stages.get("harmonize") or {}).get("taxonomy")
-            tax = taxonomy or (cfg.path(own) if own else None)  # the pipeline's, as its run resolves names
+            cfg = _pipeline_of(dataset)  # its stages' settings (ingest's tolerance, the taxonomy), as its run reads them
             reports = [check_source(sc.dataset, sc.root, registry=(*cfg.registry, *(registry or ())), sample=n,
-                                    name=sc.name, pseudonymous_ids=sc.pseudonymous_ids, workers=workers, taxonomy=tax)
+                                    name=sc.name, pseudonymous_ids=sc.pseudonymous_ids, workers=workers,
+                                    taxonomy=taxonomy, pipeline=cfg)
                        for sc in cfg.sources]
         ok = [not (r.errors or r.cases == 0 or (strict and r.warnings)) for r in reports]
         failed = [r.source for r, good in zip(reports, ok, strict=True) if not good]
@@ -296,6 +296,10 @@ def _print_check(r: SourceCheck) -> None:
     seqs = ", ".join(f"{k} {v}" for k, v in r.sequences.items())
     named = f"{r.source} ({r.dataset} {r.version})" if r.source and r.source != r.dataset else f"{r.dataset} {r.version}"
     out.print(escape(f"{named} at {r.root} ({r.encoding})"), style="bold", highlight=False)
+    changed = ", ".join(f"{k}: {v}" for k, v in r.settings.items()) or "no setting changed"
+    out.print(escape(f"settings of {r.settings_from} ({changed})" if r.settings_from != "defaults" else
+                     f"settings: the defaults ({changed}; `curator sources check pipeline.yaml` checks with a "
+                     "pipeline's stages.ingest and stages.qc)"), highlight=False)
     out.print(escape(f"{r.cases} case(s)" + (f": {splits}" if splits else "") + (f"; sequences {seqs}" if seqs else "")
                      + f"; {r.label_only} label-only, {r.without_label} without a label"), highlight=False)
     missed = [u for u in r.unmatched if not u.get("read_by")]

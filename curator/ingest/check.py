@@ -55,6 +55,10 @@ class SourceCheck:
     other_files: dict[str, int] = field(default_factory=dict)  # other unused files, by suffix
     sampled: list[dict[str, Any]] = field(default_factory=list)
     values: list[dict[str, Any]] = field(default_factory=list)  # per raw value (or structure)
+    # where the stage settings the check ran under come from: a pipeline file, or "defaults"; and
+    # those of them that differ from the defaults (``ingest.geometry_tolerance_mm``, ``qc.side_margin_mm``)
+    settings_from: str = "defaults"
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -319,12 +323,15 @@ def _value_rows(spec: Any, tax: Any, results: list[Any], terms: dict[Any, list[s
 
 def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), sample: int | None = 5,
                  name: str | None = None, pseudonymous_ids: bool = False, workers: int = 1,
-                 taxonomy: Path | None = None) -> SourceCheck:
+                 taxonomy: Path | None = None, pipeline: PipelineConfig | None = None) -> SourceCheck:
     """Run ingest's discovery over ``root`` and its reading over ``sample`` cases (every case
     with ``sample=None``) of ``dataset`` (a registry name or a dataset YAML's path), in a
-    temporary workspace, ``workers`` cases at once (processes); label names resolve through
-    ``taxonomy`` (a pipeline's ``stages.harmonize.taxonomy``; default: the bundled one). Raises :class:`curator.errors.RegistryError` for an unknown name and
-    :class:`curator.errors.ConfigError` for a YAML file that does not validate (with its problems)."""
+    temporary workspace, ``workers`` cases at once (processes). The stages' settings are
+    ``pipeline``'s (its ``stages.ingest`` tolerance and size limit, ``stages.qc.side_margin_mm``,
+    ``stages.harmonize.taxonomy``, read as its run reads them), else the defaults; ``taxonomy``
+    replaces the taxonomy either gives. Raises :class:`curator.errors.RegistryError` for an unknown name and
+    :class:`curator.errors.ConfigError` for a YAML file that does not validate (with its problems)
+    or a pipeline's stage settings that do not."""
     from curator.errors import ConfigError
     from curator.harmonize.mapping import raw_value_terms
     from curator.harmonize.stage import harmonize_taxonomy
@@ -339,10 +346,8 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         src = {"dataset": dataset, "root": root, "pseudonymous_ids": pseudonymous_ids}
         if name:
             src["name"] = name
-        stages = {"harmonize": {"taxonomy": str(Path(taxonomy).resolve())}} if taxonomy else {}  # names resolve as in the run
-        cfg = PipelineConfig(workspace=Path(tmp) / "workspace", sources=(SourceConfig.from_dict(src),),
-                             registry=tuple(registry), stages=stages)
-        ctx = Context(cfg)
+        ctx = Context(_check_config(pipeline, Path(tmp) / "workspace", SourceConfig.from_dict(src), registry,
+                                    taxonomy))
         ctx.workspace.init()  # a throw-away pseudonym key: ids made here are never shown
         sources = ctx.sources
         if not sources:  # an invalid dataset YAML: Context said why
@@ -356,7 +361,8 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         stage = IngestStage(ctx, config)
         tasks = stage.plan()
         report = SourceCheck(dataset=spec.name, version=spec.version, root=str(root), encoding=spec.labels.encoding,
-                             source=source.name, problems=list(stage.extra_problems))
+                             source=source.name, problems=list(stage.extra_problems),
+                             settings_from=pipeline.file_name if pipeline is not None else "defaults")
         report.cases = len(tasks)
         report.splits = dict(Counter(str(t.payload["split"]) for t in tasks).most_common())
         report.sequences = dict(Counter(t.payload["sequence"] for t in tasks if t.payload["sequence"]).most_common())
@@ -377,7 +383,9 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         picked = tasks if sample is None else _pick(tasks, max(0, sample))
         tax = harmonize_taxonomy(ctx)
         terms = raw_value_terms(spec, tax, include_derived=False)
-        margin = ctx.stage_config(QCConfig, "qc").side_margin_mm
+        qc = ctx.stage_config(QCConfig, "qc")
+        margin = qc.side_margin_mm if ctx.stage_enabled("qc") else None  # a run without qc excludes no side
+        report.settings = _settings_used(ctx, config, qc)
         if margin is not None and any(side_of(t, tax)[0] for ts in terms.values() for t in ts):
             # where each value lies: left/right labels on the patient's other side (qc's test, hours earlier)
             picked = [dataclasses.replace(t, payload={**t.payload, "centroids": True}) for t in picked]
@@ -409,6 +417,41 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
     if not pseudonymous_ids and Path(spec.path).parent.resolve() != builtin_dir().resolve():
         report.problems += _identifying_paths(spec.name, tasks)
     return report
+
+
+def _check_config(pipeline: PipelineConfig | None, workspace: Path, source: SourceConfig,
+                  registry: tuple[Path, ...], taxonomy: Path | None) -> PipelineConfig:
+    """The throw-away pipeline the check runs: ``pipeline``'s stage settings (its folder too, which
+    their relative paths are relative to, and its file, which messages name), else the defaults;
+    one source, a temporary workspace, the default executor (the check reads its cases itself)."""
+    from curator.config import ExecutorConfig, ReleaseConfig
+
+    base = pipeline if pipeline is not None else PipelineConfig()
+    stages = dict(base.stages)
+    if taxonomy:  # names resolve as in the run, through the file given instead
+        stages["harmonize"] = {**base.stage("harmonize"), "taxonomy": str(Path(taxonomy).resolve())}
+    return base.replace(workspace=workspace, sources=(source,), registry=tuple(registry), stages=stages,
+                        executor=ExecutorConfig(), release=ReleaseConfig())
+
+
+def _settings_used(ctx: Any, ingest: Any, qc: Any) -> dict[str, Any]:
+    """``{"stage.setting": value}`` of the settings the check reads that differ from their defaults:
+    ingest's (its tolerance and size limit; not ``enabled`` or ``on_bad_case``: every sampled case
+    is read and said), qc's side margin (off with qc), the taxonomy harmonize names terms with."""
+    from curator.harmonize.stage import taxonomy_path
+    from curator.qc.config import QCConfig
+
+    default = type(ingest)().to_dict()
+    out = {f"ingest.{k}": v for k, v in ingest.to_dict().items()
+           if k not in ("enabled", "on_bad_case") and v != default.get(k)}
+    if not ctx.stage_enabled("qc"):
+        out["qc.enabled"] = False
+    elif qc.side_margin_mm != QCConfig().side_margin_mm:
+        out["qc.side_margin_mm"] = qc.side_margin_mm
+    tax = taxonomy_path(ctx)
+    if tax:
+        out["harmonize.taxonomy"] = tax
+    return out
 
 
 # a date (2001-09-11, 20010911, TCIA's 09-11-2001), a DICOM person name (DOE^JANE) or a record number

@@ -196,6 +196,58 @@ def test_a_pipeline_yaml_checks_each_of_its_sources(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "cannot be read as YAML" in res.output
 
 
+def test_a_pipeline_yaml_is_checked_with_its_stage_settings(tmp_path: Path) -> None:
+    """`sources check pipeline.yaml` ran ingest with the default settings: labels 0.05 mm off
+    their image were rejected though the pipeline's geometry_tolerance_mm: 0.1 lets ingest accept
+    them, and images over its max_voxels were fine though ingest fails each as too_large (tester 33 #1)."""
+    import yaml as pyyaml
+
+    from curator.testing.native import GEOMETRY, SHAPE, write_file
+    from curator.testing.phantoms import grid
+
+    root = tmp_path / "download"
+    _download(root, n=2)
+    write_tree(root, [("imagesTs/liver_100_0000.nii.gz", "image", ())])  # (no case reads it: said, not read)
+    off = grid(SHAPE, (2.0, 2.0, 3.0), "LPS", center=(0.05, 0.0, 0.0))  # GEOMETRY's grid, moved 0.05 mm
+    assert off != GEOMETRY
+    for i in range(2):
+        write_file(root, f"labelsTr/liver_{i:03d}.nii.gz", "label", (1,), g=off)
+    spec = _yaml(tmp_path)
+    pipe = tmp_path / "pipeline.yaml"
+    cfg = {"workspace": "ws", "sources": [{"dataset": "MyLiverCT.yaml", "root": "download"}]}
+
+    def check(*args: str, stages: dict[str, object] | None = None) -> dict[str, object]:
+        pipe.write_text(pyyaml.safe_dump({**cfg, "stages": stages or {}}))
+        res = runner.invoke(app, ["sources", "check", *args, "--all", "--format", "json"])
+        got = json.loads(res.stdout)
+        return got[0] if isinstance(got, list) else got
+
+    def kinds(r: dict[str, object]) -> set[str]:
+        return {p["kind"] for p in r["problems"]}  # type: ignore[attr-defined, index]
+
+    default = check(str(pipe))  # the default 0.01 mm: the labels are off their images
+    assert "geometry_mismatch" in kinds(default)
+    loose = check(str(pipe), stages={"ingest": {"geometry_tolerance_mm": 0.1}})
+    assert "geometry_mismatch" not in kinds(loose), loose["problems"]
+    assert [s["label_status"] for s in loose["sampled"]] == ["ok", "ok"] and loose["ok"]  # type: ignore[attr-defined, index]
+    small = check(str(pipe), stages={"ingest": {"geometry_tolerance_mm": 0.1, "max_voxels": 100}})
+    assert kinds(small) == {"too_large"} and not small["ok"]  # 8×8×4 = 256 voxels each: ingest fails them
+    assert default["settings_from"] == str(pipe) and default["settings"] == {}  # which settings it ran under
+    assert loose["settings"] == {"ingest.geometry_tolerance_mm": 0.1}
+    bare = check(str(spec), str(root))  # a dataset YAML and its root: the defaults, and it says so
+    assert bare["settings_from"] == "defaults" and "geometry_mismatch" in kinds(bare)
+    res = runner.invoke(app, ["sources", "check", str(spec), str(root)], env={"COLUMNS": "300"})
+    assert "settings: the defaults" in res.output
+    pipe.write_text(pyyaml.safe_dump({**cfg, "stages": {"ingest": {"geometry_tolerance_mm": 0.1}}}))
+    res = runner.invoke(app, ["sources", "check", str(pipe)], env={"COLUMNS": "300"})
+    assert f"settings of {pipe} (ingest.geometry_tolerance_mm: 0.1)" in res.output, res.output
+    # a setting the run refuses is refused here too, naming the file
+    pipe.write_text(pyyaml.safe_dump({**cfg, "stages": {"ingest": {"max_voxels": 0}}}))
+    res = runner.invoke(app, ["sources", "check", str(pipe)], env={"COLUMNS": "300"})
+    assert res.exit_code != 0 and "max_voxels" in res.output
+    assert not (tmp_path / "ws").exists()
+
+
 PER_STRUCTURE = """name: MyOrgans
 version: "1.0"
 modality: MR
@@ -427,6 +479,18 @@ def test_a_label_map_naming_its_sides_as_seen_on_screen_is_a_warning(tmp_path: P
     assert said["path"] == "MyLiverCT.yaml:labels.values"
     assert said["message"].startswith("4 of the 4 left/right labels of MyLiverCT whose side was checked (2 case(s)) "
                                       "lie on the patient's other side (left kidney 2 of 2, right kidney 2 of 2); qc would exclude them"), said["message"]
+    # a pipeline whose qc checks no side (side_margin_mm: null, or qc off) is not told qc would exclude them
+    from curator.config import PipelineConfig
+
+    for qc in ({"side_margin_mm": None}, {"enabled": False}):
+        pipe = tmp_path / "pipeline.yaml"
+        pipe.write_text(json.dumps({"workspace": "ws", "sources": [{"dataset": str(yaml), "root": str(root)}],
+                                    "stages": {"qc": qc}}))
+        res = runner.invoke(app, ["sources", "check", str(pipe), "--all", "--format", "json"])
+        assert not [p for p in json.loads(res.stdout)[0]["problems"] if p["kind"] == "sides_swapped"], qc
+        r = check_source(str(yaml), root, sample=None, pipeline=PipelineConfig.load(pipe))
+        assert not [p for p in r.warnings if p["kind"] == "sides_swapped"], qc
+        assert r.settings == ({"qc.side_margin_mm": None} if "side_margin_mm" in qc else {"qc.enabled": False})
     yaml, root = _kidney_maps(tmp_path / "right", "{2: right kidney, 3: left kidney}")
     assert not check_source(str(yaml), root, sample=None).warnings
 
