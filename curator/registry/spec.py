@@ -399,9 +399,10 @@ def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None =
             bad("labels.structures", "missing", "per_structure labels need `structures` (file stem -> term)")
         if 0 in values:
             bad("labels.values.0", "value", "0 is background and must not be mapped")
-        if enc == "label_map" and lab.get("structures"):
+        if enc in ("label_map", "none") and lab.get("structures"):  # (under `none` too: it would do nothing)
             bad("labels.structures", "value", "structures (file stem -> term) are for `encoding: per_structure`; "
-                "a label_map names its raw values under `values`")
+                + ("a label_map names its raw values under `values`" if enc == "label_map" else
+                   f"`encoding: {enc}` reads no label"))
         for k, what, default in (("other_structures", "what to do with {structure} files `structures` does not map",
                                   "problem"), ("any_nonzero", "masks whose voxels hold other codes than 1", False)):
             # accepted, and it did nothing (its default, which to_dict writes for every encoding, is no setting)
