@@ -47,6 +47,35 @@ def _run_facts(record: dict[str, Any] | None) -> dict[str, Any]:
             if k in record}
 
 
+# status's ``release.refused_reason``: why `curator release` would not write the release (docs/releases.md)
+REFUSED_REASONS = ("exists", "stale", "no_cases_table", "no_cases", "sources_missing")
+
+
+def _release_refusal(ctx: Any, dest: Path, stale: list[str], has_cases: bool) -> tuple[str | None, str]:
+    """``(reason, message)`` of what `curator release` would refuse (``reason`` one of
+    :data:`REFUSED_REASONS`, or another release error's kind; None: it would write the release),
+    the message much as it would say it."""
+    from curator.errors import ReleaseError
+    from curator.release.build import check_cases
+    from curator.runner.freshness import stale_message
+
+    name = ctx.config.file_name
+    if dest.exists():
+        rc = ctx.config.release
+        return "exists", (f"release {rc.collection} {rc.version} already exists ({dest}); releases are immutable: "
+                          f"bump `release.version` in {name}")
+    if stale:  # (before a missing cases table: a stage that has not run says more)
+        return "stale", stale_message(stale, name) + f"; run `curator run {name}` (cached cases are not redone)"
+    if not has_cases:
+        return "no_cases_table", f"the workspace has no cases table: run ingest first (`curator run {name}`)"
+    try:
+        check_cases(ctx)
+    except ReleaseError as e:  # an empty ingest, a source that gave no case
+        reason = {"release_incomplete": "sources_missing", "release_error": "no_cases"}.get(e.kind, e.kind)
+        return reason, e.detail
+    return None, ""
+
+
 def _leftovers(ctx: Any) -> int | str:
     """How many stores `curator gc` would list (status stays cheap: gc's full scan walks every
     stage result), or why they cannot be counted (a damaged table): status still reports."""
@@ -143,16 +172,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
         rc = ctx.config.release
         stale = [r for s in states for r in s.reasons]
         has_cases = ctx.workspace.has_table("cases")
-        blocked = ("exists" if dest.exists() else "stale" if stale else "no cases" if not has_cases else None)
-        refusal = ""  # what `curator release` would say besides those: an empty ingest, a source left out
-        if blocked is None:
-            from curator.errors import ReleaseError
-            from curator.release.build import check_cases
-
-            try:
-                check_cases(ctx)
-            except ReleaseError as e:
-                blocked, refusal = "refused", e.detail
+        blocked, refusal = _release_refusal(ctx, dest, stale, has_cases)
         busy = ctx.workspace.lock_holder()
         # a source left out (its dataset YAML does not load); a `registry:` file that gives no dataset
         # is no source: said apart (whether a source was skipped for it is in its message)
@@ -182,7 +202,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                             "last_run": _run_facts(s.record)} for s in states],
                 "release": {"collection": rc.collection, "version": rc.version, "path": str(dest),
                             "exists": dest.exists(), "would_write": blocked is None,
-                            "refused_because": refusal or None}})
+                            "refused_reason": blocked, "refused_because": refusal or None}})
         else:
             table = Table(title=f"workspace {ctx.workspace.root}", title_justify="left")
             for col in ("stage", "last run (UTC)", "cases", "failed", "tables", "state"):
@@ -223,10 +243,10 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             elif blocked == "stale":
                 out.print(f"release {name}: [red]would be refused[/] (tables out of date): run `curator run "
                           f"{escape(str(pipeline))}` — cached cases are not redone", highlight=False)
-            elif blocked == "no cases":
+            elif blocked == "no_cases_table":
                 out.print(f"release {name}: [red]would be refused[/]: no cases table yet (run ingest)",
                           highlight=False)
-            elif blocked == "refused":
+            elif blocked is not None:
                 out.print(f"release {name}: [red]would be refused[/]: {escape(refusal)}", highlight=False)
             else:
                 out.print(f"release {name}: [green]ready[/]: `curator release {escape(str(pipeline))}` writes "

@@ -380,9 +380,12 @@ def check_fresh(ctx: Context) -> None:
     reasons = stale_reasons(ctx)
     if reasons:
         name = ctx.config.file_name
-        raise ReleaseError("release_stale", f"the workspace's tables are out of date with {name}: "
-                           + "; ".join(reasons),
-                           remedy=_stale_remedy(reasons, name))
+        raise ReleaseError("release_stale", stale_message(reasons, name), remedy=_stale_remedy(reasons, name))
+
+
+def stale_message(reasons: list[str], pipeline: str) -> str:
+    """What ``release_stale`` says (``curator status`` says it too): the tables are out of date, and why."""
+    return f"the workspace's tables are out of date with {pipeline}: " + "; ".join(reasons)
 
 
 def _stale_remedy(reasons: list[str], pipeline: str) -> str:

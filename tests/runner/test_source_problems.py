@@ -341,6 +341,50 @@ def test_status_says_a_release_would_be_refused_when_ingest_found_nothing(tmp_pa
     res = CliRunner().invoke(app, ["status", str(pipe), "--format", "json"])
     rel = json.loads(res.output)["release"]
     assert rel["would_write"] is False and "found no case" in rel["refused_because"]
+    assert rel["refused_reason"] == "no_cases"
+
+
+def test_status_json_says_why_a_release_would_not_be_written(tmp_path: Path) -> None:
+    """`status -f json` gave `would_write: false` with `refused_because: null` when the release
+    existed or the tables were out of date, which the table output said (tester 33 #3): each
+    refusal has its reason (a stable word) and its message."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    from curator.testing.layouts import write_kits_case
+    from curator.testing.phantoms import Subject, grid, render
+
+    g = grid((40, 36, 20), (6.0, 6.0, 8.0), "LPS")
+    img, lab = render(Subject.random(3), g, "CT", seed=3)
+    write_kits_case(tmp_path / "kits", "case_00000", np.rint(img).astype(np.int16), (lab > 0).astype(np.uint8), g)
+    pipe = make_pipeline(tmp_path / "p", [{"dataset": "KiTS23", "root": str(tmp_path / "kits")},
+                                          {"dataset": "MSD_Spleen", "root": str(tmp_path / "unmounted")}],
+                         stages={s: {"enabled": False} for s in ("dedup", "pseudolabel", "qc")})
+
+    def release() -> dict[str, Any]:
+        res = CliRunner().invoke(app, ["status", str(pipe), "--format", "json"])
+        got: dict[str, Any] = json.loads(res.stdout)["release"]
+        assert got["would_write"] is (got["refused_because"] is None), got  # a refusal always says why
+        assert got["would_write"] is (got["refused_reason"] is None), got
+        return got
+
+    rel = release()  # nothing ran yet
+    assert rel["refused_reason"] == "stale" and "out of date" in rel["refused_because"]
+    assert "ingest has not run" in rel["refused_because"] and f"curator run {pipe}" in rel["refused_because"]
+    run(pipe)  # every stage, no release: the unmounted source gave no case
+    rel = release()
+    assert rel["refused_reason"] == "sources_missing" and "MSD_Spleen" in rel["refused_because"]
+    cfg = yaml.safe_load(pipe.read_text())
+    cfg["release"]["allow_missing_sources"] = True
+    pipe.write_text(yaml.safe_dump(cfg))
+    assert release()["would_write"] is True
+    assert run(pipe, release=True).release is not None
+    rel = release()
+    assert rel["refused_reason"] == "exists" and rel["exists"] is True
+    assert "already exists" in rel["refused_because"] and "release.version" in rel["refused_because"]
 
 
 def test_the_lock_names_the_command_that_holds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
