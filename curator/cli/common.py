@@ -249,7 +249,7 @@ class FormulaCount:
         from curator.io.csvtext import formula_safe
 
         out = csv_cell(v)
-        if formula_safe(out) is not out:
+        if isinstance(out, str) and formula_safe(out) is not out:  # (a -inf of a numeric column is no text)
             self.n += 1
         return out
 

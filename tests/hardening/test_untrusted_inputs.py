@@ -457,3 +457,35 @@ def test_query_csv_is_exact_data_unless_asked_for_a_spreadsheet(tmp_path: Path,
              spreadsheet=cell is spreadsheet_cell)
         printed = list(csv.reader(io.StringIO(capsys.readouterr().out)))
         assert [r[0] for r in printed[1:]] == want and {r[1] for r in printed[1:]} == {"-3.5"}
+
+
+def test_spreadsheet_csv_quotes_text_pythons_float_takes_but_a_spreadsheet_does_not(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-inf`, `-nan`, `-1_0` and `+Infinity` as text were left unquoted, as numbers, because
+    Python's float() takes them (tester 33 #5); a spreadsheet runs them as formulas (#NAME?).
+    Values of a numeric column and plain decimal literals stay numbers."""
+    import csv
+    import io
+
+    import duckdb
+
+    from curator.cli.common import FormulaCount, OutputFormat, emit, spreadsheet_cell
+    from curator.release.result_file import save_result
+
+    texts = ["-inf", "-nan", "-1_0", "+Infinity", "\t3", "-3.5", "+1e3", "-.5", "1_0"]
+    want = ["'-inf", "'-nan", "'-1_0", "'+Infinity", "'\t3", "-3.5", "+1e3", "-.5", "1_0"]
+    values = ", ".join(f"'{v}'" for v in texts)
+    sql = f"select unnest([{values}]) as t, -3.5::double as x, -2 as n, '-inf'::double as m"
+    n = save_result(duckdb.sql(sql), tmp_path / "out.csv", tmp_path, spreadsheet_cell)
+    with open(tmp_path / "out.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert n == len(texts) and [r[0] for r in rows[1:]] == want
+    # a numeric column's numbers are numbers; its -inf, which a spreadsheet cannot hold, is text
+    assert {tuple(r[1:]) for r in rows[1:]} == {("-3.5", "-2", "'-inf")}
+    emit(["t", "x"], [[v, -3.5] for v in texts], OutputFormat.csv, spreadsheet=True)
+    printed = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert [r[0] for r in printed[1:]] == want and {r[1] for r in printed[1:]} == {"-3.5"}
+    count = FormulaCount()  # plain CSV's note counts the text cells --spreadsheet quotes, not numbers
+    for v in [*texts, -3.5, float("-inf")]:
+        count(v)
+    assert count.n == 5
