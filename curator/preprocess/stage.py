@@ -307,9 +307,9 @@ def _label(path: Path, rel: str, p: dict[str, Any], ref: Geometry | None, root: 
     """A label file (structure ``key`` of a file holding several) with its declared fixes,
     re-indexed onto ``ref`` (same voxels, any axis order)."""
     image = root / p["image_path"] if p.get("image_path") else None
-    declared = p.get("declared") if p["encoding"] != "per_structure" else None  # a scaled label: as ingest read it
+    declared = p.get("declared") if p.get("encoding") != "per_structure" else None  # a scaled label: as ingest read it
     vol = apply_label_fixes(read_volume(path, role="label", grid=ref, structure=key, declared=declared,
-                                        channel=p["image_channel"]),  # a 4-D label: the image's frame
+                                        channel=p.get("image_channel")),  # a 4-D label: the image's frame
                             p["fixes"], rel, ref, image)
     return vol if ref is None else vol.on_grid(ref)
 
