@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zlib
 from collections.abc import Collection
@@ -222,9 +223,13 @@ def label_header_scaling(path: Path) -> tuple[int, int] | None:
     opener: Any = (_igzip.open if _igzip is not None else gzip.open) if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            hdr = nib.Nifti1Header.from_fileobj(f, check=False)
+            raw = f.read(540)
+        # sizeof_hdr (either byte order) tells NIfTI-2 (540) from NIfTI-1 (348): both scale the same way
+        two = len(raw) >= 4 and 540 in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
+        kind: Any = nib.Nifti2Header if two else nib.Nifti1Header
+        hdr = kind.from_fileobj(io.BytesIO(raw), check=False)
         slope, inter = hdr.get_slope_inter()
-    except Exception:  # noqa: BLE001 - not NIfTI-1 (NIfTI-2 is rare for labels) or damaged: the read says so
+    except Exception:  # noqa: BLE001 - damaged or not NIfTI: the read says so
         return None
     whole = _whole_scaling(hdr.get_data_dtype(), slope, inter)
     return None if whole is None or whole == (1, 0) else whole

@@ -74,3 +74,16 @@ def test_an_unscaled_label_says_nothing(tmp_path: Path) -> None:
     _label(tmp_path / "u.nii.gz", 1, 0)
     assert "label_scaling" not in read_volume(tmp_path / "u.nii.gz", role="label").meta
     assert label_header_scaling(tmp_path / "u.nii.gz") is None
+
+
+def test_a_nifti2_label_s_scaling_is_found_for_its_cache_key(tmp_path: Path) -> None:
+    """The reader reads a NIfTI-2 label as its stored codes too, but the header check that keys the
+    cache read NIfTI-1 only: a NIfTI-2 label's cached ingest result was never redone (review 30)."""
+    a = np.zeros((6, 5, 4), np.int16)
+    a[1], a[2] = 1, 2
+    img = nib.Nifti2Image(a, np.diag([1.5, 1.5, 3.0, 1.0]), dtype=np.int16)
+    img.header.set_slope_inter(1, -1024)
+    for name in ("two.nii", "two.nii.gz"):
+        nib.save(img, str(tmp_path / name))
+        assert np.array_equal(read_volume(tmp_path / name, role="label").array, a)
+        assert label_header_scaling(tmp_path / name) == (1, -1024)
