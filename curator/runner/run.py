@@ -125,15 +125,6 @@ def _all_crashed(ctx: Context, stage: str, ran: list[CaseResult], succeeded: boo
                       f"problems table lists the crashes: stage = '{stage}' and kind = 'worker_crashed')")
 
 
-def failure_code() -> str:
-    """The code a failed case's cached result is kept for (the git revision, or the package
-    version of an installed curator): a failure is not taken from the cache under other code."""
-    from curator import __version__
-    from curator.envinfo import code_revision
-
-    return code_revision() or __version__
-
-
 def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = None) -> StageReport:
     """Run one stage over every planned case (resuming), then write its tables atomically."""
     config = ctx.stage_config(stage_cls.config_class, stage_cls.name)
@@ -158,8 +149,8 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         key = stage.task_key(t)
         cached = ws.read_case_result(stage_cls.name, t.case_id)
         hit = CaseResult.from_json(cached) if cached is not None and cached.get("key") == key else None
-        if hit is not None and hit.failed and cached is not None and cached.get("code") != failure_code():
-            hit = None  # a failure recorded by other code is tried again: a new curator may read the file
+        if hit is not None and hit.failed and hit.computed_with != made:
+            hit = None  # a failure under other code or libraries is tried again: they may read the file now
         if hit is not None and stage.outputs_exist(hit):
             if stage_cls.reads_sources:  # found in its source again: gc keeps a run's cases by this mtime
                 ws.touch_case_result(stage_cls.name, t.case_id)  # until the run writes its tables
@@ -191,9 +182,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
                     raise fault
                 res.computed_with = made
                 if res.cacheable:
-                    atomic_write_json(ws.case_result_path(stage_cls.name, res.case_id),
-                                      {**res.to_json(), **({"code": failure_code()} if res.failed else {})},
-                                      indent=None)
+                    atomic_write_json(ws.case_result_path(stage_cls.name, res.case_id), res.to_json(), indent=None)
                 results[res.case_id] = res
                 report.ran += 1
                 bar.advance()

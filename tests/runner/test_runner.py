@@ -87,25 +87,27 @@ def test_bad_case_becomes_problem_and_run_continues(tmp_path: Path) -> None:
 
 
 def test_a_failure_recorded_by_other_code_is_tried_again(tmp_path: Path) -> None:
-    """A bad input's failure is cached, but only for the code that failed on it: a 4-D MetaImage
-    called corrupt, or a DICOM series refused for a copied slice, kept failing after the upgrade
-    that reads them until its files changed (fixer io). Cases that succeeded stay cached."""
+    """A bad input's failure is cached, but only for the code and libraries that failed on it (the
+    run's environment id, ``computed_with``): a 4-D MetaImage called corrupt, or a DICOM series
+    refused for a copied slice, kept failing after the upgrade that reads them until its files
+    changed (fixer io); a new pydicom or SimpleITK may read a file too (review 30). Cases that
+    succeeded stay cached."""
     import json
-
-    from curator.runner.run import failure_code
 
     ctx = _ctx(tmp_path, n_cases=3, behaviour={"c001": "bad"})
     assert run_stage(ctx, ProbeStage, InlineExecutor()).failed == 1
     path = ctx.workspace.case_result_path("probe", "c001")
     recorded = json.loads(path.read_text())
-    assert recorded["failed"] and recorded["code"] == failure_code()
-    assert "code" not in json.loads(ctx.workspace.case_result_path("probe", "c000").read_text())
-    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 0  # the same code: cached
-    path.write_text(json.dumps({**recorded, "code": "0123abc"}))  # failed under an older curator
+    assert recorded["failed"] and recorded["computed_with"]
+    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 0  # the same code and libraries: cached
+    path.write_text(json.dumps({**recorded, "computed_with": "0123abcd0123abcd"}))  # under an older environment
     rep = run_stage(ctx, ProbeStage, InlineExecutor())
     assert (rep.ran, rep.cached, rep.failed) == (1, 2, 1)
-    path.write_text(json.dumps({k: v for k, v in recorded.items() if k != "code"}))  # before failures said
+    path.write_text(json.dumps({k: v for k, v in recorded.items() if k != "computed_with"}))  # before ids
     assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 1
+    ok = ctx.workspace.case_result_path("probe", "c000")  # a success under another environment stays cached
+    ok.write_text(json.dumps({**json.loads(ok.read_text()), "computed_with": "0123abcd0123abcd"}))
+    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 0
 
 
 def test_a_package_missing_from_a_workers_environment_is_named_not_called_a_bug(tmp_path: Path) -> None:
