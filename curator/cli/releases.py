@@ -246,7 +246,9 @@ def _print_diff(d: ReleaseDiff, limit: int) -> None:
     _list("files whose checksum differs (other than the tables above)", d.other_files_changed, limit, "yellow")
     _list("lineage changes", d.lineage_changes, limit, "yellow")
     if not d.content_differs:
-        out.print("  the same content: every table, file and store is identical", highlight=False)
+        out.print("  the same content: every table, file and store is identical"
+                  + (" (croissant.json aside: its datePublished is the build's day, not content)"
+                     if "croissant.json" in d.files_changed else ""), highlight=False)
     elif d.empty:
         out.print("  no differences in the tables", highlight=False)
 

@@ -15,7 +15,9 @@ defaults changed, the torch version, device and thread count behind the pseudo l
 ``inference`` — each named down to the entry that changed, with both values:
 :mod:`curator.release.diff_lineage`). A row whose only change is in a column saying where it
 comes from (``terms.defined_in``) is counted apart, not as changed. ``content_differs`` says
-whether the releases hold other tables, files or stores (``curator diff --exit-code``).
+whether the releases hold other tables, files or stores (``curator diff --exit-code``), as
+``content_sha256`` counts them: a croissant.json changed alone (its publication date) is listed,
+not counted.
 
 Two releases may have been made by different curators: a stage version bumped between them
 explains rows that changed under the same pipeline.yaml (``stages pseudolabel stage_version:
@@ -149,8 +151,13 @@ class ReleaseDiff:
     def content_differs(self) -> bool:
         """Whether the releases differ in what they hold (a table, a file, a store), whatever their
         lineage says: ``curator diff --exit-code`` exits 1 then."""
-        return not self.empty or bool(self.files_added or self.files_removed or self.files_changed
-                                      or self.stores_added or self.stores_removed)
+        from curator.release.integrity import (
+            CONTENT_EXCLUDED,  # croissant.json (its date), as content_sha256 does
+        )
+
+        return not self.empty or bool(self.files_added or self.files_removed or self.stores_added
+                                      or self.stores_removed
+                                      or [f for f in self.files_changed if f not in CONTENT_EXCLUDED])
 
     @staticmethod
     def problem_lines(rows: list[dict[str, Any]], width: int = 140) -> list[str]:

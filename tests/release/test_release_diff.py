@@ -598,12 +598,21 @@ def test_diff_exit_code_and_changed_files(demo: Path) -> None:
     croissant.write_text(croissant.read_text().replace('"datePublished": "', '"datePublished": "x'))
     _as_older_curator(coll / "0.1.1", lambda i: i["files"].update({"croissant.json": sha256_file(croissant)}))
     d = diff_releases(coll / "0.1.0", coll / "0.1.1")
-    assert d.empty and d.files_changed == ["croissant.json"] and d.content_differs
+    # croissant.json alone (a rebuild on another day: its datePublished) is listed, not content, as
+    # content_sha256 leaves it out (review 30: --exit-code called every rebuild different)
+    assert d.empty and d.files_changed == ["croissant.json"] and not d.content_differs
     res = runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1"), "--exit-code"])
-    assert res.exit_code == 1 and "croissant.json" in res.output and "the same content" not in res.output
+    assert res.exit_code == 0 and "datePublished is the build" in " ".join(res.output.split()), res.output
+    card = coll / "0.1.1" / "DATASET_CARD.md"
+    card.write_text(card.read_text() + "\nedited\n")
+    _as_older_curator(coll / "0.1.1", lambda i: i["files"].update({"DATASET_CARD.md": sha256_file(card)}))
+    d = diff_releases(coll / "0.1.0", coll / "0.1.1")
+    assert d.empty and d.files_changed == ["DATASET_CARD.md", "croissant.json"] and d.content_differs
+    res = runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1"), "--exit-code"])
+    assert res.exit_code == 1 and "DATASET_CARD.md" in res.output and "the same content" not in res.output
     assert runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1")]).exit_code == 0
     js = runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "0.1.1"), "--exit-code", "-f", "json"])
-    assert js.exit_code == 1 and json.loads(js.output)["files_changed"] == ["croissant.json"]
+    assert js.exit_code == 1 and json.loads(js.output)["files_changed"] == ["DATASET_CARD.md", "croissant.json"]
     missing = runner.invoke(app, ["diff", str(coll / "0.1.0"), str(coll / "9.9.9"), "--exit-code"])
     assert missing.exit_code == 2
 
