@@ -246,9 +246,12 @@ def _print_diff(d: ReleaseDiff, limit: int) -> None:
     _list("files whose checksum differs (other than the tables above)", d.other_files_changed, limit, "yellow")
     _list("lineage changes", d.lineage_changes, limit, "yellow")
     if not d.content_differs:
+        from curator.release.integrity import CONTENT_EXCLUDED
+
+        aside = [f for f in d.files_changed if f in CONTENT_EXCLUDED]
         out.print("  the same content: every table, file and store is identical"
-                  + (" (croissant.json aside: its datePublished is the build's day, not content)"
-                     if "croissant.json" in d.files_changed else ""), highlight=False)
+                  + (f" ({', '.join(aside)} aside: its datePublished is the build's day, not content)"
+                     if aside else ""), highlight=False)
     elif d.empty:
         out.print("  no differences in the tables", highlight=False)
 
