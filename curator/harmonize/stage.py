@@ -79,7 +79,9 @@ class HarmonizeStage(Stage):
     name = "harmonize"
     # 2: a per-structure term made of several files (its parts) is annotated only where all of them
     # exist (term_incomplete); a bump, as the tables would otherwise pass as current: the cases it
-    # changes re-run anyway (their plans key the cache), and preprocess's affected stores with them
+    # changes re-run anyway (their plans key the cache), and preprocess's affected stores with them.
+    # Not bumped for a union reading 4-D structure masks by the case's frame: per-structure channel
+    # cases carry ``channel`` in their keys (the others failed as not_3d, retried under new code)
     version = "2"
     config_class = HarmonizeConfig
     settings_files = "the taxonomy file"
@@ -178,6 +180,8 @@ class HarmonizeStage(Stage):
                 "grid": ([list(row["shape"]), list(row["affine"])] if row.get("has_image") and row.get("shape")
                          and row.get("affine") else None),
             }
+            if m.encoding == "per_structure" and row.get("image_channel") is not None:
+                payload["channel"] = row["image_channel"]  # a 4-D mask: the union reads the image's frame
             path = f"{row['source']}:{(row['label_paths'] or [''])[0]}"
             tasks.append(Task(case_id=row["case_id"], payload=payload, fingerprint=row["label_sha256"] or "",
                               dataset=row["dataset"], path=path))
@@ -194,7 +198,8 @@ class HarmonizeStage(Stage):
         def union(keys: list[str]) -> int:
             if p.get("overlap") == 0:  # ingest saw no voxel in two structure files: unions are sums
                 return sum(n for (k, _), n in counts.items() if k in keys)
-            return union_voxels(root, [p["files"][k] for k in keys], p["fixes"], p.get("grid"), keys)
+            return union_voxels(root, [p["files"][k] for k in keys], p["fixes"], p.get("grid"), keys,
+                                channel=p.get("channel"))
 
         rows, unmapped = case_rows(p["plans"], counts, known_values=p["known_values"], known_keys=p["known_keys"],
                                    ignore=p["ignore"], encoding=p["encoding"], voxel_ml=p["voxel_ml"], union=union)
@@ -301,11 +306,12 @@ def named_segments_disagree(path: Path, names: dict[int, str], terms: dict[int, 
 
 
 def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any], grid: list[Any] | None = None,
-                 keys: list[str] | None = None) -> int:
+                 keys: list[str] | None = None, *, channel: int | None = None) -> int:
     """Voxels in the union of several binary (any non-zero) label files of one case, each
     re-indexed onto the case's grid first — the image's (``grid``: shape, affine), else the first
     file's — as ingest and preprocess do: a file stored with its axes flipped or permuted (ingest's
-    ``label_reoriented``) covers the same voxels in another order."""
+    ``label_reoriented``) covers the same voxels in another order. ``channel``: the case's image
+    channel, whose frame a 4-D mask gives (a 3-D mask is every channel's), as ingest reads it."""
     from curator.errors import GeometryError
     from curator.io.confined import resolve_inside
     from curator.io.formats import read_volume
@@ -316,7 +322,8 @@ def union_voxels(root: Path, rel_paths: list[str], fixes: dict[str, Any], grid: 
     acc: np.ndarray[Any, Any] | None = None
     for i, rel in enumerate(rel_paths):  # keys: the structures, when a file holds several (SEG, RTSTRUCT)
         vol = apply_label_fixes(read_volume(resolve_inside(root, root / rel), role="label", grid=ref,
-                                            structure=keys[i] if keys else None), fixes, rel, ref)
+                                            structure=keys[i] if keys else None, channel=channel),
+                                fixes, rel, ref)
         if ref is None:
             ref = vol.geometry
         else:

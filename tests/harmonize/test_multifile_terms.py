@@ -159,3 +159,45 @@ def test_harmonize_says_an_any_file_term_one_file_maps_to_is_unmapped(tmp_path: 
     assert [(p["kind"], p["severity"]) for p in rows] == [("annotates_unmapped", "error")], rows
     assert "only 'liv' maps to it" in rows[0]["message"]
     assert "What to do: map a raw value or structure file to the term" in rows[0]["message"]
+
+
+def test_a_4d_structure_mask_beside_a_4d_image_is_read_by_frame(tmp_path: Path) -> None:
+    """M&Ms-style per-structure masks, each a 4-D file of as many frames as the 4-D image: ingest
+    and preprocess read each channel's case its frame; harmonize's union of a term's files (kr and
+    kr_hilum overlap, so it is counted on the files, not summed) read them whole and failed as
+    not_3d. Each frame's union is that frame's."""
+    import nibabel as nib
+    import numpy as np
+
+    from curator.testing.phantoms import grid
+    from curator.testing.pipelines import write_dataset_yaml
+
+    frames = 2
+    g = grid((12, 10, 8), (1.5, 1.5, 3.0), "RAS")
+    raw = tmp_path / "raw" / "a"
+    (raw / "seg").mkdir(parents=True)
+    img = np.random.default_rng(0).normal(100, 10, (*g.shape, frames)).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, g.matrix), raw / "ct.nii.gz")
+    masks = {s: np.zeros((*g.shape, frames), np.uint8) for s in PARTS}
+    for t in range(frames):
+        masks["kl"][1:3, 1:3, 1:3, t] = 1
+        masks["liv"][8:11, 6:9, 4:7, t] = 1
+        masks["kr"][3:6, 3:6, 2:4 + t, t] = 1  # the right kidney grows a slice per frame
+        masks["kr_hilum"][5:7, 5:7, 2:4, t] = 1  # overlapping kr in 2 voxels
+    for s, m in masks.items():
+        nib.save(nib.Nifti1Image(m, g.matrix), raw / "seg" / f"{s}.nii.gz")
+    yml = write_dataset_yaml(tmp_path, [{**LAYOUT[0], "channels": {t: f"t{t}" for t in range(frames)}}],
+                             {"encoding": "per_structure", "structures": PARTS}, modality="MR",
+                             sequences={f"t{t}": "MR" for t in range(frames)})
+    pipe = make_pipeline(tmp_path, [{"dataset": str(yml), "root": str(tmp_path / "raw")}])
+    run(pipe, stages=["ingest", "harmonize"])
+    cases = {c["case_id"]: c for c in table(pipe, "cases").to_pylist()}
+    assert {c: (r["label_status"], r["label_overlap_voxels"]) for c, r in cases.items()} == {
+        "Toy__a__t0": ("ok", 2), "Toy__a__t1": ("ok", 2)}
+    problems = [(p["case_id"], p["kind"]) for p in table(pipe, "problems__harmonize").to_pylist()
+                if p["severity"] != "info"]
+    assert problems == []
+    right = {r["case_id"]: r["voxels"] for r in table(pipe, "labels").to_pylist() if r["term_id"] == "kidney_right"}
+    want = {f"Toy__a__t{t}": int(np.count_nonzero(masks["kr"][..., t] | masks["kr_hilum"][..., t]))
+            for t in range(frames)}
+    assert right == want and want["Toy__a__t0"] != want["Toy__a__t1"]
