@@ -289,8 +289,9 @@ class ChecksumCache:
                 return f"refused:{rel}:{os.readlink(p)}"
         seen = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = self.entries.get(rel)
-        # entries of an older curator had 3 fields; a 6th is a NIfTI's header scaling (label_scaling)
-        if hit and len(hit) in (5, 6) and hit[:4] == seen:
+        # entries of an older curator had 3 fields; a 6th is a NIfTI's header scaling (label_scaling),
+        # a 7th whether the header declares a 4-D file (label_4d)
+        if hit and len(hit) in (5, 6, 7) and hit[:4] == seen:
             return str(hit[4])
         try:
             digest = sha256_file(p)
@@ -331,11 +332,27 @@ class ChecksumCache:
             self.dirty = True
         return list(hit[5]) if hit[5] is not None else None
 
+    def label_4d(self, root: Path, rel: str) -> bool:
+        """Whether a label file's header declares a 4-D file (:func:`curator.io.formats.header_past_3d`):
+        beside a channel's image it is read by frame, so cases holding one are keyed by it. Its header
+        is read once per version of the file (after :meth:`file` checked the entry is current)."""
+        hit = self.entries.get(rel)
+        if not hit or len(hit) < 5:
+            return False
+        if len(hit) == 5:
+            self.label_scaling(root, rel)  # the 6th field first
+        if len(hit) == 6:
+            from curator.io.formats import header_past_3d
+
+            hit.append(header_past_3d(root / rel))
+            self.dirty = True
+        return bool(hit[6])
+
     def known_scaling(self, rel: str) -> list[int] | None:
         """What :meth:`label_scaling` found for ``rel`` when ingest last planned, without reading
         the file (``None`` when it did not look)."""
         hit = self.entries.get(rel)
-        return list(hit[5]) if hit and len(hit) == 6 and hit[5] is not None else None
+        return list(hit[5]) if hit and len(hit) >= 6 and hit[5] is not None else None
 
     def save(self) -> None:
         if self.dirty:

@@ -76,7 +76,8 @@ class IngestStage(Stage):
     # orientation warned (orientation_missing). Not bumped for NIfTI labels whose header scales their
     # codes by whole numbers, read as the stored codes since (label_scaling_ignored): those cases' keys
     # carry the scaling (``label_scaling`` in their payload), so they alone are read again; nor for a 4-D
-    # label split with its image's channels: the keys of cases read from a channel carry ``label_frames``
+    # label split with its image's channels: the keys of channel cases holding a 4-D label file carry
+    # ``label_frames`` (its header read once per file into the checksum cache, as the scaling is)
     version = "6"
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
@@ -143,8 +144,6 @@ class IngestStage(Stage):
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }
-                if c.channel is not None and c.labels:  # read anew since a 4-D label gives each channel's
-                    payload["label_frames"] = 1  # case its frame (it was refused as not_3d)
                 if any(holds_structures(rel) for _, rel in c.labels):  # read anew since SEG/RTSTRUCT labels are
                     payload["dicom_labels"] = 2  # placed on the image's grid (a SEG was read as a frame stack)
                 shown = f"{src.name}:{c.case_id}" if src.pseudonymous_ids else _display(src.name, root, c.image or files[0])
@@ -158,6 +157,11 @@ class IngestStage(Stage):
                           and (s := checksums.label_scaling(root, rel)) is not None}
                 if scaled:
                     payload["label_scaling"] = scaled
+                # read anew since a 4-D label gives each channel's case its frame (it was refused as
+                # not_3d): only cases holding one, so a 3-D label's channel cases keep their results
+                if c.channel is not None and any(rel not in tree.broken and checksums.label_4d(root, rel)
+                                                 for _, rel in c.labels):
+                    payload["label_frames"] = 1
                 tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=fingerprint,
                                   dataset=spec.name, path=shown))
             checksums.save()

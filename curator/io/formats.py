@@ -369,6 +369,28 @@ def frames_of(a: NDArray[Any]) -> int | None:
     return int(shape[3]) if len(shape) == 4 else None
 
 
+def header_past_3d(path: Path) -> bool:
+    """Whether a NIfTI, NRRD or MetaImage file's header declares more than three axes (trailing
+    axes of length 1 left out, as the readers drop them): a 4-D label, which beside a channel's
+    image is read by its frame since :func:`squeeze_to_3d` could (it was refused as ``not_3d``).
+    ``False`` for other formats and for a header that cannot be read (reading the file says why).
+    Reads the header only."""
+    try:
+        fmt = format_from_name(path) or sniff(path)
+    except (OSError, CuratorError):
+        return False
+    if fmt == "nifti":
+        from curator.io.nifti import header_shape
+    elif fmt == "itk":
+        from curator.io.itk import header_shape
+    else:
+        return False
+    shape = list(header_shape(path) or ())
+    while len(shape) > 3 and shape[-1] == 1:
+        shape.pop()
+    return len(shape) > 3
+
+
 def squeeze_to_3d(a: NDArray[Any], path: str, channel: int | None, channels: int | None = None, *,
                   one_slice_ok: bool = False, label: bool = False) -> NDArray[Any]:
     """Drop trailing singleton axes; pick ``channel`` of a 4-D array; refuse anything else.

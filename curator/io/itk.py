@@ -138,6 +138,20 @@ def _listing(path: Path) -> str:
         return f.read(HEADER_CAP).decode("latin-1", "replace")
 
 
+def header_shape(path: Path) -> tuple[int, ...] | None:
+    """The array shape (i, j, k[, t][, components]) a NRRD or MetaImage header declares, as
+    :func:`read_itk` would read it (``None`` when the header cannot be read)."""
+    try:
+        _check_ndims(path, _header_bytes(path).decode("latin-1", "replace"))  # no NDims that crashes ITK
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+    except (OSError, InputError, RuntimeError):
+        return None
+    ncomp = int(reader.GetNumberOfComponents())
+    return tuple(int(n) for n in reader.GetSize()) + ((ncomp,) if ncomp > 1 else ())
+
+
 def read_itk(path: Path, *, channel: int | None, max_voxels: int, channels: int | None = None,
              label: bool = False) -> Volume:
     head = _header_bytes(path)  # read once: the data files, NDims and the data's size all come from it

@@ -214,20 +214,37 @@ def use_scaled(stored: list[int], scaled: list[int], declared: Collection[int] |
     return sum(v not in known for v in scaled) < sum(v not in known for v in stored)
 
 
-def label_header_scaling(path: Path) -> tuple[int, int] | None:
-    """The whole-number ``(scl_slope, scl_inter)`` of a NIfTI file's header when it scales integer
-    voxels and is not the identity — what :func:`_read_data` does not apply to a label by default —
-    else ``None`` (any other file, or a header that cannot be read). Reads the header only."""
-    if not path.name.lower().endswith(NIFTI_EXT):
-        return None
-    opener: Any = (_igzip.open if _igzip is not None else gzip.open) if path.name.lower().endswith(".gz") else open
+def _header(path: Path) -> Any:
+    """A NIfTI-1 or NIfTI-2 file's header, read alone, or ``None`` when it cannot be read."""
+    gz = path.name.lower().endswith(".gz")
+    opener: Any = (_igzip.open if _igzip is not None else gzip.open) if gz else open
     try:
         with opener(path, "rb") as f:
             raw = f.read(540)
         # sizeof_hdr (either byte order) tells NIfTI-2 (540) from NIfTI-1 (348): both scale the same way
         two = len(raw) >= 4 and 540 in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
         kind: Any = nib.Nifti2Header if two else nib.Nifti1Header
-        hdr = kind.from_fileobj(io.BytesIO(raw), check=False)
+        return kind.from_fileobj(io.BytesIO(raw), check=False)
+    except Exception:  # noqa: BLE001 - damaged or not NIfTI: the read says so
+        return None
+
+
+def header_shape(path: Path) -> tuple[int, ...] | None:
+    """The array shape a NIfTI file's header declares (``None`` when it cannot be read)."""
+    hdr = _header(path)
+    try:
+        return None if hdr is None else tuple(int(n) for n in hdr.get_data_shape())
+    except Exception:  # noqa: BLE001 - a damaged header: the read says so
+        return None
+
+
+def label_header_scaling(path: Path) -> tuple[int, int] | None:
+    """The whole-number ``(scl_slope, scl_inter)`` of a NIfTI file's header when it scales integer
+    voxels and is not the identity — what :func:`_read_data` does not apply to a label by default —
+    else ``None`` (any other file, or a header that cannot be read). Reads the header only."""
+    if not path.name.lower().endswith(NIFTI_EXT) or (hdr := _header(path)) is None:
+        return None
+    try:
         slope, inter = hdr.get_slope_inter()
     except Exception:  # noqa: BLE001 - damaged or not NIfTI: the read says so
         return None

@@ -6,9 +6,11 @@ what can (split the label into 3-D files), not the key that was already there.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from curator.testing.phantoms import grid
 from curator.testing.pipelines import make_pipeline, run, table, write_dataset_yaml
@@ -119,3 +121,31 @@ def test_an_empty_frame_is_not_annotated_not_absent(tmp_path: Path) -> None:
     rows = {(p["case_id"], p["kind"], p["severity"]) for p in table(pipe, "problems__ingest").to_pylist()}
     assert rows == {("MnM__A1__t1", "label_frame_unannotated", "info"),
                     ("MnM__A1__t2", "label_frame_unannotated", "info")}
+
+
+def test_only_cases_of_a_4d_label_are_ingested_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a 4-D label by frame changed only the cases holding one: a workspace ingested by a
+    curator before that (whose keys carried no ``label_frames``) keeps the cached results of the
+    channel cases with a 3-D label, read as before (it ingested every channel case again)."""
+    from curator.ingest.stage import IngestStage
+
+    root = tmp_path / "raw"
+    _cine(root, "A1", FRAMES)  # a 4-D label: read anew
+    _cine(root, "A2", None)  # a 3-D label beside the 4-D image: read as before
+    pipe = _pipeline(tmp_path, root)
+    plan = IngestStage.plan
+
+    def before(self: IngestStage) -> list[Any]:  # the keys of a curator before 4-D labels were split
+        tasks = plan(self)
+        for t in tasks:
+            t.payload.pop("label_frames", None)
+        return tasks
+
+    with monkeypatch.context() as m:
+        m.setattr(IngestStage, "plan", before)
+        run(pipe, stages=["ingest"])
+    again = {r.stage: r.ran for r in run(pipe, stages=["ingest"]).reports}
+    assert again == {"ingest": FRAMES}  # A1's frames alone
+    assert {r.stage: r.ran for r in run(pipe, stages=["ingest"]).reports} == {"ingest": 0}
+    cases = {c["case_id"]: c["label_status"] for c in table(pipe, "cases").to_pylist()}
+    assert set(cases.values()) == {"ok"} and len(cases) == 2 * FRAMES
