@@ -110,6 +110,15 @@ _KINDS: list[ProblemKind] = [
                 "holds only background: the frame was not annotated (cine masks annotate ED and ES), so the case "
                 "is ingested without labels (info)",
                 "nothing; to train on the annotated frames only, query cases with has_label"),
+    ProblemKind("phase_file_malformed", "the file the dataset YAML's `phase:` reads a case's cardiac phase from "
+                "(ACDC's Info.cfg) cannot be parsed: a line that is no `key: value`, an ED/ES value that is no frame "
+                "number, no ED or ES line, or one frame for both; the row names the file and the line, and the "
+                "case is ingested with cases.phase null",
+                "check the file against the dataset's download (lines `ED: 1`, `ES: 12`) and download the case "
+                "again if it differs"),
+    ProblemKind("phase_unmatched", "a case's frame is none of the frames its phase file names (or its `phase:` "
+                "placeholder is not ED or ES): the case is ingested with cases.phase null",
+                "check that the frame's file and the phase file belong together, or narrow the layout's patterns"),
     ProblemKind("label_scaling_ignored", "a NIfTI label's header scales its integer codes by whole numbers "
                 "(scl_slope/scl_inter: an image's header copied onto the label, e.g. dcm2niix's CT intercept "
                 "-1024); the label was read as its stored codes, and the row gives both value sets",

@@ -18,6 +18,7 @@ from curator.errors import ConfigError, CuratorError, InputError
 from curator.ingest import core
 from curator.ingest.coverage import Coverage
 from curator.ingest.metadata import load_metadata
+from curator.ingest.phase import case_phases
 from curator.io.confined import regular_inside, resolve_inside
 from curator.io.formats import DEFAULT_MAX_VOXELS, read_volume
 from curator.io.fsutil import sha256_file, sha256_files
@@ -77,7 +78,8 @@ class IngestStage(Stage):
     # codes by whole numbers, read as the stored codes since (label_scaling_ignored): those cases' keys
     # carry the scaling (``label_scaling`` in their payload), so they alone are read again; nor for a 4-D
     # label split with its image's channels: the keys of channel cases holding a 4-D label file carry
-    # ``label_frames`` (its header read once per file into the checksum cache, as the scaling is)
+    # ``label_frames`` (its header read once per file into the checksum cache, as the scaling is);
+    # nor for the cardiac phase (the dataset YAML's ``phase:``): its dataset's cases carry it in their keys
     version = "6"
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
@@ -124,6 +126,8 @@ class IngestStage(Stage):
                 self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
                                                        path=_display(src.name, root, err.path),
                                                        severity="error" if err.kind in _REFUSED else "warning"))
+            # each case's cardiac phase, from its file name's frame and the phase file beside it
+            phases = case_phases(spec.phase, root, cases) if spec.phase else {}
             checksums = ChecksumCache(ws, src.name)
             for c in cases:
                 files = ([c.image] if c.image else []) + [p for _, p in c.labels]
@@ -144,6 +148,11 @@ class IngestStage(Stage):
                     "declared": sorted(spec.labels.declared_values()),
                     "metadata": meta.get(c.source_case, {}),
                 }
+                if spec.phase:  # only then: other datasets' cases keep their cache keys
+                    phase, why = phases.get(c.case_id, (None, None))
+                    payload["phase"] = phase
+                    payload["phase_problem"] = None if why is None else {
+                        "kind": why.kind, "detail": why.detail, "path": why.path, "remedy": why.remedy}
                 if any(holds_structures(rel) for _, rel in c.labels):  # read anew since SEG/RTSTRUCT labels are
                     payload["dicom_labels"] = 2  # placed on the image's grid (a SEG was read as a frame stack)
                 shown = f"{src.name}:{c.case_id}" if src.pseudonymous_ids else _display(src.name, root, c.image or files[0])
@@ -189,7 +198,10 @@ class IngestStage(Stage):
             "label_paths": [x[1] for x in p["labels"]], "label_keys": [x[0] for x in p["labels"]],
             "label_only": p["image"] is None, "label_status": "ok" if p["labels"] else "missing",
         }
-        row.update(p["metadata"])
+        row.update(p["metadata"], phase=p.get("phase"))
+        if p.get("phase_problem"):  # the case goes on without a phase
+            why = p["phase_problem"]
+            warning(InputError(why["kind"], why["detail"], path=why["path"], remedy=why["remedy"]))
         ref_geom: Geometry | None = None
         series: str | None = None
         voxels: Any = None  # the image's voxels: a label file holding the very same is refused

@@ -3,7 +3,8 @@
 A cohort is every label of one term in one modality whose volume has the same basis
 (normalised by the body volume or by the body size at the label's level, per
 ``volume_norm``, or absolute millilitres when the case has no image), so normalised and
-absolute volumes are never compared. Truncated labels (cut by the field
+absolute volumes are never compared; the labels of cine frames whose cardiac phase is known
+(``cases.phase``: ED, ES) are split by phase too. Truncated labels (cut by the field
 of view) are left out of the bounds and not judged.
 
 >>> rows = [{"case_id": f"c{i}", "term_id": "liver", "modality": "CT", "volume_basis": "body",
@@ -123,8 +124,17 @@ def _num(v: Any) -> float | None:
     return f if np.isfinite(f) else None
 
 
-def cohort_key(row: Mapping[str, Any]) -> str:
-    return f"{row['term_id']}/{row.get('modality') or '?'}/{row.get('volume_basis') or 'absolute'}"
+def cohort_key(row: Mapping[str, Any], phase: str | None = None) -> str:
+    """``term/modality/volume basis``; with the case's cardiac ``phase`` (``cases.phase``),
+    ``term/modality/phase/volume basis``: an end-systole ventricle is about half its end-diastole
+    volume, so the two phases mixed in one cohort made its bounds span both.
+
+    >>> row = {"term_id": "left_ventricle", "modality": "MR", "volume_basis": "body"}
+    >>> cohort_key(row), cohort_key(row, "ES")
+    ('left_ventricle/MR/body', 'left_ventricle/MR/ES/body')
+    """
+    phase_part = f"{phase}/" if phase else ""
+    return f"{row['term_id']}/{row.get('modality') or '?'}/{phase_part}{row.get('volume_basis') or 'absolute'}"
 
 
 def percentile_bounds(values: Iterable[float], epsilon: float) -> tuple[float, float]:
@@ -220,20 +230,23 @@ def complete_labels(members: list[dict[str, Any]], copies: Collection[str] = ())
 
 def judge(rows: list[dict[str, Any]], cfg: QCConfig, overrides: Iterable[Override] = (),
           tax: Taxonomy | None = None, copies: Collection[str] = (),
-          shared: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+          shared: Mapping[str, str] | None = None, phases: Mapping[str, str | None] | None = None,
+          ) -> list[dict[str, Any]]:
     """Add bounds, out-of-bounds flags and a decision with its reason to every feature row
     (and the laterality check of :mod:`curator.qc.side` with ``tax``, the pipeline's taxonomy:
     a label on the wrong side is excluded). The bounds come from each cohort's
     :func:`reference` labels (``copies``: the case ids dedup dropped); every label is judged.
     ``shared`` (:func:`curator.qc.shared.shared_label_keys`) names the cases whose original label
     is one file of their study: such a label is one cohort member, judged once, and each of its
-    cases' rows gets that one verdict (an override of one of them decides them all)."""
+    cases' rows gets that one verdict (an override of one of them decides them all). ``phases``:
+    case id -> its cardiac phase (``cases.phase``), which splits the cohorts (:func:`cohort_key`)."""
+    phases = phases or {}
     rows = check_sides([dict(r) for r in rows], cfg.side_margin_mm, tax)
     for r in rows:
         r["volume_basis"] = volume_basis(r, cfg)
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[cohort_key(r)].append(r)
+        groups[cohort_key(r, phases.get(r["case_id"]))].append(r)
     out: list[dict[str, Any]] = []
     fellows: list[set[str]] = []  # per row of out: the cases sharing its label (overrides decide them all)
     for key, members in sorted(groups.items()):

@@ -1,7 +1,7 @@
 """The qc stage: per-(case, term) features from the case stores, then cohort bounds and decisions.
 
 ``process`` measures every term of every label layer of one store in one pass
-(:mod:`curator.qc.features`); ``finalize`` groups the labels into (term, modality, volume
+(:mod:`curator.qc.features`); ``finalize`` groups the labels into (term, modality, [cardiac phase,] volume
 basis) cohorts, sets the bounds, applies the 2-of-3 vote (or the IQR baseline) and the
 override list, and writes the ``qc`` table. Nothing is deleted: an excluded label keeps
 its row, its mask and its reason; the release marks it in ``labels.qc_decision``.
@@ -154,10 +154,12 @@ class QCStage(Stage):
         overrides = self._overrides(cfg)
         tax = harmonize_taxonomy(self.ctx)
         cases = self.ctx.workspace.read_table("cases")
-        cols = [c for c in ("case_id", "orientation", "study_key", "label_sha256") if cases is not None
+        cols = [c for c in ("case_id", "orientation", "study_key", "label_sha256", "phase") if cases is not None
                 and c in cases.column_names]
         case_rows = cases.select(cols).to_pylist() if cases is not None else []
-        judged = judge(rows, cfg, overrides, tax, copies=self._dropped_copies(), shared=shared_label_keys(case_rows))
+        phases = {r["case_id"]: r.get("phase") for r in case_rows}  # ED and ES frames: cohorts of their own
+        judged = judge(rows, cfg, overrides, tax, copies=self._dropped_copies(), shared=shared_label_keys(case_rows),
+                       phases=phases)
         by_case: dict[str, list[dict[str, Any]]] = {}
         for r in judged:  # once: overrides x rows was minutes for a file of stale case ids
             by_case.setdefault(r["case_id"], []).append(r)

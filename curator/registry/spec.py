@@ -105,6 +105,7 @@ class DatasetSpec:
     overlaps: tuple[dict[str, Any], ...] = ()
     official_split: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    phase: dict[str, Any] = field(default_factory=dict)  # where each case's cardiac phase is (curator.ingest.phase)
     notes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # documented optional keys (licence_notes, codes, ...)
     path: str = ""  # file it came from
@@ -156,6 +157,8 @@ class DatasetSpec:
             "sequences": self.sequences, "fixes": self.fixes, "overlaps": list(self.overlaps),
             "official_split": self.official_split, "metadata": self.metadata, "patterns": self.patterns,
             "exclude": list(self.exclude), "notes": list(self.notes),
+            # only when set: the spec's digest (stage freshness) stays that of a file without it
+            **({"phase": self.phase} if self.phase else {}),
         }
 
 
@@ -163,7 +166,7 @@ KNOWN_KEYS = {
     "name", "version", "title", "modality", "region", "licence", "citation", "citation_key", "homepage",
     "layout", "labels", "sequences", "patterns", "patient_id", "exclude", "annotates", "fixes", "overlaps",
     "official_split", "metadata", "notes", "licence_notes", "licence_url", "codes", "scans", "aliases",
-    "satds_name", "provenance", "description", "root_hint", "licence_terms",
+    "satds_name", "provenance", "description", "root_hint", "licence_terms", "phase",
 }
 EXTRA_KEYS = ("licence_notes", "licence_url", "licence_terms", "codes", "scans", "aliases", "satds_name",
               "provenance", "description", "root_hint")
@@ -251,7 +254,7 @@ def holds_structures(pattern: str) -> bool:
 
 _LIST_KEYS = ("layout", "overlaps")
 _NAME_LIST_KEYS = ("notes", "annotates", "exclude")  # a single string is a list of one
-_MAP_KEYS = ("patterns", "official_split", "metadata", "fixes")
+_MAP_KEYS = ("patterns", "official_split", "metadata", "fixes", "phase")
 
 
 def _typed(d: dict[str, Any], bad: Any) -> dict[str, Any]:
@@ -475,6 +478,11 @@ def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None =
             named = [k for k in keep if identifying(k)]
             if named:
                 bad("metadata.keep", "value", f"{named} name a person or a date, which a release never publishes")
+    if d.get("phase") is not None:
+        from curator.ingest.phase import validate_phase
+
+        for loc, kind, msg in validate_phase(d["phase"], fields):
+            bad(loc, kind, msg)
     from curator.registry.fixes import validate_fixes
 
     for loc, kind, msg in validate_fixes(d.get("fixes") or {}):
@@ -491,6 +499,7 @@ def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None =
         exclude=tuple(d.get("exclude") or ("._*", ".*")), annotates=tuple(d.get("annotates") or ()),
         fixes=dict(d.get("fixes") or {}), overlaps=tuple(d.get("overlaps") or ()),
         official_split=dict(d.get("official_split") or {}), metadata=dict(d.get("metadata") or {}),
+        phase=dict(d.get("phase") or {}),
         notes=tuple(d.get("notes") or ()), extra=extra, path=path, lines=dict(lines),
     )
     return spec, issues

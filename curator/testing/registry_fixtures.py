@@ -87,7 +87,8 @@ FIXTURES: dict[str, Fixture] = {
         I("training/patient001/patient001_frame01.nii.gz"), L("training/patient001/patient001_frame01_gt.nii.gz", 1, 2, 3),
         I("training/patient001/patient001_frame12.nii.gz"), L("training/patient001/patient001_frame12_gt.nii.gz", 3, 2),
         I("training/patient001/patient001_4d.nii.gz"), T("training/patient001/Info.cfg", "ED: 1\nES: 12\n"),
-        I("testing/patient101/patient101_frame01.nii.gz"), L("testing/patient101/patient101_frame01_gt.nii.gz", 1, 3)], 3),
+        I("testing/patient101/patient101_frame01.nii.gz"), L("testing/patient101/patient101_frame01_gt.nii.gz", 1, 3),
+        T("testing/patient101/Info.cfg", "ED: 1\nES: 14\nGroup: NOR\nHeight: 170.0\nNbFrame: 28\nWeight: 70.0\n")], 3),
     "AMOS22_CT": Fixture([
         I("imagesTr/amos_0001.nii.gz"), L("labelsTr/amos_0001.nii.gz", 1, 2, 3, 15),
         I("imagesVa/amos_0008.nii.gz"), L("labelsVa/amos_0008.nii.gz", 6, 10, 14),

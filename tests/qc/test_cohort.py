@@ -632,3 +632,24 @@ def test_a_pseudo_layer_or_another_studys_identical_file_is_no_shared_label() ->
     units = sorted(sorted(r["case_id"] + "/" + r["origin"] for r in u) for u in label_units(rows, shared))
     assert units == [["a__t1n/original", "a__t2f/original"], ["a__t1n/pseudo"], ["a__t2f/pseudo"],
                      ["b__t1n/original"], ["b__t1n/pseudo"]]
+
+
+def test_cine_frames_are_judged_in_their_phases_cohort() -> None:
+    """ACDC and M&Ms label an end-diastole and an end-systole frame per patient: the ES left
+    ventricle holds about half the ED one. Mixed in one (term, modality) cohort, the bounds span
+    both phases, so an ES label drawn at ED size (the wrong frame's mask) passed; judged in the ES
+    cohort it is outside its volume bounds."""
+    ed, es = cohort(n=60, seed=1, term="left_ventricle"), cohort(n=60, seed=2, term="left_ventricle")
+    for r in es:
+        r.update(case_id=r["case_id"] + "_es", norm_volume=r["norm_volume"] * 0.5)
+    es[0]["norm_volume"] = 0.02  # an ES label as large as an ED one
+    phases = {**{r["case_id"]: "ED" for r in ed}, **{r["case_id"]: "ES" for r in es}}
+    cfg = QCConfig(percentiles="empirical")
+    mixed = by_case(judge(ed + es, cfg))
+    assert mixed["c000_es"]["out_volume"] is False and mixed["c000_es"]["cohort"] == "left_ventricle/CT/body"
+    split = by_case(judge(ed + es, cfg, phases=phases))
+    assert split["c000_es"]["out_volume"] is True and split["c000_es"]["cohort"] == "left_ventricle/CT/ES/body"
+    assert {split[c]["cohort"] for c in phases if phases[c] == "ED"} == {"left_ventricle/CT/ED/body"}
+    assert split["c000_es"]["cohort_size"] == 60
+    # a case of unknown phase stays in the (term, modality) cohort
+    assert by_case(judge(ed, cfg, phases={"c000": None}))["c000"]["cohort"] == "left_ventricle/CT/body"
