@@ -171,3 +171,34 @@ def case_phases(phase: Mapping[str, Any], root: Any, cases: Iterable[Any]
             "a phase"))
     return out
 
+
+def guess_phase(root: Any, files: list[str], images: list[str], pattern: Any) -> dict[str, str] | None:
+    """``{file, frame}`` for ``curator sources init``: a text file beside every image the
+    compiled image ``pattern`` matches (of ``images``) that names ED and ES frames, and the one
+    placeholder whose number is, for each image, one of its folder's frames — ACDC's Info.cfg and
+    ``{frame}``. None when no such file and placeholder are there."""
+    matches = [(img, m.groupdict()) for img in images if (m := pattern.fullmatch(img.rstrip("/")))]
+    folders = {img.rpartition("/")[0] for img, _ in matches}
+    found: dict[str, dict[str, dict[str, int]]] = {}  # sidecar name -> folder -> its frames
+    for f in files:
+        folder, _, name = f.rpartition("/")
+        if folder not in folders or "." in name and name.rsplit(".", 1)[1].lower() in ("gz", "nii", "nrrd", "mha", "mhd", "dcm", "npy"):
+            continue
+        try:
+            _, text = read_text_inside(root, f, "phase file", "", limit=SIDECAR_LIMIT)
+            found.setdefault(name, {})[folder] = parse_sidecar(text, DEFAULT_KEYS, f)
+        except (CuratorError, UnicodeDecodeError):
+            continue
+    for name, by_folder in sorted(found.items()):
+        for placeholder in sorted({k for _, fields in matches for k in fields}):
+            seen = set()
+            for img, fields in matches:
+                frames = by_folder.get(img.rpartition("/")[0])
+                got = None if frames is None else phase_of_frame(frames, fields.get(placeholder) or "")
+                if got is None:
+                    break
+                seen.add(got)
+            else:
+                if matches and seen == set(PHASES):
+                    return {"file": name, "frame": placeholder}
+    return None

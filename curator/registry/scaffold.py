@@ -642,9 +642,29 @@ def scaffold(root: Path, name: str, modality: str | None = None) -> Draft:
     if only:
         spec["patterns"] = {k: "|".join(re.escape(v) for v in vs) for k, vs in only.items()}
     spec["labels"] = labels_block
+    phase = _phase(root, tree.files, images, entries, spec.get("patterns") or {})
+    if phase:
+        spec["phase"] = phase
+        notes.append(f"phase: {phase['file']} beside the images names their ED and ES frames, and {{{phase['frame']}}} "
+                     "is the frame number (cases.phase; QC judges the two phases apart)")
     if unclaimed:
         notes.append(f"{len(unclaimed)} label file(s) no image pattern claims, e.g. {unclaimed[0]}")
     return Draft(spec, entries, unclaimed, notes)
+
+
+def _phase(root: Path, files: list[str], images: list[str], entries: list[Entry],
+           patterns: dict[str, str]) -> dict[str, str] | None:
+    """The draft's ``phase:`` (:func:`curator.ingest.phase.guess_phase`) from the first labelled
+    entry whose images sit beside a file naming their ED and ES frames (ACDC's Info.cfg)."""
+    from curator.ingest.phase import guess_phase
+    from curator.registry.layout import compile_pattern
+
+    for e in entries:
+        if e.label:
+            found = guess_phase(root, files, images, compile_pattern(e.image.rstrip("/"), patterns))
+            if found:
+                return found
+    return None
 
 
 def _term(tax: Any, raw: str) -> str:

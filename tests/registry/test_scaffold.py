@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -239,16 +240,24 @@ def test_a_label_per_phase_makes_the_phase_part_of_the_case_not_a_shared_sequenc
                    for q in ("ED", "ES")}
 
 
-def test_a_frames_label_goes_to_the_frame_not_the_4d_cine(tmp_path: Path) -> None:
-    """ACDC: patient001_frame01_gt went to patient001_4d (the 4-D cine paired with one frame's
-    mask) and the 3-D frame files got no label."""
-    root = tmp_path / "acdc"
-    files = []
+def _acdc_files(info: bool = False) -> list[tuple[str, str, Any]]:
+    """Three ACDC patient folders: the 4-D cine, an ED and an ES frame with labels (and Info.cfg)."""
+    from curator.testing.cine import info_cfg
+
+    files: list[tuple[str, str, Any]] = []
     for p, frames in (("001", ("01", "12")), ("002", ("01", "14")), ("003", ("01", "10"))):
         files += [(f"training/patient{p}/patient{p}_4d.nii.gz", "image", ())]
         files += [(f"training/patient{p}/patient{p}_frame{f}.nii.gz", "image", ()) for f in frames]
         files += [(f"training/patient{p}/patient{p}_frame{f}_gt.nii.gz", "label", (1, 2, 3)) for f in frames]
-    layout = _layout(root, files)
+        files += [(f"training/patient{p}/Info.cfg", "text", info_cfg(1, int(frames[1])))] if info else []
+    return files
+
+
+def test_a_frames_label_goes_to_the_frame_not_the_4d_cine(tmp_path: Path) -> None:
+    """ACDC: patient001_frame01_gt went to patient001_4d (the 4-D cine paired with one frame's
+    mask) and the 3-D frame files got no label."""
+    root = tmp_path / "acdc"
+    layout = _layout(root, _acdc_files())
     assert {"image": "training/patient{case}/patient{case}_4d.nii.gz", "split": "train"} in layout
     (frames,) = [e for e in layout if "frame" in e["image"]]
     assert frames["label"] == frames["image"].replace(".nii.gz", "_gt.nii.gz"), frames
@@ -277,3 +286,29 @@ def test_modality_ct_is_said_to_be_a_guess_when_no_name_says_it(tmp_path: Path) 
     assert draft.spec["modality"] == "CT" and any(n.startswith("modality CT is a guess") for n in draft.notes)
     draft = scaffold(_tree(tmp_path / "y", [f"ct/case_{i}.nii.gz" for i in (1, 2)]), "Y")
     assert draft.spec["modality"] == "CT" and not any("modality" in n for n in draft.notes)
+
+
+def test_acdc_info_cfg_beside_the_frames_drafts_phase(tmp_path: Path) -> None:
+    """ACDC's Info.cfg says which frame is ED and which ES: the draft reads it as `phase:` with the
+    placeholder holding the frame number, so cases.phase is filled and QC judges the phases apart."""
+    root = tmp_path / "acdc"
+    write_tree(root, _acdc_files(info=True))
+    draft = scaffold(root, "ACDC")
+    (frames,) = [e for e in draft.spec["layout"] if "frame" in e["image"]]
+    frame = frames["image"].rsplit("_frame{", 1)[1].split("}")[0]
+    assert draft.spec["phase"] == {"file": "Info.cfg", "frame": frame}
+    assert any(n.startswith("phase: Info.cfg beside the images") for n in draft.notes)
+    spec, issues = parse_spec(filled(draft.spec), "ACDC.yaml")
+    assert spec is not None and not issues, issues
+    from curator.ingest.phase import case_phases
+
+    cases, _ = discover(spec, root)
+    got = {c.image.rsplit("/", 1)[1]: phase for c in cases if c.labels
+           for phase, _ in [case_phases(spec.phase, root, [c])[c.case_id]]}
+    assert got == {"patient001_frame01.nii.gz": "ED", "patient001_frame12.nii.gz": "ES",
+                   "patient002_frame01.nii.gz": "ED", "patient002_frame14.nii.gz": "ES",
+                   "patient003_frame01.nii.gz": "ED", "patient003_frame10.nii.gz": "ES"}
+    # a folder without such a file drafts no phase
+    for p in ("001", "002", "003"):
+        (root / f"training/patient{p}/Info.cfg").write_text("Group: DCM\n")
+    assert "phase" not in scaffold(root, "ACDC").spec
