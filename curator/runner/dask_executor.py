@@ -1,7 +1,9 @@
 """The Dask executor (see :mod:`curator.runner.executors`): cases as ``distributed`` futures on an
 external scheduler at ``address`` or an in-process ``LocalCluster``. On an external cluster each
-stage first checks that every worker runs this curator, and every case's result says which
-curator computed it (a worker that joined or was restarted during the stage is refused too); a lost scheduler, or no worker able to
+stage first checks that every worker runs this curator with this process's Python and library
+versions (the ``versions`` of the environment the stage records: :mod:`curator.runner.provenance`),
+and every case's result says which curator and libraries computed it (a worker that joined or was
+restarted during the stage is refused too); a lost scheduler, or no worker able to
 run the cases (every one gone, none left with the ``GPU`` resource), stops the stage with a
 clear error instead of hanging; Ctrl-C or SIGTERM cancels the queued cases and waits for the
 running ones, which could not be interrupted and would write on beside the next run.
@@ -58,13 +60,44 @@ def _code_identity_fn() -> Callable[..., str]:
     return identity
 
 
+def _libraries_fn() -> Callable[..., Any]:
+    """A function run on each Dask worker (``Client.run``) giving the Python and library versions
+    its process imports (:func:`curator.envinfo.versions`: numpy, SimpleITK, pydicom, zarr, ...,
+    the ``versions`` a stage run records as its environment), or why it cannot say. Made here, so
+    it travels by value like :func:`_code_identity_fn`."""
+    def libraries(dask_worker: Any = None) -> dict[str, str] | str:
+        try:
+            from curator.envinfo import versions
+            return dict(versions())
+        except Exception as e:  # noqa: BLE001 - an older curator, or none: it cannot say
+            return f"cannot say which libraries it runs ({type(e).__name__}: {e})"
+    return libraries
+
+
+def _libraries_differ(theirs: object, ours: dict[str, str]) -> str | None:
+    """How a worker's library versions (:func:`_libraries_fn`'s answer) differ from ours —
+    ``numpy 2.0.1 (this run: 2.2.1), pydicom not installed (this run: 3.0.1)`` — or None when
+    they are the same.
+
+    >>> _libraries_differ({"python": "3.12.3", "numpy": "2.0.1"}, {"python": "3.12.3", "numpy": "2.2.1"})
+    'numpy 2.0.1 (this run: 2.2.1)'
+    """
+    if not isinstance(theirs, dict):
+        return str(theirs) if isinstance(theirs, str) else f"{type(theirs).__name__}: {theirs}"
+    names = [*ours, *sorted(set(theirs) - set(ours))]
+    differ = [f"{n} {theirs.get(n, 'not reported')} (this run: {ours.get(n, 'not reported')})"
+              for n in names if theirs.get(n) != ours.get(n)]
+    return ", ".join(differ) or None
+
+
 def _case_fn() -> Callable[..., dict[str, Any]]:
     """The function each case runs as on a Dask worker: :func:`~curator.runner.stage.execute`, its
-    result in an envelope saying which worker and which curator code (:func:`_code_identity_fn`,
-    asked in the worker's process) computed it. Made here, so it travels by value like the
-    identity: a worker started or restarted during a stage, which the stage-start check never
-    saw, still says what it runs."""
+    result in an envelope saying which worker, which curator code (:func:`_code_identity_fn`) and
+    which libraries (:func:`_libraries_fn`), asked in the worker's process, computed it. Made
+    here, so it travels by value like the identity: a worker started or restarted during a stage,
+    which the stage-start check never saw, still says what it runs."""
     identity = _code_identity_fn()
+    libraries = _libraries_fn()
 
     def run_case(*args: Any) -> dict[str, Any]:
         from curator.runner.stage import execute
@@ -74,7 +107,7 @@ def _case_fn() -> Callable[..., dict[str, Any]]:
             worker = get_worker()
         except (ImportError, ValueError):  # pragma: no cover - always on a worker
             worker = None
-        return {"result": execute(*args), "code": identity(worker),
+        return {"result": execute(*args), "code": identity(worker), "libraries": libraries(worker),
                 "worker": f"{worker.name} ({worker.address})" if worker is not None else "unknown"}
     return run_case
 
@@ -83,6 +116,19 @@ def _same_code(theirs: object, ours: str) -> bool:
     """Whether a worker's answer names the same curator version and commit as ours — wherever its
     checkout or environment lies (another node's path to the same code is fine)."""
     return isinstance(theirs, str) and theirs.split(" from ", 1)[0] == ours.split(" from ", 1)[0]
+
+
+def _our_libraries() -> dict[str, str]:
+    """This process's Python and library versions (:func:`curator.envinfo.versions`)."""
+    from curator.envinfo import versions
+
+    return dict(versions())
+
+
+_SAME_ENVIRONMENT = ("start every worker from the same Python environment as `curator run` (the same venv or "
+                     "image, with the same package versions: compare `curator env` on both; restart workers after "
+                     "upgrading a package: a running worker keeps the libraries it loaded), then run the same "
+                     "command again; finished cases are kept")
 
 
 class DaskExecutor(Executor):
@@ -94,6 +140,7 @@ class DaskExecutor(Executor):
         self._pending: dict[Any, Any] = {}  # the current stage's unfinished futures, by key
         self._checked: set[str] = set()  # workers known to run this curator
         self._ours = _code_identity_fn()()  # this process's code, as it was when the run began
+        self._libs = _our_libraries()  # and its libraries: those the stage records as its environment
         for name in ("distributed.client", "distributed.utils"):  # distributed logs under the failing module's name
             logging.getLogger(name).addFilter(_no_cancelled_tracebacks)
         # importing distributed set its loggers to INFO again: ~35 lines of nannies and workers
@@ -171,15 +218,23 @@ class DaskExecutor(Executor):
                 fut.cancel()
 
     def _checked_result(self, stage_name: str, task: Task, envelope: Any) -> CaseResult:
-        """A case's result, once its envelope (:func:`_case_fn`) says this curator's code computed
-        it. One computed by other code (a worker that joined, or that its nanny restarted after
-        an out-of-memory kill and that imported the code now on disk) stops the stage as the
-        stage-start check does: its result is not kept, so the next run computes the case again."""
+        """A case's result, once its envelope (:func:`_case_fn`) says this curator's code and this
+        process's libraries computed it. One computed by other code or libraries (a worker that
+        joined, or that its nanny restarted after an out-of-memory kill and that imported the code
+        or packages now on disk) stops the stage as the stage-start check does: its result is not
+        kept, so the next run computes the case again."""
         theirs = envelope.get("code") if isinstance(envelope, dict) else None
+        worker = envelope.get("worker", "unknown") if isinstance(envelope, dict) else "unknown"
         if isinstance(envelope, dict) and isinstance(envelope.get("result"), CaseResult) \
                 and _same_code(theirs, self._ours):
-            return envelope["result"]
-        worker = envelope.get("worker", "unknown") if isinstance(envelope, dict) else "unknown"
+            differ = _libraries_differ(envelope.get("libraries", "a curator that does not say which libraries it "
+                                                    "runs"), self._libs)
+            if differ is None:
+                return envelope["result"]
+            raise ConfigError("config_error", f"stage {stage_name}: Dask worker {worker} at "
+                              f"{self.address or 'the local cluster'} computed case {task.case_id} with other "
+                              f"libraries than this run records as its environment: {differ}; its result was not kept",
+                              remedy=_SAME_ENVIRONMENT)
         said = theirs if isinstance(theirs, str) else "a curator that does not say which code it runs"
         raise ConfigError("config_error", f"stage {stage_name}: Dask worker {worker} at "
                           f"{self.address or 'the local cluster'} computed case {task.case_id} with other curator "
@@ -189,18 +244,32 @@ class DaskExecutor(Executor):
                           "restarted during a run imports the code on disk then, so do not update the code "
                           "under a running cluster), then run the same command again; finished cases are kept")
 
+    def _on_workers(self, fn: Callable[..., Any]) -> dict[str, Any]:
+        """``fn``'s answer on every worker (an exception it raised as the answer)."""
+        try:
+            return dict(self.client.run(fn, on_error="return"))
+        except TypeError:  # older distributed: no on_error
+            return dict(self.client.run(fn))
+
     def _check_code(self, stage_name: str) -> None:
         """Refuse a cluster whose workers import other curator code (another checkout, commit or
-        version): their cases would silently come from that code, under this run's release.
-        A worker that cannot import curator at all is named too."""
-        identity = _code_identity_fn()
+        version), or other libraries (another numpy, SimpleITK, pydicom, zarr, Python, ...: another
+        venv): their cases would silently come from that code or those libraries, under the
+        environment this run records for them (:mod:`curator.runner.provenance`) and this run's
+        release. A worker that cannot import curator at all is named too."""
         ours = self._ours
-        try:
-            theirs = self.client.run(identity, on_error="return")
-        except TypeError:  # older distributed: no on_error
-            theirs = self.client.run(identity)
+        theirs = self._on_workers(_code_identity_fn())
         bad = {w: v for w, v in theirs.items() if w not in self._checked and not _same_code(v, ours)}
-        self._checked.update(w for w, v in theirs.items() if _same_code(v, ours))
+        if not bad:
+            libs = self._on_workers(_libraries_fn())
+            differ = {w: d for w, v in libs.items() if w not in self._checked
+                      and (d := _libraries_differ(v, self._libs)) is not None}
+            if differ:
+                named = "; ".join(f"{w}: {d}" for w, d in sorted(differ.items()))
+                raise ConfigError("config_error", f"stage {stage_name}: {len(differ)} of the {len(libs)} Dask "
+                                  f"worker(s) at {self.address} run other libraries than this run records as its "
+                                  f"environment: {named}", remedy=_SAME_ENVIRONMENT)
+            self._checked.update(w for w in theirs if w in libs)
         if bad:
             named = "; ".join(f"{w}: {v if isinstance(v, str) else f'{type(v).__name__}: {v}'}"
                               for w, v in sorted(bad.items()))

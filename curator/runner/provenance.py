@@ -12,8 +12,10 @@ by uncommitted edits, or before an upgrade, says so after the code is reverted o
 ``release.json``'s ``stages`` and each id's record into ``environments``.
 
 The libraries recorded are those of the process running ``curator run``: its local workers are
-started from the same Python; Dask workers are checked to import the same curator code (the
-revision), not the same libraries.
+started from the same Python; a Dask worker is refused when it imports other curator code (the
+revision) or other library versions than that process (:mod:`curator.runner.dask_executor`, at
+the stage's start and for each case's result), so no case is recorded under an environment it
+was not computed with.
 
 >>> case_environments([])
 {}

@@ -28,7 +28,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
     kw = getattr(request, "param", {})
     # a cluster whose scheduler a test closed otherwise takes distributed's 30 s reconnect attempts to close
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
-        c = distributed.LocalCluster(n_workers=kw.get("n_workers", 1), threads_per_worker=1, processes=False,
+        c = distributed.LocalCluster(n_workers=kw.get("n_workers", 1), threads_per_worker=1,
+                                     processes=kw.get("processes", False),
                                      dashboard_address="127.0.0.1:0", resources=kw.get("resources"))
         try:
             yield c
@@ -204,3 +205,61 @@ def test_a_scheduler_lost_between_stages_stops_the_next_one_at_once(tmp_path: Pa
             run_stage(_ctx(tmp_path, n_cases=2), ProbeStage, ex)
     finally:
         ex.close()
+
+
+def _fake_numpy(dask_worker: Any = None) -> None:
+    """Run on a worker process (``Client.run``): its :func:`curator.envinfo.versions` — what a worker
+    says of its libraries and a stage run records as its environment — says another numpy, as a
+    worker started from another venv would."""
+    import curator.envinfo
+
+    real = dict(curator.envinfo.versions())
+    curator.envinfo.versions = lambda: {**real, "numpy": "0.0.fake"}  # type: ignore[assignment]
+
+
+def _refused(ctx: Any, ex: DaskExecutor, pattern: str) -> str:
+    """The refusal of a probe stage run on ``ex`` (closed after), which cached none of its cases."""
+    try:
+        with pytest.raises(ConfigError, match=pattern) as e:
+            run_stage(ctx, ProbeStage, ex)
+    finally:
+        ex.close()
+    assert all(ctx.workspace.read_case_result("probe", f"c00{i}") is None for i in range(2))  # nothing cached
+    return str(e.value)
+
+
+@pytest.mark.parametrize("cluster", [{"processes": True}], indirect=True)
+def test_workers_running_other_library_versions_are_refused(tmp_path: Path, cluster: Any) -> None:
+    """Only the curator code of Dask workers was checked: a worker of another venv (another numpy,
+    SimpleITK, pydicom, zarr) computed cases recorded under the environment of the process running
+    `curator run`. Its worker process here first runs a stage (same venv: accepted), then says
+    another numpy."""
+    import numpy as np
+
+    assert _run_on(cluster, _ctx(tmp_path / "a", n_cases=2), ProbeStage).ran == 2
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    (address,) = ex.client.run(_fake_numpy)
+    said = _refused(_ctx(tmp_path / "b", n_cases=2), ex,
+                    rf"stage probe: 1 of the 1 Dask worker\(s\) at \S+ run other libraries than this run records as "
+                    rf"its environment: {address}: numpy 0.0.fake \(this run: {np.__version__}\)\. What to do")
+    assert "same package versions" in said
+
+
+@pytest.mark.parametrize("cluster", [{"processes": True}], indirect=True)
+def test_a_worker_whose_libraries_change_during_the_stage_is_refused(tmp_path: Path, cluster: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker restarted during a stage (its nanny, after an out-of-memory kill) imports the packages
+    on disk then: each case's result says which libraries computed it. Here the worker says another
+    numpy right after the stage-start check."""
+    import numpy as np
+
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    check = ex._check_code
+
+    def check_then_change(stage_name: str) -> None:
+        check(stage_name)  # the worker's libraries are this run's
+        ex.client.run(_fake_numpy)
+    monkeypatch.setattr(ex, "_check_code", check_then_change)
+    _refused(_ctx(tmp_path, n_cases=2), ex, rf"Dask worker \S+ \(\S+\) at \S+ computed case c00\d with other libraries "
+             rf"than this run records as its environment: numpy 0.0.fake \(this run: {np.__version__}\); its "
+             "result was not kept")
