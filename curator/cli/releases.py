@@ -75,6 +75,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _list("dataset card issues", rep.card_issues, limit, "red")
             _list("row counts of release.json the tables do not hold", rep.counts_differ, limit, "red")
             _list("release.json disagrees with itself or the card", rep.manifest_issues, limit, "red")
+            _list("splits disagree with the settings release.json records for them", rep.splits_issues, limit, "red")
             if rep.parent_changed:
                 err.print(f"[red]lineage[/] {escape(rep.parent)}", highlight=False)
         if not rep.ok:

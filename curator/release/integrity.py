@@ -146,6 +146,9 @@ class VerifyReport:
     # release.json disagreeing with itself or the card: an edited pipeline_config, a content_sha256
     # its file checksums do not give (:func:`manifest_issues`)
     manifest_issues: list[str] = field(default_factory=list)
+    # the splits against release.json's splits record: its config against pipeline_config, its counts
+    # against splits.parquet, splits.parquet against the splits its config gives (release.splits_check)
+    splits_issues: list[str] = field(default_factory=list)
     release_json_sha256: str = ""
     content_sha256: str = ""  # as release.json records it (none before it did); checked in manifest_issues
     parent: str = ""  # the parent's release.json against the checksum recorded here (see parent_check)
@@ -154,7 +157,8 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not (self.added or self.removed or self.modified or self.stores_modified or self.stores_damaged
-                    or self.card_issues or self.counts_differ or self.manifest_issues or self.parent_changed)
+                    or self.card_issues or self.counts_differ or self.manifest_issues or self.splits_issues
+                    or self.parent_changed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"release": self.release, "ok": self.ok, "checked_files": self.checked_files,
@@ -162,7 +166,7 @@ class VerifyReport:
                 "modified": self.modified, "stores_modified": self.stores_modified,
                 "stores_damaged": self.stores_damaged,
                 "card_issues": self.card_issues, "counts_differ": self.counts_differ,
-                "manifest_issues": self.manifest_issues,
+                "manifest_issues": self.manifest_issues, "splits_issues": self.splits_issues,
                 "release_json_sha256": self.release_json_sha256, "content_sha256": self.content_sha256,
                 "parent": self.parent,
                 "parent_changed": self.parent_changed}
@@ -224,12 +228,14 @@ def verify_release(path: str | Path) -> VerifyReport:
     Reports files added, removed or modified (paths relative to the release; files inside
     stores as ``stores/<case>.zarr/<file>``), the stores whose content hash differs, the stores
     whose shards are damaged although their hash agrees (a shard the writer listed is missing, its
-    chunk index broken or a chunk failing its CRC32C: damage from before the release was written), and the dataset card's
-    structure issues.
+    chunk index broken or a chunk failing its CRC32C: damage from before the release was written), the dataset card's
+    structure issues, and where the splits disagree with release.json's record of them
+    (:func:`curator.release.splits_check.splits_issues`).
     """
     from curator.registry.layout import is_case_id
     from curator.release.card_check import check_card_file
     from curator.release.hub import readme_matches_card
+    from curator.release.splits_check import splits_issues
 
     release = Path(path)
     info = read_release_json(release)
@@ -281,6 +287,7 @@ def verify_release(path: str | Path) -> VerifyReport:
         rep.card_issues = check_card_file(card) if card.is_file() else ["DATASET_CARD.md is missing"]
     rep.counts_differ = _counts_differ(release, info.get("counts") or {})
     rep.manifest_issues = manifest_issues(info, card if card.is_file() else None)
+    rep.splits_issues = splits_issues(release, info, frozenset(rep.modified + rep.removed))
     rep.parent, rep.parent_changed = parent_check(release, info)
     return rep
 

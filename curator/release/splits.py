@@ -126,19 +126,23 @@ def _restrictive(prev: pl.Expr) -> pl.Expr:
 
 
 def assign_splits(cases: pl.DataFrame, duplicates: pl.DataFrame | None, previous: pl.DataFrame | None,
-                  cfg: SplitConfig) -> pl.DataFrame:
+                  cfg: SplitConfig, strata: pl.DataFrame | None = None) -> pl.DataFrame:
     """Rows of the ``splits`` table (before the leakage check).
 
     ``cases`` needs case_id, dataset, modality, patient_id, study_key, official_split and the
     ``stratify`` columns; ``previous`` is the parent release's (case_id, split) or None.
+    ``strata`` (case_id, stratum), when given, are the cases' strata instead of the ``stratify``
+    columns' values: a release's own ``splits.stratum`` (a sequence keyed as the privacy step
+    keys it), when ``curator verify`` assigns the release's cases again.
     """
     cases = cases.sort("case_id")
     units = unit_labels(cases["case_id"], link_table(cases, duplicates))
     prev = previous.select("case_id", pl.col("split").alias("previous_split")) if previous is not None else \
         pl.DataFrame(schema={"case_id": pl.String, "previous_split": pl.String})
-    df = (cases.with_columns(units)
-          .join(prev, on="case_id", how="left", maintain_order="left")
-          .with_columns(stratum=pl.concat_str([pl.col(c).fill_null("") for c in cfg.stratify], separator="|")))
+    df = cases.with_columns(units).join(prev, on="case_id", how="left", maintain_order="left")
+    df = df.with_columns(stratum=pl.concat_str([pl.col(c).fill_null("") for c in cfg.stratify], separator="|")) \
+        if strata is None else df.join(strata.select("case_id", "stratum"), on="case_id", how="left",
+                                       maintain_order="left")
     per_unit = (df.group_by("unit", maintain_order=True).agg(  # rows in case_id order: first() = smallest
         unit_key=pl.col("case_id").first(), stratum=pl.col("stratum").first(), size=pl.len(),
         forced=(pl.col("official_split") == "test").any() & pl.lit(cfg.official_test),
