@@ -6,6 +6,8 @@ Nothing here writes to a store: the ``original`` layer is never touched (``CaseS
 refuses to replace it anyway), assembly only chooses which layer to read.
 
 * :func:`assemble_rows` — one ``labels`` row per (case, term), the highest-priority origin;
+  :func:`assembled_derived` adds the derived terms the pseudo and revised labels complete
+  (:mod:`curator.pseudolabel.derived`: a pseudo ``kidney`` of pseudo left and right kidneys);
 * :func:`release_step` — the release's ``labels`` table = harmonize's rows + revised rows
   (``curator review import``) + pseudo rows (pseudolabel stage), assembled; and the review
   worklist of the cases the stage flagged (``review/worklist.csv`` + PNG previews, written
@@ -71,10 +73,30 @@ def release_step(builder: Any) -> None:
     if len(rows) == len(base):
         return  # nothing to assemble: leave harmonize's table as it is
     assembled = assemble_rows(rows)
+    derived = assembled_derived(builder, assembled)
+    assembled += derived
     builder.tables["labels"] = to_arrow("labels", assembled)
     chosen = {o: sum(r["origin"] == o for r in assembled) for o in PRIORITY}
-    builder.extra["label_assembly"] = {"priority": list(PRIORITY), "rows_in": counts, "rows_out": chosen}
-    log.info("labels assembled by priority %s: %s", " > ".join(PRIORITY), chosen)
+    builder.extra["label_assembly"] = {"priority": list(PRIORITY), "rows_in": counts, "rows_out": chosen,
+                                       "derived": {o: sum(r["origin"] == o for r in derived) for o in PRIORITY[1:]}}
+    log.info("labels assembled by priority %s: %s (%d derived from pseudo or revised labels)",
+             " > ".join(PRIORITY), chosen, len(derived))
+
+
+def assembled_derived(builder: Any, assembled: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The derived terms the cases' pseudo and revised labels complete (``kidney`` of a pseudo left
+    and right kidney), measured on the workspace's stores: :mod:`curator.pseudolabel.derived`."""
+    from curator.harmonize.stage import harmonize_taxonomy
+    from curator.pseudolabel.derived import by_case, derived_plans, derived_rows
+
+    tax = harmonize_taxonomy(builder.ctx)
+    out: list[dict[str, Any]] = []
+    for cid, mine in sorted(by_case(assembled).items()):
+        if not derived_plans(mine, tax):  # most cases: no store opened
+            continue
+        path = builder.ctx.workspace.stores_dir / f"{cid}.zarr"
+        out += derived_rows(CaseStore(path) if path.exists() else None, mine, tax)
+    return out
 
 
 def check_revised(builder: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -51,18 +51,29 @@ UNSTORED_REASON = ("not in the case's store: no voxel of it on the stored grid (
                    "e.g. label_lost_in_resampling), so training never reads it")
 
 
-def exclude_unstored(labels: pa.Table, store_terms: pa.Table, stored_cases: set[str]) -> tuple[pa.Table, int]:
+def exclude_unstored(labels: pa.Table, store_terms: pa.Table, stored_cases: set[str], tax: Taxonomy | None = None,
+                     ) -> tuple[pa.Table, int]:
     """``labels`` with every present label that its released store does not hold marked
     ``exclude`` (and how many). A label resampling erased (a one-slice structure under a coarser
     grid) kept ``present`` and its source volume with a null decision, so the manifest's
-    training view counted a label the store, the loader and the exports all lack."""
+    training view counted a label the store, the loader and the exports all lack. A derived term
+    of pseudo or revised labels (:func:`assembled_union`; ``tax`` finds its parts, the bundled
+    taxonomy by default) is held when its present parts are."""
     held = {(r["case_id"], r["term_id"], r["layer"])
             for r in store_terms.select(["case_id", "term_id", "layer"]).to_pylist()}
     rows = labels.to_pylist()
+    # a derived term of pseudo or revised labels is no term of a layer: held when its present parts are
+    parts = _part_rows(rows, tax)
     n = 0
     for row in rows:
+        key = (row["case_id"], row["term_id"], row.get("layer"))
+        if assembled_union(row):
+            stored = all((p["case_id"], p["term_id"], p.get("layer")) in held for p in parts.get(key, ())
+                         if p.get("present") and not p.get("derived"))
+        else:
+            stored = key in held
         if (row.get("present") and row.get("case_id") in stored_cases and row.get("qc_decision") is None
-                and (row["case_id"], row["term_id"], row.get("layer")) not in held):
+                and not stored):
             row["qc_decision"], row["qc_reason"] = "exclude", UNSTORED_REASON
             n += 1
     return (to_arrow("labels", rows), n) if n else (labels, 0)
@@ -72,9 +83,35 @@ def exclude_unstored(labels: pa.Table, store_terms: pa.Table, stored_cases: set[
 PART_EXCLUDED = "a part of it is excluded"
 
 
+def assembled_union(row: dict[str, Any], layer: str = "layer") -> bool:
+    """Whether a ``labels`` row is a derived term of pseudo or revised labels, the union of the
+    case's labels below it whatever layer each comes from (:mod:`curator.pseudolabel.derived`),
+    not a term of its own layer as the dataset's derived terms are."""
+    return bool(row.get("derived")) and row.get(layer) != "original"
+
+
+def _part_rows(rows: list[dict[str, Any]], tax: Taxonomy | None, layer: str = "layer",
+               ) -> dict[tuple[Any, Any, Any], list[dict[str, Any]]]:
+    """(case, term, layer) of each :func:`assembled_union` row -> the case's rows below it (its parts)."""
+    unions = [r for r in rows if assembled_union(r, layer)]
+    if not unions:
+        return {}
+    if tax is None:
+        from curator.taxonomy import load_taxonomy
+
+        tax = load_taxonomy()
+    of_case: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        of_case.setdefault(r["case_id"], []).append(r)
+    return {(u["case_id"], u["term_id"], u.get(layer)): [r for r in of_case[u["case_id"]]
+                                                         if r["term_id"] in tax.descendants(u["term_id"])]
+            for u in unions}
+
+
 def excluded_parts(rows: list[dict[str, Any]], tax: Taxonomy, *, layer: str = "layer", decision: str = "qc_decision",
                    reason: str = "qc_reason") -> dict[tuple[Any, Any, str], list[tuple[str, str]]]:
-    """(case, layer, term) -> the parts of that term QC excluded in the same case and layer, each with
+    """(case, layer, term) -> the parts of that term QC excluded in the same case and layer (in any
+    layer for a derived term of pseudo or revised labels, :func:`assembled_union`), each with
     its reason: what :func:`exclude_with_parts` excludes a label for. ``rows`` are ``labels`` rows,
     or ``qc`` rows (``layer="origin"``, ``decision="decision"``, ``reason="reason"``); only the rows
     whose own decision is not ``exclude`` are keys.
@@ -86,12 +123,16 @@ def excluded_parts(rows: list[dict[str, Any]], tax: Taxonomy, *, layer: str = "l
     {('c', 'original', 'kidney'): [('kidney_left', 'leaks')]}
     """
     excluded: dict[tuple[Any, Any], dict[str, str]] = {}  # (case, layer) -> part -> why
+    anywhere: dict[Any, dict[str, str]] = {}  # case -> part -> why, whatever its layer
     for row in rows:
         if row.get(decision) == "exclude":
             excluded.setdefault((row["case_id"], row.get(layer)), {})[row["term_id"]] = row.get(reason) or ""
+            anywhere.setdefault(row["case_id"], {})[row["term_id"]] = row.get(reason) or ""
     out: dict[tuple[Any, Any, str], list[tuple[str, str]]] = {}
     for row in rows:
-        parts = excluded.get((row["case_id"], row.get(layer)))
+        # a derived term of pseudo or revised labels holds its parts from every layer they come from
+        parts = anywhere.get(row["case_id"]) if assembled_union(row, layer) else \
+            excluded.get((row["case_id"], row.get(layer)))
         if not parts or row.get(decision) == "exclude" or tax.get(row["term_id"]) is None:
             continue
         below = [(t, parts[t]) for t in tax.descendants(row["term_id"]) if t in parts]
@@ -107,7 +148,8 @@ OVERRULED_REMEDY = ("to train on it, include its excluded part(s) too (an overri
 
 def exclude_with_parts(labels: pa.Table, tax: Taxonomy) -> tuple[pa.Table, int]:
     """``labels`` with every present label that has a part QC excluded (a term below it, ``part_of``,
-    excluded in the same case and layer) marked ``exclude`` too (and how many): the loader and the
+    excluded in the same case and layer, or in any layer for a derived term of pseudo or revised
+    labels: a pseudo kidney of an excluded revised left kidney) marked ``exclude`` too (and how many): the loader and the
     exports leave such a term out — a derived kidney holding the excluded left kidney, or a
     term trained without its excluded part, which it would call background — while its row kept
     its own decision, so the training view in SQL kept it. The reason names the parts and what
@@ -244,7 +286,10 @@ def _exclude_unstored(builder: Any) -> int:
     labels, store_terms, pre = (builder.tables.get(t) for t in ("labels", "store_terms", "preprocessed"))
     if labels is None or store_terms is None or pre is None:
         return 0
-    builder.tables["labels"], n = exclude_unstored(labels, store_terms, set(pre.column("case_id").to_pylist()))
+    from curator.harmonize.stage import harmonize_taxonomy
+
+    builder.tables["labels"], n = exclude_unstored(labels, store_terms, set(pre.column("case_id").to_pylist()),
+                                                   harmonize_taxonomy(builder.ctx))
     if n:
         log.info("release: %d present label(s) are not in their stores (lost in resampling): excluded", n)
     return n

@@ -48,7 +48,7 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
 
 class QCStage(Stage):
     name = "qc"
-    version = "11"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
+    version = "12"  # 2: a term is measured in the layer the release uses only (no superseded pseudo labels);
     # 3: body_x_mm (the laterality check); 4: mesh sphericity with the mesh's own volume;
     # 5: body_size_ml (volume_norm: section); 6: eccentricity of the voxels' solid, not their centres;
     # 7: the pseudo and revised labels of a case without labels of its own are judged too
@@ -57,6 +57,8 @@ class QCStage(Stage):
     # volume bound (ml) is `oversized`, said in its reason; 10: a label file several cases of a study share
     # (a BraTS seg under its four sequences) is one cohort member, judged once for all its cases;
     # 11: mean/sd_intensity in physical units (a float16 store of a wide-range float image was read ÷ its scale)
+    # 12: the derived terms a case's pseudo and revised labels complete (a pseudo kidney of pseudo left and
+    # right kidneys) are measured and judged as the dataset's own derived terms are
     config_class = QCConfig
     settings_files = "the overrides file"
     # it judges the revised labels, and the pseudo labels only while pseudolabel is enabled
@@ -89,9 +91,12 @@ class QCStage(Stage):
                   if x != "pseudo" or self.ctx.stage_enabled("pseudolabel")]
         # cases with labels of a judged layer: an unlabelled case's pseudo or revised labels too
         other = set()
+        private: list[dict[str, Any]] = []
         for layer, table in PRIVATE_TABLES.items():
             got = ws.read_table(table) if layer in layers else None
             other |= set(got.column("case_id").to_pylist()) if got is not None else set()
+            private += got.to_pylist() if got is not None else []
+        derived = self._derived(private)
         # a label ingest rejected is not in the store: nothing to measure (ingest said why)
         cols = [c for c in ("case_id", "dataset", "modality", "has_label", "label_status") if c in cases.column_names]
         rows = [r for r in cases.select(cols).to_pylist()
@@ -119,9 +124,32 @@ class QCStage(Stage):
             body = p.get("body_volume_ml")
             payload = {"store": rel, "dataset": r["dataset"], "modality": p.get("modality") or r["modality"],
                        "body_ml": float(body) if body else None, "layers": layers}
+            if cid in derived:  # only then: the other cases' cache keys stay as they were
+                payload["derived"] = derived[cid]
             fp = f"{p.get('store_sha256') or ''}|{store_fingerprint(ws.root / rel)}"
             tasks.append(Task(case_id=cid, payload=payload, fingerprint=fp, dataset=r["dataset"], path=rel))
         return tasks
+
+    def _derived(self, private: list[dict[str, Any]]) -> dict[str, list[list[Any]]]:
+        """Case -> the derived terms its judged pseudo and revised labels complete, each
+        ``[term, origin, [[part, layer], ...]]``, as the release assembles them
+        (:mod:`curator.pseudolabel.derived`): measured and judged like the dataset's own."""
+        if not private:
+            return {}
+        from curator.pseudolabel.derived import by_case, derived_plans
+        from curator.pseudolabel.release import assemble_rows
+
+        own = self.ctx.workspace.read_table("labels")
+        mine = by_case(private)
+        rows = [r for r in own.to_pylist() if r["case_id"] in mine] if own is not None else []
+        tax = harmonize_taxonomy(self.ctx)
+        out: dict[str, list[list[Any]]] = {}
+        for cid, assembled in by_case(assemble_rows([*rows, *private])).items():
+            plans = derived_plans(assembled, tax)
+            if plans:
+                out[cid] = [[p["term_id"], p["origin"], [[t, x] for t, x in sorted(p["members"].items())]]
+                            for p in plans]
+        return out
 
     @classmethod
     def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
@@ -130,7 +158,8 @@ class QCStage(Stage):
         path = Path(env.workspace) / p["store"]
         opts = MeasureOptions(mesh=cfg.sphericity == "mesh", border_margin=cfg.border_margin)
         try:
-            rows = measure_store(path, layers=tuple(p["layers"]), options=opts, body_ml=p["body_ml"])
+            rows = measure_store(path, layers=tuple(p["layers"]), options=opts, body_ml=p["body_ml"],
+                                 derived=p.get("derived", ()))
         except CuratorError:
             raise
         except (OSError, ValueError, KeyError) as e:

@@ -11,6 +11,7 @@ mask also gives each label's coverage-free body size (``body_size_ml``, see
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.io.volume import Geometry
-from curator.qc.features import MeasureOptions, body_sections, field_of_view, measure_planes
+from curator.pseudolabel.derived import derived_mask, held_members
+from curator.qc.features import (
+    LabelFeatures,
+    MeasureOptions,
+    body_sections,
+    field_of_view,
+    measure_planes,
+)
 from curator.store import CaseStore
 
 
@@ -63,10 +71,13 @@ def store_fingerprint(path: Path) -> str:
 
 
 def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], options: MeasureOptions,
-                  body_ml: float | None = None) -> list[dict[str, Any]]:
+                  body_ml: float | None = None, derived: Sequence[Sequence[Any]] = ()) -> list[dict[str, Any]]:
     """One feature row per (term, layer) with at least one voxel in the store at ``path`` — for
     the layer the release uses (original > revised > pseudo): a pseudo label a reviewer replaced
-    is not measured, so it neither joins the cohort nor gets a decision."""
+    is not measured, so it neither joins the cohort nor gets a decision. ``derived`` adds the
+    derived terms of the case's pseudo and revised labels, ``[term, origin, [[part, layer], ...]]``
+    (:func:`curator.pseudolabel.derived.derived_plans`): the union of the parts, each from its
+    layer, measured as a row of that origin (none where a part is not in its layer)."""
     store = CaseStore(path)
     g = store.geometry
     attrs = store.attrs
@@ -88,12 +99,21 @@ def measure_store(path: str | os.PathLike[str], *, layers: tuple[str, ...], opti
             continue
         planes = [(store.read(name), values) for name, values in store.plane_values(layer)]
         measured = measure_planes(planes, g, image=image, fov=fov, options=options, sections=sections)
-        for term, f in sorted(measured.items()):
-            if term in above:
-                continue
-            row = f.to_row()
-            row.update(origin=layer, body_ml=body_ml, body_x_mm=body_x,  # volume_basis: set by the judge, per config
-                       norm_volume=(f.volume_ml / body_ml) if body_ml else None,
-                       norm_volume_section=(f.volume_ml / f.body_size_ml) if f.body_size_ml else None)
-            rows.append(row)
+        rows += [_row(f, layer, body_ml, body_x) for term, f in sorted(measured.items()) if term not in above]
+    for term, origin, parts in derived:
+        members = {str(t): str(x) for t, x in parts}
+        if not held_members(store, members):
+            continue
+        union = derived_mask(store, members)
+        measured = measure_planes([(union.astype(np.uint8), {1: [str(term)]})], g, image=image, fov=fov,
+                                  options=options, sections=sections)
+        rows += [_row(f, str(origin), body_ml, body_x) for f in measured.values()]
     return rows
+
+
+def _row(f: LabelFeatures, origin: str, body_ml: float | None, body_x: float | None) -> dict[str, Any]:
+    row: dict[str, Any] = f.to_row()
+    row.update(origin=origin, body_ml=body_ml, body_x_mm=body_x,  # volume_basis: set by the judge, per config
+               norm_volume=(f.volume_ml / body_ml) if body_ml else None,
+               norm_volume_section=(f.volume_ml / f.body_size_ml) if f.body_size_ml else None)
+    return row
