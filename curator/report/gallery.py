@@ -71,16 +71,25 @@ def context_mask(store: Any, layer: str) -> NDArray[np.bool_]:
     return out
 
 
-def label_figure(store_path: Path, term: str, layer: str, title: str) -> str | None:
+def label_figure(store_path: Path, term: str, layer: str, title: str, tax: Any = None) -> str | None:
     """Three orthogonal slices of one label, each through its fullest slice along that view's axis;
     None when the store cannot be read. Without an image the case's other labels are the grey
-    background."""
+    background. A derived term of pseudo or revised labels, which no layer holds itself, is drawn
+    as the union of its parts (in ``tax``, the release's taxonomy; default: the bundled one)."""
+    from curator.pseudolabel.derived import assembled_parts_mask
     from curator.store import CaseStore
 
     try:
         store = CaseStore(store_path)
         g = store.geometry
-        mask = store.mask(term, layer)
+        if layer in store.layers() and term in store.terms(layer) or layer == "original":
+            mask = store.mask(term, layer)
+        else:
+            if tax is None:
+                from curator.taxonomy import load_taxonomy
+
+                tax = load_taxonomy()
+            mask = assembled_parts_mask(store, term, tax)
         image = (np.asarray(store.image[...], dtype=np.float32) if store.has_image()
                  else context_mask(store, layer) & ~mask)
     except Exception as e:  # noqa: BLE001 - a missing picture must not stop the report

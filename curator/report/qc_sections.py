@@ -318,9 +318,10 @@ def gallery(d: ReportData, flagged: pl.DataFrame, limit: int, head: str, empty: 
     if flagged.height == 0:
         return head + empty
     figs = []
+    tax = d.release.taxonomy if d.release is not None else None
     for r in flagged.head(limit).iter_rows(named=True):
         path = d.store_path(r["case_id"])
-        uri = label_figure(path, r["term_id"], r["origin"], f"{r['case_id']} · {r['term_id']}") if path else None
+        uri = label_figure(path, r["term_id"], r["origin"], f"{r['case_id']} · {r['term_id']}", tax) if path else None
         why = d.damaged.get(r["case_id"])
         pic = (img(uri, f"{r['case_id']} {r['term_id']}") if uri else
                f'<p class="muted">(not drawn: {esc(why)}; run <code>curator verify</code>)</p>' if why else

@@ -168,3 +168,24 @@ def test_a_derived_term_of_mixed_layers_is_excluded_with_a_part_from_any_layer()
     _, n = exclude_unstored(to_arrow("labels", fresh), stored.slice(0, 1), {"c"}, load_taxonomy())
     assert n == 2  # the right kidney lost in resampling: it and the kidney holding it
 
+
+def test_the_reports_gallery_draws_a_derived_pseudo_term_as_the_union_of_its_parts(tmp_path: Path) -> None:
+    """QC may exclude a pseudo kidney (oversized): the report's gallery draws the union of its
+    parts, which the pseudo layer holds, not an empty mask of a term it does not hold itself."""
+    from curator.io.volume import Geometry
+    from curator.pseudolabel.derived import assembled_parts_mask
+    from curator.report.gallery import label_figure
+
+    g = Geometry.from_affine((24, 20, 12), np.diag([2.0, 2.0, 3.0, 1.0]))
+    plane = np.zeros(g.shape, np.uint8)
+    plane[3:8, 5:12, 3:8], plane[15:21, 5:12, 3:8], plane[10:13, 2:5, 2:4] = 1, 2, 3
+    image = np.where(plane > 0, 150, 0).astype(np.int16)
+    figures = []
+    for name, values in [("parts", {1: ["kidney_left"], 2: ["kidney_right"], 3: ["liver"]}),
+                         ("whole", {1: ["kidney_left", "kidney"], 2: ["kidney_right", "kidney"], 3: ["liver"]})]:
+        store = CaseStore.create(tmp_path / f"{name}.zarr", geometry=g, attrs={"modality": "CT"}, image=image)
+        store.write_layer("pseudo", [(plane, values)], {"origin": "pseudo"})
+        figures.append(label_figure(store.path, "kidney", "pseudo", "c · kidney"))
+    assert np.array_equal(assembled_parts_mask(CaseStore(tmp_path / "parts.zarr"), "kidney", load_taxonomy()),
+                          np.isin(plane, [1, 2]))
+    assert figures[0] is not None and figures[0] == figures[1]
