@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from curator.registry.spec import Issue
 from curator.taxonomy.model import RELATIONS, Taxonomy
-from curator.taxonomy.normalize import words
+from curator.taxonomy.normalize import bag_key, sides_said
 
 
 def _cycles(tax: Taxonomy) -> list[list[str]]:
@@ -55,7 +55,9 @@ def check_hierarchy(tax: Taxonomy, where: str = "taxonomy.yaml") -> list[Issue]:
                 bad(t.id, "laterality", f"the id ends in _{side} but laterality is {t.laterality!r}")
         if t.laterality:  # "left renal stent" with laterality right resolved "renal stent L" to the right one
             other = "right" if t.laterality == "left" else "left"
-            said = [n for n in t.names() if other in words(n)]
+            # single l/r letters too, as the resolver reads them: "Kidney_R" on the left kidney took
+            # the exact key "kidney r" and filed right-kidney labels as left
+            said = [n for n in t.names() if other in sides_said(n)]
             if said:
                 bad(t.id, "laterality", f"laterality is {t.laterality!r} but the name {said[0]!r} says {other}")
         for i, part in enumerate(t.partitions):
@@ -72,8 +74,6 @@ def check_hierarchy(tax: Taxonomy, where: str = "taxonomy.yaml") -> list[Issue]:
     for key, ids in sorted(tax.ambiguous_names().items()):
         bad(ids[0], "ambiguous_name", f"the name {key!r} belongs to several terms: {ids}")
     bags: dict[str, set[str]] = {}
-    from curator.taxonomy.normalize import bag_key
-
     for t in tax:
         for n in t.names():
             bags.setdefault(bag_key(n), set()).add(t.id)

@@ -78,6 +78,22 @@ def singular(word: str) -> str:
     return word
 
 
+def side_word(word: str) -> str:
+    """A single ``l``/``r`` letter read as its side (``left``/``right``); any other word unchanged.
+    The resolver's last fallback and the taxonomy's laterality check read sides through this."""
+    return _SIDE_LETTERS.get(word, word)
+
+
+def sides_said(name: str) -> set[str]:
+    """The sides a name says, as the resolver reads them: the words left/right (after "rt"/"lt"
+    substitution) and single ``l``/``r`` letters.
+
+    >>> sorted(sides_said("Kidney_R")), sorted(sides_said("rt kidney")), sorted(sides_said("L3"))
+    (['right'], ['right'], [])
+    """
+    return {side_word(w) for w in words(name)} & {"left", "right"}
+
+
 def bag_key(name: str, expand_sides: bool = False) -> str:
     """Word-order-, plural- and stop-word-insensitive key.
 
@@ -86,5 +102,5 @@ def bag_key(name: str, expand_sides: bool = False) -> str:
     """
     ws = [singular(w) for w in words(name) if w not in _STOP]
     if expand_sides:
-        ws = [_SIDE_LETTERS.get(w, w) for w in ws]
+        ws = [side_word(w) for w in ws]
     return " ".join(sorted(ws))

@@ -75,6 +75,12 @@ def test_a_chain_of_files_is_read_relative_to_each_file(tmp_path: Path) -> None:
     ({"extends": "curator", "categories": ["device"], "terms": [dict(STENT, id="renal_stent_l", name="left renal stent",
                                                                      laterality="right", synonyms=[])]},
      "renal_stent_l", "laterality", "says left"),
+    # a side said by a single letter, as the resolver reads it: "Kidney_R" on the left kidney took the
+    # exact key "kidney r" and resolved right-kidney labels to kidney_left, with no error
+    ({"extends": "curator", "synonyms": {"kidney_left": ["Kidney_R"]}}, "kidney_left", "laterality",
+     "'Kidney_R' says right"),
+    ({"extends": "curator", "synonyms": {"parotid_gland_right": ["Parotid L"]}}, "parotid_gland_right", "laterality",
+     "'Parotid L' says left"),
     ({"extends": "nowhere.yaml", "terms": []}, "", "missing", "does not exist"),
 ])
 def test_every_mistake_of_an_extension_is_reported(tmp_path: Path, doc: dict, loc: str, kind: str, words: str) -> None:
