@@ -137,6 +137,28 @@ def test_hierarchy_helpers() -> None:
         tax.term("kidney_lft")
 
 
+def test_generic_bone_muscle_and_bowel_terms_hold_their_parts() -> None:
+    """CT-ORG's 'bone', DAP Atlas's 'muscle' and the name 'bowel' had nothing below them, so "every
+    case with a part of the bowel" found nothing; colon, small bowel, duodenum and rectum had no
+    parent and "large bowel" did not resolve (tester 37 #3). Parts only: nothing new is derived."""
+    tax = load_taxonomy()
+    assert tax.resolve("large bowel").id == tax.resolve("large intestine").id == "large_intestine"
+    assert tax.resolve("small intestine").id == "small_intestine" and tax.resolve("small bowel").id == "small_bowel"
+    assert tax.resolve("caecum").id == "cecum" and tax.resolve("bowel").id == "intestine"
+    assert set(tax.children("large_intestine")) == {"cecum", "colon", "rectum"}
+    assert set(tax.children("small_intestine")) == {"duodenum", "small_bowel"}  # datasets' small bowel: jejunum, ileum
+    assert set(tax.children("small_bowel")) == {"jejunum", "ileum"}
+    assert {"colon", "rectum", "duodenum", "small_bowel", "jejunum", "ileum", "cecum"} <= set(tax.descendants("intestine"))
+    assert {"vertebra_l3", "sacrum", "rib_left_1", "femur_left", "hip_right", "skull", "mastoid_process_left",
+            "mandible", "sternum", "tibia"} <= set(tax.descendants("bone"))
+    assert {"gluteus_maximus_left", "iliopsoas_right", "autochthon_left", "pharyngeal_constrictor_muscle"} <= \
+        set(tax.descendants("skeletal_muscle"))
+    assert "myocardium" not in tax.descendants("skeletal_muscle")  # cardiac muscle
+    generic = {"bone", "skeletal_muscle", "intestine", "small_intestine", "large_intestine"}
+    every_part = [d for g in generic for d in tax.descendants(g)]
+    assert not generic & set(tax.derived(every_part))  # queries only: no partitions, no new derived rows
+
+
 def test_prompt_renders_term_and_modality() -> None:
     tax = load_taxonomy()
     assert tax.prompt("kidney_left", "CT") == "(ct) left kidney"
