@@ -1,16 +1,19 @@
-"""``curator labels resolve|check|tree`` and ``curator card --registry``."""
+"""``curator labels resolve|show|check|tree`` and ``curator card --registry``."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from typer.core import TyperCommand
 
 from curator.cli.common import OutputFormat, RegistryOpt, emit, err, handle_errors, out, print_json
+
+if TYPE_CHECKING:
+    from curator.taxonomy.model import Taxonomy, Term
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")]
 TaxonomyOpt = Annotated[Path | None, typer.Option(
@@ -26,6 +29,28 @@ class RegistryCardCommand(TyperCommand):
         alone = [i for i, a in enumerate(args) if a == "--registry" and (i + 1 == len(args) or args[i + 1].startswith("-"))]
         args = ["--registry=" if i in alone else a for i, a in enumerate(args)]
         return super().parse_args(ctx, args)
+
+
+def find_term(tax: Taxonomy, term: str) -> Term:
+    """The term a CLI argument names (an id, or any name ``resolve`` takes); a ConfigError naming
+    close terms when none."""
+    from curator.errors import ConfigError
+
+    t = tax.get(term) or tax.resolve(term)
+    if t is None:
+        near = [s.name for s in tax.suggest(term)]
+        raise ConfigError("config_error", f"no term named {term!r}",
+                          remedy=f"try one of: {', '.join(near)}" if near else "search the names with `curator labels "
+                          "resolve NAME`, or list the hierarchy with `curator labels tree`")
+    return t
+
+
+def _cell(v: Any, fmt: OutputFormat) -> Any:
+    """A term detail as one cell: in a table, lists comma-separated and partitions (lists of
+    lists) by ' | '; in CSV, as it is (``emit`` writes a list as its JSON text)."""
+    if not isinstance(v, list) or fmt == OutputFormat.csv:
+        return v
+    return " | ".join(", ".join(p) for p in v) if v and isinstance(v[0], list) else ", ".join(map(str, v))
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -54,6 +79,25 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                           highlight=False)
         if unresolved:  # a script resolving names must not take a null for an answer
             raise typer.Exit(1)
+
+    @labels.command("show")
+    @handle_errors
+    def show(term: Annotated[str, typer.Argument(help="a term id or any name `labels resolve` takes, e.g. kidney_left, 'rt kidney', L3")],
+             fmt: FormatOpt = OutputFormat.table, taxonomy: TaxonomyOpt = None) -> None:
+        """One term's details: id, name, synonyms, abbreviations, side (laterality), category,
+        region, parents (part_of, is_a) and all ancestors, the terms below it (children, subtypes),
+        partitions, codes and note — the release's `terms` row, before any run (json: one object)."""
+        from curator.taxonomy import load_taxonomy
+        from curator.taxonomy.release import term_details
+
+        tax = load_taxonomy(taxonomy)
+        t = find_term(tax, term)
+        details = term_details(tax, t.id)
+        if fmt == OutputFormat.json:
+            print_json(details)
+            return
+        said = "" if term == t.id else f" ({term!r} resolves to it)"
+        emit(["field", "value"], [(k, _cell(v, fmt)) for k, v in details.items()], fmt, title=f"{t.id}{said}")
 
     @labels.command("check")
     @handle_errors
@@ -96,13 +140,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if relation not in ("part_of", "is_a"):
             raise ConfigError("config_error", f"--relation must be part_of or is_a, not {relation!r}")
         if term:
-            t = tax.get(term) or tax.resolve(term)
-            if t is None:
-                near = [s.name for s in tax.suggest(term)]
-                raise ConfigError("config_error", f"no term named {term!r}",
-                                  remedy=f"try one of {near}" if near else "search the names with `curator labels "
-                                  "resolve NAME`, or list the hierarchy with `curator labels tree`")
-            roots = [t.id]
+            roots = [find_term(tax, term).id]
         else:
             roots = sorted((t.id for t in tax if not getattr(t, relation) and tax.children(t.id, relation)),
                            key=lambda i: tax.term(i).name)

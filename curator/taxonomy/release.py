@@ -1,4 +1,5 @@
-"""Release step: the taxonomy harmonize used, as the ``terms`` table.
+"""Release step: the taxonomy harmonize used, as the ``terms`` table (one row per term:
+:func:`term_row`; :func:`term_details` adds the terms below it, for ``curator labels show``).
 
 >>> from curator.taxonomy import load_taxonomy
 >>> row = term_row(load_taxonomy(), "kidney_left")
@@ -33,6 +34,19 @@ def term_row(tax: Taxonomy, term_id: str) -> dict[str, Any]:
 
 
 CODES = ("fma", "snomed", "umls", "radlex")
+
+
+def term_details(tax: Taxonomy, term_id: str) -> dict[str, Any]:
+    """Everything the taxonomy says about one term (``curator labels show``): its ``terms`` table
+    row, and the terms right below it — ``children`` (part_of) and ``subtypes`` (is_a).
+
+    >>> from curator.taxonomy import load_taxonomy
+    >>> d = term_details(load_taxonomy(), "kidney")
+    >>> d["children"], d["partitions"], d["fma"]
+    (['kidney_left', 'kidney_right'], [['kidney_left', 'kidney_right']], 'FMA:7203')
+    """
+    return {**term_row(tax, term_id), "children": list(tax.children(term_id, "part_of")),
+            "subtypes": list(tax.children(term_id, "is_a"))}
 
 
 def taxonomy_from_rows(rows: Iterable[Mapping[str, Any]], path: str = "", version: str = "") -> Taxonomy:

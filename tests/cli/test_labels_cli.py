@@ -1,7 +1,9 @@
-"""``curator labels resolve|check|tree``, ``curator card --registry`` and ``sources list``."""
+"""``curator labels resolve|show|check|tree``, ``curator card --registry`` and ``sources list``."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,29 @@ def test_tree_shows_parts_and_partitions() -> None:
     assert runner.invoke(app, ["labels", "tree", "no such organ"]).exit_code == 2
 
 
+def test_show_gives_a_terms_names_side_and_neighbours() -> None:
+    """A term's synonyms, abbreviations, side and parents were in taxonomy.yaml, the release's terms
+    table or Python only (tester 37 #4): `labels show` takes an id or any name resolve takes."""
+    r = runner.invoke(app, ["labels", "show", "Kidney_L", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert (d["term_id"], d["name"], d["laterality"], d["part_of"], d["ancestors"]) == (
+        "kidney_left", "left kidney", "left", ["kidney"], ["kidney", "kidney_and_mass"])
+    assert "lt kidney" in d["synonyms"] and d["fma"] == "FMA:7205" and d["children"] == []
+    d = json.loads(runner.invoke(app, ["labels", "show", "IVC", "-f", "json"]).stdout)
+    assert d["term_id"] == "inferior_vena_cava" and "IVC" in d["abbreviations"]
+    d = json.loads(runner.invoke(app, ["labels", "show", "tumor", "-f", "json"]).stdout)
+    assert "kidney_tumor" in d["subtypes"] and d["children"] == [] and d["is_a"] == []
+    r = runner.invoke(app, ["labels", "show", "kidney"])  # the table: one line per field
+    assert r.exit_code == 0 and "kidney_left, kidney_right" in r.stdout and "renal parenchyma" in r.stdout, r.output
+    r = runner.invoke(app, ["labels", "show", "rib_left_1", "-f", "csv"])  # lists as exact JSON text
+    rows = dict(csv.reader(io.StringIO(r.stdout)))
+    assert json.loads(rows["part_of"]) == ["rib_1", "ribs_left"] and rows["laterality"] == "left"
+    r = runner.invoke(app, ["labels", "show", "kidny"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "no term named 'kidny'" in text and "try one of: kidney" in text and "['" not in text
+
+
 def test_sources_list_json_covers_the_sat_ds_datasets() -> None:
     r = runner.invoke(app, ["sources", "list", "--format", "json"])
     assert r.exit_code == 0, r.output
@@ -180,7 +205,7 @@ def test_the_registry_card_names_every_dataset_whose_terms_are_not_established()
 
 
 def test_labels_commands_take_a_taxonomy_of_ones_own(tmp_path: Path) -> None:
-    """`--taxonomy` (as `stages.harmonize.taxonomy`): resolve, tree and check read the file, not the
+    """`--taxonomy` (as `stages.harmonize.taxonomy`): resolve, show, tree and check read the file, not the
     bundled taxonomy, so a taxonomy of one's own can be tried and checked before a run."""
     own = tmp_path / "lab.yaml"
     own.write_text("extends: curator\ncategories: [device]\nsynonyms: {liver: [leber]}\nterms:\n"
@@ -190,6 +215,10 @@ def test_labels_commands_take_a_taxonomy_of_ones_own(tmp_path: Path) -> None:
     assert r.exit_code == 0 and r.stdout.splitlines()[1:] == ["leber,liver,liver", "stent,stent,stent"], r.output
     r = runner.invoke(app, ["labels", "tree", "aorta", "--taxonomy", str(own)])
     assert r.exit_code == 0 and "stent" in r.output, r.output
+    r = runner.invoke(app, ["labels", "show", "leber", "-f", "json", "--taxonomy", str(own)])
+    assert r.exit_code == 0 and json.loads(r.stdout)["named_in"] == ["lab.yaml"] and "stent" in json.loads(r.stdout)[
+        "ancestors"] + json.loads(runner.invoke(app, ["labels", "show", "aorta", "-f", "json", "--taxonomy", str(own)]
+                                                ).stdout)["children"], r.output
     assert runner.invoke(app, ["labels", "check", "--taxonomy", str(own)]).exit_code == 0
     own.write_text(own.read_text().replace("[aorta]", "[aortaa]"))
     r = runner.invoke(app, ["labels", "check", "--taxonomy", str(own), "-f", "json"])
