@@ -189,6 +189,27 @@ def test_a_releases_terms_table_gives_back_the_taxonomy() -> None:
         tax.derived({"kidney_left", "kidney_right"})
 
 
+def test_the_terms_tables_own_example_finds_the_kidneys_tumours_and_cysts() -> None:
+    """The terms table's description promised "every label under kidney" as plain SQL; under
+    `kidney` (the parenchyma) that is its two sides only, so a clinical user asking for the kidney
+    with its masses got neither tumour nor cyst (tester 37 #5). The description's own SQL is run."""
+    import re
+
+    import duckdb
+
+    from curator.schema import load_schemas, to_arrow
+    from curator.taxonomy.release import term_row
+
+    tax = load_taxonomy()
+    text = " ".join(load_schemas()["terms"].description.split())
+    sql = [q for q in re.findall(r"`([^`]+)`", text) if "ancestors" in q]
+    assert sql, text
+    terms = to_arrow("terms", [term_row(tax, t) for t in tax.terms])  # noqa: F841 (read by duckdb)
+    found = {r[0] for r in duckdb.sql(f"select term_id from terms where {sql[0]}").fetchall()}
+    assert {"kidney", "kidney_left", "kidney_right", "kidney_tumor", "kidney_cyst", "kidney_mass"} <= found
+    assert "liver" not in found
+
+
 def test_brats_and_msd_brain_tumour_names_resolve_so_a_swapped_value_map_is_caught() -> None:
     """MSD Task01's dataset.json (1 edema, 2 non-enhancing tumor, 3 enhancing tumour) and BraTS's
     abbreviations resolve where they are unambiguous; a YAML that copies BraTS's value order onto
