@@ -159,6 +159,21 @@ def test_generic_bone_muscle_and_bowel_terms_hold_their_parts() -> None:
     assert not generic & set(tax.derived(every_part))  # queries only: no partitions, no new derived rows
 
 
+def test_every_ordinal_in_a_name_is_spelt_right() -> None:
+    """The rib terms carried '1th rib', 'left 2th rib', '3th rib' (resolved alike, since "1st" and
+    "1th" both normalise to 1, but listed in the terms table users read; tester 37 #5)."""
+    import re
+
+    def suffix(n: int) -> str:
+        return "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+
+    wrong = [(t.id, name) for t in load_taxonomy() for name in t.names()
+             for num, suf in re.findall(r"\b(\d+)(st|nd|rd|th)\b", name) if suf != suffix(int(num))]
+    assert wrong == []
+    assert load_taxonomy().term("rib_left_1").synonyms[-1] == "left 1st rib"
+    assert load_taxonomy().resolve("left 1th rib").id == "rib_left_1"  # still read, as any ordinal
+
+
 def test_prompt_renders_term_and_modality() -> None:
     tax = load_taxonomy()
     assert tax.prompt("kidney_left", "CT") == "(ct) left kidney"
