@@ -131,7 +131,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @handle_errors
     def tree(term: Annotated[str | None, typer.Argument(help="root term (name or id); default: every top-level term")] = None,
              relation: Annotated[str, typer.Option(help="part_of or is_a")] = "part_of",
-             depth: Annotated[int, typer.Option(help="levels to show")] = 99, taxonomy: TaxonomyOpt = None) -> None:
+             depth: Annotated[int | None, typer.Option(min=1, help="levels shown, the root's included: 1 is the root "
+                                                       "alone, 2 adds the terms right below it (default: all)")] = None,
+             taxonomy: TaxonomyOpt = None) -> None:
         """Print the term hierarchy below a term (or the whole taxonomy)."""
         from curator.errors import ConfigError
         from curator.taxonomy import load_taxonomy
@@ -149,7 +151,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             t = tax.term(tid)
             extra = " (derived from: " + " | ".join(", ".join(p) for p in t.partitions) + ")" if t.partitions else ""
             out.print(f"{'  ' * level}{escape(t.name)} [dim]{escape(t.id + extra)}[/]", highlight=False)
-            if level + 1 < depth:
+            if depth is None or level + 1 < depth:
                 for c in sorted(tax.children(tid, relation), key=lambda i: tax.term(i).name):
                     show(c, level + 1)
 

@@ -114,6 +114,22 @@ def test_tree_shows_parts_and_partitions() -> None:
     assert runner.invoke(app, ["labels", "tree", "no such organ"]).exit_code == 2
 
 
+def test_tree_depth_counts_the_root_as_its_first_level() -> None:
+    """`--depth 0` printed the root as `--depth 1` does, while the help said "levels to show"
+    (tester 37 #5): depth counts the root, 1 is the root alone, and 0 is refused."""
+    def lines(*args: str) -> list[str]:
+        r = runner.invoke(app, ["labels", "tree", "kidney and mass", *args])
+        assert r.exit_code == 0, r.output
+        return r.stdout.splitlines()
+
+    assert [x.split(" ")[0] for x in lines("--depth", "1")] == ["kidney"]
+    two = lines("--depth", "2")
+    assert len(two) == 3 and all(x.startswith("  kidney") for x in two[1:])
+    assert len(lines()) > len(lines("--depth", "3")) > 3  # default: every level
+    r = runner.invoke(app, ["labels", "tree", "kidney", "--depth", "0"])
+    assert r.exit_code == 2 and "--depth" in r.output and r.stdout.count("kidney_left") == 0, r.output
+
+
 def test_show_gives_a_terms_names_side_and_neighbours() -> None:
     """A term's synonyms, abbreviations, side and parents were in taxonomy.yaml, the release's terms
     table or Python only (tester 37 #4): `labels show` takes an id or any name resolve takes."""
