@@ -45,7 +45,8 @@ def _summary(report: object, listed: str) -> None:
               + (f"; {len(r.overlaps)} cases had overlapping terms (later term kept)" if r.overlaps else "")
               + (f"; {len(r.images_only)} test images without labels (for inference)" if r.images_only else ""))
     for note in r.notes:
-        err.print(f"[yellow]note[/] {escape(note)}", highlight=False)
+        kind, said = ("warning", note.removeprefix("warning: ")) if note.startswith("warning: ") else ("note", note)
+        err.print(f"[yellow]{kind}[/] {escape(said)}", highlight=False)
 
 
 def _layers(text: str) -> tuple[str, ...]:

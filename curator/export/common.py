@@ -66,6 +66,7 @@ class ExportReport:
     # case id -> requested terms its dataset does not annotate (exported with --partial: unknown there)
     unknown: dict[str, list[str]] = field(default_factory=dict)
     ignored: dict[str, int] = field(default_factory=dict)  # case id -> voxels written as the ignore label
+    no_background: list[str] = field(default_factory=list)  # cases with ignore voxels and not one background voxel
     resampled: list[str] = field(default_factory=list)  # channel cases interpolated onto their study's grid
 
     def merge(self, other: ExportReport) -> None:
@@ -77,6 +78,7 @@ class ExportReport:
         self.images_only.extend(other.images_only)
         self.unknown.update(other.unknown)
         self.ignored.update(other.ignored)
+        self.no_background.extend(other.no_background)
         self.resampled.extend(other.resampled)
 
     def rename(self, names: Mapping[str, str]) -> None:
@@ -87,6 +89,7 @@ class ExportReport:
         self.overlaps = {names.get(k, k): v for k, v in self.overlaps.items()}
         self.unknown = {names.get(k, k): v for k, v in self.unknown.items()}
         self.ignored = {names.get(k, k): v for k, v in self.ignored.items()}
+        self.no_background = [names.get(c, c) for c in self.no_background]
 
     def note_stand_ins(self, view: TrainingView, selected: Collection[str]) -> None:
         """Say which duplicate stood in for its group's kept member (it holds more of the terms,
@@ -142,7 +145,8 @@ def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_f
 
 def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
               parts: Mapping[str, Sequence[str]] | None = None, *, ignore: int | None = None,
-              anatomy: Mapping[str, Sequence[str]] | None = None) -> tuple[NDArray[np.integer[Any]], int, int]:
+              anatomy: Mapping[str, Sequence[str]] | None = None,
+              may_hold: Mapping[str, Collection[str]] | None = None) -> tuple[NDArray[np.integer[Any]], int, int]:
     """Codes 1..len(terms) in order (a later term wins where two overlap: an inner term over its
     container when the containers come first), the count of voxels two terms claim that are not
     part of one another and the count of voxels written as ``ignore``; term ``t`` is the union of its ``parts[t]``
@@ -156,6 +160,12 @@ def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
     labelled with a known term ``T`` neither contains nor is part of (requested terms are taken to
     be mutually exclusive unless one is part of the other). ``anatomy[t]``: ``t`` and the terms
     that are part of it (:func:`curator.release.training.with_parts`; default: ``t`` alone).
+    ``may_hold[a]``: the terms a known term ``a``'s label may hold where the dataset does not
+    label them (:meth:`curator.taxonomy.model.Taxonomy.may_hold`: a whole-organ kidney holds its
+    tumours). An unknown ``T`` that known requested terms' labels may hold lies inside them: their
+    voxels are ``ignore`` (whatever the codes' order: each may be ``T`` rather than the term) and
+    the voxels outside them are not — a TotalSegmentator case's kidneys are unknown for a kidney
+    tumour, its background stays background.
     Without ``ignore`` an unknown term is background, as if annotated absent."""
     use = {t: list(parts[t]) if parts is not None else [t] for t in terms}
     within = {t: set(anatomy[t]) if anatomy is not None and t in anatomy else {t} for t in terms}
@@ -177,13 +187,17 @@ def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
     for i, t in enumerate(terms):
         if use[t]:
             continue
-        could = out <= i  # T (code i + 1) would win over these: background and earlier terms
+        # known terms whose labels may hold T (the dataset's whole organ with its unlabelled masses)
+        holders = [j for j, a in enumerate(terms) if use[a] and may_hold is not None and t in may_hold.get(a, ())]
+        could = (out <= i) | np.isin(out, [j + 1 for j in holders])  # T (code i + 1) would win over background and earlier terms
         for j, a in enumerate(terms[:i]):  # an earlier known term T neither contains nor is part of
-            if use[a] and a not in within[t] and t not in within[a]:
+            if use[a] and a not in within[t] and t not in within[a] and j not in holders:
                 could &= out != j + 1
         for j, a in enumerate(terms):  # T lies inside the known terms it is part of
             if use[a] and a != t and t in within[a]:
                 could &= masks[j]
+        if holders:  # ... and inside one of the labels that may hold it
+            could &= masks[holders].any(axis=0)
         unsure |= could
     out[unsure] = ignore
     return out, overlap, int(unsure.sum())
@@ -280,7 +294,8 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     if why:
         report.images_only.append(case.case_id)
         return []
-    labels, overlap, ignored = label_map(store, terms, held, use, ignore=ignore, anatomy=parts)
+    labels, overlap, ignored = label_map(store, terms, held, use, ignore=ignore, anatomy=parts,
+                                         may_hold={t: tax.may_hold(t) for t in terms})
     save_nifti(label, labels, store.geometry)
     if overlap:
         report.overlaps[case.case_id] = overlap
@@ -289,6 +304,8 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
         report.unknown[case.case_id] = unknown
     if ignored:
         report.ignored[case.case_id] = ignored
+        if not (labels == 0).any():  # nothing of the case teaches background
+            report.no_background.append(case.case_id)
     report.cases.append(case.case_id)
     return [t for t in terms if use[t]]
 

@@ -175,7 +175,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
             "overlaps": report.overlaps, "test": [c for c in report.cases if split_of[c] == "test"],
             "test_images_without_labels": report.images_only,
             "partial": {"missing": missing if partial else None, "ignore_label": labels.get("ignore"),
-                        "unknown_terms": report.unknown, "ignored_voxels": report.ignored},
+                        "unknown_terms": report.unknown, "ignored_voxels": report.ignored,
+                        "no_background": report.no_background},
             "channels": None if channels is None else {  # each exported case's channels: source case ids
                 "sequences": list(channels), "cases": {s.name: [c.case_id for c in s.cases] for s in studies
                                                        if s.name in split_of}, "resampled": report.resampled},
@@ -231,9 +232,32 @@ def _note_unknown(report: ExportReport, terms: list[str], split_of: dict[str, st
                            f"dataset.json ({sum(report.ignored.values())} voxels in {len(report.ignored)} cases), "
                            "left out of nnU-Net's loss" if report.ignored else
                            "no voxel of theirs could hold those terms, so no ignore label is needed"))
+    if report.no_background:
+        report.notes.append(_no_background_note(report, split_of))
     if any(split_of.get(c) == "test" for c in report.ignored):
         report.notes.append("labelsTs files hold the ignore label too: nnUNetv2_evaluate_folder given this "
                             "dataset.json (-djfile) leaves those voxels out")
+
+
+def _no_background_note(report: ExportReport, split_of: Mapping[str, str | None]) -> str:
+    """Warn that cases keep no background voxel: the ignore label took all of it, as a term their
+    dataset does not annotate could lie anywhere outside the known terms."""
+    bare = report.no_background
+    train = [c for c in report.cases if split_of.get(c) != "test"]
+    bare_train = [c for c in bare if split_of.get(c) != "test"]
+    by_term = {t: n for t in dict.fromkeys(t for c in bare for t in report.unknown.get(c, []))
+               if (n := sum(t in report.unknown.get(c, []) for c in bare))}
+    lacking = ", ".join(f"{t} in {n}" for t, n in by_term.items())
+    left = len(train) - len(bare_train)
+    return (f"warning: {len(bare)} of {len(report.cases)} exported cases ({len(bare_train)} of {len(train)} "
+            f"training cases) keep no background voxel: each voxel outside their known terms is the ignore "
+            f"label, as a term their dataset does not annotate ({lacking}) could lie anywhere there — "
+            + ("no training case teaches nnU-Net background, so it may predict the terms everywhere" if not left
+               else f"only {left} training case{'s' * (left != 1)} teach{'es' * (left == 1)} nnU-Net background")
+            + "; export those terms from the datasets that annotate them (--where), or request with them a term "
+            "whose label bounds them (a term they are part of, or whose label may hold them: the taxonomy's "
+            "part_of and may_include — with kidney requested, a kidney_tumor is unknown only inside a kidney "
+            "labelled with its masses); curator_export.json's partial.no_background lists the cases")
 
 
 def _regions_note(nested: Regions) -> str:

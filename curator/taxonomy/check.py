@@ -2,7 +2,8 @@
 
 Kinds: ``unknown_term`` (a parent or partition member that does not exist), ``cycle``,
 ``laterality`` (a left term part of a right one, or an id/side mismatch), ``partition``
-(a partition member that is not ``part_of`` the term), ``ambiguous_name`` (one name claimed
+(a partition member that is not ``part_of`` the term), ``may_include`` (a term its own label
+may hold that is itself or in its part_of hierarchy), ``ambiguous_name`` (one name claimed
 by two terms) and ``ambiguous_bag`` (two terms equal up to word order/plurals: such a query
 stays unresolved; reported, not fatal).
 """
@@ -69,6 +70,13 @@ def check_hierarchy(tax: Taxonomy, where: str = "taxonomy.yaml") -> list[Issue]:
                 elif t.id not in tax.terms[m].part_of:
                     bad(t.id, "partition", f"partition member {m!r} does not list {t.id!r} in its part_of: add "
                         f"{t.id!r} to the part_of of {m!r}")
+        for m in t.may_include:  # a term inside this one is its part (part_of), not something its label may hold
+            if m not in tax.terms:
+                bad(t.id, "unknown_term", f"may_include names {m!r}, which is not a term id")
+            elif m == t.id or m in tax.ancestors(t.id) or m in tax.descendants(t.id):
+                bad(t.id, "may_include", f"may_include names {m!r}, which is {'the term itself' if m == t.id else 'in its part_of hierarchy'}: "
+                    "it lists terms beside this one that a dataset's label of it may hold when the dataset does not "
+                    "label them apart (kidney may include kidney_mass)")
     for cyc in _cycles(tax):
         bad(cyc[0], "cycle", "the hierarchy loops: " + " -> ".join(cyc))
     for key, ids in sorted(tax.ambiguous_names().items()):

@@ -23,7 +23,7 @@ from curator.resources import resource_dir
 from curator.taxonomy.model import LATERALITIES, Taxonomy, Term
 
 TERM_KEYS = {"id", "name", "synonyms", "abbreviations", "category", "region", "laterality", "part_of", "is_a",
-             "partitions", "codes", "note"}
+             "partitions", "may_include", "codes", "note"}
 CODE_SYSTEMS = ("fma", "snomed", "umls", "radlex")
 TOP_KEYS = {"version", "description", "regions", "categories", "terms", "extends", "synonyms"}
 BUILTIN = "curator"  # `extends: curator` names the bundled taxonomy
@@ -133,7 +133,7 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = 
             bad(loc, "duplicate", f"term id {tid!r} is defined twice")
             continue
         fields: dict[str, tuple[str, ...]] = {}
-        for k in ("synonyms", "abbreviations", "part_of", "is_a"):
+        for k in ("synonyms", "abbreviations", "part_of", "is_a", "may_include"):
             v = _strings(t.get(k))
             if v is None:
                 bad(f"{loc}.{k}", "type", f"`{k}` must be a list of strings")
@@ -162,6 +162,7 @@ def parse_taxonomy(d: Any, path: str = "taxonomy.yaml", base: Taxonomy | None = 
             id=tid, name=str(t.get("name", tid)), category=str(t.get("category", "")), region=str(t.get("region", "")),
             synonyms=fields["synonyms"], abbreviations=fields["abbreviations"], laterality=lat,
             part_of=fields["part_of"], is_a=fields["is_a"], partitions=tuple(tuple(str(x) for x in p) for p in parts),
+            may_include=fields["may_include"],
             codes=MappingProxyType({str(k): str(v) for k, v in codes.items()}), note=str(t.get("note", "") or ""),
             defined_in=origin)
     if base is not None:

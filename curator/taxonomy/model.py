@@ -36,9 +36,11 @@ _PROMPT_MODALITY = {"CT": "ct", "MR": "mri", "MRI": "mri", "PET": "pet"}
 class Term:
     """One anatomical structure or lesion. ``laterality`` is the patient's side (None: unpaired
     or both sides); ``part_of``/``is_a`` are parent term ids; ``partitions`` list the sets of
-    parts that exactly make up this term. ``defined_in`` is the name of the taxonomy file that
-    defines the term, ``named_in`` those of the files that added synonyms to it (``synonyms:`` of
-    a file that extends another)."""
+    parts that exactly make up this term. ``may_include`` are terms that are not part of this
+    one but may lie inside a dataset's label of it when the dataset does not label them apart
+    (a whole-organ kidney label holds its masses: :meth:`Taxonomy.may_hold`). ``defined_in`` is
+    the name of the taxonomy file that defines the term, ``named_in`` those of the files that
+    added synonyms to it (``synonyms:`` of a file that extends another)."""
 
     id: str
     name: str
@@ -50,6 +52,7 @@ class Term:
     part_of: tuple[str, ...] = ()
     is_a: tuple[str, ...] = ()
     partitions: tuple[tuple[str, ...], ...] = ()
+    may_include: tuple[str, ...] = ()
     codes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     note: str = ""
     defined_in: str = ""
@@ -72,7 +75,7 @@ class Term:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "name": self.name, "category": self.category, "region": self.region,
                              "laterality": self.laterality}
-        for k in ("synonyms", "abbreviations", "part_of", "is_a"):
+        for k in ("synonyms", "abbreviations", "part_of", "is_a", "may_include"):
             if getattr(self, k):
                 d[k] = list(getattr(self, k))
         if self.partitions:
@@ -216,6 +219,24 @@ class Taxonomy:
             out.append(c)
             todo.extend(self.children(c, relation))
         return out
+
+    def may_hold(self, term_id: str) -> frozenset[str]:
+        """The terms a dataset's label of ``term_id`` may hold where the dataset does not label
+        them apart: the ``may_include`` of ``term_id`` and of the terms it is part of, with their
+        parts — a whole-organ left kidney label may hold a kidney tumour (``kidney`` may include
+        ``kidney_mass``), although the taxonomy's kidney is the parenchyma beside its masses.
+
+        >>> from curator.taxonomy import load_taxonomy
+        >>> sorted(load_taxonomy().may_hold("kidney_left"))
+        ['kidney_cyst', 'kidney_mass', 'kidney_tumor']
+        """
+        if term_id not in self.terms:
+            return frozenset()
+        out: set[str] = set()
+        for t in (term_id, *self.ancestors(term_id, "part_of")):
+            for m in self.terms[t].may_include:
+                out |= {m, *self.descendants(m)}
+        return frozenset(out)
 
     # -- derived terms ------------------------------------------------------------------------
     def derived(self, annotated: Iterable[str], mapped: Iterable[str] = ()) -> dict[str, tuple[str, ...]]:

@@ -28,7 +28,7 @@ def term_row(tax: Taxonomy, term_id: str) -> dict[str, Any]:
     return {"term_id": t.id, "name": t.name, "synonyms": list(t.synonyms), "abbreviations": list(t.abbreviations),
             "category": t.category, "region": t.region, "laterality": t.laterality, "part_of": list(t.part_of),
             "is_a": list(t.is_a), "ancestors": tax.ancestors(t.id, "part_of"), "kinds": tax.ancestors(t.id, "is_a"),
-            "partitions": [list(p) for p in t.partitions],
+            "partitions": [list(p) for p in t.partitions], "may_include": list(t.may_include),
             **{k: t.codes.get(k) for k in CODES}, "note": t.note or None,
             "defined_in": t.defined_in or None, "named_in": list(t.named_in)}
 
@@ -57,7 +57,7 @@ def taxonomy_from_rows(rows: Iterable[Mapping[str, Any]], path: str = "", versio
             id=r["term_id"], name=r["name"], category=r["category"], region=r["region"],
             synonyms=tuple(r["synonyms"] or ()), abbreviations=tuple(r["abbreviations"] or ()),
             laterality=r["laterality"], part_of=tuple(r["part_of"] or ()), is_a=tuple(r["is_a"] or ()),
-            partitions=tuple(tuple(p) for p in r["partitions"] or ()),
+            partitions=tuple(tuple(p) for p in r["partitions"] or ()), may_include=tuple(r.get("may_include") or ()),
             codes=MappingProxyType({k: r[k] for k in CODES if r.get(k)}), note=r.get("note") or "",
             defined_in=r.get("defined_in") or "", named_in=tuple(r.get("named_in") or ()))
     return Taxonomy(terms=terms, path=path, version=version)

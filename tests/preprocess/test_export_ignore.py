@@ -148,7 +148,7 @@ def test_full_terms_export_is_unchanged_by_partial(tiny: Tiny, tmp_path: Path) -
     for case in KITS:
         assert np.array_equal(_label(full.folder, case), _label(part.folder, case))
     assert json.loads((part.folder / "curator_export.json").read_text())["partial"] == {
-        "missing": "ignore", "ignore_label": None, "unknown_terms": {}, "ignored_voxels": {}}
+        "missing": "ignore", "ignore_label": None, "unknown_terms": {}, "ignored_voxels": {}, "no_background": []}
 
 
 def test_missing_background_keeps_the_old_labels(tiny: Tiny, tmp_path: Path) -> None:
@@ -182,3 +182,70 @@ def test_monai_partial_keeps_background_and_lists_the_annotated_terms(absent_rel
     assert data["labels"] == {"0": "background", "1": "liver", "2": "gallbladder"}
     assert rep.unknown == {"TinyTotalSeg__s0001": ["gallbladder"]}
     assert any("'present' key lists each case's annotated terms" in n for n in rep.notes)
+
+
+def test_label_map_bounds_an_unknown_term_by_the_labels_that_may_hold_it() -> None:
+    """A kidney tumour the dataset does not label lies inside its whole-organ kidney label (the
+    taxonomy's may_include): those voxels are unknown, whichever code comes first, and the
+    background is not; with no such label it may be anywhere, as before."""
+    a = np.array([1, 1, 0, 0, 0, 0], bool)  # the dataset's kidney, tumours included
+    b = np.array([0, 0, 1, 1, 0, 0], bool)  # an unrelated organ
+    store = _Store({"A": a, "B": b})
+    use = {"A": ["A"], "T": [], "B": ["B"]}
+    out, _, n = label_map(store, ["A", "T", "B"], {}, use, ignore=4, may_hold={"A": {"T"}})  # type: ignore[arg-type]
+    assert out.tolist() == [4, 4, 3, 3, 0, 0] and n == 2
+    out, _, n = label_map(store, ["T", "A", "B"], {}, use, ignore=4, may_hold={"A": {"T"}})  # type: ignore[arg-type]
+    assert out.tolist() == [4, 4, 3, 3, 0, 0] and n == 2  # A's code over T's: its voxels may still be T
+    out, _, n = label_map(store, ["A", "T", "B"], {}, use, ignore=4, may_hold={"B": {"X"}})  # type: ignore[arg-type]
+    assert out.tolist() == [1, 1, 3, 3, 4, 4] and n == 2  # nothing may hold T: anywhere but A and B
+    out, _, n = label_map(store, ["T", "B"], {}, {"T": [], "B": ["B"]}, ignore=3, may_hold={"A": {"T"}})  # type: ignore[arg-type]
+    assert out.tolist() == [3, 3, 2, 2, 3, 3] and n == 4  # the label that may hold it is not requested
+
+
+def test_partial_kidney_tumour_is_unknown_inside_whole_organ_kidneys_only(tiny: Tiny, tmp_path: Path) -> None:
+    """TinyTotalSeg labels whole kidneys and no renal mass (a tumour inside is part of its
+    'kidney', the taxonomy's kidney may_include kidney_mass): with --terms kidney,kidney_tumor,liver
+    its kidney voxels are the ignore label — not certain kidney — and its background stays
+    background. KiTS cases annotate no liver, which may be anywhere outside their kidneys: they keep
+    no background voxel, and the export warns so with counts (tester 35 #1)."""
+    terms = ["kidney", "kidney_tumor", "liver"]  # ignore = 4
+    rep = export_nnunet(tiny.release, tmp_path / "raw", dataset_id=607, name="Kt", terms=terms, partial=True)
+    ts = ["TinyTotalSeg__s0000", "TinyTotalSeg__s0001"]
+    assert rep.unknown == {**{c: ["liver"] for c in KITS}, **{c: ["kidney_tumor"] for c in ts}}
+    stores = tiny.release / "stores"
+    for case in ts:
+        s = CaseStore(stores / f"{case}.zarr")
+        kidney = _union(s, "kidney", "kidney_left", "kidney_right")
+        want = np.zeros(s.geometry.shape, np.uint8)
+        want[s.mask("liver")] = 3
+        want[kidney] = 4
+        got = _label(rep.folder, case)
+        assert kidney.any() and (got == 0).any() and np.array_equal(got, want)
+        assert rep.ignored[case] == int(kidney.sum())
+    for case in KITS:  # liver unknown, unbounded: every voxel but the kidney and its tumour
+        s = CaseStore(stores / f"{case}.zarr")
+        want = np.full(s.geometry.shape, 4, np.uint8)
+        want[s.mask("kidney")] = 1
+        want[_union(s, "kidney_tumor")] = 2
+        assert np.array_equal(_label(rep.folder, case), want)
+    assert sorted(rep.no_background) == KITS
+    record = json.loads((rep.folder / "curator_export.json").read_text())["partial"]
+    assert sorted(record["no_background"]) == KITS
+    [warning] = [n for n in rep.notes if n.startswith("warning: ") and "background" in n]
+    assert warning.startswith("warning: 3 of 5 exported cases") and "liver in 3" in warning
+
+
+def test_partial_export_warns_when_no_case_keeps_background(tiny: Tiny, tmp_path: Path) -> None:
+    """KiTS annotates no spleen, which may lie anywhere outside its kidneys: with only KiTS cases
+    selected, no case keeps a background voxel, and the command says so as a warning."""
+    from curator.cli import app
+
+    res = CliRunner().invoke(app, ["export", "nnunet", str(tiny.release), "--terms", "kidney,spleen", "--partial",
+                                   "--where", "dataset = 'TinyKits'", "--id", "608", "--out", str(tmp_path / "c")])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "warning 3 of 3 exported cases" in said and "spleen in 3" in said, said
+    assert "no training case teaches nnU-Net background" in said, said
+    for case in KITS:
+        got = _label(tmp_path / "c" / "Dataset608_Curator", case)
+        assert (got == 3).any() and not (got == 0).any()

@@ -202,6 +202,26 @@ def test_a_releases_terms_table_gives_back_the_taxonomy() -> None:
     assert [t.to_dict() for t in back] == [t.to_dict() for t in tax]
     assert back.resolve("rt kidney").id == "kidney_right" and back.derived({"kidney_left", "kidney_right"}) == \
         tax.derived({"kidney_left", "kidney_right"})
+    assert back.may_hold("kidney_left") == tax.may_hold("kidney_left") >= {"kidney_mass", "kidney_tumor"}
+
+
+def test_may_include_names_terms_beside_the_term() -> None:
+    """``may_include``: what a dataset's label of a term may hold when it labels it not apart —
+    inherited by the term's parts; an unknown id, the term itself or one of its parts is refused."""
+    tax, issues = _tax([
+        _t("organ", "organ", partitions=[["organ_left", "organ_right"]], may_include=["mass"]),
+        _t("organ_left", "left organ", laterality="left", part_of=["organ"]),
+        _t("organ_right", "right organ", laterality="right", part_of=["organ"]),
+        _t("mass", "mass"), _t("mass_core", "mass core", part_of=["mass"]), _t("other", "other organ"),
+    ])
+    assert issues == [] and tax.may_hold("organ_left") == {"mass", "mass_core"} and tax.may_hold("mass") == set()
+    _, issues = _tax([
+        _t("organ", "organ", partitions=[["organ_left"]], may_include=["organ_left", "organ", "nowhere"]),
+        _t("organ_left", "left organ", laterality="left", part_of=["organ"]),
+    ])
+    said = sorted((i.kind, i.message.split(",")[0]) for i in issues)
+    assert said == [("may_include", "may_include names 'organ'"), ("may_include", "may_include names 'organ_left'"),
+                    ("unknown_term", "may_include names 'nowhere'")], said
 
 
 def test_the_terms_tables_own_example_finds_the_kidneys_tumours_and_cysts() -> None:
