@@ -228,7 +228,7 @@ class Taxonomy:
 
         >>> from curator.taxonomy import load_taxonomy
         >>> sorted(load_taxonomy().may_hold("kidney_left"))
-        ['kidney_cyst', 'kidney_mass', 'kidney_tumor']
+        ['kidney_cyst', 'kidney_cyst_left', 'kidney_cyst_right', 'kidney_mass', 'kidney_tumor']
         """
         if term_id not in self.terms:
             return frozenset()
