@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from curator.release.studies import label_on_other_channel
 from curator.release.training import TrainingView, term_parts, usable_terms
 
 if TYPE_CHECKING:
@@ -41,9 +42,8 @@ def lacking(case: ExportCase, store: CaseStore, missing: Sequence[str], parts: M
         elsewhere = [t for t in rest if on[t]]
         if elsewhere:
             seqs = sorted({q for t in elsewhere for q in on[t]})
-            said.append(f"its {case.sequence} case (the first channel, whose labels are exported) holds no "
-                        f"{', '.join(elsewhere)}{rejected}, but its {', '.join(seqs)} "
-                        f"{'case does' if len(seqs) == 1 else 'cases do'}: list {seqs[0]} first in --channels to export its labels")
+            said.append(label_on_other_channel(case.sequence, elsewhere, seqs, used="exported", option="--channels",
+                                               because=rejected))
             rest = [t for t in rest if t not in elsewhere]
             rejected = ""  # said once
     if rest:

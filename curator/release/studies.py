@@ -157,6 +157,24 @@ def _no_channel(others: dict[str, list[C]], used: Collection[str], channels: Seq
             "naming, or export each dataset with its own channels)")
 
 
+def label_on_other_channel(first: str | None, terms: Sequence[str], holders: Sequence[str], *, used: str,
+                           option: str, studies: int = 1, because: str = "") -> str:
+    """Say that the first channel's case — whose labels are ``used`` (``"exported"``, ``"read"``) —
+    holds none of ``terms`` while the study's ``holders`` sequences do, and to list the first of
+    them first in ``option``; ``studies`` > 1 says it of that many studies' cases at once,
+    ``because`` follows the terms (why the first case holds none: its label rejected at ingest).
+
+    >>> label_on_other_channel("flair", ["brain_tumor"], ["t1"], used="read", option="channels=", studies=2)
+    'the flair cases of 2 studies (the first channel, whose labels are read) hold no brain_tumor, but their t1 cases do: list t1 first in channels= to use their labels'
+    """
+    one = studies == 1
+    said = f"its {first} case" if one else f"the {first} cases of {studies} studies"
+    return (f"{said} (the first channel, whose labels are {used}) {'holds' if one else 'hold'} no {', '.join(terms)}"
+            f"{because}, but {'its' if one else 'their'} {', '.join(holders)} "
+            f"{'case does' if one and len(holders) == 1 else 'cases do'}: list {holders[0]} first in {option} to "
+            + ("export its labels" if used == "exported" else f"use {'its' if one else 'their'} labels"))
+
+
 def study_name(ref: Member) -> str:
     """``ref``'s case id without its ``__<sequence>`` suffix (the case id when it has none)."""
     suffix = f"__{ref.sequence}"

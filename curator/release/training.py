@@ -394,11 +394,7 @@ def held_elsewhere(release: Release, case_ids: Collection[str], terms: Sequence[
     tax = release.taxonomy
     parts = {t: with_parts(tax, t) for t in terms}
     ids = set(case_ids)
-    held_by: dict[str, dict[str, set[str]]] = {cid: {} for cid in ids}
-    if ids and "store_terms" in release.table_names():
-        for cid, term, layer in release.sql("select case_id, term_id, layer from store_terms").fetchall():
-            if cid in ids:
-                held_by[cid].setdefault(layer, set()).add(term)
+    held_by = _store_terms(release, ids)
     others = [x for x in LAYERS if x not in layers]
     elsewhere: collections.Counter[tuple[str, tuple[str, ...]]] = collections.Counter()
     some = 0
@@ -431,3 +427,27 @@ def layer_advice(elsewhere: Mapping[tuple[str, tuple[str, ...]], int], n: int, n
     wider = sep.join(x if option.startswith("--") else repr(x) for x in [*layers, *found])
     return (f"{held}: add {option.format(wider)}"
             + (" (pseudo labels are a model's predictions, not annotations)" if "pseudo" in found else ""))
+
+
+def held_terms(release: Release, case_ids: Collection[str], terms: Sequence[str], layers: Sequence[str],
+               view: TrainingView) -> dict[str, list[str]]:
+    """Each of ``case_ids`` -> the ``terms`` it holds in ``layers`` (itself or parts completing it,
+    labels the ``view`` excludes left out), as the loader serves them."""
+    tax = release.taxonomy
+    parts = {t: with_parts(tax, t) for t in terms}
+    held_by = _store_terms(release, set(case_ids))
+    out = {}
+    for cid in sorted(held_by):
+        here = usable_parts(held_by[cid], parts, layers, view.labels_excluded(cid), view.labels_absent(cid))
+        out[cid] = [t for t in terms if term_parts(t, parts[t], here, tax)]
+    return out
+
+
+def _store_terms(release: Release, ids: Collection[str]) -> dict[str, dict[str, set[str]]]:
+    """Case -> layer -> the terms its store holds there (``store_terms``), for ``ids``."""
+    held_by: dict[str, dict[str, set[str]]] = {cid: {} for cid in ids}
+    if ids and "store_terms" in release.table_names():
+        for cid, term, layer in release.sql("select case_id, term_id, layer from store_terms").fetchall():
+            if cid in held_by:
+                held_by[cid].setdefault(layer, set()).add(term)
+    return held_by

@@ -30,9 +30,11 @@ from curator.errors import CuratorError, ReleaseError, kind_note
 from curator.preprocess.intensity import normalise
 from curator.release.query import Release
 from curator.release.query_errors import where_error
+from curator.release.studies import label_on_other_channel
 from curator.release.training import (
     check_request,
     held_elsewhere,
+    held_terms,
     label_only_problem,
     layer_advice,
     term_parts,
@@ -232,10 +234,12 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             if not kept:
                 elsewhere, _ = held_elsewhere(self.release, selected, self.terms, self.layers, self.view)
                 noun = "case" if len(selected) == 1 else "cases"
+                on_other = self._label_on_other_channel()
                 raise ReleaseError("release_error", f"no selected case holds any of {self.terms} in layers "
                                    f"{list(self.layers)}", path=str(self.root),
-                                   remedy=layer_advice(elsewhere, len(selected), noun, self.layers, "layers=({})")
-                                   if elsewhere else "check the terms and layers, or pass labelled_only=False")
+                                   remedy=on_other or
+                                   (layer_advice(elsewhere, len(selected), noun, self.layers, "layers=({})")
+                                    if elsewhere else "check the terms and layers, or pass labelled_only=False"))
             self.cases = kept
         for note in [*unheld.values(), *self._unheld_in_selection(skip=unheld)]:
             warnings.warn(note, UserWarning, stacklevel=2)
@@ -333,14 +337,17 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                         "y" if len(self.left_out) == 1 else "ies", channels,
                         "; ".join(f"{k}: {v}" for k, v in sorted(self.left_out.items())[:10])
                         + (" ..." if len(self.left_out) > 10 else ""))
-        if not refs:
-            why = "; ".join(f"{k}: {v}" for k, v in sorted(self.left_out.items())[:3])
-            grids = bool(self.left_out) and all(GRIDS_APART in v for v in self.left_out.values())
+        if not refs:  # the studies whose grids do not line up first: cases lacking a sequence do not hide them
+            apart = sorted(k for k, v in self.left_out.items() if GRIDS_APART in v)
+            rest = sorted(k for k in self.left_out if k not in apart)
+            why = "; ".join(f"{k}: {self.left_out[k]}" for k in [*apart, *rest][:3])
+            check = "check channels, where and split against the cases' sequence and study_key"
             raise ReleaseError("release_error", f"no study WHERE {where} has a case of each of {channels}"
                                + (f" ({len(self.left_out)} left out: {why})" if why else ""), path=str(self.root),
-                               remedy="the studies hold every channel but their grids do not line up (above): "
-                               "export them (curator export nnunet/monai --channels resample linearly)" if grids else
-                               "check channels, where and split against the cases' sequence and study_key")
+                               remedy=(f"{'the studies hold' if not rest else f'{len(apart)} of them hold'} every "
+                                       "channel but their grids do not line up (above): export them (curator export "
+                                       "nnunet/monai --channels resample linearly)"
+                                       + (f"; for the other {len(rest)}, {check}" if rest else "")) if apart else check)
         for k, seq in enumerate(channels):  # one meaning per channel, as the exports require
             mods = sorted({(ref if k == 0 else ref["channels"][k - 1])["modality"] for ref in refs})
             if len(mods) > 1:
@@ -351,6 +358,24 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             for key in ("sequence", "study_key", "affine"):
                 c.pop(key)
         self.cases = refs
+
+    def _label_on_other_channel(self) -> str | None:
+        """With ``channels``, when no study's first channel holds a term: which other sequence's
+        cases do (a flair whose own label ingest rejected beside the t1 holding the shared seg),
+        said as the nnU-Net export says it — to list that sequence first, not labelled_only=False
+        (items without labels); None when no other channel holds one either."""
+        if self.channels is None:
+            return None
+        others = {c["case_id"]: seq for ref in self.cases for seq, c in zip(self.channels[1:], ref["channels"],
+                                                                           strict=True)}
+        held = held_terms(self.release, others, self.terms, self.layers, self.view)
+        holders = sorted({others[c] for c, ts in held.items() if ts}, key=self.channels.index)
+        if not holders:
+            return None
+        terms = [t for t in self.terms if any(t in ts for ts in held.values())]
+        studies = sum(any(held.get(c["case_id"]) for c in ref["channels"]) for ref in self.cases)
+        return label_on_other_channel(self.channels[0], terms, holders, used="read", option="channels=",
+                                      studies=studies)
 
     def _split_filter(self, split: str | Sequence[str], names: list[str]) -> str:
         wanted = _names("split", split) if not isinstance(split, str) else [split]

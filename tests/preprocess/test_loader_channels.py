@@ -127,6 +127,50 @@ def test_a_study_whose_grids_are_no_voxel_shift_is_left_out_not_resampled() -> N
     assert "export them (curator export nnunet/monai --channels resample linearly)" in str(e.value.remedy)
 
 
+def test_grid_advice_stays_when_the_selection_also_holds_cases_without_a_sequence() -> None:
+    """The studies whose grids are a fraction of a voxel apart keep their remedy (export them, the
+    exports resample) beside single-sequence cases of other datasets, and are named first: a
+    "has no sequence" case hid it behind "check channels, where and split" (tester 35 #3)."""
+    ref, half = np.diag([2.0, 2.0, 2.5, 1.0]), np.diag([2.0, 2.0, 2.5, 1.0])
+    half[:3, 3] = (1.0, 0.0, 0.0)
+    cases = [{"case_id": f"D__s0__{seq}", "dataset": "D", "modality": "MR", "store": f"stores/D__s0__{seq}.zarr",
+              "sequence": seq, "study_key": "k0", "affine": list(a.ravel())} for seq, a in (("t1c", ref), ("t2f", half))]
+    cases += [{"case_id": f"A__ct{i}", "dataset": "A", "modality": "CT", "store": f"stores/A__ct{i}.zarr",
+               "sequence": None, "study_key": f"a{i}", "affine": list(ref.ravel())} for i in range(3)]
+    with pytest.raises(ReleaseError, match=r"\(4 left out: D__s0: the grid of its t2f case") as e:
+        PatchDataset._studies(SimpleNamespace(root=Path("rel")), cases, "true", ["t1c", "t2f"], [])  # type: ignore[arg-type]
+    assert str(e.value.remedy).startswith("1 of them hold every channel but their grids do not line up (above): "
+                                          "export them (curator export nnunet/monai --channels resample linearly); "
+                                          "for the other 3, check channels, where and split"), e.value.remedy
+
+
+def test_a_first_channel_without_labels_says_which_channel_holds_them(multiseq: MultiSeq, tmp_path: Path) -> None:
+    """The t2f cases hold no label (their store_terms rows gone: a t2f whose own label ingest
+    rejected), the t1c cases of the same studies do: with channels=["t2f", "t1c"] the refusal
+    says to list t1c first, as the nnU-Net export does — not labelled_only=False, whose items
+    would have no labels at all (tester 35 #2)."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from curator.schema import to_arrow
+    from curator.testing.releases import reseal
+
+    rel = tmp_path / "rel"
+    shutil.copytree(multiseq.release, rel)
+    rows = pq.read_table(rel / "store_terms.parquet").to_pylist()
+    assert any(r["case_id"].endswith("__t2f") for r in rows)
+    pq.write_table(to_arrow("store_terms", [r for r in rows if not r["case_id"].endswith("__t2f")]),
+                   rel / "store_terms.parquet")
+    reseal(rel)
+    with pytest.raises(ReleaseError, match="no selected case holds any of") as e:
+        PatchDataset(rel, terms=TERMS, patch_size=PATCH, split=None, channels=["t2f", "t1c"])
+    assert str(e.value.remedy) == (
+        "the t2f cases of 2 studies (the first channel, whose labels are read) hold no kidney, kidney_tumor, but "
+        "their t1c cases do: list t1c first in channels= to use their labels"), e.value.remedy
+    assert PatchDataset(rel, terms=TERMS, patch_size=PATCH, split=None, channels=["t1c", "t2f"]).cases
+
+
 def test_bad_channels_are_refused_with_what_to_give(multiseq: MultiSeq) -> None:
     with pytest.raises(ConfigError, match="no selected case has the sequence t1n") as e:
         _ds(multiseq, channels=["t1c", "t1n"])
