@@ -24,14 +24,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from curator.dedup.detect import REVIEWED
+from curator.dedup.group import Member
 from curator.dedup.search import Candidate
-from curator.errors import ConfigError
+from curator.errors import ConfigError, InputError
 from curator.qc.overrides import _date, read_override_file, yaml_override_rows
 
 ACTIONS = ("same", "different", "keep")
@@ -158,3 +159,75 @@ def with_reviewed(candidates: list[Candidate], overrides: list[DedupOverride]) -
             by_pair[(a, b)] = (dataclasses.replace(c, tiers={*c.tiers, REVIEWED}) if c is not None
                                else Candidate(a, b, {REVIEWED}))
     return [by_pair[k] for k in sorted(by_pair)]
+
+
+def checked_overrides(path: Path, known: Collection[str], hashed: Collection[str],
+                      same_study: Callable[[str, str], bool]) -> list[DedupOverride]:
+    """The reviewed overrides of ``path``, checked against the workspace's cases (``known``: the
+    cases table's ids; ``hashed``: those with an image) — an unknown id is an error naming its row
+    (a typo must not leave a wrong group standing), as is a ``same`` between two sequences of one
+    study (``same_study``)."""
+    out = load_dedup_overrides(path)
+    bad = unknown_cases(out, known, hashed)
+    bad += [f"{o.entry}: the two are sequences of one study, never one scan" for o in out
+            if o.action == "same" and same_study(*o.cases)]
+    if bad:
+        raise ConfigError("config_error", "stages.dedup.overrides: " + "; ".join(bad[:10]), path=str(path),
+                          remedy="correct the case ids (select case_id from cases) or remove the rows")
+    return out
+
+
+def kept_apart(overrides: list[DedupOverride]) -> dict[str, set[str]]:
+    """Case id → one token per ``different`` row naming it: what
+    :func:`~curator.dedup.detect.verify_candidates` keeps out of one group (``kept_apart``).
+
+    >>> kept_apart([DedupOverride("different", ("A__1", "B__1"), "twins", row=3)])
+    {'A__1': {'different:3'}, 'B__1': {'different:3'}}
+    """
+    apart: dict[str, set[str]] = {}
+    for o in overrides:
+        if o.action == "different":
+            for c in o.cases:
+                apart.setdefault(c, set()).add(f"different:{o.row}")
+    return apart
+
+
+def with_keeps(members: dict[str, Member], overrides: list[DedupOverride]) -> dict[str, Member]:
+    """``members`` with each ``keep`` row's case marked ``reviewed_keep`` (its words), which the
+    keep policy puts before every criterion."""
+    for o in overrides:
+        if o.action == "keep":
+            members[o.cases[0]] = dataclasses.replace(members[o.cases[0]], reviewed_keep=o.said)
+    return members
+
+
+def reviewed_pairs(overrides: list[DedupOverride]) -> dict[tuple[str, ...], str]:
+    """Sorted pair of case ids → a ``same`` row's words (the duplicates rows' ``reviewed``)."""
+    return {o.cases: o.said for o in overrides if o.action == "same"}
+
+
+def keep_problems(overrides: list[DedupOverride], dup: list[dict[str, Any]], given: str, path: Path,
+                  datasets: Mapping[str, str | None], stage: str) -> list[dict[str, Any]]:
+    """Two ``keep`` rows in one group is an error (``ConfigError`` naming ``path``); a ``keep``
+    for a case in no group an ``override_unmatched`` warning row (returned; ``given``: the
+    setting as written, the rows' path; ``datasets``: case id → its dataset)."""
+    from curator.runner.stage import problem_row
+
+    group = {r["case_id"]: r["group_id"] for r in dup}
+    keeps: dict[str, list[DedupOverride]] = {}
+    rows = []
+    for o in (o for o in overrides if o.action == "keep"):
+        if o.cases[0] in group:
+            keeps.setdefault(group[o.cases[0]], []).append(o)
+        else:
+            err = InputError("override_unmatched", f"dedup override {o.entry} keeps a case that is in no duplicate "
+                             "group", path=given, case_id=o.cases[0],
+                             remedy="remove the row, or add a `same` row if the case has a copy dedup did not find")
+            rows.append(problem_row(stage, err, dataset=datasets.get(o.cases[0]), case_id=o.cases[0], path=given,
+                                    severity="warning"))
+    clash = [f"{' and '.join(o.entry for o in os)} keep two members of group {gid}" for gid, os in keeps.items()
+             if len(os) > 1]
+    if clash:
+        raise ConfigError("config_error", "stages.dedup.overrides: " + "; ".join(clash[:10]), path=str(path),
+                          remedy="keep one keep row per group (the members are one scan)")
+    return rows

@@ -27,9 +27,11 @@ from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.group import KEEP_CRITERIA, Member
 from curator.dedup.hashing import SlabHashes
 from curator.dedup.overrides import (
-    DedupOverride,
-    load_dedup_overrides,
-    unknown_cases,
+    checked_overrides,
+    keep_problems,
+    kept_apart,
+    reviewed_pairs,
+    with_keeps,
     with_reviewed,
 )
 from curator.dedup.search import SearchSettings, find_candidates
@@ -320,7 +322,8 @@ class DedupStage(Stage):
                        SlabHashes(tuple(r["slab_hashes"]), tuple(r["slab_z_mm"])), r["grid_shape"],
                        r["grid_spacing_mm"], functools.partial(thumb, r["case_id"]), cfg.search,
                        r.get("phash_dct"), voxel_key(self._cases.get(r["case_id"], {}))) for r in rows]
-        overrides = self._overrides(cfg, {r["case_id"] for r in rows})
+        overrides = (checked_overrides(self.ctx.config.path(cfg.overrides), set(self._cases),
+                                       {r["case_id"] for r in rows}, self._same_study) if cfg.overrides else [])
         candidates = with_reviewed([c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)],
                                    overrides)
         cache = MatchCache(self.ctx.workspace.stage_dir(self.name) / "matches.json", cfg.verify.overlap_ratio)
@@ -332,61 +335,21 @@ class DedupStage(Stage):
                 return None
             return cache.compare(digest[a], ta, digest[b], tb, cfg.verify.overlap_ratio)
 
-        apart: dict[str, set[str]] = {}
-        for o in overrides:
-            if o.action == "different":
-                for c in o.cases:
-                    apart.setdefault(c, set()).add(f"different:{o.row}")
         pairs = verify_candidates(candidates, thumb, cfg.verify, self._study_keys, compare_cases, self._visits,
-                                  apart)
+                                  kept_apart(overrides))
         self._report_other_studies(pairs)
         log.info("dedup: %d scans, %d candidate pairs, %d accepted (%s)", len(rows),
                  len(candidates), sum(p.accepted for p in pairs), cache.said())
         headers = {cid: header_geometry(c) for cid, c in self._cases.items()}
-        members = self._members()
-        for o in overrides:
-            if o.action == "keep":
-                members[o.cases[0]] = dataclasses.replace(members[o.cases[0]], reviewed_keep=o.said)
-        reviewed = {o.cases: o.said for o in overrides if o.action == "same"}
-        dup = duplicate_rows(pairs, members, cfg.keep, cfg.prefer_datasets, compare_cases, headers, reviewed)
-        self._check_keeps(cfg, overrides, dup)
+        members = with_keeps(self._members(), overrides)
+        dup = duplicate_rows(pairs, members, cfg.keep, cfg.prefer_datasets, compare_cases, headers,
+                             reviewed_pairs(overrides))
+        if overrides:
+            self.extra_problems += keep_problems(overrides, dup, str(cfg.overrides),
+                                                 self.ctx.config.path(str(cfg.overrides)),
+                                                 {c: r.get("dataset") for c, r in self._cases.items()}, self.name)
         cache.save()
         return {"hashes": to_arrow("hashes", rows), "duplicates": to_arrow("duplicates", dup)}
-
-    def _overrides(self, cfg: DedupConfig, hashed: set[str]) -> list[DedupOverride]:
-        """The reviewed overrides, checked against the workspace's cases (an unknown id is an
-        error naming its row: a typo must not leave a wrong group standing)."""
-        if not cfg.overrides:
-            return []
-        path = self.ctx.config.path(cfg.overrides)
-        out = load_dedup_overrides(path)
-        bad = unknown_cases(out, set(self._cases), hashed)
-        bad += [f"{o.entry}: the two are sequences of one study, never one scan" for o in out
-                if o.action == "same" and self._same_study(*o.cases)]
-        if bad:
-            raise ConfigError("config_error", "stages.dedup.overrides: " + "; ".join(bad[:10]), path=str(path),
-                              remedy="correct the case ids (select case_id from cases) or remove the rows")
-        return out
-
-    def _check_keeps(self, cfg: DedupConfig, overrides: list[DedupOverride], dup: list[dict[str, Any]]) -> None:
-        """Two ``keep`` rows in one group is an error; a ``keep`` for a case in no group a warning."""
-        group = {r["case_id"]: r["group_id"] for r in dup}
-        keeps: dict[str, list[DedupOverride]] = {}
-        for o in (o for o in overrides if o.action == "keep"):
-            if o.cases[0] in group:
-                keeps.setdefault(group[o.cases[0]], []).append(o)
-            else:
-                err = InputError("override_unmatched", f"dedup override {o.entry} keeps a case that is in no duplicate "
-                                 "group", path=cfg.overrides, case_id=o.cases[0],
-                                 remedy="remove the row, or add a `same` row if the case has a copy dedup did not find")
-                self.extra_problems.append(problem_row(self.name, err, dataset=self._cases[o.cases[0]].get("dataset"),
-                                                       case_id=o.cases[0], path=cfg.overrides, severity="warning"))
-        clash = [f"{' and '.join(o.entry for o in os)} keep two members of group {gid}" for gid, os in keeps.items()
-                 if len(os) > 1]
-        if clash:
-            raise ConfigError("config_error", "stages.dedup.overrides: " + "; ".join(clash[:10]),
-                              path=str(self.ctx.config.path(str(cfg.overrides))),
-                              remedy="keep one keep row per group (the members are one scan)")
 
     def _thumbnail_loader(self, rows: dict[str, dict[str, Any]]) -> Any:
         ws = self.ctx.workspace.root
