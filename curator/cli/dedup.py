@@ -35,7 +35,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if dup is None or cases is None:
             raise StageError("stage_error", "the workspace has no duplicates table",
                              remedy=f"run `curator dedup {pipeline}` first")
+        record = ctx.workspace.read_table("dedup_overrides")  # None: dedup ran before it was written
         written = build_report(dup.to_pylist(), {c["case_id"]: c for c in cases.to_pylist()},
                                {n: s.root for n, s in ctx.sources.items()}, out, group_id or None,
-                               fixes={n: s.spec.fixes for n, s in ctx.sources.items()})
-        err.print(f"[green]✓[/] {len(written)} group figure(s) in {escape(str(out / 'index.html'))}", highlight=False)
+                               fixes={n: s.spec.fixes for n, s in ctx.sources.items()},
+                               overrides=record.to_pylist() if record is not None else None)
+        split = sum(1 for p in written if p.name.startswith("override-row-"))
+        err.print(f"[green]✓[/] {len(written) - split} group figure(s)"
+                  + (f" and {split} of pairs split by an override" if split else "")
+                  + f" in {escape(str(out / 'index.html'))}", highlight=False)

@@ -193,12 +193,13 @@ def kept_apart(overrides: list[DedupOverride]) -> dict[str, set[str]]:
 
 
 def with_keeps(members: dict[str, Member], overrides: list[DedupOverride]) -> dict[str, Member]:
-    """``members`` with each ``keep`` row's case marked ``reviewed_keep`` (its words), which the
-    keep policy puts before every criterion."""
+    """A copy of ``members`` with each ``keep`` row's case marked ``reviewed_keep`` (its words),
+    which the keep policy puts before every criterion."""
+    out = dict(members)
     for o in overrides:
         if o.action == "keep":
-            members[o.cases[0]] = dataclasses.replace(members[o.cases[0]], reviewed_keep=o.said)
-    return members
+            out[o.cases[0]] = dataclasses.replace(out[o.cases[0]], reviewed_keep=o.said)
+    return out
 
 
 def reviewed_pairs(overrides: list[DedupOverride]) -> dict[tuple[str, ...], str]:

@@ -7,7 +7,9 @@ with the alignment offsets stored in ``duplicates.offset_mm`` (so stale origins 
 a coronal view at its own voxel size (mm aspect), the patient's right on the viewer's left
 (radiological, as the QC report's gallery and the review previews; each panel marks R and L),
 with its case id, dataset, shape, spacing and the row's reason. ``index.html`` lists every
-group with its figure.
+group with its figure, then what the reviewed overrides did (the ``dedup_overrides`` table):
+each pair the hashes matched that a ``different`` row kept apart, with both scans side by side
+(:func:`overrides_html`), and every override row's effect.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Shown:
     geometry: Geometry | None
     offset: NDArray[np.float64]  # p_kept = p_member + offset
     error: str | None = None
+    label: str | None = None  # the title's first word instead of KEPT / dropped (a pair kept apart)
 
 
 def _centre(g: Geometry) -> NDArray[np.float64]:
@@ -131,7 +134,7 @@ def figure(group_id: str, members: list[Shown], path: Path) -> None:
     p_kept = shown_point(members)
     fig, axes = plt.subplots(2, len(members), figsize=(3.4 * len(members), 7.0), squeeze=False)
     for col, m in enumerate(members):
-        title = f"{'KEPT' if m.kept else 'dropped'}: {m.case_id}\n{m.dataset}"
+        title = f"{m.label or ('KEPT' if m.kept else 'dropped')}: {m.case_id}\n{m.dataset}"
         if m.array is None or m.geometry is None:
             for r in range(2):
                 axes[r, col].axis("off")
@@ -151,7 +154,7 @@ def figure(group_id: str, members: list[Shown], path: Path) -> None:
                        ha="left" if side == "R" else "right", va="center")
             a.set_xticks([])
             a.set_yticks([])
-        axes[0, col].set_title(title, fontsize=8, color="darkgreen" if m.kept else "darkred")
+        axes[0, col].set_title(title, fontsize=8, color="black" if m.label else "darkgreen" if m.kept else "darkred")
         g = m.geometry
         axes[1, col].set_xlabel(f"{g.shape} @ {tuple(round(x, 2) for x in g.spacing)} mm {g.orientation}",
                                 fontsize=7)
@@ -180,12 +183,87 @@ def check_groups(groups: list[str], known: set[str]) -> None:
                           + " (the group_id column of the duplicates table)")
 
 
+def _shown(row: dict[str, Any], cases: dict[str, dict[str, Any]], sources: dict[str, Path],
+           fixes: dict[str, dict[str, Any]] | None, label: str | None = None) -> Shown:
+    """A member read from its source (``row``: its case id, dataset, kept, reason, offset_mm), or
+    its error."""
+    c = cases[row["case_id"]]
+    off = np.asarray(row.get("offset_mm") or (0.0, 0.0, 0.0), dtype=np.float64)
+    try:
+        root = sources[c["source"]]
+        vol = read_volume(resolve_inside(root, root / c["image_path"]), role="image", channel=c.get("image_channel"),
+                          non_finite=non_finite_fill((fixes or {}).get(c["source"]) or {}, c["image_path"]))
+        return Shown(row["case_id"], row["dataset"], row["kept"], row["reason"], vol.array, vol.geometry, off,
+                     label=label)
+    except (CuratorError, KeyError) as e:
+        return Shown(row["case_id"], row["dataset"], row["kept"], row["reason"], None, None, off, str(e), label)
+
+
+OVERRIDE_COLUMNS = (("row", "row"), ("action", "action"), ("case_id", "case"), ("other_case_id", "other case"),
+                    ("effect", "effect"), ("distance", "distance"), ("score", "score"), ("detail", "texture"),
+                    ("reason", "reason"), ("reviewer", "reviewer"), ("date", "date"), ("note", "what it did"))
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    return html.escape(f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def overrides_html(rows: list[dict[str, Any]] | None, figures: dict[int, str]) -> str:
+    """The index's section on the reviewed overrides (``dedup_overrides`` rows; ``None``: the
+    workspace has no such table): the pairs split by a ``different`` row (with their figures,
+    ``figures``: row → PNG name), then every row with its effect."""
+    out = "<h1 id='overrides'>Decided by a person (stages.dedup.overrides)</h1>"
+    if rows is None:
+        return out + ("<p>The workspace has no dedup_overrides table (dedup ran before curator recorded the "
+                      "overrides): run <code>curator dedup</code> again to record them.</p>")
+    if not rows:
+        return out + "<p>No reviewed overrides.</p>"
+    split = [r for r in rows if r["effect"] == "split"]
+    out += ("<h2 id='split'>Pairs split by an override</h2><p>Scans the hashes and verification alone made one "
+            "group, kept apart by a person's <code>different</code> row: confirm by eye.</p>")
+    if not split:
+        out += "<p>None: no different row kept apart scans that would otherwise be one group.</p>"
+    for r in split:
+        pic = (f"<img src='{html.escape(figures[r['row']])}' alt='row {r['row']}'>" if r["row"] in figures else "")
+        out += (f"<section><h3>{_cell(r['case_id'])} / {_cell(r['other_case_id'])} (row {r['row']})</h3>{pic}"
+                f"<p>distance {_cell(r['distance'])} (rank correlation {_cell(r['score'])}, texture "
+                f"{_cell(r['detail'])}); hash tiers: {_cell(', '.join(r['tiers'] or []) or 'none')}; reason: "
+                f"{_cell(r['reason'])}" + (f" ({_cell(r['reviewer'])})" if r.get("reviewer") else "")
+                + f"</p><p>{_cell(r['note'])}</p></section>")
+    head = "".join(f"<th>{t}</th>" for _, t in OVERRIDE_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(k))}</td>" for k, _ in OVERRIDE_COLUMNS) + "</tr>"
+                   for r in sorted(rows, key=lambda r: r["row"]))
+    return out + f"<h2>Every override row</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def _split_figures(rows: list[dict[str, Any]], cases: dict[str, dict[str, Any]], sources: dict[str, Path],
+                   out: Path, fixes: dict[str, dict[str, Any]] | None) -> dict[int, str]:
+    """One PNG per pair split by a ``different`` row: both scans through the same anatomy (the
+    pair's offset carries the point), titled "kept apart"."""
+    made = {}
+    for r in rows:
+        if r["effect"] != "split" or r["case_id"] not in cases or r["other_case_id"] not in cases:
+            continue
+        pair = [_shown({"case_id": c, "dataset": cases[c].get("dataset"), "kept": i == 0, "reason": r["note"],
+                        "offset_mm": r.get("offset_mm") if i else None}, cases, sources, fixes, "kept apart")
+                for i, c in enumerate((r["case_id"], r["other_case_id"]))]
+        png = out / f"override-row-{r['row']}.png"
+        figure(f"split by override row {r['row']}: {r['reason']}", pair, png)
+        made[r["row"]] = png.name
+    return made
+
+
 def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, Any]], sources: dict[str, Path],
                  out: Path, groups: list[str] | None = None,
-                 fixes: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+                 fixes: dict[str, dict[str, Any]] | None = None,
+                 overrides: list[dict[str, Any]] | None = None) -> list[Path]:
     """One PNG per group under ``out`` plus ``index.html``; returns the PNG paths. A group id
     in ``groups`` that the duplicates table does not hold is a ``ConfigError`` naming those it does.
-    ``fixes``: each source's dataset fixes (a declared ``non_finite`` lets its images be read)."""
+    ``fixes``: each source's dataset fixes (a declared ``non_finite`` lets its images be read).
+    ``overrides``: the ``dedup_overrides`` rows (``None``: the workspace has none), listed after the
+    groups — with ``groups``, only rows about a case of those groups — and a PNG per pair split by one."""
     if groups is not None:
         check_groups(groups, {r["group_id"] for r in duplicates})
     check_output_dir(out)
@@ -198,18 +276,7 @@ def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, An
     sections = []
     for gid, rows in sorted(by_group.items()):
         rows = sorted(rows, key=lambda r: (not r["kept"], r["case_id"]))
-        shown = []
-        for r in rows:
-            c = cases[r["case_id"]]
-            off = np.asarray(r.get("offset_mm") or (0.0, 0.0, 0.0), dtype=np.float64)
-            try:
-                root = sources[c["source"]]
-                vol = read_volume(resolve_inside(root, root / c["image_path"]), role="image",
-                                  channel=c.get("image_channel"),
-                                  non_finite=non_finite_fill((fixes or {}).get(c["source"]) or {}, c["image_path"]))
-                shown.append(Shown(r["case_id"], r["dataset"], r["kept"], r["reason"], vol.array, vol.geometry, off))
-            except (CuratorError, KeyError) as e:
-                shown.append(Shown(r["case_id"], r["dataset"], r["kept"], r["reason"], None, None, off, str(e)))
+        shown = [_shown(r, cases, sources, fixes) for r in rows]
         png = out / f"{gid}.png"
         figure(gid, shown, png)
         written.append(png)
@@ -218,8 +285,13 @@ def build_report(duplicates: list[dict[str, Any]], cases: dict[str, dict[str, An
         sections.append(f"<section><h2>{html.escape(gid)}</h2><img src='{html.escape(png.name)}' "
                         f"alt='{html.escape(gid)}'><ul>{items}</ul></section>")
         log.info("dedup report: %s (%d members)", png, len(rows))
+    if overrides is not None and groups is not None:
+        overrides = [r for r in overrides if r.get("group_id") in groups or r.get("other_group_id") in groups]
+    figures = _split_figures(overrides or [], cases, sources, out, fixes)
+    written += [out / f for _, f in sorted(figures.items())]
     atomic_write_text(out / "index.html", "<!doctype html><meta charset='utf-8'><title>curator duplicates</title>"
                       "<h1>Duplicate groups</h1><p>Members side by side at matching slices: confirm each group by "
-                      f"eye.</p>{''.join(sections) or '<p>No duplicate groups.</p>'}")
+                      f"eye.</p>{''.join(sections) or '<p>No duplicate groups.</p>'}"
+                      + overrides_html(overrides, figures))
     atomic_write_text(out / "groups.json", json.dumps(sorted(by_group), indent=1))
     return written

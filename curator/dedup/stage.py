@@ -1,8 +1,9 @@
 """The dedup stage: hash every scan (per case), then find, verify and group duplicates (finalize).
 
 Runs after ingest, before harmonize. Reads ``cases`` (and ``raw_labels`` for the keep
-policy); writes ``hashes`` (one row per scan) and ``duplicates`` (one row per member of each
-group). Dropped members stay in ``cases``: select the kept scans with
+policy); writes ``hashes`` (one row per scan), ``duplicates`` (one row per member of each
+group) and ``dedup_overrides`` (one row per reviewed override row: what it changed). Dropped
+members stay in ``cases``: select the kept scans with
 
     select * from cases where case_id not in (select case_id from duplicates where not kept)
 """
@@ -26,6 +27,7 @@ from curator.dedup.detect import MatchCache, PairResult, key_of, verify_candidat
 from curator.dedup.features import HashSettings, scan_features
 from curator.dedup.group import KEEP_CRITERIA, Member
 from curator.dedup.hashing import SlabHashes
+from curator.dedup.override_record import override_rows
 from curator.dedup.overrides import (
     checked_overrides,
     keep_problems,
@@ -235,7 +237,7 @@ class DedupStage(Stage):
     # and a group of multi-case studies keeps one study's members in every group it shares
     version = "9"
     config_class = DedupConfig
-    tables = ("hashes", "duplicates")
+    tables = ("hashes", "duplicates", "dedup_overrides")
     requires = ("cases",)
     settings_files = ("the taxonomy file (the keep policy counts each case's annotated terms) or the overrides "
                       "file")
@@ -324,8 +326,8 @@ class DedupStage(Stage):
                        r.get("phash_dct"), voxel_key(self._cases.get(r["case_id"], {}))) for r in rows]
         overrides = (checked_overrides(self.ctx.config.path(cfg.overrides), set(self._cases),
                                        {r["case_id"] for r in rows}, self._same_study) if cfg.overrides else [])
-        candidates = with_reviewed([c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)],
-                                   overrides)
+        found = [c for c in find_candidates(keys, cfg.search) if not self._same_study(c.a, c.b)]
+        candidates = with_reviewed(found, overrides)
         cache = MatchCache(self.ctx.workspace.stage_dir(self.name) / "matches.json", cfg.verify.overlap_ratio)
         digest = {r["case_id"]: r["thumbnail_sha256"] for r in rows}
 
@@ -341,15 +343,21 @@ class DedupStage(Stage):
         log.info("dedup: %d scans, %d candidate pairs, %d accepted (%s)", len(rows),
                  len(candidates), sum(p.accepted for p in pairs), cache.said())
         headers = {cid: header_geometry(c) for cid, c in self._cases.items()}
-        members = with_keeps(self._members(), overrides)
-        dup = duplicate_rows(pairs, members, cfg.keep, cfg.prefer_datasets, compare_cases, headers,
-                             reviewed_pairs(overrides))
+        members = self._members()
+        dup = duplicate_rows(pairs, with_keeps(members, overrides), cfg.keep, cfg.prefer_datasets, compare_cases,
+                             headers, reviewed_pairs(overrides))
         if overrides:
             self.extra_problems += keep_problems(overrides, dup, str(cfg.overrides),
                                                  self.ctx.config.path(str(cfg.overrides)),
                                                  {c: r.get("dataset") for c, r in self._cases.items()}, self.name)
+        # what the overrides changed: the same candidates verified without them (comparisons cached)
+        base = (verify_candidates(found, thumb, cfg.verify, self._study_keys, compare_cases, self._visits)
+                if any(o.action != "keep" for o in overrides) else pairs)
+        record = override_rows(overrides, pairs, base, dup, members, cfg.keep, cfg.prefer_datasets,
+                               lambda a, b: compare_cases(a, b) if a in digest and b in digest else None, cfg.verify)
         cache.save()
-        return {"hashes": to_arrow("hashes", rows), "duplicates": to_arrow("duplicates", dup)}
+        return {"hashes": to_arrow("hashes", rows), "duplicates": to_arrow("duplicates", dup),
+                "dedup_overrides": to_arrow("dedup_overrides", record)}
 
     def _thumbnail_loader(self, rows: dict[str, dict[str, Any]]) -> Any:
         ws = self.ctx.workspace.root

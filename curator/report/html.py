@@ -59,6 +59,25 @@ def section_table(d: ReportData, name: str, title: str, anchor: str, empty: str,
 DUPLICATE_COLUMNS = ["group_id", "case_id", "dataset", "kept", "kept_case_id", "tiers", "score", "detail",
                      "coverage", "reason"]
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+DEDUP_OVERRIDE_COLUMNS = ["row", "action", "case_id", "other_case_id", "effect", "distance", "reason", "reviewer",
+                          "date", "note"]
+
+
+def section_dedup_overrides(d: ReportData) -> str:
+    """The reviewed dedup overrides and what each did (``dedup_overrides``): the pairs a
+    ``different`` row kept apart although the hashes and verification made them one group first.
+    Nothing when no override was given."""
+    if not d.has("dedup_overrides"):
+        return ""
+    rows = d.get("dedup_overrides").sort("row")
+    split = rows.filter(pl.col("effect") == "split")
+    return ('<h3 id="dedup-overrides">Duplicates decided by a person (stages.dedup.overrides)</h3>'
+            f'<p class="muted">{split.height} pair(s) split by an override: the hashes and verification made them '
+            "one group, a person's <code>different</code> row kept them apart. Every row and its effect: "
+            "<code>curator query RELEASE \"select * from dedup_overrides\"</code></p>"
+            + (table_html(split, 300, DEDUP_OVERRIDE_COLUMNS) if split.height else "")
+            + (table_html(rest, 300, DEDUP_OVERRIDE_COLUMNS) if (rest := rows.filter(pl.col("effect") != "split")).height
+               else ""))
 
 
 WORKLIST_COLUMNS = ["review_rank", "case_id", "dataset", "term_id", "attention_size", "attention_ml",
@@ -114,7 +133,7 @@ def build_html(d: ReportData, *, max_terms: int = 12, max_gallery: int = 24) -> 
                       ["group_id", "case_id"], 300, DUPLICATE_COLUMNS,
                       "one row per scan in a group; the measured evidence (offsets, slab votes, warp) is in "
                       "the table's <code>evidence</code> column: <code>curator query RELEASE "
-                      "\"select case_id, evidence from duplicates\"</code>"),
+                      "\"select case_id, evidence from duplicates\"</code>") + section_dedup_overrides(d),
         section_problems(d),
         section_worklist(d),
     ]

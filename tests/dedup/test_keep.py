@@ -206,3 +206,86 @@ def test_a_bad_overrides_file_lists_every_bad_row(tmp_path: Path) -> None:
                  "row 3 needs exactly one of same, different or keep",
                  "row 4 (same: [A__1, B__1]) and row 5 (different: [A__1, B__1]) both decide", "row 6: unknown keys ['why']"):
         assert said in str(e.value)
+
+
+def _record(tmp: Path) -> dict[int, dict[str, Any]]:
+    return {r["row"]: r for r in pq.read_table(tmp / "ws" / "tables" / "dedup_overrides.parquet").to_pylist()}
+
+
+def test_the_overrides_table_records_a_split_pair_a_joined_pair_and_a_chosen_keep(three: Path, tmp_path: Path) -> None:
+    """A ``different`` row that kept apart two byte copies the hashes matched left no trace: the
+    duplicates table only lacked A__a1. Each row is now a ``dedup_overrides`` row saying what the
+    hashes and verification alone made of the pair, its numbers and what the row changed."""
+    import datetime as dt
+
+    p = _with_overrides(three, tmp_path, (
+        "- {different: [A__a1, B__b1], reason: two patients, reviewer: AB, date: 2026-12-01}\n"
+        "- {different: [A__a1, C__c1], reason: two patients again, reviewer: AB}\n"
+        "- {same: [B__b2, C__c1], reason: crop of b2 checked in a viewer, reviewer: CD, date: 2026-12-02}\n"
+        "- {keep: C__c1, reason: the original upload}\n"))
+    run_pipeline(PipelineConfig.load(p), stages=["dedup"], release=False)
+    rec, dup = _record(tmp_path), _dups(tmp_path)
+    split = rec[1]
+    assert (split["action"], split["case_id"], split["other_case_id"], split["effect"]) == \
+        ("different", "A__a1", "B__b1", "split")
+    assert "exact" in split["tiers"] and split["verified"] and split["distance"] < 0.01
+    assert (split["reason"], split["reviewer"], split["date"]) == ("two patients", "AB", dt.date(2026, 12, 1))
+    assert split["group_id"] is None and split["other_group_id"] == dup["B__b1"]["group_id"]
+    assert split["note"].startswith("split: the hashes proposed the pair (identical voxels")
+    assert "without the overrides they are one group" in split["note"]
+    assert "reviewed different (AB, 2026-12-01): two patients" in split["note"]
+    assert rec[2]["effect"] == "split" and rec[2]["other_case_id"] == "C__c1"
+    joined = rec[3]
+    assert (joined["effect"], joined["verified"], joined["tiers"]) == ("joined", False, [])
+    assert joined["distance"] is not None and joined["distance"] > 0.1
+    assert joined["group_id"] == joined["other_group_id"] == dup["C__c1"]["group_id"]
+    keep = rec[4]
+    assert (keep["effect"], keep["policy_kept_case_id"], keep["other_case_id"]) == ("chose", "B__b1", None)
+    assert keep["tiers"] is None and keep["verified"] is None
+    # the dedup report says it too: each split pair with both scans side by side, then every row
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+
+    res = CliRunner().invoke(app, ["dedup", "report", str(p), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "rep" / "index.html").read_text()
+    split_part = page.split("<h2 id='split'>Pairs split by an override</h2>")[1].split("<h2>Every override row")[0]
+    assert "A__a1 / B__b1 (row 1)" in split_part and "A__a1 / C__c1 (row 2)" in split_part
+    assert "distance 0.000" in split_part and "reason: two patients (AB)" in split_part
+    assert "B__b2" not in split_part  # the joined pair is no split
+    assert "<td>joined</td>" in page and "<td>chose</td>" in page and "crop of b2 checked in a viewer" in page
+    for row in (1, 2):
+        assert (tmp_path / "rep" / f"override-row-{row}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"src='override-row-{row}.png'" in split_part
+
+
+def test_overrides_that_change_nothing_say_so(three: Path, tmp_path: Path) -> None:
+    p = _with_overrides(three, tmp_path, (
+        "- {different: [A__a1, B__b2], reason: another patient}\n"
+        "- {same: [A__a1, C__c1], reason: a copy}\n"
+        "- {keep: B__b2, reason: not in a group}\n"))
+    run_pipeline(PipelineConfig.load(p), stages=["dedup"], release=False)
+    rec = _record(tmp_path)
+    assert [rec[i]["effect"] for i in (1, 2, 3)] == ["confirmed", "confirmed", "unmatched"]
+    assert rec[1]["note"].startswith("no effect: ") and "without the overrides they are not one group" in rec[1]["note"]
+    assert rec[3]["group_id"] is None and rec[3]["policy_kept_case_id"] is None
+    from curator.dedup.report import overrides_html
+
+    page = overrides_html(list(rec.values()), {})
+    assert "None: no different row kept apart" in page and "<td>unmatched</td>" in page
+    assert "run <code>curator dedup</code> again" in overrides_html(None, {})
+    none = _with_overrides(three, tmp_path / "none", "[]\n")
+    run_pipeline(PipelineConfig.load(none), stages=["dedup"], release=False)
+    assert _record(tmp_path / "none") == {}
+
+
+def test_a_same_row_another_row_keeps_apart_is_overruled(three: Path, tmp_path: Path) -> None:
+    p = _with_overrides(three, tmp_path, (
+        "- {same: [B__b2, C__c1], reason: crop of b2}\n"
+        "- {different: [B__b1, B__b2], reason: another patient}\n"))
+    run_pipeline(PipelineConfig.load(p), stages=["dedup"], release=False)
+    rec, dup = _record(tmp_path), _dups(tmp_path)
+    assert "B__b2" not in dup and dup["B__b1"]["group_id"] == dup["C__c1"]["group_id"]
+    assert rec[1]["effect"] == "overruled" and "a different row keeps B__b2 and C__c1 apart" in rec[1]["note"]
+    assert rec[2]["effect"] == "confirmed"

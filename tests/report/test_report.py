@@ -340,3 +340,18 @@ def test_the_qc_rule_is_the_one_the_release_ran() -> None:
                                                              "stages": {"qc": {"config": ran}}})
     assert "ε = 2 %" in _qc_rule({"pipeline_config": pipeline})  # no record of the run: the defaults
     assert _qc_rule({}) == ""
+
+
+def test_the_report_lists_the_pairs_a_dedup_override_split() -> None:
+    """A different override that kept apart a pair the hashes matched showed nowhere in the report."""
+    rows = [{"row": 1, "action": "different", "case_id": "A__a1", "other_case_id": "B__b1", "reason": "two patients",
+             "effect": "split", "tiers": ["exact"], "verified": True, "distance": 0.0, "note": "split: ..."},
+            {"row": 2, "action": "keep", "case_id": "C__c1", "reason": "the original", "effect": "chose",
+             "policy_kept_case_id": "B__b1", "note": "chose: ..."}]
+    page = build_html(ReportData.from_arrow({"dedup_overrides": to_arrow("dedup_overrides", rows)}))
+    part = page.split('id="dedup-overrides"')[1]
+    assert "1 pair(s) split by an override" in part
+    assert part.index("A__a1") < part.index("B__b1") < part.index("two patients") < part.index("C__c1")
+    assert "chose" in part
+    empty = build_html(ReportData.from_arrow({"dedup_overrides": to_arrow("dedup_overrides", [])}))
+    assert 'id="dedup-overrides"' not in empty
