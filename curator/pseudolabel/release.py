@@ -9,9 +9,11 @@ refuses to replace it anyway), assembly only chooses which layer to read.
   :func:`assembled_derived` adds the derived terms the pseudo and revised labels complete
   (:mod:`curator.pseudolabel.derived`: a pseudo ``kidney`` of pseudo left and right kidneys);
 * :func:`release_step` — the release's ``labels`` table = harmonize's rows + revised rows
-  (``curator review import``) + pseudo rows (pseudolabel stage), assembled; and the review
-  worklist of the cases the stage flagged (``review/worklist.csv`` + PNG previews, written
-  into the release staging folder so ``release.json`` checksums them);
+  (``curator review import``) + pseudo rows (pseudolabel stage), assembled; ``attention``'s
+  ``label_state`` (pseudo | revised | accepted) and ``review_round`` from them; and the review
+  worklist of the cases the stage flagged, reviewed or not (``review/worklist.csv`` + PNG
+  previews of the labels released, written into the release staging folder so ``release.json``
+  checksums them);
 * :func:`assembled_mask` / :func:`assembled_label_map` — the same choice on voxels, for
   loaders: a term's mask from its best layer; a single label map where an original label
   always wins a voxel over a revised or pseudo one.
@@ -51,8 +53,19 @@ def assemble_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def release_step(builder: Any) -> None:
-    """Release step: assemble ``labels`` from original, revised and pseudo rows; write ``review/``."""
-    write_review(builder)
+    """Release step: assemble ``labels`` from original, revised and pseudo rows; say each
+    attention row's label state (``attention.label_state``); write ``review/``."""
+    revised = _assemble(builder)
+    if "attention" in builder.tables:
+        from curator.pseudolabel.review_state import label_states, with_states
+
+        states = label_states(revised)
+        builder.tables["attention"] = with_states(builder.tables["attention"], states)
+        write_review(builder, states)
+
+
+def _assemble(builder: Any) -> list[dict[str, Any]]:
+    """Assemble ``labels`` (see :func:`release_step`); returns the revised rows released."""
     ws = builder.ctx.workspace
     enabled = builder.ctx.stage_enabled("pseudolabel")
     if enabled and ws.read_table(PRIVATE_TABLES["pseudo"]) is not None:
@@ -61,17 +74,22 @@ def release_step(builder: Any) -> None:
     base = builder.tables["labels"].to_pylist() if "labels" in builder.tables else []
     counts = {"original": len(base)}
     rows = list(base)
+    revised: list[dict[str, Any]] = []
     for origin, name in PRIVATE_TABLES.items():
         if origin == "pseudo" and not enabled:  # an earlier run's pseudo labels: not this configuration's
             continue
         t = ws.read_table(name)
         extra = t.to_pylist() if t is not None else []
         if origin == "revised":
-            extra = check_revised(builder, extra)
+            extra = revised = check_revised(builder, extra)
         counts[origin] = len(extra)
         rows += extra
     if len(rows) == len(base):
-        return  # nothing to assemble: leave harmonize's table as it is
+        if "labels" in builder.tables:  # nothing to assemble: harmonize's table, with any column added since
+            conformed = with_null_columns(builder.tables["labels"], "labels")
+            if conformed is not builder.tables["labels"]:
+                builder.tables["labels"] = conformed
+        return revised
     assembled = assemble_rows(rows)
     derived = assembled_derived(builder, assembled)
     assembled += derived
@@ -81,6 +99,22 @@ def release_step(builder: Any) -> None:
                                        "derived": {o: sum(r["origin"] == o for r in derived) for o in PRIORITY[1:]}}
     log.info("labels assembled by priority %s: %s (%d derived from pseudo or revised labels)",
              " > ".join(PRIORITY), chosen, len(derived))
+    return revised
+
+
+def with_null_columns(table: Any, name: str) -> Any:
+    """``table`` with the nullable columns its declared schema added since it was written, null
+    (a workspace's ``labels`` from before ``review_state``), without reading its rows into Python."""
+    import pyarrow as pa
+
+    from curator.schema import table_schema
+
+    schema = table_schema(name).schema
+    if set(schema.names) <= set(table.column_names):
+        return table
+    cols = [table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
+            for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def assembled_derived(builder: Any, assembled: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -164,20 +198,22 @@ def record_inference(builder: Any) -> None:
         builder.extra["inference"] = [seen[k] for k in sorted(seen)]
 
 
-def write_review(builder: Any) -> None:
+def write_review(builder: Any, states: dict[tuple[str, str], Any]) -> None:
     """``<release>/review/``: worklist.csv and previews of the cases flagged for review (no
-    editable files: ``curator review export`` writes those from the workspace)."""
+    editable files: ``curator review export`` writes those from the workspace) — every flagged
+    case, those reviewed already too, each term with its label ``states`` (the release's), so a
+    worklist of a later round says what earlier rounds did rather than leaving cases out."""
     from curator.pseudolabel.review import export_review
 
-    if "attention" not in builder.tables:
-        return
     att = builder.tables["attention"].to_pylist()
     if not any(r["review"] for r in att):
         return
-    res = export_review(builder.ctx.workspace.root, att, builder.staging / "review", editable=False)
+    res = export_review(builder.ctx.workspace.root, att, builder.staging / "review", editable=False,
+                        include_reviewed=True, states=states)
     builder.extra["review"] = {"worklist": "review/worklist.csv", "cases": len(res.cases),
-                               "previews": res.previews}
-    log.info("release: review worklist of %d case(s), %d preview(s)", len(res.cases), res.previews)
+                               "reviewed": len(res.reviewed_included), "previews": res.previews}
+    log.info("release: review worklist of %d case(s) (%d reviewed already), %d preview(s)", len(res.cases),
+             len(res.reviewed_included), res.previews)
 
 
 def best_layer(store: CaseStore, term: str) -> str | None:

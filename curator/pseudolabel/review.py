@@ -2,9 +2,12 @@
 
 ``export_review`` writes, for the top cases of the ``attention`` table::
 
-    <out>/worklist.csv                  rank, case, dataset, attention, terms by attention, files
-    <out>/<case_id>/preview_<term>.png  slice of most attention: image, pseudo label (green),
-                                        attention (red outline)
+    <out>/worklist.csv                  rank, case, dataset, attention, terms by attention, each
+                                        term's review state (pseudo, or revised / accepted in
+                                        round N), files
+    <out>/<case_id>/preview_<term>.png  slice of most attention: image, the label a release uses
+                                        (green: revised where reviewed, else pseudo), attention
+                                        (red outline)
     <out>/<case_id>/pseudo.nii.gz       the pseudo label layer (codes in codes.json), to edit
     <out>/<case_id>/image.nii.gz        the image in physical units (optional)
     <out>/<case_id>/codes.json          label code -> term id
@@ -43,7 +46,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from curator.errors import ConfigError, InputError
 from curator.io.csvtext import formula_safe
@@ -52,6 +54,7 @@ from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
 from curator.pseudolabel.outputs import attention_path, read_attention
 from curator.pseudolabel.review_checks import check_pseudo_kept
+from curator.pseudolabel.review_preview import write_previews
 from curator.pseudolabel.review_records import (
     RECORD,
     RECORD_FORMAT,
@@ -65,11 +68,11 @@ from curator.pseudolabel.review_records import (
     worklist_rows,
     write_manifest,
 )
+from curator.pseudolabel.review_state import State, case_states, workspace_states
 from curator.pseudolabel.terms import term_name
 from curator.store import CaseStore
 
 log = logging.getLogger("curator")
-CT_WINDOW = (-160.0, 240.0)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class ReviewExport:
     cases: list[str] = field(default_factory=list)
     previews: int = 0
     reviewed: list[str] = field(default_factory=list)  # selected, already reviewed, left out
+    reviewed_included: list[str] = field(default_factory=list)  # exported, already reviewed (include_reviewed)
 
 
 def select_cases(attention: list[dict[str, Any]], fraction: float | None, top: int | None) -> list[str]:
@@ -97,43 +101,6 @@ def select_cases(attention: list[dict[str, Any]], fraction: float | None, top: i
     return [c for _, c, _, flagged in ranks if flagged]
 
 
-def _window(img: NDArray[Any], modality: str) -> NDArray[np.uint8]:
-    lo, hi = CT_WINDOW if modality.upper() == "CT" else tuple(np.percentile(img, [1, 99]))
-    x = np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
-    return (x * 255).astype(np.uint8)
-
-
-def preview(image: NDArray[Any], label: NDArray[np.bool_], attention: NDArray[np.bool_], modality: str,
-            scale: int = 3, direction: NDArray[np.float64] | None = None) -> Image.Image:
-    """RGB slice of the store's third axis: grey image, green pseudo label, red attention — its
-    outline, so the label inside it stays visible (a filled red hid it: the attention of a doubtful
-    label covers it). With the store's ``direction`` cosines it is laid out
-    as the report's gallery lays out axial slices — anterior up, the patient's right on the
-    viewer's left (radiological); without them, rows are the second array axis flipped up."""
-    from scipy.ndimage import binary_erosion
-
-    grey = _window(image, modality)
-    rgb = np.stack([grey] * 3, axis=-1).astype(np.float32)
-    rgb[label] = 0.55 * rgb[label] + 0.45 * np.array([40, 220, 60])
-    edge = attention & ~binary_erosion(attention, border_value=0)
-    rgb[edge] = np.array([255, 30, 30])
-    if direction is not None and int(np.argmax(np.abs(direction[2, :]))) == 2:  # the third axis is axial
-        # imported here: the report package loads DuckDB and Polars, which a preprocess worker never needs
-        from curator.report.gallery import oriented_slice
-
-        rgb = np.stack([oriented_slice(rgb[:, :, c, None], direction, np.zeros(3), "axial") for c in range(3)],
-                       axis=-1)
-    else:
-        rgb = np.flipud(np.transpose(rgb, (1, 0, 2)))
-    img = Image.fromarray(np.ascontiguousarray(rgb.clip(0, 255).astype(np.uint8)), "RGB")
-    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-
-
-def _save_png(img: Image.Image, dest: Path) -> None:
-    with atomic_path(dest) as tmp:
-        img.save(tmp, format="PNG", optimize=False)
-
-
 def _save_nifti(data: NDArray[Any], geometry: Geometry, dest: Path) -> None:
     write_nifti(dest, Volume(data, geometry))
 
@@ -146,10 +113,14 @@ README = """Review export written by `curator review export`
 =================================================
 
 worklist.csv lists the cases, most in need of review first, with each case's terms by
-attention (inconsistency + uncertainty + overlap of the model ensemble, in ml).
+attention (inconsistency + uncertainty + overlap of the model ensemble, in ml), and in
+label_states each term's label as it is now: pseudo (the model's, not reviewed), or revised
+(a reviewer changed it) / accepted (a reviewer accepted it) in the case's review round N.
 
 For each case folder:
-  preview_<term>.png  the slice of most attention: image, pseudo label (green), attention (red outline)
+  preview_<term>.png  the slice of most attention: image, the term's label (green: your earlier
+                      revision where the case was reviewed, else the pseudo label), attention
+                      (red outline)
   image.nii.gz        the image (physical units: HU for CT)
   pseudo.nii.gz       the pseudo labels to correct; codes.json says which term each value is
   labels_itksnap.txt  the same codes for ITK-SNAP (Segmentation > Import Label Descriptions)
@@ -317,12 +288,16 @@ def _same_record(store: CaseStore, folder: Path) -> bool:
 
 def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *, fraction: float | None = None,
                   top: int | None = None, images: bool = True, editable: bool = True,
-                  include_reviewed: bool = False) -> ReviewExport:
+                  include_reviewed: bool = False, states: dict[tuple[str, str], State] | None = None,
+                  ) -> ReviewExport:
     """Write previews, editable labels and ``worklist.csv`` for the selected cases (those
     reviewed already only with ``include_reviewed``; see the module docstring).
 
     ``editable=False`` writes only the worklist and the previews (what a release carries:
-    the editable files come from ``curator review export`` on the workspace).
+    the editable files come from ``curator review export`` on the workspace). ``states``: each
+    (case, term)'s review state (:mod:`curator.pseudolabel.review_state`; a release passes its
+    own), else read from the workspace. A preview shows the label a release uses (original >
+    revised > pseudo), so a reviewed case's shows its revision, not the pseudo label it replaced.
     """
     res = ReviewExport(check_output_dir(out))
     if editable:
@@ -337,6 +312,9 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         last = chosen.index(fresh[-1]) if fresh and top is not None else len(chosen) - 1
         res.reviewed = [c for c in chosen[:last + 1] if c in reviewed]  # ranked above the last one exported
         chosen = fresh
+    res.reviewed_included = [c for c in chosen if c in reviewed]
+    if states is None:
+        states = workspace_states(workspace, chosen)
     by_case: dict[str, list[dict[str, Any]]] = {}
     for r in attention:
         by_case.setdefault(r["case_id"], []).append(r)
@@ -370,23 +348,12 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
         amap = read_attention(attention_path(workspace, cid))
         if editable:
             records[cid] = _write_editable(store, folder, images, keep_revision=cid in kept)
-        modality = str(store.attrs.get("modality") or "CT")
-        files = []
-        for r in rows:
-            z = r["peak_slice"]
-            if z is None:
-                continue
-            att = amap.mask(r["term_id"], z)
-            img = preview(np.asarray(store.image[:, :, z]), store.mask(r["term_id"], "pseudo",
-                          (slice(None), slice(None), slice(z, z + 1)))[:, :, 0], att, modality,
-                          direction=store.geometry.direction)
-            name = f"preview_{r['term_id']}.png"
-            _save_png(img, folder / name)
-            files.append(name)
-            res.previews += 1
+        files = write_previews(store, amap, rows, folder)
+        res.previews += len(files)
         lines.append({"review_rank": rows[0]["review_rank"], "case_id": cid, "dataset": rows[0]["dataset"],
                       "case_attention_size": round(rows[0]["case_attention_size"], 4),
                       "terms": ";".join(f"{r['term_id']}:{r['attention_size']:.3f}" for r in rows),
+                      "label_states": case_states(cid, [r["term_id"] for r in rows], states),
                       "previews": ";".join(f"{cid}/{f}" for f in files),
                       "pseudo_label": f"{cid}/pseudo.nii.gz" if editable else "",
                       "open_label": f"{cid}/{records[cid]['start']}" if editable else "",
@@ -405,8 +372,8 @@ def export_review(workspace: Path, attention: list[dict[str, Any]], out: Path, *
             extra = README_REVIEWED.format(cases="\n".join(f"  {c}" for c in started)) if started else ""
             tmp.write_text(README.format(reviewed=extra), encoding="utf-8")
     with atomic_path(out / "worklist.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        cols = ["review_rank", "case_id", "dataset", "case_attention_size", "terms", "previews", "pseudo_label",
-                "open_label", "save_revised_as", "reviewed"] + (["accept"] if editable else [])
+        cols = ["review_rank", "case_id", "dataset", "case_attention_size", "terms", "label_states", "previews",
+                "pseudo_label", "open_label", "save_revised_as", "reviewed"] + (["accept"] if editable else [])
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()  # for people, opened in a spreadsheet: no cell may run as a formula
         w.writerows({k: formula_safe(v) for k, v in r.items()} for r in lines)

@@ -45,6 +45,7 @@ from curator.pseudolabel.review_records import (
     revision_files,
     save_revised_copy,
 )
+from curator.pseudolabel.review_state import label_states, next_round
 from curator.pseudolabel.terms import term_name
 from curator.store import CaseStore
 
@@ -156,11 +157,17 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: 
 
 
 def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: frozenset[int] = frozenset(),
+                earlier: list[dict[str, Any]] | None = None,
                 ) -> tuple[list[dict[str, Any]], list[str], list[str], CuratorError | None] | None:
     """Write ``folder/revised.nii.gz`` (with the ``accepted`` codes) as the store's revised layer;
     (labels rows, the terms edited, the terms accepted as exported, the warning of voxels left out
     because an original label of another structure claims them, or None), or None when no code
-    was edited or accepted (nothing is written: the case's labels stay as they are)."""
+    was edited or accepted (nothing is written: the case's labels stay as they are).
+
+    Each row says how its label was reviewed (``review_state`` revised | accepted) and in which of
+    the case's review rounds (``review_round``): this import's round (one more than the case's
+    ``earlier`` revised rows') for the terms edited or accepted now; an earlier revision kept of
+    another term keeps its row's state and round."""
     data, codes, edited, changed = _read_revision(folder, store.geometry, annotated, accepted)
     if not edited:
         return None
@@ -170,17 +177,23 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: f
     save_revised_copy(store, merged, values)  # first: the store's layer can be rebuilt from it, not the reverse
     store.write_layer("revised", [(merged, values)], {"origin": "revised", "source": "curator review import"})
     ml = store.geometry.voxel_volume_mm3 / 1000.0
+    revised_now = sorted({t for c in changed if c in edited for t in edited[c]})
+    accepted_now = sorted({t for c, ts in edited.items() if c not in changed for t in ts})
+    rnd = next_round(earlier or [])
+    before_states = label_states(earlier or [])
     rows = []
     terms = [t for ts in values.values() for t in ts]
     for t in terms:
         n = int(np.isin(merged, [c for c, ts in values.items() if t in ts]).sum())
+        state, at = (("revised", rnd) if t in revised_now else ("accepted", rnd) if t in accepted_now
+                     else before_states.get((store.path.stem, t), ("revised", None)))
         rows.append({"case_id": store.path.stem, "term_id": t, "term": term_name(t), "origin": "revised",
                      "layer": "revised", "derived": False, "annotated": False, "present": n > 0, "voxels": n,
-                     "volume_ml": n * ml, "modality": store.attrs.get("modality")})
+                     "volume_ml": n * ml, "modality": store.attrs.get("modality"), "review_state": state,
+                     "review_round": at})
     warning = overlap_warning(revision_file(folder) if revision_files(folder) else folder / "pseudo.nii.gz",
                               clipped, ml) if clipped else None
-    return (rows, sorted({t for c in changed if c in edited for t in edited[c]}),
-            sorted({t for c, ts in edited.items() if c not in changed for t in ts}), warning)
+    return rows, revised_now, accepted_now, warning
 
 
 def original_terms(store: CaseStore) -> set[str]:
@@ -387,7 +400,8 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
                         "it; to revise again, export again with --include-reviewed)")
                 continue
             check_grid(store, case_dir, earlier)
-            imported = import_case(store, case_dir, annotated, accepted)
+            imported = import_case(store, case_dir, annotated, accepted,
+                                   earlier=[r for r in rows if r["case_id"] == cid])
             if imported is None:
                 if case_dir in over_pseudo:
                     raise pseudo_edited(case_dir, over_pseudo[case_dir], beside=revision_file(case_dir).name)

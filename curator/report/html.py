@@ -80,31 +80,44 @@ def section_dedup_overrides(d: ReportData) -> str:
                else ""))
 
 
-WORKLIST_COLUMNS = ["review_rank", "case_id", "dataset", "term_id", "attention_size", "attention_ml",
-                    "inconsistency", "uncertainty", "overlap", "pseudo_ml", "peak_slice"]
+WORKLIST_COLUMNS = ["review_rank", "case_id", "dataset", "term_id", "label_state", "review_round", "attention_size",
+                    "attention_ml", "inconsistency", "uncertainty", "overlap", "pseudo_ml", "peak_slice"]
+
+
+def _with_label_state(att: pl.DataFrame, labels: pl.DataFrame | None) -> pl.DataFrame:
+    """``att`` with ``label_state``: the release's own column, or (a release made before it) the
+    labels table's origin — revised or pseudo (which of the revised were accepted is not known)."""
+    if "label_state" in att.columns:
+        return att
+    done = (labels.filter(pl.col("origin") == "revised").select("case_id", "term_id").unique()
+            if labels is not None and {"origin", "term_id"} <= set(labels.columns) else None)
+    state = pl.lit("pseudo")
+    if done is not None and done.height:
+        att = att.join(done.with_columns(_revised=pl.lit(True)), on=["case_id", "term_id"], how="left")
+        state = pl.when(pl.col("_revised")).then(pl.lit("revised")).otherwise(state)
+    return att.with_columns(label_state=state).drop("_revised", strict=False)
 
 
 def section_worklist(d: ReportData, limit: int = 200) -> str:
-    """The cases flagged for review, by rank (then each case's terms by attention), as worklist.csv."""
+    """The cases flagged for review, by rank (then each case's terms by attention), as worklist.csv:
+    those reviewed already too, each label's state (pseudo, or revised / accepted in round N)."""
     out = '<h2 id="review">Review worklist</h2>'
     if not d.has("attention"):
         return out + '<p class="muted">no attention table in this release (the pseudolabel stage did not run)</p>'
-    att = d.get("attention")
+    att = _with_label_state(d.get("attention"), d.tables.get("labels"))
     flagged = att.filter(pl.col("review")).sort(["review_rank", "attention_size"], descending=[False, True])
     total = att["case_id"].n_unique()
-    # a case whose labels were reviewed (origin `revised` in labels) is done, as in review/worklist.csv
-    labels = d.tables.get("labels")
-    done = (set(labels.filter(pl.col("origin") == "revised")["case_id"].to_list())
-            if labels is not None and "origin" in labels.columns else set())
-    reviewed = sorted(set(flagged["case_id"].to_list()) & done)
-    flagged = flagged.filter(~pl.col("case_id").is_in(reviewed))
     cases = flagged["case_id"].n_unique()
-    after = (f"; {len(reviewed)} more flagged case(s) already reviewed (their revised labels are in the "
-             f"<code>labels</code> table, origin <code>revised</code>): {html.escape(', '.join(reviewed[:20]))}"
-             f"{' …' if len(reviewed) > 20 else ''}" if reviewed else "")
     if not cases:
-        return out + f'<p class="muted">no case left to review among {total}{after}</p>'
-    note = (f'<p class="muted">{cases} of {total} cases flagged and not yet reviewed{after}; one row per '
+        return out + f'<p class="muted">no case flagged for review among {total}</p>'
+    seen = flagged.filter(pl.col("label_state") != "pseudo")
+    reviewed = seen["case_id"].n_unique()
+    todo = flagged.filter(pl.col("label_state") == "pseudo")["case_id"].n_unique()
+    after = (f"; {reviewed} of them reviewed already ({seen.height} label(s) revised or accepted, "
+             f"<code>label_state</code>; their <code>pseudo_ml</code> is the pseudo label's, the "
+             "<code>labels</code> table holds the revised one), "
+             f"{todo} with labels still pseudo" if reviewed else "")
+    note = (f'<p class="muted">{cases} of {total} cases flagged{after}; one row per '
             "pseudo-labelled term of each such case, most attention first; previews and editable files: "
             "<code>review/worklist.csv</code>, "
             "<code>curator review export</code></p>")

@@ -133,7 +133,7 @@ def test_review_image_is_in_physical_units(tmp_path: Path) -> None:
 @pytest.mark.parametrize("flip_x", [False, True])
 def test_previews_are_radiological_whatever_the_store_axes(flip_x: bool) -> None:
     """The patient's right is on the viewer's left and anterior is up, as in the report's gallery."""
-    from curator.pseudolabel.review import preview
+    from curator.pseudolabel.review_preview import preview
 
     nx, ny = 40, 30
     direction = np.diag([-1.0 if flip_x else 1.0, 1.0, 1.0])  # RAS store, or LAS (x towards the left)
@@ -152,7 +152,7 @@ def test_previews_are_radiological_whatever_the_store_axes(flip_x: bool) -> None
 def test_a_preview_shows_the_label_under_its_attention() -> None:
     """The review README promises a green label and red attention; a filled red over the label
     showed only red and orange where attention covered it (it usually does)."""
-    from curator.pseudolabel.review import preview
+    from curator.pseudolabel.review_preview import preview
 
     label = np.zeros((40, 30), bool)
     label[10:30, 8:22] = True

@@ -189,23 +189,32 @@ def test_worklist_section_lists_the_flagged_cases_by_rank() -> None:
     assert first < second and "C297" not in html_text and "C000" not in html_text
 
 
-def test_worklist_section_leaves_out_reviewed_cases() -> None:
-    """A reviewed case left release's review/worklist.csv, but the report kept listing it with its
-    old pseudo-label volumes."""
+def test_worklist_section_keeps_reviewed_cases_with_their_label_states() -> None:
+    """The section left a reviewed case out (as review/worklist.csv did), so a coordinator of a
+    later round saw neither it nor which of its labels were still pseudo. Every flagged case is
+    listed with each term's label_state (the release's attention column; for a release made
+    before it, revised or pseudo from labels.origin) and the note counts the reviewed ones."""
     import polars as pl
 
     from curator.report.html import section_worklist
 
-    rows = [{"case_id": c, "dataset": "D", "term_id": "liver", "attention_size": 1.0, "review_rank": i + 1,
-             "review": True} for i, c in enumerate(["C1", "C2"])]
+    rows = [{"case_id": c, "dataset": "D", "term_id": t, "attention_size": 1.0, "review_rank": i + 1,
+             "review": True} for i, c in enumerate(["C1", "C2"]) for t in ("liver", "spleen")]
     labels = pl.DataFrame([{"case_id": "C1", "term_id": "liver", "origin": "revised"},
+                           {"case_id": "C1", "term_id": "spleen", "origin": "pseudo"},
                            {"case_id": "C2", "term_id": "liver", "origin": "pseudo"}])
-    text = section_worklist(ReportData({"attention": pl.DataFrame(rows), "labels": labels}))
-    assert "1 of 2 cases flagged and not yet reviewed; 1 more flagged case(s) already reviewed" in text
-    assert "<td>C2</td>" in text and "<td>C1</td>" not in text
-    labels = labels.with_columns(origin=pl.lit("revised"))
-    assert "no case left to review among 2" in section_worklist(ReportData({"attention": pl.DataFrame(rows),
-                                                                             "labels": labels}))
+    text = section_worklist(ReportData({"attention": pl.DataFrame(rows), "labels": labels}))  # an older release
+    assert "2 of 2 cases flagged; 1 of them reviewed already (1 label(s) revised or accepted" in text
+    assert "2 with labels still pseudo" in text
+    assert "<td>C1</td><td>D</td><td>liver</td><td>revised</td>" in text
+    assert "<td>C1</td><td>D</td><td>spleen</td><td>pseudo</td>" in text
+    states = {("C1", "liver"): ("revised", 1), ("C1", "spleen"): ("accepted", 2)}
+    att = pl.DataFrame([{**r, "label_state": states.get((r["case_id"], r["term_id"]), ("pseudo", None))[0],
+                         "review_round": states.get((r["case_id"], r["term_id"]), ("pseudo", None))[1]}
+                        for r in rows])
+    text = section_worklist(ReportData({"attention": att, "labels": labels}))
+    assert "<td>C1</td><td>D</td><td>spleen</td><td>accepted</td><td class=\"n\">2</td>" in text
+    assert "1 with labels still pseudo" in text
 
 
 @pytest.mark.parametrize(("values", "log"), [([0.0104, 0.0109, 0.0117, 0.0125], True), ([2e-5, 3e-5, 9e-5], True),
