@@ -335,7 +335,8 @@ _KINDS: list[ProblemKind] = [
                 _NEW_KEY),
     ProblemKind("key_missing", "the workspace's pseudonym key file is gone although its tables were made with one",
                 _NEW_KEY),
-    ProblemKind("store_damaged", "a shard file of a Zarr store is missing, truncated or corrupt",
+    ProblemKind("store_damaged", "a shard file of a Zarr store is missing, truncated or corrupt, or its root "
+                "zarr.json lacks curator's attributes (the case's geometry)",
                 "in a workspace, delete the case's store folder (stores/<case>.zarr) and run `curator run "
                 "pipeline.yaml`: preprocess rebuilds it; in a release, run `curator verify RELEASE` to list every "
                 "damaged file and restore the release from a copy (or rebuild it: delete the workspace store as "

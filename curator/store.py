@@ -62,14 +62,23 @@ from curator.errors import WorkspaceError
 from curator.io.fsutil import atomic_path, atomic_remove
 from curator.io.volume import Geometry
 from curator.ome import write_ome
-from curator.store_reader import Box, ShardReader, box_shape, full_box, write_sharded
+from curator.problem_kinds import remedy_for
+from curator.store_reader import (
+    Box,
+    ShardReader,
+    box_shape,
+    full_box,
+    root_attrs_issue,
+    write_sharded,
+)
 
 LAYERS = ("original", "revised", "pseudo")
 INNER_CHUNKS = (64, 64, 64)
 SHARD_SHAPE = (256, 256, 256)
 DEFAULT_CHUNKS = INNER_CHUNKS  # kept for callers of the first contract
 
-__all__ = ["INNER_CHUNKS", "LAYERS", "SHARD_SHAPE", "CaseStore", "codec_for", "label_dtype", "store_sha256"]
+__all__ = ["INNER_CHUNKS", "LAYERS", "SHARD_SHAPE", "CaseStore", "codec_for", "label_dtype", "root_attrs_issue",
+           "store_sha256"]
 
 
 def codec_for(dtype: np.dtype[Any]) -> BloscCodec:
@@ -205,7 +214,13 @@ class CaseStore:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return dict(cast(dict[str, Any], ((self._root or {}).get("attributes") or {})["curator"]))
+        """The store's ``attrs["curator"]`` (geometry and provenance); a ``store_damaged`` error
+        naming the store when its root ``zarr.json`` lacks them (:func:`root_attrs_issue`)."""
+        issue = root_attrs_issue(self._root)
+        if issue is not None:
+            raise WorkspaceError("store_damaged", f"the store's root zarr.json {issue}", path=str(self.path),
+                                 remedy=remedy_for("store_damaged"))
+        return dict(cast(dict[str, Any], cast(dict[str, Any], self._root)["attributes"]["curator"]))
 
     def layer_attrs(self, layer: str) -> dict[str, Any] | None:
         """The ``curator`` attrs a label layer was written with (None when there is no such layer)."""

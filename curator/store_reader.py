@@ -280,17 +280,47 @@ def _crc_ok(chunk: NDArray[np.uint8]) -> bool:
     return len(chunk) >= 4 and google_crc32c.value(chunk[:-4]) == int.from_bytes(chunk[-4:].tobytes(), "little")
 
 
+def root_attrs_issue(meta: Any) -> str | None:
+    """What a store's parsed root ``zarr.json`` (``meta``) lacks of what curator reads — a group
+    whose ``attributes.curator`` holds the grid (``shape``: 3 sizes, ``affine``: 16 numbers) — or
+    None. A root rewritten without its attributes (a run interrupted by another, a hand edit)
+    otherwise read as a store until something asked for its geometry (``KeyError: 'curator'``).
+
+    >>> root_attrs_issue({"node_type": "group", "attributes": {}})
+    'holds no curator attributes (the geometry of the case)'
+    >>> root_attrs_issue({"node_type": "group", "attributes": {"curator": {"shape": [2, 2, 2],
+    ...                   "affine": [1.0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]}}}) is None
+    True
+    """
+    if not isinstance(meta, dict):
+        return "is missing" if meta is None else "holds no Zarr metadata object"
+    if meta.get("node_type") != "group":
+        return "is not a Zarr group's"
+    attrs = (meta.get("attributes") or {}).get("curator") if isinstance(meta.get("attributes"), dict) else None
+    if not isinstance(attrs, dict):
+        return "holds no curator attributes (the geometry of the case)"
+    shape, affine = attrs.get("shape"), attrs.get("affine")
+    if not (isinstance(shape, list) and len(shape) == 3 and isinstance(affine, list) and len(affine) == 16):
+        return "holds no valid grid (curator attributes shape and affine)"
+    return None
+
+
 def store_damage(store: str | os.PathLike[str], parts: tuple[str, ...] = (), index: bool = True,
                  chunks: bool = False) -> list[str]:
     """What is damaged in a case store (empty: nothing found): one line per array, e.g.
     ``"image: shard 0/0/0 was written but is missing"`` — see :meth:`ShardReader.damage`.
     ``parts`` limits the check to arrays under those paths (``("image", "labels/original")``).
     ``chunks`` checks every chunk's CRC32C too (reads every byte of the store; see
-    :meth:`ShardReader.damage`). A store without its ``zarr.json`` is one line too."""
+    :meth:`ShardReader.damage`). A store without its ``zarr.json``, or whose ``zarr.json`` lacks
+    the curator attributes (:func:`root_attrs_issue`), is one line too."""
     root = Path(store)
     if not (root / "zarr.json").is_file():
         return ["zarr.json: the store's metadata is missing"]
-    out = []
+    try:
+        issue = root_attrs_issue(json.loads((root / "zarr.json").read_bytes()))
+    except (OSError, ValueError) as e:
+        issue = f"cannot be read ({type(e).__name__}: {e})"
+    out = [f"zarr.json: the store's root metadata {issue}"] if issue else []
     for meta in sorted(root.rglob("zarr.json")):
         rel = meta.parent.relative_to(root).as_posix()
         if rel == "." or (parts and not any(rel == p or rel.startswith(p + "/") for p in parts)):

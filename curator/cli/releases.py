@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from enum import Enum
@@ -62,7 +63,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if fmt == ReportFormat.json:
             print_json(rep.to_dict())
         else:
-            head = "[bold green]OK[/]" if rep.ok else "[bold red]CHANGED[/]"
+            changed = not rep.ok and not dataclasses.replace(rep, stores_lacking=[]).ok  # not only a store lacking
+            head = "[bold green]OK[/]" if rep.ok else "[bold red]CHANGED[/]" if changed else "[bold red]INCOMPLETE[/]"
             out.print(f"{head} {escape(rep.release)}: {rep.checked_files} files and {rep.checked_stores} "
                       f"stores checked; release.json sha256 {rep.release_json_sha256}"
                       + (f"; content sha256 {rep.content_sha256}" if rep.content_sha256 else ""), highlight=False)
@@ -72,6 +74,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _list("stores whose content hash differs", rep.stores_modified, limit, "red")
             _list("damaged stores (a shard missing or truncated, a chunk failing its CRC32C)", rep.stores_damaged,
                   limit, "red")
+            _list("cases without their store (preprocess failed on the workspace's store, not the input: run "
+                  "`curator run` on the workspace and release a new version)", rep.stores_lacking, limit, "red")
             _list("dataset card issues", rep.card_issues, limit, "red")
             _list("row counts of release.json the tables do not hold", rep.counts_differ, limit, "red")
             _list("release.json disagrees with itself or the card", rep.manifest_issues, limit, "red")

@@ -24,13 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from curator.errors import CuratorError, ReleaseError
 from curator.io.fsutil import atomic_path
 from curator.ome import write_ome
-from curator.runner.stage import problem_row
 from curator.schema import to_arrow
 from curator.store import CaseStore, term_masks
 from curator.store_reader import store_damage
@@ -119,17 +117,19 @@ def release_step(b: ReleaseBuilder) -> None:
     # leaves them out, so the released stores (and store_terms, the loader, exports) do too
     skip = () if b.ctx.stage_enabled("pseudolabel") else ("labels/pseudo",)
     rows: list[dict[str, Any]] = []
-    missing: list[dict[str, Any]] = []
     damaged: list[str] = []
-    guessed = guessed_geometry(b.tables.get("problems"))
+    problems = b.tables.get("problems")
+    _refuse_store_failures(b, problems)
+    guessed = guessed_geometry(problems)
+    missing = [f"{rec['case_id']} ({rec['store']})" for rec in table.select(["case_id", "store"]).to_pylist()
+               if not (ws_stores / rec["store"] / "zarr.json").exists()]
+    if missing:  # left out, the release lost the case's store and labels for training without a word
+        raise ReleaseError("store_missing", f"{len(missing)} case store(s) preprocess wrote are no longer in the "
+                           "workspace: " + _some(missing),
+                           remedy=f"run the pipeline (`curator run {b.ctx.config.file_name}`): preprocess rebuilds "
+                           "missing stores and pseudolabel their layers, then the release is written")
     for rec in table.select(["case_id", "dataset", "modality", "store"]).to_pylist():
         src = ws_stores / rec["store"]
-        if not (src / "zarr.json").exists():
-            missing.append(problem_row("release", CuratorError(
-                "store_missing", "the case's store is not in the workspace; it is left out of the release",
-                remedy="run `curator preprocess` (it rebuilds missing stores), then the release again"),
-                dataset=rec["dataset"], case_id=rec["case_id"], path=rec["store"], severity="warning"))
-            continue
         dst = b.staging / "stores" / f"{rec['case_id']}.zarr"
         link_tree(src, dst, skip)
         damage = store_damage(dst, chunks=True)  # every chunk's CRC32C: the image is not read here
@@ -152,14 +152,32 @@ def release_step(b: ReleaseBuilder) -> None:
         rows += found
     if damaged:  # published, it reads as zeros where a shard was (or crashes the loader): never
         raise ReleaseError("store_damaged", f"{len(damaged)} case store(s) in the workspace are damaged: "
-                           + "; ".join(damaged[:5]) + (" and more" if len(damaged) > 5 else ""),
+                           + _some(damaged),
                            remedy="delete each damaged case's store folder (<workspace>/stores/<case>.zarr) and run "
                            f"the pipeline (`curator run {b.ctx.config.file_name}`): preprocess rebuilds the store and pseudolabel "
                            "its layer (a cached run notices a missing shard or a broken index itself, not a chunk "
                            "failing its CRC32C: that needs every byte read); then write the release again")
     b.tables["store_terms"] = to_arrow("store_terms", rows)
-    if missing:  # a row without its store would send the loader to a folder that is not there
-        log.warning("release: %d case(s) have no store in the workspace (see problems); left out", len(missing))
-        gone = pa.array([m["case_id"] for m in missing])
-        b.tables["preprocessed"] = table.filter(pc.invert(pc.is_in(table["case_id"], value_set=gone)))
-        b.add_problems(missing)
+
+
+def _some(items: list[str]) -> str:
+    return "; ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+
+def _refuse_store_failures(b: ReleaseBuilder, problems: pa.Table | None) -> None:
+    """Refuse a release some of whose cases have no store because preprocess failed on the
+    case's store in the workspace (:data:`~curator.runner.stage.STORE_FAULTS`: missing, damaged,
+    unreadable), not on its input: such a case would ship without its store and labels for
+    training while the release verified OK. (Those failures are no longer cached, so the next
+    run of preprocess rebuilds the store; a workspace from before may still hold one.)"""
+    from curator.runner.stage import STORE_FAULTS
+
+    if problems is None or not {"stage", "kind", "severity", "case_id"} <= set(problems.column_names):
+        return
+    bad = sorted({f"{r['case_id']} ({r['kind']})" for r in problems.select(["stage", "kind", "severity", "case_id"])
+                  .to_pylist() if r["stage"] == "preprocess" and r["severity"] == "error" and r["kind"] in STORE_FAULTS})
+    if bad:
+        raise ReleaseError("store_missing", f"{len(bad)} case(s) have no store because preprocess failed on the case's "
+                           "store in the workspace, not on its input: " + _some(bad),
+                           remedy=f"run the pipeline again (`curator run {b.ctx.config.file_name}`): preprocess "
+                           "rebuilds those stores (the problems table lists why each failed: stage = 'preprocess')")

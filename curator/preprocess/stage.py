@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from curator.config import StageConfig
-from curator.errors import InputError
+from curator.errors import CuratorError, InputError
 from curator.harmonize.stage import harmonize_taxonomy
 from curator.io.confined import resolve_inside
 from curator.io.formats import read_volume
@@ -226,7 +226,7 @@ class PreprocessStage(Stage):
                  "stage_version": cls.version, "config_hash": config.config_hash()}
         if guessed:  # what the header lacked (ingest warned of it): the store gets no OME position for a guess
             attrs["geometry_guessed"] = guessed
-        _keep_revised(dest)
+        _keep_revised(dest, warn)
         CaseStore.create(dest, geometry=prep.geometry, attrs=attrs, image=prep.image, body=prep.body,
                          labels=[(a, v) for a, v, _ in prep.planes], chunks=tuple(config.inner_chunks) or None)
         _carry_revised(dest, warn)
@@ -234,17 +234,32 @@ class PreprocessStage(Stage):
         return out
 
 
-def _keep_revised(dest: Path) -> None:
+def _keep_revised(dest: Path, warn: Any) -> None:
     """Before a store is replaced: a revised layer imported without a workspace copy (by an older
-    curator) gets one, so the rebuild can carry it."""
+    curator) gets one, so the rebuild can carry it. The store being replaced may be damaged (that
+    is why it is rebuilt: its root ``zarr.json`` lost or emptied): its revised layer is kept only
+    when it reads whole, else the rebuild goes on without it and a warning says so. (It raised
+    ``store_missing`` for a folder without ``zarr.json``, failing the case — and the failure was
+    cached, so deleting the store changed nothing and the release shipped without the case.)"""
     from curator.pseudolabel.review_records import revised_copy_path, save_revised_copy
 
     if not dest.exists() or revised_copy_path(dest).exists():
         return
-    old = CaseStore(dest)
-    if "revised" in old.layers():
+    try:
+        old = CaseStore(dest)
+        if "revised" not in old.layers():
+            return
         ((array, values),) = list(old.planes("revised"))  # import writes one plane
         save_revised_copy(old, np.asarray(array[...]), values)
+    except (CuratorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        if not (dest / "labels" / "revised").exists():
+            return  # no person's work in the damaged store: nothing is lost by rebuilding it
+        detail = e.detail if isinstance(e, CuratorError) else f"{type(e).__name__}: {e}"
+        warn(InputError("revised_label_lost", f"the store being rebuilt (it was damaged) holds a revised label layer "
+                        f"that cannot be read ({detail}); the rebuilt store has no revised layer",
+                        path=str(dest / "labels" / "revised"),
+                        remedy="import the review again (`curator review import`) from the folder the reviewers "
+                        "saved their revisions in"))
 
 
 def _carry_revised(dest: Path, warn: Any) -> None:

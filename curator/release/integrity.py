@@ -141,6 +141,9 @@ class VerifyReport:
     modified: list[str] = field(default_factory=list)
     stores_modified: list[str] = field(default_factory=list)
     stores_damaged: list[str] = field(default_factory=list)  # "<case>: <array>: why" (a shard missing, truncated)
+    # cases released without their store because preprocess failed on the workspace's store, not
+    # the case's input (:func:`stores_lacking`): "<case> (store_missing)"
+    stores_lacking: list[str] = field(default_factory=list)
     card_issues: list[str] = field(default_factory=list)
     counts_differ: list[str] = field(default_factory=list)  # "cases: release.json says 21, cases.parquet has 22 rows"
     # release.json disagreeing with itself or the card: an edited pipeline_config, a content_sha256
@@ -157,14 +160,14 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not (self.added or self.removed or self.modified or self.stores_modified or self.stores_damaged
-                    or self.card_issues or self.counts_differ or self.manifest_issues or self.splits_issues
+                    or self.stores_lacking or self.card_issues or self.counts_differ or self.manifest_issues or self.splits_issues
                     or self.parent_changed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"release": self.release, "ok": self.ok, "checked_files": self.checked_files,
                 "checked_stores": self.checked_stores, "added": self.added, "removed": self.removed,
                 "modified": self.modified, "stores_modified": self.stores_modified,
-                "stores_damaged": self.stores_damaged,
+                "stores_damaged": self.stores_damaged, "stores_lacking": self.stores_lacking,
                 "card_issues": self.card_issues, "counts_differ": self.counts_differ,
                 "manifest_issues": self.manifest_issues, "splits_issues": self.splits_issues,
                 "release_json_sha256": self.release_json_sha256, "content_sha256": self.content_sha256,
@@ -282,6 +285,7 @@ def verify_release(path: str | Path) -> VerifyReport:
                 rep.modified += [prefix + r for r, h in hashes.items()
                                  if expected_store_files.get(prefix + r) not in (None, h)]
     rep.modified = sorted(set(rep.modified))
+    rep.stores_lacking = stores_lacking(release)
     card = release / "DATASET_CARD.md"
     if card.is_file() or "DATASET_CARD.md" in files:
         rep.card_issues = check_card_file(card) if card.is_file() else ["DATASET_CARD.md is missing"]
@@ -290,6 +294,24 @@ def verify_release(path: str | Path) -> VerifyReport:
     rep.splits_issues = splits_issues(release, info, frozenset(rep.modified + rep.removed))
     rep.parent, rep.parent_changed = parent_check(release, info)
     return rep
+
+
+def stores_lacking(release: Path) -> list[str]:
+    """Cases the release holds without their store because preprocess failed on the case's store
+    in the workspace (:data:`~curator.runner.stage.STORE_FAULTS`), not on its input — from the
+    release's ``problems`` table: ``["KiTS23__case_00006 (store_missing)"]``. The checksums agree
+    with such a release (it was built that way); an earlier curator cached such a failure and
+    published the release without the case's store and labels for training."""
+    import pyarrow.parquet as pq
+
+    from curator.runner.stage import STORE_FAULTS
+
+    try:
+        rows = pq.read_table(release / "problems.parquet", columns=["stage", "kind", "severity", "case_id"]).to_pylist()
+    except (OSError, ValueError, KeyError):  # absent or unreadable: listed as removed or modified
+        return []
+    return sorted({f"{r['case_id']} ({r['kind']})" for r in rows
+                   if r["stage"] == "preprocess" and r["severity"] == "error" and r["kind"] in STORE_FAULTS})
 
 
 def manifest_issues(info: dict[str, Any], card: Path | None) -> list[str]:

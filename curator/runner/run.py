@@ -27,7 +27,7 @@ from curator.runner.context import Context
 from curator.runner.executors import Executor, make_executor
 from curator.runner.freshness import rerun_reasons, tables_read_digest, upstream_runs, write_record
 from curator.runner.provenance import case_environments, record_environment
-from curator.runner.stage import WORKSPACE_FAULTS, CaseResult, Stage, Task
+from curator.runner.stage import NOT_CACHED, WORKSPACE_FAULTS, CaseResult, Stage, Task
 from curator.schema import to_arrow
 
 log = logging.getLogger("curator")
@@ -97,6 +97,11 @@ def _workspace_fault(res: CaseResult, stage: str, root: Path, ran: int) -> Works
                           f"then run the same command again; {kept}")
 
 
+def _not_cached(res: CaseResult) -> bool:
+    """Whether a cached failure is of a kind never cached now (:data:`~curator.runner.stage.NOT_CACHED`)."""
+    return any(p.get("kind") in NOT_CACHED for p in res.problems if p.get("severity") == "error")
+
+
 CRASH_STOP = 3  # a stage whose worker died on every one of at least this many cases it ran stops the run
 
 
@@ -149,8 +154,9 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
         key = stage.task_key(t)
         cached = ws.read_case_result(stage_cls.name, t.case_id)
         hit = CaseResult.from_json(cached) if cached is not None and cached.get("key") == key else None
-        if hit is not None and hit.failed and hit.computed_with != made:
-            hit = None  # a failure under other code or libraries is tried again: they may read the file now
+        if hit is not None and hit.failed and (hit.computed_with != made or _not_cached(hit)):
+            hit = None  # a failure under other code or libraries is tried again: they may read the file now;
+            # one that is never cached now (a store missing: written by a curator that cached it) is too
         if hit is not None and stage.outputs_exist(hit):
             if stage_cls.reads_sources:  # found in its source again: gc keeps a run's cases by this mtime
                 ws.touch_case_result(stage_cls.name, t.case_id)  # until the run writes its tables

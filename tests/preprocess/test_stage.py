@@ -127,15 +127,17 @@ def test_a_deleted_store_is_rebuilt_and_never_released_as_a_row_without_its_stor
     rep = next(r for r in res.reports if r.stage == "preprocess")
     assert (rep.ran, rep.cached) == (1, 4)  # the cached result alone no longer vouches for the store
     assert np.array_equal(CaseStore(store).read("image"), before)
-    shutil.rmtree(store)  # gone again, and released without re-running preprocess
+    # gone again, and released without re-running preprocess: refused (it was left out with a
+    # warning: the case lost its store and labels)
+    shutil.rmtree(store)
+    from curator.errors import ReleaseError
     from curator.release.build import build_release
     from curator.runner.context import Context
 
-    rel = build_release(Context(config))
-    rows = pq.read_table(rel / "preprocessed.parquet").to_pylist()
-    assert cid not in {r["case_id"] for r in rows} and len(rows) == 4
-    problems = pq.read_table(rel / "problems.parquet").to_pylist()
-    assert [p["case_id"] for p in problems if p["kind"] == "store_missing"] == [cid]
+    with pytest.raises(ReleaseError) as e:
+        build_release(Context(config))
+    assert e.value.kind == "store_missing" and cid in str(e.value) and "curator run" in str(e.value)
+    assert not (root / "releases" / "t" / "0.2.0").exists()
 
 
 def test_stores_name_terms_by_the_taxonomy_harmonize_uses(tiny: Tiny, tmp_path) -> None:
@@ -237,7 +239,7 @@ def test_a_preprocess_worker_loads_neither_torch_nor_the_query_engines(tmp_path)
     import sys
 
     code = ("import sys\nfrom pathlib import Path\nfrom curator.preprocess.stage import _carry_revised, _keep_revised\n"
-            f"_keep_revised(Path({str(tmp_path / 'no.zarr')!r}))\n"
+            f"_keep_revised(Path({str(tmp_path / 'no.zarr')!r}), None)\n"
             f"_carry_revised(Path({str(tmp_path / 'no.zarr')!r}), None)\n"
             "print(sorted(m for m in ('torch', 'duckdb', 'polars') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)

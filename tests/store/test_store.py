@@ -213,6 +213,7 @@ def test_stores_written_before_chunk_checksums_still_read(tmp_path: Path, data: 
     from curator.store_reader import store_damage, write_sharded
 
     g = zarr.open_group(str(tmp_path / "old.zarr"), mode="w")
+    g.attrs["curator"] = {"shape": list(SHAPE), "affine": np.eye(4).ravel().tolist()}  # as every case store's root
     g.create_array("image", shape=SHAPE, dtype="int16", chunks=INNER_CHUNKS, shards=(256, 256, 256),
                    compressors=codec_for(np.dtype("int16")), fill_value=0)  # the previous curator's layout
     write_sharded(tmp_path / "old.zarr" / "image", data["image"])
