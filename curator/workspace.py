@@ -137,7 +137,13 @@ class Workspace:
 
     @contextlib.contextmanager
     def locked(self, command: str = "run") -> Iterator[Workspace]:
-        """Hold the workspace lock; a second holder is refused with a clear message."""
+        """Hold the workspace lock; a second holder is refused with a clear message.
+
+        Two locks are held: ``.lock`` (its text names the holder: command, pid, start time) and
+        the workspace folder itself (:func:`_lock_folder`). A ``.lock`` deleted while a run holds
+        it — it stays in every workspace, so clearing a "stale lock" by hand is plausible — no
+        longer lets a second run in: that run creates and locks a new ``.lock``, but the folder's
+        lock is still held (the two runs then damaged each other's stores)."""
         self.init()
         path = self.root / ".lock"
         try:
@@ -152,9 +158,13 @@ class Workspace:
             f.seek(0)
             holder = f.read().strip() or "another process"
             f.close()
-            raise WorkspaceError("workspace_locked", f"the workspace is in use by {holder}", path=str(self.root),
-                                 remedy="wait for that run to finish, or use another workspace; "
-                                        "the lock is released automatically when the process ends") from e
+            raise _in_use(self.root, holder) from e
+        try:
+            folder = _lock_folder(self.root, fcntl.LOCK_EX)
+        except BlockingIOError as e:  # its holder's .lock was deleted: the file locked above is a new one
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f.close()
+            raise _in_use(self.root, _folder_holder(self.root)) from e
         f.seek(0)
         f.truncate()
         f.write(f"curator {command} (pid {os.getpid()}, since "
@@ -172,6 +182,8 @@ class Workspace:
                 f.truncate()
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
             f.close()
+            if folder is not None:
+                os.close(folder)  # releases the folder's lock
             self._lock_file = None
 
     def lock_holder(self) -> str | None:
@@ -180,14 +192,21 @@ class Workspace:
         try:
             f = open(self.root / ".lock", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError:
-            return None
-        with f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return f.read().strip() or "another process"
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-            return None
+            f = None
+        if f is not None:
+            with f:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return f.read().strip() or "another process"
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        try:
+            folder = _lock_folder(self.root, fcntl.LOCK_SH)
+        except BlockingIOError:
+            return _folder_holder(self.root)
+        if folder is not None:
+            os.close(folder)
+        return None
 
     # -- tables ---------------------------------------------------------------------------
     def write_table(self, name: str, table: pa.Table) -> Path:
@@ -247,6 +266,49 @@ class Workspace:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None  # unreadable result: redo the case
+
+
+def _in_use(root: Path, holder: str) -> WorkspaceError:
+    return WorkspaceError("workspace_locked", f"the workspace is in use by {holder}", path=str(root),
+                          remedy="wait for that run to finish, or use another workspace; the lock is released "
+                          "automatically when the process ends (never delete .lock: it does not free the workspace)")
+
+
+def _lock_folder(root: Path, how: int) -> int | None:
+    """The workspace folder, opened and ``flock``-ed (``how``: ``LOCK_EX`` or ``LOCK_SH``; never
+    waiting: ``BlockingIOError`` when another process holds it) — the open descriptor, which
+    holds the lock until closed; None where the file system cannot lock a folder (NFS emulates
+    ``flock`` with byte-range locks, which a folder opened for reading cannot take), and then
+    ``.lock`` alone locks the workspace."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:  # EBADF, ENOLCK, EOPNOTSUPP: no folder locks here
+        os.close(fd)
+        return None
+    return fd
+
+
+def _folder_holder(root: Path) -> str:
+    """Who holds the workspace folder's lock although ``.lock`` names nobody (its holder's
+    ``.lock`` was deleted): the process ``/proc/locks`` names (Linux), else a description."""
+    pid = None
+    with contextlib.suppress(OSError, ValueError):
+        st = os.stat(root)
+        want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == want:
+                pid = int(parts[4])
+                break
+    return (f"another curator process (pid {pid}" if pid else "another curator process (") + \
+        "; its .lock file was deleted while it ran)"
 
 
 def table_damaged(name: str, path: Path, e: BaseException) -> WorkspaceError:
