@@ -20,12 +20,13 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +44,7 @@ from curator.problem_kinds import remedy_for
 FORMAT_VERSION = 1
 MIN_KEY_BYTES = 16  # new keys have 32
 KEY_FINGERPRINT_LABEL = b"curator pseudonym key fingerprint"
+log = logging.getLogger("curator")
 
 
 class Workspace:
@@ -259,13 +261,50 @@ class Workspace:
             os.utime(self.case_result_path(stage, case_id))
 
     def read_case_result(self, stage: str, case_id: str) -> dict[str, Any] | None:
+        """A case's cached result, or None: none yet, or a file that holds no result (truncated,
+        valid JSON of another shape), which is said in a note naming the file — the case is run
+        again (``[]`` crashed the stage as "a bug in curator", naming no file)."""
         p = self.case_result_path(stage, case_id)
+        why: str | None
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
+            d = json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None  # unreadable result: redo the case
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+            why = f"cannot be read ({type(e).__name__}: {e})"
+        else:
+            why = result_issue(d)
+            if why is None:
+                return cast(dict[str, Any], d)
+        log.warning("%s: the cached %s result of %s %s; the case is run again", p, stage, case_id, why)
+        return None
+
+
+def result_issue(d: Any) -> str | None:
+    """Why ``d`` (a parsed per-case result file) is not a result the runner can use, or None.
+
+    >>> result_issue([])
+    'holds a JSON list, not a result object'
+    >>> result_issue({"key": "ab"})
+    'lacks its case_id'
+    >>> result_issue({"case_id": "c", "key": "ab", "rows": {"t": [{"x": 1}]}, "problems": []}) is None
+    True
+    """
+    if not isinstance(d, dict):
+        return f"holds a JSON {type(d).__name__.replace('dict', 'object')}, not a result object"
+    for name in ("case_id", "key"):
+        if not isinstance(d.get(name), str):
+            return f"lacks its {name}"
+    rows, problems = d.get("rows", {}), d.get("problems", [])
+    if not (isinstance(rows, dict) and all(isinstance(v, list) and all(isinstance(r, dict) for r in v)
+                                           for v in rows.values())):
+        return "holds rows that are not tables of rows"
+    if not (isinstance(problems, list) and all(isinstance(r, dict) and isinstance(r.get("kind"), str)
+                                               and isinstance(r.get("severity"), str) for r in problems)):
+        return "holds problems that are not a list of rows"
+    if not isinstance(d.get("failed", False), bool):
+        return "holds a `failed` that is not true or false"
+    return None
 
 
 def _in_use(root: Path, holder: str) -> WorkspaceError:

@@ -65,8 +65,9 @@ def test_a_long_file_name_gives_a_case_id_that_fits_in_a_file_name(tmp_path: Pat
     assert make_case_id("KiTS23", ["case_00001"]) == "KiTS23__case_00001"  # short ids are unchanged
     ws = Workspace(tmp_path / "ws").init()
     for c in ids:
-        atomic_write_json(ws.case_result_path("ingest", c), {"ok": True})
-        assert ws.read_case_result("ingest", c) == {"ok": True}
+        result = {"case_id": c, "key": "k", "rows": {}, "problems": []}
+        atomic_write_json(ws.case_result_path("ingest", c), result)
+        assert ws.read_case_result("ingest", c) == result
 
 
 # -- a received release ---------------------------------------------------------------------------

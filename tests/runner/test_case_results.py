@@ -1,0 +1,58 @@
+"""Cached per-case results that are not what the runner wrote: the case is run again, with a
+note naming the file — never a crash called a bug in curator."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from curator.config import PipelineConfig
+from curator.runner.context import Context
+from curator.runner.executors import InlineExecutor
+from curator.runner.run import run_stage
+from curator.testing.stages import ProbeStage
+
+
+def _ctx(tmp: Path) -> Context:
+    ctx = Context(PipelineConfig.from_dict({"workspace": str(tmp / "ws"), "stages": {"probe": {"n_cases": 3}},
+                                            "executor": {"progress": False}}))
+    ctx.workspace.init()
+    return ctx
+
+
+def _shapes(key: str) -> list[Any]:
+    return [[], {"key": key}, "text", {"case_id": "c001", "key": key, "rows": [], "problems": []},
+            {"case_id": "c001", "key": key, "rows": {}, "problems": [{"message": "no kind, no severity"}]},
+            {"case_id": "c001", "key": key, "rows": {"probe": ["not a row"]}, "problems": []}]
+
+
+@pytest.mark.parametrize("which", range(6))
+def test_a_cached_result_of_another_shape_is_run_again_naming_the_file(tmp_path: Path, which: int,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Tester 36 #5: `[]` and `{"key": ...}` crashed the stage (AttributeError, KeyError: 'case_id'
+    at runner/stage.py) as "a bug in curator", naming no file; a truncated file was redone."""
+    ctx = _ctx(tmp_path)
+    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 3
+    path = ctx.workspace.case_result_path("probe", "c001")
+    key = json.loads(path.read_text())["key"]
+    path.write_text(json.dumps(_shapes(key)[which]))
+    caplog.set_level(logging.WARNING, logger="curator")
+    rep = run_stage(ctx, ProbeStage, InlineExecutor())
+    assert (rep.ran, rep.cached, rep.failed) == (1, 2, 0)
+    assert any(str(path) in r.getMessage() and "run again" in r.getMessage() for r in caplog.records), caplog.text
+    assert json.loads(path.read_text())["case_id"] == "c001"  # written anew
+
+
+def test_a_truncated_cached_result_is_run_again_naming_the_file(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    ctx = _ctx(tmp_path)
+    run_stage(ctx, ProbeStage, InlineExecutor())
+    path = ctx.workspace.case_result_path("probe", "c002")
+    path.write_bytes(path.read_bytes()[:20])
+    caplog.set_level(logging.WARNING, logger="curator")
+    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 1
+    assert any(str(path) in r.getMessage() for r in caplog.records), caplog.text
