@@ -8,7 +8,13 @@ from pathlib import Path
 
 from curator.config import PipelineConfig
 from curator.errors import ConfigError, ReleaseError
-from curator.release.build import build_release, check_cases, check_writable, release_dir
+from curator.release.build import (
+    build_release,
+    check_cases,
+    check_writable,
+    exists_remedy,
+    release_dir,
+)
 from curator.runner.context import Context
 from curator.runner.executors import make_executor
 from curator.runner.freshness import stale_reasons
@@ -56,8 +62,7 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
         if dest.exists():
             raise ReleaseError("release_exists", f"release {config.release.collection} {config.release.version} "
                                "already exists", path=str(dest),
-                               remedy=f"releases are immutable: bump `release.version` in {config.file_name} "
-                               "(or run with --no-release)")
+                               remedy=exists_remedy(config.file_name) + " (or run with --no-release)")
         if stages is not None:  # a subset: the stages left out must be current after it
             reasons = stale_reasons(ctx, will_run={name for name, _ in chosen})
             if reasons:

@@ -340,7 +340,8 @@ _KINDS: list[ProblemKind] = [
                 "in a workspace, delete the case's store folder (stores/<case>.zarr) and run `curator run "
                 "pipeline.yaml`: preprocess rebuilds it; in a release, run `curator verify RELEASE` to list every "
                 "damaged file and restore the release from a copy (or rebuild it: delete the workspace store as "
-                "above, then write a new release version)"),
+                "above and the release's folder, then run `curator run pipeline.yaml`: it rebuilds the store and "
+                "writes the release again)"),
     ProblemKind("dedup_hash_limited",
                 "the scan's body is too small for perceptual hashing; dedup finds only identical copies",
                 "nothing to do for tiny fragments; check the image if it should show a body"),

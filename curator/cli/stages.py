@@ -62,8 +62,9 @@ def _release_refusal(ctx: Any, dest: Path, stale: list[str], has_cases: bool) ->
     name = ctx.config.file_name
     if dest.exists():
         rc = ctx.config.release
-        return "exists", (f"release {rc.collection} {rc.version} already exists ({dest}); releases are immutable: "
-                          f"bump `release.version` in {name}")
+        from curator.release.build import exists_remedy
+
+        return "exists", f"release {rc.collection} {rc.version} already exists ({dest}); {exists_remedy(name)}"
     if stale:  # (before a missing cases table: a stage that has not run says more)
         return "stale", stale_message(stale, name) + f"; run `curator run {name}` (cached cases are not redone)"
     if not has_cases:

@@ -235,13 +235,20 @@ def check_sources(ctx: Context) -> None:
                            f"{name}'s `sources:`, or set `release.allow_missing_sources: true`")
 
 
+def exists_remedy(file_name: str) -> str:
+    """What to do when the release version exists: a new version — or, for a damaged copy of this
+    one (verify or query said so), the same version built again after its folder is deleted."""
+    return (f"releases are immutable: bump `release.version` in {file_name}; to build a damaged copy of this "
+            "version again, delete its folder first (from an unchanged workspace the rebuild holds the same "
+            "content: the same content_sha256, which `curator verify` prints)")
+
+
 def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
     rc = ctx.config.release
     dest = release_dir(ctx)
     if dest.exists():
         raise ReleaseError("release_exists", f"release {rc.collection} {rc.version} already exists",
-                           path=str(dest), remedy=f"releases are immutable: bump `release.version` in "
-                           f"{ctx.config.file_name}")
+                           path=str(dest), remedy=exists_remedy(ctx.config.file_name))
     if not ctx.workspace.has_table("cases"):
         raise ReleaseError("release_error", "the workspace has no cases table",
                            remedy=f"run ingest first (`curator run {ctx.config.file_name}`)")

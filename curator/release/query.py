@@ -57,6 +57,13 @@ def resolve_release(path: str | Path) -> Path:
         remedy = (f"versions of the collection {p.parent}: {', '.join(v.name for v in near)} (or pass "
                   f"{p.parent} for the newest)" if near else _collections_hint(p.parent))
         raise ReleaseError("release_error", "no such release folder", path=str(p), remedy=remedy)
+    staging = sorted(d.name for d in p.glob(".*.tmp-*") if d.is_dir()) if p.is_dir() else []
+    if staging:  # a collection folder whose first build was killed (or is still writing)
+        raise ReleaseError("release_error", "no version of this collection is built yet: it holds only the staging "
+                           f"folder of a build that did not finish ({', '.join(staging)}; a build still running, or "
+                           "killed — the next `curator release` removes a killed build's)", path=str(p),
+                           remedy="wait for the build, or build the release (`curator run pipeline.yaml`, or "
+                           "`curator release pipeline.yaml` when the stages are done), then pass this folder again")
     raise ReleaseError("release_error", "not a release folder (no release.json)", path=str(p),
                        remedy=_collections_hint(p) if p.is_dir() else _PASS_RELEASE)
 
@@ -408,7 +415,9 @@ class Release:
         location file whose bytes no longer match ``release.json``)."""
         return ReleaseError("release_corrupt", detail, path=str(path), case_id=case_id,
                             remedy=f"run `curator verify {self.path}` to see which files changed, then restore "
-                                   "them from an intact copy of the release or build the release again")
+                                   "them from an intact copy of the release, or build it again: delete the folder "
+                                   f"{self.path} and run `curator release` with its pipeline.yaml (from an unchanged "
+                                   "workspace the rebuild holds the same content: the same content_sha256)")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles without its DuckDB connection and rebuilt taxonomy (a DataLoader worker

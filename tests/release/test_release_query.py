@@ -112,6 +112,7 @@ def test_a_damaged_table_is_named_and_the_others_stay_queryable(demo: Path, capl
             read()
         assert e.value.kind == "release_corrupt" and e.value.path == str(damaged)
         assert e.value.remedy and "curator verify" in e.value.remedy
+        assert f"delete the folder {rel.path} and run `curator release`" in e.value.remedy  # followable (#9)
     assert rel.sql("with qc as (select 1 as x) select x from qc").fetchall() == [(1,)]  # a CTE, not the table
 
 
@@ -252,6 +253,19 @@ def test_a_missing_release_path_names_what_is_there(demo: Path) -> None:
         resolve_release(root / "demo" / "0.1.0" / "cases.parquet")  # a file, not a folder
     assert [p.name for p in release_versions(root / "demo")] == ["0.1.0"]
     assert resolve_release(root / "demo") == root / "demo" / "0.1.0"
+
+
+def test_a_collection_holding_only_a_killed_builds_staging_folder_says_so(tmp_path: Path) -> None:
+    """Tester 36 #7: 'not a release folder … (or the collection folder …)' of the collection folder."""
+    from curator.release.query import resolve_release
+
+    collection = tmp_path / "releases" / "demo"
+    (collection / ".0.1.0.tmp-host-11939" / "stores").mkdir(parents=True)
+    with pytest.raises(ReleaseError) as e:
+        resolve_release(collection)
+    said = str(e.value)
+    assert "no version of this collection is built yet" in said and ".0.1.0.tmp-host-11939" in said
+    assert "or the collection folder" not in said and "curator release" in said
 
 
 def test_cli_query_spreadsheet_quotes_formulas_in_csv_only(demo: Path, tmp_path: Path) -> None:

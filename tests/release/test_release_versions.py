@@ -74,6 +74,9 @@ def test_existing_version_is_refused_and_left_intact(demo: Path, release_with: B
     with pytest.raises(ReleaseError) as e:
         release_with(demo, "0.1.0")
     assert e.value.kind == "release_exists"
+    # a damaged copy of the version is built again after deleting its folder (tester 36 #9: verify and
+    # query said to "build the release again", which this refusal then forbade without saying how)
+    assert e.value.remedy and "delete its folder first" in e.value.remedy and "content_sha256" in e.value.remedy
     assert files() == before
     assert not [p for p in v1.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
