@@ -37,7 +37,9 @@ from curator.io.fsutil import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
+    canonical_json,
     remove_stale_temporaries,
+    sha256_json,
 )
 from curator.problem_kinds import remedy_for
 
@@ -260,10 +262,19 @@ class Workspace:
         with contextlib.suppress(OSError):
             os.utime(self.case_result_path(stage, case_id))
 
+    def write_case_result(self, stage: str, case_id: str, result: dict[str, Any]) -> None:
+        """Cache a case's result (atomically) with the SHA-256 of its content (``sha256``), which
+        :meth:`read_case_result` checks."""
+        # hashed as it will be read back (JSON turns numbers' keys into text, which sorts otherwise)
+        body = json.loads(canonical_json({k: v for k, v in result.items() if k != "sha256"}))
+        atomic_write_json(self.case_result_path(stage, case_id), {**body, "sha256": sha256_json(body)}, indent=None)
+
     def read_case_result(self, stage: str, case_id: str) -> dict[str, Any] | None:
         """A case's cached result, or None: none yet, or a file that holds no result (truncated,
-        valid JSON of another shape), which is said in a note naming the file — the case is run
-        again (``[]`` crashed the stage as "a bug in curator", naming no file)."""
+        valid JSON of another shape, content that does not match its checksum), which is said in a
+        note naming the file — the case is run again (``[]`` crashed the stage as "a bug in
+        curator", naming no file; a volume edited in a cached result was published). A result
+        written before results carried a checksum is taken as it is."""
         p = self.case_result_path(stage, case_id)
         why: str | None
         try:
@@ -274,6 +285,8 @@ class Workspace:
             why = f"cannot be read ({type(e).__name__}: {e})"
         else:
             why = result_issue(d)
+            if why is None and "sha256" in d and d["sha256"] != sha256_json({k: v for k, v in d.items() if k != "sha256"}):
+                why = "does not match its checksum (edited, or damaged on disk)"
             if why is None:
                 return cast(dict[str, Any], d)
         log.warning("%s: the cached %s result of %s %s; the case is run again", p, stage, case_id, why)

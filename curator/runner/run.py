@@ -22,7 +22,6 @@ from rich.progress import (
 )
 
 from curator.errors import StageError, WorkspaceError
-from curator.io.fsutil import atomic_write_json
 from curator.runner.context import Context
 from curator.runner.executors import Executor, make_executor
 from curator.runner.freshness import rerun_reasons, tables_read_digest, upstream_runs, write_record
@@ -188,7 +187,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
                     raise fault
                 res.computed_with = made
                 if res.cacheable:
-                    atomic_write_json(ws.case_result_path(stage_cls.name, res.case_id), res.to_json(), indent=None)
+                    ws.write_case_result(stage_cls.name, res.case_id, res.to_json())
                 results[res.case_id] = res
                 report.ran += 1
                 bar.advance()

@@ -56,3 +56,24 @@ def test_a_truncated_cached_result_is_run_again_naming_the_file(tmp_path: Path,
     caplog.set_level(logging.WARNING, logger="curator")
     assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 1
     assert any(str(path) in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_cached_result_edited_on_disk_is_run_again_not_published(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Tester 36 #3: a volume_ml edited in a cached harmonize result (260.2 -> 999, a plausible bit
+    flip) was published, and verify said OK. Results carry a checksum of their content."""
+    ctx = _ctx(tmp_path)
+    run_stage(ctx, ProbeStage, InlineExecutor())
+    path = ctx.workspace.case_result_path("probe", "c000")
+    res = json.loads(path.read_text())
+    assert res["sha256"] and res["rows"]["probe"]
+    row = res["rows"]["probe"][0]
+    field = next(k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    path.write_text(json.dumps({**res, "rows": {"probe": [{**row, field: row[field] + 1}]}}))
+    caplog.set_level(logging.WARNING, logger="curator")
+    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 1
+    assert any(str(path) in r.getMessage() and "checksum" in r.getMessage() for r in caplog.records), caplog.text
+    assert json.loads(path.read_text())["rows"]["probe"][0] == row  # computed again: the row as it was
+    legacy = {k: v for k, v in res.items() if k != "sha256"}  # written before results carried a checksum
+    path.write_text(json.dumps(legacy))
+    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 0

@@ -106,7 +106,7 @@ def test_a_failure_recorded_by_other_code_is_tried_again(tmp_path: Path) -> None
     path.write_text(json.dumps({k: v for k, v in recorded.items() if k != "computed_with"}))  # before ids
     assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 1
     ok = ctx.workspace.case_result_path("probe", "c000")  # a success under another environment stays cached
-    ok.write_text(json.dumps({**json.loads(ok.read_text()), "computed_with": "0123abcd0123abcd"}))
+    ctx.workspace.write_case_result("probe", "c000", {**json.loads(ok.read_text()), "computed_with": "0123abcd0123abcd"})
     assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 0
 
 
