@@ -160,8 +160,8 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not (self.added or self.removed or self.modified or self.stores_modified or self.stores_damaged
-                    or self.stores_lacking or self.card_issues or self.counts_differ or self.manifest_issues or self.splits_issues
-                    or self.parent_changed)
+                    or self.stores_lacking or self.card_issues or self.counts_differ or self.manifest_issues
+                    or self.splits_issues or self.parent_changed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"release": self.release, "ok": self.ok, "checked_files": self.checked_files,
