@@ -202,10 +202,10 @@ def _rebuild_coarser(path: Path) -> list[tuple[str, str]]:
     m = g.matrix.copy()
     m[:3, :3] *= 2
     coarse = Geometry.from_affine(tuple((n + 1) // 2 for n in g.shape), m)
-    _keep_revised(path)
+    notes: list[tuple[str, str]] = []
+    _keep_revised(path, lambda err, severity="warning": notes.append((err.kind, severity)))
     CaseStore.create(path, geometry=coarse, attrs={k: v for k, v in old.attrs.items() if k not in ("affine", "shape")},
                      image=np.asarray(old.image[...])[::2, ::2, ::2], labels=[(np.zeros(coarse.shape, np.uint8), {})])
-    notes: list[tuple[str, str]] = []
     _carry_revised(path, lambda err, severity: notes.append((err.kind, severity)))
     return notes
 
