@@ -71,25 +71,24 @@ def _assemble(builder: Any) -> list[dict[str, Any]]:
     if enabled and ws.read_table(PRIVATE_TABLES["pseudo"]) is not None:
         record_models(builder)
         record_inference(builder)
-    base = builder.tables["labels"].to_pylist() if "labels" in builder.tables else []
-    counts = {"original": len(base)}
-    rows = list(base)
-    revised: list[dict[str, Any]] = []
+    extras: dict[str, list[dict[str, Any]]] = {}
     for origin, name in PRIVATE_TABLES.items():
         if origin == "pseudo" and not enabled:  # an earlier run's pseudo labels: not this configuration's
             continue
         t = ws.read_table(name)
-        extra = t.to_pylist() if t is not None else []
-        if origin == "revised":
-            extra = revised = check_revised(builder, extra)
-        counts[origin] = len(extra)
-        rows += extra
-    if len(rows) == len(base):
-        if "labels" in builder.tables:  # nothing to assemble: harmonize's table, with any column added since
-            conformed = with_null_columns(builder.tables["labels"], "labels")
-            if conformed is not builder.tables["labels"]:
-                builder.tables["labels"] = conformed
+        extra = t.to_pylist() if t is not None and t.num_rows else []
+        extras[origin] = check_revised(builder, extra) if origin == "revised" and extra else extra
+    revised = extras.get("revised", [])
+    if not any(extras.values()):
+        # nothing to assemble: harmonize's table is left as it is, not even loaded (a table no step
+        # touches is copied file-for-file: a release with millions of label rows holds none in memory),
+        # unless it lacks a column added since it was written (read from the file's schema)
+        if "labels" in builder.tables and not has_all_columns(builder.tables, "labels"):
+            builder.tables["labels"] = with_null_columns(builder.tables["labels"], "labels")
         return revised
+    base = builder.tables["labels"].to_pylist() if "labels" in builder.tables else []
+    counts = {"original": len(base), **{o: len(e) for o, e in extras.items()}}
+    rows = base + [r for e in extras.values() for r in e]
     assembled = assemble_rows(rows)
     derived = assembled_derived(builder, assembled)
     assembled += derived
@@ -100,6 +99,18 @@ def _assemble(builder: Any) -> list[dict[str, Any]]:
     log.info("labels assembled by priority %s: %s (%d derived from pseudo or revised labels)",
              " > ".join(PRIORITY), chosen, len(derived))
     return revised
+
+
+def has_all_columns(tables: Any, name: str) -> bool:
+    """Whether the release's table ``name`` has every column its declared schema has, read from
+    its file's schema when it was not loaded or changed (no rows read)."""
+    import pyarrow.parquet as pq
+
+    from curator.schema import table_schema
+
+    path = tables.file(name)
+    names = pq.read_schema(path).names if path is not None else tables[name].column_names
+    return set(table_schema(name).schema.names) <= set(names)
 
 
 def with_null_columns(table: Any, name: str) -> Any:

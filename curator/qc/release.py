@@ -246,13 +246,12 @@ def release_step(builder: Any) -> None:
         conformed = conform(qc)
         if conformed is not qc:
             builder.tables["qc"] = qc = conformed
-    labels = builder.tables.get("labels")
-    if qc is None:
+    if qc is None:  # labels not loaded: a table no step touches is copied file-for-file
         log.info("release: no qc table; labels keep null measurements")
-    elif labels is None:
+    elif "labels" not in builder.tables:
         log.info("release: no labels table to join qc measurements into (harmonize not run)")
     else:
-        builder.tables["labels"] = join_measurements(labels, qc)
+        builder.tables["labels"] = join_measurements(builder.tables["labels"], qc)
     with_part = _exclude_with_parts(builder) if qc is not None else 0  # before: an unstored label is no part held
     n = _exclude_unstored(builder)
     if qc is not None or n:  # counted after the release's own exclusions: release.json agrees with labels
@@ -283,9 +282,9 @@ def _exclude_with_parts(builder: Any) -> int:
 
 
 def _exclude_unstored(builder: Any) -> int:
-    labels, store_terms, pre = (builder.tables.get(t) for t in ("labels", "store_terms", "preprocessed"))
-    if labels is None or store_terms is None or pre is None:
-        return 0
+    if not all(t in builder.tables for t in ("labels", "store_terms", "preprocessed")):
+        return 0  # (checked before loading any: a table no step touches is copied file-for-file)
+    labels, store_terms, pre = (builder.tables[t] for t in ("labels", "store_terms", "preprocessed"))
     from curator.harmonize.stage import harmonize_taxonomy
 
     builder.tables["labels"], n = exclude_unstored(labels, store_terms, set(pre.column("case_id").to_pylist()),

@@ -90,11 +90,12 @@ class TableSet(MutableMapping[str, pa.Table]):
         return self[name].select(columns)
 
     def scan(self, name: str) -> pl.LazyFrame:
-        """A lazy Polars frame of a table (streamed from its file when possible)."""
+        """A lazy Polars frame of a table (streamed from its file when it is still that file, even
+        if a step loaded it; an in-memory table through :func:`polars_safe`)."""
         f = self.file(name)
-        if f is not None and name not in self._tables:
+        if f is not None:
             return pl.scan_parquet(f, glob=False)  # a path may hold [ ] * ?: never a pattern
-        return pl.DataFrame(self[name]).lazy()
+        return pl.DataFrame(polars_safe(self[name])).lazy()
 
     def num_rows(self, name: str) -> int:
         f = self.file(name)
@@ -107,6 +108,41 @@ class TableSet(MutableMapping[str, pa.Table]):
         if f is not None and name not in self._tables:
             return list(pq.read_schema(f).names)
         return list(self[name].schema.names)
+
+
+def _has_fixed_size_list(t: pa.DataType) -> bool:
+    if pa.types.is_fixed_size_list(t):
+        return True
+    if pa.types.is_struct(t):
+        return any(_has_fixed_size_list(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _has_fixed_size_list(t.value_type)
+    return False
+
+
+def polars_safe(table: pa.Table) -> pa.Table:
+    """``table`` with every sliced chunk of a column holding a fixed-size list copied unsliced.
+
+    Polars (2.1) refuses a sliced ``fixed_size_list`` chunk with nulls ("validity mask length
+    must be equal to the number of values divided by size"), and pyarrow hands such chunks back
+    for any Parquet row group above 131,072 rows — chunks of 131,072 rows over the row group's
+    child values — (``labels``' ``extent_mm`` and ``centroid_mm`` with null measurements) and for
+    ``Table.slice``. Only those chunks are copied; the other columns are shared.
+    """
+    for i, field in enumerate(table.schema):
+        col = table.column(i)
+        if _has_fixed_size_list(field.type) and any(_sliced(c) for c in col.chunks):
+            chunks = [pa.concat_arrays([c]) if _sliced(c) else c for c in col.chunks]
+            table = table.set_column(i, field, pa.chunked_array(chunks, type=field.type))
+    return table
+
+
+def _sliced(chunk: pa.Array) -> bool:
+    """A chunk that is a slice of a longer array (an offset, or more child values than its rows
+    hold); a nested fixed-size list is copied whatever it is (no table declares one)."""
+    if pa.types.is_fixed_size_list(chunk.type):
+        return bool(chunk.offset) or len(chunk.values) != len(chunk) * chunk.type.list_size
+    return True
 
 
 class TableWriter:

@@ -30,7 +30,10 @@ class ReportData:
     @classmethod
     def from_arrow(cls, tables: dict[str, pa.Table], info: dict[str, Any] | None = None,
                    store_roots: tuple[Path, ...] = ()) -> ReportData:
-        return cls({k: pl.from_arrow(v) for k, v in tables.items()}, dict(info or {}), store_roots)  # type: ignore[misc]
+        from curator.release.tables import polars_safe
+
+        return cls({k: pl.from_arrow(polars_safe(v)) for k, v in tables.items()},  # type: ignore[misc]
+                   dict(info or {}), store_roots)
 
     @classmethod
     def from_release(cls, path: str | Path, store_roots: tuple[Path, ...] = ()) -> ReportData:

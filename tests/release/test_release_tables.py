@@ -78,3 +78,64 @@ def test_tableset_loads_on_use_and_tracks_replacement(tmp_path: Path) -> None:
     assert list(ts) == ["raw_labels"]
     with pytest.raises(KeyError):
         ts["missing"]
+
+
+def _big_labels(path: Path, n: int = 131_072 + 100) -> None:
+    """A ``labels`` table just over pyarrow's 131,072-row read batch in one row group, ``extent_mm``
+    null on most rows (QC off) — read back, its fixed-size-list chunks are slices."""
+    extent = pa.FixedSizeListArray.from_arrays(pa.array([float(i % 7) for i in range(3 * n)]), 3,
+                                               mask=pa.array([i % 1000 != 0 for i in range(n)]))
+    with TableWriter("labels", path, row_group_size=n) as w:
+        w.write(pa.table({"case_id": [f"c{i:06d}" for i in range(n)], "dataset": ["d"] * n,
+                          "term_id": ["liver"] * n, "term": ["liver"] * n, "origin": ["original"] * n,
+                          "layer": ["original"] * n, "annotated": [True] * n, "present": [True] * n,
+                          "derived": [False] * n, "voxels": [1] * n, "volume_ml": [0.5] * n, "extent_mm": extent}))
+
+
+def test_scan_and_report_of_a_loaded_table_over_131072_rows(tmp_path: Path) -> None:
+    """Finding 2 of tester 38: a release with more than 131,072 label rows failed in the card's
+    TableSet.scan (polars: "validity mask length must be equal to the number of values divided by
+    size") once a step had loaded ``labels``; the report step's conversion failed alike."""
+    import polars as pl
+
+    from curator.report.data import ReportData
+
+    _big_labels(tmp_path / "labels.parquet")
+    want = pl.read_parquet(tmp_path / "labels.parquet")
+    ts = TableSet({"labels": tmp_path / "labels.parquet"})
+    loaded = ts["labels"]  # as a release step that reads it (qc, report) leaves it
+    assert loaded.column("extent_mm").num_chunks > 1
+    assert ts.scan("labels").collect().equals(want)
+    ts["labels"] = loaded.append_column("extra", pa.nulls(loaded.num_rows)).drop_columns(["extra"])  # in memory only
+    assert ts.file("labels") is None
+    assert ts.scan("labels").collect().equals(want)
+    assert ts.scan("labels").collect()["extent_mm"].drop_nulls().len() == 132
+    assert ReportData.from_arrow({"labels": loaded}).get("labels").equals(want)
+
+
+def test_release_steps_with_nothing_to_do_leave_labels_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 3 of tester 38: the pseudolabel step turned the whole labels table into Python rows on
+    every release (about 1.2 KB a row), and the qc step loaded it without a qc table. With no pseudo
+    or revised rows and no qc table neither reads it: it is copied file-for-file."""
+    from types import SimpleNamespace
+
+    from curator.pseudolabel.release import release_step as assemble
+    from curator.qc.release import release_step as qc_step
+
+    write_parquet(to_arrow("labels", [{"case_id": "c", "dataset": "d", "term_id": "liver", "term": "liver",
+                                       "origin": "original", "layer": "original", "annotated": True,
+                                       "present": True, "derived": False, "voxels": 1, "volume_ml": 0.5}]),
+                  tmp_path / "labels.parquet")
+    ts = TableSet({"labels": tmp_path / "labels.parquet"})
+    getitem = TableSet.__getitem__
+
+    def no_labels(self: TableSet, name: str) -> pa.Table:
+        assert name != "labels", "labels loaded"
+        return getitem(self, name)
+
+    monkeypatch.setattr(TableSet, "__getitem__", no_labels)
+    ws = SimpleNamespace(read_table=lambda name: None)
+    builder = SimpleNamespace(tables=ts, extra={}, ctx=SimpleNamespace(workspace=ws, stage_enabled=lambda s: True))
+    assemble(builder)
+    qc_step(builder)
+    assert ts.file("labels") == tmp_path / "labels.parquet" and builder.extra == {}
