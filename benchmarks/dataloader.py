@@ -44,7 +44,8 @@ mt = NonDetMultiThreadedAugmenter(dl, None, %d, 6, None, pin_memory=False, wait_
 for _ in range(3): next(mt)
 t = time.perf_counter()
 for _ in range(n): b = next(mt)
-print(json.dumps({"patches_per_s": n * %d / (time.perf_counter() - t), "shape": list(b["data"].shape)}))
+print(json.dumps({"patches_per_s": n * %d / (time.perf_counter() - t), "shape": list(b["data"].shape),
+                  "cases": ids}))
 mt._finish()
 """ % (BATCH, PATCH, PATCH, FG, WORKERS, BATCH)  # noqa: UP031 - the code holds braces
 
@@ -108,6 +109,15 @@ def main() -> None:
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])
     nn = json.loads(res.stdout.strip().splitlines()[-1])
+    from curator.release.query import Release
+
+    mine = sorted(c.split("__", 1)[-1] for c in Release(rel).table("cases")["case_id"].to_list())
+    if nn["cases"] != mine:  # the two loaders must draw from the same cases, or the ratio means nothing
+        raise SystemExit(f"the two sides hold different cases: nnU-Net's {work / 'nnunet_out'} has "
+                         f"{len(nn['cases'])} ({', '.join(nn['cases']) or 'none'}), curator's release {len(mine)} "
+                         f"({', '.join(mine)}); run benchmarks/preprocess.py --work {work} --cases "
+                         f"{' '.join(mine)} (its other outputs are kept) and remove any other case's .b2nd")
+    print(f"cases on both sides ({len(mine)}): {', '.join(mine)}")
     cu = curator_rate(rel, a.n)
     print(f"nnU-Net nnUNetDataLoader (no augmentation, 2 processes): {nn['patches_per_s']:.1f} patches/s "
           f"(batch {nn['shape']})")

@@ -66,6 +66,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         big = big_ct(Path(args.big) if args.big else Path(tmp) / "big_ct.nii.gz")
         files = [(name, data / rel, mod) for name, (rel, mod) in SOURCES.items() if (data / rel).exists()]
+        if len(files) < len(SOURCES):  # said, or the "largest share" below would be of the synthetic files alone
+            missing = [name for name, (rel, _) in SOURCES.items() if not (data / rel).exists()]
+            print(f"note: {len(missing)} of {len(SOURCES)} real sample files are not under {data} and are left out "
+                  f"({', '.join(missing)}); pass --data shared/data/real", file=sys.stderr)
         mid = big_ct(Path(args.mid) if args.mid else Path(tmp) / "mid_mr.nii.gz", (60, 60, 39), (4.0, 4.0, 4.0), "MR")
         files.append(("synthetic 240x240x156 MR", mid, "MR"))
         files.append(("synthetic 512x512x300 CT", big, "CT"))

@@ -113,6 +113,8 @@ def main() -> None:
     work = Path(a.work)
     store_path = work / f"ws_{a.case}" / "stores" / f"{a.case}.zarr"
     b2nd = work / "nnunet_out" / f"{a.case}.b2nd"
+    if not b2nd.exists():
+        raise SystemExit(f"{b2nd} is missing: run benchmarks/preprocess.py --work {work} --cases {a.case} first")
     store = CaseStore(store_path)
     img = store.read("image")
     nii = work / "patch_read" / f"{a.case}.nii.gz"

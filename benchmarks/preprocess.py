@@ -116,16 +116,15 @@ def main() -> None:
     work = Path(a.work)
     raw = build(work / "raw", big=a.big)
     plans = nnunet_plans(a.nnunet_python, work)
-    out_nn = work / "nnunet_out"
-    shutil.rmtree(out_nn, ignore_errors=True)
-    out_nn.mkdir(parents=True)
+    out_nn = work / "nnunet_out"  # other cases' outputs are kept: patch_read.py and dataloader.py read them
+    out_nn.mkdir(parents=True, exist_ok=True)
     rows = []
     for case in [c for c in cases(raw, a.big) if not a.cases or c in a.cases]:
         ws = work / f"ws_{case}"
         nns, cus = [], []
         for _ in range(a.repeat):  # interleaved, so both tools see the same machine load
-            for f in out_nn.glob(f"{case}*"):  # blosc2 refuses to overwrite its own output
-                f.unlink()
+            for f in (f"{case}.b2nd", f"{case}_seg.b2nd", f"{case}.pkl"):  # blosc2 refuses to overwrite
+                (out_nn / f).unlink(missing_ok=True)
             nns.append(_run(a.nnunet_python, NNUNET_CASE, str(raw), str(plans), case, str(out_nn)))
             shutil.rmtree(ws, ignore_errors=True)
             cus.append(_run(sys.executable, CURATOR_CASE, str(raw), case, str(ws), "linear"))

@@ -15,7 +15,7 @@ deformations of that real map (scale ±12 %, rotation ±8°, elastic ±4 mm) —
 shapes, synthetic variety — and is reported separately from KiTS23.
 
     python benchmarks/solf_eval.py                      # everything, ~10 min on 2 cores
-    python benchmarks/solf_eval.py --kits-cases 10 --no-totalseg   # quick look
+    python benchmarks/solf_eval.py --kits-cases 10 --no-totalseg --min-cohort 5   # quick look
     python benchmarks/solf_eval.py --write /tmp/qc_tables.md   # tables to copy into benchmarks/results/qc.md
 """
 
@@ -314,6 +314,9 @@ def main() -> None:
     if not files:  # else every table would be of 0 cases, all zeros
         raise SystemExit(f"no KiTS23 segmentations under {args.real / 'kits23' / 'dataset'}: point --real or "
                          "$CURATOR_REAL_DATA at the real sample data (shared/data/real)")
+    if len(files) < args.min_cohort:  # no cohort is judged: every table would be zeros
+        raise SystemExit(f"{len(files)} KiTS23 case(s) is fewer than --min-cohort {args.min_cohort}: no cohort would be "
+                         "judged and every table would read 0; pass a smaller --min-cohort (e.g. 5) or more cases")
     for f in files:
         cid = f.parent.name
         if cid in kits and cid in split:
