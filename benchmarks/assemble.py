@@ -4,8 +4,8 @@
     python benchmarks/assemble.py --out /tmp/B.md && diff BENCHMARKS.md /tmp/B.md   # check it
 
 Each ``benchmarks/results/<area>.md`` is written by the people who ran that benchmark (numbers,
-versions, commands, machine load); this script only stitches them together, one heading level
-down, so BENCHMARKS.md never disagrees with them.
+versions, commands, machine load); this script only stitches them together, each file's top heading
+at ``##``, so BENCHMARKS.md never disagrees with them.
 """
 
 from __future__ import annotations
@@ -18,13 +18,27 @@ ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["preprocess", "dedup", "qc", "pseudolabel", "release"]
 
 
-def demote(text: str) -> str:
+def _headings(text: str) -> list[tuple[int, int]]:
+    """(line index, level) of every Markdown heading outside code fences."""
     out, fence = [], False
-    for line in text.splitlines():
+    for i, line in enumerate(text.splitlines()):
         if line.startswith("```"):
             fence = not fence
-        out.append("#" + line if not fence and re.match(r"#{1,5} ", line) else line)
-    return "\n".join(out).rstrip() + "\n"
+        m = None if fence else re.match(r"(#{1,6}) ", line)
+        if m:
+            out.append((i, len(m.group(1))))
+    return out
+
+
+def demote(text: str) -> str:
+    """Shift the headings so the file's top level is ``##`` (a section of BENCHMARKS.md), whether
+    the file starts at ``#`` or already at ``##``."""
+    heads = _headings(text)
+    shift = 2 - min((lv for _, lv in heads), default=2)
+    lines = text.splitlines()
+    for i, lv in heads:
+        lines[i] = "#" * max(1, min(6, lv + shift)) + lines[i][lv:]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

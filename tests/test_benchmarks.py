@@ -41,6 +41,15 @@ def test_assemble_reproduces_benchmarks_md(tmp_path: Path) -> None:
         "run `python benchmarks/assemble.py` after editing benchmarks/results/"
 
 
+def test_assemble_puts_every_results_file_at_one_level() -> None:
+    """A results file starting at ``##`` (export, io, runner, scaffold) became ``###``, a subsection
+    of the file before it (tester 38 #14); one starting at ``#`` is a section as before."""
+    from benchmarks.assemble import demote
+
+    assert demote("## Export\n\n### a\n```\n# not a heading\n```\n") == "## Export\n\n### a\n```\n# not a heading\n```\n"
+    assert demote("# Release\n\n## Memory\n") == "## Release\n\n### Memory\n"
+
+
 @pytest.mark.parametrize("script", ["assemble", "attention_tau_fit"])
 def test_help_only_prints_usage(script: str, tmp_path: Path) -> None:
     """--help prints the usage and does nothing else (assemble.py used to rewrite BENCHMARKS.md,
