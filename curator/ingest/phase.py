@@ -34,6 +34,8 @@ from curator.io.confined import read_text_inside
 PHASES = ("ED", "ES")
 DEFAULT_KEYS: dict[str, str] = {"ED": "ED", "ES": "ES"}
 PHASE_KEYS = ("file", "frame", "keys", "field")
+# lines of a cine dataset's sidecar that describe the patient (ACDC's Info.cfg: Group, Height, Weight)
+PATIENT_KEYS = frozenset({"group", "height", "weight", "age", "sex", "gender", "bmi", "name", "birthdate", "pathology"})
 SIDECAR_LIMIT = 1 << 16  # a key: value file of a few lines; anything larger is not the dataset's own
 FILE_REMEDY = ("check the file against the dataset's download (ACDC's Info.cfg holds lines `ED: 1` and `ES: 12`) "
                "and download the case again if it differs; the case is ingested without a phase until then")
@@ -77,6 +79,10 @@ def validate_phase(phase: Any, fields: Iterable[str]) -> list[tuple[str, str, st
         bad("phase.keys", "value", f"phase.keys maps a key of the file to one of {list(PHASES)}, not {keys!r}"[:200])
     elif phase.get("field") and "keys" in phase:
         bad("phase.keys", "value", "phase.keys is for `file:`; with `field:` the value is the phase")
+    else:  # a mistyped key must not make ingest read (and a problem quote) a line about the patient
+        for k in sorted(k for k in keys if k.strip().lower() in PATIENT_KEYS):
+            bad("phase.keys", "value", f"phase.keys names {k!r}, a line describing the patient, not a frame: name "
+                "the file's ED and ES lines (ACDC: {ED: ED, ES: ES})")
     return out
 
 
@@ -85,6 +91,7 @@ def parse_sidecar(text: str, keys: Mapping[str, str], shown: str) -> dict[str, i
     only the lines ``keys`` names. Raises ``phase_file_malformed`` naming ``shown`` and the line;
     the values of other lines are never quoted (they describe the patient)."""
     found: dict[str, int] = {}
+    lines: dict[str, int] = {}  # the line each phase was read from
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -99,12 +106,13 @@ def parse_sidecar(text: str, keys: Mapping[str, str], shown: str) -> dict[str, i
         try:
             frame = int(value.strip())
         except ValueError:
-            raise InputError("phase_file_malformed", f"{shown} line {n}: {key} is {value.strip()[:20]!r}, not a "
-                             "frame number", path=shown, remedy=FILE_REMEDY) from None
+            # the value is never quoted: a mistyped key (``Weight: ED``) would put patient information in a message
+            raise InputError("phase_file_malformed", f"{shown} line {n}: {key}'s value is not a whole number (a frame "
+                             "number)", path=shown, remedy=FILE_REMEDY) from None
         if phase in found and found[phase] != frame:
-            raise InputError("phase_file_malformed", f"{shown} gives {phase} twice ({found[phase]}, then {frame} on "
-                             f"line {n})", path=shown, remedy=FILE_REMEDY)
-        found[phase] = frame
+            raise InputError("phase_file_malformed", f"{shown} gives {phase} twice, with different frames (lines "
+                             f"{lines[phase]} and {n})", path=shown, remedy=FILE_REMEDY)
+        found[phase], lines[phase] = frame, n
     missing = sorted({p for p in keys.values()} - set(found))
     if missing:
         raise InputError("phase_file_malformed", f"{shown} has no line for {', '.join(missing)} (keys "

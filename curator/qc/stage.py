@@ -124,7 +124,7 @@ class QCStage(Stage):
             body = p.get("body_volume_ml")
             payload = {"store": rel, "dataset": r["dataset"], "modality": p.get("modality") or r["modality"],
                        "body_ml": float(body) if body else None, "layers": layers}
-            if cid in derived:  # only then: the other cases' cache keys stay as they were
+            if cid in derived:  # only then (version 12 re-measured every case once; within it, the others keep their keys)
                 payload["derived"] = derived[cid]
             fp = f"{p.get('store_sha256') or ''}|{store_fingerprint(ws.root / rel)}"
             tasks.append(Task(case_id=cid, payload=payload, fingerprint=fp, dataset=r["dataset"], path=rel))

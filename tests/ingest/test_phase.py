@@ -105,7 +105,7 @@ def test_each_way_an_info_cfg_can_be_wrong_names_the_file(tmp_path: Path) -> Non
     phase, err = got["patient002__12"]
     assert phase is None and err.kind == "phase_file_malformed" and err.path == "training/patient002/Info.cfg"
     assert "has no line for ES" in err.detail
-    assert got["patient003__01"][1].kind == "phase_file_malformed" and "'x13', not a frame number" in \
+    assert got["patient003__01"][1].kind == "phase_file_malformed" and "ES's value is not a whole number" in \
         got["patient003__01"][1].detail
     assert got["patient004__01"][1].kind == "file_not_found"
     assert got["patient004__01"][1].path == "training/patient004/Info.cfg"
@@ -122,6 +122,13 @@ def test_only_the_phase_lines_are_read_and_never_quoted() -> None:
     assert "line 3" in e.value.detail and "95" not in str(e.value)
     with pytest.raises(InputError, match="one frame for ED and ES"):
         parse_sidecar("ED: 4\nES: 4\n", DEFAULT_KEYS, "Info.cfg")
+    # a key read whose value is no frame, or read twice, is named, never its value quoted
+    with pytest.raises(InputError) as e:
+        parse_sidecar("ED: 1\nES: 95.5\n", DEFAULT_KEYS, "Info.cfg")
+    assert "line 2" in e.value.detail and "95" not in str(e.value)
+    with pytest.raises(InputError) as e:
+        parse_sidecar("ED: 1\nES: 12\nED: 84\n", DEFAULT_KEYS, "Info.cfg")
+    assert "lines 1 and 3" in e.value.detail and "84" not in str(e.value)
 
 
 def _spec(phase: Any) -> list[str]:
@@ -143,6 +150,9 @@ def test_the_phase_declaration_is_checked() -> None:
                for s in _spec({"fle": "Info.cfg", "frame": "frame"}))
     assert any("phase.keys" in s for s in _spec({"file": "Info.cfg", "frame": "frame", "keys": {"ED": "diastole"}}))
     assert any("[path_escape]" in s for s in _spec({"file": "../Info.cfg", "frame": "frame"}))
+    # a key naming a line about the patient is refused: ingest would read it and a problem could quote it
+    (said,) = _spec({"file": "Info.cfg", "frame": "frame", "keys": {"Weight": "ED", "ES": "ES"}})
+    assert "phase.keys names 'Weight', a line describing the patient" in said
     assert any("[type]" in s for s in _spec("Info.cfg"))
 
 
