@@ -58,19 +58,27 @@ def workspace_states(workspace: Path, cases: Iterable[str]) -> dict[tuple[str, s
     """The states of ``cases`` in a workspace: its ``_labels_revised`` rows whose term the case's
     store holds in its revised layer (as a release counts them: a term the store lost is the
     pseudo label again)."""
-    from curator.store import CaseStore
     from curator.workspace import Workspace
 
     ws = Workspace(workspace)
     table = ws.read_table("_labels_revised")
     wanted = set(cases)
     rows = [r for r in (table.to_pylist() if table is not None else []) if r["case_id"] in wanted]
+    return label_states(held_revised(ws.stores_dir, rows))
+
+
+def held_revised(stores_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``_labels_revised`` ``rows`` whose term the case's store holds in its revised layer, as
+    the release keeps them (a store rebuilt without its revised layer, ``revised_label_lost``,
+    gives the pseudo label back): what QC judges and the release assembles must agree."""
+    from curator.store import CaseStore
+
     held: dict[str, set[str]] = {}
     for cid in sorted({r["case_id"] for r in rows}):
-        path = ws.stores_dir / f"{cid}.zarr"
+        path = stores_dir / f"{cid}.zarr"
         store = CaseStore(path) if path.exists() else None
         held[cid] = set(store.terms("revised")) if store is not None and "revised" in store.layers() else set()
-    return label_states(r for r in rows if r["term_id"] in held[r["case_id"]])
+    return [r for r in rows if r["term_id"] in held[r["case_id"]]]
 
 
 def with_states(attention: pa.Table, states: dict[tuple[str, str], State]) -> pa.Table:

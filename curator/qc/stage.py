@@ -95,7 +95,12 @@ class QCStage(Stage):
         for layer, table in PRIVATE_TABLES.items():
             got = ws.read_table(table) if layer in layers else None
             other |= set(got.column("case_id").to_pylist()) if got is not None else set()
-            private += got.to_pylist() if got is not None else []
+            if got is not None and layer == "revised":  # those the store still holds, as the release keeps them
+                from curator.pseudolabel.review_state import held_revised
+
+                private += held_revised(ws.stores_dir, got.to_pylist())
+            elif got is not None:
+                private += got.to_pylist()
         derived = self._derived(private)
         # a label ingest rejected is not in the store: nothing to measure (ingest said why)
         cols = [c for c in ("case_id", "dataset", "modality", "has_label", "label_status") if c in cases.column_names]

@@ -74,7 +74,12 @@ def kidney_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, dict[s
     kidneys, c003 a revised left and a pseudo right kidney, c004 a pseudo right kidney only, and
     c005 its kidneys drawn by the dataset. Returns the context
     and, per case, the store-grid voxels of the union of its kidneys."""
-    tmp = tmp_path_factory.mktemp("derived")
+    return _kidney_ws(tmp_path_factory.mktemp("derived"))
+
+
+def _kidney_ws(tmp: Path, revised_lost: bool = False) -> tuple[Context, dict[str, dict[str, Any]]]:
+    """:func:`kidney_ws`'s workspace; ``revised_lost``: c003's store rebuilt without its revised
+    layer (``revised_label_lost``) while ``_labels_revised`` still lists its left kidney."""
     ws = phantom_workspace(tmp / "ws", n_cases=6)
     labels = ws.read_table("labels")
     assert labels is not None
@@ -113,6 +118,8 @@ def kidney_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, dict[s
                            "volume_ml": n * ml, "modality": "CT"})
         both = left | (plane == code["kidney_right"])
         union[cid] = {"voxels": int(both.sum()), "volume_ml": int(both.sum()) * ml}
+    if revised_lost:
+        assert CaseStore(ws.stores_dir / "Phantom__c003.zarr").remove_layer("revised")
     ws.write_table("labels", to_arrow("labels", own))
     ws.write_table("_labels_pseudo", to_arrow("labels", pseudo))
     ws.write_table("_labels_revised", to_arrow("labels", revised))
@@ -189,3 +196,18 @@ def test_the_reports_gallery_draws_a_derived_pseudo_term_as_the_union_of_its_par
     assert np.array_equal(assembled_parts_mask(CaseStore(tmp_path / "parts.zarr"), "kidney", load_taxonomy()),
                           np.isin(plane, [1, 2]))
     assert figures[0] is not None and figures[0] == figures[1]
+
+
+def test_qc_judges_the_derived_term_the_release_assembles_when_a_revised_layer_was_lost(tmp_path: Path) -> None:
+    """A store rebuilt without its revised layer gives the pseudo left kidney back at release; QC
+    planned c003's kidney from the revised row the store no longer holds, wrote no row for it, and
+    the release's pseudo kidney went to training with no decision (review 31 #2)."""
+    ctx, _ = _kidney_ws(tmp_path, revised_lost=True)
+    dest = build_release(ctx, steps=["curator.preprocess.release:release_step", "curator.pseudolabel.release:release_step",
+                                     "curator.qc.release:release_step"])
+    rows = {(r["case_id"], r["term_id"]): r for r in pq.read_table(dest / "labels.parquet").to_pylist()}
+    assert rows[("Phantom__c003", "kidney_left")]["origin"] == "pseudo"  # the revision is gone from the store
+    kidney = rows[("Phantom__c003", "kidney")]
+    assert kidney["origin"] == "pseudo" and kidney["derived"]
+    assert kidney["qc_decision"] in ("include", "truncated", "unchecked"), kidney["qc_reason"]
+    assert kidney["mean_intensity"] is not None
