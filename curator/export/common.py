@@ -203,6 +203,21 @@ def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
     return out, overlap, int(unsure.sum())
 
 
+def case_may_hold(tax: Taxonomy, terms: Sequence[str], annotated: Collection[str]) -> dict[str, frozenset[str]]:
+    """Each term -> what its label may hold in a case whose dataset annotates ``annotated``
+    (:meth:`~curator.taxonomy.model.Taxonomy.may_hold`) less the terms that dataset labels apart:
+    a may-included term it annotates, or one of its parts, or a whole of it that does not hold the
+    term itself (KiTS labels cysts apart from its kidney: its kidney holds no left cyst; a kidney
+    and mass label holds the kidney too, so it separates nothing)."""
+    out = {}
+    for t in terms:
+        own = {t, *tax.ancestors(t)}
+        out[t] = frozenset(m for m in tax.may_hold(t)
+                           if not any(x in annotated for x in (m, *tax.descendants(m)))
+                           and not any(x in annotated and x not in own for x in tax.ancestors(m)))
+    return out
+
+
 def _overlap(masks: NDArray[np.bool_], terms: Sequence[str], within: Mapping[str, set[str]]) -> int:
     """Voxels claimed by two terms neither of which is part of the other (``within[t]``: ``t`` and
     its parts) — nested terms (nnU-Net regions, :mod:`curator.export.regions`) overlap by design."""
@@ -294,8 +309,10 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     if why:
         report.images_only.append(case.case_id)
         return []
+    annotated = {*(store.terms("original") if "original" in store.layers() else ()),
+                 *(view.labels_absent(case.case_id) if view is not None else ())}
     labels, overlap, ignored = label_map(store, terms, held, use, ignore=ignore, anatomy=parts,
-                                         may_hold={t: tax.may_hold(t) for t in terms})
+                                         may_hold=case_may_hold(tax, terms, annotated))
     save_nifti(label, labels, store.geometry)
     if overlap:
         report.overlaps[case.case_id] = overlap

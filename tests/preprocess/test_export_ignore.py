@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from curator.errors import ConfigError
 from curator.export import export_monai, export_nnunet
-from curator.export.common import label_map
+from curator.export.common import ExportCase, ExportReport, label_map, write_case
 from curator.store import CaseStore
 from tests.preprocess.conftest import Tiny
 from tests.preprocess.test_export import NNUNET_CHECK, _client, _run
@@ -249,3 +249,30 @@ def test_partial_export_warns_when_no_case_keeps_background(tiny: Tiny, tmp_path
     for case in KITS:
         got = _label(tmp_path / "c" / "Dataset608_Curator", case)
         assert (got == 3).any() and not (got == 0).any()
+
+
+
+def test_a_term_labelled_apart_is_not_bounded_by_the_label_that_may_hold_it(tiny: Tiny, tmp_path: Path) -> None:
+    """KiTS labels its cysts apart from its kidney (the parenchyma), unsided: a sided cyst is unknown
+    there, and the kidney label may not hold it (kidney's may_include is for datasets labelling no
+    mass apart) — its cyst voxels, written as background, are the ignore label, not certain
+    background (review s31 #1). TotalSegmentator labels no mass apart: its kidneys still bound it.
+    (No tiny case labels a sided cyst, which export_nnunet refuses: each case is written alone.)"""
+    terms, stores = ["kidney", "kidney_cyst_left"], tiny.release / "stores"
+    cysts = 0
+    for case in [*KITS, "TinyTotalSeg__s0001"]:
+        s = CaseStore(stores / f"{case}.zarr")
+        report = ExportReport(tmp_path)
+        got_terms = write_case(ExportCase(case, case.split("__")[0], "CT", s.path, s.terms(), "train"), terms, True,
+                               tmp_path / f"{case}_0000.nii.gz", tmp_path / f"{case}.nii.gz", report, ignore=3)
+        assert got_terms == ["kidney"] and report.unknown == {case: ["kidney_cyst_left"]}
+        got = np.asarray(cast(nib.Nifti1Image, nib.load(tmp_path / f"{case}.nii.gz")).dataobj)
+        kidney = _union(s, "kidney", "kidney_left", "kidney_right")
+        if case.startswith("TinyTotalSeg"):  # whole-organ kidneys, no mass apart: the bound holds
+            assert np.array_equal(got, np.where(kidney, 3, 0))
+            continue
+        cyst = s.mask("kidney_cyst")
+        cysts += int(cyst.sum())
+        assert (got[cyst] == 3).all()  # the cyst voxels may be the left cyst: ignore, not background
+        assert np.array_equal(got, np.where(kidney, 1, 3))  # unbounded, as without may_include
+    assert cysts  # the phantoms have cyst voxels to check
