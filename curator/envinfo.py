@@ -18,6 +18,14 @@ from curator import __version__
 PACKAGES = ("numpy", "scipy", "polars", "pyarrow", "duckdb", "zarr", "numcodecs", "nibabel", "SimpleITK",
             "pydicom", "highdicom", "imagehash", "torch", "dask", "distributed", "typer", "rich", "fastremap",
             "connected-components-3d", "scikit-image")
+# The libraries whose version can change the values curator writes (the images read, resampled,
+# labelled and measured; the stores and tables written): a Dask worker must run these versions,
+# and Python's, to compute cases for `curator run` (:func:`result_versions`). The others of
+# PACKAGES (polars, duckdb, imagehash, dask, distributed, typer, rich) are recorded but may differ;
+# torch is compared by its public version (2.3.1+cu121 is 2.3.1+cpu), as a GPU worker and a CPU
+# login node need different builds of one release.
+RESULT_PACKAGES = ("numpy", "scipy", "SimpleITK", "nibabel", "pydicom", "highdicom", "zarr", "numcodecs",
+                   "fastremap", "connected-components-3d", "scikit-image", "pyarrow", "torch")
 
 
 @functools.cache
@@ -85,6 +93,20 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             info[p] = "not installed"
     return info
+
+
+def result_versions(found: dict[str, str]) -> dict[str, str]:
+    """Of ``found`` (a :func:`versions` answer, perhaps another process's), Python's version and
+    those of :data:`RESULT_PACKAGES` — the versions two processes must share to compute the same
+    values — with torch's local build tag dropped (``+cu121``, ``+cpu``). A library ``found`` does
+    not name is ``not reported``.
+
+    >>> result_versions({"python": "3.12.3", "numpy": "2.2.1", "rich": "13.9.4", "torch": "2.3.1+cu121"})["torch"]
+    '2.3.1'
+    """
+    got = {n: found.get(n, "not reported") for n in ("python", *RESULT_PACKAGES)}
+    got["torch"] = got["torch"].split("+", 1)[0]
+    return got
 
 
 def computed_with() -> dict[str, Any]:

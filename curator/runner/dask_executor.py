@@ -1,8 +1,9 @@
 """The Dask executor (see :mod:`curator.runner.executors`): cases as ``distributed`` futures on an
 external scheduler at ``address`` or an in-process ``LocalCluster``. On an external cluster each
-stage first checks that every worker runs this curator with this process's Python and library
-versions (the ``versions`` of the environment the stage records: :mod:`curator.runner.provenance`),
-and every case's result says which curator and libraries computed it (a worker that joined or was
+stage first checks that every worker runs this curator with this process's Python and versions
+of the libraries that change the values written (:func:`_libraries_differ`; of the ``versions`` the
+stage records as its environment: :mod:`curator.runner.provenance`), and every case's result says
+which curator and libraries computed it (a worker that joined or was
 restarted during the stage is refused too); a lost scheduler, or no worker able to
 run the cases (every one gone, none left with the ``GPU`` resource), stops the stage with a
 clear error instead of hanging; Ctrl-C or SIGTERM cancels the queued cases and waits for the
@@ -75,18 +76,24 @@ def _libraries_fn() -> Callable[..., Any]:
 
 
 def _libraries_differ(theirs: object, ours: dict[str, str]) -> str | None:
-    """How a worker's library versions (:func:`_libraries_fn`'s answer) differ from ours —
-    ``numpy 2.0.1 (this run: 2.2.1), pydicom not installed (this run: 3.0.1)`` — or None when
-    they are the same.
+    """How a worker's library versions (:func:`_libraries_fn`'s answer) differ from ours in what
+    can change the values curator writes — ``numpy 2.0.1 (this run: 2.2.1), pydicom not installed
+    (this run: 3.0.1)`` — or None when they agree there. Only Python and
+    :data:`curator.envinfo.RESULT_PACKAGES` are compared (numpy, scipy, SimpleITK, nibabel, pydicom,
+    highdicom, zarr, numcodecs, fastremap, connected-components-3d, scikit-image, pyarrow), and torch
+    by its public version: a GPU worker's ``torch 2.3.1+cu121`` is a CPU login node's
+    ``2.3.1+cpu``, and another rich, typer, dask or distributed is fine.
 
     >>> _libraries_differ({"python": "3.12.3", "numpy": "2.0.1"}, {"python": "3.12.3", "numpy": "2.2.1"})
     'numpy 2.0.1 (this run: 2.2.1)'
+    >>> _libraries_differ({"torch": "2.3.1+cu121", "rich": "14.0.0"}, {"torch": "2.3.1+cpu", "rich": "13.9.4"})
     """
+    from curator.envinfo import result_versions
+
     if not isinstance(theirs, dict):
         return str(theirs) if isinstance(theirs, str) else f"{type(theirs).__name__}: {theirs}"
-    names = [*ours, *sorted(set(theirs) - set(ours))]
-    differ = [f"{n} {theirs.get(n, 'not reported')} (this run: {ours.get(n, 'not reported')})"
-              for n in names if theirs.get(n) != ours.get(n)]
+    mine, their = result_versions(ours), result_versions(theirs)
+    differ = [f"{n} {their[n]} (this run: {mine[n]})" for n in mine if their[n] != mine[n]]
     return ", ".join(differ) or None
 
 
@@ -126,7 +133,8 @@ def _our_libraries() -> dict[str, str]:
 
 
 _SAME_ENVIRONMENT = ("start every worker from the same Python environment as `curator run` (the same venv or "
-                     "image, with the same package versions: compare `curator env` on both; restart workers after "
+                     "image, with the same versions of the libraries named: compare `curator env` on both; a GPU "
+                     "build of the same torch release, e.g. +cu121, is fine; restart workers after "
                      "upgrading a package: a running worker keeps the libraries it loaded), then run the same "
                      "command again; finished cases are kept")
 
@@ -253,8 +261,8 @@ class DaskExecutor(Executor):
 
     def _check_code(self, stage_name: str) -> None:
         """Refuse a cluster whose workers import other curator code (another checkout, commit or
-        version), or other libraries (another numpy, SimpleITK, pydicom, zarr, Python, ...: another
-        venv): their cases would silently come from that code or those libraries, under the
+        version), or other versions of the libraries that change the values written (another numpy,
+        SimpleITK, pydicom, zarr, Python, ...: :func:`_libraries_differ`): their cases would silently come from that code or those libraries, under the
         environment this run records for them (:mod:`curator.runner.provenance`) and this run's
         release. A worker that cannot import curator at all is named too."""
         ours = self._ours

@@ -13,9 +13,11 @@ by uncommitted edits, or before an upgrade, says so after the code is reverted o
 
 The libraries recorded are those of the process running ``curator run``: its local workers are
 started from the same Python; a Dask worker is refused when it imports other curator code (the
-revision) or other library versions than that process (:mod:`curator.runner.dask_executor`, at
-the stage's start and for each case's result), so no case is recorded under an environment it
-was not computed with.
+revision) or other versions than that process of Python and the libraries that change the values
+written (:data:`curator.envinfo.RESULT_PACKAGES`, torch by its public version:
+:mod:`curator.runner.dask_executor`, at the stage's start and for each case's result), so no case
+is recorded under an environment whose values it was not computed with (the other packages
+recorded, and torch's build tag such as ``+cu121``, may differ on a worker).
 
 >>> case_environments([])
 {}

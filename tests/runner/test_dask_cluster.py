@@ -242,7 +242,7 @@ def test_workers_running_other_library_versions_are_refused(tmp_path: Path, clus
     said = _refused(_ctx(tmp_path / "b", n_cases=2), ex,
                     rf"stage probe: 1 of the 1 Dask worker\(s\) at \S+ run other libraries than this run records as "
                     rf"its environment: {address}: numpy 0.0.fake \(this run: {np.__version__}\)\. What to do")
-    assert "same package versions" in said
+    assert "same versions of the libraries named" in said
 
 
 @pytest.mark.parametrize("cluster", [{"processes": True}], indirect=True)
@@ -263,3 +263,35 @@ def test_a_worker_whose_libraries_change_during_the_stage_is_refused(tmp_path: P
     _refused(_ctx(tmp_path, n_cases=2), ex, rf"Dask worker \S+ \(\S+\) at \S+ computed case c00\d with other libraries "
              rf"than this run records as its environment: numpy 0.0.fake \(this run: {np.__version__}\); its "
              "result was not kept")
+
+
+def _fake_versions(said: dict[str, str], dask_worker: Any = None) -> None:
+    """Run on a worker process (``Client.run``): its :func:`curator.envinfo.versions` says the
+    versions ``said`` of some packages."""
+    import curator.envinfo
+
+    real = dict(curator.envinfo.versions())
+    curator.envinfo.versions = lambda: {**real, **said}  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("cluster", [{"processes": True}], indirect=True)
+def test_workers_differing_only_in_libraries_that_write_no_values_are_accepted(
+        tmp_path: Path, cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every package `curator env` lists was compared by its exact version: `curator run` on a CPU
+    login node (torch 2.13.0+cpu) with GPU workers (2.13.0+cu121), or another rich, was refused at
+    every stage. Only the libraries that change the values written are compared now, torch by
+    its public version; another numpy is still refused."""
+    import curator.envinfo
+
+    real = dict(curator.envinfo.versions())
+    monkeypatch.setattr(curator.envinfo, "versions", lambda: {**real, "torch": "2.13.0+cpu", "rich": "13.9.4"})
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    ex.client.run(_fake_versions, {"torch": "2.13.0+cu121", "rich": "14.0.0.fake", "typer": "0.0.fake"})
+    try:
+        assert run_stage(_ctx(tmp_path / "a", n_cases=2), ProbeStage, ex).ran == 2
+    finally:
+        ex.close()
+    ex = DaskExecutor(1, cluster.scheduler_address)
+    (address,) = ex.client.run(_fake_versions, {"numpy": "0.0.fake"})  # torch and rich still differ as above
+    _refused(_ctx(tmp_path / "b", n_cases=2), ex, rf"run other libraries than this run records as its environment: "
+             rf"{address}: numpy 0.0.fake \(this run: {real['numpy']}\)\. What to do")
