@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, cast
@@ -164,7 +165,7 @@ class Workspace:
             f.close()
             raise _in_use(self.root, holder) from e
         try:
-            folder = _lock_folder(self.root, fcntl.LOCK_EX)
+            folder = _lock_folder_waiting(self.root)
         except BlockingIOError as e:  # its holder's .lock was deleted: the file locked above is a new one
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
             f.close()
@@ -345,6 +346,26 @@ def _lock_folder(root: Path, how: int) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+FOLDER_LOCK_WAIT = 1.0
+"""Seconds :meth:`Workspace.locked` waits for the folder's lock once it holds ``.lock``: a
+reader (:meth:`Workspace.lock_holder`, i.e. ``curator status`` or ``gc``) holds a shared lock on
+the folder for microseconds, and a run starting then was refused as if its ``.lock`` had been
+deleted, naming the reader's pid (review s31 #5)."""
+
+
+def _lock_folder_waiting(root: Path) -> int | None:
+    """:func:`_lock_folder` exclusively, retried for up to :data:`FOLDER_LOCK_WAIT` seconds
+    (``BlockingIOError`` when still held then: a run whose ``.lock`` was deleted holds it)."""
+    deadline = time.monotonic() + FOLDER_LOCK_WAIT
+    while True:
+        try:
+            return _lock_folder(root, fcntl.LOCK_EX)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _folder_holder(root: Path) -> str:

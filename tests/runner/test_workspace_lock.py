@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from curator import workspace
 from curator.errors import WorkspaceError
 from curator.workspace import Workspace
 
@@ -60,3 +64,32 @@ def test_a_lock_left_by_a_dead_process_is_no_lock(tmp_path: Path) -> None:
     assert ws.lock_holder() is None
     with ws.locked("run"):
         pass
+
+
+def test_a_run_starting_while_status_reads_the_lock_is_not_refused(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s31 #5: `lock_holder` (curator status, gc) briefly takes a shared lock on the
+    workspace folder; a run starting at that moment was refused as if its .lock had been deleted,
+    naming the status command's pid. The reader's window is widened to 0.2 s here."""
+    ws = Workspace(tmp_path / "ws").init()
+    real = workspace._lock_folder
+    probing = threading.Event()
+
+    def slow_reader(root: Path, how: int) -> int | None:
+        fd = real(root, how)
+        if how == fcntl.LOCK_SH:  # lock_holder's probe (a run takes LOCK_EX)
+            probing.set()
+            time.sleep(0.2)
+        return fd
+
+    monkeypatch.setattr(workspace, "_lock_folder", slow_reader)
+    said: list[str | None] = []
+    reader = threading.Thread(target=lambda: said.append(ws.lock_holder()))
+    reader.start()
+    try:
+        assert probing.wait(10)
+        with ws.locked("run"):  # the folder is share-locked by the reader right now
+            assert "curator run" in (ws.root / ".lock").read_text()
+    finally:
+        reader.join()
+    assert said == [None]
