@@ -399,6 +399,9 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("invalid_dataset_spec", "a dataset YAML named by pipeline.yaml (in `sources:` or `registry:`) is invalid "
                 "or cannot be read; a source using it was skipped",
                 "fix the listed keys of the dataset YAML (see README 'Adding a dataset'), or its path in pipeline.yaml"),
+    ProblemKind("measure_failed", "QC could not measure a case whose store is intact (a bug in curator's measurement "
+                "of this label); the case has no QC rows, and the failure is cached until its store or curator changes",
+                "report this as a bug with the message and the case's label file; the rest of the run continued"),
     ProblemKind("internal_error", "curator failed on this case for a reason it does not know",
                 "report this as a bug with the case's file; the rest of the run continued"),
 ]

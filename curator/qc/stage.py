@@ -19,6 +19,7 @@ import pyarrow as pa
 from curator.config import StageConfig
 from curator.errors import ConfigError, CuratorError, InputError, StageError, WorkspaceError
 from curator.harmonize.stage import harmonize_taxonomy
+from curator.problem_kinds import remedy_for
 from curator.pseudolabel.release import PRIVATE_TABLES
 from curator.qc.cohort import Override, judge
 from curator.qc.config import QCConfig
@@ -44,6 +45,26 @@ def _body_column(table: pa.Table | None) -> dict[str, dict[str, Any]]:
     if table is None:
         return {}
     return {r["case_id"]: r for r in table.to_pylist()}
+
+
+def _measure_failure(case_id: str, path: Path, e: BaseException) -> CuratorError | None:
+    """The error of a case QC could not measure: ``store_damaged`` (never cached: preprocess
+    rebuilds the store) when :func:`~curator.store_reader.store_damage` finds the store damaged,
+    else ``measure_failed`` (cached until the store or curator changes) — it was ``store_error``,
+    never cached, with the remedy "re-run preprocess", which rebuilt nothing for an intact store,
+    so the same error came back on every run (review s31 #4). An ``OSError`` with no damage found
+    is None: raised as it is (not cached: it may be the disk's at the time)."""
+    from curator.store_reader import store_damage
+
+    damage = store_damage(path)
+    if damage:
+        return WorkspaceError("store_damaged", f"the case store is damaged: {'; '.join(damage[:3])}"
+                              + (f" (and {len(damage) - 3} more)" if len(damage) > 3 else ""),
+                              path=str(path), remedy=remedy_for("store_damaged"))
+    if isinstance(e, OSError) and not isinstance(e, CuratorError):
+        return None
+    return StageError("measure_failed", f"QC cannot measure {case_id} although its store is intact "
+                      f"({type(e).__name__}: {e})", path=str(path), remedy=remedy_for("measure_failed"))
 
 
 class QCStage(Stage):
@@ -165,11 +186,14 @@ class QCStage(Stage):
         try:
             rows = measure_store(path, layers=tuple(p["layers"]), options=opts, body_ml=p["body_ml"],
                                  derived=p.get("derived", ()))
-        except CuratorError:
-            raise
+        except CuratorError as e:
+            if e.kind != "store_error" or (err := _measure_failure(task.case_id, path, e)) is None:
+                raise
+            raise err from e
         except (OSError, ValueError, KeyError) as e:
-            raise WorkspaceError("store_error", f"the case store cannot be read ({type(e).__name__}: {e})",
-                                 path=str(path), remedy="re-run preprocess for this case") from e
+            if (err := _measure_failure(task.case_id, path, e)) is None:
+                raise
+            raise err from e
         for r in rows:
             r.update(case_id=task.case_id, dataset=p["dataset"], modality=p["modality"])
         out = CaseOutput(rows={"qc": rows})

@@ -254,8 +254,10 @@ def load_stage_class(ref: str) -> type[Stage]:
 WORKSPACE_FAULTS = ("disk_full", "folder_unwritable")
 # kinds of a case's failure that are the state of its store in the workspace (missing, damaged,
 # unreadable), not its input: a store is rebuilt by preprocess, so such a failure is never cached
-# (a cached store_missing outlived the deleted store and the release shipped without the case)
-STORE_FAULTS = ("store_missing", "store_damaged", "store_error")
+# (a cached store_missing outlived the deleted store and the release shipped without the case);
+# not ``store_error``, which also names deterministic errors (a label code over 32 bits) that no
+# rebuild fixes: never cached, they came back on every run
+STORE_FAULTS = ("store_missing", "store_damaged")
 # kinds of a case's failure that are this machine's at the time (its GPUs), not the case's: never
 # cached as failed, so the next run on another device or with other settings tries the case again
 NOT_CACHED = (*WORKSPACE_FAULTS, *STORE_FAULTS, "gpu_out_of_memory", "gpu_unavailable")

@@ -290,7 +290,35 @@ def test_unreadable_store_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     assert report.failed == 1
     probs = pq.read_table(ws.table_path("problems__qc")).to_pylist()
     assert probs[0]["case_id"] == "Phantom__c001" and probs[0]["severity"] == "error"
-    assert probs[0]["kind"] in ("store_error", "store_missing")
+    assert probs[0]["kind"] == "store_damaged" and "delete the case's store" in probs[0]["message"]
+
+
+def test_a_measurement_error_on_an_intact_store_is_cached_and_says_to_report_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review s31 #4: any ValueError/KeyError while measuring was `store_error`, never cached, with
+    the remedy "re-run preprocess" — which rebuilt nothing (the store is intact), so the case was
+    measured again, and failed again, on every run."""
+    import curator.qc.stage as qc_stage
+
+    ws = phantom_workspace(tmp_path / "ws", n_cases=2)
+    real = qc_stage.measure_store
+    calls: list[str] = []
+
+    def measure(path: Path, **kw: Any) -> Any:
+        calls.append(Path(path).name)
+        if Path(path).name == "Phantom__c001.zarr":
+            raise ValueError("an odd label this measurement does not handle")
+        return real(path, **kw)
+
+    monkeypatch.setattr(qc_stage, "measure_store", measure)
+    first = run_stage(context(tmp_path), QCStage)
+    assert first.failed == 1
+    probs = pq.read_table(ws.table_path("problems__qc")).to_pylist()
+    assert [(p["case_id"], p["kind"]) for p in probs] == [("Phantom__c001", "measure_failed")], probs
+    assert "Phantom__c001" in probs[0]["message"] and "report this as a bug" in probs[0]["message"]
+    calls.clear()
+    again = run_stage(context(tmp_path), QCStage)
+    assert calls == [] and again.cached == 2 and again.failed == 1  # not measured again
 
 
 
