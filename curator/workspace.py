@@ -270,12 +270,14 @@ class Workspace:
         body = json.loads(canonical_json({k: v for k, v in result.items() if k != "sha256"}))
         atomic_write_json(self.case_result_path(stage, case_id), {**body, "sha256": sha256_json(body)}, indent=None)
 
-    def read_case_result(self, stage: str, case_id: str) -> dict[str, Any] | None:
+    def read_case_result(self, stage: str, case_id: str, *, rerun: bool = False) -> dict[str, Any] | None:
         """A case's cached result, or None: none yet, or a file that holds no result (truncated,
         valid JSON of another shape, content that does not match its checksum), which is said in a
-        note naming the file — the case is run again (``[]`` crashed the stage as "a bug in
-        curator", naming no file; a volume edited in a cached result was published). A result
-        written before results carried a checksum is taken as it is."""
+        note naming the file when ``rerun`` (the runner's read: the case is run again) — other
+        readers (freshness checks, a later stage reading an upstream result) log it at debug level
+        only, as they run nothing (``[]`` crashed the stage as "a bug in curator", naming no file; a
+        volume edited in a cached result was published). A result written before results carried a
+        checksum is taken as it is."""
         p = self.case_result_path(stage, case_id)
         why: str | None
         try:
@@ -290,7 +292,10 @@ class Workspace:
                 why = "does not match its checksum (edited, or damaged on disk)"
             if why is None:
                 return cast(dict[str, Any], d)
-        log.warning("%s: the cached %s result of %s %s; the case is run again", p, stage, case_id, why)
+        if rerun:
+            log.warning("%s: the cached %s result of %s %s; the case is run again", p, stage, case_id, why)
+        else:
+            log.debug("%s: the cached %s result of %s %s; read as no result", p, stage, case_id, why)
         return None
 
 

@@ -151,7 +151,7 @@ def run_stage(ctx: Context, stage_cls: type[Stage], executor: Executor | None = 
     results: dict[str, CaseResult] = {}
     for t in tasks:
         key = stage.task_key(t)
-        cached = ws.read_case_result(stage_cls.name, t.case_id)
+        cached = ws.read_case_result(stage_cls.name, t.case_id, rerun=True)
         hit = CaseResult.from_json(cached) if cached is not None and cached.get("key") == key else None
         if hit is not None and hit.failed and (hit.computed_with != made or _not_cached(hit)):
             hit = None  # a failure under other code or libraries is tried again: they may read the file now;

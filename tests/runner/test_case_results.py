@@ -77,3 +77,24 @@ def test_a_cached_result_edited_on_disk_is_run_again_not_published(tmp_path: Pat
     legacy = {k: v for k, v in res.items() if k != "sha256"}  # written before results carried a checksum
     path.write_text(json.dumps(legacy))
     assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 0
+
+
+def test_only_the_runners_read_says_the_case_is_run_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review s31 #8: the freshness check and pseudolabel (reading preprocess's result) also
+    warned "the case is run again" — twice per run for each damaged file, and wrongly for a
+    stage that runs nothing."""
+    from curator.runner.freshness import _changed_inputs
+
+    ctx = _ctx(tmp_path)
+    run_stage(ctx, ProbeStage, InlineExecutor())
+    path = ctx.workspace.case_result_path("probe", "c001")
+    path.write_bytes(path.read_bytes()[:20])
+    caplog.set_level(logging.DEBUG, logger="curator")
+    config = ctx.stage_config(ProbeStage.config_class, "probe")
+    assert "c001" in " ".join(_changed_inputs(ctx, "probe", ProbeStage, config))  # the freshness check read it
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and str(path) in r.getMessage()], caplog.text
+    assert any(str(path) in r.getMessage() for r in caplog.records)  # said at debug level
+    caplog.clear()
+    assert run_stage(ctx, ProbeStage, InlineExecutor()).ran == 1
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING and str(path) in r.getMessage()]
+    assert len(said) == 1 and "run again" in said[0].getMessage(), caplog.text
