@@ -149,6 +149,7 @@ def check_revised(builder: Any, rows: list[dict[str, Any]]) -> list[dict[str, An
     (a rebuilt store resampled them); a row whose store lacks the reviewed term is dropped with a
     ``revised_label_lost`` problem rather than released as if it were used."""
     from curator.errors import CuratorError
+    from curator.pseudolabel.review_state import revised_held
     from curator.runner.stage import problem_row
 
     by_case: dict[str, list[dict[str, Any]]] = {}
@@ -156,9 +157,7 @@ def check_revised(builder: Any, rows: list[dict[str, Any]]) -> list[dict[str, An
         by_case.setdefault(r["case_id"], []).append(r)
     out, lost = [], []
     for cid, mine in sorted(by_case.items()):
-        path = builder.ctx.workspace.stores_dir / f"{cid}.zarr"
-        store = CaseStore(path) if path.exists() else None
-        held = set(store.terms("revised")) if store is not None and "revised" in store.layers() else set()
+        store, held = revised_held(builder.ctx.workspace.stores_dir / f"{cid}.zarr")
         for r in mine:
             if store is None or r["term_id"] not in held:
                 lost.append(problem_row("release", CuratorError(

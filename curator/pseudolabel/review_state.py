@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from curator.store import CaseStore
 
 PSEUDO = "pseudo"
 State = tuple[str, int | None]  # (pseudo | revised | accepted, the case's review round or None)
@@ -71,14 +74,16 @@ def held_revised(stores_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str,
     """The ``_labels_revised`` ``rows`` whose term the case's store holds in its revised layer, as
     the release keeps them (a store rebuilt without its revised layer, ``revised_label_lost``,
     gives the pseudo label back): what QC judges and the release assembles must agree."""
+    held = {cid: revised_held(stores_dir / f"{cid}.zarr")[1] for cid in sorted({r["case_id"] for r in rows})}
+    return [r for r in rows if r["term_id"] in held[r["case_id"]]]
+
+
+def revised_held(path: Path) -> tuple[CaseStore | None, set[str]]:
+    """The case store at ``path`` (None when there is none) and the terms its revised layer holds."""
     from curator.store import CaseStore
 
-    held: dict[str, set[str]] = {}
-    for cid in sorted({r["case_id"] for r in rows}):
-        path = stores_dir / f"{cid}.zarr"
-        store = CaseStore(path) if path.exists() else None
-        held[cid] = set(store.terms("revised")) if store is not None and "revised" in store.layers() else set()
-    return [r for r in rows if r["term_id"] in held[r["case_id"]]]
+    store = CaseStore(path) if path.exists() else None
+    return store, set(store.terms("revised")) if store is not None and "revised" in store.layers() else set()
 
 
 def with_states(attention: pa.Table, states: dict[tuple[str, str], State]) -> pa.Table:
