@@ -272,6 +272,13 @@ _KINDS: list[ProblemKind] = [
                 "add the sequence to `sequences:` if the file is an image, or to `exclude:` if not"),
     ProblemKind("image_is_label", "a file matches a layout's image pattern but is another case's label; it was "
                 "not ingested as an image", "narrow the image pattern so it does not match label files"),
+    ProblemKind("case_overridden", "a file of a case that a layout entry with `overrides: true` gives too (a "
+                "folder of corrected cases: BraTS-MEN-Train-Fix over BraTS-MEN-Train); the override entry's file is "
+                "read instead and this one is not ingested",
+                "nothing to do: the dataset YAML declares the override"),
+    ProblemKind("exclude_no_match", "an `exclude:` path of the dataset YAML (a glob holding a `/`) matches no file "
+                "or folder under the source root, so it leaves nothing out",
+                "write the path from the source root, as the files are named (`*` matches within a path too)"),
     ProblemKind("index_entry_invalid", "an entry of a dataset.json index has no image path; it was skipped",
                 "give the entry its \"image\" path, or remove it (the other entries were read)"),
     ProblemKind("layout_no_match", "a dataset's layout matched no file under its source root",

@@ -369,6 +369,9 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
         report.label_only = sum(t.payload["image"] is None for t in tasks)
         report.without_label = sum(not t.payload["labels"] for t in tasks)
         used, folders = _used_paths(tasks, spec)
+        # the files an `overrides: true` entry replaced: said by their case_overridden rows, not missed
+        used |= {p["path"].split(":", 1)[1] for p in stage.extra_problems
+                 if p["kind"] == "case_overridden" and p["path"] and ":" in p["path"]}
         tree = scan(root, spec.exclude)
         readable = [f for f in tree.files if f not in tree.broken]  # a link out of the root is never read
         layouts = _overlap_layouts(spec, ctx.registry.datasets)

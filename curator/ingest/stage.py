@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 _REFUSED = frozenset({"path_escape", "not_a_regular_file", "file_too_large"})
 # layout problems that say what was left out on purpose, not that a file was lost
 _LAYOUT_SEVERITY = {"sequence_undeclared": "warning", "image_is_label": "warning", "series_not_image": "info",
-                    "image_in_two_cases": "warning", "declared_label_absent": "warning"}
+                    "image_in_two_cases": "warning", "declared_label_absent": "warning", "case_overridden": "info",
+                    "exclude_no_match": "warning"}
 
 @dataclass(frozen=True)
 class IngestConfig(StageConfig):

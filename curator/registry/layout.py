@@ -72,13 +72,27 @@ class Tree:
     broken: dict[str, InputError] = field(default_factory=dict)
     # the root is not a folder (an unmounted share): that one problem, not one per file the layout needs
     root_missing: bool = False
+    # the ``exclude`` globs holding a ``/`` (paths from the root) and whether each left out a file or folder
+    excluded_paths: dict[str, bool] = field(default_factory=dict)
 
 
 def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
     """Walk ``root``, following links that stay inside it (a linked case folder is walked like a
     real one; a link to a folder above it is not followed: no loops); broken, looping or
-    escaping links are problems (file links: :attr:`Tree.broken`)."""
-    tree = Tree()
+    escaping links are problems (file links: :attr:`Tree.broken`). ``exclude`` globs without a
+    ``/`` leave out each file or folder whose name they match; those with one, each whose path
+    from the root they match (``BraTS-MEN-Train/BraTS-MEN-00004-000``, a trailing ``/`` ignored)."""
+    names = tuple(g for g in exclude if "/" not in g.rstrip("/"))
+    paths = {g: g.rstrip("/") for g in exclude if "/" in g.rstrip("/")}
+    tree = Tree(excluded_paths=dict.fromkeys(paths, False))
+
+    def left_out(rel: str) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        if any(fnmatch.fnmatch(name, g) for g in names):
+            return True
+        hit = [g for g, pat in paths.items() if fnmatch.fnmatch(rel, pat)]
+        tree.excluded_paths.update(dict.fromkeys(hit, True))
+        return bool(hit)
     if not root.is_dir():
         tree.problems.append(InputError("file_not_found", "the source root is not a folder", path=str(root),
                                         remedy="set the source's `root:` in pipeline.yaml to the download"))
@@ -89,7 +103,7 @@ def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
         keep_dirs = []
         for d in sorted(dirnames):
-            if any(fnmatch.fnmatch(d, g) for g in exclude):
+            if left_out(rel_dir + d):
                 continue
             p = Path(dirpath) / d
             tree.dirs.append(rel_dir + d)
@@ -105,7 +119,7 @@ def scan(root: Path, exclude: tuple[str, ...] = ()) -> Tree:
             keep_dirs.append(d)
         dirnames[:] = keep_dirs
         for f in sorted(filenames):
-            if any(fnmatch.fnmatch(f, g) for g in exclude):
+            if left_out(rel_dir + f):
                 continue
             p = Path(dirpath) / f
             if p.is_symlink():
@@ -219,8 +233,13 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
                 every += _entry_cases(spec, name, i, entry, tree, root, problems, claimed)
         except InputError as e:
             problems.append(e)
+    problems += [InputError("exclude_no_match", f"the exclude path {g!r} matches no file or folder under the root, so "
+                            "it leaves nothing out", path=str(root),
+                            remedy="write the path from the source root (`BraTS-MEN-Train/BraTS-MEN-00004-000`, not "
+                            "from the folder above it), as the files are named; `*` matches within a path too")
+                 for g, hit in tree.excluded_paths.items() if not hit]
     cases: dict[str, CaseFiles] = {}
-    for c in _settle_labels(every, root, problems):
+    for c in _overridden(spec, _settle_labels(spec, every, root, problems), root, problems):
         if c.case_id in cases:
             prev = cases[c.case_id]
             problems.append(_duplicate(root, c.image or c.labels[0][1], prev.image or prev.labels[0][1],
@@ -255,6 +274,41 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
             problems.append(InputError("layout_no_match", f"no file under the root matches the layout of {spec.name}",
                                        path=str(root), remedy="check the source root and the dataset's layout patterns"))
     return sorted(cases.values(), key=lambda c: c.case_id), problems
+
+
+def _overridden(spec: DatasetSpec, found: list[CaseFiles], root: Path, problems: list[InputError]) -> list[CaseFiles]:
+    """``found`` less the cases of entries without ``overrides`` whose case id an ``overrides``
+    entry gives too (BraTS-MEN-Train-Fix's corrected cases over BraTS-MEN-Train's): each file of
+    theirs no case kept reads is an info ``case_overridden`` row naming the file read instead."""
+    by_id: dict[str, CaseFiles] = {}
+    for c in found:
+        if spec.layout[c.entry].overrides:
+            by_id.setdefault(c.case_id, c)
+    if not by_id:
+        return found
+    kept = [c for c in found if c.case_id not in by_id or spec.layout[c.entry].overrides]
+    read = {f for c in kept for f in (c.image, *(p for _, p in c.labels)) if f}
+    said: set[str] = set()
+    for c in found:
+        new = by_id.get(c.case_id)
+        if new is None or spec.layout[c.entry].overrides:
+            continue
+        for f, instead in ((c.image, new.image), *((p, _same_structure(new, k)) for k, p in c.labels)):
+            if f and f not in read and f not in said:
+                said.add(f)
+                problems.append(InputError(
+                    "case_overridden", f"case {c.case_id}: {instead} (layout[{new.entry}], `overrides: true`) "
+                    f"replaces this file of layout[{c.entry}], which is not ingested" if instead else
+                    f"case {c.case_id} is read from layout[{new.entry}] (`overrides: true`), which has no such file; "
+                    f"this file of layout[{c.entry}] is not ingested",
+                    path=str(root / f), remedy=f"nothing to do: the dataset YAML says layout[{new.entry}]'s files "
+                    "replace those of the same case"))
+    return kept
+
+
+def _same_structure(c: CaseFiles, key: str) -> str | None:
+    """The label file of case ``c`` of structure ``key`` (``''``: its label map), if it has one."""
+    return next((p for k, p in c.labels if k == key), None)
 
 
 PATTERN_REJECTS_REMEDY = ("correct the placeholder's regular expression under `patterns:` (it must match the whole "
@@ -424,7 +478,8 @@ def _label_claimed(spec: DatasetSpec, tree: Tree) -> set[str]:
     return out
 
 
-def _settle_labels(found: list[CaseFiles], root: Path, problems: list[InputError]) -> list[CaseFiles]:
+def _settle_labels(spec: DatasetSpec, found: list[CaseFiles], root: Path,
+                   problems: list[InputError]) -> list[CaseFiles]:
     """The cases of every layout entry, less three kinds that another case already accounts for:
 
     * a label-only case whose label files are all labels of image cases (one entry found the label
@@ -433,7 +488,7 @@ def _settle_labels(found: list[CaseFiles], root: Path, problems: list[InputError
       matched the label file): a file is never both a label and an image;
     * a label-only case that an earlier entry already gave (the same id and label files).
     """
-    labels_of_images = {p: c.case_id for c in found if c.image for _, p in c.labels}
+    labels_of_images = {p: c for c in found if c.image for _, p in c.labels}
     out: list[CaseFiles] = []
     label_only: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     for c in found:
@@ -444,19 +499,87 @@ def _settle_labels(found: list[CaseFiles], root: Path, problems: list[InputError
                 continue
             label_only.add((c.case_id, tuple(c.labels)))
         if c.image is not None and not c.image_is_dir and c.image in labels_of_images:
+            owner = labels_of_images[c.image]
             problems.append(InputError(
                 "image_is_label", f"{c.image} matches an image pattern but is the label of case "
-                f"{labels_of_images[c.image]}; it was not ingested as an image (case {c.case_id})",
-                path=str(root / c.image), remedy="narrow the image pattern so it does not match label files (e.g. "
-                "declare `sequences:` or give `patterns: {sequence: ...}`)"))
+                f"{owner.case_id}; it was not ingested as an image (case {c.case_id})",
+                path=str(root / c.image), remedy=_narrow_remedy(spec, c, owner)))
             continue
         out.append(c)
     return out
 
 
+def _narrow_remedy(spec: DatasetSpec, c: CaseFiles, owner: CaseFiles) -> str:
+    """How to keep an image pattern off a label file: by the placeholder that took the label's
+    extra words (``{case}`` took ``Case00_segmentation``: a regex the real cases' ids fit, from
+    the id of the case whose label it is; ``{sequence}`` took ``seg``: declare the sequences)."""
+    said = "narrow the image pattern so it does not match label files"
+    if "sequence" in c.fields and c.fields["sequence"] != owner.fields.get("sequence") \
+            and "sequence" not in spec.patterns and not spec.sequences:
+        return (f"{said}: its {{sequence}} took {c.fields['sequence']!r} from this file; declare the sequences "
+                "(`sequences: {t1: MR, t2: MR}`) or give `patterns: {sequence: ...}`")
+    for name, text in c.fields.items():
+        theirs = owner.fields.get(name)
+        if name in ("sequence", "structure") or theirs is None or theirs == text:
+            continue
+        rx = shape_regex([theirs])
+        if rx and name not in spec.patterns:
+            return (f"{said}: its {{{name}}} took {text!r} from this file; give {{{name}}} a regular expression the "
+                    f"cases' own values fit and this one does not, e.g. `patterns: {{{name}: '{rx}'}}` (from "
+                    f"{theirs!r})")
+        return (f"{said}: its {{{name}}} took {text!r} from this file; narrow the regular expression for "
+                f"{{{name}}} under `patterns:` so this value does not fit")
+    return f"{said} (e.g. a more specific suffix, or `patterns: {{case: ...}}`)"
+
+
+# a hexadecimal id (autoPET's 0011f3deaf) is one token; then words, numbers and each other character
+_SHAPE_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}(?![A-Za-z0-9])"
+                          r"|[A-Za-z]+|\d+|[^A-Za-z\d]")
+
+
+def shape_regex(values: list[str], max_shapes: int = 4) -> str | None:
+    r"""A regular expression that ``values`` fit by their shape: words they share as they are,
+    other words as ``[A-Za-z]+``, numbers as ``\d{n}`` (``\d+`` when their lengths differ),
+    hexadecimal ids as ``[0-9a-f]+``; values of several shapes as alternatives (None past
+    ``max_shapes``).
+
+    >>> shape_regex(["Case00", "Case13"]), shape_regex(["BraTS-MEN-00004-000", "BraTS-MEN-00008-001"])
+    ('Case\\d{2}', 'BraTS-MEN-\\d{5}-\\d{3}')
+    >>> shape_regex(["spleen_2", "spleen_10"]), shape_regex(["CHUM-001", "MDA-002"])
+    ('spleen_\\d+', '[A-Za-z]+-\\d{3}')
+    """
+    shapes: dict[tuple[str, ...], list[list[str]]] = {}
+    for v in values:
+        toks = _SHAPE_TOKEN.findall(v)
+        key = tuple("\0h" if len(t) >= 8 and not t.isalpha() and not t.isdigit() and t.isalnum()
+                    else "\0#" if t.isdigit() else "\0a" if t.isalpha() else t for t in toks)
+        shapes.setdefault(key, []).append(toks)
+    if not shapes or len(shapes) > max_shapes:
+        return None
+    alts = []
+    for key, rows in shapes.items():
+        parts = []
+        for i, k in enumerate(key):
+            col = {r[i] for r in rows}
+            if k == "\0#":
+                widths = {len(t) for t in col}
+                width = widths.pop() if len(widths) == 1 else 0
+                parts.append("\\d" if width == 1 else f"\\d{{{width}}}" if width else "\\d+")
+            elif k == "\0h":
+                parts.append("[0-9a-f]+")
+            elif k == "\0a":
+                parts.append(col.pop() if len(col) == 1 else "[A-Za-z]+")
+            else:
+                parts.append(k if k in "-_ " else re.escape(k))
+        alts.append("".join(parts))
+    return "|".join(sorted(alts))
+
+
 _SAME_ID = "make the layout pattern specific enough to give each file its own case"
 _SAME_NAME = ("add a placeholder for the folder that tells the files apart (e.g. `{centre}/{case}.nii.gz` "
-              "instead of `**/{case}.nii.gz`), so the case identity includes it")
+              "instead of `**/{case}.nii.gz`), so the case identity includes it; or, when one folder holds "
+              "corrected copies of the other's cases (BraTS-MEN-Train-Fix beside BraTS-MEN-Train), give each folder "
+              "a layout entry of its own and mark the corrected one `overrides: true`")
 
 
 def _duplicate(root: Path, dropped: str, kept: str, case_id: str, remedy: str = _SAME_ID) -> InputError:

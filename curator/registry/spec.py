@@ -49,6 +49,9 @@ class LayoutEntry:
     sequence: str | None = None  # fixed sequence name for this entry
     modality: str | None = None  # override of the dataset modality for this entry
     index: str | None = None  # a JSON index listing the pairs (MSD's dataset.json)
+    # the entry's cases replace those of the same case id other entries find (a folder of corrected
+    # cases: BraTS-MEN-Train-Fix over BraTS-MEN-Train), each replaced case an info `case_overridden` row
+    overrides: bool = False
 
     @property
     def image_is_dir(self) -> bool:
@@ -144,7 +147,9 @@ class DatasetSpec:
             "name": self.name, "version": self.version, "title": self.title, "modality": self.modality,
             "region": self.region, "licence": self.licence, "citation_key": self.citation_key,
             "citation": self.citation, "homepage": self.homepage, **self.extra,
-            "layout": [{k: v for k, v in e.__dict__.items() if v not in (None, {}, ())} for e in self.layout],
+            # `overrides` only when set: the spec's digest (stage freshness) stays that of a file without it
+            "layout": [{k: v for k, v in e.__dict__.items() if v not in (None, {}, ()) and v is not False}
+                       for e in self.layout],
             "labels": {"encoding": self.labels.encoding,
                        "values": {str(k): list(v) for k, v in self.labels.values.items()},
                        "structures": {k: list(v) for k, v in self.labels.structures.items()},
@@ -279,7 +284,7 @@ def _typed(d: dict[str, Any], bad: Any) -> dict[str, Any]:
     return d
 
 
-LAYOUT_KEYS = ("image", "label", "format", "split", "channels", "sequence", "modality", "index")
+LAYOUT_KEYS = ("image", "label", "format", "split", "channels", "sequence", "modality", "index", "overrides")
 LABEL_KEYS = ("encoding", "values", "structures", "ignore", "any_nonzero", "other_structures", "annotated_by_any_file")
 
 
@@ -329,9 +334,12 @@ def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None =
                  if e.get(k) is not None and not isinstance(e[k], str)]
         if e.get("channels") is not None and not isinstance(e["channels"], dict):
             wrong.append("channels")
+        if e.get("overrides") is not None and not isinstance(e["overrides"], bool):
+            wrong.append("overrides")
         if wrong:
             for k in wrong:
                 bad(f"layout[{i}].{k}", "type", "channels map an integer channel to a sequence name" if k == "channels"
+                    else f"overrides is true or false, not {e[k]!r}" if k == "overrides"
                     else f"{k} must be a string (a pattern or a name), not {e[k]!r}")
             continue
         for k in sorted(set(e) - set(LAYOUT_KEYS), key=str):
@@ -353,7 +361,7 @@ def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None =
             channels = {}
         entry = LayoutEntry(image=e.get("image"), label=e.get("label"), format=e.get("format"),
                             split=e.get("split"), channels=channels, sequence=e.get("sequence"),
-                            modality=e.get("modality"), index=e.get("index"))
+                            modality=e.get("modality"), index=e.get("index"), overrides=bool(e.get("overrides")))
         ph = entry.placeholders()
         if "case" not in ph and not entry.index:
             bad(f"layout[{i}]", "missing", "patterns must contain the {case} placeholder")
@@ -465,6 +473,10 @@ def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None =
     if unknown_ph and layout:  # it fell back to the case name: one patient per case, without a word
         bad("patient_id", "value", f"patient_id {d.get('patient_id')!r} names {unknown_ph}, which neither a layout "
             f"pattern nor a named group of `patterns` gives (they give {sorted(fields)})")
+    for g in d.get("exclude") or ():
+        if g.startswith("/") or ".." in g.split("/"):  # a path is relative to the source root: it never matched
+            bad("exclude", "path_escape", f"exclude entry {g!r} must be a name glob (`case_19`) or a path relative to "
+                "the source root (`BraTS-MEN-Train/BraTS-MEN-00004-000`), inside it")
     meta = d.get("metadata")
     if meta is not None:
         keep = meta.get("keep") if isinstance(meta, dict) else None

@@ -259,3 +259,106 @@ def test_a_declared_structure_stem_no_case_has_is_said_with_the_close_file_stem(
     labels["structures"] = {"liver": "liver", "kidney_left": "left kidney"}
     _, problems = discover(spec(layout=layout, labels=labels), tmp_path)
     assert not [e for e in problems if e.kind == "declared_label_absent"]
+
+
+def _men(root: Path) -> None:
+    """BraTS-MEN-Train with BraTS-MEN-Train-Fix, which holds a corrected copy of one of its cases."""
+    files = []
+    for folder, cases in (("BraTS-MEN-Train", ("BraTS-MEN-00004-000", "BraTS-MEN-00008-000")),
+                          ("BraTS-MEN-Train-Fix", ("BraTS-MEN-00004-000",))):
+        for c in cases:
+            files += [(f"{folder}/{c}/{c}-{s}.nii.gz", "image", ()) for s in ("t1n", "t2f")]
+            files.append((f"{folder}/{c}/{c}-seg.nii.gz", "label", (1,)))
+    write_tree(root, files)
+
+
+_MEN = {"modality": "MR", "sequences": {"t1n": "MR", "t2f": "MR"}}
+
+
+@pytest.mark.parametrize("fix_first", [True, False])
+def test_an_overrides_entry_replaces_the_same_cases_of_another_entry(tmp_path: Path, fix_first: bool) -> None:
+    """BraTS-MEN-Train-Fix replaces some BraTS-MEN-Train cases: one `**/` entry kept the uncorrected
+    original, and two entries gave duplicate_case errors whichever came first."""
+    _men(tmp_path)
+    train = {"image": "BraTS-MEN-Train/{case}/{case}-{sequence}.nii.gz", "label": "BraTS-MEN-Train/{case}/{case}-seg.nii.gz"}
+    fix = {"image": "BraTS-MEN-Train-Fix/{case}/{case}-{sequence}.nii.gz",
+           "label": "BraTS-MEN-Train-Fix/{case}/{case}-seg.nii.gz", "overrides": True}
+    cases, problems = discover(spec(layout=[fix, train] if fix_first else [train, fix], **_MEN), tmp_path)
+    assert {c.case_id: (c.image, c.labels[0][1]) for c in cases} == {
+        f"Toy__{c}__{s}": (f"{f}/{c}/{c}-{s}.nii.gz", f"{f}/{c}/{c}-seg.nii.gz")
+        for c, f in (("BraTS-MEN-00004-000", "BraTS-MEN-Train-Fix"), ("BraTS-MEN-00008-000", "BraTS-MEN-Train"))
+        for s in ("t1n", "t2f")}
+    assert _rel(tmp_path, problems, "case_overridden") == [
+        f"BraTS-MEN-Train/BraTS-MEN-00004-000/BraTS-MEN-00004-000-{x}.nii.gz" for x in ("seg", "t1n", "t2f")]
+    assert len(problems) == 3  # no duplicate_case
+    said = next(e for e in problems if e.path.endswith("-t1n.nii.gz"))
+    assert said.detail == (
+        "case Toy__BraTS-MEN-00004-000__t1n: BraTS-MEN-Train-Fix/BraTS-MEN-00004-000/BraTS-MEN-00004-000-t1n.nii.gz "
+        f"(layout[{0 if fix_first else 1}], `overrides: true`) replaces this file of layout[{1 if fix_first else 0}], "
+        "which is not ingested")
+    # without `overrides`, the same layout gives duplicate_case errors, whose remedy names it
+    del fix["overrides"]
+    _, problems = discover(spec(layout=[fix, train], **_MEN), tmp_path)
+    assert {e.kind for e in problems} == {"duplicate_case"}
+    _, problems = discover(spec(layout=[{"image": "**/{case}/{case}-{sequence}.nii.gz",
+                                         "label": "**/{case}/{case}-seg.nii.gz"}], **_MEN), tmp_path)
+    assert problems and all(e.kind == "duplicate_case" and "overrides: true" in (e.remedy or "") for e in problems)
+
+
+def test_overrides_is_a_layout_key_true_or_false_and_absent_from_the_spec_when_unset() -> None:
+    s, issues = parse_spec({"name": "Toy", "version": "1", "modality": "CT", "region": "abdomen", "licence": "CC-BY-4.0",
+                            "citation": "@misc{toy, title={toy}}", "labels": {"values": {1: "liver"}},
+                            "layout": [{"image": "{case}.nii.gz", "overrides": "yes"}]}, "Toy.yaml")
+    assert s is None and [(i.loc, i.kind) for i in issues] == [("Toy.yaml:layout[0].overrides", "type")]
+    assert "true or false" in issues[0].message
+    # a spec without it keeps the dict (and so the digest of stage freshness) it had
+    assert "overrides" not in spec(layout=[{"image": "{case}.nii.gz"}]).to_dict()["layout"][0]
+    assert spec(layout=[{"image": "{case}.nii.gz", "overrides": True}]).to_dict()["layout"][0]["overrides"] is True
+
+
+def test_exclude_takes_a_path_from_the_root_and_says_one_that_matches_nothing(tmp_path: Path) -> None:
+    """`exclude: [BraTS-MEN-Train/BraTS-MEN-00004-000]` matched file names only, so it was silently
+    ignored."""
+    _men(tmp_path)
+    layout = [{"image": "**/{case}/{case}-{sequence}.nii.gz", "label": "**/{case}/{case}-seg.nii.gz"}]
+    cases, problems = discover(spec(layout=layout, exclude=["BraTS-MEN-Train/BraTS-MEN-00004-000"], **_MEN), tmp_path)
+    assert problems == []
+    assert {c.image.split("/")[0] for c in cases if "00004" in c.case_id} == {"BraTS-MEN-Train-Fix"} and len(cases) == 4
+    # a glob in a path, a trailing '/', a file
+    for ex in (["BraTS-MEN-Train/*-00004-000/"], ["BraTS-MEN-Train/BraTS-MEN-00004-000/*"]):
+        cases, problems = discover(spec(layout=layout, exclude=ex, **_MEN), tmp_path)
+        assert problems == [] and len(cases) == 4, ex
+    # a path written from the folder above the root leaves nothing out: said, not silent
+    cases, problems = discover(spec(layout=layout, exclude=["men/BraTS-MEN-Train/BraTS-MEN-00004-000"], **_MEN),
+                               tmp_path)
+    said = [e for e in problems if e.kind == "exclude_no_match"]
+    assert len(said) == 1 and "'men/BraTS-MEN-Train/BraTS-MEN-00004-000' matches no file or folder" in said[0].detail
+    assert "from the source root" in (said[0].remedy or "")
+    # a path out of the root is refused
+    for bad in ("/data/BraTS-MEN-Train", "../BraTS-MEN-Train/x"):
+        s, issues = parse_spec({"name": "Toy", "version": "1", "modality": "MR", "region": "brain",
+                                "licence": "CC-BY-4.0", "citation": "@misc{toy, title={toy}}",
+                                "labels": {"values": {1: "liver"}}, "layout": layout, "exclude": [bad]}, "Toy.yaml")
+        assert s is None and [(i.loc, i.kind) for i in issues] == [("Toy.yaml:exclude", "path_escape")], bad
+
+
+def test_image_is_label_says_how_to_narrow_the_placeholder_that_took_the_label(tmp_path: Path) -> None:
+    """PROMISE12's `{case}.mhd` over `Case00_segmentation.mhd`: the remedy spoke of sequences,
+    which it has none of."""
+    write_tree(tmp_path, [(f"Part1/Case0{i}{x}.mhd", r, ()) for i in (0, 1)
+                          for x, r in (("", "image"), ("_segmentation", "label"))])
+    s = spec(layout=[{"image": "Part*/{case}.mhd", "label": "Part*/{case}_segmentation.mhd"}])
+    cases, problems = discover(s, tmp_path)
+    assert [c.case_id for c in cases] == ["Toy__Case00", "Toy__Case01"]
+    assert _rel(tmp_path, problems, "image_is_label") == ["Part1/Case00_segmentation.mhd", "Part1/Case01_segmentation.mhd"]
+    remedy = problems[0].remedy or ""
+    assert "its {case} took 'Case00_segmentation' from this file" in remedy
+    assert "`patterns: {case: 'Case\\d{2}'}` (from 'Case00')" in remedy and "sequence" not in remedy
+    # with the regex, nothing to say
+    assert discover(spec(layout=s.to_dict()["layout"], patterns={"case": r"Case\d{2}"}), tmp_path)[1] == []
+    # a {sequence} that took the label's word is told to declare the sequences
+    write_tree(tmp_path / "b", [(f"m1/m1_{q}.nii.gz", "image", ()) for q in ("t1", "t2")] + [("m1/m1_seg.nii.gz", "label", (1,))])
+    _, problems = discover(spec(layout=[{"image": "{case}/{case}_{sequence}.nii.gz", "label": "{case}/{case}_seg.nii.gz"}],
+                                modality="MR"), tmp_path / "b")
+    assert [e.kind for e in problems] == ["image_is_label"]
+    assert "its {sequence} took 'seg' from this file; declare the sequences" in (problems[0].remedy or "")
