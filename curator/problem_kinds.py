@@ -279,6 +279,12 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("exclude_no_match", "an `exclude:` path of the dataset YAML (a glob holding a `/`) matches no file "
                 "or folder under the source root, so it leaves nothing out",
                 "write the path from the source root, as the files are named (`*` matches within a path too)"),
+    ProblemKind("patient_id_timepoints", "the case ids read as a subject and a trailing number (`BraTS-MEN-00008-000`, "
+                "`-001`: two timepoints of one subject) while `patient_id` is `{case}`: each case is a patient of its "
+                "own, so a split can put one subject's timepoints on both sides (`curator sources check`)",
+                "give {case} named groups under `patterns:` and name the patient by the subject "
+                "(`case: '(?P<subject>...)-(?P<timepoint>...)'`, `patient_id: '{subject}'`); nothing, if each id is "
+                "a patient of its own"),
     ProblemKind("index_entry_invalid", "an entry of a dataset.json index has no image path; it was skipped",
                 "give the entry its \"image\" path, or remove it (the other entries were read)"),
     ProblemKind("layout_no_match", "a dataset's layout matched no file under its source root",

@@ -414,6 +414,7 @@ def check_source(dataset: str, root: Path, *, registry: tuple[Path, ...] = (), s
     report.problems += _declared_absent(spec, report, len(picked) < len(tasks))
     report.problems += _undeclared_structures(spec, report.source, results, report.values)
     report.problems += _unresolved(spec, tax, report.values) + _pattern_hints(spec, report)
+    report.problems += _patient_timepoints(spec, tasks)
     report.problems += _names_disagree(spec, tax)
     if margin is not None:
         report.problems += _sides_swapped(spec, tax, results, terms, margin)
@@ -551,6 +552,31 @@ def _pattern_hints(spec: Any, r: SourceCheck) -> list[dict[str, Any]]:
                        f"case has a label. What to do: check the pattern against the files, or drop `label:` "
                        "for a dataset without labels"))
     return out
+
+
+def _patient_timepoints(spec: Any, tasks: list[Any]) -> list[dict[str, Any]]:
+    """A warning when ``patient_id`` is the case id and the case ids read as subject and timepoint
+    (BraTS' ``BraTS-MEN-00008-000`` beside ``-001``: :func:`~curator.registry.scaffold.timepoint_subjects`):
+    each timepoint is then a patient of its own, and the splits may put one subject on both sides."""
+    from curator.registry.scaffold import same_subject, subject_regex, timepoint_subjects
+
+    if spec.patient_id != "{case}":
+        return []
+    ids = sorted({str(t.payload["source_case"]) for t in tasks if t.payload.get("source_case")})
+    subjects = timepoint_subjects(ids)
+    if subjects is None:
+        return []
+    several = sum(len(tps) > 1 for tps in subjects.values())
+    rx = subject_regex(ids) or "(?P<subject>...)-(?P<timepoint>...)"
+    loc = "patient_id"
+    return [{"stage": "check", "dataset": spec.name, "case_id": None, "path": f"{spec.file_name}:{loc}",
+             "kind": "patient_id_timepoints", "severity": "warning",
+             "message": f"{several} of the {len(subjects)} subject(s) the case ids name have several of them "
+                        f"({', '.join(same_subject(ids))}), but patient_id is '{{case}}'"
+                        f"{spec.line_note(loc)}: each case is a patient of its own, so a split can put one subject's "
+                        "timepoints on both sides. What to do: if the trailing number is a timepoint or study of one "
+                        f"subject, give {{case}} named groups and name the patient by the subject — `patterns: "
+                        f"{{case: '{rx}'}}` and `patient_id: '{{subject}}'`; nothing, if each id is a patient"}]
 
 
 def _unresolved(spec: Any, tax: Any, values: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,8 +11,16 @@ root, the way a person reads a listing:
   tokens that tells the files apart is ``{case}``, a changing word with a few values each case has
   several of (``t1n``/``t1c``/``t2w``/``t2f``, ``CT``/``PT``, nnU-Net's ``_0000``/``_0001``) is
   ``{sequence}``, other changing numbers are placeholders named after the word before them;
+* ``{case}`` takes the constant words before it in its folder or file name when the label files
+  hold them too, so the ids are the dataset's own (``Case00``, ``case_01``, ``BraTS-MEN-00004-000``);
 * a label belongs to the image whose case text its path holds (``img0001`` / ``label0001``), and
-  a folder of several such label files per case is ``{structure}`` (TotalSegmentator's masks).
+  several such label files per case that differ in their last words are ``{structure}``: a folder
+  of them (TotalSegmentator's masks) or names after the case's (HaN-Seg's ``{case}_OAR_{structure}``);
+* image patterns giving the same case ids get told apart: another image of each case in its
+  folder is a fixed ``sequence:`` of its own (HaN-Seg's MR T1), a folder of corrected copies
+  ``overrides: true`` (BraTS-MEN-Train-Fix); a pattern that also matches label files gets
+  ``patterns: {case: ...}`` of the ids' shape, and ids that read as subject and timepoint give
+  ``patient_id: '{subject}'`` (every draft writes ``patient_id``, with what to check).
 
 The draft also lists the label values a few files hold (or, per structure, the term each file
 name resolves to), the index file's names when an MSD/nnU-Net ``dataset.json`` is there, and
@@ -25,7 +33,9 @@ of the registry's 72 native layouts it guesses exactly.
 from __future__ import annotations
 
 import json
+import os
 import re
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,8 +223,11 @@ def _template(g: Group) -> Group:
     sig: dict[tuple[str, ...], int] = {}
     sigs = [sig.setdefault(tuple(t[k] for t in texts), len(sig)) for k in range(len(spans))]
     names: dict[int, str] = {}
-    if sigs:
-        names[max(set(sigs), key=lambda s: (len({t[sigs.index(s)] for t in texts}), -sigs.index(s)))] = "case"
+    name_at = max((k for k, t in enumerate(rows[0]) if "/" in t), default=-1)
+    in_name = {s for (a, _), s in zip(spans, sigs, strict=True) if a > name_at}
+    if sigs:  # the most values; among equals one in the file name (Case00 in TrainingData_Part1/), then the first
+        names[max(set(sigs), key=lambda s: (len({t[sigs.index(s)] for t in texts}), s in in_name,
+                                            -sigs.index(s)))] = "case"
     for k, s in enumerate(sigs):
         if s not in names:
             before = next((rows[0][j].lower() for j in range(spans[k][0] - 1, -1, -1) if rows[0][j].isalpha()), "")
@@ -301,6 +314,39 @@ class Entry:
     label_files: list[str] = field(default_factory=list)
     only: dict[str, list[str]] = field(default_factory=dict)  # placeholder -> its values with a label
     left_out: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # the image files (folders) the pattern was drawn from
+    values: list[dict[str, str]] = field(default_factory=list)  # per path: placeholder -> its text
+
+
+def _id_like(g: Group) -> Group:
+    """``g`` with ``{case}`` holding the dataset's own id: the constant words before it in its
+    folder or file name (``Case{case}.mhd`` → ``{case}.mhd`` with ``Case00``; ``case_{case}/`` →
+    ``case_01``) and a constant ``-NNN`` after it (BraTS' timepoint ``-000`` where every case has
+    the same one); ``g`` itself when the occurrences of ``{case}`` differ in them."""
+    t = g.template
+    pres: set[str] = set()
+    posts: set[str] = set()
+    for m in re.finditer(r"\{case\}", t):
+        pres.add(t[t.rfind("/", 0, m.start()) + 1:m.start()])
+        after = re.match(r"(?:-\d+)+(?!\d)", t[m.end():])
+        posts.add(after.group(0) if after else "")
+    if len(pres) != 1 or len(posts) != 1:
+        return g
+    pre, post = pres.pop(), posts.pop()
+    if any(c in pre for c in "{}*"):
+        pre = ""
+    if not pre and not post:
+        return g
+    return Group(g.paths, t.replace(pre + "{case}" + post, "{case}"),
+                 [{**v, "case": pre + v["case"] + post} if "case" in v else v for v in g.values],
+                 g.sequences, g.only, g.left_out)
+
+
+def _case_number(vals: dict[str, str]) -> str | None:
+    """The number a label file of the case holds too, to look labels up by: the case's longest
+    (the last among equals), not a prefix's ``22`` in ``FLARE22_Tr_0001``."""
+    nums = [t for t in _tokens(vals.get("case", "")) if _is_num(t)]
+    return max(reversed(nums), key=len) if nums else None
 
 
 def _case_key(vals: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -311,9 +357,11 @@ def _folders(path: str) -> set[str]:
     return _words(path.rsplit("/", 1)[0]) if "/" in path else set()
 
 
-def _candidates(images: list[Group], labels: list[str]) -> dict[str, list[tuple[int, str]]]:
-    """Per label file, the (image group, label template) pairs whose case text its path holds.
-    Labels are looked up by the case's first number (linear, not every label per image)."""
+def _candidates(images: list[Group], labels: list[str],
+                named: set[tuple[tuple[str, str], ...]] | None = None) -> dict[str, list[tuple[int, str]]]:
+    """Per label file, the (image group, label template) pairs whose case text its path holds
+    (and the cases some label names, into ``named``). Labels are looked up by a number of the
+    case (:func:`_case_number`: linear, not every label per image)."""
     by_number: dict[str, list[str]] = {}
     for lab in labels:
         for num in {t for t in _tokens(lab) if _is_num(t)}:
@@ -326,25 +374,29 @@ def _candidates(images: list[Group], labels: list[str]) -> dict[str, list[tuple[
             if key in seen:  # one case's sequences hold one case text
                 continue
             seen.add(key)
-            nums = [t for t in _tokens(vals.get("case", "")) if _is_num(t)]
-            for lab in (by_number.get(nums[0], []) if nums else labels):
+            number = _case_number(vals)
+            for lab in (by_number.get(number, []) if number else labels):
                 template = _replace_case(lab, vals)
                 if template is not None and template != lab:
                     out.setdefault(lab, []).append((gi, template))
+                    if named is not None:
+                        named.add(key)
     return out
 
 
 def _best_group(images: list[Group], lab: str, cands: list[tuple[int, str]]) -> int | None:
     """The image group a label file belongs to: not one of another split (imagesTs beside
-    labelsTr), then the one whose folders share most words with the label's, then one whose file
-    name is the label's without its label words."""
+    labelsTr), then the one whose folders share most words with the label's (and have fewest
+    others), then one whose file name is the label's without its label words."""
     split = _split(lab)
     ok = [gi for gi, _ in cands if split is None or _split(images[gi].template) in (None, split)]
     if not ok:
         return None
     # ACDC's patient001_frame01_gt is the frame's patient001_frame01 with _gt, not the 4-D cine's patient001_4d
     same = {gi for g2, t in cands if (gi := g2) in ok and _name_of(t) == _name_of(images[g2].template)}
-    return max(dict.fromkeys(ok), key=lambda gi: (len(_folders(lab) & _folders(images[gi].template)), gi in same, -gi))
+    # among equals the one with fewer folder words of its own: BraTS-MEN-Train's seg is not BraTS-MEN-Train-Fix's
+    return max(dict.fromkeys(ok), key=lambda gi: (len(_folders(lab) & _folders(images[gi].template)),
+                                                  -len(_folders(images[gi].template) - _folders(lab)), gi in same, -gi))
 
 
 def _name_of(template: str) -> str:
@@ -374,8 +426,8 @@ def _labelled_word(g: Group, labels: list[str]) -> Group:
             by_number.setdefault(num, []).append(lab)
     named: set[str] = set()
     for vals in trial.values:
-        nums = [t for t in _tokens(vals.get("case", "")) if _is_num(t)]
-        for lab in (by_number.get(nums[0], []) if nums else labels):
+        number = _case_number(vals)
+        for lab in (by_number.get(number, []) if number else labels):
             t = _replace_case(lab, vals)
             if t is not None and "{" + name + "}" in t:
                 named.add(vals[name])
@@ -392,10 +444,26 @@ def _labelled_word(g: Group, labels: list[str]) -> Group:
     return trial
 
 
+def _with_id(g: Group, labels: list[str]) -> Group:
+    """:func:`_id_like`'s ``g`` when its label files hold the longer id as well (``Case00`` in
+    ``Case00_segmentation.mhd``; not BTCV's ``img0001`` beside ``label0001``)."""
+    g2 = _id_like(g)
+    if g2 is g or not labels or _with_label(g2, labels) >= _with_label(g, labels):
+        return g2
+    return g
+
+
+def _with_label(g: Group, labels: list[str]) -> int:
+    """How many of ``g``'s cases some label file names (:func:`_candidates`)."""
+    named: set[tuple[tuple[str, str], ...]] = set()
+    _candidates([g], labels, named)
+    return len(named)
+
+
 def pair(images: list[Group], labels: list[str]) -> tuple[list[Entry], list[str]]:
     """Each image pattern with the label pattern most of its cases have; the label files no
     image claims. A label file goes to one image pattern only (:func:`_best_group`)."""
-    images = sorted((_labelled_word(g, labels) for g in images), key=lambda g: g.template)
+    images = sorted((_labelled_word(_with_id(g, labels), labels) for g in images), key=lambda g: g.template)
     found: list[dict[str, list[str]]] = [{} for _ in images]
     for lab, cands in _candidates(images, labels).items():
         gi = _best_group(images, lab, cands)
@@ -408,11 +476,24 @@ def pair(images: list[Group], labels: list[str]) -> tuple[list[Entry], list[str]
         cases = len({_case_key(vals) for vals in g.values})
         label, structures, files = _label_of(by_template)
         claimed.update(files)
-        labelled = len({f.rsplit("/", 1)[0] for f in files}) if structures else len(set(files))
-        entries.append(Entry(_wildcards(g, label), label, cases, min(labelled, cases), structures, g.sequences,
+        image, label = _wildcards(g, label)
+        entries.append(Entry(image, label, cases, min(_labelled(label, files), cases), structures, g.sequences,
                              _split(g.template), sorted(set(files)), g.only if label else {},
-                             g.left_out if label else []))
+                             g.left_out if label else [], paths=g.paths, values=g.values))
     return entries, [lab for lab in labels if lab not in claimed]
+
+
+def _labelled(label: str | None, files: list[str]) -> int:
+    """How many cases the label files are of: each a case's own, or a case's structure files."""
+    if not label:
+        return 0
+    if "{structure}" not in label:
+        return len(set(files))
+    from curator.registry.layout import compile_pattern
+
+    rx = compile_pattern(label.rstrip("/"), {})
+    return len({tuple(v for k, v in sorted(m.groupdict().items()) if k != "structure")
+                for f in files if (m := rx.fullmatch(f.rstrip("/")))})
 
 
 def _label_of(found: dict[str, list[str]]) -> tuple[str | None, list[str], list[str]]:
@@ -424,40 +505,63 @@ def _label_of(found: dict[str, list[str]]) -> tuple[str | None, list[str], list[
     def best(ts: list[str]) -> str:
         return max(ts, key=lambda t: (len(set(found[t])), -len(t)))
 
-    folders: dict[str, list[str]] = {}
-    for t in found:
-        if "{" not in t.rsplit("/", 1)[-1]:
-            folders.setdefault(t.rsplit("/", 1)[0] if "/" in t else "", []).append(t)
-    if folders:
-        folder, ts = max(folders.items(), key=lambda kv: (len(kv[1]), sum(len(found[t]) for t in kv[1])))
+    sets = _structure_sets(list(found))
+    if sets:
+        pattern, ts, names = max(sets, key=lambda st: (len(st[1]), sum(len(found[t]) for t in st[1])))
         covered = {f for t in ts for f in found[t]}
         outside = [t for t in found if t not in ts]
-        if len(ts) >= 3 and (not outside or len(set(found[best(outside)])) < len({f.rsplit("/", 1)[0]
-                                                                                  for f in covered})):
-            ext = _ext(ts[0])
-            names = sorted({t.rsplit("/", 1)[-1][:-len(ext)] for t in ts if t.endswith(ext)})
-            return (folder + "/" if folder else "") + "{structure}" + ext, names, sorted(covered)
-        if len(ts) >= 3:
-            single = best(outside)
-            return single, [], found[single]
+        if not outside or len(set(found[best(outside)])) < _labelled(pattern, sorted(covered)):
+            return pattern, names, sorted(covered)
+        single = best(outside)
+        return single, [], found[single]
     single = best(list(found))
     return single, [], found[single]
 
 
-def _wildcards(g: Group, label: str | None) -> str:
-    """``g``'s pattern with each folder placeholder other than {case} and {sequence} that the label
-    pattern does not use as ``*`` when the case alone tells the images apart (a study date or
-    series number folder: Pancreas-CT, autoPET), so it is no part of the case id."""
+def _structure_sets(templates: list[str]) -> list[tuple[str, list[str], list[str]]]:
+    """``(pattern with {structure}, the label templates it stands for, their structure names)``
+    for every three or more label templates of one case that differ only in their last words:
+    the files of one folder (``{case}/segmentations/liver.nii.gz``), or the names after the same
+    case words (HaN-Seg's ``{case}_OAR_Brainstem.seg.nrrd``: ``{case}_OAR_{structure}.seg.nrrd``)
+    — there, names differing only in numbers are frames, not structures (ACDC's ``_frame01_gt``)."""
+    by: dict[tuple[str, str, str], list[tuple[str, str]]] = {}  # (folder, name head, ext) -> (template, name)
+    for t in templates:
+        folder, name = (t.rsplit("/", 1) if "/" in t else ("", t))
+        ext = _ext(name)
+        if not ext or ext == "/":
+            continue
+        cut = name.rfind("}") + 1  # after the case's words in the name, if it holds them
+        by.setdefault((folder, name[:cut], ext), []).append((t, name[cut:len(name) - len(ext)]))
+    out = []
+    for (folder, head, ext), items in by.items():
+        if len(items) < 3:
+            continue
+        rest = [r for _, r in items]
+        common = os.path.commonprefix(rest)
+        keep = max(common.rfind(c) for c in "_-. ") + 1 if head else 0  # the words every name shares
+        names = sorted({r[keep:] for r in rest})
+        if "" in names or head and len({re.sub(r"\d+", "", n) for n in names}) < 2:
+            continue
+        out.append(((folder + "/" if folder else "") + head + rest[0][:keep] + "{structure}" + ext,
+                    [t for t, _ in items], names))
+    return out
+
+
+def _wildcards(g: Group, label: str | None) -> tuple[str, str | None]:
+    """``g``'s pattern and the label pattern with each folder placeholder other than {case} and
+    {sequence} as ``*`` when the case alone tells the images apart (a study date or series
+    number folder: Pancreas-CT, autoPET; PROMISE12's ``TrainingData_Part{part}``), so it is no
+    part of the case id."""
     extra = [n for n in dict.fromkeys(re.findall(r"\{(\w+)\}", g.template.rsplit("/", 1)[0] if "/" in g.template
                                                 else "")) if n not in ("case", "sequence")]
-    extra = [n for n in extra if label is None or "{" + n + "}" not in label]
     ids = [(v.get("case"), v.get("sequence")) for v in g.values]
     if not extra or len(set(ids)) < len(ids):
-        return g.template
+        return g.template, label
     folder, name = g.template.rsplit("/", 1)
     for n in extra:
         folder = folder.replace("{" + n + "}", "*")
-    return folder + "/" + name
+        label = label.replace("{" + n + "}", "*") if label else label
+    return folder + "/" + name, label
 
 
 def _ext(path: str) -> str:
@@ -574,6 +678,7 @@ class Draft:
     entries: list[Entry]
     unclaimed_labels: list[str]
     notes: list[str]
+    comments: dict[str, str] = field(default_factory=dict)  # top-level key -> a comment written above it
 
 
 def scaffold(root: Path, name: str, modality: str | None = None) -> Draft:
@@ -638,9 +743,24 @@ def scaffold(root: Path, name: str, modality: str | None = None) -> Draft:
         skipped = sorted({v for e in entries if k in e.only for v in e.left_out})
         notes.append(f"{{{k}}} takes {', '.join(vs)} only (patterns:): a label file names each of them"
                      + (f", none names {', '.join(skipped)}" if skipped else ""))
+    notes += _same_cases(entries, layout, modality)
     spec |= {"region": TODO, "licence": TODO, "citation": TODO, "homepage": TODO, "layout": layout}
-    if only:
-        spec["patterns"] = {k: "|".join(re.escape(v) for v in vs) for k, vs in only.items()}
+    patterns = {k: "|".join(re.escape(v) for v in vs) for k, vs in only.items()}
+    comments: dict[str, str] = {}
+    patient, case_rx = _patient(entries)
+    if case_rx and _fits(entries, vols, {**patterns, "case": case_rx}, spec.get("sequences") or {}) is not None:
+        patterns["case"], said = case_rx, "subject"
+    else:
+        patient, said = "{case}", "case"
+        narrow = _narrowed(entries, vols, patterns, spec.get("sequences") or {})
+        if narrow:
+            patterns["case"] = narrow[0]
+            notes.append(f"patterns: {{case: '{narrow[0]}'}} keeps the image patterns off {narrow[1]} other file(s) "
+                         f"they match, e.g. {narrow[2]}")
+    if patterns:
+        spec["patterns"] = patterns
+    spec["patient_id"] = patient
+    comments["patient_id"] = _PATIENT_NOTE[said].format(examples=", ".join(same_subject(_case_ids(entries))))
     spec["labels"] = labels_block
     phase = _phase(root, tree.files, images, entries, spec.get("patterns") or {})
     if phase:
@@ -649,7 +769,190 @@ def scaffold(root: Path, name: str, modality: str | None = None) -> Draft:
                      "is the frame number (cases.phase; QC judges the two phases apart)")
     if unclaimed:
         notes.append(f"{len(unclaimed)} label file(s) no image pattern claims, e.g. {unclaimed[0]}")
-    return Draft(spec, entries, unclaimed, notes)
+    return Draft(spec, entries, unclaimed, notes, comments)
+
+
+_PATIENT_NOTE = {
+    "case": "check: one patient per case id. When a patient has several (timepoints, visits, studies), give {{case}} "
+            "named groups under patterns: and name the patient by them — case: '(?P<subject>...)-(?P<timepoint>...)' "
+            "with patient_id: '{{subject}}' — or splits put one patient's cases on both sides",
+    "subject": "check: the case ids share a subject and differ in a trailing number ({examples}): read as subject "
+               "and timepoint, so one subject's cases are one patient (splits keep them together); if the leading "
+               "part names no person (a site, a series), write patient_id: '{{case}}'",
+}
+
+
+_TIMEPOINT = re.compile(r"(?P<subject>.*(?:\d|(?<![A-Za-z0-9])[0-9a-f]{8,}))(?P<sep>[-_])(?P<timepoint>\d+)")
+
+
+def timepoint_subjects(case_ids: list[str]) -> dict[str, list[str]] | None:
+    """Subject -> its timepoints, when every case id is ``<subject><-|_><number>``, the subject
+    ending in a number (``BraTS-MEN-00008-001``, CMRxMotion's ``P001-2``, autoPET's
+    ``<hex>_<study>``), with one separator, two subjects or more and one of them with several
+    numbers; else None (``CHUM-001`` names a centre, ``FLARE22_Tr_0001`` a series, ``LUNG1-001``
+    one collection).
+
+    >>> timepoint_subjects(["BraTS-MEN-00008-000", "BraTS-MEN-00008-001", "BraTS-MEN-00004-000"])
+    {'BraTS-MEN-00004': ['000'], 'BraTS-MEN-00008': ['000', '001']}
+    >>> timepoint_subjects(["CHUM-001", "CHUM-002", "MDA-001"]), timepoint_subjects(["LUNG1-001", "LUNG1-002"])
+    (None, None)
+    """
+    by: dict[str, set[str]] = {}
+    seps = set()
+    for c in case_ids:
+        m = _TIMEPOINT.fullmatch(c)
+        if m is None:
+            return None
+        by.setdefault(m["subject"], set()).add(m["timepoint"])
+        seps.add(m["sep"])
+    if len(by) < 2 or len(seps) != 1 or all(len(t) < 2 for t in by.values()):
+        return None
+    return {k: sorted(v) for k, v in sorted(by.items())}
+
+
+def subject_regex(case_ids: list[str]) -> str | None:
+    r"""``(?P<subject>…)<sep>(?P<timepoint>…)`` for the case ids :func:`timepoint_subjects` reads
+    so (each part's shape: :func:`~curator.registry.layout.shape_regex`), else None.
+
+    >>> subject_regex(["BraTS-MEN-00008-000", "BraTS-MEN-00008-001", "BraTS-MEN-00004-000"])
+    '(?P<subject>BraTS-MEN-\\d{5})-(?P<timepoint>\\d{3})'
+    """
+    from curator.registry.layout import shape_regex
+
+    found = timepoint_subjects(case_ids)
+    if found is None:
+        return None
+    m = _TIMEPOINT.fullmatch(case_ids[0])
+    subj, tp = shape_regex(list(found)), shape_regex([t for ts in found.values() for t in ts])
+    if m is None or subj is None or tp is None:
+        return None
+    return f"(?P<subject>{subj}){m['sep']}(?P<timepoint>{tp})"
+
+
+def _case_ids(entries: list[Entry]) -> list[str]:
+    return sorted({v["case"] for e in entries if "{case}" in e.image for v in e.values if "case" in v})
+
+
+def _patient(entries: list[Entry]) -> tuple[str, str | None]:
+    """The draft's ``patient_id`` and ``patterns: {case: ...}`` when the case ids read as subject
+    and timepoint (:func:`timepoint_subjects`): ``{subject}``; else ``{case}``, None."""
+    rx = subject_regex(_case_ids(entries))
+    return ("{subject}", rx) if rx else ("{case}", None)
+
+
+def same_subject(case_ids: list[str]) -> list[str]:
+    """Two case ids of one subject (:func:`timepoint_subjects`), to show; ``[]`` when none are."""
+    for subject, tps in (timepoint_subjects(case_ids) or {}).items():
+        if len(tps) > 1:
+            return [c for c in case_ids if (m := _TIMEPOINT.fullmatch(c)) and m["subject"] == subject][:2]
+    return []
+
+
+def _fits(entries: list[Entry], files: list[str], patterns: dict[str, str],
+          sequences: dict[str, Any]) -> list[str] | None:
+    """The files other than their own that the entries' image patterns match under ``patterns``
+    (``sequences`` declared), or None when a pattern no longer matches one of its own files."""
+    from curator.registry.layout import compile_pattern
+
+    custom = dict(patterns)
+    if sequences and "sequence" not in custom:
+        custom["sequence"] = "|".join(re.escape(k) for k in sorted(sequences, key=lambda k: (-len(k), k)))
+    other: list[str] = []
+    for e in entries:
+        try:
+            rx = compile_pattern(e.image.rstrip("/"), custom)
+        except re.error:
+            return None
+        own = {p.rstrip("/") for p in e.paths}
+        if not all(rx.fullmatch(p) for p in own):
+            return None
+        other += [f for f in files if f.rstrip("/") not in own and rx.fullmatch(f.rstrip("/"))]
+    return sorted(set(other))
+
+
+def _narrowed(entries: list[Entry], files: list[str], patterns: dict[str, str],
+              sequences: dict[str, Any]) -> tuple[str, int, str] | None:
+    """``(regex for {case}, how many files it keeps out, one of them)`` when the image patterns
+    match other files than their own (PROMISE12's ``{case}.mhd`` its ``Case00_segmentation.mhd``)
+    and a regex of the case ids' shape keeps every one of them out."""
+    from curator.registry.layout import shape_regex
+
+    if "case" in patterns:
+        return None
+    loose = _fits(entries, files, patterns, sequences)
+    rx = shape_regex(_case_ids(entries))
+    if not loose or rx is None:
+        return None
+    tight = _fits(entries, files, {**patterns, "case": rx}, sequences)
+    return (rx, len(loose), loose[0]) if tight == [] else None
+
+
+_FIX_WORDS = frozenset({"fix", "fixed", "corrected", "correction", "corrections", "revised", "update", "updated"})
+
+
+def _same_cases(entries: list[Entry], layout: list[dict[str, Any]], modality: str) -> list[str]:
+    """Entries whose images are cases of the same ids (they would be ``duplicate_case`` errors):
+    another file of the same cases in one folder (HaN-Seg's ``{case}_IMG_MR_T1.nrrd`` beside the
+    labelled ``{case}_IMG_CT.nrrd``) becomes ``sequence:`` (the words its name differs in, part of
+    the case id) with the modality they name; the same files in a folder named like the other's
+    with more words (``BraTS-MEN-Train-Fix`` beside ``BraTS-MEN-Train``) or a word saying so
+    (``corrected``) ``overrides: true``. Returns the notes saying what was drafted."""
+    notes: list[str] = []
+    ids = []
+    for e in entries:
+        names = [n for n in dict.fromkeys(re.findall(r"\{(\w+)\}", e.image)) if n != "structure"]
+        ids.append((names, {tuple(v.get(n, "") for n in names) for v in e.values}))
+    for j, b in enumerate(entries):
+        for i, a in enumerate(entries[:j]):
+            if ids[i][0] != ids[j][0] or "sequence" in layout[i] or "sequence" in layout[j]:
+                continue
+            both = ids[i][1] & ids[j][1]
+            if not both:
+                continue
+            seq = ids[i][0].index("sequence") if "sequence" in ids[i][0] else None
+            shared = {k[:seq] + k[seq + 1:] if seq is not None else k for k in both}  # cases, not their sequences
+            sa, sb = a.image.split("/"), b.image.split("/")
+            diff = [k for k in range(len(sa)) if len(sa) == len(sb) and sa[k] != sb[k]]
+            if diff == [len(sa) - 1]:
+                k, other = (i, j) if b.label and not a.label else (j, i)
+                word = _differing_words(layout[other]["image"].rsplit("/", 1)[-1], layout[k]["image"].rsplit("/", 1)[-1])
+                if not word:
+                    continue
+                layout[k]["sequence"] = word
+                own = guess_modality([word])
+                if own != modality and (own != "CT" or "ct" in _words(word)):
+                    layout[k]["modality"] = own
+                notes.append(f"layout[{k}] ({layout[k]['image']}) holds {len(shared)} of the cases of layout[{other}] "
+                             f"again, another image of each: drafted as `sequence: {word}` (part of its case ids)"
+                             + (f" with `modality: {layout[k]['modality']}`" if "modality" in layout[k] else "")
+                             + ("; it has no label of its own: remove the entry if the labels are not for it"
+                                if not entries[k].label else ""))
+            elif len(diff) == 1:
+                fa, fb = sa[diff[0]], sb[diff[0]]
+                over = (j if fb.startswith(fa) or _words(fb) & _FIX_WORDS else
+                        i if fa.startswith(fb) or _words(fa) & _FIX_WORDS else None)
+                if over is None:
+                    notes.append(f"layout[{i}] and layout[{j}] find {len(shared)} case(s) of the same ids in "
+                                 f"{fa}/ and {fb}/: decide which is read (`overrides: true` on it) or exclude one")
+                    continue
+                other = i if over == j else j
+                layout[over]["overrides"] = True
+                notes.append(f"layout[{over}] ({(fb if over == j else fa)}/) holds {len(shared)} of the cases of "
+                             f"layout[{other}] again: drafted `overrides: true`, so its files replace theirs (a folder "
+                             "of corrected cases) — check the dataset's notes say so")
+    return notes
+
+
+def _differing_words(name: str, other: str) -> str:
+    """The words of file name ``other`` that ``name`` does not have, between the words both
+    start and end with (``{case}_IMG_CT.nrrd``, ``{case}_IMG_MR_T1.nrrd`` → ``MR_T1``); ``""``
+    when that is no plain word."""
+    head = os.path.commonprefix([name, other])
+    head = head[:max(head.rfind(c) for c in "_-. }") + 1]
+    tail = os.path.commonprefix([name[len(head):][::-1], other[len(head):][::-1]])[::-1]
+    tail = tail[min((tail.find(c) for c in "_-." if c in tail), default=len(tail)):]
+    word = other[len(head):len(other) - len(tail)].strip("_-. ")
+    return word if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", word) else ""
 
 
 def _phase(root: Path, files: list[str], images: list[str], entries: list[Entry],
@@ -691,4 +994,10 @@ def to_yaml(d: Draft, root: Path) -> str:
     head += [f"# {n}" for n in d.notes]
     # a file or folder name is the user's, but it must not end a comment line and start YAML
     head = [re.sub(r"[\r\n\x00-\x1f\x7f\u2028\u2029\x85]", "?", h) for h in head]
-    return "\n".join(head) + "\n" + yaml.safe_dump(d.spec, sort_keys=False, allow_unicode=True, width=110)
+    body = yaml.safe_dump(d.spec, sort_keys=False, allow_unicode=True, width=110)
+    for key, said in d.comments.items():  # above the key's line (a top-level key starts a line)
+        lines = textwrap.wrap(re.sub(r"[\r\n\x00-\x1f\x7f\u2028\u2029\x85]", "?", said), 108, break_on_hyphens=False)
+        at = re.search(rf"^{re.escape(key)}:", body, flags=re.MULTILINE)
+        if at:
+            body = body[:at.start()] + "".join(f"# {t}\n" for t in lines) + body[at.start():]
+    return "\n".join(head) + "\n" + body

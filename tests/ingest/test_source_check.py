@@ -634,3 +634,48 @@ def test_left_and_right_ventricles_swapped_in_the_yaml_are_a_warning(tmp_path: P
     assert "ACDC codes 1 right ventricle" in said["message"]
     yaml, root = _hearts(tmp_path / "right", "{1: left ventricle, 2: myocardium, 3: right ventricle}", image)
     assert not check_source(str(yaml), root, sample=None).warnings
+
+
+BRATS = """name: BTP
+version: "1"
+modality: MR
+region: brain
+licence: CC-BY-4.0
+citation: "@misc{btp, title={btp}}"
+sequences: {t1n: MR}
+layout:
+  - image: "{case}/{case}-{sequence}.nii.gz"
+    label: "{case}/{case}-seg.nii.gz"
+MORE
+labels:
+  values: {1: brain tumor}
+"""
+
+
+def _btp(root: Path, cases: tuple[str, ...]) -> None:
+    write_tree(root, [(f"{c}/{c}-{r}.nii.gz", kind, v) for c in cases
+                      for r, kind, v in (("t1n", "image", ()), ("seg", "label", (1,)))])
+
+
+def test_case_ids_of_one_subject_at_several_timepoints_warn_while_patient_id_is_the_case(tmp_path: Path) -> None:
+    """Two timepoints of BraTS subject 00008 were two patients, and sources check said nothing."""
+    root = tmp_path / "btp"
+    _btp(root, ("BraTS-MEN-00004-000", "BraTS-MEN-00008-000", "BraTS-MEN-00008-001"))
+    (tmp_path / "BTP.yaml").write_text(BRATS.replace("MORE\n", ""))
+    said = [p for p in check_source(str(tmp_path / "BTP.yaml"), root, sample=1).warnings
+            if p["kind"] == "patient_id_timepoints"]
+    assert len(said) == 1 and said[0]["path"] == "BTP.yaml:patient_id"
+    msg = said[0]["message"]
+    assert msg.startswith("1 of the 2 subject(s) the case ids name have several of them (BraTS-MEN-00008-000, "
+                          "BraTS-MEN-00008-001), but patient_id is '{case}'"), msg
+    assert "`patterns: {case: '(?P<subject>BraTS-MEN-\\d{5})-(?P<timepoint>\\d{3})'}` and `patient_id: '{subject}'`" in msg
+    # as the message says: then nothing to warn of, and the timepoints are one patient
+    (tmp_path / "BTP.yaml").write_text(BRATS.replace(
+        "MORE", "patterns: {case: '(?P<subject>BraTS-MEN-\\d{5})-(?P<timepoint>\\d{3})'}\npatient_id: '{subject}'"))
+    r = check_source(str(tmp_path / "BTP.yaml"), root, sample=1)
+    assert r.cases == 3 and not [p for p in r.problems if p["kind"] == "patient_id_timepoints"]
+    # a centre and a number (HECKTOR's CHUM-001): each id is a patient, nothing to say
+    _btp(tmp_path / "hecktor", ("CHUM-001", "CHUM-002", "MDA-001"))
+    (tmp_path / "BTP.yaml").write_text(BRATS.replace("MORE\n", ""))
+    r = check_source(str(tmp_path / "BTP.yaml"), tmp_path / "hecktor", sample=1)
+    assert r.cases == 3 and not [p for p in r.problems if p["kind"] == "patient_id_timepoints"]

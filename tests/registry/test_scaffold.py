@@ -38,16 +38,17 @@ def test_an_msd_task_is_guessed_with_its_index_names(tmp_path: Path) -> None:
     write_tree(root, files)
     (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "spleen"}}))
     draft = scaffold(root, "MySpleen")
-    assert draft.spec["layout"] == [
-        {"image": "imagesTr/spleen_{case}.nii.gz", "label": "labelsTr/spleen_{case}.nii.gz", "split": "train"},
-        {"image": "imagesTs/spleen_{case}.nii.gz", "split": "test"}]
+    assert draft.spec["layout"] == [  # {case} is the dataset's own id, spleen_10: the labels hold it too
+        {"image": "imagesTr/{case}.nii.gz", "label": "labelsTr/{case}.nii.gz", "split": "train"},
+        {"image": "imagesTs/{case}.nii.gz", "split": "test"}]
     assert draft.spec["labels"] == {"encoding": "label_map", "values": {1: "spleen"}}
     assert draft.spec["modality"] == "CT" and draft.unclaimed_labels == []
     spec, issues = parse_spec(filled(draft.spec), "MySpleen.yaml")
     assert spec is not None and not issues, issues
     cases, problems = discover(spec, root)
     assert not problems and len(cases) == 5
-    assert sorted(c.case_id for c in cases if c.labels) == ["MySpleen__10", "MySpleen__2", "MySpleen__3"]
+    assert sorted(c.case_id for c in cases if c.labels) == ["MySpleen__spleen_10", "MySpleen__spleen_2",
+                                                             "MySpleen__spleen_3"]
 
 
 def test_multi_sequence_case_folders(tmp_path: Path) -> None:
@@ -60,8 +61,8 @@ def test_multi_sequence_case_folders(tmp_path: Path) -> None:
     files.append(("BraTS-GLI-00000-000/BraTS-GLI-00000-000-flair.nii.gz", "image", ()))
     write_tree(root, files)
     draft = scaffold(root, "Gli")
-    assert draft.spec["layout"] == [{"image": "BraTS-GLI-{case}/BraTS-GLI-{case}-{sequence}.nii.gz",
-                                     "label": "BraTS-GLI-{case}/BraTS-GLI-{case}-seg.nii.gz"}]
+    assert draft.spec["layout"] == [{"image": "{case}/{case}-{sequence}.nii.gz",
+                                     "label": "{case}/{case}-seg.nii.gz"}]
     assert draft.spec["modality"] == "MR"
     assert draft.spec["sequences"] == {s: "MR" for s in ("flair", "t1c", "t1n", "t2f", "t2w")}
     assert sorted(draft.spec["labels"]["values"]) == [1, 2, 3]
@@ -69,7 +70,8 @@ def test_multi_sequence_case_folders(tmp_path: Path) -> None:
     spec, issues = parse_spec(filled(draft.spec), "Gli.yaml")
     assert spec is not None and not issues, issues
     cases, _ = discover(spec, root)
-    assert len(cases) == 13 and {c.fields["case"] for c in cases} == {"00000-000", "00002-000", "00002-001"}
+    assert len(cases) == 13 and {c.fields["case"] for c in cases} == {"BraTS-GLI-00000-000", "BraTS-GLI-00002-000",
+                                                                      "BraTS-GLI-00002-001"}
 
 
 def test_per_structure_masks_resolve_to_terms(tmp_path: Path) -> None:
@@ -79,7 +81,7 @@ def test_per_structure_masks_resolve_to_terms(tmp_path: Path) -> None:
     files += [(f"s{i:04d}/segmentations/{s}.nii.gz", "label", (1,)) for i in (1, 7) for s in stems]
     write_tree(root, files)
     draft = scaffold(root, "TS")
-    assert draft.spec["layout"] == [{"image": "s{case}/ct.nii.gz", "label": "s{case}/segmentations/{structure}.nii.gz"}]
+    assert draft.spec["layout"] == [{"image": "{case}/ct.nii.gz", "label": "{case}/segmentations/{structure}.nii.gz"}]
     assert draft.spec["labels"] == {"encoding": "per_structure", "structures": {
         "kidney_left": "left kidney", "liver": "liver", "mystery_blob": TODO, "vertebrae_L1": "L1 vertebra"}}
 
@@ -151,7 +153,7 @@ def test_test_images_numbered_from_1_again_get_no_train_label(tmp_path: Path) ->
     layout = _layout(tmp_path / "xmoda", [(f"source_training/x_{i}_ceT1.nii.gz", "image", ()) for i in (1, 2, 3)]
                      + [(f"source_training/x_{i}_Label.nii.gz", "label", (1,)) for i in (1, 2, 3)]
                      + [(f"target_training/x_{i}_hrT2.nii.gz", "image", ()) for i in (1, 2, 3)])
-    assert [e.get("label") for e in layout] == ["source_training/x_{case}_Label.nii.gz", None]
+    assert [e.get("label") for e in layout] == ["source_training/{case}_Label.nii.gz", None]
 
 
 def test_centre_prefixes_are_part_of_the_case_not_sequences(tmp_path: Path) -> None:
@@ -172,8 +174,8 @@ def test_kits23_takes_its_label_map_not_the_annotators_instances(tmp_path: Path)
               for i in range(3) for a in (1, 2, 3)]
     write_tree(tmp_path / "k", files)
     draft = scaffold(tmp_path / "k", "K")
-    assert draft.spec["layout"] == [{"image": "dataset/case_{case}/imaging.nii.gz",
-                                                           "label": "dataset/case_{case}/segmentation.nii.gz"}]
+    assert draft.spec["layout"] == [{"image": "dataset/{case}/imaging.nii.gz",
+                                     "label": "dataset/{case}/segmentation.nii.gz"}]
     assert draft.spec["labels"]["encoding"] == "label_map"
 
 
@@ -199,8 +201,8 @@ def _tree(root: Path, images: list[str]) -> Path:
 def test_bids_sequences_in_one_folder_and_gd_labels(tmp_path: Path) -> None:
     files = [(f"sub-0{i}/anat/sub-0{i}_{q}.nii.gz", "image", ()) for i in (1, 2, 3) for q in ("T1w", "FLAIR")]
     files += [(f"sub-0{i}/anat/sub-0{i}_dseg.nii.gz", "label", (1,)) for i in (1, 2, 3)]
-    assert _layout(tmp_path / "bids", files) == [{"image": "sub-{case}/anat/sub-{case}_{sequence}.nii.gz",
-                                                  "label": "sub-{case}/anat/sub-{case}_dseg.nii.gz"}]
+    assert _layout(tmp_path / "bids", files) == [{"image": "{case}/anat/{case}_{sequence}.nii.gz",
+                                                  "label": "{case}/anat/{case}_dseg.nii.gz"}]
     assert is_label("train25_myops_gd/myops_training_101_gd.nii.gz")  # MyoPS' ground truth
     assert not is_label("UPENN-GBM-00001/UPENN-GBM-00001_T1_gd.nii.gz")  # a post-contrast image
 
@@ -258,7 +260,7 @@ def test_a_frames_label_goes_to_the_frame_not_the_4d_cine(tmp_path: Path) -> Non
     mask) and the 3-D frame files got no label."""
     root = tmp_path / "acdc"
     layout = _layout(root, _acdc_files())
-    assert {"image": "training/patient{case}/patient{case}_4d.nii.gz", "split": "train"} in layout
+    assert {"image": "training/{case}/{case}_4d.nii.gz", "split": "train"} in layout
     (frames,) = [e for e in layout if "frame" in e["image"]]
     assert frames["label"] == frames["image"].replace(".nii.gz", "_gt.nii.gz"), frames
 
@@ -312,3 +314,136 @@ def test_acdc_info_cfg_beside_the_frames_drafts_phase(tmp_path: Path) -> None:
     for p in ("001", "002", "003"):
         (root / f"training/patient{p}/Info.cfg").write_text("Group: DCM\n")
     assert "phase" not in scaffold(root, "ACDC").spec
+
+
+def _promise12(root: Path) -> None:
+    """PROMISE12's MetaImage download: each case's image and its segmentation in one folder."""
+    files = []
+    for part, cases in ((1, ("00", "01")), (2, ("02",)), (3, ("03", "04"))):
+        for c in cases:
+            files += [(f"TrainingData_Part{part}/Case{c}.mhd", "image", ()),
+                      (f"TrainingData_Part{part}/Case{c}_segmentation.mhd", "label", (1,))]
+    write_tree(root, files)
+
+
+def test_promise12_ids_are_its_own_and_the_image_pattern_leaves_the_segmentations_out(tmp_path: Path) -> None:
+    """PROMISE12: `TrainingData_Part{part}/Case{case}.mhd` matched `Case00_segmentation.mhd` too
+    (image_is_label warnings failing --strict) and made ids like `1__00` instead of `Case00`."""
+    root = tmp_path / "promise12"
+    _promise12(root)
+    draft = scaffold(root, "P12")
+    assert draft.spec["layout"] == [{"image": "TrainingData_Part*/{case}.mhd",
+                                     "label": "TrainingData_Part*/{case}_segmentation.mhd", "split": "train"}]
+    assert draft.spec["patterns"] == {"case": r"Case\d{2}"}
+    assert any(n.startswith("patterns: {case: 'Case\\d{2}'} keeps the image patterns off 5 other file(s)")
+               for n in draft.notes), draft.notes
+    spec, issues = parse_spec(filled(draft.spec), "P12.yaml")
+    assert spec is not None and not issues, issues
+    cases, problems = discover(spec, root)
+    assert problems == []
+    assert [(c.case_id, c.labels) for c in cases] == [
+        (f"P12__Case{c}", [("", f"TrainingData_Part{p}/Case{c}_segmentation.mhd")])
+        for p, c in ((1, "00"), (1, "01"), (2, "02"), (3, "03"), (3, "04"))]
+
+
+def _hanseg(root: Path, organs: tuple[str, ...] = ("Brainstem", "Parotid_L", "Parotid_R", "Glnd_Submand_L")) -> None:
+    """HaN-Seg's NRRD download: a CT, an MR T1 and one .seg.nrrd per organ named with the case."""
+    files = []
+    for c in ("case_01", "case_02", "case_03"):
+        files += [(f"set_1/{c}/{c}_IMG_CT.nrrd", "image", ()), (f"set_1/{c}/{c}_IMG_MR_T1.nrrd", "image", ())]
+        files += [(f"set_1/{c}/{c}_OAR_{o}.seg.nrrd", "label", (1,)) for o in organs]
+    write_tree(root, files)
+
+
+def test_hanseg_masks_named_with_the_case_are_structures_and_the_mr_is_a_sequence_of_its_own(tmp_path: Path) -> None:
+    """HaN-Seg: one `case_01_OAR_Brainstem.seg.nrrd` was taken for the label map (the other masks
+    left unclaimed), and the MR T1 was drafted as a second entry of the same case ids, without
+    `modality: MR` — duplicate_case errors in the draft's own check."""
+    root = tmp_path / "hanseg"
+    _hanseg(root)
+    draft = scaffold(root, "HN")
+    assert draft.spec["layout"] == [
+        {"image": "set_1/{case}/{case}_IMG_CT.nrrd", "label": "set_1/{case}/{case}_OAR_{structure}.seg.nrrd"},
+        {"image": "set_1/{case}/{case}_IMG_MR_T1.nrrd", "sequence": "MR_T1", "modality": "MR"}]
+    assert draft.spec["modality"] == "CT" and draft.unclaimed_labels == []
+    assert draft.spec["labels"]["encoding"] == "per_structure"
+    assert sorted(draft.spec["labels"]["structures"]) == ["Brainstem", "Glnd_Submand_L", "Parotid_L", "Parotid_R"]
+    assert draft.spec["labels"]["structures"]["Brainstem"] == "brainstem"
+    assert draft.entries[0].labelled == 3
+    assert any(n.startswith("layout[1] (set_1/{case}/{case}_IMG_MR_T1.nrrd) holds 3 of the cases of layout[0] again")
+               and "`sequence: MR_T1`" in n and "`modality: MR`" in n for n in draft.notes), draft.notes
+    d = filled(draft.spec)
+    d["labels"] = {**d["labels"], "structures": {k: "brainstem" if v == TODO else v
+                                                 for k, v in d["labels"]["structures"].items()}}
+    spec, issues = parse_spec(d, "HN.yaml")
+    assert spec is not None and not issues, issues
+    cases, problems = discover(spec, root)
+    assert problems == []
+    got = {c.case_id: (c.modality, len(c.labels)) for c in cases}
+    assert got == {**{f"HN__case_0{i}": ("CT", 4) for i in (1, 2, 3)},
+                   **{f"HN__case_0{i}__MR_T1": ("MR", 0) for i in (1, 2, 3)}}
+    # names that differ only in a number are frames, not structures (ACDC's _frame01_gt, _frame12_gt)
+    from curator.registry.scaffold import _structure_sets
+
+    assert _structure_sets([f"p/{{case}}_frame{f}_gt.nii.gz" for f in ("01", "12", "14")]) == []
+
+
+def _brats(root: Path, cases: tuple[str, ...], fix: tuple[str, ...] = (), train: str = "BraTS-MEN-Train") -> None:
+    files = []
+    for folder, names in ((train, cases), ("BraTS-MEN-Train-Fix", fix)):
+        at = f"{folder}/" if folder else ""
+        for c in names:
+            files += [(f"{at}{c}/{c}-{s}.nii.gz", "image", ()) for s in ("t1n", "t1c", "t2w", "t2f")]
+            files.append((f"{at}{c}/{c}-seg.nii.gz", "label", (1, 2, 3)))
+    write_tree(root, files)
+
+
+def test_a_fix_folder_of_corrected_cases_is_drafted_as_an_override(tmp_path: Path) -> None:
+    """BraTS-MEN-Train-Fix holds corrected copies of some BraTS-MEN-Train cases: the draft gave
+    it another case shape (`00004-000` beside `00004`), so both copies became cases."""
+    root = tmp_path / "men"
+    _brats(root, ("BraTS-MEN-00004-000", "BraTS-MEN-00008-000"), fix=("BraTS-MEN-00004-000",))
+    draft = scaffold(root, "MEN")
+    assert draft.spec["layout"] == [
+        {"image": "BraTS-MEN-Train-Fix/{case}/{case}-{sequence}.nii.gz",
+         "label": "BraTS-MEN-Train-Fix/{case}/{case}-seg.nii.gz", "split": "train", "overrides": True},
+        {"image": "BraTS-MEN-Train/{case}/{case}-{sequence}.nii.gz",
+         "label": "BraTS-MEN-Train/{case}/{case}-seg.nii.gz", "split": "train"}]
+    assert any(n.startswith("layout[0] (BraTS-MEN-Train-Fix/) holds 1 of the cases of layout[1] again: drafted "
+                            "`overrides: true`") for n in draft.notes), draft.notes
+    spec, issues = parse_spec(filled(draft.spec), "MEN.yaml")
+    assert spec is not None and not issues, issues
+    cases, problems = discover(spec, root)
+    assert {c.case_id: c.image.split("/")[0] for c in cases} == {
+        **{f"MEN__BraTS-MEN-00004-000__{s}": "BraTS-MEN-Train-Fix" for s in ("t1n", "t1c", "t2w", "t2f")},
+        **{f"MEN__BraTS-MEN-00008-000__{s}": "BraTS-MEN-Train" for s in ("t1n", "t1c", "t2w", "t2f")}}
+    assert {c.labels[0][1].split("/")[0] for c in cases if "00004" in c.case_id} == {"BraTS-MEN-Train-Fix"}
+    assert {e.kind for e in problems} == {"case_overridden"} and len(problems) == 5  # 4 images and the seg
+
+
+def test_timepoints_of_one_subject_draft_a_patient_id_and_every_draft_writes_one(tmp_path: Path) -> None:
+    """BraTS-MEN-00008-000 and -001 are two timepoints of subject 00008: the draft wrote no
+    patient_id, so they became two patients, and a split could put them on both sides."""
+    root = tmp_path / "btp"
+    _brats(root, ("BraTS-MEN-00004-000", "BraTS-MEN-00008-000", "BraTS-MEN-00008-001"), train="")
+    draft = scaffold(root, "BTP")  # the case folders at the root
+    assert draft.spec["patterns"] == {"case": r"(?P<subject>BraTS-MEN-\d{5})-(?P<timepoint>\d{3})"}
+    assert draft.spec["patient_id"] == "{subject}"
+    text = to_yaml(draft, root)
+    assert "\n# check: the case ids share a subject and differ in a trailing number (BraTS-MEN-00008-000, " \
+           "BraTS-MEN-00008-001)" in text.replace("\n# ", " ").replace(" check:", "\n# check:")
+    assert text.split("\npatient_id:")[0].rsplit("\n", 1)[-1].startswith("#")  # the comment is right above it
+    spec, issues = parse_spec(filled(yaml.safe_load(text)), "BTP.yaml")
+    assert spec is not None and not issues, issues
+    cases, problems = discover(spec, root)
+    assert problems == [] and len(cases) == 12
+    assert {c.source_case: c.patient_raw for c in cases} == {
+        "BraTS-MEN-00004-000": "BraTS-MEN-00004", "BraTS-MEN-00008-000": "BraTS-MEN-00008",
+        "BraTS-MEN-00008-001": "BraTS-MEN-00008"}
+    # one timepoint each: no subject to tell, and the draft still writes patient_id, with what to check
+    root = tmp_path / "one"
+    _brats(root, ("BraTS-MEN-00004-000", "BraTS-MEN-00008-000"), train="")
+    draft = scaffold(root, "One")
+    assert draft.spec["patient_id"] == "{case}" and "patterns" not in draft.spec
+    text = to_yaml(draft, root)
+    assert "\n# check: one patient per case id." in text and "\npatient_id: '{case}'" in text
