@@ -2,7 +2,7 @@
 
 The licence terms of a dataset come from its ``licence_terms`` (evidence-based, see
 docs/registry.md) and, where those are missing, from its SPDX id (NC = no commercial use,
-ND = no derivatives, SA = share-alike).
+ND = no derivatives, SA = share-alike), as a release's card reads them.
 """
 
 from __future__ import annotations
@@ -25,18 +25,15 @@ class LicenceTerms:
 
 
 def licence_terms(spec: DatasetSpec) -> LicenceTerms:
-    """What a dataset's licence allows (declared ``licence_terms`` win over what the SPDX id implies)."""
-    lic = spec.licence.upper()
-    spdx = lic.startswith("CC-") or lic in ("MIT", "APACHE-2.0", "CC0-1.0")
-    implied = LicenceTerms(
-        commercial=("no" if "-NC" in lic else "yes") if spdx else "unknown",
-        derivatives=("no" if "-ND" in lic else "share-alike" if "-SA" in lic else "yes") if spdx else "unknown",
-        redistribution="yes" if spdx else "unknown")
+    """What a dataset's licence allows: its declared ``licence_terms`` over what its licence id
+    implies, read as a release reads them (:meth:`curator.release.licences.LicenceTerms.with_declared`:
+    a value that is no term reads as unknown, a grant the id forbids as the id's term)."""
+    from curator.release.licences import parse_licence, term_value
+
     declared: dict[str, Any] = spec.extra.get("licence_terms") or {}
-    return LicenceTerms(commercial=str(declared.get("commercial_use", implied.commercial)),
-                        derivatives=str(declared.get("derivatives", implied.derivatives)),
-                        redistribution=str(declared.get("redistribution", implied.redistribution)),
-                        confidence=str(declared.get("confidence", "")))
+    t = parse_licence(spec.licence).with_declared(declared)
+    return LicenceTerms(commercial=t.commercial, derivatives=t.derivatives, redistribution=t.redistribution,
+                        confidence=term_value("confidence", declared.get("confidence")) or "")
 
 
 def _classes(spec: DatasetSpec, tax: Taxonomy) -> str:

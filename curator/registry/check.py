@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.registry import NOTE_KINDS
-from curator.registry.spec import DatasetSpec
+from curator.registry.spec import REQUIRED, DatasetSpec
 from curator.release.card_check import bibtex_keys
 
 # SPDX ids the registry uses or is likely to; anything else must be LicenseRef-<id> with notes
@@ -65,6 +65,65 @@ def _share_alike_checks(spec: DatasetSpec, where: str) -> list[Problem]:
     return []
 
 
+def _licence_term_checks(spec: DatasetSpec, where: str) -> list[Problem]:
+    """``licence_terms`` that grant what the licence id forbids (``CC-BY-NC-ND-4.0`` with
+    ``commercial_use: yes``): an error, as one of the two is wrong and a release card would have
+    said the dataset allows it (a release reads the id's term); and a warning when the terms give
+    no ``confidence`` (docs/registry.md: every dataset curator ships records it)."""
+    from curator.release.licences import forbidden_by_id, parse_licence, term_value
+
+    declared = spec.extra.get("licence_terms")
+    if not isinstance(declared, dict):
+        return []
+    implied = parse_licence(spec.licence)
+    out = []
+    for key in ("commercial_use", "derivatives"):
+        value = term_value(key, declared.get(key))
+        why = forbidden_by_id(implied, key, value) if value else None
+        if why:
+            out.append(Problem(f"{where}:licence_terms.{key}", "licence", f"{key}: {value} contradicts the licence: "
+                               f"{why}; correct whichever of `licence` and `licence_terms` is wrong (a release "
+                               "reads the licence's term until then)"))
+    if "confidence" not in declared:
+        out.append(Problem(f"{where}:licence_terms", "licence_confidence", "licence_terms gives no `confidence`: say "
+                           "how sure the reading is (high: the licence text itself; medium; low: secondary sources), "
+                           "as the card tells readers to check low-confidence terms (docs/registry.md, "
+                           "'licence_terms')", "warning"))
+    return out
+
+
+# keys the draft of `curator sources init` fills with TODO that no other check reads: "TODO" is
+# refused in every text key (region, licence, citation and citation_key are refused by their own checks)
+_TODO = "TODO"
+
+
+def _todo_checks(spec: DatasetSpec, where: str) -> list[Problem]:
+    """An error per key still holding the draft's placeholder ``TODO`` (``version: TODO``): it
+    would be published as the dataset's version, homepage or title."""
+    found: list[str] = []
+
+    def walk(loc: str, v: Any) -> None:
+        if isinstance(v, str) and v.strip() == _TODO:
+            found.append(loc)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{loc}.{k}", x)
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(f"{loc}[{i}]", x)
+
+    for key in ("version", "title", "homepage", "patient_id"):
+        walk(key, getattr(spec, key))
+    for key, value in spec.extra.items():
+        walk(key, value)
+    for i, note in enumerate(spec.notes):
+        walk(f"notes[{i}]", note)
+    for i, ov in enumerate(spec.overlaps):
+        walk(f"overlaps[{i}]", ov)
+    return [Problem(f"{where}:{loc}", "todo", f"{loc} is still the draft's placeholder TODO: fill it in"
+                    + ("" if loc in REQUIRED else " (or remove the key: it is optional)")) for loc in found]
+
+
 def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]) -> list[Problem]:
     where = spec.file_name
     out: list[Problem] = []
@@ -77,7 +136,7 @@ def _dataset_checks(spec: DatasetSpec, regions: tuple[str, ...], known: set[str]
         out.append(Problem(f"{where}:licence", "licence", f"{lic!r} is neither a known SPDX id nor LicenseRef-<id>"))
     if lic.startswith("LicenseRef-") and not spec.extra.get("licence_notes"):
         out.append(Problem(f"{where}:licence_notes", "licence", "a LicenseRef licence needs `licence_notes` with the evidence"))
-    out += _share_alike_checks(spec, where)
+    out += _share_alike_checks(spec, where) + _licence_term_checks(spec, where) + _todo_checks(spec, where)
     if not _BIBTEX.search(spec.citation):
         out.append(Problem(f"{where}:citation", "citation", "the citation is not a BibTeX entry (@type{key, ...})"))
     if not spec.citation_key:

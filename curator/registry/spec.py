@@ -284,6 +284,40 @@ def _typed(d: dict[str, Any], bad: Any) -> dict[str, Any]:
     return d
 
 
+LICENCE_TERM_KEYS = ("commercial_use", "derivatives", "redistribution", "share_alike", "confidence")
+
+
+def _licence_terms(lt: Any, bad: Any) -> Any:
+    """``licence_terms`` with its YAML 1.1 booleans read as the words written (``commercial_use: no``
+    unquoted loads as False: ``no``; ``yes`` as True: ``yes``), every key or value that is no term
+    reported (kind ``unknown_key``, ``value``) — never passed on to be read as a grant."""
+    from curator.release.licences import TERM_VALUES, term_value
+
+    if lt is None:
+        return None
+    if not isinstance(lt, dict):
+        bad("licence_terms", "type", f"licence_terms must be a mapping ({{commercial_use: ..., derivatives: ...}}), "
+            f"not {lt!r}"[:200])
+        return None
+    out: dict[str, Any] = {}
+    for k, v in lt.items():
+        if k not in LICENCE_TERM_KEYS:
+            bad(f"licence_terms.{k}", "unknown_key", unknown_key(k, LICENCE_TERM_KEYS, "licence_terms"))
+        elif k == "share_alike":
+            if not isinstance(v, str) or not v.strip():
+                bad(f"licence_terms.{k}", "value", f"share_alike names the licence id that imposes share-alike "
+                    f"(e.g. CC-BY-SA-4.0), not {v!r}")
+            out[k] = v
+        elif term_value(k, v) is None:
+            bad(f"licence_terms.{k}", "value", f"{k} must be one of {', '.join(TERM_VALUES[k])}, not {v!r}"
+                + (" (YAML reads unquoted yes/no/on/off as true/false: write the word)" if isinstance(v, bool)
+                   else ""))
+            out[k] = v
+        else:
+            out[k] = term_value(k, v)
+    return out
+
+
 LAYOUT_KEYS = ("image", "label", "format", "split", "channels", "sequence", "modality", "index", "overrides")
 LABEL_KEYS = ("encoding", "values", "structures", "ignore", "any_nonzero", "other_structures", "annotated_by_any_file")
 
@@ -500,6 +534,8 @@ def parse_spec(d: dict[str, Any], path: str = "", lines: dict[str, int] | None =
     for loc, kind, msg in validate_fixes(d.get("fixes") or {}):
         bad(loc, kind, msg)
     extra = {k: d[k] for k in EXTRA_KEYS if k in d}
+    if "licence_terms" in extra:
+        extra["licence_terms"] = _licence_terms(extra["licence_terms"], bad)
     if bad_name or issues and any(i.kind in ("missing", "type", "path_escape") for i in issues):
         return None, issues
     spec = DatasetSpec(

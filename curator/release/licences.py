@@ -25,6 +25,43 @@ _CC = re.compile(r"\bCC[ -]?(0|BY(?:[ -](?:NC|SA|ND))*)(?:[ -](\d\.\d))?", re.IG
 _PERMISSIVE = re.compile(r"\b(APACHE|MIT|BSD|PDDL|ODC[ -]?BY|ISC)\b", re.IGNORECASE)
 _ODBL = re.compile(r"\bODBL\b", re.IGNORECASE)
 
+# the values each key of a dataset YAML's ``licence_terms`` takes (``share_alike`` names a licence id)
+TERM_VALUES: dict[str, tuple[str, ...]] = {
+    "commercial_use": ("yes", "no", "unknown"), "derivatives": ("yes", "share-alike", "no", "unknown"),
+    "redistribution": ("yes", "no", "unknown"), "confidence": ("high", "medium", "low")}
+
+
+def term_value(key: str, value: Any) -> str | None:
+    """A ``licence_terms`` value as written, read: a YAML 1.1 boolean — what ``commercial_use: no``
+    is without quotes — as ``yes``/``no`` (``confidence`` takes none); ``None`` for anything that is
+    not one of the key's values (``maybe``, ``False`` as text), which no reader may take for a grant.
+
+    >>> term_value("commercial_use", False), term_value("derivatives", "share-alike"), term_value("redistribution", "Y")
+    ('no', 'share-alike', None)
+    """
+    if isinstance(value, bool):
+        return None if key == "confidence" else "yes" if value else "no"
+    return value if isinstance(value, str) and value in TERM_VALUES.get(key, ()) else None
+
+
+def forbidden_by_id(implied: LicenceTerms, key: str, value: str) -> str | None:
+    """What the licence id forbids that a declared ``licence_terms`` value grants, said (an NC id's
+    commercial use, an ND id's derivatives, an SA id's derivatives without share-alike); None when
+    the id leaves it open or allows it.
+
+    >>> forbidden_by_id(parse_licence("CC-BY-NC-ND-4.0"), "commercial_use", "yes")
+    'CC-BY-NC-ND-4.0 forbids commercial use (NC)'
+    >>> forbidden_by_id(parse_licence("CC-BY-SA-4.0"), "derivatives", "share-alike") is None
+    True
+    """
+    if key == "commercial_use" and implied.commercial == "no" and value == "yes":
+        return f"{implied.declared} forbids commercial use (NC)"
+    if key == "derivatives" and implied.derivatives == "no" and value in ("yes", "share-alike"):
+        return f"{implied.declared} forbids derivatives (ND)"
+    if key == "derivatives" and implied.derivatives == "share-alike" and value == "yes":
+        return f"{implied.declared} allows derivatives only under the same licence (SA)"
+    return None
+
 
 @dataclass(frozen=True)
 class LicenceTerms:
@@ -56,13 +93,29 @@ class LicenceTerms:
         redistribution, share_alike) put over what the licence id implies: the registry records
         terms of use the id alone does not say (a challenge's non-commercial terms behind a
         ``LicenseRef-``, the share-alike of images an MIT-labelled label set is drawn on —
-        ``share_alike`` names the licence that imposes it, e.g. ``CC-BY-SA-4.0``)."""
+        ``share_alike`` names the licence that imposes it, e.g. ``CC-BY-SA-4.0``). A declared value
+        that is none of its key's (:func:`term_value`) reads as unknown, and one granting what the
+        id forbids (:func:`forbidden_by_id`) as the id's term: ``labels check`` refuses both.
+
+        >>> t = parse_licence("CC-BY-NC-ND-4.0").with_declared({"commercial_use": True, "derivatives": "yes"})
+        >>> (t.commercial, t.derivatives)
+        ('no', 'no')
+        """
         if not declared:
             return self
         sa_id = declared.get("share_alike")
-        commercial = str(declared.get("commercial_use", self.commercial))
-        derivatives = str(declared.get("derivatives", "share-alike" if sa_id else self.derivatives))
-        redistribution = str(declared.get("redistribution", self.redistribution))
+
+        def read(key: str, by_id: str, implied: str | None = None) -> str:
+            # a value that is none of the key's (a typo, an old release's False) is unknown, never a
+            # grant; a grant the licence id forbids (NC with commercial_use yes) keeps the id's term
+            if key not in declared:
+                return implied or by_id
+            value = term_value(key, declared[key]) or "unknown"
+            return by_id if forbidden_by_id(self, key, value) else value
+
+        commercial = read("commercial_use", self.commercial)
+        derivatives = read("derivatives", self.derivatives, "share-alike" if sa_id else None)
+        redistribution = read("redistribution", self.redistribution)
         known = self.known or any(v != "unknown" for v in (commercial, derivatives, redistribution))
         return LicenceTerms(self.declared, self.family if self.known or not known else "declared terms",
                             commercial, derivatives, self.attribution, self.conflicting,  # type: ignore[arg-type]
