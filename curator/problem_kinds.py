@@ -160,10 +160,13 @@ _KINDS: list[ProblemKind] = [
     ProblemKind("declared_label_absent", "a structure file stem `labels.structures` declares is held by no case of "
                 "the dataset (a misspelt stem: `kidney_lft` for kidney_left.nii.gz): its term is annotated in no case; "
                 "or no label holds a raw value `labels.values` declares (`sources check`: no sampled label; harmonize: "
-                "no label of the dataset, while they hold undeclared values — the wrong code, `2: brain tumor` over "
-                "files coding it 1): its term stays annotated and absent in every case, as the YAML declares",
+                "no label of the dataset) while they hold undeclared values. When most labels hold one of them (the "
+                "wrong code, `2: prostate` over files coding it 1) it is an error and harmonize leaves the term out "
+                "of the dataset's cases (not annotated) rather than publish it annotated and absent in every case; "
+                "otherwise a warning, the term annotated as the YAML declares. The row's path is the YAML's file "
+                "and key (`Mine.yaml:labels.values.2`), its message ends with the key's line",
                 "fix the key in the dataset YAML (the row names a close file stem, or the undeclared values the labels "
-                "hold instead); remove it if the dataset truly has no such structure or value"),
+                "hold instead) and re-run; remove it if the dataset truly has no such structure or value"),
     ProblemKind("structure_name_disagrees", "a structure file's own name is a term unrelated to the term the "
                 "dataset YAML maps it to (kidney_left mapped to the right kidney)",
                 "check `labels.structures` in the dataset YAML against the dataset's documentation"),
@@ -294,7 +297,8 @@ _KINDS: list[ProblemKind] = [
                 "nothing, if the regex leaves them out on purpose; else correct the regex under `patterns:` (it must "
                 "match the whole value), or remove it"),
     ProblemKind("label_no_match", "a layout entry's label pattern matched no file: its images were ingested "
-                "without labels", "check the pattern against the files, and that the labels were unpacked under the "
+                "without labels (the row's path is the YAML's file and key, `Mine.yaml:layout[0].label`)",
+                "check the pattern against the files, and that the labels were unpacked under the "
                 "source root; remove `label:` if the dataset has none"),
     ProblemKind("index_labels_disagree", "a dataset.json index names a label value with a term the dataset YAML "
                 "maps to another value (e.g. a swapped pair)",

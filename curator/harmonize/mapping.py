@@ -328,22 +328,40 @@ def value_spans(values: Iterable[int]) -> str:
     return ", ".join(out)
 
 
+@dataclass(frozen=True)
+class AbsentCode:
+    """A term (or terms) ``labels.values`` of a label map declares none of whose values any read
+    label holds (:func:`declared_values_absent`)."""
+
+    names: tuple[str, ...]  # the term names the YAML gives the values
+    values: tuple[int, ...]
+    loc: str  # the YAML key declaring them (``labels.values.2``)
+    error: CuratorError
+    # most of the labels hold a value the YAML does not declare: the declared code is almost surely
+    # wrong (``2: prostate`` over files coding it 1), and "annotated, absent" in every case would be
+    # false negatives — an error, and harmonize leaves the term out (not annotated)
+    wrong_code: bool
+
+
 def declared_values_absent(spec: DatasetSpec, held: Mapping[int, int], labels: int, *, whose: str,
-                           fix_hint: str = "") -> list[CuratorError]:
-    """A ``declared_label_absent`` error per name (or names) ``labels.values`` of a label map
-    declares none of whose values any of the ``labels`` read label files holds (``held``: raw value
-    -> how many of them hold it): the wrong code (``2: brain tumor`` where the files hold 1) makes
-    harmonize publish the term as annotated and absent in every case. The values those labels
-    hold that the YAML does not declare are named, and the one most of them hold (the most labels)
-    is offered as the likely right code — not one a few hold (a padding value ``-1`` in 1 of 6 files).
-    ``whose`` says which labels were read (``"of the sample"``, ``"of the dataset"``).
+                           fix_hint: str = "") -> list[AbsentCode]:
+    """An :class:`AbsentCode` (a ``declared_label_absent`` error) per name (or names)
+    ``labels.values`` of a label map declares none of whose values any of the ``labels`` read label
+    files holds (``held``: raw value -> how many of them hold it). The values those labels hold that
+    the YAML does not declare are named, and the one most of them hold (the most labels) is offered
+    as the likely right code — not one a few hold (a padding value ``-1`` in 1 of 6 files). When
+    such a value exists the code is ``wrong_code``: the message says harmonize leaves the term out
+    (not annotated) rather than publish it annotated and absent in every case. ``whose`` says which
+    labels were read (``"of the sample"``, ``"of the dataset"``). The message names the YAML's file
+    and the key's line (``(line 14)``).
 
     >>> from curator.registry.spec import parse_spec
     >>> spec, _ = parse_spec({"name": "Toy", "version": "1", "modality": "MR", "region": "brain",
     ...                       "licence": "CC-BY-4.0", "citation": "@misc{t, title={t}}",
     ...                       "layout": [{"image": "{case}.nii.gz"}], "labels": {"values": {2: "brain tumor"}}}, "t")
-    >>> [e.detail.split(":")[0] for e in declared_values_absent(spec, {1: 3}, 3, whose="of the sample")]
-    ["labels.values declares value 2 for 'brain tumor', but none of the 3 label(s) of the sample holds it, and they hold the undeclared value(s) 1 (1 in 3 of them)"]
+    >>> (a,) = declared_values_absent(spec, {1: 3}, 3, whose="of the sample")
+    >>> a.wrong_code, a.error.detail.split(":")[0]
+    (True, "labels.values declares value 2 for 'brain tumor', but none of the 3 label(s) of the sample holds it, and they hold undeclared values instead (value 1 is in 3 of 3 labels)")
     """
     lab = spec.labels
     if lab.encoding != "label_map" or labels <= 0:
@@ -354,25 +372,34 @@ def declared_values_absent(spec: DatasetSpec, held: Mapping[int, int], labels: i
             groups.setdefault(tuple(names), []).append(v)
     declared = lab.declared_values()
     instead = {v: n for v, n in sorted(held.items()) if v not in declared and v != 0 and n}
-    found = value_spans(instead)
     # offered as the right code only when most labels hold it: a padding -1 in 1 of 6 files is no pancreas
     common = [v for v, n in instead.items() if 2 * n > labels]
     likely = max(common, key=lambda v: (instead[v], -v)) if common else None
+    shown = list(instead.items())[:5]
+    held_text = ", ".join(f"value {v} is in {n} of {labels} labels" if i == 0 else f"value {v} in {n} of {labels}"
+                          for i, (v, n) in enumerate(shown)) + (f" and {len(instead) - 5} more" if len(instead) > 5 else "")
     out = []
     for names, vals in groups.items():
         if any(held.get(v) for v in vals):
             continue
         what = " and ".join(map(repr, names))
         plural = len(vals) > 1
+        loc = spec.value_loc(vals[0])
         said = (f"labels.values declares value{'s' if plural else ''} {value_spans(vals)} for {what}, but none of the "
                 f"{labels} label(s) {whose} holds {'any of them' if plural else 'it'}")
         if instead:
-            said += (f", and they hold the undeclared value(s) {found} ("
-                     + ", ".join(f"{v} in {n} of them" for v, n in list(instead.items())[:5]) + ")")
-        said += (f": {what} counts as annotated and absent in every case"
-                 + (", its voxels (under another value) left out" if instead else ""))
+            said += f", and they hold undeclared values instead ({held_text})"
+        if likely is not None:
+            said += (f": the code is almost surely wrong, so harmonize leaves {what} out of every case of the dataset "
+                     "(not annotated) rather than publish it annotated and absent, and the voxels under "
+                     f"{likely} are left out as unmapped")
+        else:
+            said += (f": {what} counts as annotated and absent in every case"
+                     + (", its voxels (under another value) left out" if instead else ""))
+        said += spec.line_note(loc)  # the row's path names the file and key: `Toy.yaml:labels.values.2`
         remedy = (f"if the files code {what} as {likely}, write that value in labels.values instead of "
                   f"{value_spans(vals)}; else " if likely is not None else "") + ("check the value against the "
                   "dataset's documentation, and remove it from labels.values if no file holds it" + fix_hint)
-        out.append(CuratorError("declared_label_absent", said, remedy=remedy))
+        out.append(AbsentCode(names, tuple(vals), loc, CuratorError("declared_label_absent", said, remedy=remedy),
+                              likely is not None))
     return out

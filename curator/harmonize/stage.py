@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -136,12 +137,26 @@ class HarmonizeStage(Stage):
                 self.extra_problems.append(problem_row(self.name, err, dataset=src.spec.name, case_id=None,
                                                        path=Path(src.spec.path).name or None, severity="warning"))
         plan_cache: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        rows = [r for r in cases.to_pylist() if r["source"] in mappings and r["has_label"]]
+        # no label file: the case annotates nothing ("not annotated", no rows)
         held: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))  # source -> value -> labels
         read: dict[str, int] = defaultdict(int)  # source -> label maps read
+        for row in rows:
+            if row["label_status"] == "ok" and mappings[row["source"]][0].encoding == "label_map":
+                read[row["source"]] += 1
+                for v in {int(v) for _, v, n in counts.get(row["case_id"], []) if n}:
+                    held[row["source"]][v] += 1
+        for name, n in sorted(read.items()):  # a declared code no label holds, and what is done about it
+            src = self.ctx.sources[name]
+            said, wrong = declared_absent_rows(src.spec, held[name], n)
+            self.extra_problems += said
+            if wrong:
+                m, _, fixes = mappings[name]
+                m = not_annotated(m, tax, wrong)
+                digest = hashlib.sha256(json.dumps([m.to_dict(), tax.version], sort_keys=True).encode()).hexdigest()
+                mappings[name] = (m, digest, fixes)
         tasks = []
-        for row in cases.to_pylist():
-            if row["source"] not in mappings or not row["has_label"]:
-                continue  # no label file: the case annotates nothing ("not annotated", no rows)
+        for row in rows:
             m, digest, fixes = mappings[row["source"]]
             if row["label_status"] != "ok":
                 err = CuratorError("label_rejected", "ingest rejected this case's label; it gets no labels rows",
@@ -149,10 +164,6 @@ class HarmonizeStage(Stage):
                 self.extra_problems.append(problem_row(self.name, err, dataset=row["dataset"], case_id=row["case_id"],
                                                        path=None, severity="info"))
                 continue
-            if m.encoding == "label_map":
-                read[row["source"]] += 1
-                for v in {int(v) for _, v, n in counts.get(row["case_id"], []) if n}:
-                    held[row["source"]][v] += 1
             keys = tuple(sorted(set(row["label_keys"] or ())))
             ck = (row["source"], keys if m.encoding == "per_structure" else ())
             if ck not in plan_cache:
@@ -185,8 +196,6 @@ class HarmonizeStage(Stage):
             path = f"{row['source']}:{(row['label_paths'] or [''])[0]}"
             tasks.append(Task(case_id=row["case_id"], payload=payload, fingerprint=row["label_sha256"] or "",
                               dataset=row["dataset"], path=path))
-        for name, n in sorted(read.items()):
-            self.extra_problems += declared_absent_rows(self.ctx.sources[name].spec, held[name], n)
         return tasks
 
     @classmethod
@@ -226,19 +235,48 @@ class HarmonizeStage(Stage):
         return out
 
 
-def declared_absent_rows(spec: Any, held: dict[int, int], labels: int) -> list[dict[str, Any]]:
-    """A ``declared_label_absent`` warning per term ``labels.values`` declares none of whose values
-    any of the dataset's ``labels`` label maps holds, when they hold undeclared values instead (the
-    wrong code: ``2: brain tumor`` over files coding it 1). The term keeps its labels rows as the
-    YAML declares it (annotated, absent: ``annotated`` is the YAML's word, not inferred from the
-    data); this row is what says the YAML and the files disagree. Without undeclared values a
-    declared value no case holds is a class the download lacks, said by nothing."""
+def declared_absent_rows(spec: Any, held: dict[int, int], labels: int) -> tuple[list[dict[str, Any]], set[int]]:
+    """A ``declared_label_absent`` row per term ``labels.values`` declares none of whose values
+    any of the dataset's ``labels`` label maps holds, when they hold undeclared values instead, and
+    the raw values whose term harmonize leaves out. When most of the labels hold an undeclared value
+    (``2: prostate`` over files coding it 1 in every case) the code is almost surely wrong: the row
+    is an error, and the declared values are returned, their term to be left out of the dataset's
+    labels rows (not annotated) — published annotated and absent in every case, it taught a model
+    that no case has the structure. Otherwise (a padding value in a few files beside a code no case
+    holds) the term keeps its rows as the YAML declares it, and the row is a warning. Without
+    undeclared values a declared value no case holds is a class the download lacks, said by nothing.
+    The row's path names the YAML's file and key (``Toy.yaml:labels.values.2``)."""
     declared = spec.labels.declared_values()
     if not any(v not in declared for v in held):
-        return []
-    return [problem_row(HarmonizeStage.name, err, dataset=spec.name, case_id=None,
-                        path=Path(spec.path).name or None, severity="warning")
-            for err in declared_values_absent(spec, held, labels, whose="of the dataset")]
+        return [], set()
+    rows: list[dict[str, Any]] = []
+    wrong: set[int] = set()
+    for a in declared_values_absent(spec, held, labels, whose="of the dataset"):
+        rows.append(problem_row(HarmonizeStage.name, a.error, dataset=spec.name, case_id=None,
+                                path=f"{spec.file_name}:{a.loc}", severity="error" if a.wrong_code else "warning"))
+        if a.wrong_code:
+            wrong.update(a.values)
+    return rows, wrong
+
+
+def not_annotated(m: DatasetMapping, tax: Taxonomy, values: set[int]) -> DatasetMapping:
+    """``m`` with the terms of raw ``values`` no longer annotated (rows only where voxels exist,
+    which no label holds), nor the terms derived from them — but a term another value of the
+    dataset also carries stays annotated.
+
+    >>> from curator.taxonomy import load_taxonomy
+    >>> tax = load_taxonomy()
+    >>> m = DatasetMapping("Toy", "label_map", values={1: ("kidney_left",), 2: ("kidney_right",)},
+    ...                    annotated=("kidney_left", "kidney_right"), mapped=("kidney_left", "kidney_right"),
+    ...                    derived=tax.derived(["kidney_left", "kidney_right"]))
+    >>> n = not_annotated(m, tax, {2})
+    >>> n.annotated, "kidney" in m.derived, "kidney" in n.derived
+    (('kidney_left',), True, False)
+    """
+    kept = {t for v, ids in m.values.items() if v not in values for t in ids}
+    drop = {t for v in values for t in m.values.get(v, ())} - kept
+    annotated = tuple(t for t in m.annotated if t not in drop)
+    return replace(m, annotated=annotated, derived=MappingProxyType(tax.derived(annotated, m.mapped)))
 
 
 def incomplete_term_rows(m: DatasetMapping, keys: tuple[str, ...], row: dict[str, Any]) -> list[dict[str, Any]]:

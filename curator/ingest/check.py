@@ -516,9 +516,11 @@ def _undeclared_structures(spec: Any, source: str, results: list[Any],
 
 
 def _declared_absent(spec: Any, r: SourceCheck, sampled: bool) -> list[dict[str, Any]]:
-    """A warning per term ``labels.values`` declares whose values no label read holds (the
-    values table's ``0 of N``), naming the undeclared values they hold instead. A declared
-    structure file no case has is said by discovery, over every case."""
+    """A row per term ``labels.values`` declares whose values no label read holds (the values
+    table's ``0 of N``), naming the undeclared values they hold instead: an error when most of them
+    hold one (the wrong code, which harmonize leaves out of the dataset's labels), else a warning.
+    The row's path names the YAML's file and key. A declared structure file no case has is said by
+    discovery, over every case."""
     from curator.harmonize.mapping import declared_values_absent
     from curator.runner.stage import problem_row
 
@@ -526,9 +528,10 @@ def _declared_absent(spec: Any, r: SourceCheck, sampled: bool) -> list[dict[str,
     held = {v["value"]: v["cases"] for v in r.values if isinstance(v["value"], int)}
     hint = ("; the check read a sample: `--all` reads every case (a rare value may be in none of the sample)"
             if sampled else "")
-    return [problem_row("check", err, dataset=spec.name, case_id=None, path="labels.values", severity="warning")
-            for err in declared_values_absent(spec, held, max(read, default=0),
-                                              whose="of the sample" if sampled else "read", fix_hint=hint)]
+    return [problem_row("check", a.error, dataset=spec.name, case_id=None, path=f"{spec.file_name}:{a.loc}",
+                        severity="error" if a.wrong_code else "warning")
+            for a in declared_values_absent(spec, held, max(read, default=0),
+                                            whose="of the sample" if sampled else "read", fix_hint=hint)]
 
 
 def _pattern_hints(spec: Any, r: SourceCheck) -> list[dict[str, Any]]:

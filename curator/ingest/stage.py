@@ -25,7 +25,7 @@ from curator.io.fsutil import sha256_file, sha256_files
 from curator.io.volume import Geometry, Volume
 from curator.problem_kinds import remedy_for
 from curator.registry.fixes import apply_label_fixes, for_files, intensity_offset, non_finite_fill
-from curator.registry.layout import discover, scan
+from curator.registry.layout import SpecKeyError, discover, scan
 from curator.registry.spec import holds_structures
 from curator.registry.splits import split_columns
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
@@ -102,9 +102,10 @@ class IngestStage(Stage):
             cases, problems = discover(spec, root, tree, name=src.name)
             if src.pseudonymous_ids:  # the names stay in the workspace; the release gets keyed ids
                 cases = [dataclasses.replace(c, case_id=pseudonymous_id(ws, src.name, c.case_id)) for c in cases]
-            for err in problems:
+            for err in problems:  # a problem about a key of the YAML is named by its file and key
                 self.extra_problems.append(problem_row(self.name, err, dataset=spec.name, case_id=None,
-                                                       path=_display(src.name, root, err.path),
+                                                       path=err.path if isinstance(err, SpecKeyError)
+                                                       else _display(src.name, root, err.path),
                                                        severity=_LAYOUT_SEVERITY.get(err.kind, "error")))
             if not root.is_dir():  # said above; its metadata file is not a second problem
                 continue

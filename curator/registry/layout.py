@@ -59,6 +59,18 @@ def compile_pattern(pattern: str, custom: dict[str, str]) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+class SpecKeyError(InputError):
+    """A discovery problem about a key of the dataset YAML rather than a file under the root (a
+    label pattern that matches no file, a declared structure no case has): its path is
+    ``<file>.yaml:<key>`` (``HaNSegC.yaml:labels.structures.Glnd_Submand_l``), which a problems row
+    shows as it is, and its message ends with the key's line, as ``labels check`` names them."""
+
+
+def spec_key_error(spec: DatasetSpec, kind: str, loc: str, message: str, remedy: str) -> SpecKeyError:
+    """A :class:`SpecKeyError` about key ``loc`` (``layout[0].label``) of ``spec``'s file."""
+    return SpecKeyError(kind, message + spec.line_note(loc), path=f"{spec.file_name}:{loc}", remedy=remedy)
+
+
 @dataclass
 class Tree:
     """Everything under a source root: relative file and folder paths, plus link problems."""
@@ -249,7 +261,7 @@ def discover(spec: DatasetSpec, root: Path, tree: Tree | None = None,
     problems += _images_of_two_entries(root, list(cases.values()))
     if spec.labels.encoding == "per_structure":
         inside = _structures_inside(spec, root, cases, problems)
-        problems += _structures_never_found(spec, root, tree, cases, inside)
+        problems += _structures_never_found(spec, tree, cases, inside)
     if spec.official_split.get("file"):
         from curator.registry.splits import apply_split_file
 
@@ -360,7 +372,7 @@ def pattern_rejections(spec: DatasetSpec, tree: Tree) -> list[Rejected]:
     return out
 
 
-def _structures_never_found(spec: DatasetSpec, root: Path, tree: Tree, cases: dict[str, CaseFiles],
+def _structures_never_found(spec: DatasetSpec, tree: Tree, cases: dict[str, CaseFiles],
                             inside: set[str]) -> list[InputError]:
     """A ``declared_label_absent`` warning per structure ``labels.structures`` declares that no
     case of the dataset has a file of (nor a SEG/RTSTRUCT segment): almost always a misspelt file
@@ -382,16 +394,16 @@ def _structures_never_found(spec: DatasetSpec, root: Path, tree: Tree, cases: di
             rx = compile_pattern(entry.label.rstrip("/"), dict(spec.patterns))
             stems.update(m.group("structure") for f in (tree.dirs if entry.label_is_dir else tree.files)
                          if (m := rx.fullmatch(f)))
-    out = []
+    out: list[InputError] = []
     candidates = sorted(stems - set(spec.labels.structures))
     for k in missing:
         close = difflib.get_close_matches(k, candidates, n=3, cutoff=0.75)
         names = ", ".join(map(repr, spec.labels.structures[k]))
-        out.append(InputError(
-            "declared_label_absent", f"labels.structures declares {k!r} ({names}), but none of the {labelled} "
-            f"case(s) with structure files has one named {k!r}" + (f"; the files hold {', '.join(map(repr, close))}"
-                                                           if close else "")
-            + f": {k} is not annotated in any case", path=str(root),
+        out.append(spec_key_error(
+            spec, "declared_label_absent", f"labels.structures.{k}", f"labels.structures declares {k!r} ({names}), "
+            f"but none of the {labelled} case(s) with structure files has one named {k!r}"
+            + (f"; the files hold {', '.join(map(repr, close))}" if close else "")
+            + f": {k} is not annotated in any case",
             remedy=(f"rename the key {k!r} to {close[0]!r} in labels.structures" if close else
                     "check the key against the structure files' names (without their suffix)")
             + "; if the dataset has no such file, remove the key from labels.structures"))
@@ -729,7 +741,7 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
             if labs:
                 report_labels(lkey, out[-1].case_id)
     if lab_rx and img_rx:
-        _unlabelled(entry, idx, root, out, any_label=bool(labels_by_key), problems=problems)
+        _unlabelled(spec, entry, idx, out, any_label=bool(labels_by_key), problems=problems)
     if lab_rx:
         for lkey, items in sorted(labels_by_key.items()):
             if lkey in used or not items:
@@ -747,7 +759,7 @@ def _entry_cases(spec: DatasetSpec, name: str, idx: int, entry: LayoutEntry, tre
     return out
 
 
-def _unlabelled(entry: LayoutEntry, idx: int, root: Path, cases: list[CaseFiles], any_label: bool,
+def _unlabelled(spec: DatasetSpec, entry: LayoutEntry, idx: int, cases: list[CaseFiles], any_label: bool,
                 problems: list[InputError]) -> None:
     """Images of an entry with a ``label:`` pattern that found no label. When the pattern matched
     no file at all it is one problem for the entry (a wrong pattern, or the labels not unpacked);
@@ -756,9 +768,10 @@ def _unlabelled(entry: LayoutEntry, idx: int, root: Path, cases: list[CaseFiles]
     if not bare:
         return
     if not any_label:
-        problems.append(InputError(
-            "label_no_match", f"the label pattern {entry.label!r} of layout[{idx}] matches no file, so its "
-            f"{len({c.image for c in bare})} image(s) were ingested without labels", path=str(root),
+        problems.append(spec_key_error(
+            spec, "label_no_match", f"layout[{idx}].label", f"the label pattern {entry.label!r} of layout[{idx}] "
+            f"matches no file under the source root, so its {len({c.image for c in bare})} image(s) were ingested "
+            "without labels",
             remedy="check the pattern against the folder's files (its folder names and suffixes), and that the "
             "labels were downloaded and unpacked under the source root; if the dataset has no labels, remove `label:`"))
         return

@@ -126,6 +126,20 @@ class DatasetSpec:
         prefix = f"{self.file_name}:"
         return at_line(self.lines, loc.removeprefix(prefix))
 
+    def value_loc(self, value: int) -> str:
+        """The key of ``labels.values`` that declares raw value ``value`` as the file writes it
+        (``labels.values.2``, or a band's ``labels.values.20-117``), for messages naming its line;
+        ``labels.values`` when no key of the file does."""
+        for loc in self.lines:
+            key = loc.removeprefix("labels.values.")
+            if key != loc and "." not in key:
+                try:
+                    if value in _codes(key):
+                        return loc
+                except (TypeError, ValueError):
+                    continue
+        return f"labels.values.{value}" if value in self.labels.values and not self.lines else "labels.values"
+
     def annotated_terms(self) -> tuple[str, ...]:
         """Terms the dataset annotates: ``annotates`` when given, else every mapped term."""
         if self.annotates:

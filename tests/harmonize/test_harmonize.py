@@ -280,25 +280,69 @@ def test_a_taxonomy_change_reruns_the_cases_whose_mapping_it_changes(tmp_path: P
     assert harmonize() == (0, 2)
 
 
-def test_a_declared_value_no_label_holds_beside_undeclared_ones_is_a_dataset_warning(tmp_path: Path) -> None:
-    """`2: liver` over files coding the liver 1: every case was published as liver annotated and
-    absent, with only per-case label_unmapped rows about value 1 — nothing said the YAML's code is
-    in no file. The labels rows stay as the YAML declares them; the dataset row says what is wrong."""
+def test_a_declared_code_no_label_holds_while_most_hold_another_is_an_error_and_not_annotated(tmp_path: Path) -> None:
+    """`2: left kidney` over files coding it 1: the release said "annotated, 0 voxels" for every
+    case, with exit 0 (tester 43 #5) — false negatives a model learns from. The term (and the kidney
+    derived from it) gets no rows — not annotated — and an error row names the YAML's file, key and
+    line; the dataset's other terms, and another dataset of the run, keep theirs. Fixed, it is annotated."""
     yml = toy_yaml(tmp_path, '{image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}',
-                   "  values: {2: liver, 3: spleen, 4: pancreas}")
-    ws = _run(tmp_path, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1, 3)),
-                         ("img/b.nii.gz", "image", ()), ("lab/b.nii.gz", "label", (1,))], "Toy", [str(yml)])
-    probs = ws.read_table("problems__harmonize").to_pylist()
-    rows = [p for p in probs if p["kind"] == "declared_label_absent"]
-    assert [(p["severity"], p["case_id"], p["path"]) for p in rows] == [("warning", None, "Toy.yaml")] * 2
-    liver = next(p["message"] for p in rows if "'liver'" in p["message"])
-    assert "value 2 for 'liver'" in liver and "none of the 2 label(s) of the dataset" in liver
-    assert "undeclared value(s) 1 (1 in 2 of them)" in liver and "write that value in labels.values" in liver
-    assert any("value 4 for 'pancreas'" in p["message"] for p in rows)  # spleen's 3 is held: not said
-    assert sum(p["kind"] == "label_unmapped" for p in probs) == 2
-    labels = ws.read_table("labels").to_pylist()
-    assert {(r["case_id"], r["term_id"], r["annotated"], r["present"]) for r in labels if r["term_id"] == "liver"} == {
-        ("Toy__a", "liver", True, False), ("Toy__b", "liver", True, False)}
+                   "  values: {2: left kidney, 3: right kidney, 5: spleen, 6: pancreas}")
+    good = tmp_path / "Good.yaml"
+    good.write_text(yml.read_text().replace("name: Toy", "name: Good").replace("{2: left kidney", "{1: left kidney"))
+    files = [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1, 3, 5)),
+             ("img/b.nii.gz", "image", ()), ("lab/b.nii.gz", "label", (1, 3))]
+    write_tree(tmp_path / "raw", files)
+    cfg = PipelineConfig.from_dict({"workspace": str(tmp_path / "ws"), "registry": [str(yml), str(good)],
+                                    "sources": [{"dataset": "Toy", "root": str(tmp_path / "raw")},
+                                                {"dataset": "Good", "root": str(tmp_path / "raw")}],
+                                    "executor": {"kind": "local", "workers": 1, "progress": False}})
+    run_pipeline(cfg, stages=["ingest", "harmonize"], release=False)
+    ws = Workspace(tmp_path / "ws")
+    probs = [p for p in ws.read_table("problems__harmonize").to_pylist() if p["kind"] == "declared_label_absent"]
+    # the left kidney's 2 and the pancreas' 6 (also held by no label, beside the 1 every label holds)
+    assert sorted((p["severity"], p["dataset"], p["case_id"], p["path"]) for p in probs) == [
+        ("error", "Toy", None, "Toy.yaml:labels.values.2"), ("error", "Toy", None, "Toy.yaml:labels.values.6")]
+    kidney = next(p["message"] for p in probs if "'left kidney'" in p["message"])
+    assert "value 2 for 'left kidney'" in kidney and "none of the 2 label(s) of the dataset" in kidney
+    assert "undeclared values instead (value 1 is in 2 of 2 labels)" in kidney and "(line 10)" in kidney
+    assert "harmonize leaves 'left kidney' out of every case" in kidney and "write that value in labels.values" in kidney
+
+    def terms(source: str) -> dict[str, set[tuple[str, bool, bool]]]:
+        out: dict[str, set[tuple[str, bool, bool]]] = {}
+        for r in ws.read_table("labels").to_pylist():
+            if r["case_id"].startswith(f"{source}__"):
+                out.setdefault(r["term_id"], set()).add((r["case_id"].split("__")[1], r["annotated"], r["present"]))
+        return out
+
+    toy = terms("Toy")
+    assert "kidney_left" not in toy and "kidney" not in toy and "pancreas" not in toy  # no row: not annotated
+    assert toy["kidney_right"] == {("a", True, True), ("b", True, True)}
+    assert toy["spleen"] == {("a", True, True), ("b", True, False)}  # annotated, absent where no voxel: as declared
+    mine = terms("Good")  # the run went on for the other dataset: its left kidney and kidney are annotated
+    assert mine["kidney_left"] == mine["kidney"] == {("a", True, True), ("b", True, True)}
+    yml.write_text(yml.read_text().replace("{2: left kidney", "{1: left kidney"))  # fixed: annotated again
+    run_pipeline(cfg, stages=["ingest", "harmonize"], release=False)
+    assert terms("Toy")["kidney_left"] == {("a", True, True), ("b", True, True)}
+    # every value the labels hold is declared now: the pancreas' 6 is a class the download lacks, said by nothing
+    assert not [p for p in ws.read_table("problems__harmonize").to_pylist() if p["kind"] == "declared_label_absent"]
+
+
+def test_a_declared_value_no_label_holds_beside_a_few_undeclared_ones_is_a_warning(tmp_path: Path) -> None:
+    """A value one label of three holds (a padding 7) is no sign of a wrong code: the term keeps
+    its rows as the YAML declares it (annotated, absent), and a warning says the YAML and the files
+    disagree."""
+    yml = toy_yaml(tmp_path, '{image: "img/{case}.nii.gz", label: "lab/{case}.nii.gz"}',
+                   "  values: {1: liver, 2: spleen}")
+    ws = _run(tmp_path, [("img/a.nii.gz", "image", ()), ("lab/a.nii.gz", "label", (1,)),
+                         ("img/b.nii.gz", "image", ()), ("lab/b.nii.gz", "label", (1, 7)),
+                         ("img/c.nii.gz", "image", ()), ("lab/c.nii.gz", "label", (1,))], "Toy", [str(yml)])
+    (row,) = [p for p in ws.read_table("problems__harmonize").to_pylist() if p["kind"] == "declared_label_absent"]
+    assert (row["severity"], row["path"]) == ("warning", "Toy.yaml:labels.values.2")
+    assert "undeclared values instead (value 7 is in 1 of 3 labels)" in row["message"]
+    assert "'spleen' counts as annotated and absent in every case" in row["message"]
+    spleen = {(r["case_id"], r["annotated"], r["present"]) for r in ws.read_table("labels").to_pylist()
+              if r["term_id"] == "spleen"}
+    assert spleen == {("Toy__a", True, False), ("Toy__b", True, False), ("Toy__c", True, False)}
 
 
 def test_a_declared_value_no_label_holds_without_undeclared_ones_says_nothing(tmp_path: Path) -> None:

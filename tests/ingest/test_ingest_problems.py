@@ -163,6 +163,9 @@ def test_a_label_pattern_that_matches_no_file_is_one_error_for_the_source(tmp_pa
     assert (row["case_id"], row["kind"], row["severity"]) == (None, "label_no_match", "error")
     assert "matches no file" in row["message"] and "2 image(s)" in row["message"]
     assert "of layout[0] matches" in row["message"]  # numbered as layout_no_match and the validator do
+    # named by the YAML's file, key and line, not `Toy:.` (the source root: tester 43 #9)
+    assert row["path"] == "Toy.yaml:layout[0].label" and "(line 9)" in row["message"]
+    assert yml.read_text().splitlines()[8].strip() == "label: lab/{case}.nii.gz"
 
 
 def test_a_file_with_more_channels_than_the_index_declares_is_refused(tmp_path: Path) -> None:
@@ -631,6 +634,8 @@ def test_a_declared_structure_no_case_has_is_a_warning_of_the_run(tmp_path: Path
     (row,) = [p for p in problems if p["kind"] == "declared_label_absent"]
     assert row["severity"] == "warning" and row["case_id"] is None and row["dataset"] == "Toy"
     assert "'kidney_lft'" in row["message"] and "'kidney_left'" in row["message"]
+    line = next(i for i, text in enumerate(yml.read_text().splitlines(), 1) if "kidney_lft:" in text)
+    assert row["path"] == "Toy.yaml:labels.structures.kidney_lft" and f"(line {line})" in row["message"]
 
 
 def test_a_copied_dicom_slice_is_an_info_row_not_a_refused_series(tmp_path: Path) -> None:

@@ -75,7 +75,9 @@ def test_check_finds_cases_missed_files_and_undeclared_values(tmp_path: Path, mo
     assert [p["kind"] for p in r.warnings] == ["label_values_undeclared", "declared_label_absent"] and not r.errors
     absent = r.warnings[1]["message"]
     assert "value 2 for 'liver tumour'" in absent and "none of the 4 label(s) read holds it" in absent
-    assert "undeclared value(s) 3 (3 in 1 of them)" in absent and "--all" not in absent
+    assert "undeclared values instead (value 3 is in 1 of 4 labels)" in absent and "--all" not in absent
+    # a minority's value is no sign of a wrong code: the term stays annotated, a warning (line 14 declares 2)
+    assert r.warnings[1]["path"] == "MyLiverCT.yaml:labels.values.2" and "(line 14)" in absent
     # nothing written beside the data, the YAML or the working directory
     assert _listing(tmp_path) == before
 
@@ -550,19 +552,27 @@ def test_a_misspelt_structure_stem_is_a_warning_of_the_check(tmp_path: Path) -> 
     (row,) = [p for p in r.warnings if p["kind"] == "declared_label_absent"]
     assert "'kidney_lft'" in row["message"] and "none of the 3 case(s)" in row["message"]
     assert "'kidney_left'" in row["message"]
+    # the file and line of the key, not `TS:.` (tester 43 #9)
+    line = next(i for i, text in enumerate(yaml.read_text().splitlines(), 1) if "kidney_lft:" in text)
+    assert row["path"] == "TS.yaml:labels.structures.kidney_lft" and f"(line {line})" in row["message"]
 
 
-def test_a_declared_value_no_sampled_label_holds_is_a_warning_of_the_check(tmp_path: Path) -> None:
-    """`2: liver` over files coding the liver 1: exit 0 with only a `0 of 3` cell in the values table."""
+def test_a_declared_value_no_sampled_label_holds_while_most_hold_another_is_an_error_of_the_check(
+        tmp_path: Path) -> None:
+    """`2: liver` over files coding the liver 1: exit 0 with only a `0 of 3` cell in the values table
+    (then a warning, and "(1 in 2 of them)" read as one label of two); the release published the
+    liver annotated and absent in every case (tester 43 #5). An error naming the file and line."""
     root = tmp_path / "download"
     _download(root, 3)
     yaml = tmp_path / "MyLiverCT.yaml"
     yaml.write_text(YAML.replace("MORE\n", "").replace("{1: liver, 2: LABELS}", "{2: liver}"))
     r = check_source(str(yaml), root, sample=2)
-    (row,) = [p for p in r.warnings if p["kind"] == "declared_label_absent"]
-    assert row["path"] == "labels.values" and row["case_id"] is None
+    (row,) = [p for p in r.errors if p["kind"] == "declared_label_absent"]
+    assert row["path"] == "MyLiverCT.yaml:labels.values.2" and row["case_id"] is None
     assert "value 2 for 'liver', but none of the 2 label(s) of the sample holds it" in row["message"]
-    assert "undeclared value(s) 1 (1 in 2 of them)" in row["message"] and "`--all` reads every case" in row["message"]
+    assert "undeclared values instead (value 1 is in 2 of 2 labels)" in row["message"]
+    assert "harmonize leaves 'liver' out of every case of the dataset (not annotated)" in row["message"]
+    assert "(line 14)" in row["message"] and "`--all` reads every case" in row["message"]
     assert "if the files code 'liver' as 1, write that value in labels.values instead of 2" in row["message"]
 
 
@@ -574,7 +584,7 @@ def test_a_value_few_labels_hold_is_not_offered_as_an_absent_values_code(tmp_pat
     r = check_source(str(_yaml(tmp_path)), root, sample=None)
     (row,) = [p for p in r.warnings if p["kind"] == "declared_label_absent"]
     assert "value 2 for 'liver tumour', but none of the 4 label(s) read holds it" in row["message"]
-    assert "undeclared value(s) 3 (3 in 1 of them)" in row["message"]  # still said
+    assert "undeclared values instead (value 3 is in 1 of 4 labels)" in row["message"]  # still said
     assert "write that value" not in row["message"], row["message"]
     assert "check the value against the dataset's documentation" in row["message"]
 
