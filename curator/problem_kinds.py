@@ -223,6 +223,11 @@ _KINDS: list[ProblemKind] = [
                 "(docs/registry.md, `fixes`)", scan=True),
     ProblemKind("ct_intensity_clipped", "a CT's intensities are clipped to a narrow window (its floor far above "
                 "air): no offset fix applies", "use the original scan in Hounsfield units if it exists", scan=True),
+    ProblemKind("mr_looks_like_ct", "an image declared MR or PET holds a CT's air: at least 5 % of its voxels "
+                "lie at -1100..-900, Hounsfield units' air, which an MR's or PET's intensities (near 0 and above) do "
+                "not reach; preprocess would normalise it as an MR or PET instead of windowing it in HU",
+                "if the scans are CTs, set `modality: CT` in the dataset YAML (or on the layout entry, or the "
+                "sequence's modality under `sequences:`)"),
     ProblemKind("ct_intensity_8bit", "every value of a CT lies in 0..255: an 8-bit (windowed) export, "
                 "not Hounsfield units", "use the original scan in Hounsfield units", scan=True),
     ProblemKind("override_unmatched", "a qc override names a (case, term) label the qc table does not have, or a "

@@ -48,6 +48,23 @@ CT_LOW_END_LIMIT_HU = -500.0  # a CT's 0.5th percentile lies at air (-1000 HU) o
 CT_COMMON_OFFSETS = (1000.0, 1024.0)  # stored without the rescale intercept, or with air at 0
 
 
+CT_AIR_BAND_HU = (-1100.0, -900.0)  # air in Hounsfield units, its -1024 floor included
+# an MR or PET holding this share of its voxels in the air band is a CT in HU (a head-and-neck CT
+# holds 30-60 %, a tightly cropped abdomen still several %; an MR or PET holds none: their
+# intensities start near 0, and a z-scored one spans a few units)
+CT_LIKE_AIR_SHARE = 0.05
+
+
+def air_share(a: NDArray[Any]) -> float:
+    """The share of the voxels (over the summary's subsample) within :data:`CT_AIR_BAND_HU`.
+
+    >>> round(air_share(np.r_[np.full(30, -1000), np.full(70, 40)]), 2), air_share(np.arange(0, 500))
+    (0.3, 0.0)
+    """
+    s = _sample(a.reshape(-1))
+    return float(np.count_nonzero((s >= CT_AIR_BAND_HU[0]) & (s <= CT_AIR_BAND_HU[1])) / max(1, s.size))
+
+
 AIR_WINDOW = 100.0  # the air peak is looked for this far above the low end (lung starts ~150 above air)
 AIR_BIN = 4.0
 

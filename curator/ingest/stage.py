@@ -80,7 +80,8 @@ class IngestStage(Stage):
     # carry the scaling (``label_scaling`` in their payload), so they alone are read again; nor for a 4-D
     # label split with its image's channels: the keys of channel cases holding a 4-D label file carry
     # ``label_frames`` (its header read once per file into the checksum cache, as the scaling is);
-    # nor for the cardiac phase (the dataset YAML's ``phase:``): its dataset's cases carry it in their keys
+    # nor for the cardiac phase (the dataset YAML's ``phase:``): its dataset's cases carry it in their keys;
+    # nor for the mr_looks_like_ct warning: only cases read since say it (``sources check`` reads anew)
     version = "6"
     config_class = IngestConfig
     tables = ("cases", "raw_labels")
@@ -227,6 +228,10 @@ class IngestStage(Stage):
                 implausible = _ct_intensities(p, facts, low[0], path, air=low[1])
                 if implausible is not None:
                     warning(implausible)
+            elif p["modality"] in ("MR", "PET"):  # the converse: a CT in HU declared MR or PET
+                looks_ct = _looks_like_ct(p["modality"], facts, core.air_share(voxels), path)
+                if looks_ct is not None:
+                    warning(looks_ct)
             gaps = vol.meta.get("geometry_missing")
             if gaps:
                 said, hint = "", ""
@@ -422,6 +427,24 @@ def _ct_intensities(p: dict[str, Any], facts: dict[str, Any], low: float, path: 
                       f"{x:+g}\"}}}}` (drop `when` if every scan of the dataset is offset; widen it to the "
                       "affected subset); air outside the patient should then be near -1000 and the lowest "
                       "values at -1024 or a padding value below it")
+
+
+def _looks_like_ct(modality: str, facts: dict[str, Any], share: float, path: Path) -> InputError | None:
+    """A warning when an image declared MR or PET holds a CT's air: a large share of its voxels
+    near -1000 (:func:`curator.ingest.core.air_share`). Preprocess would z-score it as an MR (or
+    scale it as a PET) instead of windowing it in Hounsfield units; the converse, a CT declared
+    for MR data, is ``ct_intensity_offset``'s."""
+    if share < core.CT_LIKE_AIR_SHARE:
+        return None
+    lo, hi = core.CT_AIR_BAND_HU
+    a = "an" if modality == "MR" else "a"
+    return InputError("mr_looks_like_ct", f"the image is declared {modality}, but {share:.0%} of its voxels lie at "
+                      f"air in Hounsfield units ({lo:g}..{hi:g}; its intensities run {facts['intensity_min']:g}.."
+                      f"{facts['intensity_max']:g}): it looks like a CT, which preprocess would normalise as {a} "
+                      f"{modality} instead of windowing it in HU", path=str(path),
+                      remedy="if the scans are CTs, set `modality: CT` in the dataset YAML (or on its layout entry, "
+                      f"or the sequence's modality under `sequences:`); if this really is {a} "
+                      f"{modality} stored with such values, nothing to do")
 
 
 def _when(rel: str) -> str:

@@ -98,8 +98,8 @@ def test_demo_flags_only_its_offset_kits_copy(tmp_path: Path) -> None:
     pipe = write_demo_pipeline(tmp_path, data)
     run(pipe, stages=["ingest"])
     flagged = [(p["case_id"], p["kind"]) for p in table(pipe, "problems__ingest").to_pylist()
-               if p["kind"].startswith("ct_intensity")]
-    assert flagged == [("KiTS23__case_00005", "ct_intensity_offset")]
+               if p["kind"].startswith("ct_intensity") or p["kind"] == "mr_looks_like_ct"]
+    assert flagged == [("KiTS23__case_00005", "ct_intensity_offset")]  # its MR and PET cases are not CTs
     assert "KiTS23__case_00005" in {c["case_id"] for c in table(pipe, "cases").to_pylist()}  # kept
 
 
@@ -142,3 +142,40 @@ def test_a_real_ct_stored_plus_1024_is_told_1024_and_one_stored_plus_1000_1000(r
         low = low_end(stored)
         issue = ct_intensity_issue(low, float(stored.min()), float(stored.max()), air_peak(stored, low))
         assert issue == ("ct_intensity_offset", want), (stored.dtype, low, issue)
+
+
+def test_a_ct_declared_mr_or_pet_is_a_warning_an_mr_is_not(tmp_path: Path) -> None:
+    """`modality: MR` over CTs (air at -1000 HU) went unnoticed while CT over MR data was caught
+    (tester 43 #6): preprocess z-scored the CTs. An MR's intensities — from 0, or z-scored around
+    0 — and a CT stored +1024 (which no intensity tells from an MR) are not flagged."""
+    raw = tmp_path / "raw"
+    for case, arr in {"ct": ct(-1000), "padded": ct(-1024), "offset": ct(24, 1064, 1724),
+                      "mr": np.abs(ct(0, 300, 900)), "zscored": _noise(1)}.items():
+        save_nifti(raw / "m" / f"{case}.nii.gz", arr, G)
+    save_nifti(raw / "p" / "pet.nii.gz", ct(-1000), G)
+    pipe = make_pipeline(tmp_path, [{"dataset": _yaml(tmp_path, "M", modality="MR"), "root": str(raw / "m")},
+                                    {"dataset": _yaml(tmp_path, "P", modality="PET"), "root": str(raw / "p")}])
+    run(pipe, stages=["ingest"])
+    assert len(table(pipe, "cases")) == 6  # kept: a warning
+    rows = {p["case_id"]: p for p in table(pipe, "problems__ingest").to_pylist()}
+    assert {c: (p["kind"], p["severity"]) for c, p in rows.items()} == {
+        "M__ct": ("mr_looks_like_ct", "warning"), "M__padded": ("mr_looks_like_ct", "warning"),
+        "P__pet": ("mr_looks_like_ct", "warning")}
+    msg = rows["M__ct"]["message"]
+    assert rows["M__ct"]["path"] == "M:ct.nii.gz" and "declared MR" in msg and "-1100..-900" in msg
+    assert "set `modality: CT` in the dataset YAML" in msg and "as a PET" in rows["P__pet"]["message"]
+
+
+@pytest.mark.real
+def test_real_mr_samples_are_not_taken_for_ct_and_a_real_ct_declared_mr_is(tmp_path: Path, real_copy) -> None:  # type: ignore[no-untyped-def]
+    sources = [{"dataset": _yaml(tmp_path, f"MR_{i}", modality="MR", layout=[{"image": pattern}]),
+                "root": str(real_copy(rel))} for i, (rel, pattern) in enumerate((
+                    ("pyradiomics", "{case}_image.nrrd"), ("monai", "{case}.nii"),
+                    ("totalsegmentator", "example_{case}_sm.nii.gz")))]  # the last: example_mr_sm and example_ct_sm
+    pipe = make_pipeline(tmp_path, sources)
+    run(pipe, stages=["ingest"])
+    cases = {c["case_id"] for c in table(pipe, "cases").to_pylist()}
+    assert {"MR_0__brain1", "MR_0__breast1", "MR_1__anatomical", "MR_2__mr", "MR_2__ct"} <= cases
+    flagged = [(p["case_id"], p["kind"]) for p in table(pipe, "problems__ingest").to_pylist()
+               if p["kind"] == "mr_looks_like_ct"]
+    assert flagged == [("MR_2__ct", "mr_looks_like_ct")]
