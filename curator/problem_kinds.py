@@ -379,11 +379,25 @@ _KINDS: list[ProblemKind] = [
                 "re-run preprocess, or give the models an explicit `intensity:` spec"),
     ProblemKind("normalisation_missing", "neither the case store nor the models say how to normalise the image",
                 "re-run preprocess, or add `intensity: {clip, mean, std}` to the model specs"),
-    ProblemKind("review_export_stale", "a review case folder was exported before preprocess rebuilt the case's "
-                "store on a new grid (a new target spacing): its revision has no place on the store now (an earlier "
-                "import of the case is kept, carried over onto the new grid: then a warning)",
+    ProblemKind("review_export_stale", "a review case folder was exported before the case's store changed under "
+                "it: preprocess rebuilt it on a new grid (a new target spacing), so its revision has no place on the "
+                "store now, or the case's reviewed labels changed since the export (a later round imported from "
+                "another export folder, a revert): importing it would put the labels it was exported with back over "
+                "the later ones; nothing of the case was imported (an earlier import of the case is kept: then a "
+                "warning)",
                 "export the case again into a new folder (--include-reviewed for a case reviewed before) and save "
                 "the revision there"),
+    ProblemKind("review_wrong_case", "a revision's header says it was exported for another case than the folder "
+                "it was saved in (each exported NIfTI file names its case in its description field): another "
+                "case's file; nothing of the case was imported",
+                "check that the file belongs to the case; save each case's revision in the folder of the case it "
+                "was exported for"),
+    ProblemKind("review_large_change", "an imported revision replaced a structure's label with one that both "
+                "gained and lost a large part of it (Dice under 0.9, at least 5 % of its voxels each way): a "
+                "correction erases or adds parts, another case's label on the same grid moves both ways; the "
+                "revision was imported (a warning)",
+                "check the file against the case's image; if it is another case's, `curator review revert "
+                "pipeline.yaml CASE` withdraws it; if the correction is right, nothing to do"),
     ProblemKind("review_accept_invalid", "worklist.csv's accept column of a review export names a structure the "
                 "case's export has no label of, a case the export did not write, or accepts a case whose exported "
                 "label file was changed or removed; nothing of the case was imported",

@@ -351,14 +351,15 @@ def _qform_sform_apart(img: Any, shape: tuple[int, ...]) -> float | None:
     return Geometry.from_affine(grid, img.get_qform()).corner_shift(Geometry.from_affine(grid, img.get_sform()))
 
 
-def _image(vol: Volume, dtype: Any = None) -> Any:
-    """``vol`` as a nibabel image: its grid as sform and qform (code 1, scanner); ``descrip``,
-    ``aux_file``, ``intent_name`` and ``db_name`` empty."""
+def _image(vol: Volume, dtype: Any = None, descrip: str = "") -> Any:
+    """``vol`` as a nibabel image: its grid as sform and qform (code 1, scanner); ``descrip`` the
+    given text (at most 79 ASCII characters), ``aux_file``, ``intent_name`` and ``db_name`` empty."""
     arr = vol.array if dtype is None else vol.array.astype(dtype)
     img = nib.Nifti1Image(arr, vol.geometry.matrix)
     hdr = img.header
-    for field in ("descrip", "aux_file", "intent_name", "db_name"):
+    for field in ("aux_file", "intent_name", "db_name"):
         hdr[field] = b""
+    hdr["descrip"] = descrip.encode("ascii")[:79]
     img.set_qform(vol.geometry.matrix, code=1)
     img.set_sform(vol.geometry.matrix, code=1)
     return img
@@ -382,14 +383,15 @@ def nifti_bytes(vol: Volume, dtype: Any = None, compress: bool = True) -> bytes:
     return gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)  # pragma: no cover - isal is a dependency
 
 
-def write_nifti(path: str | Path, vol: Volume, dtype: Any = None) -> None:
+def write_nifti(path: str | Path, vol: Volume, dtype: Any = None, descrip: str = "") -> None:
     """Atomically write ``vol`` to ``path`` (gzip when the name ends with .gz; the same bytes as
-    :func:`nifti_bytes`), streamed: no copy of the volume's bytes is held, gzipped or not."""
+    :func:`nifti_bytes`), streamed: no copy of the volume's bytes is held, gzipped or not.
+    ``descrip``: the header's description field (empty by default)."""
     from nibabel.fileholders import FileHolder
 
     from curator.io.fsutil import atomic_path
 
-    img = _image(vol, dtype)
+    img = _image(vol, dtype, descrip)
     opener = (_igzip.IGzipFile if _igzip is not None else gzip.GzipFile) if str(path).lower().endswith(".gz") else None
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         if opener is None:

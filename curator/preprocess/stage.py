@@ -250,7 +250,7 @@ def _keep_revised(dest: Path, warn: Any) -> None:
         if "revised" not in old.layers():
             return
         ((array, values),) = list(old.planes("revised"))  # import writes one plane
-        save_revised_copy(old, np.asarray(array[...]), values)
+        save_revised_copy(old, np.asarray(array[...]), values, (old.layer_attrs("revised") or {}).get("review"))
     except (CuratorError, OSError, ValueError, KeyError, RuntimeError) as e:
         if not (dest / "labels" / "revised").exists():
             return  # no person's work in the damaged store: nothing is lost by rebuilding it
@@ -268,7 +268,7 @@ def _carry_revised(dest: Path, warn: Any) -> None:
     space onto the new grid — identical when the grid did not change."""
     from scipy import ndimage
 
-    from curator.pseudolabel.review_records import load_revised_copy
+    from curator.pseudolabel.review_records import load_revised_copy, load_revised_review
 
     copy = load_revised_copy(dest)
     if copy is None:
@@ -281,8 +281,9 @@ def _carry_revised(dest: Path, warn: Any) -> None:
     m = np.linalg.inv(old_geom.matrix) @ new_geom.matrix  # new voxel -> world -> old voxel
     plane = data if same else ndimage.affine_transform(data, m[:3, :3], m[:3, 3], output_shape=new_geom.shape,
                                                        order=0, mode="constant", cval=0)
+    review = load_revised_review(dest)  # who reviewed each label, when: kept with the layer
     store.write_layer("revised", [(plane, values)], {
-        "origin": "revised", "source": "curator review import",
+        "origin": "revised", "source": "curator review import", **({"review": review} if review else {}),
         "carried_over": "same grid" if same else "resampled (nearest) when the store was rebuilt"})
     if not same:
         warn(InputError("revised_label_resampled", "the store was rebuilt on another grid: its reviewed labels "

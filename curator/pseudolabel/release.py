@@ -10,7 +10,8 @@ refuses to replace it anyway), assembly only chooses which layer to read.
   (:mod:`curator.pseudolabel.derived`: a pseudo ``kidney`` of pseudo left and right kidneys);
 * :func:`release_step` — the release's ``labels`` table = harmonize's rows + revised rows
   (``curator review import``) + pseudo rows (pseudolabel stage), assembled; ``attention``'s
-  ``label_state`` (pseudo | revised | accepted) and ``review_round`` from them; and the review
+  ``label_state`` (pseudo | revised | accepted) and ``review_round`` from them; the revised
+  labels counted by state and reviewer (``release.json["review"]["reviewed_labels"]``); and the review
   worklist of the cases the stage flagged, reviewed or not (``review/worklist.csv`` + PNG
   previews of the labels released, written into the release staging folder so ``release.json``
   checksums them);
@@ -62,6 +63,26 @@ def release_step(builder: Any) -> None:
         states = label_states(revised)
         builder.tables["attention"] = with_states(builder.tables["attention"], states)
         write_review(builder, states)
+    if revised:
+        builder.extra.setdefault("review", {})["reviewed_labels"] = reviewed_labels(revised)
+
+
+def reviewed_labels(revised: list[dict[str, Any]]) -> dict[str, Any]:
+    """``release.json["review"]["reviewed_labels"]``: the released revised labels counted by state
+    (revised, accepted; ``unrecorded`` for those imported before curator recorded it), by reviewer
+    (``unrecorded``: an import that named none, or before curator recorded it) and the review
+    exports they came from.
+
+    >>> reviewed_labels([{"review_state": "revised", "reviewed_by": "Dr A", "review_export_id": "e1"},
+    ...                  {"review_state": "accepted", "reviewed_by": None, "review_export_id": "e1"}])
+    {'labels': 2, 'states': {'accepted': 1, 'revised': 1}, 'reviewers': {'Dr A': 1, 'unrecorded': 1}, 'exports': 1}
+    """
+    from collections import Counter
+
+    states = Counter(r.get("review_state") or "unrecorded" for r in revised)
+    reviewers = Counter(r.get("reviewed_by") or "unrecorded" for r in revised)
+    return {"labels": len(revised), "states": dict(sorted(states.items())), "reviewers": dict(sorted(reviewers.items())),
+            "exports": len({r["review_export_id"] for r in revised if r.get("review_export_id")})}
 
 
 def _assemble(builder: Any) -> list[dict[str, Any]]:

@@ -55,6 +55,7 @@ from curator.io.volume import Geometry, Volume
 from curator.pseudolabel.outputs import attention_path, read_attention
 from curator.pseudolabel.review_checks import check_pseudo_kept
 from curator.pseudolabel.review_preview import write_previews
+from curator.pseudolabel.review_provenance import case_stamp
 from curator.pseudolabel.review_records import (
     RECORD,
     RECORD_FORMAT,
@@ -101,8 +102,10 @@ def select_cases(attention: list[dict[str, Any]], fraction: float | None, top: i
     return [c for _, c, _, flagged in ranks if flagged]
 
 
-def _save_nifti(data: NDArray[Any], geometry: Geometry, dest: Path) -> None:
-    write_nifti(dest, Volume(data, geometry))
+def _save_nifti(data: NDArray[Any], geometry: Geometry, dest: Path, case_id: str) -> None:
+    """Write a file of the case's export, its header naming the case (import refuses a revision
+    whose header names another: a file saved into another case's folder)."""
+    write_nifti(dest, Volume(data, geometry), descrip=case_stamp(case_id))
 
 
 # distinct colours for label codes 1, 2, ... (cycled); 0 is background
@@ -218,11 +221,12 @@ def _write_editable(store: CaseStore, folder: Path, images: bool, keep_revision:
     with atomic_path(folder / "codes.json") as tmp:
         tmp.write_text(json.dumps(codes, indent=1) + "\n")
     _write_colour_tables(codes, folder)
-    _save_nifti(plane, store.geometry, folder / "pseudo.nii.gz")
+    cid = store.path.stem
+    _save_nifti(plane, store.geometry, folder / "pseudo.nii.gz", cid)
     if shown is not None and not keep_revision:
-        _save_nifti(shown, store.geometry, folder / "revised.nii.gz")
+        _save_nifti(shown, store.geometry, folder / "revised.nii.gz", cid)
     if images:
-        _save_nifti(store.physical_image(), store.geometry, folder / "image.nii.gz")  # HU, not stored units
+        _save_nifti(store.physical_image(), store.geometry, folder / "image.nii.gz", cid)  # HU, not stored units
     with atomic_path(folder / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return record

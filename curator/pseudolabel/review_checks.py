@@ -182,3 +182,93 @@ def overlap_warning(path: Path, clipped: list[tuple[list[str], str, int]], voxel
                       "(original > revised > pseudo: the dataset's own labels are not revised by review)",
                       path=str(path), remedy="nothing, if the brush spilled over; otherwise correct the revision "
                       "so that it stops at the dataset's label (its structures are not on the worklist)")
+
+
+def declared_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape a label file's header declares (read without its voxels), or None."""
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        try:
+            img: Any = nib.load(path)
+            return tuple(int(n) for n in img.shape)
+        except Exception:  # noqa: BLE001 - the revision's own read says what is wrong with the file
+            return None
+    try:  # NRRD: SimpleITK reads the header only
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return tuple(int(n) for n in reader.GetSize())
+    except Exception:  # noqa: BLE001 - the revision's own read says what is wrong with the file
+        return None
+
+
+def where(mask: NDArray[np.bool_]) -> str:
+    """How many voxels ``mask`` holds and their bounding box in the file's voxel indices, as a
+    reviewer finds them in an editor: ``16 voxel(s) at i 60–63, j 60–63, k (slice) 30``.
+
+    >>> m = np.zeros((4, 4, 4), bool); m[1:3, 2, 3] = True
+    >>> where(m)
+    '2 voxel(s) at i 1–2, j 2, k (slice) 3 (voxel indices of the file, from 0)'
+    """
+    spans = []
+    for ax, name in enumerate(("i", "j", "k (slice)")):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        lo, hi = int(hit[0]), int(hit[-1])
+        spans.append(f"{name} {lo}" if lo == hi else f"{name} {lo}–{hi}")
+    return f"{int(mask.sum()):,} voxel(s) at {', '.join(spans)} (voxel indices of the file, from 0)"
+
+
+def wrong_case(path: Path, stamped: str, case_id: str) -> InputError:
+    """The refusal of a revision whose header says it was exported for another case."""
+    other = "another case" if stamped.startswith("#") else f"case {stamped}"
+    return InputError("review_wrong_case", f"{path.name} was exported for {other}, not for {case_id} (its header "
+                      "says so): it was saved into, or copied to, the folder of another case", path=str(path),
+                      remedy=f"check that this file belongs to {case_id}: save each case's revision in the folder of "
+                             "the case it was exported for (open that folder's pseudo.nii.gz, or its revised.nii.gz "
+                             "for a case reviewed before) and import again")
+
+
+# a revised structure that moved this much, both ways, is more likely another case's file than a correction
+DICE_BELOW = 0.9
+MOVED_SHARE = 0.05  # of the structure's voxels before the import, added and removed alike
+MOVED_ML = 1.0
+
+
+def _ml(v: float) -> str:
+    """``3,800``, ``27.5``, ``0.42``: millilitres as a reader takes them in."""
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 1 else f"{v:.2g}"
+
+
+def large_changes(before: dict[str, NDArray[np.bool_]], after: dict[str, NDArray[np.bool_]], voxel_ml: float
+                  ) -> list[str]:
+    """Per structure of ``after`` (term -> mask imported) whose label ``before`` this import was
+    replaced by one that both gained and lost a large part of it (Dice under 0.9, at least 5 % of
+    its voxels and 1 ml each way): what it says. A correction erases a leak or paints a missing
+    part; a label that moved both ways is more often another case's (same grid, other anatomy).
+    A structure erased whole, or painted where there was none, is a correction."""
+    said = []
+    for term, new in sorted(after.items()):
+        old = before.get(term)
+        a, b = int(new.sum()), int(old.sum()) if old is not None else 0
+        if not a or not b or old is None:
+            continue
+        both = int((new & old).sum())
+        added, removed = a - both, b - both
+        floor = max(MOVED_SHARE * b, MOVED_ML / voxel_ml)
+        dice = 2 * both / (a + b)
+        if dice < DICE_BELOW and added >= floor and removed >= floor:
+            said.append(f"{term_name(term)}: Dice {dice:.2f} to its label before this import, {added:,} voxel(s) "
+                        f"({_ml(added * voxel_ml)} ml) added and {removed:,} ({_ml(removed * voxel_ml)} ml) removed")
+    return said
+
+
+def large_change_warning(path: Path, said: list[str], case_id: str, revised: int) -> InputError:
+    """The warning of :func:`large_changes` (the revision was imported), of ``revised`` structures."""
+    return InputError("review_large_change", f"{len(said)} of the {revised} structure(s) revised moved a large part "
+                      f"of themselves both ways — {'; '.join(said)} — is this {case_id}'s revision? A correction "
+                      "erases or adds parts of a structure; a label of another case on the same grid moves both "
+                      "ways", path=str(path),
+                      remedy=f"check the file in the folder of {case_id} against its image; if it is another case's, "
+                             f"withdraw it (`curator review revert pipeline.yaml {case_id}`) and save the revision in "
+                             "the right case's folder; if the correction is right, nothing to do")

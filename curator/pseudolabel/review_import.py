@@ -11,11 +11,13 @@ revision (``<workspace>/revised/<case_id>.npz``), from which preprocess rebuilds
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,15 +28,33 @@ from curator.io.volume import Geometry
 from curator.pseudolabel.review_checks import (
     as_reviewers_file,
     clip_to_originals,
+    declared_shape,
+    large_change_warning,
+    large_changes,
     overlap_warning,
     pseudo_edited,
     saved_over_pseudo,
+    where,
+    wrong_case,
+)
+from curator.pseudolabel.review_provenance import (
+    FIELDS,
+    STAMP,
+    case_stamp,
+    file_sha256,
+    imported_by,
+    layer_review,
+    log_review,
+    now_utc,
+    provenance,
+    stamped_case,
 )
 from curator.pseudolabel.review_records import (
     ACCEPT_ALL,
     check_listed,
     exported_grid,
     grid_text,
+    layer_digest,
     load_revised_copy,
     mask_digest,
     read_accepts,
@@ -45,14 +65,16 @@ from curator.pseudolabel.review_records import (
     revision_files,
     save_revised_copy,
 )
-from curator.pseudolabel.review_state import label_states, next_round
+from curator.pseudolabel.review_state import next_round
 from curator.pseudolabel.terms import term_name
 from curator.store import CaseStore
 
 log = logging.getLogger("curator")
-ON_GRID = ("save the revision on the grid of pseudo.nii.gz: open pseudo.nii.gz (or the revised.nii.gz the export "
-           "wrote) as the segmentation of image.nii.gz and save it as revised.nii.gz without cropping, resampling "
-           "or reorienting it, or copy pseudo.nii.gz's header (shape, spacing, origin, direction) onto it")
+ON_GRID = ("check first that this file belongs to this case (a label saved from another case's folder is on that "
+           "case's grid); if it does, save the revision on the grid of pseudo.nii.gz: open pseudo.nii.gz (or the "
+           "revised.nii.gz the export wrote) as the segmentation of image.nii.gz and save it as revised.nii.gz "
+           "without cropping, resampling or reorienting it (for a file of this case, copying pseudo.nii.gz's header "
+           "— shape, spacing, origin, direction — onto it does the same)")
 
 
 def _merge_revision(before: list[tuple[Any, dict[int, list[str]]]], data: NDArray[Any], codes: dict[int, list[str]],
@@ -94,6 +116,9 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: 
                          "revised.nii.gz (the export's, holding the earlier revision) is gone", path=str(folder),
                          remedy="export the case again with --include-reviewed and accept it there")
     path = folder / "pseudo.nii.gz" if from_export else revision_file(folder)
+    stamped = stamped_case(path)  # the case the export wrote the file for, while its header says so
+    if stamped is not None and stamped != case_stamp(folder.name)[len(STAMP):]:
+        raise wrong_case(path, stamped, folder.name)
     try:
         codes = {int(k): list(v) for k, v in json.loads((folder / "codes.json").read_text()).items()}
     except (OSError, ValueError) as e:
@@ -104,9 +129,12 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: 
     except CuratorError as e:
         if e.kind != "too_large":  # empty, truncated, 4-D ...: the reviewer saves it again, nothing to download
             raise as_reviewers_file(e) from e
-        raise LabelError("revised_label_invalid", f"the revised label is not on the case's grid ({e.detail}; the "
-                         f"grid {tuple(grid.shape)} has {grid.n_voxels:,})", path=str(path),
-                         remedy=ON_GRID) from e
+        shape = declared_shape(path)
+        said = (f"shape {shape} vs {tuple(grid.shape)}" if shape is not None else
+                f"more voxels than the {tuple(grid.shape)} of the case's grid")
+        raise LabelError("revised_label_invalid", f"the revised label is not on the case's grid ({said}: the "
+                         "revision vs pseudo.nii.gz)", path=str(path), remedy=ON_GRID) from e
+    as_saved = vol.array  # the voxels in the file's own index order, where a reviewer finds them
     if vol.geometry.mismatch(grid, tol_mm=0.01):  # axes permuted or flipped, the same voxel centres: re-indexed
         if grid.axis_map(vol.geometry, tol_mm=0.01) is None:  # as ingest does for a dataset's labels
             raise LabelError("revised_label_invalid", "the revised label is not on the case's grid "
@@ -130,8 +158,10 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: 
     if undeclared:  # a few of them: the image saved as the revision listed each of its 2,000 HU values
         image = (f" — {len(undeclared):,} distinct values: it looks like an image (image.nii.gz?), not a label map"
                  if len(undeclared) > 64 else "")
-        raise LabelError("revised_label_invalid", f"values {some(undeclared, 12)} are not in codes.json{image}",
-                         path=str(path), remedy="use only the codes of codes.json (0 = background)"
+        stray = "" if image else f": {where(np.isin(np.asarray(as_saved), undeclared))}"
+        raise LabelError("revised_label_invalid", f"values {some(undeclared, 12)} are not in codes.json{stray}{image}",
+                         path=str(path), remedy="use only the codes of codes.json (0 = background): paint those "
+                         "voxels with a code of codes.json, or erase them"
                          + ("; save the segmentation, not the image, as revised.nii.gz" if image else ""))
     data = data.astype(np.uint8 if max(codes, default=0) < 256 else np.uint16)
     keep = {c: [t for t in ts if t not in annotated] for c, ts in codes.items()}
@@ -156,44 +186,124 @@ def _read_revision(folder: Path, grid: Geometry, annotated: set[str], accepted: 
     return data, codes, edited, changed
 
 
-def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: frozenset[int] = frozenset(),
-                earlier: list[dict[str, Any]] | None = None,
-                ) -> tuple[list[dict[str, Any]], list[str], list[str], CuratorError | None] | None:
-    """Write ``folder/revised.nii.gz`` (with the ``accepted`` codes) as the store's revised layer;
-    (labels rows, the terms edited, the terms accepted as exported, the warning of voxels left out
-    because an original label of another structure claims them, or None), or None when no code
-    was edited or accepted (nothing is written: the case's labels stay as they are).
+@dataclass(frozen=True)
+class Review:
+    """Who imports, when, and from which export: the provenance every label imported gets."""
 
-    Each row says how its label was reviewed (``review_state`` revised | accepted) and in which of
-    the case's review rounds (``review_round``): this import's round (one more than the case's
-    ``earlier`` revised rows') for the terms edited or accepted now; an earlier revision kept of
-    another term keeps its row's state and round."""
+    reviewer: str | None = None
+    at: dt.datetime = field(default_factory=now_utc)
+    export_id: str | None = None
+
+
+class Outcome(NamedTuple):
+    """What an import did to a case's labels (terms): revised or accepted now; edited or accepted
+    but equal to the revision held, so kept as it was (its state and round); saved as the
+    exported pseudo label where the case holds a revision of it, which an import does not undo."""
+
+    revised: list[str]
+    accepted: list[str]
+    kept: tuple[str, ...] | list[str] = ()
+    pseudo: tuple[str, ...] | list[str] = ()
+
+
+@dataclass
+class Imported:
+    rows: list[dict[str, Any]]
+    outcome: Outcome
+    warnings: list[CuratorError]
+    sha256: str | None = None  # of the file read
+
+
+def _held(planes: list[tuple[Any, dict[int, list[str]]]]) -> dict[str, NDArray[np.bool_]]:
+    """term -> its mask in the revised ``planes``."""
+    out: dict[str, NDArray[np.bool_]] = {}
+    for arr, vals in planes:
+        a = np.asarray(arr[...])
+        for c, ts in vals.items():
+            for t in ts:
+                out[t] = out[t] | (a == c) if t in out else a == c
+    return out
+
+
+def _pseudo_over_revision(data: NDArray[Any], codes: dict[int, list[str]], record: dict[str, Any],
+                          annotated: set[str], accepted: frozenset[int], held: dict[str, NDArray[np.bool_]],
+                          store: CaseStore | None) -> list[str]:
+    """The terms whose code in the revision ``data`` is the exported pseudo label (the record's
+    checksum) while the revision ``held`` differs from it: a code left as exported keeps the
+    revision, so such a file does not put the pseudo label back (``store``: clip as an import does)."""
+    pseudo = record.get("pseudo_masks") or {}
+    same = {c: [t for t in ts if t not in annotated and t in held] for c, ts in codes.items()
+            if c not in accepted and mask_digest(data == c) == pseudo.get(str(c))}
+    same = {c: ts for c, ts in same.items() if ts}
+    if not same:
+        return []
+    plane = np.where(np.isin(data, list(same)), data, 0)
+    if store is not None:
+        clip_to_originals(store, plane, same)
+    return sorted(t for c, ts in same.items() for t in ts if not np.array_equal(plane == c, held[t]))
+
+
+def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: frozenset[int] = frozenset(),
+                earlier: list[dict[str, Any]] | None = None, review: Review | None = None) -> Imported | None:
+    """Write ``folder/revised.nii.gz`` (with the ``accepted`` codes) as the store's revised layer;
+    its labels rows, what it did (:class:`Outcome`) and its warnings (voxels left out because an
+    original label of another structure claims them; a structure that moved a large part of itself
+    both ways, as another case's label does), or None when no code was edited or accepted (nothing
+    is written: the case's labels stay as they are). Nothing is written either when every label
+    edited or accepted equals the revision held (the outcome's ``kept``, no rows).
+
+    Each row says how its label was reviewed (``review_state`` revised | accepted), in which of
+    the case's review rounds (``review_round``), by whom, when, from which export and file
+    (``review``): this import's round (one more than the case's ``earlier`` revised rows') for the
+    terms edited or accepted now; a label equal to the revision held, and an earlier revision kept
+    of another term, keep their row's state, round and provenance."""
     data, codes, edited, changed = _read_revision(folder, store.geometry, annotated, accepted)
+    record = read_record(folder)
+    before = list(store.planes("revised")) if "revised" in store.layers() else []
+    held = _held(before)
+    pseudo = _pseudo_over_revision(data, codes, record, annotated, accepted, held, store)
     if not edited:
         return None
-    before = list(store.planes("revised")) if "revised" in store.layers() else []
     merged, values = _merge_revision(before, data, codes, edited, annotated)
     clipped = clip_to_originals(store, merged, values)
-    save_revised_copy(store, merged, values)  # first: the store's layer can be rebuilt from it, not the reverse
-    store.write_layer("revised", [(merged, values)], {"origin": "revised", "source": "curator review import"})
+    now = {t: np.isin(merged, [c for c, ts in values.items() if t in ts]) for ts in values.values() for t in ts}
+    cid, review = store.path.stem, review or Review()
+    earlier_rows = {r["term_id"]: r for r in earlier or []}
+    kept = sorted(t for ts in edited.values() for t in ts
+                  if t in held and t in earlier_rows and np.array_equal(now[t], held[t]))
+    revised_now = sorted({t for c in changed if c in edited for t in edited[c]} - set(kept))
+    accepted_now = sorted({t for c, ts in edited.items() if c not in changed for t in ts} - set(kept))
+    outcome = Outcome(revised_now, accepted_now, kept, pseudo)
+    if not revised_now and not accepted_now:
+        return Imported([], outcome, [])
+    path = revision_file(folder) if revision_files(folder) else folder / "pseudo.nii.gz"
     ml = store.geometry.voxel_volume_mm3 / 1000.0
-    revised_now = sorted({t for c in changed if c in edited for t in edited[c]})
-    accepted_now = sorted({t for c, ts in edited.items() if c not in changed for t in ts})
+    reference = {t: held[t] if t in held else store.mask(t, "pseudo") for t in revised_now
+                 if t in held or ("pseudo" in store.layers() and t in store.terms("pseudo"))}
+    moved = large_changes(reference, {t: now[t] for t in revised_now}, ml)
     rnd = next_round(earlier or [])
-    before_states = label_states(earlier or [])
+    sha = file_sha256(path)
+    mine = provenance(review.reviewer, review.at, review.export_id, sha)
     rows = []
-    terms = [t for ts in values.values() for t in ts]
-    for t in terms:
-        n = int(np.isin(merged, [c for c, ts in values.items() if t in ts]).sum())
-        state, at = (("revised", rnd) if t in revised_now else ("accepted", rnd) if t in accepted_now
-                     else before_states.get((store.path.stem, t), ("revised", None)))
-        rows.append({"case_id": store.path.stem, "term_id": t, "term": term_name(t), "origin": "revised",
+    for t, mask in now.items():
+        n = int(mask.sum())
+        old = earlier_rows.get(t, {})
+        state, at, prov = (("revised", rnd, mine) if t in revised_now else ("accepted", rnd, mine)
+                           if t in accepted_now else (old.get("review_state") or "revised", old.get("review_round"),
+                                                      {k: old.get(k) for k in FIELDS}))
+        rows.append({"case_id": cid, "term_id": t, "term": term_name(t), "origin": "revised",
                      "layer": "revised", "derived": False, "annotated": False, "present": n > 0, "voxels": n,
                      "volume_ml": n * ml, "modality": store.attrs.get("modality"), "review_state": state,
-                     "review_round": at})
-    warning = overlap_warning(revision_file(folder) if revision_files(folder) else folder / "pseudo.nii.gz",
-                              clipped, ml) if clipped else None
-    return rows, revised_now, accepted_now, warning
+                     "review_round": at, **prov})
+    layer = layer_review(rows, {"action": "import", "export_id": review.export_id, "reviewed_by": review.reviewer,
+                                "at": review.at})
+    save_revised_copy(store, merged, values, layer)  # first: the store's layer is rebuilt from it, not the reverse
+    store.write_layer("revised", [(merged, values)], {"origin": "revised", "source": "curator review import",
+                                                      "review": layer})
+    warnings: list[CuratorError] = [overlap_warning(path, clipped, ml)] if clipped else []
+    if moved:
+        warnings.append(large_change_warning(path, moved, cid, len(revised_now)))
+    return Imported(rows, outcome, warnings, sha)
 
 
 def original_terms(store: CaseStore) -> set[str]:
@@ -234,6 +344,63 @@ def same_as_imported(store: CaseStore, folder: Path, annotated: set[str], accept
         clip_to_originals(store, merged, merged_values)
     now, then = _term_masks(merged, merged_values), _term_masks(plane, values)
     return now.keys() == then.keys() and all(np.array_equal(now[t], then[t]) for t in now)
+
+
+def pseudo_over_imported(store: CaseStore, folder: Path, annotated: set[str],
+                         accepted: frozenset[int] = frozenset()) -> list[str]:
+    """For a folder whose revision is the one imported already (:func:`same_as_imported`): the
+    terms it holds as the exported pseudo label while the revision imported differs — a reviewer
+    who saved the pseudo label to undo an import, which an import never does."""
+    copy = load_revised_copy(store.path)
+    if copy is None:
+        return []
+    plane, affine, values = copy
+    grid = Geometry.from_affine(tuple(plane.shape), affine)
+    try:
+        data, codes, _, _ = _read_revision(folder, grid, annotated, accepted)
+        record = read_record(folder)
+    except CuratorError:
+        return []
+    on_store = store.geometry.mismatch(grid, tol_mm=0.01) is None
+    return _pseudo_over_revision(data, codes, record, annotated, accepted, _held([(plane, values)]),
+                                 store if on_store else None)
+
+
+def _last_change(attrs: dict[str, Any] | None) -> str:
+    """`` (the import of export 3f2a… on 2026-12-09T10:00:00+00:00 by Dr A)``: what wrote the
+    revised layer, as its attributes say (empty when they say nothing)."""
+    last = ((attrs or {}).get("review") or {}).get("last") or {}
+    if not last:
+        return ""
+    what = f"the import of export {last['export_id']}" if last.get("action") == "import" and last.get("export_id") \
+        else "an import" if last.get("action") == "import" else "a revert"
+    return (f" ({what}" + (f" on {last['at']}" if last.get("at") else "")
+            + (f" by {last['reviewed_by']}" if last.get("reviewed_by") else "") + ")")
+
+
+def check_fresh(store: CaseStore, folder: Path, earlier: bool, export_id: str | None = None) -> None:
+    """A ``review_export_stale`` error when ``folder`` was exported before the case's store changed
+    under it: rebuilt on another grid (:func:`check_grid`), or its revised labels changed since
+    (``export.json``'s ``revised_layer``): a later import — of another export folder, e.g. a later
+    round — or a revert. Importing it would put the labels it was exported with back over the
+    later ones and call them a new round. A change by the import of this same export (its id,
+    ``export_id``) is no change under it: the folder's revision, amended, imports again."""
+    check_grid(store, folder, earlier)
+    record = read_record(folder)
+    if "revised_layer" not in record:  # an export by a curator that did not record it
+        return
+    then, now = record["revised_layer"], layer_digest(store, "revised")
+    attrs = store.layer_attrs("revised")
+    if then == now or (export_id is not None and imported_by(attrs) == export_id):
+        return
+    how = _last_change(attrs)
+    what = (f"a revision of the case was imported since{how}" if then is None else
+            "the case's revision was withdrawn since (`curator review revert`)" if now is None else f"the case's revised labels changed since{how}")
+    raise LabelError("review_export_stale", f"this case folder was exported before the case's reviewed labels last "
+                     f"changed: {what}; importing it would put the labels it was exported with back over the later "
+                     "ones" + ("; the case's revised labels are kept as they are" if earlier else ""),
+                     path=str(folder), remedy="export the case again with --include-reviewed (into a new folder), "
+                     "redo the revision there from the labels as they are now, and import that folder")
 
 
 def check_grid(store: CaseStore, folder: Path, earlier: bool) -> None:
@@ -336,12 +503,18 @@ def check_has_cases(workspace: Any) -> None:
 
 
 def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None = None,
-                  outcome: dict[str, tuple[list[str], list[str]]] | None = None,
+                  outcome: dict[str, Outcome] | None = None, reviewer: str | None = None,
                   ) -> tuple[list[str], list[dict[str, Any]]]:
     """Import every ``<folder>/<case_id>/revised.nii.gz`` and every case worklist.csv's ``accept``
     column accepts; returns (imported case ids, problem rows). ``outcome`` gets, per imported
-    case, (the terms edited, the terms accepted as exported). A folder that is not a review
-    export is refused (:func:`revised_cases`).
+    case, what the import did (:class:`Outcome`: the terms edited, those accepted as exported,
+    ...). A folder that is not a review export is refused (:func:`revised_cases`). Each label
+    imported records ``reviewer`` (None: not said), the import's time (UTC), the export's id and
+    the file's SHA-256 (:mod:`curator.pseudolabel.review_provenance`); each case imported is a
+    line of the workspace's review log.
+
+    A case folder exported before the case's store changed under it (rebuilt on another grid, or
+    its revised labels changed by a later import or a revert) is refused (:func:`check_fresh`).
 
     A revision that changes nothing and accepts nothing is no import: the case goes into
     ``unchanged`` with the reason (its labels stay pseudo labels, and the case stays on the
@@ -363,6 +536,8 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
     accepts = read_accepts(folder)
     manifest = read_manifest(folder)
     over_pseudo = saved_over_pseudo(folder, manifest, accepts)
+    review = Review(reviewer, now_utc(), (manifest or {}).get("export_id"))
+    log: list[dict[str, Any]] = []
     revised = sorted({*revised, *(folder / c for c in accepts), *over_pseudo})
     cases = workspace.read_table("cases")
     dataset = {r["case_id"]: r["dataset"] for r in (cases.to_pylist() if cases is not None else [])}
@@ -392,16 +567,30 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
                 if case_dir in over_pseudo:  # the revision file is the export's: the correction is in pseudo.nii.gz
                     raise pseudo_edited(case_dir, over_pseudo[case_dir], beside=revision_file(case_dir).name)
                 moved = exported_grid(case_dir, read_record(case_dir))
-                if unchanged is not None:
+                pseudo = pseudo_over_imported(store, case_dir, annotated, accepted)
+                if unchanged is not None and pseudo:  # saved to undo the import: an import cannot
+                    every = set(pseudo) >= set(store.terms("revised")) if "revised" in store.layers() else True
+                    unchanged[cid] = (f"its revision holds the exported pseudo label of {', '.join(pseudo)}, not "
+                                      "the revision imported: an import never puts a pseudo label back over a "
+                                      "revision (a structure left as exported keeps its revision), so nothing was "
+                                      "imported; to withdraw the revision, run `curator review revert "
+                                      f"pipeline.yaml {cid}" + ("" if every else "".join(f" --term {t}" for t in pseudo))
+                                      + "`")
+                elif unchanged is not None:
                     unchanged[cid] = "its revision is the one imported already: nothing to import" + (
                         "" if moved is None or moved.mismatch(store.geometry, tol_mm=0.01) is None else
                         f" (exported on {grid_text(moved)}, before the store was rebuilt on a new grid, "
                         f"{grid_text(store.geometry)}; the earlier import of this case is kept, carried over onto "
                         "it; to revise again, export again with --include-reviewed)")
                 continue
-            check_grid(store, case_dir, earlier)
+            check_fresh(store, case_dir, earlier, review.export_id)
             imported = import_case(store, case_dir, annotated, accepted,
-                                   earlier=[r for r in rows if r["case_id"] == cid])
+                                   earlier=[r for r in rows if r["case_id"] == cid], review=review)
+            if imported is not None and not imported.rows:  # every label edited is the one held already
+                if unchanged is not None:
+                    unchanged[cid] = (f"its revision of {', '.join(imported.outcome.kept)} is the one imported "
+                                      "already: nothing to import")
+                continue
             if imported is None:
                 if case_dir in over_pseudo:
                     raise pseudo_edited(case_dir, over_pseudo[case_dir], beside=revision_file(case_dir).name)
@@ -412,7 +601,6 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
                         "are correct, write `all` (or their term ids) in worklist.csv's accept column and import "
                         "again"))
                 continue
-            new, edited, accepted_terms, warning = imported
         except CuratorError as e:
             files = revision_files(case_dir) if case_dir.is_dir() else []
             name = "pseudo.nii.gz" if e.kind == "review_pseudo_edited" else files[0].name if len(files) == 1 \
@@ -424,9 +612,9 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
             problems.append(problem_row("review", said, dataset=dataset.get(cid), case_id=cid,
                                         path=f"review:{cid}/{name}" if name != "worklist.csv" else "review:worklist.csv", severity="warning" if earlier else "error"))
             continue
-        rows = [r for r in rows if r["case_id"] != cid] + [{**r, "dataset": dataset[cid]} for r in new]
+        rows = [r for r in rows if r["case_id"] != cid] + [{**r, "dataset": dataset[cid]} for r in imported.rows]
         done.append(cid)
-        warnings = [warning] if warning is not None else []  # imported, without the voxels of the dataset's labels
+        warnings = list(imported.warnings)  # imported: voxels of the dataset's labels left out, a large change
         if case_dir in over_pseudo:  # imported, and pseudo.nii.gz was saved over too
             warnings.append(pseudo_edited(case_dir, over_pseudo[case_dir], beside=revision_file(case_dir).name,
                                           imported=True))
@@ -434,6 +622,10 @@ def import_review(workspace: Any, folder: Path, unchanged: dict[str, str] | None
                                  path=f"review:{cid}/{Path(w.path or 'revised.nii.gz').name}", severity="warning")
                      for w in warnings]
         if outcome is not None:
-            outcome[cid] = (edited, accepted_terms)
+            outcome[cid] = imported.outcome
+        log.append({"action": "import", "case_id": cid, "export_id": review.export_id, "folder": str(folder),
+                    "reviewed_by": review.reviewer, "at": review.at, "revised": imported.outcome.revised,
+                    "accepted": imported.outcome.accepted, "sha256": imported.sha256})
     workspace.write_table("_labels_revised", to_arrow("labels", rows))
+    log_review(workspace.root, log)  # after the table: the log never names an import the labels do not hold
     return done, problems

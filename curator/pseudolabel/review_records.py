@@ -223,13 +223,36 @@ def revised_copy_path(store_path: Path) -> Path:
 
 
 
-def save_revised_copy(store: CaseStore, data: NDArray[Any], values: dict[int, list[str]]) -> Path:
-    dest = revised_copy_path(store.path)
+def save_revised_copy(store: CaseStore, data: NDArray[Any], values: dict[int, list[str]],
+                      review: dict[str, Any] | None = None, affine: NDArray[np.float64] | None = None) -> Path:
+    """Write the workspace's copy of a case's revision: ``data`` on the store's grid (or on the
+    grid of ``affine``), its codes, and the revised layer's ``review`` attribute (who reviewed
+    each label, when: :mod:`curator.pseudolabel.review_provenance`)."""
+    return write_revised_copy(store.path, data, store.geometry.matrix if affine is None else affine, values, review)
+
+
+
+def write_revised_copy(store_path: Path, data: NDArray[Any], affine: NDArray[np.float64],
+                       values: dict[int, list[str]], review: dict[str, Any] | None = None) -> Path:
+    """:func:`save_revised_copy` of the store at ``store_path``, the grid given by ``affine``."""
+    dest = revised_copy_path(store_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, data=data, affine=store.geometry.matrix,
-                            values=np.array(json.dumps({str(k): v for k, v in values.items()})))
+        np.savez_compressed(f, data=data, affine=affine,
+                            values=np.array(json.dumps({str(k): v for k, v in values.items()})),
+                            review=np.array(json.dumps(review or {}, sort_keys=True)))
     return dest
+
+
+
+def load_revised_review(store_path: Path) -> dict[str, Any]:
+    """The ``review`` attribute kept with the workspace's copy of a revision ({} when there is none,
+    or the copy was written by a curator that did not keep it)."""
+    path = revised_copy_path(store_path)
+    if not path.is_file():
+        return {}
+    with np.load(path) as z:
+        return dict(json.loads(str(z["review"]))) if "review" in z.files else {}
 
 
 

@@ -145,6 +145,7 @@ def test_review_import_says_revised_accepted_and_refused_and_fails_when_nothing_
     res = curator("review", "import", str(pipeline), str(out))
     said = " ".join(res.stderr.split())
     assert res.returncode == 1 and "✗ nothing imported: 1 case(s) refused (above)" in said, said
+    img = nib.load(out / edited / "pseudo.nii.gz")  # the case's own label (not the other case's, above)
     data = np.asarray(img.dataobj).copy()
     data[: data.shape[0] // 2] = 0
     nib.save(nib.Nifti1Image(data, img.affine), out / edited / "revised.nii.gz")
@@ -180,3 +181,4 @@ def test_review_import_of_a_revision_over_an_original_label_warns_and_succeeds(
     assert f"! {cid}: [revised_overlaps_original]" in said and "of the dataset's own spleen label" in said
     assert "✓ 1 case(s) revised, 0 accepted unchanged; 1 imported with a warning (above)" in said, said
     assert "refused" not in said
+

@@ -574,7 +574,9 @@ def test_a_revision_declaring_more_voxels_than_its_grid_is_refused_before_it_is_
     nib.save(nib.Nifti1Image(big, pseudo.affine), out / cases[0] / "revised.nii.gz")
     done, problems = import_review(ws, out)
     assert done == [] and problems[0]["kind"] == "revised_label_invalid"
-    assert "not on the case's grid" in problems[0]["message"] and "over max_voxels" in problems[0]["message"]
+    # said as the smaller grid is, in shapes (it named curator's internal max_voxels)
+    assert "not on the case's grid (shape (80, 64, 40) vs (40, 32, 20)" in problems[0]["message"]
+    assert "max_voxels" not in problems[0]["message"]
     assert "revised" not in CaseStore(ws.stores_dir / f"{cases[0]}.zarr").layers()
 
 
@@ -648,7 +650,7 @@ def test_a_reviewer_accepts_pseudo_labels_as_correct_and_the_release_keeps_them(
     outcome.clear()
     done, problems = import_review(ws, out, outcome=outcome)
     assert problems == [] and approved in done
-    assert outcome[approved] == ([], sorted(exported))
+    assert outcome[approved][:2] == ([], sorted(exported))
     store = CaseStore(path)
     assert sorted(store.terms("revised")) == sorted(exported)
     assert all(np.array_equal(store.mask(t, "revised"), m) for t, m in exported.items())
@@ -677,7 +679,7 @@ def test_an_accept_naming_no_structure_of_the_case_or_a_changed_export_is_refuse
     nib.save(nib.Nifti1Image(data, img.affine), out / tampered / "pseudo.nii.gz")
     outcome: dict[str, tuple[list[str], list[str]]] = {}
     done, problems = import_review(ws, out, outcome=outcome)
-    assert done == [fine] and outcome[fine] == ([], ["aorta", "liver"])
+    assert done == [fine] and outcome[fine][:2] == ([], ["aorta", "liver"])
     assert sorted(CaseStore(ws.stores_dir / f"{fine}.zarr").terms("revised")) == ["aorta", "liver"]
     why = {p["case_id"]: (p["kind"], p["message"]) for p in problems}
     assert why[typo][0] == "review_accept_invalid" and "'livr', which is no structure" in why[typo][1]
