@@ -1,4 +1,4 @@
-"""``curator review export|import``: the human review loop of pseudo labels."""
+"""``curator review export|import|revert``: the human review loop of pseudo labels."""
 
 from __future__ import annotations
 
@@ -11,10 +11,25 @@ from rich.markup import escape
 from curator.cli.common import err, handle_errors
 
 PipelineArg = Annotated[Path, typer.Argument(help="pipeline.yaml", exists=True, dir_okay=False)]
+ReviewerOpt = Annotated[str | None, typer.Option(
+    "--reviewer", help="who reviewed (a name or an id), recorded with each label (labels.reviewed_by) and in the "
+    "workspace's review log")]
+
+
+def _next_step(pipeline: Path) -> str:
+    """What to run after the review changed labels: QC judges them, then a release."""
+    from curator.config import PipelineConfig
+
+    rc = PipelineConfig.load(pipeline).release
+    exists = (Path(rc.root) / rc.collection / rc.version).exists()
+    return (f"next: `curator run {escape(str(pipeline))}` (QC judges the reviewed labels, then the release is written)"
+            + (f"; release {escape(rc.collection)} {escape(rc.version)} exists: give pipeline.yaml a new "
+               "`release.version` first" if exists else ""))
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    review = typer.Typer(help="Review pseudo labels: export the cases with most attention, import revisions.",
+    review = typer.Typer(help="Review pseudo labels: export the cases with most attention, import revisions, "
+                         "revert an import.",
                          no_args_is_help=True)
     app.add_typer(review, name="review")
 
@@ -54,11 +69,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @handle_errors
     def import_(pipeline: PipelineArg,
                 folder: Annotated[Path, typer.Argument(help="the export folder holding <case>/revised.nii.gz",
-                                                       exists=True, file_okay=False)]) -> None:
+                                                       exists=True, file_okay=False)],
+                reviewer: ReviewerOpt = None) -> None:
         """Bring revised labels back as each case's `revised` layer (origin=revised), with the labels
         worklist.csv's accept column accepts as correct. Exit code 1 when a revision was refused."""
         from curator.config import PipelineConfig
         from curator.pseudolabel.review_import import (
+            Outcome,
             check_has_cases,
             import_review,
             record_import_problems,
@@ -69,9 +86,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ws = Workspace(PipelineConfig.load(pipeline).workspace)
         check_has_cases(ws)  # before the lock, which would create the workspace
         unchanged: dict[str, str] = {}
-        outcome: dict[str, tuple[list[str], list[str]]] = {}
+        outcome: dict[str, Outcome] = {}
         with ws.locked("review import"):
-            done, problems = import_review(ws, folder, unchanged, outcome)
+            done, problems = import_review(ws, folder, unchanged, outcome, reviewer=reviewer)
             record_import_problems(ws, done + sorted(unchanged), problems)  # an unchanged case's old refusal goes
         for p in problems:
             cid, kind, msg = p["case_id"] or "", p["kind"], p["message"]
@@ -79,11 +96,22 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             err.print(f"[yellow]![/] {escape(f'{cid}: [{kind}] {msg}')}", highlight=False)
         for cid, why in sorted(unchanged.items()):
             err.print(f"[cyan]note[/] {escape(f'{cid}: {why}')}", highlight=False)
-        revised = sum(bool(outcome[c][0]) for c in done)
+        for cid in done:  # which labels changed, per case: a wrong code or case shows here
+            o = outcome[cid]
+            said = [f"revised {', '.join(o.revised)}"] if o.revised else []
+            said += [f"accepted {', '.join(o.accepted)}"] if o.accepted else []
+            said += [f"kept as imported before {', '.join(o.kept)}"] if o.kept else []
+            err.print(f"  {escape(cid)}: {escape('; '.join(said))}", highlight=False)
+            if o.pseudo:
+                err.print(f"[cyan]note[/] {escape(cid)}: {escape(', '.join(o.pseudo))} saved as the exported pseudo "
+                          "label kept the revision imported before (an import never puts a pseudo label back; "
+                          f"`curator review revert {pipeline} {cid} --term TERM` withdraws a revision)",
+                          highlight=False)
+        revised = sum(bool(outcome[c].revised) for c in done)
         summary = (f"{revised} case(s) revised, {len(done) - revised} accepted unchanged"
                    + (f", {len(unchanged)} with nothing to import" if unchanged else ""))
         refused = [p for p in problems if p["case_id"] not in done]  # the others: warnings of imported cases
-        warned = len(problems) - len(refused)
+        warned = len({p["case_id"] for p in problems if p["case_id"] in done})
         summary += f"; {warned} imported with a warning (above)" if warned else ""
         if refused and not done:  # nothing came in: not a success, whatever else was said
             err.print(f"[bold red]✗[/] nothing imported: {len(refused)} case(s) refused (above); {summary}",
@@ -99,5 +127,33 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                       "worklist.csv accepts no case: reviewers save each corrected label as <case>/revised.nii.gz, "
                       "and write `all` (or term ids) in worklist.csv's accept column for labels that are correct",
                       highlight=False)
+        if done:
+            who = "" if reviewer else " (no --reviewer given: labels.reviewed_by is empty)"
+            err.print(f"  {_next_step(pipeline)}{who}", highlight=False)
         if refused:
             raise typer.Exit(1)
+
+    @review.command("revert")
+    @handle_errors
+    def revert(pipeline: PipelineArg,
+               case: Annotated[str, typer.Argument(help="the case id (as the review export's folder names it)")],
+               term: Annotated[list[str] | None, typer.Option(
+                   "--term", help="withdraw the reviewed label of this term only (repeatable); default: all")] = None,
+               reviewer: ReviewerOpt = None) -> None:
+        """Withdraw an imported revision (a wrong case's file, an edit not wanted): the case's reviewed
+        labels — or those of --term — are removed from the workspace, its store and the labels table,
+        so its pseudo labels stand again; the workspace's review log records it."""
+        from curator.config import PipelineConfig
+        from curator.pseudolabel.review_import import check_has_cases
+        from curator.pseudolabel.review_revert import revert_case
+        from curator.workspace import Workspace
+
+        ws = Workspace(PipelineConfig.load(pipeline).workspace)
+        check_has_cases(ws)  # before the lock, which would create the workspace
+        with ws.locked("review revert"):
+            gone, left = revert_case(ws, case, term or None, reviewer)
+        err.print(f"[green]✓[/] {escape(case)}: withdrew the reviewed label(s) of {escape(', '.join(gone))}: their "
+                  "pseudo labels stand again; " + (f"the case keeps its reviewed {escape(', '.join(left))}" if left
+                                                   else "the case is unreviewed again (back on the worklist)"),
+                  highlight=False)
+        err.print(f"  {_next_step(pipeline)}", highlight=False)

@@ -182,3 +182,38 @@ def test_review_import_of_a_revision_over_an_original_label_warns_and_succeeds(
     assert "✓ 1 case(s) revised, 0 accepted unchanged; 1 imported with a warning (above)" in said, said
     assert "refused" not in said
 
+
+def test_review_import_says_per_case_what_changed_where_stray_values_are_and_what_comes_next(
+        phantom_ws, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The import printed counts only (a wrong code revised kidney_left unseen), `values [6] are not
+    in codes.json` without where (16 voxels in 1.5 M), and nothing of what to run next; an
+    import could not be withdrawn. Now each case's revised terms are named, the stray values
+    counted and boxed, the next step said, and `curator review revert` withdraws a revision."""
+    import json
+
+    ws, pipeline, out, (edited, stray) = _exported(phantom_ws, tmp_path, 2)
+    codes = json.loads((out / edited / "codes.json").read_text())
+    liver = next(int(c) for c, ts in codes.items() if ts == ["liver"])
+    img = nib.load(out / edited / "pseudo.nii.gz")
+    data = np.asarray(img.dataobj).copy()
+    data[data == liver] = 0
+    nib.save(nib.Nifti1Image(data, img.affine), out / edited / "revised.nii.gz")
+    data = np.asarray(nib.load(out / stray / "pseudo.nii.gz").dataobj).copy()
+    data[1:3, 2:4, 5] = 9
+    nib.save(nib.Nifti1Image(data, img.affine), out / stray / "revised.nii.gz")
+    res = curator("review", "import", str(pipeline), str(out), "--reviewer", "Dr A")
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 1, said
+    assert f"{edited}: revised liver " in said, said
+    assert "values [9] are not in codes.json: 4 voxel(s) at i 1–2, j 2–3, k (slice) 5" in said, said
+    assert f"next: `curator run {pipeline}`" in said and "--reviewer" not in said.split("next:")[1]
+    rows = ws.read_table("_labels_revised").to_pylist()
+    assert [(r["case_id"], r["term_id"], r["reviewed_by"]) for r in rows] == [(edited, "liver", "Dr A")]
+
+    res = curator("review", "revert", str(pipeline), edited, "--reviewer", "Dr B")
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 0, said
+    assert f"✓ {edited}: withdrew the reviewed label(s) of liver" in said and "back on the worklist" in said
+    assert ws.read_table("_labels_revised").num_rows == 0
+    res = curator("review", "revert", str(pipeline), edited)
+    assert res.returncode == 2 and "nothing to revert" in " ".join(res.stderr.split()), res.stderr
