@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from curator.cli.common import STAGED, err, handle_errors, out
+from curator.cli.map_back import register_map_back
 
 ReleaseArg = Annotated[Path, typer.Argument(help="release folder (or collection folder)")]
 TermsOpt = Annotated[str, typer.Option("--terms", help="comma-separated term ids, label 1, 2, ... in the order "
@@ -64,9 +65,11 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    export = typer.Typer(help="Export a release to nnU-Net v2, MONAI or a Hugging Face dataset repository.",
+    export = typer.Typer(help="Export a release to nnU-Net v2, MONAI or a Hugging Face dataset repository; "
+                         "map predictions on an export back to the source scans' grids.",
                          no_args_is_help=True)
     app.add_typer(export, name="export")
+    register_map_back(export)
 
     @export.command("nnunet")
     @handle_errors(stopped=STAGED)

@@ -38,6 +38,7 @@ from curator.export.common import (
 )
 from curator.export.regions import nesting_note, painting_order
 from curator.export.scope import leave_out_foreign_tests, no_case_error
+from curator.export.source_grid import grid_section
 from curator.export.sources import FILES, licence_line, write_sources
 from curator.io.fsutil import atomic_write_json, check_free, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
@@ -120,7 +121,8 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
             **({"channel_names": names} if channels is not None else {}),
             **{k: v for k, v in lists.items() if v or k == "training"},
             "skipped": report.skipped,  # name -> why, as nnU-Net's curator_export.json lists them
-            "licence": licence_line(sources), **sources}, indent=1)
+            "licence": licence_line(sources), **sources,
+            **grid_section(rel, {s.name: s.cases[0].case_id for s in studies if s.name in written})}, indent=1)
     if report.unknown:
         lacking = sorted({t for ts in report.unknown.values() for t in ts}, key=terms.index)
         report.notes.append(f"{len(report.unknown)} exported cases lack terms their dataset does not annotate "

@@ -47,6 +47,7 @@ from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_
 from curator.export.regions import Regions, nesting_note, painting_order
 from curator.export.regions import regions as as_regions
 from curator.export.scope import leave_out_foreign_tests, no_case_error
+from curator.export.source_grid import grid_section
 from curator.export.sources import licence_line, write_sources
 from curator.io.fsutil import atomic_write_json, check_output_dir, staged_dir
 from curator.release.query import Release, check_outside_releases
@@ -181,7 +182,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                 "sequences": list(channels), "cases": {s.name: [c.case_id for c in s.cases] for s in studies
                                                        if s.name in split_of}, "resampled": report.resampled},
             "left_out_duplicates": sorted(view.dropped_duplicates),
-            "qc_filter": qc_filter, **sources}, indent=1)
+            "qc_filter": qc_filter, **sources,
+            **grid_section(rel, {s.name: s.cases[0].case_id for s in studies if s.name in split_of})}, indent=1)
     return report
 
 
