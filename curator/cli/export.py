@@ -34,6 +34,11 @@ ChannelsOpt = Annotated[str | None, typer.Option(
                        "lacking one is skipped")]
 LayersOpt = Annotated[str, typer.Option("--layers", help="label layers by priority, per term: the first that "
                                         "holds a term gives its label (add pseudo to export pseudo labels)")]
+GridOpt = Annotated[str, typer.Option("--grid", help="preprocessed: each case's store grid (RAS, resampled, cropped); "
+                                      "source: the source scan's grid, the image as shipped and the label from the "
+                                      "dataset's label files (needs --pipeline and --layers original)")]
+PipelineOpt = Annotated[Path | None, typer.Option("--pipeline", help="with --grid source: the pipeline.yaml the "
+                                                  "release was built with (its sources' roots)")]
 
 
 def _summary(report: object, listed: str) -> None:
@@ -85,6 +90,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                    "--regions", help="terms one of which is part of another (BraTS' brain_tumor,brain_tumor_core,"
                                      "enhancing_brain_tumor) as nnU-Net regions (region-based training); without "
                                      "it each term is one label, an inner term painted over its container")] = False,
+               grid: GridOpt = "preprocessed", pipeline: PipelineOpt = None,
                ) -> None:
         """Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
         from curator.errors import ConfigError
@@ -101,7 +107,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
                                partial=partial, layers=_layers(layers), duplicates=with_duplicates,
                                qc_filter=qc_filter, missing=missing or "ignore", workers=workers,
-                               channels=_names(channels), regions=regions), "curator_export.json")
+                               channels=_names(channels), regions=regions, grid=grid, pipeline=pipeline),
+                 "curator_export.json")
 
     @export.command("monai")
     @handle_errors(stopped=STAGED)
@@ -109,14 +116,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
               out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
               where: WhereOpt = "true", layers: LayersOpt = "original,revised", partial: PartialOpt = False,
               with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1,
-              channels: ChannelsOpt = None) -> None:
+              channels: ChannelsOpt = None, grid: GridOpt = "preprocessed", pipeline: PipelineOpt = None) -> None:
         """Write NIfTI images/labels and a Decathlon-style datalist.json for MONAI."""
         from curator.export import export_monai
 
         _summary(export_monai(release, out_dir, terms=[t.strip() for t in terms.split(",") if t.strip()],
                               where=where, layers=_layers(layers), partial=partial,
                               duplicates=with_duplicates, qc_filter=qc_filter, workers=workers,
-                              channels=_names(channels)), "datalist.json")
+                              channels=_names(channels), grid=grid, pipeline=pipeline), "datalist.json")
 
     @export.command("huggingface")
     @handle_errors(stopped=STAGED)

@@ -21,7 +21,8 @@ def register_map_back(export: typer.Typer) -> None:
                           "MONAI export folder")],
                  predictions: Annotated[Path, typer.Argument(
                      help="folder of predictions named after the exported cases (searched recursively)")],
-                 out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to write (a new one)")],
+                 out_dir: Annotated[Path, typer.Option(
+                     "--out", "-o", help="folder to write the mapped predictions and map_back.json into")],
                  suffix: Annotated[str, typer.Option(
                      "--suffix", help="text between a case's name and the file ending in the predictions' names "
                                       "(MONAI SaveImaged: _seg, or _trans by default)")] = "",

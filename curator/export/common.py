@@ -33,6 +33,7 @@ from curator.release.training import (
 from curator.store import CaseStore
 
 if TYPE_CHECKING:
+    from curator.export.on_source import SourceCase, SourceReader
     from curator.taxonomy.model import Taxonomy
 
 log = logging.getLogger("curator")
@@ -143,7 +144,7 @@ def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_f
             [(c, view.used_for.get(c.case_id, "")) for c in cases if c.case_id in view.dropped_duplicates])
 
 
-def label_map(store: CaseStore, terms: list[str], chosen: Mapping[str, str],
+def label_map(store: CaseStore | SourceCase, terms: list[str], chosen: Mapping[str, str],
               parts: Mapping[str, Sequence[str]] | None = None, *, ignore: int | None = None,
               anatomy: Mapping[str, Sequence[str]] | None = None,
               may_hold: Mapping[str, Collection[str]] | None = None) -> tuple[NDArray[np.integer[Any]], int, int]:
@@ -256,7 +257,8 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
                report: ExportReport, layers: Sequence[str] = DEFAULT_LAYERS,
                view: TrainingView | None = None, release: Release | None = None,
                image_only: bool = False, ignore: int | None = None,
-               channels: Sequence[tuple[ExportCase, Path]] = ()) -> list[str] | None:
+               channels: Sequence[tuple[ExportCase, Path]] = (), source: SourceReader | None = None,
+               ) -> list[str] | None:
     """Write one case's image and label map; the terms it holds, or None (``report`` says why).
     A label ``view`` excludes (QC) counts as not held; ``release`` (when given) checks the store
     against its checksum first — a damaged store is skipped, named in ``report`` — and its
@@ -269,7 +271,10 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
 
     ``channels``: other cases (sequences of ``case``'s study) and where their images go, each
     placed on ``case``'s grid (:func:`curator.export.channels.onto`); the case is skipped when
-    one of their stores is damaged (:mod:`curator.export.channels`)."""
+    one of their stores is damaged (:mod:`curator.export.channels`).
+
+    ``source``: write the case on its source grid, its image and labels read from its source
+    files (:mod:`curator.export.on_source`), not the store's."""
     if release is not None:
         opened = [_open(c, release, report, case.case_id) for c in [case, *(c for c, _ in channels)]]
         stores = [s for s in opened if s is not None]
@@ -299,11 +304,12 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
     if why and not image_only:
         report.skipped[case.case_id] = why
         return None
-    save_nifti(image, store.physical_image(), store.geometry)
+    on: CaseStore | SourceCase = store if source is None else source.read(case, store)  # the grid written
+    save_nifti(image, on.physical_image(), on.geometry)
     for (other, path), got in zip(channels, others, strict=True):
-        array, resampled = onto(got.physical_image, got.geometry, store.geometry,
-                                got.outside_value(other.modality))
-        save_nifti(path, array, store.geometry)
+        it: CaseStore | SourceCase = got if source is None else source.read(other, got)
+        array, resampled = onto(it.physical_image, it.geometry, on.geometry, got.outside_value(other.modality))
+        save_nifti(path, array, on.geometry)
         if resampled:
             report.resampled.append(other.case_id)
     if why:
@@ -311,9 +317,9 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
         return []
     annotated = {*(store.terms("original") if "original" in store.layers() else ()),
                  *(view.labels_absent(case.case_id) if view is not None else ())}
-    labels, overlap, ignored = label_map(store, terms, held, use, ignore=ignore, anatomy=parts,
+    labels, overlap, ignored = label_map(on, terms, held, use, ignore=ignore, anatomy=parts,
                                          may_hold=case_may_hold(tax, terms, annotated))
-    save_nifti(label, labels, store.geometry)
+    save_nifti(label, labels, on.geometry)
     if overlap:
         report.overlaps[case.case_id] = overlap
     unknown = [t for t in terms if not use[t]]
@@ -348,6 +354,7 @@ class _Shared:
     layers: tuple[str, ...]
     ignore: int | None
     workers: int = 1  # processes writing cases at once: each allows 1/(4 × workers) of the memory
+    source: SourceReader | None = None  # the source grid's files (--grid source)
 
 
 _WORKER: dict[str, Any] = {}
@@ -365,13 +372,14 @@ def _write_job(job: CaseJob, view: TrainingView) -> tuple[list[str] | None, Expo
     shared: _Shared = _WORKER["shared"]
     report = ExportReport(job.image.parent)
     present = write_case(job.case, shared.terms, shared.partial, job.image, job.label, report, shared.layers, view,
-                         _WORKER["release"], image_only=job.image_only, ignore=shared.ignore, channels=job.channels)
+                         _WORKER["release"], image_only=job.image_only, ignore=shared.ignore, channels=job.channels,
+                         source=shared.source)
     return present, report
 
 
 def write_cases(release: Release, jobs: Sequence[CaseJob], terms: list[str], partial: bool, report: ExportReport,
                 layers: Sequence[str], view: TrainingView, *, ignore: int | None = None,
-                workers: int = 1) -> list[list[str] | None]:
+                workers: int = 1, source: SourceReader | None = None) -> list[list[str] | None]:
     """:func:`write_case` for every job, in order (what each returned). With ``workers`` > 1 the
     cases are written by that many processes, each reading and gzipping one case at a time; their
     reports are merged in job order, so the export is the same whatever the number of workers.
@@ -379,12 +387,12 @@ def write_cases(release: Release, jobs: Sequence[CaseJob], terms: list[str], par
     ``if __name__ == "__main__":`` guard."""
     if workers <= 1 or len(jobs) <= 1:
         return [write_case(j.case, terms, partial, j.image, j.label, report, layers, view, release,
-                           image_only=j.image_only, ignore=ignore, channels=j.channels) for j in jobs]
+                           image_only=j.image_only, ignore=ignore, channels=j.channels, source=source) for j in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    shared = _Shared(release.path, list(terms), partial, tuple(layers), ignore, min(workers, len(jobs)))
+    shared = _Shared(release.path, list(terms), partial, tuple(layers), ignore, min(workers, len(jobs)), source)
     ids = [[j.case.case_id, *(c.case_id for c, _ in j.channels)] for j in jobs]  # the channels' too (reasons)
     views = [TrainingView(excluded={c: view.labels_excluded(c) for c in cs},
                           absent={c: view.labels_absent(c) for c in cs}) for cs in ids]

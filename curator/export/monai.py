@@ -36,6 +36,8 @@ from curator.export.common import (
     select_cases,
     write_cases,
 )
+from curator.export.on_source import SourceReader
+from curator.export.on_source import check_request as check_grid
 from curator.export.regions import nesting_note, painting_order
 from curator.export.scope import leave_out_foreign_tests, no_case_error
 from curator.export.source_grid import grid_section
@@ -73,16 +75,20 @@ def brats_note(terms: Sequence[str]) -> str | None:
 
 def export_monai(release: str | Path, out: str | Path, *, terms: list[str], where: str = "true",
                  partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS, duplicates: bool = False,
-                 qc_filter: bool = True, workers: int = 1, channels: Sequence[str] | None = None) -> ExportReport:
+                 qc_filter: bool = True, workers: int = 1, channels: Sequence[str] | None = None,
+                 grid: str = "preprocessed", pipeline: str | Path | None = None) -> ExportReport:
     """Write ``<out>/images``, ``<out>/labels`` and ``<out>/datalist.json`` (paths relative to ``out``);
     ``workers``: cases written at once (processes; the export is the same whatever the number);
-    ``channels``: the sequences of each study as one entry's channels (see the module)."""
+    ``channels``: the sequences of each study as one entry's channels (see the module);
+    ``grid="source"``: each case on its source grid, read from the files of ``pipeline``'s sources
+    (:mod:`curator.export.on_source`; ``layers`` must be ``("original",)``)."""
     rel = Release(release)
     folder = Path(out)
     check_outside_releases(folder, "the export", rel.path)
     check_output_dir(folder)
     check_free(folder, ("images", "labels", "datalist.json", *FILES))
     check_request(rel, terms, layers)
+    check_grid(grid, pipeline, layers)
     terms = painting_order(rel.taxonomy, terms)  # one term per voxel: an inner term over its container
     cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
     report = ExportReport(folder)
@@ -96,8 +102,9 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
                         image_only=s.cases[0].split == "test",  # an unlabelled test image is listed for inference
                         channels=tuple((c, staging / f) for c, f in zip(s.cases[1:], image[s.name][1:], strict=True)))
                 for s in studies]
-        for s, present in zip(studies, write_cases(rel, jobs, terms, partial, report, layers, view, workers=workers),
-                              strict=True):
+        source = None if pipeline is None else SourceReader(rel, pipeline, [c.case_id for s in studies for c in s.cases])
+        for s, present in zip(studies, write_cases(rel, jobs, terms, partial, report, layers, view, workers=workers,
+                                                   source=source), strict=True):
             c = s.cases[0]
             if present is not None:
                 label = {} if c.case_id in report.images_only else {"label": f"labels/{s.name}.nii.gz"}
@@ -122,7 +129,7 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
             **{k: v for k, v in lists.items() if v or k == "training"},
             "skipped": report.skipped,  # name -> why, as nnU-Net's curator_export.json lists them
             "licence": licence_line(sources), **sources,
-            **grid_section(rel, {s.name: s.cases[0].case_id for s in studies if s.name in written})}, indent=1)
+            **grid_section(rel, {s.name: s.cases[0].case_id for s in studies if s.name in written}, grid)}, indent=1)
     if report.unknown:
         lacking = sorted({t for ts in report.unknown.values() for t in ts}, key=terms.index)
         report.notes.append(f"{len(report.unknown)} exported cases lack terms their dataset does not annotate "

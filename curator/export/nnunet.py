@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING
 from curator.errors import ConfigError, ReleaseError
 from curator.export.channels import note_resampled, pet_window_note, preprocess_settings, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
+from curator.export.on_source import SourceReader
+from curator.export.on_source import check_request as check_grid
 from curator.export.regions import Regions, nesting_note, painting_order
 from curator.export.regions import regions as as_regions
 from curator.export.scope import leave_out_foreign_tests, no_case_error
@@ -62,7 +64,8 @@ MISSING = ("ignore", "background")  # what a --partial export writes where a cas
 def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int, name: str, terms: list[str],
                   where: str = "true", partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS,
                   duplicates: bool = False, qc_filter: bool = True, missing: str = "ignore",
-                  workers: int = 1, channels: Sequence[str] | None = None, regions: bool = False) -> ExportReport:
+                  workers: int = 1, channels: Sequence[str] | None = None, regions: bool = False,
+                  grid: str = "preprocessed", pipeline: str | Path | None = None) -> ExportReport:
     """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr (imagesTs, labelsTs),
     dataset.json and splits_final.json.
 
@@ -79,6 +82,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     ``channels``: export each study (cases sharing a study_key) as one case with these sequences
     as its channels, the first the reference grid and label (:mod:`curator.export.channels`);
     a study lacking one of them is skipped (``report.skipped``, under the name it would have had).
+    ``grid="source"`` writes each case on its source grid, read from the files of ``pipeline``'s
+    sources (:mod:`curator.export.on_source`; ``layers`` must be ``("original",)``).
     """
     if missing not in MISSING:
         raise ConfigError("config_error", f"missing={missing!r}: give one of {', '.join(MISSING)}")
@@ -89,6 +94,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     check_outside_releases(out_root, "the export", rel.path)
     check_output_dir(out_root)
     check_request(rel, terms, layers)
+    check_grid(grid, pipeline, layers)
     nested = as_regions(rel.taxonomy, terms) if regions else None
     terms = painting_order(rel.taxonomy, terms)  # an inner term over its container
     cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
@@ -114,6 +120,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                            path=str(rel.path), remedy="widen --where: nnU-Net trains on the cases outside the "
                                                       "release's test split")
     ignore = len(terms) + 1 if partial and missing == "ignore" else None
+    source = None if pipeline is None else SourceReader(rel, pipeline, [c.case_id for s in studies for c in s.cases])
     with staged_dir(folder) as staging:  # a failed export leaves no folder to take the id
         split_of: dict[str, str | None] = {}
         jobs = [CaseJob(s.cases[0], staging / f"images{tr}" / f"{s.name}_0000.nii.gz",
@@ -122,7 +129,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                                        for k, c in enumerate(s.cases[1:], start=1)))
                 for s in studies for tr in ["Ts" if s.cases[0].split == "test" else "Tr"]]
         for s, present in zip(studies, write_cases(rel, jobs, terms, partial, report, layers, view, ignore=ignore,
-                                                   workers=workers), strict=True):
+                                                   workers=workers, source=source), strict=True):
             if present is not None:
                 split_of[s.name] = s.cases[0].split
         report.note_stand_ins(view, {s.cases[0].case_id for s in studies})  # what was written
@@ -183,7 +190,7 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                                                        if s.name in split_of}, "resampled": report.resampled},
             "left_out_duplicates": sorted(view.dropped_duplicates),
             "qc_filter": qc_filter, **sources,
-            **grid_section(rel, {s.name: s.cases[0].case_id for s in studies if s.name in split_of})}, indent=1)
+            **grid_section(rel, {s.name: s.cases[0].case_id for s in studies if s.name in split_of}, grid)}, indent=1)
     return report
 
 

@@ -76,10 +76,19 @@ def grid_records(release: Release, names: Mapping[str, str]) -> dict[str, dict[s
     return out
 
 
-def grid_section(release: Release, names: Mapping[str, str]) -> dict[str, Any]:
+def grid_section(release: Release, names: Mapping[str, str], grid: str = "preprocessed") -> dict[str, Any]:
     """The export JSON's ``grid`` (what grid its files are on, in words) and ``grids``
-    (:func:`grid_records`)."""
-    return {GRID_KEY: STORE_GRID, GRIDS_KEY: grid_records(release, names)}
+    (:func:`grid_records`); on the source ``grid`` (:mod:`curator.export.on_source`) each record's
+    export grid is its source grid, and ``resampled_shape`` and ``crop_start`` are null."""
+    from curator.export.on_source import SOURCE_GRID
+
+    records = grid_records(release, names)
+    if grid == "source":
+        for r in records.values():
+            r.update(export_shape=r["source_shape"], export_affine=r["source_affine"],
+                     export_orientation=r["source_orientation"], resampled_shape=None, crop_start=None,
+                     export_spacing_mm=list(Geometry.from_affine(tuple(r["source_shape"]), r["source_affine"]).spacing))
+    return {GRID_KEY: SOURCE_GRID if grid == "source" else STORE_GRID, GRIDS_KEY: records}
 
 
 def grids_of(record: Mapping[str, Any]) -> tuple[Geometry, Geometry]:

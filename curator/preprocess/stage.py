@@ -177,9 +177,9 @@ class PreprocessStage(Stage):
             image = read_volume(resolve_inside(root, root / p["image_path"]), role="image", channel=p["image_channel"],
                                 non_finite=non_finite_fill(p["fixes"], p["image_path"]))  # ingest reported it
             guessed = geometry_guessed(image.meta)
-            image, offset = _image_fixes(image, p["fixes"], p["image_path"])
+            image, offset = image_fixes(image, p["fixes"], p["image_path"])
         geometry = image.geometry if image is not None else None
-        planes, geometry = _read_planes(p, root, geometry, warn)
+        planes, geometry = read_label_planes(p, root, geometry, warn)
         if geometry is None:
             raise InputError("label_empty", "the case has neither a readable image nor labels")
         if p["label_rejected"]:
@@ -310,7 +310,7 @@ def geometry_guessed(meta: dict[str, Any]) -> str | None:
     return None
 
 
-def _image_fixes(image: Volume, fixes: dict[str, Any], rel: str) -> tuple[Volume, float]:
+def image_fixes(image: Volume, fixes: dict[str, Any], rel: str) -> tuple[Volume, float]:
     """The dataset's declared image fixes; the intensity offset is returned, applied lazily later."""
     offset = intensity_offset(fixes, rel)
     rest = {k: v for k, v in fixes.items() if k != "intensity_offset"}
@@ -330,9 +330,11 @@ def _label(path: Path, rel: str, p: dict[str, Any], ref: Geometry | None, root: 
     return vol if ref is None else vol.on_grid(ref)
 
 
-def _read_planes(p: dict[str, Any], root: Path, geometry: Geometry | None,
-                 warn: Any) -> tuple[list[Plane], Geometry | None]:
-    """The case's label files as planes on the image grid (geometry of the first label if no image)."""
+def read_label_planes(p: dict[str, Any], root: Path, geometry: Geometry | None,
+                      warn: Any) -> tuple[list[Plane], Geometry | None]:
+    """The case's label files as planes on the image grid (geometry of the first label if no image),
+    each raw value or structure mapped to its terms (``p["terms"]``); also what ``curator export
+    --grid source`` writes (:mod:`curator.export.on_source`)."""
     paths = [resolve_inside(root, root / rel) for rel in p["label_paths"]]
     if not paths:
         return [], geometry

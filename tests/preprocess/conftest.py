@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from curator.config import PipelineConfig
+from curator.io.volume import Geometry
 from curator.pipeline import run_pipeline
 from curator.testing.layouts import save_nifti, write_kits_case, write_totalseg_case
 from curator.testing.phantoms import Subject, grid, remap, render, structure_masks
@@ -165,3 +166,47 @@ def label_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
         seg = remap(lab, {"kidney_left": 1, "kidney_right": 1, "kidney_tumor": 2, "kidney_cyst": 3})
         write_kits_case(root / "kits", f"case_{i:05d}", None, seg, g)
     return _ingest_and_preprocess(root, {"kits": KITS_YAML}, "labelonly")
+
+
+ORIENTED_SPACING = (5.0, 7.0, 8.0)  # per array axis, whatever the orientation
+ORIENTED_TARGET = [2.0, 3.0, 3.5]  # finer along every axis: ratios 0.4, 3/7, 0.4375 (and permuted for IPL)
+
+
+def oblique(g: Geometry, degrees: tuple[float, float, float]) -> Geometry:
+    """``g`` rotated about its centre by ``degrees`` about x, y and z."""
+    rx, ry, rz = np.radians(degrees)
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    r = (np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+         @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
+    m = g.matrix.copy()
+    centre = m[:3, :3] @ ((np.asarray(g.shape) - 1) / 2) + m[:3, 3]
+    m[:3, :3] = r @ m[:3, :3]
+    m[:3, 3] = centre - m[:3, :3] @ ((np.asarray(g.shape) - 1) / 2)
+    return Geometry.from_affine(g.shape, m)
+
+
+@dataclass
+class Oriented:
+    root: Path
+    release: Path
+    sources: dict[str, tuple[Geometry, np.ndarray]]  # case id -> (grid, segmentation as written)
+
+
+@pytest.fixture(scope="session")
+def oriented(tmp_path_factory: pytest.TempPathFactory) -> Oriented:
+    """KiTS-layout cases on anisotropic grids in LPS, RAS, IPL and oblique, resampled finer along
+    every axis (at non-integer ratios): exports whose grid loses nothing of the source's."""
+    root = tmp_path_factory.mktemp("oriented")
+    grids = {"lps": grid((64, 40, 24), ORIENTED_SPACING, "LPS", center=(0.0, -10.0, 20.0)),
+             "ras": grid((64, 40, 24), ORIENTED_SPACING, "RAS", center=(3.0, -7.0, 11.0)),
+             "ipl": grid((24, 40, 64), ORIENTED_SPACING[::-1], "IPL", center=(0.0, -10.0, 20.0)),
+             "obl": oblique(grid((64, 40, 24), ORIENTED_SPACING, "LPS", center=(1.0, -12.0, 18.0)), (5.0, -3.0, 11.0))}
+    sources = {}
+    for i, (name, g) in enumerate(grids.items()):
+        img, lab = render(Subject.random(80 + i), g, "CT", seed=60 + i)
+        seg = remap(lab, {"kidney_left": 1, "kidney_right": 1, "kidney_tumor": 2, "kidney_cyst": 3}).astype(np.uint8)
+        assert all((seg == v).any() for v in (1, 2, 3)), name  # every label is there to be mapped back
+        write_kits_case(root / "kits", f"case_{i:05d}", (np.rint(img) + 1024).astype(np.int16), seg, g)
+        sources[f"TinyKits__case_{i:05d}"] = (g, seg)
+    release = _ingest_and_preprocess(root, {"kits": KITS_YAML}, "oriented", {"target_spacing_mm": ORIENTED_TARGET})
+    return Oriented(root, release, sources)

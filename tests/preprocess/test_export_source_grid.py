@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -24,51 +23,12 @@ from curator.io.volume import Geometry
 from curator.preprocess.resample import reorient, target_grid
 from curator.preprocess.terms import term_id
 from curator.store import CaseStore
-from curator.testing.layouts import write_kits_case
-from curator.testing.phantoms import Subject, grid, remap, render
-from tests.preprocess.conftest import KITS_YAML, _ingest_and_preprocess
+from curator.testing.phantoms import grid
+from tests.preprocess.conftest import ORIENTED_SPACING as SPACING
+from tests.preprocess.conftest import ORIENTED_TARGET as TARGET
+from tests.preprocess.conftest import Oriented, _ingest_and_preprocess, oblique
 
 TERMS = [term_id("kidney"), term_id("kidney tumor"), term_id("kidney cyst")]  # raw values 1, 2, 3 in KITS_YAML
-SPACING = (5.0, 7.0, 8.0)  # per array axis, whatever the orientation
-TARGET = [2.0, 3.0, 3.5]  # finer along every axis: ratios 0.4, 3/7, 0.4375 (and permuted for IPL)
-
-
-def oblique(g: Geometry, degrees: tuple[float, float, float]) -> Geometry:
-    """``g`` rotated about its centre by ``degrees`` about x, y and z."""
-    rx, ry, rz = np.radians(degrees)
-    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
-    r = (np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-         @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
-    m = g.matrix.copy()
-    centre = m[:3, :3] @ ((np.asarray(g.shape) - 1) / 2) + m[:3, 3]
-    m[:3, :3] = r @ m[:3, :3]
-    m[:3, 3] = centre - m[:3, :3] @ ((np.asarray(g.shape) - 1) / 2)
-    return Geometry.from_affine(g.shape, m)
-
-
-@dataclass
-class Oriented:
-    root: Path
-    release: Path
-    sources: dict[str, tuple[Geometry, np.ndarray]]  # case id -> (grid, segmentation as written)
-
-
-@pytest.fixture(scope="module")
-def oriented(tmp_path_factory: pytest.TempPathFactory) -> Oriented:
-    root = tmp_path_factory.mktemp("oriented")
-    grids = {"lps": grid((64, 40, 24), SPACING, "LPS", center=(0.0, -10.0, 20.0)),
-             "ras": grid((64, 40, 24), SPACING, "RAS", center=(3.0, -7.0, 11.0)),
-             "ipl": grid((24, 40, 64), SPACING[::-1], "IPL", center=(0.0, -10.0, 20.0)),
-             "obl": oblique(grid((64, 40, 24), SPACING, "LPS", center=(1.0, -12.0, 18.0)), (5.0, -3.0, 11.0))}
-    sources = {}
-    for i, (name, g) in enumerate(grids.items()):
-        img, lab = render(Subject.random(80 + i), g, "CT", seed=60 + i)
-        seg = remap(lab, {"kidney_left": 1, "kidney_right": 1, "kidney_tumor": 2, "kidney_cyst": 3}).astype(np.uint8)
-        assert all((seg == v).any() for v in (1, 2, 3)), name  # every label is there to be mapped back
-        write_kits_case(root / "kits", f"case_{i:05d}", (np.rint(img) + 1024).astype(np.int16), seg, g)
-        sources[f"TinyKits__case_{i:05d}"] = (g, seg)
-    release = _ingest_and_preprocess(root, {"kits": KITS_YAML}, "oriented", {"target_spacing_mm": TARGET})
-    return Oriented(root, release, sources)
 
 
 def _source_label(o: Oriented, case_id: str) -> nib.Nifti1Image:
@@ -317,7 +277,8 @@ def test_real_scans_map_back_onto_their_own_grid(real_data: Path, tmp_path: Path
     MONAI's LAS anatomical scan (NIfTI, 2 mm): mapped back, an exported label is on the source
     label file's grid (shape, spacing, origin, direction as SimpleITK reads them); exactly the
     source label at a finer target spacing, and at 1 x 1 x 3 mm — coarser in-plane than the
-    brains, and across the 2 mm scan's slices — only nearly, with those axes named as coarser."""
+    brains, and across the 2 mm scan's slices — only nearly, with those axes named as coarser;
+    exported with --grid source, the reference is the label file at any target spacing."""
     import SimpleITK as sitk
 
     root = tmp_path / "src"
@@ -364,3 +325,13 @@ labels: {{encoding: label_map, values: {{1: brain tumor}}}}
         else:
             assert 0.95 < dice < 1.0, (name, dice)  # brain1: 0.975, as the tester measured
             assert back.coarser[name] == [0, 1]
+    # on the source grid the reference is the label file itself, whatever the target spacing
+    src = export_nnunet(release, tmp_path / "src", dataset_id=521, name="BrainSrc", terms=["brain_tumor"],
+                        grid="source", pipeline=root / "pipeline.yaml", layers=("original",))
+    for name, label in (("RealBrain__brain1", root / "brain/brain1/label.nrrd"),
+                        ("RealBrain__brain2", root / "brain/brain2/label.nrrd"),
+                        ("RealAnat__anat1", root / "anat/anat1/label.nii.gz")):
+        want, got = sitk.ReadImage(str(label)), sitk.ReadImage(str(src.folder / "labelsTr" / f"{name}.nii.gz"))
+        assert np.allclose(want.GetOrigin(), got.GetOrigin(), atol=1e-3) and want.GetSize() == got.GetSize(), name
+        assert np.allclose(want.GetDirection(), got.GetDirection(), atol=1e-6), name
+        assert np.array_equal(sitk.GetArrayFromImage(want) == 1, sitk.GetArrayFromImage(got) == 1), name
