@@ -34,7 +34,7 @@ def _roots(demo_base: Path) -> dict[str, Path]:
 
 # (terms, where, which label file holds the exported codes 1..n as the dataset's raw values)
 CASES = {
-    "label maps (MSD LPS, KiTS IPL/LPS)": (["kidney", "kidney_tumor", "kidney_cyst"], "dataset = 'KiTS23'", None),
+    "KiTS' label maps (IPL, LPS)": (["kidney", "kidney_tumor", "kidney_cyst"], "dataset = 'KiTS23'", None),
     "per-structure masks (TotalSegmentator)": (["spleen"], "dataset = 'DemoTotalSeg'", "spleen"),
     "a DICOM series with a NIfTI label": (["pancreas"], "dataset = 'DemoPancreasDICOM'", None),
     "MSD's label map": (["spleen"], "dataset = 'MSD_Spleen'", None),
@@ -69,3 +69,36 @@ def test_the_exported_reference_maps_back_onto_the_dataset_label_files(rel: Path
         raw, mapped = np.asarray(src.dataobj), np.asarray(got.dataobj)
         assert mapped.any() and np.array_equal(mapped, raw.astype(mapped.dtype)), (name, np.unique(raw),
                                                                                   np.unique(mapped))
+
+
+def test_the_source_grid_export_is_the_store_grid_one_mapped_back(rel: Path, demo_base: Path, tmp_path: Path) -> None:
+    """`--grid source` on the demo — a DICOM series, TotalSegmentator's masks, MSD's and KiTS'
+    label maps, test images without labels, --partial's ignore label — writes what the store-grid
+    export mapped back gives (every demo grid is upsampled: nothing is lost), except beyond the
+    store's crop: there a mapped-back label is background, and the source grid's ignore label
+    reaches out to the scan's edge where a term is unknown outside every known one."""
+    from curator.export.source_grid import grids_of, to_source
+
+    terms = ["kidney", "kidney_tumor", "spleen", "pancreas"]
+    store = export_nnunet(rel, tmp_path / "a", dataset_id=531, name="Store", terms=terms, partial=True,
+                          layers=("original",))
+    source = export_nnunet(rel, tmp_path / "b", dataset_id=532, name="Source", terms=terms, partial=True,
+                           layers=("original",), grid="source", pipeline=demo_base / "pipeline.yaml")
+    assert store.cases == source.cases and store.images_only == source.images_only and len(store.cases) >= 10
+    assert {c.split("__")[0] for c in source.cases} >= {"DemoPancreasDICOM", "DemoTotalSeg", "MSD_Spleen", "KiTS23"}
+    grids = json.loads((store.folder / "curator_export.json").read_text())["grids"]
+    ignore, compared = len(terms) + 1, 0
+    for sub in ("labelsTr", "labelsTs"):
+        if not (store.folder / sub).is_dir():
+            continue
+        back = map_back(store.folder, store.folder / sub, tmp_path / f"back_{sub}")
+        for name in back.mapped:
+            got, want = nib.load(tmp_path / f"back_{sub}" / f"{name}.nii.gz"), nib.load(source.folder / sub / f"{name}.nii.gz")
+            assert got.shape == want.shape and np.allclose(got.affine, want.affine, atol=1e-3), name
+            a, b = np.asarray(got.dataobj), np.asarray(want.dataobj)
+            export_grid, source_grid = grids_of(grids[name])
+            inside = to_source(np.ones(export_grid.shape, np.uint8), export_grid, source_grid).astype(bool)
+            assert np.array_equal(a[inside], b[inside]), name
+            assert not a[~inside].any() and np.isin(b[~inside], [0, ignore]).all(), name
+            compared += 1
+    assert compared == len(store.cases)  # every labelled case (report.cases leaves out the images_only ones)
