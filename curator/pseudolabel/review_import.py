@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from curator.errors import ConfigError, CuratorError, InputError, LabelError
 from curator.ingest.core import some
+from curator.io.fsutil import sha256_file
 from curator.io.volume import Geometry
 from curator.pseudolabel.review_checks import (
     as_reviewers_file,
@@ -41,7 +42,6 @@ from curator.pseudolabel.review_provenance import (
     FIELDS,
     STAMP,
     case_stamp,
-    file_sha256,
     imported_by,
     layer_review,
     log_review,
@@ -282,7 +282,7 @@ def import_case(store: CaseStore, folder: Path, annotated: set[str], accepted: f
                  if t in held or ("pseudo" in store.layers() and t in store.terms("pseudo"))}
     moved = large_changes(reference, {t: now[t] for t in revised_now}, ml)
     rnd = next_round(earlier or [])
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     mine = provenance(review.reviewer, review.at, review.export_id, sha)
     rows = []
     for t, mask in now.items():

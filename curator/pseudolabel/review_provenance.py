@@ -58,14 +58,6 @@ def stamped_case(path: Path) -> str | None:
     return text[len(STAMP):] if text.startswith(STAMP) else None
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def now_utc() -> dt.datetime:
     """The time an import or revert is recorded with (UTC, whole seconds)."""
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
