@@ -60,11 +60,11 @@ class AttentionMap:
     def __contains__(self, term: object) -> bool:
         return term in self.names.values()
 
-    def mask(self, term: str, z: int | None = None) -> NDArray[np.bool_]:
-        """``term``'s attention voxels (the axial slice ``z`` only, when given)."""
+    def mask(self, term: str, z: int | None = None, box: tuple[slice, ...] | None = None) -> NDArray[np.bool_]:
+        """``term``'s attention voxels (the axial slice ``z`` only, or the ``box`` only, when given)."""
         k = next(k for k, t in self.names.items() if t == term)
         word: Any = self.group[str(k // WORD_BITS)]
-        data = np.asarray(word[:, :, z] if z is not None else word[...])
+        data = np.asarray(word[:, :, z] if z is not None else word[box] if box is not None else word[...])
         return attention_bit([data], k % WORD_BITS)
 
 

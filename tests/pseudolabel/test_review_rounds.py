@@ -17,7 +17,7 @@ from PIL import Image
 from curator.pseudolabel.outputs import attention_path, read_attention
 from curator.pseudolabel.review import export_review
 from curator.pseudolabel.review_import import import_review
-from curator.pseudolabel.review_preview import preview
+from curator.pseudolabel.review_preview import HEADER_HEIGHT, neighbours, preview
 from curator.pseudolabel.stage import PseudolabelStage
 from curator.release.build import build_release
 from curator.runner.run import run_stage
@@ -129,7 +129,8 @@ def _png(path: Path) -> Any:
 
 def test_previews_of_a_reviewed_case_show_the_label_the_release_uses(phantom_ws, tmp_path: Path) -> None:
     """A reviewed case's previews drew its pseudo label — here a liver the reviewer had erased —
-    in the release and in a re-export to edit further; they draw the revised label."""
+    in the release and in a re-export to edit further; they draw the revised label (in the
+    axial view, below the preview's header)."""
     ctx, cid = _top_case_reviewed(phantom_ws, tmp_path)
     ws = ctx.workspace
     store = CaseStore(ws.stores_dir / f"{cid}.zarr")
@@ -138,15 +139,20 @@ def test_previews_of_a_reviewed_case_show_the_label_the_release_uses(phantom_ws,
     att = read_attention(attention_path(ws.root, cid)).mask("liver", z)
     image = np.asarray(store.image[:, :, z])
     box = (slice(None), slice(None), slice(z, z + 1))
+    others = neighbours(store, "liver", box)[:, :, 0]
 
     def drawn(layer: str) -> Any:
         return np.asarray(preview(image, store.mask("liver", layer, box)[:, :, 0], att, "CT",
-                                  direction=store.geometry.direction))
+                                  direction=store.geometry.direction, others=others))
+
+    def axial(path: Path) -> Any:
+        h, w = drawn("revised").shape[:2]
+        return _png(path)[HEADER_HEIGHT:HEADER_HEIGHT + h, :w]
 
     assert not store.mask("liver", "revised").any() and store.mask("liver", "pseudo", box).any()
     assert not np.array_equal(drawn("revised"), drawn("pseudo"))
     again = tmp_path / "again"
     export_review(ws.root, ws.read_table("attention").to_pylist(), again, top=1, images=False, include_reviewed=True)
-    assert np.array_equal(_png(again / cid / "preview_liver.png"), drawn("revised"))
+    assert np.array_equal(axial(again / cid / "preview_liver.png"), drawn("revised"))
     release = build_release(ctx)
-    assert np.array_equal(_png(release / "review" / cid / "preview_liver.png"), drawn("revised"))
+    assert np.array_equal(axial(release / "review" / cid / "preview_liver.png"), drawn("revised"))
