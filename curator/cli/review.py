@@ -45,8 +45,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                include_reviewed: Annotated[bool, typer.Option(
                    "--include-reviewed", help="also export cases whose revision was imported (their revision "
                    "as revised.nii.gz, to edit further)")] = False,
+               case: Annotated[list[str] | None, typer.Option(
+                   "--case", help="export this case whatever its attention rank (repeatable; instead of --top / "
+                   "--fraction)")] = None,
                ) -> None:
-        """Write previews (PNG), editable pseudo labels and worklist.csv for the top cases."""
+        """Write previews (PNG), editable pseudo labels and worklist.csv for the top cases (or those
+        of --case). Every case uses the same code for a structure: the export folder's
+        labels_itksnap.txt / labels_slicer.txt fit every case."""
         from curator.config import PipelineConfig
         from curator.errors import StageError
         from curator.pseudolabel.review import export_review
@@ -58,9 +63,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             raise StageError("stage_error", "the workspace has no attention table",
                              remedy=f"run the pseudolabel stage first (`curator pseudolabel {pipeline}`)")
         res = export_review(ws.root, table.to_pylist(), out, fraction=fraction, top=top, images=images,
-                            include_reviewed=include_reviewed)
+                            include_reviewed=include_reviewed, cases=case)
         err.print(f"[green]✓[/] {len(res.cases)} case(s), {res.previews} preview(s) → {escape(str(out / 'worklist.csv'))}",
                   highlight=False)
+        if res.partial:
+            err.print(f"  {len(res.partial)} case(s) reviewed in part are exported again for their structures not "
+                      "reviewed yet (worklist.csv's to_review)", highlight=False)
+        if res.duplicates:
+            err.print(f"  {len(res.duplicates)} selected case(s) left out: duplicates dedup dropped (not released): "
+                      + escape(", ".join(f"{c} (duplicate of {k})" for c, k in sorted(res.duplicates.items()))),
+                      highlight=False)
         if res.reviewed:
             err.print(f"  {len(res.reviewed)} selected case(s) were reviewed already and left out "
                       "(--include-reviewed exports them again)", highlight=False)

@@ -235,16 +235,20 @@ def write_review(builder: Any, states: dict[tuple[str, str], Any]) -> None:
     case, those reviewed already too, each term with its label ``states`` (the release's), so a
     worklist of a later round says what earlier rounds did rather than leaving cases out."""
     from curator.pseudolabel.review import export_review
+    from curator.pseudolabel.review_select import dropped_duplicates
 
     att = builder.tables["attention"].to_pylist()
     if not any(r["review"] for r in att):
         return
+    dups = builder.tables.read("duplicates", ["case_id", "kept", "kept_case_id"]).to_pylist() \
+        if "duplicates" in builder.tables else []
     res = export_review(builder.ctx.workspace.root, att, builder.staging / "review", editable=False,
-                        include_reviewed=True, states=states)
+                        include_reviewed=True, states=states, dropped=dropped_duplicates(dups))
     builder.extra["review"] = {"worklist": "review/worklist.csv", "cases": len(res.cases),
                                "reviewed": len(res.reviewed_included), "previews": res.previews}
-    log.info("release: review worklist of %d case(s) (%d reviewed already), %d preview(s)", len(res.cases),
-             len(res.reviewed_included), res.previews)
+    log.info("release: review worklist of %d case(s) (%d reviewed already), %d preview(s)%s", len(res.cases),
+             len(res.reviewed_included), res.previews,
+             f"; {len(res.duplicates)} flagged duplicate(s) dedup dropped left out" if res.duplicates else "")
 
 
 def best_layer(store: CaseStore, term: str) -> str | None:

@@ -217,3 +217,27 @@ def test_review_import_says_per_case_what_changed_where_stray_values_are_and_wha
     assert ws.read_table("_labels_revised").num_rows == 0
     res = curator("review", "revert", str(pipeline), edited)
     assert res.returncode == 2 and "nothing to revert" in " ".join(res.stderr.split()), res.stderr
+
+
+def test_review_export_takes_cases_by_name_and_says_the_close_ones_of_a_wrong_name(
+        phantom_ws, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """`curator review export --case` exports the cases named whatever their rank; a misspelt id is an
+    error naming the ids it is close to, and nothing is written."""
+    from curator.pseudolabel.stage import PseudolabelStage
+    from curator.runner.run import run_stage
+
+    ctx, _ = phantom_ws()
+    run_stage(ctx, PseudolabelStage)
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(f"workspace: {ctx.workspace.root}\n")
+    att = ctx.workspace.read_table("attention").to_pylist()
+    last = max(att, key=lambda r: r["review_rank"])["case_id"]
+    out = tmp_path / "review"
+    res = curator("review", "export", str(pipeline), "-o", str(out), "--case", last, "--no-images")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [last]
+    bad = tmp_path / "bad"
+    res = curator("review", "export", str(pipeline), "-o", str(bad), "--case", "Pancreas_0001")
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "'Pancreas_0001' is no case" in said and "did you mean 'Pancreas__0001'" in said, said
+    assert not bad.exists()

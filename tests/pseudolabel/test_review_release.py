@@ -56,7 +56,8 @@ def test_review_round_trip_and_priority(phantom_ws, tmp_path: Path) -> None:
     pseudo = nib.load(out / cid / "pseudo.nii.gz")
     data = np.asarray(pseudo.dataobj).copy()
     store = CaseStore(ws.stores_dir / f"{cid}.zarr")
-    liver_code = next(c for arr, vals in store.planes("pseudo") for c, ts in vals.items() if ts == ["liver"])
+    liver_code = next(int(c) for c, ts in json.loads((out / cid / "codes.json").read_text()).items()
+                      if ts == ["liver"])  # the export's code, not the store's
     data[data == liver_code] = 0
     nib.save(nib.Nifti1Image(data, pseudo.affine), out / cid / "revised.nii.gz")
     # the reviewer's instructions, and the codes as ITK-SNAP and 3D Slicer colour tables
@@ -93,10 +94,16 @@ def test_review_round_trip_and_priority(phantom_ws, tmp_path: Path) -> None:
     after = {s.name: _layer_digest(s, "original") for s in stores}
     assert after == before, "the original label layers changed"
 
-    # the ranking is unchanged after an import: a second export must not hand the reviewed
-    # case out again with its pseudo label (a second import would undo the review)
+    # the ranking is unchanged after an import: a second export hands the case reviewed in part
+    # out again for its flagged structures not reviewed yet — with its revision to start from,
+    # never its pseudo label (a second import would undo the review)
     again = export_review(ws.root, att, tmp_path / "review2", top=2, images=False)
-    assert again.reviewed == [cid] and cid not in again.cases and not (tmp_path / "review2" / cid).exists()
+    assert again.reviewed == [] and again.partial == [cid] and cid in again.cases
+    start = np.asarray(nib.load(tmp_path / "review2" / cid / "revised.nii.gz").dataobj)
+    assert np.array_equal(start, data)
+    with open(tmp_path / "review2" / "worklist.csv", newline="") as f:
+        left = {w["case_id"]: w["to_review"].split(";") for w in csv.DictReader(f)}[cid]
+    assert "liver" not in left and left
     more = export_review(ws.root, att, tmp_path / "review3", top=2, images=False, include_reviewed=True)
     assert cid in more.cases
     edit = np.asarray(nib.load(tmp_path / "review3" / cid / "revised.nii.gz").dataobj)
@@ -389,8 +396,7 @@ def test_only_the_terms_a_reviewer_edited_become_revised_labels(phantom_ws, tmp_
     out = tmp_path / "review"
     ws, cases = _exported(phantom_ws, out, top=1)
     cid = cases[0]
-    store = CaseStore(ws.stores_dir / f"{cid}.zarr")
-    codes = {c: ts for _, vals in store.planes("pseudo") for c, ts in vals.items()}
+    codes = {int(c): ts for c, ts in json.loads((out / cid / "codes.json").read_text()).items()}
     liver = next(c for c, ts in codes.items() if ts == ["liver"])
     pseudo = nib.load(out / cid / "pseudo.nii.gz")
     data = np.asarray(pseudo.dataobj).copy()
