@@ -91,6 +91,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
              b: Annotated[Path | None, typer.Argument(help="newer release (default: compare A with its parent)")] = None,
              fmt: ReportOpt = ReportFormat.table,
              limit: Annotated[int, typer.Option(min=0, help="max rows listed per kind")] = 50,
+             as_json: Annotated[bool, typer.Option("--json", help="the whole diff as JSON (as --format json)")] = False,
              exit_code: Annotated[bool, typer.Option(
                  "--exit-code", help="exit 1 when the releases differ in content (a table, file or store), "
                  "0 when they hold the same (their lineage may differ): a reproduction check")] = False) -> None:
@@ -118,7 +119,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             err.print(f"[yellow]warning[/] {escape(d.b)} is older than {escape(d.a)}: the changes read from the "
                       "newer release back to the older one (give the older release first: curator diff OLD NEW)",
                       highlight=False)
-        if fmt == ReportFormat.json:
+        if fmt == ReportFormat.json or as_json:
             print_json(d.to_dict())
         else:
             _print_diff(d, limit)
@@ -195,11 +196,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
 def _print_diff(d: ReleaseDiff, limit: int) -> None:
     """``curator diff``'s text report of ``d``."""
+    from curator.release.diff import EXAMPLES
+    from curator.release.diff_sources import SOURCE_FIELDS, source_lines
     from curator.release.store_diff import summary
 
     out.print(f"[bold]{escape(d.a)} → {escape(d.b)}[/]", highlight=False)
-    rows = [(n, len(t.added), len(t.removed), len(t.changed)) for n, t in sorted(d.tables.items())]
-    emit(["table", "added", "removed", "changed"], rows, OutputFormat.table)
+    if d.lineage_note:
+        out.print(f"  [yellow]note[/] {escape(d.lineage_note)}", highlight=False)
+    rows = [(n, len(t.added), len(t.removed), len(t.changed), len(t.wording_only)) for n, t in sorted(d.tables.items())]
+    worded = any(r[-1] for r in rows)  # a column of its own only when some table has such rows
+    emit(["table", "added", "removed", "changed", *(["wording only"] if worded else [])],
+         [r if worded else r[:-1] for r in rows], OutputFormat.table)
+    _list("sources whose licence, terms, citation or version changed, added or removed", source_lines(d.sources),
+          limit, "red" if any(c["licence_changed"] for c in d.sources) else "yellow")
     _list("cases added", d.cases_added, limit, "green")
     _list("cases removed", d.cases_removed, limit, "red")
     if "cases" in d.tables:
@@ -222,6 +231,12 @@ def _print_diff(d: ReleaseDiff, limit: int) -> None:
             _list(f"{name} rows whose only change is where they come from ({cols}; not in 'changed')",
                   [f"{c}: {va} → {vb} ({n} rows)" for c, va, vb, n in t.provenance_values], limit, "yellow",
                   count=len(t.provenance_only))
+    for name, t in sorted(d.tables.items()):  # what each changed column was and is, a few rows each
+        own = set(SOURCE_FIELDS) if name == "sources" else set()  # in the sources' own section above
+        _list(f"{name} values changed (column: rows; up to {EXAMPLES} examples, key: A → B)",
+              _value_lines([v for v in t.changed_values if v[0] not in own]), limit, "yellow", count=len(t.changed))
+        _list(f"{name} rows whose only change is the wording of their reason (the same decision; not in "
+              "'changed')", _value_lines(t.wording_values), limit, "yellow", count=len(t.wording_only))
     _list("labels whose origin changed (case, term: origin A → B, volume A → B)",
           [f"{c} {t}: {oa} → {ob}, {_ml(ma)} → {_ml(mb)} ml" for c, t, oa, ob, _, _, ma, mb in d.origin_changes],
           limit, "yellow")
@@ -255,10 +270,23 @@ def _print_diff(d: ReleaseDiff, limit: int) -> None:
 
         aside = [f for f in d.files_changed if f in CONTENT_EXCLUDED]
         out.print("  the same content: every table, file and store is identical"
-                  + (f" ({', '.join(aside)} aside: its datePublished is the build's day, not content)"
-                     if aside else ""), highlight=False)
+                  + (f" ({', '.join(aside)} aside: derived, not content — croissant.json's datePublished is the "
+                     "build's day, changes.json compares a release with its parent)" if aside else ""),
+                  highlight=False)
     elif d.empty:
         out.print("  no differences in the tables", highlight=False)
+
+
+def _value_lines(values: list[tuple[str, int, list[tuple[tuple[Any, ...], Any, Any]]]]) -> list[str]:
+    """A table's changed values (``TableDiff.changed_values``) as lines: ``qc_decision: 2 rows``,
+    then ``  case term origin: include → exclude`` for each example."""
+    from curator.release.diff_lineage import pair
+
+    lines = []
+    for c, n, examples in values:
+        lines.append(f"{c}: {n} row{'s' if n != 1 else ''}")
+        lines += ["  {}: {} → {}".format(" ".join(map(str, k)), *pair(va, vb)) for k, va, vb in examples]
+    return lines
 
 
 def _warn_parent(a: Path, b: Path) -> None:

@@ -32,6 +32,7 @@ from curator.io.fsutil import (
     sha256_json,
     staging_path,
 )
+from curator.release.changes import write_changes
 from curator.release.integrity import content_sha256, record_stores
 from curator.release.lineage import (
     checksum_values,
@@ -62,6 +63,7 @@ RELEASE_STEPS: list[str] = [
     "curator.release.privacy:release_step",
     "curator.release.sources:release_step",
     "curator.release.schema_doc:release_step",
+    "curator.release.changes:release_step",
     "curator.release.card:release_step",
     "curator.report.release:release_step",
 ]
@@ -83,6 +85,9 @@ class ReleaseBuilder:
     # SHA-256 of staged files already hashed (relative path -> digest): the final steps
     # (croissant.json) and release.json both list every table's, and a table is read once
     digests: dict[str, str] = field(default_factory=dict)
+    # what changed since the parent in the tables being released (a curator.release.diff.ReleaseDiff,
+    # by the changes release step): the card's "Changes since" section
+    changes: Any = None
 
     @property
     def version(self) -> str:
@@ -278,6 +283,8 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
             fn = _load_step(ref)
             if fn is not None:
                 fn(b)
+        if b.parent is not None:  # changes.json: the diff of the parent and this release, listed in files
+            write_changes(b, _release_json(b, stores))
         atomic_write_json(staging / "release.json", _release_json(b, stores), indent=1)
         try:
             os.rename(staging, dest)  # atomic; fails if dest appeared meanwhile

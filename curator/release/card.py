@@ -21,6 +21,7 @@ import yaml
 from curator.errors import ReleaseError
 from curator.release.build import ReleaseBuilder
 from curator.release.card_check import bibtex_keys, check_card, md_fence, md_text
+from curator.release.changes import card_section
 from curator.release.licences import Combined, combine, parse_licence
 from curator.release.lineage import config_hash
 
@@ -342,6 +343,8 @@ def render_card(builder: ReleaseBuilder, sources: list[dict[str, Any]] | None = 
         "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=100) + "---\n",
         f"# {rc.collection} {rc.version}\n",
         "## Summary\n\n" + _summary(builder, front),
+        *([f"## Changes since {md_text(builder.parent.name)}\n\n" + card_section(builder.changes, builder.parent.name)]
+          if builder.changes is not None and builder.parent is not None else []),
         "## Sources\n\n" + _sources_md(sources),
         "## Composition\n\n" + _composition_md(cases, labels),
         "## Deduplication\n\n" + _dedup_md(dups),

@@ -41,7 +41,7 @@ import polars as pl
 import pyarrow as pa
 
 from curator.errors import ConfigError
-from curator.release import diff_lineage
+from curator.release import diff_lineage, diff_sources
 from curator.release.diff_lineage import taxonomy_version as _taxonomy_version  # noqa: F401 - its older home
 from curator.release.query import Release
 from curator.release.store_diff import store_kind
@@ -53,6 +53,11 @@ RELATIVE_COLUMNS = {"splits": {"reason", "previous_split"}}
 # counted apart (a taxonomy passed by path names its file, `curator` the bundled one: a byte-identical
 # copy changes every term's defined_in and nothing else)
 PROVENANCE_COLUMNS = {"terms": {"defined_in"}}
+# Columns that word a decision other columns hold: a row whose only change is there (the same labels
+# flagged, the reason reworded — a cohort's size in the text, a newer curator's phrasing) is counted
+# apart, ``wording_only``, not with the rows whose decision changed
+WORDING_COLUMNS = {"labels": {"qc_reason"}, "qc": {"reason"}}
+EXAMPLES = 3  # changed values shown per changed column (old → new), with the count of rows
 # Keys other than a table's sort columns: a problem reworded by a newer curator is the same
 # problem (its sort ends in the message, which keeps the written rows in one order)
 DIFF_KEYS = {"problems": ("stage", "dataset", "path", "case_id", "kind")}
@@ -71,10 +76,16 @@ class TableDiff:
     # (column, value A, value B, rows)
     provenance_only: list[tuple[tuple[Any, ...], list[str]]] = field(default_factory=list)
     provenance_values: list[tuple[str, Any, Any, int]] = field(default_factory=list)
+    # rows whose only change is in WORDING_COLUMNS (key, columns): the same decision, reworded
+    wording_only: list[tuple[tuple[Any, ...], list[str]]] = field(default_factory=list)
+    # per changed column, how many rows changed it and up to EXAMPLES of them with both values:
+    # (column, rows, [(key, value A, value B)]), of the rows in ``changed`` and in ``wording_only``
+    changed_values: list[tuple[str, int, list[tuple[tuple[Any, ...], Any, Any]]]] = field(default_factory=list)
+    wording_values: list[tuple[str, int, list[tuple[tuple[Any, ...], Any, Any]]]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed or self.provenance_only)
+        return not (self.added or self.removed or self.changed or self.provenance_only or self.wording_only)
 
     def to_dict(self) -> dict[str, Any]:
         return {"keys": self.keys, "added": [list(k) for k in self.added],
@@ -82,7 +93,15 @@ class TableDiff:
                 "changed": [{"key": list(k), "columns": c} for k, c in self.changed],
                 "provenance_only": [{"key": list(k), "columns": c} for k, c in self.provenance_only],
                 "provenance_values": [{"column": c, "a": va, "b": vb, "rows": n}
-                                      for c, va, vb, n in self.provenance_values]}
+                                      for c, va, vb, n in self.provenance_values],
+                "wording_only": [{"key": list(k), "columns": c} for k, c in self.wording_only],
+                "changed_values": _values_dict(self.changed_values),
+                "wording_values": _values_dict(self.wording_values)}
+
+
+def _values_dict(values: list[tuple[str, int, list[tuple[tuple[Any, ...], Any, Any]]]]) -> list[dict[str, Any]]:
+    return [{"column": c, "rows": n, "examples": [{"key": list(k), "a": va, "b": vb} for k, va, vb in ex]}
+            for c, n, ex in values]
 
 
 @dataclass
@@ -130,6 +149,12 @@ class ReleaseDiff:
     stores_added: list[str] = field(default_factory=list)  # release.json's ``stores``, by case
     stores_removed: list[str] = field(default_factory=list)
     backwards: bool = False  # B is an older version of A's collection: every change reads reversed
+    # the sources whose licence, licence terms, citation or version changed, added or removed
+    # (curator.release.diff_sources.source_changes), licence changes first
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    # a sentence when the newer release is not derived from the older (built without a parent, or on
+    # another version): the diff then compares two independent releases
+    lineage_note: str | None = None
 
     @property
     def lineage_changes(self) -> list[str]:
@@ -188,13 +213,30 @@ class ReleaseDiff:
         return [k[0] for k in self.tables["cases"].removed] if "cases" in self.tables else []
 
     @property
+    def summary(self) -> dict[str, Any]:
+        """The counts a reader asks first (the dataset card's "Changes since" section, changes.json's
+        ``summary``): cases and labels added, removed and changed (labels whose QC reason only was
+        reworded apart), labels newly excluded and re-included by QC, and the sources changed."""
+        def counts(name: str) -> dict[str, int] | None:
+            t = self.tables.get(name)
+            if t is None:
+                return None
+            return {"added": len(t.added), "removed": len(t.removed), "changed": len(t.changed),
+                    "wording_only": len(t.wording_only)}
+
+        return {"cases": counts("cases"), "labels": counts("labels"),
+                "qc_newly_excluded": len(self.qc_newly_excluded), "qc_newly_included": len(self.qc_newly_included),
+                "sources": diff_sources.source_lines(self.sources)}
+
+    @property
     def empty(self) -> bool:
         return (all(t.empty for t in self.tables.values()) and not self.tables_added and not self.tables_removed
                 and not self.schema and not (self.stores_changed or self.stores_ome_changed
                                                  or self.stores_metadata_changed or self.store_changes))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "tables": {n: t.to_dict() for n, t in sorted(self.tables.items())},
+        return {"a": self.a, "b": self.b, "lineage_note": self.lineage_note, "sources": self.sources,
+                "tables": {n: t.to_dict() for n, t in sorted(self.tables.items())},
                 "tables_added": self.tables_added, "tables_removed": self.tables_removed, "schema": self.schema,
                 "qc_newly_excluded": [list(x) for x in self.qc_newly_excluded],
                 "qc_newly_included": [list(x) for x in self.qc_newly_included],
@@ -211,7 +253,7 @@ class ReleaseDiff:
                 "files_changed": self.files_changed, "stores_added": self.stores_added,
                 "stores_removed": self.stores_removed, "content_differs": self.content_differs,
                 "lineage": {k: {"a": v[0], "b": v[1]} for k, v in sorted(self.lineage.items())},
-                "lineage_changes": self.lineage_changes}
+                "lineage_changes": self.lineage_changes, "summary": self.summary}
 
 
 def _store_file_sums(release: Path) -> dict[str, dict[str, str]]:
@@ -284,10 +326,13 @@ def _rows(df: pl.DataFrame) -> list[tuple[Any, ...]]:
 
 
 def diff_table(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], ignore: set[str] | None = None,
-               provenance: set[str] | None = None) -> TableDiff:
+               provenance: set[str] | None = None, wording: set[str] | None = None,
+               examples: int = EXAMPLES) -> TableDiff:
     """Rows of ``b`` not in ``a`` (added), of ``a`` not in ``b`` (removed), and changed rows
     (columns in ``ignore`` are not compared; a row whose only changes are in ``provenance`` is in
-    ``provenance_only``, and those changes counted by value in ``provenance_values``)."""
+    ``provenance_only``, and those changes counted by value in ``provenance_values``; one whose only
+    changes are in ``wording`` in ``wording_only``). Per changed column: the rows that changed it and
+    up to ``examples`` of them with both values (``changed_values``, ``wording_values``)."""
     out = TableDiff(keys)
     out.added = _rows(b.join(a.select(keys), on=keys, how="anti", nulls_equal=True).select(keys).sort(keys))
     out.removed = _rows(a.join(b.select(keys), on=keys, how="anti", nulls_equal=True).select(keys).sort(keys))
@@ -304,20 +349,44 @@ def diff_table(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], ignore: set[st
                 except pl.exceptions.PolarsError:
                     continue  # no common type: the schema change is reported, the values are not
         compare.append(c)
-    if compare:
-        j = a.select(keys + compare).join(b.select(keys + compare), on=keys, suffix="__b", nulls_equal=True)
-        flags = [pl.when(pl.col(c).ne_missing(pl.col(f"{c}__b"))).then(pl.lit(c)) for c in compare]
-        j = j.with_columns(changed=pl.concat_list(flags).list.drop_nulls()).filter(pl.col("changed").list.len() > 0)
-        rows = [(tuple(r[:-1]), list(r[-1])) for r in j.select(*keys, "changed").sort(keys).iter_rows()]
-        aside = set(provenance or ()) & set(compare)
-        out.changed = [(k, c) for k, c in rows if not set(c) <= aside]
-        out.provenance_only = [(k, c) for k, c in rows if set(c) <= aside]
-        if out.provenance_only:
-            only = j.filter(pl.col("changed").list.eval(pl.element().is_in(sorted(aside))).list.all())
-            for c in sorted(aside):
-                counted = (only.filter(pl.col(c).ne_missing(pl.col(f"{c}__b"))).group_by(c, f"{c}__b").len()
-                           .sort("len", c, f"{c}__b", descending=[True, False, False], nulls_last=True))
-                out.provenance_values += [(c, va, vb, n) for va, vb, n in counted.iter_rows()]
+    if not compare:
+        return out
+    j = a.select(keys + compare).join(b.select(keys + compare), on=keys, suffix="__b", nulls_equal=True)
+    flags = [pl.when(pl.col(c).ne_missing(pl.col(f"{c}__b"))).then(pl.lit(c)) for c in compare]
+    j = j.with_columns(changed=pl.concat_list(flags).list.drop_nulls()).filter(pl.col("changed").list.len() > 0)
+    j = j.sort(keys)
+    aside, worded = set(provenance or ()) & set(compare), set(wording or ()) & set(compare) - set(provenance or ())
+
+    def only(cols: set[str]) -> pl.Expr:
+        return pl.col("changed").list.eval(pl.element().is_in(sorted(cols))).list.all() if cols else pl.lit(False)
+
+    kind = pl.when(only(aside)).then(pl.lit("provenance")).when(only(worded)).then(pl.lit("wording")) \
+        .otherwise(pl.lit("changed"))
+    j = j.with_columns(_kind=kind)
+    rows = {k: [(tuple(r[:-1]), list(r[-1])) for r in j.filter(pl.col("_kind") == k).select(*keys, "changed")
+                .iter_rows()] for k in ("changed", "provenance", "wording")}
+    out.changed, out.provenance_only, out.wording_only = rows["changed"], rows["provenance"], rows["wording"]
+    out.changed_values = _column_values(j.filter(pl.col("_kind") == "changed"), keys, compare, examples)
+    out.wording_values = _column_values(j.filter(pl.col("_kind") == "wording"), keys, sorted(worded), examples)
+    if out.provenance_only:
+        prov = j.filter(pl.col("_kind") == "provenance")
+        for c in sorted(aside):
+            counted = (prov.filter(pl.col(c).ne_missing(pl.col(f"{c}__b"))).group_by(c, f"{c}__b").len()
+                       .sort("len", c, f"{c}__b", descending=[True, False, False], nulls_last=True))
+            out.provenance_values += [(c, va, vb, n) for va, vb, n in counted.iter_rows()]
+    return out
+
+
+def _column_values(j: pl.DataFrame, keys: list[str], columns: list[str],
+                   examples: int) -> list[tuple[str, int, list[tuple[tuple[Any, ...], Any, Any]]]]:
+    """Per column of ``columns`` that differs in the joined rows ``j`` (``c`` and ``c__b``): how many
+    rows, and the first ``examples`` of them (in key order) as (key, value A, value B)."""
+    out = []
+    for c in columns:
+        diff = j.filter(pl.col(c).ne_missing(pl.col(f"{c}__b")))
+        if diff.height:
+            ex = [(tuple(r[:-2]), r[-2], r[-1]) for r in diff.head(examples).select(*keys, c, f"{c}__b").iter_rows()]
+            out.append((c, diff.height, ex))
     return out
 
 
@@ -422,6 +491,25 @@ def _regrouped(a: pl.DataFrame | None, b: pl.DataFrame | None) -> list[tuple[str
             for k in sorted(set(ga) & set(gb)) if ga[k][0] != gb[k][0]]
 
 
+def diff_frames(d: ReleaseDiff, frames: dict[str, tuple[pl.DataFrame, pl.DataFrame]]) -> None:
+    """Compare the tables both releases hold (name -> (A's rows, B's rows)) into ``d``: each table's
+    rows, the problems added and removed, the sources' changes, QC's and the labels' origins. The
+    release step that writes ``changes.json`` and the card's "Changes since" section calls it on the
+    tables being released."""
+    for name, (fa, fb) in sorted(frames.items()):
+        ka, kb, keys = _ranked(fa, fb, _keys_for(name, fa.columns, fb.columns))
+        d.tables[name] = diff_table(ka, kb, keys, RELATIVE_COLUMNS.get(name), PROVENANCE_COLUMNS.get(name),
+                                    WORDING_COLUMNS.get(name))
+        if name == "problems":
+            d.problems_added = _problem_rows(kb, keys, d.tables[name].added)
+            d.problems_removed = _problem_rows(ka, keys, d.tables[name].removed)
+    if "sources" in frames:
+        d.sources = diff_sources.source_changes(*(f.to_dicts() for f in frames["sources"]))
+    if "labels" in frames:
+        _qc(d, *frames["labels"])
+        _origin_changes(d, *frames["labels"])
+
+
 def _older(b: dict[str, Any], a: dict[str, Any]) -> bool:
     """Whether release.json ``b`` is an older version of ``a``'s collection."""
     from curator.config import SEMVER
@@ -444,16 +532,8 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
         sch = _schema_changes(ra.schema(name), rb.schema(name))  # a damaged file: a release_corrupt error naming it
         if sch:
             d.schema[name] = sch
-        fa, fb = ra.table(name), rb.table(name)
-        frames[name] = (fa, fb)
-        ka, kb, keys = _ranked(fa, fb, _keys_for(name, fa.columns, fb.columns))
-        d.tables[name] = diff_table(ka, kb, keys, RELATIVE_COLUMNS.get(name), PROVENANCE_COLUMNS.get(name))
-        if name == "problems":
-            d.problems_added = _problem_rows(kb, keys, d.tables[name].added)
-            d.problems_removed = _problem_rows(ka, keys, d.tables[name].removed)
-    if "labels" in frames:
-        _qc(d, *frames["labels"])
-        _origin_changes(d, *frames["labels"])
+        frames[name] = (ra.table(name), rb.table(name))
+    diff_frames(d, frames)
     sa_, sb_ = ra.info.get("stores") or {}, rb.info.get("stores") or {}
     changed = sorted(c for c in set(sa_) & set(sb_) if (sa_[c] or {}).get("sha256") != (sb_[c] or {}).get("sha256"))
     _stores(d, ra.path, rb.path, changed)
@@ -472,4 +552,5 @@ def diff_releases(a: str | Path, b: str | Path) -> ReleaseDiff:
     if ca != cb:
         d.lineage["pipeline_config"] = (ca, cb)
     d.settings_used = (diff_lineage.settings_used(ra.info), diff_lineage.settings_used(rb.info))
+    d.lineage_note = diff_sources.lineage_note(*((rb.info, ra.info) if d.backwards else (ra.info, rb.info)))
     return d

@@ -37,8 +37,10 @@ SUMS_NAME = "SHA256SUMS"
 # Files a release may hold that are not covered by release.json["files"] (the manifest itself).
 UNLISTED = {"release.json"}
 # Files of release.json["files"] that content_sha256 leaves out: they carry the day of the build
-# (croissant.json's datePublished). release.json, with its build time and stage run ids, is not listed.
-CONTENT_EXCLUDED = ("croissant.json",)
+# (croissant.json's datePublished), or are derived from the content and the parent release with the
+# code and environment of the build (changes.json: the diff since the parent, its lineage part).
+# release.json, with its build time and stage run ids, is not listed.
+CONTENT_EXCLUDED = ("croissant.json", "changes.json")
 
 
 def _store_files(path: Path) -> list[tuple[str, Path]]:
