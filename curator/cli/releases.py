@@ -196,7 +196,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
 def _print_diff(d: ReleaseDiff, limit: int) -> None:
     """``curator diff``'s text report of ``d``."""
-    from curator.release.diff import EXAMPLES
+    from curator.release.diff_rows import EXAMPLES
     from curator.release.diff_sources import SOURCE_FIELDS, source_lines
     from curator.release.store_diff import summary
 
