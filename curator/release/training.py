@@ -16,7 +16,11 @@ leave out by default.
   to a copy it does not contain.
 * **QC-excluded labels**: ``labels`` rows with ``qc_decision = 'exclude'`` (the filter's
   ``qc.training_filter`` in ``release.json``); the (case, term, layer) is treated as not
-  annotated, so the term is read from the next layer that holds it, or is absent.
+  annotated, so the term is read from the next layer that holds it, or is absent. Not in
+  cases of the release's ``test`` split unless asked (``qc_filter_test=True``,
+  ``--qc-filter-test``): dropping a test label QC flagged would silently shrink the official
+  test set towards the easy cases; those labels are used, and listed
+  (``TrainingView.test_flagged``).
 
 Both stay in the release's tables (nothing is deleted); pass ``duplicates=True`` /
 ``qc_filter=False`` to the loader or ``--with-duplicates`` / ``--no-qc-filter`` to the exports
@@ -55,6 +59,9 @@ class TrainingView:
     # each of dropped_duplicates -> the member of its group used instead (what a study missing
     # that sequence is told)
     used_for: Mapping[str, str] = field(default_factory=dict)
+    # test case -> its labels QC excluded that are used all the same (no qc_filter_test):
+    # (term, layer, qc_reason)
+    test_flagged: Mapping[str, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
 
     def labels_excluded(self, case_id: str) -> frozenset[tuple[str, str]]:
         return self.excluded.get(case_id, frozenset())
@@ -68,7 +75,7 @@ class TrainingView:
 
 def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool = True,
                   terms: Sequence[str] = (), layers: Sequence[str] = (),
-                  selected: Collection[str] | None = None) -> TrainingView:
+                  selected: Collection[str] | None = None, qc_filter_test: bool = False) -> TrainingView:
     """What the training view leaves out of ``release`` (nothing for tables the release lacks).
 
     With ``terms`` (and the ``layers`` they are read from), each duplicate group is used through
@@ -81,14 +88,25 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
 
     ``selected``: the case ids a selection holds (the loader's and the exports' ``where``); each
     group is then used through the best member among them, and ``dropped_duplicates`` lists the
-    selected members left out. None: the whole release."""
+    selected members left out. None: the whole release.
+
+    ``qc_filter`` leaves out the labels QC excluded in the cases of the train and val splits;
+    in the ``test`` split's only with ``qc_filter_test`` as well (an evaluation set is not
+    filtered towards easy cases by default): the test labels it keeps are ``test_flagged``."""
     names = set(release.table_names())
     columns = set(release.sql("select * from labels limit 0").columns) if "labels" in names else set()
     excluded: dict[str, set[tuple[str, str]]] = {}
+    flagged: dict[str, list[tuple[str, str, str]]] = {}
     if qc_filter and "qc_decision" in columns:
-        for cid, term, layer in release.sql(
-                "select case_id, term_id, layer from labels where qc_decision = 'exclude'").fetchall():
-            excluded.setdefault(cid, set()).add((term, layer))
+        tests = _test_cases(release, names) if not qc_filter_test else set()
+        reason = "qc_reason" if "qc_reason" in columns else "null"
+        for cid, term, layer, why in release.sql(
+                f"select case_id, term_id, layer, {reason} from labels where qc_decision = 'exclude' "
+                "order by case_id, term_id, layer").fetchall():
+            if cid in tests:
+                flagged.setdefault(cid, []).append((term, layer, why or ""))
+            else:
+                excluded.setdefault(cid, set()).add((term, layer))
     dropped: frozenset[str] = frozenset()
     used_for: dict[str, str] = {}
     stand_ins: dict[str, str] = {}
@@ -114,7 +132,15 @@ def training_view(release: Release, *, duplicates: bool = False, qc_filter: bool
                                      + original).fetchall():
             absent.setdefault(cid, set()).add(term)
     return TrainingView(dropped, stand_ins, passed_over, caveats, {k: frozenset(v) for k, v in excluded.items()},
-                        {k: frozenset(v) for k, v in absent.items()}, used_for)
+                        {k: frozenset(v) for k, v in absent.items()}, used_for,
+                        {k: tuple(v) for k, v in flagged.items()})
+
+
+def _test_cases(release: Release, names: Collection[str]) -> set[str]:
+    """The case ids of the release's ``test`` split (none without a splits table)."""
+    if "splits" not in names:
+        return set()
+    return {r[0] for r in release.sql("select case_id from splits where split = 'test'").fetchall()}
 
 
 def label_only_problem(release: Release, where: str, join: str = "", splits: str = "") -> ReleaseError | None:

@@ -19,7 +19,9 @@ class CaseDataset(PatchDataset):
     (sliding-window inference over ``image``, metrics against ``masks``) and for testing.
 
     Cases are selected as :class:`PatchDataset` selects them — ``where``, ``split`` (default
-    ``"val"``), ``layers``, the training view (``duplicates``, ``qc_filter``), ``labelled_only``,
+    ``"val"``), ``layers``, the training view (``duplicates``, ``qc_filter``; QC's exclusions are
+    not applied to ``test`` cases unless ``qc_filter_test=True``: ``split="test"`` evaluates on the
+    whole test set, ``view.test_flagged`` lists the labels QC flagged there), ``labelled_only``,
     ``channels`` — and items hold the same keys over the store's whole grid: ``image`` float32
     ``(C, X, Y, Z)``, ``masks`` uint8 ``(T, X, Y, Z)``, ``present``, ``layers``, ``prompts``, ``case_id``
     (``channel_ids`` with channels), ``start`` (zeros), plus ``affine`` (float64 4×4: the store
@@ -34,11 +36,13 @@ class CaseDataset(PatchDataset):
                  split: str | Sequence[str] | None = "val", layers: Sequence[str] = ("original", "revised"),
                  normalise: bool = True, max_open: int = 4, duplicates: bool = False, qc_filter: bool = True,
                  labelled_only: bool = True, verify: bool = True, channels: Sequence[str] | None = None,
-                 transform: Callable[[dict[str, Any]], Any] | None = None, seed: int = 0) -> None:
+                 transform: Callable[[dict[str, Any]], Any] | None = None, seed: int = 0,
+                 qc_filter_test: bool = False) -> None:
         super().__init__(release, terms=terms, where=where, split=split, layers=layers, patch_size=(1, 1, 1),
                          foreground_fraction=0.0, balance=False, repeat=False, seed=seed, normalise=normalise,
                          max_open=max_open, duplicates=duplicates, qc_filter=qc_filter,
-                         labelled_only=labelled_only, verify=verify, channels=channels, transform=transform)
+                         labelled_only=labelled_only, verify=verify, channels=channels, transform=transform,
+                         qc_filter_test=qc_filter_test)
         self.length = len(self.cases)
 
     def __getitem__(self, index: int) -> Any:

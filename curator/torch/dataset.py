@@ -99,7 +99,10 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     By default it reads the release's *training view* (:mod:`curator.release.training`):
     duplicates the keep policy dropped are left out (``duplicates=True`` keeps them) and labels
     QC excluded count as not annotated (``qc_filter=False`` uses them) — a derived term loses
-    its mask in a case where one of its parts was excluded. Unknown term ids, a term given
+    its mask in a case where one of its parts was excluded. In cases of the release's ``test``
+    split QC's exclusions are not applied unless ``qc_filter_test=True`` (as the exports'
+    ``--qc-filter-test``): leaving out the test labels QC flagged would shrink the test set
+    towards easy cases; ``view.test_flagged`` lists the ones used. Unknown term ids, a term given
     twice and unknown layers are refused; a term no case of the release holds in ``layers``, or
     no case of the selection (``where``, ``split``), is warned of (its masks would be empty).
 
@@ -144,7 +147,7 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                  balance: bool = True, repeat: bool = True, samples_per_epoch: int | None = None,
                  seed: int = 0, normalise: bool = True, max_open: int = 64, duplicates: bool = False,
                  qc_filter: bool = True, labelled_only: bool = True, verify: bool = True,
-                 channels: Sequence[str] | None = None,
+                 channels: Sequence[str] | None = None, qc_filter_test: bool = False,
                  transform: Callable[[dict[str, Any]], Any] | None = None,
                  case_weights: Mapping[str, float] | Callable[[dict[str, Any]], float] | None = None) -> None:
         self.release = release if isinstance(release, Release) else Release(release)
@@ -198,7 +201,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             raise where_error(e, where, "where", bool(join)) from e
         # one member per duplicate group, chosen among the cases `where` selects
         self.view = training_view(self.release, duplicates=duplicates, qc_filter=qc_filter, terms=self.terms,
-                                  layers=self.layers, selected={c[0] for c in matched})
+                                  layers=self.layers, selected={c[0] for c in matched},
+                                  qc_filter_test=qc_filter_test)
         cases = [c for c in matched if c[0] not in self.view.dropped_duplicates]
         problem = None if matched else label_only_problem(self.release, where, join, splits)
         if problem is not None:  # not "widen the where clause": the cases are there, their images are not
