@@ -19,7 +19,11 @@ TermsOpt = Annotated[str, typer.Option("--terms", help="comma-separated term ids
 WhereOpt = Annotated[str, typer.Option("--where", help="SQL WHERE over preprocessed (p), cases (c) and splits (s); "
                                        "case_id, dataset, modality unqualified")]
 DupsOpt = Annotated[bool, typer.Option("--with-duplicates", help="also export duplicates the keep policy dropped")]
-QcOpt = Annotated[bool, typer.Option("--qc-filter/--no-qc-filter", help="leave out labels QC excluded (default)")]
+QcOpt = Annotated[bool, typer.Option("--qc-filter/--no-qc-filter", help="leave out labels QC excluded (default; "
+                                      "in train and val cases: see --qc-filter-test)")]
+QcTestOpt = Annotated[bool, typer.Option("--qc-filter-test", help="leave out the labels QC excluded in the test "
+                                         "split's cases too (by default they are exported, listed under "
+                                         "test_qc_flagged: filtering would shrink the test set towards easy cases)")]
 PartialOpt = Annotated[bool, typer.Option("--partial", help="keep cases whose dataset does not annotate some of "
                                           "the terms (nnU-Net: as its ignore label, see --missing; MONAI: as "
                                           "background, the datalist's present key lists the annotated terms)")]
@@ -65,6 +69,14 @@ def _layers(text: str) -> tuple[str, ...]:
     return layers
 
 
+def _qc_options(qc_filter: bool, qc_filter_test: bool) -> None:
+    from curator.errors import ConfigError
+
+    if qc_filter_test and not qc_filter:
+        raise ConfigError("config_error", "--qc-filter-test applies QC's filter to the test split, --no-qc-filter "
+                          "turns the filter off", remedy="give one of them")
+
+
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
 
@@ -90,7 +102,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                    "--regions", help="terms one of which is part of another (BraTS' brain_tumor,brain_tumor_core,"
                                      "enhancing_brain_tumor) as nnU-Net regions (region-based training); without "
                                      "it each term is one label, an inner term painted over its container")] = False,
-               grid: GridOpt = "preprocessed", pipeline: PipelineOpt = None,
+               grid: GridOpt = "preprocessed", pipeline: PipelineOpt = None, qc_filter_test: QcTestOpt = False,
+               test_only: Annotated[bool, typer.Option(
+                   "--test-only", help="export the selected cases of the release's test split alone (imagesTs, "
+                                       "labelsTs, dataset.json with numTraining 0): to evaluate a model trained "
+                                       "before, with the --terms it was trained on")] = False,
                ) -> None:
         """Write an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
         from curator.errors import ConfigError
@@ -102,12 +118,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if missing is not None and not partial:
             raise ConfigError("config_error", "--missing says how --partial writes a case's unannotated terms",
                               remedy="add --partial, or leave out --missing (cases lacking a term are skipped)")
+        _qc_options(qc_filter, qc_filter_test)
 
         _summary(export_nnunet(release, out_root, dataset_id=dataset_id, name=name,
                                terms=[t.strip() for t in terms.split(",") if t.strip()], where=where,
                                partial=partial, layers=_layers(layers), duplicates=with_duplicates,
                                qc_filter=qc_filter, missing=missing or "ignore", workers=workers,
-                               channels=_names(channels), regions=regions, grid=grid, pipeline=pipeline),
+                               channels=_names(channels), regions=regions, grid=grid, pipeline=pipeline,
+                               qc_filter_test=qc_filter_test, test_only=test_only),
                  "curator_export.json")
 
     @export.command("monai")
@@ -116,14 +134,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
               out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
               where: WhereOpt = "true", layers: LayersOpt = "original,revised", partial: PartialOpt = False,
               with_duplicates: DupsOpt = False, qc_filter: QcOpt = True, workers: WorkersOpt = 1,
-              channels: ChannelsOpt = None, grid: GridOpt = "preprocessed", pipeline: PipelineOpt = None) -> None:
+              channels: ChannelsOpt = None, grid: GridOpt = "preprocessed", pipeline: PipelineOpt = None,
+              qc_filter_test: QcTestOpt = False) -> None:
         """Write NIfTI images/labels and a Decathlon-style datalist.json for MONAI."""
         from curator.export import export_monai
+
+        _qc_options(qc_filter, qc_filter_test)
 
         _summary(export_monai(release, out_dir, terms=[t.strip() for t in terms.split(",") if t.strip()],
                               where=where, layers=_layers(layers), partial=partial,
                               duplicates=with_duplicates, qc_filter=qc_filter, workers=workers,
-                              channels=_names(channels), grid=grid, pipeline=pipeline), "datalist.json")
+                              channels=_names(channels), grid=grid, pipeline=pipeline,
+                              qc_filter_test=qc_filter_test), "datalist.json")
 
     @export.command("huggingface")
     @handle_errors(stopped=STAGED)

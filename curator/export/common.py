@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from curator.errors import InputError, ReleaseError
 from curator.export.channels import onto
-from curator.export.reasons import lacking, terms_usable
+from curator.export.reasons import lacking, terms_usable, unknown_reasons
 from curator.io.formats import WORKERS, check_memory
 from curator.io.nifti import write_nifti
 from curator.io.volume import Geometry, Volume
@@ -69,6 +69,12 @@ class ExportReport:
     ignored: dict[str, int] = field(default_factory=dict)  # case id -> voxels written as the ignore label
     no_background: list[str] = field(default_factory=list)  # cases with ignore voxels and not one background voxel
     resampled: list[str] = field(default_factory=list)  # channel cases interpolated onto their study's grid
+    unlabelled: dict[str, str] = field(default_factory=dict)  # each of images_only -> why it has no label
+    # case id -> each of its unknown terms -> why (reasons.UNKNOWN: not annotated, QC excluded, ...)
+    unknown_why: dict[str, dict[str, str]] = field(default_factory=dict)
+    nonempty: dict[str, list[str]] = field(default_factory=dict)  # case id -> terms with a voxel in its label file
+    # term -> dataset -> what its label of the term may hold that it labels nowhere apart (taxonomy may_include)
+    may_include: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def merge(self, other: ExportReport) -> None:
         """Add what ``other`` (one case's report, from a worker) says."""
@@ -81,6 +87,17 @@ class ExportReport:
         self.ignored.update(other.ignored)
         self.no_background.extend(other.no_background)
         self.resampled.extend(other.resampled)
+        self.unlabelled.update(other.unlabelled)
+        self.unknown_why.update(other.unknown_why)
+        self.nonempty.update(other.nonempty)
+        for term, by_dataset in other.may_include.items():
+            for dataset, held in by_dataset.items():
+                self.note_may_include(term, dataset, held)
+
+    def note_may_include(self, term: str, dataset: str, held: Collection[str]) -> None:
+        """Record that ``dataset``'s label of ``term`` may hold the ``held`` terms."""
+        got = self.may_include.setdefault(term, {}).setdefault(dataset, [])
+        got[:] = sorted({*got, *held})
 
     def rename(self, names: Mapping[str, str]) -> None:
         """Name the cases ``names`` maps (case id -> exported name) by their exported names."""
@@ -91,6 +108,9 @@ class ExportReport:
         self.unknown = {names.get(k, k): v for k, v in self.unknown.items()}
         self.ignored = {names.get(k, k): v for k, v in self.ignored.items()}
         self.no_background = [names.get(c, c) for c in self.no_background]
+        self.unlabelled = {names.get(k, k): v for k, v in self.unlabelled.items()}
+        self.unknown_why = {names.get(k, k): v for k, v in self.unknown_why.items()}
+        self.nonempty = {names.get(k, k): v for k, v in self.nonempty.items()}
 
     def note_stand_ins(self, view: TrainingView, selected: Collection[str]) -> None:
         """Say which duplicate stood in for its group's kept member (it holds more of the terms,
@@ -116,13 +136,14 @@ class ExportReport:
 
 
 def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_filter: bool = True,
-                 terms: Sequence[str] = (), layers: Sequence[str] = ()
+                 terms: Sequence[str] = (), layers: Sequence[str] = (), qc_filter_test: bool = False
                  ) -> tuple[list[ExportCase], TrainingView, list[tuple[ExportCase, str]]]:
     """``(cases, view, dropped)``: the cases ``where`` selects (SQL over ``preprocessed p`` and
     ``cases c``, and ``splits s`` when the release has one) without the duplicates the training
     view drops (one member per group, chosen among the cases selected:
     :func:`~curator.release.training.training_view`); that view; and the selected cases it drops,
-    each with the member of its group used instead."""
+    each with the member of its group used instead. ``qc_filter_test``: QC's exclusions apply
+    to the test split's cases too (not by default: :func:`~curator.release.training.training_view`)."""
     names = release.table_names()
     if "preprocessed" not in names:
         raise ReleaseError("release_error", "the release has no preprocessed stores", path=str(release.path),
@@ -138,7 +159,7 @@ def select_cases(release: Release, where: str, *, duplicates: bool = False, qc_f
     if problem is not None:  # not "widen --where": the cases are there, their images are not
         raise problem
     view = training_view(release, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers,
-                         selected={r[0] for r in rows})
+                         selected={r[0] for r in rows}, qc_filter_test=qc_filter_test)
     cases = [ExportCase(r[0], r[1], r[2], release.path / r[3], list(r[4] or []), r[5], r[6], r[7]) for r in rows]
     return ([c for c in cases if c.case_id not in view.dropped_duplicates], view,
             [(c, view.used_for.get(c.case_id, "")) for c in cases if c.case_id in view.dropped_duplicates])
@@ -314,17 +335,26 @@ def write_case(case: ExportCase, terms: list[str], partial: bool, image: Path, l
             report.resampled.append(other.case_id)
     if why:
         report.images_only.append(case.case_id)
+        report.unlabelled[case.case_id] = why
         return []
     annotated = {*(store.terms("original") if "original" in store.layers() else ()),
                  *(view.labels_absent(case.case_id) if view is not None else ())}
-    labels, overlap, ignored = label_map(on, terms, held, use, ignore=ignore, anatomy=parts,
-                                         may_hold=case_may_hold(tax, terms, annotated))
+    may_hold = case_may_hold(tax, terms, annotated)
+    labels, overlap, ignored = label_map(on, terms, held, use, ignore=ignore, anatomy=parts, may_hold=may_hold)
     save_nifti(label, labels, on.geometry)
     if overlap:
         report.overlaps[case.case_id] = overlap
+    for t in terms:  # a known term whose label may hold what the taxonomy's term leaves out
+        if use[t] and may_hold[t]:  # the outermost such terms (kidney_mass, not also its tumour and cysts)
+            report.note_may_include(t, case.dataset, [m for m in may_hold[t]
+                                                      if not set(tax.ancestors(m, None)) & may_hold[t]])
+    codes = set(np.flatnonzero(np.bincount(labels.ravel())).tolist())
+    report.nonempty[case.case_id] = [t for t in terms if any(terms.index(a) + 1 in codes for a in terms
+                                                             if a == t or a in parts[t])]
     unknown = [t for t in terms if not use[t]]
     if unknown:
         report.unknown[case.case_id] = unknown
+        report.unknown_why[case.case_id] = unknown_reasons(case, store, unknown, parts, layers, view, tax, release)
     if ignored:
         report.ignored[case.case_id] = ignored
         if not (labels == 0).any():  # nothing of the case teaches background

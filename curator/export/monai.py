@@ -7,10 +7,12 @@ key it names), and the export's notes say so. The release's
 training view is exported (:mod:`curator.release.training`). Cases lacking a term (their dataset
 does not annotate it) are skipped unless ``partial``; then the term is background (0) in their
 label file — unlike the nnU-Net export, no ignore value, which MONAI's usual one-hot transforms
-and losses would take for a class — and each entry's ``present`` key lists the terms its label
-does annotate (a term annotated but absent in the case, a true negative, is in it). MONAI's
-loaders do not read ``present``: mask the loss with it (per term, e.g. sigmoid outputs), or the
-model learns the unannotated terms as absent. A test case lacking one (an official test image
+and losses would take for a class — and each entry's ``annotated`` key lists the terms its label
+does annotate (a term annotated but absent in the case, a true negative, is in it), ``nonempty``
+those with at least one voxel in its label file. MONAI's loaders do not read ``annotated``: mask
+the loss with it (per term, e.g. sigmoid outputs), or the model learns the unannotated terms as
+absent. ``present`` is the same list as ``annotated`` under its old, misleading name: deprecated,
+to be removed in the next minor version (docs/upgrading.md). A test case lacking one (an official test image
 without labels) is listed under ``test`` with its image only, as the Decathlon's own test lists
 are, for inference. Terms one of which is part of another (``liver,liver_tumor``) are painted
 containers first, an inner term over its container (MSD Task03's 1 = liver outside the tumour),
@@ -36,6 +38,7 @@ from curator.export.common import (
     select_cases,
     write_cases,
 )
+from curator.export.evaluation import may_include_notes, test_section, unknown_by_reason
 from curator.export.on_source import SourceReader
 from curator.export.on_source import check_request as check_grid
 from curator.export.regions import nesting_note, painting_order
@@ -76,12 +79,15 @@ def brats_note(terms: Sequence[str]) -> str | None:
 def export_monai(release: str | Path, out: str | Path, *, terms: list[str], where: str = "true",
                  partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS, duplicates: bool = False,
                  qc_filter: bool = True, workers: int = 1, channels: Sequence[str] | None = None,
-                 grid: str = "preprocessed", pipeline: str | Path | None = None) -> ExportReport:
+                 grid: str = "preprocessed", pipeline: str | Path | None = None,
+                 qc_filter_test: bool = False) -> ExportReport:
     """Write ``<out>/images``, ``<out>/labels`` and ``<out>/datalist.json`` (paths relative to ``out``);
     ``workers``: cases written at once (processes; the export is the same whatever the number);
     ``channels``: the sequences of each study as one entry's channels (see the module);
     ``grid="source"``: each case on its source grid, read from the files of ``pipeline``'s sources
-    (:mod:`curator.export.on_source`; ``layers`` must be ``("original",)``)."""
+    (:mod:`curator.export.on_source`; ``layers`` must be ``("original",)``);
+    ``qc_filter_test``: QC's exclusions apply to the test split too (not by default; the datalist's
+    ``test_withheld`` and ``test_qc_flagged`` say what that changes: :mod:`curator.export.evaluation`)."""
     rel = Release(release)
     folder = Path(out)
     check_outside_releases(folder, "the export", rel.path)
@@ -90,7 +96,8 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
     check_request(rel, terms, layers)
     check_grid(grid, pipeline, layers)
     terms = painting_order(rel.taxonomy, terms)  # one term per voxel: an inner term over its container
-    cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
+    cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms,
+                                        layers=layers, qc_filter_test=qc_filter_test)
     report = ExportReport(folder)
     lists: dict[str, list[dict[str, object]]] = {"training": [], "validation": [], "test": []}
     with staged_dir(folder) as staging:  # a failed export leaves nothing behind (datalist.json moves in last)
@@ -112,7 +119,9 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
                     "image": image[s.name] if channels is not None else image[s.name][0], **label,
                     "case_id": s.name, "dataset": c.dataset, **({"modality": c.modality} if channels is None else {
                         "modality": [x.modality for x in s.cases], "channels": [x.case_id for x in s.cases]}),
-                    "present": present})
+                    "annotated": present, **({} if c.case_id in report.images_only else
+                                             {"nonempty": report.nonempty.get(c.case_id, [])}),
+                    "present": present})  # deprecated: the same as annotated (docs/upgrading.md)
         report.note_stand_ins(view, {s.cases[0].case_id for s in studies})  # what was written
         report.rename({s.cases[0].case_id: s.name for s in studies})
         note_resampled(report)
@@ -120,6 +129,9 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
             raise no_case_error(rel, [s.cases[0] for s in studies], terms, layers, partial, view,
                                 skipped=report.skipped)
         written = {e["case_id"] for entries in lists.values() for e in entries}
+        may_include_notes(report, terms)
+        evaluation = test_section(rel, report, view, cases, dropped, {s.cases[0].case_id: s.name for s in studies},
+                                  terms, layers, qc_filter=qc_filter, qc_filter_test=qc_filter_test)
         sources = write_sources(rel, staging, [s.cases[0].dataset for s in studies if s.name in written], report,
                                 "this MONAI export")
         atomic_write_json(staging / "datalist.json", {
@@ -128,13 +140,15 @@ def export_monai(release: str | Path, out: str | Path, *, terms: list[str], wher
             **({"channel_names": names} if channels is not None else {}),
             **{k: v for k, v in lists.items() if v or k == "training"},
             "skipped": report.skipped,  # name -> why, as nnU-Net's curator_export.json lists them
+            "qc_filter": qc_filter, **evaluation, "may_include": report.may_include,
+            "unknown_by_reason": unknown_by_reason(report, terms),
             "licence": licence_line(sources), **sources,
             **grid_section(rel, {s.name: s.cases[0].case_id for s in studies if s.name in written}, grid)}, indent=1)
     if report.unknown:
         lacking = sorted({t for ts in report.unknown.values() for t in ts}, key=terms.index)
         report.notes.append(f"{len(report.unknown)} exported cases lack terms their dataset does not annotate "
-                            f"({', '.join(lacking)}): their labels hold them as background; the datalist's "
-                            "'present' key lists each case's annotated terms — mask the loss with it, MONAI's "
+                            f"({', '.join(lacking)}): their labels hold them as background; each datalist "
+                            "entry's 'annotated' key lists the case's annotated terms — mask the loss with it, MONAI's "
                             "loaders do not")
     note = nesting_note(rel.taxonomy, terms, "MONAI label maps have no regions: build a container as the union "
                         "of its label and its inner terms' when training")

@@ -44,6 +44,12 @@ from typing import TYPE_CHECKING
 from curator.errors import ConfigError, ReleaseError
 from curator.export.channels import note_resampled, pet_window_note, preprocess_settings, studies_of
 from curator.export.common import DEFAULT_LAYERS, CaseJob, ExportReport, select_cases, write_cases
+from curator.export.evaluation import (
+    check_modalities,
+    may_include_notes,
+    test_section,
+    unknown_by_reason,
+)
 from curator.export.on_source import SourceReader
 from curator.export.on_source import check_request as check_grid
 from curator.export.regions import Regions, nesting_note, painting_order
@@ -65,7 +71,8 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
                   where: str = "true", partial: bool = False, layers: Sequence[str] = DEFAULT_LAYERS,
                   duplicates: bool = False, qc_filter: bool = True, missing: str = "ignore",
                   workers: int = 1, channels: Sequence[str] | None = None, regions: bool = False,
-                  grid: str = "preprocessed", pipeline: str | Path | None = None) -> ExportReport:
+                  grid: str = "preprocessed", pipeline: str | Path | None = None, qc_filter_test: bool = False,
+                  test_only: bool = False) -> ExportReport:
     """Write ``<out_root>/Dataset<id>_<name>/`` with imagesTr, labelsTr (imagesTs, labelsTs),
     dataset.json and splits_final.json.
 
@@ -77,7 +84,12 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     background (``missing="background"``). A term annotated but absent in a case is background
     either way. A test case that lacks every term, or without ``partial`` one (an official test
     image without labels), goes to ``imagesTs`` without a ``labelsTs`` file, for inference.
-    ``duplicates`` / ``qc_filter``: see :func:`curator.release.training.training_view`.
+    ``duplicates`` / ``qc_filter`` / ``qc_filter_test``: see :func:`curator.release.training.training_view`
+    (QC's exclusions apply to the test split's cases only with ``qc_filter_test``; curator_export.json
+    records ``test_withheld`` and ``test_qc_flagged``: :mod:`curator.export.evaluation`).
+    ``test_only``: export the selected cases of the release's test split alone (imagesTs and
+    labelsTs; dataset.json with ``numTraining`` 0, no splits_final.json), to evaluate a model
+    trained before — request the terms in the order it was trained with.
     ``workers``: cases written at once (processes; the export is the same whatever the number).
     ``channels``: export each study (cases sharing a study_key) as one case with these sequences
     as its channels, the first the reference grid and label (:mod:`curator.export.channels`);
@@ -97,23 +109,34 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
     check_grid(grid, pipeline, layers)
     nested = as_regions(rel.taxonomy, terms) if regions else None
     terms = painting_order(rel.taxonomy, terms)  # an inner term over its container
-    cases, view, dropped = select_cases(rel, where, duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers)
+    if test_only and "splits" not in rel.table_names():
+        raise ReleaseError("release_error", "--test-only: the release has no splits table, so no test split",
+                           path=str(rel.path), remedy="export without --test-only (every case then trains)")
+    cases, view, dropped = select_cases(rel, f"({where}) and s.split = 'test'" if test_only else where,
+                                        duplicates=duplicates, qc_filter=qc_filter, terms=terms, layers=layers,
+                                        qc_filter_test=qc_filter_test)
+    selected = list(cases)
     report = ExportReport(Path(out_root) / f"Dataset{dataset_id:03d}_{name}")
-    modalities = sorted({c.modality for c in cases})
-    if channels is None and len(modalities) > 1:
-        raise ConfigError("config_error", f"the selection mixes modalities {modalities}; nnU-Net needs one "
-                          "channel meaning", remedy="add e.g. modality = 'CT' to --where (or export the "
-                          "sequences of each study as channels: --channels)")
     studies, names = studies_of(cases, channels, report, rel.path, dropped)
     studies = leave_out_foreign_tests(rel, studies, terms, layers, report)  # an image nobody can score
     cases = [s.cases[0] for s in studies]
+    # the cases that would be written: one holding none of the terms is skipped, whatever its modality
+    modalities = check_modalities(rel, cases, terms, layers, view, partial)
+    if channels is None and len(modalities) > 1:
+        raise ConfigError("config_error", f"the cases holding the terms mix modalities {modalities}; nnU-Net "
+                          "needs one channel meaning", remedy="add e.g. modality = 'CT' to --where (or export the "
+                          "sequences of each study as channels: --channels)")
     folder = report.folder
     taken = sorted(p.name for p in Path(out_root).glob(f"Dataset{dataset_id:03d}_*")) if Path(out_root).is_dir() else []
     if taken:
         raise ReleaseError("release_error", f"nnU-Net dataset id {dataset_id} is taken by {', '.join(taken)}",
                            path=str(out_root), remedy="choose another --id (nnU-Net refuses two datasets "
                                                       "with one id), or remove the folder")
-    if not any(c.split != "test" for c in cases):  # found before a file is written
+    if test_only and not cases:
+        raise ReleaseError("release_error", "--test-only: the selection holds no case of the release's test split"
+                           + (" (their datasets annotate none of the terms: skipped)" if report.skipped else ""),
+                           path=str(rel.path), remedy="widen --where, or check the splits table's test split")
+    if not test_only and not any(c.split != "test" for c in cases):  # found before a file is written
         left_out = " (dropped duplicates left out)" if view.dropped_duplicates else ""
         raise ReleaseError("release_error", "the selection holds no training case"
                            + (f": every case it selects{left_out} is in the release's test split" if cases else ""),
@@ -136,7 +159,9 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         report.rename({s.cases[0].case_id: s.name for s in studies})
         note_resampled(report)
         training = [c for c in report.cases if split_of[c] != "test"]
-        if not training:
+        if test_only and not split_of:
+            raise no_case_error(rel, cases, terms, layers, partial, view, "test case", report.skipped)
+        if not training and not test_only:
             raise no_case_error(rel, [c for c in cases if c.split != "test"], terms, layers, partial, view,
                                 "training case", report.skipped)
         sources = write_sources(rel, staging, [s.cases[0].dataset for s in studies if s.name in split_of], report,
@@ -146,6 +171,14 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
         if report.ignored:  # nnU-Net: the highest label, right above the terms (verify_dataset_integrity)
             labels["ignore"] = len(terms) + 1
         _note_unknown(report, terms, split_of, missing)
+        may_include_notes(report, terms)
+        if test_only:
+            report.notes.append("a test-only export: imagesTs and labelsTs alone (dataset.json's numTraining is 0, "
+                                "no splits_final.json), to score a model trained before — its labels are the "
+                                "values of --terms in the order given, as in that model's dataset.json: check them")
+        evaluation = test_section(rel, report, view, selected, dropped,
+                                  {s.cases[0].case_id: s.name for s in studies}, terms, layers,
+                                  qc_filter=qc_filter, qc_filter_test=qc_filter_test)
         preprocess = preprocess_settings(rel.info)
         if pet := pet_window_note(preprocess, [s for s in studies if s.name in split_of], names):
             report.notes.append(pet)
@@ -184,12 +217,15 @@ def export_nnunet(release: str | Path, out_root: str | Path, *, dataset_id: int,
             "test_images_without_labels": report.images_only,
             "partial": {"missing": missing if partial else None, "ignore_label": labels.get("ignore"),
                         "unknown_terms": report.unknown, "ignored_voxels": report.ignored,
-                        "no_background": report.no_background},
+                        "no_background": report.no_background,
+                        "unknown_by_reason": unknown_by_reason(report, terms),
+                        "unknown_reasons": {c: why for c, why in report.unknown_why.items() if c in report.cases}},
             "channels": None if channels is None else {  # each exported case's channels: source case ids
                 "sequences": list(channels), "cases": {s.name: [c.case_id for c in s.cases] for s in studies
                                                        if s.name in split_of}, "resampled": report.resampled},
             "left_out_duplicates": sorted(view.dropped_duplicates),
-            "qc_filter": qc_filter, **sources,
+            "qc_filter": qc_filter, **evaluation, "test_only": test_only,
+            "may_include": report.may_include, **sources,
             **grid_section(rel, {s.name: s.cases[0].case_id for s in studies if s.name in split_of}, grid)}, indent=1)
     return report
 

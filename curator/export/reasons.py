@@ -51,6 +51,41 @@ def lacking(case: ExportCase, store: CaseStore, missing: Sequence[str], parts: M
     return "; ".join(said)
 
 
+# why a requested term is unknown in an exported case (curator_export.json's partial.unknown_by_reason)
+UNKNOWN = {
+    "not_annotated": "the case's dataset does not annotate it (no label of it or of parts completing it)",
+    "qc_excluded": "the case holds it, but QC excluded its label (--no-qc-filter exports it)",
+    "other_layers": "the case holds it only in label layers outside --layers (pseudo labels, say)",
+    "label_rejected": "ingest rejected the case's label file, or dropped a structure file of it",
+}
+
+
+def unknown_reasons(case: ExportCase, store: CaseStore, unknown: Sequence[str], parts: Mapping[str, Sequence[str]],
+                    layers: Sequence[str], view: TrainingView | None, tax: Taxonomy,
+                    release: Release | None = None) -> dict[str, str]:
+    """Each of the ``unknown`` terms of ``case`` -> why, one key of :data:`UNKNOWN`: QC excluded
+    the label the case holds, the case holds it only in other layers, ingest rejected its label
+    (``release``'s problems), or its dataset does not annotate it."""
+    from curator.store import LAYERS
+
+    excluded = view.labels_excluded(case.case_id) if view is not None else frozenset()
+    absent = view.labels_absent(case.case_id) if view is not None else frozenset()
+    unfiltered = usable_terms(store, parts, layers, (), absent) if excluded else {}
+    wider = usable_terms(store, parts, LAYERS, excluded, absent)
+    rejected = bool(_ingest_problem(release, case.case_id))
+    out = {}
+    for t in unknown:
+        if excluded and term_parts(t, parts[t], unfiltered, tax):
+            out[t] = "qc_excluded"
+        elif term_parts(t, parts[t], wider, tax):
+            out[t] = "other_layers"
+        elif rejected:
+            out[t] = "label_rejected"
+        else:
+            out[t] = "not_annotated"
+    return out
+
+
 def terms_usable(case_id: str, store: CaseStore, parts: Mapping[str, Sequence[str]], layers: Sequence[str],
                  view: TrainingView | None, tax: Taxonomy) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     """``(held, use)``: the terms of ``parts`` (or their parts) ``store`` holds in ``layers`` (term ->

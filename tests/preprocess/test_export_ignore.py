@@ -148,7 +148,8 @@ def test_full_terms_export_is_unchanged_by_partial(tiny: Tiny, tmp_path: Path) -
     for case in KITS:
         assert np.array_equal(_label(full.folder, case), _label(part.folder, case))
     assert json.loads((part.folder / "curator_export.json").read_text())["partial"] == {
-        "missing": "ignore", "ignore_label": None, "unknown_terms": {}, "ignored_voxels": {}, "no_background": []}
+        "missing": "ignore", "ignore_label": None, "unknown_terms": {}, "ignored_voxels": {}, "no_background": [],
+        "unknown_by_reason": {}, "unknown_reasons": {}}
 
 
 def test_missing_background_keeps_the_old_labels(tiny: Tiny, tmp_path: Path) -> None:
@@ -177,11 +178,12 @@ def test_monai_partial_keeps_background_and_lists_the_annotated_terms(absent_rel
         rep = export_monai(absent_rel, tmp_path / "m", terms=["liver", "gallbladder"], partial=True)
     data = json.loads((tmp_path / "m" / "datalist.json").read_text())
     entries = {e["case_id"]: e for k in ("training", "validation", "test") for e in data.get(k, [])}
-    assert entries["TinyTotalSeg__s0000"]["present"] == ["liver", "gallbladder"]  # annotated, absent: known
-    assert entries["TinyTotalSeg__s0001"]["present"] == ["liver"]
+    assert entries["TinyTotalSeg__s0000"]["annotated"] == ["liver", "gallbladder"]  # annotated, absent: known
+    assert entries["TinyTotalSeg__s0001"]["annotated"] == ["liver"]
+    assert all(e["present"] == e["annotated"] for e in entries.values())  # deprecated, kept for one version
     assert data["labels"] == {"0": "background", "1": "liver", "2": "gallbladder"}
     assert rep.unknown == {"TinyTotalSeg__s0001": ["gallbladder"]}
-    assert any("'present' key lists each case's annotated terms" in n for n in rep.notes)
+    assert any("'annotated' key lists the case's annotated terms" in n for n in rep.notes)
 
 
 def test_label_map_bounds_an_unknown_term_by_the_labels_that_may_hold_it() -> None:
