@@ -66,7 +66,8 @@ def test_section(release: Release, report: ExportReport, view: TrainingView, sel
             if name not in labelled and name not in report.unlabelled:
                 continue
             if qc_filter_test:
-                got = rows(view.labels_excluded(cid), _qc_reasons(release, cid))
+                out = view.labels_excluded(cid)
+                got = rows(out, _qc_reasons(release, cid)) if out else []
                 if got:
                     withheld_labels[name] = got
             elif name in labelled:

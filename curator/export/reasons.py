@@ -34,7 +34,9 @@ def lacking(case: ExportCase, store: CaseStore, missing: Sequence[str], parts: M
         if qc:
             layer = sorted({x for p, x in view.labels_excluded(case.case_id) if any(p in parts[t] for t in qc)})
             said.append(f"QC excluded its {', '.join(qc)} label ({', '.join(layer)} layer; the labels table's "
-                        "qc_reason says why): --no-qc-filter (qc_filter=False) exports it anyway")
+                        "qc_reason says why): " + ("a test case: without --qc-filter-test (qc_filter_test=False) "
+                                                   "it is exported" if case.split == "test" else
+                                                   "--no-qc-filter (qc_filter=False) exports it anyway"))
             rest = [t for t in rest if t not in qc]
     if rest and channels:
         on = {t: [c.sequence or c.case_id for c, s in channels if _holds(c, s, t, parts, layers, view, tax)]

@@ -84,6 +84,8 @@ def test_test_cases_are_not_qc_filtered_unless_asked(qc_rel: Path, tmp_path: Pat
                                                        "qc_reason": REASON}]}
     assert "written without a label" in info["test_withheld"]["cases"][TEST]
     assert "QC excluded its kidney_tumor" in info["test_withheld"]["cases"][TEST]
+    assert info["test_withheld"]["cases"][TEST].endswith("a test case: without --qc-filter-test "
+                                                         "(qc_filter_test=False) it is exported")
 
     monai = export_monai(qc_rel, tmp_path / "monai", terms=["kidney_tumor"], where=where)
     data = json.loads((monai.folder / "datalist.json").read_text())
