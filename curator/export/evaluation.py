@@ -77,7 +77,7 @@ def test_section(release: Release, report: ExportReport, view: TrainingView, sel
                     flagged[name] = got
     if withheld_labels:
         report.notes.append(f"warning: --qc-filter-test left out the labels QC excluded in {len(withheld_labels)} "
-                            "test case(s): the test set is no longer the release's (curator_export.json's "
+                            "test case(s): the test set is no longer the release's (the export's "
                             "test_withheld.labels lists them)")
     if flagged:
         report.notes.append(f"{len(flagged)} test case(s) are exported with labels QC flagged (the test split is "
