@@ -213,13 +213,18 @@ def record_models(builder: Any) -> None:
 
 def record_inference(builder: Any) -> None:
     """``release.json["inference"]``: how the released pseudo layers were computed — torch version,
-    device and CPU thread count, with the number of cases each — read from each store's pseudo layer
-    (cases labelled before curator recorded it count as ``unrecorded``). Rebuilding with another
-    torch or thread count moves the attention table's floats in the 7th digit; this says so."""
-    stores = builder.ctx.workspace.stores_dir
+    device and CPU thread count, with the number of cases each — read from the pseudo layer of each
+    store the release holds (its ``preprocessed`` cases: not the workspace's other stores, of cases
+    removed from a source, failed since or of a dropped source), cases labelled before curator
+    recorded it counting as ``unrecorded``. Rebuilding with another torch or thread count moves the
+    attention table's floats in the 7th digit; this says so."""
+    if "preprocessed" not in builder.tables:
+        return
+    root = builder.ctx.workspace.root
     seen: dict[str, dict[str, Any]] = {}
-    for path in sorted(stores.glob("*.zarr")):
-        attrs = CaseStore(path).layer_attrs("pseudo")
+    for rel in sorted(builder.tables.read("preprocessed", ["store"]).column("store").to_pylist()):
+        path = root / rel
+        attrs = CaseStore(path).layer_attrs("pseudo") if path.is_dir() else None
         if attrs is None:
             continue
         facts = attrs.get("torch") or {"unrecorded": True}
