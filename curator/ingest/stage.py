@@ -70,6 +70,34 @@ def _display(source: str, root: Path, path: str | None) -> str | None:
     return f"{source}:{Path(rel).as_posix()}"
 
 
+def _files_below(root: Path, rel: str) -> list[str]:
+    """``rel`` (under ``root``), or every file below it when it is a folder (a DICOM series)."""
+    p = root / rel
+    if not p.is_dir() or p.is_symlink():
+        return [rel]
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(p) for f in files)
+
+
+def _written_after(path: Path, since_ns: int) -> bool:
+    """Whether the file was modified after ``since_ns`` (its mtime: a copy of the project by
+    ``cp -a`` or ``rsync -a`` keeps it); a missing file counts as changed."""
+    try:
+        return path.lstat().st_mtime_ns > since_ns
+    except OSError:
+        return True
+
+
+def _edited(path: Path, before: list[Any] | None, now: list[Any] | None, since_ns: int) -> bool:
+    """Whether a case's file changed since the checksums the last plan took (``before``, the checksum
+    cache's entry: size, times, inode, SHA-256): by content when both entries are there (a copied
+    tree, with new times and inodes, is no edit), else by its modification time (a file first seen)."""
+    if not path.exists():
+        return True
+    if before is not None and now is not None and len(before) >= 5 and len(now) >= 5:
+        return bool(before[4] != now[4])
+    return _written_after(path, since_ns)
+
+
 class IngestStage(Stage):
     name = "ingest"
     # 2: label defects reject the label, not the case; 3: CT intensity warnings; 4: NIfTI without
@@ -87,7 +115,38 @@ class IngestStage(Stage):
     tables = ("cases", "raw_labels")
     reads_sources = True
 
+    def edited_inputs(self, task: Task, since_ns: int) -> list[str]:
+        """The case's image and label files (every file of a series folder) written after
+        ``since_ns``; a ``pseudonymous_ids`` source's are named by the case (its file names may
+        name a patient)."""
+        p = task.payload
+        src = self.ctx.sources.get(p["source"])
+        if src is None:
+            return []
+        rels = ([p["image"]] if p["image"] else []) + [rel for _, rel in p["labels"]]
+        before, now = self.checksums_before.get(src.name, {}), self.checksums_now.get(src.name, {})
+        edited = [rel for rel in rels for rel in _files_below(src.root, rel)
+                  if _edited(src.root / rel, before.get(rel), now.get(rel), since_ns)]
+        if edited and src.pseudonymous_ids:
+            return [f"{src.name}:{task.case_id} ({len(edited)} file(s))"]
+        return [f"{src.name}:{rel}" for rel in edited]
+
+    def edited_source_files(self, since_ns: int) -> list[str]:
+        """The metadata, official split and index files the dataset YAMLs name, written after ``since_ns``."""
+        out = []
+        for src in self.ctx.sources.values():
+            spec = src.spec
+            named = {str(f) for f in (spec.metadata.get("file"), spec.official_split.get("file")) if f}
+            named |= {e.index for e in spec.layout if e.index}
+            # a missing one is no edit: ingest's problem rows say it (and the cases it then loses are gone)
+            out += [f"{src.name}:{rel}" for rel in sorted(named)
+                    if (src.root / rel).exists() and _written_after(src.root / rel, since_ns)]
+        return out
+
     def plan(self) -> list[Task]:
+        # each source's checksum cache entries before and after this plan (relative path -> entry)
+        self.checksums_before: dict[str, dict[str, list[Any]]] = {}
+        self.checksums_now: dict[str, dict[str, list[Any]]] = {}
         tasks: list[Task] = []
         self.extra_problems: list[dict[str, Any]] = []
         ws = self.ctx.workspace
@@ -132,6 +191,8 @@ class IngestStage(Stage):
             # each case's cardiac phase, from its file name's frame and the phase file beside it
             phases = case_phases(spec.phase, root, cases) if spec.phase else {}
             checksums = ChecksumCache(ws, src.name)
+            self.checksums_before[src.name] = dict(checksums.entries)  # entries are replaced, never changed in place
+            self.checksums_now[src.name] = checksums.entries
             for c in cases:
                 files = ([c.image] if c.image else []) + [p for _, p in c.labels]
                 study = [c.fields.get(k, "") for k in sorted(c.fields) if k not in ("sequence", "structure")]
@@ -176,7 +237,8 @@ class IngestStage(Stage):
                     payload["label_frames"] = 1
                 tasks.append(Task(case_id=c.case_id, payload=payload, fingerprint=fingerprint,
                                   dataset=spec.name, path=shown))
-            checksums.save()
+            if self.save_checksums:
+                checksums.save()
             _say_gone(ws, src.name, {t.case_id for t in tasks if t.payload["source"] == src.name})
         return tasks
 

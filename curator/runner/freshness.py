@@ -250,6 +250,8 @@ def _own_reasons(ctx: Context, name: str, cls: type[Stage], rec: dict[str, Any],
         return reasons
     if rec.get("sources_digest", digest[0]) != digest[0] and rec.get("sources_digest_relative") != digest[1]:
         reasons.append(f"{name} ran with other sources ({_sources_changed(ctx, rec)})")
+        if cls.reads_sources and len(reasons) == 1:  # a dataset YAML changed: its files may have too
+            reasons += _changed_inputs(ctx, name, cls, config, files_only=True)
     elif cls.reads_sources and not reasons:
         reasons += _changed_inputs(ctx, name, cls, config)
     return reasons
@@ -271,23 +273,37 @@ def _parts_changed(ctx: Context, cls: type[Stage], config: StageConfig, rec: dic
     return " (" + "; ".join(f"{what}: {', '.join(names)}" for what, names in said) + ")" if said else ""
 
 
-def _changed_inputs(ctx: Context, name: str, cls: type[Stage], config: StageConfig) -> list[str]:
+def _changed_inputs(ctx: Context, name: str, cls: type[Stage], config: StageConfig,
+                    files_only: bool = False) -> list[str]:
     """Why the files under the sources are not what ``name`` last read: its plan made again
     (content checksums, re-read only for files whose size or times changed) against each case's
-    cached result — what `curator run` would redo — and the cases it ingested that are gone."""
+    cached result — what `curator run` would redo —, the cases it ingested that are gone, and the
+    files edited since (by path, :meth:`Stage.edited_inputs`: a case's image and labels, and the
+    metadata, split and index files a dataset YAML names). With ``files_only`` (the sources' specs
+    changed too, which may change every case's key) only the edited files are said."""
     try:
         stage = cls(ctx, config)
+        stage.save_checksums = False  # edited files are named against the checksums of the last run
         tasks = stage.plan()
     except CuratorError as e:
         return [f"{name} cannot plan its cases now ({e})"]
     ws = ctx.workspace
-    changed, new = [], []
+    changed, new, edited = [], [], []
     for t in tasks:
         cached = ws.read_case_result(name, t.case_id)
         if cached is None:
             new.append(t.case_id)
-        elif cached.get("key") != stage.task_key(t):
-            changed.append(t.case_id)
+        elif files_only or cached.get("key") != stage.task_key(t):
+            mine = stage.edited_inputs(t, _mtime_ns(ws.case_result_path(name, t.case_id)))
+            edited += mine
+            if mine or not files_only:
+                changed.append(t.case_id)
+    record = ws.stage_dir(name) / "stage.json"
+    edited += stage.edited_source_files(_mtime_ns(record)) if record.is_file() else []
+    files = [f"input files edited since {name} ran: {', '.join(edited[:5])}" + (f" (and {len(edited) - 5} more)"
+             if len(edited) > 5 else "")] if edited else []
+    if files_only:
+        return files
     had = ws.read_table(cls.tables[0], ["case_id", "source"]) if cls.tables else None
     gone: list[str] = []
     if had is not None and "source" in had.column_names:  # cases of a source no longer configured: said above
@@ -296,7 +312,18 @@ def _changed_inputs(ctx: Context, name: str, cls: type[Stage], config: StageConf
                                           strict=True) if src in ctx.sources and c not in planned)
     said = (("the source files of {n} case(s) changed", changed), ("{n} case(s) of the sources are new", new),
             ("{n} case(s) of the sources are gone", gone))
-    return [f"{what.format(n=len(ids))} since {name} ran (e.g. {', '.join(ids[:3])})" for what, ids in said if ids]
+    cases = [f"{what.format(n=len(ids))} since {name} ran (e.g. {', '.join(ids[:3])})" for what, ids in said if ids]
+    # the files say why, never whether: a file touched with its content kept (a metadata file is
+    # judged by its time) changes no case's key, so it puts nothing out of date
+    return cases + files if cases else []
+
+
+def _mtime_ns(path: Path) -> int:
+    """When ``path`` was last written (a case's cached result: when its run read the case's files)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _kept_cases(ctx: Context, name: str) -> int:

@@ -167,6 +167,9 @@ class Stage:
     # the stage reads the sources' files: freshness plans it again and compares each case's key
     # with its cached result, so an edited, added or removed file puts it out of date
     reads_sources: ClassVar[bool] = False
+    # a reads_sources stage's plan saves the content checksums it took (the workspace's checksum
+    # cache); freshness sets False, so it names the files edited since the last run, every time
+    save_checksums: bool = True
 
     def __init__(self, ctx: Context, config: StageConfig) -> None:
         self.ctx = ctx
@@ -186,6 +189,18 @@ class Stage:
     @classmethod
     def process(cls, task: Task, config: StageConfig, env: CaseEnv) -> CaseOutput:
         raise NotImplementedError
+
+    def edited_inputs(self, task: Task, since_ns: int) -> list[str]:
+        """For a ``reads_sources`` stage: the files under a source root that ``task`` reads and that
+        were written after ``since_ns`` (a time in ns), as ``<source>:<path under its root>`` —
+        what `curator status` names beside a case whose inputs changed. None by default."""
+        return []
+
+    def edited_source_files(self, since_ns: int) -> list[str]:
+        """For a ``reads_sources`` stage: the files under the source roots that the dataset YAMLs
+        name for the whole dataset (a metadata table, an official split, an index listing the
+        pairs) written after ``since_ns``, as :meth:`edited_inputs` names them. None by default."""
+        return []
 
     @classmethod
     def settings_files_digest(cls, ctx: Context, config: StageConfig) -> str | None:
