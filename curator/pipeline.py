@@ -12,7 +12,6 @@ from curator.release.build import (
     build_release,
     check_cases,
     check_writable,
-    exists_remedy,
     release_dir,
 )
 from curator.runner.context import Context
@@ -59,10 +58,10 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
         SplitConfig.from_dict(config.stage("splits"), where="stages.splits")
         dest = release_dir(ctx)
         check_writable(dest, config.file_name)  # found now, not after hours of stages
-        if dest.exists():
-            raise ReleaseError("release_exists", f"release {config.release.collection} {config.release.version} "
-                               "already exists", path=str(dest),
-                               remedy=exists_remedy(config.file_name) + " (or run with --no-release)")
+        if dest.exists():  # compared when built: the same content keeps it, other content is refused
+            log.info("release %s %s exists: this run's release is compared with it (the same content_sha256 keeps "
+                     "it; other content is refused: bump `release.version`)", config.release.collection,
+                     config.release.version)
         if stages is not None:  # a subset: the stages left out must be current after it
             reasons = stale_reasons(ctx, will_run={name for name, _ in chosen})
             if reasons:
@@ -74,8 +73,9 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
 
 
 def run_pipeline(config: PipelineConfig, *, stages: list[str] | None = None,
-                 release: bool = True) -> PipelineResult:
-    """Run ``stages`` (default: every installed, enabled stage, in order), then write the release."""
+                 release: bool = True, overwrite: bool = False) -> PipelineResult:
+    """Run ``stages`` (default: every installed, enabled stage, in order), then write the release
+    (``overwrite``: replace the version when it exists with other content, :func:`build_release`)."""
     ctx = Context(config)
     result = PipelineResult()
     # the holder a second command is told about: `curator preprocess`, not `curator run`
@@ -91,5 +91,5 @@ def run_pipeline(config: PipelineConfig, *, stages: list[str] | None = None,
         finally:
             executor.close()
         if release:
-            result.release = build_release(ctx)
+            result.release = build_release(ctx, overwrite=overwrite)
     return result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from curator.demo.data import build_demo_data
 from curator.errors import WorkspaceError
@@ -148,19 +148,20 @@ def test_release_versions_are_immutable(tmp_path: Path, demo_raw: Path) -> None:
     first = run(pipe, release=True).release
     assert first is not None
     before = _release_tables(first)
+    manifest = (first / "release.json").read_bytes()
     from curator.errors import ReleaseError
 
-    with pytest.raises(ReleaseError) as e:
+    # the same inputs and settings again: the same content, so the published folder is kept as it is
+    assert run(pipe, release=True).release == first
+    assert _release_tables(first) == before and (first / "release.json").read_bytes() == manifest
+    # other content under the same version: refused, the published release untouched
+    cfg = yaml.safe_load(pipe.read_text())
+    cfg["release"]["creators"] = ["Jane Doe"]
+    pipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(ReleaseError, match="already exists with other content") as e:
         run(pipe, release=True)
     assert e.value.kind == "release_exists"
-    assert _release_tables(first) == before
-    # refused before any stage ran: no stage's state was touched
-    stage_json = sorted((tmp_path / "workspace" / "stages").glob("*/stage.json"))
-    stamps = [p.stat().st_mtime_ns for p in stage_json]
-    with pytest.raises(ReleaseError, match="already exists"):
-        run(pipe, release=True)
-    assert stage_json and [p.stat().st_mtime_ns for p in stage_json] == stamps
-    shutil.rmtree(tmp_path / "workspace" / "stages")  # nothing else changed on disk either
+    assert _release_tables(first) == before and (first / "release.json").read_bytes() == manifest
 
 
 @pytest.mark.parametrize(("stages", "chosen", "what"), [

@@ -47,6 +47,10 @@ def _run_facts(record: dict[str, Any] | None) -> dict[str, Any]:
             if k in record}
 
 
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="replace the release version when it exists with other content (default: refused; the same "
+    "content keeps it as it is)")]
+
 # status's ``release.refused_reason``: why `curator release` would not write the release (docs/releases.md)
 REFUSED_REASONS = ("exists", "stale", "no_cases_table", "no_cases", "sources_missing")
 
@@ -63,8 +67,12 @@ def _release_refusal(ctx: Any, dest: Path, stale: list[str], has_cases: bool) ->
     if dest.exists():
         rc = ctx.config.release
         from curator.release.build import exists_remedy
+        from curator.release.integrity import published_content
 
-        return "exists", f"release {rc.collection} {rc.version} already exists ({dest}); {exists_remedy(name)}"
+        said, _ = published_content(dest)
+        return "exists", (f"release {rc.collection} {rc.version} already exists ({dest}, content_sha256 {said}): a "
+                          "rebuild keeps it when it holds the same content and is refused when not; "
+                          + exists_remedy(name))
     if stale:  # (before a missing cases table: a stage that has not run says more)
         return "stale", stale_message(stale, name) + f"; run `curator run {name}` (cached cases are not redone)"
     if not has_cases:
@@ -124,24 +132,27 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
             address: AddressOpt = None, progress: ProgressOpt = None,
             stages: Annotated[str | None, typer.Option(help="comma-separated subset of stages")] = None,
             release: Annotated[bool, typer.Option("--release/--no-release", help="write the release")] = True,
+            overwrite: OverwriteOpt = False,
             ) -> None:
         """Run the whole pipeline from one config, then write the release."""
         from curator.pipeline import run_pipeline
 
         cfg = load_config(pipeline, executor, workers, address, progress)
         chosen = [s.strip() for s in stages.split(",")] if stages else None
-        _report(run_pipeline(cfg, stages=chosen, release=release))
+        _report(run_pipeline(cfg, stages=chosen, release=release, overwrite=overwrite))
 
     @app.command("release")
     @handle_errors
     def release_cmd(pipeline: PipelineArg,
                     progress: Annotated[bool | None, typer.Option(
                         "--progress/--no-progress", help="accepted as by `run` and the stage commands, so a script "
-                        "can pass it to every command; writing a release draws no progress bar")] = None) -> None:
+                        "can pass it to every command; writing a release draws no progress bar")] = None,
+                    overwrite: OverwriteOpt = False) -> None:
         """Write the release from the workspace's tables (no stage is re-run).
 
         Refused when a table is out of date with pipeline.yaml: a stage not run, or run under
-        other settings, code or sources, or before a stage it follows ran again.
+        other settings, code or sources, or before a stage it follows ran again. A version that
+        exists is kept when this build holds the same content (content_sha256), refused when not.
         """
         del progress  # nothing to show: the option is there so scripts may pass it everywhere
         from curator.release.build import build_release
@@ -150,7 +161,7 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
         cfg = load_config(pipeline)
         ctx = Context(cfg)
         with ctx.workspace.locked("release"):
-            path = build_release(ctx)
+            path = build_release(ctx, overwrite=overwrite)
         err.print(f"[bold green]release[/] {escape(str(path))}", highlight=False)
 
     @app.command("status")
@@ -239,8 +250,9 @@ def register(app: typer.Typer) -> dict[str, typer.Typer]:
                 out.print(f"[yellow]gc count unavailable[/]: {escape(counted)}", highlight=False)
             name = f"{escape(rc.collection)} {escape(rc.version)}"
             if blocked == "exists":
-                out.print(f"release {name}: [yellow]exists[/] ({escape(str(dest))}); bump `release.version` for "
-                          "a new one", highlight=False)
+                out.print(f"release {name}: [yellow]exists[/] ({escape(str(dest))}); a rebuild with the same "
+                          "content keeps it, other content is refused: bump `release.version` for a new one",
+                          highlight=False)
             elif blocked == "stale":
                 out.print(f"release {name}: [red]would be refused[/] (tables out of date): run `curator run "
                           f"{escape(str(pipeline))}` — cached cases are not redone", highlight=False)

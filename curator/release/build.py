@@ -1,7 +1,9 @@
 """Writing a release: tables as Parquet + ``release.json`` in ``<root>/<collection>/<version>/``.
 
 A release is assembled in a hidden temporary folder next to its destination and renamed
-into place in one step; an existing version is never overwritten. Extra release steps
+into place in one step. An existing version is never overwritten unasked: a rebuild of it with the
+same content (``content_sha256``) keeps the published folder, one with other content is refused
+(``--overwrite`` replaces it). Extra release steps
 (splits, dataset card, stores, reports) plug in through :data:`RELEASE_STEPS`.
 """
 
@@ -33,7 +35,7 @@ from curator.io.fsutil import (
     staging_path,
 )
 from curator.release.changes import write_changes
-from curator.release.integrity import content_sha256, record_stores
+from curator.release.integrity import content_sha256, published_content, record_stores
 from curator.release.lineage import (
     checksum_values,
     lineage,
@@ -62,6 +64,7 @@ RELEASE_STEPS: list[str] = [
     "curator.taxonomy.release:release_step",
     "curator.release.privacy:release_step",
     "curator.release.sources:release_step",
+    "curator.release.registry_files:release_step",
     "curator.release.schema_doc:release_step",
     "curator.release.changes:release_step",
     "curator.release.card:release_step",
@@ -241,19 +244,53 @@ def check_sources(ctx: Context) -> None:
 
 
 def exists_remedy(file_name: str) -> str:
-    """What to do when the release version exists: a new version — or, for a damaged copy of this
-    one (verify or query said so), the same version built again after its folder is deleted."""
-    return (f"releases are immutable: bump `release.version` in {file_name}; to build a damaged copy of this "
-            "version again, delete its folder first (from an unchanged workspace the rebuild holds the same "
-            "content: the same content_sha256, which `curator verify` prints)")
+    """What to do when the release version exists with other content: a new version — or, knowingly,
+    the same version replaced (a damaged copy, a version never handed out)."""
+    return (f"releases are immutable: bump `release.version` in {file_name} for the new content; to replace this "
+            "version knowingly (a damaged copy, a version no one has yet), delete its folder or pass `--overwrite`")
 
 
-def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
+def _differing(old: dict[str, str], new: dict[str, str]) -> str:
+    """`` (3 file(s) differ: cases.parquet, labels.parquet, …)``: the files two builds list
+    differently (croissant.json, dated by its build, left out as content_sha256 leaves it out)."""
+    diff = sorted(p for p in set(old) | set(new) if old.get(p) != new.get(p) and p != "croissant.json")
+    return f" ({len(diff)} file(s) differ: {', '.join(diff[:5])}{', …' if len(diff) > 5 else ''})" if diff else ""
+
+
+def _keep_or_replace(dest: Path, staging: Path, info: dict[str, Any], overwrite: bool, pipeline: str) -> bool:
+    """A rebuild of a version already at ``dest``: True when it holds the same content (the published
+    folder is kept as it is: its release.json, whose SHA-256 may be published, stays); its folder
+    replaced by ``staging`` under ``overwrite``; else refused, naming both content_sha256 values."""
+    rc_name = f"{dest.parent.name} {dest.name}"
+    old, old_files = published_content(dest)
+    new = str(info["content_sha256"])
+    if old == new:
+        log.info("release %s is already published with the same content (content_sha256 %s): kept as it is "
+                 "(`curator verify %s` checks its files)", rc_name, new, dest)
+        return True
+    what = (f"content_sha256 {old} (published) → {new} (this build)" if old else
+            "its release.json cannot be read, so its content cannot be compared") + _differing(old_files, info["files"])
+    if not overwrite:
+        raise ReleaseError("release_exists", f"release {rc_name} already exists with other content: {what}",
+                           path=str(dest), remedy=exists_remedy(pipeline))
+    log.warning("release %s replaced (--overwrite): %s", rc_name, what)
+    aside = staging_path(dest.with_name(dest.name + ".replaced"))
+    os.rename(dest, aside)
+    try:
+        os.rename(staging, dest)
+    except OSError:
+        os.rename(aside, dest)  # the published folder back where it was
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return False
+
+
+def build_release(ctx: Context, *, steps: list[str] | None = None, overwrite: bool = False) -> Path:
+    """Write the release of ``ctx``'s workspace into ``<root>/<collection>/<version>/``. A version
+    already there is compared by content: the same ``content_sha256`` keeps it (a rebuild is
+    idempotent), other content is refused (``release_exists``) unless ``overwrite`` replaces it."""
     rc = ctx.config.release
     dest = release_dir(ctx)
-    if dest.exists():
-        raise ReleaseError("release_exists", f"release {rc.collection} {rc.version} already exists",
-                           path=str(dest), remedy=exists_remedy(ctx.config.file_name))
     if not ctx.workspace.has_table("cases"):
         raise ReleaseError("release_error", "the workspace has no cases table",
                            remedy=f"run ingest first (`curator run {ctx.config.file_name}`)")
@@ -285,12 +322,18 @@ def build_release(ctx: Context, *, steps: list[str] | None = None) -> Path:
                 fn(b)
         if b.parent is not None:  # changes.json: the diff of the parent and this release, listed in files
             write_changes(b, _release_json(b, stores))
-        atomic_write_json(staging / "release.json", _release_json(b, stores), indent=1)
-        try:
-            os.rename(staging, dest)  # atomic; fails if dest appeared meanwhile
-        except OSError as e:
-            raise ReleaseError("release_exists", f"release {rc.version} appeared while this one was built",
-                               path=str(dest), remedy="bump `release.version`") from e
+        info = _release_json(b, stores)
+        atomic_write_json(staging / "release.json", info, indent=1)
+        if os.path.lexists(dest):
+            if _keep_or_replace(dest, staging, info, overwrite, ctx.config.file_name):
+                return dest
+        else:
+            try:
+                os.rename(staging, dest)  # atomic; fails if dest appeared meanwhile
+            except OSError as e:
+                raise ReleaseError("release_exists", f"release {rc.version} appeared while this one was built",
+                                   path=str(dest), remedy="run the same command again: it compares this build "
+                                   "with that release") from e
     except OSError as e:  # a full disk or quota while copying tables and stores: not a bug in curator
         raise release_write_error(e, dest, staging) from e
     finally:

@@ -26,6 +26,7 @@ _ABSENT: Any = object()
 # ``splits`` stage's, compared with the stages'); ``pipeline_config`` and ``stages`` have their own
 # comparison below
 OUTCOME_KEYS = frozenset({"collection", "version", "created", "parent_version", "parent_release_json_sha256",
+                          "parent_content_sha256",
                           "files", "stores", "counts", "pipeline_config_hash", "input_checksums_sha256",
                           "n_input_files", "review", "splits", "pipeline_config", "stages", "content_sha256"})
 # summaries of what a release step did whose named parts are its settings (the rest are counts)

@@ -218,13 +218,46 @@ def parent_check(release: Path, info: dict[str, Any]) -> tuple[str, bool]:
     if not parent.is_file():
         return f"parent {version} is not beside this release: not checked", False
     now = sha256_file(parent)
+    content, now_content = info.get("parent_content_sha256"), parent_content(parent.parent)
+    if content and now_content != content:  # the data differs, whatever its release.json says
+        return (f"parent {version}'s content changed since this release was built (content_sha256 recorded "
+                f"{str(content)[:12]}…, now {str(now_content)[:12]}…): the parent was rewritten or replaced, so "
+                "diffs against it are not what changed between the two releases; restore it from its published "
+                "copy"), True
     if not recorded:
         return f"parent {version}: this release recorded no checksum of it", False
+    if now != recorded and content:
+        return (f"parent {version} holds the content recorded here (content_sha256 {str(content)[:12]}…) in "
+                f"another build's release.json (recorded {str(recorded)[:12]}…, now {now[:12]}…): it was built "
+                "again from the same data"), False
     if now != recorded:
         return (f"parent {version}'s release.json changed since this release was built (recorded "
                 f"{str(recorded)[:12]}…, now {now[:12]}…): the parent was rewritten or replaced, so diffs against "
                 "it are not what changed between the two releases; restore it from its published copy"), True
     return f"parent {version}'s release.json matches the checksum recorded here", False
+
+
+def published_content(dest: Path) -> tuple[str | None, dict[str, str]]:
+    """The ``content_sha256`` and ``files`` of the release already at ``dest`` (computed from its
+    ``files`` when its release.json predates the record; None when it cannot be read)."""
+    try:
+        info = read_release_json(dest)
+    except ReleaseError:
+        return None, {}
+    files = info.get("files")
+    files = {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+    said = info.get("content_sha256")
+    return (str(said) if said else content_sha256(files) if files else None), files
+
+
+def parent_content(release: Path) -> str | None:
+    """The content identity of ``release`` (a parent): :func:`content_sha256` of the ``files`` its
+    release.json lists (what its own ``verify`` checks its files against), None when unreadable."""
+    try:
+        files = read_release_json(release).get("files")
+    except ReleaseError:
+        return None
+    return content_sha256({str(k): str(v) for k, v in files.items()}) if isinstance(files, dict) else None
 
 
 def verify_release(path: str | Path) -> VerifyReport:

@@ -231,11 +231,14 @@ def record_model(builder: ReleaseBuilder, name: str, path: str | Path, **info: A
 def lineage(builder: ReleaseBuilder) -> dict[str, Any]:
     """The lineage keys of release.json (models come from ``builder.extra['models']``)."""
     from curator.harmonize.stage import taxonomy_path
+    from curator.release.integrity import published_content
 
     parent = builder.parent
     out: dict[str, Any] = {
         "parent_version": parent.name if parent else None,
         "parent_release_json_sha256": sha256_file(parent / "release.json") if parent else None,
+        # the parent's data identity: a parent rebuilt with the same content (another release.json) still matches
+        "parent_content_sha256": published_content(parent)[0] if parent else None,
         "taxonomy": taxonomy_info(taxonomy_path(builder.ctx)),
         "inputs": input_checksums(builder.tables.read("cases", ["dataset", "image_sha256", "label_sha256"])),
         "models": dict(sorted(builder.extra.get("models", {}).items())),

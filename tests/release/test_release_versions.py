@@ -65,18 +65,18 @@ def test_second_release_adds_exactly_the_new_dataset(demo: Path) -> None:
         assert rep.ok, rep.to_dict()
 
 
-def test_existing_version_is_refused_and_left_intact(demo: Path, release_with: Build) -> None:
+def test_existing_version_with_other_content_is_refused_and_left_intact(demo: Path, release_with: Build) -> None:
     v1 = demo / "releases" / "demo" / "0.1.0"
     def files() -> dict[str, bytes]:
         return {str(p.relative_to(v1)): p.read_bytes() for p in sorted(v1.rglob("*")) if p.is_file()}
 
     before = files()
     with pytest.raises(ReleaseError) as e:
-        release_with(demo, "0.1.0")
-    assert e.value.kind == "release_exists"
+        release_with(demo, "0.1.0", url="https://example.org/demo")  # the card and croissant.json change
+    assert e.value.kind == "release_exists" and "content_sha256" in e.value.detail
     # a damaged copy of the version is built again after deleting its folder (tester 36 #9: verify and
     # query said to "build the release again", which this refusal then forbade without saying how)
-    assert e.value.remedy and "delete its folder first" in e.value.remedy and "content_sha256" in e.value.remedy
+    assert e.value.remedy and "delete its folder" in e.value.remedy and "--overwrite" in e.value.remedy
     assert files() == before
     assert not [p for p in v1.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
