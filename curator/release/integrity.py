@@ -226,10 +226,11 @@ def parent_check(release: Path, info: dict[str, Any]) -> tuple[str, bool]:
                 "copy"), True
     if not recorded:
         return f"parent {version}: this release recorded no checksum of it", False
-    if now != recorded and content:
-        return (f"parent {version} holds the content recorded here (content_sha256 {str(content)[:12]}…) in "
-                f"another build's release.json (recorded {str(recorded)[:12]}…, now {now[:12]}…): it was built "
-                "again from the same data"), False
+    if now != recorded and content:  # the same data under another manifest: its lineage records may mislead
+        return (f"parent {version}'s release.json changed since this release was built (recorded "
+                f"{str(recorded)[:12]}…, now {now[:12]}…) while its content is the one recorded here (content_sha256 "
+                f"{str(content)[:12]}…): the parent was built again or its manifest edited, so diffs of its "
+                "lineage against it may report changes that never happened; restore it from its published copy"), True
     if now != recorded:
         return (f"parent {version}'s release.json changed since this release was built (recorded "
                 f"{str(recorded)[:12]}…, now {now[:12]}…): the parent was rewritten or replaced, so diffs against "
