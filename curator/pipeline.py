@@ -59,9 +59,10 @@ def check_plan(ctx: Context, stages: list[str] | None, release: bool) -> list[tu
         dest = release_dir(ctx)
         check_writable(dest, config.file_name)  # found now, not after hours of stages
         if dest.exists():  # compared when built: the same content keeps it, other content is refused
-            log.info("release %s %s exists: this run's release is compared with it (the same content_sha256 keeps "
-                     "it; other content is refused: bump `release.version`)", config.release.collection,
-                     config.release.version)
+            log.warning("release %s %s exists: this run's release is compared with it (the same "
+                        "content_sha256 keeps it; other content is refused after the stages ran: bump "
+                        "`release.version`, or pass --overwrite)", config.release.collection,
+                        config.release.version)
         if stages is not None:  # a subset: the stages left out must be current after it
             reasons = stale_reasons(ctx, will_run={name for name, _ in chosen})
             if reasons:
