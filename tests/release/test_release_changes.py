@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,7 +109,13 @@ def nc_licence(builder: ReleaseBuilder) -> None:
     """A release step: the demo's DemoTotalSeg source under a non-commercial licence (its YAML edited)."""
     name = next(n for n, s in builder.ctx.sources.items() if s.spec.name == "DemoTotalSeg")
     src = builder.ctx.sources[name]
-    builder.ctx.sources[name] = dataclasses.replace(src, spec=dataclasses.replace(src.spec, licence="CC-BY-NC-4.0"))
+    # the edited YAML beside the demo's (shared by other tests), so the release ships the file the spec came from
+    edited = Path(tempfile.mkdtemp()) / Path(src.spec.path).name
+    text = Path(src.spec.path).read_text(encoding="utf-8")
+    assert "licence: CC-BY-4.0\n" in text
+    edited.write_text(text.replace("licence: CC-BY-4.0\n", "licence: CC-BY-NC-4.0\n"), encoding="utf-8")
+    spec = dataclasses.replace(src.spec, licence="CC-BY-NC-4.0", path=str(edited))
+    builder.ctx.sources[name] = dataclasses.replace(src, spec=spec)
 
 
 def test_a_release_built_on_a_parent_holds_its_changes_and_says_them_on_its_card(demo: Path) -> None:
