@@ -559,9 +559,9 @@ def _pattern_hints(spec: Any, r: SourceCheck) -> list[dict[str, Any]]:
 
 def _patient_timepoints(spec: Any, tasks: list[Any]) -> list[dict[str, Any]]:
     """A warning when ``patient_id`` is the case id and the case ids read as subject and timepoint
-    (BraTS' ``BraTS-MEN-00008-000`` beside ``-001``: :func:`~curator.registry.scaffold.timepoint_subjects`):
+    (BraTS' ``BraTS-MEN-00008-000`` beside ``-001``: :func:`~curator.registry.scaffold_patients.timepoint_subjects`):
     each timepoint is then a patient of its own, and the splits may put one subject on both sides."""
-    from curator.registry.scaffold import same_subject, subject_regex, timepoint_subjects
+    from curator.registry.scaffold_patients import same_subject, subject_regex, timepoint_subjects
 
     if spec.patient_id != "{case}":
         return []

@@ -208,7 +208,7 @@ def test_bids_sequences_in_one_folder_and_gd_labels(tmp_path: Path) -> None:
 
 
 def test_a_case_number_inside_a_dotted_uid_is_not_the_case(tmp_path: Path) -> None:
-    from curator.registry.scaffold import _replace_case
+    from curator.registry.scaffold_pairing import _replace_case
 
     assert _replace_case("R1/1.2.840.1/x seg.nii.gz", {"case": "1"}) == "R{case}/1.2.840.1/x seg.nii.gz"
 
@@ -383,7 +383,7 @@ def test_hanseg_masks_named_with_the_case_are_structures_and_the_mr_is_a_sequenc
     assert got == {**{f"HN__case_0{i}": ("CT", 4) for i in (1, 2, 3)},
                    **{f"HN__case_0{i}__MR_T1": ("MR", 0) for i in (1, 2, 3)}}
     # names that differ only in a number are frames, not structures (ACDC's _frame01_gt, _frame12_gt)
-    from curator.registry.scaffold import _structure_sets
+    from curator.registry.scaffold_pairing import _structure_sets
 
     assert _structure_sets([f"p/{{case}}_frame{f}_gt.nii.gz" for f in ("01", "12", "14")]) == []
 
