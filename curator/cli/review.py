@@ -86,12 +86,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Bring revised labels back as each case's `revised` layer (origin=revised), with the labels
         worklist.csv's accept column accepts as correct. Exit code 1 when a revision was refused."""
         from curator.config import PipelineConfig
+        from curator.pseudolabel.review_checks import unrevised_cases
         from curator.pseudolabel.review_import import (
             Outcome,
             check_has_cases,
             import_review,
             record_import_problems,
-            unrevised_cases,
         )
         from curator.workspace import Workspace
 

@@ -217,12 +217,8 @@ def _unsafe_to_rewrite(store: CaseStore, folder: Path, codes: ExportCodes) -> bo
 def _accept_imported(store: CaseStore, folder: Path, cell: str) -> bool:
     """Whether the case folder's accept (its worklist cell) is what was imported already: its
     revised layer then changed the store's record, which is no revision this export overwrites."""
-    from curator.pseudolabel.review_import import (
-        accepted_codes,
-        original_terms,
-        reviewed_before,
-        same_as_imported,
-    )
+    from curator.pseudolabel.review_checks import reviewed_before
+    from curator.pseudolabel.review_revision import accepted_codes, original_terms, same_as_imported
 
     try:
         accepted = accepted_codes(cell, folder)

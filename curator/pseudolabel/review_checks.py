@@ -1,6 +1,6 @@
 """Checks of what a reviewer saved in a review export: a correction saved over the exported
-``pseudo.nii.gz``, a revised structure painted over the dataset's own labels, and the remedy of
-a revision file that cannot be read.
+``pseudo.nii.gz``, a revised structure painted over the dataset's own labels, the remedy of
+a revision file that cannot be read, and whether a case folder is still fresh enough to import.
 
 * An editor's *Save* (ITK-SNAP's Ctrl+S, Slicer's quick save) writes over the file it opened, and
   the README has the reviewer open ``pseudo.nii.gz``. :func:`pseudo_edit` tells such an edit from
@@ -13,6 +13,11 @@ a revision file that cannot be read.
   warning naming the terms and the voxels — a brush that spilled over the spleen no longer makes
   the revised liver 25 % larger. A structure part of the revised term (a liver tumour in the
   liver), or a whole it is part of, is not another structure.
+* A case folder exported before the case's store changed under it — rebuilt on another grid
+  (:func:`check_grid`), or its revised labels changed by a later import or a revert
+  (:func:`check_fresh`, which says what changed them: :func:`_last_change`) — is refused:
+  importing it would put the labels it was exported with back over the later ones.
+  :func:`unrevised_cases` lists the case folders that hold no revision yet.
 
 >>> related("liver_tumor", ["liver"]), related("spleen", ["liver"])
 (True, False)
@@ -28,12 +33,17 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
-from curator.errors import ConfigError, CuratorError, InputError
+from curator.errors import ConfigError, CuratorError, InputError, LabelError
+from curator.pseudolabel.review_provenance import imported_by
 from curator.pseudolabel.review_records import (
     RECORD,
     exported_grid,
+    grid_text,
+    layer_digest,
     mask_digest,
+    read_accepts,
     read_record,
+    revised_copy_path,
     revision_files,
 )
 from curator.pseudolabel.terms import ancestors, term_name
@@ -272,3 +282,75 @@ def large_change_warning(path: Path, said: list[str], case_id: str, revised: int
                       remedy=f"check the file in the folder of {case_id} against its image; if it is another case's, "
                              f"withdraw it (`curator review revert pipeline.yaml {case_id}`) and save the revision in "
                              "the right case's folder; if the correction is right, nothing to do")
+
+
+def reviewed_before(store: CaseStore) -> bool:
+    """Whether a revision of the case was imported before (its workspace copy, or the layer)."""
+    return revised_copy_path(store.path).is_file() or "revised" in store.layers()
+
+
+def _imported(store: Path) -> bool:
+    return revised_copy_path(store).is_file() or ((store / "zarr.json").is_file() and reviewed_before(CaseStore(store)))
+
+
+def unrevised_cases(folder: Path, stores: Path | None = None) -> list[str]:
+    """The case folders of an export (those with codes.json) that hold no revision yet and are not
+    accepted in worklist.csv — nor, given the workspace's ``stores`` folder, reviewed already (an
+    accept imported before, whose row a later export into the folder left out)."""
+    accepted = read_accepts(folder)
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "codes.json").is_file()
+                  and not revision_files(p) and p.name not in accepted
+                  and not (stores is not None and _imported(stores / f"{p.name}.zarr")))
+
+
+def _last_change(attrs: dict[str, Any] | None) -> str:
+    """`` (the import of export 3f2a… on 2026-12-09T10:00:00+00:00 by Dr A)``: what wrote the
+    revised layer, as its attributes say (empty when they say nothing)."""
+    last = ((attrs or {}).get("review") or {}).get("last") or {}
+    if not last:
+        return ""
+    what = f"the import of export {last['export_id']}" if last.get("action") == "import" and last.get("export_id") \
+        else "an import" if last.get("action") == "import" else "a revert"
+    return (f" ({what}" + (f" on {last['at']}" if last.get("at") else "")
+            + (f" by {last['reviewed_by']}" if last.get("reviewed_by") else "") + ")")
+
+
+def check_fresh(store: CaseStore, folder: Path, earlier: bool, export_id: str | None = None) -> None:
+    """A ``review_export_stale`` error when ``folder`` was exported before the case's store changed
+    under it: rebuilt on another grid (:func:`check_grid`), or its revised labels changed since
+    (``export.json``'s ``revised_layer``): a later import — of another export folder, e.g. a later
+    round — or a revert. Importing it would put the labels it was exported with back over the
+    later ones and call them a new round. A change by the import of this same export (its id,
+    ``export_id``) is no change under it: the folder's revision, amended, imports again."""
+    check_grid(store, folder, earlier)
+    record = read_record(folder)
+    if "revised_layer" not in record:  # an export by a curator that did not record it
+        return
+    then, now = record["revised_layer"], layer_digest(store, "revised")
+    attrs = store.layer_attrs("revised")
+    if then == now or (export_id is not None and imported_by(attrs) == export_id):
+        return
+    how = _last_change(attrs)
+    what = (f"a revision of the case was imported since{how}" if then is None else
+            "the case's revision was withdrawn since (`curator review revert`)" if now is None else f"the case's revised labels changed since{how}")
+    raise LabelError("review_export_stale", f"this case folder was exported before the case's reviewed labels last "
+                     f"changed: {what}; importing it would put the labels it was exported with back over the later "
+                     "ones" + ("; the case's revised labels are kept as they are" if earlier else ""),
+                     path=str(folder), remedy="export the case again with --include-reviewed (into a new folder), "
+                     "redo the revision there from the labels as they are now, and import that folder")
+
+
+def check_grid(store: CaseStore, folder: Path, earlier: bool) -> None:
+    """A ``review_export_stale`` error when ``folder`` was exported on another grid than the
+    store's now: preprocess rebuilt the store since (a new target spacing), and a revision saved
+    on the export's grid has no place on it — said as that, not as a revision on the wrong grid."""
+    exported = exported_grid(folder, read_record(folder))
+    if exported is None or exported.mismatch(store.geometry, tol_mm=0.01) is None:
+        return
+    kept = "; the earlier import of this case is kept (carried over onto the new grid)" if earlier else ""
+    raise LabelError("review_export_stale", "this case folder was exported before the store was rebuilt on a new "
+                     f"grid (exported on {grid_text(exported)}, the store is now on {grid_text(store.geometry)})"
+                     + kept, path=str(folder),
+                     remedy=("to revise again, export again with --include-reviewed (into a new folder) and save the "
+                             "revision there" if earlier else "export the case again (into a new folder) and save "
+                             "the revision there, on the grid of its pseudo.nii.gz"))

@@ -3,7 +3,7 @@ listing its cases, each record keyed with the workspace's secret), each case fol
 (checksums of the masks it exported and the store's grid), the reviewer's ``worklist.csv`` accept
 column, the files saved as a revision, and the workspace's own copy of an imported revision.
 
-:mod:`curator.pseudolabel.review` writes these, :mod:`curator.pseudolabel.review_import` reads them.
+:mod:`curator.pseudolabel.review` writes these, :mod:`curator.pseudolabel.review_revision` and :mod:`curator.pseudolabel.review_import` read them.
 
 >>> import numpy as np
 >>> mask_digest(np.ones((2, 2, 2), bool)) == mask_digest(np.ones((2, 2, 2), bool))
