@@ -23,6 +23,20 @@ def _find_real() -> Path:
 
 REAL = _find_real()
 
+# Rich fixes a console's width at its creation from $COLUMNS: a shell that exports it, or
+# pytest-xdist's workers (COLUMNS=80), would wrap the CLI's output at that width for the whole
+# session — long temporary paths then break across lines where tests look for them. Without it
+# the width is read per call, so each test's CliRunner(env={"COLUMNS": ...}) takes effect.
+os.environ.pop("COLUMNS", None)
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's output 250 columns wide, read per call: a message holding a long temporary path
+    (pytest-xdist adds a folder to each) is not wrapped inside the words a test looks for. A test
+    may set its own width (CliRunner(env={"COLUMNS": ...}))."""
+    monkeypatch.setenv("COLUMNS", "250")
+
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
@@ -55,6 +69,12 @@ def real_copy(real_data: Path, tmp_path: Path):
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Curator's user cache (checked release files) in a temporary folder, not ~/.cache."""
     os.environ["CURATOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("curator-cache"))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): one worker per core, at most 4 — each builds its own
+    session fixtures (demo releases, ≈ 2 GB at peak); ``-n 0`` runs in this process alone."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
