@@ -79,7 +79,8 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     negative; :meth:`curator.store.CaseStore.outside_value`) and the masks with background.
 
     Cases that hold none of the requested terms (no voxel, no annotated absence) are left out:
-    their items would have ``present`` all false (``labelled_only=False`` keeps them).
+    their items would have ``present`` all false (``labelled_only=False`` keeps them); a log
+    line at info level counts them and ``unlabelled`` lists their case ids.
 
     Cases are drawn with SAT's weights (``balance``: 1/√N per dataset; ``repeat``: the repeat
     factor of the annotated region), times ``case_weights`` when given: a mapping case_id ->
@@ -233,8 +234,16 @@ class PatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self._prompts = {m: [tax.prompt(t, m) if t in tax else f"({m.lower()}) {t.replace('_', ' ')}"
                              for t in self.terms] for m in {c["modality"] for c in self.cases}}
         self._index_terms()
+        # labelled_only: the selected cases left out for holding none of the terms (case ids)
+        self.unlabelled: list[str] = []
         if labelled_only:  # a case holding none of the terms gives items with nothing to learn from
             kept = [c for c in self.cases if self._usable.get(c["case_id"])]
+            self.unlabelled = sorted(c["case_id"] for c in self.cases if not self._usable.get(c["case_id"]))
+            if self.unlabelled and kept:
+                log.info("PatchDataset: %d of %d selected case(s) hold none of %s in layers %s and are left out "
+                         "(labelled_only=False keeps them; `unlabelled` lists them): %s%s", len(self.unlabelled),
+                         len(self.cases), self.terms, list(self.layers), ", ".join(self.unlabelled[:10]),
+                         " ..." if len(self.unlabelled) > 10 else "")
             if not kept:
                 elsewhere, _ = held_elsewhere(self.release, selected, self.terms, self.layers, self.view)
                 noun = "case" if len(selected) == 1 else "cases"

@@ -795,10 +795,11 @@ def test_labelled_only_follows_the_qc_rule_of_the_items(tiny: Tiny, tmp_path: Pa
     ds = PatchDataset(rel, terms=["kidney_mass"], where="dataset = 'TinyKits'", patch_size=(24, 24, 8),
                       samples_per_epoch=12)
     assert kits[0] not in [c["case_id"] for c in ds.cases] and len(ds.cases) == len(kits) - 1
+    assert ds.unlabelled == [kits[0]]  # said, not dropped silently
     assert all(bool(ds[i]["present"][0]) for i in range(len(ds)))
     every = PatchDataset(rel, terms=["kidney_mass"], where="dataset = 'TinyKits'", patch_size=(24, 24, 8),
                          labelled_only=False, samples_per_epoch=12)
-    assert kits[0] in [c["case_id"] for c in every.cases]
+    assert kits[0] in [c["case_id"] for c in every.cases] and every.unlabelled == []
     with pytest.raises(Exception, match="seed = -1"):
         PatchDataset(rel, terms=["kidney_mass"], seed=-1)
 
