@@ -71,6 +71,7 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["CURATOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("curator-cache"))
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: no error where it is not loaded
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto`` (pyproject's addopts): one worker per core, at most 4 — each builds its own
     session fixtures (demo releases, ≈ 2 GB at peak); ``-n 0`` runs in this process alone."""
