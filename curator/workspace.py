@@ -394,6 +394,20 @@ def table_damaged(name: str, path: Path, e: BaseException) -> WorkspaceError:
                           path=str(path), remedy=remedy_for("table_damaged"))
 
 
+def files_below(root: Path, rel: str) -> list[str]:
+    """``rel`` (relative to ``root``), or, when it is a folder (a DICOM series; not a link to one),
+    every file below it, relative to ``root``: folder by folder, names sorted (the order
+    :meth:`ChecksumCache.paths` hashes them in)."""
+    p = root / rel
+    if not p.is_dir() or p.is_symlink():
+        return [rel]
+    out = []
+    for dirpath, dirnames, files in os.walk(p, followlinks=False):
+        dirnames.sort()
+        out += [os.path.relpath(os.path.join(dirpath, f), root) for f in sorted(files)]
+    return out
+
+
 class ChecksumCache:
     """Content checksums of source files, re-computed when a file's size, mtime, ctime or inode
     changes (the ctime and inode catch a file rewritten with its old mtime put back, e.g. by
@@ -442,18 +456,11 @@ class ChecksumCache:
         return digest
 
     def paths(self, root: Path, rels: list[str]) -> str:
-        """One checksum over files and folders (a folder = every file below it)."""
+        """One checksum over files and folders (a folder = every file below it, :func:`files_below`)."""
         h = hashlib.sha256()
         for rel in sorted(rels):
-            p = root / rel
-            if p.is_dir() and not p.is_symlink():
-                for dirpath, dirnames, files in os.walk(p, followlinks=False):
-                    dirnames.sort()
-                    for f in sorted(files):
-                        sub = os.path.relpath(os.path.join(dirpath, f), root)
-                        h.update(f"{sub}|{self.file(root, sub)}\n".encode())
-            else:
-                h.update(f"{rel}|{self.file(root, rel)}\n".encode())
+            for sub in files_below(root, rel):
+                h.update(f"{sub}|{self.file(root, sub)}\n".encode())
         return h.hexdigest()
 
     def label_scaling(self, root: Path, rel: str) -> list[int] | None:

@@ -29,7 +29,7 @@ from curator.registry.layout import SpecKeyError, discover, scan
 from curator.registry.spec import holds_structures
 from curator.registry.splits import split_columns
 from curator.runner.stage import CaseEnv, CaseOutput, Stage, Task, problem_row, with_warnings
-from curator.workspace import ChecksumCache
+from curator.workspace import ChecksumCache, files_below
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,6 @@ def _display(source: str, root: Path, path: str | None) -> str | None:
         return f"{source}:{p.as_posix()}"
     rel = os.path.relpath(p, root)  # no resolve(): the path may be a looping link
     return f"{source}:{Path(rel).as_posix()}"
-
-
-def _files_below(root: Path, rel: str) -> list[str]:
-    """``rel`` (under ``root``), or every file below it when it is a folder (a DICOM series)."""
-    p = root / rel
-    if not p.is_dir() or p.is_symlink():
-        return [rel]
-    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(p) for f in files)
 
 
 def _written_after(path: Path, since_ns: int) -> bool:
@@ -125,7 +117,7 @@ class IngestStage(Stage):
             return []
         rels = ([p["image"]] if p["image"] else []) + [rel for _, rel in p["labels"]]
         before, now = self.checksums_before.get(src.name, {}), self.checksums_now.get(src.name, {})
-        edited = [rel for rel in rels for rel in _files_below(src.root, rel)
+        edited = [rel for rel in rels for rel in sorted(files_below(src.root, rel))
                   if _edited(src.root / rel, before.get(rel), now.get(rel), since_ns)]
         if edited and src.pseudonymous_ids:
             return [f"{src.name}:{task.case_id} ({len(edited)} file(s))"]
